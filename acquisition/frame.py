@@ -1,0 +1,115 @@
+"""The `Frame`: one camera image plus everything needed to act on it.
+
+A frame carries its own pixel-to-stage map so that any consumer (detector, controller,
+overlay, a remote client) can turn a box in pixels into a stage position without asking
+the microscope again, which may already have moved on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Names of the time stamps that the pipeline stages add, in order. Every stamp is
+# ``time.monotonic_ns()`` taken on this host.
+STAMP_READY = "ready"  # the frame's pixels are in host memory (set by the backend)
+
+
+@dataclass(frozen=True, slots=True)
+class StagePosition:
+    """Stage position in micrometres, with Micro-Manager's signs."""
+
+    x: float
+    y: float
+    z: float
+
+
+@dataclass(slots=True)
+class Frame:
+    """One camera image with its context.
+
+    Parameters
+    ----------
+    pixels
+        2-D array (H, W), dtype uint8, uint16 or float32, in the camera's own grid.
+    index
+        Running number of the frame in its stream (0, 1, 2, ...). Gaps mean dropped frames.
+    stamps
+        ``time.monotonic_ns()`` stamps keyed by stage name; the backend sets ``"ready"``,
+        later stages add their own so latency is always a difference of stamps.
+    position
+        Stage position (µm) when the frame was exposed, as reported by the stage.
+    pixel_size_um
+        Size of one camera pixel in the specimen plane (µm), binning included.
+    affine
+        2x2 matrix A (µm per pixel) such that a pixel at offset ``d = (u - cx, v - cy)``
+        from the image centre is centred by moving the stage to ``position.xy + A @ d``.
+        For a plain setup it is ``pixel_size_um * identity``; calibration measures it.
+    metadata
+        Free-form, JSON-serialisable extras (exposure, camera name, binning, ...).
+    truth
+        Ground-truth boxes (N, 4) float32 x0, y0, x1, y1 in this frame's pixels, only for
+        simulated frames; ``None`` otherwise.
+    """
+
+    pixels: np.ndarray
+    index: int
+    stamps: dict[str, int] = field(default_factory=dict)
+    position: StagePosition | None = None
+    pixel_size_um: float = 1.0
+    affine: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    truth: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pixels, np.ndarray) or self.pixels.ndim != 2:
+            shape = getattr(self.pixels, "shape", type(self.pixels).__name__)
+            raise ValueError(
+                f"Frame pixels must be a 2-D numpy array (H, W); got {shape}. "
+                "Split colour or multi-channel images into one Frame per channel."
+            )
+        if self.affine is None:
+            self.affine = np.eye(2) * float(self.pixel_size_um)
+        else:
+            self.affine = np.asarray(self.affine, dtype=float).reshape(2, 2)
+        if STAMP_READY not in self.stamps:
+            self.stamps[STAMP_READY] = time.monotonic_ns()
+
+    # -- convenience -------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape  # type: ignore[return-value]
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """Pixel coordinate of the optical centre (the image centre), x then y."""
+        h, w = self.pixels.shape
+        return (w / 2.0, h / 2.0)
+
+    def stamp(self, name: str) -> int:
+        """Record ``time.monotonic_ns()`` under *name* and return it."""
+        t = time.monotonic_ns()
+        self.stamps[name] = t
+        return t
+
+    def pixel_to_stage(self, xy: np.ndarray) -> np.ndarray:
+        """Map pixel coordinates (N, 2) to the stage positions (N, 2) µm that centre them."""
+        if self.position is None:
+            raise ValueError(
+                "This frame has no stage position, so pixels cannot be mapped to the stage; "
+                "use a backend that reports positions (simulated, Micro-Manager)."
+            )
+        xy = np.atleast_2d(np.asarray(xy, dtype=float))
+        d = xy - np.asarray(self.center)
+        return np.array([self.position.x, self.position.y]) + d @ self.affine.T
+
+    def stage_to_pixel(self, xy_um: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`pixel_to_stage`: stage µm (N, 2) to pixel coordinates (N, 2)."""
+        if self.position is None:
+            raise ValueError("This frame has no stage position; cannot map stage to pixels.")
+        xy_um = np.atleast_2d(np.asarray(xy_um, dtype=float))
+        d = xy_um - np.array([self.position.x, self.position.y])
+        return d @ np.linalg.inv(self.affine).T + np.asarray(self.center)

@@ -1,0 +1,153 @@
+"""The `Microscope` protocol and the base class that routes every move through the guard.
+
+Everything downstream (detector, control, the service) talks to this protocol only, so the
+same code drives the simulated microscope, Micro-Manager (GUI or headless) and replays.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from acquisition.frame import Frame, StagePosition
+from acquisition.safety import MoveGuard, SoftLimits
+from acquisition.stream import FrameStream
+
+
+@runtime_checkable
+class Microscope(Protocol):
+    """What inscope needs from a microscope: frames in, moves out."""
+
+    name: str
+    guard: MoveGuard
+
+    def snap(self) -> Frame:
+        """Expose and return one frame (blocking)."""
+        ...
+
+    def stream(self) -> FrameStream:
+        """Start continuous acquisition; the returned stream hands out the newest frame."""
+        ...
+
+    def move_xy(self, x: float, y: float, *, relative: bool = False,
+                wait: bool = True) -> bool:
+        """Move the XY stage (µm) through the guard; returns True if the move was made."""
+        ...
+
+    def move_z(self, z: float, *, relative: bool = False, wait: bool = True) -> bool:
+        """Move the focus drive (µm) through the guard; returns True if the move was made."""
+        ...
+
+    def position(self) -> StagePosition:
+        """Current stage position (µm)."""
+        ...
+
+    @property
+    def pixel_size_um(self) -> float: ...
+
+    @property
+    def affine(self) -> np.ndarray:
+        """2x2 µm-per-pixel map, see :class:`~acquisition.frame.Frame`."""
+        ...
+
+    @property
+    def limits(self) -> SoftLimits | None: ...
+
+    def close(self) -> None: ...
+
+
+class BaseMicroscope(abc.ABC):
+    """Shared behaviour: guarded moves, context management, calibrated affine override.
+
+    Subclasses implement the hardware half (``_set_xy``, ``_set_z``, ``_wait_xy``,
+    ``_wait_z``, ``_read_position``, ``snap``, ``stream``) and never expose a move that
+    bypasses :attr:`guard`.
+    """
+
+    name: str = "microscope"
+
+    def __init__(self, guard: MoveGuard) -> None:
+        self.guard = guard
+        self._affine_override: np.ndarray | None = None
+
+    # -- hardware half -----------------------------------------------------------------
+    @abc.abstractmethod
+    def snap(self) -> Frame: ...
+
+    @abc.abstractmethod
+    def stream(self) -> FrameStream: ...
+
+    @abc.abstractmethod
+    def _read_position(self) -> StagePosition: ...
+
+    @abc.abstractmethod
+    def _set_xy(self, x: float, y: float) -> None: ...
+
+    @abc.abstractmethod
+    def _set_z(self, z: float) -> None: ...
+
+    def _wait_xy(self) -> None:  # noqa: B027 - optional hook
+        """Block until the XY stage has settled (default: moves are synchronous)."""
+
+    def _wait_z(self) -> None:  # noqa: B027 - optional hook
+        """Block until the focus drive has settled (default: moves are synchronous)."""
+
+    @property
+    @abc.abstractmethod
+    def pixel_size_um(self) -> float: ...
+
+    def _native_affine(self) -> np.ndarray:
+        return np.eye(2) * self.pixel_size_um
+
+    # -- public, guarded ---------------------------------------------------------------
+    def position(self) -> StagePosition:
+        return self._read_position()
+
+    def move_xy(self, x: float, y: float, *, relative: bool = False,
+                wait: bool = True) -> bool:
+        p = self._read_position()
+        tx, ty = (p.x + x, p.y + y) if relative else (float(x), float(y))
+
+        def do() -> None:
+            self._set_xy(tx, ty)
+            if wait:
+                self._wait_xy()
+
+        return self.guard.run("xy", (p.x, p.y), (tx, ty), do)
+
+    def move_z(self, z: float, *, relative: bool = False, wait: bool = True) -> bool:
+        p = self._read_position()
+        tz = p.z + z if relative else float(z)
+
+        def do() -> None:
+            self._set_z(tz)
+            if wait:
+                self._wait_z()
+
+        return self.guard.run("z", (p.z,), (tz,), do)
+
+    @property
+    def limits(self) -> SoftLimits | None:
+        return self.guard.limits
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The calibrated pixel-to-stage map if one was set, else the backend's own."""
+        if self._affine_override is not None:
+            return self._affine_override
+        return self._native_affine()
+
+    @affine.setter
+    def affine(self, a: np.ndarray | None) -> None:
+        self._affine_override = None if a is None else np.asarray(a, float).reshape(2, 2)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the hardware; idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,145 @@
+"""Newest-frame hand-off between a producer thread and one consumer.
+
+Low latency beats completeness beside a live microscope: when the consumer is slower than
+the camera it should always get the *newest* frame, never work through a backlog. The slot
+holds one item; putting over an unread item drops it and counts the drop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from acquisition.frame import Frame
+
+T = TypeVar("T")
+
+
+class NewestSlot(Generic[T]):
+    """A one-item, overwrite-on-put queue that counts what it drops."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._has = False
+        self._closed = False
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Store *item*; returns True if an unread older item was dropped to make room."""
+        with self._cond:
+            dropped = self._has
+            if dropped:
+                self.dropped += 1
+            self._item, self._has = item, True
+            self.put_count += 1
+            self._cond.notify()
+            return dropped
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """Newest unread item, waiting up to *timeout* s; None on timeout or when closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._has or self._closed, timeout):
+                return None
+            if not self._has:
+                return None
+            item, self._item, self._has = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+Producer = Callable[[Callable[[Frame], None], threading.Event], None]
+
+
+class FrameStream:
+    """Frames from a producer thread, newest first.
+
+    The backend supplies ``producer(emit, stop)``: it calls ``emit(frame)`` for every frame
+    and returns when ``stop`` is set (or when its source ends). Use as a context manager
+    and iterate, or call :meth:`get`::
+
+        with scope.stream() as frames:
+            for frame in frames:
+                ...
+            print(frames.dropped)
+
+    An exception in the producer is re-raised in the consumer, so a camera failure is
+    seen where the frames are used rather than lost in a thread.
+    """
+
+    def __init__(self, producer: Producer, name: str = "frames") -> None:
+        self._producer = producer
+        self._slot: NewestSlot[Frame] = NewestSlot()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"inscope-{name}", daemon=True)
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> FrameStream:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._producer(self._slot.put, self._stop)
+        except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
+            self._error = e
+        finally:
+            self._slot.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the producer and wait for its thread to end."""
+        self._stop.set()
+        if self._started:
+            self._thread.join(timeout)
+        self._slot.close()
+
+    def __enter__(self) -> FrameStream:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- consuming ---------------------------------------------------------------------
+    def get(self, timeout: float | None = 5.0) -> Frame | None:
+        """The newest frame not yet returned; None if none arrived in time or the stream
+        ended. Raises the producer's exception if it failed."""
+        self.start()
+        frame = self._slot.get(timeout)
+        if frame is None and self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        return frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.get(timeout=None if not self._stop.is_set() else 0)
+            if frame is None:
+                return
+            yield frame
+
+    @property
+    def dropped(self) -> int:
+        """Frames the producer made that no consumer ever saw."""
+        return self._slot.dropped
+
+    @property
+    def produced(self) -> int:
+        return self._slot.put_count
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()

@@ -1,0 +1,1 @@
+"""Detections -> actions: calibration, tracking, steering, focus, find-and-image workflows."""

@@ -1,0 +1,100 @@
+"""Detector interface: frames in, :class:`Detections` out.
+
+No ONNX Runtime type appears here, so a remote engine (e.g. Triton over gRPC shared by
+several microscopes) can stand behind the same interface later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from acquisition.frame import Frame
+
+# Time-stamp names the detector adds to ``Frame.stamps`` / ``Detections.stamps``.
+STAMP_DETECT_START = "detect_start"
+STAMP_DETECT_END = "detect_end"
+
+
+@dataclass(slots=True)
+class Detections:
+    """Boxes found in one frame, in that frame's own pixel grid.
+
+    Attributes
+    ----------
+    boxes
+        (N, 4) float32, x0, y0, x1, y1 (x right, y down).
+    scores
+        (N,) float32 in [0, 1].
+    class_ids
+        (N,) int32, index into ``class_names``.
+    class_names
+        Names of all classes the model knows.
+    frame_index
+        ``Frame.index`` of the frame these came from (-1 for a bare array).
+    stamps
+        Copy of the frame's time stamps plus the detector's own.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    class_names: tuple[str, ...] = ("cell",)
+    frame_index: int = -1
+    stamps: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int32).reshape(-1)
+        n = len(self.boxes)
+        if len(self.scores) != n or len(self.class_ids) != n:
+            raise ValueError(
+                f"Detections need one score and one class id per box: got {n} boxes, "
+                f"{len(self.scores)} scores, {len(self.class_ids)} class ids."
+            )
+
+    @classmethod
+    def empty(cls, class_names: tuple[str, ...] = ("cell",), frame_index: int = -1
+              ) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                   np.zeros(0, np.int32), class_names, frame_index)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(N, 2) box centres, x then y, in pixels."""
+        return np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) / 2,
+                         (self.boxes[:, 1] + self.boxes[:, 3]) / 2], axis=1)
+
+    @property
+    def areas(self) -> np.ndarray:
+        return (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
+
+    def names(self) -> list[str]:
+        """Class name of each box."""
+        return [self.class_names[i] if 0 <= i < len(self.class_names) else str(i)
+                for i in self.class_ids]
+
+    def select(self, mask: np.ndarray) -> Detections:
+        """A new Detections with only the boxes where *mask* is true."""
+        return Detections(self.boxes[mask], self.scores[mask], self.class_ids[mask],
+                          self.class_names, self.frame_index, dict(self.stamps))
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Anything that turns a frame into Detections."""
+
+    name: str
+    class_names: tuple[str, ...]
+
+    def detect(self, frame: Frame | np.ndarray) -> Detections:
+        """Find objects in *frame* (a Frame or a bare 2-D array)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,103 @@
+"""Model cards: the JSON beside every inscope ONNX model.
+
+The card says how to feed the model (input size, normalisation, scale) and how to read its
+outputs (decoding), plus what it was trained on and how well and how fast it ran, so a
+model file is never used on trust. Its ``sha256`` ties the card to exactly one .onnx file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CARD_SUFFIX = ".json"
+
+
+@dataclass
+class ModelCard:
+    """Description of one ONNX detector.
+
+    Attributes
+    ----------
+    name
+        Short identifier, e.g. ``"inscope-nuclei-v1"``.
+    format
+        ``"inscope-centernet"`` (heatmap + size heads, peak decoding) or
+        ``"ultralytics"`` (YOLOv8 / YOLO11 export, decoded with NMS).
+    classes
+        Class names, index = class id.
+    input
+        ``{"name": str, "channels": 1|3, "size": [H, W] | None (any size, multiple of
+        "multiple"), "multiple": int, "layout": "NCHW"}``.
+    normalisation
+        ``{"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 4}`` maps the
+        frame to [0, 1] float32 (robust to uint8/uint16/float inputs), or
+        ``{"method": "scale", "divisor": 255}``.
+    scale
+        ``{"object_size_px": [lo, hi]}``: the object sizes the model was trained for; the
+        detector rescales frames so objects fall in this range (from the pixel size, or a
+        user-given ``object_size_px``). ``{"tile": int, "overlap": int}`` for tiling.
+    decoding
+        Format-specific: for centernet ``{"stride": 4, "heatmap": "heatmap", "size":
+        "size", "offset": "offset" | None, "score_threshold": 0.3, "peak_kernel": 3,
+        "max_detections": 500}``; for ultralytics ``{"score_threshold", "iou_threshold"}``.
+    training, metrics, latency
+        Free-form records of how the model was made and what it measured.
+    sha256
+        Hex digest of the .onnx file the card describes.
+    """
+
+    name: str
+    format: str
+    classes: list[str]
+    input: dict[str, Any]
+    normalisation: dict[str, Any] = field(
+        default_factory=lambda: {"method": "percentile", "low": 1.0, "high": 99.8,
+                                 "subsample": 4})
+    scale: dict[str, Any] = field(default_factory=dict)
+    decoding: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+    notes: str = ""
+
+    # -- io ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"Model card {path} not found. An inscope model needs its JSON card beside "
+                "the .onnx (same name, .json); Ultralytics exports need none.") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Model card {path} is not valid JSON: {e}.") from None
+        known = set(cls.__dataclass_fields__)
+        missing = {"name", "format", "classes", "input"} - set(d)
+        if missing:
+            raise ValueError(f"Model card {path} lacks required field(s) {sorted(missing)}.")
+        extra = {k: v for k, v in d.items() if k not in known}
+        card = cls(**{k: v for k, v in d.items() if k in known})
+        if extra:
+            card.training.setdefault("_extra_fields", extra)
+        return card
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @staticmethod
+    def path_for(onnx_path: str | Path) -> Path:
+        return Path(onnx_path).with_suffix(CARD_SUFFIX)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,5 @@
+import sys
+
+from inscope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""The ``inscope`` command line.
+
+Subcommands live beside the code they drive; each module below exposes
+``register(subparsers)`` that adds its commands with ``set_defaults(func=...)``, where
+``func(args) -> int`` is the exit code. Registration must stay cheap (no torch, no ONNX
+session), so ``inscope --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in --help.
+COMMAND_MODULES = [
+    "inscope.commands",        # demo, run, bench
+    "acquisition.cli",         # stream
+    "detector.eval_cli",       # eval
+    "detector.train.cli",      # train
+    "control.cli",             # calibrate, scan
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from inscope import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="inscope",
+        description="Microscope-inline real-time cell detection: frames from Micro-Manager "
+        "(or a simulated microscope), boxes in milliseconds, stage and focus steered, "
+        "an AR overlay.",
+    )
+    parser.add_argument("--version", action="version", version=f"inscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name and mod_name.startswith(e.name):
+                continue  # that part is not built (yet); its commands are simply absent
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
