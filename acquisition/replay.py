@@ -1,0 +1,393 @@
+"""Replay backend: frames from TIFF / OME-TIFF / NDTiff stacks and video files.
+
+Used to run the whole pipeline offline (a recorded experiment, a test clip) exactly as it
+runs live: ``snap()`` and ``stream()`` hand out the recorded frames with their recorded
+pixel size and, for OME-TIFF, their recorded stage positions.
+
+**Stage moves.** A recording has no stage, and the images do not change when a controller
+asks to move. What a user replaying a session expects is that the controller *runs* (its
+moves are computed, checked and logged, so its decisions can be inspected), not that it
+crashes. So moves are accepted through the guard (no limits, ``require_limits=False``,
+unless limits are given) and only change a *virtual* position returned by
+:meth:`ReplayMicroscope.position`. Frames keep the position recorded in the file (that is
+where the stage really was when the image was taken); without recorded positions frames
+carry the virtual position.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquisition.errors import MicroscopeUnavailable
+from acquisition.frame import STAMP_READY, Frame, StagePosition
+from acquisition.microscope import BaseMicroscope
+from acquisition.safety import MoveGuard, SoftLimits
+from acquisition.stream import FrameStream
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+
+#: Frame rate used when neither the caller nor the file gives one.
+DEFAULT_FPS = 10.0
+
+
+def _gray(a: np.ndarray) -> np.ndarray:
+    """RGB(A) (…, 3|4) as grayscale, preserving dtype where OpenCV allows."""
+    import cv2
+
+    if a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.dtype not in (np.uint8, np.uint16, np.float32):
+        a = a.astype(np.float32)
+    return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+
+
+def _pixels_2d(a: np.ndarray) -> np.ndarray:
+    """Make a frame's pixels a supported 2-D dtype (uint8, uint16, float32)."""
+    if a.dtype in (np.uint8, np.uint16, np.float32):
+        return a
+    if a.dtype.kind in "iu" and a.min(initial=0) >= 0 and a.max(initial=0) <= 65535:
+        return a.astype(np.uint16)
+    return a.astype(np.float32)
+
+
+class _Stack:
+    """An in-memory (T, Y, X) stack with optional per-frame positions."""
+
+    def __init__(self, frames: np.ndarray, positions: list[StagePosition] | None,
+                 pixel_size_um: float | None, fps: float | None, meta: dict[str, Any]):
+        self.frames, self.positions = frames, positions
+        self.pixel_size_um, self.fps, self.meta = pixel_size_um, fps, meta
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def _read_tiff(path: Path, channel: int) -> _Stack:
+    import tifffile
+
+    try:
+        tf = tifffile.TiffFile(path)
+    except Exception as e:  # noqa: BLE001 - tifffile raises several types
+        raise MicroscopeUnavailable(
+            f"Cannot read {str(path)!r} as TIFF ({e}); give a valid TIFF/OME-TIFF stack."
+        ) from e
+    with tf:
+        series = tf.series[0]
+        axes = series.axes.upper()
+        data = series.asarray()
+        ome = tf.ome_metadata if tf.is_ome else None
+        ij = tf.imagej_metadata or {}
+        page = tf.pages[0]
+        res = page.tags.get("XResolution")
+        unit = page.tags.get("ResolutionUnit")
+        res_v = res.value if res is not None else None
+        unit_v = int(unit.value) if unit is not None else None
+    # Samples (RGB) -> gray, channel choice, everything else flattened into time.
+    if axes.endswith("S") and data.shape[-1] in (3, 4):
+        flat = data.reshape(-1, *data.shape[-3:])
+        data = np.stack([_gray(f) for f in flat]).reshape(data.shape[:-1])
+        axes = axes[:-1]
+    n_channels = 1
+    if "C" in axes:
+        ci = axes.index("C")
+        n_channels = data.shape[ci]
+        if not 0 <= channel < n_channels:
+            raise MicroscopeUnavailable(
+                f"{path.name} has {n_channels} channels (0..{n_channels - 1}); channel="
+                f"{channel} does not exist. Pass --channel with one of them."
+            )
+        data = np.take(data, channel, axis=ci)
+        axes = axes[:ci] + axes[ci + 1:]
+    if not axes.endswith("YX") or data.ndim < 2:
+        raise MicroscopeUnavailable(
+            f"{path.name}: cannot find image rows/columns in axes {series.axes!r}; save the "
+            "stack as (T, Y, X) or (T, C, Y, X)."
+        )
+    frames = data.reshape(-1, data.shape[-2], data.shape[-1])
+    px = fps = None
+    positions = None
+    meta: dict[str, Any] = {"axes": series.axes, "channels": n_channels, "channel": channel}
+    if ome:
+        px, fps, positions = _parse_ome(ome, channel)
+        if positions is not None and len(positions) != len(frames):
+            positions = None
+    if px is None and ij.get("unit") in ("um", "micron", "µm", "\\u00B5m") and res_v:
+        px = float(res_v[1]) / float(res_v[0]) if res_v[0] else None
+    elif px is None and res_v and unit_v == 3 and res_v[0]:  # pixels per cm
+        px = 1e4 * float(res_v[1]) / float(res_v[0])
+    if fps is None and ij.get("finterval"):
+        fps = 1.0 / float(ij["finterval"])
+    return _Stack(frames, positions, px, fps, meta)
+
+
+def _parse_ome(xml: str, channel: int):
+    """PhysicalSizeX (µm), frame rate and per-plane stage positions from OME-XML."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None, None, None
+    ns = {"o": root.tag.split("}")[0].strip("{")} if root.tag.startswith("{") else {}
+    q = (lambda t: f"o:{t}") if ns else (lambda t: t)
+    pixels = root.find(f".//{q('Pixels')}", ns)
+    if pixels is None:
+        return None, None, None
+    px = pixels.get("PhysicalSizeX")
+    unit = pixels.get("PhysicalSizeXUnit", "µm")
+    scale = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit, 1.0)
+    px = float(px) * scale if px else None
+    ti = pixels.get("TimeIncrement")
+    fps = 1.0 / float(ti) if ti and float(ti) > 0 else None
+    planes = pixels.findall(q("Plane"), ns)
+    positions: list[tuple[tuple[int, int], StagePosition]] = []
+    for p in planes:
+        if int(p.get("TheC", 0)) != channel or p.get("PositionX") is None:
+            continue
+        key = (int(p.get("TheT", 0)), int(p.get("TheZ", 0)))
+        positions.append((key, StagePosition(float(p.get("PositionX", 0)),
+                                             float(p.get("PositionY", 0)),
+                                             float(p.get("PositionZ", 0)))))
+    positions.sort(key=lambda kp: kp[0])
+    return px, fps, [p for _, p in positions] or None
+
+
+def _read_ndtiff(path: Path, channel: int) -> _Stack:
+    try:
+        from ndstorage import Dataset
+    except ImportError as e:
+        raise MicroscopeUnavailable(
+            "Replaying NDTiff needs the 'ndstorage' package (installed with pycromanager): "
+            "`pip install ndstorage`."
+        ) from e
+    try:
+        ds = Dataset(str(path))
+        arr = np.asarray(ds.as_array())
+        summary = getattr(ds, "summary_metadata", {}) or {}
+        axes = list(getattr(ds, "axes", {}).keys())
+    except Exception as e:  # noqa: BLE001
+        raise MicroscopeUnavailable(
+            f"Cannot read NDTiff dataset {str(path)!r} ({e}); give the dataset folder that "
+            "holds NDTiff.index."
+        ) from e
+    if "channel" in axes and arr.ndim >= 3:
+        ci = axes.index("channel")
+        if not 0 <= channel < arr.shape[ci]:
+            raise MicroscopeUnavailable(
+                f"{path.name} has {arr.shape[ci]} channels; channel={channel} does not exist."
+            )
+        arr = np.take(arr, channel, axis=ci)
+    frames = arr.reshape(-1, arr.shape[-2], arr.shape[-1])
+    px = summary.get("PixelSize_um") if isinstance(summary, dict) else None
+    return _Stack(frames, None, float(px) if px else None, None, {"format": "ndtiff"})
+
+
+class ReplayMicroscope(BaseMicroscope):
+    """Frames from a file, as if from a camera.
+
+    Parameters
+    ----------
+    path
+        A TIFF / OME-TIFF stack ((Y, X), (T, Y, X), (T, C, Y, X), ...: all axes other than
+        the chosen channel and Y, X are played in file order), an NDTiff dataset folder, or
+        a video file (converted to grayscale).
+    fps
+        Playback rate. None: the file's own (OME TimeIncrement, ImageJ finterval, video
+        FPS), else :data:`DEFAULT_FPS`. 0: as fast as possible.
+    loop
+        Start again at the end; otherwise the stream ends after the last frame.
+    channel
+        Which channel of a multi-channel stack to play.
+    pixel_size_um
+        Override the file's pixel size (or give one where the file has none).
+    limits, dry_run, guard
+        Moves only change a virtual position (see module docstring); limits may still be
+        given to exercise a controller's safety behaviour offline.
+    """
+
+    def __init__(self, path: str | Path, *, fps: float | None = None, loop: bool = False,
+                 channel: int = 0, pixel_size_um: float | None = None,
+                 limits: SoftLimits | Mapping | None = None, dry_run: bool = False,
+                 guard: MoveGuard | None = None) -> None:
+        if isinstance(limits, Mapping):
+            limits = SoftLimits.from_dict(dict(limits))
+        super().__init__(guard or MoveGuard(limits=limits, require_limits=False,
+                                            dry_run=dry_run))
+        self.path = Path(path).expanduser()
+        self.loop = bool(loop)
+        self._lock = threading.Lock()
+        self._video = None
+        self._stack: _Stack | None = None
+        self._cursor = 0
+        self._count = 0
+        self._virtual = StagePosition(0.0, 0.0, 0.0)
+        if not self.path.exists():
+            raise MicroscopeUnavailable(
+                f"Replay file not found: {str(self.path)!r}. Pass --file with an existing "
+                "TIFF/OME-TIFF stack, NDTiff folder or video."
+            )
+        name = self.path.name.lower()
+        if self.path.is_dir():
+            self._stack = _read_ndtiff(self.path, channel)
+            kind = "ndtiff"
+        elif name.endswith(TIFF_SUFFIXES):
+            self._stack = _read_tiff(self.path, channel)
+            kind = "tiff"
+        elif name.endswith(VIDEO_SUFFIXES):
+            self._open_video()
+            kind = "video"
+        else:
+            raise MicroscopeUnavailable(
+                f"Unsupported replay file {self.path.name!r}: use a TIFF/OME-TIFF "
+                f"({', '.join(TIFF_SUFFIXES)}), an NDTiff folder, or a video "
+                f"({', '.join(VIDEO_SUFFIXES)})."
+            )
+        if self._stack is not None and len(self._stack) == 0:
+            raise MicroscopeUnavailable(f"{self.path.name} holds no frames.")
+        self.kind = kind
+        self.name = f"replay:{self.path.name}"
+        file_fps = self._stack.fps if self._stack is not None else self._video_fps
+        if fps is None:
+            fps = file_fps if file_fps and math.isfinite(file_fps) and file_fps > 0 \
+                else DEFAULT_FPS
+        if not (fps >= 0 and math.isfinite(fps)):
+            raise ValueError(f"fps must be >= 0 (0 = as fast as possible); got {fps!r}.")
+        self.fps = float(fps)
+        file_px = self._stack.pixel_size_um if self._stack is not None else None
+        self._px_known = pixel_size_um is not None or file_px is not None
+        self._px = float(pixel_size_um or file_px or 1.0)
+        if not self._px_known:
+            warnings.warn(f"{self.path.name} records no pixel size; using 1.0 µm/pixel. "
+                          "Pass pixel_size_um (--pixel-size) for real units.", stacklevel=2)
+
+    # -- video -------------------------------------------------------------------------
+    def _open_video(self) -> None:
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise MicroscopeUnavailable(
+                f"OpenCV cannot open video {str(self.path)!r} (unknown codec or damaged "
+                "file); convert it to TIFF or an MJPG .avi."
+            )
+        self._video = cap
+        self._video_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._n_video = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+
+    def _next_video(self) -> tuple[np.ndarray, int] | None:
+        import cv2
+
+        ok, img = self._video.read()
+        if not ok:
+            if not self.loop or self._cursor == 0:
+                return None
+            self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._cursor = 0
+            ok, img = self._video.read()
+            if not ok:
+                return None
+        i = self._cursor
+        self._cursor += 1
+        if img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        return img, i
+
+    # -- frames ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._stack) if self._stack is not None else self._n_video
+
+    def _next(self, wrap: bool) -> tuple[np.ndarray, int] | None:
+        with self._lock:
+            if self._video is not None:
+                out = self._next_video()
+                if out is None and wrap and self._cursor > 0:
+                    saved, self.loop = self.loop, True
+                    try:
+                        out = self._next_video()
+                    finally:
+                        self.loop = saved
+                return out
+            n = len(self._stack)
+            if self._cursor >= n:
+                if not (self.loop or wrap):
+                    return None
+                self._cursor = 0
+            i = self._cursor
+            self._cursor += 1
+            return self._stack.frames[i], i
+
+    def _frame(self, pixels: np.ndarray, src: int) -> Frame:
+        ready = time.monotonic_ns()
+        pos = self._virtual
+        if self._stack is not None and self._stack.positions is not None:
+            pos = self._stack.positions[src]
+        with self._lock:
+            idx = self._count
+            self._count += 1
+        return Frame(_pixels_2d(np.asarray(pixels)), index=idx, stamps={STAMP_READY: ready},
+                     position=pos, pixel_size_um=self._px, affine=self.affine,
+                     metadata={"backend": "replay", "source": self.path.name,
+                               "source_index": int(src), "kind": self.kind,
+                               "pixel_size_configured": self._px_known})
+
+    def snap(self) -> Frame:
+        """The next recorded frame (wrapping to the first after the last)."""
+        out = self._next(wrap=True)
+        if out is None:
+            raise MicroscopeUnavailable(f"{self.path.name}: no frame could be read.")
+        return self._frame(*out)
+
+    def stream(self) -> FrameStream:
+        """Play from the current frame at :attr:`fps` (0 = as fast as possible); the stream
+        ends after the last frame unless ``loop``."""
+        return FrameStream(self._produce, name=f"replay-{self.path.name}")
+
+    def _produce(self, emit, stop: threading.Event) -> None:
+        t0 = time.monotonic()
+        k = 0
+        while not stop.is_set():
+            if self.fps > 0:
+                due = t0 + k / self.fps - time.monotonic()
+                if due > 0 and stop.wait(due):
+                    return
+            out = self._next(wrap=False)
+            if out is None:
+                return
+            emit(self._frame(*out))
+            k += 1
+
+    def rewind(self) -> None:
+        """Back to the first frame."""
+        with self._lock:
+            self._cursor = 0
+            if self._video is not None:
+                import cv2
+
+                self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+    # -- virtual stage -----------------------------------------------------------------
+    @property
+    def pixel_size_um(self) -> float:
+        return self._px
+
+    def _read_position(self) -> StagePosition:
+        return self._virtual
+
+    def _set_xy(self, x: float, y: float) -> None:
+        self._virtual = StagePosition(float(x), float(y), self._virtual.z)
+
+    def _set_z(self, z: float) -> None:
+        self._virtual = StagePosition(self._virtual.x, self._virtual.y, float(z))
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.release()
+            self._video = None
