@@ -1,0 +1,369 @@
+"""The service's configuration: one dataclass tree, loaded from TOML or built from flags.
+
+Every setting a CLI flag can change lives here under the same name, so a run can be
+described once in a file (``inscope run --config scope.toml``) and tweaked from the
+command line. Validation is strict and names the file and the key: an unknown key gets a
+did-you-mean, a wrong type or a bad value says what is allowed.
+
+Example::
+
+    [microscope]
+    backend = "sim"            # sim | headless | mm | replay
+    dry_run = false
+    [microscope.options]       # passed to acquisition.factory.open_microscope
+    seed = 1
+    [microscope.limits]        # acquisition.SoftLimits (µm); required on real stages
+    x = [-5000, 5000]
+    y = [-5000, 5000]
+    z = [-100, 100]
+
+    [detector]
+    model = "classical"        # omit for the shipped default model, or a path to .onnx
+    provider = "auto"
+    score_threshold = 0.4
+
+    [control]
+    mode = "steer+focus"       # off | track | steer | focus | steer+focus
+    target = "nearest"         # nearest | largest | score | class | a track id
+
+    [outputs]
+    video = "runs/live/overlay.mp4"
+    [outputs.zmq]
+    pub_port = 5556
+    rep_port = 5557
+
+    [run]
+    frames = 1000
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from inscope.schema import MODES, TARGET_POLICIES
+
+BACKENDS = ("sim", "headless", "mm", "replay")
+RECORD_FORMATS = ("jsonl", "csv")
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping is wrong; the message names the key and the fix."""
+
+
+@dataclass
+class MicroscopeConfig:
+    """Where frames come from (``acquisition.factory.open_microscope`` arguments)."""
+
+    backend: str = "sim"
+    options: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, Any] | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class DetectorConfig:
+    """Which detector runs (``detector.load_detector`` arguments)."""
+
+    model: str | None = None  # None: the shipped default; "classical"; or a .onnx path
+    provider: str = "auto"
+    threads: int | None = None
+    score_threshold: float | None = None
+
+
+@dataclass
+class ControlConfig:
+    """What the loop does with detections.
+
+    Attributes
+    ----------
+    mode
+        ``off`` (detect only), ``track`` (IDs, no moves), ``steer`` (centre the target),
+        ``focus`` (focus lock on the target), ``steer+focus``.
+    target
+        Target policy (``nearest`` to the image centre, ``largest``, ``score``, ``class``)
+        or an integer track id.
+    target_class
+        Class name for the ``class`` policy.
+    deadband_um, max_step_um, gain
+        Steering: no move while the target is within the deadband; each move is
+        ``gain * error`` clipped to ``max_step_um``.
+    settle_frames
+        Frames to ignore after a move (the camera may still show the old position).
+    focus_step_um
+        Focus lock: step of the focus search.
+    """
+
+    mode: str = "off"
+    target: str | int = "nearest"
+    target_class: str | None = None
+    deadband_um: float = 1.0
+    max_step_um: float = 50.0
+    gain: float = 0.8
+    settle_frames: int = 1
+    focus_step_um: float = 1.0
+
+
+@dataclass
+class ZmqConfig:
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    pub_port: int = 5556
+    rep_port: int = 5557
+    overlay: bool = False  # also publish overlay frames on the PUB socket
+    sndhwm: int = 100
+
+
+@dataclass
+class RecordsConfig:
+    dir: str | None = None  # None: no records
+    format: str = "jsonl"
+    frames: bool = False  # also write raw frames as OME-TIFF (replayable)
+
+
+@dataclass
+class EyepieceConfig:
+    enabled: bool = False
+    display_size: list[int] = field(default_factory=lambda: [1280, 720])
+    calibration: str | None = None  # JSON from inscope.eyepiece.EyepieceCalibration.save
+
+
+@dataclass
+class OutputsConfig:
+    video: str | None = None
+    video_fps: float = 20.0
+    window: bool | None = None  # None: show a window if a display is available
+    snapshot_dir: str = "runs/snapshots"
+    zmq: ZmqConfig = field(default_factory=ZmqConfig)
+    records: RecordsConfig = field(default_factory=RecordsConfig)
+    eyepiece: EyepieceConfig = field(default_factory=EyepieceConfig)
+
+
+@dataclass
+class RunConfig:
+    frames: int | None = None
+    seconds: float | None = None
+    summary: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    microscope: MicroscopeConfig = field(default_factory=MicroscopeConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+
+# -- validation ------------------------------------------------------------------------
+def _to_dict(obj) -> Any:
+    if is_dataclass(obj):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_dict(v) for v in obj]
+    return obj
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "none (omit the key)"
+    origin = typing.get_origin(tp)
+    if origin is not None:
+        return {dict: "table", list: "array"}.get(origin, str(origin))
+    if is_dataclass(tp):
+        return "table"
+    return {int: "integer", float: "number", str: "string", bool: "true/false",
+            dict: "table"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(tp, value, where: str):
+    """Check *value* against type hint *tp*; returns the (possibly converted) value."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {_type_name(tp)}; got {value!r} "
+                          f"({type(value).__name__}).")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where} must be empty; got {value!r}.")
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table; got {value!r}.")
+        return _build(tp, value, where)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table; got {value!r}.")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be an array; got {value!r}.")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [v if inner is Any else _coerce(inner, v, f"{where}[{i}]")
+                for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{where} must be {_type_name(tp)}; got {value!r} "
+                      f"({type(value).__name__}).")
+
+
+def _build(cls, d: dict, where: str):
+    """*where* is ``"<source>: key 'a.b'"`` (or just the source at the top level)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    source, _, prefix = where.partition(": key ")
+    prefix = prefix.strip("'")
+    kw = {}
+    for key, value in d.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            section = f"[{prefix}]" if prefix else "the top level"
+            raise ConfigError(f"{source}: unknown key '{dotted}'.{hint} Allowed in "
+                              f"{section}: {', '.join(names)}.")
+        kw[key] = _coerce(hints[key], value, f"{source}: key '{dotted}'")
+    return cls(**kw)
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    def bad(key: str, value, allowed: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}' = {value!r} is not allowed; {allowed}.")
+
+    m, c, o, r = cfg.microscope, cfg.control, cfg.outputs, cfg.run
+    if m.backend not in BACKENDS:
+        raise bad("microscope.backend", m.backend, f"use one of {', '.join(BACKENDS)}")
+    if m.limits is not None:
+        from acquisition.safety import SoftLimits
+        try:
+            SoftLimits.from_dict(m.limits)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{source}: [microscope.limits] is wrong: {e}") from None
+    if c.mode not in MODES:
+        raise bad("control.mode", c.mode, f"use one of {', '.join(MODES)}")
+    if isinstance(c.target, str) and c.target not in TARGET_POLICIES:
+        if c.target.isdigit():
+            c.target = int(c.target)
+        else:
+            raise bad("control.target", c.target,
+                      f"use one of {', '.join(TARGET_POLICIES)} or an integer track id")
+    if c.target == "class" and not c.target_class:
+        raise ConfigError(f"{source}: control.target = 'class' needs control.target_class "
+                          "(the class name to follow).")
+    for key, v in (("control.deadband_um", c.deadband_um), ("control.gain", c.gain)):
+        if v < 0:
+            raise bad(key, v, "it must be >= 0")
+    for key, v in (("control.max_step_um", c.max_step_um),
+                   ("control.focus_step_um", c.focus_step_um),
+                   ("outputs.video_fps", o.video_fps)):
+        if not v > 0:
+            raise bad(key, v, "it must be > 0")
+    th = cfg.detector.score_threshold
+    if th is not None and not 0.0 <= th <= 1.0:
+        raise bad("detector.score_threshold", th, "it must be in [0, 1]")
+    if cfg.detector.threads is not None and cfg.detector.threads < 1:
+        raise bad("detector.threads", cfg.detector.threads, "it must be >= 1")
+    for key, port in (("outputs.zmq.pub_port", o.zmq.pub_port),
+                      ("outputs.zmq.rep_port", o.zmq.rep_port)):
+        if not 0 <= port <= 65535:
+            raise bad(key, port, "use 0..65535 (0 = any free port)")
+    if o.zmq.enabled and o.zmq.pub_port == o.zmq.rep_port and o.zmq.pub_port != 0:
+        raise ConfigError(f"{source}: outputs.zmq.pub_port and rep_port are both "
+                          f"{o.zmq.pub_port}; give them different ports.")
+    if o.records.format not in RECORD_FORMATS:
+        raise bad("outputs.records.format", o.records.format,
+                  f"use one of {', '.join(RECORD_FORMATS)}")
+    ds = o.eyepiece.display_size
+    if len(ds) != 2 or min(ds) < 16:
+        raise bad("outputs.eyepiece.display_size", ds, "give [width, height] in pixels")
+    if r.frames is not None and r.frames < 1:
+        raise bad("run.frames", r.frames, "it must be >= 1 (omit it to run until stopped)")
+    if r.seconds is not None and not r.seconds > 0:
+        raise bad("run.seconds", r.seconds, "it must be > 0")
+
+
+def config_from_dict(d: dict, source: str = "config") -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (e.g. parsed TOML)."""
+    cfg = _build(Config, d, source)
+    _check_values(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a TOML config file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key that is wrong, and what would be right.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; check the path given to "
+                          "--config.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}.") from None
+    return config_from_dict(d, str(path))
+
+
+def validate(cfg: Config, source: str = "config") -> Config:
+    """Re-check a Config after programmatic changes (e.g. CLI overrides)."""
+    _check_values(cfg, source)
+    return cfg
+
+
+def with_overrides(cfg: Config, section: str, **kw) -> Config:
+    """A copy of *cfg* with ``section`` (dotted, e.g. ``"outputs.zmq"``) fields replaced;
+    ``None`` values are ignored so unset CLI flags keep the file's value."""
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if not kw:
+        return cfg
+    parts = section.split(".")
+
+    def rec(obj, parts):
+        if not parts:
+            names = {f.name for f in fields(obj)}
+            for k in kw:
+                if k not in names:
+                    raise ConfigError(f"no setting {section}.{k}")
+            return replace(obj, **kw)
+        return replace(obj, **{parts[0]: rec(getattr(obj, parts[0]), parts[1:])})
+
+    return rec(cfg, parts)
+
+
+if __name__ == "__main__":  # pragma: no cover - quick check: python -m inscope.config F
+    print(load_config(sys.argv[1]))

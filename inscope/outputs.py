@@ -1,0 +1,178 @@
+"""What the pipeline hands to its outputs, and the thread that drives each output.
+
+Every output (ZMQ publisher, overlay/video writer, records) runs in its own thread and is
+fed through its own small queue. The pipeline's control thread only appends a reference
+to that queue (no copy, no encoding), so a slow output — a stalled subscriber, a slow
+disk, a video encoder — never slows the loop: when its queue is full the *oldest* item is
+dropped and counted for that output alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from acquisition.frame import Frame
+
+log = logging.getLogger("inscope")
+
+T = TypeVar("T")
+
+STAMP_DEQUEUED = "dequeued"
+STAMP_CONTROL_END = "control_end"
+STAMP_MOVE_COMMANDED = "move_commanded"
+STAMP_PUBLISHED = "published"  # the result was handed to every output
+STAMP_SENT = "sent"  # the ZMQ detections message left the PUB socket
+
+
+@dataclass(slots=True)
+class Result:
+    """One processed frame: detections plus what control made of them.
+
+    ``stamps`` is the frame's own stamp dict (shared, not copied), so every stage adds
+    to one record of the frame's life.
+    """
+
+    frame: Frame
+    detections: Any  # detector.Detections
+    tracks: list = field(default_factory=list)
+    target_id: int | None = None
+    control: dict | None = None  # JSON-able summary of the steering action
+    focus: dict | None = None  # JSON-able focus state
+    seq: int = 0  # running number of processed frames (0, 1, 2, ...)
+
+    @property
+    def stamps(self) -> dict[str, int]:
+        return self.frame.stamps
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+
+class BoundedQueue(Generic[T]):
+    """FIFO of at most *maxsize* items that drops the oldest when full (and counts it).
+
+    ``maxsize=1`` is a newest-item slot. Waiting uses a Condition, never a polling sleep.
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue size must be >= 1; got {maxsize}")
+        self._q: deque[T] = deque()
+        self._max = maxsize
+        self._cond = threading.Condition()
+        self._closed = False
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Append *item*; returns False if an older item had to be dropped."""
+        with self._cond:
+            ok = True
+            if len(self._q) >= self._max:
+                self._q.popleft()
+                self.dropped += 1
+                ok = False
+            self._q.append(item)
+            self.put_count += 1
+            self._cond.notify()
+            return ok
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """Oldest item, waiting up to *timeout*; None on timeout or when closed and empty."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._q or self._closed, timeout):
+                return None
+            return self._q.popleft() if self._q else None
+
+    def close(self) -> None:
+        """No more puts are expected; ``get`` drains what is left, then returns None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
+class Output:
+    """Base class of a threaded output.
+
+    Subclasses implement :meth:`open`, :meth:`handle` (runs in the output's own thread)
+    and :meth:`close`. The pipeline calls :meth:`start`, :meth:`submit` per result and
+    :meth:`stop`, which drains the queue before closing so that nothing already handed
+    over is lost on a clean stop or Ctrl-C.
+    """
+
+    name = "output"
+    queue_size = 8
+
+    def __init__(self, queue_size: int | None = None) -> None:
+        self._queue: BoundedQueue = BoundedQueue(queue_size or self.queue_size)
+        self._thread: threading.Thread | None = None
+        self.handled = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    # -- to override -------------------------------------------------------------------
+    def open(self) -> None:
+        """Acquire resources (runs in the caller's thread, so errors surface at start)."""
+
+    def handle(self, item: Any) -> None:
+        """Consume one item (a :class:`Result` unless a subclass says otherwise)."""
+
+    def close(self) -> None:
+        """Flush and release resources (runs in the output thread after the last item)."""
+
+    def stats(self) -> dict:
+        return {"handled": self.handled, "dropped": self.dropped, "errors": self.errors,
+                "last_error": self.last_error}
+
+    # -- machinery ---------------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        return self._queue.dropped
+
+    def start(self) -> None:
+        self.open()
+        self._thread = threading.Thread(target=self._run, name=f"inscope-out-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Any) -> bool:
+        """Hand *item* over without blocking; False if an older item was dropped."""
+        return self._queue.put(item)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    break
+                try:
+                    self.handle(item)
+                    self.handled += 1
+                except Exception as e:  # noqa: BLE001 - an output must not kill the loop
+                    self.errors += 1
+                    if self.last_error is None:
+                        log.warning("output %s failed: %s (it keeps running; further "
+                                    "errors are counted)", self.name, e)
+                    self.last_error = f"{type(e).__name__}: {e}"
+        finally:
+            try:
+                self.close()
+            except Exception as e:  # noqa: BLE001
+                self.last_error = f"close: {type(e).__name__}: {e}"
+                log.warning("output %s failed to close cleanly: %s", self.name, e)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain the queue, close, and wait for the thread."""
+        self._queue.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("output %s did not finish within %.0f s", self.name, timeout)
