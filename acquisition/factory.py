@@ -1,0 +1,94 @@
+"""One entry point to open any microscope backend by name.
+
+The service, the CLI and notebooks all call :func:`open_microscope` so that the choice of
+backend is a string in a config file, not an import in code. Backends are imported lazily:
+opening the simulator never loads pycromanager, and vice versa.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from acquisition.microscope import BaseMicroscope
+from acquisition.safety import MoveGuard, SoftLimits
+
+#: Backend names and what they open.
+BACKENDS: dict[str, str] = {
+    "sim": "simulated microscope (virtual specimen, camera, XY stage, focus; ground truth)",
+    "headless": "Micro-Manager core in this process (pycromanager Python backend; "
+                "options mm_dir, config, camera_properties, exposure_ms)",
+    "mm": "running Micro-Manager GUI via its pycro-manager server (option port)",
+    "replay": "frames from a TIFF / OME-TIFF / NDTiff / video file "
+              "(options path, fps, loop, channel, pixel_size_um)",
+}
+
+
+def _limits(limits: SoftLimits | Mapping | None) -> SoftLimits | None:
+    if limits is None or isinstance(limits, SoftLimits):
+        return limits
+    if isinstance(limits, Mapping):
+        return SoftLimits.from_dict(dict(limits))
+    raise TypeError(f"limits must be SoftLimits, a mapping or None; got {type(limits).__name__}.")
+
+
+def _check_options(backend: str, options: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(
+            f"Unknown option(s) {sorted(unknown)} for backend {backend!r}; allowed: "
+            f"{sorted(allowed)}."
+        )
+
+
+def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None = None,
+                    dry_run: bool = False, **options: Any) -> BaseMicroscope:
+    """Open a microscope backend.
+
+    Parameters
+    ----------
+    backend
+        ``"sim"``, ``"headless"``, ``"mm"`` (GUI) or ``"replay"`` (see :data:`BACKENDS`).
+    limits
+        Soft limits (``SoftLimits``, a ``{"x": [lo, hi], ...}`` mapping, or None). With
+        None a real Micro-Manager stage refuses every move; demo and simulated stages get
+        generous defaults.
+    dry_run
+        Check and record moves without making them.
+    **options
+        Passed to the backend: ``sim``: :class:`acquisition.simulated.SimConfig` fields;
+        ``headless``: ``mm_dir``, ``config``, ``camera_properties``, ``exposure_ms``, ...;
+        ``mm``: ``port``, ``timeout_ms``, ``camera_properties``, ``exposure_ms``, ...;
+        ``replay``: ``path``, ``fps``, ``loop``, ``channel``, ``pixel_size_um``.
+    """
+    name = str(backend).lower().strip()
+    lim = _limits(limits)
+    if name == "sim":
+        from acquisition.simulated import SimConfig, SimulatedMicroscope
+
+        fields = {f.name for f in dataclasses.fields(SimConfig)}
+        _check_options("sim", options, fields)
+        guard = MoveGuard(limits=lim, require_limits=False, dry_run=dry_run)
+        return SimulatedMicroscope(SimConfig(**options), guard=guard)
+    if name in ("headless", "mm"):
+        from acquisition.micromanager import MicroManagerMicroscope
+
+        common = {"camera_properties", "exposure_ms", "position_refresh_s", "poll_s"}
+        if name == "headless":
+            _check_options(name, options, common | {"mm_dir", "config"})
+            return MicroManagerMicroscope.headless(limits=lim, dry_run=dry_run, **options)
+        _check_options(name, options, common | {"port", "timeout_ms"})
+        return MicroManagerMicroscope.connect(limits=lim, dry_run=dry_run, **options)
+    if name == "replay":
+        from acquisition.replay import ReplayMicroscope
+
+        _check_options(name, options, {"path", "fps", "loop", "channel", "pixel_size_um"})
+        if "path" not in options or options["path"] is None:
+            raise TypeError("The replay backend needs path=<file> (CLI: --file PATH).")
+        path = options.pop("path")
+        return ReplayMicroscope(path, limits=lim, dry_run=dry_run, **options)
+    raise ValueError(
+        f"Unknown microscope backend {backend!r}; choose one of: "
+        + "; ".join(f"{k} ({v})" for k, v in BACKENDS.items())
+    )
