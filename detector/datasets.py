@@ -1,0 +1,302 @@
+"""Readers for annotated detection data -> a list of :class:`Sample`.
+
+Formats
+-------
+``npz``
+    ``image`` (H, W) + ``boxes`` (N, 4) x0, y0, x1, y1 pixels (+ optional ``class_ids``),
+    or a stack ``images`` (T, H, W) + ``boxes`` (N, 4) + ``frame`` (N,) saying which image
+    each box belongs to (e.g. the Cell Tracking Challenge HeLa stack).
+``yolo``
+    A folder with ``images/`` and ``labels/`` (``labels/<stem>.txt`` with one
+    ``class cx cy w h`` line per box, normalised to [0, 1]), or a ``data.yaml``-free
+    folder where images and .txt files sit side by side.
+``voc``
+    Pascal VOC XML files (``<object><name>``, ``<bndbox>`` xmin ymin xmax ymax), the
+    format of the Waithe et al. (2020) datasets; images found via ``<filename>`` next to
+    the XML or in a sibling ``JPEGImages/`` folder.
+``coco``
+    A COCO JSON file (``images``, ``annotations`` with ``bbox`` [x, y, w, h],
+    ``categories``); images relative to the JSON file's folder.
+
+Images come back 2-D: colour files (RGB/RGBA) are converted to gray by channel mean,
+since the file format, not the microscope, made them colour.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+FORMATS = ("npz", "yolo", "voc", "coco")
+
+
+@dataclass
+class Sample:
+    """One annotated image.
+
+    Attributes
+    ----------
+    image
+        (H, W) array, dtype as stored (uint8/uint16/float32).
+    boxes
+        (N, 4) float32 x0, y0, x1, y1 in pixels (x1, y1 exclusive).
+    class_ids
+        (N,) int32.
+    name
+        Where it came from (file name, or ``file[index]`` for stacks).
+    class_names
+        Names by class id when the format carries them.
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    class_ids: np.ndarray
+    name: str
+    class_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        if self.class_ids is None:
+            self.class_ids = np.zeros(len(self.boxes), np.int32)
+        self.class_ids = np.asarray(self.class_ids, np.int32).reshape(-1)
+        if len(self.class_ids) != len(self.boxes):
+            raise ValueError(f"{self.name}: {len(self.boxes)} boxes but "
+                             f"{len(self.class_ids)} class ids.")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one image file as a 2-D array (colour -> gray by channel mean)."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        img = tifffile.imread(path)
+        if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[-1] not in (3, 4):
+            img = np.moveaxis(img, 0, -1)
+    else:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ValueError(f"Cannot read image {path}: missing or not an image file.")
+    img = np.squeeze(img)
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        img = img[..., :3].mean(axis=2).astype(np.float32) if img.dtype != np.uint8 else \
+            img[..., :3].mean(axis=2).round().astype(np.uint8)
+    if img.ndim != 2:
+        raise ValueError(f"Image {path} has shape {img.shape}; expected one 2-D image "
+                         "(a stack? save one file per frame or use an npz stack).")
+    return img
+
+
+# -- npz -------------------------------------------------------------------------------
+def read_npz(path: str | Path) -> list[Sample]:
+    """Single image (``image`` + ``boxes``) or stack (``images`` + ``boxes`` + ``frame``)."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as d:
+        keys = set(d.files)
+        cls = d["class_ids"] if "class_ids" in keys else None
+        if "image" in keys and "boxes" in keys:
+            return [Sample(d["image"], d["boxes"], cls, path.name)]
+        if "images" in keys and "boxes" in keys and "frame" in keys:
+            images, boxes, frame = d["images"], d["boxes"], d["frame"].astype(np.int64)
+            if images.ndim != 3:
+                raise ValueError(f"{path}: 'images' must be (T, H, W); got {images.shape}.")
+            if len(frame) != len(boxes):
+                raise ValueError(f"{path}: 'frame' needs one entry per box ({len(boxes)}); "
+                                 f"got {len(frame)}.")
+            out = []
+            for t in range(len(images)):
+                m = frame == t
+                out.append(Sample(images[t], boxes[m], None if cls is None else cls[m],
+                                  f"{path.name}[{t}]"))
+            return out
+    raise ValueError(
+        f"{path}: an npz dataset needs 'image' + 'boxes', or 'images' + 'boxes' + 'frame'; "
+        f"found keys {sorted(keys)}.")
+
+
+# -- YOLO ------------------------------------------------------------------------------
+def _yolo_pairs(root: Path) -> list[tuple[Path, Path | None]]:
+    img_dir = root / "images" if (root / "images").is_dir() else root
+    lab_dir = root / "labels" if (root / "labels").is_dir() else img_dir
+    images = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    pairs = []
+    for p in images:
+        rel = p.relative_to(img_dir).with_suffix(".txt")
+        lab = lab_dir / rel
+        pairs.append((p, lab if lab.exists() else None))
+    return pairs
+
+
+def read_yolo(root: str | Path) -> list[Sample]:
+    """YOLO txt labels: ``class cx cy w h`` normalised; an image without .txt has no box."""
+    root = Path(root)
+    pairs = _yolo_pairs(root)
+    if not pairs:
+        raise ValueError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found for a "
+                         "YOLO dataset; expected images/ and labels/ folders.")
+    names: tuple[str, ...] = ()
+    for cand in (root / "classes.txt", root / "labels" / "classes.txt"):
+        if cand.exists():
+            names = tuple(s.strip() for s in cand.read_text().splitlines() if s.strip())
+    out = []
+    for img_path, lab in pairs:
+        img = read_image(img_path)
+        h, w = img.shape
+        rows = np.zeros((0, 5))
+        if lab is not None and lab.stat().st_size:
+            try:
+                rows = np.loadtxt(lab, ndmin=2)
+            except ValueError as e:
+                raise ValueError(f"{lab}: not a YOLO label file ({e}); each line must be "
+                                 "'class cx cy w h' with values normalised to [0, 1].") from None
+            if rows.shape[1] < 5:
+                raise ValueError(f"{lab}: each line needs 5 numbers 'class cx cy w h'; got "
+                                 f"{rows.shape[1]}.")
+        cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        out.append(Sample(img, boxes, rows[:, 0].astype(np.int32), img_path.name, names))
+    return out
+
+
+# -- Pascal VOC ------------------------------------------------------------------------
+def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = None
+             ) -> list[Sample]:
+    """Pascal VOC XML annotation files; class ids follow *class_names* or first seen."""
+    names: list[str] = list(class_names or [])
+    out = []
+    for xml_path in map(Path, paths):
+        try:
+            root = ET.parse(xml_path).getroot()
+        except ET.ParseError as e:
+            raise ValueError(f"{xml_path}: not valid XML ({e}).") from None
+        fname = root.findtext("filename") or xml_path.with_suffix(".png").name
+        cands = [xml_path.parent / fname, xml_path.parent.parent / "JPEGImages" / fname,
+                 *[xml_path.with_suffix(s) for s in IMAGE_SUFFIXES]]
+        img_path = next((c for c in cands if c.exists()), None)
+        if img_path is None:
+            raise ValueError(f"{xml_path}: image {fname!r} not found next to the XML or in "
+                             "../JPEGImages/.")
+        boxes, cls = [], []
+        for obj in root.iter("object"):
+            name = (obj.findtext("name") or "object").strip()
+            bb = obj.find("bndbox")
+            if bb is None:
+                continue
+            if name not in names:
+                names.append(name)
+            # VOC pixel indices are 1-based and inclusive: [xmin-1, xmax) in 0-based
+            # exclusive coordinates.
+            x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            boxes.append([x0 - 1, y0 - 1, x1, y1])
+            cls.append(names.index(name))
+        out.append(Sample(read_image(img_path), np.asarray(boxes, np.float32),
+                          np.asarray(cls, np.int32), img_path.name, ()))
+    for s in out:
+        s.class_names = tuple(names)
+    return out
+
+
+# -- COCO ------------------------------------------------------------------------------
+def read_coco(path: str | Path) -> list[Sample]:
+    """COCO detection JSON; ``iscrowd`` boxes are skipped; class ids are dense 0..K-1."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}).") from None
+    if not {"images", "annotations"} <= set(d):
+        raise ValueError(f"{path}: a COCO file needs 'images' and 'annotations'; found "
+                         f"{sorted(d)}.")
+    cats = sorted(d.get("categories", []), key=lambda c: c["id"])
+    cat_index = {c["id"]: i for i, c in enumerate(cats)}
+    names = tuple(c.get("name", str(c["id"])) for c in cats)
+    by_img: dict[int, list[dict]] = {}
+    for a in d["annotations"]:
+        if not a.get("iscrowd", 0):
+            by_img.setdefault(a["image_id"], []).append(a)
+    out = []
+    for im in d["images"]:
+        anns = by_img.get(im["id"], [])
+        b = np.asarray([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
+        boxes = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+        cls = [cat_index.setdefault(a.get("category_id", 0), len(cat_index)) for a in anns]
+        img_path = path.parent / im["file_name"]
+        if not img_path.exists() and (path.parent / "images" / im["file_name"]).exists():
+            img_path = path.parent / "images" / im["file_name"]
+        out.append(Sample(read_image(img_path), boxes, np.asarray(cls, np.int32),
+                          im["file_name"], names))
+    return out
+
+
+# -- auto ------------------------------------------------------------------------------
+def detect_format(path: str | Path) -> str:
+    """Guess the format of *path* (a file or folder); raise naming the choices."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"Dataset path {p} does not exist.")
+    if p.is_file():
+        suf = p.suffix.lower()
+        if suf == ".npz":
+            return "npz"
+        if suf == ".xml":
+            return "voc"
+        if suf == ".json":
+            return "coco"
+    else:
+        if any(p.glob("*.npz")) and not any(p.glob("*.xml")):
+            return "npz"
+        if any(p.glob("*.json")) and not any(p.rglob("*.txt")):
+            return "coco"
+        if any(p.rglob("*.xml")):
+            return "voc"
+        if (p / "labels").is_dir() or any(p.rglob("*.txt")):
+            return "yolo"
+    raise ValueError(
+        f"Cannot tell the dataset format of {p}. Use an .npz file, a COCO .json, Pascal VOC "
+        ".xml files (or a folder of them), or a YOLO folder (images/ + labels/); or name "
+        f"the format explicitly (fmt= one of {list(FORMATS)}).")
+
+
+def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto"
+                 ) -> list[Sample]:
+    """Read one or more datasets into a list of :class:`Sample`.
+
+    Parameters
+    ----------
+    paths
+        File(s) or folder(s). A folder of npz / VOC / COCO files reads them all.
+    fmt
+        ``"auto"`` (per path, see :func:`detect_format`) or one of ``npz``, ``yolo``,
+        ``voc``, ``coco``.
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ValueError(f"Unknown dataset format {fmt!r}; use 'auto' or one of "
+                         f"{list(FORMATS)}.")
+    out: list[Sample] = []
+    for path in map(Path, paths):
+        f = detect_format(path) if fmt == "auto" else fmt
+        if f == "npz":
+            files = [path] if path.is_file() else sorted(path.glob("*.npz"))
+            for x in files:
+                out.extend(read_npz(x))
+        elif f == "yolo":
+            out.extend(read_yolo(path))
+        elif f == "voc":
+            files = [path] if path.is_file() else sorted(path.rglob("*.xml"))
+            out.extend(read_voc(files))
+        elif f == "coco":
+            files = [path] if path.is_file() else sorted(path.glob("*.json"))
+            for x in files:
+                out.extend(read_coco(x))
+    if not out:
+        raise ValueError(f"No annotated images found in {[str(p) for p in paths]}.")
+    return out

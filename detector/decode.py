@@ -1,0 +1,178 @@
+"""Model outputs -> boxes: CenterNet-style peak decoding and Ultralytics YOLO decoding.
+
+Both decoders work on whole arrays (no Python loop over pixels or boxes) and return boxes
+in the *network input's* pixel grid; the caller maps them back to the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+
+CENTERNET_DEFAULTS: dict[str, Any] = {
+    "stride": 4, "heatmap": "heatmap", "size": "size", "offset": None,
+    "score_threshold": 0.3, "peak_kernel": 3, "max_detections": 500,
+}
+ULTRALYTICS_DEFAULTS: dict[str, Any] = {
+    "score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 300,
+}
+
+
+def find_peaks(heatmap: np.ndarray, threshold: float, kernel: int = 3,
+               max_detections: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                   np.ndarray]:
+    """Local maxima of a (C, h, w) heatmap at or above *threshold*.
+
+    A cell is a peak when it equals the max of its ``kernel x kernel`` neighbourhood
+    (cv2.dilate: ~0.05 ms on 128x128). Plateaus of equal values keep only the first cell
+    in raster order so a flat top gives one detection, not several.
+
+    Returns
+    -------
+    class ids, ys, xs, scores of the peaks, sorted by descending score, at most
+    *max_detections*.
+    """
+    hm = np.ascontiguousarray(heatmap, dtype=np.float32)
+    k = max(1, int(kernel)) | 1  # odd
+    el = np.ones((k, k), np.uint8)
+    cs, ys, xs = [], [], []
+    for c in range(hm.shape[0]):  # loop over classes only (1 for nuclei)
+        h = hm[c]
+        cand = h >= threshold
+        if not cand.any():
+            continue
+        peak = cand & (h >= cv2.dilate(h, el))
+        y, x = np.nonzero(peak)
+        if len(y) > 1:
+            y, x = _drop_plateau_duplicates(h, y, x, k)
+        cs.append(np.full(len(y), c, np.int32))
+        ys.append(y)
+        xs.append(x)
+    if not cs:
+        z = np.zeros(0, np.int64)
+        return z.astype(np.int32), z, z, np.zeros(0, np.float32)
+    c, y, x = np.concatenate(cs), np.concatenate(ys), np.concatenate(xs)
+    s = hm[c, y, x]
+    order = np.argsort(-s, kind="stable")[: int(max_detections)]
+    return c[order], y[order], x[order], s[order]
+
+
+def _drop_plateau_duplicates(h: np.ndarray, y: np.ndarray, x: np.ndarray, k: int
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Keep one cell of each group of equal-valued peaks closer than the kernel."""
+    r = k // 2
+    v = h[y, x]
+    keep = np.ones(len(y), bool)
+    # Peaks are few (tens to hundreds): a vectorised pairwise check is cheap.
+    if len(y) > 2000:
+        return y, x
+    dy = np.abs(y[:, None] - y[None, :]) <= r
+    dx = np.abs(x[:, None] - x[None, :]) <= r
+    same = dy & dx & (v[:, None] == v[None, :])
+    # raster order: nonzero() already sorted by (y, x); drop j when an earlier i ties it
+    earlier = np.tril(same, k=-1)
+    keep &= ~earlier.any(axis=1)
+    return y[keep], x[keep]
+
+
+def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] | None
+                     = None, score_threshold: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one image's CenterNet-style outputs into boxes.
+
+    Parameters
+    ----------
+    outputs
+        Output name -> array with the batch axis removed: heatmap (C, h, w) in [0, 1]
+        (already sigmoid-ed), size (2, h, w) = box width, height in input pixels,
+        optional offset (2, h, w) = x, y sub-cell position in output cells.
+    spec
+        The card's ``decoding`` dict (see :data:`CENTERNET_DEFAULTS`).
+    score_threshold
+        Overrides ``spec["score_threshold"]``.
+
+    Notes
+    -----
+    The object centre in input pixels (continuous coordinates, pixel i spans [i, i+1)) is
+    ``(ix + ox) * stride`` where ``(ox, oy)`` is the offset output when the model has one
+    (standard CenterNet: ``c / stride - floor(c / stride)``, in [0, 1)) and 0.5 (the cell
+    centre) when it has none. Boxes are ``centre -/+ size / 2``.
+    """
+    spec = {**CENTERNET_DEFAULTS, **(spec or {})}
+    thr = float(spec["score_threshold"] if score_threshold is None else score_threshold)
+    stride = float(spec["stride"])
+    hm = outputs[spec["heatmap"]]
+    size = outputs[spec["size"]]
+    c, y, x, s = find_peaks(hm, thr, spec["peak_kernel"], spec["max_detections"])
+    if len(s) == 0:
+        return np.zeros((0, 4), np.float32), s, c
+    off_name = spec.get("offset")
+    if off_name and off_name in outputs:
+        off = outputs[off_name]
+        ox, oy = off[0, y, x], off[1, y, x]
+    else:
+        ox = oy = np.float32(0.5)
+    cx = (x + ox) * stride
+    cy = (y + oy) * stride
+    w = np.maximum(size[0, y, x], 0.0)
+    h = np.maximum(size[1, y, x], 0.0)
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return boxes.astype(np.float32), s.astype(np.float32), c.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------- NMS
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
+        class_ids: np.ndarray | None = None) -> np.ndarray:
+    """Indices of boxes kept by (class-wise) non-maximum suppression, by score.
+
+    Uses OpenCV's ``cv2.dnn.NMSBoxes`` (C++): measured ~3x faster than a vectorised numpy
+    NMS for a few thousand boxes. Class-wise NMS offsets each class's boxes by a large
+    constant so boxes of different classes never overlap (the Ultralytics trick).
+    """
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    b = np.asarray(boxes, np.float32)
+    if class_ids is not None and len(class_ids) and np.any(class_ids != class_ids[0]):
+        span = float(np.abs(b).max()) + 1.0
+        b = b + (np.asarray(class_ids, np.float32) * 2 * span)[:, None]
+    xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), np.asarray(scores, np.float32).tolist(),
+                            0.0, float(iou_threshold))
+    keep = np.asarray(keep, np.int64).reshape(-1)
+    return keep[np.argsort(-np.asarray(scores)[keep], kind="stable")]
+
+
+def decode_ultralytics(output: np.ndarray, spec: Mapping[str, Any] | None = None,
+                       score_threshold: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a YOLOv8 / YOLO11 detection head: (4 + nc, N) or (N, 4 + nc), no batch.
+
+    Rows 0-3 are cx, cy, w, h in input pixels, the rest per-class scores (already
+    sigmoid-ed, no objectness). Returns boxes x0, y0, x1, y1 in input pixels after
+    class-wise NMS.
+    """
+    spec = {**ULTRALYTICS_DEFAULTS, **(spec or {})}
+    thr = float(spec["score_threshold"] if score_threshold is None else score_threshold)
+    out = np.asarray(output, np.float32)
+    if out.ndim != 2:
+        raise ValueError(f"Ultralytics output must be 2-D after the batch axis; got "
+                         f"{out.shape}.")
+    # exports emit (4 + nc, N) with N (anchors, 8400 at 640) >> 4 + nc
+    pred = out.T if out.shape[0] < out.shape[1] else out
+    cls_scores = pred[:, 4:]
+    if cls_scores.shape[1] == 0:
+        raise ValueError("Ultralytics output has no class columns (need 4 + nc rows).")
+    cls = cls_scores.argmax(axis=1)
+    score = cls_scores[np.arange(len(cls)), cls]
+    m = score >= thr
+    if not m.any():
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    p, score, cls = pred[m], score[m], cls[m].astype(np.int32)
+    cx, cy, w, h = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    keep = nms(boxes, score, spec["iou_threshold"], cls)[: int(spec["max_detections"])]
+    return boxes[keep].astype(np.float32), score[keep].astype(np.float32), cls[keep]

@@ -1,0 +1,413 @@
+"""The ONNX Runtime detector: inscope CenterNet-style models and Ultralytics YOLO exports.
+
+One object owns one ONNX Runtime session. ``detect`` runs the whole per-frame path:
+check input -> normalise (card) -> rescale to the model's object size -> pad or tile ->
+``session.run`` -> decode (card) -> map boxes back to the frame's pixels -> clip.
+
+Formats
+-------
+``inscope-centernet``
+    Needs a model card (``<model>.json``, see :mod:`detector.card`). Input "image"
+    (N, 1, H, W) float32, outputs "heatmap" (N, C, H/s, W/s) sigmoid-ed, "size"
+    (N, 2, H/s, W/s) box w, h in input pixels, optional "offset" (N, 2, H/s, W/s); the
+    names, stride and thresholds come from the card's ``decoding``.
+``ultralytics``
+    YOLOv8 / YOLO11 ``model.export(format="onnx")`` files, recognised from their
+    signature (one input (1, 3, h, w), one output (1, 4 + nc, N)); no card needed.
+    Frames are letterboxed (gray 114 padding) and replicated to 3 channels.
+
+Large frames
+------------
+A fully convolutional model runs on the whole frame in one call when the (rescaled)
+frame's longer side is at most ``scale.tile_above`` (default 2560 px: a 2048x2048 frame
+runs whole, which on CPU is faster than tiling because no overlap is computed twice).
+Bigger frames, models with a fixed input size, or ``tile=...`` use overlapping tiles
+merged by the keep-by-centre rule (:mod:`detector.tiling`).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from acquisition.frame import Frame
+from detector import preprocess as pp
+from detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detections
+from detector.card import ModelCard, sha256_file
+from detector.decode import decode_centernet, decode_ultralytics
+from detector.providers import create_session
+from detector.tiling import keep_owned, tile_grid
+
+log = logging.getLogger("inscope.detector")
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "inscope-nuclei.onnx"
+FORMATS = ("inscope-centernet", "ultralytics")
+LETTERBOX_GRAY = 114
+
+
+def default_model_path() -> Path:
+    """Path of the shipped default model (it may not exist in a source checkout)."""
+    return DEFAULT_MODEL
+
+
+class OnnxDetector:
+    """Detector backed by one ONNX Runtime session.
+
+    Parameters
+    ----------
+    model_path
+        .onnx file; None loads the shipped ``detector/models/inscope-nuclei.onnx``.
+    provider
+        ``"auto"`` (TensorRT, CUDA, then CPU: whichever really runs), ``"tensorrt"``,
+        ``"cuda"`` or ``"cpu"``. The one in use is :attr:`provider`.
+    threads
+        ONNX Runtime intra-op threads (None: one per core).
+    score_threshold
+        Overrides the card's ``decoding.score_threshold``.
+    object_size_px
+        Typical object diameter in this frame's pixels; frames are rescaled so it matches
+        the card's ``scale.object_size_px``. Default: no rescale.
+    object_size_um
+        Typical object diameter in µm; with a Frame's ``pixel_size_um`` it gives
+        ``object_size_px`` per frame (ignored for bare arrays).
+    tile
+        None: decide by frame size (see module doc); False: never tile; True: tile with
+        the card's ``scale.tile``; an int: tile size in model pixels.
+    overlap
+        Tile overlap in model pixels (default: the card's ``scale.overlap``, else the
+        largest trained object size plus two strides).
+    warmup
+        Run once on a dummy frame now, so the first real frame is not slow.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, *, provider: str = "auto",
+                 threads: int | None = None, score_threshold: float | None = None,
+                 object_size_px: float | None = None, object_size_um: float | None = None,
+                 tile: bool | int | None = None, overlap: int | None = None,
+                 warmup: bool = True) -> None:
+        path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        if not path.exists():
+            raise FileNotFoundError(
+                f"ONNX model {path} not found. Pass the path of an .onnx file, train one "
+                "with 'inscope train', or use the no-learning baseline (model='classical')."
+            )
+        self.model_path = path
+        self.session, self.provider = create_session(path, provider, threads)
+        self.threads = threads
+        self.card = self._read_card(path)
+        self.format = self.card.format
+        self.class_names: tuple[str, ...] = tuple(self.card.classes) or ("object",)
+        self.name = self.card.name or path.stem
+        self.score_threshold = score_threshold
+        self.object_size_px = object_size_px
+        self.object_size_um = object_size_um
+        self.tile = tile
+        self.overlap = overlap
+        self.last_timing: dict[str, float] = {}
+        self._in = self.session.get_inputs()[0]
+        self._out_names = [o.name for o in self.session.get_outputs()]
+        self._fixed_hw = self._input_hw()
+        log.info("detector %s (%s) runs on ONNX Runtime %s provider%s", self.name,
+                 self.format, self.provider.upper(),
+                 f", {threads} threads" if threads else "")
+        if warmup:
+            side = 64 * int(self.card.input.get("multiple", 32) or 32)
+            h, w = self._fixed_hw or (min(side, 256), min(side, 256))
+            self.detect(np.zeros((h, w), np.float32))
+
+    # -- model format ------------------------------------------------------------------
+    def _signature(self) -> str:
+        ins = [f"{i.name}{list(i.shape)}" for i in self.session.get_inputs()]
+        outs = [f"{o.name}{list(o.shape)}" for o in self.session.get_outputs()]
+        return f"inputs {ins}, outputs {outs}"
+
+    def _read_card(self, path: Path) -> ModelCard:
+        card_path = ModelCard.path_for(path)
+        if card_path.exists():
+            card = ModelCard.load(card_path)
+            if card.sha256 and card.sha256 != sha256_file(path):
+                raise ValueError(
+                    f"Model card {card_path} describes a different file (sha256 mismatch "
+                    f"with {path.name}). Re-export the model with its card, or clear the "
+                    "card's 'sha256' if you edited the model on purpose.")
+            if card.format not in FORMATS:
+                raise ValueError(f"Model card {card_path} has unknown format "
+                                 f"{card.format!r}; known formats: {list(FORMATS)}.")
+            self._check_signature(card, str(card_path))
+            return card
+        card = self._card_from_signature(path)
+        if card is None:
+            raise ValueError(
+                f"{path.name} has no model card ({card_path.name}) and its signature is not "
+                f"a known format: found {self._signature()}. Expected either an inscope "
+                "CenterNet model (input 'image' [N,1,H,W], outputs 'heatmap' [N,C,h,w] and "
+                "'size' [N,2,h,w]) with its JSON card, or an Ultralytics YOLOv8/YOLO11 export "
+                "(input [1,3,H,W], one output [1,4+nc,N]).")
+        return card
+
+    def _check_signature(self, card: ModelCard, where: str) -> None:
+        ins = {i.name: i.shape for i in self.session.get_inputs()}
+        outs = {o.name: o.shape for o in self.session.get_outputs()}
+        if card.format == "inscope-centernet":
+            dec = {"heatmap": "heatmap", "size": "size", **card.decoding}
+            want_in = card.input.get("name", "image")
+            want_out = [dec["heatmap"], dec["size"]] + ([dec["offset"]]
+                                                        if dec.get("offset") else [])
+            bad = (want_in not in ins or any(n not in outs for n in want_out)
+                   or len(ins[want_in]) != 4
+                   or any(len(outs[n]) != 4 for n in want_out))
+            if bad:
+                raise ValueError(
+                    f"Model does not match its card {where}: expected input {want_in!r} "
+                    f"[N,1,H,W] and outputs {want_out} each [N,*,H/s,W/s]; found "
+                    f"{self._signature()}. Fix the card's 'input.name'/'decoding' names or "
+                    "re-export the model.")
+        else:
+            if len(ins) != 1 or len(outs) != 1 or len(next(iter(outs.values()))) != 3:
+                raise ValueError(
+                    f"Model does not match its card {where} (format 'ultralytics'): "
+                    f"expected one input [1,3,H,W] and one output [1,4+nc,N]; found "
+                    f"{self._signature()}.")
+
+    def _card_from_signature(self, path: Path) -> ModelCard | None:
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        if len(ins) != 1 or len(outs) != 1:
+            return None
+        ishape, oshape = ins[0].shape, outs[0].shape
+        if len(ishape) != 4 or ishape[1] != 3 or len(oshape) != 3:
+            return None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        names = _parse_names(meta.get("names"))
+        rows = oshape[1] if isinstance(oshape[1], int) else None
+        cols = oshape[2] if isinstance(oshape[2], int) else None
+        nc = None
+        for d in (rows, cols):
+            if d is not None and 4 < d < 1000 and (not names or d == 4 + len(names)):
+                nc = d - 4
+                break
+        if nc is None and names:
+            nc = len(names)
+        if nc is None:
+            return None
+        if not names:
+            names = [f"class{i}" for i in range(nc)]
+        h, w = ishape[2], ishape[3]
+        size = [h, w] if isinstance(h, int) and isinstance(w, int) else [640, 640]
+        return ModelCard(
+            name=meta.get("description", path.stem).split(" ")[0] or path.stem,
+            format="ultralytics", classes=names,
+            input={"name": ins[0].name, "channels": 3, "size": size, "multiple": 32,
+                   "layout": "NCHW"},
+            normalisation={"method": "auto"}, decoding={})
+
+    def _input_hw(self) -> tuple[int, int] | None:
+        size = self.card.input.get("size")
+        if size:
+            return int(size[0]), int(size[1])
+        shape = self._in.shape
+        if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
+            return shape[2], shape[3]
+        return None
+
+    # -- per-frame path ----------------------------------------------------------------
+    def _normalise(self, img: np.ndarray) -> np.ndarray:
+        spec = dict(self.card.normalisation or {})
+        if spec.get("method", "auto") == "auto":
+            # Ultralytics nets were trained on 8-bit RGB / 255: keep that for uint8,
+            # stretch anything deeper robustly.
+            spec = ({"method": "scale", "divisor": 255.0} if img.dtype == np.uint8
+                    else {"method": "percentile", "clip": True})
+        return pp.normalise(img, spec)
+
+    def _factor(self, frame: Frame | np.ndarray) -> float:
+        size = self.object_size_px
+        if size is None and self.object_size_um is not None and isinstance(frame, Frame):
+            size = self.object_size_um / float(frame.pixel_size_um)
+        return pp.scale_factor(size, self.card.scale.get("object_size_px"))
+
+    def detect(self, frame: Frame | np.ndarray) -> Detections:
+        """Find objects in *frame* (a :class:`Frame` or a 2-D array of any size/dtype).
+
+        Boxes come back in the frame's own pixels, clipped to it. The frame's ``stamps``
+        get ``detect_start`` / ``detect_end``; ``last_timing`` holds the pre-processing,
+        ``session.run`` and decoding times in ms of this call.
+        """
+        t0 = time.monotonic_ns()
+        is_frame = isinstance(frame, Frame)
+        stamps = frame.stamps if is_frame else {}
+        stamps[STAMP_DETECT_START] = t0
+        img = pp.as_image(frame)
+        H, W = img.shape
+        if self.format == "ultralytics":
+            boxes, scores, cls, tm = self._detect_ultralytics(img)
+        else:
+            boxes, scores, cls, tm = self._detect_centernet(img, self._factor(frame))
+        t_post = time.monotonic_ns()
+        if len(boxes):
+            np.clip(boxes[:, 0::2], 0, W, out=boxes[:, 0::2])
+            np.clip(boxes[:, 1::2], 0, H, out=boxes[:, 1::2])
+            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, cls = boxes[ok], scores[ok], cls[ok]
+        t1 = time.monotonic_ns()
+        stamps[STAMP_DETECT_END] = t1
+        tm["post_ms"] += (t1 - t_post) / 1e6
+        tm["total_ms"] = (t1 - t0) / 1e6
+        self.last_timing = tm
+        return Detections(boxes, scores, cls, self.class_names,
+                          frame.index if is_frame else -1, dict(stamps))
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(self._out_names, {self._in.name: x})
+        return {n: o[0] for n, o in zip(self._out_names, outs, strict=True)}
+
+    def _detect_centernet(self, img: np.ndarray, factor: float):
+        t0 = time.perf_counter_ns()
+        x = pp.resize(self._normalise(img), factor)
+        mult = int(self.card.input.get("multiple", 32) or 32)
+        dec = self.card.decoding
+        thr = self.score_threshold
+        h, w = x.shape
+        tiles = self._tiles(h, w)
+        run_ns = post_ns = 0
+        t1 = time.perf_counter_ns()
+        pre_ns = t1 - t0
+        if tiles is None:
+            xp = pp.pad_to_multiple(x, mult)
+            t1 = time.perf_counter_ns()
+            pre_ns = t1 - t0
+            out = self._run(xp[None, None])
+            t2 = time.perf_counter_ns()
+            boxes, scores, cls = decode_centernet(out, dec, thr)
+            run_ns, post_ns = t2 - t1, time.perf_counter_ns() - t2
+        else:
+            bs, ss, cs = [], [], []
+            fixed = self._fixed_hw
+            for t in tiles:
+                a = time.perf_counter_ns()
+                crop = x[t.y0:t.y1, t.x0:t.x1]
+                if fixed:
+                    crop = cv2.copyMakeBorder(crop, 0, fixed[0] - crop.shape[0], 0,
+                                              fixed[1] - crop.shape[1],
+                                              cv2.BORDER_CONSTANT, value=0.0)
+                else:
+                    crop = pp.pad_to_multiple(crop, mult)
+                b = time.perf_counter_ns()
+                out = self._run(np.ascontiguousarray(crop)[None, None])
+                c = time.perf_counter_ns()
+                bx, sc, cl = decode_centernet(out, dec, thr)
+                bx[:, 0::2] += t.x0
+                bx[:, 1::2] += t.y0
+                keep = keep_owned(t, bx)
+                bs.append(bx[keep])
+                ss.append(sc[keep])
+                cs.append(cl[keep])
+                d = time.perf_counter_ns()
+                pre_ns += b - a
+                run_ns += c - b
+                post_ns += d - c
+            boxes, scores, cls = np.concatenate(bs), np.concatenate(ss), np.concatenate(cs)
+            order = np.argsort(-scores, kind="stable")
+            boxes, scores, cls = boxes[order], scores[order], cls[order]
+        if factor != 1.0 and len(boxes):
+            boxes /= np.float32(factor)
+        return boxes, scores, cls, {"pre_ms": pre_ns / 1e6, "run_ms": run_ns / 1e6,
+                                    "post_ms": post_ns / 1e6}
+
+    def _tiles(self, h: int, w: int):
+        fixed = self._fixed_hw
+        scale = self.card.scale or {}
+        if fixed is not None:
+            if h <= fixed[0] and w <= fixed[1]:
+                return tile_grid(h, w, max(h, w), 0) if (h, w) != fixed else None
+            size = min(fixed)
+        elif self.tile is False:
+            return None
+        elif isinstance(self.tile, int) and not isinstance(self.tile, bool):
+            size = int(self.tile)
+        elif self.tile is True or max(h, w) > int(scale.get("tile_above", 2560)):
+            size = int(scale.get("tile", 512))
+        else:
+            return None
+        overlap = self.overlap
+        if overlap is None:
+            overlap = scale.get("overlap")
+        if overlap is None:
+            rng = scale.get("object_size_px") or [64]
+            stride = int(self.card.decoding.get("stride", 4))
+            overlap = int(math.ceil(float(np.max(rng)))) + 2 * stride
+        mult = int(self.card.input.get("multiple", 32) or 32)
+        if fixed is None:
+            size = max(mult, size // mult * mult)  # whole tiles need no padding
+        return tile_grid(h, w, size, min(int(overlap), size - 1))
+
+    def _detect_ultralytics(self, img: np.ndarray):
+        t0 = time.perf_counter_ns()
+        ih, iw = self._fixed_hw or (640, 640)
+        H, W = img.shape
+        r = min(ih / H, iw / W)
+        nh, nw = min(ih, round(H * r)), min(iw, round(W * r))
+        top, left = (ih - nh) // 2, (iw - nw) // 2
+        x = self._normalise(img)
+        small = cv2.resize(x, (nw, nh), interpolation=cv2.INTER_AREA if r < 1
+                           else cv2.INTER_LINEAR)
+        inp = np.full((1, 3, ih, iw), LETTERBOX_GRAY / 255.0, np.float32)
+        inp[0, :, top:top + nh, left:left + nw] = small
+        t1 = time.perf_counter_ns()
+        out = self._run(inp)
+        t2 = time.perf_counter_ns()
+        boxes, scores, cls = decode_ultralytics(next(iter(out.values())), self.card.decoding,
+                                                self.score_threshold)
+        if len(boxes):
+            boxes[:, 0::2] -= left
+            boxes[:, 1::2] -= top
+            boxes /= np.float32(r)
+        t3 = time.perf_counter_ns()
+        return boxes, scores, cls, {"pre_ms": (t1 - t0) / 1e6, "run_ms": (t2 - t1) / 1e6,
+                                    "post_ms": (t3 - t2) / 1e6}
+
+    def close(self) -> None:
+        """Release the session (the detector cannot be used afterwards)."""
+        self.session = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"OnnxDetector({self.model_path.name!r}, format={self.format!r}, "
+                f"provider={self.provider!r})")
+
+
+def _parse_names(raw: str | None) -> list[str]:
+    """Ultralytics stores class names as a Python dict literal: "{0: 'cell', ...}"."""
+    if not raw:
+        return []
+    try:
+        val = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return []
+    if isinstance(val, dict):
+        return [str(val[k]) for k in sorted(val)]
+    if isinstance(val, list | tuple):
+        return [str(v) for v in val]
+    return []
+
+
+def load_detector(model: str | Path | None = None, provider: str = "auto",
+                  threads: int | None = None, **kw: Any):
+    """Build a detector: an .onnx path, None (the shipped model) or ``"classical"``.
+
+    Keyword arguments go to :class:`OnnxDetector` or
+    :class:`detector.classical.ClassicalDetector` (options the classical baseline does
+    not use, such as ``tile``, are ignored there).
+    """
+    if isinstance(model, str) and model.lower() == "classical":
+        from detector.classical import ClassicalDetector
+
+        allowed = {"score_threshold", "object_size_px", "object_size_um"}
+        return ClassicalDetector(**{k: v for k, v in kw.items() if k in allowed})
+    return OnnxDetector(model, provider=provider, threads=threads, **kw)

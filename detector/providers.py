@@ -1,0 +1,140 @@
+"""ONNX Runtime session creation and execution-provider choice.
+
+onnxruntime-gpu lists TensorRT and CUDA as *available* even on a box with no GPU or no
+CUDA libraries; only a created session's ``get_providers()`` says what really runs. Asking
+for a GPU provider that cannot load makes ORT print a wall of errors (C++ log lines and
+Python ``print`` calls) before it falls back. We therefore try each GPU provider on its
+own with ORT's output silenced, keep the first that really runs, and log one plain line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("inscope.detector")
+
+PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+
+
+def short_name(ort_name: str) -> str:
+    """``"CUDAExecutionProvider"`` -> ``"cuda"`` (unknown names are lower-cased)."""
+    for k, v in PROVIDER_NAMES.items():
+        if v == ort_name:
+            return k
+    return ort_name.replace("ExecutionProvider", "").lower()
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[io.StringIO]:
+    """Swallow Python prints and C-level stderr/stdout (ORT's EP error wall) for a moment.
+
+    The C-level output is captured into a temporary file so it can be shown when every
+    provider fails. Not thread-safe with other threads' console output during the
+    ~20 ms it lasts; it runs only while a detector is built.
+    """
+    buf = io.StringIO()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            for fd in (1, 2):
+                try:
+                    saved.append((fd, os.dup(fd)))
+                    os.dup2(tmp.fileno(), fd)
+                except OSError:
+                    pass
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                yield buf
+        finally:
+            for fd, old in saved:
+                os.dup2(old, fd)
+                os.close(old)
+            tmp.seek(0)
+            buf.write(tmp.read().decode(errors="replace"))
+
+
+def _session_options(threads: int | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return so
+
+
+def create_session(model_path: str | Path, provider: str = "auto",
+                   threads: int | None = None):
+    """Create an ``onnxruntime.InferenceSession`` on the best provider that really runs.
+
+    Parameters
+    ----------
+    model_path
+        The .onnx file.
+    provider
+        ``"auto"`` (TensorRT, then CUDA, then CPU), ``"tensorrt"``, ``"cuda"`` or
+        ``"cpu"``. An explicit GPU provider that cannot run raises, naming the fix.
+    threads
+        ``intra_op_num_threads`` (None: ORT's default, one per core).
+
+    Returns
+    -------
+    (session, provider short name)
+    """
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    provider = (provider or "auto").lower()
+    if provider not in ("auto", *PROVIDER_NAMES):
+        raise ValueError(f"Unknown provider {provider!r}; use 'auto', 'tensorrt', 'cuda' "
+                         "or 'cpu'.")
+    available = set(ort.get_available_providers())
+    wanted = AUTO_ORDER if provider == "auto" else (provider,)
+    path = str(model_path)
+    errors: dict[str, str] = {}
+    for name in wanted:
+        ort_name = PROVIDER_NAMES[name]
+        if ort_name not in available:
+            errors[name] = "not in this onnxruntime build"
+            continue
+        chain = [ort_name] if name == "cpu" else [ort_name, "CPUExecutionProvider"]
+        if name == "cpu":
+            try:
+                sess = ort.InferenceSession(path, _session_options(threads), providers=chain)
+            except Exception as e:  # noqa: BLE001 - re-raised with the fix below
+                raise ValueError(
+                    f"ONNX Runtime cannot load {path}: {e}. Check that the file is a valid "
+                    "ONNX model (re-export it) and that its opset is supported.") from None
+            return sess, "cpu"
+        try:
+            with _silenced() as out:
+                sess = ort.InferenceSession(path, _session_options(threads), providers=chain)
+        except Exception as e:  # noqa: BLE001 - a GPU provider failing is expected here
+            errors[name] = str(e).splitlines()[0][:200]
+            continue
+        active = sess.get_providers()
+        if active and active[0] == ort_name:
+            return sess, name
+        msg = out.getvalue().strip().splitlines()
+        errors[name] = (msg[0][:200] if msg else "falls back to CPU (no usable GPU)")
+        log.debug("provider %s did not start: %s", name, errors[name])
+    detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    raise RuntimeError(
+        f"Execution provider {provider!r} cannot run on this machine ({detail}). Use "
+        "provider='auto' or 'cpu', or install the CUDA/TensorRT libraries that "
+        "onnxruntime-gpu needs.")
