@@ -1,0 +1,300 @@
+"""Pixel <-> stage calibration from a few stage moves and phase correlation.
+
+Micro-Manager's pixel-size affine is typed in by hand and is often wrong in the ways that
+hurt closed-loop control most: a camera mounted rotated by 90 degrees, mirrored by an
+extra relay, or a pixel size left from another objective. Steering with a wrong map
+diverges instead of converging, so we *measure* the map: move the stage by known steps,
+see how the image content shifts (phase correlation), and solve for the 2x2 matrix by
+least squares.
+
+Convention (see :class:`acquisition.frame.Frame`): ``A`` maps a pixel offset from the image
+centre to the stage offset that centres it. Moving the stage by ``d`` shifts the image
+content by ``s`` pixels with ``d = -A s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from acquisition.errors import MoveRefused
+from acquisition.microscope import Microscope
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Calibration", "CalibrationError", "calibrate", "measure_shift"]
+
+
+class CalibrationError(RuntimeError):
+    """Calibration could not produce a trustworthy affine."""
+
+
+@dataclass
+class Calibration:
+    """A measured pixel-to-stage map.
+
+    Attributes
+    ----------
+    affine
+        2x2 µm per pixel, our convention (pixel offset from centre -> stage offset).
+    pixel_size_um
+        ``sqrt(|det A|)``: the isotropic pixel size.
+    rotation_deg
+        Rotation of the camera relative to the stage. When ``flip`` is true the matrix is
+        ``pixel_size * R(rotation) @ diag(-1, 1)`` (image x mirrored), else
+        ``pixel_size * R(rotation)``.
+    flip
+        True when ``det A < 0`` (the image is mirrored relative to the stage).
+    residual_px
+        RMS distance (pixels) between the measured shifts and the fitted model; large
+        values mean the moves were not seen cleanly (featureless field, backlash).
+    reported_affine
+        The affine the microscope reported before calibrating.
+    disagreement
+        ``||A - reported|| / ||reported||`` (Frobenius); 0 means they agree.
+    warning
+        Non-empty when the measured map disagrees with the reported one beyond the
+        tolerance, saying what to fix.
+    """
+
+    affine: np.ndarray
+    pixel_size_um: float
+    rotation_deg: float
+    flip: bool
+    residual_px: float
+    reported_affine: np.ndarray | None = None
+    disagreement: float = 0.0
+    warning: str = ""
+    moves: list[dict[str, Any]] = field(default_factory=list)
+    n_images: int = 0
+    wall_s: float = 0.0
+    microscope: str = ""
+
+    # -- derived -----------------------------------------------------------------------
+    @classmethod
+    def from_affine(cls, affine: np.ndarray, residual_px: float = 0.0,
+                    reported: np.ndarray | None = None, tolerance: float = 0.05,
+                    **extra: Any) -> Calibration:
+        """Decompose *affine* into pixel size / rotation / flip and compare to *reported*."""
+        a = np.asarray(affine, float).reshape(2, 2)
+        det = float(np.linalg.det(a))
+        flip = det < 0
+        px = math.sqrt(abs(det))
+        m = a @ np.diag([-1.0, 1.0]) if flip else a
+        rot = math.degrees(math.atan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1]))
+        cal = cls(affine=a, pixel_size_um=px, rotation_deg=rot, flip=flip,
+                  residual_px=float(residual_px), **extra)
+        if reported is not None:
+            rep = np.asarray(reported, float).reshape(2, 2)
+            cal.reported_affine = rep
+            cal.disagreement = float(np.linalg.norm(a - rep) / max(np.linalg.norm(rep), 1e-12))
+            if cal.disagreement > tolerance:
+                rp = Calibration.from_affine(rep)
+                cal.warning = (
+                    f"Measured pixel-to-stage map disagrees with the microscope's by "
+                    f"{100 * cal.disagreement:.0f}%: measured pixel size {px:.4g} µm, rotation "
+                    f"{rot:.1f} deg, flip={flip}; reported {rp.pixel_size_um:.4g} µm, rotation "
+                    f"{rp.rotation_deg:.1f} deg, flip={rp.flip}. Fix Micro-Manager's pixel "
+                    "size calibration (Devices > Pixel Size Calibration, incl. the affine) or "
+                    "apply this calibration (inscope uses it when given --calibration)."
+                )
+        return cal
+
+    # -- io ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "affine": self.affine.tolist(),
+            "pixel_size_um": self.pixel_size_um,
+            "rotation_deg": self.rotation_deg,
+            "flip": self.flip,
+            "residual_px": self.residual_px,
+            "reported_affine": None if self.reported_affine is None
+            else self.reported_affine.tolist(),
+            "disagreement": self.disagreement,
+            "warning": self.warning,
+            "moves": self.moves,
+            "n_images": self.n_images,
+            "wall_s": self.wall_s,
+            "microscope": self.microscope,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"Calibration file {path} not found; create one with `inscope calibrate "
+                f"--out {path}`.") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Calibration file {path} is not valid JSON ({e}); "
+                             "re-run `inscope calibrate`.") from None
+        try:
+            a = np.asarray(d["affine"], float).reshape(2, 2)
+        except (KeyError, ValueError, TypeError):
+            raise ValueError(f"Calibration file {path} has no valid 2x2 'affine'; "
+                             "re-run `inscope calibrate`.") from None
+        if not np.all(np.isfinite(a)) or abs(np.linalg.det(a)) < 1e-12:
+            raise ValueError(f"Calibration file {path} holds a singular or non-finite affine "
+                             f"{a.tolist()}; re-run `inscope calibrate`.")
+        rep = d.get("reported_affine")
+        cal = cls.from_affine(a, d.get("residual_px", 0.0))
+        cal.reported_affine = None if rep is None else np.asarray(rep, float).reshape(2, 2)
+        cal.disagreement = float(d.get("disagreement", 0.0))
+        cal.warning = d.get("warning", "")
+        cal.moves = d.get("moves", [])
+        cal.n_images = int(d.get("n_images", 0))
+        cal.wall_s = float(d.get("wall_s", 0.0))
+        cal.microscope = d.get("microscope", "")
+        return cal
+
+    def apply(self, scope: Any) -> None:
+        """Make *scope* use this map everywhere (frames, steering, the overlay)."""
+        scope.affine = self.affine
+
+
+# -- measuring shifts ------------------------------------------------------------------
+def _prep(img: np.ndarray, highpass_sigma: float) -> np.ndarray:
+    f = img.astype(np.float32, copy=False)
+    if highpass_sigma > 0:
+        # Remove uneven illumination / vignetting: it does not move with the stage and
+        # would pull the correlation peak towards zero shift.
+        f = f - cv2.GaussianBlur(f, (0, 0), highpass_sigma)
+    else:
+        f = f - float(f.mean())
+    return np.ascontiguousarray(f)
+
+
+def measure_shift(ref: np.ndarray, img: np.ndarray, highpass_sigma: float = 8.0,
+                  window: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Shift (dx, dy) in pixels of *img*'s content relative to *ref*, and the peak response.
+
+    Phase correlation (OpenCV) on Hann-windowed, high-passed float32 images: sub-pixel,
+    insensitive to brightness changes, ~1 ms at 512x512.
+    """
+    a = _prep(ref, highpass_sigma)
+    b = _prep(img, highpass_sigma)
+    if window is None:
+        window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(a, b, window)
+    return np.array([dx, dy], float), float(response)
+
+
+def _default_steps(scope: Microscope, shape: tuple[int, int]) -> list[float]:
+    # 10% and 20% of the field: large enough to measure the scale precisely, small enough
+    # that most of the field stays in common (phase correlation needs overlap).
+    fov_um = min(shape) * float(scope.pixel_size_um)
+    return [0.1 * fov_um, 0.2 * fov_um]
+
+
+def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | None = None,
+              n: int = 1, tolerance: float = 0.05, min_response: float = 0.02,
+              highpass_sigma: float = 8.0, apply: bool = False) -> Calibration:
+    """Measure the pixel-to-stage affine of *scope* by moving its stage.
+
+    For every step size in *steps_um* the stage is moved by +/-step along x and y
+    (and the diagonal, so both axes enter each column of the fit), *n* times each; the
+    content shift of each image relative to a reference image at the start position is
+    measured by phase correlation, and ``d = -A s`` is solved by least squares. The stage
+    is returned to where it started.
+
+    Parameters
+    ----------
+    scope
+        Any :class:`~acquisition.microscope.Microscope`; moves go through its guard.
+    steps_um
+        Step sizes (µm). Default: 10% and 20% of the field of view (from the reported
+        pixel size) so the moves stay small and the field keeps enough overlap.
+    n
+        Repeats of every move (averages out stage noise / quantisation).
+    tolerance
+        Relative disagreement with the reported affine above which a warning is logged.
+    min_response
+        Phase-correlation peak below which a measurement is discarded as untrustworthy.
+    apply
+        Also set ``scope.affine`` to the result.
+
+    Raises
+    ------
+    CalibrationError
+        When fewer than two independent moves could be measured (featureless field,
+        moves refused by the soft limits).
+    """
+    t0 = time.perf_counter()
+    reported = np.array(scope.affine, float)
+    start = scope.position()
+    ref = scope.snap()
+    n_images = 1
+    if steps_um is None:
+        steps_um = _default_steps(scope, ref.shape)
+    window = cv2.createHanningWindow((ref.shape[1], ref.shape[0]), cv2.CV_32F)
+    dirs = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)]
+    d_rows: list[np.ndarray] = []
+    s_rows: list[np.ndarray] = []
+    moves: list[dict[str, Any]] = []
+    try:
+        for step in steps_um:
+            for _ in range(max(1, int(n))):
+                for ux, uy in dirs:
+                    tx, ty = start.x + ux * step, start.y + uy * step
+                    try:
+                        scope.move_xy(tx, ty)
+                    except MoveRefused as e:
+                        moves.append({"target": [tx, ty], "refused": str(e)})
+                        continue
+                    frame = scope.snap()
+                    n_images += 1
+                    pos = frame.position or scope.position()
+                    d = np.array([pos.x - start.x, pos.y - start.y])
+                    s, resp = measure_shift(ref.pixels, frame.pixels, highpass_sigma, window)
+                    ok = resp >= min_response and np.linalg.norm(d) > 0
+                    moves.append({"stage_delta_um": d.tolist(), "shift_px": s.tolist(),
+                                  "response": resp, "used": bool(ok)})
+                    if ok:
+                        d_rows.append(d)
+                        s_rows.append(s)
+    finally:
+        try:
+            scope.move_xy(start.x, start.y)
+        except MoveRefused as e:  # pragma: no cover - start was allowed a moment ago
+            log.warning("could not return the stage to the start position: %s", e)
+    if len(d_rows) < 2:
+        raise CalibrationError(
+            f"Only {len(d_rows)} usable calibration move(s) of {len(moves)}: the field may be "
+            "featureless (move to a region with structure, e.g. beads or cells) or the moves "
+            "were refused by the soft limits (start calibration away from the limits or pass "
+            "smaller steps_um).")
+    D = np.array(d_rows)
+    S = np.array(s_rows)
+    if np.linalg.matrix_rank(S, tol=1e-3) < 2:
+        raise CalibrationError(
+            "The measured image shifts are all along one line, so the 2x2 map is not "
+            "determined; check that both stage axes really move the image.")
+    # D = -S A^T  ->  A^T = lstsq(-S, D)
+    at, *_ = np.linalg.lstsq(-S, D, rcond=None)
+    a = at.T
+    pred = -(D @ np.linalg.inv(a).T)
+    residual = float(np.sqrt(np.mean(np.sum((pred - S) ** 2, axis=1))))
+    cal = Calibration.from_affine(
+        a, residual, reported=reported, tolerance=tolerance, moves=moves, n_images=n_images,
+        wall_s=time.perf_counter() - t0, microscope=getattr(scope, "name", ""))
+    if cal.warning:
+        log.warning(cal.warning)
+    if apply:
+        cal.apply(scope)
+    return cal

@@ -1,0 +1,249 @@
+"""Centre a chosen object: a small, synchronous controller in stage micrometres.
+
+Each call to :meth:`Steerer.step` looks at one frame: it picks (or keeps) a target track,
+computes the error ``target stage position - stage position at exposure`` and, outside a
+deadband, moves the stage by ``gain * error`` (clipped to a maximum step) through the
+microscope's guard. With a calibrated affine one move centres the target; frames exposed
+before that move settled are ignored (they still show the old view and would make the
+controller move twice — the classic cause of overshoot and oscillation).
+
+A move refused by the guard (soft limits, max step) or suppressed by dry-run is reported
+in the returned :class:`SteerAction`; it never raises out of the control loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from acquisition.errors import DeviceError, MoveRefused
+from acquisition.frame import STAMP_READY, Frame
+from acquisition.microscope import Microscope
+from control.targets import TargetPolicy, TrackId, policy_from_spec
+from control.tracking import Track, Tracker
+from detector.base import Detections
+
+__all__ = ["CenteringController", "SteerAction", "Steerer"]
+
+# Status values of a SteerAction.
+MOVED = "moved"
+DRY_RUN = "dry-run"
+REFUSED = "refused"
+FAILED = "failed"
+CENTRED = "centred"
+SETTLING = "settling"
+NO_TARGET = "no-target"
+NO_POSITION = "no-position"
+DISABLED = "disabled"
+
+
+@dataclass
+class SteerAction:
+    """What the controller decided for one frame.
+
+    ``status`` is one of ``moved``, ``dry-run`` (move computed, not made), ``refused``
+    (guard said no; ``reason`` says why), ``failed`` (device error), ``centred`` (within
+    the deadband), ``settling`` (frame exposed before the last move settled, ignored),
+    ``no-target``, ``no-position`` (frame without a stage position), ``disabled``.
+    """
+
+    frame_index: int
+    status: str
+    target_id: int | None = None
+    target_um: tuple[float, float] | None = None
+    error_um: tuple[float, float] | None = None
+    error_norm_um: float = math.nan
+    move_um: tuple[float, float] | None = None
+    made: bool = False
+    reason: str = ""
+    t_ns: int = field(default_factory=time.monotonic_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if math.isnan(self.error_norm_um):
+            d["error_norm_um"] = None
+        return d
+
+
+class Steerer:
+    """Keeps one target centred in the field of view.
+
+    Parameters
+    ----------
+    scope
+        The microscope whose stage is moved (through its guard).
+    policy
+        How a target is chosen (:mod:`control.targets`) or a spec string such as
+        ``"nearest"``, ``"largest"``, ``"class:mitotic"``, ``"id:7"``.
+    tracker
+        Tracker used when :meth:`step` is called without tracks. Default: a new
+        :class:`~control.tracking.Tracker`.
+    gain
+        Fraction of the error corrected per move. 1.0 with a calibrated affine converges
+        in one move; lower it (0.5-0.8) when the calibration is uncertain.
+    deadband_um
+        No move while the error is below this (stage noise, detector jitter).
+    max_step_um
+        Largest single move; longer corrections are split over frames. None: no clip
+        beyond the guard's own max step.
+    settle_s
+        Extra time after a move during which frames are ignored (stage ringing).
+    position_tol_um
+        A frame whose reported position is further than this from the last commanded
+        position is considered taken before the move settled. None: 2 pixels.
+    max_settle_frames
+        Give up waiting for a settled frame after this many (a stage that never reports
+        exactly the commanded position, e.g. quantised encoders).
+    sticky
+        Keep the current target while its track lives, instead of re-choosing each frame.
+    """
+
+    def __init__(self, scope: Microscope, policy: str | TargetPolicy = "nearest",
+                 tracker: Tracker | None = None, gain: float = 1.0,
+                 deadband_um: float = 0.5, max_step_um: float | None = None,
+                 settle_s: float = 0.0, position_tol_um: float | None = None,
+                 max_settle_frames: int = 10, sticky: bool = True,
+                 history: int = 1000) -> None:
+        if not 0 < gain <= 1.5:
+            raise ValueError(f"gain must be in (0, 1.5]; got {gain}. Use ~1.0 with a "
+                             "calibrated affine, 0.5-0.8 when unsure.")
+        if deadband_um < 0:
+            raise ValueError(f"deadband_um must be >= 0; got {deadband_um}.")
+        self.scope = scope
+        self.policy = policy_from_spec(policy)
+        self.tracker = tracker if tracker is not None else Tracker()
+        self.gain = float(gain)
+        self.deadband_um = float(deadband_um)
+        self.max_step_um = max_step_um
+        self.settle_s = float(settle_s)
+        self.position_tol_um = position_tol_um
+        self.max_settle_frames = int(max_settle_frames)
+        self.sticky = sticky
+        self.enabled = True
+        self.target_id: int | None = None
+        self.history: deque[SteerAction] = deque(maxlen=history)
+        self._last_move_ns: int | None = None
+        self._last_cmd: tuple[float, float] | None = None
+        self._settle_frames = 0
+
+    # -- commands ----------------------------------------------------------------------
+    def select(self, target: str | int | TargetPolicy | None) -> None:
+        """Change what is steered to: a track id, a policy, a spec string; None stops."""
+        if target is None:
+            self.enabled = False
+            self.target_id = None
+            return
+        self.enabled = True
+        if isinstance(target, int | np.integer):
+            self.policy = TrackId(int(target))
+        else:
+            self.policy = policy_from_spec(target)
+        self.target_id = None
+
+    def reset(self) -> None:
+        """Forget the target and any pending move (e.g. after the user moved the stage)."""
+        self.target_id = None
+        self._last_move_ns = None
+        self._last_cmd = None
+        self._settle_frames = 0
+
+    @property
+    def last(self) -> SteerAction | None:
+        return self.history[-1] if self.history else None
+
+    # -- the loop ----------------------------------------------------------------------
+    def step(self, frame: Frame, detections: Detections,
+             tracks: list[Track] | None = None) -> SteerAction:
+        """Decide (and make) at most one move for *frame*. Never raises for a refused move."""
+        if tracks is None:
+            tracks = self.tracker.update(frame, detections)
+        act = self._decide(frame, tracks)
+        self.history.append(act)
+        return act
+
+    def _choose(self, tracks: list[Track], frame: Frame) -> Track | None:
+        if self.sticky and self.target_id is not None:
+            for t in tracks:
+                if t.id == self.target_id:
+                    return t
+        t = self.policy.choose(tracks, frame)
+        self.target_id = None if t is None else t.id
+        return t
+
+    def _stale(self, frame: Frame) -> bool:
+        if self._last_move_ns is None:
+            return False
+        ready = frame.stamps.get(STAMP_READY, 0)
+        stale = ready < self._last_move_ns + int(self.settle_s * 1e9)
+        if not stale and self._last_cmd is not None and frame.position is not None:
+            tol = self.position_tol_um
+            if tol is None:
+                tol = 2.0 * float(np.sqrt(abs(np.linalg.det(frame.affine))))
+            d = math.hypot(frame.position.x - self._last_cmd[0],
+                           frame.position.y - self._last_cmd[1])
+            stale = d > tol
+        if stale:
+            self._settle_frames += 1
+            if self._settle_frames > self.max_settle_frames:
+                stale = False  # the stage never reports the exact target: accept
+        if not stale:
+            self._last_move_ns = None
+            self._last_cmd = None
+            self._settle_frames = 0
+        return stale
+
+    def _decide(self, frame: Frame, tracks: list[Track]) -> SteerAction:
+        idx = frame.index
+        if not self.enabled:
+            return SteerAction(idx, DISABLED)
+        if frame.position is None:
+            return SteerAction(idx, NO_POSITION, reason="frame has no stage position")
+        if self._stale(frame):
+            return SteerAction(idx, SETTLING, target_id=self.target_id,
+                               reason="frame exposed before the last move settled")
+        t = self._choose(tracks, frame)
+        if t is None:
+            return SteerAction(idx, NO_TARGET, reason=f"no target for policy "
+                               f"{self.policy.name!r}")
+        # Use the detection in *this* frame (not a prediction) when it was seen.
+        if t.missed == 0:
+            target = frame.pixel_to_stage(t.center_px)[0]
+        else:
+            target = np.asarray(t.center_um, float)
+        pos = np.array([frame.position.x, frame.position.y])
+        err = target - pos
+        en = float(np.hypot(*err))
+        base = dict(target_id=t.id, target_um=(float(target[0]), float(target[1])),
+                    error_um=(float(err[0]), float(err[1])), error_norm_um=en)
+        if en <= self.deadband_um:
+            return SteerAction(idx, CENTRED, **base)
+        move = self.gain * err
+        mn = float(np.hypot(*move))
+        if self.max_step_um is not None and mn > self.max_step_um:
+            move = move * (self.max_step_um / mn)
+        # An absolute target (the target is fixed on the slide), so a frame that lags a
+        # little behind the stage does not make us move twice.
+        tx, ty = float(pos[0] + move[0]), float(pos[1] + move[1])
+        base["move_um"] = (float(move[0]), float(move[1]))
+        try:
+            made = self.scope.move_xy(tx, ty)
+        except MoveRefused as e:
+            return SteerAction(idx, REFUSED, reason=str(e), **base)
+        except DeviceError as e:
+            return SteerAction(idx, FAILED, reason=str(e), **base)
+        if not made:
+            return SteerAction(idx, DRY_RUN, reason="dry-run: move computed, not made",
+                               **base)
+        self._last_move_ns = time.monotonic_ns()
+        self._last_cmd = (tx, ty)
+        self._settle_frames = 0
+        return SteerAction(idx, MOVED, made=True, **base)
+
+
+# The name used in the design notes.
+CenteringController = Steerer

@@ -1,0 +1,224 @@
+"""Persistent IDs for detections across frames.
+
+Matching happens in *stage* micrometres, not pixels: when the controller moves the stage
+to centre a cell, every box jumps across the image, but the cells themselves have barely
+moved on the slide. Each frame's own ``pixel_to_stage`` map (position at exposure + affine)
+puts its boxes in the slide's frame, and a Hungarian assignment with a gating distance of
+about a cell radius links them to the existing tracks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from acquisition.frame import Frame
+from detector.base import Detections
+
+__all__ = ["Track", "Tracker"]
+
+
+@dataclass
+class Track:
+    """One object followed across frames.
+
+    Attributes
+    ----------
+    id
+        Persistent integer id (never reused within a :class:`Tracker`).
+    box
+        x0, y0, x1, y1 in the pixels of the most recent frame (predicted when missed).
+    center_um
+        Stage position (µm) that centres the object, as last measured or predicted.
+    size_um
+        Box width and height in µm (from the affine's scale).
+    velocity_um
+        Estimated motion per update (µm/frame), smoothed.
+    score, class_id
+        Of the last matched detection.
+    age
+        Updates since the track was born.
+    hits
+        Updates in which it was matched.
+    missed
+        Consecutive updates without a match (0 when seen in the latest frame).
+    """
+
+    id: int
+    box: np.ndarray
+    center_um: np.ndarray
+    size_um: np.ndarray
+    score: float = 0.0
+    class_id: int = 0
+    class_name: str = ""
+    velocity_um: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    age: int = 1
+    hits: int = 1
+    missed: int = 0
+    frame_index: int = -1
+    last_seen_um: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.last_seen_um is None:
+            self.last_seen_um = np.array(self.center_um, float)
+
+    @property
+    def center_px(self) -> np.ndarray:
+        """Box centre (x, y) in the latest frame's pixels."""
+        b = self.box
+        return np.array([(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
+
+    @property
+    def area_px(self) -> float:
+        b = self.box
+        return float(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))
+
+    @property
+    def radius_um(self) -> float:
+        return float(np.mean(self.size_um)) / 2.0
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "box": [float(v) for v in self.box],
+                "center_um": [float(v) for v in self.center_um], "score": self.score,
+                "class_id": self.class_id, "class_name": self.class_name, "age": self.age,
+                "hits": self.hits, "missed": self.missed}
+
+
+class Tracker:
+    """Hungarian matching in stage µm with a gate, missed-frame tolerance and velocity.
+
+    Parameters
+    ----------
+    gate_um
+        Maximum distance (µm) between a track's predicted position and a detection for a
+        match. ``None``: per track, ``gate_factor`` times its radius (from its box), so the
+        same tracker works at any magnification.
+    gate_factor
+        Gate in units of the track's radius when ``gate_um`` is None.
+    max_missed
+        Updates a track survives without a match (occlusion, a missed detection, a blurred
+        frame during a move) before it is dropped.
+    velocity
+        Use a constant-velocity prediction (smoothed with ``velocity_alpha``); helps for
+        cells that move between frames.
+    min_hits
+        Tracks are returned only once matched this many times (1: immediately).
+    """
+
+    def __init__(self, gate_um: float | None = None, gate_factor: float = 1.0,
+                 max_missed: int = 3, velocity: bool = True, velocity_alpha: float = 0.5,
+                 min_hits: int = 1) -> None:
+        if max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0; got {max_missed}.")
+        self.gate_um = gate_um
+        self.gate_factor = float(gate_factor)
+        self.max_missed = int(max_missed)
+        self.velocity = bool(velocity)
+        self.velocity_alpha = float(velocity_alpha)
+        self.min_hits = int(min_hits)
+        self._tracks: list[Track] = []
+        self._next_id = 1
+
+    # -- public ------------------------------------------------------------------------
+    @property
+    def tracks(self) -> list[Track]:
+        """All live tracks (including those currently missed)."""
+        return [t for t in self._tracks if t.hits >= self.min_hits]
+
+    def get(self, track_id: int) -> Track | None:
+        for t in self._tracks:
+            if t.id == track_id:
+                return t
+        return None
+
+    def reset(self) -> None:
+        self._tracks.clear()
+
+    def update(self, frame: Frame, detections: Detections) -> list[Track]:
+        """Match *detections* (boxes in *frame*'s pixels) to the tracks; returns live tracks.
+
+        Missed tracks are kept (with their predicted box in this frame's pixels) for up to
+        ``max_missed`` updates.
+        """
+        n = len(detections)
+        boxes = detections.boxes.astype(float)
+        if n:
+            centers_um = frame.pixel_to_stage(detections.centers.astype(float))
+            scale = np.sqrt(np.abs(np.linalg.det(frame.affine)))
+            sizes_um = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) * scale
+        else:
+            centers_um = np.zeros((0, 2))
+            sizes_um = np.zeros((0, 2))
+        names = detections.names() if n else []
+
+        preds = np.array([t.center_um + (t.velocity_um if self.velocity else 0.0)
+                          for t in self._tracks]).reshape(-1, 2)
+        matched_t: set[int] = set()
+        matched_d: set[int] = set()
+        if len(self._tracks) and n:
+            cost = np.linalg.norm(preds[:, None, :] - centers_um[None, :, :], axis=2)
+            gates = np.array([self._gate(t, 1 + t.missed) for t in self._tracks])
+            big = 1e9
+            c = np.where(cost <= gates[:, None], cost, big)
+            rows, cols = linear_sum_assignment(c)
+            for r, k in zip(rows, cols, strict=True):
+                if c[r, k] >= big:
+                    continue
+                matched_t.add(int(r))
+                matched_d.add(int(k))
+                self._hit(self._tracks[r], boxes[k], centers_um[k], sizes_um[k],
+                          float(detections.scores[k]), int(detections.class_ids[k]),
+                          names[k], frame.index)
+
+        survivors: list[Track] = []
+        for i, t in enumerate(self._tracks):
+            if i not in matched_t:
+                t.missed += 1
+                t.age += 1
+                if t.missed > self.max_missed:
+                    continue
+                t.center_um = preds[i].copy()
+                if frame.position is not None:
+                    c_px = frame.stage_to_pixel(t.center_um)[0]
+                    w, h = t.box[2] - t.box[0], t.box[3] - t.box[1]
+                    t.box = np.array([c_px[0] - w / 2, c_px[1] - h / 2,
+                                      c_px[0] + w / 2, c_px[1] + h / 2])
+            survivors.append(t)
+        for k in range(n):
+            if k in matched_d:
+                continue
+            survivors.append(Track(
+                id=self._next_id, box=boxes[k].copy(), center_um=centers_um[k].copy(),
+                size_um=sizes_um[k].copy(), score=float(detections.scores[k]),
+                class_id=int(detections.class_ids[k]), class_name=names[k],
+                frame_index=frame.index))
+            self._next_id += 1
+        self._tracks = survivors
+        return self.tracks
+
+    # -- internals ---------------------------------------------------------------------
+    def _gate(self, t: Track, frames_ahead: int) -> float:
+        if self.gate_um is not None:
+            g = self.gate_um
+        else:
+            g = self.gate_factor * max(t.radius_um, 1e-6)
+        # A track unseen for a while may have moved further; widen a little per miss.
+        return g * (1.0 + 0.25 * (frames_ahead - 1))
+
+    def _hit(self, t: Track, box, center_um, size_um, score, class_id, name, index) -> None:
+        if self.velocity:
+            # Velocity per update; a missed gap spreads the displacement over the gap.
+            v = (center_um - t.last_seen_um) / (1 + t.missed)
+            a = self.velocity_alpha if t.hits > 1 else 1.0
+            t.velocity_um = a * v + (1 - a) * t.velocity_um
+        t.box = box.copy()
+        t.center_um = center_um.copy()
+        t.last_seen_um = center_um.copy()
+        t.size_um = size_um.copy()
+        t.score, t.class_id, t.class_name = score, class_id, name
+        t.hits += 1
+        t.age += 1
+        t.missed = 0
+        t.frame_index = index

@@ -1,0 +1,635 @@
+"""Find-and-image: scan a region, find every cell once, visit each and image it in 3D.
+
+The workflow a microscopist would otherwise do by hand: tile the region with overlapping
+fields, detect cells in each, put them all on one map in stage micrometres (a cell seen in
+two overlapping fields is one cell; a cell cut by a field's edge is re-centred, not lost
+and not counted twice), then visit each cell: centre it, autofocus, take a z-stack and
+save it as OME-TIFF with its stage position, pixel size and boxes in the metadata.
+
+Everything is written as it happens (one OME-TIFF per cell, ``cells.csv`` appended and
+flushed per cell, ``summary.json`` rewritten per cell and in a ``finally``), so a run that
+is stopped with Ctrl-C or fails half-way keeps everything it already acquired.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquisition.errors import DeviceError, MoveRefused
+from acquisition.frame import Frame
+from acquisition.microscope import Microscope
+from control.focus import FocusResult, _sim_time, autofocus
+from control.steering import CENTRED, MOVED, NO_TARGET, SETTLING, Steerer
+from control.targets import TrackId
+from control.tracking import Tracker
+from detector.base import Detections, Detector
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CellRecord", "FindAndImage", "ZStackSpec", "plan_fields"]
+
+CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box", "score", "status", "file", "seconds",
+              "sim_seconds", "n_planes", "reason"]
+
+
+@dataclass
+class ZStackSpec:
+    """Which planes to image around a cell's focus.
+
+    Fixed: ``range_um = (below, above)`` relative to focus, every ``step_um``.
+    Adaptive (``adaptive=True``): start at focus and extend up, then down, one step at a
+    time while the cell is still detected (within ``max_extent_um`` each way, at least
+    ``range_um``), so thick cells get full stacks and thin ones stay short.
+    """
+
+    range_um: tuple[float, float] = (-2.0, 2.0)
+    step_um: float = 1.0
+    adaptive: bool = False
+    max_extent_um: float = 15.0
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.range_um)
+        if not (self.step_um > 0 and lo <= 0 <= hi):
+            raise ValueError(
+                f"ZStackSpec needs step_um > 0 and range_um = (below <= 0, above >= 0) "
+                f"relative to focus; got range_um={self.range_um}, step_um={self.step_um}.")
+        self.range_um = (lo, hi)
+
+    def fixed_offsets(self) -> list[float]:
+        lo, hi = self.range_um
+        n_lo = int(math.floor(-lo / self.step_um + 1e-9))
+        n_hi = int(math.floor(hi / self.step_um + 1e-9))
+        return [k * self.step_um for k in range(-n_lo, n_hi + 1)]
+
+
+@dataclass
+class CellRecord:
+    """One found cell and what became of it (a row of ``cells.csv``)."""
+
+    id: int
+    x_um: float
+    y_um: float
+    z_um: float = math.nan
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    size_um: tuple[float, float] = (0.0, 0.0)
+    score: float = 0.0
+    status: str = "pending"  # imaged, skipped-*, failed, planned
+    file: str = ""
+    seconds: float = 0.0
+    sim_seconds: float = math.nan
+    n_planes: int = 0
+    reason: str = ""
+    partial: bool = False
+    field_index: int = -1
+
+    def row(self) -> dict[str, Any]:
+        return {"id": self.id, "x_um": f"{self.x_um:.3f}", "y_um": f"{self.y_um:.3f}",
+                "z_um": "" if math.isnan(self.z_um) else f"{self.z_um:.3f}",
+                "box": " ".join(f"{v:.1f}" for v in self.box), "score": f"{self.score:.3f}",
+                "status": self.status, "file": self.file, "seconds": f"{self.seconds:.3f}",
+                "sim_seconds": "" if math.isnan(self.sim_seconds)
+                else f"{self.sim_seconds:.3f}", "n_planes": self.n_planes,
+                "reason": self.reason}
+
+
+def _field_um(affine: np.ndarray, shape: tuple[int, int]) -> float:
+    """Side (µm) of the largest axis-aligned square inside the (possibly rotated) field."""
+    a = np.asarray(affine, float)
+    px = math.sqrt(abs(np.linalg.det(a)))
+    m = a @ np.diag([-1.0, 1.0]) if np.linalg.det(a) < 0 else a
+    th = math.atan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1])
+    return min(shape) * px / (abs(math.cos(th)) + abs(math.sin(th)))
+
+
+def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
+                ) -> list[tuple[float, float]]:
+    """Field centres (serpentine order) covering *region* with margin and overlap.
+
+    The grid covers the region grown by ``overlap_um / 2`` on every side, so a cell whose
+    centre is inside the region but whose body pokes out is still seen whole in a field.
+    """
+    x0, y0, x1, y1 = (float(v) for v in region)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"Region must be x0 y0 x1 y1 with x1 > x0 and y1 > y0 (µm); got "
+                         f"{tuple(region)}.")
+    if overlap_um >= field_um:
+        raise ValueError(f"Overlap ({overlap_um:.1f} µm) must be smaller than the field "
+                         f"({field_um:.1f} µm); lower overlap.")
+    step = field_um - overlap_um
+    m = overlap_um / 2.0
+
+    def axis(lo: float, hi: float) -> list[float]:
+        lo, hi = lo - m, hi + m
+        span = hi - lo
+        if span <= field_um:
+            return [(lo + hi) / 2.0]
+        n = int(math.ceil((span - field_um) / step)) + 1
+        first, last = lo + field_um / 2.0, hi - field_um / 2.0
+        return [first + (last - first) * k / (n - 1) for k in range(n)]
+
+    xs, ys = axis(x0, x1), axis(y0, y1)
+    out = []
+    for j, y in enumerate(ys):
+        row = xs if j % 2 == 0 else xs[::-1]
+        out.extend((x, y) for x in row)
+    return out
+
+
+@dataclass
+class _Candidate:
+    xy: np.ndarray
+    size_um: np.ndarray
+    score: float
+    partial: bool
+    field_index: int
+    box: np.ndarray
+
+
+@dataclass
+class WorkflowSummary:
+    """What :meth:`FindAndImage.run` did; also written as ``summary.json``."""
+
+    status: str = "running"  # running, done, interrupted, failed, dry-run
+    region: list[float] | None = None
+    fields: int = 0
+    cells_found: int = 0
+    cells_imaged: int = 0
+    cells_skipped: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds_per_cell: list[float] = field(default_factory=list)
+    sim_seconds_per_cell: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    sim_s: float | None = None
+    scan_wall_s: float = 0.0
+    scan_sim_s: float | None = None
+    images: int = 0
+    error: str = ""
+    planned_fields: list[list[float]] = field(default_factory=list)
+    out_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FindAndImage:
+    """Scan a region (or a list of fields), find cells, centre + focus + z-stack each once.
+
+    Parameters
+    ----------
+    scope
+        The microscope (moves go through its guard).
+    detector
+        Any :class:`~detector.base.Detector`.
+    region
+        ``(x0, y0, x1, y1)`` stage µm; cells whose centre lies inside are imaged.
+    positions
+        Alternatively, explicit field centres ``[(x, y), ...]`` (every detected cell
+        counts).
+    out_dir
+        Where the OME-TIFFs, ``cells.csv`` and ``summary.json`` go.
+    overlap
+        Overlap of neighbouring fields, as a fraction of the field (default 0.25). It
+        should exceed a cell diameter so every cell is wholly inside some field.
+    z_stack
+        :class:`ZStackSpec`.
+    autofocus
+        Autofocus on every cell before its z-stack (and once before the scan).
+    dry_run
+        Plan only: take one image at the current position, write the field plan and
+        the cells seen there; move nothing.
+    min_score
+        Detections below this score are ignored.
+    dedup_radius_um
+        Two detections closer than this are one cell. Default: half the smaller box.
+    on_cell
+        Called with each finished :class:`CellRecord` (progress bars, tests).
+    max_cells
+        Stop after imaging this many cells.
+    """
+
+    def __init__(self, scope: Microscope, detector: Detector,
+                 region: Sequence[float] | None = None,
+                 positions: Sequence[Sequence[float]] | None = None,
+                 out_dir: str | Path = "runs/scan", overlap: float = 0.25,
+                 z_stack: ZStackSpec | None = None, autofocus: bool = True,
+                 dry_run: bool = False, min_score: float = 0.0,
+                 dedup_radius_um: float | None = None, focus_search_um: float = 5.0,
+                 scan_focus_search_um: float = 12.0, centre_iters: int = 4,
+                 centre_tol_um: float = 0.75, edge_px: float = 2.0,
+                 on_cell: Callable[[CellRecord], None] | None = None,
+                 max_cells: int | None = None) -> None:
+        if (region is None) == (positions is None):
+            raise ValueError("Give exactly one of region=(x0, y0, x1, y1) or "
+                             "positions=[(x, y), ...].")
+        if not 0 <= overlap < 0.9:
+            raise ValueError(f"overlap is a fraction of the field in [0, 0.9); got {overlap}.")
+        self.scope = scope
+        self.detector = detector
+        self.region = None if region is None else tuple(float(v) for v in region)
+        self.positions = None if positions is None else [tuple(map(float, p))
+                                                          for p in positions]
+        self.out_dir = Path(out_dir)
+        self.overlap = float(overlap)
+        self.z_stack = z_stack or ZStackSpec()
+        self.autofocus = autofocus
+        self.dry_run = dry_run
+        self.min_score = float(min_score)
+        self.dedup_radius_um = dedup_radius_um
+        self.focus_search_um = float(focus_search_um)
+        self.scan_focus_search_um = float(scan_focus_search_um)
+        self.centre_iters = int(centre_iters)
+        self.centre_tol_um = float(centre_tol_um)
+        self.edge_px = float(edge_px)
+        self.on_cell = on_cell
+        self.max_cells = max_cells
+        self.cells: list[CellRecord] = []
+        self.summary = WorkflowSummary(region=None if self.region is None
+                                       else list(self.region), out_dir=str(self.out_dir))
+        self._images = 0
+        self._csv_file = None
+        self._csv: csv.DictWriter | None = None
+
+    # -- small helpers -----------------------------------------------------------------
+    def _snap(self) -> Frame:
+        self._images += 1
+        return self.scope.snap()
+
+    def _detect(self, frame: Frame) -> Detections:
+        det = self.detector.detect(frame)
+        if self.min_score > 0 and len(det):
+            det = det.select(det.scores >= self.min_score)
+        return det
+
+    def _in_region(self, xy: np.ndarray, grow: float = 0.0) -> bool:
+        if self.region is None:
+            return True
+        x0, y0, x1, y1 = self.region
+        return x0 - grow <= xy[0] <= x1 + grow and y0 - grow <= xy[1] <= y1 + grow
+
+    def _fields(self, frame: Frame) -> list[tuple[float, float]]:
+        if self.positions is not None:
+            return list(self.positions)
+        f_um = _field_um(frame.affine, frame.shape)
+        return plan_fields(self.region, f_um, self.overlap * f_um)  # type: ignore[arg-type]
+
+    # -- output ------------------------------------------------------------------------
+    def _open_outputs(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / "cells.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - closed in run()
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS)
+        if new:
+            self._csv.writeheader()
+            self._csv_file.flush()
+
+    def _write_cell(self, rec: CellRecord) -> None:
+        assert self._csv is not None and self._csv_file is not None
+        self._csv.writerow(rec.row())
+        self._csv_file.flush()
+        s = self.summary
+        if rec.status == "imaged":
+            s.cells_imaged += 1
+            s.seconds_per_cell.append(round(rec.seconds, 4))
+            if not math.isnan(rec.sim_seconds):
+                s.sim_seconds_per_cell.append(round(rec.sim_seconds, 4))
+        else:
+            s.cells_skipped += 1
+            s.skipped[rec.status] = s.skipped.get(rec.status, 0) + 1
+        self._write_summary()
+        if self.on_cell is not None:
+            self.on_cell(rec)
+
+    def _write_summary(self) -> None:
+        s = self.summary
+        s.wall_s = time.perf_counter() - self._t0
+        sim = _sim_time(self.scope)
+        s.sim_s = None if math.isnan(sim) else sim - self._sim0
+        s.images = self._images
+        tmp = self.out_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(s.to_dict(), indent=2) + "\n")
+        tmp.replace(self.out_dir / "summary.json")
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self) -> WorkflowSummary:
+        """Scan, then visit every cell; returns (and writes) the summary.
+
+        KeyboardInterrupt and errors propagate after the summary is written with status
+        ``interrupted`` / ``failed``; everything saved so far stays on disk.
+        """
+        self._t0 = time.perf_counter()
+        self._sim0 = _sim_time(self.scope)
+        self._open_outputs()
+        try:
+            if self.dry_run:
+                self._dry_run()
+                self.summary.status = "dry-run"
+                return self.summary
+            cands = self._scan()
+            cells = self._merge(cands)
+            self.summary.cells_found = len(cells)
+            self._write_summary()
+            self._visit_all(cells)
+            self.summary.status = "done"
+            return self.summary
+        except KeyboardInterrupt:
+            self.summary.status = "interrupted"
+            raise
+        except BaseException as e:
+            self.summary.status = "failed"
+            self.summary.error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            try:
+                self._write_summary()
+            finally:
+                if self._csv_file is not None:
+                    self._csv_file.close()
+                    self._csv_file = None
+
+    def _dry_run(self) -> None:
+        frame = self._snap()
+        fields = self._fields(frame)
+        self.summary.fields = len(fields)
+        self.summary.planned_fields = [list(p) for p in fields]
+        det = self._detect(frame)
+        for k, (c, b) in enumerate(zip(frame.pixel_to_stage(det.centers) if len(det)
+                                       else [], det.boxes, strict=False)):
+            rec = CellRecord(id=k + 1, x_um=float(c[0]), y_um=float(c[1]),
+                             box=tuple(float(v) for v in b), score=float(det.scores[k]),
+                             status="planned", reason="dry-run: nothing moved")
+            self.cells.append(rec)
+            self._csv.writerow(rec.row())  # type: ignore[union-attr]
+        self._csv_file.flush()  # type: ignore[union-attr]
+        self.summary.cells_found = len(self.cells)
+
+    def _scan(self) -> list[_Candidate]:
+        t0, sim0 = time.perf_counter(), _sim_time(self.scope)
+        first = self.scope.snap()
+        fields = self._fields(first)
+        self.summary.fields = len(fields)
+        self.summary.planned_fields = [list(p) for p in fields]
+        cands: list[_Candidate] = []
+        for i, (x, y) in enumerate(fields):
+            try:
+                self.scope.move_xy(x, y)
+            except MoveRefused as e:
+                log.warning("field %d at (%.1f, %.1f) skipped: %s", i, x, y, e)
+                continue
+            if i == 0 and self.autofocus:
+                autofocus(self.scope, self.detector, search_um=self.scan_focus_search_um)
+            frame = self._snap()
+            det = self._detect(frame)
+            if not len(det):
+                continue
+            h, w = frame.shape
+            scale = math.sqrt(abs(np.linalg.det(frame.affine)))
+            centers = frame.pixel_to_stage(det.centers)
+            for k in range(len(det)):
+                b = det.boxes[k]
+                e = self.edge_px
+                partial = bool(b[0] <= e or b[1] <= e or b[2] >= w - e or b[3] >= h - e)
+                size = np.array([b[2] - b[0], b[3] - b[1]], float) * scale
+                cands.append(_Candidate(centers[k], size, float(det.scores[k]), partial, i,
+                                        b.astype(float)))
+        self.summary.scan_wall_s = time.perf_counter() - t0
+        sim = _sim_time(self.scope)
+        self.summary.scan_sim_s = None if math.isnan(sim) else sim - sim0
+        return cands
+
+    def _merge(self, cands: list[_Candidate]) -> list[CellRecord]:
+        """One record per physical cell: whole views first, then cut-off ones."""
+        order = sorted(cands, key=lambda c: (c.partial, -c.score))
+        kept: list[_Candidate] = []
+        for c in order:
+            dup = False
+            for k in kept:
+                d = np.abs(c.xy - k.xy)
+                if self.dedup_radius_um is not None:
+                    near = math.hypot(*d) < self.dedup_radius_um
+                elif c.partial or k.partial:
+                    # A cut box's centre is biased towards the field: it is the same cell
+                    # if it falls inside the other's box.
+                    half = np.maximum(k.size_um, c.size_um) / 2.0
+                    near = bool(np.all(d <= half))
+                else:
+                    near = math.hypot(*d) < 0.5 * float(min(c.size_um.min(), k.size_um.min()))
+                if near:
+                    dup = True
+                    break
+            if not dup:
+                kept.append(c)
+        # Region filter: whole cells by their centre; cut ones later, once re-centred.
+        cells = []
+        for c in kept:
+            grow = float(c.size_um.max()) / 2.0 if c.partial else 0.0
+            if not self._in_region(c.xy, grow):
+                continue
+            cells.append(c)
+        # Visit order: nearest neighbour from the current position (short stage paths).
+        p = self.scope.position()
+        cur = np.array([p.x, p.y])
+        todo = cells[:]
+        out: list[CellRecord] = []
+        while todo:
+            j = int(np.argmin([np.hypot(*(c.xy - cur)) for c in todo]))
+            c = todo.pop(j)
+            cur = c.xy
+            out.append(CellRecord(id=len(out) + 1, x_um=float(c.xy[0]), y_um=float(c.xy[1]),
+                                  box=tuple(float(v) for v in c.box),
+                                  size_um=(float(c.size_um[0]), float(c.size_um[1])),
+                                  score=c.score, partial=c.partial, field_index=c.field_index))
+        return out
+
+    def _visit_all(self, cells: list[CellRecord]) -> None:
+        imaged: list[CellRecord] = []
+        for rec in cells:
+            if self.max_cells is not None and len(imaged) >= self.max_cells:
+                rec.status, rec.reason = "skipped-limit", f"max_cells={self.max_cells}"
+                self.cells.append(rec)
+                self._write_cell(rec)
+                continue
+            self._visit(rec, imaged)
+            self.cells.append(rec)
+            if rec.status == "imaged":
+                imaged.append(rec)
+            self._write_cell(rec)
+
+    def _visit(self, rec: CellRecord, imaged: list[CellRecord]) -> None:
+        t0, sim0 = time.perf_counter(), _sim_time(self.scope)
+        try:
+            self._visit_inner(rec, imaged)
+        except MoveRefused as e:
+            rec.status, rec.reason = "skipped-refused", str(e)
+        except DeviceError as e:
+            rec.status, rec.reason = "failed", str(e)
+        rec.seconds = time.perf_counter() - t0
+        sim = _sim_time(self.scope)
+        rec.sim_seconds = sim - sim0 if not math.isnan(sim) else math.nan
+
+    def _centre(self, rec: CellRecord) -> tuple[Frame, Detections, int] | None:
+        """Move to the cell and centre it; the last frame, its detections and the index
+        of the target in them; None when the cell is not found there."""
+        self.scope.move_xy(rec.x_um, rec.y_um)
+        gate = max(rec.size_um) if rec.partial else 0.5 * max(rec.size_um)
+        gate = max(gate, 1.0)
+        tracker = Tracker(gate_um=gate, max_missed=1, velocity=False)
+        steer = Steerer(self.scope, tracker=tracker, deadband_um=self.centre_tol_um)
+        chosen = False
+        for _ in range(self.centre_iters + 1):
+            frame = self._snap()
+            det = self._detect(frame)
+            tracks = tracker.update(frame, det)
+            if not chosen:
+                # The cell is the detection closest to where we expect it (the centre).
+                expect = np.array([rec.x_um, rec.y_um])
+                vis = [t for t in tracks if t.missed == 0]
+                if not vis:
+                    return None
+                best = min(vis, key=lambda t: float(np.hypot(*(t.center_um - expect))))
+                if np.hypot(*(best.center_um - expect)) > gate:
+                    return None
+                steer.select(TrackId(best.id))
+                chosen = True
+            act = steer.step(frame, det, tracks)
+            if act.status == CENTRED:
+                break
+            if act.status == NO_TARGET:
+                return None
+            if act.status not in (MOVED, SETTLING):
+                raise MoveRefused(act.reason or act.status)
+        tr = tracker.get(steer.target_id) if steer.target_id is not None else None
+        if tr is None or tr.missed:
+            return None
+        # Index of the target's detection in the last frame.
+        if not len(det):
+            return None
+        k = int(np.argmin(np.hypot(*(det.centers - tr.center_px).T)))
+        return frame, det, k
+
+    def _visit_inner(self, rec: CellRecord, imaged: list[CellRecord]) -> None:
+        got = self._centre(rec)
+        if got is None:
+            rec.status, rec.reason = "skipped-lost", "cell not found where the scan saw it"
+            return
+        frame, det, k = got
+        box = det.boxes[k].astype(float)
+        c_um = frame.pixel_to_stage(det.centers[k])[0]
+        scale = math.sqrt(abs(np.linalg.det(frame.affine)))
+        rec.x_um, rec.y_um = float(c_um[0]), float(c_um[1])
+        rec.box = tuple(float(v) for v in box)
+        rec.size_um = (float(box[2] - box[0]) * scale, float(box[3] - box[1]) * scale)
+        rec.score = float(det.scores[k])
+        rec.partial = False
+        if not self._in_region(c_um):
+            rec.status, rec.reason = "skipped-outside", "centre lies outside the region"
+            return
+        r = 0.5 * min(rec.size_um)
+        for o in imaged:
+            if math.hypot(o.x_um - rec.x_um, o.y_um - rec.y_um) < r:
+                rec.status, rec.reason = "skipped-duplicate", f"same cell as #{o.id}"
+                return
+        focus: FocusResult | None = None
+        if self.autofocus:
+            focus = autofocus(self.scope, None, search_um=self.focus_search_um,
+                              boxes=box[None, :])
+            self._images += focus.images
+        z0 = self.scope.position().z
+        rec.z_um = float(z0)
+        stack, zs, boxes = self._zstack(z0, box)
+        try:
+            self.scope.move_z(z0)
+        except MoveRefused:
+            pass
+        rec.n_planes = len(stack)
+        rec.file = self._save(rec, stack, zs, boxes, focus, frame)
+        rec.status = "imaged"
+
+    def _zstack(self, z0: float, box: np.ndarray
+                ) -> tuple[list[np.ndarray], list[float], list[list[float]]]:
+        spec = self.z_stack
+        planes: dict[float, tuple[np.ndarray, list[float]]] = {}
+
+        def take(z: float, need_cell: bool) -> bool:
+            try:
+                self.scope.move_z(z)
+            except MoveRefused:
+                return False
+            f = self._snap()
+            zz = f.position.z if f.position is not None else z
+            if need_cell:
+                det = self._detect(f)
+                if not len(det):
+                    return False
+                c = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+                d = np.hypot(*(det.centers - c).T)
+                if d.min() > 0.5 * max(box[2] - box[0], box[3] - box[1]):
+                    return False
+                planes[zz] = (f.pixels, det.boxes[int(np.argmin(d))].tolist())
+            else:
+                planes[zz] = (f.pixels, [float(v) for v in box])
+            return True
+
+        offsets = spec.fixed_offsets()
+        if not spec.adaptive:
+            for o in offsets:
+                take(z0 + o, False)
+        else:
+            lo, hi = spec.range_um
+            take(z0, False)
+            o = spec.step_um
+            while o <= spec.max_extent_um + 1e-9:
+                if not take(z0 + o, o > hi):
+                    break
+                o += spec.step_um
+            o = spec.step_um
+            while o <= spec.max_extent_um + 1e-9:
+                if not take(z0 - o, o > -lo):
+                    break
+                o += spec.step_um
+        zs = sorted(planes)
+        return [planes[z][0] for z in zs], zs, [planes[z][1] for z in zs]
+
+    def _save(self, rec: CellRecord, stack: list[np.ndarray], zs: list[float],
+              boxes: list[list[float]], focus: FocusResult | None, frame: Frame) -> str:
+        import tifffile
+
+        name = f"cell_{rec.id:04d}.ome.tif"
+        path = self.out_dir / name
+        data = np.stack(stack)
+        px = math.sqrt(abs(np.linalg.det(frame.affine)))
+        dz = float(np.median(np.diff(zs))) if len(zs) > 1 else self.z_stack.step_um
+        desc = {
+            "inscope": "find-and-image", "cell_id": rec.id,
+            "stage_um": [rec.x_um, rec.y_um, rec.z_um], "affine_um_per_px": frame.affine
+            .tolist(), "box_px": list(rec.box), "boxes_per_plane_px": boxes,
+            "z_um": zs, "score": rec.score,
+            "autofocus": None if focus is None else focus.to_dict(),
+            "detector": getattr(self.detector, "name", type(self.detector).__name__),
+        }
+        n = len(zs)
+        tmp = path.with_name(path.name + ".part")
+        tifffile.imwrite(
+            tmp, data, ome=True, photometric="minisblack",
+            metadata={
+                "axes": "ZYX", "Name": f"cell {rec.id}",
+                "PhysicalSizeX": px, "PhysicalSizeXUnit": "µm",
+                "PhysicalSizeY": px, "PhysicalSizeYUnit": "µm",
+                "PhysicalSizeZ": abs(dz), "PhysicalSizeZUnit": "µm",
+                "Plane": {"PositionX": [rec.x_um] * n, "PositionXUnit": ["µm"] * n,
+                          "PositionY": [rec.y_um] * n, "PositionYUnit": ["µm"] * n,
+                          "PositionZ": [float(z) for z in zs], "PositionZUnit": ["µm"] * n},
+                "Description": json.dumps(desc),
+            })
+        tmp.replace(path)  # a file that exists is complete
+        return name
