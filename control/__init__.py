@@ -3,47 +3,42 @@
 Everything here drives the :class:`acquisition.microscope.Microscope` protocol, so the same
 code runs on the simulator, on Micro-Manager's demo devices and on a real stage; every
 move goes through the microscope's guard.
+
+Names are imported lazily so that ``inscope --help`` (which imports :mod:`control.cli`)
+does not pay for OpenCV and SciPy.
 """
 
-from control.calibration import Calibration, CalibrationError, calibrate, measure_shift
-from control.focus import FocusAction, FocusLock, FocusResult, autofocus, sharpness
-from control.steering import CenteringController, SteerAction, Steerer
-from control.targets import (
-    ClassName,
-    HighestScore,
-    Largest,
-    NearestToCentre,
-    TargetPolicy,
-    TrackId,
-    policy_from_spec,
-)
-from control.tracking import Track, Tracker
-from control.workflow import CellRecord, FindAndImage, ZStackSpec, plan_fields
+from __future__ import annotations
 
-__all__ = [
-    "Calibration",
-    "CalibrationError",
-    "CellRecord",
-    "CenteringController",
-    "ClassName",
-    "FindAndImage",
-    "FocusAction",
-    "FocusLock",
-    "FocusResult",
-    "HighestScore",
-    "Largest",
-    "NearestToCentre",
-    "SteerAction",
-    "Steerer",
-    "TargetPolicy",
-    "Track",
-    "TrackId",
-    "Tracker",
-    "ZStackSpec",
-    "autofocus",
-    "calibrate",
-    "measure_shift",
-    "plan_fields",
-    "policy_from_spec",
-    "sharpness",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Calibration": "calibration", "CalibrationError": "calibration",
+    "calibrate": "calibration", "measure_shift": "calibration",
+    "FocusAction": "focus", "FocusLock": "focus", "FocusResult": "focus",
+    "autofocus": "focus", "sharpness": "focus",
+    "CenteringController": "steering", "SteerAction": "steering", "Steerer": "steering",
+    "ClassName": "targets", "HighestScore": "targets", "Largest": "targets",
+    "NearestToCentre": "targets", "TargetPolicy": "targets", "TrackId": "targets",
+    "policy_from_spec": "targets",
+    "Track": "tracking", "Tracker": "tracking",
+    "CellRecord": "workflow", "FindAndImage": "workflow", "ZStackSpec": "workflow",
+    "plan_fields": "workflow",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        mod = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'control' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"control.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

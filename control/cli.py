@@ -1,0 +1,187 @@
+"""``inscope calibrate`` and ``inscope scan``.
+
+Registration imports nothing heavy (no OpenCV, no ONNX Runtime, no pycromanager), so
+``inscope --help`` stays instant; the work is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ["sim", "headless", "mm"]
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="sim", choices=BACKENDS,
+                   help="sim (default: simulated microscope), headless (Micro-Manager core "
+                        "in-process, demo config by default), mm (running Micro-Manager GUI)")
+    p.add_argument("--config", default=None,
+                   help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
+    p.add_argument("--mm-dir", default=None, help="Micro-Manager install or adapter folder")
+    p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
+    p.add_argument("--exposure", type=float, default=None, help="camera exposure (ms)")
+    p.add_argument("--seed", type=int, default=None, help="simulator seed (sim)")
+    p.add_argument("--calibration", default=None,
+                   help="calibration JSON from `inscope calibrate` to apply first")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "calibrate", help="measure the pixel-to-stage map (pixel size, rotation, flip)",
+        description="Move the stage by a few known steps, measure the image shifts by "
+                    "phase correlation and fit the 2x2 pixel-to-stage affine. Warns when it "
+                    "disagrees with the microscope's configured pixel size / affine.")
+    _add_backend_args(p)
+    p.add_argument("--out", default="calibration.json", help="where to write the JSON")
+    p.add_argument("--steps", type=float, nargs="+", default=None,
+                   help="step sizes in µm (default: 10%% and 20%% of the field)")
+    p.add_argument("--repeats", type=int, default=1, help="repeats of every move")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="relative disagreement with the configured affine that warns")
+    p.add_argument("--dry-run", action="store_true",
+                   help="refused: calibration must move the stage (accepted for symmetry)")
+    p.set_defaults(func=run_calibrate)
+
+    s = subparsers.add_parser(
+        "scan", help="find every cell in a region and image each in 3D (OME-TIFF)",
+        description="Tile the region with overlapping fields, detect cells, de-duplicate "
+                    "them in stage µm, then centre, autofocus and z-stack each one. Writes "
+                    "one OME-TIFF per cell, cells.csv and summary.json as it goes.")
+    _add_backend_args(s)
+    s.add_argument("--region", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                   required=True, help="region to scan, stage µm")
+    s.add_argument("--model", default=None,
+                   help="ONNX model path, 'classical' for the OpenCV baseline, or omit for "
+                        "the shipped model (classical if none is shipped)")
+    s.add_argument("--out", default="runs/scan", help="output folder")
+    s.add_argument("--overlap", type=float, default=0.25, help="field overlap (fraction)")
+    s.add_argument("--z-range", type=float, nargs=2, default=(-2.0, 2.0),
+                   metavar=("BELOW", "ABOVE"), help="z-stack range around focus (µm)")
+    s.add_argument("--z-step", type=float, default=1.0, help="z-stack step (µm)")
+    s.add_argument("--adaptive", action="store_true",
+                   help="extend the z-stack while the cell is still detected")
+    s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
+    s.add_argument("--min-score", type=float, default=0.0, help="ignore weaker detections")
+    s.add_argument("--max-cells", type=int, default=None, help="stop after N cells")
+    s.add_argument("--dry-run", action="store_true",
+                   help="plan only: one image here, the field plan, nothing moves")
+    s.set_defaults(func=run_scan)
+
+
+def _open(args: argparse.Namespace, dry_run: bool = False):
+    from acquisition.factory import open_microscope
+
+    if args.backend == "sim":
+        opts: dict[str, Any] = {"realtime": False}
+        if args.seed is not None:
+            opts["seed"] = args.seed
+    elif args.backend == "headless":
+        opts = {"mm_dir": args.mm_dir, "config": args.config or "MMConfig_demo.cfg",
+                "exposure_ms": args.exposure}
+    else:
+        opts = {"port": args.port, "exposure_ms": args.exposure}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    scope = open_microscope(args.backend, dry_run=dry_run, **opts)
+    if args.calibration:
+        from control.calibration import Calibration
+
+        Calibration.load(args.calibration).apply(scope)
+    return scope
+
+
+def load_detector_for(model: str | None):
+    """The detector for *model*: a path, 'classical', or None for the shipped default."""
+    if model is not None and model.lower() == "classical":
+        from detector.classical import ClassicalDetector
+
+        return ClassicalDetector()
+    try:
+        from detector import load_detector  # type: ignore[attr-defined]
+    except ImportError:
+        if model is not None:
+            raise SystemExit(f"Cannot load model {model!r}: this build of inscope has no "
+                             "ONNX detector loader; use --model classical.") from None
+        from detector.classical import ClassicalDetector
+
+        print("note: no shipped model in this build; using the classical detector",
+              file=sys.stderr)
+        return ClassicalDetector()
+    return load_detector(model)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from acquisition.errors import AcquisitionError
+    from control.calibration import CalibrationError, calibrate
+
+    if args.dry_run:
+        print("error: calibration has to move the stage; run it without --dry-run "
+              "(moves stay within the soft limits, 10-20% of the field).", file=sys.stderr)
+        return 2
+    try:
+        scope = _open(args)
+    except AcquisitionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    with scope:
+        try:
+            cal = calibrate(scope, steps_um=args.steps, n=args.repeats,
+                            tolerance=args.tolerance)
+        except (CalibrationError, AcquisitionError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    path = cal.save(args.out)
+    a = cal.affine
+    print(f"{scope.name}: pixel size {cal.pixel_size_um:.5g} µm, rotation "
+          f"{cal.rotation_deg:.2f} deg, flip {cal.flip}, residual {cal.residual_px:.3f} px "
+          f"({cal.n_images} images, {cal.wall_s:.2f} s)")
+    print(f"affine µm/px: [[{a[0, 0]:.5g}, {a[0, 1]:.5g}], [{a[1, 0]:.5g}, {a[1, 1]:.5g}]]")
+    if cal.warning:
+        print(f"WARNING: {cal.warning}", file=sys.stderr)
+    print(f"saved {path}")
+    return 0
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    from acquisition.errors import AcquisitionError
+    from control.workflow import FindAndImage, ZStackSpec
+
+    try:
+        spec = ZStackSpec(tuple(args.z_range), args.z_step, adaptive=args.adaptive)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        scope = _open(args, dry_run=args.dry_run)
+    except AcquisitionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    det = load_detector_for(args.model)
+
+    def progress(rec) -> None:
+        print(f"cell {rec.id:4d} {rec.status:18s} ({rec.x_um:9.1f}, {rec.y_um:9.1f}) µm "
+              f"{rec.n_planes:3d} planes {rec.seconds:6.2f} s  {rec.reason}", flush=True)
+
+    wf = FindAndImage(scope, det, region=args.region, out_dir=Path(args.out),
+                      overlap=args.overlap, z_stack=spec, autofocus=not args.no_autofocus,
+                      dry_run=args.dry_run, min_score=args.min_score, on_cell=progress,
+                      max_cells=args.max_cells)
+    with scope:
+        try:
+            summary = wf.run()
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except AcquisitionError as e:
+            print(f"error: {e}\n(everything acquired so far is in {args.out})",
+                  file=sys.stderr)
+            return 1
+    d = summary.to_dict()
+    d.pop("planned_fields", None)
+    d.pop("seconds_per_cell", None)
+    d.pop("sim_seconds_per_cell", None)
+    print(json.dumps(d, indent=2))
+    return 0
