@@ -203,7 +203,7 @@ def headless_config() -> str | None:
 
 
 def _explain(e: BaseException) -> str:
-    text = str(e).strip().strip('"') or type(e).__name__
+    text = str(e).strip() or type(e).__name__
     if "interface version" in text.lower():
         text += (" (pymmcore and the device adapters were built for different Micro-Manager "
                  "device interfaces: install a pymmcore whose 4th version number equals the "

@@ -93,7 +93,9 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         res_v = res.value if res is not None else None
         unit_v = int(unit.value) if unit is not None else None
     # Samples (RGB) -> gray, channel choice, everything else flattened into time.
-    if axes.endswith("S") and data.shape[-1] in (3, 4):
+    if "S" in axes and data.shape[axes.index("S")] in (3, 4):  # RGB(A), planar or not
+        data = np.moveaxis(data, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
         flat = data.reshape(-1, *data.shape[-3:])
         data = np.stack([_gray(f) for f in flat]).reshape(data.shape[:-1])
         axes = axes[:-1]

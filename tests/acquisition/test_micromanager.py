@@ -1,0 +1,217 @@
+"""The Micro-Manager backend on the real C++ MMCore with the real demo device adapters."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from acquisition import DeviceError, MicroscopeUnavailable, MoveGuard, MoveRefused, SoftLimits
+from acquisition.micromanager import (
+    DEFAULT_CONFIG,
+    MicroManagerMicroscope,
+    affine_from_mm,
+    device_interface_check,
+    headless_config,
+    headless_core,
+)
+
+pytest.importorskip("mm_test_adapters")
+
+
+def _f32(frame) -> np.ndarray:
+    return frame.pixels.astype(np.float32)
+
+
+def test_snap_frame_carries_context(mm_scope):
+    f = mm_scope.snap()
+    h, w = int(mm_scope.core.get_image_height()), int(mm_scope.core.get_image_width())
+    assert f.shape == (h, w) and f.pixels.dtype == np.uint16
+    assert f.pixels.max() > f.pixels.min()  # beads, not a blank frame
+    assert f.position is not None and f.position.x == pytest.approx(0.0, abs=0.01)
+    assert f.pixel_size_um == pytest.approx(float(mm_scope.core.get_pixel_size_um()))
+    np.testing.assert_allclose(f.affine, np.eye(2) * f.pixel_size_um)
+    assert f.metadata["camera"] == mm_scope.camera
+    assert f.metadata["exposure_ms"] == pytest.approx(5.0)
+    assert f.metadata["binning"] == "1"
+    assert mm_scope.snap().index == f.index + 1
+
+
+def test_stream_indices_and_stamps_increase(mm_scope):
+    with mm_scope.stream() as frames:
+        got = [frames.get(timeout=5) for _ in range(15)]
+    assert all(f is not None for f in got)
+    idx = [f.index for f in got]
+    ready = [f.stamps["ready"] for f in got]
+    assert idx == sorted(set(idx)), idx  # strictly increasing camera image numbers
+    assert all(b > a for a, b in zip(ready, ready[1:], strict=False))
+    assert frames.produced >= 15
+    assert not mm_scope.core.is_sequence_running()  # closing the stream stops the camera
+
+
+def test_snap_refused_while_streaming(mm_scope):
+    with mm_scope.stream() as frames:
+        assert frames.get(timeout=5) is not None
+        with pytest.raises(DeviceError, match="stream is running"):
+            mm_scope.snap()
+
+
+@pytest.mark.parametrize("dx, dy", [(12.0, 0.0), (0.0, -8.0), (6.0, 9.0)])
+def test_xy_move_shifts_image_per_affine(mm_scope, dx, dy):
+    """A bead at pixel offset d from the centre is centred by moving to pos + A @ d, so
+    moving the stage by s shifts the image content by -A^-1 s."""
+    a = mm_scope.snap()
+    assert mm_scope.move_xy(dx, dy, relative=True)
+    b = mm_scope.snap()
+    assert b.position.x == pytest.approx(dx, abs=0.05)
+    assert b.position.y == pytest.approx(dy, abs=0.05)
+    (sx, sy), response = cv2.phaseCorrelate(_f32(a), _f32(b))
+    expected = -np.linalg.inv(a.affine) @ np.array([b.position.x - a.position.x,
+                                                    b.position.y - a.position.y])
+    assert response > 0.3
+    assert (sx, sy) == pytest.approx(tuple(expected), abs=0.5)
+
+
+def test_stream_frames_carry_position_after_move(mm_scope):
+    with mm_scope.stream() as frames:
+        assert frames.get(timeout=5) is not None
+        mm_scope.move_xy(20.0, 0.0)
+        f = frames.get(timeout=5)
+        f = frames.get(timeout=5)
+    assert f.position.x == pytest.approx(20.0, abs=0.05)
+
+
+def test_z_move_reads_back_and_blurs(mm_scope):
+    sharp = cv2.Laplacian(_f32(mm_scope.snap()), cv2.CV_32F).var()
+    assert mm_scope.move_z(15.0)
+    assert mm_scope.position().z == pytest.approx(15.0, abs=0.01)
+    assert mm_scope.move_z(-5.0, relative=True)
+    assert float(mm_scope.core.get_position()) == pytest.approx(10.0, abs=0.01)
+    blurred = cv2.Laplacian(_f32(mm_scope.snap()), cv2.CV_32F).var()
+    assert blurred < 0.5 * sharp
+
+
+def test_guard_refuses_out_of_limit_and_nothing_moves(mm_scope):
+    mm_scope.guard = MoveGuard(SoftLimits(x=(-100, 100), y=(-100, 100), z=(-50, 50)),
+                               require_limits=True)
+    with pytest.raises(MoveRefused, match="outside the soft limit"):
+        mm_scope.move_xy(500.0, 0.0)
+    with pytest.raises(MoveRefused, match="outside the soft limit"):
+        mm_scope.move_z(80.0)
+    with pytest.raises(MoveRefused, match="not a finite number"):
+        mm_scope.move_xy(math.nan, 0.0)
+    assert float(mm_scope.core.get_x_position()) == pytest.approx(0.0, abs=0.01)
+    assert float(mm_scope.core.get_position()) == pytest.approx(0.0, abs=0.01)
+    assert [r.made for r in mm_scope.guard.history] == [False, False, False]
+
+
+def test_real_stage_without_limits_refuses_every_move(mm_scope):
+    """What a non-demo stage gets: require_limits with no limits -> every move refused."""
+    mm_scope.guard = MoveGuard(limits=None, require_limits=True)
+    with pytest.raises(MoveRefused, match="no soft limits are configured"):
+        mm_scope.move_xy(1.0, 1.0)
+    assert float(mm_scope.core.get_x_position()) == pytest.approx(0.0, abs=0.01)
+
+
+def test_demo_stages_get_demo_limits(mm_core):
+    scope = MicroManagerMicroscope(mm_core)
+    assert scope.demo_stages and scope.guard.require_limits is False
+    assert scope.limits is not None and scope.limits.x is not None
+    given = SoftLimits(x=(0, 1), y=(0, 1), z=(0, 1))
+    assert MicroManagerMicroscope(mm_core, limits=given).limits == given
+    assert MicroManagerMicroscope(mm_core, limits={"z": [0, 5]}).limits.z == (0.0, 5.0)
+
+
+def test_dry_run_moves_nothing(mm_core, mm_scope):
+    scope = MicroManagerMicroscope(mm_core, dry_run=True)
+    assert scope.move_xy(30.0, 30.0) is False
+    assert scope.move_z(7.0) is False
+    assert float(mm_core.get_x_position()) == pytest.approx(0.0, abs=0.01)
+    assert float(mm_core.get_position()) == pytest.approx(0.0, abs=0.01)
+    assert [r.reason for r in scope.guard.history] == ["dry-run", "dry-run"]
+
+
+def test_device_error_is_wrapped(mm_scope):
+    with pytest.raises(DeviceError, match="Mode.*Device Property Browser"):
+        mm_scope.set_camera_properties({"Mode": "no such mode"})
+
+
+def test_headless_reuses_the_one_core(mm_scope):
+    again = MicroManagerMicroscope.headless(None, DEFAULT_CONFIG)
+    assert again.core is mm_scope.core
+
+
+def test_bad_config_path_is_clear():
+    with pytest.raises(MicroscopeUnavailable, match="config file not found.*--config"):
+        headless_core(None, "no_such_config.cfg")
+
+
+def test_missing_mm_dir_is_clear(tmp_path):
+    with pytest.raises(MicroscopeUnavailable, match="folder not found.*--mm-dir"):
+        headless_core(str(tmp_path / "nowhere"), DEFAULT_CONFIG)
+
+
+def test_config_without_camera_is_clear(mm_core, tmp_path):
+    cfg = tmp_path / "nocamera.cfg"
+    cfg.write_text(
+        "Property,Core,Initialize,0\n"
+        "Device,DHub,DemoCamera,DHub\n"
+        "Device,XY,DemoCamera,DXYStage\n"
+        "Device,Z,DemoCamera,DStage\n"
+        "Parent,XY,DHub\nParent,Z,DHub\n"
+        "Property,Core,Initialize,1\n"
+        "Property,Core,Focus,Z\n"
+    )
+    try:
+        with pytest.raises(MicroscopeUnavailable, match="no camera.*Hardware Configuration"):
+            MicroManagerMicroscope.headless(None, str(cfg))
+        assert headless_config() == str(cfg.resolve())
+    finally:
+        headless_core(None, DEFAULT_CONFIG)  # give the shared core back as found
+    assert mm_core.get_camera_device() == "Camera"
+
+
+def test_broken_config_is_clear(mm_core, tmp_path):
+    cfg = tmp_path / "broken.cfg"
+    cfg.write_text("Device,Camera,NoSuchLibrary,DCam\n")
+    try:
+        with pytest.raises(MicroscopeUnavailable, match="could not load config"):
+            headless_core(None, str(cfg))
+    finally:
+        headless_core(None, DEFAULT_CONFIG)
+    assert mm_core.get_camera_device() == "Camera"
+
+
+def test_unreachable_gui_fails_fast():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(MicroscopeUnavailable, match="Run pycro-manager server"):
+        MicroManagerMicroscope.connect(port=port)
+
+
+def test_affine_conversion():
+    np.testing.assert_allclose(affine_from_mm([1, 0, 0, 0, 1, 0], 0.5), np.eye(2) * 0.5)
+    np.testing.assert_allclose(affine_from_mm([], 0.25), np.eye(2) * 0.25)
+    m = affine_from_mm([0, -0.3, 5.0, 0.3, 0, 7.0], 0.3)
+    np.testing.assert_allclose(m, [[0, -0.3], [0.3, 0]])
+
+
+def test_device_interfaces_match():
+    import mm_test_adapters
+
+    assert device_interface_check(mm_test_adapters.device_adapter_path()) is None
+
+
+@pytest.mark.mm_gui
+def test_gui_snap_and_position():
+    """Against a real Micro-Manager GUI (opt in with --run-mm-gui)."""
+    scope = MicroManagerMicroscope.connect(dry_run=True)
+    f = scope.snap()
+    assert f.pixels.ndim == 2 and f.position is not None
+    with scope.stream() as frames:
+        assert frames.get(timeout=10) is not None

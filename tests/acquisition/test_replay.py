@@ -1,0 +1,173 @@
+"""Replay backend on real files written with tifffile / OpenCV in tmp_path."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from acquisition import MicroscopeUnavailable, MoveRefused
+from acquisition.factory import open_microscope
+from acquisition.replay import ReplayMicroscope
+
+
+@pytest.fixture
+def stack() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 4000, size=(6, 2, 24, 40), dtype=np.uint16)  # T, C, Y, X
+
+
+def test_plain_tiff_stack(tmp_path, stack):
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, stack[:, 0])
+    with pytest.warns(UserWarning, match="no pixel size"):
+        scope = ReplayMicroscope(path, fps=0)
+    assert len(scope) == 6 and scope.pixel_size_um == 1.0
+    frames = [scope.snap() for _ in range(7)]  # snap wraps around
+    for k, f in enumerate(frames):
+        np.testing.assert_array_equal(f.pixels, stack[k % 6, 0])
+        assert f.index == k
+    assert frames[6].metadata["source_index"] == 0
+
+
+def test_ome_tiff_channel_pixel_size_positions(tmp_path, stack):
+    path = tmp_path / "rec.ome.tif"
+    xs = [10.0 * i for i in range(12)]  # planes in C-fastest order
+    tifffile.imwrite(path, stack, metadata={
+        "axes": "TCYX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "TimeIncrement": 0.05,
+        "Plane": {"PositionX": xs, "PositionY": [-1.0] * 12, "PositionZ": [3.0] * 12}})
+    scope = ReplayMicroscope(path, channel=1)
+    assert scope.pixel_size_um == pytest.approx(0.65)
+    assert scope.fps == pytest.approx(20.0)
+    f0 = scope.snap()
+    np.testing.assert_array_equal(f0.pixels, stack[0, 1])
+    assert (f0.position.x, f0.position.y, f0.position.z) == (10.0, -1.0, 3.0)
+    np.testing.assert_allclose(f0.affine, np.eye(2) * 0.65)
+    f1 = scope.snap()
+    np.testing.assert_array_equal(f1.pixels, stack[1, 1])
+    assert f1.position.x == 30.0
+    with pytest.raises(MicroscopeUnavailable, match="2 channels"):
+        ReplayMicroscope(path, channel=2)
+
+
+def test_imagej_tiff_resolution_and_interval(tmp_path, stack):
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(path, stack[:, 0], imagej=True, resolution=(1 / 0.4, 1 / 0.4),
+                     metadata={"axes": "TYX", "unit": "um", "finterval": 0.5})
+    scope = ReplayMicroscope(path)
+    assert scope.pixel_size_um == pytest.approx(0.4, rel=1e-4)
+    assert scope.fps == pytest.approx(2.0)
+
+
+def test_stream_plays_all_frames_in_order_then_ends(tmp_path, stack):
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, stack[:, 0])
+    with pytest.warns(UserWarning):
+        scope = ReplayMicroscope(path, fps=200.0)
+    with scope.stream() as frames:
+        got = list(frames)
+    # paced at 200 fps a consumer this simple keeps up; drops would show as index gaps
+    assert [f.metadata["source_index"] for f in got] == [f.index for f in got]
+    assert len(got) + frames.dropped == 6
+    assert got[-1].metadata["source_index"] == 5
+
+
+def test_stream_loops(tmp_path, stack):
+    path = tmp_path / "loop.tif"
+    tifffile.imwrite(path, stack[:3, 0], photometric="minisblack")
+    with pytest.warns(UserWarning):
+        scope = ReplayMicroscope(path, fps=500.0, loop=True)
+    with scope.stream() as frames:
+        got = [frames.get(timeout=2) for _ in range(8)]
+    src = [f.metadata["source_index"] for f in got]
+    assert max(f.index for f in got) >= 7
+    assert all(s == f.index % 3 for s, f in zip(src, got, strict=True))
+
+
+def test_video_replay_is_grayscale(tmp_path):
+    path = tmp_path / "clip.avi"
+    w, h = 64, 48
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
+    assert vw.isOpened()
+    for i in range(5):
+        img = np.zeros((h, w, 3), np.uint8)
+        cv2.rectangle(img, (5 + 8 * i, 10), (15 + 8 * i, 20), (255, 255, 255), -1)
+        vw.write(img)
+    vw.release()
+    with pytest.warns(UserWarning):
+        scope = ReplayMicroscope(path, fps=0)
+    assert scope.fps == 0
+    with scope.stream() as frames:
+        got = []
+        while (f := frames.get(timeout=2)) is not None:
+            got.append(f)
+    assert got and got[0].pixels.shape == (h, w) and got[0].pixels.dtype == np.uint8
+    f = got[-1]
+    i = f.metadata["source_index"]
+    ys, xs = np.nonzero(f.pixels > 128)
+    assert xs.mean() == pytest.approx(10 + 8 * i, abs=1.5)  # the square of frame i
+    with pytest.warns(UserWarning):
+        assert ReplayMicroscope(path).fps == pytest.approx(25.0)
+
+
+def test_moves_change_only_a_virtual_position(tmp_path, stack):
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, stack[:, 0])
+    with pytest.warns(UserWarning):
+        scope = ReplayMicroscope(path, limits={"x": [-10, 10], "y": [-10, 10]})
+    before = scope.snap().pixels
+    assert scope.move_xy(5.0, -2.0)
+    assert scope.move_z(1.5)
+    assert (scope.position().x, scope.position().y, scope.position().z) == (5.0, -2.0, 1.5)
+    f = scope.snap()
+    assert (f.position.x, f.position.y) == (5.0, -2.0)  # no recorded positions: virtual
+    assert not np.array_equal(f.pixels, before)  # the next recorded frame, nothing else
+    with pytest.raises(MoveRefused):
+        scope.move_xy(50.0, 0.0)
+
+
+def test_rgb_tiff_becomes_grayscale(tmp_path):
+    rgb = np.zeros((2, 16, 16, 3), np.uint8)
+    rgb[0, 4:8, 4:8] = (255, 0, 0)
+    rgb[1, 8:12, 8:12] = (0, 255, 0)
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb")
+    with pytest.warns(UserWarning):
+        scope = ReplayMicroscope(path)
+    assert len(scope) == 2
+    f0, f1 = scope.snap(), scope.snap()
+    assert f0.pixels.shape == (16, 16)
+    np.testing.assert_array_equal(f0.pixels > 0, rgb[0, ..., 0] > 0)
+    np.testing.assert_array_equal(f1.pixels > 0, rgb[1, ..., 1] > 0)
+
+
+def test_missing_and_unsupported_files_are_clear(tmp_path):
+    with pytest.raises(MicroscopeUnavailable, match="not found.*--file"):
+        ReplayMicroscope(tmp_path / "nope.tif")
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    with pytest.raises(MicroscopeUnavailable, match="Unsupported replay file"):
+        ReplayMicroscope(bad)
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"not a tiff at all")
+    with pytest.raises(MicroscopeUnavailable, match="Cannot read"):
+        ReplayMicroscope(junk)
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"\x00" * 100)
+    with pytest.raises(MicroscopeUnavailable, match="cannot open video"):
+        ReplayMicroscope(broken)
+
+
+def test_factory_replay_and_errors(tmp_path, stack):
+    path = tmp_path / "f.tif"
+    tifffile.imwrite(path, stack[:, 0])
+    with pytest.warns(UserWarning):
+        scope = open_microscope("replay", path=path, fps=0, dry_run=True)
+    assert scope.move_xy(1.0, 1.0) is False  # dry-run
+    with pytest.raises(ValueError, match="Unknown microscope backend 'foo'.*sim.*replay"):
+        open_microscope("foo")
+    with pytest.raises(TypeError, match="needs path"):
+        open_microscope("replay")
+    with pytest.raises(TypeError, match="Unknown option.*'speed'"):
+        open_microscope("replay", path=path, speed=2)
