@@ -1,0 +1,253 @@
+"""The committed acquisition foundation: NewestSlot, FrameStream, MoveGuard, Frame maps."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from acquisition import (
+    BaseMicroscope,
+    Frame,
+    FrameStream,
+    MoveGuard,
+    MoveRefused,
+    NewestSlot,
+    SoftLimits,
+    StagePosition,
+)
+
+# -- NewestSlot ------------------------------------------------------------------------
+
+
+def test_newest_slot_returns_newest_and_counts_drops():
+    slot: NewestSlot[int] = NewestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True
+    assert slot.put(3) is True
+    assert slot.get(timeout=0) == 3
+    assert slot.get(timeout=0) is None  # read once only
+    assert (slot.put_count, slot.dropped) == (3, 2)
+
+
+def test_newest_slot_get_waits_for_a_put_and_wakes_on_close():
+    slot: NewestSlot[str] = NewestSlot()
+    threading.Timer(0.05, slot.put, args=("late",)).start()
+    assert slot.get(timeout=5) == "late"
+    threading.Timer(0.05, slot.close).start()
+    assert slot.get(timeout=5) is None and slot.closed
+
+
+# -- FrameStream -----------------------------------------------------------------------
+
+
+def _frame(i: int) -> Frame:
+    return Frame(np.full((4, 4), i, np.uint16), index=i)
+
+
+def test_frame_stream_delivers_frames_in_order_and_stops():
+    def producer(emit, stop):
+        i = 0
+        while not stop.is_set():
+            emit(_frame(i))
+            i += 1
+            time.sleep(0.002)
+
+    with FrameStream(producer) as frames:
+        got = [frames.get(timeout=5).index for _ in range(5)]
+    assert got == sorted(got) and len(set(got)) == 5
+    assert not frames.running  # close() stopped the producer thread
+
+
+def test_frame_stream_reports_drops_when_consumer_is_slow():
+    def producer(emit, stop):
+        for i in range(50):
+            emit(_frame(i))
+
+    frames = FrameStream(producer).start()
+    frames._thread.join(5)  # producer done before anyone read
+    f = frames.get(timeout=1)
+    assert f.index == 49 and frames.dropped == 49 and frames.produced == 50
+    assert frames.get(timeout=0.1) is None  # source ended
+
+
+def test_frame_stream_reraises_producer_exception():
+    def producer(emit, stop):
+        emit(_frame(0))
+        raise RuntimeError("camera fell over")
+
+    frames = FrameStream(producer).start()
+    frames._thread.join(5)
+    assert frames.get(timeout=1).index == 0
+    with pytest.raises(RuntimeError, match="camera fell over"):
+        frames.get(timeout=1)
+
+
+def test_frame_stream_iteration_ends_with_source():
+    def producer(emit, stop):
+        for i in range(3):
+            emit(_frame(i))
+            time.sleep(0.02)
+
+    with FrameStream(producer) as frames:
+        got = [f.index for f in frames]
+    assert got[-1] == 2 and len(got) + frames.dropped == 3
+
+
+# -- MoveGuard / SoftLimits ------------------------------------------------------------
+
+
+def _guard(**kw) -> MoveGuard:
+    kw.setdefault("limits", SoftLimits(x=(-100, 100), y=(-50, 50), z=(0, 20),
+                                       max_step_xy_um=60, max_step_z_um=5, max_rate_hz=1e6))
+    return MoveGuard(**kw)
+
+
+def test_guard_limits_and_steps():
+    made = []
+    g = _guard(require_limits=True)
+    assert g.run("xy", (0, 0), (50, 10), lambda: made.append("a"))
+    for target in [(101, 0), (0, -51)]:
+        with pytest.raises(MoveRefused, match="outside the soft limit"):
+            g.run("xy", (0, 0), target, lambda: made.append("b"))
+    with pytest.raises(MoveRefused, match="max_step_xy_um"):
+        g.run("xy", (0, 0), (61, 0), lambda: made.append("c"))
+    assert g.run("z", (10,), (14,), lambda: made.append("d"))
+    with pytest.raises(MoveRefused, match="outside the soft limit"):
+        g.run("z", (1,), (-1,), lambda: made.append("e"))
+    with pytest.raises(MoveRefused, match="max_step_z_um"):
+        g.run("z", (10,), (16,), lambda: made.append("f"))
+    assert made == ["a", "d"]
+    assert [r.made for r in g.history] == [True, False, False, False, True, False, False]
+
+
+def test_guard_nan_refused():
+    g = _guard()
+    for target in [(math.nan, 0.0), (0.0, math.inf)]:
+        with pytest.raises(MoveRefused, match="not a finite number"):
+            g.run("xy", (0, 0), target, lambda: pytest.fail("moved"))
+    with pytest.raises(MoveRefused, match="not a finite number"):
+        g.run("z", (0,), (math.nan,), lambda: pytest.fail("moved"))
+
+
+def test_guard_dry_run_records_but_never_moves():
+    g = _guard(dry_run=True)
+    assert g.run("xy", (0, 0), (1, 1), lambda: pytest.fail("moved")) is False
+    assert g.history[-1].reason == "dry-run" and not g.history[-1].made
+    with pytest.raises(MoveRefused):  # still checked
+        g.run("xy", (0, 0), (500, 0), lambda: pytest.fail("moved"))
+
+
+def test_guard_require_limits():
+    g = MoveGuard(limits=None, require_limits=True)
+    with pytest.raises(MoveRefused, match="no soft limits are configured"):
+        g.run("z", (0,), (1,), lambda: pytest.fail("moved"))
+    free = MoveGuard(limits=None, require_limits=False)
+    assert free.run("xy", (0, 0), (1000, 1000), lambda: None)
+
+
+def test_guard_rate_limit_throttles():
+    now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    g = MoveGuard(SoftLimits(max_rate_hz=10), require_limits=False, clock=lambda: now[0],
+                  sleep=sleep)
+    g.run("z", (0,), (1,), lambda: None)
+    g.run("z", (1,), (2,), lambda: None)
+    assert slept == [pytest.approx(0.1)]
+
+
+def test_guard_listener_sees_records_and_broken_listener_is_ignored():
+    seen = []
+    g = _guard(listeners=[lambda r: 1 / 0, seen.append])
+    g.run("xy", (0, 0), (1, 2), lambda: None)
+    assert seen and seen[0].target == (1.0, 2.0)
+
+
+def test_soft_limits_validation():
+    with pytest.raises(ValueError, match="low < high"):
+        SoftLimits(x=(5, 1))
+    with pytest.raises(ValueError, match="positive"):
+        SoftLimits(max_step_z_um=0)
+    with pytest.raises(ValueError, match="Unknown soft-limit"):
+        SoftLimits.from_dict({"xx": [0, 1]})
+    assert SoftLimits.from_dict({"z": [0, 3]}).z == (0.0, 3.0)
+
+
+# -- Frame maps ------------------------------------------------------------------------
+
+
+def test_frame_validation():
+    with pytest.raises(ValueError, match="2-D numpy array"):
+        Frame(np.zeros((4, 4, 3), np.uint8), index=0)
+    f = Frame(np.zeros((10, 20), np.uint8), index=0, pixel_size_um=0.5)
+    np.testing.assert_allclose(f.affine, np.eye(2) * 0.5)
+    assert f.center == (10.0, 5.0) and "ready" in f.stamps
+    with pytest.raises(ValueError, match="no stage position"):
+        f.pixel_to_stage([[0, 0]])
+
+
+def test_pixel_stage_roundtrip_with_rotated_affine():
+    th = np.deg2rad(30.0)
+    a = 0.5 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    a[:, 1] *= -1.0  # a mirrored axis as well
+    f = Frame(np.zeros((100, 200), np.uint16), index=0,
+              position=StagePosition(1000.0, -500.0, 3.0), affine=a)
+    px = np.array([[100.0, 50.0], [0.0, 0.0], [199.0, 99.0], [37.5, 80.25]])
+    st = f.pixel_to_stage(px)
+    np.testing.assert_allclose(st[0], [1000.0, -500.0])  # centre -> current position
+    np.testing.assert_allclose(st[1], [1000.0, -500.0] + a @ [-100.0, -50.0])
+    np.testing.assert_allclose(f.stage_to_pixel(st), px, atol=1e-9)
+
+
+# -- BaseMicroscope routes every move through the guard --------------------------------
+
+
+class _Toy(BaseMicroscope):
+    def __init__(self, guard):
+        super().__init__(guard)
+        self.p = StagePosition(0.0, 0.0, 0.0)
+        self.calls = []
+
+    def snap(self):
+        return Frame(np.zeros((2, 2), np.uint8), 0, position=self.p)
+
+    def stream(self):
+        raise NotImplementedError
+
+    def _read_position(self):
+        return self.p
+
+    def _set_xy(self, x, y):
+        self.calls.append(("xy", x, y))
+        self.p = StagePosition(x, y, self.p.z)
+
+    def _set_z(self, z):
+        self.calls.append(("z", z))
+        self.p = StagePosition(self.p.x, self.p.y, z)
+
+    @property
+    def pixel_size_um(self):
+        return 2.0
+
+
+def test_base_microscope_relative_moves_and_affine_override():
+    toy = _Toy(_guard())
+    assert toy.move_xy(10, 5) and toy.move_xy(-4, 1, relative=True)
+    assert toy.move_z(3) and toy.move_z(1.5, relative=True)
+    assert toy.calls == [("xy", 10.0, 5.0), ("xy", 6, 6), ("z", 3.0), ("z", 4.5)]
+    with pytest.raises(MoveRefused, match="max_step_xy_um"):
+        toy.move_xy(61, 0, relative=True)
+    assert toy.position() == StagePosition(6, 6, 4.5)
+    np.testing.assert_allclose(toy.affine, np.eye(2) * 2.0)
+    toy.affine = [[0, 1], [1, 0]]
+    np.testing.assert_allclose(toy.affine, [[0, 1], [1, 0]])
+    toy.affine = None
+    np.testing.assert_allclose(toy.affine, np.eye(2) * 2.0)
