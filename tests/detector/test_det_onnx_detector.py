@@ -1,0 +1,229 @@
+"""OnnxDetector on real ONNX Runtime sessions of small models built in the test."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from test_det_onnx_models import BOX, blob_scene, build_centernet, grid_centres
+
+from acquisition.frame import Frame
+from detector import STAMP_DETECT_END, STAMP_DETECT_START, Detector
+from detector.card import ModelCard
+from detector.classical import ClassicalDetector
+from detector.metrics import evaluate
+from detector.onnx_detector import DEFAULT_MODEL, OnnxDetector, load_detector
+from detector.providers import short_name
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_centernet(tmp_path_factory.mktemp("m") / "standin.onnx")
+
+
+@pytest.fixture(scope="module")
+def det(model):
+    d = OnnxDetector(model, provider="cpu", threads=1)
+    yield d
+    d.close()
+
+
+def truth_boxes(centres, side=BOX):
+    c = np.asarray(centres, np.float32)
+    return np.concatenate([c - side / 2, c + side / 2], axis=1)
+
+
+def test_finds_every_blob_at_the_right_place(det):
+    shape = (250, 330)  # not a multiple of 32: padded internally
+    centres = grid_centres(shape)
+    img = blob_scene(shape, centres)
+    d = det.detect(img)
+    assert isinstance(det, Detector)
+    assert len(d) == len(centres)
+    # blob centres sit on 4-px cell centres, so decoding is exact up to float error
+    got = d.centers[np.lexsort((d.centers[:, 0], d.centers[:, 1]))]
+    want = centres[np.lexsort((centres[:, 0], centres[:, 1]))]
+    assert np.abs(got - want).max() < 1e-3
+    assert np.allclose(d.boxes[:, 2] - d.boxes[:, 0], BOX)
+    assert d.class_names == ("cell",) and np.all(d.class_ids == 0)
+    assert np.all((d.scores > 0) & (d.scores <= 1))
+    assert np.all(np.diff(d.scores) <= 0), "sorted by score"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_every_supported_dtype_gives_the_same_boxes(det, dtype):
+    shape = (192, 224)
+    centres = grid_centres(shape, jitter=6, seed=3)
+    ref = blob_scene(shape, centres, dtype=np.float64, seed=1)
+    img = (ref / ref.max() * 250).astype(dtype) if dtype == np.uint8 else ref.astype(dtype)
+    d = det.detect(img)
+    r = evaluate([(d.boxes, d.scores)], [truth_boxes(centres)])
+    assert r.tp == len(centres) and r.fp == 0
+
+
+def test_frame_stamps_index_and_timing(det):
+    shape = (128, 128)
+    f = Frame(blob_scene(shape, grid_centres(shape)), index=41)
+    d = det.detect(f)
+    assert d.frame_index == 41
+    for k in (STAMP_DETECT_START, STAMP_DETECT_END):
+        assert k in f.stamps and k in d.stamps
+    assert f.stamps["ready"] <= f.stamps[STAMP_DETECT_START] <= f.stamps[STAMP_DETECT_END]
+    assert set(det.last_timing) >= {"pre_ms", "run_ms", "post_ms", "total_ms"}
+    assert det.detect(np.zeros((64, 64), np.uint16)).frame_index == -1
+
+
+def test_a_few_nan_pixels_are_tolerated(det):
+    shape = (128, 160)
+    centres = grid_centres(shape)
+    img = blob_scene(shape, centres, dtype=np.float32)
+    img[5, 7] = np.nan
+    img[100, 3] = np.inf
+    assert len(det.detect(img)) == len(centres)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.full((64, 64), np.nan, np.float32), "no finite pixel"),
+    (np.zeros((0, 64), np.uint16), "empty"),
+    (np.zeros((64, 64, 3), np.uint8), "img[..., 1]"),
+    (np.zeros((2, 64, 64), np.uint16), "stack[i]"),
+    (np.zeros((1, 1, 64, 64), np.float32), "2-D"),
+    ([[1, 2], [3, 4]], "numpy.asarray"),
+    (np.zeros((64, 64), np.complex64), "dtype"),
+])
+def test_bad_input_says_what_and_how_to_fix(det, bad, words):
+    with pytest.raises(ValueError, match=None) as e:
+        det.detect(bad)
+    assert words in str(e.value)
+
+
+def test_offset_head_is_used(tmp_path):
+    d = OnnxDetector(build_centernet(tmp_path / "o.onnx", offset=True), provider="cpu")
+    assert d.card.decoding["offset"] == "offset"
+    shape = (128, 128)
+    centres = grid_centres(shape)
+    got = d.detect(blob_scene(shape, centres))
+    assert len(got) == len(centres)
+    assert np.abs(np.sort(got.centers[:, 0]) - np.sort(centres[:, 0])).max() < 1e-3
+
+
+def test_rescales_to_the_trained_object_size(model):
+    # blobs twice the trained size; the detector shrinks the frame by the card's range
+    shape = (320, 384)
+    centres = grid_centres(shape, spacing=80, margin=48)
+    img = blob_scene(shape, centres, sigma=6.0)
+    d = OnnxDetector(model, provider="cpu", object_size_px=32)
+    got = d.detect(img)
+    assert len(got) == len(centres)
+    factor = np.sqrt(12 * 20) / 32
+    assert np.allclose(got.boxes[:, 2] - got.boxes[:, 0], BOX / factor, rtol=0.02)
+    r = evaluate([(got.boxes, got.scores)], [truth_boxes(centres, BOX / factor)],
+                 iou_threshold=0.5)
+    assert r.tp == len(centres)
+    # the same from µm and the frame's pixel size
+    d2 = OnnxDetector(model, provider="cpu", object_size_um=16.0)
+    got2 = d2.detect(Frame(img, 0, pixel_size_um=0.5))
+    assert np.allclose(np.sort(got2.boxes, axis=0), np.sort(got.boxes, axis=0))
+
+
+def test_tiles_find_a_cell_on_the_seam_once(model):
+    shape = (256, 256)
+    det = OnnxDetector(model, provider="cpu", tile=128, overlap=32)
+    tiles = det._tiles(*shape)
+    assert len(tiles) > 1
+    # put cells right on the ownership seams and on the raw tile edges
+    seams = sorted({t.own_x1 for t in tiles if np.isfinite(t.own_x1)}
+                   | {float(t.x0) for t in tiles if t.x0 > 0})
+    centres = np.array([[s, y] for s in seams for y in (40.0, 130.0, 210.0)])
+    centres = (centres // 4) * 4 + 2
+    img = blob_scene(shape, centres)
+    got = det.detect(img)
+    whole = OnnxDetector(model, provider="cpu", tile=False).detect(img)
+    assert len(whole) == len(centres)
+    assert len(got) == len(centres), "each seam cell exactly once"
+    d = np.linalg.norm(got.centers[:, None] - centres[None], axis=2)
+    assert np.all(d.min(axis=0) < 1e-3)
+
+
+def test_large_frame_whole_and_tiled_agree(model):
+    shape = (1024, 1024)
+    centres = grid_centres(shape, spacing=64, jitter=8, seed=5)
+    img = blob_scene(shape, centres, seed=2)
+    whole = OnnxDetector(model, provider="cpu", warmup=False).detect(img)
+    tiled = OnnxDetector(model, provider="cpu", tile=True, warmup=False).detect(img)
+    assert len(whole) == len(tiled) == len(centres)
+    a = whole.boxes[np.lexsort(whole.boxes.T[::-1])]
+    b = tiled.boxes[np.lexsort(tiled.boxes.T[::-1])]
+    assert np.allclose(a, b, atol=1e-3)
+
+
+def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
+    with caplog.at_level(logging.INFO, logger="inscope.detector"):
+        d = OnnxDetector(model, provider="auto")
+    assert d.provider in ("tensorrt", "cuda", "cpu")
+    assert short_name(d.session.get_providers()[0]) == d.provider
+    lines = [r.getMessage() for r in caplog.records if r.name == "inscope.detector"]
+    assert len(lines) == 1 and d.provider.upper() in lines[0]
+    out, err = capfd.readouterr()
+    assert "EP Error" not in out + err and "Failed to load library" not in out + err
+    if d.provider == "cpu":  # no GPU here: asking for CUDA explicitly must say so
+        with pytest.raises(RuntimeError, match="cannot run on this machine"):
+            OnnxDetector(model, provider="cuda")
+    with pytest.raises(ValueError, match="Unknown provider"):
+        OnnxDetector(model, provider="gpu-please")
+
+
+def test_model_without_card_or_known_signature_is_refused(tmp_path):
+    p = build_centernet(tmp_path / "nocard.onnx", card=False)
+    with pytest.raises(ValueError) as e:
+        OnnxDetector(p, provider="cpu")
+    msg = str(e.value)
+    assert "image" in msg and "heatmap" in msg and "nocard.json" in msg
+
+
+def test_card_that_does_not_match_the_model_is_refused(tmp_path):
+    p = build_centernet(tmp_path / "m.onnx", heatmap_name="hm")
+    card = ModelCard.load(ModelCard.path_for(p))
+    card.decoding["heatmap"] = "heatmap"
+    card.save(ModelCard.path_for(p))
+    with pytest.raises(ValueError, match="does not match its card") as e:
+        OnnxDetector(p, provider="cpu")
+    assert "'hm'" in str(e.value) or "hm[" in str(e.value)
+
+
+def test_card_of_another_file_is_refused(tmp_path):
+    p = build_centernet(tmp_path / "m.onnx")
+    card = ModelCard.load(ModelCard.path_for(p))
+    card.sha256 = "0" * 64
+    card.save(ModelCard.path_for(p))
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        OnnxDetector(p, provider="cpu")
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="classical"):
+        OnnxDetector(tmp_path / "nope.onnx")
+
+
+def test_load_detector(model):
+    assert isinstance(load_detector("classical", object_size_px=20), ClassicalDetector)
+    d = load_detector(model, provider="cpu", threads=1, score_threshold=0.5)
+    assert isinstance(d, OnnxDetector) and d.score_threshold == 0.5
+
+
+def test_shipped_default_model():
+    """The default model loads and finds blobs when it is shipped; else a clear error."""
+    if not DEFAULT_MODEL.exists():
+        with pytest.raises(FileNotFoundError, match="inscope train"):
+            OnnxDetector()
+        return
+    d = OnnxDetector(provider="cpu")
+    assert d.format == "inscope-centernet"
+    shape = (256, 256)
+    rng_size = d.card.scale.get("object_size_px", [16, 32])
+    size = float(np.sqrt(np.min(rng_size) * np.max(rng_size)))
+    centres = grid_centres(shape, spacing=int(2.5 * size) // 4 * 4, margin=int(size))
+    img = blob_scene(shape, centres, sigma=size / 4)
+    got = d.detect(img)
+    assert len(got) >= 1
