@@ -1,0 +1,141 @@
+"""Acquisition benchmark: frame rate and frame-ready-to-consumer latency per backend.
+
+Streams N frames from the simulated backend and from pycromanager's headless core with the
+DemoCamera (at two exposures) in one run, side by side. Latency is the consumer's
+``time.monotonic_ns()`` at ``get()`` minus the frame's ``"ready"`` stamp: the cost of the
+newest-frame hand-off between the acquisition thread and its consumer, not the exposure.
+
+    python -m benchmarks.bench_acquisition [--frames N] [--out benchmarks/results/acquisition.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(max(values))}
+
+
+def measure(scope, n_frames: int, warmup: int = 5, timeout_s: float = 60.0) -> dict:
+    """Stream *n_frames* (after *warmup*) and return rate, drops and latency figures."""
+    lat_ms: list[float] = []
+    first = last = None
+    with scope.stream() as frames:
+        for _ in range(warmup):
+            if frames.get(timeout=10) is None:
+                raise RuntimeError(f"{scope.name}: no frames during warm-up")
+        produced0, dropped0 = frames.produced, frames.dropped
+        t0 = time.perf_counter()
+        deadline = t0 + timeout_s
+        while len(lat_ms) < n_frames and time.perf_counter() < deadline:
+            f = frames.get(timeout=10)
+            now = time.monotonic_ns()
+            if f is None:
+                break
+            lat_ms.append((now - f.stamps["ready"]) / 1e6)
+            first = f.index if first is None else first
+            last = f.index
+        elapsed = time.perf_counter() - t0
+        produced, dropped = frames.produced - produced0, frames.dropped - dropped0
+        shape = list(f.shape) if f is not None else None
+    n = len(lat_ms)
+    return {
+        "backend": scope.name,
+        "frames": n,
+        "shape": shape,
+        "seconds": elapsed,
+        "consumer_fps": n / elapsed if elapsed > 0 else 0.0,
+        "producer_fps": produced / elapsed if elapsed > 0 else 0.0,
+        "dropped_in_slot": dropped,
+        "camera_index_gaps": (last - first + 1 - n) if n else 0,
+        "ready_to_consumer_ms": _pct(lat_ms),
+    }
+
+
+def _cases(n_frames: int) -> list[tuple[str, object]]:
+    cases: list[tuple[str, object]] = []
+
+    def sim():
+        from acquisition.factory import open_microscope
+
+        return open_microscope("sim")
+
+    def headless(exposure_ms: float):
+        def make():
+            from acquisition.micromanager import MicroManagerMicroscope
+
+            return MicroManagerMicroscope.headless(
+                camera_properties={"Mode": "Fluorescent Beads"}, exposure_ms=exposure_ms)
+        return make
+
+    cases.append(("sim (default SimConfig)", sim))
+    cases.append(("headless DemoCamera 512x512, 10 ms exposure", headless(10.0)))
+    cases.append(("headless DemoCamera 512x512, 1 ms exposure", headless(1.0)))
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=300, help="frames per backend (default 300)")
+    ap.add_argument("--out", default="benchmarks/results/acquisition.json",
+                    help="where to write the JSON results")
+    args = ap.parse_args(argv)
+
+    results = []
+    for label, make in _cases(args.frames):
+        try:
+            scope = make()
+        except Exception as e:  # noqa: BLE001 - report the backend as unavailable
+            print(f"{label}: unavailable ({type(e).__name__}: {e})", file=sys.stderr)
+            results.append({"case": label, "error": f"{type(e).__name__}: {e}"})
+            continue
+        with scope:
+            r = measure(scope, args.frames)
+        r["case"] = label
+        results.append(r)
+
+    hdr = (f"{'case':46s} {'frames':>6s} {'fps':>8s} {'cam fps':>8s} {'drops':>6s} "
+           f"{'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        if "error" in r:
+            print(f"{r['case']:46s} unavailable: {r['error'][:60]}")
+            continue
+        lat = r["ready_to_consumer_ms"]
+        print(f"{r['case']:46s} {r['frames']:6d} {r['consumer_fps']:8.1f} "
+              f"{r['producer_fps']:8.1f} {r['dropped_in_slot']:6d} {lat['p50']:8.3f} "
+              f"{lat['p90']:8.3f} {lat['p99']:8.3f} {lat['max']:8.3f}")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": "acquisition",
+        "what": "consumer frame rate, producer (camera) frame rate, frames dropped in the "
+                "newest-frame slot, and latency from the frame's 'ready' stamp to the "
+                "consumer's get() (ms)",
+        "frames_per_case": args.frames,
+        "host": {"machine": platform.machine(), "python": platform.python_version(),
+                 "cpus": os.cpu_count()},
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
