@@ -508,6 +508,11 @@ class FindAndImage:
                 return None
             if act.status not in (MOVED, SETTLING):
                 raise MoveRefused(act.reason or act.status)
+        else:
+            # Out of iterations after a move: look once more so the box is current.
+            frame = self._snap()
+            det = self._detect(frame)
+            tracker.update(frame, det)
         tr = tracker.get(steer.target_id) if steer.target_id is not None else None
         if tr is None or tr.missed:
             return None

@@ -57,3 +57,42 @@ def test_bead_is_centred(mm_scope):
     d = det.detect(frame)
     dist = np.hypot(*(d.centers - c).T)
     assert dist.min() < 1.0
+
+
+def _far_bead(scope, steer, det):
+    frame = scope.snap()
+    tracks = steer.tracker.update(frame, det.detect(frame))
+    c = np.asarray(frame.center)
+    far = [t for t in tracks if 80 < np.hypot(*(t.center_px - c)) < 200]
+    assert far
+    steer.select(TrackId(far[0].id))
+
+
+def test_steering_reports_refused_and_dry_run_moves(mm_scope):
+    from acquisition.safety import SoftLimits
+    from detector.classical import ClassicalDetector
+
+    det = ClassicalDetector()
+    start = mm_scope.position()
+    # Soft limits that allow only 20 µm around the origin: the bead is further away.
+    mm_scope.guard.limits = SoftLimits(x=(-10, 10), y=(-10, 10), z=(-50, 50))
+    steer = Steerer(mm_scope)
+    _far_bead(mm_scope, steer, det)
+    frame = mm_scope.snap()
+    act = steer.step(frame, det.detect(frame))  # must not raise
+    assert act.status == "refused" and not act.made
+    assert "outside the soft limit" in act.reason
+    assert mm_scope.guard.history[-1].made is False
+
+    mm_scope.guard.limits = SoftLimits(x=(-1000, 1000), y=(-1000, 1000), z=(-50, 50))
+    mm_scope.guard.dry_run = True
+    n_hist = len(mm_scope.guard.history)
+    for _ in range(3):
+        frame = mm_scope.snap()
+        act = steer.step(frame, det.detect(frame))
+        assert act.status == "dry-run" and not act.made
+        assert act.error_norm_um > 50  # the move was computed ...
+    end = mm_scope.position()
+    assert (end.x, end.y) == pytest.approx((start.x, start.y), abs=1e-6)  # ... not made
+    recs = list(mm_scope.guard.history)[n_hist:]
+    assert len(recs) == 3 and all(r.reason == "dry-run" and not r.made for r in recs)
