@@ -163,6 +163,10 @@ def _parse_ome(xml: str, channel: int):
 
 
 def _read_ndtiff(path: Path, channel: int) -> _Stack:
+    """An NDTiff dataset (Micro-Manager 2 / pycromanager) via ndstorage."""
+    import contextlib
+    import io
+
     try:
         from ndstorage import Dataset
     except ImportError as e:
@@ -170,26 +174,59 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
             "Replaying NDTiff needs the 'ndstorage' package (installed with pycromanager): "
             "`pip install ndstorage`."
         ) from e
+    if not (path / "NDTiff.index").is_file():
+        subs = [p for p in path.iterdir() if (p / "NDTiff.index").is_file()]
+        if len(subs) != 1:
+            raise MicroscopeUnavailable(
+                f"{str(path)!r} is not an NDTiff dataset (no NDTiff.index); give the "
+                "dataset folder that holds NDTiff.index."
+            )
+        path = subs[0]
     try:
-        ds = Dataset(str(path))
+        with contextlib.redirect_stdout(io.StringIO()):  # ndstorage prints progress
+            ds = Dataset(str(path))
         arr = np.asarray(ds.as_array())
-        summary = getattr(ds, "summary_metadata", {}) or {}
-        axes = list(getattr(ds, "axes", {}).keys())
+        summary = ds.summary_metadata if isinstance(ds.summary_metadata, dict) else {}
+        axes = {k: list(v) for k, v in ds.axes.items()}
     except Exception as e:  # noqa: BLE001
         raise MicroscopeUnavailable(
             f"Cannot read NDTiff dataset {str(path)!r} ({e}); give the dataset folder that "
             "holds NDTiff.index."
         ) from e
-    if "channel" in axes and arr.ndim >= 3:
-        ci = axes.index("channel")
+    names = list(axes)
+    if "channel" in names and arr.ndim == len(names) + 2:
+        ci = names.index("channel")
         if not 0 <= channel < arr.shape[ci]:
             raise MicroscopeUnavailable(
                 f"{path.name} has {arr.shape[ci]} channels; channel={channel} does not exist."
             )
         arr = np.take(arr, channel, axis=ci)
+        chan_value = axes["channel"][channel]
+        names.remove("channel")
+    else:
+        chan_value = None
     frames = arr.reshape(-1, arr.shape[-2], arr.shape[-1])
-    px = summary.get("PixelSize_um") if isinstance(summary, dict) else None
-    return _Stack(frames, None, float(px) if px else None, None, {"format": "ndtiff"})
+    positions: list[StagePosition] | None = []
+    if arr.ndim == len(names) + 2 and len(frames) <= 100_000:
+        for idx in np.ndindex(*arr.shape[:-2]):
+            coords = {n: axes[n][i] for n, i in zip(names, idx, strict=True)}
+            if chan_value is not None:
+                coords["channel"] = chan_value
+            try:
+                md = ds.read_metadata(**coords) or {}
+                positions.append(StagePosition(float(md["XPosition_um"]),
+                                               float(md["YPosition_um"]),
+                                               float(md.get("ZPosition_um", 0.0))))
+            except Exception:  # noqa: BLE001 - no recorded positions: virtual ones
+                positions = None
+                break
+    else:
+        positions = None
+    px = summary.get("PixelSize_um")
+    with contextlib.suppress(Exception):
+        ds.close()
+    return _Stack(frames, positions or None, float(px) if px else None, None,
+                  {"format": "ndtiff", "axes": list(axes)})
 
 
 class ReplayMicroscope(BaseMicroscope):

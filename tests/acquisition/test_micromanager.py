@@ -215,3 +215,22 @@ def test_gui_snap_and_position():
     assert f.pixels.ndim == 2 and f.position is not None
     with scope.stream() as frames:
         assert frames.get(timeout=10) is not None
+
+
+def test_factory_headless_and_options(mm_scope):
+    from acquisition.factory import open_microscope
+
+    scope = open_microscope("headless", exposure_ms=3.0, limits={"x": [-5, 5]}, dry_run=True)
+    assert scope.core is mm_scope.core and scope.exposure_ms == pytest.approx(3.0)
+    assert scope.limits.x == (-5.0, 5.0) and scope.guard.dry_run
+    with pytest.raises(TypeError, match="Unknown option.*'port'.*allowed"):
+        open_microscope("headless", port=4827)
+
+
+def test_cli_stream_headless(mm_scope, capsys):
+    from inscope.cli import main
+
+    assert main(["stream", "--backend", "headless", "--frames", "20", "--exposure", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "micromanager-headless" in out and "20 frames" in out
+    assert not mm_scope.core.is_sequence_running()

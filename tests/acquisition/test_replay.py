@@ -142,6 +142,24 @@ def test_rgb_tiff_becomes_grayscale(tmp_path):
     np.testing.assert_array_equal(f1.pixels > 0, rgb[1, ..., 1] > 0)
 
 
+def test_ndtiff_dataset(tmp_path, stack):
+    ndstorage = pytest.importorskip("ndstorage")
+    ds = ndstorage.NDTiffDataset(str(tmp_path / "nd"), name="acq", writable=True)
+    ds.initialize({"PixelSize_um": 0.33})
+    for t in range(stack.shape[0]):
+        for c in range(stack.shape[1]):
+            ds.put_image({"time": t, "channel": c}, stack[t, c],
+                         {"XPosition_um": 5.0 * t, "YPosition_um": 1.0, "ZPosition_um": 2.0})
+    ds.finish()
+    ds.close()
+    scope = ReplayMicroscope(tmp_path / "nd", channel=1)  # the parent folder is fine too
+    assert len(scope) == stack.shape[0] and scope.pixel_size_um == pytest.approx(0.33)
+    scope.snap()
+    f = scope.snap()
+    np.testing.assert_array_equal(f.pixels, stack[1, 1])
+    assert (f.position.x, f.position.y, f.position.z) == (5.0, 1.0, 2.0)
+
+
 def test_missing_and_unsupported_files_are_clear(tmp_path):
     with pytest.raises(MicroscopeUnavailable, match="not found.*--file"):
         ReplayMicroscope(tmp_path / "nope.tif")
@@ -171,3 +189,15 @@ def test_factory_replay_and_errors(tmp_path, stack):
         open_microscope("replay")
     with pytest.raises(TypeError, match="Unknown option.*'speed'"):
         open_microscope("replay", path=path, speed=2)
+
+
+def test_cli_stream_replay(tmp_path, stack, capsys):
+    from inscope.cli import main
+
+    path = tmp_path / "cli.ome.tif"
+    tifffile.imwrite(path, stack[:, 0], metadata={"axes": "TYX", "PhysicalSizeX": 0.5})
+    assert main(["stream", "--backend", "replay", "--file", str(path), "--fps", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "replay:cli.ome.tif" in out and "fps" in out and "p99" in out
+    assert main(["stream", "--backend", "replay", "--file", str(tmp_path / "x.tif")]) == 1
+    assert "Replay file not found" in capsys.readouterr().err
