@@ -88,7 +88,7 @@ def build_ultralytics(path: Path, pred: np.ndarray, names: dict[int, str] | None
     y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(pred.shape))
     inits = [numpy_helper.from_array(pred, "pred"),
              numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
-    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=1),
+    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
              helper.make_node("Mul", ["m", "zero"], ["m0"]),
              helper.make_node("Add", ["pred", "m0"], ["output0"])]
     graph = helper.make_graph(nodes, "yolo_standin", [x], [y], inits)
