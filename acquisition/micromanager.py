@@ -551,7 +551,10 @@ class MicroManagerMicroscope(BaseMicroscope):
                     c.pop_next_image()
                 ti = self._call(self.camera, "return its image", c.pop_next_tagged_image)
                 ready = time.monotonic_ns()
-                tags = dict(ti.tags) if ti.tags is not None else {}
+                try:
+                    tags = dict(ti.tags) if ti.tags is not None else {}
+                except (TypeError, ValueError):  # a bridged Java object, not a dict
+                    tags = {}
                 try:
                     index = int(tags.get("ImageNumber", count))
                 except (TypeError, ValueError):
@@ -571,10 +574,12 @@ class MicroManagerMicroscope(BaseMicroscope):
     # -- housekeeping ------------------------------------------------------------------
     def reset(self, camera_properties: Mapping[str, Any] | None = None,
               exposure_ms: float | None = None) -> None:
-        """Back to a known state (used by test fixtures): no sequence running, stage at the
-        origin (directly, not through the guard), camera properties and exposure set."""
+        """Back to a known state (used by test fixtures): no sequence running, full-chip
+        ROI, stage at the origin (directly, not through the guard), camera properties and
+        exposure set."""
         _stop_sequence(self.core)
         self._streaming = False
+        self._call(self.camera, "clear its ROI", self.core.clear_roi)
         if self.xy_device:
             self._call(self.xy_device, "move to the origin", self.core.set_xy_position,
                        0.0, 0.0)

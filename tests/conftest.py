@@ -9,7 +9,9 @@ demo adapters (``mm_test_adapters``, ``MMConfig_demo.cfg``), started ONCE per te
 ``mm_scope`` (function): a :class:`~acquisition.micromanager.MicroManagerMicroscope` on
 that core, reset for each test: no acquisition running, XY at (0, 0), Z at 0, DemoCamera in
 "Fluorescent Beads" mode (beads shift with XY, blur with Z) at :data:`MM_EXPOSURE_MS`,
-demo soft limits, no dry-run. Tests may change anything; the next user gets a clean scope.
+10X objective (1.0 µm/pixel, the only objective where the demo's pixel size matches what
+DemoCamera renders: 1 pixel per µm), demo soft limits, no dry-run. Tests may change
+anything; the next user gets a clean scope.
 
 Tests marked ``mm_gui`` need a running Micro-Manager GUI with its pycro-manager server;
 they are skipped unless pytest is given ``--run-mm-gui``.
@@ -61,7 +63,17 @@ def mm_scope(mm_core):
     # another one (e.g. the missing-camera test).
     scope = MicroManagerMicroscope.headless(None, DEFAULT_CONFIG,
                                             camera_properties=MM_CAMERA_PROPERTIES)
-    scope.reset(MM_CAMERA_PROPERTIES, MM_EXPOSURE_MS)
+    _reset(scope)
     yield scope
     scope.close()
+    _reset(scope)
+
+
+def _reset(scope) -> None:
+    # The 10X objective (1.0 µm/pixel) is the one where the demo config's pixel size agrees
+    # with what DemoCamera renders: its beads shift 1 pixel per µm whatever the objective.
+    core = scope.core
+    if core.is_config_defined("Objective", "10X"):
+        core.set_config("Objective", "10X")
+        core.wait_for_config("Objective", "10X")
     scope.reset(MM_CAMERA_PROPERTIES, MM_EXPOSURE_MS)

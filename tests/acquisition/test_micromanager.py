@@ -234,3 +234,22 @@ def test_cli_stream_headless(mm_scope, capsys):
     out = capsys.readouterr().out
     assert "micromanager-headless" in out and "20 frames" in out
     assert not mm_scope.core.is_sequence_running()
+
+
+def test_pixel_size_and_affine_come_from_micro_manager(mm_scope):
+    core = mm_scope.core
+    cfg = core.get_current_pixel_size_config()
+    try:
+        core.set_pixel_size_affine(cfg, [0.0, -1.0, 0.0, 1.0, 0.0, 0.0])  # 90° rotation
+        f = mm_scope.snap()
+        np.testing.assert_allclose(f.affine, [[0.0, -1.0], [1.0, 0.0]])
+        mm_scope.affine = np.eye(2) * 2.0  # a calibration overrides Micro-Manager's
+        np.testing.assert_allclose(mm_scope.snap().affine, np.eye(2) * 2.0)
+        mm_scope.affine = None
+    finally:
+        core.set_pixel_size_affine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    core.set_config("Objective", "20X")
+    core.wait_for_config("Objective", "20X")
+    f = mm_scope.snap()
+    assert f.pixel_size_um == pytest.approx(0.5)
+    np.testing.assert_allclose(f.affine, np.eye(2) * 0.5)
