@@ -201,10 +201,16 @@ def test_affine_conversion():
     np.testing.assert_allclose(m, [[0, -0.3], [0.3, 0]])
 
 
-def test_device_interfaces_match():
+def test_device_interfaces_match_and_mismatch_names_the_fix(monkeypatch):
     import mm_test_adapters
+    import pymmcore
 
-    assert device_interface_check(mm_test_adapters.device_adapter_path()) is None
+    path = mm_test_adapters.device_adapter_path()
+    assert device_interface_check(path) is None
+    ours = int(pymmcore.__version__.split(".")[3])
+    monkeypatch.setattr(pymmcore, "__version__", f"11.0.0.{ours - 1}.0")
+    msg = device_interface_check(path)
+    assert msg and f"mm-test-adapters>={ours - 1},<{ours}" in msg
 
 
 @pytest.mark.mm_gui
