@@ -255,8 +255,10 @@ def _as_2d(pix: Any, height: int, width: int) -> np.ndarray:
         import cv2
 
         a = cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_BGR2GRAY)
-    if a.dtype.byteorder == ">" or a.dtype == np.int16:
-        a = a.astype(np.uint16)
+    if a.dtype.byteorder == ">":  # Java gives big-endian over the bridge on some builds
+        a = a.astype(a.dtype.newbyteorder("="))
+    if a.dtype not in (np.uint8, np.uint16, np.float32):  # the dtypes a Frame supports
+        a = a.astype(np.float32)
     return a
 
 

@@ -259,3 +259,17 @@ def test_pixel_size_and_affine_come_from_micro_manager(mm_scope):
     f = mm_scope.snap()
     assert f.pixel_size_um == pytest.approx(0.5)
     np.testing.assert_allclose(f.affine, np.eye(2) * 0.5)
+
+
+def test_bridge_shapes_and_rgb_camera(mm_scope):
+    """The Java bridge hands flat arrays; an RGB camera packs BGRA: both become 2-D."""
+    from acquisition.micromanager import _as_2d
+
+    f = mm_scope.snap()
+    h, w = f.shape
+    np.testing.assert_array_equal(_as_2d(f.pixels.ravel(), h, w), f.pixels)
+    with pytest.raises(DeviceError, match="expected"):
+        _as_2d(f.pixels.ravel()[:-1], h, w)
+    mm_scope.set_camera_properties({"PixelType": "32bitRGB"})
+    g = mm_scope.snap()
+    assert g.shape == (h, w) and g.pixels.dtype == np.uint8 and g.pixels.max() > 0
