@@ -91,11 +91,13 @@ class ClassicalDetector:
         if self.threshold == "otsu":
             _, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         else:
-            sub = pp.subsample(blur, 4).astype(np.float32)
+            # statistics in float: on 8 bits the background MAD is often 0
+            fb = cv2.GaussianBlur(x, (0, 0), sigma)
+            sub = pp.subsample(fb, 4)
             med = float(np.median(sub))
             mad = float(np.median(np.abs(sub - med))) * 1.4826
-            level = min(254.0, med + self.k * max(mad, 1.0))
-            _, mask = cv2.threshold(blur, level, 255, cv2.THRESH_BINARY)
+            level = med + self.k * max(mad, 1e-3)
+            mask = (fb > level).view(np.uint8)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         st = stats[1:]
         if size:

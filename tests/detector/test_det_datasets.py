@@ -1,0 +1,124 @@
+"""Dataset readers on tiny datasets of each format written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from detector.datasets import detect_format, load_dataset, read_image
+
+BOXES = np.array([[10, 20, 30, 36], [40, 8, 60, 30]], np.float32)  # x0 y0 x1 y1
+H, W = 48, 80
+
+
+def image(seed=0, dtype=np.uint16):
+    return np.random.default_rng(seed).integers(0, 255, (H, W)).astype(dtype)
+
+
+def test_npz_single_and_stack(tmp_path):
+    np.savez(tmp_path / "one.npz", image=image(), boxes=BOXES)
+    s = load_dataset(tmp_path / "one.npz")
+    assert len(s) == 1 and s[0].image.shape == (H, W)
+    assert np.array_equal(s[0].boxes, BOXES) and s[0].class_ids.tolist() == [0, 0]
+    imgs = np.stack([image(1), image(2), image(3)])
+    frame = np.array([0, 2, 2])
+    boxes = np.array([BOXES[0], BOXES[0], BOXES[1]], np.int32)
+    np.savez(tmp_path / "stack.npz", images=imgs, boxes=boxes, frame=frame)
+    s = load_dataset(tmp_path / "stack.npz")
+    assert [len(x.boxes) for x in s] == [1, 0, 2]
+    assert np.array_equal(s[2].image, imgs[2]) and s[2].name == "stack.npz[2]"
+    assert s[0].boxes.dtype == np.float32
+
+
+def test_npz_with_wrong_keys(tmp_path):
+    np.savez(tmp_path / "bad.npz", pixels=image())
+    with pytest.raises(ValueError, match="'image' \\+ 'boxes'"):
+        load_dataset(tmp_path / "bad.npz")
+
+
+def test_yolo(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), image(dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "images" / "b.png"), image(1, dtype=np.uint8))
+    lines = []
+    for c, (x0, y0, x1, y1) in zip([0, 1], BOXES, strict=True):
+        lines.append(f"{c} {(x0 + x1) / 2 / W} {(y0 + y1) / 2 / H} {(x1 - x0) / W} "
+                     f"{(y1 - y0) / H}")
+    (tmp_path / "labels" / "a.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "classes.txt").write_text("nucleus\nmitosis\n")
+    assert detect_format(tmp_path) == "yolo"
+    s = load_dataset(tmp_path)
+    assert [x.name for x in s] == ["a.png", "b.png"]
+    assert np.allclose(s[0].boxes, BOXES, atol=1e-3)
+    assert s[0].class_ids.tolist() == [0, 1] and len(s[1].boxes) == 0
+    assert s[0].class_names == ("nucleus", "mitosis")
+
+
+def test_yolo_bad_label(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), image(dtype=np.uint8))
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5\n")
+    with pytest.raises(ValueError, match="class cx cy w h"):
+        load_dataset(tmp_path)
+
+
+def test_voc_colour_image(tmp_path):
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 1] = 90
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "f.png"), rgb)
+    objs = "".join(
+        f"<object><name>cell</name><bndbox><xmin>{x0 + 1:g}</xmin><ymin>{y0 + 1:g}</ymin>"
+        f"<xmax>{x1:g}</xmax><ymax>{y1:g}</ymax></bndbox></object>"
+        for x0, y0, x1, y1 in BOXES)
+    (tmp_path / "Annotations" / "f.xml").write_text(
+        f"<annotation><filename>f.png</filename><size><width>{W}</width>"
+        f"<height>{H}</height></size>{objs}</annotation>")
+    assert detect_format(tmp_path) == "voc"
+    s = load_dataset(tmp_path)
+    assert len(s) == 1 and s[0].image.shape == (H, W) and s[0].image.dtype == np.uint8
+    assert s[0].image.max() == 30  # gray = channel mean of (0, 90, 0)
+    assert np.array_equal(s[0].boxes, BOXES) and s[0].class_names == ("cell",)
+
+
+def test_coco(tmp_path):
+    tifffile.imwrite(tmp_path / "x.tif", image())
+    b = BOXES
+    d = {"images": [{"id": 7, "file_name": "x.tif", "width": W, "height": H}],
+         "annotations": [
+             {"id": 1, "image_id": 7, "category_id": 3,
+              "bbox": [float(b[0, 0]), float(b[0, 1]), float(b[0, 2] - b[0, 0]),
+                       float(b[0, 3] - b[0, 1])]},
+             {"id": 2, "image_id": 7, "category_id": 3, "iscrowd": 1, "bbox": [0, 0, 5, 5]},
+             {"id": 3, "image_id": 7, "category_id": 5,
+              "bbox": [float(b[1, 0]), float(b[1, 1]), float(b[1, 2] - b[1, 0]),
+                       float(b[1, 3] - b[1, 1])]}],
+         "categories": [{"id": 3, "name": "nucleus"}, {"id": 5, "name": "mitosis"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(d))
+    s = load_dataset(tmp_path / "ann.json")
+    assert len(s) == 1 and s[0].image.dtype == np.uint16
+    assert np.allclose(s[0].boxes, BOXES) and s[0].class_ids.tolist() == [0, 1]
+    assert s[0].class_names == ("nucleus", "mitosis")
+
+
+def test_unknown_format_and_missing_path(tmp_path):
+    (tmp_path / "notes.md").write_text("hi")
+    with pytest.raises(ValueError, match="Cannot tell the dataset format"):
+        load_dataset(tmp_path / "notes.md")
+    with pytest.raises(FileNotFoundError):
+        load_dataset(tmp_path / "nope")
+    with pytest.raises(ValueError, match="Unknown dataset format"):
+        load_dataset(tmp_path, fmt="pascal")
+
+
+def test_read_image_refuses_stacks(tmp_path):
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((5, H, W), np.uint16))
+    with pytest.raises(ValueError, match="stack"):
+        read_image(tmp_path / "s.tif")
