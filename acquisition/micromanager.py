@@ -57,7 +57,8 @@ DEFAULT_CONFIG = "MMConfig_demo.cfg"
 #: Camera properties applied to a DemoCamera camera when ``camera_properties`` is None.
 #: "Fluorescent Beads" renders beads that move with the XY stage and blur with Z, at
 #: ~exposure time per frame (the default "Noise"/"Artificial Waves" modes are slower or
-#: carry no stage information).
+#: carry no stage information). Beware: DemoCamera segfaults rendering beads with
+#: PixelType "32bitRGB"; keep a gray pixel type in this mode.
 DEMO_CAMERA_DEFAULTS: dict[str, str] = {"Mode": "Fluorescent Beads"}
 
 #: Soft limits used when every stage device is a Micro-Manager *demo* adapter (device

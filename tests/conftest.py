@@ -22,7 +22,8 @@ from __future__ import annotations
 import pytest
 
 #: Camera settings every ``mm_scope`` starts from.
-MM_CAMERA_PROPERTIES = {"Mode": "Fluorescent Beads", "PixelType": "16bit", "Binning": "1"}
+#: (PixelType first: DemoCamera crashes rendering "Fluorescent Beads" as 32bitRGB.)
+MM_CAMERA_PROPERTIES = {"PixelType": "16bit", "Binning": "1", "Mode": "Fluorescent Beads"}
 MM_EXPOSURE_MS = 5.0
 
 
