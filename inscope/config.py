@@ -94,8 +94,8 @@ class ControlConfig:
     deadband_um, max_step_um, gain
         Steering: no move while the target is within the deadband; each move is
         ``gain * error`` clipped to ``max_step_um``.
-    settle_frames
-        Frames to ignore after a move (the camera may still show the old position).
+    settle_s
+        Extra time after a move during which frames are ignored (stage ringing).
     focus_step_um
         Focus lock: step of the focus search.
     """
@@ -106,7 +106,7 @@ class ControlConfig:
     deadband_um: float = 1.0
     max_step_um: float = 50.0
     gain: float = 0.8
-    settle_frames: int = 1
+    settle_s: float = 0.0
     focus_step_um: float = 1.0
 
 
@@ -280,9 +280,12 @@ def _check_values(cfg: Config, source: str) -> None:
     if c.target == "class" and not c.target_class:
         raise ConfigError(f"{source}: control.target = 'class' needs control.target_class "
                           "(the class name to follow).")
-    for key, v in (("control.deadband_um", c.deadband_um), ("control.gain", c.gain)):
+    for key, v in (("control.deadband_um", c.deadband_um), ("control.settle_s", c.settle_s)):
         if v < 0:
             raise bad(key, v, "it must be >= 0")
+    if not 0 < c.gain <= 1.5:
+        raise bad("control.gain", c.gain, "use 0 < gain <= 1.5 (1.0 with a calibrated "
+                  "affine, 0.5-0.8 when unsure)")
     for key, v in (("control.max_step_um", c.max_step_um),
                    ("control.focus_step_um", c.focus_step_um),
                    ("outputs.video_fps", o.video_fps)):

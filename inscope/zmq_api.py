@@ -73,15 +73,20 @@ class PubOutput(Output):
         return f"tcp://{self.bind}:{self.port}"
 
     def open(self) -> None:
+        """Bind (idempotent: a service binds early to report a port clash at once)."""
+        if self._sock is not None:
+            return
         s = self._ctx.socket(zmq.PUB)
         s.setsockopt(zmq.SNDHWM, self.sndhwm)
         s.setsockopt(zmq.LINGER, 200)
         self.port = _bind(s, self.bind, self.port, "PUB")
         self._sock = s
 
-    def submit_overlay(self, frame_index: int, image, stamps: dict[str, int]) -> bool:
-        """Queue a rendered overlay image for ``[b"overlay", header, pixels]``."""
-        return self._queue.put(("overlay", frame_index, image, stamps))
+    def submit_overlay(self, frame_index: int, image, stamps: dict[str, int],
+                       kind: str = "overlay") -> bool:
+        """Queue a rendered image for ``[b"overlay", header, pixels]`` (*kind* goes in the
+        header: ``"overlay"`` or ``"eyepiece"``)."""
+        return self._queue.put((kind, frame_index, image, stamps))
 
     def handle(self, item) -> None:
         sock = self._sock
@@ -97,8 +102,8 @@ class PubOutput(Output):
             except zmq.Again:
                 self.zmq_dropped += 1
         else:
-            _, index, image, stamps = item
-            header = schema.dumps(schema.overlay_header(index, image, stamps))
+            kind, index, image, stamps = item
+            header = schema.dumps(schema.overlay_header(index, image, stamps, kind))
             try:
                 sock.send_multipart([schema.TOPIC_OVERLAY, header, memoryview(image)],
                                     flags=zmq.NOBLOCK, copy=False)

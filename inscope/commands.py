@@ -1,0 +1,243 @@
+"""``inscope demo``, ``inscope run`` and ``inscope bench``.
+
+Registration imports nothing heavy (``inscope --help`` stays instant); each command
+imports what it needs when it runs. Every flag of ``run`` has the same name as a config
+key (see :mod:`inscope.config`); flags override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    _register_demo(subparsers)
+    _register_run(subparsers)
+    _register_bench(subparsers)
+
+
+# -- shared flags ----------------------------------------------------------------------
+def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    g = p.add_argument_group("detector")
+    g.add_argument("--model", default=None,
+                   help="ONNX model path, or 'classical' (default: the shipped model)")
+    g.add_argument("--provider", default=None,
+                   help="ONNX Runtime provider: auto (default), cpu, cuda, tensorrt")
+    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    g.add_argument("--score", type=float, default=None, dest="score_threshold",
+                   help="score threshold in [0, 1]")
+    g = p.add_argument_group("control")
+    g.add_argument("--mode", default=None,
+                   choices=["off", "track", "steer", "focus", "steer+focus"],
+                   help="control mode" + (" (demo default: steer+focus)" if demo else
+                                          " (default: off)"))
+    g.add_argument("--target", default=None,
+                   help="target policy: nearest, largest, score, class:<name>, or a track id")
+    g.add_argument("--dry-run", action="store_true", default=None,
+                   help="compute and publish moves without making them")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the overlay window (default: if a display is available)")
+    g.add_argument("--zmq", action=argparse.BooleanOptionalAction, default=None,
+                   help="ZMQ PUB (detections) + REP (commands) (default: on)")
+    g.add_argument("--bind", default=None, help="ZMQ bind address (default 127.0.0.1)")
+    g.add_argument("--pub-port", type=int, default=None, help="ZMQ PUB port (default 5556)")
+    g.add_argument("--rep-port", type=int, default=None, help="ZMQ REP port (default 5557)")
+    g.add_argument("--zmq-overlay", action="store_true", default=None,
+                   help="also publish rendered overlay frames (topic 'overlay')")
+    g.add_argument("--eyepiece", action="store_true", default=None,
+                   help="eyepiece mode: the window shows boxes only on black")
+    g.add_argument("--eyepiece-calibration", default=None,
+                   help="JSON from the eyepiece calibration (display <-> camera affine)")
+    g = p.add_argument_group("run")
+    g.add_argument("--frames", type=int, default=None, help="stop after N processed frames")
+    g.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
+    g.add_argument("--summary", default=None, help="write the run summary JSON here")
+    g.add_argument("--no-progress", action="store_true", help="no live progress line")
+    g.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def _register_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="live demo on the simulated microscope (steering + focus, overlay video)",
+        description="Run the whole loop on the simulated microscope in real time: the "
+                    "default model (or the classical detector if it is missing), steering "
+                    "and focus lock on, overlay video in OUT/overlay.mp4 (and a window if "
+                    "a display is available), ZMQ on 127.0.0.1, a live progress line and a "
+                    "summary JSON. Ctrl-C stops cleanly.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--seed", type=int, default=None, help="simulated specimen seed")
+    _add_service_flags(p, demo=True)
+    p.set_defaults(func=cmd_demo, frames=300)
+    for a in p._actions:
+        if a.dest == "frames":
+            a.help = "stop after N processed frames (default 300)"
+
+
+def _register_run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="run the live service (any microscope, model, control mode, outputs)",
+        description="Run the live service. Settings come from --config FILE.toml and are "
+                    "overridden by flags of the same name.")
+    p.add_argument("--config", default=None, help="TOML config file (see docs/service.md)")
+    p.add_argument("--backend", default=None, choices=["sim", "headless", "mm", "replay"],
+                   help="microscope backend (default sim)")
+    p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option (repeatable), e.g. -o exposure_ms=10 -o seed=3")
+    p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="record detections (and with --record-frames the raw frames) to DIR")
+    p.add_argument("--record-format", default=None, choices=["jsonl", "csv"])
+    p.add_argument("--record-frames", action="store_true", default=None,
+                   help="also record raw frames as a replayable OME-TIFF")
+    _add_service_flags(p)
+    p.set_defaults(func=cmd_run)
+
+
+def _register_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="latency benchmark of the whole loop (per stage, p50/p90/p99/max)",
+        description="Run the whole loop on the simulated microscope and on Micro-Manager's "
+                    "DemoCamera (pycromanager headless), for each model and each available "
+                    "provider, and report per-stage latency percentiles, pipeline overhead, "
+                    "throughput and drops side by side; JSON plus PNG plots.")
+    p.add_argument("--frames", type=int, default=200, help="frames per configuration")
+    p.add_argument("--model", action="append", default=None,
+                   help="model (repeatable): a .onnx path, 'default' or 'classical' "
+                        "(default: default + classical)")
+    p.add_argument("--backend", action="append", default=None,
+                   choices=["sim", "headless"], help="microscope(s) (default: both)")
+    p.add_argument("--provider", action="append", default=None,
+                   help="ONNX Runtime provider(s) (default: every available one)")
+    p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",
+                                                      "steer+focus"],
+                   help="control mode during the benchmark (default steer)")
+    p.add_argument("--exposure", type=float, default=10.0,
+                   help="camera exposure in ms (frame period; default 10)")
+    p.add_argument("--out", default="runs/bench/bench.json", help="JSON report path")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=cmd_bench)
+
+
+# -- building the config ---------------------------------------------------------------
+def _parse_value(v: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {v}")["v"]
+    except tomllib.TOMLDecodeError:
+        return v
+
+
+def config_from_args(args: argparse.Namespace, base=None):
+    """Apply CLI flags on top of *base* (a Config, from --config or defaults)."""
+    from inscope.config import Config, ConfigError, validate, with_overrides
+
+    cfg = base or Config()
+    g = lambda name: getattr(args, name, None)  # noqa: E731
+    opts = dict(cfg.microscope.options)
+    for kv in g("option") or []:
+        if "=" not in kv:
+            raise ConfigError(f"--option {kv!r} must be KEY=VALUE, e.g. -o exposure_ms=10.")
+        k, v = kv.split("=", 1)
+        opts[k.strip()] = _parse_value(v.strip())
+    if g("file"):
+        opts["path"] = g("file")
+    cfg = with_overrides(cfg, "microscope", backend=g("backend"), options=opts,
+                         dry_run=g("dry_run"))
+    cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
+                         threads=g("threads"), score_threshold=g("score_threshold"))
+    target = g("target")
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    cfg = with_overrides(cfg, "control", mode=g("mode"), target=target)
+    cfg = with_overrides(cfg, "outputs", video=g("video"), window=g("window"))
+    cfg = with_overrides(cfg, "outputs.zmq", enabled=g("zmq"), bind=g("bind"),
+                         pub_port=g("pub_port"), rep_port=g("rep_port"),
+                         overlay=g("zmq_overlay"))
+    cfg = with_overrides(cfg, "outputs.records", dir=g("record"), format=g("record_format"),
+                         frames=g("record_frames"))
+    cfg = with_overrides(cfg, "outputs.eyepiece", enabled=g("eyepiece"),
+                         calibration=g("eyepiece_calibration"))
+    cfg = with_overrides(cfg, "run", frames=g("frames"), seconds=g("seconds"),
+                         summary=g("summary"))
+    if g("no_progress"):
+        cfg = with_overrides(cfg, "run", progress=False)
+    return validate(cfg, "command line")
+
+
+def _logging(args) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False)
+                        else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "verbose", False):
+        # one-line notices (no display, fallbacks) are still worth showing
+        logging.getLogger("inscope").setLevel(logging.INFO)
+
+
+def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
+    from acquisition.errors import AcquisitionError
+    from inscope.service import build_service, format_summary, run_service
+
+    try:
+        svc = build_service(cfg, port_fallback=port_fallback)
+    except (AcquisitionError, OSError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if header:
+        print(header)
+    print(f"microscope {getattr(svc.scope, 'name', '?')}, detector "
+          f"{getattr(svc.detector, 'name', '?')} on {getattr(svc.detector, 'provider', '?')}, "
+          f"control {cfg.control.mode}" + (" (dry-run)" if cfg.microscope.dry_run else ""))
+    summary = run_service(svc, progress=cfg.run.progress, summary_path=cfg.run.summary)
+    print(format_summary(summary))
+    if cfg.run.summary:
+        print(f"summary: {cfg.run.summary}")
+    return 0 if summary.get("error") is None else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from inscope.config import ConfigError, load_config
+
+    _logging(args)
+    try:
+        base = load_config(args.config) if args.config else None
+        cfg = config_from_args(args, base)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _serve(cfg, port_fallback=False)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inscope.config import Config, ConfigError, with_overrides
+
+    _logging(args)
+    out = Path(args.out)
+    base = Config()
+    base = with_overrides(base, "microscope", backend="sim",
+                          options={"seed": args.seed} if args.seed is not None else {})
+    base = with_overrides(base, "control", mode="steer+focus")
+    base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
+                          snapshot_dir=str(out / "snapshots"))
+    base = with_overrides(base, "outputs.records", dir=str(out))
+    base = with_overrides(base, "run", summary=str(out / "summary.json"))
+    try:
+        cfg = config_from_args(args, base)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _serve(cfg, port_fallback=True,
+                  header=f"inscope demo: simulated microscope, {cfg.run.frames} frames, "
+                         f"outputs in {out}/ (Ctrl-C stops cleanly)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from inscope.bench import main as bench_main
+
+    return bench_main(args)

@@ -1,0 +1,557 @@
+"""The live loop: acquisition -> detection -> control -> outputs, each in its own thread.
+
+::
+
+    camera thread ──newest-frame slot──▶ detect thread ──newest slot──▶ control thread
+    (FrameStream)     (stale dropped)     (ONNX Runtime,   (dropped      (track, steer,
+                                            GIL released)    counted)     focus, fan-out)
+                                                                             │
+                          per-output bounded queues (a slow output drops its own) ◀┘
+                          ├─ ZMQ PUB  (JSON encoded there, NOBLOCK send)
+                          ├─ overlay  (render -> video / window / ZMQ overlay)
+                          └─ records  (JSONL/CSV + OME-TIFF)
+
+Time stamps (``time.monotonic_ns()``, in ``Frame.stamps``): ``ready`` (backend),
+``dequeued`` (detect thread took it), ``detect_start`` / ``detect_end`` (detector),
+``control_end``, ``move_commanded`` (the guard recorded a move made or dry-run for this
+frame), ``published`` (handed to every output), ``sent`` (ZMQ message left the socket).
+
+The hot threads do no JSON, no copies, no logging per frame and no polling sleeps; they
+block on Conditions. :meth:`Pipeline.command` is the thread-safe command API the ZMQ REP
+server calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquisition.stream import NewestSlot
+from inscope import schema
+from inscope.config import ControlConfig
+from inscope.outputs import (
+    STAMP_CONTROL_END,
+    STAMP_DEQUEUED,
+    STAMP_MOVE_COMMANDED,
+    STAMP_PUBLISHED,
+    STAMP_SENT,
+    Output,
+    Result,
+)
+from inscope.stats import ns_to_ms, stage_latencies
+
+log = logging.getLogger("inscope")
+
+#: (label, start stamp, end stamp) of every stage reported in summaries and benchmarks.
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("ready_to_dequeued", "ready", STAMP_DEQUEUED),
+    ("dequeued_to_detect_start", STAMP_DEQUEUED, "detect_start"),
+    ("detect", "detect_start", "detect_end"),
+    ("detect_end_to_control_end", "detect_end", STAMP_CONTROL_END),
+    ("control_end_to_published", STAMP_CONTROL_END, STAMP_PUBLISHED),
+    ("detect_end_to_published", "detect_end", STAMP_PUBLISHED),
+    ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
+    ("ready_to_published", "ready", STAMP_PUBLISHED),
+    ("ready_to_sent", "ready", STAMP_SENT),
+    ("ready_to_move_commanded", "ready", STAMP_MOVE_COMMANDED),
+)
+
+
+class Pipeline:
+    """Runs a microscope, a detector, control and outputs as one low-latency loop.
+
+    Parameters
+    ----------
+    scope
+        Any :class:`acquisition.Microscope` (simulated, Micro-Manager, replay).
+    detector
+        Any :class:`detector.Detector`.
+    control
+        What to do with detections (:class:`inscope.config.ControlConfig`); mode
+        ``"off"`` runs no tracking and makes no moves.
+    outputs
+        :class:`inscope.outputs.Output` objects (ZMQ PUB, overlay, records, ...).
+    score_threshold
+        Drop detections below this score (changeable live with ``set_threshold``).
+    frames, seconds
+        Stop after this many processed frames / this much time (None: until stopped).
+    snapshot_dir
+        Where ``snapshot`` writes its files.
+    keep_stamps
+        Per-frame stamp records kept for the summary (a ring buffer).
+    switch_interval
+        Python's GIL switch interval while running (``sys.setswitchinterval``). The
+        default 5 ms lets a busy output thread delay the wake-up of the detect thread by
+        up to 5 ms; 0.5 ms keeps hand-offs well under a millisecond. None: leave it.
+    on_result
+        Optional callable run in the control thread for every result (keep it cheap).
+    """
+
+    def __init__(self, scope, detector, *, control: ControlConfig | None = None,
+                 outputs: Sequence[Output] = (), score_threshold: float | None = None,
+                 frames: int | None = None, seconds: float | None = None,
+                 snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 200_000,
+                 switch_interval: float | None = 0.0005,
+                 on_result: Callable[[Result], None] | None = None) -> None:
+        self.scope = scope
+        self.detector = detector
+        self.control_config = control or ControlConfig()
+        self.outputs: list[Output] = list(outputs)
+        self.score_threshold = score_threshold
+        self.max_frames = frames
+        self.max_seconds = seconds
+        self.snapshot_dir = Path(snapshot_dir)
+        self.switch_interval = switch_interval
+        self.on_result = on_result
+        self.control = None  # ControlStage, built at start (needs control package)
+        self._mode = self.control_config.mode
+        self._stream = None
+        self._slot: NewestSlot = NewestSlot()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._paused = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+        self._started = False
+        self._old_switch: float | None = None
+        self._ctl_thread_id: int | None = None
+        self._ctl_frame = None
+        self.stop_reason: str | None = None
+        self.error: BaseException | None = None
+        # counters
+        self.processed = 0
+        self.detected = 0
+        self.paused_frames = 0
+        self.detect_errors = 0
+        self.control_errors = 0
+        self.last_detect_error: str | None = None
+        self.last_result: Result | None = None
+        self.records: deque[dict[str, int]] = deque(maxlen=keep_stamps)
+        self.detections_total = 0
+        self.t_start_ns = 0
+        self.t_end_ns = 0
+        self._fps = 0.0
+        self._last_ready = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> Pipeline:
+        """Start acquisition, outputs and the loop threads; returns self."""
+        if self._started:
+            return self
+        self._started = True
+        from inscope.control_stage import ControlStage
+
+        self.control = ControlStage(self.scope, self.control_config)
+        self._apply_threshold(self.score_threshold)
+        guard = getattr(self.scope, "guard", None)
+        if guard is not None:
+            guard.listeners.append(self._on_move)
+        for out in self.outputs:
+            out.start()
+        if self.switch_interval:
+            self._old_switch = sys.getswitchinterval()
+            sys.setswitchinterval(self.switch_interval)
+        self.t_start_ns = time.monotonic_ns()
+        self._stream = self.scope.stream()
+        self._stream.start()
+        for name, fn in (("detect", self._detect_loop), ("control", self._control_loop)):
+            t = threading.Thread(target=fn, name=f"inscope-{name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ends (frames/seconds reached, stream ended, ``stop``
+        command, an error). Returns True if it ended. Ctrl-C raises KeyboardInterrupt
+        here, in the caller's thread, which :meth:`run` turns into a clean stop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.max_seconds is not None:
+            end = self.t_start_ns * 1e-9 + self.max_seconds
+            deadline = end if deadline is None else min(deadline, end)
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                if self.max_seconds is not None and not self._done.is_set() \
+                        and time.monotonic() >= self.t_start_ns * 1e-9 + self.max_seconds:
+                    self._finish("seconds")
+                    return True
+                return self._done.is_set()
+            # wake at least every 0.5 s so a signal handler gets to run on every platform
+            if self._done.wait(0.5 if left is None else min(left, 0.5)):
+                return True
+
+    def stop(self) -> None:
+        """Stop everything and flush every output; idempotent. Safe from any thread
+        except the pipeline's own (use :meth:`request_stop` there)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._finish(self.stop_reason or "stopped")
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.close()
+        self._slot.close()
+        for t in self._threads:
+            t.join(10.0)
+        self.t_end_ns = self.t_end_ns or time.monotonic_ns()
+        for out in self.outputs:
+            out.stop()
+        guard = getattr(self.scope, "guard", None)
+        if guard is not None and self._on_move in guard.listeners:
+            guard.listeners.remove(self._on_move)
+        if self._old_switch is not None:
+            sys.setswitchinterval(self._old_switch)
+            self._old_switch = None
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the run to end (thread-safe, non-blocking); :meth:`wait` returns."""
+        self._finish(reason)
+
+    def run(self) -> dict:
+        """Start, wait for the end (or Ctrl-C), stop cleanly and return :meth:`summary`."""
+        self.start()
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            self._finish("interrupted (Ctrl-C)")
+        finally:
+            self.stop()
+        return self.summary()
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _finish(self, reason: str) -> None:
+        if not self._done.is_set():
+            self.stop_reason = reason
+            self.t_end_ns = time.monotonic_ns()
+            self._done.set()
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._done.is_set()
+
+    # -- threads -----------------------------------------------------------------------
+    def _detect_loop(self) -> None:
+        stream, slot, detector = self._stream, self._slot, self.detector
+        stop, paused = self._stop, self._paused
+        try:
+            while not stop.is_set() and not self._done.is_set():
+                frame = stream.get(timeout=0.25)
+                if frame is None:
+                    if not stream.running:
+                        self._finish("stream ended")
+                        break
+                    continue
+                frame.stamps[STAMP_DEQUEUED] = time.monotonic_ns()
+                if paused.is_set():
+                    self.paused_frames += 1
+                    continue
+                try:
+                    dets = detector.detect(frame)
+                except Exception as e:  # noqa: BLE001 - bad frame: count, go on
+                    self.detect_errors += 1
+                    if self.last_detect_error is None:
+                        log.warning("detector failed on frame %d: %s (the loop goes on; "
+                                    "further errors are counted)", frame.index, e)
+                    self.last_detect_error = f"{type(e).__name__}: {e}"
+                    continue
+                st = frame.stamps
+                if "detect_end" not in st:
+                    for k in ("detect_start", "detect_end"):
+                        if k in dets.stamps:
+                            st[k] = dets.stamps[k]
+                thr = self.score_threshold
+                if thr is not None and len(dets) and float(dets.scores.min()) < thr:
+                    dets = dets.select(dets.scores >= thr)
+                self.detected += 1
+                slot.put((frame, dets))
+        except BaseException as e:  # noqa: BLE001 - e.g. the camera failed
+            self.error = e
+            log.error("acquisition/detection stopped: %s", e)
+            self._finish(f"error: {type(e).__name__}: {e}")
+        finally:
+            slot.close()
+
+    def _control_loop(self) -> None:
+        slot = self._slot
+        self._ctl_thread_id = threading.get_ident()
+        outputs = self.outputs
+        records = self.records
+        seq = 0
+        while True:
+            item = slot.get()
+            if item is None:
+                if slot.closed:
+                    break
+                continue
+            frame, dets = item
+            tracks, target_id, steer, focus = [], None, None, None
+            ctl = self.control
+            if ctl is not None:
+                self._ctl_frame = frame
+                try:
+                    tracks, target_id, steer, focus = ctl.step(frame, dets)
+                except Exception as e:  # noqa: BLE001 - control must not kill the loop
+                    self.control_errors += 1
+                    if self.control_errors == 1:
+                        log.warning("control failed on frame %d: %s (the loop goes on)",
+                                    frame.index, e)
+                    steer = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
+                self._ctl_frame = None
+            st = frame.stamps
+            st[STAMP_CONTROL_END] = time.monotonic_ns()
+            r = Result(frame, dets, tracks, target_id, steer, focus, seq)
+            st[STAMP_PUBLISHED] = time.monotonic_ns()
+            for out in outputs:
+                out.submit(r)
+            seq += 1
+            self.processed = seq
+            self.detections_total += len(dets)
+            self.last_result = r
+            records.append(st)
+            ready = st.get("ready", 0)
+            if self._last_ready and ready > self._last_ready:
+                inst = 1e9 / (ready - self._last_ready)
+                self._fps = inst if not self._fps else 0.9 * self._fps + 0.1 * inst
+            self._last_ready = ready
+            if self.on_result is not None:
+                self.on_result(r)
+            if self.max_frames is not None and seq >= self.max_frames:
+                self._finish("frames")
+                break
+
+    def _on_move(self, rec) -> None:
+        """Guard listener: stamp the frame whose control step commanded this move."""
+        f = self._ctl_frame
+        if f is not None and threading.get_ident() == self._ctl_thread_id:
+            f.stamps.setdefault(STAMP_MOVE_COMMANDED, rec.t_ns)
+
+    # -- command API (thread-safe) -----------------------------------------------------
+    def pause(self) -> None:
+        """Keep acquiring (frames are dropped, counted as paused) but stop detecting."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in schema.MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(schema.MODES)}.")
+        self._mode = mode
+        self.control_config.mode = mode
+        if self.control is not None:
+            self.control.set_mode(mode)
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    def set_target(self, target: str | int, target_class: str | None = None):
+        if self.control is None:
+            raise RuntimeError("the pipeline is not started; start it before set_target.")
+        return self.control.set_target(target, target_class)
+
+    def _apply_threshold(self, thr: float | None) -> None:
+        # Lower the detector's own threshold too, so a lower value can let boxes through.
+        if thr is not None and hasattr(self.detector, "score_threshold"):
+            try:
+                cur = self.detector.score_threshold
+                if cur is None or cur > thr:
+                    self.detector.score_threshold = thr
+            except AttributeError:
+                pass
+
+    def set_threshold(self, score: float) -> None:
+        score = float(score)
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"score threshold must be in [0, 1]; got {score}.")
+        self._apply_threshold(score)
+        self.score_threshold = score
+
+    def snapshot(self, directory: str | Path | None = None) -> dict[str, str]:
+        """Save the newest frame (TIFF), its overlay (PNG) and detections (JSON)."""
+        import cv2
+        import tifffile
+
+        from inscope.overlay import OverlayRenderer
+
+        r = self.last_result
+        if r is None:
+            raise RuntimeError("no frame processed yet; wait for the first frame (or resume "
+                               "if paused) and try again.")
+        d = Path(directory) if directory else self.snapshot_dir
+        d.mkdir(parents=True, exist_ok=True)
+        stem = d / f"snapshot_{r.frame.index:06d}_{time.strftime('%Y%m%d-%H%M%S')}"
+        paths = {"frame": f"{stem}_frame.tif", "overlay": f"{stem}_overlay.png",
+                 "detections": f"{stem}_detections.json"}
+        tifffile.imwrite(paths["frame"], r.frame.pixels)
+        cv2.imwrite(paths["overlay"], OverlayRenderer().render(r, mode=self.mode))
+        msg = schema.detections_message(r.frame, r.detections, tracks=r.tracks,
+                                        target_id=r.target_id, control=r.control,
+                                        focus=r.focus)
+        Path(paths["detections"]).write_bytes(schema.dumps(msg))
+        return {k: str(Path(v).resolve()) for k, v in paths.items()}
+
+    def command(self, req: dict) -> dict:
+        """Handle one command dict (see docs/zmq.md); never raises for bad input."""
+        cmd = req.get("cmd")
+        try:
+            if cmd == "status":
+                return schema.ok(**self.status())
+            if cmd == "pause":
+                self.pause()
+                return schema.ok(paused=True)
+            if cmd == "resume":
+                self.resume()
+                return schema.ok(paused=False)
+            if cmd == "set_mode":
+                mode = req.get("mode")
+                if mode not in schema.MODES:
+                    return schema.error(f"set_mode needs \"mode\": one of "
+                                        f"{', '.join(schema.MODES)}; got {mode!r}.")
+                self.set_mode(mode)
+                return schema.ok(mode=mode)
+            if cmd == "set_target":
+                target = req.get("target", req.get("id"))
+                if target is None or isinstance(target, (bool, float, list, dict)):
+                    return schema.error(
+                        "set_target needs \"target\": a policy (nearest, largest, score, "
+                        "class with \"class\": <name>) or an integer track id; got "
+                        f"{target!r}.")
+                spec = self.set_target(target, req.get("class"))
+                return schema.ok(target=spec)
+            if cmd == "set_threshold":
+                score = req.get("score", req.get("value"))
+                if isinstance(score, bool) or not isinstance(score, (int, float)):
+                    return schema.error("set_threshold needs \"score\": a number in [0, 1]; "
+                                        f"got {score!r}.")
+                self.set_threshold(score)
+                return schema.ok(score_threshold=self.score_threshold)
+            if cmd == "snapshot":
+                return schema.ok(paths=self.snapshot(req.get("dir")))
+            if cmd == "stop":
+                self.request_stop("stop command")
+                return schema.ok(stopping=True)
+        except (ValueError, RuntimeError, OSError) as e:
+            return schema.error(f"{cmd}: {e}")
+        return schema.error(f"unknown command {cmd!r}; use one of "
+                            f"{', '.join(schema.COMMANDS)}.")
+
+    # -- reporting ---------------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Frames acquired but never processed (stale in the camera slot or control slot)."""
+        s = self._stream
+        return (s.dropped if s is not None else 0) + self._slot.dropped
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def status(self) -> dict[str, Any]:
+        """A cheap snapshot of the loop's state (for the REP ``status`` command)."""
+        r = self.last_result
+        s = self._stream
+        return {
+            "state": ("paused" if self.paused else "running") if self.running else "stopped",
+            "processed": self.processed,
+            "acquired": s.produced if s is not None else 0,
+            "dropped": self.dropped,
+            "paused_frames": self.paused_frames,
+            "fps": round(self._fps, 2),
+            "mode": self.mode,
+            "target_policy": self.control.target_policy if self.control else None,
+            "target_id": r.target_id if r else None,
+            "score_threshold": self.score_threshold,
+            "last_frame_index": r.frame.index if r else None,
+            "last_detections": len(r.detections) if r else 0,
+            "detector": {"name": getattr(self.detector, "name", "?"),
+                         "provider": getattr(self.detector, "provider", None)},
+            "microscope": getattr(self.scope, "name", "?"),
+            "outputs": {o.name: {"handled": o.handled, "dropped": o.dropped}
+                        for o in self.outputs},
+        }
+
+    def latencies(self) -> dict[str, dict]:
+        """Per-stage latency percentiles (ms) over the kept stamp records."""
+        recs = list(self.records)
+        out = stage_latencies(recs, STAGES)
+        over = [(s[STAMP_PUBLISHED] - s["ready"]) - (s["detect_end"] - s["detect_start"])
+                for s in recs if "detect_end" in s and "detect_start" in s]
+        out["overhead_ready_to_published_minus_detect"] = ns_to_ms(over)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Everything a run report needs (JSON-able)."""
+        end = self.t_end_ns or time.monotonic_ns()
+        dur = max((end - self.t_start_ns) * 1e-9, 1e-9) if self.t_start_ns else 0.0
+        s = self._stream
+        acquired = s.produced if s is not None else 0
+        recs = list(self.records)
+        fps = 0.0
+        if len(recs) >= 2:
+            span = recs[-1]["ready"] - recs[0]["ready"]
+            fps = (len(recs) - 1) / (span * 1e-9) if span > 0 else 0.0
+        lat = self.latencies()
+        out: dict[str, Any] = {
+            "frames": self.processed,
+            "acquired": acquired,
+            "dropped": self.dropped,
+            "dropped_camera_slot": s.dropped if s is not None else 0,
+            "dropped_control_slot": self._slot.dropped,
+            "paused_frames": self.paused_frames,
+            "detect_errors": self.detect_errors,
+            "control_errors": self.control_errors,
+            "duration_s": round(dur, 3),
+            "fps": round(fps, 2),
+            "camera_fps": round(acquired / dur, 2) if dur else 0.0,
+            "detections_per_frame": round(self.detections_total / self.processed, 2)
+            if self.processed else 0.0,
+            "stop_reason": self.stop_reason,
+            "latency_ms": lat,
+            "detector": {"name": getattr(self.detector, "name", type(self.detector).__name__),
+                         "provider": getattr(self.detector, "provider", None),
+                         "threads": getattr(self.detector, "threads", None)},
+            "microscope": getattr(self.scope, "name", type(self.scope).__name__),
+            "control": self.control.summary() if self.control else {"mode": self.mode},
+            "outputs": {o.name: o.stats() for o in self.outputs},
+        }
+        err = self._final_error()
+        out["control"]["final_centring_error_um"] = err
+        guard = getattr(self.scope, "guard", None)
+        if guard is not None:
+            made = sum(1 for m in guard.history if m.made)
+            out["control"]["guard"] = {"moves_made": made,
+                                       "moves_not_made": len(guard.history) - made}
+        if self.error is not None:
+            out["error"] = f"{type(self.error).__name__}: {self.error}"
+        return out
+
+    def _final_error(self) -> float | None:
+        """Ground-truth centring error of the last target (simulated frames only)."""
+        from inscope.control_stage import truth_centring_error_um
+
+        r = self.last_result
+        if r is None or r.target_id is None or r.frame.truth is None:
+            return None
+        for t in r.tracks:
+            if t.id == r.target_id:
+                v = truth_centring_error_um(r.frame, np.asarray(t.box))
+                return None if v is None else round(v, 3)
+        return None
