@@ -38,6 +38,19 @@ class NewestSlot(Generic[T]):
             self._cond.notify()
             return dropped
 
+    def put_wait(self, item: T, timeout: float | None = None) -> bool:
+        """Store *item* once the previous one has been read (lossless hand-off for offline
+        sources such as file replay); False if it timed out or the slot closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._has or self._closed, timeout):
+                return False
+            if self._closed:
+                return False
+            self._item, self._has = item, True
+            self.put_count += 1
+            self._cond.notify_all()
+            return True
+
     def get(self, timeout: float | None = None) -> T | None:
         """Newest unread item, waiting up to *timeout* s; None on timeout or when closed."""
         with self._cond:
@@ -46,6 +59,7 @@ class NewestSlot(Generic[T]):
             if not self._has:
                 return None
             item, self._item, self._has = self._item, None, False
+            self._cond.notify_all()  # wakes a producer waiting in put_wait
             return item
 
     def close(self) -> None:
@@ -75,12 +89,18 @@ class FrameStream:
 
     An exception in the producer is re-raised in the consumer, so a camera failure is
     seen where the frames are used rather than lost in a thread.
+
+    ``lossless=True`` makes ``emit`` wait until the consumer has taken the previous frame
+    instead of dropping it: for offline sources (file replay as fast as possible) where
+    every frame should be processed and the source, not a camera, can wait.
     """
 
-    def __init__(self, producer: Producer, name: str = "frames") -> None:
+    def __init__(self, producer: Producer, name: str = "frames",
+                 lossless: bool = False) -> None:
         self._producer = producer
         self._slot: NewestSlot[Frame] = NewestSlot()
         self._stop = threading.Event()
+        self.lossless = lossless
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"inscope-{name}", daemon=True)
         self._started = False
@@ -94,11 +114,18 @@ class FrameStream:
 
     def _run(self) -> None:
         try:
-            self._producer(self._slot.put, self._stop)
+            self._producer(self._emit_lossless if self.lossless else self._slot.put,
+                           self._stop)
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
             self._error = e
         finally:
             self._slot.close()
+
+    def _emit_lossless(self, frame: Frame) -> bool:
+        while not self._slot.put_wait(frame, timeout=0.1):
+            if self._stop.is_set() or self._slot.closed:
+                return False
+        return False  # nothing was dropped
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the producer and wait for its thread to end."""
