@@ -97,6 +97,43 @@ def test_frame_stream_iteration_ends_with_source():
     assert got[-1] == 2 and len(got) + frames.dropped == 3
 
 
+def test_newest_slot_put_wait_blocks_until_read():
+    slot: NewestSlot[int] = NewestSlot()
+    assert slot.put_wait(1, timeout=0)
+    assert slot.put_wait(2, timeout=0.01) is False  # 1 unread: nothing replaced
+    threading.Timer(0.05, slot.get).start()
+    assert slot.put_wait(2, timeout=5)
+    assert slot.get(timeout=0) == 2 and slot.dropped == 0
+    slot.close()
+    assert slot.put_wait(3, timeout=0) is False
+
+
+def test_lossless_stream_delivers_every_frame_to_a_slow_consumer():
+    def producer(emit, stop):
+        for i in range(20):
+            emit(_frame(i))
+
+    with FrameStream(producer, lossless=True) as frames:
+        got = []
+        for f in frames:
+            got.append(f.index)
+            time.sleep(0.001)
+    assert got == list(range(20)) and frames.dropped == 0
+
+
+def test_lossless_stream_close_unblocks_producer():
+    def producer(emit, stop):
+        i = 0
+        while not stop.is_set():
+            emit(_frame(i))
+            i += 1
+
+    frames = FrameStream(producer, lossless=True).start()
+    assert frames.get(timeout=5).index == 0
+    frames.close(timeout=5)
+    assert not frames.running
+
+
 # -- MoveGuard / SoftLimits ------------------------------------------------------------
 
 
