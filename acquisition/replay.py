@@ -240,7 +240,9 @@ class ReplayMicroscope(BaseMicroscope):
         a video file (converted to grayscale).
     fps
         Playback rate. None: the file's own (OME TimeIncrement, ImageJ finterval, video
-        FPS), else :data:`DEFAULT_FPS`. 0: as fast as possible.
+        FPS), else :data:`DEFAULT_FPS`; frames the consumer is too slow for are dropped,
+        as from a camera. 0: as fast as the consumer takes them, none dropped (offline
+        processing of every frame).
     loop
         Start again at the end; otherwise the stream ends after the last frame.
     channel
@@ -385,9 +387,10 @@ class ReplayMicroscope(BaseMicroscope):
         return self._frame(*out)
 
     def stream(self) -> FrameStream:
-        """Play from the current frame at :attr:`fps` (0 = as fast as possible); the stream
-        ends after the last frame unless ``loop``."""
-        return FrameStream(self._produce, name=f"replay-{self.path.name}")
+        """Play from the current frame at :attr:`fps` (0 = every frame, as fast as the
+        consumer takes them); the stream ends after the last frame unless ``loop``."""
+        return FrameStream(self._produce, name=f"replay-{self.path.name}",
+                           lossless=self.fps == 0)
 
     def _produce(self, emit, stop: threading.Event) -> None:
         t0 = time.monotonic()

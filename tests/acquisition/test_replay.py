@@ -73,6 +73,21 @@ def test_stream_plays_all_frames_in_order_then_ends(tmp_path, stack):
     assert got[-1].metadata["source_index"] == 5
 
 
+def test_fps_zero_replays_every_frame_to_a_slow_consumer(tmp_path, stack):
+    path = tmp_path / "all.tif"
+    tifffile.imwrite(path, stack[:, 1])
+    with pytest.warns(UserWarning):
+        scope = ReplayMicroscope(path, fps=0)
+    with scope.stream() as frames:
+        got = []
+        for f in frames:
+            got.append(f)
+            cv2.GaussianBlur(f.pixels, (0, 0), 3)  # a consumer slower than a file read
+    assert [f.index for f in got] == list(range(6)) and frames.dropped == 0
+    for t, f in enumerate(got):
+        np.testing.assert_array_equal(f.pixels, stack[t, 1])
+
+
 def test_stream_loops(tmp_path, stack):
     path = tmp_path / "loop.tif"
     tifffile.imwrite(path, stack[:3, 0], photometric="minisblack")
