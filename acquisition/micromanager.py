@@ -387,6 +387,8 @@ class MicroManagerMicroscope(BaseMicroscope):
                 f"Port {port} is open but no Micro-Manager core answered ({e}): "
                 f"{_UNREACHABLE_FIX}."
             ) from e
+        # every poll of the camera buffer is a ZMQ round trip (~0.1-0.5 ms): poll less often
+        kwargs.setdefault("poll_s", 0.002)
         return cls(core, limits=limits, dry_run=dry_run, backend="mm", **kwargs)
 
     # -- helpers -----------------------------------------------------------------------
