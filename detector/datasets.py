@@ -53,6 +53,9 @@ class Sample:
         Where it came from (file name, or ``file[index]`` for stacks).
     class_names
         Names by class id when the format carries them.
+    pixel_size_um
+        Pixel size in the specimen plane when known (simulated frames), so detectors that
+        rescale by a physical object size can use it.
     """
 
     image: np.ndarray
@@ -60,6 +63,7 @@ class Sample:
     class_ids: np.ndarray
     name: str
     class_names: tuple[str, ...] = field(default=())
+    pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -300,3 +304,54 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto"
     if not out:
         raise ValueError(f"No annotated images found in {[str(p) for p in paths]}.")
     return out
+
+
+# -- simulated held-out frames ---------------------------------------------------------
+#: Seeds at or above this are never used for training (training uses seeds < 100000).
+HELD_OUT_SEED = 900000
+
+
+def simulated_samples(n: int, seed: int = HELD_OUT_SEED, *, span_um: float | None = None,
+                      **sim_options) -> list[Sample]:
+    """Snap *n* annotated frames from the simulated microscope at random stage positions.
+
+    Parameters
+    ----------
+    n
+        Number of frames.
+    seed
+        Specimen and position seed; keep it >= :data:`HELD_OUT_SEED` for evaluation so no
+        frame was seen in training.
+    span_um
+        Positions are drawn uniformly in ``[-span_um, span_um]`` (clipped to the stage's
+        soft limits); default 1500 µm, inside the default maximum step.
+    **sim_options
+        Extra :class:`acquisition.simulated.SimConfig` fields.
+    """
+    try:
+        from acquisition.simulated import SimConfig, SimulatedMicroscope
+    except ImportError as e:
+        raise RuntimeError(f"The simulated microscope is not available ({e}); evaluate on "
+                           "files instead.") from None
+    rng = np.random.default_rng(seed)
+    scope = SimulatedMicroscope(SimConfig(seed=seed, **sim_options), realtime=False)
+    try:
+        span = 1500.0 if span_um is None else float(span_um)
+        lim = scope.limits
+        lo = np.array([-span, -span])
+        hi = np.array([span, span])
+        for k, ax in enumerate(("x", "y")):
+            r = getattr(lim, ax, None) if lim is not None else None
+            if r is not None:
+                lo[k], hi[k] = max(lo[k], r[0]), min(hi[k], r[1])
+        out = []
+        for i in range(int(n)):
+            x, y = rng.uniform(lo, hi)
+            scope.move_xy(float(x), float(y))
+            f = scope.snap()
+            truth = f.truth if f.truth is not None else np.zeros((0, 4), np.float32)
+            out.append(Sample(f.pixels, truth, None, f"sim{seed}[{i}]@({x:.0f},{y:.0f})",
+                              pixel_size_um=float(f.pixel_size_um)))
+        return out
+    finally:
+        scope.close()
