@@ -1,0 +1,244 @@
+"""Detector benchmark: latency per input size and provider, plus accuracy, side by side.
+
+Runs the shipped ONNX model (on every execution provider that really runs here) and the
+classical baseline on the *same* frames in one process, interleaving the detectors frame
+by frame so a noisy, shared machine penalises them alike. For each detector and size it
+reports p50 / p90 / p99 / max of the whole ``detect()`` call and, separately, of
+pre-processing, ``session.run`` and decoding (``last_timing``); pre + post is the price
+of everything that is not the network. Accuracy (AP50 VOC, mAP50-95, P/R/F1) is measured
+on simulated held-out frames and, when given, on an annotated file (``--data`` or the
+``INSCOPE_EVAL_DATA`` environment variable; never required).
+
+    python -m benchmarks.bench_detector [--sizes 256 512 1024 2048] [--repeats N]
+        [--threads 2] [--model PATH] [--data FILE] [--sim-frames 8]
+        [--out benchmarks/results/detector.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _pct(values) -> dict[str, float]:
+    v = np.asarray(values, float)
+    if v.size == 0:
+        return {}
+    p50, p90, p99 = np.percentile(v, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(v.max())}
+
+
+# -- frames ----------------------------------------------------------------------------
+def synthetic_scene(size: int, seed: int, diameter: float = 24.0) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """A uint16 field of elliptical 'nuclei' (textured, varied brightness) with boxes.
+
+    Used when the simulated microscope is not installed; rendered with OpenCV.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    n = int(size * size / (diameter * 3.2) ** 2)
+    img = np.zeros((size, size), np.float32)
+    boxes = []
+    for _ in range(n):
+        cx, cy = rng.uniform(diameter, size - diameter, 2)
+        a, b = diameter / 2 * rng.uniform(0.7, 1.3, 2)
+        ang = rng.uniform(0, 180)
+        cv2.ellipse(img, (int(cx * 16), int(cy * 16)), (int(a * 16), int(b * 16)), ang, 0,
+                    360, float(rng.uniform(0.3, 1.0)), -1, cv2.LINE_AA, 4)
+        pts = cv2.ellipse2Poly((int(cx), int(cy)), (int(a), int(b)), int(ang), 0, 360, 10)
+        x0, y0 = pts.min(0)
+        x1, y1 = pts.max(0) + 1
+        boxes.append([x0, y0, x1, y1])
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    img = 300 + 3000 * img + rng.normal(0, 30, img.shape)
+    return np.clip(img, 0, 65535).astype(np.uint16), np.asarray(boxes, np.float32)
+
+
+def frames_for(size: int, k: int, sim: list | None) -> list[np.ndarray]:
+    """*k* frames of size x size: simulated frames tiled/cropped to size, or synthetic."""
+    out = []
+    for i in range(k):
+        if sim:
+            base = sim[i % len(sim)].image
+            reps = (int(np.ceil(size / base.shape[0])), int(np.ceil(size / base.shape[1])))
+            out.append(np.ascontiguousarray(np.tile(base, reps)[:size, :size]))
+        else:
+            out.append(synthetic_scene(size, 1000 + i)[0])
+    return out
+
+
+# -- detectors -------------------------------------------------------------------------
+def build_detectors(model: Path | None, threads: int | None, providers: list[str]):
+    from detector.classical import ClassicalDetector
+    from detector.onnx_detector import OnnxDetector, default_model_path
+    from detector.providers import create_session
+
+    dets: dict[str, object] = {}
+    path = model or default_model_path()
+    notes = []
+    if path.exists():
+        for prov in providers:
+            try:
+                if prov != "cpu":  # only providers that really run
+                    create_session(path, prov, threads)
+                d = OnnxDetector(path, provider=prov, threads=threads)
+            except (RuntimeError, ValueError) as e:
+                notes.append(f"{prov}: {e}")
+                continue
+            dets[f"{d.name}[{d.provider}]"] = d
+    else:
+        notes.append(f"model {path} not found: only the classical baseline is measured")
+    dets["classical"] = ClassicalDetector()
+    return dets, notes
+
+
+def bench_latency(dets: dict, sizes: list[int], repeats: int, sim, warmup: int = 3) -> dict:
+    res: dict = {name: {} for name in dets}
+    for size in sizes:
+        frames = frames_for(size, 4, sim)
+        rec = {name: {"total": [], "pre": [], "run": [], "post": []} for name in dets}
+        for d in dets.values():
+            for i in range(warmup):
+                d.detect(frames[i % len(frames)])
+        for r in range(repeats):
+            f = frames[r % len(frames)]
+            for name, d in dets.items():  # interleaved: same frame, back to back
+                t = time.perf_counter()
+                d.detect(f)
+                total = (time.perf_counter() - t) * 1e3
+                tm = getattr(d, "last_timing", {})
+                rec[name]["total"].append(total)
+                for k in ("pre", "run", "post"):
+                    rec[name][k].append(tm.get(f"{k}_ms", np.nan))
+        for name in dets:
+            r = rec[name]
+            overhead = np.asarray(r["total"]) - np.asarray(r["run"])
+            res[name][str(size)] = {
+                "total_ms": _pct(r["total"]), "pre_ms": _pct(r["pre"]),
+                "run_ms": _pct(r["run"]), "post_ms": _pct(r["post"]),
+                "not_run_ms": _pct(overhead)}
+    return res
+
+
+def bench_accuracy(dets: dict, samples: list, ignore_border_fp: bool) -> dict:
+    from detector.eval_cli import evaluate_detector
+
+    out = {}
+    for name, d in dets.items():
+        card = getattr(d, "card", None)
+        op = float(card.decoding.get("score_threshold", 0.3)) if card is not None else 0.0
+        keep = getattr(d, "score_threshold", None)
+        if card is not None:
+            d.score_threshold = 0.05  # collect the whole PR curve
+        try:
+            r, _, _ = evaluate_detector(d, samples, score_threshold=op,
+                                        ignore_border_fp=ignore_border_fp)
+        finally:
+            if card is not None:
+                d.score_threshold = keep
+        ap_img = np.array([x.ap50 for x in r.per_image], float)
+        out[name] = {"ap50": r.ap50, "map50_95": r.map50_95, "precision": r.precision,
+                     "recall": r.recall, "f1": r.f1, "tp": r.tp, "fp": r.fp, "fn": r.fn,
+                     "score_threshold": op,
+                     "per_image_ap50": _pct(ap_img[np.isfinite(ap_img)])}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--providers", nargs="+", default=["tensorrt", "cuda", "cpu"],
+                   help="providers to try; those that cannot run here are skipped")
+    p.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    p.add_argument("--data", type=Path, default=os.environ.get("INSCOPE_EVAL_DATA"),
+                   help="annotated file for accuracy (env INSCOPE_EVAL_DATA); optional")
+    p.add_argument("--sim-frames", type=int, default=8,
+                   help="simulated held-out frames for accuracy (seed 900000)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/detector.json"))
+    args = p.parse_args(argv)
+
+    import onnxruntime as ort
+
+    from detector.datasets import HELD_OUT_SEED, load_dataset, simulated_samples
+
+    dets, notes = build_detectors(args.model, args.threads, args.providers)
+    for n in notes:
+        print("note:", n)
+    sim = None
+    try:
+        sim = simulated_samples(args.sim_frames, HELD_OUT_SEED)
+        frames_from = "simulated microscope (seed 900000), tiled/cropped to each size"
+    except Exception as e:  # noqa: BLE001 - the simulator is optional here
+        print(f"note: simulated frames unavailable ({e}); using synthetic scenes")
+        frames_from = "synthetic elliptical nuclei (benchmarks.bench_detector)"
+
+    print(f"latency: {len(dets)} detectors x sizes {args.sizes} x {args.repeats} repeats, "
+          "interleaved ...", flush=True)
+    lat = bench_latency(dets, args.sizes, args.repeats, sim)
+
+    acc: dict = {}
+    if sim:
+        acc["simulated_held_out"] = bench_accuracy(dets, sim, ignore_border_fp=False)
+    else:
+        syn = []
+        from detector.datasets import Sample
+
+        for i in range(args.sim_frames):
+            img, b = synthetic_scene(512, 5000 + i)
+            syn.append(Sample(img, b, None, f"synthetic{i}"))
+        acc["synthetic"] = bench_accuracy(dets, syn, ignore_border_fp=False)
+    if args.data:
+        if Path(args.data).exists():
+            acc[Path(args.data).name] = bench_accuracy(dets, load_dataset(args.data),
+                                                       ignore_border_fp=True)
+        else:
+            print(f"note: --data {args.data} not found; skipped")
+
+    # -- table -------------------------------------------------------------------------
+    print(f"\n{'detector':<28} {'size':>5} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} "
+          f"{'run p50':>8} {'pre p50':>8} {'post p50':>8}   (ms)")
+    for name, by_size in lat.items():
+        for size, r in by_size.items():
+            t = r["total_ms"]
+            print(f"{name:<28} {size:>5} {t['p50']:>7.2f} {t['p90']:>7.2f} {t['p99']:>7.2f} "
+                  f"{t['max']:>7.2f} {r['run_ms']['p50']:>8.2f} {r['pre_ms']['p50']:>8.2f} "
+                  f"{r['post_ms']['p50']:>8.2f}")
+    for where, by_det in acc.items():
+        print(f"\naccuracy on {where}:")
+        for name, a in by_det.items():
+            print(f"  {name:<28} AP50 {a['ap50']:.3f}  mAP50-95 {a['map50_95']:.3f}  "
+                  f"P {a['precision']:.3f}  R {a['recall']:.3f}  F1 {a['f1']:.3f} "
+                  f"(score >= {a['score_threshold']:g})")
+
+    meta = {
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "onnxruntime": ort.__version__, "threads": args.threads,
+        "available_providers": ort.get_available_providers(),
+        "providers_running": sorted({getattr(d, "provider", "?") for d in dets.values()}),
+        "frames": frames_from, "repeats": args.repeats, "notes": notes,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "latency": lat, "accuracy": acc},
+                                   indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+    for d in dets.values():
+        d.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
