@@ -118,6 +118,7 @@ class ZmqConfig:
     rep_port: int = 5557
     overlay: bool = False  # also publish overlay frames on the PUB socket
     sndhwm: int = 100
+    nodrop: bool = True  # count drops (XPUB_NODROP); False: plain PUB, per-peer drops
 
 
 @dataclass

@@ -22,6 +22,7 @@ log = logging.getLogger("inscope")
 T = TypeVar("T")
 
 STAMP_DEQUEUED = "dequeued"
+STAMP_CONTROL_START = "control_start"
 STAMP_CONTROL_END = "control_end"
 STAMP_MOVE_COMMANDED = "move_commanded"
 STAMP_PUBLISHED = "published"  # the result was handed to every output

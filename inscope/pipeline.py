@@ -13,8 +13,9 @@
 
 Time stamps (``time.monotonic_ns()``, in ``Frame.stamps``): ``ready`` (backend),
 ``dequeued`` (detect thread took it), ``detect_start`` / ``detect_end`` (detector),
-``control_end``, ``move_commanded`` (the guard recorded a move made or dry-run for this
-frame), ``published`` (handed to every output), ``sent`` (ZMQ message left the socket).
+``control_start`` / ``control_end`` (tracking, steering, focus), ``move_commanded``
+(the guard recorded a move made or dry-run for this frame), ``published`` (handed to
+every output), ``sent`` (ZMQ message left the socket).
 
 The hot threads do no JSON, no copies, no logging per frame and no polling sleeps; they
 block on Conditions. :meth:`Pipeline.command` is the thread-safe command API the ZMQ REP
@@ -39,6 +40,7 @@ from inscope import schema
 from inscope.config import ControlConfig
 from inscope.outputs import (
     STAMP_CONTROL_END,
+    STAMP_CONTROL_START,
     STAMP_DEQUEUED,
     STAMP_MOVE_COMMANDED,
     STAMP_PUBLISHED,
@@ -55,7 +57,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("ready_to_dequeued", "ready", STAMP_DEQUEUED),
     ("dequeued_to_detect_start", STAMP_DEQUEUED, "detect_start"),
     ("detect", "detect_start", "detect_end"),
-    ("detect_end_to_control_end", "detect_end", STAMP_CONTROL_END),
+    ("detect_end_to_control_start", "detect_end", STAMP_CONTROL_START),
+    ("control", STAMP_CONTROL_START, STAMP_CONTROL_END),
     ("control_end_to_published", STAMP_CONTROL_END, STAMP_PUBLISHED),
     ("detect_end_to_published", "detect_end", STAMP_PUBLISHED),
     ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
@@ -297,6 +300,7 @@ class Pipeline:
                     break
                 continue
             frame, dets = item
+            frame.stamps[STAMP_CONTROL_START] = time.monotonic_ns()
             tracks, target_id, steer, focus = [], None, None, None
             ctl = self.control
             if ctl is not None:
@@ -495,6 +499,12 @@ class Pipeline:
         over = [(s[STAMP_PUBLISHED] - s["ready"]) - (s["detect_end"] - s["detect_start"])
                 for s in recs if "detect_end" in s and "detect_start" in s]
         out["overhead_ready_to_published_minus_detect"] = ns_to_ms(over)
+        # the loop's own cost: also minus the control step (tracking, steering, moves)
+        own = [o - (s[STAMP_CONTROL_END] - s[STAMP_CONTROL_START])
+               for o, s in zip(over, (s for s in recs if "detect_end" in s
+                                      and "detect_start" in s), strict=True)
+               if STAMP_CONTROL_START in s]
+        out["loop_overhead_minus_detect_and_control"] = ns_to_ms(own)
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -100,7 +100,8 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
     outputs: list[Output] = []
     pub = server = None
     if o.zmq.enabled:
-        pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm)
+        pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm,
+                        nodrop=o.zmq.nodrop)
         outputs.append(pub)
     pipeline_holder: list[Pipeline] = []
 

@@ -3,8 +3,13 @@
 PUB (default ``tcp://127.0.0.1:5556``)
     ``[b"detections", JSON]`` once per processed frame, and optionally
     ``[b"overlay", JSON header, raw pixels]``. Sends use ``NOBLOCK`` with a small
-    ``SNDHWM``: when a subscriber stalls, ZMQ drops for it and we count the drop instead
-    of blocking the loop.
+    ``SNDHWM``: a send never blocks the loop. With ``nodrop=True`` (default) the socket
+    is an XPUB with ``XPUB_NODROP``, so a subscriber at its high-water mark makes the send
+    fail with ``EAGAIN`` and we *count* the drop (the message is then skipped for every
+    subscriber: ZMQ cannot skip one peer). With ``nodrop=False`` it is a plain PUB: ZMQ
+    silently drops for the slow subscriber only and the others are unaffected, but the
+    publisher cannot count those drops. Either way every message carries ``seq``, so a
+    client sees its own gaps.
 REP (default ``tcp://127.0.0.1:5557``)
     JSON ``{"cmd": ..., ...}`` -> JSON ``{"ok": true, ...}`` or ``{"ok": false,
     "error": ...}``. Runs in its own thread and polls with a timeout so it stops cleanly.
@@ -52,6 +57,8 @@ class PubOutput(Output):
         Address to bind; ``port=0`` picks a free port (read it from :attr:`port`).
     sndhwm
         Messages ZMQ queues per subscriber before dropping for it.
+    nodrop
+        Count drops (XPUB_NODROP; see the module docstring for the trade-off).
     queue_size
         Results waiting for this thread (oldest dropped when full).
     """
@@ -59,9 +66,10 @@ class PubOutput(Output):
     name = "zmq-pub"
 
     def __init__(self, bind: str = "127.0.0.1", port: int = 5556, *, sndhwm: int = 100,
-                 queue_size: int = 64, context: zmq.Context | None = None) -> None:
+                 queue_size: int = 64, nodrop: bool = True,
+                 context: zmq.Context | None = None) -> None:
         super().__init__(queue_size)
-        self.bind, self.port, self.sndhwm = bind, port, sndhwm
+        self.bind, self.port, self.sndhwm, self.nodrop = bind, port, sndhwm, nodrop
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self.sent = 0
@@ -76,7 +84,9 @@ class PubOutput(Output):
         """Bind (idempotent: a service binds early to report a port clash at once)."""
         if self._sock is not None:
             return
-        s = self._ctx.socket(zmq.PUB)
+        s = self._ctx.socket(zmq.XPUB if self.nodrop else zmq.PUB)
+        if self.nodrop:
+            s.setsockopt(zmq.XPUB_NODROP, 1)
         s.setsockopt(zmq.SNDHWM, self.sndhwm)
         s.setsockopt(zmq.LINGER, 200)
         self.port = _bind(s, self.bind, self.port, "PUB")

@@ -1,0 +1,267 @@
+"""``inscope bench``: latency of the whole loop, per stage, for every configuration.
+
+Runs the real pipeline (acquisition thread, detect thread, control thread, ZMQ PUB
+output on an ephemeral 127.0.0.1 port) on the simulated microscope and on Micro-Manager's
+DemoCamera (pycromanager headless), for each model and each provider that really runs,
+and reports side by side:
+
+- per-stage latency p50/p90/p99/max: ready->dequeued (camera slot wait),
+  detect (pre-processing + inference + decoding), detect_end->control_end (tracking,
+  steering), ->published (fan-out), published->sent (JSON + ZMQ send, output thread),
+  ready->move_commanded;
+- end-to-end ready->published and ready->sent;
+- pipeline overhead = (ready->published) - detect, the loop's own cost;
+- throughput against the camera frame rate, and drops.
+
+Writes JSON (``--out``) and, with matplotlib (the ``plots`` extra), a latency CDF and a
+per-stage timeline as PNG next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inscope.config import ControlConfig
+from inscope.pipeline import STAGES, Pipeline
+from inscope.stats import ns_to_ms
+
+#: Stages drawn in the timeline plot, in order (label, start, end).
+TIMELINE = (
+    ("camera slot wait", "ready", "dequeued"),
+    ("to detector", "dequeued", "detect_start"),
+    ("detect", "detect_start", "detect_end"),
+    ("to control", "detect_end", "control_start"),
+    ("control", "control_start", "control_end"),
+    ("fan-out", "control_end", "published"),
+    ("JSON + send", "published", "sent"),
+)
+
+
+def _open(backend: str, exposure_ms: float, say):
+    from acquisition.factory import open_microscope
+
+    if backend == "sim":
+        try:
+            from acquisition.simulated import SimConfig
+        except ImportError as e:
+            say(f"skip sim: the simulated microscope is not available ({e}).")
+            return None
+        names = {f.name for f in dataclasses.fields(SimConfig)}
+        opts: dict[str, Any] = {}
+        if "exposure_ms" in names:
+            opts["exposure_ms"] = exposure_ms
+        if "seed" in names:
+            opts["seed"] = 0
+        return open_microscope("sim", **opts)
+    try:
+        return open_microscope("headless", exposure_ms=exposure_ms,
+                               camera_properties={"Mode": "Fluorescent Beads",
+                                                  "PixelType": "16bit"})
+    except Exception as e:  # noqa: BLE001 - any missing piece: skip with the reason
+        say(f"skip headless: pycromanager headless DemoCamera is not available ({e}); "
+            "pip install pycromanager pymmcore mm-test-adapters.")
+        return None
+
+
+def _detectors(models: list[str], providers: list[str] | None, say):
+    """Yield (label, detector) for each model x provider that really runs."""
+    from detector.onnx_detector import load_detector
+
+    for m in models:
+        if m == "classical":
+            yield "classical", load_detector("classical")
+            continue
+        path = None if m == "default" else m
+        provs = providers or ["tensorrt", "cuda", "cpu"]
+        seen = set()
+        for prov in provs:
+            try:
+                det = load_detector(path, provider=prov)
+            except FileNotFoundError as e:
+                say(f"skip model {m}: {e}")
+                break
+            except Exception as e:  # noqa: BLE001 - provider cannot run here
+                say(f"skip model {m} on {prov}: {str(e).splitlines()[0][:160]}")
+                continue
+            if det.provider in seen:
+                det.close()
+                continue
+            seen.add(det.provider)
+            yield m, det
+
+
+def run_config(scope, detector, frames: int, mode: str = "steer",
+               warmup: int = 15) -> tuple[dict, list[dict]]:
+    """One configuration: a short warm-up run, then *frames* measured frames."""
+    from inscope.zmq_api import PubOutput
+
+    Pipeline(scope, detector, control=ControlConfig(mode="off"),
+             outputs=[PubOutput(port=0)], frames=warmup).run()
+    p = Pipeline(scope, detector, control=ControlConfig(mode=mode),
+                 outputs=[PubOutput(port=0)], frames=frames)
+    s = p.run()
+    recs = [dict(r) for r in p.records]
+    pub = s["outputs"]["zmq-pub"]
+    res = {
+        "microscope": s["microscope"],
+        "detector": s["detector"],
+        "mode": mode,
+        "frames": s["frames"],
+        "acquired": s["acquired"],
+        "dropped": s["dropped"],
+        "drop_fraction": round(s["dropped"] / s["acquired"], 4) if s["acquired"] else None,
+        "camera_fps": s["camera_fps"],
+        "fps": s["fps"],
+        "throughput_vs_camera": round(s["fps"] / s["camera_fps"], 3) if s["camera_fps"]
+        else None,
+        "detections_per_frame": s["detections_per_frame"],
+        "latency_ms": s["latency_ms"],
+        "overhead_ms": s["latency_ms"]["overhead_ready_to_published_minus_detect"],
+        "loop_overhead_ms": s["latency_ms"]["loop_overhead_minus_detect_and_control"],
+        "zmq": {"sent": pub["sent"], "zmq_dropped": pub["zmq_dropped"],
+                "queue_dropped": pub["dropped"]},
+        "moves": s["control"].get("guard"),
+    }
+    return res, recs
+
+
+def _table(results: list[dict]) -> str:
+    head = (f"{'microscope':<30} {'detector':<22} {'fps/cam':>11} {'drop':>5} "
+            f"{'detect p50/p99':>15} {'e2e p50/p99/max':>20} {'overhead p50/p99':>17} "
+            f"{'loop ovh p50/p99':>17} {'->move p50':>10}")
+    rows = [head, "-" * len(head)]
+    for r in results:
+        L = r["latency_ms"]
+        d, e, o, m = (L["detect"], L["ready_to_published"], r["overhead_ms"],
+                      L["ready_to_move_commanded"])
+        lo = r["loop_overhead_ms"]
+
+        def f(x):
+            return "-" if x is None else f"{x:.2f}"
+
+        det = f"{r['detector']['name']}/{r['detector']['provider']}"
+        rows.append(
+            f"{r['microscope'][:30]:<30} {det[:22]:<22} "
+            f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
+            f"{f(d['p50']):>7}/{f(d['p99']):<7} {f(e['p50']):>6}/{f(e['p99'])}/{f(e['max']):<6} "
+            f"{f(o['p50']):>8}/{f(o['p99']):<8} {f(lo['p50']):>8}/{f(lo['p99']):<8} "
+            f"{f(m['p50']):>10}")
+    return "\n".join(rows)
+
+
+def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list[str]:
+    """Latency CDF and per-stage timeline PNGs; skipped (one line) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("plots skipped: matplotlib is not installed (pip install 'inscope[plots]').")
+        return []
+    paths = []
+    labels = [f"{r['microscope'].split(':')[0]} | {r['detector']['name']}/"
+              f"{r['detector']['provider']}" for r in results]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for lab, recs in zip(labels, raw, strict=True):
+        v = np.sort([(s["published"] - s["ready"]) / 1e6 for s in recs if "published" in s])
+        if len(v):
+            ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=lab)
+    ax.set_xlabel("latency ready -> published (ms)")
+    ax.set_ylabel("fraction of frames")
+    ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("inscope end-to-end latency (CDF)")
+    p = out_dir / "latency_cdf.png"
+    fig.tight_layout()
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(str(p))
+
+    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.5 * len(results)))
+    colors = plt.get_cmap("tab10").colors
+    for i, recs in enumerate(raw):
+        left = 0.0
+        for j, (name, a, b) in enumerate(TIMELINE):
+            v = [(s[b] - s[a]) / 1e6 for s in recs if a in s and b in s]
+            w = float(np.median(v)) if v else 0.0
+            ax.barh(i, w, left=left, color=colors[j % 10], label=name if i == 0 else None)
+            left += w
+    ax.set_yticks(range(len(results)), labels, fontsize=7)
+    ax.set_xlabel("median time per stage (ms), from frame ready")
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.set_title("inscope per-stage timeline (p50)")
+    p = out_dir / "stage_timeline.png"
+    fig.tight_layout()
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(str(p))
+    return paths
+
+
+def main(args: argparse.Namespace) -> int:
+    import onnxruntime
+
+    say = print
+    backends = args.backend or ["sim", "headless"]
+    models = args.model or ["default", "classical"]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    raw: list[list[dict]] = []
+    for b in backends:
+        scope = _open(b, args.exposure, say)
+        if scope is None:
+            continue
+        try:
+            for label, det in _detectors(models, args.provider, say):
+                say(f"bench {scope.name} | {det.name} on {det.provider}: {args.frames} "
+                    "frames ...")
+                try:
+                    res, recs = run_config(scope, det, args.frames, args.mode)
+                finally:
+                    det.close()
+                res["model"] = label
+                results.append(res)
+                raw.append(recs)
+        finally:
+            scope.close()
+    if not results:
+        say("nothing was benchmarked (see the skip lines above).")
+        return 1
+    report = {
+        "what": "inscope bench: whole-loop latency per stage (ms)",
+        "stages": [list(s) for s in STAGES],
+        "frames_per_config": args.frames,
+        "control_mode": args.mode,
+        "exposure_ms": args.exposure,
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                 "python": platform.python_version(),
+                 "onnxruntime": onnxruntime.__version__,
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "results": results,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(_table(results))
+    print(f"\nreport: {out}")
+    if not args.no_plots:
+        for p in plot(results, raw, out.parent, say):
+            print(f"plot: {p}")
+    return 0
+
+
+def overhead(recs: list[dict]) -> dict:
+    """Overhead percentiles (ms) of raw stamp records (for other benchmarks)."""
+    return ns_to_ms([(s["published"] - s["ready"]) - (s["detect_end"] - s["detect_start"])
+                     for s in recs if "published" in s and "detect_end" in s])

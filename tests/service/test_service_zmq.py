@@ -1,0 +1,194 @@
+"""The live pipeline on Micro-Manager's DemoCamera (real MMCore), with real ZMQ sockets.
+
+Everything binds to 127.0.0.1 on ephemeral ports so parallel test runs do not clash.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from inscope import schema
+from inscope.config import ControlConfig
+from inscope.overlay import OverlayOutput
+from inscope.pipeline import Pipeline
+from inscope.zmq_api import CommandServer, PubOutput, request
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from detector.onnx_detector import load_detector
+
+    return load_detector("classical")
+
+
+def _sub(address: str, rcvhwm: int = 10_000) -> zmq.Socket:
+    s = zmq.Context.instance().socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, rcvhwm)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(address)
+    return s
+
+
+def _wait_connected(pub: PubOutput, sub: zmq.Socket) -> None:
+    """PUB drops messages until the SUB's connection is up: wait for it explicitly."""
+    deadline = time.monotonic() + 5
+    sock = pub._sock
+    while time.monotonic() < deadline:
+        sock.send_multipart([b"hello", b"{}"])
+        if sub.poll(50):
+            while sub.poll(0):
+                sub.recv_multipart()
+            return
+    raise AssertionError("SUB never connected to PUB")
+
+
+def _drain(sub: zmq.Socket, timeout_ms: int = 500) -> list[list[bytes]]:
+    msgs = []
+    while sub.poll(timeout_ms):
+        msgs.append(sub.recv_multipart())
+        timeout_ms = 200
+    return msgs
+
+
+def test_democamera_one_message_per_processed_frame(mm_scope, detector):
+    pub = PubOutput(port=0)
+    pub.open()
+    sub = _sub(pub.address)
+    try:
+        _wait_connected(pub, sub)
+        p = Pipeline(mm_scope, detector, control=ControlConfig(mode="track"),
+                     outputs=[pub], frames=40)
+        s = p.run()
+        msgs = [m for m in _drain(sub) if m[0] == schema.TOPIC_DETECTIONS]
+    finally:
+        sub.close()
+    assert s["frames"] == 40 == p.processed
+    assert s["stop_reason"] == "frames"
+    assert len(msgs) == p.processed, "exactly one detections message per processed frame"
+    decoded = [json.loads(m[1]) for m in msgs]
+    indices = [d["frame_index"] for d in decoded]
+    assert [d["seq"] for d in decoded] == list(range(40))
+    assert indices == sorted(indices) and len(set(indices)) == 40
+    assert indices[-1] == p.last_result.frame.index
+    d = decoded[-1]
+    assert d["schema"] == schema.SCHEMA_DETECTIONS
+    assert d["shape"] == list(p.last_result.frame.pixels.shape)
+    assert d["n"] == len(d["detections"]) > 0, "DemoCamera beads should be detected"
+    st = d["stamps_ns"]
+    assert st["ready"] <= st["dequeued"] <= st["detect_start"] <= st["detect_end"] \
+        <= st["control_end"] <= st["published"]
+    assert set(d["stage_um"]) == {"x", "y", "z"}
+    det = d["detections"][0]
+    x0, y0, x1, y1 = det["box_px"]
+    assert x0 < x1 and y0 < y1 and 0 <= det["score"] <= 1
+    # stage coordinates of the box centre follow the frame's own map
+    f = p.last_result.frame
+    expect = f.pixel_to_stage(np.array([det["center_px"]]))[0]
+    np.testing.assert_allclose(det["center_um"], expect, atol=1e-2)
+    assert any(x["track_id"] is not None for x in d["detections"])
+    # summary fields are sane
+    assert s["acquired"] >= s["frames"]
+    assert s["dropped"] == s["acquired"] - s["frames"] - s["paused_frames"] or \
+        s["dropped"] <= s["acquired"] - s["frames"]
+    lat = s["latency_ms"]["ready_to_published"]
+    assert lat["n"] == 40 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert s["detector"]["name"] == "classical"
+
+
+def test_stalled_subscriber_never_blocks_the_loop(mm_scope, detector, tmp_path):
+    """A subscriber that connects and never reads: the loop processes every frame it
+    would without it, the publisher counts drops instead of blocking."""
+    pub = PubOutput(port=0, sndhwm=1)
+    pub.open()
+    stalled = _sub(pub.address, rcvhwm=1)
+    stalled.setsockopt(zmq.RCVBUF, 4096)
+    try:
+        _wait_connected(pub, stalled)
+        # overlay frames (~0.8 MB each) through the same PUB fill any socket buffer fast
+        ov = OverlayOutput(publisher=pub, window=False)
+        p = Pipeline(mm_scope, detector, outputs=[pub, ov], frames=60)
+        s = p.run()
+    finally:
+        stalled.close()
+    assert s["frames"] == 60 and s["stop_reason"] == "frames"
+    z = s["outputs"]["zmq-pub"]
+    assert z["zmq_dropped"] > 0, "the stalled subscriber's messages must be dropped"
+    assert z["handled"] + z["dropped"] >= 60
+    assert s["outputs"]["overlay"]["handled"] > 0
+
+
+def test_rep_commands_and_bad_input(mm_scope, detector, tmp_path):
+    p = Pipeline(mm_scope, detector, control=ControlConfig(mode="track"),
+                 snapshot_dir=tmp_path / "snaps")
+    p.start()
+    srv = CommandServer(p.command, port=0).start()
+    addr = srv.address
+    try:
+        deadline = time.monotonic() + 10
+        while p.processed < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = request(addr, {"cmd": "status"})
+        assert st["ok"] and st["state"] == "running" and st["processed"] >= 5
+        assert st["mode"] == "track"
+
+        assert request(addr, {"cmd": "pause"}) == {"ok": True, "paused": True}
+        time.sleep(0.15)  # let a frame in flight finish
+        n0, paused0 = p.processed, p.paused_frames
+        time.sleep(0.4)
+        st = request(addr, {"cmd": "status"})
+        assert st["state"] == "paused"
+        assert p.processed == n0, "paused: no frame is processed"
+        assert p.paused_frames > paused0, "paused: frames still arrive and are counted"
+        assert request(addr, {"cmd": "resume"})["ok"]
+        deadline = time.monotonic() + 10
+        while p.processed <= n0 + 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert p.processed > n0 + 3, "resume restarts processing"
+
+        # bad input: one clear error each, never a hang
+        s = zmq.Context.instance().socket(zmq.REQ)
+        s.setsockopt(zmq.RCVTIMEO, 3000)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(addr)
+        s.send(b"this is not json")
+        rep = json.loads(s.recv())
+        s.close()
+        assert rep["ok"] is False and "JSON" in rep["error"]
+        for bad, word in (({"cmd": "fly"}, "unknown command"),
+                          ({"nocmd": 1}, "cmd"),
+                          ({"cmd": "set_mode", "mode": "warp"}, "mode"),
+                          ({"cmd": "set_threshold", "score": "high"}, "score"),
+                          ({"cmd": "set_threshold", "score": 7}, "[0, 1]"),
+                          ({"cmd": "set_target", "target": "bogus"}, "policy"),
+                          ({"cmd": "set_target"}, "target")):
+            rep = request(addr, bad)
+            assert rep["ok"] is False, bad
+            assert word in rep["error"], (bad, rep)
+
+        assert request(addr, {"cmd": "set_mode", "mode": "off"})["mode"] == "off"
+        assert p.mode == "off"
+        assert request(addr, {"cmd": "set_threshold", "score": 0.5})["score_threshold"] == 0.5
+        assert request(addr, {"cmd": "set_target", "target": "largest"})["target"] == "largest"
+        snap = request(addr, {"cmd": "snapshot"})
+        assert snap["ok"], snap
+        for path in snap["paths"].values():
+            assert Path(path).is_file() and Path(path).stat().st_size > 0
+        n1 = p.processed
+        deadline = time.monotonic() + 10
+        while p.processed <= n1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert p.processed > n1, "the loop keeps running after bad commands"
+        assert request(addr, {"cmd": "stop"})["ok"]
+        assert p.wait(10)
+        assert p.stop_reason == "stop command"
+    finally:
+        srv.stop()
+        p.stop()
+    assert p.summary()["stop_reason"] == "stop command"
