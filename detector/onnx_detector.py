@@ -218,14 +218,14 @@ class OnnxDetector:
         return None
 
     # -- per-frame path ----------------------------------------------------------------
-    def _normalise(self, img: np.ndarray) -> np.ndarray:
+    def _normalise(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         spec = dict(self.card.normalisation or {})
         if spec.get("method", "auto") == "auto":
             # Ultralytics nets were trained on 8-bit RGB / 255: keep that for uint8,
             # stretch anything deeper robustly.
             spec = ({"method": "scale", "divisor": 255.0} if img.dtype == np.uint8
                     else {"method": "percentile", "clip": True})
-        return pp.normalise(img, spec)
+        return pp.normalise(img, spec, out)
 
     def _factor(self, frame: Frame | np.ndarray) -> float:
         size = self.object_size_px
@@ -270,24 +270,36 @@ class OnnxDetector:
 
     def _detect_centernet(self, img: np.ndarray, factor: float):
         t0 = time.perf_counter_ns()
-        x = pp.resize(self._normalise(img), factor)
+        if abs(factor - 1.0) < 1e-3:
+            factor, x = 1.0, None  # normalised later, straight into the network input
+            h, w = img.shape
+        else:
+            x = pp.resize(self._normalise(img), factor)
+            h, w = x.shape
         mult = int(self.card.input.get("multiple", 32) or 32)
         dec = self.card.decoding
         thr = self.score_threshold
-        h, w = x.shape
         tiles = self._tiles(h, w)
         run_ns = post_ns = 0
-        t1 = time.perf_counter_ns()
-        pre_ns = t1 - t0
         if tiles is None:
-            xp = pp.pad_to_multiple(x, mult)
+            # zero-padded input (bottom/right, so coordinates need no shift); the frame is
+            # normalised directly into its top-left corner: no extra full-frame copy
+            hp, wp = -(-h // mult) * mult, -(-w // mult) * mult
+            buf = np.zeros((1, 1, hp, wp), np.float32)
+            if x is None:
+                self._normalise(img, out=buf[0, 0, :h, :w])
+            else:
+                buf[0, 0, :h, :w] = x
             t1 = time.perf_counter_ns()
             pre_ns = t1 - t0
-            out = self._run(xp[None, None])
+            out = self._run(buf)
             t2 = time.perf_counter_ns()
             boxes, scores, cls = decode_centernet(out, dec, thr)
             run_ns, post_ns = t2 - t1, time.perf_counter_ns() - t2
         else:
+            if x is None:
+                x = self._normalise(img)
+            pre_ns = time.perf_counter_ns() - t0
             bs, ss, cs = [], [], []
             fixed = self._fixed_hw
             for t in tiles:

@@ -96,7 +96,8 @@ def percentile_range(img: np.ndarray, low: float = 1.0, high: float = 99.8,
     return float(lo), float(hi)
 
 
-def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None) -> np.ndarray:
+def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
     """Map *img* to float32, ~[0, 1], as the model card's ``normalisation`` says.
 
     Parameters
@@ -109,6 +110,9 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None) -> np.ndar
         and to the camera's offset and gain); ``{"method": "scale", "divisor": 255}``
         divides; ``{"method": "none"}`` only casts. ``clip`` (default False) clips to
         [0, 1]. Training uses this same function, so train and test match by construction.
+    out
+        Optional float32 array of the same shape to write into (e.g. the top-left corner
+        of an already padded network input, which saves one full-frame copy).
 
     Returns
     -------
@@ -116,7 +120,12 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None) -> np.ndar
     """
     spec = {**DEFAULT_NORMALISATION, **(spec or {})}
     method = spec.get("method", "percentile")
-    out = img.astype(np.float32, copy=True) if img.dtype != np.float32 else img.copy()
+    if out is None:
+        out = np.empty(img.shape, np.float32)
+    elif out.shape != img.shape or out.dtype != np.float32:
+        raise ValueError(f"normalise: out must be float32 {img.shape}; got {out.dtype} "
+                         f"{out.shape}.")
+    np.copyto(out, img, casting="unsafe")
     if method == "percentile":
         lo, hi = percentile_range(img, spec["low"], spec["high"], spec["subsample"])
         scale = 1.0 / (hi - lo) if hi > lo else 1.0

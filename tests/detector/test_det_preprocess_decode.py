@@ -1,0 +1,119 @@
+"""Pre-processing, peak decoding and tiling geometry, on hand-made arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector import preprocess as pp
+from detector.decode import decode_centernet, find_peaks
+from detector.tiling import keep_owned, tile_grid
+
+
+def test_percentile_normalisation_maps_the_range_to_0_1():
+    rng = np.random.default_rng(0)
+    img = rng.integers(1000, 5000, (512, 512)).astype(np.uint16)
+    x = pp.normalise(img, {"low": 1, "high": 99})
+    lo, hi = np.percentile(img, [1, 99])  # full-frame reference
+    # the strided estimate is close to the full-frame one
+    assert abs(np.percentile(x, 1)) < 0.01 and abs(np.percentile(x, 99) - 1) < 0.01
+    assert x.dtype == np.float32 and x.shape == img.shape
+    ref = (img.astype(np.float64) - lo) / (hi - lo)
+    assert np.abs(x - ref).max() < 0.01
+    clipped = pp.normalise(img, {"clip": True})
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    assert np.allclose(pp.normalise(img, {"method": "scale", "divisor": 5000}), img / 5000)
+    with pytest.raises(ValueError, match="Unknown normalisation"):
+        pp.normalise(img, {"method": "zscore"})
+
+
+def test_normalise_into_a_padded_buffer_and_flat_images():
+    img = np.arange(60, dtype=np.uint16).reshape(6, 10)
+    buf = np.full((8, 16), -7, np.float32)
+    pp.normalise(img, out=buf[:6, :10])
+    assert np.array_equal(buf[:6, :10], pp.normalise(img)) and np.all(buf[6:] == -7)
+    flat = pp.normalise(np.full((8, 8), 300, np.uint16))
+    assert np.all(np.isfinite(flat))
+
+
+def test_subsample_bounds_the_work_for_big_frames():
+    big = np.zeros((4096, 4096), np.uint8)
+    assert pp.subsample(big, 4).size <= 65536
+    assert pp.subsample(np.zeros((64, 64)), 4).shape == (16, 16)
+
+
+def test_pad_resize_and_scale_factor():
+    img = np.ones((50, 70), np.float32)
+    p = pp.pad_to_multiple(img, 32)
+    assert p.shape == (64, 96) and p[:50, :70].all() and not p[50:].any()
+    assert pp.pad_to_multiple(p, 32) is p
+    assert pp.resize(img, 0.5).shape == (25, 35)
+    assert pp.resize(img, 1.0) is img
+    assert pp.scale_factor(None, [10, 40]) == 1.0
+    assert pp.scale_factor(40, [10, 40]) == pytest.approx(0.5)
+    assert pp.scale_factor(10, 20) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="positive"):
+        pp.scale_factor(-3, [10, 40])
+
+
+def test_int_and_half_dtypes_are_cast():
+    assert pp.as_image(np.zeros((4, 4), np.int32)).dtype == np.float32
+    assert pp.as_image(np.zeros((4, 4), np.float16)).dtype == np.float32
+    assert pp.as_image(np.zeros((4, 4), bool)).dtype == np.float32
+    u16 = np.zeros((4, 4), np.uint16)
+    assert pp.as_image(u16) is u16
+
+
+def test_peaks_plateaus_threshold_and_limit():
+    h = np.zeros((2, 10, 12), np.float32)
+    h[0, 2:4, 3:5] = 0.9  # 2x2 plateau: one peak, its first cell
+    h[0, 7, 8], h[0, 7, 9] = 0.8, 0.5  # 0.5 is a shoulder, not a peak
+    h[0, 0, 0] = 0.7  # corner
+    h[0, 5, 0:5] = 0.6  # flat ridge
+    h[1, 9, 11] = 0.2  # below threshold
+    c, y, x, s = find_peaks(h, 0.3)
+    assert list(zip(y.tolist(), x.tolist(), strict=True)) == [(2, 3), (7, 8), (0, 0), (5, 0)]
+    assert np.allclose(s, [0.9, 0.8, 0.7, 0.6]) and c.tolist() == [0, 0, 0, 0]
+    c, y, x, s = find_peaks(h, 0.1, max_detections=2)
+    assert len(s) == 2 and s[0] == pytest.approx(0.9)
+    c, *_ = find_peaks(h, 0.1)
+    assert 1 in c.tolist()
+
+
+def test_decode_centernet_geometry():
+    h = np.zeros((1, 8, 8), np.float32)
+    h[0, 3, 5] = 0.9
+    size = np.zeros((2, 8, 8), np.float32)
+    size[:, 3, 5] = (12, 6)
+    b, s, c = decode_centernet({"heatmap": h, "size": size}, {"stride": 4})
+    # centre ((5 + 0.5) * 4, (3 + 0.5) * 4) = (22, 14)
+    assert np.allclose(b, [[16, 11, 28, 17]]) and s[0] == pytest.approx(0.9)
+    off = np.zeros((2, 8, 8), np.float32)
+    off[:, 3, 5] = (0.25, 0.75)
+    b, _, _ = decode_centernet({"hm": h, "wh": size, "off": off},
+                               {"stride": 4, "heatmap": "hm", "size": "wh", "offset": "off"})
+    assert np.allclose(b, [[15, 12, 27, 18]])
+    b, s, c = decode_centernet({"heatmap": h, "size": size}, {"stride": 4}, 0.95)
+    assert b.shape == (0, 4) and len(s) == len(c) == 0
+
+
+def test_tile_grid_covers_and_owns_every_pixel_once():
+    tiles = tile_grid(300, 500, 128, 40)
+    cover = np.zeros((300, 500), int)
+    ys, xs = np.mgrid[0:300, 0:500]
+    pts = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], 1)
+    owners = np.zeros(len(pts), int)
+    for t in tiles:
+        assert t.y1 - t.y0 <= 128 and t.x1 - t.x0 <= 128
+        cover[t.y0:t.y1, t.x0:t.x1] += 1
+        boxes = np.concatenate([pts - 0.1, pts + 0.1], 1)
+        owners += keep_owned(t, boxes)
+        # what a tile owns lies at least overlap/2 inside it (or at the frame border)
+        if t.x0 > 0:
+            assert t.own_x0 - t.x0 >= 20
+        if t.x1 < 500:
+            assert t.x1 - t.own_x1 >= 20
+    assert cover.min() >= 1 and np.all(owners == 1)
+    assert len(tile_grid(100, 100, 128, 40)) == 1
+    with pytest.raises(ValueError, match="overlap < tile"):
+        tile_grid(300, 300, 64, 64)
