@@ -1,0 +1,141 @@
+"""Find-and-image on the simulator: every true cell in the region imaged exactly once."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+sim = pytest.importorskip("acquisition.simulated")
+
+from control.workflow import FindAndImage, ZStackSpec, plan_fields  # noqa: E402
+
+
+def _scope(seed=0, **kw):
+    return sim.SimulatedMicroscope(sim.SimConfig(seed=seed, realtime=False, **kw))
+
+
+def _detector():
+    try:
+        from detector import load_detector
+
+        return load_detector()
+    except (ImportError, FileNotFoundError):
+        from detector.classical import ClassicalDetector
+
+        return ClassicalDetector()
+
+
+def _region(scope, frac=1.3):
+    """A region a little larger than one field around the start: needs several fields."""
+    f = scope.snap()
+    h, w = f.shape
+    side = frac * min(h, w) * f.pixel_size_um
+    p = scope.position()
+    return (p.x - side / 2, p.y - side / 2, p.x + side / 2, p.y + side / 2)
+
+
+def _rows(path):
+    with open(path / "cells.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _true_centers(scope, ids):
+    return {int(i): np.asarray(scope.specimen.center_um(i), float)[:2] for i in ids}
+
+
+def test_plan_fields_covers_region_with_overlap():
+    fields = plan_fields((0, 0, 300, 200), field_um=100, overlap_um=20)
+    xs = sorted({x for x, _ in fields})
+    ys = sorted({y for _, y in fields})
+    assert xs[0] - 50 <= -10 and xs[-1] + 50 >= 310
+    assert ys[0] - 50 <= -10 and ys[-1] + 50 >= 210
+    assert max(np.diff(xs)) <= 80 + 1e-9 and max(np.diff(ys)) <= 80 + 1e-9
+    with pytest.raises(ValueError, match="x1 > x0"):
+        plan_fields((10, 0, 0, 5), 100, 10)
+
+
+def test_every_true_cell_imaged_exactly_once(tmp_path):
+    scope = _scope(seed=11)
+    region = _region(scope)
+    truth_ids = [int(i) for i in scope.specimen.cells_in_region(*region)]
+    assert len(truth_ids) >= 3
+    wf = FindAndImage(scope, _detector(), region=region, out_dir=tmp_path,
+                      z_stack=ZStackSpec((-1.0, 1.0), 1.0))
+    summary = wf.run()
+    assert summary.status == "done" and summary.fields > 1
+    rows = _rows(tmp_path)
+    imaged = [r for r in rows if r["status"] == "imaged"]
+    # Map every imaged cell to the nearest true cell (ground truth, not the detector).
+    all_ids = [int(i) for i in scope.specimen.cells_in_region(
+        region[0] - 50, region[1] - 50, region[2] + 50, region[3] + 50)]
+    centers = _true_centers(scope, all_ids)
+    hits = []
+    for r in imaged:
+        xy = np.array([float(r["x_um"]), float(r["y_um"])])
+        cid = min(centers, key=lambda i: float(np.hypot(*(centers[i] - xy))))
+        assert np.hypot(*(centers[cid] - xy)) < 3.0
+        hits.append(cid)
+    assert len(hits) == len(set(hits)), "a cell was imaged twice"
+    missing = set(truth_ids) - set(hits)
+    assert not missing, f"true cells not imaged: {sorted(missing)}"
+    # Anything imaged beyond the true set must sit on the region's border (detector vs
+    # truth centre disagree by a fraction of a µm there).
+    for cid in set(hits) - set(truth_ids):
+        x, y = centers[cid]
+        d = min(abs(x - region[0]), abs(x - region[2]), abs(y - region[1]),
+                abs(y - region[3]))
+        assert d < 2.0
+    assert summary.cells_imaged == len(imaged)
+
+    # OME-TIFF with physical sizes, positions and the boxes.
+    r = imaged[0]
+    with tifffile.TiffFile(tmp_path / r["file"]) as tf:
+        assert tf.is_ome
+        stack = tf.asarray()
+        ome = tf.ome_metadata
+    assert stack.ndim == 3 and stack.shape[0] == int(r["n_planes"]) == 3
+    assert "PhysicalSizeX" in ome and "PhysicalSizeZ" in ome and "PositionX" in ome
+    assert "box_px" in ome
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["cells_imaged"] == len(imaged) and s["status"] == "done"
+    assert s["sim_s"] is not None and s["sim_s"] > 0
+
+
+def test_interrupted_run_keeps_what_it_saved(tmp_path):
+    scope = _scope(seed=12)
+    region = _region(scope)
+    done = []
+
+    def stop_after_two(rec):
+        done.append(rec)
+        if len([d for d in done if d.status == "imaged"]) == 2:
+            raise KeyboardInterrupt
+
+    wf = FindAndImage(scope, _detector(), region=region, out_dir=tmp_path,
+                      z_stack=ZStackSpec((0.0, 0.0), 1.0), autofocus=False,
+                      on_cell=stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        wf.run()
+    rows = _rows(tmp_path)
+    imaged = [r for r in rows if r["status"] == "imaged"]
+    assert len(imaged) == 2
+    for r in imaged:
+        assert tifffile.imread(tmp_path / r["file"]).shape[0] == 1
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["cells_imaged"] == 2
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_dry_run_moves_nothing(tmp_path):
+    scope = _scope(seed=13)
+    start = scope.position()
+    region = _region(scope)
+    s = FindAndImage(scope, _detector(), region=region, out_dir=tmp_path,
+                     dry_run=True).run()
+    assert s.status == "dry-run" and s.fields > 1 and len(s.planned_fields) == s.fields
+    assert scope.position() == start
+    assert all(r["status"] == "planned" for r in _rows(tmp_path))
