@@ -165,8 +165,23 @@ def _parabola_peak(z: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     return zc - b / (2 * a), float(a)
 
 
+def _bracket_peak(z: np.ndarray, y: np.ndarray) -> float:
+    """Peak of the parabola through the best sample and its neighbours (sorted by z)."""
+    zu, inv = np.unique(np.round(z, 6), return_inverse=True)
+    yu = np.array([y[inv == k].mean() for k in range(len(zu))])
+    i = int(np.argmax(yu))
+    if len(zu) < 3:
+        return float(zu[i])
+    j = min(max(i, 1), len(zu) - 2)
+    pk = _parabola_peak(zu[j - 1:j + 2], yu[j - 1:j + 2])
+    if pk is None:
+        return float(zu[i])
+    return float(np.clip(pk[0], zu[j - 1], zu[j + 1]))
+
+
 def autofocus(scope: Microscope, detector: Detector | None = None, search_um: float = 12.0,
-              coarse: int = 5, refine: int = 2, metric: str = "brenner",
+              coarse: int = 5, refine: int = 2, refine_rounds: int = 2,
+              metric: str = "brenner",
               boxes: np.ndarray | None = None, max_extend: int = 3,
               center: float | None = None) -> FocusResult:
     """Find best focus around the current z in few images.
@@ -271,19 +286,20 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
 
     z_est = estimate()
     assert z_est is not None
+    # Refinement: a symmetric pair around the estimate, then the log-parabola through the
+    # best sample and its nearest neighbour on each side (a bracket, so never an
+    # extrapolation). If that moved the estimate by more than half the pair's half-width
+    # the first estimate was poor: repeat with a pair half as wide.
     h = step / 3.0
-    offs = [-h, h] if refine == 2 else list(np.linspace(-h, h, max(refine, 1)))
-    for o in offs[:refine]:
-        take(z_est + o)
-    s = scores(boxes)
-    # Final fit over the samples close to the estimate only: the log-parabola model
-    # holds near the peak, not in the tails.
-    za = np.asarray(zs)
-    sa = np.log(np.maximum(s, 1e-12))
-    near = np.abs(za - z_est) <= step * 0.75
-    pk = _parabola_peak(za[near], sa[near]) if near.sum() >= 3 else None
-    z_best = z_est if pk is None else float(np.clip(pk[0], z_est - step / 2,
-                                                     z_est + step / 2))
+    z_best = z_est
+    for rnd in range(max(1, refine_rounds)):
+        for o in (-h, h)[: max(refine, 0)]:
+            take(z_est + o)
+        s = scores(boxes)
+        z_best = _bracket_peak(np.asarray(zs), np.log(np.maximum(s, 1e-12)))
+        if abs(z_best - z_est) <= h / 2 or rnd == refine_rounds - 1:
+            break
+        z_est, h = z_best, h / 2
     ok = not refused
     msg = "; ".join(refused)
     if float(np.max(s)) <= 1.05 * float(np.min(s)):
