@@ -96,3 +96,15 @@ def test_steering_reports_refused_and_dry_run_moves(mm_scope):
     assert (end.x, end.y) == pytest.approx((start.x, start.y), abs=1e-6)  # ... not made
     recs = list(mm_scope.guard.history)[n_hist:]
     assert len(recs) == 3 and all(r.reason == "dry-run" and not r.made for r in recs)
+
+
+@pytest.mark.parametrize("start", [10.0, -10.0])
+def test_autofocus_on_demo_beads(mm_scope, start):
+    from control.focus import autofocus
+
+    # DemoCamera's beads are sharpest at Z = 0 and blur symmetrically with |Z|.
+    mm_scope.move_z(start)
+    r = autofocus(mm_scope)
+    assert r.ok, r.message
+    assert abs(mm_scope.position().z) < 0.5, r.samples
+    assert r.images <= 10
