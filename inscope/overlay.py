@@ -238,9 +238,12 @@ class OverlayOutput(Output):
     def open(self) -> None:
         if self.window_wanted is not False:
             self.window = display_available()
-            if not self.window:
+            if not self.window and self.window_wanted is None:
                 log.info("no display available (DISPLAY unset or OpenCV without GUI): "
                          "not showing the overlay window")
+            elif not self.window:
+                log.warning("an overlay window was asked for but no display is available "
+                            "(DISPLAY unset or OpenCV without GUI); not showing it")
 
     def handle(self, r: Result) -> None:
         t = r.stamps.get("ready")

@@ -109,9 +109,15 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
         if pipeline_holder:
             pipeline_holder[0].request_stop("window closed (q)")
 
-    if o.video or o.window is not False or (pub is not None and o.zmq.overlay) or eyepiece:
+    from inscope.overlay import display_available
+
+    window = o.window if o.window is not None else display_available()
+    if o.window is None and not window:
+        say("note: no display available (DISPLAY unset or OpenCV without GUI): no overlay "
+            "window" + (f"; the overlay goes to {o.video}" if o.video else ""))
+    if o.video or window or (pub is not None and o.zmq.overlay) or eyepiece:
         outputs.append(OverlayOutput(
-            video=o.video, video_fps=o.video_fps, window=o.window,
+            video=o.video, video_fps=o.video_fps, window=window,
             publisher=pub if o.zmq.overlay else None, eyepiece=eyepiece,
             mode=cfg.control.mode, on_quit=on_quit))
     if o.records.dir:
