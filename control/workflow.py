@@ -375,7 +375,7 @@ class FindAndImage:
 
     def _scan(self) -> list[_Candidate]:
         t0, sim0 = time.perf_counter(), _sim_time(self.scope)
-        first = self.scope.snap()
+        first = self._snap()
         fields = self._fields(first)
         self.summary.fields = len(fields)
         self.summary.planned_fields = [list(p) for p in fields]
@@ -387,7 +387,8 @@ class FindAndImage:
                 log.warning("field %d at (%.1f, %.1f) skipped: %s", i, x, y, e)
                 continue
             if i == 0 and self.autofocus:
-                autofocus(self.scope, self.detector, search_um=self.scan_focus_search_um)
+                r = autofocus(self.scope, self.detector, search_um=self.scan_focus_search_um)
+                self._images += r.images
             frame = self._snap()
             det = self._detect(frame)
             if not len(det):
