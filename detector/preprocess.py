@@ -91,9 +91,24 @@ def subsample(img: np.ndarray, step: int, max_samples: int = 65536) -> np.ndarra
 def percentile_range(img: np.ndarray, low: float = 1.0, high: float = 99.8,
                      step: int = 4) -> tuple[float, float]:
     """Low/high intensity percentiles of *img* estimated on a strided subsample."""
-    sub = subsample(img, step)
-    lo, hi = np.percentile(sub, [low, high])
-    return float(lo), float(hi)
+    sub = subsample(img, step).ravel()  # ravel copies the strided view once
+    n = sub.size
+    # numpy's default (linear) percentile: interpolate between sorted[floor(pos)] and
+    # sorted[ceil(pos)]; the same numbers as np.percentile, found faster
+    pos = np.array([low, high], float) / 100.0 * (n - 1)
+    f = np.floor(pos).astype(np.int64)
+    c = np.ceil(pos).astype(np.int64)
+    if sub.dtype in (np.uint8, np.uint16):
+        # integer pixels: a histogram (bincount + cumsum) is ~3x faster than a partial
+        # sort; sorted[i] is the first value whose cumulative count exceeds i
+        cum = np.cumsum(np.bincount(sub))
+        vf = np.searchsorted(cum, f, side="right").astype(np.float64)
+        vc = np.searchsorted(cum, c, side="right").astype(np.float64)
+    else:
+        part = np.partition(sub, np.unique(np.concatenate([f, c])))
+        vf, vc = part[f].astype(np.float64), part[c].astype(np.float64)
+    v = vf + (vc - vf) * (pos - f)
+    return float(v[0]), float(v[1])
 
 
 def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
@@ -125,16 +140,19 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
     elif out.shape != img.shape or out.dtype != np.float32:
         raise ValueError(f"normalise: out must be float32 {img.shape}; got {out.dtype} "
                          f"{out.shape}.")
-    np.copyto(out, img, casting="unsafe")
     if method == "percentile":
         lo, hi = percentile_range(img, spec["low"], spec["high"], spec["subsample"])
         scale = 1.0 / (hi - lo) if hi > lo else 1.0
-        # in-place float32 ops: no temporaries (measured ~2x faster than (x - lo) / d)
-        np.subtract(out, np.float32(lo), out=out)
+        # cast and shift in one pass, then scale in place: no temporaries (measured ~2x
+        # faster than (x - lo) / d)
+        np.subtract(img, np.float32(lo), out=out, dtype=np.float32, casting="unsafe")
         np.multiply(out, np.float32(scale), out=out)
     elif method == "scale":
-        np.multiply(out, np.float32(1.0 / float(spec.get("divisor", 255.0))), out=out)
-    elif method != "none":
+        np.multiply(img, np.float32(1.0 / float(spec.get("divisor", 255.0))), out=out,
+                    dtype=np.float32, casting="unsafe")
+    elif method == "none":
+        np.copyto(out, img, casting="unsafe")
+    else:
         raise ValueError(
             f"Unknown normalisation method {method!r} in the model card; use "
             "'percentile', 'scale' or 'none'.")

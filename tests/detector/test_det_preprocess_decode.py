@@ -117,3 +117,14 @@ def test_tile_grid_covers_and_owns_every_pixel_once():
     assert len(tile_grid(100, 100, 128, 40)) == 1
     with pytest.raises(ValueError, match="overlap < tile"):
         tile_grid(300, 300, 64, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(9, 9), (300, 517), (1100, 700)])
+def test_fast_percentiles_equal_numpys_on_the_subsample(dtype, shape):
+    rng = np.random.default_rng(7)
+    top = 250 if dtype == np.uint8 else 60000
+    img = (rng.gamma(2.0, 0.1, shape) * top).clip(0, top).astype(dtype)
+    got = pp.percentile_range(img, 1.0, 99.8, 4)
+    want = np.percentile(pp.subsample(img, 4), [1.0, 99.8])
+    assert np.allclose(got, want, rtol=1e-6)
