@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from acquisition.errors import MicroscopeUnavailable
 from acquisition.microscope import BaseMicroscope
 from acquisition.safety import MoveGuard, SoftLimits
 
@@ -65,7 +66,15 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
     name = str(backend).lower().strip()
     lim = _limits(limits)
     if name == "sim":
-        from acquisition.simulated import SimConfig, SimulatedMicroscope
+        try:
+            from acquisition.simulated import SimConfig, SimulatedMicroscope
+        except ModuleNotFoundError as e:
+            if e.name != "acquisition.simulated":
+                raise
+            raise MicroscopeUnavailable(
+                "The simulated backend (acquisition.simulated) is not part of this build; "
+                "use backend 'headless' (Micro-Manager demo devices) or 'replay'."
+            ) from e
 
         fields = {f.name for f in dataclasses.fields(SimConfig)}
         _check_options("sim", options, fields)
