@@ -35,15 +35,23 @@ class ModelCard:
     normalisation
         ``{"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 4}`` maps the
         frame to [0, 1] float32 (robust to uint8/uint16/float inputs), or
-        ``{"method": "scale", "divisor": 255}``.
+        ``{"method": "scale", "divisor": 255}``; optional ``"clip": true`` clips to
+        [0, 1]. Implemented once in :func:`detector.preprocess.normalise`; training
+        should call that same function.
     scale
         ``{"object_size_px": [lo, hi]}``: the object sizes the model was trained for; the
         detector rescales frames so objects fall in this range (from the pixel size, or a
-        user-given ``object_size_px``). ``{"tile": int, "overlap": int}`` for tiling.
+        user-given ``object_size_px``). ``{"tile": int, "overlap": int}`` for tiling;
+        ``"tile_above": int`` (default 2560): longest side above which a fully
+        convolutional model is run in tiles rather than on the whole frame.
     decoding
         Format-specific: for centernet ``{"stride": 4, "heatmap": "heatmap", "size":
         "size", "offset": "offset" | None, "score_threshold": 0.3, "peak_kernel": 3,
         "max_detections": 500}``; for ultralytics ``{"score_threshold", "iou_threshold"}``.
+        CenterNet centres (input pixels, pixel i spanning [i, i+1)) are
+        ``(cell + offset) * stride`` with the standard offset in [0, 1), or the cell
+        centre ``(cell + 0.5) * stride`` without an offset head; "size" is the box
+        width, height in input pixels (see :mod:`detector.decode`).
     training, metrics, latency
         Free-form records of how the model was made and what it measured.
     sha256
