@@ -216,3 +216,17 @@ def test_cli_stream_replay(tmp_path, stack, capsys):
     assert "replay:cli.ome.tif" in out and "fps" in out and "p99" in out
     assert main(["stream", "--backend", "replay", "--file", str(tmp_path / "x.tif")]) == 1
     assert "Replay file not found" in capsys.readouterr().err
+
+
+def test_factory_sim_options_limits_dry_run():
+    pytest.importorskip("acquisition.simulated")
+    from acquisition import BaseMicroscope
+
+    scope = open_microscope("sim", limits={"x": [-10, 10], "y": [-10, 10]}, dry_run=True)
+    assert isinstance(scope, BaseMicroscope)
+    assert scope.limits.x == (-10.0, 10.0) and scope.guard.dry_run
+    assert scope.move_xy(1.0, 1.0) is False
+    assert scope.snap().pixels.ndim == 2
+    scope.close()
+    with pytest.raises(TypeError, match="Unknown option.*'no_such_field'.*allowed"):
+        open_microscope("sim", no_such_field=1)
