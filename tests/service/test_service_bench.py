@@ -1,0 +1,32 @@
+"""``inscope bench`` on the DemoCamera with the classical detector: report and plots."""
+
+from __future__ import annotations
+
+import json
+
+from inscope.cli import build_parser
+
+
+def test_bench_reports_every_stage(mm_scope, tmp_path, capsys):
+    # mm_scope makes sure the shared headless core is up (and reset) for this process
+    out = tmp_path / "bench.json"
+    args = build_parser().parse_args(
+        ["bench", "--frames", "30", "--backend", "headless", "--model", "classical",
+         "--out", str(out)])
+    assert args.func(args) == 0
+    rep = json.loads(out.read_text())
+    (r,) = rep["results"]
+    assert r["frames"] == 30 and r["detector"]["name"] == "classical"
+    L = r["latency_ms"]
+    for k in ("ready_to_dequeued", "detect", "detect_end_to_control_start", "control",
+              "detect_end_to_published", "published_to_sent", "ready_to_published",
+              "ready_to_sent", "ready_to_move_commanded"):
+        assert k in L
+    e = L["ready_to_published"]
+    assert e["n"] == 30 and e["p50"] <= e["p90"] <= e["p99"] <= e["max"]
+    # overhead excludes the detector, so it is below the end-to-end latency
+    assert r["overhead_ms"]["p50"] < e["p50"]
+    assert 0 < r["throughput_vs_camera"] <= 1.05
+    assert (tmp_path / "latency_cdf.png").stat().st_size > 0
+    assert (tmp_path / "stage_timeline.png").stat().st_size > 0
+    assert "classical/opencv" in capsys.readouterr().out
