@@ -34,7 +34,7 @@ def test_record_then_replay(mm_scope, detector, tmp_path):
     with tifffile.TiffFile(rec.frames_path) as tf:
         assert tf.is_ome and tf.series[0].shape[0] == 25
 
-    replay = open_microscope("replay", path=str(rec.frames_path), fps=0)
+    replay = open_microscope("replay", path=str(rec.frames_path), fps=50)
     try:
         assert replay.pixel_size_um == pytest.approx(msgs[0]["pixel_size_um"])
         out = []
@@ -42,10 +42,14 @@ def test_record_then_replay(mm_scope, detector, tmp_path):
         s2 = p2.run()
     finally:
         replay.close()
-    assert s2["frames"] == 25 and s2["stop_reason"] == "stream ended"
+    assert s2["stop_reason"] == "stream ended"
+    # a newest-frame pipeline may drop a replayed frame under load; none is invented
+    assert s2["acquired"] == 25 and s2["frames"] + s2["dropped"] == 25
+    assert s2["frames"] >= 5
     moved = {tuple(m["stage_um"].values()) for m in msgs}
     assert len(moved) > 1, "steering should have moved the stage during the recording"
-    for m, r in zip(msgs, out, strict=True):
+    for r in out:
+        m = msgs[r.frame.metadata["source_index"]]
         pos = r.frame.position
         assert (pos.x, pos.y, pos.z) == pytest.approx(tuple(m["stage_um"].values()))
         boxes = np.array([d["box_px"] for d in m["detections"]]).reshape(-1, 4)

@@ -139,7 +139,12 @@ def test_rep_commands_and_bad_input(mm_scope, detector, tmp_path):
         assert st["mode"] == "track"
 
         assert request(addr, {"cmd": "pause"}) == {"ok": True, "paused": True}
-        time.sleep(0.15)  # let a frame in flight finish
+        # let a frame already in flight finish (it was dequeued before the pause)
+        deadline = time.monotonic() + 5
+        n_prev = -1
+        while p.processed != n_prev and time.monotonic() < deadline:
+            n_prev = p.processed
+            time.sleep(0.2)
         n0, paused0 = p.processed, p.paused_frames
         time.sleep(0.4)
         st = request(addr, {"cmd": "status"})
