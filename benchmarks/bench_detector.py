@@ -11,7 +11,10 @@ on simulated held-out frames and, when given, on an annotated file (``--data`` o
 
     python -m benchmarks.bench_detector [--sizes 256 512 1024 2048] [--repeats N]
         [--threads 2] [--model PATH] [--data FILE] [--sim-frames 8]
-        [--out benchmarks/results/detector.json]
+        [--out benchmarks/results/detector.json] [--no-reference]
+
+A random-weight CNN of the shipped model's size ("reference-cnn", latency only) is
+measured too, so the network's cost is known even where no trained model is shipped.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +81,66 @@ def frames_for(size: int, k: int, sim: list | None) -> list[np.ndarray]:
 
 
 # -- detectors -------------------------------------------------------------------------
+def build_reference_cnn(folder: Path) -> Path:
+    """A random-weight CenterNet-sized CNN (~97k parameters, ~0.7 GMAC at 512x512).
+
+    Latency reference only (its boxes mean nothing): it has the shape of the shipped
+    model class (3x3 convs 16-32-32-32-64-64 with strides 2, 2, 2, a 2x upsample, a
+    64->32 conv, 1x1 heatmap/size heads), so its ``session.run`` time is what a trained
+    model of that size costs here. Built with onnx.helper (the ``test`` extra).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from detector.card import ModelCard, sha256_file
+
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str, act=True) -> str:
+        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k)))
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"{name}_w"))
+        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}_b"))
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"],
+                                      strides=[stride, stride], pads=[k // 2] * 4))
+        if not act:
+            return f"{name}_c"
+        nodes.append(helper.make_node("Relu", [f"{name}_c"], [name]))
+        return name
+
+    x = conv("image", 1, 16, 3, 2, "c1")
+    x = conv(x, 16, 32, 3, 2, "c2")
+    x = conv(x, 32, 32, 3, 1, "c3")
+    x = conv(x, 32, 64, 3, 2, "c4")
+    x = conv(x, 64, 64, 3, 1, "c5")
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up_scales"))
+    nodes.append(helper.make_node("Resize", [x, "", "up_scales"], ["up"], mode="nearest"))
+    x = conv("up", 64, 32, 3, 1, "c6")
+    hm = conv(x, 32, 1, 1, 1, "hm", act=False)
+    nodes.append(helper.make_node("Sigmoid", [hm], ["heatmap"]))
+    sz = conv(x, 32, 2, 1, 1, "sz", act=False)
+    nodes.append(helper.make_node("Relu", [sz], ["size"]))
+    graph = helper.make_graph(
+        nodes, "reference_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["N", 1, "h", "w"]),
+         helper.make_tensor_value_info("size", TensorProto.FLOAT, ["N", 2, "h", "w"])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "reference-cnn.onnx"
+    onnx.save(model, str(path))
+    n_params = int(sum(np.prod(i.dims) for i in inits))
+    ModelCard(name="reference-cnn", format="inscope-centernet", classes=["cell"],
+              input={"name": "image", "channels": 1, "size": None, "multiple": 32,
+                     "layout": "NCHW"},
+              scale={"object_size_px": [16, 48]},
+              decoding={"stride": 4, "score_threshold": 0.5, "max_detections": 500},
+              training={"note": f"random weights, {n_params} parameters: latency only"},
+              sha256=sha256_file(path)).save(ModelCard.path_for(path))
+    return path
+
+
 def build_detectors(model: Path | None, threads: int | None, providers: list[str]):
     from detector.classical import ClassicalDetector
     from detector.onnx_detector import OnnxDetector, default_model_path
@@ -99,6 +163,20 @@ def build_detectors(model: Path | None, threads: int | None, providers: list[str
         notes.append(f"model {path} not found: only the classical baseline is measured")
     dets["classical"] = ClassicalDetector()
     return dets, notes
+
+
+def add_reference(dets: dict, threads: int | None, folder: Path, notes: list[str]) -> str:
+    """Add the random-weight reference CNN (CPU); returns its key ('' if unavailable)."""
+    from detector.onnx_detector import OnnxDetector
+
+    try:
+        d = OnnxDetector(build_reference_cnn(folder), provider="cpu", threads=threads)
+    except ImportError as e:
+        notes.append(f"reference CNN skipped ({e}; it needs the onnx package)")
+        return ""
+    key = "reference-cnn[cpu] (random)"
+    dets[key] = d
+    return key
 
 
 def bench_latency(dets: dict, sizes: list[int], repeats: int, sim, warmup: int = 3) -> dict:
@@ -167,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-frames", type=int, default=8,
                    help="simulated held-out frames for accuracy (seed 900000)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/detector.json"))
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="leave out the random-weight reference CNN (latency only)")
     args = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -174,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     from detector.datasets import HELD_OUT_SEED, load_dataset, simulated_samples
 
     dets, notes = build_detectors(args.model, args.threads, args.providers)
+    tmp = tempfile.TemporaryDirectory()
+    ref_key = add_reference(dets, args.threads, Path(tmp.name), notes) if args.reference \
+        else ""
     for n in notes:
         print("note:", n)
     sim = None
@@ -189,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     lat = bench_latency(dets, args.sizes, args.repeats, sim)
 
     acc: dict = {}
+    scored = {k: d for k, d in dets.items() if k != ref_key}
     if sim:
-        acc["simulated_held_out"] = bench_accuracy(dets, sim, ignore_border_fp=False)
+        acc["simulated_held_out"] = bench_accuracy(scored, sim, ignore_border_fp=False)
     else:
         syn = []
         from detector.datasets import Sample
@@ -198,10 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.sim_frames):
             img, b = synthetic_scene(512, 5000 + i)
             syn.append(Sample(img, b, None, f"synthetic{i}"))
-        acc["synthetic"] = bench_accuracy(dets, syn, ignore_border_fp=False)
+        acc["synthetic"] = bench_accuracy(scored, syn, ignore_border_fp=False)
     if args.data:
         if Path(args.data).exists():
-            acc[Path(args.data).name] = bench_accuracy(dets, load_dataset(args.data),
+            acc[Path(args.data).name] = bench_accuracy(scored, load_dataset(args.data),
                                                        ignore_border_fp=True)
         else:
             print(f"note: --data {args.data} not found; skipped")
@@ -237,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.out}")
     for d in dets.values():
         d.close()
+    tmp.cleanup()
     return 0
 
 
