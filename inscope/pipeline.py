@@ -48,7 +48,7 @@ from inscope.outputs import (
     Output,
     Result,
 )
-from inscope.stats import ns_to_ms, stage_latencies
+from inscope.stats import ns_to_ms, percentiles, stage_latencies
 
 log = logging.getLogger("inscope")
 
@@ -138,6 +138,8 @@ class Pipeline:
         self.last_detect_error: str | None = None
         self.last_result: Result | None = None
         self.records: deque[dict[str, int]] = deque(maxlen=keep_stamps)
+        # the detector's own split (pre-processing, inference, decoding), when it has one
+        self.detector_timings: deque[dict[str, float]] = deque(maxlen=keep_stamps)
         self.detections_total = 0
         self.t_start_ns = 0
         self.t_end_ns = 0
@@ -279,7 +281,7 @@ class Pipeline:
                 if thr is not None and len(dets) and float(dets.scores.min()) < thr:
                     dets = dets.select(dets.scores >= thr)
                 self.detected += 1
-                slot.put((frame, dets))
+                slot.put((frame, dets, getattr(detector, "last_timing", None)))
         except BaseException as e:  # noqa: BLE001 - e.g. the camera failed
             self.error = e
             log.error("acquisition/detection stopped: %s", e)
@@ -299,7 +301,7 @@ class Pipeline:
                 if slot.closed:
                     break
                 continue
-            frame, dets = item
+            frame, dets, timing = item
             frame.stamps[STAMP_CONTROL_START] = time.monotonic_ns()
             tracks, target_id, steer, focus = [], None, None, None
             ctl = self.control
@@ -325,6 +327,8 @@ class Pipeline:
             self.detections_total += len(dets)
             self.last_result = r
             records.append(st)
+            if timing:
+                self.detector_timings.append(timing)
             ready = st.get("ready", 0)
             if self._last_ready and ready > self._last_ready:
                 inst = 1e9 / (ready - self._last_ready)
@@ -505,6 +509,10 @@ class Pipeline:
                                       and "detect_start" in s), strict=True)
                if STAMP_CONTROL_START in s]
         out["loop_overhead_minus_detect_and_control"] = ns_to_ms(own)
+        tms = list(self.detector_timings)
+        for key in sorted({k for t in tms for k in t if k != "total_ms"}):
+            out[f"detector_{key.removesuffix('_ms')}"] = percentiles(
+                [t[key] for t in tms if key in t])
         return out
 
     def summary(self) -> dict[str, Any]:
