@@ -37,6 +37,7 @@ class OverlayStyle:
     target_thickness: int = 2
     font_scale: float = 0.4
     labels: bool = True
+    max_labels: int = 40  # above this many boxes only the target is labelled (clutter)
     crosshair: bool = True
     status_bar: bool = True
 
@@ -97,7 +98,7 @@ class OverlayRenderer:
                           st.target_thickness if is_target else st.thickness, cv2.LINE_AA)
             if is_target:
                 target_box = b
-            if st.labels:
+            if st.labels and (is_target or len(boxes) <= st.max_labels):
                 label = f"{names[i]} {dets.scores[i]:.2f}"
                 if tids[i] is not None:
                     label = f"#{tids[i]} " + label
