@@ -184,6 +184,10 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
 
     try:
         svc = build_service(cfg, port_fallback=port_fallback)
+    except ImportError as e:
+        print(f"error: a part inscope needs is not installed or not built: {e}. "
+              "Reinstall with 'pip install -e .' (see README).", file=sys.stderr)
+        return 1
     except (AcquisitionError, OSError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
