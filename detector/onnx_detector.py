@@ -339,7 +339,7 @@ class OnnxDetector:
         if fixed is not None:
             if h <= fixed[0] and w <= fixed[1]:
                 return tile_grid(h, w, max(h, w), 0) if (h, w) != fixed else None
-            size = min(fixed)
+            size = min(fixed)  # tiles are padded up to the fixed input below
         elif self.tile is False:
             return None
         elif isinstance(self.tile, int) and not isinstance(self.tile, bool):
@@ -358,7 +358,7 @@ class OnnxDetector:
         mult = int(self.card.input.get("multiple", 32) or 32)
         if fixed is None:
             size = max(mult, size // mult * mult)  # whole tiles need no padding
-        return tile_grid(h, w, size, min(int(overlap), size - 1))
+        return tile_grid(h, w, size, min(int(overlap), size - 1), align=mult)
 
     def _detect_ultralytics(self, img: np.ndarray):
         t0 = time.perf_counter_ns()

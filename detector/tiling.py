@@ -28,13 +28,19 @@ class Tile:
     own_x1: float
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
+def _starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     if length <= tile:
         return [0]
-    step = tile - overlap
-    n = int(np.ceil((length - tile) / step)) + 1
-    # spread the tiles evenly so the last one ends at the border (no tiny last tile)
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    # with alignment the frame is taken as padded up to a multiple of align (the last
+    # tile may reach past the border; its crop is padded like a whole frame would be)
+    span = -(-length // align) * align - tile
+    step = max(1, tile - overlap - (align - 1))  # rounding may eat up to align-1
+    n = int(np.ceil(span / step)) + 1
+    # spread the tiles evenly so the last one ends at the border (no tiny last tile),
+    # each start on the align grid so every tile sees the frame's own cell grid
+    starts = [round(i * span / (n - 1) / align) * align for i in range(n)]
+    starts[-1] = -(-span // align) * align
+    return starts
 
 
 def _owned(starts: list[int], tile: int, length: int) -> list[tuple[float, float]]:
@@ -46,8 +52,13 @@ def _owned(starts: list[int], tile: int, length: int) -> list[tuple[float, float
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+def tile_grid(height: int, width: int, tile: int, overlap: int, align: int = 1
+              ) -> list[Tile]:
     """Tiles of at most ``tile`` x ``tile`` pixels, overlapping by at least ``overlap``.
+
+    ``align`` puts every tile start on a multiple of it (the model's stride or input
+    multiple), so a tile's output cells coincide with the whole frame's: a tiled run then
+    gives the same boxes as a whole-frame run, not boxes shifted by part of a cell.
 
     Raises
     ------
@@ -58,7 +69,8 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
         raise ValueError(
             f"Tiling needs 0 <= overlap < tile; got tile={tile}, overlap={overlap}. Set "
             "the overlap to about the largest object size and the tile several times it.")
-    ys, xs = _starts(height, tile, overlap), _starts(width, tile, overlap)
+    align = max(1, int(align))
+    ys, xs = _starts(height, tile, overlap, align), _starts(width, tile, overlap, align)
     oy, ox = _owned(ys, tile, height), _owned(xs, tile, width)
     return [Tile(y, x, min(y + tile, height), min(x + tile, width), a, c, b, d)
             for y, (a, b) in zip(ys, oy, strict=True)

@@ -227,3 +227,18 @@ def test_shipped_default_model():
     img = blob_scene(shape, centres, sigma=size / 4)
     got = d.detect(img)
     assert len(got) >= 1
+
+
+def test_fixed_input_size_model_is_tiled_and_padded(tmp_path):
+    # the card pins the input to 128x128: frames of any size go through 128x128 tiles
+    p = build_centernet(tmp_path / "fixed.onnx",
+                        card_overrides={"input": {"size": [128, 128]},
+                                        "scale": {"overlap": 32}})
+    det = OnnxDetector(p, provider="cpu")
+    assert det._fixed_hw == (128, 128)
+    for shape in [(96, 100), (200, 300)]:
+        centres = grid_centres(shape, spacing=36, margin=20)
+        got = det.detect(blob_scene(shape, centres))
+        assert len(got) == len(centres)
+        d = np.linalg.norm(got.centers[:, None] - centres[None], axis=2)
+        assert np.all(d.min(axis=0) < 1e-3)

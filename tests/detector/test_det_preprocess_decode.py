@@ -128,3 +128,13 @@ def test_fast_percentiles_equal_numpys_on_the_subsample(dtype, shape):
     got = pp.percentile_range(img, 1.0, 99.8, 4)
     want = np.percentile(pp.subsample(img, 4), [1.0, 99.8])
     assert np.allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("length", [300, 333, 1000, 2048])
+def test_aligned_tiles_start_on_the_grid_and_keep_the_overlap(length):
+    tiles = tile_grid(length, length, 128, 32, align=32)
+    xs = sorted({(t.x0, t.x1) for t in tiles})
+    assert all(x0 % 32 == 0 for x0, _ in xs)
+    assert xs[-1][1] == length  # reaches the border
+    for (_a0, a1), (b0, _) in zip(xs[:-1], xs[1:], strict=True):
+        assert a1 - b0 >= 32  # overlap kept despite rounding
