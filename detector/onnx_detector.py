@@ -112,7 +112,9 @@ class OnnxDetector:
         self.tile = tile
         self.overlap = overlap
         self.last_timing: dict[str, float] = {}
-        self._in = self.session.get_inputs()[0]
+        ins = self.session.get_inputs()
+        want = self.card.input.get("name")
+        self._in = next((i for i in ins if i.name == want), ins[0])
         self._out_names = [o.name for o in self.session.get_outputs()]
         self._fixed_hw = self._input_hw()
         log.info("detector %s (%s) runs on ONNX Runtime %s provider%s", self.name,
