@@ -1,0 +1,36 @@
+"""The detector benchmark runs end to end and writes its JSON (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from benchmarks import bench_detector
+
+
+def test_bench_detector_writes_latency_and_accuracy(tmp_path, capsys):
+    out = tmp_path / "detector.json"
+    rc = bench_detector.main(["--sizes", "64", "96", "--repeats", "3", "--sim-frames", "2",
+                              "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert "classical" in r["latency"] and set(r["latency"]["classical"]) == {"64", "96"}
+    ref = [k for k in r["latency"] if k.startswith("reference-cnn")]
+    assert len(ref) == 1  # the random-weight reference is timed ...
+    for where in r["accuracy"].values():
+        assert ref[0] not in where  # ... but never scored
+        assert 0.0 <= where["classical"]["ap50"] <= 1.0
+    t = r["latency"][ref[0]]["96"]
+    assert t["total_ms"]["p50"] <= t["total_ms"]["max"]
+    assert np.isfinite(t["run_ms"]["p50"]) and r["meta"]["repeats"] == 3
+    assert "p99" in capsys.readouterr().out
+
+
+def test_synthetic_scene_boxes_cover_the_nuclei():
+    img, boxes = bench_detector.synthetic_scene(256, 3)
+    assert img.dtype == np.uint16 and len(boxes) > 5
+    inside = np.zeros(img.shape, bool)
+    for x0, y0, x1, y1 in boxes.astype(int):
+        inside[max(y0, 0):y1, max(x0, 0):x1] = True
+    assert img[inside].mean() > img[~inside].mean() + 200
