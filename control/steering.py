@@ -101,6 +101,9 @@ class Steerer:
         exactly the commanded position, e.g. quantised encoders).
     sticky
         Keep the current target while its track lives, instead of re-choosing each frame.
+    lead_frames
+        Aim where a moving target will be this many frames later (track velocity), to
+        make up for the loop's latency; 0 aims at where it was seen.
     """
 
     def __init__(self, scope: Microscope, policy: str | TargetPolicy = "nearest",
@@ -108,7 +111,7 @@ class Steerer:
                  deadband_um: float = 0.5, max_step_um: float | None = None,
                  settle_s: float = 0.0, position_tol_um: float | None = None,
                  max_settle_frames: int = 10, sticky: bool = True,
-                 history: int = 1000) -> None:
+                 lead_frames: float = 0.0, history: int = 1000) -> None:
         if not 0 < gain <= 1.5:
             raise ValueError(f"gain must be in (0, 1.5]; got {gain}. Use ~1.0 with a "
                              "calibrated affine, 0.5-0.8 when unsure.")
@@ -124,6 +127,7 @@ class Steerer:
         self.position_tol_um = position_tol_um
         self.max_settle_frames = int(max_settle_frames)
         self.sticky = sticky
+        self.lead_frames = float(lead_frames)
         self.enabled = True
         self.target_id: int | None = None
         self.history: deque[SteerAction] = deque(maxlen=history)
@@ -215,6 +219,8 @@ class Steerer:
             target = frame.pixel_to_stage(t.center_px)[0]
         else:
             target = np.asarray(t.center_um, float)
+        if self.lead_frames:
+            target = target + self.lead_frames * np.asarray(t.velocity_um, float)
         pos = np.array([frame.position.x, frame.position.y])
         err = target - pos
         en = float(np.hypot(*err))
