@@ -84,6 +84,17 @@ def evaluate_detector(detector: Any, samples: list, *, iou: float = 0.5,
     return res, preds, times
 
 
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None, so the JSON is strict (AP of an image without objects is NaN)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _load_samples(args: argparse.Namespace) -> list:
     from detector.datasets import load_dataset, simulated_samples
 
@@ -145,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
                              "p90": float(np.percentile(t, 90)),
                              "max": float(t.max())},
                **res.to_dict(curves=True)}
-        args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
+        args.json.write_text(json.dumps(_finite(out), indent=1, default=float) + "\n")
         print(f"wrote {args.json}")
     if args.plots:
         pr_plot({name: res}, args.plots / "pr_curve.png")

@@ -79,3 +79,11 @@ def test_package_exports_are_lazy_but_real():
     assert detector.ClassicalDetector.name == "classical"
     with pytest.raises(AttributeError):
         _ = detector.nothing_here
+
+
+def test_json_is_strict_when_an_image_has_no_objects():
+    from detector.eval_cli import _finite
+
+    d = _finite({"ap50": float("nan"), "per_image": [{"ap50": float("inf")}, 0.5], "n": 3})
+    assert d == {"ap50": None, "per_image": [{"ap50": None}, 0.5], "n": 3}
+    json.dumps(d, allow_nan=False)
