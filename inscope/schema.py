@@ -11,6 +11,7 @@ Schema versions are bumped on any incompatible change; clients should check
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,10 +138,27 @@ def _default(o):
     return str(o)
 
 
+def _finite(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
 def dumps(msg: Any) -> bytes:
-    """Compact UTF-8 JSON that tolerates numpy scalars/arrays and dataclasses."""
-    return json.dumps(msg, separators=(",", ":"), default=_default,
-                      allow_nan=False).encode()
+    """Compact UTF-8 JSON that tolerates numpy scalars/arrays and dataclasses.
+
+    NaN / infinity are not JSON: they become ``null`` (strict parsers reject ``NaN``).
+    """
+    try:
+        return json.dumps(msg, separators=(",", ":"), default=_default,
+                          allow_nan=False).encode()
+    except ValueError:
+        return json.dumps(_finite(json.loads(json.dumps(msg, default=_default))),
+                          separators=(",", ":"), allow_nan=False).encode()
 
 
 def loads(data: bytes | str) -> Any:
