@@ -15,7 +15,7 @@ import numpy as np
 
 CENTERNET_DEFAULTS: dict[str, Any] = {
     "stride": 4, "heatmap": "heatmap", "size": "size", "offset": None,
-    "score_threshold": 0.3, "peak_kernel": 3, "max_detections": 500,
+    "score_threshold": 0.3, "peak_kernel": 3, "max_detections": 500, "activation": None,
 }
 ULTRALYTICS_DEFAULTS: dict[str, Any] = {
     "score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 300,
@@ -84,8 +84,9 @@ def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] 
     ----------
     outputs
         Output name -> array with the batch axis removed: heatmap (C, h, w) in [0, 1]
-        (already sigmoid-ed), size (2, h, w) = box width, height in input pixels,
-        optional offset (2, h, w) = x, y sub-cell position in output cells.
+        (already sigmoid-ed; or logits with ``spec["activation"] = "sigmoid"``), size
+        (2, h, w) = box width, height in input pixels, optional offset (2, h, w) = x, y
+        sub-cell position in output cells.
     spec
         The card's ``decoding`` dict (see :data:`CENTERNET_DEFAULTS`).
     score_threshold
@@ -103,9 +104,21 @@ def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] 
     stride = float(spec["stride"])
     hm = outputs[spec["heatmap"]]
     size = outputs[spec["size"]]
-    c, y, x, s = find_peaks(hm, thr, spec["peak_kernel"], spec["max_detections"])
+    act = spec.get("activation")
+    if act == "sigmoid":
+        # logits: peaks do not change under a monotonic map, so threshold in logit space
+        # and apply the sigmoid to the few peak scores only
+        t = min(max(thr, 1e-7), 1 - 1e-7)
+        c, y, x, s = find_peaks(hm, float(np.log(t / (1 - t))), spec["peak_kernel"],
+                                spec["max_detections"])
+        s = 1.0 / (1.0 + np.exp(-s))
+    elif act in (None, "none"):
+        c, y, x, s = find_peaks(hm, thr, spec["peak_kernel"], spec["max_detections"])
+    else:
+        raise ValueError(f"Unknown heatmap activation {act!r} in the card's decoding; use "
+                         "'sigmoid' (the model outputs logits) or null (already sigmoid-ed).")
     if len(s) == 0:
-        return np.zeros((0, 4), np.float32), s, c
+        return np.zeros((0, 4), np.float32), s.astype(np.float32), c
     off_name = spec.get("offset")
     if off_name and off_name in outputs:
         off = outputs[off_name]

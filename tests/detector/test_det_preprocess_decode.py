@@ -138,3 +138,16 @@ def test_aligned_tiles_start_on_the_grid_and_keep_the_overlap(length):
     assert xs[-1][1] == length  # reaches the border
     for (_a0, a1), (b0, _) in zip(xs[:-1], xs[1:], strict=True):
         assert a1 - b0 >= 32  # overlap kept despite rounding
+
+
+def test_logit_heatmaps_decode_like_sigmoided_ones():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(-4, 2, (1, 32, 32)).astype(np.float32)
+    size = np.full((2, 32, 32), 10, np.float32)
+    prob = 1 / (1 + np.exp(-logits))
+    b1, s1, _ = decode_centernet({"heatmap": prob, "size": size}, {"score_threshold": 0.2})
+    b2, s2, _ = decode_centernet({"heatmap": logits, "size": size},
+                                 {"score_threshold": 0.2, "activation": "sigmoid"})
+    assert len(b1) > 0 and np.array_equal(b1, b2) and np.allclose(s1, s2, atol=1e-6)
+    with pytest.raises(ValueError, match="activation"):
+        decode_centernet({"heatmap": prob, "size": size}, {"activation": "relu"})
