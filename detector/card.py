@@ -51,7 +51,8 @@ class ModelCard:
         CenterNet centres (input pixels, pixel i spanning [i, i+1)) are
         ``(cell + offset) * stride`` with the standard offset in [0, 1), or the cell
         centre ``(cell + 0.5) * stride`` without an offset head; "size" is the box
-        width, height in input pixels (see :mod:`detector.decode`).
+        width, height in input pixels (see :mod:`detector.decode`). Optional
+        ``"activation": "sigmoid"`` when the heatmap output is logits.
     training, metrics, latency
         Free-form records of how the model was made and what it measured.
     sha256
