@@ -274,3 +274,30 @@ def test_bridge_shapes_and_rgb_camera(mm_scope):
     mm_scope.set_camera_properties({"Mode": "Artificial Waves", "PixelType": "32bitRGB"})
     g = mm_scope.snap()
     assert g.shape == (h, w) and g.pixels.dtype == np.uint8 and g.pixels.max() > 0
+
+
+def test_config_without_xy_stage_refuses_xy_with_device_error(mm_core, tmp_path):
+    cfg = tmp_path / "noxy.cfg"
+    cfg.write_text(
+        "Property,Core,Initialize,0\n"
+        "Device,DHub,DemoCamera,DHub\n"
+        "Device,Camera,DemoCamera,DCam\n"
+        "Device,Z,DemoCamera,DStage\n"
+        "Parent,Camera,DHub\nParent,Z,DHub\n"
+        "Property,Core,Initialize,1\n"
+        "Property,Core,Camera,Camera\n"
+        "Property,Core,Focus,Z\n"
+    )
+    try:
+        scope = MicroManagerMicroscope.headless(None, str(cfg))
+        assert scope.xy_device == "" and scope.position().x == 0.0
+        with pytest.raises(DeviceError, match="No XY stage"):
+            scope.move_xy(1.0, 0.0)
+        assert scope.move_z(2.0) and scope.position().z == pytest.approx(2.0)
+        with pytest.warns(UserWarning, match="no pixel size configured"):
+            f = scope.snap()  # this config defines no pixel size either
+        assert f.position.z == pytest.approx(2.0)
+        assert f.pixel_size_um == 1.0 and f.metadata["pixel_size_configured"] is False
+    finally:
+        headless_core(None, DEFAULT_CONFIG)
+    assert mm_core.get_xy_stage_device() == "XY"
