@@ -217,6 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.util
     from pathlib import Path
 
     from inscope.config import Config, ConfigError, with_overrides
@@ -224,8 +225,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _logging(args)
     out = Path(args.out)
     base = Config()
-    base = with_overrides(base, "microscope", backend="sim",
-                          options={"seed": args.seed} if args.seed is not None else {})
+    scope_line = "simulated microscope"
+    if importlib.util.find_spec("acquisition.simulated") is not None:
+        base = with_overrides(base, "microscope", backend="sim",
+                              options={"seed": args.seed} if args.seed is not None else {})
+    else:
+        scope_line = "Micro-Manager DemoCamera (headless)"
+        print("note: the simulated microscope (acquisition.simulated) is not part of this "
+              "build; the demo runs on Micro-Manager's DemoCamera beads instead.")
+        base = with_overrides(base, "microscope", backend="headless", options={
+            "exposure_ms": 20.0,
+            "camera_properties": {"Mode": "Fluorescent Beads", "PixelType": "16bit"}})
     base = with_overrides(base, "control", mode="steer+focus")
     base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
                           snapshot_dir=str(out / "snapshots"))
@@ -237,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return _serve(cfg, port_fallback=True,
-                  header=f"inscope demo: simulated microscope, {cfg.run.frames} frames, "
+                  header=f"inscope demo: {scope_line}, {cfg.run.frames} frames, "
                          f"outputs in {out}/ (Ctrl-C stops cleanly)")
 
 

@@ -70,6 +70,7 @@ class ControlStage:
         self.steer_status: Counter[str] = Counter()
         self.focus_status: Counter[str] = Counter()
         self.centred_targets: set[int] = set()
+        self.focus_moves = 0
         self.last_steer: dict | None = None
         self.last_focus: dict | None = None
 
@@ -117,6 +118,7 @@ class ControlStage:
                 focus = fa.to_dict()
                 focus["state"] = fa.status
                 self.focus_status[fa.status] += 1
+                self.focus_moves += int(bool(fa.made))
                 self.last_focus = focus
             return tracks, target_id, steer, focus
 
@@ -132,7 +134,7 @@ class ControlStage:
             "moves_dry_run": s.get("dry-run", 0),
             "targets_centred": len(self.centred_targets),
             "last_error_um": (self.last_steer or {}).get("error_norm_um"),
-            "focus": {"status": dict(self.focus_status),
+            "focus": {"status": dict(self.focus_status), "moves_made": self.focus_moves,
                       "state": (self.last_focus or {}).get("state"),
                       "z_center_um": (self.last_focus or {}).get("z_center")},
         }

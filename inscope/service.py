@@ -254,10 +254,11 @@ def format_summary(s: dict) -> str:
         f"{format_ms(lat['overhead_ready_to_published_minus_detect'], ('p50', 'p99'))}",
         f"        ready->move     {format_ms(lat['ready_to_move_commanded'], ('p50', 'p99'))}"
         f" (n={lat['ready_to_move_commanded']['n']})",
-        f"control {c.get('mode')}: moves made {c.get('moves_made', 0)}, refused "
+        f"control {c.get('mode')}: XY moves made {c.get('moves_made', 0)}, refused "
         f"{c.get('moves_refused', 0)}, dry-run {c.get('moves_dry_run', 0)}, targets centred "
-        f"{c.get('targets_centred', 0)}, focus {c.get('focus', {}).get('state')}, final "
-        f"centring error {c.get('final_centring_error_um')} µm",
+        f"{c.get('targets_centred', 0)}; focus {c.get('focus', {}).get('state')} "
+        f"({c.get('focus', {}).get('moves_made', 0)} focus moves); final centring error "
+        f"{c.get('final_centring_error_um')} µm",
     ]
     for name, o in s.get("outputs", {}).items():
         extra = ""

@@ -58,8 +58,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-@needs_sim
 def test_demo_writes_summary_video_and_records(tmp_path):
+    # without the simulator the demo runs on the DemoCamera (and says so)
     out = tmp_path / "demo"
     r = subprocess.run(
         [sys.executable, "-m", "inscope", "demo", "--frames", "60", "--out", str(out),
@@ -89,12 +89,7 @@ def test_demo_writes_summary_video_and_records(tmp_path):
 
 def test_sigint_stops_cleanly_with_summary_and_video(tmp_path):
     out = tmp_path / "run"
-    if HAVE_SIM:
-        cmd = ["demo", "--frames", "100000", "--out", str(out)]
-    else:  # the Ctrl-C path is the same for every backend
-        cmd = ["run", "--backend", "headless", "--model", "classical", "--mode", "track",
-               "--video", str(out / "overlay.mp4"), "--record", str(out),
-               "--summary", str(out / "summary.json")]
+    cmd = ["demo", "--frames", "100000", "--out", str(out)]
     p = subprocess.Popen([sys.executable, "-m", "inscope", *cmd, "--pub-port", "0",
                           "--rep-port", "0"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env=_env())
