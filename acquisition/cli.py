@@ -32,15 +32,31 @@ def register(subparsers) -> None:
     p.add_argument("--loop", action="store_true", help="replay: start again at the end")
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
     p.add_argument("--exposure", type=float, default=None, help="camera exposure (ms)")
+    p.add_argument("--camera-property", "-p", action="append", default=[],
+                   metavar="NAME=VALUE",
+                   help="Micro-Manager camera property (repeatable), e.g. -p Mode=Noise")
     p.set_defaults(func=run)
 
 
+def _camera_properties(items: list[str]) -> dict[str, str] | None:
+    if not items:
+        return None
+    props = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--camera-property {item!r}: write NAME=VALUE, e.g. Mode=Noise")
+        props[name.strip()] = value.strip()
+    return props
+
+
 def _options(args: argparse.Namespace) -> dict:
+    props = _camera_properties(args.camera_property)
     if args.backend == "headless":
         opts = {"mm_dir": args.mm_dir, "config": args.config or "MMConfig_demo.cfg",
-                "exposure_ms": args.exposure}
+                "exposure_ms": args.exposure, "camera_properties": props}
     elif args.backend == "mm":
-        opts = {"port": args.port, "exposure_ms": args.exposure}
+        opts = {"port": args.port, "exposure_ms": args.exposure, "camera_properties": props}
     elif args.backend == "replay":
         if not args.file:
             raise SystemExit("inscope stream --backend replay needs --file PATH "

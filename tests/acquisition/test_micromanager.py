@@ -236,9 +236,13 @@ def test_factory_headless_and_options(mm_scope):
 def test_cli_stream_headless(mm_scope, capsys):
     from inscope.cli import main
 
-    assert main(["stream", "--backend", "headless", "--frames", "20", "--exposure", "2"]) == 0
+    assert main(["stream", "--backend", "headless", "--frames", "20", "--exposure", "2",
+                 "-p", "Mode=Color Test Pattern"]) == 0
     out = capsys.readouterr().out
     assert "micromanager-headless" in out and "20 frames" in out
+    assert mm_scope.core.get_property(mm_scope.camera, "Mode") == "Color Test Pattern"
+    assert main(["stream", "--backend", "headless", "--frames", "2", "-p", "Mode=Nope"]) == 1
+    assert "failed to set property 'Mode'" in capsys.readouterr().err
     assert not mm_scope.core.is_sequence_running()
 
 
