@@ -328,7 +328,8 @@ class OnnxDetector:
                 run_ns += c - b
                 post_ns += d - c
             boxes, scores, cls = np.concatenate(bs), np.concatenate(ss), np.concatenate(cs)
-            order = np.argsort(-scores, kind="stable")
+            # the card's max_detections holds for the frame, not for each tile
+            order = np.argsort(-scores, kind="stable")[: int(dec.get("max_detections", 500))]
             boxes, scores, cls = boxes[order], scores[order], cls[order]
         if factor != 1.0 and len(boxes):
             boxes /= np.float32(factor)
