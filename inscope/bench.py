@@ -188,7 +188,7 @@ def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list
     plt.close(fig)
     paths.append(str(p))
 
-    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.5 * len(results)))
+    fig, ax = plt.subplots(figsize=(9, 2.2 + 0.5 * len(results)))
     colors = plt.get_cmap("tab10").colors
     for i, recs in enumerate(raw):
         left = 0.0
@@ -199,7 +199,8 @@ def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list
             left += w
     ax.set_yticks(range(len(results)), labels, fontsize=7)
     ax.set_xlabel("median time per stage (ms), from frame ready")
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.legend(fontsize=7, ncol=7, loc="upper center", bbox_to_anchor=(0.5, -0.35),
+              frameon=False)
     ax.set_title("inscope per-stage timeline (p50)")
     p = out_dir / "stage_timeline.png"
     fig.tight_layout()
