@@ -108,3 +108,40 @@ def test_autofocus_on_demo_beads(mm_scope, start):
     assert r.ok, r.message
     assert abs(mm_scope.position().z) < 0.5, r.samples
     assert r.images <= 10
+
+
+def test_find_and_image_every_bead_once_with_small_fields(mm_scope, tmp_path):
+    """A 160x160 ROI makes 160 µm fields, so a 200 µm region needs several overlapping
+    fields with beads cut by field edges. The reference is one full 512x512 frame that
+    holds the whole region (every bead in it seen whole)."""
+    import csv
+
+    from control.workflow import FindAndImage, ZStackSpec
+    from detector.classical import ClassicalDetector
+
+    det = ClassicalDetector()
+    f = mm_scope.snap()
+    ref = f.pixel_to_stage(det.detect(f).centers)
+    region = (-100.0, -100.0, 100.0, 100.0)
+    inside = ref[(np.abs(ref[:, 0]) <= 100) & (np.abs(ref[:, 1]) <= 100)]
+    assert len(inside) >= 5
+    mm_scope.core.set_roi(176, 176, 160, 160)
+    try:
+        s = FindAndImage(mm_scope, det, region=region, out_dir=tmp_path,
+                         z_stack=ZStackSpec((-1, 1), 1.0)).run()
+    finally:
+        mm_scope.core.clear_roi()
+    assert s.status == "done" and s.fields >= 4
+    with open(tmp_path / "cells.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "imaged"]
+    xy = np.array([[float(r["x_um"]), float(r["y_um"])] for r in rows])
+    matched = []
+    for c in inside:
+        d = np.hypot(*(xy - c).T)
+        assert d.min() < 1.5, f"bead at {c} not imaged"
+        matched.append(int(np.argmin(d)))
+    assert len(set(matched)) == len(matched)
+    # Nothing imaged twice, nothing extra except beads on the region's border.
+    for k, p in enumerate(xy):
+        if k not in matched:
+            assert min(100 - abs(p[0]), 100 - abs(p[1])) < 2.0, p
