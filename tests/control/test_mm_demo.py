@@ -145,3 +145,37 @@ def test_find_and_image_every_bead_once_with_small_fields(mm_scope, tmp_path):
     for k, p in enumerate(xy):
         if k not in matched:
             assert min(100 - abs(p[0]), 100 - abs(p[1])) < 2.0, p
+
+
+def test_interrupted_scan_keeps_what_it_saved(mm_scope, tmp_path):
+    import csv
+    import json
+
+    import tifffile
+
+    from control.workflow import FindAndImage, ZStackSpec
+    from detector.classical import ClassicalDetector
+
+    seen = []
+
+    def stop_after_three(rec):
+        seen.append(rec)
+        if sum(r.status == "imaged" for r in seen) == 3:
+            raise KeyboardInterrupt
+
+    wf = FindAndImage(mm_scope, ClassicalDetector(), region=(0, 0, 150, 150),
+                      out_dir=tmp_path, z_stack=ZStackSpec((-1, 1), 1.0),
+                      on_cell=stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        wf.run()
+    with open(tmp_path / "cells.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] == "imaged"]
+    assert len(rows) == 3
+    for r in rows:
+        with tifffile.TiffFile(tmp_path / r["file"]) as tf:
+            assert tf.is_ome and tf.asarray().shape[0] == 3
+            assert "PhysicalSizeZ" in tf.ome_metadata and "box_px" in tf.ome_metadata
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["cells_imaged"] == 3
+    assert s["cells_found"] > 3
+    assert not list(tmp_path.glob("*.part"))
