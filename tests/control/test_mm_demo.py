@@ -179,3 +179,19 @@ def test_interrupted_scan_keeps_what_it_saved(mm_scope, tmp_path):
     assert s["status"] == "interrupted" and s["cells_imaged"] == 3
     assert s["cells_found"] > 3
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_focus_lock_pulls_back_to_focus(mm_scope):
+    from control.focus import FocusLock
+
+    mm_scope.move_z(3.0)
+    lock = FocusLock(mm_scope, dither_um=0.5, max_step_um=1.0)
+    zs = []
+    for _ in range(30):
+        act = lock.step(mm_scope.snap())
+        assert act.status in ("dither", "moved", "settling"), act
+        zs.append(lock.z_center)
+    assert abs(zs[0] - 3.0) < 1e-6
+    # DemoCamera renders the beads equally sharp for |Z| up to ~1.5 µm (its blur is
+    # quantised), so the lock may settle anywhere on that plateau, not closer.
+    assert max(abs(z) for z in zs[-6:]) < 1.5, zs
