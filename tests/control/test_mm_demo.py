@@ -195,3 +195,20 @@ def test_focus_lock_pulls_back_to_focus(mm_scope):
     # DemoCamera renders the beads equally sharp for |Z| up to ~1.5 µm (its blur is
     # quantised), so the lock may settle anywhere on that plateau, not closer.
     assert max(abs(z) for z in zs[-6:]) < 1.5, zs
+
+
+def test_calibration_warns_about_a_wrong_configured_affine(mm_scope, tmp_path, caplog):
+    import logging
+
+    from control.calibration import Calibration
+
+    # Someone configured a 90-degree rotated, 2x too large pixel-size affine.
+    mm_scope.affine = np.array([[0.0, -2.0], [2.0, 0.0]])
+    with caplog.at_level(logging.WARNING, logger="control.calibration"):
+        cal = calibrate(mm_scope, steps_um=[40.0])
+    assert cal.warning and "disagrees" in cal.warning
+    assert any("disagrees" in r.message for r in caplog.records)
+    np.testing.assert_allclose(cal.affine, np.eye(2), atol=0.01)
+    cal.save(tmp_path / "c.json")
+    Calibration.load(tmp_path / "c.json").apply(mm_scope)
+    np.testing.assert_allclose(mm_scope.snap().affine, cal.affine)
