@@ -1,0 +1,197 @@
+"""A virtual fluorescence slide: nuclei (and debris) generated lazily, tile by tile.
+
+A slide many fields of view wide would hold tens of thousands of nuclei; generating them
+all up front makes every `SimulatedMicroscope()` slow. Instead each 200 µm tile is generated
+on first use from ``(seed, tile)`` alone, so the specimen is the same whatever order the
+stage visits it in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from acquisition.simulated.config import SimConfig
+
+TILE_UM = 200.0
+
+KIND_NORMAL, KIND_DIM, KIND_MITOTIC, KIND_PAIR, KIND_DEBRIS = range(5)
+
+
+@dataclass(slots=True)
+class Cell:
+    """One object on the slide, in stage µm at time 0.
+
+    ``a_um``/``b_um`` are semi-axes, ``angle`` radians in stage axes. A ``KIND_PAIR`` is two
+    condensed daughter chromatin masses ``pair_sep_um`` apart along ``angle``: annotations
+    (and our ground truth) label the pair as ONE object. Debris is never labelled.
+    """
+
+    id: int
+    x_um: float
+    y_um: float
+    a_um: float
+    b_um: float
+    angle: float
+    brightness: float  # relative peak brightness (1 = typical nucleus)
+    kind: int = KIND_NORMAL
+    vx_um_s: float = 0.0
+    vy_um_s: float = 0.0
+    pair_sep_um: float = 0.0
+    texture_seed: int = 0
+
+    @property
+    def labelled(self) -> bool:
+        return self.kind != KIND_DEBRIS
+
+    def position(self, t_s: float) -> tuple[float, float]:
+        return (self.x_um + self.vx_um_s * t_s, self.y_um + self.vy_um_s * t_s)
+
+    def half_extent_um(self) -> tuple[float, float]:
+        """Half width/height (stage axes) of the axis-aligned box around the object."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        a = self.a_um + self.pair_sep_um / 2
+        return (math.hypot(a * c, self.b_um * s), math.hypot(a * s, self.b_um * c))
+
+
+@dataclass
+class Specimen:
+    """The slide's objects, generated per tile on demand (or given as a fixed list)."""
+
+    config: SimConfig
+    fixed: list[Cell] | None = None
+    _tiles: dict[tuple[int, int], list[Cell]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_cells(cls, cells: list[Cell], config: SimConfig | None = None) -> Specimen:
+        """A specimen of exactly these objects (for tests with known positions)."""
+        return cls(config or SimConfig(), fixed=list(cells))
+
+    # -- lookup ------------------------------------------------------------------------
+    def _max_speed(self) -> float:
+        if self.fixed is not None:
+            return max((math.hypot(c.vx_um_s, c.vy_um_s) for c in self.fixed), default=0.0)
+        return self.config.cell_motion_um_per_s
+
+    def cells_near(self, x0: float, y0: float, x1: float, y1: float, t_s: float = 0.0
+                   ) -> list[Cell]:
+        """Objects (debris included) whose extent may reach the rectangle at time *t_s*."""
+        margin = self.config.nucleus_diameter_um[1] * 1.5 + self._max_speed() * t_s
+        if self.fixed is not None:
+            pool = self.fixed
+        else:
+            pool = []
+            for tx in range(math.floor((x0 - margin) / TILE_UM),
+                            math.floor((x1 + margin) / TILE_UM) + 1):
+                for ty in range(math.floor((y0 - margin) / TILE_UM),
+                                math.floor((y1 + margin) / TILE_UM) + 1):
+                    pool.extend(self._tile(tx, ty))
+        out = []
+        for c in pool:
+            x, y = c.position(t_s)
+            hx, hy = c.half_extent_um()
+            if x + hx >= x0 and x - hx <= x1 and y + hy >= y0 and y - hy <= y1:
+                out.append(c)
+        return out
+
+    def cells_in_region(self, x0: float, y0: float, x1: float, y1: float,
+                        t_s: float = 0.0) -> list[int]:
+        """Ids of labelled objects whose centre lies inside the rectangle (what a scan of
+        that region must find)."""
+        return [c.id for c in self.cells_near(x0, y0, x1, y1, t_s) if c.labelled
+                and x0 <= c.position(t_s)[0] <= x1 and y0 <= c.position(t_s)[1] <= y1]
+
+    def get(self, cell_id: int) -> Cell:
+        if self.fixed is not None:
+            for c in self.fixed:
+                if c.id == cell_id:
+                    return c
+        else:
+            tile = _tile_of_id(cell_id)
+            for c in self._tile(*tile):
+                if c.id == cell_id:
+                    return c
+        raise KeyError(f"No object with id {cell_id} on this slide.")
+
+    def position_of(self, cell_id: int, t_s: float = 0.0) -> tuple[float, float]:
+        return self.get(cell_id).position(t_s)
+
+    # -- generation --------------------------------------------------------------------
+    def _tile(self, tx: int, ty: int) -> list[Cell]:
+        key = (tx, ty)
+        if key not in self._tiles:
+            self._tiles[key] = self._generate(tx, ty)
+        return self._tiles[key]
+
+    def _generate(self, tx: int, ty: int) -> list[Cell]:
+        cfg = self.config
+        half_w, half_h = cfg.slide_um[0] / 2, cfg.slide_um[1] / 2
+        x0, y0 = tx * TILE_UM, ty * TILE_UM
+        if x0 >= half_w or y0 >= half_h or x0 + TILE_UM <= -half_w or y0 + TILE_UM <= -half_h:
+            return []  # off the slide
+        rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, tx & 0xFFFF, ty & 0xFFFF, 7])
+        area_mm2 = (TILE_UM / 1000) ** 2
+        n = rng.poisson(cfg.density_per_mm2 * area_mm2)
+        d_lo, d_hi = cfg.nucleus_diameter_um
+        cells: list[Cell] = []
+        for i in range(n):
+            d = rng.uniform(d_lo, d_hi)
+            el = rng.uniform(*cfg.elongation)
+            a, b = d / 2 * math.sqrt(el), d / 2 / math.sqrt(el)
+            angle = rng.uniform(0, math.pi)
+            bright = float(rng.lognormal(0.0, cfg.brightness_cv))
+            kind, sep = KIND_NORMAL, 0.0
+            u = rng.random()
+            if u < cfg.dim_fraction:
+                kind, bright = KIND_DIM, bright * rng.uniform(0.15, 0.35)
+            elif u < cfg.dim_fraction + cfg.dividing_fraction:
+                # condensed chromatin: smaller, brighter; half of them already two daughters
+                a, b = a * rng.uniform(0.45, 0.7), b * rng.uniform(0.3, 0.5)
+                bright *= rng.uniform(1.8, 3.0)
+                if rng.random() < 0.5:
+                    kind, sep = KIND_PAIR, rng.uniform(1.5, 3.0) * 2 * b + 2 * a * 0.3
+                else:
+                    kind = KIND_MITOTIC
+            # place: touching a neighbour (cluster) or uniformly, avoiding big overlaps
+            for _try in range(8):
+                if cells and rng.random() < cfg.cluster_fraction:
+                    nb = cells[int(rng.integers(len(cells)))]
+                    phi = rng.uniform(0, 2 * math.pi)
+                    r = (max(nb.a_um, nb.b_um) + max(a, b)) * rng.uniform(0.85, 1.0)
+                    x, y = nb.x_um + r * math.cos(phi), nb.y_um + r * math.sin(phi)
+                else:
+                    x, y = x0 + rng.uniform(0, TILE_UM), y0 + rng.uniform(0, TILE_UM)
+                if not (x0 <= x < x0 + TILE_UM and y0 <= y < y0 + TILE_UM):
+                    continue
+                if abs(x) > half_w - d or abs(y) > half_h - d:
+                    continue
+                if all(math.hypot(x - c.x_um, y - c.y_um)
+                       > 0.8 * (min(a, b) + min(c.a_um, c.b_um)) for c in cells):
+                    break
+            else:
+                continue
+            speed = cfg.cell_motion_um_per_s
+            heading = rng.uniform(0, 2 * math.pi)
+            cells.append(Cell(_make_id(tx, ty, i), x, y, a, b, angle, bright, kind,
+                              speed * math.cos(heading), speed * math.sin(heading), sep,
+                              int(rng.integers(1 << 31))))
+        n_debris = rng.poisson(cfg.debris_per_mm2 * area_mm2)
+        for j in range(n_debris):
+            r = rng.uniform(0.4, 1.5)
+            x, y = x0 + rng.uniform(0, TILE_UM), y0 + rng.uniform(0, TILE_UM)
+            cells.append(Cell(_make_id(tx, ty, 5000 + j), x, y, r, r * rng.uniform(0.6, 1),
+                              rng.uniform(0, math.pi), float(rng.uniform(0.8, 4.0)),
+                              KIND_DEBRIS, texture_seed=int(rng.integers(1 << 31))))
+        return cells
+
+
+def _make_id(tx: int, ty: int, i: int) -> int:
+    # ids stay small, positive and unique per (tile, index) on slides up to ±200 tiles wide
+    return ((tx + 256) * 512 + (ty + 256)) * 10_000 + i
+
+
+def _tile_of_id(cell_id: int) -> tuple[int, int]:
+    t = cell_id // 10_000
+    return (t // 512 - 256, t % 512 - 256)
