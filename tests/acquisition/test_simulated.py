@@ -1,0 +1,223 @@
+"""The simulated microscope's ground truth is what the rest of inscope is scored on, so it
+is checked against the rendered pixels and against the stage geometry here."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from acquisition import MoveRefused
+from acquisition.simulated import (
+    KIND_DEBRIS,
+    KIND_NORMAL,
+    Cell,
+    SimConfig,
+    SimulatedMicroscope,
+    Specimen,
+)
+
+
+def _scope(**kw) -> SimulatedMicroscope:
+    kw.setdefault("realtime", False)
+    return SimulatedMicroscope(SimConfig(**kw))
+
+
+def test_same_seed_same_frames_different_seed_different():
+    a, b, c = _scope(seed=3), _scope(seed=3), _scope(seed=4)
+    for s in (a, b, c):
+        s.move_xy(120.0, -40.0)
+    fa, fb, fc = a.snap(), b.snap(), c.snap()
+    np.testing.assert_array_equal(fa.pixels, fb.pixels)
+    np.testing.assert_array_equal(fa.truth, fb.truth)
+    assert not np.array_equal(fa.pixels, fc.pixels)
+
+
+def test_specimen_independent_of_visit_order():
+    a, b = _scope(seed=5), _scope(seed=5)
+    b.move_xy(800, 800)
+    b.snap()
+    b.move_xy(0, 0)
+    assert a.ground_truth().ids.tolist() == b.ground_truth().ids.tolist()
+
+
+@pytest.mark.parametrize("rotation,flip", [(0.0, False), (30.0, False), (90.0, True)])
+def test_truth_moves_with_stage_by_the_true_affine(rotation, flip):
+    s = _scope(seed=1, camera_rotation_deg=rotation, camera_flip_x=flip)
+    g0 = s.ground_truth()
+    d = np.array([6.0, -4.0])
+    s.move_xy(*d, relative=True)
+    g1 = s.ground_truth()
+    common = np.intersect1d(g0.ids, g1.ids)
+    assert len(common) > 20
+    full0 = g0.visible_fraction == 1
+    full1 = g1.visible_fraction == 1
+    shifts = []
+    for cid in common:
+        i, j = np.flatnonzero(g0.ids == cid)[0], np.flatnonzero(g1.ids == cid)[0]
+        if full0[i] and full1[j]:
+            shifts.append(g1.boxes[j, :2] - g0.boxes[i, :2])
+    expected = -np.linalg.inv(s.true_affine) @ d  # move by d => content shifts by -A^-1 d
+    np.testing.assert_allclose(np.median(shifts, axis=0), expected, atol=0.05)
+    assert np.ptp(np.array(shifts), axis=0).max() < 0.1
+
+
+def test_truth_boxes_sit_on_the_rendered_nuclei():
+    cells = [Cell(1, 0.0, 0.0, 8.0, 6.0, 0.3, 1.0),
+             Cell(2, 60.0, 30.0, 5.0, 5.0, 0.0, 1.0),
+             Cell(3, -50.0, -70.0, 7.0, 4.0, 1.2, 0.8)]
+    cfg = SimConfig(seed=0, realtime=False, texture=0.0)
+    s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+    f = s.snap()
+    img = f.pixels.astype(np.float32)
+    mask = (img > cfg.offset + 0.5 * cfg.signal_photons_per_ms * cfg.exposure_ms).astype(np.uint8)
+    n, _, stats, cents = cv2.connectedComponentsWithStats(mask)
+    assert n - 1 == len(cells) == len(f.truth)
+    for box in f.truth:
+        c = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        d = np.hypot(cents[1:, 0] - c[0], cents[1:, 1] - c[1])
+        k = int(np.argmin(d)) + 1
+        assert d[k - 1] < 1.0
+        x, y, w, h = stats[k, :4]
+        # the half-maximum blob lies inside the box, and fills most of it
+        assert box[0] - 1 <= x and x + w <= box[2] + 1 and box[1] - 1 <= y <= y + h <= box[3] + 1
+        assert w >= 0.7 * (box[2] - box[0]) and h >= 0.7 * (box[3] - box[1])
+
+
+def test_partly_visible_objects_are_in_truth_with_fraction():
+    cfg = SimConfig(seed=0, realtime=False)
+    half_w = cfg.shape[1] / 2 * cfg.pixel_size_um
+    cells = [Cell(7, half_w, 0.0, 6.0, 6.0, 0.0, 1.0)]  # centred on the right edge
+    s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+    g = s.ground_truth()
+    assert g.ids.tolist() == [7]
+    assert 0.4 < g.visible_fraction[0] < 0.6
+    assert g.boxes[0, 2] == cfg.shape[1]
+
+
+def test_debris_is_rendered_but_not_labelled():
+    cfg = SimConfig(seed=0, realtime=False)
+    cells = [Cell(1, 0.0, 0.0, 1.0, 1.0, 0.0, 3.0, KIND_DEBRIS)]
+    s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+    f = s.snap()
+    assert len(f.truth) == 0
+    assert f.pixels[256, 256] > cfg.offset + cfg.signal_photons_per_ms * cfg.exposure_ms
+
+
+def _sharpness(img: np.ndarray) -> float:
+    return float(cv2.Laplacian(img.astype(np.float32), cv2.CV_32F).var())
+
+
+def test_blur_grows_with_defocus():
+    s = _scope(seed=2, read_noise_e=0.0, background_photons_per_ms=0.0,
+               signal_photons_per_ms=5000.0)
+    vals = []
+    for dz in (0.0, 2.0, 5.0, 10.0, 20.0):
+        s.move_z(s.true_focus_z() + dz)
+        vals.append(_sharpness(s.snap().pixels))
+    assert all(a > b for a, b in zip(vals, vals[1:], strict=False)), vals
+    s.move_z(s.true_focus_z() - 5.0)
+    below = _sharpness(s.snap().pixels)
+    assert vals[3] < below < vals[1]  # symmetric: -5 µm is as blurred as +5 µm
+
+
+def test_tilt_and_drift_move_true_focus():
+    s = _scope(seed=0, tilt=(0.01, -0.02), drift_um_per_s=0.5)
+    z0 = s.true_focus_z()
+    assert s.true_focus_z(100.0, 0.0) == pytest.approx(z0 + 1.0)
+    assert s.true_focus_z(0.0, 100.0) == pytest.approx(z0 - 2.0)
+    s.advance(4.0)
+    assert s.true_focus_z() == pytest.approx(z0 + 2.0)
+    for _ in range(10):
+        s.snap()  # frames advance simulated time too
+    assert s.sim_time_s == pytest.approx(4.0 + 10 * s.config.exposure_ms / 1000)
+
+
+def test_moving_cells_move():
+    s = _scope(seed=0, cell_motion_um_per_s=2.0)
+    g0 = s.ground_truth()
+    s.advance(5.0)
+    g1 = s.ground_truth()
+    common = np.intersect1d(g0.ids, g1.ids)
+    i = [np.flatnonzero(g0.ids == c)[0] for c in common]
+    j = [np.flatnonzero(g1.ids == c)[0] for c in common]
+    dist = np.linalg.norm(g1.centers_um[j] - g0.centers_um[i], axis=1)
+    np.testing.assert_allclose(dist, 10.0, atol=1e-6)
+    cid = int(common[0])
+    assert s.specimen.position_of(cid, 5.0) == pytest.approx(tuple(g1.centers_um[j[0]]))
+
+
+def test_binning_and_bit_depth():
+    f = _scope(binning=2, bit_depth=8, gain=0.05, offset=5).snap()
+    assert f.pixels.shape == (256, 256) and f.pixels.dtype == np.uint8
+    assert f.pixel_size_um == pytest.approx(1.3)
+    f12 = _scope(bit_depth=12, signal_photons_per_ms=1e5).snap()
+    assert f12.pixels.dtype == np.uint16 and f12.pixels.max() == 4095
+
+
+def test_stream_indices_stamps_and_drops():
+    s = SimulatedMicroscope(seed=0, realtime=True, exposure_ms=5.0)
+    frames = []
+    with s.stream() as st:
+        for f in st:
+            frames.append(f)
+            if len(frames) == 3:
+                import time
+                time.sleep(0.1)  # slow consumer: the camera runs on, frames are dropped
+            if len(frames) >= 6:
+                break
+        dropped = st.dropped
+    idx = [f.index for f in frames]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+    stamps = [f.stamps["ready"] for f in frames]
+    assert stamps == sorted(stamps)
+    assert dropped > 0
+    assert idx[3] - idx[2] > 1  # the consumer got the newest frame, not the backlog
+
+
+def test_moves_outside_the_slide_are_refused_and_nothing_moves():
+    s = _scope(seed=0, slide_um=(1000.0, 1000.0))
+    before = s.position()
+    with pytest.raises(MoveRefused, match="outside the soft limit"):
+        s.move_xy(600.0, 0.0)
+    with pytest.raises(MoveRefused, match="Z move"):
+        s.move_z(500.0)
+    assert s.position() == before
+    assert s.guard.history[-1].made is False
+
+
+def test_stage_positions_are_quantised_and_moves_take_settle_time():
+    s = _scope(seed=0, xy_quantum_um=0.05, xy_settle_ms=30.0)
+    t0 = s.sim_time_s
+    s.move_xy(10.0123, -3.0377)
+    p = s.position()
+    assert p.x == pytest.approx(10.0) and p.y == pytest.approx(-3.05)
+    assert s.sim_time_s - t0 == pytest.approx(0.03)
+
+
+def test_regions_list_the_cells_a_scan_must_find():
+    s = _scope(seed=9)
+    ids = s.specimen.cells_in_region(-150, -150, 150, 150)
+    assert len(ids) > 30
+    for cid in ids:
+        c = s.specimen.get(cid)
+        assert c.kind != KIND_DEBRIS and abs(c.x_um) <= 150 and abs(c.y_um) <= 150
+
+
+def test_bad_config_is_refused_clearly():
+    with pytest.raises(ValueError, match="binning"):
+        SimConfig(binning=5)
+    with pytest.raises(TypeError, match="Unknown SimConfig field"):
+        SimulatedMicroscope(sed=1)
+
+
+def test_kinds_are_varied():
+    s = _scope(seed=11, dividing_fraction=0.3, dim_fraction=0.2)
+    cells = s.specimen.cells_near(-300, -300, 300, 300)
+    kinds = {c.kind for c in cells}
+    assert {KIND_NORMAL, KIND_DEBRIS} <= kinds and len(kinds) == 5
+    sizes = [2 * max(c.a_um, c.b_um) for c in cells if c.kind == KIND_NORMAL]
+    assert min(sizes) < 14 < max(sizes)
+    assert not math.isnan(float(np.mean(sizes)))
