@@ -324,7 +324,7 @@ def simulated_samples(n: int, seed: int = HELD_OUT_SEED, *, span_um: float | Non
         frame was seen in training.
     span_um
         Positions are drawn uniformly in ``[-span_um, span_um]`` (clipped to the stage's
-        soft limits); default 1500 µm, inside the default maximum step.
+        soft limits); default 1000 µm: inside the default slide and maximum step.
     **sim_options
         Extra :class:`acquisition.simulated.SimConfig` fields.
     """
@@ -336,7 +336,7 @@ def simulated_samples(n: int, seed: int = HELD_OUT_SEED, *, span_um: float | Non
     rng = np.random.default_rng(seed)
     scope = SimulatedMicroscope(SimConfig(seed=seed, **sim_options), realtime=False)
     try:
-        span = 1500.0 if span_um is None else float(span_um)
+        span = 1000.0 if span_um is None else float(span_um)
         lim = scope.limits
         lo = np.array([-span, -span])
         hi = np.array([span, span])
