@@ -122,3 +122,18 @@ def test_read_image_refuses_stacks(tmp_path):
     tifffile.imwrite(tmp_path / "s.tif", np.zeros((5, H, W), np.uint16))
     with pytest.raises(ValueError, match="stack"):
         read_image(tmp_path / "s.tif")
+
+
+def test_simulated_held_out_samples():
+    pytest.importorskip("acquisition.simulated")
+    from detector.datasets import simulated_samples
+
+    a = simulated_samples(2, 900001)
+    b = simulated_samples(2, 900001)
+    assert len(a) == 2 and a[0].name != a[1].name
+    assert np.array_equal(a[1].image, b[1].image)  # same seed, same frames
+    for s in a:
+        h, w = s.image.shape
+        assert len(s.boxes) > 0 and s.pixel_size_um and s.pixel_size_um > 0
+        assert s.boxes[:, 0].min() >= 0 and s.boxes[:, 2].max() <= w
+        assert s.boxes[:, 1].min() >= 0 and s.boxes[:, 3].max() <= h
