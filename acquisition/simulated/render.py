@@ -57,6 +57,8 @@ class Renderer:
         h, w = self.shape
         self.center = np.array([w / 2.0, h / 2.0])
         self._sprites: dict[int, np.ndarray] = {}
+        self._extents: dict[int, tuple[float, float]] = {}
+        self._bank: np.ndarray | None = None
         self._noise_rng = np.random.default_rng([config.seed & 0xFFFFFFFF, 99])
 
     # -- geometry ----------------------------------------------------------------------
@@ -69,6 +71,12 @@ class Renderer:
 
     def _pixel_extent(self, c: Cell) -> tuple[float, float]:
         """Half width/height in pixels of the object's box (exact for the ellipse)."""
+        ext = self._extents.get(c.id)
+        if ext is None:
+            ext = self._extents[c.id] = self._compute_extent(c)
+        return ext
+
+    def _compute_extent(self, c: Cell) -> tuple[float, float]:
         rot = np.array([[math.cos(c.angle), -math.sin(c.angle)],
                         [math.sin(c.angle), math.cos(c.angle)]])
         m = self.Ainv @ rot @ np.diag([c.a_um, c.b_um])
@@ -85,6 +93,7 @@ class Renderer:
             s = self._render_sprite(c)
             if len(self._sprites) > 20_000:
                 self._sprites.clear()
+                self._extents.clear()
             self._sprites[c.id] = s
         return s
 
@@ -190,14 +199,29 @@ class Renderer:
         cfg = self.cfg
         exp = cfg.exposure_ms
         binf = cfg.binning ** 2
-        e = rate * (cfg.signal_photons_per_ms * exp * binf)
-        e += cfg.background_photons_per_ms * exp * binf
+        e = rate * np.float32(cfg.signal_photons_per_ms * exp * binf)
+        e += np.float32(cfg.background_photons_per_ms * exp * binf)
         # Shot (Poisson) + read (Gaussian) noise as one Gaussian of matching variance:
         # exact enough above ~10 photons and ~10x faster than numpy's Poisson sampler.
-        n = self._noise_rng.standard_normal(e.shape, dtype=np.float32)
-        sd = np.sqrt(e + cfg.read_noise_e ** 2 * binf)
-        adu = (e + n * sd) * cfg.gain + cfg.offset
+        # The standard normals come from a bank drawn once per microscope, read at a
+        # seeded random offset each frame: drawing 262k fresh normals costs ~3.5 ms, more
+        # than all the rest of a frame. In-place float32 arithmetic keeps it ~1 ms.
+        n = self._noise(e.size).reshape(e.shape)
+        sd = e + np.float32(cfg.read_noise_e ** 2 * binf)
+        np.sqrt(sd, out=sd)
+        sd *= n
+        adu = e
+        adu += sd
+        adu *= np.float32(cfg.gain)
+        adu += np.float32(cfg.offset)
         hi = float(2 ** cfg.bit_depth - 1)
         np.clip(adu, 0, hi, out=adu)
         return adu.astype(np.uint8 if cfg.bit_depth == 8 else np.uint16)
 
+    def _noise(self, size: int) -> np.ndarray:
+        bank = self._bank
+        if bank is None or bank.size < 2 * size:
+            bank = self._noise_rng.standard_normal(2 * size, dtype=np.float32)
+            self._bank = bank
+        off = int(self._noise_rng.integers(0, bank.size - size))
+        return bank[off:off + size]
