@@ -1,0 +1,198 @@
+"""Torch dataset: crops + augmentation + CenterNet targets, normalised like the runtime.
+
+Normalisation is :func:`detector.preprocess.normalise` with the card's spec, the very
+function :class:`detector.onnx_detector.OnnxDetector` calls, so training and inference
+cannot diverge. Augmentations act on the raw counts *before* normalisation (gamma,
+extra noise, blur) or on geometry (flips, 90-degree rotations, rescaling, cropping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from detector.preprocess import DEFAULT_NORMALISATION, as_image, normalise
+
+MAX_OBJECTS = 256
+STRIDE = 4
+
+
+def gaussian_sigma(w: float, h: float, stride: int = STRIDE) -> float:
+    """Heatmap Gaussian sigma (output cells) for a box: ~1/6 of its size, at least 0.6."""
+    return max(0.6, 0.15 * min(w, h) / stride)
+
+
+def draw_targets(boxes: np.ndarray, out_hw: tuple[int, int], stride: int = STRIDE,
+                 num_classes: int = 1, class_ids: np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
+    """CenterNet targets for *boxes* (input pixels) on an (h, w) output grid.
+
+    Returns heatmap (C, h, w), and per object (padded to :data:`MAX_OBJECTS`): flat cell
+    index, log size target (w, h), offset target (x, y) in [0, 1), mask.
+    """
+    h, w = out_hw
+    hm = np.zeros((num_classes, h, w), np.float32)
+    ind = np.zeros(MAX_OBJECTS, np.int64)
+    size = np.zeros((MAX_OBJECTS, 2), np.float32)
+    off = np.zeros((MAX_OBJECTS, 2), np.float32)
+    mask = np.zeros(MAX_OBJECTS, np.float32)
+    ys, xs = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
+    for k, b in enumerate(boxes[:MAX_OBJECTS]):
+        bw, bh = float(b[2] - b[0]), float(b[3] - b[1])
+        if bw < 1 or bh < 1:
+            continue
+        cx, cy = (b[0] + b[2]) / 2 / stride, (b[1] + b[3]) / 2 / stride
+        ix, iy = int(cx), int(cy)
+        if not (0 <= ix < w and 0 <= iy < h):
+            continue
+        c = 0 if class_ids is None else int(class_ids[k])
+        s = gaussian_sigma(bw, bh, stride)
+        r = int(3 * s) + 1
+        x0, x1, y0, y1 = max(0, ix - r), min(w, ix + r + 1), max(0, iy - r), min(h, iy + r + 1)
+        gx = np.exp(-((xs[x0:x1] - ix) ** 2) / (2 * s * s))
+        gy = np.exp(-((ys[y0:y1] - iy) ** 2) / (2 * s * s))
+        np.maximum(hm[c, y0:y1, x0:x1], gy[:, None] * gx[None, :], out=hm[c, y0:y1, x0:x1])
+        ind[k] = iy * w + ix
+        size[k] = (bw, bh)
+        off[k] = (cx - ix, cy - iy)
+        mask[k] = 1.0
+    return {"heatmap": hm, "ind": ind, "size": size, "offset": off, "mask": mask}
+
+
+def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, crop: int,
+            scale_range: tuple[float, float] = (1.0, 1.0), photometric: bool = True
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Random rescale, crop (zero-padded if small), flips/rot90 and intensity changes.
+
+    Works on float32 raw counts; boxes are x0, y0, x1, y1 in pixels. Boxes cut by the
+    crop are kept (clipped) when at least 40 % of them stays in view.
+    """
+    img = img.astype(np.float32, copy=False)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    lo, hi = scale_range
+    if hi > lo or lo != 1.0:
+        f = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        if abs(f - 1) > 0.02:
+            img = cv2.resize(img, None, fx=f, fy=f,
+                             interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+            boxes *= f
+    H, W = img.shape
+    y0 = int(rng.integers(0, max(1, H - crop + 1)))
+    x0 = int(rng.integers(0, max(1, W - crop + 1)))
+    out = img[y0:y0 + crop, x0:x0 + crop]
+    if out.shape != (crop, crop):
+        pad_val = float(np.median(img))  # pad with background, not with a black edge
+        out = cv2.copyMakeBorder(out, 0, crop - out.shape[0], 0, crop - out.shape[1],
+                                 cv2.BORDER_CONSTANT, value=pad_val)
+    if len(boxes):
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        boxes -= np.array([x0, y0, x0, y0], np.float32)
+        ch, cw = min(crop, H - y0), min(crop, W - x0)
+        np.clip(boxes[:, 0::2], 0, cw, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, ch, out=boxes[:, 1::2])
+        vis = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / np.maximum(area, 1e-6)
+        boxes = boxes[vis >= 0.4]
+    out = np.ascontiguousarray(out)
+    # geometry: flips and 90-degree rotations (8 dihedral variants)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+        boxes[:, [0, 2]] = crop - boxes[:, [2, 0]]
+    if rng.random() < 0.5:
+        out = out[::-1, :]
+        boxes[:, [1, 3]] = crop - boxes[:, [3, 1]]
+    if rng.random() < 0.5:
+        out = out.T  # transpose = rot90 + flip
+        boxes = boxes[:, [1, 0, 3, 2]]
+    out = np.ascontiguousarray(out, np.float32)
+    if photometric:
+        base = float(np.percentile(out[::4, ::4], 1))
+        sig = out - base
+        if rng.random() < 0.5:  # gamma on the signal above background
+            top = max(float(sig.max()), 1e-6)
+            sig = top * np.power(np.clip(sig / top, 0, None), rng.uniform(0.6, 1.6))
+        if rng.random() < 0.2:  # extra blur (defocus / worse optics)
+            sig = cv2.GaussianBlur(sig, (0, 0), rng.uniform(0.5, 2.0))
+        if rng.random() < 0.3:  # extra noise relative to the signal range
+            rng_s = float(np.percentile(sig[::4, ::4], 99.5)) + 1e-6
+            sig = sig + rng.normal(0, rng.uniform(0.01, 0.15) * rng_s, sig.shape).astype(
+                np.float32)
+        if rng.random() < 0.2:  # uneven illumination / background gradient
+            yy, xx = np.mgrid[0:crop, 0:crop].astype(np.float32) / crop
+            a = rng.normal(0, 0.15, 2) * float(np.percentile(sig[::4, ::4], 99))
+            sig = sig + (a[0] * xx + a[1] * yy).astype(np.float32)
+        out = sig + base
+    return out.astype(np.float32), boxes
+
+
+class DetectionDataset(Dataset):
+    """Images (any size/dtype) + boxes -> normalised crops and CenterNet targets.
+
+    Parameters
+    ----------
+    images, boxes
+        Sequences of 2-D arrays and (k, 4) box arrays (input pixels).
+    crop
+        Square crop side (a multiple of 32).
+    length
+        Nominal epoch length (samples are drawn at random, with replacement).
+    scale_range
+        Random rescale range (e.g. (0.6, 1.6) for few real images; 1 for the sim pool,
+        whose sizes are already wide).
+    normalisation
+        The card's normalisation spec (default: the runtime default).
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], *,
+                 crop: int = 256, length: int | None = None,
+                 scale_range: tuple[float, float] = (1.0, 1.0), augment: bool = True,
+                 normalisation: Mapping[str, Any] | None = None, seed: int = 0,
+                 class_ids: Sequence[np.ndarray] | None = None, num_classes: int = 1
+                 ) -> None:
+        if crop % 32:
+            raise ValueError(f"crop must be a multiple of 32; got {crop}.")
+        if len(images) != len(boxes) or not len(images):
+            raise ValueError(f"Need as many box arrays as images (and at least one); got "
+                             f"{len(images)} images, {len(boxes)} box arrays.")
+        self.images = images
+        self.boxes = boxes
+        self.class_ids = class_ids
+        self.num_classes = num_classes
+        self.crop = crop
+        self.length = int(length or len(images))
+        self.scale_range = scale_range
+        self.augment = augment
+        self.norm = {**DEFAULT_NORMALISATION, **(normalisation or {})}
+        self.seed = seed
+        self._calls = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self._calls += 1
+        rng = np.random.default_rng([self.seed, i, self._calls])
+        j = int(rng.integers(len(self.images)))
+        img = as_image(np.asarray(self.images[j]))
+        b = np.asarray(self.boxes[j], np.float32).reshape(-1, 4)
+        cls = None
+        if self.class_ids is not None and self.class_ids[j] is not None:
+            cls = np.asarray(self.class_ids[j])
+            b = np.concatenate([b, cls[:, None].astype(np.float32)], 1)
+        if self.augment:
+            x, bb = augment(img, b[:, :4], rng, self.crop, self.scale_range)
+        else:
+            x, bb = augment(img, b[:, :4], np.random.default_rng(0), self.crop,
+                            photometric=False)
+        # class ids follow the boxes only for the single-class default; multi-class
+        # training keeps ids by re-matching is not needed: boxes keep their order
+        x = normalise(x, self.norm)
+        t = draw_targets(bb, (self.crop // STRIDE, self.crop // STRIDE), STRIDE,
+                         self.num_classes)
+        out = {"image": torch.from_numpy(x[None])}
+        out.update({k: torch.from_numpy(v) for k, v in t.items()})
+        return out

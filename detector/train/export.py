@@ -1,0 +1,191 @@
+"""Export a trained :class:`~detector.train.model.TinyCenterNet` to ONNX + model card.
+
+The exported graph has dynamic N, H, W axes (opset 17), outputs already decoded to the
+card contract (sigmoid heatmap, size in input pixels, offset in [0, 1)), and is checked
+against torch with ONNX Runtime before the card (with the file's sha256) is written.
+
+Fine-tuning needs the torch weights again: :func:`model_from_onnx` rebuilds the torch
+model from the ONNX initializers (BatchNorm is folded into the convolutions by the
+exporter, so weights are loaded into an equivalent BN-free copy), so no ``.pt`` has to be
+shipped next to the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detector.card import ModelCard, sha256_file
+from detector.preprocess import DEFAULT_NORMALISATION
+from detector.train.model import TinyCenterNet
+
+OPSET = 17
+
+
+def default_card(name: str = "inscope-nuclei", object_size_px=(7.0, 72.0),
+                 score_threshold: float = 0.3) -> ModelCard:
+    return ModelCard(
+        name=name, format="inscope-centernet", classes=["nucleus"],
+        input={"name": "image", "channels": 1, "size": None, "multiple": 32,
+               "layout": "NCHW"},
+        normalisation={k: DEFAULT_NORMALISATION[k] for k in
+                       ("method", "low", "high", "subsample", "clip")},
+        scale={"object_size_px": [float(object_size_px[0]), float(object_size_px[1])]},
+        decoding={"stride": 4, "heatmap": "heatmap", "size": "size", "offset": "offset",
+                  "score_threshold": float(score_threshold), "peak_kernel": 3,
+                  "max_detections": 1000},
+    )
+
+
+def export_onnx(model: TinyCenterNet, path: str | Path, card: ModelCard | None = None,
+                check_hw: tuple[int, int] = (256, 352)) -> ModelCard:
+    """Write *path* (.onnx) and its card (.json); return the card.
+
+    The ONNX outputs are compared with torch on a random (1, 1, *check_hw*) input (a
+    non-square size also checks the dynamic axes); a mismatch raises ``RuntimeError``.
+    """
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"Output must be an .onnx path; got {path}. Use e.g. "
+                         "--out runs/my-model.onnx.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = copy.deepcopy(model).eval()
+    m.export_mode = True
+    x = torch.zeros(1, 1, 256, 256)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), str(path), input_names=["image"],
+                          output_names=["heatmap", "size", "offset"],
+                          dynamic_axes={"image": {0: "n", 2: "h", 3: "w"},
+                                        "heatmap": {0: "n", 2: "h4", 3: "w4"},
+                                        "size": {0: "n", 2: "h4", 3: "w4"},
+                                        "offset": {0: "n", 2: "h4", 3: "w4"}},
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    verify_onnx(m, path, check_hw)
+    card = card or default_card()
+    card.sha256 = sha256_file(path)
+    card.save(path.with_suffix(".json"))
+    return card
+
+
+def verify_onnx(model: TinyCenterNet, path: str | Path, hw: tuple[int, int] = (256, 352),
+                atol: float = 1e-3) -> float:
+    """Max abs difference ONNX Runtime vs torch on a random input; raise if > *atol*."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 1, *hw), dtype=np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {"image": x})
+    m = copy.deepcopy(model).eval()
+    m.export_mode = True
+    with torch.no_grad():
+        ref = [t.numpy() for t in m(torch.from_numpy(x))]
+    diff = 0.0
+    for name, a, b in zip(("heatmap", "size", "offset"), outs, ref, strict=True):
+        if a.shape != b.shape:
+            raise RuntimeError(f"ONNX output {name} has shape {a.shape}, torch {b.shape}.")
+        # size is in pixels (up to ~100): compare relatively
+        d = float(np.max(np.abs(a - b) / (1.0 + np.abs(b) * (name == "size"))))
+        diff = max(diff, d)
+    if diff > atol:
+        raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (> {atol}).")
+    return diff
+
+
+def model_from_onnx(path: str | Path) -> TinyCenterNet:
+    """Rebuild a trainable :class:`TinyCenterNet` from an exported .onnx file.
+
+    The exporter folds each BatchNorm into its convolution; the rebuilt model loads those
+    folded weights into the convolutions (plus a bias) and sets each BatchNorm to the
+    identity (mean 0, var 1, weight 1, bias 0), so its outputs equal the ONNX file's. It
+    then fine-tunes like a fresh model (BN statistics adapt to the new data).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    model = TinyCenterNet()
+    # Conv nodes in graph order, with their weight / bias initializer names
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    torch_convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    if len(convs) != len(torch_convs):
+        raise ValueError(f"{path} is not an inscope TinyCenterNet export ({len(convs)} "
+                         f"convolutions, expected {len(torch_convs)}); fine-tune from a "
+                         "model trained by 'inscope train'.")
+    # graph order follows forward order; map torch convs in forward order too
+    order = _forward_conv_order(model)
+    bn_after = _bn_after_conv(model)
+    with torch.no_grad():
+        for node, conv in zip(convs, order, strict=True):
+            w = inits[node.input[1]]
+            if tuple(w.shape) != tuple(conv.weight.shape):
+                raise ValueError(f"{path}: weight shape {w.shape} does not match "
+                                 f"{tuple(conv.weight.shape)}; not a compatible model.")
+            conv.weight.copy_(torch.from_numpy(np.array(w)))
+            b = inits[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0],
+                                                                          np.float32)
+            bn = bn_after.get(conv)
+            if bn is not None:
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+                bn.weight.fill_(1.0)
+                bn.bias.copy_(torch.from_numpy(np.array(b)))
+            elif conv.bias is not None:
+                conv.bias.copy_(torch.from_numpy(np.array(b)))
+    return model.eval()
+
+
+def _forward_conv_order(model: TinyCenterNet) -> list[torch.nn.Conv2d]:
+    seen: list[torch.nn.Conv2d] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append(mod))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, 64, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _bn_after_conv(model: torch.nn.Module) -> dict[torch.nn.Conv2d, torch.nn.BatchNorm2d]:
+    out = {}
+    for seq in model.modules():
+        if isinstance(seq, torch.nn.Sequential):
+            mods = list(seq)
+            for a, b in zip(mods, mods[1:], strict=False):
+                if isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d):
+                    out[a] = b
+    return out
+
+
+def measure_latency(path: str | Path, hw: tuple[int, int] = (512, 512), runs: int = 200,
+                    threads: int = 2) -> dict[str, Any]:
+    """ONNX Runtime CPU latency (ms) of one batch-1 forward pass: p50/p90/p99/max."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 1, *hw), dtype=np.float32)
+    for _ in range(20):
+        sess.run(None, {"image": x})
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, {"image": x})
+        ts.append((time.perf_counter() - t) * 1e3)
+    p = np.percentile(ts, [50, 90, 99])
+    return {"provider": "cpu", "threads": threads, "input": list(hw), "runs": runs,
+            "p50_ms": round(float(p[0]), 3), "p90_ms": round(float(p[1]), 3),
+            "p99_ms": round(float(p[2]), 3), "max_ms": round(float(np.max(ts)), 3)}

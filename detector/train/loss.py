@@ -1,0 +1,51 @@
+"""CenterNet losses: penalty-reduced focal loss on the heatmap, L1 on log-size and offset."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from detector.train.model import SIZE_SCALE
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
+               beta: float = 4.0) -> torch.Tensor:
+    """CenterNet focal loss (Law & Deng 2018), normalised by the number of objects.
+
+    Computed from logits with ``logsigmoid`` for numerical stability.
+    """
+    pos = target.eq(1).float()
+    neg = 1.0 - pos
+    p = torch.sigmoid(logits)
+    log_p = F.logsigmoid(logits)
+    log_1p = F.logsigmoid(-logits)
+    pos_loss = -((1 - p) ** alpha) * log_p * pos
+    neg_loss = -((1 - target) ** beta) * (p ** alpha) * log_1p * neg
+    n = pos.sum().clamp(min=1.0)
+    return (pos_loss.sum() + neg_loss.sum()) / n
+
+
+def _gather(feat: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) features at flat indices (N, K) -> (N, K, C)."""
+    n, c = feat.shape[:2]
+    f = feat.view(n, c, -1).permute(0, 2, 1)
+    return f.gather(1, ind.unsqueeze(-1).expand(-1, -1, c))
+
+
+def centernet_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                   batch: dict[str, torch.Tensor], size_weight: float = 1.0,
+                   offset_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its parts for model outputs ``(heatmap logits, log size, offset
+    logits)`` and the batch targets from :func:`detector.train.data.draw_targets`."""
+    hm, log_size, off_logit = outputs
+    l_hm = focal_loss(hm, batch["heatmap"])
+    mask = batch["mask"].unsqueeze(-1)
+    n = mask.sum().clamp(min=1.0)
+    s_pred = _gather(log_size, batch["ind"])
+    s_true = torch.log(batch["size"].clamp(min=1.0) / SIZE_SCALE)
+    l_size = (F.l1_loss(s_pred, s_true, reduction="none") * mask).sum() / (2 * n)
+    o_pred = torch.sigmoid(_gather(off_logit, batch["ind"]))
+    l_off = (F.l1_loss(o_pred, batch["offset"], reduction="none") * mask).sum() / (2 * n)
+    total = l_hm + size_weight * l_size + offset_weight * l_off
+    return total, {"hm": float(l_hm.detach()), "size": float(l_size.detach()),
+                   "offset": float(l_off.detach())}
