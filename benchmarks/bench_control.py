@@ -80,7 +80,7 @@ def _cell_near(scope, xy: np.ndarray, radius: float) -> tuple[int, np.ndarray] |
                                          xy[0] + radius, xy[1] + radius)
     best = None
     for i in ids:
-        c = np.asarray(scope.specimen.center_um(i), float)[:2]
+        c = np.asarray(scope.specimen.position_of(i, scope.sim_time_s), float)
         d = float(np.hypot(*(c - xy)))
         if best is None or d < best[0]:
             best = (d, int(i), c)
@@ -142,7 +142,7 @@ def bench_centring(det_name: str, trials: int, seed: int) -> dict[str, Any]:
                 true_now = (f.pixel_to_stage(dd.centers[np.argmin(
                     np.hypot(*(dd.centers - f.center).T))])[0] if len(dd) else [np.nan] * 2)
             else:
-                true_now = np.asarray(scope.specimen.center_um(truth[0]), float)[:2]
+                true_now = np.asarray(scope.specimen.position_of(truth[0], scope.sim_time_s), float)
             rows.append({"offset_um": off, "images": images, "moves": moves,
                          "status": status, "wall_s": time.perf_counter() - t0,
                          "sim_s": _sim_s(scope) - s0,
