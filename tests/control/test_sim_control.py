@@ -187,3 +187,37 @@ def test_steering_refused_and_dry_run_on_sim():
     end = scope.position()
     assert (end.x, end.y, end.z) == (start.x, start.y, start.z)
     assert guard.history[-1].reason == "dry-run"
+
+
+def test_moving_cell_keeps_its_id_while_the_stage_follows_it():
+    from acquisition.simulated.specimen import Cell, Specimen
+
+    cfg = sim.SimConfig(seed=8, realtime=False, shape=(256, 256), debris_per_mm2=0.0)
+    cells = [Cell(1, 0.0, 0.0, 7.0, 6.0, 0.3, 1.0, vx_um_s=30.0, vy_um_s=-12.0),
+             Cell(2, 40.0, 25.0, 6.0, 6.0, 0.0, 1.0),
+             Cell(3, -45.0, -30.0, 7.0, 5.0, 1.0, 1.1),
+             Cell(4, 20.0, -50.0, 6.0, 6.0, 0.0, 0.9)]
+    scope = sim.SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+    det = _detector()
+    steer = Steerer(scope, deadband_um=1.0, lead_frames=0.0)
+    ids, errs, moves = [], [], 0
+    for i in range(40):
+        f = scope.snap()
+        d = det.detect(f)
+        tracks = steer.tracker.update(f, d)
+        if i == 0:
+            steer.select(TrackId(min(tracks, key=lambda t: np.hypot(*t.center_um)).id))
+        act = steer.step(f, d, tracks)
+        moves += act.status == MOVED
+        true_xy = np.asarray(scope.specimen.position_of(1, scope.sim_time_s))
+        tr = steer.tracker.get(steer.target_id)
+        assert tr is not None, f"lost the moving cell at frame {i}"
+        ids.append(tr.id)
+        errs.append(float(np.hypot(*(tr.center_um - true_xy))))
+        scope.advance(0.1)  # 3.2 µm of cell motion between frames
+    assert len(set(ids)) == 1
+    assert moves >= 10  # the stage really moved in between
+    p = scope.position()
+    true_xy = np.asarray(scope.specimen.position_of(1, scope.sim_time_s))
+    assert np.hypot(p.x - true_xy[0], p.y - true_xy[1]) < 8.0  # still following it
+    assert np.median(errs) < 5.0
