@@ -165,8 +165,13 @@ class Pipeline:
             self._old_switch = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_interval)
         self.t_start_ns = time.monotonic_ns()
-        self._stream = self.scope.stream()
-        self._stream.start()
+        try:
+            self._stream = self.scope.stream()
+            self._stream.start()
+        except BaseException:
+            self.stop_reason = "camera failed to start"
+            self.stop()  # close the outputs already started; nothing is left running
+            raise
         for name, fn in (("detect", self._detect_loop), ("control", self._control_loop)):
             t = threading.Thread(target=fn, name=f"inscope-{name}", daemon=True)
             self._threads.append(t)
