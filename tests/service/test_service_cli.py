@@ -84,6 +84,9 @@ def test_demo_writes_summary_video_and_records(tmp_path):
     assert _video_frames(video) == s["outputs"]["overlay"]["video_frames"] > 0
     lines = (out / "detections.jsonl").read_text().splitlines()
     assert len(lines) == 60
+    assert s["outputs"]["zmq-pub"]["handled"] == 60, "every frame went to the publisher"
+    first = json.loads(lines[0])
+    assert first["schema"] == "inscope.detections/1" and first["n"] > 0
     assert "frames 60" in r.stdout  # the printed summary
 
 
