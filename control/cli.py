@@ -110,7 +110,16 @@ def load_detector_for(model: str | None):
         print("note: no shipped model in this build; using the classical detector",
               file=sys.stderr)
         return ClassicalDetector()
-    return load_detector(model)
+    try:
+        return load_detector(model)
+    except FileNotFoundError:
+        if model is not None:
+            raise
+        from detector.classical import ClassicalDetector
+
+        print("note: the shipped model is missing from this build; using the classical "
+              "detector (pass --model PATH to use another)", file=sys.stderr)
+        return ClassicalDetector()
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
