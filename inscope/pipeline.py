@@ -24,6 +24,7 @@ server calls.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -92,8 +93,9 @@ class Pipeline:
         Per-frame stamp records kept for the summary (a ring buffer).
     switch_interval
         Python's GIL switch interval while running (``sys.setswitchinterval``). The
-        default 5 ms lets a busy output thread delay the wake-up of the detect thread by
-        up to 5 ms; 0.5 ms keeps hand-offs well under a millisecond. None: leave it.
+        default 5 ms lets a thread busy in Python (an output encoding JSON, drawing many
+        boxes) delay the wake-up of the detect or control thread by up to 5 ms; 0.5 ms
+        bounds that delay. Restored on stop. None: leave it.
     on_result
         Optional callable run in the control thread for every result (keep it cheap).
     """
@@ -106,7 +108,8 @@ class Pipeline:
                  on_result: Callable[[Result], None] | None = None) -> None:
         self.scope = scope
         self.detector = detector
-        self.control_config = control or ControlConfig()
+        # a copy: live mode changes must not edit the caller's config object
+        self.control_config = dataclasses.replace(control) if control else ControlConfig()
         self.outputs: list[Output] = list(outputs)
         self.score_threshold = score_threshold
         self.max_frames = frames
