@@ -78,6 +78,10 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
 
         fields = {f.name for f in dataclasses.fields(SimConfig)}
         _check_options("sim", options, fields)
+        if lim is None:  # keep the simulator's own limits (slide extent, Z range)
+            scope = SimulatedMicroscope(SimConfig(**options))
+            scope.guard.dry_run = bool(dry_run)
+            return scope
         guard = MoveGuard(limits=lim, require_limits=False, dry_run=dry_run)
         return SimulatedMicroscope(SimConfig(**options), guard=guard)
     if name in ("headless", "mm"):

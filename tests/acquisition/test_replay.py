@@ -230,3 +230,5 @@ def test_factory_sim_options_limits_dry_run():
     scope.close()
     with pytest.raises(TypeError, match="Unknown option.*'no_such_field'.*allowed"):
         open_microscope("sim", no_such_field=1)
+    own = open_microscope("sim", dry_run=True)  # no limits given: the simulator's own
+    assert own.limits is not None and own.limits.x is not None and own.guard.dry_run
