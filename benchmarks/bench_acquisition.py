@@ -93,10 +93,12 @@ def _replay():
 def _cases(n_frames: int) -> list[tuple[str, object]]:
     cases: list[tuple[str, object]] = []
 
-    def sim():
-        from acquisition.factory import open_microscope
+    def sim(**options):
+        def make():
+            from acquisition.factory import open_microscope
 
-        return open_microscope("sim")
+            return open_microscope("sim", **options)
+        return make
 
     def headless(exposure_ms: float):
         def make():
@@ -106,7 +108,8 @@ def _cases(n_frames: int) -> list[tuple[str, object]]:
                 camera_properties={"Mode": "Fluorescent Beads"}, exposure_ms=exposure_ms)
         return make
 
-    cases.append(("sim (default SimConfig)", sim))
+    cases.append(("sim 512x512, 10 ms exposure (realtime)", sim()))
+    cases.append(("sim 512x512, realtime=False (render-bound)", sim(realtime=False)))
     cases.append(("headless DemoCamera 512x512, 10 ms exposure", headless(10.0)))
     cases.append(("headless DemoCamera 512x512, 1 ms exposure", headless(1.0)))
     cases.append(("replay OME-TIFF 512x512 uint16, fps=0 (lossless)", _replay))
