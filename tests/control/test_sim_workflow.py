@@ -159,3 +159,24 @@ def test_dry_run_moves_nothing(tmp_path):
     assert s.status == "dry-run" and s.fields > 1 and len(s.planned_fields) == s.fields
     assert scope.position() == start
     assert all(r["status"] == "planned" for r in _rows(tmp_path))
+
+
+def test_adaptive_z_stack_extends_while_the_cell_is_seen(tmp_path):
+    scope = _layout_scope(seed=14, blur_um_per_um=1.2)
+    p = scope.position()
+    region = (p.x - 20, p.y - 20, p.x + 20, p.y + 20)
+    spec = ZStackSpec((-1.0, 1.0), 1.0, adaptive=True, max_extent_um=30.0)
+    s = FindAndImage(scope, _detector(), region=region, out_dir=tmp_path, z_stack=spec).run()
+    assert s.cells_imaged >= 1
+    for r in (r for r in _rows(tmp_path) if r["status"] == "imaged"):
+        n = int(r["n_planes"])
+        # More than the fixed +/-1 µm core, but it stopped once the blurred cell was lost
+        # (well before the 30 µm cap).
+        assert 3 < n < 61, n
+        with tifffile.TiffFile(tmp_path / r["file"]) as tf:
+            desc = json.loads(tf.ome_metadata.split("<Description>")[1]
+                              .split("</Description>")[0].replace("&quot;", '"'))
+        z = np.asarray(desc["z_um"])
+        assert len(z) == n and np.allclose(np.diff(z), 1.0, atol=0.05)
+        zf = float(r["z_um"])
+        assert z.min() < zf - 1.5 and z.max() > zf + 1.5
