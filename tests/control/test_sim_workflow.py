@@ -74,9 +74,10 @@ def test_plan_fields_covers_region_with_overlap():
         plan_fields((10, 0, 0, 5), 100, 10)
 
 
-@pytest.mark.parametrize("rot,flip", [(0.0, False), (90.0, True)])
-def test_every_true_cell_imaged_exactly_once(tmp_path, rot, flip):
-    scope = _layout_scope(seed=11, camera_rotation_deg=rot, camera_flip_x=flip)
+@pytest.mark.parametrize("rot,flip,tilt", [(0.0, False, (0.0, 0.0)),
+                                           (90.0, True, (0.03, -0.02))])
+def test_every_true_cell_imaged_exactly_once(tmp_path, rot, flip, tilt):
+    scope = _layout_scope(seed=11, camera_rotation_deg=rot, camera_flip_x=flip, tilt=tilt)
     scope.affine = scope.true_affine  # as after `calibrate(scope, apply=True)`
     region = _region(scope)
     truth_ids = [int(i) for i in scope.specimen.cells_in_region(*region)]
@@ -96,6 +97,8 @@ def test_every_true_cell_imaged_exactly_once(tmp_path, rot, flip):
         xy = np.array([float(r["x_um"]), float(r["y_um"])])
         cid = min(centers, key=lambda i: float(np.hypot(*(centers[i] - xy))))
         assert np.hypot(*(centers[cid] - xy)) < 3.0
+        # Each stack is centred on the true focus there (the slide may be tilted).
+        assert abs(float(r["z_um"]) - scope.true_focus_z(*centers[cid])) < 0.5
         hits.append(cid)
     assert len(hits) == len(set(hits)), "a cell was imaged twice"
     missing = set(truth_ids) - set(hits)
