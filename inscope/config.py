@@ -103,7 +103,7 @@ class ControlConfig:
     mode: str = "off"
     target: str | int = "nearest"
     target_class: str | None = None
-    deadband_um: float = 1.0
+    deadband_um: float = 2.0  # ~3 px at 0.65 µm/px: above box jitter, so no hunting
     max_step_um: float = 50.0
     gain: float = 0.8
     settle_s: float = 0.0
