@@ -127,6 +127,8 @@ def run_config(scope, detector, frames: int, mode: str = "steer",
         "latency_ms": s["latency_ms"],
         "overhead_ms": s["latency_ms"]["overhead_ready_to_published_minus_detect"],
         "loop_overhead_ms": s["latency_ms"]["loop_overhead_minus_detect_and_control"],
+        "handoff_ms": s["latency_ms"][
+            "handoffs_dequeued_to_published_minus_detect_and_control"],
         "zmq": {"sent": pub["sent"], "zmq_dropped": pub["zmq_dropped"],
                 "queue_dropped": pub["dropped"]},
         "moves": s["control"].get("guard"),
@@ -137,13 +139,13 @@ def run_config(scope, detector, frames: int, mode: str = "steer",
 def _table(results: list[dict]) -> str:
     head = (f"{'microscope':<30} {'detector':<22} {'fps/cam':>11} {'drop':>5} "
             f"{'detect p50/p99':>15} {'e2e p50/p99/max':>20} {'overhead p50/p99':>17} "
-            f"{'loop ovh p50/p99':>17} {'->move p50':>10}")
+            f"{'loop ovh p50/p99':>17} {'hand-offs p50/p99':>17} {'->move p50':>10}")
     rows = [head, "-" * len(head)]
     for r in results:
         L = r["latency_ms"]
         d, e, o, m = (L["detect"], L["ready_to_published"], r["overhead_ms"],
                       L["ready_to_move_commanded"])
-        lo = r["loop_overhead_ms"]
+        lo, ho = r["loop_overhead_ms"], r["handoff_ms"]
 
         def f(x):
             return "-" if x is None else f"{x:.2f}"
@@ -154,6 +156,7 @@ def _table(results: list[dict]) -> str:
             f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
             f"{f(d['p50']):>7}/{f(d['p99']):<7} {f(e['p50']):>6}/{f(e['p99'])}/{f(e['max']):<6} "
             f"{f(o['p50']):>8}/{f(o['p99']):<8} {f(lo['p50']):>8}/{f(lo['p99']):<8} "
+            f"{f(ho['p50']):>8}/{f(ho['p99']):<8} "
             f"{f(m['p50']):>10}")
     return "\n".join(rows)
 

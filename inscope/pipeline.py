@@ -517,6 +517,13 @@ class Pipeline:
                                       and "detect_start" in s), strict=True)
                if STAMP_CONTROL_START in s]
         out["loop_overhead_minus_detect_and_control"] = ns_to_ms(own)
+        # hand-offs only: also minus the wait of a fresh frame for a busy detector
+        hand = [(s[STAMP_PUBLISHED] - s[STAMP_DEQUEUED])
+                - (s["detect_end"] - s["detect_start"])
+                - (s[STAMP_CONTROL_END] - s[STAMP_CONTROL_START])
+                for s in recs if "detect_end" in s and "detect_start" in s
+                and STAMP_CONTROL_START in s and STAMP_DEQUEUED in s]
+        out["handoffs_dequeued_to_published_minus_detect_and_control"] = ns_to_ms(hand)
         tms = list(self.detector_timings)
         for key in sorted({k for t in tms for k in t if k != "total_ms"}):
             out[f"detector_{key.removesuffix('_ms')}"] = percentiles(
