@@ -2,7 +2,7 @@
 # Rebuild the shipped default model detector/models/inscope-nuclei.onnx (+ .json card).
 #
 # One command: renders (once, cached in ~/.cache/inscope) 3000 domain-randomised 256x256
-# crops from the simulated microscope, trains TinyCenterNet for 3000 steps or 14 minutes
+# crops from the simulated microscope, trains TinyCenterNet for 2400 steps or 12 minutes
 # (whichever comes first; the schedule anneals over whichever is further), exports ONNX
 # (opset 17, dynamic H/W), checks it against torch, scores it on 8 held-out simulated
 # frames (seed 900000), tunes the card's score threshold (best F1) and measures CPU latency.

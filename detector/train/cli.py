@@ -21,9 +21,9 @@ import numpy as np
 
 #: name -> training settings; --steps / --batch / --lr / --synthetic override them.
 PRESETS: dict[str, dict] = {
-    # the shipped model: 3000 pre-rendered crops, <= 14 min of training on 2 CPU cores
-    "default": {"synthetic": 3000, "steps": 3000, "batch": 16, "lr": 3e-3,
-                "time_limit_s": 840.0, "eval_sim": 8},
+    # the shipped model: 3000 pre-rendered crops, <= 12 min of training on 2 CPU cores
+    "default": {"synthetic": 3000, "steps": 2400, "batch": 16, "lr": 3e-3,
+                "time_limit_s": 720.0, "eval_sim": 8},
     # smoke tests and quick experiments: seconds to a minute
     "fast": {"synthetic": 96, "steps": 60, "batch": 8, "lr": 3e-3, "time_limit_s": None,
              "eval_sim": 0},

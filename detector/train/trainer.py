@@ -89,7 +89,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
             lr = _lr(cfg.lr, min(frac, 1.0))
             for g in opt.param_groups:
                 g["lr"] = lr
-            lv = float(loss)
+            lv = float(loss.detach())
             ema = lv if math.isnan(ema) else 0.95 * ema + 0.05 * lv
             if step % cfg.log_every == 0 or step == cfg.steps:
                 rec = {"step": step, "loss": lv, "loss_ema": ema, **parts,
@@ -101,9 +101,9 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
             if progress:
                 _progress(step, cfg.steps, ema, t0)
             if frac >= 1.0:
-                if progress:
-                    sys.stderr.write(f"\nschedule complete (time limit {cfg.time_limit_s}s) "
-                                     f"at step {step}\n")
+                if progress and step < cfg.steps:
+                    sys.stderr.write(f"\ntime limit {cfg.time_limit_s:.0f}s: schedule "
+                                     f"completed at step {step}\n")
                 break
     if progress:
         sys.stderr.write("\n")
