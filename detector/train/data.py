@@ -132,6 +132,8 @@ def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, crop: 
 class DetectionDataset(Dataset):
     """Images (any size/dtype) + boxes -> normalised crops and CenterNet targets.
 
+    Single class: every box is a "nucleus" (multi-class data trains as one class).
+
     Parameters
     ----------
     images, boxes
@@ -150,9 +152,7 @@ class DetectionDataset(Dataset):
     def __init__(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], *,
                  crop: int = 256, length: int | None = None,
                  scale_range: tuple[float, float] = (1.0, 1.0), augment: bool = True,
-                 normalisation: Mapping[str, Any] | None = None, seed: int = 0,
-                 class_ids: Sequence[np.ndarray] | None = None, num_classes: int = 1
-                 ) -> None:
+                 normalisation: Mapping[str, Any] | None = None, seed: int = 0) -> None:
         if crop % 32:
             raise ValueError(f"crop must be a multiple of 32; got {crop}.")
         if len(images) != len(boxes) or not len(images):
@@ -160,8 +160,6 @@ class DetectionDataset(Dataset):
                              f"{len(images)} images, {len(boxes)} box arrays.")
         self.images = images
         self.boxes = boxes
-        self.class_ids = class_ids
-        self.num_classes = num_classes
         self.crop = crop
         self.length = int(length or len(images))
         self.scale_range = scale_range
@@ -179,20 +177,12 @@ class DetectionDataset(Dataset):
         j = int(rng.integers(len(self.images)))
         img = as_image(np.asarray(self.images[j]))
         b = np.asarray(self.boxes[j], np.float32).reshape(-1, 4)
-        cls = None
-        if self.class_ids is not None and self.class_ids[j] is not None:
-            cls = np.asarray(self.class_ids[j])
-            b = np.concatenate([b, cls[:, None].astype(np.float32)], 1)
         if self.augment:
-            x, bb = augment(img, b[:, :4], rng, self.crop, self.scale_range)
+            x, bb = augment(img, b, rng, self.crop, self.scale_range)
         else:
-            x, bb = augment(img, b[:, :4], np.random.default_rng(0), self.crop,
-                            photometric=False)
-        # class ids follow the boxes only for the single-class default; multi-class
-        # training keeps ids by re-matching is not needed: boxes keep their order
+            x, bb = augment(img, b, np.random.default_rng(0), self.crop, photometric=False)
         x = normalise(x, self.norm)
-        t = draw_targets(bb, (self.crop // STRIDE, self.crop // STRIDE), STRIDE,
-                         self.num_classes)
+        t = draw_targets(bb, (self.crop // STRIDE, self.crop // STRIDE), STRIDE)
         out = {"image": torch.from_numpy(x[None])}
         out.update({k: torch.from_numpy(v) for k, v in t.items()})
         return out
