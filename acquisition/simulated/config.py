@@ -62,8 +62,32 @@ class SimConfig:
     max_step_xy_um: float = 5000.0
     max_step_z_um: float = 200.0
     max_rate_hz: float = 50.0
+    # aliases in per-pixel / µm units (None = use the fields above); resolved on creation
+    nucleus_diameter_um: tuple[float, float] | None = None  # -> diameter_um
+    signal_photons_per_ms: float | None = None  # per pixel -> cell_photons_per_um2_ms
+    background_photons_per_ms: float | None = None  # per pixel -> background_..._um2_ms
+    gain: float | None = None  # -> gain_adu_per_e
+    offset: float | None = None  # -> offset_adu
+    psf_sigma_um: float | None = None  # -> psf_sigma_px
+    blur_um_per_um: float | None = None  # -> defocus_blur_per_um
 
     def __post_init__(self) -> None:
+        self.shape = tuple(int(v) for v in self.shape)  # type: ignore[assignment]
+        px2 = (self.pixel_size_um * self.binning) ** 2
+        if self.nucleus_diameter_um is not None:
+            self.diameter_um = tuple(self.nucleus_diameter_um)  # type: ignore[assignment]
+        if self.signal_photons_per_ms is not None:
+            self.cell_photons_per_um2_ms = self.signal_photons_per_ms / px2
+        if self.background_photons_per_ms is not None:
+            self.background_photons_per_um2_ms = self.background_photons_per_ms / px2
+        if self.gain is not None:
+            self.gain_adu_per_e = self.gain
+        if self.offset is not None:
+            self.offset_adu = self.offset
+        if self.psf_sigma_um is not None:
+            self.psf_sigma_px = self.psf_sigma_um / (self.pixel_size_um * self.binning)
+        if self.blur_um_per_um is not None:
+            self.defocus_blur_per_um = self.blur_um_per_um
         h, w = self.shape
         if h < 8 or w < 8:
             raise ValueError(f"SimConfig.shape must be at least (8, 8); got {self.shape}.")
@@ -97,13 +121,15 @@ class SimConfig:
         return ms / 1000.0
 
     @property
-    def gain(self) -> float:
+    def gain_eff(self) -> float:
+        """Camera gain (ADU per electron) actually used."""
         if self.gain_adu_per_e is not None:
             return self.gain_adu_per_e
         return 0.25 if self.bit_depth == 8 else 2.0
 
     @property
-    def offset(self) -> float:
+    def offset_eff(self) -> float:
+        """Camera offset (ADU) actually used."""
         if self.offset_adu is not None:
             return self.offset_adu
         return 10.0 if self.bit_depth == 8 else 100.0

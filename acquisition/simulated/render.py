@@ -214,7 +214,7 @@ def expose(photons_per_ms: np.ndarray, cfg: SimConfig, rng: np.random.Generator)
     if flip & 2:
         n = n[::-1, :]
     std = cv2.sqrt(e + np.float32(cfg.read_noise_e ** 2))
-    adu = (e + std * n) * np.float32(cfg.gain) + np.float32(cfg.offset)
+    adu = (e + std * n) * np.float32(cfg.gain_eff) + np.float32(cfg.offset_eff)
     top = float(2 ** cfg.bit_depth - 1)
     np.clip(adu, 0.0, top, out=adu)
     return adu.astype(np.uint8 if cfg.bit_depth == 8 else np.uint16)
