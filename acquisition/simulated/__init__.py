@@ -1,10 +1,34 @@
-"""Simulated microscope: a seeded virtual fluorescence slide, camera, XY stage and focus,
-with ground truth for every frame. What inscope is tested, demoed and trained on."""
+"""The simulated microscope: a virtual fluorescence slide with ground truth.
+
+>>> from acquisition.simulated import SimulatedMicroscope
+>>> scope = SimulatedMicroscope(seed=1, realtime=False)
+>>> frame = scope.snap()          # uint16 frame with frame.truth boxes
+>>> scope.move_xy(100, 0)         # through the soft-limit guard
+"""
 
 from acquisition.simulated.config import SimConfig
-from acquisition.simulated.microscope import GroundTruth, SimClock, SimulatedMicroscope
-from acquisition.simulated.render import true_affine
-from acquisition.simulated.specimen import Cell, Specimen
+from acquisition.simulated.microscope import SimulatedMicroscope
+from acquisition.simulated.render import GroundTruth, Renderer
+from acquisition.simulated.specimen import (
+    KIND_DEBRIS,
+    KIND_DIM,
+    KIND_MITOTIC,
+    KIND_NORMAL,
+    KIND_PAIR,
+    Cell,
+    Specimen,
+)
 
-__all__ = ["Cell", "GroundTruth", "SimClock", "SimConfig", "SimulatedMicroscope", "Specimen",
-           "true_affine"]
+__all__ = [
+    "KIND_DEBRIS",
+    "KIND_DIM",
+    "KIND_MITOTIC",
+    "KIND_NORMAL",
+    "KIND_PAIR",
+    "Cell",
+    "GroundTruth",
+    "Renderer",
+    "SimConfig",
+    "SimulatedMicroscope",
+    "Specimen",
+]

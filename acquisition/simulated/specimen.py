@@ -1,236 +1,197 @@
-"""The virtual slide: nuclei (labelled) and debris (unlabelled), generated lazily per tile.
+"""A virtual fluorescence slide: nuclei (and debris) generated lazily, tile by tile.
 
-Cells are generated per ``TILE_UM`` square tile from a generator seeded by (seed, tile), so
-construction is free, any field is reproducible whatever order it is visited in, and only
-tiles near the field of view are ever created.
+A slide many fields of view wide would hold tens of thousands of nuclei; generating them
+all up front makes every `SimulatedMicroscope()` slow. Instead each 200 µm tile is generated
+on first use from ``(seed, tile)`` alone, so the specimen is the same whatever order the
+stage visits it in.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from acquisition.simulated.config import SimConfig
 
 TILE_UM = 200.0
-_PER_TILE = 4096  # ids: tile_key * _PER_TILE + k
+
+KIND_NORMAL, KIND_DIM, KIND_MITOTIC, KIND_PAIR, KIND_DEBRIS = range(5)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cell:
-    """One object on the slide; ``kind`` is "interphase", "mitotic", "dividing" or "debris".
+    """One object on the slide, in stage µm at time 0.
 
-    A "dividing" cell is a pair of condensed chromatin blobs separated by ``sep_um`` along
-    ``angle``; it is ONE labelled object, as the Cell Tracking Challenge annotates it.
+    ``a_um``/``b_um`` are semi-axes, ``angle`` radians in stage axes. A ``KIND_PAIR`` is two
+    condensed daughter chromatin masses ``pair_sep_um`` apart along ``angle``: annotations
+    (and our ground truth) label the pair as ONE object. Debris is never labelled.
     """
 
     id: int
     x_um: float
     y_um: float
-    a_um: float  # semi-axis along angle
-    b_um: float  # semi-axis across
-    angle: float = 0.0  # radians, in stage coordinates
-    brightness: float = 1.0
-    kind: str = "interphase"
-    seed: int = 0
-    z_offset_um: float = 0.0
-    sep_um: float = 0.0
-    motion: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # speed, dir, phase, range
+    a_um: float
+    b_um: float
+    angle: float
+    brightness: float  # relative peak brightness (1 = typical nucleus)
+    kind: int = KIND_NORMAL
+    vx_um_s: float = 0.0
+    vy_um_s: float = 0.0
+    pair_sep_um: float = 0.0
+    texture_seed: int = 0
 
     @property
     def labelled(self) -> bool:
-        return self.kind != "debris"
-
-    @property
-    def radius_um(self) -> float:
-        """Radius of a circle that surely contains the object."""
-        return max(self.a_um, self.b_um) * 1.25 + self.sep_um / 2.0
+        return self.kind != KIND_DEBRIS
 
     def position(self, t_s: float) -> tuple[float, float]:
-        speed, direction, phase, rng = self.motion
-        if speed <= 0.0 or t_s == 0.0:
-            return (self.x_um, self.y_um)
-        # Bounded wander: starts at (x, y) with the given speed, never leaves +-range.
-        u = rng * math.sin(speed * t_s / rng)
-        v = 0.5 * rng * (math.sin(0.7 * speed * t_s / rng + phase) - math.sin(phase))
-        c, s = math.cos(direction), math.sin(direction)
-        return (self.x_um + c * u - s * v, self.y_um + s * u + c * v)
+        return (self.x_um + self.vx_um_s * t_s, self.y_um + self.vy_um_s * t_s)
 
-    @classmethod
-    def simple(cls, id: int, x_um: float, y_um: float, diameter_um: float = 12.0,
-               brightness: float = 1.0, **kw) -> Cell:
-        """A round interphase nucleus at a known position (for tests and demos)."""
-        r = diameter_um / 2.0
-        return cls(id=id, x_um=x_um, y_um=y_um, a_um=r, b_um=r, brightness=brightness,
-                   seed=kw.pop("seed", id), **kw)
+    def half_extent_um(self) -> tuple[float, float]:
+        """Half width/height (stage axes) of the axis-aligned box around the object."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        a = self.a_um + self.pair_sep_um / 2
+        return (math.hypot(a * c, self.b_um * s), math.hypot(a * s, self.b_um * c))
 
 
+@dataclass
 class Specimen:
-    """Cells on a slide centred on stage (0, 0).
+    """The slide's objects, generated per tile on demand (or given as a fixed list)."""
 
-    Use :meth:`from_cells` for a fixed list (e.g. one cell at a known position).
-    """
-
-    def __init__(self, cfg: SimConfig) -> None:
-        self.cfg = cfg
-        self._fixed: list[Cell] | None = None
-        self._tiles: dict[tuple[int, int], list[Cell]] = {}
-        w, h = cfg.slide_um
-        self.x_range = (-w / 2.0, w / 2.0)
-        self.y_range = (-h / 2.0, h / 2.0)
-        self._ntx = max(1, math.ceil(w / TILE_UM))
-        self._nty = max(1, math.ceil(h / TILE_UM))
-        self.max_radius_um = cfg.diameter_um[1] * 1.6 + 5.0
-        self.motion_margin_um = (cfg.cell_motion_range_um * 1.5
-                                 if cfg.cell_motion_um_per_s > 0 else 0.0)
+    config: SimConfig
+    fixed: list[Cell] | None = None
+    _tiles: dict[tuple[int, int], list[Cell]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_cells(cls, cells, cfg: SimConfig | None = None) -> Specimen:
-        spec = cls(cfg or SimConfig())
-        spec._fixed = list(cells)
-        spec._by_id = {c.id: c for c in spec._fixed}
-        spec.max_radius_um = max([c.radius_um for c in spec._fixed] + [1.0]) + 2.0
-        spec.motion_margin_um = max([c.motion[3] * 1.5 for c in spec._fixed] + [0.0])
-        return spec
+    def from_cells(cls, cells: list[Cell], config: SimConfig | None = None) -> Specimen:
+        """A specimen of exactly these objects (for tests with known positions)."""
+        return cls(config or SimConfig(), fixed=list(cells))
 
-    # -- lookup ----------------------------------------------------------------------------
-    def objects_near(self, x0: float, y0: float, x1: float, y1: float) -> list[Cell]:
-        """All objects (cells and debris) whose *home* centre may matter for a region."""
-        m = self.max_radius_um + self.motion_margin_um
-        x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
-        if self._fixed is not None:
-            return [c for c in self._fixed if x0 <= c.x_um <= x1 and y0 <= c.y_um <= y1]
-        tx0 = max(0, int((x0 - self.x_range[0]) // TILE_UM))
-        tx1 = min(self._ntx - 1, int((x1 - self.x_range[0]) // TILE_UM))
-        ty0 = max(0, int((y0 - self.y_range[0]) // TILE_UM))
-        ty1 = min(self._nty - 1, int((y1 - self.y_range[0]) // TILE_UM))
-        out: list[Cell] = []
-        for ty in range(ty0, ty1 + 1):
-            for tx in range(tx0, tx1 + 1):
-                out.extend(self._tile(tx, ty))
+    # -- lookup ------------------------------------------------------------------------
+    def _max_speed(self) -> float:
+        if self.fixed is not None:
+            return max((math.hypot(c.vx_um_s, c.vy_um_s) for c in self.fixed), default=0.0)
+        return self.config.cell_motion_um_per_s
+
+    def cells_near(self, x0: float, y0: float, x1: float, y1: float, t_s: float = 0.0
+                   ) -> list[Cell]:
+        """Objects (debris included) whose extent may reach the rectangle at time *t_s*."""
+        margin = self.config.nucleus_diameter_um[1] * 1.5 + self._max_speed() * t_s
+        if self.fixed is not None:
+            pool = self.fixed
+        else:
+            pool = []
+            for tx in range(math.floor((x0 - margin) / TILE_UM),
+                            math.floor((x1 + margin) / TILE_UM) + 1):
+                for ty in range(math.floor((y0 - margin) / TILE_UM),
+                                math.floor((y1 + margin) / TILE_UM) + 1):
+                    pool.extend(self._tile(tx, ty))
+        out = []
+        for c in pool:
+            x, y = c.position(t_s)
+            hx, hy = c.half_extent_um()
+            if x + hx >= x0 and x - hx <= x1 and y + hy >= y0 and y - hy <= y1:
+                out.append(c)
         return out
 
-    def cells_in_region(self, x0_um: float, y0_um: float, x1_um: float, y1_um: float,
+    def cells_in_region(self, x0: float, y0: float, x1: float, y1: float,
                         t_s: float = 0.0) -> list[int]:
-        """Ids of labelled cells whose centre lies inside the stage region at time *t_s*."""
-        xa, xb = sorted((x0_um, x1_um))
-        ya, yb = sorted((y0_um, y1_um))
-        ids = []
-        for c in self.objects_near(xa, ya, xb, yb):
-            if not c.labelled:
-                continue
-            x, y = c.position(t_s)
-            if xa <= x <= xb and ya <= y <= yb:
-                ids.append(c.id)
-        return sorted(ids)
+        """Ids of labelled objects whose centre lies inside the rectangle (what a scan of
+        that region must find)."""
+        return [c.id for c in self.cells_near(x0, y0, x1, y1, t_s) if c.labelled
+                and x0 <= c.position(t_s)[0] <= x1 and y0 <= c.position(t_s)[1] <= y1]
 
-    def cell(self, id: int) -> Cell:
-        if self._fixed is not None:
-            try:
-                return self._by_id[id]
-            except KeyError:
-                raise KeyError(f"No cell with id {id} in this specimen.") from None
-        key, k = divmod(abs(id), _PER_TILE)
-        ty, tx = divmod(key, self._ntx)
-        for c in self._tile(tx, ty) if ty < self._nty else []:
-            if c.id == id:
-                return c
-        raise KeyError(f"No cell with id {id} on this slide.")
+    def get(self, cell_id: int) -> Cell:
+        if self.fixed is not None:
+            for c in self.fixed:
+                if c.id == cell_id:
+                    return c
+        else:
+            tile = _tile_of_id(cell_id)
+            for c in self._tile(*tile):
+                if c.id == cell_id:
+                    return c
+        raise KeyError(f"No object with id {cell_id} on this slide.")
 
-    def position_of(self, id: int, t_s: float = 0.0) -> tuple[float, float]:
-        """Stage position (µm) that centres object *id* at sim time *t_s*."""
-        return self.cell(id).position(t_s)
+    def position_of(self, cell_id: int, t_s: float = 0.0) -> tuple[float, float]:
+        return self.get(cell_id).position(t_s)
 
-    # -- generation ------------------------------------------------------------------------
+    # -- generation --------------------------------------------------------------------
     def _tile(self, tx: int, ty: int) -> list[Cell]:
-        cells = self._tiles.get((tx, ty))
-        if cells is None:
-            cells = self._tiles[(tx, ty)] = self._generate(tx, ty)
-        return cells
+        key = (tx, ty)
+        if key not in self._tiles:
+            self._tiles[key] = self._generate(tx, ty)
+        return self._tiles[key]
 
     def _generate(self, tx: int, ty: int) -> list[Cell]:
-        cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, tx, ty, 7])
-        x0 = self.x_range[0] + tx * TILE_UM
-        y0 = self.y_range[0] + ty * TILE_UM
-        x1 = min(x0 + TILE_UM, self.x_range[1])
-        y1 = min(y0 + TILE_UM, self.y_range[1])
-        area_mm2 = (x1 - x0) * (y1 - y0) / 1e6
-        base = (ty * self._ntx + tx) * _PER_TILE
-        cells: list[Cell] = []
-        placed: list[tuple[float, float, float]] = []
+        cfg = self.config
+        half_w, half_h = cfg.slide_um[0] / 2, cfg.slide_um[1] / 2
+        x0, y0 = tx * TILE_UM, ty * TILE_UM
+        if x0 >= half_w or y0 >= half_h or x0 + TILE_UM <= -half_w or y0 + TILE_UM <= -half_h:
+            return []  # off the slide
+        rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, tx & 0xFFFF, ty & 0xFFFF, 7])
+        area_mm2 = (TILE_UM / 1000) ** 2
         n = rng.poisson(cfg.density_per_mm2 * area_mm2)
-        k = 0
-
-        def free(x: float, y: float, r: float, slack: float = 0.9) -> bool:
-            return all((x - px) ** 2 + (y - py) ** 2 > (slack * (r + pr)) ** 2
-                       for px, py, pr in placed)
-
-        def make(x: float, y: float, kind: str | None = None) -> Cell | None:
-            nonlocal k
-            d = rng.uniform(*cfg.diameter_um)
+        d_lo, d_hi = cfg.nucleus_diameter_um
+        cells: list[Cell] = []
+        for i in range(n):
+            d = rng.uniform(d_lo, d_hi)
             el = rng.uniform(*cfg.elongation)
-            a, b = d / 2.0 * math.sqrt(el), d / 2.0 / math.sqrt(el)
-            if kind is None:
-                kind = "dividing" if rng.random() < cfg.dividing_fraction else "interphase"
+            a, b = d / 2 * math.sqrt(el), d / 2 / math.sqrt(el)
+            angle = rng.uniform(0, math.pi)
             bright = float(rng.lognormal(0.0, cfg.brightness_cv))
-            sep = 0.0
-            if kind == "dividing":
-                sep = rng.uniform(1.0, 1.8) * d / 2.0
-                a, b = a * 0.45, b * 0.35
-                bright *= rng.uniform(1.8, 2.8)
-            elif rng.random() < cfg.dim_fraction:
-                bright = rng.uniform(*cfg.dim_brightness)
-            motion = (0.0, 0.0, 0.0, 1.0)
-            if cfg.cell_motion_um_per_s > 0:
-                motion = (cfg.cell_motion_um_per_s * rng.uniform(0.5, 1.5),
-                          rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi),
-                          cfg.cell_motion_range_um)
-            c = Cell(id=base + k, x_um=x, y_um=y, a_um=a, b_um=b,
-                     angle=float(rng.uniform(0, math.pi)), brightness=bright, kind=kind,
-                     seed=int(rng.integers(2**31)),
-                     z_offset_um=float(rng.normal(0, cfg.cell_z_spread_um)),
-                     sep_um=sep, motion=motion)
-            k += 1
-            return c
-
-        for _ in range(n):
-            if k >= _PER_TILE // 2:
-                break
-            for _try in range(10):
-                x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
-                c = make(x, y)
-                if free(x, y, c.radius_um * 0.8):
+            kind, sep = KIND_NORMAL, 0.0
+            u = rng.random()
+            if u < cfg.dim_fraction:
+                kind, bright = KIND_DIM, bright * rng.uniform(0.15, 0.35)
+            elif u < cfg.dim_fraction + cfg.dividing_fraction:
+                # condensed chromatin: smaller, brighter; half of them already two daughters
+                a, b = a * rng.uniform(0.45, 0.7), b * rng.uniform(0.3, 0.5)
+                bright *= rng.uniform(1.8, 3.0)
+                if rng.random() < 0.5:
+                    kind, sep = KIND_PAIR, rng.uniform(1.5, 3.0) * 2 * b + 2 * a * 0.3
+                else:
+                    kind = KIND_MITOTIC
+            # place: touching a neighbour (cluster) or uniformly, avoiding big overlaps
+            for _try in range(8):
+                if cells and rng.random() < cfg.cluster_fraction:
+                    nb = cells[int(rng.integers(len(cells)))]
+                    phi = rng.uniform(0, 2 * math.pi)
+                    r = (max(nb.a_um, nb.b_um) + max(a, b)) * rng.uniform(0.85, 1.0)
+                    x, y = nb.x_um + r * math.cos(phi), nb.y_um + r * math.sin(phi)
+                else:
+                    x, y = x0 + rng.uniform(0, TILE_UM), y0 + rng.uniform(0, TILE_UM)
+                if not (x0 <= x < x0 + TILE_UM and y0 <= y < y0 + TILE_UM):
+                    continue
+                if abs(x) > half_w - d or abs(y) > half_h - d:
+                    continue
+                if all(math.hypot(x - c.x_um, y - c.y_um)
+                       > 0.8 * (min(a, b) + min(c.a_um, c.b_um)) for c in cells):
                     break
             else:
                 continue
-            cells.append(c)
-            placed.append((c.x_um, c.y_um, c.radius_um * 0.8))
-            if rng.random() < cfg.cluster_fraction:  # touching neighbours
-                for _j in range(int(rng.integers(1, 3))):
-                    nb = make(0.0, 0.0, "interphase")
-                    ang = rng.uniform(0, 2 * math.pi)
-                    dist = (c.radius_um + nb.radius_um) / 1.25 * rng.uniform(0.85, 1.0)
-                    nx, ny = c.x_um + dist * math.cos(ang), c.y_um + dist * math.sin(ang)
-                    if not (self.x_range[0] < nx < self.x_range[1]
-                            and self.y_range[0] < ny < self.y_range[1]):
-                        continue
-                    nb = Cell(**{**_asdict(nb), "x_um": nx, "y_um": ny})
-                    if free(nx, ny, nb.radius_um * 0.8, slack=0.7):
-                        cells.append(nb)
-                        placed.append((nx, ny, nb.radius_um * 0.8))
-        nd = rng.poisson(cfg.debris_per_mm2 * area_mm2)
-        for j in range(min(nd, _PER_TILE // 2 - 1)):
+            speed = cfg.cell_motion_um_per_s
+            heading = rng.uniform(0, 2 * math.pi)
+            cells.append(Cell(_make_id(tx, ty, i), x, y, a, b, angle, bright, kind,
+                              speed * math.cos(heading), speed * math.sin(heading), sep,
+                              int(rng.integers(1 << 31))))
+        n_debris = rng.poisson(cfg.debris_per_mm2 * area_mm2)
+        for j in range(n_debris):
             r = rng.uniform(0.4, 1.5)
-            cells.append(Cell(id=base + _PER_TILE // 2 + j, x_um=rng.uniform(x0, x1),
-                              y_um=rng.uniform(y0, y1), a_um=r, b_um=r * rng.uniform(0.6, 1),
-                              angle=rng.uniform(0, math.pi),
-                              brightness=float(rng.uniform(0.5, 4.0)), kind="debris",
-                              seed=int(rng.integers(2**31))))
+            x, y = x0 + rng.uniform(0, TILE_UM), y0 + rng.uniform(0, TILE_UM)
+            cells.append(Cell(_make_id(tx, ty, 5000 + j), x, y, r, r * rng.uniform(0.6, 1),
+                              rng.uniform(0, math.pi), float(rng.uniform(0.8, 4.0)),
+                              KIND_DEBRIS, texture_seed=int(rng.integers(1 << 31))))
         return cells
 
 
-def _asdict(c: Cell) -> dict:
-    return {f: getattr(c, f) for f in Cell.__slots__}
+def _make_id(tx: int, ty: int, i: int) -> int:
+    # ids stay small, positive and unique per (tile, index) on slides up to ±200 tiles wide
+    return ((tx + 256) * 512 + (ty + 256)) * 10_000 + i
+
+
+def _tile_of_id(cell_id: int) -> tuple[int, int]:
+    t = cell_id // 10_000
+    return (t // 512 - 256, t % 512 - 256)

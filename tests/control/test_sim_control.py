@@ -83,7 +83,9 @@ def _centre_cell(scope, det, offset_um, max_frames=8):
     k = int(np.argmin(np.hypot(*(centers - [p.x, p.y]).T)))
     cid, cxy = ids[k], centers[k]
     scope.move_xy(cxy[0] - offset_um[0], cxy[1] - offset_um[1])
-    steer = Steerer(scope, deadband_um=0.5)
+    # deadband above the detector's frame-to-frame centre jitter (~0.5-1 µm on noisy
+    # frames); the ground-truth error below is still required to be < 1 µm
+    steer = Steerer(scope, deadband_um=0.9)
     chosen = False
     acts = []
     for _ in range(max_frames):
@@ -167,7 +169,9 @@ def test_steering_refused_and_dry_run_on_sim():
                       require_limits=True)
     scope = _scope(seed=7, guard=guard)
     start = scope.position()
-    steer = Steerer(scope, deadband_um=0.5)
+    # deadband above the detector's frame-to-frame centre jitter (~0.5-1 µm on noisy
+    # frames); the ground-truth error below is still required to be < 1 µm
+    steer = Steerer(scope, deadband_um=0.9)
     f = scope.snap()
     d = det.detect(f)
     tracks = steer.tracker.update(f, d)
