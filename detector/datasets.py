@@ -3,7 +3,8 @@
 Formats
 -------
 ``npz``
-    ``image`` (H, W) + ``boxes`` (N, 4) x0, y0, x1, y1 pixels (+ optional ``class_ids``),
+    ``image`` (H, W) + ``boxes`` (N, 4) x0, y0, x1, y1 pixels (+ optional ``class_ids``
+    and ``difficult`` (N,) bool),
     or a stack ``images`` (T, H, W) + ``boxes`` (N, 4) + ``frame`` (N,) saying which image
     each box belongs to (e.g. the Cell Tracking Challenge HeLa stack).
 ``yolo``
@@ -11,12 +12,16 @@ Formats
     ``class cx cy w h`` line per box, normalised to [0, 1]), or a ``data.yaml``-free
     folder where images and .txt files sit side by side.
 ``voc``
-    Pascal VOC XML files (``<object><name>``, ``<bndbox>`` xmin ymin xmax ymax), the
-    format of the Waithe et al. (2020) datasets; images found via ``<filename>`` next to
-    the XML or in a sibling ``JPEGImages/`` folder.
+    Pascal VOC XML files (``<object><name>``, ``<bndbox>`` xmin ymin xmax ymax,
+    ``<difficult>``), the format of the Waithe et al. (2020) datasets; images found via
+    ``<filename>`` next to the XML or in a sibling ``JPEGImages/`` folder.
 ``coco``
     A COCO JSON file (``images``, ``annotations`` with ``bbox`` [x, y, w, h],
-    ``categories``); images relative to the JSON file's folder.
+    ``categories``); images relative to the JSON file's folder; ``iscrowd`` boxes are kept
+    as *difficult* (ignored when scoring, as COCO does).
+
+*Difficult* boxes (VOC's flag) are objects an evaluation should neither demand nor punish:
+they do not count as ground truth to find, and a prediction on one is not a false positive.
 
 Images come back 2-D: colour files (RGB/RGBA) are converted to gray by channel mean,
 since the file format, not the microscope, made them colour.
@@ -56,6 +61,9 @@ class Sample:
     pixel_size_um
         Pixel size in the specimen plane when known (simulated frames), so detectors that
         rescale by a physical object size can use it.
+    difficult
+        (N,) bool: boxes that scoring ignores (VOC ``<difficult>``, COCO ``iscrowd``,
+        objects mostly outside a simulated frame). ``None`` -> all False.
     """
 
     image: np.ndarray
@@ -64,6 +72,7 @@ class Sample:
     name: str
     class_names: tuple[str, ...] = field(default=())
     pixel_size_um: float | None = None
+    difficult: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -73,6 +82,12 @@ class Sample:
         if len(self.class_ids) != len(self.boxes):
             raise ValueError(f"{self.name}: {len(self.boxes)} boxes but "
                              f"{len(self.class_ids)} class ids.")
+        if self.difficult is None:
+            self.difficult = np.zeros(len(self.boxes), bool)
+        self.difficult = np.asarray(self.difficult, bool).reshape(-1)
+        if len(self.difficult) != len(self.boxes):
+            raise ValueError(f"{self.name}: {len(self.boxes)} boxes but "
+                             f"{len(self.difficult)} 'difficult' flags.")
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -105,8 +120,9 @@ def read_npz(path: str | Path) -> list[Sample]:
     with np.load(path, allow_pickle=False) as d:
         keys = set(d.files)
         cls = d["class_ids"] if "class_ids" in keys else None
+        hard = d["difficult"] if "difficult" in keys else None
         if "image" in keys and "boxes" in keys:
-            return [Sample(d["image"], d["boxes"], cls, path.name)]
+            return [Sample(d["image"], d["boxes"], cls, path.name, difficult=hard)]
         if "images" in keys and "boxes" in keys and "frame" in keys:
             images, boxes, frame = d["images"], d["boxes"], d["frame"].astype(np.int64)
             if images.ndim != 3:
@@ -118,7 +134,8 @@ def read_npz(path: str | Path) -> list[Sample]:
             for t in range(len(images)):
                 m = frame == t
                 out.append(Sample(images[t], boxes[m], None if cls is None else cls[m],
-                                  f"{path.name}[{t}]"))
+                                  f"{path.name}[{t}]",
+                                  difficult=None if hard is None else hard[m]))
             return out
     raise ValueError(
         f"{path}: an npz dataset needs 'image' + 'boxes', or 'images' + 'boxes' + 'frame'; "
@@ -187,7 +204,7 @@ def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = No
         if img_path is None:
             raise ValueError(f"{xml_path}: image {fname!r} not found next to the XML or in "
                              "../JPEGImages/.")
-        boxes, cls = [], []
+        boxes, cls, hard = [], [], []
         for obj in root.iter("object"):
             name = (obj.findtext("name") or "object").strip()
             bb = obj.find("bndbox")
@@ -200,8 +217,10 @@ def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = No
             x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
             boxes.append([x0 - 1, y0 - 1, x1, y1])
             cls.append(names.index(name))
+            hard.append((obj.findtext("difficult") or "0").strip() in ("1", "true"))
         out.append(Sample(read_image(img_path), np.asarray(boxes, np.float32),
-                          np.asarray(cls, np.int32), img_path.name, ()))
+                          np.asarray(cls, np.int32), img_path.name, (),
+                          difficult=np.asarray(hard, bool)))
     for s in out:
         s.class_names = tuple(names)
     return out
@@ -209,7 +228,7 @@ def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = No
 
 # -- COCO ------------------------------------------------------------------------------
 def read_coco(path: str | Path) -> list[Sample]:
-    """COCO detection JSON; ``iscrowd`` boxes are skipped; class ids are dense 0..K-1."""
+    """COCO detection JSON; ``iscrowd`` boxes are kept as difficult; class ids dense 0..K-1."""
     path = Path(path)
     try:
         d = json.loads(path.read_text())
@@ -223,8 +242,7 @@ def read_coco(path: str | Path) -> list[Sample]:
     names = tuple(c.get("name", str(c["id"])) for c in cats)
     by_img: dict[int, list[dict]] = {}
     for a in d["annotations"]:
-        if not a.get("iscrowd", 0):
-            by_img.setdefault(a["image_id"], []).append(a)
+        by_img.setdefault(a["image_id"], []).append(a)
     out = []
     for im in d["images"]:
         anns = by_img.get(im["id"], [])
@@ -235,7 +253,9 @@ def read_coco(path: str | Path) -> list[Sample]:
         if not img_path.exists() and (path.parent / "images" / im["file_name"]).exists():
             img_path = path.parent / "images" / im["file_name"]
         out.append(Sample(read_image(img_path), boxes, np.asarray(cls, np.int32),
-                          im["file_name"], names))
+                          im["file_name"], names,
+                          difficult=np.asarray([bool(a.get("iscrowd", 0)) for a in anns],
+                                               bool)))
     return out
 
 
@@ -311,8 +331,15 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto"
 HELD_OUT_SEED = 900000
 
 
+#: Simulated objects with less than this fraction of their box in the frame are marked
+#: difficult: a sliver of a nucleus at the edge is not something a detector (or an
+#: annotator) can be asked to find, nor punished for.
+MIN_VISIBLE_FRACTION = 0.25
+
+
 def simulated_samples(n: int, seed: int = HELD_OUT_SEED, *, span_um: float | None = None,
-                      **sim_options) -> list[Sample]:
+                      min_visible: float = MIN_VISIBLE_FRACTION, **sim_options
+                      ) -> list[Sample]:
     """Snap *n* annotated frames from the simulated microscope at random stage positions.
 
     Parameters
@@ -325,6 +352,8 @@ def simulated_samples(n: int, seed: int = HELD_OUT_SEED, *, span_um: float | Non
     span_um
         Positions are drawn uniformly in ``[-span_um, span_um]`` (clipped to the stage's
         soft limits); default 1000 µm: inside the default slide and maximum step.
+    min_visible
+        Objects with less of their box in view are flagged ``difficult``.
     **sim_options
         Extra :class:`acquisition.simulated.SimConfig` fields.
     """
@@ -350,8 +379,10 @@ def simulated_samples(n: int, seed: int = HELD_OUT_SEED, *, span_um: float | Non
             scope.move_xy(float(x), float(y))
             f = scope.snap()
             truth = f.truth if f.truth is not None else np.zeros((0, 4), np.float32)
+            vis = np.asarray(f.metadata.get("truth_visible_fraction", np.ones(len(truth))))
             out.append(Sample(f.pixels, truth, None, f"sim{seed}[{i}]@({x:.0f},{y:.0f})",
-                              pixel_size_um=float(f.pixel_size_um)))
+                              pixel_size_um=float(f.pixel_size_um),
+                              difficult=vis < min_visible))
         return out
     finally:
         scope.close()

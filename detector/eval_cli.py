@@ -49,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ignore-border-fp", action="store_true",
                    help="do not count unmatched predictions touching the border as FP "
                    "(for data whose border objects are unlabelled)")
+    p.add_argument("--count-difficult", action="store_true",
+                   help="score 'difficult' objects (VOC <difficult>, COCO iscrowd, simulated "
+                   "objects less than a quarter in view) like all others instead of "
+                   "ignoring them")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for P/R/F1 (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=None,
                    help="operating threshold for P/R/F1/counts (default: the model card's)")
@@ -65,8 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_detector(detector: Any, samples: list, *, iou: float = 0.5,
-                      score_threshold: float = 0.0, ignore_border_fp: bool = False):
-    """Run *detector* on every sample and score it; returns (EvalResult, predictions)."""
+                      score_threshold: float = 0.0, ignore_border_fp: bool = False,
+                      count_difficult: bool = False):
+    """Run *detector* on every sample and score it.
+
+    Returns
+    -------
+    (EvalResult, predictions [(boxes, scores)] per sample, detect times in ms)
+    """
     from acquisition.frame import Frame
     from detector.metrics import evaluate
 
@@ -80,7 +90,8 @@ def evaluate_detector(detector: Any, samples: list, *, iou: float = 0.5,
         preds.append((d.boxes, d.scores))
     res = evaluate(preds, [s.boxes for s in samples], iou_threshold=iou,
                    score_threshold=score_threshold, ignore_border_fp=ignore_border_fp,
-                   shapes=[s.image.shape for s in samples], names=[s.name for s in samples])
+                   shapes=[s.image.shape for s in samples], names=[s.name for s in samples],
+                   difficult=None if count_difficult else [s.difficult for s in samples])
     return res, preds, times
 
 
@@ -129,7 +140,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if op is None:
         op = float(card.decoding.get("score_threshold", 0.3)) if card is not None else 0.0
     res, preds, times = evaluate_detector(det, samples, iou=args.iou, score_threshold=op,
-                                          ignore_border_fp=args.ignore_border_fp)
+                                          ignore_border_fp=args.ignore_border_fp,
+                                          count_difficult=args.count_difficult)
     name = getattr(det, "name", "detector")
     print(f"{name} on {len(samples)} image(s) [{getattr(det, 'provider', '?')}]")
     print(f"{'image':<32} {'gt':>5} {'pred':>5} {'TP':>5} {'FP':>5} {'FN':>5} "

@@ -8,6 +8,11 @@ points; the all-point integral differs from it by well under 0.01 on these data)
 
 Matching is class-agnostic (nuclei are one class); pass one class's boxes at a time for
 per-class figures.
+
+*Difficult* ground truth (VOC's ``<difficult>``, COCO's ``iscrowd``) is neither demanded
+nor punished: it is left out of the object count, and a prediction that matches it
+(after the ordinary boxes had their pick, as COCO does) is dropped rather than counted as
+a false positive.
 """
 
 from __future__ import annotations
@@ -150,6 +155,7 @@ class EvalResult:
     iou_threshold: float
     score_threshold: float
     ignore_border_fp: bool
+    n_difficult: int = 0
     per_image: list[ImageResult] = field(default_factory=list)
     pr: dict[str, list[float]] = field(default_factory=dict)
 
@@ -163,8 +169,11 @@ class EvalResult:
         return (f"AP50 {self.ap50:.3f}  mAP50-95 {self.map50_95:.3f}  "
                 f"P {self.precision:.3f}  R {self.recall:.3f}  F1 {self.f1:.3f}  "
                 f"TP {self.tp}  FP {self.fp}  FN {self.fn}"
-                + (f"  (border FP ignored: {self.ignored})" if self.ignore_border_fp else "")
-                + f"  [{self.n_images} images, {self.n_gt} objects, score >= "
+                + (f"  (predictions ignored: {self.ignored})"
+                   if self.ignore_border_fp or self.n_difficult else "")
+                + f"  [{self.n_images} images, {self.n_gt} objects"
+                + (f" + {self.n_difficult} difficult (ignored)" if self.n_difficult else "")
+                + f", score >= "
                   f"{self.score_threshold:g}, IoU {self.iou_threshold:g}]")
 
 
@@ -178,7 +187,8 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
 def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.ndarray], *,
              iou_threshold: float = 0.5, score_threshold: float = 0.0,
              ignore_border_fp: bool = False, shapes: Sequence[tuple[int, int]] | None = None,
-             border_margin: float = 2.0, names: Sequence[str] | None = None) -> EvalResult:
+             border_margin: float = 2.0, names: Sequence[str] | None = None,
+             difficult: Sequence[np.ndarray] | None = None) -> EvalResult:
     """Score predictions against ground truth over a set of images.
 
     Parameters
@@ -193,12 +203,18 @@ def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.nd
         Unmatched predictions whose box touches the border (within *border_margin*
         pixels) are dropped, not counted as FP: for data whose border objects are
         unlabelled. Needs *shapes* ((H, W) per image).
+    difficult
+        Per image, (M,) bool flags of ground truth to ignore (see the module docstring);
+        ``None``: every box counts.
     """
     if len(preds) != len(gts):
         raise ValueError(f"Need one prediction set per image: {len(preds)} predictions, "
                          f"{len(gts)} ground truths.")
     if ignore_border_fp and shapes is None:
         raise ValueError("ignore_border_fp needs the image shapes (shapes=[(H, W), ...]).")
+    if difficult is not None and len(difficult) != len(gts):
+        raise ValueError(f"Need one 'difficult' array per image: {len(difficult)} for "
+                         f"{len(gts)} images.")
     names = list(names) if names is not None else [f"image{i}" for i in range(len(gts))]
     ious = [0.5, *[t for t in COCO_IOUS if t != 0.5]]
     if iou_threshold not in ious:
@@ -207,19 +223,31 @@ def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.nd
     pooled: dict[float, tuple[list, list]] = {t: ([], []) for t in ious}
     per_image: list[ImageResult] = []
     n_gt_total = 0
+    n_hard_total = 0
     tot = np.zeros(4, np.int64)  # tp fp fn ignored at (iou_threshold, score_threshold)
     for k, ((pb, ps), gb) in enumerate(zip(preds, gts, strict=True)):
         pb = np.asarray(pb, np.float64).reshape(-1, 4)
         ps = np.asarray(ps, np.float64).reshape(-1)
         gb = np.asarray(gb, np.float64).reshape(-1, 4)
+        hard = (np.zeros(len(gb), bool) if difficult is None
+                else np.asarray(difficult[k], bool).reshape(-1))
+        if len(hard) != len(gb):
+            raise ValueError(f"{names[k]}: {len(gb)} boxes but {len(hard)} 'difficult' flags.")
+        gb, hb = gb[~hard], gb[hard]
         n_gt_total += len(gb)
+        n_hard_total += len(hb)
         border = (touches_border(pb, shapes[k], border_margin) if ignore_border_fp
                   else np.zeros(len(pb), bool))
         m = iou_matrix(pb, gb)
+        mh = iou_matrix(pb, hb)
         img_ap = float("nan")
         for t in ious:
             assigned = match(pb, ps, gb, t, m)
-            keep = (assigned >= 0) | ~border
+            # unmatched predictions on difficult objects are dropped, not false positives
+            on_hard = (match(pb, ps, hb, t, mh) >= 0) & (assigned < 0) if len(hb) else \
+                np.zeros(len(pb), bool)
+            ignore = border | on_hard
+            keep = (assigned >= 0) | ~ignore
             pooled[t][0].append(assigned[keep] >= 0)
             pooled[t][1].append(ps[keep])
             if t == 0.5:
@@ -227,8 +255,10 @@ def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.nd
             if t == iou_threshold:
                 op = ps >= score_threshold
                 a_op = match(pb[op], ps[op], gb, t, m[op])
+                h_op = (match(pb[op], ps[op], hb, t, mh[op]) >= 0) & (a_op < 0) if len(hb) \
+                    else np.zeros(int(op.sum()), bool)
                 tp = int((a_op >= 0).sum())
-                ign = int(((a_op < 0) & border[op]).sum())
+                ign = int(((a_op < 0) & (border[op] | h_op)).sum())
                 fp = int(op.sum()) - tp - ign
                 fn = len(gb) - tp
                 p, r, f = _prf(tp, fp, fn)
@@ -253,5 +283,5 @@ def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.nd
         ap_at=ap_at, precision=p, recall=r, f1=f, tp=tp, fp=fp, fn=fn, ignored=ign,
         n_images=len(gts), n_gt=n_gt_total, iou_threshold=float(iou_threshold),
         score_threshold=float(score_threshold), ignore_border_fp=ignore_border_fp,
-        per_image=per_image,
+        n_difficult=n_hard_total, per_image=per_image,
         pr={"recall": rec.tolist(), "precision": prec.tolist(), "score": thr.tolist()})

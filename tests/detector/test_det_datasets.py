@@ -27,9 +27,11 @@ def test_npz_single_and_stack(tmp_path):
     imgs = np.stack([image(1), image(2), image(3)])
     frame = np.array([0, 2, 2])
     boxes = np.array([BOXES[0], BOXES[0], BOXES[1]], np.int32)
-    np.savez(tmp_path / "stack.npz", images=imgs, boxes=boxes, frame=frame)
+    np.savez(tmp_path / "stack.npz", images=imgs, boxes=boxes, frame=frame,
+             difficult=np.array([0, 1, 0], bool))
     s = load_dataset(tmp_path / "stack.npz")
     assert [len(x.boxes) for x in s] == [1, 0, 2]
+    assert [x.difficult.tolist() for x in s] == [[False], [], [True, False]]
     assert np.array_equal(s[2].image, imgs[2]) and s[2].name == "stack.npz[2]"
     assert s[0].boxes.dtype == np.float32
 
@@ -75,9 +77,10 @@ def test_voc_colour_image(tmp_path):
     rgb[..., 1] = 90
     cv2.imwrite(str(tmp_path / "JPEGImages" / "f.png"), rgb)
     objs = "".join(
-        f"<object><name>cell</name><bndbox><xmin>{x0 + 1:g}</xmin><ymin>{y0 + 1:g}</ymin>"
+        f"<object><name>cell</name><difficult>{int(k == 1)}</difficult>"
+        f"<bndbox><xmin>{x0 + 1:g}</xmin><ymin>{y0 + 1:g}</ymin>"
         f"<xmax>{x1:g}</xmax><ymax>{y1:g}</ymax></bndbox></object>"
-        for x0, y0, x1, y1 in BOXES)
+        for k, (x0, y0, x1, y1) in enumerate(BOXES))
     (tmp_path / "Annotations" / "f.xml").write_text(
         f"<annotation><filename>f.png</filename><size><width>{W}</width>"
         f"<height>{H}</height></size>{objs}</annotation>")
@@ -86,6 +89,7 @@ def test_voc_colour_image(tmp_path):
     assert len(s) == 1 and s[0].image.shape == (H, W) and s[0].image.dtype == np.uint8
     assert s[0].image.max() == 30  # gray = channel mean of (0, 90, 0)
     assert np.array_equal(s[0].boxes, BOXES) and s[0].class_names == ("cell",)
+    assert s[0].difficult.tolist() == [k == 1 for k in range(len(BOXES))]
 
 
 def test_coco(tmp_path):
@@ -104,7 +108,10 @@ def test_coco(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps(d))
     s = load_dataset(tmp_path / "ann.json")
     assert len(s) == 1 and s[0].image.dtype == np.uint16
-    assert np.allclose(s[0].boxes, BOXES) and s[0].class_ids.tolist() == [0, 1]
+    # the crowd box is kept, flagged difficult (ignored when scoring, as in COCO)
+    assert s[0].difficult.tolist() == [False, True, False]
+    keep = ~s[0].difficult
+    assert np.allclose(s[0].boxes[keep], BOXES) and s[0].class_ids[keep].tolist() == [0, 1]
     assert s[0].class_names == ("nucleus", "mitosis")
 
 
@@ -137,3 +144,11 @@ def test_simulated_held_out_samples():
         assert len(s.boxes) > 0 and s.pixel_size_um and s.pixel_size_um > 0
         assert s.boxes[:, 0].min() >= 0 and s.boxes[:, 2].max() <= w
         assert s.boxes[:, 1].min() >= 0 and s.boxes[:, 3].max() <= h
+    # slivers at the frame edge are flagged difficult, whole nuclei never are
+    both = simulated_samples(6, 900002)
+    hard = np.concatenate([s.difficult for s in both])
+    boxes = np.concatenate([s.boxes for s in both])
+    assert 0 < hard.sum() < len(hard) / 4
+    inside = ((boxes[:, 0] > 1) & (boxes[:, 1] > 1) & (boxes[:, 2] < w - 1)
+              & (boxes[:, 3] < h - 1))
+    assert not hard[inside].any()

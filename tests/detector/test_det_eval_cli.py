@@ -72,6 +72,12 @@ def test_eval_on_simulated_held_out_frames(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["n_images"] == 2 and r["n_gt"] > 0 and r["data"]["seed"] == 900123
     assert r["tp"] > 0
+    # slivers at the frame edge are difficult (ignored) unless asked to count them
+    assert r["n_difficult"] > 0
+    assert main(["eval", "--model", "classical", "--sim", "2", "--seed", "900123",
+                 "--json", str(out), "--count-difficult"]) == 0
+    r2 = json.loads(out.read_text())
+    assert r2["n_difficult"] == 0 and r2["n_gt"] == r["n_gt"] + r["n_difficult"]
 
 
 def test_package_exports_are_lazy_but_real():

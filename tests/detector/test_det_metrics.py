@@ -103,6 +103,30 @@ def test_ignore_border_fp():
         evaluate([(pred, scores)], [gt], ignore_border_fp=True)
 
 
+def test_difficult_objects_are_neither_demanded_nor_punished():
+    # GT: two ordinary objects and one difficult (VOC <difficult>1</difficult>)
+    gt = np.array([[10, 10, 20, 20], [30, 30, 50, 50], [60, 10, 70, 30]], np.float32)
+    hard = np.array([False, False, True])
+    # a prediction on the difficult box ranks first, then an FP, then one TP; GT[1] missed
+    pred = np.array([[60, 10, 70, 30], [80, 80, 90, 90], [10, 10, 20, 20]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7])
+    r = evaluate([(pred, scores)], [gt])
+    # all counted: TP, FP, TP -> precision 1, 1/2, 2/3 at recall 1/3, 1/3, 2/3
+    assert (r.tp, r.fp, r.fn, r.n_gt) == (2, 1, 1, 3)
+    assert r.ap50 == pytest.approx(1 / 3 + 1 / 3 * 2 / 3)
+    r = evaluate([(pred, scores)], [gt], difficult=[hard])
+    # difficult ignored: FP, TP over 2 objects -> precision 1/2 at recall 1/2
+    assert (r.tp, r.fp, r.fn, r.ignored, r.n_gt, r.n_difficult) == (1, 1, 1, 1, 2, 1)
+    assert r.ap50 == pytest.approx(0.25)
+    assert "1 difficult" in r.summary()
+    # an ordinary box still takes the prediction first when both overlap it
+    both = np.array([[10, 10, 20, 20], [10, 10, 20, 21]], np.float32)
+    r = evaluate([(both[:1], np.array([0.9]))], [both], difficult=[np.array([True, False])])
+    assert (r.tp, r.fp, r.ignored) == (1, 0, 0)
+    with pytest.raises(ValueError, match="difficult"):
+        evaluate([(pred, scores)], [gt], difficult=[hard[:2]])
+
+
 def test_pooled_over_images_and_per_image():
     preds = [(GT, [0.9, 0.8, 0.7]), (np.zeros((0, 4)), [])]
     r = evaluate(preds, [GT, GT[:2]], names=["a", "b"])
