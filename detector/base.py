@@ -6,6 +6,7 @@ several microscopes) can stand behind the same interface later.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -98,3 +99,68 @@ class Detector(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class DetectCall:
+    """Book-keeping shared by every detector's ``detect()``: opened by
+    :func:`begin_detect`, closed by :meth:`finish`, so that time stamps, frame index and
+    box clipping follow one rule whatever the detector.
+
+    Attributes
+    ----------
+    image
+        The frame's pixels as a 2-D array (see :func:`detector.preprocess.as_image`).
+    stamps
+        The frame's own stamps dict (``detect_start`` already set), or a fresh one for a
+        bare array.
+    index
+        The frame index, -1 for a bare array.
+    t0_ns
+        ``time.monotonic_ns()`` at the start.
+    """
+
+    image: np.ndarray
+    stamps: dict[str, int]
+    index: int
+    t0_ns: int
+
+    def finish(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
+               class_names: tuple[str, ...]) -> Detections:
+        """Clip boxes to the image, drop empty ones, stamp ``detect_end``."""
+        h, w = self.image.shape
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if len(boxes):
+            np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
+            np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, class_ids = boxes[ok], scores[ok], class_ids[ok]
+        self.stamps[STAMP_DETECT_END] = time.monotonic_ns()
+        return Detections(boxes, scores, class_ids, class_names, self.index,
+                          dict(self.stamps))
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.monotonic_ns() - self.t0_ns) / 1e6
+
+
+def begin_detect(frame: Frame | np.ndarray) -> DetectCall:
+    """Stamp ``detect_start`` on *frame* and take its pixels as a 2-D image."""
+    from detector.preprocess import as_image
+
+    t0 = time.monotonic_ns()
+    is_frame = isinstance(frame, Frame)
+    stamps = frame.stamps if is_frame else {}
+    stamps[STAMP_DETECT_START] = t0
+    return DetectCall(as_image(frame), stamps, frame.index if is_frame else -1, t0)
+
+
+def object_size_px(frame: Frame | np.ndarray, size_px: float | None,
+                   size_um: float | None) -> float | None:
+    """Typical object diameter in pixels: given in pixels, or in µm over the frame's pixel
+    size (a bare array has none), else None."""
+    if size_px is not None:
+        return float(size_px)
+    if size_um is not None and isinstance(frame, Frame):
+        return float(size_um) / float(frame.pixel_size_um)
+    return None

@@ -14,7 +14,7 @@ import numpy as np
 
 from acquisition.frame import Frame
 from detector import preprocess as pp
-from detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detections
+from detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
 
 
 class ClassicalDetector:
@@ -66,22 +66,12 @@ class ClassicalDetector:
         self.provider = "opencv"
         self.last_timing: dict[str, float] = {}
 
-    def _size(self, frame: Frame | np.ndarray) -> float | None:
-        if self.object_size_px is not None:
-            return float(self.object_size_px)
-        if self.object_size_um is not None and isinstance(frame, Frame):
-            return self.object_size_um / float(frame.pixel_size_um)
-        return None
-
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         """Find bright blobs in *frame*; see the class doc for the rule."""
-        t0 = time.monotonic_ns()
-        is_frame = isinstance(frame, Frame)
-        stamps = frame.stamps if is_frame else {}
-        stamps[STAMP_DETECT_START] = t0
-        img = pp.as_image(frame)
+        call = begin_detect(frame)
+        img = call.image
         H, W = img.shape
-        size = self._size(frame)
+        size = object_size_px(frame, self.object_size_px, self.object_size_um)
         x = pp.normalise(img, {"method": "percentile", "low": 1.0, "high": 99.8,
                                "subsample": 4, "clip": True})
         u8 = cv2.convertScaleAbs(x, alpha=255.0)
@@ -127,12 +117,11 @@ class ClassicalDetector:
         boxes, scores = boxes[keep], scores[keep]
         order = np.argsort(-scores, kind="stable")
         boxes, scores = boxes[order], scores[order]
-        t2 = time.monotonic_ns()
-        stamps[STAMP_DETECT_END] = t2
-        self.last_timing = {"pre_ms": (t1 - t0) / 1e6, "run_ms": (t2 - t1) / 1e6,
-                            "post_ms": 0.0, "total_ms": (t2 - t0) / 1e6}
-        return Detections(boxes, scores, np.zeros(len(boxes), np.int32), self.class_names,
-                          frame.index if is_frame else -1, dict(stamps))
+        det = call.finish(boxes, scores, np.zeros(len(boxes), np.int32), self.class_names)
+        t2 = det.stamps[STAMP_DETECT_END]
+        self.last_timing = {"pre_ms": (t1 - call.t0_ns) / 1e6, "run_ms": (t2 - t1) / 1e6,
+                            "post_ms": 0.0, "total_ms": (t2 - call.t0_ns) / 1e6}
+        return det
 
     def close(self) -> None:
         """Nothing to release (kept for the Detector interface)."""

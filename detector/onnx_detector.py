@@ -39,7 +39,7 @@ import numpy as np
 
 from acquisition.frame import Frame
 from detector import preprocess as pp
-from detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detections
+from detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
 from detector.card import ModelCard, sha256_file
 from detector.decode import decode_centernet, decode_ultralytics
 from detector.providers import create_session
@@ -230,9 +230,7 @@ class OnnxDetector:
         return pp.normalise(img, spec, out)
 
     def _factor(self, frame: Frame | np.ndarray) -> float:
-        size = self.object_size_px
-        if size is None and self.object_size_um is not None and isinstance(frame, Frame):
-            size = self.object_size_um / float(frame.pixel_size_um)
+        size = object_size_px(frame, self.object_size_px, self.object_size_um)
         return pp.scale_factor(size, self.card.scale.get("object_size_px"))
 
     def detect(self, frame: Frame | np.ndarray) -> Detections:
@@ -242,29 +240,18 @@ class OnnxDetector:
         get ``detect_start`` / ``detect_end``; ``last_timing`` holds the pre-processing,
         ``session.run`` and decoding times in ms of this call.
         """
-        t0 = time.monotonic_ns()
-        is_frame = isinstance(frame, Frame)
-        stamps = frame.stamps if is_frame else {}
-        stamps[STAMP_DETECT_START] = t0
-        img = pp.as_image(frame)
-        H, W = img.shape
+        call = begin_detect(frame)
         if self.format == "ultralytics":
-            boxes, scores, cls, tm = self._detect_ultralytics(img)
+            boxes, scores, cls, tm = self._detect_ultralytics(call.image)
         else:
-            boxes, scores, cls, tm = self._detect_centernet(img, self._factor(frame))
+            boxes, scores, cls, tm = self._detect_centernet(call.image, self._factor(frame))
         t_post = time.monotonic_ns()
-        if len(boxes):
-            np.clip(boxes[:, 0::2], 0, W, out=boxes[:, 0::2])
-            np.clip(boxes[:, 1::2], 0, H, out=boxes[:, 1::2])
-            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            boxes, scores, cls = boxes[ok], scores[ok], cls[ok]
-        t1 = time.monotonic_ns()
-        stamps[STAMP_DETECT_END] = t1
+        det = call.finish(boxes, scores, cls, self.class_names)
+        t1 = det.stamps[STAMP_DETECT_END]
         tm["post_ms"] += (t1 - t_post) / 1e6
-        tm["total_ms"] = (t1 - t0) / 1e6
+        tm["total_ms"] = (t1 - call.t0_ns) / 1e6
         self.last_timing = tm
-        return Detections(boxes, scores, cls, self.class_names,
-                          frame.index if is_frame else -1, dict(stamps))
+        return det
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.session.run(self._out_names, {self._in.name: x})
