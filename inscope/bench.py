@@ -185,11 +185,7 @@ def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("inscope end-to-end latency (CDF)")
-    p = out_dir / "latency_cdf.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(str(p))
+    paths.append(_save(fig, out_dir / "latency_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(9, 2.2 + 0.5 * len(results)))
     colors = plt.get_cmap("tab10").colors
@@ -205,12 +201,17 @@ def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list
     ax.legend(fontsize=7, ncol=7, loc="upper center", bbox_to_anchor=(0.5, -0.35),
               frameon=False)
     ax.set_title("inscope per-stage timeline (p50)")
-    p = out_dir / "stage_timeline.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(str(p))
+    paths.append(_save(fig, out_dir / "stage_timeline.png"))
     return paths
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def main(args: argparse.Namespace) -> int:
