@@ -87,7 +87,9 @@ class Steerer:
         Fraction of the error corrected per move. 1.0 with a calibrated affine converges
         in one move; lower it (0.5-0.8) when the calibration is uncertain.
     deadband_um
-        No move while the error is below this (stage noise, detector jitter).
+        No move while the error is below this (stage noise, detector jitter). None: 2
+        pixels of each frame, since box-centre jitter is a fraction of a pixel to ~1 pixel
+        whatever the objective; a smaller deadband makes the stage hunt.
     max_step_um
         Largest single move; longer corrections are split over frames. None: no clip
         beyond the guard's own max step.
@@ -108,20 +110,21 @@ class Steerer:
 
     def __init__(self, scope: Microscope, policy: str | TargetPolicy = "nearest",
                  tracker: Tracker | None = None, gain: float = 1.0,
-                 deadband_um: float = 0.5, max_step_um: float | None = None,
+                 deadband_um: float | None = None, max_step_um: float | None = None,
                  settle_s: float = 0.0, position_tol_um: float | None = None,
                  max_settle_frames: int = 10, sticky: bool = True,
                  lead_frames: float = 0.0, history: int = 1000) -> None:
         if not 0 < gain <= 1.5:
             raise ValueError(f"gain must be in (0, 1.5]; got {gain}. Use ~1.0 with a "
                              "calibrated affine, 0.5-0.8 when unsure.")
-        if deadband_um < 0:
-            raise ValueError(f"deadband_um must be >= 0; got {deadband_um}.")
+        if deadband_um is not None and deadband_um < 0:
+            raise ValueError(f"deadband_um must be >= 0 (or None: 2 pixels); got "
+                             f"{deadband_um}.")
         self.scope = scope
         self.policy = policy_from_spec(policy)
         self.tracker = tracker if tracker is not None else Tracker()
         self.gain = float(gain)
-        self.deadband_um = float(deadband_um)
+        self.deadband_um = None if deadband_um is None else float(deadband_um)
         self.max_step_um = max_step_um
         self.settle_s = float(settle_s)
         self.position_tol_um = position_tol_um
@@ -226,7 +229,9 @@ class Steerer:
         en = float(np.hypot(*err))
         base = dict(target_id=t.id, target_um=(float(target[0]), float(target[1])),
                     error_um=(float(err[0]), float(err[1])), error_norm_um=en)
-        if en <= self.deadband_um:
+        deadband = (2.0 * float(frame.pixel_size_um) if self.deadband_um is None
+                     else self.deadband_um)
+        if en <= deadband:
             return SteerAction(idx, CENTRED, **base)
         move = self.gain * err
         mn = float(np.hypot(*move))
