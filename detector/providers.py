@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -64,6 +65,34 @@ def _silenced() -> Iterator[io.StringIO]:
                 os.close(old)
             tmp.seek(0)
             buf.write(tmp.read().decode(errors="replace"))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LOG_PREFIX = re.compile(r"^\S+ \S+ \[[EWI]:onnxruntime:[^\]]*\]\s*")
+
+
+def failure_reason(text: str, limit: int = 220) -> str:
+    """The one informative sentence in ONNX Runtime's provider-failure output.
+
+    ORT prints colour codes, time stamps, source locations and banners; what a user needs
+    is the missing library (``libcublasLt.so.13: cannot open shared object file``) and the
+    versions it wants (``Require cuDNN 9.* and CUDA 13.*``).
+    """
+    lines = [_LOG_PREFIX.sub("", _ANSI.sub("", ln)).strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("***")]
+    found = []
+    for ln in lines:
+        m = re.search(r"with error: (.*)", ln)
+        if m:
+            found.append(m.group(1).strip())
+        m = re.search(r"(Require [^.]*\.\*[^.]*\.\*)", ln)
+        if m:
+            found.append(m.group(1).strip())
+        elif "Please install" in ln and not found:
+            found.append(ln[ln.index("Please install"):].split(",")[0])
+    if not found:
+        found = lines[:1] or ["no message"]
+    return "; ".join(dict.fromkeys(found))[:limit]
 
 
 def _session_options(threads: int | None):
@@ -125,13 +154,13 @@ def create_session(model_path: str | Path, provider: str = "auto",
             with _silenced() as out:
                 sess = ort.InferenceSession(path, _session_options(threads), providers=chain)
         except Exception as e:  # noqa: BLE001 - a GPU provider failing is expected here
-            errors[name] = str(e).splitlines()[0][:200]
+            errors[name] = failure_reason(out.getvalue() + "\n" + str(e))
             continue
         active = sess.get_providers()
         if active and active[0] == ort_name:
             return sess, name
-        msg = out.getvalue().strip().splitlines()
-        errors[name] = (msg[0][:200] if msg else "falls back to CPU (no usable GPU)")
+        msg = out.getvalue().strip()
+        errors[name] = failure_reason(msg) if msg else "falls back to CPU (no usable GPU)"
         log.debug("provider %s did not start: %s", name, errors[name])
     detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
     raise RuntimeError(

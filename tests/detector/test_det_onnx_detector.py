@@ -168,10 +168,36 @@ def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "Failed to load library" not in out + err
     if d.provider == "cpu":  # no GPU here: asking for CUDA explicitly must say so
-        with pytest.raises(RuntimeError, match="cannot run on this machine"):
+        with pytest.raises(RuntimeError, match="cannot run on this machine") as e:
             OnnxDetector(model, provider="cuda")
+        assert "\x1b" not in str(e.value) and "onnxruntime_src" not in str(e.value)
     with pytest.raises(ValueError, match="Unknown provider"):
         OnnxDetector(model, provider="gpu-please")
+
+
+def test_provider_failure_reason_is_one_plain_sentence():
+    from detector.providers import failure_reason
+
+    # what onnxruntime-gpu 1.2x prints on a machine without CUDA libraries
+    cuda = ("\x1b[1;31m2026-11-22 06:32:42.457 [E:onnxruntime:Default, provider_bridge_ort.cc"
+            ":2458 operator()] /onnxruntime_src/onnxruntime/core/session/provider_bridge_ort"
+            ".cc:2043 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() "
+            "[ONNXRuntimeError] : 1 : FAIL : Failed to load library /x/libonnxruntime_"
+            "providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file:"
+            " No such file or directory\n\x1b[m\n\x1b[0;93m2026-11-22 06:32:42.457 [W:"
+            "onnxruntime:Default, onnxruntime_pybind_state.cc:1295 CreateExecutionProvider"
+            "FactoryInstance] Failed to create CUDAExecutionProvider. Require cuDNN 9.* and "
+            "CUDA 13.*. Please install all dependencies as mentioned in the GPU requirements "
+            "page (https://onnxruntime.ai/docs/), make sure they're in the PATH\x1b[m")
+    assert failure_reason(cuda) == ("libcublasLt.so.13: cannot open shared object file: No "
+                                    "such file or directory; Require cuDNN 9.* and CUDA 13.*")
+    trt = ("*************** EP Error ***************\nEP Error /onnxruntime_src/x.cc:729 void "
+           "f() Please install TensorRT libraries as mentioned in the GPU requirements page, "
+           "make sure they're in the PATH\n when using ['TensorrtExecutionProvider']\n"
+           "Falling back to ['CPUExecutionProvider'] and retrying.\n****")
+    assert failure_reason(trt) == ("Please install TensorRT libraries as mentioned in the GPU "
+                                   "requirements page")
+    assert failure_reason("") == "no message"
 
 
 def test_model_without_card_or_known_signature_is_refused(tmp_path):
