@@ -191,18 +191,10 @@ def bench_autofocus(det_name: str, trials: int, seed: int) -> dict[str, Any]:
 def _layout_scope(seed: int, extent: float, spacing: float = 34.0):
     """Nuclei on a jittered grid, never touching: what the scan itself gets right."""
     from acquisition.simulated import SimConfig, SimulatedMicroscope
-    from acquisition.simulated.specimen import Cell, Specimen
+    from acquisition.simulated.specimen import Specimen
 
     cfg = SimConfig(seed=seed, realtime=False, debris_per_mm2=0.0)
-    rng = np.random.default_rng(seed)
-    cells = []
-    for gx in np.arange(-extent, extent + 1e-9, spacing):
-        for gy in np.arange(-extent, extent + 1e-9, spacing):
-            d = rng.uniform(10.0, 16.0)
-            cells.append(Cell(len(cells) + 1, gx + rng.uniform(-5, 5), gy + rng.uniform(-5, 5),
-                              d / 2, d / 2 * rng.uniform(0.75, 1.0), rng.uniform(0, np.pi),
-                              rng.uniform(0.8, 1.3), texture_seed=int(rng.integers(1 << 30))))
-    return SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+    return SimulatedMicroscope(cfg, specimen=Specimen.grid(cfg, extent, spacing, seed))
 
 
 def bench_workflow(det_name: str, seed: int, size_um: float, layout: bool = False

@@ -35,9 +35,14 @@ class SimConfig:
     elongation: tuple[float, float] = (1.0, 1.6)  # long / short axis
     brightness_cv: float = 0.35  # lognormal spread of nucleus brightness
     dim_fraction: float = 0.1  # nuclei at 15-35 % of typical brightness (still labelled)
-    dividing_fraction: float = 0.06  # condensed mitotic chromatin; pairs labelled as one box
+    dividing_fraction: float = 0.06  # condensed mitotic chromatin; a pair = two daughter boxes
     cluster_fraction: float = 0.25  # nuclei placed touching a neighbour
     debris_per_mm2: float = 300.0  # small bright specks, never labelled
+    debris_radius_um: tuple[float, float] = (0.4, 1.5)  # kept below the smallest nucleus
+    # Intensity profile across a nucleus: (1 - r^2) ** dome. A nucleus is a flattened
+    # ellipsoid, so its widefield image fades towards the envelope (0.5 = solid ellipsoid,
+    # 0 = flat disc with a sharp edge). The box is the full envelope, as annotators draw it.
+    dome: float = 0.3
     texture: float = 0.35  # chromatin granularity (0 = flat)
     cell_motion_um_per_s: float = 0.0  # speed of each cell (random fixed direction)
     # -- optics / focus -----------------------------------------------------------------

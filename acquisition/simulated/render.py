@@ -27,7 +27,8 @@ class GroundTruth:
     boxes
         (N, 4) float32 x0, y0, x1, y1 in the frame's pixels, clipped to the frame.
     ids
-        (N,) int64 object ids (stable across frames).
+        (N,) int64 object ids (stable across frames; the two daughters of a dividing cell
+        are two boxes under the cell's one id).
     visible_fraction
         (N,) float32: clipped box area / full box area (1 = fully in view).
     centers_um
@@ -70,21 +71,21 @@ class Renderer:
         return (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())
 
     def _pixel_extent(self, c: Cell) -> tuple[float, float]:
-        """Half width/height in pixels of the object's box (exact for the ellipse)."""
+        """Half width/height in pixels of the whole object (both daughters of a pair)."""
         ext = self._extents.get(c.id)
         if ext is None:
-            ext = self._extents[c.id] = self._compute_extent(c)
+            (phx, phy), offs = self._parts_px(c)
+            ext = self._extents[c.id] = (phx + max(abs(o[0]) for o in offs),
+                                         phy + max(abs(o[1]) for o in offs))
         return ext
 
-    def _compute_extent(self, c: Cell) -> tuple[float, float]:
+    def _parts_px(self, c: Cell) -> tuple[tuple[float, float], list[np.ndarray]]:
+        """Half extent in pixels of one ellipse (exact) and each part's centre offset."""
         rot = np.array([[math.cos(c.angle), -math.sin(c.angle)],
                         [math.sin(c.angle), math.cos(c.angle)]])
         m = self.Ainv @ rot @ np.diag([c.a_um, c.b_um])
-        hx, hy = np.linalg.norm(m[0]), np.linalg.norm(m[1])
-        if c.kind == KIND_PAIR:
-            t = self.Ainv @ rot @ np.array([c.pair_sep_um / 2, 0.0])
-            hx, hy = hx + abs(t[0]), hy + abs(t[1])
-        return float(hx), float(hy)
+        offs = [self.Ainv @ np.asarray(o) for o in c.part_offsets_um()]
+        return (float(np.linalg.norm(m[0])), float(np.linalg.norm(m[1]))), offs
 
     # -- sprites -----------------------------------------------------------------------
     def sprite(self, c: Cell) -> np.ndarray:
@@ -107,14 +108,19 @@ class Renderer:
         ca, sa = math.cos(c.angle), math.sin(c.angle)
         u = dx * ca + dy * sa
         v = -dx * sa + dy * ca
+        # daughters of a pair sit apart across the plate (along the short axis, v)
         centres = ([-c.pair_sep_um / 2, c.pair_sep_um / 2] if c.kind == KIND_PAIR else [0.0])
         rng = np.random.default_rng(c.texture_seed)
         img = np.zeros_like(du)
         px = abs(float(np.linalg.det(self.A))) ** 0.5  # µm per pixel
         edge = max(0.06, 0.5 * px / max(c.b_um, 1e-3))  # soft edge ~ half a pixel
-        for u0 in centres:
-            rr = np.sqrt(((u - u0) / c.a_um) ** 2 + (v / c.b_um) ** 2)
-            img = np.maximum(img, 1.0 / (1.0 + np.exp((rr - 1.0) / edge)))
+        dome = self.cfg.dome if c.kind != KIND_DEBRIS else 0.5
+        for v0 in centres:
+            rr = np.sqrt((u / c.a_um) ** 2 + ((v - v0) / c.b_um) ** 2)
+            prof = 1.0 / (1.0 + np.exp((rr - 1.0) / edge))
+            if dome > 0:  # ellipsoid thickness: fades towards the envelope
+                prof *= np.clip(1.0 - rr * rr, 1e-3, 1.0) ** dome
+            img = np.maximum(img, prof)
         if c.kind != KIND_DEBRIS and self.cfg.texture > 0:
             # chromatin granularity: smooth noise at ~1 µm, plus a few dim nucleoli
             tex = rng.standard_normal(du.shape).astype(np.float32)
@@ -164,14 +170,16 @@ class Renderer:
                 continue
             cx_um, cy_um = c.position(t_s)
             p = self.Ainv @ np.array([cx_um - sx, cy_um - sy]) + self.center
-            hx, hy = self._pixel_extent(c)
-            cl = (max(p[0] - hx, 0.0), max(p[1] - hy, 0.0),
-                  min(p[0] + hx, w), min(p[1] + hy, h))
-            if cl[2] <= cl[0] or cl[3] <= cl[1]:
-                continue
-            ehx, ehy = c.half_extent_um()
-            rows.append((cl, c.id, (cl[2] - cl[0]) * (cl[3] - cl[1]) / (4 * hx * hy),
-                         (cx_um, cy_um), (2 * ehx, 2 * ehy)))
+            (hx, hy), offs = self._parts_px(c)
+            ehx, ehy = c.part_half_extent_um()
+            for o_px, o_um in zip(offs, c.part_offsets_um(), strict=True):
+                q = p + o_px
+                cl = (max(q[0] - hx, 0.0), max(q[1] - hy, 0.0),
+                      min(q[0] + hx, w), min(q[1] + hy, h))
+                if cl[2] <= cl[0] or cl[3] <= cl[1]:
+                    continue
+                rows.append((cl, c.id, (cl[2] - cl[0]) * (cl[3] - cl[1]) / (4 * hx * hy),
+                             (cx_um + o_um[0], cy_um + o_um[1]), (2 * ehx, 2 * ehy)))
         return GroundTruth(np.array([r[0] for r in rows], np.float32).reshape(-1, 4),
                            np.array([r[1] for r in rows], np.int64),
                            np.array([r[2] for r in rows], np.float32),

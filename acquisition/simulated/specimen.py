@@ -25,8 +25,9 @@ class Cell:
     """One object on the slide, in stage µm at time 0.
 
     ``a_um``/``b_um`` are semi-axes, ``angle`` radians in stage axes. A ``KIND_PAIR`` is two
-    condensed daughter chromatin masses ``pair_sep_um`` apart along ``angle``: annotations
-    (and our ground truth) label the pair as ONE object. Debris is never labelled.
+    condensed daughter chromatin masses ``pair_sep_um`` apart along ``angle``; each daughter
+    is labelled as its own object (as in mask-derived annotations such as the Cell Tracking
+    Challenge's), both under the cell's id. Debris is never labelled.
     """
 
     id: int
@@ -50,10 +51,25 @@ class Cell:
         return (self.x_um + self.vx_um_s * t_s, self.y_um + self.vy_um_s * t_s)
 
     def half_extent_um(self) -> tuple[float, float]:
-        """Half width/height (stage axes) of the axis-aligned box around the object."""
+        """Half width/height (stage axes) of the axis-aligned box around the object (both
+        daughters of a pair)."""
+        hx, hy = self.part_half_extent_um()
+        ox, oy = self.part_offsets_um()[-1]
+        return (hx + abs(ox), hy + abs(oy))
+
+    def part_half_extent_um(self) -> tuple[float, float]:
+        """Half width/height (stage axes) of one ellipse (one daughter of a pair)."""
         c, s = math.cos(self.angle), math.sin(self.angle)
-        a = self.a_um + self.pair_sep_um / 2
-        return (math.hypot(a * c, self.b_um * s), math.hypot(a * s, self.b_um * c))
+        return (math.hypot(self.a_um * c, self.b_um * s), math.hypot(self.a_um * s, self.b_um * c))
+
+    def part_offsets_um(self) -> list[tuple[float, float]]:
+        """Centre offsets (stage axes) of the labelled parts: one, or a pair's two daughters,
+        which separate across the plate (along the short axis)."""
+        if self.kind != KIND_PAIR:
+            return [(0.0, 0.0)]
+        h = self.pair_sep_um / 2
+        dx, dy = -math.sin(self.angle) * h, math.cos(self.angle) * h
+        return [(-dx, -dy), (dx, dy)]
 
 
 @dataclass
@@ -68,6 +84,27 @@ class Specimen:
     def from_cells(cls, cells: list[Cell], config: SimConfig | None = None) -> Specimen:
         """A specimen of exactly these objects (for tests with known positions)."""
         return cls(config or SimConfig(), fixed=list(cells))
+
+    @classmethod
+    def grid(cls, config: SimConfig, extent_um: float, spacing_um: float = 34.0,
+             seed: int = 0) -> Specimen:
+        """Nuclei on a jittered square grid over ``[-extent_um, extent_um]``, never touching.
+
+        A layout where every nucleus is separable, so a scan or workflow that misses or
+        doubles one is at fault, not the detector (used by tests and bench_control).
+        """
+        rng = np.random.default_rng(seed)
+        cells: list[Cell] = []
+        axis = np.arange(-extent_um, extent_um + 1e-9, spacing_um)
+        for gx in axis:
+            for gy in axis:
+                d = rng.uniform(10.0, 16.0)
+                cells.append(Cell(len(cells) + 1, float(gx + rng.uniform(-5, 5)),
+                                  float(gy + rng.uniform(-5, 5)), d / 2,
+                                  d / 2 * rng.uniform(0.75, 1.0), rng.uniform(0, np.pi),
+                                  rng.uniform(0.8, 1.3),
+                                  texture_seed=int(rng.integers(1 << 30))))
+        return cls.from_cells(cells, config)
 
     # -- lookup ------------------------------------------------------------------------
     def _max_speed(self) -> float:
@@ -147,11 +184,12 @@ class Specimen:
             if u < cfg.dim_fraction:
                 kind, bright = KIND_DIM, bright * rng.uniform(0.15, 0.35)
             elif u < cfg.dim_fraction + cfg.dividing_fraction:
-                # condensed chromatin: smaller, brighter; half of them already two daughters
-                a, b = a * rng.uniform(0.45, 0.7), b * rng.uniform(0.3, 0.5)
+                # condensed chromatin: smaller, brighter; half of them already two daughters.
+                # Never shrunk to debris size: a metaphase plate is still ~half a nucleus.
+                a, b = a * rng.uniform(0.55, 0.8), b * rng.uniform(0.4, 0.65)
                 bright *= rng.uniform(1.8, 3.0)
                 if rng.random() < 0.5:
-                    kind, sep = KIND_PAIR, rng.uniform(1.5, 3.0) * 2 * b + 2 * a * 0.3
+                    kind, sep = KIND_PAIR, rng.uniform(1.3, 2.5) * 2 * b
                 else:
                     kind = KIND_MITOTIC
             # place: touching a neighbour (cluster) or uniformly, avoiding big overlaps
@@ -179,7 +217,7 @@ class Specimen:
                               int(rng.integers(1 << 31))))
         n_debris = rng.poisson(cfg.debris_per_mm2 * area_mm2)
         for j in range(n_debris):
-            r = rng.uniform(0.4, 1.5)
+            r = rng.uniform(*cfg.debris_radius_um)
             x, y = x0 + rng.uniform(0, TILE_UM), y0 + rng.uniform(0, TILE_UM)
             cells.append(Cell(_make_id(tx, ty, 5000 + j), x, y, r, r * rng.uniform(0.6, 1),
                               rng.uniform(0, math.pi), float(rng.uniform(0.8, 4.0)),

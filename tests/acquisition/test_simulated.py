@@ -13,6 +13,7 @@ from acquisition import MoveRefused
 from acquisition.simulated import (
     KIND_DEBRIS,
     KIND_NORMAL,
+    KIND_PAIR,
     Cell,
     SimConfig,
     SimulatedMicroscope,
@@ -104,6 +105,43 @@ def test_debris_is_rendered_but_not_labelled():
     f = s.snap()
     assert len(f.truth) == 0
     assert f.pixels[256, 256] > cfg.offset + cfg.signal_photons_per_ms * cfg.exposure_ms
+
+
+def test_dividing_pair_is_two_daughter_boxes_under_one_id():
+    cfg = SimConfig(seed=0, realtime=False, read_noise_e=0.0, background_photons_per_ms=0.0)
+    # plate along x (angle 0), daughters 8 µm apart across it (along y)
+    cells = [Cell(5, 0.0, 0.0, 4.0, 1.5, 0.0, 2.0, KIND_PAIR, pair_sep_um=8.0)]
+    s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+    f = s.snap()
+    g = s.ground_truth()
+    assert g.ids.tolist() == [5, 5]
+    px = cfg.pixel_size_um
+    c = (g.boxes[:, :2] + g.boxes[:, 2:]) / 2
+    assert np.allclose(sorted(c[:, 1]), [256 - 4 / px, 256 + 4 / px], atol=0.6)
+    assert np.allclose(c[:, 0], 256, atol=0.6)
+    assert np.allclose(g.boxes[:, 2] - g.boxes[:, 0], 8 / px, atol=0.1)  # one ellipse each
+    assert np.allclose(g.boxes[:, 3] - g.boxes[:, 1], 3 / px, atol=0.1)
+    assert np.allclose(sorted(g.centers_um[:, 1]), [-4, 4])
+    img = f.pixels.astype(float) - cfg.offset
+    assert img[256, 256] < 0.05 * img.max()  # the gap between the daughters is dark
+    assert img[int(round(256 + 4 / px)), 256] > 0.5 * img.max()
+
+
+def test_nuclei_fade_towards_the_envelope_with_dome():
+    def profile(dome):
+        cfg = SimConfig(seed=0, realtime=False, read_noise_e=0.0, texture=0.0, dome=dome,
+                        background_photons_per_ms=0.0, psf_sigma_um=0.01)
+        cells = [Cell(1, 0.0, 0.0, 10.0, 10.0, 0.0, 1.0)]
+        s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+        row = s.snap().pixels[256].astype(float) - cfg.offset
+        return row / row[256]
+
+    r = 10.0 / 0.65  # radius in pixels
+    flat, domed = profile(0.0), profile(0.5)
+    at = int(256 + 0.8 * r)
+    assert flat[at] > 0.9  # a flat disc is as bright at 80 % of the radius as at the centre
+    assert 0.5 < domed[at] < 0.7  # a solid ellipsoid: sqrt(1 - 0.8^2) = 0.6
+    assert domed[int(256 + r + 3)] < 0.05 and flat[int(256 + r + 3)] < 0.05
 
 
 def _sharpness(img: np.ndarray) -> float:

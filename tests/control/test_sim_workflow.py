@@ -11,7 +11,7 @@ import tifffile
 
 sim = pytest.importorskip("acquisition.simulated")
 
-from acquisition.simulated.specimen import Cell, Specimen  # noqa: E402
+from acquisition.simulated.specimen import Specimen  # noqa: E402
 from control.workflow import FindAndImage, ZStackSpec, plan_fields  # noqa: E402
 
 # Small 256x256 fields (166 µm at 0.65 µm/px) so a region needs several of them.
@@ -27,15 +27,7 @@ def _layout_scope(seed=0, spacing=34.0, extent=260.0, **kw):
     """Nuclei on a jittered grid (never touching): every one is detectable by the
     classical baseline, so any miss or double is the workflow's fault."""
     cfg = sim.SimConfig(seed=seed, realtime=False, shape=SHAPE, debris_per_mm2=0.0, **kw)
-    rng = np.random.default_rng(seed)
-    cells = []
-    for gx in np.arange(-extent, extent + 1e-9, spacing):
-        for gy in np.arange(-extent, extent + 1e-9, spacing):
-            d = rng.uniform(10.0, 16.0)
-            cells.append(Cell(len(cells) + 1, gx + rng.uniform(-5, 5), gy + rng.uniform(-5, 5),
-                              d / 2, d / 2 * rng.uniform(0.75, 1.0), rng.uniform(0, np.pi),
-                              rng.uniform(0.8, 1.3), texture_seed=int(rng.integers(1 << 30))))
-    return sim.SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
+    return sim.SimulatedMicroscope(cfg, specimen=Specimen.grid(cfg, extent, spacing, seed))
 
 
 def _detector():
