@@ -8,7 +8,8 @@ Domain randomisation is what lets a model trained only on these images find real
 each group of crops comes from its own :class:`~acquisition.simulated.SimConfig` with
 object size (via the pixel size), density, brightness spread, dim / dividing / touching
 fractions, unlabelled debris, texture, photon counts, camera offset / gain / read noise,
-in-focus blur and defocus all drawn at random over wide ranges.
+in-focus blur, defocus and the nuclear intensity profile (flat disc to domed ellipsoid) all
+drawn at random over wide ranges.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class PoolSpec:
         return hashlib.sha1(d.encode()).hexdigest()[:12]
 
 
-POOL_VERSION = 1
+POOL_VERSION = 2  # 2: daughters labelled apart, domed nuclei, debris below nucleus size
 
 
 def default_cache_dir() -> Path:
@@ -94,7 +95,9 @@ def random_config(rng: np.random.Generator, size: int, object_size_px: tuple[flo
         elongation=(1.0, float(rng.uniform(1.2, 2.0))),
         brightness_cv=float(rng.uniform(0.15, 0.6)),
         dim_fraction=float(rng.uniform(0.0, 0.2)),
-        dividing_fraction=float(rng.uniform(0.0, 0.15)),
+        dividing_fraction=float(rng.uniform(0.0, 0.25)),
+        dome=float(rng.uniform(0.0, 0.7)),
+        debris_radius_um=(0.03 * d_um, 0.1 * d_um),
         cluster_fraction=float(rng.uniform(0.0, 0.5)),
         debris_per_mm2=float(rng.uniform(0, 1.0) * density * rng.uniform(0, 1.2)),
         texture=float(rng.uniform(0.0, 0.8)),

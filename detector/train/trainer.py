@@ -25,6 +25,10 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     time_limit_s: float | None = None  # stop early (cleanly) after this long
     log_every: int = 10
+    # Keep BatchNorm on its running statistics. For fine-tuning a model rebuilt from an
+    # ONNX export (BN folded into the convolutions, BN set to identity), batch statistics
+    # would change what the network computes at step 0 and throw away what it learned.
+    freeze_bn: bool = False
 
 
 @dataclass
@@ -35,12 +39,17 @@ class TrainResult:
 
 
 def _progress(step: int, total: int, loss: float, t0: float, out=sys.stderr) -> None:
+    # a live bar on a terminal; in a log file (CI, nohup) one line per 5 % instead
+    tty = out.isatty() if hasattr(out, "isatty") else False
+    if not tty and step % max(1, total // 20) and step != total:
+        return
     el = time.monotonic() - t0
     eta = el / max(step, 1) * (total - step)
     w = 24
     done = int(w * step / total)
-    out.write(f"\r[{'#' * done}{'.' * (w - done)}] {step}/{total} loss {loss:.3f} "
-              f"{el:.0f}s elapsed, ETA {eta:.0f}s ")
+    start, end = ("\r", " ") if tty else ("", "\n")
+    out.write(f"{start}[{'#' * done}{'.' * (w - done)}] {step}/{total} loss {loss:.3f} "
+              f"{el:.0f}s elapsed, ETA {eta:.0f}s{end}")
     out.flush()
 
 
@@ -65,6 +74,10 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
     for g in opt.param_groups:
         g["lr"] = _lr(cfg.lr, 0.0)
     model.train()
+    if cfg.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     hist: list[dict[str, float]] = []
     t0 = time.monotonic()
     step = 0
