@@ -13,8 +13,9 @@ on simulated held-out frames and, when given, on an annotated file (``--data`` o
         [--threads 2] [--model PATH] [--data FILE] [--sim-frames 8]
         [--out benchmarks/results/detector.json] [--no-reference]
 
-A random-weight CNN of the shipped model's size ("reference-cnn", latency only) is
-measured too, so the network's cost is known even where no trained model is shipped.
+A random-weight plain-convolution CNN with about the shipped model's parameter count
+("reference-cnn", latency only) is measured too, so the network's cost is known even
+where no trained model is shipped.
 """
 
 from __future__ import annotations

@@ -60,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     model = args.model or default_model_path()
 
-    out: dict = {"model": str(model)}
+    from detector.card import ModelCard
+
+    card_path = Path(model).with_suffix(".json")
+    op = float(ModelCard.load(card_path).decoding.get("score_threshold", 0.3))
+    out: dict = {"model": str(model), "note": f"P/R/F1 at the card's threshold {op}"}
     sim = simulated_samples(args.sim_frames)
-    r = evaluate_model(model, sim)
-    r["all_objects"] = evaluate_model(model, sim, count_difficult=True)
+    r = evaluate_model(model, sim, operating_threshold=op)
+    r["all_objects"] = evaluate_model(model, sim, count_difficult=True,
+                                      operating_threshold=op)
     r["frames"] = (f"{args.sim_frames} simulated 512x512 frames (default SimConfig, "
                    "0.65 um/px), seed 900000; difficult = less than 25% of the box in view")
     out["sim_heldout"] = r
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             tr, te = _split_stack(args.real, args.split, Path(tmp))
             real: dict = {"data": args.real.name, "ignore_border_fp": True}
             for key, data in (("frames_all", [args.real]), (f"frames_{args.split}_on", [te])):
-                real[key] = evaluate_model(model, load_dataset(data), ignore_border_fp=True)
+                real[key] = evaluate_model(model, load_dataset(data), ignore_border_fp=True,
+                                           operating_threshold=op)
                 print(f"real {key}: AP50 {real[key]['ap50']:.3f}")
             if args.finetune:
                 ft = Path(tmp) / "ft.onnx"
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                        "--steps", str(args.finetune_steps), "--batch", "8", "--threads", "2",
                        "--no-latency", "--out", str(ft)]
                 subprocess.run(cmd, check=True)
-                f = evaluate_model(ft, load_dataset([te]), ignore_border_fp=True)
+                f = evaluate_model(ft, load_dataset([te]), ignore_border_fp=True,
+                                   operating_threshold=op)
                 real["few_shot"] = {
                     "train": f"frames 0-{args.split - 1}", "test": f"frames {args.split}-",
                     "command": "inscope train FRAMES_0-9.npz --init MODEL --steps "
@@ -95,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
     if args.update_card:
-        from detector.card import ModelCard
-
-        card_path = Path(model).with_suffix(".json")
         card = ModelCard.load(card_path)
         card.metrics = {k: v for k, v in out.items() if k != "model"}
         card.save(card_path)

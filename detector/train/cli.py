@@ -248,10 +248,14 @@ def _size_range(boxes: list[np.ndarray]) -> tuple[float, float]:
 
 def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
                    thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
-                   count_difficult: bool = False) -> dict:
+                   count_difficult: bool = False, operating_threshold: float | None = None
+                   ) -> dict:
     """AP50 (pooled and per image) of an exported model, and the best-F1 threshold.
 
-    Difficult objects (see :mod:`detector.metrics`) are ignored unless *count_difficult*.
+    Precision / recall / F1 are given at *operating_threshold* (e.g. the card's), or, when
+    None, at the best-F1 threshold found on these very samples (optimistic: use it to
+    *set* a threshold, not to report one). Difficult objects (see :mod:`detector.metrics`)
+    are ignored unless *count_difficult*.
     """
     from detector.metrics import evaluate
     from detector.onnx_detector import OnnxDetector
@@ -269,12 +273,13 @@ def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
         r = evaluate(preds, gts, score_threshold=t, **kw)
         if r.f1 > best[0]:
             best = (r.f1, t)
-    r = evaluate(preds, gts, score_threshold=best[1] or 0.3, **kw)
+    op = operating_threshold if operating_threshold is not None else (best[1] or 0.3)
+    r = evaluate(preds, gts, score_threshold=op, **kw)
     per = [float(i.ap50) for i in r.per_image]
     det.close()
     return {"ap50": round(float(r.ap50), 4), "map50_95": round(float(r.map50_95), 4),
             "precision": round(float(r.precision), 4), "recall": round(float(r.recall), 4),
-            "f1": round(float(r.f1), 4), "best_threshold": best[1],
+            "f1": round(float(r.f1), 4), "score_threshold": op, "best_threshold": best[1],
             "n_images": r.n_images, "n_gt": r.n_gt, "n_difficult": r.n_difficult,
             "per_image_ap50": {"mean": round(float(np.nanmean(per)), 4),
                                "min": round(float(np.nanmin(per)), 4),
