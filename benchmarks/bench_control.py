@@ -112,7 +112,7 @@ def bench_centring(det_name: str, trials: int, seed: int) -> dict[str, Any]:
             _, true_xy = truth
             ang = rng.uniform(0, 2 * np.pi)
             scope.move_xy(true_xy[0] - off * np.cos(ang), true_xy[1] - off * np.sin(ang))
-            steer = Steerer(scope, deadband_um=0.5)
+            steer = Steerer(scope)  # default deadband: 2 pixels
             t0, s0 = time.perf_counter(), _sim_s(scope)
             images = moves = 0
             chosen = False
