@@ -43,6 +43,7 @@ from detector.base import STAMP_DETECT_END, Detections, begin_detect, object_siz
 from detector.card import ModelCard, sha256_file
 from detector.decode import decode_centernet, decode_ultralytics
 from detector.providers import create_session
+from detector.scale import auto_scale_factor, estimate_object_size_px
 from detector.tiling import keep_owned, tile_grid
 
 log = logging.getLogger("inscope.detector")
@@ -56,6 +57,10 @@ LETTERBOX_GRAY = 114
 def default_model_path() -> Path:
     """Path of the shipped default model (it may not exist in a source checkout)."""
     return DEFAULT_MODEL
+
+
+#: a stream of Frames re-measures its object size (auto scale) every this many frames
+AUTO_SCALE_EVERY = 50
 
 
 class OnnxDetector:
@@ -74,10 +79,17 @@ class OnnxDetector:
         Overrides the card's ``decoding.score_threshold``.
     object_size_px
         Typical object diameter in this frame's pixels; frames are rescaled so it matches
-        the card's ``scale.object_size_px``. Default: no rescale.
+        the card's ``scale.object_size_px``. Default: measured per frame
+        (:mod:`detector.scale`), and the frame resized only when the objects are clearly
+        outside the trained range.
     object_size_um
         Typical object diameter in µm; with a Frame's ``pixel_size_um`` it gives
         ``object_size_px`` per frame (ignored for bare arrays).
+    auto_scale
+        Measure the object size when none is given (see *object_size_px*); False keeps
+        every frame at its own scale. Bare arrays are measured on every call; a stream of
+        Frames (same shape and pixel size) every ``AUTO_SCALE_EVERY`` frames (~1 ms each
+        at 512x512), since the magnification does not change between two frames.
     tile
         None: decide by frame size (see module doc); False: never tile; True: tile with
         the card's ``scale.tile``; an int: tile size in model pixels.
@@ -92,7 +104,7 @@ class OnnxDetector:
                  threads: int | None = None, score_threshold: float | None = None,
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  tile: bool | int | None = None, overlap: int | None = None,
-                 warmup: bool = True) -> None:
+                 auto_scale: bool = True, warmup: bool = True) -> None:
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if not path.exists():
             raise FileNotFoundError(
@@ -109,6 +121,9 @@ class OnnxDetector:
         self.score_threshold = score_threshold
         self.object_size_px = object_size_px
         self.object_size_um = object_size_um
+        self.auto_scale = auto_scale
+        self.last_scale: float = 1.0
+        self._scale_cache: tuple[tuple, int, float] | None = None  # key, age, factor
         self.tile = tile
         self.overlap = overlap
         self.last_timing: dict[str, float] = {}
@@ -229,9 +244,25 @@ class OnnxDetector:
                     else {"method": "percentile", "clip": True})
         return pp.normalise(img, spec, out)
 
-    def _factor(self, frame: Frame | np.ndarray) -> float:
+    def _factor(self, frame: Frame | np.ndarray, img: np.ndarray) -> float:
+        card_range = self.card.scale.get("object_size_px")
         size = object_size_px(frame, self.object_size_px, self.object_size_um)
-        return pp.scale_factor(size, self.card.scale.get("object_size_px"))
+        if size is not None:
+            f = pp.scale_factor(size, card_range)
+        elif self.auto_scale and card_range:
+            key = ((img.shape, float(frame.pixel_size_um)) if isinstance(frame, Frame)
+                   else None)
+            c = self._scale_cache
+            if key is not None and c is not None and c[0] == key and c[1] < AUTO_SCALE_EVERY:
+                f = c[2]
+                self._scale_cache = (key, c[1] + 1, f)
+            else:
+                f = auto_scale_factor(estimate_object_size_px(img), card_range)
+                self._scale_cache = (key, 1, f) if key is not None else None
+        else:
+            f = 1.0
+        self.last_scale = f
+        return f
 
     def detect(self, frame: Frame | np.ndarray) -> Detections:
         """Find objects in *frame* (a :class:`Frame` or a 2-D array of any size/dtype).
@@ -244,7 +275,8 @@ class OnnxDetector:
         if self.format == "ultralytics":
             boxes, scores, cls, tm = self._detect_ultralytics(call.image)
         else:
-            boxes, scores, cls, tm = self._detect_centernet(call.image, self._factor(frame))
+            boxes, scores, cls, tm = self._detect_centernet(call.image,
+                                                            self._factor(frame, call.image))
         t_post = time.monotonic_ns()
         det = call.finish(boxes, scores, cls, self.class_names)
         t1 = det.stamps[STAMP_DETECT_END]

@@ -1,0 +1,82 @@
+"""Automatic object scale: the estimate on drawn discs, the resize rule, and the shipped
+model finding nuclei far larger than it was trained on (real ONNX Runtime session)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+import detector.onnx_detector as od
+from detector.metrics import evaluate
+from detector.scale import UPPER_MARGIN, auto_scale_factor, estimate_object_size_px
+
+
+def _discs(diameter: float, shape=(1024, 1024), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full(shape, 300.0, np.float32)
+    step = int(diameter * 2.2)
+    for y in range(step // 2, shape[0] - step // 2, step):
+        for x in range(step // 2, shape[1] - step // 2, step):
+            cv2.circle(img, (x, y), int(round(diameter / 2)), float(rng.uniform(2000, 4000)), -1)
+    img += rng.normal(0, 30, shape)
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("d", [12.0, 40.0, 120.0])
+def test_estimate_matches_drawn_discs(d):
+    est = estimate_object_size_px(_discs(d))
+    assert est is not None and abs(est - d) / d < 0.2
+
+
+def test_estimate_needs_objects():
+    assert estimate_object_size_px(np.full((256, 256), 100, np.uint16)) is None
+    with pytest.raises(ValueError, match="2-D"):
+        estimate_object_size_px(np.zeros((4, 4, 3)))
+
+
+def test_resize_only_for_objects_above_the_trained_range():
+    rng = (7.0, 72.0)
+    assert auto_scale_factor(None, rng) == 1.0
+    assert auto_scale_factor(30.0, rng) == 1.0
+    assert auto_scale_factor(3.0, rng) == 1.0  # small estimates are not trusted
+    assert auto_scale_factor(UPPER_MARGIN * 72.0, rng) == 1.0
+    assert auto_scale_factor(150.0, rng) == pytest.approx(math.sqrt(7 * 72) / 150)
+    assert auto_scale_factor(150.0, None) == 1.0
+
+
+def test_shipped_model_finds_nuclei_far_above_its_range(monkeypatch):
+    sim = pytest.importorskip("acquisition.simulated")
+    # 0.1 µm pixels: nuclei of 10-20 µm are 100-200 px, the model was trained on 7-72 px
+    scope = sim.SimulatedMicroscope(sim.SimConfig(seed=4, pixel_size_um=0.1, shape=(1024, 1024),
+                                                  density_per_mm2=1500, realtime=False))
+    frames = []
+    for x in (0.0, 300.0, -300.0):
+        scope.move_xy(x, 0.0)
+        frames.append(scope.snap())
+    scope.close()
+    results = {}
+    calls = []
+    real_estimate = od.estimate_object_size_px
+
+    def counting(img):  # instrumentation only: the real estimate still runs
+        calls.append(img.shape)
+        return real_estimate(img)
+
+    monkeypatch.setattr(od, "estimate_object_size_px", counting)
+    for auto in (False, True):
+        det = od.OnnxDetector(provider="cpu", threads=2, score_threshold=0.05,
+                              auto_scale=auto, warmup=False)
+        preds = [(d.boxes, d.scores) for d in map(det.detect, frames)]
+        results[auto] = evaluate(preds, [f.truth for f in frames]).ap50
+        if auto:
+            assert det.last_scale < 0.5
+    assert results[True] > 0.8 and results[False] < 0.5, results
+    # a stream of Frames of one shape and pixel size is measured once, not per frame
+    assert len(calls) == 1
+    # bare arrays are measured every call (they may come from different microscopes)
+    det.detect(frames[0].pixels)
+    det.detect(frames[1].pixels)
+    assert len(calls) == 3
