@@ -15,7 +15,7 @@ from typing import Any
 BACKENDS = ["sim", "headless", "mm"]
 
 
-def _add_backend_args(p: argparse.ArgumentParser) -> None:
+def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="sim", choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
                         "in-process, demo config by default), mm (running Micro-Manager GUI)")
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
         description="Move the stage by a few known steps, measure the image shifts by "
                     "phase correlation and fit the 2x2 pixel-to-stage affine. Warns when it "
                     "disagrees with the microscope's configured pixel size / affine.")
-    _add_backend_args(p)
+    add_backend_args(p)
     p.add_argument("--out", default="calibration.json", help="where to write the JSON")
     p.add_argument("--steps", type=float, nargs="+", default=None,
                    help="step sizes in µm (default: 10%% and 20%% of the field)")
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
         description="Tile the region with overlapping fields, detect cells, de-duplicate "
                     "them in stage µm, then centre, autofocus and z-stack each one. Writes "
                     "one OME-TIFF per cell, cells.csv and summary.json as it goes.")
-    _add_backend_args(s)
+    add_backend_args(s)
     s.add_argument("--region", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                    required=True, help="region to scan, stage µm")
     s.add_argument("--model", default=None,
@@ -72,7 +72,7 @@ def register(subparsers) -> None:
     s.set_defaults(func=run_scan)
 
 
-def _open(args: argparse.Namespace, dry_run: bool = False):
+def open_from_args(args: argparse.Namespace, dry_run: bool = False):
     from acquisition.factory import open_microscope
 
     if args.backend == "sim":
@@ -131,7 +131,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
               "(moves stay within the soft limits, 10-20% of the field).", file=sys.stderr)
         return 2
     try:
-        scope = _open(args)
+        scope = open_from_args(args)
     except AcquisitionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -164,7 +164,7 @@ def run_scan(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        scope = _open(args, dry_run=args.dry_run)
+        scope = open_from_args(args, dry_run=args.dry_run)
     except AcquisitionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

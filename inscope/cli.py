@@ -15,6 +15,7 @@ import sys
 # Order here is the order in --help.
 COMMAND_MODULES = [
     "inscope.commands",        # demo, run, bench
+    "inscope.eyepiece_cli",    # calibrate-eyepiece
     "acquisition.cli",         # stream
     "detector.eval_cli",       # eval
     "detector.train.cli",      # train

@@ -124,3 +124,34 @@ def test_calibration_save_load(tmp_path):
 def test_find_dots_fails_clearly_without_a_pattern():
     with pytest.raises(ValueError, match="calibration dots"):
         find_dots(np.zeros((200, 200), np.uint16), (7, 5))
+
+
+def test_calibrate_eyepiece_cli_offline_steps(tmp_path, capsys):
+    """Step 1 writes the pattern, step 2 fits it from a camera image (the live mode needs a
+    display and a projector, which cannot run here; it calls the same calibrate())."""
+    import tifffile
+
+    from inscope.cli import main
+
+    pat = tmp_path / "pattern.png"
+    assert main(["calibrate-eyepiece", "--pattern-out", str(pat), "--display", "800x600"]) == 0
+    shown = cv2.imread(str(pat), cv2.IMREAD_UNCHANGED)
+    assert shown.shape == (600, 800) and shown.max() == 255
+    truth = np.array([[0.55, 0.06, 35.0], [-0.05, 0.58, 22.0]])  # display -> camera
+    cam = cv2.GaussianBlur(cv2.warpAffine(shown, truth, (512, 400)), (0, 0), 1.2)
+    cam = (cam.astype(np.float32) * 100 + 500).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "camera.tif", cam)
+    out = tmp_path / "cal" / "eyepiece.json"
+    assert main(["calibrate-eyepiece", "--from-image", str(tmp_path / "camera.tif"),
+                 "--display", "800x600", "--out", str(out)]) == 0
+    assert "RMS" in capsys.readouterr().out
+    cal = EyepieceCalibration.load(out)
+    np.testing.assert_allclose(cal.display_to_camera[:, :2], truth[:, :2], atol=0.01)
+    np.testing.assert_allclose(cal.display_to_camera[:, 2], truth[:, 2], atol=1.0)
+    assert cal.display_size == (800, 600)
+    # a camera image without the pattern: a clear error, nothing written
+    tifffile.imwrite(tmp_path / "dark.tif", np.full((400, 512), 500, np.uint16))
+    out2 = tmp_path / "none.json"
+    assert main(["calibrate-eyepiece", "--from-image", str(tmp_path / "dark.tif"),
+                 "--out", str(out2)]) == 2
+    assert "dot grid is visible" in capsys.readouterr().err and not out2.exists()
