@@ -181,9 +181,13 @@ def add_reference(dets: dict, threads: int | None, folder: Path, notes: list[str
 
 
 def bench_latency(dets: dict, sizes: list[int], repeats: int, sim, warmup: int = 3) -> dict:
+    from acquisition.frame import Frame
+
     res: dict = {name: {} for name in dets}
     for size in sizes:
-        frames = frames_for(size, 4, sim)
+        # Frames of one stream (same shape and pixel size), as the live loop passes them:
+        # the ONNX detector then measures the object size once, not on every frame
+        frames = [Frame(f, i, pixel_size_um=0.65) for i, f in enumerate(frames_for(size, 4, sim))]
         rec = {name: {"total": [], "pre": [], "run": [], "post": []} for name in dets}
         for d in dets.values():
             for i in range(warmup):

@@ -275,8 +275,11 @@ class OnnxDetector:
         if self.format == "ultralytics":
             boxes, scores, cls, tm = self._detect_ultralytics(call.image)
         else:
-            boxes, scores, cls, tm = self._detect_centernet(call.image,
-                                                            self._factor(frame, call.image))
+            t_scale = time.monotonic_ns()
+            factor = self._factor(frame, call.image)
+            t_scale = time.monotonic_ns() - t_scale
+            boxes, scores, cls, tm = self._detect_centernet(call.image, factor)
+            tm["pre_ms"] += t_scale / 1e6  # the object-size estimate is pre-processing
         t_post = time.monotonic_ns()
         det = call.finish(boxes, scores, cls, self.class_names)
         t1 = det.stamps[STAMP_DETECT_END]

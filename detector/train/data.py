@@ -117,10 +117,14 @@ def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, crop: 
             sig = top * np.power(np.clip(sig / top, 0, None), rng.uniform(0.6, 1.6))
         if rng.random() < 0.2:  # extra blur (defocus / worse optics)
             sig = cv2.GaussianBlur(sig, (0, 0), rng.uniform(0.5, 2.0))
-        if rng.random() < 0.3:  # extra noise relative to the signal range
+        if rng.random() < 0.35:  # low light: extra noise relative to the signal range
             rng_s = float(np.percentile(sig[::4, ::4], 99.5)) + 1e-6
-            sig = sig + rng.normal(0, rng.uniform(0.01, 0.15) * rng_s, sig.shape).astype(
-                np.float32)
+            if rng.random() < 0.5:  # read-noise-like: additive Gaussian, 1-50 % of it
+                sd = float(np.exp(rng.uniform(np.log(0.01), np.log(0.5)))) * rng_s
+                sig = sig + rng.normal(0, sd, sig.shape).astype(np.float32)
+            else:  # shot-noise-like: a bright nucleus collects only 3-300 photons
+                k = float(np.exp(rng.uniform(np.log(3.0), np.log(300.0)))) / rng_s
+                sig = rng.poisson(np.clip(sig, 0, None) * k).astype(np.float32) / k
         if rng.random() < 0.2:  # uneven illumination / background gradient
             yy, xx = np.mgrid[0:crop, 0:crop].astype(np.float32) / crop
             a = rng.normal(0, 0.15, 2) * float(np.percentile(sig[::4, ::4], 99))
