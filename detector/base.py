@@ -139,10 +139,6 @@ class DetectCall:
         return Detections(boxes, scores, class_ids, class_names, self.index,
                           dict(self.stamps))
 
-    @property
-    def elapsed_ms(self) -> float:
-        return (time.monotonic_ns() - self.t0_ns) / 1e6
-
 
 def begin_detect(frame: Frame | np.ndarray) -> DetectCall:
     """Stamp ``detect_start`` on *frame* and take its pixels as a 2-D image."""
