@@ -221,6 +221,8 @@ def main(args: argparse.Namespace) -> int:
     backends = args.backend or ["sim", "headless"]
     models = args.model or ["default", "classical"]
     out = Path(args.out)
+    if out.is_dir() or out.suffix.lower() != ".json":
+        out = out / "bench.json"  # a folder was given: the report goes inside it
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     raw: list[list[dict]] = []

@@ -116,7 +116,9 @@ def _register_bench(sub) -> None:
                    help="control mode during the benchmark (default steer)")
     p.add_argument("--exposure", type=float, default=10.0,
                    help="camera exposure in ms (frame period; default 10)")
-    p.add_argument("--out", default="runs/bench/bench.json", help="JSON report path")
+    p.add_argument("--out", default="runs/bench/bench.json",
+                   help="JSON report path, or a folder to write bench.json into "
+                        "(plots go beside it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=cmd_bench)
 

@@ -9,11 +9,13 @@ from inscope.cli import build_parser
 
 def test_bench_reports_every_stage(mm_scope, tmp_path, capsys):
     # mm_scope makes sure the shared headless core is up (and reset) for this process
-    out = tmp_path / "bench.json"
+    # --out may name a folder: the report goes inside it as bench.json
+    (tmp_path / "runs").mkdir()
     args = build_parser().parse_args(
         ["bench", "--frames", "30", "--backend", "headless", "--model", "classical",
-         "--out", str(out)])
+         "--out", str(tmp_path / "runs")])
     assert args.func(args) == 0
+    out = tmp_path / "runs" / "bench.json"
     rep = json.loads(out.read_text())
     (r,) = rep["results"]
     assert r["frames"] == 30 and r["detector"]["name"] == "classical"
@@ -27,6 +29,6 @@ def test_bench_reports_every_stage(mm_scope, tmp_path, capsys):
     # overhead excludes the detector, so it is below the end-to-end latency
     assert r["overhead_ms"]["p50"] < e["p50"]
     assert 0 < r["throughput_vs_camera"] <= 1.05
-    assert (tmp_path / "latency_cdf.png").stat().st_size > 0
-    assert (tmp_path / "stage_timeline.png").stat().st_size > 0
+    assert (out.parent / "latency_cdf.png").stat().st_size > 0
+    assert (out.parent / "stage_timeline.png").stat().st_size > 0
     assert "classical/opencv" in capsys.readouterr().out
