@@ -157,7 +157,7 @@ def run_eval(args: argparse.Namespace) -> int:
     print(res.summary())
     t = np.asarray(times)
     print(f"detect time per image: p50 {np.percentile(t, 50):.1f} ms, "
-          f"max {t.max():.1f} ms (first includes nothing: warmed up)")
+          f"max {t.max():.1f} ms (session warmed up before the first)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {"model": str(getattr(det, "model_path", name)), "detector": name,
