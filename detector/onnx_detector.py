@@ -79,9 +79,8 @@ class OnnxDetector:
         Overrides the card's ``decoding.score_threshold``.
     object_size_px
         Typical object diameter in this frame's pixels; frames are rescaled so it matches
-        the card's ``scale.object_size_px``. Default: measured per frame
-        (:mod:`detector.scale`), and the frame resized only when the objects are clearly
-        outside the trained range.
+        the card's ``scale.object_size_px``. Default: measured (:mod:`detector.scale`),
+        and the frame shrunk only when the objects are clearly above the trained range.
     object_size_um
         Typical object diameter in µm; with a Frame's ``pixel_size_um`` it gives
         ``object_size_px`` per frame (ignored for bare arrays).
