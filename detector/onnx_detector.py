@@ -75,6 +75,10 @@ class OnnxDetector:
         ``"cuda"`` or ``"cpu"``. The one in use is :attr:`provider`.
     threads
         ONNX Runtime intra-op threads (None: one per core).
+    spinning
+        Idle intra-op threads spin (ORT's default, lowest median latency) or sleep
+        (kinder to the camera and control threads on few cores: lower p99 there); see
+        :func:`detector.providers.create_session`.
     score_threshold
         Overrides the card's ``decoding.score_threshold``.
     object_size_px
@@ -103,7 +107,8 @@ class OnnxDetector:
                  threads: int | None = None, score_threshold: float | None = None,
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  tile: bool | int | None = None, overlap: int | None = None,
-                 auto_scale: bool = True, warmup: bool = True) -> None:
+                 auto_scale: bool = True, spinning: bool = True, warmup: bool = True
+                 ) -> None:
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if not path.exists():
             raise FileNotFoundError(
@@ -111,7 +116,7 @@ class OnnxDetector:
                 "with 'inscope train', or use the no-learning baseline (model='classical')."
             )
         self.model_path = path
-        self.session, self.provider = create_session(path, provider, threads)
+        self.session, self.provider = create_session(path, provider, threads, spinning)
         self.threads = threads
         self.card = self._read_card(path)
         self.format = self.card.format

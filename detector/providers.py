@@ -95,7 +95,7 @@ def failure_reason(text: str, limit: int = 220) -> str:
     return "; ".join(dict.fromkeys(found))[:limit]
 
 
-def _session_options(threads: int | None):
+def _session_options(threads: int | None, spinning: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -104,11 +104,12 @@ def _session_options(threads: int | None):
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return so
 
 
 def create_session(model_path: str | Path, provider: str = "auto",
-                   threads: int | None = None):
+                   threads: int | None = None, spinning: bool = True):
     """Create an ``onnxruntime.InferenceSession`` on the best provider that really runs.
 
     Parameters
@@ -120,6 +121,11 @@ def create_session(model_path: str | Path, provider: str = "auto",
         ``"cpu"``. An explicit GPU provider that cannot run raises, naming the fix.
     threads
         ``intra_op_num_threads`` (None: ORT's default, one per core).
+    spinning
+        Let idle intra-op threads spin for the next run (ORT's default). Lowest median
+        latency on a quiet machine; off, they sleep and leave the cores to the camera and
+        control threads: measured on 2 cores, p50 3.8 -> 5.4 ms but p99 with a busy
+        camera thread 14.9 -> 10.8 ms at 512x512.
 
     Returns
     -------
@@ -144,7 +150,8 @@ def create_session(model_path: str | Path, provider: str = "auto",
         chain = [ort_name] if name == "cpu" else [ort_name, "CPUExecutionProvider"]
         if name == "cpu":
             try:
-                sess = ort.InferenceSession(path, _session_options(threads), providers=chain)
+                sess = ort.InferenceSession(path, _session_options(threads, spinning),
+                                            providers=chain)
             except Exception as e:  # noqa: BLE001 - re-raised with the fix below
                 raise ValueError(
                     f"ONNX Runtime cannot load {path}: {e}. Check that the file is a valid "
@@ -152,7 +159,8 @@ def create_session(model_path: str | Path, provider: str = "auto",
             return sess, "cpu"
         try:
             with _silenced() as out:
-                sess = ort.InferenceSession(path, _session_options(threads), providers=chain)
+                sess = ort.InferenceSession(path, _session_options(threads, spinning),
+                                            providers=chain)
         except Exception as e:  # noqa: BLE001 - a GPU provider failing is expected here
             errors[name] = failure_reason(out.getvalue() + "\n" + str(e))
             continue

@@ -75,6 +75,9 @@ class DetectorConfig:
     provider: str = "auto"
     threads: int | None = None
     score_threshold: float | None = None
+    # ONNX Runtime threads spin between runs (lowest p50) or sleep (leave the cores to the
+    # camera and control threads: lower p99 on a machine with few cores)
+    spinning: bool = True
 
 
 @dataclass

@@ -36,7 +36,8 @@ def load_detector_for(cfg: Config, *, fallback: bool = True, say=print):
     if d.score_threshold is not None:
         kw["score_threshold"] = d.score_threshold
     try:
-        return load_detector(d.model, provider=d.provider, threads=d.threads, **kw)
+        return load_detector(d.model, provider=d.provider, threads=d.threads,
+                             spinning=d.spinning, **kw)
     except FileNotFoundError as e:
         if d.model is not None or not fallback:
             raise

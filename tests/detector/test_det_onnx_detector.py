@@ -175,6 +175,14 @@ def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
         OnnxDetector(model, provider="gpu-please")
 
 
+@pytest.mark.parametrize("spinning", [True, False])
+def test_thread_spinning_is_set_on_the_session(model, spinning):
+    d = OnnxDetector(model, provider="cpu", threads=2, spinning=spinning)
+    opts = d.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
+    assert len(d.detect(np.zeros((64, 64), np.uint16)).boxes) == 0
+
+
 def test_provider_failure_reason_is_one_plain_sentence():
     from detector.providers import failure_reason
 

@@ -33,6 +33,7 @@ z = [-10, 10]
 model = "classical"
 score_threshold = 0.3
 threads = 2
+spinning = false
 
 [control]
 mode = "steer+focus"
@@ -61,6 +62,7 @@ frames = 10
     assert cfg.microscope.options == {"exposure_ms": 10}
     assert cfg.microscope.limits["z"] == [-10, 10]
     assert cfg.detector.score_threshold == 0.3 and cfg.detector.threads == 2
+    assert cfg.detector.spinning is False
     assert cfg.control.mode == "steer+focus" and cfg.control.target == 7
     assert isinstance(cfg.control.deadband_um, float)
     assert cfg.outputs.zmq.pub_port == 6000 and cfg.outputs.records.format == "csv"
