@@ -1,20 +1,20 @@
 """Where frames come from and where moves go.
 
-Backends: :mod:`acquisition.simulated` (virtual specimen with ground truth),
-:mod:`acquisition.micromanager` (pycromanager: Micro-Manager GUI or headless MMCore) and
-:mod:`acquisition.replay` (TIFF / OME-TIFF / video files).
+Backends: :mod:`inscope.acquisition.simulated` (virtual specimen with ground truth),
+:mod:`inscope.acquisition.micromanager` (pycromanager: Micro-Manager GUI or headless MMCore) and
+:mod:`inscope.acquisition.replay` (TIFF / OME-TIFF / video files).
 """
 
-from acquisition.errors import (
+from inscope.acquisition.errors import (
     AcquisitionError,
     DeviceError,
     MicroscopeUnavailable,
     MoveRefused,
 )
-from acquisition.frame import STAMP_READY, Frame, StagePosition
-from acquisition.microscope import BaseMicroscope, Microscope
-from acquisition.safety import MoveGuard, MoveRecord, SoftLimits
-from acquisition.stream import FrameStream, NewestSlot
+from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
+from inscope.acquisition.microscope import BaseMicroscope, Microscope
+from inscope.acquisition.safety import MoveGuard, MoveRecord, SoftLimits
+from inscope.acquisition.stream import FrameStream, NewestSlot
 
 __all__ = [
     "STAMP_READY",

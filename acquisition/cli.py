@@ -68,8 +68,8 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from acquisition.errors import AcquisitionError
-    from acquisition.factory import open_microscope
+    from inscope.acquisition.errors import AcquisitionError
+    from inscope.acquisition.factory import open_microscope
 
     if args.frames is not None and args.frames <= 0:
         print("--frames must be a positive number", file=sys.stderr)

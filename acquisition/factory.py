@@ -11,9 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from acquisition.errors import MicroscopeUnavailable
-from acquisition.microscope import BaseMicroscope
-from acquisition.safety import MoveGuard, SoftLimits
+from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.safety import MoveGuard, SoftLimits
 
 #: Backend names and what they open.
 BACKENDS: dict[str, str] = {
@@ -58,7 +57,7 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
     dry_run
         Check and record moves without making them.
     **options
-        Passed to the backend: ``sim``: :class:`acquisition.simulated.SimConfig` fields;
+        Passed to the backend: ``sim``: :class:`inscope.acquisition.simulated.SimConfig` fields;
         ``headless``: ``mm_dir``, ``config``, ``camera_properties``, ``exposure_ms``, ...;
         ``mm``: ``port``, ``timeout_ms``, ``camera_properties``, ``exposure_ms``, ...;
         ``replay``: ``path``, ``fps``, ``loop``, ``channel``, ``pixel_size_um``.
@@ -66,15 +65,7 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
     name = str(backend).lower().strip()
     lim = _limits(limits)
     if name == "sim":
-        try:
-            from acquisition.simulated import SimConfig, SimulatedMicroscope
-        except ModuleNotFoundError as e:
-            if e.name != "acquisition.simulated":
-                raise
-            raise MicroscopeUnavailable(
-                "The simulated backend (acquisition.simulated) is not part of this build; "
-                "use backend 'headless' (Micro-Manager demo devices) or 'replay'."
-            ) from e
+        from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
         fields = {f.name for f in dataclasses.fields(SimConfig)}
         _check_options("sim", options, fields)
@@ -85,7 +76,7 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
         guard = MoveGuard(limits=lim, require_limits=False, dry_run=dry_run)
         return SimulatedMicroscope(SimConfig(**options), guard=guard)
     if name in ("headless", "mm"):
-        from acquisition.micromanager import MicroManagerMicroscope
+        from inscope.acquisition.micromanager import MicroManagerMicroscope
 
         common = {"camera_properties", "exposure_ms", "position_refresh_s", "poll_s"}
         if name == "headless":
@@ -94,7 +85,7 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
         _check_options(name, options, common | {"port", "timeout_ms"})
         return MicroManagerMicroscope.connect(limits=lim, dry_run=dry_run, **options)
     if name == "replay":
-        from acquisition.replay import ReplayMicroscope
+        from inscope.acquisition.replay import ReplayMicroscope
 
         _check_options(name, options, {"path", "fps", "loop", "channel", "pixel_size_um"})
         if "path" not in options or options["path"] is None:

@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.errors import DeviceError, MicroscopeUnavailable
-from acquisition.frame import STAMP_READY, Frame, StagePosition
-from acquisition.microscope import BaseMicroscope
-from acquisition.safety import MoveGuard, SoftLimits
-from acquisition.stream import FrameStream
+from inscope.acquisition.errors import DeviceError, MicroscopeUnavailable
+from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
+from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.acquisition.stream import FrameStream
 
 log = logging.getLogger(__name__)
 

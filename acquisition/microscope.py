@@ -11,9 +11,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from acquisition.frame import Frame, StagePosition
-from acquisition.safety import MoveGuard, SoftLimits
-from acquisition.stream import FrameStream
+from inscope.acquisition.frame import Frame, StagePosition
+from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.acquisition.stream import FrameStream
 
 
 @runtime_checkable
@@ -49,7 +49,7 @@ class Microscope(Protocol):
 
     @property
     def affine(self) -> np.ndarray:
-        """2x2 µm-per-pixel map, see :class:`~acquisition.frame.Frame`."""
+        """2x2 µm-per-pixel map, see :class:`~inscope.acquisition.frame.Frame`."""
         ...
 
     @property

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.errors import MicroscopeUnavailable
-from acquisition.frame import STAMP_READY, Frame, StagePosition
-from acquisition.microscope import BaseMicroscope
-from acquisition.safety import MoveGuard, SoftLimits
-from acquisition.stream import FrameStream
+from inscope.acquisition.errors import MicroscopeUnavailable
+from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
+from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.acquisition.stream import FrameStream
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")

@@ -1,7 +1,7 @@
 """The one guard that every stage move goes through.
 
 Soft limits, a maximum step and a maximum rate are checked *before* any hardware is
-touched; a refused move raises :class:`~acquisition.errors.MoveRefused` and nothing moves.
+touched; a refused move raises :class:`~inscope.acquisition.errors.MoveRefused` and nothing moves.
 In dry-run mode moves are checked and recorded but never sent to the hardware, so a
 controller can be watched on a real microscope without risk.
 """
@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from acquisition.errors import MoveRefused
+from inscope.acquisition.errors import MoveRefused
 
 
 @dataclass(frozen=True, slots=True)

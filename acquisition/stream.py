@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from acquisition.frame import Frame
+from inscope.acquisition.frame import Frame
 
 T = TypeVar("T")
 

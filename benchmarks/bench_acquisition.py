@@ -81,7 +81,7 @@ def _replay():
 
     import tifffile
 
-    from acquisition.replay import ReplayMicroscope
+    from inscope.acquisition.replay import ReplayMicroscope
 
     path = Path(tempfile.mkdtemp(prefix="inscope-bench-")) / "replay.ome.tif"
     rng = np.random.default_rng(0)
@@ -95,14 +95,14 @@ def _cases(n_frames: int) -> list[tuple[str, object]]:
 
     def sim(**options):
         def make():
-            from acquisition.factory import open_microscope
+            from inscope.acquisition.factory import open_microscope
 
             return open_microscope("sim", **options)
         return make
 
     def headless(exposure_ms: float):
         def make():
-            from acquisition.micromanager import MicroManagerMicroscope
+            from inscope.acquisition.micromanager import MicroManagerMicroscope
 
             return MicroManagerMicroscope.headless(
                 camera_properties={"Mode": "Fluorescent Beads"}, exposure_ms=exposure_ms)

@@ -45,14 +45,14 @@ def _scope(seed: int, **kw: Any):
     if BACKEND == "headless":
         # DemoCamera beads: sharpest at Z = 0; no cell ground truth (errors are measured
         # by re-detecting the bead, which the JSON says).
-        from acquisition.micromanager import MicroManagerMicroscope
+        from inscope.acquisition.micromanager import MicroManagerMicroscope
 
         props = {"Mode": "Fluorescent Beads", "PixelType": "16bit", "Binning": "1"}
         scope = MicroManagerMicroscope.headless(camera_properties=props)
         scope.reset(props, 5.0)
         scope.move_xy(200.0 * (seed % 7), -150.0 * (seed % 5))
         return scope
-    from acquisition.simulated import SimConfig, SimulatedMicroscope
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
     return SimulatedMicroscope(SimConfig(seed=seed, realtime=False, **kw))
 
@@ -62,13 +62,13 @@ def _true_focus(scope, x: float, y: float) -> float:
 
 
 def _sim_s(scope) -> float:
-    from control.focus import _sim_time
+    from inscope.control.focus import _sim_time
 
     return _sim_time(scope)
 
 
 def _detector(name: str):
-    from control.cli import load_detector_for
+    from inscope.control.cli import load_detector_for
 
     return load_detector_for(None if name == "default" else name)
 
@@ -89,8 +89,8 @@ def _cell_near(scope, xy: np.ndarray, radius: float) -> tuple[int, np.ndarray] |
 
 
 def bench_centring(det_name: str, trials: int, seed: int) -> dict[str, Any]:
-    from control.steering import CENTRED, MOVED, SETTLING, Steerer
-    from control.targets import TrackId
+    from inscope.control.steering import CENTRED, MOVED, SETTLING, Steerer
+    from inscope.control.targets import TrackId
 
     det = _detector(det_name)
     offsets = [5.0, 10.0, 20.0, 40.0]
@@ -161,7 +161,7 @@ def bench_centring(det_name: str, trials: int, seed: int) -> dict[str, Any]:
 
 
 def bench_autofocus(det_name: str, trials: int, seed: int) -> dict[str, Any]:
-    from control.focus import autofocus
+    from inscope.control.focus import autofocus
 
     det = _detector(det_name)
     rows = []
@@ -190,8 +190,8 @@ def bench_autofocus(det_name: str, trials: int, seed: int) -> dict[str, Any]:
 
 def _layout_scope(seed: int, extent: float, spacing: float = 34.0):
     """Nuclei on a jittered grid, never touching: what the scan itself gets right."""
-    from acquisition.simulated import SimConfig, SimulatedMicroscope
-    from acquisition.simulated.specimen import Specimen
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+    from inscope.acquisition.simulated.specimen import Specimen
 
     cfg = SimConfig(seed=seed, realtime=False, debris_per_mm2=0.0)
     return SimulatedMicroscope(cfg, specimen=Specimen.grid(cfg, extent, spacing, seed))
@@ -201,7 +201,7 @@ def bench_workflow(det_name: str, seed: int, size_um: float, layout: bool = Fals
                    ) -> dict[str, Any]:
     """Scan a square region of the default (dense, realistic) specimen, or of a sparse
     known layout (``layout=True``) where every nucleus is separable."""
-    from control.workflow import FindAndImage, ZStackSpec
+    from inscope.control.workflow import FindAndImage, ZStackSpec
 
     det = _detector(det_name)
     scope = _layout_scope(seed, size_um / 2 + 60) if layout else _scope(seed + 200)

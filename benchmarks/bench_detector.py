@@ -93,7 +93,7 @@ def build_reference_cnn(folder: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from detector.card import ModelCard, sha256_file
+    from inscope.detector.card import ModelCard, sha256_file
 
     rng = np.random.default_rng(0)
     inits, nodes = [], []
@@ -143,9 +143,9 @@ def build_reference_cnn(folder: Path) -> Path:
 
 
 def build_detectors(model: Path | None, threads: int | None, providers: list[str]):
-    from detector.classical import ClassicalDetector
-    from detector.onnx_detector import OnnxDetector, default_model_path
-    from detector.providers import create_session
+    from inscope.detector.classical import ClassicalDetector
+    from inscope.detector.onnx_detector import OnnxDetector, default_model_path
+    from inscope.detector.providers import create_session
 
     dets: dict[str, object] = {}
     path = model or default_model_path()
@@ -168,7 +168,7 @@ def build_detectors(model: Path | None, threads: int | None, providers: list[str
 
 def add_reference(dets: dict, threads: int | None, folder: Path, notes: list[str]) -> str:
     """Add the random-weight reference CNN (CPU); returns its key ('' if unavailable)."""
-    from detector.onnx_detector import OnnxDetector
+    from inscope.detector.onnx_detector import OnnxDetector
 
     try:
         d = OnnxDetector(build_reference_cnn(folder), provider="cpu", threads=threads)
@@ -181,7 +181,7 @@ def add_reference(dets: dict, threads: int | None, folder: Path, notes: list[str
 
 
 def bench_latency(dets: dict, sizes: list[int], repeats: int, sim, warmup: int = 3) -> dict:
-    from acquisition.frame import Frame
+    from inscope.acquisition.frame import Frame
 
     res: dict = {name: {} for name in dets}
     for size in sizes:
@@ -213,7 +213,7 @@ def bench_latency(dets: dict, sizes: list[int], repeats: int, sim, warmup: int =
 
 
 def bench_accuracy(dets: dict, samples: list, ignore_border_fp: bool) -> dict:
-    from detector.eval_cli import evaluate_detector
+    from inscope.detector.eval_cli import evaluate_detector
 
     out = {}
     for name, d in dets.items():
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
 
-    from detector.datasets import HELD_OUT_SEED, load_dataset, simulated_samples
+    from inscope.detector.datasets import HELD_OUT_SEED, load_dataset, simulated_samples
 
     dets, notes = build_detectors(args.model, args.threads, args.providers)
     tmp = tempfile.TemporaryDirectory()
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         acc["simulated_held_out"] = bench_accuracy(scored, sim, ignore_border_fp=False)
     else:
         syn = []
-        from detector.datasets import Sample
+        from inscope.detector.datasets import Sample
 
         for i in range(args.sim_frames):
             img, b = synthetic_scene(512, 5000 + i)

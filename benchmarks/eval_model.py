@@ -44,9 +44,9 @@ def _split_stack(path: Path, split: int, out_dir: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from detector.datasets import load_dataset, simulated_samples
-    from detector.onnx_detector import default_model_path
-    from detector.train.cli import evaluate_model
+    from inscope.detector.datasets import load_dataset, simulated_samples
+    from inscope.detector.onnx_detector import default_model_path
+    from inscope.detector.train.cli import evaluate_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None, help="default: the shipped model")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     model = args.model or default_model_path()
 
-    from detector.card import ModelCard
+    from inscope.detector.card import ModelCard
 
     card_path = Path(model).with_suffix(".json")
     op = float(ModelCard.load(card_path).decoding.get("score_threshold", 0.3))

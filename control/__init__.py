@@ -1,10 +1,10 @@
 """Detections -> actions: calibration, tracking, steering, focus, find-and-image workflows.
 
-Everything here drives the :class:`acquisition.microscope.Microscope` protocol, so the same
+Everything here drives the :class:`inscope.acquisition.microscope.Microscope` protocol, so the same
 code runs on the simulator, on Micro-Manager's demo devices and on a real stage; every
 move goes through the microscope's guard.
 
-Names are imported lazily so that ``inscope --help`` (which imports :mod:`control.cli`)
+Names are imported lazily so that ``inscope --help`` (which imports :mod:`inscope.control.cli`)
 does not pay for OpenCV and SciPy.
 """
 
@@ -34,8 +34,8 @@ def __getattr__(name: str) -> Any:
     try:
         mod = _EXPORTS[name]
     except KeyError:
-        raise AttributeError(f"module 'control' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"control.{mod}"), name)
+        raise AttributeError(f"module 'inscope.control' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"inscope.control.{mod}"), name)
     globals()[name] = value
     return value
 

@@ -7,7 +7,7 @@ diverges instead of converging, so we *measure* the map: move the stage by known
 see how the image content shifts (phase correlation), and solve for the 2x2 matrix by
 least squares.
 
-Convention (see :class:`acquisition.frame.Frame`): ``A`` maps a pixel offset from the image
+Convention (see :class:`inscope.acquisition.frame.Frame`): ``A`` maps a pixel offset from the image
 centre to the stage offset that centres it. Moving the stage by ``d`` shifts the image
 content by ``s`` pixels with ``d = -A s``.
 """
@@ -25,8 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from acquisition.errors import MoveRefused
-from acquisition.microscope import Microscope
+from inscope.acquisition.errors import MoveRefused
+from inscope.acquisition.microscope import Microscope
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
     Parameters
     ----------
     scope
-        Any :class:`~acquisition.microscope.Microscope`; moves go through its guard.
+        Any :class:`~inscope.acquisition.microscope.Microscope`; moves go through its guard.
     steps_um
         Step sizes (µm). Default: 10% and 20% of the field of view (from the reported
         pixel size) so the moves stay small and the field keeps enough overlap.

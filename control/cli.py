@@ -73,7 +73,7 @@ def register(subparsers) -> None:
 
 
 def open_from_args(args: argparse.Namespace, dry_run: bool = False):
-    from acquisition.factory import open_microscope
+    from inscope.acquisition.factory import open_microscope
 
     if args.backend == "sim":
         opts: dict[str, Any] = {"realtime": False}
@@ -87,7 +87,7 @@ def open_from_args(args: argparse.Namespace, dry_run: bool = False):
     opts = {k: v for k, v in opts.items() if v is not None}
     scope = open_microscope(args.backend, dry_run=dry_run, **opts)
     if args.calibration:
-        from control.calibration import Calibration
+        from inscope.control.calibration import Calibration
 
         Calibration.load(args.calibration).apply(scope)
     return scope
@@ -96,16 +96,16 @@ def open_from_args(args: argparse.Namespace, dry_run: bool = False):
 def load_detector_for(model: str | None):
     """The detector for *model*: a path, 'classical', or None for the shipped default."""
     if model is not None and model.lower() == "classical":
-        from detector.classical import ClassicalDetector
+        from inscope.detector.classical import ClassicalDetector
 
         return ClassicalDetector()
     try:
-        from detector import load_detector  # type: ignore[attr-defined]
+        from inscope.detector import load_detector  # type: ignore[attr-defined]
     except ImportError:
         if model is not None:
             raise SystemExit(f"Cannot load model {model!r}: this build of inscope has no "
                              "ONNX detector loader; use --model classical.") from None
-        from detector.classical import ClassicalDetector
+        from inscope.detector.classical import ClassicalDetector
 
         print("note: no shipped model in this build; using the classical detector",
               file=sys.stderr)
@@ -115,7 +115,7 @@ def load_detector_for(model: str | None):
     except FileNotFoundError:
         if model is not None:
             raise
-        from detector.classical import ClassicalDetector
+        from inscope.detector.classical import ClassicalDetector
 
         print("note: the shipped model is missing from this build; using the classical "
               "detector (pass --model PATH to use another)", file=sys.stderr)
@@ -123,8 +123,8 @@ def load_detector_for(model: str | None):
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from acquisition.errors import AcquisitionError
-    from control.calibration import CalibrationError, calibrate
+    from inscope.acquisition.errors import AcquisitionError
+    from inscope.control.calibration import CalibrationError, calibrate
 
     if args.dry_run:
         print("error: calibration has to move the stage; run it without --dry-run "
@@ -155,8 +155,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from acquisition.errors import AcquisitionError
-    from control.workflow import FindAndImage, ZStackSpec
+    from inscope.acquisition.errors import AcquisitionError
+    from inscope.control.workflow import FindAndImage, ZStackSpec
 
     try:
         spec = ZStackSpec(tuple(args.z_range), args.z_step, adaptive=args.adaptive)

@@ -19,10 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from acquisition.errors import DeviceError, MoveRefused
-from acquisition.frame import STAMP_READY, Frame
-from acquisition.microscope import Microscope
-from detector.base import Detections, Detector
+from inscope.acquisition.errors import DeviceError, MoveRefused
+from inscope.acquisition.frame import STAMP_READY, Frame
+from inscope.acquisition.microscope import Microscope
+from inscope.detector.base import Detections, Detector
 
 __all__ = [
     "METRICS",

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.errors import DeviceError, MoveRefused
-from acquisition.frame import STAMP_READY, Frame
-from acquisition.microscope import Microscope
-from control.targets import TargetPolicy, TrackId, policy_from_spec
-from control.tracking import Track, Tracker
-from detector.base import Detections
+from inscope.acquisition.errors import DeviceError, MoveRefused
+from inscope.acquisition.frame import STAMP_READY, Frame
+from inscope.acquisition.microscope import Microscope
+from inscope.control.targets import TargetPolicy, TrackId, policy_from_spec
+from inscope.control.tracking import Track, Tracker
+from inscope.detector.base import Detections
 
 __all__ = ["CenteringController", "SteerAction", "Steerer"]
 
@@ -78,11 +78,11 @@ class Steerer:
     scope
         The microscope whose stage is moved (through its guard).
     policy
-        How a target is chosen (:mod:`control.targets`) or a spec string such as
+        How a target is chosen (:mod:`inscope.control.targets`) or a spec string such as
         ``"nearest"``, ``"largest"``, ``"class:mitotic"``, ``"id:7"``.
     tracker
         Tracker used when :meth:`step` is called without tracks. Default: a new
-        :class:`~control.tracking.Tracker`.
+        :class:`~inscope.control.tracking.Tracker`.
     gain
         Fraction of the error corrected per move. 1.0 with a calibrated affine converges
         in one move; lower it (0.5-0.8) when the calibration is uncertain.

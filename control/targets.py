@@ -13,8 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from acquisition.frame import Frame
-from control.tracking import Track
+from inscope.acquisition.frame import Frame
+from inscope.control.tracking import Track
 
 __all__ = [
     "ClassName",

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from acquisition.frame import Frame
-from detector.base import Detections
+from inscope.acquisition.frame import Frame
+from inscope.detector.base import Detections
 
 __all__ = ["Track", "Tracker"]
 

@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.errors import DeviceError, MoveRefused
-from acquisition.frame import Frame
-from acquisition.microscope import Microscope
-from control.focus import FocusResult, _sim_time, autofocus
-from control.steering import CENTRED, MOVED, NO_TARGET, SETTLING, Steerer
-from control.targets import TrackId
-from control.tracking import Tracker
-from detector.base import Detections, Detector
+from inscope.acquisition.errors import DeviceError, MoveRefused
+from inscope.acquisition.frame import Frame
+from inscope.acquisition.microscope import Microscope
+from inscope.control.focus import FocusResult, _sim_time, autofocus
+from inscope.control.steering import CENTRED, MOVED, NO_TARGET, SETTLING, Steerer
+from inscope.control.targets import TrackId
+from inscope.control.tracking import Tracker
+from inscope.detector.base import Detections, Detector
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class FindAndImage:
     scope
         The microscope (moves go through its guard).
     detector
-        Any :class:`~detector.base.Detector`.
+        Any :class:`~inscope.detector.base.Detector`.
     region
         ``(x0, y0, x1, y1)`` stage µm; cells whose centre lies inside are imaged.
     positions

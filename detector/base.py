@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from acquisition.frame import Frame
+from inscope.acquisition.frame import Frame
 
 # Time-stamp names the detector adds to ``Frame.stamps`` / ``Detections.stamps``.
 STAMP_DETECT_START = "detect_start"
@@ -110,7 +110,7 @@ class DetectCall:
     Attributes
     ----------
     image
-        The frame's pixels as a 2-D array (see :func:`detector.preprocess.as_image`).
+        The frame's pixels as a 2-D array (see :func:`inscope.detector.preprocess.as_image`).
     stamps
         The frame's own stamps dict (``detect_start`` already set), or a fresh one for a
         bare array.
@@ -142,7 +142,7 @@ class DetectCall:
 
 def begin_detect(frame: Frame | np.ndarray) -> DetectCall:
     """Stamp ``detect_start`` on *frame* and take its pixels as a 2-D image."""
-    from detector.preprocess import as_image
+    from inscope.detector.preprocess import as_image
 
     t0 = time.monotonic_ns()
     is_frame = isinstance(frame, Frame)

@@ -36,7 +36,7 @@ class ModelCard:
         ``{"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 4}`` maps the
         frame to [0, 1] float32 (robust to uint8/uint16/float inputs), or
         ``{"method": "scale", "divisor": 255}``; optional ``"clip": true`` clips to
-        [0, 1]. Implemented once in :func:`detector.preprocess.normalise`; training
+        [0, 1]. Implemented once in :func:`inscope.detector.preprocess.normalise`; training
         should call that same function.
     scale
         ``{"object_size_px": [lo, hi]}``: the object sizes the model was trained for; the
@@ -51,7 +51,7 @@ class ModelCard:
         CenterNet centres (input pixels, pixel i spanning [i, i+1)) are
         ``(cell + offset) * stride`` with the standard offset in [0, 1), or the cell
         centre ``(cell + 0.5) * stride`` without an offset head; "size" is the box
-        width, height in input pixels (see :mod:`detector.decode`). Optional
+        width, height in input pixels (see :mod:`inscope.detector.decode`). Optional
         ``"activation": "sigmoid"`` when the heatmap output is logits.
     training, metrics, latency
         Free-form records of how the model was made and what it measured.

@@ -1,7 +1,7 @@
 """The no-learning baseline: blur, threshold, connected components.
 
 It is the yardstick every learned model must beat, and a fallback that needs no model
-file. Same :class:`detector.base.Detector` interface and the same robust normalisation as
+file. Same :class:`inscope.detector.base.Detector` interface and the same robust normalisation as
 the ONNX detector, so their numbers compare like for like.
 """
 
@@ -12,9 +12,9 @@ import time
 import cv2
 import numpy as np
 
-from acquisition.frame import Frame
-from detector import preprocess as pp
-from detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
+from inscope.acquisition.frame import Frame
+from inscope.detector import preprocess as pp
+from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
 
 
 class ClassicalDetector:

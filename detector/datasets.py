@@ -355,10 +355,10 @@ def simulated_samples(n: int, seed: int = HELD_OUT_SEED, *, span_um: float | Non
     min_visible
         Objects with less of their box in view are flagged ``difficult``.
     **sim_options
-        Extra :class:`acquisition.simulated.SimConfig` fields.
+        Extra :class:`inscope.acquisition.simulated.SimConfig` fields.
     """
     try:
-        from acquisition.simulated import SimConfig, SimulatedMicroscope
+        from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
     except ImportError as e:
         raise RuntimeError(f"The simulated microscope is not available ({e}); evaluate on "
                            "files instead.") from None

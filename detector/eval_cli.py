@@ -77,8 +77,8 @@ def evaluate_detector(detector: Any, samples: list, *, iou: float = 0.5,
     -------
     (EvalResult, predictions [(boxes, scores)] per sample, detect times in ms)
     """
-    from acquisition.frame import Frame
-    from detector.metrics import evaluate
+    from inscope.acquisition.frame import Frame
+    from inscope.detector.metrics import evaluate
 
     preds, times = [], []
     for i, s in enumerate(samples):
@@ -107,7 +107,7 @@ def _finite(obj: Any) -> Any:
 
 
 def _load_samples(args: argparse.Namespace) -> list:
-    from detector.datasets import load_dataset, simulated_samples
+    from inscope.detector.datasets import load_dataset, simulated_samples
 
     if args.sim and args.data:
         raise ValueError("Give dataset paths or --sim N, not both.")
@@ -122,8 +122,8 @@ def _load_samples(args: argparse.Namespace) -> list:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from detector.onnx_detector import load_detector
-    from detector.plots import overlay_plot, pr_plot
+    from inscope.detector.onnx_detector import load_detector
+    from inscope.detector.plots import overlay_plot, pr_plot
 
     try:
         samples = _load_samples(args)

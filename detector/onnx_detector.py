@@ -7,7 +7,7 @@ check input -> normalise (card) -> rescale to the model's object size -> pad or 
 Formats
 -------
 ``inscope-centernet``
-    Needs a model card (``<model>.json``, see :mod:`detector.card`). Input "image"
+    Needs a model card (``<model>.json``, see :mod:`inscope.detector.card`). Input "image"
     (N, 1, H, W) float32, outputs "heatmap" (N, C, H/s, W/s) sigmoid-ed, "size"
     (N, 2, H/s, W/s) box w, h in input pixels, optional "offset" (N, 2, H/s, W/s); the
     names, stride and thresholds come from the card's ``decoding``.
@@ -22,7 +22,7 @@ A fully convolutional model runs on the whole frame in one call when the (rescal
 frame's longer side is at most ``scale.tile_above`` (default 2560 px: a 2048x2048 frame
 runs whole, which on CPU is faster than tiling because no overlap is computed twice).
 Bigger frames, models with a fixed input size, or ``tile=...`` use overlapping tiles
-merged by the keep-by-centre rule (:mod:`detector.tiling`).
+merged by the keep-by-centre rule (:mod:`inscope.detector.tiling`).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from acquisition.frame import Frame
-from detector import preprocess as pp
-from detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
-from detector.card import ModelCard, sha256_file
-from detector.decode import decode_centernet, decode_ultralytics
-from detector.providers import create_session
-from detector.scale import auto_scale_factor, estimate_object_size_px
-from detector.tiling import keep_owned, tile_grid
+from inscope.acquisition.frame import Frame
+from inscope.detector import preprocess as pp
+from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
+from inscope.detector.card import ModelCard, sha256_file
+from inscope.detector.decode import decode_centernet, decode_ultralytics
+from inscope.detector.providers import create_session
+from inscope.detector.scale import auto_scale_factor, estimate_object_size_px
+from inscope.detector.tiling import keep_owned, tile_grid
 
 log = logging.getLogger("inscope.detector")
 
@@ -78,12 +78,12 @@ class OnnxDetector:
     spinning
         Idle intra-op threads spin (ORT's default, lowest median latency) or sleep
         (kinder to the camera and control threads on few cores: lower p99 there); see
-        :func:`detector.providers.create_session`.
+        :func:`inscope.detector.providers.create_session`.
     score_threshold
         Overrides the card's ``decoding.score_threshold``.
     object_size_px
         Typical object diameter in this frame's pixels; frames are rescaled so it matches
-        the card's ``scale.object_size_px``. Default: measured (:mod:`detector.scale`),
+        the card's ``scale.object_size_px``. Default: measured (:mod:`inscope.detector.scale`),
         and the frame shrunk only when the objects are clearly above the trained range.
     object_size_um
         Typical object diameter in µm; with a Frame's ``pixel_size_um`` it gives
@@ -443,11 +443,11 @@ def load_detector(model: str | Path | None = None, provider: str = "auto",
     """Build a detector: an .onnx path, None (the shipped model) or ``"classical"``.
 
     Keyword arguments go to :class:`OnnxDetector` or
-    :class:`detector.classical.ClassicalDetector` (options the classical baseline does
+    :class:`inscope.detector.classical.ClassicalDetector` (options the classical baseline does
     not use, such as ``tile``, are ignored there).
     """
     if isinstance(model, str) and model.lower() == "classical":
-        from detector.classical import ClassicalDetector
+        from inscope.detector.classical import ClassicalDetector
 
         allowed = {"score_threshold", "object_size_px", "object_size_um"}
         return ClassicalDetector(**{k: v for k, v in kw.items() if k in allowed})

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detector.metrics import EvalResult
+from inscope.detector.metrics import EvalResult
 
 TRUTH_BGR = (80, 220, 80)  # green
 PRED_BGR = (60, 60, 255)  # red
@@ -72,7 +72,7 @@ def pr_plot(results: dict[str, EvalResult], path: str | Path) -> Path:
 
 def to_display(image: np.ndarray) -> np.ndarray:
     """8-bit BGR view of a 2-D image, stretched between its 1st and 99.8th percentiles."""
-    from detector.preprocess import normalise
+    from inscope.detector.preprocess import normalise
 
     x = normalise(image, {"method": "percentile", "clip": True})
     return cv2.cvtColor(cv2.convertScaleAbs(x, alpha=255.0), cv2.COLOR_GRAY2BGR)

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from acquisition.frame import Frame
+from inscope.acquisition.frame import Frame
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
@@ -29,13 +29,13 @@ def as_image(frame: Frame | np.ndarray) -> np.ndarray:
     Colour (H, W, 3) and stacks (T, H, W) are refused rather than silently converted:
     a detector trained on one fluorescence channel gives wrong answers on a mixed-down
     RGB picture, so the caller must choose the channel (``img[..., 1]``) or the mix
-    (``img.mean(axis=2)``) knowingly. Dataset readers (:mod:`detector.datasets`) do
+    (``img.mean(axis=2)``) knowingly. Dataset readers (:mod:`inscope.detector.datasets`) do
     convert colour files, because there the file format, not the camera, is colour.
 
     Parameters
     ----------
     frame
-        A :class:`acquisition.frame.Frame` or a numpy array (H, W) of dtype uint8,
+        A :class:`inscope.acquisition.frame.Frame` or a numpy array (H, W) of dtype uint8,
         uint16, float32 or float64 (int16/int32 and bool are accepted and cast).
     """
     pixels = frame.pixels if isinstance(frame, Frame) else frame

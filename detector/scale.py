@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detector.preprocess import normalise
+from inscope.detector.preprocess import normalise
 
 #: the estimate works on a copy at most this many pixels on its longer side (objects of
 #: 40 px stay >= 6 px there, enough to measure the large sizes that matter)

@@ -47,11 +47,11 @@ TIMELINE = (
 
 
 def _open(backend: str, exposure_ms: float, say):
-    from acquisition.factory import open_microscope
+    from inscope.acquisition.factory import open_microscope
 
     if backend == "sim":
         try:
-            from acquisition.simulated import SimConfig
+            from inscope.acquisition.simulated import SimConfig
         except ImportError as e:
             say(f"skip sim: the simulated microscope is not available ({e}).")
             return None
@@ -74,7 +74,7 @@ def _open(backend: str, exposure_ms: float, say):
 
 def _detectors(models: list[str], providers: list[str] | None, say):
     """Yield (label, detector) for each model x provider that really runs."""
-    from detector.onnx_detector import load_detector
+    from inscope.detector.onnx_detector import load_detector
 
     for m in models:
         if m == "classical":

@@ -16,10 +16,10 @@ import sys
 COMMAND_MODULES = [
     "inscope.commands",        # demo, run, bench
     "inscope.eyepiece_cli",    # calibrate-eyepiece
-    "acquisition.cli",         # stream
-    "detector.eval_cli",       # eval
-    "detector.train.cli",      # train
-    "control.cli",             # calibrate, scan
+    "inscope.acquisition.cli",       # stream
+    "inscope.detector.eval_cli",     # eval
+    "inscope.detector.train.cli",    # train
+    "inscope.control.cli",           # calibrate, scan
 ]
 
 
@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name and mod_name.startswith(e.name):
-                continue  # that part is not built (yet); its commands are simply absent
-            raise
-        mod.register(sub)
+        importlib.import_module(mod_name).register(sub)
     return parser
 
 

@@ -181,7 +181,7 @@ def _logging(args) -> None:
 
 
 def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
-    from acquisition.errors import AcquisitionError
+    from inscope.acquisition.errors import AcquisitionError
     from inscope.service import build_service, format_summary, run_service
 
     try:
@@ -219,7 +219,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import importlib.util
     from pathlib import Path
 
     from inscope.config import Config, ConfigError, with_overrides
@@ -228,16 +227,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     base = Config()
     scope_line = "simulated microscope"
-    if importlib.util.find_spec("acquisition.simulated") is not None:
-        base = with_overrides(base, "microscope", backend="sim",
-                              options={"seed": args.seed} if args.seed is not None else {})
-    else:
-        scope_line = "Micro-Manager DemoCamera (headless)"
-        print("note: the simulated microscope (acquisition.simulated) is not part of this "
-              "build; the demo runs on Micro-Manager's DemoCamera beads instead.")
-        base = with_overrides(base, "microscope", backend="headless", options={
-            "exposure_ms": 20.0,
-            "camera_properties": {"Mode": "Fluorescent Beads", "PixelType": "16bit"}})
+    base = with_overrides(base, "microscope", backend="sim",
+                          options={"seed": args.seed} if args.seed is not None else {})
     base = with_overrides(base, "control", mode="steer+focus")
     base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
                           snapshot_dir=str(out / "snapshots"))

@@ -268,7 +268,7 @@ def _check_values(cfg: Config, source: str) -> None:
     if m.backend not in BACKENDS:
         raise bad("microscope.backend", m.backend, f"use one of {', '.join(BACKENDS)}")
     if m.limits is not None:
-        from acquisition.safety import SoftLimits
+        from inscope.acquisition.safety import SoftLimits
         try:
             SoftLimits.from_dict(m.limits)
         except (ValueError, TypeError) as e:

@@ -1,6 +1,6 @@
 """The pipeline's control stage: tracking, steering and focus lock behind one ``step``.
 
-Wraps :mod:`control` (Tracker, Steerer, FocusLock) so the pipeline's control thread makes
+Wraps :mod:`inscope.control` (Tracker, Steerer, FocusLock) so the pipeline's control thread makes
 one call per frame and gets back JSON-able summaries for the outputs. Mode and target
 can change at any time from the command API; the lock keeps a change from landing in the
 middle of a step.
@@ -20,7 +20,7 @@ from inscope.schema import MODES
 
 
 def target_spec(target: str | int, target_class: str | None = None) -> str | int:
-    """Config/command target -> what :meth:`control.steering.Steerer.select` takes."""
+    """Config/command target -> what :meth:`inscope.control.steering.Steerer.select` takes."""
     if isinstance(target, bool):
         raise ValueError("target must be a policy name or a track id, not true/false.")
     if isinstance(target, int):
@@ -52,9 +52,9 @@ class ControlStage:
     """
 
     def __init__(self, scope, config: ControlConfig | None = None) -> None:
-        from control.focus import FocusLock
-        from control.steering import Steerer
-        from control.tracking import Tracker
+        from inscope.control.focus import FocusLock
+        from inscope.control.steering import Steerer
+        from inscope.control.tracking import Tracker
 
         self.config = config = config or ControlConfig()
         self.scope = scope

@@ -30,7 +30,7 @@ def _pair(text: str, sep: str = "x") -> tuple[int, int]:
 
 
 def register(subparsers) -> None:
-    from control.cli import add_backend_args
+    from inscope.control.cli import add_backend_args
 
     p = subparsers.add_parser(
         "calibrate-eyepiece", help="measure the eyepiece display -> camera map (AR overlay)",
@@ -76,7 +76,7 @@ def run_calibrate_eyepiece(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.from_image is not None:
-            from detector.datasets import read_image
+            from inscope.detector.datasets import read_image
 
             cam = read_image(args.from_image)
             cal = calibrate(lambda _: None, lambda: cam, args.display, args.grid)
@@ -107,7 +107,7 @@ def _calibrate_live(args: argparse.Namespace):
     import cv2
     import numpy as np
 
-    from control.cli import open_from_args
+    from inscope.control.cli import open_from_args
     from inscope.eyepiece import calibrate
 
     title = "inscope eyepiece calibration"

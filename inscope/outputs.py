@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from acquisition.frame import Frame
+from inscope.acquisition.frame import Frame
 
 log = logging.getLogger("inscope")
 

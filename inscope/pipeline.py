@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.stream import NewestSlot
 from inscope import schema
+from inscope.acquisition.stream import NewestSlot
 from inscope.config import ControlConfig
 from inscope.outputs import (
     STAMP_CONTROL_END,
@@ -75,9 +75,9 @@ class Pipeline:
     Parameters
     ----------
     scope
-        Any :class:`acquisition.Microscope` (simulated, Micro-Manager, replay).
+        Any :class:`inscope.acquisition.Microscope` (simulated, Micro-Manager, replay).
     detector
-        Any :class:`detector.Detector`.
+        Any :class:`inscope.detector.Detector`.
     control
         What to do with detections (:class:`inscope.config.ControlConfig`); mode
         ``"off"`` runs no tracking and makes no moves.

@@ -70,7 +70,7 @@ def detections_message(frame, detections, *, tracks: Sequence[Any] | None = None
     """The per-frame detections message (topic ``b"detections"``).
 
     Boxes are given in pixels *and* as stage positions (µm) through
-    :meth:`acquisition.Frame.pixel_to_stage`, so a client can drive the stage to any box
+    :meth:`inscope.acquisition.Frame.pixel_to_stage`, so a client can drive the stage to any box
     without knowing the optics. Stage fields are ``None`` when the frame has no position.
     """
     boxes = detections.boxes

@@ -29,7 +29,7 @@ log = logging.getLogger("inscope")
 def load_detector_for(cfg: Config, *, fallback: bool = True, say=print):
     """The configured detector; with no model given and no shipped model, the classical
     detector (with one clear line) when *fallback* is True."""
-    from detector.onnx_detector import load_detector
+    from inscope.detector.onnx_detector import load_detector
 
     d = cfg.detector
     kw: dict[str, Any] = {}
@@ -47,7 +47,7 @@ def load_detector_for(cfg: Config, *, fallback: bool = True, say=print):
 
 
 def open_scope(cfg: Config):
-    from acquisition.factory import open_microscope
+    from inscope.acquisition.factory import open_microscope
 
     m = cfg.microscope
     return open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)

@@ -6,7 +6,7 @@ Micro-Manager
 demo adapters (``mm_test_adapters``, ``MMConfig_demo.cfg``), started ONCE per test session
 (pycromanager's engine singleton cannot be restarted in one process).
 
-``mm_scope`` (function): a :class:`~acquisition.micromanager.MicroManagerMicroscope` on
+``mm_scope`` (function): a :class:`~inscope.acquisition.micromanager.MicroManagerMicroscope` on
 that core, reset for each test: no acquisition running, XY at (0, 0), Z at 0, DemoCamera in
 "Fluorescent Beads" mode (beads shift with XY, blur with Z) at :data:`MM_EXPOSURE_MS`,
 10X objective (1.0 µm/pixel, the only objective where the demo's pixel size matches what
@@ -49,8 +49,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def mm_core():
     """The process's headless Micro-Manager core with the demo configuration."""
-    pytest.importorskip("mm_test_adapters", reason="pip install mm-test-adapters")
-    from acquisition.micromanager import DEFAULT_CONFIG, headless_core
+    # A test dependency, never a skip: without it every real-MMCore test would vanish.
+    import mm_test_adapters  # noqa: F401
+
+    from inscope.acquisition.micromanager import DEFAULT_CONFIG, headless_core
 
     return headless_core(None, DEFAULT_CONFIG)
 
@@ -58,7 +60,7 @@ def mm_core():
 @pytest.fixture
 def mm_scope(mm_core):
     """A fresh, reset MicroManagerMicroscope on the shared headless demo core."""
-    from acquisition.micromanager import DEFAULT_CONFIG, MicroManagerMicroscope
+    from inscope.acquisition.micromanager import DEFAULT_CONFIG, MicroManagerMicroscope
 
     # headless() reuses the running core, reloading the demo config only if a test loaded
     # another one (e.g. the missing-camera test).

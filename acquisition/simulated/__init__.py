@@ -6,10 +6,10 @@
 >>> scope.move_xy(100, 0)         # through the soft-limit guard
 """
 
-from acquisition.simulated.config import SimConfig
-from acquisition.simulated.microscope import SimulatedMicroscope
-from acquisition.simulated.render import GroundTruth, Renderer
-from acquisition.simulated.specimen import (
+from inscope.acquisition.simulated.config import SimConfig
+from inscope.acquisition.simulated.microscope import SimulatedMicroscope
+from inscope.acquisition.simulated.render import GroundTruth, Renderer
+from inscope.acquisition.simulated.specimen import (
     KIND_DEBRIS,
     KIND_DIM,
     KIND_MITOTIC,

@@ -1,6 +1,6 @@
 """`SimulatedMicroscope`: a virtual specimen, camera, XY stage and focus drive.
 
-It implements the same :class:`~acquisition.microscope.Microscope` protocol as the
+It implements the same :class:`~inscope.acquisition.microscope.Microscope` protocol as the
 Micro-Manager backend, and adds what no real microscope has: ground truth (every object's
 box and stage position, the true focus, the true pixel-to-stage map) and a simulated clock,
 so control loops can be scored exactly and run faster than real time.
@@ -15,13 +15,13 @@ import time
 
 import numpy as np
 
-from acquisition.frame import STAMP_READY, Frame, StagePosition
-from acquisition.microscope import BaseMicroscope
-from acquisition.safety import MoveGuard, SoftLimits
-from acquisition.simulated.config import SimConfig
-from acquisition.simulated.render import GroundTruth, Renderer
-from acquisition.simulated.specimen import Specimen
-from acquisition.stream import FrameStream
+from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
+from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.acquisition.simulated.config import SimConfig
+from inscope.acquisition.simulated.render import GroundTruth, Renderer
+from inscope.acquisition.simulated.specimen import Specimen
+from inscope.acquisition.stream import FrameStream
 
 
 class SimulatedMicroscope(BaseMicroscope):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from acquisition.simulated.config import SimConfig
-from acquisition.simulated.specimen import KIND_DEBRIS, KIND_PAIR, Cell
+from inscope.acquisition.simulated.config import SimConfig
+from inscope.acquisition.simulated.specimen import KIND_DEBRIS, KIND_PAIR, Cell
 
 
 @dataclass(slots=True)

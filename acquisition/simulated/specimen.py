@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from acquisition.simulated.config import SimConfig
+from inscope.acquisition.simulated.config import SimConfig
 
 TILE_UM = 200.0
 

@@ -105,17 +105,22 @@ def run_training(args: argparse.Namespace) -> dict:
     """Everything ``inscope train`` does; returns the card as a dict."""
     import torch
 
-    from detector.card import sha256_file
-    from detector.train.data import DetectionDataset
-    from detector.train.export import default_card, export_onnx, measure_latency, model_from_onnx
-    from detector.train.model import TinyCenterNet, count_parameters
-    from detector.train.synth import PoolSpec, load_or_render_pool
-    from detector.train.trainer import TrainConfig, train
+    from inscope.detector.card import sha256_file
+    from inscope.detector.train.data import DetectionDataset
+    from inscope.detector.train.export import (
+        default_card,
+        export_onnx,
+        measure_latency,
+        model_from_onnx,
+    )
+    from inscope.detector.train.model import TinyCenterNet, count_parameters
+    from inscope.detector.train.synth import PoolSpec, load_or_render_pool
+    from inscope.detector.train.trainer import TrainConfig, train
 
     t_start = time.monotonic()
     init = args.init
     if args.finetune:
-        from detector.onnx_detector import default_model_path
+        from inscope.detector.onnx_detector import default_model_path
 
         init = default_model_path()
     preset_name = args.preset or ("finetune" if init is not None else "default")
@@ -131,7 +136,7 @@ def run_training(args: argparse.Namespace) -> dict:
     sources: list[str] = []
     n_real = 0
     if args.data:
-        from detector.datasets import load_dataset
+        from inscope.detector.datasets import load_dataset
 
         samples = load_dataset([Path(d) for d in args.data], args.format)
         real_i = [s.image for s in samples]
@@ -200,7 +205,7 @@ def run_training(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "command": "inscope train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"]
         else None,
-        "normalisation_note": "detector.preprocess.normalise (percentile 1-99.8 on a "
+        "normalisation_note": "inscope.detector.preprocess.normalise (percentile 1-99.8 on a "
         "stride-4 subsample, no clip) applied to each training crop after augmentation",
         "final_loss_ema": round(res.history[-1]["loss_ema"], 4) if res.history else None,
     }
@@ -211,12 +216,12 @@ def run_training(args: argparse.Namespace) -> dict:
     metrics: dict = {}
     n_sim = args.eval_sim if args.eval_sim is not None else preset["eval_sim"]
     if n_sim:
-        from detector.datasets import simulated_samples
+        from inscope.detector.datasets import simulated_samples
 
         sim = simulated_samples(int(n_sim))
         metrics["sim_heldout"] = evaluate_model(out, sim)
     if args.val:
-        from detector.datasets import load_dataset
+        from inscope.detector.datasets import load_dataset
 
         val = load_dataset([Path(d) for d in args.val], args.format)
         metrics["val"] = evaluate_model(out, val, ignore_border_fp=args.ignore_border_fp)
@@ -254,11 +259,11 @@ def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
 
     Precision / recall / F1 are given at *operating_threshold* (e.g. the card's), or, when
     None, at the best-F1 threshold found on these very samples (optimistic: use it to
-    *set* a threshold, not to report one). Difficult objects (see :mod:`detector.metrics`)
+    *set* a threshold, not to report one). Difficult objects (see :mod:`inscope.detector.metrics`)
     are ignored unless *count_difficult*.
     """
-    from detector.metrics import evaluate
-    from detector.onnx_detector import OnnxDetector
+    from inscope.detector.metrics import evaluate
+    from inscope.detector.onnx_detector import OnnxDetector
 
     det = OnnxDetector(model_path, provider="cpu", score_threshold=0.05)
     preds = []

@@ -1,7 +1,7 @@
 """Torch dataset: crops + augmentation + CenterNet targets, normalised like the runtime.
 
-Normalisation is :func:`detector.preprocess.normalise` with the card's spec, the very
-function :class:`detector.onnx_detector.OnnxDetector` calls, so training and inference
+Normalisation is :func:`inscope.detector.preprocess.normalise` with the card's spec, the very
+function :class:`inscope.detector.onnx_detector.OnnxDetector` calls, so training and inference
 cannot diverge. Augmentations act on the raw counts *before* normalisation (gamma,
 extra noise, blur) or on geometry (flips, 90-degree rotations, rescaling, cropping).
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detector.preprocess import DEFAULT_NORMALISATION, as_image, normalise
+from inscope.detector.preprocess import DEFAULT_NORMALISATION, as_image, normalise
 
 MAX_OBJECTS = 256
 STRIDE = 4
@@ -32,8 +32,9 @@ def draw_targets(boxes: np.ndarray, out_hw: tuple[int, int], stride: int = STRID
                  ) -> dict[str, np.ndarray]:
     """CenterNet targets for *boxes* (input pixels) on an (h, w) output grid.
 
-    Returns heatmap (C, h, w), and per object (padded to :data:`MAX_OBJECTS`): flat cell
-    index, log size target (w, h), offset target (x, y) in [0, 1), mask.
+    Returns heatmap (C, h, w) with a peak for every object, and for the first
+    :data:`MAX_OBJECTS` objects (padded to it): flat cell index, size target (w, h),
+    offset target (x, y) in [0, 1), mask.
     """
     h, w = out_hw
     hm = np.zeros((num_classes, h, w), np.float32)
@@ -42,7 +43,8 @@ def draw_targets(boxes: np.ndarray, out_hw: tuple[int, int], stride: int = STRID
     off = np.zeros((MAX_OBJECTS, 2), np.float32)
     mask = np.zeros(MAX_OBJECTS, np.float32)
     ys, xs = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
-    for k, b in enumerate(boxes[:MAX_OBJECTS]):
+    n = 0  # objects with size/offset targets (at most MAX_OBJECTS)
+    for k, b in enumerate(boxes):
         bw, bh = float(b[2] - b[0]), float(b[3] - b[1])
         if bw < 1 or bh < 1:
             continue
@@ -56,11 +58,15 @@ def draw_targets(boxes: np.ndarray, out_hw: tuple[int, int], stride: int = STRID
         x0, x1, y0, y1 = max(0, ix - r), min(w, ix + r + 1), max(0, iy - r), min(h, iy + r + 1)
         gx = np.exp(-((xs[x0:x1] - ix) ** 2) / (2 * s * s))
         gy = np.exp(-((ys[y0:y1] - iy) ** 2) / (2 * s * s))
+        # every object gets its heatmap peak (a crowded crop must not teach the model to
+        # ignore nuclei); beyond MAX_OBJECTS only the size/offset supervision is skipped
         np.maximum(hm[c, y0:y1, x0:x1], gy[:, None] * gx[None, :], out=hm[c, y0:y1, x0:x1])
-        ind[k] = iy * w + ix
-        size[k] = (bw, bh)
-        off[k] = (cx - ix, cy - iy)
-        mask[k] = 1.0
+        if n < MAX_OBJECTS:
+            ind[n] = iy * w + ix
+            size[n] = (bw, bh)
+            off[n] = (cx - ix, cy - iy)
+            mask[n] = 1.0
+            n += 1
     return {"heatmap": hm, "ind": ind, "size": size, "offset": off, "mask": mask}
 
 

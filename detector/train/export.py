@@ -1,4 +1,4 @@
-"""Export a trained :class:`~detector.train.model.TinyCenterNet` to ONNX + model card.
+"""Export a trained :class:`~inscope.detector.train.model.TinyCenterNet` to ONNX + model card.
 
 The exported graph has dynamic N, H, W axes (opset 17), outputs already decoded to the
 card contract (sigmoid heatmap, size in input pixels, offset in [0, 1)), and is checked
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.card import ModelCard, sha256_file
-from detector.preprocess import DEFAULT_NORMALISATION
-from detector.train.model import TinyCenterNet
+from inscope.detector.card import ModelCard, sha256_file
+from inscope.detector.preprocess import DEFAULT_NORMALISATION
+from inscope.detector.train.model import TinyCenterNet
 
 OPSET = 17
 

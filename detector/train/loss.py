@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from detector.train.model import SIZE_SCALE
+from inscope.detector.train.model import SIZE_SCALE
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
@@ -36,7 +36,7 @@ def centernet_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                    batch: dict[str, torch.Tensor], size_weight: float = 1.0,
                    offset_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts for model outputs ``(heatmap logits, log size, offset
-    logits)`` and the batch targets from :func:`detector.train.data.draw_targets`."""
+    logits)`` and the batch targets from :func:`inscope.detector.train.data.draw_targets`."""
     hm, log_size, off_logit = outputs
     l_hm = focal_loss(hm, batch["heatmap"])
     mask = batch["mask"].unsqueeze(-1)

@@ -5,7 +5,7 @@ pool of a few thousand crops is rendered ONCE with a fixed seed, cached as one .
 gitignored cache directory) and reused by every epoch and every later training run.
 
 Domain randomisation is what lets a model trained only on these images find real nuclei:
-each group of crops comes from its own :class:`~acquisition.simulated.SimConfig` with
+each group of crops comes from its own :class:`~inscope.acquisition.simulated.SimConfig` with
 object size (via the pixel size), density, brightness spread, dim / dividing / touching
 fractions, unlabelled debris, texture, photon counts, camera offset / gain / read noise,
 in-focus blur, defocus and the nuclear intensity profile (flat disc to domed ellipsoid) all
@@ -58,7 +58,7 @@ class PoolSpec:
         return hashlib.sha1(d.encode()).hexdigest()[:12]
 
 
-POOL_VERSION = 2  # 2: daughters labelled apart, domed nuclei, debris below nucleus size
+POOL_VERSION = 3  # 2: daughters apart, domed nuclei, small debris; 3: up to tissue density
 
 
 def default_cache_dir() -> Path:
@@ -70,7 +70,7 @@ def default_cache_dir() -> Path:
 def random_config(rng: np.random.Generator, size: int, object_size_px: tuple[float, float],
                   seed: int):
     """One domain-randomised :class:`SimConfig` for *size* x *size* crops."""
-    from acquisition.simulated import SimConfig
+    from inscope.acquisition.simulated import SimConfig
 
     lo, hi = object_size_px
     d_px = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # typical diameter, px
@@ -78,10 +78,11 @@ def random_config(rng: np.random.Generator, size: int, object_size_px: tuple[flo
     spread = rng.uniform(1.2, 1.9)
     pixel = d_um / d_px
     # keep ~the same number of nuclei per crop whatever the pixel size: density scales
-    # with 1/area of the field; 3-40 nuclei per 256x256 crop at typical sizes
+    # with 1/area of the field; from sparse (~6 % of the area covered) to tissue-like
+    # packing (~50 %, where touching nuclei dominate)
     field_mm2 = (size * pixel / 1000.0) ** 2
-    n_target = rng.uniform(0.15, 0.6) * (size / d_px) ** 2 * 0.5
-    density = float(np.clip(n_target / max(field_mm2, 1e-6), 20, 20000))
+    n_target = float(np.exp(rng.uniform(np.log(0.15), np.log(1.3)))) * (size / d_px) ** 2 * 0.5
+    density = float(np.clip(n_target / max(field_mm2, 1e-6), 20, 40000))
     signal = float(np.exp(rng.uniform(np.log(4), np.log(400))))
     gain = float(np.exp(rng.uniform(np.log(0.3), np.log(8.0))))
     offset = float(rng.choice([0.0, 100.0, 500.0, 2000.0, 33000.0]) * rng.uniform(0.5, 1.2))
@@ -98,7 +99,7 @@ def random_config(rng: np.random.Generator, size: int, object_size_px: tuple[flo
         dividing_fraction=float(rng.uniform(0.0, 0.25)),
         dome=float(rng.uniform(0.0, 0.7)),
         debris_radius_um=(0.03 * d_um, 0.1 * d_um),
-        cluster_fraction=float(rng.uniform(0.0, 0.5)),
+        cluster_fraction=float(rng.uniform(0.0, 0.8)),
         debris_per_mm2=float(rng.uniform(0, 1.0) * density * rng.uniform(0, 1.2)),
         texture=float(rng.uniform(0.0, 0.8)),
         density_per_mm2=density,
@@ -115,7 +116,7 @@ def random_config(rng: np.random.Generator, size: int, object_size_px: tuple[flo
 def render_pool(spec: PoolSpec, worker: int = 0, workers: int = 1,
                 progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Render this worker's share of the pool: crops uint16 and their boxes (N, 4)."""
-    from acquisition.simulated import SimulatedMicroscope
+    from inscope.acquisition.simulated import SimulatedMicroscope
 
     images: list[np.ndarray] = []
     boxes: list[np.ndarray] = []

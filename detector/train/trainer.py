@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detector.train.loss import centernet_loss
+from inscope.detector.train.loss import centernet_loss
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (the presets live in :mod:`detector.train.cli`)."""
+    """Optimisation settings (the presets live in :mod:`inscope.detector.train.cli`)."""
 
     steps: int = 3000
     batch: int = 16

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from acquisition import (
+from inscope.acquisition import (
     BaseMicroscope,
     Frame,
     FrameStream,

@@ -8,8 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from acquisition import DeviceError, MicroscopeUnavailable, MoveGuard, MoveRefused, SoftLimits
-from acquisition.micromanager import (
+from inscope.acquisition import (
+    DeviceError,
+    MicroscopeUnavailable,
+    MoveGuard,
+    MoveRefused,
+    SoftLimits,
+)
+from inscope.acquisition.micromanager import (
     DEFAULT_CONFIG,
     MicroManagerMicroscope,
     affine_from_mm,
@@ -224,7 +230,7 @@ def test_gui_snap_and_position():
 
 
 def test_factory_headless_and_options(mm_scope):
-    from acquisition.factory import open_microscope
+    from inscope.acquisition.factory import open_microscope
 
     scope = open_microscope("headless", exposure_ms=3.0, limits={"x": [-5, 5]}, dry_run=True)
     assert scope.core is mm_scope.core and scope.exposure_ms == pytest.approx(3.0)
@@ -267,7 +273,7 @@ def test_pixel_size_and_affine_come_from_micro_manager(mm_scope):
 
 def test_bridge_shapes_and_rgb_camera(mm_scope):
     """The Java bridge hands flat arrays; an RGB camera packs BGRA: both become 2-D."""
-    from acquisition.micromanager import _as_2d
+    from inscope.acquisition.micromanager import _as_2d
 
     f = mm_scope.snap()
     h, w = f.shape

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from acquisition import MicroscopeUnavailable, MoveRefused
-from acquisition.factory import open_microscope
-from acquisition.replay import ReplayMicroscope
+from inscope.acquisition import MicroscopeUnavailable, MoveRefused
+from inscope.acquisition.factory import open_microscope
+from inscope.acquisition.replay import ReplayMicroscope
 
 
 @pytest.fixture
@@ -219,8 +219,7 @@ def test_cli_stream_replay(tmp_path, stack, capsys):
 
 
 def test_factory_sim_options_limits_dry_run():
-    pytest.importorskip("acquisition.simulated")
-    from acquisition import BaseMicroscope
+    from inscope.acquisition import BaseMicroscope
 
     scope = open_microscope("sim", limits={"x": [-10, 10], "y": [-10, 10]}, dry_run=True)
     assert isinstance(scope, BaseMicroscope)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from acquisition import MoveRefused
-from acquisition.simulated import (
+from inscope.acquisition import MoveRefused
+from inscope.acquisition.simulated import (
     KIND_DEBRIS,
     KIND_NORMAL,
     KIND_PAIR,

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from control.calibration import Calibration
 from inscope.cli import main
+from inscope.control.calibration import Calibration
 
 
 def test_calibrate_then_scan_with_calibration(mm_scope, tmp_path, capsys):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from control.calibration import calibrate
-from control.steering import CENTRED, MOVED, Steerer
-from control.targets import TrackId
+from inscope.control.calibration import calibrate
+from inscope.control.steering import CENTRED, MOVED, Steerer
+from inscope.control.targets import TrackId
 
 
 def test_calibration_recovers_demo_pixel_size(mm_scope):
@@ -29,7 +29,7 @@ def test_calibration_recovers_demo_pixel_size(mm_scope):
 
 
 def test_bead_is_centred(mm_scope):
-    from detector.classical import ClassicalDetector
+    from inscope.detector.classical import ClassicalDetector
 
     det = ClassicalDetector()
     steer = Steerer(mm_scope, deadband_um=0.6)
@@ -69,8 +69,8 @@ def _far_bead(scope, steer, det):
 
 
 def test_steering_reports_refused_and_dry_run_moves(mm_scope):
-    from acquisition.safety import SoftLimits
-    from detector.classical import ClassicalDetector
+    from inscope.acquisition.safety import SoftLimits
+    from inscope.detector.classical import ClassicalDetector
 
     det = ClassicalDetector()
     start = mm_scope.position()
@@ -100,7 +100,7 @@ def test_steering_reports_refused_and_dry_run_moves(mm_scope):
 
 @pytest.mark.parametrize("start", [10.0, -10.0])
 def test_autofocus_on_demo_beads(mm_scope, start):
-    from control.focus import autofocus
+    from inscope.control.focus import autofocus
 
     # DemoCamera's beads are sharpest at Z = 0 and blur symmetrically with |Z|.
     mm_scope.move_z(start)
@@ -116,8 +116,8 @@ def test_find_and_image_every_bead_once_with_small_fields(mm_scope, tmp_path):
     holds the whole region (every bead in it seen whole)."""
     import csv
 
-    from control.workflow import FindAndImage, ZStackSpec
-    from detector.classical import ClassicalDetector
+    from inscope.control.workflow import FindAndImage, ZStackSpec
+    from inscope.detector.classical import ClassicalDetector
 
     det = ClassicalDetector()
     f = mm_scope.snap()
@@ -153,8 +153,8 @@ def test_interrupted_scan_keeps_what_it_saved(mm_scope, tmp_path):
 
     import tifffile
 
-    from control.workflow import FindAndImage, ZStackSpec
-    from detector.classical import ClassicalDetector
+    from inscope.control.workflow import FindAndImage, ZStackSpec
+    from inscope.detector.classical import ClassicalDetector
 
     seen = []
 
@@ -182,7 +182,7 @@ def test_interrupted_scan_keeps_what_it_saved(mm_scope, tmp_path):
 
 
 def test_focus_lock_pulls_back_to_focus(mm_scope):
-    from control.focus import FocusLock
+    from inscope.control.focus import FocusLock
 
     mm_scope.move_z(3.0)
     lock = FocusLock(mm_scope, dither_um=0.5, max_step_um=1.0)
@@ -200,11 +200,11 @@ def test_focus_lock_pulls_back_to_focus(mm_scope):
 def test_calibration_warns_about_a_wrong_configured_affine(mm_scope, tmp_path, caplog):
     import logging
 
-    from control.calibration import Calibration
+    from inscope.control.calibration import Calibration
 
     # Someone configured a 90-degree rotated, 2x too large pixel-size affine.
     mm_scope.affine = np.array([[0.0, -2.0], [2.0, 0.0]])
-    with caplog.at_level(logging.WARNING, logger="control.calibration"):
+    with caplog.at_level(logging.WARNING, logger="inscope.control.calibration"):
         cal = calibrate(mm_scope, steps_um=[40.0])
     assert cal.warning and "disagrees" in cal.warning
     assert any("disagrees" in r.message for r in caplog.records)

@@ -11,13 +11,12 @@ import logging
 import numpy as np
 import pytest
 
-sim = pytest.importorskip("acquisition.simulated")
-
-from acquisition.safety import MoveGuard, SoftLimits  # noqa: E402
-from control.calibration import Calibration, calibrate  # noqa: E402
-from control.focus import FocusLock, autofocus, sharpness  # noqa: E402
-from control.steering import CENTRED, MOVED, Steerer  # noqa: E402
-from control.targets import TrackId  # noqa: E402
+import inscope.acquisition.simulated as sim
+from inscope.acquisition.safety import MoveGuard, SoftLimits  # noqa: E402
+from inscope.control.calibration import Calibration, calibrate  # noqa: E402
+from inscope.control.focus import FocusLock, autofocus, sharpness  # noqa: E402
+from inscope.control.steering import CENTRED, MOVED, Steerer  # noqa: E402
+from inscope.control.targets import TrackId  # noqa: E402
 
 
 def _scope(seed=0, guard=None, **kw):
@@ -29,11 +28,11 @@ def _scope(seed=0, guard=None, **kw):
 
 def _detector():
     try:
-        from detector import load_detector
+        from inscope.detector import load_detector
 
         return load_detector()
     except (ImportError, FileNotFoundError):
-        from detector.classical import ClassicalDetector
+        from inscope.detector.classical import ClassicalDetector
 
         return ClassicalDetector()
 
@@ -50,7 +49,7 @@ def _truth(scope):
 def test_calibration_recovers_true_affine_and_warns(rot, flip, caplog):
     scope = _scope(seed=1, camera_rotation_deg=rot, camera_flip_x=flip)
     true = np.asarray(scope.true_affine, float)
-    with caplog.at_level(logging.WARNING, logger="control.calibration"):
+    with caplog.at_level(logging.WARNING, logger="inscope.control.calibration"):
         cal = calibrate(scope)
     np.testing.assert_allclose(cal.affine, true, atol=0.01 * np.abs(true).max())
     assert cal.flip == flip
@@ -194,7 +193,7 @@ def test_steering_refused_and_dry_run_on_sim():
 
 
 def test_moving_cell_keeps_its_id_while_the_stage_follows_it():
-    from acquisition.simulated.specimen import Cell, Specimen
+    from inscope.acquisition.simulated.specimen import Cell, Specimen
 
     cfg = sim.SimConfig(seed=8, realtime=False, shape=(256, 256), debris_per_mm2=0.0)
     cells = [Cell(1, 0.0, 0.0, 7.0, 6.0, 0.3, 1.0, vx_um_s=30.0, vy_um_s=-12.0),

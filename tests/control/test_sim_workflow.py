@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-sim = pytest.importorskip("acquisition.simulated")
-
-from acquisition.simulated.specimen import Specimen  # noqa: E402
-from control.workflow import FindAndImage, ZStackSpec, plan_fields  # noqa: E402
+import inscope.acquisition.simulated as sim
+from inscope.acquisition.simulated.specimen import Specimen  # noqa: E402
+from inscope.control.workflow import FindAndImage, ZStackSpec, plan_fields  # noqa: E402
 
 # Small 256x256 fields (166 µm at 0.65 µm/px) so a region needs several of them.
 SHAPE = (256, 256)
@@ -31,7 +30,7 @@ def _layout_scope(seed=0, spacing=34.0, extent=260.0, **kw):
 
 
 def _detector():
-    from detector.classical import ClassicalDetector
+    from inscope.detector.classical import ClassicalDetector
 
     return ClassicalDetector(object_size_um=13.0)
 

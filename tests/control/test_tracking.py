@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquisition.frame import Frame, StagePosition
-from control.tracking import Tracker
-from detector.base import Detections
+from inscope.acquisition.frame import Frame, StagePosition
+from inscope.control.tracking import Tracker
+from inscope.detector.base import Detections
 
 ROT = np.array([[0.0, -0.5], [0.5, 0.0]])  # 0.5 µm/px, camera rotated by 90 degrees
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from test_det_onnx_models import blob_scene, grid_centres
 
-from acquisition.frame import Frame
-from detector import STAMP_DETECT_END, Detector
-from detector.classical import ClassicalDetector
-from detector.metrics import evaluate
+from inscope.acquisition.frame import Frame
+from inscope.detector import STAMP_DETECT_END, Detector
+from inscope.detector.classical import ClassicalDetector
+from inscope.detector.metrics import evaluate
 
 
 def truth(centres, side):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from detector.datasets import detect_format, load_dataset, read_image
+from inscope.detector.datasets import detect_format, load_dataset, read_image
 
 BOXES = np.array([[10, 20, 30, 36], [40, 8, 60, 30]], np.float32)  # x0 y0 x1 y1
 H, W = 48, 80
@@ -132,8 +132,7 @@ def test_read_image_refuses_stacks(tmp_path):
 
 
 def test_simulated_held_out_samples():
-    pytest.importorskip("acquisition.simulated")
-    from detector.datasets import simulated_samples
+    from inscope.detector.datasets import simulated_samples
 
     a = simulated_samples(2, 900001)
     b = simulated_samples(2, 900001)

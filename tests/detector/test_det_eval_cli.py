@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_det_onnx_models import BOX, blob_scene, build_centernet, grid_centres
 
-import detector
+import inscope.detector as detector
 from inscope.cli import main
 
 
@@ -65,7 +65,6 @@ def test_eval_classical_and_errors(tmp_path, dataset, capsys):
 
 
 def test_eval_on_simulated_held_out_frames(tmp_path, capsys):
-    pytest.importorskip("acquisition.simulated")
     out = tmp_path / "sim.json"
     assert main(["eval", "--model", "classical", "--sim", "2", "--seed", "900123",
                  "--json", str(out)]) == 0
@@ -88,7 +87,7 @@ def test_package_exports_are_lazy_but_real():
 
 
 def test_json_is_strict_when_an_image_has_no_objects():
-    from detector.eval_cli import _finite
+    from inscope.detector.eval_cli import _finite
 
     d = _finite({"ap50": float("nan"), "per_image": [{"ap50": float("inf")}, 0.5], "n": 3})
     assert d == {"ap50": None, "per_image": [{"ap50": None}, 0.5], "n": 3}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.metrics import (
+from inscope.detector.metrics import (
     average_precision,
     evaluate,
     iou_matrix,

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from test_det_onnx_models import BOX, blob_scene, build_centernet, grid_centres
 
-from acquisition.frame import Frame
-from detector import STAMP_DETECT_END, STAMP_DETECT_START, Detector
-from detector.card import ModelCard
-from detector.classical import ClassicalDetector
-from detector.metrics import evaluate
-from detector.onnx_detector import DEFAULT_MODEL, OnnxDetector, load_detector
-from detector.providers import short_name
+from inscope.acquisition.frame import Frame
+from inscope.detector import STAMP_DETECT_END, STAMP_DETECT_START, Detector
+from inscope.detector.card import ModelCard
+from inscope.detector.classical import ClassicalDetector
+from inscope.detector.metrics import evaluate
+from inscope.detector.onnx_detector import DEFAULT_MODEL, OnnxDetector, load_detector
+from inscope.detector.providers import short_name
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_thread_spinning_is_set_on_the_session(model, spinning):
 
 
 def test_provider_failure_reason_is_one_plain_sentence():
-    from detector.providers import failure_reason
+    from inscope.detector.providers import failure_reason
 
     # what onnxruntime-gpu 1.2x prints on a machine without CUDA libraries
     cuda = ("\x1b[1;31m2026-11-22 06:32:42.457 [E:onnxruntime:Default, provider_bridge_ort.cc"

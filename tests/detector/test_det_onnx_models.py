@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from detector.card import ModelCard, sha256_file
+from inscope.detector.card import ModelCard, sha256_file
 
 BOX = 16.0  # box side the CenterNet stand-in reports (input pixels)
 OPSET = 17

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector import preprocess as pp
-from detector.decode import decode_centernet, find_peaks
-from detector.tiling import keep_owned, tile_grid
+from inscope.detector import preprocess as pp
+from inscope.detector.decode import decode_centernet, find_peaks
+from inscope.detector.tiling import keep_owned, tile_grid
 
 
 def test_percentile_normalisation_maps_the_range_to_0_1():

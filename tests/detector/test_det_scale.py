@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-import detector.onnx_detector as od
-from detector.metrics import evaluate
-from detector.scale import UPPER_MARGIN, auto_scale_factor, estimate_object_size_px
+import inscope.detector.onnx_detector as od
+from inscope.detector.metrics import evaluate
+from inscope.detector.scale import UPPER_MARGIN, auto_scale_factor, estimate_object_size_px
 
 
 def _discs(diameter: float, shape=(1024, 1024), seed=0) -> np.ndarray:
@@ -48,7 +48,7 @@ def test_resize_only_for_objects_above_the_trained_range():
 
 
 def test_shipped_model_finds_nuclei_far_above_its_range(monkeypatch):
-    sim = pytest.importorskip("acquisition.simulated")
+    import inscope.acquisition.simulated as sim
     # 0.1 µm pixels: nuclei of 10-20 µm are 100-200 px, the model was trained on 7-72 px
     scope = sim.SimulatedMicroscope(sim.SimConfig(seed=4, pixel_size_um=0.1, shape=(1024, 1024),
                                                   density_per_mm2=1500, realtime=False))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from test_det_onnx_models import build_ultralytics
 
-from detector.decode import decode_ultralytics, nms
-from detector.metrics import iou_matrix
-from detector.onnx_detector import OnnxDetector
+from inscope.detector.decode import decode_ultralytics, nms
+from inscope.detector.metrics import iou_matrix
+from inscope.detector.onnx_detector import OnnxDetector
 
 H, W = 320, 480  # frame; letterboxed into 640x640: r = 4/3, 427 rows, top pad 106
 R = min(640 / H, 640 / W)

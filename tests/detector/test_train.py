@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.card import ModelCard, sha256_file
-from detector.datasets import simulated_samples
-from detector.metrics import evaluate
-from detector.onnx_detector import OnnxDetector, default_model_path
+from inscope.detector.card import ModelCard, sha256_file
+from inscope.detector.datasets import simulated_samples
+from inscope.detector.metrics import evaluate
+from inscope.detector.onnx_detector import OnnxDetector, default_model_path
 
 
 def _sim_scored(model: Path, n: int, seed: int, threshold: float | None = None):
@@ -46,6 +46,20 @@ def test_shipped_default_model_card_and_sim_recall() -> None:
 
 
 # ----------------------------------------------------------------------------- training
+def test_crowded_crop_gets_a_heatmap_peak_for_every_nucleus() -> None:
+    pytest.importorskip("torch")
+    from inscope.detector.train.data import MAX_OBJECTS, draw_targets
+
+    # a 30 x 30 grid of 4-px nuclei: more objects than MAX_OBJECTS
+    g = np.arange(30, dtype=np.float32) * 4
+    x, y = np.meshgrid(g, g)
+    boxes = np.stack([x.ravel() + 0.5, y.ravel() + 0.5, x.ravel() + 3.5, y.ravel() + 3.5], 1)
+    t = draw_targets(boxes, (30, 30))
+    assert (t["heatmap"][0] > 0.99).sum() == 900  # no nucleus taught as background
+    assert t["mask"].sum() == MAX_OBJECTS  # size/offset supervision capped
+    assert t["ind"][: MAX_OBJECTS].max() < 900
+
+
 def _blob_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """A dark noisy uint16 image with 1-3 bright elliptical nuclei, and their boxes."""
     img = rng.normal(500, 20, (size, size)).astype(np.float32)
@@ -118,8 +132,8 @@ def test_train_from_scratch_exports_working_onnx_and_card(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_finetune_from_shipped_model_and_roundtrip(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="training needs the [train] extra (PyTorch)")
-    from detector.train.export import model_from_onnx, verify_onnx
     from inscope.cli import main
+    from inscope.detector.train.export import model_from_onnx, verify_onnx
 
     # the torch model rebuilt from the shipped ONNX reproduces it
     shipped = default_model_path()

@@ -16,15 +16,6 @@ import cv2
 import numpy as np
 import pytest
 
-try:
-    import acquisition.simulated  # noqa: F401
-
-    HAVE_SIM = True
-except ImportError:
-    HAVE_SIM = False
-
-needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="acquisition.simulated not available")
-
 
 def _env() -> dict:
     env = dict(os.environ)
@@ -122,11 +113,10 @@ def test_sigint_stops_cleanly_with_summary_and_video(tmp_path):
     assert "interrupted" in output
 
 
-@needs_sim
 def test_boxes_sit_on_ground_truth_cells():
-    from acquisition.factory import open_microscope
-    from detector.onnx_detector import load_detector
+    from inscope.acquisition.factory import open_microscope
     from inscope.config import ControlConfig
+    from inscope.detector.onnx_detector import load_detector
     from inscope.pipeline import Pipeline
 
     try:

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from acquisition.frame import Frame, StagePosition
-from detector.base import Detections
+from inscope.acquisition.frame import Frame, StagePosition
+from inscope.detector.base import Detections
 from inscope.eyepiece import (
     EyepieceCalibration,
     EyepieceRenderer,

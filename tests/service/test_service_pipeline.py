@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import zmq
 
-from acquisition.factory import open_microscope
+from inscope.acquisition.factory import open_microscope
 from inscope.eyepiece import EyepieceRenderer
 from inscope.outputs import Output
 from inscope.overlay import OverlayOutput
@@ -37,7 +37,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector():
-    from detector.onnx_detector import load_detector
+    from inscope.detector.onnx_detector import load_detector
 
     return load_detector("classical")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from acquisition.factory import open_microscope
+from inscope.acquisition.factory import open_microscope
 from inscope.config import ControlConfig
 from inscope.pipeline import Pipeline
 from inscope.records import RecordsOutput, read_jsonl
@@ -17,7 +17,7 @@ from inscope.records import RecordsOutput, read_jsonl
 
 @pytest.fixture(scope="module")
 def detector():
-    from detector.onnx_detector import load_detector
+    from inscope.detector.onnx_detector import load_detector
 
     return load_detector("classical")
 

@@ -22,7 +22,7 @@ from inscope.zmq_api import CommandServer, PubOutput, request
 
 @pytest.fixture(scope="module")
 def detector():
-    from detector.onnx_detector import load_detector
+    from inscope.detector.onnx_detector import load_detector
 
     return load_detector("classical")
 
