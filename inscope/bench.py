@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,12 @@ TIMELINE = (
 )
 
 
-def _open(backend: str, exposure_ms: float, say):
+def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
     from inscope.acquisition.factory import open_microscope
 
+    if backend == "slide":
+        opts = {"exposure_ms": exposure_ms, **(options or {})}
+        return open_microscope("slide", **opts)  # a bad file or option: one clear error
     if backend == "sim":
         try:
             from inscope.acquisition.simulated import SimConfig
@@ -226,8 +230,20 @@ def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     raw: list[list[dict]] = []
+    from inscope.acquisition.errors import AcquisitionError
+    from inscope.acquisition.factory import parse_options
+
+    try:
+        options = parse_options(getattr(args, "option", None))
+    except AcquisitionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for b in backends:
-        scope = _open(b, args.exposure, say)
+        try:
+            scope = _open(b, args.exposure, say, options if b == "slide" else None)
+        except AcquisitionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         if scope is None:
             continue
         try:

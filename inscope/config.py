@@ -49,7 +49,7 @@ from typing import Any
 
 from inscope.schema import MODES, TARGET_POLICIES
 
-BACKENDS = ("sim", "headless", "mm", "replay")
+BACKENDS = ("sim", "headless", "mm", "replay", "slide")
 RECORD_FORMATS = ("jsonl", "csv")
 
 
