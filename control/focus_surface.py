@@ -40,7 +40,7 @@ class FocusSurface:
 
     plane_from: int = 3
     spline_from: int = 10
-    smoothing: float = 1.0
+    smoothing: float = 0.1
     max_residual_um: float = 5.0
     points: list[tuple[float, float, float]] = field(default_factory=list)
     rejected: int = 0

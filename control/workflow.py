@@ -65,7 +65,7 @@ class ZStackSpec:
 
     The cell's signal in a plane is the sharpness (Brenner) inside its box minus the
     camera-noise floor of that frame. The cell's z extent is where that signal is at
-    least ``signal_frac`` of its peak (crossings interpolated between planes); a stack
+    least ``signal_frac`` (0.6) of its peak (crossings interpolated between planes); a stack
     goes one plane past each end. Whether a box is still detected does not decide it:
     detectors keep finding out-of-focus haze microns beyond a nucleus.
     """
@@ -74,7 +74,7 @@ class ZStackSpec:
     step_um: float = 1.0
     adaptive: bool = False
     max_extent_um: float = 15.0
-    signal_frac: float = 0.5
+    signal_frac: float = 0.6
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.range_um)
@@ -325,6 +325,7 @@ class FindAndImage:
         self.centre_tol_um = None if centre_tol_um is None else float(centre_tol_um)
         self.lost_after = int(lost_after)
         self.surface = FocusSurface()
+        self.reacquired = 0  # frames where the cell needed the half-threshold pass
         self.edge_px = float(edge_px)
         self.on_cell = on_cell
         self.max_cells = max_cells
@@ -620,6 +621,7 @@ class FindAndImage:
             frame = self._snap()
             det, lowered = self._detect_near(frame, expect, gate)
             relowered += lowered
+            self.reacquired += lowered
             tracks = tracker.update(frame, det)
             if not chosen:
                 # The cell is the detection closest to where we expect it (the centre).
