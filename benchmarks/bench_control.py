@@ -95,14 +95,17 @@ class Truth:
             return float(t.xyz_um[k, 2] + s.focus_offset_um(*xy))
         return float(s.true_focus_z(*xy))
 
-    def z_range(self, cid: int) -> tuple[float, float]:
-        """The cell's true z range; thin cells (simulator, 2-D slides): its focus."""
+    def z_range(self, cid: int) -> tuple[float, float] | None:
+        """The cell's true z range: from 3-D labels; the focal plane on the simulator
+        (its nuclei are thin); None on a 2-D slide (its defocus is synthetic)."""
         s = self.scope
         if not self.sim and s.shape_zyx[0] > 1:
             t = s.true_cells()
             k = list(t.ids).index(cid)
             off = s.focus_offset_um(*t.xyz_um[k, :2])
             return float(t.z_range_um[k, 0] + off), float(t.z_range_um[k, 1] + off)
+        if not self.sim:
+            return None
         z = self.focus(cid)
         return z, z
 
@@ -147,9 +150,11 @@ def _detector(name: str):
 def _new_code() -> bool:
     """True when the control code has the refinement (False: run against an older tree
     for the 'before' figures, see ``--label``)."""
-    import importlib.util
+    import inspect
 
-    return importlib.util.find_spec("inscope.control.refine") is not None
+    from inscope.control.steering import Steerer
+
+    return "refine" in inspect.signature(Steerer).parameters
 
 
 def _cell_files(tmp: Path, rows: list[dict]) -> dict[str, dict]:
@@ -402,12 +407,13 @@ def bench_workflow(make_scope, det, seed: int, z_step: float,
         focus_err.append(abs(float(r["z_um"]) - truth.focus(i)))
         desc = descs.get(r["file"], {})
         focus_imgs.append(int((desc.get("autofocus") or {}).get("images", 0)))
-        lo, hi = truth.z_range(i)
+        zr = truth.z_range(i)
         # the cell's z extent: measured from its signal (new), or the acquired range
         # (before: planes were added while a box was detected)
         ext = desc.get("z_extent_um") or ([min(desc["z_um"]), max(desc["z_um"])]
                                           if desc.get("z_um") else None)
-        if ext:
+        if ext and zr is not None:
+            lo, hi = zr
             zl, zh = float(ext[0]), float(ext[1])
             ext_err.append(max(abs(zl - lo), abs(zh - hi)))
             inter = max(0.0, min(zh, hi) - max(zl, lo))

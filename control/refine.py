@@ -15,7 +15,7 @@ jitter". Once a target is chosen this module measures it from its pixels instead
   searching around where the stage says it must be. A stage move shifts the whole field
   rigidly, so registration is ~10x steadier than any box; the absolute position is the
   registered template position plus the running mean of (centroid - registered), so its
-  bias is the centroid's, averaged over frames, and its jitter is the registration's.
+  bias is the centroid's, a median over frames, and its jitter is the registration's.
 
 It also records the frame-to-frame spread of its own measurements, in stage µm, from
 which the steering controller sets its deadband (:attr:`TargetRefiner.jitter_px`).
@@ -31,7 +31,7 @@ import numpy as np
 
 from inscope.acquisition.frame import Frame
 
-__all__ = ["Fix", "TargetRefiner", "soft_centroid"]
+__all__ = ["Fix", "TargetRefiner", "soft_centroid", "soft_mask"]
 
 
 def _crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -48,7 +48,21 @@ def _crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
 
 def soft_centroid(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
                   ) -> tuple[np.ndarray, float] | None:
-    """Centroid (x, y) px of the object in *box* and its soft-mask area (px), or None.
+    """Centroid (x, y) px of the object in *box* and its soft-mask area (px), or None
+    (see :func:`soft_mask`)."""
+    m = soft_mask(pixels, box, pad)
+    if m is None:
+        return None
+    wgt, (a, c) = m
+    s = float(wgt.sum())
+    yy, xx = np.mgrid[0:wgt.shape[0], 0:wgt.shape[1]]
+    return np.array([float((wgt * xx).sum()) / s + a, float((wgt * yy).sum()) / s + c]), s
+
+
+def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
+              ) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """Soft mask (weights in [0, 1]) of the object in *box* and the (x, y) of its
+    top-left pixel in *pixels*, or None.
 
     The crop is the box grown by *pad* of its size on every side; background is its 10th
     percentile, the threshold Otsu's on the crop; the mask is the connected component
@@ -83,11 +97,9 @@ def soft_centroid(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     comp = _split_touching(comp, cx, cy, w * h)
     comp = cv2.dilate(comp, np.ones((3, 3), np.uint8))  # keep the soft edge pixels
     wgt = np.clip((crop - bg) / (2.0 * max(t - bg, 1e-6)), 0.0, 1.0) * comp
-    s = float(wgt.sum())
-    if s <= 1e-6:
+    if float(wgt.sum()) <= 1e-6:
         return None
-    yy, xx = np.mgrid[0:crop.shape[0], 0:crop.shape[1]]
-    return np.array([float((wgt * xx).sum()) / s + a, float((wgt * yy).sum()) / s + c]), s
+    return wgt.astype(np.float32), (a, c)
 
 
 def _split_touching(comp: np.ndarray, cx: float, cy: float, box_area: float
@@ -247,7 +259,9 @@ class TargetRefiner:
             cen = soft_centroid(frame.pixels, np.asarray(box, float))
             if cen is not None and np.hypot(*(cen[0] - reg_px)) < 0.5 * max(self._box_wh):
                 self._offsets.append(frame.pixel_to_stage(cen[0])[0] - reg_um)
-        corr = (np.mean(self._offsets, axis=0) if self._offsets else np.zeros(2))
+        # the median: one frame whose blob merged with a neighbour must not pull it
+        corr = (np.median(np.asarray(self._offsets), axis=0) if self._offsets
+                else np.zeros(2))
         xy_um = reg_um + corr
         fix = Fix(xy_um, frame.stage_to_pixel(xy_um)[0], float(best), "registered",
                   frame.index)

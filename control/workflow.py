@@ -738,6 +738,10 @@ class FindAndImage:
             pass
         rec.n_planes = len(stack)
         rec.z_lo_um, rec.z_hi_um = extent
+        if not math.isnan(extent[0]):
+            # a thick cell's z is the middle of its extent (its sharpest plane may be
+            # near a pole); thin cells: the two agree
+            rec.z_um = 0.5 * (extent[0] + extent[1])
         rec.file = self._save(rec, stack, zs, boxes, focus, frame, profile, extent)
         rec.status = "imaged"
 
@@ -750,10 +754,43 @@ class FindAndImage:
         mad = float(np.median(np.abs(d - np.median(d))))
         return (1.4826 * mad) ** 2
 
-    def cell_signal(self, pixels: np.ndarray, box: np.ndarray) -> float:
-        """The cell's own signal in one plane: box sharpness above the noise floor."""
-        return max(sharpness(pixels, np.asarray(box, float)[None, :], "brenner", pad=0.1)
-                   - self._noise_floor(pixels), 0.0)
+    def cell_region(self, pixels: np.ndarray, box: np.ndarray
+                    ) -> tuple[tuple[slice, slice], np.ndarray] | None:
+        """The cell's own pixels in *pixels* (its soft mask grown by 2 px so its edges
+        count): a (rows, cols) window and a boolean mask inside it. Neighbours that share
+        the box - dense slides - are left out, so their planes do not stretch the cell's
+        z range."""
+        import cv2
+
+        from inscope.control.refine import soft_mask
+
+        m = soft_mask(pixels, box, pad=0.1)
+        if m is None:
+            return None
+        wgt, (a, c) = m
+        core = cv2.dilate((wgt > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        h, w = pixels.shape
+        r0, c0 = max(c, 0), max(a, 0)
+        r1, c1 = min(c + core.shape[0], h), min(a + core.shape[1], w)
+        if r1 - r0 < 3 or c1 - c0 < 4:
+            return None
+        return (slice(r0, r1), slice(c0, c1)), core[r0 - c:r1 - c, c0 - a:c1 - a]
+
+    def cell_signal(self, pixels: np.ndarray, box: np.ndarray,
+                    region: tuple[tuple[slice, slice], np.ndarray] | None = None) -> float:
+        """The cell's own signal in one plane: its sharpness (Brenner: mean squared
+        2-pixel difference) above the frame's noise floor, over the cell's pixels
+        (*region*) or else its box."""
+        if region is None:
+            return max(sharpness(pixels, np.asarray(box, float)[None, :], "brenner",
+                                 pad=0.1) - self._noise_floor(pixels), 0.0)
+        (rs, cs), mask = region
+        crop = np.asarray(pixels[rs, cs], np.float32)
+        d = crop[:, 2:] - crop[:, :-2]
+        m = mask[:, 1:-1]
+        if not m.any():
+            return 0.0
+        return max(float(np.mean(d[m] ** 2)) - self._noise_floor(pixels), 0.0)
 
     def _zstack(self, z0: float, box: np.ndarray):
         """Planes around *z0*: ``(planes, zs, boxes, profile, (z_lo, z_hi))``; the
@@ -761,6 +798,7 @@ class FindAndImage:
         ``signal_frac`` of its peak (NaN for a fixed stack)."""
         spec = self.z_stack
         planes: dict[float, tuple[np.ndarray, list[float], float]] = {}
+        region: list = []
 
         def take(z: float) -> float | None:
             try:
@@ -769,12 +807,15 @@ class FindAndImage:
                 return None
             f = self._snap()
             zz = f.position.z if f.position is not None else z
-            sig = self.cell_signal(f.pixels, box)
+            if not region:  # the cell's pixels, from its in-focus plane (taken first)
+                region.append(self.cell_region(f.pixels, box))
+            sig = self.cell_signal(f.pixels, box, region[0])
             planes[zz] = (f.pixels, [float(v) for v in box], sig)
             return sig
 
         if not spec.adaptive:
-            for o in spec.fixed_offsets():
+            offs = spec.fixed_offsets()
+            for o in sorted(offs, key=lambda o: (o != 0.0, o)):  # focus plane first
                 take(z0 + o)
         else:
             lo, hi = spec.range_um
