@@ -106,7 +106,9 @@ class ControlConfig:
     mode: str = "off"
     target: str | int = "nearest"
     target_class: str | None = None
-    deadband_um: float = 2.0  # ~3 px at 0.65 µm/px: above box jitter, so no hunting
+    # None: from the measured jitter of the target's registered position (3x its RMS,
+    # 0.25-2 px), so it fits the objective, the noise and the detector; a number fixes it
+    deadband_um: float | None = None
     max_step_um: float = 50.0
     gain: float = 0.8
     settle_s: float = 0.0
@@ -285,7 +287,7 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: control.target = 'class' needs control.target_class "
                           "(the class name to follow).")
     for key, v in (("control.deadband_um", c.deadband_um), ("control.settle_s", c.settle_s)):
-        if v < 0:
+        if v is not None and v < 0:
             raise bad(key, v, "it must be >= 0")
     if not 0 < c.gain <= 1.5:
         raise bad("control.gain", c.gain, "use 0 < gain <= 1.5 (1.0 with a calibrated "
