@@ -65,9 +65,13 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     top-left pixel in *pixels*, or None.
 
     The crop is the box grown by *pad* of its size on every side; background is its 10th
-    percentile, the threshold Otsu's on the crop; the mask is the connected component
-    nearest the box centre, softened to ``clip((I - bg) / (2 (t - bg)), 0, 1)`` so the
-    centroid moves smoothly (sub-pixel) instead of jumping with single edge pixels.
+    percentile, the threshold Otsu's on the box itself (so a bright neighbour in the pad
+    does not set it); the mask is the connected component that covers most of the box's
+    central half (split from a touching neighbour if it is larger than the box), kept
+    within the box plus a 2-pixel / 10 % margin, and softened to
+    ``clip((I - bg) / (2 (t - bg)), 0, 1)`` so the centroid moves smoothly (sub-pixel)
+    instead of jumping with single edge pixels. None when that centroid strays more than
+    a quarter of the box from the box centre (then the box is not this blob's).
     """
     x0, y0, x1, y1 = (float(v) for v in box)
     w, h = x1 - x0, y1 - y0
@@ -80,24 +84,46 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     if crop.size < 16:
         return None
     bg = float(np.percentile(crop, 10))
-    hi = float(np.percentile(crop, 99))
+    # the box (and its margin) in crop coordinates
+    mx, my = max(2.0, 0.1 * w), max(2.0, 0.1 * h)
+    bx0, by0 = max(int(math.floor(x0 - mx)) - a, 0), max(int(math.floor(y0 - my)) - c, 0)
+    bx1 = min(int(math.ceil(x1 + mx)) - a, crop.shape[1])
+    by1 = min(int(math.ceil(y1 + my)) - c, crop.shape[0])
+    inner = crop[max(int(y0) - c, 0):max(int(math.ceil(y1)) - c, 1),
+                 max(int(x0) - a, 0):max(int(math.ceil(x1)) - a, 1)]
+    hi = float(np.percentile(inner, 99)) if inner.size else float(np.percentile(crop, 99))
     if hi - bg <= 1e-6:
         return None
     u8 = np.clip((crop - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
-    t8, binary = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    i8 = np.clip((inner - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
+    t8, _ = cv2.threshold(i8.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     t = bg + float(t8) * (hi - bg) / 255.0
+    binary = (u8 > t8).astype(np.uint8)
     n, lab = cv2.connectedComponents(binary, connectivity=8)
     if n < 2:
         return None
-    # the component under (or nearest to) the box centre
+    # the component covering most of the box's central half
     cx, cy = (x0 + x1) / 2 - a, (y0 + y1) / 2 - c
-    ys, xs = np.nonzero(lab)
-    k = int(lab[ys, xs][np.argmin((xs - cx) ** 2 + (ys - cy) ** 2)])
+    cen = lab[max(int(cy - h / 4), 0):int(cy + h / 4) + 1,
+              max(int(cx - w / 4), 0):int(cx + w / 4) + 1]
+    counts = np.bincount(cen.ravel(), minlength=n)[1:]
+    if counts.size and counts.max() > 0:
+        k = int(np.argmax(counts)) + 1
+    else:
+        ys, xs = np.nonzero(lab)
+        k = int(lab[ys, xs][np.argmin((xs - cx) ** 2 + (ys - cy) ** 2)])
     comp = (lab == k).astype(np.uint8)
     comp = _split_touching(comp, cx, cy, w * h)
     comp = cv2.dilate(comp, np.ones((3, 3), np.uint8))  # keep the soft edge pixels
-    wgt = np.clip((crop - bg) / (2.0 * max(t - bg, 1e-6)), 0.0, 1.0) * comp
-    if float(wgt.sum()) <= 1e-6:
+    keep = np.zeros_like(comp)
+    keep[by0:by1, bx0:bx1] = 1
+    wgt = np.clip((crop - bg) / (2.0 * max(t - bg, 1e-6)), 0.0, 1.0) * (comp & keep)
+    sw = float(wgt.sum())
+    if sw <= 1e-6:
+        return None
+    yy, xx = np.mgrid[0:wgt.shape[0], 0:wgt.shape[1]]
+    gx, gy = float((wgt * xx).sum()) / sw, float((wgt * yy).sum()) / sw
+    if abs(gx - cx) > 0.25 * w or abs(gy - cy) > 0.25 * h:
         return None
     return wgt.astype(np.float32), (a, c)
 
