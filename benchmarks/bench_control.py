@@ -65,12 +65,22 @@ class Truth:
         self.sim = hasattr(scope, "specimen")
 
     def cells(self, region: tuple[float, float, float, float]) -> dict[int, np.ndarray]:
-        """{id: (x, y)} of cells whose centre lies in *region*."""
+        """{id: (x, y)} of labelled objects whose centre lies in *region*. On the
+        simulator a dividing pair's two daughters are two objects (as they are labelled),
+        with ids ``4 * cell id + part``."""
         s = self.scope
         if self.sim:
-            ids = s.specimen.cells_in_region(*region, s.sim_time_s)
-            return {int(i): np.asarray(s.specimen.position_of(i, s.sim_time_s), float)
-                    for i in ids}
+            x0, y0, x1, y1 = region
+            grow = 20.0
+            ids = s.specimen.cells_in_region(x0 - grow, y0 - grow, x1 + grow, y1 + grow,
+                                             s.sim_time_s)
+            out = {}
+            for i in ids:
+                for k in range(len(s.specimen.get(i).part_offsets_um())):
+                    xy = self.position(4 * int(i) + k)
+                    if x0 <= xy[0] <= x1 and y0 <= xy[1] <= y1:
+                        out[4 * int(i) + k] = xy
+            return out
         t = s.true_cells()
         x0, y0, x1, y1 = region
         m = ((t.xyz_um[:, 0] >= x0) & (t.xyz_um[:, 0] <= x1) & (t.xyz_um[:, 1] >= y0)
@@ -80,7 +90,9 @@ class Truth:
     def position(self, cid: int) -> np.ndarray:
         s = self.scope
         if self.sim:
-            return np.asarray(s.specimen.position_of(cid, s.sim_time_s), float)
+            cell, part = divmod(cid, 4)
+            off = s.specimen.get(cell).part_offsets_um()[part]
+            return np.asarray(s.specimen.position_of(cell, s.sim_time_s), float) + off
         t = s.true_cells()
         return t.xyz_um[list(t.ids).index(cid), :2].copy()
 
@@ -112,7 +124,7 @@ class Truth:
     def radius(self, cid: int) -> float:
         s = self.scope
         if self.sim:
-            return float(max(s.specimen.get(cid).half_extent_um()))
+            return float(max(s.specimen.get(cid // 4).part_half_extent_um()))
         t = s.true_cells()
         b = t.boxes_px[list(t.ids).index(cid)]
         return 0.5 * float(max(b[2] - b[0], b[3] - b[1])) * s.pixel_size_um

@@ -614,13 +614,11 @@ class FindAndImage:
         expect = np.array([rec.x_um, rec.y_um])
         chosen = False
         unseen = 0
-        relowered = 0
         moves = 0
         last_seen: _Centred | None = None
         for _ in range(self.centre_iters + self.lost_after + 2):
             frame = self._snap()
             det, lowered = self._detect_near(frame, expect, gate)
-            relowered += lowered
             self.reacquired += lowered
             tracks = tracker.update(frame, det)
             if not chosen:
@@ -663,6 +661,9 @@ class FindAndImage:
         last_seen.note = (f"centring did not settle in {moves} moves; imaged at its last "
                           "measured position")
         frame = self._snap()
+        shift = (frame.stage_to_pixel(last_seen.xy_um)[0]
+                 - last_seen.frame.stage_to_pixel(last_seen.xy_um)[0])
+        last_seen.box = last_seen.box + np.tile(shift, 2)  # the box in the new frame
         last_seen.frame = frame
         return last_seen
 
