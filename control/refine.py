@@ -65,10 +65,9 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     top-left pixel in *pixels*, or None.
 
     The crop is the box grown by *pad* of its size on every side; background is its 10th
-    percentile, the threshold Otsu's on the box itself (so a bright neighbour in the pad
-    does not set it); the mask is the connected component that covers most of the box's
-    central half (split from a touching neighbour if it is larger than the box), kept
-    within the box plus a 2-pixel / 10 % margin, and softened to
+    percentile, the threshold Otsu's on the crop; the mask is the connected component
+    that covers most of the box's central half (split from a touching neighbour if it is
+    larger than the box), kept near the box (see below), and softened to
     ``clip((I - bg) / (2 (t - bg)), 0, 1)`` so the centroid moves smoothly (sub-pixel)
     instead of jumping with single edge pixels. None when that centroid strays more than
     a quarter of the box from the box centre (then the box is not this blob's).
@@ -84,19 +83,13 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     if crop.size < 16:
         return None
     bg = float(np.percentile(crop, 10))
-    # the box (and its margin) in crop coordinates
-    mx, my = max(2.0, 0.1 * w), max(2.0, 0.1 * h)
-    bx0, by0 = max(int(math.floor(x0 - mx)) - a, 0), max(int(math.floor(y0 - my)) - c, 0)
-    bx1 = min(int(math.ceil(x1 + mx)) - a, crop.shape[1])
-    by1 = min(int(math.ceil(y1 + my)) - c, crop.shape[0])
     inner = crop[max(int(y0) - c, 0):max(int(math.ceil(y1)) - c, 1),
                  max(int(x0) - a, 0):max(int(math.ceil(x1)) - a, 1)]
     hi = float(np.percentile(inner, 99)) if inner.size else float(np.percentile(crop, 99))
     if hi - bg <= 1e-6:
         return None
     u8 = np.clip((crop - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
-    i8 = np.clip((inner - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
-    t8, _ = cv2.threshold(i8.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    t8, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     t = bg + float(t8) * (hi - bg) / 255.0
     binary = (u8 > t8).astype(np.uint8)
     n, lab = cv2.connectedComponents(binary, connectivity=8)
@@ -114,6 +107,14 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
         k = int(lab[ys, xs][np.argmin((xs - cx) ** 2 + (ys - cy) ** 2)])
     comp = (lab == k).astype(np.uint8)
     comp = _split_touching(comp, cx, cy, w * h)
+    # Keep it near the box: tightly (10 %) when the blob is still larger than the box
+    # (a neighbour it could not be split from), loosely (35 %) otherwise, since a box
+    # can sit a pixel or two off its nucleus.
+    f = 0.1 if float(comp.sum()) > w * h else 0.35
+    mx, my = max(2.0, f * w), max(2.0, f * h)
+    bx0, by0 = max(int(math.floor(x0 - mx)) - a, 0), max(int(math.floor(y0 - my)) - c, 0)
+    bx1 = min(int(math.ceil(x1 + mx)) - a, crop.shape[1])
+    by1 = min(int(math.ceil(y1 + my)) - c, crop.shape[0])
     comp = cv2.dilate(comp, np.ones((3, 3), np.uint8))  # keep the soft edge pixels
     keep = np.zeros_like(comp)
     keep[by0:by1, bx0:bx1] = 1
