@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="ONNX Runtime intra-op threads (default: ONNX Runtime's)")
     ap.add_argument("--stats", type=Path, default=None,
-                    help="on exit, write the batch sizes the server formed here (JSON)")
+                    help="write the batch sizes the server formed here (JSON), on exit and "
+                    "on SIGUSR1")
     args = ap.parse_args(argv)
 
     import onnxruntime as ort
@@ -99,10 +100,20 @@ def main(argv: list[str] | None = None) -> int:
 
     Model._get_triton_model_config = with_parameters
 
+    def write_stats() -> None:
+        if args.stats is not None:
+            with lock:
+                counts = {str(k): v for k, v in sorted(batches.items())}
+            tmp = args.stats.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"batch_sizes": counts}))
+            tmp.replace(args.stats)
+
     def stop(signum, _frame):
         raise KeyboardInterrupt  # unwinds serve() in the main thread: a clean stop
 
     signal.signal(signal.SIGTERM, stop)
+    if hasattr(signal, "SIGUSR1"):  # a snapshot of the batch sizes while serving
+        signal.signal(signal.SIGUSR1, lambda *_: write_stats())
     config = TritonConfig(grpc_port=args.grpc_port, http_port=args.http_port,
                           metrics_port=args.metrics_port, exit_on_error=True)
     delay = cfg.dynamic_batching.max_queue_delay_microseconds
@@ -119,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if args.stats is not None:
-            args.stats.write_text(json.dumps({"batch_sizes": {str(k): v for k, v in
-                                                              sorted(batches.items())}}))
+        write_stats()
     return 0
 
 

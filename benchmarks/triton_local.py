@@ -15,6 +15,7 @@ stops the whole process group (server, ``tritonserver``, backend stubs) when don
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -200,6 +201,35 @@ class LocalTritonServer:
             return "(no log)"
         errs = [t for t in text if "Error" in t or "error" in t or t.startswith("E")]
         return " | ".join((errs or text)[-lines:]) or "(empty log)"
+
+    def batch_sizes(self, timeout_s: float = 5.0) -> dict[int, int]:
+        """Batch sizes the server has formed so far: {size: count} (needs *stats_path*)."""
+        if self.stats_path is None or self.proc is None:
+            raise RuntimeError("batch_sizes() needs a running server started with stats_path")
+        before = self.stats_path.stat().st_mtime_ns if self.stats_path.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.stats_path.exists() and self.stats_path.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.02)
+        data = json.loads(self.stats_path.read_text())
+        return {int(k): int(v) for k, v in data["batch_sizes"].items()}
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's whole process group so far."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if self.proc is not None and int(f[2]) == self.proc.pid:
+                total += int(f[11]) + int(f[12])  # utime, stime (children not yet reaped
+        return total / tick                       # are counted by their own entries)
 
     @property
     def pgid(self) -> int | None:

@@ -34,9 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pixel type the cameras send (default uint16)")
     p.add_argument("--max-batch", type=int, default=8,
                    help="largest batch the server forms (default 8)")
-    p.add_argument("--queue-delay-us", type=int, default=2000,
+    p.add_argument("--queue-delay-us", type=int, default=500,
                    help="dynamic batching: how long a request may wait for others, in µs "
-                   "(default 2000)")
+                   "(default 500; under load batches also form from queued requests)")
     p.add_argument("--instance-kind", default=None, choices=["gpu", "cpu"],
                    help="where Triton runs the model (default: Triton decides; GPU if any)")
     p.add_argument("--instances", type=int, default=1,

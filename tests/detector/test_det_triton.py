@@ -167,7 +167,7 @@ def test_config_pbtxt_is_a_valid_triton_config(repo):
     cfg = text_format.Parse((repo / MODEL / "config.pbtxt").read_text(), mc.ModelConfig())
     assert cfg.name == MODEL and cfg.backend == "onnxruntime"
     assert cfg.max_batch_size == 8
-    assert cfg.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
     assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input] == [
         (INPUT_NAME, "TYPE_UINT16", [1, -1, -1])]
     assert [(o.name, mc.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output] == [
