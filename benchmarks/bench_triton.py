@@ -143,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                     default=Path(tempfile.gettempdir()) / "inscope-triton",
                     help="where the server's environment is built and kept")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/triton.json"))
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON",
+                    help="only print the Markdown table of a results file (docs/scale-out.md)")
     args = ap.parse_args(argv)
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
 
     import onnxruntime
 
@@ -193,8 +198,28 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(markdown_table(out))
     print(f"wrote {args.out}")
     return 0
+
+
+def markdown_table(results: dict) -> str:
+    """The cases of a results file as the Markdown table quoted in docs/scale-out.md."""
+    lines = ["| microscopes | detector | frames/s total | per microscope | latency ms p50 / "
+             "p90 / p99 / max | CPU per microscope (cores) | server CPU (cores) | batch "
+             "sizes formed (size: count) |", "|" + "---|" * 8]
+    for r in results["cases"]:
+        lat = r["latency_ms"]
+        tri = r["case"] == "triton"
+        server = f"{r['cpu_server']:.2f}" if tri else "-"
+        batches = (", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items())
+                   + f" (mean {r['mean_batch']})") if tri else "-"
+        lines.append(
+            f"| {r['microscopes']} | {'one Triton server' if tri else 'local, each'} | "
+            f"{r['throughput_fps']:.0f} | {r['per_microscope_fps']:.0f} | {lat['p50']:.1f} / "
+            f"{lat['p90']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f} | "
+            f"{np.mean(r['cpu_per_microscope']):.2f} | {server} | {batches} |")
+    return "\n".join(lines)
 
 
 def _print(r: dict) -> None:

@@ -132,6 +132,37 @@ def test_exported_network_gives_the_local_detectors_outputs(wrapped, local, shap
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("spec", [
+    {"method": "percentile", "low": 2.0, "high": 99.0, "subsample": 2, "clip": True},
+    {"method": "scale", "divisor": 4095.0},
+    {"method": "none"},
+])
+@pytest.mark.parametrize("dtype", ["uint16", "uint8", "float32"])
+def test_prefix_reproduces_every_normalisation_of_the_card(spec, dtype):
+    """The prefix alone (its output is the network input): every card normalisation,
+    clipping and padding to the multiple, against preprocess.normalise."""
+    from onnx import TensorProto, helper
+
+    from inscope.detector.triton_export import normalisation_prefix
+
+    nodes, inits, vi = normalisation_prefix(spec, 16, 17, dtype, "image")
+    out = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    m = helper.make_model(helper.make_graph(nodes, "prefix", [vi], [out], inits),
+                          opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(m)
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    hi = {"uint8": 255, "uint16": 4095, "float32": 3000}[dtype]
+    img = rng.integers(0, hi, size=(70, 45)).astype(dtype)
+    got = s.run(None, {INPUT_NAME: img[None, None]})[0]
+    want = np.zeros((1, 1, 80, 48), np.float32)
+    pp.normalise(img, spec, out=want[0, 0, :70, :45])
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    if spec.get("clip"):
+        assert got.min() == 0.0 and got.max() == 1.0
+
+
 def test_each_image_of_a_batch_is_normalised_on_its_own(wrapped):
     rng = np.random.default_rng(7)
     imgs = np.stack([(rng.gamma(2.0, 100.0 * (i + 1), size=(128, 160)) + 50 * i)
@@ -298,6 +329,26 @@ def test_remote_detector_takes_8_bit_frames_and_refuses_float(server, local):
             det.detect(f8.pixels.astype(np.float32))
     finally:
         det.close()
+
+
+def test_remote_rescales_large_objects_like_the_local_detector(server, local):
+    # nuclei given as 4x their size: both shrink the frame by the same factor (the remote
+    # one before sending, in uint16; the local one after normalising): near-equal boxes
+    frame = _frames(1)[0]
+    big = np.kron(frame.pixels[:160, :160], np.ones((4, 4), np.uint16))  # 640x640, 4x
+    rem = load_detector(server.address, object_size_px=4 * 16.0)
+    loc = OnnxDetector(provider="cpu", threads=1, object_size_px=4 * 16.0)
+    try:
+        got, want = rem.detect(big), loc.detect(big)
+        assert rem.last_scale == pytest.approx(loc.last_scale) and rem.last_scale < 0.5
+        assert abs(len(got) - len(want)) <= 1 and len(want) >= 5
+        c_got, c_want = got.centers, want.centers
+        d = np.linalg.norm(c_got[:, None] - c_want[None], axis=2).min(axis=1)
+        assert np.mean(d < 4.0) >= 0.9, d  # within 1 px of the shrunk frame
+        assert got.boxes.max() > 400  # mapped back to the full-size frame
+    finally:
+        rem.close()
+        loc.close()
 
 
 def test_a_score_threshold_applies_on_the_client(server):
