@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         # busy: the frame waits for a full batch to finish, then runs in the next full one
         busy = fixed + 2 * gpu_batch(args.max_batch)
         link_fps = goodput / (frame_u16 + out_bytes)
+        # if peaks were decoded on the server: up to max_detections boxes of 6 float32
+        link_fps_boxes = goodput / (frame_u16 + 1000 * 6 * 4)
         gpu_fps = {b: b / gpu_batch(b) * 1e3 for b in (1, 2, 4, args.max_batch)}
         server_fps = min(link_fps, gpu_fps[args.max_batch])
         local_ms = float(local[str(size)]["total_ms"]["p50"])
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_ms_batch": {str(b): round(gpu_batch(b), 3) for b in gpu_fps},
             "gpu_fps_batch": {str(b): round(v) for b, v in gpu_fps.items()},
             "link_fps": round(link_fps),
+            "link_fps_if_decoded_on_server": round(link_fps_boxes),
             "server_fps": round(server_fps),
             "bound_by": "link" if link_fps < gpu_fps[args.max_batch] else "gpu",
             "microscopes_at_camera_fps": math.floor(server_fps / args.camera_fps),
