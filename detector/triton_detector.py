@@ -60,7 +60,12 @@ AUTO_SCALE_EVERY = 50
 
 
 class RemoteDetectorUnavailable(ConnectionError):
-    """The inference server cannot be reached (or did not answer in time)."""
+    """The inference server cannot be reached (or did not answer in time).
+
+    ``reason`` holds the short cause (e.g. gRPC's "failed to connect to all addresses").
+    """
+
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,16 +192,19 @@ class TritonDetector:
         except RemoteDetectorUnavailable as e:
             if self.fallback is None:
                 raise
-            log.warning("%s; detecting locally with %s until it answers", e,
+            log.warning("Triton server %s is unreachable (%s); detecting locally with %s "
+                        "until it answers", self.address.url, e.reason,
                         getattr(self.fallback, "name", self.fallback))
 
     # -- connection --------------------------------------------------------------------
     def _unreachable(self, why: str) -> RemoteDetectorUnavailable:
         a = self.address
-        return RemoteDetectorUnavailable(
+        err = RemoteDetectorUnavailable(
             f"Triton server {a.url} (model {a.model!r}) is unreachable: {why}. Start the "
             "server (docs/scale-out.md), check the host and port, or add ?fallback=local "
             "to the model address to detect on this machine meanwhile.")
+        err.reason = why
+        return err
 
     def _connect(self, timeout_s: float) -> None:
         """Open a fresh channel, check the model is ready, read its card and signature."""
