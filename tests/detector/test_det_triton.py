@@ -317,6 +317,20 @@ def test_remote_detections_equal_the_local_detector(server, local):
         det.close()
 
 
+def test_the_live_service_runs_on_the_server(server, tmp_path, capsys):
+    summary = tmp_path / "summary.json"
+    rc = cli_main(["run", "--backend", "sim", "--frames", "15", "--no-zmq", "--no-window",
+                   "--no-progress", "--summary", str(summary), "--model",
+                   server.address + "?timeout=5"])
+    capsys.readouterr()
+    assert rc == 0
+    s = json.loads(summary.read_text())
+    assert s["frames"] == 15 and s["detect_errors"] == 0
+    assert s["detections_per_frame"] > 20  # the simulated slide is dense
+    assert s["detector"]["name"] == MODEL
+    assert s["detector"]["provider"] == f"triton 127.0.0.1:{server.grpc_port}"
+
+
 def test_remote_detector_takes_8_bit_frames_and_refuses_float(server, local):
     det = load_detector(server.address)
     try:
