@@ -152,13 +152,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
-    from benchmarks.triton_local import LocalTritonServer, server_python
-    from inscope.detector.triton_export import export_triton
+    from benchmarks.triton_local import server_python
 
     ctx = mp.get_context("spawn")
     load0 = os.getloadavg()
     py = server_python(args.cache)
-    work = Path(tempfile.mkdtemp(prefix="inscope-bench-triton-"))
+    with tempfile.TemporaryDirectory(prefix="inscope-bench-triton-") as tmp:
+        return _run_all(args, ctx, py, Path(tmp), load0, onnxruntime.__version__)
+
+
+def _run_all(args: argparse.Namespace, ctx, py: Path, work: Path, load0, ort_version: str
+             ) -> int:
+    from benchmarks.triton_local import LocalTritonServer
+    from inscope.detector.triton_export import export_triton
+
     ex = export_triton(work / "repo")
     cases = []
     for n in args.microscopes:
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         _print(loc)
     out = {
         "meta": {"python": platform.python_version(), "machine": platform.machine(),
-                 "cpu_count": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+                 "cpu_count": os.cpu_count(), "onnxruntime": ort_version,
                  "frame": f"{FRAME_SHAPE[0]}x{FRAME_SHAPE[1]} uint16 (simulated microscope)",
                  "model": ex.name, "server": "PyTriton 0.7.0 tritonserver (Python backend, "
                  "ONNX Runtime CPU, 1 intra-op thread, dynamic batching max 8, 0.5 ms delay)",
