@@ -65,9 +65,10 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     top-left pixel in *pixels*, or None.
 
     The crop is the box grown by *pad* of its size on every side; background is its 10th
-    percentile, the threshold Otsu's on the crop; the mask is the connected component
-    that covers most of the box's central half (split from a touching neighbour if it is
-    larger than the box), kept near the box (see below), and softened to
+    percentile, the threshold the lower of Otsu's on the crop and on the box; the mask is
+    the connected component that covers most of the box's central half (split from a
+    touching neighbour if it is larger than the box), kept near the box (see below), and
+    softened to
     ``clip((I - bg) / (2 (t - bg)), 0, 1)`` so the centroid moves smoothly (sub-pixel)
     instead of jumping with single edge pixels. None when that centroid strays more than
     a quarter of the box from the box centre (then the box is not this blob's).
@@ -90,6 +91,13 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
         return None
     u8 = np.clip((crop - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
     t8, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if inner.size >= 16:
+        # a dim nucleus beside a bright one: the crop's threshold would cut it, the box's
+        # own (lower) one does not; a textured nucleus: the crop's is the lower one
+        i8 = np.clip((inner - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
+        ti, _ = cv2.threshold(i8.reshape(-1, 1), 0, 255,
+                              cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        t8 = min(t8, ti)
     t = bg + float(t8) * (hi - bg) / 255.0
     binary = (u8 > t8).astype(np.uint8)
     n, lab = cv2.connectedComponents(binary, connectivity=8)
