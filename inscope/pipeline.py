@@ -49,7 +49,7 @@ from inscope.outputs import (
     Output,
     Result,
 )
-from inscope.stats import ns_to_ms, percentiles, stage_latencies
+from inscope.stats import StampStats
 
 log = logging.getLogger("inscope")
 
@@ -67,6 +67,20 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("ready_to_sent", "ready", STAMP_SENT),
     ("ready_to_move_commanded", "ready", STAMP_MOVE_COMMANDED),
 )
+
+_DETECT = (-1, "detect_start", "detect_end")
+_CONTROL = (-1, STAMP_CONTROL_START, STAMP_CONTROL_END)
+#: Derived series of the summary: signed sums of stage differences.
+COMBOS: dict[str, tuple[tuple[int, str, str], ...]] = {
+    # the loop's cost beyond the detector
+    "overhead_ready_to_published_minus_detect": ((1, "ready", STAMP_PUBLISHED), _DETECT),
+    # ... also minus the control step (tracking, steering, moves)
+    "loop_overhead_minus_detect_and_control": ((1, "ready", STAMP_PUBLISHED), _DETECT,
+                                               _CONTROL),
+    # hand-offs only: also minus the wait of a fresh frame for a busy detector
+    "handoffs_dequeued_to_published_minus_detect_and_control": (
+        (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT, _CONTROL),
+}
 
 
 class Pipeline:
@@ -90,7 +104,9 @@ class Pipeline:
     snapshot_dir
         Where ``snapshot`` writes its files.
     keep_stamps
-        Per-frame stamp records kept for the summary (a ring buffer).
+        The most recent per-frame stamp dicts kept in :attr:`records` (a ring buffer,
+        for progress lines and benchmarks). The summary's statistics cover every frame
+        in bounded memory (:class:`inscope.stats.StampStats`), so RSS stays flat.
     switch_interval
         Python's GIL switch interval while running (``sys.setswitchinterval``). The
         default 5 ms lets a thread busy in Python (an output encoding JSON, drawing many
@@ -103,7 +119,7 @@ class Pipeline:
     def __init__(self, scope, detector, *, control: ControlConfig | None = None,
                  outputs: Sequence[Output] = (), score_threshold: float | None = None,
                  frames: int | None = None, seconds: float | None = None,
-                 snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 200_000,
+                 snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 2048,
                  switch_interval: float | None = 0.0005,
                  on_result: Callable[[Result], None] | None = None) -> None:
         self.scope = scope
@@ -141,8 +157,8 @@ class Pipeline:
         self.last_detect_error: str | None = None
         self.last_result: Result | None = None
         self.records: deque[dict[str, int]] = deque(maxlen=keep_stamps)
-        # the detector's own split (pre-processing, inference, decoding), when it has one
-        self.detector_timings: deque[dict[str, float]] = deque(maxlen=keep_stamps)
+        # every frame's stage latencies and the detector's own split, in bounded memory
+        self.stamp_stats = StampStats(STAGES, COMBOS)
         self.detections_total = 0
         self.t_start_ns = 0
         self.t_end_ns = 0
@@ -302,6 +318,7 @@ class Pipeline:
         self._ctl_thread_id = threading.get_ident()
         outputs = self.outputs
         records = self.records
+        stamp_stats = self.stamp_stats
         seq = 0
         while True:
             item = slot.get()
@@ -335,8 +352,9 @@ class Pipeline:
             self.detections_total += len(dets)
             self.last_result = r
             records.append(st)
+            stamp_stats.add(st)
             if timing:
-                self.detector_timings.append(timing)
+                stamp_stats.add_values(timing)
             ready = st.get("ready", 0)
             if self._last_ready and ready > self._last_ready:
                 inst = 1e9 / (ready - self._last_ready)
@@ -505,29 +523,12 @@ class Pipeline:
         }
 
     def latencies(self) -> dict[str, dict]:
-        """Per-stage latency percentiles (ms) over the kept stamp records."""
-        recs = list(self.records)
-        out = stage_latencies(recs, STAGES)
-        over = [(s[STAMP_PUBLISHED] - s["ready"]) - (s["detect_end"] - s["detect_start"])
-                for s in recs if "detect_end" in s and "detect_start" in s]
-        out["overhead_ready_to_published_minus_detect"] = ns_to_ms(over)
-        # the loop's own cost: also minus the control step (tracking, steering, moves)
-        own = [o - (s[STAMP_CONTROL_END] - s[STAMP_CONTROL_START])
-               for o, s in zip(over, (s for s in recs if "detect_end" in s
-                                      and "detect_start" in s), strict=True)
-               if STAMP_CONTROL_START in s]
-        out["loop_overhead_minus_detect_and_control"] = ns_to_ms(own)
-        # hand-offs only: also minus the wait of a fresh frame for a busy detector
-        hand = [(s[STAMP_PUBLISHED] - s[STAMP_DEQUEUED])
-                - (s["detect_end"] - s["detect_start"])
-                - (s[STAMP_CONTROL_END] - s[STAMP_CONTROL_START])
-                for s in recs if "detect_end" in s and "detect_start" in s
-                and STAMP_CONTROL_START in s and STAMP_DEQUEUED in s]
-        out["handoffs_dequeued_to_published_minus_detect_and_control"] = ns_to_ms(hand)
-        tms = list(self.detector_timings)
-        for key in sorted({k for t in tms for k in t if k != "total_ms"}):
-            out[f"detector_{key.removesuffix('_ms')}"] = percentiles(
-                [t[key] for t in tms if key in t])
+        """Per-stage latency percentiles (ms) over every processed frame."""
+        ss = self.stamp_stats
+        out = ss.latencies_ms()
+        for key in ss.value_keys():
+            if key != "total_ms":
+                out[f"detector_{key.removesuffix('_ms')}"] = ss.values(key).summary()
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -536,11 +537,7 @@ class Pipeline:
         dur = max((end - self.t_start_ns) * 1e-9, 1e-9) if self.t_start_ns else 0.0
         s = self._stream
         acquired = s.produced if s is not None else 0
-        recs = list(self.records)
-        fps = 0.0
-        if len(recs) >= 2:
-            span = recs[-1]["ready"] - recs[0]["ready"]
-            fps = (len(recs) - 1) / (span * 1e-9) if span > 0 else 0.0
+        fps = self.stamp_stats.fps
         lat = self.latencies()
         out: dict[str, Any] = {
             "frames": self.processed,
