@@ -338,6 +338,10 @@ class MicroManagerMicroscope(BaseMicroscope):
         if guard is None:
             if limits is None and self.demo_stages:
                 limits = DEMO_LIMITS
+                log.info("no soft limits given and the stages (%s) are Micro-Manager demo "
+                         "devices: using the demo limits x, y [-50000, 50000] µm, z "
+                         "[-5000, 5000] µm, max step 10000 µm (XY) / 500 µm (Z); set "
+                         "[microscope.limits] to change them.", ", ".join(stages))
             guard = MoveGuard(limits=limits, require_limits=not self.demo_stages,
                               dry_run=dry_run)
         super().__init__(guard)

@@ -102,7 +102,9 @@ class Pipeline:
     frames, seconds
         Stop after this many processed frames / this much time (None: until stopped).
     snapshot_dir
-        Where ``snapshot`` writes its files.
+        Where ``snapshot`` writes its files (a request may only name a sub-folder).
+    snapshot_max_per_s
+        Rate limit of ``snapshot`` (:class:`inscope.snapshots.SnapshotPolicy`).
     keep_stamps
         The most recent per-frame stamp dicts kept in :attr:`records` (a ring buffer,
         for progress lines and benchmarks). The summary's statistics cover every frame
@@ -121,7 +123,10 @@ class Pipeline:
                  frames: int | None = None, seconds: float | None = None,
                  snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 2048,
                  switch_interval: float | None = 0.0005,
-                 on_result: Callable[[Result], None] | None = None) -> None:
+                 on_result: Callable[[Result], None] | None = None,
+                 snapshot_max_per_s: float = 1.0) -> None:
+        from inscope.snapshots import SnapshotPolicy
+
         self.scope = scope
         self.detector = detector
         # a copy: live mode changes must not edit the caller's config object
@@ -131,6 +136,9 @@ class Pipeline:
         self.max_frames = frames
         self.max_seconds = seconds
         self.snapshot_dir = Path(snapshot_dir)
+        self.snapshots = SnapshotPolicy(self.snapshot_dir, snapshot_max_per_s)
+        #: why moves were stopped for the rest of the run (None: not stopped)
+        self.stage_held: str | None = None
         self.switch_interval = switch_interval
         self.on_result = on_result
         self.control = None  # ControlStage, built at start (needs control package)
@@ -384,9 +392,26 @@ class Pipeline:
     def paused(self) -> bool:
         return self._paused.is_set()
 
+    def hold_stage(self, reason: str) -> None:
+        """Stop moving the stage and focus for the rest of the run, and say why.
+
+        Called when the command channel is lost (the REP thread died): a loop that
+        steers a stage must always be stoppable, so it carries on detecting and
+        publishing (control mode ``track``) but makes no more moves.
+        """
+        if self.stage_held is not None:
+            return
+        self.stage_held = reason
+        log.error("%s: no more stage or focus moves in this run (control mode 'track'; "
+                  "detection and outputs go on; Ctrl-C or SIGTERM stops the run).", reason)
+        if self._mode not in ("off", "track"):
+            self.set_mode("track")
+
     def set_mode(self, mode: str) -> None:
         if mode not in schema.MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(schema.MODES)}.")
+        if self.stage_held is not None and mode not in ("off", "track"):
+            raise RuntimeError(f"moves are stopped for this run ({self.stage_held}).")
         self._mode = mode
         self.control_config.mode = mode
         if self.control is not None:
@@ -418,8 +443,12 @@ class Pipeline:
         self._apply_threshold(score)
         self.score_threshold = score
 
-    def snapshot(self, directory: str | Path | None = None) -> dict[str, str]:
-        """Save the newest frame (TIFF), its overlay (PNG) and detections (JSON)."""
+    def snapshot(self, directory: str | None = None) -> dict[str, str]:
+        """Save the newest frame (TIFF), its overlay (PNG) and detections (JSON).
+
+        *directory* is a sub-folder of the snapshot folder (relative, no ``..``); every
+        snapshot gets a new name, and they are rate-limited (:attr:`snapshots`).
+        """
         import cv2
         import tifffile
 
@@ -429,9 +458,8 @@ class Pipeline:
         if r is None:
             raise RuntimeError("no frame processed yet; wait for the first frame (or resume "
                                "if paused) and try again.")
-        d = Path(directory) if directory else self.snapshot_dir
-        d.mkdir(parents=True, exist_ok=True)
-        stem = d / f"snapshot_{r.frame.index:06d}_{time.strftime('%Y%m%d-%H%M%S')}"
+        self.snapshots.acquire()
+        stem = self.snapshots.stems(directory, r.frame.index)
         paths = {"frame": f"{stem}_frame.tif", "overlay": f"{stem}_overlay.png",
                  "detections": f"{stem}_detections.json"}
         tifffile.imwrite(paths["frame"], r.frame.pixels)
@@ -520,6 +548,7 @@ class Pipeline:
             "microscope": getattr(self.scope, "name", "?"),
             "outputs": {o.name: {"handled": o.handled, "dropped": o.dropped}
                         for o in self.outputs},
+            "stage_held": self.stage_held,
         }
 
     def latencies(self) -> dict[str, dict]:
@@ -571,6 +600,8 @@ class Pipeline:
                                        "moves_not_made": len(guard.history) - made}
         if self.error is not None:
             out["error"] = f"{type(self.error).__name__}: {self.error}"
+        if self.stage_held is not None:
+            out["stage_held"] = self.stage_held
         return out
 
     def _final_error(self) -> float | None:

@@ -65,11 +65,14 @@ class Service:
     publisher: Any = None
     server: Any = None
     notes: list[str] = field(default_factory=list)
+    authenticator: Any = None  # inscope.curve.Authenticator when CURVE is on
 
     def close(self) -> None:
         self.pipeline.stop()
         if self.server is not None:
             self.server.stop()
+        if self.authenticator is not None:
+            self.authenticator.stop()
         for obj in (self.detector, self.scope):
             try:
                 obj.close()
@@ -99,10 +102,24 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
         scope.close()
         raise
     outputs: list[Output] = []
-    pub = server = None
+    pub = server = auth = None
+    curve = ctx = None
+    if o.zmq.enabled and o.zmq.curve_server_key is not None:
+        import zmq
+
+        from inscope.curve import Authenticator, CurveServerKeys
+
+        try:
+            curve = CurveServerKeys.load(o.zmq.curve_server_key, o.zmq.curve_allowed_clients)
+        except BaseException:
+            detector.close()
+            scope.close()
+            raise
+        ctx = zmq.Context()  # the authenticator governs this context's sockets only
+        auth = Authenticator(ctx, curve)
     if o.zmq.enabled:
         pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm,
-                        nodrop=o.zmq.nodrop)
+                        nodrop=o.zmq.nodrop, context=ctx, curve=curve)
         outputs.append(pub)
     pipeline_holder: list[Pipeline] = []
 
@@ -126,11 +143,13 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
                                      fps=getattr(scope, "fps", None)))
     pipeline = Pipeline(scope, detector, control=cfg.control, outputs=outputs,
                         score_threshold=cfg.detector.score_threshold, frames=cfg.run.frames,
-                        seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir)
+                        seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir,
+                        snapshot_max_per_s=o.snapshot_max_per_s)
     pipeline_holder.append(pipeline)
     if o.zmq.enabled:
-        server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port)
-    svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes)
+        server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port, context=ctx,
+                               curve=curve, on_failure=pipeline.hold_stage)
+    svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth)
     # Bind sockets now so a port clash is reported before anything runs.
     try:
         if pub is not None:
@@ -140,6 +159,8 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
     except BaseException:
         if server is not None:
             server.stop()
+        if auth is not None:
+            auth.stop()
         detector.close()
         scope.close()
         raise
@@ -200,6 +221,11 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                 + (f"; commands on {svc.server.address} (ZMQ REP)" if svc.server else ""))
         try:
             while not p.wait(0.5):
+                srv = svc.server
+                if srv is not None and not srv.alive and p.stage_held is None:
+                    # the REP thread is gone without telling us: nobody can send `stop`
+                    why = srv.failure or "its thread ended"
+                    p.hold_stage(f"the ZMQ command server stopped ({why})")
                 if progress:
                     now = time.monotonic()
                     if tty:
