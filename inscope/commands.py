@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -41,7 +42,11 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    help="show the overlay window (default: if a display is available)")
     g.add_argument("--zmq", action=argparse.BooleanOptionalAction, default=None,
                    help="ZMQ PUB (detections) + REP (commands) (default: on)")
-    g.add_argument("--bind", default=None, help="ZMQ bind address (default 127.0.0.1)")
+    g.add_argument("--bind", default=None,
+                   help="ZMQ bind address (default 127.0.0.1; any other needs --curve-keys)")
+    g.add_argument("--curve-keys", default=None, metavar="DIR",
+                   help="CURVE authentication with the keys made by 'inscope keys init DIR' "
+                        "(DIR/server.key_secret, DIR/allowed_clients)")
     g.add_argument("--pub-port", type=int, default=None, help="ZMQ PUB port (default 5556)")
     g.add_argument("--rep-port", type=int, default=None, help="ZMQ REP port (default 5557)")
     g.add_argument("--zmq-overlay", action="store_true", default=None,
@@ -159,6 +164,12 @@ def config_from_args(args: argparse.Namespace, base=None):
     cfg = with_overrides(cfg, "outputs.zmq", enabled=g("zmq"), bind=g("bind"),
                          pub_port=g("pub_port"), rep_port=g("rep_port"),
                          overlay=g("zmq_overlay"))
+    if g("curve_keys"):
+        from inscope.curve import ALLOWED, SERVER_SECRET
+
+        keys = Path(g("curve_keys"))
+        cfg = with_overrides(cfg, "outputs.zmq", curve_server_key=str(keys / SERVER_SECRET),
+                             curve_allowed_clients=str(keys / ALLOWED))
     cfg = with_overrides(cfg, "outputs.records", dir=g("record"), format=g("record_format"),
                          frames=g("record_frames"))
     cfg = with_overrides(cfg, "outputs.eyepiece", enabled=g("eyepiece"),

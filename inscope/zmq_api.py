@@ -338,6 +338,7 @@ def request(address: str, cmd: dict, timeout_ms: int = 3000,
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    s.setsockopt(zmq.SNDTIMEO, timeout_ms)  # no connection (e.g. refused by CURVE)
     if client_key is not None or server_key is not None:
         if client_key is None or server_key is None:
             s.close()
