@@ -11,6 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+#: The demo's length when neither --frames nor --seconds is given.
+DEMO_FRAMES = 300
+
 
 def register(subparsers) -> None:
     _register_demo(subparsers)
@@ -74,10 +77,11 @@ def _register_demo(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=None, help="simulated specimen seed")
     _add_service_flags(p, demo=True)
-    p.set_defaults(func=cmd_demo, frames=300)
+    p.set_defaults(func=cmd_demo)
     for a in p._actions:
         if a.dest == "frames":
-            a.help = "stop after N processed frames (default 300)"
+            a.help = (f"stop after N processed frames (default {DEMO_FRAMES} unless "
+                      "--seconds is given)")
 
 
 def _register_run(sub) -> None:
@@ -140,7 +144,7 @@ def _parse_value(v: str):
 
 def config_from_args(args: argparse.Namespace, base=None):
     """Apply CLI flags on top of *base* (a Config, from --config or defaults)."""
-    from inscope.config import Config, ConfigError, validate, with_overrides
+    from inscope.config import Config, ConfigError, check_paths, validate, with_overrides
 
     cfg = base or Config()
     g = lambda name: getattr(args, name, None)  # noqa: E731
@@ -178,7 +182,9 @@ def config_from_args(args: argparse.Namespace, base=None):
                          summary=g("summary"))
     if g("no_progress"):
         cfg = with_overrides(cfg, "run", progress=False)
-    return validate(cfg, "command line")
+    cfg = validate(cfg, "command line")
+    check_paths(cfg, "command line")
+    return cfg
 
 
 def _logging(args) -> None:
@@ -191,9 +197,13 @@ def _logging(args) -> None:
         logging.getLogger("inscope").setLevel(logging.INFO)
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
     from inscope.acquisition.errors import AcquisitionError
-    from inscope.service import build_service, format_summary, run_service
+    from inscope.service import build_service, failed_outputs, format_summary, run_service
 
     try:
         svc = build_service(cfg, port_fallback=port_fallback)
@@ -201,8 +211,9 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
         print(f"error: a part inscope needs is not installed or not built: {e}. "
               "Reinstall with 'pip install -e .' (see README).", file=sys.stderr)
         return 1
-    except (AcquisitionError, OSError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (AcquisitionError, OSError, ValueError, TypeError, RuntimeError) as e:
+        # RuntimeError: e.g. --provider cuda on a machine without CUDA
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     if header:
         print(header)
@@ -211,9 +222,14 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
           f"control {cfg.control.mode}" + (" (dry-run)" if cfg.microscope.dry_run else ""))
     summary = run_service(svc, progress=cfg.run.progress, summary_path=cfg.run.summary)
     print(format_summary(summary))
-    if cfg.run.summary:
+    if cfg.run.summary and "summary_write_error" not in summary:
         print(f"summary: {cfg.run.summary}")
-    return 0 if summary.get("error") is None else 1
+    failed = failed_outputs(summary)
+    if failed:
+        print("error: output(s) stopped during the run: " + "; ".join(
+            f"{k}: {v}" for k, v in failed.items()), file=sys.stderr)
+    bad = summary.get("error") or failed or "summary_write_error" in summary
+    return 1 if bad else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -230,12 +246,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from inscope.config import Config, ConfigError, with_overrides
 
     _logging(args)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {args.out} is a file; give a folder for the demo's outputs "
+              "(it is created if missing).", file=sys.stderr)
+        return 2
+    if args.frames is None and args.seconds is None:
+        args.frames = DEMO_FRAMES  # an explicit --seconds alone sets the length
     base = Config()
     scope_line = "simulated microscope"
     base = with_overrides(base, "microscope", backend="sim",
@@ -251,8 +271,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return _serve(cfg, port_fallback=True,
-                  header=f"inscope demo: {scope_line}, {cfg.run.frames} frames, "
+                  header=f"inscope demo: {scope_line}, {_length(cfg)}, "
                          f"outputs in {out}/ (Ctrl-C stops cleanly)")
+
+
+def _length(cfg) -> str:
+    r = cfg.run
+    parts = ([f"{r.frames} frames"] if r.frames else []) + \
+        ([f"{r.seconds:g} s"] if r.seconds else [])
+    return " or ".join(parts) or "until stopped"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -350,6 +350,49 @@ def _check_bind(z: ZmqConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'outputs.zmq.bind' = {z.bind!r}: {setup_hint(z.bind)}")
 
 
+def check_paths(cfg: Config, source: str = "config") -> None:
+    """Before a run starts: every output path can be what it must be (a folder or a
+    file), so nothing fails after the run (losing its summary) and nothing is overwritten
+    by mistake. One :class:`ConfigError` line naming the setting and the fix."""
+    o, r = cfg.outputs, cfg.run
+
+    def blocker(p: Path) -> Path | None:
+        """The first ancestor of *p* that exists but is not a folder."""
+        for a in reversed(p.parents):
+            if a.exists() and not a.is_dir():
+                return a
+        return None
+
+    def folder(key: str, value: str | None) -> None:
+        if value is None:
+            return
+        p = Path(value)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{source}: {key} = {value!r} is a file, not a folder; give a "
+                              "folder (it is created if missing).")
+        b = blocker(p)
+        if b is not None:
+            raise ConfigError(f"{source}: {key} = {value!r} cannot be a folder: {b} is a "
+                              "file; give another folder.")
+
+    def file(key: str, value: str | None, example: str) -> None:
+        if value is None:
+            return
+        p = Path(value)
+        if p.is_dir():
+            raise ConfigError(f"{source}: {key} = {value!r} is a folder; give a file path, "
+                              f"e.g. {p / example}.")
+        b = blocker(p)
+        if b is not None:
+            raise ConfigError(f"{source}: {key} = {value!r} cannot be written: {b} is a "
+                              "file, not a folder; give another path.")
+
+    folder("outputs.records.dir (--record)", o.records.dir)
+    folder("outputs.snapshot_dir", o.snapshot_dir)
+    file("outputs.video (--video)", o.video, "overlay.mp4")
+    file("run.summary (--summary)", r.summary, "summary.json")
+
+
 def config_from_dict(d: dict, source: str = "config") -> Config:
     """Build and validate a :class:`Config` from a nested mapping (e.g. parsed TOML)."""
     cfg = _build(Config, d, source)
@@ -372,6 +415,14 @@ def load_config(path: str | Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; check the path given to "
                           "--config.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder; give the TOML file (e.g. "
+                          f"{path / 'scope.toml'}).") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read (permission denied).") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8 "
+                          "TOML.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}.") from None
     return config_from_dict(d, str(path))

@@ -176,11 +176,14 @@ class RecordsOutput(Output):
         self.rows += 1
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        if self._tif is not None:
-            self._tif.close()
+        # close both files even if the first fails (a full disk fails the last flush)
+        fh, self._fh = self._fh, None
+        try:
+            if fh is not None:
+                fh.close()
+        finally:
+            if self._tif is not None:
+                self._tif.close()
 
     def stats(self) -> dict:
         return {**super().stats(), "detections": str(self.detections_path),

@@ -254,14 +254,33 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                 signal.signal(signal.SIGTERM, old_term)
     summary = p.summary()
     if summary_path:
-        write_summary(summary, summary_path)
+        try:
+            write_summary(summary, summary_path)
+        except OSError as e:
+            # e.g. the disk is full: the summary must not be lost, so it goes to stdout
+            summary["summary_write_error"] = f"{e.strerror or e} ({summary_path})"
+            say(f"error: the summary could not be written to {summary_path} "
+                f"({e.strerror or e}); here it is:")
+            print(json.dumps(summary, indent=2, default=str), flush=True)
     return summary
 
 
+def failed_outputs(summary: dict) -> dict[str, str]:
+    """``{output name: why it stopped}`` for every output that stopped during the run."""
+    return {k: o["failed"] for k, o in summary.get("outputs", {}).items() if o.get("failed")}
+
+
 def write_summary(summary: dict, path: str | Path) -> Path:
+    """Write the summary JSON atomically: a failed write leaves no empty or half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -295,6 +314,7 @@ def format_summary(s: dict) -> str:
             extra = f" -> {o['address']} (sent {o.get('sent')}, zmq drops {o.get('zmq_dropped')})"
         elif o.get("detections"):
             extra = f" -> {o['detections']}"
+        stopped = f"; STOPPED: {o['failed']}" if o.get("failed") else ""
         lines.append(f"output {name}: handled {o['handled']}, dropped {o['dropped']}, "
-                     f"errors {o['errors']}{extra}")
+                     f"errors {o['errors']}{extra}{stopped}")
     return "\n".join(lines)
