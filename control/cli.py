@@ -180,7 +180,8 @@ def _scan_arg_error(args: argparse.Namespace) -> str | None:
         if a.exists() and not a.is_dir():
             return f"--out {args.out} cannot be a folder: {a} is a file."
     model = args.model
-    if model is not None and model.lower() != "classical" and not Path(model).is_file():
+    if model is not None and model.lower() != "classical" and "://" not in model \
+            and not Path(model).is_file():
         return f"--model {model}: no such file; give an .onnx file, 'classical', or omit " \
                "--model for the shipped model."
     return None
