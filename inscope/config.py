@@ -136,6 +136,10 @@ class EyepieceConfig:
     enabled: bool = False
     display_size: list[int] = field(default_factory=lambda: [1280, 720])
     calibration: str | None = None  # JSON from inscope.eyepiece.EyepieceCalibration.save
+    # draw tracked boxes where their cells are when the display shows them
+    # (inscope.predict.BoxPredictor); needs tracking (control mode other than "off")
+    predict: bool = True
+    display_lag_ms: float = 25.0  # drawing -> light from the display (buffering, projector)
 
 
 @dataclass
@@ -313,6 +317,10 @@ def _check_values(cfg: Config, source: str) -> None:
     ds = o.eyepiece.display_size
     if len(ds) != 2 or min(ds) < 16:
         raise bad("outputs.eyepiece.display_size", ds, "give [width, height] in pixels")
+    lag = o.eyepiece.display_lag_ms
+    if not 0 <= lag <= 1000:
+        raise bad("outputs.eyepiece.display_lag_ms", lag,
+                  "give the display's lag in ms, 0..1000 (measure it: docs/service.md)")
     if r.frames is not None and r.frames < 1:
         raise bad("run.frames", r.frames, "it must be >= 1 (omit it to run until stopped)")
     if r.seconds is not None and not r.seconds > 0:

@@ -91,7 +91,11 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
     if o.eyepiece.enabled:
         cal = EyepieceCalibration.load(o.eyepiece.calibration) if o.eyepiece.calibration \
             else None
-        eyepiece = EyepieceRenderer(tuple(o.eyepiece.display_size), cal)
+        from inscope.predict import BoxPredictor
+
+        eyepiece = EyepieceRenderer(
+            tuple(o.eyepiece.display_size), cal,
+            predictor=BoxPredictor(o.eyepiece.display_lag_ms, enabled=o.eyepiece.predict))
     scope = open_scope(cfg)
     try:
         detector = load_detector_for(cfg, say=say)
