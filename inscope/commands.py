@@ -55,7 +55,7 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                         "shows them (default: on; needs --mode track or higher)")
     g.add_argument("--display-lag-ms", type=float, default=None,
                    help="eyepiece display lag, drawing -> light, for the prediction "
-                        "(default 25)")
+                        "(default: as measured by the live calibration, else 25)")
     g = p.add_argument_group("run")
     g.add_argument("--frames", type=int, default=None, help="stop after N processed frames")
     g.add_argument("--seconds", type=float, default=None, help="stop after S seconds")

@@ -139,7 +139,9 @@ class EyepieceConfig:
     # draw tracked boxes where their cells are when the display shows them
     # (inscope.predict.BoxPredictor); needs tracking (control mode other than "off")
     predict: bool = True
-    display_lag_ms: float = 25.0  # drawing -> light from the display (buffering, projector)
+    # drawing -> light from the display (buffering, projector); None: the lag the live
+    # calibration measured (in the calibration file), else inscope.predict.DEFAULT_DISPLAY_LAG_MS
+    display_lag_ms: float | None = None
 
 
 @dataclass
@@ -318,7 +320,7 @@ def _check_values(cfg: Config, source: str) -> None:
     if len(ds) != 2 or min(ds) < 16:
         raise bad("outputs.eyepiece.display_size", ds, "give [width, height] in pixels")
     lag = o.eyepiece.display_lag_ms
-    if not 0 <= lag <= 1000:
+    if lag is not None and not 0 <= lag <= 1000:
         raise bad("outputs.eyepiece.display_lag_ms", lag,
                   "give the display's lag in ms, 0..1000 (measure it: docs/service.md)")
     if r.frames is not None and r.frames < 1:

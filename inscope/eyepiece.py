@@ -87,6 +87,12 @@ class EyepieceCalibration:
         return self.expected_error_px * self.pixel_size_um
 
     @property
+    def display_lag_ms(self) -> float | None:
+        """Display lag measured by the live calibration (ms), if it was."""
+        v = self.extra.get("display_lag_ms")
+        return None if v is None else float(v)
+
+    @property
     def mirrored(self) -> bool:
         return bool(np.linalg.det(np.asarray(self.display_to_camera)[:, :2]) < 0)
 
@@ -299,3 +305,71 @@ def calibrate(show: Callable[[np.ndarray], None], capture: Callable[[], Any],
                          f"{tuple(display_size)}; make it for this display.")
     show(pattern.image())
     return calibration_from_image(capture(), pattern, pixel_size_um, max_error_px)
+
+
+def measure_display_lag_ms(show: Callable[[np.ndarray], None], snap: Callable[[], Any],
+                           image: np.ndarray, repeats: int = 5, timeout_s: float = 2.0,
+                           settle_s: float = 0.3, clock: Callable[[], int] | None = None
+                           ) -> float:
+    """Time from handing an image to the display until the camera sees it (ms).
+
+    The part of the exposure -> display latency no time stamp sees (display buffering,
+    scan-out, the projector), for :class:`inscope.predict.BoxPredictor`. The display
+    alternates black and *image*; the lag of one switch is from the ``show`` call to the
+    moment the light came on, read from the first frame that is partly lit: the lit share
+    of its exposure tells when in the exposure the light arrived (its stamps, as for the
+    prediction). The median of *repeats* switches is returned.
+
+    Parameters
+    ----------
+    show
+        Puts an image on the display and returns at once (no settling wait).
+    snap
+        Returns a :class:`~inscope.acquisition.frame.Frame` (stamps, exposure).
+    image
+        A bright image for the display (e.g. the calibration pattern).
+    settle_s
+        Frames are taken for this long after each switch before its level counts (longer
+        than any plausible lag).
+    """
+    import time
+
+    from inscope.predict import exposure_mid_ns
+
+    clock = clock or time.monotonic_ns
+    dark = np.zeros_like(image)
+
+    def level() -> float:
+        return float(np.mean(np.asarray(snap().pixels, np.float32)))
+
+    def settle(img: np.ndarray) -> float:
+        show(img)
+        t0 = clock()
+        v = level()
+        while clock() - t0 < settle_s * 1e9:  # early frames may show the previous image
+            v = level()
+        return v
+
+    lit, black = settle(image), settle(dark)
+    if lit - black <= 0.05 * max(abs(lit), 1.0):
+        raise RuntimeError("the camera does not see the display change from black to the "
+                           "pattern; check the light path, then measure again.")
+    lags = []
+    for _ in range(max(int(repeats), 1)):
+        settle(dark)
+        t0 = clock()
+        show(image)
+        while True:
+            f = snap()
+            lit_share = (float(np.mean(np.asarray(f.pixels, np.float32))) - black) / (lit - black)
+            if lit_share > 0.1:
+                # the light came on when the lit share of this exposure was still to come:
+                # onset = end of exposure - share * exposure (sub-exposure resolution)
+                exp_ns = float((f.metadata or {}).get("exposure_ms", 0.0) or 0.0) * 1e6
+                onset = exposure_mid_ns(f) + exp_ns / 2 - min(lit_share, 1.0) * exp_ns
+                lags.append((onset - t0) / 1e6)
+                break
+            if clock() - t0 > timeout_s * 1e9:
+                raise RuntimeError(f"the display did not light up in the camera within "
+                                   f"{timeout_s:g} s; check the display, then retry.")
+    return float(max(np.median(lags), 0.0))

@@ -103,6 +103,9 @@ def register(subparsers) -> None:
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="camera pixel size at the specimen (µm), to give the expected "
                         "error in µm (live mode: from the microscope)")
+    p.add_argument("--lag-repeats", type=int, default=5, metavar="N",
+                   help="live mode: also measure the display lag (drawing -> light) over N "
+                        "black -> pattern switches, for the box prediction (0: skip)")
     p.add_argument("--out", type=Path, default=Path("eyepiece.json"),
                    help="calibration JSON (default eyepiece.json)")
     p.add_argument("--max-error", type=float, default=1.0, metavar="PX",
@@ -161,6 +164,9 @@ def run_calibrate_eyepiece(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cal.save(args.out)
     print(describe(cal))
+    if cal.display_lag_ms is not None:
+        print(f"display lag (drawing -> light, seen by the camera): {cal.display_lag_ms:.0f} "
+              "ms; the box prediction uses it")
     if cal.expected_error_um is None:
         print("(give --pixel-size UM to also get the error in µm at the specimen)")
     print(f"wrote {args.out}; use it with: inscope run --eyepiece --eyepiece-calibration "
@@ -176,7 +182,7 @@ def _calibrate_live(args: argparse.Namespace, pattern):
     import cv2
 
     from inscope.control.cli import open_from_args
-    from inscope.eyepiece import calibrate
+    from inscope.eyepiece import calibrate, measure_display_lag_ms
 
     title = "inscope eyepiece calibration"
     try:
@@ -193,10 +199,19 @@ def _calibrate_live(args: argparse.Namespace, pattern):
         while time.monotonic() < t_end:
             cv2.waitKey(20)
 
+    def show_now(img: np.ndarray) -> None:
+        cv2.imshow(title, img)
+        cv2.waitKey(1)  # hands the image to the window system; the lag starts here
+
     scope = open_from_args(args)
     try:
-        return calibrate(show, scope.snap, pattern.display_size, pattern, args.pixel_size,
-                         args.max_error)
+        cal = calibrate(show, scope.snap, pattern.display_size, pattern, args.pixel_size,
+                        args.max_error)
+        if args.lag_repeats > 0:
+            cal.extra["display_lag_ms"] = round(measure_display_lag_ms(
+                show_now, scope.snap, pattern.image(), args.lag_repeats,
+                settle_s=max(args.settle, 0.1)), 1)
+        return cal
     finally:
         scope.close()
         cv2.destroyWindow(title)

@@ -10,7 +10,8 @@ time from the middle of the exposure to the moment the display shows the box:
 
 The first part is measured for every frame from its time stamps (``ready`` minus half the
 exposure, to the moment of drawing); the display lag (frame buffering, scan-out, the
-projector) is a setting, ``outputs.eyepiece.display_lag_ms``.
+projector) is measured by the live ``inscope calibrate-eyepiece`` and stored in the
+calibration file, or set with ``outputs.eyepiece.display_lag_ms``.
 
 The tracker says which box belongs to which cell; the predictor fits each track's
 velocity (µm/s, stage axes) to its recent positions and turns the displacement into camera
@@ -27,6 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+#: Display lag (ms) when neither the configuration nor the calibration gives one: about
+#: one refresh plus input lag of a 60 Hz display.
+DEFAULT_DISPLAY_LAG_MS = 25.0
 
 #: Optional frame stamp: ``time.monotonic_ns()`` of the middle of the exposure. Backends
 #: that know it may set it; otherwise it is ``ready`` minus half of
@@ -77,7 +82,8 @@ class BoxPredictor:
     display_lag_ms
         Time from drawing the image to the display showing it (ms): buffering, scan-out
         and the projector. One refresh of a 60 Hz display plus its input lag is typically
-        20-40 ms; measure yours (docs/service.md, "Boxes on time").
+        20-40 ms; the live ``inscope calibrate-eyepiece`` measures yours
+        (:func:`inscope.eyepiece.measure_display_lag_ms`).
     enabled
         False: boxes are drawn where they were detected (prediction off).
     window_s, min_points
@@ -92,7 +98,7 @@ class BoxPredictor:
         ``time.monotonic_ns`` (the clock of the frames' stamps); replaceable in tests.
     """
 
-    def __init__(self, display_lag_ms: float = 25.0, enabled: bool = True,
+    def __init__(self, display_lag_ms: float = DEFAULT_DISPLAY_LAG_MS, enabled: bool = True,
                  window_s: float = 0.3, min_points: int = 4, max_horizon_ms: float = 250.0,
                  max_shift_boxes: float = 1.0,
                  clock: Callable[[], int] = time.monotonic_ns) -> None:

@@ -140,3 +140,70 @@ def test_setting_and_flag_turn_prediction_off_and_set_the_lag(tmp_path):
     assert off.outputs.eyepiece.predict is False
     with pytest.raises(ConfigError, match="display_lag_ms"):
         config_from_dict({"outputs": {"eyepiece": {"display_lag_ms": -5}}})
+
+
+class _DisplayAndCamera:
+    """A display that lights up *lag_ms* after ``show`` and a camera that integrates it
+    over 10 ms exposures, on a virtual clock. A stand-in: no display, projector and camera
+    looking at it can run here; the measuring code under test is the real one."""
+
+    def __init__(self, lag_ms: float, exposure_ms: float = 10.0) -> None:
+        self.now = 0
+        self.lag, self.exp = int(lag_ms * MS), int(exposure_ms * MS)
+        self.events: list[tuple[int, float]] = [(0, 0.0)]  # (time light changes, level)
+
+    def show(self, img) -> None:
+        self.events.append((self.now + self.lag, float(img.mean() > 0)))
+
+    def _light(self, t: int) -> float:
+        return [v for te, v in self.events if te <= t][-1]
+
+    def snap(self) -> Frame:
+        t0, self.now = self.now, self.now + self.exp
+        lit = np.mean([self._light(t0 + k * self.exp // 20) for k in range(20)])
+        pixels = np.full((32, 32), 100 + 1000 * lit, np.float32)
+        return Frame(pixels, 0, {"ready": self.now}, metadata={"exposure_ms": 10.0})
+
+
+@pytest.mark.parametrize("lag_ms", [0.0, 7.0, 23.0, 61.0])
+def test_display_lag_is_measured_to_within_a_millisecond(lag_ms):
+    from inscope.eyepiece import measure_display_lag_ms
+
+    rig = _DisplayAndCamera(lag_ms)
+    got = measure_display_lag_ms(rig.show, rig.snap, np.full((8, 8), 255, np.uint8),
+                                 clock=lambda: rig.now)
+    assert got == pytest.approx(lag_ms, abs=1.0)  # the lit share of the first lit frame
+
+
+def test_display_lag_measurement_says_when_the_camera_sees_nothing():
+    from inscope.eyepiece import measure_display_lag_ms
+
+    rig = _DisplayAndCamera(10.0)
+    rig.show = lambda img: None  # the display never changes
+    with pytest.raises(RuntimeError, match="does not see the display change"):
+        measure_display_lag_ms(rig.show, rig.snap, np.full((8, 8), 255, np.uint8),
+                               clock=lambda: rig.now)
+
+
+def test_service_uses_the_measured_lag_unless_configured(tmp_path):
+    from inscope.config import config_from_dict
+    from inscope.eyepiece import EyepieceCalibration
+    from inscope.service import build_service
+
+    cal = EyepieceCalibration(np.array([[1.0, 0, 0], [0, 1, 0]]), (640, 480),
+                              extra={"display_lag_ms": 37.5})
+    cal.save(tmp_path / "eye.json")
+    assert EyepieceCalibration.load(tmp_path / "eye.json").display_lag_ms == 37.5
+    for lag, want in ((None, 37.5), (12.0, 12.0)):
+        eye = {"enabled": True, "display_size": [640, 480],
+               "calibration": str(tmp_path / "eye.json")}
+        if lag is not None:
+            eye["display_lag_ms"] = lag
+        cfg = config_from_dict({"microscope": {"backend": "sim"}, "outputs": {
+            "window": False, "zmq": {"enabled": False}, "eyepiece": eye}})
+        svc = build_service(cfg, say=lambda *_: None)
+        try:
+            (ov,) = [o for o in svc.outputs if getattr(o, "eyepiece", None) is not None]
+            assert ov.eyepiece.predictor.display_lag_ms == want
+        finally:
+            svc.close()
