@@ -177,6 +177,7 @@ def run_calibrate_eyepiece(args: argparse.Namespace) -> int:
 def _calibrate_live(args: argparse.Namespace, pattern):
     """Show the pattern full screen on the eyepiece display, snap, fit (the same fit as
     ``--from-image``)."""
+    import os
     import time
 
     import cv2
@@ -184,12 +185,18 @@ def _calibrate_live(args: argparse.Namespace, pattern):
     from inscope.control.cli import open_from_args
     from inscope.eyepiece import calibrate, measure_display_lag_ms
 
+    no_gui = RuntimeError("No display to show the pattern on (no desktop session, or OpenCV "
+                          "without GUI). Use the offline steps: --pattern-out, then "
+                          "--from-image.")
+    # without a desktop, OpenCV's Qt backend aborts the process instead of raising
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                  or os.environ.get("WAYLAND_DISPLAY")):
+        raise no_gui
     title = "inscope eyepiece calibration"
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
     except cv2.error:
-        raise RuntimeError("No display to show the pattern on (OpenCV has no GUI here). "
-                           "Use the offline steps: --pattern-out, then --from-image.") from None
+        raise no_gui from None
     cv2.moveWindow(title, *args.screen)
     cv2.setWindowProperty(title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
 

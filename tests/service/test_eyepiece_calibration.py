@@ -226,3 +226,19 @@ def test_cli_image_without_pattern_writes_nothing(tmp_path, capsys):
     assert main(["calibrate-eyepiece", "--from-image", str(img), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "no calibration markers" in err and "Nothing written" in err and not out.exists()
+
+
+def test_cli_live_mode_without_a_desktop_points_to_the_offline_steps(monkeypatch, capsys,
+                                                                      tmp_path):
+    """Without a desktop session OpenCV's Qt backend would abort the whole process."""
+    import sys
+
+    from inscope.cli import main
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the desktop check is for Linux (X11/Wayland)")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = tmp_path / "eye.json"
+    assert main(["calibrate-eyepiece", "--backend", "sim", "--out", str(out)]) == 2
+    assert "--pattern-out, then --from-image" in capsys.readouterr().err and not out.exists()
