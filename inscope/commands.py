@@ -59,6 +59,12 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    help="eyepiece mode: the window shows boxes only on black")
     g.add_argument("--eyepiece-calibration", default=None,
                    help="JSON from the eyepiece calibration (display <-> camera affine)")
+    g.add_argument("--eyepiece-predict", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw tracked eyepiece boxes where their cells are when the display "
+                        "shows them (default: on; needs --mode track or higher)")
+    g.add_argument("--display-lag-ms", type=float, default=None,
+                   help="eyepiece display lag, drawing -> light, for the prediction "
+                        "(default: as measured by the live calibration, else 25)")
     g = p.add_argument_group("run")
     g.add_argument("--frames", type=int, default=None, help="stop after N processed frames")
     g.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
@@ -178,7 +184,8 @@ def config_from_args(args: argparse.Namespace, base=None):
     cfg = with_overrides(cfg, "outputs.records", dir=g("record"), format=g("record_format"),
                          frames=g("record_frames"))
     cfg = with_overrides(cfg, "outputs.eyepiece", enabled=g("eyepiece"),
-                         calibration=g("eyepiece_calibration"))
+                         calibration=g("eyepiece_calibration"), predict=g("eyepiece_predict"),
+                         display_lag_ms=g("display_lag_ms"))
     cfg = with_overrides(cfg, "run", frames=g("frames"), seconds=g("seconds"),
                          summary=g("summary"))
     if g("no_progress"):

@@ -143,6 +143,12 @@ class EyepieceConfig:
     enabled: bool = False
     display_size: list[int] = field(default_factory=lambda: [1280, 720])
     calibration: str | None = None  # JSON from inscope.eyepiece.EyepieceCalibration.save
+    # draw tracked boxes where their cells are when the display shows them
+    # (inscope.predict.BoxPredictor); needs tracking (control mode other than "off")
+    predict: bool = True
+    # drawing -> light from the display (buffering, projector); None: the lag the live
+    # calibration measured (in the calibration file), else inscope.predict.DEFAULT_DISPLAY_LAG_MS
+    display_lag_ms: float | None = None
 
 
 @dataclass
@@ -333,6 +339,9 @@ def _check_values(cfg: Config, source: str) -> None:
     if len(ds) != 2 or min(ds) < 16 or max(ds) > 16384:
         raise bad("outputs.eyepiece.display_size", ds,
                   "give [width, height] in pixels, each in [16, 16384]")
+    if o.eyepiece.display_lag_ms is not None:
+        num("outputs.eyepiece.display_lag_ms", o.eyepiece.display_lag_ms, 0, 1000,
+            why=" (the display's lag in ms; measure it: docs/service.md)")
     num("run.frames", r.frames, 1, 10**12, why=" (omit it to run until stopped)")
     num("run.seconds", r.seconds, 0, 10**7, lo_open=True,
         why=" (omit it to run until stopped)")

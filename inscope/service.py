@@ -94,7 +94,15 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
     if o.eyepiece.enabled:
         cal = EyepieceCalibration.load(o.eyepiece.calibration) if o.eyepiece.calibration \
             else None
-        eyepiece = EyepieceRenderer(tuple(o.eyepiece.display_size), cal)
+        from inscope.predict import DEFAULT_DISPLAY_LAG_MS, BoxPredictor
+
+        lag = o.eyepiece.display_lag_ms
+        if lag is None:
+            lag = cal.display_lag_ms if cal is not None and cal.display_lag_ms is not None \
+                else DEFAULT_DISPLAY_LAG_MS
+        eyepiece = EyepieceRenderer(
+            tuple(o.eyepiece.display_size), cal,
+            predictor=BoxPredictor(lag, enabled=o.eyepiece.predict))
     scope = open_scope(cfg)
     try:
         detector = load_detector_for(cfg, say=say)
