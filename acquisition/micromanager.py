@@ -46,6 +46,7 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.pymmcore_core import PixelFormat, as_snake_case_core, to_gray
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream
 
@@ -212,6 +213,13 @@ def _explain(e: BaseException) -> str:
     return text
 
 
+def _sequence_running(core: Any) -> bool:
+    try:
+        return bool(core.is_sequence_running())
+    except Exception:  # noqa: BLE001 - a core that cannot say is treated as idle
+        return False
+
+
 def _stop_sequence(core: Any) -> None:
     try:
         if core.is_sequence_running():
@@ -236,31 +244,11 @@ def _as_list(v: Any) -> list[float]:
         return [float(v.get(i)) for i in range(int(v.size()))]
 
 
-def _as_2d(pix: Any, height: int, width: int) -> np.ndarray:
-    """Camera pixels as a 2-D array: in-process cores give (H, W); the Java bridge gives a
-    flat array; RGB cameras give packed BGRA (uint32) which becomes grayscale."""
-    a = np.asarray(pix)
-    if a.ndim == 1:
-        if a.size == height * width:
-            a = a.reshape(height, width)
-        elif a.size == 4 * height * width and a.dtype == np.uint8:
-            a = a.reshape(height, width, 4)
-        else:
-            raise DeviceError(
-                f"Camera image has {a.size} values, expected {height}x{width}; "
-                "check the camera's ROI/binning settings in Micro-Manager."
-            )
-    if a.dtype == np.uint32 and a.ndim == 2:  # 32bitRGB packed as BGRA
-        a = a.view(np.uint8).reshape(a.shape[0], a.shape[1], 4)
-    if a.ndim == 3:
-        import cv2
-
-        a = cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_BGR2GRAY)
-    if a.dtype.byteorder == ">":  # Java gives big-endian over the bridge on some builds
-        a = a.astype(a.dtype.newbyteorder("="))
-    if a.dtype not in (np.uint8, np.uint16, np.float32):  # the dtypes a Frame supports
-        a = a.astype(np.float32)
-    return a
+def _as_2d(pix: Any, height: int, width: int, fmt: PixelFormat | None = None) -> np.ndarray:
+    """Camera pixels as a 2-D array, read by the core's own pixel description (see
+    :func:`inscope.acquisition.pymmcore_core.to_gray`): in-process cores give (H, W), the
+    Java bridge a flat array; only 4 components are colour (turned into grayscale)."""
+    return to_gray(pix, height, width, fmt)
 
 
 def affine_from_mm(vec: list[float] | None, pixel_size_um: float) -> np.ndarray:
@@ -317,7 +305,7 @@ class MicroManagerMicroscope(BaseMicroscope):
                  exposure_ms: float | None = None, position_refresh_s: float = 0.25,
                  poll_s: float = 0.0005, backend: str = "headless",
                  guard: MoveGuard | None = None) -> None:
-        self.core = core
+        self.core = core = as_snake_case_core(core)  # a pymmcore / pymmcore-plus core too
         self.backend = backend
         self._lock = threading.RLock()
         self.camera = str(core.get_camera_device())
@@ -365,6 +353,20 @@ class MicroManagerMicroscope(BaseMicroscope):
         """
         core = headless_core(mm_dir, config)
         return cls(core, limits=limits, dry_run=dry_run, backend="headless", **kwargs)
+
+    @classmethod
+    def from_core(cls, core: Any, *, limits: SoftLimits | Mapping | None = None,
+                  dry_run: bool = False, **kwargs: Any) -> MicroManagerMicroscope:
+        """A core the caller already holds: ``pymmcore.CMMCore``,
+        ``pymmcore_plus.CMMCorePlus`` (e.g. napari-micromanager's) or a pycromanager core.
+
+        The core is used as it is: its loaded config, properties and exposure stay (no
+        DemoCamera defaults are applied unless ``camera_properties`` asks), and closing the
+        microscope leaves the core running for its owner.
+        """
+        kwargs.setdefault("camera_properties", {})
+        kwargs.setdefault("backend", "pymmcore")
+        return cls(core, limits=limits, dry_run=dry_run, **kwargs)
 
     @classmethod
     def connect(cls, port: int = DEFAULT_PORT, limits: SoftLimits | Mapping | None = None,
@@ -513,7 +515,8 @@ class MicroManagerMicroscope(BaseMicroscope):
             pix = self._call(self.camera, "return its image", c.get_image)
             ready = time.monotonic_ns()
             h, w = int(c.get_image_height()), int(c.get_image_width())
-        pixels = _as_2d(pix, h, w)
+            fmt = PixelFormat.of(c)
+        pixels = _as_2d(pix, h, w, fmt)
         px, aff, md = self._frame_context()
         self._snap_count = getattr(self, "_snap_count", -1) + 1
         return Frame(pixels, index=self._snap_count, stamps={STAMP_READY: ready},
@@ -535,8 +538,14 @@ class MicroManagerMicroscope(BaseMicroscope):
             if self._streaming:
                 raise DeviceError("A stream is already running on this camera; close it "
                                   "before starting another.")
+            if _sequence_running(c):
+                log.warning("Micro-Manager's camera %r was acquiring (live mode or another "
+                            "sequence): inscope stops it and starts its own sequence; "
+                            "restart live mode in Micro-Manager after inscope is done.",
+                            self.camera)
             _stop_sequence(c)  # e.g. left running by the GUI's live mode
             h, w = int(c.get_image_height()), int(c.get_image_width())
+            fmt = PixelFormat.of(c)
             px, aff, md = self._frame_context()
             self._call(self.camera, "start continuous acquisition",
                        c.start_continuous_sequence_acquisition, 0.0)
@@ -568,7 +577,7 @@ class MicroManagerMicroscope(BaseMicroscope):
                 meta = dict(md)
                 if "ElapsedTime-ms" in tags:
                     meta["camera_elapsed_ms"] = float(tags["ElapsedTime-ms"])
-                emit(Frame(_as_2d(ti.pix, h, w), index=index, stamps={STAMP_READY: ready},
+                emit(Frame(_as_2d(ti.pix, h, w, fmt), index=index, stamps={STAMP_READY: ready},
                            position=self._cached_position(), pixel_size_um=px,
                            affine=aff, metadata=meta))
         finally:
