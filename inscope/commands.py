@@ -198,6 +198,8 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
     print(f"microscope {getattr(svc.scope, 'name', '?')}, detector "
           f"{getattr(svc.detector, 'name', '?')} on {getattr(svc.detector, 'provider', '?')}, "
           f"control {cfg.control.mode}" + (" (dry-run)" if cfg.microscope.dry_run else ""))
+    if getattr(svc.detector, "provider_note", ""):
+        print(svc.detector.provider_note)
     summary = run_service(svc, progress=cfg.run.progress, summary_path=cfg.run.summary)
     print(format_summary(summary))
     if cfg.run.summary:
