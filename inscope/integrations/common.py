@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.frame import Frame, StagePosition
+from inscope.acquisition.mm_tags import position_from_tags
 from inscope.schema import detections_message
+
+__all__ = ["METADATA_KEY", "Detected", "detect_image", "position_from_tags"]
 
 #: Metadata key under which the boxes are stored in an image's metadata.
 METADATA_KEY = "inscope"
@@ -81,28 +84,3 @@ def detect_image(detector: Any, image: np.ndarray, *, index: int = 0,
     record = {k: msg[k] for k in ("n", "detections", "stage_um", "pixel_size_um",
                                   "affine_um_per_px", "shape")}
     return Detected(frame, dets, record)
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if np.isfinite(f) else None
-
-
-def position_from_tags(tags: Mapping[str, Any]) -> StagePosition | None:
-    """Stage position from Micro-Manager / pycro-manager image tags (the intended
-    position of the event if it set one, else the position read back), None if no XY."""
-    def pick(axis: str) -> float | None:
-        for key in (f"{axis}Position_um_Intended", f"{axis}Position_um", f"{axis}PositionUm"):
-            if key in tags:
-                v = _num(tags[key])
-                if v is not None:
-                    return v
-        return None
-
-    x, y, z = pick("X"), pick("Y"), pick("Z")
-    if x is None or y is None:
-        return None
-    return StagePosition(x, y, 0.0 if z is None else z)
