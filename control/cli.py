@@ -37,6 +37,10 @@ def register(subparsers) -> None:
                     "disagrees with the microscope's configured pixel size / affine.")
     add_backend_args(p)
     p.add_argument("--out", default="calibration.json", help="where to write the JSON")
+    p.add_argument("--write-mm", action="store_true",
+                   help="also write the measured pixel size and affine into Micro-Manager's "
+                        "current pixel-size configuration (in memory: save the config in "
+                        "Micro-Manager to keep it)")
     p.add_argument("--steps", type=float, nargs="+", default=None,
                    help="step sizes in µm (default: 10%% and 20%% of the field)")
     p.add_argument("--repeats", type=int, default=1, help="repeats of every move")
@@ -142,6 +146,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
         except (CalibrationError, AcquisitionError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        if getattr(args, "write_mm", False):
+            from inscope.control.calibration import write_to_micromanager
+
+            try:
+                res_id = write_to_micromanager(cal, scope)
+            except (ValueError, RuntimeError) as e:
+                cal.save(args.out)
+                print(f"error: {e} (the calibration is saved in {args.out})",
+                      file=sys.stderr)
+                return 1
+            print(f"wrote pixel size and affine to Micro-Manager pixel-size config "
+                  f"{res_id!r}; save the configuration in Micro-Manager to keep it")
     path = cal.save(args.out)
     a = cal.affine
     print(f"{scope.name}: pixel size {cal.pixel_size_um:.5g} µm, rotation "

@@ -36,6 +36,9 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    help="target policy: nearest, largest, score, class:<name>, or a track id")
     g.add_argument("--dry-run", action="store_true", default=None,
                    help="compute and publish moves without making them")
+    g.add_argument("--calibration", default=None, metavar="FILE",
+                   help="pixel-to-stage calibration JSON from `inscope calibrate` (TOML: "
+                        "[microscope] calibration)")
     g = p.add_argument_group("outputs")
     g.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
                    help="show the overlay window (default: if a display is available)")
@@ -120,6 +123,9 @@ def _register_bench(sub) -> None:
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="pixel-to-stage calibration JSON from `inscope calibrate`, applied "
+                        "to each microscope")
     p.set_defaults(func=cmd_bench)
 
 
@@ -148,7 +154,7 @@ def config_from_args(args: argparse.Namespace, base=None):
     if g("file"):
         opts["path"] = g("file")
     cfg = with_overrides(cfg, "microscope", backend=g("backend"), options=opts,
-                         dry_run=g("dry_run"))
+                         dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
                          threads=g("threads"), score_threshold=g("score_threshold"))
     target = g("target")

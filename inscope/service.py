@@ -50,7 +50,17 @@ def open_scope(cfg: Config):
     from inscope.acquisition.factory import open_microscope
 
     m = cfg.microscope
-    return open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)
+    cal = None
+    if m.calibration:  # read before opening: a bad file must not leave a scope open
+        from inscope.control.calibration import Calibration
+
+        cal = Calibration.load(m.calibration)
+    scope = open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)
+    if cal is not None:
+        cal.apply(scope)
+        log.info("calibration %s: %.4g µm/pixel, rotation %.1f deg, flip %s", m.calibration,
+                 cal.pixel_size_um, cal.rotation_deg, cal.flip)
+    return scope
 
 
 @dataclass
