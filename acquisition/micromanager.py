@@ -207,9 +207,17 @@ def headless_config() -> str | None:
 def _explain(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     if "interface version" in text.lower():
-        text += (" (pymmcore and the device adapters were built for different Micro-Manager "
-                 "device interfaces: install a pymmcore whose 4th version number equals the "
-                 "adapters' interface)")
+        try:
+            import pymmcore
+
+            ours = (f"pymmcore {pymmcore.__version__} speaks device interface "
+                    f"{pymmcore.__version__.split('.')[3]}")
+        except Exception:  # noqa: BLE001 - no pymmcore: the Java core's own message
+            ours = "the core and the adapters differ"
+        text += (f" ({ours}; the adapters' interface is the other number above: install a "
+                 "pymmcore whose 4th version number equals the adapters' interface, or "
+                 "adapters built for this pymmcore - Micro-Manager 2.0 nightlies from 2025 on "
+                 "use interface 75)")
     return text
 
 

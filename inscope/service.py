@@ -75,6 +75,7 @@ class Service:
     publisher: Any = None
     server: Any = None
     notes: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None  # set when the run starts
 
     def close(self) -> None:
         self.pipeline.stop()
@@ -203,6 +204,13 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                                  lambda *_: p.request_stop("terminated (SIGTERM)"))
     tty = progress and sys.stdout.isatty()
     last_print = 0.0
+    from inscope.provenance import run_provenance
+
+    svc.provenance = run_provenance(svc.scope, svc.detector,
+                                    calibration=svc.config.microscope.calibration)
+    for o in svc.outputs:
+        if hasattr(o, "provenance"):
+            o.provenance = svc.provenance
     try:
         p.start()
         if svc.publisher is not None:
@@ -237,6 +245,7 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
     summary = p.summary()
+    summary["provenance"] = svc.provenance
     if summary_path:
         write_summary(summary, summary_path)
     return summary
