@@ -86,9 +86,18 @@ class FrameDetector:
                    ) -> FrameResult:
         """pymmcore-plus signal slot (``mmc.mda.events.frameReady``)."""
         px = float((meta or {}).get("pixel_size_um") or 1.0)
-        det = detect_image(self.detector, img, index=self._count,
-                           position=_position(event, meta), pixel_size_um=px,
-                           affine=self.affine)
+        pos = _position(event, meta)
+        if pos is None and self._mmc is not None:
+            # no position in the frame metadata and none commanded: the stage is where
+            # it was (the runner's thread may ask the core directly)
+            try:
+                m = self._mmc
+                pos = StagePosition(float(m.getXPosition()), float(m.getYPosition()),
+                                    float(m.getPosition()))
+            except Exception:  # noqa: BLE001 - no XY stage: pixel boxes only
+                pos = None
+        det = detect_image(self.detector, img, index=self._count, position=pos,
+                           pixel_size_um=px, affine=self.affine)
         self._count += 1
         res = FrameResult(event, det)
         self.results.append(res)

@@ -52,10 +52,14 @@ def test_frame_ready_handler_detects_every_frame(core):
         seq = useq.MDASequence(time_plan={"interval": 0, "loops": 3},
                                stage_positions=[(30.0, -20.0, 0.0)])
         core.run_mda(seq).join()
+        # events without a stage position: the handler reads the core
+        core.setXYPosition(-12.0, 7.0)
+        core.waitForSystem()
+        core.run_mda(useq.MDASequence(time_plan={"interval": 0, "loops": 1})).join()
     finally:
         handler.disconnect()
-    assert len(handler.results) == 3
-    assert [r.event.index["t"] for r in handler.results] == [0, 1, 2]
+    assert len(handler.results) == 4
+    assert [r.event.index["t"] for r in handler.results[:3]] == [0, 1, 2]
     res = handler.results[0]
     assert res.n > 0
     assert res.record["stage_um"]["x"] == pytest.approx(30.0, abs=0.05)
@@ -63,9 +67,13 @@ def test_frame_ready_handler_detects_every_frame(core):
     # stage µm of a box centre = stage position + pixel offset from the image centre
     assert d["center_um"][0] == pytest.approx(30.0 + d["center_px"][0] - 256, abs=0.06)
     assert d["center_um"][1] == pytest.approx(-20.0 + d["center_px"][1] - 256, abs=0.06)
+    last = handler.results[-1].record
+    assert last["stage_um"]["x"] == pytest.approx(-12.0, abs=0.05)
+    d = last["detections"][0]
+    assert d["center_um"][1] == pytest.approx(7.0 + d["center_px"][1] - 256, abs=0.06)
     # disconnected: a later MDA is not seen
     core.run_mda(useq.MDASequence(time_plan={"interval": 0, "loops": 1})).join()
-    assert len(handler.results) == 3
+    assert len(handler.results) == 4
 
 
 def test_event_driven_mda_adds_zstacks_at_detected_cells(core):
