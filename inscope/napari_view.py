@@ -34,6 +34,22 @@ import numpy as np
 from inscope.outputs import Output
 from inscope.schema import TOPIC_DETECTIONS, TOPIC_OVERLAY, detections_message, loads
 
+
+def _unshadow_qt_plugins() -> None:
+    """opencv-python (with its own Qt) points ``QT_QPA_PLATFORM_PLUGIN_PATH`` at its
+    bundled plugins when cv2 is imported; napari's PyQt then loads those plugins, built for
+    another Qt, and aborts ("Could not load the Qt platform plugin xcb"). Drop cv2's
+    setting so napari's Qt uses its own plugins; OpenCV windows are not used with napari."""
+    import os
+
+    for key in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):
+        v = os.environ.get(key, "")
+        if "cv2" in v.replace("\\", "/").split("/"):
+            del os.environ[key]
+
+
+_unshadow_qt_plugins()
+
 IMAGE_LAYER = "inscope frame"
 BOXES_LAYER = "inscope boxes"
 #: Edge colours (RGBA): the steering target apart from every other box.

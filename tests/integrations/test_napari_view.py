@@ -174,3 +174,17 @@ def test_zmq_stream_of_another_process(viewer):
     x0, y0 = (int(round(v)) for v in last.detections.boxes[0][:2])
     r, g, b = (int(v) for v in img[y0, x0])
     assert max(r, g, b) - min(r, g, b) > 50
+
+
+def test_opencv_qt_plugin_path_does_not_shadow_napari_qt(monkeypatch):
+    """cv2 points Qt at its own plugins on import; napari's Qt must not load them."""
+    import inscope.napari_view as nv
+
+    monkeypatch.setenv("QT_QPA_PLATFORM_PLUGIN_PATH", "/x/site-packages/cv2/qt/plugins")
+    monkeypatch.setenv("QT_QPA_FONTDIR", "/x/site-packages/cv2/qt/fonts")
+    nv._unshadow_qt_plugins()
+    assert "QT_QPA_PLATFORM_PLUGIN_PATH" not in os.environ
+    assert "QT_QPA_FONTDIR" not in os.environ
+    monkeypatch.setenv("QT_QPA_PLATFORM_PLUGIN_PATH", "/opt/qt/plugins")  # the user's own
+    nv._unshadow_qt_plugins()
+    assert os.environ["QT_QPA_PLATFORM_PLUGIN_PATH"] == "/opt/qt/plugins"
