@@ -109,7 +109,7 @@ def resolve_config(mm_dir: str, config: str | os.PathLike) -> str:
             return str(c.resolve())
     raise MicroscopeUnavailable(
         f"Micro-Manager config file not found: {str(config)!r} (looked in "
-        f"{', '.join(str(c) for c in candidates)}). Pass --config with an existing .cfg "
+        f"{', '.join(str(c) for c in candidates)}). Pass --mm-config with an existing .cfg "
         "(absolute, or relative to --mm-dir), e.g. MMConfig_demo.cfg."
     )
 

@@ -19,7 +19,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="sim", choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
                         "in-process, demo config by default), mm (running Micro-Manager GUI)")
-    p.add_argument("--config", default=None,
+    p.add_argument("--mm-config", "--config", dest="config", default=None,
                    help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
     p.add_argument("--mm-dir", default=None, help="Micro-Manager install or adapter folder")
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     s.add_argument("--adaptive", action="store_true",
                    help="extend the z-stack while the cell is still detected")
     s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
-    s.add_argument("--min-score", type=float, default=0.0, help="ignore weaker detections")
+    s.add_argument("--score-threshold", "--min-score", dest="min_score", type=float,
+                   default=0.0, help="ignore weaker detections")
     s.add_argument("--max-cells", type=int, default=None, help="stop after N cells")
     s.add_argument("--dry-run", action="store_true",
                    help="plan only: one image here, the field plan, nothing moves")

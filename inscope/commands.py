@@ -25,8 +25,9 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
     g.add_argument("--provider", default=None,
                    help="ONNX Runtime provider: auto (default), cpu, cuda, tensorrt")
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    g.add_argument("--score", type=float, default=None, dest="score_threshold",
-                   help="score threshold in [0, 1]")
+    g.add_argument("--score-threshold", "--score", type=float, default=None,
+                   dest="score_threshold",
+                   help="score threshold in [0, 1] (default: the model card's)")
     g = p.add_argument_group("control")
     g.add_argument("--mode", default=None,
                    choices=["off", "track", "steer", "focus", "steer+focus"],
@@ -87,6 +88,12 @@ def _register_run(sub) -> None:
     p.add_argument("--backend", default=None, choices=["sim", "headless", "mm", "replay"],
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
+    p.add_argument("--mm-config", default=None, metavar="CFG",
+                   help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
+                        "MMConfig_demo.cfg)")
+    p.add_argument("--mm-dir", default=None,
+                   help="headless: Micro-Manager install or adapter folder (default: "
+                        "mm-test-adapters)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (repeatable), e.g. -o exposure_ms=10 -o seed=3")
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
@@ -153,6 +160,10 @@ def config_from_args(args: argparse.Namespace, base=None):
         opts[k.strip()] = _parse_value(v.strip())
     if g("file"):
         opts["path"] = g("file")
+    if g("mm_config"):
+        opts["config"] = g("mm_config")
+    if g("mm_dir"):
+        opts["mm_dir"] = g("mm_dir")
     cfg = with_overrides(cfg, "microscope", backend=g("backend"), options=opts,
                          dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
