@@ -46,7 +46,12 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope
-from inscope.acquisition.pymmcore_core import PixelFormat, as_snake_case_core, to_gray
+from inscope.acquisition.pymmcore_core import (
+    PixelFormat,
+    as_snake_case_core,
+    last_tagged_image,
+    to_gray,
+)
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream
 
@@ -308,6 +313,11 @@ class MicroManagerMicroscope(BaseMicroscope):
         latency, spares a CPU core).
     """
 
+    #: With a sequence already running on the camera (the GUI's live mode), read its
+    #: newest images instead of stopping it and starting inscope's own (option
+    #: ``attach_running`` of the headless / mm backends and :meth:`from_core`).
+    attach_running: bool = False
+
     def __init__(self, core: Any, *, limits: SoftLimits | Mapping | None = None,
                  dry_run: bool = False, camera_properties: Mapping[str, Any] | None = None,
                  exposure_ms: float | None = None, position_refresh_s: float = 0.25,
@@ -360,7 +370,10 @@ class MicroManagerMicroscope(BaseMicroscope):
         *config* a ``.cfg`` (absolute or inside *mm_dir*). Started once per process.
         """
         core = headless_core(mm_dir, config)
-        return cls(core, limits=limits, dry_run=dry_run, backend="headless", **kwargs)
+        attach = bool(kwargs.pop("attach_running", False))
+        scope = cls(core, limits=limits, dry_run=dry_run, backend="headless", **kwargs)
+        scope.attach_running = attach
+        return scope
 
     @classmethod
     def from_core(cls, core: Any, *, limits: SoftLimits | Mapping | None = None,
@@ -374,7 +387,10 @@ class MicroManagerMicroscope(BaseMicroscope):
         """
         kwargs.setdefault("camera_properties", {})
         kwargs.setdefault("backend", "pymmcore")
-        return cls(core, limits=limits, dry_run=dry_run, **kwargs)
+        attach = bool(kwargs.pop("attach_running", False))
+        scope = cls(core, limits=limits, dry_run=dry_run, **kwargs)
+        scope.attach_running = attach
+        return scope
 
     @classmethod
     def connect(cls, port: int = DEFAULT_PORT, limits: SoftLimits | Mapping | None = None,
@@ -399,7 +415,10 @@ class MicroManagerMicroscope(BaseMicroscope):
             ) from e
         # every poll of the camera buffer is a ZMQ round trip (~0.1-0.5 ms): poll less often
         kwargs.setdefault("poll_s", 0.002)
-        return cls(core, limits=limits, dry_run=dry_run, backend="mm", **kwargs)
+        attach = bool(kwargs.pop("attach_running", False))
+        scope = cls(core, limits=limits, dry_run=dry_run, backend="mm", **kwargs)
+        scope.attach_running = attach
+        return scope
 
     # -- helpers -----------------------------------------------------------------------
     def _library(self, device: str) -> str:
@@ -542,6 +561,8 @@ class MicroManagerMicroscope(BaseMicroscope):
 
     def _produce(self, emit, stop: threading.Event) -> None:
         c = self.core
+        if self.attach_running and _sequence_running(c):
+            return self._produce_attached(emit, stop)
         with self._lock:
             if self._streaming:
                 raise DeviceError("A stream is already running on this camera; close it "
@@ -591,6 +612,48 @@ class MicroManagerMicroscope(BaseMicroscope):
         finally:
             with self._lock:
                 _stop_sequence(c)
+                self._streaming = False
+
+    def _produce_attached(self, emit, stop: threading.Event) -> None:
+        """Read the newest image of a sequence someone else runs (Micro-Manager's live
+        mode, a pymmcore-plus MDA) without stopping it or taking images from its buffer:
+        each new ``ImageNumber`` of the core's last image becomes a frame."""
+        c = self.core
+        with self._lock:
+            if self._streaming:
+                raise DeviceError("A stream is already running on this camera; close it "
+                                  "before starting another.")
+            log.info("attaching to the sequence already running on camera %r (live mode): "
+                     "reading its newest images; it keeps running after inscope", self.camera)
+            h, w = int(c.get_image_height()), int(c.get_image_width())
+            fmt = PixelFormat.of(c)
+            px, aff, md = self._frame_context()
+            self._streaming = True
+        last = None
+        try:
+            while not stop.is_set():
+                if not _sequence_running(c):
+                    raise DeviceError(f"The sequence on camera {self.camera!r} that inscope "
+                                      "was attached to has stopped (live mode ended).")
+                try:
+                    ti = last_tagged_image(c)
+                except Exception:  # noqa: BLE001 - no image in the buffer yet
+                    time.sleep(self.poll_s)
+                    continue
+                ready = time.monotonic_ns()
+                try:
+                    index = int(dict(ti.tags).get("ImageNumber"))
+                except (TypeError, ValueError):
+                    index = None
+                if index is None or index == last:
+                    time.sleep(self.poll_s)
+                    continue
+                last = index
+                emit(Frame(_as_2d(ti.pix, h, w, fmt), index=index, stamps={STAMP_READY: ready},
+                           position=self._cached_position(), pixel_size_um=px,
+                           affine=aff, metadata=dict(md, attached=True)))
+        finally:
+            with self._lock:
                 self._streaming = False
 
     # -- housekeeping ------------------------------------------------------------------

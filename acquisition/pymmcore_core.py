@@ -125,6 +125,22 @@ class SnakeCaseCore:
         return f"SnakeCaseCore({type(self._core).__name__})"
 
 
+def last_tagged_image(core: Any) -> Any:
+    """The newest image in the core's circular buffer with its tags, without removing
+    it (for reading a sequence someone else runs). Works on a pymmcore core (wrapped or
+    pycromanager's snake_case subclass) and on the Java bridge (``getLastTaggedImage``)."""
+    raw = core.wrapped if isinstance(core, SnakeCaseCore) else core
+    try:
+        import pymmcore
+    except ImportError:  # no pymmcore: only the Java bridge can be here
+        return core.get_last_tagged_image()
+    if isinstance(raw, pymmcore.CMMCore):
+        md = pymmcore.Metadata()
+        pix = pymmcore.CMMCore.getLastImageMD(raw, md)
+        return TaggedImage({k: md.GetSingleTag(k).GetValue() for k in md.GetKeys()}, pix)
+    return core.get_last_tagged_image()
+
+
 def as_snake_case_core(core: Any) -> Any:
     """*core* itself if it already speaks snake_case (pycromanager), else a
     :class:`SnakeCaseCore` around it."""

@@ -192,3 +192,35 @@ def test_cmmcoreplus_is_a_backend():
         assert b.index > a.index
     finally:
         mmc.unloadAllDevices()
+
+
+def test_attach_to_a_running_sequence_instead_of_stopping_it(core, caplog):
+    core.startContinuousSequenceAcquisition(0.0)  # the GUI's live mode
+    try:
+        scope = MicroManagerMicroscope.from_core(core, attach_running=True)
+        with caplog.at_level(logging.INFO, logger="inscope"):
+            with scope.stream() as s:
+                frames = [s.get(timeout=5.0) for _ in range(3)]
+        assert core.isSequenceRunning()  # still running for its owner
+        assert any("attaching" in r.getMessage() for r in caplog.records)
+        assert not any("was acquiring" in r.getMessage() for r in caplog.records)
+        idx = [f.index for f in frames]
+        assert idx == sorted(idx) and len(set(idx)) == 3
+        assert all(f.metadata.get("attached") for f in frames)
+        assert frames[0].pixels.dtype == np.uint16 and frames[0].pixels.std() > 0
+    finally:
+        core.stopSequenceAcquisition()
+
+
+def test_attach_on_pycromanagers_headless_core(mm_scope):
+    from inscope.acquisition.factory import open_microscope
+
+    c = mm_scope.core  # pycromanager's snake_case CMMCore subclass
+    c.start_continuous_sequence_acquisition(0.0)
+    try:
+        scope = open_microscope("headless", attach_running=True, camera_properties={})
+        with scope.stream() as s:
+            a, b = s.get(timeout=5.0), s.get(timeout=5.0)
+        assert b.index > a.index and c.is_sequence_running()
+    finally:
+        c.stop_sequence_acquisition()
