@@ -20,7 +20,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="sim", choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
                         "in-process, demo config by default), mm (running Micro-Manager GUI)")
-    p.add_argument("--config", default=None,
+    p.add_argument("--mm-config", "--config", dest="config", default=None,
                    help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
     p.add_argument("--mm-dir", default=None, help="Micro-Manager install or adapter folder")
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
@@ -38,6 +38,10 @@ def register(subparsers) -> None:
                     "disagrees with the microscope's configured pixel size / affine.")
     add_backend_args(p)
     p.add_argument("--out", default="calibration.json", help="where to write the JSON")
+    p.add_argument("--write-mm", action="store_true",
+                   help="also write the measured pixel size and affine into Micro-Manager's "
+                        "current pixel-size configuration (in memory: save the config in "
+                        "Micro-Manager to keep it)")
     p.add_argument("--steps", type=float, nargs="+", default=None,
                    help="step sizes in µm (default: 10%% and 20%% of the field)")
     p.add_argument("--repeats", type=int, default=1, help="repeats of every move")
@@ -66,7 +70,8 @@ def register(subparsers) -> None:
     s.add_argument("--adaptive", action="store_true",
                    help="extend the z-stack while the cell is still detected")
     s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
-    s.add_argument("--min-score", type=float, default=0.0, help="ignore weaker detections")
+    s.add_argument("--score-threshold", "--min-score", dest="min_score", type=float,
+                   default=0.0, help="ignore weaker detections")
     s.add_argument("--max-cells", type=int, default=None, help="stop after N cells")
     s.add_argument("--dry-run", action="store_true",
                    help="plan only: one image here, the field plan, nothing moves")
@@ -143,6 +148,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
         except (CalibrationError, AcquisitionError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        if getattr(args, "write_mm", False):
+            from inscope.control.calibration import write_to_micromanager
+
+            try:
+                res_id = write_to_micromanager(cal, scope)
+            except (ValueError, RuntimeError) as e:
+                cal.save(args.out)
+                print(f"error: {e} (the calibration is saved in {args.out})",
+                      file=sys.stderr)
+                return 1
+            print(f"wrote pixel size and affine to Micro-Manager pixel-size config "
+                  f"{res_id!r}; save the configuration in Micro-Manager to keep it")
     path = cal.save(args.out)
     a = cal.affine
     print(f"{scope.name}: pixel size {cal.pixel_size_um:.5g} µm, rotation "

@@ -41,8 +41,9 @@ __all__ = ["CellRecord", "FindAndImage", "ZStackSpec", "plan_fields"]
 #: Most fields one scan may plan (a bigger region is refused before any memory is used).
 MAX_FIELDS = 100_000
 
-CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box", "score", "status", "file", "seconds",
-              "sim_seconds", "n_planes", "reason"]
+CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px",
+              "box_y1_px", "score", "status", "file", "seconds", "sim_seconds", "n_planes",
+              "reason"]
 
 
 @dataclass
@@ -98,7 +99,9 @@ class CellRecord:
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "x_um": f"{self.x_um:.3f}", "y_um": f"{self.y_um:.3f}",
                 "z_um": "" if math.isnan(self.z_um) else f"{self.z_um:.3f}",
-                "box": " ".join(f"{v:.1f}" for v in self.box), "score": f"{self.score:.3f}",
+                **{f"box_{k}_px": f"{v:.1f}"
+                   for k, v in zip(("x0", "y0", "x1", "y1"), self.box, strict=True)},
+                "score": f"{self.score:.3f}",
                 "status": self.status, "file": self.file, "seconds": f"{self.seconds:.3f}",
                 "sim_seconds": "" if math.isnan(self.sim_seconds)
                 else f"{self.sim_seconds:.3f}", "n_planes": self.n_planes,

@@ -30,8 +30,9 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
     g.add_argument("--provider", default=None,
                    help="ONNX Runtime provider: auto (default), cpu, cuda, tensorrt")
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    g.add_argument("--score", type=float, default=None, dest="score_threshold",
-                   help="score threshold in [0, 1]")
+    g.add_argument("--score-threshold", "--score", type=float, default=None,
+                   dest="score_threshold",
+                   help="score threshold in [0, 1] (default: the model card's)")
     g = p.add_argument_group("control")
     g.add_argument("--mode", default=None,
                    choices=["off", "track", "steer", "focus", "steer+focus"],
@@ -41,6 +42,9 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    help="target policy: nearest, largest, score, class:<name>, or a track id")
     g.add_argument("--dry-run", action="store_true", default=None,
                    help="compute and publish moves without making them")
+    g.add_argument("--calibration", default=None, metavar="FILE",
+                   help="pixel-to-stage calibration JSON from `inscope calibrate` (TOML: "
+                        "[microscope] calibration)")
     g = p.add_argument_group("outputs")
     g.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
                    help="show the overlay window (default: if a display is available)")
@@ -100,6 +104,12 @@ def _register_run(sub) -> None:
     p.add_argument("--backend", default=None, choices=["sim", "headless", "mm", "replay"],
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
+    p.add_argument("--mm-config", default=None, metavar="CFG",
+                   help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
+                        "MMConfig_demo.cfg)")
+    p.add_argument("--mm-dir", default=None,
+                   help="headless: Micro-Manager install or adapter folder (default: "
+                        "mm-test-adapters)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (repeatable), e.g. -o exposure_ms=10 -o seed=3")
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
@@ -136,6 +146,9 @@ def _register_bench(sub) -> None:
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="pixel-to-stage calibration JSON from `inscope calibrate`, applied "
+                        "to each microscope")
     p.set_defaults(func=cmd_bench)
 
 
@@ -163,8 +176,12 @@ def config_from_args(args: argparse.Namespace, base=None):
         opts[k.strip()] = _parse_value(v.strip())
     if g("file"):
         opts["path"] = g("file")
+    if g("mm_config"):
+        opts["config"] = g("mm_config")
+    if g("mm_dir"):
+        opts["mm_dir"] = g("mm_dir")
     cfg = with_overrides(cfg, "microscope", backend=g("backend"), options=opts,
-                         dry_run=g("dry_run"))
+                         dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
                          threads=g("threads"), score_threshold=g("score_threshold"))
     target = g("target")
@@ -228,6 +245,8 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
     print(f"microscope {getattr(svc.scope, 'name', '?')}, detector "
           f"{getattr(svc.detector, 'name', '?')} on {getattr(svc.detector, 'provider', '?')}, "
           f"control {cfg.control.mode}" + (" (dry-run)" if cfg.microscope.dry_run else ""))
+    if getattr(svc.detector, "provider_note", ""):
+        print(svc.detector.provider_note)
     summary = run_service(svc, progress=cfg.run.progress, summary_path=cfg.run.summary)
     print(format_summary(summary))
     if cfg.run.summary and "summary_write_error" not in summary:

@@ -10,6 +10,7 @@ Example::
     [microscope]
     backend = "sim"            # sim | headless | mm | replay
     dry_run = false
+    calibration = "calibration.json"   # optional, from `inscope calibrate`
     [microscope.options]       # passed to acquisition.factory.open_microscope
     seed = 1
     [microscope.limits]        # acquisition.SoftLimits (µm); required on real stages
@@ -66,6 +67,8 @@ class MicroscopeConfig:
     options: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] | None = None
     dry_run: bool = False
+    # JSON from `inscope calibrate`: its pixel-to-stage affine replaces the microscope's
+    calibration: str | None = None
 
 
 @dataclass

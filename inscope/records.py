@@ -46,15 +46,23 @@ class OmeTiffAppender:
     """
 
     def __init__(self, path: str | Path, *, pixel_size_um: float | None = None,
-                 fps: float | None = None) -> None:
+                 fps: float | None = None, channel: str | None = None,
+                 provenance: dict | None = None) -> None:
         import tifffile
 
         self.path = Path(path)
         self._tw = tifffile.TiffWriter(self.path, bigtiff=True)
-        self._meta: dict = {}
+        self._meta: dict = {"Channel": {"Name": channel or "camera"}}
+        self._page_kw: dict = {}
         if pixel_size_um:
             self._meta.update(PhysicalSizeX=float(pixel_size_um),
                               PhysicalSizeY=float(pixel_size_um))
+            # TIFF resolution tags too (pixels per cm: TIFF has no µm unit), so plain TIFF
+            # readers such as Fiji's File > Open show µm, not pixels
+            ppcm = 1e4 / float(pixel_size_um)
+            self._page_kw = {"resolution": (ppcm, ppcm), "resolutionunit": "CENTIMETER"}
+        if provenance:
+            self._meta.update(_ome_provenance(provenance))
         if fps:
             self._meta["TimeIncrement"] = 1.0 / float(fps)
         # compact per-plane metadata (32 bytes a frame) for the OME-XML at close
@@ -74,7 +82,8 @@ class OmeTiffAppender:
                 f"{self._shape[0]} {self._shape[1]}; a camera ROI/bit-depth change needs "
                 "a new recording.")
         self._tw.write(px, photometric="minisblack", metadata=None, contiguous=False,
-                       description=PLACEHOLDER_DESCRIPTION if self.count == 0 else None)
+                       description=PLACEHOLDER_DESCRIPTION if self.count == 0 else None,
+                       software="inscope", **self._page_kw)
         self._tw.filehandle.flush()
         p = frame.position
         t = frame.stamps.get("ready", 0)
@@ -112,6 +121,26 @@ class OmeTiffAppender:
                         "there and read as a plain stack.", self.path, e, self.count)
 
 
+def _ome_provenance(prov: dict) -> dict:
+    """OME ``Description``, ``AcquisitionDate`` and a flat ``MapAnnotation`` of *prov*."""
+    det, mic = prov.get("detector") or {}, prov.get("microscope") or {}
+    flat = {"inscope_version": prov.get("inscope_version"),
+            "start_utc": prov.get("start_utc"),
+            "start_monotonic_ns": prov.get("start_monotonic_ns"),
+            "model": det.get("name"), "model_sha256": det.get("model_sha256"),
+            "provider": det.get("provider"), "microscope": mic.get("name"),
+            "mm_config": mic.get("mm_config"), "pixel_size_um": mic.get("pixel_size_um"),
+            "channel_group": mic.get("channel_group"), "channel": mic.get("channel"),
+            "calibration": prov.get("calibration")}
+    flat = {k: str(v) for k, v in flat.items() if v is not None}
+    out: dict = {"Description": f"inscope {prov.get('inscope_version')} run, model "
+                                f"{det.get('name')} sha256 {det.get('model_sha256')}",
+                 "MapAnnotation": flat}
+    if prov.get("start_utc"):
+        out["AcquisitionDate"] = str(prov["start_utc"]).replace("+00:00", "")
+    return out
+
+
 class RecordsOutput(Output):
     """Writes every processed frame's detections (and optionally the frame) to *directory*.
 
@@ -143,9 +172,15 @@ class RecordsOutput(Output):
         self._csv = None
         self._tif: OmeTiffAppender | None = None
         self.rows = 0
+        #: run provenance (see :mod:`inscope.provenance`), written as provenance.json and
+        #: into the OME-TIFF when set before the output starts
+        self.provenance: dict | None = None
 
     def open(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.provenance:
+            (self.dir / "provenance.json").write_text(
+                json.dumps(self.provenance, indent=2, default=str) + "\n", encoding="utf-8")
         self._fh = open(self.detections_path, "w", newline="" if self.format == "csv" else None,
                         encoding="utf-8")
         if self.format == "csv":
@@ -155,8 +190,11 @@ class RecordsOutput(Output):
     def handle(self, r: Result) -> None:
         if self.frames:
             if self._tif is None:
+                mic = (self.provenance or {}).get("microscope") or {}
                 self._tif = OmeTiffAppender(self.frames_path,
-                                            pixel_size_um=r.frame.pixel_size_um, fps=self.fps)
+                                            pixel_size_um=r.frame.pixel_size_um, fps=self.fps,
+                                            channel=mic.get("channel") or mic.get("camera"),
+                                            provenance=self.provenance)
             self._tif.append(r.frame)
         msg = schema.detections_message(r.frame, r.detections, tracks=r.tracks,
                                         target_id=r.target_id, control=r.control,

@@ -50,7 +50,17 @@ def open_scope(cfg: Config):
     from inscope.acquisition.factory import open_microscope
 
     m = cfg.microscope
-    return open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)
+    cal = None
+    if m.calibration:  # read before opening: a bad file must not leave a scope open
+        from inscope.control.calibration import Calibration
+
+        cal = Calibration.load(m.calibration)
+    scope = open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)
+    if cal is not None:
+        cal.apply(scope)
+        log.info("calibration %s: %.4g µm/pixel, rotation %.1f deg, flip %s", m.calibration,
+                 cal.pixel_size_um, cal.rotation_deg, cal.flip)
+    return scope
 
 
 @dataclass
@@ -66,6 +76,7 @@ class Service:
     server: Any = None
     notes: list[str] = field(default_factory=list)
     authenticator: Any = None  # inscope.curve.Authenticator when CURVE is on
+    provenance: dict[str, Any] | None = None  # set when the run starts
 
     def close(self) -> None:
         self.pipeline.stop()
@@ -222,6 +233,13 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                                  lambda *_: p.request_stop("terminated (SIGTERM)"))
     tty = progress and sys.stdout.isatty()
     last_print = 0.0
+    from inscope.provenance import run_provenance
+
+    svc.provenance = run_provenance(svc.scope, svc.detector,
+                                    calibration=svc.config.microscope.calibration)
+    for o in svc.outputs:
+        if hasattr(o, "provenance"):
+            o.provenance = svc.provenance
     try:
         p.start()
         if svc.publisher is not None:
@@ -261,6 +279,7 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
     summary = p.summary()
+    summary["provenance"] = svc.provenance
     if summary_path:
         try:
             write_summary(summary, summary_path)
