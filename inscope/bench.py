@@ -222,6 +222,15 @@ def main(args: argparse.Namespace) -> int:
     import onnxruntime
 
     say = print
+    cal = None
+    if getattr(args, "calibration", None):  # checked before anything runs
+        from inscope.control.calibration import Calibration
+
+        try:
+            cal = Calibration.load(args.calibration)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     backends = args.backend or ["sim", "headless"]
     models = args.model or ["default", "classical"]
     out = Path(args.out)
@@ -244,6 +253,8 @@ def main(args: argparse.Namespace) -> int:
         except AcquisitionError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        if scope is not None and cal is not None:
+            cal.apply(scope)
         if scope is None:
             continue
         try:
