@@ -113,7 +113,11 @@ def run_training(args: argparse.Namespace) -> dict:
         measure_latency,
         model_from_onnx,
     )
-    from inscope.detector.train.model import TinyCenterNet, count_parameters
+    from inscope.detector.train.model import (
+        TinyCenterNet,
+        count_parameters,
+        widen_offset_head,
+    )
     from inscope.detector.train.synth import PoolSpec, load_or_render_pool
     from inscope.detector.train.trainer import TrainConfig, train
 
@@ -183,6 +187,9 @@ def run_training(args: argparse.Namespace) -> dict:
             model.load_state_dict(torch.load(init, map_location="cpu"))
         else:
             model = model_from_onnx(init)
+        # older exports learned size / offset at the centre cell only: widen the offset
+        # head so the 3 x 3 neighbourhood recipe (data.draw_targets) applies to them too
+        widen_offset_head(model)
     else:
         model = TinyCenterNet()
     print(f"training TinyCenterNet ({count_parameters(model)} parameters) on "
@@ -253,8 +260,8 @@ def _size_range(boxes: list[np.ndarray]) -> tuple[float, float]:
 
 def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
                    thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
-                   count_difficult: bool = False, operating_threshold: float | None = None
-                   ) -> dict:
+                   count_difficult: bool = False, operating_threshold: float | None = None,
+                   auto_scale: bool = True) -> dict:
     """AP50 (pooled and per image) of an exported model, and the best-F1 threshold.
 
     Precision / recall / F1 are given at *operating_threshold* (e.g. the card's), or, when
@@ -265,7 +272,8 @@ def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
     from inscope.detector.metrics import evaluate
     from inscope.detector.onnx_detector import OnnxDetector
 
-    det = OnnxDetector(model_path, provider="cpu", score_threshold=0.05)
+    det = OnnxDetector(model_path, provider="cpu", score_threshold=0.05,
+                       auto_scale=auto_scale)
     preds = []
     for s in samples:
         d = det.detect(s.image)
