@@ -150,12 +150,13 @@ def robustness_figures(model: Path, real, op: float) -> dict:
 
 
 def sim_large_nuclei(model: Path, frames: int, op: float) -> dict:
-    """Simulated frames whose nuclei are 100-200 px (0.1 um/px), with / without auto scale."""
+    """Simulated 1024 x 1024 frames whose nuclei are 100-200 px (0.1 um/px), with / without
+    auto scale."""
     from inscope.detector.datasets import simulated_samples
     from inscope.detector.train.cli import evaluate_model
 
-    big = simulated_samples(frames, pixel_size_um=0.1)
-    return {"frames": f"{frames} simulated 512x512 frames at 0.1 um/px (nuclei 100-200 px)",
+    big = simulated_samples(frames, pixel_size_um=0.1, shape=(1024, 1024))
+    return {"frames": f"{frames} simulated 1024x1024 frames at 0.1 um/px (nuclei 100-200 px)",
             "auto_scale": evaluate_model(model, big, operating_threshold=op)["ap50"],
             "no_auto_scale": evaluate_model(model, big, operating_threshold=op,
                                             auto_scale=False)["ap50"]}
@@ -252,7 +253,12 @@ def error_figure(model: Path, sample, op: float, path: Path) -> dict:
                 cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     small = cv2.resize(canvas, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(path), small, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    try:  # a 64-colour palette keeps the committed PNG small (~1/3 of the size)
+        from PIL import Image
+
+        Image.fromarray(small[:, :, ::-1]).quantize(64).save(path, optimize=True)
+    except ImportError:
+        cv2.imwrite(str(path), small, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return {"figure": path.as_posix(), "frame": sample.name, "missed": int(len(missed)),
             "false_positives": int(fp.sum()), "truth": int(len(gt)),
             "predictions": int(len(d.boxes))}
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}")
     if args.update_card:
         card = ModelCard.load(card_path)
-        card.metrics = {k: v for k, v in out.items() if k != "model"}
+        card.metrics = {**card.metrics, **{k: v for k, v in out.items() if k != "model"}}
         card.save(card_path)
         print(f"updated {card_path}")
     return 0

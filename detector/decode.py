@@ -158,7 +158,9 @@ def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] 
     off_name = spec.get("offset")
     off = outputs[off_name] if off_name and off_name in outputs else None
     if off is not None and spec.get("centre_vote"):
-        cx, cy, w, h = _centre_vote(hm, size, off, c, y, x, act == "sigmoid", stride)
+        r = spec["centre_vote"]
+        cx, cy, w, h = _centre_vote(hm, size, off, c, y, x, act == "sigmoid", stride,
+                                    radius=1 if r is True else int(r))
     else:
         if off is not None:
             ox, oy = off[0, y, x], off[1, y, x]
@@ -176,7 +178,7 @@ def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] 
 
 def _centre_vote(hm: np.ndarray, size: np.ndarray, off: np.ndarray, c: np.ndarray,
                  y: np.ndarray, x: np.ndarray, logits: bool, stride: float = 4.0,
-                 agree_cells: float = 0.75):
+                 agree_cells: float = 0.75, radius: int = 1):
     """Box centre and size averaged over the 3 x 3 cells around each peak.
 
     For models trained with the 3 x 3 neighbourhood regression (card
@@ -188,16 +190,17 @@ def _centre_vote(hm: np.ndarray, size: np.ndarray, off: np.ndarray, c: np.ndarra
     own estimate belong to another nucleus and are left out. Vectorised over peaks.
     """
     H, W = size.shape[1:]
-    d = np.array([-1, 0, 1])
-    ny = (y[:, None, None] + d[None, :, None] + 0 * d[None, None, :]).reshape(len(y), 9)
-    nx = (x[:, None, None] + 0 * d[None, :, None] + d[None, None, :]).reshape(len(y), 9)
+    d = np.arange(-radius, radius + 1)
+    k = len(d) ** 2
+    ny = (y[:, None, None] + d[None, :, None] + 0 * d[None, None, :]).reshape(len(y), k)
+    nx = (x[:, None, None] + 0 * d[None, :, None] + d[None, None, :]).reshape(len(y), k)
     jy, jx = np.clip(ny, 0, H - 1), np.clip(nx, 0, W - 1)
     wgt = hm[c[:, None], jy, jx].astype(np.float64)
     if logits:
         wgt = 1.0 / (1.0 + np.exp(-wgt))
     ccx = jx + off[0, jy, jx]
     ccy = jy + off[1, jy, jx]
-    own_x, own_y = ccx[:, 4:5], ccy[:, 4:5]  # index 4 = the peak cell itself
+    own_x, own_y = ccx[:, k // 2:k // 2 + 1], ccy[:, k // 2:k // 2 + 1]  # the peak cell
     agree = (np.abs(ccx - own_x) <= agree_cells) & (np.abs(ccy - own_y) <= agree_cells)
     # cells clipped at the border repeat a real one: count each cell once
     inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)

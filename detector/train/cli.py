@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed (training order, "
                    "augmentation, pool seed = seed + 1)")
+    p.add_argument("--pool-seed", type=int, default=None,
+                   help="synthetic pool seed (default: --seed + 1); lets a continued run "
+                   "draw new samples from the same cached pool")
     p.add_argument("--crop", type=int, default=256, help="training crop size (multiple of 32)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="finish the schedule after S seconds (default: the preset's)")
@@ -150,7 +153,9 @@ def run_training(args: argparse.Namespace) -> dict:
         sources.append(f"{n_real} annotated images from {[str(d) for d in args.data]}")
     pool_spec = None
     if n_syn:
-        pool_spec = PoolSpec(n=int(n_syn), seed=int(args.seed) + 1)
+        pool_seed = args.pool_seed if getattr(args, "pool_seed", None) is not None \
+            else int(args.seed) + 1
+        pool_spec = PoolSpec(n=int(n_syn), seed=int(pool_seed))
         imgs, bxs = load_or_render_pool(pool_spec, args.cache, workers=args.workers)
         images.extend(list(imgs))
         boxes.extend(bxs)
