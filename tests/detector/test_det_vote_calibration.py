@@ -124,3 +124,49 @@ def test_no_fixed_cap_on_boxes() -> None:
     assert spec["max_detections"] == MAX_DETECTIONS >= 30000
     b, _, _ = decode_centernet(out, {**spec, "offset": None})
     assert len(b) == 64 * 64
+
+
+def test_neighbourhood_targets_point_every_cell_at_its_own_centre() -> None:
+    pytest.importorskip("torch")
+    from inscope.detector.train.data import draw_targets
+
+    # two 20 px nuclei whose 3 x 3 neighbourhoods share a column of cells
+    boxes = np.array([[10, 10, 30, 30], [18, 14, 38, 34]], np.float32)
+    t = draw_targets(boxes, (16, 16))
+    cx = np.array([20.0, 28.0]) / 4
+    cy = np.array([20.0, 24.0]) / 4
+    w, off = t["reg_weight"], t["reg_offset"]
+    ys, xs = np.nonzero(w)
+    assert len(ys) == 16  # 9 + 9 cells, 2 shared
+    for y, x in zip(ys, xs, strict=True):
+        # each cell points at the centre of the nucleus nearer to it
+        k = int(np.argmin((cx - x) ** 2 + (cy - y) ** 2))
+        assert off[0, y, x] + x == pytest.approx(cx[k], abs=1e-5)
+        assert off[1, y, x] + y == pytest.approx(cy[k], abs=1e-5)
+        assert t["reg_size"][:, y, x].tolist() == [20.0, 20.0]
+    assert w[5, 5] == 1.0 and w[6, 7] == 1.0  # centre cells
+    assert 0 < w[4, 5] < 1.0
+
+
+def test_old_offset_head_is_recognised_and_widened(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from inscope.detector.train.export import export_onnx, model_from_onnx
+    from inscope.detector.train.model import OFFSET_RANGE, TinyCenterNet, widen_offset_head
+
+    torch.manual_seed(0)
+    old = TinyCenterNet()
+    old.offset_range = (0.0, 1.0)  # a model exported before the 3 x 3 targets
+    export_onnx(old, tmp_path / "old.onnx")
+    m = model_from_onnx(tmp_path / "old.onnx")
+    assert m.offset_range == (0.0, 1.0)
+    m.export_mode = True
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        before = m(x)[2]
+        widen_offset_head(m)
+        after = m(x)[2]
+    assert m.offset_range == OFFSET_RANGE
+    # same offsets near the cell centre, now able to reach the neighbours' range
+    assert float((after - before).abs().mean()) < 0.05
+    export_onnx(m, tmp_path / "new.onnx")
+    assert model_from_onnx(tmp_path / "new.onnx").offset_range == OFFSET_RANGE
