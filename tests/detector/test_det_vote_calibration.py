@@ -148,17 +148,15 @@ def test_neighbourhood_targets_point_every_cell_at_its_own_centre() -> None:
     assert 0 < w[4, 5] < 1.0
 
 
-def test_old_offset_head_is_recognised_and_widened(tmp_path) -> None:
+def test_old_offset_head_is_widened_and_the_shipped_one_recognised(tmp_path) -> None:
     torch = pytest.importorskip("torch")
+    from inscope.detector.onnx_detector import default_model_path
     from inscope.detector.train.export import export_onnx, model_from_onnx
     from inscope.detector.train.model import OFFSET_RANGE, TinyCenterNet, widen_offset_head
 
     torch.manual_seed(0)
-    old = TinyCenterNet()
-    old.offset_range = (0.0, 1.0)  # a model exported before the 3 x 3 targets
-    export_onnx(old, tmp_path / "old.onnx")
-    m = model_from_onnx(tmp_path / "old.onnx")
-    assert m.offset_range == (0.0, 1.0)
+    m = TinyCenterNet().eval()
+    m.offset_range = (0.0, 1.0)  # a model trained before the 3 x 3 targets
     m.export_mode = True
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
@@ -168,5 +166,8 @@ def test_old_offset_head_is_recognised_and_widened(tmp_path) -> None:
     assert m.offset_range == OFFSET_RANGE
     # same offsets near the cell centre, now able to reach the neighbours' range
     assert float((after - before).abs().mean()) < 0.05
-    export_onnx(m, tmp_path / "new.onnx")
-    assert model_from_onnx(tmp_path / "new.onnx").offset_range == OFFSET_RANGE
+    assert float(after.min()) > OFFSET_RANGE[0] and float(after.max()) < OFFSET_RANGE[1]
+    shipped = model_from_onnx(default_model_path())
+    assert shipped.offset_range == OFFSET_RANGE
+    export_onnx(shipped, tmp_path / "again.onnx")  # checks ONNX == torch on export
+    assert model_from_onnx(tmp_path / "again.onnx").offset_range == OFFSET_RANGE
