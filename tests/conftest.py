@@ -80,3 +80,21 @@ def _reset(scope) -> None:
         core.set_config("Objective", "10X")
         core.wait_for_config("Objective", "10X")
     scope.reset(MM_CAMERA_PROPERTIES, MM_EXPOSURE_MS)
+
+
+# -- shared helpers for the simulator and the shipped model -----------------------------
+@pytest.fixture
+def sim_scope():
+    """Factory for the project's simulated microscope, unpaced (see tests/_support)."""
+    from _support import sim_scope as make
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shipped_detector():
+    """The shipped default model on CPU. Never a fallback: a missing or broken model file
+    fails every test that uses it (it ships inside the package)."""
+    from inscope.detector import load_detector
+
+    return load_detector(None, provider="cpu")
