@@ -183,15 +183,19 @@ def test_settle_time_ignores_frames_then_gives_up_after_max_settle_frames():
 
 
 def test_settle_time_passes():
+    # exposure stamps placed on either side of "move + settle_s": no sleeping, no timing
     scope = sim_scope(seed=1, shape=(256, 256))
-    steer = Steerer(scope, deadband_um=0.5, settle_s=0.05, max_settle_frames=100)
+    steer = Steerer(scope, deadband_um=0.5, settle_s=10.0, max_settle_frames=100)
     f = scope.snap()
+    t0 = time.monotonic_ns()
     assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
-    f = scope.snap()
-    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == SETTLING
-    time.sleep(0.06)
-    f = scope.snap()
-    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == CENTRED
+    t1 = time.monotonic_ns()
+    assert t1 - t0 < 5e9
+    at = StagePosition(12.0, 9.0, f.position.z)  # where the stage was sent
+    early = frame_at(f, at, index=1, ready_ns=t1 + int(5e9))  # < move + 10 s
+    assert steer.step(early, boxes_at(early, [(12.0, 9.0)])).status == SETTLING
+    late = frame_at(f, at, index=2, ready_ns=t1 + int(10e9) + 1)  # >= move + 10 s
+    assert steer.step(late, boxes_at(late, [(12.0, 9.0)])).status == CENTRED
 
 
 def test_refused_and_dry_run_moves_are_reported_never_raised():
@@ -265,3 +269,75 @@ def test_action_to_dict_has_no_nan():
     assert d["error_norm_um"] is None and d["status"] == NO_TARGET
     d = Steerer(scope).step(f, boxes_at(f, [(0.5, 0.0)])).to_dict()
     assert d["error_norm_um"] == pytest.approx(0.5, abs=0.06)
+
+
+def _moving(scope, tracker, xs, y: float = 0.0):
+    """Feed *tracker* one frame per x (a cell moving along x); returns the last frame."""
+    for x in xs:
+        f = scope.snap()
+        tracks = tracker.update(f, boxes_at(f, [(x, y)]))
+    return f, tracks
+
+
+def test_lead_frames_aim_ahead_of_a_moving_target():
+    from inscope.control.tracking import Tracker
+
+    scope = sim_scope(seed=1, shape=(256, 256))
+    tracker = Tracker()
+    f, tracks = _moving(scope, tracker, [4.0, 5.0, 6.0, 7.0, 8.0])
+    (t,) = tracks
+    assert t.velocity_um[0] > 0.5  # it has measured the motion
+    act = Steerer(scope, tracker=tracker, lead_frames=3.0, deadband_um=0.5).step(
+        f, boxes_at(f, [(8.0, 0.0)]), tracks)
+    want = np.array([8.0, 0.0]) + 3.0 * np.asarray(t.velocity_um)
+    assert act.target_um == pytest.approx(tuple(want), abs=0.06)
+    act = Steerer(scope, tracker=tracker, deadband_um=0.5).step(
+        f, boxes_at(f, [(8.0, 0.0)]), tracks)
+    assert act.target_um == pytest.approx((8.0, 0.0), abs=0.06)  # no lead: where seen
+
+
+def test_a_target_missed_in_this_frame_is_aimed_at_its_track():
+    from inscope.control.tracking import Tracker
+
+    scope = sim_scope(seed=1, shape=(256, 256))
+    tracker = Tracker(velocity=False)
+    f, tracks = _moving(scope, tracker, [6.0, 6.0])
+    empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    f = scope.snap()
+    tracks = tracker.update(f, empty)
+    (t,) = tracks
+    assert t.missed == 1
+    steer = Steerer(scope, tracker=tracker, deadband_um=0.5)
+    steer.select(t.id)  # the user's pick, still followed while it is missed
+    act = steer.step(f, empty, tracks)
+    assert act.status == MOVED
+    assert act.target_um == pytest.approx(tuple(t.center_um), abs=1e-9)
+
+
+def test_without_sticky_the_policy_chooses_again_every_frame():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cells = [(20.0, 0.0), (-6.0, 0.0)]
+    for sticky, want in ((True, 20.0), (False, -6.0)):
+        steer = Steerer(scope, sticky=sticky, deadband_um=100.0)
+        f = scope.snap()
+        steer.step(f, boxes_at(f, cells))
+        far = [t.id for t in steer.tracker.tracks if t.center_um[0] > 10][0]
+        steer.target_id = far  # e.g. the previous choice
+        act = steer.step(f, boxes_at(f, cells))
+        assert act.target_um[0] == pytest.approx(want, abs=0.06), sticky
+
+
+def test_select_by_numpy_integer_and_history_length():
+    from inscope.control.steering import CenteringController
+    from inscope.control.targets import TrackId
+
+    assert CenteringController is Steerer
+    scope = sim_scope(seed=1, shape=(64, 64))
+    steer = Steerer(scope, history=3)
+    steer.select(np.int64(5))
+    assert steer.policy == TrackId(5) and steer.enabled
+    f = scope.snap()
+    for _ in range(5):
+        steer.step(f, boxes_at(f, [(1.0, 0.0)]))
+    assert len(steer.history) == 3
+    assert Steerer(scope).history.maxlen == 1000
