@@ -82,15 +82,7 @@ def _reset(scope) -> None:
     scope.reset(MM_CAMERA_PROPERTIES, MM_EXPOSURE_MS)
 
 
-# -- shared helpers for the simulator and the shipped model -----------------------------
-@pytest.fixture
-def sim_scope():
-    """Factory for the project's simulated microscope, unpaced (see tests/_support)."""
-    from _support import sim_scope as make
-
-    return make
-
-
+# -- the shipped model (helpers for the simulator: tests/_support) ---------------------
 @pytest.fixture(scope="session")
 def shipped_detector():
     """The shipped default model on CPU. Never a fallback: a missing or broken model file
