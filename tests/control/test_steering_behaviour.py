@@ -341,3 +341,45 @@ def test_select_by_numpy_integer_and_history_length():
         steer.step(f, boxes_at(f, [(1.0, 0.0)]))
     assert len(steer.history) == 3
     assert Steerer(scope).history.maxlen == 1000
+
+
+def test_by_default_ten_frames_are_waited_for_then_the_next_is_used():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, deadband_um=0.5, settle_s=3600.0)
+    statuses = []
+    for _ in range(13):
+        f = scope.snap()
+        statuses.append(steer.step(f, boxes_at(f, [(12.0, 9.0)])).status)
+    assert statuses == [MOVED] + [SETTLING] * 10 + [CENTRED] * 2
+
+
+def test_the_target_is_kept_by_default():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cells = [(20.0, 0.0), (-6.0, 0.0)]
+    steer = Steerer(scope, deadband_um=100.0)
+    f = scope.snap()
+    steer.step(f, boxes_at(f, cells))
+    steer.target_id = [t.id for t in steer.tracker.tracks if t.center_um[0] > 10][0]
+    assert steer.step(f, boxes_at(f, cells)).target_um[0] == pytest.approx(20.0, abs=0.06)
+
+
+def test_a_stage_error_is_reported_as_failed_and_the_loop_goes_on():
+    from inscope.acquisition.errors import DeviceError
+    from inscope.acquisition.simulated import SimulatedMicroscope
+
+    class JammedStage(SimulatedMicroscope):
+        """The simulator with an XY stage that reports an error on every move (what
+        Micro-Manager raises for a stage that has lost its controller)."""
+
+        def _set_xy(self, x: float, y: float) -> None:
+            raise DeviceError("XY stage 'XY' did not answer; check its cable")
+
+    scope = JammedStage(sim_scope(seed=1, shape=(256, 256)).config)
+    steer = Steerer(scope, deadband_um=0.5)
+    f = scope.snap()
+    act = steer.step(f, boxes_at(f, [(12.0, 9.0)]))
+    assert (act.status, act.made) == ("failed", False)
+    assert act.reason == "XY stage 'XY' did not answer; check its cable"
+    assert act.move_um == pytest.approx((12.0, 9.0), abs=0.06)
+    f = scope.snap()  # no move was made: the next frame is a fresh decision
+    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == "failed"

@@ -182,3 +182,40 @@ def test_overlay_header_and_replies():
     assert schema.ok(n=2) == {"ok": True, "n": 2}
     assert schema.error("bad thing; do X", code=3) == {"ok": False,
                                                        "error": "bad thing; do X", "code": 3}
+
+
+def test_rounding_of_each_field():
+    # 1/3 µm per pixel: stage numbers with every decimal filled
+    a = np.array([[1 / 3, 0.0], [0.0, 1 / 3]])
+    f = Frame(np.zeros((200, 300), np.uint16), 1, {"ready": 1},
+              StagePosition(0.0, 0.0, 0.0), 1 / 3, a)
+    boxes = np.array([[10.123, 20.456, 30.789, 60.0]], np.float32)
+    d = Detections(boxes, [0.123456], [2], ("cell", "mitotic"))
+    msg = schema.detections_message(f, d)
+    det = msg["detections"][0]
+    assert msg["affine_um_per_px"] == [[0.333333, 0.0], [0.0, 0.333333]]
+    assert det["box_px"] == [10.12, 20.46, 30.79, 60.0]  # exact: rounded in float64
+    assert det["center_px"] == [20.46, 40.23]
+    # (10.123 - 150) / 3 = -46.6257 -> -46.626; 3 decimals (1 nm)
+    assert det["box_um"][0] == round((float(boxes[0, 0]) - 150) / 3, 3) == -46.626
+    assert det["box_um"][1] == round((float(boxes[0, 1]) - 100) / 3, 3)
+    assert det["score"] == 0.1235
+    assert det["class"] == "2"  # one past the last name: its number
+
+
+def test_the_detection_centre_decides_between_two_tracks_inside_its_box():
+    # boxes that are not square and not at the origin, so x and y cannot be mixed up
+    wide = np.array([[0, 100, 40, 140]], np.float32)  # centre (20, 120)
+    assert schema.match_track_ids(wide, [_track(1, [32, 118, 36, 122]),  # (34, 120)
+                                         _track(2, [12, 118, 16, 122])]) == [2]  # (14, 120)
+    assert schema.match_track_ids(wide, [_track(1, [24, 118, 28, 122]),  # (26, 120)
+                                         _track(2, [6, 118, 10, 122])]) == [1]  # (8, 120)
+    tall = np.array([[100, 0, 140, 40]], np.float32)  # centre (120, 20)
+    assert schema.match_track_ids(tall, [_track(1, [118, 24, 122, 28]),  # (120, 26)
+                                         _track(2, [118, 6, 122, 10])]) == [1]  # (120, 8)
+    assert schema.match_track_ids(tall, [_track(1, [118, 32, 122, 36]),  # (120, 34)
+                                         _track(2, [118, 12, 122, 16])]) == [2]  # (120, 14)
+
+
+def test_dumps_stays_compact_when_it_replaces_nan():
+    assert schema.dumps({"a": math.nan, "b": [1, 2]}) == b'{"a":null,"b":[1,2]}'
