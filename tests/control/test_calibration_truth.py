@@ -57,8 +57,15 @@ def test_calibration_recovers_the_simulated_camera_mount(rot, flip, caplog):
     assert scope.position() == start  # the stage is back where it started
     # 2 step sizes x 6 directions, one image each, plus the reference
     assert cal.n_images == 13 and len(cal.moves) == 12
-    assert all(m["used"] for m in cal.moves)
+    assert all(m["used"] is True for m in cal.moves)
     assert cal.microscope == "simulated" and cal.wall_s > 0
+    np.testing.assert_allclose(cal.reported_affine, PX * np.eye(2))
+    # each recorded image shift is what the true map predicts: d = -A s
+    inv = np.linalg.inv(true)
+    for m in cal.moves:
+        want = -inv @ np.asarray(m["stage_delta_um"])
+        assert m["shift_px"] == pytest.approx(want.tolist(), abs=0.5)
+        assert 0.02 <= m["response"] <= 1.0
 
 
 def test_calibration_agrees_with_a_correct_reported_map_without_warning():
@@ -70,6 +77,22 @@ def test_calibration_agrees_with_a_correct_reported_map_without_warning():
     steps = [np.hypot(*m["stage_delta_um"]) for m in cal.moves]
     assert sorted({round(s, 1) for s in steps}) == [10.0, 14.1]
     np.testing.assert_allclose(scope.affine, PX * np.eye(2))  # not applied
+
+
+def test_tolerance_and_minimum_response_are_the_callers():
+    scope = sim_scope(seed=2, camera_rotation_deg=30.0)
+    cal = calibrate(scope, steps_um=[10.0], tolerance=0.6)  # |R(30) - I| = 0.52
+    assert cal.warning == "" and cal.disagreement == pytest.approx(0.52, abs=0.02)
+    with pytest.raises(CalibrationError, match=r"Only 0 usable calibration move\(s\) of 6"):
+        calibrate(scope, steps_um=[10.0], min_response=1.01)  # no peak is that clean
+
+
+def test_moves_along_one_axis_only_cannot_determine_the_map():
+    lim = SoftLimits(x=(-1500, 1500), y=(-1.0, 1.0), z=(-150, 150))
+    scope = sim_scope(seed=2, guard=MoveGuard(lim))
+    with pytest.raises(CalibrationError, match="all along one line"):
+        calibrate(scope, steps_um=[10.0])
+    assert (scope.position().x, scope.position().y) == (0.0, 0.0)
 
 
 def test_default_steps_are_a_tenth_and_a_fifth_of_the_field():
@@ -111,6 +134,9 @@ def test_measure_shift_reports_the_content_shift_with_its_sign(dx, dy):
     assert resp > 0.3
     s0, _ = measure_shift(base, moved, highpass_sigma=0)
     assert s0 == pytest.approx([dx, dy], abs=0.25)
+    window = cv2.createHanningWindow((160, 160), cv2.CV_32F)
+    sw, rw = measure_shift(base, moved, window=window)
+    assert sw.tolist() == s.tolist() and rw == resp
 
 
 def test_from_affine_decomposes_rotation_flip_and_pixel_size():
