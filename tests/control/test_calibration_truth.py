@@ -58,7 +58,8 @@ def test_calibration_recovers_the_simulated_camera_mount(rot, flip, caplog):
     # 2 step sizes x 6 directions, one image each, plus the reference
     assert cal.n_images == 13 and len(cal.moves) == 12
     assert all(m["used"] is True for m in cal.moves)
-    assert cal.microscope == "simulated" and cal.wall_s > 0
+    assert cal.microscope == "simulated" and 0 < cal.wall_s < 300
+    assert 0 < cal.residual_px < 0.5
     np.testing.assert_allclose(cal.reported_affine, PX * np.eye(2))
     # each recorded image shift is what the true map predicts: d = -A s
     inv = np.linalg.inv(true)
@@ -70,7 +71,11 @@ def test_calibration_recovers_the_simulated_camera_mount(rot, flip, caplog):
 
 def test_calibration_agrees_with_a_correct_reported_map_without_warning():
     scope = sim_scope(seed=2)
+    scope.move_xy(200.0, -150.0)  # stage deltas are measured from wherever it starts
     cal = calibrate(scope, steps_um=[10.0], n=2)
+    dirs = {tuple(np.sign(np.round(m["stage_delta_um"], 3)).astype(int)) for m in cal.moves}
+    assert dirs == {(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)}
+    assert (scope.position().x, scope.position().y) == (200.0, -150.0)
     assert cal.warning == "" and cal.disagreement < 0.05
     assert cal.rotation_deg == pytest.approx(0.0, abs=0.5) and cal.flip is False
     assert cal.n_images == 13  # 1 step x 2 repeats x 6 directions + reference
@@ -110,8 +115,19 @@ def test_moves_refused_by_the_limits_are_recorded_and_skipped():
     refused = [m for m in cal.moves if "refused" in m]
     # +x and the +diagonal of the 20 µm step leave the limits
     assert [m["target"] for m in refused] == [[20.0, 0.0], [20.0, 20.0]]
+    assert all("x=20.00 is outside the soft limit [-1500, 15]" in m["refused"]
+               for m in refused)
     assert cal.n_images == 11
     assert cal.rotation_deg == pytest.approx(0.0, abs=0.5)
+
+
+def test_two_independent_moves_are_enough():
+    # only +x and -y stay inside these limits: two moves, at right angles
+    lim = SoftLimits(x=(-1.0, 15.0), y=(-15.0, 1.0), z=(-150, 150))
+    scope = sim_scope(seed=2, guard=MoveGuard(lim))
+    cal = calibrate(scope, steps_um=[10.0])
+    assert cal.n_images == 3 and sum("used" in m for m in cal.moves) == 2
+    np.testing.assert_allclose(cal.affine, PX * np.eye(2), atol=0.01)
 
 
 def test_a_featureless_field_raises_with_the_fix():
@@ -153,6 +169,12 @@ def test_from_affine_decomposes_rotation_flip_and_pixel_size():
 
 def test_disagreement_and_warning_against_the_reported_map():
     rep = np.eye(2)
+    cal = Calibration.from_affine(1.06 * np.eye(2), reported=rep)  # default tolerance 5 %
+    assert cal.warning and cal.residual_px == 0.0
+    assert Calibration.from_affine(1.04 * np.eye(2), reported=rep).warning == ""
+    at = Calibration.from_affine(_rot(10.0), reported=rep).disagreement
+    assert Calibration.from_affine(_rot(10.0), reported=rep, tolerance=at).warning == ""
+    assert Calibration.from_affine(np.zeros((2, 2))).flip is False
     cal = Calibration.from_affine(1.04 * np.eye(2), reported=rep, tolerance=0.05)
     assert cal.disagreement == pytest.approx(0.04) and cal.warning == ""
     cal = Calibration.from_affine(1.06 * np.eye(2), reported=rep, tolerance=0.05)
@@ -169,9 +191,12 @@ def test_save_load_roundtrip_keeps_every_field(tmp_path):
     cal = Calibration.from_affine(0.5 * _rot(-30.0) @ np.diag([-1.0, 1.0]), residual_px=0.3,
                                   reported=0.5 * np.eye(2), moves=[{"used": True}],
                                   n_images=13, wall_s=1.5, microscope="sim")
-    path = cal.save(tmp_path / "sub" / "cal.json")
-    d = json.loads(path.read_text())
+    path = cal.save(tmp_path / "new" / "sub" / "cal.json")  # folders are made
+    text = path.read_text()
+    assert text.startswith('{\n  "affine": [') and text.endswith("}\n")  # readable
+    d = json.loads(text)
     assert d["flip"] is True and d["rotation_deg"] == pytest.approx(-30.0)
+    assert d["pixel_size_um"] == pytest.approx(0.5) and d["residual_px"] == 0.3
     back = Calibration.load(path)
     np.testing.assert_allclose(back.affine, cal.affine)
     np.testing.assert_allclose(back.reported_affine, cal.reported_affine)
@@ -181,6 +206,14 @@ def test_save_load_roundtrip_keeps_every_field(tmp_path):
     plain = Calibration.from_affine(np.eye(2))
     back = Calibration.load(plain.save(tmp_path / "plain.json"))
     assert back.reported_affine is None and back.n_images == 0 and back.microscope == ""
+    # a hand-written file with the affine only: everything else at its default
+    (tmp_path / "min.json").write_text('{"affine": [[0, 1], [1, 0]]}')
+    back = Calibration.load(tmp_path / "min.json")
+    assert back.affine.dtype == float and back.flip is True
+    assert (back.residual_px, back.disagreement, back.warning, back.moves, back.n_images,
+            back.wall_s, back.microscope, back.reported_affine) == (
+        0.0, 0.0, "", [], 0, 0.0, "", None)
+    assert type(back.disagreement) is float and type(back.wall_s) is float
 
 
 def test_load_names_the_problem_and_the_fix(tmp_path):
