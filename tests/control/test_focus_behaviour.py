@@ -310,3 +310,219 @@ def test_focus_lock_argument_checks():
     for kw in ({"dither_um": 0}, {"max_step_um": 0}, {"dither_um": -1}):
         with pytest.raises(ValueError, match="dither_um and max_step_um must be > 0"):
             FocusLock(scope, **kw)
+
+
+# -- values pinned against independent computations -------------------------------------
+def test_tenengrad_and_laplacian_equal_scipys_filters():
+    from scipy import ndimage
+
+    img = _texture(3, (40, 56))
+    # OpenCV's default border (reflect 101) is scipy's "mirror"
+    sx = ndimage.sobel(img.astype(np.float64), axis=1, mode="mirror")
+    sy = ndimage.sobel(img.astype(np.float64), axis=0, mode="mirror")
+    assert sharpness(img, metric="tenengrad") == pytest.approx(np.mean(sx**2 + sy**2),
+                                                                rel=1e-4)
+    k3 = np.array([[2.0, 0.0, 2.0], [0.0, -8.0, 0.0], [2.0, 0.0, 2.0]])  # ksize=3
+    lap = ndimage.convolve(img.astype(np.float64), k3, mode="mirror")
+    assert sharpness(img, metric="laplacian") == pytest.approx(lap.var(), rel=1e-4)
+
+
+def test_normvar_of_a_dim_image():
+    img = np.tile(np.array([0.0, 1.0], np.float32), (4, 4))  # mean 0.5, variance 0.25
+    assert sharpness(img, metric="normvar") == pytest.approx(0.5)
+
+
+def test_bracket_and_parabola_peaks_by_hand():
+    from inscope.control.focus import _bracket_peak, _parabola_peak
+
+    z = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    y = -((z - 0.3) ** 2)
+    zp, a = _parabola_peak(z, y)
+    assert (zp, a) == (pytest.approx(0.3), pytest.approx(-1.0))
+    assert _parabola_peak(z, (z - 0.3) ** 2) is None  # opens upwards
+    assert _parabola_peak(z, np.zeros(5)) is None  # flat: no peak
+    assert _parabola_peak(z[:2], y[:2]) is None
+    assert _bracket_peak(z, y) == pytest.approx(0.3)
+    # only the best sample and its two neighbours count; samples repeated at one z averaged
+    zz = np.array([-2.0, -1.0, 0.0, 0.0, 1.0, 2.0, 5.0])
+    yy = np.array([-9.0, -1.3 ** 2, -0.2, -0.0, -0.7 ** 2, -9.0, 50.0])
+    assert _bracket_peak(zz[:-1], yy[:-1]) == pytest.approx(
+        _parabola_peak(np.array([-1.0, 0.0, 1.0]), np.array([-1.69, -0.1, -0.49]))[0])
+    # the best at an end: the bracket is the first three samples, and never beyond them
+    assert _bracket_peak(z, -((z + 5.0) ** 2)) == pytest.approx(-2.0)
+    assert _bracket_peak(z, -((z - 5.0) ** 2)) == pytest.approx(2.0)
+    assert _bracket_peak(np.array([1.0, 2.0]), np.array([0.0, 1.0])) == 2.0
+    assert _bracket_peak(np.array([1.0, 1.0 + 1e-8, 3.0]), np.array([5.0, 5.0, 1.0])) == 1.0
+
+
+def test_autofocus_defaults_sweep_twelve_micrometres_each_way():
+    scope = sim_scope(seed=4, shape=(256, 256))
+    zf = _truth(scope)
+    scope.move_z(zf + 2.0)
+    t0 = scope.sim_time_s
+    r = autofocus(scope)
+    coarse = sorted(z for z, _ in r.samples[:5])
+    np.testing.assert_allclose(coarse, zf + 2.0 + np.array([-12, -6, 0, 6, 12]), atol=0.02)
+    assert r.images == 7 and r.ok and abs(scope.position().z - zf) < 0.3
+    # the refinement pair sits a third of the coarse step (2 µm) around the estimate
+    pair = sorted(z for z, _ in r.samples[5:7])
+    assert pair[1] - pair[0] == pytest.approx(4.0, abs=0.02)
+    assert r.sim_s == pytest.approx(scope.sim_time_s - t0)
+
+
+@pytest.mark.parametrize("offset", [9.0, -9.0])
+def test_autofocus_extends_towards_the_peak_up_to_three_steps(offset):
+    scope = sim_scope(seed=4, shape=(256, 256))
+    zf = _truth(scope)
+    scope.move_z(zf + offset)
+    r = autofocus(scope, search_um=2.0)  # step 1 µm: three more steps cannot reach it
+    zs = [z for z, _ in r.samples[:8]]
+    side = -np.sign(offset)
+    ext = sorted(zs[5:8], key=lambda z: side * z)
+    np.testing.assert_allclose(ext, zf + offset + side * np.array([3.0, 4.0, 5.0]),
+                               atol=0.02)
+
+
+def test_autofocus_with_three_coarse_images_and_a_small_range():
+    scope = sim_scope(seed=4, shape=(256, 256))
+    zf = _truth(scope)
+    scope.move_z(zf + 0.3)
+    r = autofocus(scope, coarse=3, search_um=0.6)
+    assert r.images >= 5 and abs(scope.position().z - zf) < 0.3
+
+
+def test_autofocus_centre_sets_the_sweep():
+    scope = sim_scope(seed=4, shape=(256, 256))
+    zf = _truth(scope)
+    r = autofocus(scope, center=zf + 2.0, search_um=6.0)
+    coarse = sorted(z for z, _ in r.samples[:5])
+    np.testing.assert_allclose(coarse, zf + 2.0 + np.array([-6, -3, 0, 3, 6]), atol=0.02)
+
+
+def test_autofocus_records_where_the_stage_really_was():
+    scope = sim_scope(seed=4, shape=(256, 256), z_quantum_um=0.5)
+    scope.move_z(0.3)  # read back as 0.5
+    r = autofocus(scope, search_um=4.0)
+    assert all(z / 0.5 == pytest.approx(round(z / 0.5)) for z, _ in r.samples)
+
+
+def test_autofocus_in_dry_run_records_the_unmoved_focus():
+    scope = sim_scope(seed=4, shape=(128, 128))
+    scope.move_z(2.0)
+    scope.guard.dry_run = True
+    r = autofocus(scope, search_um=4.0)
+    assert [z for z, _ in r.samples] == [2.0] * len(r.samples)
+    assert not r.ok and r.z_final == 2.0 and "no sharpness peak" in r.message
+
+
+def test_autofocus_too_few_images_reports_everything():
+    lim = SoftLimits(x=(-1e3, 1e3), y=(-1e3, 1e3), z=(-1.0, 1.0))
+    scope = sim_scope(seed=4, shape=(128, 128), guard=MoveGuard(lim))
+    t0 = scope.sim_time_s
+    r = autofocus(scope, search_um=10.0)
+    assert (r.z_start, r.z_final, r.images, r.metric, r.used_boxes, r.ok) == (
+        0.0, 0.0, 1, "brenner", 0, False)
+    assert [z for z, _ in r.samples] == [0.0] and r.samples[0][1] > 0
+    assert 0 < r.wall_s < 60 and r.sim_s == pytest.approx(scope.sim_time_s - t0)
+    assert r.message.count("Refused Z move") == 4
+
+
+def test_focus_result_to_dict_keeps_sim_time():
+    assert FocusResult(1.0, 2.0, 2.0, 7, 0.5, sim_s=0.25).to_dict()["sim_s"] == 0.25
+
+
+# -- focus lock: defaults and edges ----------------------------------------------------
+def test_focus_lock_defaults():
+    scope = sim_scope(seed=6, shape=(256, 256))
+    zf = _truth(scope)
+    scope.move_z(zf + 4.0)  # far: the first correction is clipped to 1 µm
+    lock = FocusLock(scope)
+    acts = _lock_run(scope, lock, 3)
+    assert [a.status for a in acts] == ["dither", "dither", "moved"]
+    assert acts[0].z_target == pytest.approx(zf + 4.5, abs=0.02)  # +0.5 dither
+    assert acts[1].z_target == pytest.approx(zf + 3.5, abs=0.02)  # -0.5 dither
+    # far from focus the three samples show no curvature: one full step towards the
+    # sharper side, times the gain (0.8 x 1 µm)
+    assert acts[2].offset_um == pytest.approx(-0.8) and acts[0].reason == ""
+
+
+def test_focus_lock_small_corrections_take_the_default_gain():
+    def offset(gain=None) -> float:
+        scope = sim_scope(seed=6, shape=(256, 256))
+        scope.move_z(_truth(scope) + 0.6)
+        lock = FocusLock(scope) if gain is None else FocusLock(scope, gain=gain)
+        return _lock_run(scope, lock, 3)[-1].offset_um
+
+    full = offset(1.0)
+    assert -1.0 < full < 0.0
+    assert offset() == pytest.approx(0.8 * full, rel=1e-6)
+
+
+def test_focus_lock_default_tolerances():
+    scope = sim_scope(seed=6, shape=(256, 256))
+    scope.move_xy(100.0, 50.0)
+    lock = FocusLock(scope)
+    f = scope.snap()
+    a = lock.step(f)
+    assert a.status == "dither" and a.frame_index == f.index
+    z_expect = a.z_target
+    base = scope.snap()
+    xy = (base.position.x, base.position.y)
+    off = frame_at(base, StagePosition(*xy, z_expect + 0.06), ready_ns=time.monotonic_ns())
+    act = lock.step(off)
+    assert act.status == "settling" and act.frame_index == base.index
+    assert act.z_center == lock.z_center
+    on = frame_at(base, StagePosition(*xy, z_expect + 0.04), ready_ns=time.monotonic_ns())
+    assert lock.step(on).status == "dither"
+    # a Y move alone, off the origin, of more than 1 µm restarts the cycle
+    lock = FocusLock(scope)
+    assert lock.step(scope.snap()).status == "dither"  # sent to z_c + 0.5
+    f = scope.snap()  # settled there
+    p = f.position
+    moved = frame_at(f, StagePosition(p.x, p.y + 1.5, p.z), ready_ns=time.monotonic_ns())
+    assert lock.step(moved).z_target == pytest.approx(lock.z_center + 0.5)  # again +0.5
+    lock = FocusLock(scope)
+    lock.step(scope.snap())
+    f = scope.snap()
+    p = f.position
+    near = frame_at(f, StagePosition(p.x, p.y + 0.9, p.z), ready_ns=time.monotonic_ns())
+    assert lock.step(near).z_target == pytest.approx(lock.z_center - 0.5)  # cycle goes on
+
+
+def test_focus_lock_waits_ten_frames_by_default():
+    scope = sim_scope(seed=6, shape=(128, 128))
+    lock = FocusLock(scope)
+    f0 = scope.snap()
+    lock.step(f0)
+    stale = [lock.step(frame_at(f0, f0.position, index=i)).status for i in range(1, 12)]
+    assert stale == ["settling"] * 10 + ["dither"]
+
+
+def test_focus_lock_reports_a_focus_drive_error():
+    from inscope.acquisition.errors import DeviceError
+    from inscope.acquisition.simulated import SimulatedMicroscope
+
+    class JammedFocus(SimulatedMicroscope):
+        """The simulator with a focus drive that reports an error on every move."""
+
+        def _set_z(self, z: float) -> None:
+            raise DeviceError("focus drive 'Z' timed out")
+
+    scope = JammedFocus(sim_scope(seed=6, shape=(128, 128)).config)
+    lock = FocusLock(scope)
+    a = lock.step(scope.snap())
+    assert (a.status, a.made, a.reason) == ("failed", False, "focus drive 'Z' timed out")
+
+
+def test_focus_lock_metric_and_history_length():
+    scope = sim_scope(seed=6, shape=(128, 128))
+    lock = FocusLock(scope, metric="normvar")
+    f = scope.snap()
+    assert lock.step(f).sharpness == pytest.approx(sharpness(f.pixels, metric="normvar"))
+    blind = frame_at(f, None)
+    lock = FocusLock(scope)
+    for _ in range(1000):
+        lock.step(blind)
+    assert len(lock.history) == 1000
+    lock.step(blind)
+    assert len(lock.history) == 501
