@@ -22,6 +22,8 @@ control        python -m benchmarks.bench_control      control.json
 model          python -m benchmarks.eval_model         model_eval.json (the model card;
                                                        real frames from INSCOPE_EVAL_DATA)
 loop           python -m benchmarks.loop               loop.json (docs/service.md table)
+triton         python -m benchmarks.bench_triton       triton.json (docs/scale-out.md)
+scale_out      python -m benchmarks.scale_out_model    scale_out_model.json (the same)
 mutation       python -m benchmarks.mutation           mutation.json (README, Testing)
 =============  ===================================  =====================================
 
@@ -51,6 +53,9 @@ STEPS: dict[str, list[str]] = {
     "control": ["benchmarks.bench_control", "--out", "benchmarks/results/control.json"],
     "model": ["benchmarks.eval_model", "--out", "benchmarks/results/model_eval.json"],
     "loop": ["benchmarks.loop", "--out", "benchmarks/results/loop.json"],
+    "triton": ["benchmarks.bench_triton", "--out", "benchmarks/results/triton.json"],
+    "scale_out": ["benchmarks.scale_out_model", "--out",
+                  "benchmarks/results/scale_out_model.json"],
     "mutation": ["benchmarks.mutation", "--out", "benchmarks/results/mutation.json"],
 }
 
