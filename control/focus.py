@@ -156,7 +156,7 @@ def _sim_time(scope: Any) -> float:
 
 def _parabola_peak(z: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     """Vertex z and curvature of a least-squares parabola; None when it opens upwards."""
-    if len(z) < 3:
+    if len(np.unique(z)) < 3:  # e.g. dry-run: every sample at one z (polyfit would fail)
         return None
     zc = float(np.mean(z))
     a, b, _ = np.polyfit(z - zc, y, 2)

@@ -157,3 +157,11 @@ def nuclei_stack(tmp_path_factory):
     p = tmp_path_factory.mktemp("slides") / "nuclei_3d.npz"
     np.savez(p, image=stack, labels=labs, pixel_size_um=0.65, z_step_um=0.5)
     return p
+# -- the shipped model (helpers for the simulator: tests/_support) ---------------------
+@pytest.fixture(scope="session")
+def shipped_detector():
+    """The shipped default model on CPU. Never a fallback: a missing or broken model file
+    fails every test that uses it (it ships inside the package)."""
+    from inscope.detector import load_detector
+
+    return load_detector(None, provider="cpu")

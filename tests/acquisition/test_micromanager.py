@@ -24,7 +24,8 @@ from inscope.acquisition.micromanager import (
     headless_core,
 )
 
-pytest.importorskip("mm_test_adapters")
+# A test dependency (the [test] extra), never a skip: without it every test here would
+# vanish quietly. mm_core (tests/conftest.py) imports it plainly.
 
 
 def _f32(frame) -> np.ndarray:

@@ -158,7 +158,8 @@ def test_rgb_tiff_becomes_grayscale(tmp_path):
 
 
 def test_ndtiff_dataset(tmp_path, stack):
-    ndstorage = pytest.importorskip("ndstorage")
+    import ndstorage  # pycromanager's own dependency: always installed with inscope
+
     ds = ndstorage.NDTiffDataset(str(tmp_path / "nd"), name="acq", writable=True)
     ds.initialize({"PixelSize_um": 0.33})
     for t in range(stack.shape[0]):

@@ -27,14 +27,11 @@ def _scope(seed=0, guard=None, **kw):
 
 
 def _detector():
-    try:
-        from inscope.detector import load_detector
+    """The shipped model: it ships inside the package, so a missing file is a failure here,
+    never a quiet switch to another detector."""
+    from inscope.detector import load_detector
 
-        return load_detector()
-    except (ImportError, FileNotFoundError):
-        from inscope.detector.classical import ClassicalDetector
-
-        return ClassicalDetector()
+    return load_detector(None, provider="cpu")
 
 
 def _truth(scope):

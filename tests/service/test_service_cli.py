@@ -84,7 +84,14 @@ def test_demo_writes_summary_video_and_records(tmp_path):
 def test_sigint_stops_cleanly_with_summary_and_video(tmp_path):
     out = tmp_path / "run"
     cmd = ["demo", "--frames", "100000", "--out", str(out)]
-    p = subprocess.Popen([sys.executable, "-m", "inscope", *cmd, "--pub-port", "0",
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it ignored in
+    # the child: restore Python's own Ctrl-C handler first, as a terminal would have it,
+    # so the test behaves the same under `pytest &` as in the foreground.
+    boot = ("import runpy, signal, sys; "
+            "signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.argv = ['inscope', *sys.argv[1:]]; "
+            "runpy.run_module('inscope', run_name='__main__', alter_sys=True)")
+    p = subprocess.Popen([sys.executable, "-c", boot, *cmd, "--pub-port", "0",
                           "--rep-port", "0"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env=_env())
     try:
@@ -119,10 +126,7 @@ def test_boxes_sit_on_ground_truth_cells():
     from inscope.detector.onnx_detector import load_detector
     from inscope.pipeline import Pipeline
 
-    try:
-        det = load_detector(None)
-    except FileNotFoundError:
-        det = load_detector("classical")
+    det = load_detector(None, provider="cpu")  # the shipped model; missing is a failure
     scope = open_microscope("sim")
     results = []
     try:
@@ -141,7 +145,8 @@ def test_boxes_sit_on_ground_truth_cells():
         matched += int((best >= 0.5).sum())
         total += len(best)
         ious.extend(best[best >= 0.5])
-    # The classical fallback also boxes unlabelled debris and merges touching nuclei
-    # (~0.6 here); a trained model scores higher. Random boxes would score ~0.
-    assert matched / total > 0.5, f"only {matched}/{total} boxes sit on a true cell"
-    assert np.median(ious) > 0.7, "matched boxes fit their cells tightly"
+    # The shipped model puts 0.99 of its boxes on labelled cells here, median IoU 0.86;
+    # the classical baseline (it also boxes unlabelled debris and merges touching nuclei)
+    # 0.79 and 0.79, so a quiet switch to it fails. Random boxes would score ~0.
+    assert matched / total > 0.9, f"only {matched}/{total} boxes sit on a true cell"
+    assert np.median(ious) > 0.8, "matched boxes fit their cells tightly"

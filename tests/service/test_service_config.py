@@ -60,14 +60,22 @@ frames = 10
     cfg = load_config(p)
     assert cfg.microscope.backend == "headless" and cfg.microscope.dry_run
     assert cfg.microscope.options == {"exposure_ms": 10}
-    assert cfg.microscope.limits["z"] == [-10, 10]
+    assert cfg.microscope.limits == {"x": [-100, 100], "y": [-100, 100], "z": [-10, 10]}
+    assert cfg.detector.model == "classical" and cfg.detector.provider == "auto"
     assert cfg.detector.score_threshold == 0.3 and cfg.detector.threads == 2
     assert cfg.detector.spinning is False
     assert cfg.control.mode == "steer+focus" and cfg.control.target == 7
-    assert isinstance(cfg.control.deadband_um, float)
-    assert cfg.outputs.zmq.pub_port == 6000 and cfg.outputs.records.format == "csv"
+    # an integer in the file where a number is expected: the value, as a float
+    assert cfg.control.deadband_um == 2.0 and type(cfg.control.deadband_um) is float
+    assert (cfg.control.gain, cfg.control.max_step_um) == (0.8, 50.0)  # defaults kept
+    assert cfg.outputs.video == "runs/x/overlay.avi" and cfg.outputs.window is False
+    assert (cfg.outputs.zmq.pub_port, cfg.outputs.zmq.rep_port) == (6000, 6001)
+    assert cfg.outputs.zmq.bind == "127.0.0.1" and cfg.outputs.zmq.enabled is True
+    assert (cfg.outputs.records.dir, cfg.outputs.records.format,
+            cfg.outputs.records.frames) == ("runs/x", "csv", True)
+    assert cfg.outputs.eyepiece.enabled is True
     assert cfg.outputs.eyepiece.display_size == [800, 600]
-    assert cfg.run.frames == 10
+    assert cfg.run.frames == 10 and cfg.run.seconds is None
 
 
 @pytest.mark.parametrize("text, words", [

@@ -1,0 +1,361 @@
+"""Mutation testing of the safety and control core with mutmut: do the tests bite?
+
+mutmut plants one small bug at a time (a flipped comparison, a changed constant, a
+dropped argument) in a module and runs the tests that call the mutated function; a
+mutant that no test notices "survives". The score per module is ``killed / mutants``.
+
+The repository keeps ``acquisition/``, ``detector/`` and ``control/`` at the top and maps
+them to ``inscope.*`` with setuptools package-dir, a layout mutmut cannot follow (it
+mutates a copy of a source folder that must import under its own name). So each module
+is run in a temporary folder holding the package as it installs (``src/inscope/...``)
+plus ``tests/``; mutmut puts its mutated copy first on ``sys.path`` and the editable
+install of the working tree is never imported. Nothing in the working tree is touched.
+
+Each module runs only the test files that exercise it (mutmut further narrows each
+mutant to the tests that call the mutated function), so the whole run takes minutes,
+not hours, on two shared cores.
+
+Run::
+
+    python -m benchmarks.mutation                       # every module, ~15-25 min on 2 cores
+    python -m benchmarks.mutation --module safety       # one module
+    python -m benchmarks.mutation --max-children 1      # gentler on a shared machine
+
+Writes ``benchmarks/results/mutation.json``: mutants, killed, score and target per
+module, and every surviving mutant with its diff and the reason it survives (the
+``SURVIVOR_NOTES`` below: an equivalent mutant, or the test still to add). Exits 1
+when a module misses its target. Needs the ``mutation`` extra (``pip install -e
+.[test,mutation]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
+
+# Top-level folder -> where it lives in the installed package (pyproject's package-dir).
+PACKAGE_DIRS = {"inscope": "inscope", "acquisition": "inscope/acquisition",
+                "detector": "inscope/detector", "control": "inscope/control"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module under mutation and the tests that guard it."""
+
+    name: str
+    path: str  # in the repository
+    tests: tuple[str, ...]
+    target: float  # fraction of mutants that must be killed
+    # mutmut mutant-name fragments never run (mutating them only changes wording or
+    # speed, not behaviour), each with the reason; they are reported, not hidden
+    skip: tuple[tuple[str, str], ...] = ()
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("safety", "acquisition/safety.py",
+           ("tests/acquisition/test_foundation.py", "tests/acquisition/test_guard_behaviour.py"),
+           0.90),
+    Target("schema", "inscope/schema.py",
+           ("tests/service/test_schema_messages.py",), 0.90),
+    Target("steering", "control/steering.py",
+           ("tests/control/test_steering_behaviour.py",), 0.80),
+    Target("calibration", "control/calibration.py",
+           ("tests/control/test_calibration_truth.py",), 0.80),
+    Target("focus", "control/focus.py",
+           ("tests/control/test_focus_behaviour.py",), 0.80),
+    Target("decode", "detector/decode.py",
+           ("tests/detector/test_det_preprocess_decode.py",
+            "tests/detector/test_det_ultralytics.py", "tests/detector/test_decode_values.py"),
+           0.80),
+    Target("config", "inscope/config.py",
+           ("tests/service/test_service_config.py", "tests/service/test_config_values.py"), 0.80),
+)
+
+#: Why a surviving mutant survives: mutant name -> (a fragment of its diff, the reason).
+#: mutmut numbers mutants in source order, so after an edit a number may name another
+#: mutant: a note applies only while its fragment is still in the diff. Survivors without
+#: a note are classified by :func:`_reason` (wording only) or reported as unexplained.
+_EQ_FALSY = "equivalent: allow_nan=None is falsy, which json treats as False"
+_EQ_NO_NAN = ("equivalent: this is the fallback that has already turned every NaN into "
+              "null, so allow_nan no longer matters")
+_EQ_TRACK_BOX = ("equivalent for every box the tracker makes (1-D, 4 floats): the dtype "
+                 "and shape given are what they already have")
+SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # acquisition/safety.py
+    "xǁSoftLimitsǁfrom_dict__mutmut_15": (
+        '"XXxyzXX"', "equivalent: 'x', 'y' and 'z' are substrings of 'XXxyzXX' too, and "
+        "no other allowed key is"),
+    # inscope/schema.py
+    "x_dumps__mutmut_4": ("allow_nan=None", _EQ_FALSY),
+    "x_dumps__mutmut_14": ("allow_nan=None", _EQ_FALSY),
+    "x_dumps__mutmut_17": ('separators=(",", ":"), )', _EQ_NO_NAN),
+    "x_dumps__mutmut_26": ("allow_nan=True", _EQ_NO_NAN),
+    "x_detections_message__mutmut_51": (
+        "astype(None)", "equivalent: astype(None) converts to float64, as the original"),
+    "x_match_track_ids__mutmut_10": (".reshape(None)", _EQ_TRACK_BOX),
+    "x_match_track_ids__mutmut_12": ("dtype=None", _EQ_TRACK_BOX),
+    "x_match_track_ids__mutmut_14": ("np.asarray(t.box, )", _EQ_TRACK_BOX),
+    "x_match_track_ids__mutmut_34": (
+        "dtype=None", "equivalent: box centres are divided by 2 in float64 either way"),
+    "x_match_track_ids__mutmut_36": (
+        "np.asarray(boxes, )", "equivalent: box centres are divided by 2 in float64 "
+        "either way"),
+}
+
+
+_STRING = re.compile(r"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
+
+
+def _wording_only(diff: str) -> bool:
+    """True when a mutant only changes the text of a message (a string literal with a
+    space in it), e.g. ``"Nothing moved"`` -> ``"XXNothing movedXX"``."""
+    old = [ln[1:] for ln in diff.splitlines() if ln.startswith("-")]
+    new = [ln[1:] for ln in diff.splitlines() if ln.startswith("+")]
+    if not old or len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if _STRING.sub('""', a) != _STRING.sub('""', b):
+            return False
+        changed = [x for x, y in zip(_STRING.findall(a), _STRING.findall(b), strict=False)
+                   if x != y]
+        if not changed or not all(" " in x for x in changed):
+            return False
+    return True
+
+
+# Survivor patterns recognised from the diff (checked in order): regex on the added
+# line(s), reason. Honest labels: "equivalent" only where the change cannot alter
+# behaviour for the inputs the code receives, else "a test to add".
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"\b(Steer|Focus)Action\(None,",
+     "a test to add: assert frame_index on every kind of action"),
+    (r"np\.(asarray|array)\([^()]*, (None|)\)|dtype=None|astype\(None\)",
+     "equivalent for the inputs given: they are already float64 (or the dtype does not "
+     "change the result)"),
+    (r"\b(ready|stale|en|d|mn|wait|step|disagreement|resp|len\(\w+\)|a) (<=|>=) ",
+     "boundary at exact equality of measured floats: equivalent in practice (a test "
+     "would need two computed floats exactly equal)"),
+    (r"^\+\s*self\._\w+(: [^=]+)? = (None|\"\"|1|0)$",
+     "a test to add, or equivalent: an internal reset value that is overwritten before "
+     "it is read in every tested path"),
+)
+
+
+def _reason(name: str, diff: str) -> str:
+    fragment, note = SURVIVOR_NOTES.get(name, ("\0", ""))
+    if fragment in diff:
+        return note
+    if _wording_only(diff):
+        return ("wording only: changes the text of a message; the tests check each "
+                "message's key phrases (value, limit, fix), not every word")
+    added = "\n".join(ln for ln in diff.splitlines() if ln.startswith("+"))
+    for pattern, reason in _PATTERNS:
+        if re.search(pattern, added, re.MULTILINE):
+            return reason
+    return "a test to add (not analysed one by one)"
+
+
+def _installed_path(repo_path: str) -> str:
+    top, _, rest = repo_path.partition("/")
+    return f"{PACKAGE_DIRS[top]}/{rest}"
+
+
+def _module_name(repo_path: str) -> str:
+    return _installed_path(repo_path).removesuffix(".py").replace("/", ".")
+
+
+def _ignore(_dir: str, names: list[str]) -> set[str]:
+    return {n for n in names if n in ("__pycache__", ".pytest_cache", "mutants")
+            or n.endswith(".pyc")}
+
+
+def _stage(work: Path, t: Target) -> None:
+    """Lay out the installed package under work/src, the tests and a mutmut config."""
+    src = work / "src"
+    for top, dest in PACKAGE_DIRS.items():
+        shutil.copytree(ROOT / top, src / dest, ignore=_ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=_ignore)
+    tests = [p for p in t.tests if (ROOT / p).exists()]
+    if not tests:
+        raise SystemExit(f"mutation: no test file of {t.name} exists: {t.tests}")
+    q = json.dumps
+    (work / "pyproject.toml").write_text(
+        "[tool.pytest.ini_options]\n"
+        'testpaths = ["tests"]\n'
+        'addopts = "-q -p no:cacheprovider"\n'
+        "markers = [\n"
+        '  "mm_gui: needs the Micro-Manager GUI",\n'
+        '  "slow: slow",\n'
+        "]\n"
+        "[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f"only_mutate = [{q('src/' + _installed_path(t.path))}]\n"
+        f"pytest_add_cli_args_test_selection = {q(tests)}\n"
+        "use_git_change_detection = false\n"
+        # a mutant that hangs a loop is killed by the timeout, not waited for
+        "timeout_multiplier = 5.0\n"
+        "timeout_constant = 5.0\n")
+
+
+def _meta(work: Path, t: Target) -> dict[str, int | None]:
+    meta = work / "mutants" / "src" / (_installed_path(t.path) + ".meta")
+    if not meta.exists():
+        return {}
+    return json.loads(meta.read_text()).get("exit_code_by_key", {})
+
+
+KILLED_CODES = {1, 3, 36, 24, -24, 152, 255}  # test failure, pytest error, timeouts
+SURVIVED_CODES = {0}
+NO_TESTS_CODES = {5, 33}
+
+
+def _status(code: int | None) -> str:
+    if code in KILLED_CODES:
+        return "killed"
+    if code in SURVIVED_CODES:
+        return "survived"
+    if code in NO_TESTS_CODES:
+        return "no tests"
+    if code is None:
+        return "not checked"
+    return f"suspicious (exit {code})"
+
+
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+job = json.loads(sys.stdin.read())
+out = {}
+for name in job["names"]:
+    lines = get_diff_for_mutant(name, path=job["path"]).splitlines()
+    keep = [ln for ln in lines if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    out[name] = "\\n".join(keep)
+print(json.dumps(out))
+"""
+
+
+def _diffs(work: Path, env: dict[str, str], path: str, names: list[str]) -> dict[str, str]:
+    """The changed lines (- old / + new) of each mutant of *path*, from one process."""
+    if not names:
+        return {}
+    r = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, env=env, text=True,
+                       input=json.dumps({"path": path, "names": names}),
+                       capture_output=True, timeout=600)
+    if r.returncode != 0:
+        return {n: f"(diff unavailable: {r.stderr.strip().splitlines()[-1:]})" for n in names}
+    return json.loads(r.stdout)
+
+
+def run_target(t: Target, max_children: int, keep: bool) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"inscope-mutation-{t.name}-"))
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    t0 = time.monotonic()
+    try:
+        _stage(work, t)
+        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        codes = _meta(work, t)
+        if r.returncode != 0 or not codes:
+            tail = (r.stdout + r.stderr)[-4000:]
+            raise SystemExit(f"mutation: mutmut failed on {t.name} (exit {r.returncode}); "
+                             f"its output ends:\n{tail}")
+        statuses = {k: _status(v) for k, v in sorted(codes.items())}
+        killed = sum(s == "killed" for s in statuses.values())
+        total = len(statuses)
+        alive = [n for n, s in statuses.items() if s != "killed"]
+        diffs = _diffs(work, env, "src/" + _installed_path(t.path), alive)
+        survivors = []
+        for name in alive:
+            short = name.split(".")[-1]
+            survivors.append({
+                "mutant": short, "status": statuses[name], "diff": diffs.get(name, ""),
+                "reason": _reason(short, diffs.get(name, "")),
+            })
+        score = killed / total if total else 0.0
+        return {"module": t.path, "import": _module_name(t.path), "tests": list(t.tests),
+                "mutants": total, "killed": killed, "score": round(score, 4),
+                "target": t.target, "meets_target": score >= t.target,
+                "wall_s": round(time.monotonic() - t0, 1), "survivors": survivors}
+    finally:
+        if keep:
+            print(f"  kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--module", action="append", choices=[t.name for t in TARGETS],
+                    help="only this module (repeatable); default: all")
+    ap.add_argument("--max-children", type=int, default=2,
+                    help="mutants tested in parallel (default 2)")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="JSON results (default benchmarks/results/mutation.json); with "
+                         "--module, the other modules' entries in it are kept")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    a = ap.parse_args(argv)
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("mutation: mutmut is not installed; pip install -e '.[test,mutation]'",
+              file=sys.stderr)
+        return 2
+    chosen = [t for t in TARGETS if not a.module or t.name in a.module]
+    old = {}
+    if a.out.exists() and a.module:
+        old = {m["module"]: m for m in json.loads(a.out.read_text()).get("modules", [])}
+    rows = []
+    for t in chosen:
+        print(f"mutating {t.path} (tests: {', '.join(t.tests)}) ...", flush=True)
+        res = run_target(t, a.max_children, a.keep)
+        old[t.path] = res
+        rows.append(res)
+        print(f"  {res['killed']}/{res['mutants']} killed = {100 * res['score']:.1f}% "
+              f"(target {100 * t.target:.0f}%), {len(res['survivors'])} survivors, "
+              f"{res['wall_s']:.0f} s", flush=True)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(_report(old), indent=1) + "\n")  # after each module
+    out = _report(old)
+    print(f"\n{'module':28s} {'mutants':>8s} {'killed':>7s} {'score':>7s} {'target':>7s}")
+    for m in out["modules"]:
+        print(f"{m['module']:28s} {m['mutants']:8d} {m['killed']:7d} "
+              f"{100 * m['score']:6.1f}% {100 * m['target']:6.0f}%")
+    print(f"wrote {a.out.relative_to(ROOT) if a.out.is_relative_to(ROOT) else a.out}")
+    return 0 if all(m["meets_target"] for m in rows) else 1
+
+
+def _report(modules: dict[str, dict]) -> dict:
+    order = [t.path for t in TARGETS]
+    return {
+        "tool": f"mutmut {_version('mutmut')}",
+        "host": {"machine": platform.machine(), "python": platform.python_version(),
+                 "cpus": os.cpu_count()},
+        "command": "python -m benchmarks.mutation",
+        "modules": sorted(modules.values(), key=lambda m: order.index(m["module"])
+                          if m["module"] in order else len(order)),
+    }
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

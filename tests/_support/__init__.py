@@ -1,0 +1,63 @@
+"""Shared helpers for tests that drive the simulated microscope with known objects.
+
+Importable from any test as ``from _support import ...`` (pytest puts ``tests/`` on
+``sys.path`` because ``tests/conftest.py`` lives there). Fixtures that wrap these live in
+``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from inscope.acquisition.frame import Frame, StagePosition
+from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+from inscope.detector.base import Detections
+
+
+def sim_scope(seed: int = 0, guard=None, **config) -> SimulatedMicroscope:
+    """The project's simulated microscope, unpaced (``realtime=False``): moves and frames
+    cost simulated time only, so a control test runs as fast as frames render."""
+    cfg = SimConfig(seed=seed, realtime=False, **config)
+    if guard is None:
+        return SimulatedMicroscope(cfg)
+    return SimulatedMicroscope(cfg, guard=guard)
+
+
+def boxes_at(frame: Frame, cells_um, size_px: float = 16.0, score: float = 0.9,
+             class_ids=None, class_names: tuple[str, ...] = ("cell",)) -> Detections:
+    """Detections whose box centres sit exactly on *cells_um* (stage µm) in *frame*.
+
+    A controller fed these sees objects at known stage positions, so every move it makes
+    can be checked against the truth with no detector noise in between.
+    """
+    cells = np.asarray(cells_um, float).reshape(-1, 2)
+    c = frame.stage_to_pixel(cells) if len(cells) else np.zeros((0, 2))
+    boxes = np.concatenate([c - size_px / 2, c + size_px / 2], axis=1)
+    n = len(cells)
+    cls = np.zeros(n, np.int32) if class_ids is None else np.asarray(class_ids, np.int32)
+    return Detections(boxes, np.full(n, score, np.float32), cls, class_names,
+                      frame_index=frame.index)
+
+
+def made_moves(scope, axis: str = "xy") -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(start, target) of every move the scope's guard let through and made."""
+    return [(r.start, r.target) for r in scope.guard.history if r.axis == axis and r.made]
+
+
+def step_len(move) -> float:
+    """Length (µm) of a (start, target) XY move."""
+    (x0, y0), (x1, y1) = move
+    return math.hypot(x1 - x0, y1 - y0)
+
+
+def frame_at(frame: Frame, position: StagePosition | None, index: int | None = None,
+             ready_ns: int | None = None) -> Frame:
+    """A copy of *frame* reporting another stage position / exposure stamp (what a camera
+    returns for an image exposed while the stage was elsewhere)."""
+    stamps = dict(frame.stamps)
+    if ready_ns is not None:
+        stamps["ready"] = ready_ns
+    return Frame(frame.pixels, frame.index if index is None else index, stamps, position,
+                 frame.pixel_size_um, frame.affine.copy())

@@ -1,0 +1,385 @@
+"""Steerer on the simulated microscope, fed boxes at known stage positions.
+
+Objects are placed at exact stage coordinates (``_support.boxes_at``), so every move the
+controller makes is checked against the truth: its size, its target, how many there are.
+Mutation testing: ``python -m benchmarks.mutation --module steering``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from _support import boxes_at, frame_at, made_moves, sim_scope, step_len
+
+from inscope.acquisition.frame import StagePosition
+from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.control.steering import (
+    CENTRED,
+    DISABLED,
+    DRY_RUN,
+    MOVED,
+    NO_POSITION,
+    NO_TARGET,
+    REFUSED,
+    SETTLING,
+    Steerer,
+)
+from inscope.detector.base import Detections
+
+PX = 0.65  # the simulator's default pixel size (µm)
+
+
+def _run(scope, steer: Steerer, cell_um, frames: int = 30) -> list:
+    """Steer towards a fixed object at *cell_um* until centred (or *frames* run out)."""
+    acts = []
+    for _ in range(frames):
+        f = scope.snap()
+        acts.append(steer.step(f, boxes_at(f, [cell_um])))
+        if acts[-1].status == CENTRED:
+            break
+    return acts
+
+
+def test_max_step_clips_every_move_and_still_arrives():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cell = (18.0, -16.0)  # 24.1 µm away
+    steer = Steerer(scope, max_step_um=5.0, deadband_um=0.5, gain=1.0)
+    acts = _run(scope, steer, cell)
+    moves = made_moves(scope)
+    assert acts[-1].status == CENTRED, [a.status for a in acts]
+    assert len(moves) >= 5  # 24.1 µm in steps of at most 5
+    assert max(step_len(m) for m in moves) <= 5.0 + 1e-9
+    assert step_len(moves[0]) == pytest.approx(5.0)  # a long error moves the full step
+    for a in acts:
+        if a.move_um is not None:
+            assert math.hypot(*a.move_um) <= 5.0 + 1e-9
+    # each clipped move points straight at the object
+    (x0, y0), (x1, y1) = moves[0]
+    assert (x1 - x0, y1 - y0) == pytest.approx(tuple(5.0 * np.array(cell) / np.hypot(*cell)),
+                                               abs=0.06)
+    p = scope.position()
+    assert math.hypot(p.x - cell[0], p.y - cell[1]) <= 0.5 + 0.05
+
+
+def test_without_a_clip_one_move_centres_with_gain_one():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, deadband_um=0.5)
+    acts = _run(scope, steer, (18.0, -16.0))
+    assert [a.status for a in acts] == [MOVED, CENTRED]
+    assert acts[0].move_um == pytest.approx((18.0, -16.0), abs=0.06)
+    assert acts[0].error_um == pytest.approx((18.0, -16.0), abs=0.06)
+    assert acts[0].error_norm_um == pytest.approx(math.hypot(18.0, 16.0), abs=0.06)
+    assert acts[0].target_um == pytest.approx((18.0, -16.0), abs=0.06)
+    assert acts[0].made and not acts[1].made
+    assert len(made_moves(scope)) == 1
+
+
+def test_gain_scales_each_move():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, gain=0.5, deadband_um=0.5)
+    f = scope.snap()
+    act = steer.step(f, boxes_at(f, [(20.0, 10.0)]))
+    assert act.status == MOVED
+    assert act.move_um == pytest.approx((10.0, 5.0), abs=0.06)
+    ((_, _), (x, y)), = made_moves(scope)
+    assert (x, y) == pytest.approx((10.0, 5.0), abs=0.06)
+
+
+@pytest.mark.parametrize("gain", [0.0, -0.5, 1.51])
+def test_gain_outside_its_range_is_refused(gain):
+    with pytest.raises(ValueError, match=r"gain must be in \(0, 1.5\]"):
+        Steerer(sim_scope(shape=(64, 64)), gain=gain)
+
+
+def test_gain_at_its_upper_bound_is_allowed():
+    assert Steerer(sim_scope(shape=(64, 64)), gain=1.5).gain == 1.5
+
+
+def test_deadband_is_the_users():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    f = scope.snap()
+    cell = [(3.0, 0.0)]  # 3 µm off centre
+    act = Steerer(scope, deadband_um=3.5).step(f, boxes_at(f, cell))
+    assert act.status == CENTRED and made_moves(scope) == []
+    assert act.error_norm_um == pytest.approx(3.0, abs=0.06)
+    act = Steerer(scope, deadband_um=2.5).step(f, boxes_at(f, cell))
+    assert act.status == MOVED and len(made_moves(scope)) == 1
+    with pytest.raises(ValueError, match="deadband_um must be >= 0"):
+        Steerer(scope, deadband_um=-0.1)
+    assert Steerer(scope, deadband_um=0).deadband_um == 0.0
+
+
+def test_default_deadband_is_two_pixels():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    f = scope.snap()
+    act = Steerer(scope).step(f, boxes_at(f, [(1.9 * PX, 0.0)]))
+    assert act.status == CENTRED
+    act = Steerer(scope).step(f, boxes_at(f, [(2.2 * PX, 0.0)]))
+    assert act.status == MOVED
+
+
+def test_frames_exposed_before_the_move_settled_never_move_again():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cell = (12.0, 9.0)
+    early = [scope.snap() for _ in range(3)]  # all exposed before any move
+    steer = Steerer(scope, deadband_um=0.5)
+    acts = [steer.step(f, boxes_at(f, [cell])) for f in early]
+    assert [a.status for a in acts] == [MOVED, SETTLING, SETTLING]
+    assert acts[1].reason == "frame exposed before the last move settled"
+    assert acts[1].target_id == acts[0].target_id is not None
+    assert len(made_moves(scope)) == 1
+    f = scope.snap()  # exposed after the move: centred, still one move
+    assert steer.step(f, boxes_at(f, [cell])).status == CENTRED
+    assert len(made_moves(scope)) == 1
+
+
+def test_a_frame_far_from_the_commanded_position_is_settling():
+    # the camera stamp is new but the stage still reports the old position
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cell = (12.0, 9.0)
+    f0 = scope.snap()
+    steer = Steerer(scope, deadband_um=0.5, position_tol_um=1.0, max_settle_frames=2)
+    assert steer.step(f0, boxes_at(f0, [cell])).status == MOVED
+    lagging = frame_at(f0, StagePosition(10.0, 7.5, f0.position.z), index=1,
+                       ready_ns=time.monotonic_ns())  # 2.5 µm short of (12, 9)
+    assert steer.step(lagging, boxes_at(lagging, [cell])).status == SETTLING
+    near = frame_at(f0, StagePosition(11.4, 8.5, f0.position.z), index=2,
+                    ready_ns=time.monotonic_ns())  # 0.78 µm: within the tolerance
+    act = steer.step(near, boxes_at(near, [cell]))
+    assert act.status == MOVED  # a fresh decision (0.78 µm error > 0.5 deadband)
+    assert len(made_moves(scope)) == 2
+
+
+def test_default_position_tolerance_is_two_pixels():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cell = (12.0, 9.0)
+    f0 = scope.snap()
+    steer = Steerer(scope, deadband_um=2.0)
+    assert steer.step(f0, boxes_at(f0, [cell])).status == MOVED  # commands (12, 9)
+    z = f0.position.z
+    off = frame_at(f0, StagePosition(12.0 + 2.1 * PX, 9.0, z), index=1,
+                   ready_ns=time.monotonic_ns())
+    assert steer.step(off, boxes_at(off, [cell])).status == SETTLING
+    on = frame_at(f0, StagePosition(12.0 + 1.9 * PX, 9.0, z), index=2,
+                  ready_ns=time.monotonic_ns())
+    assert steer.step(on, boxes_at(on, [cell])).status == CENTRED
+    assert len(made_moves(scope)) == 1
+
+
+def test_settle_time_ignores_frames_then_gives_up_after_max_settle_frames():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cell = (12.0, 9.0)
+    steer = Steerer(scope, deadband_um=0.5, settle_s=3600.0, max_settle_frames=3)
+    statuses = []
+    for _ in range(6):
+        f = scope.snap()
+        statuses.append(steer.step(f, boxes_at(f, [cell])).status)
+    # the stage never settles within an hour: after 3 ignored frames the next is used
+    assert statuses == [MOVED, SETTLING, SETTLING, SETTLING, CENTRED, CENTRED]
+    assert len(made_moves(scope)) == 1
+
+
+def test_settle_time_passes():
+    # exposure stamps placed on either side of "move + settle_s": no sleeping, no timing
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, deadband_um=0.5, settle_s=10.0, max_settle_frames=100)
+    f = scope.snap()
+    t0 = time.monotonic_ns()
+    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
+    t1 = time.monotonic_ns()
+    assert t1 - t0 < 5e9
+    at = StagePosition(12.0, 9.0, f.position.z)  # where the stage was sent
+    early = frame_at(f, at, index=1, ready_ns=t1 + int(5e9))  # < move + 10 s
+    assert steer.step(early, boxes_at(early, [(12.0, 9.0)])).status == SETTLING
+    late = frame_at(f, at, index=2, ready_ns=t1 + int(10e9) + 1)  # >= move + 10 s
+    assert steer.step(late, boxes_at(late, [(12.0, 9.0)])).status == CENTRED
+
+
+def test_refused_and_dry_run_moves_are_reported_never_raised():
+    guard = MoveGuard(SoftLimits(x=(-5.0, 5.0), y=(-5.0, 5.0), z=(-150, 150)))
+    scope = sim_scope(seed=1, shape=(256, 256), guard=guard)
+    f = scope.snap()
+    act = Steerer(scope, deadband_um=0.5).step(f, boxes_at(f, [(12.0, 0.0)]))
+    assert act.status == REFUSED and not act.made
+    assert "outside the soft limit" in act.reason
+    assert act.move_um == pytest.approx((12.0, 0.0), abs=0.06)
+    guard.dry_run = True
+    act = Steerer(scope, deadband_um=0.5).step(f, boxes_at(f, [(3.0, 0.0)]))
+    assert (act.status, act.made, act.reason) == (DRY_RUN, False,
+                                                  "dry-run: move computed, not made")
+    assert scope.position().x == 0.0 and made_moves(scope) == []
+
+
+def test_no_target_no_position_and_disabled():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope)
+    f = scope.snap()
+    empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    act = steer.step(f, empty)
+    assert act.status == NO_TARGET and act.reason == "no target for policy 'nearest'"
+    blind = frame_at(f, None)
+    act = steer.step(blind, empty)
+    assert (act.status, act.reason) == (NO_POSITION, "frame has no stage position")
+    steer.select(None)
+    assert steer.step(f, boxes_at(f, [(3.0, 0.0)])).status == DISABLED
+    assert steer.target_id is None
+    assert [a.status for a in steer.history] == [NO_TARGET, NO_POSITION, DISABLED]
+    assert steer.last.status == DISABLED
+    assert made_moves(scope) == []
+
+
+def test_sticky_target_is_kept_and_select_switches():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cells = [(20.0, 0.0), (-6.0, 0.0)]  # nearest to the centre: the second
+    steer = Steerer(scope, deadband_um=0.5, max_step_um=2.0)
+    f = scope.snap()
+    first = steer.step(f, boxes_at(f, cells))
+    assert first.target_um == pytest.approx((-6.0, 0.0), abs=0.06)
+    ids = {round(t.center_um[0]): t.id for t in steer.tracker.tracks}
+    steer.select(ids[20])  # a track id: follow the far cell from now on
+    for _ in range(4):
+        f = scope.snap()
+        act = steer.step(f, boxes_at(f, cells))
+        if act.status == MOVED:
+            assert act.target_id == ids[20]
+            assert act.target_um == pytest.approx((20.0, 0.0), abs=0.06)
+    steer.select("largest")
+    assert steer.enabled and steer.target_id is None and steer.policy.name == "largest"
+
+
+def test_reset_forgets_a_pending_move():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    early = [scope.snap() for _ in range(2)]
+    steer = Steerer(scope, deadband_um=0.5)
+    assert steer.step(early[0], boxes_at(early[0], [(12.0, 9.0)])).status == MOVED
+    steer.reset()
+    assert steer.target_id is None
+    act = steer.step(early[1], boxes_at(early[1], [(12.0, 9.0)]))
+    assert act.status == MOVED  # no longer waiting for the first move to settle
+
+
+def test_action_to_dict_has_no_nan():
+    scope = sim_scope(seed=1, shape=(64, 64))
+    f = scope.snap()
+    d = Steerer(scope).step(f, Detections(np.zeros((0, 4)), np.zeros(0),
+                                          np.zeros(0))).to_dict()
+    assert d["error_norm_um"] is None and d["status"] == NO_TARGET
+    d = Steerer(scope).step(f, boxes_at(f, [(0.5, 0.0)])).to_dict()
+    assert d["error_norm_um"] == pytest.approx(0.5, abs=0.06)
+
+
+def _moving(scope, tracker, xs, y: float = 0.0):
+    """Feed *tracker* one frame per x (a cell moving along x); returns the last frame."""
+    for x in xs:
+        f = scope.snap()
+        tracks = tracker.update(f, boxes_at(f, [(x, y)]))
+    return f, tracks
+
+
+def test_lead_frames_aim_ahead_of_a_moving_target():
+    from inscope.control.tracking import Tracker
+
+    scope = sim_scope(seed=1, shape=(256, 256))
+    tracker = Tracker()
+    f, tracks = _moving(scope, tracker, [4.0, 5.0, 6.0, 7.0, 8.0])
+    (t,) = tracks
+    assert t.velocity_um[0] > 0.5  # it has measured the motion
+    act = Steerer(scope, tracker=tracker, lead_frames=3.0, deadband_um=0.5).step(
+        f, boxes_at(f, [(8.0, 0.0)]), tracks)
+    want = np.array([8.0, 0.0]) + 3.0 * np.asarray(t.velocity_um)
+    assert act.target_um == pytest.approx(tuple(want), abs=0.06)
+    act = Steerer(scope, tracker=tracker, deadband_um=0.5).step(
+        f, boxes_at(f, [(8.0, 0.0)]), tracks)
+    assert act.target_um == pytest.approx((8.0, 0.0), abs=0.06)  # no lead: where seen
+
+
+def test_a_target_missed_in_this_frame_is_aimed_at_its_track():
+    from inscope.control.tracking import Tracker
+
+    scope = sim_scope(seed=1, shape=(256, 256))
+    tracker = Tracker(velocity=False)
+    f, tracks = _moving(scope, tracker, [6.0, 6.0])
+    empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    f = scope.snap()
+    tracks = tracker.update(f, empty)
+    (t,) = tracks
+    assert t.missed == 1
+    steer = Steerer(scope, tracker=tracker, deadband_um=0.5)
+    steer.select(t.id)  # the user's pick, still followed while it is missed
+    act = steer.step(f, empty, tracks)
+    assert act.status == MOVED
+    assert act.target_um == pytest.approx(tuple(t.center_um), abs=1e-9)
+
+
+def test_without_sticky_the_policy_chooses_again_every_frame():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cells = [(20.0, 0.0), (-6.0, 0.0)]
+    for sticky, want in ((True, 20.0), (False, -6.0)):
+        steer = Steerer(scope, sticky=sticky, deadband_um=100.0)
+        f = scope.snap()
+        steer.step(f, boxes_at(f, cells))
+        far = [t.id for t in steer.tracker.tracks if t.center_um[0] > 10][0]
+        steer.target_id = far  # e.g. the previous choice
+        act = steer.step(f, boxes_at(f, cells))
+        assert act.target_um[0] == pytest.approx(want, abs=0.06), sticky
+
+
+def test_select_by_numpy_integer_and_history_length():
+    from inscope.control.steering import CenteringController
+    from inscope.control.targets import TrackId
+
+    assert CenteringController is Steerer
+    scope = sim_scope(seed=1, shape=(64, 64))
+    steer = Steerer(scope, history=3)
+    steer.select(np.int64(5))
+    assert steer.policy == TrackId(5) and steer.enabled
+    f = scope.snap()
+    for _ in range(5):
+        steer.step(f, boxes_at(f, [(1.0, 0.0)]))
+    assert len(steer.history) == 3
+    assert Steerer(scope).history.maxlen == 1000
+
+
+def test_by_default_ten_frames_are_waited_for_then_the_next_is_used():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, deadband_um=0.5, settle_s=3600.0)
+    statuses = []
+    for _ in range(13):
+        f = scope.snap()
+        statuses.append(steer.step(f, boxes_at(f, [(12.0, 9.0)])).status)
+    assert statuses == [MOVED] + [SETTLING] * 10 + [CENTRED] * 2
+
+
+def test_the_target_is_kept_by_default():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cells = [(20.0, 0.0), (-6.0, 0.0)]
+    steer = Steerer(scope, deadband_um=100.0)
+    f = scope.snap()
+    steer.step(f, boxes_at(f, cells))
+    steer.target_id = [t.id for t in steer.tracker.tracks if t.center_um[0] > 10][0]
+    assert steer.step(f, boxes_at(f, cells)).target_um[0] == pytest.approx(20.0, abs=0.06)
+
+
+def test_a_stage_error_is_reported_as_failed_and_the_loop_goes_on():
+    from inscope.acquisition.errors import DeviceError
+    from inscope.acquisition.simulated import SimulatedMicroscope
+
+    class JammedStage(SimulatedMicroscope):
+        """The simulator with an XY stage that reports an error on every move (what
+        Micro-Manager raises for a stage that has lost its controller)."""
+
+        def _set_xy(self, x: float, y: float) -> None:
+            raise DeviceError("XY stage 'XY' did not answer; check its cable")
+
+    scope = JammedStage(sim_scope(seed=1, shape=(256, 256)).config)
+    steer = Steerer(scope, deadband_um=0.5)
+    f = scope.snap()
+    act = steer.step(f, boxes_at(f, [(12.0, 9.0)]))
+    assert (act.status, act.made) == ("failed", False)
+    assert act.reason == "XY stage 'XY' did not answer; check its cable"
+    assert act.move_um == pytest.approx((12.0, 9.0), abs=0.06)
+    f = scope.snap()  # no move was made: the next frame is a fresh decision
+    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == "failed"

@@ -1,0 +1,51 @@
+"""Published figures trace back to committed benchmark output (benchmarks/figures.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.figures import BEGIN, END, RESULTS, SERVICE_DOC, scrub_paths
+from benchmarks.loop import table
+
+ROOT = Path(__file__).resolve().parents[1]
+JSONS = sorted(RESULTS.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", JSONS, ids=[p.name for p in JSONS])
+def test_results_hold_no_absolute_paths(path, tmp_path):
+    text = path.read_text()
+    json.loads(text)
+    assert not re.search(r'"(/(home|work|tmp|root|Users)/|[A-Za-z]:\\\\)', text), path.name
+    copy = tmp_path / path.name
+    copy.write_text(text)
+    assert scrub_paths(copy) == 0
+
+
+def test_scrub_paths_makes_checkout_paths_relative(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text('{"model": "/somewhere/else/detector/models/m.onnx", "n": "/x/y"}')
+    assert scrub_paths(p) == 1
+    assert json.loads(p.read_text()) == {"model": "detector/models/m.onnx", "n": "/x/y"}
+
+
+def test_the_service_doc_table_is_the_committed_loop_run():
+    doc = SERVICE_DOC.read_text()
+    generated = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    report = json.loads((RESULTS / "loop.json").read_text())
+    assert generated == table(report)
+    assert generated.count("\n") >= 2 + 4  # header, rule and at least four rows
+
+
+def test_mutation_results_are_consistent():
+    data = json.loads((RESULTS / "mutation.json").read_text())
+    assert data["command"] == "python -m benchmarks.mutation"
+    for m in data["modules"]:
+        assert (ROOT / m["module"]).exists()
+        assert m["score"] == pytest.approx(m["killed"] / m["mutants"], abs=1e-4)
+        assert len(m["survivors"]) == m["mutants"] - m["killed"]
+        assert m["meets_target"] == (m["score"] >= m["target"])
+        assert all(s["reason"] for s in m["survivors"])
