@@ -100,7 +100,17 @@ class ControlConfig:
     settle_s
         Extra time after a move during which frames are ignored (stage ringing).
     focus_step_um
-        Focus lock: step of the focus search.
+        Focus lock: largest correction per cycle (µm); None: the depth of field.
+    objective_na, wavelength_um, immersion_index
+        The objective, for the depth of field that sizes the focus lock's dither
+        (``λ n / NA² + n e / NA``). None: the microscope's own (the simulator's optics).
+    focus_dof_um
+        Depth of field (µm) set directly, instead of computing it.
+    focus_dither_um
+        Focus lock dither half-amplitude (µm); None: a quarter of the depth of field.
+    focus_check_s
+        Focus lock duty cycle: a check of the peak every this many seconds, even while
+        the sharpness holds (None: only when it degrades or the stage travelled).
     """
 
     mode: str = "off"
@@ -110,7 +120,13 @@ class ControlConfig:
     max_step_um: float = 50.0
     gain: float = 0.8
     settle_s: float = 0.0
-    focus_step_um: float = 1.0
+    focus_step_um: float | None = None
+    objective_na: float | None = None
+    wavelength_um: float = 0.52
+    immersion_index: float = 1.0
+    focus_dof_um: float | None = None
+    focus_dither_um: float | None = None
+    focus_check_s: float | None = None
 
 
 @dataclass
@@ -141,7 +157,8 @@ class EyepieceConfig:
 @dataclass
 class OutputsConfig:
     video: str | None = None
-    video_fps: float = 20.0
+    video_fps: float | None = None  # None: the display rate (the video plays in real time)
+    display_fps: float = 30.0  # overlay render rate; newer frames replace, never queue
     window: bool | None = None  # None: show a window if a display is available
     snapshot_dir: str = "runs/snapshots"
     zmq: ZmqConfig = field(default_factory=ZmqConfig)
@@ -292,9 +309,21 @@ def _check_values(cfg: Config, source: str) -> None:
                   "affine, 0.5-0.8 when unsure)")
     for key, v in (("control.max_step_um", c.max_step_um),
                    ("control.focus_step_um", c.focus_step_um),
-                   ("outputs.video_fps", o.video_fps)):
-        if not v > 0:
+                   ("control.objective_na", c.objective_na),
+                   ("control.wavelength_um", c.wavelength_um),
+                   ("control.focus_dof_um", c.focus_dof_um),
+                   ("control.focus_dither_um", c.focus_dither_um),
+                   ("control.focus_check_s", c.focus_check_s),
+                   ("outputs.video_fps", o.video_fps),
+                   ("outputs.display_fps", o.display_fps)):
+        if v is not None and not v > 0:
             raise bad(key, v, "it must be > 0")
+    if c.immersion_index < 1.0:
+        raise bad("control.immersion_index", c.immersion_index,
+                  "use the medium's refractive index (air 1.0, water 1.33, oil 1.515)")
+    if c.objective_na is not None and c.objective_na >= c.immersion_index:
+        raise bad("control.objective_na", c.objective_na,
+                  f"it must be below control.immersion_index ({c.immersion_index})")
     th = cfg.detector.score_threshold
     if th is not None and not 0.0 <= th <= 1.0:
         raise bad("detector.score_threshold", th, "it must be in [0, 1]")

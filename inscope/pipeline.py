@@ -1,21 +1,31 @@
-"""The live loop: acquisition -> detection -> control -> outputs, each in its own thread.
+"""The live loop: acquisition -> detection -> outputs, with control on its own thread.
 
 ::
 
-    camera thread ──newest-frame slot──▶ detect thread ──newest slot──▶ control thread
-    (FrameStream)     (stale dropped)     (ONNX Runtime,   (dropped      (track, steer,
-                                            GIL released)    counted)     focus, fan-out)
-                                                                             │
-                          per-output bounded queues (a slow output drops its own) ◀┘
+    camera thread ──newest-frame slot──▶ detect thread ──▶ outputs (published at once)
+    (FrameStream)     (stale dropped)     (ONNX Runtime,     │
+                                            GIL released)    └─newest slot──▶ control thread
+                                                               (skipped when  (track, steer,
+                                                                busy, counted) focus; moves
+                                                                               commanded, not
+                                                                               waited for)
+                          per-output bounded queues (a slow output drops its own)
                           ├─ ZMQ PUB  (JSON encoded there, NOBLOCK send)
-                          ├─ overlay  (render -> video / window / ZMQ overlay)
-                          └─ records  (JSONL/CSV + OME-TIFF)
+                          ├─ overlay  (display rate: frames skipped, never queued)
+                          └─ records  (batched writes)
+
+Detections are published the moment the detector returns: the result carries the
+control state as of the newest control step (tracks, target, steering and focus), and
+control reads the newest detections on its own thread, so a move never holds
+publication up. Moves are commanded without waiting (``wait=False``); the frames exposed
+while the stage or focus moves are flagged (``Frame.moving``) and never used to decide
+the next move or to measure focus (:class:`inscope.control_stage.ControlStage`).
 
 Time stamps (``time.monotonic_ns()``, in ``Frame.stamps``): ``ready`` (backend),
 ``dequeued`` (detect thread took it), ``detect_start`` / ``detect_end`` (detector),
-``control_start`` / ``control_end`` (tracking, steering, focus), ``move_commanded``
-(the guard recorded a move made or dry-run for this frame), ``published`` (handed to
-every output), ``sent`` (ZMQ message left the socket).
+``published`` (handed to every output), ``sent`` (ZMQ message left the socket), and for
+the frames control used: ``control_start`` / ``control_end`` (tracking, steering, focus)
+and ``move_commanded`` (the guard recorded a move made or dry-run for this frame).
 
 The hot threads do no JSON, no copies, no logging per frame and no polling sleeps; they
 block on Conditions. :meth:`Pipeline.command` is the thread-safe command API the ZMQ REP
@@ -58,10 +68,9 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("ready_to_dequeued", "ready", STAMP_DEQUEUED),
     ("dequeued_to_detect_start", STAMP_DEQUEUED, "detect_start"),
     ("detect", "detect_start", "detect_end"),
+    ("detect_end_to_published", "detect_end", STAMP_PUBLISHED),
     ("detect_end_to_control_start", "detect_end", STAMP_CONTROL_START),
     ("control", STAMP_CONTROL_START, STAMP_CONTROL_END),
-    ("control_end_to_published", STAMP_CONTROL_END, STAMP_PUBLISHED),
-    ("detect_end_to_published", "detect_end", STAMP_PUBLISHED),
     ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
     ("ready_to_published", "ready", STAMP_PUBLISHED),
     ("ready_to_sent", "ready", STAMP_SENT),
@@ -96,15 +105,19 @@ class Pipeline:
         default 5 ms lets a thread busy in Python (an output encoding JSON, drawing many
         boxes) delay the wake-up of the detect or control thread by up to 5 ms; 0.5 ms
         bounds that delay. Restored on stop. None: leave it.
+    director
+        Optional mission for the control stage (e.g. the demo's :class:`inscope.tour.Tour`),
+        see :class:`inscope.control_stage.ControlStage`.
     on_result
-        Optional callable run in the control thread for every result (keep it cheap).
+        Optional callable run in the detect thread for every published result (keep it
+        cheap: it delays the next detection).
     """
 
     def __init__(self, scope, detector, *, control: ControlConfig | None = None,
                  outputs: Sequence[Output] = (), score_threshold: float | None = None,
                  frames: int | None = None, seconds: float | None = None,
                  snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 200_000,
-                 switch_interval: float | None = 0.0005,
+                 switch_interval: float | None = 0.0005, director=None,
                  on_result: Callable[[Result], None] | None = None) -> None:
         self.scope = scope
         self.detector = detector
@@ -117,6 +130,7 @@ class Pipeline:
         self.snapshot_dir = Path(snapshot_dir)
         self.switch_interval = switch_interval
         self.on_result = on_result
+        self.director = director
         self.control = None  # ControlStage, built at start (needs control package)
         self._mode = self.control_config.mode
         self._stream = None
@@ -130,6 +144,9 @@ class Pipeline:
         self._old_switch: float | None = None
         self._ctl_thread_id: int | None = None
         self._ctl_frame = None
+        # (tracks, target_id, steer, focus) of the newest control step, read by publish
+        self._ctl_state: tuple = ([], None, None, None)
+        self.control_steps = 0
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
         # counters
@@ -157,7 +174,7 @@ class Pipeline:
         self._started = True
         from inscope.control_stage import ControlStage
 
-        self.control = ControlStage(self.scope, self.control_config)
+        self.control = ControlStage(self.scope, self.control_config, director=self.director)
         self._apply_threshold(self.score_threshold)
         guard = getattr(self.scope, "guard", None)
         if guard is not None:
@@ -220,6 +237,8 @@ class Pipeline:
         guard = getattr(self.scope, "guard", None)
         if guard is not None and self._on_move in guard.listeners:
             guard.listeners.remove(self._on_move)
+        if self.control is not None:
+            self.control.close()
         if self._old_switch is not None:
             sys.setswitchinterval(self._old_switch)
             self._old_switch = None
@@ -289,7 +308,9 @@ class Pipeline:
                 if thr is not None and len(dets) and float(dets.scores.min()) < thr:
                     dets = dets.select(dets.scores >= thr)
                 self.detected += 1
-                slot.put((frame, dets, getattr(detector, "last_timing", None)))
+                if self._mode != "off":
+                    slot.put((frame, dets))  # control takes the newest when it is free
+                self._publish(frame, dets, getattr(detector, "last_timing", None))
         except BaseException as e:  # noqa: BLE001 - e.g. the camera failed
             self.error = e
             log.error("acquisition/detection stopped: %s", e)
@@ -297,56 +318,60 @@ class Pipeline:
         finally:
             slot.close()
 
+    def _publish(self, frame, dets, timing) -> None:
+        """Hand one frame's detections to every output, with the newest control state."""
+        tracks, target_id, steer, focus = self._ctl_state
+        seq = self.processed
+        r = Result(frame, dets, tracks, target_id, steer, focus, seq)
+        st = frame.stamps
+        st[STAMP_PUBLISHED] = time.monotonic_ns()
+        for out in self.outputs:
+            out.submit(r)
+        seq += 1
+        self.processed = seq
+        self.detections_total += len(dets)
+        self.last_result = r
+        self.records.append(st)
+        if timing:
+            self.detector_timings.append(timing)
+        ready = st.get("ready", 0)
+        if self._last_ready and ready > self._last_ready:
+            inst = 1e9 / (ready - self._last_ready)
+            self._fps = inst if not self._fps else 0.9 * self._fps + 0.1 * inst
+        self._last_ready = ready
+        if self.on_result is not None:
+            self.on_result(r)
+        if self.max_frames is not None and seq >= self.max_frames:
+            self._finish("frames")
+
     def _control_loop(self) -> None:
         slot = self._slot
         self._ctl_thread_id = threading.get_ident()
-        outputs = self.outputs
-        records = self.records
-        seq = 0
         while True:
             item = slot.get()
             if item is None:
                 if slot.closed:
                     break
                 continue
-            frame, dets, timing = item
-            frame.stamps[STAMP_CONTROL_START] = time.monotonic_ns()
-            tracks, target_id, steer, focus = [], None, None, None
+            frame, dets = item
             ctl = self.control
-            if ctl is not None:
-                self._ctl_frame = frame
-                try:
-                    tracks, target_id, steer, focus = ctl.step(frame, dets)
-                except Exception as e:  # noqa: BLE001 - control must not kill the loop
-                    self.control_errors += 1
-                    if self.control_errors == 1:
-                        log.warning("control failed on frame %d: %s (the loop goes on)",
-                                    frame.index, e)
-                    steer = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
-                self._ctl_frame = None
-            st = frame.stamps
-            st[STAMP_CONTROL_END] = time.monotonic_ns()
-            r = Result(frame, dets, tracks, target_id, steer, focus, seq)
-            st[STAMP_PUBLISHED] = time.monotonic_ns()
-            for out in outputs:
-                out.submit(r)
-            seq += 1
-            self.processed = seq
-            self.detections_total += len(dets)
-            self.last_result = r
-            records.append(st)
-            if timing:
-                self.detector_timings.append(timing)
-            ready = st.get("ready", 0)
-            if self._last_ready and ready > self._last_ready:
-                inst = 1e9 / (ready - self._last_ready)
-                self._fps = inst if not self._fps else 0.9 * self._fps + 0.1 * inst
-            self._last_ready = ready
-            if self.on_result is not None:
-                self.on_result(r)
-            if self.max_frames is not None and seq >= self.max_frames:
-                self._finish("frames")
-                break
+            if ctl is None:
+                continue
+            frame.stamps[STAMP_CONTROL_START] = time.monotonic_ns()
+            self._ctl_frame = frame
+            try:
+                state = ctl.step(frame, dets)
+            except Exception as e:  # noqa: BLE001 - control must not kill the loop
+                self.control_errors += 1
+                if self.control_errors == 1:
+                    log.warning("control failed on frame %d: %s (the loop goes on)",
+                                frame.index, e)
+                state = ([], None, {"status": "error",
+                                    "reason": f"{type(e).__name__}: {e}"}, None)
+            self._ctl_frame = None
+            frame.stamps[STAMP_CONTROL_END] = time.monotonic_ns()
+            self._ctl_state = state  # one reference swap: publish reads it whole
+            self.control_steps += 1
 
     def _on_move(self, rec) -> None:
         """Guard listener: stamp the frame whose control step commanded this move."""
@@ -472,9 +497,11 @@ class Pipeline:
     # -- reporting ---------------------------------------------------------------------
     @property
     def dropped(self) -> int:
-        """Frames acquired but never processed (stale in the camera slot or control slot)."""
+        """Frames acquired but never detected and published (stale in the camera slot).
+        Control skipping a published frame while it is busy is counted apart
+        (``control_skipped`` in :meth:`summary`)."""
         s = self._stream
-        return (s.dropped if s is not None else 0) + self._slot.dropped
+        return s.dropped if s is not None else 0
 
     @property
     def fps(self) -> float:
@@ -511,19 +538,18 @@ class Pipeline:
         over = [(s[STAMP_PUBLISHED] - s["ready"]) - (s["detect_end"] - s["detect_start"])
                 for s in recs if "detect_end" in s and "detect_start" in s]
         out["overhead_ready_to_published_minus_detect"] = ns_to_ms(over)
-        # the loop's own cost: also minus the control step (tracking, steering, moves)
-        own = [o - (s[STAMP_CONTROL_END] - s[STAMP_CONTROL_START])
-               for o, s in zip(over, (s for s in recs if "detect_end" in s
-                                      and "detect_start" in s), strict=True)
-               if STAMP_CONTROL_START in s]
-        out["loop_overhead_minus_detect_and_control"] = ns_to_ms(own)
+        # the loop's own cost: control no longer sits between detection and publication,
+        # so this equals the overhead (kept under its old name for reports)
+        out["loop_overhead_minus_detect_and_control"] = out[
+            "overhead_ready_to_published_minus_detect"]
         # hand-offs only: also minus the wait of a fresh frame for a busy detector
         hand = [(s[STAMP_PUBLISHED] - s[STAMP_DEQUEUED])
                 - (s["detect_end"] - s["detect_start"])
-                - (s[STAMP_CONTROL_END] - s[STAMP_CONTROL_START])
                 for s in recs if "detect_end" in s and "detect_start" in s
-                and STAMP_CONTROL_START in s and STAMP_DEQUEUED in s]
-        out["handoffs_dequeued_to_published_minus_detect_and_control"] = ns_to_ms(hand)
+                and STAMP_DEQUEUED in s]
+        out["handoffs_dequeued_to_published_minus_detect"] = ns_to_ms(hand)
+        out["handoffs_dequeued_to_published_minus_detect_and_control"] = out[
+            "handoffs_dequeued_to_published_minus_detect"]
         tms = list(self.detector_timings)
         for key in sorted({k for t in tms for k in t if k != "total_ms"}):
             out[f"detector_{key.removesuffix('_ms')}"] = percentiles(
@@ -547,7 +573,8 @@ class Pipeline:
             "acquired": acquired,
             "dropped": self.dropped,
             "dropped_camera_slot": s.dropped if s is not None else 0,
-            "dropped_control_slot": self._slot.dropped,
+            "control_steps": self.control_steps,
+            "control_skipped": self._slot.dropped,
             "paused_frames": self.paused_frames,
             "detect_errors": self.detect_errors,
             "control_errors": self.control_errors,

@@ -118,7 +118,7 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
             "window" + (f"; the overlay goes to {o.video}" if o.video else ""))
     if o.video or window or (pub is not None and o.zmq.overlay) or eyepiece:
         outputs.append(OverlayOutput(
-            video=o.video, video_fps=o.video_fps, window=window,
+            video=o.video, video_fps=o.video_fps, display_fps=o.display_fps, window=window,
             publisher=pub if o.zmq.overlay else None, eyepiece=eyepiece,
             mode=cfg.control.mode, on_quit=on_quit))
     if o.records.dir:
