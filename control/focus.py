@@ -393,7 +393,8 @@ class FocusLock:
     - **a dither cycle** (``acquiring``, ``correcting``, ``checking``): sharpness at
       ``z_c``, ``z_c + d`` and ``z_c - d`` (``samples`` frames each); the vertex of the
       parabola through their logarithms is the new ``z_c`` (clipped to ``max_step_um``;
-      far from focus, where the curve is flat, a full step towards the sharper side).
+      a vertex beyond the samples is not trusted: a step of ``2 d`` that way; far from
+      focus, where the curve is flat or convex, a full step towards the sharper side).
       When the vertex is within ``d / 2`` of the centre the lock is ``locked`` again,
       with a fresh reference.
 
@@ -439,6 +440,9 @@ class FocusLock:
         A frame whose z is further than this from the last commanded z is not settled.
     max_settle_frames
         Give up waiting for a settled frame after this many.
+    max_cycles
+        A check or correction that has not converged after this many cycles (noise, a
+        fast drift, a moving scene) holds its estimate (``locked``) rather than hunt.
     """
 
     def __init__(self, scope: Microscope, dither_um: float | None = None,
@@ -448,7 +452,7 @@ class FocusLock:
                  samples: int = 2, trigger_dof: float = 0.125,
                  check_every_s: float | None = None, check_travel_um: float | None = 50.0,
                  xy_tol_um: float = 1.0, z_tol_um: float = 0.05,
-                 max_settle_frames: int = 10) -> None:
+                 max_settle_frames: int = 10, max_cycles: int = 3) -> None:
         if dither_um is not None and dither_um <= 0:
             raise ValueError(f"dither_um must be > 0 (µm) or None (a quarter of the depth "
                              f"of field); got {dither_um}.")
@@ -470,6 +474,7 @@ class FocusLock:
         self.xy_tol_um = float(xy_tol_um)
         self.z_tol_um = float(z_tol_um)
         self.max_settle_frames = int(max_settle_frames)
+        self.max_cycles = int(max_cycles)
         self.enabled = True
         self.history: list[FocusAction] = []
         self.moves = 0
@@ -511,6 +516,11 @@ class FocusLock:
         self._fails = 0
 
     @property
+    def cycling(self) -> bool:
+        """True while a dither cycle runs (its frames must all show one scene)."""
+        return self.state != "locked" and self.z_center is not None
+
+    @property
     def tolerance(self) -> float:
         """Drop of log-sharpness below the reference that triggers a correction."""
         by_curve = self._curv * (self.trigger_dof * self.dof_um) ** 2
@@ -544,6 +554,7 @@ class FocusLock:
         self.state = why
         self.locked = False
         self._phase, self._acc, self._vals = 0, [], []
+        self._cycles = 0
         self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
         p = frame.position
         self._check_xy = (p.x, p.y)
@@ -592,6 +603,9 @@ class FocusLock:
     def _hold(self, frame: Frame, val: float) -> FocusAction:
         idx = frame.index
         self._ref_xy = self._ref_xy or (frame.position.x, frame.position.y)
+        if self.check_travel_um is not None and self._travel > self.check_travel_um:
+            self._start_cycle("checking", frame)  # far from the last check: re-find it
+            return self._cycle(frame, val)
         if self._ref is None:  # a fresh reference (after locking or a scene change)
             self._acc.append(val)
             if len(self._acc) >= self.samples:
@@ -601,8 +615,6 @@ class FocusLock:
                 self._acc = []
             return FocusAction(idx, "locked", self.z_center, sharpness=val)
         why = None
-        if self.check_travel_um is not None and self._travel > self.check_travel_um:
-            why = "checking"
         ready = frame.stamps.get(STAMP_READY, 0)
         if self.check_every_s is not None and self._last_check_ns is not None \
                 and ready - self._last_check_ns > self.check_every_s * 1e9:
@@ -641,8 +653,8 @@ class FocusLock:
             if denom < 0:
                 self._curv = -denom / (2 * d * d)
                 offset = d * (sp - sm) / (2 * -denom)  # vertex of the parabola
-                if abs(offset) > 2 * d:  # beyond the samples: a bold step, not a fit
-                    offset = math.copysign(self.max_step_um, offset)
+                if abs(offset) > 2 * d:  # beyond the samples: a step of 2 d, not a fit
+                    offset = math.copysign(min(2 * d, self.max_step_um), offset)
                 converged = abs(offset) <= d / 2
                 self._fails = 0
             elif sp != sm:  # flat or convex: far from focus, go towards the sharper side
@@ -654,6 +666,12 @@ class FocusLock:
             self.z_center += offset
             zt = self.z_center
             self._phase, self._vals = 0, []
+            self._cycles = getattr(self, "_cycles", 0) + 1
+            # a check or correction near the peak that keeps hunting (noise, a fast drift,
+            # a moving scene) ends after max_cycles: hold the best estimate so far
+            if self.state in ("checking", "correcting") and self._cycles >= self.max_cycles \
+                    and denom < 0:
+                converged = True
             if converged:
                 self.state, self.locked = "locked", True
                 self._ref, self._acc, self._low = None, [], 0

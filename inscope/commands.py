@@ -180,12 +180,12 @@ def _logging(args) -> None:
         logging.getLogger("inscope").setLevel(logging.INFO)
 
 
-def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
+def _serve(cfg, *, port_fallback: bool, header: str | None = None, director=None) -> int:
     from inscope.acquisition.errors import AcquisitionError
     from inscope.service import build_service, format_summary, run_service
 
     try:
-        svc = build_service(cfg, port_fallback=port_fallback)
+        svc = build_service(cfg, port_fallback=port_fallback, director=director)
     except ImportError as e:
         print(f"error: a part inscope needs is not installed or not built: {e}. "
               "Reinstall with 'pip install -e .' (see README).", file=sys.stderr)
@@ -218,30 +218,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve(cfg, port_fallback=False)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+#: The demo's simulated microscope: the stage starts off target and 6 µm out of focus, the
+#: focal plane drifts (0.2 µm/s) and is tilted (0.3 / -0.2 µm per 100 µm), and one cell in
+#: twelve crawls at 12 µm/s, so focusing, holding focus, touring and following all show.
+DEMO_SIM = {"start_z_um": 6.0, "drift_um_per_s": 0.05, "tilt": [0.003, -0.002],
+            "cell_motion_um_per_s": 12.0, "moving_fraction": 0.08, "seed": 3}
+
+
+def demo_config(out, seed: int | None = None, base=None):
+    """The demo's :class:`~inscope.config.Config` (also ``inscope bench --backend demo``):
+    the simulator of :data:`DEMO_SIM`, steer+focus, every output into *out*."""
     from pathlib import Path
 
-    from inscope.config import Config, ConfigError, with_overrides
+    from inscope.config import Config, with_overrides
 
-    _logging(args)
-    out = Path(args.out)
-    base = Config()
-    scope_line = "simulated microscope"
-    base = with_overrides(base, "microscope", backend="sim",
-                          options={"seed": args.seed} if args.seed is not None else {})
-    base = with_overrides(base, "control", mode="steer+focus")
+    out = Path(out)
+    base = base or Config()
+    opts = dict(DEMO_SIM)
+    if seed is not None:
+        opts["seed"] = seed
+    base = with_overrides(base, "microscope", backend="sim", options=opts)
+    # one move reaches the next cell of the tour (a calibrated simulator: gain 1)
+    base = with_overrides(base, "control", mode="steer+focus", max_step_um=250.0, gain=1.0)
     base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
                           snapshot_dir=str(out / "snapshots"))
     base = with_overrides(base, "outputs.records", dir=str(out))
-    base = with_overrides(base, "run", summary=str(out / "summary.json"))
+    return with_overrides(base, "run", summary=str(out / "summary.json"))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inscope.config import ConfigError
+    from inscope.tour import Tour
+
+    _logging(args)
+    out = Path(args.out)
     try:
-        cfg = config_from_args(args, base)
+        cfg = config_from_args(args, demo_config(out, args.seed))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return _serve(cfg, port_fallback=True,
-                  header=f"inscope demo: {scope_line}, {cfg.run.frames} frames, "
-                         f"outputs in {out}/ (Ctrl-C stops cleanly)")
+    tour = Tour() if "steer" in cfg.control.mode else None
+    return _serve(cfg, port_fallback=True, director=tour,
+                  header=f"inscope demo: simulated microscope (starts off target and out of "
+                         f"focus, drift on), {cfg.run.frames} frames, outputs in {out}/ "
+                         "(Ctrl-C stops cleanly)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

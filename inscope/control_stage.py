@@ -109,7 +109,10 @@ class ControlStage:
         self.frames_before_move = 0
         self.last_steer: dict | None = None
         self.last_focus: dict | None = None
+        self.last_frame = None  # the newest frame control used, and its tracks
+        self.last_tracks: list = []
         self._last_move_ns = 0
+        self._wait_from: int | None = None
         self._guard = getattr(scope, "guard", None)
         if self._guard is not None:
             self._guard.listeners.append(self._on_move)
@@ -184,8 +187,20 @@ class ControlStage:
                              "reason": reason, "made": False}
                     self.focus_status[why] += 1
                 self._add_director(steer)
+                self._record(frame, steer, focus)
                 return tracks, target_id, steer, focus
-            if "steer" in mode:
+            self.last_frame, self.last_tracks = frame, tracks
+            waited = self._focus_wait(frame, "steer" in mode and "focus" in mode
+                                      and self.focus.cycling)
+            if waited is not None and waited < self.FOCUS_WAIT_S:
+                # a dither cycle compares sharpness across z in one scene: the stage
+                # waits for it (a few frames) instead of voiding it
+                steer = {"frame_index": frame.index, "status": "waiting-focus",
+                         "target_id": target_id, "made": False,
+                         "reason": "the focus lock is measuring"}
+                self.steer_status["waiting-focus"] += 1
+                self._add_director(steer)
+            elif "steer" in mode:
                 if self.director is not None:
                     self.director.step(self, frame, tracks)
                 act = self.steerer.step(frame, detections, tracks)
@@ -205,7 +220,27 @@ class ControlStage:
                 self.focus_status[fa.status] += 1
                 self.focus_moves += int(bool(fa.made))
                 self.last_focus = focus
+            self._record(frame, steer, focus)
             return tracks, target_id, steer, focus
+
+    #: Longest the stage waits for a focus cycle (s of frame time) before it steers anyway
+    #: (a target moving away matters more than a clean focus measure).
+    FOCUS_WAIT_S = 0.25
+
+    def _focus_wait(self, frame, cycling: bool) -> float | None:
+        """Seconds the stage has waited for the current focus cycle (None: no cycle)."""
+        if not cycling:
+            self._wait_from = None
+            return None
+        t = frame.stamps.get("ready", 0)
+        if self._wait_from is None:
+            self._wait_from = t
+        return (t - self._wait_from) * 1e-9
+
+    def _record(self, frame, steer, focus) -> None:
+        rec = getattr(self.director, "record", None)
+        if rec is not None:
+            rec(self, frame, steer, focus)
 
     def _add_director(self, steer: dict | None) -> None:
         if steer is not None and self.director is not None:

@@ -300,6 +300,8 @@ class OverlayOutput(Output):
         if self._next_ns is not None and t < self._next_ns:
             self.skipped += 1
             return True
+        if self._t0 is None:
+            self._t0 = t  # the video's time zero: the first frame offered, not rendered
         nxt = (self._next_ns or t) + self._period_ns
         self._next_ns = nxt if nxt > t else t + self._period_ns // 2  # never run behind
         return super().submit(item)
@@ -346,7 +348,7 @@ class OverlayOutput(Output):
         if self._t0 is None:
             self._t0 = ready_ns
         tick = int((ready_ns - self._t0) * self.video_fps // 1_000_000_000)
-        n = min(tick - self._tick, int(2 * self.video_fps)) if self._tick >= 0 else 1
+        n = min(tick - self._tick, int(2 * self.video_fps))
         for _ in range(max(n, 0)):
             self.video.write(img)
         self._tick = max(tick, self._tick)

@@ -604,14 +604,16 @@ class Pipeline:
         return out
 
     def _final_error(self) -> float | None:
-        """Ground-truth centring error of the last target (simulated frames only)."""
+        """Ground-truth centring error of the target on the newest frame control used
+        (simulated frames only)."""
         from inscope.control_stage import truth_centring_error_um
 
-        r = self.last_result
-        if r is None or r.target_id is None or r.frame.truth is None:
+        ctl = self.control
+        if ctl is None or ctl.last_frame is None or ctl.last_frame.truth is None:
             return None
-        for t in r.tracks:
-            if t.id == r.target_id:
-                v = truth_centring_error_um(r.frame, np.asarray(t.box))
+        tid = ctl.steerer.target_id
+        for t in ctl.last_tracks:
+            if t.id == tid and not t.missed:
+                v = truth_centring_error_um(ctl.last_frame, np.asarray(t.box))
                 return None if v is None else round(v, 3)
         return None

@@ -77,9 +77,11 @@ class Service:
                 log.warning("closing %s: %s", obj, e)
 
 
-def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Service:
+def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
+                  director=None) -> Service:
     """Open everything *cfg* describes. ``port_fallback``: if a ZMQ port is taken, bind
-    an ephemeral one instead (and say so) rather than failing (used by the demo)."""
+    an ephemeral one instead (and say so) rather than failing (used by the demo).
+    ``director``: a mission for the control stage (the demo's tour)."""
     from inscope.eyepiece import EyepieceCalibration, EyepieceRenderer
     from inscope.overlay import OverlayOutput
     from inscope.records import RecordsOutput
@@ -126,7 +128,8 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
                                      fps=getattr(scope, "fps", None)))
     pipeline = Pipeline(scope, detector, control=cfg.control, outputs=outputs,
                         score_threshold=cfg.detector.score_threshold, frames=cfg.run.frames,
-                        seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir)
+                        seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir,
+                        director=director)
     pipeline_holder.append(pipeline)
     if o.zmq.enabled:
         server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port)

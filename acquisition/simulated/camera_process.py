@@ -62,10 +62,7 @@ class ProcessCamera:
         self._shm_frames: shared_memory.SharedMemory | None = None
         self._lock = threading.Lock()
         self.frames = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+        self.pid: int | None = None  # the camera process's id (kept after it ended)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -87,6 +84,7 @@ class ProcessCamera:
             args=(cfg, scope.specimen, scope.true_affine, scope._t_origin,
                   self._shm_state.name, self._shm_frames.name, child))
         self.process.start()
+        self.pid = self.process.pid
         child.close()
         scope.camera_process = self
         self._frames = np.ndarray((SLOTS, h, w), dtype, buffer=self._shm_frames.buf)

@@ -68,6 +68,7 @@ class SimConfig:
     xy_quantum_um: float = 0.05  # positions read back quantised, like Micro-Manager's DXYStage
     z_quantum_um: float = 0.01
     start_xy_um: tuple[float, float] = (0.0, 0.0)
+    start_z_um: float | None = None  # None: in focus (focus_z0_um)
 
     def __post_init__(self) -> None:
         self.shape = (int(self.shape[0]), int(self.shape[1]))

@@ -85,7 +85,8 @@ class SimulatedMicroscope(BaseMicroscope):
         self._renderer = Renderer(cfg, self._true_affine)
         x, y = map(float, cfg.start_xy_um)
         # stage kinematics; a process camera swaps in a shared-memory copy while it runs
-        self._motion = motion.new_state(x, y, float(cfg.focus_z0_um))
+        z = cfg.focus_z0_um if cfg.start_z_um is None else cfg.start_z_um
+        self._motion = motion.new_state(x, y, float(z))
         self._index = 0
         self._last_truth: GroundTruth | None = None
         self.camera_process = None  # the running ProcessCamera, if any
