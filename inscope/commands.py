@@ -61,11 +61,15 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
 def _register_demo(sub) -> None:
     p = sub.add_parser(
         "demo", help="live demo on the simulated microscope (steering + focus, overlay video)",
-        description="Run the whole loop on the simulated microscope in real time: the "
-                    "default model (or the classical detector if it is missing), steering "
-                    "and focus lock on, overlay video in OUT/overlay.mp4 (and a window if "
-                    "a display is available), ZMQ on 127.0.0.1, a live progress line and a "
-                    "summary JSON. Ctrl-C stops cleanly.")
+        description="Run the whole loop on the simulated microscope in real time. It "
+                    "starts off target and 6 µm out of focus with the focus drifting: the "
+                    "focus lock finds focus, then the tour centres a clearly visible cell, "
+                    "holds it, moves to the next, and follows a moving cell, while the "
+                    "lock holds focus. The default model (or the classical detector if it "
+                    "is missing), overlay video in OUT/overlay.mp4 with a status line (and "
+                    "a window if a display is available), ZMQ on 127.0.0.1, records, a "
+                    "live progress line and OUT/summary.json with the same story against "
+                    "the simulator's ground truth. Ctrl-C stops cleanly.")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=None, help="simulated specimen seed")
     _add_service_flags(p, demo=True)
@@ -102,13 +106,17 @@ def _register_bench(sub) -> None:
         description="Run the whole loop on the simulated microscope and on Micro-Manager's "
                     "DemoCamera (pycromanager headless), for each model and each available "
                     "provider, and report per-stage latency percentiles, pipeline overhead, "
-                    "throughput and drops side by side; JSON plus PNG plots.")
+                    "throughput, drops and CPU time per thread and process side by side; "
+                    "JSON plus PNG plots.")
     p.add_argument("--frames", type=int, default=200, help="frames per configuration")
     p.add_argument("--model", action="append", default=None,
                    help="model (repeatable): a .onnx path, 'default' or 'classical' "
                         "(default: default + classical)")
     p.add_argument("--backend", action="append", default=None,
-                   choices=["sim", "headless"], help="microscope(s) (default: both)")
+                   choices=["sim", "headless", "demo"],
+                   help="microscope(s) (default: sim and headless); 'demo' is the demo's "
+                        "configuration (drifting simulator, steer+focus with the tour, every "
+                        "output)")
     p.add_argument("--provider", action="append", default=None,
                    help="ONNX Runtime provider(s) (default: every available one)")
     p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",
