@@ -152,7 +152,8 @@ def status_line(r: Result) -> str:
         err = c.get("error_norm_um")
         words = {"moved": "stage moving to", "centred": "centred on", "moving": "stage moving",
                  "settling": "stage settling", "no-target": "looking for a target",
-                 "refused": "move refused", "dry-run": "dry-run move to"}.get(st, st)
+                 "refused": "move refused", "dry-run": "dry-run move to",
+                 "waiting-focus": "stage waits for the focus check"}.get(st, st)
         txt = f"{words} #{tid}" if tid is not None and st in (
             "moved", "centred", "dry-run") else words
         if err is not None and st in ("moved", "centred"):

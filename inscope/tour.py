@@ -41,7 +41,7 @@ class TourConfig:
     cells: int = 3  # cells visited before following a moving one
     hold_s: float = 0.4
     follow_s: float = 0.8
-    focus_timeout_s: float = 2.0
+    focus_timeout_s: float = 5.0
     centre_timeout_s: float = 3.0
     min_hop_px: float = 80.0  # the next cell is 80-200 px away: the stage visibly travels
     max_hop_px: float = 200.0
@@ -91,6 +91,7 @@ class Tour:
         h, w = frame.pixels.shape
         c = np.asarray(frame.center)
         cand = []
+        background = float(np.percentile(frame.pixels[::8, ::8], 20))
         boxes = np.array([t.box for t in tracks]).reshape(-1, 4) if tracks else None
         for t in tracks:
             b = np.asarray(t.box, float)
@@ -110,7 +111,11 @@ class Tour:
             if int(np.sum(near < size)) > 1:
                 continue
             x0, y0, x1, y1 = (int(v) for v in b)
-            bright = float(frame.pixels[y0:y1, x0:x1].mean()) if x1 > x0 and y1 > y0 else 0.0
+            crop = frame.pixels[y0:y1, x0:x1]
+            if crop.size < 16:
+                continue
+            # bright and big: the nucleus' upper intensities above the frame's background
+            bright = float(np.percentile(crop, 90)) - background
             cand.append((bright * math.sqrt(max(t.area_px, 1.0)), t))
         if not cand:
             return None
