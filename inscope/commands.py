@@ -227,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 #: The demo's simulated microscope: the stage starts off target and 6 µm out of focus, the
-#: focal plane drifts (0.2 µm/s) and is tilted (0.3 / -0.2 µm per 100 µm), and one cell in
+#: focal plane drifts (3 µm/min) and is tilted (0.3 / -0.2 µm per 100 µm), and one cell in
 #: twelve crawls at 8 µm/s, so focusing, holding focus, touring and following all show.
 DEMO_SIM = {"start_z_um": 6.0, "drift_um_per_s": 0.05, "tilt": [0.003, -0.002],
             "cell_motion_um_per_s": 8.0, "moving_fraction": 0.08, "seed": 3}
