@@ -398,6 +398,8 @@ class Pipeline:
         self.control_config.mode = mode
         if self.control is not None:
             self.control.set_mode(mode)
+        if mode == "off":
+            self._ctl_state = ([], None, None, None)  # publish no stale control state
 
     @property
     def mode(self) -> str:
