@@ -206,8 +206,10 @@ def camera_main(cfg, specimen, true_affine: np.ndarray, t_origin: float, state_n
                 break
             index += 1
             next_t += interval
-            if next_t < time.monotonic():  # running late: don't try to catch up
-                next_t = time.monotonic() + interval
+            # running late (the render took longer than a frame): the next exposure has
+            # already happened, as on a camera that exposes continuously; don't try to
+            # catch up either
+            next_t = max(next_t, time.monotonic())
     except Exception as e:  # noqa: BLE001 - reported to the parent in one line
         try:
             conn.send(f"{type(e).__name__}: {e}")
