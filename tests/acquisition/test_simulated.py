@@ -205,7 +205,7 @@ def test_stream_indices_stamps_and_drops():
             frames.append(f)
             if len(frames) == 3:
                 import time
-                time.sleep(0.1)  # slow consumer: the camera runs on, frames are dropped
+                time.sleep(0.5)  # slow consumer: the camera runs on, frames are dropped
             if len(frames) >= 6:
                 break
         dropped = st.dropped
