@@ -7,9 +7,10 @@ the steerer should centre, in turn:
 ``focusing``
     steering off until the focus lock reports ``locked`` (or ``focus_timeout_s``);
 ``choosing``
-    pick a clearly visible cell: tracked for a few frames, bright, whole (not at the
-    edge), not crowded by a neighbour, not visited before, and at least ``min_hop_px``
-    from the centre so the stage visibly travels;
+    pick a clearly visible cell: tracked for a few frames, confidently detected, at
+    least as big as the median cell, the brightest such (above the background, times
+    its size), whole (not at the edge), not crowded by a neighbour, not visited before,
+    and ``min_hop_px``-``max_hop_px`` from the centre so the stage visibly travels;
 ``centring``
     until the steerer reports it ``centred`` on a few frames in a row;
 ``holding``
@@ -41,12 +42,13 @@ class TourConfig:
     cells: int = 3  # cells visited before following a moving one
     hold_s: float = 0.4
     follow_s: float = 0.8
-    focus_timeout_s: float = 5.0
+    focus_timeout_s: float = 30.0  # a featureless field never locks: tour anyway
     centre_timeout_s: float = 3.0
     min_hop_px: float = 80.0  # the next cell is 80-200 px away: the stage visibly travels
     max_hop_px: float = 200.0
     edge_px: float = 24.0
     min_hits: int = 3
+    min_score: float = 0.5
     centred_frames: int = 3
     mover_min_um: float = 2.0  # displacement during a hold that marks a moving cell
     timeline_every_s: float = 0.02
@@ -72,7 +74,10 @@ class Tour:
 
     # -- helpers -----------------------------------------------------------------------
     def _now(self, frame) -> float:
-        t = frame.stamps.get("ready", 0)
+        """Seconds since the first frame: the simulator's clock when the frame has one
+        (so an offline run keeps the same pace), else the ready stamps."""
+        sim = frame.metadata.get("sim_time_s") if frame.metadata else None
+        t = int(sim * 1e9) if sim is not None else frame.stamps.get("ready", 0)
         if self._t0 is None:
             self._t0 = t
         return (t - self._t0) * 1e-9
@@ -92,10 +97,14 @@ class Tour:
         c = np.asarray(frame.center)
         cand = []
         background = float(np.percentile(frame.pixels[::8, ::8], 20))
+        # a clearly visible cell is at least as big as most: no specks, no slivers
+        areas = [t.area_px for t in tracks if not t.missed]
+        min_area = float(np.percentile(areas, 50)) if areas else 0.0
         boxes = np.array([t.box for t in tracks]).reshape(-1, 4) if tracks else None
         for t in tracks:
             b = np.asarray(t.box, float)
-            if t.missed or t.hits < cfg.min_hits:
+            if t.missed or t.hits < cfg.min_hits or t.area_px < min_area \
+                    or t.score < cfg.min_score:
                 continue
             if b[0] < cfg.edge_px or b[1] < cfg.edge_px or b[2] > w - cfg.edge_px \
                     or b[3] > h - cfg.edge_px:
