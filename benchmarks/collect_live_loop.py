@@ -63,7 +63,10 @@ def _from_summary(s: dict) -> dict:
     tour = c.get("tour")
     if tour:
         out["tour"] = {k: v for k, v in tour.items() if k != "timeline"}
-    out["outputs"] = s.get("outputs")
+    # counts only: no paths or addresses of the machine the runs were made on
+    out["outputs"] = {name: {k: v for k, v in o.items()
+                             if k not in ("video", "detections", "frames", "address")}
+                      for name, o in (s.get("outputs") or {}).items()}
     return out
 
 
