@@ -440,12 +440,22 @@ def _parse_names(raw: str | None) -> list[str]:
 
 def load_detector(model: str | Path | None = None, provider: str = "auto",
                   threads: int | None = None, **kw: Any):
-    """Build a detector: an .onnx path, None (the shipped model) or ``"classical"``.
+    """Build a detector: an .onnx path, None (the shipped model), ``"classical"``, or a
+    shared inference server's ``"triton://HOST:PORT/NAME[?timeout=S&fallback=local]"``.
 
-    Keyword arguments go to :class:`OnnxDetector` or
+    Keyword arguments go to :class:`OnnxDetector`,
     :class:`inscope.detector.classical.ClassicalDetector` (options the classical baseline does
-    not use, such as ``tile``, are ignored there).
+    not use, such as ``tile``, are ignored there) or
+    :class:`inscope.detector.triton_detector.TritonDetector` (*provider* and *threads* then
+    serve its local fallback).
     """
+    if isinstance(model, str) and model.lower().startswith("triton://"):
+        from inscope.detector.triton_detector import TritonDetector
+
+        allowed = {"score_threshold", "object_size_px", "object_size_um", "auto_scale",
+                   "fallback", "spinning"}
+        return TritonDetector(model, provider=provider, threads=threads,
+                              **{k: v for k, v in kw.items() if k in allowed})
     if isinstance(model, str) and model.lower() == "classical":
         from inscope.detector.classical import ClassicalDetector
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "inscope.detector.eval_cli",     # eval
     "inscope.detector.train.cli",    # train
     "inscope.control.cli",           # calibrate, scan
+    "inscope.detector.triton_cli",   # export-triton
 ]
 
 

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
 def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g = p.add_argument_group("detector")
     g.add_argument("--model", default=None,
-                   help="ONNX model path, or 'classical' (default: the shipped model)")
+                   help="ONNX model path, 'classical', or a shared Triton server's "
+                   "triton://HOST:PORT/NAME (default: the shipped model)")
     g.add_argument("--provider", default=None,
                    help="ONNX Runtime provider: auto (default), cpu, cuda, tensorrt")
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")

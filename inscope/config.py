@@ -71,7 +71,7 @@ class MicroscopeConfig:
 class DetectorConfig:
     """Which detector runs (``detector.load_detector`` arguments)."""
 
-    model: str | None = None  # None: the shipped default; "classical"; or a .onnx path
+    model: str | None = None  # None: the shipped default; "classical"; a .onnx path; triton://
     provider: str = "auto"
     threads: int | None = None
     score_threshold: float | None = None
