@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after S seconds (default 5 if --frames is not given)")
-    p.add_argument("--config", default=None,
+    p.add_argument("--mm-config", "--config", dest="config", default=None,
                    help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
     p.add_argument("--mm-dir", default=None,
                    help="Micro-Manager install or adapter folder (default: mm-test-adapters)")

@@ -78,7 +78,8 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
     if name in ("headless", "mm"):
         from inscope.acquisition.micromanager import MicroManagerMicroscope
 
-        common = {"camera_properties", "exposure_ms", "position_refresh_s", "poll_s"}
+        common = {"camera_properties", "exposure_ms", "position_refresh_s", "poll_s",
+                  "attach_running"}
         if name == "headless":
             _check_options(name, options, common | {"mm_dir", "config"})
             return MicroManagerMicroscope.headless(limits=lim, dry_run=dry_run, **options)

@@ -49,6 +49,12 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.pymmcore_core import (
+    PixelFormat,
+    as_snake_case_core,
+    last_tagged_image,
+    to_gray,
+)
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream
 
@@ -111,7 +117,7 @@ def resolve_config(mm_dir: str, config: str | os.PathLike) -> str:
             return str(c.resolve())
     raise MicroscopeUnavailable(
         f"Micro-Manager config file not found: {str(config)!r} (looked in "
-        f"{', '.join(str(c) for c in candidates)}). Pass --config with an existing .cfg "
+        f"{', '.join(str(c) for c in candidates)}). Pass --mm-config with an existing .cfg "
         "(absolute, or relative to --mm-dir), e.g. MMConfig_demo.cfg."
     )
 
@@ -209,10 +215,25 @@ def headless_config() -> str | None:
 def _explain(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     if "interface version" in text.lower():
-        text += (" (pymmcore and the device adapters were built for different Micro-Manager "
-                 "device interfaces: install a pymmcore whose 4th version number equals the "
-                 "adapters' interface)")
+        try:
+            import pymmcore
+
+            ours = (f"pymmcore {pymmcore.__version__} speaks device interface "
+                    f"{pymmcore.__version__.split('.')[3]}")
+        except Exception:  # noqa: BLE001 - no pymmcore: the Java core's own message
+            ours = "the core and the adapters differ"
+        text += (f" ({ours}; the adapters' interface is the other number above: install a "
+                 "pymmcore whose 4th version number equals the adapters' interface, or "
+                 "adapters built for this pymmcore - Micro-Manager 2.0 nightlies from 2025 on "
+                 "use interface 75)")
     return text
+
+
+def _sequence_running(core: Any) -> bool:
+    try:
+        return bool(core.is_sequence_running())
+    except Exception:  # noqa: BLE001 - a core that cannot say is treated as idle
+        return False
 
 
 def _stop_sequence(core: Any) -> None:
@@ -239,31 +260,11 @@ def _as_list(v: Any) -> list[float]:
         return [float(v.get(i)) for i in range(int(v.size()))]
 
 
-def _as_2d(pix: Any, height: int, width: int) -> np.ndarray:
-    """Camera pixels as a 2-D array: in-process cores give (H, W); the Java bridge gives a
-    flat array; RGB cameras give packed BGRA (uint32) which becomes grayscale."""
-    a = np.asarray(pix)
-    if a.ndim == 1:
-        if a.size == height * width:
-            a = a.reshape(height, width)
-        elif a.size == 4 * height * width and a.dtype == np.uint8:
-            a = a.reshape(height, width, 4)
-        else:
-            raise DeviceError(
-                f"Camera image has {a.size} values, expected {height}x{width}; "
-                "check the camera's ROI/binning settings in Micro-Manager."
-            )
-    if a.dtype == np.uint32 and a.ndim == 2:  # 32bitRGB packed as BGRA
-        a = a.view(np.uint8).reshape(a.shape[0], a.shape[1], 4)
-    if a.ndim == 3:
-        import cv2
-
-        a = cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_BGR2GRAY)
-    if a.dtype.byteorder == ">":  # Java gives big-endian over the bridge on some builds
-        a = a.astype(a.dtype.newbyteorder("="))
-    if a.dtype not in (np.uint8, np.uint16, np.float32):  # the dtypes a Frame supports
-        a = a.astype(np.float32)
-    return a
+def _as_2d(pix: Any, height: int, width: int, fmt: PixelFormat | None = None) -> np.ndarray:
+    """Camera pixels as a 2-D array, read by the core's own pixel description (see
+    :func:`inscope.acquisition.pymmcore_core.to_gray`): in-process cores give (H, W), the
+    Java bridge a flat array; only 4 components are colour (turned into grayscale)."""
+    return to_gray(pix, height, width, fmt)
 
 
 def affine_from_mm(vec: list[float] | None, pixel_size_um: float) -> np.ndarray:
@@ -315,12 +316,17 @@ class MicroManagerMicroscope(BaseMicroscope):
         latency, spares a CPU core).
     """
 
+    #: With a sequence already running on the camera (the GUI's live mode), read its
+    #: newest images instead of stopping it and starting inscope's own (option
+    #: ``attach_running`` of the headless / mm backends and :meth:`from_core`).
+    attach_running: bool = False
+
     def __init__(self, core: Any, *, limits: SoftLimits | Mapping | None = None,
                  dry_run: bool = False, camera_properties: Mapping[str, Any] | None = None,
                  exposure_ms: float | None = None, position_refresh_s: float = 0.25,
                  poll_s: float = 0.0005, backend: str = "headless",
                  guard: MoveGuard | None = None) -> None:
-        self.core = core
+        self.core = core = as_snake_case_core(core)  # a pymmcore / pymmcore-plus core too
         self.backend = backend
         self._lock = threading.RLock()
         self.camera = str(core.get_camera_device())
@@ -341,6 +347,10 @@ class MicroManagerMicroscope(BaseMicroscope):
         if guard is None:
             if limits is None and self.demo_stages:
                 limits = DEMO_LIMITS
+                log.info("no soft limits given and the stages (%s) are Micro-Manager demo "
+                         "devices: using the demo limits x, y [-50000, 50000] µm, z "
+                         "[-5000, 5000] µm, max step 10000 µm (XY) / 500 µm (Z); set "
+                         "[microscope.limits] to change them.", ", ".join(stages))
             guard = MoveGuard(limits=limits, require_limits=not self.demo_stages,
                               dry_run=dry_run)
         super().__init__(guard)
@@ -367,7 +377,27 @@ class MicroManagerMicroscope(BaseMicroscope):
         *config* a ``.cfg`` (absolute or inside *mm_dir*). Started once per process.
         """
         core = headless_core(mm_dir, config)
-        return cls(core, limits=limits, dry_run=dry_run, backend="headless", **kwargs)
+        attach = bool(kwargs.pop("attach_running", False))
+        scope = cls(core, limits=limits, dry_run=dry_run, backend="headless", **kwargs)
+        scope.attach_running = attach
+        return scope
+
+    @classmethod
+    def from_core(cls, core: Any, *, limits: SoftLimits | Mapping | None = None,
+                  dry_run: bool = False, **kwargs: Any) -> MicroManagerMicroscope:
+        """A core the caller already holds: ``pymmcore.CMMCore``,
+        ``pymmcore_plus.CMMCorePlus`` (e.g. napari-micromanager's) or a pycromanager core.
+
+        The core is used as it is: its loaded config, properties and exposure stay (no
+        DemoCamera defaults are applied unless ``camera_properties`` asks), and closing the
+        microscope leaves the core running for its owner.
+        """
+        kwargs.setdefault("camera_properties", {})
+        kwargs.setdefault("backend", "pymmcore")
+        attach = bool(kwargs.pop("attach_running", False))
+        scope = cls(core, limits=limits, dry_run=dry_run, **kwargs)
+        scope.attach_running = attach
+        return scope
 
     @classmethod
     def connect(cls, port: int = DEFAULT_PORT, limits: SoftLimits | Mapping | None = None,
@@ -392,7 +422,10 @@ class MicroManagerMicroscope(BaseMicroscope):
             ) from e
         # every poll of the camera buffer is a ZMQ round trip (~0.1-0.5 ms): poll less often
         kwargs.setdefault("poll_s", 0.002)
-        return cls(core, limits=limits, dry_run=dry_run, backend="mm", **kwargs)
+        attach = bool(kwargs.pop("attach_running", False))
+        scope = cls(core, limits=limits, dry_run=dry_run, backend="mm", **kwargs)
+        scope.attach_running = attach
+        return scope
 
     # -- helpers -----------------------------------------------------------------------
     def _library(self, device: str) -> str:
@@ -529,7 +562,8 @@ class MicroManagerMicroscope(BaseMicroscope):
             pix = self._call(self.camera, "return its image", c.get_image)
             ready = time.monotonic_ns()
             h, w = int(c.get_image_height()), int(c.get_image_width())
-        pixels = _as_2d(pix, h, w)
+            fmt = PixelFormat.of(c)
+        pixels = _as_2d(pix, h, w, fmt)
         px, aff, md = self._frame_context()
         self._snap_count = getattr(self, "_snap_count", -1) + 1
         return Frame(pixels, index=self._snap_count, stamps={STAMP_READY: ready},
@@ -547,12 +581,20 @@ class MicroManagerMicroscope(BaseMicroscope):
 
     def _produce(self, emit, stop: threading.Event) -> None:
         c = self.core
+        if self.attach_running and _sequence_running(c):
+            return self._produce_attached(emit, stop)
         with self._lock:
             if self._streaming:
                 raise DeviceError("A stream is already running on this camera; close it "
                                   "before starting another.")
+            if _sequence_running(c):
+                log.warning("Micro-Manager's camera %r was acquiring (live mode or another "
+                            "sequence): inscope stops it and starts its own sequence; "
+                            "restart live mode in Micro-Manager after inscope is done.",
+                            self.camera)
             _stop_sequence(c)  # e.g. left running by the GUI's live mode
             h, w = int(c.get_image_height()), int(c.get_image_width())
+            fmt = PixelFormat.of(c)
             px, aff, md = self._frame_context()
             exposure_ns = int(float(md["exposure_ms"]) * 1e6)
             self._call(self.camera, "start continuous acquisition",
@@ -587,13 +629,58 @@ class MicroManagerMicroscope(BaseMicroscope):
                     meta["camera_elapsed_ms"] = float(tags["ElapsedTime-ms"])
                 # exposed during a move? (the exposure ended at most one readout ago)
                 moving = self.motion_during(ready - 2 * exposure_ns, ready)
-                emit(Frame(_as_2d(ti.pix, h, w), index=index, stamps={STAMP_READY: ready},
+                emit(Frame(_as_2d(ti.pix, h, w, fmt), index=index, stamps={STAMP_READY: ready},
                            position=self._read_position() if moving
                            else self._cached_position(), pixel_size_um=px,
                            affine=aff, metadata=meta, moving=moving))
         finally:
             with self._lock:
                 _stop_sequence(c)
+                self._streaming = False
+
+    def _produce_attached(self, emit, stop: threading.Event) -> None:
+        """Read the newest image of a sequence someone else runs (Micro-Manager's live
+        mode, a pymmcore-plus MDA) without stopping it or taking images from its buffer:
+        each new ``ImageNumber`` of the core's last image becomes a frame."""
+        c = self.core
+        with self._lock:
+            if self._streaming:
+                raise DeviceError("A stream is already running on this camera; close it "
+                                  "before starting another.")
+            log.info("attaching to the sequence already running on camera %r (live mode): "
+                     "reading its newest images; it keeps running after inscope", self.camera)
+            h, w = int(c.get_image_height()), int(c.get_image_width())
+            fmt = PixelFormat.of(c)
+            px, aff, md = self._frame_context()
+            exposure_ns = int(float(md["exposure_ms"]) * 1e6)
+            self._streaming = True
+        last = None
+        try:
+            while not stop.is_set():
+                if not _sequence_running(c):
+                    raise DeviceError(f"The sequence on camera {self.camera!r} that inscope "
+                                      "was attached to has stopped (live mode ended).")
+                try:
+                    ti = last_tagged_image(c)
+                except Exception:  # noqa: BLE001 - no image in the buffer yet
+                    time.sleep(self.poll_s)
+                    continue
+                ready = time.monotonic_ns()
+                try:
+                    index = int(dict(ti.tags).get("ImageNumber"))
+                except (TypeError, ValueError):
+                    index = None
+                if index is None or index == last:
+                    time.sleep(self.poll_s)
+                    continue
+                last = index
+                moving = self.motion_during(ready - 2 * exposure_ns, ready)
+                emit(Frame(_as_2d(ti.pix, h, w, fmt), index=index, stamps={STAMP_READY: ready},
+                           position=self._read_position() if moving
+                           else self._cached_position(), pixel_size_um=px,
+                           affine=aff, metadata=dict(md, attached=True), moving=moving))
+        finally:
+            with self._lock:
                 self._streaming = False
 
     # -- housekeeping ------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.mm_tags import position_from_tags
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream
 
@@ -214,12 +215,15 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
                 coords["channel"] = chan_value
             try:
                 md = ds.read_metadata(**coords) or {}
-                positions.append(StagePosition(float(md["XPosition_um"]),
-                                               float(md["YPosition_um"]),
-                                               float(md.get("ZPosition_um", 0.0))))
-            except Exception:  # noqa: BLE001 - no recorded positions: virtual ones
+            except Exception:  # noqa: BLE001 - no metadata: virtual positions
                 positions = None
                 break
+            # each frame's own z (a pycro-manager z-stack records only the intended Z)
+            pos = position_from_tags(md, require_xy=False)
+            if pos is None:
+                positions = None
+                break
+            positions.append(pos)
     else:
         positions = None
     px = summary.get("PixelSize_um")

@@ -22,7 +22,10 @@ from inscope.acquisition.errors import MoveRefused
 class SoftLimits:
     """Where the stage may go and how fast (µm, Micro-Manager's signs).
 
-    ``None`` for a range means "unlimited on that axis"; use it only for simulated hardware.
+    ``None`` for a range means "unlimited on that axis"; use it only for simulated
+    hardware: on a real stage (``MoveGuard.require_limits``) an axis without a range
+    refuses every move. A range must be finite and non-empty (``low < high``): an
+    infinite range would be a limit in name only.
     """
 
     x: tuple[float, float] | None = None
@@ -32,17 +35,40 @@ class SoftLimits:
     max_step_z_um: float = 200.0
     max_rate_hz: float = 50.0
 
+    #: Allowed ``max_rate_hz``: the guard waits ``1 / max_rate_hz`` between moves in the
+    #: mover's thread, so a tiny rate would stall control for minutes per move.
+    RATE_RANGE_HZ = (1.0, 1e6)
+
     def __post_init__(self) -> None:
         for name in ("x", "y", "z"):
             r = getattr(self, name)
-            if r is not None and not (len(r) == 2 and float(r[0]) < float(r[1])):
+            if r is None:
+                continue
+            try:
+                lo, hi = (float(v) for v in r)
+            except (TypeError, ValueError):
+                raise ValueError(f"Soft limit '{name}' must be [low, high] in µm; got "
+                                 f"{r!r}.") from None
+            if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(
-                    f"Soft limit '{name}' must be [low, high] with low < high (µm); got {r!r}."
-                )
+                    f"Soft limit '{name}' = {r!r} is not finite; give the stage's real "
+                    f"travel in µm, e.g. {name} = [-5000, 5000] (an infinite range limits "
+                    "nothing).")
+            if not lo < hi:
+                raise ValueError(
+                    f"Soft limit '{name}' = {r!r} is {'empty' if lo == hi else 'reversed'}; "
+                    "give [low, high] with low < high (µm).")
         for name in ("max_step_xy_um", "max_step_z_um", "max_rate_hz"):
             v = getattr(self, name)
-            if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"Soft limit '{name}' must be a positive number; got {v!r}.")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                    or not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"Soft limit '{name}' must be a finite positive number; "
+                                 f"got {v!r}.")
+        lo, hi = self.RATE_RANGE_HZ
+        if not lo <= self.max_rate_hz <= hi:
+            raise ValueError(f"Soft limit 'max_rate_hz' = {self.max_rate_hz!r} is outside "
+                             f"[{lo:g}, {hi:g}]: the guard waits 1/max_rate_hz between "
+                             "moves, stalling control meanwhile.")
 
     @classmethod
     def from_dict(cls, d: dict) -> SoftLimits:
@@ -106,12 +132,22 @@ class MoveGuard:
                          f"Refused {axis} move to {target}: target is not a finite number "
                          "(a NaN from upstream?). Nothing moved.")
         if self.limits is None:
-            if self.require_limits:
+            # Dry-run never moves, so it needs no limits: that keeps the advice below true.
+            if self.require_limits and not self.dry_run:
                 self._refuse(axis, start, target,
                              f"Refused {axis} move to {_fmt(target)}: no soft limits are "
-                             "configured for this real stage. Set [limits] x, y and z "
-                             "(µm) in the config, or run with --dry-run to only compute moves.")
+                             "configured for this real stage. Set [microscope.limits] x, y "
+                             "and z (µm) in the config, or run with --dry-run to only "
+                             "compute moves (dry-run makes none, so it needs no limits).")
             return SoftLimits()
+        if self.require_limits and not self.dry_run:
+            missing = [a for a in (("x", "y") if axis == "xy" else ("z",))
+                       if getattr(self.limits, a) is None]
+            if missing:
+                self._refuse(axis, start, target,
+                             f"Refused {axis} move to {_fmt(target)}: no soft limit for "
+                             f"{', '.join(missing)} on this real stage. Set [microscope."
+                             f"limits] {' and '.join(missing)} (µm), or run with --dry-run.")
         return self.limits
 
     def check_xy(self, start: tuple[float, float], target: tuple[float, float]) -> None:

@@ -167,6 +167,42 @@ class Calibration:
         """Make *scope* use this map everywhere (frames, steering, the overlay)."""
         scope.affine = self.affine
 
+    def mm_affine(self) -> list[float]:
+        """Micro-Manager's 6-number pixel-size affine ``[a, b, tx, c, d, ty]`` for this
+        map (translation 0), as :func:`inscope.acquisition.micromanager.affine_from_mm`
+        reads it back."""
+        a = self.affine
+        return [float(a[0, 0]), float(a[0, 1]), 0.0, float(a[1, 0]), float(a[1, 1]), 0.0]
+
+
+def write_to_micromanager(cal: Calibration, scope: Any) -> str:
+    """Write *cal*'s pixel size and affine into the running Micro-Manager core's current
+    pixel-size configuration (what Devices > Pixel Size Calibration edits).
+
+    Only the core in memory changes: save the configuration in Micro-Manager (or with
+    ``saveSystemConfiguration``) to keep it. Returns the configuration name written.
+
+    Raises
+    ------
+    ValueError
+        When *scope* is not a Micro-Manager microscope or no pixel-size configuration is
+        active for the current objective.
+    """
+    core = getattr(scope, "core", None)
+    if core is None or not hasattr(core, "get_current_pixel_size_config"):
+        raise ValueError(f"{getattr(scope, 'name', scope)!r} is not a Micro-Manager "
+                         "microscope; only a Micro-Manager core has a pixel-size "
+                         "configuration to write to.")
+    res_id = str(core.get_current_pixel_size_config())
+    if not res_id:
+        raise ValueError("Micro-Manager has no active pixel-size configuration for the "
+                         "current objective; create one in Devices > Pixel Size "
+                         "Calibration, then write the calibration again.")
+    core.set_pixel_size_um(res_id, float(cal.pixel_size_um))
+    core.set_pixel_size_affine(res_id, cal.mm_affine())
+    scope.affine = None  # the core's own (now calibrated) affine is the map again
+    return res_id
+
 
 # -- measuring shifts ------------------------------------------------------------------
 def _prep(img: np.ndarray, highpass_sigma: float) -> np.ndarray:

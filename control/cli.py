@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="sim", choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
                         "in-process, demo config by default), mm (running Micro-Manager GUI)")
-    p.add_argument("--config", default=None,
+    p.add_argument("--mm-config", "--config", dest="config", default=None,
                    help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
     p.add_argument("--mm-dir", default=None, help="Micro-Manager install or adapter folder")
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
@@ -37,6 +38,10 @@ def register(subparsers) -> None:
                     "disagrees with the microscope's configured pixel size / affine.")
     add_backend_args(p)
     p.add_argument("--out", default="calibration.json", help="where to write the JSON")
+    p.add_argument("--write-mm", action="store_true",
+                   help="also write the measured pixel size and affine into Micro-Manager's "
+                        "current pixel-size configuration (in memory: save the config in "
+                        "Micro-Manager to keep it)")
     p.add_argument("--steps", type=float, nargs="+", default=None,
                    help="step sizes in µm (default: 10%% and 20%% of the field)")
     p.add_argument("--repeats", type=int, default=1, help="repeats of every move")
@@ -65,7 +70,8 @@ def register(subparsers) -> None:
     s.add_argument("--adaptive", action="store_true",
                    help="extend the z-stack while the cell is still detected")
     s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
-    s.add_argument("--min-score", type=float, default=0.0, help="ignore weaker detections")
+    s.add_argument("--score-threshold", "--min-score", dest="min_score", type=float,
+                   default=0.0, help="ignore weaker detections")
     s.add_argument("--max-cells", type=int, default=None, help="stop after N cells")
     s.add_argument("--dry-run", action="store_true",
                    help="plan only: one image here, the field plan, nothing moves")
@@ -142,6 +148,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
         except (CalibrationError, AcquisitionError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        if getattr(args, "write_mm", False):
+            from inscope.control.calibration import write_to_micromanager
+
+            try:
+                res_id = write_to_micromanager(cal, scope)
+            except (ValueError, RuntimeError) as e:
+                cal.save(args.out)
+                print(f"error: {e} (the calibration is saved in {args.out})",
+                      file=sys.stderr)
+                return 1
+            print(f"wrote pixel size and affine to Micro-Manager pixel-size config "
+                  f"{res_id!r}; save the configuration in Micro-Manager to keep it")
     path = cal.save(args.out)
     a = cal.affine
     print(f"{scope.name}: pixel size {cal.pixel_size_um:.5g} µm, rotation "
@@ -154,40 +172,103 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan_arg_error(args: argparse.Namespace) -> str | None:
+    """The first mistake in the scan's arguments, as one line (None: all fine)."""
+    region = args.region
+    if not all(math.isfinite(v) for v in region):
+        return f"--region {' '.join(f'{v:g}' for v in region)}: give four finite numbers (µm)."
+    x0, y0, x1, y1 = region
+    if not (x1 > x0 and y1 > y0):
+        return f"--region X0 Y0 X1 Y1 needs x1 > x0 and y1 > y0 (µm); got {x0:g} {y0:g} " \
+               f"{x1:g} {y1:g}."
+    if not (math.isfinite(args.overlap) and 0 <= args.overlap < 0.9):
+        return f"--overlap {args.overlap:g}: give a fraction of the field in [0, 0.9)."
+    if not (math.isfinite(args.min_score) and 0 <= args.min_score <= 1):
+        return f"--min-score {args.min_score:g}: give a score in [0, 1]."
+    if args.max_cells is not None and args.max_cells < 1:
+        return f"--max-cells {args.max_cells}: give at least 1."
+    if not all(math.isfinite(v) for v in (*args.z_range, args.z_step)):
+        return "--z-range and --z-step must be finite numbers (µm)."
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return f"--out {args.out} is not a folder; give a folder for the OME-TIFFs, " \
+               "cells.csv and summary.json (it is created if missing)."
+    for a in out.parents:
+        if a.exists() and not a.is_dir():
+            return f"--out {args.out} cannot be a folder: {a} is a file."
+    model = args.model
+    if model is not None and model.lower() != "classical" and "://" not in model \
+            and not Path(model).is_file():
+        return f"--model {model}: no such file; give an .onnx file, 'classical', or omit " \
+               "--model for the shipped model."
+    return None
+
+
 def run_scan(args: argparse.Namespace) -> int:
+    import signal
+
     from inscope.acquisition.errors import AcquisitionError
     from inscope.control.workflow import FindAndImage, ZStackSpec
 
+    bad = _scan_arg_error(args)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         spec = ZStackSpec(tuple(args.z_range), args.z_step, adaptive=args.adaptive)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
+        det = load_detector_for(args.model)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: cannot load the detector: {' '.join(str(e).split())}",
+              file=sys.stderr)
+        return 2
+    try:
         scope = open_from_args(args, dry_run=args.dry_run)
     except AcquisitionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    det = load_detector_for(args.model)
 
     def progress(rec) -> None:
         print(f"cell {rec.id:4d} {rec.status:18s} ({rec.x_um:9.1f}, {rec.y_um:9.1f}) µm "
               f"{rec.n_planes:3d} planes {rec.seconds:6.2f} s  {rec.reason}", flush=True)
 
-    wf = FindAndImage(scope, det, region=args.region, out_dir=Path(args.out),
-                      overlap=args.overlap, z_stack=spec, autofocus=not args.no_autofocus,
-                      dry_run=args.dry_run, min_score=args.min_score, on_cell=progress,
-                      max_cells=args.max_cells)
-    with scope:
-        try:
-            summary = wf.run()
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except AcquisitionError as e:
-            print(f"error: {e}\n(everything acquired so far is in {args.out})",
-                  file=sys.stderr)
-            return 1
+    try:
+        wf = FindAndImage(scope, det, region=args.region, out_dir=Path(args.out),
+                          overlap=args.overlap, z_stack=spec,
+                          autofocus=not args.no_autofocus, dry_run=args.dry_run,
+                          min_score=args.min_score, on_cell=progress,
+                          max_cells=args.max_cells)
+    except ValueError as e:
+        scope.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    def on_term(*_) -> None:  # SIGTERM ends the scan like Ctrl-C: summary "stopped"
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with scope:
+            try:
+                summary = wf.run()
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            except AcquisitionError as e:
+                print(f"error: {e}\n(everything acquired so far is in {args.out})",
+                      file=sys.stderr)
+                return 1
+            except KeyboardInterrupt as e:
+                s = wf.summary
+                print(f"stopped: {e or 'interrupted (Ctrl-C)'}; {s.cells_imaged} cells "
+                      f"imaged, {s.cells_skipped} skipped, of {s.cells_found} found "
+                      f"(everything acquired so far is in {args.out})", file=sys.stderr)
+                return 143 if "SIGTERM" in str(e) else 130
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     d = summary.to_dict()
     d.pop("planned_fields", None)
     d.pop("seconds_per_cell", None)

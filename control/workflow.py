@@ -38,8 +38,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CellRecord", "FindAndImage", "ZStackSpec", "plan_fields"]
 
-CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box", "score", "status", "file", "seconds",
-              "sim_seconds", "n_planes", "reason"]
+#: Most fields one scan may plan (a bigger region is refused before any memory is used).
+MAX_FIELDS = 100_000
+
+CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px",
+              "box_y1_px", "score", "status", "file", "seconds", "sim_seconds", "n_planes",
+              "reason"]
 
 
 @dataclass
@@ -95,7 +99,9 @@ class CellRecord:
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "x_um": f"{self.x_um:.3f}", "y_um": f"{self.y_um:.3f}",
                 "z_um": "" if math.isnan(self.z_um) else f"{self.z_um:.3f}",
-                "box": " ".join(f"{v:.1f}" for v in self.box), "score": f"{self.score:.3f}",
+                **{f"box_{k}_px": f"{v:.1f}"
+                   for k, v in zip(("x0", "y0", "x1", "y1"), self.box, strict=True)},
+                "score": f"{self.score:.3f}",
                 "status": self.status, "file": self.file, "seconds": f"{self.seconds:.3f}",
                 "sim_seconds": "" if math.isnan(self.sim_seconds)
                 else f"{self.sim_seconds:.3f}", "n_planes": self.n_planes,
@@ -119,6 +125,9 @@ def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
     centre is inside the region but whose body pokes out is still seen whole in a field.
     """
     x0, y0, x1, y1 = (float(v) for v in region)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise ValueError(f"Region must be four finite numbers x0 y0 x1 y1 (µm); got "
+                         f"{tuple(region)}.")
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"Region must be x0 y0 x1 y1 with x1 > x0 and y1 > y0 (µm); got "
                          f"{tuple(region)}.")
@@ -137,6 +146,15 @@ def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
         first, last = lo + field_um / 2.0, hi - field_um / 2.0
         return [first + (last - first) * k / (n - 1) for k in range(n)]
 
+    def count(lo: float, hi: float) -> int:
+        span = hi - lo + 2 * m
+        return 1 if span <= field_um else int(math.ceil((span - field_um) / step)) + 1
+
+    n = count(x0, x1) * count(y0, y1)
+    if n > MAX_FIELDS:
+        raise ValueError(f"Region {tuple(region)} needs {n} fields of {field_um:.1f} µm; "
+                         f"a scan plans at most {MAX_FIELDS}. Scan a smaller region (or "
+                         "several).")
     xs, ys = axis(x0, x1), axis(y0, y1)
     out = []
     for j, y in enumerate(ys):
@@ -159,7 +177,8 @@ class _Candidate:
 class WorkflowSummary:
     """What :meth:`FindAndImage.run` did; also written as ``summary.json``."""
 
-    status: str = "running"  # running, done, interrupted, failed, dry-run
+    status: str = "running"  # running, done, stopped, failed, dry-run
+    stop_reason: str = ""  # why a run ended early (Ctrl-C, SIGTERM, device failures)
     region: list[float] | None = None
     fields: int = 0
     cells_found: int = 0
@@ -215,6 +234,10 @@ class FindAndImage:
         Called with each finished :class:`CellRecord` (progress bars, tests).
     max_cells
         Stop after imaging this many cells.
+    max_device_failures
+        Stop (status ``failed``, the reason in the summary) after this many consecutive
+        cells failed with a device error: a dead camera must not send the stage round
+        every remaining cell.
     """
 
     def __init__(self, scope: Microscope, detector: Detector,
@@ -227,7 +250,7 @@ class FindAndImage:
                  scan_focus_search_um: float = 12.0, centre_iters: int = 4,
                  centre_tol_um: float = 0.75, edge_px: float = 2.0,
                  on_cell: Callable[[CellRecord], None] | None = None,
-                 max_cells: int | None = None) -> None:
+                 max_cells: int | None = None, max_device_failures: int = 3) -> None:
         if (region is None) == (positions is None):
             raise ValueError("Give exactly one of region=(x0, y0, x1, y1) or "
                              "positions=[(x, y), ...].")
@@ -252,6 +275,7 @@ class FindAndImage:
         self.edge_px = float(edge_px)
         self.on_cell = on_cell
         self.max_cells = max_cells
+        self.max_device_failures = max(1, int(max_device_failures))
         self.cells: list[CellRecord] = []
         self.summary = WorkflowSummary(region=None if self.region is None
                                        else list(self.region), out_dir=str(self.out_dir))
@@ -342,8 +366,9 @@ class FindAndImage:
             self._visit_all(cells)
             self.summary.status = "done"
             return self.summary
-        except KeyboardInterrupt:
-            self.summary.status = "interrupted"
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one by the CLI
+            self.summary.status = "stopped"
+            self.summary.stop_reason = str(e) or "interrupted (Ctrl-C)"
             raise
         except BaseException as e:
             self.summary.status = "failed"
@@ -454,6 +479,7 @@ class FindAndImage:
 
     def _visit_all(self, cells: list[CellRecord]) -> None:
         imaged: list[CellRecord] = []
+        failures = 0
         for rec in cells:
             if self.max_cells is not None and len(imaged) >= self.max_cells:
                 rec.status, rec.reason = "skipped-limit", f"max_cells={self.max_cells}"
@@ -465,6 +491,13 @@ class FindAndImage:
             if rec.status == "imaged":
                 imaged.append(rec)
             self._write_cell(rec)
+            failures = failures + 1 if rec.status == "failed" else 0
+            if failures >= self.max_device_failures:
+                self.summary.stop_reason = (
+                    f"{failures} consecutive cells failed with a device error (last: "
+                    f"{rec.reason}); stopped with {len(cells) - len(self.cells)} cells not "
+                    "visited. Check the camera and stage, then scan again.")
+                raise DeviceError(self.summary.stop_reason)
 
     def _visit(self, rec: CellRecord, imaged: list[CellRecord]) -> None:
         t0, sim0 = time.perf_counter(), _sim_time(self.scope)

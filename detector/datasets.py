@@ -9,8 +9,9 @@ Formats
     each box belongs to (e.g. the Cell Tracking Challenge HeLa stack).
 ``yolo``
     A folder with ``images/`` and ``labels/`` (``labels/<stem>.txt`` with one
-    ``class cx cy w h`` line per box, normalised to [0, 1]), or a ``data.yaml``-free
-    folder where images and .txt files sit side by side.
+    ``class cx cy w h`` line per box, normalised to [0, 1]), a folder where images and
+    .txt files sit side by side, or an Ultralytics ``data.yaml`` (its ``val`` split for
+    evaluation, ``train`` for training).
 ``voc``
     Pascal VOC XML files (``<object><name>``, ``<bndbox>`` xmin ymin xmax ymax,
     ``<difficult>``), the format of the Waithe et al. (2020) datasets; images found via
@@ -166,6 +167,11 @@ def read_yolo(root: str | Path) -> list[Sample]:
     for cand in (root / "classes.txt", root / "labels" / "classes.txt"):
         if cand.exists():
             names = tuple(s.strip() for s in cand.read_text().splitlines() if s.strip())
+    return _yolo_samples(pairs, names)
+
+
+def _yolo_samples(pairs: list[tuple[Path, Path | None]], names: tuple[str, ...]
+                  ) -> list[Sample]:
     out = []
     for img_path, lab in pairs:
         img = read_image(img_path)
@@ -184,6 +190,72 @@ def read_yolo(root: str | Path) -> list[Sample]:
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
         out.append(Sample(img, boxes, rows[:, 0].astype(np.int32), img_path.name, names))
     return out
+
+
+def _label_of(image: Path) -> Path:
+    """Ultralytics' rule: the label of ``.../images/a/b.png`` is ``.../labels/a/b.txt``
+    (the last ``images`` folder becomes ``labels``); else a .txt beside the image."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def read_yolo_yaml(path: str | Path, split: str | None = None) -> list[Sample]:
+    """An Ultralytics ``data.yaml``: ``path`` (root, default the file's folder), ``train`` /
+    ``val`` / ``test`` (a folder, a .txt list of images, or a list of either, relative to
+    the root) and ``names`` (a list, or a ``{id: name}`` mapping).
+
+    *split* picks the entry (default: ``val`` if present, else ``test``, else ``train``).
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e}).") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: an Ultralytics data.yaml is a mapping with 'train'/'val' "
+                         "and 'names' keys.")
+    root = Path(str(d.get("path") or "."))
+    if not root.is_absolute():
+        root = path.parent / root
+    if split is None:
+        split = next((k for k in ("val", "test", "train") if d.get(k)), None)
+    if not split or not d.get(split):
+        have = [k for k in ("train", "val", "test") if d.get(k)]
+        raise ValueError(f"{path}: no {split or 'train/val/test'!r} entry (found {have}); "
+                         "add one naming an image folder or a .txt list of images.")
+    names_raw = d.get("names") or []
+    if isinstance(names_raw, dict):
+        names = tuple(str(names_raw[k]) for k in sorted(names_raw, key=int))
+    else:
+        names = tuple(str(n) for n in names_raw)
+    entries = d[split] if isinstance(d[split], list) else [d[split]]
+    images: list[Path] = []
+    for e in entries:
+        p = Path(str(e))
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            images.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    images.append(q if q.is_absolute() else root / q)
+        elif p.is_file():
+            images.append(p)
+        else:
+            raise ValueError(f"{path}: {split} entry {str(e)!r} does not exist (looked for "
+                             f"{p}); paths are relative to 'path' ({root}).")
+    if not images:
+        raise ValueError(f"{path}: the {split!r} entry holds no images "
+                         f"({', '.join(IMAGE_SUFFIXES)}).")
+    pairs = [(q, lab if (lab := _label_of(q)).exists() else None) for q in images]
+    return _yolo_samples(pairs, names)
 
 
 # -- Pascal VOC ------------------------------------------------------------------------
@@ -273,6 +345,8 @@ def detect_format(path: str | Path) -> str:
             return "voc"
         if suf == ".json":
             return "coco"
+        if suf in (".yaml", ".yml"):
+            return "yolo"  # an Ultralytics data.yaml
     else:
         if any(p.glob("*.npz")) and not any(p.glob("*.xml")):
             return "npz"
@@ -282,14 +356,16 @@ def detect_format(path: str | Path) -> str:
             return "voc"
         if (p / "labels").is_dir() or any(p.rglob("*.txt")):
             return "yolo"
+        if any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.rglob("*")):
+            return "yolo"  # images with no labels at all: read, and reported as unlabelled
     raise ValueError(
         f"Cannot tell the dataset format of {p}. Use an .npz file, a COCO .json, Pascal VOC "
         ".xml files (or a folder of them), or a YOLO folder (images/ + labels/); or name "
         f"the format explicitly (fmt= one of {list(FORMATS)}).")
 
 
-def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto"
-                 ) -> list[Sample]:
+def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto",
+                 split: str | None = None) -> list[Sample]:
     """Read one or more datasets into a list of :class:`Sample`.
 
     Parameters
@@ -299,6 +375,9 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto"
     fmt
         ``"auto"`` (per path, see :func:`detect_format`) or one of ``npz``, ``yolo``,
         ``voc``, ``coco``.
+    split
+        For an Ultralytics ``data.yaml``: which entry to read (``train``, ``val``,
+        ``test``; default ``val``, else ``test``, else ``train``).
     """
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -312,6 +391,8 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto"
             files = [path] if path.is_file() else sorted(path.glob("*.npz"))
             for x in files:
                 out.extend(read_npz(x))
+        elif f == "yolo" and path.suffix.lower() in (".yaml", ".yml"):
+            out.extend(read_yolo_yaml(path, split))
         elif f == "yolo":
             out.extend(read_yolo(path))
         elif f == "voc":

@@ -135,6 +135,13 @@ def run_eval(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"inscope eval: {e}", file=sys.stderr)
         return 2
+    if not args.sim and sum(len(s.boxes) for s in samples) == 0:
+        det.close()
+        print(f"inscope eval: the {len(samples)} image(s) in {', '.join(map(str, args.data))} "
+              "have no labels (0 boxes), so AP cannot be measured; give annotated data (YOLO "
+              "labels/<name>.txt beside images/, a data.yaml, VOC .xml, COCO .json or an npz "
+              "with boxes).", file=sys.stderr)
+        return 2
     card = getattr(det, "card", None)
     op = args.score_threshold
     if op is None:

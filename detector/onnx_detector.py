@@ -42,7 +42,7 @@ from inscope.detector import preprocess as pp
 from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
 from inscope.detector.card import ModelCard, sha256_file
 from inscope.detector.decode import decode_centernet, decode_ultralytics
-from inscope.detector.providers import create_session
+from inscope.detector.providers import LAST_CHOICE, create_session
 from inscope.detector.scale import auto_scale_factor, estimate_object_size_px
 from inscope.detector.tiling import keep_owned, tile_grid
 
@@ -117,6 +117,8 @@ class OnnxDetector:
             )
         self.model_path = path
         self.session, self.provider = create_session(path, provider, threads, spinning)
+        #: one line: the provider in use and why each faster one was not
+        self.provider_note: str = LAST_CHOICE.get("note", "")
         self.threads = threads
         self.card = self._read_card(path)
         self.format = self.card.format
@@ -136,9 +138,10 @@ class OnnxDetector:
         self._in = next((i for i in ins if i.name == want), ins[0])
         self._out_names = [o.name for o in self.session.get_outputs()]
         self._fixed_hw = self._input_hw()
-        log.info("detector %s (%s) runs on ONNX Runtime %s provider%s", self.name,
+        why = self.provider_note.partition(" (")[2].rstrip(")")
+        log.info("detector %s (%s) runs on ONNX Runtime %s provider%s%s", self.name,
                  self.format, self.provider.upper(),
-                 f", {threads} threads" if threads else "")
+                 f", {threads} threads" if threads else "", f" ({why})" if why else "")
         if warmup:
             side = 64 * int(self.card.input.get("multiple", 32) or 32)
             h, w = self._fixed_hw or (min(side, 256), min(side, 256))

@@ -28,6 +28,85 @@ PROVIDER_NAMES = {
 }
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 
+#: What the last :func:`create_session` chose and why the faster providers were not used:
+#: ``{"provider": "cpu", "skipped": {"tensorrt": "...", "cuda": "..."}, "note": "..."}``.
+LAST_CHOICE: dict = {}
+
+_PRELOADED: dict[str, str | None] = {}
+
+
+def trt_cache_dir() -> Path:
+    """Where TensorRT keeps its built engines (building one takes seconds to minutes;
+    the cache makes every later start fast): ``$INSCOPE_TRT_CACHE``, else
+    ``%LOCALAPPDATA%/inscope/tensorrt`` on Windows, ``~/.cache/inscope/tensorrt`` elsewhere.
+    """
+    env = os.environ.get("INSCOPE_TRT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("LOCALAPPDATA") if sys.platform == "win32" else None
+    root = Path(base) if base else Path.home() / ".cache"
+    return root / "inscope" / "tensorrt"
+
+
+def tensorrt_options(fp16: bool = True) -> dict[str, str]:
+    """TensorRT provider options: engine and timing caches on (see :func:`trt_cache_dir`),
+    FP16 when the GPU supports it."""
+    cache = trt_cache_dir()
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache),
+            "trt_fp16_enable": "True" if fp16 else "False"}
+
+
+def preload_gpu_libraries() -> str | None:
+    """Load the CUDA / cuDNN libraries that the ``inscope[gpu]`` extra installs from PyPI
+    (``onnxruntime.preload_dlls()``, ONNX Runtime >= 1.21), once per process.
+
+    Without it ONNX Runtime finds pip's ``nvidia-*`` libraries only if they are on the
+    system library path, which they are not. Returns None when done (or nothing to do),
+    else what failed (shown as the reason CUDA was not used).
+    """
+    if "result" in _PRELOADED:
+        return _PRELOADED["result"]
+    import onnxruntime as ort
+
+    result: str | None = None
+    if hasattr(ort, "preload_dlls") and "CUDAExecutionProvider" in \
+            ort.get_available_providers():
+        try:
+            with _silenced() as out:
+                ort.preload_dlls()
+            text = out.getvalue()
+            missing = re.findall(r"Failed to load (\S+?):", text)
+            if missing:
+                result = ("CUDA libraries not found (" + ", ".join(missing[:3])
+                          + "): pip install 'inscope[gpu]'")
+        except Exception as e:  # noqa: BLE001 - reported as the reason CUDA is not used
+            result = f"preload_dlls failed: {e}"
+    _PRELOADED["result"] = result
+    if result:
+        log.debug("GPU libraries: %s", result)
+    return result
+
+
+_DISPLAY = {"tensorrt": "TensorRT", "cuda": "CUDA", "cpu": "CPU"}
+_GPU_FIX = "pip install 'inscope[gpu]' (docs/gpu.md)"
+
+
+def _choice_note(name: str, skipped: dict[str, str]) -> str:
+    """``"ONNX Runtime provider CPU (TensorRT not used: ...; CUDA not used: ...)"``."""
+    faster = AUTO_ORDER[:AUTO_ORDER.index(name)] if name in AUTO_ORDER else ()
+    reasons = [f"{_DISPLAY[k]} not used: {skipped[k]}" for k in faster if k in skipped]
+    why = "; ".join(reasons)
+    if any(m in why for m in (".so", ".dll", "Failed to load")) and _GPU_FIX not in why:
+        why += f"; fix: {_GPU_FIX}"
+    return f"ONNX Runtime provider {_DISPLAY.get(name, name)}" + (f" ({why})" if why else "")
+
+
+def _record(name: str, errors: dict[str, str]) -> None:
+    LAST_CHOICE.clear()
+    LAST_CHOICE.update(provider=name, skipped=dict(errors), note=_choice_note(name, errors))
+    log.debug("%s", LAST_CHOICE["note"])  # the detector logs it in its one start-up line
+
 
 def short_name(ort_name: str) -> str:
     """``"CUDAExecutionProvider"`` -> ``"cuda"`` (unknown names are lower-cased)."""
@@ -142,12 +221,20 @@ def create_session(model_path: str | Path, provider: str = "auto",
     wanted = AUTO_ORDER if provider == "auto" else (provider,)
     path = str(model_path)
     errors: dict[str, str] = {}
+    preload_error = None
+    if any(n != "cpu" and PROVIDER_NAMES[n] in available for n in wanted):
+        preload_error = preload_gpu_libraries()
     for name in wanted:
         ort_name = PROVIDER_NAMES[name]
         if ort_name not in available:
-            errors[name] = "not in this onnxruntime build"
+            errors[name] = ("not in this onnxruntime build (CPU-only onnxruntime installed; "
+                            "pip install 'inscope[gpu]')")
             continue
-        chain = [ort_name] if name == "cpu" else [ort_name, "CPUExecutionProvider"]
+        chain: list = [ort_name] if name == "cpu" else [ort_name, "CPUExecutionProvider"]
+        if name == "tensorrt":
+            trt_cache_dir().mkdir(parents=True, exist_ok=True)
+            chain = [(ort_name, tensorrt_options()), "CUDAExecutionProvider",
+                     "CPUExecutionProvider"]
         if name == "cpu":
             try:
                 sess = ort.InferenceSession(path, _session_options(threads, spinning),
@@ -156,6 +243,7 @@ def create_session(model_path: str | Path, provider: str = "auto",
                 raise ValueError(
                     f"ONNX Runtime cannot load {path}: {e}. Check that the file is a valid "
                     "ONNX model (re-export it) and that its opset is supported.") from None
+            _record("cpu", errors)
             return sess, "cpu"
         try:
             with _silenced() as out:
@@ -166,12 +254,14 @@ def create_session(model_path: str | Path, provider: str = "auto",
             continue
         active = sess.get_providers()
         if active and active[0] == ort_name:
+            _record(name, errors)
             return sess, name
         msg = out.getvalue().strip()
-        errors[name] = failure_reason(msg) if msg else "falls back to CPU (no usable GPU)"
+        errors[name] = failure_reason(msg) if msg else (
+            preload_error or "falls back to CPU (no usable GPU)")
         log.debug("provider %s did not start: %s", name, errors[name])
     detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
     raise RuntimeError(
         f"Execution provider {provider!r} cannot run on this machine ({detail}). Use "
         "provider='auto' or 'cpu', or install the CUDA/TensorRT libraries that "
-        "onnxruntime-gpu needs.")
+        f"onnxruntime-gpu needs: {_GPU_FIX}.")

@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,15 @@ def main(args: argparse.Namespace) -> int:
     import onnxruntime
 
     say = print
+    cal = None
+    if getattr(args, "calibration", None):  # checked before anything runs
+        from inscope.control.calibration import Calibration
+
+        try:
+            cal = Calibration.load(args.calibration)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     backends = args.backend or ["sim", "headless"]
     models = args.model or ["default", "classical"]
     out = Path(args.out)
@@ -337,6 +347,8 @@ def main(args: argparse.Namespace) -> int:
                 raw.append(recs)
             continue
         scope = _open(b, args.exposure, say)
+        if scope is not None and cal is not None:
+            cal.apply(scope)
         if scope is None:
             continue
         try:

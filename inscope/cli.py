@@ -21,7 +21,21 @@ COMMAND_MODULES = [
     "inscope.detector.train.cli",    # train
     "inscope.control.cli",           # calibrate, scan
     "inscope.detector.triton_cli",   # export-triton
+    "inscope.curve",                 # keys
 ]
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already names its
+    default or there is none to name (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if ("default" in text.lower() or d is None or d is False or d == []
+                or d is argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add = sub.add_parser
+
+    def add_parser(*a, **kw):  # every subcommand's --help shows its defaults
+        kw.setdefault("formatter_class", DefaultsHelpFormatter)
+        return add(*a, **kw)
+
+    sub.add_parser = add_parser
     for mod_name in COMMAND_MODULES:
         importlib.import_module(mod_name).register(sub)
     return parser

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+#: The demo's length when neither --frames nor --seconds is given.
+DEMO_FRAMES = 300
 
 
 def register(subparsers) -> None:
@@ -26,8 +30,9 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
     g.add_argument("--provider", default=None,
                    help="ONNX Runtime provider: auto (default), cpu, cuda, tensorrt")
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    g.add_argument("--score", type=float, default=None, dest="score_threshold",
-                   help="score threshold in [0, 1]")
+    g.add_argument("--score-threshold", "--score", type=float, default=None,
+                   dest="score_threshold",
+                   help="score threshold in [0, 1] (default: the model card's)")
     g = p.add_argument_group("control")
     g.add_argument("--mode", default=None,
                    choices=["off", "track", "steer", "focus", "steer+focus"],
@@ -37,12 +42,19 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    help="target policy: nearest, largest, score, class:<name>, or a track id")
     g.add_argument("--dry-run", action="store_true", default=None,
                    help="compute and publish moves without making them")
+    g.add_argument("--calibration", default=None, metavar="FILE",
+                   help="pixel-to-stage calibration JSON from `inscope calibrate` (TOML: "
+                        "[microscope] calibration)")
     g = p.add_argument_group("outputs")
     g.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
                    help="show the overlay window (default: if a display is available)")
     g.add_argument("--zmq", action=argparse.BooleanOptionalAction, default=None,
                    help="ZMQ PUB (detections) + REP (commands) (default: on)")
-    g.add_argument("--bind", default=None, help="ZMQ bind address (default 127.0.0.1)")
+    g.add_argument("--bind", default=None,
+                   help="ZMQ bind address (default 127.0.0.1; any other needs --curve-keys)")
+    g.add_argument("--curve-keys", default=None, metavar="DIR",
+                   help="CURVE authentication with the keys made by 'inscope keys init DIR' "
+                        "(DIR/server.key_secret, DIR/allowed_clients)")
     g.add_argument("--pub-port", type=int, default=None, help="ZMQ PUB port (default 5556)")
     g.add_argument("--rep-port", type=int, default=None, help="ZMQ REP port (default 5557)")
     g.add_argument("--zmq-overlay", action="store_true", default=None,
@@ -51,6 +63,12 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    help="eyepiece mode: the window shows boxes only on black")
     g.add_argument("--eyepiece-calibration", default=None,
                    help="JSON from the eyepiece calibration (display <-> camera affine)")
+    g.add_argument("--eyepiece-predict", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw tracked eyepiece boxes where their cells are when the display "
+                        "shows them (default: on; needs --mode track or higher)")
+    g.add_argument("--display-lag-ms", type=float, default=None,
+                   help="eyepiece display lag, drawing -> light, for the prediction "
+                        "(default: as measured by the live calibration, else 25)")
     g = p.add_argument_group("run")
     g.add_argument("--frames", type=int, default=None, help="stop after N processed frames")
     g.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
@@ -74,10 +92,11 @@ def _register_demo(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=None, help="simulated specimen seed")
     _add_service_flags(p, demo=True)
-    p.set_defaults(func=cmd_demo, frames=300)
+    p.set_defaults(func=cmd_demo)
     for a in p._actions:
         if a.dest == "frames":
-            a.help = "stop after N processed frames (default 300)"
+            a.help = (f"stop after N processed frames (default {DEMO_FRAMES} unless "
+                      "--seconds is given)")
 
 
 def _register_run(sub) -> None:
@@ -89,6 +108,12 @@ def _register_run(sub) -> None:
     p.add_argument("--backend", default=None, choices=["sim", "headless", "mm", "replay"],
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
+    p.add_argument("--mm-config", default=None, metavar="CFG",
+                   help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
+                        "MMConfig_demo.cfg)")
+    p.add_argument("--mm-dir", default=None,
+                   help="headless: Micro-Manager install or adapter folder (default: "
+                        "mm-test-adapters)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (repeatable), e.g. -o exposure_ms=10 -o seed=3")
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
@@ -129,6 +154,9 @@ def _register_bench(sub) -> None:
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="pixel-to-stage calibration JSON from `inscope calibrate`, applied "
+                        "to each microscope")
     p.set_defaults(func=cmd_bench)
 
 
@@ -144,7 +172,7 @@ def _parse_value(v: str):
 
 def config_from_args(args: argparse.Namespace, base=None):
     """Apply CLI flags on top of *base* (a Config, from --config or defaults)."""
-    from inscope.config import Config, ConfigError, validate, with_overrides
+    from inscope.config import Config, ConfigError, check_paths, validate, with_overrides
 
     cfg = base or Config()
     g = lambda name: getattr(args, name, None)  # noqa: E731
@@ -156,8 +184,12 @@ def config_from_args(args: argparse.Namespace, base=None):
         opts[k.strip()] = _parse_value(v.strip())
     if g("file"):
         opts["path"] = g("file")
+    if g("mm_config"):
+        opts["config"] = g("mm_config")
+    if g("mm_dir"):
+        opts["mm_dir"] = g("mm_dir")
     cfg = with_overrides(cfg, "microscope", backend=g("backend"), options=opts,
-                         dry_run=g("dry_run"))
+                         dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
                          threads=g("threads"), score_threshold=g("score_threshold"))
     target = g("target")
@@ -168,15 +200,24 @@ def config_from_args(args: argparse.Namespace, base=None):
     cfg = with_overrides(cfg, "outputs.zmq", enabled=g("zmq"), bind=g("bind"),
                          pub_port=g("pub_port"), rep_port=g("rep_port"),
                          overlay=g("zmq_overlay"))
+    if g("curve_keys"):
+        from inscope.curve import ALLOWED, SERVER_SECRET
+
+        keys = Path(g("curve_keys"))
+        cfg = with_overrides(cfg, "outputs.zmq", curve_server_key=str(keys / SERVER_SECRET),
+                             curve_allowed_clients=str(keys / ALLOWED))
     cfg = with_overrides(cfg, "outputs.records", dir=g("record"), format=g("record_format"),
                          frames=g("record_frames"))
     cfg = with_overrides(cfg, "outputs.eyepiece", enabled=g("eyepiece"),
-                         calibration=g("eyepiece_calibration"))
+                         calibration=g("eyepiece_calibration"), predict=g("eyepiece_predict"),
+                         display_lag_ms=g("display_lag_ms"))
     cfg = with_overrides(cfg, "run", frames=g("frames"), seconds=g("seconds"),
                          summary=g("summary"))
     if g("no_progress"):
         cfg = with_overrides(cfg, "run", progress=False)
-    return validate(cfg, "command line")
+    cfg = validate(cfg, "command line")
+    check_paths(cfg, "command line")
+    return cfg
 
 
 def _logging(args) -> None:
@@ -189,9 +230,13 @@ def _logging(args) -> None:
         logging.getLogger("inscope").setLevel(logging.INFO)
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _serve(cfg, *, port_fallback: bool, header: str | None = None, director=None) -> int:
     from inscope.acquisition.errors import AcquisitionError
-    from inscope.service import build_service, format_summary, run_service
+    from inscope.service import build_service, failed_outputs, format_summary, run_service
 
     try:
         svc = build_service(cfg, port_fallback=port_fallback, director=director)
@@ -199,19 +244,27 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None, director=None
         print(f"error: a part inscope needs is not installed or not built: {e}. "
               "Reinstall with 'pip install -e .' (see README).", file=sys.stderr)
         return 1
-    except (AcquisitionError, OSError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (AcquisitionError, OSError, ValueError, TypeError, RuntimeError) as e:
+        # RuntimeError: e.g. --provider cuda on a machine without CUDA
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     if header:
         print(header)
     print(f"microscope {getattr(svc.scope, 'name', '?')}, detector "
           f"{getattr(svc.detector, 'name', '?')} on {getattr(svc.detector, 'provider', '?')}, "
           f"control {cfg.control.mode}" + (" (dry-run)" if cfg.microscope.dry_run else ""))
+    if getattr(svc.detector, "provider_note", ""):
+        print(svc.detector.provider_note)
     summary = run_service(svc, progress=cfg.run.progress, summary_path=cfg.run.summary)
     print(format_summary(summary))
-    if cfg.run.summary:
+    if cfg.run.summary and "summary_write_error" not in summary:
         print(f"summary: {cfg.run.summary}")
-    return 0 if summary.get("error") is None else 1
+    failed = failed_outputs(summary)
+    if failed:
+        print("error: output(s) stopped during the run: " + "; ".join(
+            f"{k}: {v}" for k, v in failed.items()), file=sys.stderr)
+    bad = summary.get("error") or failed or "summary_write_error" in summary
+    return 1 if bad else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -256,13 +309,17 @@ def demo_config(out, seed: int | None = None, base=None):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from inscope.config import ConfigError
     from inscope.tour import Tour
 
     _logging(args)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {args.out} is a file; give a folder for the demo's outputs "
+              "(it is created if missing).", file=sys.stderr)
+        return 2
+    if args.frames is None and args.seconds is None:
+        args.frames = DEMO_FRAMES  # an explicit --seconds alone sets the length
     try:
         cfg = config_from_args(args, demo_config(out, args.seed))
     except ConfigError as e:
@@ -271,8 +328,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tour = Tour() if "steer" in cfg.control.mode else None
     return _serve(cfg, port_fallback=True, director=tour,
                   header=f"inscope demo: simulated microscope (starts off target and out of "
-                         f"focus, drift on), {cfg.run.frames} frames, outputs in {out}/ "
+                         f"focus, drift on), {_length(cfg)}, outputs in {out}/ "
                          "(Ctrl-C stops cleanly)")
+
+
+def _length(cfg) -> str:
+    r = cfg.run
+    parts = ([f"{r.frames} frames"] if r.frames else []) + \
+        ([f"{r.seconds:g} s"] if r.seconds else [])
+    return " or ".join(parts) or "until stopped"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

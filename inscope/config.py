@@ -10,6 +10,7 @@ Example::
     [microscope]
     backend = "sim"            # sim | headless | mm | replay
     dry_run = false
+    calibration = "calibration.json"   # optional, from `inscope calibrate`
     [microscope.options]       # passed to acquisition.factory.open_microscope
     seed = 1
     [microscope.limits]        # acquisition.SoftLimits (µm); required on real stages
@@ -39,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 import tomllib
 import types
@@ -65,6 +67,8 @@ class MicroscopeConfig:
     options: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] | None = None
     dry_run: bool = False
+    # JSON from `inscope calibrate`: its pixel-to-stage affine replaces the microscope's
+    calibration: str | None = None
 
 
 @dataclass
@@ -137,7 +141,13 @@ class ZmqConfig:
     rep_port: int = 5557
     overlay: bool = False  # also publish overlay frames on the PUB socket
     sndhwm: int = 100
-    nodrop: bool = True  # count drops (XPUB_NODROP); False: plain PUB, per-peer drops
+    # False (default): plain PUB, a slow subscriber loses only its own messages. True:
+    # lossless for ONE trusted subscriber (XPUB_NODROP, drops counted), but then one
+    # stalled subscriber starves every other.
+    nodrop: bool = False
+    # CURVE authentication (required when bind is not loopback; see inscope.curve):
+    curve_server_key: str | None = None  # the service's server.key_secret
+    curve_allowed_clients: str | None = None  # folder of allowed client public keys
 
 
 @dataclass
@@ -152,6 +162,12 @@ class EyepieceConfig:
     enabled: bool = False
     display_size: list[int] = field(default_factory=lambda: [1280, 720])
     calibration: str | None = None  # JSON from inscope.eyepiece.EyepieceCalibration.save
+    # draw tracked boxes where their cells are when the display shows them
+    # (inscope.predict.BoxPredictor); needs tracking (control mode other than "off")
+    predict: bool = True
+    # drawing -> light from the display (buffering, projector); None: the lag the live
+    # calibration measured (in the calibration file), else inscope.predict.DEFAULT_DISPLAY_LAG_MS
+    display_lag_ms: float | None = None
 
 
 @dataclass
@@ -161,6 +177,7 @@ class OutputsConfig:
     display_fps: float = 30.0  # overlay render rate; newer frames replace, never queue
     window: bool | None = None  # None: show a window if a display is available
     snapshot_dir: str = "runs/snapshots"
+    snapshot_max_per_s: float = 1.0  # rate limit of the ZMQ "snapshot" command
     zmq: ZmqConfig = field(default_factory=ZmqConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
     eyepiece: EyepieceConfig = field(default_factory=EyepieceConfig)
@@ -301,34 +318,44 @@ def _check_values(cfg: Config, source: str) -> None:
     if c.target == "class" and not c.target_class:
         raise ConfigError(f"{source}: control.target = 'class' needs control.target_class "
                           "(the class name to follow).")
-    for key, v in (("control.deadband_um", c.deadband_um), ("control.settle_s", c.settle_s)):
-        if v < 0:
-            raise bad(key, v, "it must be >= 0")
-    if not 0 < c.gain <= 1.5:
-        raise bad("control.gain", c.gain, "use 0 < gain <= 1.5 (1.0 with a calibrated "
-                  "affine, 0.5-0.8 when unsure)")
-    for key, v in (("control.max_step_um", c.max_step_um),
-                   ("control.focus_step_um", c.focus_step_um),
-                   ("control.objective_na", c.objective_na),
-                   ("control.wavelength_um", c.wavelength_um),
-                   ("control.focus_dof_um", c.focus_dof_um),
-                   ("control.focus_dither_um", c.focus_dither_um),
-                   ("control.focus_check_s", c.focus_check_s),
-                   ("outputs.video_fps", o.video_fps),
-                   ("outputs.display_fps", o.display_fps)):
-        if v is not None and not v > 0:
-            raise bad(key, v, "it must be > 0")
-    if c.immersion_index < 1.0:
-        raise bad("control.immersion_index", c.immersion_index,
-                  "use the medium's refractive index (air 1.0, water 1.33, oil 1.515)")
+    def num(key: str, v, lo: float, hi: float, *, lo_open: bool = False,
+            why: str = "") -> None:
+        """A finite number in [lo, hi] (or (lo, hi]); one line naming key, value, range."""
+        if v is None:
+            return
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and (v > lo if lo_open else v >= lo) and v <= hi
+        if not ok:
+            rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            raise bad(key, v, f"use a finite number in {rng}{why}")
+
+    num("control.deadband_um", c.deadband_um, 0, 1000)
+    num("control.max_step_um", c.max_step_um, 0, 10_000, lo_open=True)
+    num("control.gain", c.gain, 0, 1.5, lo_open=True,
+        why=" (1.0 with a calibrated affine, 0.5-0.8 when unsure)")
+    num("control.settle_s", c.settle_s, 0, 60, why=" (frames this long after a move are "
+        "ignored)")
+    num("control.focus_step_um", c.focus_step_um, 0, 100, lo_open=True)
+    num("control.immersion_index", c.immersion_index, 1.0, 2.0,
+        why=" (the medium's refractive index: air 1.0, water 1.33, oil 1.515)")
+    num("control.objective_na", c.objective_na, 0, c.immersion_index, lo_open=True,
+        why=" (below control.immersion_index)")
     if c.objective_na is not None and c.objective_na >= c.immersion_index:
         raise bad("control.objective_na", c.objective_na,
                   f"it must be below control.immersion_index ({c.immersion_index})")
-    th = cfg.detector.score_threshold
-    if th is not None and not 0.0 <= th <= 1.0:
-        raise bad("detector.score_threshold", th, "it must be in [0, 1]")
-    if cfg.detector.threads is not None and cfg.detector.threads < 1:
-        raise bad("detector.threads", cfg.detector.threads, "it must be >= 1")
+    num("control.wavelength_um", c.wavelength_um, 0.2, 2.0)
+    num("control.focus_dof_um", c.focus_dof_um, 0, 1000, lo_open=True)
+    num("control.focus_dither_um", c.focus_dither_um, 0, 100, lo_open=True)
+    num("control.focus_check_s", c.focus_check_s, 0, 86_400, lo_open=True)
+    num("outputs.video_fps", o.video_fps, 0.1, 240)
+    num("outputs.display_fps", o.display_fps, 0.1, 240)
+    num("outputs.snapshot_max_per_s", o.snapshot_max_per_s, 0, 100, lo_open=True)
+    num("detector.score_threshold", cfg.detector.score_threshold, 0, 1)
+    num("detector.threads", cfg.detector.threads, 1, 256)
+    num("outputs.zmq.sndhwm", o.zmq.sndhwm, 1, 1_000_000)
+    for k, v in m.options.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise bad(f"microscope.options.{k}", v, "use a finite number")
     for key, port in (("outputs.zmq.pub_port", o.zmq.pub_port),
                       ("outputs.zmq.rep_port", o.zmq.rep_port)):
         if not 0 <= port <= 65535:
@@ -336,16 +363,75 @@ def _check_values(cfg: Config, source: str) -> None:
     if o.zmq.enabled and o.zmq.pub_port == o.zmq.rep_port and o.zmq.pub_port != 0:
         raise ConfigError(f"{source}: outputs.zmq.pub_port and rep_port are both "
                           f"{o.zmq.pub_port}; give them different ports.")
+    _check_bind(o.zmq, source)
     if o.records.format not in RECORD_FORMATS:
         raise bad("outputs.records.format", o.records.format,
                   f"use one of {', '.join(RECORD_FORMATS)}")
     ds = o.eyepiece.display_size
-    if len(ds) != 2 or min(ds) < 16:
-        raise bad("outputs.eyepiece.display_size", ds, "give [width, height] in pixels")
-    if r.frames is not None and r.frames < 1:
-        raise bad("run.frames", r.frames, "it must be >= 1 (omit it to run until stopped)")
-    if r.seconds is not None and not r.seconds > 0:
-        raise bad("run.seconds", r.seconds, "it must be > 0")
+    if len(ds) != 2 or min(ds) < 16 or max(ds) > 16384:
+        raise bad("outputs.eyepiece.display_size", ds,
+                  "give [width, height] in pixels, each in [16, 16384]")
+    if o.eyepiece.display_lag_ms is not None:
+        num("outputs.eyepiece.display_lag_ms", o.eyepiece.display_lag_ms, 0, 1000,
+            why=" (the display's lag in ms; measure it: docs/service.md)")
+    num("run.frames", r.frames, 1, 10**12, why=" (omit it to run until stopped)")
+    num("run.seconds", r.seconds, 0, 10**7, lo_open=True,
+        why=" (omit it to run until stopped)")
+
+
+def _check_bind(z: ZmqConfig, source: str) -> None:
+    """Anything but loopback needs CURVE keys; keys come as a pair."""
+    from inscope.curve import is_loopback, setup_hint
+
+    keys = (z.curve_server_key, z.curve_allowed_clients)
+    if any(k is not None for k in keys) and not all(k is not None for k in keys):
+        raise ConfigError(f"{source}: CURVE needs both outputs.zmq.curve_server_key and "
+                          "outputs.zmq.curve_allowed_clients (or --curve-keys DIR).")
+    if z.enabled and keys[0] is None and not is_loopback(z.bind):
+        raise ConfigError(f"{source}: key 'outputs.zmq.bind' = {z.bind!r}: {setup_hint(z.bind)}")
+
+
+def check_paths(cfg: Config, source: str = "config") -> None:
+    """Before a run starts: every output path can be what it must be (a folder or a
+    file), so nothing fails after the run (losing its summary) and nothing is overwritten
+    by mistake. One :class:`ConfigError` line naming the setting and the fix."""
+    o, r = cfg.outputs, cfg.run
+
+    def blocker(p: Path) -> Path | None:
+        """The first ancestor of *p* that exists but is not a folder."""
+        for a in reversed(p.parents):
+            if a.exists() and not a.is_dir():
+                return a
+        return None
+
+    def folder(key: str, value: str | None) -> None:
+        if value is None:
+            return
+        p = Path(value)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{source}: {key} = {value!r} is a file, not a folder; give a "
+                              "folder (it is created if missing).")
+        b = blocker(p)
+        if b is not None:
+            raise ConfigError(f"{source}: {key} = {value!r} cannot be a folder: {b} is a "
+                              "file; give another folder.")
+
+    def file(key: str, value: str | None, example: str) -> None:
+        if value is None:
+            return
+        p = Path(value)
+        if p.is_dir():
+            raise ConfigError(f"{source}: {key} = {value!r} is a folder; give a file path, "
+                              f"e.g. {p / example}.")
+        b = blocker(p)
+        if b is not None:
+            raise ConfigError(f"{source}: {key} = {value!r} cannot be written: {b} is a "
+                              "file, not a folder; give another path.")
+
+    folder("outputs.records.dir (--record)", o.records.dir)
+    folder("outputs.snapshot_dir", o.snapshot_dir)
+    file("outputs.video (--video)", o.video, "overlay.mp4")
+    file("run.summary (--summary)", r.summary, "summary.json")
 
 
 def config_from_dict(d: dict, source: str = "config") -> Config:
@@ -370,6 +456,14 @@ def load_config(path: str | Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; check the path given to "
                           "--config.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a folder; give the TOML file (e.g. "
+                          f"{path / 'scope.toml'}).") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read (permission denied).") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8 "
+                          "TOML.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}.") from None
     return config_from_dict(d, str(path))

@@ -3,21 +3,31 @@
 A small display projected into the eyepiece shows the boxes on top of the real specimen,
 so the image must be black except for the boxes, and the boxes must land where the
 cells are in the *eyepiece*, not in the camera. The map between the two is an affine
-measured once with :func:`calibrate`: show a dot grid on the display, find it in the
-camera image, fit ``camera = A @ display`` with ``cv2.estimateAffine2D``; the renderer
-maps each box's four corners through the inverse (``cv2.transform``) and draws the
-resulting quadrilateral, which stays correct under rotation and shear.
+measured once with :func:`calibrate`: show a ChArUco board on the display, find it in
+the camera image, fit ``camera = A @ display`` (:mod:`inscope.eyepiece_fit`, which
+recovers any rotation, mirror, scale and offset and says how far the map can be trusted);
+the renderer maps each box's four corners through the inverse (``cv2.transform``) and
+draws the resulting quadrilateral, which stays correct under rotation, mirror and shear.
+
+A cell that moves is somewhere else by the time the display shows its box; with a
+:class:`inscope.predict.BoxPredictor` the renderer draws tracked boxes where their cells
+will be at that moment.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+
+from inscope.eyepiece_fit import CharucoPattern, fit_pattern
+from inscope.predict import BoxPredictor, Prediction
 
 
 def _as_2x3(m) -> np.ndarray:
@@ -48,6 +58,16 @@ class EyepieceCalibration:
         (height, width) of the camera image used for calibration.
     rms_px
         Root-mean-square residual of the fit in camera pixels (quality check).
+    points
+        Pattern corners the fit used.
+    expected_error_px
+        Expected overlay error (camera px) where boxes are drawn; see
+        :class:`inscope.eyepiece_fit.PatternFit`.
+    pixel_size_um
+        Camera pixel size at the specimen when calibrated (None if not known), which turns
+        the expected error into µm.
+    extra
+        Anything else worth keeping in the file (the pattern, mirror, rotation, scale).
     """
 
     display_to_camera: np.ndarray
@@ -55,7 +75,26 @@ class EyepieceCalibration:
     camera_shape: tuple[int, int] | None = None
     rms_px: float = float("nan")
     points: int = 0
+    expected_error_px: float = float("nan")
+    pixel_size_um: float | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def expected_error_um(self) -> float | None:
+        """Expected overlay error at the specimen (µm), if the pixel size is known."""
+        if self.pixel_size_um is None:
+            return None
+        return self.expected_error_px * self.pixel_size_um
+
+    @property
+    def display_lag_ms(self) -> float | None:
+        """Display lag measured by the live calibration (ms), if it was."""
+        v = self.extra.get("display_lag_ms")
+        return None if v is None else float(v)
+
+    @property
+    def mirrored(self) -> bool:
+        return bool(np.linalg.det(np.asarray(self.display_to_camera)[:, :2]) < 0)
 
     @property
     def camera_to_display(self) -> np.ndarray:
@@ -66,15 +105,24 @@ class EyepieceCalibration:
             "display_to_camera": np.asarray(self.display_to_camera).tolist(),
             "display_size": list(self.display_size),
             "camera_shape": list(self.camera_shape) if self.camera_shape else None,
-            "rms_px": self.rms_px, "points": self.points, **self.extra}, indent=2) + "\n")
+            "rms_px": self.rms_px, "points": self.points,
+            "expected_error_px": self.expected_error_px,
+            "expected_error_um": self.expected_error_um,
+            "pixel_size_um": self.pixel_size_um, **self.extra}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> EyepieceCalibration:
         try:
             d = json.loads(Path(path).read_text())
+            known = {"display_to_camera", "display_size", "camera_shape", "rms_px", "points",
+                     "expected_error_px", "expected_error_um", "pixel_size_um"}
+            ps = d.get("pixel_size_um")
             return cls(_as_2x3(d["display_to_camera"]), tuple(d["display_size"]),
                        tuple(d["camera_shape"]) if d.get("camera_shape") else None,
-                       float(d.get("rms_px", float("nan"))), int(d.get("points", 0)))
+                       float(d.get("rms_px", float("nan"))), int(d.get("points", 0)),
+                       float(d.get("expected_error_px", float("nan"))),
+                       None if ps is None else float(ps),
+                       {k: v for k, v in d.items() if k not in known})
         except FileNotFoundError:
             raise FileNotFoundError(f"eyepiece calibration {path} not found; run the "
                                     "calibration (inscope.eyepiece.calibrate) first or "
@@ -102,15 +150,27 @@ class EyepieceRenderer:
         (width, height) of the eyepiece display.
     calibration
         :class:`EyepieceCalibration`, or None to scale the camera frame to the display.
+    predictor
+        A :class:`inscope.predict.BoxPredictor`: :meth:`render_result` then draws tracked
+        boxes where their cells will be when the display shows them. None: where they
+        were detected.
     """
 
     def __init__(self, display_size: tuple[int, int] = (1280, 720),
                  calibration: EyepieceCalibration | None = None,
                  color: tuple[int, int, int] = (0, 255, 0),
                  target_color: tuple[int, int, int] = (0, 220, 255), thickness: int = 2,
-                 ) -> None:
+                 predictor: BoxPredictor | None = None) -> None:
         self.display_size = (int(display_size[0]), int(display_size[1]))
+        if calibration is not None and tuple(calibration.display_size) != self.display_size:
+            raise ValueError(
+                f"the eyepiece calibration was made for a {calibration.display_size[0]}x"
+                f"{calibration.display_size[1]} display but the display is "
+                f"{self.display_size[0]}x{self.display_size[1]}; set "
+                "[outputs.eyepiece] display_size to the calibrated size or calibrate again.")
         self.calibration = calibration
+        self.predictor = predictor
+        self.last_prediction: Prediction | None = None
         self.color, self.target_color, self.thickness = color, target_color, thickness
         self._m: np.ndarray | None = (calibration.camera_to_display
                                       if calibration is not None else None)
@@ -149,134 +209,167 @@ class EyepieceRenderer:
         if r.target_id is not None:
             ids = match_track_ids(r.detections.boxes, r.tracks)
             target = next((i for i, t in enumerate(ids) if t == r.target_id), None)
-        return self.render(r.detections.boxes, r.frame.pixels.shape, target)
+        boxes = r.detections.boxes
+        if self.predictor is not None:
+            self.last_prediction = self.predictor.predict(r)
+            boxes = self.last_prediction.boxes
+        return self.render(boxes, r.frame.pixels.shape, target)
 
 
 # -- calibration -----------------------------------------------------------------------
-def dot_pattern(display_size: tuple[int, int], grid: tuple[int, int] = (7, 5),
-                margin: float = 0.15, radius: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """A white dot grid on black for the display.
+def calibration_from_image(camera_image: Any, pattern: CharucoPattern,
+                           pixel_size_um: float | None = None, max_error_px: float = 1.0
+                           ) -> EyepieceCalibration:
+    """The one fit behind every calibration path (live, ``--from-image``, Python).
 
-    Returns
-    -------
-    image
-        (H, W) uint8 display image.
-    points
-        (cols*rows, 2) dot centres in display pixels, row-major from the top left (the
-        order :func:`find_dots` returns).
+    Parameters
+    ----------
+    camera_image
+        Camera image taken while *pattern* was on the display: an array, or a
+        :class:`~inscope.acquisition.frame.Frame` (its pixel size is then used).
+    pattern
+        The pattern that was shown.
+    pixel_size_um
+        Camera pixel size at the specimen (µm), to report the expected error in µm.
+    max_error_px
+        Refuse the calibration when its expected overlay error exceeds this (camera px).
+
+    Raises
+    ------
+    inscope.eyepiece_fit.CalibrationError
+        The pattern was not found, only ambiguously, or not well enough; the message says
+        why and what to change. Nothing is returned, so nothing wrong can be saved.
     """
-    w, h = display_size
-    cols, rows = grid
-    if cols < 3 or rows < 3:
-        raise ValueError(f"a calibration grid needs at least 3x3 dots; got {grid}.")
-    xs = np.linspace(margin * w, (1 - margin) * w, cols)
-    ys = np.linspace(margin * h, (1 - margin) * h, rows)
-    pts = np.array([(x, y) for y in ys for x in xs], dtype=np.float64)
-    r = radius or max(3, int(0.18 * min(xs[1] - xs[0], ys[1] - ys[0])))
-    img = np.zeros((h, w), np.uint8)
-    for x, y in pts:
-        cv2.circle(img, (int(round(x)), int(round(y))), r, 255, -1, cv2.LINE_AA)
-    return img, pts
+    from inscope.eyepiece_fit import CalibrationError
+
+    pixels = getattr(camera_image, "pixels", camera_image)
+    if pixel_size_um is None and hasattr(camera_image, "pixel_size_um"):
+        pixel_size_um = float(camera_image.pixel_size_um)
+    pixels = np.asarray(pixels)
+    fit = fit_pattern(pixels, pattern)
+    um = "" if pixel_size_um is None else f" ({fit.expected_error_px * pixel_size_um:.2f} µm)"
+    if not fit.expected_error_px <= max_error_px:
+        raise CalibrationError(
+            f"expected overlay error {fit.expected_error_px:.2f} camera px{um} exceeds the "
+            f"limit of {max_error_px:g} px (corner residual {fit.rms_px:.2f} px RMS over "
+            f"{fit.corners_used} corners, which span {fit.coverage:.0%} of the field the "
+            "display covers). Bring more of the pattern into view, focus it, or lengthen "
+            "the exposure to lower the noise; raise the limit (--max-error) only if that "
+            "error is acceptable.")
+    cal = EyepieceCalibration(
+        fit.display_to_camera, tuple(pattern.display_size), tuple(pixels.shape[:2]),
+        fit.rms_px, fit.corners_used, fit.expected_error_px, pixel_size_um,
+        {"mirrored": fit.mirrored, "rotation_deg": round(fit.rotation_deg, 3),
+         "scale": round(fit.scale, 6), "corners_found": fit.corners_found,
+         "max_residual_px": fit.max_residual_px, "fit_error_px": fit.fit_error_px,
+         "pattern": pattern.to_dict()})
+    return cal
 
 
-def _to8(img: np.ndarray) -> np.ndarray:
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
-        img = img.astype(np.uint8)
-    return img
+def describe(cal: EyepieceCalibration) -> str:
+    """One line a user can check against the optics: mirror, rotation, scale, error."""
+    m = np.asarray(cal.display_to_camera)
+    scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
+    r = m[:, :2] @ np.diag([-1.0, 1.0]) if cal.mirrored else m[:, :2]
+    rot = math.degrees(math.atan2(r[1, 0], r[0, 0])) % 360.0
+    um = "" if cal.expected_error_um is None else f" = {cal.expected_error_um:.2f} µm"
+    return (f"{'mirrored' if cal.mirrored else 'not mirrored'}, rotated {rot:.1f}°, "
+            f"{scale:.3f} camera px per display px, offset ({m[0, 2]:.1f}, {m[1, 2]:.1f}) px; "
+            f"{cal.points} corners, residual {cal.rms_px:.2f} px RMS; expected overlay "
+            f"error {cal.expected_error_px:.2f} camera px{um}")
 
 
-def _blob_centroids(img8: np.ndarray, n: int) -> np.ndarray | None:
-    """Centroids of the *n* largest bright blobs (Otsu threshold + connected components)."""
-    blur = cv2.GaussianBlur(img8, (5, 5), 0)
-    _, bw = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    k, _, stats, cents = cv2.connectedComponentsWithStats(bw)
-    if k - 1 < n:
-        return None
-    order = np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1][:n] + 1
-    return cents[order]
-
-
-def _grid_order(pts: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Order unordered dot centres row-major (rows by y, then x): valid for rotations
-    well below 45 degrees, as with a hand-aligned eyepiece projector."""
-    cols, rows = grid
-    by_y = pts[np.argsort(pts[:, 1])]
-    out = [row[np.argsort(row[:, 0])] for row in by_y.reshape(rows, cols, 2)]
-    return np.concatenate(out)
-
-
-def find_dots(camera_image: np.ndarray, grid: tuple[int, int] = (7, 5)) -> np.ndarray:
-    """Find the calibration dots in a camera image; (cols*rows, 2) camera pixels,
-    row-major from the top left like :func:`dot_pattern`.
-
-    ``cv2.findCirclesGrid`` first (on the inverted image: it looks for dark blobs), then
-    plain blob centroids. A symmetric grid is ambiguous up to a half turn; the ordering
-    whose fitted map is closest to "no rotation, no mirror" is chosen.
-    """
-    img8 = _to8(camera_image)
-    cols, rows = grid
-    found, centers = cv2.findCirclesGrid(255 - img8, (cols, rows),
-                                         flags=cv2.CALIB_CB_SYMMETRIC_GRID)
-    if found:
-        pts = centers.reshape(-1, 2).astype(np.float64)
-        grid_pts = pts.reshape(rows, cols, 2)
-        # candidates: as found, and the three symmetric re-orderings
-        cands = [grid_pts, grid_pts[::-1, ::-1], grid_pts[::-1], grid_pts[:, ::-1]]
-
-        def score(g: np.ndarray) -> float:
-            dx = g[0, -1] - g[0, 0]  # along the first row: should point +x
-            dy = g[-1, 0] - g[0, 0]  # down the first column: should point +y
-            return dx[0] + dy[1]
-
-        return max(cands, key=score).reshape(-1, 2)
-    pts = _blob_centroids(img8, cols * rows)
-    if pts is None:
-        raise ValueError(
-            f"could not find the {cols}x{rows} calibration dots in the camera image; make "
-            "sure the whole pattern is in the field of view, in focus, and not saturated "
-            "(lower the display brightness or the exposure), then retry.")
-    return _grid_order(pts, grid)
-
-
-def estimate_affine(display_pts: np.ndarray, camera_pts: np.ndarray
-                    ) -> tuple[np.ndarray, float]:
-    """Fit display -> camera (2x3) with RANSAC; returns the affine and the RMS residual."""
-    m, inliers = cv2.estimateAffine2D(np.asarray(display_pts, np.float64),
-                                      np.asarray(camera_pts, np.float64),
-                                      method=cv2.RANSAC, ransacReprojThreshold=3.0)
-    if m is None:
-        raise ValueError("could not fit an affine to the dots; check the pattern is "
-                         "visible and retry.")
-    pred = cv2.transform(np.asarray(display_pts, np.float64).reshape(-1, 1, 2), m)
-    rms = float(np.sqrt(((pred.reshape(-1, 2) - camera_pts) ** 2).sum(1).mean()))
-    return m, rms
-
-
-def calibrate(show: Callable[[np.ndarray], None], capture: Callable[[], np.ndarray],
-              display_size: tuple[int, int], grid: tuple[int, int] = (7, 5)
+def calibrate(show: Callable[[np.ndarray], None], capture: Callable[[], Any],
+              display_size: tuple[int, int], pattern: CharucoPattern | None = None,
+              pixel_size_um: float | None = None, max_error_px: float = 1.0
               ) -> EyepieceCalibration:
-    """Measure the display -> camera map.
+    """Measure the display -> camera map live.
 
     Parameters
     ----------
     show
         Puts an image on the eyepiece display (e.g. ``cv2.imshow`` on that screen).
     capture
-        Returns a camera image taken while the pattern is shown (e.g.
-        ``lambda: scope.snap().pixels``).
+        Returns a camera image (array or :class:`~inscope.acquisition.frame.Frame`) taken
+        while the pattern is shown (e.g. ``scope.snap``).
     display_size
         (width, height) of the display.
-    grid
-        Dot grid (columns, rows).
+    pattern
+        The ChArUco board to show (default: :meth:`CharucoPattern.for_display`).
+    pixel_size_um, max_error_px
+        As in :func:`calibration_from_image`, which does the fit.
     """
-    pattern, display_pts = dot_pattern(display_size, grid)
-    show(pattern)
-    cam = capture()
-    camera_pts = find_dots(cam, grid)
-    m, rms = estimate_affine(display_pts, camera_pts)
-    return EyepieceCalibration(m, tuple(display_size), tuple(cam.shape[:2]), rms,
-                               len(display_pts))
+    pattern = pattern or CharucoPattern.for_display(display_size)
+    if tuple(pattern.display_size) != tuple(display_size):
+        raise ValueError(f"the pattern is for a {pattern.display_size} display, not "
+                         f"{tuple(display_size)}; make it for this display.")
+    show(pattern.image())
+    return calibration_from_image(capture(), pattern, pixel_size_um, max_error_px)
+
+
+def measure_display_lag_ms(show: Callable[[np.ndarray], None], snap: Callable[[], Any],
+                           image: np.ndarray, repeats: int = 5, timeout_s: float = 2.0,
+                           settle_s: float = 0.3, clock: Callable[[], int] | None = None
+                           ) -> float:
+    """Time from handing an image to the display until the camera sees it (ms).
+
+    The part of the exposure -> display latency no time stamp sees (display buffering,
+    scan-out, the projector), for :class:`inscope.predict.BoxPredictor`. The display
+    alternates black and *image*; the lag of one switch is from the ``show`` call to the
+    moment the light came on, read from the first frame that is partly lit: the lit share
+    of its exposure tells when in the exposure the light arrived (its stamps, as for the
+    prediction). The median of *repeats* switches is returned.
+
+    Parameters
+    ----------
+    show
+        Puts an image on the display and returns at once (no settling wait).
+    snap
+        Returns a :class:`~inscope.acquisition.frame.Frame` (stamps, exposure).
+    image
+        A bright image for the display (e.g. the calibration pattern).
+    settle_s
+        Frames are taken for this long after each switch before its level counts (longer
+        than any plausible lag).
+    """
+    import time
+
+    from inscope.predict import exposure_mid_ns
+
+    clock = clock or time.monotonic_ns
+    dark = np.zeros_like(image)
+
+    def level() -> float:
+        return float(np.mean(np.asarray(snap().pixels, np.float32)))
+
+    def settle(img: np.ndarray) -> float:
+        show(img)
+        t0 = clock()
+        v = level()
+        while clock() - t0 < settle_s * 1e9:  # early frames may show the previous image
+            v = level()
+        return v
+
+    lit, black = settle(image), settle(dark)
+    if lit - black <= 0.05 * max(abs(lit), 1.0):
+        raise RuntimeError("the camera does not see the display change from black to the "
+                           "pattern; check the light path, then measure again.")
+    lags = []
+    for _ in range(max(int(repeats), 1)):
+        settle(dark)
+        t0 = clock()
+        show(image)
+        while True:
+            f = snap()
+            lit_share = (float(np.mean(np.asarray(f.pixels, np.float32))) - black) / (lit - black)
+            if lit_share > 0.1:
+                # the light came on when the lit share of this exposure was still to come:
+                # onset = end of exposure - share * exposure (sub-exposure resolution)
+                exp_ns = float((f.metadata or {}).get("exposure_ms", 0.0) or 0.0) * 1e6
+                onset = exposure_mid_ns(f) + exp_ns / 2 - min(lit_share, 1.0) * exp_ns
+                lags.append((onset - t0) / 1e6)
+                break
+            if clock() - t0 > timeout_s * 1e9:
+                raise RuntimeError(f"the display did not light up in the camera within "
+                                   f"{timeout_s:g} s; check the display, then retry.")
+    return float(max(np.median(lags), 0.0))

@@ -118,6 +118,9 @@ class Output:
         self.handled = 0
         self.errors = 0
         self.last_error: str | None = None
+        #: why this output stopped for good (disk full, ...); None while it works
+        self.failed: str | None = None
+        self.discarded = 0  # items handed over after it stopped
 
     # -- to override -------------------------------------------------------------------
     def open(self) -> None:
@@ -131,7 +134,8 @@ class Output:
 
     def stats(self) -> dict:
         return {"handled": self.handled, "dropped": self.dropped, "errors": self.errors,
-                "last_error": self.last_error}
+                "last_error": self.last_error, "failed": self.failed,
+                "discarded": self.discarded}
 
     # -- machinery ---------------------------------------------------------------------
     @property
@@ -148,15 +152,37 @@ class Output:
         """Hand *item* over without blocking; False if an older item was dropped."""
         return self._queue.put(item)
 
+    def _fail(self, e: OSError) -> None:
+        """The output cannot write any more (disk full, file too large, I/O error): say so
+        in one line, close it so what it wrote stays readable, and drop what follows."""
+        what = e.strerror or str(e) or type(e).__name__
+        if e.errno is None:  # e.g. a short write: "16384 requested and 2472 written"
+            what = f"a write failed ({what}): the disk is full or a file-size limit reached"
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        self.failed = f"{what}{where}"
+        self.errors += 1
+        self.last_error = f"{type(e).__name__}: {e}"
+        log.error("output %s stopped: %s; it is closed and what it wrote stays readable; "
+                  "the loop and the other outputs go on.", self.name, self.failed)
+        try:
+            self.close()
+        except Exception as e2:  # noqa: BLE001 - closing a broken file may fail too
+            log.debug("output %s close after failure: %s", self.name, e2)
+
     def _run(self) -> None:
         try:
             while True:
                 item = self._queue.get()
                 if item is None:
                     break
+                if self.failed is not None:
+                    self.discarded += 1
+                    continue
                 try:
                     self.handle(item)
                     self.handled += 1
+                except OSError as e:  # disk full & co: this output cannot go on
+                    self._fail(e)
                 except Exception as e:  # noqa: BLE001 - an output must not kill the loop
                     self.errors += 1
                     if self.last_error is None:
@@ -165,7 +191,10 @@ class Output:
                     self.last_error = f"{type(e).__name__}: {e}"
         finally:
             try:
-                self.close()
+                if self.failed is None:
+                    self.close()
+            except OSError as e:  # e.g. the last flush hits a full disk
+                self._fail(e)
             except Exception as e:  # noqa: BLE001
                 self.last_error = f"close: {type(e).__name__}: {e}"
                 log.warning("output %s failed to close cleanly: %s", self.name, e)

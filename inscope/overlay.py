@@ -12,8 +12,10 @@ onto the display that is back-projected into the eyepiece.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +200,9 @@ class VideoSink:
     def __init__(self, path: str | Path, fps: float = 20.0) -> None:
         self.path = Path(path)
         self.fps = float(fps)
+        if not 0.1 <= self.fps <= 240:  # inf/NaN made the writer hang, then write nothing
+            raise ValueError(f"video fps = {fps!r} is not allowed; use a finite number in "
+                             "[0.1, 240] (outputs.video_fps).")
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
 
@@ -224,9 +229,17 @@ class VideoSink:
                       "folder is writable and OpenCV has video support "
                       "(pip install opencv-python).")
 
+    #: Stop before the disk is full: OpenCV's FFmpeg writer does not raise on a failed
+    #: write (it prints a line per frame) and needs room left to finish the file.
+    MIN_FREE_BYTES = 1 << 20
+
     def write(self, img: np.ndarray) -> None:
         if self._writer is None:
             self._open((img.shape[1], img.shape[0]))
+        free = shutil.disk_usage(self.path.parent).free
+        if free < self.MIN_FREE_BYTES + img.nbytes:
+            raise OSError(errno.ENOSPC, f"No space left on device ({free} bytes free, the "
+                          "video stops here and is finalised)", str(self.path))
         self._writer.write(img)
         self.frames += 1
 

@@ -59,23 +59,44 @@ from inscope.outputs import (
     Output,
     Result,
 )
-from inscope.stats import ns_to_ms, percentiles, stage_latencies
+from inscope.stats import StampStats
 
 log = logging.getLogger("inscope")
 
-#: (label, start stamp, end stamp) of every stage reported in summaries and benchmarks.
-STAGES: tuple[tuple[str, str, str], ...] = (
+#: (label, start stamp, end stamp) of the publication path, counted for every published
+#: frame when it is published.
+PUBLISH_STAGES: tuple[tuple[str, str, str], ...] = (
     ("ready_to_dequeued", "ready", STAMP_DEQUEUED),
     ("dequeued_to_detect_start", STAMP_DEQUEUED, "detect_start"),
     ("detect", "detect_start", "detect_end"),
     ("detect_end_to_published", "detect_end", STAMP_PUBLISHED),
-    ("detect_end_to_control_start", "detect_end", STAMP_CONTROL_START),
-    ("control", STAMP_CONTROL_START, STAMP_CONTROL_END),
     ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
     ("ready_to_published", "ready", STAMP_PUBLISHED),
     ("ready_to_sent", "ready", STAMP_SENT),
+)
+#: Control's stages, beside publication: counted for every frame control used, in the
+#: control thread once its step (and any move it commanded) is done.
+CONTROL_STAGES: tuple[tuple[str, str, str], ...] = (
+    ("detect_end_to_control_start", "detect_end", STAMP_CONTROL_START),
+    ("control", STAMP_CONTROL_START, STAMP_CONTROL_END),
     ("ready_to_move_commanded", "ready", STAMP_MOVE_COMMANDED),
 )
+#: Every stage reported in summaries and benchmarks.
+STAGES: tuple[tuple[str, str, str], ...] = PUBLISH_STAGES + CONTROL_STAGES
+
+_DETECT = (-1, "detect_start", "detect_end")
+#: Derived series of the summary: signed sums of stage differences.
+COMBOS: dict[str, tuple[tuple[int, str, str], ...]] = {
+    # the loop's cost beyond the detector (control is not on this path)
+    "overhead_ready_to_published_minus_detect": ((1, "ready", STAMP_PUBLISHED), _DETECT),
+    # the same under its earlier name, when control sat between detection and publication
+    "loop_overhead_minus_detect_and_control": ((1, "ready", STAMP_PUBLISHED), _DETECT),
+    # hand-offs only: also minus the wait of a fresh frame for a busy detector
+    "handoffs_dequeued_to_published_minus_detect": (
+        (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT),
+    "handoffs_dequeued_to_published_minus_detect_and_control": (
+        (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT),
+}
 
 
 class Pipeline:
@@ -97,9 +118,13 @@ class Pipeline:
     frames, seconds
         Stop after this many processed frames / this much time (None: until stopped).
     snapshot_dir
-        Where ``snapshot`` writes its files.
+        Where ``snapshot`` writes its files (a request may only name a sub-folder).
+    snapshot_max_per_s
+        Rate limit of ``snapshot`` (:class:`inscope.snapshots.SnapshotPolicy`).
     keep_stamps
-        Per-frame stamp records kept for the summary (a ring buffer).
+        The most recent per-frame stamp dicts kept in :attr:`records` (a ring buffer,
+        for progress lines and benchmarks). The summary's statistics cover every frame
+        in bounded memory (:class:`inscope.stats.StampStats`), so RSS stays flat.
     switch_interval
         Python's GIL switch interval while running (``sys.setswitchinterval``). The
         default 5 ms lets a thread busy in Python (an output encoding JSON, drawing many
@@ -116,9 +141,12 @@ class Pipeline:
     def __init__(self, scope, detector, *, control: ControlConfig | None = None,
                  outputs: Sequence[Output] = (), score_threshold: float | None = None,
                  frames: int | None = None, seconds: float | None = None,
-                 snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 200_000,
+                 snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 2048,
                  switch_interval: float | None = 0.0005, director=None,
-                 on_result: Callable[[Result], None] | None = None) -> None:
+                 on_result: Callable[[Result], None] | None = None,
+                 snapshot_max_per_s: float = 1.0) -> None:
+        from inscope.snapshots import SnapshotPolicy
+
         self.scope = scope
         self.detector = detector
         # a copy: live mode changes must not edit the caller's config object
@@ -128,6 +156,9 @@ class Pipeline:
         self.max_frames = frames
         self.max_seconds = seconds
         self.snapshot_dir = Path(snapshot_dir)
+        self.snapshots = SnapshotPolicy(self.snapshot_dir, snapshot_max_per_s)
+        #: why moves were stopped for the rest of the run (None: not stopped)
+        self.stage_held: str | None = None
         self.switch_interval = switch_interval
         self.on_result = on_result
         self.director = director
@@ -158,8 +189,9 @@ class Pipeline:
         self.last_detect_error: str | None = None
         self.last_result: Result | None = None
         self.records: deque[dict[str, int]] = deque(maxlen=keep_stamps)
-        # the detector's own split (pre-processing, inference, decoding), when it has one
-        self.detector_timings: deque[dict[str, float]] = deque(maxlen=keep_stamps)
+        # every frame's stage latencies and the detector's own split, in bounded memory
+        self.stamp_stats = StampStats(PUBLISH_STAGES, COMBOS)  # the detect thread's
+        self.control_stats = StampStats(CONTROL_STAGES)  # the control thread's
         self.detections_total = 0
         self.t_start_ns = 0
         self.t_end_ns = 0
@@ -332,8 +364,9 @@ class Pipeline:
         self.detections_total += len(dets)
         self.last_result = r
         self.records.append(st)
+        self.stamp_stats.add(st)
         if timing:
-            self.detector_timings.append(timing)
+            self.stamp_stats.add_values(timing)
         ready = st.get("ready", 0)
         if self._last_ready and ready > self._last_ready:
             inst = 1e9 / (ready - self._last_ready)
@@ -372,6 +405,7 @@ class Pipeline:
             frame.stamps[STAMP_CONTROL_END] = time.monotonic_ns()
             self._ctl_state = state  # one reference swap: publish reads it whole
             self.control_steps += 1
+            self.control_stats.add(frame.stamps)  # control's stages, this thread only
 
     def _on_move(self, rec) -> None:
         """Guard listener: stamp the frame whose control step commanded this move."""
@@ -391,9 +425,26 @@ class Pipeline:
     def paused(self) -> bool:
         return self._paused.is_set()
 
+    def hold_stage(self, reason: str) -> None:
+        """Stop moving the stage and focus for the rest of the run, and say why.
+
+        Called when the command channel is lost (the REP thread died): a loop that
+        steers a stage must always be stoppable, so it carries on detecting and
+        publishing (control mode ``track``) but makes no more moves.
+        """
+        if self.stage_held is not None:
+            return
+        self.stage_held = reason
+        log.error("%s: no more stage or focus moves in this run (control mode 'track'; "
+                  "detection and outputs go on; Ctrl-C or SIGTERM stops the run).", reason)
+        if self._mode not in ("off", "track"):
+            self.set_mode("track")
+
     def set_mode(self, mode: str) -> None:
         if mode not in schema.MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(schema.MODES)}.")
+        if self.stage_held is not None and mode not in ("off", "track"):
+            raise RuntimeError(f"moves are stopped for this run ({self.stage_held}).")
         self._mode = mode
         self.control_config.mode = mode
         if self.control is not None:
@@ -427,8 +478,12 @@ class Pipeline:
         self._apply_threshold(score)
         self.score_threshold = score
 
-    def snapshot(self, directory: str | Path | None = None) -> dict[str, str]:
-        """Save the newest frame (TIFF), its overlay (PNG) and detections (JSON)."""
+    def snapshot(self, directory: str | None = None) -> dict[str, str]:
+        """Save the newest frame (TIFF), its overlay (PNG) and detections (JSON).
+
+        *directory* is a sub-folder of the snapshot folder (relative, no ``..``); every
+        snapshot gets a new name, and they are rate-limited (:attr:`snapshots`).
+        """
         import cv2
         import tifffile
 
@@ -438,9 +493,8 @@ class Pipeline:
         if r is None:
             raise RuntimeError("no frame processed yet; wait for the first frame (or resume "
                                "if paused) and try again.")
-        d = Path(directory) if directory else self.snapshot_dir
-        d.mkdir(parents=True, exist_ok=True)
-        stem = d / f"snapshot_{r.frame.index:06d}_{time.strftime('%Y%m%d-%H%M%S')}"
+        self.snapshots.acquire()
+        stem = self.snapshots.stems(directory, r.frame.index)
         paths = {"frame": f"{stem}_frame.tif", "overlay": f"{stem}_overlay.png",
                  "detections": f"{stem}_detections.json"}
         tifffile.imwrite(paths["frame"], r.frame.pixels)
@@ -531,31 +585,19 @@ class Pipeline:
             "microscope": getattr(self.scope, "name", "?"),
             "outputs": {o.name: {"handled": o.handled, "dropped": o.dropped}
                         for o in self.outputs},
+            "stage_held": self.stage_held,
         }
 
     def latencies(self) -> dict[str, dict]:
-        """Per-stage latency percentiles (ms) over the kept stamp records."""
-        recs = list(self.records)
-        out = stage_latencies(recs, STAGES)
-        over = [(s[STAMP_PUBLISHED] - s["ready"]) - (s["detect_end"] - s["detect_start"])
-                for s in recs if "detect_end" in s and "detect_start" in s]
-        out["overhead_ready_to_published_minus_detect"] = ns_to_ms(over)
-        # the loop's own cost: control no longer sits between detection and publication,
-        # so this equals the overhead (kept under its old name for reports)
-        out["loop_overhead_minus_detect_and_control"] = out[
-            "overhead_ready_to_published_minus_detect"]
-        # hand-offs only: also minus the wait of a fresh frame for a busy detector
-        hand = [(s[STAMP_PUBLISHED] - s[STAMP_DEQUEUED])
-                - (s["detect_end"] - s["detect_start"])
-                for s in recs if "detect_end" in s and "detect_start" in s
-                and STAMP_DEQUEUED in s]
-        out["handoffs_dequeued_to_published_minus_detect"] = ns_to_ms(hand)
-        out["handoffs_dequeued_to_published_minus_detect_and_control"] = out[
-            "handoffs_dequeued_to_published_minus_detect"]
-        tms = list(self.detector_timings)
-        for key in sorted({k for t in tms for k in t if k != "total_ms"}):
-            out[f"detector_{key.removesuffix('_ms')}"] = percentiles(
-                [t[key] for t in tms if key in t])
+        """Per-stage latency percentiles (ms) over every processed frame: the
+        publication path (every published frame) and control's stages (every frame
+        control used)."""
+        out = self.stamp_stats.latencies_ms()
+        out.update(self.control_stats.latencies_ms())
+        ss = self.stamp_stats
+        for key in ss.value_keys():
+            if key != "total_ms":
+                out[f"detector_{key.removesuffix('_ms')}"] = ss.values(key).summary()
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -564,11 +606,7 @@ class Pipeline:
         dur = max((end - self.t_start_ns) * 1e-9, 1e-9) if self.t_start_ns else 0.0
         s = self._stream
         acquired = s.produced if s is not None else 0
-        recs = list(self.records)
-        fps = 0.0
-        if len(recs) >= 2:
-            span = recs[-1]["ready"] - recs[0]["ready"]
-            fps = (len(recs) - 1) / (span * 1e-9) if span > 0 else 0.0
+        fps = self.stamp_stats.fps
         lat = self.latencies()
         out: dict[str, Any] = {
             "frames": self.processed,
@@ -603,6 +641,8 @@ class Pipeline:
                                        "moves_not_made": len(guard.history) - made}
         if self.error is not None:
             out["error"] = f"{type(self.error).__name__}: {self.error}"
+        if self.stage_held is not None:
+            out["stage_held"] = self.stage_held
         return out
 
     def _final_error(self) -> float | None:

@@ -2,9 +2,10 @@
 
 Encoded and written in the records output's own thread, in batches (every
 ``flush_s`` = 0.25 s or ``batch`` = 64 frames, and at stop), so the disk is touched a few
-times a second whatever the frame rate; a crash loses at most the last batch. The
-OME-TIFF is a single (T, Y, X) series with the pixel size and every plane's stage
-position, so a run replays through
+times a second whatever the frame rate; a crash loses at most the last batch. The frames
+file is a plain multi-page TIFF while the run lasts (one page per frame: linear in size
+and time, readable after a crash) and becomes an OME-TIFF at close: a single (T, Y, X)
+series with the pixel size and every plane's stage position, so a run replays through
 ``open_microscope("replay", path=".../frames.ome.tif")`` with its real positions.
 """
 
@@ -15,6 +16,7 @@ import io
 import json
 import logging
 import time
+from array import array
 from pathlib import Path
 
 from inscope import schema
@@ -27,28 +29,48 @@ CSV_COLUMNS = ("frame_index", "seq", "t_ready_ns", "stage_x_um", "stage_y_um", "
                "track_id", "is_target")
 
 
-class OmeTiffAppender:
-    """Append 2-D frames to one OME-TIFF series, one page per frame, flushed per frame.
+#: ImageDescription of the first page until the recording is closed (then OME-XML).
+PLACEHOLDER_DESCRIPTION = ("inscope recording in progress: a plain multi-page TIFF, one page "
+                           "per frame; OME metadata is written when the recording closes")
 
-    tifffile writes OME-XML when the file is closed, from the metadata of the first write;
-    we keep that metadata dict and extend its per-plane positions as frames arrive. If
-    the process dies before :meth:`close`, the pages are still on disk (tifffile reads
-    them as a plain stack), and the detections record holds each frame's position.
+
+class OmeTiffAppender:
+    """Append 2-D frames to a TIFF, one page per frame, and make it an OME-TIFF at close.
+
+    Why not tifffile's own OME writer: it writes the OME-XML into the first page when the
+    file is opened and, in contiguous mode, keeps every page's IFD until close, so a crash
+    left one readable frame (and re-describing the series per frame made the file grow
+    quadratically). Here each frame is one page with its own IFD, written and flushed at
+    once, so the file is linear in the frames and every frame written before a crash
+    (even SIGKILL) reads back as a plain stack. :meth:`close` then replaces the first
+    page's description with OME-XML (pixel size, every plane's stage position and time)
+    without rewriting the pixels (``tifffile.tiffcomment`` appends the longer text at the
+    end of the file and repoints the tag).
     """
 
     def __init__(self, path: str | Path, *, pixel_size_um: float | None = None,
-                 fps: float | None = None) -> None:
+                 fps: float | None = None, channel: str | None = None,
+                 provenance: dict | None = None) -> None:
         import tifffile
 
         self.path = Path(path)
-        self._tw = tifffile.TiffWriter(self.path, bigtiff=True, ome=True)
-        self._meta: dict = {"axes": "TYX", "Plane": {"PositionX": [], "PositionY": [],
-                                                     "PositionZ": [], "DeltaT": []}}
+        self._tw = tifffile.TiffWriter(self.path, bigtiff=True)
+        self._meta: dict = {"Channel": {"Name": channel or "camera"}}
+        self._page_kw: dict = {}
         if pixel_size_um:
             self._meta.update(PhysicalSizeX=float(pixel_size_um),
                               PhysicalSizeY=float(pixel_size_um))
+            # TIFF resolution tags too (pixels per cm: TIFF has no µm unit), so plain TIFF
+            # readers such as Fiji's File > Open show µm, not pixels
+            ppcm = 1e4 / float(pixel_size_um)
+            self._page_kw = {"resolution": (ppcm, ppcm), "resolutionunit": "CENTIMETER"}
+        if provenance:
+            self._meta.update(_ome_provenance(provenance))
         if fps:
             self._meta["TimeIncrement"] = 1.0 / float(fps)
+        # compact per-plane metadata (32 bytes a frame) for the OME-XML at close
+        self._planes = {k: array("d") for k in ("PositionX", "PositionY", "PositionZ",
+                                                "DeltaT")}
         self._shape = None
         self._t0: int | None = None
         self.count = 0
@@ -62,38 +84,64 @@ class OmeTiffAppender:
                 f"frame {frame.index} is {px.shape} {px.dtype} but the recording holds "
                 f"{self._shape[0]} {self._shape[1]}; a camera ROI/bit-depth change needs "
                 "a new recording.")
+        self._tw.write(px, photometric="minisblack", metadata=None, contiguous=False,
+                       description=PLACEHOLDER_DESCRIPTION if self.count == 0 else None,
+                       software="inscope", **self._page_kw)
+        self._tw.filehandle.flush()
         p = frame.position
         t = frame.stamps.get("ready", 0)
         self._t0 = t if self._t0 is None else self._t0
-        plane = self._meta["Plane"]
+        pl = self._planes
         for k, v in zip(("PositionX", "PositionY", "PositionZ"),
                         (p.x, p.y, p.z) if p is not None else (0.0, 0.0, 0.0), strict=True):
-            plane[k].append(float(v))
-        plane["DeltaT"].append((t - self._t0) * 1e-9)
-        self._tw.write(px, contiguous=True, metadata=self._meta if self.count == 0 else None)
-        self._tw._fh.flush()
+            pl[k].append(float(v))
+        pl["DeltaT"].append((t - self._t0) * 1e-9)
         self.count += 1
+
+    def ome_xml(self) -> str:
+        """The OME-XML describing the pages written so far."""
+        import tifffile
+
+        (h, w), dtype = self._shape
+        ome = tifffile.OmeXml()
+        ome.addimage(dtype, (self.count, h, w), (self.count, 1, 1, h, w, 1), axes="TYX",
+                     **self._meta, Plane={k: list(v) for k, v in self._planes.items()})
+        return ome.tostring(declaration=True)
 
     def close(self) -> None:
         if self._tw is None:
             return
         tw, self._tw = self._tw, None
+        tw.close()
         if self.count == 0:
-            tw.close()
             return
-        # tifffile's contiguous writing grows the series' data shape but not the stored
-        # page count that its OME-XML writer checks; set it to the frames written.
+        import tifffile
+
         try:
-            tw._storedshape.frames = self.count
-        except AttributeError:  # a future tifffile: let it write what it can
-            pass
-        try:
-            tw.close()
-        except ValueError as e:
-            log.warning("OME metadata of %s could not be written (%s); the pages are "
-                        "there and read as a plain stack.", self.path, e)
-            tw._omexml = None
-            tw.close()
+            tifffile.tiffcomment(self.path, self.ome_xml().encode(), pageindex=0)
+        except (OSError, ValueError) as e:
+            log.warning("OME metadata of %s could not be written (%s); the %d frames are "
+                        "there and read as a plain stack.", self.path, e, self.count)
+
+
+def _ome_provenance(prov: dict) -> dict:
+    """OME ``Description``, ``AcquisitionDate`` and a flat ``MapAnnotation`` of *prov*."""
+    det, mic = prov.get("detector") or {}, prov.get("microscope") or {}
+    flat = {"inscope_version": prov.get("inscope_version"),
+            "start_utc": prov.get("start_utc"),
+            "start_monotonic_ns": prov.get("start_monotonic_ns"),
+            "model": det.get("name"), "model_sha256": det.get("model_sha256"),
+            "provider": det.get("provider"), "microscope": mic.get("name"),
+            "mm_config": mic.get("mm_config"), "pixel_size_um": mic.get("pixel_size_um"),
+            "channel_group": mic.get("channel_group"), "channel": mic.get("channel"),
+            "calibration": prov.get("calibration")}
+    flat = {k: str(v) for k, v in flat.items() if v is not None}
+    out: dict = {"Description": f"inscope {prov.get('inscope_version')} run, model "
+                                f"{det.get('name')} sha256 {det.get('model_sha256')}",
+                 "MapAnnotation": flat}
+    if prov.get("start_utc"):
+        out["AcquisitionDate"] = str(prov["start_utc"]).replace("+00:00", "")
+    return out
 
 
 class RecordsOutput(Output):
@@ -136,9 +184,15 @@ class RecordsOutput(Output):
         self._csv = None
         self._tif: OmeTiffAppender | None = None
         self.rows = 0
+        #: run provenance (see :mod:`inscope.provenance`), written as provenance.json and
+        #: into the OME-TIFF when set before the output starts
+        self.provenance: dict | None = None
 
     def open(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.provenance:
+            (self.dir / "provenance.json").write_text(
+                json.dumps(self.provenance, indent=2, default=str) + "\n", encoding="utf-8")
         self._fh = open(self.detections_path, "w", newline="" if self.format == "csv" else None,
                         encoding="utf-8")
         if self.format == "csv":
@@ -148,8 +202,11 @@ class RecordsOutput(Output):
     def handle(self, r: Result) -> None:
         if self.frames:
             if self._tif is None:
+                mic = (self.provenance or {}).get("microscope") or {}
                 self._tif = OmeTiffAppender(self.frames_path,
-                                            pixel_size_um=r.frame.pixel_size_um, fps=self.fps)
+                                            pixel_size_um=r.frame.pixel_size_um, fps=self.fps,
+                                            channel=mic.get("channel") or mic.get("camera"),
+                                            provenance=self.provenance)
             self._tif.append(r.frame)
         msg = schema.detections_message(r.frame, r.detections, tracks=r.tracks,
                                         target_id=r.target_id, control=r.control,
@@ -183,12 +240,17 @@ class RecordsOutput(Output):
         self.flushes += 1
 
     def close(self) -> None:
-        if self._fh is not None:
+        # close both files even if the first fails (a full disk fails the last flush)
+        try:
             self._flush()
-            self._fh.close()
-            self._fh = None
-        if self._tif is not None:
-            self._tif.close()
+        finally:
+            fh, self._fh = self._fh, None
+            try:
+                if fh is not None:
+                    fh.close()
+            finally:
+                if self._tif is not None:
+                    self._tif.close()
 
     def stats(self) -> dict:
         return {**super().stats(), "detections": str(self.detections_path),

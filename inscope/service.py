@@ -50,7 +50,17 @@ def open_scope(cfg: Config):
     from inscope.acquisition.factory import open_microscope
 
     m = cfg.microscope
-    return open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)
+    cal = None
+    if m.calibration:  # read before opening: a bad file must not leave a scope open
+        from inscope.control.calibration import Calibration
+
+        cal = Calibration.load(m.calibration)
+    scope = open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)
+    if cal is not None:
+        cal.apply(scope)
+        log.info("calibration %s: %.4g µm/pixel, rotation %.1f deg, flip %s", m.calibration,
+                 cal.pixel_size_um, cal.rotation_deg, cal.flip)
+    return scope
 
 
 @dataclass
@@ -65,11 +75,15 @@ class Service:
     publisher: Any = None
     server: Any = None
     notes: list[str] = field(default_factory=list)
+    authenticator: Any = None  # inscope.curve.Authenticator when CURVE is on
+    provenance: dict[str, Any] | None = None  # set when the run starts
 
     def close(self) -> None:
         self.pipeline.stop()
         if self.server is not None:
             self.server.stop()
+        if self.authenticator is not None:
+            self.authenticator.stop()
         for obj in (self.detector, self.scope):
             try:
                 obj.close()
@@ -93,7 +107,15 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
     if o.eyepiece.enabled:
         cal = EyepieceCalibration.load(o.eyepiece.calibration) if o.eyepiece.calibration \
             else None
-        eyepiece = EyepieceRenderer(tuple(o.eyepiece.display_size), cal)
+        from inscope.predict import DEFAULT_DISPLAY_LAG_MS, BoxPredictor
+
+        lag = o.eyepiece.display_lag_ms
+        if lag is None:
+            lag = cal.display_lag_ms if cal is not None and cal.display_lag_ms is not None \
+                else DEFAULT_DISPLAY_LAG_MS
+        eyepiece = EyepieceRenderer(
+            tuple(o.eyepiece.display_size), cal,
+            predictor=BoxPredictor(lag, enabled=o.eyepiece.predict))
     scope = open_scope(cfg)
     try:
         detector = load_detector_for(cfg, say=say)
@@ -101,10 +123,24 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
         scope.close()
         raise
     outputs: list[Output] = []
-    pub = server = None
+    pub = server = auth = None
+    curve = ctx = None
+    if o.zmq.enabled and o.zmq.curve_server_key is not None:
+        import zmq
+
+        from inscope.curve import Authenticator, CurveServerKeys
+
+        try:
+            curve = CurveServerKeys.load(o.zmq.curve_server_key, o.zmq.curve_allowed_clients)
+        except BaseException:
+            detector.close()
+            scope.close()
+            raise
+        ctx = zmq.Context()  # the authenticator governs this context's sockets only
+        auth = Authenticator(ctx, curve)
     if o.zmq.enabled:
         pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm,
-                        nodrop=o.zmq.nodrop)
+                        nodrop=o.zmq.nodrop, context=ctx, curve=curve)
         outputs.append(pub)
     pipeline_holder: list[Pipeline] = []
 
@@ -129,11 +165,12 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
     pipeline = Pipeline(scope, detector, control=cfg.control, outputs=outputs,
                         score_threshold=cfg.detector.score_threshold, frames=cfg.run.frames,
                         seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir,
-                        director=director)
+                        snapshot_max_per_s=o.snapshot_max_per_s, director=director)
     pipeline_holder.append(pipeline)
     if o.zmq.enabled:
-        server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port)
-    svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes)
+        server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port, context=ctx,
+                               curve=curve, on_failure=pipeline.hold_stage)
+    svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth)
     # Bind sockets now so a port clash is reported before anything runs.
     try:
         if pub is not None:
@@ -143,6 +180,8 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
     except BaseException:
         if server is not None:
             server.stop()
+        if auth is not None:
+            auth.stop()
         detector.close()
         scope.close()
         raise
@@ -196,6 +235,13 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                                  lambda *_: p.request_stop("terminated (SIGTERM)"))
     tty = progress and sys.stdout.isatty()
     last_print = 0.0
+    from inscope.provenance import run_provenance
+
+    svc.provenance = run_provenance(svc.scope, svc.detector,
+                                    calibration=svc.config.microscope.calibration)
+    for o in svc.outputs:
+        if hasattr(o, "provenance"):
+            o.provenance = svc.provenance
     try:
         p.start()
         if svc.publisher is not None:
@@ -203,6 +249,11 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                 + (f"; commands on {svc.server.address} (ZMQ REP)" if svc.server else ""))
         try:
             while not p.wait(0.5):
+                srv = svc.server
+                if srv is not None and not srv.alive and p.stage_held is None:
+                    # the REP thread is gone without telling us: nobody can send `stop`
+                    why = srv.failure or "its thread ended"
+                    p.hold_stage(f"the ZMQ command server stopped ({why})")
                 if progress:
                     now = time.monotonic()
                     if tty:
@@ -230,15 +281,35 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
     summary = p.summary()
+    summary["provenance"] = svc.provenance
     if summary_path:
-        write_summary(summary, summary_path)
+        try:
+            write_summary(summary, summary_path)
+        except OSError as e:
+            # e.g. the disk is full: the summary must not be lost, so it goes to stdout
+            summary["summary_write_error"] = f"{e.strerror or e} ({summary_path})"
+            say(f"error: the summary could not be written to {summary_path} "
+                f"({e.strerror or e}); here it is:")
+            print(json.dumps(summary, indent=2, default=str), flush=True)
     return summary
 
 
+def failed_outputs(summary: dict) -> dict[str, str]:
+    """``{output name: why it stopped}`` for every output that stopped during the run."""
+    return {k: o["failed"] for k, o in summary.get("outputs", {}).items() if o.get("failed")}
+
+
 def write_summary(summary: dict, path: str | Path) -> Path:
+    """Write the summary JSON atomically: a failed write leaves no empty or half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -282,6 +353,7 @@ def format_summary(s: dict) -> str:
             extra = f" -> {o['address']} (sent {o.get('sent')}, zmq drops {o.get('zmq_dropped')})"
         elif o.get("detections"):
             extra = f" -> {o['detections']}"
+        stopped = f"; STOPPED: {o['failed']}" if o.get("failed") else ""
         lines.append(f"output {name}: handled {o['handled']}, dropped {o['dropped']}, "
-                     f"errors {o['errors']}{extra}")
+                     f"errors {o['errors']}{extra}{stopped}")
     return "\n".join(lines)

@@ -3,19 +3,24 @@
 PUB (default ``tcp://127.0.0.1:5556``)
     ``[b"detections", JSON]`` once per processed frame, and optionally
     ``[b"overlay", JSON header, raw pixels]``. Sends use ``NOBLOCK`` with a small
-    ``SNDHWM``: a send never blocks the loop. With ``nodrop=True`` (default) the socket
-    is an XPUB with ``XPUB_NODROP``, so a subscriber at its high-water mark makes the send
-    fail with ``EAGAIN`` and we *count* the drop (the message is then skipped for every
-    subscriber: ZMQ cannot skip one peer). With ``nodrop=False`` it is a plain PUB: ZMQ
-    silently drops for the slow subscriber only and the others are unaffected, but the
-    publisher cannot count those drops. Either way every message carries ``seq``, so a
-    client sees its own gaps.
+    ``SNDHWM``: a send never blocks the loop. By default (``nodrop=False``) it is a plain
+    PUB: ZMQ drops for a slow subscriber only, and every other subscriber gets every
+    message; the publisher cannot count those per-peer drops, but every message carries
+    ``seq`` so each client sees its own gaps. ``nodrop=True`` is for ONE trusted consumer
+    that must see everything it can: an XPUB with ``XPUB_NODROP``, where a subscriber at
+    its high-water mark makes the send fail with ``EAGAIN`` and we *count* the drop —
+    but the message is then skipped for every subscriber (ZMQ cannot skip one peer), so
+    a second, stalled subscriber would starve the first.
 REP (default ``tcp://127.0.0.1:5557``)
     JSON ``{"cmd": ..., ...}`` -> JSON ``{"ok": true, ...}`` or ``{"ok": false,
     "error": ...}``. Runs in its own thread and polls with a timeout so it stops cleanly.
+    Every request gets exactly one reply, whatever it holds (any bytes, any number of
+    frames, any nesting, any size); if the thread dies anyway, ``on_failure`` tells the
+    service, which stops moving the stage.
 
 Both sockets bind to 127.0.0.1 unless configured otherwise: the microscope PC should not
-accept stage commands from the network by accident. Schemas: ``docs/zmq.md``.
+accept stage commands from the network by accident. Any other address needs CURVE keys
+(:mod:`inscope.curve`). Schemas: ``docs/zmq.md``.
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import zmq
 
 from inscope import schema
+from inscope.curve import CurveServerKeys, apply_client
 from inscope.outputs import STAMP_SENT, Output, Result
 
 log = logging.getLogger("inscope")
+
+#: Requests larger than this get an error reply (they are still read, so REQ never hangs).
+MAX_REQUEST_BYTES = 1 << 20
 
 
 def _bind(sock: zmq.Socket, bind: str, port: int, what: str) -> int:
@@ -58,18 +68,25 @@ class PubOutput(Output):
     sndhwm
         Messages ZMQ queues per subscriber before dropping for it.
     nodrop
-        Count drops (XPUB_NODROP; see the module docstring for the trade-off).
+        Lossless for one trusted subscriber, drops counted (XPUB_NODROP; see the module
+        docstring: one stalled subscriber then starves all). Default False: a slow
+        subscriber loses only its own messages.
     queue_size
         Results waiting for this thread (oldest dropped when full).
+    curve
+        CURVE server keys: only clients in the allowed list may subscribe (the caller
+        runs the :class:`inscope.curve.Authenticator` on the same context).
     """
 
     name = "zmq-pub"
 
     def __init__(self, bind: str = "127.0.0.1", port: int = 5556, *, sndhwm: int = 100,
-                 queue_size: int = 64, nodrop: bool = True,
-                 context: zmq.Context | None = None) -> None:
+                 queue_size: int = 64, nodrop: bool = False,
+                 context: zmq.Context | None = None,
+                 curve: CurveServerKeys | None = None) -> None:
         super().__init__(queue_size)
         self.bind, self.port, self.sndhwm, self.nodrop = bind, port, sndhwm, nodrop
+        self.curve = curve
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self.sent = 0
@@ -89,6 +106,8 @@ class PubOutput(Output):
             s.setsockopt(zmq.XPUB_NODROP, 1)
         s.setsockopt(zmq.SNDHWM, self.sndhwm)
         s.setsockopt(zmq.LINGER, 200)
+        if self.curve is not None:
+            self.curve.apply(s)
         self.port = _bind(s, self.bind, self.port, "PUB")
         self._sock = s
 
@@ -128,76 +147,178 @@ class PubOutput(Output):
 
     def stats(self) -> dict:
         return {**super().stats(), "address": self.address, "sent": self.sent,
-                "sent_overlay": self.sent_overlay, "zmq_dropped": self.zmq_dropped}
+                "sent_overlay": self.sent_overlay, "zmq_dropped": self.zmq_dropped,
+                "nodrop": self.nodrop, "curve": self.curve is not None}
+
+
+def _short(v, n: int = 80) -> str:
+    """``repr(v)`` cut to *n* characters; safe for any JSON value, however deep."""
+    try:
+        r = repr(v)
+    except RecursionError:
+        return "<too deeply nested>"
+    return r if len(r) <= n else r[:n] + f"... ({len(r)} characters)"
+
+
+_ENCODE_FAILED = b'{"ok":false,"error":"the reply could not be encoded as JSON"}'
 
 
 class CommandServer:
     """REP socket that turns JSON requests into calls of *handler* (a dict -> dict).
 
-    Any request gets exactly one reply, so a REQ client never hangs: non-JSON, non-object
-    requests and handler exceptions all become ``{"ok": false, "error": ...}``.
+    Any request gets exactly one reply, so a REQ client never hangs: non-JSON, non-object,
+    multipart, too deep, too large requests and handler exceptions all become ``{"ok":
+    false, "error": ...}``, and the server goes on serving. If the thread dies anyway (a
+    bug), *on_failure* is called with the reason: the service then stops moving the
+    stage, since ``stop`` could no longer reach it.
+
+    Parameters
+    ----------
+    handler
+        ``dict -> dict``, e.g. :meth:`inscope.pipeline.Pipeline.command`.
+    bind, port
+        Address; ``port=0`` picks a free port.
+    max_request_bytes
+        Larger requests get an error reply.
+    curve
+        CURVE server keys (only allowed clients get replies).
+    on_failure
+        Called once (from the server thread) if the thread ends other than by :meth:`stop`.
     """
 
     def __init__(self, handler: Callable[[dict], dict], bind: str = "127.0.0.1",
                  port: int = 5557, *, poll_ms: int = 100,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES,
+                 curve: CurveServerKeys | None = None,
+                 on_failure: Callable[[str], None] | None = None) -> None:
         self.handler = handler
         self.bind, self.port, self.poll_ms = bind, port, poll_ms
+        self.max_request_bytes = int(max_request_bytes)
+        self.curve = curve
+        self.on_failure = on_failure
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.requests = 0
         self.errors = 0
+        self.failure: str | None = None
 
     @property
     def address(self) -> str:
         return f"tcp://{self.bind}:{self.port}"
 
-    def start(self) -> CommandServer:
+    @property
+    def alive(self) -> bool:
+        """True while the server thread runs (False after a failure or :meth:`stop`)."""
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
+
+    def _socket(self) -> zmq.Socket:
         s = self._ctx.socket(zmq.REP)
         s.setsockopt(zmq.LINGER, 200)
+        if self.curve is not None:
+            self.curve.apply(s)
         self.port = _bind(s, self.bind, self.port, "REP")
-        self._sock = s
+        return s
+
+    def start(self) -> CommandServer:
+        self._sock = self._socket()
         self._thread = threading.Thread(target=self._run, name="inscope-rep", daemon=True)
         self._thread.start()
         return self
 
     def reply_for(self, raw: bytes) -> dict:
         """The reply to one raw request (public so it can be tested without sockets)."""
+        if len(raw) > self.max_request_bytes:
+            return schema.error(
+                f"request is {len(raw)} bytes; the limit is {self.max_request_bytes} "
+                "bytes. Send a small JSON object, e.g. {\"cmd\": \"status\"}.")
         try:
             req = schema.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             return schema.error(
-                f"request is not valid JSON ({e}); send e.g. {{\"cmd\": \"status\"}}.")
+                f"request is not valid JSON ({_short(str(e), 120)}); send e.g. "
+                "{\"cmd\": \"status\"}.")
+        except RecursionError:
+            return schema.error("request is nested too deeply to parse; send a flat JSON "
+                                "object, e.g. {\"cmd\": \"status\"}.")
         if not isinstance(req, dict) or "cmd" not in req:
             return schema.error(
                 "request must be a JSON object with a \"cmd\" field, e.g. "
                 f"{{\"cmd\": \"status\"}}; commands: {', '.join(schema.COMMANDS)}.")
+        cmd = req.get("cmd")
+        if not isinstance(cmd, str):
+            return schema.error(f"\"cmd\" must be a string, one of "
+                                f"{', '.join(schema.COMMANDS)}; got {_short(cmd)}.")
         try:
             rep = self.handler(req)
         except Exception as e:  # noqa: BLE001 - a bad command must not kill the server
-            log.warning("command %r failed: %s", req.get("cmd"), e)
-            rep = schema.error(f"command {req.get('cmd')!r} failed: {type(e).__name__}: {e}")
+            log.warning("command %s failed: %s", _short(cmd), _short(e, 200))
+            rep = schema.error(f"command {_short(cmd)} failed: {type(e).__name__}: "
+                               f"{_short(str(e), 300)}")
+        if not isinstance(rep, dict):
+            rep = schema.error(f"command {_short(cmd)} returned no reply.")
         return rep
 
+    def _reply_bytes(self, frames: list[bytes]) -> bytes:
+        """One encoded reply for any received message; never raises."""
+        try:
+            if len(frames) != 1:
+                size = sum(len(f) for f in frames)
+                rep = schema.error(f"request has {len(frames)} message frames ({size} bytes);"
+                                   " send one frame holding a JSON object, e.g. "
+                                   "{\"cmd\": \"status\"}.")
+            else:
+                rep = self.reply_for(frames[0])
+            if not rep.get("ok"):
+                self.errors += 1
+            return schema.dumps(rep)
+        except Exception as e:  # noqa: BLE001 - e.g. a reply that cannot be encoded
+            self.errors += 1
+            log.warning("command reply failed: %s", _short(e, 200))
+            return _ENCODE_FAILED
+
     def _run(self) -> None:
-        sock = self._sock
+        try:
+            self._serve()
+        except BaseException as e:  # noqa: BLE001 - report, never die silently
+            self.failure = f"{type(e).__name__}: {_short(str(e), 200)}"
+            log.error("the ZMQ command server stopped: %s", self.failure)
+            if self.on_failure is not None:
+                try:
+                    self.on_failure(f"the ZMQ command server stopped ({self.failure})")
+                except Exception as e2:  # noqa: BLE001
+                    log.error("command server failure handler failed: %s", e2)
+        finally:
+            if self._sock is not None:
+                self._sock.close(0)
+                self._sock = None
+
+    def _serve(self) -> None:
         poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
+        poller.register(self._sock, zmq.POLLIN)
         while not self._stop.is_set():
             if not dict(poller.poll(self.poll_ms)):
                 continue
-            raw = sock.recv()
-            self.requests += 1
-            rep = self.reply_for(raw)
-            if not rep.get("ok"):
-                self.errors += 1
+            sock = self._sock
             try:
-                sock.send(schema.dumps(rep))
-            except (zmq.ZMQError, ValueError, TypeError) as e:
-                sock.send(schema.dumps(schema.error(f"reply could not be encoded: {e}")))
-        sock.close()
+                frames = sock.recv_multipart()
+            except zmq.Again:
+                continue
+            self.requests += 1
+            data = self._reply_bytes(frames)
+            try:
+                sock.send(data)
+            except zmq.ZMQError as e:
+                # REP out of step (should not happen after recv_multipart): start afresh
+                # on the same port rather than leave the service unreachable.
+                log.warning("command server socket reset after a failed reply: %s", e)
+                poller.unregister(sock)
+                sock.close(0)
+                self._sock = None
+                self._sock = self._socket()
+                poller.register(self._sock, zmq.POLLIN)
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -206,12 +327,24 @@ class CommandServer:
 
 
 def request(address: str, cmd: dict, timeout_ms: int = 3000,
-            context: zmq.Context | None = None) -> dict:
-    """Send one command to a running inscope and return its reply (a small REQ client)."""
+            context: zmq.Context | None = None, *,
+            client_key: str | Path | None = None,
+            server_key: str | Path | None = None) -> dict:
+    """Send one command to a running inscope and return its reply (a small REQ client).
+
+    With CURVE, give the client's ``.key_secret`` file and the service's ``server.key``.
+    """
     ctx = context or zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    s.setsockopt(zmq.SNDTIMEO, timeout_ms)  # no connection (e.g. refused by CURVE)
+    if client_key is not None or server_key is not None:
+        if client_key is None or server_key is None:
+            s.close()
+            raise ValueError("CURVE needs both client_key (the client's .key_secret) and "
+                             "server_key (the service's server.key).")
+        apply_client(s, client_key, server_key)
     s.connect(address)
     try:
         s.send(schema.dumps(cmd))

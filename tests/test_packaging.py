@@ -64,7 +64,7 @@ def test_wheel_and_python_control_live_side_by_side(wheel: Path, tmp_path: Path)
     # (every site-packages folder on this interpreter's path, including ones that a .pth
     # line added: a .pth inside a folder named by another .pth is not read)
     ours = {sysconfig.get_paths()["purelib"], *site.getsitepackages(),
-            *(p for p in sys.path if Path(p).name == "site-packages")}
+            *(p for p in sys.path if Path(p).name in ("site-packages", "dist-packages"))}
     (purelib / "_inscope_test_deps.pth").write_text("\n".join(sorted(ours)) + "\n")
 
     pip = [str(py), "-m", "pip", "install", "-q", "--no-deps"]

@@ -138,7 +138,7 @@ def run_training(args: argparse.Namespace) -> dict:
     if args.data:
         from inscope.detector.datasets import load_dataset
 
-        samples = load_dataset([Path(d) for d in args.data], args.format)
+        samples = load_dataset([Path(d) for d in args.data], args.format, split="train")
         real_i = [s.image for s in samples]
         # difficult objects (VOC flag, COCO crowd) are not taught as positives
         real_b = [s.boxes[~s.difficult] for s in samples]

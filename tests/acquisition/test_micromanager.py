@@ -150,7 +150,7 @@ def test_headless_reuses_the_one_core(mm_scope):
 
 
 def test_bad_config_path_is_clear():
-    with pytest.raises(MicroscopeUnavailable, match="config file not found.*--config"):
+    with pytest.raises(MicroscopeUnavailable, match="config file not found.*--mm-config"):
         headless_core(None, "no_such_config.cfg")
 
 

@@ -176,7 +176,7 @@ def test_interrupted_scan_keeps_what_it_saved(mm_scope, tmp_path):
             assert tf.is_ome and tf.asarray().shape[0] == 3
             assert "PhysicalSizeZ" in tf.ome_metadata and "box_px" in tf.ome_metadata
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["status"] == "interrupted" and s["cells_imaged"] == 3
+    assert s["status"] == "stopped" and s["cells_imaged"] == 3
     assert s["cells_found"] > 3
     assert not list(tmp_path.glob("*.part"))
 

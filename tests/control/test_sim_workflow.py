@@ -140,7 +140,7 @@ def test_interrupted_run_keeps_what_it_saved(tmp_path):
             assert tf.is_ome and 'SizeZ="1"' in tf.ome_metadata
             assert tf.asarray().shape[-2:] == SHAPE
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["status"] == "interrupted" and s["cells_imaged"] == 2
+    assert s["status"] == "stopped" and s["cells_imaged"] == 2
     assert not list(tmp_path.glob("*.part"))
 
 

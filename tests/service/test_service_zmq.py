@@ -105,8 +105,9 @@ def test_democamera_one_message_per_processed_frame(mm_scope, detector):
 
 def test_stalled_subscriber_never_blocks_the_loop(mm_scope, detector, tmp_path):
     """A subscriber that connects and never reads: the loop processes every frame it
-    would without it, the publisher counts drops instead of blocking."""
-    pub = PubOutput(port=0, sndhwm=1)
+    would without it; in lossless mode (nodrop) the publisher counts drops instead of
+    blocking."""
+    pub = PubOutput(port=0, sndhwm=1, nodrop=True)
     pub.open()
     stalled = _sub(pub.address, rcvhwm=1)
     stalled.setsockopt(zmq.RCVBUF, 4096)

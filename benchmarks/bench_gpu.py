@@ -1,0 +1,147 @@
+"""GPU benchmark: which ONNX Runtime providers run here, and the shipped model's latency
+on each at 512x512 and 2048x2048, with IO binding (input and outputs bound to the device,
+so the timing is the network, not host<->device copies ORT would add per call).
+
+    python -m benchmarks.bench_gpu [--sizes 512 2048] [--repeats 200] [--model PATH]
+        [--out benchmarks/results/gpu.json]
+
+Run it on the GPU machine after ``pip install 'inscope[gpu]'`` (add ``[tensorrt]`` for
+TensorRT). For each provider (TensorRT, CUDA, CPU for reference) it records whether a
+session really runs there (only a created session's ``get_providers()`` says so:
+onnxruntime-gpu lists CUDA and TensorRT even with no GPU), the reason when not, and, when
+it runs: p50 / p90 / p99 / max of ``run_with_iobinding`` plus the device-to-host copy of
+the outputs (what inscope's decoder needs), and the first-run time (TensorRT builds its
+engine then; later starts reuse :func:`inscope.detector.providers.trt_cache_dir`).
+
+On a machine with no GPU it still runs and says so: ``"gpu": "no GPU"`` and CPU figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEVICE = {"tensorrt": "cuda", "cuda": "cuda", "cpu": "cpu"}
+
+
+def _pct(values) -> dict[str, float]:
+    v = np.asarray(values, float)
+    p50, p90, p99 = np.percentile(v, [50, 90, 99])
+    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3),
+            "p99": round(float(p99), 3), "max": round(float(v.max()), 3)}
+
+
+def gpu_name() -> str:
+    """The GPU as ``nvidia-smi`` names it, or ``"no GPU"``."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "no GPU"
+    name = out.stdout.strip().splitlines()
+    return name[0] if out.returncode == 0 and name else "no GPU"
+
+
+def bench_provider(model: Path, provider: str, sizes: list[int], repeats: int,
+                   threads: int | None) -> dict:
+    import onnxruntime as ort
+
+    from inscope.detector.providers import LAST_CHOICE, create_session
+
+    try:
+        sess, used = create_session(model, provider, threads=threads)
+    except Exception as e:  # noqa: BLE001 - the reason is the result
+        return {"runs": False, "reason": str(e)}
+    dev = DEVICE[used]
+    res: dict = {"runs": True, "session_providers": sess.get_providers(),
+                 "note": LAST_CHOICE.get("note", ""), "sizes": {}}
+    in_name = sess.get_inputs()[0].name
+    out_names = [o.name for o in sess.get_outputs()]
+    rng = np.random.default_rng(0)
+    for s in sizes:
+        x = rng.random((1, 1, s, s), dtype=np.float32)
+        xv = ort.OrtValue.ortvalue_from_numpy(x, dev, 0)
+        io = sess.io_binding()
+        io.bind_ortvalue_input(in_name, xv)
+        for n in out_names:
+            io.bind_output(n, dev)
+        t0 = time.perf_counter()
+        sess.run_with_iobinding(io)
+        first_ms = (time.perf_counter() - t0) * 1e3
+        for _ in range(5):
+            sess.run_with_iobinding(io)
+        run_ms, fetch_ms = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            io.synchronize_inputs()
+            sess.run_with_iobinding(io)
+            io.synchronize_outputs()
+            t1 = time.perf_counter()
+            io.copy_outputs_to_cpu()
+            t2 = time.perf_counter()
+            run_ms.append((t1 - t0) * 1e3)
+            fetch_ms.append((t2 - t0) * 1e3)
+        res["sizes"][str(s)] = {"first_run_ms": round(first_ms, 2), "run_ms": _pct(run_ms),
+                                "run_and_fetch_ms": _pct(fetch_ms), "repeats": repeats}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
+    ap.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
+    ap.add_argument("--providers", nargs="+", default=["tensorrt", "cuda", "cpu"])
+    ap.add_argument("--out", default="benchmarks/results/gpu.json")
+    args = ap.parse_args(argv)
+
+    import onnxruntime as ort
+
+    from inscope.detector.onnx_detector import default_model_path
+    from inscope.detector.providers import preload_gpu_libraries
+
+    model = Path(args.model) if args.model else default_model_path()
+    gpu = gpu_name()
+    report = {
+        "benchmark": "bench_gpu",
+        "gpu": gpu,
+        "platform": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers_listed": ort.get_available_providers(),
+        "gpu_libraries": preload_gpu_libraries() or "loaded (or not needed)",
+        "model": model.name,
+        "io_binding": True,
+        "results": {},
+    }
+    for p in args.providers:
+        print(f"-- {p}", flush=True)
+        report["results"][p] = r = bench_provider(model, p, args.sizes, args.repeats,
+                                                  args.threads)
+        if not r["runs"]:
+            print(f"   does not run here: {r['reason']}")
+            continue
+        for s, v in r["sizes"].items():
+            q = v["run_ms"]
+            print(f"   {s}x{s}: p50 {q['p50']:.2f}  p90 {q['p90']:.2f}  p99 {q['p99']:.2f}  "
+                  f"max {q['max']:.2f} ms  (first run {v['first_run_ms']:.0f} ms)")
+    if gpu == "no GPU":
+        print("no GPU on this machine: CPU figures only (run this on the GPU machine)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

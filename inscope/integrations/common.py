@@ -1,0 +1,86 @@
+"""One image from someone else's acquisition -> boxes in pixels and stage µm."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inscope.acquisition.frame import Frame, StagePosition
+from inscope.acquisition.mm_tags import position_from_tags
+from inscope.schema import detections_message
+
+__all__ = ["METADATA_KEY", "Detected", "detect_image", "position_from_tags"]
+
+#: Metadata key under which the boxes are stored in an image's metadata.
+METADATA_KEY = "inscope"
+
+
+@dataclass
+class Detected:
+    """What :func:`detect_image` found in one image.
+
+    Attributes
+    ----------
+    frame
+        The image as an inscope Frame (stage position, pixel size, affine).
+    detections
+        The detector's :class:`~inscope.detector.Detections` (pixels of *frame*).
+    record
+        JSON-able dict: ``n`` and one entry per box with ``box_px``, ``center_px``,
+        ``box_um``, ``center_um`` (stage µm, ``None`` without a stage position), ``score``
+        and ``class`` (the schema of the ZMQ detections message, without time stamps).
+    """
+
+    frame: Frame
+    detections: Any
+    record: dict[str, Any]
+
+    @property
+    def centers_um(self) -> list[tuple[float, float]]:
+        """Stage positions (µm) that centre each box (empty without a stage position)."""
+        return [tuple(d["center_um"]) for d in self.record["detections"]
+                if d["center_um"] is not None]
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim == 3:  # an RGB(A) camera in pycro-manager / pymmcore-plus: use the luma
+        import cv2
+
+        a = cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2GRAY)
+    if a.dtype not in (np.uint8, np.uint16, np.float32):
+        a = a.astype(np.float32)
+    return a
+
+
+def detect_image(detector: Any, image: np.ndarray, *, index: int = 0,
+                 position: StagePosition | None = None, pixel_size_um: float = 1.0,
+                 affine: np.ndarray | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> Detected:
+    """Run *detector* on one camera image taken at *position*.
+
+    Parameters
+    ----------
+    detector
+        Anything with ``detect(frame) -> Detections`` (e.g. ``load_detector()``).
+    image
+        (H, W) camera pixels.
+    position
+        Stage position (µm) when the image was exposed; None gives pixel boxes only.
+    pixel_size_um, affine
+        The pixel-to-stage map (``affine`` 2x2 µm/pixel; default ``pixel_size_um * I``),
+        e.g. a :class:`~inscope.control.calibration.Calibration`'s affine.
+    """
+    if pixel_size_um is None or not pixel_size_um > 0:  # an unconfigured pixel size
+        pixel_size_um = 1.0
+    frame = Frame(_gray(image), index=int(index), position=position,
+                  pixel_size_um=float(pixel_size_um), affine=affine,
+                  metadata=dict(metadata or {}))
+    dets = detector.detect(frame)
+    msg = detections_message(frame, dets)
+    record = {k: msg[k] for k in ("n", "detections", "stage_um", "pixel_size_um",
+                                  "affine_um_per_px", "shape")}
+    return Detected(frame, dets, record)

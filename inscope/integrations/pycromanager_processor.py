@@ -1,0 +1,153 @@
+"""inscope as a pycro-manager image processor: boxes in each image's metadata, and
+follow-up events (e.g. a z-stack at each detected cell) queued from the detections.
+
+Paste-able use (the pattern pycro-manager documents for adaptive acquisitions)::
+
+    from pycromanager import Acquisition, multi_d_acquisition_events
+    from inscope.detector import load_detector
+    from inscope.integrations.pycromanager_processor import DetectionProcessor, zstack_at_cells
+
+    proc = DetectionProcessor(load_detector(), follow_up=zstack_at_cells([-2, 0, 2]))
+    acq = Acquisition(directory=None, image_process_fn=proc)
+    proc.acquire(acq, multi_d_acquisition_events(num_time_points=3))
+    acq.await_completion()
+    print(proc.results[0]["inscope"]["detections"][0]["center_um"])
+
+With ``follow_up`` the processor ends the acquisition itself (it puts pycro-manager's
+``None`` into the event queue once every submitted and follow-up image has been seen), so
+submit events with :meth:`DetectionProcessor.acquire`, not inside ``with Acquisition``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from inscope.acquisition.frame import StagePosition
+from inscope.integrations.common import METADATA_KEY, Detected, detect_image, position_from_tags
+
+#: Axis name that marks follow-up images; images carrying it never start more follow-ups.
+FOLLOW_UP_AXIS = "cell"
+
+FollowUp = Callable[[Detected, Mapping[str, Any]], Sequence[dict]]
+
+
+def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
+                    min_score: float = 0.0, axis: str = FOLLOW_UP_AXIS) -> FollowUp:
+    """A follow-up rule: for each detected cell (best score first, at most *max_cells*),
+    centre the stage on it and take a z-stack at ``z + offsets_um``.
+
+    The events carry the parent image's axes plus ``{axis: k, "z": i}`` so every image of
+    the dataset keeps a unique address. Cells without a stage position (an image taken
+    with no XY stage) get no follow-up.
+    """
+    offsets = [float(o) for o in offsets_um]
+    counter = iter(range(1 << 62))
+
+    def rule(det: Detected, metadata: Mapping[str, Any]) -> list[dict]:
+        pos = det.frame.position
+        if pos is None:
+            return []
+        cells = [d for d in det.record["detections"]
+                 if d["center_um"] is not None and d["score"] >= min_score]
+        cells.sort(key=lambda d: -d["score"])
+        parent = {k: v for k, v in dict(metadata.get("Axes") or {}).items() if k != "z"}
+        events = []
+        for d in cells[:max_cells]:
+            k = next(counter)
+            cx, cy = d["center_um"]
+            for i, dz in enumerate(offsets):
+                events.append({"axes": {**parent, axis: k, "z": i}, "x": float(cx),
+                               "y": float(cy), "z": float(pos.z + dz)})
+        return events
+
+    return rule
+
+
+class DetectionProcessor:
+    """A pycro-manager ``image_process_fn`` (three-argument form) running an inscope
+    detector on every image.
+
+    Each image's metadata gets ``metadata["inscope"]``: the boxes in pixels and stage µm
+    (see :class:`~inscope.integrations.common.Detected`). The image itself is returned
+    unchanged, so it is saved as usual.
+
+    Parameters
+    ----------
+    detector
+        Anything with ``detect(frame) -> Detections``.
+    follow_up
+        Optional rule ``(detected, metadata) -> [event, ...]`` (e.g.
+        :func:`zstack_at_cells`); its events are put on pycro-manager's event queue.
+    core
+        The Micro-Manager core (pycromanager ``Core()``) to read the stage from when an
+        image's tags carry no position (events that do not move the stage).
+    affine
+        2x2 µm-per-pixel map (a calibration's); default: the tags' pixel size x identity.
+    """
+
+    def __init__(self, detector: Any, *, follow_up: FollowUp | None = None,
+                 core: Any = None, affine: np.ndarray | None = None) -> None:
+        self.detector = detector
+        self.follow_up = follow_up
+        self.core = core
+        self.affine = affine
+        self.results: list[dict[str, Any]] = []
+        self.follow_up_events = 0
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._armed = False
+        self._queue: Any = None
+        self._count = 0
+
+    def acquire(self, acq: Any, events: dict | Sequence[dict]) -> None:
+        """Submit *events* to *acq* and end it once they and their follow-ups are done."""
+        events = [events] if isinstance(events, dict) else list(events)
+        with self._lock:
+            self._pending += len(events)
+            self._armed = True
+            self._queue = getattr(acq, "_event_queue", None)
+        acq.acquire(events)
+
+    def _position(self, tags: Mapping[str, Any]) -> StagePosition | None:
+        pos = position_from_tags(tags)
+        if self.core is None:
+            return pos
+        try:
+            if pos is None:
+                return StagePosition(float(self.core.get_x_position()),
+                                     float(self.core.get_y_position()),
+                                     float(self.core.get_position()))
+            if not any(k.startswith("ZPosition") for k in tags):
+                return StagePosition(pos.x, pos.y, float(self.core.get_position()))
+        except Exception:  # noqa: BLE001 - no stage: pixel boxes only
+            return pos
+        return pos
+
+    def __call__(self, image: np.ndarray, metadata: dict, event_queue: Any = None):
+        with self._lock:
+            index = self._count
+            self._count += 1
+        det = detect_image(self.detector, image, index=index,
+                           position=self._position(metadata),
+                           pixel_size_um=metadata.get("PixelSize_um", 1.0) or 1.0,
+                           affine=self.affine)
+        metadata[METADATA_KEY] = det.record
+        axes = dict(metadata.get("Axes") or {})
+        self.results.append({"axes": axes, METADATA_KEY: det.record})
+        queue = event_queue if event_queue is not None else self._queue
+        new: list[dict] = []
+        if self.follow_up is not None and FOLLOW_UP_AXIS not in axes:
+            new = list(self.follow_up(det, metadata))
+        with self._lock:
+            self._pending += len(new) - 1
+            self.follow_up_events += len(new)
+            done = self._armed and self._pending <= 0
+        if new and queue is not None:
+            queue.put(new)
+        if done and queue is not None:
+            queue.put(None)  # pycro-manager's "no more events"
+        return image, metadata

@@ -1,0 +1,201 @@
+"""inscope in a pymmcore-plus MDA: a ``frameReady`` handler, and an event-driven sequence
+in which detections add ``useq.MDAEvent`` s (the queue-fed pattern pymmcore-plus documents
+for event-driven acquisition: ``mmc.run_mda(iter(queue.get, STOP))``).
+
+Paste-able use::
+
+    import useq
+    from pymmcore_plus import CMMCorePlus
+    from inscope.detector import load_detector
+    from inscope.integrations.pymmcore_plus_mda import FrameDetector, run_adaptive, zstack_at_cells
+
+    mmc = CMMCorePlus(); mmc.loadSystemConfiguration()            # the demo config
+    handler = FrameDetector(load_detector()).connect(mmc)          # boxes for every frame
+    mmc.run_mda(useq.MDASequence(time_plan={"interval": 0, "loops": 3})).join()
+    print(handler.results[-1].record["detections"][:1])
+    handler.disconnect()
+    found = run_adaptive(mmc, load_detector(), [useq.MDAEvent()], zstack_at_cells([-2, 0, 2]))
+
+pymmcore-plus is an optional dependency (``pip install inscope[pymmcore-plus]``); this
+module imports it only when a function needs it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inscope.acquisition.frame import StagePosition
+from inscope.integrations.common import Detected, detect_image
+
+#: ``MDAEvent.metadata`` key that marks an event made by inscope (never followed up).
+FOLLOW_UP_KEY = "inscope_follow_up"
+
+
+@dataclass
+class FrameResult:
+    """Detections of one MDA frame: the ``useq.MDAEvent`` and what was found."""
+
+    event: Any
+    detected: Detected
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.detected.record
+
+    @property
+    def n(self) -> int:
+        return int(self.detected.record["n"])
+
+
+def _position(event: Any, meta: dict | None) -> StagePosition | None:
+    pos = dict((meta or {}).get("position") or {})
+    x = pos.get("x", getattr(event, "x_pos", None))
+    y = pos.get("y", getattr(event, "y_pos", None))
+    z = pos.get("z", getattr(event, "z_pos", None))
+    if x is None or y is None:
+        return None
+    return StagePosition(float(x), float(y), float(z or 0.0))
+
+
+class FrameDetector:
+    """A pymmcore-plus ``frameReady`` handler: runs the detector on every MDA frame.
+
+    Results are kept in :attr:`results` (newest last, at most *keep*) and handed to
+    ``on_detections(result)`` if given. The handler runs in the MDA runner's thread; a
+    shipped-model detection costs a few ms per frame, which the runner waits for.
+    """
+
+    def __init__(self, detector: Any, *, affine: np.ndarray | None = None,
+                 on_detections: Callable[[FrameResult], Any] | None = None,
+                 keep: int = 10_000) -> None:
+        self.detector = detector
+        self.affine = affine
+        self.on_detections = on_detections
+        self.keep = int(keep)
+        self.results: list[FrameResult] = []
+        self._mmc: Any = None
+        self._count = 0
+
+    def frameReady(self, img: np.ndarray, event: Any, meta: dict | None = None  # noqa: N802
+                   ) -> FrameResult:
+        """pymmcore-plus signal slot (``mmc.mda.events.frameReady``)."""
+        px = float((meta or {}).get("pixel_size_um") or 1.0)
+        pos = _position(event, meta)
+        if pos is None and self._mmc is not None:
+            # no position in the frame metadata and none commanded: the stage is where
+            # it was (the runner's thread may ask the core directly)
+            try:
+                m = self._mmc
+                pos = StagePosition(float(m.getXPosition()), float(m.getYPosition()),
+                                    float(m.getPosition()))
+            except Exception:  # noqa: BLE001 - no XY stage: pixel boxes only
+                pos = None
+        det = detect_image(self.detector, img, index=self._count, position=pos,
+                           pixel_size_um=px, affine=self.affine)
+        self._count += 1
+        res = FrameResult(event, det)
+        self.results.append(res)
+        if len(self.results) > self.keep:
+            del self.results[: len(self.results) - self.keep]
+        if self.on_detections is not None:
+            self.on_detections(res)
+        return res
+
+    def connect(self, mmc: Any) -> FrameDetector:
+        """Listen to *mmc*'s MDA frames (``mmc.mda.events.frameReady``)."""
+        self.disconnect()
+        mmc.mda.events.frameReady.connect(self.frameReady)
+        self._mmc = mmc
+        return self
+
+    def disconnect(self) -> None:
+        if self._mmc is not None:
+            self._mmc.mda.events.frameReady.disconnect(self.frameReady)
+            self._mmc = None
+
+
+def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
+                    min_score: float = 0.0) -> Callable[[FrameResult], list]:
+    """A follow-up rule: centre each detected cell (best first, at most *max_cells*) and
+    take a z-stack at ``z + offsets_um``; the events are ``useq.MDAEvent`` with index
+    ``{"p": cell, "z": i}`` and ``metadata["inscope_follow_up"]`` set."""
+    import useq
+
+    offsets = [float(o) for o in offsets_um]
+    counter = iter(range(1 << 62))
+
+    def rule(res: FrameResult) -> list:
+        pos = res.detected.frame.position
+        if pos is None:
+            return []
+        cells = [d for d in res.record["detections"]
+                 if d["center_um"] is not None and d["score"] >= min_score]
+        cells.sort(key=lambda d: -d["score"])
+        out = []
+        for d in cells[:max_cells]:
+            k = next(counter)
+            cx, cy = d["center_um"]
+            for i, dz in enumerate(offsets):
+                out.append(useq.MDAEvent(
+                    index={"p": k, "z": i}, x_pos=float(cx), y_pos=float(cy),
+                    z_pos=float(pos.z + dz),
+                    metadata={FOLLOW_UP_KEY: True, "cell_center_px": d["center_px"],
+                              "cell_box_px": d["box_px"]}))
+        return out
+
+    return rule
+
+
+def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
+                 follow_up: Callable[[FrameResult], Sequence[Any]], *,
+                 affine: np.ndarray | None = None, timeout_s: float = 600.0
+                 ) -> list[FrameResult]:
+    """Run an event-driven MDA on *mmc*: *events* first, then whatever *follow_up* adds
+    from the detections of each first-round frame; returns every frame's result.
+
+    The sequence ends by itself once every queued event has produced its frame. Follow-up
+    frames are detected too (their boxes are in the results) but never start new
+    follow-ups, so the run always ends.
+    """
+    q: queue.Queue = queue.Queue()
+    stop = object()
+    lock = threading.Lock()
+    first = list(events)
+    pending = [len(first)]
+    if not first:
+        return []
+
+    def on_result(res: FrameResult) -> None:
+        new = []
+        if not (res.event.metadata or {}).get(FOLLOW_UP_KEY):
+            new = list(follow_up(res))
+        for e in new:
+            q.put(e)
+        with lock:
+            pending[0] += len(new) - 1
+            done = pending[0] <= 0
+        if done:
+            q.put(stop)
+
+    handler = FrameDetector(detector, affine=affine, on_detections=on_result)
+    handler.connect(mmc)
+    try:
+        for e in first:
+            q.put(e)
+        thread = mmc.run_mda(iter(q.get, stop))
+        thread.join(timeout_s)
+        if thread.is_alive():
+            mmc.mda.cancel()
+            q.put(stop)
+            thread.join(10.0)
+            raise TimeoutError(f"The adaptive MDA did not finish within {timeout_s:.0f} s; "
+                               "it was cancelled. Raise timeout_s or queue fewer follow-ups.")
+    finally:
+        handler.disconnect()
+    return handler.results

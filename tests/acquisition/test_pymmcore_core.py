@@ -1,0 +1,226 @@
+"""A pymmcore ``CMMCore`` / pymmcore-plus ``CMMCorePlus`` the user already holds, as a
+backend: the real C++ MMCore with the real DemoCamera / DXYStage / DStage adapters
+(mm-test-adapters), in its own core beside the session's pycromanager core.
+
+DemoCamera's "Fluorescent Beads" mode with an RGB pixel type segfaults inside the adapter
+(with or without inscope), so colour is tested with "Color Test Pattern" / "Noise" only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from inscope.acquisition.errors import DeviceError, MoveRefused
+from inscope.acquisition.micromanager import MicroManagerMicroscope
+from inscope.acquisition.pymmcore_core import (
+    PixelFormat,
+    SnakeCaseCore,
+    as_snake_case_core,
+    snake_to_camel,
+    to_gray,
+)
+
+
+def _load_demo(core) -> None:
+    import mm_test_adapters
+
+    path = str(mm_test_adapters.device_adapter_path())
+    core.setDeviceAdapterSearchPaths([path])
+    core.loadSystemConfiguration(os.path.join(path, "MMConfig_demo.cfg"))
+    cam = core.getCameraDevice()
+    core.setProperty(cam, "PixelType", "16bit")  # before the mode (see module doc)
+    core.setProperty(cam, "Mode", "Fluorescent Beads")
+    core.setExposure(5.0)
+
+
+@pytest.fixture(scope="module")
+def pm_core():
+    """A plain pymmcore CMMCore (camelCase API) with the demo configuration."""
+    import pymmcore
+
+    core = pymmcore.CMMCore()
+    _load_demo(core)
+    yield core
+    if core.isSequenceRunning():
+        core.stopSequenceAcquisition()
+    core.unloadAllDevices()
+
+
+@pytest.fixture
+def core(pm_core):
+    cam = pm_core.getCameraDevice()
+    if pm_core.isSequenceRunning():
+        pm_core.stopSequenceAcquisition()
+    pm_core.setProperty(cam, "PixelType", "16bit")
+    pm_core.setProperty(cam, "Mode", "Fluorescent Beads")
+    pm_core.setXYPosition(0.0, 0.0)
+    pm_core.setPosition(0.0)
+    pm_core.waitForSystem()
+    return pm_core
+
+
+def test_snake_to_camel_names_micro_managers_acronyms():
+    assert snake_to_camel("get_camera_device") == "getCameraDevice"
+    assert snake_to_camel("get_xy_stage_device") == "getXYStageDevice"
+    assert snake_to_camel("set_xy_position") == "setXYPosition"
+    assert snake_to_camel("get_pixel_size_um") == "getPixelSizeUm"
+    assert snake_to_camel("start_continuous_sequence_acquisition") == \
+        "startContinuousSequenceAcquisition"
+
+
+def test_adapter_forwards_to_the_users_core(core):
+    snake = as_snake_case_core(core)
+    assert isinstance(snake, SnakeCaseCore) and snake.wrapped is core
+    assert snake.get_xy_stage_device() == core.getXYStageDevice() == "XY"
+    assert snake.get_camera_device() == "Camera"
+    with pytest.raises(AttributeError, match="getNoSuchThing"):
+        snake.get_no_such_thing()
+    # a pycromanager core already speaks snake_case: used unwrapped
+    assert as_snake_case_core(snake) is snake
+    with pytest.raises(TypeError, match="not a Micro-Manager core"):
+        SnakeCaseCore(object())
+
+
+def test_plain_cmmcore_is_a_backend_snap_and_move(core):
+    scope = MicroManagerMicroscope(core)  # failed before: no attribute get_camera_device
+    assert scope.camera == "Camera" and scope.xy_device == "XY" and scope.z_device == "Z"
+    f = scope.snap()
+    # the frame holds exactly the image the core exposed, in its own dtype
+    assert f.pixels.dtype == np.uint16 and f.pixels.shape == (512, 512)
+    np.testing.assert_array_equal(f.pixels, core.getImage())
+    assert f.pixel_size_um == pytest.approx(core.getPixelSizeUm())
+    assert f.metadata["exposure_ms"] == pytest.approx(5.0)
+    assert scope.move_xy(12.0, -7.0) is True
+    assert core.getXPosition() == pytest.approx(12.0, abs=0.01)
+    assert core.getYPosition() == pytest.approx(-7.0, abs=0.01)
+    assert scope.move_z(3.0) and core.getPosition() == pytest.approx(3.0, abs=0.01)
+    # demo soft limits still apply to the user's core
+    with pytest.raises(MoveRefused):
+        scope.move_xy(60_000.0, 0.0)
+    assert core.getXPosition() == pytest.approx(12.0, abs=0.01)
+
+
+def test_from_core_leaves_the_users_camera_settings(core):
+    cam = core.getCameraDevice()
+    core.setProperty(cam, "Mode", "Noise")
+    scope = MicroManagerMicroscope.from_core(core)
+    assert scope.backend == "pymmcore" and scope.name == "micromanager-pymmcore:Camera"
+    assert core.getProperty(cam, "Mode") == "Noise"  # no DemoCamera defaults forced
+    scope.close()
+    assert core.getProperty(cam, "PixelType") == "16bit"  # the core is still usable
+    core.snapImage()
+
+
+def test_32bit_grayscale_is_float_not_packed_bgra(core):
+    """DemoCamera PixelType=32bit: 4 bytes, 1 component, IEEE floats in a uint32 array."""
+    cam = core.getCameraDevice()
+    scope = MicroManagerMicroscope.from_core(core)
+    ref16 = scope.snap().pixels.astype(float)
+    core.setProperty(cam, "PixelType", "32bit")
+    assert PixelFormat.of(as_snake_case_core(core)) == PixelFormat(4, 1)
+    f = scope.snap()
+    assert f.pixels.dtype == np.float32 and f.pixels.shape == (512, 512)
+    np.testing.assert_array_equal(f.pixels, core.getImage().view(np.float32))
+    assert np.all(np.isfinite(f.pixels)) and 0.0 <= f.pixels.min() and f.pixels.max() <= 1.0
+    # the same beads as in the 16-bit image (read as BGRA they were noise around 38)
+    r = np.corrcoef(ref16.ravel(), f.pixels.astype(float).ravel())[0, 1]
+    assert r > 0.4
+
+
+def test_rgb_camera_becomes_luma(core):
+    cam = core.getCameraDevice()
+    core.setProperty(cam, "Mode", "Color Test Pattern")  # never beads with RGB
+    core.setProperty(cam, "PixelType", "32bitRGB")
+    try:
+        scope = MicroManagerMicroscope.from_core(core)
+        assert PixelFormat.of(scope.core) == PixelFormat(4, 4)
+        f = scope.snap()
+        bgra = core.getImage().view(np.uint8).reshape(512, 512, 4).astype(float)
+        luma = 0.114 * bgra[..., 0] + 0.587 * bgra[..., 1] + 0.299 * bgra[..., 2]
+        assert f.pixels.dtype == np.uint8
+        assert np.abs(f.pixels.astype(float) - luma).max() <= 1.0
+        assert f.pixels.std() > 1.0  # a pattern, not a constant
+    finally:
+        core.setProperty(cam, "PixelType", "16bit")
+
+
+def test_to_gray_by_description_with_known_values():
+    px = np.array([[0x000000FF, 0x0000FF00], [0x00FF0000, 0]], np.uint32)  # B, G, R, 0
+    gray = to_gray(px, 2, 2, PixelFormat(4, 4))
+    np.testing.assert_array_equal(gray, [[29, 150], [76, 0]])  # 0.114, 0.587, 0.299 * 255
+    floats = np.array([[0.25, 1.5]], np.float32)
+    out = to_gray(floats.view(np.uint32), 1, 2, PixelFormat(4, 1))
+    np.testing.assert_array_equal(out, floats)
+    rgb64 = np.zeros((1, 1, 4), np.uint16)
+    rgb64[0, 0, 2] = 1000  # R
+    out = to_gray(rgb64.view(np.uint64).reshape(1, 1), 1, 1, PixelFormat(8, 4))
+    assert out.dtype == np.uint16 and out[0, 0] == 299
+    with pytest.raises(DeviceError, match="expected 3x3"):
+        to_gray(np.zeros(5, np.uint16), 3, 3, PixelFormat(2, 1))
+
+
+def test_stream_on_a_plain_core_and_live_mode_is_announced(core, caplog):
+    scope = MicroManagerMicroscope.from_core(core)
+    core.startContinuousSequenceAcquisition(0.0)  # what the GUI's live mode does
+    with caplog.at_level(logging.WARNING, logger="inscope"):
+        with scope.stream() as s:
+            frames = [s.get(timeout=5.0) for _ in range(3)]
+    assert any("was acquiring" in r.getMessage() and "live mode" in r.getMessage()
+               for r in caplog.records)
+    idx = [f.index for f in frames]
+    assert idx == sorted(idx) and len(set(idx)) == 3
+    assert all(f.pixels.shape == (512, 512) for f in frames)
+    assert not core.isSequenceRunning()
+
+
+def test_cmmcoreplus_is_a_backend():
+    import pymmcore_plus  # in the test extra: never a silent skip
+
+    mmc = pymmcore_plus.CMMCorePlus()
+    _load_demo(mmc)
+    try:
+        scope = MicroManagerMicroscope.from_core(mmc)
+        f = scope.snap()
+        np.testing.assert_array_equal(f.pixels, mmc.getImage())
+        assert scope.move_xy(5.0, 5.0) and mmc.getXPosition() == pytest.approx(5.0, abs=0.01)
+        with scope.stream() as s:
+            a, b = s.get(timeout=5.0), s.get(timeout=5.0)
+        assert b.index > a.index
+    finally:
+        mmc.unloadAllDevices()
+
+
+def test_attach_to_a_running_sequence_instead_of_stopping_it(core, caplog):
+    core.startContinuousSequenceAcquisition(0.0)  # the GUI's live mode
+    try:
+        scope = MicroManagerMicroscope.from_core(core, attach_running=True)
+        with caplog.at_level(logging.INFO, logger="inscope"):
+            with scope.stream() as s:
+                frames = [s.get(timeout=5.0) for _ in range(3)]
+        assert core.isSequenceRunning()  # still running for its owner
+        assert any("attaching" in r.getMessage() for r in caplog.records)
+        assert not any("was acquiring" in r.getMessage() for r in caplog.records)
+        idx = [f.index for f in frames]
+        assert idx == sorted(idx) and len(set(idx)) == 3
+        assert all(f.metadata.get("attached") for f in frames)
+        assert frames[0].pixels.dtype == np.uint16 and frames[0].pixels.std() > 0
+    finally:
+        core.stopSequenceAcquisition()
+
+
+def test_attach_on_pycromanagers_headless_core(mm_scope):
+    from inscope.acquisition.factory import open_microscope
+
+    c = mm_scope.core  # pycromanager's snake_case CMMCore subclass
+    c.start_continuous_sequence_acquisition(0.0)
+    try:
+        scope = open_microscope("headless", attach_running=True, camera_properties={})
+        with scope.stream() as s:
+            a, b = s.get(timeout=5.0), s.get(timeout=5.0)
+        assert b.index > a.index and c.is_sequence_running()
+    finally:
+        c.stop_sequence_acquisition()

@@ -1,0 +1,107 @@
+"""``--calibration`` wherever a microscope is opened (run, demo, bench, the TOML key) and
+the explicit write-back of the affine into Micro-Manager, on the real MMCore + DemoCamera
+(the session's headless core) and the simulator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from inscope.cli import main
+from inscope.config import load_config
+from inscope.control.calibration import Calibration, write_to_micromanager
+
+#: 90 degrees rotated, mirrored, 1.5 µm/pixel: unlike anything a backend reports itself.
+AFFINE = np.array([[0.0, 1.5], [1.5, 0.0]])
+
+
+@pytest.fixture
+def cal_file(tmp_path):
+    return Calibration.from_affine(AFFINE).save(tmp_path / "cal.json")
+
+
+def _records_affine(folder) -> np.ndarray:
+    line = (folder / "detections.jsonl").read_text().splitlines()[0]
+    return np.array(json.loads(line)["affine_um_per_px"])
+
+
+def test_run_headless_applies_the_calibration(tmp_path, cal_file, mm_scope):
+    rec = tmp_path / "rec"
+    rc = main(["run", "--backend", "headless", "--calibration", str(cal_file),
+               "--frames", "3", "--no-zmq", "--no-window", "--model", "classical",
+               "--record", str(rec), "--no-progress"])
+    assert rc == 0
+    np.testing.assert_allclose(_records_affine(rec), AFFINE)
+    # without it, the same run uses the core's own map (1 µm/pixel at 10X)
+    rec2 = tmp_path / "rec2"
+    assert main(["run", "--backend", "headless", "--frames", "3", "--no-zmq",
+                 "--no-window", "--model", "classical", "--record", str(rec2),
+                 "--no-progress"]) == 0
+    np.testing.assert_allclose(_records_affine(rec2), np.eye(2))
+
+
+def test_demo_and_toml_key(tmp_path, cal_file):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--frames", "3", "--calibration", str(cal_file),
+               "--no-zmq", "--no-window", "--model", "classical", "--no-progress"])
+    assert rc == 0
+    np.testing.assert_allclose(_records_affine(out), AFFINE)
+    toml = tmp_path / "scope.toml"
+    toml.write_text(f'[microscope]\nbackend = "sim"\ncalibration = "{cal_file.as_posix()}"\n'
+                    f'[outputs.records]\ndir = "{(tmp_path / "t").as_posix()}"\n'
+                    '[outputs.zmq]\nenabled = false\n')
+    assert load_config(toml).microscope.calibration == cal_file.as_posix()
+    assert main(["run", "--config", str(toml), "--frames", "3", "--no-window",
+                 "--model", "classical", "--no-progress"]) == 0
+    np.testing.assert_allclose(_records_affine(tmp_path / "t"), AFFINE)
+
+
+def test_bad_calibration_file_is_one_clear_error(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    rc = main(["demo", "--out", str(tmp_path / "d"), "--frames", "3", "--calibration",
+               str(missing), "--no-zmq", "--no-window", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "nope.json not found" in err and "inscope calibrate" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"affine": [[1, 2], [2, 4]]}')
+    rc = main(["bench", "--calibration", str(bad), "--frames", "3", "--backend", "sim",
+               "--no-plots", "--out", str(tmp_path / "b.json")])
+    assert rc == 2 and "singular" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_bench_accepts_calibration(tmp_path, cal_file):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--calibration", str(cal_file), "--frames", "5", "--backend", "sim",
+               "--model", "classical", "--provider", "cpu", "--no-plots", "--out", str(out)])
+    assert rc == 0 and out.exists()
+
+
+def test_write_back_into_micromanager(mm_scope):
+    core = mm_scope.core
+    res_id = core.get_current_pixel_size_config()
+    old_px = float(core.get_pixel_size_um())
+    old_aff = [float(v) for v in core.get_pixel_size_affine()]
+    cal = Calibration.from_affine(AFFINE)
+    try:
+        assert write_to_micromanager(cal, mm_scope) == res_id
+        assert [float(v) for v in core.get_pixel_size_affine()] == pytest.approx(
+            [0.0, 1.5, 0.0, 1.5, 0.0, 0.0])
+        assert float(core.get_pixel_size_um()) == pytest.approx(1.5)
+        # the microscope now reads the map from Micro-Manager itself
+        np.testing.assert_allclose(mm_scope.affine, AFFINE)
+        np.testing.assert_allclose(mm_scope.snap().affine, AFFINE)
+    finally:
+        core.set_pixel_size_um(res_id, old_px)
+        core.set_pixel_size_affine(res_id, old_aff)
+    np.testing.assert_allclose(mm_scope.affine, np.eye(2) * old_px)
+
+
+def test_write_back_needs_micromanager():
+    from inscope.acquisition.factory import open_microscope
+
+    with open_microscope("sim") as scope, \
+            pytest.raises(ValueError, match="not a Micro-Manager microscope"):
+        write_to_micromanager(Calibration.from_affine(AFFINE), scope)
