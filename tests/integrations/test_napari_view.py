@@ -134,7 +134,7 @@ def test_zmq_stream_of_another_process(viewer):
     from inscope.pipeline import Pipeline
     from inscope.zmq_api import PubOutput
 
-    pub = PubOutput(port=0)
+    pub = PubOutput(port=0, nodrop=True)  # XPUB: lets the test see the subscription
     pub.open()
     src = ZmqSource(pub.address)
     try:
