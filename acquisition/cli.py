@@ -16,9 +16,13 @@ def register(subparsers) -> None:
         "stream", help="stream frames from a microscope and print the frame rate",
         description="Stream frames from a backend, printing a live frame rate and drop "
                     "counter, then a summary (frames, fps, drops, ready->consumer latency).")
-    p.add_argument("--backend", default="sim", choices=["sim", "headless", "mm", "replay"],
+    p.add_argument("--backend", default="sim", choices=["sim", "headless", "mm", "replay", "slide"],
                    help="sim (default), headless (Micro-Manager core in-process), "
-                        "mm (running Micro-Manager GUI), replay (a file)")
+                        "mm (running Micro-Manager GUI), replay (a file), slide (a "
+                        "virtual microscope over a real image: -o path=FILE ...)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option (repeatable), e.g. -o path=cells.npz "
+                        "-o pixel_size_um=0.65 -o fov=256")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after S seconds (default 5 if --frames is not given)")
@@ -64,7 +68,11 @@ def _options(args: argparse.Namespace) -> dict:
         opts = {"path": args.file, "fps": args.fps, "loop": args.loop}
     else:
         opts = {}
-    return {k: v for k, v in opts.items() if v is not None}
+    from inscope.acquisition.factory import parse_options
+
+    opts = {k: v for k, v in opts.items() if v is not None}
+    opts.update(parse_options(getattr(args, "option", None)))
+    return opts
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,31 @@ BACKENDS: dict[str, str] = {
     "mm": "running Micro-Manager GUI via its pycro-manager server (option port)",
     "replay": "frames from a TIFF / OME-TIFF / NDTiff / video file "
               "(options path, fps, loop, channel, pixel_size_um)",
+    "slide": "virtual microscope made from a real image, mosaic or z-stack (npz, TIFF, "
+             "OME-TIFF, NDTiff) with its labels as ground truth (options path, "
+             "pixel_size_um, z_step_um, fov, noise, labels, ...)",
 }
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` (the CLI's ``-o``) as a dict; values are read as TOML
+    (numbers, booleans, ``[a, b]``), anything else stays a string (paths)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for kv in items or []:
+        key, sep, value = kv.partition("=")
+        if not sep or not key.strip():
+            from inscope.acquisition.errors import MicroscopeUnavailable
+
+            raise MicroscopeUnavailable(
+                f"backend option {kv!r} must be KEY=VALUE, e.g. -o pixel_size_um=0.65.")
+        v = value.strip()
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = v
+    return out
 
 
 def _limits(limits: SoftLimits | Mapping | None) -> SoftLimits | None:
@@ -60,7 +84,8 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
         Passed to the backend: ``sim``: :class:`inscope.acquisition.simulated.SimConfig` fields;
         ``headless``: ``mm_dir``, ``config``, ``camera_properties``, ``exposure_ms``, ...;
         ``mm``: ``port``, ``timeout_ms``, ``camera_properties``, ``exposure_ms``, ...;
-        ``replay``: ``path``, ``fps``, ``loop``, ``channel``, ``pixel_size_um``.
+        ``replay``: ``path``, ``fps``, ``loop``, ``channel``, ``pixel_size_um``;
+        ``slide``: see :data:`inscope.acquisition.slide.SLIDE_OPTIONS`.
     """
     name = str(backend).lower().strip()
     lim = _limits(limits)
@@ -93,6 +118,21 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
             raise TypeError("The replay backend needs path=<file> (CLI: --file PATH).")
         path = options.pop("path")
         return ReplayMicroscope(path, limits=lim, dry_run=dry_run, **options)
+    if name == "slide":
+        from inscope.acquisition.errors import MicroscopeUnavailable
+        from inscope.acquisition.slide import SLIDE_OPTIONS, SlideMicroscope
+
+        unknown = sorted(set(options) - set(SLIDE_OPTIONS))
+        if unknown:
+            raise MicroscopeUnavailable(
+                f"Unknown option(s) {unknown} for backend 'slide'; allowed: "
+                f"{', '.join(SLIDE_OPTIONS)} (e.g. -o path=cells.npz -o pixel_size_um=0.65).")
+        if options.get("path") in (None, ""):
+            raise MicroscopeUnavailable(
+                "The slide backend needs a file: -o path=FILE (npz with image=(Y, X) or "
+                "(Z, Y, X), TIFF / OME-TIFF, or an NDTiff folder).")
+        path = options.pop("path")
+        return SlideMicroscope(path, limits=lim, dry_run=dry_run, **options)
     raise ValueError(
         f"Unknown microscope backend {backend!r}; choose one of: "
         + "; ".join(f"{k} ({v})" for k, v in BACKENDS.items())

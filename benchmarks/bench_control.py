@@ -1,17 +1,35 @@
-"""Control benchmark on the simulated microscope (ground truth decides every error).
+"""Control benchmark on any backend with ground truth: the simulator or a slide.
+
+Every error is measured against ground truth (the simulator's specimen and focal surface,
+or a slide's instance labels), never against the detector's own estimate.
 
 Measures
 --------
-* centring: images, moves, simulated and wall time to centre a cell placed at several
-  offsets from the field centre, and the final error against the true cell position;
-* autofocus: images, time and error against the true focus from +/-2, +/-5, +/-10 µm;
-* find-and-image: cells imaged per minute of simulated time on a small region.
+* jitter: RMS spread (px) of one nucleus' measured position, box centre vs the refined
+  (registered) position, under sub-pixel and 1-10 px stage shifts;
+* centring: success (``centred`` within 3 moves), moves, images, error against the true
+  centroid, and how often ``centred`` was reported while the target was not in view or
+  was another cell (must be 0);
+* autofocus from a cold start (+/-2, 5, 10 µm): images and error against the true focus;
+* find-and-image (adaptive z-stacks): recall of the interior cells, cells imaged more
+  than once, images per cell for focus, focus error, z-extent error of the cell's
+  own-signal range against its true range (thin cells on the simulator and on 2-D slides:
+  the focal plane).
 
 Run::
 
-    python -m benchmarks.bench_control --out benchmarks/results/control.json
+    python -m benchmarks.bench_control --backend sim --out benchmarks/results/control.json
+    python -m benchmarks.bench_control --backend slide -o path=cells.npz \\
+        -o pixel_size_um=0.645 -o fov=256 --out benchmarks/results/control_slide.json
+    python -m benchmarks.bench_control --hela /path/hela_ctc_stack.npz --fov 256 \\
+        --out benchmarks/results/control_hela_fov256.json
 
-Prints a table and writes JSON with p50 / p90 / p99 / max for every figure.
+``--hela`` builds the slides from the Cell Tracking Challenge HeLa frames (not part of
+the repository): a 2-D slide (frame 0 with its labels, synthetic defocus, a tilted focal
+plane) and a 3-D slide (each labelled nucleus given an ellipsoidal z extent and
+out-of-focus haze). The same script run against an older checkout (on PYTHONPATH) gives
+the "before" figures (``code: before`` in the JSON). Prints a summary and writes JSON
+with p50 / p90 / p99 / max.
 """
 
 from __future__ import annotations
@@ -38,33 +56,101 @@ def _pct(values: list[float]) -> dict[str, float] | None:
             "max": float(v.max()), "mean": float(v.mean())}
 
 
-BACKEND = "sim"
+# -- ground truth, whatever the backend ------------------------------------------------
+class Truth:
+    """True cells of a simulator or a slide: positions (µm), focus z, z range."""
+
+    def __init__(self, scope) -> None:
+        self.scope = scope
+        self.sim = hasattr(scope, "specimen")
+
+    def cells(self, region: tuple[float, float, float, float]) -> dict[int, np.ndarray]:
+        """{id: (x, y)} of labelled objects whose centre lies in *region*. On the
+        simulator a dividing pair's two daughters are two objects (as they are labelled),
+        with ids ``4 * cell id + part``."""
+        s = self.scope
+        if self.sim:
+            x0, y0, x1, y1 = region
+            grow = 20.0
+            ids = s.specimen.cells_in_region(x0 - grow, y0 - grow, x1 + grow, y1 + grow,
+                                             s.sim_time_s)
+            out = {}
+            for i in ids:
+                for k in range(len(s.specimen.get(i).part_offsets_um())):
+                    xy = self.position(4 * int(i) + k)
+                    if x0 <= xy[0] <= x1 and y0 <= xy[1] <= y1:
+                        out[4 * int(i) + k] = xy
+            return out
+        t = s.true_cells()
+        x0, y0, x1, y1 = region
+        m = ((t.xyz_um[:, 0] >= x0) & (t.xyz_um[:, 0] <= x1) & (t.xyz_um[:, 1] >= y0)
+             & (t.xyz_um[:, 1] <= y1))
+        return {int(i): t.xyz_um[k, :2].copy() for k, i in enumerate(t.ids) if m[k]}
+
+    def position(self, cid: int) -> np.ndarray:
+        s = self.scope
+        if self.sim:
+            cell, part = divmod(cid, 4)
+            off = s.specimen.get(cell).part_offsets_um()[part]
+            return np.asarray(s.specimen.position_of(cell, s.sim_time_s), float) + off
+        t = s.true_cells()
+        return t.xyz_um[list(t.ids).index(cid), :2].copy()
+
+    def focus(self, cid: int) -> float:
+        s = self.scope
+        xy = self.position(cid)
+        if self.sim:
+            return float(s.true_focus_z(*xy))
+        t = s.true_cells()
+        k = list(t.ids).index(cid)
+        if s.shape_zyx[0] > 1:
+            return float(t.xyz_um[k, 2] + s.focus_offset_um(*xy))
+        return float(s.true_focus_z(*xy))
+
+    def z_range(self, cid: int) -> tuple[float, float] | None:
+        """The cell's true z range: from 3-D labels; the focal plane on the simulator
+        (its nuclei are thin); None on a 2-D slide (its defocus is synthetic)."""
+        s = self.scope
+        if not self.sim and s.shape_zyx[0] > 1:
+            t = s.true_cells()
+            k = list(t.ids).index(cid)
+            off = s.focus_offset_um(*t.xyz_um[k, :2])
+            return float(t.z_range_um[k, 0] + off), float(t.z_range_um[k, 1] + off)
+        if not self.sim:
+            return None
+        z = self.focus(cid)
+        return z, z
+
+    def radius(self, cid: int) -> float:
+        s = self.scope
+        if self.sim:
+            return float(max(s.specimen.get(cid // 4).part_half_extent_um()))
+        t = s.true_cells()
+        b = t.boxes_px[list(t.ids).index(cid)]
+        return 0.5 * float(max(b[2] - b[0], b[3] - b[1])) * s.pixel_size_um
+
+    def interior_region(self, margin_um: float) -> tuple[float, float, float, float]:
+        s = self.scope
+        if self.sim:
+            p = s.position()
+            return (p.x - 200, p.y - 200, p.x + 200, p.y + 200)
+        _, h, w = s.shape_zyx
+        px = s.pixel_size_um
+        return (margin_um, margin_um, (w - 1) * px - margin_um, (h - 1) * px - margin_um)
 
 
-def _scope(seed: int, **kw: Any):
-    if BACKEND == "headless":
-        # DemoCamera beads: sharpest at Z = 0; no cell ground truth (errors are measured
-        # by re-detecting the bead, which the JSON says).
-        from inscope.acquisition.micromanager import MicroManagerMicroscope
-
-        props = {"Mode": "Fluorescent Beads", "PixelType": "16bit", "Binning": "1"}
-        scope = MicroManagerMicroscope.headless(camera_properties=props)
-        scope.reset(props, 5.0)
-        scope.move_xy(200.0 * (seed % 7), -150.0 * (seed % 5))
-        return scope
+# -- scopes ----------------------------------------------------------------------------
+def _sim(seed: int, **kw):
     from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
     return SimulatedMicroscope(SimConfig(seed=seed, realtime=False, **kw))
 
 
-def _true_focus(scope, x: float, y: float) -> float:
-    return 0.0 if BACKEND == "headless" else float(scope.true_focus_z(x, y))
+def _slide(options: dict[str, Any], seed: int = 0):
+    from inscope.acquisition.factory import open_microscope
 
-
-def _sim_s(scope) -> float:
-    from inscope.control.focus import _sim_time
-
-    return _sim_time(scope)
+    opts = {"realtime": False, "seed": seed, **options}
+    return open_microscope("slide", **opts)
 
 
 def _detector(name: str):
@@ -73,50 +159,127 @@ def _detector(name: str):
     return load_detector_for(None if name == "default" else name)
 
 
-def _cell_near(scope, xy: np.ndarray, radius: float) -> tuple[int, np.ndarray] | None:
-    """The true cell nearest *xy* (µm) from the simulator's specimen."""
-    if BACKEND == "headless":
-        return (-1, np.asarray(xy, float))
-    ids = scope.specimen.cells_in_region(xy[0] - radius, xy[1] - radius,
-                                         xy[0] + radius, xy[1] + radius, scope.sim_time_s)
-    best = None
-    for i in ids:
-        c = np.asarray(scope.specimen.position_of(i, scope.sim_time_s), float)
-        d = float(np.hypot(*(c - xy)))
-        if best is None or d < best[0]:
-            best = (d, int(i), c)
-    return None if best is None else (best[1], best[2])
+def _new_code() -> bool:
+    """True when the control code has the refinement (False: run against an older tree
+    for the 'before' figures, see ``--label``)."""
+    import inspect
+
+    from inscope.control.steering import Steerer
+
+    return "refine" in inspect.signature(Steerer).parameters
 
 
-def bench_centring(det_name: str, trials: int, seed: int) -> dict[str, Any]:
+def _cell_files(tmp: Path, rows: list[dict]) -> dict[str, dict]:
+    """The OME-TIFF description of every imaged cell (works for old and new files)."""
+    import tifffile
+
+    out = {}
+    for r in rows:
+        if r["status"] != "imaged" or not r.get("file"):
+            continue
+        with tifffile.TiffFile(tmp / r["file"]) as tf:
+            xml = tf.ome_metadata or ""
+        i, j = xml.find("<Description>"), xml.find("</Description>")
+        if i < 0:
+            continue
+        import html
+
+        out[r["file"]] = json.loads(html.unescape(xml[i + 13:j]))
+    return out
+
+
+# -- jitter ----------------------------------------------------------------------------
+def bench_jitter(make_scope, det, cells: int, seed: int) -> dict[str, Any]:
+    """Spread of one cell's measured position while the stage shifts under it."""
+    from inscope.control.refine import TargetRefiner
+
+    scope = make_scope(seed)
+    truth = Truth(scope)
+    rng = np.random.default_rng(seed)
+    cand = list(truth.cells(truth.interior_region(60.0)).items())
+    rng.shuffle(cand)
+    px = scope.pixel_size_um
+    out: dict[str, list[float]] = {f"{m}_{k}": [] for m in ("box", "refined")
+                                    for k in ("subpixel", "1-10px")}
+    misses = 0
+    n = 0
+    for cid, xy in cand:
+        if n >= cells:
+            break
+        if hasattr(scope, "true_focus_z"):
+            scope.move_z(truth.focus(cid))
+        scope.move_xy(*xy)
+        f = scope.snap()
+        d = det.detect(f)
+        if not len(d):
+            continue
+        c = f.pixel_to_stage(d.centers)
+        j = int(np.argmin(np.hypot(*(c - xy).T)))
+        if np.hypot(*(c[j] - xy)) > truth.radius(cid):
+            continue
+        n += 1
+        for kind in ("subpixel", "1-10px"):
+            ref = TargetRefiner()
+            ref.acquire(f, d.boxes[j])
+            pos: dict[str, list[np.ndarray]] = {"box": [], "refined": []}
+            for _ in range(10):
+                if kind == "subpixel":
+                    sh = rng.uniform(-1, 1, 2)
+                else:
+                    a = rng.uniform(0, 2 * np.pi)
+                    sh = rng.uniform(1, 10) * np.array([np.cos(a), np.sin(a)])
+                scope.move_xy(xy[0] + sh[0] * px, xy[1] + sh[1] * px)
+                g = scope.snap()
+                dd = det.detect(g)
+                box = None
+                if len(dd):
+                    cc = g.pixel_to_stage(dd.centers)
+                    k = int(np.argmin(np.hypot(*(cc - xy).T)))
+                    if np.hypot(*(cc[k] - xy)) < truth.radius(cid):
+                        pos["box"].append(cc[k])
+                        box = dd.boxes[k]
+                    else:
+                        misses += 1
+                fix = ref.locate(g, None, box)
+                if fix is not None:
+                    pos["refined"].append(fix.xy_um)
+            for m, v in pos.items():
+                a = np.asarray(v)
+                if len(a) >= 3:
+                    out[f"{m}_{kind}"].append(
+                        float(np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean())) / px)
+    scope.close()
+    res: dict[str, Any] = {k: _pct(v) for k, v in out.items()}
+    res["cells"] = n
+    res["box_misses"] = misses
+    res["unit"] = "px RMS about the cell's mean measured position"
+    return res
+
+
+# -- centring --------------------------------------------------------------------------
+def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
     from inscope.control.steering import CENTRED, MOVED, SETTLING, Steerer
     from inscope.control.targets import TrackId
 
-    det = _detector(det_name)
     offsets = [5.0, 10.0, 20.0, 40.0]
-    rows = []
     rng = np.random.default_rng(seed)
-    for trial in range(trials):
-        scope = _scope(seed + trial)
-        frame = scope.snap()
-        d = det.detect(frame)
-        if not len(d):
-            continue
+    rows = []
+    scope = make_scope(seed)
+    truth = Truth(scope)
+    cand = list(truth.cells(truth.interior_region(80.0)).items())
+    rng.shuffle(cand)
+    for cid, _xy in cand[:trials]:
         for off in offsets:
-            # A detected cell near the centre, then step away from it by *off*.
-            c_px = d.centers[np.argmin(np.hypot(*(d.centers - frame.center).T))]
-            c_um = frame.pixel_to_stage(c_px)[0]
-            truth = _cell_near(scope, c_um, 10.0)
-            if truth is None:
-                continue
-            _, true_xy = truth
+            true_xy = truth.position(cid)
+            if hasattr(scope, "true_focus_z"):
+                scope.move_z(truth.focus(cid))
             ang = rng.uniform(0, 2 * np.pi)
             scope.move_xy(true_xy[0] - off * np.cos(ang), true_xy[1] - off * np.sin(ang))
-            steer = Steerer(scope)  # default deadband: 2 pixels
-            t0, s0 = time.perf_counter(), _sim_s(scope)
+            steer = Steerer(scope)  # the defaults, as a user gets them
+            t0 = time.perf_counter()
             images = moves = 0
             chosen = False
-            status = ""
+            status, false_centred = "", False
             for _ in range(10):
                 f = scope.snap()
                 images += 1
@@ -125,179 +288,305 @@ def bench_centring(det_name: str, trials: int, seed: int) -> dict[str, Any]:
                 if not chosen:
                     vis = [t for t in tracks if t.missed == 0]
                     if not vis:
+                        status = "not-found"
                         break
                     t = min(vis, key=lambda t: float(np.hypot(*(t.center_um - true_xy))))
+                    if np.hypot(*(t.center_um - true_xy)) > truth.radius(cid):
+                        status = "not-found"
+                        break
                     steer.select(TrackId(t.id))
                     chosen = True
                 act = steer.step(f, dd, tracks)
                 status = act.status
                 moves += act.status == MOVED
                 if act.status == CENTRED:
+                    # evidence check against truth: the centred target is this cell
+                    tgt = np.asarray(act.target_um, float)
+                    true_now = truth.position(cid)
+                    in_view = np.all(np.abs(f.stage_to_pixel(true_now)[0]
+                                            - np.asarray(f.center)) < np.asarray(f.center))
+                    false_centred = bool(np.hypot(*(tgt - true_now)) > truth.radius(cid)
+                                         or not in_view)
                     break
-                if act.status not in (MOVED, SETTLING):
+                if act.status not in (MOVED, SETTLING, "not-seen"):
                     break
             p = scope.position()
-            if BACKEND == "headless":  # re-detect: the bead nearest the image centre
-                f = scope.snap()
-                dd = det.detect(f)
-                true_now = (f.pixel_to_stage(dd.centers[np.argmin(
-                    np.hypot(*(dd.centers - f.center).T))])[0] if len(dd) else [np.nan] * 2)
-            else:
-                true_now = np.asarray(scope.specimen.position_of(truth[0], scope.sim_time_s), float)
-            rows.append({"offset_um": off, "images": images, "moves": moves,
+            true_now = truth.position(cid)
+            rows.append({"cell": cid, "offset_um": off, "images": images, "moves": moves,
                          "status": status, "wall_s": time.perf_counter() - t0,
-                         "sim_s": _sim_s(scope) - s0,
+                         "false_centred": false_centred,
+                         "settled_within_3_moves": status == CENTRED and moves <= 3,
                          "error_um": float(np.hypot(p.x - true_now[0], p.y - true_now[1]))})
-        scope.close()
-    out: dict[str, Any] = {"trials": rows}
-    for off in offsets:
-        r = [x for x in rows if x["offset_um"] == off]
-        out[f"offset_{off:g}um"] = {k: _pct([x[k] for x in r])
-                                    for k in ("images", "moves", "wall_s", "sim_s",
-                                              "error_um")}
-        out[f"offset_{off:g}um"]["centred_fraction"] = (
-            sum(x["status"] == CENTRED for x in r) / len(r) if r else None)
-    return out
+    scope.close()
+    ok = [r for r in rows if r["status"] == CENTRED]
+    return {
+        "trials": len(rows),
+        "settled_within_3_moves": (sum(r["settled_within_3_moves"] for r in rows)
+                                   / len(rows) if rows else None),
+        "centred_fraction": len(ok) / len(rows) if rows else None,
+        "false_centred": sum(r["false_centred"] for r in rows),
+        "not_found": sum(r["status"] == "not-found" for r in rows),
+        "error_um_when_centred": _pct([r["error_um"] for r in ok]),
+        "error_um_all": _pct([r["error_um"] for r in rows]),
+        "moves": _pct([r["moves"] for r in rows]),
+        "images": _pct([r["images"] for r in rows]),
+        "wall_s": _pct([r["wall_s"] for r in rows]),
+        "statuses": {s: sum(r["status"] == s for r in rows) for s in
+                     sorted({r["status"] for r in rows})},
+        "rows": rows,
+    }
 
 
-def bench_autofocus(det_name: str, trials: int, seed: int) -> dict[str, Any]:
+# -- autofocus -------------------------------------------------------------------------
+def bench_autofocus(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
     from inscope.control.focus import autofocus
 
-    det = _detector(det_name)
+    rng = np.random.default_rng(seed + 7)
+    scope = make_scope(seed)
+    truth = Truth(scope)
+    cand = list(truth.cells(truth.interior_region(80.0)).items())
+    rng.shuffle(cand)
     rows = []
-    for trial in range(trials):
-        scope = _scope(seed + 100 + trial)
+    for cid, xy in cand[:trials]:
+        scope.move_xy(*xy)
+        zt = truth.focus(cid)
+        f = None
         for off in (-10.0, -5.0, -2.0, 2.0, 5.0, 10.0):
-            p = scope.position()
-            zf = _true_focus(scope, p.x, p.y)
-            scope.move_z(zf + off)
-            r = autofocus(scope, det)
-            zt = _true_focus(scope, p.x, p.y)
-            rows.append({"offset_um": off, "images": r.images, "wall_s": r.wall_s,
-                         "sim_s": r.sim_s, "error_um": r.z_final - zt, "ok": r.ok})
-        scope.close()
-    out: dict[str, Any] = {"trials": rows}
+            try:
+                scope.move_z(zt + off)
+            except Exception:  # noqa: BLE001 - beyond a stack's range: skip the offset
+                continue
+            if f is None:  # the cell's box (from an in-focus look)
+                scope.move_z(zt)
+                f = scope.snap()
+                d = det.detect(f)
+                c = f.pixel_to_stage(d.centers) if len(d) else np.zeros((0, 2))
+                if not len(d) or np.hypot(*(c - xy).T).min() > truth.radius(cid):
+                    break
+                box = d.boxes[int(np.argmin(np.hypot(*(c - xy).T)))]
+                scope.move_z(zt + off)
+            r = autofocus(scope, None, boxes=box[None, :])
+            rows.append({"cell": cid, "offset_um": off, "images": r.images,
+                         "wall_s": r.wall_s, "error_um": r.z_final - zt, "ok": r.ok})
+    scope.close()
+    out: dict[str, Any] = {"rows": rows}
     for mag in (2.0, 5.0, 10.0):
         r = [x for x in rows if abs(x["offset_um"]) == mag]
-        out[f"offset_pm{mag:g}um"] = {
-            "images": _pct([x["images"] for x in r]),
-            "wall_s": _pct([x["wall_s"] for x in r]),
-            "sim_s": _pct([x["sim_s"] for x in r]),
-            "abs_error_um": _pct([abs(x["error_um"]) for x in r]),
-        }
+        out[f"offset_pm{mag:g}um"] = {"images": _pct([x["images"] for x in r]),
+                                      "abs_error_um": _pct([abs(x["error_um"]) for x in r])}
     return out
 
 
-def _layout_scope(seed: int, extent: float, spacing: float = 34.0):
-    """Nuclei on a jittered grid, never touching: what the scan itself gets right."""
-    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
-    from inscope.acquisition.simulated.specimen import Specimen
-
-    cfg = SimConfig(seed=seed, realtime=False, debris_per_mm2=0.0)
-    return SimulatedMicroscope(cfg, specimen=Specimen.grid(cfg, extent, spacing, seed))
-
-
-def bench_workflow(det_name: str, seed: int, size_um: float, layout: bool = False
-                   ) -> dict[str, Any]:
-    """Scan a square region of the default (dense, realistic) specimen, or of a sparse
-    known layout (``layout=True``) where every nucleus is separable."""
+# -- find-and-image --------------------------------------------------------------------
+def bench_workflow(make_scope, det, seed: int, z_step: float,
+                   region_um: float | None = None) -> dict[str, Any]:
     from inscope.control.workflow import FindAndImage, ZStackSpec
 
-    det = _detector(det_name)
-    scope = _layout_scope(seed, size_um / 2 + 60) if layout else _scope(seed + 200)
-    p = scope.position()
-    region = (p.x - size_um / 2, p.y - size_um / 2, p.x + size_um / 2, p.y + size_um / 2)
-    truth = {int(i) for i in scope.specimen.cells_in_region(*region, scope.sim_time_s)}
+    scope = make_scope(seed)
+    truth = Truth(scope)
+    if region_um is not None:
+        p = scope.position()
+        h = region_um / 2
+        region = (p.x - h, p.y - h, p.x + h, p.y + h)
+    else:
+        region = truth.interior_region(20.0)
+    # interior cells: centre inside the region and at least a cell radius from its edge
+    # (a cell cut by the region's edge may or may not be in, both are right)
+    cells = truth.cells(region)
+    interior = {i: xy for i, xy in cells.items()
+                if min(xy[0] - region[0], region[2] - xy[0], xy[1] - region[1],
+                       region[3] - xy[1]) > truth.radius(i)}
     with tempfile.TemporaryDirectory() as tmp:
-        wf = FindAndImage(scope, det, region=region, out_dir=tmp,
-                          z_stack=ZStackSpec((-2, 2), 1.0))
+        spec = ZStackSpec((-z_step, z_step), z_step, adaptive=True, max_extent_um=15.0)
+        wf = FindAndImage(scope, det, region=region, out_dir=tmp, z_stack=spec)
         s = wf.run()
         with open(Path(tmp) / "cells.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-    # Which true cells were imaged (nearest true centre within 5 µm), and how often.
-    t_now = scope.sim_time_s
-    centers = {i: np.asarray(scope.specimen.position_of(i, t_now), float) for i in truth}
+        descs = _cell_files(Path(tmp), rows)
     hits: dict[int, int] = {}
+    focus_err, focus_imgs, ext_err, ext_iou = [], [], [], []
+    pos_err = []
+    all_true = truth.cells((region[0] - 50, region[1] - 50, region[2] + 50, region[3] + 50))
     for r in rows:
-        if r["status"] != "imaged" or not centers:
+        if r["status"] != "imaged" or not all_true:
             continue
         xy = np.array([float(r["x_um"]), float(r["y_um"])])
-        i = min(centers, key=lambda k: float(np.hypot(*(centers[k] - xy))))
-        if np.hypot(*(centers[i] - xy)) < 5.0:
-            hits[i] = hits.get(i, 0) + 1
+        i = min(all_true, key=lambda k: float(np.hypot(*(all_true[k] - xy))))
+        if np.hypot(*(all_true[i] - xy)) > truth.radius(i):
+            continue
+        hits[i] = hits.get(i, 0) + 1
+        pos_err.append(float(np.hypot(*(all_true[i] - xy))))
+        focus_err.append(abs(float(r["z_um"]) - truth.focus(i)))
+        desc = descs.get(r["file"], {})
+        focus_imgs.append(int((desc.get("autofocus") or {}).get("images", 0)))
+        zr = truth.z_range(i)
+        # the cell's z extent: measured from its signal (new), or the acquired range
+        # (before: planes were added while a box was detected)
+        ext = desc.get("z_extent_um") or ([min(desc["z_um"]), max(desc["z_um"])]
+                                          if desc.get("z_um") else None)
+        if ext and zr is not None:
+            lo, hi = zr
+            zl, zh = float(ext[0]), float(ext[1])
+            ext_err.append(max(abs(zl - lo), abs(zh - hi)))
+            inter = max(0.0, min(zh, hi) - max(zl, lo))
+            union = max(zh, hi) - min(zl, lo)
+            ext_iou.append(inter / union if union > 0 else 1.0)
+    found = [i for i in interior if hits.get(i, 0) >= 1]
+    once = [i for i in interior if hits.get(i, 0) == 1]
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["status"] != "imaged":
+            key = f"{r['status']}: {r['reason'][:60]}" if r["reason"] else r["status"]
+            reasons[key] = reasons.get(key, 0) + 1
+    no_reason = sum(1 for r in rows if r["status"] not in ("imaged",) and not r["reason"])
     scope.close()
     sim_min = (s.sim_s or math.nan) / 60.0
     return {
-        "region_um": list(region), "true_cells": len(truth), "fields": s.fields,
-        "cells_found": s.cells_found, "cells_imaged": s.cells_imaged,
-        "true_cells_imaged": len(hits),
+        "region_um": [float(v) for v in region], "interior_true_cells": len(interior),
+        "fields": s.fields, "cells_found": s.cells_found, "cells_imaged": s.cells_imaged,
+        "recall_interior": len(found) / len(interior) if interior else None,
+        "interior_imaged_exactly_once": len(once) / len(interior) if interior else None,
         "true_cells_imaged_twice": sum(v > 1 for v in hits.values()),
-        "skipped": s.skipped, "images": s.images, "wall_s": s.wall_s, "sim_s": s.sim_s,
+        "skipped": s.skipped, "skip_reasons": reasons, "skipped_without_reason": no_reason,
+        "position_error_um": _pct(pos_err),
+        "focus_images_per_cell": _pct(focus_imgs),
+        "focus_images_after_first_5": _pct(focus_imgs[5:]),
+        "focus_abs_error_um": _pct(focus_err),
+        "z_extent_max_end_error_um": _pct(ext_err),
+        "z_extent_iou": _pct(ext_iou),
+        "images": s.images, "wall_s": s.wall_s, "sim_s": s.sim_s,
         "cells_per_sim_minute": s.cells_imaged / sim_min if sim_min > 0 else None,
-        "cells_per_wall_minute": s.cells_imaged / (s.wall_s / 60.0) if s.wall_s else None,
-        "seconds_per_cell_wall": _pct(s.seconds_per_cell),
-        "seconds_per_cell_sim": _pct(s.sim_seconds_per_cell),
     }
+
+
+# -- HeLa slides -----------------------------------------------------------------------
+def build_hela_slides(src: Path, out_dir: Path, frame: int = 0, seed: int = 0
+                      ) -> dict[str, Path]:
+    """A 2-D slide (the frame and its labels) and a 3-D slide made from it.
+
+    3-D: every labelled nucleus gets an ellipsoidal z extent (half-thickness 0.35 x its
+    equivalent diameter, centre +/-2 µm at random) sampled every 0.5 µm; out-of-focus
+    light of each nucleus (haze) spreads as a wide blur well beyond its extent, so a
+    detector still finds boxes there - what real widefield/confocal stacks do.
+    """
+    from inscope.acquisition.slide import extrude_to_stack
+
+    d = np.load(src, allow_pickle=False)
+    px, dz = 0.645, 0.5
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p2 = out_dir / "hela_2d.npz"
+    lab = d["labels"][frame].astype(np.int32)
+    np.savez(p2, image=d["images"][frame], labels=lab, pixel_size_um=px)
+    stack, labs = extrude_to_stack(d["images"][frame], lab, px, dz, seed=seed)
+    p3 = out_dir / "hela_3d.npz"
+    np.savez(p3, image=stack, labels=labs, pixel_size_um=px, z_step_um=dz)
+    return {"2d": p2, "3d": p3}
+
+
+def run_suite(make_scope, det, args, z_step: float, region_um: float | None = None
+              ) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if _new_code():
+        res["jitter"] = bench_jitter(make_scope, det, args.jitter_cells, args.seed)
+    res["centring"] = bench_centring(make_scope, det, args.trials, args.seed)
+    res["autofocus_cold"] = bench_autofocus(make_scope, det, max(2, args.trials // 4),
+                                            args.seed)
+    res["find_and_image"] = bench_workflow(make_scope, det, args.seed, z_step, region_um)
+    res["bench_wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def _summary_line(name: str, r: dict[str, Any]) -> str:
+    c = r["centring"]
+    e = c["error_um_when_centred"] or {}
+    parts = [f"{name}: centring {c['settled_within_3_moves']:.3f} settled<=3 moves, "
+             f"error p50 {e.get('p50', math.nan):.2f} p90 {e.get('p90', math.nan):.2f} µm, "
+             f"false centred {c['false_centred']}"]
+    j = r.get("jitter")
+    if j and j.get("refined_1-10px"):
+        parts.append(f"jitter px box {j['box_1-10px']['p50']:.2f} -> refined "
+                     f"{j['refined_1-10px']['p50']:.2f} (p90 {j['refined_1-10px']['p90']:.2f})")
+    w = r.get("find_and_image")
+    if w:
+        fi = w["focus_images_after_first_5"] or {}
+        ze = w["z_extent_max_end_error_um"] or {}
+        parts.append(f"find-and-image recall {w['recall_interior']:.3f}, once "
+                     f"{w['interior_imaged_exactly_once']:.3f}, twice "
+                     f"{w['true_cells_imaged_twice']}, focus images p50 "
+                     f"{fi.get('p50', math.nan):.1f} max {fi.get('max', math.nan):.0f}, "
+                     f"z-extent err p50 {ze.get('p50', math.nan):.2f} p90 "
+                     f"{ze.get('p90', math.nan):.2f} µm")
+    return "\n  ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from inscope.acquisition.factory import parse_options
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/control.json")
     ap.add_argument("--detector", default="default",
-                    help="'default' (shipped model, classical if none) or 'classical' or "
-                         "an ONNX path")
-    ap.add_argument("--trials", type=int, default=4)
+                    help="'default' (shipped model), 'classical' or an ONNX path")
+    ap.add_argument("--backend", default="sim", choices=["sim", "slide"])
+    ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                    help="slide backend options, e.g. -o path=cells.npz -o pixel_size_um=0.65")
+    ap.add_argument("--hela", default=None,
+                    help="hela_ctc_stack.npz: build 2-D and 3-D HeLa slides and run on both")
+    ap.add_argument("--fov", type=int, default=256, help="slide camera size (--hela)")
+    ap.add_argument("--trials", type=int, default=12, help="cells for centring")
+    ap.add_argument("--jitter-cells", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--region", type=float, default=400.0, help="workflow region side (µm)")
-    ap.add_argument("--backend", default="sim", choices=["sim", "headless"],
-                    help="sim (ground truth) or headless (DemoCamera beads; focus truth "
-                         "Z=0, centring checked by re-detection, no workflow truth)")
+    ap.add_argument("--z-step", type=float, default=1.0)
+    ap.add_argument("--region", type=float, default=400.0,
+                    help="simulator find-and-image region side (µm)")
+    ap.add_argument("--label", default=None,
+                    help="what code this is (default: 'after' with the refinement, else "
+                         "'before'); run the script against an older checkout on "
+                         "PYTHONPATH for the before figures")
     args = ap.parse_args(argv)
-    global BACKEND
-    BACKEND = args.backend
-    t0 = time.perf_counter()
+    det = _detector(args.detector)
     res: dict[str, Any] = {
-        "host": {"machine": platform.machine(), "python": platform.python_version(),
-                 "processor": platform.processor()},
-        "detector": args.detector,
-        "backend": args.backend,
-        "centring": bench_centring(args.detector, args.trials, args.seed),
-        "autofocus": bench_autofocus(args.detector, args.trials, args.seed),
+        "host": {"machine": platform.machine(), "python": platform.python_version()},
+        "detector": args.detector, "note": "shared 2-core CPU: wall times are noisy",
     }
-    if args.backend == "sim":
-        res["workflow"] = bench_workflow(args.detector, args.seed, args.region)
-        res["workflow_sparse_layout"] = bench_workflow(args.detector, args.seed,
-                                                       args.region, layout=True)
-    res["bench_wall_s"] = time.perf_counter() - t0
+    suites: list[tuple[str, Any, float, float | None]] = []
+    if args.hela:
+        tmp = Path(tempfile.mkdtemp(prefix="inscope-hela-"))
+        paths = build_hela_slides(Path(args.hela), tmp, seed=args.seed)
+        res["slides"] = {"source": Path(args.hela).name, "fov": args.fov,
+                         "2d": "frame 0 + labels, defocus 0.35 µm/µm, tilt (0.01, -0.005)",
+                         "3d": "frame 0 nuclei as ellipsoids, 41 planes x 0.5 µm, haze"}
+
+        def hela2(seed: int):
+            return _slide({"path": str(paths["2d"]), "fov": args.fov, "noise": 0.02,
+                           "tilt": [0.01, -0.005]}, seed)
+
+        def hela3(seed: int):
+            return _slide({"path": str(paths["3d"]), "fov": args.fov, "noise": 0.02}, seed)
+
+        suites = [("hela_2d", hela2, args.z_step, None), ("hela_3d", hela3, 0.5, None)]
+    elif args.backend == "slide":
+        opts = parse_options(args.option)
+
+        def slide(seed: int):
+            return _slide(opts, seed)
+
+        dz = float(opts.get("z_step_um", args.z_step))
+        suites = [("slide", slide, dz, None)]
+    else:
+        def sim(seed: int):
+            return _sim(seed, tilt=(0.01, -0.005))
+
+        suites = [("sim", sim, args.z_step, args.region)]
+    label = args.label or ("after" if _new_code() else "before")
+    res["code"] = label
+    for name, make, dz, region in suites:
+        r = run_suite(make, det, args, dz, region)
+        res[name] = r
+        print(_summary_line(f"{name} ({label})", r), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-
-    def f(d, k="p50"):
-        return "-" if d is None else f"{d[k]:.3g}"
-
-    print("centring (per offset): images p50/max, moves p50, sim s p50, wall ms p50, "
-          "error µm p50/max, centred")
-    for k, v in res["centring"].items():
-        if k.startswith("offset"):
-            print(f"  {k:14s} {f(v['images'])}/{f(v['images'], 'max')}  {f(v['moves'])}  "
-                  f"{f(v['sim_s'])}  {1000 * v['wall_s']['p50'] if v['wall_s'] else 0:.1f}  "
-                  f"{f(v['error_um'])}/{f(v['error_um'], 'max')}  {v['centred_fraction']}")
-    print("autofocus: images p50/max, sim s p50, wall ms p50, |error| µm p50/max")
-    for k, v in res["autofocus"].items():
-        if k.startswith("offset"):
-            print(f"  {k:14s} {f(v['images'])}/{f(v['images'], 'max')}  {f(v['sim_s'])}  "
-                  f"{1000 * v['wall_s']['p50']:.1f}  {f(v['abs_error_um'])}/"
-                  f"{f(v['abs_error_um'], 'max')}")
-    for key in ("workflow", "workflow_sparse_layout"):
-        w = res.get(key)
-        if not w:
-            continue
-        print(f"{key}: {w['cells_imaged']} imaged ({w['true_cells_imaged']} of "
-              f"{w['true_cells']} true cells; {w['true_cells_imaged_twice']} twice) in "
-              f"{w['fields']} fields, {w['images']} images, sim {w['sim_s']:.1f} s, "
-              f"wall {w['wall_s']:.1f} s, {w['cells_per_sim_minute']:.1f} cells per "
-              "simulated minute")
+    out.write_text(json.dumps(res, indent=1, default=float) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -236,6 +236,155 @@ def bench_accuracy(dets: dict, samples: list, ignore_border_fp: bool) -> dict:
     return out
 
 
+# -- the network alone against YOLO11n -------------------------------------------------
+def build_yolo11n(folder: Path, imgsz: int = 512) -> Path:
+    """YOLO11n (Ultralytics ``yolo11n.yaml``, 1 class, random weights) as ONNX.
+
+    Built from the architecture file that ships inside the ``ultralytics`` package (the
+    optional ``yolo`` extra), so nothing is downloaded; the weights do not change the
+    cost of ``session.run``. Exported like ``model.export(format="onnx")``: opset 17,
+    BatchNorm fused, output (1, 5, N).
+    """
+    import warnings
+
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    m = DetectionModel("yolo11n.yaml", nc=1, verbose=False).eval()
+    for mod in m.modules():
+        if hasattr(mod, "export"):
+            mod.export = True
+        if hasattr(mod, "format"):
+            mod.format = "onnx"
+    m = m.fuse(verbose=False)
+    path = folder / "yolo11n.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.zeros(1, 3, imgsz, imgsz),), str(path),
+                          input_names=["images"], output_names=["output0"],
+                          opset_version=17, dynamo=False)
+    return path
+
+
+def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: int = 2,
+                             blocks: int = 30, block: int = 10) -> dict:
+    """``session.run`` latency (ms) of several ONNX models, measured in alternating blocks.
+
+    Each session keeps its intra-op threads spinning (ORT's default); running *block*
+    calls of one model, then *block* of the next, ... lets each thread pool settle,
+    whereas interleaving single calls of two spinning pools slows both. Inputs: random
+    (1, C, hw, hw) float32 with each model's own channel count.
+    """
+    import onnxruntime as ort
+
+    sess, feeds = {}, {}
+    for name, path in models.items():
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        inp = s.get_inputs()[0]
+        ch = inp.shape[1] if isinstance(inp.shape[1], int) else 1
+        feeds[name] = {inp.name: np.random.default_rng(0).random((1, ch, hw, hw),
+                                                                 dtype=np.float32)}
+        sess[name] = s
+        for _ in range(block):
+            s.run(None, feeds[name])
+    ts: dict[str, list[float]] = {n: [] for n in models}
+    for _ in range(blocks):
+        for name, s in sess.items():
+            s.run(None, feeds[name])  # first call after the other pool ran: not timed
+            for _ in range(block):
+                t = time.perf_counter()
+                s.run(None, feeds[name])
+                ts[name].append((time.perf_counter() - t) * 1e3)
+    out = {n: {k: round(v, 3) for k, v in _pct(t).items()} for n, t in ts.items()}
+    out["_how"] = (f"{blocks} alternating blocks of {block} runs each, {hw}x{hw}, "
+                   f"{threads} intra-op threads, spinning on")
+    return out
+
+
+# -- localisation stability ------------------------------------------------------------
+#: shifts (dx, dy) in pixels: sub-pixel ones (spline-interpolated) and 1-10 px (exact)
+JITTER_SHIFTS: tuple[tuple[float, float], ...] = (
+    (0.25, 0.0), (0.5, 0.5), (0.0, 0.75), (0.33, 0.67),
+    *((float(k), 0.0) for k in range(1, 11)), *((0.0, float(k)) for k in range(1, 11)),
+    *((float(k), float(k)) for k in (1, 2, 3, 5, 7, 10)))
+
+
+def measure_jitter(det, images: list[np.ndarray], crop: int = 512,
+                   shifts=JITTER_SHIFTS, margin: float = 12.0) -> dict:
+    """Box-centre jitter of the same nucleus when the image moves by *shifts*.
+
+    For each image, a *crop* x *crop* window is detected at its base position and at
+    every shift (sub-pixel shifts by cubic-spline interpolation of the whole frame, whole
+    pixels by moving the window, so those are exact). Boxes are mapped back to the
+    frame; each base detection at the detector's threshold, at least *margin* px inside
+    every window, is followed through the shifts (nearest centre within a quarter of its
+    size). Jitter = RMS distance of its centres from their own mean (px); "lost" = the
+    fraction of (nucleus, shift) pairs in which it was not detected at all (score
+    flicker around the threshold). Sizes jitter likewise (RMS of w, h about their mean).
+    """
+    from scipy import ndimage
+
+    shifts = [(0.0, 0.0), *shifts]
+    devs, size_devs = [], []
+    n_pairs = n_lost = 0
+    max_dx = int(np.ceil(max(max(abs(a), abs(b)) for a, b in shifts)))
+    for img in images:
+        f = np.asarray(img, np.float32)
+        H, W = f.shape
+        y0, x0 = (H - crop - max_dx) // 2, (W - crop - max_dx) // 2
+        if y0 < 0 or x0 < 0:
+            raise ValueError(f"Jitter needs frames of at least {crop + max_dx} px a side; "
+                             f"got {f.shape}.")
+        per_shift = []
+        for dx, dy in shifts:
+            ix, iy = int(np.floor(dx)), int(np.floor(dy))
+            fx, fy = dx - ix, dy - iy
+            src = f
+            if fx or fy:  # content at p appears at p - (fx, fy)
+                src = ndimage.shift(f, (-fy, -fx), order=3, mode="nearest")
+            win = src[y0 + iy:y0 + iy + crop, x0 + ix:x0 + ix + crop]
+            d = det.detect(np.ascontiguousarray(win))
+            b = d.boxes.astype(np.float64) + [x0 + dx, y0 + dy, x0 + dx, y0 + dy]
+            per_shift.append(b)
+        base = per_shift[0]
+        lo_x, hi_x = x0 + max_dx + margin, x0 + crop - margin
+        lo_y, hi_y = y0 + max_dx + margin, y0 + crop - margin
+        inside = ((base[:, 0] >= lo_x) & (base[:, 2] <= hi_x) & (base[:, 1] >= lo_y)
+                  & (base[:, 3] <= hi_y))
+        for b0 in base[inside]:
+            c0 = (b0[:2] + b0[2:]) / 2
+            s0 = b0[2:] - b0[:2]
+            cs, ss = [c0], [s0]
+            for b in per_shift[1:]:
+                n_pairs += 1
+                if not len(b):
+                    n_lost += 1
+                    continue
+                c = (b[:, :2] + b[:, 2:]) / 2
+                dist = np.hypot(*(c - c0).T)
+                j = int(dist.argmin())
+                if dist[j] > 0.25 * float(s0.min()):
+                    n_lost += 1
+                    continue
+                cs.append(c[j])
+                ss.append(b[j, 2:] - b[j, :2])
+            cs, ss = np.asarray(cs), np.asarray(ss)
+            devs.extend(np.hypot(*(cs - cs.mean(0)).T))
+            size_devs.extend(np.abs(ss - ss.mean(0)).ravel())
+    d = np.asarray(devs)
+    return {"nuclei": int(len(d) and n_pairs // max(1, len(shifts) - 1)),
+            "shifts": len(shifts) - 1, "pairs": int(n_pairs),
+            "centre_rms_px": round(float(np.sqrt(np.mean(d ** 2))), 3) if len(d) else None,
+            "centre_p99_px": round(float(np.percentile(d, 99)), 3) if len(d) else None,
+            "centre_max_px": round(float(d.max()), 3) if len(d) else None,
+            "size_rms_px": round(float(np.sqrt(np.mean(np.square(size_devs)))), 3)
+            if size_devs else None,
+            "lost_fraction": round(n_lost / max(n_pairs, 1), 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
@@ -252,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/detector.json"))
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="leave out the random-weight reference CNN (latency only)")
+    p.add_argument("--no-yolo", dest="yolo", action="store_false",
+                   help="leave out the session.run comparison with YOLO11n (random "
+                   "weights; needs the optional 'yolo' extra, skipped without it)")
+    p.add_argument("--jitter-frames", default="10:20", metavar="A:B",
+                   help="frames of --data (an npz stack) for the box-centre jitter")
     args = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -295,6 +449,34 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"note: --data {args.data} not found; skipped")
 
+    # box-centre jitter under image shifts, on the real frames when given
+    jitter: dict = {}
+    model_keys = [k for k, d in dets.items() if k not in (ref_key, "classical")
+                  and getattr(d, "provider", "") == "cpu"]
+    if args.data and Path(args.data).exists() and str(args.data).endswith(".npz"):
+        a, b = (int(v) for v in args.jitter_frames.split(":"))
+        with np.load(args.data, allow_pickle=False) as z:
+            jframes = list(z["images"][a:b])
+        for k in model_keys:
+            jitter[k] = {"data": f"{Path(args.data).name} frames {a}-{b - 1}",
+                         **measure_jitter(dets[k], jframes)}
+            print(f"jitter {k}: {jitter[k]}")
+
+    # session.run alone, the shipped model against YOLO11n, alternating blocks
+    side: dict = {}
+    if args.yolo and model_keys:
+        try:
+            yolo = build_yolo11n(Path(tmp.name))
+        except ImportError as e:
+            notes.append(f"YOLO11n comparison skipped ({e}; pip install 'inscope[yolo]')")
+        else:
+            side = session_run_side_by_side(
+                {"model": dets[model_keys[0]].model_path, "yolo11n": yolo},
+                threads=args.threads or 2)
+            side["speedup_p50"] = round(side["yolo11n"]["p50"] / side["model"]["p50"], 2)
+            print(f"session.run 512x512: model {side['model']}, YOLO11n {side['yolo11n']}"
+                  f" -> {side['speedup_p50']}x")
+
     # -- table -------------------------------------------------------------------------
     print(f"\n{'detector':<28} {'size':>5} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} "
           f"{'run p50':>8} {'pre p50':>8} {'post p50':>8}   (ms)")
@@ -321,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "latency": lat, "accuracy": acc},
+    args.out.write_text(json.dumps({"meta": meta, "latency": lat, "accuracy": acc,
+                                    "jitter": jitter, "session_run_vs_yolo11n": side},
                                    indent=1) + "\n")
     print(f"\nwrote {args.out}")
     for d in dets.values():

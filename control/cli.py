@@ -13,13 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ["sim", "headless", "mm"]
+BACKENDS = ["sim", "headless", "mm", "slide"]
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="sim", choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
-                        "in-process, demo config by default), mm (running Micro-Manager GUI)")
+                        "in-process, demo config by default), mm (running Micro-Manager GUI), "
+                        "slide (virtual microscope over a real image: -o path=FILE ...)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option (repeatable), e.g. -o path=cells.npz "
+                        "-o pixel_size_um=0.65 -o z_step_um=0.3 -o fov=256 -o noise=0.02")
     p.add_argument("--mm-config", "--config", dest="config", default=None,
                    help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
     p.add_argument("--mm-dir", default=None, help="Micro-Manager install or adapter folder")
@@ -88,9 +92,14 @@ def open_from_args(args: argparse.Namespace, dry_run: bool = False):
     elif args.backend == "headless":
         opts = {"mm_dir": args.mm_dir, "config": args.config or "MMConfig_demo.cfg",
                 "exposure_ms": args.exposure}
+    elif args.backend == "slide":
+        opts = {"realtime": False, "exposure_ms": args.exposure, "seed": args.seed}
     else:
         opts = {"port": args.port, "exposure_ms": args.exposure}
+    from inscope.acquisition.factory import parse_options
+
     opts = {k: v for k, v in opts.items() if v is not None}
+    opts.update(parse_options(getattr(args, "option", None)))
     scope = open_microscope(args.backend, dry_run=dry_run, **opts)
     if args.calibration:
         from inscope.control.calibration import Calibration

@@ -185,7 +185,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
               redo_frac: float = 0.75,
               metric: str = "brenner",
               boxes: np.ndarray | None = None, max_extend: int = 3,
-              center: float | None = None) -> FocusResult:
+              center: float | None = None, max_images: int = 8) -> FocusResult:
     """Find best focus around the current z in few images.
 
     1. A coarse sweep of *coarse* images over ``z +/- search_um``; if the sharpest image is
@@ -200,15 +200,19 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
        (at most *refine_rounds* pairs).
 
     With the defaults that is 7 images (8 when the focus is near the edge of the search
-    range, where the sweep is extended); Micro-Manager's OughtaFocus took 7 iterations and
-    9.45 s in one user's log. On the simulator it ends within ~0.25 µm of the true focus
-    from up to 10 µm away (``benchmarks/bench_control.py``).
+    range, where the sweep is extended), never more than *max_images*; find-and-image
+    calls it with ``coarse=3`` and a narrow range around a focus-surface prediction
+    (:mod:`inscope.control.focus_surface`) for 5 images a cell. Micro-Manager's
+    OughtaFocus took 7 iterations and 9.45 s in one user's log. On the simulator it ends
+    within ~0.25 µm of the true focus from up to 10 µm away (``benchmarks/bench_control.py``).
 
     Moves go through the guard; a refused move ends the search early (``ok=False``) and
     leaves the focus at the best z seen so far when possible.
     """
     if coarse < 3:
         raise ValueError(f"autofocus needs coarse >= 3 images to find a peak; got {coarse}.")
+    if max_images < coarse:
+        raise ValueError(f"max_images ({max_images}) must be >= coarse ({coarse}).")
     if search_um <= 0:
         raise ValueError(f"search_um must be > 0; got {search_um}.")
     t0 = time.perf_counter()
@@ -247,7 +251,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
             break
         order = np.argsort(zs)
         i = int(np.argmax(s[order]))
-        if 0 < i < len(order) - 1:
+        if 0 < i < len(order) - 1 or len(imgs) >= max_images:
             break
         z_new = zs[order[-1]] + step if i == len(order) - 1 else zs[order[0]] - step
         if not take(z_new):
@@ -301,7 +305,8 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     z_best = z_est
     for rnd in range(max(1, refine_rounds)):
         for o in (-h, h)[: max(refine, 0)]:
-            take(z_est + o)
+            if len(imgs) < max_images:
+                take(z_est + o)
         s = scores(boxes)
         z_best = _bracket_peak(np.asarray(zs), np.log(np.maximum(s, 1e-12)))
         if abs(z_best - z_est) <= redo_frac * h or rnd == refine_rounds - 1:

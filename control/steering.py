@@ -1,11 +1,20 @@
 """Centre a chosen object: a small, synchronous controller in stage micrometres.
 
 Each call to :meth:`Steerer.step` looks at one frame: it picks (or keeps) a target track,
-computes the error ``target stage position - stage position at exposure`` and, outside a
-deadband, moves the stage by ``gain * error`` (clipped to a maximum step) through the
-microscope's guard. With a calibrated affine one move centres the target; frames exposed
-before that move settled are ignored (they still show the old view and would make the
-controller move twice — the classic cause of overshoot and oscillation).
+measures where the target is, computes the error ``target stage position - stage position
+at exposure`` and, outside a deadband, moves the stage by ``gain * error`` (clipped to a
+maximum step) through the microscope's guard. With a calibrated affine one move centres
+the target; frames exposed before that move settled are ignored (they still show the old
+view and would make the controller move twice — the classic cause of overshoot and
+oscillation).
+
+The target's position is not its box centre: once chosen, the target's neighbourhood is
+registered from frame to frame (:class:`~inscope.control.refine.TargetRefiner`), which is
+~10x steadier than a box on real images, and the deadband is set from the measured
+spread of those positions rather than a constant. ``centred`` is reported only on
+evidence: the target was seen (detected or registered) in a frame exposed after the last
+move settled. A frame where it is not seen gives ``not-seen`` (never ``centred``), so a
+caller can re-acquire it before giving the cell up.
 
 A move refused by the guard (soft limits, max step) or suppressed by dry-run is reported
 in the returned :class:`SteerAction`; it never raises out of the control loop.
@@ -24,6 +33,7 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import STAMP_READY, Frame
 from inscope.acquisition.microscope import Microscope
+from inscope.control.refine import TargetRefiner
 from inscope.control.targets import TargetPolicy, TrackId, policy_from_spec
 from inscope.control.tracking import Track, Tracker
 from inscope.detector.base import Detections
@@ -40,6 +50,14 @@ SETTLING = "settling"
 NO_TARGET = "no-target"
 NO_POSITION = "no-position"
 DISABLED = "disabled"
+NOT_SEEN = "not-seen"
+
+#: Deadband (px of the frame) until the target's jitter has been measured, and the
+#: bounds of the measured one: 3x the measured RMS jitter, within [0.25, 2] px.
+PRIOR_DEADBAND_PX = 1.0
+DEADBAND_JITTER_K = 3.0
+DEADBAND_MIN_PX = 0.25
+DEADBAND_MAX_PX = 2.0
 
 
 @dataclass
@@ -61,12 +79,15 @@ class SteerAction:
     move_um: tuple[float, float] | None = None
     made: bool = False
     reason: str = ""
+    seen: str = ""
+    deadband_um: float = math.nan
     t_ns: int = field(default_factory=time.monotonic_ns)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if math.isnan(self.error_norm_um):
-            d["error_norm_um"] = None
+        for k in ("error_norm_um", "deadband_um"):
+            if math.isnan(d[k]):
+                d[k] = None
         return d
 
 
@@ -87,9 +108,13 @@ class Steerer:
         Fraction of the error corrected per move. 1.0 with a calibrated affine converges
         in one move; lower it (0.5-0.8) when the calibration is uncertain.
     deadband_um
-        No move while the error is below this (stage noise, detector jitter). None: 2
-        pixels of each frame, since box-centre jitter is a fraction of a pixel to ~1 pixel
-        whatever the objective; a smaller deadband makes the stage hunt.
+        No move while the error is below this. None (default): from the measured
+        jitter of the target's position, 3x its RMS within [0.25, 2] px of the frame
+        (1 px until three measurements exist), so it adapts to the objective, the
+        camera noise and the detector instead of being a guess.
+    refine
+        Measure the target by registering its neighbourhood between frames (see
+        :mod:`inscope.control.refine`) instead of trusting its box centre.
     max_step_um
         Largest single move; longer corrections are split over frames. None: no clip
         beyond the guard's own max step.
@@ -113,7 +138,8 @@ class Steerer:
                  deadband_um: float | None = None, max_step_um: float | None = None,
                  settle_s: float = 0.0, position_tol_um: float | None = None,
                  max_settle_frames: int = 10, sticky: bool = True,
-                 lead_frames: float = 0.0, history: int = 1000) -> None:
+                 lead_frames: float = 0.0, history: int = 1000,
+                 refine: bool = True) -> None:
         if not 0 < gain <= 1.5:
             raise ValueError(f"gain must be in (0, 1.5]; got {gain}. Use ~1.0 with a "
                              "calibrated affine, 0.5-0.8 when unsure.")
@@ -134,6 +160,8 @@ class Steerer:
         self.enabled = True
         self.target_id: int | None = None
         self.history: deque[SteerAction] = deque(maxlen=history)
+        self.refiner: TargetRefiner | None = TargetRefiner() if refine else None
+        self._refined_id: int | None = None
         self._last_move_ns: int | None = None
         self._last_cmd: tuple[float, float] | None = None
         self._settle_frames = 0
@@ -146,6 +174,7 @@ class Steerer:
             self.target_id = None
             return
         self.enabled = True
+        self._drop_refined()
         if isinstance(target, int | np.integer):
             self.policy = TrackId(int(target))
         else:
@@ -158,6 +187,22 @@ class Steerer:
         self._last_move_ns = None
         self._last_cmd = None
         self._settle_frames = 0
+        self._drop_refined()
+
+    def _drop_refined(self) -> None:
+        self._refined_id = None
+        if self.refiner is not None:
+            self.refiner.reset()
+
+    def deadband_for(self, frame: Frame) -> float:
+        """The deadband (µm) for *frame*: the configured one, or from measured jitter."""
+        if self.deadband_um is not None:
+            return self.deadband_um
+        px = float(np.sqrt(abs(np.linalg.det(frame.affine))))
+        j = self.refiner.jitter_px(frame) if self.refiner is not None else None
+        if j is None:
+            return (PRIOR_DEADBAND_PX if self.refiner is not None else 2.0) * px
+        return float(np.clip(DEADBAND_JITTER_K * j, DEADBAND_MIN_PX, DEADBAND_MAX_PX)) * px
 
     @property
     def last(self) -> SteerAction | None:
@@ -204,35 +249,68 @@ class Steerer:
             self._settle_frames = 0
         return stale
 
+    def _measure(self, frame: Frame, t: Track | None, settled: bool
+                 ) -> tuple[np.ndarray | None, str]:
+        """Target position (stage µm) in *frame* and how it was measured."""
+        ref = self.refiner
+        seen_box = t is not None and t.missed == 0
+        if ref is not None and t is not None and self._refined_id != t.id:
+            # (re)acquire the template on a settled frame where the target is detected
+            if seen_box and settled and ref.acquire(frame, t.box) is not None:
+                self._refined_id = t.id
+                return ref.fixes[-1].xy_um.copy(), "registered"
+        if ref is not None and ref.active and self._refined_id is not None:
+            pred = None if t is None else np.asarray(t.center_um, float)
+            fix = ref.locate(frame, pred, t.box if seen_box and settled else None)
+            if fix is not None:
+                return fix.xy_um.copy(), "registered"
+        if seen_box:
+            assert t is not None
+            return frame.pixel_to_stage(t.center_px)[0], "detected"
+        if t is not None:
+            return np.asarray(t.center_um, float), "predicted"
+        return None, ""
+
     def _decide(self, frame: Frame, tracks: list[Track]) -> SteerAction:
         idx = frame.index
         if not self.enabled:
             return SteerAction(idx, DISABLED)
         if frame.position is None:
             return SteerAction(idx, NO_POSITION, reason="frame has no stage position")
-        if self._stale(frame):
+        if self._stale(frame) or getattr(frame, "moving", False):
             return SteerAction(idx, SETTLING, target_id=self.target_id,
                                reason="frame exposed before the last move settled")
+        prev = self.target_id
         t = self._choose(tracks, frame)
-        if t is None:
+        if t is None and prev is not None and prev == self._refined_id:
+            # the track is gone, but the target may still be registered where it was
+            self.target_id = prev
+            target, seen = self._measure(frame, None, True)
+            tid = prev
+        elif t is None:
             return SteerAction(idx, NO_TARGET, reason=f"no target for policy "
                                f"{self.policy.name!r}")
-        # Use the detection in *this* frame (not a prediction) when it was seen.
-        if t.missed == 0:
-            target = frame.pixel_to_stage(t.center_px)[0]
         else:
-            target = np.asarray(t.center_um, float)
-        if self.lead_frames:
+            target, seen = self._measure(frame, t, True)
+            tid = t.id
+        if target is None:
+            return SteerAction(idx, NOT_SEEN, target_id=tid,
+                               reason="target neither detected nor registered here")
+        if self.lead_frames and t is not None:
             target = target + self.lead_frames * np.asarray(t.velocity_um, float)
         pos = np.array([frame.position.x, frame.position.y])
         err = target - pos
         en = float(np.hypot(*err))
-        base = dict(target_id=t.id, target_um=(float(target[0]), float(target[1])),
-                    error_um=(float(err[0]), float(err[1])), error_norm_um=en)
-        deadband = (2.0 * float(frame.pixel_size_um) if self.deadband_um is None
-                     else self.deadband_um)
+        deadband = self.deadband_for(frame)
+        base = dict(target_id=tid, target_um=(float(target[0]), float(target[1])),
+                    error_um=(float(err[0]), float(err[1])), error_norm_um=en, seen=seen,
+                    deadband_um=deadband)
         if en <= deadband:
-            return SteerAction(idx, CENTRED, **base)
+            if seen in ("registered", "detected"):
+                return SteerAction(idx, CENTRED, **base)
+            return SteerAction(idx, NOT_SEEN, reason="within the deadband of the "
+                               "prediction, but the target was not seen in this frame",
+                               **base)
         move = self.gain * err
         mn = float(np.hypot(*move))
         if self.max_step_um is not None and mn > self.max_step_um:

@@ -28,8 +28,19 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import Frame
 from inscope.acquisition.microscope import Microscope
-from inscope.control.focus import FocusResult, _sim_time, autofocus
-from inscope.control.steering import CENTRED, MOVED, NO_TARGET, SETTLING, Steerer
+from inscope.control.focus import FocusResult, _sim_time, autofocus, sharpness
+from inscope.control.focus_surface import FocusSurface
+from inscope.control.steering import (
+    CENTRED,
+    DRY_RUN,
+    FAILED,
+    MOVED,
+    NO_TARGET,
+    NOT_SEEN,
+    REFUSED,
+    SETTLING,
+    Steerer,
+)
 from inscope.control.targets import TrackId
 from inscope.control.tracking import Tracker
 from inscope.detector.base import Detections, Detector
@@ -43,7 +54,7 @@ MAX_FIELDS = 100_000
 
 CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px",
               "box_y1_px", "score", "status", "file", "seconds", "sim_seconds", "n_planes",
-              "reason"]
+              "reason", "stage_x_um", "stage_y_um", "z_lo_um", "z_hi_um", "focus_images"]
 
 
 @dataclass
@@ -52,14 +63,21 @@ class ZStackSpec:
 
     Fixed: ``range_um = (below, above)`` relative to focus, every ``step_um``.
     Adaptive (``adaptive=True``): start at focus and extend up, then down, one step at a
-    time while the cell is still detected (within ``max_extent_um`` each way, at least
+    time while the cell's own signal lasts (within ``max_extent_um`` each way, at least
     ``range_um``), so thick cells get full stacks and thin ones stay short.
+
+    The cell's signal in a plane is the sharpness (Brenner) inside its box minus the
+    camera-noise floor of that frame. The cell's z extent is where that signal is at
+    least ``signal_frac`` (0.6) of its peak (crossings interpolated between planes); a stack
+    goes one plane past each end. Whether a box is still detected does not decide it:
+    detectors keep finding out-of-focus haze microns beyond a nucleus.
     """
 
     range_um: tuple[float, float] = (-2.0, 2.0)
     step_um: float = 1.0
     adaptive: bool = False
     max_extent_um: float = 15.0
+    signal_frac: float = 0.6
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.range_um)
@@ -95,8 +113,16 @@ class CellRecord:
     reason: str = ""
     partial: bool = False
     field_index: int = -1
+    stage_x_um: float = math.nan
+    stage_y_um: float = math.nan
+    z_lo_um: float = math.nan
+    z_hi_um: float = math.nan
+    focus_images: int = 0
 
     def row(self) -> dict[str, Any]:
+        def num(v: float) -> str:
+            return "" if math.isnan(v) else f"{v:.3f}"
+
         return {"id": self.id, "x_um": f"{self.x_um:.3f}", "y_um": f"{self.y_um:.3f}",
                 "z_um": "" if math.isnan(self.z_um) else f"{self.z_um:.3f}",
                 **{f"box_{k}_px": f"{v:.1f}"
@@ -105,7 +131,9 @@ class CellRecord:
                 "status": self.status, "file": self.file, "seconds": f"{self.seconds:.3f}",
                 "sim_seconds": "" if math.isnan(self.sim_seconds)
                 else f"{self.sim_seconds:.3f}", "n_planes": self.n_planes,
-                "reason": self.reason}
+                "reason": self.reason, "stage_x_um": num(self.stage_x_um),
+                "stage_y_um": num(self.stage_y_um), "z_lo_um": num(self.z_lo_um),
+                "z_hi_um": num(self.z_hi_um), "focus_images": self.focus_images}
 
 
 def _field_um(affine: np.ndarray, shape: tuple[int, int]) -> float:
@@ -161,6 +189,40 @@ def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
         row = xs if j % 2 == 0 else xs[::-1]
         out.extend((x, y) for x in row)
     return out
+
+
+def _extent(profile: list[tuple[float, float]], frac: float) -> tuple[float, float]:
+    """Where a per-plane signal is at least *frac* of its peak, around the peak, with the
+    crossings interpolated linearly between planes (sub-step extent)."""
+    if not profile:
+        return (math.nan, math.nan)
+    z = np.array([p[0] for p in profile], float)
+    v = np.array([p[1] for p in profile], float)
+    i = int(np.argmax(v))
+    thr = frac * v[i]
+    lo = hi = i
+    while lo > 0 and v[lo - 1] >= thr:
+        lo -= 1
+    while hi < len(v) - 1 and v[hi + 1] >= thr:
+        hi += 1
+
+    def cross(a: int, b: int) -> float:  # a inside, b outside
+        if v[a] == v[b]:
+            return float(z[a])
+        return float(z[a] + (z[b] - z[a]) * (v[a] - thr) / (v[a] - v[b]))
+
+    z_lo = cross(lo, lo - 1) if lo > 0 else float(z[lo])
+    z_hi = cross(hi, hi + 1) if hi < len(v) - 1 else float(z[hi])
+    return (z_lo, z_hi)
+
+
+@dataclass
+class _Centred:
+    frame: Frame
+    box: np.ndarray
+    xy_um: np.ndarray
+    score: float
+    note: str
 
 
 @dataclass
@@ -238,6 +300,17 @@ class FindAndImage:
         Stop (status ``failed``, the reason in the summary) after this many consecutive
         cells failed with a device error: a dead camera must not send the stage round
         every remaining cell.
+    centre_tol_um
+        Steering deadband while centring a cell; None: from the measured jitter of the
+        cell's registered position (see :class:`~inscope.control.steering.Steerer`).
+    lost_after
+        Settled frames in a row in which the cell is neither detected (also at half the
+        score threshold, near where it should be) nor registered before it is given up
+        as ``skipped-lost`` (with the reason).
+
+    Focus: the first cells get a full autofocus; after that each cell's focus is
+    predicted from a :class:`~inscope.control.focus_surface.FocusSurface` through the
+    cells already focused and refined by a 3-image sweep and a pair (5 images).
     """
 
     def __init__(self, scope: Microscope, detector: Detector,
@@ -248,9 +321,10 @@ class FindAndImage:
                  dry_run: bool = False, min_score: float = 0.0,
                  dedup_radius_um: float | None = None, focus_search_um: float = 5.0,
                  scan_focus_search_um: float = 12.0, centre_iters: int = 4,
-                 centre_tol_um: float = 0.75, edge_px: float = 2.0,
+                 centre_tol_um: float | None = None, edge_px: float = 2.0,
                  on_cell: Callable[[CellRecord], None] | None = None,
-                 max_cells: int | None = None, max_device_failures: int = 3) -> None:
+                 max_cells: int | None = None, max_device_failures: int = 3,
+                 lost_after: int = 3) -> None:
         if (region is None) == (positions is None):
             raise ValueError("Give exactly one of region=(x0, y0, x1, y1) or "
                              "positions=[(x, y), ...].")
@@ -271,7 +345,10 @@ class FindAndImage:
         self.focus_search_um = float(focus_search_um)
         self.scan_focus_search_um = float(scan_focus_search_um)
         self.centre_iters = int(centre_iters)
-        self.centre_tol_um = float(centre_tol_um)
+        self.centre_tol_um = None if centre_tol_um is None else float(centre_tol_um)
+        self.lost_after = int(lost_after)
+        self.surface = FocusSurface()
+        self.reacquired = 0  # frames where the cell needed the half-threshold pass
         self.edge_px = float(edge_px)
         self.on_cell = on_cell
         self.max_cells = max_cells
@@ -511,65 +588,164 @@ class FindAndImage:
         sim = _sim_time(self.scope)
         rec.sim_seconds = sim - sim0 if not math.isnan(sim) else math.nan
 
-    def _centre(self, rec: CellRecord) -> tuple[Frame, Detections, int] | None:
-        """Move to the cell and centre it; the last frame, its detections and the index
-        of the target in them; None when the cell is not found there."""
+    def _detect_lowered(self, frame: Frame) -> Detections:
+        """Detections at half the usual score threshold (re-acquiring a blinking cell);
+        empty when the detector has no threshold to lower."""
+        det = self.detector
+        if not hasattr(det, "score_threshold"):
+            return Detections.empty()
+        old = det.score_threshold
+        base = old
+        if base is None:
+            card = getattr(det, "card", None)
+            base = (getattr(card, "decoding", {}) or {}).get("score_threshold", 0.3)
+        try:
+            det.score_threshold = 0.5 * float(base)
+            out = det.detect(frame)
+        finally:
+            det.score_threshold = old
+        if self.min_score > 0 and len(out):
+            out = out.select(out.scores >= 0.5 * self.min_score)
+        return out
+
+    def _detect_near(self, frame: Frame, expect_um: np.ndarray, gate: float
+                     ) -> tuple[Detections, bool]:
+        """Detections of *frame*; when none lies within *gate* of *expect_um*, those of a
+        second pass at half the threshold near it are added. Returns (detections,
+        whether the second pass was needed)."""
+        det = self._detect(frame)
+
+        def near(d: Detections) -> np.ndarray:
+            if not len(d):
+                return np.zeros(0, bool)
+            c = frame.pixel_to_stage(d.centers)
+            return np.hypot(*(c - expect_um).T) <= gate
+
+        if near(det).any():
+            return det, False
+        low = self._detect_lowered(frame)
+        m = near(low)
+        if not m.any():
+            return det, True
+        low = low.select(m)
+        if not len(det):
+            return low, True
+        return Detections(np.concatenate([det.boxes, low.boxes]),
+                          np.concatenate([det.scores, low.scores]),
+                          np.concatenate([det.class_ids, low.class_ids]),
+                          class_names=det.class_names, frame_index=det.frame_index,
+                          stamps=det.stamps), True
+
+    def _centre(self, rec: CellRecord) -> _Centred | str:
+        """Move to the cell and centre it. A :class:`_Centred` (the last frame, the
+        cell's box there, its measured position), or the reason it was not."""
         self.scope.move_xy(rec.x_um, rec.y_um)
         gate = max(rec.size_um) if rec.partial else 0.5 * max(rec.size_um)
         gate = max(gate, 1.0)
-        tracker = Tracker(gate_um=gate, max_missed=1, velocity=False)
+        tracker = Tracker(gate_um=gate, max_missed=self.lost_after + 1, velocity=False)
         steer = Steerer(self.scope, tracker=tracker, deadband_um=self.centre_tol_um)
+        expect = np.array([rec.x_um, rec.y_um])
         chosen = False
-        for _ in range(self.centre_iters + 1):
+        unseen = 0
+        moves = 0
+        last_seen: _Centred | None = None
+        for _ in range(self.centre_iters + self.lost_after + 2):
             frame = self._snap()
-            det = self._detect(frame)
+            det, lowered = self._detect_near(frame, expect, gate)
+            self.reacquired += lowered
             tracks = tracker.update(frame, det)
             if not chosen:
                 # The cell is the detection closest to where we expect it (the centre).
-                expect = np.array([rec.x_um, rec.y_um])
                 vis = [t for t in tracks if t.missed == 0]
-                if not vis:
-                    return None
-                best = min(vis, key=lambda t: float(np.hypot(*(t.center_um - expect))))
-                if np.hypot(*(best.center_um - expect)) > gate:
-                    return None
+                best = min(vis, key=lambda t: float(np.hypot(*(t.center_um - expect))),
+                           default=None)
+                if best is None or np.hypot(*(best.center_um - expect)) > gate:
+                    unseen += 1
+                    if unseen > self.lost_after:
+                        return (f"not detected within {gate:.1f} µm of where the scan saw "
+                                f"it in {unseen} frames (also at half the score threshold)")
+                    continue
                 steer.select(TrackId(best.id))
                 chosen = True
             act = steer.step(frame, det, tracks)
+            if act.target_um is not None:
+                expect = np.asarray(act.target_um, float)
+            if act.status in (CENTRED, MOVED) and act.seen in ("registered", "detected"):
+                unseen = 0
+                last_seen = self._centred_view(frame, det, tracker, steer, act)
             if act.status == CENTRED:
-                break
-            if act.status == NO_TARGET:
-                return None
-            if act.status not in (MOVED, SETTLING):
+                assert last_seen is not None
+                return last_seen
+            if act.status in (NOT_SEEN, NO_TARGET) or (
+                    act.status == MOVED and act.seen == "predicted"):
+                unseen += 1
+                if unseen > self.lost_after:
+                    return (f"lost while centring: neither detected (also at half the "
+                            f"score threshold) nor registered in {unseen} settled frames "
+                            f"after {moves} moves")
+            moves += act.status == MOVED
+            if act.status in (REFUSED, FAILED, DRY_RUN):
                 raise MoveRefused(act.reason or act.status)
+            if act.status not in (MOVED, SETTLING, NOT_SEEN, NO_TARGET, CENTRED):
+                raise MoveRefused(act.reason or act.status)
+        # Out of frames: image it where it was last seen, if it was, and say so.
+        if last_seen is None:
+            return f"never seen while centring ({moves} moves)"
+        last_seen.note = (f"centring did not settle in {moves} moves; imaged at its last "
+                          "measured position")
+        frame = self._snap()
+        shift = (frame.stage_to_pixel(last_seen.xy_um)[0]
+                 - last_seen.frame.stage_to_pixel(last_seen.xy_um)[0])
+        last_seen.box = last_seen.box + np.tile(shift, 2)  # the box in the new frame
+        last_seen.frame = frame
+        return last_seen
+
+    def _centred_view(self, frame: Frame, det: Detections, tracker: Tracker,
+                      steer: Steerer, act) -> _Centred:
+        tr = tracker.get(act.target_id) if act.target_id is not None else None
+        xy_um = np.asarray(act.target_um, float)
+        c_px = frame.stage_to_pixel(xy_um)[0]
+        score = 0.0
+        if tr is not None:
+            w, h = tr.box[2] - tr.box[0], tr.box[3] - tr.box[1]
+            score = tr.score
         else:
-            # Out of iterations after a move: look once more so the box is current.
-            frame = self._snap()
-            det = self._detect(frame)
-            tracker.update(frame, det)
-        tr = tracker.get(steer.target_id) if steer.target_id is not None else None
-        if tr is None or tr.missed:
-            return None
-        # Index of the target's detection in the last frame.
-        if not len(det):
-            return None
-        k = int(np.argmin(np.hypot(*(det.centers - tr.center_px).T)))
-        return frame, det, k
+            w = h = 10.0 / max(float(np.sqrt(abs(np.linalg.det(frame.affine)))), 1e-9)
+        box = np.array([c_px[0] - w / 2, c_px[1] - h / 2, c_px[0] + w / 2, c_px[1] + h / 2])
+        if tr is not None and tr.missed == 0 and len(det):
+            k = int(np.argmin(np.hypot(*(det.centers - tr.center_px).T)))
+            box = det.boxes[k].astype(float)
+            score = float(det.scores[k])
+        return _Centred(frame, box, xy_um, score, "")
+
+    def _focus(self, rec: CellRecord, box: np.ndarray) -> FocusResult:
+        """Autofocus on the cell: predicted from the focus surface and refined in a short
+        sweep once the surface has points; a full search before that."""
+        pred = self.surface.predict(rec.x_um, rec.y_um)
+        if pred is None or len(self.surface) < 2:
+            return autofocus(self.scope, None, search_um=self.focus_search_um,
+                             boxes=box[None, :])
+        resid = self.surface.residual_um
+        search = self.focus_search_um / 2 if resid is None else float(
+            np.clip(2.5 * resid, 1.0, self.focus_search_um))
+        return autofocus(self.scope, None, search_um=search, coarse=3, refine=2,
+                         refine_rounds=1, max_extend=1, boxes=box[None, :], center=pred,
+                         max_images=5)
 
     def _visit_inner(self, rec: CellRecord, imaged: list[CellRecord]) -> None:
         got = self._centre(rec)
-        if got is None:
-            rec.status, rec.reason = "skipped-lost", "cell not found where the scan saw it"
+        if isinstance(got, str):
+            rec.status, rec.reason = "skipped-lost", got
             return
-        frame, det, k = got
-        box = det.boxes[k].astype(float)
-        c_um = frame.pixel_to_stage(det.centers[k])[0]
+        frame, box = got.frame, got.box
+        c_um = got.xy_um
         scale = math.sqrt(abs(np.linalg.det(frame.affine)))
         rec.x_um, rec.y_um = float(c_um[0]), float(c_um[1])
         rec.box = tuple(float(v) for v in box)
         rec.size_um = (float(box[2] - box[0]) * scale, float(box[3] - box[1]) * scale)
-        rec.score = float(det.scores[k])
+        rec.score = got.score
         rec.partial = False
+        rec.reason = got.note
         if not self._in_region(c_um):
             rec.status, rec.reason = "skipped-outside", "centre lies outside the region"
             return
@@ -580,67 +756,124 @@ class FindAndImage:
                 return
         focus: FocusResult | None = None
         if self.autofocus:
-            focus = autofocus(self.scope, None, search_um=self.focus_search_um,
-                              boxes=box[None, :])
+            focus = self._focus(rec, box)
             self._images += focus.images
-        z0 = self.scope.position().z
+            rec.focus_images = focus.images
+            if focus.ok:
+                self.surface.add(rec.x_um, rec.y_um, focus.z_final)
+        p = self.scope.position()
+        z0 = p.z
         rec.z_um = float(z0)
-        stack, zs, boxes = self._zstack(z0, box)
+        rec.stage_x_um, rec.stage_y_um = float(p.x), float(p.y)
+        stack, zs, boxes, profile, extent = self._zstack(z0, box)
         try:
             self.scope.move_z(z0)
         except MoveRefused:
             pass
         rec.n_planes = len(stack)
-        rec.file = self._save(rec, stack, zs, boxes, focus, frame)
+        rec.z_lo_um, rec.z_hi_um = extent
+        if not math.isnan(extent[0]):
+            # a thick cell's z is the middle of its extent (its sharpest plane may be
+            # near a pole); thin cells: the two agree
+            rec.z_um = 0.5 * (extent[0] + extent[1])
+        rec.file = self._save(rec, stack, zs, boxes, focus, frame, profile, extent)
         rec.status = "imaged"
 
-    def _zstack(self, z0: float, box: np.ndarray
-                ) -> tuple[list[np.ndarray], list[float], list[list[float]]]:
-        spec = self.z_stack
-        planes: dict[float, tuple[np.ndarray, list[float]]] = {}
+    @staticmethod
+    def _noise_floor(pixels: np.ndarray) -> float:
+        """Brenner value of pure camera noise in this frame (robust, from the MAD of the
+        2-pixel differences over a subsample of the frame)."""
+        f = np.asarray(pixels[::2, ::2], np.float32)
+        d = f[:, 2:] - f[:, :-2]
+        mad = float(np.median(np.abs(d - np.median(d))))
+        return (1.4826 * mad) ** 2
 
-        def take(z: float, need_cell: bool) -> bool:
+    def cell_region(self, pixels: np.ndarray, box: np.ndarray
+                    ) -> tuple[tuple[slice, slice], np.ndarray] | None:
+        """The cell's own pixels in *pixels* (its soft mask grown by 2 px so its edges
+        count): a (rows, cols) window and a boolean mask inside it. Neighbours that share
+        the box - dense slides - are left out, so their planes do not stretch the cell's
+        z range."""
+        import cv2
+
+        from inscope.control.refine import soft_mask
+
+        m = soft_mask(pixels, box, pad=0.1)
+        if m is None:
+            return None
+        wgt, (a, c) = m
+        core = cv2.dilate((wgt > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        h, w = pixels.shape
+        r0, c0 = max(c, 0), max(a, 0)
+        r1, c1 = min(c + core.shape[0], h), min(a + core.shape[1], w)
+        if r1 - r0 < 3 or c1 - c0 < 4:
+            return None
+        return (slice(r0, r1), slice(c0, c1)), core[r0 - c:r1 - c, c0 - a:c1 - a]
+
+    def cell_signal(self, pixels: np.ndarray, box: np.ndarray,
+                    region: tuple[tuple[slice, slice], np.ndarray] | None = None) -> float:
+        """The cell's own signal in one plane: its sharpness (Brenner: mean squared
+        2-pixel difference) above the frame's noise floor, over the cell's pixels
+        (*region*) or else its box."""
+        if region is None:
+            return max(sharpness(pixels, np.asarray(box, float)[None, :], "brenner",
+                                 pad=0.1) - self._noise_floor(pixels), 0.0)
+        (rs, cs), mask = region
+        crop = np.asarray(pixels[rs, cs], np.float32)
+        d = crop[:, 2:] - crop[:, :-2]
+        m = mask[:, 1:-1]
+        if not m.any():
+            return 0.0
+        return max(float(np.mean(d[m] ** 2)) - self._noise_floor(pixels), 0.0)
+
+    def _zstack(self, z0: float, box: np.ndarray):
+        """Planes around *z0*: ``(planes, zs, boxes, profile, (z_lo, z_hi))``; the
+        profile is ``[(z, signal), ...]`` and the extent where the signal is at least
+        ``signal_frac`` of its peak (NaN for a fixed stack)."""
+        spec = self.z_stack
+        planes: dict[float, tuple[np.ndarray, list[float], float]] = {}
+        region: list = []
+
+        def take(z: float) -> float | None:
             try:
                 self.scope.move_z(z)
             except MoveRefused:
-                return False
+                return None
             f = self._snap()
             zz = f.position.z if f.position is not None else z
-            if need_cell:
-                det = self._detect(f)
-                if not len(det):
-                    return False
-                c = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-                d = np.hypot(*(det.centers - c).T)
-                if d.min() > 0.5 * max(box[2] - box[0], box[3] - box[1]):
-                    return False
-                planes[zz] = (f.pixels, det.boxes[int(np.argmin(d))].tolist())
-            else:
-                planes[zz] = (f.pixels, [float(v) for v in box])
-            return True
+            if not region:  # the cell's pixels, from its in-focus plane (taken first)
+                region.append(self.cell_region(f.pixels, box))
+            sig = self.cell_signal(f.pixels, box, region[0])
+            planes[zz] = (f.pixels, [float(v) for v in box], sig)
+            return sig
 
-        offsets = spec.fixed_offsets()
         if not spec.adaptive:
-            for o in offsets:
-                take(z0 + o, False)
+            offs = spec.fixed_offsets()
+            for o in sorted(offs, key=lambda o: (o != 0.0, o)):  # focus plane first
+                take(z0 + o)
         else:
             lo, hi = spec.range_um
-            take(z0, False)
-            o = spec.step_um
-            while o <= spec.max_extent_um + 1e-9:
-                if not take(z0 + o, o > hi):
-                    break
-                o += spec.step_um
-            o = spec.step_um
-            while o <= spec.max_extent_um + 1e-9:
-                if not take(z0 - o, o > -lo):
-                    break
-                o += spec.step_um
+            peak = take(z0) or 0.0
+            for sign, need in ((1.0, hi), (-1.0, -lo)):
+                o = spec.step_um
+                while o <= spec.max_extent_um + 1e-9:
+                    sig = take(z0 + sign * o)
+                    if sig is None:
+                        break
+                    peak = max(peak, sig)
+                    if o >= need - 1e-9 and sig < spec.signal_frac * peak:
+                        break
+                    o += spec.step_um
         zs = sorted(planes)
-        return [planes[z][0] for z in zs], zs, [planes[z][1] for z in zs]
+        profile = [(float(z), float(planes[z][2])) for z in zs]
+        extent = _extent(profile, spec.signal_frac) if spec.adaptive else (math.nan, math.nan)
+        return ([planes[z][0] for z in zs], zs, [planes[z][1] for z in zs], profile,
+                extent)
 
     def _save(self, rec: CellRecord, stack: list[np.ndarray], zs: list[float],
-              boxes: list[list[float]], focus: FocusResult | None, frame: Frame) -> str:
+              boxes: list[list[float]], focus: FocusResult | None, frame: Frame,
+              profile: list[tuple[float, float]] | None = None,
+              extent: tuple[float, float] = (math.nan, math.nan)) -> str:
         import tifffile
 
         name = f"cell_{rec.id:04d}.ome.tif"
@@ -653,6 +886,10 @@ class FindAndImage:
             "stage_um": [rec.x_um, rec.y_um, rec.z_um], "affine_um_per_px": frame.affine
             .tolist(), "box_px": list(rec.box), "boxes_per_plane_px": boxes,
             "z_um": zs, "score": rec.score,
+            "stage_position_um": [rec.stage_x_um, rec.stage_y_um, rec.z_um],
+            "signal_profile": [[z, v] for z, v in (profile or [])],
+            "signal_frac": self.z_stack.signal_frac,
+            "z_extent_um": None if math.isnan(extent[0]) else [extent[0], extent[1]],
             "autofocus": None if focus is None else focus.to_dict(),
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
         }

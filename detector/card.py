@@ -52,7 +52,14 @@ class ModelCard:
         ``(cell + offset) * stride`` with the standard offset in [0, 1), or the cell
         centre ``(cell + 0.5) * stride`` without an offset head; "size" is the box
         width, height in input pixels (see :mod:`inscope.detector.decode`). Optional
-        ``"activation": "sigmoid"`` when the heatmap output is logits.
+        ``"activation": "sigmoid"`` when the heatmap output is logits;
+        ``"offset_range": [lo, hi]`` the offset head's range (models trained on the 3 x 3
+        neighbourhood targets: [-1.25, 2.25]); ``"centre_vote": true`` averages centre
+        and size over the 3 x 3 cells around each peak (steadier boxes; only for such
+        models); ``"calibration": {"method": "platt", "a", "b"}`` maps raw peak values
+        to calibrated scores (the threshold is then in calibrated units; see
+        :mod:`inscope.detector.calibration`). ``"max_detections"`` caps the boxes per
+        frame (inscope models: 100,000, i.e. no practical cap).
     training, metrics, latency
         Free-form records of how the model was made and what it measured.
     sha256

@@ -53,9 +53,12 @@ TIMELINE = (
 )
 
 
-def _open(backend: str, exposure_ms: float, say):
+def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
     from inscope.acquisition.factory import open_microscope
 
+    if backend == "slide":
+        opts = {"exposure_ms": exposure_ms, **(options or {})}
+        return open_microscope("slide", **opts)  # a bad file or option: one clear error
     if backend == "sim":
         try:
             from inscope.acquisition.simulated import SimConfig
@@ -340,13 +343,25 @@ def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     raw: list[list[dict]] = []
+    from inscope.acquisition.errors import AcquisitionError
+    from inscope.acquisition.factory import parse_options
+
+    try:
+        options = parse_options(getattr(args, "option", None))
+    except AcquisitionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for b in backends:
         if b == "demo":
             for res, recs in run_demo(args.frames, models, say):
                 results.append(res)
                 raw.append(recs)
             continue
-        scope = _open(b, args.exposure, say)
+        try:
+            scope = _open(b, args.exposure, say, options if b == "slide" else None)
+        except AcquisitionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         if scope is not None and cal is not None:
             cal.apply(scope)
         if scope is None:

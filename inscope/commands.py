@@ -105,7 +105,8 @@ def _register_run(sub) -> None:
         description="Run the live service. Settings come from --config FILE.toml and are "
                     "overridden by flags of the same name.")
     p.add_argument("--config", default=None, help="TOML config file (see docs/service.md)")
-    p.add_argument("--backend", default=None, choices=["sim", "headless", "mm", "replay"],
+    p.add_argument("--backend", default=None,
+                   choices=["sim", "headless", "mm", "replay", "slide"],
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
     p.add_argument("--mm-config", default=None, metavar="CFG",
@@ -139,10 +140,13 @@ def _register_bench(sub) -> None:
                    help="model (repeatable): a .onnx path, 'default' or 'classical' "
                         "(default: default + classical)")
     p.add_argument("--backend", action="append", default=None,
-                   choices=["sim", "headless", "demo"],
-                   help="microscope(s) (default: sim and headless); 'demo' is the demo's "
-                        "configuration (drifting simulator, steer+focus with the tour, every "
-                        "output)")
+                   choices=["sim", "headless", "slide", "demo"],
+                   help="microscope(s) (default: sim and headless); slide needs -o "
+                        "path=FILE; 'demo' is the demo's configuration (drifting simulator, "
+                        "steer+focus with the tour, every output)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="slide backend option (repeatable), e.g. -o path=cells.npz "
+                        "-o pixel_size_um=0.65 -o fov=512")
     p.add_argument("--provider", action="append", default=None,
                    help="ONNX Runtime provider(s) (default: every available one)")
     p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",

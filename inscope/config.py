@@ -51,7 +51,7 @@ from typing import Any
 
 from inscope.schema import MODES, TARGET_POLICIES
 
-BACKENDS = ("sim", "headless", "mm", "replay")
+BACKENDS = ("sim", "headless", "mm", "replay", "slide")
 RECORD_FORMATS = ("jsonl", "csv")
 
 
@@ -120,7 +120,9 @@ class ControlConfig:
     mode: str = "off"
     target: str | int = "nearest"
     target_class: str | None = None
-    deadband_um: float = 2.0  # ~3 px at 0.65 µm/px: above box jitter, so no hunting
+    # None: from the measured jitter of the target's registered position (3x its RMS,
+    # 0.25-2 px), so it fits the objective, the noise and the detector; a number fixes it
+    deadband_um: float | None = None
     max_step_um: float = 50.0
     gain: float = 0.8
     settle_s: float = 0.0

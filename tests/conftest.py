@@ -80,3 +80,80 @@ def _reset(scope) -> None:
         core.set_config("Objective", "10X")
         core.wait_for_config("Objective", "10X")
     scope.reset(MM_CAMERA_PROPERTIES, MM_EXPOSURE_MS)
+
+
+# -- slides (the ``slide`` backend) -------------------------------------------------------
+def make_nuclei(shape=(600, 800), n=60, seed=0, diameter_px=(18, 30), touching=4):
+    """A synthetic widefield-like nuclei image (uint16) and its instance labels.
+
+    Textured, domed ellipses of varied brightness on an offset background, a few placed
+    touching a neighbour (the case that merges boxes and blobs). Generated, so tests need
+    no real data.
+    """
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    img = np.zeros(shape, np.float32)
+    lab = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    placed: list[tuple[float, float, float]] = []
+    k = 0
+    tries = 0
+    while k < n and tries < 20 * n:
+        tries += 1
+        r = rng.uniform(*diameter_px) / 2
+        if k < touching and placed:
+            px, py, pr = placed[-1]
+            a = rng.uniform(0, 2 * np.pi)
+            cx, cy = px + (pr + r) * 0.95 * np.cos(a), py + (pr + r) * 0.95 * np.sin(a)
+        else:
+            cx, cy = rng.uniform(r + 4, w - r - 4), rng.uniform(r + 4, h - r - 4)
+        if not (r + 2 < cx < w - r - 2 and r + 2 < cy < h - r - 2):
+            continue
+        if any(np.hypot(cx - x, cy - y) < (r + q) * (0.9 if k < touching else 1.3)
+               for x, y, q in placed):
+            continue
+        ecc = rng.uniform(1.0, 1.4)
+        ang = rng.uniform(0, np.pi)
+        c, s = np.cos(ang), np.sin(ang)
+        u = ((xx - cx) * c + (yy - cy) * s) / (r * ecc ** 0.5)
+        v = (-(xx - cx) * s + (yy - cy) * c) / (r / ecc ** 0.5)
+        d2 = u * u + v * v
+        m = (d2 <= 1.0) & (lab == 0)
+        k += 1
+        lab[m] = k
+        bright = rng.lognormal(0, 0.3)
+        img[m] += bright * (1 - d2[m]) ** 0.3
+        placed.append((cx, cy, r))
+    tex = cv2.GaussianBlur(rng.normal(0, 1, shape).astype(np.float32), (0, 0), 1.5)
+    img *= 1 + 0.25 * tex
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    pix = 500 + 1500 * np.clip(img, 0, None) + rng.normal(0, 8, shape)
+    return np.clip(pix, 0, 65535).astype(np.uint16), lab
+
+
+@pytest.fixture(scope="session")
+def nuclei_slide(tmp_path_factory):
+    """Path of a 2-D slide npz (image + labels, 0.65 µm pixels) of synthetic nuclei."""
+    import numpy as np
+
+    img, lab = make_nuclei()
+    p = tmp_path_factory.mktemp("slides") / "nuclei_2d.npz"
+    np.savez(p, image=img, labels=lab, pixel_size_um=0.65)
+    return p
+
+
+@pytest.fixture(scope="session")
+def nuclei_stack(tmp_path_factory):
+    """Path of a 3-D slide npz: the same nuclei as ellipsoids with haze, 0.5 µm planes."""
+    import numpy as np
+
+    from inscope.acquisition.slide import extrude_to_stack
+
+    img, lab = make_nuclei(shape=(400, 500), n=30, seed=1)
+    stack, labs = extrude_to_stack(img, lab, 0.65, z_step_um=0.5, planes=41, seed=1)
+    p = tmp_path_factory.mktemp("slides") / "nuclei_3d.npz"
+    np.savez(p, image=stack, labels=labs, pixel_size_um=0.65, z_step_um=0.5)
+    return p

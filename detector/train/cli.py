@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="random seed (training order, "
                    "augmentation, pool seed = seed + 1)")
+    p.add_argument("--pool-seed", type=int, default=None,
+                   help="synthetic pool seed (default: --seed + 1); lets a continued run "
+                   "draw new samples from the same cached pool")
     p.add_argument("--crop", type=int, default=256, help="training crop size (multiple of 32)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="finish the schedule after S seconds (default: the preset's)")
@@ -113,7 +116,11 @@ def run_training(args: argparse.Namespace) -> dict:
         measure_latency,
         model_from_onnx,
     )
-    from inscope.detector.train.model import TinyCenterNet, count_parameters
+    from inscope.detector.train.model import (
+        TinyCenterNet,
+        count_parameters,
+        widen_offset_head,
+    )
     from inscope.detector.train.synth import PoolSpec, load_or_render_pool
     from inscope.detector.train.trainer import TrainConfig, train
 
@@ -146,7 +153,9 @@ def run_training(args: argparse.Namespace) -> dict:
         sources.append(f"{n_real} annotated images from {[str(d) for d in args.data]}")
     pool_spec = None
     if n_syn:
-        pool_spec = PoolSpec(n=int(n_syn), seed=int(args.seed) + 1)
+        pool_seed = args.pool_seed if getattr(args, "pool_seed", None) is not None \
+            else int(args.seed) + 1
+        pool_spec = PoolSpec(n=int(n_syn), seed=int(pool_seed))
         imgs, bxs = load_or_render_pool(pool_spec, args.cache, workers=args.workers)
         images.extend(list(imgs))
         boxes.extend(bxs)
@@ -183,6 +192,9 @@ def run_training(args: argparse.Namespace) -> dict:
             model.load_state_dict(torch.load(init, map_location="cpu"))
         else:
             model = model_from_onnx(init)
+        # older exports learned size / offset at the centre cell only: widen the offset
+        # head so the 3 x 3 neighbourhood recipe (data.draw_targets) applies to them too
+        widen_offset_head(model)
     else:
         model = TinyCenterNet()
     print(f"training TinyCenterNet ({count_parameters(model)} parameters) on "
@@ -253,8 +265,8 @@ def _size_range(boxes: list[np.ndarray]) -> tuple[float, float]:
 
 def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
                    thresholds=(0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6),
-                   count_difficult: bool = False, operating_threshold: float | None = None
-                   ) -> dict:
+                   count_difficult: bool = False, operating_threshold: float | None = None,
+                   auto_scale: bool = True) -> dict:
     """AP50 (pooled and per image) of an exported model, and the best-F1 threshold.
 
     Precision / recall / F1 are given at *operating_threshold* (e.g. the card's), or, when
@@ -265,7 +277,8 @@ def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
     from inscope.detector.metrics import evaluate
     from inscope.detector.onnx_detector import OnnxDetector
 
-    det = OnnxDetector(model_path, provider="cpu", score_threshold=0.05)
+    det = OnnxDetector(model_path, provider="cpu", score_threshold=0.05,
+                       auto_scale=auto_scale)
     preds = []
     for s in samples:
         d = det.detect(s.image)

@@ -22,9 +22,12 @@ import torch
 
 from inscope.detector.card import ModelCard, sha256_file
 from inscope.detector.preprocess import DEFAULT_NORMALISATION
-from inscope.detector.train.model import TinyCenterNet
+from inscope.detector.train.model import OFFSET_RANGE, TinyCenterNet
 
 OPSET = 17
+#: no practical cap: a 2048 x 2048 frame of confluent 8 px nuclei holds ~30,000 at most;
+#: decoding cost grows with the peaks found, not with this number
+MAX_DETECTIONS = 100_000
 
 
 def default_card(name: str = "inscope-nuclei", object_size_px=(7.0, 72.0),
@@ -38,7 +41,8 @@ def default_card(name: str = "inscope-nuclei", object_size_px=(7.0, 72.0),
         scale={"object_size_px": [float(object_size_px[0]), float(object_size_px[1])]},
         decoding={"stride": 4, "heatmap": "heatmap", "size": "size", "offset": "offset",
                   "score_threshold": float(score_threshold), "peak_kernel": 3,
-                  "max_detections": 1000},
+                  "max_detections": MAX_DETECTIONS, "offset_range": list(OFFSET_RANGE),
+                  "centre_vote": True},
     )
 
 
@@ -114,6 +118,11 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
     proto = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     model = TinyCenterNet()
+    # models exported before the 3 x 3 neighbourhood regression end the offset branch in
+    # a bare Sigmoid (offset in [0, 1)); newer ones scale it to OFFSET_RANGE after it
+    makers = {o: n.op_type for n in proto.graph.node for o in n.output}
+    if makers.get("offset") == "Sigmoid":
+        model.offset_range = (0.0, 1.0)
     # Conv nodes in graph order, with their weight / bias initializer names
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     torch_convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -34,11 +34,28 @@ def _gather(feat: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
 
 def centernet_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                    batch: dict[str, torch.Tensor], size_weight: float = 1.0,
-                   offset_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                   offset_weight: float = 1.0,
+                   offset_range: tuple[float, float] = (0.0, 1.0)
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts for model outputs ``(heatmap logits, log size, offset
-    logits)`` and the batch targets from :func:`inscope.detector.train.data.draw_targets`."""
+    logits)`` and the batch targets from :func:`inscope.detector.train.data.draw_targets`.
+
+    With *offset_range* wider than (0, 1) (the model's ``offset_range``), size and offset
+    are learned on the dense 3 x 3 neighbourhood maps (``reg_*``) instead of the centre
+    cells alone."""
     hm, log_size, off_logit = outputs
     l_hm = focal_loss(hm, batch["heatmap"])
+    if tuple(offset_range) != (0.0, 1.0) and "reg_weight" in batch:
+        wgt = batch["reg_weight"].unsqueeze(1)  # (N, 1, h, w)
+        n = wgt.sum().clamp(min=1.0)
+        s_true = torch.log(batch["reg_size"].clamp(min=1.0) / SIZE_SCALE)
+        l_size = (F.l1_loss(log_size, s_true, reduction="none") * wgt).sum() / (2 * n)
+        lo, hi = offset_range
+        o_pred = torch.sigmoid(off_logit) * (hi - lo) + lo
+        l_off = (F.l1_loss(o_pred, batch["reg_offset"], reduction="none") * wgt).sum() / (2 * n)
+        total = l_hm + size_weight * l_size + offset_weight * l_off
+        return total, {"hm": float(l_hm.detach()), "size": float(l_size.detach()),
+                       "offset": float(l_off.detach())}
     mask = batch["mask"].unsqueeze(-1)
     n = mask.sum().clamp(min=1.0)
     s_pred = _gather(log_size, batch["ind"])

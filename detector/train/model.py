@@ -18,6 +18,10 @@ from torch import nn
 from torch.nn import functional as F
 
 SIZE_SCALE = 16.0  # size head predicts log(size / SIZE_SCALE)
+#: offset head range in output cells: offset = lo + (hi - lo) * sigmoid(logit). (-1.25, 2.25)
+#: lets the 8 cells around a centre point at it too (see data.draw_targets); models
+#: exported before had (0, 1): :func:`inscope.detector.train.export.model_from_onnx` tells.
+OFFSET_RANGE = (-1.25, 2.25)
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1,
@@ -76,6 +80,13 @@ class TinyCenterNet(nn.Module):
         nn.init.constant_(self.hm.bias, -4.0)  # start with "no object" (focal-loss prior)
         nn.init.zeros_(self.size.bias)
         self.export_mode = False
+        self.offset_range = OFFSET_RANGE
+
+    def offset_from_logit(self, off_logit: torch.Tensor) -> torch.Tensor:
+        """Offset in output cells from the offset head's logits (see OFFSET_RANGE)."""
+        lo, hi = self.offset_range
+        o = torch.sigmoid(off_logit)
+        return o if (lo, hi) == (0.0, 1.0) else o * (hi - lo) + lo
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         f2 = self.stem(x)
@@ -95,8 +106,32 @@ class TinyCenterNet(nn.Module):
         off_logit = self.offset(p)
         if self.export_mode:
             return (torch.sigmoid(hm_logit), torch.exp(log_size) * SIZE_SCALE,
-                    torch.sigmoid(off_logit))
+                    self.offset_from_logit(off_logit))
         return hm_logit, log_size, off_logit
+
+
+def widen_offset_head(model: TinyCenterNet) -> TinyCenterNet:
+    """Switch a model with the old (0, 1) offset head to :data:`OFFSET_RANGE`, in place.
+
+    The offset logits are scaled by the ranges' ratio so the new head's slope at the
+    cell centre equals the old one's (offsets near 0.5 come out unchanged); fine-tuning
+    then teaches the neighbour cells their (now reachable) offsets.
+    """
+    lo, hi = model.offset_range
+    if (lo, hi) == OFFSET_RANGE:
+        return model
+    ratio = (hi - lo) / (OFFSET_RANGE[1] - OFFSET_RANGE[0])
+    mid_old = lo + (hi - lo) / 2
+    mid_new = OFFSET_RANGE[0] + (OFFSET_RANGE[1] - OFFSET_RANGE[0]) / 2
+    with torch.no_grad():
+        model.offset.weight.mul_(ratio)
+        model.offset.bias.mul_(ratio)
+        # the two ranges' mid-points differ by (mid_new - mid_old) cells: move the logit
+        # by that offset's logit-space equivalent at the centre (slope 1/4 * span)
+        model.offset.bias.sub_((mid_new - mid_old) / (0.25 * (OFFSET_RANGE[1] -
+                                                               OFFSET_RANGE[0])))
+    model.offset_range = OFFSET_RANGE
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -88,7 +88,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
     while frac < 1.0:
         for batch in loader:
             out = model(batch["image"])
-            loss, parts = centernet_loss(out, batch)
+            loss, parts = centernet_loss(
+                out, batch, offset_range=getattr(model, "offset_range", (0.0, 1.0)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

@@ -129,7 +129,7 @@ def test_autofocus_within_half_micron(offset):
     r = autofocus(scope, det)
     assert r.ok, r.message
     assert abs(scope.position().z - scope.true_focus_z(p.x, p.y)) < 0.5, r.samples
-    assert r.images <= 9
+    assert r.images <= 8
 
 
 def test_sharpness_on_boxes_peaks_at_focus():

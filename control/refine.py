@@ -1,0 +1,318 @@
+"""Where exactly is the target? A position that does not follow box jitter.
+
+On real images the box of one nucleus jumps by 1-2 px RMS (up to 4-8 px) from frame to
+frame as the stage shifts by a few pixels: a box edge is a detector decision, not a
+measurement. Steering on box centres therefore hunts, and "centred" means "within box
+jitter". Once a target is chosen this module measures it from its pixels instead:
+
+* :func:`soft_centroid` - the centroid of a soft mask of the object inside its padded box
+  (background and threshold from the crop itself, the component under the box centre
+  only, so neighbours do not pull it). It estimates the same thing as a label-mask
+  centroid, which is what "the cell's position" means to a person.
+* :class:`TargetRefiner` - keeps a template of the target's neighbourhood from the frame
+  it was acquired in and finds it again in every later frame by normalised
+  cross-correlation (OpenCV ``matchTemplate``, sub-pixel by a parabola through the peak),
+  searching around where the stage says it must be. A stage move shifts the whole field
+  rigidly, so registration is ~10x steadier than any box; the absolute position is the
+  registered template position plus the running mean of (centroid - registered), so its
+  bias is the centroid's, a median over frames, and its jitter is the registration's.
+
+It also records the frame-to-frame spread of its own measurements, in stage µm, from
+which the steering controller sets its deadband (:attr:`TargetRefiner.jitter_px`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from inscope.acquisition.frame import Frame
+
+__all__ = ["Fix", "TargetRefiner", "soft_centroid", "soft_mask"]
+
+
+def _crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """img[y0:y1, x0:x1] as float32, edge-replicated where it leaves the image."""
+    h, w = img.shape
+    a, b, c, d = max(x0, 0), min(x1, w), max(y0, 0), min(y1, h)
+    if a >= b or c >= d:
+        return np.zeros((0, 0), np.float32)
+    out = img[c:d, a:b].astype(np.float32)
+    if (a, b, c, d) != (x0, x1, y0, y1):
+        out = cv2.copyMakeBorder(out, c - y0, y1 - d, a - x0, x1 - b, cv2.BORDER_REPLICATE)
+    return out
+
+
+def soft_centroid(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
+                  ) -> tuple[np.ndarray, float] | None:
+    """Centroid (x, y) px of the object in *box* and its soft-mask area (px), or None
+    (see :func:`soft_mask`)."""
+    m = soft_mask(pixels, box, pad)
+    if m is None:
+        return None
+    wgt, (a, c) = m
+    s = float(wgt.sum())
+    yy, xx = np.mgrid[0:wgt.shape[0], 0:wgt.shape[1]]
+    return np.array([float((wgt * xx).sum()) / s + a, float((wgt * yy).sum()) / s + c]), s
+
+
+def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
+              ) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """Soft mask (weights in [0, 1]) of the object in *box* and the (x, y) of its
+    top-left pixel in *pixels*, or None.
+
+    The crop is the box grown by *pad* of its size on every side; background is its 10th
+    percentile, the threshold the lower of Otsu's on the crop and on the box; the mask is
+    the connected component that covers most of the box's central half (split from a
+    touching neighbour if it is larger than the box), kept near the box (see below), and
+    softened to
+    ``clip((I - bg) / (2 (t - bg)), 0, 1)`` so the centroid moves smoothly (sub-pixel)
+    instead of jumping with single edge pixels. None when that centroid strays more than
+    a quarter of the box from the box centre (then the box is not this blob's).
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    if w < 2 or h < 2:
+        return None
+    px, py = pad * w + 2, pad * h + 2
+    a, c = int(math.floor(x0 - px)), int(math.floor(y0 - py))
+    b, d = int(math.ceil(x1 + px)), int(math.ceil(y1 + py))
+    crop = _crop(np.asarray(pixels), a, c, b, d)
+    if crop.size < 16:
+        return None
+    bg = float(np.percentile(crop, 10))
+    inner = crop[max(int(y0) - c, 0):max(int(math.ceil(y1)) - c, 1),
+                 max(int(x0) - a, 0):max(int(math.ceil(x1)) - a, 1)]
+    hi = float(np.percentile(inner, 99)) if inner.size else float(np.percentile(crop, 99))
+    if hi - bg <= 1e-6:
+        return None
+    u8 = np.clip((crop - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
+    t8, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if inner.size >= 16:
+        # a dim nucleus beside a bright one: the crop's threshold would cut it, the box's
+        # own (lower) one does not; a textured nucleus: the crop's is the lower one
+        i8 = np.clip((inner - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
+        ti, _ = cv2.threshold(i8.reshape(-1, 1), 0, 255,
+                              cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        t8 = min(t8, ti)
+    t = bg + float(t8) * (hi - bg) / 255.0
+    binary = (u8 > t8).astype(np.uint8)
+    n, lab = cv2.connectedComponents(binary, connectivity=8)
+    if n < 2:
+        return None
+    # the component covering most of the box's central half
+    cx, cy = (x0 + x1) / 2 - a, (y0 + y1) / 2 - c
+    cen = lab[max(int(cy - h / 4), 0):int(cy + h / 4) + 1,
+              max(int(cx - w / 4), 0):int(cx + w / 4) + 1]
+    counts = np.bincount(cen.ravel(), minlength=n)[1:]
+    if counts.size and counts.max() > 0:
+        k = int(np.argmax(counts)) + 1
+    else:
+        ys, xs = np.nonzero(lab)
+        k = int(lab[ys, xs][np.argmin((xs - cx) ** 2 + (ys - cy) ** 2)])
+    comp = (lab == k).astype(np.uint8)
+    comp = _split_touching(comp, cx, cy, w * h)
+    # Keep it near the box: tightly (10 %) when the blob is still larger than the box
+    # (a neighbour it could not be split from), loosely (35 %) otherwise, since a box
+    # can sit a pixel or two off its nucleus.
+    f = 0.1 if float(comp.sum()) > w * h else 0.35
+    mx, my = max(2.0, f * w), max(2.0, f * h)
+    bx0, by0 = max(int(math.floor(x0 - mx)) - a, 0), max(int(math.floor(y0 - my)) - c, 0)
+    bx1 = min(int(math.ceil(x1 + mx)) - a, crop.shape[1])
+    by1 = min(int(math.ceil(y1 + my)) - c, crop.shape[0])
+    comp = cv2.dilate(comp, np.ones((3, 3), np.uint8))  # keep the soft edge pixels
+    keep = np.zeros_like(comp)
+    keep[by0:by1, bx0:bx1] = 1
+    wgt = np.clip((crop - bg) / (2.0 * max(t - bg, 1e-6)), 0.0, 1.0) * (comp & keep)
+    sw = float(wgt.sum())
+    if sw <= 1e-6:
+        return None
+    yy, xx = np.mgrid[0:wgt.shape[0], 0:wgt.shape[1]]
+    gx, gy = float((wgt * xx).sum()) / sw, float((wgt * yy).sum()) / sw
+    if abs(gx - cx) > 0.25 * w or abs(gy - cy) > 0.25 * h:
+        return None
+    return wgt.astype(np.float32), (a, c)
+
+
+def _split_touching(comp: np.ndarray, cx: float, cy: float, box_area: float
+                    ) -> np.ndarray:
+    """The part of a binary blob that belongs to the nucleus nearest (cx, cy) when the blob
+    is larger than the nucleus' box (it has merged with a touching neighbour): cores where
+    the distance to the background exceeds a rising fraction of its maximum, every blob
+    pixel given to its nearest core (a Voronoi split, the cheap cousin of a
+    distance-transform watershed), until the chosen part fits the box."""
+    if float(comp.sum()) <= box_area:
+        return comp
+    dist = cv2.distanceTransform(comp, cv2.DIST_L2, 5)
+    for frac in (0.5, 0.6, 0.7, 0.8, 0.9):
+        core = (dist > frac * float(dist.max())).astype(np.uint8)
+        n, _ = cv2.connectedComponents(core, connectivity=8)
+        if n <= 2:
+            continue
+        _, vor = cv2.distanceTransformWithLabels(1 - core, cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_CCOMP)
+        ys, xs = np.nonzero(core)
+        i = int(np.argmin((xs - cx) ** 2 + (ys - cy) ** 2))
+        part = (comp & (vor == vor[ys[i], xs[i]])).astype(np.uint8)
+        if float(part.sum()) <= box_area:
+            return part
+    return comp
+
+
+def _subpixel(r: np.ndarray, i: int, j: int) -> tuple[float, float]:
+    """Parabola vertex offsets (dx, dy) around r[i, j] (row i, column j)."""
+    def vertex(m: float, z: float, p: float) -> float:
+        den = m - 2 * z + p
+        return 0.0 if den >= 0 else float(np.clip(0.5 * (m - p) / den, -0.5, 0.5))
+
+    h, w = r.shape
+    dx = vertex(r[i, j - 1], r[i, j], r[i, j + 1]) if 0 < j < w - 1 else 0.0
+    dy = vertex(r[i - 1, j], r[i, j], r[i + 1, j]) if 0 < i < h - 1 else 0.0
+    return dx, dy
+
+
+@dataclass
+class Fix:
+    """One measurement of the target in one frame.
+
+    ``xy_um`` is the stage position that centres the target; ``xy_px`` the same point in
+    the frame's pixels; ``score`` the registration's normalised correlation (1 for the
+    frame it was acquired in); ``method`` ``"acquired"`` or ``"registered"``.
+    """
+
+    xy_um: np.ndarray
+    xy_px: np.ndarray
+    score: float
+    method: str
+    frame_index: int = -1
+
+
+@dataclass
+class TargetRefiner:
+    """Register a target's neighbourhood from frame to frame (see the module notes).
+
+    Parameters
+    ----------
+    pad
+        Template = the target's box grown by this fraction of its size on every side
+        (context makes the registration unique and steady).
+    search_px
+        Extra pixels searched around the predicted position on every side; None: half
+        the box size, at least 8.
+    min_score
+        Normalised correlation below which the target counts as not found.
+    max_template_px
+        Templates larger than this (big nuclei at high magnification) are registered on
+        a downsampled copy (speed; sub-pixel accuracy scales with it).
+    """
+
+    pad: float = 0.5
+    search_px: float | None = None
+    min_score: float = 0.6
+    max_template_px: int = 96
+    fixes: list[Fix] = field(default_factory=list)
+    _tmpl: np.ndarray | None = None
+    _d0: np.ndarray | None = None  # centroid relative to the template's top-left (px)
+    _ref_um: np.ndarray | None = None
+    _offsets: list[np.ndarray] = field(default_factory=list)  # centroid - registered, µm
+    _box_wh: tuple[float, float] = (0.0, 0.0)
+    _scale: float = 1.0
+
+    @property
+    def active(self) -> bool:
+        return self._tmpl is not None
+
+    def reset(self) -> None:
+        self._tmpl = self._d0 = self._ref_um = None
+        self._offsets = []
+        self.fixes = []
+
+    def acquire(self, frame: Frame, box: np.ndarray) -> Fix | None:
+        """Take the target's template from *frame* around *box*; None if it is empty."""
+        self.reset()
+        box = np.asarray(box, float)
+        cen = soft_centroid(frame.pixels, box)
+        c = cen[0] if cen is not None else np.array([(box[0] + box[2]) / 2,
+                                                      (box[1] + box[3]) / 2])
+        w, h = box[2] - box[0], box[3] - box[1]
+        hw, hh = (0.5 + self.pad) * w, (0.5 + self.pad) * h
+        x0, y0 = int(round(c[0] - hw)), int(round(c[1] - hh))
+        x1, y1 = int(round(c[0] + hw)) + 1, int(round(c[1] + hh)) + 1
+        tmpl = _crop(frame.pixels, x0, y0, x1, y1)
+        if tmpl.size < 25 or float(tmpl.std()) <= 1e-6:
+            return None
+        self._scale = min(1.0, self.max_template_px / max(tmpl.shape))
+        self._tmpl = tmpl
+        self._d0 = c - np.array([x0, y0], float)
+        self._box_wh = (float(w), float(h))
+        self._ref_um = frame.pixel_to_stage(c)[0]
+        self._offsets = [np.zeros(2)]
+        fix = Fix(self._ref_um.copy(), c.copy(), 1.0, "acquired", frame.index)
+        self.fixes.append(fix)
+        return fix
+
+    def locate(self, frame: Frame, predicted_um: np.ndarray | None = None,
+               box: np.ndarray | None = None) -> Fix | None:
+        """Find the target in *frame* near *predicted_um* (default: where it was last);
+        with *box* (its detection in this frame) the centroid correction is updated too.
+        None when the best correlation is below ``min_score``."""
+        if self._tmpl is None or frame.position is None:
+            return None
+        pred = self._ref_um if predicted_um is None else np.asarray(predicted_um, float)
+        if self.fixes:
+            pred = self.fixes[-1].xy_um if predicted_um is None else pred
+        p_px = frame.stage_to_pixel(pred)[0]
+        th, tw = self._tmpl.shape
+        m = self.search_px if self.search_px is not None else max(
+            8.0, 0.5 * max(self._box_wh))
+        m = int(math.ceil(m))
+        # template top-left expected at p_px - d0
+        ex, ey = p_px - self._d0
+        x0, y0 = int(math.floor(ex)) - m, int(math.floor(ey)) - m
+        win = _crop(frame.pixels, x0, y0, x0 + tw + 2 * m + 1, y0 + th + 2 * m + 1)
+        if win.size == 0:
+            return None
+        s = self._scale
+        tm, wn = self._tmpl, win
+        if s < 1.0:
+            tm = cv2.resize(tm, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            wn = cv2.resize(wn, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        if wn.shape[0] < tm.shape[0] or wn.shape[1] < tm.shape[1]:
+            return None
+        r = cv2.matchTemplate(wn, tm, cv2.TM_CCOEFF_NORMED)
+        _, best, _, (j, i) = cv2.minMaxLoc(r)
+        if not math.isfinite(best) or best < self.min_score:
+            return None
+        dx, dy = _subpixel(r, i, j)
+        tl = np.array([x0 + (j + dx) / s, y0 + (i + dy) / s])
+        reg_px = tl + self._d0
+        reg_um = frame.pixel_to_stage(reg_px)[0]
+        if box is not None:
+            cen = soft_centroid(frame.pixels, np.asarray(box, float))
+            if cen is not None and np.hypot(*(cen[0] - reg_px)) < 0.5 * max(self._box_wh):
+                self._offsets.append(frame.pixel_to_stage(cen[0])[0] - reg_um)
+        # the median: one frame whose blob merged with a neighbour must not pull it
+        corr = (np.median(np.asarray(self._offsets), axis=0) if self._offsets
+                else np.zeros(2))
+        xy_um = reg_um + corr
+        fix = Fix(xy_um, frame.stage_to_pixel(xy_um)[0], float(best), "registered",
+                  frame.index)
+        self.fixes.append(fix)
+        if len(self.fixes) > 200:
+            del self.fixes[:100]
+        return fix
+
+    def jitter_px(self, frame: Frame, last: int = 10) -> float | None:
+        """RMS frame-to-frame spread of the recent fixes (px of *frame*), None with fewer
+        than three fixes. Differences of successive fixes divided by sqrt(2), so a
+        steady drift (a moving cell) counts only by its change."""
+        f = [x.xy_um for x in self.fixes[-last:]]
+        if len(f) < 3:
+            return None
+        d = np.diff(np.asarray(f), axis=0)
+        d = d - d.mean(axis=0)
+        px = math.sqrt(abs(np.linalg.det(frame.affine)))
+        return float(np.sqrt((d ** 2).sum(axis=1).mean() / 2.0)) / px

@@ -1,0 +1,173 @@
+"""Stable boxes and calibrated scores: 3 x 3 neighbourhood targets, centre vote, Platt
+scaling, ECE, and no fixed cap on the number of boxes.
+
+Real numpy / OpenCV code on hand-built model outputs whose right answers are known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inscope.detector.calibration import (
+    ScoredDetections,
+    best_f1_threshold,
+    expected_calibration_error,
+    fit_platt,
+)
+from inscope.detector.decode import calibrate_scores, decode_centernet, raw_threshold
+
+
+def _outputs(centres, size=20.0, hw=(32, 32), noise_peak=0.0):
+    """Heatmap / size / offset maps as a model trained on the 3 x 3 targets emits them:
+    every cell near a centre points at it (offset = centre - cell corner, in cells)."""
+    h, w = hw
+    hm = np.zeros((1, h, w), np.float32)
+    off = np.zeros((2, h, w), np.float32)
+    sz = np.full((2, h, w), size, np.float32)
+    for cx, cy in centres:  # in cells
+        ix, iy = int(cx), int(cy)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                hm[0, iy + dy, ix + dx] = 0.9 if dx == dy == 0 else 0.6
+                off[0, iy + dy, ix + dx] = cx - (ix + dx)
+                off[1, iy + dy, ix + dx] = cy - (iy + dy)
+        off[0, iy, ix] += noise_peak  # the peak cell's own estimate is off
+    return {"heatmap": hm, "size": sz, "offset": off}
+
+
+def test_centre_vote_averages_neighbours_and_ignores_another_nucleus() -> None:
+    out = _outputs([(10.3, 12.6), (12.4, 12.5)], noise_peak=0.4)
+    spec = {"stride": 4, "offset": "offset", "score_threshold": 0.5}
+    b0, _, _ = decode_centernet(out, spec)
+    b1, _, _ = decode_centernet(out, {**spec, "centre_vote": True})
+    cx0 = np.sort((b0[:, 0] + b0[:, 2]) / 2)
+    cx1 = np.sort((b1[:, 0] + b1[:, 2]) / 2)
+    true = np.array([10.3, 12.4]) * 4
+    # without the vote the peak cell's error (0.4 cell = 1.6 px) goes straight through
+    np.testing.assert_allclose(cx0, true + 1.6, atol=1e-4)
+    # with it, the agreeing neighbours pull it back; the other nucleus 2 cells away (the
+    # shared column points 2 cells off) is not mixed in
+    err = np.abs(cx1 - true)
+    assert err.max() < 0.5, cx1
+    assert err.max() < 0.4 * 1.6
+
+
+def test_centre_vote_keeps_exact_centres_and_sizes() -> None:
+    out = _outputs([(7.25, 9.75)], size=18.0)
+    b, s, _ = decode_centernet(out, {"stride": 4, "offset": "offset",
+                                     "score_threshold": 0.5, "centre_vote": True})
+    np.testing.assert_allclose(b[0], [29 - 9, 39 - 9, 29 + 9, 39 + 9], atol=1e-4)
+    assert s[0] == pytest.approx(0.9)
+
+
+def test_calibration_maps_scores_and_threshold_consistently() -> None:
+    cal = {"method": "platt", "a": 2.0, "b": -1.0}
+    s = np.array([0.1, 0.5, 0.9], np.float32)
+    c = calibrate_scores(s, cal)
+    z = 2.0 * np.log(s / (1 - s)) - 1.0
+    np.testing.assert_allclose(c, 1 / (1 + np.exp(-z)), rtol=1e-5)
+    assert np.all(np.diff(c) > 0)  # monotonic: ranking and AP unchanged
+    for t in (0.2, 0.5, 0.8):
+        r = raw_threshold(t, cal)
+        assert calibrate_scores(np.array([r]), cal)[0] == pytest.approx(t, abs=1e-5)
+    # decoding: the card's threshold is in calibrated units, scores come out calibrated
+    out = _outputs([(8.5, 8.5)])
+    spec = {"stride": 4, "offset": "offset", "calibration": cal}
+    cal_peak = float(calibrate_scores(np.array([0.9]), cal)[0])
+    _, sc, _ = decode_centernet(out, {**spec, "score_threshold": cal_peak - 0.01})
+    assert sc.tolist() == pytest.approx([cal_peak])
+    _, sc, _ = decode_centernet(out, {**spec, "score_threshold": cal_peak + 0.01})
+    assert len(sc) == 0
+    with pytest.raises(ValueError, match="Unknown score calibration"):
+        calibrate_scores(s, {"method": "isotonic"})
+
+
+def test_platt_fit_recovers_the_true_mapping_and_lowers_ece() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.02, 0.98, 20000)
+    a, b = 3.0, 1.0  # truth: P(correct) = sigmoid(3 logit(s) + 1): overconfident-free
+    p = 1 / (1 + np.exp(-(a * np.log(raw / (1 - raw)) + b)))
+    y = rng.random(len(raw)) < p
+    fa, fb = fit_platt(raw, y)
+    assert fa == pytest.approx(a, rel=0.08) and fb == pytest.approx(b, abs=0.1)
+    before = expected_calibration_error(raw, y)
+    after = expected_calibration_error(calibrate_scores(raw, {"a": fa, "b": fb}), y)
+    assert before > 0.1 and after < 0.02
+    with pytest.raises(ValueError, match="both right and wrong"):
+        fit_platt(raw[:10], np.ones(10, bool))
+
+
+def test_ece_of_known_bins() -> None:
+    s = np.array([0.95] * 10 + [0.15] * 10)
+    y = np.array([True] * 5 + [False] * 5 + [False] * 10)
+    # bin 0.9-1: mean score 0.95, accuracy 0.5; bin 0.1-0.2: 0.15 vs 0 -> (0.45 + 0.15) / 2
+    assert expected_calibration_error(s, y) == pytest.approx(0.30)
+
+
+def test_best_f1_threshold_picks_the_separating_score() -> None:
+    sd = ScoredDetections(np.array([0.9, 0.8, 0.7, 0.3, 0.2]),
+                          np.array([True, True, True, False, False]), n_gt=3)
+    t, f1 = best_f1_threshold(sd)
+    assert 0.3 < t <= 0.7 and f1 == pytest.approx(1.0)
+
+
+def test_no_fixed_cap_on_boxes() -> None:
+    # 64 x 64 = 4096 isolated peaks on a checkerboard-like grid (every other cell)
+    h = w = 128
+    hm = np.zeros((1, h, w), np.float32)
+    hm[0, ::2, ::2] = 0.8
+    out = {"heatmap": hm, "size": np.full((2, h, w), 6.0, np.float32)}
+    from inscope.detector.train.export import MAX_DETECTIONS, default_card
+
+    spec = default_card().decoding
+    assert spec["max_detections"] == MAX_DETECTIONS >= 30000
+    b, _, _ = decode_centernet(out, {**spec, "offset": None})
+    assert len(b) == 64 * 64
+
+
+def test_neighbourhood_targets_point_every_cell_at_its_own_centre() -> None:
+    pytest.importorskip("torch")
+    from inscope.detector.train.data import draw_targets
+
+    # two 20 px nuclei whose 3 x 3 neighbourhoods share a column of cells
+    boxes = np.array([[10, 10, 30, 30], [18, 14, 38, 34]], np.float32)
+    t = draw_targets(boxes, (16, 16))
+    cx = np.array([20.0, 28.0]) / 4
+    cy = np.array([20.0, 24.0]) / 4
+    w, off = t["reg_weight"], t["reg_offset"]
+    ys, xs = np.nonzero(w)
+    assert len(ys) == 16  # 9 + 9 cells, 2 shared
+    for y, x in zip(ys, xs, strict=True):
+        # each cell points at the centre of the nucleus nearer to it
+        k = int(np.argmin((cx - x) ** 2 + (cy - y) ** 2))
+        assert off[0, y, x] + x == pytest.approx(cx[k], abs=1e-5)
+        assert off[1, y, x] + y == pytest.approx(cy[k], abs=1e-5)
+        assert t["reg_size"][:, y, x].tolist() == [20.0, 20.0]
+    assert w[5, 5] == 1.0 and w[6, 7] == 1.0  # centre cells
+    assert 0 < w[4, 5] < 1.0
+
+
+def test_old_offset_head_is_widened_and_the_shipped_one_recognised(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from inscope.detector.onnx_detector import default_model_path
+    from inscope.detector.train.export import export_onnx, model_from_onnx
+    from inscope.detector.train.model import OFFSET_RANGE, TinyCenterNet, widen_offset_head
+
+    torch.manual_seed(0)
+    m = TinyCenterNet().eval()
+    m.offset_range = (0.0, 1.0)  # a model trained before the 3 x 3 targets
+    m.export_mode = True
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        before = m(x)[2]
+        widen_offset_head(m)
+        after = m(x)[2]
+    assert m.offset_range == OFFSET_RANGE
+    # same offsets near the cell centre, now able to reach the neighbours' range
+    assert float((after - before).abs().mean()) < 0.05
+    assert float(after.min()) > OFFSET_RANGE[0] and float(after.max()) < OFFSET_RANGE[1]
+    shipped = model_from_onnx(default_model_path())
+    assert shipped.offset_range == OFFSET_RANGE
+    export_onnx(shipped, tmp_path / "again.onnx")  # checks ONNX == torch on export
+    assert model_from_onnx(tmp_path / "again.onnx").offset_range == OFFSET_RANGE
