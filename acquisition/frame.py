@@ -53,6 +53,10 @@ class Frame:
     truth
         Ground-truth boxes (N, 4) float32 x0, y0, x1, y1 in this frame's pixels, only for
         simulated frames; ``None`` otherwise.
+    moving
+        True when a stage or focus move was in progress while this frame was exposed:
+        the image is smeared and its ``position`` is a moment of a motion, so control
+        never uses it to decide a move or to measure focus.
     """
 
     pixels: np.ndarray
@@ -63,6 +67,7 @@ class Frame:
     affine: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     truth: np.ndarray | None = None
+    moving: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.pixels, np.ndarray) or self.pixels.ndim != 2:

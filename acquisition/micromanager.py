@@ -25,7 +25,10 @@ Known traps handled here:
   stage and blur with Z: a real closed-loop target) unless ``camera_properties`` says
   otherwise.
 * Stage positions come back quantised (DXYStage: 0.005 µm steps) and a stage that is
-  still moving reports intermediate positions: moves wait for the device by default.
+  still moving reports intermediate positions: moves wait for the device by default;
+  with ``wait=False`` (the live loop) MMCore's setter returns at once, the device's busy
+  flag is polled while the move is pending, and frames exposed meanwhile are flagged
+  ``moving``.
 """
 
 from __future__ import annotations
@@ -533,6 +536,19 @@ class MicroManagerMicroscope(BaseMicroscope):
         self._call(self.z_device, "finish its move", self.core.wait_for_device, self.z_device)
         self._read_position()
 
+    def _busy_xy(self) -> bool:
+        return bool(self.xy_device) and bool(
+            self._call(self.xy_device, "report whether it is busy", self.core.device_busy,
+                       self.xy_device))
+
+    def _busy_z(self) -> bool:
+        return bool(self.z_device) and bool(
+            self._call(self.z_device, "report whether it is busy", self.core.device_busy,
+                       self.z_device))
+
+    def _on_settled(self) -> None:
+        self._pos_cache = None  # the cached reading may be from the middle of the move
+
     # -- frames ------------------------------------------------------------------------
     def snap(self) -> Frame:
         """Expose one image (blocking) and return it with position, pixel size, affine."""
@@ -580,6 +596,7 @@ class MicroManagerMicroscope(BaseMicroscope):
             h, w = int(c.get_image_height()), int(c.get_image_width())
             fmt = PixelFormat.of(c)
             px, aff, md = self._frame_context()
+            exposure_ns = int(float(md["exposure_ms"]) * 1e6)
             self._call(self.camera, "start continuous acquisition",
                        c.start_continuous_sequence_acquisition, 0.0)
             self._streaming = True
@@ -610,9 +627,12 @@ class MicroManagerMicroscope(BaseMicroscope):
                 meta = dict(md)
                 if "ElapsedTime-ms" in tags:
                     meta["camera_elapsed_ms"] = float(tags["ElapsedTime-ms"])
+                # exposed during a move? (the exposure ended at most one readout ago)
+                moving = self.motion_during(ready - 2 * exposure_ns, ready)
                 emit(Frame(_as_2d(ti.pix, h, w, fmt), index=index, stamps={STAMP_READY: ready},
-                           position=self._cached_position(), pixel_size_um=px,
-                           affine=aff, metadata=meta))
+                           position=self._read_position() if moving
+                           else self._cached_position(), pixel_size_um=px,
+                           affine=aff, metadata=meta, moving=moving))
         finally:
             with self._lock:
                 _stop_sequence(c)
@@ -632,6 +652,7 @@ class MicroManagerMicroscope(BaseMicroscope):
             h, w = int(c.get_image_height()), int(c.get_image_width())
             fmt = PixelFormat.of(c)
             px, aff, md = self._frame_context()
+            exposure_ns = int(float(md["exposure_ms"]) * 1e6)
             self._streaming = True
         last = None
         try:
@@ -653,9 +674,11 @@ class MicroManagerMicroscope(BaseMicroscope):
                     time.sleep(self.poll_s)
                     continue
                 last = index
+                moving = self.motion_during(ready - 2 * exposure_ns, ready)
                 emit(Frame(_as_2d(ti.pix, h, w, fmt), index=index, stamps={STAMP_READY: ready},
-                           position=self._cached_position(), pixel_size_um=px,
-                           affine=aff, metadata=dict(md, attached=True)))
+                           position=self._read_position() if moving
+                           else self._cached_position(), pixel_size_um=px,
+                           affine=aff, metadata=dict(md, attached=True), moving=moving))
         finally:
             with self._lock:
                 self._streaming = False

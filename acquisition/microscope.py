@@ -7,6 +7,7 @@ same code drives the simulated microscope, Micro-Manager (GUI or headless) and r
 from __future__ import annotations
 
 import abc
+import time
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -33,11 +34,17 @@ class Microscope(Protocol):
 
     def move_xy(self, x: float, y: float, *, relative: bool = False,
                 wait: bool = True) -> bool:
-        """Move the XY stage (µm) through the guard; returns True if the move was made."""
+        """Move the XY stage (µm) through the guard; returns True if the move was made.
+        ``wait=False`` returns as soon as the move is commanded (poll :meth:`moving`)."""
         ...
 
     def move_z(self, z: float, *, relative: bool = False, wait: bool = True) -> bool:
-        """Move the focus drive (µm) through the guard; returns True if the move was made."""
+        """Move the focus drive (µm) through the guard; returns True if the move was made.
+        ``wait=False`` returns as soon as the move is commanded (poll :meth:`moving`)."""
+        ...
+
+    def moving(self) -> bool:
+        """True while a commanded stage or focus move has not finished."""
         ...
 
     def position(self) -> StagePosition:
@@ -62,8 +69,14 @@ class BaseMicroscope(abc.ABC):
     """Shared behaviour: guarded moves, context management, calibrated affine override.
 
     Subclasses implement the hardware half (``_set_xy``, ``_set_z``, ``_wait_xy``,
-    ``_wait_z``, ``_read_position``, ``snap``, ``stream``) and never expose a move that
-    bypasses :attr:`guard`.
+    ``_wait_z``, ``_busy_xy``, ``_busy_z``, ``_read_position``, ``snap``, ``stream``) and
+    never expose a move that bypasses :attr:`guard`.
+
+    A move made with ``wait=False`` is only *commanded* (Micro-Manager's setters return at
+    once); until the device reports it is no longer busy, :meth:`moving` is True, and a
+    backend flags the frames exposed meanwhile (:attr:`Frame.moving
+    <inscope.acquisition.frame.Frame.moving>`) through :meth:`motion_during`. The busy
+    state is polled only while a move is pending, so a still stage costs nothing.
     """
 
     name: str = "microscope"
@@ -71,6 +84,8 @@ class BaseMicroscope(abc.ABC):
     def __init__(self, guard: MoveGuard) -> None:
         self.guard = guard
         self._affine_override: np.ndarray | None = None
+        self._pending: dict[str, int] = {}  # axis -> monotonic ns the move was commanded
+        self._settled_ns = 0  # when the last pending move was seen finished
 
     # -- hardware half -----------------------------------------------------------------
     @abc.abstractmethod
@@ -94,6 +109,35 @@ class BaseMicroscope(abc.ABC):
     def _wait_z(self) -> None:  # noqa: B027 - optional hook
         """Block until the focus drive has settled (default: moves are synchronous)."""
 
+    def _busy_xy(self) -> bool:
+        """True while the XY stage is still moving (default: moves are synchronous)."""
+        return False
+
+    def _busy_z(self) -> bool:
+        """True while the focus drive is still moving (default: moves are synchronous)."""
+        return False
+
+    # -- motion state --------------------------------------------------------------------
+    def moving(self) -> bool:
+        """True while a move commanded with ``wait=False`` has not finished (polls the
+        device's busy flag, only while a move is pending)."""
+        for axis in list(self._pending):
+            if not (self._busy_xy() if axis == "xy" else self._busy_z()):
+                self._pending.pop(axis, None)
+                self._settled_ns = time.monotonic_ns()
+                self._on_settled()
+        return bool(self._pending)
+
+    def _on_settled(self) -> None:  # noqa: B027 - optional hook
+        """Called once when a pending move is seen finished (e.g. drop a cached position)."""
+
+    def motion_during(self, start_ns: int, end_ns: int | None = None) -> bool:
+        """True if a move was in progress at any time in ``[start_ns, end_ns]`` (an
+        exposure); *end_ns* defaults to now. Backends use it to set ``Frame.moving``."""
+        if self.moving():
+            return any(t <= (end_ns or time.monotonic_ns()) for t in self._pending.values())
+        return self._settled_ns >= start_ns
+
     @property
     @abc.abstractmethod
     def pixel_size_um(self) -> float: ...
@@ -111,9 +155,12 @@ class BaseMicroscope(abc.ABC):
         tx, ty = (p.x + x, p.y + y) if relative else (float(x), float(y))
 
         def do() -> None:
+            self._pending["xy"] = time.monotonic_ns()
             self._set_xy(tx, ty)
             if wait:
                 self._wait_xy()
+                self._pending.pop("xy", None)
+                self._settled_ns = time.monotonic_ns()
 
         return self.guard.run("xy", (p.x, p.y), (tx, ty), do)
 
@@ -122,9 +169,12 @@ class BaseMicroscope(abc.ABC):
         tz = p.z + z if relative else float(z)
 
         def do() -> None:
+            self._pending["z"] = time.monotonic_ns()
             self._set_z(tz)
             if wait:
                 self._wait_z()
+                self._pending.pop("z", None)
+                self._settled_ns = time.monotonic_ns()
 
         return self.guard.run("z", (p.z,), (tz,), do)
 

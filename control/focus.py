@@ -5,7 +5,7 @@ background, decide what "in focus" means), falling back to the whole frame when 
 are no boxes. Defocus blur is symmetric about focus, so one image cannot tell which way to
 go: :func:`autofocus` samples a coarse sweep, fits a parabola to log-sharpness (a Gaussian
 in sharpness) and refines once; :class:`FocusLock` dithers a little above and below the
-current plane and follows the side that is sharper.
+current plane only when the cells blur (or on a duty cycle), and otherwise holds still.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "FocusLock",
     "FocusResult",
     "autofocus",
+    "depth_of_field_um",
     "sharpness",
 ]
 
@@ -335,10 +336,39 @@ def _safe_move_z(scope: Microscope, z: float) -> bool:
 
 
 # -- focus lock ------------------------------------------------------------------------
+def depth_of_field_um(na: float, wavelength_um: float = 0.52, immersion_index: float = 1.0,
+                      pixel_size_um: float = 0.0) -> float:
+    """Depth of field of an objective (µm), wave-optical term plus the camera's.
+
+    ``d = λ n / NA² + n e / NA`` with *e* the camera pixel in the specimen plane (the
+    form used by Nikon's and Olympus' microscopy primers, with *e* = sensor pixel /
+    magnification). 60x/1.4 oil at 520 nm with 0.108 µm pixels: ~0.52 µm; 20x/0.5 air,
+    0.65 µm pixels: ~3.4 µm.
+    """
+    if not (na > 0 and wavelength_um > 0 and immersion_index >= 1.0):
+        raise ValueError(f"depth of field needs NA > 0, wavelength > 0 and refractive index "
+                         f">= 1; got NA={na}, wavelength={wavelength_um} µm, "
+                         f"n={immersion_index}.")
+    if na >= immersion_index:
+        raise ValueError(f"NA {na} cannot reach the immersion index {immersion_index}; "
+                         "check the objective's NA and the medium (air 1.0, water 1.33, "
+                         "oil 1.515).")
+    return (wavelength_um * immersion_index / na ** 2
+            + immersion_index * max(pixel_size_um, 0.0) / na)
+
+
 @dataclass
 class FocusAction:
-    """What :class:`FocusLock` did with one frame (``status``: ``dither``, ``moved``,
-    ``settling``, ``refused``, ``dry-run``, ``disabled``, ``no-position``)."""
+    """What :class:`FocusLock` did with one frame.
+
+    ``status``: ``locked`` (holding; the sharpness holds), ``acquiring`` (finding the
+    peak), ``correcting`` (the sharpness degraded: re-finding it), ``checking`` (a
+    scheduled or scene-change check of the peak), ``settling`` (frame exposed before the
+    last focus move finished: ignored), ``moving`` (frame flagged as exposed during a
+    move: ignored), ``refused`` / ``failed`` / ``dry-run`` (the move was not made),
+    ``lost`` (no sharpness peak found: focus left where it was), ``disabled``,
+    ``no-position``.
+    """
 
     frame_index: int
     status: str
@@ -355,65 +385,153 @@ class FocusAction:
 
 
 class FocusLock:
-    """Follows slow focus drift while the loop runs, one frame at a time.
+    """Holds the focus still while the cells stay sharp; re-finds the peak when they blur.
 
-    A cycle takes three settled frames at ``z_c``, ``z_c + dither`` and ``z_c - dither``;
-    the log-sharpness parabola through them says where the peak is (clipped to
-    ``max_step_um``) and becomes the new ``z_c``. Sharpness is measured inside the
-    detected boxes, so the cells, not debris, decide the focus. If the XY stage moved
-    during a cycle the cycle restarts (the scene changed, the comparison is void).
+    Defocus blur is symmetric, so one image cannot say which way focus went. The lock
+    therefore works in two regimes:
+
+    - **holding** (``locked``): each usable frame's sharpness inside the detected boxes
+      is compared with the reference taken at the peak; nothing moves while it holds.
+      The tolerance is the drop the last peak fit predicts for a defocus of
+      ``trigger_dof`` (1/8) of the depth of field, and never below four times the
+      frame-to-frame noise, so noise alone does not trigger a move.
+    - **a dither cycle** (``acquiring``, ``correcting``, ``checking``): sharpness at
+      ``z_c``, ``z_c + d`` and ``z_c - d`` (``samples`` frames each); the vertex of the
+      parabola through their logarithms is the new ``z_c`` (clipped to ``max_step_um``;
+      a vertex beyond the samples is not trusted: a step of ``2 d`` that way; far from
+      focus, where the curve is flat or convex, a full step towards the sharper side).
+      When the vertex is within ``d / 2`` of the centre the lock is ``locked`` again,
+      with a fresh reference.
+
+    A cycle runs at the start, when the sharpness degrades, every ``check_every_s``
+    seconds if set (an explicit duty cycle), and after the stage has travelled
+    ``check_travel_um`` in XY (the comparison across scenes is void and a tilted slide
+    moves the focus). A smaller XY move only renews the reference.
+
+    The dither half-amplitude *d* is a quarter of the objective's depth of field
+    (:func:`depth_of_field_um` from NA, wavelength and refractive index, or ``dof_um``),
+    or ``dither_um`` when given: big enough to see, small enough that a dithered frame
+    stays usable. Frames flagged ``moving`` and frames exposed before the last focus
+    move settled are never measured.
 
     Parameters
     ----------
     scope
-        Microscope whose focus drive is moved (through its guard).
+        Microscope whose focus drive is moved (through its guard). The live loop passes
+        one whose moves are commanded and not waited for.
     dither_um
-        Half the dither amplitude; small against the depth of field so the image
-        stays usable (0.3-1 µm for high-NA objectives).
+        Dither half-amplitude (µm); None: ``dof / 4``.
     max_step_um
-        Largest correction per cycle.
+        Largest correction per cycle; None: the depth of field.
+    dof_um, na, wavelength_um, immersion_index
+        Depth of field, or the objective to compute it from. None for both: the
+        scope's own (``scope.config.na`` etc. on the simulator), else 2 µm with a note.
     gain
         Fraction of the estimated correction applied per cycle.
     metric
         Sharpness metric (see :func:`sharpness`).
+    samples
+        Frames averaged per measurement (reference and each dither point).
+    trigger_dof
+        Defocus, as a fraction of the depth of field, that triggers a correction.
+    check_every_s
+        Duty cycle: a check every this many seconds of frame time (None: only when the
+        sharpness degrades or the scene changes).
+    check_travel_um
+        XY travel since the last check after which a check runs (None: never).
     xy_tol_um
-        XY movement that voids a cycle.
+        XY movement that renews the reference (the scene changed).
+    z_tol_um
+        A frame whose z is further than this from the last commanded z is not settled.
+    max_settle_frames
+        Give up waiting for a settled frame after this many.
+    max_cycles
+        A check or correction that has not converged after this many cycles (noise, a
+        fast drift, a moving scene) holds its estimate (``locked``) rather than hunt.
     """
 
-    def __init__(self, scope: Microscope, dither_um: float = 0.5, max_step_um: float = 1.0,
-                 gain: float = 0.8, metric: str = "brenner", xy_tol_um: float = 1.0,
-                 z_tol_um: float = 0.05, max_settle_frames: int = 10) -> None:
-        if dither_um <= 0 or max_step_um <= 0:
-            raise ValueError("dither_um and max_step_um must be > 0 (µm).")
+    def __init__(self, scope: Microscope, dither_um: float | None = None,
+                 max_step_um: float | None = None, *, dof_um: float | None = None,
+                 na: float | None = None, wavelength_um: float = 0.52,
+                 immersion_index: float = 1.0, gain: float = 1.0, metric: str = "brenner",
+                 samples: int = 2, trigger_dof: float = 0.125,
+                 check_every_s: float | None = None, check_travel_um: float | None = 50.0,
+                 xy_tol_um: float = 1.0, z_tol_um: float = 0.05,
+                 max_settle_frames: int = 10, max_cycles: int = 3) -> None:
+        if dither_um is not None and dither_um <= 0:
+            raise ValueError(f"dither_um must be > 0 (µm) or None (a quarter of the depth "
+                             f"of field); got {dither_um}.")
+        if max_step_um is not None and max_step_um <= 0:
+            raise ValueError(f"max_step_um must be > 0 (µm); got {max_step_um}.")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1; got {samples}.")
         self.scope = scope
-        self.dither_um = float(dither_um)
-        self.max_step_um = float(max_step_um)
+        self.dof_um, self.dof_source = self._dof(scope, dof_um, na, wavelength_um,
+                                                 immersion_index)
+        self.dither_um = float(dither_um) if dither_um is not None else self.dof_um / 4
+        self.max_step_um = float(max_step_um) if max_step_um is not None else self.dof_um
         self.gain = float(gain)
         self.metric = metric
+        self.samples = int(samples)
+        self.trigger_dof = float(trigger_dof)
+        self.check_every_s = check_every_s
+        self.check_travel_um = check_travel_um
         self.xy_tol_um = float(xy_tol_um)
         self.z_tol_um = float(z_tol_um)
         self.max_settle_frames = int(max_settle_frames)
+        self.max_cycles = int(max_cycles)
         self.enabled = True
-        self.z_center: float | None = None
-        self._phase = 0
-        self._vals: list[float] = []
-        self._xy: tuple[float, float] | None = None
-        self._last_move_ns: int | None = None
-        self._expect_z: float | None = None
-        self._settle = 0
         self.history: list[FocusAction] = []
+        self.moves = 0
+        self.reset()
+
+    @staticmethod
+    def _dof(scope, dof_um, na, wavelength_um, n) -> tuple[float, str]:
+        if dof_um is not None:
+            if not dof_um > 0:
+                raise ValueError(f"dof_um must be > 0 (µm); got {dof_um}.")
+            return float(dof_um), "config"
+        px = float(getattr(scope, "pixel_size_um", 0.0) or 0.0)
+        if na is not None:
+            return depth_of_field_um(na, wavelength_um, n, px), "config"
+        cfg = getattr(scope, "config", None)
+        if cfg is not None and getattr(cfg, "na", None):
+            return depth_of_field_um(cfg.na, cfg.wavelength_um, cfg.immersion_index,
+                                     px), "microscope"
+        return 2.0, "default (set control.objective_na or control.focus_dof_um)"
 
     def reset(self) -> None:
-        self.z_center = None
-        self._phase = 0
-        self._vals = []
-        self._xy = None
-        self._last_move_ns = None
-        self._expect_z = None
+        """Forget the lock: the next frame starts a new acquisition at the current z."""
+        self.z_center: float | None = None
+        self.state = "acquiring"
+        self.locked = False
+        self._phase = 0  # dither cycle: 0 centre, 1 plus, 2 minus
+        self._acc: list[float] = []  # samples of the current measurement
+        self._vals: list[float] = []  # the cycle's three log-sharpness values
+        self._ref: float | None = None  # log-sharpness at the peak (holding)
+        self._noise = 0.0
+        self._curv = 0.0  # -d²(log s)/dz² / 2 of the last fit (per µm²)
+        self._low = 0
+        self._ref_xy: tuple[float, float] | None = None
+        self._check_xy: tuple[float, float] | None = None
+        self._travel = 0.0
+        self._last_check_ns: int | None = None
+        self._expect_z: float | None = None
+        self._settle = 0
+        self._fails = 0
 
-    def _offsets(self) -> tuple[float, float, float]:
-        return (0.0, self.dither_um, -self.dither_um)
+    @property
+    def cycling(self) -> bool:
+        """True while a dither cycle runs (its frames must all show one scene)."""
+        return self.state != "locked" and self.z_center is not None
 
+    @property
+    def tolerance(self) -> float:
+        """Drop of log-sharpness below the reference that triggers a correction."""
+        by_curve = self._curv * (self.trigger_dof * self.dof_um) ** 2
+        return max(by_curve, 4.0 * self._noise, 0.01)
+
+    # -- moves -------------------------------------------------------------------------
     def _move(self, z: float) -> tuple[bool, str, str]:
         try:
             made = self.scope.move_z(z)
@@ -422,19 +540,30 @@ class FocusLock:
         except DeviceError as e:
             return False, "failed", str(e)
         if made:
-            self._last_move_ns = time.monotonic_ns()
             self._expect_z = z
             self._settle = 0
-            return True, "dither", ""
+            self.moves += 1
+            return True, "", ""
         return False, "dry-run", "dry-run: move computed, not made"
 
+    # -- the loop ----------------------------------------------------------------------
     def step(self, frame: Frame, detections: Detections | None = None) -> FocusAction:
-        """Use *frame* for the current dither phase and move to the next one."""
+        """Use *frame* (if it is usable) and move the focus when the lock needs to."""
         act = self._step(frame, detections)
         self.history.append(act)
         if len(self.history) > 1000:
             del self.history[:500]
         return act
+
+    def _start_cycle(self, why: str, frame: Frame) -> None:
+        self.state = why
+        self.locked = False
+        self._phase, self._acc, self._vals = 0, [], []
+        self._cycles = 0
+        self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
+        p = frame.position
+        self._check_xy = (p.x, p.y)
+        self._travel = 0.0
 
     def _step(self, frame: Frame, detections: Detections | None) -> FocusAction:
         idx = frame.index
@@ -442,48 +571,126 @@ class FocusLock:
             return FocusAction(idx, "disabled")
         if frame.position is None:
             return FocusAction(idx, "no-position")
+        if frame.moving:
+            return FocusAction(idx, "moving", self._zc(), reason="exposed during a move")
         pos = frame.position
         if self.z_center is None:
             self.z_center = pos.z
-        # Ignore frames exposed before the last move settled.
-        if self._last_move_ns is not None:
-            stale = frame.stamps.get(STAMP_READY, 0) < self._last_move_ns or (
-                self._expect_z is not None and abs(pos.z - self._expect_z) > self.z_tol_um)
+            self._start_cycle("acquiring", frame)
+        if self._expect_z is not None:
             self._settle += 1
-            if stale and self._settle <= self.max_settle_frames:
-                return FocusAction(idx, "settling", self.z_center)
-            self._last_move_ns = None
+            if abs(pos.z - self._expect_z) > self.z_tol_um \
+                    and self._settle <= self.max_settle_frames:
+                return FocusAction(idx, "settling", self.z_center,
+                                   reason="frame exposed before the focus move finished")
+            self._expect_z = None
+        # XY: a small move renews the reference, travel adds up towards a check
         xy = (pos.x, pos.y)
-        if self._xy is not None and math.hypot(xy[0] - self._xy[0],
-                                               xy[1] - self._xy[1]) > self.xy_tol_um:
-            self._phase, self._vals = 0, []  # the scene changed: restart the cycle
-        if self._phase == 0:
-            self._xy = xy
+        if self._ref_xy is not None:
+            dxy = math.hypot(xy[0] - self._ref_xy[0], xy[1] - self._ref_xy[1])
+            if dxy > self.xy_tol_um:
+                self._travel += dxy
+                self._ref_xy = xy
+                if self.state == "locked":
+                    self._ref = None  # the scene changed: measure a new reference
+                    self._acc = []
+                elif self._phase > 0 or self._acc:
+                    self._start_cycle(self.state, frame)  # a cycle across scenes is void
         boxes = detections.boxes if detections is not None and len(detections) else None
-        val = sharpness(frame.pixels, boxes, self.metric)
-        self._vals.append(val)
+        val = math.log(max(sharpness(frame.pixels, boxes, self.metric), 1e-12))
+        if self.state == "locked":
+            return self._hold(frame, val)
+        return self._cycle(frame, val)
+
+    def _zc(self) -> float:
+        return math.nan if self.z_center is None else self.z_center
+
+    def _hold(self, frame: Frame, val: float) -> FocusAction:
+        idx = frame.index
+        self._ref_xy = self._ref_xy or (frame.position.x, frame.position.y)
+        if self.check_travel_um is not None and self._travel > self.check_travel_um:
+            self._start_cycle("checking", frame)  # far from the last check: re-find it
+            return self._cycle(frame, val)
+        if self._ref is None:  # a fresh reference (after locking or a scene change)
+            self._acc.append(val)
+            if len(self._acc) >= self.samples:
+                self._ref = float(np.mean(self._acc))
+                if len(self._acc) > 1:
+                    self._noise = max(self._noise * 0.5, float(np.std(self._acc)))
+                self._acc = []
+            return FocusAction(idx, "locked", self.z_center, sharpness=val)
+        why = None
+        ready = frame.stamps.get(STAMP_READY, 0)
+        if self.check_every_s is not None and self._last_check_ns is not None \
+                and ready - self._last_check_ns > self.check_every_s * 1e9:
+            why = "checking"
+        if val < self._ref - self.tolerance:
+            self._low += 1
+            if self._low >= self.samples:
+                why = "correcting"
+        else:
+            self._low = 0
+        if why is None:
+            return FocusAction(idx, "locked", self.z_center, sharpness=val)
+        self._low = 0
+        self._start_cycle(why, frame)
+        return self._cycle(frame, val)
+
+    def _cycle(self, frame: Frame, val: float) -> FocusAction:
+        idx = frame.index
+        self._ref_xy = self._ref_xy or (frame.position.x, frame.position.y)
+        self._acc.append(val)
+        if len(self._acc) < self.samples:
+            return FocusAction(idx, self.state, self.z_center, sharpness=val)
+        self._vals.append(float(np.mean(self._acc)))
+        if len(self._acc) > 1:
+            self._noise = max(self._noise * 0.9, float(np.std(self._acc)))
+        self._acc = []
         self._phase += 1
+        d = self.dither_um
         offset = 0.0
         if self._phase < 3:
-            zt = self.z_center + self._offsets()[self._phase]
+            zt = self.z_center + (d if self._phase == 1 else -d)
         else:
-            s0, sp, sm = (math.log(max(v, 1e-12)) for v in self._vals[:3])
+            s0, sp, sm = self._vals
             denom = sp + sm - 2 * s0
-            d = self.dither_um
+            converged = False
             if denom < 0:
+                self._curv = -denom / (2 * d * d)
                 offset = d * (sp - sm) / (2 * -denom)  # vertex of the parabola
-            else:  # no curvature: just go towards the sharper side
-                offset = math.copysign(self.max_step_um, sp - sm) if sp != sm else 0.0
+                if abs(offset) > 2 * d:  # beyond the samples: a step of 2 d, not a fit
+                    offset = math.copysign(min(2 * d, self.max_step_um), offset)
+                converged = abs(offset) <= d / 2
+                self._fails = 0
+            elif sp != sm:  # flat or convex: far from focus, go towards the sharper side
+                offset = math.copysign(self.max_step_um, sp - sm)
+                self._fails = 0
+            else:
+                self._fails += 1
             offset = float(np.clip(self.gain * offset, -self.max_step_um, self.max_step_um))
             self.z_center += offset
             zt = self.z_center
             self._phase, self._vals = 0, []
+            self._cycles = getattr(self, "_cycles", 0) + 1
+            # a check or correction near the peak that keeps hunting (noise, a fast drift,
+            # a moving scene) ends after max_cycles: hold the best estimate so far
+            if self.state in ("checking", "correcting") and self._cycles >= self.max_cycles \
+                    and denom < 0:
+                converged = True
+            if converged:
+                self.state, self.locked = "locked", True
+                self._ref, self._acc, self._low = None, [], 0
+                self._ref_xy = (frame.position.x, frame.position.y)
+                self._check_xy, self._travel = self._ref_xy, 0.0
+            elif self._fails >= 3:
+                self.state = "lost"
         made, status, reason = self._move(zt)
-        if status == "dither" and self._phase == 0:
-            status = "moved"
         if not made:
-            self._phase, self._vals = 0, []
-        return FocusAction(idx, status, self.z_center, zt, val, offset, made, reason)
+            self._phase, self._vals, self._acc = 0, [], []
+            if self.state == "locked":
+                self._ref = None
+            return FocusAction(idx, status, self.z_center, zt, val, offset, False, reason)
+        return FocusAction(idx, self.state, self.z_center, zt, val, offset, True)
 
 
 def focus_curve(scope: Microscope, zs: Sequence[float], boxes: np.ndarray | None = None,

@@ -11,7 +11,13 @@ and reports side by side:
   ready->move_commanded;
 - end-to-end ready->published and ready->sent;
 - pipeline overhead = (ready->published) - detect, the loop's own cost;
-- throughput against the camera frame rate, and drops.
+- throughput against the camera frame rate, and drops;
+- CPU time per thread (detect, control, each output, the camera, ONNX Runtime's pool)
+  and per process (the loop, the simulated camera process) over the measured frames.
+
+``--backend demo`` runs the demo's configuration (:func:`inscope.commands.demo_config`:
+the simulator starting off target and out of focus with drift, steer+focus with the
+tour, every output: ZMQ, overlay video at the display rate, records).
 
 Writes JSON (``--out``) and, with matplotlib (the ``plots`` extra), a latency CDF and a
 per-stage timeline as PNG next to it.
@@ -103,28 +109,103 @@ def _detectors(models: list[str], providers: list[str] | None, say):
             yield m, det
 
 
+def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
+    """Run *p* to its end; CPU usage over the frames after *warmup_frames*."""
+    from inscope import cputime
+
+    def others():
+        cam = getattr(scope, "camera_process", None)
+        return {"simulated camera process": getattr(cam, "pid", None)}
+
+    snaps: list = []
+    user_cb = p.on_result
+
+    def on_result(r) -> None:
+        # the last frame's snapshot is taken in the detect thread, while every thread of
+        # the loop is still alive (once the run ends they are gone from /proc)
+        if p.max_frames is not None and p.processed >= p.max_frames and len(snaps) == 1:
+            snaps.append(cputime.snapshot(others()))
+        if user_cb is not None:
+            user_cb(r)
+
+    p.on_result = on_result
+    p.start()
+    try:
+        t = time.monotonic()
+        while p.processed < warmup_frames and p.running and time.monotonic() - t < 60:
+            time.sleep(0.01)
+        snaps.append(cputime.snapshot(others()))
+        p.wait()
+    except KeyboardInterrupt:
+        p.request_stop("interrupted (Ctrl-C)")
+        raise
+    finally:
+        p.stop()
+    if len(snaps) == 1:
+        snaps.append(cputime.snapshot(others()))
+    a, b = snaps[0], snaps[1]
+    return p.summary(), cputime.usage(a, b)
+
+
 def run_config(scope, detector, frames: int, mode: str = "steer",
-               warmup: int = 15) -> tuple[dict, list[dict]]:
+               warmup: int = 15, outputs=None, director=None,
+               control: ControlConfig | None = None) -> tuple[dict, list[dict]]:
     """One configuration: a short warm-up run, then *frames* measured frames."""
     from inscope.zmq_api import PubOutput
 
     Pipeline(scope, detector, control=ControlConfig(mode="off"),
              outputs=[PubOutput(port=0)], frames=warmup).run()
-    p = Pipeline(scope, detector, control=ControlConfig(mode=mode),
-                 outputs=[PubOutput(port=0)], frames=frames)
-    s = p.run()
-    recs = [dict(r) for r in p.records]
-    pub = s["outputs"]["zmq-pub"]
+    outs = outputs if outputs is not None else [PubOutput(port=0)]
+    ctl = control or ControlConfig(mode=mode)
+    p = Pipeline(scope, detector, control=ctl, outputs=outs, frames=frames,
+                 director=director)
+    s, cpu = _measure(p, scope)
+    return _result(s, cpu), [dict(r) for r in p.records]
+
+
+def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]]]:
+    """The demo's configuration (all outputs, steer+focus, the tour) for each model."""
+    import tempfile
+
+    from inscope.commands import demo_config
+    from inscope.service import build_service
+    from inscope.tour import Tour
+
+    out = []
+    for m in models:
+        with tempfile.TemporaryDirectory(prefix="inscope-bench-demo-") as tmp:
+            cfg = demo_config(tmp)
+            cfg.detector.model = None if m == "default" else m
+            cfg.outputs.zmq.pub_port = cfg.outputs.zmq.rep_port = 0
+            cfg.outputs.window = False
+            svc = build_service(cfg, say=say, director=Tour())
+            try:
+                say(f"bench demo | {svc.detector.name} on {svc.detector.provider}: "
+                    f"{frames} frames ...")
+                p = svc.pipeline
+                p.max_frames = frames
+                s, cpu = _measure(p, svc.scope)
+            finally:
+                svc.close()
+            recs = [dict(r) for r in p.records]
+            res = _result(s, cpu)
+            res["model"] = m
+            res["microscope"] = "demo: " + res["microscope"]
+            out.append((res, recs))
+    return out
+
+
+def _result(s: dict, cpu: dict) -> dict:
+    """One configuration's report from its run summary and CPU usage."""
+    pub = s["outputs"].get("zmq-pub", {})
     res = {
-        "microscope": s["microscope"],
-        "detector": s["detector"],
-        "mode": mode,
-        "frames": s["frames"],
-        "acquired": s["acquired"],
+        "microscope": s["microscope"], "detector": s["detector"],
+        "mode": s["control"].get("mode"), "frames": s["frames"], "acquired": s["acquired"],
         "dropped": s["dropped"],
         "drop_fraction": round(s["dropped"] / s["acquired"], 4) if s["acquired"] else None,
-        "camera_fps": s["camera_fps"],
-        "fps": s["fps"],
+        "processed_fraction": round(1 - s["dropped"] / s["acquired"], 4)
+        if s["acquired"] else None,
+        "camera_fps": s["camera_fps"], "fps": s["fps"],
         "throughput_vs_camera": round(s["fps"] / s["camera_fps"], 3) if s["camera_fps"]
         else None,
         "detections_per_frame": s["detections_per_frame"],
@@ -133,11 +214,18 @@ def run_config(scope, detector, frames: int, mode: str = "steer",
         "loop_overhead_ms": s["latency_ms"]["loop_overhead_minus_detect_and_control"],
         "handoff_ms": s["latency_ms"][
             "handoffs_dequeued_to_published_minus_detect_and_control"],
-        "zmq": {"sent": pub["sent"], "zmq_dropped": pub["zmq_dropped"],
-                "queue_dropped": pub["dropped"]},
-        "moves": s["control"].get("guard"),
+        "zmq": {"sent": pub.get("sent"), "zmq_dropped": pub.get("zmq_dropped"),
+                "queue_dropped": pub.get("dropped")},
+        "outputs": s["outputs"], "control_steps": s["control_steps"],
+        "control_skipped": s["control_skipped"], "moves": s["control"].get("guard"),
+        "cpu": cpu,
     }
-    return res, recs
+    if "tour" in s["control"]:
+        t = dict(s["control"]["tour"])
+        t.pop("timeline", None)
+        res["tour"] = t
+        res["focus"] = s["control"]["focus"]
+    return res
 
 
 def _table(results: list[dict]) -> str:
@@ -163,6 +251,22 @@ def _table(results: list[dict]) -> str:
             f"{f(ho['p50']):>8}/{f(ho['p99']):<8} "
             f"{f(m['p50']):>10}")
     return "\n".join(rows)
+
+
+def _cpu_lines(results: list[dict]) -> str:
+    """CPU time per process and per busiest thread, as % of one core, per configuration."""
+    lines = ["", "CPU (% of one core over the measured frames)"]
+    for r in results:
+        cpu = r.get("cpu") or {}
+        procs = ", ".join(f"{k} {v['percent_of_one_core']:.0f}%"
+                          for k, v in cpu.get("processes", {}).items())
+        top = sorted(cpu.get("threads", {}).items(),
+                     key=lambda kv: -kv[1]["percent_of_one_core"])[:6]
+        thr = ", ".join(f"{k} {v['percent_of_one_core']:.0f}%" for k, v in top)
+        lines.append(f"{r['microscope'][:30]:<30} {r['detector']['name']}: {procs}")
+        if thr:
+            lines.append(f"{'':<30}   threads: {thr}")
+    return "\n".join(lines)
 
 
 def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list[str]:
@@ -248,6 +352,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for b in backends:
+        if b == "demo":
+            for res, recs in run_demo(args.frames, models, say):
+                results.append(res)
+                raw.append(recs)
+            continue
         try:
             scope = _open(b, args.exposure, say, options if b == "slide" else None)
         except AcquisitionError as e:
@@ -288,6 +397,7 @@ def main(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(_table(results))
+    print(_cpu_lines(results))
     print(f"\nreport: {out}")
     if not args.no_plots:
         for p in plot(results, raw, out.parent, say):

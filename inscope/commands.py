@@ -80,11 +80,15 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
 def _register_demo(sub) -> None:
     p = sub.add_parser(
         "demo", help="live demo on the simulated microscope (steering + focus, overlay video)",
-        description="Run the whole loop on the simulated microscope in real time: the "
-                    "default model (or the classical detector if it is missing), steering "
-                    "and focus lock on, overlay video in OUT/overlay.mp4 (and a window if "
-                    "a display is available), ZMQ on 127.0.0.1, a live progress line and a "
-                    "summary JSON. Ctrl-C stops cleanly.")
+        description="Run the whole loop on the simulated microscope in real time. It "
+                    "starts off target and 6 µm out of focus with the focus drifting: the "
+                    "focus lock finds focus, then the tour centres a clearly visible cell, "
+                    "holds it, moves to the next, and follows a moving cell, while the "
+                    "lock holds focus. The default model (or the classical detector if it "
+                    "is missing), overlay video in OUT/overlay.mp4 with a status line (and "
+                    "a window if a display is available), ZMQ on 127.0.0.1, records, a "
+                    "live progress line and OUT/summary.json with the same story against "
+                    "the simulator's ground truth. Ctrl-C stops cleanly.")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=None, help="simulated specimen seed")
     _add_service_flags(p, demo=True)
@@ -129,14 +133,17 @@ def _register_bench(sub) -> None:
         description="Run the whole loop on the simulated microscope and on Micro-Manager's "
                     "DemoCamera (pycromanager headless), for each model and each available "
                     "provider, and report per-stage latency percentiles, pipeline overhead, "
-                    "throughput and drops side by side; JSON plus PNG plots.")
+                    "throughput, drops and CPU time per thread and process side by side; "
+                    "JSON plus PNG plots.")
     p.add_argument("--frames", type=int, default=200, help="frames per configuration")
     p.add_argument("--model", action="append", default=None,
                    help="model (repeatable): a .onnx path, 'default' or 'classical' "
                         "(default: default + classical)")
     p.add_argument("--backend", action="append", default=None,
-                   choices=["sim", "headless", "slide"],
-                   help="microscope(s) (default: sim and headless); slide needs -o path=FILE")
+                   choices=["sim", "headless", "slide", "demo"],
+                   help="microscope(s) (default: sim and headless); slide needs -o "
+                        "path=FILE; 'demo' is the demo's configuration (drifting simulator, "
+                        "steer+focus with the tour, every output)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="slide backend option (repeatable), e.g. -o path=cells.npz "
                         "-o pixel_size_um=0.65 -o fov=512")
@@ -231,12 +238,12 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _serve(cfg, *, port_fallback: bool, header: str | None = None) -> int:
+def _serve(cfg, *, port_fallback: bool, header: str | None = None, director=None) -> int:
     from inscope.acquisition.errors import AcquisitionError
     from inscope.service import build_service, failed_outputs, format_summary, run_service
 
     try:
-        svc = build_service(cfg, port_fallback=port_fallback)
+        svc = build_service(cfg, port_fallback=port_fallback, director=director)
     except ImportError as e:
         print(f"error: a part inscope needs is not installed or not built: {e}. "
               "Reinstall with 'pip install -e .' (see README).", file=sys.stderr)
@@ -277,8 +284,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve(cfg, port_fallback=False)
 
 
+#: The demo's simulated microscope: the stage starts off target and 6 µm out of focus, the
+#: focal plane drifts (3 µm/min) and is tilted (0.3 / -0.2 µm per 100 µm), and one cell in
+#: twelve crawls at 8 µm/s, so focusing, holding focus, touring and following all show.
+DEMO_SIM = {"start_z_um": 6.0, "drift_um_per_s": 0.05, "tilt": [0.003, -0.002],
+            "cell_motion_um_per_s": 8.0, "moving_fraction": 0.08, "seed": 3}
+
+
+def demo_config(out, seed: int | None = None, base=None):
+    """The demo's :class:`~inscope.config.Config` (also ``inscope bench --backend demo``):
+    the simulator of :data:`DEMO_SIM`, steer+focus, every output into *out*."""
+    from pathlib import Path
+
+    from inscope.config import Config, with_overrides
+
+    out = Path(out)
+    base = base or Config()
+    opts = dict(DEMO_SIM)
+    if seed is not None:
+        opts["seed"] = seed
+    base = with_overrides(base, "microscope", backend="sim", options=opts)
+    # one move reaches the next cell of the tour (a calibrated simulator: gain 1)
+    base = with_overrides(base, "control", mode="steer+focus", max_step_um=250.0, gain=1.0)
+    base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
+                          snapshot_dir=str(out / "snapshots"))
+    base = with_overrides(base, "outputs.records", dir=str(out))
+    return with_overrides(base, "run", summary=str(out / "summary.json"))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from inscope.config import Config, ConfigError, with_overrides
+    from inscope.config import ConfigError
+    from inscope.tour import Tour
 
     _logging(args)
     out = Path(args.out)
@@ -288,23 +324,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     if args.frames is None and args.seconds is None:
         args.frames = DEMO_FRAMES  # an explicit --seconds alone sets the length
-    base = Config()
-    scope_line = "simulated microscope"
-    base = with_overrides(base, "microscope", backend="sim",
-                          options={"seed": args.seed} if args.seed is not None else {})
-    base = with_overrides(base, "control", mode="steer+focus")
-    base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
-                          snapshot_dir=str(out / "snapshots"))
-    base = with_overrides(base, "outputs.records", dir=str(out))
-    base = with_overrides(base, "run", summary=str(out / "summary.json"))
     try:
-        cfg = config_from_args(args, base)
+        cfg = config_from_args(args, demo_config(out, args.seed))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return _serve(cfg, port_fallback=True,
-                  header=f"inscope demo: {scope_line}, {_length(cfg)}, "
-                         f"outputs in {out}/ (Ctrl-C stops cleanly)")
+    tour = Tour() if "steer" in cfg.control.mode else None
+    return _serve(cfg, port_fallback=True, director=tour,
+                  header=f"inscope demo: simulated microscope (starts off target and out of "
+                         f"focus, drift on), {_length(cfg)}, outputs in {out}/ "
+                         "(Ctrl-C stops cleanly)")
 
 
 def _length(cfg) -> str:

@@ -104,7 +104,17 @@ class ControlConfig:
     settle_s
         Extra time after a move during which frames are ignored (stage ringing).
     focus_step_um
-        Focus lock: step of the focus search.
+        Focus lock: largest correction per cycle (µm); None: the depth of field.
+    objective_na, wavelength_um, immersion_index
+        The objective, for the depth of field that sizes the focus lock's dither
+        (``λ n / NA² + n e / NA``). None: the microscope's own (the simulator's optics).
+    focus_dof_um
+        Depth of field (µm) set directly, instead of computing it.
+    focus_dither_um
+        Focus lock dither half-amplitude (µm); None: a quarter of the depth of field.
+    focus_check_s
+        Focus lock duty cycle: a check of the peak every this many seconds, even while
+        the sharpness holds (None: only when it degrades or the stage travelled).
     """
 
     mode: str = "off"
@@ -116,7 +126,13 @@ class ControlConfig:
     max_step_um: float = 50.0
     gain: float = 0.8
     settle_s: float = 0.0
-    focus_step_um: float = 1.0
+    focus_step_um: float | None = None
+    objective_na: float | None = None
+    wavelength_um: float = 0.52
+    immersion_index: float = 1.0
+    focus_dof_um: float | None = None
+    focus_dither_um: float | None = None
+    focus_check_s: float | None = None
 
 
 @dataclass
@@ -159,7 +175,8 @@ class EyepieceConfig:
 @dataclass
 class OutputsConfig:
     video: str | None = None
-    video_fps: float = 20.0
+    video_fps: float | None = None  # None: the display rate (the video plays in real time)
+    display_fps: float = 30.0  # overlay render rate; newer frames replace, never queue
     window: bool | None = None  # None: show a window if a display is available
     snapshot_dir: str = "runs/snapshots"
     snapshot_max_per_s: float = 1.0  # rate limit of the ZMQ "snapshot" command
@@ -321,7 +338,19 @@ def _check_values(cfg: Config, source: str) -> None:
     num("control.settle_s", c.settle_s, 0, 60, why=" (frames this long after a move are "
         "ignored)")
     num("control.focus_step_um", c.focus_step_um, 0, 100, lo_open=True)
+    num("control.immersion_index", c.immersion_index, 1.0, 2.0,
+        why=" (the medium's refractive index: air 1.0, water 1.33, oil 1.515)")
+    num("control.objective_na", c.objective_na, 0, c.immersion_index, lo_open=True,
+        why=" (below control.immersion_index)")
+    if c.objective_na is not None and c.objective_na >= c.immersion_index:
+        raise bad("control.objective_na", c.objective_na,
+                  f"it must be below control.immersion_index ({c.immersion_index})")
+    num("control.wavelength_um", c.wavelength_um, 0.2, 2.0)
+    num("control.focus_dof_um", c.focus_dof_um, 0, 1000, lo_open=True)
+    num("control.focus_dither_um", c.focus_dither_um, 0, 100, lo_open=True)
+    num("control.focus_check_s", c.focus_check_s, 0, 86_400, lo_open=True)
     num("outputs.video_fps", o.video_fps, 0.1, 240)
+    num("outputs.display_fps", o.display_fps, 0.1, 240)
     num("outputs.snapshot_max_per_s", o.snapshot_max_per_s, 0, 100, lo_open=True)
     num("detector.score_threshold", cfg.detector.score_threshold, 0, 1)
     num("detector.threads", cfg.detector.threads, 1, 256)

@@ -1,7 +1,11 @@
 """The AR overlay: boxes, labels, track ids, the target, focus, fps and latency on the frame.
 
-Rendering runs in the overlay output's thread (never in the detection loop) and feeds a
-window, a video file and/or the ZMQ overlay stream. In eyepiece mode the window instead
+Rendering runs in the overlay output's thread (never in the detection loop), at a display
+rate (default 30 frames/s): results arriving between two display ticks are skipped at
+``submit`` (counted, never queued), so drawing and encoding cost a fixed budget whatever
+the camera rate. It feeds a window, a video file and/or the ZMQ overlay stream; the video
+is written on the same tick grid (a frame repeated when the loop fell behind a tick), so
+it plays at the rate it was recorded at. In eyepiece mode the window instead
 shows :class:`inscope.eyepiece.EyepieceRenderer`'s black image with boxes only, mapped
 onto the display that is back-projected into the eyepiece.
 """
@@ -114,6 +118,11 @@ class OverlayRenderer:
                 ty = int((target_box[1] + target_box[3]) / 2)
                 cv2.line(img, (cx, cy), (tx, ty), st.target_color, 1, cv2.LINE_AA)
         if st.status_bar:
+            line = status_line(r)
+            if line:
+                cv2.rectangle(img, (0, h - 16), (w, h), (0, 0, 0), -1)
+                cv2.putText(img, line, (4, h - 4), cv2.FONT_HERSHEY_SIMPLEX, st.font_scale,
+                            CYAN, 1, cv2.LINE_AA)
             parts = [f"#{r.frame.index}", f"{len(dets)} det"]
             if fps is not None:
                 parts.append(f"{fps:.1f} fps")
@@ -130,6 +139,39 @@ class OverlayRenderer:
             cv2.putText(img, text, (4, 12), cv2.FONT_HERSHEY_SIMPLEX, st.font_scale, WHITE,
                         1, cv2.LINE_AA)
         return img
+
+
+def status_line(r: Result) -> str:
+    """What the loop is doing, in words: the mission (tour), steering and focus."""
+    parts = []
+    c = r.control or {}
+    tour = c.get("tour")
+    if tour:
+        parts.append(tour.get("line") or tour.get("phase", ""))
+    st = c.get("status")
+    tid = c.get("target_id")
+    if st:
+        err = c.get("error_norm_um")
+        words = {"moved": "stage moving to", "centred": "centred on", "moving": "stage moving",
+                 "settling": "stage settling", "no-target": "looking for a target",
+                 "refused": "move refused", "dry-run": "dry-run move to",
+                 "waiting-focus": "stage waits for the focus check"}.get(st, st)
+        txt = f"{words} #{tid}" if tid is not None and st in (
+            "moved", "centred", "dry-run") else words
+        if err is not None and st in ("moved", "centred"):
+            txt += f" ({err:.1f} um)"
+        parts.append(txt)
+    f = r.focus or {}
+    if f.get("state"):
+        z = f.get("z_center")
+        words = {"locked": "focus locked", "acquiring": "finding focus",
+                 "correcting": "focus drifted: correcting", "checking": "checking focus",
+                 "moving": "focus: frame skipped (moving)", "settling": "focus settling",
+                 "lost": "focus lost"}.get(f["state"], f"focus {f['state']}")
+        parts.append(words + (f" z={z:+.2f} um" if isinstance(z, (int, float)) else ""))
+    if r.frame.moving:
+        parts.append("[frame taken while moving]")
+    return " | ".join(p for p in parts if p)
 
 
 # -- sinks -----------------------------------------------------------------------------
@@ -208,12 +250,20 @@ class VideoSink:
 
 
 class OverlayOutput(Output):
-    """Renders the overlay and sends it to a video file, a window and/or ZMQ.
+    """Renders the overlay at a display rate and sends it to a video file, a window
+    and/or ZMQ.
 
     Parameters
     ----------
     video
         Path of an .mp4/.avi file, or None.
+    video_fps
+        Frame rate of the video and of the tick grid it is written on (None: the
+        display rate). Each tick holds the newest frame rendered by then, so the video
+        plays in real time.
+    display_fps
+        Render rate: a result whose frame is ready less than ``1 / display_fps`` after
+        the last one accepted is skipped at :meth:`submit` (counted in ``skipped``).
     window
         True: show a window (if a display is available); None: show one only if it is.
         Without a display, one info line says so and the window is skipped.
@@ -230,14 +280,17 @@ class OverlayOutput(Output):
     name = "overlay"
     queue_size = 2  # overlay is for eyes: newest frames matter, old ones are dropped
 
-    def __init__(self, *, video: str | Path | None = None, video_fps: float = 20.0,
-                 window: bool | None = None, publisher=None, eyepiece=None,
-                 style: OverlayStyle | None = None, mode: str | None = None,
+    def __init__(self, *, video: str | Path | None = None, video_fps: float | None = None,
+                 display_fps: float = 30.0, window: bool | None = None, publisher=None,
+                 eyepiece=None, style: OverlayStyle | None = None, mode: str | None = None,
                  on_quit=None, title: str = "inscope") -> None:
-        # a video should hold every frame: give it a deeper queue
-        super().__init__(16 if video else None)
+        super().__init__()
+        if not display_fps > 0:
+            raise ValueError(f"display_fps must be > 0; got {display_fps}.")
+        self.display_fps = float(display_fps)
         self.renderer = OverlayRenderer(style)
-        self.video = VideoSink(video, video_fps) if video else None
+        self.video_fps = float(video_fps or display_fps)
+        self.video = VideoSink(video, self.video_fps) if video else None
         self.window_wanted = window
         self.window = False
         self.publisher = publisher
@@ -247,7 +300,25 @@ class OverlayOutput(Output):
         self.title = title
         self._fps = None
         self._last_ready: int | None = None
+        self._period_ns = int(1e9 / self.display_fps)
+        self._next_ns: int | None = None
+        self._t0: int | None = None  # ready stamp of the first video frame
+        self._tick = -1  # last video tick written
+        self.skipped = 0
         self.last_image: np.ndarray | None = None
+
+    def submit(self, item: Result) -> bool:
+        """Accept *item* if a display tick has passed since the last one accepted; skip
+        it otherwise (cheap: one comparison in the publishing thread)."""
+        t = item.stamps.get("ready", 0)
+        if self._next_ns is not None and t < self._next_ns:
+            self.skipped += 1
+            return True
+        if self._t0 is None:
+            self._t0 = t  # the video's time zero: the first frame offered, not rendered
+        nxt = (self._next_ns or t) + self._period_ns
+        self._next_ns = nxt if nxt > t else t + self._period_ns // 2  # never run behind
+        return super().submit(item)
 
     def open(self) -> None:
         if self.window_wanted is not False:
@@ -271,7 +342,7 @@ class OverlayOutput(Output):
         img = self.renderer.render(r, fps=self._fps, latency_ms=lat, mode=self.mode)
         self.last_image = img
         if self.video is not None:
-            self.video.write(img)
+            self._write_video(img, t or 0)
         eye = None
         if self.eyepiece is not None:
             eye = self.eyepiece.render_result(r)
@@ -285,6 +356,17 @@ class OverlayOutput(Output):
             if eye is not None:
                 self.publisher.submit_overlay(r.frame.index, eye, dict(r.stamps), "eyepiece")
 
+    def _write_video(self, img: np.ndarray, ready_ns: int) -> None:
+        """Write *img* on the video's tick grid: repeated for ticks the loop skipped (up
+        to 2 s), nothing when its tick was already written, so video time = run time."""
+        if self._t0 is None:
+            self._t0 = ready_ns
+        tick = int((ready_ns - self._t0) * self.video_fps // 1_000_000_000)
+        n = min(tick - self._tick, int(2 * self.video_fps))
+        for _ in range(max(n, 0)):
+            self.video.write(img)
+        self._tick = max(tick, self._tick)
+
     def close(self) -> None:
         if self.video is not None:
             self.video.close()
@@ -296,6 +378,9 @@ class OverlayOutput(Output):
 
     def stats(self) -> dict:
         return {**super().stats(),
+                "skipped": self.skipped,
+                "display_fps": self.display_fps,
                 "video": str(self.video.path) if self.video else None,
+                "video_fps": self.video_fps if self.video else None,
                 "video_frames": self.video.frames if self.video else 0,
                 "window": self.window}

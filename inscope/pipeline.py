@@ -1,21 +1,31 @@
-"""The live loop: acquisition -> detection -> control -> outputs, each in its own thread.
+"""The live loop: acquisition -> detection -> outputs, with control on its own thread.
 
 ::
 
-    camera thread ──newest-frame slot──▶ detect thread ──newest slot──▶ control thread
-    (FrameStream)     (stale dropped)     (ONNX Runtime,   (dropped      (track, steer,
-                                            GIL released)    counted)     focus, fan-out)
-                                                                             │
-                          per-output bounded queues (a slow output drops its own) ◀┘
+    camera thread ──newest-frame slot──▶ detect thread ──▶ outputs (published at once)
+    (FrameStream)     (stale dropped)     (ONNX Runtime,     │
+                                            GIL released)    └─newest slot──▶ control thread
+                                                               (skipped when  (track, steer,
+                                                                busy, counted) focus; moves
+                                                                               commanded, not
+                                                                               waited for)
+                          per-output bounded queues (a slow output drops its own)
                           ├─ ZMQ PUB  (JSON encoded there, NOBLOCK send)
-                          ├─ overlay  (render -> video / window / ZMQ overlay)
-                          └─ records  (JSONL/CSV + OME-TIFF)
+                          ├─ overlay  (display rate: frames skipped, never queued)
+                          └─ records  (batched writes)
+
+Detections are published the moment the detector returns: the result carries the
+control state as of the newest control step (tracks, target, steering and focus), and
+control reads the newest detections on its own thread, so a move never holds
+publication up. Moves are commanded without waiting (``wait=False``); the frames exposed
+while the stage or focus moves are flagged (``Frame.moving``) and never used to decide
+the next move or to measure focus (:class:`inscope.control_stage.ControlStage`).
 
 Time stamps (``time.monotonic_ns()``, in ``Frame.stamps``): ``ready`` (backend),
 ``dequeued`` (detect thread took it), ``detect_start`` / ``detect_end`` (detector),
-``control_start`` / ``control_end`` (tracking, steering, focus), ``move_commanded``
-(the guard recorded a move made or dry-run for this frame), ``published`` (handed to
-every output), ``sent`` (ZMQ message left the socket).
+``published`` (handed to every output), ``sent`` (ZMQ message left the socket), and for
+the frames control used: ``control_start`` / ``control_end`` (tracking, steering, focus)
+and ``move_commanded`` (the guard recorded a move made or dry-run for this frame).
 
 The hot threads do no JSON, no copies, no logging per frame and no polling sleeps; they
 block on Conditions. :meth:`Pipeline.command` is the thread-safe command API the ZMQ REP
@@ -53,33 +63,39 @@ from inscope.stats import StampStats
 
 log = logging.getLogger("inscope")
 
-#: (label, start stamp, end stamp) of every stage reported in summaries and benchmarks.
-STAGES: tuple[tuple[str, str, str], ...] = (
+#: (label, start stamp, end stamp) of the publication path, counted for every published
+#: frame when it is published.
+PUBLISH_STAGES: tuple[tuple[str, str, str], ...] = (
     ("ready_to_dequeued", "ready", STAMP_DEQUEUED),
     ("dequeued_to_detect_start", STAMP_DEQUEUED, "detect_start"),
     ("detect", "detect_start", "detect_end"),
-    ("detect_end_to_control_start", "detect_end", STAMP_CONTROL_START),
-    ("control", STAMP_CONTROL_START, STAMP_CONTROL_END),
-    ("control_end_to_published", STAMP_CONTROL_END, STAMP_PUBLISHED),
     ("detect_end_to_published", "detect_end", STAMP_PUBLISHED),
     ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
     ("ready_to_published", "ready", STAMP_PUBLISHED),
     ("ready_to_sent", "ready", STAMP_SENT),
+)
+#: Control's stages, beside publication: counted for every frame control used, in the
+#: control thread once its step (and any move it commanded) is done.
+CONTROL_STAGES: tuple[tuple[str, str, str], ...] = (
+    ("detect_end_to_control_start", "detect_end", STAMP_CONTROL_START),
+    ("control", STAMP_CONTROL_START, STAMP_CONTROL_END),
     ("ready_to_move_commanded", "ready", STAMP_MOVE_COMMANDED),
 )
+#: Every stage reported in summaries and benchmarks.
+STAGES: tuple[tuple[str, str, str], ...] = PUBLISH_STAGES + CONTROL_STAGES
 
 _DETECT = (-1, "detect_start", "detect_end")
-_CONTROL = (-1, STAMP_CONTROL_START, STAMP_CONTROL_END)
 #: Derived series of the summary: signed sums of stage differences.
 COMBOS: dict[str, tuple[tuple[int, str, str], ...]] = {
-    # the loop's cost beyond the detector
+    # the loop's cost beyond the detector (control is not on this path)
     "overhead_ready_to_published_minus_detect": ((1, "ready", STAMP_PUBLISHED), _DETECT),
-    # ... also minus the control step (tracking, steering, moves)
-    "loop_overhead_minus_detect_and_control": ((1, "ready", STAMP_PUBLISHED), _DETECT,
-                                               _CONTROL),
+    # the same under its earlier name, when control sat between detection and publication
+    "loop_overhead_minus_detect_and_control": ((1, "ready", STAMP_PUBLISHED), _DETECT),
     # hand-offs only: also minus the wait of a fresh frame for a busy detector
+    "handoffs_dequeued_to_published_minus_detect": (
+        (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT),
     "handoffs_dequeued_to_published_minus_detect_and_control": (
-        (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT, _CONTROL),
+        (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT),
 }
 
 
@@ -114,15 +130,19 @@ class Pipeline:
         default 5 ms lets a thread busy in Python (an output encoding JSON, drawing many
         boxes) delay the wake-up of the detect or control thread by up to 5 ms; 0.5 ms
         bounds that delay. Restored on stop. None: leave it.
+    director
+        Optional mission for the control stage (e.g. the demo's :class:`inscope.tour.Tour`),
+        see :class:`inscope.control_stage.ControlStage`.
     on_result
-        Optional callable run in the control thread for every result (keep it cheap).
+        Optional callable run in the detect thread for every published result (keep it
+        cheap: it delays the next detection).
     """
 
     def __init__(self, scope, detector, *, control: ControlConfig | None = None,
                  outputs: Sequence[Output] = (), score_threshold: float | None = None,
                  frames: int | None = None, seconds: float | None = None,
                  snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 2048,
-                 switch_interval: float | None = 0.0005,
+                 switch_interval: float | None = 0.0005, director=None,
                  on_result: Callable[[Result], None] | None = None,
                  snapshot_max_per_s: float = 1.0) -> None:
         from inscope.snapshots import SnapshotPolicy
@@ -141,6 +161,7 @@ class Pipeline:
         self.stage_held: str | None = None
         self.switch_interval = switch_interval
         self.on_result = on_result
+        self.director = director
         self.control = None  # ControlStage, built at start (needs control package)
         self._mode = self.control_config.mode
         self._stream = None
@@ -154,6 +175,9 @@ class Pipeline:
         self._old_switch: float | None = None
         self._ctl_thread_id: int | None = None
         self._ctl_frame = None
+        # (tracks, target_id, steer, focus) of the newest control step, read by publish
+        self._ctl_state: tuple = ([], None, None, None)
+        self.control_steps = 0
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
         # counters
@@ -166,7 +190,8 @@ class Pipeline:
         self.last_result: Result | None = None
         self.records: deque[dict[str, int]] = deque(maxlen=keep_stamps)
         # every frame's stage latencies and the detector's own split, in bounded memory
-        self.stamp_stats = StampStats(STAGES, COMBOS)
+        self.stamp_stats = StampStats(PUBLISH_STAGES, COMBOS)  # the detect thread's
+        self.control_stats = StampStats(CONTROL_STAGES)  # the control thread's
         self.detections_total = 0
         self.t_start_ns = 0
         self.t_end_ns = 0
@@ -181,7 +206,7 @@ class Pipeline:
         self._started = True
         from inscope.control_stage import ControlStage
 
-        self.control = ControlStage(self.scope, self.control_config)
+        self.control = ControlStage(self.scope, self.control_config, director=self.director)
         self._apply_threshold(self.score_threshold)
         guard = getattr(self.scope, "guard", None)
         if guard is not None:
@@ -244,6 +269,8 @@ class Pipeline:
         guard = getattr(self.scope, "guard", None)
         if guard is not None and self._on_move in guard.listeners:
             guard.listeners.remove(self._on_move)
+        if self.control is not None:
+            self.control.close()
         if self._old_switch is not None:
             sys.setswitchinterval(self._old_switch)
             self._old_switch = None
@@ -313,7 +340,9 @@ class Pipeline:
                 if thr is not None and len(dets) and float(dets.scores.min()) < thr:
                     dets = dets.select(dets.scores >= thr)
                 self.detected += 1
-                slot.put((frame, dets, getattr(detector, "last_timing", None)))
+                if self._mode != "off":
+                    slot.put((frame, dets))  # control takes the newest when it is free
+                self._publish(frame, dets, getattr(detector, "last_timing", None))
         except BaseException as e:  # noqa: BLE001 - e.g. the camera failed
             self.error = e
             log.error("acquisition/detection stopped: %s", e)
@@ -321,58 +350,62 @@ class Pipeline:
         finally:
             slot.close()
 
+    def _publish(self, frame, dets, timing) -> None:
+        """Hand one frame's detections to every output, with the newest control state."""
+        tracks, target_id, steer, focus = self._ctl_state
+        seq = self.processed
+        r = Result(frame, dets, tracks, target_id, steer, focus, seq)
+        st = frame.stamps
+        st[STAMP_PUBLISHED] = time.monotonic_ns()
+        for out in self.outputs:
+            out.submit(r)
+        seq += 1
+        self.processed = seq
+        self.detections_total += len(dets)
+        self.last_result = r
+        self.records.append(st)
+        self.stamp_stats.add(st)
+        if timing:
+            self.stamp_stats.add_values(timing)
+        ready = st.get("ready", 0)
+        if self._last_ready and ready > self._last_ready:
+            inst = 1e9 / (ready - self._last_ready)
+            self._fps = inst if not self._fps else 0.9 * self._fps + 0.1 * inst
+        self._last_ready = ready
+        if self.on_result is not None:
+            self.on_result(r)
+        if self.max_frames is not None and seq >= self.max_frames:
+            self._finish("frames")
+
     def _control_loop(self) -> None:
         slot = self._slot
         self._ctl_thread_id = threading.get_ident()
-        outputs = self.outputs
-        records = self.records
-        stamp_stats = self.stamp_stats
-        seq = 0
         while True:
             item = slot.get()
             if item is None:
                 if slot.closed:
                     break
                 continue
-            frame, dets, timing = item
-            frame.stamps[STAMP_CONTROL_START] = time.monotonic_ns()
-            tracks, target_id, steer, focus = [], None, None, None
+            frame, dets = item
             ctl = self.control
-            if ctl is not None:
-                self._ctl_frame = frame
-                try:
-                    tracks, target_id, steer, focus = ctl.step(frame, dets)
-                except Exception as e:  # noqa: BLE001 - control must not kill the loop
-                    self.control_errors += 1
-                    if self.control_errors == 1:
-                        log.warning("control failed on frame %d: %s (the loop goes on)",
-                                    frame.index, e)
-                    steer = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
-                self._ctl_frame = None
-            st = frame.stamps
-            st[STAMP_CONTROL_END] = time.monotonic_ns()
-            r = Result(frame, dets, tracks, target_id, steer, focus, seq)
-            st[STAMP_PUBLISHED] = time.monotonic_ns()
-            for out in outputs:
-                out.submit(r)
-            seq += 1
-            self.processed = seq
-            self.detections_total += len(dets)
-            self.last_result = r
-            records.append(st)
-            stamp_stats.add(st)
-            if timing:
-                stamp_stats.add_values(timing)
-            ready = st.get("ready", 0)
-            if self._last_ready and ready > self._last_ready:
-                inst = 1e9 / (ready - self._last_ready)
-                self._fps = inst if not self._fps else 0.9 * self._fps + 0.1 * inst
-            self._last_ready = ready
-            if self.on_result is not None:
-                self.on_result(r)
-            if self.max_frames is not None and seq >= self.max_frames:
-                self._finish("frames")
-                break
+            if ctl is None:
+                continue
+            frame.stamps[STAMP_CONTROL_START] = time.monotonic_ns()
+            self._ctl_frame = frame
+            try:
+                state = ctl.step(frame, dets)
+            except Exception as e:  # noqa: BLE001 - control must not kill the loop
+                self.control_errors += 1
+                if self.control_errors == 1:
+                    log.warning("control failed on frame %d: %s (the loop goes on)",
+                                frame.index, e)
+                state = ([], None, {"status": "error",
+                                    "reason": f"{type(e).__name__}: {e}"}, None)
+            self._ctl_frame = None
+            frame.stamps[STAMP_CONTROL_END] = time.monotonic_ns()
+            self._ctl_state = state  # one reference swap: publish reads it whole
+            self.control_steps += 1
+            self.control_stats.add(frame.stamps)  # control's stages, this thread only
 
     def _on_move(self, rec) -> None:
         """Guard listener: stamp the frame whose control step commanded this move."""
@@ -416,6 +449,8 @@ class Pipeline:
         self.control_config.mode = mode
         if self.control is not None:
             self.control.set_mode(mode)
+        if mode == "off":
+            self._ctl_state = ([], None, None, None)  # publish no stale control state
 
     @property
     def mode(self) -> str:
@@ -518,9 +553,11 @@ class Pipeline:
     # -- reporting ---------------------------------------------------------------------
     @property
     def dropped(self) -> int:
-        """Frames acquired but never processed (stale in the camera slot or control slot)."""
+        """Frames acquired but never detected and published (stale in the camera slot).
+        Control skipping a published frame while it is busy is counted apart
+        (``control_skipped`` in :meth:`summary`)."""
         s = self._stream
-        return (s.dropped if s is not None else 0) + self._slot.dropped
+        return s.dropped if s is not None else 0
 
     @property
     def fps(self) -> float:
@@ -552,9 +589,12 @@ class Pipeline:
         }
 
     def latencies(self) -> dict[str, dict]:
-        """Per-stage latency percentiles (ms) over every processed frame."""
+        """Per-stage latency percentiles (ms) over every processed frame: the
+        publication path (every published frame) and control's stages (every frame
+        control used)."""
+        out = self.stamp_stats.latencies_ms()
+        out.update(self.control_stats.latencies_ms())
         ss = self.stamp_stats
-        out = ss.latencies_ms()
         for key in ss.value_keys():
             if key != "total_ms":
                 out[f"detector_{key.removesuffix('_ms')}"] = ss.values(key).summary()
@@ -573,7 +613,8 @@ class Pipeline:
             "acquired": acquired,
             "dropped": self.dropped,
             "dropped_camera_slot": s.dropped if s is not None else 0,
-            "dropped_control_slot": self._slot.dropped,
+            "control_steps": self.control_steps,
+            "control_skipped": self._slot.dropped,
             "paused_frames": self.paused_frames,
             "detect_errors": self.detect_errors,
             "control_errors": self.control_errors,
@@ -605,14 +646,16 @@ class Pipeline:
         return out
 
     def _final_error(self) -> float | None:
-        """Ground-truth centring error of the last target (simulated frames only)."""
+        """Ground-truth centring error of the target on the newest frame control used
+        (simulated frames only)."""
         from inscope.control_stage import truth_centring_error_um
 
-        r = self.last_result
-        if r is None or r.target_id is None or r.frame.truth is None:
+        ctl = self.control
+        if ctl is None or ctl.last_frame is None or ctl.last_frame.truth is None:
             return None
-        for t in r.tracks:
-            if t.id == r.target_id:
-                v = truth_centring_error_um(r.frame, np.asarray(t.box))
+        tid = ctl.steerer.target_id
+        for t in ctl.last_tracks:
+            if t.id == tid and not t.missed:
+                v = truth_centring_error_um(ctl.last_frame, np.asarray(t.box))
                 return None if v is None else round(v, 3)
         return None

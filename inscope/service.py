@@ -91,9 +91,11 @@ class Service:
                 log.warning("closing %s: %s", obj, e)
 
 
-def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Service:
+def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
+                  director=None) -> Service:
     """Open everything *cfg* describes. ``port_fallback``: if a ZMQ port is taken, bind
-    an ephemeral one instead (and say so) rather than failing (used by the demo)."""
+    an ephemeral one instead (and say so) rather than failing (used by the demo).
+    ``director``: a mission for the control stage (the demo's tour)."""
     from inscope.eyepiece import EyepieceCalibration, EyepieceRenderer
     from inscope.overlay import OverlayOutput
     from inscope.records import RecordsOutput
@@ -154,7 +156,7 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
             "window" + (f"; the overlay goes to {o.video}" if o.video else ""))
     if o.video or window or (pub is not None and o.zmq.overlay) or eyepiece:
         outputs.append(OverlayOutput(
-            video=o.video, video_fps=o.video_fps, window=window,
+            video=o.video, video_fps=o.video_fps, display_fps=o.display_fps, window=window,
             publisher=pub if o.zmq.overlay else None, eyepiece=eyepiece,
             mode=cfg.control.mode, on_quit=on_quit))
     if o.records.dir:
@@ -163,7 +165,7 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False) -> Ser
     pipeline = Pipeline(scope, detector, control=cfg.control, outputs=outputs,
                         score_threshold=cfg.detector.score_threshold, frames=cfg.run.frames,
                         seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir,
-                        snapshot_max_per_s=o.snapshot_max_per_s)
+                        snapshot_max_per_s=o.snapshot_max_per_s, director=director)
     pipeline_holder.append(pipeline)
     if o.zmq.enabled:
         server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port, context=ctx,
@@ -333,6 +335,16 @@ def format_summary(s: dict) -> str:
         f"({c.get('focus', {}).get('moves_made', 0)} focus moves); final centring error "
         f"{c.get('final_centring_error_um')} µm",
     ]
+    tour = c.get("tour")
+    if tour:
+        fe, ce = tour.get("focus_error_um_after_lock") or {}, tour.get(
+            "centring_error_um_while_holding") or {}
+        lines.append(
+            f"tour: {tour['cells_visited']} cells visited (centring error while holding "
+            f"p50 {ce.get('p50')} / max {ce.get('max')} µm), {len(tour['followed'])} moving "
+            f"cell(s) followed; focus first locked at {tour['focus_first_locked_s']} s, "
+            f"focus error after that p50 {fe.get('p50')} / p90 {fe.get('p90')} / max "
+            f"{fe.get('max')} µm (simulator's ground truth)")
     for name, o in s.get("outputs", {}).items():
         extra = ""
         if o.get("video"):

@@ -28,6 +28,9 @@ class SimConfig:
     camera_rotation_deg: float = 0.0  # camera vs stage axes: what calibration must find
     camera_flip_x: bool = False
     realtime: bool = True  # sleep to pace frames and moves; False: as fast as possible
+    # realtime streams render in a separate process (shared memory), as a camera would:
+    # the loop's process pays only the copy of the frame. False: render in a thread.
+    camera_process: bool = True
     # -- specimen -----------------------------------------------------------------------
     slide_um: tuple[float, float] = (3000.0, 3000.0)  # centred on stage (0, 0)
     density_per_mm2: float = 700.0
@@ -45,12 +48,19 @@ class SimConfig:
     dome: float = 0.3
     texture: float = 0.35  # chromatin granularity (0 = flat)
     cell_motion_um_per_s: float = 0.0  # speed of each cell (random fixed direction)
+    moving_fraction: float = 1.0  # the fraction of cells that move (the rest stay put)
     # -- optics / focus -----------------------------------------------------------------
     focus_z0_um: float = 0.0
     tilt: tuple[float, float] = (0.0, 0.0)  # dz/dx, dz/dy of the focal surface
     drift_um_per_s: float = 0.0
     blur_um_per_um: float = 0.35  # defocus blur sigma (µm) per µm of defocus
     psf_sigma_um: float = 0.4  # in-focus blur
+    # The objective, for the depth of field that sizes the focus lock's dither (a 20x/0.5
+    # air objective imaging GFP; the blur above matches it: sigma grows by sqrt(2) at
+    # ~1.1 µm, about a third of the depth of field).
+    na: float = 0.5
+    wavelength_um: float = 0.52
+    immersion_index: float = 1.0
     # -- stage --------------------------------------------------------------------------
     z_limits_um: tuple[float, float] = (-150.0, 150.0)
     xy_settle_ms: float = 20.0
@@ -58,6 +68,7 @@ class SimConfig:
     xy_quantum_um: float = 0.05  # positions read back quantised, like Micro-Manager's DXYStage
     z_quantum_um: float = 0.01
     start_xy_um: tuple[float, float] = (0.0, 0.0)
+    start_z_um: float | None = None  # None: in focus (focus_z0_um)
 
     def __post_init__(self) -> None:
         self.shape = (int(self.shape[0]), int(self.shape[1]))

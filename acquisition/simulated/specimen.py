@@ -212,6 +212,8 @@ class Specimen:
                 continue
             speed = cfg.cell_motion_um_per_s
             heading = rng.uniform(0, 2 * math.pi)
+            if speed and cfg.moving_fraction < 1.0 and rng.random() >= cfg.moving_fraction:
+                speed = 0.0  # only some cells move (one extra draw, only when asked)
             cells.append(Cell(_make_id(tx, ty, i), x, y, a, b, angle, bright, kind,
                               speed * math.cos(heading), speed * math.sin(heading), sep,
                               int(rng.integers(1 << 31))))

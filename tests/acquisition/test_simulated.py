@@ -196,14 +196,16 @@ def test_binning_and_bit_depth():
 
 
 def test_stream_indices_stamps_and_drops():
-    s = SimulatedMicroscope(seed=0, realtime=True, exposure_ms=5.0)
+    # the newest-frame slot, with the camera in a thread (the camera process: see
+    # test_sim_camera_process.py)
+    s = SimulatedMicroscope(seed=0, realtime=True, exposure_ms=5.0, camera_process=False)
     frames = []
     with s.stream() as st:
         for f in st:
             frames.append(f)
             if len(frames) == 3:
                 import time
-                time.sleep(0.1)  # slow consumer: the camera runs on, frames are dropped
+                time.sleep(0.5)  # slow consumer: the camera runs on, frames are dropped
             if len(frames) >= 6:
                 break
         dropped = st.dropped

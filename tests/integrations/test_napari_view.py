@@ -146,7 +146,8 @@ def test_zmq_stream_of_another_process(viewer):
         scope = open_microscope("sim", seed=5)
         try:
             # overlay frames published as with --zmq-overlay
-            ov = OverlayOutput(window=False, publisher=pub)
+            # (a display rate above the camera's: every frame is rendered, none skipped)
+            ov = OverlayOutput(window=False, publisher=pub, display_fps=1000.0)
             p = Pipeline(scope, load_detector("classical"),
                          control=ControlConfig(mode="track"), outputs=[pub, ov], frames=10)
             p.run()

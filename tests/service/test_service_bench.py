@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from inscope.cli import build_parser
 
@@ -32,3 +33,22 @@ def test_bench_reports_every_stage(mm_scope, tmp_path, capsys):
     assert (out.parent / "latency_cdf.png").stat().st_size > 0
     assert (out.parent / "stage_timeline.png").stat().st_size > 0
     assert "classical/opencv" in capsys.readouterr().out
+
+
+def test_bench_demo_configuration_reports_cpu_per_thread_and_process(tmp_path):
+    args = build_parser().parse_args(
+        ["bench", "--frames", "25", "--backend", "demo", "--model", "default",
+         "--out", str(tmp_path / "b.json"), "--no-plots"])
+    assert args.func(args) == 0
+    (r,) = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert r["microscope"].startswith("demo") and r["mode"] == "steer+focus"
+    assert r["frames"] == 25
+    # every output of the demo ran
+    assert {"zmq-pub", "overlay", "records"} <= set(r["outputs"])
+    cpu = r["cpu"]
+    assert cpu["processes"]["this process (the loop)"]["cpu_s"] > 0
+    assert "simulated camera process" in cpu["processes"]
+    if sys.platform.startswith("linux"):
+        assert cpu["processes"]["simulated camera process"]["cpu_s"] > 0
+        assert cpu["threads"]["inscope-detect"]["cpu_s"] > 0
+        assert "inscope-control" in cpu["threads"]

@@ -68,7 +68,10 @@ def test_csv_records(mm_scope, detector, tmp_path):
     assert {int(r["seq"]) for r in rows} == set(range(5))
     r = rows[0]
     assert float(r["x0"]) < float(r["x1"]) and 0 <= float(r["score"]) <= 1
-    assert r["track_id"] != ""
+    # detections leave before control runs: the tracks are those of the newest control
+    # step, so the first frame has none yet and later ones do
+    assert r["track_id"] == ""
+    assert any(x["track_id"] != "" for x in rows if int(x["seq"]) == 4)
 
 
 def test_records_format_is_checked(tmp_path):

@@ -1,0 +1,119 @@
+"""The simulated camera in its own (spawned) process: starts, streams at the camera's pace
+with the stage's timing, stops cleanly, and leaves no orphan after Ctrl-C or a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from inscope.acquisition.simulated import SimulatedMicroscope
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's pid now
+        return True
+    if sys.platform.startswith("linux"):  # a zombie is dead for our purpose
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_process_camera_streams_the_stage_and_stops_cleanly():
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, xy_settle_ms=400.0, xy_quantum_um=0.0)
+    frames = []
+    with s.stream() as st:
+        for f in st:
+            frames.append(f)
+            cam = s.camera_process
+            if len(frames) == 3:
+                s.move_xy(60.0, 0.0, wait=False)  # reaches the other process
+            if f.position.x >= 60.0 and not f.moving:
+                break
+            assert len(frames) < 500
+    pid = cam.pid
+    assert pid != os.getpid()
+    assert s.camera_process is None, "closing the stream stops the camera"
+    assert _gone(pid, 5.0)
+    idx = [f.index for f in frames]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+    f = frames[0]
+    assert f.pixels.shape == (512, 512) and f.pixels.dtype == np.uint16
+    assert f.truth is not None and len(f.truth) > 10
+    assert f.metadata["exposure_end_ns"] <= f.stamps["ready"]
+    # the move took its 400 ms in the camera's view: frames in between were flagged and
+    # saw the stage part of the way
+    mid = [f for f in frames if f.moving]
+    assert mid and all(0.0 <= f.position.x <= 60.0 for f in mid)
+    assert sum(0.0 < f.position.x < 60.0 for f in mid) >= len(mid) - 2
+    assert frames[-1].position.x == pytest.approx(60.0)
+    # the frames are real renders of the field: the truth moved with the stage
+    assert not np.array_equal(frames[0].pixels, frames[-1].pixels)
+
+
+_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from inscope.acquisition.simulated import SimulatedMicroscope
+
+    def main():
+        s = SimulatedMicroscope(seed=0, exposure_ms=10.0)
+        with s.stream() as st:
+            st.get(timeout=60)
+            print(s.camera_process.pid, flush=True)
+            if sys.argv[1] == "crash":
+                os._exit(3)  # no cleanup at all, as after a segfault
+            while True:
+                st.get(timeout=5)
+
+    if __name__ == "__main__":
+        main()
+""")
+
+
+def _start(mode: str, tmp_path) -> tuple[subprocess.Popen, int]:
+    script = tmp_path / "cam.py"
+    script.write_text(_SCRIPT)
+    kw = {"start_new_session": True} if os.name == "posix" else {}
+    p = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, **kw)
+    line = p.stdout.readline()
+    assert line.strip().isdigit(), p.stderr.read()
+    return p, int(line)
+
+
+def test_no_orphan_after_a_crash(tmp_path):
+    p, child = _start("crash", tmp_path)
+    assert p.wait(30) == 3
+    assert _gone(child), "the camera process outlived its crashed parent"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Ctrl-C to a process group is POSIX")
+def test_no_orphan_after_ctrl_c(tmp_path):
+    p, child = _start("run", tmp_path)
+    assert _alive(child)
+    os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    p.wait(30)
+    assert _gone(child), "the camera process outlived Ctrl-C"
+    assert "KeyboardInterrupt" in p.stderr.read()
