@@ -35,8 +35,8 @@ def test_control_gain_range(gain, ok):
         assert config_from_dict(d).control.gain == gain
     else:
         assert _bad(d) == (f"scope.toml: key 'control.gain' = {gain!r} is not allowed; use "
-                           "0 < gain <= 1.5 (1.0 with a calibrated affine, 0.5-0.8 when "
-                           "unsure).")
+                           "a finite number in (0, 1.5] (1.0 with a calibrated affine, "
+                           "0.5-0.8 when unsure).")
 
 
 @pytest.mark.parametrize("section,key", [("run", "frames"), ("detector", "threads"),
@@ -86,8 +86,13 @@ def test_types_of_every_kind_of_setting():
 def test_unknown_keys_suggest_the_close_one_and_list_the_allowed():
     msg = _bad({"control": {"gian": 1.0}}, "unknown key 'control.gian'",
                "Did you mean 'gain'?")
-    assert msg.endswith("Allowed in [control]: mode, target, target_class, deadband_um, "
-                        "max_step_um, gain, settle_s, focus_step_um.")
+    from dataclasses import fields
+
+    from inscope.config import ControlConfig
+
+    allowed = ", ".join(f.name for f in fields(ControlConfig))
+    assert allowed.startswith("mode, target, target_class, deadband_um, max_step_um, gain")
+    assert msg.endswith(f"Allowed in [control]: {allowed}.")
     msg = _bad({"zzz": {}}, "unknown key 'zzz'.", "Allowed in the top level: microscope, "
                "detector, control, outputs, run.")
     assert "Did you mean" not in msg
@@ -103,15 +108,15 @@ def test_control_ranges(key, low_bad, low_ok):
 
 
 def test_other_ranges_on_both_sides():
-    _bad({"outputs": {"video_fps": 0}}, "key 'outputs.video_fps' = 0.0", "it must be > 0")
+    _bad({"outputs": {"video_fps": 0}}, "key 'outputs.video_fps' = 0.0", "in [0.1, 240]")
     assert config_from_dict({"outputs": {"video_fps": 0.5}}).outputs.video_fps == 0.5
     for th, ok in ((0.0, True), (1.0, True), (-0.01, False), (1.01, False)):
         d = {"detector": {"score_threshold": th}}
         if ok:
             assert config_from_dict(d).detector.score_threshold == th
         else:
-            _bad(d, "detector.score_threshold", "it must be in [0, 1]")
-    _bad({"detector": {"threads": 0}}, "key 'detector.threads' = 0", "it must be >= 1")
+            _bad(d, "detector.score_threshold", "in [0, 1]")
+    _bad({"detector": {"threads": 0}}, "key 'detector.threads' = 0", "in [1, 256]")
     assert config_from_dict({"detector": {"threads": 1}}).detector.threads == 1
     for port, ok in ((0, True), (65535, True), (-1, False), (65536, False)):
         for key in ("pub_port", "rep_port"):
@@ -122,7 +127,7 @@ def test_other_ranges_on_both_sides():
                 _bad(d, f"outputs.zmq.{key}", "use 0..65535 (0 = any free port)")
     _bad({"run": {"frames": 0}}, "key 'run.frames' = 0", "omit it to run until stopped")
     assert config_from_dict({"run": {"frames": 1}}).run.frames == 1
-    _bad({"run": {"seconds": 0}}, "key 'run.seconds' = 0.0", "it must be > 0")
+    _bad({"run": {"seconds": 0}}, "key 'run.seconds' = 0.0", "in (0, 1e+07]")
     assert config_from_dict({"run": {"seconds": 0.1}}).run.seconds == 0.1
     for ds in ([800], [800, 600, 3], [15, 600], [800, 15]):
         _bad({"outputs": {"eyepiece": {"display_size": ds}}},
