@@ -45,18 +45,16 @@ import numpy as np
 
 from inscope.acquisition.frame import Frame
 from inscope.detector import preprocess as pp
-from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
+from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect
 from inscope.detector.card import ModelCard
 from inscope.detector.decode import decode_centernet
-from inscope.detector.scale import auto_scale_factor, estimate_object_size_px
+from inscope.detector.onnx_detector import OnnxDetector
 
 log = logging.getLogger("inscope.detector")
 
 SCHEME = "triton://"
 #: numpy dtype <-> KServe v2 datatype of the input
 _V2 = {"uint8": "UINT8", "uint16": "UINT16", "float32": "FP32"}
-#: a stream of Frames re-measures its object size every this many frames (as OnnxDetector)
-AUTO_SCALE_EVERY = 50
 
 
 class RemoteDetectorUnavailable(ConnectionError):
@@ -293,26 +291,9 @@ class TritonDetector:
         return self._connected
 
     # -- per-frame path ----------------------------------------------------------------
-    def _factor(self, frame: Frame | np.ndarray, img: np.ndarray) -> float:
-        assert self.card is not None
-        card_range = self.card.scale.get("object_size_px")
-        size = object_size_px(frame, self.object_size_px, self.object_size_um)
-        if size is not None:
-            f = pp.scale_factor(size, card_range)
-        elif self.auto_scale and card_range:
-            key = ((img.shape, float(frame.pixel_size_um)) if isinstance(frame, Frame)
-                   else None)
-            c = self._scale_cache
-            if key is not None and c is not None and c[0] == key and c[1] < AUTO_SCALE_EVERY:
-                f = c[2]
-                self._scale_cache = (key, c[1] + 1, f)
-            else:
-                f = auto_scale_factor(estimate_object_size_px(img), card_range)
-                self._scale_cache = (key, 1, f) if key is not None else None
-        else:
-            f = 1.0
-        self.last_scale = f
-        return f
+    # the same scale rule as the local detector (card range, user size, auto scale every
+    # AUTO_SCALE_EVERY frames of a stream): one definition, so both scale a frame alike
+    _factor = OnnxDetector._factor
 
     def _as_input(self, img: np.ndarray) -> np.ndarray:
         want = self._in_dtype

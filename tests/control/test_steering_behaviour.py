@@ -3,6 +3,14 @@
 Objects are placed at exact stage coordinates (``_support.boxes_at``), so every move the
 controller makes is checked against the truth: its size, its target, how many there are.
 Mutation testing: ``python -m benchmarks.mutation --module steering``.
+
+Boxes from ``boxes_at`` sit at arbitrary stage positions, not on the simulator's cells, so
+there is nothing there to register: the tests of the control law (gain, clip, deadband,
+settling, sticky, lead) run with ``refine=False``, where the target position is exactly
+the box centre and every number is the truth. The refined path (the default: the target
+registered in its pixels, a deadband from its measured jitter, ``centred`` only when
+seen, ``not-seen`` otherwise) is tested at the end against the simulator's ground truth,
+steering to its real cells.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from _support import boxes_at, frame_at, made_moves, sim_scope, step_len
 
 from inscope.acquisition.frame import StagePosition
 from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.control.refine import Fix
 from inscope.control.steering import (
     CENTRED,
     DISABLED,
@@ -23,6 +32,7 @@ from inscope.control.steering import (
     MOVED,
     NO_POSITION,
     NO_TARGET,
+    NOT_SEEN,
     REFUSED,
     SETTLING,
     Steerer,
@@ -46,7 +56,7 @@ def _run(scope, steer: Steerer, cell_um, frames: int = 30) -> list:
 def test_max_step_clips_every_move_and_still_arrives():
     scope = sim_scope(seed=1, shape=(256, 256))
     cell = (18.0, -16.0)  # 24.1 µm away
-    steer = Steerer(scope, max_step_um=5.0, deadband_um=0.5, gain=1.0)
+    steer = Steerer(scope, refine=False, max_step_um=5.0, deadband_um=0.5, gain=1.0)
     acts = _run(scope, steer, cell)
     moves = made_moves(scope)
     assert acts[-1].status == CENTRED, [a.status for a in acts]
@@ -66,7 +76,7 @@ def test_max_step_clips_every_move_and_still_arrives():
 
 def test_without_a_clip_one_move_centres_with_gain_one():
     scope = sim_scope(seed=1, shape=(256, 256))
-    steer = Steerer(scope, deadband_um=0.5)
+    steer = Steerer(scope, refine=False, deadband_um=0.5)
     acts = _run(scope, steer, (18.0, -16.0))
     assert [a.status for a in acts] == [MOVED, CENTRED]
     assert acts[0].move_um == pytest.approx((18.0, -16.0), abs=0.06)
@@ -79,7 +89,7 @@ def test_without_a_clip_one_move_centres_with_gain_one():
 
 def test_gain_scales_each_move():
     scope = sim_scope(seed=1, shape=(256, 256))
-    steer = Steerer(scope, gain=0.5, deadband_um=0.5)
+    steer = Steerer(scope, refine=False, gain=0.5, deadband_um=0.5)
     f = scope.snap()
     act = steer.step(f, boxes_at(f, [(20.0, 10.0)]))
     assert act.status == MOVED
@@ -102,22 +112,22 @@ def test_deadband_is_the_users():
     scope = sim_scope(seed=1, shape=(256, 256))
     f = scope.snap()
     cell = [(3.0, 0.0)]  # 3 µm off centre
-    act = Steerer(scope, deadband_um=3.5).step(f, boxes_at(f, cell))
+    act = Steerer(scope, refine=False, deadband_um=3.5).step(f, boxes_at(f, cell))
     assert act.status == CENTRED and made_moves(scope) == []
     assert act.error_norm_um == pytest.approx(3.0, abs=0.06)
-    act = Steerer(scope, deadband_um=2.5).step(f, boxes_at(f, cell))
+    act = Steerer(scope, refine=False, deadband_um=2.5).step(f, boxes_at(f, cell))
     assert act.status == MOVED and len(made_moves(scope)) == 1
     with pytest.raises(ValueError, match="deadband_um must be >= 0"):
-        Steerer(scope, deadband_um=-0.1)
-    assert Steerer(scope, deadband_um=0).deadband_um == 0.0
+        Steerer(scope, refine=False, deadband_um=-0.1)
+    assert Steerer(scope, refine=False, deadband_um=0).deadband_um == 0.0
 
 
-def test_default_deadband_is_two_pixels():
+def test_default_deadband_without_refinement_is_two_pixels():
     scope = sim_scope(seed=1, shape=(256, 256))
     f = scope.snap()
-    act = Steerer(scope).step(f, boxes_at(f, [(1.9 * PX, 0.0)]))
+    act = Steerer(scope, refine=False).step(f, boxes_at(f, [(1.9 * PX, 0.0)]))
     assert act.status == CENTRED
-    act = Steerer(scope).step(f, boxes_at(f, [(2.2 * PX, 0.0)]))
+    act = Steerer(scope, refine=False).step(f, boxes_at(f, [(2.2 * PX, 0.0)]))
     assert act.status == MOVED
 
 
@@ -125,7 +135,7 @@ def test_frames_exposed_before_the_move_settled_never_move_again():
     scope = sim_scope(seed=1, shape=(256, 256))
     cell = (12.0, 9.0)
     early = [scope.snap() for _ in range(3)]  # all exposed before any move
-    steer = Steerer(scope, deadband_um=0.5)
+    steer = Steerer(scope, refine=False, deadband_um=0.5)
     acts = [steer.step(f, boxes_at(f, [cell])) for f in early]
     assert [a.status for a in acts] == [MOVED, SETTLING, SETTLING]
     assert acts[1].reason == "frame exposed before the last move settled"
@@ -141,7 +151,7 @@ def test_a_frame_far_from_the_commanded_position_is_settling():
     scope = sim_scope(seed=1, shape=(256, 256))
     cell = (12.0, 9.0)
     f0 = scope.snap()
-    steer = Steerer(scope, deadband_um=0.5, position_tol_um=1.0, max_settle_frames=2)
+    steer = Steerer(scope, refine=False, deadband_um=0.5, position_tol_um=1.0, max_settle_frames=2)
     assert steer.step(f0, boxes_at(f0, [cell])).status == MOVED
     lagging = frame_at(f0, StagePosition(10.0, 7.5, f0.position.z), index=1,
                        ready_ns=time.monotonic_ns())  # 2.5 µm short of (12, 9)
@@ -157,7 +167,7 @@ def test_default_position_tolerance_is_two_pixels():
     scope = sim_scope(seed=1, shape=(256, 256))
     cell = (12.0, 9.0)
     f0 = scope.snap()
-    steer = Steerer(scope, deadband_um=2.0)
+    steer = Steerer(scope, refine=False, deadband_um=2.0)
     assert steer.step(f0, boxes_at(f0, [cell])).status == MOVED  # commands (12, 9)
     z = f0.position.z
     off = frame_at(f0, StagePosition(12.0 + 2.1 * PX, 9.0, z), index=1,
@@ -172,7 +182,7 @@ def test_default_position_tolerance_is_two_pixels():
 def test_settle_time_ignores_frames_then_gives_up_after_max_settle_frames():
     scope = sim_scope(seed=1, shape=(256, 256))
     cell = (12.0, 9.0)
-    steer = Steerer(scope, deadband_um=0.5, settle_s=3600.0, max_settle_frames=3)
+    steer = Steerer(scope, refine=False, deadband_um=0.5, settle_s=3600.0, max_settle_frames=3)
     statuses = []
     for _ in range(6):
         f = scope.snap()
@@ -185,7 +195,7 @@ def test_settle_time_ignores_frames_then_gives_up_after_max_settle_frames():
 def test_settle_time_passes():
     # exposure stamps placed on either side of "move + settle_s": no sleeping, no timing
     scope = sim_scope(seed=1, shape=(256, 256))
-    steer = Steerer(scope, deadband_um=0.5, settle_s=10.0, max_settle_frames=100)
+    steer = Steerer(scope, refine=False, deadband_um=0.5, settle_s=10.0, max_settle_frames=100)
     f = scope.snap()
     t0 = time.monotonic_ns()
     assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
@@ -202,12 +212,12 @@ def test_refused_and_dry_run_moves_are_reported_never_raised():
     guard = MoveGuard(SoftLimits(x=(-5.0, 5.0), y=(-5.0, 5.0), z=(-150, 150)))
     scope = sim_scope(seed=1, shape=(256, 256), guard=guard)
     f = scope.snap()
-    act = Steerer(scope, deadband_um=0.5).step(f, boxes_at(f, [(12.0, 0.0)]))
+    act = Steerer(scope, refine=False, deadband_um=0.5).step(f, boxes_at(f, [(12.0, 0.0)]))
     assert act.status == REFUSED and not act.made
     assert "outside the soft limit" in act.reason
     assert act.move_um == pytest.approx((12.0, 0.0), abs=0.06)
     guard.dry_run = True
-    act = Steerer(scope, deadband_um=0.5).step(f, boxes_at(f, [(3.0, 0.0)]))
+    act = Steerer(scope, refine=False, deadband_um=0.5).step(f, boxes_at(f, [(3.0, 0.0)]))
     assert (act.status, act.made, act.reason) == (DRY_RUN, False,
                                                   "dry-run: move computed, not made")
     assert scope.position().x == 0.0 and made_moves(scope) == []
@@ -215,7 +225,7 @@ def test_refused_and_dry_run_moves_are_reported_never_raised():
 
 def test_no_target_no_position_and_disabled():
     scope = sim_scope(seed=1, shape=(256, 256))
-    steer = Steerer(scope)
+    steer = Steerer(scope, refine=False)
     f = scope.snap()
     empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
     act = steer.step(f, empty)
@@ -234,7 +244,7 @@ def test_no_target_no_position_and_disabled():
 def test_sticky_target_is_kept_and_select_switches():
     scope = sim_scope(seed=1, shape=(256, 256))
     cells = [(20.0, 0.0), (-6.0, 0.0)]  # nearest to the centre: the second
-    steer = Steerer(scope, deadband_um=0.5, max_step_um=2.0)
+    steer = Steerer(scope, refine=False, deadband_um=0.5, max_step_um=2.0)
     f = scope.snap()
     first = steer.step(f, boxes_at(f, cells))
     assert first.target_um == pytest.approx((-6.0, 0.0), abs=0.06)
@@ -253,7 +263,7 @@ def test_sticky_target_is_kept_and_select_switches():
 def test_reset_forgets_a_pending_move():
     scope = sim_scope(seed=1, shape=(256, 256))
     early = [scope.snap() for _ in range(2)]
-    steer = Steerer(scope, deadband_um=0.5)
+    steer = Steerer(scope, refine=False, deadband_um=0.5)
     assert steer.step(early[0], boxes_at(early[0], [(12.0, 9.0)])).status == MOVED
     steer.reset()
     assert steer.target_id is None
@@ -264,10 +274,10 @@ def test_reset_forgets_a_pending_move():
 def test_action_to_dict_has_no_nan():
     scope = sim_scope(seed=1, shape=(64, 64))
     f = scope.snap()
-    d = Steerer(scope).step(f, Detections(np.zeros((0, 4)), np.zeros(0),
+    d = Steerer(scope, refine=False).step(f, Detections(np.zeros((0, 4)), np.zeros(0),
                                           np.zeros(0))).to_dict()
     assert d["error_norm_um"] is None and d["status"] == NO_TARGET
-    d = Steerer(scope).step(f, boxes_at(f, [(0.5, 0.0)])).to_dict()
+    d = Steerer(scope, refine=False).step(f, boxes_at(f, [(0.5, 0.0)])).to_dict()
     assert d["error_norm_um"] == pytest.approx(0.5, abs=0.06)
 
 
@@ -287,11 +297,11 @@ def test_lead_frames_aim_ahead_of_a_moving_target():
     f, tracks = _moving(scope, tracker, [4.0, 5.0, 6.0, 7.0, 8.0])
     (t,) = tracks
     assert t.velocity_um[0] > 0.5  # it has measured the motion
-    act = Steerer(scope, tracker=tracker, lead_frames=3.0, deadband_um=0.5).step(
+    act = Steerer(scope, refine=False, tracker=tracker, lead_frames=3.0, deadband_um=0.5).step(
         f, boxes_at(f, [(8.0, 0.0)]), tracks)
     want = np.array([8.0, 0.0]) + 3.0 * np.asarray(t.velocity_um)
     assert act.target_um == pytest.approx(tuple(want), abs=0.06)
-    act = Steerer(scope, tracker=tracker, deadband_um=0.5).step(
+    act = Steerer(scope, refine=False, tracker=tracker, deadband_um=0.5).step(
         f, boxes_at(f, [(8.0, 0.0)]), tracks)
     assert act.target_um == pytest.approx((8.0, 0.0), abs=0.06)  # no lead: where seen
 
@@ -307,7 +317,7 @@ def test_a_target_missed_in_this_frame_is_aimed_at_its_track():
     tracks = tracker.update(f, empty)
     (t,) = tracks
     assert t.missed == 1
-    steer = Steerer(scope, tracker=tracker, deadband_um=0.5)
+    steer = Steerer(scope, refine=False, tracker=tracker, deadband_um=0.5)
     steer.select(t.id)  # the user's pick, still followed while it is missed
     act = steer.step(f, empty, tracks)
     assert act.status == MOVED
@@ -318,7 +328,7 @@ def test_without_sticky_the_policy_chooses_again_every_frame():
     scope = sim_scope(seed=1, shape=(256, 256))
     cells = [(20.0, 0.0), (-6.0, 0.0)]
     for sticky, want in ((True, 20.0), (False, -6.0)):
-        steer = Steerer(scope, sticky=sticky, deadband_um=100.0)
+        steer = Steerer(scope, refine=False, sticky=sticky, deadband_um=100.0)
         f = scope.snap()
         steer.step(f, boxes_at(f, cells))
         far = [t.id for t in steer.tracker.tracks if t.center_um[0] > 10][0]
@@ -333,19 +343,19 @@ def test_select_by_numpy_integer_and_history_length():
 
     assert CenteringController is Steerer
     scope = sim_scope(seed=1, shape=(64, 64))
-    steer = Steerer(scope, history=3)
+    steer = Steerer(scope, refine=False, history=3)
     steer.select(np.int64(5))
     assert steer.policy == TrackId(5) and steer.enabled
     f = scope.snap()
     for _ in range(5):
         steer.step(f, boxes_at(f, [(1.0, 0.0)]))
     assert len(steer.history) == 3
-    assert Steerer(scope).history.maxlen == 1000
+    assert Steerer(scope, refine=False).history.maxlen == 1000
 
 
 def test_by_default_ten_frames_are_waited_for_then_the_next_is_used():
     scope = sim_scope(seed=1, shape=(256, 256))
-    steer = Steerer(scope, deadband_um=0.5, settle_s=3600.0)
+    steer = Steerer(scope, refine=False, deadband_um=0.5, settle_s=3600.0)
     statuses = []
     for _ in range(13):
         f = scope.snap()
@@ -356,7 +366,7 @@ def test_by_default_ten_frames_are_waited_for_then_the_next_is_used():
 def test_the_target_is_kept_by_default():
     scope = sim_scope(seed=1, shape=(256, 256))
     cells = [(20.0, 0.0), (-6.0, 0.0)]
-    steer = Steerer(scope, deadband_um=100.0)
+    steer = Steerer(scope, refine=False, deadband_um=100.0)
     f = scope.snap()
     steer.step(f, boxes_at(f, cells))
     steer.target_id = [t.id for t in steer.tracker.tracks if t.center_um[0] > 10][0]
@@ -375,7 +385,7 @@ def test_a_stage_error_is_reported_as_failed_and_the_loop_goes_on():
             raise DeviceError("XY stage 'XY' did not answer; check its cable")
 
     scope = JammedStage(sim_scope(seed=1, shape=(256, 256)).config)
-    steer = Steerer(scope, deadband_um=0.5)
+    steer = Steerer(scope, refine=False, deadband_um=0.5)
     f = scope.snap()
     act = steer.step(f, boxes_at(f, [(12.0, 9.0)]))
     assert (act.status, act.made) == ("failed", False)
@@ -383,3 +393,104 @@ def test_a_stage_error_is_reported_as_failed_and_the_loop_goes_on():
     assert act.move_um == pytest.approx((12.0, 9.0), abs=0.06)
     f = scope.snap()  # no move was made: the next frame is a fresh decision
     assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == "failed"
+
+
+# -- the refined path (the default), on the simulator's own cells -------------------------
+
+
+def _truth_dets(frame) -> Detections:
+    """Detections = the simulator's ground-truth boxes of *frame* (real cells to register)."""
+    b = np.asarray(frame.truth, float).reshape(-1, 4)
+    n = len(b)
+    return Detections(b, np.full(n, 0.9, np.float32), np.zeros(n, np.int32), ("cell",),
+                      frame_index=frame.index)
+
+
+def _truth_centre(scope, frame, box) -> np.ndarray:
+    """Stage position (µm) that centres the ground-truth cell whose box is *box*."""
+    gt = scope.ground_truth()
+    c = frame.pixel_to_stage(np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]))[0]
+    return gt.centers_um[int(np.argmin(np.hypot(*(gt.centers_um - c).T)))]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_refined_steering_clips_each_move_and_centres_the_real_cell(seed):
+    scope = sim_scope(seed=seed, shape=(256, 256), moving_fraction=0.0)
+    steer = Steerer(scope, max_step_um=5.0)  # refine=True, deadband from jitter
+    acts = []
+    for _ in range(20):
+        f = scope.snap()
+        acts.append(steer.step(f, _truth_dets(f)))
+        if acts[-1].status == CENTRED:
+            break
+    statuses = [a.status for a in acts]
+    assert statuses[-1] == CENTRED, statuses
+    assert set(statuses[:-1]) <= {MOVED, SETTLING}, statuses
+    moves = made_moves(scope)
+    assert 1 <= len(moves) <= 8, statuses
+    assert max(step_len(m) for m in moves) <= 5.0 + 1e-9
+    assert all(a.seen == "registered" for a in acts if a.status in (MOVED, CENTRED))
+    last = acts[-1]
+    # the deadband comes from the measured jitter: within [0.25, 2] px of the frame
+    assert 0.25 * PX - 1e-9 <= last.deadband_um <= 2.0 * PX + 1e-9
+    assert last.error_norm_um <= last.deadband_um
+    # and the stage really sits on the cell (ground truth, not the controller's belief)
+    f = scope.snap()
+    track = next(t for t in steer.tracker.tracks if t.id == last.target_id)
+    want = _truth_centre(scope, f, track.box)
+    p = scope.position()
+    assert math.hypot(p.x - want[0], p.y - want[1]) <= last.deadband_um + 0.5
+
+
+def test_refined_target_that_is_not_seen_is_never_reported_centred():
+    scope = sim_scope(seed=2, shape=(256, 256), moving_fraction=0.0)
+    steer = Steerer(scope)
+    for _ in range(10):
+        f = scope.snap()
+        act = steer.step(f, _truth_dets(f))
+        if act.status == CENTRED:
+            break
+    assert act.status == CENTRED
+    n = len(made_moves(scope))
+    f = scope.snap()
+    blank = frame_at(f, f.position, index=f.index)
+    blank.pixels = np.zeros_like(f.pixels)  # the target is gone from the image
+    empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    act = steer.step(blank, empty)
+    assert act.status == NOT_SEEN and act.target_id is not None, act
+    assert len(made_moves(scope)) == n  # and no move on a guess
+
+
+def test_a_frame_exposed_while_the_stage_moved_is_settling():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, refine=False, deadband_um=0.5)
+    f = scope.snap()
+    f.moving = True
+    act = steer.step(f, boxes_at(f, [(12.0, 9.0)]))
+    assert act.status == SETTLING and made_moves(scope) == []
+    f.moving = False
+    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
+
+
+def _jitter(steer: Steerer, step_um: float, n: int = 11) -> None:
+    """Give *steer*'s refiner *n* fixes alternating by *step_um* along x: jitter
+    about step_um / sqrt(2) µm RMS (successive differences over sqrt(2); the last ten
+    fixes give nine differences, whose mean is removed: ~1 % below that)."""
+    steer.refiner.fixes = [Fix(np.array([(i % 2) * step_um, 0.0]), np.zeros(2), 1.0,
+                               "registered", i) for i in range(n)]
+
+
+def test_default_deadband_is_three_times_the_measured_jitter_clamped():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    f = scope.snap()
+    steer = Steerer(scope)
+    assert steer.deadband_for(f) == pytest.approx(1.0 * PX)  # nothing measured yet
+    _jitter(steer, 0.5 * PX * math.sqrt(2))  # 0.5 px RMS
+    assert steer.deadband_for(f) == pytest.approx(1.5 * PX, rel=0.02)
+    _jitter(steer, 0.01 * PX * math.sqrt(2))  # steadier than the floor
+    assert steer.deadband_for(f) == pytest.approx(0.25 * PX, rel=1e-6)
+    _jitter(steer, 3.0 * PX * math.sqrt(2))  # noisier than the ceiling
+    assert steer.deadband_for(f) == pytest.approx(2.0 * PX, rel=1e-6)
+    user = Steerer(scope, deadband_um=0.3)  # the user's deadband wins over the jitter
+    _jitter(user, 0.5 * PX * math.sqrt(2))
+    assert user.deadband_for(f) == 0.3
