@@ -30,6 +30,7 @@ demo: $(VENV)/.setup
 	$(BIN)/inscope demo $(DEMO_ARGS)
 
 test: $(VENV)/.setup-test
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 clean:
