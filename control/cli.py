@@ -218,6 +218,7 @@ def run_scan(args: argparse.Namespace) -> int:
 
     from inscope.acquisition.errors import AcquisitionError
     from inscope.control.workflow import FindAndImage, ZStackSpec
+    from inscope.provenance import run_provenance  # stdlib only: the run's one record
 
     bad = _scan_arg_error(args)
     if bad:
@@ -249,7 +250,8 @@ def run_scan(args: argparse.Namespace) -> int:
                           overlap=args.overlap, z_stack=spec,
                           autofocus=not args.no_autofocus, dry_run=args.dry_run,
                           min_score=args.min_score, on_cell=progress,
-                          max_cells=args.max_cells)
+                          max_cells=args.max_cells,
+                          provenance=run_provenance(scope, det))
     except ValueError as e:
         scope.close()
         print(f"error: {e}", file=sys.stderr)

@@ -324,7 +324,7 @@ class FindAndImage:
                  centre_tol_um: float | None = None, edge_px: float = 2.0,
                  on_cell: Callable[[CellRecord], None] | None = None,
                  max_cells: int | None = None, max_device_failures: int = 3,
-                 lost_after: int = 3) -> None:
+                 lost_after: int = 3, provenance: dict[str, Any] | None = None) -> None:
         if (region is None) == (positions is None):
             raise ValueError("Give exactly one of region=(x0, y0, x1, y1) or "
                              "positions=[(x, y), ...].")
@@ -332,6 +332,9 @@ class FindAndImage:
             raise ValueError(f"overlap is a fraction of the field in [0, 0.9); got {overlap}.")
         self.scope = scope
         self.detector = detector
+        #: where the run's numbers came from (versions, model sha256, start time, scope);
+        #: written into every cell's OME-TIFF description
+        self.provenance = provenance
         self.region = None if region is None else tuple(float(v) for v in region)
         self.positions = None if positions is None else [tuple(map(float, p))
                                                           for p in positions]
@@ -892,11 +895,14 @@ class FindAndImage:
             "z_extent_um": None if math.isnan(extent[0]) else [extent[0], extent[1]],
             "autofocus": None if focus is None else focus.to_dict(),
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            "provenance": self.provenance,
         }
         n = len(zs)
         tmp = path.with_name(path.name + ".part")
+        ppcm = 1e4 / px  # TIFF resolution tags (pixels per cm: TIFF has no µm unit)
         tifffile.imwrite(
             tmp, data, ome=True, photometric="minisblack",
+            resolution=(ppcm, ppcm), resolutionunit="CENTIMETER",
             metadata={
                 "axes": "ZYX", "Name": f"cell {rec.id}",
                 "PhysicalSizeX": px, "PhysicalSizeXUnit": "µm",

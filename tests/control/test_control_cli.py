@@ -32,6 +32,20 @@ def test_calibrate_then_scan_with_calibration(mm_scope, tmp_path, capsys):
         x, y = float(r["x_um"]), float(r["y_um"])
         assert 0 <= x <= 60 and 0 <= y <= 60
         assert (out / r["file"]).exists()
+    # each cell's OME-TIFF says where its numbers came from, and its pixel size in µm
+    import tifffile
+
+    from inscope import __version__
+
+    with tifffile.TiffFile(out / imaged[0]["file"]) as tf:
+        desc = json.loads(tifffile.xml2dict(tf.ome_metadata)["OME"]["Image"]["Description"])
+        page = tf.pages[0]
+        xres = page.tags["XResolution"].value
+        assert page.tags["ResolutionUnit"].value == 3  # centimetre
+    prov = desc["provenance"]
+    assert prov["inscope_version"] == __version__ and prov["start_utc"]
+    assert prov["detector"]["name"] == "classical"
+    assert abs(1e4 * xres[1] / xres[0] - 1.0) < 0.01  # 1 µm/pixel at the 10X objective
     xy = np.array([[float(r["x_um"]), float(r["y_um"])] for r in imaged])
     if len(xy) > 1:  # no bead twice
         d = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1))
