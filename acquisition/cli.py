@@ -12,6 +12,8 @@ import time
 
 
 def register(subparsers) -> None:
+    from inscope.acquisition.factory import add_option_argument
+
     p = subparsers.add_parser(
         "stream", help="stream frames from a microscope and print the frame rate",
         description="Stream frames from a backend, printing a live frame rate and drop "
@@ -20,9 +22,7 @@ def register(subparsers) -> None:
                    help="sim (default), headless (Micro-Manager core in-process), "
                         "mm (running Micro-Manager GUI), replay (a file), slide (a "
                         "virtual microscope over a real image: -o path=FILE ...)")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option (repeatable), e.g. -o path=cells.npz "
-                        "-o pixel_size_um=0.65 -o fov=256")
+    add_option_argument(p, "-o path=cells.npz -o pixel_size_um=0.65 -o fov=256")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after S seconds (default 5 if --frames is not given)")

@@ -28,6 +28,13 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def add_option_argument(parser: Any, example: str = "-o path=cells.npz -o fov=256") -> None:
+    """The CLI's repeatable ``-o/--option KEY=VALUE`` (read by :func:`parse_options`),
+    one definition for every subcommand that opens a microscope."""
+    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"backend option (repeatable), e.g. {example}")
+
+
 def parse_options(items: list[str] | None) -> dict[str, Any]:
     """``["KEY=VALUE", ...]`` (the CLI's ``-o``) as a dict; values are read as TOML
     (numbers, booleans, ``[a, b]``), anything else stays a string (paths)."""

@@ -17,13 +17,14 @@ BACKENDS = ["sim", "headless", "mm", "slide"]
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
+    from inscope.acquisition.factory import add_option_argument
+
     p.add_argument("--backend", default="sim", choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
                         "in-process, demo config by default), mm (running Micro-Manager GUI), "
                         "slide (virtual microscope over a real image: -o path=FILE ...)")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option (repeatable), e.g. -o path=cells.npz "
-                        "-o pixel_size_um=0.65 -o z_step_um=0.3 -o fov=256 -o noise=0.02")
+    add_option_argument(p, "-o path=cells.npz -o pixel_size_um=0.65 -o z_step_um=0.3 "
+                           "-o fov=256 -o noise=0.02")
     p.add_argument("--mm-config", "--config", dest="config", default=None,
                    help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
     p.add_argument("--mm-dir", default=None, help="Micro-Manager install or adapter folder")

@@ -100,6 +100,8 @@ def _register_demo(sub) -> None:
 
 
 def _register_run(sub) -> None:
+    from inscope.acquisition.factory import add_option_argument
+
     p = sub.add_parser(
         "run", help="run the live service (any microscope, model, control mode, outputs)",
         description="Run the live service. Settings come from --config FILE.toml and are "
@@ -115,8 +117,7 @@ def _register_run(sub) -> None:
     p.add_argument("--mm-dir", default=None,
                    help="headless: Micro-Manager install or adapter folder (default: "
                         "mm-test-adapters)")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option (repeatable), e.g. -o exposure_ms=10 -o seed=3")
+    add_option_argument(p, "-o exposure_ms=10 -o seed=3")
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="record detections (and with --record-frames the raw frames) to DIR")
@@ -128,6 +129,8 @@ def _register_run(sub) -> None:
 
 
 def _register_bench(sub) -> None:
+    from inscope.acquisition.factory import add_option_argument
+
     p = sub.add_parser(
         "bench", help="latency benchmark of the whole loop (per stage, p50/p90/p99/max)",
         description="Run the whole loop on the simulated microscope and on Micro-Manager's "
@@ -144,9 +147,7 @@ def _register_bench(sub) -> None:
                    help="microscope(s) (default: sim and headless); slide needs -o "
                         "path=FILE; 'demo' is the demo's configuration (drifting simulator, "
                         "steer+focus with the tour, every output)")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="slide backend option (repeatable), e.g. -o path=cells.npz "
-                        "-o pixel_size_um=0.65 -o fov=512")
+    add_option_argument(p, "-o path=cells.npz -o pixel_size_um=0.65 -o fov=512 (slide)")
     p.add_argument("--provider", action="append", default=None,
                    help="ONNX Runtime provider(s) (default: every available one)")
     p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",

@@ -165,3 +165,12 @@ def shipped_detector():
     from inscope.detector import load_detector
 
     return load_detector(None, provider="cpu")
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The classical (OpenCV) detector: fast and deterministic, for tests of the loop,
+    the outputs and the ZMQ API rather than of detection."""
+    from inscope.detector import load_detector
+
+    return load_detector("classical")

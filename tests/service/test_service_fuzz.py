@@ -26,13 +26,6 @@ from inscope.zmq_api import MAX_REQUEST_BYTES, CommandServer, request
 N_FUZZ = 5000
 
 
-@pytest.fixture(scope="module")
-def detector():
-    from inscope.detector.onnx_detector import load_detector
-
-    return load_detector("classical")
-
-
 def _req(address: str, timeout_ms: int = 5000) -> zmq.Socket:
     s = zmq.Context.instance().socket(zmq.REQ)
     s.setsockopt(zmq.RCVTIMEO, timeout_ms)

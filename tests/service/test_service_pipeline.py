@@ -35,13 +35,6 @@ def stack(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def detector():
-    from inscope.detector.onnx_detector import load_detector
-
-    return load_detector("classical")
-
-
 def _replay(path, fps=100):
     import warnings
 

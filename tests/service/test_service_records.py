@@ -15,13 +15,6 @@ from inscope.pipeline import Pipeline
 from inscope.records import RecordsOutput, read_jsonl
 
 
-@pytest.fixture(scope="module")
-def detector():
-    from inscope.detector.onnx_detector import load_detector
-
-    return load_detector("classical")
-
-
 def test_record_then_replay(mm_scope, detector, tmp_path):
     rec = RecordsOutput(tmp_path / "run", frames=True)
     p = Pipeline(mm_scope, detector, control=ControlConfig(mode="steer"), outputs=[rec],

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import zmq
 
 from inscope import schema
@@ -18,13 +17,6 @@ from inscope.config import ControlConfig
 from inscope.overlay import OverlayOutput
 from inscope.pipeline import Pipeline
 from inscope.zmq_api import CommandServer, PubOutput, request
-
-
-@pytest.fixture(scope="module")
-def detector():
-    from inscope.detector.onnx_detector import load_detector
-
-    return load_detector("classical")
 
 
 def _sub(address: str, rcvhwm: int = 10_000) -> zmq.Socket:
