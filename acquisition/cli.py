@@ -13,6 +13,7 @@ import time
 
 def register(subparsers) -> None:
     from inscope.acquisition.factory import add_option_argument
+    from inscope.cli import deprecated_alias
 
     p = subparsers.add_parser(
         "stream", help="stream frames from a microscope and print the frame rate",
@@ -26,8 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after S seconds (default 5 if --frames is not given)")
-    p.add_argument("--mm-config", "--config", dest="config", default=None,
-                   help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
+    a = p.add_argument("--mm-config", default=None, metavar="CFG",
+                       help="Micro-Manager .cfg for --backend headless (default "
+                            "MMConfig_demo.cfg)")
+    deprecated_alias(p, "--config", a)
     p.add_argument("--mm-dir", default=None,
                    help="Micro-Manager install or adapter folder (default: mm-test-adapters)")
     p.add_argument("--file", default=None, help="file for --backend replay")
@@ -35,7 +38,9 @@ def register(subparsers) -> None:
                    help="replay rate (default: the file's; 0 = as fast as possible)")
     p.add_argument("--loop", action="store_true", help="replay: start again at the end")
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
-    p.add_argument("--exposure", type=float, default=None, help="camera exposure (ms)")
+    a = p.add_argument("--exposure-ms", type=float, default=None,
+                       help="camera exposure in ms (default: the camera's)")
+    deprecated_alias(p, "--exposure", a)
     p.add_argument("--camera-property", "-p", action="append", default=[],
                    metavar="NAME=VALUE",
                    help="Micro-Manager camera property (repeatable), e.g. -p Mode=Noise")
@@ -57,10 +62,11 @@ def _camera_properties(items: list[str]) -> dict[str, str] | None:
 def _options(args: argparse.Namespace) -> dict:
     props = _camera_properties(args.camera_property)
     if args.backend == "headless":
-        opts = {"mm_dir": args.mm_dir, "config": args.config or "MMConfig_demo.cfg",
-                "exposure_ms": args.exposure, "camera_properties": props}
+        opts = {"mm_dir": args.mm_dir, "mm_config": args.mm_config or "MMConfig_demo.cfg",
+                "exposure_ms": args.exposure_ms, "camera_properties": props}
     elif args.backend == "mm":
-        opts = {"port": args.port, "exposure_ms": args.exposure, "camera_properties": props}
+        opts = {"port": args.port, "exposure_ms": args.exposure_ms,
+                "camera_properties": props}
     elif args.backend == "replay":
         if not args.file:
             raise SystemExit("inscope stream --backend replay needs --file PATH "

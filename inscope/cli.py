@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+
+log = logging.getLogger("inscope")
 
 # Order here is the order in --help.
 COMMAND_MODULES = [
@@ -36,6 +39,31 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
                 or d is argparse.SUPPRESS or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)"
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option that keeps working: it stores into the new option's
+    ``dest`` and logs one line naming the new spelling. Hidden from ``--help`` so each
+    meaning shows one name (see :func:`deprecated_alias`)."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kw) -> None:
+        self.new = new
+        kw["help"] = argparse.SUPPRESS
+        kw["default"] = argparse.SUPPRESS  # never overrides the new option's default
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        log.warning("%s is deprecated; use %s (same meaning). The old spelling will be "
+                    "removed in a later release.", option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated_alias(parser, old: str, new: argparse.Action) -> argparse.Action:
+    """Accept *old* as a hidden, deprecated spelling of the option *new* (the action
+    ``add_argument`` returned): same dest, type, nargs and metavar; using it logs a line."""
+    return parser.add_argument(old, dest=new.dest, type=new.type, nargs=new.nargs,
+                               metavar=new.metavar, action=DeprecatedAlias,
+                               new=new.option_strings[0])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from inscope.cli import deprecated_alias
+
 #: The demo's length when neither --frames nor --seconds is given.
 DEMO_FRAMES = 300
 
@@ -30,9 +32,9 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
     g.add_argument("--provider", default=None,
                    help="ONNX Runtime provider: auto (default), cpu, cuda, tensorrt")
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    g.add_argument("--score-threshold", "--score", type=float, default=None,
-                   dest="score_threshold",
-                   help="score threshold in [0, 1] (default: the model card's)")
+    a = g.add_argument("--score-threshold", type=float, default=None,
+                       help="score threshold in [0, 1] (default: the model card's)")
+    deprecated_alias(g, "--score", a)
     g = p.add_argument_group("control")
     g.add_argument("--mode", default=None,
                    choices=["off", "track", "steer", "focus", "steer+focus"],
@@ -117,11 +119,14 @@ def _register_run(sub) -> None:
     p.add_argument("--mm-dir", default=None,
                    help="headless: Micro-Manager install or adapter folder (default: "
                         "mm-test-adapters)")
+    p.add_argument("--exposure-ms", type=float, default=None,
+                   help="camera exposure in ms (default: the camera's)")
     add_option_argument(p, "-o exposure_ms=10 -o seed=3")
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="record detections (and with --record-frames the raw frames) to DIR")
-    p.add_argument("--record-format", default=None, choices=["jsonl", "csv"])
+    p.add_argument("--record-format", default=None, choices=["jsonl", "csv"],
+                   help="format of the recorded detections (default: jsonl)")
     p.add_argument("--record-frames", action="store_true", default=None,
                    help="also record raw frames as a replayable OME-TIFF")
     _add_service_flags(p)
@@ -153,8 +158,15 @@ def _register_bench(sub) -> None:
     p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",
                                                       "steer+focus"],
                    help="control mode during the benchmark (default steer)")
-    p.add_argument("--exposure", type=float, default=10.0,
-                   help="camera exposure in ms (frame period; default 10)")
+    a = p.add_argument("--exposure-ms", type=float, default=10.0,
+                       help="camera exposure in ms (frame period; default 10)")
+    deprecated_alias(p, "--exposure", a)
+    p.add_argument("--mm-config", default=None, metavar="CFG",
+                   help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
+                        "MMConfig_demo.cfg)")
+    p.add_argument("--mm-dir", default=None,
+                   help="headless: Micro-Manager install or adapter folder (default: "
+                        "mm-test-adapters)")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
@@ -190,9 +202,11 @@ def config_from_args(args: argparse.Namespace, base=None):
     if g("file"):
         opts["path"] = g("file")
     if g("mm_config"):
-        opts["config"] = g("mm_config")
+        opts["mm_config"] = g("mm_config")
     if g("mm_dir"):
         opts["mm_dir"] = g("mm_dir")
+    if g("exposure_ms") is not None:
+        opts["exposure_ms"] = g("exposure_ms")
     cfg = with_overrides(cfg, "microscope", backend=g("backend"), options=opts,
                          dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
