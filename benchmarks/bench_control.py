@@ -46,14 +46,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import percentiles, write_json
+
 
 def _pct(values: list[float]) -> dict[str, float] | None:
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], float)
-    if not len(v):
-        return None
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"n": int(len(v)), "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "max": float(v.max()), "mean": float(v.mean())}
+    return percentiles([x for x in values if x is not None and not math.isnan(x)],
+                       count=True, mean=True)
 
 
 # -- ground truth, whatever the backend ------------------------------------------------
@@ -584,9 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run_suite(make, det, args, dz, region)
         res[name] = r
         print(_summary_line(f"{name} ({label})", r), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    out = write_json(args.out, res, indent=1, default=float)
     print(f"wrote {out}")
     return 0
 
