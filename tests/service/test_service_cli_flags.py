@@ -242,8 +242,8 @@ def test_every_flag_a_message_names_exists_where_the_message_is_read():
         named = [c for c in _NAMED_CMD.findall(text) if c in PARSERS]
         if any(flag in _options(c) for c in named):
             continue  # "... with `inscope calibrate --out FILE`": that command's flag
-        if f"{rel}:{flag}" in HINTS_ALL or rel in HINTS_ALL:
-            cmds = HINTS_ALL.get(f"{rel}:{flag}") or HINTS_ALL[rel]
+        cmds = HINTS_ALL.get(f"{rel}:{flag}", HINTS_ALL.get(rel))
+        if cmds is not None:
             missing = [c for c in cmds if flag not in _options(c)]
             if missing:
                 wrong.append(f"{rel}:{line} names {flag}, which {missing} lack(s)")
