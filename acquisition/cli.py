@@ -13,7 +13,7 @@ import time
 
 def register(subparsers) -> None:
     from inscope.acquisition.factory import add_option_argument
-    from inscope.cli import deprecated_alias
+    from inscope.cli import add_exposure_argument, add_micromanager_arguments
 
     p = subparsers.add_parser(
         "stream", help="stream frames from a microscope and print the frame rate",
@@ -27,20 +27,13 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after S seconds (default 5 if --frames is not given)")
-    a = p.add_argument("--mm-config", default=None, metavar="CFG",
-                       help="Micro-Manager .cfg for --backend headless (default "
-                            "MMConfig_demo.cfg)")
-    deprecated_alias(p, "--config", a)
-    p.add_argument("--mm-dir", default=None,
-                   help="Micro-Manager install or adapter folder (default: mm-test-adapters)")
+    add_micromanager_arguments(p)
     p.add_argument("--file", default=None, help="file for --backend replay")
     p.add_argument("--fps", type=float, default=None,
                    help="replay rate (default: the file's; 0 = as fast as possible)")
     p.add_argument("--loop", action="store_true", help="replay: start again at the end")
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
-    a = p.add_argument("--exposure-ms", type=float, default=None,
-                       help="camera exposure in ms (default: the camera's)")
-    deprecated_alias(p, "--exposure", a)
+    add_exposure_argument(p)
     p.add_argument("--camera-property", "-p", action="append", default=[],
                    metavar="NAME=VALUE",
                    help="Micro-Manager camera property (repeatable), e.g. -p Mode=Noise")

@@ -18,7 +18,7 @@ BACKENDS = ["sim", "headless", "mm", "slide"]
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     from inscope.acquisition.factory import add_option_argument
-    from inscope.cli import deprecated_alias
+    from inscope.cli import add_exposure_argument, add_micromanager_arguments
 
     p.add_argument("--backend", default="sim", choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
@@ -26,16 +26,9 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                         "slide (virtual microscope over a real image: -o path=FILE ...)")
     add_option_argument(p, "-o path=cells.npz -o pixel_size_um=0.65 -o z_step_um=0.3 "
                            "-o fov=256 -o noise=0.02")
-    a = p.add_argument("--mm-config", default=None, metavar="CFG",
-                       help="Micro-Manager .cfg for --backend headless (default "
-                            "MMConfig_demo.cfg)")
-    deprecated_alias(p, "--config", a)
-    p.add_argument("--mm-dir", default=None,
-                   help="Micro-Manager install or adapter folder (default: mm-test-adapters)")
+    add_micromanager_arguments(p)
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
-    a = p.add_argument("--exposure-ms", type=float, default=None,
-                       help="camera exposure in ms (default: the camera's)")
-    deprecated_alias(p, "--exposure", a)
+    add_exposure_argument(p)
     p.add_argument("--seed", type=int, default=None, help="simulator seed (sim)")
     p.add_argument("--calibration", default=None,
                    help="calibration JSON from `inscope calibrate` to apply first")

