@@ -519,15 +519,14 @@ def _summary_line(name: str, r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inscope.acquisition.factory import parse_options
+    from inscope.acquisition.factory import add_option_argument, parse_options
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/control.json")
     ap.add_argument("--detector", default="default",
                     help="'default' (shipped model), 'classical' or an ONNX path")
     ap.add_argument("--backend", default="sim", choices=["sim", "slide"])
-    ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                    help="slide backend options, e.g. -o path=cells.npz -o pixel_size_um=0.65")
+    add_option_argument(ap, "-o path=cells.npz -o pixel_size_um=0.65 (slide)")
     ap.add_argument("--hela", default=None,
                     help="hela_ctc_stack.npz: build 2-D and 3-D HeLa slides and run on both")
     ap.add_argument("--fov", type=int, default=256, help="slide camera size (--hela)")
