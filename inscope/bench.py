@@ -82,7 +82,7 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
         return None
 
 
-def _detectors(models: list[str], providers: list[str] | None, say):
+def _detectors(models: list[str], providers: list[str] | None, say, spinning: bool = True):
     """Yield (label, detector) for each model x provider that really runs."""
     from inscope.detector.onnx_detector import load_detector
 
@@ -95,7 +95,7 @@ def _detectors(models: list[str], providers: list[str] | None, say):
         seen = set()
         for prov in provs:
             try:
-                det = load_detector(path, provider=prov)
+                det = load_detector(path, provider=prov, spinning=spinning)
             except FileNotFoundError as e:
                 say(f"skip model {m}: {e}")
                 break
@@ -107,6 +107,16 @@ def _detectors(models: list[str], providers: list[str] | None, say):
                 continue
             seen.add(det.provider)
             yield m, det
+
+
+def _spinning(det) -> bool | None:
+    """Whether the detector's ONNX Runtime session really lets idle threads spin."""
+    session = getattr(det, "session", None)
+    if session is None:
+        return None
+    entry = session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning")
+    return entry != "0"  # unset: ORT's default, spinning
 
 
 def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
@@ -243,6 +253,8 @@ def _table(results: list[dict]) -> str:
             return "-" if x is None else f"{x:.2f}"
 
         det = f"{r['detector']['name']}/{r['detector']['provider']}"
+        if "spinning" in r["detector"]:
+            det += "/spin" if r["detector"]["spinning"] else "/sleep"
         rows.append(
             f"{r['microscope'][:30]:<30} {det[:22]:<22} "
             f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
@@ -337,6 +349,11 @@ def main(args: argparse.Namespace) -> int:
             return 2
     backends = args.backend or ["sim", "headless"]
     models = args.model or ["default", "classical"]
+    # ONNX Runtime's idle threads spinning (on) or sleeping (off), side by side when both
+    # are given; default: what the service uses (DetectorConfig.spinning)
+    from inscope.config import DetectorConfig
+
+    spinnings = args.spinning or ["on" if DetectorConfig().spinning else "off"]
     out = Path(args.out)
     if out.is_dir() or out.suffix.lower() != ".json":
         out = out / "bench.json"  # a folder was given: the report goes inside it
@@ -367,16 +384,20 @@ def main(args: argparse.Namespace) -> int:
         if scope is None:
             continue
         try:
-            for label, det in _detectors(models, args.provider, say):
-                say(f"bench {scope.name} | {det.name} on {det.provider}: {args.frames} "
-                    "frames ...")
-                try:
-                    res, recs = run_config(scope, det, args.frames, args.mode)
-                finally:
-                    det.close()
-                res["model"] = label
-                results.append(res)
-                raw.append(recs)
+            for spin in spinnings:
+                for label, det in _detectors(models, args.provider, say, spin == "on"):
+                    say(f"bench {scope.name} | {det.name} on {det.provider}, spinning "
+                        f"{spin}: {args.frames} frames ...")
+                    spinning = _spinning(det)  # read before close() drops the session
+                    try:
+                        res, recs = run_config(scope, det, args.frames, args.mode)
+                    finally:
+                        det.close()
+                    res["model"] = label
+                    if spinning is not None:
+                        res["detector"]["spinning"] = spinning
+                    results.append(res)
+                    raw.append(recs)
         finally:
             scope.close()
     if not results:
