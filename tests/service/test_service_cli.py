@@ -79,6 +79,14 @@ def test_demo_writes_summary_video_and_records(tmp_path):
     first = json.loads(lines[0])
     assert first["schema"] == "inscope.detections/1" and first["n"] > 0
     assert "frames 60" in r.stdout  # the printed summary
+    # the final error names its target and what the loop was doing with it (a tour that
+    # has just chosen a distant cell is not a failure to centre)
+    ft = c["final_target"]
+    assert ft["status"]
+    if c["final_centring_error_um"] is not None:
+        assert ft["track_id"] is not None
+        assert f"last frame: target track {ft['track_id']} " in r.stdout
+        assert "final centring error" not in r.stdout
 
 
 def test_sigint_stops_cleanly_with_summary_and_video(tmp_path):
