@@ -233,6 +233,10 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM,
                                  lambda *_: p.request_stop("terminated (SIGTERM)"))
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # started as a shell's background job (SIGINT ignored): a service that moves
+            # a stage must still stop cleanly on `kill -INT`, as it does on Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     tty = progress and sys.stdout.isatty()
     last_print = 0.0
     from inscope.provenance import run_provenance
