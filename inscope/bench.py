@@ -82,7 +82,8 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
         return None
 
 
-def _detectors(models: list[str], providers: list[str] | None, say, spinning: bool = True):
+def _detectors(models: list[str], providers: list[str] | None, say,
+               spinning: bool | None = None):
     """Yield (label, detector) for each model x provider that really runs."""
     from inscope.detector.onnx_detector import load_detector
 
@@ -173,8 +174,11 @@ def run_config(scope, detector, frames: int, mode: str = "steer",
     return _result(s, cpu), [dict(r) for r in p.records]
 
 
-def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]]]:
-    """The demo's configuration (all outputs, steer+focus, the tour) for each model."""
+def run_demo(frames: int, models: list[str], say,
+             spinnings: tuple[str, ...] = ()) -> list[tuple[dict, list[dict]]]:
+    """The demo's configuration (all outputs, steer+focus, the tour) for each model (and
+    each ONNX Runtime spinning setting in *spinnings*, ``"on"``/``"off"``; empty: the
+    demo's own)."""
     import tempfile
 
     from inscope.commands import demo_config
@@ -182,10 +186,12 @@ def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]
     from inscope.tour import Tour
 
     out = []
-    for m in models:
+    for m, spin in [(m, s) for s in (spinnings or (None,)) for m in models]:
         with tempfile.TemporaryDirectory(prefix="inscope-bench-demo-") as tmp:
             cfg = demo_config(tmp)
             cfg.detector.model = None if m == "default" else m
+            if spin is not None:
+                cfg.detector.spinning = spin == "on"
             cfg.outputs.zmq.pub_port = cfg.outputs.zmq.rep_port = 0
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
@@ -194,12 +200,18 @@ def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]
                     f"{frames} frames ...")
                 p = svc.pipeline
                 p.max_frames = frames
+                spinning = _spinning(svc.detector)
                 s, cpu = _measure(p, svc.scope)
             finally:
                 svc.close()
             recs = [dict(r) for r in p.records]
+            for o in s["outputs"].values():  # the temporary folder is gone: no paths
+                for key in ("video", "detections", "frames"):
+                    o.pop(key, None)
             res = _result(s, cpu)
             res["model"] = m
+            if spinning is not None:
+                res["detector"]["spinning"] = spinning
             res["microscope"] = "demo: " + res["microscope"]
             out.append((res, recs))
     return out
@@ -350,10 +362,8 @@ def main(args: argparse.Namespace) -> int:
     backends = args.backend or ["sim", "headless"]
     models = args.model or ["default", "classical"]
     # ONNX Runtime's idle threads spinning (on) or sleeping (off), side by side when both
-    # are given; default: what the service uses (DetectorConfig.spinning)
-    from inscope.config import DetectorConfig
-
-    spinnings = args.spinning or ["on" if DetectorConfig().spinning else "off"]
+    # are given; default (None): what the service does on this machine
+    spinnings: list[str | None] = list(args.spinning or [None])
     out = Path(args.out)
     if out.is_dir() or out.suffix.lower() != ".json":
         out = out / "bench.json"  # a folder was given: the report goes inside it
@@ -370,7 +380,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     for b in backends:
         if b == "demo":
-            for res, recs in run_demo(args.frames, models, say):
+            for res, recs in run_demo(args.frames, models, say, tuple(args.spinning or ())):
                 results.append(res)
                 raw.append(recs)
             continue
@@ -385,9 +395,10 @@ def main(args: argparse.Namespace) -> int:
             continue
         try:
             for spin in spinnings:
-                for label, det in _detectors(models, args.provider, say, spin == "on"):
+                for label, det in _detectors(models, args.provider, say,
+                                             None if spin is None else spin == "on"):
                     say(f"bench {scope.name} | {det.name} on {det.provider}, spinning "
-                        f"{spin}: {args.frames} frames ...")
+                        f"{spin or 'default'}: {args.frames} frames ...")
                     spinning = _spinning(det)  # read before close() drops the session
                     try:
                         res, recs = run_config(scope, det, args.frames, args.mode)
