@@ -80,6 +80,40 @@ def _steal_percent(t0: list[int] | None, t1: list[int] | None) -> float | None:
     return round(100.0 * d[7] / total, 1) if total else None
 
 
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine_speed(runs: int = 60) -> dict:
+    """``session.run`` of the shipped model on a 512x512 frame, 2 threads, alone: the
+    yardstick that says how fast this machine is. The targets were set where it took
+    ~2.6 ms; on a slower core every figure of the loop scales with it."""
+    import numpy as np
+
+    from inscope.detector.providers import create_session
+
+    session, _ = create_session(Path(__file__).resolve().parents[1] / "detector" / "models"
+                                / "inscope-nuclei.onnx", "cpu", threads=2, spinning=True)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).random((1, 1, 512, 512), dtype=np.float32)
+    for _ in range(10):
+        session.run(None, {name: x})
+    ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, {name: x})
+        ms.append((time.perf_counter() - t0) * 1e3)
+    p50, p90 = np.percentile(ms, [50, 90])
+    return {"what": "shipped model session.run, 512x512, 2 threads, spinning, alone",
+            "n": runs, "p50_ms": round(float(p50), 2), "p90_ms": round(float(p90), 2)}
+
+
 def _inscope(checkout: Path) -> str:
     """The ``inscope`` entry point of a checkout's own environment."""
     for rel in (".venv/bin/inscope", ".venv/Scripts/inscope.exe"):
@@ -105,7 +139,7 @@ def run_all(before_dir: Path | None, work: Path, long_seconds: float,
             plan.append(("demo600", "before", before_dir))
         plan.append(("demo600", "after", after_dir))
     paths: dict[str, str] = {}
-    loads: dict[str, dict] = {}
+    loads: dict[str, dict] = {"machine_speed_before_runs": machine_speed()}
     for key, when, checkout in plan:
         out = work / f"{key}_{when}"
         args = [a.format(out=out, seconds=long_seconds) for a in RUNS[key]]
@@ -120,6 +154,7 @@ def run_all(before_dir: Path | None, work: Path, long_seconds: float,
                                   "wall_s": round(time.perf_counter() - t0, 1)}
         name = "bench.json" if key.startswith("bench") else "summary.json"
         paths[f"{key}_{when}"] = str(out / name)
+    loads["machine_speed_after_runs"] = machine_speed()
     (work / "loads.json").write_text(json.dumps(loads, indent=2))
     return paths
 
@@ -215,6 +250,14 @@ def table(rep: dict) -> str:
                 f"{_ms(r.get('ready_to_move_commanded_ms'))} | "
                 f"{_load_cell(rep.get('load_average'), f'{key}_{when}')} |")
             first = False
+    loads = rep.get("load_average") or {}
+    speed = [loads.get(f"machine_speed_{w}_runs") for w in ("before", "after")]
+    if all(speed):
+        rows += ["", f"This machine ({(rep.get('host') or {}).get('cpu_model')}, "
+                 f"{(rep.get('host') or {}).get('cpus')} CPUs): the shipped model's "
+                 f"`session.run` at 512x512 alone took p50 {speed[0]['p50_ms']} ms before "
+                 f"the runs and {speed[1]['p50_ms']} ms after them (the targets were set "
+                 "where it took ~2.6 ms)."]
     return "\n".join(rows)
 
 
@@ -259,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "what": "live-loop target figures before/after (issue 11), runs made one after "
                 "the other on one machine",
         "before_commit": a.before_commit,
-        "host": {"machine": platform.machine(), "python": platform.python_version(),
-                 "cpus": os.cpu_count()},
+        "host": {"machine": platform.machine(), "cpu_model": _cpu_model(),
+                 "python": platform.python_version(), "cpus": os.cpu_count()},
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.collect_live_loop " + " ".join(
             x for x in (argv if argv is not None else sys.argv[1:])
