@@ -154,6 +154,9 @@ def _register_bench(sub) -> None:
                    help="control mode during the benchmark (default steer)")
     add_exposure_argument(p, default=10.0, what=" (the frame period)")
     add_micromanager_arguments(p, old_config_flag=False)  # never had --config
+    p.add_argument("--spinning", action="append", choices=["on", "off"], default=None,
+                   help="ONNX Runtime's idle threads spin or sleep (repeatable: both side "
+                        "by side; default: the service's [detector] spinning)")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
