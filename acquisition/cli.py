@@ -10,6 +10,8 @@ import argparse
 import sys
 import time
 
+from inscope.enums import Backend
+
 
 def register(subparsers) -> None:
     from inscope.acquisition.factory import add_option_argument
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
         "stream", help="stream frames from a microscope and print the frame rate",
         description="Stream frames from a backend, printing a live frame rate and drop "
                     "counter, then a summary (frames, fps, drops, ready->consumer latency).")
-    p.add_argument("--backend", default="sim", choices=["sim", "headless", "mm", "replay", "slide"],
+    p.add_argument("--backend", default=Backend.SIM, choices=list(Backend),
                    help="sim (default), headless (Micro-Manager core in-process), "
                         "mm (running Micro-Manager GUI), replay (a file), slide (a "
                         "virtual microscope over a real image: -o path=FILE ...)")

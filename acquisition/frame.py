@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-# Names of the time stamps that the pipeline stages add, in order. Every stamp is
-# ``time.monotonic_ns()`` taken on this host.
-STAMP_READY = "ready"  # the frame's pixels are in host memory (set by the backend)
+from inscope.enums import Stamp
+
+# Time-stamp names: inscope.enums.Stamp. The constants are plain str (the per-frame
+# stamp dicts keep exact-str keys). Every stamp is ``time.monotonic_ns()`` on this host.
+STAMP_READY: str = Stamp.READY.value  # the frame's pixels are in host memory
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,8 +240,8 @@ def _stop_sequence(core: Any) -> None:
     try:
         if core.is_sequence_running():
             core.stop_sequence_acquisition()
-    except Exception:  # noqa: BLE001 - best effort while reloading
-        pass
+    except Exception as e:  # noqa: BLE001 - best effort while reloading
+        log.debug("could not stop the sequence acquisition before reloading: %s", e)
 
 
 def _port_open(port: int, timeout: float = 0.5) -> bool:

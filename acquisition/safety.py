@@ -8,6 +8,7 @@ controller can be watched on a real microscope without risk.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inscope.acquisition.errors import MoveRefused
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +212,7 @@ class MoveGuard:
             try:
                 cb(rec)
             except Exception:  # noqa: BLE001 - a broken listener must not block safety
-                pass
+                log.exception("move listener %r failed on %s (the move stands)", cb, rec)
 
 
 def _fmt(v) -> str:

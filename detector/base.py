@@ -13,10 +13,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from inscope.acquisition.frame import Frame
+from inscope.enums import Stamp
 
 # Time-stamp names the detector adds to ``Frame.stamps`` / ``Detections.stamps``.
-STAMP_DETECT_START = "detect_start"
-STAMP_DETECT_END = "detect_end"
+STAMP_DETECT_START: str = Stamp.DETECT_START.value
+STAMP_DETECT_END: str = Stamp.DETECT_END.value
 
 
 @dataclass(slots=True)

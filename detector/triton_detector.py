@@ -50,7 +50,7 @@ from inscope.detector.card import ModelCard
 from inscope.detector.decode import decode_centernet
 from inscope.detector.onnx_detector import OnnxDetector
 
-log = logging.getLogger("inscope.detector")
+log = logging.getLogger(__name__)
 
 SCHEME = "triton://"
 #: numpy dtype <-> KServe v2 datatype of the input
@@ -280,8 +280,8 @@ class TritonDetector:
         if self._client is not None:
             try:
                 self._client.close()
-            except Exception:  # noqa: BLE001 - closing a dead channel may fail; ignore
-                pass
+            except Exception as e:  # noqa: BLE001 - closing a dead channel may fail
+                log.debug("closing the Triton client failed: %s", e)
         self._client = None
         self._connected = False
 

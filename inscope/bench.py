@@ -38,18 +38,19 @@ from typing import Any
 import numpy as np
 
 from inscope.config import ControlConfig
+from inscope.enums import Backend, Stamp
 from inscope.pipeline import STAGES, Pipeline
 from inscope.stats import ns_to_ms
 
 #: Stages drawn in the timeline plot, in order (label, start, end).
 TIMELINE = (
-    ("camera slot wait", "ready", "dequeued"),
-    ("to detector", "dequeued", "detect_start"),
-    ("detect", "detect_start", "detect_end"),
-    ("to control", "detect_end", "control_start"),
-    ("control", "control_start", "control_end"),
-    ("fan-out", "control_end", "published"),
-    ("JSON + send", "published", "sent"),
+    ("camera slot wait", Stamp.READY, Stamp.DEQUEUED),
+    ("to detector", Stamp.DEQUEUED, Stamp.DETECT_START),
+    ("detect", Stamp.DETECT_START, Stamp.DETECT_END),
+    ("to control", Stamp.DETECT_END, Stamp.CONTROL_START),
+    ("control", Stamp.CONTROL_START, Stamp.CONTROL_END),
+    ("fan-out", Stamp.CONTROL_END, Stamp.PUBLISHED),
+    ("JSON + send", Stamp.PUBLISHED, Stamp.SENT),
 )
 
 
@@ -335,7 +336,7 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    backends = args.backend or ["sim", "headless"]
+    backends = args.backend or [Backend.SIM, Backend.HEADLESS]
     models = args.model or ["default", "classical"]
     out = Path(args.out)
     if out.is_dir() or out.suffix.lower() != ".json":

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from inscope.enums import Backend, Mode, RecordFormat
+
 #: The demo's length when neither --frames nor --seconds is given.
 DEMO_FRAMES = 300
 
@@ -34,12 +36,12 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    dest="score_threshold",
                    help="score threshold in [0, 1] (default: the model card's)")
     g = p.add_argument_group("control")
-    g.add_argument("--mode", default=None,
-                   choices=["off", "track", "steer", "focus", "steer+focus"],
+    g.add_argument("--mode", default=None, choices=list(Mode),
                    help="control mode" + (" (demo default: steer+focus)" if demo else
                                           " (default: off)"))
     g.add_argument("--target", default=None,
-                   help="target policy: nearest, largest, score, class:<name>, or a track id")
+                   help="target: nearest, largest, score, class:<name> (e.g. class:mitotic), "
+                        "or a track id")
     g.add_argument("--dry-run", action="store_true", default=None,
                    help="compute and publish moves without making them")
     g.add_argument("--calibration", default=None, metavar="FILE",
@@ -107,8 +109,7 @@ def _register_run(sub) -> None:
         description="Run the live service. Settings come from --config FILE.toml and are "
                     "overridden by flags of the same name.")
     p.add_argument("--config", default=None, help="TOML config file (see docs/service.md)")
-    p.add_argument("--backend", default=None,
-                   choices=["sim", "headless", "mm", "replay", "slide"],
+    p.add_argument("--backend", default=None, choices=list(Backend),
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
     p.add_argument("--mm-config", default=None, metavar="CFG",
@@ -121,7 +122,7 @@ def _register_run(sub) -> None:
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="record detections (and with --record-frames the raw frames) to DIR")
-    p.add_argument("--record-format", default=None, choices=["jsonl", "csv"])
+    p.add_argument("--record-format", default=None, choices=list(RecordFormat))
     p.add_argument("--record-frames", action="store_true", default=None,
                    help="also record raw frames as a replayable OME-TIFF")
     _add_service_flags(p)
@@ -143,15 +144,14 @@ def _register_bench(sub) -> None:
                    help="model (repeatable): a .onnx path, 'default' or 'classical' "
                         "(default: default + classical)")
     p.add_argument("--backend", action="append", default=None,
-                   choices=["sim", "headless", "slide", "demo"],
+                   choices=[Backend.SIM, Backend.HEADLESS, Backend.SLIDE, "demo"],
                    help="microscope(s) (default: sim and headless); slide needs -o "
                         "path=FILE; 'demo' is the demo's configuration (drifting simulator, "
                         "steer+focus with the tour, every output)")
     add_option_argument(p, "-o path=cells.npz -o pixel_size_um=0.65 -o fov=512 (slide)")
     p.add_argument("--provider", action="append", default=None,
                    help="ONNX Runtime provider(s) (default: every available one)")
-    p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",
-                                                      "steer+focus"],
+    p.add_argument("--mode", default=Mode.STEER, choices=list(Mode),
                    help="control mode during the benchmark (default steer)")
     p.add_argument("--exposure", type=float, default=10.0,
                    help="camera exposure in ms (frame period; default 10)")
@@ -197,10 +197,9 @@ def config_from_args(args: argparse.Namespace, base=None):
                          dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
                          threads=g("threads"), score_threshold=g("score_threshold"))
-    target = g("target")
-    if isinstance(target, str) and target.isdigit():
-        target = int(target)
-    cfg = with_overrides(cfg, "control", mode=g("mode"), target=target)
+    # any target form: validated (and a track id made an int) by the config's check,
+    # inscope.enums.parse_target, the parser set_target and the TOML use too
+    cfg = with_overrides(cfg, "control", mode=g("mode"), target=g("target"))
     cfg = with_overrides(cfg, "outputs", video=g("video"), window=g("window"))
     cfg = with_overrides(cfg, "outputs.zmq", enabled=g("zmq"), bind=g("bind"),
                          pub_port=g("pub_port"), rep_port=g("rep_port"),
@@ -330,7 +329,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tour = Tour() if "steer" in cfg.control.mode else None
+    tour = Tour() if Mode(cfg.control.mode).steers else None
     return _serve(cfg, port_fallback=True, director=tour,
                   header=f"inscope demo: simulated microscope (starts off target and out of "
                          f"focus, drift on), {_length(cfg)}, outputs in {out}/ "

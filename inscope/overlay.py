@@ -22,9 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inscope.enums import SteerStatus
 from inscope.outputs import STAMP_PUBLISHED, Output, Result
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 # BGR colours
 GREEN = (80, 220, 80)
@@ -157,8 +158,8 @@ def status_line(r: Result) -> str:
                  "refused": "move refused", "dry-run": "dry-run move to",
                  "waiting-focus": "stage waits for the focus check"}.get(st, st)
         txt = f"{words} #{tid}" if tid is not None and st in (
-            "moved", "centred", "dry-run") else words
-        if err is not None and st in ("moved", "centred"):
+            SteerStatus.MOVED, SteerStatus.CENTERED, SteerStatus.DRY_RUN) else words
+        if err is not None and st in (SteerStatus.MOVED, SteerStatus.CENTERED):
             txt += f" ({err:.1f} um)"
         parts.append(txt)
     f = r.focus or {}

@@ -20,9 +20,10 @@ from array import array
 from pathlib import Path
 
 from inscope import schema
+from inscope.enums import RecordFormat
 from inscope.outputs import Output, Result
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("frame_index", "seq", "t_ready_ns", "stage_x_um", "stage_y_um", "stage_z_um",
                "x0", "y0", "x1", "y1", "center_x_um", "center_y_um", "score", "class",
@@ -174,8 +175,9 @@ class RecordsOutput(Output):
         self._pending = 0
         self._last_flush = time.monotonic()
         self.flushes = 0
-        if format not in ("jsonl", "csv"):
-            raise ValueError(f"records format must be 'jsonl' or 'csv'; got {format!r}.")
+        if format not in tuple(RecordFormat):
+            raise ValueError(f"records format must be one of {', '.join(RecordFormat)}; got "
+                             f"{format!r}.")
         self.dir = Path(directory)
         self.format, self.frames, self.fps = format, frames, fps
         self.detections_path = self.dir / f"detections.{format}"

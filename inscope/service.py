@@ -23,7 +23,7 @@ from inscope.outputs import STAMP_PUBLISHED, Output
 from inscope.pipeline import Pipeline
 from inscope.stats import format_ms, ns_to_ms
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 
 def load_detector_for(cfg: Config, *, fallback: bool = True, say=print):

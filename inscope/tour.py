@@ -268,7 +268,7 @@ class Tour:
 
 
 def _truth_error(frame, box) -> float | None:
-    from inscope.control_stage import truth_centring_error_um
+    from inscope.control_stage import truth_centering_error_um
 
-    v = truth_centring_error_um(frame, np.asarray(box))
+    v = truth_centering_error_um(frame, np.asarray(box))
     return None if v is None else round(v, 3)

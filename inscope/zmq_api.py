@@ -37,7 +37,7 @@ from inscope import schema
 from inscope.curve import CurveServerKeys, apply_client
 from inscope.outputs import STAMP_SENT, Output, Result
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 #: Requests larger than this get an error reply (they are still read, so REQ never hangs).
 MAX_REQUEST_BYTES = 1 << 20
