@@ -17,12 +17,17 @@ import math
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from inscope.config import ControlConfig
 from inscope.enums import FocusStatus, Mode, SteerStatus, parse_target
+
+if TYPE_CHECKING:
+    from inscope.acquisition.frame import Frame
+    from inscope.acquisition.microscope import Microscope
+    from inscope.control.tracking import Track
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,22 @@ class ControlStep:
 
 #: No control state (mode ``off``, or before the first step).
 NO_STEP = ControlStep()
+
+
+class Director(Protocol):
+    """A mission run beside steering (e.g. the demo's :class:`inscope.tour.Tour`)."""
+
+    def step(self, stage: ControlStage, frame: Frame, tracks: list[Track]) -> None:
+        """Before steering, on every usable frame; may change the target
+        (``stage.steerer.select``)."""
+
+    def status(self) -> dict[str, Any]:
+        """Goes into every published steering action (``tour``)."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """Goes into the run summary (``control.tour``)."""
+        ...
 
 
 class CommandedMoves:
@@ -84,7 +105,8 @@ class ControlStage:
         the published steering state.
     """
 
-    def __init__(self, scope, config: ControlConfig | None = None, director=None) -> None:
+    def __init__(self, scope: Microscope, config: ControlConfig | None = None,
+                 director: Director | None = None) -> None:
         from inscope.control.focus import FocusLock
         from inscope.control.steering import Steerer
         from inscope.control.tracking import Tracker

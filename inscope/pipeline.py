@@ -48,10 +48,17 @@ import numpy as np
 
 from inscope import schema
 from inscope.acquisition.frame import STAMP_READY
+from inscope.acquisition.microscope import Microscope
 from inscope.acquisition.stream import NewestSlot
 from inscope.config import ControlConfig
-from inscope.control_stage import NO_STEP, ControlStage, ControlStep, truth_centering_error_um
-from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START
+from inscope.control_stage import (
+    NO_STEP,
+    ControlStage,
+    ControlStep,
+    Director,
+    truth_centering_error_um,
+)
+from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detector
 from inscope.enums import Mode
 from inscope.outputs import (
     STAMP_CONTROL_END,
@@ -142,11 +149,12 @@ class Pipeline:
         cheap: it delays the next detection).
     """
 
-    def __init__(self, scope, detector, *, control: ControlConfig | None = None,
+    def __init__(self, scope: Microscope, detector: Detector, *,
+                 control: ControlConfig | None = None,
                  outputs: Sequence[Output] = (), score_threshold: float | None = None,
                  frames: int | None = None, seconds: float | None = None,
                  snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 2048,
-                 switch_interval: float | None = 0.0005, director=None,
+                 switch_interval: float | None = 0.0005, director: Director | None = None,
                  on_result: Callable[[Result], None] | None = None,
                  snapshot_max_per_s: float = 1.0) -> None:
         from inscope.snapshots import SnapshotPolicy

@@ -16,12 +16,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inscope.config import Config
 from inscope.outputs import STAMP_PUBLISHED, Output
 from inscope.pipeline import Pipeline
 from inscope.stats import format_ms, ns_to_ms
+
+if TYPE_CHECKING:
+    from inscope.acquisition.microscope import Microscope
+    from inscope.curve import Authenticator
+    from inscope.detector.base import Detector
+    from inscope.zmq_api import CommandServer, PubOutput
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +74,14 @@ class Service:
     """A configured, not yet started service (see :func:`build_service`)."""
 
     config: Config
-    scope: Any
-    detector: Any
+    scope: Microscope
+    detector: Detector
     pipeline: Pipeline
     outputs: list[Output] = field(default_factory=list)
-    publisher: Any = None
-    server: Any = None
+    publisher: PubOutput | None = None
+    server: CommandServer | None = None
     notes: list[str] = field(default_factory=list)
-    authenticator: Any = None  # inscope.curve.Authenticator when CURVE is on
+    authenticator: Authenticator | None = None  # when CURVE is on
     provenance: dict[str, Any] | None = None  # set when the run starts
 
     def close(self) -> None:
