@@ -15,6 +15,7 @@ This module imports neither pymmcore nor pymmcore-plus at import time.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.errors import DeviceError
+
+log = logging.getLogger(__name__)
 
 _SNAKE_PART = re.compile(r"_([a-z0-9])")
 
@@ -166,7 +169,8 @@ class PixelFormat:
         """The format of the current camera (None when the core cannot say)."""
         try:
             return cls(int(core.get_bytes_per_pixel()), int(core.get_number_of_components()))
-        except Exception:  # noqa: BLE001 - an old bridge without these calls
+        except Exception as e:  # noqa: BLE001 - an old bridge without these calls
+            log.debug("the core gives no pixel format: %s", e)
             return None
 
     @property

@@ -241,7 +241,8 @@ class TritonDetector:
         try:
             index = client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
             return [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
-        except Exception:  # noqa: BLE001 - only for the message; the caller raises anyway
+        except Exception as e:  # noqa: BLE001 - only for the message; the caller raises
+            log.debug("the server lists no model repository: %s", e)
             return None
 
     def _read_config(self, cfg: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ module imports it only when a function needs it.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,8 @@ import numpy as np
 
 from inscope.acquisition.frame import StagePosition
 from inscope.integrations.common import Detected, detect_image
+
+log = logging.getLogger(__name__)
 
 #: ``MDAEvent.metadata`` key that marks an event made by inscope (never followed up).
 FOLLOW_UP_KEY = "inscope_follow_up"
@@ -94,7 +97,8 @@ class FrameDetector:
                 m = self._mmc
                 pos = StagePosition(float(m.getXPosition()), float(m.getYPosition()),
                                     float(m.getPosition()))
-            except Exception:  # noqa: BLE001 - no XY stage: pixel boxes only
+            except Exception as e:  # noqa: BLE001 - no XY stage: pixel boxes only
+                log.debug("no stage position from the core: %s", e)
                 pos = None
         det = detect_image(self.detector, img, index=self._count, position=pos,
                            pixel_size_um=px, affine=self.affine)
