@@ -8,7 +8,6 @@ controller can be watched on a real microscope without risk.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -17,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inscope.acquisition.errors import MoveRefused
-
-log = logging.getLogger(__name__)
+from inscope.events import Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +118,10 @@ class MoveGuard:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     history: deque[MoveRecord] = field(default_factory=lambda: deque(maxlen=10_000))
-    listeners: list[Callable[[MoveRecord], None]] = field(default_factory=list)
+    #: Every decision (made, refused, dry-run) as it is recorded; a failing listener is
+    #: logged and the move stands.
+    moved: Signal[MoveRecord] = field(default_factory=lambda: Signal("moved"), repr=False,
+                                      compare=False)
     _last_move_t: float = field(default=-math.inf, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -208,11 +209,7 @@ class MoveGuard:
         rec = MoveRecord(time.monotonic_ns(), axis, tuple(map(float, start)),
                          tuple(map(float, target)), made, reason)
         self.history.append(rec)
-        for cb in list(self.listeners):
-            try:
-                cb(rec)
-            except Exception:  # noqa: BLE001 - a broken listener must not block safety
-                log.exception("move listener %r failed on %s (the move stands)", cb, rec)
+        self.moved.emit(rec)
 
 
 def _fmt(v) -> str:

@@ -142,7 +142,7 @@ class ControlStage:
         self._wait_from: int | None = None
         self._guard = getattr(scope, "guard", None)
         if self._guard is not None:
-            self._guard.listeners.append(self._on_move)
+            self._guard.moved.connect(self._on_move)
 
     def _on_move(self, rec) -> None:
         if rec.made:
@@ -151,8 +151,8 @@ class ControlStage:
     def close(self) -> None:
         """Stop listening to the guard (the stage is done with)."""
         g = self._guard
-        if g is not None and self._on_move in g.listeners:
-            g.listeners.remove(self._on_move)
+        if g is not None:
+            g.moved.disconnect(self._on_move)
 
     # -- commands ----------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from inscope.enums import SteerStatus
+from inscope.events import Signal
 from inscope.outputs import STAMP_PUBLISHED, Output, Result
 
 log = logging.getLogger(__name__)
@@ -274,8 +275,12 @@ class OverlayOutput(Output):
     eyepiece
         A :class:`inscope.eyepiece.EyepieceRenderer`; the window then shows the eyepiece
         image (black, boxes only) and the publisher also gets it (``kind="eyepiece"``).
-    on_quit
-        Called when the user presses ``q`` or Esc in the window.
+
+    Attributes
+    ----------
+    quit_requested
+        Emitted (from this output's thread) when the user presses ``q`` or Esc in the
+        window (:class:`inscope.events.Signal`).
     """
 
     name = "overlay"
@@ -284,7 +289,7 @@ class OverlayOutput(Output):
     def __init__(self, *, video: str | Path | None = None, video_fps: float | None = None,
                  display_fps: float = 30.0, window: bool | None = None, publisher=None,
                  eyepiece=None, style: OverlayStyle | None = None, mode: str | None = None,
-                 on_quit=None, title: str = "inscope") -> None:
+                 title: str = "inscope") -> None:
         super().__init__()
         if not display_fps > 0:
             raise ValueError(f"display_fps must be > 0; got {display_fps}.")
@@ -297,7 +302,7 @@ class OverlayOutput(Output):
         self.publisher = publisher
         self.eyepiece = eyepiece
         self.mode = mode
-        self.on_quit = on_quit
+        self.quit_requested: Signal[str] = Signal("quit_requested")
         self.title = title
         self._fps = None
         self._last_ready: int | None = None
@@ -350,8 +355,8 @@ class OverlayOutput(Output):
         if self.window:
             cv2.imshow(self.title, eye if eye is not None else img)
             key = cv2.waitKey(1) & 0xFF
-            if key in (ord("q"), 27) and self.on_quit is not None:
-                self.on_quit()
+            if key in (ord("q"), 27):
+                self.quit_requested.emit("window closed (q)")
         if self.publisher is not None:
             self.publisher.submit_overlay(r.frame.index, img, dict(r.stamps))
             if eye is not None:

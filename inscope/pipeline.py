@@ -60,6 +60,7 @@ from inscope.control_stage import (
 )
 from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detector
 from inscope.enums import Mode
+from inscope.events import Signal
 from inscope.outputs import (
     STAMP_CONTROL_END,
     STAMP_CONTROL_START,
@@ -175,6 +176,12 @@ class Pipeline:
         self.on_result = on_result
         self.director = director
         self.control: ControlStage | None = None  # built at start
+        #: Low-rate notifications (:mod:`inscope.events`; listeners run in the thread
+        #: that made the change, a failing one is logged): the mode after a change, the
+        #: canonical target spec after a change, and the reason the run ended.
+        self.mode_changed: Signal[Mode] = Signal("mode_changed")
+        self.target_changed: Signal[str | int] = Signal("target_changed")
+        self.stopped: Signal[str] = Signal("stopped")
         self._mode = Mode.parse(self.control_config.mode)
         self._stream = None
         self._slot: NewestSlot = NewestSlot()
@@ -220,7 +227,7 @@ class Pipeline:
         self._apply_threshold(self.score_threshold)
         guard = getattr(self.scope, "guard", None)
         if guard is not None:
-            guard.listeners.append(self._on_move)
+            guard.moved.connect(self._on_move)
         for out in self.outputs:
             out.start()
         if self.switch_interval:
@@ -277,8 +284,8 @@ class Pipeline:
         for out in self.outputs:
             out.stop()
         guard = getattr(self.scope, "guard", None)
-        if guard is not None and self._on_move in guard.listeners:
-            guard.listeners.remove(self._on_move)
+        if guard is not None:
+            guard.moved.disconnect(self._on_move)
         if self.control is not None:
             self.control.close()
         if self._old_switch is not None:
@@ -311,6 +318,7 @@ class Pipeline:
             self.stop_reason = reason
             self.t_end_ns = time.monotonic_ns()
             self._done.set()
+            self.stopped.emit(reason)
 
     @property
     def running(self) -> bool:
@@ -460,15 +468,18 @@ class Pipeline:
             self.control.set_mode(new)
         if new is Mode.OFF:
             self._ctl_state = NO_STEP  # publish no stale control state
+        self.mode_changed.emit(new)
 
     @property
     def mode(self) -> Mode:
         return self._mode
 
-    def set_target(self, target: str | int, target_class: str | None = None):
+    def set_target(self, target: str | int, target_class: str | None = None) -> str | int:
         if self.control is None:
             raise RuntimeError("the pipeline is not started; start it before set_target.")
-        return self.control.set_target(target, target_class)
+        spec = self.control.set_target(target, target_class)
+        self.target_changed.emit(spec)
+        return spec
 
     def _apply_threshold(self, thr: float | None) -> None:
         # Lower the detector's own threshold too, so a lower value can let boxes through.

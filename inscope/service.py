@@ -148,23 +148,19 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
         pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm,
                         nodrop=o.zmq.nodrop, context=ctx, curve=curve)
         outputs.append(pub)
-    pipeline_holder: list[Pipeline] = []
-
-    def on_quit() -> None:
-        if pipeline_holder:
-            pipeline_holder[0].request_stop("window closed (q)")
-
     from inscope.overlay import display_available
 
     window = o.window if o.window is not None else display_available()
     if o.window is None and not window:
         say("note: no display available (DISPLAY unset or OpenCV without GUI): no overlay "
             "window" + (f"; the overlay goes to {o.video}" if o.video else ""))
+    overlay = None
     if o.video or window or (pub is not None and o.zmq.overlay) or eyepiece:
-        outputs.append(OverlayOutput(
+        overlay = OverlayOutput(
             video=o.video, video_fps=o.video_fps, display_fps=o.display_fps, window=window,
             publisher=pub if o.zmq.overlay else None, eyepiece=eyepiece,
-            mode=cfg.control.mode, on_quit=on_quit))
+            mode=cfg.control.mode)
+        outputs.append(overlay)
     if o.records.dir:
         outputs.append(RecordsOutput(o.records.dir, o.records.format, o.records.frames,
                                      fps=getattr(scope, "fps", None)))
@@ -172,10 +168,12 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
                         score_threshold=cfg.detector.score_threshold, frames=cfg.run.frames,
                         seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir,
                         snapshot_max_per_s=o.snapshot_max_per_s, director=director)
-    pipeline_holder.append(pipeline)
+    if overlay is not None:
+        overlay.quit_requested.connect(pipeline.request_stop)
     if o.zmq.enabled:
         server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port, context=ctx,
-                               curve=curve, on_failure=pipeline.hold_stage)
+                               curve=curve)
+        server.failed.connect(pipeline.hold_stage)
     svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth)
     # Bind sockets now so a port clash is reported before anything runs.
     try:

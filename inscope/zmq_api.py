@@ -15,7 +15,7 @@ REP (default ``tcp://127.0.0.1:5557``)
     JSON ``{"cmd": ..., ...}`` -> JSON ``{"ok": true, ...}`` or ``{"ok": false,
     "error": ...}``. Runs in its own thread and polls with a timeout so it stops cleanly.
     Every request gets exactly one reply, whatever it holds (any bytes, any number of
-    frames, any nesting, any size); if the thread dies anyway, ``on_failure`` tells the
+    frames, any nesting, any size); if the thread dies anyway, its ``failed`` signal tells the
     service, which stops moving the stage.
 
 Both sockets bind to 127.0.0.1 unless configured otherwise: the microscope PC should not
@@ -35,6 +35,7 @@ import zmq
 
 from inscope import schema
 from inscope.curve import CurveServerKeys, apply_client
+from inscope.events import Signal
 from inscope.outputs import STAMP_SENT, Output, Result
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class CommandServer:
     Any request gets exactly one reply, so a REQ client never hangs: non-JSON, non-object,
     multipart, too deep, too large requests and handler exceptions all become ``{"ok":
     false, "error": ...}``, and the server goes on serving. If the thread dies anyway (a
-    bug), *on_failure* is called with the reason: the service then stops moving the
+    bug), :attr:`failed` is emitted with the reason: the service then stops moving the
     stage, since ``stop`` could no longer reach it.
 
     Parameters
@@ -182,21 +183,24 @@ class CommandServer:
         Larger requests get an error reply.
     curve
         CURVE server keys (only allowed clients get replies).
-    on_failure
-        Called once (from the server thread) if the thread ends other than by :meth:`stop`.
+
+    Attributes
+    ----------
+    failed
+        Emitted once (from the server thread) with the reason if the thread ends other
+        than by :meth:`stop` (:class:`inscope.events.Signal`).
     """
 
     def __init__(self, handler: Callable[[dict], dict], bind: str = "127.0.0.1",
                  port: int = 5557, *, poll_ms: int = 100,
                  context: zmq.Context | None = None,
                  max_request_bytes: int = MAX_REQUEST_BYTES,
-                 curve: CurveServerKeys | None = None,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 curve: CurveServerKeys | None = None) -> None:
         self.handler = handler
         self.bind, self.port, self.poll_ms = bind, port, poll_ms
         self.max_request_bytes = int(max_request_bytes)
         self.curve = curve
-        self.on_failure = on_failure
+        self.failed: Signal[str] = Signal("failed")
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._stop = threading.Event()
@@ -285,11 +289,7 @@ class CommandServer:
         except BaseException as e:  # noqa: BLE001 - report, never die silently
             self.failure = f"{type(e).__name__}: {_short(str(e), 200)}"
             log.error("the ZMQ command server stopped: %s", self.failure)
-            if self.on_failure is not None:
-                try:
-                    self.on_failure(f"the ZMQ command server stopped ({self.failure})")
-                except Exception as e2:  # noqa: BLE001
-                    log.error("command server failure handler failed: %s", e2)
+            self.failed.emit(f"the ZMQ command server stopped ({self.failure})")
         finally:
             if self._sock is not None:
                 self._sock.close(0)
