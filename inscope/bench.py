@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from inscope.config import ControlConfig
-from inscope.enums import Backend, Stamp
+from inscope.enums import Backend, Mode, Stamp
 from inscope.pipeline import STAGES, Pipeline
 from inscope.stats import ns_to_ms
 
@@ -148,13 +148,13 @@ def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
     return p.summary(), cputime.usage(a, b)
 
 
-def run_config(scope, detector, frames: int, mode: str = "steer",
+def run_config(scope, detector, frames: int, mode: str = Mode.STEER,
                warmup: int = 15, outputs=None, director=None,
                control: ControlConfig | None = None) -> tuple[dict, list[dict]]:
     """One configuration: a short warm-up run, then *frames* measured frames."""
     from inscope.zmq_api import PubOutput
 
-    Pipeline(scope, detector, control=ControlConfig(mode="off"),
+    Pipeline(scope, detector, control=ControlConfig(mode=Mode.OFF),
              outputs=[PubOutput(port=0)], frames=warmup).run()
     outs = outputs if outputs is not None else [PubOutput(port=0)]
     ctl = control or ControlConfig(mode=mode)

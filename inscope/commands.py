@@ -305,7 +305,7 @@ def demo_config(out, seed: int | None = None, base=None):
         opts["seed"] = seed
     base = with_overrides(base, "microscope", backend="sim", options=opts)
     # one move reaches the next cell of the tour (a calibrated simulator: gain 1)
-    base = with_overrides(base, "control", mode="steer+focus", max_step_um=250.0, gain=1.0)
+    base = with_overrides(base, "control", mode=Mode.STEER_FOCUS, max_step_um=250.0, gain=1.0)
     base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
                           snapshot_dir=str(out / "snapshots"))
     base = with_overrides(base, "outputs.records", dir=str(out))

@@ -136,7 +136,7 @@ class Tour:
         cfg = self.cfg
         t = self._now(frame)
         steer = stage.steerer
-        focus_locked = bool(getattr(stage.focus, "locked", True)) or "focus" not in stage.mode
+        focus_locked = bool(getattr(stage.focus, "locked", True)) or not stage.mode.focuses
         by_id = {tr.id: tr for tr in tracks}
         if self.phase == "focusing":
             steer.enabled = False
