@@ -258,7 +258,7 @@ def bench_jitter(make_scope, det, cells: int, seed: int) -> dict[str, Any]:
 
 # -- centring --------------------------------------------------------------------------
 def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
-    from inscope.control.steering import CENTRED, MOVED, SETTLING, Steerer
+    from inscope.control.steering import CENTERED, MOVED, SETTLING, Steerer
     from inscope.control.targets import TrackId
 
     offsets = [5.0, 10.0, 20.0, 40.0]
@@ -299,7 +299,7 @@ def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
                 act = steer.step(f, dd, tracks)
                 status = act.status
                 moves += act.status == MOVED
-                if act.status == CENTRED:
+                if act.status == CENTERED:
                     # evidence check against truth: the centred target is this cell
                     tgt = np.asarray(act.target_um, float)
                     true_now = truth.position(cid)
@@ -315,10 +315,10 @@ def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
             rows.append({"cell": cid, "offset_um": off, "images": images, "moves": moves,
                          "status": status, "wall_s": time.perf_counter() - t0,
                          "false_centred": false_centred,
-                         "settled_within_3_moves": status == CENTRED and moves <= 3,
+                         "settled_within_3_moves": status == CENTERED and moves <= 3,
                          "error_um": float(np.hypot(p.x - true_now[0], p.y - true_now[1]))})
     scope.close()
-    ok = [r for r in rows if r["status"] == CENTRED]
+    ok = [r for r in rows if r["status"] == CENTERED]
     return {
         "trials": len(rows),
         "settled_within_3_moves": (sum(r["settled_within_3_moves"] for r in rows)
