@@ -21,6 +21,7 @@ from enum import StrEnum
 
 __all__ = [
     "Backend",
+    "Name",
     "FocusStatus",
     "Mode",
     "RecordFormat",
@@ -31,7 +32,16 @@ __all__ = [
 ]
 
 
-class Mode(StrEnum):
+class Name(StrEnum):
+    """A string enum that also *reprs* as its value (``'steer'``), so messages that
+    quote a value (``{mode!r}``, argparse's "invalid choice ... (choose from ...)") read
+    exactly as they did with plain strings."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Mode(Name):
     """What the live loop does with detections (``--mode``, ``[control] mode``,
     ``set_mode``)."""
 
@@ -64,7 +74,7 @@ class Mode(StrEnum):
         return self.steers or self.focuses
 
 
-class Backend(StrEnum):
+class Backend(Name):
     """Where frames come from (``--backend``, ``[microscope] backend``); what each opens:
     :data:`inscope.acquisition.factory.BACKENDS`."""
 
@@ -75,14 +85,14 @@ class Backend(StrEnum):
     SLIDE = "slide"
 
 
-class RecordFormat(StrEnum):
+class RecordFormat(Name):
     """Per-frame record files (``--record-format``, ``[outputs.records] format``)."""
 
     JSONL = "jsonl"
     CSV = "csv"
 
 
-class TargetKind(StrEnum):
+class TargetKind(Name):
     """The target policies (``--target``, ``[control] target``, ``set_target``); an
     integer (or ``id:<n>``) picks a track id instead."""
 
@@ -92,7 +102,7 @@ class TargetKind(StrEnum):
     CLASS = "class"  # ``class:<name>``: nearest among one class
 
 
-class SteerStatus(StrEnum):
+class SteerStatus(Name):
     """``status`` of a steering action (:class:`inscope.control.steering.SteerAction`)
     and of the live loop's steering state. The values are the wire format (British
     ``centred`` included); the member names are US spelling."""
@@ -111,7 +121,7 @@ class SteerStatus(StrEnum):
     WAITING_FOCUS = "waiting-focus"  # live loop: the focus lock is measuring
 
 
-class FocusStatus(StrEnum):
+class FocusStatus(Name):
     """``status`` of a focus-lock action (:class:`inscope.control.focus.FocusAction`):
     the lock's state, or an outcome that is not one (a move not made, an unusable
     frame)."""
@@ -136,7 +146,7 @@ class FocusStatus(StrEnum):
                             FocusStatus.DISABLED, FocusStatus.NO_POSITION)
 
 
-class Stamp(StrEnum):
+class Stamp(Name):
     """Time-stamp names (``time.monotonic_ns()``) in ``Frame.stamps``, in the order a
     frame meets them; the keys of ``stamps_ns`` in every detections message."""
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).parents[1]
 SERVICE_MD = (ROOT / "docs" / "service.md").read_text(encoding="utf-8")
 ZMQ_MD = (ROOT / "docs" / "zmq.md").read_text(encoding="utf-8")
 ENUMS = [v for v in vars(enums).values()
-         if isinstance(v, type) and issubclass(v, StrEnum) and v is not StrEnum]
+         if isinstance(v, type) and issubclass(v, StrEnum) and v not in (StrEnum, enums.Name)]
 
 
 def _toml_comment_list(key: str) -> set[str]:
@@ -151,3 +151,10 @@ def test_members_are_their_wire_strings():
     assert [m for m in Mode if m.steers] == [Mode.STEER, Mode.STEER_FOCUS]
     assert [m for m in Mode if m.focuses] == [Mode.FOCUS, Mode.STEER_FOCUS]
     assert not Mode.TRACK.moves and not Mode.OFF.moves
+
+
+def test_cli_errors_quote_plain_values():
+    """argparse quotes choices with repr(): members repr as their value."""
+    assert repr(Mode.OFF) == "'off'" and f"{Backend.SIM!r}" == "'sim'"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--mode", "warp"])
