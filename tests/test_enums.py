@@ -153,8 +153,10 @@ def test_members_are_their_wire_strings():
     assert not Mode.TRACK.moves and not Mode.OFF.moves
 
 
-def test_cli_errors_quote_plain_values():
+def test_cli_errors_quote_plain_values(capsys):
     """argparse quotes choices with repr(): members repr as their value."""
     assert repr(Mode.OFF) == "'off'" and f"{Backend.SIM!r}" == "'sim'"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--mode", "warp"])
+    assert "(choose from 'off', 'track', 'steer', 'focus', 'steer+focus')" in \
+        capsys.readouterr().err
