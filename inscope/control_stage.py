@@ -242,7 +242,7 @@ class ControlStage:
             if mode.focuses:
                 fa = self.focus.step(frame, detections)
                 focus = fa.to_dict()
-                focus["state"] = (self.focus.state if FocusStatus(fa.status).is_state
+                focus["state"] = (self.focus.state if FocusStatus.is_state(fa.status)
                                   else fa.status)
                 focus["locked"] = self.focus.locked
                 self.focus_status[fa.status] += 1

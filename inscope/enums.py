@@ -139,11 +139,12 @@ class FocusStatus(Name):
     DISABLED = "disabled"
     NO_POSITION = "no-position"
 
-    @property
-    def is_state(self) -> bool:
-        """A state of the lock (False: a move not made or a frame without position)."""
-        return self not in (FocusStatus.REFUSED, FocusStatus.FAILED, FocusStatus.DRY_RUN,
-                            FocusStatus.DISABLED, FocusStatus.NO_POSITION)
+    @staticmethod
+    def is_state(status: str) -> bool:
+        """*status* is a state of the lock (False: a move not made, a frame without a
+        position, the lock disabled)."""
+        return status not in (FocusStatus.REFUSED, FocusStatus.FAILED, FocusStatus.DRY_RUN,
+                              FocusStatus.DISABLED, FocusStatus.NO_POSITION)
 
 
 class Stamp(Name):

@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 
 from inscope import schema
-from inscope.acquisition.frame import STAMP_READY
+from inscope.acquisition.frame import STAMP_READY, Frame
 from inscope.acquisition.microscope import Microscope
-from inscope.acquisition.stream import NewestSlot
+from inscope.acquisition.stream import FrameStream, NewestSlot
 from inscope.config import ControlConfig
 from inscope.control_stage import (
     NO_STEP,
@@ -58,7 +58,7 @@ from inscope.control_stage import (
     Director,
     truth_centering_error_um,
 )
-from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detector
+from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detections, Detector
 from inscope.enums import Mode
 from inscope.events import Signal
 from inscope.outputs import (
@@ -183,8 +183,8 @@ class Pipeline:
         self.target_changed: Signal[str | int] = Signal("target_changed")
         self.stopped: Signal[str] = Signal("stopped")
         self._mode = Mode.parse(self.control_config.mode)
-        self._stream = None
-        self._slot: NewestSlot = NewestSlot()
+        self._stream: FrameStream | None = None
+        self._slot: NewestSlot[tuple[Frame, Detections]] = NewestSlot()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._paused = threading.Event()
@@ -193,8 +193,8 @@ class Pipeline:
         self._started = False
         self._old_switch: float | None = None
         self._ctl_thread_id: int | None = None
-        self._ctl_frame = None
-        # (tracks, target_id, steer, focus) of the newest control step, read by publish
+        self._ctl_frame: Frame | None = None
+        # the newest control step (tracks, target, steering, focus), read by publish
         self._ctl_state: ControlStep = NO_STEP
         self.control_steps = 0
         self.stop_reason: str | None = None
