@@ -118,5 +118,8 @@ def policy_from_spec(spec: str | int | TargetPolicy) -> TargetPolicy:
     kind, _, arg = t.partition(":")
     if kind == TargetKind.CLASS:
         return ClassName(arg)
-    return {TargetKind.NEAREST: NearestToCenter, TargetKind.LARGEST: Largest,
-            TargetKind.SCORE: HighestScore}[TargetKind(kind)]()
+    if kind == TargetKind.LARGEST:
+        return Largest()
+    if kind == TargetKind.SCORE:
+        return HighestScore()
+    return NearestToCenter()
