@@ -66,7 +66,8 @@ class Frame:
     stamps: dict[str, int] = field(default_factory=dict)
     position: StagePosition | None = None
     pixel_size_um: float = 1.0
-    affine: np.ndarray | None = None
+    # None when built: isotropic from pixel_size_um (__post_init__); always 2x2 after
+    affine: np.ndarray = None  # type: ignore[assignment]
     metadata: dict[str, Any] = field(default_factory=dict)
     truth: np.ndarray | None = None
     moving: bool = False
@@ -88,7 +89,8 @@ class Frame:
     # -- convenience -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
-        return self.pixels.shape  # type: ignore[return-value]
+        h, w = self.pixels.shape
+        return (h, w)
 
     @property
     def center(self) -> tuple[float, float]:

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from inscope.acquisition.errors import MoveRefused
 from inscope.events import Signal
@@ -80,8 +81,9 @@ class SoftLimits:
             raise ValueError(
                 f"Unknown soft-limit setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}."
             )
-        kw = {k: (tuple(float(x) for x in v) if k in "xyz" and v is not None else v)
-              for k, v in d.items()}
+        kw: dict[str, Any] = {
+            k: (tuple(float(x) for x in v) if k in "xyz" and v is not None else v)
+            for k, v in d.items()}
         return cls(**kw)
 
 

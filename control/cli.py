@@ -119,7 +119,7 @@ def load_detector_for(model: str | None):
 
         return ClassicalDetector()
     try:
-        from inscope.detector import load_detector  # type: ignore[attr-defined]
+        from inscope.detector import load_detector
     except ImportError:
         if model is not None:
             raise SystemExit(f"Cannot load model {model!r}: this build of inscope has no "

@@ -242,9 +242,9 @@ class Steerer:
 
     def _choose(self, tracks: list[Track], frame: Frame) -> Track | None:
         if self.sticky and self.target_id is not None:
-            for t in tracks:
-                if t.id == self.target_id:
-                    return t
+            for kept in tracks:
+                if kept.id == self.target_id:
+                    return kept
         t = self.policy.choose(tracks, frame)
         self.target_id = None if t is None else t.id
         return t
@@ -283,7 +283,8 @@ class Steerer:
                 return ref.fixes[-1].xy_um.copy(), "registered"
         if ref is not None and ref.active and self._refined_id is not None:
             pred = None if t is None else np.asarray(t.center_um, float)
-            fix = ref.locate(frame, pred, t.box if seen_box and settled else None)
+            fix = ref.locate(frame, pred,
+                             t.box if t is not None and seen_box and settled else None)
             if fix is not None:
                 return fix.xy_um.copy(), "registered"
         if seen_box:
@@ -324,7 +325,7 @@ class Steerer:
         err = target - pos
         en = float(np.hypot(*err))
         deadband = self.deadband_for(frame)
-        base = dict(target_id=tid, target_um=(float(target[0]), float(target[1])),
+        base: dict[str, Any] = dict(target_id=tid, target_um=(float(target[0]), float(target[1])),
                     error_um=(float(err[0]), float(err[1])), error_norm_um=en, seen=seen,
                     deadband_um=deadband)
         if en <= deadband:

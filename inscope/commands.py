@@ -207,7 +207,7 @@ def config_from_args(args: argparse.Namespace, base=None):
     if g("curve_keys"):
         from inscope.curve import ALLOWED, SERVER_SECRET
 
-        keys = Path(g("curve_keys"))
+        keys = Path(args.curve_keys)
         cfg = with_overrides(cfg, "outputs.zmq", curve_server_key=str(keys / SERVER_SECRET),
                              curve_allowed_clients=str(keys / ALLOWED))
     cfg = with_overrides(cfg, "outputs.records", dir=g("record"), format=g("record_format"),
@@ -257,8 +257,9 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None, director=None
     print(f"microscope {getattr(svc.scope, 'name', '?')}, detector "
           f"{getattr(svc.detector, 'name', '?')} on {getattr(svc.detector, 'provider', '?')}, "
           f"control {cfg.control.mode}" + (" (dry-run)" if cfg.microscope.dry_run else ""))
-    if getattr(svc.detector, "provider_note", ""):
-        print(svc.detector.provider_note)
+    note = getattr(svc.detector, "provider_note", "")
+    if note:
+        print(note)
     summary = run_service(svc, progress=cfg.run.progress, summary_path=cfg.run.summary)
     print(format_summary(summary))
     if cfg.run.summary and "summary_write_error" not in summary:

@@ -328,6 +328,7 @@ class Pipeline:
     def _detect_loop(self) -> None:
         stream, slot, detector = self._stream, self._slot, self.detector
         stop, paused = self._stop, self._paused
+        assert stream is not None, "started before the detect thread"
         try:
             while not stop.is_set() and not self._done.is_set():
                 frame = stream.get(timeout=0.25)
@@ -616,8 +617,9 @@ class Pipeline:
         out.update(self.control_stats.latencies_ms())
         ss = self.stamp_stats
         for key in ss.value_keys():
-            if key != "total_ms":
-                out[f"detector_{key.removesuffix('_ms')}"] = ss.values(key).summary()
+            sketch = ss.values(key)
+            if key != "total_ms" and sketch is not None:
+                out[f"detector_{key.removesuffix('_ms')}"] = sketch.summary()
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
             lag = cal.display_lag_ms if cal is not None and cal.display_lag_ms is not None \
                 else DEFAULT_DISPLAY_LAG_MS
         eyepiece = EyepieceRenderer(
-            tuple(o.eyepiece.display_size), cal,
+            (o.eyepiece.display_size[0], o.eyepiece.display_size[1]), cal,
             predictor=BoxPredictor(lag, enabled=o.eyepiece.predict))
     scope = open_scope(cfg)
     try:
@@ -137,6 +137,7 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
         from inscope.curve import Authenticator, CurveServerKeys
 
         try:
+            assert o.zmq.curve_allowed_clients is not None  # a pair (checked by the config)
             curve = CurveServerKeys.load(o.zmq.curve_server_key, o.zmq.curve_allowed_clients)
         except BaseException:
             detector.close()

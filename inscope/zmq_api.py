@@ -120,6 +120,7 @@ class PubOutput(Output):
 
     def handle(self, item) -> None:
         sock = self._sock
+        assert sock is not None, "open() binds before the output runs"
         if isinstance(item, Result):
             msg = schema.detections_message(
                 item.frame, item.detections, tracks=item.tracks, target_id=item.target_id,
@@ -296,12 +297,14 @@ class CommandServer:
                 self._sock = None
 
     def _serve(self) -> None:
+        assert self._sock is not None, "start() binds before serving"
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         while not self._stop.is_set():
             if not dict(poller.poll(self.poll_ms)):
                 continue
             sock = self._sock
+            assert sock is not None
             try:
                 frames = sock.recv_multipart()
             except zmq.Again:
