@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99])
-    gaps = (last_index - first_index + 1 - n) if last_index is not None else 0
+    gaps = (last_index - first_index + 1 - n) \
+        if last_index is not None and first_index is not None else 0
     print(f"{scope.name}: {n} frames in {elapsed:.2f} s = {n / elapsed:.1f} fps; "
           f"dropped in slot {dropped}, index gaps {gaps}; ready->consumer latency ms "
           f"p50 {p50:.3f} p90 {p90:.3f} p99 {p99:.3f} max {max(lat_ms):.3f}")

@@ -58,8 +58,8 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
     from inscope.acquisition.factory import open_microscope
 
     if backend == "slide":
-        opts = {"exposure_ms": exposure_ms, **(options or {})}
-        return open_microscope("slide", **opts)  # a bad file or option: one clear error
+        slide_opts = {"exposure_ms": exposure_ms, **(options or {})}
+        return open_microscope("slide", **slide_opts)  # a bad file or option: one clear error
     if backend == "sim":
         try:
             from inscope.acquisition.simulated import SimConfig
@@ -181,7 +181,8 @@ def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
             try:
-                say(f"bench demo | {svc.detector.name} on {svc.detector.provider}: "
+                say(f"bench demo | {svc.detector.name} on "
+                    f"{getattr(svc.detector, 'provider', '?')}: "
                     f"{frames} frames ...")
                 p = svc.pipeline
                 p.max_frames = frames
@@ -297,12 +298,12 @@ def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list
     paths.append(_save(fig, out_dir / "latency_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(9, 2.2 + 0.5 * len(results)))
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
     for i, recs in enumerate(raw):
         left = 0.0
         for j, (name, a, b) in enumerate(TIMELINE):
-            v = [(s[b] - s[a]) / 1e6 for s in recs if a in s and b in s]
-            w = float(np.median(v)) if v else 0.0
+            spans = [(s[b] - s[a]) / 1e6 for s in recs if a in s and b in s]
+            w = float(np.median(spans)) if spans else 0.0
             ax.barh(i, w, left=left, color=colors[j % 10], label=name if i == 0 else None)
             left += w
     ax.set_yticks(range(len(results)), labels, fontsize=7)

@@ -217,7 +217,8 @@ class VideoSink:
         tried = []
         for sfx in (suffix, *[s for s in self.CODECS if s != suffix]):
             path = self.path.with_suffix(sfx)
-            w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.CODECS[sfx]),
+            fourcc = cv2.VideoWriter_fourcc(*self.CODECS[sfx])  # type: ignore[attr-defined]
+            w = cv2.VideoWriter(str(path), fourcc,
                                 self.fps, size)
             if w.isOpened():
                 if path != self.path:
@@ -242,6 +243,7 @@ class VideoSink:
         if free < self.MIN_FREE_BYTES + img.nbytes:
             raise OSError(errno.ENOSPC, f"No space left on device ({free} bytes free, the "
                           "video stops here and is finalised)", str(self.path))
+        assert self._writer is not None  # opened above (or raised)
         self._writer.write(img)
         self.frames += 1
 
@@ -304,7 +306,7 @@ class OverlayOutput(Output):
         self.mode = mode
         self.quit_requested: Signal[str] = Signal("quit_requested")
         self.title = title
-        self._fps = None
+        self._fps: float | None = None
         self._last_ready: int | None = None
         self._period_ns = int(1e9 / self.display_fps)
         self._next_ns: int | None = None
@@ -365,6 +367,7 @@ class OverlayOutput(Output):
     def _write_video(self, img: np.ndarray, ready_ns: int) -> None:
         """Write *img* on the video's tick grid: repeated for ticks the loop skipped (up
         to 2 s), nothing when its tick was already written, so video time = run time."""
+        assert self.video is not None  # called only with a video
         if self._t0 is None:
             self._t0 = ready_ns
         tick = int((ready_ns - self._t0) * self.video_fps // 1_000_000_000)

@@ -65,7 +65,7 @@ class Tour:
         self.followed: list[dict[str, Any]] = []
         self.timeline: list[dict[str, Any]] = []
         self._t0: int | None = None
-        self._phase_t = 0
+        self._phase_t = 0.0
         self._centered = 0
         self._hold_start: dict[int, np.ndarray] = {}
         self._moved: dict[int, float] = {}
@@ -100,7 +100,7 @@ class Tour:
         # a clearly visible cell is at least as big as most: no specks, no slivers
         areas = [t.area_px for t in tracks if not t.missed]
         min_area = float(np.percentile(areas, 50)) if areas else 0.0
-        boxes = np.array([t.box for t in tracks]).reshape(-1, 4) if tracks else None
+        boxes = np.array([t.box for t in tracks], float).reshape(-1, 4)
         for t in tracks:
             b = np.asarray(t.box, float)
             if t.missed or t.hits < cfg.min_hits or t.area_px < min_area \
@@ -169,7 +169,7 @@ class Tour:
                         self._moved[k] = float(np.hypot(*(by_id[k].center_um - p0)))
                 if tr is not None:
                     self.visited.append({
-                        "track_id": int(self.target), "t_s": round(t, 3),
+                        "track_id": tr.id, "t_s": round(t, 3),
                         "stage_um": [round(float(v), 2) for v in tr.center_um],
                         "truth_centring_error_um": _truth_error(frame, tr.box)})
                 if len(self.visited) % cfg.cells == 0:
