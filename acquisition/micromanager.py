@@ -672,7 +672,7 @@ class MicroManagerMicroscope(BaseMicroscope):
                     continue
                 ready = time.monotonic_ns()
                 try:
-                    index = int(dict(ti.tags).get("ImageNumber"))
+                    index = int(dict(ti.tags).get("ImageNumber", ""))
                 except (TypeError, ValueError):
                     index = None
                 if index is None or index == last:

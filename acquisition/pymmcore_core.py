@@ -60,6 +60,9 @@ class TaggedImage:
     pix: np.ndarray
 
 
+_TaggedImage = TaggedImage
+
+
 def is_camel_case_core(core: Any) -> bool:
     """True for a pymmcore ``CMMCore`` (or subclass such as ``CMMCorePlus``) that does not
     already answer pycromanager's snake_case names."""
@@ -81,7 +84,7 @@ class SnakeCaseCore:
     ``pop_next_tagged_image``) costs one dict lookup more than calling the core directly.
     """
 
-    TaggedImage = TaggedImage
+    TaggedImage = TaggedImage  # pycromanager's name for it, on the core
 
     def __init__(self, core: Any) -> None:
         if not hasattr(core, "getCameraDevice"):
@@ -115,7 +118,7 @@ class SnakeCaseCore:
         return fn
 
     # -- the pycromanager-only calls the backend uses ----------------------------------
-    def pop_next_tagged_image(self) -> TaggedImage:
+    def pop_next_tagged_image(self) -> _TaggedImage:
         """Pop the oldest image of the circular buffer with its metadata tags."""
         import pymmcore
 

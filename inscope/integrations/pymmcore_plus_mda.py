@@ -147,7 +147,8 @@ def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
             cx, cy = d["center_um"]
             for i, dz in enumerate(offsets):
                 out.append(useq.MDAEvent(
-                    index={"p": k, "z": i}, x_pos=float(cx), y_pos=float(cy),
+                    index={"p": k, "z": i},  # type: ignore[arg-type]  # useq converts
+                    x_pos=float(cx), y_pos=float(cy),
                     z_pos=float(pos.z + dz),
                     metadata={FOLLOW_UP_KEY: True, "cell_center_px": d["center_px"],
                               "cell_box_px": d["box_px"]}))
