@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from inscope.enums import Backend
+
 
 def _pct(values: list[float]) -> dict[str, float] | None:
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], float)
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/control.json")
     ap.add_argument("--detector", default="default",
                     help="'default' (shipped model), 'classical' or an ONNX path")
-    ap.add_argument("--backend", default="sim", choices=["sim", "slide"])
+    ap.add_argument("--backend", default=Backend.SIM, choices=[Backend.SIM, Backend.SLIDE])
     ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                     help="slide backend options, e.g. -o path=cells.npz -o pixel_size_um=0.65")
     ap.add_argument("--hela", default=None,

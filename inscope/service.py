@@ -345,10 +345,10 @@ def format_summary(s: dict) -> str:
     ]
     if c.get("final_centring_error_um") is not None:
         ft = c.get("final_target") or {}
+        status = str(ft.get("status") or "unknown")
         doing = {"centred": "centred", "moved": "being centred (moved on the last step)",
                  "settling": "being centred (waiting for the stage to settle)",
-                 "moving": "being centred (the stage is moving)"}.get(
-            ft.get("status"), ft.get("status") or "unknown")
+                 "moving": "being centred (the stage is moving)"}.get(status, status)
         lines.append(f"last frame: target track {ft.get('track_id')} {doing}, "
                      f"{c['final_centring_error_um']} µm from the image center "
                      "(simulator's ground truth)")

@@ -106,7 +106,7 @@ def test_cli_choices_come_from_the_enums():
         for enum in ENUMS:
             values = {m.value for m in enum}
             mine = [c for c in act.choices if c in values]
-            if not mine:
+            if len(mine) < 2:  # e.g. --spinning on/off: another vocabulary
                 continue
             # a member, not a string typed again: the list was built from the enum
             assert all(isinstance(c, enum) for c in mine), (where, enum.__name__, mine)
