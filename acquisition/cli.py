@@ -15,6 +15,7 @@ from inscope.enums import Backend
 
 def register(subparsers) -> None:
     from inscope.acquisition.factory import add_option_argument
+    from inscope.cli import add_exposure_argument, add_micromanager_arguments
 
     p = subparsers.add_parser(
         "stream", help="stream frames from a microscope and print the frame rate",
@@ -28,16 +29,13 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after S seconds (default 5 if --frames is not given)")
-    p.add_argument("--mm-config", "--config", dest="config", default=None,
-                   help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
-    p.add_argument("--mm-dir", default=None,
-                   help="Micro-Manager install or adapter folder (default: mm-test-adapters)")
+    add_micromanager_arguments(p)
     p.add_argument("--file", default=None, help="file for --backend replay")
     p.add_argument("--fps", type=float, default=None,
                    help="replay rate (default: the file's; 0 = as fast as possible)")
     p.add_argument("--loop", action="store_true", help="replay: start again at the end")
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
-    p.add_argument("--exposure", type=float, default=None, help="camera exposure (ms)")
+    add_exposure_argument(p)
     p.add_argument("--camera-property", "-p", action="append", default=[],
                    metavar="NAME=VALUE",
                    help="Micro-Manager camera property (repeatable), e.g. -p Mode=Noise")
@@ -59,10 +57,11 @@ def _camera_properties(items: list[str]) -> dict[str, str] | None:
 def _options(args: argparse.Namespace) -> dict:
     props = _camera_properties(args.camera_property)
     if args.backend == "headless":
-        opts = {"mm_dir": args.mm_dir, "config": args.config or "MMConfig_demo.cfg",
-                "exposure_ms": args.exposure, "camera_properties": props}
+        opts = {"mm_dir": args.mm_dir, "mm_config": args.mm_config or "MMConfig_demo.cfg",
+                "exposure_ms": args.exposure_ms, "camera_properties": props}
     elif args.backend == "mm":
-        opts = {"port": args.port, "exposure_ms": args.exposure, "camera_properties": props}
+        opts = {"port": args.port, "exposure_ms": args.exposure_ms,
+                "camera_properties": props}
     elif args.backend == "replay":
         if not args.file:
             raise SystemExit("inscope stream --backend replay needs --file PATH "

@@ -19,7 +19,7 @@ from inscope.enums import Backend
 BACKENDS: dict[Backend, str] = {
     Backend.SIM: "simulated microscope (virtual specimen, camera, XY stage, focus; ground truth)",
     Backend.HEADLESS: "Micro-Manager core in this process (pycromanager Python backend; "
-                "options mm_dir, config, camera_properties, exposure_ms)",
+                "options mm_dir, mm_config, camera_properties, exposure_ms)",
     Backend.MM: "running Micro-Manager GUI via its pycro-manager server (option port)",
     Backend.REPLAY: "frames from a TIFF / OME-TIFF / NDTiff / video file "
               "(options path, fps, loop, channel, pixel_size_um)",
@@ -91,7 +91,8 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
         Check and record moves without making them.
     **options
         Passed to the backend: ``sim``: :class:`inscope.acquisition.simulated.SimConfig` fields;
-        ``headless``: ``mm_dir``, ``config``, ``camera_properties``, ``exposure_ms``, ...;
+        ``headless``: ``mm_dir``, ``mm_config`` (the Micro-Manager .cfg; CLI
+        ``--mm-config``), ``camera_properties``, ``exposure_ms``, ...;
         ``mm``: ``port``, ``timeout_ms``, ``camera_properties``, ``exposure_ms``, ...;
         ``replay``: ``path``, ``fps``, ``loop``, ``channel``, ``pixel_size_um``;
         ``slide``: see :data:`inscope.acquisition.slide.SLIDE_OPTIONS`.
@@ -115,7 +116,18 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
         common = {"camera_properties", "exposure_ms", "position_refresh_s", "poll_s",
                   "attach_running"}
         if name == Backend.HEADLESS:
-            _check_options(name, options, common | {"mm_dir", "config"})
+            _check_options(name, options, common | {"mm_dir", "mm_config", "config"})
+            options = dict(options)
+            if "config" in options:  # the old name, before one name per meaning
+                import logging
+
+                logging.getLogger("inscope").warning(
+                    "backend option 'config' is deprecated; use 'mm_config' (TOML "
+                    "[microscope.options] mm_config, CLI --mm-config).")
+                old = options.pop("config")
+                options.setdefault("mm_config", old)
+            if "mm_config" in options:
+                options["config"] = options.pop("mm_config")
             return MicroManagerMicroscope.headless(limits=lim, dry_run=dry_run, **options)
         _check_options(name, options, common | {"port", "timeout_ms"})
         return MicroManagerMicroscope.connect(limits=lim, dry_run=dry_run, **options)

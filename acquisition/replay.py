@@ -110,7 +110,8 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         if not 0 <= channel < n_channels:
             raise MicroscopeUnavailable(
                 f"{path.name} has {n_channels} channels (0..{n_channels - 1}); channel="
-                f"{channel} does not exist. Pass --channel with one of them."
+                f"{channel} does not exist. Choose one with -o channel=N (TOML "
+                "[microscope.options] channel)."
             )
         data = np.take(data, channel, axis=ci)
         axes = axes[:ci] + axes[ci + 1:]
@@ -315,7 +316,8 @@ class ReplayMicroscope(BaseMicroscope):
         self._px = float(pixel_size_um or file_px or 1.0)
         if not self._px_known:
             warnings.warn(f"{self.path.name} records no pixel size; using 1.0 µm/pixel. "
-                          "Pass pixel_size_um (--pixel-size) for real units.", stacklevel=2)
+                          "Pass -o pixel_size_um=UM (TOML [microscope.options] "
+                          "pixel_size_um) for real units.", stacklevel=2)
 
     # -- video -------------------------------------------------------------------------
     def _open_video(self) -> None:

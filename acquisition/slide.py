@@ -38,7 +38,7 @@ from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope
 from inscope.acquisition.safety import MoveGuard, SoftLimits
-from inscope.acquisition.stream import FrameStream
+from inscope.acquisition.stream import FrameStream, pace
 
 __all__ = ["SLIDE_OPTIONS", "SlideMicroscope", "SlideTruth", "extrude_to_stack", "load_slide",
            "parse_noise"]
@@ -614,13 +614,7 @@ class SlideMicroscope(BaseMicroscope):
                 with self._lock:
                     self._t += dt
                 if self.realtime:
-                    next_t += dt
-                    wait = next_t - time.monotonic()
-                    if wait > 0:
-                        stop.wait(wait)
-                        frame.stamps[STAMP_READY] = time.monotonic_ns()
-                    else:
-                        next_t = time.monotonic()
+                    next_t = pace(frame, next_t, dt, stop)
                 emit(frame)
 
         return FrameStream(produce, name="slide-camera")

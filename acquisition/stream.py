@@ -8,12 +8,29 @@ holds one item; putting over an unread item drops it and counts the drop.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from inscope.acquisition.frame import Frame
+from inscope.acquisition.frame import STAMP_READY, Frame
 
 T = TypeVar("T")
+
+
+def pace(frame: Frame, next_t: float, interval_s: float, stop: threading.Event) -> float:
+    """Hold *frame* until its read-out, one *interval_s* after *next_t* (a camera delivers
+    a frame at the end of its exposure), and stamp it ready then. A producer running late
+    does not try to catch up: the next interval starts now. Returns the new *next_t*.
+
+    The pacing of the simulated cameras (the simulator and the slide), defined once.
+    """
+    next_t += interval_s
+    wait = next_t - time.monotonic()
+    if wait <= 0:
+        return time.monotonic()
+    stop.wait(wait)
+    frame.stamps[STAMP_READY] = time.monotonic_ns()
+    return next_t
 
 
 class NewestSlot(Generic[T]):

@@ -11,7 +11,6 @@ newest-frame hand-off between the acquisition thread and its consumer, not the e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -20,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import percentiles, write_json
+
 
 def _pct(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(max(values))}
+    return percentiles(values) or {}
 
 
 def measure(scope, n_frames: int, warmup: int = 5, timeout_s: float = 60.0) -> dict:
@@ -158,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['case']:50s} {sn['p50']:12.3f} {sn['p90']:8.3f} {sn['p99']:8.3f} "
                   f"{sn['max']:8.3f}")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": "acquisition",
         "what": "consumer frame rate, producer (camera) frame rate, frames dropped in the "
@@ -171,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": results,
     }
-    out.write_text(json.dumps(doc, indent=2))
+    out = write_json(args.out, doc)
     print(f"wrote {out}")
     return 0
 

@@ -46,16 +46,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import percentiles, write_json
 from inscope.enums import Backend
 
 
 def _pct(values: list[float]) -> dict[str, float] | None:
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], float)
-    if not len(v):
-        return None
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"n": int(len(v)), "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "max": float(v.max()), "mean": float(v.mean())}
+    return percentiles([x for x in values if x is not None and not math.isnan(x)],
+                       count=True, mean=True)
 
 
 # -- ground truth, whatever the backend ------------------------------------------------
@@ -523,15 +520,14 @@ def _summary_line(name: str, r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inscope.acquisition.factory import parse_options
+    from inscope.acquisition.factory import add_option_argument, parse_options
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/control.json")
     ap.add_argument("--detector", default="default",
                     help="'default' (shipped model), 'classical' or an ONNX path")
     ap.add_argument("--backend", default=Backend.SIM, choices=[Backend.SIM, Backend.SLIDE])
-    ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                    help="slide backend options, e.g. -o path=cells.npz -o pixel_size_um=0.65")
+    add_option_argument(ap, "-o path=cells.npz -o pixel_size_um=0.65 (slide)")
     ap.add_argument("--hela", default=None,
                     help="hela_ctc_stack.npz: build 2-D and 3-D HeLa slides and run on both")
     ap.add_argument("--fov", type=int, default=256, help="slide camera size (--hela)")
@@ -586,9 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run_suite(make, det, args, dz, region)
         res[name] = r
         print(_summary_line(f"{name} ({label})", r), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    out = write_json(args.out, res, indent=1, default=float)
     print(f"wrote {out}")
     return 0
 

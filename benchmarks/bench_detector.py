@@ -21,7 +21,6 @@ where no trained model is shipped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import percentiles, write_json
+
 
 def _pct(values) -> dict[str, float]:
-    v = np.asarray(values, float)
-    if v.size == 0:
-        return {}
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(v.max())}
+    return percentiles(values) or {}
 
 
 # -- frames ----------------------------------------------------------------------------
@@ -298,7 +295,7 @@ def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: in
                 t = time.perf_counter()
                 s.run(None, feeds[name])
                 ts[name].append((time.perf_counter() - t) * 1e3)
-    out = {n: {k: round(v, 3) for k, v in _pct(t).items()} for n, t in ts.items()}
+    out = {n: percentiles(t, digits=3) or {} for n, t in ts.items()}
     out["_how"] = (f"{blocks} alternating blocks of {block} runs each, {hw}x{hw}, "
                    f"{threads} intra-op threads, spinning on")
     return out
@@ -502,10 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         "frames": frames_from, "repeats": args.repeats, "notes": notes,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "latency": lat, "accuracy": acc,
-                                    "jitter": jitter, "session_run_vs_yolo11n": side},
-                                   indent=1) + "\n")
+    write_json(args.out, {"meta": meta, "latency": lat, "accuracy": acc, "jitter": jitter,
+                          "session_run_vs_yolo11n": side}, indent=1)
     print(f"\nwrote {args.out}")
     for d in dets.values():
         d.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import percentiles, write_json
 from inscope.eyepiece import calibration_from_image
 from inscope.eyepiece_fit import (
     CalibrationError,
@@ -113,12 +113,7 @@ def run_case(case: Case, seed: int = 0) -> dict:
 
 
 def _pct(v: list[float]) -> dict | None:
-    if not v:
-        return None
-    a = np.asarray(v, float)
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"n": len(a), "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "max": float(a.max())}
+    return percentiles(v, count=True)
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -162,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         s = report[name]
         print(f"{name}: {s['accepted']}/{s['cases']} accepted, within 1 px or refused: "
               f"{s['within_1px_or_refused']}/{s['cases']}, true error {s['true_error_px']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report, indent=1)
     print(f"wrote {args.out}")
     return 0
 

@@ -23,13 +23,13 @@ frame.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import percentiles, write_json
 from inscope.predict import BoxPredictor, Prediction
 
 
@@ -48,12 +48,7 @@ class RecordingPredictor(BoxPredictor):
 
 
 def _pct(v) -> dict | None:
-    a = np.asarray(v, float)
-    if not a.size:
-        return None
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"n": int(a.size), "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "max": float(a.max())}
+    return percentiles(v, count=True)
 
 
 def run_case(speed_um_s: float, frames: int = 300, display_lag_ms: float = 25.0,
@@ -167,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "eyepiece_prediction", "python": platform.python_version(),
               "cpu_count": __import__("os").cpu_count(),
               "note": "shared CPU: latency figures are noisy", "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report, indent=1)
     print(f"wrote {args.out}")
     return 0
 

@@ -19,7 +19,6 @@ On a machine with no GPU it still runs and says so: ``"gpu": "no GPU"`` and CPU 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -28,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import percentiles, write_json
+
 DEVICE = {"tensorrt": "cuda", "cuda": "cuda", "cpu": "cpu"}
 
 
-def _pct(values) -> dict[str, float]:
-    v = np.asarray(values, float)
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3),
-            "p99": round(float(p99), 3), "max": round(float(v.max()), 3)}
+def _pct(values) -> dict[str, float] | None:
+    return percentiles(values, digits=3)
 
 
 def gpu_name() -> str:
@@ -136,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"max {q['max']:.2f} ms  (first run {v['first_run_ms']:.0f} ms)")
     if gpu == "no GPU":
         print("no GPU on this machine: CPU figures only (run this on the GPU machine)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.out, report)
     print(f"wrote {out}")
     return 0
 

@@ -16,9 +16,10 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
+
+from benchmarks._common import percentiles, write_json
 
 
 def _message(n: int) -> dict:
@@ -62,10 +63,8 @@ def _encoders() -> dict:
     return enc
 
 
-def _pct(v: list[float]) -> dict:
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4),
-            "p99": round(float(p99), 4), "max": round(float(max(v)), 4)}
+def _pct(v: list[float]) -> dict | None:
+    return percentiles(v, digits=4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "measured on a CPU shared with other jobs: compare the encoders side by "
                 "side within this run, not with other runs",
     }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(a.out, report)
     for k, r in res.items():
         print(f"{k:8s} p50 {r['ms']['p50']:.4f} p99 {r['ms']['p99']:.4f} ms  "
               f"{r['bytes']} bytes  NaN->null {r['nan_as_null']}")

@@ -15,7 +15,6 @@ The disk and the shared CPU make the figures noisy: read p50 and p99 together.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._common import percentiles, write_json
 
 
 def run(n: int, shape: tuple[int, int], folder: Path) -> dict:
@@ -52,9 +53,7 @@ def run(n: int, shape: tuple[int, int], folder: Path) -> dict:
     ms = times * 1e3
     return {
         "frames": n, "shape": list(shape),
-        "append_ms": {k: round(float(v), 3) for k, v in zip(
-            ("p50", "p90", "p99"), np.percentile(ms, [50, 90, 99]), strict=True)}
-        | {"max": round(float(ms.max()), 3)},
+        "append_ms": percentiles(ms, digits=3),
         "sustained_fps": round(n / wall, 1),
         "close_s": round(close_s, 4),
         "file_mb": round(size / 2**20, 2),
@@ -78,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "python": sys.version.split()[0],
                                                "cpus": os.cpu_count()},
            "runs": [short, full]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    out = write_json(args.out, res)
     for r in res["runs"]:
         print(f"{r['frames']:6d} frames {r['shape']}: append p50 {r['append_ms']['p50']} / "
               f"p99 {r['append_ms']['p99']} / max {r['append_ms']['max']} ms, "

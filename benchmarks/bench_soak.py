@@ -27,24 +27,8 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-
-def rss_mb() -> float | None:
-    """Resident set size of this process in MiB (Linux /proc; psutil elsewhere)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    try:
-        import psutil  # optional: Windows / macOS
-
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:
-        return None
+from benchmarks._common import rss_mb, write_json
 
 
 class Subscriber(threading.Thread):
@@ -196,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.minutes > 0 and args.exposure_ms > 0 and args.sample_s > 0):
         ap.error("--minutes, --exposure-ms and --sample-s must be > 0")
     res = soak(args.minutes, args.exposure_ms, args.sample_s)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    out = write_json(args.out, res)
     r = res["rss_mb"]
     print(f"RSS MiB start {r['start']} / 1 min {r['after_1min']} / middle {r['middle']} / "
           f"end {r['end']} ({r['change_after_1min_pct']} % after the first minute); fps per "

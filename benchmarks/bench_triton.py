@@ -43,17 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import load_average, percentiles, write_json
+
 FRAME_SHAPE = (512, 512)
 N_FRAMES = 8  # distinct pre-rendered frames per microscope, cycled
 
 
 def _pct(values) -> dict[str, float]:
-    v = np.asarray(values, float)
-    if v.size == 0:
-        return {}
-    p50, p90, p99 = np.percentile(v, [50, 90, 99])
-    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3),
-            "p99": round(float(p99), 3), "max": round(float(v.max()), 3)}
+    return percentiles(values, digits=3) or {}
 
 
 def render_frames(seed: int, n: int = N_FRAMES) -> list[np.ndarray]:
@@ -155,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.triton_local import server_python
 
     ctx = mp.get_context("spawn")
-    load0 = os.getloadavg()
+    load0 = load_average(1)
     py = server_python(args.cache)
     with tempfile.TemporaryDirectory(prefix="inscope-bench-triton-") as tmp:
         return _run_all(args, ctx, py, Path(tmp), load0, onnxruntime.__version__)
@@ -196,15 +193,13 @@ def _run_all(args: argparse.Namespace, ctx, py: Path, work: Path, load0, ort_ver
                  "ONNX Runtime CPU, 1 intra-op thread, dynamic batching max 8, 0.5 ms delay)",
                  "local": "OnnxDetector, CPU, 1 intra-op thread, per microscope process",
                  "seconds_per_case": args.seconds, "closed_loop": True,
-                 "load_average_1_5_15_min": {"start": [round(x, 1) for x in load0],
-                                             "end": [round(x, 1) for x in os.getloadavg()]},
+                 "load_average_1_5_15_min": {"start": load0, "end": load_average(1)},
                  "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "note": "shared, noisy 2-core CPU: server and microscopes compete for the "
                  "same cores; compare cases within this run"},
         "cases": cases,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.out, out, indent=1)
     print(markdown_table(out))
     print(f"wrote {args.out}")
     return 0

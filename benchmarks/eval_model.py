@@ -31,13 +31,14 @@ typical errors on the real frames (``--figure``).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._common import write_json
 
 
 def _split_stack(path: Path, split: int, out_dir: Path) -> tuple[Path, Path]:
@@ -355,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"few-shot fine-tuned on {args.split} frames: AP50 {f['ap50']:.3f} on "
                       "the rest")
         out["real"] = real
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.out, out, indent=1)
     print(f"wrote {args.out}")
     if args.update_card:
         card = ModelCard.load(card_path)

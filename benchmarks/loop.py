@@ -17,29 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import load_average, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "loop.json"
 MODES = ("off", "steer")
 
 
-def _load() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):  # Windows has no load average
-        return None
-
-
 def measure(frames: int) -> dict[str, Any]:
     """Run ``inscope bench`` once per control mode; return both reports."""
     out: dict[str, Any] = {"command": f"python -m benchmarks.loop --frames {frames}",
-                           "load_average_before": _load(), "runs": {}}
+                           "load_average_before": load_average(), "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in MODES:
             path = Path(tmp) / f"{mode}.json"
@@ -48,7 +42,7 @@ def measure(frames: int) -> dict[str, Any]:
             print(" ".join(["inscope", *cmd[3:-1]]), "...", flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT)
             out["runs"][mode] = json.loads(path.read_text())
-    out["load_average_after"] = _load()
+    out["load_average_after"] = load_average()
     return out
 
 
@@ -98,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not a.table:
         report = measure(a.frames)
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(a.out, report, indent=1)
     report = json.loads(a.out.read_text())
     print(f"load average before / after: {report['load_average_before']} / "
           f"{report['load_average_after']}")

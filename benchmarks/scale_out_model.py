@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import write_json
+from inscope.detector.triton_cli import add_batcher_arguments
+
 SIZES = (512, 1024, 2048)
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -71,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="assumed gRPC + HTTP/2 + server bookkeeping per request, both ways")
     ap.add_argument("--copy-gbs", type=float, default=5.0,
                     help="client memory-copy rate for cast + protobuf serialisation, GB/s")
-    ap.add_argument("--queue-delay-us", type=float, default=500.0,
-                    help="dynamic batcher delay (export-triton's default)")
     ap.add_argument("--gpu-tflops", type=float, default=20.0,
                     help="assumed sustained FP32 rate on small convolutions (A100-class: "
                     "19.5 peak FP32, ~156 TF32)")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="assumed sustained memory bandwidth, GB/s (A100 peak ~1,500-2,000)")
     ap.add_argument("--batch-overhead-ms", type=float, default=0.3,
                     help="assumed fixed cost of one batch: kernel launches, H2D/D2H setup")
-    ap.add_argument("--max-batch", type=int, default=8)
+    add_batcher_arguments(ap)  # export-triton's flags and defaults
     ap.add_argument("--camera-fps", type=float, default=100.0,
                     help="frame rate of each microscope for the 'microscopes per server' row")
     ap.add_argument("--out", type=Path, default=RESULTS / "scale_out_model.json")
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                            "counted from detector/models/inscope-nuclei.onnx",
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.out, out, indent=1)
     print(_table(rows, args.camera_fps))
     print(f"wrote {args.out.name}")
     return 0

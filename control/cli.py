@@ -21,6 +21,7 @@ BACKENDS = [b for b in Backend if b is not Backend.REPLAY]
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     from inscope.acquisition.factory import add_option_argument
+    from inscope.cli import add_exposure_argument, add_micromanager_arguments
 
     p.add_argument("--backend", default=Backend.SIM, choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
@@ -28,17 +29,17 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                         "slide (virtual microscope over a real image: -o path=FILE ...)")
     add_option_argument(p, "-o path=cells.npz -o pixel_size_um=0.65 -o z_step_um=0.3 "
                            "-o fov=256 -o noise=0.02")
-    p.add_argument("--mm-config", "--config", dest="config", default=None,
-                   help="Micro-Manager .cfg for --backend headless (default MMConfig_demo.cfg)")
-    p.add_argument("--mm-dir", default=None, help="Micro-Manager install or adapter folder")
+    add_micromanager_arguments(p)
     p.add_argument("--port", type=int, default=4827, help="pycro-manager server port (mm)")
-    p.add_argument("--exposure", type=float, default=None, help="camera exposure (ms)")
+    add_exposure_argument(p)
     p.add_argument("--seed", type=int, default=None, help="simulator seed (sim)")
     p.add_argument("--calibration", default=None,
                    help="calibration JSON from `inscope calibrate` to apply first")
 
 
 def register(subparsers) -> None:
+    from inscope.cli import deprecated_alias
+
     p = subparsers.add_parser(
         "calibrate", help="measure the pixel-to-stage map (pixel size, rotation, flip)",
         description="Move the stage by a few known steps, measure the image shifts by "
@@ -50,8 +51,9 @@ def register(subparsers) -> None:
                    help="also write the measured pixel size and affine into Micro-Manager's "
                         "current pixel-size configuration (in memory: save the config in "
                         "Micro-Manager to keep it)")
-    p.add_argument("--steps", type=float, nargs="+", default=None,
-                   help="step sizes in µm (default: 10%% and 20%% of the field)")
+    a = p.add_argument("--steps-um", type=float, nargs="+", default=None,
+                       help="step sizes in µm (default: 10%% and 20%% of the field)")
+    deprecated_alias(p, "--steps", a)
     p.add_argument("--repeats", type=int, default=1, help="repeats of every move")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="relative disagreement with the configured affine that warns")
@@ -78,8 +80,9 @@ def register(subparsers) -> None:
     s.add_argument("--adaptive", action="store_true",
                    help="extend the z-stack while the cell is still detected")
     s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
-    s.add_argument("--score-threshold", "--min-score", dest="min_score", type=float,
-                   default=0.0, help="ignore weaker detections")
+    a = s.add_argument("--score-threshold", type=float, default=0.0,
+                       help="ignore weaker detections (score in [0, 1])")
+    deprecated_alias(s, "--min-score", a)
     s.add_argument("--max-cells", type=int, default=None, help="stop after N cells")
     s.add_argument("--dry-run", action="store_true",
                    help="plan only: one image here, the field plan, nothing moves")
@@ -94,12 +97,12 @@ def open_from_args(args: argparse.Namespace, dry_run: bool = False):
         if args.seed is not None:
             opts["seed"] = args.seed
     elif args.backend == "headless":
-        opts = {"mm_dir": args.mm_dir, "config": args.config or "MMConfig_demo.cfg",
-                "exposure_ms": args.exposure}
+        opts = {"mm_dir": args.mm_dir, "mm_config": args.mm_config or "MMConfig_demo.cfg",
+                "exposure_ms": args.exposure_ms}
     elif args.backend == "slide":
-        opts = {"realtime": False, "exposure_ms": args.exposure, "seed": args.seed}
+        opts = {"realtime": False, "exposure_ms": args.exposure_ms, "seed": args.seed}
     else:
-        opts = {"port": args.port, "exposure_ms": args.exposure}
+        opts = {"port": args.port, "exposure_ms": args.exposure_ms}
     from inscope.acquisition.factory import parse_options
 
     opts = {k: v for k, v in opts.items() if v is not None}
@@ -156,7 +159,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         return 1
     with scope:
         try:
-            cal = calibrate(scope, steps_um=args.steps, n=args.repeats,
+            cal = calibrate(scope, steps_um=args.steps_um, n=args.repeats,
                             tolerance=args.tolerance)
         except (CalibrationError, AcquisitionError) as e:
             print(f"error: {e}", file=sys.stderr)
@@ -196,8 +199,8 @@ def _scan_arg_error(args: argparse.Namespace) -> str | None:
                f"{x1:g} {y1:g}."
     if not (math.isfinite(args.overlap) and 0 <= args.overlap < 0.9):
         return f"--overlap {args.overlap:g}: give a fraction of the field in [0, 0.9)."
-    if not (math.isfinite(args.min_score) and 0 <= args.min_score <= 1):
-        return f"--min-score {args.min_score:g}: give a score in [0, 1]."
+    if not (math.isfinite(args.score_threshold) and 0 <= args.score_threshold <= 1):
+        return f"--score-threshold {args.score_threshold:g}: give a score in [0, 1]."
     if args.max_cells is not None and args.max_cells < 1:
         return f"--max-cells {args.max_cells}: give at least 1."
     if not all(math.isfinite(v) for v in (*args.z_range, args.z_step)):
@@ -253,7 +256,7 @@ def run_scan(args: argparse.Namespace) -> int:
         wf = FindAndImage(scope, det, region=args.region, out_dir=Path(args.out),
                           overlap=args.overlap, z_stack=spec,
                           autofocus=not args.no_autofocus, dry_run=args.dry_run,
-                          min_score=args.min_score, on_cell=progress,
+                          min_score=args.score_threshold, on_cell=progress,
                           max_cells=args.max_cells,
                           provenance=run_provenance(scope, det))
     except ValueError as e:

@@ -8,7 +8,7 @@ Examples
     inscope eval --model classical data/voc/ --json runs/eval/classical.json
     inscope eval --sim 20 --seed 900001
 
-AP is computed from *all* predictions down to a low floor (``--min-score``), so the PR
+AP is computed from *all* predictions down to a low floor (``--ap-score-floor``), so the PR
 curve is complete; ``--score-threshold`` is only the operating point for precision,
 recall, F1 and the counts.
 """
@@ -29,6 +29,8 @@ MIN_SCORE = 0.05
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from inscope.cli import deprecated_alias
+
     p = subparsers.add_parser(
         "eval", help="score a detector (AP50, mAP50-95, P/R/F1) on annotated data",
         description="Score a detector on annotated images (npz, YOLO, Pascal VOC, COCO) or on "
@@ -56,13 +58,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=float, default=0.5, help="IoU for P/R/F1 (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=None,
                    help="operating threshold for P/R/F1/counts (default: the model card's)")
-    p.add_argument("--min-score", type=float, default=MIN_SCORE,
-                   help=f"lowest score collected for AP (default {MIN_SCORE})")
+    a = p.add_argument("--ap-score-floor", type=float, default=MIN_SCORE,
+                       help=f"lowest score collected for the PR curve and AP (default "
+                            f"{MIN_SCORE}); not the operating threshold (--score-threshold)")
+    deprecated_alias(p, "--min-score", a)
     p.add_argument("--object-size-px", type=float, default=None,
                    help="typical object diameter in pixels (rescales to the model's range)")
     p.add_argument("--provider", default="auto",
-                   choices=["auto", "tensorrt", "cuda", "cpu"])
-    p.add_argument("--threads", type=int, default=None)
+                   choices=["auto", "tensorrt", "cuda", "cpu"],
+                   help="ONNX Runtime provider")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--max-plots", type=int, default=4,
                    help="prediction pictures to draw (default 4)")
     p.set_defaults(func=run_eval)
@@ -130,7 +135,7 @@ def run_eval(args: argparse.Namespace) -> int:
         is_classical = isinstance(args.model, str) and args.model.lower() == "classical"
         kw: dict[str, Any] = {"object_size_px": args.object_size_px}
         if not is_classical:
-            kw["score_threshold"] = args.min_score
+            kw["score_threshold"] = args.ap_score_floor
         det = load_detector(args.model, provider=args.provider, threads=args.threads, **kw)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"inscope eval: {e}", file=sys.stderr)

@@ -19,6 +19,17 @@ import sys
 from pathlib import Path
 
 
+def add_batcher_arguments(p: argparse.ArgumentParser) -> None:
+    """``--max-batch`` and ``--queue-delay-us``: Triton's dynamic batcher as
+    ``export-triton`` configures it, one definition for the command and for the model of
+    a shared server (``benchmarks/scale_out_model.py``), so both use the same defaults."""
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="largest batch the server forms (default 8)")
+    p.add_argument("--queue-delay-us", type=int, default=500,
+                   help="dynamic batching: how long a request may wait for others, in µs "
+                   "(default 500; under load batches also form from queued requests)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export-triton", help="write a Triton Inference Server model repository",
@@ -32,11 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="Triton model name (default: the card's name)")
     p.add_argument("--dtype", default="uint16", choices=["uint16", "uint8", "float32"],
                    help="pixel type the cameras send (default uint16)")
-    p.add_argument("--max-batch", type=int, default=8,
-                   help="largest batch the server forms (default 8)")
-    p.add_argument("--queue-delay-us", type=int, default=500,
-                   help="dynamic batching: how long a request may wait for others, in µs "
-                   "(default 500; under load batches also form from queued requests)")
+    add_batcher_arguments(p)
     p.add_argument("--instance-kind", default=None, choices=["gpu", "cpu"],
                    help="where Triton runs the model (default: Triton decides; GPU if any)")
     p.add_argument("--instances", type=int, default=1,

@@ -54,7 +54,8 @@ TIMELINE = (
 )
 
 
-def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
+def _open(backend: str, exposure_ms: float, say, options: dict | None = None,
+          mm: dict | None = None):
     from inscope.acquisition.factory import open_microscope
 
     if backend == "slide":
@@ -73,6 +74,9 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
         if "seed" in names:
             opts["seed"] = 0
         return open_microscope("sim", **opts)
+    mm = {k: v for k, v in (mm or {}).items() if v}
+    if mm:  # the user's own Micro-Manager: its camera as configured, errors are errors
+        return open_microscope("headless", exposure_ms=exposure_ms, **mm)
     try:
         return open_microscope("headless", exposure_ms=exposure_ms,
                                camera_properties={"Mode": "Fluorescent Beads",
@@ -387,7 +391,9 @@ def main(args: argparse.Namespace) -> int:
                 raw.append(recs)
             continue
         try:
-            scope = _open(b, args.exposure, say, options if b == "slide" else None)
+            mm = {"mm_config": getattr(args, "mm_config", None),
+                  "mm_dir": getattr(args, "mm_dir", None)}
+            scope = _open(b, args.exposure_ms, say, options if b == "slide" else None, mm)
         except AcquisitionError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -421,7 +427,7 @@ def main(args: argparse.Namespace) -> int:
         "stages": [list(s) for s in STAGES],
         "frames_per_config": args.frames,
         "control_mode": args.mode,
-        "exposure_ms": args.exposure,
+        "exposure_ms": args.exposure_ms,
         "host": {"platform": platform.platform(), "cpus": os.cpu_count(),
                  "python": platform.python_version(),
                  "onnxruntime": onnxruntime.__version__,

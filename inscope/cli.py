@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+
+log = logging.getLogger("inscope")
 
 # Order here is the order in --help.
 COMMAND_MODULES = [
@@ -36,6 +39,57 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
                 or d is argparse.SUPPRESS or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)"
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option that keeps working: it stores into the new option's
+    ``dest`` and logs one line naming the new spelling. Hidden from ``--help`` so each
+    meaning shows one name (see :func:`deprecated_alias`)."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kw) -> None:
+        self.new = new
+        kw["help"] = argparse.SUPPRESS
+        kw["default"] = argparse.SUPPRESS  # never overrides the new option's default
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        log.warning("%s is deprecated; use %s (same meaning). The old spelling will be "
+                    "removed in a later release.", option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated_alias(parser, old: str, new: argparse.Action) -> argparse.Action:
+    """Accept *old* as a hidden, deprecated spelling of the option *new* (the action
+    ``add_argument`` returned): same dest, type, nargs and metavar; using it logs a line."""
+    return parser.add_argument(old, dest=new.dest, type=new.type, nargs=new.nargs,
+                               metavar=new.metavar, action=DeprecatedAlias,
+                               new=new.option_strings[0])
+
+
+def add_micromanager_arguments(p, *, old_config_flag: bool = True) -> None:
+    """``--mm-config`` and ``--mm-dir``: the Micro-Manager configuration and install, one
+    definition for every subcommand that can open a headless Micro-Manager core (backend
+    options ``mm_config`` and ``mm_dir``). *old_config_flag* keeps ``--config`` as the
+    deprecated alias of ``--mm-config`` (not in ``run``, whose ``--config`` is the TOML)."""
+    a = p.add_argument("--mm-config", default=None, metavar="CFG",
+                       help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
+                            "MMConfig_demo.cfg)")
+    if old_config_flag:
+        deprecated_alias(p, "--config", a)
+    p.add_argument("--mm-dir", default=None,
+                   help="headless: Micro-Manager install or adapter folder (default: "
+                        "mm-test-adapters)")
+
+
+def add_exposure_argument(p, *, default: float | None = None, what: str = "",
+                          old_flag: bool = True) -> None:
+    """``--exposure-ms``: the camera exposure (backend option ``exposure_ms``);
+    *old_flag* keeps ``--exposure`` as its deprecated alias."""
+    shown = "the camera's" if default is None else f"{default:g}"
+    a = p.add_argument("--exposure-ms", type=float, default=default,
+                       help=f"camera exposure in ms{what} (default: {shown})")
+    if old_flag:
+        deprecated_alias(p, "--exposure", a)
 
 
 def build_parser() -> argparse.ArgumentParser:

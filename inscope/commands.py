@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from inscope.cli import add_exposure_argument, add_micromanager_arguments, deprecated_alias
 from inscope.enums import Backend, Mode, RecordFormat
 
 #: The demo's length when neither --frames nor --seconds is given.
@@ -32,9 +33,9 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
     g.add_argument("--provider", default=None,
                    help="ONNX Runtime provider: auto (default), cpu, cuda, tensorrt")
     g.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    g.add_argument("--score-threshold", "--score", type=float, default=None,
-                   dest="score_threshold",
-                   help="score threshold in [0, 1] (default: the model card's)")
+    a = g.add_argument("--score-threshold", type=float, default=None,
+                       help="score threshold in [0, 1] (default: the model card's)")
+    deprecated_alias(g, "--score", a)
     g = p.add_argument_group("control")
     g.add_argument("--mode", default=None, choices=list(Mode),
                    help="control mode" + (" (demo default: steer+focus)" if demo else
@@ -112,17 +113,14 @@ def _register_run(sub) -> None:
     p.add_argument("--backend", default=None, choices=list(Backend),
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
-    p.add_argument("--mm-config", default=None, metavar="CFG",
-                   help="headless: Micro-Manager .cfg (absolute or in --mm-dir; default "
-                        "MMConfig_demo.cfg)")
-    p.add_argument("--mm-dir", default=None,
-                   help="headless: Micro-Manager install or adapter folder (default: "
-                        "mm-test-adapters)")
+    add_micromanager_arguments(p, old_config_flag=False)  # run's --config is the TOML
+    add_exposure_argument(p, old_flag=False)
     add_option_argument(p, "-o exposure_ms=10 -o seed=3")
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="record detections (and with --record-frames the raw frames) to DIR")
-    p.add_argument("--record-format", default=None, choices=list(RecordFormat))
+    p.add_argument("--record-format", default=None, choices=list(RecordFormat),
+                   help="format of the recorded detections (default: jsonl)")
     p.add_argument("--record-frames", action="store_true", default=None,
                    help="also record raw frames as a replayable OME-TIFF")
     _add_service_flags(p)
@@ -153,8 +151,8 @@ def _register_bench(sub) -> None:
                    help="ONNX Runtime provider(s) (default: every available one)")
     p.add_argument("--mode", default=Mode.STEER, choices=list(Mode),
                    help="control mode during the benchmark (default steer)")
-    p.add_argument("--exposure", type=float, default=10.0,
-                   help="camera exposure in ms (frame period; default 10)")
+    add_exposure_argument(p, default=10.0, what=" (the frame period)")
+    add_micromanager_arguments(p, old_config_flag=False)  # never had --config
     p.add_argument("--spinning", action="append", choices=["on", "off"], default=None,
                    help="ONNX Runtime's idle threads spin or sleep (repeatable: both side "
                         "by side; default: the service's [detector] spinning)")
@@ -193,9 +191,11 @@ def config_from_args(args: argparse.Namespace, base=None):
     if g("file"):
         opts["path"] = g("file")
     if g("mm_config"):
-        opts["config"] = g("mm_config")
+        opts["mm_config"] = g("mm_config")
     if g("mm_dir"):
         opts["mm_dir"] = g("mm_dir")
+    if g("exposure_ms") is not None:
+        opts["exposure_ms"] = g("exposure_ms")
     cfg = with_overrides(cfg, "microscope", backend=g("backend"), options=opts,
                          dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),

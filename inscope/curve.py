@@ -173,11 +173,13 @@ def register(subparsers) -> None:
                     "'add-client DIR NAME' makes and allows another client. Then run "
                     "'inscope run --bind 0.0.0.0 --curve-keys DIR'.")
     sub = p.add_subparsers(dest="keys_cmd", metavar="ACTION", required=True)
-    i = sub.add_parser("init", help="server pair + allowed-clients folder + a client pair")
+    i = sub.add_parser("init", help="server pair + allowed-clients folder + a client pair",
+                       formatter_class=p.formatter_class)
     i.add_argument("dir", help="folder for the keys (created)")
     i.add_argument("--client", default="client", help="name of the first client")
     i.set_defaults(func=cmd_keys)
-    a = sub.add_parser("add-client", help="make and allow another client key pair")
+    a = sub.add_parser("add-client", help="make and allow another client key pair",
+                       formatter_class=p.formatter_class)
     a.add_argument("dir", help="the folder made by 'inscope keys init'")
     a.add_argument("name", help="client name (letters, digits, '-', '_')")
     a.set_defaults(func=cmd_keys)

@@ -74,6 +74,7 @@ def read_camera_image(path: Path) -> np.ndarray:
 
 
 def register(subparsers) -> None:
+    from inscope.cli import deprecated_alias
     from inscope.control.cli import add_backend_args
 
     p = subparsers.add_parser(
@@ -83,15 +84,17 @@ def register(subparsers) -> None:
                     "offset); writes the JSON that `inscope run --eyepiece "
                     "--eyepiece-calibration` reads.")
     add_backend_args(p)
-    p.add_argument("--display", type=_pair, default=(1280, 720), metavar="WxH",
-                   help="eyepiece display size in pixels (default 1280x720)")
+    a = p.add_argument("--display-size", type=_pair, default=(1280, 720), metavar="WxH",
+                       help="eyepiece display size in pixels (default 1280x720; TOML "
+                            "[outputs.eyepiece] display_size)")
+    deprecated_alias(p, "--display", a)
     p.add_argument("--squares", type=_pair, default=None, metavar="COLSxROWS",
                    help="chessboard squares of the pattern (default: squares of 1/8 of the "
                         "display height); more if the camera sees only a small part of "
                         "the display, fewer if the pattern looks tiny in the camera")
     p.add_argument("--pattern", type=Path, default=None, metavar="JSON",
                    help="offline step 2: the pattern.json written by --pattern-out (sets "
-                        "--display and --squares)")
+                        "--display-size and --squares)")
     p.add_argument("--screen", type=lambda t: _pair(t, ","), default=(0, 0), metavar="X,Y",
                    help="desktop position of the eyepiece display (live mode)")
     p.add_argument("--settle", type=float, default=0.5,
@@ -100,9 +103,10 @@ def register(subparsers) -> None:
                    help="offline step 1: write the pattern (PNG + JSON beside it) and stop")
     p.add_argument("--from-image", type=Path, default=None, metavar="IMAGE",
                    help="offline step 2: fit from a camera image taken while it was shown")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
-                   help="camera pixel size at the specimen (µm), to give the expected "
-                        "error in µm (live mode: from the microscope)")
+    a = p.add_argument("--pixel-size-um", type=float, default=None, metavar="UM",
+                       help="camera pixel size at the specimen (µm), to give the expected "
+                            "error in µm (live mode: from the microscope)")
+    deprecated_alias(p, "--pixel-size", a)
     p.add_argument("--lag-repeats", type=int, default=5, metavar="N",
                    help="live mode: also measure the display lag (drawing -> light) over N "
                         "black -> pattern switches, for the box prediction (0: skip)")
@@ -119,7 +123,7 @@ def _pattern(args: argparse.Namespace):
 
     if args.pattern is not None:
         return CharucoPattern.load(args.pattern)
-    return CharucoPattern.for_display(args.display, args.squares)
+    return CharucoPattern.for_display(args.display_size, args.squares)
 
 
 def run_calibrate_eyepiece(args: argparse.Namespace) -> int:
@@ -152,7 +156,7 @@ def run_calibrate_eyepiece(args: argparse.Namespace) -> int:
     try:
         if args.from_image is not None:
             cam = read_camera_image(args.from_image)
-            cal = calibration_from_image(cam, pattern, args.pixel_size, args.max_error)
+            cal = calibration_from_image(cam, pattern, args.pixel_size_um, args.max_error)
         else:
             cal = _calibrate_live(args, pattern)
     except ImageReadError as e:
@@ -168,7 +172,7 @@ def run_calibrate_eyepiece(args: argparse.Namespace) -> int:
         print(f"display lag (drawing -> light, seen by the camera): {cal.display_lag_ms:.0f} "
               "ms; the box prediction uses it")
     if cal.expected_error_um is None:
-        print("(give --pixel-size UM to also get the error in µm at the specimen)")
+        print("(give --pixel-size-um UM to also get the error in µm at the specimen)")
     print(f"wrote {args.out}; use it with: inscope run --eyepiece --eyepiece-calibration "
           f"{args.out}")
     return 0
@@ -212,7 +216,7 @@ def _calibrate_live(args: argparse.Namespace, pattern):
 
     scope = open_from_args(args)
     try:
-        cal = calibrate(show, scope.snap, pattern.display_size, pattern, args.pixel_size,
+        cal = calibrate(show, scope.snap, pattern.display_size, pattern, args.pixel_size_um,
                         args.max_error)
         if args.lag_repeats > 0:
             cal.extra["display_lag_ms"] = round(measure_display_lag_ms(

@@ -80,7 +80,7 @@ class CharucoPattern:
         w, h = (int(v) for v in display_size)
         if min(w, h) < 64:
             raise ValueError(f"an eyepiece display of {w}x{h} pixels is too small for a "
-                             "calibration pattern; give its real size (--display WxH).")
+                             "calibration pattern; give its real size (--display-size WxH).")
         usable_w, usable_h = int(w * 0.92), int(h * 0.92)
         if squares is None:
             sq = max(h // 8, 8)

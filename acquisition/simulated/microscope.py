@@ -22,7 +22,7 @@ from inscope.acquisition.simulated import motion
 from inscope.acquisition.simulated.config import SimConfig
 from inscope.acquisition.simulated.render import GroundTruth, Renderer
 from inscope.acquisition.simulated.specimen import Specimen
-from inscope.acquisition.stream import FrameStream
+from inscope.acquisition.stream import FrameStream, pace
 
 
 class SimulatedMicroscope(BaseMicroscope):
@@ -197,14 +197,7 @@ class SimulatedMicroscope(BaseMicroscope):
                 t_exp = self._clock()
                 frame = self._render_frame(t_exp)
                 if self.config.realtime:
-                    next_t += interval
-                    wait = next_t - time.monotonic()
-                    if wait > 0:
-                        # frame is "read out" at the end of its interval, as a camera would
-                        stop.wait(wait)
-                        frame.stamps[STAMP_READY] = time.monotonic_ns()
-                    else:
-                        next_t = time.monotonic()  # running late: don't try to catch up
+                    next_t = pace(frame, next_t, interval, stop)  # read out at its end
                     # a move commanded during the exposure smears this frame too
                     frame.moving = frame.moving or motion.moving_during(
                         motion.read(self._motion), t_exp, self._clock())

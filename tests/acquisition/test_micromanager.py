@@ -243,7 +243,7 @@ def test_factory_headless_and_options(mm_scope):
 def test_cli_stream_headless(mm_scope, capsys):
     from inscope.cli import main
 
-    assert main(["stream", "--backend", "headless", "--frames", "20", "--exposure", "2",
+    assert main(["stream", "--backend", "headless", "--frames", "20", "--exposure-ms", "2",
                  "-p", "Mode=Color Test Pattern"]) == 0
     out = capsys.readouterr().out
     assert "micromanager-headless" in out and "20 frames" in out

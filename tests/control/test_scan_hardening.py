@@ -97,7 +97,7 @@ def test_sigterm_leaves_a_stopped_summary_with_counts(tmp_path):
     (["--overlap", "nan"], "--overlap"),
     (["--model", "missing.onnx"], "no such file"),
     (["--out", "/dev/null"], "not a folder"),
-    (["--min-score", "2"], "--min-score"),
+    (["--score-threshold", "2"], "--score-threshold"),
 ])
 def test_scan_mistakes_get_one_line(tmp_path, capsys, args, word):
     cmd = _scan_cmd(tmp_path / "out")[3:]

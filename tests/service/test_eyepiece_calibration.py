@@ -183,7 +183,8 @@ def test_cli_offline_steps_on_an_lzw_tiff_written_by_opencv(tmp_path, capsys):
     from inscope.cli import main
 
     pat = tmp_path / "pattern.png"
-    assert main(["calibrate-eyepiece", "--pattern-out", str(pat), "--display", "1024x768"]) == 0
+    assert main(["calibrate-eyepiece", "--pattern-out", str(pat),
+                 "--display-size", "1024x768"]) == 0
     spec = json.loads((tmp_path / "pattern.json").read_text())
     assert spec["display_size"] == [1024, 768] and spec["pattern"] == "charuco"
     shown = cv2.imread(str(pat), cv2.IMREAD_UNCHANGED)
@@ -195,7 +196,7 @@ def test_cli_offline_steps_on_an_lzw_tiff_written_by_opencv(tmp_path, capsys):
     assert tifffile.TiffFile(camera_tif).pages[0].compression == 5  # LZW
     out = tmp_path / "cal" / "eyepiece.json"
     assert main(["calibrate-eyepiece", "--from-image", str(camera_tif), "--pattern",
-                 str(tmp_path / "pattern.json"), "--pixel-size", "0.5", "--out", str(out)]) == 0
+                 str(tmp_path / "pattern.json"), "--pixel-size-um", "0.5", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "mirrored, rotated" in said and "µm" in said
     cal = EyepieceCalibration.load(out)

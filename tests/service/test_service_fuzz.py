@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-import zmq
+from _support.sockets import req_socket
 
 from inscope.acquisition.factory import open_microscope
 from inscope.config import Config, ControlConfig, with_overrides
@@ -26,14 +26,6 @@ from inscope.zmq_api import MAX_REQUEST_BYTES, CommandServer, request
 N_FUZZ = 5000
 
 
-def _req(address: str, timeout_ms: int = 5000) -> zmq.Socket:
-    s = zmq.Context.instance().socket(zmq.REQ)
-    s.setsockopt(zmq.RCVTIMEO, timeout_ms)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(address)
-    return s
-
-
 def _echo_server(**kw) -> CommandServer:
     return CommandServer(lambda req: {"ok": True, "cmd": req["cmd"]}, port=0, **kw).start()
 
@@ -41,7 +33,7 @@ def _echo_server(**kw) -> CommandServer:
 def test_multipart_request_gets_one_error_and_the_server_goes_on():
     srv = _echo_server()
     try:
-        s = _req(srv.address)
+        s = req_socket(srv.address)
         s.send_multipart([b'{"cmd": "status"}', b"second frame", b"third"])
         rep = json.loads(s.recv())
         assert rep["ok"] is False and "3 message frames" in rep["error"]
@@ -58,7 +50,7 @@ def test_multipart_request_gets_one_error_and_the_server_goes_on():
 def test_deep_nesting_gets_one_error_and_the_server_goes_on(raw):
     srv = _echo_server()
     try:
-        s = _req(srv.address)
+        s = req_socket(srv.address)
         s.send(raw)
         rep = json.loads(s.recv())
         s.close()
@@ -72,7 +64,7 @@ def test_deep_nesting_gets_one_error_and_the_server_goes_on(raw):
 def test_oversized_request_is_read_and_refused():
     srv = _echo_server()
     try:
-        s = _req(srv.address)
+        s = req_socket(srv.address)
         s.send(b'{"cmd": "status", "pad": "' + b"x" * (MAX_REQUEST_BYTES + 10) + b'"}')
         rep = json.loads(s.recv())
         s.close()
@@ -162,7 +154,7 @@ def test_fuzzed_requests_all_answered_then_status_and_stop(detector, tmp_path):
     rng = random.Random(20260412)
     counts: dict[str, int] = {}
     answered = 0
-    s = _req(srv.address)
+    s = req_socket(srv.address)
     try:
         for _ in range(N_FUZZ):
             cat, frames = _request(rng)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import tifffile
-import zmq
+from _support.sockets import sub_socket
 
 from inscope.acquisition.factory import open_microscope
 from inscope.eyepiece import EyepieceRenderer
@@ -96,10 +96,7 @@ def test_threshold_filters_boxes(stack, detector):
 def test_overlay_and_eyepiece_frames_on_zmq(stack, detector):
     pub = PubOutput(port=0)
     pub.open()
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"overlay")
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.connect(pub.address)
+    sub = sub_socket(pub.address, topic=b"overlay")
     time.sleep(0.3)  # let the subscription reach the publisher
     ov = OverlayOutput(publisher=pub, window=False,
                        eyepiece=EyepieceRenderer((160, 120)))

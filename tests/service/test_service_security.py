@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import zmq
+from _support.sockets import req_socket, sub_socket
 
 from inscope.cli import main
 from inscope.config import Config, ConfigError, config_from_dict, with_overrides
-from inscope.curve import apply_client, is_loopback
+from inscope.curve import is_loopback
 
 
 @pytest.fixture
@@ -43,24 +44,12 @@ def _service(tmp_path, keys: Path):
 
 
 def _req(address: str, keys: Path | None = None, client: str = "client") -> zmq.Socket:
-    s = zmq.Context.instance().socket(zmq.REQ)
-    s.setsockopt(zmq.RCVTIMEO, 1500)
-    s.setsockopt(zmq.SNDTIMEO, 1500)
-    s.setsockopt(zmq.LINGER, 0)
-    if keys is not None:
-        apply_client(s, keys / "clients" / f"{client}.key_secret", keys / "server.key")
-    s.connect(address)
-    return s
+    return req_socket(address, timeout_ms=1500, send_timeout_ms=1500, keys=keys,
+                      client=client)
 
 
 def _sub(address: str, keys: Path | None = None, client: str = "client") -> zmq.Socket:
-    s = zmq.Context.instance().socket(zmq.SUB)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.SUBSCRIBE, b"detections")
-    if keys is not None:
-        apply_client(s, keys / "clients" / f"{client}.key_secret", keys / "server.key")
-    s.connect(address)
-    return s
+    return sub_socket(address, topic=b"detections", keys=keys, client=client)
 
 
 def test_curve_unauthenticated_clients_get_nothing_authorised_one_works(tmp_path, keys):

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import zmq
+from _support.sockets import sub_socket
 
 from inscope.acquisition.frame import Frame
 from inscope.detector.base import Detections
@@ -29,21 +30,11 @@ def _result(i: int, pad: int) -> Result:
     return Result(frame, dets, seq=i)
 
 
-def _sub(address: str, rcvhwm: int) -> zmq.Socket:
-    s = zmq.Context.instance().socket(zmq.SUB)
-    s.setsockopt(zmq.RCVHWM, rcvhwm)
-    s.setsockopt(zmq.RCVBUF, 4096)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.connect(address)
-    return s
-
-
 def _run(pub: PubOutput) -> tuple[int, int]:
     pub.open()
     pub._sock.setsockopt(zmq.SNDBUF, 8192)  # small kernel buffers: the stall bites sooner
-    stalled = _sub(pub.address, 1)
-    reader = _sub(pub.address, 100_000)
+    stalled = sub_socket(pub.address, rcvhwm=1, rcvbuf=4096)
+    reader = sub_socket(pub.address, rcvhwm=100_000, rcvbuf=4096)
     got = [0]
     halt = threading.Event()
 

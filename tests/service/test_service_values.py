@@ -47,7 +47,7 @@ def test_bad_number_gets_one_line_with_key_value_and_range(tmp_path, text, key, 
 @pytest.mark.parametrize("argv, key", [
     (["--seconds", "inf"], "run.seconds"),
     (["--seconds", "nan"], "run.seconds"),
-    (["--score", "nan"], "detector.score_threshold"),
+    (["--score-threshold", "nan"], "detector.score_threshold"),
     (["--threads", "0"], "detector.threads"),
 ])
 def test_bad_number_on_the_command_line(tmp_path, capsys, argv, key):

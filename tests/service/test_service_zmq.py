@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import zmq
+from _support.sockets import drain, req_socket, sub_socket, wait_connected
 
 from inscope import schema
 from inscope.config import ControlConfig
@@ -19,46 +19,16 @@ from inscope.pipeline import Pipeline
 from inscope.zmq_api import CommandServer, PubOutput, request
 
 
-def _sub(address: str, rcvhwm: int = 10_000) -> zmq.Socket:
-    s = zmq.Context.instance().socket(zmq.SUB)
-    s.setsockopt(zmq.RCVHWM, rcvhwm)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.connect(address)
-    return s
-
-
-def _wait_connected(pub: PubOutput, sub: zmq.Socket) -> None:
-    """PUB drops messages until the SUB's connection is up: wait for it explicitly."""
-    deadline = time.monotonic() + 5
-    sock = pub._sock
-    while time.monotonic() < deadline:
-        sock.send_multipart([b"hello", b"{}"])
-        if sub.poll(50):
-            while sub.poll(0):
-                sub.recv_multipart()
-            return
-    raise AssertionError("SUB never connected to PUB")
-
-
-def _drain(sub: zmq.Socket, timeout_ms: int = 500) -> list[list[bytes]]:
-    msgs = []
-    while sub.poll(timeout_ms):
-        msgs.append(sub.recv_multipart())
-        timeout_ms = 200
-    return msgs
-
-
 def test_democamera_one_message_per_processed_frame(mm_scope, detector):
     pub = PubOutput(port=0)
     pub.open()
-    sub = _sub(pub.address)
+    sub = sub_socket(pub.address, rcvhwm=10_000)
     try:
-        _wait_connected(pub, sub)
+        wait_connected(pub._sock, sub)
         p = Pipeline(mm_scope, detector, control=ControlConfig(mode="track"),
                      outputs=[pub], frames=40)
         s = p.run()
-        msgs = [m for m in _drain(sub) if m[0] == schema.TOPIC_DETECTIONS]
+        msgs = [m for m in drain(sub) if m[0] == schema.TOPIC_DETECTIONS]
     finally:
         sub.close()
     assert s["frames"] == 40 == p.processed
@@ -109,10 +79,9 @@ def test_stalled_subscriber_never_blocks_the_loop(mm_scope, detector, tmp_path):
     blocking."""
     pub = PubOutput(port=0, sndhwm=1, nodrop=True)
     pub.open()
-    stalled = _sub(pub.address, rcvhwm=1)
-    stalled.setsockopt(zmq.RCVBUF, 4096)
+    stalled = sub_socket(pub.address, rcvhwm=1, rcvbuf=4096)
     try:
-        _wait_connected(pub, stalled)
+        wait_connected(pub._sock, stalled)
         # overlay frames (~0.8 MB each) through the same PUB fill any socket buffer fast
         ov = OverlayOutput(publisher=pub, window=False)
         p = Pipeline(mm_scope, detector, outputs=[pub, ov], frames=60)
@@ -160,10 +129,7 @@ def test_rep_commands_and_bad_input(mm_scope, detector, tmp_path):
         assert p.processed > n0 + 3, "resume restarts processing"
 
         # bad input: one clear error each, never a hang
-        s = zmq.Context.instance().socket(zmq.REQ)
-        s.setsockopt(zmq.RCVTIMEO, 3000)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(addr)
+        s = req_socket(addr, timeout_ms=3000)
         s.send(b"this is not json")
         rep = json.loads(s.recv())
         s.close()

@@ -1,0 +1,82 @@
+"""What every benchmark does at its end, defined once.
+
+Each script in ``benchmarks/`` reports latencies as p50 / p90 / p99 / max (the project's
+rule: never a mean alone), says how loaded the shared machine was, and writes one JSON
+report under ``benchmarks/results/``. These helpers keep the form of those figures the
+same across scripts, so two result files can be read side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def percentiles(values: Iterable[float], *, digits: int | None = None, count: bool = False,
+                mean: bool = False) -> dict[str, float] | None:
+    """p50, p90, p99 and max of *values* (None when there are none).
+
+    Parameters
+    ----------
+    values : iterable of float
+        The samples, e.g. per-frame times in ms.
+    digits : int, optional
+        Round every figure to this many decimals (results files stay readable).
+    count : bool
+        Also give ``n``, the number of samples (first key).
+    mean : bool
+        Also give ``mean`` (last key), beside the percentiles, never instead of them.
+    """
+    v = np.asarray(list(values), float)
+    if not v.size:
+        return None
+    p50, p90, p99 = np.percentile(v, [50, 90, 99])
+    r: Callable[[float], float] = ((lambda x: round(float(x), digits)) if digits is not None
+                                   else float)
+    out: dict[str, float] = {"n": int(v.size)} if count else {}
+    out |= {"p50": r(p50), "p90": r(p90), "p99": r(p99), "max": r(v.max())}
+    if mean:
+        out["mean"] = r(v.mean())
+    return out
+
+
+def load_average(digits: int = 2) -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None on Windows, which has none): figures
+    taken on a shared machine are recorded beside the load they were taken under."""
+    try:
+        return [round(x, digits) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def rss_mb() -> float | None:
+    """Resident set size of this process in MiB (Linux /proc; psutil elsewhere; None
+    when neither is available)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    try:
+        import psutil  # optional: Windows / macOS
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        return None
+
+
+def write_json(path: str | Path, report: Any, *, indent: int = 2,
+               default: Callable[[Any], Any] | None = None) -> Path:
+    """Write *report* as JSON to *path* (its folder is created), ending in a newline;
+    returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=indent, default=default) + "\n")
+    return path
