@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import load_average
+
 #: The runs the targets name: (key, inscope arguments). ``{out}`` is the run's folder.
 RUNS: dict[str, list[str]] = {
     "bench": ["bench", "--backend", "headless", "--model", "default", "--frames", "600",
@@ -52,13 +54,6 @@ RUNS: dict[str, list[str]] = {
                    "--out", "{out}"],
     "demo600": ["demo", "--seconds", "{seconds}", "--out", "{out}"],
 }
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):  # not on every platform (Windows)
-        return None
 
 
 def _cpu_ticks() -> list[int] | None:
@@ -145,11 +140,11 @@ def run_all(before_dir: Path | None, work: Path, long_seconds: float,
         args = [a.format(out=out, seconds=long_seconds) for a in RUNS[key]]
         cmd = [_inscope(checkout), *args]
         print(f"[{key} {when}] {' '.join(args)}", flush=True)
-        load0, ticks0 = _load_average(), _cpu_ticks()
+        load0, ticks0 = load_average(), _cpu_ticks()
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=checkout, check=True, stdout=subprocess.DEVNULL)
         loads[f"{key}_{when}"] = {"load_average_before": load0,
-                                  "load_average_after": _load_average(),
+                                  "load_average_after": load_average(),
                                   "cpu_steal_percent": _steal_percent(ticks0, _cpu_ticks()),
                                   "wall_s": round(time.perf_counter() - t0, 1)}
         name = "bench.json" if key.startswith("bench") else "summary.json"
