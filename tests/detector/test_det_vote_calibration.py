@@ -247,3 +247,17 @@ def test_sparse_nms_equals_greedy_nms() -> None:
         b = np.concatenate([c - wh / 2, c + wh / 2], 1).astype(np.float32)
         s = rng.random(n).astype(np.float32)
         assert suppress_overlaps(b, s, t).tolist() == nms(b, s, t).tolist()
+
+
+def test_shipped_card_decodes_as_a_rebuilt_model_would() -> None:
+    # benchmarks/train_default_model.sh must reproduce the shipped card's decoding: the
+    # export writes DEFAULT_VOTE, so the shipped card must hold exactly that
+    import json
+
+    pytest.importorskip("torch")
+    from inscope.detector.onnx_detector import default_model_path
+    from inscope.detector.train.export import DEFAULT_VOTE, default_card
+
+    shipped = json.loads(default_model_path().with_suffix(".json").read_text())["decoding"]
+    for k, v in DEFAULT_VOTE.items():
+        assert shipped[k] == v == default_card().decoding[k], k
