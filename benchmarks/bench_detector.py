@@ -321,11 +321,14 @@ def measure_jitter(det, images: list[np.ndarray], crop: int = 512,
     size). Jitter = RMS distance of its centres from their own mean (px); "lost" = the
     fraction of (nucleus, shift) pairs in which it was not detected at all (score
     flicker around the threshold). Sizes jitter likewise (RMS of w, h about their mean).
+    Also split up: RMS over the sub-pixel shifts alone and the rest (whole-pixel shifts
+    and the base position),
+    and the median of the nuclei's own RMS (whether a few nuclei or all of them move).
     """
     from scipy import ndimage
 
     shifts = [(0.0, 0.0), *shifts]
-    devs, size_devs = [], []
+    devs, size_devs, sub, per_nucleus = [], [], [], []
     n_pairs = n_lost = 0
     max_dx = int(np.ceil(max(max(abs(a), abs(b)) for a, b in shifts)))
     for img in images:
@@ -354,8 +357,8 @@ def measure_jitter(det, images: list[np.ndarray], crop: int = 512,
         for b0 in base[inside]:
             c0 = (b0[:2] + b0[2:]) / 2
             s0 = b0[2:] - b0[:2]
-            cs, ss = [c0], [s0]
-            for b in per_shift[1:]:
+            cs, ss, fr = [c0], [s0], [False]
+            for (dx, dy), b in zip(shifts[1:], per_shift[1:], strict=True):
                 n_pairs += 1
                 if not len(b):
                     n_lost += 1
@@ -368,10 +371,19 @@ def measure_jitter(det, images: list[np.ndarray], crop: int = 512,
                     continue
                 cs.append(c[j])
                 ss.append(b[j, 2:] - b[j, :2])
+                fr.append(bool(dx % 1 or dy % 1))
             cs, ss = np.asarray(cs), np.asarray(ss)
-            devs.extend(np.hypot(*(cs - cs.mean(0)).T))
+            dev = np.hypot(*(cs - cs.mean(0)).T)
+            devs.extend(dev)
+            sub.extend(fr)
+            per_nucleus.append(float(np.sqrt(np.mean(dev ** 2))))
             size_devs.extend(np.abs(ss - ss.mean(0)).ravel())
     d = np.asarray(devs)
+    sub = np.asarray(sub, bool)
+
+    def rms(v):
+        return round(float(np.sqrt(np.mean(v ** 2))), 3) if len(v) else None
+
     return {"nuclei": int(len(d) and n_pairs // max(1, len(shifts) - 1)),
             "shifts": len(shifts) - 1, "pairs": int(n_pairs),
             "centre_rms_px": round(float(np.sqrt(np.mean(d ** 2))), 3) if len(d) else None,
@@ -379,7 +391,11 @@ def measure_jitter(det, images: list[np.ndarray], crop: int = 512,
             "centre_max_px": round(float(d.max()), 3) if len(d) else None,
             "size_rms_px": round(float(np.sqrt(np.mean(np.square(size_devs)))), 3)
             if size_devs else None,
-            "lost_fraction": round(n_lost / max(n_pairs, 1), 4)}
+            "lost_fraction": round(n_lost / max(n_pairs, 1), 4),
+            "centre_rms_subpixel_shifts_px": rms(d[sub]),
+            "centre_rms_whole_pixel_shifts_px": rms(d[~sub]),
+            "median_nucleus_rms_px": round(float(np.median(per_nucleus)), 3)
+            if per_nucleus else None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,8 @@ the real frames 10-15 to recording changes (8 bit, saturation, illumination grad
 blur, gamma, added noise), box-centre jitter under sub-pixel and 1-10 px shifts
 (:func:`benchmarks.bench_detector.measure_jitter`), a full 2048 x 2048 frame of small
 nuclei (the real frames at half size, tiled 4 x 4) against one tile, and a figure of
-typical errors on the real frames (``--figure``).
+typical errors on the real frames (``--figure``) and a count of them by kind
+(:func:`error_breakdown`).
 """
 
 from __future__ import annotations
@@ -265,6 +266,67 @@ def error_figure(model: Path, sample, op: float, path: Path) -> dict:
             "predictions": int(len(d.boxes))}
 
 
+def error_breakdown(model: Path, samples, op: float) -> dict:
+    """What the errors on the real frames are, at the card's threshold (border FP ignored).
+
+    False positives: *fragment* (over half of the box lies inside a matched annotated
+    nucleus: a split or a second box on it), *merge* (the box holds the centres of 2+
+    annotated nuclei), *mislocated* (IoU 0.1-0.5 with an unmatched annotated nucleus:
+    the box is off or the wrong size), *nothing annotated near* (an unannotated faint
+    nucleus, debris or a spurious box). Misses: *merged* (a predicted box overlapping it
+    also holds another nucleus' centre), *mislocated* (a box overlaps it by IoU 0.1-0.5),
+    *no box* (dim or small nuclei not found).
+    """
+    from inscope.detector.metrics import iou_matrix, match, touches_border
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    det = OnnxDetector(model, provider="cpu", score_threshold=op)
+    fp = dict.fromkeys(("fragment", "merge", "mislocated", "nothing annotated near"), 0)
+    fn = dict.fromkeys(("merged", "mislocated", "no box"), 0)
+    fp_scores = []
+    n_gt = 0
+    for s in samples:
+        d = det.detect(s.image)
+        b, gt = d.boxes, np.asarray(s.boxes, np.float32).reshape(-1, 4)
+        n_gt += len(gt)
+        m = match(b, d.scores, gt, 0.5)
+        hit = np.zeros(len(gt), bool)
+        hit[m[m >= 0]] = True
+        iou = iou_matrix(b, gt)
+        gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
+        holds = ((gcx[None] > b[:, :1]) & (gcx[None] < b[:, 2:3]) & (gcy[None] > b[:, 1:2])
+                 & (gcy[None] < b[:, 3:4]))  # (pred, gt): the box holds that centre
+        iw = np.clip(np.minimum(b[:, None, 2], gt[None, :, 2])
+                     - np.maximum(b[:, None, 0], gt[None, :, 0]), 0, None)
+        ih = np.clip(np.minimum(b[:, None, 3], gt[None, :, 3])
+                     - np.maximum(b[:, None, 1], gt[None, :, 1]), 0, None)
+        inside = iw * ih / np.maximum(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None],
+                                      1e-9)
+        for i in np.flatnonzero((m < 0) & ~touches_border(b, s.image.shape)):
+            fp_scores.append(float(d.scores[i]))
+            if holds[i].sum() >= 2:
+                fp["merge"] += 1
+            elif (inside[i] > 0.5)[hit].any():
+                fp["fragment"] += 1
+            elif ((iou[i] > 0.1) & ~hit).any():
+                fp["mislocated"] += 1
+            else:
+                fp["nothing annotated near"] += 1
+        for j in np.flatnonzero(~hit):
+            near = np.flatnonzero(iou[:, j] > 0.1)
+            if not len(near):
+                fn["no box"] += 1
+            elif (holds[near].sum(1) >= 2).any():
+                fn["merged"] += 1
+            else:
+                fn["mislocated"] += 1
+    det.close()
+    return {"threshold": op, "annotated": n_gt, "false_positives": fp, "misses": fn,
+            "false_positive_score_quartiles": [round(float(q), 3) for q in
+                                               np.percentile(fp_scores, [25, 50, 75])]
+            if fp_scores else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     from inscope.detector.datasets import load_dataset, simulated_samples
     from inscope.detector.onnx_detector import default_model_path
@@ -321,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{real[key]['map50_95']:.3f}, P {real[key]['precision']:.3f} R "
                       f"{real[key]['recall']:.3f} at {op}")
             frames = load_dataset([args.real])
+            real["errors_frames_all"] = error_breakdown(model, frames, op)
+            print(f"real errors: {real['errors_frames_all']}")
             out["calibration"]["real"] = calibration_figures(model, frames, True)
             print(f"real: ECE {out['calibration']['real']['ece']:.3f}")
             if not args.quick:

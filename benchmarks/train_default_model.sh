@@ -9,7 +9,9 @@
 # for 400 steps (batch 16, lr 1e-3, one torch thread: ~11 min on a loaded 2-core VM) on
 # the version-3 pool (4800 crops, up to tissue-like packing, every object a heatmap
 # peak) with the 3 x 3 neighbourhood size/offset targets and uneven-excitation
-# augmentation; then score calibration (Platt scaling on 16 simulated frames, seed
+# augmentation; decoding (written by the export, detector/train/export.py DEFAULT_VOTE):
+# centre vote over 5 x 5 cells with soft agreement (sigma 0.5 cell) and NMS at IoU 0.5,
+# chosen on simulated frames by benchmarks/decode_variants.py; then score calibration (Platt scaling on 16 simulated frames, seed
 # 950000) and the best-F1 threshold on them. (A second 700-step stage was tried: HeLa
 # AP50 0.936 vs 0.941, jitter 0.85 vs 0.81 px; not kept.)
 #

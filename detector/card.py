@@ -54,9 +54,13 @@ class ModelCard:
         width, height in input pixels (see :mod:`inscope.detector.decode`). Optional
         ``"activation": "sigmoid"`` when the heatmap output is logits;
         ``"offset_range": [lo, hi]`` the offset head's range (models trained on the 3 x 3
-        neighbourhood targets: [-1.25, 2.25]); ``"centre_vote": true`` averages centre
-        and size over the 3 x 3 cells around each peak (steadier boxes; only for such
-        models); ``"calibration": {"method": "platt", "a", "b"}`` maps raw peak values
+        neighbourhood targets: [-1.25, 2.25]); ``"centre_vote": true`` (or a radius:
+        2 = 5 x 5) averages centre and size over the cells around each peak (steadier
+        boxes; only for such models), leaving out cells whose centre is more than
+        ``"vote_agree"`` cells (0.75) from the peak's, or, with ``"vote_sigma"``
+        (cells), weighting them softly by that distance (mean shift);
+        ``"merge_iou"``: NMS at that IoU after decoding (a second peak on one nucleus);
+        ``"calibration": {"method": "platt", "a", "b"}`` maps raw peak values
         to calibrated scores (the threshold is then in calibrated units; see
         :mod:`inscope.detector.calibration`). ``"max_detections"`` caps the boxes per
         frame (inscope models: 100,000, i.e. no practical cap).

@@ -171,3 +171,93 @@ def test_old_offset_head_is_widened_and_the_shipped_one_recognised(tmp_path) -> 
     assert shipped.offset_range == OFFSET_RANGE
     export_onnx(shipped, tmp_path / "again.onnx")  # checks ONNX == torch on export
     assert model_from_onnx(tmp_path / "again.onnx").offset_range == OFFSET_RANGE
+
+
+def _gaussian_outputs(centres, size=24.0, hw=(40, 40), sigma=1.2, peak_error=0.0):
+    """Outputs of a model trained on neighbourhood targets, every cell of a 5 x 5 window
+    pointing at its nucleus (the nearer one where windows meet); the peak cell's own
+    offset is *peak_error* cells off in x."""
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cs = np.asarray(centres, np.float32)
+    d2 = (xx[None] - np.floor(cs[:, 0])[:, None, None]) ** 2 + \
+        (yy[None] - np.floor(cs[:, 1])[:, None, None]) ** 2
+    near = d2.argmin(0)
+    hm = (0.95 * np.exp(-d2.min(0) / (2 * sigma ** 2)))[None].astype(np.float32)
+    off = np.stack([cs[near, 0] - xx, cs[near, 1] - yy]).astype(np.float32)
+    for cx, cy in cs:
+        off[0, int(cy), int(cx)] += peak_error
+    return {"heatmap": hm, "size": np.full((2, h, w), size, np.float32), "offset": off}
+
+
+def test_soft_5x5_vote_steadies_the_centre_more_than_the_3x3_one() -> None:
+    true = np.array([[10.3, 12.6], [15.4, 12.5]])  # 5 cells apart: windows touch
+    out = _gaussian_outputs(true, peak_error=0.6)
+    spec = {"stride": 4, "offset": "offset", "score_threshold": 0.5}
+
+    def err(**kw):
+        b, _, _ = decode_centernet(out, {**spec, **kw})
+        assert len(b) == 2
+        c = (b[:, :2] + b[:, 2:]) / 2
+        c = c[np.argsort(c[:, 0])]
+        return np.abs(c - true * 4).max()
+
+    e3 = err(centre_vote=1)
+    e5 = err(centre_vote=2, vote_sigma=0.5)
+    # the 3 x 3 vote cuts the peak cell's 2.4 px error to ~1/3 of it; 25 cells cut more,
+    # and the neighbour nucleus' cells (5 cells away) are not mixed in
+    assert e3 < 0.5 * 2.4
+    assert e5 < 0.6 * e3, (e3, e5)
+    # all cells agree: the exact centre whatever the window
+    exact = _gaussian_outputs(true)
+    b, _, _ = decode_centernet(exact, {**spec, "centre_vote": 2, "vote_sigma": 0.5})
+    c = np.sort((b[:, 0] + b[:, 2]) / 2)
+    np.testing.assert_allclose(c, np.sort(true[:, 0]) * 4, atol=1e-4)
+
+
+def test_nms_in_decoding_removes_a_second_peak_on_one_nucleus_only() -> None:
+    # one big nucleus with a second, weaker peak 2 cells away (texture), and a touching
+    # neighbour whose box overlaps the first by IoU ~0.2
+    out = _gaussian_outputs([[10.5, 10.5], [17.5, 10.5]], size=36.0, sigma=1.0)
+    out["heatmap"][0, 10, 12] = 0.9  # second peak inside nucleus 1
+    out["offset"][:, 10, 12] = [0.2, 0.5]  # its own centre estimate, 1.8 cells off
+    spec = {"stride": 4, "offset": "offset", "score_threshold": 0.5}
+    b0, s0, _ = decode_centernet(out, spec)
+    b1, s1, _ = decode_centernet(out, {**spec, "merge_iou": 0.5})
+    assert len(b0) == 3 and len(b1) == 2
+    np.testing.assert_allclose(np.sort((b1[:, 0] + b1[:, 2]) / 2), [42.0, 70.0], atol=1e-4)
+    assert sorted(s1.tolist()) == pytest.approx([0.95, 0.95])
+
+
+def test_sparse_nms_equals_greedy_nms() -> None:
+    from inscope.detector.decode import nms, suppress_overlaps
+
+    # a chain: A suppresses B; B would suppress C, but B is gone, so C stays (greedy)
+    chain = np.array([[0, 0, 10, 10], [4, 0, 14, 10], [8, 0, 18, 10]], np.float32)
+    assert suppress_overlaps(chain, np.array([0.9, 0.8, 0.7]), 0.4).tolist() == [0, 2]
+    # class-wise: the same box of another class stays
+    two = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+    assert suppress_overlaps(two, np.array([0.9, 0.8]), 0.5, np.array([0, 1])).tolist() \
+        == [0, 1]
+    assert suppress_overlaps(two, np.array([0.8, 0.9]), 0.5).tolist() == [1]
+    rng = np.random.default_rng(3)
+    for n, t in ((40, 0.1), (300, 0.3), (600, 0.5)):
+        c = rng.uniform(0, 300, (n, 2))
+        wh = rng.uniform(5, 40, (n, 2))
+        b = np.concatenate([c - wh / 2, c + wh / 2], 1).astype(np.float32)
+        s = rng.random(n).astype(np.float32)
+        assert suppress_overlaps(b, s, t).tolist() == nms(b, s, t).tolist()
+
+
+def test_shipped_card_decodes_as_a_rebuilt_model_would() -> None:
+    # benchmarks/train_default_model.sh must reproduce the shipped card's decoding: the
+    # export writes DEFAULT_VOTE, so the shipped card must hold exactly that
+    import json
+
+    pytest.importorskip("torch")
+    from inscope.detector.onnx_detector import default_model_path
+    from inscope.detector.train.export import DEFAULT_VOTE, default_card
+
+    shipped = json.loads(default_model_path().with_suffix(".json").read_text())["decoding"]
+    for k, v in DEFAULT_VOTE.items():
+        assert shipped[k] == v == default_card().decoding[k], k
