@@ -108,8 +108,9 @@ class Truth:
         return float(s.true_focus_z(*xy))
 
     def z_range(self, cid: int) -> tuple[float, float] | None:
-        """The cell's true z range: from 3-D labels; the focal plane on the simulator
-        (its nuclei are thin); None on a 2-D slide (its defocus is synthetic)."""
+        """The cell's true z range: from 3-D labels; on the simulator its ellipsoid's
+        bottom and top (``thickness_ratio``; both the focal plane for thin nuclei); None
+        on a 2-D slide (its defocus is synthetic)."""
         s = self.scope
         if not self.sim and s.shape_zyx[0] > 1:
             t = s.true_cells()
@@ -118,6 +119,8 @@ class Truth:
             return float(t.z_range_um[k, 0] + off), float(t.z_range_um[k, 1] + off)
         if not self.sim:
             return None
+        if hasattr(s, "true_z_range"):
+            return s.true_z_range(cid // 4)
         z = self.focus(cid)
         return z, z
 
@@ -537,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jitter-cells", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--z-step", type=float, default=1.0)
+    ap.add_argument("--sim-thickness", type=float, default=0.5,
+                    help="simulator nuclei half-thickness / short semi-axis (0: thin, "
+                         "the focal plane is their true z range)")
     ap.add_argument("--region", type=float, default=400.0,
                     help="simulator find-and-image region side (µm)")
     ap.add_argument("--label", default=None,
@@ -575,9 +581,10 @@ def main(argv: list[str] | None = None) -> int:
         suites = [("slide", slide, dz, None)]
     else:
         def sim(seed: int):
-            return _sim(seed, tilt=(0.01, -0.005))
+            return _sim(seed, tilt=(0.01, -0.005), thickness_ratio=args.sim_thickness)
 
         suites = [("sim", sim, args.z_step, args.region)]
+        res["sim_config"] = {"tilt": [0.01, -0.005], "thickness_ratio": args.sim_thickness}
     label = args.label or ("after" if _new_code() else "before")
     res["code"] = label
     for name, make, dz, region in suites:
