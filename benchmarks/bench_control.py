@@ -38,6 +38,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import platform
 import tempfile
 import time
@@ -552,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     det = _detector(args.detector)
     res: dict[str, Any] = {
-        "host": {"machine": platform.machine(), "python": platform.python_version()},
+        "host": {"machine": platform.machine(), "python": platform.python_version(),
+                 "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg())},
         "detector": args.detector, "note": "shared 2-core CPU: wall times are noisy",
     }
     suites: list[tuple[str, Any, float, float | None]] = []
@@ -591,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run_suite(make, det, args, dz, region)
         res[name] = r
         print(_summary_line(f"{name} ({label})", r), flush=True)
+    res["host"]["loadavg_end"] = list(os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=float) + "\n")
