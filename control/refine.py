@@ -133,18 +133,11 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
         t = bg + HYSTERESIS * (t - bg)
     cbox = (x0 - a, y0 - c, x1 - a, y1 - c)
     comp = _split_touching(comp, cbox)
-    merged = not _fits(comp, cbox) or float(comp.sum()) > w * h
-    if merged:
-        # a neighbour it could not be split from (overlapping nuclei, no neck): the box
-        # is the best word on the extent; its inscribed ellipse (grown 10 %) leaves out
-        # the corners where a neighbour overlaps it
-        yy, xx = np.mgrid[0:comp.shape[0], 0:comp.shape[1]]
-        ex, ey = 0.55 * w, 0.55 * h
-        comp = comp & ((((xx + 0.5 - cx) / ex) ** 2 + ((yy + 0.5 - cy) / ey) ** 2)
-                       <= 1.0).astype(np.uint8)
-    # Keep it near the box: tightly (10 %) when merged with a neighbour, loosely (35 %)
-    # otherwise, since a box can sit a pixel or two off its nucleus.
-    f = 0.1 if merged else 0.35
+    # Keep it near the box: tightly (10 %) when the blob still does not fit the box (a
+    # neighbour it could not be split from, or a nucleus the detector split in two - whose
+    # halves must then drift together, not stay apart), loosely (35 %) otherwise, since a
+    # box can sit a pixel or two off its nucleus.
+    f = 0.1 if not _fits(comp, cbox) or float(comp.sum()) > w * h else 0.35
     mx, my = max(2.0, f * w), max(2.0, f * h)
     bx0, by0 = max(int(math.floor(x0 - mx)) - a, 0), max(int(math.floor(y0 - my)) - c, 0)
     bx1 = min(int(math.ceil(x1 + mx)) - a, crop.shape[1])
