@@ -82,7 +82,8 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
         return None
 
 
-def _detectors(models: list[str], providers: list[str] | None, say):
+def _detectors(models: list[str], providers: list[str] | None, say,
+               spinning: bool | None = None):
     """Yield (label, detector) for each model x provider that really runs."""
     from inscope.detector.onnx_detector import load_detector
 
@@ -95,7 +96,7 @@ def _detectors(models: list[str], providers: list[str] | None, say):
         seen = set()
         for prov in provs:
             try:
-                det = load_detector(path, provider=prov)
+                det = load_detector(path, provider=prov, spinning=spinning)
             except FileNotFoundError as e:
                 say(f"skip model {m}: {e}")
                 break
@@ -107,6 +108,16 @@ def _detectors(models: list[str], providers: list[str] | None, say):
                 continue
             seen.add(det.provider)
             yield m, det
+
+
+def _spinning(det) -> bool | None:
+    """Whether the detector's ONNX Runtime session really lets idle threads spin."""
+    session = getattr(det, "session", None)
+    if session is None:
+        return None
+    entry = session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning")
+    return entry != "0"  # unset: ORT's default, spinning
 
 
 def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
@@ -163,8 +174,11 @@ def run_config(scope, detector, frames: int, mode: str = "steer",
     return _result(s, cpu), [dict(r) for r in p.records]
 
 
-def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]]]:
-    """The demo's configuration (all outputs, steer+focus, the tour) for each model."""
+def run_demo(frames: int, models: list[str], say,
+             spinnings: tuple[str, ...] = ()) -> list[tuple[dict, list[dict]]]:
+    """The demo's configuration (all outputs, steer+focus, the tour) for each model (and
+    each ONNX Runtime spinning setting in *spinnings*, ``"on"``/``"off"``; empty: the
+    demo's own)."""
     import tempfile
 
     from inscope.commands import demo_config
@@ -172,10 +186,12 @@ def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]
     from inscope.tour import Tour
 
     out = []
-    for m in models:
+    for m, spin in [(m, s) for s in (spinnings or (None,)) for m in models]:
         with tempfile.TemporaryDirectory(prefix="inscope-bench-demo-") as tmp:
             cfg = demo_config(tmp)
             cfg.detector.model = None if m == "default" else m
+            if spin is not None:
+                cfg.detector.spinning = spin == "on"
             cfg.outputs.zmq.pub_port = cfg.outputs.zmq.rep_port = 0
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
@@ -184,12 +200,18 @@ def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]
                     f"{frames} frames ...")
                 p = svc.pipeline
                 p.max_frames = frames
+                spinning = _spinning(svc.detector)
                 s, cpu = _measure(p, svc.scope)
             finally:
                 svc.close()
             recs = [dict(r) for r in p.records]
+            for o in s["outputs"].values():  # the temporary folder is gone: no paths
+                for key in ("video", "detections", "frames"):
+                    o.pop(key, None)
             res = _result(s, cpu)
             res["model"] = m
+            if spinning is not None:
+                res["detector"]["spinning"] = spinning
             res["microscope"] = "demo: " + res["microscope"]
             out.append((res, recs))
     return out
@@ -243,6 +265,8 @@ def _table(results: list[dict]) -> str:
             return "-" if x is None else f"{x:.2f}"
 
         det = f"{r['detector']['name']}/{r['detector']['provider']}"
+        if "spinning" in r["detector"]:
+            det += "/spin" if r["detector"]["spinning"] else "/sleep"
         rows.append(
             f"{r['microscope'][:30]:<30} {det[:22]:<22} "
             f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
@@ -337,6 +361,9 @@ def main(args: argparse.Namespace) -> int:
             return 2
     backends = args.backend or ["sim", "headless"]
     models = args.model or ["default", "classical"]
+    # ONNX Runtime's idle threads spinning (on) or sleeping (off), side by side when both
+    # are given; default (None): what the service does on this machine
+    spinnings: list[str | None] = list(args.spinning or [None])
     out = Path(args.out)
     if out.is_dir() or out.suffix.lower() != ".json":
         out = out / "bench.json"  # a folder was given: the report goes inside it
@@ -353,7 +380,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     for b in backends:
         if b == "demo":
-            for res, recs in run_demo(args.frames, models, say):
+            for res, recs in run_demo(args.frames, models, say, tuple(args.spinning or ())):
                 results.append(res)
                 raw.append(recs)
             continue
@@ -367,16 +394,21 @@ def main(args: argparse.Namespace) -> int:
         if scope is None:
             continue
         try:
-            for label, det in _detectors(models, args.provider, say):
-                say(f"bench {scope.name} | {det.name} on {det.provider}: {args.frames} "
-                    "frames ...")
-                try:
-                    res, recs = run_config(scope, det, args.frames, args.mode)
-                finally:
-                    det.close()
-                res["model"] = label
-                results.append(res)
-                raw.append(recs)
+            for spin in spinnings:
+                for label, det in _detectors(models, args.provider, say,
+                                             None if spin is None else spin == "on"):
+                    say(f"bench {scope.name} | {det.name} on {det.provider}, spinning "
+                        f"{spin or 'default'}: {args.frames} frames ...")
+                    spinning = _spinning(det)  # read before close() drops the session
+                    try:
+                        res, recs = run_config(scope, det, args.frames, args.mode)
+                    finally:
+                        det.close()
+                    res["model"] = label
+                    if spinning is not None:
+                        res["detector"]["spinning"] = spinning
+                    results.append(res)
+                    raw.append(recs)
         finally:
             scope.close()
     if not results:

@@ -155,6 +155,9 @@ def _register_bench(sub) -> None:
                    help="control mode during the benchmark (default steer)")
     p.add_argument("--exposure", type=float, default=10.0,
                    help="camera exposure in ms (frame period; default 10)")
+    p.add_argument("--spinning", action="append", choices=["on", "off"], default=None,
+                   help="ONNX Runtime's idle threads spin or sleep (repeatable: both side "
+                        "by side; default: the service's [detector] spinning)")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")

@@ -634,6 +634,12 @@ class Pipeline:
         }
         err = self._final_error()
         out["control"]["final_centring_error_um"] = err
+        if self.control is not None and self.control.last_steer is not None:
+            # which target the final error is about, and what the loop was doing with it
+            # (a tour that has just picked a new, distant cell shows a large error)
+            last = self.control.last_steer
+            out["control"]["final_target"] = {"track_id": last.get("target_id"),
+                                              "status": last.get("status")}
         guard = getattr(self.scope, "guard", None)
         if guard is not None:
             made = sum(1 for m in guard.history if m.made)

@@ -233,6 +233,10 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM,
                                  lambda *_: p.request_stop("terminated (SIGTERM)"))
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # started as a shell's background job (SIGINT ignored): a service that moves
+            # a stage must still stop cleanly on `kill -INT`, as it does on Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     tty = progress and sys.stdout.isatty()
     last_print = 0.0
     from inscope.provenance import run_provenance
@@ -332,9 +336,17 @@ def format_summary(s: dict) -> str:
         f"control {c.get('mode')}: XY moves made {c.get('moves_made', 0)}, refused "
         f"{c.get('moves_refused', 0)}, dry-run {c.get('moves_dry_run', 0)}, targets centred "
         f"{c.get('targets_centred', 0)}; focus {c.get('focus', {}).get('state')} "
-        f"({c.get('focus', {}).get('moves_made', 0)} focus moves); final centring error "
-        f"{c.get('final_centring_error_um')} µm",
+        f"({c.get('focus', {}).get('moves_made', 0)} focus moves)",
     ]
+    if c.get("final_centring_error_um") is not None:
+        ft = c.get("final_target") or {}
+        doing = {"centred": "centred", "moved": "being centred (moved on the last step)",
+                 "settling": "being centred (waiting for the stage to settle)",
+                 "moving": "being centred (the stage is moving)"}.get(
+            ft.get("status"), ft.get("status") or "unknown")
+        lines.append(f"last frame: target track {ft.get('track_id')} {doing}, "
+                     f"{c['final_centring_error_um']} µm from the image center "
+                     "(simulator's ground truth)")
     tour = c.get("tour")
     if tour:
         fe, ce = tour.get("focus_error_um_after_lock") or {}, tour.get(

@@ -175,6 +175,16 @@ def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
         OnnxDetector(model, provider="gpu-please")
 
 
+@pytest.mark.parametrize(("cores", "spins"), [(2, "0"), (4, "0"), (5, "1"), (16, "1")])
+def test_threads_spin_by_default_only_with_cores_to_spare(model, monkeypatch, cores, spins):
+    # a live loop's camera and control threads need the cores of a small machine
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    d = OnnxDetector(model, provider="cpu", threads=2)
+    opts = d.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spins
+    d.close()
+
+
 @pytest.mark.parametrize("spinning", [True, False])
 def test_thread_spinning_is_set_on_the_session(model, spinning):
     d = OnnxDetector(model, provider="cpu", threads=2, spinning=spinning)
