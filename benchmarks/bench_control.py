@@ -583,10 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         suites = [("slide", slide, dz, None)]
     else:
         def sim(seed: int):
-            return _sim(seed, tilt=(0.01, -0.005), thickness_ratio=args.sim_thickness)
+            return _sim(seed, tilt=(0.01, -0.005), thickness_ratio=args.sim_thickness,
+                        subpixel=True)
 
         suites = [("sim", sim, args.z_step, args.region)]
-        res["sim_config"] = {"tilt": [0.01, -0.005], "thickness_ratio": args.sim_thickness}
+        res["sim_config"] = {"tilt": [0.01, -0.005], "thickness_ratio": args.sim_thickness,
+                             "subpixel": True}
     label = args.label or ("after" if _new_code() else "before")
     res["code"] = label
     for name, make, dz, region in suites:

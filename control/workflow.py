@@ -192,33 +192,34 @@ def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
     return out
 
 
-def _smooth(v: np.ndarray) -> np.ndarray:
-    """Running median of three (ends kept): one noisy plane neither ends nor extends an
-    extent."""
-    if len(v) < 3:
-        return v.copy()
-    out = v.copy()
-    out[1:-1] = np.median(np.stack([v[:-2], v[1:-1], v[2:]]), axis=0)
-    return out
-
-
 def _extent(profile: list[tuple[float, float]], frac: float) -> tuple[float, float]:
-    """Where a per-plane signal (median-of-three smoothed) is at least *frac* of its peak,
-    around the peak, with the crossings interpolated linearly between planes (sub-step
-    extent). A profile without signal (all zero) has no extent: NaN."""
+    """Where a per-plane signal is at least *frac* of its peak, around the peak, with the
+    crossings interpolated linearly between planes (sub-step extent). One plane below
+    the threshold between planes above it (noise) does not end it. A profile without
+    signal (all zero) has no extent: NaN."""
     if not profile:
         return (math.nan, math.nan)
     z = np.array([p[0] for p in profile], float)
-    v = _smooth(np.array([p[1] for p in profile], float))
+    v = np.array([p[1] for p in profile], float)
     i = int(np.argmax(v))
     if v[i] <= 0:
         return (math.nan, math.nan)
     thr = frac * v[i]
     lo = hi = i
-    while lo > 0 and v[lo - 1] >= thr:
-        lo -= 1
-    while hi < len(v) - 1 and v[hi + 1] >= thr:
-        hi += 1
+    while lo > 0:
+        if v[lo - 1] >= thr:
+            lo -= 1
+        elif lo > 1 and v[lo - 2] >= thr:
+            lo -= 2  # across a one-plane dip
+        else:
+            break
+    while hi < len(v) - 1:
+        if v[hi + 1] >= thr:
+            hi += 1
+        elif hi < len(v) - 2 and v[hi + 2] >= thr:
+            hi += 2
+        else:
+            break
 
     def cross(a: int, b: int) -> float:  # a inside, b outside
         if v[a] == v[b]:

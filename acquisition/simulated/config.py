@@ -52,6 +52,10 @@ class SimConfig:
     # its own distance from the focal plane (render.py). 0 = thin: the whole nucleus in
     # the focal plane, one blur per frame (fastest). Adherent nuclei: ~0.4-0.6.
     thickness_ratio: float = 0.0
+    # Place nuclei at their true sub-pixel position (the image follows sub-pixel stage
+    # moves, truth boxes sit on it exactly). False: at the nearest whole pixel (up to
+    # half a pixel off the truth; what earlier figures and tests were made with).
+    subpixel: bool = False
     cell_motion_um_per_s: float = 0.0  # speed of each cell (random fixed direction)
     moving_fraction: float = 1.0  # the fraction of cells that move (the rest stay put)
     # -- optics / focus -----------------------------------------------------------------

@@ -126,6 +126,8 @@ class Renderer:
     def _frac(self, c: Cell) -> np.ndarray:
         """Fraction (x, y) of the object's slide position in pixels, at time 0: baked
         into its sprite, so a static object needs only whole-pixel adds."""
+        if not self.cfg.subpixel:
+            return np.zeros(2)
         q = self.Ainv @ np.array([c.x_um, c.y_um])
         return q - np.floor(q)
 
@@ -133,6 +135,8 @@ class Renderer:
         """Where the sprite's pixel (0, 0) goes in the canvas (before the frame's global
         sub-pixel *shift*) so that its centre lands on *p*."""
         r = self.sprite(c).shape[0] // 2
+        if not self.cfg.subpixel:  # the nearest whole pixel
+            return float(int(round(p[0])) - r), float(int(round(p[1])) - r)
         o = p - shift - self._frac(c) - r
         return float(o[0]), float(o[1])
 
@@ -235,7 +239,7 @@ class Renderer:
         # objects sit at whole pixels of the canvas plus their own (baked) fraction; the
         # stage's fraction of a pixel shifts the whole frame, inside the blur
         t = self.center - self.Ainv @ np.array([sx, sy])
-        shift = t - np.floor(t)
+        shift = t - np.floor(t) if self.cfg.subpixel else np.zeros(2)
         if self.cfg.thickness_ratio > 0:
             return self._render_thick(cells, stage_xy, t_s, defocus_um, shift), truth
         canvas = np.zeros((h, w), np.float32)

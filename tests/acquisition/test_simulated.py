@@ -276,7 +276,7 @@ def test_nuclei_follow_sub_pixel_stage_moves(rotation):
     the truth): registration measured 0.4 px of jitter that no real slide has."""
     cfg = SimConfig(seed=0, realtime=False, read_noise_e=0.0,
                     background_photons_per_ms=0.0, texture=0.0, xy_quantum_um=0.0,
-                    camera_rotation_deg=rotation)
+                    camera_rotation_deg=rotation, subpixel=True)
     cells = [Cell(1, 0.37, -0.21, 6.0, 5.0, 0.3, 1.0)]
     s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg))
     for dx, dy in [(0.0, 0.0), (0.1, 0.0), (0.2, -0.13), (0.325, 0.05), (0.5, 0.29)]:

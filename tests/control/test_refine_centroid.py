@@ -63,7 +63,7 @@ def test_simulator_nuclei_touching_or_overlapping_neighbours_are_located_on_them
     from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
     errs = []
-    s = SimulatedMicroscope(SimConfig(seed=1, realtime=False))
+    s = SimulatedMicroscope(SimConfig(seed=1, realtime=False, subpixel=True))
     for xy in [(0.0, 0.0), (300.0, 200.0), (-250.0, 400.0)]:
         s.move_xy(*xy)
         s.move_z(s.true_focus_z())
