@@ -46,7 +46,7 @@ from inscope.detector.providers import LAST_CHOICE, create_session
 from inscope.detector.scale import auto_scale_factor, estimate_object_size_px
 from inscope.detector.tiling import keep_owned, tile_grid
 
-log = logging.getLogger("inscope.detector")
+log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "inscope-nuclei.onnx"

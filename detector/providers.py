@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-log = logging.getLogger("inscope.detector")
+log = logging.getLogger(__name__)
 
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",

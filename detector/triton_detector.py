@@ -50,7 +50,7 @@ from inscope.detector.card import ModelCard
 from inscope.detector.decode import decode_centernet
 from inscope.detector.onnx_detector import OnnxDetector
 
-log = logging.getLogger("inscope.detector")
+log = logging.getLogger(__name__)
 
 SCHEME = "triton://"
 #: numpy dtype <-> KServe v2 datatype of the input
@@ -241,7 +241,8 @@ class TritonDetector:
         try:
             index = client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
             return [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
-        except Exception:  # noqa: BLE001 - only for the message; the caller raises anyway
+        except Exception as e:  # noqa: BLE001 - only for the message; the caller raises
+            log.debug("the server lists no model repository: %s", e)
             return None
 
     def _read_config(self, cfg: dict[str, Any]) -> None:
@@ -280,8 +281,8 @@ class TritonDetector:
         if self._client is not None:
             try:
                 self._client.close()
-            except Exception:  # noqa: BLE001 - closing a dead channel may fail; ignore
-                pass
+            except Exception as e:  # noqa: BLE001 - closing a dead channel may fail
+                log.debug("closing the Triton client failed: %s", e)
         self._client = None
         self._connected = False
 

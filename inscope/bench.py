@@ -38,18 +38,19 @@ from typing import Any
 import numpy as np
 
 from inscope.config import ControlConfig
+from inscope.enums import Backend, Mode, Stamp
 from inscope.pipeline import STAGES, Pipeline
 from inscope.stats import ns_to_ms
 
 #: Stages drawn in the timeline plot, in order (label, start, end).
 TIMELINE = (
-    ("camera slot wait", "ready", "dequeued"),
-    ("to detector", "dequeued", "detect_start"),
-    ("detect", "detect_start", "detect_end"),
-    ("to control", "detect_end", "control_start"),
-    ("control", "control_start", "control_end"),
-    ("fan-out", "control_end", "published"),
-    ("JSON + send", "published", "sent"),
+    ("camera slot wait", Stamp.READY, Stamp.DEQUEUED),
+    ("to detector", Stamp.DEQUEUED, Stamp.DETECT_START),
+    ("detect", Stamp.DETECT_START, Stamp.DETECT_END),
+    ("to control", Stamp.DETECT_END, Stamp.CONTROL_START),
+    ("control", Stamp.CONTROL_START, Stamp.CONTROL_END),
+    ("fan-out", Stamp.CONTROL_END, Stamp.PUBLISHED),
+    ("JSON + send", Stamp.PUBLISHED, Stamp.SENT),
 )
 
 
@@ -57,8 +58,8 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
     from inscope.acquisition.factory import open_microscope
 
     if backend == "slide":
-        opts = {"exposure_ms": exposure_ms, **(options or {})}
-        return open_microscope("slide", **opts)  # a bad file or option: one clear error
+        slide_opts = {"exposure_ms": exposure_ms, **(options or {})}
+        return open_microscope("slide", **slide_opts)  # a bad file or option: one clear error
     if backend == "sim":
         try:
             from inscope.acquisition.simulated import SimConfig
@@ -158,13 +159,13 @@ def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
     return p.summary(), cputime.usage(a, b)
 
 
-def run_config(scope, detector, frames: int, mode: str = "steer",
+def run_config(scope, detector, frames: int, mode: str = Mode.STEER,
                warmup: int = 15, outputs=None, director=None,
                control: ControlConfig | None = None) -> tuple[dict, list[dict]]:
     """One configuration: a short warm-up run, then *frames* measured frames."""
     from inscope.zmq_api import PubOutput
 
-    Pipeline(scope, detector, control=ControlConfig(mode="off"),
+    Pipeline(scope, detector, control=ControlConfig(mode=Mode.OFF),
              outputs=[PubOutput(port=0)], frames=warmup).run()
     outs = outputs if outputs is not None else [PubOutput(port=0)]
     ctl = control or ControlConfig(mode=mode)
@@ -196,7 +197,8 @@ def run_demo(frames: int, models: list[str], say,
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
             try:
-                say(f"bench demo | {svc.detector.name} on {svc.detector.provider}: "
+                say(f"bench demo | {svc.detector.name} on "
+                    f"{getattr(svc.detector, 'provider', '?')}: "
                     f"{frames} frames ...")
                 p = svc.pipeline
                 p.max_frames = frames
@@ -320,12 +322,12 @@ def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list
     paths.append(_save(fig, out_dir / "latency_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(9, 2.2 + 0.5 * len(results)))
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
     for i, recs in enumerate(raw):
         left = 0.0
         for j, (name, a, b) in enumerate(TIMELINE):
-            v = [(s[b] - s[a]) / 1e6 for s in recs if a in s and b in s]
-            w = float(np.median(v)) if v else 0.0
+            spans = [(s[b] - s[a]) / 1e6 for s in recs if a in s and b in s]
+            w = float(np.median(spans)) if spans else 0.0
             ax.barh(i, w, left=left, color=colors[j % 10], label=name if i == 0 else None)
             left += w
     ax.set_yticks(range(len(results)), labels, fontsize=7)
@@ -359,7 +361,7 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    backends = args.backend or ["sim", "headless"]
+    backends = args.backend or [Backend.SIM, Backend.HEADLESS]
     models = args.model or ["default", "classical"]
     # ONNX Runtime's idle threads spinning (on) or sleeping (off), side by side when both
     # are given; default (None): what the service does on this machine

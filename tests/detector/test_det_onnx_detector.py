@@ -163,7 +163,7 @@ def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
         d = OnnxDetector(model, provider="auto")
     assert d.provider in ("tensorrt", "cuda", "cpu")
     assert short_name(d.session.get_providers()[0]) == d.provider
-    lines = [r.getMessage() for r in caplog.records if r.name == "inscope.detector"]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("inscope.detector.")]
     assert len(lines) == 1 and d.provider.upper() in lines[0]
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "Failed to load library" not in out + err
