@@ -107,11 +107,12 @@ def main() -> int:
            "folder (`bench_control`; 'before' = the same script, simulator and slides, "
            "with the control package of the code before the change). Shared 2-core CPU "
            "(load average in each table): times are noisy; counts and errors are not. "
-           "The simulator's nuclei are thick (`--sim-thickness 0.5`: ellipsoids, "
-           "half-thickness 0.5 x the short semi-axis) and placed at their sub-pixel "
-           "position, so its z extents and centroids are scored against a consistent "
-           "truth. Earlier figures (thin nuclei, pixel-snapped) are in the git history "
-           "of this folder.",
+           "Where a simulator JSON records `sim_config`, its nuclei are thick "
+           "(`--sim-thickness 0.5`: ellipsoids, half-thickness 0.5 x the short "
+           "semi-axis) and placed at their sub-pixel position, so z extents and centroids "
+           "are scored against a consistent truth; without it, the earlier thin, "
+           "pixel-snapped simulator. A before file whose `code` says 'previous run' was "
+           "not re-run (the figures committed with the code it names).",
            ""]
     for p in sorted(RESULTS.glob("control*.json")):
         if p.stem.endswith("_before"):
