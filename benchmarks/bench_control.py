@@ -38,6 +38,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import platform
 import tempfile
 import time
@@ -46,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import percentiles, write_json
+from benchmarks._common import load_average, percentiles, write_json
 from inscope.enums import Backend
 
 
@@ -107,8 +108,9 @@ class Truth:
         return float(s.true_focus_z(*xy))
 
     def z_range(self, cid: int) -> tuple[float, float] | None:
-        """The cell's true z range: from 3-D labels; the focal plane on the simulator
-        (its nuclei are thin); None on a 2-D slide (its defocus is synthetic)."""
+        """The cell's true z range: from 3-D labels; on the simulator its ellipsoid's
+        bottom and top (``thickness_ratio``; both the focal plane for thin nuclei); None
+        on a 2-D slide (its defocus is synthetic)."""
         s = self.scope
         if not self.sim and s.shape_zyx[0] > 1:
             t = s.true_cells()
@@ -117,6 +119,8 @@ class Truth:
             return float(t.z_range_um[k, 0] + off), float(t.z_range_um[k, 1] + off)
         if not self.sim:
             return None
+        if hasattr(s, "true_z_range"):
+            return s.true_z_range(cid // 4)
         z = self.focus(cid)
         return z, z
 
@@ -535,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jitter-cells", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--z-step", type=float, default=1.0)
+    ap.add_argument("--sim-thickness", type=float, default=0.5,
+                    help="simulator nuclei half-thickness / short semi-axis (0: thin, "
+                         "the focal plane is their true z range)")
     ap.add_argument("--region", type=float, default=400.0,
                     help="simulator find-and-image region side (µm)")
     ap.add_argument("--label", default=None,
@@ -544,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     det = _detector(args.detector)
     res: dict[str, Any] = {
-        "host": {"machine": platform.machine(), "python": platform.python_version()},
+        "host": {"machine": platform.machine(), "python": platform.python_version(),
+                 "cpus": os.cpu_count(), "loadavg_start": load_average()},
         "detector": args.detector, "note": "shared 2-core CPU: wall times are noisy",
     }
     suites: list[tuple[str, Any, float, float | None]] = []
@@ -573,15 +581,19 @@ def main(argv: list[str] | None = None) -> int:
         suites = [("slide", slide, dz, None)]
     else:
         def sim(seed: int):
-            return _sim(seed, tilt=(0.01, -0.005))
+            return _sim(seed, tilt=(0.01, -0.005), thickness_ratio=args.sim_thickness,
+                        subpixel=True)
 
         suites = [("sim", sim, args.z_step, args.region)]
+        res["sim_config"] = {"tilt": [0.01, -0.005], "thickness_ratio": args.sim_thickness,
+                             "subpixel": True}
     label = args.label or ("after" if _new_code() else "before")
     res["code"] = label
     for name, make, dz, region in suites:
         r = run_suite(make, det, args, dz, region)
         res[name] = r
         print(_summary_line(f"{name} ({label})", r), flush=True)
+    res["host"]["loadavg_end"] = load_average()
     out = write_json(args.out, res, indent=1, default=float)
     print(f"wrote {out}")
     return 0

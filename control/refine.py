@@ -28,10 +28,18 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from inscope.acquisition.frame import Frame
 
 __all__ = ["Fix", "TargetRefiner", "soft_centroid", "soft_mask"]
+
+
+#: The mask grows from Otsu's threshold down to this fraction of it (above background).
+HYSTERESIS = 0.5
+#: A blob larger than this fraction of its box (an ellipse fills pi/4 of it; soft edges
+#: a little more) is taken for two touching nuclei and split.
+SPLIT_FILL = 0.9
 
 
 def _crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -67,8 +75,9 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     The crop is the box grown by *pad* of its size on every side; background is its 10th
     percentile, the threshold the lower of Otsu's on the crop and on the box; the mask is
     the connected component that covers most of the box's central half (split from a
-    touching neighbour if it is larger than the box), kept near the box (see below), and
-    softened to
+    touching neighbour if it is larger than the box), kept near the box (see below), its
+    holes filled and its interior weighted 1 (the object's shape, as a label mask, not its
+    brightness: a dark nucleolus must not move the centroid), its rim softened to
     ``clip((I - bg) / (2 (t - bg)), 0, 1)`` so the centroid moves smoothly (sub-pixel)
     instead of jumping with single edge pixels. None when that centroid strays more than
     a quarter of the box from the box centre (then the box is not this blob's).
@@ -114,19 +123,35 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
         ys, xs = np.nonzero(lab)
         k = int(lab[ys, xs][np.argmin((xs - cx) ** 2 + (ys - cy) ** 2)])
     comp = (lab == k).astype(np.uint8)
-    comp = _split_touching(comp, cx, cy, w * h)
-    # Keep it near the box: tightly (10 %) when the blob is still larger than the box
-    # (a neighbour it could not be split from), loosely (35 %) otherwise, since a box
-    # can sit a pixel or two off its nucleus.
-    f = 0.1 if float(comp.sum()) > w * h else 0.35
+    if HYSTERESIS < 1.0:
+        # grown down to a lower threshold (hysteresis): a nucleus' dim side belongs to it
+        # (Otsu's threshold on a nucleus bright on one side cuts the other away)
+        _, lo_lab = cv2.connectedComponents((u8 > HYSTERESIS * t8).astype(np.uint8),
+                                            connectivity=8)
+        ids = np.unique(lo_lab[comp > 0])
+        comp = np.isin(lo_lab, ids[ids > 0]).astype(np.uint8)
+        t = bg + HYSTERESIS * (t - bg)
+    cbox = (x0 - a, y0 - c, x1 - a, y1 - c)
+    comp = _split_touching(comp, cbox)
+    # Keep it near the box: tightly (10 %) when the blob still does not fit the box (a
+    # neighbour it could not be split from, or a nucleus the detector split in two - whose
+    # halves must then drift together, not stay apart), loosely (35 %) otherwise, since a
+    # box can sit a pixel or two off its nucleus.
+    f = 0.1 if not _fits(comp, cbox) or float(comp.sum()) > w * h else 0.35
     mx, my = max(2.0, f * w), max(2.0, f * h)
     bx0, by0 = max(int(math.floor(x0 - mx)) - a, 0), max(int(math.floor(y0 - my)) - c, 0)
     bx1 = min(int(math.ceil(x1 + mx)) - a, crop.shape[1])
     by1 = min(int(math.ceil(y1 + my)) - c, crop.shape[0])
-    comp = cv2.dilate(comp, np.ones((3, 3), np.uint8))  # keep the soft edge pixels
     keep = np.zeros_like(comp)
     keep[by0:by1, bx0:bx1] = 1
-    wgt = np.clip((crop - bg) / (2.0 * max(t - bg, 1e-6)), 0.0, 1.0) * (comp & keep)
+    # Inside the blob every pixel counts fully, dark nucleoli and holes included (the
+    # blob's shape is the object, as a label mask is; weighting by brightness would pull
+    # the centroid away from a nucleolus); only its one-pixel rim is soft.
+    filled = ndimage.binary_fill_holes(comp & keep).astype(np.uint8)
+    interior = cv2.erode(filled, np.ones((3, 3), np.uint8)).astype(np.float32)
+    comp = cv2.dilate(filled, np.ones((3, 3), np.uint8))  # keep the soft edge pixels
+    wgt = np.maximum(np.clip((crop - bg) / (2.0 * max(t - bg, 1e-6)), 0.0, 1.0)
+                     * (comp & keep), interior)
     sw = float(wgt.sum())
     if sw <= 1e-6:
         return None
@@ -137,28 +162,71 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     return wgt.astype(np.float32), (a, c)
 
 
-def _split_touching(comp: np.ndarray, cx: float, cy: float, box_area: float
+def _fits(m: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """Whether blob *m* lies within *box* (crop pixels) grown by 12 % (at least 2 px)."""
+    x0, y0, x1, y1 = box
+    gx, gy = max(2.0, 0.12 * (x1 - x0)), max(2.0, 0.12 * (y1 - y0))
+    ys, xs = np.nonzero(m)
+    return bool(len(xs) and xs.min() >= x0 - gx and xs.max() + 1 <= x1 + gx
+                and ys.min() >= y0 - gy and ys.max() + 1 <= y1 + gy)
+
+
+def _split_touching(comp: np.ndarray, box: tuple[float, float, float, float]
                     ) -> np.ndarray:
-    """The part of a binary blob that belongs to the nucleus nearest (cx, cy) when the blob
-    is larger than the nucleus' box (it has merged with a touching neighbour): cores where
-    the distance to the background exceeds a rising fraction of its maximum, every blob
+    """The part of a binary blob that belongs to the nucleus in *box* (crop pixels) when
+    the blob has merged with a touching neighbour - it is larger than the nucleus can be
+    (an ellipse fills pi/4 of its box) or reaches well beyond the box: cores - the blob
+    opened with a disc that cuts the neck between two touching nuclei, else where the
+    distance to the background exceeds a rising fraction of its maximum - and every blob
     pixel given to its nearest core (a Voronoi split, the cheap cousin of a
-    distance-transform watershed), until the chosen part fits the box."""
-    if float(comp.sum()) <= box_area:
+    distance-transform watershed), until the chosen part fits the box. A single convex
+    nucleus has one core and is never split."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    box_area = (x1 - x0) * (y1 - y0)
+    if float(comp.sum()) <= SPLIT_FILL * box_area and _fits(comp, box):
         return comp
-    dist = cv2.distanceTransform(comp, cv2.DIST_L2, 5)
-    for frac in (0.5, 0.6, 0.7, 0.8, 0.9):
-        core = (dist > frac * float(dist.max())).astype(np.uint8)
+
+    def nearest(lab: np.ndarray) -> int:
+        ys, xs = np.nonzero(lab)
+        i = int(np.argmin((xs - cx) ** 2 + (ys - cy) ** 2))
+        return int(lab[ys[i], xs[i]])
+
+    def ok(part: np.ndarray) -> bool:
+        return 0.25 * box_area <= float(part.sum()) <= box_area and _fits(part, box)
+
+    def part_of(core: np.ndarray) -> np.ndarray | None:
         n, _ = cv2.connectedComponents(core, connectivity=8)
         if n <= 2:
-            continue
+            return None
         _, vor = cv2.distanceTransformWithLabels(1 - core, cv2.DIST_L2, 5,
                                                  labelType=cv2.DIST_LABEL_CCOMP)
-        ys, xs = np.nonzero(core)
-        i = int(np.argmin((xs - cx) ** 2 + (ys - cy) ** 2))
-        part = (comp & (vor == vor[ys[i], xs[i]])).astype(np.uint8)
-        if float(part.sum()) <= box_area:
-            return part
+        part = (comp & (vor == nearest(vor * core))).astype(np.uint8)
+        return part if ok(part) else None
+
+    side = math.sqrt(box_area)
+    for f in (0.2, 0.3, 0.4):
+        r = max(1, int(round(f * side / 2)))
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        opened = cv2.morphologyEx(comp, cv2.MORPH_OPEN, disc)
+        if not opened.any():
+            break
+        got = part_of(opened)
+        if got is None:
+            # one body left: the neighbour's piece was thinner than the disc (a neck, a
+            # sliver at the crop's edge); the body grown back by the disc, within the blob
+            _, lab = cv2.connectedComponents(opened, connectivity=8)
+            body = (lab == nearest(lab)).astype(np.uint8)
+            got = comp & cv2.dilate(body, disc)
+            if not ok(got):
+                got = None
+        if got is not None:
+            return got
+    dist = cv2.distanceTransform(comp, cv2.DIST_L2, 5)
+    for frac in (0.5, 0.6, 0.7, 0.8, 0.9):
+        got = part_of((dist > frac * float(dist.max())).astype(np.uint8))
+        if got is not None:
+            return got
     return comp
 
 

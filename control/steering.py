@@ -334,6 +334,12 @@ class Steerer:
             return SteerAction(idx, NOT_SEEN, reason="within the deadband of the "
                                "prediction, but the target was not seen in this frame",
                                **base)
+        if seen == "predicted" and tid == self._refined_id:
+            # a registered target's box-track prediction differs from its refined
+            # position by the centroid correction: no move on that guess
+            return SteerAction(idx, NOT_SEEN, reason="the registered target was not "
+                               "seen in this frame; no move on its track's prediction",
+                               **base)
         move = self.gain * err
         mn = float(np.hypot(*move))
         if self.max_step_um is not None and mn > self.max_step_um:

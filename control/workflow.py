@@ -69,8 +69,9 @@ class ZStackSpec:
     The cell's signal in a plane is the sharpness (Brenner) inside its box minus the
     camera-noise floor of that frame. The cell's z extent is where that signal is at
     least ``signal_frac`` (0.6) of its peak (crossings interpolated between planes); a stack
-    goes one plane past each end. Whether a box is still detected does not decide it:
-    detectors keep finding out-of-focus haze microns beyond a nucleus.
+    goes two planes past each end (one noisy plane does not end it). Whether a box is
+    still detected does not decide it: detectors keep finding out-of-focus haze microns
+    beyond a nucleus.
     """
 
     range_um: tuple[float, float] = (-2.0, 2.0)
@@ -193,18 +194,32 @@ def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
 
 def _extent(profile: list[tuple[float, float]], frac: float) -> tuple[float, float]:
     """Where a per-plane signal is at least *frac* of its peak, around the peak, with the
-    crossings interpolated linearly between planes (sub-step extent)."""
+    crossings interpolated linearly between planes (sub-step extent). One plane below
+    the threshold between planes above it (noise) does not end it. A profile without
+    signal (all zero) has no extent: NaN."""
     if not profile:
         return (math.nan, math.nan)
     z = np.array([p[0] for p in profile], float)
     v = np.array([p[1] for p in profile], float)
     i = int(np.argmax(v))
+    if v[i] <= 0:
+        return (math.nan, math.nan)
     thr = frac * v[i]
     lo = hi = i
-    while lo > 0 and v[lo - 1] >= thr:
-        lo -= 1
-    while hi < len(v) - 1 and v[hi + 1] >= thr:
-        hi += 1
+    while lo > 0:
+        if v[lo - 1] >= thr:
+            lo -= 1
+        elif lo > 1 and v[lo - 2] >= thr:
+            lo -= 2  # across a one-plane dip
+        else:
+            break
+    while hi < len(v) - 1:
+        if v[hi + 1] >= thr:
+            hi += 1
+        elif hi < len(v) - 2 and v[hi + 2] >= thr:
+            hi += 2
+        else:
+            break
 
     def cross(a: int, b: int) -> float:  # a inside, b outside
         if v[a] == v[b]:
@@ -859,12 +874,15 @@ class FindAndImage:
             peak = take(z0) or 0.0
             for sign, need in ((1.0, hi), (-1.0, -lo)):
                 o = spec.step_um
+                below = 0  # planes in a row under the threshold: two end the stack
                 while o <= spec.max_extent_um + 1e-9:
                     sig = take(z0 + sign * o)
                     if sig is None:
                         break
                     peak = max(peak, sig)
-                    if o >= need - 1e-9 and sig < spec.signal_frac * peak:
+                    # (no signal at all - a cell too dim to measure - ends it too)
+                    below = below + 1 if sig <= spec.signal_frac * peak else 0
+                    if o >= need - 1e-9 and below >= 2:
                         break
                     o += spec.step_um
         zs = sorted(planes)

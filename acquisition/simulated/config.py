@@ -47,6 +47,15 @@ class SimConfig:
     # 0 = flat disc with a sharp edge). The box is the full envelope, as annotators draw it.
     dome: float = 0.3
     texture: float = 0.35  # chromatin granularity (0 = flat)
+    # Nuclei in 3-D: half-thickness (z) as a fraction of each nucleus' short semi-axis,
+    # centred on the focal surface; a frame sums the optical sections, each blurred by
+    # its own distance from the focal plane (render.py). 0 = thin: the whole nucleus in
+    # the focal plane, one blur per frame (fastest). Adherent nuclei: ~0.4-0.6.
+    thickness_ratio: float = 0.0
+    # Place nuclei at their true sub-pixel position (the image follows sub-pixel stage
+    # moves, truth boxes sit on it exactly). False: at the nearest whole pixel (up to
+    # half a pixel off the truth; what earlier figures and tests were made with).
+    subpixel: bool = False
     cell_motion_um_per_s: float = 0.0  # speed of each cell (random fixed direction)
     moving_fraction: float = 1.0  # the fraction of cells that move (the rest stay put)
     # -- optics / focus -----------------------------------------------------------------
@@ -81,6 +90,10 @@ class SimConfig:
                 f"SimConfig.bit_depth must be 8, 10, 12, 14 or 16; got {self.bit_depth}.")
         if not (self.pixel_size_um > 0 and self.exposure_ms > 0):
             raise ValueError("SimConfig.pixel_size_um and exposure_ms must be positive.")
+        if not 0.0 <= self.thickness_ratio <= 2.0:
+            raise ValueError(f"SimConfig.thickness_ratio must be in [0, 2] (half-thickness "
+                             f"/ short semi-axis; 0 = thin nuclei); got "
+                             f"{self.thickness_ratio}.")
         lo, hi = self.nucleus_diameter_um
         if not 0 < lo <= hi:
             raise ValueError(

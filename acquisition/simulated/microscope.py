@@ -134,6 +134,16 @@ class SimulatedMicroscope(BaseMicroscope):
         t = self._clock() if t_s is None else t_s
         return true_focus(cfg, x_um, y_um, t)
 
+    def true_z_range(self, cell_id: int, t_s: float | None = None) -> tuple[float, float]:
+        """Stage z of the bottom and top of object *cell_id* at its position: its centre
+        is on the focal surface, its half-thickness ``SimConfig.thickness_ratio`` x its
+        short semi-axis (thin nuclei: both ends are the focal plane)."""
+        t = self._clock() if t_s is None else t_s
+        c = self.specimen.get(cell_id)
+        z = true_focus(self.config, *c.position(t), t)
+        h = self._renderer.half_thickness_um(c)
+        return (z - h, z + h)
+
     def ground_truth(self) -> GroundTruth:
         """Labelled objects in the current field of view, now."""
         p, t = self.position(), self._clock()

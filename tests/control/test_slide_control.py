@@ -259,6 +259,20 @@ def test_adaptive_stack_ends_with_the_cells_true_z_extent(nuclei_stack, tmp_path
     assert np.median(errs) <= 1.0 and np.percentile(errs, 80) <= 1.0, errs
 
 
+def test_z_extent_ignores_one_noisy_plane_and_needs_signal():
+    """Reproduced from 3-D HeLa slides: a large nucleus' signal profile dipped below the
+    threshold at one plane half-way (noise), which ended its extent 6.6 µm short; a dim
+    nucleus without measurable signal (all zero) got the whole stack as its extent."""
+    from inscope.control.workflow import _extent
+
+    z = np.arange(0.0, 14.0, 0.5)
+    v = np.where((z >= 2.0) & (z <= 12.0), 1000.0, 100.0)
+    v[12] = 550.0  # one plane below 0.6 of the peak at z = 6
+    lo, hi = _extent(list(zip(z, v, strict=True)), 0.6)
+    assert lo == pytest.approx(2.0, abs=0.5) and hi == pytest.approx(12.0, abs=0.5)
+    assert all(np.isnan(_extent(list(zip(z, np.zeros_like(z), strict=True)), 0.6)))
+
+
 def test_adaptive_stack_on_the_simulator_stops_near_the_focal_plane(tmp_path):
     cfg = sim.SimConfig(seed=14, realtime=False, shape=(256, 256), debris_per_mm2=0.0,
                         blur_um_per_um=1.2)
@@ -278,6 +292,31 @@ def test_adaptive_stack_on_the_simulator_stops_near_the_focal_plane(tmp_path):
         # the simulator's nuclei are thin: their extent is the focal plane
         assert abs(zl - zf) <= 1.0 and abs(zh - zf) <= 1.0, (zl, zh, zf)
         assert int(r["n_planes"]) < 12
+
+
+def test_adaptive_stack_on_thick_simulator_nuclei_spans_their_true_z_extent(tmp_path):
+    """Before: the simulator's nuclei were thin (no z extent) while the z-stack measured
+    one - about the depth of field, 2.4 µm each side - so the extent could never match
+    the truth. Thick nuclei (ellipsoids imaged as their optical sections) at the default
+    optics: the measured extent is within 1 µm of each nucleus' true bottom and top."""
+    cfg = sim.SimConfig(seed=14, realtime=False, shape=(256, 256), debris_per_mm2=0.0,
+                        thickness_ratio=0.5)
+    scope = sim.SimulatedMicroscope(cfg, specimen=Specimen.grid(cfg, 260.0, 34.0, 14))
+    p = scope.position()
+    region = (p.x - 45, p.y - 45, p.x + 45, p.y + 45)
+    spec = ZStackSpec((-1.0, 1.0), 0.5, adaptive=True, max_extent_um=15.0)
+    FindAndImage(scope, _detector(), region=region, out_dir=tmp_path, z_stack=spec).run()
+    rows = [r for r in _rows(tmp_path) if r["status"] == "imaged"]
+    assert len(rows) >= 5
+    errs = []
+    for r in rows:
+        xy = np.array([float(r["x_um"]), float(r["y_um"])])
+        cid = min(scope.specimen.fixed, key=lambda c: np.hypot(c.x_um - xy[0],
+                                                                c.y_um - xy[1])).id
+        lo, hi = scope.true_z_range(cid)
+        errs.append(max(abs(float(r["z_lo_um"]) - lo), abs(float(r["z_hi_um"]) - hi)))
+        assert int(r["n_planes"]) < 20
+    assert max(errs) <= 1.0, errs
 
 
 # -- 5. focus in fewer images ----------------------------------------------------------------
