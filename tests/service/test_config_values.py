@@ -74,8 +74,9 @@ def test_types_of_every_kind_of_setting():
     _bad({"microscope": "sim"}, "key 'microscope' must be a table; got 'sim'")
     _bad({"outputs": {"eyepiece": {"display_size": 5}}},
          "key 'outputs.eyepiece.display_size' must be an array")
-    _bad({"outputs": {"eyepiece": {"display_size": [800, "x"]}}},
-         "outputs.eyepiece.display_size", "[1] must be integer; got 'x' (str)")
+    msg = _bad({"outputs": {"eyepiece": {"display_size": [800, "x"]}}})
+    assert msg == ("scope.toml: key 'outputs.eyepiece.display_size[1]' must be integer; "
+                   "got 'x' (str).")
     _bad({"control": {"target": 2.5}}, "key 'control.target' must be string or integer")
     cfg = config_from_dict({"detector": {"model": None}, "microscope": {"limits": None}})
     assert cfg.detector.model is None and cfg.microscope.limits is None
