@@ -20,6 +20,9 @@ Run::
     python -m benchmarks.mutation                       # every module, ~15-25 min on 2 cores
     python -m benchmarks.mutation --module safety       # one module
     python -m benchmarks.mutation --max-children 1      # gentler on a shared machine
+    python -m benchmarks.mutation --module focus --work /tmp/mut   # keep mutants + verdicts
+    python -m benchmarks.mutation --module focus --work /tmp/mut --survivors
+        # after adding tests: re-test only the survivors of the kept run (minutes)
 
 Writes ``benchmarks/results/mutation.json``: mutants, killed, score and target per
 module, and every surviving mutant with its diff and the reason it survives (the
@@ -31,6 +34,7 @@ when a module misses its target. Needs the ``mutation`` extra (``pip install -e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -66,7 +70,8 @@ class Target:
 
 TARGETS: tuple[Target, ...] = (
     Target("safety", "acquisition/safety.py",
-           ("tests/acquisition/test_foundation.py", "tests/acquisition/test_guard_behaviour.py"),
+           ("tests/acquisition/test_foundation.py", "tests/acquisition/test_guard_behaviour.py",
+            "tests/acquisition/test_safety_limits.py"),
            0.90),
     Target("schema", "inscope/schema.py",
            ("tests/service/test_schema_messages.py",), 0.90),
@@ -74,8 +79,11 @@ TARGETS: tuple[Target, ...] = (
            ("tests/control/test_steering_behaviour.py",), 0.80),
     Target("calibration", "control/calibration.py",
            ("tests/control/test_calibration_truth.py",), 0.80),
+    # FocusLock's law on frames of known sharpness; tests/control/test_focus_lock.py (the
+    # lock on rendered cells with the detector, seconds per test) is left out for speed
     Target("focus", "control/focus.py",
-           ("tests/control/test_focus_behaviour.py",), 0.80),
+           ("tests/control/test_focus_behaviour.py", "tests/control/test_focus_lock_law.py"),
+           0.80),
     Target("decode", "detector/decode.py",
            ("tests/detector/test_det_preprocess_decode.py",
             "tests/detector/test_det_ultralytics.py", "tests/detector/test_decode_values.py"),
@@ -188,6 +196,11 @@ def _stage(work: Path, t: Target) -> None:
     for top, dest in PACKAGE_DIRS.items():
         shutil.copytree(ROOT / top, src / dest, ignore=_ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_ignore)
+    _stage_config(work, t)
+
+
+def _stage_config(work: Path, t: Target) -> None:
+    """mutmut's and pytest's settings for *t* (the module to mutate, its test files)."""
     tests = [p for p in t.tests if (ROOT / p).exists()]
     if not tests:
         raise SystemExit(f"mutation: no test file of {t.name} exists: {t.tests}")
@@ -259,15 +272,69 @@ def _diffs(work: Path, env: dict[str, str], path: str, names: list[str]) -> dict
     return json.loads(r.stdout)
 
 
-def run_target(t: Target, max_children: int, keep: bool) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=f"inscope-mutation-{t.name}-"))
+def _source_digest() -> str:
+    """sha256 over the package sources: a kept work folder is reused only while it holds
+    mutants of exactly this code."""
+    h = hashlib.sha256()
+    for top in PACKAGE_DIRS:
+        for p in sorted((ROOT / top).rglob("*.py")):
+            if "__pycache__" not in p.parts:
+                h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _restage_tests(work: Path, t: Target) -> None:
+    """Copy the current tests into a kept work folder (mutmut copies them on into
+    ``mutants/``); the mutants and their verdicts stay."""
+    for d in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=_ignore)
+
+
+def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None = None,
+               survivors: bool = False) -> dict:
+    """Mutate one module and score it.
+
+    With *work_root* the module's folder (``work_root/<name>``) is kept between runs: a
+    second run of unchanged sources resumes where the first stopped, and with
+    *survivors* re-tests only the mutants that were not killed, against the current
+    tests (after adding tests for them). Changed sources start afresh.
+    """
+    if work_root is None:
+        work = Path(tempfile.mkdtemp(prefix=f"inscope-mutation-{t.name}-"))
+        fresh = True
+    else:
+        work = work_root.resolve() / t.name
+        stamp = work / "source.sha256"
+        digest = _source_digest()
+        fresh = not (stamp.exists() and stamp.read_text() == digest and _meta(work, t))
+        if fresh:
+            shutil.rmtree(work, ignore_errors=True)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     t0 = time.monotonic()
     try:
-        _stage(work, t)
-        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
-        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        names: list[str] = []
+        if fresh:
+            work.mkdir(parents=True, exist_ok=True)
+            _stage(work, t)
+            if work_root is not None:
+                stamp.write_text(digest)
+            how = "full run"
+        else:
+            _restage_tests(work, t)
+            _stage_config(work, t)
+            if survivors:
+                names = [k for k, v in _meta(work, t).items() if _status(v) != "killed"]
+                how = f"kept run; its {len(names)} surviving mutants re-run on the current tests"
+            else:
+                how = "kept run, resumed"
+        if not fresh and survivors and not names:
+            r = subprocess.CompletedProcess([], 0, "", "")
+        else:
+            cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                   *names]
+            r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
         codes = _meta(work, t)
         if r.returncode != 0 or not codes:
             tail = (r.stdout + r.stderr)[-4000:]
@@ -278,20 +345,20 @@ def run_target(t: Target, max_children: int, keep: bool) -> dict:
         total = len(statuses)
         alive = [n for n, s in statuses.items() if s != "killed"]
         diffs = _diffs(work, env, "src/" + _installed_path(t.path), alive)
-        survivors = []
+        survivors_out = []
         for name in alive:
             short = name.split(".")[-1]
-            survivors.append({
+            survivors_out.append({
                 "mutant": short, "status": statuses[name], "diff": diffs.get(name, ""),
                 "reason": _reason(short, diffs.get(name, "")),
             })
         score = killed / total if total else 0.0
         return {"module": t.path, "import": _module_name(t.path), "tests": list(t.tests),
                 "mutants": total, "killed": killed, "score": round(score, 4),
-                "target": t.target, "meets_target": score >= t.target,
-                "wall_s": round(time.monotonic() - t0, 1), "survivors": survivors}
+                "target": t.target, "meets_target": score >= t.target, "run": how,
+                "wall_s": round(time.monotonic() - t0, 1), "survivors": survivors_out}
     finally:
-        if keep:
+        if work_root is not None or keep:
             print(f"  kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -307,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="JSON results (default benchmarks/results/mutation.json); with "
                          "--module, the other modules' entries in it are kept")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep each module's mutants and verdicts in WORK/<module> (outside "
+                         "the checkout): a rerun of unchanged sources resumes there")
+    ap.add_argument("--survivors", action="store_true",
+                    help="with --work: re-test only the mutants that survived the kept "
+                         "run, against the current tests (after adding tests for them)")
     a = ap.parse_args(argv)
     try:
         import mutmut  # noqa: F401
@@ -321,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in chosen:
         print(f"mutating {t.path} (tests: {', '.join(t.tests)}) ...", flush=True)
-        res = run_target(t, a.max_children, a.keep)
+        res = run_target(t, a.max_children, a.keep, a.work, a.survivors)
         old[t.path] = res
         rows.append(res)
         print(f"  {res['killed']}/{res['mutants']} killed = {100 * res['score']:.1f}% "
