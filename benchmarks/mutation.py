@@ -2,7 +2,8 @@
 
 mutmut plants one small bug at a time (a flipped comparison, a changed constant, a
 dropped argument) in a module and runs the tests that call the mutated function; a
-mutant that no test notices "survives". The score per module is ``killed / mutants``.
+mutant that no test notices "survives". The score per module is ``killed / checked``
+(``checked`` = ``mutants`` once a run is complete; a partial run says so: ``complete``).
 
 The repository keeps ``acquisition/``, ``detector/`` and ``control/`` at the top and maps
 them to ``inscope.*`` with setuptools package-dir, a layout mutmut cannot follow (it
@@ -272,27 +273,61 @@ def _diffs(work: Path, env: dict[str, str], path: str, names: list[str]) -> dict
     return json.loads(r.stdout)
 
 
-def _source_digest() -> str:
-    """sha256 over the package sources: a kept work folder is reused only while it holds
-    mutants of exactly this code."""
-    h = hashlib.sha256()
-    for top in PACKAGE_DIRS:
-        for p in sorted((ROOT / top).rglob("*.py")):
-            if "__pycache__" not in p.parts:
-                h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
+def _source_digest(t: Target) -> str:
+    """sha256 of the module under mutation: a kept work folder is reused only while it
+    holds mutants of exactly this code."""
+    return hashlib.sha256((ROOT / t.path).read_bytes()).hexdigest()
 
 
-def _restage_tests(work: Path, t: Target) -> None:
-    """Copy the current tests into a kept work folder (mutmut copies them on into
-    ``mutants/``); the mutants and their verdicts stay."""
+def _restage(work: Path, t: Target) -> None:
+    """Bring a kept work folder up to date except for the mutants: the current tests
+    (mutmut copies them on into ``mutants/``) and every other source file."""
     for d in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_ignore)
+    mutated = _installed_path(t.path)
+    for top, dest in PACKAGE_DIRS.items():
+        for p in (ROOT / top).rglob("*.py"):
+            if "__pycache__" in p.parts:
+                continue
+            rel = f"{dest}/{p.relative_to(ROOT / top).as_posix()}"
+            if rel == mutated:
+                continue
+            for base in (work / "src", work / "mutants" / "src"):
+                if base.exists():
+                    (base / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(p, base / rel)
+
+
+def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
+    """The module's entry of the results from the verdicts in *work*."""
+    statuses = {k: _status(v) for k, v in sorted(_meta(work, t).items())}
+    killed = sum(s == "killed" for s in statuses.values())
+    total = len(statuses)
+    unchecked = sum(s == "not checked" for s in statuses.values())
+    checked = total - unchecked
+    alive = [n for n, s in statuses.items() if s not in ("killed", "not checked")]
+    diffs = _diffs(work, env, "src/" + _installed_path(t.path), alive)
+    survivors = []
+    for name in alive:
+        short = name.split(".")[-1]
+        survivors.append({
+            "mutant": short, "status": statuses[name], "diff": diffs.get(name, ""),
+            "reason": _reason(short, diffs.get(name, "")),
+        })
+    score = killed / checked if checked else 0.0
+    runs = work / "runs.txt"
+    how = runs.read_text().strip().splitlines() if runs.exists() else []
+    return {"module": t.path, "import": _module_name(t.path), "tests": list(t.tests),
+            "mutants": total, "checked": checked, "killed": killed,
+            "score": round(score, 4), "target": t.target, "meets_target": score >= t.target,
+            "complete": unchecked == 0, "runs": how, "wall_s": round(wall_s, 1),
+            "source_sha256": _source_digest(t)[:16],
+            "survivors": survivors}
 
 
 def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None = None,
-               survivors: bool = False) -> dict:
+               survivors: bool = False, run: bool = True) -> dict:
     """Mutate one module and score it.
 
     With *work_root* the module's folder (``work_root/<name>``) is kept between runs: a
@@ -306,7 +341,7 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
     else:
         work = work_root.resolve() / t.name
         stamp = work / "source.sha256"
-        digest = _source_digest()
+        digest = _source_digest(t)
         fresh = not (stamp.exists() and stamp.read_text() == digest and _meta(work, t))
         if fresh:
             shutil.rmtree(work, ignore_errors=True)
@@ -315,6 +350,11 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
     t0 = time.monotonic()
     try:
         names: list[str] = []
+        if not run:
+            if fresh:
+                raise SystemExit(f"mutation: no kept run of {t.name} in {work_root} for "
+                                 "the current source")
+            return _score(work, t, env, time.monotonic() - t0)
         if fresh:
             work.mkdir(parents=True, exist_ok=True)
             _stage(work, t)
@@ -322,7 +362,7 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
                 stamp.write_text(digest)
             how = "full run"
         else:
-            _restage_tests(work, t)
+            _restage(work, t)
             _stage_config(work, t)
             if survivors:
                 names = [k for k, v in _meta(work, t).items() if _status(v) != "killed"]
@@ -335,28 +375,13 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
             cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
                    *names]
             r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-        codes = _meta(work, t)
-        if r.returncode != 0 or not codes:
+        if r.returncode != 0 or not _meta(work, t):
             tail = (r.stdout + r.stderr)[-4000:]
             raise SystemExit(f"mutation: mutmut failed on {t.name} (exit {r.returncode}); "
                              f"its output ends:\n{tail}")
-        statuses = {k: _status(v) for k, v in sorted(codes.items())}
-        killed = sum(s == "killed" for s in statuses.values())
-        total = len(statuses)
-        alive = [n for n, s in statuses.items() if s != "killed"]
-        diffs = _diffs(work, env, "src/" + _installed_path(t.path), alive)
-        survivors_out = []
-        for name in alive:
-            short = name.split(".")[-1]
-            survivors_out.append({
-                "mutant": short, "status": statuses[name], "diff": diffs.get(name, ""),
-                "reason": _reason(short, diffs.get(name, "")),
-            })
-        score = killed / total if total else 0.0
-        return {"module": t.path, "import": _module_name(t.path), "tests": list(t.tests),
-                "mutants": total, "killed": killed, "score": round(score, 4),
-                "target": t.target, "meets_target": score >= t.target, "run": how,
-                "wall_s": round(time.monotonic() - t0, 1), "survivors": survivors_out}
+        with (work / "runs.txt").open("a") as f:
+            f.write(how + "\n")
+        return _score(work, t, env, time.monotonic() - t0)
     finally:
         if work_root is not None or keep:
             print(f"  kept {work}", file=sys.stderr)
@@ -377,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None,
                     help="keep each module's mutants and verdicts in WORK/<module> (outside "
                          "the checkout): a rerun of unchanged sources resumes there")
+    ap.add_argument("--report", action="store_true",
+                    help="with --work: only score the kept runs (no mutmut run)")
     ap.add_argument("--survivors", action="store_true",
                     help="with --work: re-test only the mutants that survived the kept "
                          "run, against the current tests (after adding tests for them)")
@@ -394,19 +421,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in chosen:
         print(f"mutating {t.path} (tests: {', '.join(t.tests)}) ...", flush=True)
-        res = run_target(t, a.max_children, a.keep, a.work, a.survivors)
+        res = run_target(t, a.max_children, a.keep, a.work, a.survivors, not a.report)
         old[t.path] = res
         rows.append(res)
-        print(f"  {res['killed']}/{res['mutants']} killed = {100 * res['score']:.1f}% "
-              f"(target {100 * t.target:.0f}%), {len(res['survivors'])} survivors, "
+        left = "" if res["complete"] else f" ({res['mutants'] - res['checked']} not checked)"
+        print(f"  {res['killed']}/{res['checked']} killed = {100 * res['score']:.1f}% "
+              f"(target {100 * t.target:.0f}%), {len(res['survivors'])} survivors{left}, "
               f"{res['wall_s']:.0f} s", flush=True)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(_report(old), indent=1) + "\n")  # after each module
     out = _report(old)
-    print(f"\n{'module':28s} {'mutants':>8s} {'killed':>7s} {'score':>7s} {'target':>7s}")
+    print(f"\n{'module':28s} {'mutants':>8s} {'checked':>8s} {'killed':>7s} {'score':>7s} "
+          f"{'target':>7s}")
     for m in out["modules"]:
-        print(f"{m['module']:28s} {m['mutants']:8d} {m['killed']:7d} "
-              f"{100 * m['score']:6.1f}% {100 * m['target']:6.0f}%")
+        print(f"{m['module']:28s} {m['mutants']:8d} {m.get('checked', m['mutants']):8d} "
+              f"{m['killed']:7d} {100 * m['score']:6.1f}% {100 * m['target']:6.0f}%")
     print(f"wrote {a.out.relative_to(ROOT) if a.out.is_relative_to(ROOT) else a.out}")
     return 0 if all(m["meets_target"] for m in rows) else 1
 
