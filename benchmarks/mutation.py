@@ -35,6 +35,7 @@ when a module misses its target. Needs the ``mutation`` extra (``pip install -e
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -102,7 +103,41 @@ _EQ_NO_NAN = ("equivalent: this is the fallback that has already turned every Na
               "null, so allow_nan no longer matters")
 _EQ_TRACK_BOX = ("equivalent for every box the tracker makes (1-D, 4 floats): the dtype "
                  "and shape given are what they already have")
+_EQ_RESET = ("equivalent: reset before any move; the next move sets it again before it "
+             "is read (_stale returns early while no move is pending)")
+_TODO_LOCATE = ("a test to add: the search hint (track prediction, not the last fix) and "
+                "the centroid update only matter for a target that moves further than the "
+                "search window between frames; the refined tests steer to still cells")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # control/steering.py
+    "xǁSteererǁreset__mutmut_3": ('self._last_cmd = ""', _EQ_RESET),
+    "xǁSteererǁreset__mutmut_4": ("self._settle_frames = None", _EQ_RESET),
+    "xǁSteererǁreset__mutmut_5": ("self._settle_frames = 1", _EQ_RESET),
+    "xǁSteererǁ_drop_refined__mutmut_1": (
+        'self._refined_id = ""', "equivalent: '' like None never equals a track id, and "
+        "the refiner is reset with it (not active), so 'is not None' is never reached"),
+    "xǁSteererǁ_measure__mutmut_24": (
+        "ref.active or self._refined_id", "equivalent: a refined id is set only by an "
+        "acquire that activates the refiner, and both are reset together"),
+    "xǁSteererǁ_measure__mutmut_19": (
+        "self._refined_id = None", "a test to add: a target whose track is lost but which "
+        "is still registered (the track-gone path needs the refined id)"),
+    "xǁSteererǁ_measure__mutmut_28": ("pred = None", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_29": ("and False else", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_30": ("or True else", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_31": ("t is not None else", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_38": ("ref.locate(frame, None,", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_39": ("ref.locate(frame, pred, None)", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_42": ("ref.locate(frame, pred, )", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_43": ("and False else None", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_44": ("or True else None", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_45": ("seen_box or settled", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_61": (
+        'return None, "XXXX"', "equivalent: with no position the action is not-seen and "
+        "how it was seen is not reported"),
+    "xǁSteererǁ_stale__mutmut_8": (
+        "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
+        "exposed at 0 or 1 ns, long before any move"),
     # acquisition/safety.py
     "xǁSoftLimitsǁfrom_dict__mutmut_15": (
         '"XXxyzXX"', "equivalent: 'x', 'y' and 'z' are substrings of 'XXxyzXX' too, and "
@@ -327,7 +362,8 @@ def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
 
 
 def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None = None,
-               survivors: bool = False, run: bool = True) -> dict:
+               survivors: bool = False, run: bool = True,
+               patterns: tuple[str, ...] = ()) -> dict:
     """Mutate one module and score it.
 
     With *work_root* the module's folder (``work_root/<name>``) is kept between runs: a
@@ -365,8 +401,15 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
             _restage(work, t)
             _stage_config(work, t)
             if survivors:
-                names = [k for k, v in _meta(work, t).items() if _status(v) != "killed"]
-                how = f"kept run; its {len(names)} surviving mutants re-run on the current tests"
+                names = [k for k, v in _meta(work, t).items()
+                         if _status(v) not in ("killed", "not checked")
+                         and (not patterns or any(fnmatch.fnmatch(k, p) for p in patterns))]
+                how = (f"kept run; {len(names)} surviving mutants"
+                       f"{' matching ' + ', '.join(patterns) if patterns else ''} re-run on "
+                       "the current tests")
+            elif patterns:
+                names = list(patterns)
+                how = f"kept run; mutants matching {', '.join(patterns)} re-run"
             else:
                 how = "kept run, resumed"
         if not fresh and survivors and not names:
@@ -404,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
                          "the checkout): a rerun of unchanged sources resumes there")
     ap.add_argument("--report", action="store_true",
                     help="with --work: only score the kept runs (no mutmut run)")
+    ap.add_argument("--mutants", action="append", default=[], metavar="GLOB",
+                    help="with --work: only the mutants whose name matches, e.g. "
+                         "'*FocusLock*' (repeatable)")
     ap.add_argument("--survivors", action="store_true",
                     help="with --work: re-test only the mutants that survived the kept "
                          "run, against the current tests (after adding tests for them)")
@@ -421,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in chosen:
         print(f"mutating {t.path} (tests: {', '.join(t.tests)}) ...", flush=True)
-        res = run_target(t, a.max_children, a.keep, a.work, a.survivors, not a.report)
+        res = run_target(t, a.max_children, a.keep, a.work, a.survivors, not a.report,
+                         tuple(a.mutants))
         old[t.path] = res
         rows.append(res)
         left = "" if res["complete"] else f" ({res['mutants'] - res['checked']} not checked)"

@@ -439,3 +439,84 @@ def test_focus_action_to_dict_writes_nan_as_null():
                  "z_target": None, "sharpness": None, "offset_um": 0.0, "made": False,
                  "reason": "r"}
     assert FocusAction(1, "locked", 2.5, 3.0, 1.5).to_dict()["z_center"] == 2.5
+
+
+def test_depth_of_field_defaults_and_the_checks_with_the_fix():
+    # 0.52 µm light in air, no camera term: λ n / NA²
+    assert depth_of_field_um(0.5) == pytest.approx(0.52 / 0.25)
+    assert depth_of_field_um(0.5, pixel_size_um=0.65) == pytest.approx(2.08 + 1.3)
+    for na, wl, n in [(0.0, 0.52, 1.0), (0.5, 0.0, 1.0), (0.5, 0.52, 0.9)]:
+        with pytest.raises(ValueError) as e:
+            depth_of_field_um(na, wl, n)
+        assert str(e.value) == (f"depth of field needs NA > 0, wavelength > 0 and "
+                                f"refractive index >= 1; got NA={na}, wavelength={wl} µm, "
+                                f"n={n}.")
+    with pytest.raises(ValueError) as e:
+        depth_of_field_um(1.0, 0.52, 1.0)  # NA equal to the medium's index: impossible
+    assert str(e.value) == ("NA 1.0 cannot reach the immersion index 1.0; check the "
+                            "objective's NA and the medium (air 1.0, water 1.33, oil 1.515).")
+    assert depth_of_field_um(0.95, 0.52, 1.0) == pytest.approx(0.52 / 0.95 ** 2)
+
+
+def test_a_creeping_stage_renews_the_reference_once_it_has_moved_xy_tol():
+    lock, lens = _locked_at(0.0, xy_tol_um=1.0)
+    ref = lens.curve(0.0)
+    # 0.6 µm per frame: the first step is within the tolerance, the second adds up to 1.2
+    a = lock.step(lens.frame(x=0.6))
+    assert (a.status, a.frame_index) == ("locked", lens.index - 1)
+    a = lock.step(lens.frame(x=1.2, value=ref - 1.0))  # a new scene: its own reference
+    assert a.status == "locked" and lock._ref == pytest.approx(ref - 1.0, abs=1e-4)
+
+
+def test_every_action_carries_its_frame_centre_and_sharpness():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope, samples=2)
+    a = lock.step(lens.frame())  # half a measurement: nothing moves yet
+    assert (a.frame_index, a.status, a.z_center, a.made) == (0, "acquiring", 0.0, False)
+    assert a.sharpness == pytest.approx(lens.curve(0.0), abs=1e-4)
+    _steps(lock, lens, 5)
+    assert lock.locked is True
+    for _ in range(3):  # taking the reference (2 frames), then holding
+        f = lens.frame(value=lens.curve(0.2) - 0.05)
+        a = lock.step(f)
+        assert (a.frame_index, a.status, a.made, a.z_target) == (f.index, "locked", False,
+                                                                  None)
+        assert a.z_center == pytest.approx(0.2, abs=1e-4)
+        assert a.sharpness == pytest.approx(lens.curve(0.2) - 0.05, abs=1e-4)
+    lens.curve = parabola(1.0)
+    lock.step(lens.frame())
+    a = lock.step(lens.frame())  # the second low frame starts a correction
+    assert a.status == "correcting" and lock.locked is False
+
+
+def test_noise_is_the_spread_of_a_measurement_and_decays():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope, samples=2, dof_um=0.4)  # curvature term 2 * (0.05)² = 0.005: noise
+    v = lens.curve(0.0)
+    lock.step(lens.frame(value=v - 0.1))
+    lock.step(lens.frame(value=v + 0.1))  # centre: spread 0.1
+    assert lock._noise == pytest.approx(0.1, abs=1e-4)
+    _steps(lock, lens, 2)  # +d: no spread, the noise decays by 0.9
+    assert lock._noise == pytest.approx(0.09, abs=1e-4)
+    _steps(lock, lens, 2)  # -d: locked
+    assert lock.locked and lock._noise == pytest.approx(0.081, abs=1e-4)
+    _steps(lock, lens, 2)  # the reference: no spread, halves it
+    assert lock._noise == pytest.approx(0.0405, abs=1e-4)
+    assert lock.tolerance == pytest.approx(4 * 0.0405, abs=1e-3)
+
+
+def test_frames_without_an_exposure_stamp_count_as_exposed_at_zero():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope, check_every_s=1.0)
+    f = lens.frame()
+    del f.stamps[STAMP_READY]
+    lock.step(f)  # the acquisition starts the duty-cycle clock at 0
+    _steps(lock, lens, 3)
+    assert lock.locked
+    g = lens.frame()
+    del g.stamps[STAMP_READY]
+    assert lock.step(g).status == "locked"  # exposed "at 0": no check due
+    assert lock.step(lens.frame()).status == "checking"  # seconds after 0
