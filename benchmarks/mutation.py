@@ -108,7 +108,41 @@ _EQ_RESET = ("equivalent: reset before any move; the next move sets it again bef
 _TODO_LOCATE = ("a test to add: the search hint (track prediction, not the last fix) and "
                 "the centroid update only matter for a target that moves further than the "
                 "search window between frames; the refined tests steer to still cells")
+_EQ_ONE_SAMPLE = ("equivalent: noise comes only from measurements of more than one frame; "
+                  "with samples > 1 the list holds exactly samples >= 2 values here, with "
+                  "samples = 1 the noise is 0 either way")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # control/focus.py
+    "xǁFocusLockǁ_hold__mutmut_23": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
+    "xǁFocusLockǁ_cycle__mutmut_17": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
+    "xǁFocusLockǁ_hold__mutmut_34": (
+        "self._acc = None", "equivalent: while locked with a reference the list is not "
+        "used; a scene change, a new cycle or a failed move sets it to [] first"),
+    "xǁFocusLockǁ_hold__mutmut_85": (
+        "self._low = None", "equivalent: a cycle starts, and the lock holds again only "
+        "through convergence, which resets the count"),
+    "xǁFocusLockǁ_hold__mutmut_86": (
+        "self._low = 1", "equivalent: a cycle starts, and the lock holds again only "
+        "through convergence, which resets the count"),
+    "xǁFocusLockǁ_move__mutmut_18": (
+        'return True, "XXXX", ""', "equivalent: a made move's status and reason are "
+        "not used (the action reports the lock's state)"),
+    "xǁFocusLockǁ_move__mutmut_19": (
+        'return True, "", "XXXX"', "equivalent: a made move's status and reason are "
+        "not used (the action reports the lock's state)"),
+    "xǁFocusLockǁ_start_cycle__mutmut_15": (
+        "self._check_xy = None", "equivalent: _check_xy is written, never read"),
+    "xǁFocusLockǁ_start_cycle__mutmut_17": (
+        "self._travel = 1.0", "equivalent: travel is read only while locked, and the lock "
+        "holds again only through convergence, which resets it to 0"),
+    "xǁFocusLockǁ_start_cycle__mutmut_13": (
+        "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
+        "exposed at 0 or 1 ns: either is seconds before any later frame"),
+    "xǁFocusLockǁ_hold__mutmut_51": (
+        "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
+        "exposed at 0 or 1 ns: either is seconds before any later frame"),
+    "xǁFocusLockǁ_cycle__mutmut_50": (
+        "converged = None", "equivalent: None is as false as False in 'if converged'"),
     # control/steering.py
     "xǁSteererǁreset__mutmut_3": ('self._last_cmd = ""', _EQ_RESET),
     "xǁSteererǁreset__mutmut_4": ("self._settle_frames = None", _EQ_RESET),
@@ -189,7 +223,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"np\.(asarray|array)\([^()]*, (None|)\)|dtype=None|astype\(None\)",
      "equivalent for the inputs given: they are already float64 (or the dtype does not "
      "change the result)"),
-    (r"\b(ready|stale|en|d|mn|wait|step|disagreement|resp|len\(\w+\)|a) (<=|>=) ",
+    (r"\b(ready|stale|en|d|mn|wait|step|disagreement|resp|len\(\w+\)|a|val) (<=|>=) ",
      "boundary at exact equality of measured floats: equivalent in practice (a test "
      "would need two computed floats exactly equal)"),
     (r"^\+\s*self\._\w+(: [^=]+)? = (None|\"\"|1|0)$",
