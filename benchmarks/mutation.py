@@ -24,6 +24,9 @@ Run::
     python -m benchmarks.mutation --module focus --work /tmp/mut   # keep mutants + verdicts
     python -m benchmarks.mutation --module focus --work /tmp/mut --survivors
         # after adding tests: re-test only the survivors of the kept run (minutes)
+    python -m benchmarks.mutation --module focus --work /tmp/mut --survivors \
+        --mutants '*FocusLock*'                         # ... only some of them
+    python -m benchmarks.mutation --work /tmp/mut --report   # score the kept runs
 
 Writes ``benchmarks/results/mutation.json``: mutants, killed, score and target per
 module, and every surviving mutant with its diff and the reason it survives (the
