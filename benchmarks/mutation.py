@@ -114,6 +114,10 @@ _TODO_LOCATE = ("a test to add: the search hint (track prediction, not the last 
 _EQ_ONE_SAMPLE = ("equivalent: noise comes only from measurements of more than one frame; "
                   "with samples > 1 the list holds exactly samples >= 2 values here, with "
                   "samples = 1 the noise is 0 either way")
+_EQ_CYCLES = ("equivalent: every cycle starts in _start_cycle, which sets _cycles = 0, so "
+              "the getattr default is never used")
+_EQ_REF = ("equivalent: a lock that has just converged has no reference yet, and the "
+           "reference is not used in the other states")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     # control/focus.py
     "xǁFocusLockǁ_hold__mutmut_23": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
@@ -144,6 +148,27 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     "xǁFocusLockǁ_hold__mutmut_51": (
         "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
         "exposed at 0 or 1 ns: either is seconds before any later frame"),
+    "xǁFocusLockǁ_cycle__mutmut_120": ('getattr(self, "_cycles", None)', _EQ_CYCLES),
+    "xǁFocusLockǁ_cycle__mutmut_123": ('getattr(self, "_cycles", )', _EQ_CYCLES),
+    "xǁFocusLockǁ_cycle__mutmut_126": ('getattr(self, "_cycles", 1)', _EQ_CYCLES),
+    "xǁFocusLockǁ_cycle__mutmut_146": (
+        "self._ref_xy = None", "equivalent: the next held frame sets it to its own "
+        "position, which is where the converging frame was (the lock does not move XY)"),
+    "xǁFocusLockǁ_cycle__mutmut_159": ('if self.state != "locked":', _EQ_REF),
+    "xǁFocusLockǁ_cycle__mutmut_160": ('"XXlockedXX"', _EQ_REF),
+    "xǁFocusLockǁ_cycle__mutmut_161": ('"LOCKED"', _EQ_REF),
+    "xǁFocusLockǁ_step__mutmut_75": (
+        "self._ref_xy = None", "equivalent: the same frame's hold or cycle sets it to this "
+        "frame's position at once, the value it would have had"),
+    "xǁFocusLockǁ_step__mutmut_82": (
+        "self._phase >= 0 or", "a test to add: a scene change at the start of a cycle "
+        "restarts it (and its cycle count) needlessly; seen only in max_cycles"),
+    "xǁFocusLockǁ_cycle__mutmut_68": (
+        ">= 2 * d", "boundary at exact equality of a fitted vertex and 2 d: equivalent "
+        "in practice"),
+    "xǁFocusLockǁ_cycle__mutmut_84": (
+        "< d / 2", "boundary at exact equality of a fitted vertex and d / 2: equivalent "
+        "in practice"),
     "xǁFocusLockǁ_cycle__mutmut_50": (
         "converged = None", "equivalent: None is as false as False in 'if converged'"),
     # control/steering.py

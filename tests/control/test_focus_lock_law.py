@@ -22,7 +22,7 @@ from inscope.acquisition.errors import DeviceError
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
-from inscope.control.focus import FocusAction, FocusLock, depth_of_field_um
+from inscope.control.focus import FocusAction, FocusLock, depth_of_field_um, sharpness
 
 #: mean 0, variance exactly 1
 _CHECKER = (np.indices((16, 16)).sum(axis=0) % 2) * 2.0 - 1.0
@@ -520,3 +520,111 @@ def test_frames_without_an_exposure_stamp_count_as_exposed_at_zero():
     del g.stamps[STAMP_READY]
     assert lock.step(g).status == "locked"  # exposed "at 0": no check due
     assert lock.step(lens.frame()).status == "checking"  # seconds after 0
+
+
+def test_the_defaults():
+    lock = FocusLock(_scope(na=0.0), na=0.5)  # light and medium from the defaults
+    assert lock.dof_um == pytest.approx(depth_of_field_um(0.5, 0.52, 1.0, 0.65))
+    assert (lock.gain, lock.metric, lock.samples, lock.trigger_dof, lock.check_every_s,
+            lock.check_travel_um, lock.xy_tol_um, lock.z_tol_um, lock.max_settle_frames,
+            lock.max_cycles) == (1.0, "brenner", 2, 0.125, None, 50.0, 1.0, 0.05, 10, 3)
+
+
+def test_unused_frames_name_their_frame():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope, z_tol_um=0.25)
+    f = lens.frame(moving=True)
+    assert lock.step(f).frame_index == f.index
+    g = lens.frame()
+    assert lock.step(Frame(g.pixels, 7, dict(g.stamps))).frame_index == 7
+    lock.step(lens.frame())  # moves to +d
+    f = lens.frame(z=0.0)
+    a = lock.step(f)
+    assert (a.status, a.frame_index) == ("settling", f.index)
+    lock.enabled = False
+    f = lens.frame()
+    assert lock.step(f).frame_index == f.index
+
+
+def test_a_refused_move_reports_the_measurement_it_was_for():
+    lim = SoftLimits(x=(-1500, 1500), y=(-1500, 1500), z=(-150.0, 0.3))
+    scope = _scope(guard=MoveGuard(lim))
+    lens = Lens(scope, parabola(0.2))
+    a = _lock(scope).step(lens.frame())
+    assert (a.frame_index, a.z_center, a.z_target, a.offset_um) == (0, 0.0, D, 0.0)
+    assert a.sharpness == pytest.approx(lens.curve(0.0), abs=1e-4)
+
+
+def test_the_lock_measures_inside_the_detected_boxes():
+    from inscope.detector.base import Detections
+
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope)
+    f = lens.frame()
+    f.pixels[:8] = 1.0  # the top half flat: only the bottom half is sharp
+    box = np.array([[2.0, 9.0, 14.0, 15.0]])  # (with its 25 % pad: rows 7-16)
+    dets = Detections(box, np.ones(1, np.float32), np.zeros(1, np.int32), ("cell",))
+    a = lock.step(f, dets)
+    assert a.sharpness == pytest.approx(math.log(sharpness(f.pixels, box, "normvar")))
+    assert a.sharpness > math.log(sharpness(f.pixels, None, "normvar")) + 0.3
+    none = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    g = lens.frame()
+    g.pixels[:8] = 1.0
+    assert lock.step(g, none).sharpness == pytest.approx(
+        math.log(sharpness(g.pixels, None, "normvar")))
+
+
+@pytest.mark.parametrize("focus", [1.5, -1.5])
+def test_gain_above_one_is_still_clipped_to_max_step(focus):
+    scope = _scope()
+    lock = _lock(scope, gain=1.5, max_step_um=1.2)
+    acts = _steps(lock, Lens(scope, parabola(focus)), 3)
+    assert acts[2].offset_um == pytest.approx(math.copysign(1.2, focus))
+
+
+def test_a_move_along_y_renews_the_reference_too():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope, xy_tol_um=1.0)
+    for _ in range(4):
+        lock.step(lens.frame(y=5.0))
+    assert lock.locked
+    ref = lens.curve(0.0)
+    # 0.5 µm along y: the same scene, so a blurred frame is low
+    assert lock.step(lens.frame(y=5.5, value=ref - 1.0)).status == "correcting"
+    # 1.5 µm along y: a new scene, whose sharpness is the new reference
+    scope2 = _scope()
+    lock2 = _lock(scope2, xy_tol_um=1.0)
+    lens2 = Lens(scope2, parabola(0.0))
+    for _ in range(4):
+        lock2.step(lens2.frame(y=5.0))
+    assert lock2.step(lens2.frame(y=6.5, value=ref - 1.0)).status == "locked"
+
+
+def test_a_check_that_does_not_converge_holds_after_max_cycles():
+    # a check (the stage went 60 µm) on a new scene whose focus is far away
+    lock, lens = _locked_at(0.2, max_cycles=3, check_travel_um=50.0)
+    lens.curve = parabola(5.0, k=0.2)
+    acts = _steps(lock, lens, 9, x=60.0)
+    assert [a.status for a in acts[2::3]] == ["checking", "checking", "locked"]
+    assert lock.z_center == pytest.approx(0.2 + 3 * 2 * D, abs=1e-4)
+
+
+def test_a_correction_on_a_flat_field_is_lost_not_held():
+    lock, lens = _locked_at(0.2, max_cycles=3)
+    lens.curve = lambda z: 1.0  # the cells are gone: flat, and far below the reference
+    acts = _steps(lock, lens, 9)
+    assert [a.status for a in acts[2::3]] == ["correcting", "correcting", "lost"]
+
+
+def test_a_convex_cycle_also_restarts_the_count_of_flat_ones():
+    scope = _scope()
+    lens = Lens(scope, lambda z: 3.0)
+    lock = _lock(scope)
+    _steps(lock, lens, 6)  # two flat cycles
+    lens.curve = lambda z: 3.0 + 0.2 * (z + 5.0) ** 2  # convex: a step to the sharper side
+    assert _steps(lock, lens, 3)[-1].status == "acquiring"
+    lens.curve = lambda z: 3.0
+    assert [a.status for a in _steps(lock, lens, 6)] == ["acquiring"] * 6
