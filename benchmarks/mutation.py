@@ -396,6 +396,10 @@ def _restage(work: Path, t: Target) -> None:
                     shutil.copy2(p, base / rel)
 
 
+_NO_TESTS = ("no test of this module's selection calls the function: a test to add there "
+             "(it may be tested by files outside the selection)")
+
+
 def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
     """The module's entry of the results from the verdicts in *work*."""
     statuses = {k: _status(v) for k, v in sorted(_meta(work, t).items())}
@@ -408,10 +412,10 @@ def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
     survivors = []
     for name in alive:
         short = name.split(".")[-1]
-        survivors.append({
-            "mutant": short, "status": statuses[name], "diff": diffs.get(name, ""),
-            "reason": _reason(short, diffs.get(name, "")),
-        })
+        reason = (_NO_TESTS if statuses[name] == "no tests"
+                  else _reason(short, diffs.get(name, "")))
+        survivors.append({"mutant": short, "status": statuses[name],
+                          "diff": diffs.get(name, ""), "reason": reason})
     score = killed / checked if checked else 0.0
     runs = work / "runs.txt"
     how = runs.read_text().strip().splitlines() if runs.exists() else []
