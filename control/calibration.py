@@ -243,7 +243,8 @@ def _consensus(D: np.ndarray, S: np.ndarray, tol_px: float = 1.0,
     """
     n = len(S)
     lim = np.maximum(tol_px, tol_rel * np.linalg.norm(S, axis=1))
-    best, best_key = np.ones(n, bool), None
+    best = np.ones(n, bool)
+    best_key: tuple[int, float] | None = None
     for i in range(n):
         for j in range(i + 1, n):
             pair = S[[i, j]]
