@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_ARGS ?= --frames 300 --out runs/demo
 
-.PHONY: demo test setup setup-test clean
+.PHONY: demo test typecheck setup setup-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ setup-test: $(VENV)/.setup-test
 demo: $(VENV)/.setup
 	$(BIN)/inscope demo $(DEMO_ARGS)
 
+# mypy on the package as installed (see .ci/mypy.sh: the wheel maps three folders)
+typecheck: $(VENV)/.setup-test
+	PYTHON=$(abspath $(BIN))/python .ci/mypy.sh
+
 test: $(VENV)/.setup-test
 	$(BIN)/ruff check .
+	PYTHON=$(abspath $(BIN))/python .ci/mypy.sh
 	$(BIN)/python -m pytest
 
 clean:

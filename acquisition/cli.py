@@ -10,6 +10,8 @@ import argparse
 import sys
 import time
 
+from inscope.enums import Backend
+
 
 def register(subparsers) -> None:
     from inscope.acquisition.factory import add_option_argument
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
         "stream", help="stream frames from a microscope and print the frame rate",
         description="Stream frames from a backend, printing a live frame rate and drop "
                     "counter, then a summary (frames, fps, drops, ready->consumer latency).")
-    p.add_argument("--backend", default="sim", choices=["sim", "headless", "mm", "replay", "slide"],
+    p.add_argument("--backend", default=Backend.SIM, choices=list(Backend),
                    help="sim (default), headless (Micro-Manager core in-process), "
                         "mm (running Micro-Manager GUI), replay (a file), slide (a "
                         "virtual microscope over a real image: -o path=FILE ...)")
@@ -126,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99])
-    gaps = (last_index - first_index + 1 - n) if last_index is not None else 0
+    gaps = (last_index - first_index + 1 - n) \
+        if last_index is not None and first_index is not None else 0
     print(f"{scope.name}: {n} frames in {elapsed:.2f} s = {n / elapsed:.1f} fps; "
           f"dropped in slot {dropped}, index gaps {gaps}; ready->consumer latency ms "
           f"p50 {p50:.3f} p90 {p90:.3f} p99 {p99:.3f} max {max(lat_ms):.3f}")

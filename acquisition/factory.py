@@ -13,16 +13,17 @@ from typing import Any
 
 from inscope.acquisition.microscope import BaseMicroscope
 from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.enums import Backend
 
-#: Backend names and what they open.
-BACKENDS: dict[str, str] = {
-    "sim": "simulated microscope (virtual specimen, camera, XY stage, focus; ground truth)",
-    "headless": "Micro-Manager core in this process (pycromanager Python backend; "
+#: What each backend opens.
+BACKENDS: dict[Backend, str] = {
+    Backend.SIM: "simulated microscope (virtual specimen, camera, XY stage, focus; ground truth)",
+    Backend.HEADLESS: "Micro-Manager core in this process (pycromanager Python backend; "
                 "options mm_dir, config, camera_properties, exposure_ms)",
-    "mm": "running Micro-Manager GUI via its pycro-manager server (option port)",
-    "replay": "frames from a TIFF / OME-TIFF / NDTiff / video file "
+    Backend.MM: "running Micro-Manager GUI via its pycro-manager server (option port)",
+    Backend.REPLAY: "frames from a TIFF / OME-TIFF / NDTiff / video file "
               "(options path, fps, loop, channel, pixel_size_um)",
-    "slide": "virtual microscope made from a real image, mosaic or z-stack (npz, TIFF, "
+    Backend.SLIDE: "virtual microscope made from a real image, mosaic or z-stack (npz, TIFF, "
              "OME-TIFF, NDTiff) with its labels as ground truth (options path, "
              "pixel_size_um, z_step_um, fov, noise, labels, ...)",
 }
@@ -73,14 +74,15 @@ def _check_options(backend: str, options: Mapping[str, Any], allowed: set[str]) 
         )
 
 
-def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None = None,
+def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping | None = None,
                     dry_run: bool = False, **options: Any) -> BaseMicroscope:
     """Open a microscope backend.
 
     Parameters
     ----------
     backend
-        ``"sim"``, ``"headless"``, ``"mm"`` (GUI) or ``"replay"`` (see :data:`BACKENDS`).
+        A :class:`inscope.enums.Backend` (``"sim"``, ``"headless"``, ``"mm"`` (GUI),
+        ``"replay"``, ``"slide"``; see :data:`BACKENDS`).
     limits
         Soft limits (``SoftLimits``, a ``{"x": [lo, hi], ...}`` mapping, or None). With
         None a real Micro-Manager stage refuses every move; demo and simulated stages get
@@ -96,28 +98,28 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
     """
     name = str(backend).lower().strip()
     lim = _limits(limits)
-    if name == "sim":
+    if name == Backend.SIM:
         from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
         fields = {f.name for f in dataclasses.fields(SimConfig)}
-        _check_options("sim", options, fields)
+        _check_options(name, options, fields)
         if lim is None:  # keep the simulator's own limits (slide extent, Z range)
             scope = SimulatedMicroscope(SimConfig(**options))
             scope.guard.dry_run = bool(dry_run)
             return scope
         guard = MoveGuard(limits=lim, require_limits=False, dry_run=dry_run)
         return SimulatedMicroscope(SimConfig(**options), guard=guard)
-    if name in ("headless", "mm"):
+    if name in (Backend.HEADLESS, Backend.MM):
         from inscope.acquisition.micromanager import MicroManagerMicroscope
 
         common = {"camera_properties", "exposure_ms", "position_refresh_s", "poll_s",
                   "attach_running"}
-        if name == "headless":
+        if name == Backend.HEADLESS:
             _check_options(name, options, common | {"mm_dir", "config"})
             return MicroManagerMicroscope.headless(limits=lim, dry_run=dry_run, **options)
         _check_options(name, options, common | {"port", "timeout_ms"})
         return MicroManagerMicroscope.connect(limits=lim, dry_run=dry_run, **options)
-    if name == "replay":
+    if name == Backend.REPLAY:
         from inscope.acquisition.replay import ReplayMicroscope
 
         _check_options(name, options, {"path", "fps", "loop", "channel", "pixel_size_um"})
@@ -125,7 +127,7 @@ def open_microscope(backend: str = "sim", *, limits: SoftLimits | Mapping | None
             raise TypeError("The replay backend needs path=<file> (CLI: --file PATH).")
         path = options.pop("path")
         return ReplayMicroscope(path, limits=lim, dry_run=dry_run, **options)
-    if name == "slide":
+    if name == Backend.SLIDE:
         from inscope.acquisition.errors import MicroscopeUnavailable
         from inscope.acquisition.slide import SLIDE_OPTIONS, SlideMicroscope
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-# Names of the time stamps that the pipeline stages add, in order. Every stamp is
-# ``time.monotonic_ns()`` taken on this host.
-STAMP_READY = "ready"  # the frame's pixels are in host memory (set by the backend)
+from inscope.enums import Stamp
+
+# Time-stamp names: inscope.enums.Stamp. The constants are plain str (the per-frame
+# stamp dicts keep exact-str keys). Every stamp is ``time.monotonic_ns()`` on this host.
+STAMP_READY: str = Stamp.READY.value  # the frame's pixels are in host memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,8 @@ class Frame:
     stamps: dict[str, int] = field(default_factory=dict)
     position: StagePosition | None = None
     pixel_size_um: float = 1.0
-    affine: np.ndarray | None = None
+    # None when built: isotropic from pixel_size_um (__post_init__); always 2x2 after
+    affine: np.ndarray = None  # type: ignore[assignment]
     metadata: dict[str, Any] = field(default_factory=dict)
     truth: np.ndarray | None = None
     moving: bool = False
@@ -86,7 +89,8 @@ class Frame:
     # -- convenience -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
-        return self.pixels.shape  # type: ignore[return-value]
+        h, w = self.pixels.shape
+        return (h, w)
 
     @property
     def center(self) -> tuple[float, float]:

@@ -134,7 +134,8 @@ def device_interface_check(mm_dir: str) -> str | None:
         import pymmcore
 
         core_di = int(pymmcore.__version__.split(".")[3])
-    except Exception:  # noqa: BLE001 - no pymmcore or odd version: nothing to compare
+    except Exception as e:  # noqa: BLE001 - no pymmcore or odd version: nothing to compare
+        log.debug("no pymmcore device-interface version to compare: %s", e)
         return None
     try:
         import mm_test_adapters
@@ -142,7 +143,8 @@ def device_interface_check(mm_dir: str) -> str | None:
         if Path(mm_dir).resolve() != Path(mm_test_adapters.device_adapter_path()).resolve():
             return None
         ad_di = int(str(mm_test_adapters.__version__).split(".")[0])
-    except Exception:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - not the test adapters: nothing to compare
+        log.debug("no mm-test-adapters interface version to compare: %s", e)
         return None
     if ad_di == core_di:
         return None
@@ -232,7 +234,8 @@ def _explain(e: BaseException) -> str:
 def _sequence_running(core: Any) -> bool:
     try:
         return bool(core.is_sequence_running())
-    except Exception:  # noqa: BLE001 - a core that cannot say is treated as idle
+    except Exception as e:  # noqa: BLE001 - a core that cannot say is treated as idle
+        log.debug("is_sequence_running failed (treated as idle): %s", e)
         return False
 
 
@@ -240,8 +243,8 @@ def _stop_sequence(core: Any) -> None:
     try:
         if core.is_sequence_running():
             core.stop_sequence_acquisition()
-    except Exception:  # noqa: BLE001 - best effort while reloading
-        pass
+    except Exception as e:  # noqa: BLE001 - best effort while reloading
+        log.debug("could not stop the sequence acquisition before reloading: %s", e)
 
 
 def _port_open(port: int, timeout: float = 0.5) -> bool:
@@ -431,7 +434,8 @@ class MicroManagerMicroscope(BaseMicroscope):
     def _library(self, device: str) -> str:
         try:
             return str(self.core.get_device_library(device))
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - only for an error message
+            log.debug("no library name for device %r: %s", device, e)
             return ""
 
     def _call(self, device: str, action: str, fn, *args):
@@ -477,7 +481,8 @@ class MicroManagerMicroscope(BaseMicroscope):
     def _native_affine(self) -> np.ndarray:
         try:
             vec = _as_list(self.core.get_pixel_size_affine())
-        except Exception:  # noqa: BLE001 - old cores without affine support
+        except Exception as e:  # noqa: BLE001 - old cores without affine support
+            log.debug("no pixel-size affine from the core (%s); from the pixel size", e)
             vec = None
         return affine_from_mm(vec, self.pixel_size_um)
 
@@ -667,7 +672,7 @@ class MicroManagerMicroscope(BaseMicroscope):
                     continue
                 ready = time.monotonic_ns()
                 try:
-                    index = int(dict(ti.tags).get("ImageNumber"))
+                    index = int(dict(ti.tags).get("ImageNumber", ""))
                 except (TypeError, ValueError):
                     index = None
                 if index is None or index == last:

@@ -15,6 +15,7 @@ This module imports neither pymmcore nor pymmcore-plus at import time.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.errors import DeviceError
+
+log = logging.getLogger(__name__)
 
 _SNAKE_PART = re.compile(r"_([a-z0-9])")
 
@@ -57,6 +60,9 @@ class TaggedImage:
     pix: np.ndarray
 
 
+_TaggedImage = TaggedImage
+
+
 def is_camel_case_core(core: Any) -> bool:
     """True for a pymmcore ``CMMCore`` (or subclass such as ``CMMCorePlus``) that does not
     already answer pycromanager's snake_case names."""
@@ -78,7 +84,7 @@ class SnakeCaseCore:
     ``pop_next_tagged_image``) costs one dict lookup more than calling the core directly.
     """
 
-    TaggedImage = TaggedImage
+    TaggedImage = TaggedImage  # pycromanager's name for it, on the core
 
     def __init__(self, core: Any) -> None:
         if not hasattr(core, "getCameraDevice"):
@@ -112,7 +118,7 @@ class SnakeCaseCore:
         return fn
 
     # -- the pycromanager-only calls the backend uses ----------------------------------
-    def pop_next_tagged_image(self) -> TaggedImage:
+    def pop_next_tagged_image(self) -> _TaggedImage:
         """Pop the oldest image of the circular buffer with its metadata tags."""
         import pymmcore
 
@@ -166,7 +172,8 @@ class PixelFormat:
         """The format of the current camera (None when the core cannot say)."""
         try:
             return cls(int(core.get_bytes_per_pixel()), int(core.get_number_of_components()))
-        except Exception:  # noqa: BLE001 - an old bridge without these calls
+        except Exception as e:  # noqa: BLE001 - an old bridge without these calls
+            log.debug("the core gives no pixel format: %s", e)
             return None
 
     @property

@@ -16,6 +16,7 @@ carry the virtual position.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -33,6 +34,8 @@ from inscope.acquisition.microscope import BaseMicroscope
 from inscope.acquisition.mm_tags import position_from_tags
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream
+
+log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
@@ -215,7 +218,8 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
                 coords["channel"] = chan_value
             try:
                 md = ds.read_metadata(**coords) or {}
-            except Exception:  # noqa: BLE001 - no metadata: virtual positions
+            except Exception as e:  # noqa: BLE001 - no metadata: virtual positions
+                log.debug("%s: no per-frame metadata (%s); virtual positions", path, e)
                 positions = None
                 break
             # each frame's own z (a pycro-manager z-stack records only the intended Z)

@@ -14,8 +14,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from inscope.acquisition.errors import MoveRefused
+from inscope.events import Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +81,9 @@ class SoftLimits:
             raise ValueError(
                 f"Unknown soft-limit setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}."
             )
-        kw = {k: (tuple(float(x) for x in v) if k in "xyz" and v is not None else v)
-              for k, v in d.items()}
+        kw: dict[str, Any] = {
+            k: (tuple(float(x) for x in v) if k in "xyz" and v is not None else v)
+            for k, v in d.items()}
         return cls(**kw)
 
 
@@ -117,7 +120,10 @@ class MoveGuard:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     history: deque[MoveRecord] = field(default_factory=lambda: deque(maxlen=10_000))
-    listeners: list[Callable[[MoveRecord], None]] = field(default_factory=list)
+    #: Every decision (made, refused, dry-run) as it is recorded; a failing listener is
+    #: logged and the move stands.
+    moved: Signal[MoveRecord] = field(default_factory=lambda: Signal("moved"), repr=False,
+                                      compare=False)
     _last_move_t: float = field(default=-math.inf, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -205,11 +211,7 @@ class MoveGuard:
         rec = MoveRecord(time.monotonic_ns(), axis, tuple(map(float, start)),
                          tuple(map(float, target)), made, reason)
         self.history.append(rec)
-        for cb in list(self.listeners):
-            try:
-                cb(rec)
-            except Exception:  # noqa: BLE001 - a broken listener must not block safety
-                pass
+        self.moved.emit(rec)
 
 
 def _fmt(v) -> str:

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from inscope.enums import Backend
+
 
 def _pct(values: list[float]) -> dict[str, float] | None:
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], float)
@@ -258,7 +260,7 @@ def bench_jitter(make_scope, det, cells: int, seed: int) -> dict[str, Any]:
 
 # -- centring --------------------------------------------------------------------------
 def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
-    from inscope.control.steering import CENTRED, MOVED, SETTLING, Steerer
+    from inscope.control.steering import CENTERED, MOVED, SETTLING, Steerer
     from inscope.control.targets import TrackId
 
     offsets = [5.0, 10.0, 20.0, 40.0]
@@ -299,7 +301,7 @@ def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
                 act = steer.step(f, dd, tracks)
                 status = act.status
                 moves += act.status == MOVED
-                if act.status == CENTRED:
+                if act.status == CENTERED:
                     # evidence check against truth: the centred target is this cell
                     tgt = np.asarray(act.target_um, float)
                     true_now = truth.position(cid)
@@ -315,10 +317,10 @@ def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
             rows.append({"cell": cid, "offset_um": off, "images": images, "moves": moves,
                          "status": status, "wall_s": time.perf_counter() - t0,
                          "false_centred": false_centred,
-                         "settled_within_3_moves": status == CENTRED and moves <= 3,
+                         "settled_within_3_moves": status == CENTERED and moves <= 3,
                          "error_um": float(np.hypot(p.x - true_now[0], p.y - true_now[1]))})
     scope.close()
-    ok = [r for r in rows if r["status"] == CENTRED]
+    ok = [r for r in rows if r["status"] == CENTERED]
     return {
         "trials": len(rows),
         "settled_within_3_moves": (sum(r["settled_within_3_moves"] for r in rows)
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/control.json")
     ap.add_argument("--detector", default="default",
                     help="'default' (shipped model), 'classical' or an ONNX path")
-    ap.add_argument("--backend", default="sim", choices=["sim", "slide"])
+    ap.add_argument("--backend", default=Backend.SIM, choices=[Backend.SIM, Backend.SLIDE])
     ap.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                     help="slide backend options, e.g. -o path=cells.npz -o pixel_size_um=0.65")
     ap.add_argument("--hela", default=None,

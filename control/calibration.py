@@ -95,7 +95,8 @@ class Calibration:
         if reported is not None:
             rep = np.asarray(reported, float).reshape(2, 2)
             cal.reported_affine = rep
-            cal.disagreement = float(np.linalg.norm(a - rep) / max(np.linalg.norm(rep), 1e-12))
+            cal.disagreement = float(np.linalg.norm(a - rep)) / max(float(np.linalg.norm(rep)),
+                                                                    1e-12)
             if cal.disagreement > tolerance:
                 rp = Calibration.from_affine(rep)
                 cal.warning = (

@@ -13,13 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ["sim", "headless", "mm", "slide"]
+from inscope.enums import Backend
+
+#: Backends with a stage to calibrate and scan (a replayed file has none).
+BACKENDS = [b for b in Backend if b is not Backend.REPLAY]
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     from inscope.acquisition.factory import add_option_argument
 
-    p.add_argument("--backend", default="sim", choices=BACKENDS,
+    p.add_argument("--backend", default=Backend.SIM, choices=BACKENDS,
                    help="sim (default: simulated microscope), headless (Micro-Manager core "
                         "in-process, demo config by default), mm (running Micro-Manager GUI), "
                         "slide (virtual microscope over a real image: -o path=FILE ...)")
@@ -116,7 +119,7 @@ def load_detector_for(model: str | None):
 
         return ClassicalDetector()
     try:
-        from inscope.detector import load_detector  # type: ignore[attr-defined]
+        from inscope.detector import load_detector
     except ImportError:
         if model is not None:
             raise SystemExit(f"Cannot load model {model!r}: this build of inscope has no "

@@ -23,6 +23,7 @@ from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import STAMP_READY, Frame
 from inscope.acquisition.microscope import Microscope
 from inscope.detector.base import Detections, Detector
+from inscope.enums import FocusStatus
 
 __all__ = [
     "METRICS",
@@ -674,8 +675,8 @@ class FocusLock:
             self._cycles = getattr(self, "_cycles", 0) + 1
             # a check or correction near the peak that keeps hunting (noise, a fast drift,
             # a moving scene) ends after max_cycles: hold the best estimate so far
-            if self.state in ("checking", "correcting") and self._cycles >= self.max_cycles \
-                    and denom < 0:
+            if self.state in (FocusStatus.CHECKING, FocusStatus.CORRECTING) \
+                    and self._cycles >= self.max_cycles and denom < 0:
                 converged = True
             if converged:
                 self.state, self.locked = "locked", True

@@ -37,20 +37,21 @@ from inscope.control.refine import TargetRefiner
 from inscope.control.targets import TargetPolicy, TrackId, policy_from_spec
 from inscope.control.tracking import Track, Tracker
 from inscope.detector.base import Detections
+from inscope.enums import SteerStatus
 
-__all__ = ["CenteringController", "SteerAction", "Steerer"]
+__all__ = ["SteerAction", "SteerSettings", "Steerer"]
 
-# Status values of a SteerAction.
-MOVED = "moved"
-DRY_RUN = "dry-run"
-REFUSED = "refused"
-FAILED = "failed"
-CENTRED = "centred"
-SETTLING = "settling"
-NO_TARGET = "no-target"
-NO_POSITION = "no-position"
-DISABLED = "disabled"
-NOT_SEEN = "not-seen"
+# Status values of a SteerAction (the enum is the one definition).
+MOVED = SteerStatus.MOVED
+DRY_RUN = SteerStatus.DRY_RUN
+REFUSED = SteerStatus.REFUSED
+FAILED = SteerStatus.FAILED
+CENTERED = SteerStatus.CENTERED
+SETTLING = SteerStatus.SETTLING
+NO_TARGET = SteerStatus.NO_TARGET
+NO_POSITION = SteerStatus.NO_POSITION
+DISABLED = SteerStatus.DISABLED
+NOT_SEEN = SteerStatus.NOT_SEEN
 
 #: Deadband (px of the frame) until the target's jitter has been measured, and the
 #: bounds of the measured one: 3x the measured RMS jitter, within [0.25, 2] px.
@@ -58,6 +59,26 @@ PRIOR_DEADBAND_PX = 1.0
 DEADBAND_JITTER_K = 3.0
 DEADBAND_MIN_PX = 0.25
 DEADBAND_MAX_PX = 2.0
+
+
+@dataclass(frozen=True)
+class SteerSettings:
+    """The steering settings a user sets, with their one default: :class:`Steerer`'s
+    keyword defaults and :class:`inscope.config.ControlConfig` (``inscope run``) both
+    read them from here, so Python and the CLI steer alike."""
+
+    #: Fraction of the error corrected per move (1.0: one move with a calibrated affine).
+    gain: float = 1.0
+    #: No move within this error (µm); None: from the target's measured jitter.
+    deadband_um: float | None = None
+    #: Largest single move (µm); longer corrections are split over frames. None: only
+    #: the guard's own max step.
+    max_step_um: float | None = 50.0
+    #: Extra time after a move during which frames are ignored (stage ringing).
+    settle_s: float = 0.0
+
+
+_DEFAULTS = SteerSettings()
 
 
 @dataclass
@@ -71,7 +92,7 @@ class SteerAction:
     """
 
     frame_index: int
-    status: str
+    status: SteerStatus
     target_id: int | None = None
     target_um: tuple[float, float] | None = None
     error_um: tuple[float, float] | None = None
@@ -116,8 +137,8 @@ class Steerer:
         Measure the target by registering its neighbourhood between frames (see
         :mod:`inscope.control.refine`) instead of trusting its box centre.
     max_step_um
-        Largest single move; longer corrections are split over frames. None: no clip
-        beyond the guard's own max step.
+        Largest single move (default 50 µm); longer corrections are split over frames.
+        None: no clip beyond the guard's own max step.
     settle_s
         Extra time after a move during which frames are ignored (stage ringing).
     position_tol_um
@@ -134,9 +155,10 @@ class Steerer:
     """
 
     def __init__(self, scope: Microscope, policy: str | TargetPolicy = "nearest",
-                 tracker: Tracker | None = None, gain: float = 1.0,
-                 deadband_um: float | None = None, max_step_um: float | None = None,
-                 settle_s: float = 0.0, position_tol_um: float | None = None,
+                 tracker: Tracker | None = None, gain: float = _DEFAULTS.gain,
+                 deadband_um: float | None = _DEFAULTS.deadband_um,
+                 max_step_um: float | None = _DEFAULTS.max_step_um,
+                 settle_s: float = _DEFAULTS.settle_s, position_tol_um: float | None = None,
                  max_settle_frames: int = 10, sticky: bool = True,
                  lead_frames: float = 0.0, history: int = 1000,
                  refine: bool = True) -> None:
@@ -220,9 +242,9 @@ class Steerer:
 
     def _choose(self, tracks: list[Track], frame: Frame) -> Track | None:
         if self.sticky and self.target_id is not None:
-            for t in tracks:
-                if t.id == self.target_id:
-                    return t
+            for kept in tracks:
+                if kept.id == self.target_id:
+                    return kept
         t = self.policy.choose(tracks, frame)
         self.target_id = None if t is None else t.id
         return t
@@ -261,7 +283,8 @@ class Steerer:
                 return ref.fixes[-1].xy_um.copy(), "registered"
         if ref is not None and ref.active and self._refined_id is not None:
             pred = None if t is None else np.asarray(t.center_um, float)
-            fix = ref.locate(frame, pred, t.box if seen_box and settled else None)
+            fix = ref.locate(frame, pred,
+                             t.box if t is not None and seen_box and settled else None)
             if fix is not None:
                 return fix.xy_um.copy(), "registered"
         if seen_box:
@@ -302,12 +325,12 @@ class Steerer:
         err = target - pos
         en = float(np.hypot(*err))
         deadband = self.deadband_for(frame)
-        base = dict(target_id=tid, target_um=(float(target[0]), float(target[1])),
+        base: dict[str, Any] = dict(target_id=tid, target_um=(float(target[0]), float(target[1])),
                     error_um=(float(err[0]), float(err[1])), error_norm_um=en, seen=seen,
                     deadband_um=deadband)
         if en <= deadband:
             if seen in ("registered", "detected"):
-                return SteerAction(idx, CENTRED, **base)
+                return SteerAction(idx, CENTERED, **base)
             return SteerAction(idx, NOT_SEEN, reason="within the deadband of the "
                                "prediction, but the target was not seen in this frame",
                                **base)
@@ -333,6 +356,3 @@ class Steerer:
         self._settle_frames = 0
         return SteerAction(idx, MOVED, made=True, **base)
 
-
-# The name used in the design notes.
-CenteringController = Steerer

@@ -15,12 +15,13 @@ import numpy as np
 
 from inscope.acquisition.frame import Frame
 from inscope.control.tracking import Track
+from inscope.enums import TargetKind, parse_target
 
 __all__ = [
     "ClassName",
     "HighestScore",
     "Largest",
-    "NearestToCentre",
+    "NearestToCenter",
     "TargetPolicy",
     "TrackId",
     "policy_from_spec",
@@ -29,7 +30,7 @@ __all__ = [
 
 @runtime_checkable
 class TargetPolicy(Protocol):
-    """Chooses one track to centre (or None when nothing fits)."""
+    """Chooses one track to center (or None when nothing fits)."""
 
     name: str
 
@@ -41,10 +42,10 @@ def _visible(tracks: Sequence[Track]) -> list[Track]:
 
 
 @dataclass
-class NearestToCentre:
-    """The object closest to the image centre: least travel, least disturbance."""
+class NearestToCenter:
+    """The object closest to the image center: least travel, least disturbance."""
 
-    name: str = "nearest"
+    name: str = TargetKind.NEAREST
 
     def choose(self, tracks: Sequence[Track], frame: Frame) -> Track | None:
         vis = _visible(tracks)
@@ -58,7 +59,7 @@ class NearestToCentre:
 class Largest:
     """The object with the largest box (e.g. the cell most likely to be in mitosis)."""
 
-    name: str = "largest"
+    name: str = TargetKind.LARGEST
 
     def choose(self, tracks: Sequence[Track], frame: Frame) -> Track | None:
         vis = _visible(tracks)
@@ -69,7 +70,7 @@ class Largest:
 class HighestScore:
     """The most confident detection."""
 
-    name: str = "score"
+    name: str = TargetKind.SCORE
 
     def choose(self, tracks: Sequence[Track], frame: Frame) -> Track | None:
         vis = _visible(tracks)
@@ -78,14 +79,14 @@ class HighestScore:
 
 @dataclass
 class ClassName:
-    """Objects of one class (e.g. ``"mitotic"``), nearest to the centre among them."""
+    """Objects of one class (e.g. ``"mitotic"``), nearest to the center among them."""
 
     class_name: str
-    name: str = "class"
+    name: str = TargetKind.CLASS
 
     def choose(self, tracks: Sequence[Track], frame: Frame) -> Track | None:
         vis = [t for t in tracks if t.class_name == self.class_name]
-        return NearestToCentre().choose(vis, frame)
+        return NearestToCenter().choose(vis, frame)
 
 
 @dataclass
@@ -102,29 +103,23 @@ class TrackId:
         return None
 
 
-def policy_from_spec(spec: str | TargetPolicy) -> TargetPolicy:
-    """Build a policy from a short string (config files, commands).
+def policy_from_spec(spec: str | int | TargetPolicy) -> TargetPolicy:
+    """Build a policy from a target spec (CLI, config files, commands).
 
-    ``"nearest"``, ``"largest"``, ``"score"``, ``"class:<name>"``, ``"id:<n>"``.
+    ``"nearest"``, ``"largest"``, ``"score"``, ``"class:<name>"``, a track id (``7``,
+    ``"7"`` or ``"id:7"``); parsed by :func:`inscope.enums.parse_target`, the one parser
+    of target specs.
     """
-    if not isinstance(spec, str):
+    if isinstance(spec, TargetPolicy):
         return spec
-    s = spec.strip()
-    key, _, arg = s.partition(":")
-    key = key.lower()
-    if key in ("nearest", "centre", "center"):
-        return NearestToCentre()
-    if key in ("largest", "size", "area"):
-        return Largest()
-    if key in ("score", "highest", "confidence"):
-        return HighestScore()
-    if key == "class" and arg:
+    t = parse_target(spec)
+    if isinstance(t, int):
+        return TrackId(t)
+    kind, _, arg = t.partition(":")
+    if kind == TargetKind.CLASS:
         return ClassName(arg)
-    if key == "id" and arg:
-        try:
-            return TrackId(int(arg))
-        except ValueError:
-            pass
-    raise ValueError(
-        f"Unknown target policy {spec!r}; use one of 'nearest', 'largest', 'score', "
-        "'class:<name>' or 'id:<track id>'.")
+    if kind == TargetKind.LARGEST:
+        return Largest()
+    if kind == TargetKind.SCORE:
+        return HighestScore()
+    return NearestToCenter()

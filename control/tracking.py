@@ -77,7 +77,10 @@ class Track:
 
     @property
     def radius_um(self) -> float:
-        return float(np.mean(self.size_um)) / 2.0
+        # plain floats: np.mean of two numbers costs more than the rest of the gate, and
+        # the tracker evaluates this for every track on every frame
+        w, h = self.size_um
+        return (float(w) + float(h)) / 4.0
 
     def to_dict(self) -> dict:
         return {"id": self.id, "box": [float(v) for v in self.box],
@@ -163,14 +166,18 @@ class Tracker:
             big = 1e9
             c = np.where(cost <= gates[:, None], cost, big)
             rows, cols = linear_sum_assignment(c)
-            for r, k in zip(rows, cols, strict=True):
-                if c[r, k] >= big:
-                    continue
-                matched_t.add(int(r))
-                matched_d.add(int(k))
-                self._hit(self._tracks[r], boxes[k], centers_um[k], sizes_um[k],
-                          float(detections.scores[k]), int(detections.class_ids[k]),
-                          names[k], frame.index)
+            keep = c[rows, cols] < big
+            rows, cols = rows[keep], cols[keep]
+            matched_t.update(rows.tolist())
+            matched_d.update(cols.tolist())
+            hit = [self._tracks[r] for r in rows]
+            velocities = self._velocities(hit, centers_um[cols])
+            scores = detections.scores[cols].tolist()
+            class_ids = detections.class_ids[cols].tolist()
+            for j, (t, k) in enumerate(zip(hit, cols.tolist(), strict=True)):
+                self._hit(t, boxes[k], centers_um[k], sizes_um[k], scores[j],
+                          class_ids[j], names[k], frame.index,
+                          None if velocities is None else velocities[j])
 
         survivors: list[Track] = []
         for i, t in enumerate(self._tracks):
@@ -207,12 +214,27 @@ class Tracker:
         # A track unseen for a while may have moved further; widen a little per miss.
         return g * (1.0 + 0.25 * (frames_ahead - 1))
 
-    def _hit(self, t: Track, box, center_um, size_um, score, class_id, name, index) -> None:
-        if self.velocity:
-            # Velocity per update; a missed gap spreads the displacement over the gap.
-            v = (center_um - t.last_seen_um) / (1 + t.missed)
-            a = self.velocity_alpha if t.hits > 1 else 1.0
-            t.velocity_um = a * v + (1 - a) * t.velocity_um
+    def _velocities(self, tracks: list[Track], centers_um: np.ndarray) -> np.ndarray | None:
+        """Smoothed velocity (µm per update) of each matched track, all at once.
+
+        Vectorised because a confluent field matches ~100 tracks per frame and per-track
+        numpy arithmetic on 2-vectors cost the control thread several ms per frame.
+        """
+        if not self.velocity or not tracks:
+            return None
+        last = np.array([t.last_seen_um for t in tracks], float).reshape(-1, 2)
+        old = np.array([t.velocity_um for t in tracks], float).reshape(-1, 2)
+        missed = np.array([t.missed for t in tracks], float)
+        # a missed gap spreads the displacement over the gap; a track's first match
+        # takes the measured velocity as it is
+        v = (centers_um - last) / (1.0 + missed)[:, None]
+        a = np.where(np.array([t.hits > 1 for t in tracks]), self.velocity_alpha, 1.0)
+        return a[:, None] * v + (1.0 - a[:, None]) * old
+
+    def _hit(self, t: Track, box, center_um, size_um, score, class_id, name, index,
+             velocity_um: np.ndarray | None = None) -> None:
+        if velocity_um is not None:
+            t.velocity_um = velocity_um
         t.box = box.copy()
         t.center_um = center_um.copy()
         t.last_seen_um = center_um.copy()

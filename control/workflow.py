@@ -31,7 +31,7 @@ from inscope.acquisition.microscope import Microscope
 from inscope.control.focus import FocusResult, _sim_time, autofocus, sharpness
 from inscope.control.focus_surface import FocusSurface
 from inscope.control.steering import (
-    CENTRED,
+    CENTERED,
     DRY_RUN,
     FAILED,
     MOVED,
@@ -673,10 +673,10 @@ class FindAndImage:
             act = steer.step(frame, det, tracks)
             if act.target_um is not None:
                 expect = np.asarray(act.target_um, float)
-            if act.status in (CENTRED, MOVED) and act.seen in ("registered", "detected"):
+            if act.status in (CENTERED, MOVED) and act.seen in ("registered", "detected"):
                 unseen = 0
                 last_seen = self._centred_view(frame, det, tracker, steer, act)
-            if act.status == CENTRED:
+            if act.status == CENTERED:
                 assert last_seen is not None
                 return last_seen
             if act.status in (NOT_SEEN, NO_TARGET) or (
@@ -689,7 +689,7 @@ class FindAndImage:
             moves += act.status == MOVED
             if act.status in (REFUSED, FAILED, DRY_RUN):
                 raise MoveRefused(act.reason or act.status)
-            if act.status not in (MOVED, SETTLING, NOT_SEEN, NO_TARGET, CENTRED):
+            if act.status not in (MOVED, SETTLING, NOT_SEEN, NO_TARGET, CENTERED):
                 raise MoveRefused(act.reason or act.status)
         # Out of frames: image it where it was last seen, if it was, and say so.
         if last_seen is None:

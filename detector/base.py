@@ -13,10 +13,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from inscope.acquisition.frame import Frame
+from inscope.enums import Stamp
 
 # Time-stamp names the detector adds to ``Frame.stamps`` / ``Detections.stamps``.
-STAMP_DETECT_START = "detect_start"
-STAMP_DETECT_END = "detect_end"
+STAMP_DETECT_START: str = Stamp.DETECT_START.value
+STAMP_DETECT_END: str = Stamp.DETECT_END.value
 
 
 @dataclass(slots=True)
@@ -145,10 +146,10 @@ def begin_detect(frame: Frame | np.ndarray) -> DetectCall:
     from inscope.detector.preprocess import as_image
 
     t0 = time.monotonic_ns()
-    is_frame = isinstance(frame, Frame)
-    stamps = frame.stamps if is_frame else {}
+    stamps: dict[str, int] = frame.stamps if isinstance(frame, Frame) else {}
     stamps[STAMP_DETECT_START] = t0
-    return DetectCall(as_image(frame), stamps, frame.index if is_frame else -1, t0)
+    index = frame.index if isinstance(frame, Frame) else -1
+    return DetectCall(as_image(frame), stamps, index, t0)
 
 
 def object_size_px(frame: Frame | np.ndarray, size_px: float | None,

@@ -46,7 +46,7 @@ from inscope.detector.providers import LAST_CHOICE, create_session
 from inscope.detector.scale import auto_scale_factor, estimate_object_size_px
 from inscope.detector.tiling import keep_owned, tile_grid
 
-log = logging.getLogger("inscope.detector")
+log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "inscope-nuclei.onnx"
@@ -76,9 +76,9 @@ class OnnxDetector:
     threads
         ONNX Runtime intra-op threads (None: one per core).
     spinning
-        Idle intra-op threads spin (ORT's default, lowest median latency) or sleep
-        (kinder to the camera and control threads on few cores: lower p99 there); see
-        :func:`inscope.detector.providers.create_session`.
+        Idle intra-op threads spin (lowest median latency alone) or sleep (kinder to the
+        camera and control threads on few cores: lower p99 there); None spins only on
+        machines with enough cores, see :func:`inscope.detector.providers.default_spinning`.
     score_threshold
         Overrides the card's ``decoding.score_threshold``.
     object_size_px
@@ -107,7 +107,7 @@ class OnnxDetector:
                  threads: int | None = None, score_threshold: float | None = None,
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  tile: bool | int | None = None, overlap: int | None = None,
-                 auto_scale: bool = True, spinning: bool = True, warmup: bool = True
+                 auto_scale: bool = True, spinning: bool | None = None, warmup: bool = True
                  ) -> None:
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if not path.exists():

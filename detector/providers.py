@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-log = logging.getLogger("inscope.detector")
+log = logging.getLogger(__name__)
 
 PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -174,8 +174,27 @@ def failure_reason(text: str, limit: int = 220) -> str:
     return "; ".join(dict.fromkeys(found))[:limit]
 
 
-def _session_options(threads: int | None, spinning: bool = True):
+#: Machines with more cores than this let ONNX Runtime's idle threads spin by default.
+SPIN_MIN_CORES = 5
+
+
+def default_spinning() -> bool:
+    """Whether idle intra-op threads spin when the caller does not say.
+
+    Spinning buys the lowest median latency of a detector running alone, but a live loop
+    keeps a camera, a control and output threads busy beside it: on a machine with few
+    cores the spinning threads take their CPU and the loop's p99 gets worse (measured on
+    2 cores with ``inscope bench --backend demo --spinning on --spinning off``). So: spin
+    only with at least :data:`SPIN_MIN_CORES` cores.
+    """
+    return (os.cpu_count() or 1) >= SPIN_MIN_CORES
+
+
+def _session_options(threads: int | None, spinning: bool | None = None):
     import onnxruntime as ort
+
+    if spinning is None:
+        spinning = default_spinning()
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -188,7 +207,7 @@ def _session_options(threads: int | None, spinning: bool = True):
 
 
 def create_session(model_path: str | Path, provider: str = "auto",
-                   threads: int | None = None, spinning: bool = True):
+                   threads: int | None = None, spinning: bool | None = None):
     """Create an ``onnxruntime.InferenceSession`` on the best provider that really runs.
 
     Parameters
@@ -201,10 +220,11 @@ def create_session(model_path: str | Path, provider: str = "auto",
     threads
         ``intra_op_num_threads`` (None: ORT's default, one per core).
     spinning
-        Let idle intra-op threads spin for the next run (ORT's default). Lowest median
+        Let idle intra-op threads spin for the next run (ORT's own default). Lowest median
         latency on a quiet machine; off, they sleep and leave the cores to the camera and
         control threads: measured on 2 cores, p50 3.8 -> 5.4 ms but p99 with a busy
-        camera thread 14.9 -> 10.8 ms at 512x512.
+        camera thread 14.9 -> 10.8 ms at 512x512. None: :func:`default_spinning` (spin
+        only on machines with at least :data:`SPIN_MIN_CORES` cores).
 
     Returns
     -------

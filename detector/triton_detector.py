@@ -50,7 +50,7 @@ from inscope.detector.card import ModelCard
 from inscope.detector.decode import decode_centernet
 from inscope.detector.onnx_detector import OnnxDetector
 
-log = logging.getLogger("inscope.detector")
+log = logging.getLogger(__name__)
 
 SCHEME = "triton://"
 #: numpy dtype <-> KServe v2 datatype of the input
@@ -160,7 +160,7 @@ class TritonDetector:
     def __init__(self, address: str | TritonAddress, *, score_threshold: float | None = None,
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  auto_scale: bool = True, fallback: Any = None, provider: str = "auto",
-                 threads: int | None = None, spinning: bool = True) -> None:
+                 threads: int | None = None, spinning: bool | None = None) -> None:
         self.address = (address if isinstance(address, TritonAddress)
                         else TritonAddress.parse(address))
         self._grpc, self._error_type = _import_client()
@@ -241,7 +241,8 @@ class TritonDetector:
         try:
             index = client.get_model_repository_index(as_json=True, client_timeout=timeout_s)
             return [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
-        except Exception:  # noqa: BLE001 - only for the message; the caller raises anyway
+        except Exception as e:  # noqa: BLE001 - only for the message; the caller raises
+            log.debug("the server lists no model repository: %s", e)
             return None
 
     def _read_config(self, cfg: dict[str, Any]) -> None:
@@ -280,8 +281,8 @@ class TritonDetector:
         if self._client is not None:
             try:
                 self._client.close()
-            except Exception:  # noqa: BLE001 - closing a dead channel may fail; ignore
-                pass
+            except Exception as e:  # noqa: BLE001 - closing a dead channel may fail
+                log.debug("closing the Triton client failed: %s", e)
         self._client = None
         self._connected = False
 
@@ -412,7 +413,7 @@ def _short(e: Exception) -> str:
     return msg[:300]
 
 
-def _build_fallback(spec: str, provider: str, threads: int | None, spinning: bool,
+def _build_fallback(spec: str, provider: str, threads: int | None, spinning: bool | None,
                     score_threshold: float | None, object_size_px: float | None,
                     object_size_um: float | None):
     from inscope.detector.onnx_detector import load_detector

@@ -38,18 +38,19 @@ from typing import Any
 import numpy as np
 
 from inscope.config import ControlConfig
+from inscope.enums import Backend, Mode, Stamp
 from inscope.pipeline import STAGES, Pipeline
 from inscope.stats import ns_to_ms
 
 #: Stages drawn in the timeline plot, in order (label, start, end).
 TIMELINE = (
-    ("camera slot wait", "ready", "dequeued"),
-    ("to detector", "dequeued", "detect_start"),
-    ("detect", "detect_start", "detect_end"),
-    ("to control", "detect_end", "control_start"),
-    ("control", "control_start", "control_end"),
-    ("fan-out", "control_end", "published"),
-    ("JSON + send", "published", "sent"),
+    ("camera slot wait", Stamp.READY, Stamp.DEQUEUED),
+    ("to detector", Stamp.DEQUEUED, Stamp.DETECT_START),
+    ("detect", Stamp.DETECT_START, Stamp.DETECT_END),
+    ("to control", Stamp.DETECT_END, Stamp.CONTROL_START),
+    ("control", Stamp.CONTROL_START, Stamp.CONTROL_END),
+    ("fan-out", Stamp.CONTROL_END, Stamp.PUBLISHED),
+    ("JSON + send", Stamp.PUBLISHED, Stamp.SENT),
 )
 
 
@@ -57,8 +58,8 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
     from inscope.acquisition.factory import open_microscope
 
     if backend == "slide":
-        opts = {"exposure_ms": exposure_ms, **(options or {})}
-        return open_microscope("slide", **opts)  # a bad file or option: one clear error
+        slide_opts = {"exposure_ms": exposure_ms, **(options or {})}
+        return open_microscope("slide", **slide_opts)  # a bad file or option: one clear error
     if backend == "sim":
         try:
             from inscope.acquisition.simulated import SimConfig
@@ -82,7 +83,8 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None):
         return None
 
 
-def _detectors(models: list[str], providers: list[str] | None, say):
+def _detectors(models: list[str], providers: list[str] | None, say,
+               spinning: bool | None = None):
     """Yield (label, detector) for each model x provider that really runs."""
     from inscope.detector.onnx_detector import load_detector
 
@@ -95,7 +97,7 @@ def _detectors(models: list[str], providers: list[str] | None, say):
         seen = set()
         for prov in provs:
             try:
-                det = load_detector(path, provider=prov)
+                det = load_detector(path, provider=prov, spinning=spinning)
             except FileNotFoundError as e:
                 say(f"skip model {m}: {e}")
                 break
@@ -107,6 +109,16 @@ def _detectors(models: list[str], providers: list[str] | None, say):
                 continue
             seen.add(det.provider)
             yield m, det
+
+
+def _spinning(det) -> bool | None:
+    """Whether the detector's ONNX Runtime session really lets idle threads spin."""
+    session = getattr(det, "session", None)
+    if session is None:
+        return None
+    entry = session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning")
+    return entry != "0"  # unset: ORT's default, spinning
 
 
 def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
@@ -147,13 +159,13 @@ def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
     return p.summary(), cputime.usage(a, b)
 
 
-def run_config(scope, detector, frames: int, mode: str = "steer",
+def run_config(scope, detector, frames: int, mode: str = Mode.STEER,
                warmup: int = 15, outputs=None, director=None,
                control: ControlConfig | None = None) -> tuple[dict, list[dict]]:
     """One configuration: a short warm-up run, then *frames* measured frames."""
     from inscope.zmq_api import PubOutput
 
-    Pipeline(scope, detector, control=ControlConfig(mode="off"),
+    Pipeline(scope, detector, control=ControlConfig(mode=Mode.OFF),
              outputs=[PubOutput(port=0)], frames=warmup).run()
     outs = outputs if outputs is not None else [PubOutput(port=0)]
     ctl = control or ControlConfig(mode=mode)
@@ -163,8 +175,11 @@ def run_config(scope, detector, frames: int, mode: str = "steer",
     return _result(s, cpu), [dict(r) for r in p.records]
 
 
-def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]]]:
-    """The demo's configuration (all outputs, steer+focus, the tour) for each model."""
+def run_demo(frames: int, models: list[str], say,
+             spinnings: tuple[str, ...] = ()) -> list[tuple[dict, list[dict]]]:
+    """The demo's configuration (all outputs, steer+focus, the tour) for each model (and
+    each ONNX Runtime spinning setting in *spinnings*, ``"on"``/``"off"``; empty: the
+    demo's own)."""
     import tempfile
 
     from inscope.commands import demo_config
@@ -172,24 +187,33 @@ def run_demo(frames: int, models: list[str], say) -> list[tuple[dict, list[dict]
     from inscope.tour import Tour
 
     out = []
-    for m in models:
+    for m, spin in [(m, s) for s in (spinnings or (None,)) for m in models]:
         with tempfile.TemporaryDirectory(prefix="inscope-bench-demo-") as tmp:
             cfg = demo_config(tmp)
             cfg.detector.model = None if m == "default" else m
+            if spin is not None:
+                cfg.detector.spinning = spin == "on"
             cfg.outputs.zmq.pub_port = cfg.outputs.zmq.rep_port = 0
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
             try:
-                say(f"bench demo | {svc.detector.name} on {svc.detector.provider}: "
+                say(f"bench demo | {svc.detector.name} on "
+                    f"{getattr(svc.detector, 'provider', '?')}: "
                     f"{frames} frames ...")
                 p = svc.pipeline
                 p.max_frames = frames
+                spinning = _spinning(svc.detector)
                 s, cpu = _measure(p, svc.scope)
             finally:
                 svc.close()
             recs = [dict(r) for r in p.records]
+            for o in s["outputs"].values():  # the temporary folder is gone: no paths
+                for key in ("video", "detections", "frames"):
+                    o.pop(key, None)
             res = _result(s, cpu)
             res["model"] = m
+            if spinning is not None:
+                res["detector"]["spinning"] = spinning
             res["microscope"] = "demo: " + res["microscope"]
             out.append((res, recs))
     return out
@@ -243,6 +267,8 @@ def _table(results: list[dict]) -> str:
             return "-" if x is None else f"{x:.2f}"
 
         det = f"{r['detector']['name']}/{r['detector']['provider']}"
+        if "spinning" in r["detector"]:
+            det += "/spin" if r["detector"]["spinning"] else "/sleep"
         rows.append(
             f"{r['microscope'][:30]:<30} {det[:22]:<22} "
             f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
@@ -296,12 +322,12 @@ def plot(results: list[dict], raw: list[list[dict]], out_dir: Path, say) -> list
     paths.append(_save(fig, out_dir / "latency_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(9, 2.2 + 0.5 * len(results)))
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
     for i, recs in enumerate(raw):
         left = 0.0
         for j, (name, a, b) in enumerate(TIMELINE):
-            v = [(s[b] - s[a]) / 1e6 for s in recs if a in s and b in s]
-            w = float(np.median(v)) if v else 0.0
+            spans = [(s[b] - s[a]) / 1e6 for s in recs if a in s and b in s]
+            w = float(np.median(spans)) if spans else 0.0
             ax.barh(i, w, left=left, color=colors[j % 10], label=name if i == 0 else None)
             left += w
     ax.set_yticks(range(len(results)), labels, fontsize=7)
@@ -335,8 +361,11 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    backends = args.backend or ["sim", "headless"]
+    backends = args.backend or [Backend.SIM, Backend.HEADLESS]
     models = args.model or ["default", "classical"]
+    # ONNX Runtime's idle threads spinning (on) or sleeping (off), side by side when both
+    # are given; default (None): what the service does on this machine
+    spinnings: list[str | None] = list(args.spinning or [None])
     out = Path(args.out)
     if out.is_dir() or out.suffix.lower() != ".json":
         out = out / "bench.json"  # a folder was given: the report goes inside it
@@ -353,7 +382,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     for b in backends:
         if b == "demo":
-            for res, recs in run_demo(args.frames, models, say):
+            for res, recs in run_demo(args.frames, models, say, tuple(args.spinning or ())):
                 results.append(res)
                 raw.append(recs)
             continue
@@ -367,16 +396,21 @@ def main(args: argparse.Namespace) -> int:
         if scope is None:
             continue
         try:
-            for label, det in _detectors(models, args.provider, say):
-                say(f"bench {scope.name} | {det.name} on {det.provider}: {args.frames} "
-                    "frames ...")
-                try:
-                    res, recs = run_config(scope, det, args.frames, args.mode)
-                finally:
-                    det.close()
-                res["model"] = label
-                results.append(res)
-                raw.append(recs)
+            for spin in spinnings:
+                for label, det in _detectors(models, args.provider, say,
+                                             None if spin is None else spin == "on"):
+                    say(f"bench {scope.name} | {det.name} on {det.provider}, spinning "
+                        f"{spin or 'default'}: {args.frames} frames ...")
+                    spinning = _spinning(det)  # read before close() drops the session
+                    try:
+                        res, recs = run_config(scope, det, args.frames, args.mode)
+                    finally:
+                        det.close()
+                    res["model"] = label
+                    if spinning is not None:
+                        res["detector"]["spinning"] = spinning
+                    results.append(res)
+                    raw.append(recs)
         finally:
             scope.close()
     if not results:

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         kw.setdefault("formatter_class", DefaultsHelpFormatter)
         return add(*a, **kw)
 
-    sub.add_parser = add_parser
+    sub.add_parser = add_parser  # type: ignore[method-assign]
     for mod_name in COMMAND_MODULES:
         importlib.import_module(mod_name).register(sub)
     return parser

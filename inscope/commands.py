@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from inscope.enums import Backend, Mode, RecordFormat
+
 #: The demo's length when neither --frames nor --seconds is given.
 DEMO_FRAMES = 300
 
@@ -34,12 +36,12 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                    dest="score_threshold",
                    help="score threshold in [0, 1] (default: the model card's)")
     g = p.add_argument_group("control")
-    g.add_argument("--mode", default=None,
-                   choices=["off", "track", "steer", "focus", "steer+focus"],
+    g.add_argument("--mode", default=None, choices=list(Mode),
                    help="control mode" + (" (demo default: steer+focus)" if demo else
                                           " (default: off)"))
     g.add_argument("--target", default=None,
-                   help="target policy: nearest, largest, score, class:<name>, or a track id")
+                   help="target: nearest, largest, score, class:<name> (e.g. class:mitotic), "
+                        "or a track id")
     g.add_argument("--dry-run", action="store_true", default=None,
                    help="compute and publish moves without making them")
     g.add_argument("--calibration", default=None, metavar="FILE",
@@ -107,8 +109,7 @@ def _register_run(sub) -> None:
         description="Run the live service. Settings come from --config FILE.toml and are "
                     "overridden by flags of the same name.")
     p.add_argument("--config", default=None, help="TOML config file (see docs/service.md)")
-    p.add_argument("--backend", default=None,
-                   choices=["sim", "headless", "mm", "replay", "slide"],
+    p.add_argument("--backend", default=None, choices=list(Backend),
                    help="microscope backend (default sim)")
     p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
     p.add_argument("--mm-config", default=None, metavar="CFG",
@@ -121,7 +122,7 @@ def _register_run(sub) -> None:
     p.add_argument("--video", default=None, help="write the overlay video (.mp4 or .avi)")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="record detections (and with --record-frames the raw frames) to DIR")
-    p.add_argument("--record-format", default=None, choices=["jsonl", "csv"])
+    p.add_argument("--record-format", default=None, choices=list(RecordFormat))
     p.add_argument("--record-frames", action="store_true", default=None,
                    help="also record raw frames as a replayable OME-TIFF")
     _add_service_flags(p)
@@ -143,18 +144,20 @@ def _register_bench(sub) -> None:
                    help="model (repeatable): a .onnx path, 'default' or 'classical' "
                         "(default: default + classical)")
     p.add_argument("--backend", action="append", default=None,
-                   choices=["sim", "headless", "slide", "demo"],
+                   choices=[Backend.SIM, Backend.HEADLESS, Backend.SLIDE, "demo"],
                    help="microscope(s) (default: sim and headless); slide needs -o "
                         "path=FILE; 'demo' is the demo's configuration (drifting simulator, "
                         "steer+focus with the tour, every output)")
     add_option_argument(p, "-o path=cells.npz -o pixel_size_um=0.65 -o fov=512 (slide)")
     p.add_argument("--provider", action="append", default=None,
                    help="ONNX Runtime provider(s) (default: every available one)")
-    p.add_argument("--mode", default="steer", choices=["off", "track", "steer", "focus",
-                                                      "steer+focus"],
+    p.add_argument("--mode", default=Mode.STEER, choices=list(Mode),
                    help="control mode during the benchmark (default steer)")
     p.add_argument("--exposure", type=float, default=10.0,
                    help="camera exposure in ms (frame period; default 10)")
+    p.add_argument("--spinning", action="append", choices=["on", "off"], default=None,
+                   help="ONNX Runtime's idle threads spin or sleep (repeatable: both side "
+                        "by side; default: the service's [detector] spinning)")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
@@ -197,10 +200,9 @@ def config_from_args(args: argparse.Namespace, base=None):
                          dry_run=g("dry_run"), calibration=g("calibration"))
     cfg = with_overrides(cfg, "detector", model=g("model"), provider=g("provider"),
                          threads=g("threads"), score_threshold=g("score_threshold"))
-    target = g("target")
-    if isinstance(target, str) and target.isdigit():
-        target = int(target)
-    cfg = with_overrides(cfg, "control", mode=g("mode"), target=target)
+    # any target form: validated (and a track id made an int) by the config's check,
+    # inscope.enums.parse_target, the parser set_target and the TOML use too
+    cfg = with_overrides(cfg, "control", mode=g("mode"), target=g("target"))
     cfg = with_overrides(cfg, "outputs", video=g("video"), window=g("window"))
     cfg = with_overrides(cfg, "outputs.zmq", enabled=g("zmq"), bind=g("bind"),
                          pub_port=g("pub_port"), rep_port=g("rep_port"),
@@ -208,7 +210,7 @@ def config_from_args(args: argparse.Namespace, base=None):
     if g("curve_keys"):
         from inscope.curve import ALLOWED, SERVER_SECRET
 
-        keys = Path(g("curve_keys"))
+        keys = Path(args.curve_keys)
         cfg = with_overrides(cfg, "outputs.zmq", curve_server_key=str(keys / SERVER_SECRET),
                              curve_allowed_clients=str(keys / ALLOWED))
     cfg = with_overrides(cfg, "outputs.records", dir=g("record"), format=g("record_format"),
@@ -258,8 +260,9 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None, director=None
     print(f"microscope {getattr(svc.scope, 'name', '?')}, detector "
           f"{getattr(svc.detector, 'name', '?')} on {getattr(svc.detector, 'provider', '?')}, "
           f"control {cfg.control.mode}" + (" (dry-run)" if cfg.microscope.dry_run else ""))
-    if getattr(svc.detector, "provider_note", ""):
-        print(svc.detector.provider_note)
+    note = getattr(svc.detector, "provider_note", "")
+    if note:
+        print(note)
     summary = run_service(svc, progress=cfg.run.progress, summary_path=cfg.run.summary)
     print(format_summary(summary))
     if cfg.run.summary and "summary_write_error" not in summary:
@@ -306,7 +309,7 @@ def demo_config(out, seed: int | None = None, base=None):
         opts["seed"] = seed
     base = with_overrides(base, "microscope", backend="sim", options=opts)
     # one move reaches the next cell of the tour (a calibrated simulator: gain 1)
-    base = with_overrides(base, "control", mode="steer+focus", max_step_um=250.0, gain=1.0)
+    base = with_overrides(base, "control", mode=Mode.STEER_FOCUS, max_step_um=250.0, gain=1.0)
     base = with_overrides(base, "outputs", video=str(out / "overlay.mp4"),
                           snapshot_dir=str(out / "snapshots"))
     base = with_overrides(base, "outputs.records", dir=str(out))
@@ -330,7 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tour = Tour() if "steer" in cfg.control.mode else None
+    tour = Tour() if Mode(cfg.control.mode).steers else None
     return _serve(cfg, port_fallback=True, director=tour,
                   header=f"inscope demo: simulated microscope (starts off target and out of "
                          f"focus, drift on), {_length(cfg)}, outputs in {out}/ "

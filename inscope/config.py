@@ -25,7 +25,7 @@ Example::
 
     [control]
     mode = "steer+focus"       # off | track | steer | focus | steer+focus
-    target = "nearest"         # nearest | largest | score | class | a track id
+    target = "nearest"         # nearest | largest | score | class:<name> | a track id
 
     [outputs]
     video = "runs/live/overlay.mp4"
@@ -49,10 +49,11 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from inscope.schema import MODES, TARGET_POLICIES
+from inscope.control.steering import SteerSettings
+from inscope.enums import Backend, Mode, RecordFormat, parse_target
 
-BACKENDS = ("sim", "headless", "mm", "replay", "slide")
-RECORD_FORMATS = ("jsonl", "csv")
+#: Each component owns its settings' defaults; the config reads them from there.
+_STEER = SteerSettings()
 
 
 class ConfigError(ValueError):
@@ -63,7 +64,7 @@ class ConfigError(ValueError):
 class MicroscopeConfig:
     """Where frames come from (``acquisition.factory.open_microscope`` arguments)."""
 
-    backend: str = "sim"
+    backend: str = Backend.SIM
     options: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] | None = None
     dry_run: bool = False
@@ -80,8 +81,9 @@ class DetectorConfig:
     threads: int | None = None
     score_threshold: float | None = None
     # ONNX Runtime threads spin between runs (lowest p50) or sleep (leave the cores to the
-    # camera and control threads: lower p99 on a machine with few cores)
-    spinning: bool = True
+    # camera and control threads: lower p99 on a machine with few cores); unset: spin only
+    # with 5 or more cores (inscope.detector.providers.default_spinning)
+    spinning: bool | None = None
 
 
 @dataclass
@@ -94,15 +96,16 @@ class ControlConfig:
         ``off`` (detect only), ``track`` (IDs, no moves), ``steer`` (centre the target),
         ``focus`` (focus lock on the target), ``steer+focus``.
     target
-        Target policy (``nearest`` to the image centre, ``largest``, ``score``, ``class``)
-        or an integer track id.
+        Target policy (``nearest`` to the image center, ``largest``, ``score``,
+        ``class:<name>``, ``class`` with *target_class*) or an integer track id; parsed
+        by :func:`inscope.enums.parse_target` like the CLI's and ``set_target``'s.
     target_class
         Class name for the ``class`` policy.
-    deadband_um, max_step_um, gain
-        Steering: no move while the target is within the deadband; each move is
-        ``gain * error`` clipped to ``max_step_um``.
-    settle_s
-        Extra time after a move during which frames are ignored (stage ringing).
+    deadband_um, max_step_um, gain, settle_s
+        Steering (:class:`inscope.control.steering.SteerSettings`, whose defaults these
+        are): no move while the target is within the deadband (None: from the target's
+        measured jitter); each move is ``gain * error`` clipped to ``max_step_um``;
+        frames this long after a move are ignored (stage ringing).
     focus_step_um
         Focus lock: largest correction per cycle (µm); None: the depth of field.
     objective_na, wavelength_um, immersion_index
@@ -117,15 +120,13 @@ class ControlConfig:
         the sharpness holds (None: only when it degrades or the stage travelled).
     """
 
-    mode: str = "off"
+    mode: str = Mode.OFF
     target: str | int = "nearest"
     target_class: str | None = None
-    # None: from the measured jitter of the target's registered position (3x its RMS,
-    # 0.25-2 px), so it fits the objective, the noise and the detector; a number fixes it
-    deadband_um: float | None = None
-    max_step_um: float = 50.0
-    gain: float = 0.8
-    settle_s: float = 0.0
+    deadband_um: float | None = _STEER.deadband_um
+    max_step_um: float | None = _STEER.max_step_um
+    gain: float = _STEER.gain
+    settle_s: float = _STEER.settle_s
     focus_step_um: float | None = None
     objective_na: float | None = None
     wavelength_um: float = 0.52
@@ -155,7 +156,7 @@ class ZmqConfig:
 @dataclass
 class RecordsConfig:
     dir: str | None = None  # None: no records
-    format: str = "jsonl"
+    format: str = RecordFormat.JSONL
     frames: bool = False  # also write raw frames as OME-TIFF (replayable)
 
 
@@ -309,25 +310,25 @@ def _check_values(cfg: Config, source: str) -> None:
         return ConfigError(f"{source}: key '{key}' = {value!r} is not allowed; {allowed}.")
 
     m, c, o, r = cfg.microscope, cfg.control, cfg.outputs, cfg.run
-    if m.backend not in BACKENDS:
-        raise bad("microscope.backend", m.backend, f"use one of {', '.join(BACKENDS)}")
+    if m.backend not in tuple(Backend):
+        raise bad("microscope.backend", m.backend, f"use one of {', '.join(Backend)}")
     if m.limits is not None:
         from inscope.acquisition.safety import SoftLimits
         try:
             SoftLimits.from_dict(m.limits)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{source}: [microscope.limits] is wrong: {e}") from None
-    if c.mode not in MODES:
-        raise bad("control.mode", c.mode, f"use one of {', '.join(MODES)}")
-    if isinstance(c.target, str) and c.target not in TARGET_POLICIES:
-        if c.target.isdigit():
-            c.target = int(c.target)
-        else:
-            raise bad("control.target", c.target,
-                      f"use one of {', '.join(TARGET_POLICIES)} or an integer track id")
+    if c.mode not in tuple(Mode):
+        raise bad("control.mode", c.mode, f"use one of {', '.join(Mode)}")
     if c.target == "class" and not c.target_class:
         raise ConfigError(f"{source}: control.target = 'class' needs control.target_class "
-                          "(the class name to follow).")
+                          "(the class name to follow), or give target = 'class:<name>'.")
+    try:
+        target = parse_target(c.target, c.target_class)
+    except ValueError as e:
+        raise bad("control.target", c.target, str(e)) from None
+    if isinstance(target, int):
+        c.target = target
     def num(key: str, v, lo: float, hi: float, *, lo_open: bool = False,
             why: str = "") -> None:
         """A finite number in [lo, hi] (or (lo, hi]); one line naming key, value, range."""
@@ -374,9 +375,9 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: outputs.zmq.pub_port and rep_port are both "
                           f"{o.zmq.pub_port}; give them different ports.")
     _check_bind(o.zmq, source)
-    if o.records.format not in RECORD_FORMATS:
+    if o.records.format not in tuple(RecordFormat):
         raise bad("outputs.records.format", o.records.format,
-                  f"use one of {', '.join(RECORD_FORMATS)}")
+                  f"use one of {', '.join(RecordFormat)}")
     ds = o.eyepiece.display_size
     if len(ds) != 2 or min(ds) < 16 or max(ds) > 16384:
         raise bad("outputs.eyepiece.display_size", ds,

@@ -16,33 +16,59 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from inscope.config import ControlConfig
-from inscope.schema import MODES
+from inscope.enums import FocusStatus, Mode, SteerStatus, parse_target
+
+if TYPE_CHECKING:
+    from inscope.acquisition.frame import Frame
+    from inscope.acquisition.microscope import Microscope
+    from inscope.control.tracking import Track
 
 
-def target_spec(target: str | int, target_class: str | None = None) -> str | int:
-    """Config/command target -> what :meth:`inscope.control.steering.Steerer.select` takes."""
-    if isinstance(target, bool):
-        raise ValueError("target must be a policy name or a track id, not true/false.")
-    if isinstance(target, int):
-        return target
-    t = str(target).strip()
-    if t.isdigit():
-        return int(t)
-    if t == "class":
-        if not target_class:
-            raise ValueError("target 'class' needs a class name: send "
-                             "{\"cmd\": \"set_target\", \"target\": \"class\", "
-                             "\"class\": \"mitotic\"} or use 'class:<name>'.")
-        return f"class:{target_class}"
-    if t == "track":
-        raise ValueError("target 'track' needs a track id: send {\"cmd\": \"set_target\", "
-                         "\"target\": 7} (an integer).")
-    return t
+@dataclass(frozen=True)
+class ControlStep:
+    """What one control step produced, as published with every detections message.
+
+    Attributes
+    ----------
+    tracks
+        The live tracks after this frame (:class:`inscope.control.tracking.Track`).
+    target_id
+        The steered track's id (None: no target).
+    steer, focus
+        JSON-able steering and focus-lock actions (``control`` and ``focus`` of the
+        detections message); None when the mode does not steer / focus.
+    """
+
+    tracks: list[Any] = field(default_factory=list)
+    target_id: int | None = None
+    steer: dict[str, Any] | None = None
+    focus: dict[str, Any] | None = None
+
+
+#: No control state (mode ``off``, or before the first step).
+NO_STEP = ControlStep()
+
+
+class Director(Protocol):
+    """A mission run beside steering (e.g. the demo's :class:`inscope.tour.Tour`)."""
+
+    def step(self, stage: ControlStage, frame: Frame, tracks: list[Track]) -> None:
+        """Before steering, on every usable frame; may change the target
+        (``stage.steerer.select``)."""
+
+    def status(self) -> dict[str, Any]:
+        """Goes into every published steering action (``tour``)."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """Goes into the run summary (``control.tour``)."""
+        ...
 
 
 class CommandedMoves:
@@ -79,7 +105,8 @@ class ControlStage:
         the published steering state.
     """
 
-    def __init__(self, scope, config: ControlConfig | None = None, director=None) -> None:
+    def __init__(self, scope: Microscope, config: ControlConfig | None = None,
+                 director: Director | None = None) -> None:
         from inscope.control.focus import FocusLock
         from inscope.control.steering import Steerer
         from inscope.control.tracking import Tracker
@@ -91,7 +118,7 @@ class ControlStage:
         self.steerer = Steerer(self.moves, policy="nearest", tracker=self.tracker,
                                gain=config.gain, deadband_um=config.deadband_um,
                                max_step_um=config.max_step_um, settle_s=config.settle_s)
-        self.steerer.select(target_spec(config.target, config.target_class))
+        self.steerer.select(parse_target(config.target, config.target_class))
         self.focus = FocusLock(self.moves, dither_um=config.focus_dither_um,
                                max_step_um=config.focus_step_um, dof_um=config.focus_dof_um,
                                na=config.objective_na, wavelength_um=config.wavelength_um,
@@ -99,11 +126,11 @@ class ControlStage:
                                check_every_s=config.focus_check_s)
         self.director = director
         self._lock = threading.Lock()
-        self.mode = "off"
+        self.mode = Mode.OFF
         self.set_mode(config.mode)
         self.steer_status: Counter[str] = Counter()
         self.focus_status: Counter[str] = Counter()
-        self.centred_targets: set[int] = set()
+        self.centered_targets: set[int] = set()
         self.focus_moves = 0
         self.frames_moving = 0
         self.frames_before_move = 0
@@ -115,7 +142,7 @@ class ControlStage:
         self._wait_from: int | None = None
         self._guard = getattr(scope, "guard", None)
         if self._guard is not None:
-            self._guard.listeners.append(self._on_move)
+            self._guard.moved.connect(self._on_move)
 
     def _on_move(self, rec) -> None:
         if rec.made:
@@ -124,22 +151,23 @@ class ControlStage:
     def close(self) -> None:
         """Stop listening to the guard (the stage is done with)."""
         g = self._guard
-        if g is not None and self._on_move in g.listeners:
-            g.listeners.remove(self._on_move)
+        if g is not None:
+            g.moved.disconnect(self._on_move)
 
     # -- commands ----------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown control mode {mode!r}; use one of {', '.join(MODES)}.")
+        new = Mode.parse(mode)
         with self._lock:
-            if "steer" in self.mode and "steer" not in mode:
+            if self.mode.steers and not new.steers:
                 self.steerer.reset()
-            if "focus" in self.mode and "focus" not in mode:
+            if self.mode.focuses and not new.focuses:
                 self.focus.reset()
-            self.mode = mode
+            self.mode = new
 
     def set_target(self, target: str | int, target_class: str | None = None) -> str | int:
-        spec = target_spec(target, target_class)
+        """Steer to *target* (any form :func:`inscope.enums.parse_target` reads); returns
+        its canonical spec."""
+        spec = parse_target(target, target_class)
         with self._lock:
             self.steerer.select(spec)  # raises ValueError for an unknown policy
         return spec
@@ -149,79 +177,79 @@ class ControlStage:
         return getattr(self.steerer.policy, "name", str(self.steerer.policy))
 
     # -- the loop ----------------------------------------------------------------------
-    def usable(self, frame) -> str | None:
+    def usable(self, frame) -> SteerStatus | None:
         """Why *frame* must not drive a move or a focus measure (None: it may)."""
         if getattr(frame, "moving", False):
-            return "moving"
+            return SteerStatus.MOVING
         exposed = frame.metadata.get("exposure_end_ns") if frame.metadata else None
         if exposed is None:
             exposed = frame.stamps.get("ready", 0)
         if exposed < self._last_move_ns:
-            return "settling"  # exposed before the newest move was commanded
+            return SteerStatus.SETTLING  # exposed before the newest move was commanded
         return None
 
-    def step(self, frame, detections) -> tuple[list, int | None, dict | None, dict | None]:
-        """One frame: ``(tracks, target_id, steer action dict, focus action dict)``."""
+    def step(self, frame, detections) -> ControlStep:
+        """One frame: its tracks, target and steering / focus actions."""
         with self._lock:
             mode = self.mode
-            if mode == "off":
-                return [], None, None, None
+            if mode is Mode.OFF:
+                return NO_STEP
             tracks = self.tracker.update(frame, detections)
             steer = focus = None
             target_id = self.steerer.target_id
             why = self.usable(frame)
             if why is not None:
-                if why == "moving":
+                if why is SteerStatus.MOVING:
                     self.frames_moving += 1
                 else:
                     self.frames_before_move += 1
-                reason = ("exposed during a move" if why == "moving"
+                reason = ("exposed during a move" if why is SteerStatus.MOVING
                           else "exposed before the last move was commanded")
-                if "steer" in mode:
+                if mode.steers:
                     steer = {"frame_index": frame.index, "status": why,
                              "target_id": target_id, "reason": reason, "made": False}
                     self.steer_status[why] += 1
-                if "focus" in mode:
+                if mode.focuses:
                     focus = {"frame_index": frame.index, "status": why, "state": why,
                              "z_center": self.focus.z_center, "locked": self.focus.locked,
                              "reason": reason, "made": False}
                     self.focus_status[why] += 1
                 self._add_director(steer)
                 self._record(frame, steer, focus)
-                return tracks, target_id, steer, focus
+                return ControlStep(tracks, target_id, steer, focus)
             self.last_frame, self.last_tracks = frame, tracks
-            waited = self._focus_wait(frame, "steer" in mode and "focus" in mode
+            waited = self._focus_wait(frame, mode.steers and mode.focuses
                                       and self.focus.cycling)
             if waited is not None and waited < self.FOCUS_WAIT_S:
                 # a dither cycle compares sharpness across z in one scene: the stage
                 # waits for it (a few frames) instead of voiding it
-                steer = {"frame_index": frame.index, "status": "waiting-focus",
+                steer = {"frame_index": frame.index, "status": SteerStatus.WAITING_FOCUS,
                          "target_id": target_id, "made": False,
                          "reason": "the focus lock is measuring"}
-                self.steer_status["waiting-focus"] += 1
+                self.steer_status[SteerStatus.WAITING_FOCUS] += 1
                 self._add_director(steer)
-            elif "steer" in mode:
+            elif mode.steers:
                 if self.director is not None:
                     self.director.step(self, frame, tracks)
                 act = self.steerer.step(frame, detections, tracks)
                 steer = act.to_dict()
                 target_id = act.target_id
                 self.steer_status[act.status] += 1
-                if act.status == "centred" and act.target_id is not None:
-                    self.centred_targets.add(act.target_id)
+                if act.status == SteerStatus.CENTERED and act.target_id is not None:
+                    self.centered_targets.add(act.target_id)
                 self._add_director(steer)
                 self.last_steer = steer
-            if "focus" in mode:
+            if mode.focuses:
                 fa = self.focus.step(frame, detections)
                 focus = fa.to_dict()
-                focus["state"] = self.focus.state if fa.status not in (
-                    "refused", "failed", "dry-run", "disabled", "no-position") else fa.status
+                focus["state"] = (self.focus.state if FocusStatus.is_state(fa.status)
+                                  else fa.status)
                 focus["locked"] = self.focus.locked
                 self.focus_status[fa.status] += 1
                 self.focus_moves += int(bool(fa.made))
                 self.last_focus = focus
             self._record(frame, steer, focus)
-            return tracks, target_id, steer, focus
+            return ControlStep(tracks, target_id, steer, focus)
 
     #: Longest the stage waits for a focus cycle (s of frame time) before it steers anyway
     #: (a target moving away matters more than a clean focus measure).
@@ -254,10 +282,10 @@ class ControlStage:
             "mode": self.mode,
             "target_policy": self.target_policy,
             "steer": dict(s),
-            "moves_made": s.get("moved", 0),
-            "moves_refused": s.get("refused", 0) + s.get("failed", 0),
-            "moves_dry_run": s.get("dry-run", 0),
-            "targets_centred": len(self.centred_targets),
+            "moves_made": s.get(SteerStatus.MOVED, 0),
+            "moves_refused": s.get(SteerStatus.REFUSED, 0) + s.get(SteerStatus.FAILED, 0),
+            "moves_dry_run": s.get(SteerStatus.DRY_RUN, 0),
+            "targets_centred": len(self.centered_targets),
             "last_error_um": (self.last_steer or {}).get("error_norm_um"),
             "frames_ignored_moving": self.frames_moving,
             "frames_ignored_before_move": self.frames_before_move,
@@ -274,7 +302,7 @@ class ControlStage:
         return out
 
 
-def truth_centring_error_um(frame, target_box) -> float | None:
+def truth_centering_error_um(frame, target_box) -> float | None:
     """Distance (µm) from the image centre to the ground-truth cell under *target_box*.
 
     Uses the simulated frame's ``truth`` boxes: the truth box whose centre is nearest the

@@ -99,7 +99,7 @@ class Authenticator:
     def __init__(self, context, keys: CurveServerKeys) -> None:
         from zmq.auth.thread import ThreadAuthenticator
 
-        self._auth = ThreadAuthenticator(context)
+        self._auth: ThreadAuthenticator | None = ThreadAuthenticator(context)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=str(keys.allowed_dir))
 

@@ -257,7 +257,8 @@ def calibration_from_image(camera_image: Any, pattern: CharucoPattern,
             "the exposure to lower the noise; raise the limit (--max-error) only if that "
             "error is acceptable.")
     cal = EyepieceCalibration(
-        fit.display_to_camera, tuple(pattern.display_size), tuple(pixels.shape[:2]),
+        fit.display_to_camera, (int(pattern.display_size[0]), int(pattern.display_size[1])),
+        (pixels.shape[0], pixels.shape[1]),
         fit.rms_px, fit.corners_used, fit.expected_error_px, pixel_size_um,
         {"mirrored": fit.mirrored, "rotation_deg": round(fit.rotation_deg, 3),
          "scale": round(fit.scale, 6), "corners_found": fit.corners_found,

@@ -122,7 +122,7 @@ class CharucoPattern:
 
         OpenCV puts a corner between pixel columns k-1 and k of the board image at
         x = k - 0.5 (pixel centres at integers), hence the half-pixel shift."""
-        xy = self.board().getChessboardCorners()[:, :2].astype(np.float64)
+        xy = np.asarray(self.board().getChessboardCorners(), np.float64)[:, :2]
         return xy + np.asarray(self.origin, np.float64) - 0.5
 
     def image(self) -> np.ndarray:
@@ -445,7 +445,7 @@ def render_camera_view(display_image: np.ndarray, display_to_camera: np.ndarray,
     field (as a field stop or a dust particle would). Returns uint16.
     """
     m = _as_2x3(display_to_camera)
-    src = display_image.astype(np.float32) / 255.0
+    src: np.ndarray = display_image.astype(np.float32) / 255.0
     scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
     if scale < 1:
         src = cv2.GaussianBlur(src, (0, 0), 0.45 / scale)

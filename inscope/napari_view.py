@@ -181,7 +181,10 @@ class NapariLiveView:
         self._source = source
         timer = QTimer()
         timer.setInterval(int(interval_ms))
-        timer.timeout.connect(lambda: self.update_from(source))
+        def tick() -> None:
+            self.update_from(source)
+
+        timer.timeout.connect(tick)
         timer.start()
         self._timer = timer
         return timer
@@ -269,10 +272,10 @@ class ZmqSource:
                 fresh_overlay = True
         if newest is None:
             # the overlay of the frame already shown may come after its detections
-            last = self._last
-            if fresh_overlay and last is not None and \
-                    self._overlay[0] == last.get("frame_index"):
-                return Update(self._overlay[1], last)
+            last, ov = self._last, self._overlay
+            if fresh_overlay and last is not None and ov is not None and \
+                    ov[0] == last.get("frame_index"):
+                return Update(ov[1], last)
             return None
         self._last = newest
         image = None

@@ -16,17 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from inscope.acquisition.frame import Frame
+from inscope.enums import Stamp
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-STAMP_DEQUEUED = "dequeued"
-STAMP_CONTROL_START = "control_start"
-STAMP_CONTROL_END = "control_end"
-STAMP_MOVE_COMMANDED = "move_commanded"
-STAMP_PUBLISHED = "published"  # the result was handed to every output
-STAMP_SENT = "sent"  # the ZMQ detections message left the PUB socket
+# the loop's time-stamp names (inscope.enums.Stamp), as plain str dict keys
+STAMP_DEQUEUED: str = Stamp.DEQUEUED.value
+STAMP_CONTROL_START: str = Stamp.CONTROL_START.value
+STAMP_CONTROL_END: str = Stamp.CONTROL_END.value
+STAMP_MOVE_COMMANDED: str = Stamp.MOVE_COMMANDED.value
+STAMP_PUBLISHED: str = Stamp.PUBLISHED.value  # the result was handed to every output
+STAMP_SENT: str = Stamp.SENT.value  # the ZMQ detections message left the PUB socket
 
 
 @dataclass(slots=True)

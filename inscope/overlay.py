@@ -22,9 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inscope.enums import SteerStatus
+from inscope.events import Signal
 from inscope.outputs import STAMP_PUBLISHED, Output, Result
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 # BGR colours
 GREEN = (80, 220, 80)
@@ -157,8 +159,8 @@ def status_line(r: Result) -> str:
                  "refused": "move refused", "dry-run": "dry-run move to",
                  "waiting-focus": "stage waits for the focus check"}.get(st, st)
         txt = f"{words} #{tid}" if tid is not None and st in (
-            "moved", "centred", "dry-run") else words
-        if err is not None and st in ("moved", "centred"):
+            SteerStatus.MOVED, SteerStatus.CENTERED, SteerStatus.DRY_RUN) else words
+        if err is not None and st in (SteerStatus.MOVED, SteerStatus.CENTERED):
             txt += f" ({err:.1f} um)"
         parts.append(txt)
     f = r.focus or {}
@@ -215,7 +217,8 @@ class VideoSink:
         tried = []
         for sfx in (suffix, *[s for s in self.CODECS if s != suffix]):
             path = self.path.with_suffix(sfx)
-            w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.CODECS[sfx]),
+            fourcc = cv2.VideoWriter_fourcc(*self.CODECS[sfx])  # type: ignore[attr-defined]
+            w = cv2.VideoWriter(str(path), fourcc,
                                 self.fps, size)
             if w.isOpened():
                 if path != self.path:
@@ -240,6 +243,7 @@ class VideoSink:
         if free < self.MIN_FREE_BYTES + img.nbytes:
             raise OSError(errno.ENOSPC, f"No space left on device ({free} bytes free, the "
                           "video stops here and is finalised)", str(self.path))
+        assert self._writer is not None  # opened above (or raised)
         self._writer.write(img)
         self.frames += 1
 
@@ -273,8 +277,12 @@ class OverlayOutput(Output):
     eyepiece
         A :class:`inscope.eyepiece.EyepieceRenderer`; the window then shows the eyepiece
         image (black, boxes only) and the publisher also gets it (``kind="eyepiece"``).
-    on_quit
-        Called when the user presses ``q`` or Esc in the window.
+
+    Attributes
+    ----------
+    quit_requested
+        Emitted (from this output's thread) when the user presses ``q`` or Esc in the
+        window (:class:`inscope.events.Signal`).
     """
 
     name = "overlay"
@@ -283,7 +291,7 @@ class OverlayOutput(Output):
     def __init__(self, *, video: str | Path | None = None, video_fps: float | None = None,
                  display_fps: float = 30.0, window: bool | None = None, publisher=None,
                  eyepiece=None, style: OverlayStyle | None = None, mode: str | None = None,
-                 on_quit=None, title: str = "inscope") -> None:
+                 title: str = "inscope") -> None:
         super().__init__()
         if not display_fps > 0:
             raise ValueError(f"display_fps must be > 0; got {display_fps}.")
@@ -296,9 +304,9 @@ class OverlayOutput(Output):
         self.publisher = publisher
         self.eyepiece = eyepiece
         self.mode = mode
-        self.on_quit = on_quit
+        self.quit_requested: Signal[str] = Signal("quit_requested")
         self.title = title
-        self._fps = None
+        self._fps: float | None = None
         self._last_ready: int | None = None
         self._period_ns = int(1e9 / self.display_fps)
         self._next_ns: int | None = None
@@ -349,8 +357,8 @@ class OverlayOutput(Output):
         if self.window:
             cv2.imshow(self.title, eye if eye is not None else img)
             key = cv2.waitKey(1) & 0xFF
-            if key in (ord("q"), 27) and self.on_quit is not None:
-                self.on_quit()
+            if key in (ord("q"), 27):
+                self.quit_requested.emit("window closed (q)")
         if self.publisher is not None:
             self.publisher.submit_overlay(r.frame.index, img, dict(r.stamps))
             if eye is not None:
@@ -359,6 +367,7 @@ class OverlayOutput(Output):
     def _write_video(self, img: np.ndarray, ready_ns: int) -> None:
         """Write *img* on the video's tick grid: repeated for ticks the loop skipped (up
         to 2 s), nothing when its tick was already written, so video time = run time."""
+        assert self.video is not None  # called only with a video
         if self._t0 is None:
             self._t0 = ready_ns
         tick = int((ready_ns - self._t0) * self.video_fps // 1_000_000_000)

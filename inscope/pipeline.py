@@ -47,8 +47,20 @@ from typing import Any
 import numpy as np
 
 from inscope import schema
-from inscope.acquisition.stream import NewestSlot
+from inscope.acquisition.frame import STAMP_READY, Frame
+from inscope.acquisition.microscope import Microscope
+from inscope.acquisition.stream import FrameStream, NewestSlot
 from inscope.config import ControlConfig
+from inscope.control_stage import (
+    NO_STEP,
+    ControlStage,
+    ControlStep,
+    Director,
+    truth_centering_error_um,
+)
+from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detections, Detector
+from inscope.enums import Mode
+from inscope.events import Signal
 from inscope.outputs import (
     STAMP_CONTROL_END,
     STAMP_CONTROL_START,
@@ -61,36 +73,36 @@ from inscope.outputs import (
 )
 from inscope.stats import StampStats
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 #: (label, start stamp, end stamp) of the publication path, counted for every published
 #: frame when it is published.
 PUBLISH_STAGES: tuple[tuple[str, str, str], ...] = (
-    ("ready_to_dequeued", "ready", STAMP_DEQUEUED),
-    ("dequeued_to_detect_start", STAMP_DEQUEUED, "detect_start"),
-    ("detect", "detect_start", "detect_end"),
-    ("detect_end_to_published", "detect_end", STAMP_PUBLISHED),
+    ("ready_to_dequeued", STAMP_READY, STAMP_DEQUEUED),
+    ("dequeued_to_detect_start", STAMP_DEQUEUED, STAMP_DETECT_START),
+    ("detect", STAMP_DETECT_START, STAMP_DETECT_END),
+    ("detect_end_to_published", STAMP_DETECT_END, STAMP_PUBLISHED),
     ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
-    ("ready_to_published", "ready", STAMP_PUBLISHED),
-    ("ready_to_sent", "ready", STAMP_SENT),
+    ("ready_to_published", STAMP_READY, STAMP_PUBLISHED),
+    ("ready_to_sent", STAMP_READY, STAMP_SENT),
 )
 #: Control's stages, beside publication: counted for every frame control used, in the
 #: control thread once its step (and any move it commanded) is done.
 CONTROL_STAGES: tuple[tuple[str, str, str], ...] = (
-    ("detect_end_to_control_start", "detect_end", STAMP_CONTROL_START),
+    ("detect_end_to_control_start", STAMP_DETECT_END, STAMP_CONTROL_START),
     ("control", STAMP_CONTROL_START, STAMP_CONTROL_END),
-    ("ready_to_move_commanded", "ready", STAMP_MOVE_COMMANDED),
+    ("ready_to_move_commanded", STAMP_READY, STAMP_MOVE_COMMANDED),
 )
 #: Every stage reported in summaries and benchmarks.
 STAGES: tuple[tuple[str, str, str], ...] = PUBLISH_STAGES + CONTROL_STAGES
 
-_DETECT = (-1, "detect_start", "detect_end")
+_DETECT = (-1, STAMP_DETECT_START, STAMP_DETECT_END)
 #: Derived series of the summary: signed sums of stage differences.
 COMBOS: dict[str, tuple[tuple[int, str, str], ...]] = {
     # the loop's cost beyond the detector (control is not on this path)
-    "overhead_ready_to_published_minus_detect": ((1, "ready", STAMP_PUBLISHED), _DETECT),
+    "overhead_ready_to_published_minus_detect": ((1, STAMP_READY, STAMP_PUBLISHED), _DETECT),
     # the same under its earlier name, when control sat between detection and publication
-    "loop_overhead_minus_detect_and_control": ((1, "ready", STAMP_PUBLISHED), _DETECT),
+    "loop_overhead_minus_detect_and_control": ((1, STAMP_READY, STAMP_PUBLISHED), _DETECT),
     # hand-offs only: also minus the wait of a fresh frame for a busy detector
     "handoffs_dequeued_to_published_minus_detect": (
         (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT),
@@ -138,11 +150,12 @@ class Pipeline:
         cheap: it delays the next detection).
     """
 
-    def __init__(self, scope, detector, *, control: ControlConfig | None = None,
+    def __init__(self, scope: Microscope, detector: Detector, *,
+                 control: ControlConfig | None = None,
                  outputs: Sequence[Output] = (), score_threshold: float | None = None,
                  frames: int | None = None, seconds: float | None = None,
                  snapshot_dir: str | Path = "runs/snapshots", keep_stamps: int = 2048,
-                 switch_interval: float | None = 0.0005, director=None,
+                 switch_interval: float | None = 0.0005, director: Director | None = None,
                  on_result: Callable[[Result], None] | None = None,
                  snapshot_max_per_s: float = 1.0) -> None:
         from inscope.snapshots import SnapshotPolicy
@@ -162,10 +175,16 @@ class Pipeline:
         self.switch_interval = switch_interval
         self.on_result = on_result
         self.director = director
-        self.control = None  # ControlStage, built at start (needs control package)
-        self._mode = self.control_config.mode
-        self._stream = None
-        self._slot: NewestSlot = NewestSlot()
+        self.control: ControlStage | None = None  # built at start
+        #: Low-rate notifications (:mod:`inscope.events`; listeners run in the thread
+        #: that made the change, a failing one is logged): the mode after a change, the
+        #: canonical target spec after a change, and the reason the run ended.
+        self.mode_changed: Signal[Mode] = Signal("mode_changed")
+        self.target_changed: Signal[str | int] = Signal("target_changed")
+        self.stopped: Signal[str] = Signal("stopped")
+        self._mode = Mode.parse(self.control_config.mode)
+        self._stream: FrameStream | None = None
+        self._slot: NewestSlot[tuple[Frame, Detections]] = NewestSlot()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._paused = threading.Event()
@@ -174,9 +193,9 @@ class Pipeline:
         self._started = False
         self._old_switch: float | None = None
         self._ctl_thread_id: int | None = None
-        self._ctl_frame = None
-        # (tracks, target_id, steer, focus) of the newest control step, read by publish
-        self._ctl_state: tuple = ([], None, None, None)
+        self._ctl_frame: Frame | None = None
+        # the newest control step (tracks, target, steering, focus), read by publish
+        self._ctl_state: ControlStep = NO_STEP
         self.control_steps = 0
         self.stop_reason: str | None = None
         self.error: BaseException | None = None
@@ -204,13 +223,11 @@ class Pipeline:
         if self._started:
             return self
         self._started = True
-        from inscope.control_stage import ControlStage
-
         self.control = ControlStage(self.scope, self.control_config, director=self.director)
         self._apply_threshold(self.score_threshold)
         guard = getattr(self.scope, "guard", None)
         if guard is not None:
-            guard.listeners.append(self._on_move)
+            guard.moved.connect(self._on_move)
         for out in self.outputs:
             out.start()
         if self.switch_interval:
@@ -267,8 +284,8 @@ class Pipeline:
         for out in self.outputs:
             out.stop()
         guard = getattr(self.scope, "guard", None)
-        if guard is not None and self._on_move in guard.listeners:
-            guard.listeners.remove(self._on_move)
+        if guard is not None:
+            guard.moved.disconnect(self._on_move)
         if self.control is not None:
             self.control.close()
         if self._old_switch is not None:
@@ -301,6 +318,7 @@ class Pipeline:
             self.stop_reason = reason
             self.t_end_ns = time.monotonic_ns()
             self._done.set()
+            self.stopped.emit(reason)
 
     @property
     def running(self) -> bool:
@@ -310,6 +328,7 @@ class Pipeline:
     def _detect_loop(self) -> None:
         stream, slot, detector = self._stream, self._slot, self.detector
         stop, paused = self._stop, self._paused
+        assert stream is not None, "started before the detect thread"
         try:
             while not stop.is_set() and not self._done.is_set():
                 frame = stream.get(timeout=0.25)
@@ -332,15 +351,15 @@ class Pipeline:
                     self.last_detect_error = f"{type(e).__name__}: {e}"
                     continue
                 st = frame.stamps
-                if "detect_end" not in st:
-                    for k in ("detect_start", "detect_end"):
+                if STAMP_DETECT_END not in st:
+                    for k in (STAMP_DETECT_START, STAMP_DETECT_END):
                         if k in dets.stamps:
                             st[k] = dets.stamps[k]
                 thr = self.score_threshold
                 if thr is not None and len(dets) and float(dets.scores.min()) < thr:
                     dets = dets.select(dets.scores >= thr)
                 self.detected += 1
-                if self._mode != "off":
+                if self._mode is not Mode.OFF:
                     slot.put((frame, dets))  # control takes the newest when it is free
                 self._publish(frame, dets, getattr(detector, "last_timing", None))
         except BaseException as e:  # noqa: BLE001 - e.g. the camera failed
@@ -352,9 +371,9 @@ class Pipeline:
 
     def _publish(self, frame, dets, timing) -> None:
         """Hand one frame's detections to every output, with the newest control state."""
-        tracks, target_id, steer, focus = self._ctl_state
+        c = self._ctl_state
         seq = self.processed
-        r = Result(frame, dets, tracks, target_id, steer, focus, seq)
+        r = Result(frame, dets, c.tracks, c.target_id, c.steer, c.focus, seq)
         st = frame.stamps
         st[STAMP_PUBLISHED] = time.monotonic_ns()
         for out in self.outputs:
@@ -367,7 +386,7 @@ class Pipeline:
         self.stamp_stats.add(st)
         if timing:
             self.stamp_stats.add_values(timing)
-        ready = st.get("ready", 0)
+        ready = st.get(STAMP_READY, 0)
         if self._last_ready and ready > self._last_ready:
             inst = 1e9 / (ready - self._last_ready)
             self._fps = inst if not self._fps else 0.9 * self._fps + 0.1 * inst
@@ -399,8 +418,8 @@ class Pipeline:
                 if self.control_errors == 1:
                     log.warning("control failed on frame %d: %s (the loop goes on)",
                                 frame.index, e)
-                state = ([], None, {"status": "error",
-                                    "reason": f"{type(e).__name__}: {e}"}, None)
+                state = ControlStep(steer={"status": "error",
+                                           "reason": f"{type(e).__name__}: {e}"})
             self._ctl_frame = None
             frame.stamps[STAMP_CONTROL_END] = time.monotonic_ns()
             self._ctl_state = state  # one reference swap: publish reads it whole
@@ -437,29 +456,31 @@ class Pipeline:
         self.stage_held = reason
         log.error("%s: no more stage or focus moves in this run (control mode 'track'; "
                   "detection and outputs go on; Ctrl-C or SIGTERM stops the run).", reason)
-        if self._mode not in ("off", "track"):
-            self.set_mode("track")
+        if self._mode.moves:
+            self.set_mode(Mode.TRACK)
 
     def set_mode(self, mode: str) -> None:
-        if mode not in schema.MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(schema.MODES)}.")
-        if self.stage_held is not None and mode not in ("off", "track"):
+        new = Mode.parse(mode)
+        if self.stage_held is not None and new.moves:
             raise RuntimeError(f"moves are stopped for this run ({self.stage_held}).")
-        self._mode = mode
-        self.control_config.mode = mode
+        self._mode = new
+        self.control_config.mode = new
         if self.control is not None:
-            self.control.set_mode(mode)
-        if mode == "off":
-            self._ctl_state = ([], None, None, None)  # publish no stale control state
+            self.control.set_mode(new)
+        if new is Mode.OFF:
+            self._ctl_state = NO_STEP  # publish no stale control state
+        self.mode_changed.emit(new)
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return self._mode
 
-    def set_target(self, target: str | int, target_class: str | None = None):
+    def set_target(self, target: str | int, target_class: str | None = None) -> str | int:
         if self.control is None:
             raise RuntimeError("the pipeline is not started; start it before set_target.")
-        return self.control.set_target(target, target_class)
+        spec = self.control.set_target(target, target_class)
+        self.target_changed.emit(spec)
+        return spec
 
     def _apply_threshold(self, thr: float | None) -> None:
         # Lower the detector's own threshold too, so a lower value can let boxes through.
@@ -519,9 +540,9 @@ class Pipeline:
                 return schema.ok(paused=False)
             if cmd == "set_mode":
                 mode = req.get("mode")
-                if mode not in schema.MODES:
+                if not isinstance(mode, str) or mode not in tuple(Mode):
                     return schema.error(f"set_mode needs \"mode\": one of "
-                                        f"{', '.join(schema.MODES)}; got {mode!r}.")
+                                        f"{', '.join(Mode)}; got {mode!r}.")
                 self.set_mode(mode)
                 return schema.ok(mode=mode)
             if cmd == "set_target":
@@ -529,8 +550,8 @@ class Pipeline:
                 if target is None or isinstance(target, (bool, float, list, dict)):
                     return schema.error(
                         "set_target needs \"target\": a policy (nearest, largest, score, "
-                        "class with \"class\": <name>) or an integer track id; got "
-                        f"{target!r}.")
+                        "class:<name>, or class with \"class\": <name>) or an integer "
+                        f"track id; got {target!r}.")
                 spec = self.set_target(target, req.get("class"))
                 return schema.ok(target=spec)
             if cmd == "set_threshold":
@@ -596,8 +617,9 @@ class Pipeline:
         out.update(self.control_stats.latencies_ms())
         ss = self.stamp_stats
         for key in ss.value_keys():
-            if key != "total_ms":
-                out[f"detector_{key.removesuffix('_ms')}"] = ss.values(key).summary()
+            sketch = ss.values(key)
+            if key != "total_ms" and sketch is not None:
+                out[f"detector_{key.removesuffix('_ms')}"] = sketch.summary()
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -634,6 +656,12 @@ class Pipeline:
         }
         err = self._final_error()
         out["control"]["final_centring_error_um"] = err
+        if self.control is not None and self.control.last_steer is not None:
+            # which target the final error is about, and what the loop was doing with it
+            # (a tour that has just picked a new, distant cell shows a large error)
+            last = self.control.last_steer
+            out["control"]["final_target"] = {"track_id": last.get("target_id"),
+                                              "status": last.get("status")}
         guard = getattr(self.scope, "guard", None)
         if guard is not None:
             made = sum(1 for m in guard.history if m.made)
@@ -648,14 +676,12 @@ class Pipeline:
     def _final_error(self) -> float | None:
         """Ground-truth centring error of the target on the newest frame control used
         (simulated frames only)."""
-        from inscope.control_stage import truth_centring_error_um
-
         ctl = self.control
         if ctl is None or ctl.last_frame is None or ctl.last_frame.truth is None:
             return None
         tid = ctl.steerer.target_id
         for t in ctl.last_tracks:
             if t.id == tid and not t.missed:
-                v = truth_centring_error_um(ctl.last_frame, np.asarray(t.box))
+                v = truth_centering_error_um(ctl.last_frame, np.asarray(t.box))
                 return None if v is None else round(v, 3)
         return None

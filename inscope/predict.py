@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from inscope.enums import Stamp
+
 #: Display lag (ms) when neither the configuration nor the calibration gives one: about
 #: one refresh plus input lag of a 60 Hz display.
 DEFAULT_DISPLAY_LAG_MS = 25.0
@@ -36,7 +38,7 @@ DEFAULT_DISPLAY_LAG_MS = 25.0
 #: Optional frame stamp: ``time.monotonic_ns()`` of the middle of the exposure. Backends
 #: that know it may set it; otherwise it is ``ready`` minus half of
 #: ``metadata["exposure_ms"]``.
-STAMP_EXPOSURE_MID = "exposure_mid"
+STAMP_EXPOSURE_MID: str = Stamp.EXPOSURE_MID.value
 
 
 def exposure_mid_ns(frame: Any) -> int:

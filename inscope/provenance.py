@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import logging
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=16)
@@ -43,7 +46,8 @@ def now_stamps() -> dict[str, Any]:
 def _safe(fn, default=None):
     try:
         return fn()
-    except Exception:  # noqa: BLE001 - provenance never stops a run
+    except Exception as e:  # noqa: BLE001 - provenance never stops a run
+        log.debug("provenance: %s failed: %s", getattr(fn, "__name__", fn), e)
         return default
 
 

@@ -18,11 +18,16 @@ import logging
 import time
 from array import array
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from inscope import schema
+from inscope.enums import RecordFormat
 from inscope.outputs import Output, Result
 
-log = logging.getLogger("inscope")
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("frame_index", "seq", "t_ready_ns", "stage_x_um", "stage_y_um", "stage_z_um",
                "x0", "y0", "x1", "y1", "center_x_um", "center_y_um", "score", "class",
@@ -54,7 +59,7 @@ class OmeTiffAppender:
         import tifffile
 
         self.path = Path(path)
-        self._tw = tifffile.TiffWriter(self.path, bigtiff=True)
+        self._tw: tifffile.TiffWriter | None = tifffile.TiffWriter(self.path, bigtiff=True)
         self._meta: dict = {"Channel": {"Name": channel or "camera"}}
         self._page_kw: dict = {}
         if pixel_size_um:
@@ -71,7 +76,7 @@ class OmeTiffAppender:
         # compact per-plane metadata (32 bytes a frame) for the OME-XML at close
         self._planes = {k: array("d") for k in ("PositionX", "PositionY", "PositionZ",
                                                 "DeltaT")}
-        self._shape = None
+        self._shape: tuple[tuple[int, ...], np.dtype] | None = None
         self._t0: int | None = None
         self.count = 0
 
@@ -84,6 +89,7 @@ class OmeTiffAppender:
                 f"frame {frame.index} is {px.shape} {px.dtype} but the recording holds "
                 f"{self._shape[0]} {self._shape[1]}; a camera ROI/bit-depth change needs "
                 "a new recording.")
+        assert self._tw is not None, "appending after close"
         self._tw.write(px, photometric="minisblack", metadata=None, contiguous=False,
                        description=PLACEHOLDER_DESCRIPTION if self.count == 0 else None,
                        software="inscope", **self._page_kw)
@@ -102,6 +108,7 @@ class OmeTiffAppender:
         """The OME-XML describing the pages written so far."""
         import tifffile
 
+        assert self._shape is not None, "no frame appended yet"
         (h, w), dtype = self._shape
         ome = tifffile.OmeXml()
         ome.addimage(dtype, (self.count, h, w), (self.count, 1, 1, h, w, 1), axes="TYX",
@@ -174,14 +181,15 @@ class RecordsOutput(Output):
         self._pending = 0
         self._last_flush = time.monotonic()
         self.flushes = 0
-        if format not in ("jsonl", "csv"):
-            raise ValueError(f"records format must be 'jsonl' or 'csv'; got {format!r}.")
+        if format not in tuple(RecordFormat):
+            raise ValueError(f"records format must be one of {', '.join(RecordFormat)}; got "
+                             f"{format!r}.")
         self.dir = Path(directory)
         self.format, self.frames, self.fps = format, frames, fps
         self.detections_path = self.dir / f"detections.{format}"
         self.frames_path = self.dir / "frames.ome.tif" if frames else None
-        self._fh = None
-        self._csv = None
+        self._fh: IO[str] | None = None
+        self._csv: Any = None  # a csv writer
         self._tif: OmeTiffAppender | None = None
         self.rows = 0
         #: run provenance (see :mod:`inscope.provenance`), written as provenance.json and
@@ -202,6 +210,7 @@ class RecordsOutput(Output):
     def handle(self, r: Result) -> None:
         if self.frames:
             if self._tif is None:
+                assert self.frames_path is not None  # set with frames=True
                 mic = (self.provenance or {}).get("microscope") or {}
                 self._tif = OmeTiffAppender(self.frames_path,
                                             pixel_size_um=r.frame.pixel_size_um, fps=self.fps,

@@ -27,10 +27,7 @@ TOPIC_OVERLAY = b"overlay"
 #: Commands the REP socket understands (see :meth:`inscope.pipeline.Pipeline.command`).
 COMMANDS = ("status", "pause", "resume", "set_target", "set_mode", "set_threshold",
             "snapshot", "stop")
-#: Control modes (``set_mode`` / ``--mode``).
-MODES = ("off", "track", "steer", "focus", "steer+focus")
-#: Target policies (``set_target`` / ``--target``); an integer picks a track id.
-TARGET_POLICIES = ("nearest", "largest", "score", "class", "track")
+# Control modes and target policies: inscope.enums.Mode and TargetKind.
 
 
 def _r(a: np.ndarray, nd: int = 3) -> list:

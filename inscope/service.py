@@ -16,14 +16,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inscope.config import Config
 from inscope.outputs import STAMP_PUBLISHED, Output
 from inscope.pipeline import Pipeline
 from inscope.stats import format_ms, ns_to_ms
 
-log = logging.getLogger("inscope")
+if TYPE_CHECKING:
+    from inscope.acquisition.microscope import Microscope
+    from inscope.curve import Authenticator
+    from inscope.detector.base import Detector
+    from inscope.zmq_api import CommandServer, PubOutput
+
+log = logging.getLogger(__name__)
 
 
 def load_detector_for(cfg: Config, *, fallback: bool = True, say=print):
@@ -68,14 +74,14 @@ class Service:
     """A configured, not yet started service (see :func:`build_service`)."""
 
     config: Config
-    scope: Any
-    detector: Any
+    scope: Microscope
+    detector: Detector
     pipeline: Pipeline
     outputs: list[Output] = field(default_factory=list)
-    publisher: Any = None
-    server: Any = None
+    publisher: PubOutput | None = None
+    server: CommandServer | None = None
     notes: list[str] = field(default_factory=list)
-    authenticator: Any = None  # inscope.curve.Authenticator when CURVE is on
+    authenticator: Authenticator | None = None  # when CURVE is on
     provenance: dict[str, Any] | None = None  # set when the run starts
 
     def close(self) -> None:
@@ -114,7 +120,7 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
             lag = cal.display_lag_ms if cal is not None and cal.display_lag_ms is not None \
                 else DEFAULT_DISPLAY_LAG_MS
         eyepiece = EyepieceRenderer(
-            tuple(o.eyepiece.display_size), cal,
+            (o.eyepiece.display_size[0], o.eyepiece.display_size[1]), cal,
             predictor=BoxPredictor(lag, enabled=o.eyepiece.predict))
     scope = open_scope(cfg)
     try:
@@ -131,6 +137,7 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
         from inscope.curve import Authenticator, CurveServerKeys
 
         try:
+            assert o.zmq.curve_allowed_clients is not None  # a pair (checked by the config)
             curve = CurveServerKeys.load(o.zmq.curve_server_key, o.zmq.curve_allowed_clients)
         except BaseException:
             detector.close()
@@ -142,23 +149,19 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
         pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm,
                         nodrop=o.zmq.nodrop, context=ctx, curve=curve)
         outputs.append(pub)
-    pipeline_holder: list[Pipeline] = []
-
-    def on_quit() -> None:
-        if pipeline_holder:
-            pipeline_holder[0].request_stop("window closed (q)")
-
     from inscope.overlay import display_available
 
     window = o.window if o.window is not None else display_available()
     if o.window is None and not window:
         say("note: no display available (DISPLAY unset or OpenCV without GUI): no overlay "
             "window" + (f"; the overlay goes to {o.video}" if o.video else ""))
+    overlay = None
     if o.video or window or (pub is not None and o.zmq.overlay) or eyepiece:
-        outputs.append(OverlayOutput(
+        overlay = OverlayOutput(
             video=o.video, video_fps=o.video_fps, display_fps=o.display_fps, window=window,
             publisher=pub if o.zmq.overlay else None, eyepiece=eyepiece,
-            mode=cfg.control.mode, on_quit=on_quit))
+            mode=cfg.control.mode)
+        outputs.append(overlay)
     if o.records.dir:
         outputs.append(RecordsOutput(o.records.dir, o.records.format, o.records.frames,
                                      fps=getattr(scope, "fps", None)))
@@ -166,10 +169,12 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
                         score_threshold=cfg.detector.score_threshold, frames=cfg.run.frames,
                         seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir,
                         snapshot_max_per_s=o.snapshot_max_per_s, director=director)
-    pipeline_holder.append(pipeline)
+    if overlay is not None:
+        overlay.quit_requested.connect(pipeline.request_stop)
     if o.zmq.enabled:
         server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port, context=ctx,
-                               curve=curve, on_failure=pipeline.hold_stage)
+                               curve=curve)
+        server.failed.connect(pipeline.hold_stage)
     svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth)
     # Bind sockets now so a port clash is reported before anything runs.
     try:
@@ -233,6 +238,10 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM,
                                  lambda *_: p.request_stop("terminated (SIGTERM)"))
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # started as a shell's background job (SIGINT ignored): a service that moves
+            # a stage must still stop cleanly on `kill -INT`, as it does on Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     tty = progress and sys.stdout.isatty()
     last_print = 0.0
     from inscope.provenance import run_provenance
@@ -332,9 +341,17 @@ def format_summary(s: dict) -> str:
         f"control {c.get('mode')}: XY moves made {c.get('moves_made', 0)}, refused "
         f"{c.get('moves_refused', 0)}, dry-run {c.get('moves_dry_run', 0)}, targets centred "
         f"{c.get('targets_centred', 0)}; focus {c.get('focus', {}).get('state')} "
-        f"({c.get('focus', {}).get('moves_made', 0)} focus moves); final centring error "
-        f"{c.get('final_centring_error_um')} µm",
+        f"({c.get('focus', {}).get('moves_made', 0)} focus moves)",
     ]
+    if c.get("final_centring_error_um") is not None:
+        ft = c.get("final_target") or {}
+        status = str(ft.get("status") or "unknown")
+        doing = {"centred": "centred", "moved": "being centred (moved on the last step)",
+                 "settling": "being centred (waiting for the stage to settle)",
+                 "moving": "being centred (the stage is moving)"}.get(status, status)
+        lines.append(f"last frame: target track {ft.get('track_id')} {doing}, "
+                     f"{c['final_centring_error_um']} µm from the image center "
+                     "(simulator's ground truth)")
     tour = c.get("tour")
     if tour:
         fe, ce = tour.get("focus_error_um_after_lock") or {}, tour.get(

@@ -143,7 +143,8 @@ class QuantileSketch:
             out.update(max=None, mean=None)
             return out
         for q in quantiles:
-            out[f"p{q}"] = round(self.quantile(q / 100.0) * scale, ndigits)
+            v = self.quantile(q / 100.0)
+            out[f"p{q}"] = None if v is None else round(v * scale, ndigits)
         out["max"] = round(self.max * scale, ndigits)
         out["mean"] = round(self.total / self.n * scale, ndigits)
         return out

@@ -43,13 +43,13 @@ class TourConfig:
     hold_s: float = 0.4
     follow_s: float = 0.8
     focus_timeout_s: float = 30.0  # a featureless field never locks: tour anyway
-    centre_timeout_s: float = 3.0
+    center_timeout_s: float = 3.0
     min_hop_px: float = 80.0  # the next cell is 80-200 px away: the stage visibly travels
     max_hop_px: float = 200.0
     edge_px: float = 24.0
     min_hits: int = 3
     min_score: float = 0.5
-    centred_frames: int = 3
+    centered_frames: int = 3
     mover_min_um: float = 2.0  # displacement during a hold that marks a moving cell
     timeline_every_s: float = 0.02
 
@@ -65,8 +65,8 @@ class Tour:
         self.followed: list[dict[str, Any]] = []
         self.timeline: list[dict[str, Any]] = []
         self._t0: int | None = None
-        self._phase_t = 0
-        self._centred = 0
+        self._phase_t = 0.0
+        self._centered = 0
         self._hold_start: dict[int, np.ndarray] = {}
         self._moved: dict[int, float] = {}
         self._last_line = ""
@@ -85,7 +85,7 @@ class Tour:
     def _enter(self, phase: str, t: float) -> None:
         self.phase = phase
         self._phase_t = t
-        self._centred = 0
+        self._centered = 0
 
     def _visited_near(self, xy: np.ndarray, r_um: float = 12.0) -> bool:
         return any(math.hypot(*(xy - np.asarray(v["stage_um"]))) < r_um for v in self.visited)
@@ -100,7 +100,7 @@ class Tour:
         # a clearly visible cell is at least as big as most: no specks, no slivers
         areas = [t.area_px for t in tracks if not t.missed]
         min_area = float(np.percentile(areas, 50)) if areas else 0.0
-        boxes = np.array([t.box for t in tracks]).reshape(-1, 4) if tracks else None
+        boxes = np.array([t.box for t in tracks], float).reshape(-1, 4)
         for t in tracks:
             b = np.asarray(t.box, float)
             if t.missed or t.hits < cfg.min_hits or t.area_px < min_area \
@@ -136,7 +136,7 @@ class Tour:
         cfg = self.cfg
         t = self._now(frame)
         steer = stage.steerer
-        focus_locked = bool(getattr(stage.focus, "locked", True)) or "focus" not in stage.mode
+        focus_locked = bool(getattr(stage.focus, "locked", True)) or not stage.mode.focuses
         by_id = {tr.id: tr for tr in tracks}
         if self.phase == "focusing":
             steer.enabled = False
@@ -152,12 +152,12 @@ class Tour:
                 self._enter("centring", t)
         elif self.phase == "centring":
             last = steer.last
-            if self.target not in by_id or t - self._phase_t > cfg.centre_timeout_s:
+            if self.target not in by_id or t - self._phase_t > cfg.center_timeout_s:
                 self._enter("choosing", t)
             elif last is not None and last.status == "centred" \
                     and last.target_id == self.target:
-                self._centred += 1
-                if self._centred >= cfg.centred_frames:
+                self._centered += 1
+                if self._centered >= cfg.centered_frames:
                     self._enter("holding", t)
                     self._hold_start = {k: np.asarray(v.center_um, float).copy()
                                         for k, v in by_id.items() if not v.missed}
@@ -169,7 +169,7 @@ class Tour:
                         self._moved[k] = float(np.hypot(*(by_id[k].center_um - p0)))
                 if tr is not None:
                     self.visited.append({
-                        "track_id": int(self.target), "t_s": round(t, 3),
+                        "track_id": tr.id, "t_s": round(t, 3),
                         "stage_um": [round(float(v), 2) for v in tr.center_um],
                         "truth_centring_error_um": _truth_error(frame, tr.box)})
                 if len(self.visited) % cfg.cells == 0:
@@ -268,7 +268,7 @@ class Tour:
 
 
 def _truth_error(frame, box) -> float | None:
-    from inscope.control_stage import truth_centring_error_um
+    from inscope.control_stage import truth_centering_error_um
 
-    v = truth_centring_error_um(frame, np.asarray(box))
+    v = truth_centering_error_um(frame, np.asarray(box))
     return None if v is None else round(v, 3)

@@ -15,7 +15,7 @@ REP (default ``tcp://127.0.0.1:5557``)
     JSON ``{"cmd": ..., ...}`` -> JSON ``{"ok": true, ...}`` or ``{"ok": false,
     "error": ...}``. Runs in its own thread and polls with a timeout so it stops cleanly.
     Every request gets exactly one reply, whatever it holds (any bytes, any number of
-    frames, any nesting, any size); if the thread dies anyway, ``on_failure`` tells the
+    frames, any nesting, any size); if the thread dies anyway, its ``failed`` signal tells the
     service, which stops moving the stage.
 
 Both sockets bind to 127.0.0.1 unless configured otherwise: the microscope PC should not
@@ -35,9 +35,10 @@ import zmq
 
 from inscope import schema
 from inscope.curve import CurveServerKeys, apply_client
+from inscope.events import Signal
 from inscope.outputs import STAMP_SENT, Output, Result
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 #: Requests larger than this get an error reply (they are still read, so REQ never hangs).
 MAX_REQUEST_BYTES = 1 << 20
@@ -119,6 +120,7 @@ class PubOutput(Output):
 
     def handle(self, item) -> None:
         sock = self._sock
+        assert sock is not None, "open() binds before the output runs"
         if isinstance(item, Result):
             msg = schema.detections_message(
                 item.frame, item.detections, tracks=item.tracks, target_id=item.target_id,
@@ -169,7 +171,7 @@ class CommandServer:
     Any request gets exactly one reply, so a REQ client never hangs: non-JSON, non-object,
     multipart, too deep, too large requests and handler exceptions all become ``{"ok":
     false, "error": ...}``, and the server goes on serving. If the thread dies anyway (a
-    bug), *on_failure* is called with the reason: the service then stops moving the
+    bug), :attr:`failed` is emitted with the reason: the service then stops moving the
     stage, since ``stop`` could no longer reach it.
 
     Parameters
@@ -182,21 +184,24 @@ class CommandServer:
         Larger requests get an error reply.
     curve
         CURVE server keys (only allowed clients get replies).
-    on_failure
-        Called once (from the server thread) if the thread ends other than by :meth:`stop`.
+
+    Attributes
+    ----------
+    failed
+        Emitted once (from the server thread) with the reason if the thread ends other
+        than by :meth:`stop` (:class:`inscope.events.Signal`).
     """
 
     def __init__(self, handler: Callable[[dict], dict], bind: str = "127.0.0.1",
                  port: int = 5557, *, poll_ms: int = 100,
                  context: zmq.Context | None = None,
                  max_request_bytes: int = MAX_REQUEST_BYTES,
-                 curve: CurveServerKeys | None = None,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 curve: CurveServerKeys | None = None) -> None:
         self.handler = handler
         self.bind, self.port, self.poll_ms = bind, port, poll_ms
         self.max_request_bytes = int(max_request_bytes)
         self.curve = curve
-        self.on_failure = on_failure
+        self.failed: Signal[str] = Signal("failed")
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._stop = threading.Event()
@@ -285,23 +290,21 @@ class CommandServer:
         except BaseException as e:  # noqa: BLE001 - report, never die silently
             self.failure = f"{type(e).__name__}: {_short(str(e), 200)}"
             log.error("the ZMQ command server stopped: %s", self.failure)
-            if self.on_failure is not None:
-                try:
-                    self.on_failure(f"the ZMQ command server stopped ({self.failure})")
-                except Exception as e2:  # noqa: BLE001
-                    log.error("command server failure handler failed: %s", e2)
+            self.failed.emit(f"the ZMQ command server stopped ({self.failure})")
         finally:
             if self._sock is not None:
                 self._sock.close(0)
                 self._sock = None
 
     def _serve(self) -> None:
+        assert self._sock is not None, "start() binds before serving"
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         while not self._stop.is_set():
             if not dict(poller.poll(self.poll_ms)):
                 continue
             sock = self._sock
+            assert sock is not None
             try:
                 frames = sock.recv_multipart()
             except zmq.Again:

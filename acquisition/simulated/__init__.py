@@ -1,9 +1,12 @@
 """The simulated microscope: a virtual fluorescence slide with ground truth.
 
->>> from acquisition.simulated import SimulatedMicroscope
+>>> from inscope.acquisition.simulated import SimulatedMicroscope
 >>> scope = SimulatedMicroscope(seed=1, realtime=False)
->>> frame = scope.snap()          # uint16 frame with frame.truth boxes
+>>> frame = scope.snap()          # a uint16 frame with its ground-truth boxes
+>>> str(frame.pixels.dtype), len(frame.truth) > 0
+('uint16', True)
 >>> scope.move_xy(100, 0)         # through the soft-limit guard
+True
 """
 
 from inscope.acquisition.simulated.config import SimConfig

@@ -41,7 +41,7 @@ import numpy as np
 from inscope.acquisition.errors import AcquisitionError
 from inscope.acquisition.simulated import motion
 
-log = logging.getLogger("inscope")
+log = logging.getLogger(__name__)
 
 SLOTS = 4  # ring of frame buffers; the parent copies a frame out as soon as it is told
 

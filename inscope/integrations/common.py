@@ -77,7 +77,8 @@ def detect_image(detector: Any, image: np.ndarray, *, index: int = 0,
     if pixel_size_um is None or not pixel_size_um > 0:  # an unconfigured pixel size
         pixel_size_um = 1.0
     frame = Frame(_gray(image), index=int(index), position=position,
-                  pixel_size_um=float(pixel_size_um), affine=affine,
+                  pixel_size_um=float(pixel_size_um),
+                  affine=np.eye(2) * float(pixel_size_um) if affine is None else affine,
                   metadata=dict(metadata or {}))
     dets = detector.detect(frame)
     msg = detections_message(frame, dets)

@@ -20,6 +20,7 @@ submit events with :meth:`DetectionProcessor.acquire`, not inside ``with Acquisi
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -28,6 +29,8 @@ import numpy as np
 
 from inscope.acquisition.frame import StagePosition
 from inscope.integrations.common import METADATA_KEY, Detected, detect_image, position_from_tags
+
+log = logging.getLogger(__name__)
 
 #: Axis name that marks follow-up images; images carrying it never start more follow-ups.
 FOLLOW_UP_AXIS = "cell"
@@ -123,7 +126,8 @@ class DetectionProcessor:
                                      float(self.core.get_position()))
             if not any(k.startswith("ZPosition") for k in tags):
                 return StagePosition(pos.x, pos.y, float(self.core.get_position()))
-        except Exception:  # noqa: BLE001 - no stage: pixel boxes only
+        except Exception as e:  # noqa: BLE001 - no stage: pixel boxes only
+            log.debug("no stage position from the core: %s", e)
             return pos
         return pos
 

@@ -22,6 +22,7 @@ module imports it only when a function needs it.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,8 @@ import numpy as np
 
 from inscope.acquisition.frame import StagePosition
 from inscope.integrations.common import Detected, detect_image
+
+log = logging.getLogger(__name__)
 
 #: ``MDAEvent.metadata`` key that marks an event made by inscope (never followed up).
 FOLLOW_UP_KEY = "inscope_follow_up"
@@ -94,7 +97,8 @@ class FrameDetector:
                 m = self._mmc
                 pos = StagePosition(float(m.getXPosition()), float(m.getYPosition()),
                                     float(m.getPosition()))
-            except Exception:  # noqa: BLE001 - no XY stage: pixel boxes only
+            except Exception as e:  # noqa: BLE001 - no XY stage: pixel boxes only
+                log.debug("no stage position from the core: %s", e)
                 pos = None
         det = detect_image(self.detector, img, index=self._count, position=pos,
                            pixel_size_um=px, affine=self.affine)
@@ -143,7 +147,8 @@ def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
             cx, cy = d["center_um"]
             for i, dz in enumerate(offsets):
                 out.append(useq.MDAEvent(
-                    index={"p": k, "z": i}, x_pos=float(cx), y_pos=float(cy),
+                    index={"p": k, "z": i},  # type: ignore[arg-type]  # useq converts
+                    x_pos=float(cx), y_pos=float(cy),
                     z_pos=float(pos.z + dz),
                     metadata={FOLLOW_UP_KEY: True, "cell_center_px": d["center_px"],
                               "cell_box_px": d["box_px"]}))

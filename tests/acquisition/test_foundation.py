@@ -203,7 +203,9 @@ def test_guard_rate_limit_throttles():
 
 def test_guard_listener_sees_records_and_broken_listener_is_ignored():
     seen = []
-    g = _guard(listeners=[lambda r: 1 / 0, seen.append])
+    g = _guard()
+    g.moved.connect(lambda r: 1 / 0)
+    g.moved.connect(seen.append)
     g.run("xy", (0, 0), (1, 2), lambda: None)
     assert seen and seen[0].target == (1.0, 2.0)
 

@@ -168,10 +168,14 @@ def test_rate_limit_waits_exactly_the_remaining_interval():
     assert slept == [pytest.approx(0.07), pytest.approx(0.1)]
 
 
-def test_listeners_see_refusals_too_and_a_broken_one_is_ignored():
+def test_listeners_see_refusals_too_and_a_broken_one_is_logged(caplog):
     seen = []
-    g = _guard(listeners=[lambda r: 1 / 0, seen.append])
-    _move(g, "xy", (0.0, 0.0), (1.0, 2.0))
+    g = _guard()
+    g.moved.connect(lambda r: 1 / 0)
+    g.moved.connect(seen.append)
+    with caplog.at_level("ERROR", logger="inscope.events"):
+        _move(g, "xy", (0.0, 0.0), (1.0, 2.0))
+    assert any("'moved' failed" in r.getMessage() and r.exc_info for r in caplog.records)
     _refused(g, "xy", (0.0, 0.0), (45.0, 45.0))
     assert [(r.target, r.made) for r in seen] == [((1.0, 2.0), True),
                                                   ((45.0, 45.0), False)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inscope.control.calibration import calibrate
-from inscope.control.steering import CENTRED, MOVED, Steerer
+from inscope.control.steering import CENTERED, MOVED, Steerer
 from inscope.control.targets import TrackId
 
 
@@ -47,10 +47,10 @@ def test_bead_is_centred(mm_scope):
         frame = mm_scope.snap()
         act = steer.step(frame, det.detect(frame))
         statuses.append(act.status)
-        if act.status == CENTRED:
+        if act.status == CENTERED:
             break
     assert statuses[0] == MOVED
-    assert statuses[-1] == CENTRED, statuses
+    assert statuses[-1] == CENTERED, statuses
     assert statuses.count(MOVED) <= 2
     # Independent check: the bead's box in a fresh frame sits at the image centre.
     frame = mm_scope.snap()

@@ -15,7 +15,7 @@ import inscope.acquisition.simulated as sim
 from inscope.acquisition.safety import MoveGuard, SoftLimits  # noqa: E402
 from inscope.control.calibration import Calibration, calibrate  # noqa: E402
 from inscope.control.focus import FocusLock, autofocus, sharpness  # noqa: E402
-from inscope.control.steering import CENTRED, MOVED, Steerer  # noqa: E402
+from inscope.control.steering import CENTERED, MOVED, Steerer  # noqa: E402
 from inscope.control.targets import TrackId  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def _centre_cell(scope, det, offset_um, max_frames=8):
             steer.select(TrackId(t.id))
             chosen = True
         acts.append(steer.step(f, d, tracks))
-        if acts[-1].status == CENTRED:
+        if acts[-1].status == CENTERED:
             break
     return cid, acts
 
@@ -106,7 +106,7 @@ def test_centring_within_1um_of_truth(rot, flip):
     det = _detector()
     cid, acts = _centre_cell(scope, det, (14.0, -9.0))
     statuses = [a.status for a in acts]
-    assert statuses[-1] == CENTRED, statuses
+    assert statuses[-1] == CENTERED, statuses
     assert statuses.count(MOVED) <= 3
     errs = [a.error_norm_um for a in acts]
     assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs  # monotone

@@ -31,7 +31,7 @@ from inscope.acquisition.simulated.specimen import Specimen
 from inscope.control.focus import autofocus
 from inscope.control.focus_surface import FocusSurface
 from inscope.control.refine import TargetRefiner
-from inscope.control.steering import CENTRED, MOVED, NOT_SEEN, Steerer
+from inscope.control.steering import CENTERED, MOVED, NOT_SEEN, Steerer
 from inscope.control.targets import TrackId
 from inscope.control.workflow import FindAndImage, ZStackSpec
 
@@ -146,10 +146,10 @@ def test_centring_on_a_slide_settles_in_3_moves_near_the_true_centroid(nuclei_sl
                     *(t.center_um - xy))).id))
             act = steer.step(f, d, tracks)
             statuses.append(act.status)
-            if act.status == CENTRED:
+            if act.status == CENTERED:
                 assert act.seen in ("registered", "detected")
                 break
-        assert statuses[-1] == CENTRED and statuses.count(MOVED) <= 3, statuses
+        assert statuses[-1] == CENTERED and statuses.count(MOVED) <= 3, statuses
         p = s.position()
         errs.append(float(np.hypot(p.x - xy[0], p.y - xy[1])))
     assert np.median(errs) <= 0.5 and max(errs) <= 1.0, errs
@@ -180,15 +180,15 @@ def test_centred_is_never_reported_when_the_target_is_not_seen(nuclei_slide, tmp
     for _ in range(6):
         f = s.snap()
         acts.append(steer.step(f, det.detect(f)))
-    assert all(a.status != CENTRED for a in acts), [a.status for a in acts]
+    assert all(a.status != CENTERED for a in acts), [a.status for a in acts]
     assert acts[-1].status == NOT_SEEN or acts[-1].status == "no-target"
     s.move_z(0.0)  # back: seen again, now it may be centred (on evidence)
     for _ in range(4):
         f = s.snap()
         act = steer.step(f, det.detect(f))
-        if act.status == CENTRED:
+        if act.status == CENTERED:
             break
-    assert act.status == CENTRED and act.seen in ("registered", "detected")
+    assert act.status == CENTERED and act.seen in ("registered", "detected")
 
 
 # -- 3. find-and-image with blinking detections -------------------------------------------

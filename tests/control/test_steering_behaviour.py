@@ -26,7 +26,7 @@ from inscope.acquisition.frame import StagePosition
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.control.refine import Fix
 from inscope.control.steering import (
-    CENTRED,
+    CENTERED,
     DISABLED,
     DRY_RUN,
     MOVED,
@@ -48,7 +48,7 @@ def _run(scope, steer: Steerer, cell_um, frames: int = 30) -> list:
     for _ in range(frames):
         f = scope.snap()
         acts.append(steer.step(f, boxes_at(f, [cell_um])))
-        if acts[-1].status == CENTRED:
+        if acts[-1].status == CENTERED:
             break
     return acts
 
@@ -59,7 +59,7 @@ def test_max_step_clips_every_move_and_still_arrives():
     steer = Steerer(scope, refine=False, max_step_um=5.0, deadband_um=0.5, gain=1.0)
     acts = _run(scope, steer, cell)
     moves = made_moves(scope)
-    assert acts[-1].status == CENTRED, [a.status for a in acts]
+    assert acts[-1].status == CENTERED, [a.status for a in acts]
     assert len(moves) >= 5  # 24.1 µm in steps of at most 5
     assert max(step_len(m) for m in moves) <= 5.0 + 1e-9
     assert step_len(moves[0]) == pytest.approx(5.0)  # a long error moves the full step
@@ -78,7 +78,7 @@ def test_without_a_clip_one_move_centres_with_gain_one():
     scope = sim_scope(seed=1, shape=(256, 256))
     steer = Steerer(scope, refine=False, deadband_um=0.5)
     acts = _run(scope, steer, (18.0, -16.0))
-    assert [a.status for a in acts] == [MOVED, CENTRED]
+    assert [a.status for a in acts] == [MOVED, CENTERED]
     assert acts[0].move_um == pytest.approx((18.0, -16.0), abs=0.06)
     assert acts[0].error_um == pytest.approx((18.0, -16.0), abs=0.06)
     assert acts[0].error_norm_um == pytest.approx(math.hypot(18.0, 16.0), abs=0.06)
@@ -113,7 +113,7 @@ def test_deadband_is_the_users():
     f = scope.snap()
     cell = [(3.0, 0.0)]  # 3 µm off centre
     act = Steerer(scope, refine=False, deadband_um=3.5).step(f, boxes_at(f, cell))
-    assert act.status == CENTRED and made_moves(scope) == []
+    assert act.status == CENTERED and made_moves(scope) == []
     assert act.error_norm_um == pytest.approx(3.0, abs=0.06)
     act = Steerer(scope, refine=False, deadband_um=2.5).step(f, boxes_at(f, cell))
     assert act.status == MOVED and len(made_moves(scope)) == 1
@@ -126,7 +126,7 @@ def test_default_deadband_without_refinement_is_two_pixels():
     scope = sim_scope(seed=1, shape=(256, 256))
     f = scope.snap()
     act = Steerer(scope, refine=False).step(f, boxes_at(f, [(1.9 * PX, 0.0)]))
-    assert act.status == CENTRED
+    assert act.status == CENTERED
     act = Steerer(scope, refine=False).step(f, boxes_at(f, [(2.2 * PX, 0.0)]))
     assert act.status == MOVED
 
@@ -142,7 +142,7 @@ def test_frames_exposed_before_the_move_settled_never_move_again():
     assert acts[1].target_id == acts[0].target_id is not None
     assert len(made_moves(scope)) == 1
     f = scope.snap()  # exposed after the move: centred, still one move
-    assert steer.step(f, boxes_at(f, [cell])).status == CENTRED
+    assert steer.step(f, boxes_at(f, [cell])).status == CENTERED
     assert len(made_moves(scope)) == 1
 
 
@@ -175,7 +175,7 @@ def test_default_position_tolerance_is_two_pixels():
     assert steer.step(off, boxes_at(off, [cell])).status == SETTLING
     on = frame_at(f0, StagePosition(12.0 + 1.9 * PX, 9.0, z), index=2,
                   ready_ns=time.monotonic_ns())
-    assert steer.step(on, boxes_at(on, [cell])).status == CENTRED
+    assert steer.step(on, boxes_at(on, [cell])).status == CENTERED
     assert len(made_moves(scope)) == 1
 
 
@@ -188,7 +188,7 @@ def test_settle_time_ignores_frames_then_gives_up_after_max_settle_frames():
         f = scope.snap()
         statuses.append(steer.step(f, boxes_at(f, [cell])).status)
     # the stage never settles within an hour: after 3 ignored frames the next is used
-    assert statuses == [MOVED, SETTLING, SETTLING, SETTLING, CENTRED, CENTRED]
+    assert statuses == [MOVED, SETTLING, SETTLING, SETTLING, CENTERED, CENTERED]
     assert len(made_moves(scope)) == 1
 
 
@@ -205,7 +205,7 @@ def test_settle_time_passes():
     early = frame_at(f, at, index=1, ready_ns=t1 + int(5e9))  # < move + 10 s
     assert steer.step(early, boxes_at(early, [(12.0, 9.0)])).status == SETTLING
     late = frame_at(f, at, index=2, ready_ns=t1 + int(10e9) + 1)  # >= move + 10 s
-    assert steer.step(late, boxes_at(late, [(12.0, 9.0)])).status == CENTRED
+    assert steer.step(late, boxes_at(late, [(12.0, 9.0)])).status == CENTERED
 
 
 def test_refused_and_dry_run_moves_are_reported_never_raised():
@@ -339,10 +339,8 @@ def test_without_sticky_the_policy_chooses_again_every_frame():
 
 
 def test_select_by_numpy_integer_and_history_length():
-    from inscope.control.steering import CenteringController
     from inscope.control.targets import TrackId
 
-    assert CenteringController is Steerer
     scope = sim_scope(seed=1, shape=(64, 64))
     steer = Steerer(scope, refine=False, history=3)
     steer.select(np.int64(5))
@@ -361,7 +359,7 @@ def test_by_default_ten_frames_are_waited_for_then_the_next_is_used():
     for _ in range(13):
         f = scope.snap()
         statuses.append(steer.step(f, boxes_at(f, [(12.0, 9.0)])).status)
-    assert statuses == [MOVED] + [SETTLING] * 10 + [CENTRED] * 2
+    assert statuses == [MOVED] + [SETTLING] * 10 + [CENTERED] * 2
 
 
 def test_the_target_is_kept_by_default():
@@ -422,15 +420,15 @@ def test_refined_steering_clips_each_move_and_centres_the_real_cell(seed):
     for _ in range(20):
         f = scope.snap()
         acts.append(steer.step(f, _truth_dets(f)))
-        if acts[-1].status == CENTRED:
+        if acts[-1].status == CENTERED:
             break
     statuses = [a.status for a in acts]
-    assert statuses[-1] == CENTRED, statuses
+    assert statuses[-1] == CENTERED, statuses
     assert set(statuses[:-1]) <= {MOVED, SETTLING}, statuses
     moves = made_moves(scope)
     assert 1 <= len(moves) <= 8, statuses
     assert max(step_len(m) for m in moves) <= 5.0 + 1e-9
-    assert all(a.seen == "registered" for a in acts if a.status in (MOVED, CENTRED))
+    assert all(a.seen == "registered" for a in acts if a.status in (MOVED, CENTERED))
     last = acts[-1]
     # the deadband comes from the measured jitter: within [0.25, 2] px of the frame
     assert 0.25 * PX - 1e-9 <= last.deadband_um <= 2.0 * PX + 1e-9
@@ -449,9 +447,9 @@ def test_refined_target_that_is_not_seen_is_never_reported_centred():
     for _ in range(10):
         f = scope.snap()
         act = steer.step(f, _truth_dets(f))
-        if act.status == CENTRED:
+        if act.status == CENTERED:
             break
-    assert act.status == CENTRED
+    assert act.status == CENTERED
     n = len(made_moves(scope))
     f = scope.snap()
     blank = frame_at(f, f.position, index=f.index)

@@ -163,7 +163,7 @@ def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
         d = OnnxDetector(model, provider="auto")
     assert d.provider in ("tensorrt", "cuda", "cpu")
     assert short_name(d.session.get_providers()[0]) == d.provider
-    lines = [r.getMessage() for r in caplog.records if r.name == "inscope.detector"]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("inscope.detector.")]
     assert len(lines) == 1 and d.provider.upper() in lines[0]
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "Failed to load library" not in out + err
@@ -173,6 +173,16 @@ def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
         assert "\x1b" not in str(e.value) and "onnxruntime_src" not in str(e.value)
     with pytest.raises(ValueError, match="Unknown provider"):
         OnnxDetector(model, provider="gpu-please")
+
+
+@pytest.mark.parametrize(("cores", "spins"), [(2, "0"), (4, "0"), (5, "1"), (16, "1")])
+def test_threads_spin_by_default_only_with_cores_to_spare(model, monkeypatch, cores, spins):
+    # a live loop's camera and control threads need the cores of a small machine
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    d = OnnxDetector(model, provider="cpu", threads=2)
+    opts = d.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spins
+    d.close()
 
 
 @pytest.mark.parametrize("spinning", [True, False])

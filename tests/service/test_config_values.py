@@ -15,6 +15,7 @@ from inscope.config import (
     validate,
     with_overrides,
 )
+from inscope.control.steering import SteerSettings
 
 
 def _bad(d: dict, *words: str) -> str:
@@ -186,7 +187,7 @@ def test_validate_re_checks_after_changes_and_overrides_ignore_none():
 
 def test_to_dict_and_load_errors(tmp_path):
     d = Config().to_dict()
-    assert d["control"]["gain"] == 0.8 and d["outputs"]["zmq"]["pub_port"] == 5556
+    assert d["control"]["gain"] == SteerSettings.gain and d["outputs"]["zmq"]["pub_port"] == 5556
     assert config_from_dict(d) == Config()
     with pytest.raises(ConfigError, match=r"^config file nope\.toml not found; check the "
                                           "path given to --config"):

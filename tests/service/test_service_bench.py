@@ -35,6 +35,19 @@ def test_bench_reports_every_stage(mm_scope, tmp_path, capsys):
     assert "classical/opencv" in capsys.readouterr().out
 
 
+def test_bench_spinning_on_and_off_side_by_side(mm_scope, tmp_path):
+    # the shipped model twice on the DemoCamera: ONNX Runtime's idle threads spinning,
+    # then sleeping; each result says which the session really used
+    args = build_parser().parse_args(
+        ["bench", "--frames", "15", "--backend", "headless", "--model", "default",
+         "--provider", "cpu", "--spinning", "on", "--spinning", "off", "--no-plots",
+         "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    rep = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["detector"]["spinning"] for r in rep["results"]] == [True, False]
+    assert all(r["frames"] == 15 for r in rep["results"])
+
+
 def test_bench_demo_configuration_reports_cpu_per_thread_and_process(tmp_path):
     args = build_parser().parse_args(
         ["bench", "--frames", "25", "--backend", "demo", "--model", "default",

@@ -79,21 +79,26 @@ def test_demo_writes_summary_video_and_records(tmp_path):
     first = json.loads(lines[0])
     assert first["schema"] == "inscope.detections/1" and first["n"] > 0
     assert "frames 60" in r.stdout  # the printed summary
+    # the final error names its target and what the loop was doing with it (a tour that
+    # has just chosen a distant cell is not a failure to centre)
+    ft = c["final_target"]
+    assert ft["status"]
+    if c["final_centring_error_um"] is not None:
+        assert ft["track_id"] is not None
+        assert f"last frame: target track {ft['track_id']} " in r.stdout
+        assert "final centring error" not in r.stdout
 
 
 def test_sigint_stops_cleanly_with_summary_and_video(tmp_path):
     out = tmp_path / "run"
     cmd = ["demo", "--frames", "100000", "--out", str(out)]
-    # A shell starts background jobs with SIGINT ignored, and Python keeps it ignored in
-    # the child: restore Python's own Ctrl-C handler first, as a terminal would have it,
-    # so the test behaves the same under `pytest &` as in the foreground.
-    boot = ("import runpy, signal, sys; "
-            "signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "sys.argv = ['inscope', *sys.argv[1:]]; "
-            "runpy.run_module('inscope', run_name='__main__', alter_sys=True)")
-    p = subprocess.Popen([sys.executable, "-c", boot, *cmd, "--pub-port", "0",
+    # Started as a shell's background job would be (SIGINT ignored, which Python keeps
+    # in the child): the service must still stop cleanly on SIGINT, so the test behaves
+    # the same under `pytest &` as in the foreground.
+    p = subprocess.Popen([sys.executable, "-m", "inscope", *cmd, "--pub-port", "0",
                           "--rep-port", "0"], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=_env())
+                         stderr=subprocess.STDOUT, text=True, env=_env(),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         rec = out / "detections.jsonl"
         deadline = time.monotonic() + 60

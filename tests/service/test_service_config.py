@@ -9,6 +9,7 @@ import pytest
 
 from inscope.commands import config_from_args
 from inscope.config import Config, ConfigError, config_from_dict, load_config
+from inscope.control.steering import SteerSettings
 
 
 def _write(tmp_path, text: str):
@@ -67,7 +68,9 @@ frames = 10
     assert cfg.control.mode == "steer+focus" and cfg.control.target == 7
     # an integer in the file where a number is expected: the value, as a float
     assert cfg.control.deadband_um == 2.0 and type(cfg.control.deadband_um) is float
-    assert (cfg.control.gain, cfg.control.max_step_um) == (0.8, 50.0)  # defaults kept
+    # the steering defaults kept (the controller's own, as from Python)
+    assert (cfg.control.gain, cfg.control.max_step_um) == (SteerSettings.gain,
+                                                           SteerSettings.max_step_um)
     assert cfg.outputs.video == "runs/x/overlay.avi" and cfg.outputs.window is False
     assert (cfg.outputs.zmq.pub_port, cfg.outputs.zmq.rep_port) == (6000, 6001)
     assert cfg.outputs.zmq.bind == "127.0.0.1" and cfg.outputs.zmq.enabled is True

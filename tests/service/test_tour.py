@@ -30,7 +30,7 @@ def test_tour_focuses_then_visits_cells_and_follows_a_mover(detector):
     for _ in range(420):
         f = scope.snap()
         d = detector.detect(f)
-        tracks, target, steer, focus = stage.step(f, d)
+        tracks = stage.step(f, d).tracks
         phases.append((tour.phase, stage.focus.locked))
         if phases[-1][0] == "centring" and phases[-2][0] != "centring":
             t = stage.tracker.get(tour.target)
