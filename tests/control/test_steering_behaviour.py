@@ -506,7 +506,7 @@ def test_settle_time_ends_exactly_settle_s_after_the_move():
     before = frame_at(f, at, index=1, ready_ns=end - 1)
     assert steer.step(before, boxes_at(before, [(12.0, 9.0)])).status == SETTLING
     on = frame_at(f, at, index=2, ready_ns=end)
-    assert steer.step(on, boxes_at(on, [(12.0, 9.0)])).status == CENTRED
+    assert steer.step(on, boxes_at(on, [(12.0, 9.0)])).status == CENTERED
 
 
 def test_a_frame_without_an_exposure_stamp_after_a_move_is_settling():
@@ -519,7 +519,7 @@ def test_a_frame_without_an_exposure_stamp_after_a_move_is_settling():
     assert steer.step(g, boxes_at(g, [(12.0, 9.0)])).status == SETTLING
 
 
-@pytest.mark.parametrize("tol,off,want", [(1.0, 1.15, SETTLING), (3.0, 2.0, CENTRED)])
+@pytest.mark.parametrize("tol,off,want", [(1.0, 1.15, SETTLING), (3.0, 2.0, CENTERED)])
 def test_the_users_position_tolerance_is_used_not_two_pixels(tol, off, want):
     # two pixels are 1.3 µm: each case is decided the other way by the default
     scope = sim_scope(seed=1, shape=(256, 256))
