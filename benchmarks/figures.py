@@ -59,6 +59,10 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # the GPU machine's figures (docs/gpu.md); on a machine without one it records that
     "gpu": (["benchmarks.bench_gpu"], "gpu.json"),
     "mutation": (["benchmarks.mutation"], "mutation.json"),
+    # ONNX Runtime's spinning threads on and off, alternating (docs/service.md)
+    "spinning": (["inscope", "bench", "--backend", "demo", "--model", "default", "--frames",
+                  "300", "--spinning", "on", "--spinning", "off", "--spinning", "on",
+                  "--spinning", "off", "--no-plots"], "bench_spinning_demo.json"),
     # the control tables pair each control*.json with its *_before.json (stdout -> .md)
     "control_summary": (["benchmarks.control_summary"], "control_summary.md"),
 }
