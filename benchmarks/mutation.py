@@ -2,7 +2,8 @@
 
 mutmut plants one small bug at a time (a flipped comparison, a changed constant, a
 dropped argument) in a module and runs the tests that call the mutated function; a
-mutant that no test notices "survives". The score per module is ``killed / mutants``.
+mutant that no test notices "survives". The score per module is ``killed / checked``
+(``checked`` = ``mutants`` once a run is complete; a partial run says so: ``complete``).
 
 The repository keeps ``acquisition/``, ``detector/`` and ``control/`` at the top and maps
 them to ``inscope.*`` with setuptools package-dir, a layout mutmut cannot follow (it
@@ -20,6 +21,12 @@ Run::
     python -m benchmarks.mutation                       # every module, ~15-25 min on 2 cores
     python -m benchmarks.mutation --module safety       # one module
     python -m benchmarks.mutation --max-children 1      # gentler on a shared machine
+    python -m benchmarks.mutation --module focus --work /tmp/mut   # keep mutants + verdicts
+    python -m benchmarks.mutation --module focus --work /tmp/mut --survivors
+        # after adding tests: re-test only the survivors of the kept run (minutes)
+    python -m benchmarks.mutation --module focus --work /tmp/mut --survivors \
+        --mutants '*FocusLock*'                         # ... only some of them
+    python -m benchmarks.mutation --work /tmp/mut --report   # score the kept runs
 
 Writes ``benchmarks/results/mutation.json``: mutants, killed, score and target per
 module, and every surviving mutant with its diff and the reason it survives (the
@@ -31,6 +38,8 @@ when a module misses its target. Needs the ``mutation`` extra (``pip install -e
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import hashlib
 import json
 import os
 import platform
@@ -66,16 +75,23 @@ class Target:
 
 TARGETS: tuple[Target, ...] = (
     Target("safety", "acquisition/safety.py",
-           ("tests/acquisition/test_foundation.py", "tests/acquisition/test_guard_behaviour.py"),
+           ("tests/acquisition/test_foundation.py", "tests/acquisition/test_guard_behaviour.py",
+            "tests/acquisition/test_safety_limits.py"),
            0.90),
     Target("schema", "inscope/schema.py",
            ("tests/service/test_schema_messages.py",), 0.90),
     Target("steering", "control/steering.py",
            ("tests/control/test_steering_behaviour.py",), 0.80),
     Target("calibration", "control/calibration.py",
-           ("tests/control/test_calibration_truth.py",), 0.80),
+           # test_sim_control: save / load / apply of a calibration (the first round's
+           # 69 "no tests" mutants)
+           ("tests/control/test_calibration_truth.py", "tests/control/test_sim_control.py"),
+           0.80),
+    # FocusLock's law on frames of known sharpness; tests/control/test_focus_lock.py (the
+    # lock on rendered cells with the detector, seconds per test) is left out for speed
     Target("focus", "control/focus.py",
-           ("tests/control/test_focus_behaviour.py",), 0.80),
+           ("tests/control/test_focus_behaviour.py", "tests/control/test_focus_lock_law.py"),
+           0.80),
     Target("decode", "detector/decode.py",
            ("tests/detector/test_det_preprocess_decode.py",
             "tests/detector/test_det_ultralytics.py", "tests/detector/test_decode_values.py",
@@ -94,7 +110,100 @@ _EQ_NO_NAN = ("equivalent: this is the fallback that has already turned every Na
               "null, so allow_nan no longer matters")
 _EQ_TRACK_BOX = ("equivalent for every box the tracker makes (1-D, 4 floats): the dtype "
                  "and shape given are what they already have")
+_EQ_RESET = ("equivalent: reset before any move; the next move sets it again before it "
+             "is read (_stale returns early while no move is pending)")
+_TODO_LOCATE = ("a test to add: the search hint (track prediction, not the last fix) and "
+                "the centroid update only matter for a target that moves further than the "
+                "search window between frames; the refined tests steer to still cells")
+_EQ_ONE_SAMPLE = ("equivalent: noise comes only from measurements of more than one frame; "
+                  "with samples > 1 the list holds exactly samples >= 2 values here, with "
+                  "samples = 1 the noise is 0 either way")
+_EQ_CYCLES = ("equivalent: every cycle starts in _start_cycle, which sets _cycles = 0, so "
+              "the getattr default is never used")
+_EQ_REF = ("equivalent: a lock that has just converged has no reference yet, and the "
+           "reference is not used in the other states")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # control/focus.py
+    "xǁFocusLockǁ_hold__mutmut_23": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
+    "xǁFocusLockǁ_cycle__mutmut_17": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
+    "xǁFocusLockǁ_hold__mutmut_34": (
+        "self._acc = None", "equivalent: while locked with a reference the list is not "
+        "used; a scene change, a new cycle or a failed move sets it to [] first"),
+    "xǁFocusLockǁ_hold__mutmut_85": (
+        "self._low = None", "equivalent: a cycle starts, and the lock holds again only "
+        "through convergence, which resets the count"),
+    "xǁFocusLockǁ_hold__mutmut_86": (
+        "self._low = 1", "equivalent: a cycle starts, and the lock holds again only "
+        "through convergence, which resets the count"),
+    "xǁFocusLockǁ_move__mutmut_18": (
+        'return True, "XXXX", ""', "equivalent: a made move's status and reason are "
+        "not used (the action reports the lock's state)"),
+    "xǁFocusLockǁ_move__mutmut_19": (
+        'return True, "", "XXXX"', "equivalent: a made move's status and reason are "
+        "not used (the action reports the lock's state)"),
+    "xǁFocusLockǁ_start_cycle__mutmut_15": (
+        "self._check_xy = None", "equivalent: _check_xy is written, never read"),
+    "xǁFocusLockǁ_start_cycle__mutmut_17": (
+        "self._travel = 1.0", "equivalent: travel is read only while locked, and the lock "
+        "holds again only through convergence, which resets it to 0"),
+    "xǁFocusLockǁ_start_cycle__mutmut_13": (
+        "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
+        "exposed at 0 or 1 ns: either is seconds before any later frame"),
+    "xǁFocusLockǁ_hold__mutmut_51": (
+        "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
+        "exposed at 0 or 1 ns: either is seconds before any later frame"),
+    "xǁFocusLockǁ_cycle__mutmut_120": ('getattr(self, "_cycles", None)', _EQ_CYCLES),
+    "xǁFocusLockǁ_cycle__mutmut_123": ('getattr(self, "_cycles", )', _EQ_CYCLES),
+    "xǁFocusLockǁ_cycle__mutmut_126": ('getattr(self, "_cycles", 1)', _EQ_CYCLES),
+    "xǁFocusLockǁ_cycle__mutmut_146": (
+        "self._ref_xy = None", "equivalent: the next held frame sets it to its own "
+        "position, which is where the converging frame was (the lock does not move XY)"),
+    "xǁFocusLockǁ_cycle__mutmut_159": ('if self.state != "locked":', _EQ_REF),
+    "xǁFocusLockǁ_cycle__mutmut_160": ('"XXlockedXX"', _EQ_REF),
+    "xǁFocusLockǁ_cycle__mutmut_161": ('"LOCKED"', _EQ_REF),
+    "xǁFocusLockǁ_step__mutmut_75": (
+        "self._ref_xy = None", "equivalent: the same frame's hold or cycle sets it to this "
+        "frame's position at once, the value it would have had"),
+    "xǁFocusLockǁ_step__mutmut_82": (
+        "self._phase >= 0 or", "a test to add: a scene change at the start of a cycle "
+        "restarts it (and its cycle count) needlessly; seen only in max_cycles"),
+    "xǁFocusLockǁ_cycle__mutmut_68": (
+        ">= 2 * d", "boundary at exact equality of a fitted vertex and 2 d: equivalent "
+        "in practice"),
+    "xǁFocusLockǁ_cycle__mutmut_84": (
+        "< d / 2", "boundary at exact equality of a fitted vertex and d / 2: equivalent "
+        "in practice"),
+    "xǁFocusLockǁ_cycle__mutmut_50": (
+        "converged = None", "equivalent: None is as false as False in 'if converged'"),
+    # control/steering.py
+    "xǁSteererǁreset__mutmut_3": ('self._last_cmd = ""', _EQ_RESET),
+    "xǁSteererǁreset__mutmut_4": ("self._settle_frames = None", _EQ_RESET),
+    "xǁSteererǁreset__mutmut_5": ("self._settle_frames = 1", _EQ_RESET),
+    "xǁSteererǁ_drop_refined__mutmut_1": (
+        'self._refined_id = ""', "equivalent: '' like None never equals a track id, and "
+        "the refiner is reset with it (not active), so 'is not None' is never reached"),
+    "xǁSteererǁ_measure__mutmut_24": (
+        "ref.active or self._refined_id", "equivalent: a refined id is set only by an "
+        "acquire that activates the refiner, and both are reset together"),
+    "xǁSteererǁ_measure__mutmut_19": (
+        "self._refined_id = None", "a test to add: a target whose track is lost but which "
+        "is still registered (the track-gone path needs the refined id)"),
+    "xǁSteererǁ_measure__mutmut_28": ("pred = None", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_29": ("and False else", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_30": ("or True else", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_31": ("t is not None else", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_38": ("ref.locate(frame, None,", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_39": ("ref.locate(frame, pred, None)", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_42": ("ref.locate(frame, pred, )", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_43": ("and False else None", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_44": ("or True else None", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_45": ("seen_box or settled", _TODO_LOCATE),
+    "xǁSteererǁ_measure__mutmut_61": (
+        'return None, "XXXX"', "equivalent: with no position the action is not-seen and "
+        "how it was seen is not reported"),
+    "xǁSteererǁ_stale__mutmut_8": (
+        "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
+        "exposed at 0 or 1 ns, long before any move"),
     # acquisition/safety.py
     "xǁSoftLimitsǁfrom_dict__mutmut_15": (
         '"XXxyzXX"', "equivalent: 'x', 'y' and 'z' are substrings of 'XXxyzXX' too, and "
@@ -146,7 +255,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"np\.(asarray|array)\([^()]*, (None|)\)|dtype=None|astype\(None\)",
      "equivalent for the inputs given: they are already float64 (or the dtype does not "
      "change the result)"),
-    (r"\b(ready|stale|en|d|mn|wait|step|disagreement|resp|len\(\w+\)|a) (<=|>=) ",
+    (r"\b(ready|stale|en|d|mn|wait|step|disagreement|resp|len\(\w+\)|a|val) (<=|>=) ",
      "boundary at exact equality of measured floats: equivalent in practice (a test "
      "would need two computed floats exactly equal)"),
     (r"^\+\s*self\._\w+(: [^=]+)? = (None|\"\"|1|0)$",
@@ -189,6 +298,11 @@ def _stage(work: Path, t: Target) -> None:
     for top, dest in PACKAGE_DIRS.items():
         shutil.copytree(ROOT / top, src / dest, ignore=_ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_ignore)
+    _stage_config(work, t)
+
+
+def _stage_config(work: Path, t: Target) -> None:
+    """mutmut's and pytest's settings for *t* (the module to mutate, its test files)."""
     tests = [p for p in t.tests if (ROOT / p).exists()]
     if not tests:
         raise SystemExit(f"mutation: no test file of {t.name} exists: {t.tests}")
@@ -260,39 +374,129 @@ def _diffs(work: Path, env: dict[str, str], path: str, names: list[str]) -> dict
     return json.loads(r.stdout)
 
 
-def run_target(t: Target, max_children: int, keep: bool) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=f"inscope-mutation-{t.name}-"))
+def _source_digest(t: Target) -> str:
+    """sha256 of the module under mutation: a kept work folder is reused only while it
+    holds mutants of exactly this code."""
+    return hashlib.sha256((ROOT / t.path).read_bytes()).hexdigest()
+
+
+def _restage(work: Path, t: Target) -> None:
+    """Bring a kept work folder up to date except for the mutants: the current tests
+    (mutmut copies them on into ``mutants/``) and every other source file."""
+    for d in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=_ignore)
+    mutated = _installed_path(t.path)
+    for top, dest in PACKAGE_DIRS.items():
+        for p in (ROOT / top).rglob("*.py"):
+            if "__pycache__" in p.parts:
+                continue
+            rel = f"{dest}/{p.relative_to(ROOT / top).as_posix()}"
+            if rel == mutated:
+                continue
+            for base in (work / "src", work / "mutants" / "src"):
+                if base.exists():
+                    (base / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(p, base / rel)
+
+
+_NO_TESTS = ("no test of this module's selection calls the function: a test to add there "
+             "(it may be tested by files outside the selection)")
+
+
+def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
+    """The module's entry of the results from the verdicts in *work*."""
+    statuses = {k: _status(v) for k, v in sorted(_meta(work, t).items())}
+    killed = sum(s == "killed" for s in statuses.values())
+    total = len(statuses)
+    unchecked = sum(s == "not checked" for s in statuses.values())
+    checked = total - unchecked
+    alive = [n for n, s in statuses.items() if s not in ("killed", "not checked")]
+    diffs = _diffs(work, env, "src/" + _installed_path(t.path), alive)
+    survivors = []
+    for name in alive:
+        short = name.split(".")[-1]
+        reason = (_NO_TESTS if statuses[name] == "no tests"
+                  else _reason(short, diffs.get(name, "")))
+        survivors.append({"mutant": short, "status": statuses[name],
+                          "diff": diffs.get(name, ""), "reason": reason})
+    score = killed / checked if checked else 0.0
+    runs = work / "runs.txt"
+    how = runs.read_text().strip().splitlines() if runs.exists() else []
+    return {"module": t.path, "import": _module_name(t.path), "tests": list(t.tests),
+            "mutants": total, "checked": checked, "killed": killed,
+            "score": round(score, 4), "target": t.target, "meets_target": score >= t.target,
+            "complete": unchecked == 0, "runs": how, "wall_s": round(wall_s, 1),
+            "source_sha256": _source_digest(t)[:16],
+            "survivors": survivors}
+
+
+def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None = None,
+               survivors: bool = False, run: bool = True,
+               patterns: tuple[str, ...] = ()) -> dict:
+    """Mutate one module and score it.
+
+    With *work_root* the module's folder (``work_root/<name>``) is kept between runs: a
+    second run of unchanged sources resumes where the first stopped, and with
+    *survivors* re-tests only the mutants that were not killed, against the current
+    tests (after adding tests for them). Changed sources start afresh.
+    """
+    if work_root is None:
+        work = Path(tempfile.mkdtemp(prefix=f"inscope-mutation-{t.name}-"))
+        fresh = True
+    else:
+        work = work_root.resolve() / t.name
+        stamp = work / "source.sha256"
+        digest = _source_digest(t)
+        fresh = not (stamp.exists() and stamp.read_text() == digest and _meta(work, t))
+        if fresh:
+            shutil.rmtree(work, ignore_errors=True)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     t0 = time.monotonic()
     try:
-        _stage(work, t)
-        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
-        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-        codes = _meta(work, t)
-        if r.returncode != 0 or not codes:
+        names: list[str] = []
+        if not run:
+            if fresh:
+                raise SystemExit(f"mutation: no kept run of {t.name} in {work_root} for "
+                                 "the current source")
+            return _score(work, t, env, time.monotonic() - t0)
+        if fresh:
+            work.mkdir(parents=True, exist_ok=True)
+            _stage(work, t)
+            if work_root is not None:
+                stamp.write_text(digest)
+            how = "full run"
+        else:
+            _restage(work, t)
+            _stage_config(work, t)
+            if survivors:
+                names = [k for k, v in _meta(work, t).items()
+                         if _status(v) not in ("killed", "not checked")
+                         and (not patterns or any(fnmatch.fnmatch(k, p) for p in patterns))]
+                how = (f"kept run; {len(names)} surviving mutants"
+                       f"{' matching ' + ', '.join(patterns) if patterns else ''} re-run on "
+                       "the current tests")
+            elif patterns:
+                names = list(patterns)
+                how = f"kept run; mutants matching {', '.join(patterns)} re-run"
+            else:
+                how = "kept run, resumed"
+        if not fresh and survivors and not names:
+            r = subprocess.CompletedProcess([], 0, "", "")
+        else:
+            cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+                   *names]
+            r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        if r.returncode != 0 or not _meta(work, t):
             tail = (r.stdout + r.stderr)[-4000:]
             raise SystemExit(f"mutation: mutmut failed on {t.name} (exit {r.returncode}); "
                              f"its output ends:\n{tail}")
-        statuses = {k: _status(v) for k, v in sorted(codes.items())}
-        killed = sum(s == "killed" for s in statuses.values())
-        total = len(statuses)
-        alive = [n for n, s in statuses.items() if s != "killed"]
-        diffs = _diffs(work, env, "src/" + _installed_path(t.path), alive)
-        survivors = []
-        for name in alive:
-            short = name.split(".")[-1]
-            survivors.append({
-                "mutant": short, "status": statuses[name], "diff": diffs.get(name, ""),
-                "reason": _reason(short, diffs.get(name, "")),
-            })
-        score = killed / total if total else 0.0
-        return {"module": t.path, "import": _module_name(t.path), "tests": list(t.tests),
-                "mutants": total, "killed": killed, "score": round(score, 4),
-                "target": t.target, "meets_target": score >= t.target,
-                "wall_s": round(time.monotonic() - t0, 1), "survivors": survivors}
+        with (work / "runs.txt").open("a") as f:
+            f.write(how + "\n")
+        return _score(work, t, env, time.monotonic() - t0)
     finally:
-        if keep:
+        if work_root is not None or keep:
             print(f"  kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -308,6 +512,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="JSON results (default benchmarks/results/mutation.json); with "
                          "--module, the other modules' entries in it are kept")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep each module's mutants and verdicts in WORK/<module> (outside "
+                         "the checkout): a rerun of unchanged sources resumes there")
+    ap.add_argument("--report", action="store_true",
+                    help="with --work: only score the kept runs (no mutmut run)")
+    ap.add_argument("--mutants", action="append", default=[], metavar="GLOB",
+                    help="with --work: only the mutants whose name matches, e.g. "
+                         "'*FocusLock*' (repeatable)")
+    ap.add_argument("--survivors", action="store_true",
+                    help="with --work: re-test only the mutants that survived the kept "
+                         "run, against the current tests (after adding tests for them)")
     a = ap.parse_args(argv)
     try:
         import mutmut  # noqa: F401
@@ -322,19 +537,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in chosen:
         print(f"mutating {t.path} (tests: {', '.join(t.tests)}) ...", flush=True)
-        res = run_target(t, a.max_children, a.keep)
+        res = run_target(t, a.max_children, a.keep, a.work, a.survivors, not a.report,
+                         tuple(a.mutants))
         old[t.path] = res
         rows.append(res)
-        print(f"  {res['killed']}/{res['mutants']} killed = {100 * res['score']:.1f}% "
-              f"(target {100 * t.target:.0f}%), {len(res['survivors'])} survivors, "
+        left = "" if res["complete"] else f" ({res['mutants'] - res['checked']} not checked)"
+        print(f"  {res['killed']}/{res['checked']} killed = {100 * res['score']:.1f}% "
+              f"(target {100 * t.target:.0f}%), {len(res['survivors'])} survivors{left}, "
               f"{res['wall_s']:.0f} s", flush=True)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(_report(old), indent=1) + "\n")  # after each module
     out = _report(old)
-    print(f"\n{'module':28s} {'mutants':>8s} {'killed':>7s} {'score':>7s} {'target':>7s}")
+    print(f"\n{'module':28s} {'mutants':>8s} {'checked':>8s} {'killed':>7s} {'score':>7s} "
+          f"{'target':>7s}")
     for m in out["modules"]:
-        print(f"{m['module']:28s} {m['mutants']:8d} {m['killed']:7d} "
-              f"{100 * m['score']:6.1f}% {100 * m['target']:6.0f}%")
+        print(f"{m['module']:28s} {m['mutants']:8d} {m.get('checked', m['mutants']):8d} "
+              f"{m['killed']:7d} {100 * m['score']:6.1f}% {100 * m['target']:6.0f}%")
     print(f"wrote {a.out.relative_to(ROOT) if a.out.is_relative_to(ROOT) else a.out}")
     return 0 if all(m["meets_target"] for m in rows) else 1
 

@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     det = json.loads((RESULTS / "detector.json").read_text())["latency"]
     local = det["inscope-nuclei[cpu]"]
     bigger = det.get("reference-cnn[cpu] (random)", {})
+    missing = [str(n) for n in SIZES if str(n) not in local]
+    if missing:
+        raise SystemExit(f"scale_out_model: benchmarks/results/detector.json has no "
+                         f"{', '.join(missing)} px measurement of inscope-nuclei; run "
+                         f"python -m benchmarks.bench_detector --sizes "
+                         f"{' '.join(map(str, SIZES))} first (its defaults include them).")
     goodput = args.link_gbps * 1e9 * args.goodput / 8  # bytes/s
     rows = []
     for size in SIZES:

@@ -232,6 +232,37 @@ def measure_shift(ref: np.ndarray, img: np.ndarray, highpass_sigma: float = 8.0,
     return np.array([dx, dy], float), float(response)
 
 
+def _consensus(D: np.ndarray, S: np.ndarray, tol_px: float = 1.0,
+               tol_rel: float = 0.05) -> np.ndarray:
+    """The largest set of moves that one map explains (boolean mask of the rows).
+
+    Every pair of moves with independent shifts determines a map exactly (``d = -A s``
+    for two rows is four equations); a move fits a map when its measured shift is within
+    ``max(tol_px, tol_rel * |s|)`` of the shift the map predicts. The pair whose map fits
+    the most moves (then the smallest total error) wins: a RANSAC over all pairs, which is
+    at most 66 pairs for the default 12 moves.
+    """
+    n = len(S)
+    lim = np.maximum(tol_px, tol_rel * np.linalg.norm(S, axis=1))
+    best = np.ones(n, bool)
+    best_key: tuple[int, float] | None = None
+    for i in range(n):
+        for j in range(i + 1, n):
+            pair = S[[i, j]]
+            if abs(np.linalg.det(pair)) < 0.05 * np.prod(np.linalg.norm(pair, axis=1)):
+                continue  # (nearly) parallel shifts determine no map
+            try:
+                a = np.linalg.solve(-pair, D[[i, j]]).T
+                err = np.linalg.norm(-(D @ np.linalg.inv(a).T) - S, axis=1)
+            except np.linalg.LinAlgError:
+                continue
+            fits = err <= lim
+            key = (int(fits.sum()), -float(err[fits].sum()))
+            if best_key is None or key > best_key:
+                best, best_key = fits, key
+    return best
+
+
 def _default_steps(scope: Microscope, shape: tuple[int, int]) -> list[float]:
     # 10% and 20% of the field: large enough to measure the scale precisely, small enough
     # that most of the field stays in common (phase correlation needs overlap).
@@ -240,8 +271,9 @@ def _default_steps(scope: Microscope, shape: tuple[int, int]) -> list[float]:
 
 
 def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | None = None,
-              n: int = 1, tolerance: float = 0.05, min_response: float = 0.02,
-              highpass_sigma: float = 8.0, apply: bool = False) -> Calibration:
+              n: int = 1, tolerance: float = 0.05, min_response: float = 0.1,
+              highpass_sigma: float = 8.0, apply: bool = False,
+              max_misfit: float = 0.05) -> Calibration:
     """Measure the pixel-to-stage affine of *scope* by moving its stage.
 
     For every step size in *steps_um* the stage is moved by +/-step along x and y
@@ -263,14 +295,23 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
         Relative disagreement with the reported affine above which a warning is logged.
     min_response
         Phase-correlation peak below which a measurement is discarded as untrustworthy.
+        Where phase correlation finds the shift its peak is 0.4-0.9 (simulator,
+        DemoCamera); where it finds none (a move too large for a small or sparse field:
+        little content in common under the window) the highest noise peak is ~0.01-0.04,
+        at a random shift. The old default 0.02 let such shifts into the fit.
     apply
         Also set ``scope.affine`` to the result.
+    max_misfit
+        Largest RMS misfit of the measured shifts to the fitted map, as a fraction of
+        their RMS size; above it the moves did not see one consistent map (a shift
+        measured wrongly, backlash) and no map is returned.
 
     Raises
     ------
     CalibrationError
         When fewer than two independent moves could be measured (featureless field,
-        moves refused by the soft limits).
+        moves refused by the soft limits), or when the measured shifts do not fit one
+        map (``max_misfit``).
     """
     t0 = time.perf_counter()
     reported = np.array(scope.affine, float)
@@ -283,6 +324,7 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
     dirs = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1)]
     d_rows: list[np.ndarray] = []
     s_rows: list[np.ndarray] = []
+    used: list[dict[str, Any]] = []  # the move record of each row
     moves: list[dict[str, Any]] = []
     try:
         for step in steps_um:
@@ -305,6 +347,7 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
                     if ok:
                         d_rows.append(d)
                         s_rows.append(s)
+                        used.append(moves[-1])
     finally:
         try:
             scope.move_xy(start.x, start.y)
@@ -315,7 +358,8 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
             f"Only {len(d_rows)} usable calibration move(s) of {len(moves)}: the field may be "
             "featureless (move to a region with structure, e.g. beads or cells) or the moves "
             "were refused by the soft limits (start calibration away from the limits or pass "
-            "smaller steps_um).")
+            "smaller steps_um), or the steps were too large for the field (pass smaller "
+            "steps_um).")
     D = np.array(d_rows)
     S = np.array(s_rows)
     # Shifts measured along one line only: the second singular value is then noise (an
@@ -325,11 +369,36 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
         raise CalibrationError(
             "The measured image shifts are all along one line, so the 2x2 map is not "
             "determined; check that both stage axes really move the image.")
+    # A shift measured wrongly (a noise peak that still passed min_response, e.g. a
+    # large move on a small field of few cells) would bend a least-squares map: fit the
+    # moves that agree with each other, and refuse when they are not the majority (or
+    # only a pair, which always agrees with itself: two moves alone are taken as they are).
+    agree = _consensus(D, S)
+    k = int(agree.sum())
+    if 2 * k < len(S) or 2 < len(S) and k < 3:
+        raise CalibrationError(
+            f"Only {k} of {len(S)} measured moves fit one pixel-to-stage map "
+            "(the other image shifts were measured wrongly): calibrate on a field with more "
+            "structure (beads, dense cells) or a larger camera field, or pass smaller "
+            "steps_um.")
+    for rec, ok in zip(used, agree, strict=True):
+        if not ok:
+            rec["used"] = False
+            rec["outlier"] = True
+    D, S = D[agree], S[agree]
     # D = -S A^T  ->  A^T = lstsq(-S, D)
     at, *_ = np.linalg.lstsq(-S, D, rcond=None)
     a = at.T
     pred = -(D @ np.linalg.inv(a).T)
     residual = float(np.sqrt(np.mean(np.sum((pred - S) ** 2, axis=1))))
+    size = float(np.sqrt(np.mean(np.sum(S ** 2, axis=1))))
+    if residual > max_misfit * size:
+        raise CalibrationError(
+            f"The measured image shifts do not fit one pixel-to-stage map (RMS misfit "
+            f"{residual:.2f} px, {100 * residual / size:.0f}% of the {size:.1f} px shifts; "
+            f"limit {100 * max_misfit:g}%), so the map would be wrong: calibrate on a field "
+            "with more structure (beads, dense cells) or a larger camera field, or pass "
+            "smaller steps_um.")
     cal = Calibration.from_affine(
         a, residual, reported=reported, tolerance=tolerance, moves=moves, n_images=n_images,
         wall_s=time.perf_counter() - t0, microscope=getattr(scope, "name", ""))

@@ -231,6 +231,14 @@ def _type_name(tp) -> str:
             dict: "table"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _item(where: str, i: int) -> str:
+    """Where item *i* of the array at *where* is: ``key 'a.b'`` -> ``key 'a.b[1]'`` (the
+    index inside the quoted key, as one would write it), else ``where[1]``."""
+    if where.endswith("'"):
+        return f"{where[:-1]}[{i}]'"
+    return f"{where}[{i}]"
+
+
 def _coerce(tp, value, where: str):
     """Check *value* against type hint *tp*; returns the (possibly converted) value."""
     origin = typing.get_origin(tp)
@@ -258,7 +266,7 @@ def _coerce(tp, value, where: str):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be an array; got {value!r}.")
         (inner,) = typing.get_args(tp) or (Any,)
-        return [v if inner is Any else _coerce(inner, v, f"{where}[{i}]")
+        return [v if inner is Any else _coerce(inner, v, _item(where, i))
                 for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):

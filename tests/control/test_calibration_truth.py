@@ -231,3 +231,63 @@ def test_load_names_the_problem_and_the_fix(tmp_path):
         bad.write_text(json.dumps({"affine": a}).replace("NaN", "NaN"))
         with pytest.raises(ValueError, match="singular or non-finite"):
             Calibration.load(bad)
+
+
+# -- small fields: a shift measured wrongly never bends the map ------------------------------
+@pytest.mark.parametrize("n,rot,seed", [(256, 0.0, 1), (256, 0.0, 2), (256, 30.0, 1),
+                                        (192, 30.0, 3), (128, 0.0, 2)])
+def test_small_fields_calibrate_to_the_true_map(n, rot, seed):
+    # On 128-256 px fields of a few cells the 20 % diagonal moves keep little in common
+    # under the window: phase correlation then returns a noise peak at a random shift.
+    # These cases returned maps 15-60 % wrong (with only a warning) before.
+    scope = sim_scope(seed=seed, shape=(n, n), camera_rotation_deg=rot)
+    cal = calibrate(scope)
+    np.testing.assert_allclose(cal.affine, scope.true_affine, atol=0.01)
+    assert cal.rotation_deg == pytest.approx(rot, abs=1.0) and cal.residual_px < 0.5
+    inv = np.linalg.inv(np.asarray(scope.true_affine))
+    for m in cal.moves:  # what was used is right; what was wrong was not used
+        err = np.hypot(*(np.asarray(m["shift_px"]) + inv @ m["stage_delta_um"]))
+        assert (err < 1.0) == m["used"], m
+        assert m.get("outlier", False) == (m["used"] is False and m["response"] >= 0.1)
+
+
+def test_noise_peaks_below_the_default_response_are_not_used():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    cal = calibrate(scope)
+    unused = [m for m in cal.moves if not m["used"]]
+    # the two 20 % diagonal moves: responses of noise, well below a real peak's
+    assert [np.round(m["stage_delta_um"], 1).tolist() for m in unused] == [[33.3, 33.3],
+                                                                          [-33.3, -33.3]]
+    assert all(m["response"] < 0.1 and "outlier" not in m for m in unused)
+    assert min(m["response"] for m in cal.moves if m["used"]) > 0.4
+    # the old threshold 0.02 lets one of them in (0.027): the consensus of the others
+    # leaves it out (before, it bent the map by 60 %)
+    cal = calibrate(sim_scope(seed=1, shape=(256, 256)), min_response=0.02)
+    np.testing.assert_allclose(cal.affine, PX * np.eye(2), atol=0.01)
+    (out,) = [m for m in cal.moves if m.get("outlier")]
+    assert out["used"] is False and 0.02 <= out["response"] < 0.1
+    assert [m["used"] for m in cal.moves].count(False) == 2
+
+
+def test_too_few_moves_that_agree_are_refused_with_the_fix():
+    scope = sim_scope(seed=1, shape=(128, 128), camera_rotation_deg=30.0)
+    with pytest.raises(CalibrationError) as e:
+        calibrate(scope)
+    msg = str(e.value)
+    assert msg.startswith("Only 2 of 3 measured moves fit one pixel-to-stage map")
+    assert "larger camera field" in msg and "smaller steps_um" in msg and "\n" not in msg
+    assert (scope.position().x, scope.position().y) == (0.0, 0.0)
+
+
+def test_a_map_the_shifts_do_not_fit_is_refused_not_returned():
+    scope = sim_scope(seed=2)
+    cal = calibrate(scope, steps_um=[10.0])
+    size = np.sqrt(np.mean([np.sum(np.square(m["shift_px"])) for m in cal.moves]))
+    misfit = cal.residual_px / size
+    assert 0 < misfit < 0.05  # the default limit
+    with pytest.raises(CalibrationError, match=r"do not fit one pixel-to-stage map \(RMS "
+                       rf"misfit .* px, .*% of the {size:.1f} px shifts; limit 0\.1%\), so the "
+                       r"map would be wrong: calibrate on a field with more structure"):
+        calibrate(sim_scope(seed=2), steps_um=[10.0], max_misfit=0.001)
+    cal = calibrate(sim_scope(seed=2), steps_um=[10.0], max_misfit=misfit * 1.01)
+    assert cal.residual_px == pytest.approx(misfit * size)

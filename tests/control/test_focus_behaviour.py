@@ -316,3 +316,17 @@ def test_focus_result_to_dict_keeps_sim_time():
 
 
 # -- focus lock: defaults and edges ----------------------------------------------------
+
+
+def test_focus_curve_scores_the_given_boxes_with_the_given_metric():
+    scope = sim_scope(seed=4, shape=(128, 128))
+    box = np.asarray(scope.snap().truth, float)[:1]  # one cell
+    for metric in ("brenner", "normvar"):
+        (_, whole), = focus_curve(scope, [0.0], metric=metric)
+        (_, cell), = focus_curve(scope, [0.0], box, metric=metric)
+        # the same measure as sharpness() on a frame there (frames differ by noise only)
+        assert whole == pytest.approx(sharpness(scope.snap().pixels, None, metric), rel=0.1)
+        assert cell == pytest.approx(sharpness(scope.snap().pixels, box, metric), rel=0.1)
+        assert cell > 1.4 * whole  # the cell is sharper than the mostly empty field
+    (_, b), = focus_curve(scope, [0.0], box)
+    assert b > 5 * cell  # brenner (the default) is not normvar

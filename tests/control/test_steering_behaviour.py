@@ -234,6 +234,7 @@ def test_no_target_no_position_and_disabled():
     act = steer.step(blind, empty)
     assert (act.status, act.reason) == (NO_POSITION, "frame has no stage position")
     steer.select(None)
+    assert steer.enabled is False
     assert steer.step(f, boxes_at(f, [(3.0, 0.0)])).status == DISABLED
     assert steer.target_id is None
     assert [a.status for a in steer.history] == [NO_TARGET, NO_POSITION, DISABLED]
@@ -320,7 +321,7 @@ def test_a_target_missed_in_this_frame_is_aimed_at_its_track():
     steer = Steerer(scope, refine=False, tracker=tracker, deadband_um=0.5)
     steer.select(t.id)  # the user's pick, still followed while it is missed
     act = steer.step(f, empty, tracks)
-    assert act.status == MOVED
+    assert act.status == MOVED and act.seen == "predicted"
     assert act.target_um == pytest.approx(tuple(t.center_um), abs=1e-9)
 
 
@@ -492,3 +493,39 @@ def test_default_deadband_is_three_times_the_measured_jitter_clamped():
     user = Steerer(scope, deadband_um=0.3)  # the user's deadband wins over the jitter
     _jitter(user, 0.5 * PX * math.sqrt(2))
     assert user.deadband_for(f) == 0.3
+
+
+# -- settling at its edges -------------------------------------------------------------------
+def test_settle_time_ends_exactly_settle_s_after_the_move():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, refine=False, deadband_um=0.5, settle_s=10.0, max_settle_frames=100)
+    f = scope.snap()
+    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
+    end = steer._last_move_ns + 10 * 10**9  # the move's stamp + settle_s
+    at = StagePosition(12.0, 9.0, f.position.z)
+    before = frame_at(f, at, index=1, ready_ns=end - 1)
+    assert steer.step(before, boxes_at(before, [(12.0, 9.0)])).status == SETTLING
+    on = frame_at(f, at, index=2, ready_ns=end)
+    assert steer.step(on, boxes_at(on, [(12.0, 9.0)])).status == CENTERED
+
+
+def test_a_frame_without_an_exposure_stamp_after_a_move_is_settling():
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, refine=False, deadband_um=0.5)
+    f = scope.snap()
+    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
+    g = frame_at(f, StagePosition(12.0, 9.0, f.position.z), index=1)
+    del g.stamps["ready"]  # when was it exposed? not known: never after the move
+    assert steer.step(g, boxes_at(g, [(12.0, 9.0)])).status == SETTLING
+
+
+@pytest.mark.parametrize("tol,off,want", [(1.0, 1.15, SETTLING), (3.0, 2.0, CENTERED)])
+def test_the_users_position_tolerance_is_used_not_two_pixels(tol, off, want):
+    # two pixels are 1.3 µm: each case is decided the other way by the default
+    scope = sim_scope(seed=1, shape=(256, 256))
+    steer = Steerer(scope, refine=False, deadband_um=3.0, position_tol_um=tol)
+    f = scope.snap()
+    assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
+    g = frame_at(f, StagePosition(12.0 + off, 9.0, f.position.z), index=1,
+                 ready_ns=time.monotonic_ns())
+    assert steer.step(g, boxes_at(g, [(12.0, 9.0)])).status == want

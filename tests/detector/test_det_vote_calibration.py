@@ -127,7 +127,8 @@ def test_no_fixed_cap_on_boxes() -> None:
 
 
 def test_neighbourhood_targets_point_every_cell_at_its_own_centre() -> None:
-    pytest.importorskip("torch")
+    import torch  # noqa: F401 - the [train] extra, installed by CI (make test)
+
     from inscope.detector.train.data import draw_targets
 
     # two 20 px nuclei whose 3 x 3 neighbourhoods share a column of cells
@@ -149,7 +150,8 @@ def test_neighbourhood_targets_point_every_cell_at_its_own_centre() -> None:
 
 
 def test_old_offset_head_is_widened_and_the_shipped_one_recognised(tmp_path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch  # the [train] extra, installed by CI (make test)
+
     from inscope.detector.onnx_detector import default_model_path
     from inscope.detector.train.export import export_onnx, model_from_onnx
     from inscope.detector.train.model import OFFSET_RANGE, TinyCenterNet, widen_offset_head

@@ -75,8 +75,9 @@ def test_types_of_every_kind_of_setting():
     _bad({"microscope": "sim"}, "key 'microscope' must be a table; got 'sim'")
     _bad({"outputs": {"eyepiece": {"display_size": 5}}},
          "key 'outputs.eyepiece.display_size' must be an array")
-    _bad({"outputs": {"eyepiece": {"display_size": [800, "x"]}}},
-         "outputs.eyepiece.display_size", "[1] must be integer; got 'x' (str)")
+    msg = _bad({"outputs": {"eyepiece": {"display_size": [800, "x"]}}})
+    assert msg == ("scope.toml: key 'outputs.eyepiece.display_size[1]' must be integer; "
+                   "got 'x' (str).")
     _bad({"control": {"target": 2.5}}, "key 'control.target' must be string or integer")
     cfg = config_from_dict({"detector": {"model": None}, "microscope": {"limits": None}})
     assert cfg.detector.model is None and cfg.microscope.limits is None
@@ -199,3 +200,54 @@ def test_to_dict_and_load_errors(tmp_path):
     with pytest.raises(ConfigError, match=f"^{str(p)!s}: key 'control.gain'".replace(
             "\\", "\\\\")):
         load_config(p)
+
+
+def test_type_names_in_messages():
+    import dataclasses
+    from pathlib import Path
+
+    from inscope.config import _type_name
+
+    @dataclasses.dataclass
+    class Table:
+        a: int = 0
+
+    assert [_type_name(t) for t in (int, float, str, bool, dict, type(None))] == [
+        "integer", "number", "string", "true/false", "table", "none (omit the key)"]
+    assert (_type_name(list[int]), _type_name(dict[str, int]), _type_name(Table)) == (
+        "array", "table", "table")
+    assert _type_name(tuple[int, int]) == str(tuple) and _type_name(Path) == "Path"
+    assert _type_name(int | list[int] | None) == "integer or array or none (omit the key)"
+    _bad({"microscope": {"limits": 5}}, "key 'microscope.limits' must be table or none "
+         "(omit the key); got 5 (int).")
+
+
+def test_output_paths_are_checked_before_a_run(tmp_path):
+    from inscope.config import check_paths
+
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+
+    def bad(section: dict, source: str | None = None) -> str:
+        cfg = config_from_dict(section)
+        with pytest.raises(ConfigError) as e:
+            check_paths(cfg) if source is None else check_paths(cfg, source)
+        return str(e.value)
+
+    assert bad({"outputs": {"snapshot_dir": str(a_file)}}) == (
+        f"config: outputs.snapshot_dir = {str(a_file)!r} is a file, not a folder; give a "
+        "folder (it is created if missing).")
+    assert bad({"outputs": {"records": {"dir": str(a_file / "rec")}}}, "cli") == (
+        f"cli: outputs.records.dir (--record) = {str(a_file / 'rec')!r} cannot be a folder: "
+        f"{a_file} is a file; give another folder.")
+    assert bad({"outputs": {"video": str(tmp_path)}}) == (
+        f"config: outputs.video (--video) = {str(tmp_path)!r} is a folder; give a file "
+        f"path, e.g. {tmp_path / 'overlay.mp4'}.")
+    assert bad({"run": {"summary": str(a_file / "s.json")}}) == (
+        f"config: run.summary (--summary) = {str(a_file / 's.json')!r} cannot be written: "
+        f"{a_file} is a file, not a folder; give another path.")
+    # what can be made is fine: new folders, new files, and nothing set
+    check_paths(config_from_dict({"outputs": {"snapshot_dir": str(tmp_path / "new" / "d"),
+                                              "video": str(tmp_path / "v.mp4")},
+                                  "run": {"summary": str(tmp_path / "s.json")}}))
+    check_paths(config_from_dict({}))

@@ -1,0 +1,630 @@
+"""FocusLock's control law, frame by frame, on frames whose sharpness is known exactly.
+
+The focus drive is the simulator's (every move goes through its guard and is read back);
+the frames are made here so that their sharpness (``normvar``: variance / mean) is
+exactly ``exp(curve(z))`` at the z the frame reports. Each dither cycle's parabola
+vertex, step clip, convergence, hold tolerance, triggers and settling can then be checked
+against numbers worked out by hand. The lock on rendered cells with the detector in the
+loop is tests/control/test_focus_lock.py. Mutation testing:
+``python -m benchmarks.mutation --module focus``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from _support import sim_scope
+
+from inscope.acquisition.errors import DeviceError
+from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
+from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+from inscope.control.focus import FocusAction, FocusLock, depth_of_field_um, sharpness
+
+#: mean 0, variance exactly 1
+_CHECKER = (np.indices((16, 16)).sum(axis=0) % 2) * 2.0 - 1.0
+_MEAN = 1.0  # normvar = variance / mean = a² with pixels 1 ± a
+D = 0.5  # dither half-amplitude of most tests (µm)
+K = 2.0  # curvature of the log-sharpness parabola (per µm²)
+DOF = 2.0  # depth of field given to the lock: tolerance K * (DOF / 8)² = 0.125
+
+
+def parabola(focus: float, k: float = K, peak: float = 3.0) -> Callable[[float], float]:
+    return lambda z: peak - k * (z - focus) ** 2
+
+
+class Lens:
+    """Frames at the drive's position (or one given) with log-sharpness ``curve(z)``."""
+
+    def __init__(self, scope: SimulatedMicroscope, curve: Callable[[float], float]):
+        self.scope, self.curve = scope, curve
+        self.index = 0
+        self.t_ns = 10**9
+
+    def frame(self, z: float | None = None, x: float | None = None, y: float | None = None,
+              *, value: float | None = None, dt_s: float = 0.1, moving: bool = False,
+              at: int | None = None) -> Frame:
+        p = self.scope.position()
+        z = p.z if z is None else z
+        v = self.curve(z) if value is None else value
+        img = _MEAN + math.sqrt(math.exp(v) * _MEAN) * _CHECKER
+        self.t_ns = self.t_ns + int(dt_s * 1e9) if at is None else at
+        f = Frame(img, self.index, {STAMP_READY: self.t_ns},
+                  StagePosition(p.x if x is None else x, p.y if y is None else y, z),
+                  0.65, moving=moving)
+        self.index += 1
+        return f
+
+
+def _scope(**kw) -> SimulatedMicroscope:
+    return sim_scope(shape=(32, 32), z_quantum_um=0.0, **kw)
+
+
+def _lock(scope, **kw) -> FocusLock:
+    args = dict(dither_um=D, max_step_um=2.0, dof_um=DOF, samples=1, metric="normvar")
+    return FocusLock(scope, **{**args, **kw})
+
+
+def _steps(lock: FocusLock, lens: Lens, n: int, **kw) -> list[FocusAction]:
+    return [lock.step(lens.frame(**kw)) for _ in range(n)]
+
+
+def _locked_at(focus: float, **kw) -> tuple[FocusLock, Lens]:
+    """A lock that has acquired *focus* (one cycle) and taken its reference."""
+    scope = _scope()
+    lens = Lens(scope, parabola(focus))
+    lock = _lock(scope, **kw)
+    acts = _steps(lock, lens, 3 * lock.samples)
+    assert acts[-1].status == "locked" and lock.z_center == pytest.approx(focus, abs=1e-4)
+    ref = _steps(lock, lens, lock.samples)
+    assert [a.status for a in ref] == ["locked"] * lock.samples
+    return lock, lens
+
+
+# -- one dither cycle --------------------------------------------------------------------
+@pytest.mark.parametrize("focus", [0.2, -0.2])
+def test_one_cycle_moves_to_the_parabola_vertex_and_locks(focus):
+    scope = _scope()
+    lens = Lens(scope, parabola(focus))
+    lock = _lock(scope)
+    a0, a1, a2 = _steps(lock, lens, 3)
+    # centre, +d, -d; then the vertex of the parabola through the three log-sharpnesses
+    assert (a0.frame_index, a1.frame_index, a2.frame_index) == (0, 1, 2)
+    assert [a.status for a in (a0, a1, a2)] == ["acquiring", "acquiring", "locked"]
+    assert [a.z_target for a in (a0, a1)] == [D, -D]
+    assert a2.z_target == pytest.approx(focus, abs=1e-4)
+    assert a2.offset_um == pytest.approx(focus, abs=1e-4)
+    assert (a0.offset_um, a1.offset_um) == (0.0, 0.0)
+    assert all(a.made for a in (a0, a1, a2)) and lock.moves == 3
+    assert [a.z_center for a in (a0, a1)] == [0.0, 0.0]
+    assert a2.z_center == pytest.approx(focus, abs=1e-4)
+    assert [a.sharpness for a in (a0, a1, a2)] == pytest.approx(
+        [lens.curve(0.0), lens.curve(D), lens.curve(-D)], abs=1e-4)
+    assert scope.position().z == pytest.approx(focus, abs=1e-4)
+    assert lock.locked and lock.state == "locked"
+    # the fit's curvature sizes the hold tolerance: K * (DOF / 8)²
+    assert lock.tolerance == pytest.approx(K * (DOF / 8) ** 2, rel=1e-3)
+
+
+def test_a_vertex_beyond_half_the_dither_takes_another_cycle():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.35))
+    lock = _lock(scope)
+    acts = _steps(lock, lens, 6)
+    assert [a.status for a in acts] == ["acquiring"] * 5 + ["locked"]
+    assert acts[2].offset_um == pytest.approx(0.35, abs=1e-4)
+    # the second cycle dithers around the new centre and finds nothing left to correct
+    assert [a.z_target for a in acts[3:5]] == pytest.approx([0.35 + D, 0.35 - D], abs=1e-4)
+    assert acts[5].offset_um == pytest.approx(0.0, abs=1e-4)
+    assert lock.z_center == pytest.approx(0.35, abs=1e-4)
+
+
+@pytest.mark.parametrize("focus,max_step,want", [(1.5, 2.0, 2 * D), (-1.5, 2.0, -2 * D),
+                                                 (1.5, 0.7, 0.7), (-1.5, 0.7, -0.7)])
+def test_a_vertex_beyond_the_samples_is_a_step_of_two_dithers_at_most(focus, max_step, want):
+    scope = _scope()
+    lock = _lock(scope, max_step_um=max_step)
+    acts = _steps(lock, Lens(scope, parabola(focus)), 3)
+    assert acts[2].offset_um == pytest.approx(want)
+    assert acts[2].status == "acquiring" and lock.z_center == pytest.approx(want)
+    assert scope.position().z == pytest.approx(want)
+
+
+def test_gain_scales_the_correction():
+    scope = _scope()
+    lock = _lock(scope, gain=0.5)
+    acts = _steps(lock, Lens(scope, parabola(0.4)), 3)
+    assert acts[2].offset_um == pytest.approx(0.2, abs=1e-4)
+    assert lock.z_center == pytest.approx(0.2, abs=1e-4)
+
+
+@pytest.mark.parametrize("far,sign", [(-5.0, 1.0), (5.0, -1.0)])
+def test_far_from_focus_a_convex_curve_steps_towards_the_sharper_side(far, sign):
+    # log-sharpness rising away from a minimum at *far*: the sharper side is away from it
+    scope = _scope()
+    lock = _lock(scope, max_step_um=0.7, gain=0.5)
+    acts = _steps(lock, Lens(scope, lambda z: 3.0 + 0.2 * (z - far) ** 2), 3)
+    assert acts[2].offset_um == pytest.approx(sign * 0.35)
+    assert acts[2].status == "acquiring" and not lock.locked
+
+
+def test_a_flat_field_is_lost_after_three_cycles_without_moving_the_centre():
+    scope = _scope()
+    lens = Lens(scope, lambda z: 3.0)
+    lock = _lock(scope)
+    acts = _steps(lock, lens, 9)
+    assert [a.status for a in acts] == ["acquiring"] * 8 + ["lost"]
+    assert all(a.offset_um == 0.0 for a in acts) and lock.z_center == 0.0
+    # a cycle with a peak in between starts the count again
+    scope2 = _scope()
+    lens2 = Lens(scope2, lambda z: 3.0)
+    lock2 = _lock(scope2)
+    _steps(lock2, lens2, 6)  # two flat cycles
+    lens2.curve = parabola(1.5)  # a peak, beyond the samples: no convergence
+    assert _steps(lock2, lens2, 3)[-1].status == "acquiring"
+    lens2.curve = lambda z: 3.0
+    assert [a.status for a in _steps(lock2, lens2, 6)] == ["acquiring"] * 6
+    assert _steps(lock2, lens2, 3)[-1].status == "lost"
+
+
+def test_samples_frames_are_averaged_per_point():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope, samples=2)
+    acts = _steps(lock, lens, 6)
+    # every second frame completes a measurement and moves
+    assert [a.made for a in acts] == [False, True] * 3
+    assert [a.z_target for a in acts[0::2]] == [None] * 3
+    assert [a.z_target for a in acts[1:4:2]] == [D, -D]
+    assert acts[5].status == "locked" and lock.z_center == pytest.approx(0.2, abs=1e-4)
+    # the reference is the mean of two frames; their spread is the noise: 4 x std
+    _steps(lock, lens, 1, value=lens.curve(0.2) - 0.2)
+    assert lock._ref is None
+    _steps(lock, lens, 1, value=lens.curve(0.2))
+    assert lock._ref == pytest.approx(lens.curve(0.2) - 0.1, abs=1e-4)
+    assert lock.tolerance == pytest.approx(4 * 0.1, abs=1e-4)
+
+
+# -- holding ------------------------------------------------------------------------------
+def test_holding_ignores_a_drop_within_the_tolerance_and_corrects_a_larger_one():
+    lock, lens = _locked_at(0.2)
+    zc = lock.z_center
+    moves = lock.moves
+    # a drop of K * 0.2² = 0.08 < 0.125: hold still
+    lens.curve = parabola(0.4)
+    acts = _steps(lock, lens, 5)
+    assert [a.status for a in acts] == ["locked"] * 5 and lock.moves == moves
+    assert all(not a.made and a.z_target is None for a in acts)
+    # K * 0.3² = 0.18 > 0.125: a correcting cycle starts at once (samples=1)
+    lens.curve = parabola(zc + 0.3)
+    a = lock.step(lens.frame())
+    assert a.status == "correcting" and a.made and a.z_target == pytest.approx(zc + D)
+    assert lock.state == "correcting" and not lock.locked
+    # 0.3 > d / 2: one more cycle confirms it (a trigger at DOF / 8 = d / 2 always does)
+    rest = _steps(lock, lens, 5)
+    assert [a.status for a in rest[1::3]] == ["correcting", "locked"]
+    assert lock.z_center == pytest.approx(zc + 0.3, abs=1e-4)
+
+
+def test_with_two_samples_a_correction_needs_two_low_frames_in_a_row():
+    lock, lens = _locked_at(0.2, samples=2)
+    ref = lens.curve(0.2)
+    low, ok = ref - 0.5, ref
+    acts = [lock.step(lens.frame(value=v)) for v in (low, ok, low, ok)]
+    assert [a.status for a in acts] == ["locked"] * 4 and not any(a.made for a in acts)
+    acts = [lock.step(lens.frame(value=v)) for v in (low, low)]
+    assert [a.status for a in acts] == ["locked", "correcting"]
+
+
+def test_a_scheduled_check_runs_after_check_every_s_and_not_before():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope, check_every_s=1.0)
+    t0 = lens.t_ns + 10**8  # the first frame's stamp starts the clock
+    _steps(lock, lens, 4)
+    assert lock.locked
+    a = lock.step(lens.frame(at=t0 + 10**9))  # exactly check_every_s later: not yet
+    assert a.status == "locked" and not a.made
+    a = lock.step(lens.frame(at=t0 + 10**9 + 1))
+    assert a.status == "checking" and a.made and a.z_target == pytest.approx(D)
+    # without a duty cycle, no check however long it holds
+    lock2, lens2 = _locked_at(0.0)
+    assert lock2.step(lens2.frame(dt_s=3600.0)).status == "locked"
+
+
+def test_xy_travel_beyond_check_travel_um_starts_a_check():
+    lock, lens = _locked_at(0.0, check_travel_um=50.0, xy_tol_um=1.0)
+    acts = [lock.step(lens.frame(x=x)) for x in (25.0, 50.0)]  # 50 µm: not beyond
+    assert [a.status for a in acts] == ["locked", "locked"]
+    a = lock.step(lens.frame(x=52.0))
+    assert a.status == "checking" and a.made and a.z_target == pytest.approx(D)
+    # None: never
+    lock2, lens2 = _locked_at(0.0, check_travel_um=None)
+    assert lock2.step(lens2.frame(x=5000.0)).status == "locked"
+
+
+def test_an_xy_move_renews_the_reference_and_a_small_one_does_not():
+    lock, lens = _locked_at(0.0, xy_tol_um=1.0)
+    ref = lens.curve(0.0)
+    # within the tolerance (exactly 1 µm): the same scene, a blurred frame counts as low
+    a = lock.step(lens.frame(x=1.0, value=ref - 1.0))
+    assert a.status == "correcting"
+    lock, lens = _locked_at(0.0, xy_tol_um=1.0)
+    # beyond it: a new scene, whose (lower) sharpness becomes the new reference
+    acts = [lock.step(lens.frame(x=1.5, value=ref - 1.0)) for _ in range(3)]
+    assert [a.status for a in acts] == ["locked"] * 3 and lock.moves == 3
+    assert lock._ref == pytest.approx(ref - 1.0, abs=1e-4)
+
+
+def test_an_xy_move_during_a_cycle_restarts_it():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope)
+    a0 = lock.step(lens.frame())
+    assert a0.z_target == D
+    # the +d frame shows another scene: it becomes the centre of a new cycle
+    a1 = lock.step(lens.frame(x=5.0))
+    assert a1.z_target == pytest.approx(D) and a1.status == "acquiring"
+    assert lock.z_center == 0.0
+
+
+# -- frames that are not used -------------------------------------------------------------
+def test_frames_before_the_focus_move_settled_are_skipped_then_accepted():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope, z_tol_um=0.25, max_settle_frames=2)
+    lock.step(lens.frame())  # moves to +d = 0.5
+    lag = [lock.step(lens.frame(z=0.0)) for _ in range(2)]  # the drive still reads 0
+    assert [a.status for a in lag] == ["settling", "settling"]
+    assert all(a.reason == "frame exposed before the focus move finished" for a in lag)
+    assert all(not a.made and a.z_center == 0.0 for a in lag)
+    # the third one is accepted (max_settle_frames): measured as the +d point
+    a = lock.step(lens.frame(z=0.0))
+    assert a.status == "acquiring" and a.z_target == -D
+    # exactly z_tol_um away counts as settled
+    a = lock.step(lens.frame(z=-D + 0.25))
+    assert a.status != "settling" and a.made
+
+
+def test_moving_disabled_and_positionless_frames_are_reported_and_ignored():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope)
+    a = lock.step(lens.frame(moving=True))
+    assert (a.status, a.reason, a.made) == ("moving", "exposed during a move", False)
+    assert math.isnan(a.z_center) and lock.z_center is None
+    f = lens.frame()
+    nopos = lock.step(Frame(f.pixels, f.index, dict(f.stamps)))
+    assert nopos.status == "no-position" and lock.z_center is None
+    lock.enabled = False
+    assert lock.step(lens.frame()).status == "disabled"
+    lock.enabled = True
+    a = lock.step(lens.frame())
+    assert a.status == "acquiring" and lock.z_center == 0.0
+    a = lock.step(lens.frame(moving=True))
+    assert a.status == "moving" and a.z_center == 0.0
+    assert [h.status for h in lock.history] == ["moving", "no-position", "disabled",
+                                                "acquiring", "moving"]
+
+
+def test_history_keeps_the_last_frames():
+    lock = _lock(_scope())
+    lock.enabled = False
+    f = Frame(np.zeros((4, 4)), 0)
+    for _ in range(1000):
+        lock.step(f)
+    assert len(lock.history) == 1000
+    lock.step(f)
+    assert len(lock.history) == 501
+
+
+# -- moves that are not made -----------------------------------------------------------------
+def test_refused_and_dry_run_moves_restart_the_measurement():
+    lim = SoftLimits(x=(-1500, 1500), y=(-1500, 1500), z=(-150.0, 0.3))
+    scope = _scope(guard=MoveGuard(lim))
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope)
+    acts = _steps(lock, lens, 3)
+    # +d is outside the limit: refused, and the next frame measures the centre again
+    assert [a.status for a in acts] == ["refused"] * 3
+    assert [a.z_target for a in acts] == [D] * 3
+    assert all(not a.made and "outside the soft limit" in a.reason for a in acts)
+    assert lock.moves == 0 and scope.position().z == 0.0
+    dry = _scope(guard=MoveGuard(SoftLimits(x=(-1500, 1500), y=(-1500, 1500),
+                                            z=(-150.0, 150.0)), dry_run=True))
+    lock = _lock(dry)
+    a = lock.step(Lens(dry, parabola(0.2)).frame())
+    assert (a.status, a.made, a.reason) == ("dry-run", False,
+                                            "dry-run: move computed, not made")
+
+
+class _JammedDrive(SimulatedMicroscope):
+    """The simulator with a focus drive that reports an error while ``jammed``."""
+
+    jammed = False
+
+    def _set_z(self, z: float) -> None:
+        if self.jammed:
+            raise DeviceError("Z drive jammed")
+        super()._set_z(z)
+
+
+def test_a_failed_final_move_keeps_the_estimate_and_takes_a_new_reference():
+    scope = _JammedDrive(SimConfig(realtime=False, shape=(32, 32), z_quantum_um=0.0))
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope)
+    _steps(lock, lens, 2)
+    scope.jammed = True
+    a = lock.step(lens.frame())
+    assert (a.status, a.made, a.reason) == ("failed", False, "Z drive jammed")
+    assert a.z_target == pytest.approx(0.2, abs=1e-4) and lock.state == "locked"
+    assert lock.moves == 2
+    scope.jammed = False
+    a = lock.step(lens.frame())  # the drive is still at -d: this is the new reference
+    assert a.status == "locked" and lock._ref == pytest.approx(lens.curve(-D), abs=1e-4)
+
+
+# -- long corrections ---------------------------------------------------------------------
+def test_a_correction_that_does_not_converge_holds_after_max_cycles():
+    lock, lens = _locked_at(0.2, max_cycles=3)
+    lens.curve = parabola(5.0, k=0.2)  # far: every cycle is a step of 2 d
+    acts = _steps(lock, lens, 9)
+    assert [a.status for a in acts[2::3]] == ["correcting", "correcting", "locked"]
+    assert lock.z_center == pytest.approx(0.2 + 3 * 2 * D, abs=1e-4)
+
+
+def test_acquiring_is_not_cut_short_by_max_cycles():
+    scope = _scope()
+    lens = Lens(scope, parabola(5.0, k=0.2))
+    lock = _lock(scope, max_cycles=3)
+    acts = _steps(lock, lens, 18)
+    ends = [a.status for a in acts[2::3]]
+    assert ends == ["acquiring"] * 5 + ["locked"]
+    assert lock.z_center == pytest.approx(5.0, abs=1e-4)
+
+
+# -- configuration ------------------------------------------------------------------------
+def test_arguments_are_checked_with_the_fix():
+    scope = _scope()
+    for kw, msg in [({"dither_um": 0.0}, "dither_um must be > 0"),
+                    ({"max_step_um": 0.0}, "max_step_um must be > 0"),
+                    ({"samples": 0}, "samples must be >= 1"),
+                    ({"dof_um": 0.0}, "dof_um must be > 0")]:
+        with pytest.raises(ValueError, match=msg):
+            _lock(scope, **kw)
+    lock = FocusLock(scope, dither_um=1e-3, max_step_um=1e-3, samples=1, dof_um=1e-3)
+    assert (lock.dither_um, lock.max_step_um, lock.samples) == (1e-3, 1e-3, 1)
+
+
+def test_the_depth_of_field_sizes_the_dither_and_the_step():
+    scope = _scope()
+    lock = FocusLock(scope, dof_um=1.6)
+    assert (lock.dof_um, lock.dof_source) == (1.6, "config")
+    assert (lock.dither_um, lock.max_step_um) == (0.4, 1.6)
+    lock = FocusLock(scope, na=1.2, wavelength_um=0.6, immersion_index=1.33)
+    want = depth_of_field_um(1.2, 0.6, 1.33, 0.65)
+    assert want == pytest.approx(0.6 * 1.33 / 1.44 + 1.33 * 0.65 / 1.2)
+    assert (lock.dof_um, lock.dof_source) == (pytest.approx(want), "config")
+    lock = FocusLock(_scope(na=0.8, wavelength_um=0.6, immersion_index=1.0))
+    assert lock.dof_um == pytest.approx(0.6 / 0.64 + 0.65 / 0.8)
+    assert lock.dof_source == "microscope"
+    lock = FocusLock(_scope(na=0.0))
+    assert lock.dof_um == 2.0
+    assert lock.dof_source == "default (set control.objective_na or control.focus_dof_um)"
+    lock = FocusLock(scope, 0.3, 0.9, dof_um=2.0, gain=0.7, metric="brenner", samples=3,
+                     trigger_dof=0.2, check_every_s=5.0, check_travel_um=80.0,
+                     xy_tol_um=2.5, z_tol_um=0.1, max_settle_frames=4, max_cycles=6)
+    assert (lock.dither_um, lock.max_step_um, lock.gain, lock.metric, lock.samples,
+            lock.trigger_dof, lock.check_every_s, lock.check_travel_um, lock.xy_tol_um,
+            lock.z_tol_um, lock.max_settle_frames, lock.max_cycles) == (
+        0.3, 0.9, 0.7, "brenner", 3, 0.2, 5.0, 80.0, 2.5, 0.1, 4, 6)
+    assert lock.enabled and lock.history == [] and lock.moves == 0
+    assert lock.state == "acquiring" and not lock.locked and lock.z_center is None
+
+
+def test_trigger_dof_sets_the_tolerance():
+    lock, lens = _locked_at(0.0, trigger_dof=0.25)
+    assert lock.tolerance == pytest.approx(K * (0.25 * DOF) ** 2, rel=1e-3)
+    lock.reset()
+    assert lock.z_center is None and lock.state == "acquiring" and not lock.locked
+    assert lock.tolerance == 0.01  # nothing measured: the floor
+
+
+def test_focus_action_to_dict_writes_nan_as_null():
+    d = FocusAction(3, "settling", reason="r").to_dict()
+    assert d == {"frame_index": 3, "status": "settling", "z_center": None,
+                 "z_target": None, "sharpness": None, "offset_um": 0.0, "made": False,
+                 "reason": "r"}
+    assert FocusAction(1, "locked", 2.5, 3.0, 1.5).to_dict()["z_center"] == 2.5
+
+
+def test_depth_of_field_defaults_and_the_checks_with_the_fix():
+    # 0.52 µm light in air, no camera term: λ n / NA²
+    assert depth_of_field_um(0.5) == pytest.approx(0.52 / 0.25)
+    assert depth_of_field_um(0.5, pixel_size_um=0.65) == pytest.approx(2.08 + 1.3)
+    for na, wl, n in [(0.0, 0.52, 1.0), (0.5, 0.0, 1.0), (0.5, 0.52, 0.9)]:
+        with pytest.raises(ValueError) as e:
+            depth_of_field_um(na, wl, n)
+        assert str(e.value) == (f"depth of field needs NA > 0, wavelength > 0 and "
+                                f"refractive index >= 1; got NA={na}, wavelength={wl} µm, "
+                                f"n={n}.")
+    with pytest.raises(ValueError) as e:
+        depth_of_field_um(1.0, 0.52, 1.0)  # NA equal to the medium's index: impossible
+    assert str(e.value) == ("NA 1.0 cannot reach the immersion index 1.0; check the "
+                            "objective's NA and the medium (air 1.0, water 1.33, oil 1.515).")
+    assert depth_of_field_um(0.95, 0.52, 1.0) == pytest.approx(0.52 / 0.95 ** 2)
+
+
+def test_a_creeping_stage_renews_the_reference_once_it_has_moved_xy_tol():
+    lock, lens = _locked_at(0.0, xy_tol_um=1.0)
+    ref = lens.curve(0.0)
+    # 0.6 µm per frame: the first step is within the tolerance, the second adds up to 1.2
+    a = lock.step(lens.frame(x=0.6))
+    assert (a.status, a.frame_index) == ("locked", lens.index - 1)
+    a = lock.step(lens.frame(x=1.2, value=ref - 1.0))  # a new scene: its own reference
+    assert a.status == "locked" and lock._ref == pytest.approx(ref - 1.0, abs=1e-4)
+
+
+def test_every_action_carries_its_frame_centre_and_sharpness():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope, samples=2)
+    a = lock.step(lens.frame())  # half a measurement: nothing moves yet
+    assert (a.frame_index, a.status, a.z_center, a.made) == (0, "acquiring", 0.0, False)
+    assert a.sharpness == pytest.approx(lens.curve(0.0), abs=1e-4)
+    _steps(lock, lens, 5)
+    assert lock.locked is True
+    for _ in range(3):  # taking the reference (2 frames), then holding
+        f = lens.frame(value=lens.curve(0.2) - 0.05)
+        a = lock.step(f)
+        assert (a.frame_index, a.status, a.made, a.z_target) == (f.index, "locked", False,
+                                                                  None)
+        assert a.z_center == pytest.approx(0.2, abs=1e-4)
+        assert a.sharpness == pytest.approx(lens.curve(0.2) - 0.05, abs=1e-4)
+    lens.curve = parabola(1.0)
+    lock.step(lens.frame())
+    a = lock.step(lens.frame())  # the second low frame starts a correction
+    assert a.status == "correcting" and lock.locked is False
+
+
+def test_noise_is_the_spread_of_a_measurement_and_decays():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope, samples=2, dof_um=0.4)  # curvature term 2 * (0.05)² = 0.005: noise
+    v = lens.curve(0.0)
+    lock.step(lens.frame(value=v - 0.1))
+    lock.step(lens.frame(value=v + 0.1))  # centre: spread 0.1
+    assert lock._noise == pytest.approx(0.1, abs=1e-4)
+    _steps(lock, lens, 2)  # +d: no spread, the noise decays by 0.9
+    assert lock._noise == pytest.approx(0.09, abs=1e-4)
+    _steps(lock, lens, 2)  # -d: locked
+    assert lock.locked and lock._noise == pytest.approx(0.081, abs=1e-4)
+    _steps(lock, lens, 2)  # the reference: no spread, halves it
+    assert lock._noise == pytest.approx(0.0405, abs=1e-4)
+    assert lock.tolerance == pytest.approx(4 * 0.0405, abs=1e-3)
+
+
+def test_frames_without_an_exposure_stamp_count_as_exposed_at_zero():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope, check_every_s=1.0)
+    f = lens.frame()
+    del f.stamps[STAMP_READY]
+    lock.step(f)  # the acquisition starts the duty-cycle clock at 0
+    _steps(lock, lens, 3)
+    assert lock.locked
+    g = lens.frame()
+    del g.stamps[STAMP_READY]
+    assert lock.step(g).status == "locked"  # exposed "at 0": no check due
+    assert lock.step(lens.frame()).status == "checking"  # seconds after 0
+
+
+def test_the_defaults():
+    lock = FocusLock(_scope(na=0.0), na=0.5)  # light and medium from the defaults
+    assert lock.dof_um == pytest.approx(depth_of_field_um(0.5, 0.52, 1.0, 0.65))
+    assert (lock.gain, lock.metric, lock.samples, lock.trigger_dof, lock.check_every_s,
+            lock.check_travel_um, lock.xy_tol_um, lock.z_tol_um, lock.max_settle_frames,
+            lock.max_cycles) == (1.0, "brenner", 2, 0.125, None, 50.0, 1.0, 0.05, 10, 3)
+
+
+def test_unused_frames_name_their_frame():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2))
+    lock = _lock(scope, z_tol_um=0.25)
+    f = lens.frame(moving=True)
+    assert lock.step(f).frame_index == f.index
+    g = lens.frame()
+    assert lock.step(Frame(g.pixels, 7, dict(g.stamps))).frame_index == 7
+    lock.step(lens.frame())  # moves to +d
+    f = lens.frame(z=0.0)
+    a = lock.step(f)
+    assert (a.status, a.frame_index) == ("settling", f.index)
+    lock.enabled = False
+    f = lens.frame()
+    assert lock.step(f).frame_index == f.index
+
+
+def test_a_refused_move_reports_the_measurement_it_was_for():
+    lim = SoftLimits(x=(-1500, 1500), y=(-1500, 1500), z=(-150.0, 0.3))
+    scope = _scope(guard=MoveGuard(lim))
+    lens = Lens(scope, parabola(0.2))
+    a = _lock(scope).step(lens.frame())
+    assert (a.frame_index, a.z_center, a.z_target, a.offset_um) == (0, 0.0, D, 0.0)
+    assert a.sharpness == pytest.approx(lens.curve(0.0), abs=1e-4)
+
+
+def test_the_lock_measures_inside_the_detected_boxes():
+    from inscope.detector.base import Detections
+
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope)
+    f = lens.frame()
+    f.pixels[:8] = 1.0  # the top half flat: only the bottom half is sharp
+    box = np.array([[2.0, 9.0, 14.0, 15.0]])  # (with its 25 % pad: rows 7-16)
+    dets = Detections(box, np.ones(1, np.float32), np.zeros(1, np.int32), ("cell",))
+    a = lock.step(f, dets)
+    assert a.sharpness == pytest.approx(math.log(sharpness(f.pixels, box, "normvar")))
+    assert a.sharpness > math.log(sharpness(f.pixels, None, "normvar")) + 0.3
+    none = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    g = lens.frame()
+    g.pixels[:8] = 1.0
+    assert lock.step(g, none).sharpness == pytest.approx(
+        math.log(sharpness(g.pixels, None, "normvar")))
+
+
+@pytest.mark.parametrize("focus", [1.5, -1.5])
+def test_gain_above_one_is_still_clipped_to_max_step(focus):
+    scope = _scope()
+    lock = _lock(scope, gain=1.5, max_step_um=1.2)
+    acts = _steps(lock, Lens(scope, parabola(focus)), 3)
+    assert acts[2].offset_um == pytest.approx(math.copysign(1.2, focus))
+
+
+def test_a_move_along_y_renews_the_reference_too():
+    scope = _scope()
+    lens = Lens(scope, parabola(0.0))
+    lock = _lock(scope, xy_tol_um=1.0)
+    for _ in range(4):
+        lock.step(lens.frame(y=5.0))
+    assert lock.locked
+    ref = lens.curve(0.0)
+    # 0.5 µm along y: the same scene, so a blurred frame is low
+    assert lock.step(lens.frame(y=5.5, value=ref - 1.0)).status == "correcting"
+    # 1.5 µm along y: a new scene, whose sharpness is the new reference
+    scope2 = _scope()
+    lock2 = _lock(scope2, xy_tol_um=1.0)
+    lens2 = Lens(scope2, parabola(0.0))
+    for _ in range(4):
+        lock2.step(lens2.frame(y=5.0))
+    assert lock2.step(lens2.frame(y=6.5, value=ref - 1.0)).status == "locked"
+
+
+def test_a_check_that_does_not_converge_holds_after_max_cycles():
+    # a check (the stage went 60 µm) on a new scene whose focus is far away
+    lock, lens = _locked_at(0.2, max_cycles=3, check_travel_um=50.0)
+    lens.curve = parabola(5.0, k=0.2)
+    acts = _steps(lock, lens, 9, x=60.0)
+    assert [a.status for a in acts[2::3]] == ["checking", "checking", "locked"]
+    assert lock.z_center == pytest.approx(0.2 + 3 * 2 * D, abs=1e-4)
+
+
+def test_a_correction_on_a_flat_field_is_lost_not_held():
+    lock, lens = _locked_at(0.2, max_cycles=3)
+    lens.curve = lambda z: 1.0  # the cells are gone: flat, and far below the reference
+    acts = _steps(lock, lens, 9)
+    assert [a.status for a in acts[2::3]] == ["correcting", "correcting", "lost"]
+
+
+def test_a_convex_cycle_also_restarts_the_count_of_flat_ones():
+    scope = _scope()
+    lens = Lens(scope, lambda z: 3.0)
+    lock = _lock(scope)
+    _steps(lock, lens, 6)  # two flat cycles
+    lens.curve = lambda z: 3.0 + 0.2 * (z + 5.0) ** 2  # convex: a step to the sharper side
+    assert _steps(lock, lens, 3)[-1].status == "acquiring"
+    lens.curve = lambda z: 3.0
+    assert [a.status for a in _steps(lock, lens, 6)] == ["acquiring"] * 6
