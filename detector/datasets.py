@@ -54,7 +54,7 @@ class Sample:
     boxes
         (N, 4) float32 x0, y0, x1, y1 in pixels (x1, y1 exclusive).
     class_ids
-        (N,) int32.
+        (N,) int32. ``None`` -> all 0.
     name
         Where it came from (file name, or ``file[index]`` for stacks).
     class_names
@@ -69,7 +69,7 @@ class Sample:
 
     image: np.ndarray
     boxes: np.ndarray
-    class_ids: np.ndarray
+    class_ids: np.ndarray | None
     name: str
     class_names: tuple[str, ...] = field(default=())
     pixel_size_um: float | None = None
@@ -101,9 +101,10 @@ def read_image(path: str | Path) -> np.ndarray:
         if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[-1] not in (3, 4):
             img = np.moveaxis(img, 0, -1)
     else:
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
+        read = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if read is None:
             raise ValueError(f"Cannot read image {path}: missing or not an image file.")
+        img = read
     img = np.squeeze(img)
     if img.ndim == 3 and img.shape[-1] in (3, 4):
         img = img[..., :3].mean(axis=2).astype(np.float32) if img.dtype != np.uint8 else \
@@ -236,8 +237,8 @@ def read_yolo_yaml(path: str | Path, split: str | None = None) -> list[Sample]:
         names = tuple(str(n) for n in names_raw)
     entries = d[split] if isinstance(d[split], list) else [d[split]]
     images: list[Path] = []
-    for e in entries:
-        p = Path(str(e))
+    for entry in entries:
+        p = Path(str(entry))
         p = p if p.is_absolute() else root / p
         if p.is_dir():
             images.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES))
@@ -249,7 +250,7 @@ def read_yolo_yaml(path: str | Path, split: str | None = None) -> list[Sample]:
         elif p.is_file():
             images.append(p)
         else:
-            raise ValueError(f"{path}: {split} entry {str(e)!r} does not exist (looked for "
+            raise ValueError(f"{path}: {split} entry {str(entry)!r} does not exist (looked for "
                              f"{p}); paths are relative to 'path' ({root}).")
     if not images:
         raise ValueError(f"{path}: the {split!r} entry holds no images "
@@ -259,6 +260,15 @@ def read_yolo_yaml(path: str | Path, split: str | None = None) -> list[Sample]:
 
 
 # -- Pascal VOC ------------------------------------------------------------------------
+def _voc_coord(bndbox: ET.Element, key: str, xml_path: Path) -> float:
+    """One ``<bndbox>`` coordinate; a missing one is an error naming the file."""
+    text = bndbox.findtext(key)
+    if text is None:
+        raise ValueError(f"{xml_path}: a <bndbox> has no <{key}>; every box needs xmin, "
+                         "ymin, xmax and ymax.")
+    return float(text)
+
+
 def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = None
              ) -> list[Sample]:
     """Pascal VOC XML annotation files; class ids follow *class_names* or first seen."""
@@ -286,7 +296,8 @@ def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = No
                 names.append(name)
             # VOC pixel indices are 1-based and inclusive: [xmin-1, xmax) in 0-based
             # exclusive coordinates.
-            x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            x0, y0, x1, y1 = (_voc_coord(bb, k, xml_path) for k in ("xmin", "ymin", "xmax",
+                                                                    "ymax"))
             boxes.append([x0 - 1, y0 - 1, x1, y1])
             cls.append(names.index(name))
             hard.append((obj.findtext("difficult") or "0").strip() in ("1", "true"))

@@ -236,8 +236,11 @@ def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.nd
         gb, hb = gb[~hard], gb[hard]
         n_gt_total += len(gb)
         n_hard_total += len(hb)
-        border = (touches_border(pb, shapes[k], border_margin) if ignore_border_fp
-                  else np.zeros(len(pb), bool))
+        if ignore_border_fp:
+            assert shapes is not None  # checked above: ignore_border_fp needs shapes
+            border = touches_border(pb, shapes[k], border_margin)
+        else:
+            border = np.zeros(len(pb), bool)
         m = iou_matrix(pb, gb)
         mh = iou_matrix(pb, hb)
         img_ap = float("nan")

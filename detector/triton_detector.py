@@ -173,7 +173,7 @@ class TritonDetector:
         self.last_timing: dict[str, float] = {}
         self.failures = 0  # requests that failed (each one fell back or raised)
         self._scale_cache: tuple[tuple, int, float] | None = None
-        self._client = None
+        self._client: Any | None = None  # tritonclient.grpc.InferenceServerClient
         self._next_retry = 0.0
         self._connected = False
         self.card: ModelCard | None = None
@@ -294,7 +294,12 @@ class TritonDetector:
     # -- per-frame path ----------------------------------------------------------------
     # the same scale rule as the local detector (card range, user size, auto scale every
     # AUTO_SCALE_EVERY frames of a stream): one definition, so both scale a frame alike
-    _factor = OnnxDetector._factor
+    def _factor(self, frame: Frame | np.ndarray, img: np.ndarray) -> float:
+        """The rescale factor, as :class:`OnnxDetector` computes it (same attributes)."""
+        # OnnxDetector._factor reads only attributes this class has too (card,
+        # object_size_px/_um, auto_scale, _scale_cache, last_scale); the classes share no
+        # base, so mypy rejects the duck-typed self.
+        return OnnxDetector._factor(self, frame, img)  # type: ignore[arg-type]
 
     def _as_input(self, img: np.ndarray) -> np.ndarray:
         want = self._in_dtype
@@ -315,7 +320,9 @@ class TritonDetector:
             img)[None]
         inp = grpc.InferInput(self._in_name, list(x.shape), _V2[str(x.dtype)])
         inp.set_data_from_numpy(x)
-        res = self._client.infer(
+        client = self._client
+        assert client is not None, "detect() connects before it calls _remote"
+        res = client.infer(
             self.address.model, [inp], model_version=self.address.version,
             outputs=[grpc.InferRequestedOutput(n) for n in self._out_names],
             client_timeout=self.address.timeout_s)

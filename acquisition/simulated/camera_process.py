@@ -34,6 +34,7 @@ import signal
 import threading
 import time
 from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -57,9 +58,10 @@ class ProcessCamera:
     def __init__(self, scope) -> None:
         self.scope = scope
         self.process: mp.process.BaseProcess | None = None
-        self._conn = None
+        self._conn: Connection | None = None
         self._shm_state: shared_memory.SharedMemory | None = None
         self._shm_frames: shared_memory.SharedMemory | None = None
+        self._frames: np.ndarray | None = None  # the ring, a view of _shm_frames
         self._lock = threading.Lock()
         self.frames = 0
         self.pid: int | None = None  # the camera process's id (kept after it ended)
@@ -96,10 +98,11 @@ class ProcessCamera:
             proc, conn = self.process, self._conn
             self.process = self._conn = None
             if proc is not None:
-                try:
-                    conn.send("stop")
-                except (OSError, ValueError):
-                    pass
+                if conn is not None:
+                    try:
+                        conn.send("stop")
+                    except (OSError, ValueError):
+                        pass
                 proc.join(timeout)
                 if proc.is_alive():
                     proc.terminate()
@@ -112,6 +115,8 @@ class ProcessCamera:
                     scope._motion = motion.read(scope._motion)  # back to a private copy
                 self._frames = None
                 for shm in (self._shm_state, self._shm_frames):
+                    if shm is None:
+                        continue
                     try:
                         shm.close()
                         shm.unlink()
@@ -131,13 +136,14 @@ class ProcessCamera:
                                    "close it before starting another.")
         try:
             self.start()
-            cfg, conn = self.scope.config, self._conn
+            cfg, conn, proc = self.scope.config, self._conn, self.process
+            assert conn is not None and proc is not None, "start() sets both"
             while not stop.is_set():
                 if not conn.poll(0.25):
-                    if not self.process.is_alive():
+                    if not proc.is_alive():
                         raise AcquisitionError(
                             f"the simulated camera process ended (exit code "
-                            f"{self.process.exitcode}); see the log above for its error.")
+                            f"{proc.exitcode}); see the log above for its error.")
                     continue
                 try:
                     msg = conn.recv()
@@ -146,7 +152,7 @@ class ProcessCamera:
                                            "see the log above for its error.") from None
                 if isinstance(msg, str):  # an error report from the child
                     raise AcquisitionError(f"simulated camera process failed: {msg}")
-                pixels = np.array(self._frames[msg["slot"]])  # copy out of the ring
+                pixels = self._copy_slot(msg["slot"])
                 gt = GroundTruth(*msg["truth"])
                 self.frames += 1
                 frame = make_frame(cfg, pixels, msg["index"], msg["ready_ns"], msg["pos"],
@@ -155,6 +161,13 @@ class ProcessCamera:
                 emit(frame)
         finally:
             self.stop()
+
+    def _copy_slot(self, slot: int) -> np.ndarray:
+        """A copy of ring slot *slot* (no view: ``stop`` must be able to free the ring)."""
+        if self._frames is None:
+            raise AcquisitionError("the simulated camera was stopped while streaming "
+                                   "(its microscope was closed); open a new stream.")
+        return np.array(self._frames[slot])
 
 
 def camera_main(cfg, specimen, true_affine: np.ndarray, t_origin: float, state_name: str,

@@ -148,7 +148,8 @@ def run_training(args: argparse.Namespace) -> dict:
         samples = load_dataset([Path(d) for d in args.data], args.format, split="train")
         real_i = [s.image for s in samples]
         # difficult objects (VOC flag, COCO crowd) are not taught as positives
-        real_b = [s.boxes[~s.difficult] for s in samples]
+        real_b = [s.boxes if s.difficult is None else s.boxes[~s.difficult]
+                  for s in samples]
         n_real = len(samples)
         sources.append(f"{n_real} annotated images from {[str(d) for d in args.data]}")
     pool_spec = None
@@ -284,15 +285,17 @@ def evaluate_model(model_path: Path, samples, ignore_border_fp: bool = False,
         d = det.detect(s.image)
         preds.append((d.boxes, d.scores))
     gts = [s.boxes for s in samples]
-    kw = {"ignore_border_fp": ignore_border_fp, "shapes": [s.image.shape for s in samples],
-          "difficult": None if count_difficult else [s.difficult for s in samples]}
+    shapes = [s.image.shape for s in samples]
+    difficult = None if count_difficult else [s.difficult for s in samples]
     best = (-1.0, None)
     for t in thresholds:
-        r = evaluate(preds, gts, score_threshold=t, **kw)
+        r = evaluate(preds, gts, score_threshold=t, ignore_border_fp=ignore_border_fp,
+                     shapes=shapes, difficult=difficult)
         if r.f1 > best[0]:
             best = (r.f1, t)
     op = operating_threshold if operating_threshold is not None else (best[1] or 0.3)
-    r = evaluate(preds, gts, score_threshold=op, **kw)
+    r = evaluate(preds, gts, score_threshold=op, ignore_border_fp=ignore_border_fp,
+                 shapes=shapes, difficult=difficult)
     per = [float(i.ap50) for i in r.per_image]
     det.close()
     return {"ap50": round(float(r.ap50), 4), "map50_95": round(float(r.map50_95), 4),

@@ -54,8 +54,9 @@ def draw_targets(boxes: np.ndarray, out_hw: tuple[int, int], stride: int = STRID
     size = np.zeros((MAX_OBJECTS, 2), np.float32)
     off = np.zeros((MAX_OBJECTS, 2), np.float32)
     mask = np.zeros(MAX_OBJECTS, np.float32)
-    out = {"heatmap": hm, "ind": ind, "size": size, "offset": off, "mask": mask,
-           "reg_size": reg_size, "reg_offset": reg_off, "reg_weight": reg_w}
+    out: dict[str, np.ndarray] = {
+        "heatmap": hm, "ind": ind, "size": size, "offset": off, "mask": mask,
+        "reg_size": reg_size, "reg_offset": reg_off, "reg_weight": reg_w}
     # vectorised over objects: a crowded crop holds hundreds of nuclei
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     cls = (np.zeros(len(b), np.int64) if class_ids is None
@@ -66,7 +67,8 @@ def draw_targets(boxes: np.ndarray, out_hw: tuple[int, int], stride: int = STRID
     keep = (bw >= 1) & (bh >= 1) & (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
     if not keep.any():
         return out
-    bw, bh, cx, cy, ix, iy, cls = (v[keep] for v in (bw, bh, cx, cy, ix, iy, cls))
+    bw, bh, cx, cy = bw[keep], bh[keep], cx[keep], cy[keep]
+    ix, iy, cls = ix[keep], iy[keep], cls[keep]
     s = np.maximum(0.6, 0.15 * np.minimum(bw, bh) / stride)  # = gaussian_sigma
     r = (3 * s).astype(np.int64) + 1
     # every object gets its heatmap peak (a crowded crop must not teach the model to
@@ -162,7 +164,7 @@ def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, crop: 
     out = np.ascontiguousarray(out, np.float32)
     if photometric:
         base = float(np.percentile(out[::4, ::4], 1))
-        sig = out - base
+        sig: np.ndarray = out - base
         if rng.random() < 0.5:  # gamma on the signal above background
             top = max(float(sig.max()), 1e-6)
             sig = top * np.power(np.clip(sig / top, 0, None), rng.uniform(0.6, 1.6))

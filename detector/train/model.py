@@ -77,6 +77,7 @@ class TinyCenterNet(nn.Module):
         self.hm = nn.Conv2d(c2, num_classes, 1)
         self.size = nn.Conv2d(c2, 2, 1)
         self.offset = nn.Conv2d(c2, 2, 1)
+        assert self.hm.bias is not None and self.size.bias is not None  # Conv2d(bias=True)
         nn.init.constant_(self.hm.bias, -4.0)  # start with "no object" (focal-loss prior)
         nn.init.zeros_(self.size.bias)
         self.export_mode = False
@@ -123,12 +124,14 @@ def widen_offset_head(model: TinyCenterNet) -> TinyCenterNet:
     ratio = (hi - lo) / (OFFSET_RANGE[1] - OFFSET_RANGE[0])
     mid_old = lo + (hi - lo) / 2
     mid_new = OFFSET_RANGE[0] + (OFFSET_RANGE[1] - OFFSET_RANGE[0]) / 2
+    bias = model.offset.bias
+    assert bias is not None  # Conv2d(bias=True)
     with torch.no_grad():
         model.offset.weight.mul_(ratio)
-        model.offset.bias.mul_(ratio)
+        bias.mul_(ratio)
         # the two ranges' mid-points differ by (mid_new - mid_old) cells: move the logit
         # by that offset's logit-space equivalent at the centre (slope 1/4 * span)
-        model.offset.bias.sub_((mid_new - mid_old) / (0.25 * (OFFSET_RANGE[1] -
+        bias.sub_((mid_new - mid_old) / (0.25 * (OFFSET_RANGE[1] -
                                                                OFFSET_RANGE[0])))
     model.offset_range = OFFSET_RANGE
     return model
