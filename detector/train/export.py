@@ -149,6 +149,8 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
                                                                           np.float32)
             bn = bn_after.get(conv)
             if bn is not None:
+                # our BatchNorm layers track running statistics: the buffers exist
+                assert bn.running_mean is not None and bn.running_var is not None
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
                 bn.weight.fill_(1.0)
