@@ -46,6 +46,12 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "control_hela512": (["benchmarks.bench_control", "--hela", "{data}", "--fov", "512"],
                         "control_hela_fov512.json"),
     "model": (["benchmarks.eval_model", "--real", "{data}"], "model_eval.json"),
+    # the HeLa errors counted by kind (the model card's error table)
+    "model_errors": (["benchmarks.eval_model", "--quick", "--real", "{data}", "--out",
+                      "benchmarks/results/model_eval_errors.json"], "model_eval_errors.json"),
+    # decodings of the same network outputs compared on simulated frames (model card)
+    "decode_variants": (["benchmarks.decode_variants", "--real", "{data}"],
+                        "decode_variants.json"),
     "loop": (["benchmarks.loop"], "loop.json"),
     "triton": (["benchmarks.bench_triton"], "triton.json"),
     "scale_out": (["benchmarks.scale_out_model"], "scale_out_model.json"),
@@ -74,6 +80,10 @@ RECORDS: dict[str, str] = {
                            "code before the target refinement (benchmarks/README.md)",
     "control_hela_fov256_before.json": "the same with --hela STACK --fov 256",
     "control_hela_fov512_before.json": "the same with --hela STACK --fov 512",
+    "model_eval_before.json": "python -m benchmarks.eval_model --real STACK, run with the "
+                              "decoding before the 5x5 soft centre vote + NMS (model card)",
+    "model_eval_errors_before.json": "python -m benchmarks.eval_model --quick --real STACK, "
+                                     "the same previous decoding",
     "live_loop.json": "python -m benchmarks.collect_live_loop --before-commit 0f913ac ...: "
                       "inscope bench / demo runs before and after the live-loop rework",
 }
