@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -196,8 +196,8 @@ class BaseMicroscope(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the hardware; idempotent."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,11 +128,13 @@ class MoveGuard:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- checks ------------------------------------------------------------------------
-    def _refuse(self, axis: str, start, target, reason: str) -> None:
+    def _refuse(self, axis: str, start: Sequence[float], target: Sequence[float],
+                reason: str) -> None:
         self._record(axis, start, target, made=False, reason=reason)
         raise MoveRefused(reason)
 
-    def _check_common(self, axis: str, start, target) -> SoftLimits:
+    def _check_common(self, axis: str, start: Sequence[float],
+                      target: Sequence[float]) -> SoftLimits:
         if not all(math.isfinite(v) for v in target):
             self._refuse(axis, start, target,
                          f"Refused {axis} move to {target}: target is not a finite number "
@@ -207,12 +209,13 @@ class MoveGuard:
         self._record(axis, start, target, made=True)
         return True
 
-    def _record(self, axis, start, target, made: bool, reason: str = "") -> None:
+    def _record(self, axis: str, start: Sequence[float], target: Sequence[float],
+                made: bool, reason: str = "") -> None:
         rec = MoveRecord(time.monotonic_ns(), axis, tuple(map(float, start)),
                          tuple(map(float, target)), made, reason)
         self.history.append(rec)
         self.moved.emit(rec)
 
 
-def _fmt(v) -> str:
+def _fmt(v: Sequence[float]) -> str:
     return "(" + ", ".join(f"{float(x):.2f}" for x in v) + ")"

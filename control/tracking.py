@@ -231,7 +231,8 @@ class Tracker:
         a = np.where(np.array([t.hits > 1 for t in tracks]), self.velocity_alpha, 1.0)
         return a[:, None] * v + (1.0 - a[:, None]) * old
 
-    def _hit(self, t: Track, box, center_um, size_um, score, class_id, name, index,
+    def _hit(self, t: Track, box: np.ndarray, center_um: np.ndarray, size_um: np.ndarray,
+             score: float, class_id: int, name: str, index: int,
              velocity_um: np.ndarray | None = None) -> None:
         if velocity_um is not None:
             t.velocity_um = velocity_um

@@ -207,7 +207,7 @@ class Config:
 
 
 # -- validation ------------------------------------------------------------------------
-def _to_dict(obj) -> Any:
+def _to_dict(obj: Any) -> Any:
     if is_dataclass(obj):
         return {f.name: _to_dict(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, dict):
@@ -217,7 +217,7 @@ def _to_dict(obj) -> Any:
     return obj
 
 
-def _type_name(tp) -> str:
+def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
@@ -239,7 +239,7 @@ def _item(where: str, i: int) -> str:
     return f"{where}[{i}]"
 
 
-def _coerce(tp, value, where: str):
+def _coerce(tp: Any, value: Any, where: str) -> Any:
     """Check *value* against type hint *tp*; returns the (possibly converted) value."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -286,7 +286,7 @@ def _coerce(tp, value, where: str):
                       f"({type(value).__name__}).")
 
 
-def _build(cls, d: dict, where: str):
+def _build(cls: Any, d: dict, where: str) -> Any:
     """*where* is ``"<source>: key 'a.b'"`` (or just the source at the top level)."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
@@ -306,7 +306,7 @@ def _build(cls, d: dict, where: str):
 
 
 def _check_values(cfg: Config, source: str) -> None:
-    def bad(key: str, value, allowed: str) -> ConfigError:
+    def bad(key: str, value: Any, allowed: str) -> ConfigError:
         return ConfigError(f"{source}: key '{key}' = {value!r} is not allowed; {allowed}.")
 
     m, c, o, r = cfg.microscope, cfg.control, cfg.outputs, cfg.run
@@ -329,7 +329,7 @@ def _check_values(cfg: Config, source: str) -> None:
         raise bad("control.target", c.target, str(e)) from None
     if isinstance(target, int):
         c.target = target
-    def num(key: str, v, lo: float, hi: float, *, lo_open: bool = False,
+    def num(key: str, v: Any, lo: float, hi: float, *, lo_open: bool = False,
             why: str = "") -> None:
         """A finite number in [lo, hi] (or (lo, hi]); one line naming key, value, range."""
         if v is None:
@@ -486,7 +486,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
     return cfg
 
 
-def with_overrides(cfg: Config, section: str, **kw) -> Config:
+def with_overrides(cfg: Config, section: str, **kw: Any) -> Config:
     """A copy of *cfg* with ``section`` (dotted, e.g. ``"outputs.zmq"``) fields replaced;
     ``None`` values are ignored so unset CLI flags keep the file's value."""
     kw = {k: v for k, v in kw.items() if v is not None}
@@ -494,7 +494,7 @@ def with_overrides(cfg: Config, section: str, **kw) -> Config:
         return cfg
     parts = section.split(".")
 
-    def rec(obj, parts):
+    def rec(obj: Any, parts: list[str]) -> Any:
         if not parts:
             names = {f.name for f in fields(obj)}
             for k in kw:

@@ -27,7 +27,9 @@ from inscope.enums import FocusStatus, Mode, SteerStatus, parse_target
 if TYPE_CHECKING:
     from inscope.acquisition.frame import Frame
     from inscope.acquisition.microscope import Microscope
+    from inscope.acquisition.safety import MoveRecord
     from inscope.control.tracking import Track
+    from inscope.detector.base import Detections
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class CommandedMoves:
     """The microscope as the live loop's control sees it: every move is commanded and
     returns at once (``wait=False``); everything else is the microscope's own."""
 
-    def __init__(self, scope) -> None:
+    def __init__(self, scope: Microscope) -> None:
         self._scope = scope
 
     def move_xy(self, x: float, y: float, *, relative: bool = False,
@@ -85,7 +87,7 @@ class CommandedMoves:
     def move_z(self, z: float, *, relative: bool = False, wait: bool = False) -> bool:
         return self._scope.move_z(z, relative=relative, wait=False)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._scope, name)
 
 
@@ -136,7 +138,7 @@ class ControlStage:
         self.frames_before_move = 0
         self.last_steer: dict | None = None
         self.last_focus: dict | None = None
-        self.last_frame = None  # the newest frame control used, and its tracks
+        self.last_frame: Frame | None = None  # the newest frame control used, and its tracks
         self.last_tracks: list = []
         self._last_move_ns = 0
         self._wait_from: int | None = None
@@ -144,7 +146,7 @@ class ControlStage:
         if self._guard is not None:
             self._guard.moved.connect(self._on_move)
 
-    def _on_move(self, rec) -> None:
+    def _on_move(self, rec: MoveRecord) -> None:
         if rec.made:
             self._last_move_ns = max(self._last_move_ns, rec.t_ns)
 
@@ -177,7 +179,7 @@ class ControlStage:
         return getattr(self.steerer.policy, "name", str(self.steerer.policy))
 
     # -- the loop ----------------------------------------------------------------------
-    def usable(self, frame) -> SteerStatus | None:
+    def usable(self, frame: Frame) -> SteerStatus | None:
         """Why *frame* must not drive a move or a focus measure (None: it may)."""
         if getattr(frame, "moving", False):
             return SteerStatus.MOVING
@@ -188,7 +190,7 @@ class ControlStage:
             return SteerStatus.SETTLING  # exposed before the newest move was commanded
         return None
 
-    def step(self, frame, detections) -> ControlStep:
+    def step(self, frame: Frame, detections: Detections) -> ControlStep:
         """One frame: its tracks, target and steering / focus actions."""
         with self._lock:
             mode = self.mode
@@ -255,7 +257,7 @@ class ControlStage:
     #: (a target moving away matters more than a clean focus measure).
     FOCUS_WAIT_S = 0.25
 
-    def _focus_wait(self, frame, cycling: bool) -> float | None:
+    def _focus_wait(self, frame: Frame, cycling: bool) -> float | None:
         """Seconds the stage has waited for the current focus cycle (None: no cycle)."""
         if not cycling:
             self._wait_from = None
@@ -265,7 +267,8 @@ class ControlStage:
             self._wait_from = t
         return (t - self._wait_from) * 1e-9
 
-    def _record(self, frame, steer, focus) -> None:
+    def _record(self, frame: Frame, steer: dict[str, Any] | None,
+                focus: dict[str, Any] | None) -> None:
         rec = getattr(self.director, "record", None)
         if rec is not None:
             rec(self, frame, steer, focus)
@@ -302,7 +305,7 @@ class ControlStage:
         return out
 
 
-def truth_centering_error_um(frame, target_box) -> float | None:
+def truth_centering_error_um(frame: Frame, target_box: np.ndarray) -> float | None:
     """Distance (µm) from the image centre to the ground-truth cell under *target_box*.
 
     Uses the simulated frame's ``truth`` boxes: the truth box whose centre is nearest the

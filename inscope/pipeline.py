@@ -49,6 +49,7 @@ import numpy as np
 from inscope import schema
 from inscope.acquisition.frame import STAMP_READY, Frame
 from inscope.acquisition.microscope import Microscope
+from inscope.acquisition.safety import MoveRecord
 from inscope.acquisition.stream import FrameStream, NewestSlot
 from inscope.config import ControlConfig
 from inscope.control_stage import (
@@ -310,7 +311,7 @@ class Pipeline:
     def __enter__(self) -> Pipeline:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def _finish(self, reason: str) -> None:
@@ -369,7 +370,7 @@ class Pipeline:
         finally:
             slot.close()
 
-    def _publish(self, frame, dets, timing) -> None:
+    def _publish(self, frame: Frame, dets: Detections, timing: Any) -> None:
         """Hand one frame's detections to every output, with the newest control state."""
         c = self._ctl_state
         seq = self.processed
@@ -426,7 +427,7 @@ class Pipeline:
             self.control_steps += 1
             self.control_stats.add(frame.stamps)  # control's stages, this thread only
 
-    def _on_move(self, rec) -> None:
+    def _on_move(self, rec: MoveRecord) -> None:
         """Guard listener: stamp the frame whose control step commanded this move."""
         f = self._ctl_frame
         if f is not None and threading.get_ident() == self._ctl_thread_id:

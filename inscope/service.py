@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from inscope.stats import format_ms, ns_to_ms
 
 if TYPE_CHECKING:
     from inscope.acquisition.microscope import Microscope
+    from inscope.control_stage import Director
     from inscope.curve import Authenticator
     from inscope.detector.base import Detector
     from inscope.zmq_api import CommandServer, PubOutput
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_detector_for(cfg: Config, *, fallback: bool = True, say=print):
+def load_detector_for(cfg: Config, *, fallback: bool = True,
+                      say: Callable[[str], object] = print) -> Detector:
     """The configured detector; with no model given and no shipped model, the classical
     detector (with one clear line) when *fallback* is True."""
     from inscope.detector.onnx_detector import load_detector
@@ -52,7 +55,7 @@ def load_detector_for(cfg: Config, *, fallback: bool = True, say=print):
         return load_detector("classical", **kw)
 
 
-def open_scope(cfg: Config):
+def open_scope(cfg: Config) -> Microscope:
     from inscope.acquisition.factory import open_microscope
 
     m = cfg.microscope
@@ -97,8 +100,8 @@ class Service:
                 log.warning("closing %s: %s", obj, e)
 
 
-def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
-                  director=None) -> Service:
+def build_service(cfg: Config, *, say: Callable[[str], object] = print,
+                  port_fallback: bool = False, director: Director | None = None) -> Service:
     """Open everything *cfg* describes. ``port_fallback``: if a ZMQ port is taken, bind
     an ephemeral one instead (and say so) rather than failing (used by the demo).
     ``director``: a mission for the control stage (the demo's tour)."""
@@ -193,7 +196,8 @@ def build_service(cfg: Config, *, say=print, port_fallback: bool = False,
     return svc
 
 
-def _open_with_fallback(pub, what: str, fallback: bool, say) -> None:
+def _open_with_fallback(pub: PubOutput, what: str, fallback: bool,
+                        say: Callable[[str], object]) -> None:
     try:
         pub.open()
     except OSError as e:
@@ -206,7 +210,8 @@ def _open_with_fallback(pub, what: str, fallback: bool, say) -> None:
             f"publishing on {pub.address} instead.")
 
 
-def _start_with_fallback(server, fallback: bool, say) -> None:
+def _start_with_fallback(server: CommandServer, fallback: bool,
+                         say: Callable[[str], object]) -> None:
     try:
         server.start()
     except OSError:
@@ -230,7 +235,7 @@ def progress_line(p: Pipeline) -> str:
 
 
 def run_service(svc: Service, *, progress: bool = True, summary_path: str | None = None,
-                say=print) -> dict:
+                say: Callable[[str], object] = print) -> dict:
     """Run until the configured end, Ctrl-C, SIGTERM or a ``stop`` command; returns the
     summary (also written to *summary_path* as JSON)."""
     p = svc.pipeline

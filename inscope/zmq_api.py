@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -37,6 +38,9 @@ from inscope import schema
 from inscope.curve import CurveServerKeys, apply_client
 from inscope.events import Signal
 from inscope.outputs import STAMP_SENT, Output, Result
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +116,13 @@ class PubOutput(Output):
         self.port = _bind(s, self.bind, self.port, "PUB")
         self._sock = s
 
-    def submit_overlay(self, frame_index: int, image, stamps: dict[str, int],
+    def submit_overlay(self, frame_index: int, image: np.ndarray, stamps: dict[str, int],
                        kind: str = "overlay") -> bool:
         """Queue a rendered image for ``[b"overlay", header, pixels]`` (*kind* goes in the
         header: ``"overlay"`` or ``"eyepiece"``)."""
         return self._queue.put((kind, frame_index, image, stamps))
 
-    def handle(self, item) -> None:
+    def handle(self, item: Any) -> None:
         sock = self._sock
         assert sock is not None, "open() binds before the output runs"
         if isinstance(item, Result):
@@ -153,7 +157,7 @@ class PubOutput(Output):
                 "nodrop": self.nodrop, "curve": self.curve is not None}
 
 
-def _short(v, n: int = 80) -> str:
+def _short(v: object, n: int = 80) -> str:
     """``repr(v)`` cut to *n* characters; safe for any JSON value, however deep."""
     try:
         r = repr(v)
