@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_det_onnx_models import blob_scene, grid_centres
+from _support.onnx_models import blob_scene, grid_centres
 
 from inscope.acquisition.frame import Frame
 from inscope.detector import STAMP_DETECT_END, Detector

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_det_onnx_models import BOX, blob_scene, build_centernet, grid_centres
+from _support.onnx_models import BOX, blob_scene, build_centernet, grid_centres
 
 import inscope.detector as detector
 from inscope.cli import main

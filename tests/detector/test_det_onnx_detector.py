@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from test_det_onnx_models import BOX, blob_scene, build_centernet, grid_centres
+from _support.onnx_models import BOX, blob_scene, build_centernet, grid_centres
 
 from inscope.acquisition.frame import Frame
 from inscope.detector import STAMP_DETECT_END, STAMP_DETECT_START, Detector

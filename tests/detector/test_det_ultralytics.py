@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_det_onnx_models import build_ultralytics
+from _support.onnx_models import build_ultralytics
 
 from inscope.detector.decode import decode_ultralytics, nms
 from inscope.detector.metrics import iou_matrix
