@@ -24,7 +24,7 @@ import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from inscope.acquisition.microscope import BaseMicroscope
 from inscope.acquisition.mm_tags import position_from_tags
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream
+
+if TYPE_CHECKING:
+    import cv2
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         ome = tf.ome_metadata if tf.is_ome else None
         ij = tf.imagej_metadata or {}
         page = tf.pages[0]
+        # page 0 is always a TiffPage (tifffile's keyframe); only later pages are TiffFrames
+        assert isinstance(page, tifffile.TiffPage)
         res = page.tags.get("XResolution")
         unit = page.tags.get("ResolutionUnit")
         res_v = res.value if res is not None else None
@@ -148,10 +153,10 @@ def _parse_ome(xml: str, channel: int):
     pixels = root.find(f".//{q('Pixels')}", ns)
     if pixels is None:
         return None, None, None
-    px = pixels.get("PhysicalSizeX")
+    px_s = pixels.get("PhysicalSizeX")
     unit = pixels.get("PhysicalSizeXUnit", "µm")
     scale = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit, 1.0)
-    px = float(px) * scale if px else None
+    px = float(px_s) * scale if px_s else None
     ti = pixels.get("TimeIncrement")
     fps = 1.0 / float(ti) if ti and float(ti) > 0 else None
     planes = pixels.findall(q("Plane"), ns)
@@ -211,7 +216,8 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
     else:
         chan_value = None
     frames = arr.reshape(-1, arr.shape[-2], arr.shape[-1])
-    positions: list[StagePosition] | None = []
+    collected: list[StagePosition] = []
+    positions: list[StagePosition] | None = collected
     if arr.ndim == len(names) + 2 and len(frames) <= 100_000:
         for idx in np.ndindex(*arr.shape[:-2]):
             coords = {n: axes[n][i] for n, i in zip(names, idx, strict=True)}
@@ -228,7 +234,7 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
             if pos is None:
                 positions = None
                 break
-            positions.append(pos)
+            collected.append(pos)
     else:
         positions = None
     px = summary.get("PixelSize_um")
@@ -274,7 +280,7 @@ class ReplayMicroscope(BaseMicroscope):
         self.path = Path(path).expanduser()
         self.loop = bool(loop)
         self._lock = threading.Lock()
-        self._video = None
+        self._video: cv2.VideoCapture | None = None
         self._stack: _Stack | None = None
         self._cursor = 0
         self._count = 0
@@ -336,13 +342,15 @@ class ReplayMicroscope(BaseMicroscope):
     def _next_video(self) -> tuple[np.ndarray, int] | None:
         import cv2
 
-        ok, img = self._video.read()
+        cap = self._video
+        assert cap is not None  # only called by _next when a video is open
+        ok, img = cap.read()
         if not ok:
             if not self.loop or self._cursor == 0:
                 return None
-            self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._cursor = 0
-            ok, img = self._video.read()
+            ok, img = cap.read()
             if not ok:
                 return None
         i = self._cursor
@@ -366,14 +374,16 @@ class ReplayMicroscope(BaseMicroscope):
                     finally:
                         self.loop = saved
                 return out
-            n = len(self._stack)
+            stack = self._stack
+            assert stack is not None  # __init__ opens either a video or a stack
+            n = len(stack)
             if self._cursor >= n:
                 if not (self.loop or wrap):
                     return None
                 self._cursor = 0
             i = self._cursor
             self._cursor += 1
-            return self._stack.frames[i], i
+            return stack.frames[i], i
 
     def _frame(self, pixels: np.ndarray, src: int) -> Frame:
         ready = time.monotonic_ns()

@@ -344,10 +344,10 @@ class _Labels:
             lk = labels[k]
             ob = ndimage.find_objects(lk)
             pid, pb = [], []
-            for i, sl in enumerate(ob, start=1):
+            for lab_id, sl in enumerate(ob, start=1):
                 if sl is None:
                     continue
-                pid.append(i)
+                pid.append(lab_id)
                 pb.append([sl[1].start - 0.5, sl[0].start - 0.5, sl[1].stop - 0.5,
                            sl[0].stop - 0.5])
             self.planes.append((np.asarray(pid, int), np.asarray(pb, float).reshape(-1, 4)))
@@ -528,7 +528,7 @@ class SlideMicroscope(BaseMicroscope):
         m = int(math.ceil(3 * blur)) + 2
         ix, iy = int(math.floor(ox)) - m, int(math.floor(oy)) - m
         size = n + 2 * m + 1
-        win = np.zeros((size, size), np.float32)
+        win: np.ndarray = np.zeros((size, size), np.float32)
         for k, wgt in planes:
             if wgt > 1e-6:
                 win += wgt * self._window(k, ix, iy, size)
@@ -668,7 +668,8 @@ def extrude_to_stack(image: np.ndarray, labels: np.ndarray, pixel_size_um: float
     if len(ids):
         dmax[ids] = np.maximum(np.asarray(ndimage.maximum(dist, lab, ids), float), 1.0)
     rho = np.where(lab > 0, 1.0 - dist / dmax[lab], 2.0)
-    area = np.asarray(ndimage.sum(np.ones_like(lab), lab, ids), float) if len(ids) else []
+    area: np.ndarray | list[float] = (
+        np.asarray(ndimage.sum(np.ones_like(lab), lab, ids), float) if len(ids) else [])
     zc = np.zeros(nmax)
     hz = np.full(nmax, 1e-6)
     zc[ids] = (planes - 1) / 2 * z_step_um + rng.uniform(-z_spread_um, z_spread_um, len(ids))

@@ -89,7 +89,7 @@ class NewestSlot(Generic[T]):
         return self._closed
 
 
-Producer = Callable[[Callable[[Frame], None], threading.Event], None]
+Producer = Callable[[Callable[[Frame], object], threading.Event], None]
 
 
 class FrameStream:

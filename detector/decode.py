@@ -104,10 +104,10 @@ def find_peaks(heatmap: np.ndarray, threshold: float, kernel: int = 3,
     if not cs:
         z = np.zeros(0, np.int64)
         return z.astype(np.int32), z, z, np.zeros(0, np.float32)
-    c, y, x = np.concatenate(cs), np.concatenate(ys), np.concatenate(xs)
-    s = hm[c, y, x]
+    cls, y, x = np.concatenate(cs), np.concatenate(ys), np.concatenate(xs)
+    s = hm[cls, y, x]
     order = np.argsort(-s, kind="stable")[: int(max_detections)]
-    return c[order], y[order], x[order], s[order]
+    return cls[order], y[order], x[order], s[order]
 
 
 def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] | None
@@ -305,9 +305,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
         span = float(np.abs(b).max()) + 1.0
         b = b + (np.asarray(class_ids, np.float32) * 2 * span)[:, None]
     xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
-    keep = cv2.dnn.NMSBoxes(xywh, np.asarray(scores, np.float32), 0.0,
+    # OpenCV's stubs declare Sequence arguments, but NMSBoxes takes numpy arrays
+    kept = cv2.dnn.NMSBoxes(xywh, np.asarray(scores, np.float32), 0.0,  # type: ignore[arg-type]
                             float(iou_threshold))
-    keep = np.asarray(keep, np.int64).reshape(-1)
+    keep = np.asarray(kept, np.int64).reshape(-1)
     return keep[np.argsort(-np.asarray(scores)[keep], kind="stable")]
 
 

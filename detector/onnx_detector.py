@@ -167,15 +167,15 @@ class OnnxDetector:
                                  f"{card.format!r}; known formats: {list(FORMATS)}.")
             self._check_signature(card, str(card_path))
             return card
-        card = self._card_from_signature(path)
-        if card is None:
+        sig_card = self._card_from_signature(path)
+        if sig_card is None:
             raise ValueError(
                 f"{path.name} has no model card ({card_path.name}) and its signature is not "
                 f"a known format: found {self._signature()}. Expected either an inscope "
                 "CenterNet model (input 'image' [N,1,H,W], outputs 'heatmap' [N,C,h,w] and "
                 "'size' [N,2,h,w]) with its JSON card, or an Ultralytics YOLOv8/YOLO11 export "
                 "(input [1,3,H,W], one output [1,4+nc,N]).")
-        return card
+        return sig_card
 
     def _check_signature(self, card: ModelCard, where: str) -> None:
         ins = {i.name: i.shape for i in self.session.get_inputs()}
@@ -419,7 +419,7 @@ class OnnxDetector:
 
     def close(self) -> None:
         """Release the session (the detector cannot be used afterwards)."""
-        self.session = None  # type: ignore[assignment]
+        self.session = None
 
     def __repr__(self) -> str:
         return (f"OnnxDetector({self.model_path.name!r}, format={self.format!r}, "

@@ -213,7 +213,8 @@ class Renderer:
         if c.kind != KIND_DEBRIS and self.cfg.texture > 0:
             # chromatin granularity: smooth noise at ~1 µm, plus a few dim nucleoli
             tex = rng.standard_normal(du.shape).astype(np.float32)
-            tex = cv2.GaussianBlur(tex, (0, 0), max(0.6, 0.8 / px))
+            # float32 in, float32 out: asarray only tells mypy (no copy)
+            tex = np.asarray(cv2.GaussianBlur(tex, (0, 0), max(0.6, 0.8 / px)), np.float32)
             tex /= tex.std() + 1e-6
             img *= np.clip(1.0 + self.cfg.texture * 0.5 * tex, 0.2, 2.0)
             for _ in range(int(rng.integers(0, 4))):
