@@ -563,6 +563,7 @@ class FocusLock:
         self._cycles = 0
         self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
         p = frame.position
+        assert p is not None  # only reached through _step, which returns without a position
         self._check_xy = (p.x, p.y)
         self._travel = 0.0
 
@@ -608,7 +609,10 @@ class FocusLock:
 
     def _hold(self, frame: Frame, val: float) -> FocusAction:
         idx = frame.index
-        self._ref_xy = self._ref_xy or (frame.position.x, frame.position.y)
+        pos, zc = frame.position, self.z_center
+        # _step returns early without a position and sets z_center before calling here
+        assert pos is not None and zc is not None
+        self._ref_xy = self._ref_xy or (pos.x, pos.y)
         if self.check_travel_um is not None and self._travel > self.check_travel_um:
             self._start_cycle("checking", frame)  # far from the last check: re-find it
             return self._cycle(frame, val)
@@ -619,7 +623,7 @@ class FocusLock:
                 if len(self._acc) > 1:
                     self._noise = max(self._noise * 0.5, float(np.std(self._acc)))
                 self._acc = []
-            return FocusAction(idx, "locked", self.z_center, sharpness=val)
+            return FocusAction(idx, "locked", zc, sharpness=val)
         why = None
         ready = frame.stamps.get(STAMP_READY, 0)
         if self.check_every_s is not None and self._last_check_ns is not None \
@@ -632,17 +636,20 @@ class FocusLock:
         else:
             self._low = 0
         if why is None:
-            return FocusAction(idx, "locked", self.z_center, sharpness=val)
+            return FocusAction(idx, "locked", zc, sharpness=val)
         self._low = 0
         self._start_cycle(why, frame)
         return self._cycle(frame, val)
 
     def _cycle(self, frame: Frame, val: float) -> FocusAction:
         idx = frame.index
-        self._ref_xy = self._ref_xy or (frame.position.x, frame.position.y)
+        pos, zc = frame.position, self.z_center
+        # _step returns early without a position and sets z_center before calling here
+        assert pos is not None and zc is not None
+        self._ref_xy = self._ref_xy or (pos.x, pos.y)
         self._acc.append(val)
         if len(self._acc) < self.samples:
-            return FocusAction(idx, self.state, self.z_center, sharpness=val)
+            return FocusAction(idx, self.state, zc, sharpness=val)
         self._vals.append(float(np.mean(self._acc)))
         if len(self._acc) > 1:
             self._noise = max(self._noise * 0.9, float(np.std(self._acc)))
@@ -651,7 +658,7 @@ class FocusLock:
         d = self.dither_um
         offset = 0.0
         if self._phase < 3:
-            zt = self.z_center + (d if self._phase == 1 else -d)
+            zt = zc + (d if self._phase == 1 else -d)
         else:
             s0, sp, sm = self._vals
             denom = sp + sm - 2 * s0
@@ -669,8 +676,8 @@ class FocusLock:
             else:
                 self._fails += 1
             offset = float(np.clip(self.gain * offset, -self.max_step_um, self.max_step_um))
-            self.z_center += offset
-            zt = self.z_center
+            zc += offset
+            self.z_center = zt = zc
             self._phase, self._vals = 0, []
             self._cycles = getattr(self, "_cycles", 0) + 1
             # a check or correction near the peak that keeps hunting (noise, a fast drift,
@@ -681,7 +688,7 @@ class FocusLock:
             if converged:
                 self.state, self.locked = "locked", True
                 self._ref, self._acc, self._low = None, [], 0
-                self._ref_xy = (frame.position.x, frame.position.y)
+                self._ref_xy = (pos.x, pos.y)
                 self._check_xy, self._travel = self._ref_xy, 0.0
             elif self._fails >= 3:
                 self.state = "lost"
@@ -690,8 +697,8 @@ class FocusLock:
             self._phase, self._vals, self._acc = 0, [], []
             if self.state == "locked":
                 self._ref = None
-            return FocusAction(idx, status, self.z_center, zt, val, offset, False, reason)
-        return FocusAction(idx, self.state, self.z_center, zt, val, offset, True)
+            return FocusAction(idx, status, zc, zt, val, offset, False, reason)
+        return FocusAction(idx, self.state, zc, zt, val, offset, True)
 
 
 def focus_curve(scope: Microscope, zs: Sequence[float], boxes: np.ndarray | None = None,

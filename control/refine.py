@@ -48,7 +48,7 @@ def _crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     a, b, c, d = max(x0, 0), min(x1, w), max(y0, 0), min(y1, h)
     if a >= b or c >= d:
         return np.zeros((0, 0), np.float32)
-    out = img[c:d, a:b].astype(np.float32)
+    out: np.ndarray = img[c:d, a:b].astype(np.float32)
     if (a, b, c, d) != (x0, x1, y0, y1):
         out = cv2.copyMakeBorder(out, c - y0, y1 - d, a - x0, x1 - b, cv2.BORDER_REPLICATE)
     return out
@@ -332,6 +332,8 @@ class TargetRefiner:
         pred = self._ref_um if predicted_um is None else np.asarray(predicted_um, float)
         if self.fixes:
             pred = self.fixes[-1].xy_um if predicted_um is None else pred
+        # acquire() sets _ref_um together with _tmpl (checked above)
+        assert pred is not None
         p_px = frame.stage_to_pixel(pred)[0]
         th, tw = self._tmpl.shape
         m = self.search_px if self.search_px is not None else max(

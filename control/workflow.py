@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -185,11 +185,17 @@ def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
                          f"a scan plans at most {MAX_FIELDS}. Scan a smaller region (or "
                          "several).")
     xs, ys = axis(x0, x1), axis(y0, y1)
-    out = []
+    out: list[tuple[float, float]] = []
     for j, y in enumerate(ys):
         row = xs if j % 2 == 0 else xs[::-1]
         out.extend((x, y) for x in row)
     return out
+
+
+def _box4(b: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
+    """A detection box (x0, y0, x1, y1) as four floats."""
+    x0, y0, x1, y1 = (float(v) for v in b)
+    return (x0, y0, x1, y1)
 
 
 def _extent(profile: list[tuple[float, float]], frac: float) -> tuple[float, float]:
@@ -375,7 +381,7 @@ class FindAndImage:
         self.summary = WorkflowSummary(region=None if self.region is None
                                        else list(self.region), out_dir=str(self.out_dir))
         self._images = 0
-        self._csv_file = None
+        self._csv_file: TextIO | None = None
         self._csv: csv.DictWriter | None = None
 
     # -- small helpers -----------------------------------------------------------------
@@ -395,7 +401,7 @@ class FindAndImage:
         x0, y0, x1, y1 = self.region
         return x0 - grow <= xy[0] <= x1 + grow and y0 - grow <= xy[1] <= y1 + grow
 
-    def _fields(self, frame: Frame) -> list[tuple[float, float]]:
+    def _fields(self, frame: Frame) -> Sequence[tuple[float, ...]]:
         if self.positions is not None:
             return list(self.positions)
         f_um = _field_um(frame.affine, frame.shape)
@@ -486,7 +492,7 @@ class FindAndImage:
         for k, (c, b) in enumerate(zip(frame.pixel_to_stage(det.centers) if len(det)
                                        else [], det.boxes, strict=False)):
             rec = CellRecord(id=k + 1, x_um=float(c[0]), y_um=float(c[1]),
-                             box=tuple(float(v) for v in b), score=float(det.scores[k]),
+                             box=_box4(b), score=float(det.scores[k]),
                              status="planned", reason="dry-run: nothing moved")
             self.cells.append(rec)
             self._csv.writerow(rec.row())  # type: ignore[union-attr]
@@ -518,8 +524,9 @@ class FindAndImage:
             centers = frame.pixel_to_stage(det.centers)
             for k in range(len(det)):
                 b = det.boxes[k]
-                e = self.edge_px
-                partial = bool(b[0] <= e or b[1] <= e or b[2] >= w - e or b[3] >= h - e)
+                edge = self.edge_px
+                partial = bool(b[0] <= edge or b[1] <= edge or b[2] >= w - edge
+                               or b[3] >= h - edge)
                 size = np.array([b[2] - b[0], b[3] - b[1]], float) * scale
                 cands.append(_Candidate(centers[k], size, float(det.scores[k]), partial, i,
                                         b.astype(float)))
@@ -567,7 +574,7 @@ class FindAndImage:
             c = todo.pop(j)
             cur = c.xy
             out.append(CellRecord(id=len(out) + 1, x_um=float(c.xy[0]), y_um=float(c.xy[1]),
-                                  box=tuple(float(v) for v in c.box),
+                                  box=_box4(c.box),
                                   size_um=(float(c.size_um[0]), float(c.size_um[1])),
                                   score=c.score, partial=c.partial, field_index=c.field_index))
         return out
@@ -759,7 +766,7 @@ class FindAndImage:
         c_um = got.xy_um
         scale = math.sqrt(abs(np.linalg.det(frame.affine)))
         rec.x_um, rec.y_um = float(c_um[0]), float(c_um[1])
-        rec.box = tuple(float(v) for v in box)
+        rec.box = _box4(box)
         rec.size_um = (float(box[2] - box[0]) * scale, float(box[3] - box[1]) * scale)
         rec.score = got.score
         rec.partial = False
