@@ -95,7 +95,13 @@ _SCRIPT = textwrap.dedent("""
 def _start(mode: str, tmp_path) -> tuple[subprocess.Popen, int]:
     script = tmp_path / "cam.py"
     script.write_text(_SCRIPT)
-    kw = {"start_new_session": True} if os.name == "posix" else {}
+    kw: dict = {}
+    if os.name == "posix":
+        # its own process group, and SIGINT at its default as under a terminal: a shell
+        # starts background jobs (`make test &`) with SIGINT ignored, which the child
+        # would inherit, and then Ctrl-C could not reach it
+        kw = {"start_new_session": True,
+              "preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)}
     p = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, **kw)
     line = p.stdout.readline()
