@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,15 @@ def default_spinning() -> bool:
     return (os.cpu_count() or 1) >= SPIN_MIN_CORES
 
 
+#: ONNX Runtime's session config key for idle intra-op threads spinning ("1") or not ("0").
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
+def session_spins(session: Any) -> bool:
+    """Whether *session*'s idle intra-op threads really spin (unset: ORT's default, yes)."""
+    return session.get_session_options().get_session_config_entry(SPINNING_KEY) != "0"
+
+
 def _session_options(threads: int | None, spinning: bool | None = None):
     import onnxruntime as ort
 
@@ -202,7 +212,7 @@ def _session_options(threads: int | None, spinning: bool | None = None):
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
     return so
 
 

@@ -117,12 +117,10 @@ def _detectors(models: list[str], providers: list[str] | None, say,
 
 def _spinning(det) -> bool | None:
     """Whether the detector's ONNX Runtime session really lets idle threads spin."""
+    from inscope.detector.providers import session_spins
+
     session = getattr(det, "session", None)
-    if session is None:
-        return None
-    entry = session.get_session_options().get_session_config_entry(
-        "session.intra_op.allow_spinning")
-    return entry != "0"  # unset: ORT's default, spinning
+    return None if session is None else session_spins(session)
 
 
 def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
