@@ -54,6 +54,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
                         "decode_variants.json"),
     "loop": (["benchmarks.loop"], "loop.json"),
     "triton": (["benchmarks.bench_triton"], "triton.json"),
+    # parameters and multiply-adds counted from the ONNX graphs (model card, scale-out)
+    "model_cost": (["benchmarks.model_cost"], "model_cost.json"),
     "scale_out": (["benchmarks.scale_out_model"], "scale_out_model.json"),
     "json": (["benchmarks.bench_json"], "json.json"),
     "records": (["benchmarks.bench_records"], "records.json"),

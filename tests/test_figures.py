@@ -63,3 +63,20 @@ def test_every_committed_result_has_a_step_or_is_a_kept_record():
     for args, _ in STEPS.values():
         script = ROOT / (args[0].replace(".", "/") + ".py")
         assert script.is_file() or (ROOT / args[0] / "__main__.py").is_file(), args[0]
+
+
+def test_model_cost_and_scale_out_model_are_what_their_scripts_make(tmp_path):
+    """Both are arithmetic on committed inputs (the ONNX graphs, detector.json), so the
+    committed files must be exactly what the scripts make now, and the model card must
+    quote the counted figures."""
+    from benchmarks import model_cost, scale_out_model
+
+    for mod, name in ((model_cost, "model_cost.json"), (scale_out_model, "scale_out_model.json")):
+        out = tmp_path / name
+        assert mod.main(["--out", str(out)]) == 0
+        assert json.loads(out.read_text()) == json.loads((RESULTS / name).read_text()), name
+    cost = json.loads((RESULTS / "model_cost.json").read_text())["cost"]
+    card = (ROOT / "detector" / "models" / "MODEL_CARD.md").read_text()
+    for name in ("inscope-nuclei", "reference-cnn"):
+        assert f"{cost[name]['parameters']:,}" in card, name
+    assert f"{cost['reference-cnn']['per_size']['512']['gmac']:.2f} GMAC" in card
