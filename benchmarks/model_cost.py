@@ -6,7 +6,8 @@ sizes the benchmarks use. These are properties of the graphs, the same on every
 machine, so the model card and docs/scale-out.md quote them from here instead of from
 memory; ``scale_out_model`` uses :func:`graph_cost` for its GPU arithmetic.
 
-    python -m benchmarks.model_cost [--sizes 512 1024 2048] [--out benchmarks/results/model_cost.json]
+    python -m benchmarks.model_cost [--sizes 512 1024 2048]
+        [--out benchmarks/results/model_cost.json]
 
 Needs the ``onnx`` package (the ``test`` extra).
 """
