@@ -104,7 +104,7 @@ def detections_message(frame, detections, *, tracks: Sequence[Any] | None = None
         "pixel_size_um": float(frame.pixel_size_um),
         "affine_um_per_px": _r(frame.affine, 6),
         "shape": list(frame.pixels.shape),
-        "moving": bool(getattr(frame, "moving", False)),
+        "moving": bool(frame.moving),
         "n": n,
         "detections": dets,
         "target_id": target_id,

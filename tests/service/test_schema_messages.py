@@ -136,15 +136,21 @@ def test_one_track_claims_one_detection_the_closest():
     assert schema.match_track_ids(boxes, tracks) == [5, 4]
 
 
-def test_dumps_is_strict_json_with_nan_and_infinity_as_null():
+# orjson is the encoder; the stdlib one is the fallback for what orjson cannot encode (and
+# for an install without orjson): both must write the same strict, compact JSON
+ENCODERS = [schema.dumps, schema._dumps_json]
+
+
+@pytest.mark.parametrize("dumps", ENCODERS, ids=["dumps", "stdlib"])
+def test_dumps_is_strict_json_with_nan_and_infinity_as_null(dumps):
     def strict(data: bytes):
         return json.loads(data, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
 
     msg = {"a": math.nan, "b": [1.5, math.inf, -math.inf], "c": {"d": (math.nan, 2)},
            "e": np.float64("nan"), "f": "NaN"}
-    assert strict(schema.dumps(msg)) == {"a": None, "b": [1.5, None, None],
-                                          "c": {"d": [None, 2]}, "e": None, "f": "NaN"}
-    out = schema.dumps({"x": 1.0})
+    assert strict(dumps(msg)) == {"a": None, "b": [1.5, None, None],
+                                   "c": {"d": [None, 2]}, "e": None, "f": "NaN"}
+    out = dumps({"x": 1.0})
     assert out == b'{"x":1.0}'  # compact, bytes
     assert schema.loads(out) == {"x": 1.0} and schema.loads(out.decode()) == {"x": 1.0}
 
@@ -155,15 +161,16 @@ class _Point:
     y: float
 
 
-def test_dumps_takes_numpy_dataclasses_tuples_and_sets():
+@pytest.mark.parametrize("dumps", ENCODERS, ids=["dumps", "stdlib"])
+def test_dumps_takes_numpy_dataclasses_tuples_and_sets(dumps):
     msg = {"i": np.int64(3), "f": np.float32(0.5), "a": np.arange(3),
            "p": _Point(1.0, 2.0), "t": (1, 2), "s": {4}, "o": object}
-    out = json.loads(schema.dumps(msg))
+    out = json.loads(dumps(msg))
     assert out == {"i": 3, "f": 0.5, "a": [0, 1, 2], "p": {"x": 1.0, "y": 2.0},
                    "t": [1, 2], "s": [4], "o": str(object)}
     # the NaN path goes through the same conversions
-    out = json.loads(schema.dumps({"a": np.array([1.0, np.nan]), "p": _Point(math.nan, 1),
-                                   "s": {5}}))
+    out = json.loads(dumps({"a": np.array([1.0, np.nan]), "p": _Point(math.nan, 1),
+                            "s": {5}}))
     assert out == {"a": [1.0, None], "p": {"x": None, "y": 1}, "s": [5]}
 
 
@@ -217,5 +224,21 @@ def test_the_detection_centre_decides_between_two_tracks_inside_its_box():
                                          _track(2, [118, 12, 122, 16])]) == [2]  # (120, 14)
 
 
-def test_dumps_stays_compact_when_it_replaces_nan():
-    assert schema.dumps({"a": math.nan, "b": [1, 2]}) == b'{"a":null,"b":[1,2]}'
+@pytest.mark.parametrize("dumps", ENCODERS, ids=["dumps", "stdlib"])
+def test_dumps_stays_compact_when_it_replaces_nan(dumps):
+    assert dumps({"a": math.nan, "b": [1, 2]}) == b'{"a":null,"b":[1,2]}'
+    assert dumps({"a": (1, math.inf)}) == b'{"a":[1,null]}'
+
+
+def test_what_orjson_cannot_encode_goes_through_the_stdlib_encoder():
+    # an integer beyond 64 bits is valid JSON that orjson refuses: the message still goes out
+    out = schema.dumps({"big": 2**70, "x": math.nan, "p": _Point(1.0, 2.0)})
+    assert out == b'{"big":1180591620717411303424,"x":null,"p":{"x":1.0,"y":2.0}}'
+
+
+def test_moving_says_whether_the_stage_moved_during_the_exposure():
+    f = _frame()
+    assert schema.detections_message(f, _dets())["moving"] is False
+    f.moving = True
+    assert schema.detections_message(f, _dets())["moving"] is True
+
