@@ -116,6 +116,8 @@ def test_no_limits_on_real_hardware_refuses_and_says_how_to_fix():
                    "or run with --dry-run to only compute moves (dry-run makes none, so it "
                    "needs no limits).")
     assert "Refused z move to (1.00)" in _refused(g, "z", (0.0,), (1.0,))
+    # the refusals are recorded under the axis they were for
+    assert [(r.axis, r.made) for r in g.history] == [("xy", False), ("z", False)]
 
 
 def test_without_limits_the_default_steps_still_apply():
@@ -190,7 +192,8 @@ def test_soft_limit_ranges_must_be_low_below_high(bad):
 
 @pytest.mark.parametrize("name", ["max_step_xy_um", "max_step_z_um", "max_rate_hz"])
 def test_steps_and_rate_must_be_positive_and_finite(name):
-    for bad in (0.0, -1.0, math.inf, math.nan):
+    # True is an int to Python, but a config's "max_step_xy_um = true" is a typo, not 1 µm
+    for bad in (0.0, -1.0, math.inf, math.nan, True, "5"):
         with pytest.raises(ValueError, match=f"Soft limit '{name}' must be a finite positive"):
             SoftLimits(**{name: bad})
     small = 1.0 if name == "max_rate_hz" else 0.5  # the rate has a floor (no stalled control)

@@ -32,6 +32,8 @@ def test_config_with_infinite_limits_gets_one_line(tmp_path):
             "x": [-INF, INF], "y": [-INF, INF], "z": [-INF, INF]}}}, "scope.toml")
     msg = str(e.value)
     assert "\n" not in msg and "scope.toml" in msg and "not finite" in msg
+    # the fix and why: the stage's real travel, since an infinite range limits nothing
+    assert "x = [-5000, 5000]" in msg and msg.endswith("limits nothing).")
 
 
 def _moves(guard: MoveGuard):
