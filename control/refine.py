@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from inscope.acquisition.frame import Frame
 
-__all__ = ["Fix", "TargetRefiner", "soft_centroid", "soft_mask"]
+__all__ = ["Fix", "TargetRefiner", "one_object", "soft_centroid", "soft_mask"]
 
 
 #: The mask grows from Otsu's threshold down to this fraction of it (above background).
@@ -40,6 +40,9 @@ HYSTERESIS = 0.5
 #: A blob larger than this fraction of its box (an ellipse fills pi/4 of it; soft edges
 #: a little more) is taken for two touching nuclei and split.
 SPLIT_FILL = 0.9
+#: Two points lie on one object when the blob joins them by a path nowhere narrower than
+#: this fraction of the blob's width at the points (see :func:`one_object`).
+NECK_RATIO = 0.5
 
 
 def _crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -160,6 +163,62 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     if abs(gx - cx) > 0.25 * w or abs(gy - cy) > 0.25 * h:
         return None
     return wgt.astype(np.float32), (a, c)
+
+
+def one_object(pixels: np.ndarray, p: np.ndarray, q: np.ndarray,
+               boxes: np.ndarray) -> bool:
+    """Whether the points *p* and *q* (x, y px) lie on one object: the same foreground
+    blob, joined without a neck.
+
+    The detector sometimes boxes the two ends of one elongated or kidney-shaped nucleus
+    as two objects, and each end, centred and detected again, stays a box of its own; by
+    distance alone the ends look like two neighbours. Two touching nuclei share a blob
+    too, but meet at a neck. So: the blob is the crop around *boxes* (N x 4, the objects'
+    boxes) above Otsu's threshold, holes filled; its width at a point is twice the
+    distance to the background (the largest value within 3 px of the point, which may lie
+    off the blob's axis); *p* and *q* are one object when a path joins them on which the
+    width never drops below :data:`NECK_RATIO` of the smaller of their widths - the
+    classic neck criterion for splitting touching nuclei, applied the other way round.
+    """
+    pts = np.array([p, q], float).reshape(2, 2)
+    b = np.asarray(boxes, float).reshape(-1, 4)
+    lo = np.minimum(b[:, :2].min(0), pts.min(0))
+    hi = np.maximum(b[:, 2:].max(0), pts.max(0))
+    pad = 0.15 * float((hi - lo).max()) + 3
+    a, c = int(math.floor(lo[0] - pad)), int(math.floor(lo[1] - pad))
+    crop = _crop(np.asarray(pixels), a, c, int(math.ceil(hi[0] + pad)),
+                 int(math.ceil(hi[1] + pad)))
+    if crop.size < 16:
+        return False
+    bg = float(np.percentile(crop, 10))
+    top = float(np.percentile(crop, 99))
+    if top - bg <= 1e-6:
+        return False
+    u8 = np.clip((crop - bg) * (255.0 / (top - bg)), 0, 255).astype(np.uint8)
+    t8, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    blob = ndimage.binary_fill_holes(u8 > t8).astype(np.uint8)
+    dist = cv2.distanceTransform(blob, cv2.DIST_L2, 5)
+    h, w = blob.shape
+    seeds, widths = [], []
+    yy, xx = np.mgrid[-3:4, -3:4]
+    disc = xx ** 2 + yy ** 2 <= 9
+    for x, y in pts - [a, c]:
+        i, j = int(round(y)), int(round(x))
+        if not (0 <= i < h and 0 <= j < w):
+            return False
+        win = np.zeros_like(dist)
+        r0, r1, c0, c1 = max(i - 3, 0), min(i + 4, h), max(j - 3, 0), min(j + 4, w)
+        win[r0:r1, c0:c1] = dist[r0:r1, c0:c1] * disc[r0 - i + 3:r1 - i + 3,
+                                                     c0 - j + 3:c1 - j + 3]
+        k = int(np.argmax(win))
+        if win.flat[k] <= 0:
+            return False  # the point is on background
+        seeds.append(divmod(k, w))
+        widths.append(float(win.flat[k]))
+    keep = (dist >= NECK_RATIO * min(widths)).astype(np.uint8)
+    _, lab = cv2.connectedComponents(keep, connectivity=8)
+    (i0, j0), (i1, j1) = seeds
+    return bool(lab[i0, j0] != 0 and lab[i0, j0] == lab[i1, j1])
 
 
 def _fits(m: np.ndarray, box: tuple[float, float, float, float]) -> bool:
