@@ -83,9 +83,10 @@ TARGETS: tuple[Target, ...] = (
     Target("steering", "control/steering.py",
            ("tests/control/test_steering_behaviour.py",), 0.80),
     Target("calibration", "control/calibration.py",
-           # test_sim_control: save / load / apply of a calibration (the first round's
-           # 69 "no tests" mutants)
-           ("tests/control/test_calibration_truth.py", "tests/control/test_sim_control.py"),
+           # test_sim_control: save / load / apply of a calibration; test_calibration_in_loop:
+           # writing it into Micro-Manager's pixel configuration (real MMCore)
+           ("tests/control/test_calibration_truth.py", "tests/control/test_sim_control.py",
+            "tests/control/test_calibration_in_loop.py"),
            0.80),
     # FocusLock's law on frames of known sharpness; tests/control/test_focus_lock.py (the
     # lock on rendered cells with the detector, seconds per test) is left out for speed

@@ -21,6 +21,7 @@ from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.control.calibration import (
     Calibration,
     CalibrationError,
+    _consensus,
     calibrate,
     measure_shift,
 )
@@ -291,3 +292,37 @@ def test_a_map_the_shifts_do_not_fit_is_refused_not_returned():
         calibrate(sim_scope(seed=2), steps_um=[10.0], max_misfit=0.001)
     cal = calibrate(sim_scope(seed=2), steps_um=[10.0], max_misfit=misfit * 1.01)
     assert cal.residual_px == pytest.approx(misfit * size)
+
+
+def _moves_and_shifts(affine: np.ndarray, seed: int = 0):
+    """Twelve stage moves (µm) and the image shifts (px) they cause, ``s = -A^-1 d``,
+    with 0.2 px of measurement noise."""
+    steps = [(10, 0), (0, 10), (-10, 0), (0, -10), (20, 0), (0, 20), (-20, 0), (0, -20),
+             (14, 14), (-14, 14), (14, -14), (-14, -14)]
+    D = np.array(steps, float)
+    S = -(D @ np.linalg.inv(affine).T)
+    return D, S + np.random.default_rng(seed).normal(0, 0.2, S.shape)
+
+
+def test_consensus_keeps_the_moves_one_map_explains_and_drops_the_rest():
+    D, S = _moves_and_shifts(_rot(20) * 0.5)
+    bad = [1, 3, 7]
+    S[3] += (12.0, -9.0)  # a wrong phase-correlation peak
+    S[7] *= 0.5  # half the shift: a move cut short
+    # 1.5 px off on a 20 px shift: beyond the 1 px floor (5 % of 20 px is 1 px)
+    S[1] += 1.5 * S[1] / np.linalg.norm(S[1]) @ _rot(90)
+    got = _consensus(D, S)
+    assert got.tolist() == [k not in bad for k in range(len(D))]
+    # the tolerance grows with the shift: 5 % of a 79 px shift is 4 px
+    D2, S2 = _moves_and_shifts(_rot(-35) * 0.25, seed=1)
+    S2[8] += 2.0 * S2[8] / np.linalg.norm(S2[8]) @ _rot(90)
+    assert _consensus(D2, S2).all()
+
+
+def test_consensus_of_shifts_along_one_line_keeps_every_move():
+    """Parallel shifts determine no map: nothing is dropped, and calibrate() then says
+    the shifts are all along one line."""
+    D = np.array([(10, 0), (20, 0), (-10, 0), (-20, 0)], float)
+    S = -D / 0.5
+    got = _consensus(D, S)
+    assert got.dtype == bool and got.tolist() == [True] * 4
