@@ -37,6 +37,16 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                    help="calibration JSON from `inscope calibrate` to apply first")
 
 
+def add_limits_arguments(p: argparse.ArgumentParser) -> None:
+    """``--limits``: a real stage refuses every move without soft limits, and calibrate
+    and scan move it (``inscope run`` takes them from its TOML's [microscope.limits];
+    here ``--config`` is still the deprecated spelling of ``--mm-config``)."""
+    p.add_argument("--limits", type=float, nargs=6, default=None,
+                   metavar=("X0", "X1", "Y0", "Y1", "Z0", "Z1"),
+                   help="soft limits of the stage, µm: every move stays inside them "
+                        "(required on a real stage; simulated and demo stages have their own)")
+
+
 def register(subparsers) -> None:
     from inscope.cli import deprecated_alias
 
@@ -46,6 +56,7 @@ def register(subparsers) -> None:
                     "phase correlation and fit the 2x2 pixel-to-stage affine. Warns when it "
                     "disagrees with the microscope's configured pixel size / affine.")
     add_backend_args(p)
+    add_limits_arguments(p)
     p.add_argument("--out", default="calibration.json", help="where to write the JSON")
     p.add_argument("--write-mm", action="store_true",
                    help="also write the measured pixel size and affine into Micro-Manager's "
@@ -67,6 +78,7 @@ def register(subparsers) -> None:
                     "them in stage µm, then centre, autofocus and z-stack each one. Writes "
                     "one OME-TIFF per cell, cells.csv and summary.json as it goes.")
     add_backend_args(s)
+    add_limits_arguments(s)
     s.add_argument("--region", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                    required=True, help="region to scan, stage µm")
     s.add_argument("--model", default=None,
@@ -107,12 +119,26 @@ def open_from_args(args: argparse.Namespace, dry_run: bool = False):
 
     opts = {k: v for k, v in opts.items() if v is not None}
     opts.update(parse_options(getattr(args, "option", None)))
-    scope = open_microscope(args.backend, dry_run=dry_run, **opts)
+    scope = open_microscope(args.backend, dry_run=dry_run, limits=limits_from_args(args),
+                            **opts)
     if args.calibration:
         from inscope.control.calibration import Calibration
 
         Calibration.load(args.calibration).apply(scope)
     return scope
+
+
+_LIMITS_HINT = (" Here: give the stage's soft limits with --limits X0 X1 Y0 Y1 Z0 Z1 "
+                "(µm).")
+
+
+def limits_from_args(args: argparse.Namespace) -> dict[str, list[float]] | None:
+    """The soft limits given by ``--limits`` (None: the backend's own; a real stage then
+    refuses every move)."""
+    lim = getattr(args, "limits", None)
+    if lim is None:
+        return None
+    return {"x": [lim[0], lim[1]], "y": [lim[2], lim[3]], "z": [lim[4], lim[5]]}
 
 
 def load_detector_for(model: str | None):
@@ -154,7 +180,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         return 2
     try:
         scope = open_from_args(args)
-    except AcquisitionError as e:
+    except (AcquisitionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     with scope:
@@ -162,7 +188,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
             cal = calibrate(scope, steps_um=args.steps_um, n=args.repeats,
                             tolerance=args.tolerance)
         except (CalibrationError, AcquisitionError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}{_LIMITS_HINT if 'no soft limits' in str(e) else ''}",
+                  file=sys.stderr)
             return 1
         if getattr(args, "write_mm", False):
             from inscope.control.calibration import write_to_micromanager
@@ -244,7 +271,7 @@ def run_scan(args: argparse.Namespace) -> int:
         return 2
     try:
         scope = open_from_args(args, dry_run=args.dry_run)
-    except AcquisitionError as e:
+    except (AcquisitionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

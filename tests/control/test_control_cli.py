@@ -58,3 +58,25 @@ def test_scan_bad_region_and_dry_run_calibrate(mm_scope, tmp_path, capsys):
     assert main(["scan", "--backend", "headless", "--region", "10", "0", "0", "5",
                  "--model", "classical", "--out", str(tmp_path / "s")]) == 2
     assert "x1 > x0" in capsys.readouterr().err
+
+
+def test_calibrate_and_scan_take_soft_limits_from_the_command_line(capsys):
+    """A real stage refuses every move without soft limits, and calibrate and scan move
+    it: --limits gives them (before, only `inscope run`'s TOML could)."""
+    from inscope.cli import build_parser
+    from inscope.control.cli import open_from_args
+
+    args = build_parser().parse_args(
+        ["scan", "--backend", "sim", "--region", "0", "0", "10", "10",
+         "--limits", "-100", "100", "-200", "50", "-30", "40"])
+    with open_from_args(args) as scope:
+        lim = scope.guard.limits
+        assert (lim.x, lim.y, lim.z) == ((-100.0, 100.0), (-200.0, 50.0), (-30.0, 40.0))
+    # every calibration move leaves a 2 µm box: all refused, and the error says so
+    assert main(["calibrate", "--backend", "sim", "--limits", "-1", "1", "-1", "1",
+                 "-10", "10"]) == 1
+    assert "refused by the soft limits" in capsys.readouterr().err
+    assert main(["calibrate", "--backend", "sim", "--limits", "5", "1", "-1", "1",
+                 "-10", "10"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'x'" in err and "reversed" in err
