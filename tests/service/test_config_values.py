@@ -251,3 +251,92 @@ def test_output_paths_are_checked_before_a_run(tmp_path):
                                               "video": str(tmp_path / "v.mp4")},
                                   "run": {"summary": str(tmp_path / "s.json")}}))
     check_paths(config_from_dict({}))
+
+
+# Every numeric range: (key, low, high, low open?, the reason the message gives or "").
+# Integer settings take integers. Both sides of both bounds, and the exact message.
+RANGES = [
+    ("control.deadband_um", 0.0, 1000.0, False, ""),
+    ("control.max_step_um", 0.0, 10_000.0, True, ""),
+    ("control.settle_s", 0.0, 60.0, False, " (frames this long after a move are ignored)"),
+    ("control.focus_step_um", 0.0, 100.0, True, ""),
+    ("control.immersion_index", 1.0, 2.0, False,
+     " (the medium's refractive index: air 1.0, water 1.33, oil 1.515)"),
+    ("control.wavelength_um", 0.2, 2.0, False, ""),
+    ("control.focus_dof_um", 0.0, 1000.0, True, ""),
+    ("control.focus_dither_um", 0.0, 100.0, True, ""),
+    ("control.focus_check_s", 0.0, 86_400.0, True, ""),
+    ("outputs.video_fps", 0.1, 240.0, False, ""),
+    ("outputs.display_fps", 0.1, 240.0, False, ""),
+    ("outputs.snapshot_max_per_s", 0.0, 100.0, True, ""),
+    ("detector.score_threshold", 0.0, 1.0, False, ""),
+    ("detector.threads", 1, 256, False, ""),
+    ("outputs.zmq.sndhwm", 1, 1_000_000, False, ""),
+    ("outputs.eyepiece.display_lag_ms", 0.0, 1000.0, False,
+     " (the display's lag in ms; measure it: docs/service.md)"),
+    ("run.frames", 1, 10**12, False, " (omit it to run until stopped)"),
+    ("run.seconds", 0.0, 1e7, True, " (omit it to run until stopped)"),
+]
+
+
+def _nested(key: str, value) -> dict:
+    *path, last = key.split(".")
+    d: dict = {last: value}
+    for p in reversed(path):
+        d = {p: d}
+    return d
+
+
+def _get(cfg, key: str):
+    for p in key.split("."):
+        cfg = getattr(cfg, p)
+    return cfg
+
+
+@pytest.mark.parametrize("key,lo,hi,lo_open,why", RANGES, ids=[r[0] for r in RANGES])
+def test_every_range_on_both_sides_of_both_bounds(key, lo, hi, lo_open, why):
+    step = 1 if isinstance(lo, int) else 1e-3 * max(1.0, abs(hi - lo))
+    rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    ok = [lo + step if lo_open else lo, hi]
+    bad = [lo if lo_open else lo - step, hi + step]
+    for v in ok:
+        assert _get(config_from_dict(_nested(key, v)), key) == v
+    for v in bad:
+        assert _bad(_nested(key, v)) == (f"scope.toml: key '{key}' = {v!r} is not allowed; "
+                                         f"use a finite number in {rng}{why}.")
+
+
+def test_objective_na_below_the_immersion_index():
+    ok = config_from_dict({"control": {"immersion_index": 1.515, "objective_na": 1.4}})
+    assert ok.control.objective_na == 1.4
+    assert _bad({"control": {"immersion_index": 1.0, "objective_na": 1.0}}) == (
+        "scope.toml: key 'control.objective_na' = 1.0 is not allowed; it must be below "
+        "control.immersion_index (1.0).")
+    assert _bad({"control": {"immersion_index": 1.33, "objective_na": 1.4}}) == (
+        "scope.toml: key 'control.objective_na' = 1.4 is not allowed; use a finite number "
+        "in (0, 1.33] (below control.immersion_index).")
+    _bad({"control": {"objective_na": 0.0}}, "key 'control.objective_na' = 0.0", "in (0, ")
+
+
+def test_backend_mode_format_and_options_name_key_and_value():
+    assert _bad({"microscope": {"backend": "gui"}}).startswith(
+        "scope.toml: key 'microscope.backend' = 'gui' is not allowed; use one of sim, ")
+    assert _bad({"control": {"mode": "fly"}}).startswith(
+        "scope.toml: key 'control.mode' = 'fly' is not allowed; use one of off, ")
+    assert _bad({"outputs": {"records": {"format": "xml"}}}).startswith(
+        "scope.toml: key 'outputs.records.format' = 'xml' is not allowed; use one of ")
+    assert _bad({"microscope": {"options": {"exposure_ms": float("nan")}}}) == (
+        "scope.toml: key 'microscope.options.exposure_ms' = nan is not allowed; use a "
+        "finite number.")
+    assert config_from_dict({"microscope": {"options": {"exposure_ms": 5.0}}})
+    assert _bad({"outputs": {"zmq": {"pub_port": 70000, "enabled": False}}}) == (
+        "scope.toml: key 'outputs.zmq.pub_port' = 70000 is not allowed; use 0..65535 "
+        "(0 = any free port).")
+    for ds, ok in (([16384, 16], True), ([16385, 16], False), ([16, 16384], True)):
+        d = {"outputs": {"eyepiece": {"display_size": ds}}}
+        if ok:
+            assert list(config_from_dict(d).outputs.eyepiece.display_size) == ds
+        else:
+            assert _bad(d) == (f"scope.toml: key 'outputs.eyepiece.display_size' = {ds!r} "
+                               "is not allowed; give [width, height] in pixels, each in "
+                               "[16, 16384].")
