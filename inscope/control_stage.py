@@ -13,6 +13,7 @@ updates the tracker but is never used to decide a move or to measure focus.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections import Counter
@@ -39,7 +40,8 @@ class ControlStep:
     Attributes
     ----------
     tracks
-        The live tracks after this frame (:class:`inscope.control.tracking.Track`).
+        The tracks after this frame (:class:`inscope.control.tracking.Track`), as they
+        were then: copies, which the next frame's tracking leaves alone.
     target_id
         The steered track's id (None: no target).
     steer, focus
@@ -196,7 +198,11 @@ class ControlStage:
             mode = self.mode
             if mode is Mode.OFF:
                 return NO_STEP
-            tracks = self.tracker.update(frame, detections)
+            live = self.tracker.update(frame, detections)
+            # What leaves this step is a snapshot: publishers, recorders and the eyepiece
+            # read a step's tracks on other threads while the next frame's update moves
+            # the live ones (it rebinds their fields, so a shallow copy is consistent).
+            tracks = [copy.copy(t) for t in live]
             steer = focus = None
             target_id = self.steerer.target_id
             why = self.usable(frame)
@@ -232,8 +238,8 @@ class ControlStage:
                 self._add_director(steer)
             elif mode.steers:
                 if self.director is not None:
-                    self.director.step(self, frame, tracks)
-                act = self.steerer.step(frame, detections, tracks)
+                    self.director.step(self, frame, live)
+                act = self.steerer.step(frame, detections, live)
                 steer = act.to_dict()
                 target_id = act.target_id
                 self.steer_status[act.status] += 1

@@ -98,6 +98,26 @@ def test_control_never_decides_on_a_frame_taken_during_a_move(detector):
     stage.close()
 
 
+def test_a_steps_tracks_stay_as_they_were_when_the_next_frame_is_tracked(detector):
+    """The publisher, the recorder and the eyepiece read a step's tracks on their own
+    threads while control tracks the next frame: they must see this frame's boxes."""
+    scope = _offline(seed=3)
+    stage = ControlStage(scope, ControlConfig(mode="track"))
+    f1 = scope.snap()
+    first = stage.step(f1, detector.detect(f1))
+    before = {t.id: t.box.copy() for t in first.tracks}
+    assert len(before) > 5
+    p = scope.position()
+    scope.move_xy(p.x + 15.0, p.y - 10.0)  # every box moves by ~(-23, +15) px
+    f2 = scope.snap()
+    second = stage.step(f2, detector.detect(f2))
+    moved = {t.id: t.box for t in second.tracks if t.id in before}
+    assert len(moved) > 5 and all(np.abs(moved[i] - before[i]).max() > 5 for i in moved)
+    for t in first.tracks:
+        assert np.array_equal(t.box, before[t.id]), "a published step's track moved"
+    stage.close()
+
+
 def test_control_moves_are_commanded_without_waiting(detector):
     scope = _offline(seed=3, xy_settle_ms=500.0)
     stage = ControlStage(scope, ControlConfig(mode="steer", max_step_um=250.0))
