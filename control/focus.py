@@ -315,6 +315,13 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
         z_est, h = z_best, h / 2
     ok = not refused
     msg = "; ".join(refused)
+    if not min(zs) + 1e-6 < z_best < max(zs) - 1e-6:
+        # the sharpest plane is the last one sampled: the focus may lie beyond the sweep
+        # (a haze brightening towards a cell out of range looks like this)
+        ok = False
+        msg = (msg + "; " if msg else "") + (
+            f"no peak inside the sweep ({min(zs):.2f}-{max(zs):.2f} µm): the sharpest "
+            "image is at its end, so the focus may lie beyond it")
     if float(np.max(s)) <= 1.05 * float(np.min(s)):
         ok = False
         msg = (msg + "; " if msg else "") + ("no sharpness peak (featureless field?): "

@@ -86,11 +86,24 @@ class FocusSurface:
         return lambda q: plane(q) + rbf((np.atleast_2d(q) - c) / scale)
 
     def predict(self, x: float, y: float) -> float | None:
-        """Predicted focus z at (x, y); None before the first point."""
+        """Predicted focus z at (x, y); None before the first point.
+
+        Kept within the z range of the points plus half that range (at least 2 µm) on
+        each side: a spline through noisy foci (cells at their own heights) can swing
+        far outside them away from the points, and a prediction beyond the soft limits
+        would only have its moves refused.
+        """
         if not self.points:
             return None
-        f = self._fit(np.asarray(self.points, float))
-        return float(f(np.array([[x, y]], float))[0])
+        pts = np.asarray(self.points, float)
+        f = self._fit(pts)
+        lo, hi = float(pts[:, 2].min()), float(pts[:, 2].max())
+        m = max(2.0, 0.5 * (hi - lo))
+        return float(np.clip(f(np.array([[x, y]], float))[0], lo - m, hi + m))
+
+    def median_z(self) -> float | None:
+        """The median focus z of the points (None before the first)."""
+        return float(np.median([p[2] for p in self.points])) if self.points else None
 
     @property
     def residual_um(self) -> float | None:

@@ -14,6 +14,7 @@ is stopped with Ctrl-C or fails half-way keeps everything it already acquired.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -757,9 +758,42 @@ class FindAndImage:
         resid = self.surface.residual_um
         search = self.focus_search_um / 2 if resid is None else float(
             np.clip(2.5 * resid, 1.0, self.focus_search_um))
-        return autofocus(self.scope, None, search_um=search, coarse=3, refine=2,
-                         refine_rounds=1, max_extend=1, boxes=box[None, :], center=pred,
-                         max_images=5)
+        # three images at +/- search, one step (= search) more if the peak is at an end
+        center, search = self._inside_z_limits(pred, search, reach=2.0)
+        got = autofocus(self.scope, None, search_um=search, coarse=3, refine=2,
+                        refine_rounds=1, max_extend=1, boxes=box[None, :], center=center,
+                        max_images=5)
+        if got.ok:
+            return got
+        # The prediction led nowhere (no peak in the short sweep, or moves refused): a
+        # stack around a wrong plane images nothing of the cell, so search afresh around
+        # the surface's median plane (a few more images for this cell).
+        log.info("cell at (%.1f, %.1f): predicted focus %.2f µm failed (%s); full search",
+                 rec.x_um, rec.y_um, pred, got.message)
+        mid = self.surface.median_z()
+        # five images over +/- search, up to three half-search steps more
+        center, search = self._inside_z_limits(pred if mid is None else mid,
+                                               self.focus_search_um, reach=2.5)
+        again = autofocus(self.scope, None, search_um=search, boxes=box[None, :],
+                          center=center)
+        return dataclasses.replace(again, images=got.images + again.images,
+                                   wall_s=got.wall_s + again.wall_s,
+                                   sim_s=got.sim_s + again.sim_s)
+
+    def _inside_z_limits(self, center: float, search: float, reach: float = 1.0
+                         ) -> tuple[float, float]:
+        """A focus sweep ``center +/- search`` moved (and narrowed if it must be) so that
+        it lies within the stage's z soft limits even when it is extended to ``reach``
+        times *search* (an autofocus whose peak sits at an end takes a step further): a
+        sweep that reaches past them has its moves refused and ends without a focus."""
+        lim = getattr(getattr(self.scope, "guard", None), "limits", None)
+        z = None if lim is None else lim.z
+        if z is None:
+            return center, search
+        lo, hi = float(z[0]), float(z[1])
+        search = min(search, 0.45 * (hi - lo) / reach)
+        far = reach * search
+        return float(np.clip(center, lo + far, hi - far)), search
 
     def _visit_inner(self, rec: CellRecord, imaged: list[CellRecord]) -> None:
         got = self._centre(rec)
