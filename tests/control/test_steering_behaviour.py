@@ -48,6 +48,7 @@ def _run(scope, steer: Steerer, cell_um, frames: int = 30) -> list:
     for _ in range(frames):
         f = scope.snap()
         acts.append(steer.step(f, boxes_at(f, [cell_um])))
+        assert acts[-1].frame_index == f.index  # every action names its frame
         if acts[-1].status == CENTERED:
             break
     return acts
@@ -213,13 +214,14 @@ def test_refused_and_dry_run_moves_are_reported_never_raised():
     scope = sim_scope(seed=1, shape=(256, 256), guard=guard)
     f = scope.snap()
     act = Steerer(scope, refine=False, deadband_um=0.5).step(f, boxes_at(f, [(12.0, 0.0)]))
-    assert act.status == REFUSED and not act.made
+    assert act.status == REFUSED and not act.made and act.frame_index == f.index
     assert "outside the soft limit" in act.reason
     assert act.move_um == pytest.approx((12.0, 0.0), abs=0.06)
     guard.dry_run = True
     act = Steerer(scope, refine=False, deadband_um=0.5).step(f, boxes_at(f, [(3.0, 0.0)]))
     assert (act.status, act.made, act.reason) == (DRY_RUN, False,
                                                   "dry-run: move computed, not made")
+    assert act.frame_index == f.index
     assert scope.position().x == 0.0 and made_moves(scope) == []
 
 
@@ -238,6 +240,7 @@ def test_no_target_no_position_and_disabled():
     assert steer.step(f, boxes_at(f, [(3.0, 0.0)])).status == DISABLED
     assert steer.target_id is None
     assert [a.status for a in steer.history] == [NO_TARGET, NO_POSITION, DISABLED]
+    assert [a.frame_index for a in steer.history] == [f.index, blind.index, f.index]
     assert steer.last.status == DISABLED
     assert made_moves(scope) == []
 
@@ -387,7 +390,7 @@ def test_a_stage_error_is_reported_as_failed_and_the_loop_goes_on():
     steer = Steerer(scope, refine=False, deadband_um=0.5)
     f = scope.snap()
     act = steer.step(f, boxes_at(f, [(12.0, 9.0)]))
-    assert (act.status, act.made) == ("failed", False)
+    assert (act.status, act.made, act.frame_index) == ("failed", False, f.index)
     assert act.reason == "XY stage 'XY' did not answer; check its cable"
     assert act.move_um == pytest.approx((12.0, 9.0), abs=0.06)
     f = scope.snap()  # no move was made: the next frame is a fresh decision
@@ -457,7 +460,17 @@ def test_refined_target_that_is_not_seen_is_never_reported_centred():
     empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
     act = steer.step(blank, empty)
     assert act.status == NOT_SEEN and act.target_id is not None, act
+    assert act.frame_index == blank.index, act
+    assert act.reason == ("the registered target was not seen in this frame; no move on "
+                          "its track's prediction")
     assert len(made_moves(scope)) == n  # and no move on a guess
+    # the track runs out of predictions: the target stays the registered one, unseen
+    tid = act.target_id
+    for _ in range(steer.tracker.max_missed + 2):
+        act = steer.step(blank, empty)
+    assert (act.status, act.target_id, act.frame_index) == (NOT_SEEN, tid, blank.index)
+    assert act.reason == "target neither detected nor registered here"
+    assert len(made_moves(scope)) == n
 
 
 def test_a_frame_exposed_while_the_stage_moved_is_settling():
@@ -467,6 +480,7 @@ def test_a_frame_exposed_while_the_stage_moved_is_settling():
     f.moving = True
     act = steer.step(f, boxes_at(f, [(12.0, 9.0)]))
     assert act.status == SETTLING and made_moves(scope) == []
+    assert (act.frame_index, act.target_id) == (f.index, steer.target_id)
     f.moving = False
     assert steer.step(f, boxes_at(f, [(12.0, 9.0)])).status == MOVED
 
