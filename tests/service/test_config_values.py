@@ -100,15 +100,6 @@ def test_unknown_keys_suggest_the_close_one_and_list_the_allowed():
     assert "Did you mean" not in msg
 
 
-@pytest.mark.parametrize("key,low_bad,low_ok", [
-    ("deadband_um", -0.001, 0.0), ("settle_s", -0.001, 0.0),
-    ("max_step_um", 0.0, 0.001), ("focus_step_um", 0.0, 0.001),
-])
-def test_control_ranges(key, low_bad, low_ok):
-    _bad({"control": {key: low_bad}}, f"key 'control.{key}' = {low_bad!r} is not allowed")
-    assert getattr(config_from_dict({"control": {key: low_ok}}).control, key) == low_ok
-
-
 def test_other_ranges_on_both_sides():
     _bad({"outputs": {"video_fps": 0}}, "key 'outputs.video_fps' = 0.0", "in [0.1, 240]")
     assert config_from_dict({"outputs": {"video_fps": 0.5}}).outputs.video_fps == 0.5
