@@ -852,8 +852,11 @@ class FindAndImage:
         one_object`). The second rule catches one elongated or kidney-shaped nucleus
         whose two ends the detector boxed as two cells (each end, centred, is boxed on
         its own again); it needs both tests since touching neighbours often share a
-        blob (HeLa: 7 of 18 touching pairs) but their boxes overlap little (at most
-        0.23 of the smaller box there), while a nucleus' two ends overlap 0.3-0.5.
+        blob (HeLa: 7 of 18 touching pairs) but their boxes mostly overlap little (their
+        label boxes at most 0.23 of the smaller), while the detector's boxes of a
+        nucleus' two ends overlapped 0.3-0.5. Not perfect: two touching nuclei pressed
+        into one blob with large detector boxes pass both tests (1 cell in ~110 on a
+        HeLa slide, ``benchmarks/results/control_hela_fov256.json``).
         """
         from inscope.control.refine import one_object
 
