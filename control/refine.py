@@ -57,6 +57,11 @@ def _crop(img: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     return out
 
 
+def _to_u8(img: np.ndarray, bg: float, hi: float) -> np.ndarray:
+    """*img* scaled so *bg* is 0 and *hi* is 255 (clipped), as uint8 for Otsu."""
+    return np.clip((img - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
+
+
 def soft_centroid(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
                   ) -> tuple[np.ndarray, float] | None:
     """Centroid (x, y) px of the object in *box* and its soft-mask area (px), or None
@@ -101,12 +106,12 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     hi = float(np.percentile(inner, 99)) if inner.size else float(np.percentile(crop, 99))
     if hi - bg <= 1e-6:
         return None
-    u8 = np.clip((crop - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
+    u8 = _to_u8(crop, bg, hi)
     t8, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     if inner.size >= 16:
         # a dim nucleus beside a bright one: the crop's threshold would cut it, the box's
         # own (lower) one does not; a textured nucleus: the crop's is the lower one
-        i8 = np.clip((inner - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
+        i8 = _to_u8(inner, bg, hi)
         ti, _ = cv2.threshold(i8.reshape(-1, 1), 0, 255,
                               cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         t8 = min(t8, ti)
@@ -194,7 +199,7 @@ def one_object(pixels: np.ndarray, p: np.ndarray, q: np.ndarray,
     top = float(np.percentile(crop, 99))
     if top - bg <= 1e-6:
         return False
-    u8 = np.clip((crop - bg) * (255.0 / (top - bg)), 0, 255).astype(np.uint8)
+    u8 = _to_u8(crop, bg, top)
     t8, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     blob = ndimage.binary_fill_holes(u8 > t8).astype(np.uint8)
     dist = cv2.distanceTransform(blob, cv2.DIST_L2, 5)
@@ -206,15 +211,13 @@ def one_object(pixels: np.ndarray, p: np.ndarray, q: np.ndarray,
         i, j = int(round(y)), int(round(x))
         if not (0 <= i < h and 0 <= j < w):
             return False
-        win = np.zeros_like(dist)
         r0, r1, c0, c1 = max(i - 3, 0), min(i + 4, h), max(j - 3, 0), min(j + 4, w)
-        win[r0:r1, c0:c1] = dist[r0:r1, c0:c1] * disc[r0 - i + 3:r1 - i + 3,
-                                                     c0 - j + 3:c1 - j + 3]
-        k = int(np.argmax(win))
-        if win.flat[k] <= 0:
+        win = dist[r0:r1, c0:c1] * disc[r0 - i + 3:r1 - i + 3, c0 - j + 3:c1 - j + 3]
+        di, dj = np.unravel_index(int(np.argmax(win)), win.shape)
+        if win[di, dj] <= 0:
             return False  # the point is on background
-        seeds.append(divmod(k, w))
-        widths.append(float(win.flat[k]))
+        seeds.append((r0 + int(di), c0 + int(dj)))
+        widths.append(float(win[di, dj]))
     keep = (dist >= NECK_RATIO * min(widths)).astype(np.uint8)
     _, lab = cv2.connectedComponents(keep, connectivity=8)
     (i0, j0), (i1, j1) = seeds
