@@ -409,7 +409,16 @@ class FocusLock:
       a vertex beyond the samples is not trusted: a step of ``2 d`` that way; far from
       focus, where the curve is flat or convex, a full step towards the sharper side).
       When the vertex is within ``d / 2`` of the centre the lock is ``locked`` again,
-      with a fresh reference.
+      with a fresh reference. All frames of one three-point cycle are scored on the same
+      crops (the boxes detected at its centre), so a box found at one plane and not at
+      another cannot tilt the comparison.
+    - **a flat top** (a thick specimen, or many cells at different heights: every plane
+      within a few µm is about as sharp as the best): when neither dithered plane differs
+      from the centre by ``flat_drop`` (log-sharpness), the dither is doubled, up to
+      ``max_dither_um``, until it reaches the flanks, and the lock converges to the plane
+      midway between them (the vertex within ``dither_um / 2``). Stepping towards the
+      noisier side of a flat top instead would walk the focus off in a random
+      direction, and the plane it stopped on would depend on where it started.
 
     A cycle runs at the start, when the sharpness degrades, every ``check_every_s``
     seconds if set (an explicit duty cycle), and after the stage has travelled
@@ -456,6 +465,11 @@ class FocusLock:
     max_cycles
         A check or correction that has not converged after this many cycles (noise, a
         fast drift, a moving scene) holds its estimate (``locked``) rather than hunt.
+    flat_drop
+        Log-sharpness difference (0.1: about 10 %) below which a dither cycle sees a flat
+        top rather than a peak.
+    max_dither_um
+        Widest dither on a flat top; None: twice the depth of field.
     """
 
     def __init__(self, scope: Microscope, dither_um: float | None = None,
@@ -465,7 +479,8 @@ class FocusLock:
                  samples: int = 2, trigger_dof: float = 0.125,
                  check_every_s: float | None = None, check_travel_um: float | None = 50.0,
                  xy_tol_um: float = 1.0, z_tol_um: float = 0.05,
-                 max_settle_frames: int = 10, max_cycles: int = 3) -> None:
+                 max_settle_frames: int = 10, max_cycles: int = 3,
+                 flat_drop: float = 0.1, max_dither_um: float | None = None) -> None:
         if dither_um is not None and dither_um <= 0:
             raise ValueError(f"dither_um must be > 0 (µm) or None (a quarter of the depth "
                              f"of field); got {dither_um}.")
@@ -488,6 +503,11 @@ class FocusLock:
         self.z_tol_um = float(z_tol_um)
         self.max_settle_frames = int(max_settle_frames)
         self.max_cycles = int(max_cycles)
+        if not flat_drop > 0:
+            raise ValueError(f"flat_drop must be > 0 (log-sharpness); got {flat_drop}.")
+        self.flat_drop = float(flat_drop)
+        self.max_dither_um = max(float(max_dither_um) if max_dither_um is not None
+                                 else 2.0 * self.dof_um, self.dither_um)
         self.enabled = True
         self.history: list[FocusAction] = []
         self.moves = 0
@@ -527,6 +547,10 @@ class FocusLock:
         self._expect_z: float | None = None
         self._settle = 0
         self._fails = 0
+        self._d = self.dither_um  # the dither of the running cycle (widened on a flat top)
+        self._d_cap = self.max_dither_um
+        self._crops: np.ndarray | None = None  # boxes every frame of a cycle is scored on
+        self._seen = []
 
     @property
     def cycling(self) -> bool:
@@ -568,6 +592,10 @@ class FocusLock:
         self.locked = False
         self._phase, self._acc, self._vals = 0, [], []
         self._cycles = 0
+        self._d, self._d_cap = self.dither_um, self.max_dither_um
+        self._seen: list[tuple[float, float, float]] = []  # (z_c, imbalance, dither)
+        boxes = getattr(self, "_boxes", None)
+        self._crops = None if boxes is None else np.array(boxes, float)
         self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
         p = frame.position
         assert p is not None  # only reached through _step, which returns without a position
@@ -606,10 +634,32 @@ class FocusLock:
                 elif self._phase > 0 or self._acc:
                     self._start_cycle(self.state, frame)  # a cycle across scenes is void
         boxes = detections.boxes if detections is not None and len(detections) else None
+        self._boxes = boxes  # a cycle that starts on this frame fixes its crops from them
+        if self.state != "locked":
+            if self._phase == 0 and not self._acc:  # a cycle's centre: fix its crops
+                self._crops = None if boxes is None else np.array(boxes, float)
+            boxes = self._crops
         val = math.log(max(sharpness(frame.pixels, boxes, self.metric), 1e-12))
         if self.state == "locked":
             return self._hold(frame, val)
         return self._cycle(frame, val)
+
+    def _balance(self, zc: float, g: float, offset: float) -> float:
+        """A wide dither's step: the plane where both flanks are equally sharp.
+
+        A parabola through a flat top with steep flanks overshoots, so the vertex would
+        bounce from flank to flank. Once two centres have seen opposite imbalances
+        ``g = s(z + d) - s(z - d)`` the step interpolates between them (false position),
+        which stays inside that bracket and closes it.
+        """
+        prev = [(z, gg) for z, gg, dd in self._seen if dd == self._d]
+        self._seen.append((zc, g, self._d))
+        other = [(z, gg) for z, gg in prev if gg * g < 0]
+        if not other:
+            return offset
+        z2, g2 = min(other, key=lambda t: abs(t[0] - zc))
+        root = zc - g * (z2 - zc) / (g2 - g)
+        return float(np.clip(root, min(zc, z2), max(zc, z2)) - zc)
 
     def _zc(self) -> float:
         return math.nan if self.z_center is None else self.z_center
@@ -654,6 +704,13 @@ class FocusLock:
         # _step returns early without a position and sets z_center before calling here
         assert pos is not None and zc is not None
         self._ref_xy = self._ref_xy or (pos.x, pos.y)
+        if self._phase == 0 and not self._acc and abs(pos.z - zc) > self.z_tol_um:
+            # a cycle restarted mid-dither (the scene changed): its centre is measured
+            # at the centre, not at the dithered plane the focus was left on
+            made, status, reason = self._move(zc)
+            if made:
+                return FocusAction(idx, self.state, zc, zc, val, 0.0, True,
+                                   "back to the centre plane before the cycle")
         self._acc.append(val)
         if len(self._acc) < self.samples:
             return FocusAction(idx, self.state, zc, sharpness=val)
@@ -662,7 +719,7 @@ class FocusLock:
             self._noise = max(self._noise * 0.9, float(np.std(self._acc)))
         self._acc = []
         self._phase += 1
-        d = self.dither_um
+        d = self._d
         offset = 0.0
         if self._phase < 3:
             zt = zc + (d if self._phase == 1 else -d)
@@ -670,12 +727,31 @@ class FocusLock:
             s0, sp, sm = self._vals
             denom = sp + sm - 2 * s0
             converged = False
-            if denom < 0:
+            flat = max(abs(sp - s0), abs(sm - s0)) < self.flat_drop
+            widened = flat and d < self._d_cap
+            if widened:
+                # a flat top: no peak and no side within reach; widen until the flanks show
+                self._d = min(2.0 * d, self._d_cap)
+                denom = 0.0
+            elif flat:  # flat even at the widest dither: a plateau, or featureless
+                bracketed = any(g * (sp - sm) < 0 for _, g, dd in self._seen if dd == d)
+                offset = self._balance(zc, sp - sm, 0.0)
+                if bracketed:  # between two centres whose flanks tipped either way
+                    converged = abs(offset) <= self.dither_um / 2
+                    self._fails = 0
+                else:
+                    self._fails += 1
+                denom = 0.0
+            elif denom < 0:
                 self._curv = -denom / (2 * d * d)
                 offset = d * (sp - sm) / (2 * -denom)  # vertex of the parabola
                 if abs(offset) > 2 * d:  # beyond the samples: a step of 2 d, not a fit
                     offset = math.copysign(min(2 * d, self.max_step_um), offset)
-                converged = abs(offset) <= d / 2
+                if d > self.dither_um:
+                    offset = self._balance(zc, sp - sm, offset)
+                # converged: the vertex is within half the base dither (a wide dither's
+                # vertex is not trusted to d / 2 of several µm)
+                converged = abs(offset) <= self.dither_um / 2
                 self._fails = 0
             elif sp != sm:  # flat or convex: far from focus, go towards the sharper side
                 offset = math.copysign(self.max_step_um, sp - sm)
@@ -686,7 +762,8 @@ class FocusLock:
             zc += offset
             self.z_center = zt = zc
             self._phase, self._vals = 0, []
-            self._cycles = getattr(self, "_cycles", 0) + 1
+            if not widened:  # widening is part of one measurement, not a new try
+                self._cycles = getattr(self, "_cycles", 0) + 1
             # a check or correction near the peak that keeps hunting (noise, a fast drift,
             # a moving scene) ends after max_cycles: hold the best estimate so far
             if self.state in (FocusStatus.CHECKING, FocusStatus.CORRECTING) \
@@ -701,6 +778,8 @@ class FocusLock:
                 self.state = "lost"
         made, status, reason = self._move(zt)
         if not made:
+            if self._d > self.dither_um:  # a widened dither reached a limit: narrow it
+                self._d_cap = self._d = max(self._d / 2, self.dither_um)
             self._phase, self._vals, self._acc = 0, [], []
             if self.state == "locked":
                 self._ref = None

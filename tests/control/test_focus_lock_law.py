@@ -151,23 +151,47 @@ def test_far_from_focus_a_convex_curve_steps_towards_the_sharper_side(far, sign)
     assert acts[2].status == "acquiring" and not lock.locked
 
 
-def test_a_flat_field_is_lost_after_three_cycles_without_moving_the_centre():
+def test_a_flat_field_widens_the_dither_then_is_lost_after_three_cycles():
     scope = _scope()
     lens = Lens(scope, lambda z: 3.0)
     lock = _lock(scope)
-    acts = _steps(lock, lens, 9)
-    assert [a.status for a in acts] == ["acquiring"] * 8 + ["lost"]
+    assert lock.max_dither_um == 2 * DOF
+    acts = _steps(lock, lens, 18)
+    # 0.5 -> 1 -> 2 -> 4 µm (the widest, 2 x DOF), then three flat cycles at 4 µm
+    assert [a.z_target for a in acts[:9:3]] == [D, 2 * D, 4 * D]
+    assert acts[9].z_target == 4.0
+    assert [a.status for a in acts] == ["acquiring"] * 17 + ["lost"]
     assert all(a.offset_um == 0.0 for a in acts) and lock.z_center == 0.0
     # a cycle with a peak in between starts the count again
     scope2 = _scope()
     lens2 = Lens(scope2, lambda z: 3.0)
     lock2 = _lock(scope2)
-    _steps(lock2, lens2, 6)  # two flat cycles
-    lens2.curve = parabola(1.5)  # a peak, beyond the samples: no convergence
+    _steps(lock2, lens2, 9 + 6)  # widened to the cap, then two flat cycles
+    lens2.curve = parabola(30.0, k=0.01)  # a slope, beyond the samples: no convergence
     assert _steps(lock2, lens2, 3)[-1].status == "acquiring"
     lens2.curve = lambda z: 3.0
     assert [a.status for a in _steps(lock2, lens2, 6)] == ["acquiring"] * 6
     assert _steps(lock2, lens2, 3)[-1].status == "lost"
+
+
+def test_a_flat_top_ends_midway_between_its_flanks_from_either_side():
+    """A thick specimen (or cells at several heights): every plane within 3 µm of 1.0 is
+    as sharp as the best. Before, the lock stepped towards whichever side noise favoured
+    and ended where it happened to stop: 2.6 µm apart from starts above and below."""
+    def top(z: float) -> float:
+        return 3.0 - 2.0 * max(abs(z - 1.0) - 3.0, 0.0) ** 2 + 0.02 * math.sin(7 * z)
+
+    ends = []
+    for start in (3.0, -1.0):
+        scope = _scope()
+        scope.move_z(start)
+        lens = Lens(scope, top)
+        lock = _lock(scope)
+        _steps(lock, lens, 90)
+        assert lock.locked, lock.state
+        ends.append(lock.z_center)
+    assert abs(ends[0] - ends[1]) <= 0.3, ends
+    assert ends[0] == pytest.approx(1.0, abs=0.3) and ends[1] == pytest.approx(1.0, abs=0.3)
 
 
 def test_samples_frames_are_averaged_per_point():
@@ -265,10 +289,13 @@ def test_an_xy_move_during_a_cycle_restarts_it():
     lock = _lock(scope)
     a0 = lock.step(lens.frame())
     assert a0.z_target == D
-    # the +d frame shows another scene: it becomes the centre of a new cycle
+    # the +d frame shows another scene: a new cycle, whose centre is measured back at
+    # the centre (before, the dithered plane was taken for it)
     a1 = lock.step(lens.frame(x=5.0))
-    assert a1.z_target == pytest.approx(D) and a1.status == "acquiring"
+    assert a1.z_target == 0.0 and a1.status == "acquiring" and a1.made
     assert lock.z_center == 0.0
+    a2 = lock.step(lens.frame(x=5.0))
+    assert a2.z_target == pytest.approx(D) and a2.sharpness == pytest.approx(lens.curve(0.0))
 
 
 # -- frames that are not used -------------------------------------------------------------
@@ -380,9 +407,11 @@ def test_acquiring_is_not_cut_short_by_max_cycles():
     scope = _scope()
     lens = Lens(scope, parabola(5.0, k=0.2))
     lock = _lock(scope, max_cycles=3)
-    acts = _steps(lock, lens, 18)
+    acts = _steps(lock, lens, 21)
     ends = [a.status for a in acts[2::3]]
-    assert ends == ["acquiring"] * 5 + ["locked"]
+    # four steps of 2 d, the vertex, then a dither twice as wide (at 5 µm a curvature of
+    # 0.2 / µm² drops 0.05 over d: a flat top) whose vertex converges
+    assert ends == ["acquiring"] * 6 + ["locked"]
     assert lock.z_center == pytest.approx(5.0, abs=1e-4)
 
 
@@ -572,8 +601,14 @@ def test_the_lock_measures_inside_the_detected_boxes():
     none = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
     g = lens.frame()
     g.pixels[:8] = 1.0
+    # every frame of a cycle is scored on the crops fixed at its centre
     assert lock.step(g, none).sharpness == pytest.approx(
-        math.log(sharpness(g.pixels, None, "normvar")))
+        math.log(sharpness(g.pixels, box, "normvar")))
+    lock.step(lens.frame(), none)  # the cycle ends: the next one takes fresh crops
+    h = lens.frame()
+    h.pixels[:8] = 1.0
+    assert lock.step(h, none).sharpness == pytest.approx(
+        math.log(sharpness(h.pixels, None, "normvar")))
 
 
 @pytest.mark.parametrize("focus", [1.5, -1.5])
@@ -615,8 +650,9 @@ def test_a_check_that_does_not_converge_holds_after_max_cycles():
 def test_a_correction_on_a_flat_field_is_lost_not_held():
     lock, lens = _locked_at(0.2, max_cycles=3)
     lens.curve = lambda z: 1.0  # the cells are gone: flat, and far below the reference
-    acts = _steps(lock, lens, 9)
-    assert [a.status for a in acts[2::3]] == ["correcting", "correcting", "lost"]
+    acts = _steps(lock, lens, 18)
+    # three cycles widen the dither to 4 µm, three more find nothing there
+    assert [a.status for a in acts[2::3]] == ["correcting"] * 5 + ["lost"]
 
 
 def test_a_convex_cycle_also_restarts_the_count_of_flat_ones():
