@@ -416,7 +416,10 @@ class FocusLock:
       within a few µm is about as sharp as the best): when neither dithered plane differs
       from the centre by ``flat_drop`` (log-sharpness), the dither is doubled, up to
       ``max_dither_um``, until it reaches the flanks, and the lock converges to the plane
-      midway between them (the vertex within ``dither_um / 2``). Stepping towards the
+      midway between them (the vertex within ``dither_um / 2``). A cycle that would
+      converge with one dithered plane as sharp as the centre and the other falling (the
+      edge of a flat top, or a peak half a dither away) is confirmed on a wider dither
+      first. Stepping towards the
       noisier side of a flat top instead would walk the focus off in a random
       direction, and the plane it stopped on would depend on where it started.
 
@@ -594,8 +597,6 @@ class FocusLock:
         self._cycles = 0
         self._d, self._d_cap = self.dither_um, self.max_dither_um
         self._seen: list[tuple[float, float, float]] = []  # (z_c, imbalance, dither)
-        boxes = getattr(self, "_boxes", None)
-        self._crops = None if boxes is None else np.array(boxes, float)
         self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
         p = frame.position
         assert p is not None  # only reached through _step, which returns without a position
@@ -634,11 +635,13 @@ class FocusLock:
                 elif self._phase > 0 or self._acc:
                     self._start_cycle(self.state, frame)  # a cycle across scenes is void
         boxes = detections.boxes if detections is not None and len(detections) else None
-        self._boxes = boxes  # a cycle that starts on this frame fixes its crops from them
-        if self.state != "locked":
-            if self._phase == 0 and not self._acc:  # a cycle's centre: fix its crops
+        if self.state != "locked" or self._ref is None:
+            # a cycle's centre, or a fresh reference: fix the crops that every frame of
+            # the cycle, or of the hold, is scored on (a box found in one frame and not
+            # the next would otherwise move the sharpness as much as a defocus)
+            if (self._phase == 0 or self.state == "locked") and not self._acc:
                 self._crops = None if boxes is None else np.array(boxes, float)
-            boxes = self._crops
+        boxes = self._crops
         val = math.log(max(sharpness(frame.pixels, boxes, self.metric), 1e-12))
         if self.state == "locked":
             return self._hold(frame, val)
@@ -752,9 +755,20 @@ class FocusLock:
                 # converged: the vertex is within half the base dither (a wide dither's
                 # vertex is not trusted to d / 2 of several µm)
                 converged = abs(offset) <= self.dither_um / 2
+                near, far = sorted((abs(sp - s0), abs(sm - s0)))
+                if converged and near < self.flat_drop / 2 and far >= self.flat_drop \
+                        and d < self._d_cap:
+                    # one side as sharp as the centre, the other falling: the edge of a
+                    # flat top looks just like a peak half a dither away; a wider dither
+                    # tells them apart (a peak's flanks both fall)
+                    converged = False
+                    self._d = min(2.0 * d, self._d_cap)
                 self._fails = 0
             elif sp != sm:  # flat or convex: far from focus, go towards the sharper side
                 offset = math.copysign(self.max_step_um, sp - sm)
+                if d > self.dither_um:  # (a dip between cells at two heights: balance)
+                    offset = self._balance(zc, sp - sm, offset)
+                    converged = abs(offset) <= self.dither_um / 2
                 self._fails = 0
             else:
                 self._fails += 1
