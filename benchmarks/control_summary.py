@@ -42,6 +42,14 @@ ROWS = [
                                                   "images", "max"), "{:.0f}", "<= 8"),
     ("cold autofocus from +/-10 µm: |error| p50 (µm)",
      ("autofocus_cold", "offset_pm10um", "abs_error_um", "p50"), "{:.2f}", ""),
+    ("focus lock: end plane, started above vs below, |difference| p50 / max (µm)",
+     ("focus_lock", "above_minus_below_abs_um"), "pm", "<= 0.3"),
+    ("focus lock: pairs ending within 0.3 µm", ("focus_lock", "pairs_within_0.3um"),
+     "{:.2f}", "1.00"),
+    ("focus lock: frames to 'locked' p50 / max; never locked",
+     ("focus_lock",), "lockframes", ""),
+    ("focus lock: |end - field focus| p50 / max (µm)",
+     ("focus_lock", "abs_error_vs_field_focus_um"), "pm", ""),
     ("find-and-image: interior cells imaged exactly once",
      ("find_and_image", "interior_imaged_exactly_once"), "{:.3f}", ">= 0.98"),
     ("find-and-image: recall of interior cells", ("find_and_image", "recall_interior"),
@@ -74,6 +82,10 @@ def _fmt(v, f: str) -> str:
         return f"{v['p50']:.0f} / {v['max']:.0f}"
     if f == "pm":
         return f"{v['p50']:.2f} / {v['max']:.2f}"
+    if f == "lockframes":
+        first = v.get("first_locked_frame") or {}
+        return (f"{first.get('p50', math.nan):.0f} / {first.get('max', math.nan):.0f}; "
+                f"{v.get('never_locked', '-')}")
     if f == "p59":
         return f"{v['p50']:.2f} / {v['p90']:.2f}"
     if isinstance(v, float) and math.isnan(v):
@@ -98,6 +110,15 @@ def table(after: dict, before: dict | None, name: str) -> str:
     for label, path, f, target in ROWS:
         lines.append(f"| {label} | {_fmt(_get(b, path), f) if before else '-'} | "
                      f"{_fmt(_get(a, path), f)} | {target} |")
+    notes = []
+    for side, d in (("before", b), ("after", a)):
+        for key, v in d.items():
+            up = v.get("updated") if isinstance(v, dict) else None
+            if up:
+                notes.append(f"{side}: `{key}` re-run alone on {up['date']} ({up['code']}; "
+                             f"load {up['loadavg'][0]:.1f} -> {up['loadavg'][1]:.1f})")
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +133,9 @@ def main() -> int:
            "semi-axis) and placed at their sub-pixel position, so z extents and centroids "
            "are scored against a consistent truth; without it, the earlier thin, "
            "pixel-snapped simulator. A before file whose `code` says 'previous run' was "
-           "not re-run (the figures committed with the code it names).",
+           "not re-run (the figures committed with the code it names). A measure re-run alone "
+           "(`bench_control --only M --update`) is listed under its table with its code, "
+           "date and load.",
            ""]
     for p in sorted(RESULTS.glob("control*.json")):
         if p.stem.endswith("_before"):

@@ -454,5 +454,8 @@ def test_bench_control_scores_a_slide(tmp_path):
     assert r["centring"]["settled_within_3_moves"] >= 0.75
     assert r["find_and_image"]["recall_interior"] >= 0.9
     assert r["jitter"]["refined_1-10px"]["max"] <= 0.3
+    fl = r["focus_lock"]
+    assert len(fl["rows"]) == 8 and fl["never_locked"] == 0
+    assert fl["above_minus_below_abs_um"]["max"] <= 0.3
     assert "/" not in json.dumps(r["find_and_image"]["region_um"])
     assert _sys.modules["benchmarks.bench_control"]
