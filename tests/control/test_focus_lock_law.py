@@ -194,6 +194,40 @@ def test_a_flat_top_ends_midway_between_its_flanks_from_either_side():
     assert ends[0] == pytest.approx(1.0, abs=0.3) and ends[1] == pytest.approx(1.0, abs=0.3)
 
 
+def _flat_top(z: float, dip: float = 0.0, half: float = 3.0) -> float:
+    """Log-sharpness flat over 1 +/- *half* µm, steep flanks, a dip in the middle (cells
+    at two heights) of *dip*."""
+    return (3.0 - 2.0 * max(abs(z - 1.0) - half, 0.0) ** 2
+            - dip * math.exp(-0.5 * (z - 1.0) ** 2))
+
+
+def test_the_edge_of_a_flat_top_is_not_taken_for_a_peak():
+    # at 4.25 the +d plane is on the flank and the -d plane as sharp as the centre:
+    # the parabola's vertex lies a quarter µm away, as it would half a dither from a
+    # real peak; a wider dither shows the other flank is far away
+    scope = _scope()
+    scope.move_z(4.25)
+    lens = Lens(scope, _flat_top)
+    lock = _lock(scope)
+    acts = _steps(lock, lens, 6)  # a step onto the edge (3.93), then that shoulder
+    assert acts[-1].status == "acquiring" and lock._d == 2 * D
+    _steps(lock, lens, 90)
+    assert lock.locked and lock.z_center == pytest.approx(1.0, abs=0.3)
+
+
+@pytest.mark.parametrize("start", [3.5, -1.5])
+def test_a_dip_between_two_heights_is_balanced_not_stepped_over(start):
+    # two layers of cells 8 µm apart: the middle is less sharp than either (convex
+    # there, even at the widest dither); the lock must settle between the layers, not
+    # step from one to the other
+    scope = _scope()
+    scope.move_z(start)
+    lens = Lens(scope, lambda z: _flat_top(z, dip=0.3, half=4.0))
+    lock = _lock(scope)
+    _steps(lock, lens, 120)
+    assert lock.locked and lock.z_center == pytest.approx(1.0, abs=0.3), lock.z_center
+
+
 def test_samples_frames_are_averaged_per_point():
     scope = _scope()
     lens = Lens(scope, parabola(0.2))
