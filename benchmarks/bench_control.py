@@ -342,15 +342,22 @@ def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
     }
 
 
+def _cells_in_random_order(make_scope, seed: int, salt: int, margin_um: float):
+    """A fresh scope, its truth, and its interior cells ``[(id, xy), ...]`` shuffled by
+    ``seed + salt`` (each measure draws its own cells)."""
+    rng = np.random.default_rng(seed + salt)
+    scope = make_scope(seed)
+    truth = Truth(scope)
+    cand = list(truth.cells(truth.interior_region(margin_um)).items())
+    rng.shuffle(cand)
+    return scope, truth, cand
+
+
 # -- autofocus -------------------------------------------------------------------------
 def bench_autofocus(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
     from inscope.control.focus import autofocus
 
-    rng = np.random.default_rng(seed + 7)
-    scope = make_scope(seed)
-    truth = Truth(scope)
-    cand = list(truth.cells(truth.interior_region(80.0)).items())
-    rng.shuffle(cand)
+    scope, truth, cand = _cells_in_random_order(make_scope, seed, 7, 80.0)
     rows = []
     for cid, xy in cand[:trials]:
         scope.move_xy(*xy)
@@ -392,11 +399,7 @@ def bench_focus_lock(make_scope, det, trials: int, seed: int, frames: int = 90
     at the field's centre)."""
     from inscope.control.focus import FocusLock
 
-    rng = np.random.default_rng(seed + 11)
-    scope = make_scope(seed)
-    truth = Truth(scope)
-    cand = list(truth.cells(truth.interior_region(60.0)).items())
-    rng.shuffle(cand)
+    scope, truth, cand = _cells_in_random_order(make_scope, seed, 11, 60.0)
     rows = []
     for cid, xy in cand[:trials]:
         scope.move_xy(*xy)
