@@ -410,8 +410,8 @@ class FocusLock:
       focus, where the curve is flat or convex, a full step towards the sharper side).
       When the vertex is within ``d / 2`` of the centre the lock is ``locked`` again,
       with a fresh reference. All frames of one three-point cycle are scored on the same
-      crops (the boxes detected at its centre), so a box found at one plane and not at
-      another cannot tilt the comparison.
+      crops (the boxes detected at its centre), and a hold's frames on its reference's,
+      so a box found in one frame and not in another cannot tilt the comparison.
     - **a flat top** (a thick specimen, or many cells at different heights: every plane
       within a few µm is about as sharp as the best): when neither dithered plane differs
       from the centre by ``flat_drop`` (log-sharpness), the dither is doubled, up to
@@ -419,9 +419,9 @@ class FocusLock:
       midway between them (the vertex within ``dither_um / 2``). A cycle that would
       converge with one dithered plane as sharp as the centre and the other falling (the
       edge of a flat top, or a peak half a dither away) is confirmed on a wider dither
-      first. Stepping towards the
-      noisier side of a flat top instead would walk the focus off in a random
-      direction, and the plane it stopped on would depend on where it started.
+      first. Stepping towards the noisier side of a flat top instead would walk the
+      focus off in a random direction, and the plane it stopped on would depend on where
+      it started.
 
     A cycle runs at the start, when the sharpness degrades, every ``check_every_s``
     seconds if set (an explicit duty cycle), and after the stage has travelled
@@ -553,7 +553,7 @@ class FocusLock:
         self._d = self.dither_um  # the dither of the running cycle (widened on a flat top)
         self._d_cap = self.max_dither_um
         self._crops: np.ndarray | None = None  # boxes every frame of a cycle is scored on
-        self._seen = []
+        self._seen: list[tuple[float, float, float]] = []  # (z_c, imbalance, dither)
 
     @property
     def cycling(self) -> bool:
@@ -596,7 +596,7 @@ class FocusLock:
         self._phase, self._acc, self._vals = 0, [], []
         self._cycles = 0
         self._d, self._d_cap = self.dither_um, self.max_dither_um
-        self._seen: list[tuple[float, float, float]] = []  # (z_c, imbalance, dither)
+        self._seen = []
         self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
         p = frame.position
         assert p is not None  # only reached through _step, which returns without a position
