@@ -228,6 +228,19 @@ def test_a_dip_between_two_heights_is_balanced_not_stepped_over(start):
     assert lock.locked and lock.z_center == pytest.approx(1.0, abs=0.3), lock.z_center
 
 
+def test_a_flat_top_wider_than_the_widest_dither_locks_between_its_tipped_sides():
+    # flat over 1 +/- 5 µm, the widest dither 4 µm: near the middle both dithered planes
+    # are on the top (flat even at 4 µm). Having seen the top tip one way from one side
+    # and the other way from the other, the lock settles between them, not lost
+    scope = _scope()
+    scope.move_z(4.5)
+    lens = Lens(scope, lambda z: _flat_top(z, half=5.0) + 0.02 * math.sin(0.4 * z))
+    lock = _lock(scope)
+    acts = _steps(lock, lens, 120)
+    assert lock.locked and "lost" not in [a.status for a in acts]
+    assert abs(lock.z_center - 1.0) <= 1.5, lock.z_center
+
+
 def test_samples_frames_are_averaged_per_point():
     scope = _scope()
     lens = Lens(scope, parabola(0.2))
@@ -327,6 +340,7 @@ def test_an_xy_move_during_a_cycle_restarts_it():
     # the centre (before, the dithered plane was taken for it)
     a1 = lock.step(lens.frame(x=5.0))
     assert a1.z_target == 0.0 and a1.status == "acquiring" and a1.made
+    assert a1.reason == "back to the centre plane before the cycle"
     assert lock.z_center == 0.0
     a2 = lock.step(lens.frame(x=5.0))
     assert a2.z_target == pytest.approx(D) and a2.sharpness == pytest.approx(lens.curve(0.0))
@@ -455,11 +469,31 @@ def test_arguments_are_checked_with_the_fix():
     for kw, msg in [({"dither_um": 0.0}, "dither_um must be > 0"),
                     ({"max_step_um": 0.0}, "max_step_um must be > 0"),
                     ({"samples": 0}, "samples must be >= 1"),
-                    ({"dof_um": 0.0}, "dof_um must be > 0")]:
+                    ({"dof_um": 0.0}, "dof_um must be > 0"),
+                    ({"flat_drop": 0.0}, "flat_drop must be > 0"),
+                    ({"flat_drop": -0.1}, "flat_drop must be > 0")]:
         with pytest.raises(ValueError, match=msg):
             _lock(scope, **kw)
     lock = FocusLock(scope, dither_um=1e-3, max_step_um=1e-3, samples=1, dof_um=1e-3)
     assert (lock.dither_um, lock.max_step_um, lock.samples) == (1e-3, 1e-3, 1)
+    # the widest dither: twice the DOF, or as given, never below the dither itself
+    assert _lock(scope).max_dither_um == 2 * DOF
+    assert _lock(scope, max_dither_um=3.0).max_dither_um == 3.0
+    assert _lock(scope, max_dither_um=0.1).max_dither_um == D
+    assert FocusLock(scope, dof_um=1.0, flat_drop=1e-3).flat_drop == 1e-3
+
+
+def test_a_widened_dither_that_reaches_a_soft_limit_narrows_and_stays_inside():
+    lim = SoftLimits(x=(-1500, 1500), y=(-1500, 1500), z=(-150.0, 1.5))
+    scope = _scope(guard=MoveGuard(lim))
+    lock = _lock(scope)
+    acts = _steps(lock, Lens(scope, lambda z: 3.0), 30)
+    # 0.5 -> 1 -> 2: +2 µm is refused, the dither falls back to 1 µm and stays there
+    refused = [a for a in acts if a.status == "refused"]
+    assert len(refused) == 1 and refused[0].z_target == 2.0
+    assert lock._d == 1.0 and lock._d_cap == 1.0
+    assert max(a.z_target for a in acts if a.z_target is not None) == 2.0
+    assert acts[-1].status == "lost" and all(a.made for a in acts[-6:-1] if a.z_target)
 
 
 def test_the_depth_of_field_sizes_the_dither_and_the_step():
