@@ -361,12 +361,15 @@ def format_summary(s: dict) -> str:
     if tour:
         fe, ce = tour.get("focus_error_um_after_lock") or {}, tour.get(
             "centring_error_um_while_holding") or {}
+        fl = tour.get("focus_error_um_while_locked") or {}
         lines.append(
             f"tour: {tour['cells_visited']} cells visited (centring error while holding "
             f"p50 {ce.get('p50')} / max {ce.get('max')} µm), {len(tour['followed'])} moving "
             f"cell(s) followed; focus first locked at {tour['focus_first_locked_s']} s, "
             f"focus error after that p50 {fe.get('p50')} / p90 {fe.get('p90')} / max "
-            f"{fe.get('max')} µm (simulator's ground truth)")
+            f"{fe.get('max')} µm, on the frames it held locked p50 {fl.get('p50')} / p90 "
+            f"{fl.get('p90')} / max {fl.get('max')} µm (the rest are its checks' "
+            "dithered frames; simulator's ground truth)")
     for name, o in s.get("outputs", {}).items():
         extra = ""
         if o.get("video"):

@@ -242,6 +242,10 @@ class Tour:
         locked_at = next((p["t_s"] for p in tl if p.get("focus") == "locked"), None)
         fe_locked = [abs(p["focus_error_um"]) for p in still if "focus_error_um" in p
                      and locked_at is not None and p["t_s"] >= locked_at]
+        # the plane the lock holds: frames it reports locked on (a check's deliberate
+        # dither frames, +/- d or a widened d away, are excluded here, counted above)
+        fe_held = [abs(p["focus_error_um"]) for p in still if "focus_error_um" in p
+                   and p.get("focus") == "locked"]
         ce_hold = [p["centring_error_um"] for p in still if p["phase"] == "holding"
                    and p.get("centring_error_um") is not None]
 
@@ -262,6 +266,7 @@ class Tour:
             "focus_first_locked_s": locked_at,
             "focus_error_um_all": pct(fe),
             "focus_error_um_after_lock": pct(fe_locked),
+            "focus_error_um_while_locked": pct(fe_held),
             "centring_error_um_while_holding": pct(ce_hold),
             "timeline": tl[::step],
         }
