@@ -29,7 +29,7 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import Frame
 from inscope.acquisition.microscope import Microscope
-from inscope.control.focus import FocusResult, _sim_time, autofocus, sharpness
+from inscope.control.focus import FocusResult, _safe_move_z, _sim_time, autofocus, sharpness
 from inscope.control.focus_surface import FocusSurface
 from inscope.control.steering import (
     CENTERED,
@@ -52,6 +52,9 @@ __all__ = ["CellRecord", "FindAndImage", "ZStackSpec", "plan_fields"]
 
 #: Most fields one scan may plan (a bigger region is refused before any memory is used).
 MAX_FIELDS = 100_000
+#: A cell whose sharpness varies by less than this ratio over its focus sweep has no
+#: focus signal of its own (dim, smooth): the focus surface's prediction is kept.
+WEAK_PEAK = 1.10
 
 CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px",
               "box_y1_px", "score", "status", "file", "seconds", "sim_seconds", "n_planes",
@@ -762,9 +765,22 @@ class FindAndImage:
         center, search = self._inside_z_limits(pred, search, reach=2.0)
         got = autofocus(self.scope, None, search_um=search, coarse=3, refine=2,
                         refine_rounds=1, max_extend=1, boxes=box[None, :], center=center,
-                        max_images=5)
+                        max_images=5, widen_flat=2.0)
         if got.ok:
             return got
+        vals = np.array([v for _, v in got.samples], float)
+        if len(vals) >= 3 and got.message.startswith(("no peak inside", "no sharpness peak")) \
+                and float(vals.max()) < WEAK_PEAK * float(vals.min()):
+            # No focus signal of its own (a dim or smooth nucleus: its sharpness varies by
+            # less than the noise over the sweep): the surface through the cells already
+            # focused is better evidence than the noise maximum a full search would find.
+            if not _safe_move_z(self.scope, pred):
+                return got
+            return dataclasses.replace(
+                got, z_final=self.scope.position().z, z_best_estimate=pred, ok=True,
+                message=f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
+                        f"{min(z for z, _ in got.samples):.2f}-"
+                        f"{max(z for z, _ in got.samples):.2f} µm): focus from the surface")
         # The prediction led nowhere (no peak in the short sweep, or moves refused): a
         # stack around a wrong plane images nothing of the cell, so search afresh around
         # the surface's median plane (a few more images for this cell).
