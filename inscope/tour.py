@@ -215,6 +215,8 @@ class Tour:
             pt["focus_error_um"] = round(float(dz), 3)
         if focus:
             pt["focus"] = focus.get("state")
+            if focus.get("made"):
+                pt["focus_moved"] = True  # it commanded a move on this frame
         self.timeline.append(pt)
         if len(self.timeline) > 200_000:
             del self.timeline[: len(self.timeline) // 2]
@@ -243,9 +245,11 @@ class Tour:
         fe_locked = [abs(p["focus_error_um"]) for p in still if "focus_error_um" in p
                      and locked_at is not None and p["t_s"] >= locked_at]
         # the plane the lock holds: frames it reports locked on (a check's deliberate
-        # dither frames, +/- d or a widened d away, are excluded here, counted above)
+        # dither frames, +/- d or a widened d away, are excluded here, counted above;
+        # so is the cycle's last frame, exposed on a dithered plane, on which it locks
+        # and commands the move to the plane it holds)
         fe_held = [abs(p["focus_error_um"]) for p in still if "focus_error_um" in p
-                   and p.get("focus") == "locked"]
+                   and p.get("focus") == "locked" and not p.get("focus_moved")]
         ce_hold = [p["centring_error_um"] for p in still if p["phase"] == "holding"
                    and p.get("centring_error_um") is not None]
 
