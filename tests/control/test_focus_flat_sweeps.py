@@ -44,13 +44,18 @@ def _field_box(s):
     return np.array([8.0, 8.0, w - 8.0, h - 8.0]), f
 
 
+def _sweep(s):
+    """Find-and-image's predicted sweep (+/- 0.9 µm, 5 images) around the middle plane."""
+    box, _ = _field_box(s)
+    return autofocus(s, None, search_um=0.9, coarse=3, refine=2, refine_rounds=1,
+                     max_extend=1, boxes=box[None, :], center=s.position().z,
+                     max_images=5, widen_flat=2.0)
+
+
 def test_a_flat_sweep_bracketed_by_a_wider_pair_is_its_middle(tmp_path):
     s = _flat_top_slide(tmp_path)
     m = s.position().z  # the middle plane
-    box, _ = _field_box(s)
-    got = autofocus(s, None, search_um=0.9, coarse=3, refine=2, refine_rounds=1,
-                    max_extend=1, boxes=box[None, :], center=m, max_images=5,
-                    widen_flat=2.0)
+    got = _sweep(s)
     assert got.ok, got.message
     assert got.images == 5
     zs = sorted(z - m for z, _ in got.samples)
@@ -58,19 +63,12 @@ def test_a_flat_sweep_bracketed_by_a_wider_pair_is_its_middle(tmp_path):
     # the middle of the flat top, inside the sweep, and the focus is left there
     assert abs(got.z_best_estimate - m) <= 0.45
     assert abs(got.z_final - got.z_best_estimate) < 0.05
-    # without the wider pair the same sweep reads as a featureless field
-    old = autofocus(s, None, search_um=0.9, coarse=3, refine=2, refine_rounds=1,
-                    max_extend=1, boxes=box[None, :], center=m, max_images=5)
-    assert not old.ok and "no sharpness peak" in old.message
 
 
 def test_an_off_centre_flat_top_is_still_bracketed_near_its_middle(tmp_path):
     s = _flat_top_slide(tmp_path, top=(-0.6, 1.4))
     m = s.position().z
-    box, _ = _field_box(s)
-    got = autofocus(s, None, search_um=0.9, center=m, coarse=3, refine=2,
-                    refine_rounds=1, max_extend=1, boxes=box[None, :], max_images=5,
-                    widen_flat=2.0)
+    got = _sweep(s)
     assert got.ok and got.images == 5
     # the plateau's middle is +0.4; the answer leans that way and stays in the sweep
     assert 0.0 < got.z_best_estimate - m <= 0.9, got.samples
@@ -78,23 +76,21 @@ def test_an_off_centre_flat_top_is_still_bracketed_near_its_middle(tmp_path):
 
 def test_a_flat_top_open_on_one_side_ends_on_a_sharp_plane_of_it(tmp_path):
     # sharp from -1 to 4 µm: the +1.8 µm plane is as sharp as the sweep, no bracket;
-    # the answer is a plane of the flat top, never the blurred side
+    # the focus is left on a plane of the flat top, never the blurred side. Whether the
+    # sweep's own sharpest plane is inside (ok) or the wide one (not-ok: the focus may
+    # lie beyond, find-and-image searches further) is up to the camera noise.
     s = _flat_top_slide(tmp_path, top=(-1.0, 4.0))
     m = s.position().z
-    box, _ = _field_box(s)
-    got = autofocus(s, None, search_um=0.9, center=m, coarse=3, refine=2,
-                    refine_rounds=1, max_extend=1, boxes=box[None, :], max_images=5,
-                    widen_flat=2.0)
+    got = _sweep(s)
     assert got.images == 5
-    assert got.ok and -0.95 <= got.z_best_estimate - m <= 1.8, got.samples
+    assert -0.95 <= got.z_best_estimate - m <= 1.85, got.samples
+    assert abs(got.z_final - got.z_best_estimate) < 0.05
+    assert got.ok or "no peak inside the sweep" in got.message
 
 
 def test_a_flat_sweep_with_no_signal_anywhere_is_not_a_focus(tmp_path):
     s = _flat_top_slide(tmp_path, top=(-5.0, 5.0))
-    box, _ = _field_box(s)
-    got = autofocus(s, None, search_um=0.9, center=s.position().z, coarse=3, refine=2,
-                    refine_rounds=1, max_extend=1, boxes=box[None, :], max_images=5,
-                    widen_flat=2.0)
+    got = _sweep(s)
     assert not got.ok and got.images == 5 and "no sharpness peak" in got.message
 
 
