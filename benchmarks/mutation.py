@@ -88,10 +88,12 @@ TARGETS: tuple[Target, ...] = (
            ("tests/control/test_calibration_truth.py", "tests/control/test_sim_control.py",
             "tests/control/test_calibration_in_loop.py"),
            0.80),
-    # FocusLock's law on frames of known sharpness; tests/control/test_focus_lock.py (the
-    # lock on rendered cells with the detector, seconds per test) is left out for speed
+    # FocusLock's law on frames of known sharpness, and autofocus's flat sweeps on small
+    # slides; tests/control/test_focus_lock.py (the lock on rendered cells with the
+    # detector, seconds per test) is left out for speed
     Target("focus", "control/focus.py",
-           ("tests/control/test_focus_behaviour.py", "tests/control/test_focus_lock_law.py"),
+           ("tests/control/test_focus_behaviour.py", "tests/control/test_focus_lock_law.py",
+            "tests/control/test_focus_flat_sweeps.py"),
            0.80),
     Target("decode", "detector/decode.py",
            ("tests/detector/test_det_preprocess_decode.py",
