@@ -44,12 +44,12 @@ def _field_box(s):
     return np.array([8.0, 8.0, w - 8.0, h - 8.0]), f
 
 
-def _sweep(s):
+def _sweep(s, widen_flat=2.0, max_images=5):
     """Find-and-image's predicted sweep (+/- 0.9 µm, 5 images) around the middle plane."""
     box, _ = _field_box(s)
     return autofocus(s, None, search_um=0.9, coarse=3, refine=2, refine_rounds=1,
                      max_extend=1, boxes=box[None, :], center=s.position().z,
-                     max_images=5, widen_flat=2.0)
+                     max_images=max_images, widen_flat=widen_flat)
 
 
 def test_a_flat_sweep_bracketed_by_a_wider_pair_is_its_middle(tmp_path):
@@ -63,15 +63,26 @@ def test_a_flat_sweep_bracketed_by_a_wider_pair_is_its_middle(tmp_path):
     # the middle of the flat top, inside the sweep, and the focus is left there
     assert abs(got.z_best_estimate - m) <= 0.45
     assert abs(got.z_final - got.z_best_estimate) < 0.05
+    assert got.message == "" and got.used_boxes == 1 and 0 <= got.wall_s < 60
+    assert got.z_start == pytest.approx(m) and got.metric == "brenner"
 
 
 def test_an_off_centre_flat_top_is_still_bracketed_near_its_middle(tmp_path):
-    s = _flat_top_slide(tmp_path, top=(-0.6, 1.4))
+    # sharp from -1.1 to 1.3 µm (middle +0.1): the sweep is flat, the wider pair falls on
+    # both sides, less on the + side; the answer is the vertex of the least-squares
+    # log-parabola through all five (not the sharpest sample's neighbourhood, ~0)
+    s = _flat_top_slide(tmp_path, top=(-1.1, 1.3))
     m = s.position().z
     got = _sweep(s)
-    assert got.ok and got.images == 5
-    # the plateau's middle is +0.4; the answer leans that way and stays in the sweep
-    assert 0.0 < got.z_best_estimate - m <= 0.9, got.samples
+    assert got.ok and got.images == 5 and got.message == ""
+    za = np.array([z for z, _ in got.samples]) - m
+    assert za[3:] == pytest.approx([-1.8, 1.8], abs=0.02)  # the wider pair, last
+    ls = np.log([v for _, v in got.samples])
+    a, b, _ = np.polyfit(za - za.mean(), ls, 2)
+    assert a < 0
+    want = float(np.clip(za.mean() - b / (2 * a), za[:3].min(), za[:3].max()))
+    assert got.z_best_estimate - m == pytest.approx(want, abs=1e-6)
+    assert 0.05 < want < 0.3, got.samples
 
 
 def test_a_flat_top_open_on_one_side_ends_on_a_sharp_plane_of_it(tmp_path):
@@ -129,3 +140,31 @@ def test_a_cell_with_a_real_peak_outside_the_sweep_still_gets_a_full_search(tmp_
     got = wf._focus(CellRecord(1, p.x, p.y), box)
     assert got.ok and got.images > 5
     assert abs(got.z_best_estimate - p.z - 3.0) < 0.5, got.samples
+
+
+def test_the_wider_pair_is_only_for_flat_sweeps_and_only_when_asked(tmp_path):
+    pair = [-1.8, 1.8]
+
+    def wide_pair_taken(got, m):
+        za = sorted(round(z - m, 2) for z, _ in got.samples)
+        return all(any(abs(z - w) < 0.02 for z in za) for w in pair)
+
+    # a peak the sweep sees (the centre 10-40 % sharper than +/-0.9 µm): refined as usual
+    s = _flat_top_slide(tmp_path, top=(-0.1, 0.1), blur_px_per_um=1.0)
+    m = s.position().z
+    got = _sweep(s)
+    assert got.ok and not wide_pair_taken(got, m), got.samples
+    assert abs(got.z_best_estimate - m) < 0.3
+    # a flat sweep without widen_flat (autofocus's default): no wider pair, and no image
+    # taken twice at one plane
+    s = _flat_top_slide(tmp_path, top=(-1.0, 1.0))
+    m = s.position().z
+    got = _sweep(s, widen_flat=0.0)
+    assert not wide_pair_taken(got, m), got.samples
+    assert len({round(z, 3) for z, _ in got.samples}) == got.images
+
+
+def test_the_wider_pair_never_exceeds_the_image_budget(tmp_path):
+    s = _flat_top_slide(tmp_path)
+    got = _sweep(s, max_images=4)
+    assert got.images == 4 and len(got.samples) == 4
