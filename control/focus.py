@@ -589,6 +589,7 @@ class FocusLock:
         self._d_cap = self.max_dither_um
         self._crops: np.ndarray | None = None  # boxes every frame of a cycle is scored on
         self._seen: list[tuple[float, float, float]] = []  # (z_c, imbalance, dither)
+        self._shoulders = 0
 
     @property
     def cycling(self) -> bool:
@@ -632,6 +633,7 @@ class FocusLock:
         self._cycles = 0
         self._d, self._d_cap = self.dither_um, self.max_dither_um
         self._seen = []
+        self._shoulders = 0  # shoulders seen in a row (see _cycle)
         self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
         p = frame.position
         assert p is not None  # only reached through _step, which returns without a position
@@ -794,10 +796,16 @@ class FocusLock:
                 if converged and near < self.flat_drop / 2 and far >= self.flat_drop \
                         and d < self._d_cap:
                     # one side as sharp as the centre, the other falling: the edge of a
-                    # flat top looks just like a peak half a dither away; a wider dither
-                    # tells them apart (a peak's flanks both fall)
+                    # flat top looks just like a peak half a dither away. First a cycle
+                    # at the vertex with the same dither (a peak's flanks then both
+                    # fall: locked, no frame dithered wider than needed); a second such
+                    # shoulder in a row is confirmed on a wider dither
                     converged = False
-                    self._d = min(2.0 * d, self._d_cap)
+                    self._shoulders += 1
+                    if self._shoulders >= 2 or d > self.dither_um:
+                        self._d = min(2.0 * d, self._d_cap)
+                else:
+                    self._shoulders = 0
                 self._fails = 0
             elif sp != sm:  # flat or convex: far from focus, go towards the sharper side
                 offset = math.copysign(self.max_step_um, sp - sm)

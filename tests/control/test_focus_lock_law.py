@@ -204,12 +204,16 @@ def _flat_top(z: float, dip: float = 0.0, half: float = 3.0) -> float:
 def test_the_edge_of_a_flat_top_is_not_taken_for_a_peak():
     # at 4.25 the +d plane is on the flank and the -d plane as sharp as the centre:
     # the parabola's vertex lies a quarter µm away, as it would half a dither from a
-    # real peak; a wider dither shows the other flank is far away
+    # real peak. A cycle at that vertex with the same dither would show a peak's flanks
+    # both falling; here it is flat, and wider dithers show the other flank far away
     scope = _scope()
     scope.move_z(4.25)
     lens = Lens(scope, _flat_top)
     lock = _lock(scope)
     acts = _steps(lock, lens, 6)  # a step onto the edge (3.93), then that shoulder
+    assert acts[-1].status == "acquiring" and lock._d == D
+    assert acts[-1].z_target == pytest.approx(3.679, abs=0.01)  # to the vertex
+    acts = _steps(lock, lens, 3)  # flat there: the dither widens
     assert acts[-1].status == "acquiring" and lock._d == 2 * D
     _steps(lock, lens, 90)
     assert lock.locked and lock.z_center == pytest.approx(1.0, abs=0.3)
@@ -732,3 +736,36 @@ def test_a_convex_cycle_also_restarts_the_count_of_flat_ones():
     assert _steps(lock, lens, 3)[-1].status == "acquiring"
     lens.curve = lambda z: 3.0
     assert [a.status for a in _steps(lock, lens, 6)] == ["acquiring"] * 6
+
+
+def test_a_peak_half_a_dither_away_locks_without_a_wider_dither():
+    # a peak 0.2 µm from the start: one dithered plane about as sharp as the centre, the
+    # other falling (a shoulder, as at the edge of a flat top). One more cycle at the
+    # vertex with the same dither shows both flanks falling: locked, and no frame was
+    # ever dithered wider than d
+    scope = _scope()
+    lens = Lens(scope, parabola(0.2, k=0.5))
+    lock = _lock(scope)
+    acts = _steps(lock, lens, 3)
+    assert acts[-1].status == "acquiring" and lock._shoulders == 1
+    assert acts[-1].z_target == pytest.approx(0.2, abs=0.01)
+    acts += _steps(lock, lens, 4)
+    assert lock.locked and lock.z_center == pytest.approx(0.2, abs=0.01)
+    zs = [a.z_target for a in acts if a.z_target is not None]
+    assert max(zs) <= 0.2 + D + 1e-6 and min(zs) >= -D - 1e-6, zs
+    assert lock._d == D
+
+
+def test_two_shoulders_in_a_row_are_confirmed_on_a_wider_dither():
+    # a sharpness that stays a shoulder wherever the lock centres (as sharp half a
+    # dither below, falling above): the second one in a row widens the dither
+    scope = _scope()
+    scope_centre = [0.0]
+    lens = Lens(scope, lambda z: 3.0 - 0.5 * max(z - scope_centre[0], 0.0) ** 2
+                - 0.02 * max(scope_centre[0] - z, 0.0) ** 2)
+    lock = _lock(scope)
+    _steps(lock, lens, 3)
+    assert lock._shoulders == 1 and lock._d == D
+    scope_centre[0] = lock.z_center  # the shoulder moves with it
+    _steps(lock, lens, 3)
+    assert lock._shoulders == 2 and lock._d == 2 * D
