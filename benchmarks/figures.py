@@ -71,6 +71,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "spinning": (["inscope", "bench", "--backend", "demo", "--model", "default", "--frames",
                   "300", "--spinning", "on", "--spinning", "off", "--spinning", "on",
                   "--spinning", "off", "--no-plots"], "bench_spinning_demo.json"),
+    # the focus lock on the demo's simulator touring 100 µm hops (docs/service.md)
+    "focus_tour": (["benchmarks.bench_focus_tour"], "focus_tour.json"),
     # the control tables pair each control*.json with its *_before.json (stdout -> .md)
     "control_summary": (["benchmarks.control_summary"], "control_summary.md"),
 }
@@ -86,6 +88,8 @@ RECORDS: dict[str, str] = {
                               "decoding before the 5x5 soft centre vote + NMS (model card)",
     "model_eval_errors_before.json": "python -m benchmarks.eval_model --quick --real STACK, "
                                      "the same previous decoding",
+    "focus_tour_before.json": "python -m benchmarks.bench_focus_tour --label before, run "
+                              "with the FocusLock of 9254d82 (before the shoulder rule)",
     "live_loop.json": "python -m benchmarks.collect_live_loop --before-commit 0f913ac ...: "
                       "inscope bench / demo runs before and after the live-loop rework",
 }
