@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -31,15 +30,13 @@ from benchmarks._common import load_average, percentiles, write_json
 
 
 def run_seed(seed: int, frames: int, hop_um: float, every: int, det) -> dict[str, Any]:
-    import inscope.acquisition.simulated as sim
+    from inscope.acquisition.factory import open_microscope
     from inscope.commands import DEMO_SIM
     from inscope.control.focus import FocusLock
 
-    known = {f.name for f in fields(sim.SimConfig)}
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in DEMO_SIM.items()
-          if k in known and k != "seed"}
-    kw["start_z_um"] = 0.0  # in focus: this is about holding it, not finding it
-    scope = sim.SimulatedMicroscope(sim.SimConfig(realtime=False, seed=seed, **kw))
+    # opened as the demo opens it; started in focus: this is about holding it
+    scope = open_microscope("sim", **{**DEMO_SIM, "seed": seed, "start_z_um": 0.0,
+                                      "realtime": False})
     lock = FocusLock(scope)
     rng = np.random.default_rng(seed)
     wide = locked = 0

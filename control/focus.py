@@ -257,6 +257,13 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     def scores(bx: np.ndarray | None) -> np.ndarray:
         return np.array([sharpness(im, bx, metric) for im in imgs])
 
+    def result(z_best: float, used: int, ok: bool, msg: str) -> FocusResult:
+        # every sample taken so far, with its score on the crops in use now (``s``)
+        return FocusResult(z_start, scope.position().z, z_best, len(imgs),
+                           time.perf_counter() - t0, _sim_time(scope) - s0,
+                           [(float(a), float(b)) for a, b in zip(zs, s, strict=True)],
+                           metric, used, ok, msg)
+
     s = scores(boxes) if imgs else np.zeros(0)
     if widen_flat > 0 and len(s) >= 3 and float(s.max()) <= 1.05 * float(s.min()):
         top = float(s.max())
@@ -272,12 +279,8 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
             z_mid = float(np.mean(inner)) if pk is None else float(
                 np.clip(pk[0], inner.min(), inner.max()))
             ok = _safe_move_z(scope, z_mid)
-            return FocusResult(
-                z_start, scope.position().z, z_mid, len(imgs), time.perf_counter() - t0,
-                _sim_time(scope) - s0, [(float(a), float(b)) for a, b in
-                                         zip(zs, s, strict=True)], metric,
-                0 if boxes is None else len(boxes), ok,
-                "" if ok else "the move to the focus was refused")
+            return result(z_mid, 0 if boxes is None else len(boxes), ok,
+                          "" if ok else "the move to the focus was refused")
         # else the five images are judged as any sweep below: the sharpest plane of a
         # top open on one side (its middle from noisy samples was tried: worse on HeLa),
         # not-ok when the sharpest is the widest plane or nothing varies
@@ -296,10 +299,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     if len(imgs) < 3:
         z_fin = z_start
         _safe_move_z(scope, z_fin)
-        return FocusResult(z_start, scope.position().z, math.nan, len(imgs),
-                           time.perf_counter() - t0, _sim_time(scope) - s0,
-                           list(zip(zs, s.tolist(), strict=True)), metric, 0, False,
-                           "; ".join(refused) or "too few images")
+        return result(math.nan, 0, False, "; ".join(refused) or "too few images")
 
     used = 0
     if boxes is None and detector is not None:
@@ -364,10 +364,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
         z_best = z_start
     if not _safe_move_z(scope, z_best):
         ok = False
-    return FocusResult(z_start, scope.position().z, z_best, len(imgs),
-                       time.perf_counter() - t0, _sim_time(scope) - s0,
-                       [(float(a), float(b)) for a, b in zip(zs, s, strict=True)], metric,
-                       used, ok, msg)
+    return result(z_best, used, ok, msg)
 
 
 def _safe_move_z(scope: Microscope, z: float) -> bool:

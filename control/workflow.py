@@ -768,6 +768,7 @@ class FindAndImage:
                         max_images=5, widen_flat=2.0)
         if got.ok:
             return got
+        zs = [z for z, _ in got.samples]
         vals = np.array([v for _, v in got.samples], float)
         if len(vals) >= 3 and got.message.startswith(("no peak inside", "no sharpness peak")) \
                 and float(vals.max()) < WEAK_PEAK * float(vals.min()):
@@ -779,8 +780,7 @@ class FindAndImage:
             return dataclasses.replace(
                 got, z_final=self.scope.position().z, z_best_estimate=pred, ok=True,
                 message=f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
-                        f"{min(z for z, _ in got.samples):.2f}-"
-                        f"{max(z for z, _ in got.samples):.2f} µm): focus from the surface")
+                        f"{min(zs):.2f}-{max(zs):.2f} µm): focus from the surface")
         # The prediction led nowhere (no peak in the short sweep, or moves refused): a
         # stack around a wrong plane images nothing of the cell, so search afresh around
         # the surface's median plane (a few more images for this cell).

@@ -39,14 +39,13 @@ def _flat_top_slide(tmp_path, top=(-1.0, 1.0), blur_px_per_um=4.0, dz=0.1):
 
 
 def _field_box(s):
-    f = s.snap()
-    h, w = f.pixels.shape
-    return np.array([8.0, 8.0, w - 8.0, h - 8.0]), f
+    h, w = s.snap().pixels.shape
+    return np.array([8.0, 8.0, w - 8.0, h - 8.0])
 
 
 def _sweep(s, widen_flat=2.0, max_images=5):
     """Find-and-image's predicted sweep (+/- 0.9 µm, 5 images) around the middle plane."""
-    box, _ = _field_box(s)
+    box = _field_box(s)
     return autofocus(s, None, search_um=0.9, coarse=3, refine=2, refine_rounds=1,
                      max_extend=1, boxes=box[None, :], center=s.position().z,
                      max_images=max_images, widen_flat=widen_flat)
@@ -110,7 +109,7 @@ def test_a_cell_with_no_focus_signal_keeps_the_surface_prediction(tmp_path):
     sweep cannot say where focus is, so the surface's prediction stands, in 5 images,
     and the result says why; a full search would only chase the noise."""
     s = _flat_top_slide(tmp_path, top=(-5.0, 5.0))
-    box, _ = _field_box(s)
+    box = _field_box(s)
     wf = FindAndImage(s, None, region=(0.0, 0.0, 10.0, 10.0), out_dir=tmp_path / "out")
     p = s.position()
     for dx, dy, z in ((-40.0, 0.0, 0.5), (40.0, 10.0, 0.7), (0.0, 40.0, 0.6),
@@ -132,7 +131,7 @@ def test_a_cell_with_a_real_peak_outside_the_sweep_still_gets_a_full_search(tmp_
     # sharp only around +3 µm while the surface predicts 0: the short sweep rises
     # steeply towards +3 (not a weak signal), so the full search runs and finds it
     s = _flat_top_slide(tmp_path, top=(2.8, 3.2))
-    box, _ = _field_box(s)
+    box = _field_box(s)
     wf = FindAndImage(s, None, region=(0.0, 0.0, 10.0, 10.0), out_dir=tmp_path / "out")
     p = s.position()
     for dx, dy, z in ((-40.0, 0.0, 0.0), (40.0, 10.0, 0.1), (0.0, 40.0, -0.1)):
