@@ -87,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "~/.cache/inscope)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering the pool")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--no-antialias", dest="antialias", action="store_false",
+                   help="a new model without the anti-aliasing blurs and bilinear "
+                   "upsampling (the pre-2026-12 architecture; --init models keep theirs)")
     p.set_defaults(func=_run)
 
 
@@ -189,7 +192,7 @@ def run_training(args: argparse.Namespace) -> dict:
             raise FileNotFoundError(f"--init model {init} not found; pass an .onnx exported "
                                     "by 'inscope train' or a .pt state_dict.")
         if init.suffix == ".pt":
-            model = TinyCenterNet()
+            model = TinyCenterNet(antialias=getattr(args, "antialias", True))
             model.load_state_dict(torch.load(init, map_location="cpu"))
         else:
             model = model_from_onnx(init)
@@ -197,7 +200,7 @@ def run_training(args: argparse.Namespace) -> dict:
         # head so the 3 x 3 neighbourhood recipe (data.draw_targets) applies to them too
         widen_offset_head(model)
     else:
-        model = TinyCenterNet()
+        model = TinyCenterNet(antialias=getattr(args, "antialias", True))
     print(f"training TinyCenterNet ({count_parameters(model)} parameters) on "
           f"{'; '.join(sources)}; {cfg.steps} steps x batch {cfg.batch}"
           + (f", time limit {cfg.time_limit_s:.0f}s" if cfg.time_limit_s else "")
@@ -211,7 +214,8 @@ def run_training(args: argparse.Namespace) -> dict:
                         object_size_px=pool_spec.object_size_px if pool_spec else
                         _size_range(boxes))
     card.training = {
-        "data": sources, "architecture": "TinyCenterNet (detector/train/model.py)",
+        "data": sources, "architecture": "TinyCenterNet (detector/train/model.py)"
+        + (", anti-aliased" if getattr(model, "antialias", False) else ""),
         "parameters": count_parameters(model), "steps": res.steps, "batch": cfg.batch,
         "lr": cfg.lr, "seed": args.seed, "crop": args.crop,
         "init": str(init) if init else None, "train_seconds": round(res.seconds, 1),

@@ -122,14 +122,18 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
 
     proto = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    model = TinyCenterNet()
+    # the anti-aliased variant's fixed blurs are Conv nodes with the binomial kernel:
+    # they tell the variant and carry nothing to load
+    blurs = {n.output[0] for n in proto.graph.node
+             if n.op_type == "Conv" and _is_blur(inits.get(n.input[1]))}
+    model = TinyCenterNet(antialias=bool(blurs))
     # models exported before the 3 x 3 neighbourhood regression end the offset branch in
     # a bare Sigmoid (offset in [0, 1)); newer ones scale it to OFFSET_RANGE after it
     makers = {o: n.op_type for n in proto.graph.node for o in n.output}
     if makers.get("offset") == "Sigmoid":
         model.offset_range = (0.0, 1.0)
     # Conv nodes in graph order, with their weight / bias initializer names
-    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    convs = [n for n in proto.graph.node if n.op_type == "Conv" and n.output[0] not in blurs]
     torch_convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     if len(convs) != len(torch_convs):
         raise ValueError(f"{path} is not an inscope TinyCenterNet export ({len(convs)} "
@@ -158,6 +162,14 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
             elif conv.bias is not None:
                 conv.bias.copy_(torch.from_numpy(np.array(b)))
     return model.eval()
+
+
+def _is_blur(w: np.ndarray | None) -> bool:
+    """Whether a Conv weight is :class:`~inscope.detector.train.model.Blur`'s kernel."""
+    if w is None or w.ndim != 4 or w.shape[1:] != (1, 3, 3):
+        return False
+    k = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
+    return bool(np.allclose(w, k[None, None], atol=1e-7))
 
 
 def _forward_conv_order(model: TinyCenterNet) -> list[torch.nn.Conv2d]:

@@ -6,9 +6,17 @@ Design for <= 5 ms per 512x512 frame on 2 CPU cores (ONNX Runtime):
   few channels (12, 24): the full-resolution work is the most expensive part;
 * deeper levels (1/8, 1/16, 1/32) use depthwise-separable blocks, where the channels
   are cheap; the 1/32 level gives a receptive field wide enough for ~90 px nuclei;
-* a small top-down path (nearest upsampling + add) brings context back to 1/4, where
+* a small top-down path (upsampling + add) brings context back to 1/4, where
   the heads predict a sigmoid centre heatmap, box size (w, h in input pixels, through
   ``exp`` so it is always positive) and the sub-cell centre offset.
+
+``antialias=True`` (what ``inscope train`` builds) makes the outputs follow a shifted
+image more closely, which is what keeps box centres still when the stage moves by a few
+pixels (Zhang 2019, "Making convolutional networks shift-invariant again"): every
+strided layer first low-passes its input with a fixed binomial filter, so it no longer
+aliases detail finer than its output grid, and the top-down path upsamples bilinearly
+instead of copying each coarse cell into a 2 x 2 block.  The filters are fixed buffers,
+not parameters; they cost ~15 % more multiply-adds.
 """
 
 from __future__ import annotations
@@ -33,12 +41,37 @@ def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1,
     return nn.Sequential(*layers)
 
 
-class DSBlock(nn.Module):
-    """Depthwise 3x3 (optionally strided / dilated) + pointwise 1x1; residual when it fits."""
+class Blur(nn.Module):
+    """Fixed depthwise binomial low-pass ([1, 2, 1] x [1, 2, 1] / 16), stride 1.
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
+    Put in front of a strided layer it removes what that layer's output grid cannot
+    represent (anti-aliasing). A buffer, not a parameter: training cannot undo it, and
+    :func:`inscope.detector.train.export.model_from_onnx` recognises it by its weights.
+    """
+
+    def __init__(self, channels: int) -> None:
         super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k2 = torch.outer(k, k) / 16.0
+        self.channels = channels
+        self.register_buffer("kernel", k2.expand(channels, 1, 3, 3).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel, padding=1, groups=self.channels)
+
+
+class DSBlock(nn.Module):
+    """Depthwise 3x3 (optionally strided / dilated) + pointwise 1x1; residual when it fits.
+
+    With *antialias* a strided block blurs its input first (see :class:`Blur`).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1,
+                 antialias: bool = False) -> None:
+        super().__init__()
+        pre: list[nn.Module] = [Blur(cin)] if antialias and stride > 1 else []
         self.dw = nn.Sequential(
+            *pre,
             nn.Conv2d(cin, cin, 3, stride, dilation, dilation=dilation, groups=cin,
                       bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
         self.pw = conv_bn(cin, cout, 1, act=False)
@@ -57,15 +90,20 @@ class TinyCenterNet(nn.Module):
     inside its output cell in [0, 1).
     """
 
-    def __init__(self, num_classes: int = 1) -> None:
+    def __init__(self, num_classes: int = 1, antialias: bool = False) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = 12, 24, 48, 80, 128
         h = 48
+        aa = antialias
+        self.antialias = aa
         # 1/4 resolution: the costly part, kept to 24 channels
-        self.stem = nn.Sequential(conv_bn(1, c1, 3, 2), DSBlock(c1, c2, 2), DSBlock(c2, c2))
-        self.l3 = nn.Sequential(DSBlock(c2, c3, 2), DSBlock(c3, c3))  # 1/8
-        self.l4 = nn.Sequential(DSBlock(c3, c4, 2), DSBlock(c4, c4))  # 1/16
-        self.l5 = nn.Sequential(DSBlock(c4, c5, 2), DSBlock(c5, c5, dilation=2))  # 1/32
+        stem0 = [Blur(1), conv_bn(1, c1, 3, 2)] if aa else [conv_bn(1, c1, 3, 2)]
+        self.stem = nn.Sequential(*stem0, DSBlock(c1, c2, 2, antialias=aa),
+                                  DSBlock(c2, c2))
+        self.l3 = nn.Sequential(DSBlock(c2, c3, 2, antialias=aa), DSBlock(c3, c3))  # 1/8
+        self.l4 = nn.Sequential(DSBlock(c3, c4, 2, antialias=aa), DSBlock(c4, c4))  # 1/16
+        self.l5 = nn.Sequential(DSBlock(c4, c5, 2, antialias=aa),
+                                DSBlock(c5, c5, dilation=2))  # 1/32
         self.lat5 = conv_bn(c5, h, 1)
         self.lat4 = conv_bn(c4, h, 1)
         self.lat3 = conv_bn(c3, h, 1)
@@ -89,15 +127,20 @@ class TinyCenterNet(nn.Module):
         o = torch.sigmoid(off_logit)
         return o if (lo, hi) == (0.0, 1.0) else o * (hi - lo) + lo
 
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        if self.antialias:
+            return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         f2 = self.stem(x)
         f3 = self.l3(f2)
         f4 = self.l4(f3)
         f5 = self.l5(f4)
         p = self.lat5(f5)
-        p = self.td4(self.lat4(f4) + F.interpolate(p, scale_factor=2.0, mode="nearest"))
-        p = self.td3(self.lat3(f3) + F.interpolate(p, scale_factor=2.0, mode="nearest"))
-        p = self.td2(f2 + F.interpolate(self.up2(p), scale_factor=2.0, mode="nearest"))
+        p = self.td4(self.lat4(f4) + self._up(p))
+        p = self.td3(self.lat3(f3) + self._up(p))
+        p = self.td2(f2 + self._up(self.up2(p)))
         return p
 
     def forward(self, x: torch.Tensor):

@@ -34,3 +34,26 @@ def test_synthetic_scene_boxes_cover_the_nuclei():
     for x0, y0, x1, y1 in boxes.astype(int):
         inside[max(y0, 0):y1, max(x0, 0):x1] = True
     assert img[inside].mean() > img[~inside].mean() + 200
+
+
+def test_shipped_model_box_centres_follow_a_shifted_image():
+    """Box centres of one nucleus stay put (in frame coordinates) when the image moves.
+
+    The control loop steers on these centres; a decoding or offset bug (a flipped sign,
+    a lost sub-cell offset, a size used as a centre) makes them jump by pixels. One
+    simulated held-out frame, sub-pixel and 1-10 px shifts: the model card's jitter
+    figure on real frames, here as a behaviour check with room for the noise of one frame.
+    """
+    from inscope.detector.datasets import simulated_samples
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    frame = simulated_samples(1, seed=970001, shape=(560, 560))[0].image
+    det = OnnxDetector(None, provider="cpu", threads=2)
+    try:
+        r = bench_detector.measure_jitter(det, [frame])
+    finally:
+        det.close()
+    assert r["nuclei"] >= 20
+    assert r["centre_rms_px"] < 0.6, r
+    assert r["centre_rms_subpixel_shifts_px"] < 0.6, r
+    assert r["lost_fraction"] < 0.03, r

@@ -169,3 +169,34 @@ def test_train_command_registers_without_torch_import() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True)
     assert r.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_export_roundtrip_keeps_the_architecture(tmp_path: Path, antialias: bool) -> None:
+    """model_from_onnx rebuilds either variant from the file alone (fine-tuning needs it).
+
+    The anti-aliased variant is told by its fixed binomial blurs; its torch twin must
+    compute what the file computes, BatchNorm folding included.
+    """
+    import onnx
+    import torch
+
+    from inscope.detector.train.export import export_onnx, model_from_onnx, verify_onnx
+    from inscope.detector.train.model import TinyCenterNet
+
+    torch.manual_seed(3)
+    model = TinyCenterNet(antialias=antialias).eval()
+    with torch.no_grad():
+        for m in model.modules():  # BatchNorm that is not the identity
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path)
+    modes = {a.s.decode() for n in onnx.load(str(path)).graph.node if n.op_type == "Resize"
+             for a in n.attribute if a.name == "mode"}
+    assert modes == ({"linear"} if antialias else {"nearest"})
+    rebuilt = model_from_onnx(path)
+    assert rebuilt.antialias is antialias
+    assert verify_onnx(rebuilt, path, (96, 160)) < 1e-4
