@@ -22,17 +22,18 @@ import torch
 
 from inscope.detector.card import ModelCard, sha256_file
 from inscope.detector.preprocess import DEFAULT_NORMALISATION
-from inscope.detector.train.model import OFFSET_RANGE, TinyCenterNet
+from inscope.detector.train.model import BLUR_KERNEL, OFFSET_RANGE, Blur, TinyCenterNet
 
 OPSET = 17
 #: no practical cap: a 2048 x 2048 frame of confluent 8 px nuclei holds ~30,000 at most;
 #: decoding cost grows with the peaks found, not with this number
 MAX_DETECTIONS = 100_000
 #: centre vote and duplicate suppression of inscope models (see decode._centre_vote and
-#: decode.suppress_overlaps): a 5 x 5 window with soft agreement (sigma 0.5 cell) and
-#: NMS at IoU 0.5, chosen on simulated frames (seed 950000, the calibration frames) as
-#: the steadiest centres (box jitter) at unchanged AP50 (benchmarks/decode_variants.py)
-DEFAULT_VOTE = {"centre_vote": 2, "vote_sigma": 0.5, "merge_iou": 0.5}
+#: decode.suppress_overlaps): a 5 x 5 window with soft agreement (sigma 0.75 cell) and
+#: NMS at IoU 0.5, chosen for the anti-aliased network on simulated frames (AP on seed
+#: 950000, the calibration frames; jitter on seed 970000) as the steadiest centres (box
+#: jitter) at unchanged AP50 (benchmarks/decode_variants.py)
+DEFAULT_VOTE = {"centre_vote": 2, "vote_sigma": 0.75, "merge_iou": 0.5}
 
 
 def default_card(name: str = "inscope-nuclei", object_size_px=(7.0, 72.0),
@@ -63,7 +64,7 @@ def export_onnx(model: TinyCenterNet, path: str | Path, card: ModelCard | None =
         raise ValueError(f"Output must be an .onnx path; got {path}. Use e.g. "
                          "--out runs/my-model.onnx.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    m = copy.deepcopy(model).eval()
+    m = fold_blurs(copy.deepcopy(model).eval())
     m.export_mode = True
     x = torch.zeros(1, 1, 256, 256)
     import warnings
@@ -82,6 +83,67 @@ def export_onnx(model: TinyCenterNet, path: str | Path, card: ModelCard | None =
     card.sha256 = sha256_file(path)
     card.save(path.with_suffix(".json"))
     return card
+
+
+def _blurred_convs(model: torch.nn.Module) -> list[tuple[str, str]]:
+    """(blur name, name of the convolution right after it), in forward order.
+
+    Modules are registered in the order the forward pass calls them (Blur, then the
+    strided convolution it feeds), so the next Conv2d after a Blur is its partner."""
+    pairs, pending = [], None
+    for name, mod in model.named_modules():
+        if isinstance(mod, Blur):
+            pending = name
+        elif isinstance(mod, torch.nn.Conv2d) and pending is not None:
+            pairs.append((pending, name))
+            pending = None
+    return pairs
+
+
+def _set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def fold_blurs(model: TinyCenterNet) -> TinyCenterNet:
+    """Merge every :class:`~inscope.detector.train.model.Blur` into the 3 x 3 convolution
+    after it: one 5 x 5 convolution, padding 2, same stride and groups (in place).
+
+    Exact, not an approximation: Blur pads by 2 and the convolution after it has no
+    padding, so the pair computes the composite kernel on the same zero-padded input.
+    One convolution instead of two passes, the blur's over the larger input: what
+    keeps the anti-aliased network about as fast as the plain one.
+    """
+    for blur_name, conv_name in _blurred_convs(model):
+        conv = model.get_submodule(conv_name)
+        assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3)
+        w = conv.weight.detach()  # (out, in/groups, 3, 3), in/groups == 1 here
+        k = BLUR_KERNEL.to(w.dtype)[None, None]
+        w5 = torch.nn.functional.conv_transpose2d(w.reshape(-1, 1, 3, 3), k)
+        folded = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 5, conv.stride, 2,
+                                 groups=conv.groups, bias=conv.bias is not None)
+        with torch.no_grad():
+            folded.weight.copy_(w5.reshape(w.shape[0], w.shape[1], 5, 5))
+            if conv.bias is not None:
+                assert folded.bias is not None
+                folded.bias.copy_(conv.bias)
+        _set_module(model, conv_name, folded)
+        _set_module(model, blur_name, torch.nn.Identity())
+    return model
+
+
+def _unfold_blur(w5: np.ndarray) -> np.ndarray:
+    """The 3 x 3 kernels whose convolution with the blur gives *w5* (..., 5, 5): least
+    squares on the 25 x 9 linear map (exact for a folded export)."""
+    b = BLUR_KERNEL.numpy().astype(np.float64)
+    a = np.zeros((25, 9))
+    for m in range(9):
+        placed = np.zeros((5, 5))
+        placed[m // 3:m // 3 + 3, m % 3:m % 3 + 3] = b
+        a[:, m] = placed.ravel()
+    flat = w5.reshape(-1, 25).T.astype(np.float64)
+    w3 = np.linalg.lstsq(a, flat, rcond=None)[0].T
+    return w3.reshape(*w5.shape[:-2], 3, 3).astype(np.float32)
 
 
 def verify_onnx(model: TinyCenterNet, path: str | Path, hw: tuple[int, int] = (256, 352),
@@ -122,18 +184,20 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
 
     proto = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    # the anti-aliased variant's fixed blurs are Conv nodes with the binomial kernel:
-    # they tell the variant and carry nothing to load
-    blurs = {n.output[0] for n in proto.graph.node
-             if n.op_type == "Conv" and _is_blur(inits.get(n.input[1]))}
-    model = TinyCenterNet(antialias=bool(blurs))
+    # the anti-aliased variant's blurs are folded into 5 x 5 strided convolutions: a
+    # 5 x 5 first convolution tells the variant
+    first = next((n for n in proto.graph.node if n.op_type == "Conv"), None)
+    first_w = inits.get(first.input[1]) if first is not None else None
+    antialias = first_w is not None and first_w.shape[-2:] == (5, 5)
+    model = TinyCenterNet(antialias=antialias)
+    unfold = {model.get_submodule(c) for _, c in _blurred_convs(model)}
     # models exported before the 3 x 3 neighbourhood regression end the offset branch in
     # a bare Sigmoid (offset in [0, 1)); newer ones scale it to OFFSET_RANGE after it
     makers = {o: n.op_type for n in proto.graph.node for o in n.output}
     if makers.get("offset") == "Sigmoid":
         model.offset_range = (0.0, 1.0)
     # Conv nodes in graph order, with their weight / bias initializer names
-    convs = [n for n in proto.graph.node if n.op_type == "Conv" and n.output[0] not in blurs]
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     torch_convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     if len(convs) != len(torch_convs):
         raise ValueError(f"{path} is not an inscope TinyCenterNet export ({len(convs)} "
@@ -145,6 +209,8 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
     with torch.no_grad():
         for node, conv in zip(convs, order, strict=True):
             w = inits[node.input[1]]
+            if conv in unfold and w.shape[-2:] == (5, 5):
+                w = _unfold_blur(np.asarray(w))
             if tuple(w.shape) != tuple(conv.weight.shape):
                 raise ValueError(f"{path}: weight shape {w.shape} does not match "
                                  f"{tuple(conv.weight.shape)}; not a compatible model.")
@@ -162,14 +228,6 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
             elif conv.bias is not None:
                 conv.bias.copy_(torch.from_numpy(np.array(b)))
     return model.eval()
-
-
-def _is_blur(w: np.ndarray | None) -> bool:
-    """Whether a Conv weight is :class:`~inscope.detector.train.model.Blur`'s kernel."""
-    if w is None or w.ndim != 4 or w.shape[1:] != (1, 3, 3):
-        return False
-    k = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
-    return bool(np.allclose(w, k[None, None], atol=1e-7))
 
 
 def _forward_conv_order(model: TinyCenterNet) -> list[torch.nn.Conv2d]:

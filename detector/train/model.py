@@ -16,7 +16,8 @@ pixels (Zhang 2019, "Making convolutional networks shift-invariant again"): ever
 strided layer first low-passes its input with a fixed binomial filter, so it no longer
 aliases detail finer than its output grid, and the top-down path upsamples bilinearly
 instead of copying each coarse cell into a 2 x 2 block.  The filters are fixed buffers,
-not parameters; they cost ~15 % more multiply-adds.
+not parameters; the export folds each into the strided convolution after it (a 5 x 5
+kernel), so they cost no extra pass over the image.
 """
 
 from __future__ import annotations
@@ -33,31 +34,39 @@ OFFSET_RANGE = (-1.25, 2.25)
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1,
-            act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+            act: bool = True, padding: int | None = None) -> nn.Sequential:
+    pad = k // 2 if padding is None else padding
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, pad, groups=groups, bias=False),
                                nn.BatchNorm2d(cout)]
     if act:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
-class Blur(nn.Module):
-    """Fixed depthwise binomial low-pass ([1, 2, 1] x [1, 2, 1] / 16), stride 1.
+#: the binomial low-pass of :class:`Blur`, (3, 3), sum 1
+BLUR_KERNEL = torch.outer(torch.tensor([1.0, 2.0, 1.0]), torch.tensor([1.0, 2.0, 1.0])) / 16
 
-    Put in front of a strided layer it removes what that layer's output grid cannot
-    represent (anti-aliasing). A buffer, not a parameter: training cannot undo it, and
-    :func:`inscope.detector.train.export.model_from_onnx` recognises it by its weights.
+
+class Blur(nn.Module):
+    """Fixed depthwise binomial low-pass ([1, 2, 1] x [1, 2, 1] / 16) in front of a
+    strided 3 x 3 convolution (anti-aliasing: it removes what that layer's output grid
+    cannot represent).
+
+    It zero-pads its input by 2 and returns it 2 px larger on each axis, and the
+    convolution after it has no padding of its own, so the pair is exactly ONE 5 x 5
+    convolution (kernel = the 3 x 3 one convolved with the blur, padding 2). The export
+    folds each pair into that single convolution, so the blur costs no extra pass over
+    the image at inference (:func:`inscope.detector.train.export.fold_blurs`). A buffer,
+    not a parameter: training cannot undo it.
     """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        k = torch.tensor([1.0, 2.0, 1.0])
-        k2 = torch.outer(k, k) / 16.0
         self.channels = channels
-        self.register_buffer("kernel", k2.expand(channels, 1, 3, 3).clone())
+        self.register_buffer("kernel", BLUR_KERNEL.expand(channels, 1, 3, 3).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel, padding=1, groups=self.channels)
+        return F.conv2d(F.pad(x, (2, 2, 2, 2)), self.kernel, groups=self.channels)
 
 
 class DSBlock(nn.Module):
@@ -72,8 +81,8 @@ class DSBlock(nn.Module):
         pre: list[nn.Module] = [Blur(cin)] if antialias and stride > 1 else []
         self.dw = nn.Sequential(
             *pre,
-            nn.Conv2d(cin, cin, 3, stride, dilation, dilation=dilation, groups=cin,
-                      bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
+            nn.Conv2d(cin, cin, 3, stride, 0 if pre else dilation, dilation=dilation,
+                      groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
         self.pw = conv_bn(cin, cout, 1, act=False)
         self.res = stride == 1 and cin == cout
 
@@ -97,7 +106,7 @@ class TinyCenterNet(nn.Module):
         aa = antialias
         self.antialias = aa
         # 1/4 resolution: the costly part, kept to 24 channels
-        stem0 = [Blur(1), conv_bn(1, c1, 3, 2)] if aa else [conv_bn(1, c1, 3, 2)]
+        stem0 = [Blur(1), conv_bn(1, c1, 3, 2, padding=0)] if aa else [conv_bn(1, c1, 3, 2)]
         self.stem = nn.Sequential(*stem0, DSBlock(c1, c2, 2, antialias=aa),
                                   DSBlock(c2, c2))
         self.l3 = nn.Sequential(DSBlock(c2, c3, 2, antialias=aa), DSBlock(c3, c3))  # 1/8
