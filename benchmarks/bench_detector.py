@@ -418,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-yolo", dest="yolo", action="store_false",
                    help="leave out the session.run comparison with YOLO11n (random "
                    "weights; needs the optional 'yolo' extra, skipped without it)")
+    p.add_argument("--side-by-side", nargs="+", default=[], metavar="NAME=MODEL",
+                   help="more ONNX models timed in the session.run blocks beside the "
+                   "model (e.g. previous=old.onnx: a before/after in one run)")
     p.add_argument("--jitter-frames", default="10:20", metavar="A:B",
                    help="frames of --data (an npz stack) for the box-centre jitter")
     args = p.parse_args(argv)
@@ -478,18 +481,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # session.run alone, the shipped model against YOLO11n, alternating blocks
     side: dict = {}
+    others: dict[str, Path] = {}
+    for spec in args.side_by_side:
+        name, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            p.error(f"--side-by-side wants NAME=MODEL.onnx with an existing file; got {spec}")
+        others[name] = Path(path)
     if args.yolo and model_keys:
         try:
-            yolo = build_yolo11n(Path(tmp.name))
+            others["yolo11n"] = build_yolo11n(Path(tmp.name))
         except ImportError as e:
             notes.append(f"YOLO11n comparison skipped ({e}; pip install 'inscope[yolo]')")
-        else:
-            side = session_run_side_by_side(
-                {"model": dets[model_keys[0]].model_path, "yolo11n": yolo},
-                threads=args.threads or 2)
-            side["speedup_p50"] = round(side["yolo11n"]["p50"] / side["model"]["p50"], 2)
-            print(f"session.run 512x512: model {side['model']}, YOLO11n {side['yolo11n']}"
-                  f" -> {side['speedup_p50']}x")
+    if others and model_keys:
+        side = session_run_side_by_side(
+            {"model": dets[model_keys[0]].model_path, **others}, threads=args.threads or 2)
+        for name in others:
+            side[f"{name}_over_model_p50"] = round(side[name]["p50"] / side["model"]["p50"],
+                                                   2)
+        if "yolo11n" in others:  # the name earlier results used
+            side["speedup_p50"] = side["yolo11n_over_model_p50"]
+        print("session.run 512x512: " + "; ".join(
+            f"{n} {side[n]}" for n in ("model", *others)))
 
     # -- table -------------------------------------------------------------------------
     print(f"\n{'detector':<28} {'size':>5} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} "
