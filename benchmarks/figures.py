@@ -85,9 +85,15 @@ RECORDS: dict[str, str] = {
     "control_hela_fov256_before.json": "the same with --hela STACK --fov 256",
     "control_hela_fov512_before.json": "the same with --hela STACK --fov 512",
     "model_eval_before.json": "python -m benchmarks.eval_model --real STACK, run with the "
-                              "decoding before the 5x5 soft centre vote + NMS (model card)",
+                              "model shipped before the anti-aliased network (git 6069799: "
+                              "b2d2961's network fine-tuned, 5x5 soft vote sigma 0.5)",
     "model_eval_errors_before.json": "python -m benchmarks.eval_model --quick --real STACK, "
-                                     "the same previous decoding",
+                                     "the same previous model",
+    "decode_variants_before.json": "python -m benchmarks.decode_variants --real STACK, run "
+                                   "with the same previous model",
+    "decode_variants_second_stage.json": "python -m benchmarks.decode_variants --model "
+                                         "STAGE2.onnx --real STACK: a second training stage "
+                                         "tried and not kept (model card)",
     "focus_tour_before.json": "python -m benchmarks.bench_focus_tour --label before, run "
                               "with the FocusLock of 9254d82 (before the shoulder rule)",
     "live_loop.json": "python -m benchmarks.collect_live_loop --before-commit 0f913ac ...: "

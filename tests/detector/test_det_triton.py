@@ -349,7 +349,7 @@ def test_remote_rescales_large_objects_like_the_local_detector(server, local):
     # nuclei given as 4x their size: both shrink the frame by the same factor (the remote
     # one before sending, in uint16; the local one after normalising): near-equal boxes
     frame = _frames(1)[0]
-    big = np.kron(frame.pixels[:160, :160], np.ones((4, 4), np.uint16))  # 640x640, 4x
+    big = np.kron(frame.pixels[:192, :192], np.ones((4, 4), np.uint16))  # 768x768, 4x
     rem = load_detector(server.address, object_size_px=4 * 16.0)
     loc = OnnxDetector(provider="cpu", threads=1, object_size_px=4 * 16.0)
     try:
