@@ -120,7 +120,8 @@ def fold_blurs(model: TinyCenterNet) -> TinyCenterNet:
         w = conv.weight.detach()  # (out, in/groups, 3, 3), in/groups == 1 here
         k = BLUR_KERNEL.to(w.dtype)[None, None]
         w5 = torch.nn.functional.conv_transpose2d(w.reshape(-1, 1, 3, 3), k)
-        folded = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 5, conv.stride, 2,
+        sy, sx = conv.stride
+        folded = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 5, (sy, sx), 2,
                                  groups=conv.groups, bias=conv.bias is not None)
         with torch.no_grad():
             folded.weight.copy_(w5.reshape(w.shape[0], w.shape[1], 5, 5))

@@ -60,6 +60,8 @@ class Blur(nn.Module):
     not a parameter: training cannot undo it.
     """
 
+    kernel: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.channels = channels
