@@ -7,8 +7,13 @@ been focused their z values predict the next cell's to within a micron, and a sh
 
 The model grows with the data: the mean z with 1-2 points, a plane with 3-9, then a
 smoothing thin-plate spline (SciPy ``RBFInterpolator``) that follows bending without
-chasing one bad focus. :attr:`FocusSurface.residual_um` (leave-one-out RMS of the plane
-or spline) sizes the search around each prediction.
+chasing one bad focus. The plane's tilt has a prior (ridge regression): cells found one
+after another often lie along a line (down one column of a field), and an unregularised
+plane through them turns their own height differences into a steep tilt across the
+line, which predicts a cell 60 µm to the side 10 µm off (seen on a HeLa z-stack: a full
+search for that cell). A tilt is believed as far as the points' spread supports it.
+:attr:`FocusSurface.residual_um` (leave-one-out RMS of the plane or spline) sizes the
+search around each prediction.
 """
 
 from __future__ import annotations
@@ -36,12 +41,22 @@ class FocusSurface:
     max_residual_um
         Points further than this from the current fit (and 3x its residual) are kept
         out of the fit: one autofocus on debris must not bend the surface.
+    tilt_prior
+        Typical slide tilt (µm of z per µm of x or y; 0.02 = 20 µm over a mm): the scale
+        of the zero-mean prior on the plane's slopes.
+    focus_scatter_um
+        Typical scatter of cells' foci about the surface (cells at their own heights,
+        focus noise). With *tilt_prior* it sets the ridge weight
+        ``(focus_scatter_um / tilt_prior) ** 2`` (µm²): points spread over much more
+        than ``focus_scatter_um / tilt_prior`` (50 µm) fix the tilt themselves.
     """
 
     plane_from: int = 3
     spline_from: int = 10
     smoothing: float = 0.1
     max_residual_um: float = 5.0
+    tilt_prior: float = 0.02
+    focus_scatter_um: float = 1.0
     points: list[tuple[float, float, float]] = field(default_factory=list)
     rejected: int = 0
     _resid: float = math.nan
@@ -69,8 +84,12 @@ class FocusSurface:
             m = float(z.mean())
             return lambda q: np.full(len(q), m)  # noqa: E731
         c = xy.mean(axis=0)
-        a = np.column_stack([np.ones(n), xy - c])
-        coef, *_ = np.linalg.lstsq(a, z, rcond=None)
+        # ridge on the two slopes (not the offset): two prior rows pull them to zero
+        # with weight (scatter / tilt prior)^2, the Gaussian-prior least squares
+        w = self.focus_scatter_um / self.tilt_prior
+        a = np.vstack([np.column_stack([np.ones(n), xy - c]),
+                       [[0.0, w, 0.0], [0.0, 0.0, w]]])
+        coef, *_ = np.linalg.lstsq(a, np.concatenate([z, [0.0, 0.0]]), rcond=None)
 
         def plane(q):
             return coef[0] + (np.asarray(q) - c) @ coef[1:]
