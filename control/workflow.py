@@ -55,6 +55,10 @@ MAX_FIELDS = 100_000
 #: A cell whose sharpness varies by less than this ratio over its focus sweep has no
 #: focus signal of its own (dim, smooth): the focus surface's prediction is kept.
 WEAK_PEAK = 1.10
+#: A sweep whose sharpest image is at its end, with the image next to it at least this
+#: fraction as sharp, ended on a sharpness plateau (a thick nucleus, in focus over
+#: several µm): that end is in focus, and the adaptive stack finds the cell's extent.
+PLATEAU = 0.95
 
 CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px",
               "box_y1_px", "score", "status", "file", "seconds", "sim_seconds", "n_planes",
@@ -781,6 +785,23 @@ class FindAndImage:
                 got, z_final=self.scope.position().z, z_best_estimate=pred, ok=True,
                 message=f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
                         f"{min(zs):.2f}-{max(zs):.2f} µm): focus from the surface")
+        if len(vals) >= 3 and got.message.startswith("no peak inside"):
+            z_sorted = np.array(zs, float)[np.argsort(zs)]
+            v_sorted = vals[np.argsort(zs)]
+            i = int(np.argmax(v_sorted))
+            inner = i - 1 if i == len(v_sorted) - 1 else i + 1
+            if i in (0, len(v_sorted) - 1) and v_sorted[inner] >= PLATEAU * v_sorted[i]:
+                # Sharper towards an end, but the last two images are about as sharp:
+                # the sweep climbed onto a plateau (a thick nucleus, sharp over several
+                # µm), and its end is in focus. A full search would only walk the
+                # plateau; the stack's extent then gives the cell's z.
+                z_end = float(z_sorted[i])
+                if _safe_move_z(self.scope, z_end):
+                    return dataclasses.replace(
+                        got, z_final=self.scope.position().z, z_best_estimate=z_end,
+                        ok=True, message=f"on a sharpness plateau (the last two images "
+                        f"within {1 - PLATEAU:.0%}): focus at its sharpest image, "
+                        f"{z_end:.2f} µm")
         # The prediction led nowhere (no peak in the short sweep, or moves refused): a
         # stack around a wrong plane images nothing of the cell, so search afresh around
         # the surface's median plane (a few more images for this cell).

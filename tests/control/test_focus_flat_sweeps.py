@@ -141,6 +141,23 @@ def test_a_cell_with_a_real_peak_outside_the_sweep_still_gets_a_full_search(tmp_
     assert abs(got.z_best_estimate - p.z - 3.0) < 0.5, got.samples
 
 
+def test_a_sweep_that_climbs_onto_a_plateau_stops_on_it(tmp_path):
+    """Sharp from +0.3 to +4.5 µm (a thick nucleus) while the surface predicts 0: the
+    short sweep gets sharper towards its top end, where the last two images are about as
+    sharp. Its end is in focus; a full search (12-13 images on the HeLa 3-D slide) would
+    only walk the plateau. The adaptive stack then measures the cell's extent."""
+    s = _flat_top_slide(tmp_path, top=(0.3, 4.5))
+    box = _field_box(s)
+    wf = FindAndImage(s, None, region=(0.0, 0.0, 10.0, 10.0), out_dir=tmp_path / "out")
+    p = s.position()
+    for dx, dy, z in ((-40.0, 0.0, 0.0), (40.0, 10.0, 0.1), (0.0, 40.0, -0.1)):
+        wf.surface.add(p.x + dx, p.y + dy, p.z + z)
+    got = wf._focus(CellRecord(1, p.x, p.y), box)
+    assert got.ok and got.images <= 5, (got.images, got.message, got.samples)
+    assert 0.2 <= got.z_best_estimate - p.z <= 4.5, got.samples
+    assert abs(s.position().z - got.z_best_estimate) < 0.05
+
+
 def test_the_wider_pair_is_only_for_flat_sweeps_and_only_when_asked(tmp_path):
     pair = [-1.8, 1.8]
 
