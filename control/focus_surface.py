@@ -7,11 +7,11 @@ been focused their z values predict the next cell's to within a micron, and a sh
 
 The model grows with the data: the mean z with 1-2 points, a plane with 3-9, then a
 smoothing thin-plate spline (SciPy ``RBFInterpolator``) that follows bending without
-chasing one bad focus. The plane's tilt has a prior (ridge regression): cells found one
-after another often lie along a line (down one column of a field), and an unregularised
-plane through them turns their own height differences into a steep tilt across the
-line, which predicts a cell 60 µm to the side 10 µm off (seen on a HeLa z-stack: a full
-search for that cell). A tilt is believed as far as the points' spread supports it.
+chasing one bad focus. The plane only tilts in
+directions the points span: cells found one after another often lie along a line (down
+one column of a field), and a plane fitted through them turns their own height
+differences into a steep tilt across the line, which predicted a cell 65 µm to the side
+10 µm off on a HeLa z-stack (a full search for that cell).
 :attr:`FocusSurface.residual_um` (leave-one-out RMS of the plane or spline) sizes the
 search around each prediction.
 """
@@ -41,22 +41,17 @@ class FocusSurface:
     max_residual_um
         Points further than this from the current fit (and 3x its residual) are kept
         out of the fit: one autofocus on debris must not bend the surface.
-    tilt_prior
-        Typical slide tilt (µm of z per µm of x or y; 0.02 = 20 µm over a mm): the scale
-        of the zero-mean prior on the plane's slopes.
-    focus_scatter_um
-        Typical scatter of cells' foci about the surface (cells at their own heights,
-        focus noise). With *tilt_prior* it sets the ridge weight
-        ``(focus_scatter_um / tilt_prior) ** 2`` (µm²): points spread over much more
-        than ``focus_scatter_um / tilt_prior`` (50 µm) fix the tilt themselves.
+    min_spread_um
+        The plane tilts only along directions in which the points spread by at least this
+        (RMS, µm; the principal axes of their x, y); across a line of points it stays
+        level, since nothing there says how the slide tilts.
     """
 
     plane_from: int = 3
     spline_from: int = 10
     smoothing: float = 0.1
     max_residual_um: float = 5.0
-    tilt_prior: float = 0.02
-    focus_scatter_um: float = 1.0
+    min_spread_um: float = 10.0
     points: list[tuple[float, float, float]] = field(default_factory=list)
     rejected: int = 0
     _resid: float = math.nan
@@ -84,12 +79,13 @@ class FocusSurface:
             m = float(z.mean())
             return lambda q: np.full(len(q), m)  # noqa: E731
         c = xy.mean(axis=0)
-        # ridge on the two slopes (not the offset): two prior rows pull them to zero
-        # with weight (scatter / tilt prior)^2, the Gaussian-prior least squares
-        w = self.focus_scatter_um / self.tilt_prior
-        a = np.vstack([np.column_stack([np.ones(n), xy - c]),
-                       [[0.0, w, 0.0], [0.0, 0.0, w]]])
-        coef, *_ = np.linalg.lstsq(a, np.concatenate([z, [0.0, 0.0]]), rcond=None)
+        # least squares in the points' principal axes, keeping the slope only along
+        # axes they spread over (truncated SVD; exact when they spread both ways)
+        u, sv, vt = np.linalg.svd(xy - c, full_matrices=False)
+        zc = z - z.mean()
+        keep = sv / math.sqrt(n) >= self.min_spread_um
+        grad = ((u[:, keep].T @ zc) / sv[keep]) @ vt[keep]
+        coef = np.concatenate([[z.mean()], grad])
 
         def plane(q):
             return coef[0] + (np.asarray(q) - c) @ coef[1:]

@@ -326,10 +326,8 @@ def test_focus_surface_plane_spline_and_outliers():
     rng = np.random.default_rng(0)
     for x, y in rng.uniform(-500, 500, (6, 2)):
         assert fs.add(x, y, 3.0 + 0.01 * x - 0.02 * y)
-    # points spread over ~1 mm fix the tilt themselves: the prior on it moves the
-    # prediction by less than 0.05 µm (leave-one-out, 5 points: by up to ~0.15 µm)
-    assert fs.predict(100.0, 200.0) == pytest.approx(3.0 + 1.0 - 4.0, abs=0.05)
-    assert fs.residual_um == pytest.approx(0.0, abs=0.2)
+    assert fs.predict(100.0, 200.0) == pytest.approx(3.0 + 1.0 - 4.0, abs=1e-6)
+    assert fs.residual_um == pytest.approx(0.0, abs=1e-6)
     assert not fs.add(0.0, 0.0, 40.0)  # a focus on debris does not bend it
     bent = FocusSurface()
     for x, y in rng.uniform(-500, 500, (30, 2)):
