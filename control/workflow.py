@@ -789,12 +789,20 @@ class FindAndImage:
             z_sorted = np.array(zs, float)[np.argsort(zs)]
             v_sorted = vals[np.argsort(zs)]
             i = int(np.argmax(v_sorted))
-            inner = i - 1 if i == len(v_sorted) - 1 else i + 1
-            if i in (0, len(v_sorted) - 1) and v_sorted[inner] >= PLATEAU * v_sorted[i]:
-                # Sharper towards an end, but the last two images are about as sharp:
-                # the sweep climbed onto a plateau (a thick nucleus, sharp over several
-                # µm), and its end is in focus. A full search would only walk the
-                # plateau; the stack's extent then gives the cell's z.
+            # the values walking towards the sharpest end, and each step's rise
+            walk = v_sorted if i == len(v_sorted) - 1 else v_sorted[::-1]
+            rises = np.diff(walk)
+            on_plateau = (
+                i in (0, len(v_sorted) - 1)
+                and walk[-2] >= PLATEAU * walk[-1]  # the last two about as sharp
+                and walk[-1] >= WEAK_PEAK * walk[0]  # after a real flank ...
+                and rises[:-1].max() >= 3.0 * max(rises[-1], 0.0))  # ... that levelled off
+            if on_plateau:
+                # Sharper towards an end, but the last two images are about as sharp
+                # after a clear rise: the sweep climbed onto a plateau (a thick nucleus,
+                # sharp over several µm), and its end is in focus. A full search would
+                # only walk the plateau; the stack's extent then gives the cell's z. (A
+                # slow, steady rise is out-of-focus haze of a cell further on: searched.)
                 z_end = float(z_sorted[i])
                 if _safe_move_z(self.scope, z_end):
                     return dataclasses.replace(
