@@ -10,8 +10,8 @@ smoothing thin-plate spline (SciPy ``RBFInterpolator``) that follows bending wit
 chasing one bad focus. The plane only tilts in
 directions the points span: cells found one after another often lie along a line (down
 one column of a field), and a plane fitted through them turns their own height
-differences into a steep tilt across the line, which predicted a cell 65 µm to the side
-10 µm off on a HeLa z-stack (a full search for that cell).
+differences into a steep tilt across the line, which predicted cells to the side
+several µm off on a HeLa z-stack (a full search for each).
 :attr:`FocusSurface.residual_um` (leave-one-out RMS of the plane or spline) sizes the
 search around each prediction.
 """

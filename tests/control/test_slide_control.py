@@ -342,7 +342,8 @@ def test_focus_surface_plane_spline_and_outliers():
 def test_focus_surface_does_not_read_a_tilt_into_cells_along_a_line():
     """Cells visited down one column (x within 1.5 µm), each at its own height: an
     unregularised plane made their height differences a steep x tilt and predicted the
-    next cell, 65 µm to the side, 10 µm off (a HeLa z-stack: 12-13 focus images)."""
+    next cell, 65 µm to the side, several µm off (a HeLa z-stack: 12-13 focus
+    images)."""
     fs = FocusSurface()
     for x, y, z in [(103.2, 367.9, 7.9), (104.7, 336.8, 8.9), (103.9, 352.0, 9.6),
                     (104.4, 321.5, 8.4)]:
