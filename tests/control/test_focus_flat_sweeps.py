@@ -43,6 +43,17 @@ def _field_box(s):
     return np.array([8.0, 8.0, w - 8.0, h - 8.0])
 
 
+def _focus_predicted_at_middle(s, tmp_path):
+    """Find-and-image's focus for a cell at the stage position, its focus surface
+    (three cells around it) predicting the middle plane."""
+    box = _field_box(s)
+    wf = FindAndImage(s, None, region=(0.0, 0.0, 10.0, 10.0), out_dir=tmp_path / "out")
+    p = s.position()
+    for dx, dy, z in ((-40.0, 0.0, 0.0), (40.0, 10.0, 0.1), (0.0, 40.0, -0.1)):
+        wf.surface.add(p.x + dx, p.y + dy, p.z + z)
+    return wf._focus(CellRecord(1, p.x, p.y), box)
+
+
 def _sweep(s, widen_flat=2.0, max_images=5):
     """Find-and-image's predicted sweep (+/- 0.9 µm, 5 images) around the middle plane."""
     box = _field_box(s)
@@ -131,12 +142,8 @@ def test_a_cell_with_a_real_peak_outside_the_sweep_still_gets_a_full_search(tmp_
     # sharp only around +3 µm while the surface predicts 0: the short sweep rises
     # steeply towards +3 (not a weak signal), so the full search runs and finds it
     s = _flat_top_slide(tmp_path, top=(2.8, 3.2))
-    box = _field_box(s)
-    wf = FindAndImage(s, None, region=(0.0, 0.0, 10.0, 10.0), out_dir=tmp_path / "out")
     p = s.position()
-    for dx, dy, z in ((-40.0, 0.0, 0.0), (40.0, 10.0, 0.1), (0.0, 40.0, -0.1)):
-        wf.surface.add(p.x + dx, p.y + dy, p.z + z)
-    got = wf._focus(CellRecord(1, p.x, p.y), box)
+    got = _focus_predicted_at_middle(s, tmp_path)
     assert got.ok and got.images > 5
     assert abs(got.z_best_estimate - p.z - 3.0) < 0.5, got.samples
 
@@ -147,12 +154,8 @@ def test_a_sweep_that_climbs_onto_a_plateau_stops_on_it(tmp_path):
     sharp. Its end is in focus; a full search (12-13 images on the HeLa 3-D slide) would
     only walk the plateau. The adaptive stack then measures the cell's extent."""
     s = _flat_top_slide(tmp_path, top=(0.3, 4.5))
-    box = _field_box(s)
-    wf = FindAndImage(s, None, region=(0.0, 0.0, 10.0, 10.0), out_dir=tmp_path / "out")
     p = s.position()
-    for dx, dy, z in ((-40.0, 0.0, 0.0), (40.0, 10.0, 0.1), (0.0, 40.0, -0.1)):
-        wf.surface.add(p.x + dx, p.y + dy, p.z + z)
-    got = wf._focus(CellRecord(1, p.x, p.y), box)
+    got = _focus_predicted_at_middle(s, tmp_path)
     assert got.ok and got.images <= 5, (got.images, got.message, got.samples)
     assert 0.2 <= got.z_best_estimate - p.z <= 4.5, got.samples
     assert abs(s.position().z - got.z_best_estimate) < 0.05
