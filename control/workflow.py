@@ -786,8 +786,8 @@ class FindAndImage:
                 message=f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
                         f"{min(zs):.2f}-{max(zs):.2f} µm): focus from the surface")
         if len(vals) >= 3 and got.message.startswith("no peak inside"):
-            z_sorted = np.array(zs, float)[np.argsort(zs)]
-            v_sorted = vals[np.argsort(zs)]
+            order = np.argsort(zs)
+            z_sorted, v_sorted = np.asarray(zs, float)[order], vals[order]
             i = int(np.argmax(v_sorted))
             # the values walking towards the sharpest end, and each step's rise
             walk = v_sorted if i == len(v_sorted) - 1 else v_sorted[::-1]

@@ -215,7 +215,7 @@ def run_training(args: argparse.Namespace) -> dict:
                         _size_range(boxes))
     card.training = {
         "data": sources, "architecture": "TinyCenterNet (detector/train/model.py)"
-        + (", anti-aliased" if getattr(model, "antialias", False) else ""),
+        + (", anti-aliased" if model.antialias else ""),
         "parameters": count_parameters(model), "steps": res.steps, "batch": cfg.batch,
         "lr": cfg.lr, "seed": args.seed, "crop": args.crop,
         "init": str(init) if init else None, "train_seconds": round(res.seconds, 1),
