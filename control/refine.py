@@ -171,7 +171,7 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
 
 
 def one_object(pixels: np.ndarray, p: np.ndarray, q: np.ndarray,
-               boxes: np.ndarray) -> bool:
+               boxes: np.ndarray, neck_ratio: float = NECK_RATIO) -> bool:
     """Whether the points *p* and *q* (x, y px) lie on one object: the same foreground
     blob, joined without a neck.
 
@@ -182,8 +182,9 @@ def one_object(pixels: np.ndarray, p: np.ndarray, q: np.ndarray,
     boxes) above Otsu's threshold, holes filled; its width at a point is twice the
     distance to the background (the largest value within 3 px of the point, which may lie
     off the blob's axis); *p* and *q* are one object when a path joins them on which the
-    width never drops below :data:`NECK_RATIO` of the smaller of their widths - the
-    classic neck criterion for splitting touching nuclei, applied the other way round.
+    width never drops below *neck_ratio* (:data:`NECK_RATIO`) of the smaller of their
+    widths - the classic neck criterion for splitting touching nuclei, applied the other
+    way round.
     """
     pts = np.array([p, q], float).reshape(2, 2)
     b = np.asarray(boxes, float).reshape(-1, 4)
@@ -218,7 +219,7 @@ def one_object(pixels: np.ndarray, p: np.ndarray, q: np.ndarray,
             return False  # the point is on background
         seeds.append((r0 + int(di), c0 + int(dj)))
         widths.append(float(win[di, dj]))
-    return not _neck_between(dist, seeds[0], seeds[1], min(widths))
+    return not _neck_between(dist, seeds[0], seeds[1], min(widths), neck_ratio)
 
 
 def _neck_between(dist: np.ndarray, a: tuple[int, int], b: tuple[int, int],

@@ -144,3 +144,22 @@ def test_the_same_end_seen_from_another_stage_position_is_a_duplicate(scan):
     second = CellRecord(2, float(xy[0]), float(xy[1]), box=tuple(b),
                         size_um=(float(b[2] - b[0]) * PX, float(b[3] - b[1]) * PX))
     assert wf._duplicate_of(second, there, b, [first]) is not None
+
+
+def test_the_ends_of_a_nucleus_whose_boxes_barely_overlap_are_one_nucleus(scan):
+    """The detector boxed the two ends of one long nucleus with boxes that overlap by
+    less than ``dup_overlap``. Reproduced from the HeLa 3-D slide, where such a nucleus
+    was imaged twice: the overlap rule lets it through; the blob joins the two centres
+    without narrowing, which two touching nuclei do not do (they meet at a waist, see
+    test_neighbours_are_not_duplicates)."""
+    wf, frame = scan
+    long_, v = _ellipse(130, 100, 26, 11, 90)  # upright: its long axis along y
+    img = _image([long_])
+    here = Frame(img, 3, {}, frame.position, PX, PX * np.eye(2))
+    first, second = _record(here, long_ & (v < 2), 1), _record(here, long_ & (v >= -2), 2)
+    ba, bb = np.asarray(first.box), np.asarray(second.box)
+    inter = (min(ba[2], bb[2]) - max(ba[0], bb[0])) * (min(ba[3], bb[3]) - max(ba[1], bb[1]))
+    small = min((ba[2] - ba[0]) * (ba[3] - ba[1]), (bb[2] - bb[0]) * (bb[3] - bb[1]))
+    assert 0 < inter < wf.dup_overlap * small  # they overlap, but too little
+    why = wf._duplicate_of(second, here, bb, [first])
+    assert why is not None and "#1" in why, why
