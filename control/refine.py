@@ -23,6 +23,7 @@ which the steering controller sets its deadband (:attr:`TargetRefiner.jitter_px`
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -334,6 +335,19 @@ def _split_touching(comp: np.ndarray, box: tuple[float, float, float, float]
     return comp
 
 
+def _design(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Design matrix of a quadratic surface c0 + c1 x + c2 y + c3 x² + c4 xy + c5 y²."""
+    x, y = x.astype(float), y.astype(float)
+    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _quadratic_fit(k: int) -> np.ndarray:
+    """Least-squares pseudo-inverse for a (2k+1) x (2k+1) window centred on its peak."""
+    yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
+    return np.linalg.pinv(_design(xx.ravel(), yy.ravel()))
+
+
 def _subpixel(r: np.ndarray, i: int, j: int, k: int) -> tuple[float, float]:
     """Sub-pixel offsets (dx, dy) of the peak of correlation map *r* near r[i, j] (row i,
     column j): the vertex of a quadratic surface fitted by least squares to the
@@ -349,10 +363,12 @@ def _subpixel(r: np.ndarray, i: int, j: int, k: int) -> tuple[float, float]:
     i0, i1, j0, j1 = max(i - k, 0), min(i + k + 1, h), max(j - k, 0), min(j + k + 1, w)
     if i1 - i0 < 3 or j1 - j0 < 3:
         return 0.0, 0.0
-    yy, xx = np.mgrid[i0 - i:i1 - i, j0 - j:j1 - j]
-    x, y = xx.ravel().astype(float), yy.ravel().astype(float)
-    a = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
-    c = np.linalg.lstsq(a, r[i0:i1, j0:j1].ravel().astype(float), rcond=None)[0]
+    vals = r[i0:i1, j0:j1].ravel().astype(float)
+    if i1 - i0 == j1 - j0 == 2 * k + 1:
+        c = _quadratic_fit(k) @ vals  # the usual case: a precomputed pseudo-inverse
+    else:  # cut by the map's edge
+        yy, xx = np.mgrid[i0 - i:i1 - i, j0 - j:j1 - j]
+        c = np.linalg.lstsq(_design(xx.ravel(), yy.ravel()), vals, rcond=None)[0]
     hess = np.array([[2 * c[3], c[4]], [c[4], 2 * c[5]]])
     if np.linalg.eigvalsh(hess).max() >= 0:
         return 0.0, 0.0  # not a maximum (flat or saddle): keep the whole-pixel peak
@@ -399,6 +415,10 @@ class TargetRefiner:
         noise per pixel on the HeLa slides) otherwise keeps the correlation under
         ``min_score``, and the target is lost although it is plainly there; a nucleus'
         position lives in its outline, which a 1-px blur keeps. 0 turns it off.
+    max_offsets
+        The centroid correction is the median of (centroid - registered) over this many
+        frames; then the centroid is no longer measured (its offset from the template
+        is known, and measuring it was most of the refiner's time per frame).
     """
 
     pad: float = 0.5
@@ -406,6 +426,7 @@ class TargetRefiner:
     min_score: float = 0.6
     max_template_px: int = 96
     smooth_px: float = 1.0
+    max_offsets: int = 25
     fixes: list[Fix] = field(default_factory=list)
     _tmpl: np.ndarray | None = None
     _d0: np.ndarray | None = None  # centroid relative to the template's top-left (px)
@@ -491,7 +512,7 @@ class TargetRefiner:
         tl = np.array([x0 + (j + dx) / s, y0 + (i + dy) / s])
         reg_px = tl + self._d0
         reg_um = frame.pixel_to_stage(reg_px)[0]
-        if box is not None:
+        if box is not None and len(self._offsets) < self.max_offsets:
             cen = soft_centroid(frame.pixels, np.asarray(box, float))
             if cen is not None and np.hypot(*(cen[0] - reg_px)) < 0.5 * max(self._box_wh):
                 self._offsets.append(frame.pixel_to_stage(cen[0])[0] - reg_um)
