@@ -23,7 +23,7 @@ from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import STAMP_READY, Frame
 from inscope.acquisition.microscope import Microscope
 from inscope.detector.base import Detections, Detector
-from inscope.enums import FocusStatus
+from inscope.enums import AutofocusIssue, FocusStatus
 
 __all__ = [
     "METRICS",
@@ -129,6 +129,9 @@ class FocusResult:
     ok
         False when no clear peak was found (featureless field) or moves were refused;
         ``message`` says what happened.
+    issues
+        Why it is not ok, as :class:`~inscope.enums.AutofocusIssue` members (empty
+        when ok): what a caller should branch on.
     """
 
     z_start: float
@@ -142,6 +145,7 @@ class FocusResult:
     used_boxes: int = 0
     ok: bool = True
     message: str = ""
+    issues: tuple[AutofocusIssue, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -257,12 +261,14 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     def scores(bx: np.ndarray | None) -> np.ndarray:
         return np.array([sharpness(im, bx, metric) for im in imgs])
 
+    issues: list[AutofocusIssue] = []
+
     def result(z_best: float, used: int, ok: bool, msg: str) -> FocusResult:
         # every sample taken so far, with its score on the crops in use now (``s``)
         return FocusResult(z_start, scope.position().z, z_best, len(imgs),
                            time.perf_counter() - t0, _sim_time(scope) - s0,
                            [(float(a), float(b)) for a, b in zip(zs, s, strict=True)],
-                           metric, used, ok, msg)
+                           metric, used, ok, msg, tuple(dict.fromkeys(issues)))
 
     s = scores(boxes) if imgs else np.zeros(0)
     if widen_flat > 0 and len(s) >= 3 and float(s.max()) <= 1.05 * float(s.min()):
@@ -279,6 +285,8 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
             z_mid = float(np.mean(inner)) if pk is None else float(
                 np.clip(pk[0], inner.min(), inner.max()))
             ok = _safe_move_z(scope, z_mid)
+            if not ok:
+                issues.append(AutofocusIssue.REFUSED)
             return result(z_mid, 0 if boxes is None else len(boxes), ok,
                           "" if ok else "the move to the focus was refused")
         # else the five images are judged as any sweep below: the sharpest plane of a
@@ -299,6 +307,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     if len(imgs) < 3:
         z_fin = z_start
         _safe_move_z(scope, z_fin)
+        issues.append(AutofocusIssue.REFUSED if refused else AutofocusIssue.FLAT)
         return result(math.nan, 0, False, "; ".join(refused) or "too few images")
 
     used = 0
@@ -349,21 +358,26 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
             break
         z_est, h = z_best, h / 2
     ok = not refused
+    if refused:
+        issues.append(AutofocusIssue.REFUSED)
     msg = "; ".join(refused)
     if not min(zs) + 1e-6 < z_best < max(zs) - 1e-6:
         # the sharpest plane is the last one sampled: the focus may lie beyond the sweep
         # (a haze brightening towards a cell out of range looks like this)
         ok = False
+        issues.append(AutofocusIssue.EDGE)
         msg = (msg + "; " if msg else "") + (
             f"no peak inside the sweep ({min(zs):.2f}-{max(zs):.2f} µm): the sharpest "
             "image is at its end, so the focus may lie beyond it")
     if float(np.max(s)) <= 1.05 * float(np.min(s)):
         ok = False
+        issues.append(AutofocusIssue.FLAT)
         msg = (msg + "; " if msg else "") + ("no sharpness peak (featureless field?): "
                                              "focus left at the start")
         z_best = z_start
     if not _safe_move_z(scope, z_best):
         ok = False
+        issues.append(AutofocusIssue.REFUSED)
     return result(z_best, used, ok, msg)
 
 

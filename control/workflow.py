@@ -45,6 +45,7 @@ from inscope.control.steering import (
 from inscope.control.targets import TrackId
 from inscope.control.tracking import Tracker
 from inscope.detector.base import Detections, Detector
+from inscope.enums import AutofocusIssue
 
 log = logging.getLogger(__name__)
 
@@ -777,7 +778,9 @@ class FindAndImage:
             return got
         zs = [z for z, _ in got.samples]
         vals = np.array([v for _, v in got.samples], float)
-        if len(vals) >= 3 and got.message.startswith(("no peak inside", "no sharpness peak")) \
+        edge_or_flat = {AutofocusIssue.EDGE, AutofocusIssue.FLAT}
+        if len(vals) >= 3 and edge_or_flat.intersection(got.issues) \
+                and AutofocusIssue.REFUSED not in got.issues \
                 and float(vals.max()) < WEAK_PEAK * float(vals.min()):
             # No focus signal of its own (a dim or smooth nucleus: its sharpness varies by
             # less than the noise over the sweep): the surface through the cells already
@@ -786,9 +789,10 @@ class FindAndImage:
                 return got
             return dataclasses.replace(
                 got, z_final=self.scope.position().z, z_best_estimate=pred, ok=True,
-                message=f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
+                issues=(), message=f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
                         f"{min(zs):.2f}-{max(zs):.2f} µm): focus from the surface")
-        if len(vals) >= 3 and got.message.startswith("no peak inside"):
+        if len(vals) >= 3 and AutofocusIssue.EDGE in got.issues \
+                and AutofocusIssue.REFUSED not in got.issues:
             order = np.argsort(zs)
             z_sorted, v_sorted = np.asarray(zs, float)[order], vals[order]
             i = int(np.argmax(v_sorted))
@@ -810,7 +814,7 @@ class FindAndImage:
                 if _safe_move_z(self.scope, z_end):
                     return dataclasses.replace(
                         got, z_final=self.scope.position().z, z_best_estimate=z_end,
-                        ok=True, message=f"on a sharpness plateau (the last two images "
+                        ok=True, issues=(), message=f"on a sharpness plateau (the last two images "
                         f"within {1 - PLATEAU:.0%}): focus at its sharpest image, "
                         f"{z_end:.2f} µm")
         # The prediction led nowhere (no peak in the short sweep, or moves refused): a

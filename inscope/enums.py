@@ -20,6 +20,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AutofocusIssue",
     "Backend",
     "Name",
     "FocusStatus",
@@ -145,6 +146,15 @@ class FocusStatus(Name):
         position, the lock disabled)."""
         return status not in (FocusStatus.REFUSED, FocusStatus.FAILED, FocusStatus.DRY_RUN,
                               FocusStatus.DISABLED, FocusStatus.NO_POSITION)
+
+
+class AutofocusIssue(Name):
+    """Why an autofocus sweep is not ``ok`` (:attr:`inscope.control.focus.FocusResult.
+    issues`): callers decide on these, never on the wording of its message."""
+
+    REFUSED = "refused"  # a focus move was refused (soft limit, device error)
+    EDGE = "edge"  # the sharpest image is at an end of the sweep: no peak inside it
+    FLAT = "flat"  # no sharpness peak at all (a featureless field): focus left at start
 
 
 class Stamp(Name):

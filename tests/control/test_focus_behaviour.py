@@ -21,6 +21,7 @@ from inscope.control.focus import (
     focus_curve,
     sharpness,
 )
+from inscope.enums import AutofocusIssue
 
 
 def _truth(scope) -> float:
@@ -101,7 +102,7 @@ def test_autofocus_finds_the_true_plane_in_seven_images(offset):
     zf = _truth(scope)
     scope.move_z(zf + offset)
     r = autofocus(scope, search_um=10.0)
-    assert r.ok and r.message == ""
+    assert r.ok and r.message == "" and r.issues == ()
     assert abs(scope.position().z - zf) < 0.3, r.samples
     assert r.z_final == scope.position().z
     assert abs(r.z_best_estimate - zf) < 0.3
@@ -131,6 +132,18 @@ def test_autofocus_extends_the_sweep_when_the_peak_is_at_an_end():
     assert r2.images == 7
 
 
+def test_autofocus_says_when_the_peak_lies_beyond_its_sweep():
+    """No extension allowed and the focus 9 µm below a +/-2 µm sweep: the sharpest
+    image is at the sweep's end, and ``issues`` says so (callers branch on it, never on
+    the message's wording)."""
+    scope = sim_scope(seed=4, shape=(256, 256))
+    zf = _truth(scope)
+    scope.move_z(zf + 9.0)
+    r = autofocus(scope, search_um=2.0, max_extend=0)
+    assert not r.ok and r.issues == (AutofocusIssue.EDGE,), (r.issues, r.message)
+    assert "no peak inside the sweep" in r.message
+
+
 def test_autofocus_around_a_given_centre_with_boxes():
     scope = sim_scope(seed=4, shape=(256, 256))
     zf = _truth(scope)
@@ -156,6 +169,7 @@ def test_autofocus_on_a_featureless_field_stays_put():
     scope.move_z(3.0)
     r = autofocus(scope)
     assert not r.ok and "no sharpness peak (featureless field?)" in r.message
+    assert AutofocusIssue.FLAT in r.issues and AutofocusIssue.REFUSED not in r.issues
     assert r.z_final == scope.position().z == pytest.approx(3.0)
     assert r.z_best_estimate == pytest.approx(3.0)
 
@@ -165,6 +179,7 @@ def test_autofocus_refused_moves_end_early_and_leave_the_focus_at_the_start():
     scope = sim_scope(seed=4, shape=(128, 128), guard=MoveGuard(lim))
     r = autofocus(scope, search_um=10.0)
     assert not r.ok and "outside the soft limit" in r.message
+    assert AutofocusIssue.REFUSED in r.issues
     assert r.images < 3 and scope.position().z == 0.0
     assert math.isnan(r.z_best_estimate)
     assert r.to_dict()["z_best_estimate"] != r.to_dict()["z_best_estimate"]  # NaN kept
