@@ -7,7 +7,7 @@ been focused their z values predict the next cell's to within a micron, and a sh
 
 The model grows with the data: the mean z with 1-2 points, a plane with 3-9, then a
 smoothing thin-plate spline (SciPy ``RBFInterpolator``) that follows bending without
-chasing one bad focus. The plane only tilts in
+chasing one bad focus. The plane only tilts, and the spline only bends, in
 directions the points span: cells found one after another often lie along a line (down
 one column of a field), and a plane fitted through them turns their own height
 differences into a steep tilt across the line, which predicted cells to the side
@@ -90,15 +90,22 @@ class FocusSurface:
         def plane(q):
             return coef[0] + (np.asarray(q) - c) @ coef[1:]
 
-        if n < self.spline_from:
+        if n < self.spline_from or not keep.any():
             return plane
         from scipy.interpolate import RBFInterpolator
 
-        # the spline models what the plane leaves; scaled to ~unit coordinates
-        scale = max(float(np.ptp(xy, axis=0).max()), 1e-6)
-        rbf = RBFInterpolator((xy - c) / scale, z - plane(xy), kernel="thin_plate_spline",
-                              smoothing=self.smoothing, degree=1)
-        return lambda q: plane(q) + rbf((np.atleast_2d(q) - c) / scale)
+        # the spline models what the plane leaves, in the same principal axes: along a
+        # line of points it bends along the line only (its own linear term would tilt
+        # across it, as the unguarded plane did); scaled to ~unit coordinates
+        axes = np.eye(2) if keep.all() else vt[keep].T
+
+        def coords(q):
+            return (np.atleast_2d(np.asarray(q, float)) - c) @ axes
+
+        scale = max(float(np.ptp(coords(xy), axis=0).max()), 1e-6)
+        rbf = RBFInterpolator(coords(xy) / scale, z - plane(xy),
+                              kernel="thin_plate_spline", smoothing=self.smoothing, degree=1)
+        return lambda q: plane(q) + rbf(coords(q) / scale)
 
     def predict(self, x: float, y: float) -> float | None:
         """Predicted focus z at (x, y); None before the first point.

@@ -352,6 +352,21 @@ def test_focus_surface_does_not_read_a_tilt_into_cells_along_a_line():
     assert pred is not None and 7.4 <= pred <= 10.1, pred
 
 
+def test_focus_surface_spline_does_not_tilt_across_a_line_of_cells_either():
+    """Twelve cells down one column (spline from 10 points), tilted along it: the
+    spline's own linear term tilted it across the column as the plane once did
+    (2.5 µm on the line, 5.3 µm 65 µm to the side); it now bends along the line only."""
+    fs = FocusSurface()
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        assert fs.add(100.0 + rng.normal(0, 0.5), 10.0 * k,
+                      2.0 + 0.1 * k + rng.normal(0, 0.2))
+    on_line, beside = fs.predict(100.0, 50.0), fs.predict(165.0, 50.0)
+    assert on_line is not None and beside is not None
+    assert abs(beside - on_line) < 0.3, (on_line, beside)
+    assert abs(on_line - 2.5) < 0.4  # and it still follows the tilt along the line
+
+
 def test_focus_surface_predictions_stay_near_the_foci_it_has_seen():
     """Cells at their own heights (a 3-D sample): a spline through them swung to 22-24 µm
     away from the points on a HeLa stack whose cells lie at 8-12 µm."""
