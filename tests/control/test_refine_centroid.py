@@ -159,3 +159,44 @@ def test_registration_of_a_dim_noisy_nucleus_is_steady_under_shifts(signal, limi
     p = np.asarray(pos)
     rms = float(np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()))
     assert rms < limit, rms
+
+
+def test_the_centroid_correction_overrides_a_biased_first_frame():
+    """Debris touching the nucleus in the frame the target is acquired in pulls that
+    frame's centroid ~1 px off; the later frames' centroids (the median of their
+    offsets) bring the position back onto the nucleus, and it stays there."""
+    from inscope.acquisition.frame import Frame, StagePosition
+    from inscope.control.refine import TargetRefiner
+
+    h = w = 96
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    rng = np.random.default_rng(3)
+    world = np.array([0.4, -0.7])  # the nucleus' centre, stage µm (1 µm per px)
+
+    def centre(sx, sy):
+        return w / 2 + world[0] - sx, h / 2 + world[1] - sy
+
+    def frame(sx, sy, k, debris):
+        cx, cy = centre(sx, sy)
+        r = np.hypot((xx - cx) / 12.0, (yy - cy) / 9.0)
+        img = 1000.0 + 400.0 / (1.0 + np.exp((r - 1.0) / 0.08))
+        if debris:  # a small bright disc against the nucleus' right side
+            rd = np.hypot(xx - (cx + 11), yy - (cy + 4)) / 5.0
+            img += 400.0 / (1.0 + np.exp((rd - 1.0) / 0.1))
+        img += rng.normal(0, 20.0, (h, w))
+        return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
+
+    def box(sx, sy):
+        cx, cy = centre(sx, sy)
+        return np.array([cx - 12.5, cy - 9.5, cx + 12.5, cy + 9.5])
+
+    ref = TargetRefiner()
+    first = ref.acquire(frame(0.0, 0.0, 0, True), box(0.0, 0.0))
+    assert first is not None and np.hypot(*(first.xy_um - world)) > 0.8
+    errs = []
+    for k in range(1, 12):
+        sh = rng.uniform(-3, 3, 2)
+        fix = ref.locate(frame(*sh, k, False), None, box(*sh))
+        assert fix is not None
+        errs.append(float(np.hypot(*(fix.xy_um - world))))
+    assert max(errs[2:]) < 0.3, errs
