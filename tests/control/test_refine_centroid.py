@@ -200,3 +200,19 @@ def test_the_centroid_correction_overrides_a_biased_first_frame():
         assert fix is not None
         errs.append(float(np.hypot(*(fix.xy_um - world))))
     assert max(errs[2:]) < 0.3, errs
+
+
+def test_a_neighbour_behind_a_clear_neck_is_cut_off_even_inside_a_wide_box():
+    """Two nuclei joined by a thin neck, the box of one reaching far over the other (a
+    detector box that took in half the neighbour): the cut lies mostly inside the box,
+    but the neck says two objects, so the centroid is the boxed nucleus' own."""
+    a, b, c0, c1 = _two_discs(20.0)  # radius 10, 20 px apart: joined by a thin neck
+    img = _image([(a | b, 600.0)])
+    box = _box(a)
+    toward = (c1 - c0) / np.hypot(*(c1 - c0))
+    # grow the box 14 px towards the neighbour (its far side stays put)
+    grow = np.r_[np.minimum(toward, 0), np.maximum(toward, 0)] * 14.0
+    wide = box + np.r_[grow[0], grow[1], grow[2], grow[3]]
+    got = soft_centroid(img, wide)
+    assert got is not None
+    assert np.hypot(*(got[0] - c0)) < 1.0, got[0] - c0
