@@ -204,7 +204,7 @@ def test_the_centroid_correction_overrides_a_biased_first_frame():
 
 def test_a_neighbour_behind_a_clear_neck_is_cut_off_even_inside_a_wide_box():
     """Two nuclei joined by a thin neck, the box of one reaching far over the other (a
-    detector box that took in half the neighbour): the cut lies mostly inside the box,
+    detector box that took in most of the neighbour): the cut lies mostly inside the box,
     but the neck says two objects, so the centroid is the boxed nucleus' own."""
     a, b, c0, c1 = _two_discs(20.0)  # radius 10, 20 px apart: joined by a thin neck
     img = _image([(a | b, 600.0)])
