@@ -216,3 +216,36 @@ def test_a_neighbour_behind_a_clear_neck_is_cut_off_even_inside_a_wide_box():
     got = soft_centroid(img, wide)
     assert got is not None
     assert np.hypot(*(got[0] - c0)) < 1.0, got[0] - c0
+
+
+def test_a_box_that_is_not_the_blobs_gives_no_centroid():
+    """A small box over one side of a large nucleus (a fragment box, as detectors give on
+    big textured nuclei): the blob's centroid lies far from the box's centre, so the box
+    is not this blob's and there is no centroid (the caller keeps its registration)."""
+    nuc = _ellipse((96, 96), 48, 48, 16, 16)
+    img = _image([(nuc, 600.0)])
+    assert soft_centroid(img, np.array([56.0, 40.0, 68.0, 52.0])) is None
+    # the same box size on a nucleus of its own size does give one
+    small = _ellipse((96, 96), 62, 46, 5.5, 5.5)
+    got = soft_centroid(_image([(small, 600.0)]), np.array([56.0, 40.0, 68.0, 52.0]))
+    assert got is not None and np.hypot(*(got[0] - [62, 46])) < 0.5
+
+
+def test_jitter_counts_a_steady_drift_only_by_its_changes():
+    """A cell drifting steadily by 0.5 px per frame is measured without jitter (the
+    deadband must not open up for a moving cell); the same drift with +/-0.3 px noise
+    is measured at about that noise."""
+    from inscope.acquisition.frame import Frame, StagePosition
+    from inscope.control.refine import Fix, TargetRefiner
+
+    f = Frame(np.zeros((64, 64), np.float32), 0, position=StagePosition(0.0, 0.0, 0.0),
+              pixel_size_um=0.5)
+    steady = TargetRefiner()
+    noisy = TargetRefiner()
+    rng = np.random.default_rng(0)
+    for k in range(10):
+        xy = np.array([0.25 * k, 0.0])  # 0.5 px of 0.5 µm per frame
+        steady.fixes.append(Fix(xy, xy, 1.0, "registered", k))
+        noisy.fixes.append(Fix(xy + rng.choice([-0.15, 0.15], 2), xy, 1.0, "registered", k))
+    assert steady.jitter_px(f) == pytest.approx(0.0, abs=1e-9)
+    assert 0.2 < noisy.jitter_px(f) < 0.6
