@@ -356,7 +356,7 @@ def _subpixel(r: np.ndarray, i: int, j: int, k: int) -> tuple[float, float]:
     The correlation peak of a whole nucleus is as wide as the nucleus; a 3-point parabola
     reads its vertex from the top pixel and its two neighbours only, which on a dim,
     noisy nucleus moves by ~1 px from frame to frame. Fitting the wider neighbourhood
-    uses the whole peak (5-10x steadier on HeLa slides). Hand-written: 6-parameter least
+    uses the whole peak (much steadier on the HeLa slides). Hand-written: 6-parameter least
     squares on <= 49 values; OpenCV and scipy have no sub-pixel peak fit.
     """
     h, w = r.shape

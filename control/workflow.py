@@ -778,9 +778,10 @@ class FindAndImage:
             return got
         zs = [z for z, _ in got.samples]
         vals = np.array([v for _, v in got.samples], float)
+        # the two rules below judge a sweep that ran (no refused move, >= 3 images)
+        judged = len(vals) >= 3 and AutofocusIssue.REFUSED not in got.issues
         edge_or_flat = {AutofocusIssue.EDGE, AutofocusIssue.FLAT}
-        if len(vals) >= 3 and edge_or_flat.intersection(got.issues) \
-                and AutofocusIssue.REFUSED not in got.issues \
+        if judged and edge_or_flat.intersection(got.issues) \
                 and float(vals.max()) < WEAK_PEAK * float(vals.min()):
             # No focus signal of its own (a dim or smooth nucleus: its sharpness varies by
             # less than the noise over the sweep): the surface through the cells already
@@ -791,8 +792,7 @@ class FindAndImage:
                 got, z_final=self.scope.position().z, z_best_estimate=pred, ok=True,
                 issues=(), message=f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
                         f"{min(zs):.2f}-{max(zs):.2f} µm): focus from the surface")
-        if len(vals) >= 3 and AutofocusIssue.EDGE in got.issues \
-                and AutofocusIssue.REFUSED not in got.issues:
+        if judged and AutofocusIssue.EDGE in got.issues:
             order = np.argsort(zs)
             z_sorted, v_sorted = np.asarray(zs, float)[order], vals[order]
             i = int(np.argmax(v_sorted))
@@ -915,7 +915,7 @@ class FindAndImage:
         pass the overlap test (1 cell in ~110 on a HeLa slide,
         ``benchmarks/results/control_hela_fov256.json``).
         """
-        from inscope.control.refine import one_object
+        from inscope.control.refine import NECK_RATIO, one_object
 
         r = 0.5 * min(rec.size_um)
         here = frame.stage_to_pixel(np.array([rec.x_um, rec.y_um]))[0]
@@ -935,13 +935,12 @@ class FindAndImage:
             small = min((b[2] - b[0]) * (b[3] - b[1]), (ob[2] - ob[0]) * (ob[3] - ob[1]))
             overlap = iw > 0 and ih > 0 and iw * ih >= self.dup_overlap * small
             there = frame.stage_to_pixel(np.array([o.x_um, o.y_um]))[0]
-            if overlap and one_object(frame.pixels, here, there, np.stack([b, ob])):
-                return (f"same nucleus as #{o.id}: the boxes overlap and one blob joins "
-                        "the two centres")
-            if not overlap and one_object(frame.pixels, here, there, np.stack([b, ob]),
-                                          neck_ratio=self.dup_same_body):
-                return (f"same nucleus as #{o.id}: one blob joins the two centres "
-                        "without narrowing")
+            # boxes that overlap little need a blob that does not narrow at all
+            ratio = NECK_RATIO if overlap else self.dup_same_body
+            if one_object(frame.pixels, here, there, np.stack([b, ob]), neck_ratio=ratio):
+                how = ("the boxes overlap and one blob joins the two centres" if overlap
+                       else "one blob joins the two centres without narrowing")
+                return f"same nucleus as #{o.id}: {how}"
         return None
 
     @staticmethod
