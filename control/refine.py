@@ -373,7 +373,7 @@ def _subpixel(r: np.ndarray, i: int, j: int, k: int) -> tuple[float, float]:
     if np.linalg.eigvalsh(hess).max() >= 0:
         return 0.0, 0.0  # not a maximum (flat or saddle): keep the whole-pixel peak
     d = -np.linalg.solve(hess, c[1:3])
-    return float(np.clip(d[0], -1.0, 1.0)), float(np.clip(d[1], -1.0, 1.0))
+    return float(np.clip(d[0], -k, k)), float(np.clip(d[1], -k, k))
 
 
 @dataclass
@@ -468,23 +468,24 @@ class TargetRefiner:
         self._d0 = c - np.array([x0, y0], float)
         self._box_wh = (float(w), float(h))
         self._ref_um = frame.pixel_to_stage(c)[0]
-        self._offsets = [np.zeros(2)]
+        # The first centroid offset, measured as every later one is: the template
+        # registered on its own frame. The wide peak fit of a lopsided correlation peak
+        # is biased by up to a pixel, the same in every frame; an offset of zero here
+        # (the template's centroid, unregistered) would differ from all later ones by
+        # that bias, and the median would move while it settled.
+        got = self._register(frame, self._ref_um) if frame.position is not None else None
+        self._offsets = [self._ref_um - frame.pixel_to_stage(got[0])[0]
+                         if got is not None else np.zeros(2)]
         fix = Fix(self._ref_um.copy(), c.copy(), 1.0, "acquired", frame.index)
         self.fixes.append(fix)
         return fix
 
-    def locate(self, frame: Frame, predicted_um: np.ndarray | None = None,
-               box: np.ndarray | None = None) -> Fix | None:
-        """Find the target in *frame* near *predicted_um* (default: where it was last);
-        with *box* (its detection in this frame) the centroid correction is updated too.
-        None when the best correlation is below ``min_score``."""
-        if self._tmpl is None or frame.position is None:
-            return None
-        pred = self._ref_um if predicted_um is None else np.asarray(predicted_um, float)
-        if self.fixes:
-            pred = self.fixes[-1].xy_um if predicted_um is None else pred
-        # acquire() sets _ref_um together with _tmpl (checked above)
-        assert pred is not None
+    def _register(self, frame: Frame, pred_um: np.ndarray
+                  ) -> tuple[np.ndarray, float] | None:
+        """Where the template's centroid point lies in *frame* (px), searched around
+        *pred_um*, and the correlation there; None below ``min_score``."""
+        pred = pred_um
+        assert self._tmpl is not None and self._d0 is not None
         p_px = frame.stage_to_pixel(pred)[0]
         th, tw = self._tmpl.shape
         m = self.search_px if self.search_px is not None else max(
@@ -510,7 +511,24 @@ class TargetRefiner:
         # the fit spans the peak: about a tenth of the template (1 to 3 px each way)
         dx, dy = _subpixel(r, i, j, max(1, min(3, min(tm.shape) // 12)))
         tl = np.array([x0 + (j + dx) / s, y0 + (i + dy) / s])
-        reg_px = tl + self._d0
+        return tl + self._d0, float(best)
+
+    def locate(self, frame: Frame, predicted_um: np.ndarray | None = None,
+               box: np.ndarray | None = None) -> Fix | None:
+        """Find the target in *frame* near *predicted_um* (default: where it was last);
+        with *box* (its detection in this frame) the centroid correction is updated too.
+        None when the best correlation is below ``min_score``."""
+        if self._tmpl is None or frame.position is None:
+            return None
+        pred = self._ref_um if predicted_um is None else np.asarray(predicted_um, float)
+        if self.fixes:
+            pred = self.fixes[-1].xy_um if predicted_um is None else pred
+        # acquire() sets _ref_um together with _tmpl (checked above)
+        assert pred is not None
+        got = self._register(frame, pred)
+        if got is None:
+            return None
+        reg_px, best = got
         reg_um = frame.pixel_to_stage(reg_px)[0]
         if box is not None and len(self._offsets) < self.max_offsets:
             cen = soft_centroid(frame.pixels, np.asarray(box, float))
