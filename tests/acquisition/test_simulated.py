@@ -320,3 +320,27 @@ def test_thick_nuclei_have_a_z_extent_and_are_imaged_as_their_sections():
     assert b[2] < 0.5 * b[0]  # beyond its top: blurred
     with pytest.raises(ValueError, match="thickness_ratio"):
         SimConfig(thickness_ratio=-1.0)
+
+
+@pytest.mark.parametrize("subpixel", [True, False])
+def test_frames_rendered_from_the_kept_still_canvas_equal_fresh_renders(subpixel):
+    """The renderer keeps the sum of the still objects while the stage stays within a
+    pixel and adds the moving ones each frame; every frame must equal one rendered from
+    scratch: small moves inside a pixel, across pixels, back again, time passing (moving
+    cells), and without sub-pixel placement (each object rounds on its own)."""
+    from inscope.acquisition.simulated.render import Renderer
+
+    s = _scope(seed=5, subpixel=subpixel, cell_motion_um_per_s=3.0, moving_fraction=0.3)
+    r = s._renderer
+    px = s.pixel_size_um
+    moves = [(0.0, 0.0), (0.2, 0.1), (0.45, -0.3), (1.6, 0.2), (-0.7, 2.3), (0.0, 0.0),
+             (0.2, 0.1)]
+    for k, (dx, dy) in enumerate(moves):
+        xy = (10.0 + dx * px, -4.0 + dy * px)
+        t = 0.7 * k
+        cells = s.specimen.cells_near(*r.field_rect_um(xy), t)
+        assert any(c.vx_um_s or c.vy_um_s for c in cells)
+        assert any(not (c.vx_um_s or c.vy_um_s) for c in cells)
+        got, _ = r.render(cells, xy, t, 0.8)
+        want, _ = Renderer(s.config, r.A).render(cells, xy, t, 0.8)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
