@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inscope.outputs import Output
-from inscope.schema import TOPIC_DETECTIONS, TOPIC_OVERLAY, detections_message, loads
+from inscope.schema import TOPIC_DETECTIONS, TOPIC_OVERLAY, loads
 
 
 def _unshadow_qt_plugins() -> None:
@@ -208,9 +208,7 @@ class NapariOutput(Output):
         self._newest: Update | None = None
 
     def handle(self, item: Any) -> None:
-        msg = detections_message(item.frame, item.detections, tracks=item.tracks,
-                                 target_id=item.target_id, control=item.control,
-                                 focus=item.focus, extra={"seq": item.seq})
+        msg, _ = item.message()
         with self._lock:
             self._newest = Update(item.frame.pixels, msg)
 

@@ -46,6 +46,26 @@ class Result:
     control: dict | None = None  # JSON-able summary of the steering action
     focus: dict | None = None  # JSON-able focus state
     seq: int = 0  # running number of processed frames (0, 1, 2, ...)
+    _wire: tuple[dict, bytes] | None = field(default=None, init=False, repr=False,
+                                              compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
+
+    def message(self) -> tuple[dict, bytes]:
+        """The detections message (:func:`inscope.schema.detections_message`) and its
+        JSON bytes, built once by whichever output asks first and shared by the others
+        (the publisher and the records wrote the same message; building it for ~100
+        detections was most of each one's time per frame)."""
+        with self._lock:
+            if self._wire is None:
+                from inscope import schema
+
+                msg = schema.detections_message(
+                    self.frame, self.detections, tracks=self.tracks,
+                    target_id=self.target_id, control=self.control, focus=self.focus,
+                    extra={"seq": self.seq})
+                self._wire = (msg, schema.dumps(msg))
+            return self._wire
 
     @property
     def stamps(self) -> dict[str, int]:

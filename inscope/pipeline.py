@@ -521,10 +521,7 @@ class Pipeline:
                  "detections": f"{stem}_detections.json"}
         tifffile.imwrite(paths["frame"], r.frame.pixels)
         cv2.imwrite(paths["overlay"], OverlayRenderer().render(r, mode=self.mode))
-        msg = schema.detections_message(r.frame, r.detections, tracks=r.tracks,
-                                        target_id=r.target_id, control=r.control,
-                                        focus=r.focus)
-        Path(paths["detections"]).write_bytes(schema.dumps(msg))
+        Path(paths["detections"]).write_bytes(r.message()[1])
         return {k: str(Path(v).resolve()) for k, v in paths.items()}
 
     def command(self, req: dict) -> dict:

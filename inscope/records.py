@@ -20,7 +20,6 @@ from array import array
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from inscope import schema
 from inscope.enums import RecordFormat
 from inscope.outputs import Output, Result
 
@@ -217,11 +216,9 @@ class RecordsOutput(Output):
                                             channel=mic.get("channel") or mic.get("camera"),
                                             provenance=self.provenance)
             self._tif.append(r.frame)
-        msg = schema.detections_message(r.frame, r.detections, tracks=r.tracks,
-                                        target_id=r.target_id, control=r.control,
-                                        focus=r.focus, extra={"seq": r.seq})
+        msg, data = r.message()
         if self._csv is None:
-            self._buf.write(schema.dumps(msg).decode())
+            self._buf.write(data.decode())
             self._buf.write("\n")
         else:
             st = msg["stage_um"] or {"x": "", "y": "", "z": ""}

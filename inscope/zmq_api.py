@@ -126,10 +126,7 @@ class PubOutput(Output):
         sock = self._sock
         assert sock is not None, "open() binds before the output runs"
         if isinstance(item, Result):
-            msg = schema.detections_message(
-                item.frame, item.detections, tracks=item.tracks, target_id=item.target_id,
-                control=item.control, focus=item.focus, extra={"seq": item.seq})
-            data = schema.dumps(msg)
+            _, data = item.message()
             try:
                 sock.send_multipart([schema.TOPIC_DETECTIONS, data], flags=zmq.NOBLOCK)
                 item.stamps[STAMP_SENT] = time.monotonic_ns()

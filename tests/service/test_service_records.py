@@ -70,3 +70,49 @@ def test_csv_records(mm_scope, detector, tmp_path):
 def test_records_format_is_checked(tmp_path):
     with pytest.raises(ValueError, match="jsonl"):
         RecordsOutput(tmp_path, format="xml")
+
+
+def test_the_publisher_and_the_records_send_one_message(tmp_path):
+    """The ZMQ publisher and the records write the same detections message for a frame
+    (built once per frame and shared): the bytes a subscriber receives are the records'
+    line, field for field."""
+    import time
+
+    from _support.sockets import sub_socket, wait_connected
+
+    from inscope.acquisition.frame import Frame, StagePosition
+    from inscope.detector.base import Detections
+    from inscope.outputs import Result
+    from inscope.schema import loads
+    from inscope.zmq_api import PubOutput
+
+    pub = PubOutput(port=0, nodrop=True)
+    rec = RecordsOutput(tmp_path / "run")
+    pub.open()
+    sub = sub_socket(pub.address)
+    try:
+        wait_connected(pub._sock, sub)
+        pub.start()
+        rec.start()
+        sent = []
+        for i in range(3):
+            boxes = np.array([[1, 2, 30, 40], [50, 60, 70, 90]], np.float32) + i
+            dets = Detections(boxes, np.array([0.9, 0.7], np.float32), np.zeros(2, np.int64))
+            frame = Frame(np.zeros((100, 100), np.uint16), index=i,
+                          stamps={"ready": time.monotonic_ns()},
+                          position=StagePosition(10.0 + i, -5.0, 1.5))
+            r = Result(frame, dets, target_id=7, seq=i)
+            sent.append(r)
+            pub.submit(r)
+            rec.submit(r)
+        got = []
+        while len(got) < 3 and sub.poll(5000):
+            got.append(sub.recv_multipart()[1])
+    finally:
+        pub.stop()
+        rec.stop()
+        sub.close()
+    lines = (tmp_path / "run" / "detections.jsonl").read_bytes().splitlines()
+    assert got == lines
+    assert [loads(b)["seq"] for b in got] == [0, 1, 2]
+    assert all(r.message()[1] == b for r, b in zip(sent, got, strict=True))
