@@ -11,6 +11,7 @@ current plane only when the cells blur (or on a duty cycle), and otherwise holds
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,55 @@ METRICS = {"normvar": _normvar, "laplacian": _laplacian, "brenner": _brenner,
            "tenengrad": _tenengrad}
 
 
+#: With more boxes than this, :func:`sharpness` sums the Brenner measure of every crop
+#: from one integral image of the frame's squared differences (a whole field of ~90
+#: nuclei: ~5 ms crop by crop, ~0.8 ms this way); with fewer, crop by crop is cheaper.
+BRENNER_INTEGRAL_BOXES = 12
+_BUFFERS = threading.local()
+
+
+def _crop_bounds(bx: np.ndarray, pad: float, h: int, w: int) -> np.ndarray:
+    """(N, 4) int crop bounds a, b, c, d (x from a to b, y from c to d) of each box grown
+    by *pad* of its size, clipped to the image."""
+    px, py = pad * (bx[:, 2] - bx[:, 0]), pad * (bx[:, 3] - bx[:, 1])
+    a = np.maximum((bx[:, 0] - px).astype(int), 0)
+    b = np.minimum(np.ceil(bx[:, 2] + px).astype(int), w)
+    c = np.maximum((bx[:, 1] - py).astype(int), 0)
+    d = np.minimum(np.ceil(bx[:, 3] + py).astype(int), h)
+    return np.stack([a, b, c, d], 1)
+
+
+def _brenner_boxes(img: np.ndarray, bx: np.ndarray, pad: float) -> float:
+    """:func:`sharpness` with the Brenner measure over many boxes: the same crops and
+    area weights, each crop's mean squared 2-pixel difference read from one integral
+    image instead of computed crop by crop."""
+    h, w = img.shape
+    if w < 3:
+        return 0.0
+    # Buffers kept per thread and shape: fresh megabyte-sized arrays each call cost more
+    # in page faults (~5 ms for a 512x512 frame here) than the arithmetic (~0.6 ms).
+    bufs = getattr(_BUFFERS, "brenner", None)
+    if bufs is None or bufs[0].shape != (h, w):
+        bufs = _BUFFERS.brenner = (np.empty((h, w), np.float32),
+                                   np.empty((h, w - 2), np.float32),
+                                   np.empty((h + 1, w - 1), np.float64))
+    f, dd, ii = bufs
+    np.copyto(f, img, casting="unsafe")
+    np.subtract(f[:, 2:], f[:, :-2], out=dd)
+    np.multiply(dd, dd, out=dd)
+    cv2.integral(dd, sum=ii, sdepth=cv2.CV_64F)  # ii[y, x]: the sum above and left
+    cb = _crop_bounds(bx, pad, h, w)
+    ok = (cb[:, 1] - cb[:, 0] >= 3) & (cb[:, 3] - cb[:, 2] >= 3)
+    if not ok.any():
+        return _brenner(f)
+    a, b, c, d = cb[ok].T
+    # a crop's differences: columns a .. b-3 of dd (pairs (x, x+2) inside the crop)
+    sums = ii[d, b - 2] - ii[c, b - 2] - ii[d, a] + ii[c, a]
+    means = sums / ((d - c) * (b - a - 2))
+    wgt = ((b - a) * (d - c)).astype(float)
+    return float((wgt * means).sum() / wgt.sum())
+
+
 def sharpness(pixels: np.ndarray, boxes: np.ndarray | None = None,
               metric: str = "brenner", pad: float = 0.25) -> float:
     """Focus measure of *pixels*, computed on the box crops when *boxes* are given.
@@ -91,9 +141,12 @@ def sharpness(pixels: np.ndarray, boxes: np.ndarray | None = None,
     h, w = img.shape
     if boxes is None or len(boxes) == 0:
         return fn(img.astype(np.float32, copy=False))
+    bx = np.asarray(boxes, float).reshape(-1, 4)
+    if metric == "brenner" and len(bx) > BRENNER_INTEGRAL_BOXES:
+        return _brenner_boxes(img, bx, pad)
     total = 0.0
     weight = 0.0
-    for x0, y0, x1, y1 in np.asarray(boxes, float).reshape(-1, 4):
+    for x0, y0, x1, y1 in bx:
         px, py = pad * (x1 - x0), pad * (y1 - y0)
         a, b = max(int(x0 - px), 0), min(int(math.ceil(x1 + px)), w)
         c, d = max(int(y0 - py), 0), min(int(math.ceil(y1 + py)), h)

@@ -345,3 +345,25 @@ def test_focus_curve_scores_the_given_boxes_with_the_given_metric():
         assert cell > 1.4 * whole  # the cell is sharper than the mostly empty field
     (_, b), = focus_curve(scope, [0.0], box)
     assert b > 5 * cell  # brenner (the default) is not normvar
+
+
+def test_brenner_on_many_boxes_equals_the_crop_by_crop_sum(monkeypatch):
+    """Over many boxes (a whole field of nuclei) the Brenner measure is read from one
+    integral image; it must equal the crop-by-crop area-weighted mean, boxes cut by the
+    frame's edges and boxes too small to measure included, frame after frame (the
+    buffers are reused)."""
+    from inscope.control import focus
+
+    rng = np.random.default_rng(4)
+    for shape in [(200, 300), (200, 300), (64, 64)]:
+        img = rng.normal(1000, 60, shape).clip(0).astype(np.uint16)
+        h, w = shape
+        n = 40
+        x0, y0 = rng.uniform(-15, w, n), rng.uniform(-15, h, n)
+        boxes = np.stack([x0, y0, x0 + rng.uniform(1, 40, n), y0 + rng.uniform(1, 40, n)], 1)
+        assert n > focus.BRENNER_INTEGRAL_BOXES
+        fast = sharpness(img, boxes)
+        with monkeypatch.context() as m:
+            m.setattr(focus, "BRENNER_INTEGRAL_BOXES", 10 ** 9)  # crop by crop
+            slow = sharpness(img, boxes)
+        assert fast == pytest.approx(slow, rel=1e-6)
