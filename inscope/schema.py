@@ -52,12 +52,17 @@ def match_track_ids(boxes: np.ndarray, tracks: Sequence[Any] | None) -> list[int
     inside = ((tc[None, :, 0] >= b[:, None, 0]) & (tc[None, :, 0] <= b[:, None, 2])
               & (tc[None, :, 1] >= b[:, None, 1]) & (tc[None, :, 1] <= b[:, None, 3]))
     d2[~inside] = np.inf
-    taken: set[int] = set()
-    for i in np.argsort(d2.min(1)):
-        j = int(np.argmin(d2[i]))
-        if np.isfinite(d2[i, j]) and j not in taken:
-            taken.add(j)
-            ids[int(i)] = int(tracks[j].id)
+    # Greedy, nearest pairs first: each detection asks for its nearest track, and of the
+    # detections asking for one track the nearest gets it (the others get none). Done
+    # with a sort instead of a loop over detections (~100 per frame, 2-3 outputs).
+    best = d2.argmin(1)
+    bestd = d2[np.arange(n), best]
+    order = np.argsort(bestd, kind="stable")
+    order = order[np.isfinite(bestd[order])]
+    _, first = np.unique(best[order], return_index=True)
+    track_ids = [int(t.id) for t in tracks]
+    for i in order[first]:
+        ids[int(i)] = track_ids[int(best[i])]
     return ids
 
 

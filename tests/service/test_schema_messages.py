@@ -242,3 +242,38 @@ def test_moving_says_whether_the_stage_moved_during_the_exposure():
     f.moving = True
     assert schema.detections_message(f, _dets())["moving"] is True
 
+
+
+def _greedy_reference(boxes, tracks):
+    """The pairing rule written as a plain loop: detections in order of their distance
+    to their nearest track whose centre lies in their box; each takes that track if no
+    nearer detection took it (and then gets none)."""
+    out = [None] * len(boxes)
+    tc = [((t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2) for t in tracks]
+    cand = []
+    for i, b in enumerate(boxes):
+        c = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+        d = [((c[0] - x) ** 2 + (c[1] - y) ** 2) if b[0] <= x <= b[2] and b[1] <= y <= b[3]
+             else np.inf for x, y in tc]
+        j = int(np.argmin(d))
+        cand.append((d[j], i, j))
+    taken = set()
+    for d, i, j in sorted(cand):
+        if np.isfinite(d) and j not in taken:
+            taken.add(j)
+            out[i] = tracks[j].id
+    return out
+
+
+def test_track_ids_of_crowded_fields_follow_the_greedy_rule():
+    """Crowded fields (boxes overlapping, several detections wanting one track, tracks
+    wanted by none): the same pairing as the plain greedy loop."""
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        n, m = int(rng.integers(1, 60)), int(rng.integers(1, 60))
+        xy = rng.uniform(0, 100, (n, 2))
+        boxes = np.hstack([xy, xy + rng.uniform(4, 25, (n, 2))]).astype(np.float32)
+        txy = rng.uniform(0, 100, (m, 2))
+        tracks = [_track(100 + k, [*txy[k], *(txy[k] + rng.uniform(4, 25, 2))])
+                  for k in range(m)]
+        assert schema.match_track_ids(boxes, tracks) == _greedy_reference(boxes, tracks)
