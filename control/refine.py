@@ -373,7 +373,7 @@ def _subpixel(r: np.ndarray, i: int, j: int, k: int) -> tuple[float, float]:
     if np.linalg.eigvalsh(hess).max() >= 0:
         return 0.0, 0.0  # not a maximum (flat or saddle): keep the whole-pixel peak
     d = -np.linalg.solve(hess, c[1:3])
-    return float(np.clip(d[0], -k, k)), float(np.clip(d[1], -k, k))
+    return float(np.clip(d[0], -1.0, 1.0)), float(np.clip(d[1], -1.0, 1.0))
 
 
 @dataclass
