@@ -95,6 +95,12 @@ TARGETS: tuple[Target, ...] = (
            ("tests/control/test_focus_behaviour.py", "tests/control/test_focus_lock_law.py",
             "tests/control/test_focus_flat_sweeps.py"),
            0.80),
+    # the target refiner (registration, soft mask, touching-neighbour split); its
+    # behaviour tests on synthetic nuclei, and the steering tests that steer on it
+    Target("refine", "control/refine.py",
+           ("tests/control/test_refine_centroid.py", "tests/control/test_steering_behaviour.py",
+            "tests/control/test_duplicates.py"),
+           0.70),
     Target("decode", "detector/decode.py",
            ("tests/detector/test_det_preprocess_decode.py",
             "tests/detector/test_det_ultralytics.py", "tests/detector/test_decode_values.py",

@@ -296,3 +296,153 @@ def test_the_first_offset_carries_the_registration_bias_of_a_lopsided_peak():
         p = np.asarray(pos)
         worst = max(worst, float(np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean())))
     assert worst < 0.09, worst
+
+
+def _peak_map(vx, vy, shape=(15, 15), sx=4.0, sy=3.5, rho=0.3):
+    """A smooth correlation-like peak (a 2-D Gaussian with correlated axes, as wide as a
+    small nucleus' correlation peak) with its vertex at (vx, vy) (column, row)."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    u, v = (xx - vx) / sx, (yy - vy) / sy
+    return np.exp(-0.5 * (u * u - 2 * rho * u * v + v * v) / (1 - rho * rho))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize(("fx", "fy"), [(0.3, -0.2), (-0.4, 0.35), (0.0, 0.45)])
+def test_the_peak_fit_reads_a_sub_pixel_vertex_in_both_axes(k, fx, fy):
+    """The least-squares quadratic over (2k+1)^2 values around the whole-pixel maximum
+    finds a smooth peak's vertex to a few hundredths of a pixel, in x and in y."""
+    from inscope.control.refine import _subpixel
+
+    r = _peak_map(7 + fx, 7 + fy)
+    i, j = np.unravel_index(int(np.argmax(r)), r.shape)
+    dx, dy = _subpixel(r, int(i), int(j), k)
+    assert j + dx == pytest.approx(7 + fx, abs=0.06)
+    assert i + dy == pytest.approx(7 + fy, abs=0.06)
+
+
+@pytest.mark.parametrize(("vx", "vy"), [(1.3, 7.2), (7.25, 1.4), (13.6, 6.8), (6.6, 13.3)])
+def test_the_peak_fit_at_the_maps_edge_uses_what_is_there(vx, vy):
+    """A peak next to the edge of the correlation map (the target near the search
+    window's edge): the fit uses the values inside the map and still finds the vertex
+    (less exactly: the window is cut on one side)."""
+    from inscope.control.refine import _subpixel
+
+    r = _peak_map(vx, vy)
+    i, j = np.unravel_index(int(np.argmax(r)), r.shape)
+    dx, dy = _subpixel(r, int(i), int(j), 3)
+    assert (j + dx, i + dy) == pytest.approx((vx, vy), abs=0.2)
+
+
+def test_the_peak_fit_keeps_the_whole_pixel_on_a_saddle_and_clips_far_vertices():
+    """No maximum (a saddle): the whole-pixel peak is kept. A fit whose vertex lies more
+    than a pixel away (a strongly lopsided peak) is clipped to one pixel, each axis on
+    its own and in either direction."""
+    from inscope.control.refine import _subpixel
+
+    yy, xx = np.mgrid[-3:4, -3:4].astype(float)
+    assert _subpixel(1.0 + 0.1 * xx * xx - 0.1 * yy * yy, 3, 3, 3) == (0.0, 0.0)
+    # a paraboloid with its vertex at (2.5, -1.8) seen from (0, 0)
+    for sx, sy in ((1, 1), (-1, 1), (1, -1), (-1, -1)):
+        r = 5.0 - (xx - 2.5 * sx) ** 2 - (yy + 1.8 * sy) ** 2
+        assert _subpixel(r, 3, 3, 1) == (float(sx), -float(sy))
+
+
+def test_a_large_nucleus_is_registered_on_a_downsampled_copy_to_sub_pixel():
+    """A nucleus larger than ``max_template_px`` (a big nucleus at high magnification) is
+    registered on downsampled copies of template and window; its position must still
+    follow sub-pixel and whole-pixel stage shifts (the fit's offsets are scaled back to
+    full-resolution pixels)."""
+    from inscope.acquisition.frame import Frame, StagePosition
+    from inscope.control.refine import TargetRefiner
+
+    h = w = 320
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    rng = np.random.default_rng(8)
+    world = np.array([0.6, -1.3])  # the nucleus' centre, stage µm (1 µm per px)
+
+    def frame(sx, sy, k):
+        cx, cy = w / 2 + world[0] - sx, h / 2 + world[1] - sy
+        r = np.hypot((xx - cx) / 42.0, (yy - cy) / 34.0)
+        img = 1000.0 + 500.0 / (1.0 + np.exp((r - 1.0) / 0.04))
+        img *= 1.0 + 0.15 * np.sin((xx - cx) / 5.0) * np.cos((yy - cy) / 7.0)  # texture
+        img += rng.normal(0, 10.0, (h, w))
+        return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
+
+    ref = TargetRefiner()
+    box = np.array([w / 2 - 42 + world[0], h / 2 - 34 + world[1],
+                    w / 2 + 42 + world[0], h / 2 + 34 + world[1]])
+    assert ref.acquire(frame(0.0, 0.0, 0), box) is not None
+    assert ref._scale < 0.75  # the template is registered downsampled
+    start = ref.fixes[-1].xy_um
+    for k, sh in enumerate([(0.4, -0.3), (3.0, 5.0), (-6.5, 2.25), (9.0, -7.5)], 1):
+        fix = ref.locate(frame(*sh, k))
+        assert fix is not None
+        # the nucleus stays where it is on the slide, whatever the stage does
+        assert np.hypot(*(fix.xy_um - start)) < 0.3, (sh, fix.xy_um - start)
+
+
+def _moving_nucleus_frame(cx, cy, k, rng, shape=(128, 128), stage=(0.0, 0.0)):
+    """A textured nucleus centred at pixel (cx, cy), 1 µm per px, stage at *stage*."""
+    from inscope.acquisition.frame import Frame, StagePosition
+
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    r = np.hypot((xx - cx) / 10.0, (yy - cy) / 8.0)
+    img = 1000.0 + 400.0 / (1.0 + np.exp((r - 1.0) / 0.08))
+    img *= 1.0 + 0.1 * np.sin((xx - cx) / 2.0) * np.cos((yy - cy) / 3.0)
+    img += rng.normal(0, 10.0, shape)
+    return Frame(img.astype(np.float32), k, position=StagePosition(*stage, 0.0))
+
+
+def test_each_fix_says_how_where_and_how_well_it_was_found():
+    """The acquired fix: method 'acquired', correlation 1, the centroid in pixels, the
+    frame's index. A registered fix: method 'registered', its correlation, its pixel
+    position in that frame (where the stage position lies) and that frame's index."""
+    from inscope.control.refine import TargetRefiner
+
+    rng = np.random.default_rng(2)
+    ref = TargetRefiner()
+    first = ref.acquire(_moving_nucleus_frame(60.3, 70.6, 7, rng),
+                        np.array([50.3, 62.6, 70.3, 78.6]))
+    assert first is not None
+    assert (first.method, first.score, first.frame_index) == ("acquired", 1.0, 7)
+    assert first.xy_px == pytest.approx([60.3, 70.6], abs=0.3)
+    g = _moving_nucleus_frame(63.3, 68.6, 8, rng, stage=(-3.0, 2.0))  # stage moved
+    fix = ref.locate(g)
+    assert fix is not None and (fix.method, fix.frame_index) == ("registered", 8)
+    assert ref.min_score <= fix.score <= 1.0 and fix.score > 0.9
+    assert fix.xy_px == pytest.approx(g.stage_to_pixel(fix.xy_um)[0])
+    assert fix.xy_px == pytest.approx([63.3, 68.6], abs=0.3)
+    assert fix.xy_um == pytest.approx(first.xy_um, abs=0.3)
+
+
+def test_a_target_that_moved_beyond_the_search_window_is_found_at_its_prediction():
+    """A nucleus that moved 24 px since the last fix (further than the search window,
+    half its box): searched around the last fix it is not found; searched around the
+    track's prediction it is, at its new place."""
+    from inscope.control.refine import TargetRefiner
+
+    rng = np.random.default_rng(5)
+    ref = TargetRefiner()
+    assert ref.acquire(_moving_nucleus_frame(40.0, 60.0, 0, rng),
+                       np.array([30.0, 52.0, 50.0, 68.0])) is not None
+    moved = _moving_nucleus_frame(64.0, 60.0, 1, rng)
+    assert ref.locate(moved) is None
+    fix = ref.locate(moved, predicted_um=moved.pixel_to_stage(np.array([62.0, 61.0]))[0])
+    assert fix is not None
+    assert fix.xy_px == pytest.approx([64.0, 60.0], abs=0.3)
+
+
+def test_a_box_without_a_blob_of_its_own_is_acquired_at_its_centre():
+    """When the box has no centroid of its own (a fragment box over the side of a large
+    nucleus), the target is acquired at the box's centre."""
+    from inscope.acquisition.frame import Frame, StagePosition
+    from inscope.control.refine import TargetRefiner
+
+    nuc = _ellipse((96, 96), 48, 48, 16, 16)
+    img = _image([(nuc, 600.0)])
+    box = np.array([56.0, 40.0, 68.0, 52.0])
+    assert soft_centroid(img, box) is None
+    ref = TargetRefiner()
+    fix = ref.acquire(Frame(img.astype(np.float32), 0, position=StagePosition(0, 0, 0)), box)
+    assert fix is not None and fix.xy_px == pytest.approx([62.0, 46.0])
