@@ -472,6 +472,7 @@ def bench_workflow(make_scope, det, seed: int, z_step: float,
         descs = _cell_files(Path(tmp), rows)
     hits: dict[int, int] = {}
     focus_err, focus_imgs, ext_err, ext_iou = [], [], [], []
+    ext_unknown = 0
     pos_err = []
     all_true = truth.cells((region[0] - 50, region[1] - 50, region[2] + 50, region[3] + 50))
     for r in rows:
@@ -488,7 +489,11 @@ def bench_workflow(make_scope, det, seed: int, z_step: float,
         focus_imgs.append(int((desc.get("autofocus") or {}).get("images", 0)))
         zr = truth.z_range(i)
         # the cell's z extent: measured from its signal (new), or the acquired range
-        # (before: planes were added while a box was detected)
+        # (before: planes were added while a box was detected); a cell too dim to
+        # measure has no extent and a note saying so: counted, not scored
+        if desc.get("z_extent_note") and desc.get("z_extent_um") is None:
+            ext_unknown += int(zr is not None)
+            continue
         ext = desc.get("z_extent_um") or ([min(desc["z_um"]), max(desc["z_um"])]
                                           if desc.get("z_um") else None)
         if ext and zr is not None:
@@ -521,6 +526,7 @@ def bench_workflow(make_scope, det, seed: int, z_step: float,
         "focus_abs_error_um": _pct(focus_err),
         "z_extent_max_end_error_um": _pct(ext_err),
         "z_extent_iou": _pct(ext_iou),
+        "z_extent_unknown_too_dim": ext_unknown,
         "images": s.images, "wall_s": s.wall_s, "sim_s": s.sim_s,
         "cells_per_sim_minute": s.cells_imaged / sim_min if sim_min > 0 else None,
     }

@@ -63,6 +63,8 @@ ROWS = [
     ("cell z error p50 / p90 (µm)", ("find_and_image", "focus_abs_error_um"), "p59", ""),
     ("z-extent error, worse end, p50 / p90 (µm)",
      ("find_and_image", "z_extent_max_end_error_um"), "p59", "<= 1"),
+    ("z extent not measured: cell too dim (signal under the noise floor)",
+     ("find_and_image", "z_extent_unknown_too_dim"), "{}", ""),
     ("images per find-and-image run", ("find_and_image", "images"), "{}", ""),
 ]
 

@@ -80,7 +80,8 @@ class ZStackSpec:
     least ``signal_frac`` (0.6) of its peak (crossings interpolated between planes); a stack
     goes two planes past each end (one noisy plane does not end it). Whether a box is
     still detected does not decide it: detectors keep finding out-of-focus haze microns
-    beyond a nucleus.
+    beyond a nucleus. A cell whose peak signal stays under ``min_snr`` times the noise
+    floor (too dim to measure) gets no extent (NaN; its file says why).
     """
 
     range_um: tuple[float, float] = (-2.0, 2.0)
@@ -88,9 +89,14 @@ class ZStackSpec:
     adaptive: bool = False
     max_extent_um: float = 15.0
     signal_frac: float = 0.6
+    min_snr: float = 1.0
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.range_um)
+        if not self.min_snr >= 0:
+            raise ValueError(f"ZStackSpec needs min_snr >= 0 (the peak signal over the "
+                             f"noise floor below which a cell gets no z extent; 0 always "
+                             f"measures one); got {self.min_snr}.")
         if not (self.step_um > 0 and lo <= 0 <= hi):
             raise ValueError(
                 f"ZStackSpec needs step_um > 0 and range_um = (below <= 0, above >= 0) "
@@ -205,6 +211,20 @@ def _box4(b: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
     """A detection box (x0, y0, x1, y1) as four floats."""
     x0, y0, x1, y1 = (float(v) for v in b)
     return (x0, y0, x1, y1)
+
+
+def _weak(profile: list[tuple[float, float]], floors: Sequence[float],
+          min_snr: float) -> str | None:
+    """Why the cell's signal is too weak for an extent (None when it is not): its peak
+    under *min_snr* times the median noise floor of its planes."""
+    if not profile or not floors:
+        return None
+    peak = max(v for _, v in profile)
+    floor = float(np.median(floors))
+    if peak < min_snr * floor:
+        return (f"signal too weak for a z extent: peak sharpness {peak:.3g} above the "
+                f"noise, under {min_snr:g} x the noise floor {floor:.3g}")
+    return None
 
 
 def _extent(profile: list[tuple[float, float]], frac: float) -> tuple[float, float]:
@@ -879,7 +899,7 @@ class FindAndImage:
         z0 = p.z
         rec.z_um = float(z0)
         rec.stage_x_um, rec.stage_y_um = float(p.x), float(p.y)
-        stack, zs, boxes, profile, extent = self._zstack(z0, box)
+        stack, zs, boxes, profile, extent, why = self._zstack(z0, box)
         try:
             self.scope.move_z(z0)
         except MoveRefused:
@@ -890,7 +910,7 @@ class FindAndImage:
             # a thick cell's z is the middle of its extent (its sharpest plane may be
             # near a pole); thin cells: the two agree
             rec.z_um = 0.5 * (extent[0] + extent[1])
-        rec.file = self._save(rec, stack, zs, boxes, focus, frame, profile, extent)
+        rec.file = self._save(rec, stack, zs, boxes, focus, frame, profile, extent, why)
         rec.status = "imaged"
 
     def _duplicate_of(self, rec: CellRecord, frame: Frame, box: np.ndarray,
@@ -991,12 +1011,14 @@ class FindAndImage:
         return max(float(np.mean(d[m] ** 2)) - self._noise_floor(pixels), 0.0)
 
     def _zstack(self, z0: float, box: np.ndarray):
-        """Planes around *z0*: ``(planes, zs, boxes, profile, (z_lo, z_hi))``; the
+        """Planes around *z0*: ``(planes, zs, boxes, profile, (z_lo, z_hi), why)``; the
         profile is ``[(z, signal), ...]`` and the extent where the signal is at least
-        ``signal_frac`` of its peak (NaN for a fixed stack)."""
+        ``signal_frac`` of its peak (NaN for a fixed stack, and for a cell too dim to
+        measure: *why* then says so)."""
         spec = self.z_stack
         planes: dict[float, tuple[np.ndarray, list[float], float]] = {}
         region: list = []
+        floors: list[float] = []  # each plane's camera-noise floor (Brenner)
 
         def take(z: float) -> float | None:
             try:
@@ -1009,6 +1031,7 @@ class FindAndImage:
                 region.append(self.cell_region(f.pixels, box))
             sig = self.cell_signal(f.pixels, box, region[0])
             planes[zz] = (f.pixels, [float(v) for v in box], sig)
+            floors.append(self._noise_floor(f.pixels))
             return sig
 
         if not spec.adaptive:
@@ -1033,14 +1056,21 @@ class FindAndImage:
                     o += spec.step_um
         zs = sorted(planes)
         profile = [(float(z), float(planes[z][2])) for z in zs]
-        extent = _extent(profile, spec.signal_frac) if spec.adaptive else (math.nan, math.nan)
+        extent = (math.nan, math.nan)
+        # A cell whose sharpness never rises above the camera noise's own has a profile
+        # of noise, and an extent read from it is a guess (on the HeLa 3-D slide of
+        # bench_control: 5 of the 8 such cells had extents 5-9 µm off): none is reported.
+        why = _weak(profile, floors, spec.min_snr) if spec.adaptive else None
+        if spec.adaptive and why is None:
+            extent = _extent(profile, spec.signal_frac)
         return ([planes[z][0] for z in zs], zs, [planes[z][1] for z in zs], profile,
-                extent)
+                extent, why)
 
     def _save(self, rec: CellRecord, stack: list[np.ndarray], zs: list[float],
               boxes: list[list[float]], focus: FocusResult | None, frame: Frame,
               profile: list[tuple[float, float]] | None = None,
-              extent: tuple[float, float] = (math.nan, math.nan)) -> str:
+              extent: tuple[float, float] = (math.nan, math.nan),
+              extent_why: str | None = None) -> str:
         import tifffile
 
         name = f"cell_{rec.id:04d}.ome.tif"
@@ -1057,6 +1087,7 @@ class FindAndImage:
             "signal_profile": [[z, v] for z, v in (profile or [])],
             "signal_frac": self.z_stack.signal_frac,
             "z_extent_um": None if math.isnan(extent[0]) else [extent[0], extent[1]],
+            "z_extent_note": extent_why,
             "autofocus": None if focus is None else focus.to_dict(),
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
             "provenance": self.provenance,

@@ -273,6 +273,37 @@ def test_z_extent_ignores_one_noisy_plane_and_needs_signal():
     assert all(np.isnan(_extent(list(zip(z, np.zeros_like(z), strict=True)), 0.6)))
 
 
+def test_a_cell_too_dim_to_measure_gets_no_z_extent(nuclei_stack, tmp_path):
+    """Reproduced from the 3-D HeLa slide of bench_control: nuclei whose sharpness never
+    rose above the camera noise's own got extents from a profile of noise, 5-9 µm off.
+    Under heavy camera noise such a cell's stack is still taken but gets no extent, and
+    its file says why; the same cell under light noise gets one near its true range."""
+    t = None
+    got = {}
+    for noise in (0.01, 1.5):
+        s = _slide(nuclei_stack, fov=128, noise=noise)
+        t = s.true_cells()
+        k = int(np.argmax([b[2] - b[0] for b in t.boxes_px]))  # a large nucleus
+        x, y, z = t.xyz_um[k]
+        s.move_xy(x, y)
+        s.move_z(z)
+        b = t.boxes_px[k]
+        c = np.array([64.0, 64.0])
+        box = np.r_[c - (b[2:] - b[:2]) / 2, c + (b[2:] - b[:2]) / 2]
+        spec = ZStackSpec((-0.5, 0.5), 0.5, adaptive=True, max_extent_um=12.0)
+        wf = FindAndImage(s, _detector(), region=(x - 1, y - 1, x + 1, y + 1),
+                          out_dir=tmp_path / str(noise), z_stack=spec)
+        planes, zs, _, profile, extent, why = wf._zstack(z, box)
+        got[noise] = (extent, why, len(planes))
+        s.close()
+    (lo, hi), why, _ = got[0.01]
+    assert why is None
+    assert abs(lo - t.z_range_um[k][0]) < 2.5 and abs(hi - t.z_range_um[k][1]) < 2.5
+    extent, why, n = got[1.5]
+    assert all(np.isnan(extent)) and n >= 3
+    assert why is not None and "too weak" in why and "noise floor" in why
+
+
 def test_adaptive_stack_on_the_simulator_stops_near_the_focal_plane(tmp_path):
     cfg = sim.SimConfig(seed=14, realtime=False, shape=(256, 256), debris_per_mm2=0.0,
                         blur_um_per_um=1.2)
