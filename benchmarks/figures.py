@@ -98,6 +98,9 @@ RECORDS: dict[str, str] = {
                               "with the FocusLock of 9254d82 (before the shoulder rule)",
     "live_loop.json": "python -m benchmarks.collect_live_loop --before-commit 0f913ac ...: "
                       "inscope bench / demo runs before and after the live-loop rework",
+    "ab_bench.json": "python -m benchmarks.ab_bench --rev 258452a --rounds 2 -- --backend "
+                     "demo --model default --frames 300: the demo's loop on this tree and "
+                     "on the previous stop's, alternated",
 }
 
 # An absolute path to a file of a checkout (this one or the machine's that ran it).
