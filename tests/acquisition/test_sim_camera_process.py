@@ -123,3 +123,22 @@ def test_no_orphan_after_ctrl_c(tmp_path):
     p.wait(30)
     assert _gone(child), "the camera process outlived Ctrl-C"
     assert "KeyboardInterrupt" in p.stderr.read()
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX process priorities")
+def test_the_renderer_runs_below_the_loops_priority():
+    """The simulated camera's process renders at a lower CPU priority than the loop's
+    (a real camera's frames cost the host nothing): on a busy machine the detector and
+    the control thread get the CPU first."""
+    from inscope.acquisition.simulated.camera_process import NICE
+
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0)
+    with s.stream() as st:
+        for _ in st:
+            pid = s.camera_process.pid
+            break
+        # the child lowers its own priority as it starts: read it once it streams
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        child = os.getpriority(os.PRIO_PROCESS, pid)
+    s.close()
+    assert child == min(mine + NICE, 19)
