@@ -40,6 +40,43 @@ def _box(m, grow=0.0):
                      ys.max() + 0.5 + grow])
 
 
+def _soft_ellipse(xx, yy, cx, cy, rx, ry, amp, edge=0.08):
+    """A soft-edged elliptical blob of height *amp* centred at (cx, cy), semi-axes
+    (rx, ry) px, its edge *edge* of the radius wide (a nucleus, a neighbour, debris)."""
+    r = np.hypot((xx - cx) / rx, (yy - cy) / ry)
+    return amp / (1.0 + np.exp((r - 1.0) / edge))
+
+
+class _Slide:
+    """A nucleus fixed on the slide at *world* (stage µm, 1 µm per px) seen by a camera
+    of *size* px: ``frame(sx, sy, k)`` with the stage at (sx, sy) (the world point X is
+    seen at pixel centre + X - stage), plus optional *extras* (dx, dy, rx, ry, amp, edge)
+    around it, and camera noise; ``box(sx, sy)`` its detector box grown by *grow* px."""
+
+    def __init__(self, world, semi, amp, noise, rng, size=96, extras=(), grow=0.5):
+        self.world, self.semi, self.amp, self.noise = np.asarray(world), semi, amp, noise
+        self.rng, self.size, self.extras, self.grow = rng, size, tuple(extras), grow
+        self.yy, self.xx = np.mgrid[0:size, 0:size].astype(float)
+
+    def centre(self, sx, sy):
+        return self.size / 2 + self.world[0] - sx, self.size / 2 + self.world[1] - sy
+
+    def frame(self, sx, sy, k, extras=True):
+        from inscope.acquisition.frame import Frame, StagePosition
+
+        cx, cy = self.centre(sx, sy)
+        img = 1000.0 + _soft_ellipse(self.xx, self.yy, cx, cy, *self.semi, self.amp)
+        for dx, dy, rx, ry, amp, edge in (self.extras if extras else ()):
+            img += _soft_ellipse(self.xx, self.yy, cx + dx, cy + dy, rx, ry, amp, edge)
+        img += self.rng.normal(0, self.noise, img.shape)
+        return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
+
+    def box(self, sx, sy):
+        cx, cy = self.centre(sx, sy)
+        a, b = self.semi[0] + self.grow, self.semi[1] + self.grow
+        return np.array([cx - a, cy - b, cx + a, cy + b])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_nucleus_dim_on_one_side_with_a_nucleolus_is_located_by_its_shape(seed):
     rng = np.random.default_rng(seed)
@@ -131,29 +168,16 @@ def test_registration_of_a_dim_noisy_nucleus_is_steady_under_shifts(signal, limi
     found in every frame and its registered position stays within *limit* px RMS. Before
     (a 3-point parabola on the raw correlation) the dimmer one was lost in every frame
     (correlation under ``min_score``) and the brighter one spread 0.45-0.7 px."""
-    from inscope.acquisition.frame import Frame, StagePosition
     from inscope.control.refine import TargetRefiner
 
-    h = w = 96
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
     rng = np.random.default_rng(3)
-    world = np.array([0.4, -0.7])  # the nucleus' centre, stage µm (1 µm per px)
-
-    def frame(sx, sy, k):
-        # the world point X is seen at pixel centre + (X - stage)
-        cx, cy = w / 2 + world[0] - sx, h / 2 + world[1] - sy
-        r = np.hypot((xx - cx) / 12.0, (yy - cy) / 9.0)
-        blob = signal / (1.0 + np.exp((r - 1.0) / 0.08))  # a soft-edged ellipse
-        img = 1000.0 + blob + rng.normal(0, 40.0, (h, w))
-        return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
-
+    slide = _Slide([0.4, -0.7], (12.0, 9.0), signal, 40.0, rng, grow=0.0)
     ref = TargetRefiner()
-    box = np.array([w / 2 - 12, h / 2 - 9, w / 2 + 12, h / 2 + 9])
-    assert ref.acquire(frame(0.0, 0.0, 0), box) is not None
+    assert ref.acquire(slide.frame(0.0, 0.0, 0), slide.box(0.0, 0.0)) is not None
     pos = []
     for k in range(1, 13):
         sh = rng.uniform(-1, 1, 2) if k <= 6 else rng.uniform(-6, 6, 2)
-        fix = ref.locate(frame(*sh, k))
+        fix = ref.locate(slide.frame(*sh, k))
         assert fix is not None, f"lost at shift {sh}"
         pos.append(fix.xy_um)
     p = np.asarray(pos)
@@ -165,38 +189,20 @@ def test_the_centroid_correction_overrides_a_biased_first_frame():
     """Debris touching the nucleus in the frame the target is acquired in pulls that
     frame's centroid ~1 px off; the later frames' centroids (the median of their
     offsets) bring the position back onto the nucleus, and it stays there."""
-    from inscope.acquisition.frame import Frame, StagePosition
     from inscope.control.refine import TargetRefiner
 
-    h = w = 96
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
     rng = np.random.default_rng(3)
-    world = np.array([0.4, -0.7])  # the nucleus' centre, stage µm (1 µm per px)
-
-    def centre(sx, sy):
-        return w / 2 + world[0] - sx, h / 2 + world[1] - sy
-
-    def frame(sx, sy, k, debris):
-        cx, cy = centre(sx, sy)
-        r = np.hypot((xx - cx) / 12.0, (yy - cy) / 9.0)
-        img = 1000.0 + 400.0 / (1.0 + np.exp((r - 1.0) / 0.08))
-        if debris:  # a small bright disc against the nucleus' right side
-            rd = np.hypot(xx - (cx + 11), yy - (cy + 4)) / 5.0
-            img += 400.0 / (1.0 + np.exp((rd - 1.0) / 0.1))
-        img += rng.normal(0, 20.0, (h, w))
-        return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
-
-    def box(sx, sy):
-        cx, cy = centre(sx, sy)
-        return np.array([cx - 12.5, cy - 9.5, cx + 12.5, cy + 9.5])
-
+    world = np.array([0.4, -0.7])
+    # debris: a small bright disc against the nucleus' right side, in the first frame
+    slide = _Slide(world, (12.0, 9.0), 400.0, 20.0, rng,
+                   extras=[(11.0, 4.0, 5.0, 5.0, 400.0, 0.1)])
     ref = TargetRefiner()
-    first = ref.acquire(frame(0.0, 0.0, 0, True), box(0.0, 0.0))
+    first = ref.acquire(slide.frame(0.0, 0.0, 0), slide.box(0.0, 0.0))
     assert first is not None and np.hypot(*(first.xy_um - world)) > 0.8
     errs = []
     for k in range(1, 12):
         sh = rng.uniform(-3, 3, 2)
-        fix = ref.locate(frame(*sh, k, False), None, box(*sh))
+        fix = ref.locate(slide.frame(*sh, k, extras=False), None, slide.box(*sh))
         assert fix is not None
         errs.append(float(np.hypot(*(fix.xy_um - world))))
     assert max(errs[2:]) < 0.3, errs
@@ -259,38 +265,19 @@ def test_the_first_offset_carries_the_registration_bias_of_a_lopsided_peak():
     frame on. Before, that offset was taken as zero: the median then moved for the
     first frames after acquisition (0.12-0.17 px RMS over 8 frames, the first fix
     0.3-0.6 px from the last)."""
-    from inscope.acquisition.frame import Frame, StagePosition
     from inscope.control.refine import TargetRefiner
 
-    h = w = 128
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    world = np.array([0.3, -0.4])  # the nucleus' centre, stage µm (1 µm per px)
     worst = 0.0
     for seed in range(4):
         rng = np.random.default_rng(seed)
-
-        def centre(sx, sy):
-            return w / 2 + world[0] - sx, h / 2 + world[1] - sy
-
-        def frame(sx, sy, k, rng=rng):
-            cx, cy = centre(sx, sy)
-            r = np.hypot((xx - cx) / 10.0, (yy - cy) / 8.0)
-            img = 1000.0 + 300.0 / (1.0 + np.exp((r - 1.0) / 0.08))
-            rn = np.hypot((xx - cx - 32.0) / 10.0, (yy - cy) / 10.0)  # the neighbour
-            img += 1500.0 / (1.0 + np.exp((rn - 1.0) / 0.08))
-            img += rng.normal(0, 15.0, (h, w))
-            return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
-
-        def box(sx, sy):
-            cx, cy = centre(sx, sy)
-            return np.array([cx - 10.5, cy - 8.5, cx + 10.5, cy + 8.5])
-
+        slide = _Slide([0.3, -0.4], (10.0, 8.0), 300.0, 15.0, rng, size=128,
+                       extras=[(32.0, 0.0, 10.0, 10.0, 1500.0, 0.08)])  # the neighbour
         ref = TargetRefiner()
-        assert ref.acquire(frame(0.0, 0.0, 0), box(0.0, 0.0)) is not None
+        assert ref.acquire(slide.frame(0.0, 0.0, 0), slide.box(0.0, 0.0)) is not None
         pos = []
         for k in range(1, 9):
             sh = rng.uniform(-0.5, 0.5, 2)
-            fix = ref.locate(frame(*sh, k), None, box(*sh))
+            fix = ref.locate(slide.frame(*sh, k), None, slide.box(*sh))
             assert fix is not None
             pos.append(fix.xy_um)
         p = np.asarray(pos)
@@ -362,8 +349,7 @@ def test_a_large_nucleus_is_registered_on_a_downsampled_copy_to_sub_pixel():
 
     def frame(sx, sy, k):
         cx, cy = w / 2 + world[0] - sx, h / 2 + world[1] - sy
-        r = np.hypot((xx - cx) / 42.0, (yy - cy) / 34.0)
-        img = 1000.0 + 500.0 / (1.0 + np.exp((r - 1.0) / 0.04))
+        img = 1000.0 + _soft_ellipse(xx, yy, cx, cy, 42.0, 34.0, 500.0, edge=0.04)
         img *= 1.0 + 0.15 * np.sin((xx - cx) / 5.0) * np.cos((yy - cy) / 7.0)  # texture
         img += rng.normal(0, 10.0, (h, w))
         return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
@@ -387,8 +373,7 @@ def _moving_nucleus_frame(cx, cy, k, rng, shape=(128, 128), stage=(0.0, 0.0)):
 
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    r = np.hypot((xx - cx) / 10.0, (yy - cy) / 8.0)
-    img = 1000.0 + 400.0 / (1.0 + np.exp((r - 1.0) / 0.08))
+    img = 1000.0 + _soft_ellipse(xx, yy, cx, cy, 10.0, 8.0, 400.0)
     img *= 1.0 + 0.1 * np.sin((xx - cx) / 2.0) * np.cos((yy - cy) / 3.0)
     img += rng.normal(0, 10.0, shape)
     return Frame(img.astype(np.float32), k, position=StagePosition(*stage, 0.0))
