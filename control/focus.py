@@ -65,8 +65,9 @@ METRICS = {"normvar": _normvar, "laplacian": _laplacian, "brenner": _brenner,
 
 
 #: With more boxes than this, :func:`sharpness` sums the Brenner measure of every crop
-#: from one integral image of the frame's squared differences (a whole field of ~90
-#: nuclei: ~5 ms crop by crop, ~0.8 ms this way); with fewer, crop by crop is cheaper.
+#: from one integral image of the frame's squared differences (a whole field of nuclei:
+#: one pass over the frame instead of a crop per nucleus); with fewer, crop by crop is
+#: cheaper.
 BRENNER_INTEGRAL_BOXES = 12
 _BUFFERS = threading.local()
 
@@ -89,8 +90,8 @@ def _brenner_boxes(img: np.ndarray, bx: np.ndarray, pad: float) -> float:
     h, w = img.shape
     if w < 3:
         return 0.0
-    # Buffers kept per thread and shape: fresh megabyte-sized arrays each call cost more
-    # in page faults (~5 ms for a 512x512 frame here) than the arithmetic (~0.6 ms).
+    # Buffers kept per thread and shape: fresh megabyte-sized arrays each call can cost
+    # more in page faults than the arithmetic itself.
     bufs = getattr(_BUFFERS, "brenner", None)
     if bufs is None or bufs[0].shape != (h, w):
         bufs = _BUFFERS.brenner = (np.empty((h, w), np.float32),

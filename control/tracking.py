@@ -65,8 +65,8 @@ class Track:
             self.last_seen_um = np.array(self.center_um, float)
 
     def __copy__(self) -> Track:
-        # A shallow copy field for field (what copy.copy does through __reduce_ex__, ~5x
-        # slower): the control loop snapshots every live track on every frame.
+        # A shallow copy field for field (what copy.copy does, through __reduce_ex__ and
+        # much slower): the control loop snapshots every live track on every frame.
         new = object.__new__(Track)
         new.__dict__.update(self.__dict__)
         return new

@@ -1058,8 +1058,8 @@ class FindAndImage:
         profile = [(float(z), float(planes[z][2])) for z in zs]
         extent = (math.nan, math.nan)
         # A cell whose sharpness never rises above the camera noise's own has a profile
-        # of noise, and an extent read from it is a guess (on the HeLa 3-D slide of
-        # bench_control: 5 of the 8 such cells had extents 5-9 µm off): none is reported.
+        # of noise, and an extent read from it is a guess (the tail of the z-extent
+        # error on the HeLa 3-D slides of bench_control): none is reported.
         why = _weak(profile, floors, spec.min_snr) if spec.adaptive else None
         if spec.adaptive and why is None:
             extent = _extent(profile, spec.signal_frac)

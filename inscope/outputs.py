@@ -55,7 +55,7 @@ class Result:
         """The detections message (:func:`inscope.schema.detections_message`) and its
         JSON bytes, built once by whichever output asks first and shared by the others
         (the publisher and the records wrote the same message; building it for ~100
-        detections was most of each one's time per frame)."""
+        detections was most of what each of them did per frame)."""
         with self._lock:
             if self._wire is None:
                 from inscope import schema

@@ -256,7 +256,7 @@ class Renderer:
             return self._render_thick(cells, stage_xy, t_s, defocus_um, shift), truth
         # The objects that stand still land on the same whole pixels while the stage
         # stays within one pixel: their sum is kept and only the moving ones are added
-        # each frame (pasting ~100 sprites was a third of a frame's time)
+        # each frame (pasting ~100 sprites every frame was a large part of its time)
         still = [c for c in cells if not (c.vx_um_s or c.vy_um_s)]
         # (without sub-pixel placement each object rounds its own position: exact key)
         at = (int(math.floor(t[0])), int(math.floor(t[1]))) if self.cfg.subpixel else (

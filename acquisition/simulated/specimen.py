@@ -131,7 +131,7 @@ class Specimen:
             if not cells:
                 continue
             # one vectorised test per tile: the simulated camera runs this every frame
-            # over a few hundred objects, and the Python loop was a third of its time
+            # over a few hundred objects, where a Python loop was a large part of it
             g = self._geometry(cells)
             x = g[:, 0] + g[:, 2] * t_s
             y = g[:, 1] + g[:, 3] * t_s

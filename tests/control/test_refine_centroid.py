@@ -260,11 +260,11 @@ def test_jitter_counts_a_steady_drift_only_by_its_changes():
 def test_the_first_offset_carries_the_registration_bias_of_a_lopsided_peak():
     """A dim nucleus with a bright neighbour just inside the template's edge: the
     correlation peak falls off steeply on the neighbour's side, and the wide peak fit
-    reads it ~0.65 px off, the same in every frame. The acquired frame's own offset is
+    reads it a fraction of a pixel off, the same in every frame. The acquired frame's own offset is
     measured through that registration too, so the position is steady from the first
     frame on. Before, that offset was taken as zero: the median then moved for the
-    first frames after acquisition (0.12-0.17 px RMS over 8 frames, the first fix
-    0.3-0.6 px from the last)."""
+    first frames after acquisition (the spread this test measures was 0.12-0.17 px RMS
+    over 8 frames)."""
     from inscope.control.refine import TargetRefiner
 
     worst = 0.0

@@ -275,7 +275,7 @@ def test_z_extent_ignores_one_noisy_plane_and_needs_signal():
 
 def test_a_cell_too_dim_to_measure_gets_no_z_extent(nuclei_stack, tmp_path):
     """Reproduced from the 3-D HeLa slide of bench_control: nuclei whose sharpness never
-    rose above the camera noise's own got extents from a profile of noise, 5-9 µm off.
+    rose above the camera noise's own got extents read from a profile of noise.
     Under heavy camera noise such a cell's stack is still taken but gets no extent, and
     its file says why; the same cell under light noise gets one near its true range."""
     t = None
