@@ -203,11 +203,9 @@ class EyepieceRenderer:
 
     def render_result(self, r) -> np.ndarray:
         """Render a pipeline :class:`~inscope.outputs.Result` (target highlighted)."""
-        from inscope.schema import match_track_ids
-
         target = None
         if r.target_id is not None:
-            ids = match_track_ids(r.detections.boxes, r.tracks)
+            ids = r.track_ids()
             target = next((i for i, t in enumerate(ids) if t == r.target_id), None)
         boxes = r.detections.boxes
         if self.predictor is not None:

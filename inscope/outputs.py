@@ -46,10 +46,23 @@ class Result:
     control: dict | None = None  # JSON-able summary of the steering action
     focus: dict | None = None  # JSON-able focus state
     seq: int = 0  # running number of processed frames (0, 1, 2, ...)
+    _ids: tuple[int | None, ...] | None = field(default=None, init=False, repr=False,
+                                               compare=False)
     _wire: tuple[dict, bytes] | None = field(default=None, init=False, repr=False,
                                               compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
-                                  compare=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False,
+                                   repr=False, compare=False)
+
+    def track_ids(self) -> tuple[int | None, ...]:
+        """The track id of each detection (:func:`inscope.schema.match_track_ids`),
+        matched once and shared by the message, the overlay, the eyepiece and the
+        display-lag predictor (each matched them on its own)."""
+        with self._lock:
+            if self._ids is None:
+                from inscope.schema import match_track_ids
+
+                self._ids = tuple(match_track_ids(self.detections.boxes, self.tracks))
+            return self._ids
 
     def message(self) -> tuple[dict, bytes]:
         """The detections message (:func:`inscope.schema.detections_message`) and its
@@ -63,7 +76,7 @@ class Result:
                 msg = schema.detections_message(
                     self.frame, self.detections, tracks=self.tracks,
                     target_id=self.target_id, control=self.control, focus=self.focus,
-                    extra={"seq": self.seq})
+                    extra={"seq": self.seq}, track_ids=self.track_ids())
                 self._wire = (msg, schema.dumps(msg))
             return self._wire
 

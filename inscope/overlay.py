@@ -93,9 +93,7 @@ class OverlayRenderer:
             for b in np.asarray(r.frame.truth).reshape(-1, 4):
                 cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])),
                               st.truth_color, 1, cv2.LINE_4)
-        from inscope.schema import match_track_ids
-
-        tids = match_track_ids(dets.boxes, r.tracks)
+        tids = r.track_ids()
         names = dets.names()
         boxes = np.rint(dets.boxes).astype(np.int32)
         target_box = None

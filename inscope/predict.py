@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +132,8 @@ class BoxPredictor:
             return None
         return (t @ (a[:, 1:] - a[:, 1:].mean(0))) / (t @ t)
 
-    def _remember(self, t_s: float, ids: list[int | None], centers_um: np.ndarray) -> None:
+    def _remember(self, t_s: float, ids: Sequence[int | None], centers_um: np.ndarray
+                  ) -> None:
         for tid, c in zip(ids, centers_um, strict=True):
             if tid is None:
                 continue
@@ -155,15 +156,13 @@ class BoxPredictor:
         draw_ns
             When the image is drawn (default: now).
         """
-        from inscope.schema import match_track_ids
-
         boxes = np.asarray(r.detections.boxes, np.float64).reshape(-1, 4)
         shift = np.zeros((len(boxes), 2))
         frame = r.frame
         horizon = self.horizon_s(frame, draw_ns)
         if not len(boxes) or not r.tracks or frame.position is None:
             return Prediction(boxes, shift, horizon)
-        ids = match_track_ids(boxes, r.tracks)
+        ids = r.track_ids()
         centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
         self._remember(exposure_mid_ns(frame) * 1e-9, ids, frame.pixel_to_stage(centers))
         if not self.enabled:

@@ -68,12 +68,15 @@ def match_track_ids(boxes: np.ndarray, tracks: Sequence[Any] | None) -> list[int
 
 def detections_message(frame, detections, *, tracks: Sequence[Any] | None = None,
                        target_id: int | None = None, control: dict | None = None,
-                       focus: dict | None = None, extra: dict | None = None) -> dict:
+                       focus: dict | None = None, extra: dict | None = None,
+                       track_ids: Sequence[int | None] | None = None) -> dict:
     """The per-frame detections message (topic ``b"detections"``).
 
     Boxes are given in pixels *and* as stage positions (µm) through
     :meth:`inscope.acquisition.Frame.pixel_to_stage`, so a client can drive the stage to any box
     without knowing the optics. Stage fields are ``None`` when the frame has no position.
+    *track_ids*: each detection's track id when the caller has matched them already
+    (:meth:`inscope.outputs.Result.track_ids`); else they are matched here.
     """
     boxes = detections.boxes
     n = len(boxes)
@@ -91,7 +94,7 @@ def detections_message(frame, detections, *, tracks: Sequence[Any] | None = None
     names = detections.class_names
     cls = detections.class_ids.tolist()
     scores = np.round(detections.scores.astype(np.float64), 4).tolist()
-    tids = match_track_ids(boxes, tracks)
+    tids = match_track_ids(boxes, tracks) if track_ids is None else track_ids
     bpx = _r(boxes, 2)
     cpx = _r(centers, 2)
     dets = [
