@@ -429,6 +429,7 @@ class TargetRefiner:
     max_offsets: int = 25
     fixes: list[Fix] = field(default_factory=list)
     _tmpl: np.ndarray | None = None
+    _tmpl_reg: np.ndarray | None = None  # the template as registered: scaled, smoothed
     _d0: np.ndarray | None = None  # centroid relative to the template's top-left (px)
     _ref_um: np.ndarray | None = None
     _offsets: list[np.ndarray] = field(default_factory=list)  # centroid - registered, µm
@@ -445,7 +446,7 @@ class TargetRefiner:
         return cv2.GaussianBlur(img, (0, 0), self.smooth_px)
 
     def reset(self) -> None:
-        self._tmpl = self._d0 = self._ref_um = None
+        self._tmpl = self._tmpl_reg = self._d0 = self._ref_um = None
         self._offsets = []
         self.fixes = []
 
@@ -463,8 +464,12 @@ class TargetRefiner:
         tmpl = _crop(frame.pixels, x0, y0, x1, y1)
         if tmpl.size < 25 or float(tmpl.std()) <= 1e-6:
             return None
-        self._scale = min(1.0, self.max_template_px / max(tmpl.shape))
+        self._scale = s = min(1.0, self.max_template_px / max(tmpl.shape))
         self._tmpl = tmpl
+        # scaled and smoothed once here, not again in every frame's registration
+        self._tmpl_reg = self._smooth(
+            tmpl if s >= 1.0 else cv2.resize(tmpl, None, fx=s, fy=s,
+                                             interpolation=cv2.INTER_AREA))
         self._d0 = c - np.array([x0, y0], float)
         self._box_wh = (float(w), float(h))
         self._ref_um = frame.pixel_to_stage(c)[0]
@@ -484,9 +489,9 @@ class TargetRefiner:
                   ) -> tuple[np.ndarray, float] | None:
         """Where the template's centroid point lies in *frame* (px), searched around
         *pred_um*, and the correlation there; None below ``min_score``."""
-        pred = pred_um
-        assert self._tmpl is not None and self._d0 is not None
-        p_px = frame.stage_to_pixel(pred)[0]
+        assert self._tmpl is not None and self._tmpl_reg is not None
+        assert self._d0 is not None
+        p_px = frame.stage_to_pixel(pred_um)[0]
         th, tw = self._tmpl.shape
         m = self.search_px if self.search_px is not None else max(
             8.0, 0.5 * max(self._box_wh))
@@ -498,13 +503,12 @@ class TargetRefiner:
         if win.size == 0:
             return None
         s = self._scale
-        tm, wn = self._tmpl, win
+        tm, wn = self._tmpl_reg, win
         if s < 1.0:
-            tm = cv2.resize(tm, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
             wn = cv2.resize(wn, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         if wn.shape[0] < tm.shape[0] or wn.shape[1] < tm.shape[1]:
             return None
-        r = cv2.matchTemplate(self._smooth(wn), self._smooth(tm), cv2.TM_CCOEFF_NORMED)
+        r = cv2.matchTemplate(self._smooth(wn), tm, cv2.TM_CCOEFF_NORMED)
         _, best, _, (j, i) = cv2.minMaxLoc(r)
         if not math.isfinite(best) or best < self.min_score:
             return None
