@@ -147,10 +147,7 @@ def sharpness(pixels: np.ndarray, boxes: np.ndarray | None = None,
         return _brenner_boxes(img, bx, pad)
     total = 0.0
     weight = 0.0
-    for x0, y0, x1, y1 in bx:
-        px, py = pad * (x1 - x0), pad * (y1 - y0)
-        a, b = max(int(x0 - px), 0), min(int(math.ceil(x1 + px)), w)
-        c, d = max(int(y0 - py), 0), min(int(math.ceil(y1 + py)), h)
+    for a, b, c, d in _crop_bounds(bx, pad, h, w).tolist():
         if b - a < 3 or d - c < 3:
             continue
         crop = img[c:d, a:b].astype(np.float32)

@@ -995,20 +995,23 @@ class FindAndImage:
         return (slice(r0, r1), slice(c0, c1)), core[r0 - c:r1 - c, c0 - a:c1 - a]
 
     def cell_signal(self, pixels: np.ndarray, box: np.ndarray,
-                    region: tuple[tuple[slice, slice], np.ndarray] | None = None) -> float:
+                    region: tuple[tuple[slice, slice], np.ndarray] | None = None,
+                    floor: float | None = None) -> float:
         """The cell's own signal in one plane: its sharpness (Brenner: mean squared
-        2-pixel difference) above the frame's noise floor, over the cell's pixels
-        (*region*) or else its box."""
+        2-pixel difference) above the frame's noise floor (*floor*, measured here when
+        not given), over the cell's pixels (*region*) or else its box."""
+        if floor is None:
+            floor = self._noise_floor(pixels)
         if region is None:
             return max(sharpness(pixels, np.asarray(box, float)[None, :], "brenner",
-                                 pad=0.1) - self._noise_floor(pixels), 0.0)
+                                 pad=0.1) - floor, 0.0)
         (rs, cs), mask = region
         crop = np.asarray(pixels[rs, cs], np.float32)
         d = crop[:, 2:] - crop[:, :-2]
         m = mask[:, 1:-1]
         if not m.any():
             return 0.0
-        return max(float(np.mean(d[m] ** 2)) - self._noise_floor(pixels), 0.0)
+        return max(float(np.mean(d[m] ** 2)) - floor, 0.0)
 
     def _zstack(self, z0: float, box: np.ndarray):
         """Planes around *z0*: ``(planes, zs, boxes, profile, (z_lo, z_hi), why)``; the
@@ -1029,9 +1032,9 @@ class FindAndImage:
             zz = f.position.z if f.position is not None else z
             if not region:  # the cell's pixels, from its in-focus plane (taken first)
                 region.append(self.cell_region(f.pixels, box))
-            sig = self.cell_signal(f.pixels, box, region[0])
-            planes[zz] = (f.pixels, [float(v) for v in box], sig)
             floors.append(self._noise_floor(f.pixels))
+            sig = self.cell_signal(f.pixels, box, region[0], floors[-1])
+            planes[zz] = (f.pixels, [float(v) for v in box], sig)
             return sig
 
         if not spec.adaptive:
