@@ -239,10 +239,11 @@ INSIDE_BOX = 0.5
 
 
 def _split_is_real(comp: np.ndarray, part: np.ndarray,
-                   box: tuple[float, float, float, float]) -> bool:
+                   box: tuple[float, float, float, float], dist: np.ndarray) -> bool:
     """Whether cutting *part* out of blob *comp* separates the boxed nucleus from another
     object: what is cut away lies mostly outside the box (a neighbour, a halo), or the
-    two meet at a clear neck (see :func:`_neck_between`). A single elongated or tilted
+    two meet at a clear neck (see :func:`_neck_between`; *dist* is the blob's distance
+    transform). A single elongated or tilted
     nucleus that overhangs its axis-aligned box has its other half inside the box and
     no neck; cutting it in some frames and not in others (as the box fell) moved its
     centroid by several pixels from frame to frame on the HeLa slides of bench_control.
@@ -257,7 +258,6 @@ def _split_is_real(comp: np.ndarray, part: np.ndarray,
                   max(int(round(x0)), 0):min(int(round(x1)), w)]
     if float(inside.sum()) < INSIDE_BOX * n_rest:
         return True
-    dist = cv2.distanceTransform(comp.astype(np.uint8), cv2.DIST_L2, 5)
     dp, dr = np.where(part > 0, dist, 0.0), np.where(rest, dist, 0.0)
     a = np.unravel_index(int(np.argmax(dp)), dist.shape)
     b = np.unravel_index(int(np.argmax(dr)), dist.shape)
@@ -290,6 +290,9 @@ def _split_touching(comp: np.ndarray, box: tuple[float, float, float, float]
     box_area = (x1 - x0) * (y1 - y0)
     if float(comp.sum()) <= SPLIT_FILL * box_area and _fits(comp, box):
         return comp
+    # the blob's distance transform: every candidate cut is judged on it, and the last
+    # resort takes its cores from it
+    dist = cv2.distanceTransform(comp, cv2.DIST_L2, 5)
 
     def nearest(lab: np.ndarray) -> int:
         ys, xs = np.nonzero(lab)
@@ -298,7 +301,7 @@ def _split_touching(comp: np.ndarray, box: tuple[float, float, float, float]
 
     def ok(part: np.ndarray) -> bool:
         return (0.25 * box_area <= float(part.sum()) <= box_area and _fits(part, box)
-                and _split_is_real(comp, part, box))
+                and _split_is_real(comp, part, box, dist))
 
     def part_of(core: np.ndarray) -> np.ndarray | None:
         n, _ = cv2.connectedComponents(core, connectivity=8)
@@ -327,7 +330,6 @@ def _split_touching(comp: np.ndarray, box: tuple[float, float, float, float]
                 got = None
         if got is not None:
             return got
-    dist = cv2.distanceTransform(comp, cv2.DIST_L2, 5)
     for frac in (0.5, 0.6, 0.7, 0.8, 0.9):
         got = part_of((dist > frac * float(dist.max())).astype(np.uint8))
         if got is not None:
