@@ -16,6 +16,12 @@ from typing import Any
 
 import numpy as np
 
+#: Top-level folder of the repository -> where it lives in the installed package
+#: (pyproject.toml's ``[tool.setuptools.package-dir]``), for scripts that lay out or
+#: import a tree as it installs (``mutation``, ``ab_bench``).
+PACKAGE_DIRS = {"inscope": "inscope", "acquisition": "inscope/acquisition",
+                "detector": "inscope/detector", "control": "inscope/control"}
+
 
 def percentiles(values: Iterable[float], *, digits: int | None = None, count: bool = False,
                 mean: bool = False) -> dict[str, float] | None:

@@ -27,12 +27,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import load_average, write_json
+from benchmarks._common import PACKAGE_DIRS, load_average, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ab_bench.json"
-#: Top-level folder -> where it lives in the installed package (pyproject's package-dir).
-SUBPACKAGES = ("acquisition", "detector", "control")
 
 #: Run ``inscope`` from the tree whose import shim is argv[1]: the shim goes first on the
 #: path, so it wins over the editable install of the working tree.
@@ -51,10 +49,12 @@ def _shim(tree: Path, into: Path) -> Path:
     """A folder where ``import inscope`` finds *tree*'s code, laid out as it installs."""
     pkg = into / "inscope"
     pkg.mkdir(parents=True)
-    for f in (tree / "inscope").iterdir():
-        (pkg / f.name).symlink_to(f)
-    for sub in SUBPACKAGES:
-        (pkg / sub).symlink_to(tree / sub)
+    for top, dest in PACKAGE_DIRS.items():
+        if dest == "inscope":  # the package's own folder: its files, beside the links
+            for f in (tree / top).iterdir():
+                (pkg / f.name).symlink_to(f)
+        else:
+            (into / dest).symlink_to(tree / top)
     return into
 
 

@@ -52,12 +52,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks._common import PACKAGE_DIRS
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
 
-# Top-level folder -> where it lives in the installed package (pyproject's package-dir).
-PACKAGE_DIRS = {"inscope": "inscope", "acquisition": "inscope/acquisition",
-                "detector": "inscope/detector", "control": "inscope/control"}
 
 
 @dataclass(frozen=True)
