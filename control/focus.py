@@ -274,8 +274,11 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     OughtaFocus took 7 iterations and 9.45 s in one user's log. On the simulator it ends
     within ~0.25 µm of the true focus from up to 10 µm away (``benchmarks/bench_control.py``).
 
-    Moves go through the guard; a refused move ends the search early (``ok=False``) and
-    leaves the focus at the best z seen so far when possible.
+    The sweep is planned inside the focus drive's soft limits (``scope.limits.z``, e.g.
+    a slide's z-stack): shifted to fit, or narrowed to the whole range when that is
+    shorter, and never extended or refined beyond it. Moves go through the guard; a
+    refused move ends the search early (``ok=False``) and leaves the focus at the best z
+    seen so far when possible.
     """
     if coarse < 3:
         raise ValueError(f"autofocus needs coarse >= 3 images to find a peak; got {coarse}.")
@@ -287,6 +290,13 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     s0 = _sim_time(scope)
     z0 = scope.position().z if center is None else float(center)
     z_start = scope.position().z
+    zlim = _z_limits(scope)
+    if zlim is not None:
+        # plan the sweep inside the focus drive's soft limits (a short z-stack, a cell
+        # near the limit): the same images, shifted or narrowed to fit, instead of a
+        # sweep that runs into the limit and ends after two images
+        search_um = min(search_um, 0.5 * (zlim[1] - zlim[0]))
+        z0 = float(np.clip(z0, zlim[0] + search_um, zlim[1] - search_um))
     step = 2.0 * search_um / (coarse - 1)
     zs: list[float] = []
     imgs: list[np.ndarray] = []
@@ -325,7 +335,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     if widen_flat > 0 and len(s) >= 3 and float(s.max()) <= 1.05 * float(s.min()):
         top = float(s.max())
         for z in (z0 - widen_flat * search_um, z0 + widen_flat * search_um):
-            if len(imgs) < max_images:
+            if len(imgs) < max_images and _within(zlim, z):
                 take(z)
         s = scores(boxes)
         if len(s) == coarse + 2 and float(s[-2:].max()) * 1.05 < top:
@@ -352,8 +362,8 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
         if 0 < i < len(order) - 1 or len(imgs) >= max_images:
             break
         z_new = zs[order[-1]] + step if i == len(order) - 1 else zs[order[0]] - step
-        if not take(z_new):
-            break
+        if not _within(zlim, z_new) or not take(z_new):
+            break  # (at a soft limit: the peak may lie beyond it, reported below)
         s = scores(boxes)
     if len(imgs) < 3:
         z_fin = z_start
@@ -401,7 +411,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
     z_best = z_est
     for rnd in range(max(1, refine_rounds)):
         for o in (-h, h)[: max(refine, 0)]:
-            if len(imgs) < max_images:
+            if len(imgs) < max_images and _within(zlim, z_est + o):
                 take(z_est + o)
         s = scores(boxes)
         z_best = _bracket_peak(np.asarray(zs), np.log(np.maximum(s, 1e-12)))
@@ -430,6 +440,17 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
         ok = False
         issues.append(AutofocusIssue.REFUSED)
     return result(z_best, used, ok, msg)
+
+
+def _z_limits(scope: Microscope) -> tuple[float, float] | None:
+    """The focus drive's soft limits (µm), or None when it has none."""
+    lim = getattr(scope, "limits", None)
+    z = getattr(lim, "z", None)
+    return None if z is None else (float(z[0]), float(z[1]))
+
+
+def _within(zlim: tuple[float, float] | None, z: float) -> bool:
+    return zlim is None or zlim[0] <= z <= zlim[1]
 
 
 def _safe_move_z(scope: Microscope, z: float) -> bool:

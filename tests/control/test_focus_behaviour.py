@@ -175,10 +175,11 @@ def test_autofocus_on_a_featureless_field_stays_put():
 
 
 def test_autofocus_refused_moves_end_early_and_leave_the_focus_at_the_start():
-    lim = SoftLimits(x=(-1e3, 1e3), y=(-1e3, 1e3), z=(-1.0, 1.0))
+    # (the sweep is planned inside the z range, so a step limit refuses here)
+    lim = SoftLimits(x=(-1e3, 1e3), y=(-1e3, 1e3), z=(-50.0, 50.0), max_step_z_um=1.0)
     scope = sim_scope(seed=4, shape=(128, 128), guard=MoveGuard(lim))
     r = autofocus(scope, search_um=10.0)
-    assert not r.ok and "outside the soft limit" in r.message
+    assert not r.ok and "larger than max_step_z_um" in r.message
     assert AutofocusIssue.REFUSED in r.issues
     assert r.images < 3 and scope.position().z == 0.0
     assert math.isnan(r.z_best_estimate)
@@ -315,7 +316,7 @@ def test_autofocus_in_dry_run_records_the_unmoved_focus():
 
 
 def test_autofocus_too_few_images_reports_everything():
-    lim = SoftLimits(x=(-1e3, 1e3), y=(-1e3, 1e3), z=(-1.0, 1.0))
+    lim = SoftLimits(x=(-1e3, 1e3), y=(-1e3, 1e3), z=(-50.0, 50.0), max_step_z_um=1.0)
     scope = sim_scope(seed=4, shape=(128, 128), guard=MoveGuard(lim))
     t0 = scope.sim_time_s
     r = autofocus(scope, search_um=10.0)

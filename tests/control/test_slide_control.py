@@ -453,6 +453,28 @@ def test_cold_autofocus_takes_at_most_8_images_within_10um():
         assert r.images <= 8 and abs(r.z_final - zf) < 0.5, (off, r.samples)
 
 
+@pytest.mark.parametrize("near", ["bottom", "top"])
+def test_cold_autofocus_plans_its_sweep_inside_a_short_stack(nuclei_stack, near):
+    """A z-stack shorter than the default sweep (20 µm against +/-12 µm): the sweep is
+    shifted and narrowed to fit the z soft limits. Before, its first plane beyond the
+    stack was refused and the search ended after one or two images, not ok, the focus
+    left where it started (every cold autofocus on a 17 µm confocal stack)."""
+    s = _slide(nuclei_stack, fov=128, noise=0.01)
+    t = s.true_cells()
+    lo, hi = s.guard.limits.z
+    k = len(t.ids) // 2
+    x, y, _ = t.xyz_um[k]
+    s.move_xy(x, y)
+    s.move_z(lo + 1.0 if near == "bottom" else hi - 1.0)
+    n = len(s.guard.history)
+    r = autofocus(s, _detector())
+    assert all(m.made for m in list(s.guard.history)[n:]), "a focus move was refused"
+    assert r.ok and r.images <= 8, r
+    assert lo <= min(z for z, _ in r.samples) and max(z for z, _ in r.samples) <= hi
+    z_lo, z_hi = t.z_range_um[k]
+    assert z_lo - 1.0 <= r.z_final <= z_hi + 1.0, (r.z_final, z_lo, z_hi)
+
+
 def test_find_and_image_predicts_focus_from_the_cells_already_focused(tmp_path):
     cfg = sim.SimConfig(seed=21, realtime=False, shape=(256, 256), debris_per_mm2=0.0,
                         tilt=(0.02, -0.015))
