@@ -135,13 +135,22 @@ class Truth:
         return 0.5 * float(max(b[2] - b[0], b[3] - b[1])) * s.pixel_size_um
 
     def interior_region(self, margin_um: float) -> tuple[float, float, float, float]:
+        """The region whose cells a measure draws from: on a slide the image less
+        *margin_um* at each edge, the margin capped at a quarter of the image's shorter
+        side (a small image, e.g. one 256x256 confocal field, still has cells to draw)."""
         s = self.scope
         if self.sim:
             p = s.position()
             return (p.x - 200, p.y - 200, p.x + 200, p.y + 200)
         _, h, w = s.shape_zyx
         px = s.pixel_size_um
+        margin_um = min(margin_um, 0.25 * (min(h, w) - 1) * px)
         return (margin_um, margin_um, (w - 1) * px - margin_um, (h - 1) * px - margin_um)
+
+    def half_field_um(self) -> float:
+        """Half the camera field's shorter side (µm)."""
+        s = self.scope
+        return 0.5 * s.pixel_size_um * min(s.snap().pixels.shape)
 
 
 # -- scopes ----------------------------------------------------------------------------
@@ -266,11 +275,14 @@ def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
     from inscope.control.steering import CENTERED, MOVED, SETTLING, Steerer
     from inscope.control.targets import TrackId
 
-    offsets = [5.0, 10.0, 20.0, 40.0]
     rng = np.random.default_rng(seed)
     rows = []
     scope = make_scope(seed)
     truth = Truth(scope)
+    # start 5-40 µm off the cell, scaled down on a small field (the cell must be in
+    # view at the start: the largest offset is at most 0.6 x half the field)
+    scale = min(1.0, 0.6 * truth.half_field_um() / 40.0)
+    offsets = [o * scale for o in (5.0, 10.0, 20.0, 40.0)]
     cand = list(truth.cells(truth.interior_region(80.0)).items())
     rng.shuffle(cand)
     for cid, _xy in cand[:trials]:
@@ -325,7 +337,7 @@ def bench_centring(make_scope, det, trials: int, seed: int) -> dict[str, Any]:
     scope.close()
     ok = [r for r in rows if r["status"] == CENTERED]
     return {
-        "trials": len(rows),
+        "trials": len(rows), "offsets_um": offsets,
         "settled_within_3_moves": (sum(r["settled_within_3_moves"] for r in rows)
                                    / len(rows) if rows else None),
         "centred_fraction": len(ok) / len(rows) if rows else None,
@@ -581,12 +593,18 @@ def run_suite(make_scope, det, args, z_step: float, region_um: float | None = No
     return res
 
 
+def _n(v: Any, fmt: str = ".3f") -> str:
+    """A figure for the summary line; '-' where a measure had nothing to measure
+    (e.g. no cell far enough from a small image's edge)."""
+    return "-" if v is None else format(v, fmt)
+
+
 def _summary_line(name: str, r: dict[str, Any]) -> str:
     parts = [f"{name}:"]
     c = r.get("centring")
     if c:
         e = c["error_um_when_centred"] or {}
-        parts[0] += (f" centring {c['settled_within_3_moves']:.3f} settled<=3 moves, "
+        parts[0] += (f" centring {_n(c['settled_within_3_moves'])} settled<=3 moves, "
                      f"error p50 {e.get('p50', math.nan):.2f} p90 "
                      f"{e.get('p90', math.nan):.2f} µm, false centred {c['false_centred']}")
     fl = r.get("focus_lock")
@@ -594,7 +612,7 @@ def _summary_line(name: str, r: dict[str, Any]) -> str:
         d = fl["above_minus_below_abs_um"] or {}
         parts.append(f"focus lock above vs below |diff| p50 {d.get('p50', math.nan):.2f} "
                      f"max {d.get('max', math.nan):.2f} µm, locked at end "
-                     f"{fl['locked_at_end']:.2f}, never locked {fl['never_locked']}")
+                     f"{_n(fl['locked_at_end'], '.2f')}, never locked {fl['never_locked']}")
     j = r.get("jitter")
     if j and j.get("refined_1-10px"):
         parts.append(f"jitter px box {j['box_1-10px']['p50']:.2f} -> refined "
@@ -603,8 +621,8 @@ def _summary_line(name: str, r: dict[str, Any]) -> str:
     if w:
         fi = w["focus_images_after_first_5"] or {}
         ze = w["z_extent_max_end_error_um"] or {}
-        parts.append(f"find-and-image recall {w['recall_interior']:.3f}, once "
-                     f"{w['interior_imaged_exactly_once']:.3f}, twice "
+        parts.append(f"find-and-image recall {_n(w['recall_interior'])}, once "
+                     f"{_n(w['interior_imaged_exactly_once'])}, twice "
                      f"{w['true_cells_imaged_twice']}, focus images p50 "
                      f"{fi.get('p50', math.nan):.1f} max {fi.get('max', math.nan):.0f}, "
                      f"z-extent err p50 {ze.get('p50', math.nan):.2f} p90 "

@@ -540,3 +540,28 @@ def test_bench_control_scores_a_slide(tmp_path):
     assert fl["above_minus_below_abs_um"]["max"] <= 0.3
     assert "/" not in json.dumps(r["find_and_image"]["region_um"])
     assert _sys.modules["benchmarks.bench_control"]
+
+
+def test_bench_control_scores_a_small_slide(tmp_path):
+    """One small field (a 256x256 confocal image is 67 µm across): the measures' margins
+    shrink to fit the image and the centring offsets to fit the camera field, so there are
+    cells to measure, and a measure with nothing to measure prints '-', not a crash."""
+    import importlib
+
+    from benchmarks.bench_control import _summary_line
+    from benchmarks.bench_control import main as bench_main
+
+    make_nuclei = importlib.import_module("conftest").make_nuclei
+    img, lab = make_nuclei(shape=(200, 200), n=8, seed=2)
+    p = tmp_path / "one_field.npz"
+    np.savez(p, image=img, labels=lab, pixel_size_um=0.3)
+    out = tmp_path / "bench.json"
+    assert bench_main(["--backend", "slide", "-o", f"path={p}", "-o", "fov=128",
+                       "--trials", "2", "--only", "centring", "--out", str(out)]) == 0
+    c = json.loads(out.read_text())["slide"]["centring"]
+    assert c["trials"] == 8 and c["false_centred"] == 0
+    half = 0.5 * 128 * 0.3
+    assert max(c["offsets_um"]) == pytest.approx(0.6 * half)
+    assert "centring - settled" in _summary_line("x", {"centring": {
+        **c, "settled_within_3_moves": None}})
+
