@@ -139,9 +139,19 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
             axes = series.axes.upper()
             data = series.asarray()
             ome = tf.ome_metadata if tf.is_ome else None
+            ij_px, ij_dz = _imagej_sizes(tf) if tf.is_imagej else (None, None)
     except Exception as e:  # noqa: BLE001 - tifffile raises several types
         raise _fail(path, f"cannot be read as TIFF ({type(e).__name__}: {e})",
                     "give a (Z, Y, X) TIFF / OME-TIFF stack") from e
+    unknown = axes[:-2].count("Q") + axes[:-2].count("I")
+    if unknown > 1:
+        # e.g. a (Z, C, Y, X) array saved without axes: which axis is z is a guess, and a
+        # wrong guess would show the channels as planes
+        raise _fail(path, f"has shape {data.shape} with no axis names (axes "
+                          f"{series.axes!r}), so which axis is z cannot be told",
+                    "save it as an OME-TIFF or ImageJ hyperstack with axes (e.g. "
+                    "tifffile.imwrite(path, a, imagej=True, metadata={'axes': 'ZCYX'})), "
+                    "or as one channel (Z, Y, X)")
     if "C" in axes:
         ci = axes.index("C")
         if not 0 <= channel < data.shape[ci]:
@@ -166,7 +176,7 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
         data = data.reshape(-1, *data.shape[-2:])
         if len(lead) and data.shape[0] > 1 and lead not in ("Q", "I"):
             data = data[:1]  # time series: the first time point is the slide
-    px = dz = None
+    px, dz = ij_px, ij_dz
     if ome:
         from inscope.acquisition.replay import _parse_ome
 
@@ -176,6 +186,24 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
         m = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', ome)
         dz = float(m.group(1)) if m else None
     return _SlideFile(_as_zyx(data, path, "image"), None, None, px, dz)
+
+
+def _imagej_sizes(tf) -> tuple[float | None, float | None]:
+    """Pixel size and z step (µm) of an ImageJ (Fiji) TIFF: the X resolution tag in
+    pixels per ``unit`` and ``spacing``, when the unit is a micrometre (None otherwise:
+    ImageJ writes 1 pixel per pixel when it was never calibrated)."""
+    meta = tf.imagej_metadata or {}
+    unit = str(meta.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
+    if unit not in ("micron", "microns", "um", "µm", "μm"):
+        return None, None
+    px = None
+    tag = tf.pages[0].tags.get("XResolution")
+    if tag is not None:
+        num, den = tag.value
+        if num > 0 and den > 0:
+            px = float(den) / float(num)
+    dz = meta.get("spacing")
+    return px, (float(dz) if dz is not None and float(dz) > 0 else None)
 
 
 def _read_ndtiff(path: Path, channel: int) -> _SlideFile:

@@ -171,6 +171,32 @@ def test_tiff_and_ome_tiff_with_their_pixel_size(tmp_path):
     assert s2.shape_zyx == (1, 60, 70)
 
 
+def test_imagej_hyperstack_with_channels_and_its_calibration(tmp_path):
+    """A Fiji hyperstack (Z, C, Y, X) in µm: the channel asked for, its pixel size from
+    the resolution tag and its z step from ``spacing``; uncalibrated (ImageJ's 1 pixel
+    per pixel) it asks for the pixel size; the same array saved without axes names is
+    refused rather than read with the channels as planes."""
+    rng = np.random.default_rng(1)
+    zcyx = rng.integers(100, 200, (5, 2, 40, 50)).astype(np.uint16)
+    zcyx[:, 1] += 1000  # the nuclei channel
+    p = tmp_path / "hyper.tif"
+    tifffile.imwrite(p, zcyx, imagej=True, resolution=(1 / 0.26, 1 / 0.26),
+                     metadata={"axes": "ZCYX", "spacing": 0.29, "unit": "micron"})
+    s = open_microscope("slide", path=str(p), channel=1, fov=32, noise=0, realtime=False)
+    assert s.pixel_size_um == pytest.approx(0.26, rel=1e-5)
+    assert s.z_step_um == pytest.approx(0.29)
+    assert s.shape_zyx == (5, 40, 50)
+    assert s._stack.min() >= 1100  # channel 1, every plane
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, zcyx, imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(MicroscopeUnavailable, match="pixel_size_um=P"):
+        open_microscope("slide", path=str(raw), channel=1, realtime=False)
+    bare = tmp_path / "bare.tif"
+    tifffile.imwrite(bare, zcyx)
+    with pytest.raises(MicroscopeUnavailable, match="which axis is z cannot be told.*ZCYX"):
+        open_microscope("slide", path=str(bare), pixel_size_um=0.26, realtime=False)
+
+
 @pytest.mark.parametrize("opts,words", [
     ({"path": "missing.npz", "pixel_size_um": 1}, "does not exist"),
     ({"path": "{bad_npz}", "pixel_size_um": 1}, "no 'image' array"),
