@@ -42,6 +42,8 @@ ROWS = [
                                                   "images", "max"), "{:.0f}", "<= 8"),
     ("cold autofocus from +/-10 µm: |error| p50 (µm)",
      ("autofocus_cold", "offset_pm10um", "abs_error_um", "p50"), "{:.2f}", ""),
+    ("cold autofocus from +/-2 µm: |error| p50 / max (µm)",
+     ("autofocus_cold", "offset_pm2um", "abs_error_um"), "pm", ""),
     ("focus lock: end plane, started above vs below, |difference| p50 / max (µm)",
      ("focus_lock", "above_minus_below_abs_um"), "pm", "<= 0.3"),
     ("focus lock: pairs ending within 0.3 µm", ("focus_lock", "pairs_within_0.3um"),
@@ -63,6 +65,8 @@ ROWS = [
     ("cell z error p50 / p90 (µm)", ("find_and_image", "focus_abs_error_um"), "p59", ""),
     ("z-extent error, worse end, p50 / p90 (µm)",
      ("find_and_image", "z_extent_max_end_error_um"), "p59", "<= 1"),
+    ("z extent ends at this fraction of the cell's peak signal",
+     ("find_and_image", "z_extent_signal_frac"), "frac", ""),
     ("z extent not measured: cell too dim (signal under the noise floor)",
      ("find_and_image", "z_extent_unknown_too_dim"), "{}", ""),
     ("images per find-and-image run", ("find_and_image", "images"), "{}", ""),
@@ -88,6 +92,8 @@ def _fmt(v, f: str) -> str:
         first = v.get("first_locked_frame") or {}
         return (f"{first.get('p50', math.nan):.0f} / {first.get('max', math.nan):.0f}; "
                 f"{v.get('never_locked', '-')}")
+    if f == "frac":  # [fraction, where it came from]
+        return f"{v[0]:g} ({v[1]})"
     if f == "p59":
         return f"{v['p50']:.2f} / {v['p90']:.2f}"
     if isinstance(v, float) and math.isnan(v):
@@ -147,7 +153,7 @@ def main() -> int:
         before = json.loads(bp.read_text()) if bp.exists() else None
         out.append(f"## {p.name}" + (f" (before: {bp.name})" if before else ""))
         out.append("")
-        for name in ("sim", "hela_2d", "hela_3d", "slide"):
+        for name in ("sim", "hela_2d", "hela_3d", "confocal", "slide"):
             if name in after:
                 out.append(table(after, before, name))
     sys.stdout.write("\n".join(out))

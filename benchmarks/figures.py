@@ -45,6 +45,9 @@ STEPS: dict[str, tuple[list[str], str]] = {
                         "control_hela_fov256.json"),
     "control_hela512": (["benchmarks.bench_control", "--hela", "{data}", "--fov", "512"],
                         "control_hela_fov512.json"),
+    # a generated confocal-like stack of packed thick nuclei (benchmarks/confocal_stack.py)
+    "control_confocal": (["benchmarks.bench_control", "--confocal"],
+                         "control_confocal.json"),
     "model": (["benchmarks.eval_model", "--real", "{data}"], "model_eval.json"),
     # the HeLa errors counted by kind (the model card's error table)
     "model_errors": (["benchmarks.eval_model", "--quick", "--real", "{data}", "--out",
@@ -84,6 +87,11 @@ RECORDS: dict[str, str] = {
                            "code before the target refinement (benchmarks/README.md)",
     "control_hela_fov256_before.json": "the same with --hela STACK --fov 256",
     "control_hela_fov512_before.json": "the same with --hela STACK --fov 512",
+    "control_confocal_before.json": "python -m benchmarks.bench_control --confocal, run "
+                                    "with the inscope package of d9c3f5e (stop 26) first on "
+                                    "the path (ab_bench's import shim): before the sectioned "
+                                    "z-extent fraction and the autofocus sweep inside the "
+                                    "z limits",
     "model_eval_before.json": "python -m benchmarks.eval_model --real STACK, run with the "
                               "model shipped before the anti-aliased network (git 6069799: "
                               "b2d2961's network fine-tuned, 5x5 soft vote sigma 0.5)",
