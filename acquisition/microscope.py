@@ -80,6 +80,11 @@ class BaseMicroscope(abc.ABC):
     """
 
     name: str = "microscope"
+    #: True when a plane holds only in-focus light (confocal, spinning disk, light sheet,
+    #: two-photon); False for widefield, where every plane also holds the blur of the
+    #: rest. Decides how a cell's z extent is read from its per-plane signal
+    #: (:class:`~inscope.control.workflow.ZStackSpec`).
+    optical_sectioning: bool = False
 
     def __init__(self, guard: MoveGuard) -> None:
         self.guard = guard

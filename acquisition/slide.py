@@ -63,6 +63,9 @@ SLIDE_OPTIONS = {
     "seed": "camera noise seed (default 0)",
     "xy_settle_ms": "simulated XY settle time (default 20)",
     "z_settle_ms": "simulated focus settle time (default 10)",
+    "sectioning": "how the z-stack was recorded: 'sectioned' (confocal, spinning disk, "
+                  "light sheet, two-photon) or 'widefield' (default: sectioned for a "
+                  "z-stack; a 2-D image's defocus is a widefield blur)",
 }
 
 
@@ -400,7 +403,7 @@ class SlideMicroscope(BaseMicroscope):
     path
         npz / TIFF / OME-TIFF / NDTiff.
     pixel_size_um, z_step_um, fov, noise, labels, channel, defocus, tilt, exposure_ms,
-    realtime, seed, xy_settle_ms, z_settle_ms
+    realtime, seed, xy_settle_ms, z_settle_ms, sectioning
         See :data:`SLIDE_OPTIONS`.
     guard
         Move guard; by default the image extent grown by half a field, and the stack's z
@@ -414,6 +417,7 @@ class SlideMicroscope(BaseMicroscope):
                  labels: str | Path | None = None, channel: int = 0, defocus: float = 0.35,
                  tilt: Any = (0.0, 0.0), exposure_ms: float = 10.0, realtime: Any = True,
                  seed: int = 0, xy_settle_ms: float = 20.0, z_settle_ms: float = 10.0,
+                 sectioning: str | None = None,
                  guard: MoveGuard | None = None, limits: SoftLimits | None = None,
                  dry_run: bool = False) -> None:
         def num(name: str, v: Any, lo: float, hi: float = math.inf) -> float:
@@ -457,6 +461,14 @@ class SlideMicroscope(BaseMicroscope):
         self._dtype = sf.image.dtype if sf.image.dtype in (np.uint8, np.uint16) else np.float32
         nz, h, w = self._stack.shape
         self.shape_zyx = (nz, h, w)
+        if sectioning is None:
+            self.optical_sectioning = nz > 1
+        elif str(sectioning).strip().lower() in ("sectioned", "widefield"):
+            self.optical_sectioning = str(sectioning).strip().lower() == "sectioned"
+        else:
+            raise MicroscopeUnavailable(
+                f"slide option sectioning={sectioning!r} is not allowed; give 'sectioned' "
+                "(confocal, spinning disk, light sheet, two-photon) or 'widefield'.")
         sample = self._stack[:, ::max(1, h // 256), ::max(1, w // 256)]
         self.background = float(np.percentile(sample, 10))
         self.bright = float(np.percentile(sample, 99.9))

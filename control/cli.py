@@ -90,7 +90,13 @@ def register(subparsers) -> None:
                    metavar=("BELOW", "ABOVE"), help="z-stack range around focus (µm)")
     s.add_argument("--z-step", type=float, default=1.0, help="z-stack step (µm)")
     s.add_argument("--adaptive", action="store_true",
-                   help="extend the z-stack while the cell is still detected")
+                   help="extend the z-stack while the cell's own signal (its sharpness "
+                        "above the camera noise) lasts, and record its z extent")
+    s.add_argument("--z-signal-frac", type=float, default=None, metavar="F",
+                   help="with --adaptive: a cell's z extent ends where its signal falls "
+                        "below F x its peak (default: 0.15 for optically sectioned "
+                        "planes - confocal, light sheet, a slide of a z-stack - else 0.6 "
+                        "for widefield)")
     s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
     a = s.add_argument("--score-threshold", type=float, default=0.0,
                        help="ignore weaker detections (score in [0, 1])")
@@ -259,7 +265,8 @@ def run_scan(args: argparse.Namespace) -> int:
         print(f"error: {bad}", file=sys.stderr)
         return 2
     try:
-        spec = ZStackSpec(tuple(args.z_range), args.z_step, adaptive=args.adaptive)
+        spec = ZStackSpec(tuple(args.z_range), args.z_step, adaptive=args.adaptive,
+                          signal_frac=args.z_signal_frac)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -60,6 +60,18 @@ WEAK_PEAK = 1.10
 #: fraction as sharp, ended on a sharpness plateau (a thick nucleus, in focus over
 #: several µm): that end is in focus, and the adaptive stack finds the cell's extent.
 PLATEAU = 0.95
+#: Fraction of its peak signal at which a cell's z extent ends, by how the planes were
+#: recorded (``ZStackSpec.signal_frac`` None picks one from the microscope's
+#: ``optical_sectioning``). Widefield: every plane also holds the blur of the rest, the
+#: sharpness of a thin section fades over the depth of field, and the profile of a thick
+#: nucleus ends where it is still bright (0.6; the simulator's widefield nuclei). An
+#: optical section holds the in-focus cross-section only, which shrinks towards the
+#: nucleus' poles and whose oblique edge there looks soft: its signal falls to a small
+#: fraction of the peak by the true bottom and top, and 0.6 reads a thick nucleus as
+#: little more than half its height (bench_control's confocal-like stack and HeLa 3-D
+#: slide).
+SIGNAL_FRAC_WIDEFIELD = 0.6
+SIGNAL_FRAC_SECTIONED = 0.15
 
 CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px",
               "box_y1_px", "score", "status", "file", "seconds", "sim_seconds", "n_planes",
@@ -77,8 +89,11 @@ class ZStackSpec:
 
     The cell's signal in a plane is the sharpness (Brenner) inside its box minus the
     camera-noise floor of that frame. The cell's z extent is where that signal is at
-    least ``signal_frac`` (0.6) of its peak (crossings interpolated between planes); a stack
-    goes two planes past each end (one noisy plane does not end it). Whether a box is
+    least ``signal_frac`` of its peak (crossings interpolated between planes); a stack
+    goes two planes past each end (one noisy plane does not end it). ``signal_frac``
+    None (the default) takes it from the microscope: :data:`SIGNAL_FRAC_SECTIONED`
+    (0.15) for optically sectioned planes (confocal, light sheet; a slide of a z-stack),
+    :data:`SIGNAL_FRAC_WIDEFIELD` (0.6) for widefield. Whether a box is
     still detected does not decide it: detectors keep finding out-of-focus haze microns
     beyond a nucleus. A cell whose peak signal stays under ``min_snr`` times the noise
     floor (too dim to measure) gets no extent (NaN; its file says why).
@@ -88,11 +103,16 @@ class ZStackSpec:
     step_um: float = 1.0
     adaptive: bool = False
     max_extent_um: float = 15.0
-    signal_frac: float = 0.6
+    signal_frac: float | None = None
     min_snr: float = 1.0
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.range_um)
+        if self.signal_frac is not None and not 0 < self.signal_frac < 1:
+            raise ValueError(f"ZStackSpec needs 0 < signal_frac < 1 (the fraction of its "
+                             f"peak signal where a cell's z extent ends: about 0.6 for "
+                             f"widefield, 0.15 for confocal; None picks by the "
+                             f"microscope); got {self.signal_frac}.")
         if not self.min_snr >= 0:
             raise ValueError(f"ZStackSpec needs min_snr >= 0 (the peak signal over the "
                              f"noise floor below which a cell gets no z extent; 0 always "
@@ -205,6 +225,16 @@ def plan_fields(region: Sequence[float], field_um: float, overlap_um: float
         row = xs if j % 2 == 0 else xs[::-1]
         out.extend((x, y) for x in row)
     return out
+
+
+def signal_frac_for(spec: ZStackSpec, scope: Any) -> tuple[float, str]:
+    """``(signal_frac, source)``: the spec's own, else the default for how *scope*
+    records its planes (``optical_sectioning``)."""
+    if spec.signal_frac is not None:
+        return float(spec.signal_frac), "given"
+    if getattr(scope, "optical_sectioning", False):
+        return SIGNAL_FRAC_SECTIONED, "optically sectioned planes (confocal-like)"
+    return SIGNAL_FRAC_WIDEFIELD, "widefield planes"
 
 
 def _box4(b: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
@@ -398,6 +428,8 @@ class FindAndImage:
         self.out_dir = Path(out_dir)
         self.overlap = float(overlap)
         self.z_stack = z_stack or ZStackSpec()
+        #: the fraction of its peak signal where a cell's z extent ends, and why
+        self.signal_frac, self.signal_frac_source = signal_frac_for(self.z_stack, scope)
         self.autofocus = autofocus
         self.dry_run = dry_run
         self.min_score = float(min_score)
@@ -1053,7 +1085,7 @@ class FindAndImage:
                         break
                     peak = max(peak, sig)
                     # (no signal at all - a cell too dim to measure - ends it too)
-                    below = below + 1 if sig <= spec.signal_frac * peak else 0
+                    below = below + 1 if sig <= self.signal_frac * peak else 0
                     if o >= need - 1e-9 and below >= 2:
                         break
                     o += spec.step_um
@@ -1065,7 +1097,7 @@ class FindAndImage:
         # error on the HeLa 3-D slides of bench_control): none is reported.
         why = _weak(profile, floors, spec.min_snr) if spec.adaptive else None
         if spec.adaptive and why is None:
-            extent = _extent(profile, spec.signal_frac)
+            extent = _extent(profile, self.signal_frac)
         return ([planes[z][0] for z in zs], zs, [planes[z][1] for z in zs], profile,
                 extent, why)
 
@@ -1088,7 +1120,7 @@ class FindAndImage:
             "z_um": zs, "score": rec.score,
             "stage_position_um": [rec.stage_x_um, rec.stage_y_um, rec.z_um],
             "signal_profile": [[z, v] for z, v in (profile or [])],
-            "signal_frac": self.z_stack.signal_frac,
+            "signal_frac": self.signal_frac, "signal_frac_source": self.signal_frac_source,
             "z_extent_um": None if math.isnan(extent[0]) else [extent[0], extent[1]],
             "z_extent_note": extent_why,
             "autofocus": None if focus is None else focus.to_dict(),
