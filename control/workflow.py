@@ -29,7 +29,14 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import Frame
 from inscope.acquisition.microscope import Microscope
-from inscope.control.focus import FocusResult, _safe_move_z, _sim_time, autofocus, sharpness
+from inscope.control.focus import (
+    FocusResult,
+    _safe_move_z,
+    _sim_time,
+    autofocus,
+    brenner_noise_floor,
+    sharpness,
+)
 from inscope.control.focus_surface import FocusSurface
 from inscope.control.steering import (
     CENTERED,
@@ -995,15 +1002,6 @@ class FindAndImage:
                 return f"same nucleus as #{o.id}: {how}"
         return None
 
-    @staticmethod
-    def _noise_floor(pixels: np.ndarray) -> float:
-        """Brenner value of pure camera noise in this frame (robust, from the MAD of the
-        2-pixel differences over a subsample of the frame)."""
-        f = np.asarray(pixels[::2, ::2], np.float32)
-        d = f[:, 2:] - f[:, :-2]
-        mad = float(np.median(np.abs(d - np.median(d))))
-        return (1.4826 * mad) ** 2
-
     def cell_region(self, pixels: np.ndarray, box: np.ndarray
                     ) -> tuple[tuple[slice, slice], np.ndarray] | None:
         """The cell's own pixels in *pixels* (its soft mask grown by 2 px so its edges
@@ -1033,7 +1031,7 @@ class FindAndImage:
         2-pixel difference) above the frame's noise floor (*floor*, measured here when
         not given), over the cell's pixels (*region*) or else its box."""
         if floor is None:
-            floor = self._noise_floor(pixels)
+            floor = brenner_noise_floor(pixels)
         if region is None:
             return max(sharpness(pixels, np.asarray(box, float)[None, :], "brenner",
                                  pad=0.1) - floor, 0.0)
@@ -1064,7 +1062,7 @@ class FindAndImage:
             zz = f.position.z if f.position is not None else z
             if not region:  # the cell's pixels, from its in-focus plane (taken first)
                 region.append(self.cell_region(f.pixels, box))
-            floors.append(self._noise_floor(f.pixels))
+            floors.append(brenner_noise_floor(f.pixels))
             sig = self.cell_signal(f.pixels, box, region[0], floors[-1])
             planes[zz] = (f.pixels, [float(v) for v in box], sig)
             return sig
