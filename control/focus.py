@@ -246,6 +246,30 @@ def _bracket_peak(z: np.ndarray, y: np.ndarray) -> float:
     return float(np.clip(pk[0], zu[j - 1], zu[j + 1]))
 
 
+def _top_middle(z: np.ndarray, v: np.ndarray, drop: float) -> tuple[float, bool]:
+    """The middle of a sweep's top: where the log-sharpness *v* is within *drop* of its
+    peak, around the peak, the two crossings interpolated between planes. For one
+    sharp peak that is the peak; for a plateau (cells at several heights) its middle,
+    which a peak's position on the ripple of the plateau is not. Also whether both
+    flanks fell below the level inside the sweep (the top is bounded)."""
+    order = np.argsort(z)
+    z, v = np.asarray(z, float)[order], np.asarray(v, float)[order]
+    i = int(np.argmax(v))
+    level = float(v[i]) - drop
+    lo = hi = i
+    while lo > 0 and v[lo - 1] >= level:
+        lo -= 1
+    while hi < len(v) - 1 and v[hi + 1] >= level:
+        hi += 1
+
+    def cross(a: int, b: int) -> float:  # a on the top, b below it
+        return float(z[a] + (z[b] - z[a]) * (v[a] - level) / (v[a] - v[b]))
+
+    z_lo = cross(lo, lo - 1) if lo > 0 else float(z[0])
+    z_hi = cross(hi, hi + 1) if hi < len(v) - 1 else float(z[-1])
+    return 0.5 * (z_lo + z_hi), 0 < lo and hi < len(v) - 1
+
+
 def autofocus(scope: Microscope, detector: Detector | None = None, search_um: float = 12.0,
               coarse: int = 5, refine: int = 2, refine_rounds: int = 2,
               redo_frac: float = 0.75,
@@ -551,6 +575,15 @@ class FocusLock:
       focus off in a random direction, and the plane it stopped on would depend on where
       it started.
 
+    - **a sweep first** (``acquiring``): a cold start does not know which way focus
+      is, nor which of several sharpness peaks (cells at different heights, a haze
+      brightening towards a cell out of range) is the field's. Before its first dither
+      cycle the lock images planes ``+/- sweep_um`` around where it started, every
+      ``sweep_step_um`` (the whole frame scored: which cells are detected depends on
+      the plane), extended past an end that is the sharpest, and starts the cycles from
+      the sharpest plane. A dither cycle alone climbs the nearest peak, so the plane it
+      locked on depended on where it started.
+
     A cycle runs at the start, when the sharpness degrades, every ``check_every_s``
     seconds if set (an explicit duty cycle), and after the stage has travelled
     ``check_travel_um`` in XY (the comparison across scenes is void and a tilted slide
@@ -601,6 +634,13 @@ class FocusLock:
         top rather than a peak.
     max_dither_um
         Widest dither on a flat top; None: twice the depth of field.
+    sweep_um
+        Half-range of the sweep that starts a cold acquisition (µm); None: twice the
+        depth of field, at least 4 µm; 0: no sweep (dither cycles from the start plane).
+    sweep_step_um
+        Spacing of the sweep's planes; None: half the depth of field, at most 13 planes.
+    sweep_extend
+        Planes added past an end of the sweep that is the sharpest (the focus beyond it).
     """
 
     def __init__(self, scope: Microscope, dither_um: float | None = None,
@@ -611,7 +651,9 @@ class FocusLock:
                  check_every_s: float | None = None, check_travel_um: float | None = 50.0,
                  xy_tol_um: float = 1.0, z_tol_um: float = 0.05,
                  max_settle_frames: int = 10, max_cycles: int = 3,
-                 flat_drop: float = 0.1, max_dither_um: float | None = None) -> None:
+                 flat_drop: float = 0.1, max_dither_um: float | None = None,
+                 sweep_um: float | None = None, sweep_step_um: float | None = None,
+                 sweep_extend: int = 6) -> None:
         if dither_um is not None and dither_um <= 0:
             raise ValueError(f"dither_um must be > 0 (µm) or None (a quarter of the depth "
                              f"of field); got {dither_um}.")
@@ -639,6 +681,16 @@ class FocusLock:
         self.flat_drop = float(flat_drop)
         self.max_dither_um = max(float(max_dither_um) if max_dither_um is not None
                                  else 2.0 * self.dof_um, self.dither_um)
+        if sweep_um is not None and not sweep_um >= 0:
+            raise ValueError(f"sweep_um must be >= 0 (µm; 0: no sweep) or None; got "
+                             f"{sweep_um}.")
+        if sweep_step_um is not None and not sweep_step_um > 0:
+            raise ValueError(f"sweep_step_um must be > 0 (µm) or None; got {sweep_step_um}.")
+        self.sweep_um = (max(2.0 * self.dof_um, 4.0) if sweep_um is None
+                         else float(sweep_um))
+        self.sweep_step_um = (max(self.dof_um / 2, self.sweep_um / 6) if sweep_step_um is None
+                              else float(sweep_step_um))
+        self.sweep_extend = max(0, int(sweep_extend))
         self.enabled = True
         self.history: list[FocusAction] = []
         self.moves = 0
@@ -683,6 +735,11 @@ class FocusLock:
         self._crops: np.ndarray | None = None  # boxes every frame of a cycle is scored on
         self._seen: list[tuple[float, float, float]] = []  # (z_c, imbalance, dither)
         self._shoulders = 0
+        # the cold start's sweep: planes still to image, and (z, log-sharpness) taken
+        self._plan: list[float] = []
+        self._swept: list[tuple[float, float]] = []
+        self._extended = 0
+        self._swept_middle: float | None = None  # the sweep's bounded top's middle
 
     @property
     def cycling(self) -> bool:
@@ -727,6 +784,7 @@ class FocusLock:
         self._d, self._d_cap = self.dither_um, self.max_dither_um
         self._seen = []
         self._shoulders = 0  # shoulders seen in a row (see _cycle)
+        self._swept_middle = None  # (a new cycle: a scene or focus that has changed)
         self._last_check_ns = frame.stamps.get(STAMP_READY, 0)
         p = frame.position
         assert p is not None  # only reached through _step, which returns without a position
@@ -745,6 +803,7 @@ class FocusLock:
         if self.z_center is None:
             self.z_center = pos.z
             self._start_cycle("acquiring", frame)
+            self._plan_sweep(pos.z)
         if self._expect_z is not None:
             self._settle += 1
             if abs(pos.z - self._expect_z) > self.z_tol_um \
@@ -762,8 +821,12 @@ class FocusLock:
                 if self.state == "locked":
                     self._ref = None  # the scene changed: measure a new reference
                     self._acc = []
+                elif self._plan:  # a sweep across scenes is void: sweep again here
+                    self._plan_sweep(self._zc())
                 elif self._phase > 0 or self._acc:
                     self._start_cycle(self.state, frame)  # a cycle across scenes is void
+        if self._plan:
+            return self._sweep(frame)
         boxes = detections.boxes if detections is not None and len(detections) else None
         if self.state != "locked" or self._ref is None:
             # a cycle's centre, or a fresh reference: fix the crops that every frame of
@@ -776,6 +839,87 @@ class FocusLock:
         if self.state == "locked":
             return self._hold(frame, val)
         return self._cycle(frame, val)
+
+    # -- the cold start's sweep -----------------------------------------------------------
+    def _plan_sweep(self, z0: float) -> None:
+        """Plan the planes of a cold start's sweep around *z0* (none when disabled),
+        inside the focus drive's soft limits."""
+        self._swept, self._acc, self._extended = [], [], 0
+        if self.sweep_um <= 0:
+            self._plan = []
+            return
+        n = max(1, int(round(self.sweep_um / self.sweep_step_um)))
+        zs = [z0 + k * self.sweep_step_um for k in range(-n, n + 1)]
+        self._plan = [z for z in zs if _within(_z_limits(self.scope), z)]
+        self._expect_z = None  # the first plane is measured once the drive is there
+
+    def _sweep(self, frame: Frame) -> FocusAction:
+        """One frame of the sweep: measure it if it was taken at the plane due, move on
+        when a plane has its samples, and at the end start the dither cycles from the
+        sharpest plane."""
+        idx, pos = frame.index, frame.position
+        assert pos is not None  # (_step returns earlier without a position)
+        self._ref_xy = self._ref_xy or (pos.x, pos.y)
+        zt = self._plan[0]
+        # the whole frame (which cells a detector finds depends on the plane); Brenner
+        # less what camera noise alone scores (on a sparse field noise flattens it)
+        raw = sharpness(frame.pixels, None, self.metric)
+        if self.metric == "brenner":
+            raw -= brenner_noise_floor(frame.pixels)
+        val = math.log(max(raw, 1e-12))
+        if abs(pos.z - zt) > self.z_tol_um:  # not there yet: go (the next frames settle)
+            made, status, reason = self._move(zt)
+            if not made:  # refused or dry-run: no sweep, dither from here
+                self._plan = []
+                return FocusAction(idx, status, self._zc(), zt, val, 0.0, False, reason)
+            return FocusAction(idx, self.state, self._zc(), zt, val, 0.0, True,
+                               "sweeping for the sharpest plane")
+        self._acc.append(val)
+        if len(self._acc) < self.samples:
+            return FocusAction(idx, self.state, self._zc(), sharpness=val)
+        self._swept.append((pos.z, float(np.mean(self._acc))))
+        self._acc = []
+        self._plan.pop(0)
+        if not self._plan:
+            self._plan = self._sweep_more()
+        if self._plan:
+            made, status, reason = self._move(self._plan[0])
+            if made:
+                return FocusAction(idx, self.state, self._zc(), self._plan[0], val, 0.0,
+                                   True, "sweeping for the sharpest plane")
+            self._plan = []  # a refused plane ends the sweep with what it has
+        z = np.array([a for a, _ in self._swept])
+        v = np.array([b for _, b in self._swept])
+        if len(z) >= 3 and float(v.max() - v.min()) > math.log(1.05):  # else featureless
+            self.z_center, bounded = _top_middle(z, v, 2.0 * self.flat_drop)
+            # a top seen from flank to flank: a dither cycle that finds it flat even at
+            # its widest is in its middle, not lost
+            self._swept_middle = self.z_center if bounded else None
+        zc = self._zc()
+        made, status, reason = self._move(zc)
+        return FocusAction(idx, self.state, zc, zc, val, 0.0, made,
+                           reason or "swept: dither cycles from the sharpest plane")
+
+    def _sweep_more(self) -> list[float]:
+        """One plane past an end of the sweep that is still on the top (within twice
+        ``flat_drop`` of the sharpest: the peak, or a plateau, may go on beyond it), up
+        to ``sweep_extend`` planes, inside the soft limits; [] when both flanks fall.
+        Seeing both flanks of a plateau (cells at several heights, thick nuclei) is what
+        makes its middle the same from any start."""
+        if self._extended >= self.sweep_extend or len(self._swept) < 2:
+            return []
+        z = np.array([a for a, _ in self._swept])
+        v = np.array([b for _, b in self._swept])
+        if float(v.max() - v.min()) <= math.log(1.05):
+            return []  # featureless: nothing to follow
+        top = float(v.max()) - 2.0 * self.flat_drop
+        lim = _z_limits(self.scope)
+        for end, step in ((int(np.argmax(z)), 1.0), (int(np.argmin(z)), -1.0)):
+            nxt = float(z[end] + step * self.sweep_step_um)
+            if v[end] >= top and _within(lim, nxt):
+                self._extended += 1
+                return [nxt]
+        return []
 
     def _balance(self, zc: float, g: float, offset: float) -> float:
         """A wide dither's step: the plane where both flanks are equally sharp.
@@ -871,6 +1015,13 @@ class FocusLock:
                 offset = self._balance(zc, sp - sm, 0.0)
                 if bracketed:  # between two centres whose flanks tipped either way
                     converged = abs(offset) <= self.dither_um / 2
+                    self._fails = 0
+                elif self._swept_middle is not None \
+                        and abs(zc - self._swept_middle) <= self.dither_um / 2:
+                    # flat even at the widest dither, in the middle of a top the sweep
+                    # saw from flank to flank (the boxes scored here hold cells at
+                    # several heights): that middle is the plane, not lost
+                    converged, offset = True, 0.0
                     self._fails = 0
                 else:
                     self._fails += 1

@@ -64,7 +64,10 @@ def _scope(**kw) -> SimulatedMicroscope:
 
 
 def _lock(scope, **kw) -> FocusLock:
-    args = dict(dither_um=D, max_step_um=2.0, dof_um=DOF, samples=1, metric="normvar")
+    # (no cold-start sweep: these tests check the dither law from the first frame; the
+    # sweep has its own tests below)
+    args = dict(dither_um=D, max_step_um=2.0, dof_um=DOF, samples=1, metric="normvar",
+                sweep_um=0.0)
     return FocusLock(scope, **{**args, **kw})
 
 
@@ -769,3 +772,97 @@ def test_two_shoulders_in_a_row_are_confirmed_on_a_wider_dither():
     scope_centre[0] = lock.z_center  # the shoulder moves with it
     _steps(lock, lens, 3)
     assert lock._shoulders == 2 and lock._d == 2 * D
+
+
+# -- the cold start's sweep ------------------------------------------------------------------
+def _sweeping_lock(scope, **kw) -> FocusLock:
+    return _lock(scope, sweep_um=2.0, sweep_step_um=1.0, **kw)
+
+
+def test_a_cold_start_sweeps_then_dithers_from_the_sharpest_plane():
+    """Planes z0 - 2 .. z0 + 2 every 1 µm (each its `samples` frames, at the plane the
+    drive reports), then dither cycles from the middle of the sweep's top, which for one
+    parabolic peak is its vertex region: here the peak at 1.2."""
+    scope = _scope()
+    lens = Lens(scope, parabola(1.2))
+    lock = _sweeping_lock(scope)
+    first = lock.step(lens.frame())  # at z0 = 0: go to the first plane
+    assert (first.status, first.z_target, first.made) == ("acquiring", -2.0, True)
+    acts = _steps(lock, lens, 5)
+    assert [a.z_target for a in acts] == [-1.0, 0.0, 1.0, 2.0, pytest.approx(1.2, abs=0.25)]
+    assert lock._swept_middle is not None  # both flanks fell within the sweep
+    _steps(lock, lens, 30)
+    assert lock.locked and lock.z_center == pytest.approx(1.2, abs=0.05)
+
+
+def test_the_sweep_extends_past_an_end_that_is_still_on_the_top():
+    """The peak at 4 µm, beyond a +/-2 µm sweep from 0: planes are added one at a time
+    past the upper end while it is the sharpest, until the flank falls."""
+    scope = _scope()
+    lens = Lens(scope, parabola(4.0))
+    lock = _sweeping_lock(scope)
+    acts = _steps(lock, lens, 9)
+    assert [a.z_target for a in acts[:8]] == [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert acts[8].z_target == pytest.approx(4.0, abs=0.3)
+    _steps(lock, lens, 30)
+    assert lock.locked and lock.z_center == pytest.approx(4.0, abs=0.05)
+
+
+def test_the_sweep_ends_the_same_from_above_and_below_on_a_plateau_with_a_ripple():
+    """Cells at several heights: a top 6 µm wide whose ripple has peaks 1.6 µm apart.
+    A dither cycle alone climbs the ripple peak nearest its start (ends 1.6 µm apart
+    from starts 2.5 µm above and below); the sweep sees both flanks and starts, and
+    ends, in the top's middle from either side."""
+    def rippled(z: float) -> float:
+        return 3.0 - 2.0 * max(abs(z) - 3.0, 0.0) ** 2 + 0.15 * math.cos(2 * math.pi * z / 1.6)
+
+    ends: dict[float, list[float]] = {0.0: [], 4.0: []}
+    for sweep in ends:
+        for start in (2.5, -2.5):
+            scope = _scope()
+            scope.move_z(start)
+            lens = Lens(scope, rippled)
+            lock = _lock(scope, sweep_um=sweep, sweep_step_um=1.0)
+            _steps(lock, lens, 90)
+            ends[sweep].append(lock.z_center)
+    assert abs(ends[4.0][0] - ends[4.0][1]) <= 0.3, ends
+    assert abs(np.mean(ends[4.0])) <= 0.5, ends
+    assert abs(ends[0.0][0] - ends[0.0][1]) > 1.0, ends  # what the sweep is for
+
+
+def test_the_sweep_stays_inside_the_soft_limits_and_is_skipped_in_dry_run():
+    lim = SoftLimits(x=(-1500, 1500), y=(-1500, 1500), z=(-0.5, 150.0))
+    scope = _scope(guard=MoveGuard(lim))
+    lens = Lens(scope, parabola(0.3))
+    lock = _sweeping_lock(scope)
+    acts = _steps(lock, lens, 3)
+    # planes 0, 1, 2 (-2 and -1 are beyond -0.5): 0 is measured where the drive is, then
+    # the moves to 1 and 2, then to the top's middle (no step past the limit)
+    assert [a.z_target for a in acts[:2]] == [1.0, 2.0]
+    assert all(a.made for a in acts) and -0.5 <= acts[2].z_target < 0.5
+    dry = _scope(guard=MoveGuard(SoftLimits(x=(-1500, 1500), y=(-1500, 1500),
+                                            z=(-150.0, 150.0)), dry_run=True))
+    lock = _sweeping_lock(dry)
+    a = lock.step(Lens(dry, parabola(0.2)).frame())
+    assert (a.status, a.made) == ("dry-run", False) and not lock._plan
+
+
+def test_an_xy_move_during_the_sweep_starts_it_again_and_a_flat_sweep_stays_put():
+    scope = _scope()
+    lens = Lens(scope, lambda z: 3.0)  # featureless
+    lock = _sweeping_lock(scope)
+    _steps(lock, lens, 3)
+    assert lock._plan[0] == 0.0  # three planes left of five
+    lock.step(lens.frame(x=50.0))  # the scene changed mid-sweep
+    assert lock._plan == [-2.0, -1.0, 0.0, 1.0, 2.0] and lock._swept == []
+    acts = _steps(lock, lens, 5, x=50.0)
+    # five planes, no extension past ends of a featureless sweep, back to the start plane
+    assert [a.z_target for a in acts] == [-1.0, 0.0, 1.0, 2.0, 0.0]
+    assert lock._swept_middle is None
+    with pytest.raises(ValueError, match="sweep_um must be >= 0"):
+        FocusLock(scope, sweep_um=-1.0)
+    with pytest.raises(ValueError, match="sweep_step_um must be > 0"):
+        FocusLock(scope, sweep_step_um=0.0)
+    auto = FocusLock(scope, dof_um=3.0)
+    assert (auto.sweep_um, auto.sweep_step_um) == (6.0, 1.5)
+    assert FocusLock(scope, dof_um=0.5).sweep_um == 4.0
