@@ -574,21 +574,27 @@ def test_scan_cli_on_a_slide(nuclei_slide, tmp_path):
     assert all(x["stage_x_um"] for x in rows if x["status"] == "imaged")
 
 
-def test_bench_control_scores_a_slide(tmp_path):
-    """bench_control runs on any backend with ground truth: here a small generated slide."""
+def _bench_slide(tmp_path, shape, n, seed, px, *args) -> dict:
+    """bench_control on a generated slide of *n* nuclei (fov 128, 2 centring cells)."""
     import importlib
-    import sys as _sys
 
     from benchmarks.bench_control import main as bench_main
 
     make_nuclei = importlib.import_module("conftest").make_nuclei
-    img, lab = make_nuclei(shape=(320, 420), n=18, seed=5)
-    p = tmp_path / "small.npz"
-    np.savez(p, image=img, labels=lab, pixel_size_um=0.65)
+    img, lab = make_nuclei(shape=shape, n=n, seed=seed)
+    p = tmp_path / "slide.npz"
+    np.savez(p, image=img, labels=lab, pixel_size_um=px)
     out = tmp_path / "bench.json"
     assert bench_main(["--backend", "slide", "-o", f"path={p}", "-o", "fov=128",
-                       "--trials", "2", "--jitter-cells", "2", "--out", str(out)]) == 0
-    res = json.loads(out.read_text())
+                       "--trials", "2", *args, "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_bench_control_scores_a_slide(tmp_path):
+    """bench_control runs on any backend with ground truth: here a small generated slide."""
+    import sys as _sys
+
+    res = _bench_slide(tmp_path, (320, 420), 18, 5, 0.65, "--jitter-cells", "2")
     r = res["slide"]
     assert res["code"] == "after"
     assert r["centring"]["trials"] == 8 and r["centring"]["false_centred"] == 0
@@ -606,19 +612,10 @@ def test_bench_control_scores_a_small_slide(tmp_path):
     """One small field (a 256x256 confocal image is 67 µm across): the measures' margins
     shrink to fit the image and the centring offsets to fit the camera field, so there are
     cells to measure, and a measure with nothing to measure prints '-', not a crash."""
-    import importlib
-
     from benchmarks.bench_control import _summary_line
-    from benchmarks.bench_control import main as bench_main
 
-    make_nuclei = importlib.import_module("conftest").make_nuclei
-    img, lab = make_nuclei(shape=(200, 200), n=8, seed=2)
-    p = tmp_path / "one_field.npz"
-    np.savez(p, image=img, labels=lab, pixel_size_um=0.3)
-    out = tmp_path / "bench.json"
-    assert bench_main(["--backend", "slide", "-o", f"path={p}", "-o", "fov=128",
-                       "--trials", "2", "--only", "centring", "--out", str(out)]) == 0
-    c = json.loads(out.read_text())["slide"]["centring"]
+    c = _bench_slide(tmp_path, (200, 200), 8, 2, 0.3, "--only", "centring")["slide"][
+        "centring"]
     assert c["trials"] == 8 and c["false_centred"] == 0
     half = 0.5 * 128 * 0.3
     assert max(c["offsets_um"]) == pytest.approx(0.6 * half)
