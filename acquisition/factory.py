@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.enums import Backend
 
@@ -94,6 +94,8 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
         ``headless``: ``mm_dir``, ``mm_config`` (the Micro-Manager .cfg; CLI
         ``--mm-config``), ``camera_properties``, ``exposure_ms``, ...;
         ``mm``: ``port``, ``timeout_ms``, ``camera_properties``, ``exposure_ms``, ...;
+        both Micro-Manager backends: ``sectioning`` (``sectioned`` for a confocal, spinning
+        disk, light sheet or two-photon; default ``widefield``);
         ``replay``: ``path``, ``fps``, ``loop``, ``channel``, ``pixel_size_um``;
         ``slide``: see :data:`inscope.acquisition.slide.SLIDE_OPTIONS`.
     """
@@ -114,10 +116,13 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
         from inscope.acquisition.micromanager import MicroManagerMicroscope
 
         common = {"camera_properties", "exposure_ms", "position_refresh_s", "poll_s",
-                  "attach_running"}
+                  "attach_running", "sectioning"}
+        options = dict(options)
+        # how the microscope's planes are recorded (decides where a cell's z extent ends)
+        sec = options.pop("sectioning", None)
+        sectioned = None if sec is None else parse_sectioning(sec)
         if name == Backend.HEADLESS:
             _check_options(name, options, common | {"mm_dir", "mm_config", "config"})
-            options = dict(options)
             if "config" in options:  # the old name, before one name per meaning
                 import logging
 
@@ -128,9 +133,13 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
                 options.setdefault("mm_config", old)
             if "mm_config" in options:
                 options["config"] = options.pop("mm_config")
-            return MicroManagerMicroscope.headless(limits=lim, dry_run=dry_run, **options)
-        _check_options(name, options, common | {"port", "timeout_ms"})
-        return MicroManagerMicroscope.connect(limits=lim, dry_run=dry_run, **options)
+            mm = MicroManagerMicroscope.headless(limits=lim, dry_run=dry_run, **options)
+        else:
+            _check_options(name, options, common | {"port", "timeout_ms"})
+            mm = MicroManagerMicroscope.connect(limits=lim, dry_run=dry_run, **options)
+        if sectioned is not None:
+            mm.optical_sectioning = sectioned
+        return mm
     if name == Backend.REPLAY:
         from inscope.acquisition.replay import ReplayMicroscope
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 
+from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import Frame, StagePosition
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream
@@ -63,6 +64,23 @@ class Microscope(Protocol):
     def limits(self) -> SoftLimits | None: ...
 
     def close(self) -> None: ...
+
+
+#: Values of the backend option ``sectioning``, by what a microscopist would write.
+SECTIONED = ("sectioned", "confocal", "spinning-disk", "light-sheet", "two-photon")
+WIDEFIELD = ("widefield", "wide-field", "epifluorescence")
+
+
+def parse_sectioning(value: Any) -> bool:
+    """The backend option ``sectioning`` as :attr:`BaseMicroscope.optical_sectioning`:
+    ``sectioned`` (or ``confocal``, ``spinning-disk``, ``light-sheet``, ``two-photon``)
+    or ``widefield``."""
+    v = str(value).strip().lower().replace("_", "-").replace(" ", "-")
+    if v not in SECTIONED + WIDEFIELD:
+        raise MicroscopeUnavailable(
+            f"option sectioning={value!r} is not allowed; give 'sectioned' (confocal, "
+            "spinning disk, light sheet, two-photon) or 'widefield'.")
+    return v in SECTIONED
 
 
 class BaseMicroscope(abc.ABC):

@@ -36,7 +36,7 @@ import numpy as np
 
 from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
-from inscope.acquisition.microscope import BaseMicroscope
+from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream, pace
 
@@ -63,8 +63,8 @@ SLIDE_OPTIONS = {
     "seed": "camera noise seed (default 0)",
     "xy_settle_ms": "simulated XY settle time (default 20)",
     "z_settle_ms": "simulated focus settle time (default 10)",
-    "sectioning": "how the z-stack was recorded: 'sectioned' (confocal, spinning disk, "
-                  "light sheet, two-photon) or 'widefield' (default: sectioned for a "
+    "sectioning": "how the z-stack was recorded: 'sectioned' (or confocal, spinning-disk, "
+                  "light-sheet, two-photon) or 'widefield' (default: sectioned for a "
                   "z-stack; a 2-D image's defocus is a widefield blur)",
 }
 
@@ -461,14 +461,8 @@ class SlideMicroscope(BaseMicroscope):
         self._dtype = sf.image.dtype if sf.image.dtype in (np.uint8, np.uint16) else np.float32
         nz, h, w = self._stack.shape
         self.shape_zyx = (nz, h, w)
-        if sectioning is None:
-            self.optical_sectioning = nz > 1
-        elif str(sectioning).strip().lower() in ("sectioned", "widefield"):
-            self.optical_sectioning = str(sectioning).strip().lower() == "sectioned"
-        else:
-            raise MicroscopeUnavailable(
-                f"slide option sectioning={sectioning!r} is not allowed; give 'sectioned' "
-                "(confocal, spinning disk, light sheet, two-photon) or 'widefield'.")
+        self.optical_sectioning = nz > 1 if sectioning is None else parse_sectioning(
+            sectioning)
         sample = self._stack[:, ::max(1, h // 256), ::max(1, w // 256)]
         self.background = float(np.percentile(sample, 10))
         self.bright = float(np.percentile(sample, 99.9))

@@ -238,6 +238,15 @@ def test_factory_headless_and_options(mm_scope):
     assert scope.limits.x == (-5.0, 5.0) and scope.guard.dry_run
     with pytest.raises(TypeError, match="Unknown option.*'port'.*allowed"):
         open_microscope("headless", port=4827)
+    # how its planes are recorded: widefield unless told (decides where z extents end)
+    assert not scope.optical_sectioning
+    for word in ("sectioned", "Confocal", "spinning disk", "light_sheet"):
+        assert open_microscope("headless", exposure_ms=3.0, sectioning=word).optical_sectioning
+    assert not open_microscope("headless", sectioning="widefield").optical_sectioning
+    from inscope.acquisition.errors import MicroscopeUnavailable
+
+    with pytest.raises(MicroscopeUnavailable, match="'sectioned'.*or 'widefield'"):
+        open_microscope("headless", sectioning="phase contrast")
 
 
 def test_cli_stream_headless(mm_scope, capsys):

@@ -281,6 +281,7 @@ def test_the_z_extent_fraction_follows_how_the_planes_were_recorded(nuclei_stack
     assert signal_frac_for(ZStackSpec(signal_frac=0.3), _slide(nuclei_stack)) == (0.3, "given")
     with pytest.raises(MicroscopeUnavailable, match="'sectioned'.*or 'widefield'"):
         _slide(nuclei_stack, sectioning="confocal-ish")
+    assert _slide(nuclei_stack, sectioning="confocal").optical_sectioning
     with pytest.raises(ValueError, match="0 < signal_frac < 1.*0.6 for widefield"):
         ZStackSpec(signal_frac=1.5)
     # the scan command passes its option on, and refuses a bad one with the fix
