@@ -12,6 +12,9 @@ onnxruntime-gpu lists CUDA and TensorRT even with no GPU), the reason when not, 
 it runs: p50 / p90 / p99 / max of ``run_with_iobinding`` plus the device-to-host copy of
 the outputs (what inscope's decoder needs), and the first-run time (TensorRT builds its
 engine then; later starts reuse :func:`inscope.detector.providers.trt_cache_dir`).
+Then, under ``"detect"``, what the live loop pays per frame on each provider that runs:
+the whole ``OnnxDetector.detect`` (pre-processing on the CPU, host-to-device copy, the
+network, decoding), the providers interleaved frame by frame on the same frames.
 
 On a machine with no GPU it still runs and says so: ``"gpu": "no GPU"`` and CPU figures.
 """
@@ -92,6 +95,23 @@ def bench_provider(model: Path, provider: str, sizes: list[int], repeats: int,
     return res
 
 
+def bench_detect(model: Path, providers: list[str], sizes: list[int], repeats: int,
+                 threads: int | None) -> dict:
+    """The whole detector per frame on each provider (ms percentiles of total, pre,
+    run, post), as ``benchmarks.bench_detector`` times it."""
+    from benchmarks.bench_detector import bench_latency
+    from inscope.detector.onnx_detector import load_detector
+
+    dets = {p: load_detector(model, provider=p, threads=threads) for p in providers}
+    res = bench_latency(dets, sizes, repeats, sim=None)
+    for p, by_size in res.items():
+        for s, v in by_size.items():
+            q = v["total_ms"]
+            print(f"   detect {p} {s}x{s}: p50 {q['p50']:.2f}  p99 {q['p99']:.2f} ms "
+                  f"(session.run p50 {v['run_ms']['p50']:.2f})")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
@@ -99,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     ap.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     ap.add_argument("--providers", nargs="+", default=["tensorrt", "cuda", "cpu"])
+    ap.add_argument("--detect-repeats", type=int, default=100,
+                    help="frames per size for the whole-detector timing (0: skip it)")
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     args = ap.parse_args(argv)
 
@@ -132,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             q = v["run_ms"]
             print(f"   {s}x{s}: p50 {q['p50']:.2f}  p90 {q['p90']:.2f}  p99 {q['p99']:.2f}  "
                   f"max {q['max']:.2f} ms  (first run {v['first_run_ms']:.0f} ms)")
+    ran = [p for p in args.providers if report["results"][p]["runs"]]
+    if ran and args.detect_repeats > 0:
+        report["detect"] = bench_detect(model, ran, args.sizes, args.detect_repeats,
+                                        args.threads)
     if gpu == "no GPU":
         print("no GPU on this machine: CPU figures only (run this on the GPU machine)")
     out = write_json(args.out, report)
