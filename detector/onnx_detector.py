@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,7 @@ class OnnxDetector:
         self.tile = tile
         self.overlap = overlap
         self.last_timing: dict[str, float] = {}
+        self._buffers = threading.local()  # see _input_buffer
         ins = self.session.get_inputs()
         want = self.card.input.get("name")
         self._in = next((i for i in ins if i.name == want), ins[0])
@@ -316,7 +318,7 @@ class OnnxDetector:
             # zero-padded input (bottom/right, so coordinates need no shift); the frame is
             # normalised directly into its top-left corner: no extra full-frame copy
             hp, wp = -(-h // mult) * mult, -(-w // mult) * mult
-            buf = np.zeros((1, 1, hp, wp), np.float32)
+            buf = self._input_buffer(h, w, hp, wp)
             if x is None:
                 self._normalise(img, out=buf[0, 0, :h, :w])
             else:
@@ -364,6 +366,19 @@ class OnnxDetector:
             boxes /= np.float32(factor)
         return boxes, scores, cls, {"pre_ms": pre_ns / 1e6, "run_ms": run_ns / 1e6,
                                     "post_ms": post_ns / 1e6}
+
+    def _input_buffer(self, h: int, w: int, hp: int, wp: int) -> np.ndarray:
+        """The zero-padded network input, kept between frames of one size (per thread).
+
+        Allocating it per frame cost ~1.3 ms at 2048 x 2048 (fresh pages); only the
+        frame's (h, w) corner is rewritten, so the key holds (h, w): the padding must
+        stay zero.
+        """
+        kept = getattr(self._buffers, "input", None)
+        if kept is None or kept[0] != (h, w, hp, wp):
+            kept = self._buffers.input = ((h, w, hp, wp),
+                                          np.zeros((1, 1, hp, wp), np.float32))
+        return kept[1]
 
     def _tiles(self, h: int, w: int):
         fixed = self._fixed_hw

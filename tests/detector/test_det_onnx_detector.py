@@ -51,6 +51,25 @@ def test_finds_every_blob_at_the_right_place(det):
     assert np.all(np.diff(d.scores) <= 0), "sorted by score"
 
 
+def test_a_smaller_frame_after_a_larger_one_sees_zero_padding(model):
+    """The padded network input is kept between frames: a 250 x 330 frame after a
+    256 x 352 one (the same padded size) must not see the larger frame's pixels in its
+    padding, or objects that are not there appear at its edge."""
+    d = OnnxDetector(model, provider="cpu", threads=1)
+    small = (250, 330)
+    centres = grid_centres(small)
+    img = blob_scene(small, centres)
+    first = d.detect(img)
+    # bright objects just outside the small frame's bottom and right edges
+    edge = np.array([[337.0, 120.0], [160.0, 252.0], [337.0, 252.0]], np.float32)
+    d.detect(blob_scene((256, 352), np.concatenate([centres, edge]), seed=5))
+    again = d.detect(img)
+    d.close()
+    assert len(again) == len(first)
+    np.testing.assert_allclose(again.boxes, first.boxes, atol=1e-5)
+    np.testing.assert_allclose(again.scores, first.scores, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
 def test_every_supported_dtype_gives_the_same_boxes(det, dtype):
     shape = (192, 224)

@@ -129,7 +129,9 @@ def test_exported_network_gives_the_local_detectors_outputs(wrapped, local, shap
     want = _local_network_outputs(local, img)
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
-        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+        # float32 rounding only: the graph shifts then scales, the local detector does
+        # x * a + b in one rounding; a wrong percentile or stride is off by far more
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec", [
@@ -189,7 +191,7 @@ def test_uint8_export_matches_the_local_detector(tmp_path, local):
     got = s.run(["heatmap", "size"], {INPUT_NAME: img[None, None]})
     want = _local_network_outputs(local, img)[:2]
     for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w, atol=1e-5)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)  # float32 rounding
 
 
 def test_config_pbtxt_is_a_valid_triton_config(repo):
