@@ -58,6 +58,18 @@ def tensorrt_options(fp16: bool = True) -> dict[str, str]:
             "trt_fp16_enable": "True" if fp16 else "False"}
 
 
+def cuda_options() -> dict[str, str]:
+    """CUDA provider options: cuDNN picks convolution algorithms by heuristics.
+
+    ONNX Runtime's default (``EXHAUSTIVE``) times every algorithm the first time it sees
+    an input shape: the detector's warm-up frame, then the first real frame of another
+    size (and each new size after a change of camera ROI or binning) stalled the loop for
+    about 0.45 s on an H200, dropping ~40 frames at the start of every demo
+    (``benchmarks/results/gpu_demo*.json``).
+    """
+    return {"cudnn_conv_algo_search": "HEURISTIC"}
+
+
 def preload_gpu_libraries() -> str | None:
     """Load the CUDA / cuDNN libraries that the ``inscope[gpu]`` extra installs from PyPI
     (``onnxruntime.preload_dlls()``, ONNX Runtime >= 1.21), once per process.
@@ -260,11 +272,12 @@ def create_session(model_path: str | Path, provider: str = "auto",
             errors[name] = ("not in this onnxruntime build (CPU-only onnxruntime installed; "
                             "pip install 'inscope[gpu]')")
             continue
-        chain: list = [ort_name] if name == "cpu" else [ort_name, "CPUExecutionProvider"]
+        chain: list = [ort_name] if name == "cpu" else [(ort_name, cuda_options()),
+                                                         "CPUExecutionProvider"]
         if name == "tensorrt":
             trt_cache_dir().mkdir(parents=True, exist_ok=True)
-            chain = [(ort_name, tensorrt_options()), "CUDAExecutionProvider",
-                     "CPUExecutionProvider"]
+            chain = [(ort_name, tensorrt_options()),
+                     ("CUDAExecutionProvider", cuda_options()), "CPUExecutionProvider"]
         if name == "cpu":
             try:
                 sess = ort.InferenceSession(path, _session_options(threads, spinning),
