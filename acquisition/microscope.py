@@ -103,6 +103,9 @@ class BaseMicroscope(abc.ABC):
     #: rest. Decides how a cell's z extent is read from its per-plane signal
     #: (:class:`~inscope.control.workflow.ZStackSpec`).
     optical_sectioning: bool = False
+    #: True when :meth:`snap` takes the next frame of a recording rather than a new
+    #: exposure: a snap then costs the stream a frame, so nothing snaps "just to look".
+    snap_consumes: bool = False
 
     def __init__(self, guard: MoveGuard) -> None:
         self.guard = guard

@@ -269,6 +269,8 @@ class ReplayMicroscope(BaseMicroscope):
         given to exercise a controller's safety behaviour offline.
     """
 
+    snap_consumes = True  # snap() plays the next recorded frame
+
     def __init__(self, path: str | Path, *, fps: float | None = None, loop: bool = False,
                  channel: int = 0, pixel_size_um: float | None = None,
                  limits: SoftLimits | Mapping | None = None, dry_run: bool = False,

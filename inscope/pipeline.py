@@ -234,6 +234,7 @@ class Pipeline:
         if self.switch_interval:
             self._old_switch = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_interval)
+        self._warm_up_detector()
         self.t_start_ns = time.monotonic_ns()
         try:
             self._stream = self.scope.stream()
@@ -247,6 +248,27 @@ class Pipeline:
             self._threads.append(t)
             t.start()
         return self
+
+    def _warm_up_detector(self) -> None:
+        """On a GPU provider, one detection on a snapped frame before the stream starts.
+
+        A GPU session prepares its kernels for each new input shape on its first run
+        (cuDNN's choice of algorithms and memory; TensorRT builds an engine). After the
+        detector's own small warm-up frame, the first streamed frame of another size
+        waited 60-80 ms on an H200 (350-510 ms with ONNX Runtime's exhaustive cuDNN
+        search: ``benchmarks/results/gpu.json``, ``new_shape``) and frames were dropped.
+        The snapped frame has the stream's size and goes through the same scaling. A CPU
+        session has no such cost: no extra exposure there. Nor does a recording get one:
+        its snap would take a frame from the stream.
+        """
+        provider = str(getattr(self.detector, "provider", "cpu"))
+        gpu = provider in ("cuda", "tensorrt") or provider.startswith("triton")
+        if not gpu or getattr(self.scope, "snap_consumes", False):
+            return
+        try:
+            self.detector.detect(self.scope.snap())
+        except Exception as e:  # noqa: BLE001 - a warm-up only; the stream reports errors
+            log.debug("detector warm-up on a snapped frame skipped: %s", e)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends (frames/seconds reached, stream ended, ``stop``

@@ -118,3 +118,43 @@ def test_overlay_and_eyepiece_frames_on_zmq(stack, detector):
     h, eye = got["eyepiece"][-1]
     assert eye.shape == (120, 160, 3)
     assert eye.max() > 0 and (eye.sum(2) == 0).mean() > 0.8, "boxes only, on black"
+
+
+class _Recording:
+    """The real classical detector, recording the frames it is given, standing in for a
+    GPU provider (none runs on the test machines): only its ``provider`` name differs."""
+
+    def __init__(self, provider: str) -> None:
+        from inscope.detector.classical import ClassicalDetector
+
+        self.inner = ClassicalDetector()
+        self.provider = provider
+        self.shapes: list[tuple[int, ...]] = []
+        self.name = "recording"
+
+    def detect(self, frame):
+        self.shapes.append(tuple(np.asarray(frame.pixels).shape))
+        return self.inner.detect(frame)
+
+
+@pytest.mark.parametrize("provider, backend, warmed", [
+    ("cuda", "sim", True), ("tensorrt", "sim", True), ("cpu", "sim", False),
+    ("cuda", "replay", False)])
+def test_a_gpu_detector_is_warmed_on_a_frame_of_the_streams_size(stack, provider, backend,
+                                                                  warmed):
+    """GPU sessions prepare kernels per input shape on their first run: the pipeline
+    gives a GPU detector one snapped frame of the stream's size before streaming, so the
+    first streamed frame is not late. A CPU detector gets no extra frame, and a recording
+    none (its snap would take a frame from the stream)."""
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+
+    det = _Recording(provider)
+    scope = (SimulatedMicroscope(SimConfig(shape=(64, 96), realtime=False))
+             if backend == "sim" else _replay(stack))
+    try:
+        s = Pipeline(scope, det, frames=5).run()
+    finally:
+        scope.close()
+    assert s["frames"] >= 1
+    assert len(det.shapes) == s["frames"] + int(warmed)
+    assert set(det.shapes) == {(64, 96)}
