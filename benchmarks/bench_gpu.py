@@ -12,6 +12,10 @@ onnxruntime-gpu lists CUDA and TensorRT even with no GPU), the reason when not, 
 it runs: p50 / p90 / p99 / max of ``run_with_iobinding`` plus the device-to-host copy of
 the outputs (what inscope's decoder needs), and the first-run time (TensorRT builds its
 engine then; later starts reuse :func:`inscope.detector.providers.trt_cache_dir`).
+Under ``"new_shape"`` (CUDA): the first run at 512x512 of a session warmed up at 256x256
+(what the live loop's first frame costs after the detector's warm-up), with cuDNN's
+convolution-algorithm search ``EXHAUSTIVE`` (ONNX Runtime's default) and ``HEURISTIC``
+(inscope's, :func:`inscope.detector.providers.cuda_options`), fresh sessions alternated.
 Then, under ``"detect"``, what the live loop pays per frame on each provider that runs:
 the whole ``OnnxDetector.detect`` (pre-processing on the CPU, host-to-device copy, the
 network, decoding), the providers interleaved frame by frame on the same frames.
@@ -95,6 +99,31 @@ def bench_provider(model: Path, provider: str, sizes: list[int], repeats: int,
     return res
 
 
+def bench_new_shape(model: Path, rounds: int = 3) -> dict:
+    """First 512x512 run after a 256x256 one, per cuDNN algorithm search (ms)."""
+    import onnxruntime as ort
+
+    out: dict[str, list[float]] = {"EXHAUSTIVE": [], "HEURISTIC": []}
+    rng = np.random.default_rng(0)
+    small = rng.random((1, 1, 256, 256), dtype=np.float32)
+    big = rng.random((1, 1, 512, 512), dtype=np.float32)
+    for _ in range(rounds):
+        for algo in out:
+            sess = ort.InferenceSession(
+                str(model), providers=[("CUDAExecutionProvider",
+                                        {"cudnn_conv_algo_search": algo}),
+                                       "CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            sess.run(None, {name: small})
+            t0 = time.perf_counter()
+            sess.run(None, {name: big})
+            out[algo].append(round((time.perf_counter() - t0) * 1e3, 1))
+            del sess
+    for algo, v in out.items():
+        print(f"   first 512x512 run after 256x256, cuDNN {algo}: {v} ms")
+    return {"first_run_512_after_256_ms": out, "rounds": rounds}
+
+
 def bench_detect(model: Path, providers: list[str], sizes: list[int], repeats: int,
                  threads: int | None) -> dict:
     """The whole detector per frame on each provider (ms percentiles of total, pre,
@@ -155,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {s}x{s}: p50 {q['p50']:.2f}  p90 {q['p90']:.2f}  p99 {q['p99']:.2f}  "
                   f"max {q['max']:.2f} ms  (first run {v['first_run_ms']:.0f} ms)")
     ran = [p for p in args.providers if report["results"][p]["runs"]]
+    if "cuda" in ran:
+        report["new_shape"] = bench_new_shape(model)
     if ran and args.detect_repeats > 0:
         report["detect"] = bench_detect(model, ran, args.sizes, args.detect_repeats,
                                         args.threads)

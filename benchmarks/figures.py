@@ -69,6 +69,12 @@ STEPS: dict[str, tuple[list[str], str]] = {
                             "eyepiece_prediction.json"),
     # the GPU machine's figures (docs/gpu.md); on a machine without one it records that
     "gpu": (["benchmarks.bench_gpu"], "gpu.json"),
+    # the demo's loop and the simulator's on the GPU machine (docs/gpu.md)
+    "gpu_demo": (["inscope", "bench", "--backend", "demo", "--model", "default", "--frames",
+                  "300", "--no-plots"], "gpu_demo.json"),
+    "gpu_sim": (["inscope", "bench", "--backend", "sim", "--model", "default", "--frames",
+                 "300", "--provider", "cuda", "--provider", "cpu", "--no-plots"],
+                "gpu_sim.json"),
     "mutation": (["benchmarks.mutation"], "mutation.json"),
     # ONNX Runtime's spinning threads on and off, alternating (docs/service.md)
     "spinning": (["inscope", "bench", "--backend", "demo", "--model", "default", "--frames",
@@ -106,6 +112,14 @@ RECORDS: dict[str, str] = {
                               "with the FocusLock of 9254d82 (before the shoulder rule)",
     "live_loop.json": "python -m benchmarks.collect_live_loop --before-commit 0f913ac ...: "
                       "inscope bench / demo runs before and after the live-loop rework",
+    "gpu_before.json": "python -m benchmarks.bench_gpu on the H200, with the detector of "
+                       "7df43ed: two numpy passes to normalise, a fresh input buffer per "
+                       "frame, ONNX Runtime's exhaustive cuDNN search",
+    "gpu_demo_exhaustive.json": "the gpu_demo step on the H200 with the code of 7d070dd: "
+                                "exhaustive cuDNN search, no warm-up at the stream's size",
+    "gpu_demo_no_warmup.json": "the gpu_demo step on the H200 with cuDNN heuristics "
+                               "(388876d), before the pipeline's warm-up at the stream's "
+                               "size",
     "ab_bench.json": "python -m benchmarks.ab_bench --rev 258452a --rounds 2 -- --backend "
                      "demo --model default --frames 300: the demo's loop on this tree and "
                      "on the previous stop's, alternated",
