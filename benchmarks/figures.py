@@ -75,6 +75,9 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "gpu_sim": (["inscope", "bench", "--backend", "sim", "--model", "default", "--frames",
                  "300", "--provider", "cuda", "--provider", "cpu", "--no-plots"],
                 "gpu_sim.json"),
+    "gpu_headless": (["inscope", "bench", "--backend", "headless", "--model", "default",
+                      "--frames", "300", "--provider", "cuda", "--provider", "cpu",
+                      "--no-plots"], "gpu_headless.json"),
     "mutation": (["benchmarks.mutation"], "mutation.json"),
     # ONNX Runtime's spinning threads on and off, alternating (docs/service.md)
     "spinning": (["inscope", "bench", "--backend", "demo", "--model", "default", "--frames",
