@@ -83,6 +83,11 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "spinning": (["inscope", "bench", "--backend", "demo", "--model", "default", "--frames",
                   "300", "--spinning", "on", "--spinning", "off", "--spinning", "on",
                   "--spinning", "off", "--no-plots"], "bench_spinning_demo.json"),
+    # the same on 16 cores (the GPU machine, CPU provider): Micro-Manager's DemoCamera
+    "spinning_16": (["inscope", "bench", "--backend", "headless", "--model", "default",
+                     "--frames", "300", "--provider", "cpu", "--spinning", "on", "--spinning",
+                     "off", "--spinning", "on", "--spinning", "off", "--no-plots"],
+                    "spinning_16cores_headless.json"),
     # the focus lock on the demo's simulator touring 100 µm hops (docs/service.md)
     "focus_tour": (["benchmarks.bench_focus_tour"], "focus_tour.json"),
     # the control tables pair each control*.json with its *_before.json (stdout -> .md)

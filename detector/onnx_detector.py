@@ -78,8 +78,8 @@ class OnnxDetector:
         ONNX Runtime intra-op threads (None: one per core).
     spinning
         Idle intra-op threads spin (lowest median latency alone) or sleep (kinder to the
-        camera and control threads on few cores: lower p99 there); None spins only on
-        machines with enough cores, see :func:`inscope.detector.providers.default_spinning`.
+        camera and control threads: lower p99 in the live loop, on 2 cores and on 16);
+        None sleeps, see :func:`inscope.detector.providers.default_spinning`.
     score_threshold
         Overrides the card's ``decoding.score_threshold``.
     object_size_px

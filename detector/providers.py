@@ -187,20 +187,22 @@ def failure_reason(text: str, limit: int = 220) -> str:
     return "; ".join(dict.fromkeys(found))[:limit]
 
 
-#: Machines with more cores than this let ONNX Runtime's idle threads spin by default.
-SPIN_MIN_CORES = 5
-
-
 def default_spinning() -> bool:
-    """Whether idle intra-op threads spin when the caller does not say.
+    """Whether idle intra-op threads spin when the caller does not say: no.
 
     Spinning buys the lowest median latency of a detector running alone, but a live loop
-    keeps a camera, a control and output threads busy beside it: on a machine with few
-    cores the spinning threads take their CPU and the loop's p99 gets worse (measured on
-    2 cores with ``inscope bench --backend demo --spinning on --spinning off``). So: spin
-    only with at least :data:`SPIN_MIN_CORES` cores.
+    keeps a camera, a control and output threads busy beside it, and the spinning
+    threads take their CPU: the loop's p99 gets worse on few cores and on many. On 2
+    cores (``inscope bench --backend demo --spinning on --spinning off``) p99 with a busy
+    camera thread went 14.9 -> 10.8 ms with spinning off. On 16 cores (Micro-Manager's
+    DemoCamera, CPU provider, on and off alternated twice:
+    ``benchmarks/results/spinning_16cores_headless.json``) ready -> published p99 was
+    23.9 and 9.9 ms spinning against 8.0 and 8.8 ms sleeping, the pipeline overhead p99
+    9.2 and 3.3 against 0.7 and 0.8 ms, and the process used 1571 % of a core against
+    215 %: spinning held 14 cores that Micro-Manager and the rest of the PC need.
+    ``spinning=True`` (``[detector] spinning = true``) still spins.
     """
-    return (os.cpu_count() or 1) >= SPIN_MIN_CORES
+    return False
 
 
 #: ONNX Runtime's session config key for idle intra-op threads spinning ("1") or not ("0").
@@ -245,8 +247,7 @@ def create_session(model_path: str | Path, provider: str = "auto",
         Let idle intra-op threads spin for the next run (ORT's own default). Lowest median
         latency on a quiet machine; off, they sleep and leave the cores to the camera and
         control threads: measured on 2 cores, p50 3.8 -> 5.4 ms but p99 with a busy
-        camera thread 14.9 -> 10.8 ms at 512x512. None: :func:`default_spinning` (spin
-        only on machines with at least :data:`SPIN_MIN_CORES` cores).
+        camera thread 14.9 -> 10.8 ms at 512x512. None: :func:`default_spinning` (no).
 
     Returns
     -------

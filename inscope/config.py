@@ -80,9 +80,9 @@ class DetectorConfig:
     provider: str = "auto"
     threads: int | None = None
     score_threshold: float | None = None
-    # ONNX Runtime threads spin between runs (lowest p50) or sleep (leave the cores to the
-    # camera and control threads: lower p99 on a machine with few cores); unset: spin only
-    # with 5 or more cores (inscope.detector.providers.default_spinning)
+    # ONNX Runtime threads spin between runs (lowest p50 alone) or sleep (leave the cores
+    # to the camera and control threads: lower p99 in the loop, on 2 cores and on 16);
+    # unset: sleep (inscope.detector.providers.default_spinning)
     spinning: bool | None = None
 
 

@@ -194,13 +194,14 @@ def test_provider_choice_is_real_and_logged_once(model, caplog, capfd):
         OnnxDetector(model, provider="gpu-please")
 
 
-@pytest.mark.parametrize(("cores", "spins"), [(2, "0"), (4, "0"), (5, "1"), (16, "1")])
-def test_threads_spin_by_default_only_with_cores_to_spare(model, monkeypatch, cores, spins):
-    # a live loop's camera and control threads need the cores of a small machine
+@pytest.mark.parametrize("cores", [2, 4, 16, 64])
+def test_threads_sleep_by_default_on_any_machine(model, monkeypatch, cores):
+    # spinning threads take the cores the camera, control and output threads need: the
+    # loop's p99 was worse spinning on 2 cores and on 16 (default_spinning's docstring)
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     d = OnnxDetector(model, provider="cpu", threads=2)
     opts = d.session.get_session_options()
-    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spins
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     d.close()
 
 
