@@ -85,3 +85,25 @@ def test_bench_gpu_runs_and_says_no_gpu(tmp_path):
     assert 0 < q["p50"] <= q["p90"] <= q["p99"] <= q["max"]
     if r["gpu"] == "no GPU":
         assert not r["results"]["cuda"]["runs"] and r["results"]["cuda"]["reason"]
+
+
+@pytest.mark.skipif(not GPU_BUILD, reason="needs onnxruntime-gpu")
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_cuda_sessions_ask_cudnn_for_heuristics(monkeypatch, provider):
+    """ONNX Runtime's default cuDNN search times every algorithm at each new input size
+    (0.35-0.51 s on an H200, benchmarks/results/gpu.json); inscope asks for heuristics.
+    No GPU runs here, so the real InferenceSession is wrapped to see what it is asked
+    for (it then fails for want of CUDA, as it must on this machine)."""
+    seen: list = []
+    real = ort.InferenceSession
+
+    def spy(*args, **kw):
+        seen.append(kw.get("providers"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    with pytest.raises(RuntimeError, match="cannot run on this machine"):
+        load_detector(None, provider=provider)
+    cuda = [opts for chain in seen for entry in chain if isinstance(entry, tuple)
+            for name, opts in [entry] if name == "CUDAExecutionProvider"]
+    assert cuda and all(o["cudnn_conv_algo_search"] == "HEURISTIC" for o in cuda)
