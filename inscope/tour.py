@@ -90,8 +90,10 @@ class Tour:
     def _visited_near(self, xy: np.ndarray, r_um: float = 12.0) -> bool:
         return any(math.hypot(*(xy - np.asarray(v["stage_um"]))) < r_um for v in self.visited)
 
-    def _choose(self, frame, tracks) -> Any:
-        """The most clearly visible unvisited cell at least ``min_hop_px`` away."""
+    def _choose(self, frame, tracks, limits=None) -> Any:
+        """The most clearly visible unvisited cell at least ``min_hop_px`` away, whose
+        centring move stays inside the stage's soft *limits* (a cell at the edge of the
+        allowed area would only get its move refused, again and again)."""
         cfg = self.cfg
         h, w = frame.pixels.shape
         c = np.asarray(frame.center)
@@ -112,6 +114,8 @@ class Tour:
             d = float(np.hypot(*(t.center_px - c)))
             if not cfg.min_hop_px <= d <= cfg.max_hop_px \
                     or self._visited_near(np.asarray(t.center_um, float)):
+                continue
+            if not _within(limits, t.center_um, t.radius_um):
                 continue
             # crowding: another box centre within the box's own size
             size = max(b[2] - b[0], b[3] - b[1])
@@ -143,7 +147,7 @@ class Tour:
             if focus_locked or t - self._phase_t > cfg.focus_timeout_s:
                 self._enter("choosing", t)
         if self.phase == "choosing":
-            tr = self._choose(frame, tracks)
+            tr = self._choose(frame, tracks, getattr(stage.scope, "limits", None))
             if tr is None:
                 steer.enabled = False
             else:
@@ -274,6 +278,17 @@ class Tour:
             "centring_error_um_while_holding": pct(ce_hold),
             "timeline": tl[::step],
         }
+
+
+def _within(limits, xy, margin: float) -> bool:
+    """Whether stage position *xy* lies inside the soft *limits*' x and y ranges by at
+    least *margin* µm (no limits: anywhere)."""
+    if limits is None:
+        return True
+    for rng, v in ((limits.x, float(xy[0])), (limits.y, float(xy[1]))):
+        if rng is not None and not rng[0] + margin <= v <= rng[1] - margin:
+            return False
+    return True
 
 
 def _truth_error(frame, box) -> float | None:
