@@ -63,11 +63,11 @@ def _to_u8(img: np.ndarray, bg: float, hi: float) -> np.ndarray:
     return np.clip((img - bg) * (255.0 / (hi - bg)), 0, 255).astype(np.uint8)
 
 
-def soft_centroid(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
-                  ) -> tuple[np.ndarray, float] | None:
+def soft_centroid(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3,
+                  others: np.ndarray | None = None) -> tuple[np.ndarray, float] | None:
     """Centroid (x, y) px of the object in *box* and its soft-mask area (px), or None
-    (see :func:`soft_mask`)."""
-    m = soft_mask(pixels, box, pad)
+    (see :func:`soft_mask`; *others*: the frame's other detection boxes)."""
+    m = soft_mask(pixels, box, pad, others)
     if m is None:
         return None
     wgt, (a, c) = m
@@ -76,7 +76,8 @@ def soft_centroid(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     return np.array([float((wgt * xx).sum()) / s + a, float((wgt * yy).sum()) / s + c]), s
 
 
-def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
+def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3,
+              others: np.ndarray | None = None
               ) -> tuple[np.ndarray, tuple[int, int]] | None:
     """Soft mask (weights in [0, 1]) of the object in *box* and the (x, y) of its
     top-left pixel in *pixels*, or None.
@@ -90,6 +91,11 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
     ``clip((I - bg) / (2 (t - bg)), 0, 1)`` so the centroid moves smoothly (sub-pixel)
     instead of jumping with single edge pixels. None when that centroid strays more than
     a quarter of the box from the box centre (then the box is not this blob's).
+
+    *others* (N x 4, the frame's other detection boxes, same pixels): a neighbour the
+    detector found whose centre lies on the blob shares it with this nucleus (touching
+    nuclei); the blob is first divided between the boxes (:func:`_split_by_boxes`), since
+    the detector already knows how many nuclei it holds and how big each is.
     """
     x0, y0, x1, y1 = (float(v) for v in box)
     w, h = x1 - x0, y1 - y0
@@ -142,6 +148,11 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3
         t = bg + HYSTERESIS * (t - bg)
     cbox = (x0 - a, y0 - c, x1 - a, y1 - c)
     comp = _split_touching(comp, cbox)
+    if others is not None and len(others) and not (
+            _fits(comp, cbox) and float(comp.sum()) <= w * h):
+        # still larger than the nucleus can be: the neighbours' boxes divide it
+        comp = _split_by_boxes(comp, cbox, np.asarray(others, float).reshape(-1, 4)
+                               - [a, c, a, c])
     # Keep it near the box: tightly (10 %) when the blob still does not fit the box (a
     # neighbour it could not be split from, or a nucleus the detector split in two - whose
     # halves must then drift together, not stay apart), loosely (35 %) otherwise, since a
@@ -263,6 +274,56 @@ def _split_is_real(comp: np.ndarray, part: np.ndarray,
     b = np.unravel_index(int(np.argmax(dr)), dist.shape)
     return _neck_between(dist, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])),
                          min(float(dp.max()), float(dr.max())))
+
+
+#: A detection box whose centre lies within this fraction of the target box's
+#: half-widths (or holds the target's centre so) boxes the same nucleus, not a neighbour.
+SAME_BOX = 0.8
+
+
+def _split_by_boxes(comp: np.ndarray, box: tuple[float, float, float, float],
+                    others: np.ndarray) -> np.ndarray:
+    """The part of blob *comp* (crop pixels) that belongs to the nucleus in *box* when
+    the blob reaches into other detected nuclei (*others*, boxes in crop pixels; their
+    centres may lie outside the crop): each blob pixel goes to the box it is nearest to
+    in that box's own half-widths (elliptical distance), so a small nucleus pressed
+    against a large one keeps its share, and the piece holding the box's centre is kept.
+    Two boxes each holding the other's centre well inside (:data:`SAME_BOX` of its
+    half-widths) are one nucleus boxed twice: that box takes nothing."""
+    h, w = comp.shape
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hw, hh = max((x1 - x0) / 2, 1.0), max((y1 - y0) / 2, 1.0)
+    oc = (others[:, :2] + others[:, 2:]) / 2
+    ohw = np.maximum((others[:, 2] - others[:, 0]) / 2, 1.0)
+    ohh = np.maximum((others[:, 3] - others[:, 1]) / 2, 1.0)
+    # one nucleus boxed twice (the detector split it): either centre well inside the
+    # other's box; touching nuclei have their centres outside each other's boxes
+    same = (((np.abs(oc[:, 0] - cx) < SAME_BOX * hw) & (np.abs(oc[:, 1] - cy) < SAME_BOX * hh))
+            | ((np.abs(oc[:, 0] - cx) < SAME_BOX * ohw)
+               & (np.abs(oc[:, 1] - cy) < SAME_BOX * ohh)))
+    nb = others[~same]
+    if not len(nb):
+        return comp
+    ys, xs = np.nonzero(comp)
+    nc = (nb[:, :2] + nb[:, 2:]) / 2
+    nh = np.maximum((nb[:, 2:] - nb[:, :2]) / 2, 1.0)
+    theirs = (((xs[:, None] - nc[None, :, 0]) / nh[None, :, 0]) ** 2
+              + ((ys[:, None] - nc[None, :, 1]) / nh[None, :, 1]) ** 2)
+    reach = (theirs < 1.0).any(0)  # neighbours the blob reaches into
+    if not reach.any():
+        return comp
+    theirs = theirs[:, reach].min(1)
+    own = ((xs - cx) / hw) ** 2 + ((ys - cy) / hh) ** 2
+    part = np.zeros_like(comp)
+    mine = own <= theirs
+    part[ys[mine], xs[mine]] = 1
+    n, lab = cv2.connectedComponents(part, connectivity=8)
+    if n > 2:  # keep the piece holding the box's centre (else the largest)
+        i, j = int(np.clip(round(cy), 0, h - 1)), int(np.clip(round(cx), 0, w - 1))
+        k = int(lab[i, j]) or int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+        part = (lab == k).astype(np.uint8)
+    return part if part.any() else comp
 
 
 def _fits(m: np.ndarray, box: tuple[float, float, float, float]) -> bool:
@@ -452,11 +513,13 @@ class TargetRefiner:
         self._offsets = []
         self.fixes = []
 
-    def acquire(self, frame: Frame, box: np.ndarray) -> Fix | None:
-        """Take the target's template from *frame* around *box*; None if it is empty."""
+    def acquire(self, frame: Frame, box: np.ndarray, others: np.ndarray | None = None
+                ) -> Fix | None:
+        """Take the target's template from *frame* around *box* (*others*: the frame's
+        other detection boxes, for touching neighbours); None if it is empty."""
         self.reset()
         box = np.asarray(box, float)
-        cen = soft_centroid(frame.pixels, box)
+        cen = soft_centroid(frame.pixels, box, others=others)
         c = cen[0] if cen is not None else np.array([(box[0] + box[2]) / 2,
                                                       (box[1] + box[3]) / 2])
         w, h = box[2] - box[0], box[3] - box[1]
@@ -520,7 +583,8 @@ class TargetRefiner:
         return tl + self._d0, float(best)
 
     def locate(self, frame: Frame, predicted_um: np.ndarray | None = None,
-               box: np.ndarray | None = None) -> Fix | None:
+               box: np.ndarray | None = None, others: np.ndarray | None = None
+               ) -> Fix | None:
         """Find the target in *frame* near *predicted_um* (default: where it was last);
         with *box* (its detection in this frame) the centroid correction is updated too.
         None when the best correlation is below ``min_score``."""
@@ -537,7 +601,7 @@ class TargetRefiner:
         reg_px, best = got
         reg_um = frame.pixel_to_stage(reg_px)[0]
         if box is not None and len(self._offsets) < self.max_offsets:
-            cen = soft_centroid(frame.pixels, np.asarray(box, float))
+            cen = soft_centroid(frame.pixels, np.asarray(box, float), others=others)
             if cen is not None and np.hypot(*(cen[0] - reg_px)) < 0.5 * max(self._box_wh):
                 self._offsets.append(frame.pixel_to_stage(cen[0])[0] - reg_um)
         # the median: one frame whose blob merged with a neighbour must not pull it

@@ -271,20 +271,26 @@ class Steerer:
             self._settle_frames = 0
         return stale
 
-    def _measure(self, frame: Frame, t: Track | None, settled: bool
-                 ) -> tuple[np.ndarray | None, str]:
-        """Target position (stage µm) in *frame* and how it was measured."""
+    def _measure(self, frame: Frame, t: Track | None, settled: bool,
+                 tracks: list[Track] | None = None) -> tuple[np.ndarray | None, str]:
+        """Target position (stage µm) in *frame* and how it was measured (*tracks*: all
+        of the frame's, whose boxes tell the refiner where touching neighbours are)."""
         ref = self.refiner
         seen_box = t is not None and t.missed == 0
+        others = None
+        if ref is not None and tracks:
+            others = np.array([o.box for o in tracks if o.missed == 0
+                               and (t is None or o.id != t.id)], float).reshape(-1, 4)
         if ref is not None and t is not None and self._refined_id != t.id:
             # (re)acquire the template on a settled frame where the target is detected
-            if seen_box and settled and ref.acquire(frame, t.box) is not None:
+            if seen_box and settled and ref.acquire(frame, t.box, others) is not None:
                 self._refined_id = t.id
                 return ref.fixes[-1].xy_um.copy(), "registered"
         if ref is not None and ref.active and self._refined_id is not None:
             pred = None if t is None else np.asarray(t.center_um, float)
             fix = ref.locate(frame, pred,
-                             t.box if t is not None and seen_box and settled else None)
+                             t.box if t is not None and seen_box and settled else None,
+                             others)
             if fix is not None:
                 return fix.xy_um.copy(), "registered"
         if seen_box:
@@ -314,7 +320,7 @@ class Steerer:
             return SteerAction(idx, NO_TARGET, reason=f"no target for policy "
                                f"{self.policy.name!r}")
         else:
-            target, seen = self._measure(frame, t, True)
+            target, seen = self._measure(frame, t, True, tracks)
             tid = t.id
         if target is None:
             return SteerAction(idx, NOT_SEEN, target_id=tid,

@@ -461,8 +461,11 @@ def test_refined_target_that_is_not_seen_is_never_reported_centred():
     act = steer.step(blank, empty)
     assert act.status == NOT_SEEN and act.target_id is not None, act
     assert act.frame_index == blank.index, act
-    assert act.reason == ("the registered target was not seen in this frame; no move on "
-                          "its track's prediction")
+    # (within the deadband of its track's prediction or not, depending on how far the
+    # refined centroid sits from the box centre: either way, not seen and no move)
+    assert act.reason in ("the registered target was not seen in this frame; no move on "
+                          "its track's prediction", "within the deadband of the "
+                          "prediction, but the target was not seen in this frame")
     assert len(made_moves(scope)) == n  # and no move on a guess
     # the track runs out of predictions: the target stays the registered one, unseen
     tid = act.target_id
