@@ -142,12 +142,13 @@ class Tour:
         steer = stage.steerer
         focus_locked = bool(getattr(stage.focus, "locked", True)) or not stage.mode.focuses
         by_id = {tr.id: tr for tr in tracks}
+        limits = getattr(stage.scope, "limits", None)
         if self.phase == "focusing":
             steer.enabled = False
             if focus_locked or t - self._phase_t > cfg.focus_timeout_s:
                 self._enter("choosing", t)
         if self.phase == "choosing":
-            tr = self._choose(frame, tracks, getattr(stage.scope, "limits", None))
+            tr = self._choose(frame, tracks, limits)
             if tr is None:
                 steer.enabled = False
             else:
@@ -178,7 +179,9 @@ class Tour:
                         "truth_centring_error_um": _truth_error(frame, tr.box)})
                 if len(self.visited) % cfg.cells == 0:
                     mover = max(((d, k) for k, d in self._moved.items()
-                                 if d >= cfg.mover_min_um and k in by_id), default=None)
+                                 if d >= cfg.mover_min_um and k in by_id
+                                 and _within(limits, by_id[k].center_um,
+                                             by_id[k].radius_um)), default=None)
                     if mover is not None:
                         self.target = mover[1]
                         steer.select(int(mover[1]))
@@ -188,7 +191,10 @@ class Tour:
                         return
                 self._enter("choosing", t)
         elif self.phase == "following":
-            if self.target not in by_id or t - self._phase_t >= cfg.follow_s:
+            # a mover that walks out of the allowed area cannot be followed there: the
+            # refused move would be retried on every frame
+            refused = steer.last is not None and steer.last.status == "refused"
+            if self.target not in by_id or t - self._phase_t >= cfg.follow_s or refused:
                 if self.followed:
                     tr = by_id.get(self.target)
                     self.followed[-1]["followed_s"] = round(t - self._phase_t, 3)

@@ -85,3 +85,31 @@ def test_the_tour_does_not_choose_cells_outside_the_soft_limits(detector):
     assert all(min(v["stage_um"]) >= 0.0 for v in s["visited"])
     assert stage.summary()["moves_refused"] == 0
     stage.close()
+
+
+def test_following_ends_when_the_mover_cannot_be_followed_inside_the_limits(detector):
+    """A followed cell that walks out of the allowed area: its centring move is refused,
+    and the tour goes back to choosing instead of retrying it on every frame for the
+    rest of its follow time (a 3-minute demo had 241 refused moves, all while
+    following)."""
+    from inscope.acquisition.safety import SoftLimits
+
+    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in DEMO_SIM.items()}
+    scope = SimulatedMicroscope(SimConfig(realtime=False, **opts))
+    tour = Tour(TourConfig(follow_s=60.0))
+    stage = ControlStage(scope, ControlConfig(mode="steer", max_step_um=250.0),
+                         director=tour)
+    f = scope.snap()
+    tracks = stage.step(f, detector.detect(f)).tracks
+    far = max(tracks, key=lambda t: float(np.hypot(*(t.center_px - np.asarray(f.center)))))
+    tour.phase, tour.target, tour._phase_t = "following", far.id, tour._now(f)
+    stage.steerer.select(int(far.id))
+    p = scope.position()  # the stage may stay where it is, the cell lies outside
+    scope.guard.limits = SoftLimits(x=(p.x - 1.0, p.x + 1.0), y=(p.y - 1.0, p.y + 1.0),
+                                    z=scope.guard.limits.z)
+    for _ in range(10):
+        f = scope.snap()
+        stage.step(f, detector.detect(f))
+    assert tour.phase != "following"
+    assert stage.summary()["moves_refused"] <= 2
+    stage.close()
