@@ -37,6 +37,12 @@ class SoftLimits:
     max_step_z_um: float = 200.0
     max_rate_hz: float = 50.0
 
+    def allows_xy(self, x: float, y: float, margin: float = 0.0) -> bool:
+        """Whether stage position (*x*, *y*) µm lies inside the x and y ranges by at
+        least *margin* µm (an axis without a range allows anything)."""
+        return all(rng is None or rng[0] + margin <= float(v) <= rng[1] - margin
+                   for rng, v in ((self.x, x), (self.y, y)))
+
     #: Allowed ``max_rate_hz``: the guard waits ``1 / max_rate_hz`` between moves in the
     #: mover's thread, so a tiny rate would stall control for minutes per move.
     RATE_RANGE_HZ = (1.0, 1e6)

@@ -92,10 +92,10 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3,
     instead of jumping with single edge pixels. None when that centroid strays more than
     a quarter of the box from the box centre (then the box is not this blob's).
 
-    *others* (N x 4, the frame's other detection boxes, same pixels): a neighbour the
-    detector found whose centre lies on the blob shares it with this nucleus (touching
-    nuclei); the blob is first divided between the boxes (:func:`_split_by_boxes`), since
-    the detector already knows how many nuclei it holds and how big each is.
+    *others* (N x 4, the frame's other detection boxes, same pixels): when the blob is
+    still larger than the box after the neck and sliver cuts (touching nuclei), it is
+    divided between the boxes it reaches into (:func:`_split_by_boxes`), since the
+    detector already knows how many nuclei it holds and how big each is.
     """
     x0, y0, x1, y1 = (float(v) for v in box)
     w, h = x1 - x0, y1 - y0
@@ -503,6 +503,12 @@ class TargetRefiner:
     def active(self) -> bool:
         return self._tmpl is not None
 
+    @property
+    def measuring(self) -> bool:
+        """Whether :meth:`locate` still measures the centroid (given a box) to refine
+        the centroid correction; after ``max_offsets`` frames it only registers."""
+        return len(self._offsets) < self.max_offsets
+
     def _smooth(self, img: np.ndarray) -> np.ndarray:
         if self.smooth_px <= 0:
             return img
@@ -600,7 +606,7 @@ class TargetRefiner:
             return None
         reg_px, best = got
         reg_um = frame.pixel_to_stage(reg_px)[0]
-        if box is not None and len(self._offsets) < self.max_offsets:
+        if box is not None and self.measuring:
             cen = soft_centroid(frame.pixels, np.asarray(box, float), others=others)
             if cen is not None and np.hypot(*(cen[0] - reg_px)) < 0.5 * max(self._box_wh):
                 self._offsets.append(frame.pixel_to_stage(cen[0])[0] - reg_um)

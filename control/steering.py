@@ -277,20 +277,23 @@ class Steerer:
         of the frame's, whose boxes tell the refiner where touching neighbours are)."""
         ref = self.refiner
         seen_box = t is not None and t.missed == 0
-        others = None
-        if ref is not None and tracks:
-            others = np.array([o.box for o in tracks if o.missed == 0
-                               and (t is None or o.id != t.id)], float).reshape(-1, 4)
+
+        def others() -> np.ndarray | None:  # built only when a centroid is measured
+            if not tracks:
+                return None
+            return np.array([o.box for o in tracks if o.missed == 0
+                             and (t is None or o.id != t.id)], float).reshape(-1, 4)
+
         if ref is not None and t is not None and self._refined_id != t.id:
             # (re)acquire the template on a settled frame where the target is detected
-            if seen_box and settled and ref.acquire(frame, t.box, others) is not None:
+            if seen_box and settled and ref.acquire(frame, t.box, others()) is not None:
                 self._refined_id = t.id
                 return ref.fixes[-1].xy_um.copy(), "registered"
         if ref is not None and ref.active and self._refined_id is not None:
             pred = None if t is None else np.asarray(t.center_um, float)
-            fix = ref.locate(frame, pred,
-                             t.box if t is not None and seen_box and settled else None,
-                             others)
+            box = t.box if t is not None and seen_box and settled else None
+            fix = ref.locate(frame, pred, box,
+                             others() if box is not None and ref.measuring else None)
             if fix is not None:
                 return fix.xy_um.copy(), "registered"
         if seen_box:

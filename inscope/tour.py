@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from inscope.enums import SteerStatus
+
 PHASES = ("focusing", "choosing", "centring", "holding", "following")
 
 
@@ -115,7 +117,7 @@ class Tour:
             if not cfg.min_hop_px <= d <= cfg.max_hop_px \
                     or self._visited_near(np.asarray(t.center_um, float)):
                 continue
-            if not _within(limits, t.center_um, t.radius_um):
+            if not _within(limits, t):
                 continue
             # crowding: another box centre within the box's own size
             size = max(b[2] - b[0], b[3] - b[1])
@@ -180,8 +182,7 @@ class Tour:
                 if len(self.visited) % cfg.cells == 0:
                     mover = max(((d, k) for k, d in self._moved.items()
                                  if d >= cfg.mover_min_um and k in by_id
-                                 and _within(limits, by_id[k].center_um,
-                                             by_id[k].radius_um)), default=None)
+                                 and _within(limits, by_id[k])), default=None)
                     if mover is not None:
                         self.target = mover[1]
                         steer.select(int(mover[1]))
@@ -193,7 +194,7 @@ class Tour:
         elif self.phase == "following":
             # a mover that walks out of the allowed area cannot be followed there: the
             # refused move would be retried on every frame
-            refused = steer.last is not None and steer.last.status == "refused"
+            refused = steer.last is not None and steer.last.status == SteerStatus.REFUSED
             if self.target not in by_id or t - self._phase_t >= cfg.follow_s or refused:
                 if self.followed:
                     tr = by_id.get(self.target)
@@ -286,15 +287,10 @@ class Tour:
         }
 
 
-def _within(limits, xy, margin: float) -> bool:
-    """Whether stage position *xy* lies inside the soft *limits*' x and y ranges by at
-    least *margin* µm (no limits: anywhere)."""
-    if limits is None:
-        return True
-    for rng, v in ((limits.x, float(xy[0])), (limits.y, float(xy[1]))):
-        if rng is not None and not rng[0] + margin <= v <= rng[1] - margin:
-            return False
-    return True
+def _within(limits, track) -> bool:
+    """Whether centring *track* keeps the stage inside the soft *limits* (no limits:
+    anywhere), with the cell's radius to spare."""
+    return limits is None or limits.allows_xy(*track.center_um, margin=track.radius_um)
 
 
 def _truth_error(frame, box) -> float | None:

@@ -92,3 +92,12 @@ def test_democamera_default_limits_are_logged(mm_core, caplog):
         assert scope.limits.x == (-50_000.0, 50_000.0)
     finally:
         scope.close()
+
+
+def test_allows_xy_checks_each_limited_axis_with_a_margin():
+    lim = SoftLimits(x=(-100.0, 100.0), y=None, z=(0.0, 50.0))
+    assert lim.allows_xy(99.0, 1e6)  # y unlimited
+    assert not lim.allows_xy(101.0, 0.0)
+    assert lim.allows_xy(95.0, 0.0, margin=5.0)
+    assert not lim.allows_xy(95.1, 0.0, margin=5.0)
+    assert not lim.allows_xy(-95.1, 0.0, margin=5.0)

@@ -471,8 +471,9 @@ def test_a_dim_nucleus_pressed_against_bright_ones_is_split_off_by_their_boxes()
 
 
 def test_the_same_nucleus_boxed_twice_is_not_split_by_its_second_box():
-    """A second box whose centre lies in the inner half of the target's box is the same
-    nucleus (a detector's duplicate), not a neighbour: it takes nothing."""
+    """A second box whose centre lies well inside the target's box (SAME_BOX of its
+    half-widths) is the same nucleus (a detector's duplicate), not a neighbour: it
+    takes nothing."""
     true, others, img = _pressed_scene()
     box = np.array([true[0] - 12, true[1] - 10, true[0] + 12, true[1] + 10])
     dup = box + np.array([3.0, 2.0, 3.0, 2.0])
