@@ -7,7 +7,9 @@ been focused their z values predict the next cell's to within a micron, and a sh
 
 The model grows with the data: the mean z with 1-2 points, a plane with 3-9, then a
 smoothing thin-plate spline (SciPy ``RBFInterpolator``) that follows bending without
-chasing one bad focus. The plane only tilts, and the spline only bends, in
+chasing one bad focus. The spline bends only among the points: outside their convex
+hull its bend fades to the plane within about their spacing, since its extrapolated
+curvature is a guess. The plane only tilts, and the spline only bends, in
 directions the points span: cells found one after another often lie along a line (down
 one column of a field), and a plane fitted through them turns their own height
 differences into a steep tilt across the line, which predicted cells to the side
@@ -105,7 +107,30 @@ class FocusSurface:
         scale = max(float(np.ptp(coords(xy), axis=0).max()), 1e-6)
         rbf = RBFInterpolator(coords(xy) / scale, z - plane(xy),
                               kernel="thin_plate_spline", smoothing=self.smoothing, degree=1)
-        return lambda q: plane(q) + rbf(coords(q) / scale)
+        # The spline's bends are learnt among the points; beyond them it extrapolates
+        # its last curvature (on a HeLa z-stack, 4-10 µm below the plane 50-100 µm past
+        # the scanned cells, each a full search). Outside the points' convex hull its
+        # bend fades to the plane over their typical spacing (median nearest-neighbour
+        # distance); inside it, it is the spline.
+        from scipy.spatial import Delaunay, QhullError
+
+        d_nn = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+        np.fill_diagonal(d_nn, np.inf)
+        reach = max(float(np.median(d_nn.min(1))), 1e-6)
+        try:
+            hull: Delaunay | None = Delaunay(xy)
+        except QhullError:  # the points lie on a line: everything off it is outside
+            hull = None
+
+        def smooth(q):
+            q = np.atleast_2d(np.asarray(q, float))
+            d = np.sqrt(((q[:, None, :] - xy[None, :, :]) ** 2).sum(-1)).min(1)
+            w = np.exp(-(d / reach) ** 2)
+            if hull is not None:
+                w = np.where(hull.find_simplex(q) >= 0, 1.0, w)
+            return plane(q) + w * rbf(coords(q) / scale)
+
+        return smooth
 
     def predict(self, x: float, y: float) -> float | None:
         """Predicted focus z at (x, y); None before the first point.

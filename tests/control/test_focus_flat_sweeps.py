@@ -187,3 +187,41 @@ def test_the_wider_pair_never_exceeds_the_image_budget(tmp_path):
     s = _flat_top_slide(tmp_path)
     got = _sweep(s, max_images=4)
     assert got.images == 4 and len(got.samples) == 4
+
+
+# Two short sweeps as find-and-image took them on bench_control's HeLa slides, each
+# with the surface's prediction: (z µm, sharpness), and the prediction.
+_HAZE_AT_THE_END = ([(-2.52, 3102.6), (-1.43, 3166.9), (-0.34, 3137.1), (0.75, 3103.0),
+                     (1.84, 3446.5)], -0.34)  # true focus +0.15 µm
+_FOCUS_BEYOND = ([(3.38, 26663.9), (6.76, 39659.9), (10.13, 41500.4), (13.51, 50360.1),
+                  (12.39, 41982.0)], 3.38)  # a plane predicted far off: focus near 13
+
+
+def test_a_slightly_sharper_sweep_end_is_haze_not_focus():
+    """The sharpest image at the sweep's end, 10 % above the predicted plane (a
+    neighbour's haze), is not read as a focus beyond it; a 1.9x rise is. The first sent
+    find-and-image to a full search that ended 1.6 µm from the cell's focus (12 images)."""
+    from inscope.control.workflow import EDGE_RISE, _rise_over
+
+    for (samples, pred), far in ((_HAZE_AT_THE_END, False), (_FOCUS_BEYOND, True)):
+        zs = [z for z, _ in samples]
+        vals = np.array([v for _, v in samples])
+        assert (_rise_over(zs, vals, pred) >= EDGE_RISE) is far, samples
+
+
+def test_a_real_peak_outside_the_sweep_gets_a_full_search_with_a_trusted_surface(tmp_path):
+    """As above, with the surface fitted through enough cells to be trusted: a steep rise
+    towards the sweep's end still means the focus lies beyond it."""
+    from inscope.control.workflow import SURFACE_TRUSTED
+
+    s = _flat_top_slide(tmp_path, top=(2.8, 3.2))
+    box = _field_box(s)
+    wf = FindAndImage(s, None, region=(0.0, 0.0, 10.0, 10.0), out_dir=tmp_path / "out")
+    p = s.position()
+    ring = [(40.0 * np.cos(a), 40.0 * np.sin(a)) for a in
+            np.linspace(0, 2 * np.pi, SURFACE_TRUSTED + 1)[:-1]]
+    for k, (dx, dy) in enumerate(ring):
+        wf.surface.add(p.x + dx, p.y + dy, p.z + 0.1 * (k % 2))
+    got = wf._focus(CellRecord(1, p.x, p.y), box)
+    assert got.ok and got.images > 5
+    assert abs(got.z_best_estimate - p.z - 3.0) < 0.5, got.samples

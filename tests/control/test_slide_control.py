@@ -431,6 +431,24 @@ def test_focus_surface_plane_spline_and_outliers():
     assert abs(plane.predict(300.0, -100.0) - truth) > 0.5  # a plane cannot bend
 
 
+def test_focus_surface_bends_among_its_points_and_only_tilts_beyond_them():
+    """A bowl-shaped slide scanned over 100 x 100 µm: inside the scanned area the spline
+    follows the bend, but 300 µm beyond it the prediction is the plane's, not the
+    spline's extrapolated curvature (on a HeLa z-stack that ran 4-10 µm below the plane
+    50-100 µm past the scanned cells, each a full focus search)."""
+    rng = np.random.default_rng(1)
+    fs = FocusSurface()
+    for x, y in rng.uniform(0, 100, (25, 2)):
+        assert fs.add(x, y, 2e-3 * ((x - 50) ** 2 + (y - 50) ** 2) + rng.normal(0, 0.05))
+    plane = FocusSurface(spline_from=10 ** 6)
+    plane.points = list(fs.points)
+    # the bowl's bottom (z 0), where the plane lies 2-3 µm above it
+    assert abs(fs.predict(50.0, 50.0)) < 0.6
+    assert abs(plane.predict(50.0, 50.0)) > 2.0
+    far = fs.predict(400.0, 50.0)
+    assert far == pytest.approx(plane.predict(400.0, 50.0), abs=0.05)
+
+
 def test_focus_surface_does_not_read_a_tilt_into_cells_along_a_line():
     """Cells visited down one column (x within 1.5 µm), each at its own height: an
     unregularised plane made their height differences a steep x tilt and predicted the
