@@ -148,6 +148,32 @@ class FocusSurface:
         m = max(2.0, 0.5 * (hi - lo))
         return float(np.clip(f(np.array([[x, y]], float))[0], lo - m, hi + m))
 
+    def uncertainty_um(self, x: float, y: float) -> float | None:
+        """How far the focus at (x, y) may lie from :meth:`predict` (µm, one standard
+        deviation); None with < 3 points.
+
+        The leave-one-out residual, scaled by the plane's leverage at (x, y) against
+        the points' mean leverage (the regression prediction interval): about the
+        residual among the points, growing with the distance beyond them along the
+        directions the plane tilts in. A plane through a few cells in one corner of a
+        region, extrapolated 100 µm, was 3.3 µm off on a HeLa slide while the residual
+        said 0.5 µm: the short sweep sized from the residual missed the focus, and a full
+        search followed (12 images instead of 5).
+        """
+        resid = self.residual_um
+        if resid is None:
+            return None
+        pts = np.asarray(self.points, float)
+        xy = pts[:, :2]
+        n = len(xy)
+        c = xy.mean(axis=0)
+        _, sv, vt = np.linalg.svd(xy - c, full_matrices=False)
+        keep = sv / math.sqrt(n) >= self.min_spread_um
+        proj = (np.array([x, y], float) - c) @ vt[keep].T
+        lev = 1.0 / n + float(np.sum((proj / sv[keep]) ** 2))
+        mean_lev = (1.0 + int(keep.sum())) / n  # the points' own, on average
+        return resid * math.sqrt((1.0 + lev) / (1.0 + mean_lev))
+
     def median_z(self) -> float | None:
         """The median focus z of the points (None before the first)."""
         return float(np.median([p[2] for p in self.points])) if self.points else None

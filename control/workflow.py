@@ -840,7 +840,7 @@ class FindAndImage:
         if pred is None or len(self.surface) < 2:
             return autofocus(self.scope, None, search_um=self.focus_search_um,
                              boxes=box[None, :])
-        resid = self.surface.residual_um
+        resid = self.surface.uncertainty_um(rec.x_um, rec.y_um)
         search = self.focus_search_um / 2 if resid is None else float(
             np.clip(2.5 * resid, 1.0, self.focus_search_um))
         # three images at +/- search, one step (= search) more if the peak is at an end

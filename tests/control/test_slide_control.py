@@ -431,6 +431,27 @@ def test_focus_surface_plane_spline_and_outliers():
     assert abs(plane.predict(300.0, -100.0) - truth) > 0.5  # a plane cannot bend
 
 
+def test_focus_surface_uncertainty_grows_beyond_the_points():
+    """Seven cells focused in one 60 µm corner of a tilted slide, each +/-0.3 µm off the
+    plane: among them the prediction is good to about the residual, but 100 µm away the
+    fitted tilt's error is multiplied by the distance, and the uncertainty says so (the
+    focus sweep there is sized from it)."""
+    rng = np.random.default_rng(4)
+    fs = FocusSurface()
+    for x, y in rng.uniform(0, 60, (7, 2)):
+        fs.add(x, y, 0.01 * x - 0.005 * y + rng.normal(0, 0.3))
+    resid = fs.residual_um
+    assert resid is not None
+    near = fs.uncertainty_um(30.0, 30.0)
+    far = fs.uncertainty_um(-100.0, 30.0)
+    assert near is not None and far is not None
+    assert 0.5 * resid < near < 1.2 * resid
+    assert far > 2.0 * near
+    # and it is not alarmist: the true focus there lies within 2.5 of them
+    assert abs(fs.predict(-100.0, 30.0) - (0.01 * -100 - 0.005 * 30)) < 2.5 * far
+    assert FocusSurface(points=[(0.0, 0.0, 1.0), (5.0, 0.0, 1.1)]).uncertainty_um(0, 0) is None
+
+
 def test_focus_surface_bends_among_its_points_and_only_tilts_beyond_them():
     """A bowl-shaped slide scanned over 100 x 100 µm: inside the scanned area the spline
     follows the bend, but 300 µm beyond it the prediction is the plane's, not the
