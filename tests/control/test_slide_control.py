@@ -292,6 +292,40 @@ def test_the_z_extent_fraction_follows_how_the_planes_were_recorded(nuclei_stack
     assert out.returncode == 2 and "0 < signal_frac < 1" in out.stderr, out.stderr
 
 
+def test_a_cell_is_centred_in_the_plane_the_scan_saw_it_in(tmp_path):
+    """Optical sections: the nuclei are in the planes 0-4 µm only. The scan saw a cell at
+    z 2; the last cell imaged left the stage at z 8, where there is nothing to see.
+    Centring goes back to the scan's plane and finds it; staying at z 8, the confocal
+    benchmark gave such a cell up as lost."""
+    from conftest import make_nuclei
+
+    img, _ = make_nuclei(shape=(200, 200), n=8, seed=5, touching=0)
+    dz = 0.5
+    zs = np.arange(0.0, 10.0 + dz / 2, dz)
+    bg = np.full_like(img, np.percentile(img, 5))
+    stack = np.stack([img if z <= 4.0 else bg for z in zs]).astype(np.uint16)
+    path = tmp_path / "sections.npz"
+    np.savez(path, image=stack, pixel_size_um=0.65, z_step_um=dz)
+    s = _slide(path, fov=128)
+    det = _detector()
+    s.move_z(2.0)
+    f = s.snap()
+    d = det.detect(f)
+    assert len(d)
+    k = int(np.argmax(d.scores))
+    x, y = f.pixel_to_stage(d.centers[k:k + 1])[0]
+    size = (d.boxes[k, 2:] - d.boxes[k, :2]) * s.pixel_size_um
+    s.move_z(8.0)
+    assert not len(det.detect(s.snap()))  # nothing in this plane
+    wf = FindAndImage(s, det, region=(0.0, 0.0, 200.0, 200.0), out_dir=tmp_path / "out")
+    rec = CellRecord(1, float(x), float(y), size_um=(float(size[0]), float(size[1])),
+                     scan_z_um=2.0)
+    got = wf._centre(rec)
+    assert not isinstance(got, str), got
+    assert np.hypot(*(got.xy_um - [x, y])) < 0.5 * max(size)
+    assert abs(s.position().z - 2.0) < 1e-6
+
+
 def test_z_extent_of_thick_nuclei_in_confocal_like_sections(tmp_path):
     """Packed thick nuclei in a confocal-like stack (3-D texture, axial blur, soft edges
     at the poles; benchmarks/confocal_stack.py): their sharpness falls to a small
