@@ -45,6 +45,9 @@ SPLIT_FILL = 0.9
 #: Two points lie on one object when the blob joins them by a path nowhere narrower than
 #: this fraction of the blob's width at the points (see :func:`one_object`).
 NECK_RATIO = 0.5
+#: A point lies on an object's body in a blob when the blob there is at least this
+#: fraction of the object's box half-width thick (see :func:`one_object`).
+MIN_BODY = 0.25
 #: The centroid correction in use changes only when the median of the offsets measured
 #: so far differs from it by more than OFFSET_HOLD_SE standard errors of that median,
 #: and by more than OFFSET_HOLD_PX pixels.
@@ -258,19 +261,34 @@ def one_object(pixels: np.ndarray, p: np.ndarray, q: np.ndarray,
     dist = cv2.distanceTransform(blob, cv2.DIST_L2, 5)
     h, w = blob.shape
     seeds, widths = [], []
-    yy, xx = np.mgrid[-3:4, -3:4]
-    disc = xx ** 2 + yy ** 2 <= 9
-    for x, y in pts - [a, c]:
+    bc = (b[:, :2] + b[:, 2:]) / 2
+    halves = []
+    for x, y in pts:
+        k = int(np.argmin(np.hypot(*(bc - [x, y]).T)))
+        halves.append(0.5 * float(min(b[k, 2] - b[k, 0], b[k, 3] - b[k, 1])))
+    for (x, y), half in zip(pts - [a, c], halves, strict=True):
         i, j = int(round(y)), int(round(x))
         if not (0 <= i < h and 0 <= j < w):
             return False
-        r0, r1, c0, c1 = max(i - 3, 0), min(i + 4, h), max(j - 3, 0), min(j + 4, w)
-        win = dist[r0:r1, c0:c1] * disc[r0 - i + 3:r1 - i + 3, c0 - j + 3:c1 - j + 3]
+        # the blob's width near the point: its largest distance to the background within
+        # a quarter of the box (at least 3 px) - a detection centre can sit a few pixels
+        # off its nucleus' axis, where the blob is thinner than the nucleus
+        r = max(3, int(round(0.5 * half)))
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        disc = xx ** 2 + yy ** 2 <= r * r
+        r0, r1, c0, c1 = max(i - r, 0), min(i + r + 1, h), max(j - r, 0), min(j + r + 1, w)
+        win = dist[r0:r1, c0:c1] * disc[r0 - i + r:r1 - i + r, c0 - j + r:c1 - j + r]
         di, dj = np.unravel_index(int(np.argmax(win)), win.shape)
         if win[di, dj] <= 0:
             return False  # the point is on background
         seeds.append((r0 + int(di), c0 + int(dj)))
         widths.append(float(win[di, dj]))
+    # A point on a mere scrap of the blob (a dim nucleus beside a bright one, which the
+    # crop's threshold mostly leaves out) says nothing about a neck: with its width of a
+    # pixel or two, no path is narrower, and two touching nuclei read as one (a confocal
+    # pair of bench_control). Its nucleus is not this blob.
+    if any(wdt < MIN_BODY * half for wdt, half in zip(widths, halves, strict=True)):
+        return False
     return not _neck_between(dist, seeds[0], seeds[1], min(widths), neck_ratio)
 
 

@@ -163,3 +163,38 @@ def test_the_ends_of_a_nucleus_whose_boxes_barely_overlap_are_one_nucleus(scan):
     assert 0 < inter < wf.dup_overlap * small  # they overlap, but too little
     why = wf._duplicate_of(second, here, bb, [first])
     assert why is not None and "#1" in why, why
+
+
+def test_a_dim_nucleus_touching_a_bright_one_is_not_its_other_end():
+    """A dim nucleus pressed against a bright one (confocal sections: one lies mostly
+    out of the plane): the crop's threshold keeps only a scrap of the dim one, a pixel
+    or two wide, and no path through that scrap is narrower than it - the pair read as
+    one nucleus, and the dim one was skipped as a duplicate on bench_control's confocal
+    stack. A point on a scrap is not on its nucleus' body."""
+    a, b = _ellipse(80, 100, 16, 16, 0)[0], _ellipse(109, 100, 14, 14, 0)[0]
+    scrap = np.zeros(SHAPE, bool)
+    scrap[99:102, 90:111] = True  # the bright bit of the dim one, joined to the bright one
+    img = np.full(SHAPE, 100.0)
+    img += 1600.0 * (a | scrap) + 200.0 * (b & ~a & ~scrap)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0)
+    img = img + np.random.default_rng(1).normal(0, 5.0, SHAPE).astype(np.float32)
+    assert not one_object(img, _centre(a), _centre(b), np.stack([_box(a), _box(b)]),
+                          neck_ratio=0.9)
+
+
+def test_a_neck_is_judged_on_the_nucleus_width_not_at_an_off_centre_point():
+    """Two nuclei pressed together (a waist of about 9 px half-width between radii 16 and
+    14), the second detection centre 9 px off its nucleus' middle: the blob is only ~7 px
+    thick there, so measured at that point the waist was no neck and the two were one
+    nucleus. The width is the blob's within a quarter of the box of the point."""
+    a, c = _ellipse(80, 100, 16, 16, 0)[0], _ellipse(104, 100, 14, 14, 0)[0]
+    img = _image([a | c])
+    off = _centre(c) + [0.0, 9.0]
+    assert not one_object(img, _centre(a), off, np.stack([_box(a), _box(c) + [0, 9, 0, 9]]),
+                          neck_ratio=0.9)
+    # one nucleus (the waist filled): still one, from the same off-centre point
+    waist = np.zeros(SHAPE, bool)
+    waist[84:117, 80:104] = True
+    img = _image([a | c | waist])
+    assert one_object(img, _centre(a), off, np.stack([_box(a), _box(c) + [0, 9, 0, 9]]),
+                      neck_ratio=0.9)
