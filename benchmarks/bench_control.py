@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -463,12 +464,18 @@ def bench_focus_lock(make_scope, det, trials: int, seed: int, frames: int = 90
 def _others(boxes: np.ndarray) -> dict[str, Any]:
     """``{"others": boxes}`` for a TargetRefiner that takes the frame's other boxes,
     ``{}`` for older code (the 'before' figures)."""
+    return {"others": boxes} if _refiner_takes_others() else {}
+
+
+@functools.cache
+def _refiner_takes_others() -> bool:
+    """Whether this code's TargetRefiner takes the frame's other boxes (asked once, not
+    on every frame of the jitter measure)."""
     import inspect
 
     from inscope.control.refine import TargetRefiner
 
-    takes = "others" in inspect.signature(TargetRefiner.acquire).parameters
-    return {"others": boxes} if takes else {}
+    return "others" in inspect.signature(TargetRefiner.acquire).parameters
 
 
 # -- find-and-image --------------------------------------------------------------------

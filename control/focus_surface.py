@@ -74,18 +74,24 @@ class FocusSurface:
         self._resid = math.nan
         return True
 
+    def _axes(self, xy: np.ndarray):
+        """The points' centre and principal axes: ``(c, u, sv, vt, keep)``, the SVD of
+        the centred (x, y) and which axes they spread over by ``min_spread_um`` (RMS) -
+        the only directions the plane may tilt in."""
+        c = xy.mean(axis=0)
+        u, sv, vt = np.linalg.svd(xy - c, full_matrices=False)
+        return c, u, sv, vt, sv / math.sqrt(len(xy)) >= self.min_spread_um
+
     def _fit(self, pts: np.ndarray):
         n = len(pts)
         xy, z = pts[:, :2], pts[:, 2]
         if n < self.plane_from:
             m = float(z.mean())
             return lambda q: np.full(len(q), m)  # noqa: E731
-        c = xy.mean(axis=0)
         # least squares in the points' principal axes, keeping the slope only along
         # axes they spread over (truncated SVD; exact when they spread both ways)
-        u, sv, vt = np.linalg.svd(xy - c, full_matrices=False)
+        c, u, sv, vt, keep = self._axes(xy)
         zc = z - z.mean()
-        keep = sv / math.sqrt(n) >= self.min_spread_um
         grad = ((u[:, keep].T @ zc) / sv[keep]) @ vt[keep]
         coef = np.concatenate([[z.mean()], grad])
 
@@ -163,12 +169,9 @@ class FocusSurface:
         resid = self.residual_um
         if resid is None:
             return None
-        pts = np.asarray(self.points, float)
-        xy = pts[:, :2]
+        xy = np.asarray(self.points, float)[:, :2]
         n = len(xy)
-        c = xy.mean(axis=0)
-        _, sv, vt = np.linalg.svd(xy - c, full_matrices=False)
-        keep = sv / math.sqrt(n) >= self.min_spread_um
+        c, _, sv, vt, keep = self._axes(xy)
         proj = (np.array([x, y], float) - c) @ vt[keep].T
         lev = 1.0 / n + float(np.sum((proj / sv[keep]) ** 2))
         mean_lev = (1.0 + int(keep.sum())) / n  # the points' own, on average
