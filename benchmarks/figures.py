@@ -131,6 +131,10 @@ RECORDS: dict[str, str] = {
     "ab_bench.json": "python -m benchmarks.ab_bench --rev 258452a --rounds 2 -- --backend "
                      "demo --model default --frames 300: the demo's loop on this tree and "
                      "on the previous stop's, alternated",
+    "ab_bench_focus_first.json": "python -m benchmarks.ab_bench --rev 8730a2d --rounds 4 "
+                                 "--out benchmarks/results/ab_bench_focus_first.json -- "
+                                 "--backend demo --model default --frames 300: the focus "
+                                 "step before the tracking (new) against 8730a2d (old)",
 }
 
 # An absolute path to a file of a checkout (this one or the machine's that ran it).

@@ -133,6 +133,36 @@ def test_control_moves_are_commanded_without_waiting(detector):
     assert scope.moving()
 
 
+def test_a_focus_move_leaves_before_the_boxes_are_tracked(detector):
+    """The focus lock needs no tracks, so its move is commanded before the tracker's work
+    on every box (~90 on the demo's field: 1-6 ms of the control thread's time on two
+    busy cores); the tracks and the steering still see the same frame."""
+    scope = _offline(seed=3)
+    scope.move_z(scope.position().z + 3.0)  # out of focus: the lock sweeps at once
+    stage = ControlStage(scope, ControlConfig(mode="steer+focus"))
+    z_moves_when_tracked: list[int] = []
+    update = stage.tracker.update
+
+    def spy(frame, dets):  # a spy on the real tracker: records when it ran, then runs it
+        z_moves_when_tracked.append(sum(m.axis == "z" for m in scope.guard.history))
+        return update(frame, dets)
+
+    stage.tracker.update = spy  # type: ignore[method-assign]
+    made = 0
+    for _ in range(4):
+        f = scope.snap()
+        before = sum(m.axis == "z" for m in scope.guard.history)
+        step = stage.step(f, detector.detect(f))
+        assert step.focus is not None
+        if step.focus["made"]:
+            made += 1
+            assert z_moves_when_tracked[-1] == before + 1, \
+                "the focus move must be commanded before the boxes are tracked"
+        assert len(step.tracks) > 5
+    assert made >= 1, "an out-of-focus start must move the focus"
+    stage.close()
+
+
 def test_publication_never_waits_for_a_move(detector):
     # a stage that takes 1.5 s per move: a loop that waited would publish nothing meanwhile
     scope = SimulatedMicroscope(seed=3, exposure_ms=20.0, xy_settle_ms=1500.0,
