@@ -206,8 +206,11 @@ def _cell_files(tmp: Path, rows: list[dict]) -> dict[str, dict]:
 
 
 # -- jitter ----------------------------------------------------------------------------
-def bench_jitter(make_scope, det, cells: int, seed: int) -> dict[str, Any]:
-    """Spread of one cell's measured position while the stage shifts under it."""
+def bench_jitter(make_scope, det, cells: int, seed: int,
+                 refiner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Spread of one cell's measured position while the stage shifts under it, and how
+    far the refined position is from the cell's true centroid in the first and the last
+    of those frames (*refiner*: TargetRefiner options, e.g. ``{"max_offsets": 25}``)."""
     from inscope.control.refine import TargetRefiner
 
     scope = make_scope(seed)
@@ -218,6 +221,11 @@ def bench_jitter(make_scope, det, cells: int, seed: int) -> dict[str, Any]:
     px = scope.pixel_size_um
     out: dict[str, list[float]] = {f"{m}_{k}": [] for m in ("box", "refined")
                                     for k in ("subpixel", "1-10px")}
+    # squared distances from each cell's own mean, every (cell, shift) pair together:
+    # the jitter as one RMS over all of them (as the model card's box-centre jitter)
+    sq: dict[str, list[float]] = {k: [] for k in out}
+    err_first: list[float] = []  # refined position - true centroid (µm), first frame
+    err_last: list[float] = []  # ... and last frame
     misses = 0
     n = 0
     for cid, xy in cand:
@@ -236,7 +244,7 @@ def bench_jitter(make_scope, det, cells: int, seed: int) -> dict[str, Any]:
             continue
         n += 1
         for kind in ("subpixel", "1-10px"):
-            ref = TargetRefiner()
+            ref = TargetRefiner(**(refiner or {}))
             # the frame's other boxes, as the Steerer gives them (code before the
             # touching-neighbour split has no such argument)
             ref.acquire(f, d.boxes[j], **_others(np.delete(d.boxes, j, 0)))
@@ -262,13 +270,26 @@ def bench_jitter(make_scope, det, cells: int, seed: int) -> dict[str, Any]:
                 fix = ref.locate(g, None, box, **_others(rest))
                 if fix is not None:
                     pos["refined"].append(fix.xy_um)
+            if pos["refined"]:
+                true_xy = truth.position(cid)
+                err_first.append(float(np.hypot(*(pos["refined"][0] - true_xy))))
+                err_last.append(float(np.hypot(*(pos["refined"][-1] - true_xy))))
             for m, v in pos.items():
                 a = np.asarray(v)
                 if len(a) >= 3:
-                    out[f"{m}_{kind}"].append(
-                        float(np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean())) / px)
+                    d2 = ((a - a.mean(0)) ** 2).sum(1) / px ** 2
+                    out[f"{m}_{kind}"].append(float(np.sqrt(d2.mean())))
+                    sq[f"{m}_{kind}"].extend(d2.tolist())
     scope.close()
     res: dict[str, Any] = {k: _pct(v) for k, v in out.items()}
+    for k, v in sq.items():
+        if v and res[k] is not None:
+            res[k]["pooled_rms"] = float(np.sqrt(np.mean(v)))
+    change = np.subtract(err_last, err_first)
+    res["refined_error_um"] = {
+        "first_frame": _pct(err_first), "last_frame": _pct(err_last),
+        "last_better_by_0.2um": int((change < -0.2).sum()),
+        "last_worse_by_0.2um": int((change > 0.2).sum())}
     res["cells"] = n
     res["box_misses"] = misses
     res["unit"] = "px RMS about the cell's mean measured position"

@@ -48,6 +48,9 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # a generated confocal-like stack of packed thick nuclei (benchmarks/confocal_stack.py)
     "control_confocal": (["benchmarks.bench_control", "--confocal"],
                          "control_confocal.json"),
+    # the target's centroid offset kept from the acquired frame or measured again
+    "refiner_offsets": (["benchmarks.refiner_offsets", "--hela", "{data}"],
+                        "refiner_offsets.json"),
     "model": (["benchmarks.eval_model", "--real", "{data}"], "model_eval.json"),
     # the HeLa errors counted by kind (the model card's error table)
     "model_errors": (["benchmarks.eval_model", "--quick", "--real", "{data}", "--out",
