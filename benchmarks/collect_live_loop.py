@@ -284,15 +284,29 @@ def main(argv: list[str] | None = None) -> int:
     if not a.before_commit:
         ap.error("--before-commit is required: name the commit the before runs used")
     loads = None
+    work: Path | None = None
     if a.run:
         work = a.keep or Path(tempfile.mkdtemp(prefix="inscope-live-loop-"))
         work.mkdir(parents=True, exist_ok=True)
         for k, path in run_all(a.before_dir, work, a.long_seconds, a.long_before).items():
             setattr(a, k, path)
         loads = json.loads((work / "loads.json").read_text())
-        if a.keep is None:
-            # the reports are collected below; the videos are not kept
+    try:
+        rep = _collect(a, argv, loads)
+    finally:
+        if work is not None and a.keep is None:
+            # removed only once the reports are read (the videos are not kept)
             shutil.rmtree(work, ignore_errors=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rep, indent=2) + "\n")
+    print(table(rep))
+    print(f"report: {out}")
+    return 0
+
+
+def _collect(a: argparse.Namespace, argv: list[str] | None, loads: dict | None) -> dict:
+    """The report: the figures of every run's report file named in *a*."""
     rep: dict = {
         "what": "live-loop target figures before/after (issue 11), runs made one after "
                 "the other on one machine",
@@ -328,12 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 rep[f"{k}_{when}"] = [_from_bench(r) for r in d["results"]]
             else:
                 rep[f"{k}_{when}"] = _from_summary(d)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rep, indent=2) + "\n")
-    print(table(rep))
-    print(f"report: {out}")
-    return 0
+    return rep
 
 
 if __name__ == "__main__":

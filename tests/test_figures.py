@@ -80,3 +80,37 @@ def test_model_cost_and_scale_out_model_are_what_their_scripts_make(tmp_path):
     for name in ("inscope-nuclei", "reference-cnn"):
         assert f"{cost[name]['parameters']:,}" in card, name
     assert f"{cost['reference-cnn']['per_size']['512']['gmac']:.2f} GMAC" in card
+
+
+def test_collect_live_loop_reads_its_runs_before_it_removes_them(tmp_path, monkeypatch):
+    """``collect_live_loop --run`` makes its runs in a temporary folder, collects their
+    reports, then removes the folder: reading them after the removal lost a 14-minute
+    collection (the runs themselves are stood in for here: each one takes minutes)."""
+    import benchmarks.collect_live_loop as cl
+
+    lat = {"ready_to_published": {"n": 300, "p50": 7.0, "p90": 9.0, "p99": 14.0,
+                                  "max": 20.0}}
+    report = {"latency_ms": lat, "acquired": 310, "dropped": 10, "frames": 300,
+              "microscope": "simulated", "detector": {"name": "inscope-nuclei"},
+              "fps": 95.0, "camera_fps": 98.0,
+              "control": {"mode": "steer+focus", "moves_made": 7}}
+    made: list[Path] = []
+
+    def fake_run_all(before_dir, work, long_seconds, long_before):
+        made.append(work)
+        paths = {}
+        for key, name in (("demo_after", "summary.json"), ("bench_after", "bench.json")):
+            (work / key).mkdir()
+            body = {"results": [report]} if name == "bench.json" else report
+            (work / key / name).write_text(json.dumps(body))
+            paths[key] = str(work / key / name)
+        (work / "loads.json").write_text("{}")
+        return paths
+
+    monkeypatch.setattr(cl, "run_all", fake_run_all)
+    out = tmp_path / "live_loop.json"
+    assert cl.main(["--run", "--before-commit", "abc1234", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["demo_after"]["processed_fraction"] == round(1 - 10 / 310, 4)
+    assert rep["bench_after"][0]["ready_to_published_ms"]["p99"] == 14.0
+    assert made and not made[0].exists(), "the runs' folder is removed afterwards"
