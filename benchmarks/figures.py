@@ -134,6 +134,10 @@ RECORDS: dict[str, str] = {
     "ab_bench.json": "python -m benchmarks.ab_bench --rev 258452a --rounds 2 -- --backend "
                      "demo --model default --frames 300: the demo's loop on this tree and "
                      "on the previous stop's, alternated",
+    "live_loop_before_tour_fix.json": "python -m benchmarks.collect_live_loop --run "
+                                      "--before-dir BEFORE --before-commit 0f913ac, run "
+                                      "with the package of 0868216 (before the tour checked "
+                                      "visited cells in one array operation)",
     "ab_bench_focus_first.json": "python -m benchmarks.ab_bench --rev 8730a2d --rounds 4 "
                                  "--out benchmarks/results/ab_bench_focus_first.json -- "
                                  "--backend demo --model default --frames 300: the focus "

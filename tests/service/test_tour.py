@@ -113,3 +113,24 @@ def test_following_ends_when_the_mover_cannot_be_followed_inside_the_limits(dete
     assert tour.phase != "following"
     assert stage.summary()["moves_refused"] <= 2
     stage.close()
+
+
+def test_a_visited_cell_is_not_chosen_again(detector):
+    """The tour skips cells within 12 µm of one it has visited (checked against every
+    visit at once: one Python step per visit made the choice slower with every cell)."""
+    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in DEMO_SIM.items()}
+    scope = SimulatedMicroscope(SimConfig(realtime=False, **opts))
+    tour = Tour()
+    stage = ControlStage(scope, ControlConfig(mode="track"), director=tour)
+    f = scope.snap()
+    tracks = stage.step(f, detector.detect(f)).tracks
+    for _ in range(2):  # tracks need a few hits to be chosen
+        f = scope.snap()
+        tracks = stage.step(f, detector.detect(f)).tracks
+    first = tour._choose(f, tracks)
+    assert first is not None
+    tour._visit(first, 0.0, f)
+    second = tour._choose(f, tracks)
+    assert second is not None and second.id != first.id
+    assert np.hypot(*(second.center_um - first.center_um)) >= 12.0
+    stage.close()
