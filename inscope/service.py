@@ -365,7 +365,9 @@ def format_summary(s: dict) -> str:
         lines.append(
             f"tour: {tour['cells_visited']} cells visited (centring error while holding "
             f"p50 {ce.get('p50')} / max {ce.get('max')} µm), {len(tour['followed'])} moving "
-            f"cell(s) followed; focus first locked at {tour['focus_first_locked_s']} s, "
+            f"cell(s) followed, {tour.get('fields_travelled', 0)} field(s) travelled to "
+            f"when every cell in view was visited; focus first locked at "
+            f"{tour['focus_first_locked_s']} s, "
             f"focus error after that p50 {fe.get('p50')} / p90 {fe.get('p90')} / max "
             f"{fe.get('max')} µm, on the frames it held locked p50 {fl.get('p50')} / p90 "
             f"{fl.get('p90')} / max {fl.get('max')} µm (the rest are its checks' "

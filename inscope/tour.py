@@ -11,6 +11,9 @@ the steerer should centre, in turn:
     least as big as the median cell, the brightest such (above the background, times
     its size), whole (not at the edge), not crowded by a neighbour, not visited before,
     and ``min_hop_px``-``max_hop_px`` from the centre so the stage visibly travels;
+    when the field holds no such cell for ``travel_after_s`` (every cell in reach
+    visited), the stage travels most of a field on, away from the cells visited and
+    inside the soft limits, and the tour chooses there;
 ``centring``
     until the steerer reports it ``centred`` on a few frames in a row;
 ``holding``
@@ -54,6 +57,10 @@ class TourConfig:
     centered_frames: int = 3
     mover_min_um: float = 2.0  # displacement during a hold that marks a moving cell
     timeline_every_s: float = 0.02
+    #: Seconds with no cell to choose before the stage travels to another field: without
+    #: it a 10-minute demo stopped touring after ~7 minutes, every cell in reach visited.
+    travel_after_s: float = 0.5
+    travel_fields: float = 0.75  # how far it travels, in camera fields
 
 
 class Tour:
@@ -74,6 +81,8 @@ class Tour:
         self._moved: dict[int, float] = {}
         self._last_line = ""
         self._last_tl = -math.inf
+        self._idle_since: float | None = None  # choosing, with nothing to choose, since
+        self.travels = 0  # fields travelled to when nothing was left to choose
 
     # -- helpers -----------------------------------------------------------------------
     def _now(self, frame) -> float:
@@ -104,6 +113,36 @@ class Tour:
         self.visited.append({"track_id": tr.id, "t_s": round(t, 3), "stage_um": xy,
                              "truth_centring_error_um": _truth_error(frame, tr.box)})
         self._visited_xy = np.vstack([self._visited_xy, xy])
+
+    def _travel(self, stage, frame, limits) -> bool:
+        """Move the stage ``travel_fields`` camera fields on, away from the cells visited
+        (the first direction, turning by 45 degrees, whose target the soft *limits*
+        allow with half a field to spare); whether a move was commanded."""
+        from inscope.acquisition.errors import DeviceError, MoveRefused
+
+        p = frame.position
+        if p is None:
+            return False
+        h, w = frame.pixels.shape
+        px = abs(float(np.linalg.det(frame.affine))) ** 0.5
+        step = self.cfg.travel_fields * min(h, w) * px
+        here = np.array([p.x, p.y], float)
+        away = here - self._visited_xy.mean(axis=0) if len(self._visited_xy) else None
+        if away is None or float(np.hypot(*away)) < 1e-6:
+            away = np.array([math.cos(2.4 * self.travels), math.sin(2.4 * self.travels)])
+        a0 = math.atan2(away[1], away[0])
+        for k in range(8):
+            a = a0 + (k + 1) // 2 * (1 if k % 2 else -1) * math.pi / 4
+            x, y = here + step * np.array([math.cos(a), math.sin(a)])
+            if limits is not None and not limits.allows_xy(x, y, margin=0.5 * min(h, w) * px):
+                continue
+            try:
+                stage.scope.move_xy(float(x), float(y))
+            except (MoveRefused, DeviceError):
+                continue
+            self.travels += 1
+            return True
+        return False
 
     def _choose(self, frame, tracks, limits=None) -> Any:
         """The most clearly visible unvisited cell at least ``min_hop_px`` away, whose
@@ -166,7 +205,13 @@ class Tour:
             tr = self._choose(frame, tracks, limits)
             if tr is None:
                 steer.enabled = False
+                if self._idle_since is None:
+                    self._idle_since = t
+                elif t - self._idle_since >= cfg.travel_after_s:
+                    self._travel(stage, frame, limits)
+                    self._idle_since = None
             else:
+                self._idle_since = None
                 self.target = tr.id
                 steer.select(int(tr.id))
                 self._enter("centring", t)
@@ -247,6 +292,8 @@ class Tour:
         n = len(self.visited)
         if self.phase == "focusing":
             line = "finding focus"
+        elif self.phase == "choosing" and self._idle_since is not None:
+            line = "every cell here visited: travelling on"
         elif self.phase == "choosing":
             line = f"choosing cell {n + 1}"
         elif self.phase == "centring":
@@ -286,6 +333,7 @@ class Tour:
         return {
             "phase": self.phase,
             "cells_visited": len(self.visited),
+            "fields_travelled": self.travels,
             "visited": self.visited,
             "followed": self.followed,
             "focus_first_locked_s": locked_at,

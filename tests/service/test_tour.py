@@ -134,3 +134,44 @@ def test_a_visited_cell_is_not_chosen_again(detector):
     assert second is not None and second.id != first.id
     assert np.hypot(*(second.center_um - first.center_um)) >= 12.0
     stage.close()
+
+
+def test_the_tour_travels_on_when_every_cell_in_view_was_visited(detector):
+    """A 10-minute demo stopped touring after ~7 minutes: every cell in reach visited,
+    the tour chose nothing, frame after frame. Now the stage travels most of a field on,
+    away from the visited cells and inside the soft limits, and the tour goes on there."""
+    from inscope.acquisition.safety import SoftLimits
+
+    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in DEMO_SIM.items()}
+    scope = SimulatedMicroscope(SimConfig(realtime=False, **opts))
+    tour = Tour(TourConfig(travel_after_s=0.1))
+    stage = ControlStage(scope, ControlConfig(mode="steer"), director=tour)
+    tour.phase = "choosing"
+    p0 = scope.position()
+    # visited: every cell in view, and one far to the +x side, so "away" points to -x
+    f = scope.snap()
+    for t in stage.step(f, detector.detect(f)).tracks:
+        tour._visit(t, 0.0, f)
+    far = type("T", (), {"id": -1, "center_um": np.array([p0.x + 2000.0, p0.y]),
+                         "box": np.zeros(4)})()
+    for _ in range(200):
+        tour._visit(far, 0.0, f)
+    # the limits leave no room towards -x (a field on, with half a field to spare):
+    # it turns, by 90 degrees, and never towards the visited side
+    scope.guard.limits = SoftLimits(x=(p0.x - 300.0, p0.x + 2000.0),
+                                    y=(p0.y - 2000.0, p0.y + 2000.0), z=scope.guard.limits.z)
+    for _ in range(40):
+        f = scope.snap()
+        stage.step(f, detector.detect(f))
+        if tour.travels:
+            break
+    assert tour.travels == 1
+    moves = [m for m in scope.guard.history if m.axis == "xy" and m.made]
+    assert moves
+    dx, dy = np.subtract(moves[-1].target, moves[-1].start)
+    field = 0.75 * min(f.pixels.shape) * scope.pixel_size_um
+    assert np.hypot(dx, dy) == pytest.approx(field, rel=1e-6)
+    assert abs(dx) < 0.05 * field and abs(dy) > 0.9 * field, "sideways, not back"
+    assert scope.guard.limits.allows_xy(*moves[-1].target)
+    assert tour.summary()["fields_travelled"] == 1
+    stage.close()
