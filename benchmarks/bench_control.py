@@ -39,12 +39,14 @@ with p50 / p90 / p99 / max.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import functools
 import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -157,6 +159,14 @@ class Truth:
 
 
 # -- scopes ----------------------------------------------------------------------------
+def _scratch(prefix: str) -> Path:
+    """A scratch folder for the slides this run generates, removed when the process
+    exits (a HeLa 3-D slide is ~190 MB; left behind, a day of runs filled the disk)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, d, True)
+    return Path(d)
+
+
 def _sim(seed: int, **kw):
     from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
@@ -728,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     suites: list[tuple[str, Any, float, float | None]] = []
     if args.hela:
-        tmp = Path(tempfile.mkdtemp(prefix="inscope-hela-"))
+        tmp = _scratch("inscope-hela-")
         paths = build_hela_slides(Path(args.hela), tmp, seed=args.seed)
         res["slides"] = {"source": Path(args.hela).name, "fov": args.fov,
                          "2d": "frame 0 + labels, defocus 0.35 µm/µm, tilt (0.01, -0.005)",
@@ -745,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.confocal:
         from benchmarks.confocal_stack import write_confocal_slide
 
-        tmp = Path(tempfile.mkdtemp(prefix="inscope-confocal-"))
+        tmp = _scratch("inscope-confocal-")
         path = write_confocal_slide(tmp / "confocal.npz", seed=args.seed)
         res["slides"] = {"confocal": "benchmarks/confocal_stack.py, seed "
                                      f"{args.seed}: 60 planes x 0.29 µm, 512x512 x 0.26 µm, "
