@@ -7,6 +7,7 @@ the microscope again, which may already have moved on.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,12 @@ class Frame:
     def shape(self) -> tuple[int, int]:
         h, w = self.pixels.shape
         return (h, w)
+
+    @property
+    def scale_um(self) -> float:
+        """µm per pixel in the specimen plane from :attr:`affine` (the calibrated scale:
+        ``sqrt(|det A|)``; ``pixel_size_um`` is the nominal one)."""
+        return math.sqrt(abs(float(np.linalg.det(self.affine))))
 
     @property
     def center(self) -> tuple[float, float]:

@@ -679,8 +679,7 @@ class TargetRefiner:
                 self._offsets.append(frame.pixel_to_stage(cen[0])[0] - reg_um)
         # the median, adopted when it is news (see _correction): one frame whose blob
         # merged with a neighbour must not pull it, nor each new offset move it
-        self._corr = _correction(np.asarray(self._offsets), self._corr,
-                                 math.sqrt(abs(np.linalg.det(frame.affine))))
+        self._corr = _correction(np.asarray(self._offsets), self._corr, frame.scale_um)
         xy_um = reg_um + self._corr
         fix = Fix(xy_um, frame.stage_to_pixel(xy_um)[0], float(best), "registered",
                   frame.index)
@@ -698,5 +697,5 @@ class TargetRefiner:
             return None
         d = np.diff(np.asarray(f), axis=0)
         d = d - d.mean(axis=0)
-        px = math.sqrt(abs(np.linalg.det(frame.affine)))
+        px = frame.scale_um
         return float(np.sqrt((d ** 2).sum(axis=1).mean() / 2.0)) / px

@@ -220,7 +220,7 @@ class Steerer:
         """The deadband (µm) for *frame*: the configured one, or from measured jitter."""
         if self.deadband_um is not None:
             return self.deadband_um
-        px = float(np.sqrt(abs(np.linalg.det(frame.affine))))
+        px = frame.scale_um
         j = self.refiner.jitter_px(frame) if self.refiner is not None else None
         if j is None:
             return (PRIOR_DEADBAND_PX if self.refiner is not None else 2.0) * px
@@ -257,7 +257,7 @@ class Steerer:
         if not stale and self._last_cmd is not None and frame.position is not None:
             tol = self.position_tol_um
             if tol is None:
-                tol = 2.0 * float(np.sqrt(abs(np.linalg.det(frame.affine))))
+                tol = 2.0 * frame.scale_um
             d = math.hypot(frame.position.x - self._last_cmd[0],
                            frame.position.y - self._last_cmd[1])
             stale = d > tol

@@ -156,7 +156,7 @@ class Tracker:
         boxes = detections.boxes.astype(float)
         if n:
             centers_um = frame.pixel_to_stage(detections.centers.astype(float))
-            scale = np.sqrt(np.abs(np.linalg.det(frame.affine)))
+            scale = frame.scale_um
             sizes_um = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) * scale
         else:
             centers_um = np.zeros((0, 2))

@@ -614,7 +614,7 @@ class FindAndImage:
                 continue
             scan_z = frame.position.z if frame.position is not None else math.nan
             h, w = frame.shape
-            scale = math.sqrt(abs(np.linalg.det(frame.affine)))
+            scale = frame.scale_um
             centers = frame.pixel_to_stage(det.centers)
             for k in range(len(det)):
                 b = det.boxes[k]
@@ -841,7 +841,7 @@ class FindAndImage:
             w, h = tr.box[2] - tr.box[0], tr.box[3] - tr.box[1]
             score = tr.score
         else:
-            w = h = 10.0 / max(float(np.sqrt(abs(np.linalg.det(frame.affine)))), 1e-9)
+            w = h = 10.0 / max(frame.scale_um, 1e-9)
         box = np.array([c_px[0] - w / 2, c_px[1] - h / 2, c_px[0] + w / 2, c_px[1] + h / 2])
         if tr is not None and tr.missed == 0 and len(det):
             k = int(np.argmin(np.hypot(*(det.centers - tr.center_px).T)))
@@ -952,7 +952,7 @@ class FindAndImage:
             return
         frame, box = got.frame, got.box
         c_um = got.xy_um
-        scale = math.sqrt(abs(np.linalg.det(frame.affine)))
+        scale = frame.scale_um
         rec.x_um, rec.y_um = float(c_um[0]), float(c_um[1])
         rec.box = _box4(box)
         rec.size_um = (float(box[2] - box[0]) * scale, float(box[3] - box[1]) * scale)
@@ -1148,7 +1148,7 @@ class FindAndImage:
         name = f"cell_{rec.id:04d}.ome.tif"
         path = self.out_dir / name
         data = np.stack(stack)
-        px = math.sqrt(abs(np.linalg.det(frame.affine)))
+        px = frame.scale_um
         dz = float(np.median(np.diff(zs))) if len(zs) > 1 else self.z_stack.step_um
         desc = {
             "inscope": "find-and-image", "cell_id": rec.id,

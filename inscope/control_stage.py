@@ -202,7 +202,7 @@ class ControlStage:
             target_id = self.steerer.target_id
             why = self.usable(frame)
             if why is not None:
-                live, tracks = self._track(frame, detections)
+                _, tracks = self._track(frame, detections)
                 if why is SteerStatus.MOVING:
                     self.frames_moving += 1
                 else:

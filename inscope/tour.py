@@ -123,9 +123,8 @@ class Tour:
         p = frame.position
         if p is None:
             return False
-        h, w = frame.pixels.shape
-        px = abs(float(np.linalg.det(frame.affine))) ** 0.5
-        step = self.cfg.travel_fields * min(h, w) * px
+        field_um = min(frame.shape) * frame.scale_um
+        step = self.cfg.travel_fields * field_um
         here = np.array([p.x, p.y], float)
         away = here - self._visited_xy.mean(axis=0) if len(self._visited_xy) else None
         if away is None or float(np.hypot(*away)) < 1e-6:
@@ -134,7 +133,7 @@ class Tour:
         for k in range(8):
             a = a0 + (k + 1) // 2 * (1 if k % 2 else -1) * math.pi / 4
             x, y = here + step * np.array([math.cos(a), math.sin(a)])
-            if limits is not None and not limits.allows_xy(x, y, margin=0.5 * min(h, w) * px):
+            if limits is not None and not limits.allows_xy(x, y, margin=0.5 * field_um):
                 continue
             try:
                 stage.scope.move_xy(float(x), float(y))
@@ -157,6 +156,7 @@ class Tour:
         areas = [t.area_px for t in tracks if not t.missed]
         min_area = float(np.percentile(areas, 50)) if areas else 0.0
         boxes = np.array([t.box for t in tracks], float).reshape(-1, 4)
+        cc = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
         for t in tracks:
             b = np.asarray(t.box, float)
             if t.missed or t.hits < cfg.min_hits or t.area_px < min_area \
@@ -173,7 +173,6 @@ class Tour:
                 continue
             # crowding: another box centre within the box's own size
             size = max(b[2] - b[0], b[3] - b[1])
-            cc = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
             near = np.hypot(*(cc - t.center_px).T)
             if int(np.sum(near < size)) > 1:
                 continue
