@@ -49,6 +49,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,32 @@ def _sim(seed: int, **kw):
     from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
     return SimulatedMicroscope(SimConfig(seed=seed, realtime=False, **kw))
+
+
+#: The simulator every bench_control suite runs: a tilted focal surface, thick nuclei at
+#: their sub-pixel positions (``thickness`` = half-thickness / short semi-axis).
+SIM_TILT = (0.01, -0.005)
+
+
+def sim_maker(thickness: float) -> Callable[[int], Any]:
+    """``make(seed)`` for the benchmark's simulator."""
+    def make(seed: int):
+        return _sim(seed, tilt=SIM_TILT, thickness_ratio=thickness, subpixel=True)
+
+    return make
+
+
+def hela_makers(paths: dict[str, Path], fov: int) -> dict[str, Callable[[int], Any]]:
+    """``make(seed)`` for the 2-D and 3-D HeLa slides of :func:`build_hela_slides`
+    (*paths*), with a camera of *fov* pixels and fresh camera noise per frame."""
+    def h2(seed: int):
+        return _slide({"path": str(paths["2d"]), "fov": fov, "noise": 0.02,
+                       "tilt": list(SIM_TILT)}, seed)
+
+    def h3(seed: int):
+        return _slide({"path": str(paths["3d"]), "fov": fov, "noise": 0.02}, seed)
+
+    return {"2d": h2, "3d": h3}
 
 
 def _slide(options: dict[str, Any], seed: int = 0):
@@ -743,15 +770,9 @@ def main(argv: list[str] | None = None) -> int:
         res["slides"] = {"source": Path(args.hela).name, "fov": args.fov,
                          "2d": "frame 0 + labels, defocus 0.35 µm/µm, tilt (0.01, -0.005)",
                          "3d": "frame 0 nuclei as ellipsoids, 41 planes x 0.5 µm, haze"}
-
-        def hela2(seed: int):
-            return _slide({"path": str(paths["2d"]), "fov": args.fov, "noise": 0.02,
-                           "tilt": [0.01, -0.005]}, seed)
-
-        def hela3(seed: int):
-            return _slide({"path": str(paths["3d"]), "fov": args.fov, "noise": 0.02}, seed)
-
-        suites = [("hela_2d", hela2, args.z_step, None), ("hela_3d", hela3, 0.5, None)]
+        hela = hela_makers(paths, args.fov)
+        suites = [("hela_2d", hela["2d"], args.z_step, None),
+                  ("hela_3d", hela["3d"], 0.5, None)]
     elif args.confocal:
         from benchmarks.confocal_stack import write_confocal_slide
 
@@ -775,12 +796,8 @@ def main(argv: list[str] | None = None) -> int:
         dz = float(opts.get("z_step_um", args.z_step))
         suites = [("slide", slide, dz, None)]
     else:
-        def sim(seed: int):
-            return _sim(seed, tilt=(0.01, -0.005), thickness_ratio=args.sim_thickness,
-                        subpixel=True)
-
-        suites = [("sim", sim, args.z_step, args.region)]
-        res["sim_config"] = {"tilt": [0.01, -0.005], "thickness_ratio": args.sim_thickness,
+        suites = [("sim", sim_maker(args.sim_thickness), args.z_step, args.region)]
+        res["sim_config"] = {"tilt": list(SIM_TILT), "thickness_ratio": args.sim_thickness,
                              "subpixel": True}
     label = args.label or ("after" if _new_code() else "before")
     res["code"] = label

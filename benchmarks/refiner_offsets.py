@@ -31,29 +31,26 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import load_average, write_json
-from benchmarks.bench_control import _detector, _sim, _slide, bench_jitter, build_hela_slides
+from benchmarks.bench_control import (
+    _detector,
+    bench_jitter,
+    build_hela_slides,
+    hela_makers,
+    sim_maker,
+)
 
 VARIANTS = {"once (max_offsets=1)": {"max_offsets": 1},
             "again (max_offsets=25)": {"max_offsets": 25}}
 
 
 def _suites(hela: Path | None, tmp: Path, seed: int) -> list[tuple[str, Any]]:
-    def sim(s: int):
-        return _sim(s, tilt=(0.01, -0.005), thickness_ratio=0.5, subpixel=True)
-
-    suites: list[tuple[str, Any]] = [("sim", sim)]
+    suites: list[tuple[str, Any]] = [("sim", sim_maker(0.5))]
     if hela is None:
         return suites
     paths = build_hela_slides(hela, tmp / f"seed{seed}", seed=seed)
     for fov in (256, 512):
-        def h2(s: int, fov: int = fov):
-            return _slide({"path": str(paths["2d"]), "fov": fov, "noise": 0.02,
-                           "tilt": [0.01, -0.005]}, s)
-
-        def h3(s: int, fov: int = fov):
-            return _slide({"path": str(paths["3d"]), "fov": fov, "noise": 0.02}, s)
-
-        suites += [(f"hela_2d_fov{fov}", h2), (f"hela_3d_fov{fov}", h3)]
+        make = hela_makers(paths, fov)
+        suites += [(f"hela_2d_fov{fov}", make["2d"]), (f"hela_3d_fov{fov}", make["3d"])]
     return suites
 
 
