@@ -344,3 +344,37 @@ def test_frames_rendered_from_the_kept_still_canvas_equal_fresh_renders(subpixel
         got, _ = r.render(cells, xy, t, 0.8)
         want, _ = Renderer(s.config, r.A).render(cells, xy, t, 0.8)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("speed", [0.0, 8.0])
+def test_cells_near_finds_every_object_that_reaches_the_field_however_late(speed):
+    """The lookup keeps the moving cells of the tiles in their reach in one index (so a
+    long run does not scan ever more tiles); it must return exactly the objects whose
+    box reaches the rectangle, in id order, as a scan of every tile of the slide does:
+    at t = 0 (moving cells not yet moved), early, and after the cells have crossed the
+    slide, for fields anywhere on it."""
+    from inscope.acquisition.simulated.specimen import TILE_UM, Specimen
+
+    cfg = SimConfig(seed=3, cell_motion_um_per_s=speed, moving_fraction=0.1,
+                    slide_um=(1600.0, 1600.0))
+    sp, every = Specimen(cfg), Specimen(cfg)
+    n = int(cfg.slide_um[0] / 2 // TILE_UM) + 1
+    tiles = [every._tile(tx, ty) for tx in range(-n, n + 1) for ty in range(-n, n + 1)]
+    rng = np.random.default_rng(0)
+    found = 0
+    for t in (0.0, 0.0, 2.0, 30.0, 150.0, 400.0, 30.0, 0.0):
+        for _ in range(6):
+            cx, cy = rng.uniform(-800, 800, 2)
+            w = rng.uniform(20, 250)
+            x0, y0, x1, y1 = cx - w, cy - w, cx + w, cy + w
+            want = []
+            for cells in tiles:
+                for c in cells:
+                    x, y = c.position(t)
+                    hx, hy = c.half_extent_um()
+                    if x + hx >= x0 and x - hx <= x1 and y + hy >= y0 and y - hy <= y1:
+                        want.append(c.id)
+            got = [c.id for c in sp.cells_near(x0, y0, x1, y1, t)]
+            assert got == sorted(want)
+            found += len(got)
+    assert found > 0
