@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import load_average
+from benchmarks.per_minute import per_minute
 
 #: The runs the targets name: (key, inscope arguments). ``{out}`` is the run's folder.
 RUNS: dict[str, list[str]] = {
@@ -342,6 +343,11 @@ def _collect(a: argparse.Namespace, argv: list[str] | None, loads: dict | None) 
                 rep[f"{k}_{when}"] = [_from_bench(r) for r in d["results"]]
             else:
                 rep[f"{k}_{when}"] = _from_summary(d)
+                # minute by minute, from the run's records beside its summary (a cost
+                # that grows with the time run shows as a trend)
+                jsonl = Path(getattr(a, f"{k}_{when}")).parent / "detections.jsonl"
+                if k == "demo600" and jsonl.is_file():
+                    rep[f"{k}_{when}"]["per_minute"] = per_minute(jsonl)
     return rep
 
 

@@ -114,3 +114,23 @@ def test_collect_live_loop_reads_its_runs_before_it_removes_them(tmp_path, monke
     assert rep["demo_after"]["processed_fraction"] == round(1 - 10 / 310, 4)
     assert rep["bench_after"][0]["ready_to_published_ms"]["p99"] == 14.0
     assert made and not made[0].exists(), "the runs' folder is removed afterwards"
+
+
+def test_per_minute_splits_a_run_by_the_minute_it_was_taken(tmp_path):
+    """A long run's trend (a cost growing with the time run) is read minute by minute
+    from its records: frames counted in the minute of their ``ready`` stamp, latency =
+    published - ready; a line cut off by a stopped run is skipped."""
+    from benchmarks.per_minute import per_minute
+
+    t0 = 5_000_000_000_000
+    lines = []
+    for i in range(150):  # one frame per second for 2.5 minutes
+        lat_ms = 5.0 if i < 60 else (6.0 if i < 120 else 20.0)
+        ready = t0 + i * 1_000_000_000
+        lines.append(json.dumps({"frame_index": i, "stamps_ns": {
+            "ready": ready, "published": ready + int(lat_ms * 1e6)}}))
+    path = tmp_path / "detections.jsonl"
+    path.write_text("\n".join(lines) + '\n{"frame_index": 150, "stamps')
+    got = per_minute(path)
+    assert [m["frames_processed"] for m in got] == [60, 60, 30]
+    assert [m["ready_to_published_ms"]["p50"] for m in got] == [5.0, 6.0, 20.0]
