@@ -138,6 +138,15 @@ RECORDS: dict[str, str] = {
                                       "--before-dir BEFORE --before-commit 0f913ac, run "
                                       "with the package of 0868216 (before the tour checked "
                                       "visited cells in one array operation)",
+    "demo600_per_minute.json": "python -m benchmarks.per_minute before=D1/detections.jsonl "
+                               "after=D2/detections.jsonl: two 10-minute demos (inscope "
+                               "demo --seconds 600) with the package of 1dc2cd0 and of "
+                               "3cccabc, minute by minute",
+    "live_loop_before_specimen_index.json": "python -m benchmarks.collect_live_loop --run "
+                                            "--before-dir BEFORE --before-commit 0f913ac, "
+                                            "run with the package of 1dc2cd0 (before the "
+                                            "simulator indexed its moving cells: its lookup "
+                                            "grew with the time run)",
     "ab_bench_focus_first.json": "python -m benchmarks.ab_bench --rev 8730a2d --rounds 4 "
                                  "--out benchmarks/results/ab_bench_focus_first.json -- "
                                  "--backend demo --model default --frames 300: the focus "
