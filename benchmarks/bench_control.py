@@ -539,7 +539,8 @@ def _refiner_takes_others() -> bool:
 # -- find-and-image --------------------------------------------------------------------
 def bench_workflow(make_scope, det, seed: int, z_step: float,
                    region_um: float | None = None,
-                   signal_frac: float | None = None) -> dict[str, Any]:
+                   signal_frac: float | None = None,
+                   signal: str | None = None) -> dict[str, Any]:
     from inscope.control.workflow import FindAndImage, ZStackSpec
 
     scope = make_scope(seed)
@@ -559,7 +560,9 @@ def bench_workflow(make_scope, det, seed: int, z_step: float,
     with tempfile.TemporaryDirectory() as tmp:
         # (signal_frac only when given: older code, run for the 'before' figures, has
         # a float default and no None)
-        given = {} if signal_frac is None else {"signal_frac": signal_frac}
+        given: dict[str, Any] = {} if signal_frac is None else {"signal_frac": signal_frac}
+        if signal is not None:
+            given["signal"] = signal
         spec = ZStackSpec((-z_step, z_step), z_step, adaptive=True, max_extent_um=15.0,
                           **given)
         wf = FindAndImage(scope, det, region=region, out_dir=tmp, z_stack=spec)
@@ -624,9 +627,12 @@ def bench_workflow(make_scope, det, seed: int, z_step: float,
         "z_extent_max_end_error_um": _pct(ext_err),
         "z_extent_iou": _pct(ext_iou),
         "z_extent_unknown_too_dim": ext_unknown,
+        # [fraction, where it came from, the per-plane signal] (code before the choice
+        # of signal: sharpness)
         "z_extent_signal_frac": [getattr(wf, "signal_frac", spec.signal_frac),
                                  getattr(wf, "signal_frac_source",
-                                         "fixed (code before the choice by sectioning)")],
+                                         "fixed (code before the choice by sectioning)"),
+                                 getattr(wf, "signal", "sharpness")],
         "images": s.images, "wall_s": s.wall_s, "sim_s": s.sim_s,
         "cells_per_sim_minute": s.cells_imaged / sim_min if sim_min > 0 else None,
     }
@@ -676,7 +682,8 @@ def run_suite(make_scope, det, args, z_step: float, region_um: float | None = No
                                              args.seed)
     if "find_and_image" in only:
         res["find_and_image"] = bench_workflow(make_scope, det, args.seed, z_step,
-                                               region_um, args.z_signal_frac)
+                                               region_um, args.z_signal_frac,
+                                               args.z_signal)
     res["bench_wall_s"] = time.perf_counter() - t0
     return res
 
@@ -738,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="find-and-image: where a cell's z extent ends, as a fraction of "
                          "its peak signal (default: by the microscope's optical "
                          "sectioning, see ZStackSpec)")
+    ap.add_argument("--z-signal", choices=("sharpness", "intensity"), default=None,
+                    help="find-and-image: the per-plane signal a cell's z extent is read "
+                         "from (default: by the microscope's optical sectioning)")
     ap.add_argument("--trials", type=int, default=12, help="cells for centring")
     ap.add_argument("--jitter-cells", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1)

@@ -69,7 +69,7 @@ ROWS = [
     ("cell z error p50 / p90 (µm)", ("find_and_image", "focus_abs_error_um"), "p59", ""),
     ("z-extent error, worse end, p50 / p90 (µm)",
      ("find_and_image", "z_extent_max_end_error_um"), "p59", "<= 1"),
-    ("z extent ends at this fraction of the cell's peak signal",
+    ("z extent ends at this fraction of the peak of the cell's per-plane signal",
      ("find_and_image", "z_extent_signal_frac"), "frac", ""),
     ("z extent not measured: cell too dim (signal under the noise floor)",
      ("find_and_image", "z_extent_unknown_too_dim"), "{}", ""),
@@ -96,8 +96,8 @@ def _fmt(v, f: str) -> str:
         first = v.get("first_locked_frame") or {}
         return (f"{first.get('p50', math.nan):.0f} / {first.get('max', math.nan):.0f}; "
                 f"{v.get('never_locked', '-')}")
-    if f == "frac":  # [fraction, where it came from]
-        return f"{v[0]:g} ({v[1]})"
+    if f == "frac":  # [fraction, where it came from(, signal: before it, sharpness)]
+        return f"{v[0]:g} of its {v[2] if len(v) > 2 else 'sharpness'} ({v[1]})"
     if f == "p59":
         return f"{v['p50']:.2f} / {v['p90']:.2f}"
     if isinstance(v, float) and math.isnan(v):

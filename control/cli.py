@@ -97,6 +97,11 @@ def register(subparsers) -> None:
                         "below F x its peak (default: 0.15 for optically sectioned "
                         "planes - confocal, light sheet, a slide of a z-stack - else 0.6 "
                         "for widefield)")
+    s.add_argument("--z-signal", choices=("sharpness", "intensity"), default=None,
+                   help="with --adaptive: the per-plane signal a cell's z extent is read "
+                        "from: sharpness (default; ignores out-of-focus light) or "
+                        "intensity (optical sections with little out-of-focus light; "
+                        "ends at 0.2 of the peak)")
     s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
     a = s.add_argument("--score-threshold", type=float, default=0.0,
                        help="ignore weaker detections (score in [0, 1])")
@@ -266,7 +271,7 @@ def run_scan(args: argparse.Namespace) -> int:
         return 2
     try:
         spec = ZStackSpec(tuple(args.z_range), args.z_step, adaptive=args.adaptive,
-                          signal_frac=args.z_signal_frac)
+                          signal_frac=args.z_signal_frac, signal=args.z_signal)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -268,7 +268,7 @@ def test_the_z_extent_fraction_follows_how_the_planes_were_recorded(nuclei_stack
     at 0.15 of its peak signal, widefield planes (the simulator, a 2-D slide's synthetic
     defocus) at 0.6; a fraction given in the spec wins; bad values name the fix."""
     from inscope.acquisition.errors import MicroscopeUnavailable
-    from inscope.control.workflow import signal_frac_for
+    from inscope.control.workflow import signal_for, signal_frac_for
 
     spec = ZStackSpec(adaptive=True)
     assert signal_frac_for(spec, _slide(nuclei_stack))[0] == 0.15
@@ -279,6 +279,11 @@ def test_the_z_extent_fraction_follows_how_the_planes_were_recorded(nuclei_stack
     scope = sim.SimulatedMicroscope(sim.SimConfig(seed=1, realtime=False, shape=(64, 64)))
     assert signal_frac_for(spec, scope)[0] == 0.6
     assert signal_frac_for(ZStackSpec(signal_frac=0.3), _slide(nuclei_stack)) == (0.3, "given")
+    assert signal_for(ZStackSpec(signal="intensity"), _slide(nuclei_stack)) == (
+        "intensity", 0.2, "intensity")
+    assert signal_for(spec, _slide(nuclei_stack))[0] == "sharpness"
+    with pytest.raises(ValueError, match="sharpness, intensity.*got 'brightness'"):
+        ZStackSpec(signal="brightness")
     with pytest.raises(MicroscopeUnavailable, match="'sectioned'.*or 'widefield'"):
         _slide(nuclei_stack, sectioning="confocal-ish")
     assert _slide(nuclei_stack, sectioning="confocal").optical_sectioning
@@ -335,11 +340,12 @@ def test_z_extent_of_thick_nuclei_in_confocal_like_sections(tmp_path):
 
     p = write_confocal_slide(tmp_path / "confocal.npz", seed=4, shape=(50, 256, 256))
     errs: dict[str, list[float]] = {}
-    for name, frac in (("default", None), ("widefield", 0.6)):
+    for name, frac, signal in (("default", None, None), ("widefield", 0.6, None),
+                               ("intensity", None, "intensity")):
         s = _slide(p, fov=256, noise=0.02)
         t = s.true_cells()
         spec = ZStackSpec((-0.29, 0.29), 0.29, adaptive=True, max_extent_um=10.0,
-                          signal_frac=frac)
+                          signal_frac=frac, signal=signal)
         out = tmp_path / name
         FindAndImage(s, _detector(), region=(14.0, 14.0, 52.0, 52.0), out_dir=out,
                      z_stack=spec).run()
@@ -352,6 +358,33 @@ def test_z_extent_of_thick_nuclei_in_confocal_like_sections(tmp_path):
     assert len(errs["default"]) >= 4, errs
     assert np.median(errs["default"]) <= 1.0, errs
     assert np.median(errs["widefield"]) > np.median(errs["default"]) + 0.5, errs
+    # little out-of-focus light here: the cell's intensity over its footprint reads
+    # the extent more closely than its sharpness, whose soft poles end it early
+    assert len(errs["intensity"]) >= 4, errs
+    assert np.median(errs["intensity"]) < np.median(errs["default"]) - 0.2, errs
+    assert max(errs["intensity"]) < max(errs["default"]), errs
+
+
+def test_cell_intensity_is_the_cells_own_light_above_the_background(nuclei_stack, tmp_path):
+    """The intensity signal of a z extent is the mean over the cell's footprint less the
+    frame's background (its dim 5th percentile): a camera offset or a uniform background
+    must not count as the cell, and half the cell's light reads half the signal."""
+    wf = FindAndImage(_slide(nuclei_stack), _detector(), region=(0.0, 0.0, 10.0, 10.0),
+                      out_dir=tmp_path, z_stack=ZStackSpec(adaptive=True,
+                                                           signal="intensity"))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :128]
+    disc = ((yy - 60) ** 2 + (xx - 70) ** 2 <= 12 ** 2).astype(np.float32)
+    box = np.array([58.0, 48.0, 82.0, 72.0])
+    got = {}
+    for offset, level in ((100.0, 400.0), (5000.0, 400.0), (100.0, 200.0)):
+        img = (offset + level * disc + rng.normal(0, 5, disc.shape)).astype(np.float32)
+        region = wf.cell_region(img, box)
+        assert region is not None
+        got[(offset, level)] = wf.cell_intensity(img, box, region)
+    assert got[(100.0, 400.0)] == pytest.approx(got[(5000.0, 400.0)], rel=0.02)
+    assert got[(100.0, 200.0)] == pytest.approx(0.5 * got[(100.0, 400.0)], rel=0.05)
+    assert 150 < got[(100.0, 400.0)] <= 400  # (the footprint has a 2 px rim)
 
 
 def test_z_extent_ignores_one_noisy_plane_and_needs_signal():
