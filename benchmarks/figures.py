@@ -48,6 +48,18 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # a generated confocal-like stack of packed thick nuclei (benchmarks/confocal_stack.py)
     "control_confocal": (["benchmarks.bench_control", "--confocal"],
                          "control_confocal.json"),
+    # z extents read from the cells' intensity instead of their sharpness (the option
+    # ZStackSpec(signal="intensity"), side by side with the default in the files above)
+    "control_confocal_intensity": (
+        ["benchmarks.bench_control", "--confocal", "--only", "find_and_image",
+         "--z-signal", "intensity", "--out",
+         "benchmarks/results/control_confocal_intensity.json"],
+        "control_confocal_intensity.json"),
+    "control_hela256_intensity": (
+        ["benchmarks.bench_control", "--hela", "{data}", "--fov", "256", "--only",
+         "find_and_image", "--z-signal", "intensity", "--out",
+         "benchmarks/results/control_hela_fov256_intensity.json"],
+        "control_hela_fov256_intensity.json"),
     # the target's centroid offset kept from the acquired frame or measured again
     "refiner_offsets": (["benchmarks.refiner_offsets", "--hela", "{data}"],
                         "refiner_offsets.json"),
