@@ -745,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="find-and-image: where a cell's z extent ends, as a fraction of "
                          "its peak signal (default: by the microscope's optical "
                          "sectioning, see ZStackSpec)")
-    ap.add_argument("--z-signal", choices=("sharpness", "intensity"), default=None,
+    ap.add_argument("--z-signal", choices=("sharpness", "intensity", "auto"), default=None,
                     help="find-and-image: the per-plane signal a cell's z extent is read "
                          "from (default: by the microscope's optical sectioning)")
     ap.add_argument("--trials", type=int, default=12, help="cells for centring")

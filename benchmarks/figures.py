@@ -48,8 +48,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # a generated confocal-like stack of packed thick nuclei (benchmarks/confocal_stack.py)
     "control_confocal": (["benchmarks.bench_control", "--confocal"],
                          "control_confocal.json"),
-    # z extents read from the cells' intensity instead of their sharpness (the option
-    # ZStackSpec(signal="intensity"), side by side with the default in the files above)
+    # z extents read from the cells' intensity or sharpness alone (ZStackSpec.signal),
+    # side by side with the default (auto) in the files above
     "control_confocal_intensity": (
         ["benchmarks.bench_control", "--confocal", "--only", "find_and_image",
          "--z-signal", "intensity", "--out",
@@ -60,6 +60,16 @@ STEPS: dict[str, tuple[list[str], str]] = {
          "find_and_image", "--z-signal", "intensity", "--out",
          "benchmarks/results/control_hela_fov256_intensity.json"],
         "control_hela_fov256_intensity.json"),
+    "control_confocal_sharpness": (
+        ["benchmarks.bench_control", "--confocal", "--only", "find_and_image",
+         "--z-signal", "sharpness", "--out",
+         "benchmarks/results/control_confocal_sharpness.json"],
+        "control_confocal_sharpness.json"),
+    "control_hela256_sharpness": (
+        ["benchmarks.bench_control", "--hela", "{data}", "--fov", "256", "--only",
+         "find_and_image", "--z-signal", "sharpness", "--out",
+         "benchmarks/results/control_hela_fov256_sharpness.json"],
+        "control_hela_fov256_sharpness.json"),
     # the target's centroid offset kept from the acquired frame or measured again
     "refiner_offsets": (["benchmarks.refiner_offsets", "--hela", "{data}"],
                         "refiner_offsets.json"),

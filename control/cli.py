@@ -97,11 +97,13 @@ def register(subparsers) -> None:
                         "below F x its peak (default: 0.15 for optically sectioned "
                         "planes - confocal, light sheet, a slide of a z-stack - else 0.6 "
                         "for widefield)")
-    s.add_argument("--z-signal", choices=("sharpness", "intensity"), default=None,
+    s.add_argument("--z-signal", choices=("sharpness", "intensity", "auto"), default=None,
                    help="with --adaptive: the per-plane signal a cell's z extent is read "
-                        "from: sharpness (default; ignores out-of-focus light) or "
-                        "intensity (optical sections with little out-of-focus light; "
-                        "ends at 0.2 of the peak)")
+                        "from: sharpness (ignores out-of-focus light), intensity (optical "
+                        "sections with little out-of-focus light; ends at 0.2 of the "
+                        "peak) or auto (intensity where the planes beyond the cell are "
+                        "dark, else sharpness). Default: auto for optically sectioned "
+                        "planes, sharpness for widefield")
     s.add_argument("--no-autofocus", action="store_true", help="skip autofocus")
     a = s.add_argument("--score-threshold", type=float, default=0.0,
                        help="ignore weaker detections (score in [0, 1])")

@@ -87,18 +87,24 @@ EDGE_RISE = 1.2
 #: slide).
 SIGNAL_FRAC_WIDEFIELD = 0.6
 SIGNAL_FRAC_SECTIONED = 0.15
-#: The per-plane signals a z extent can be read from (``ZStackSpec.signal``): sharpness
-#: (the default) or intensity, and the fraction of its peak where an intensity extent
-#: ends. Intensity is for optical sections with little out-of-focus light: there a
-#: plane's mean intensity over the cell's footprint is how much of the cell it cuts,
-#: and falls to about a fifth of the peak at the true bottom and top, where sharpness
-#: varies more between nuclei (the oblique edge near the poles looks soft). Out-of-focus
-#: light (haze) keeps intensity up beyond the cell and sharpness ignores it, so
-#: sharpness is the default (bench_control: confocal-like stack, z-extent error p90 0.51
-#: against 1.40 µm; HeLa 3-D slide, whose haze is half the cell's light, 5.98 against
-#: 0.47 µm).
-SIGNAL_MEASURES = ("sharpness", "intensity")
+#: The per-plane signals a z extent can be read from (``ZStackSpec.signal``). Sharpness
+#: ignores out-of-focus light (haze: smooth). Intensity - the cell's mean over its
+#: footprint above the plane's background - is, in an optical section, how much of the
+#: cell that plane cuts, and falls to about a fifth of its peak at the true bottom and
+#: top, where sharpness varies more between nuclei (the oblique edge near the poles
+#: looks soft); but haze keeps it up beyond the cell. ``auto`` (the default for optical
+#: sections) uses intensity where the planes beyond the cell turn out dark, else
+#: sharpness. bench_control, z-extent error p90: confocal-like stack, sharpness 1.40,
+#: intensity 0.51 µm; HeLa 3-D slide (haze half the cell's light), sharpness 0.47,
+#: intensity 5.98 µm; auto in docs/service.md.
+SIGNAL_MEASURES = ("sharpness", "intensity", "auto")
 SIGNAL_FRAC_INTENSITY = 0.2
+#: ``signal="auto"`` (the default for optical sections) measures both, goes on up to
+#: this far (µm) past the end of the cell's sharpness while its intensity is still
+#: above :data:`SIGNAL_FRAC_INTENSITY` of its peak, and reads the extent from the
+#: intensity when it falls below that at both ends inside the stack (planes beyond the
+#: cell are dark), else from the sharpness (out-of-focus light there).
+AUTO_EXTRA_UM = 1.5
 
 CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px",
               "box_y1_px", "score", "status", "file", "seconds", "sim_seconds", "n_planes",
@@ -143,7 +149,8 @@ class ZStackSpec:
         if self.signal is not None and self.signal not in SIGNAL_MEASURES:
             raise ValueError(f"ZStackSpec.signal is one of {', '.join(SIGNAL_MEASURES)} "
                              f"(intensity for optical sections with little out-of-focus "
-                             f"light; None: sharpness); got {self.signal!r}.")
+                             f"light, auto to choose per cell; None: auto for optical "
+                             f"sections, sharpness for widefield); got {self.signal!r}.")
         if self.signal_frac is not None and not 0 < self.signal_frac < 1:
             raise ValueError(f"ZStackSpec needs 0 < signal_frac < 1 (the fraction of its "
                              f"peak signal where a cell's z extent ends: about 0.6 for "
@@ -269,12 +276,13 @@ def signal_for(spec: ZStackSpec, scope: Any) -> tuple[str, float, str]:
     """``(signal, signal_frac, source)``: the measure and fraction a cell's z extent is
     read with - the spec's own, else the defaults for how *scope* records its planes
     (``optical_sectioning``) - and where the fraction came from."""
-    signal = spec.signal or "sharpness"
+    sectioned = bool(getattr(scope, "optical_sectioning", False))
+    signal = spec.signal or ("auto" if sectioned else "sharpness")
     if spec.signal_frac is not None:
         return signal, float(spec.signal_frac), "given"
     if signal == "intensity":
         return signal, SIGNAL_FRAC_INTENSITY, "intensity"
-    if getattr(scope, "optical_sectioning", False):
+    if sectioned:  # (auto: the sharpness fraction; the intensity one is fixed)
         return signal, SIGNAL_FRAC_SECTIONED, "optically sectioned planes (confocal-like)"
     return signal, SIGNAL_FRAC_WIDEFIELD, "widefield planes"
 
@@ -1009,7 +1017,7 @@ class FindAndImage:
         z0 = p.z
         rec.z_um = float(z0)
         rec.stage_x_um, rec.stage_y_um = float(p.x), float(p.y)
-        stack, zs, boxes, profile, extent, why = self._zstack(z0, box)
+        stack, zs, boxes, profile, extent, why, used = self._zstack(z0, box)
         try:
             self.scope.move_z(z0)
         except MoveRefused:
@@ -1020,7 +1028,8 @@ class FindAndImage:
             # a thick cell's z is the middle of its extent (its sharpest plane may be
             # near a pole); thin cells: the two agree
             rec.z_um = 0.5 * (extent[0] + extent[1])
-        rec.file = self._save(rec, stack, zs, boxes, focus, frame, profile, extent, why)
+        rec.file = self._save(rec, stack, zs, boxes, focus, frame, profile, extent, why,
+                              used)
         rec.status = "imaged"
 
     def _duplicate_of(self, rec: CellRecord, frame: Frame, box: np.ndarray,
@@ -1134,17 +1143,21 @@ class FindAndImage:
         return max(float(vals.mean()) - bg, 0.0)
 
     def _zstack(self, z0: float, box: np.ndarray):
-        """Planes around *z0*: ``(planes, zs, boxes, profile, (z_lo, z_hi), why)``; the
-        profile is ``[(z, signal), ...]`` and the extent where the signal is at least
-        ``signal_frac`` of its peak (NaN for a fixed stack, and for a cell too dim to
-        measure: *why* then says so)."""
+        """Planes around *z0*: ``(planes, zs, boxes, profile, (z_lo, z_hi), why, used)``;
+        the profile is ``[(z, signal), ...]`` and the extent where the signal is at
+        least its fraction of its peak (NaN for a fixed stack, and for a cell too dim to
+        measure: *why* then says so); *used* says which signal and fraction gave it
+        (and, with ``auto``, both profiles)."""
         spec = self.z_stack
-        planes: dict[float, tuple[np.ndarray, list[float], float]] = {}
+        auto = self.signal == "auto"
+        with_intensity = self.signal in ("intensity", "auto")
+        # z -> (pixels, box, sharpness, intensity)
+        planes: dict[float, tuple[np.ndarray, list[float], float, float]] = {}
         region: list = []
         floors: list[float] = []  # each plane's camera-noise floor (Brenner)
-        sharp: list[float] = []  # the cell's sharpness above it (too dim to measure?)
+        cut: set[float] = set()  # the ends (+1 up, -1 down) the z limits stopped
 
-        def take(z: float) -> float | None:
+        def take(z: float) -> tuple[float, float] | None:
             try:
                 self.scope.move_z(z)
             except MoveRefused:
@@ -1154,11 +1167,10 @@ class FindAndImage:
             if not region:  # the cell's pixels, from its in-focus plane (taken first)
                 region.append(self.cell_region(f.pixels, box))
             floors.append(brenner_noise_floor(f.pixels))
-            sharp.append(self.cell_signal(f.pixels, box, region[0], floors[-1]))
-            sig = (self.cell_intensity(f.pixels, box, region[0])
-                   if self.signal == "intensity" else sharp[-1])
-            planes[zz] = (f.pixels, [float(v) for v in box], sig)
-            return sig
+            sharp = self.cell_signal(f.pixels, box, region[0], floors[-1])
+            inten = self.cell_intensity(f.pixels, box, region[0]) if with_intensity else 0.0
+            planes[zz] = (f.pixels, [float(v) for v in box], sharp, inten)
+            return (inten if self.signal == "intensity" else sharp), inten
 
         if not spec.adaptive:
             offs = spec.fixed_offsets()
@@ -1166,38 +1178,68 @@ class FindAndImage:
                 take(z0 + o)
         else:
             lo, hi = spec.range_um
-            peak = take(z0) or 0.0
+            first = take(z0) or (0.0, 0.0)
+            peak, peak_i = first
             for sign, need in ((1.0, hi), (-1.0, -lo)):
                 o = spec.step_um
-                below = 0  # planes in a row under the threshold: two end the stack
+                below = dark = 0  # planes in a row under the thresholds: two end it
+                past = 0.0  # (auto) how far past the end of the sharpness
                 while o <= spec.max_extent_um + 1e-9:
-                    sig = take(z0 + sign * o)
-                    if sig is None:
+                    got = take(z0 + sign * o)
+                    if got is None:
+                        cut.add(sign)
                         break
-                    peak = max(peak, sig)
+                    sig, inten = got
+                    peak, peak_i = max(peak, sig), max(peak_i, inten)
                     # (no signal at all - a cell too dim to measure - ends it too)
                     below = below + 1 if sig <= self.signal_frac * peak else 0
+                    dark = dark + 1 if inten <= SIGNAL_FRAC_INTENSITY * peak_i else 0
                     if o >= need - 1e-9 and below >= 2:
-                        break
+                        # (auto, past the sharpness: one dark plane is enough)
+                        if not auto or dark >= 1 or past >= AUTO_EXTRA_UM - 1e-9:
+                            break
+                        past += spec.step_um
                     o += spec.step_um
         zs = sorted(planes)
-        profile = [(float(z), float(planes[z][2])) for z in zs]
+        k = 3 if self.signal == "intensity" else 2
+        profile = [(float(z), float(planes[z][k])) for z in zs]
+        used: dict[str, Any] = {"signal": "intensity" if k == 3 else "sharpness",
+                                "signal_frac": self.signal_frac,
+                                "signal_frac_source": self.signal_frac_source}
         extent = (math.nan, math.nan)
         # A cell whose sharpness never rises above the camera noise's own has a profile
         # of noise, and an extent read from it is a guess (the tail of the z-extent
         # error on the HeLa 3-D slides of bench_control): none is reported.
-        why = (_weak([(0.0, v) for v in sharp], floors, spec.min_snr) if spec.adaptive
-               else None)
+        why = (_weak([(z, planes[z][2]) for z in zs], floors, spec.min_snr)
+               if spec.adaptive else None)
         if spec.adaptive and why is None:
             extent = _extent(profile, self.signal_frac)
+            if auto:
+                prof_i = [(float(z), float(planes[z][3])) for z in zs]
+                ext_i = _extent(prof_i, SIGNAL_FRAC_INTENSITY)
+                # dark at an end: the intensity fell below its fraction inside the stack
+                # there; an end the z limits cut counts when the other end went dark
+                # (the cell reaches past the limit; the sharpness cannot see further)
+                dark_lo, dark_hi = ext_i[0] > zs[0] + 1e-9, ext_i[1] < zs[-1] - 1e-9
+                dark_both = ((dark_lo or -1.0 in cut) and (dark_hi or 1.0 in cut)
+                             and (dark_lo or dark_hi))
+                used = {"signal": "intensity" if dark_both else "sharpness",
+                        "signal_frac": SIGNAL_FRAC_INTENSITY if dark_both
+                        else self.signal_frac,
+                        "signal_frac_source": "auto: the planes beyond the cell are "
+                        + ("dark, so its intensity" if dark_both else
+                           "not dark (out-of-focus light), so its sharpness"),
+                        "profiles": {"sharpness": profile, "intensity": prof_i}}
+                if dark_both:
+                    profile, extent = prof_i, ext_i
         return ([planes[z][0] for z in zs], zs, [planes[z][1] for z in zs], profile,
-                extent, why)
+                extent, why, used)
 
     def _save(self, rec: CellRecord, stack: list[np.ndarray], zs: list[float],
               boxes: list[list[float]], focus: FocusResult | None, frame: Frame,
               profile: list[tuple[float, float]] | None = None,
               extent: tuple[float, float] = (math.nan, math.nan),
-              extent_why: str | None = None) -> str:
+              extent_why: str | None = None, used: dict[str, Any] | None = None) -> str:
         import tifffile
 
         name = f"cell_{rec.id:04d}.ome.tif"
@@ -1212,8 +1254,8 @@ class FindAndImage:
             "z_um": zs, "score": rec.score,
             "stage_position_um": [rec.stage_x_um, rec.stage_y_um, rec.z_um],
             "signal_profile": [[z, v] for z, v in (profile or [])],
-            "signal": self.signal, "signal_frac": self.signal_frac,
-            "signal_frac_source": self.signal_frac_source,
+            **(used or {"signal": self.signal, "signal_frac": self.signal_frac,
+                        "signal_frac_source": self.signal_frac_source}),
             "z_extent_um": None if math.isnan(extent[0]) else [extent[0], extent[1]],
             "z_extent_note": extent_why,
             "autofocus": None if focus is None else focus.to_dict(),

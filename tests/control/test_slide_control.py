@@ -33,7 +33,7 @@ from inscope.control.focus_surface import FocusSurface
 from inscope.control.refine import TargetRefiner
 from inscope.control.steering import CENTERED, MOVED, NOT_SEEN, Steerer
 from inscope.control.targets import TrackId
-from inscope.control.workflow import CellRecord, FindAndImage, ZStackSpec
+from inscope.control.workflow import AUTO_EXTRA_UM, CellRecord, FindAndImage, ZStackSpec
 
 
 def _detector():
@@ -254,10 +254,16 @@ def test_adaptive_stack_ends_with_the_cells_true_z_extent(nuclei_stack, tmp_path
         prof = np.asarray(desc["signal_profile"])
         assert len(prof) == int(r["n_planes"]) == len(desc["z_um"])
         assert desc["z_extent_um"] == pytest.approx([zl, zh], abs=1e-3)
-        # a slide of a z-stack holds optical sections: the extent ends at 0.15 of the peak
-        assert desc["signal_frac"] == 0.15 and "sectioned" in desc["signal_frac_source"]
-        # the stack stopped a plane or so past the extent, far from the 12 µm cap
-        assert min(desc["z_um"]) > zl - 1.6 and max(desc["z_um"]) < zh + 1.6
+        # a slide of a z-stack holds optical sections, and this one out-of-focus light
+        # that keeps the planes beyond a cell lit: the extent is read from the cell's
+        # sharpness and ends at 0.15 of its peak; both profiles are kept
+        assert desc["signal"] == "sharpness" and desc["signal_frac"] == 0.15, desc
+        assert "not dark" in desc["signal_frac_source"]
+        assert len(desc["profiles"]["intensity"]) == len(prof)
+        # the stack stopped a plane or so past the extent (and the auto choice's look
+        # for dark planes beyond), far from the 12 µm cap
+        assert min(desc["z_um"]) > zl - 1.6 - AUTO_EXTRA_UM
+        assert max(desc["z_um"]) < zh + 1.6 + AUTO_EXTRA_UM
     # (at 0.6, the widefield fraction, the worst cell here is 0.9 µm off)
     assert np.median(errs) <= 0.5 and max(errs) <= 0.6, errs
 
@@ -281,7 +287,8 @@ def test_the_z_extent_fraction_follows_how_the_planes_were_recorded(nuclei_stack
     assert signal_frac_for(ZStackSpec(signal_frac=0.3), _slide(nuclei_stack)) == (0.3, "given")
     assert signal_for(ZStackSpec(signal="intensity"), _slide(nuclei_stack)) == (
         "intensity", 0.2, "intensity")
-    assert signal_for(spec, _slide(nuclei_stack))[0] == "sharpness"
+    assert signal_for(spec, _slide(nuclei_stack))[0] == "auto"
+    assert signal_for(spec, _slide(nuclei_slide))[0] == "sharpness"
     with pytest.raises(ValueError, match="sharpness, intensity.*got 'brightness'"):
         ZStackSpec(signal="brightness")
     with pytest.raises(MicroscopeUnavailable, match="'sectioned'.*or 'widefield'"):
@@ -335,12 +342,16 @@ def test_z_extent_of_thick_nuclei_in_confocal_like_sections(tmp_path):
     """Packed thick nuclei in a confocal-like stack (3-D texture, axial blur, soft edges
     at the poles; benchmarks/confocal_stack.py): their sharpness falls to a small
     fraction of the peak by the true bottom and top, so the widefield fraction (0.6)
-    reads them about half as high as they are; the sectioned default does not."""
+    reads them about half as high as they are, and the sectioned fraction (0.15) still
+    ends them early. The planes beyond a cell are dark here, so the default (auto) reads
+    the extent from the cell's intensity, as asking for intensity does."""
     from benchmarks.confocal_stack import write_confocal_slide
 
     p = write_confocal_slide(tmp_path / "confocal.npz", seed=4, shape=(50, 256, 256))
     errs: dict[str, list[float]] = {}
+    used: list[str] = []
     for name, frac, signal in (("default", None, None), ("widefield", 0.6, None),
+                               ("sharpness", None, "sharpness"),
                                ("intensity", None, "intensity")):
         s = _slide(p, fov=256, noise=0.02)
         t = s.true_cells()
@@ -355,14 +366,17 @@ def test_z_extent_of_thick_nuclei_in_confocal_like_sections(tmp_path):
             lo, hi = t.z_range_um[k]
             errs[name].append(max(abs(float(r["z_lo_um"]) - lo),
                                   abs(float(r["z_hi_um"]) - hi)))
-    assert len(errs["default"]) >= 4, errs
-    assert np.median(errs["default"]) <= 1.0, errs
-    assert np.median(errs["widefield"]) > np.median(errs["default"]) + 0.5, errs
+            if name == "default":
+                used.append(_desc(out / r["file"])["signal"])
+    assert all(len(v) >= 4 for v in errs.values()), errs
+    assert np.median(errs["sharpness"]) <= 1.0, errs
+    assert np.median(errs["widefield"]) > np.median(errs["sharpness"]) + 0.5, errs
     # little out-of-focus light here: the cell's intensity over its footprint reads
     # the extent more closely than its sharpness, whose soft poles end it early
-    assert len(errs["intensity"]) >= 4, errs
-    assert np.median(errs["intensity"]) < np.median(errs["default"]) - 0.2, errs
-    assert max(errs["intensity"]) < max(errs["default"]), errs
+    for name in ("intensity", "default"):
+        assert np.median(errs[name]) < np.median(errs["sharpness"]) - 0.2, errs
+        assert max(errs[name]) < max(errs["sharpness"]), errs
+    assert used.count("intensity") >= 0.75 * len(used), used
 
 
 def test_cell_intensity_is_the_cells_own_light_above_the_background(nuclei_stack, tmp_path):
@@ -421,7 +435,7 @@ def test_a_cell_too_dim_to_measure_gets_no_z_extent(nuclei_stack, tmp_path):
         spec = ZStackSpec((-0.5, 0.5), 0.5, adaptive=True, max_extent_um=12.0)
         wf = FindAndImage(s, _detector(), region=(x - 1, y - 1, x + 1, y + 1),
                           out_dir=tmp_path / str(noise), z_stack=spec)
-        planes, zs, _, profile, extent, why = wf._zstack(z, box)
+        planes, zs, _, profile, extent, why, _ = wf._zstack(z, box)
         got[noise] = (extent, why, len(planes))
         s.close()
     (lo, hi), why, _ = got[0.01]
