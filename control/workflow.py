@@ -1201,9 +1201,9 @@ class FindAndImage:
                         past += spec.step_um
                     o += spec.step_um
         zs = sorted(planes)
-        k = 3 if self.signal == "intensity" else 2
-        profile = [(float(z), float(planes[z][k])) for z in zs]
-        used: dict[str, Any] = {"signal": "intensity" if k == 3 else "sharpness",
+        use_i = self.signal == "intensity"
+        profile = [(float(z), planes[z][3] if use_i else planes[z][2]) for z in zs]
+        used: dict[str, Any] = {"signal": "intensity" if use_i else "sharpness",
                                 "signal_frac": self.signal_frac,
                                 "signal_frac_source": self.signal_frac_source}
         extent = (math.nan, math.nan)
