@@ -50,26 +50,14 @@ STEPS: dict[str, tuple[list[str], str]] = {
                          "control_confocal.json"),
     # z extents read from the cells' intensity or sharpness alone (ZStackSpec.signal),
     # side by side with the default (auto) in the files above
-    "control_confocal_intensity": (
-        ["benchmarks.bench_control", "--confocal", "--only", "find_and_image",
-         "--z-signal", "intensity", "--out",
-         "benchmarks/results/control_confocal_intensity.json"],
-        "control_confocal_intensity.json"),
-    "control_hela256_intensity": (
-        ["benchmarks.bench_control", "--hela", "{data}", "--fov", "256", "--only",
-         "find_and_image", "--z-signal", "intensity", "--out",
-         "benchmarks/results/control_hela_fov256_intensity.json"],
-        "control_hela_fov256_intensity.json"),
-    "control_confocal_sharpness": (
-        ["benchmarks.bench_control", "--confocal", "--only", "find_and_image",
-         "--z-signal", "sharpness", "--out",
-         "benchmarks/results/control_confocal_sharpness.json"],
-        "control_confocal_sharpness.json"),
-    "control_hela256_sharpness": (
-        ["benchmarks.bench_control", "--hela", "{data}", "--fov", "256", "--only",
-         "find_and_image", "--z-signal", "sharpness", "--out",
-         "benchmarks/results/control_hela_fov256_sharpness.json"],
-        "control_hela_fov256_sharpness.json"),
+    **{f"control_{name}_{signal}": (
+        ["benchmarks.bench_control", *suite, "--only", "find_and_image", "--z-signal",
+         signal, "--out", f"benchmarks/results/{out}_{signal}.json"],
+        f"{out}_{signal}.json")
+       for signal in ("intensity", "sharpness")
+       for name, suite, out in (("confocal", ["--confocal"], "control_confocal"),
+                                ("hela256", ["--hela", "{data}", "--fov", "256"],
+                                 "control_hela_fov256"))},
     # the target's centroid offset kept from the acquired frame or measured again
     "refiner_offsets": (["benchmarks.refiner_offsets", "--hela", "{data}"],
                         "refiner_offsets.json"),
