@@ -125,7 +125,7 @@ class Specimen:
         in id order.
 
         Cells that stay put are looked up in the tiles around the rectangle. A moving
-        cell may have come from anywhere within its travel (speed x *t_s*), so the
+        cell may have come from anywhere within its reach (speed x *t_s*), so the
         moving cells of every tile within that reach (clipped to the slide) are kept in
         one list and tested at once: the query's cost stays flat however long the
         microscope runs. (Scanning every tile within the reach cost more each minute,
