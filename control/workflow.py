@@ -1240,6 +1240,8 @@ class FindAndImage:
               profile: list[tuple[float, float]] | None = None,
               extent: tuple[float, float] = (math.nan, math.nan),
               extent_why: str | None = None, used: dict[str, Any] | None = None) -> str:
+        """Write the cell's stack as OME-TIFF; *used* is :meth:`_zstack`'s account of
+        the signal its extent was read from."""
         import tifffile
 
         name = f"cell_{rec.id:04d}.ome.tif"
@@ -1254,8 +1256,7 @@ class FindAndImage:
             "z_um": zs, "score": rec.score,
             "stage_position_um": [rec.stage_x_um, rec.stage_y_um, rec.z_um],
             "signal_profile": [[z, v] for z, v in (profile or [])],
-            **(used or {"signal": self.signal, "signal_frac": self.signal_frac,
-                        "signal_frac_source": self.signal_frac_source}),
+            **(used or {}),  # signal, signal_frac, signal_frac_source(, profiles)
             "z_extent_um": None if math.isnan(extent[0]) else [extent[0], extent[1]],
             "z_extent_note": extent_why,
             "autofocus": None if focus is None else focus.to_dict(),
