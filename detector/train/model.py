@@ -129,6 +129,9 @@ class TinyCenterNet(nn.Module):
         assert self.hm.bias is not None and self.size.bias is not None  # Conv2d(bias=True)
         nn.init.constant_(self.hm.bias, -4.0)  # start with "no object" (focal-loss prior)
         nn.init.zeros_(self.size.bias)
+        #: the three heads as one convolution (export.merge_heads sets it on the copy it
+        #: exports; None while training)
+        self.heads: nn.Conv2d | None = None
         self.export_mode = False
         self.offset_range = OFFSET_RANGE
 
@@ -156,9 +159,13 @@ class TinyCenterNet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         p = self.features(x)
-        hm_logit = self.hm(p)
-        log_size = self.size(p)
-        off_logit = self.offset(p)
+        if self.heads is not None:  # merged for export (export.merge_heads): one conv
+            hm_logit, log_size, off_logit = torch.split(
+                self.heads(p), [self.hm.out_channels, 2, 2], dim=1)
+        else:
+            hm_logit = self.hm(p)
+            log_size = self.size(p)
+            off_logit = self.offset(p)
         if self.export_mode:
             return (torch.sigmoid(hm_logit), torch.exp(log_size) * SIZE_SCALE,
                     self.offset_from_logit(off_logit))

@@ -200,3 +200,53 @@ def test_export_roundtrip_keeps_the_architecture(tmp_path: Path, antialias: bool
     rebuilt = model_from_onnx(path)
     assert rebuilt.antialias is antialias
     assert verify_onnx(rebuilt, path, (96, 160)) < 1e-4
+
+
+def test_export_merges_the_heads_and_reexport_upgrades_an_old_file(tmp_path: Path) -> None:
+    """New exports compute the three heads in one convolution (faster on ONNX Runtime's
+    blocked CPU kernels); an older file (three head convolutions) still rebuilds, and
+    ``reexport`` rewrites it in the new form with the same outputs and card."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from inscope.detector.train.export import (
+        default_card,
+        export_onnx,
+        model_from_onnx,
+        reexport,
+        verify_onnx,
+    )
+    from inscope.detector.train.model import TinyCenterNet
+
+    torch.manual_seed(5)
+    model = TinyCenterNet(antialias=True).eval()
+    with torch.no_grad():  # heads that differ from their initialisation, and each other
+        for head in (model.hm, model.size, model.offset):
+            head.weight.normal_(0, 0.3)
+            head.bias.normal_(0, 0.3)
+    old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    card = default_card()
+    card.decoding["score_threshold"] = 0.42
+    export_onnx(model, old, card, merged_heads=False)
+
+    def convs(path: Path) -> list[int]:
+        g = onnx.load(str(path)).graph
+        shapes = {i.name: list(i.dims) for i in g.initializer}
+        return [shapes[n.input[1]][0] for n in g.node if n.op_type == "Conv"]
+
+    assert convs(old)[-3:] == [1, 2, 2]
+    assert reexport(old, new) < 1e-4
+    assert convs(new)[-1] == 5 and len(convs(new)) == len(convs(old)) - 2
+    got = json.loads(new.with_suffix(".json").read_text())
+    assert got["decoding"]["score_threshold"] == 0.42
+    assert got["sha256"] == sha256_file(new) != sha256_file(old)
+    x = np.random.default_rng(0).random((1, 1, 96, 128), dtype=np.float32)
+    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+            .run(["heatmap", "size", "offset"], {"image": x}) for p in (old, new)]
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # both forms rebuild to the torch model (fine-tuning starts from either)
+    for p in (old, new):
+        assert verify_onnx(model_from_onnx(p), p, (64, 96)) < 1e-4
+    assert verify_onnx(model, new, (64, 96)) < 1e-4
