@@ -265,13 +265,17 @@ def build_yolo11n(folder: Path, imgsz: int = 512) -> Path:
 
 
 def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: int = 2,
-                             blocks: int = 30, block: int = 10) -> dict:
+                             blocks: int = 30, block: int = 10, spinning: bool = False
+                             ) -> dict:
     """``session.run`` latency (ms) of several ONNX models, measured in alternating blocks.
 
-    Each session keeps its intra-op threads spinning (ORT's default); running *block*
-    calls of one model, then *block* of the next, ... lets each thread pool settle,
-    whereas interleaving single calls of two spinning pools slows both. Inputs: random
-    (1, C, hw, hw) float32 with each model's own channel count.
+    Running *block* calls of one model, then *block* of the next, ... lets each thread
+    pool settle, whereas interleaving single calls of two pools slows both. With
+    *spinning* (ORT's default) the idle pool of one session still spins for a while
+    after its block and competes with the next session's threads on a 2-core machine,
+    so by default the comparison runs with spinning off in every session, as issue 18
+    measured it (``--spinning on`` shows the difference). Inputs: random (1, C, hw, hw)
+    float32 with each model's own channel count.
     """
     import onnxruntime as ort
 
@@ -280,6 +284,8 @@ def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: in
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning",
+                                    "1" if spinning else "0")
         s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         inp = s.get_inputs()[0]
         ch = inp.shape[1] if isinstance(inp.shape[1], int) else 1
@@ -298,7 +304,7 @@ def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: in
                 ts[name].append((time.perf_counter() - t) * 1e3)
     out = {n: percentiles(t, digits=3) or {} for n, t in ts.items()}
     out["_how"] = (f"{blocks} alternating blocks of {block} runs each, {hw}x{hw}, "
-                   f"{threads} intra-op threads, spinning on")
+                   f"{threads} intra-op threads, spinning {'on' if spinning else 'off'}")
     return out
 
 
@@ -421,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--side-by-side", nargs="+", default=[], metavar="NAME=MODEL",
                    help="more ONNX models timed in the session.run blocks beside the "
                    "model (e.g. previous=old.onnx: a before/after in one run)")
+    p.add_argument("--spinning", choices=("on", "off"), default="off",
+                   help="intra-op thread spinning in the session.run side-by-side blocks "
+                   "(default off: an idle spinning pool slows the other session)")
     p.add_argument("--jitter-frames", default="10:20", metavar="A:B",
                    help="frames of --data (an npz stack) for the box-centre jitter")
     args = p.parse_args(argv)
@@ -494,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"YOLO11n comparison skipped ({e}; pip install 'inscope[yolo]')")
     if others and model_keys:
         side = session_run_side_by_side(
-            {"model": dets[model_keys[0]].model_path, **others}, threads=args.threads or 2)
+            {"model": dets[model_keys[0]].model_path, **others}, threads=args.threads or 2,
+            spinning=args.spinning == "on")
         for name in others:
             side[f"{name}_over_model_p50"] = round(side[name]["p50"] / side["model"]["p50"],
                                                    2)
