@@ -125,12 +125,30 @@ def _read_npz(path: Path, channel: int) -> _SlideFile:
             raise _fail(path, f"has no 'image' array (keys: {keys})",
                         "save the image as image=(Y, X) or (Z, Y, X), optional labels= "
                         "(instance masks) or boxes=(N, 4) x0 y0 x1 y1")
-        image = _as_zyx(z["image"], path, "image")
-        labels = _as_zyx(z["labels"], path, "labels") if "labels" in keys else None
-        boxes = np.asarray(z["boxes"], float).reshape(-1, 4) if "boxes" in keys else None
-        px = float(z["pixel_size_um"]) if "pixel_size_um" in keys else None
-        dz = float(z["z_step_um"]) if "z_step_um" in keys else None
-    return _SlideFile(image, labels, boxes, px, dz)
+        # (a member numpy cannot read without pickles, or a scale that is not one
+        # number, gets one line too, not a traceback)
+        what = "image"
+        try:
+            image = _as_zyx(z[what], path, what)
+            labels = None
+            if "labels" in keys:
+                what = "labels"
+                labels = _as_zyx(z[what], path, what)
+            boxes = None
+            if "boxes" in keys:
+                what = "boxes"
+                boxes = np.asarray(z[what], float).reshape(-1, 4)
+            scale = []
+            for what in ("pixel_size_um", "z_step_um"):
+                scale.append(float(z[what]) if what in keys else None)
+        except MicroscopeUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 - numpy raises several types
+            raise _fail(path, f"its {what!r} cannot be read ({type(e).__name__}: {e})",
+                        f"save {what} as a plain numeric array (numpy.savez, no objects"
+                        "; boxes as (N, 4), pixel_size_um and z_step_um as one number)"
+                        ) from e
+    return _SlideFile(image, labels, boxes, scale[0], scale[1])
 
 
 def _read_tiff(path: Path, channel: int) -> _SlideFile:
@@ -164,6 +182,16 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
         axes = axes.replace("C", "")
     if "S" in axes:  # RGB: mean of the samples
         si = axes.index("S")
+        if si < len(axes) - 2 and data.dtype != np.uint8:
+            # samples stored as separate planes of a deeper type: what tifffile writes
+            # for a plain 3- or 4-plane array (it guesses RGB(A)); averaging would
+            # silently flatten a z-stack
+            raise _fail(path, f"holds {data.shape[si]} {data.dtype} planes stored as the "
+                              "samples of one RGB(A) image (axes "
+                              f"{series.axes!r}), so they may be z planes or colours",
+                        "save a z-stack with its axes (tifffile.imwrite(path, a, "
+                        "metadata={'axes': 'ZYX'}) or as OME-TIFF), a colour picture "
+                        "as 8-bit RGB")
         data = data.mean(axis=si)
         axes = axes.replace("S", "")
     if not axes.endswith("YX"):
@@ -259,11 +287,17 @@ def _read_labels(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     if not path.exists():
         raise _fail(path, "labels file does not exist", "check -o labels=FILE")
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            key = "labels" if "labels" in z else next(iter(z.keys()), None)
-            if key is None:
-                raise _fail(path, "labels npz is empty", "save labels=(Z, Y, X) masks")
-            lab = _as_zyx(z[key], path, "labels")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                key = "labels" if "labels" in z else next(iter(z.keys()), None)
+                if key is None:
+                    raise _fail(path, "labels npz is empty", "save labels=(Z, Y, X) masks")
+                lab = _as_zyx(z[key], path, "labels")
+        except MicroscopeUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 - numpy raises several types
+            raise _fail(path, f"labels cannot be read as npz ({type(e).__name__}: {e})",
+                        "save them with numpy.savez(path, labels=(Z, Y, X) masks)") from e
     else:
         lab = _read_tiff(path, 0).image
     return lab
@@ -479,8 +513,6 @@ class SlideMicroscope(BaseMicroscope):
         if guard is None:
             half = self.fov / 2 * self._px
             zr = ((0.0, (nz - 1) * self.z_step_um) if nz > 1 else (-50.0, 50.0))
-            if zr[1] <= zr[0]:
-                zr = (zr[0] - 1e-3, zr[1] + 1e-3)
             lim = limits or SoftLimits(x=(-half, (w - 1) * self._px + half),
                                        y=(-half, (h - 1) * self._px + half), z=zr)
             guard = MoveGuard(lim, require_limits=False, dry_run=dry_run)

@@ -1,0 +1,371 @@
+"""The slide backend against exact expectations: in-focus frames are the image's own
+pixels, the stack's ends, the image's corner, the 2-D defocus blur, each frame's
+bookkeeping, instance labels (in the file or a second file) turned into per-plane truth,
+and the labelled z-stack made from a 2-D image.
+
+Small hand-made images whose every pixel is known, so a wrong index, a flipped sign or a
+dropped clip changes what a frame shows (tests/acquisition/test_slide.py checks the
+geometry on linear ramps and the file formats)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from inscope.acquisition.errors import MicroscopeUnavailable, MoveRefused
+from inscope.acquisition.slide import SlideMicroscope, extrude_to_stack
+
+N = 32  # camera side (px); frame pixel (u, v) shows image pixel (ox + u, oy + v)
+
+
+def _texture(tmp_path, nz: int = 1, shape=(60, 80), name: str = "tex.npz"):
+    """Random planes, each offset by 1000 x its index: no two pixels alike, so a blur,
+    a shift or a wrong plane shows."""
+    rng = np.random.default_rng(3)
+    img = rng.uniform(0, 500, (nz, *shape)).astype(np.float32)
+    img += 1000 * np.arange(nz, dtype=np.float32)[:, None, None]
+    p = tmp_path / name
+    np.savez(p, image=img[0] if nz == 1 else img)
+    return p, img
+
+
+def _window(img: np.ndarray, ox: int, oy: int) -> np.ndarray:
+    return img[oy:oy + N, ox:ox + N]
+
+
+def _at_pixel(s: SlideMicroscope, ox: int, oy: int, z: float | None = None):
+    """Move so that frame pixel (0, 0) shows image pixel (ox, oy) and snap."""
+    px = s.pixel_size_um
+    s.move_xy((ox + N / 2) * px, (oy + N / 2) * px)
+    if z is not None:
+        s.move_z(z)
+    return s.snap()
+
+
+def test_an_in_focus_frame_is_the_planes_own_pixels(tmp_path):
+    p, img = _texture(tmp_path, nz=4)
+    s = SlideMicroscope(p, pixel_size_um=0.5, z_step_um=0.4, fov=N, noise=0,
+                        realtime=False)
+    for k in range(4):  # every plane, the last one too
+        f = _at_pixel(s, 20, 11, z=k * 0.4)
+        np.testing.assert_allclose(f.pixels, _window(img[k], 20, 11), atol=1e-3)
+        assert f.metadata["plane"] == pytest.approx(k)
+
+
+def test_beyond_the_stack_the_nearest_end_plane_shows(tmp_path):
+    """A tilted focal plane reaches past the stack's first and last planes away from the
+    start: the frame shows the end plane there (and its labels), not a wrapped index
+    nor an extrapolation."""
+    p, img = _texture(tmp_path, nz=3, shape=(60, 400))
+    lab = np.zeros((3, 60, 400), np.int32)
+    lab[0, 20:30, 370:380] = 1  # object 1 only in the first plane, object 2 in the last
+    lab[2, 20:30, 10:20] = 2
+    np.savez(tmp_path / "lab.npz", labels=lab)
+    s = SlideMicroscope(p, pixel_size_um=1.0, z_step_um=1.0, fov=N, noise=0,
+                        tilt=(0.02, 0.0), labels=tmp_path / "lab.npz", realtime=False)
+    # 176 px right of the start the focal plane is 3.5 um higher: the bottom plane's z
+    # shows what lies 3.5 planes below the stack; 184 px left, 3.7 planes above it
+    f = _at_pixel(s, 360, 10, z=0.0)
+    assert f.metadata["plane"] < -3
+    np.testing.assert_allclose(f.pixels, _window(img[0], 360, 10), atol=1e-3)
+    assert f.metadata["truth_ids"] == [1]
+    f = _at_pixel(s, 0, 10, z=2.0)  # top plane, 3.7 planes above the stack
+    assert f.metadata["plane"] > 5
+    np.testing.assert_allclose(f.pixels, _window(img[2], 0, 10), atol=1e-3)
+    assert f.metadata["truth_ids"] == [2]
+
+
+def test_a_field_over_the_image_corner_shows_pixel_0_0_and_background_beyond(tmp_path):
+    p, img = _texture(tmp_path)
+    s = SlideMicroscope(p, pixel_size_um=0.5, fov=N, noise=0, realtime=False)
+    f = _at_pixel(s, -N // 2, -N // 2)  # image pixel (0, 0) at the frame's centre
+    h = N // 2
+    np.testing.assert_allclose(f.pixels[h:, h:], img[0, :h, :h], atol=1e-3)
+    assert np.all(f.pixels[:h, :] == np.float32(s.background))
+    assert np.all(f.pixels[:, :h] == np.float32(s.background))
+    # the last row and column too
+    f = _at_pixel(s, 80 - h, 60 - h)
+    np.testing.assert_allclose(f.pixels[:h, :h], img[0, -h:, -h:], atol=1e-3)
+    assert np.all(f.pixels[h:, :] == np.float32(s.background))
+
+
+@pytest.mark.parametrize("dz_um", [0.6, 3.0])
+def test_a_2d_image_out_of_focus_is_blurred_by_defocus_times_distance(tmp_path, dz_um):
+    """sigma (px) = defocus x |dz| (µm) / pixel size, whatever the z step says."""
+    img = np.zeros((81, 81), np.float32)
+    img[40, 40] = 1e4
+    p = tmp_path / "dot.npz"
+    np.savez(p, image=img)
+    px = 0.5
+    s = SlideMicroscope(p, pixel_size_um=px, z_step_um=2.0, fov=64, noise=0,
+                        defocus=0.35, realtime=False)
+    z0 = s.position().z
+    s.move_xy(40 * px, 40 * px)
+    s.move_z(z0 + dz_um)
+    f = s.snap().pixels.astype(np.float64)
+    sigma = 0.35 * dz_um / px
+    cols = np.arange(64) - 32.0
+    prof = f.sum(0)
+    var = float((prof * cols ** 2).sum() / prof.sum())
+    # the variance of a Gaussian of that sigma sampled at whole pixels (below ~1 px it
+    # is smaller than sigma^2)
+    g = np.exp(-cols ** 2 / (2 * sigma ** 2))
+    assert f.sum() == pytest.approx(1e4, rel=1e-3)  # the light is kept
+    assert var == pytest.approx(float((g * cols ** 2).sum() / g.sum()), rel=0.05)
+    assert f[32, 32] == f.max()  # centred where the dot is
+
+
+def test_each_frame_says_its_index_stage_position_scale_and_file(tmp_path):
+    p, _ = _texture(tmp_path, nz=3)
+    s = SlideMicroscope(p, pixel_size_um=0.5, z_step_um=0.4, fov=N, noise=0,
+                        exposure_ms=7.0, realtime=False)
+    s.move_xy(21.0, 13.5)
+    s.move_z(0.3)
+    a, b = s.snap(), s.snap()
+    assert b.index == a.index + 1
+    assert (b.position.x, b.position.y, b.position.z) == pytest.approx((21.0, 13.5, 0.3))
+    assert b.pixel_size_um == 0.5
+    assert b.affine is not None
+    np.testing.assert_allclose(b.affine, s.affine)
+    np.testing.assert_allclose(b.pixel_to_stage([b.center])[0], [21.0, 13.5])
+    assert b.metadata["file"] == p.name
+    assert b.metadata["exposure_ms"] == 7.0
+    assert b.metadata["sim_time_s"] == pytest.approx(a.metadata["sim_time_s"] + 0.007)
+    assert b.truth is None  # no labels, no boxes: no ground truth to score on
+
+
+def test_labels_from_a_second_file_become_the_truth(tmp_path):
+    """``-o labels=FILE`` (npz or TIFF): centroids in stage µm (all voxels), z range
+    from the first and last labelled planes, boxes with edges at half pixels."""
+    p, _ = _texture(tmp_path, nz=5, shape=(60, 80))
+    lab = np.zeros((5, 60, 80), np.uint16)
+    lab[1:4, 10:20, 30:36] = 7  # planes 1-3, rows 10-19, cols 30-35
+    lab[4, 40:44, 5:15] = 2  # plane 4 only
+    for name, write in (("lab.npz", lambda q: np.savez(q, labels=lab)),
+                        ("lab.tif", lambda q: tifffile.imwrite(q, lab))):
+        q = tmp_path / name
+        write(q)
+        s = SlideMicroscope(p, pixel_size_um=0.5, z_step_um=0.25, fov=N, noise=0,
+                            labels=q, realtime=False)
+        t = s.true_cells()
+        assert t.ids.tolist() == [2, 7]
+        np.testing.assert_allclose(t.xyz_um, [[9.5 * 0.5, 41.5 * 0.5, 4 * 0.25],
+                                              [32.5 * 0.5, 14.5 * 0.5, 2 * 0.25]])
+        np.testing.assert_allclose(t.z_range_um, [[1.0, 1.0], [0.25, 0.75]])
+        np.testing.assert_allclose(t.boxes_px, [[4.5, 39.5, 14.5, 43.5],
+                                                [29.5, 9.5, 35.5, 19.5]])
+        # a frame centred on object 7 in its middle plane: its box, centred
+        s.move_xy(*t.xyz_um[1, :2])
+        s.move_z(0.5)
+        f = s.snap()
+        assert f.metadata["truth_ids"] == [7]
+        np.testing.assert_allclose(f.truth[0], [13.0, 11.0, 19.0, 21.0], atol=1e-6)
+        assert f.metadata["truth_visible_fraction"] == [pytest.approx(1.0)]
+        s.move_z(1.0)  # plane 4: only object 2, outside this field
+        assert s.snap().metadata["truth_ids"] == []
+
+
+def test_a_labels_file_that_does_not_fit_gets_one_clear_line(tmp_path):
+    p, _ = _texture(tmp_path, nz=2)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, labels=np.zeros((2, 30, 80), int))
+    with pytest.raises(MicroscopeUnavailable, match="does not match"):
+        SlideMicroscope(p, pixel_size_um=0.5, labels=bad, realtime=False)
+    with pytest.raises(MicroscopeUnavailable, match="does not exist"):
+        SlideMicroscope(p, pixel_size_um=0.5, labels=tmp_path / "none.npz", realtime=False)
+
+
+def test_boxes_in_the_file_are_truth_at_half_pixel_edges(tmp_path):
+    img = np.zeros((60, 80), np.uint16)
+    p = tmp_path / "boxes.npz"
+    np.savez(p, image=img, boxes=np.array([[10, 20, 16, 30]]))  # x0, y0, x1, y1 (excl.)
+    s = SlideMicroscope(p, pixel_size_um=2.0, fov=N, noise=0, realtime=False)
+    t = s.true_cells()
+    np.testing.assert_allclose(t.boxes_px, [[9.5, 19.5, 15.5, 29.5]])
+    np.testing.assert_allclose(t.xyz_um[0, :2], [12.5 * 2.0, 24.5 * 2.0])
+    assert np.isnan(t.z_range_um).all()
+
+
+def test_extrude_to_stack_makes_ellipsoids_whose_labels_are_their_sections():
+    lab = np.zeros((60, 60), np.int32)
+    yy, xx = np.mgrid[0:60, 0:60]
+    lab[(xx - 20) ** 2 + (yy - 30) ** 2 <= 8 ** 2] = 1
+    lab[(xx - 45) ** 2 + (yy - 30) ** 2 <= 5 ** 2] = 2
+    img = np.where(lab > 0, 1000, 100).astype(np.uint16)
+    stack, labs = extrude_to_stack(img, lab, pixel_size_um=0.5, z_step_um=0.5, planes=21,
+                                   thickness=0.35, z_spread_um=0.0, haze=0.0)
+    assert stack.shape == labs.shape == (21, 60, 60) and stack.dtype == np.uint16
+    # half-thickness 0.35 x the equivalent diameter: ~5.6 um and ~3.5 um, about the
+    # middle plane (z_spread 0): object 1 spans more planes than object 2
+    planes_1 = np.flatnonzero((labs == 1).any(axis=(1, 2)))
+    planes_2 = np.flatnonzero((labs == 2).any(axis=(1, 2)))
+    assert planes_1[0] + planes_1[-1] == 20 == planes_2[0] + planes_2[-1]
+    half_1 = 0.35 * 2 * np.sqrt((lab == 1).sum() / np.pi) * 0.5
+    half_2 = 0.35 * 2 * np.sqrt((lab == 2).sum() / np.pi) * 0.5
+    assert (planes_1[-1] - 10) * 0.5 == pytest.approx(half_1, abs=0.5)
+    assert (planes_2[-1] - 10) * 0.5 == pytest.approx(half_2, abs=0.5)
+    # sections shrink towards the poles, and lie inside the 2-D mask
+    areas = (labs == 1).sum(axis=(1, 2))
+    assert areas[10] == (lab == 1).sum() and areas[planes_1[-1]] < areas[10] / 2
+    assert not np.any((labs == 1) & (lab != 1)[None])
+    # no haze: a plane is the background plus the sections' own light
+    bg = float(np.percentile(img, 10))
+    np.testing.assert_array_equal(stack[10][lab == 0], bg)
+    np.testing.assert_array_equal(stack[0][(labs[0] == 0)], bg)
+    # haze lights the planes beyond a nucleus, less the further away
+    hazy, _ = extrude_to_stack(img, lab, pixel_size_um=0.5, planes=21, z_spread_um=0.0,
+                               haze=0.5)
+    ring = (lab == 0) & ((xx - 20) ** 2 + (yy - 30) ** 2 <= 11 ** 2)
+    near, far = hazy[planes_1[-1] + 1][ring].mean(), hazy[20][ring].mean()
+    assert bg < far < near
+
+
+@pytest.mark.parametrize("nz", [1, 4])
+def test_default_soft_limits_are_the_image_grown_by_half_a_field_and_the_stack(tmp_path,
+                                                                                nz):
+    """Every move stays inside the image grown by half a field (the field's centre may
+    reach the image's edge pixels) and, for a stack, its planes' z range; a 2-D image
+    allows +/- 50 um of defocus around its focus."""
+    p, _ = _texture(tmp_path, nz=nz, shape=(60, 80))
+    px, dz = 0.5, 0.4
+    s = SlideMicroscope(p, pixel_size_um=px, z_step_um=dz, fov=N, noise=0, realtime=False)
+    lim = s.guard.limits
+    half = N / 2 * px
+    assert lim.x == pytest.approx((-half, 79 * px + half))
+    assert lim.y == pytest.approx((-half, 59 * px + half))
+    assert lim.z == pytest.approx((0.0, (nz - 1) * dz) if nz > 1 else (-50.0, 50.0))
+    for x, y in ((-half, -half), (79 * px + half, 59 * px + half)):
+        assert s.move_xy(x, y)  # the corners of the allowed range
+    p0 = s.position()
+    for x, y in ((-half - 0.1, 0.0), (0.0, 59 * px + half + 0.1)):
+        with pytest.raises(MoveRefused):
+            s.move_xy(x, y)
+    assert s.position() == p0
+
+
+def test_defaults_fov_noise_dtype_sectioning_and_first_frame(tmp_path):
+    """What a user gets from ``--backend slide -o path=FILE`` alone: a 512 px camera,
+    1 % Gaussian noise, frames in the file's own integer type, optical sections for a
+    stack (widefield for a 2-D image), frame 0 first."""
+    rng = np.random.default_rng(0)
+    for nz, dtype in ((1, np.uint16), (3, np.uint8), (1, np.float32)):
+        img = rng.integers(0, 200, (nz, 40, 50)).astype(dtype)
+        p = tmp_path / f"d{nz}{np.dtype(dtype).name}.npz"
+        np.savez(p, image=img[0] if nz == 1 else img, pixel_size_um=0.5)
+        s = SlideMicroscope(p, realtime=False)
+        f = s.snap()
+        assert f.shape == (512, 512) and f.pixels.dtype == dtype and f.index == 0
+        assert s.optical_sectioning is (nz > 1)
+        assert s.noise == ("gauss", 0.01)
+    s = SlideMicroscope(p, sectioning="confocal", realtime=False)
+    assert s.optical_sectioning is True
+    img3 = rng.integers(0, 200, (3, 40, 50)).astype(np.uint16)
+    np.savez(tmp_path / "w.npz", image=img3)
+    s = SlideMicroscope(tmp_path / "w.npz", pixel_size_um=0.5, sectioning="widefield",
+                        realtime=False)
+    assert s.optical_sectioning is False
+
+
+def test_background_is_the_images_10th_percentile_and_noise_follows_the_seed(tmp_path):
+    img = np.arange(100 * 100, dtype=np.float32).reshape(100, 100) % 100  # 0..99 per row
+    p = tmp_path / "bg.npz"
+    np.savez(p, image=img)
+    s = SlideMicroscope(p, pixel_size_um=1.0, fov=N, noise=0, realtime=False)
+    assert s.background == pytest.approx(np.percentile(img, 10))
+    assert s.bright == pytest.approx(np.percentile(img, 99.9))
+    s.move_xy(-16.0, 50.0)  # the field's left half beyond the image
+    f = s.snap().pixels
+    assert np.all(f[:, :15] == np.float32(s.background))
+    frames = {}
+    for seed in (1, 1, 2):
+        s = SlideMicroscope(p, pixel_size_um=1.0, fov=N, noise=0.05, seed=seed,
+                            realtime=False)
+        frames.setdefault(seed, []).append(s.snap().pixels)
+    np.testing.assert_array_equal(*frames[1])  # the same seed: the same noise
+    assert not np.array_equal(frames[1][0], frames[2][0])
+    d = frames[1][0] - frames[2][0]
+    assert float(d.std()) == pytest.approx(np.sqrt(2) * 0.05 * (s.bright - s.background),
+                                           rel=0.15)
+
+
+def test_tiff_layouts_rgb_time_series_channels_and_unnamed_axes(tmp_path):
+    """What lands in a user's folder: an RGB snapshot (the mean of its samples), a time
+    series (the first time point is the slide), a channel stack (the channel asked
+    for), a plain 3-D TIFF (its planes), and a 4-D array without axis names (refused)."""
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    s = SlideMicroscope(tmp_path / "rgb.tif", pixel_size_um=1.0, fov=N, realtime=False)
+    np.testing.assert_allclose(s._stack[0], rgb.mean(axis=2), atol=1e-4)
+    tzyx = rng.integers(0, 100, (3, 4, 40, 50)).astype(np.uint16)
+    tzyx += (1000 * np.arange(3, dtype=np.uint16))[:, None, None, None]
+    tifffile.imwrite(tmp_path / "t.ome.tif", tzyx, ome=True, metadata={"axes": "TZYX"})
+    s = SlideMicroscope(tmp_path / "t.ome.tif", pixel_size_um=1.0, fov=N, realtime=False)
+    assert s.shape_zyx == (4, 40, 50)
+    np.testing.assert_array_equal(s._stack, tzyx[0])
+    tyx = tzyx[:, 0]
+    tifffile.imwrite(tmp_path / "tyx.ome.tif", tyx, ome=True, metadata={"axes": "TYX"})
+    s = SlideMicroscope(tmp_path / "tyx.ome.tif", pixel_size_um=1.0, fov=N, realtime=False)
+    assert s.shape_zyx == (1, 40, 50)
+    np.testing.assert_array_equal(s._stack[0], tyx[0])
+    czyx = rng.integers(0, 100, (2, 4, 40, 50)).astype(np.uint16)
+    czyx[1] += 5000
+    tifffile.imwrite(tmp_path / "c.ome.tif", czyx, ome=True, metadata={"axes": "CZYX"})
+    s = SlideMicroscope(tmp_path / "c.ome.tif", pixel_size_um=1.0, channel=1, fov=N,
+                        realtime=False)
+    np.testing.assert_array_equal(s._stack, czyx[1])
+    with pytest.raises(MicroscopeUnavailable, match=r"2 channels, channel=2 .*channel=0\.\.1"):
+        SlideMicroscope(tmp_path / "c.ome.tif", pixel_size_um=1.0, channel=2, realtime=False)
+    # no axis names, but grey pages: its planes
+    tifffile.imwrite(tmp_path / "plain3d.tif", tzyx[0], photometric="minisblack")
+    s = SlideMicroscope(tmp_path / "plain3d.tif", pixel_size_um=1.0, fov=N, realtime=False)
+    np.testing.assert_array_equal(s._stack, tzyx[0])
+    # a plain 4-plane uint16 array: tifffile stores it as one RGBA image; refused, not
+    # averaged into one plane
+    tifffile.imwrite(tmp_path / "rgba16.tif", tzyx[0])
+    with pytest.raises(MicroscopeUnavailable, match="may be z planes or colours.*'ZYX'"):
+        SlideMicroscope(tmp_path / "rgba16.tif", pixel_size_um=1.0, realtime=False)
+    tifffile.imwrite(tmp_path / "plain4d.tif", np.zeros((3, 5, 40, 50), np.uint16))
+    with pytest.raises(MicroscopeUnavailable, match="which axis is z"):
+        SlideMicroscope(tmp_path / "plain4d.tif", pixel_size_um=1.0, realtime=False)
+
+
+def test_imagej_calibration_only_in_micrometres(tmp_path):
+    img = np.zeros((2, 40, 50), np.uint16)
+    # (ImageJ writes the micro sign escaped, as tifffile must: its metadata is ASCII)
+    for unit, want in (("micron", 0.25), ("\\u00B5m", 0.25), ("um", 0.25),
+                       ("mm", None), ("pixel", None)):
+        p = tmp_path / "ij.tif"
+        tifffile.imwrite(p, img, imagej=True, resolution=(4.0, 4.0),
+                         metadata={"axes": "ZYX", "unit": unit, "spacing": 0.5})
+        if want is None:  # not micrometres: asks for the pixel size
+            with pytest.raises(MicroscopeUnavailable, match="pixel_size_um=P"):
+                SlideMicroscope(p, realtime=False)
+            continue
+        s = SlideMicroscope(p, realtime=False)
+        assert s.pixel_size_um == pytest.approx(want)
+        assert s.z_step_um == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("case", ["pickled", "scale", "boxes", "shape", "labels_npz"])
+def test_a_bad_npz_gets_one_line_naming_the_file(tmp_path, case):
+    p = tmp_path / f"{case}.npz"
+    img = np.zeros((40, 50), np.uint16)
+    labels = None
+    if case == "pickled":
+        np.savez(p, image=np.array([{"a": 1}], dtype=object))
+    elif case == "scale":
+        np.savez(p, image=img, pixel_size_um=np.array([0.5, 0.5]))
+    elif case == "boxes":
+        np.savez(p, image=img, boxes=np.arange(5.0))
+    elif case == "shape":
+        np.savez(p, image=np.zeros((1, 50)))
+    else:
+        np.savez(p, image=img)
+        labels = tmp_path / "lab.npz"
+        np.savez(labels, labels=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(MicroscopeUnavailable) as e:
+        SlideMicroscope(p, pixel_size_um=0.5, labels=labels, realtime=False)
+    msg = str(e.value)
+    assert (labels or p).name in msg and "\n" not in msg
