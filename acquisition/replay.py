@@ -79,6 +79,17 @@ class _Stack:
         return len(self.frames)
 
 
+def planes_as_samples(axes: str, data: np.ndarray) -> bool:
+    """True when a TIFF's samples (S) axis is stored as separate planes of a type deeper
+    than 8 bit: what ``tifffile.imwrite`` makes of a plain 3- or 4-plane uint16 array (it
+    guesses RGB(A)). Those planes may be z planes or time points as well as colours, and
+    reading them as one colour image would silently drop all but one plane; the readers
+    refuse such a file and say how to save it with its axes."""
+    axes = axes.upper()
+    return ("S" in axes and axes.index("S") < len(axes) - 2
+            and data.shape[axes.index("S")] in (3, 4) and data.dtype != np.uint8)
+
+
 def _read_tiff(path: Path, channel: int) -> _Stack:
     import tifffile
 
@@ -102,6 +113,12 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         res_v = res.value if res is not None else None
         unit_v = int(unit.value) if unit is not None else None
     # Samples (RGB) -> gray, channel choice, everything else flattened into time.
+    if planes_as_samples(axes, data):
+        raise MicroscopeUnavailable(
+            f"{path.name} holds {data.shape[axes.index('S')]} {data.dtype} planes stored as "
+            f"the samples of one RGB(A) image (axes {series.axes!r}), so they may be time "
+            "points or colours; save a recording with its axes (tifffile.imwrite(path, a, "
+            "metadata={'axes': 'TYX'}) or as OME-TIFF), a colour picture as 8-bit RGB.")
     if "S" in axes and data.shape[axes.index("S")] in (3, 4):  # RGB(A), planar or not
         data = np.moveaxis(data, axes.index("S"), -1)
         axes = axes.replace("S", "") + "S"

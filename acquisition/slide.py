@@ -37,6 +37,7 @@ import numpy as np
 from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
+from inscope.acquisition.replay import planes_as_samples
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream, pace
 
@@ -182,10 +183,7 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
         axes = axes.replace("C", "")
     if "S" in axes:  # RGB: mean of the samples
         si = axes.index("S")
-        if si < len(axes) - 2 and data.dtype != np.uint8:
-            # samples stored as separate planes of a deeper type: what tifffile writes
-            # for a plain 3- or 4-plane array (it guesses RGB(A)); averaging would
-            # silently flatten a z-stack
+        if planes_as_samples(axes, data):  # averaging would flatten a z-stack
             raise _fail(path, f"holds {data.shape[si]} {data.dtype} planes stored as the "
                               "samples of one RGB(A) image (axes "
                               f"{series.axes!r}), so they may be z planes or colours",

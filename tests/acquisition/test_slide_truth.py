@@ -369,3 +369,20 @@ def test_a_bad_npz_gets_one_line_naming_the_file(tmp_path, case):
         SlideMicroscope(p, pixel_size_um=0.5, labels=labels, realtime=False)
     msg = str(e.value)
     assert (labels or p).name in msg and "\n" not in msg
+
+
+def test_replay_refuses_a_plain_few_frame_recording_stored_as_rgba(tmp_path):
+    """The replay backend reads TIFFs the same way: a 3-frame uint16 recording saved
+    plainly is one RGB image to tifffile; refused with the fix, not one grey frame."""
+    from inscope.acquisition.replay import ReplayMicroscope
+
+    frames = np.random.default_rng(0).integers(0, 100, (3, 40, 50)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "rec.tif", frames)
+    with pytest.raises(MicroscopeUnavailable, match="may be time points.*'TYX'"):
+        ReplayMicroscope(tmp_path / "rec.tif")
+    tifffile.imwrite(tmp_path / "rec_axes.tif", frames, metadata={"axes": "TYX"})
+    r = ReplayMicroscope(tmp_path / "rec_axes.tif")
+    assert len(r._stack) == 3
+    rgb = np.random.default_rng(1).integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    ReplayMicroscope(tmp_path / "rgb.tif")  # an 8-bit colour picture is still read
