@@ -145,7 +145,7 @@ def merge_heads(model: TinyCenterNet) -> TinyCenterNet:
     Why: ONNX Runtime's CPU kernels compute convolutions in blocks of 8 or 16 output
     channels (NCHWc), so three heads of 1, 2 and 2 channels cost three blocks each
     padded to 16 and three conversions back to plain layout; merged they cost one of
-    each. Measured 10 % of the network's time at 512 x 512 on 2 cores (the shipped
+    each. It saved 9 % of the network's time at 512 x 512 on 2 cores (the shipped
     model's card, *Speed*). The heads' own layers stay (training and
     :func:`model_from_onnx` use them); the merged copy is what the forward pass uses.
     """
