@@ -25,6 +25,7 @@ A stack's frames are kept in memory (float32); a 100-plane 1024 x 1024 stack is 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -40,6 +41,8 @@ from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import planes_as_samples
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream, pace
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SLIDE_OPTIONS", "SlideMicroscope", "SlideTruth", "extrude_to_stack", "load_slide",
            "parse_noise"]
@@ -259,6 +262,12 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
     except Exception as e:  # noqa: BLE001
         raise _fail(path, f"cannot be read as NDTiff ({type(e).__name__}: {e})",
                     "give the NDTiff dataset folder") from e
+    axes = {n: list(v) for n, v in ds.axes.items()}
+    dz = summary.get("z-step_um") or None
+    flip = False
+    if not dz and "z" in names:
+        # pycro-manager writes no z step in the summary, only each image's z
+        dz, flip = _ndtiff_z_step(ds, axes, channel)
     # Keep z; the chosen channel; index 0 of everything else.
     if arr.ndim == len(names) + 2:
         idx: list[Any] = []
@@ -274,11 +283,44 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
                 idx.append(0)
         arr = arr[tuple(idx)]
     px = summary.get("PixelSize_um")
-    dz = summary.get("z-step_um")
     with contextlib.suppress(Exception):
         ds.close()
-    return _SlideFile(_as_zyx(arr.reshape(-1, *arr.shape[-2:]), path, "image"), None, None,
+    planes = arr.reshape(-1, *arr.shape[-2:])
+    if flip:  # acquired top down: the slide's planes go up in z
+        planes = planes[::-1]
+    return _SlideFile(_as_zyx(planes, path, "image"), None, None,
                       float(px) if px else None, float(dz) if dz else None)
+
+
+def _ndtiff_z_step(ds, axes: dict[str, list], channel: int) -> tuple[float | None, bool]:
+    """``(z step µm, planes acquired top down)`` of an NDTiff z-stack from its planes'
+    own z positions (pycro-manager records ``ZPosition_um_Intended`` per image, no step
+    in the summary); ``(None, False)`` when they are not recorded. Uneven spacing uses
+    the median step and says so in the log."""
+    from inscope.acquisition.mm_tags import tag_axis
+
+    zs = axes.get("z", [])
+    if len(zs) < 2:
+        return None, False
+    base = {n: (v[channel] if n == "channel" and channel < len(v) else v[0])
+            for n, v in axes.items() if n != "z"}
+    got = []
+    for z in zs:
+        try:
+            v = tag_axis(ds.read_metadata(**base, z=z) or {}, "Z")
+        except Exception:  # noqa: BLE001 - no per-image metadata
+            return None, False
+        if v is None:
+            return None, False
+        got.append(float(v))
+    steps = np.diff(got)
+    step = float(np.median(steps))
+    if step == 0 or np.any(np.sign(steps) != np.sign(step)):
+        return None, False
+    if np.any(np.abs(steps - step) > 0.05 * abs(step)):
+        log.warning("NDTiff z planes are not evenly spaced (z = %s um); the slide uses "
+                    "their median step %.4g um", [round(v, 3) for v in got], abs(step))
+    return abs(step), step < 0
 
 
 def _read_labels(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
