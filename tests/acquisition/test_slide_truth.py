@@ -386,3 +386,84 @@ def test_replay_refuses_a_plain_few_frame_recording_stored_as_rgba(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 255, (40, 50, 3)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     ReplayMicroscope(tmp_path / "rgb.tif")  # an 8-bit colour picture is still read
+
+
+def test_truth_at_the_field_edges_is_clipped_with_its_visible_fraction(tmp_path):
+    """Objects cut by the field's edge are truth with their box clipped to the frame
+    (pixel edges at -0.5 and N - 0.5) and the fraction in view; objects beyond any edge
+    are not."""
+    img = np.zeros((200, 200), np.uint16)
+    lab = np.zeros((200, 200), np.int32)
+    c = 100  # the field's centre pixel; the frame spans image pixels 84 .. 115
+    lab[c - 5:c + 5, c - 16 - 5:c - 16 + 5] = 1  # half beyond the left edge
+    lab[c - 16 - 5:c - 16 + 5, c - 5:c + 5] = 2  # half beyond the top
+    lab[c - 5:c + 5, c + 16 - 5:c + 16 + 5] = 3  # half beyond the right
+    lab[c + 16 - 5:c + 16 + 5, c - 5:c + 5] = 4  # half beyond the bottom
+    # just beyond each edge: their box edge touches the frame's (-0.5 or N - 0.5)
+    lab[c + 8:c + 14, 74:84] = 5  # left (last column 83, the frame's first is 84)
+    lab[74:84, c + 8:c + 14] = 6  # top
+    lab[c + 8:c + 14, 116:126] = 7  # right (the frame's last column is 115)
+    lab[116:126, c + 8:c + 14] = 8  # bottom
+    p = tmp_path / "edges.npz"
+    np.savez(p, image=img, labels=lab)
+    s = SlideMicroscope(p, pixel_size_um=1.0, fov=N, noise=0, realtime=False)
+    s.move_xy(c, c)  # frame pixel (16, 16) shows image pixel (100, 100)
+    f = s.snap()
+    assert f.metadata["truth_ids"] == [1, 2, 3, 4]
+    h = N / 2
+    np.testing.assert_allclose(f.truth, [[-0.5, h - 5.5, 4.5, h + 4.5],
+                                         [h - 5.5, -0.5, h + 4.5, 4.5],
+                                         [N - 5.5, h - 5.5, N - 0.5, h + 4.5],
+                                         [h - 5.5, N - 5.5, h + 4.5, N - 0.5]])
+    assert f.metadata["truth_visible_fraction"] == pytest.approx([0.5] * 4)
+
+
+def test_2d_labels_on_a_stack_are_truth_in_every_plane_at_the_middle_z(tmp_path):
+    p, _ = _texture(tmp_path, nz=5, shape=(60, 80))
+    lab = np.zeros((60, 80), np.int32)
+    lab[25:35, 35:45] = 3
+    np.savez(tmp_path / "l2.npz", labels=lab)
+    s = SlideMicroscope(p, pixel_size_um=0.5, z_step_um=0.5, fov=N, noise=0,
+                        labels=tmp_path / "l2.npz", realtime=False)
+    t = s.true_cells()
+    np.testing.assert_allclose(t.xyz_um, [[39.5 * 0.5, 29.5 * 0.5, 2 * 0.5]])
+    assert np.isnan(t.z_range_um).all()
+    s.move_xy(*t.xyz_um[0, :2])
+    for z in (0.0, 1.0, 2.0):
+        s.move_z(z)
+        assert s.snap().metadata["truth_ids"] == [3]
+
+
+@pytest.mark.parametrize("case,words", [
+    ("float_labels", "labels are not integers"),
+    ("labels_planes", "does not match"),
+    ("bad_boxes", "boxes must be (N, 4)"),
+    ("nan", "NaN or infinite"),
+    ("text_image", "is not numeric"),
+])
+def test_bad_labels_boxes_and_pixels_get_one_line(tmp_path, case, words):
+    p = tmp_path / f"{case}.npz"
+    img = np.zeros((3, 40, 50), np.float32)
+    if case == "float_labels":
+        np.savez(p, image=img, labels=np.full((40, 50), 1.5))
+    elif case == "labels_planes":
+        np.savez(p, image=img, labels=np.ones((2, 40, 50), int))
+    elif case == "bad_boxes":
+        np.savez(p, image=img, boxes=np.array([[10, 10, 20, 30], [5, 5, 5, 9]]))
+    elif case == "nan":
+        img[1, 2, 3] = np.nan
+        np.savez(p, image=img)
+    else:
+        np.savez(p, image=np.full((40, 50), "a"))
+    with pytest.raises(MicroscopeUnavailable) as e:
+        SlideMicroscope(p, pixel_size_um=0.5, realtime=False)
+    assert words in str(e.value) and p.name in str(e.value)
+
+
+def test_whole_number_float_labels_and_2d_labels_on_a_stack_are_taken(tmp_path):
+    img = np.zeros((3, 40, 50), np.uint16)
+    lab = np.zeros((40, 50))
+    lab[10:20, 10:20] = 2.0  # float, but whole numbers: instance ids
+    np.savez(tmp_path / "ok.npz", image=img, labels=lab)
+    s = SlideMicroscope(tmp_path / "ok.npz", pixel_size_um=0.5, realtime=False)
+    assert s.true_cells().ids.tolist() == [2]
