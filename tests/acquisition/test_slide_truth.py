@@ -467,3 +467,39 @@ def test_whole_number_float_labels_and_2d_labels_on_a_stack_are_taken(tmp_path):
     np.savez(tmp_path / "ok.npz", image=img, labels=lab)
     s = SlideMicroscope(tmp_path / "ok.npz", pixel_size_um=0.5, realtime=False)
     assert s.true_cells().ids.tolist() == [2]
+
+
+def test_ndtiff_channels_and_a_top_down_stack(tmp_path):
+    """NDTiff folders as ndstorage (pycro-manager's writer) writes them: the channel asked
+    for; the z step from the summary, or else from the images' own z (pycro-manager
+    records ZPosition_um_Intended per image and no step), a stack acquired top down
+    turned to rising z; a channel that is not there gets one line."""
+    from ndstorage import NDTiffDataset
+
+    nd = NDTiffDataset(dataset_path=str(tmp_path / "syn"), name="two", writable=True,
+                       summary_metadata={"PixelSize_um": 0.25, "z-step_um": 0.3})
+    for c, name in enumerate(("DAPI", "FITC")):
+        for z in range(3):
+            nd.put_image({"channel": name, "z": z}, np.full((40, 50), 100 * c + z,
+                                                             np.uint16), {})
+    nd.finish()
+    nd.close()
+    two = next((tmp_path / "syn").glob("two*"))
+    for channel in (0, 1):
+        s = SlideMicroscope(two, channel=channel, fov=32, noise=0, realtime=False)
+        assert s._stack[:, 0, 0].tolist() == [100 * channel + z for z in range(3)]
+        assert (s.pixel_size_um, s.z_step_um) == pytest.approx((0.25, 0.3))
+    with pytest.raises(MicroscopeUnavailable, match=r"2 channels, channel=2 .*0\.\.1"):
+        SlideMicroscope(two, channel=2, realtime=False)
+    # no step in the summary, planes acquired top down: the step from the images' own
+    # z, the planes in rising z
+    nd = NDTiffDataset(dataset_path=str(tmp_path / "syn"), name="down", writable=True,
+                       summary_metadata={"PixelSize_um": 0.25})
+    for z in range(3):
+        nd.put_image({"z": z}, np.full((40, 50), z, np.uint16),
+                     {"ZPosition_um_Intended": 0.9 - 0.3 * z})
+    nd.finish()
+    nd.close()
+    s = SlideMicroscope(next((tmp_path / "syn").glob("down*")), fov=32, realtime=False)
+    assert s._stack[:, 0, 0].tolist() == [2, 1, 0]
+    assert s.z_step_um == pytest.approx(0.3)

@@ -54,11 +54,11 @@ def test_pycromanager_ndtiff_zstack_replays_each_frames_z(tmp_path, mm_scope):
 def test_pycromanager_ndtiff_zstack_opens_as_a_slide(tmp_path, mm_scope):
     """The slide backend on the NDTiff folder a real pycro-manager acquisition writes
     (real MMCore + DemoCamera): its z planes in order, the pixel size and z step from
-    the summary metadata; the parent folder works too. DemoCamera draws the same image
-    in every channel, so the channel choice is checked on an NDTiff written with
-    ndstorage (two channels of known values); a channel that is not there and a folder
-    without NDTiff get one line each."""
-    from ndstorage import Dataset, NDTiffDataset
+    the summary metadata; the parent folder works too; a folder without NDTiff gets one
+    line (channels and a top-down stack: tests/acquisition/test_slide_truth.py, on
+    NDTiffs written with ndstorage, since DemoCamera draws the same image in every
+    channel)."""
+    from ndstorage import Dataset
     from pycromanager import Acquisition, multi_d_acquisition_events
 
     from inscope.acquisition.errors import MicroscopeUnavailable
@@ -77,33 +77,6 @@ def test_pycromanager_ndtiff_zstack_opens_as_a_slide(tmp_path, mm_scope):
         assert s.pixel_size_um == pytest.approx(mm_scope.pixel_size_um)
         assert s.z_step_um == pytest.approx(1.5)
 
-    nd = NDTiffDataset(dataset_path=str(tmp_path / "syn"), name="two", writable=True,
-                       summary_metadata={"PixelSize_um": 0.25, "z-step_um": 0.3})
-    for c, name in enumerate(("DAPI", "FITC")):
-        for z in range(3):
-            nd.put_image({"channel": name, "z": z}, np.full((40, 50), 100 * c + z,
-                                                             np.uint16), {})
-    nd.finish()
-    nd.close()
-    two = next((tmp_path / "syn").glob("two*"))
-    for channel in (0, 1):
-        s = SlideMicroscope(two, channel=channel, fov=32, noise=0, realtime=False)
-        assert s._stack[:, 0, 0].tolist() == [100 * channel + z for z in range(3)]
-        assert (s.pixel_size_um, s.z_step_um) == pytest.approx((0.25, 0.3))
-    with pytest.raises(MicroscopeUnavailable, match=r"2 channels, channel=2 .*0\.\.1"):
-        SlideMicroscope(two, channel=2, realtime=False)
-    # no step in the summary, planes acquired top down: the step from the images' own
-    # z, the planes in rising z
-    nd = NDTiffDataset(dataset_path=str(tmp_path / "syn"), name="down", writable=True,
-                       summary_metadata={"PixelSize_um": 0.25})
-    for z in range(3):
-        nd.put_image({"z": z}, np.full((40, 50), z, np.uint16),
-                     {"ZPosition_um_Intended": 0.9 - 0.3 * z})
-    nd.finish()
-    nd.close()
-    s = SlideMicroscope(next((tmp_path / "syn").glob("down*")), fov=32, realtime=False)
-    assert s._stack[:, 0, 0].tolist() == [2, 1, 0]
-    assert s.z_step_um == pytest.approx(0.3)
     (tmp_path / "empty").mkdir()
     with pytest.raises(MicroscopeUnavailable, match="without NDTiff.index"):
         SlideMicroscope(tmp_path / "empty", pixel_size_um=1.0, realtime=False)
