@@ -469,22 +469,48 @@ def test_whole_number_float_labels_and_2d_labels_on_a_stack_are_taken(tmp_path):
     assert s.true_cells().ids.tolist() == [2]
 
 
+_NDTIFF_WRITER = """
+import json, sys
+import numpy as np
+from ndstorage import NDTiffDataset
+folder, name, summary, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+z = np.load(spec)
+nd = NDTiffDataset(dataset_path=folder, name=name, writable=True, summary_metadata=summary)
+for k, coords in enumerate(json.loads(str(z["coords"]))):
+    nd.put_image(coords, z["images"][k], json.loads(str(z["meta"]))[k])
+nd.finish()
+nd.close()
+"""
+
+
+def _write_ndtiff(folder, name: str, summary: dict, coords: list[dict],
+                  images: list[np.ndarray], meta: list[dict] | None = None):
+    """An NDTiff dataset written by ndstorage (pycro-manager's writer), in a child
+    process: its writer threads must not live on in the test process (mutation testing
+    forks it, and a fork taken while another thread holds a lock can hang)."""
+    import json
+    import subprocess
+    import sys
+
+    spec = folder / f"{name}.spec.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(spec, images=np.stack(images), coords=json.dumps(coords),
+             meta=json.dumps(meta or [{} for _ in coords]))
+    subprocess.run([sys.executable, "-c", _NDTIFF_WRITER, str(folder), name,
+                    json.dumps(summary), str(spec)], check=True, capture_output=True,
+                   timeout=120)
+    return next(folder.glob(f"{name}_*"))
+
+
 def test_ndtiff_channels_and_a_top_down_stack(tmp_path):
     """NDTiff folders as ndstorage (pycro-manager's writer) writes them: the channel asked
     for; the z step from the summary, or else from the images' own z (pycro-manager
     records ZPosition_um_Intended per image and no step), a stack acquired top down
     turned to rising z; a channel that is not there gets one line."""
-    from ndstorage import NDTiffDataset
-
-    nd = NDTiffDataset(dataset_path=str(tmp_path / "syn"), name="two", writable=True,
-                       summary_metadata={"PixelSize_um": 0.25, "z-step_um": 0.3})
-    for c, name in enumerate(("DAPI", "FITC")):
-        for z in range(3):
-            nd.put_image({"channel": name, "z": z}, np.full((40, 50), 100 * c + z,
-                                                             np.uint16), {})
-    nd.finish()
-    nd.close()
-    two = next((tmp_path / "syn").glob("two*"))
+    coords = [{"channel": name, "z": z} for name in ("DAPI", "FITC") for z in range(3)]
+    images = [np.full((40, 50), 100 * c + z, np.uint16) for c in range(2) for z in range(3)]
+    two = _write_ndtiff(tmp_path / "syn", "two", {"PixelSize_um": 0.25, "z-step_um": 0.3},
+                        coords, images)
     for channel in (0, 1):
         s = SlideMicroscope(two, channel=channel, fov=32, noise=0, realtime=False)
         assert s._stack[:, 0, 0].tolist() == [100 * channel + z for z in range(3)]
@@ -493,13 +519,10 @@ def test_ndtiff_channels_and_a_top_down_stack(tmp_path):
         SlideMicroscope(two, channel=2, realtime=False)
     # no step in the summary, planes acquired top down: the step from the images' own
     # z, the planes in rising z
-    nd = NDTiffDataset(dataset_path=str(tmp_path / "syn"), name="down", writable=True,
-                       summary_metadata={"PixelSize_um": 0.25})
-    for z in range(3):
-        nd.put_image({"z": z}, np.full((40, 50), z, np.uint16),
-                     {"ZPosition_um_Intended": 0.9 - 0.3 * z})
-    nd.finish()
-    nd.close()
-    s = SlideMicroscope(next((tmp_path / "syn").glob("down*")), fov=32, realtime=False)
+    down = _write_ndtiff(tmp_path / "syn", "down", {"PixelSize_um": 0.25},
+                         [{"z": z} for z in range(3)],
+                         [np.full((40, 50), z, np.uint16) for z in range(3)],
+                         [{"ZPosition_um_Intended": 0.9 - 0.3 * z} for z in range(3)])
+    s = SlideMicroscope(down, fov=32, realtime=False)
     assert s._stack[:, 0, 0].tolist() == [2, 1, 0]
     assert s.z_step_um == pytest.approx(0.3)
