@@ -79,6 +79,18 @@ class _Stack:
         return len(self.frames)
 
 
+def ndtiff_array(ds: Any) -> np.ndarray:
+    """An ndstorage dataset's images as one numpy array, read in this thread.
+
+    ``as_array()`` is a dask array; reading it with dask's default (threaded) scheduler
+    leaves a thread pool alive after the read, and a process forked later (a camera
+    process, a test runner) inherits that pool without its threads and hangs on its
+    next NDTiff read."""
+    arr = ds.as_array()
+    compute = getattr(arr, "compute", None)
+    return np.asarray(compute(scheduler="synchronous") if compute is not None else arr)
+
+
 def planes_as_samples(axes: str, data: np.ndarray) -> bool:
     """True when a TIFF's samples (S) axis is stored as separate planes of a type deeper
     than 8 bit: what ``tifffile.imwrite`` makes of a plain 3- or 4-plane uint16 array (it
@@ -212,7 +224,7 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # ndstorage prints progress
             ds = Dataset(str(path))
-        arr = np.asarray(ds.as_array())
+        arr = ndtiff_array(ds)
         summary = ds.summary_metadata if isinstance(ds.summary_metadata, dict) else {}
         axes = {k: list(v) for k, v in ds.axes.items()}
     except Exception as e:  # noqa: BLE001

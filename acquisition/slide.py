@@ -38,7 +38,7 @@ import numpy as np
 from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
-from inscope.acquisition.replay import planes_as_samples
+from inscope.acquisition.replay import ndtiff_array, planes_as_samples
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream, pace
 
@@ -256,7 +256,7 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             ds = Dataset(str(path))
-        arr = np.asarray(ds.as_array())
+        arr = ndtiff_array(ds)
         names = list(ds.axes)
         summary = ds.summary_metadata if isinstance(ds.summary_metadata, dict) else {}
     except Exception as e:  # noqa: BLE001

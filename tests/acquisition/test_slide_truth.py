@@ -511,9 +511,14 @@ def test_ndtiff_channels_and_a_top_down_stack(tmp_path):
     images = [np.full((40, 50), 100 * c + z, np.uint16) for c in range(2) for z in range(3)]
     two = _write_ndtiff(tmp_path / "syn", "two", {"PixelSize_um": 0.25, "z-step_um": 0.3},
                         coords, images)
+    import threading
+
+    before = set(threading.enumerate())
     for channel in (0, 1):
         s = SlideMicroscope(two, channel=channel, fov=32, noise=0, realtime=False)
         assert s._stack[:, 0, 0].tolist() == [100 * channel + z for z in range(3)]
+        # read in this thread: no reader pool left behind for a later fork to inherit
+        assert set(threading.enumerate()) <= before
         assert (s.pixel_size_um, s.z_step_um) == pytest.approx((0.25, 0.3))
     with pytest.raises(MicroscopeUnavailable, match=r"2 channels, channel=2 .*0\.\.1"):
         SlideMicroscope(two, channel=2, realtime=False)
