@@ -80,11 +80,11 @@ def _fail(path: Path | str, problem: str, fix: str) -> MicroscopeUnavailable:
 def parse_noise(spec: Any) -> tuple[str, float]:
     """``(kind, value)`` from a noise option: ``0.02`` / ``"gauss:0.02"`` / ``"shot:300"``."""
     s = str(spec).strip().lower()
+    if s in ("none", "off", "false"):
+        return "gauss", 0.0
     kind, sep, val = s.partition(":")
     if not sep:
         kind, val = "gauss", s
-    if kind in ("none", "off", "false"):
-        return "gauss", 0.0
     try:
         v = float(val)
     except ValueError:
@@ -463,9 +463,17 @@ class _Labels:
         return self.planes[min(max(plane, 0), len(self.planes) - 1)]
 
 
-def _opt_bool(v: Any) -> bool:
+def _opt_bool(name: str, v: Any) -> bool:
+    """A yes/no option; a word that is neither (a typo such as ``realtime=flase``) is
+    refused rather than read as no."""
     if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "yes", "on")
+        w = v.strip().lower()
+        if w in ("1", "true", "yes", "on"):
+            return True
+        if w in ("0", "false", "no", "off"):
+            return False
+        raise MicroscopeUnavailable(f"slide option {name}={v!r} is not allowed; give true "
+                                    f"or false ({SLIDE_OPTIONS.get(name, '')}).")
     return bool(v)
 
 
@@ -520,7 +528,7 @@ class SlideMicroscope(BaseMicroscope):
                                         "two numbers dz/dx, dz/dy, e.g. tilt=[0.01, 0]."
                                         ) from None
         self.tilt = (tx, ty)
-        self.realtime = _opt_bool(realtime)
+        self.realtime = _opt_bool("realtime", realtime)
         sf = load_slide(path, int(num("channel", channel, 0, 1e6)), labels)
         self.path = Path(path)
         px = pixel_size_um if pixel_size_um is not None else sf.pixel_size_um

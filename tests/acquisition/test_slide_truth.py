@@ -531,3 +531,70 @@ def test_ndtiff_channels_and_a_top_down_stack(tmp_path):
     s = SlideMicroscope(down, fov=32, realtime=False)
     assert s._stack[:, 0, 0].tolist() == [2, 1, 0]
     assert s.z_step_um == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("opts,ok", [
+    ({"fov": 16}, True), ({"fov": 8192}, True), ({"fov": 15}, False), ({"fov": 8193}, False),
+    ({"noise": "shot:300"}, True), ({"noise": "gauss:0.02"}, True), ({"noise": "off"}, True),
+    ({"noise": "shot:0"}, False), ({"noise": -0.1}, False), ({"noise": "poisson:3"}, False),
+    ({"noise": "nan"}, False),
+    ({"defocus": 0}, True), ({"defocus": 100}, True), ({"defocus": -0.1}, False),
+    ({"defocus": 101}, False), ({"exposure_ms": 0.01}, True), ({"exposure_ms": 0.0}, False),
+    ({"xy_settle_ms": 0}, True), ({"xy_settle_ms": -1}, False),
+    ({"z_settle_ms": 0}, True), ({"z_settle_ms": -1}, False),
+    ({"tilt": "(0.01, -0.02)"}, True), ({"tilt": "0.01,0"}, True), ({"tilt": [0.01]}, False),
+    ({"tilt": "steep"}, False), ({"realtime": "false"}, True), ({"realtime": "no"}, True),
+    ({"realtime": "flase"}, False), ({"seed": 7}, True), ({"seed": -1}, False),
+    ({"channel": -1}, False), ({"z_step_um": 0.0}, False), ({"z_step_um": "x"}, False),
+    ({"pixel_size_um": 1e7}, False), ({"sectioning": "confocal"}, True),
+    ({"sectioning": "deep"}, False),
+])
+def test_each_option_is_checked_with_one_line_naming_it(tmp_path, opts, ok):
+    p, _ = _texture(tmp_path)
+    base = {"pixel_size_um": 0.5, "realtime": False, **opts}
+    if ok:
+        s = SlideMicroscope(p, **base)
+        name, v = next(iter(opts.items()))
+        if name == "tilt":
+            assert s.tilt == pytest.approx((0.01, -0.02) if "(" in v else (0.01, 0.0))
+        if name == "realtime":
+            assert s.realtime is False
+        if name == "noise":
+            assert s.noise == {"shot:300": ("shot", 300.0), "gauss:0.02": ("gauss", 0.02),
+                               "off": ("gauss", 0.0)}[v]
+        return
+    with pytest.raises(MicroscopeUnavailable) as e:
+        SlideMicroscope(p, **base)
+    name = next(iter(opts))
+    assert f"{name}=" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_stream_gives_frames_in_order_on_the_simulated_clock(tmp_path):
+    p, img = _texture(tmp_path, nz=2)
+    s = SlideMicroscope(p, pixel_size_um=0.5, z_step_um=0.4, fov=N, noise=0,
+                        exposure_ms=5.0, realtime=False)
+    f0 = _at_pixel(s, 10, 12, z=0.0)
+    got = []
+    with s.stream() as st:
+        for f in st:
+            got.append(f)
+            if len(got) == 4:
+                break
+    # (not realtime: the camera runs ahead and the stream keeps the newest frames)
+    idx = np.array([f.index for f in got])
+    assert idx[0] > f0.index and np.all(np.diff(idx) > 0)
+    times = np.array([f.metadata["sim_time_s"] for f in got])
+    np.testing.assert_allclose(np.diff(times), 0.005 * np.diff(idx))
+    np.testing.assert_allclose(got[-1].pixels, _window(img[0], 10, 12), atol=1e-3)
+
+
+def test_true_focus_z_is_the_middle_plane_on_the_tilted_focal_plane(tmp_path):
+    p, _ = _texture(tmp_path, nz=5, shape=(60, 80))
+    s = SlideMicroscope(p, pixel_size_um=0.5, z_step_um=0.4, fov=N, noise=0,
+                        tilt=(0.01, -0.02), realtime=False)
+    x0, y0 = s.position().x, s.position().y
+    assert s.true_focus_z() == pytest.approx(0.8)
+    assert s.true_focus_z(x0 + 10.0, y0 + 5.0) == pytest.approx(0.8 + 0.1 - 0.1)
+    assert s.true_focus_z(x0 + 10.0, y0) == pytest.approx(0.9)
+    s.move_xy(x0, y0 + 5.0)
+    assert s.true_focus_z() == pytest.approx(0.7)  # at the stage's own position
