@@ -598,3 +598,22 @@ def test_true_focus_z_is_the_middle_plane_on_the_tilted_focal_plane(tmp_path):
     assert s.true_focus_z(x0 + 10.0, y0) == pytest.approx(0.9)
     s.move_xy(x0, y0 + 5.0)
     assert s.true_focus_z() == pytest.approx(0.7)  # at the stage's own position
+
+
+def test_ndtiff_z_step_from_uneven_or_missing_plane_positions(tmp_path, caplog):
+    """Unevenly spaced planes: their median step, and a warning saying so; planes with
+    no z of their own and no step in the summary: the documented default (1 um)."""
+    uneven = _write_ndtiff(tmp_path / "syn", "uneven", {"PixelSize_um": 0.25},
+                           [{"z": z} for z in range(4)],
+                           [np.full((40, 50), z, np.uint16) for z in range(4)],
+                           [{"ZPosition_um_Intended": v} for v in (0.0, 0.3, 0.7, 1.0)])
+    with caplog.at_level("WARNING", logger="inscope.acquisition.slide"):
+        s = SlideMicroscope(uneven, fov=32, realtime=False)
+    assert s.z_step_um == pytest.approx(0.3)
+    assert s._stack[:, 0, 0].tolist() == [0, 1, 2, 3]
+    assert "not evenly spaced" in caplog.text and "0.7" in caplog.text
+    bare = _write_ndtiff(tmp_path / "syn", "bare", {"PixelSize_um": 0.25},
+                         [{"z": z} for z in range(3)],
+                         [np.full((40, 50), z, np.uint16) for z in range(3)])
+    s = SlideMicroscope(bare, fov=32, realtime=False)
+    assert s.z_step_um == 1.0 and s._stack[:, 0, 0].tolist() == [0, 1, 2]
