@@ -617,3 +617,63 @@ def test_ndtiff_z_step_from_uneven_or_missing_plane_positions(tmp_path, caplog):
                          [np.full((40, 50), z, np.uint16) for z in range(3)])
     s = SlideMicroscope(bare, fov=32, realtime=False)
     assert s.z_step_um == 1.0 and s._stack[:, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_extrude_to_stack_touching_nuclei_spread_haze_and_types():
+    """Two nuclei that touch: each one's sections shrink towards its own centre (the
+    shared border counts as an edge); centres spread by the seeded +/- z_spread; haze
+    falls off with the distance from the nucleus in z (Gaussian, 2 half-thicknesses) and
+    spreads haze_sigma_um around it; values are clipped to the type, float stays float."""
+    lab = np.zeros((60, 90), np.int32)
+    yy, xx = np.mgrid[0:60, 0:90]
+    lab[(xx - 30) ** 2 + (yy - 30) ** 2 <= 12 ** 2] = 1
+    lab[((xx - 54) ** 2 + (yy - 30) ** 2 <= 12 ** 2) & (lab == 0)] = 2  # touching 1
+    assert np.any((lab[:, :-1] == 1) & (lab[:, 1:] == 2))
+    img = np.where(lab > 0, 1000, 100).astype(np.uint16)
+    stack, labs = extrude_to_stack(img, lab, pixel_size_um=0.5, z_step_um=0.25, planes=81,
+                                   z_spread_um=0.0, haze=0.0)
+    for i in (1, 2):
+        cy, cx = np.argwhere(lab == i).mean(axis=0)
+        planes = np.flatnonzero((labs == i).any(axis=(1, 2)))
+        near_pole = planes[-1] - 2  # a small section near the top
+        sec = np.argwhere(labs[near_pole] == i)
+        assert len(sec) < (lab == i).sum() / 3
+        np.testing.assert_allclose(sec.mean(axis=0), [cy, cx], atol=1.0)
+    # seeded z centres within +/- z_spread of the middle plane
+    _, a = extrude_to_stack(img, lab, pixel_size_um=0.5, z_step_um=0.25, planes=81,
+                            z_spread_um=2.0, seed=3)
+    _, b = extrude_to_stack(img, lab, pixel_size_um=0.5, z_step_um=0.25, planes=81,
+                            z_spread_um=2.0, seed=3)
+    _, c = extrude_to_stack(img, lab, pixel_size_um=0.5, z_step_um=0.25, planes=81,
+                            z_spread_um=2.0, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    mids = []
+    for labs_ in (a, c):
+        for i in (1, 2):
+            planes = np.flatnonzero((labs_ == i).any(axis=(1, 2)))
+            mids.append((planes[0] + planes[-1]) / 2 * 0.25 - 40 * 0.25)
+    assert all(abs(m) <= 2.0 + 0.25 for m in mids) and max(mids) - min(mids) > 0.2
+    # haze: a Gaussian in z of 2 half-thicknesses, blurred by haze_sigma_um in x, y
+    hazy, hl = extrude_to_stack(img, lab, pixel_size_um=0.5, z_step_um=0.25, planes=81,
+                                z_spread_um=0.0, haze=0.5, haze_sigma_um=2.0)
+    half = 0.35 * 2 * np.sqrt((lab == 1).sum() / np.pi) * 0.5  # um
+    ring = (lab == 0) & (np.hypot(xx - 30, yy - 30) <= 14) & (xx < 40)  # beside nucleus 1
+    far = (np.hypot(xx - 30, yy - 30) >= 12 + 6 * 4) & (xx < 8)  # > 6 sigma away
+    bg = 100.0
+    def haze_at(dz_um):
+        k = int(round(40 + dz_um / 0.25))
+        return float(hazy[k][ring].mean()) - bg
+    r = haze_at(half) / haze_at(2 * half)  # u = 1 and u = 2 above the centre
+    assert r == pytest.approx(np.exp(-0.5 * 0.25) / np.exp(-0.5 * 1.0), rel=0.05)
+    assert np.all(hazy[40][far] == bg)  # haze_sigma 2 um = 4 px: nothing 6 sigma out
+    d = np.hypot(xx - 30, yy - 30)
+    out = (d >= 12 + 6) & (d <= 12 + 8) & (xx < 24)  # 1.5-2 sigma out: still lit
+    assert hazy[40][out].mean() > bg + 5
+    # clipped to the type; float stays float
+    bright = np.where(lab > 0, 65000, 100).astype(np.uint16)
+    st, _ = extrude_to_stack(bright, lab, pixel_size_um=0.5, planes=21, haze=0.5)
+    assert st.dtype == np.uint16 and st.max() == 65535 and st.min() >= 100
+    fl, _ = extrude_to_stack(bright.astype(np.float32) * 10, lab, pixel_size_um=0.5,
+                             planes=21, haze=0.5)
+    assert fl.dtype == np.float32 and fl.max() > 65535
