@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,13 @@ def _unfold_blur(w5: np.ndarray) -> np.ndarray:
     return w3.reshape(*w5.shape[:-2], 3, 3).astype(np.float32)
 
 
+def _output_difference(got: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> float:
+    """Largest difference of (heatmap, size, offset) from *ref*: absolute for heatmap
+    and offset, relative for size (in pixels, up to ~100)."""
+    return max(float(np.max(np.abs(a - b) / (1.0 + np.abs(b) * (k == 1))))
+               for k, (a, b) in enumerate(zip(got, ref, strict=True)))
+
+
 def verify_onnx(model: TinyCenterNet, path: str | Path, hw: tuple[int, int] = (256, 352),
                 atol: float = 1e-3) -> float:
     """Max abs difference ONNX Runtime vs torch on a random input; raise if > *atol*."""
@@ -186,13 +194,10 @@ def verify_onnx(model: TinyCenterNet, path: str | Path, hw: tuple[int, int] = (2
     m.export_mode = True
     with torch.no_grad():
         ref = [t.numpy() for t in m(torch.from_numpy(x))]
-    diff = 0.0
     for name, a, b in zip(("heatmap", "size", "offset"), outs, ref, strict=True):
         if a.shape != b.shape:
             raise RuntimeError(f"ONNX output {name} has shape {a.shape}, torch {b.shape}.")
-        # size is in pixels (up to ~100): compare relatively
-        d = float(np.max(np.abs(a - b) / (1.0 + np.abs(b) * (name == "size"))))
-        diff = max(diff, d)
+    diff = _output_difference(outs, ref)
     if diff > atol:
         raise RuntimeError(f"ONNX export differs from torch by {diff:.2e} (> {atol}).")
     return diff
@@ -339,10 +344,9 @@ def reexport(src: str | Path, dst: str | Path, atol: float = 1e-4) -> float:
     try:
         export_onnx(model_from_onnx(src), tmp, card)
         x = np.random.default_rng(1).random((1, 1, 224, 320), dtype=np.float32)
-        outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-                .run(["heatmap", "size", "offset"], {"image": x}) for p in (src, tmp)]
-        diff = max(float(np.max(np.abs(a - b) / (1.0 + np.abs(a) * (k == 1))))
-                   for k, (a, b) in enumerate(zip(*outs, strict=True)))
+        old, new = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                    .run(["heatmap", "size", "offset"], {"image": x}) for p in (src, tmp)]
+        diff = _output_difference(new, old)
         if diff > atol:
             raise RuntimeError(f"re-exported {src.name} differs from it by {diff:.2e} "
                                f"(> {atol}); kept {src}.")
