@@ -287,11 +287,6 @@ def signal_for(spec: ZStackSpec, scope: Any) -> tuple[str, float, str]:
     return signal, SIGNAL_FRAC_WIDEFIELD, "widefield planes"
 
 
-def signal_frac_for(spec: ZStackSpec, scope: Any) -> tuple[float, str]:
-    """``(signal_frac, source)`` of :func:`signal_for`."""
-    return signal_for(spec, scope)[1:]
-
-
 def _box4(b: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
     """A detection box (x0, y0, x1, y1) as four floats."""
     x0, y0, x1, y1 = (float(v) for v in b)
@@ -1178,11 +1173,10 @@ class FindAndImage:
                 take(z0 + o)
         else:
             lo, hi = spec.range_um
-            first = take(z0) or (0.0, 0.0)
-            peak, peak_i = first
+            peak, peak_i = take(z0) or (0.0, 0.0)
             for sign, need in ((1.0, hi), (-1.0, -lo)):
                 o = spec.step_um
-                below = dark = 0  # planes in a row under the thresholds: two end it
+                below = 0  # planes in a row under the threshold: two end it
                 past = 0.0  # (auto) how far past the end of the sharpness
                 while o <= spec.max_extent_um + 1e-9:
                     got = take(z0 + sign * o)
@@ -1193,10 +1187,10 @@ class FindAndImage:
                     peak, peak_i = max(peak, sig), max(peak_i, inten)
                     # (no signal at all - a cell too dim to measure - ends it too)
                     below = below + 1 if sig <= self.signal_frac * peak else 0
-                    dark = dark + 1 if inten <= SIGNAL_FRAC_INTENSITY * peak_i else 0
+                    dark = inten <= SIGNAL_FRAC_INTENSITY * peak_i
                     if o >= need - 1e-9 and below >= 2:
                         # (auto, past the sharpness: one dark plane is enough)
-                        if not auto or dark >= 1 or past >= AUTO_EXTRA_UM - 1e-9:
+                        if not auto or dark or past >= AUTO_EXTRA_UM - 1e-9:
                             break
                         past += spec.step_um
                     o += spec.step_um

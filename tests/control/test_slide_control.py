@@ -274,7 +274,10 @@ def test_the_z_extent_fraction_follows_how_the_planes_were_recorded(nuclei_stack
     at 0.15 of its peak signal, widefield planes (the simulator, a 2-D slide's synthetic
     defocus) at 0.6; a fraction given in the spec wins; bad values name the fix."""
     from inscope.acquisition.errors import MicroscopeUnavailable
-    from inscope.control.workflow import signal_for, signal_frac_for
+    from inscope.control.workflow import signal_for
+
+    def signal_frac_for(spec, scope):  # (fraction, source)
+        return signal_for(spec, scope)[1:]
 
     spec = ZStackSpec(adaptive=True)
     assert signal_frac_for(spec, _slide(nuclei_stack))[0] == 0.15
