@@ -257,31 +257,26 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
         with contextlib.redirect_stdout(io.StringIO()):
             ds = Dataset(str(path))
         arr = ndtiff_array(ds)
-        names = list(ds.axes)
+        axes = {n: list(v) for n, v in ds.axes.items()}
         summary = ds.summary_metadata if isinstance(ds.summary_metadata, dict) else {}
     except Exception as e:  # noqa: BLE001
         raise _fail(path, f"cannot be read as NDTiff ({type(e).__name__}: {e})",
                     "give the NDTiff dataset folder") from e
-    axes = {n: list(v) for n, v in ds.axes.items()}
+    names = list(axes)
+    n_channels = len(axes.get("channel", []))
+    if n_channels and not 0 <= channel < n_channels:  # (no channel axis: one image)
+        raise _fail(path, f"has {n_channels} channels, channel={channel} is not one",
+                    f"pass -o channel=0..{n_channels - 1}")
+    # Keep z; the chosen channel; index 0 of everything else.
+    if arr.ndim == len(names) + 2:
+        idx: list[Any] = [slice(None) if n == "z" else channel if n == "channel" else 0
+                          for n in names]
+        arr = arr[tuple(idx)]
     dz = summary.get("z-step_um") or None
     flip = False
     if not dz and "z" in names:
         # pycro-manager writes no z step in the summary, only each image's z
         dz, flip = _ndtiff_z_step(ds, axes, channel)
-    # Keep z; the chosen channel; index 0 of everything else.
-    if arr.ndim == len(names) + 2:
-        idx: list[Any] = []
-        for n, size in zip(names, arr.shape[:-2], strict=True):
-            if n == "z":
-                idx.append(slice(None))
-            elif n == "channel":
-                if not 0 <= channel < size:
-                    raise _fail(path, f"has {size} channels, channel={channel} is not one",
-                                f"pass -o channel=0..{size - 1}")
-                idx.append(channel)
-            else:
-                idx.append(0)
-        arr = arr[tuple(idx)]
     px = summary.get("PixelSize_um")
     with contextlib.suppress(Exception):
         ds.close()
@@ -302,8 +297,8 @@ def _ndtiff_z_step(ds, axes: dict[str, list], channel: int) -> tuple[float | Non
     zs = axes.get("z", [])
     if len(zs) < 2:
         return None, False
-    base = {n: (v[channel] if n == "channel" and channel < len(v) else v[0])
-            for n, v in axes.items() if n != "z"}
+    # (the caller has checked the channel index)
+    base = {n: (v[channel] if n == "channel" else v[0]) for n, v in axes.items() if n != "z"}
     got = []
     for z in zs:
         try:
