@@ -79,6 +79,16 @@ class _Stack:
         return len(self.frames)
 
 
+def ndtiff_folder(path: Path) -> Path | None:
+    """The NDTiff dataset folder: *path* itself when it holds ``NDTiff.index``, else its
+    one subfolder that does (pycro-manager writes ``NAME_1/`` inside the folder a user
+    gives); None when there is no such folder or more than one."""
+    if (path / "NDTiff.index").is_file():
+        return path
+    subs = [p for p in path.iterdir() if (p / "NDTiff.index").is_file()]
+    return subs[0] if len(subs) == 1 else None
+
+
 def ndtiff_array(ds: Any) -> np.ndarray:
     """An ndstorage dataset's images as one numpy array, read in this thread.
 
@@ -213,14 +223,13 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
             "Replaying NDTiff needs the 'ndstorage' package (installed with pycromanager): "
             "`pip install ndstorage`."
         ) from e
-    if not (path / "NDTiff.index").is_file():
-        subs = [p for p in path.iterdir() if (p / "NDTiff.index").is_file()]
-        if len(subs) != 1:
-            raise MicroscopeUnavailable(
-                f"{str(path)!r} is not an NDTiff dataset (no NDTiff.index); give the "
-                "dataset folder that holds NDTiff.index."
-            )
-        path = subs[0]
+    found = ndtiff_folder(path)
+    if found is None:
+        raise MicroscopeUnavailable(
+            f"{str(path)!r} is not an NDTiff dataset (no NDTiff.index); give the "
+            "dataset folder that holds NDTiff.index."
+        )
+    path = found
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # ndstorage prints progress
             ds = Dataset(str(path))

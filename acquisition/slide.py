@@ -38,7 +38,7 @@ import numpy as np
 from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
-from inscope.acquisition.replay import ndtiff_array, planes_as_samples
+from inscope.acquisition.replay import ndtiff_array, ndtiff_folder, planes_as_samples
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream, pace
 
@@ -247,12 +247,11 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
     except ImportError as e:
         raise _fail(path, "is an NDTiff folder but 'ndstorage' is not installed",
                     "pip install ndstorage") from e
-    if not (path / "NDTiff.index").is_file():
-        subs = [p for p in path.iterdir() if (p / "NDTiff.index").is_file()]
-        if len(subs) != 1:
-            raise _fail(path, "is a folder without NDTiff.index",
-                        "give the NDTiff dataset folder (the one holding NDTiff.index)")
-        path = subs[0]
+    found = ndtiff_folder(path)
+    if found is None:
+        raise _fail(path, "is a folder without NDTiff.index",
+                    "give the NDTiff dataset folder (the one holding NDTiff.index)")
+    path = found
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             ds = Dataset(str(path))
