@@ -112,6 +112,22 @@ TARGETS: tuple[Target, ...] = (
            # per mutant; the NDTiff reader is checked on ndstorage-written folders here)
            ("tests/acquisition/test_slide.py", "tests/acquisition/test_slide_truth.py"),
            0.80),
+    # the tracker the steerer follows a cell with (gating, velocity, misses) and the
+    # focus surface find-and-image predicts each cell's focus from
+    Target("tracking", "control/tracking.py",
+           ("tests/control/test_tracking.py", "tests/control/test_tracking_truth.py",
+            "tests/control/test_steering_behaviour.py"),
+           0.80),
+    Target("focus_surface", "control/focus_surface.py",
+           ("tests/control/test_focus_surface.py",), 0.80),
+    # the detector's own yardstick (AP, matching, calibration error): a bug here would
+    # report a wrong accuracy for every model; and the normalisation every frame gets
+    Target("metrics", "detector/metrics.py",
+           ("tests/detector/test_det_metrics.py", "tests/detector/test_metrics_truth.py"),
+           0.80),
+    Target("preprocess", "detector/preprocess.py",
+           ("tests/detector/test_det_preprocess_decode.py",
+            "tests/detector/test_preprocess_truth.py"), 0.80),
     Target("config", "inscope/config.py",
            ("tests/service/test_service_config.py", "tests/service/test_config_values.py"), 0.80),
 )
