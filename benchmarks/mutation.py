@@ -235,6 +235,31 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     "xǁSteererǁ_stale__mutmut_8": (
         "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
         "exposed at 0 or 1 ns, long before any move"),
+    # control/focus_surface.py
+    "xǁFocusSurfaceǁ_axes__mutmut_6": (
+        "full_matrices=None", "equivalent: None is falsy, the same thin SVD"),
+    "xǁFocusSurfaceǁ_axes__mutmut_13": (
+        ") > self.min_spread_um", "boundary at exact equality of a computed spread: "
+        "equivalent in practice"),
+    "xǁFocusSurfaceǁ_fit__mutmut_16": (
+        "zc = z + z.mean()", "equivalent: the left singular vectors of centred x, y are "
+        "orthogonal to a constant, so adding one to z does not change the slope"),
+    "xǁFocusSurfaceǁ_fit__mutmut_34": (
+        "float)) + c) @ axes", "equivalent: points and queries move by the same 2c, and "
+        "the spline (and the extent it is scaled by) does not depend on the origin"),
+    "xǁFocusSurfaceǁ_fit__mutmut_58": (
+        "degree=None)", "equivalent: SciPy's default degree for a thin-plate spline is 1"),
+    "xǁFocusSurfaceǁ_fit__mutmut_63": (
+        "smoothing=self.smoothing, )", "equivalent: SciPy's default degree for a thin-plate "
+        "spline is 1"),
+    "xǁFocusSurfaceǁ_fit__mutmut_61": (
+        "+                          smoothing=self.smoothing, degree=1)",
+        "equivalent: SciPy's default RBF kernel is the thin-plate spline"),
+    "xǁFocusSurfaceǁ_fit__mutmut_69": (
+        '"THIN_PLATE_SPLINE"', "equivalent: SciPy reads kernel names in any case"),
+    "xǁFocusSurfaceǁ_fit__mutmut_103": (
+        ".min(None)", "equivalent: predict asks for one point at a time, whose nearest "
+        "distance is the least of all"),
     # acquisition/safety.py
     "xǁSoftLimitsǁfrom_dict__mutmut_15": (
         '"XXxyzXX"', "equivalent: 'x', 'y' and 'z' are substrings of 'XXxyzXX' too, and "
