@@ -10,9 +10,11 @@ Matching is class-agnostic (nuclei are one class); pass one class's boxes at a t
 per-class figures.
 
 *Difficult* ground truth (VOC's ``<difficult>``, COCO's ``iscrowd``) is neither demanded
-nor punished: it is left out of the object count, and a prediction that matches it
-(after the ordinary boxes had their pick, as COCO does) is dropped rather than counted as
-a false positive.
+nor punished: it is left out of the object count, and a prediction that no ordinary box
+took but that overlaps a difficult one by the IoU threshold is dropped rather than counted
+as a false positive. As in the VOC devkit and for COCO's crowd regions, a difficult box
+excuses every such prediction (a second box on it is not a duplicate), and a prediction
+an ordinary box took never uses it up.
 """
 
 from __future__ import annotations
@@ -184,6 +186,14 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return p, r, f
 
 
+def _on_difficult(iou_hard: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Which predictions overlap some difficult box by *iou_threshold* (rows of the
+    predictions x difficult-boxes IoU matrix; none without difficult boxes)."""
+    if iou_hard.shape[1] == 0:
+        return np.zeros(len(iou_hard), bool)
+    return iou_hard.max(axis=1) >= iou_threshold
+
+
 def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.ndarray], *,
              iou_threshold: float = 0.5, score_threshold: float = 0.0,
              ignore_border_fp: bool = False, shapes: Sequence[tuple[int, int]] | None = None,
@@ -247,8 +257,7 @@ def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.nd
         for t in ious:
             assigned = match(pb, ps, gb, t, m)
             # unmatched predictions on difficult objects are dropped, not false positives
-            on_hard = (match(pb, ps, hb, t, mh) >= 0) & (assigned < 0) if len(hb) else \
-                np.zeros(len(pb), bool)
+            on_hard = _on_difficult(mh, t) & (assigned < 0)
             ignore = border | on_hard
             keep = (assigned >= 0) | ~ignore
             pooled[t][0].append(assigned[keep] >= 0)
@@ -258,8 +267,7 @@ def evaluate(preds: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequence[np.nd
             if t == iou_threshold:
                 op = ps >= score_threshold
                 a_op = match(pb[op], ps[op], gb, t, m[op])
-                h_op = (match(pb[op], ps[op], hb, t, mh[op]) >= 0) & (a_op < 0) if len(hb) \
-                    else np.zeros(int(op.sum()), bool)
+                h_op = _on_difficult(mh[op], t) & (a_op < 0)
                 tp = int((a_op >= 0).sum())
                 ign = int(((a_op < 0) & (border[op] | h_op)).sum())
                 fp = int(op.sum()) - tp - ign
