@@ -170,8 +170,14 @@ def _affine(img: np.ndarray, a: float, b: float, out: np.ndarray) -> None:
     pre-processing a GPU leaves on the CPU. numpy for the pixel types OpenCV lacks.
     """
     if img.dtype.type in _CV_TYPES and img.ndim == 2:
-        r = cv2.addWeighted(img, float(a), img, 0.0, float(b), dst=out, dtype=cv2.CV_32F)
-        if r is not out:  # OpenCV wrote a new array (a layout it cannot write into)
+        # OpenCV writes only into rows of contiguous pixels (a padded buffer's corner is
+        # fine); a transposed, column-strided, flipped or read-only *out* gets the result
+        # copied in (OpenCV refuses such a dst outright)
+        rows = (out.flags.writeable and out.strides[1] == out.itemsize
+                and out.strides[0] > 0)
+        r = cv2.addWeighted(img, float(a), img, 0.0, float(b),
+                            dst=out if rows else None, dtype=cv2.CV_32F)
+        if r is not out:
             np.copyto(out, r)
     else:
         np.multiply(img, np.float32(a), out=out, dtype=np.float32, casting="unsafe")
