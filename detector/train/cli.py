@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-seed", type=int, default=None,
                    help="synthetic pool seed (default: --seed + 1); lets a continued run "
                    "draw new samples from the same cached pool")
+    p.add_argument("--widths", default="12,24", metavar="C1,C2",
+                   help="channels of the network at 1/2 and 1/4 resolution (default 12,24; "
+                   "ignored with --init, which keeps the model's own)")
     p.add_argument("--crop", type=int, default=256, help="training crop size (multiple of 32)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="finish the schedule after S seconds (default: the preset's)")
@@ -192,7 +195,8 @@ def run_training(args: argparse.Namespace) -> dict:
             raise FileNotFoundError(f"--init model {init} not found; pass an .onnx exported "
                                     "by 'inscope train' or a .pt state_dict.")
         if init.suffix == ".pt":
-            model = TinyCenterNet(antialias=getattr(args, "antialias", True))
+            model = TinyCenterNet(antialias=getattr(args, "antialias", True),
+                                  widths=_widths(args))
             model.load_state_dict(torch.load(init, map_location="cpu"))
         else:
             model = model_from_onnx(init)
@@ -200,7 +204,8 @@ def run_training(args: argparse.Namespace) -> dict:
         # head so the 3 x 3 neighbourhood recipe (data.draw_targets) applies to them too
         widen_offset_head(model)
     else:
-        model = TinyCenterNet(antialias=getattr(args, "antialias", True))
+        model = TinyCenterNet(antialias=getattr(args, "antialias", True),
+                              widths=_widths(args))
     print(f"training TinyCenterNet ({count_parameters(model)} parameters) on "
           f"{'; '.join(sources)}; {cfg.steps} steps x batch {cfg.batch}"
           + (f", time limit {cfg.time_limit_s:.0f}s" if cfg.time_limit_s else "")
@@ -215,7 +220,8 @@ def run_training(args: argparse.Namespace) -> dict:
                         _size_range(boxes))
     card.training = {
         "data": sources, "architecture": "TinyCenterNet (detector/train/model.py)"
-        + (", anti-aliased" if model.antialias else ""),
+        + (", anti-aliased" if model.antialias else "")
+        + f", widths {model.widths[0]},{model.widths[1]} at 1/2, 1/4",
         "parameters": count_parameters(model), "steps": res.steps, "batch": cfg.batch,
         "lr": cfg.lr, "seed": args.seed, "crop": args.crop,
         "init": str(init) if init else None, "train_seconds": round(res.seconds, 1),
@@ -258,6 +264,19 @@ def run_training(args: argparse.Namespace) -> dict:
           + (f"; CPU p50 {card.latency['p50_ms']} ms at 512x512" if card.latency else ""),
           file=sys.stderr)
     return json.loads(out.with_suffix(".json").read_text())
+
+
+def _widths(args: argparse.Namespace) -> tuple[int, int]:
+    """``--widths C1,C2`` as two positive ints, or one clear error."""
+    text = str(getattr(args, "widths", "12,24"))
+    try:
+        c1, c2 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--widths takes two channel counts, e.g. 16,16; got {text!r}.") \
+            from None
+    if c1 < 1 or c2 < 1:
+        raise ValueError(f"--widths must be positive channel counts; got {text!r}.")
+    return c1, c2
 
 
 def _size_range(boxes: list[np.ndarray]) -> tuple[float, float]:

@@ -230,7 +230,12 @@ def model_from_onnx(path: str | Path) -> TinyCenterNet:
     first = next((n for n in proto.graph.node if n.op_type == "Conv"), None)
     first_w = tensor(first.input[1]) if first is not None else None
     antialias = first_w is not None and first_w.shape[-2:] == (5, 5)
-    model = TinyCenterNet(antialias=antialias)
+    # the widths at 1/2 and 1/4 resolution: the first convolution's outputs, and the
+    # inputs of the last (the heads)
+    last = next((n for n in reversed(proto.graph.node) if n.op_type == "Conv"), None)
+    widths = ((int(first_w.shape[0]), int(tensor(last.input[1]).shape[1]))
+              if first_w is not None and last is not None else (12, 24))
+    model = TinyCenterNet(antialias=antialias, widths=widths)
     unfold = {model.get_submodule(c) for _, c in _blurred_convs(model)}
     # models exported before the 3 x 3 neighbourhood regression end the offset branch in
     # a bare Sigmoid (offset in [0, 1)); newer ones scale it to OFFSET_RANGE after it

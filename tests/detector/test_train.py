@@ -250,3 +250,37 @@ def test_export_merges_the_heads_and_reexport_upgrades_an_old_file(tmp_path: Pat
     for p in (old, new):
         assert verify_onnx(model_from_onnx(p), p, (64, 96)) < 1e-4
     assert verify_onnx(model, new, (64, 96)) < 1e-4
+
+
+@pytest.mark.parametrize("widths", [(12, 24), (16, 16), (8, 32)])
+def test_widths_at_half_and_quarter_resolution_survive_export_and_rebuild(
+        tmp_path: Path, widths: tuple[int, int]) -> None:
+    """``--widths`` sets the channels at 1/2 and 1/4 resolution (the layers that cost
+    nearly all the time); a model rebuilt from its ONNX file for fine-tuning reads them
+    back from the weights and gives the same outputs."""
+    import torch
+
+    from inscope.detector.train.export import export_onnx, model_from_onnx, verify_onnx
+    from inscope.detector.train.model import TinyCenterNet
+
+    torch.manual_seed(7)
+    model = TinyCenterNet(antialias=True, widths=widths).eval()
+    assert model.stem[1][0].out_channels == widths[0]
+    assert model.hm.in_channels == widths[1]
+    path = tmp_path / "w.onnx"
+    export_onnx(model, path)
+    rebuilt = model_from_onnx(path)
+    assert rebuilt.widths == widths
+    assert verify_onnx(rebuilt, path, (64, 96)) < 1e-4
+
+
+def test_widths_option_is_checked() -> None:
+    import argparse
+
+    from inscope.detector.train.cli import _widths
+
+    assert _widths(argparse.Namespace(widths="16,16")) == (16, 16)
+    assert _widths(argparse.Namespace()) == (12, 24)
+    for bad in ("16", "a,b", "0,16", "16,16,16"):
+        with pytest.raises(ValueError, match="--widths"):
+            _widths(argparse.Namespace(widths=bad))
