@@ -128,6 +128,13 @@ TARGETS: tuple[Target, ...] = (
     Target("preprocess", "detector/preprocess.py",
            ("tests/detector/test_det_preprocess_decode.py",
             "tests/detector/test_preprocess_truth.py"), 0.80),
+    # the command server (every request gets one reply, stop always answered) and the
+    # detections publisher, over real sockets on 127.0.0.1
+    Target("zmq_api", "inscope/zmq_api.py",
+           ("tests/service/test_service_zmq.py", "tests/service/test_service_fuzz.py",
+            "tests/service/test_service_security.py", "tests/service/test_service_subscribers.py",
+            "tests/service/test_zmq_api_truth.py"),
+           0.80),
     Target("config", "inscope/config.py",
            ("tests/service/test_service_config.py", "tests/service/test_config_values.py"), 0.80),
 )
@@ -235,6 +242,108 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     "xǁSteererǁ_stale__mutmut_8": (
         "get(STAMP_READY, 1)", "equivalent: a frame without an exposure stamp counts as "
         "exposed at 0 or 1 ns, long before any move"),
+    # detector/metrics.py
+    **{f"x_{f}__mutmut_{k}": ('"STABLE"', "equivalent: numpy reads the sort kind in any "
+       "case") for f, k in (("average_precision", 17), ("match", 37), ("pr_curve", 9))},
+    **{f"x_{f}__mutmut_{k}": ('"NAN"', "equivalent: the same NaN")
+       for f, k in (("average_precision", 5), ("evaluate", 131))},
+    "x_average_precision__mutmut_41": (
+        "rec, [2.0]", "equivalent: the last precision is 0, so a longer last step adds 0"),
+    "x_average_precision__mutmut_44": (
+        "[[1.0], prec", "equivalent: the first precision is never read (only mpre[i + 1])"),
+    "x_average_precision__mutmut_56": (
+        "mrec[:+1]", "equivalent: recall never falls, so the extra steps have zero width"),
+    "x_evaluate__mutmut_128": (
+        "img_ap = None", "equivalent: always set, 0.5 is always among the thresholds"),
+    **{f"x_evaluate__mutmut_{k}": (frag, "equivalent: match computes the same IoU matrix "
+       "itself") for k, frag in ((137, "gb, t, None)"), (142, "gb, t, )"),
+                                 (183, "gb, t, None)"), (188, "gb, t, )"))},
+    **{f"x_evaluate__mutmut_{k}": (frag, "equivalent: a prediction an ordinary box took "
+       "is kept whatever its difficult overlap") for k, frag in (
+           (149, "(assigned <= 0)"), (150, "(assigned < 1)"), (195, "(a_op <= 0)"),
+           (196, "(a_op < 1)"))},
+    **{f"x_evaluate__mutmut_{k}": (frag, "equivalent: the empty-list branch is reached only "
+       "with no images, where no objects makes AP NaN before the array is read")
+       for k, frag in ((254, "if pooled[t][1]"), (256, "np.zeros(0, None)"),
+                       (258, "np.zeros(0, )"), (259, "np.zeros(1, bool)"),
+                       (267, "np.zeros(1)"), (282, "if pooled[0.5][1]"),
+                       (284, "np.zeros(0, None)"), (286, "np.zeros(0, )"),
+                       (287, "np.zeros(1, bool)"))},
+    **{f"x_evaluate__mutmut_{k}": (frag, "equivalent: every count goes through int()")
+       for k, frag in ((38, "np.zeros(4, None)"), (40, "np.zeros(4, )"))},
+    **{f"x_evaluate__mutmut_{k}": (frag, "equivalent: the lengths are checked equal just "
+       "above") for k, frag in ((45, "strict=None"), (48, "gts, )"), (49, "strict=False"))},
+    **{f"x_{f}__mutmut_{k}": ("reshape(-2", "equivalent: numpy reads any negative size as "
+       "the unknown one") for f, k in (("evaluate", 60), ("evaluate", 69), ("evaluate", 80),
+                                      ("evaluate", 96), ("iou_matrix", 11),
+                                      ("iou_matrix", 23), ("touches_border", 12))},
+    "x_iou_matrix__mutmut_100": (
+        "np.where(union >= 0", "equivalent: where the union is not positive the "
+        "intersection is 0, so the IoU is 0 either way"),
+    "x_iou_matrix__mutmut_111": (
+        "union, 2)", "equivalent: that divisor is used only where the union is not positive, "
+        "where the outer where returns 0"),
+    "x_iou_matrix__mutmut_25": (
+        "len(a) == 0 and len(b) == 0", "equivalent: with one side empty the computation "
+        "gives the same empty float64 matrix"),
+    **{f"x_match__mutmut_{k}": (frag, "equivalent: a truth mask, only ever set to 1")
+       for k, frag in ((27, "np.zeros(len(gt), None)"), (29, "np.zeros(len(gt), )"))},
+    "x_match__mutmut_46": (
+        "-2.0, m[i]", "equivalent: differs only for an IoU threshold at or below -1"),
+    **{f"x_match__mutmut_{k}": (frag, "equivalent: numpy's default integer is int64")
+       for k, frag in ((6, "np.full(n, -1, None)"), (9, "np.full(n, -1, )"))},
+    # detector/preprocess.py
+    **{f"x__affine__mutmut_{k}": (frag, "equivalent in values: only whether OpenCV writes "
+       "into out in place or through a copy (speed)") for k, frag in (
+           (5, "rows = None"), (19, "dst=None, dtype"), (26, "+                            "
+                                                         "dtype=cv2.CV_32F)"),
+           (31, "(rows) and False"), (11, "out.strides[0] >= 0"),
+           (12, "out.strides[0] > 1"))},
+    "x__affine__mutmut_17": ("img, None, float(b)", "equivalent: OpenCV reads None as 0"),
+    **{f"x__affine__mutmut_{k}": (frag, "equivalent: the product of pixels and a float32 "
+       "scale is written to float32 either way (differs only above 2**24)")
+       for k, frag in ((46, "out=out, casting"), (47, 'dtype=np.float32, )'))},
+    "x_as_image__mutmut_31": (
+        "pixels.size == 1", "equivalent: a 2-D array of size 0 or 1 already has a side < 2"),
+    "x_as_image__mutmut_41": ('"XXbiuXX"', "equivalent: no numpy dtype kind is 'X'"),
+    **{f"x_as_image__mutmut_{k}": (frag, "equivalent: np.where already returns a new "
+       "array of that dtype (only memory)") for k, frag in (
+           (66, "copy=None"), (68, "pixels.dtype, )"), (76, "copy=True"))},
+    **{f"x_normalise__mutmut_{k}": (frag, "equivalent: the defaults always give a method")
+       for k, frag in ((5, '"method", None'), (7, '"method", )'),
+                       (10, "XXpercentileXX"), (11, '"PERCENTILE"'))},
+    "x_normalise__mutmut_88": (
+        "np.copyto(out, img, )", "equivalent: as_image passes only real pixel types, "
+        "which the default casting writes into float32 too"),
+    **{f"x_pad_to_multiple__mutmut_{k}": (frag, "equivalent: OpenCV reads None as 0 "
+       "(BORDER_CONSTANT is 0)") for k, frag in (
+           (22, "img, None, ph"), (24, "ph, None, pw"), (26, "pw, None, value"))},
+    "x_resize__mutmut_26": (
+        "factor <= 1", "equivalent: a factor of 1 has returned before (no-op)"),
+    "x_resize__mutmut_4": (
+        "<= 1e-3", "equivalent: no float factor lies exactly 1e-3 from 1"),
+    # control/tracking.py
+    **{f"xǁTrackerǁ{f}__mutmut_{k}": ("reshape(-2, 2)", "equivalent: numpy reads any "
+       "negative size as the unknown one") for f, k in (("_velocities", 14),
+                                                          ("_velocities", 26), ("update", 43))},
+    **{f"xǁTrackerǁupdate__mutmut_{k}": (frag, "equivalent: the empty-frame arrays are "
+       "read only when the frame has detections") for k, frag in (
+           (21, "centers_um = None"), (23, "centers_um = np.zeros((1, 2))"),
+           (24, "centers_um = np.zeros((0, 3))"), (25, "sizes_um = None"),
+           (27, "sizes_um = np.zeros((1, 2))"), (28, "sizes_um = np.zeros((0, 3))"))},
+    "xǁTrackerǁupdate__mutmut_31": (
+        "if (n) or True", "equivalent: names() of no detections is []"),
+    "xǁTrackerǁupdate__mutmut_40": (
+        "if (self.velocity) or True", "equivalent: a track's velocity stays zero unless "
+        "the tracker estimates velocities (it is only set when velocity is on)"),
+    "xǁTrackerǁupdate__mutmut_47": (
+        "len(self._tracks) or n", "equivalent: with no tracks or no detections the "
+        "assignment of an empty cost matrix matches nothing (only wasted work)"),
+    "xǁTrackerǁupdate__mutmut_64": (
+        "big = 1000000001.0", "equivalent: differs only for distances of a kilometre"),
+    **{f"xǁTrackerǁupdate__mutmut_{k}": (frag, "equivalent: both come from the same "
+       "assignment, always of equal length") for k, frag in (
+           (91, "strict=None"), (94, "cols.tolist(), )"), (95, "strict=False"))},
     # control/focus_surface.py
     "xǁFocusSurfaceǁ_axes__mutmut_6": (
         "full_matrices=None", "equivalent: None is falsy, the same thin SVD"),

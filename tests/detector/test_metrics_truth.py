@@ -511,3 +511,12 @@ def test_every_prediction_on_a_difficult_box_is_dropped_not_only_the_first():
     far = np.array([[0, 0, 10, 10], [80, 80, 90, 90]], float)
     r = evaluate([(far, np.array([0.7, 0.9]))], [gt], difficult=[np.array([False, True])])
     assert (r.tp, r.fp, r.ignored) == (1, 1, 0)
+
+
+def test_a_prediction_overlapping_a_difficult_box_by_exactly_the_threshold_is_dropped():
+    """IoU 0.5 exactly with a difficult box (a box twice its height) counts as on it,
+    the same inclusive rule as matching an ordinary box."""
+    gt = np.array([[0, 0, 10, 10]], float)
+    r = evaluate([(np.array([[0, 0, 10, 20]], float), np.array([0.9]))], [gt],
+                 difficult=[np.array([True])])
+    assert (r.tp, r.fp, r.ignored) == (0, 0, 1)
