@@ -20,9 +20,13 @@ from inscope.detector.base import Detections
 __all__ = ["Track", "Tracker"]
 
 
-@dataclass
+@dataclass(eq=False)
 class Track:
     """One object followed across frames.
+
+    Tracks compare by identity (one object, one track), not field by field: the
+    generated field-wise ``==`` compared numpy arrays and raised ``ValueError`` for any
+    two distinct tracks, e.g. in ``track in tracks``.
 
     Attributes
     ----------

@@ -323,3 +323,15 @@ def test_bad_max_missed_message_names_the_value():
     """A negative ``max_missed`` is refused with the offending value in the message."""
     with pytest.raises(ValueError, match="got -1"):
         Tracker(max_missed=-1)
+
+
+def test_tracks_compare_by_identity():
+    """``track in tracks`` and ``tracks.remove(track)`` work with several tracks: the
+    field-wise dataclass ``==`` compared numpy arrays and raised ValueError."""
+    a = Track(1, np.zeros(4), np.zeros(2), np.ones(2))
+    b = Track(1, np.zeros(4), np.zeros(2), np.ones(2))
+    assert a != b and a == a
+    tracks = [b, a]
+    assert a in tracks
+    tracks.remove(a)
+    assert tracks == [b]
