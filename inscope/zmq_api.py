@@ -191,7 +191,11 @@ class CommandServer:
     failed
         Emitted once (from the server thread) with the reason if the thread ends other
         than by :meth:`stop` (:class:`inscope.events.Signal`).
+    rebind_patience_s
+        How long a socket reset keeps trying to bind its port again (seconds).
     """
+
+    rebind_patience_s: float = 2.0
 
     def __init__(self, handler: Callable[[dict], dict], bind: str = "127.0.0.1",
                  port: int = 5557, *, poll_ms: int = 100,
@@ -269,6 +273,7 @@ class CommandServer:
 
     def _reply_bytes(self, frames: list[bytes]) -> bytes:
         """One encoded reply for any received message; never raises."""
+        counted = False
         try:
             if len(frames) != 1:
                 size = sum(len(f) for f in frames)
@@ -277,11 +282,13 @@ class CommandServer:
                                    "{\"cmd\": \"status\"}.")
             else:
                 rep = self.reply_for(frames[0])
-            if not rep.get("ok"):
+            counted = not rep.get("ok")
+            if counted:
                 self.errors += 1
             return schema.dumps(rep)
         except Exception as e:  # noqa: BLE001 - e.g. a reply that cannot be encoded
-            self.errors += 1
+            if not counted:  # (an error reply that failed to encode counts once)
+                self.errors += 1
             log.warning("command reply failed: %s", _short(e, 200))
             return _ENCODE_FAILED
 
@@ -321,8 +328,22 @@ class CommandServer:
                 poller.unregister(sock)
                 sock.close(0)
                 self._sock = None
-                self._sock = self._socket()
+                self._sock = self._rebind()
                 poller.register(self._sock, zmq.POLLIN)
+
+    def _rebind(self) -> zmq.Socket:
+        """A fresh REP socket on the same port after a reset. ZMQ releases a closed
+        socket's port in its I/O thread, a moment later: binding again at once failed
+        with "Address already in use" now and then (3 in 50), which killed the server,
+        so the bind is retried for up to ``rebind_patience_s`` (unless stopping)."""
+        deadline = time.monotonic() + self.rebind_patience_s
+        while True:
+            try:
+                return self._socket()
+            except OSError:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise
+                time.sleep(0.02)
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -343,14 +364,13 @@ def request(address: str, cmd: dict, timeout_ms: int = 3000,
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, timeout_ms)
     s.setsockopt(zmq.SNDTIMEO, timeout_ms)  # no connection (e.g. refused by CURVE)
-    if client_key is not None or server_key is not None:
-        if client_key is None or server_key is None:
-            s.close()
-            raise ValueError("CURVE needs both client_key (the client's .key_secret) and "
-                             "server_key (the service's server.key).")
-        apply_client(s, client_key, server_key)
-    s.connect(address)
     try:
+        if client_key is not None or server_key is not None:
+            if client_key is None or server_key is None:
+                raise ValueError("CURVE needs both client_key (the client's .key_secret) "
+                                 "and server_key (the service's server.key).")
+            apply_client(s, client_key, server_key)  # (a bad key file: closed below too)
+        s.connect(address)
         s.send(schema.dumps(cmd))
         return schema.loads(s.recv())
     except zmq.Again:
