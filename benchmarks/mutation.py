@@ -322,6 +322,27 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
         "factor <= 1", "equivalent: a factor of 1 has returned before (no-op)"),
     "x_resize__mutmut_4": (
         "<= 1e-3", "equivalent: no float factor lies exactly 1e-3 from 1"),
+    # inscope/zmq_api.py
+    **{f"xǁCommandServerǁ_reply_bytes__mutmut_{k}": (frag, "equivalent: set from the "
+       "reply before anything that can raise") for k, frag in (
+           (1, "counted = None"), (2, "counted = True"))},
+    "xǁCommandServerǁ_rebind__mutmut_5": (
+        "time.monotonic() > deadline", "boundary at exact equality of two clock readings: "
+        "equivalent in practice"),
+    **{f"xǁCommandServerǁ_serve__mutmut_{k}": ("poller.register(self._sock, )",
+       "equivalent: the default also polls for writing, and a REP socket is never "
+       "writable while it waits for a request") for k in (8, 38)},
+    "xǁCommandServerǁ_serve__mutmut_37": (
+        "poller.register(zmq.POLLIN)", "a test to add: after a reset, polling file "
+        "descriptor 1 instead of the socket still serves, by spinning on the CPU"),
+    "xǁCommandServerǁstop__mutmut_1": (
+        "timeout: float = 3.0", "a test to add: shows only with a handler stuck for over "
+        "2 s, a test of at least 2 s"),
+    **{f"xǁPubOutputǁhandle__mutmut_{k}": (frag, "equivalent: the subscriber receives the "
+       "same bytes; zero-copy only saves time") for k, frag in (
+           (30, "copy=None"), (33, "flags=zmq.NOBLOCK, )"), (35, "copy=True"))},
+    "xǁPubOutputǁopen__mutmut_10": (
+        "XPUB_NODROP, 2", "equivalent: libzmq reads any non-zero value as on"),
     # control/tracking.py
     **{f"xǁTrackerǁ{f}__mutmut_{k}": ("reshape(-2, 2)", "equivalent: numpy reads any "
        "negative size as the unknown one") for f, k in (("_velocities", 14),
