@@ -350,6 +350,26 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
            (30, "copy=None"), (33, "flags=zmq.NOBLOCK, )"), (35, "copy=True"))},
     "xǁPubOutputǁopen__mutmut_10": (
         "XPUB_NODROP, 2", "equivalent: libzmq reads any non-zero value as on"),
+    # inscope/control_stage.py
+    **{f"x_truth_centering_error_um__mutmut_{k}": (frag, "equivalent: float32 truth and "
+       "boxes only pick the nearest cell; the precision of the result is float32 either "
+       "way") for k, frag in ((15, "frame.truth, None)"), (17, "frame.truth, )"),
+                              (40, "target_box, None)"), (42, "target_box, )"))},
+    "x_truth_centering_error_um__mutmut_19": (
+        "reshape(-2, 4)", "equivalent: numpy reads any negative size as the unknown one"),
+    **{f"xǁCommandedMovesǁ{f}__mutmut_2": ("wait: bool = True", "equivalent: the "
+       "parameter is never used; wait=False is always passed on") for f in ("move_xy",
+                                                                            "move_z")},
+    **{f"xǁCommandedMovesǁ{f}__mutmut_{k}": ("wait=None", "equivalent: the microscope "
+       "tests 'if wait:', and None is falsy") for f, k in (("move_xy", 6), ("move_z", 5))},
+    **{f"xǁControlStageǁ__init____mutmut_{k}": (frag, "equivalent: the steerer's default "
+       "policy is nearest, and select() sets the configured one next") for k, frag in (
+           (16, "Steerer(self.moves, tracker=self.tracker"), (23, "\"NEAREST\""))},
+    "xǁControlStageǁstep__mutmut_125": (
+        "step(frame, None, live)", "equivalent: the steerer reads detections only when "
+        "it is given no tracks"),
+    "xǁControlStageǁusable__mutmut_3": (
+        'getattr(frame, "moving", None)', "equivalent: None and False are both falsy"),
     # control/tracking.py
     **{f"xǁTrackerǁ{f}__mutmut_{k}": ("reshape(-2, 2)", "equivalent: numpy reads any "
        "negative size as the unknown one") for f, k in (("_velocities", 14),
