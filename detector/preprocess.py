@@ -56,7 +56,7 @@ def as_image(frame: Frame | np.ndarray) -> np.ndarray:
             "least 2x2 pixels.")
     if pixels.dtype.kind in "biu" and pixels.dtype not in (np.uint8, np.uint16) or (
             pixels.dtype == np.float16):
-        pixels = pixels.astype(np.float32)  # int16/int32/bool/float16: cast, lossless here
+        pixels = pixels.astype(np.float32)  # int16/int32/bool/float16: cast (exact to 2**24)
     if pixels.dtype not in SUPPORTED_DTYPES:
         raise ValueError(
             f"Unsupported pixel dtype {pixels.dtype}; use uint8, uint16, float32 or "

@@ -337,6 +337,8 @@ def truth_centering_error_um(frame: Frame, target_box: np.ndarray) -> float | No
     t = np.asarray(frame.truth, float).reshape(-1, 4)
     tc = np.stack([(t[:, 0] + t[:, 2]) / 2, (t[:, 1] + t[:, 3]) / 2], 1)
     b = np.asarray(target_box, float).reshape(4)
+    if not np.isfinite(b).all():  # no box: no cell under it (argmin would pick the first)
+        return None
     bc = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
     c = tc[int(np.argmin(((tc - bc) ** 2).sum(1)))]
     d_px = c - np.asarray(frame.center)

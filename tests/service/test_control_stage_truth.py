@@ -797,6 +797,8 @@ def test_truth_centering_error_without_truth_is_none():
     inf = _truth_frame([[np.inf, 0, np.inf, 4]])
     assert truth_centering_error_um(inf, box) is None
     assert isinstance(truth_centering_error_um(_truth_frame(TRUTH), box), float)
+    # a target box of NaNs names no cell (it gave the distance to the first one)
+    assert truth_centering_error_um(_truth_frame(TRUTH), np.full(4, np.nan)) is None
 
 
 def test_truth_centering_picks_the_true_cell_by_both_centre_coordinates():
