@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "draw new samples from the same cached pool")
     p.add_argument("--widths", default="12,24", metavar="C1,C2",
                    help="channels of the network at 1/2 and 1/4 resolution (default 12,24; "
-                   "ignored with --init, which keeps the model's own)")
+                   "--init MODEL.onnx keeps the model's own, a .pt state_dict needs the "
+                   "widths it was trained with)")
     p.add_argument("--crop", type=int, default=256, help="training crop size (multiple of 32)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="finish the schedule after S seconds (default: the preset's)")
