@@ -7,6 +7,7 @@ need: until a SUB is really connected, and until a SUB has nothing more to read.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -18,6 +19,14 @@ def _curve(s: zmq.Socket, keys: Path | None, client: str) -> None:
         from inscope.curve import apply_client
 
         apply_client(s, keys / "clients" / f"{client}.key_secret", keys / "server.key")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on (the OS closes a plain socket at once,
+    unlike ZMQ, which frees a closed socket's port a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def req_socket(address: str, *, timeout_ms: int = 5000, send_timeout_ms: int | None = None,

@@ -192,13 +192,10 @@ def test_broken_config_is_clear(mm_core, tmp_path):
 
 
 def test_unreachable_gui_fails_fast():
-    import socket
+    from _support.sockets import free_port
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with pytest.raises(MicroscopeUnavailable, match="Run pycro-manager server"):
-        MicroManagerMicroscope.connect(port=port)
+        MicroManagerMicroscope.connect(port=free_port())
 
 
 def test_affine_conversion():

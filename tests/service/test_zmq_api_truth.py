@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
 import zmq
-from _support.sockets import drain, req_socket, sub_socket, wait_connected
+from _support.sockets import drain, free_port, req_socket, sub_socket, wait_connected
 
 from inscope import schema
 from inscope.acquisition.frame import Frame
@@ -45,13 +44,6 @@ def _cut(text: str, n: int) -> str:
     """What ``_short`` must make of a value whose repr is *text* (written out here, not
     by calling ``_short``, so a broken ``_short`` cannot agree with itself)."""
     return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
-
-
-def _free_port() -> int:
-    """A TCP port nobody listens on (the OS closes a plain socket synchronously)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _result(i: int, n_boxes: int = 2) -> Result:
@@ -590,14 +582,14 @@ def test_pub_port_clash_names_the_address_and_the_fix():
 
 def test_explicit_ports_bind_and_serve():
     """A configured (non-zero) port is bound as given, for both sockets."""
-    port = _free_port()
+    port = free_port()
     srv = CommandServer(_echo, port=port).start()
     try:
         assert srv.port == port
         assert request(f"tcp://127.0.0.1:{port}", {"cmd": "status"}, timeout_ms=2000)["ok"]
     finally:
         srv.stop()
-    pport = _free_port()
+    pport = free_port()
     pub = PubOutput(port=pport)
     pub.open()
     sub = sub_socket(f"tcp://127.0.0.1:{pport}")
@@ -613,7 +605,7 @@ def test_explicit_ports_bind_and_serve():
 def test_request_times_out_with_the_address_when_nobody_answers():
     """No server: the client gets a TimeoutError naming the address and the wait, not
     a hang."""
-    addr = f"tcp://127.0.0.1:{_free_port()}"
+    addr = f"tcp://127.0.0.1:{free_port()}"
     t0 = time.monotonic()
     with pytest.raises(TimeoutError) as e:
         request(addr, {"cmd": "status"}, timeout_ms=150)
