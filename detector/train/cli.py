@@ -73,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="channels of the network at 1/2 and 1/4 resolution (default 12,24; "
                    "--init MODEL.onnx keeps the model's own, a .pt state_dict needs the "
                    "widths it was trained with)")
+    p.add_argument("--teacher", type=Path, default=None, metavar="MODEL.onnx",
+                   help="distil: also train the network to reproduce this trained model's "
+                   "outputs (heatmap, size, offset) on every batch, e.g. a narrower "
+                   "network (--widths) from the shipped one")
+    p.add_argument("--distil-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the distillation loss next to the loss on the boxes "
+                   "(default 1; only with --teacher)")
     p.add_argument("--crop", type=int, default=256, help="training crop size (multiple of 32)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="finish the schedule after S seconds (default: the preset's)")
@@ -144,6 +151,14 @@ def run_training(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if out.suffix != ".onnx":
         raise ValueError(f"--out must end in .onnx; got {out}.")
+    # checked before any data is loaded or rendered (minutes for a new pool)
+    teacher_path = getattr(args, "teacher", None)
+    if teacher_path is not None:
+        teacher_path = Path(teacher_path)
+        if teacher_path.suffix != ".onnx" or not teacher_path.is_file():
+            raise FileNotFoundError(f"--teacher {teacher_path}: not an existing .onnx file; "
+                                    "pass a model exported by 'inscope train', e.g. "
+                                    "detector/models/inscope-nuclei.onnx.")
 
     images: list[np.ndarray] = []
     boxes: list[np.ndarray] = []
@@ -185,7 +200,8 @@ def run_training(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(steps=int(steps), batch=int(batch), lr=args.lr or preset["lr"],
                       seed=int(args.seed), threads=args.threads,
                       time_limit_s=args.time_limit if args.time_limit is not None
-                      else preset["time_limit_s"], freeze_bn=init is not None)
+                      else preset["time_limit_s"], freeze_bn=init is not None,
+                      distil_weight=float(getattr(args, "distil_weight", 1.0)))
     scale = (0.6, 1.6) if n_real and not n_syn else ((0.8, 1.25) if n_real else (1.0, 1.0))
     ds = DetectionDataset(images, boxes, crop=args.crop, length=10 ** 9, seed=args.seed,
                           scale_range=scale)
@@ -207,14 +223,17 @@ def run_training(args: argparse.Namespace) -> dict:
     else:
         model = TinyCenterNet(antialias=getattr(args, "antialias", True),
                               widths=_widths(args))
+    teacher = model_from_onnx(teacher_path) if teacher_path is not None else None
     print(f"training TinyCenterNet ({count_parameters(model)} parameters) on "
           f"{'; '.join(sources)}; {cfg.steps} steps x batch {cfg.batch}"
           + (f", time limit {cfg.time_limit_s:.0f}s" if cfg.time_limit_s else "")
-          + (f", from {init}" if init else ""), file=sys.stderr)
+          + (f", from {init}" if init else "")
+          + (f", distilled from {teacher_path}" if teacher is not None else ""),
+          file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_suffix(".log.txt")
     with open(log_path, "w") as lf:
-        res = train(model, ds, cfg, log_file=lf)
+        res = train(model, ds, cfg, log_file=lf, teacher=teacher)
 
     card = default_card(name=args.name or out.stem,
                         object_size_px=pool_spec.object_size_px if pool_spec else
@@ -225,7 +244,10 @@ def run_training(args: argparse.Namespace) -> dict:
         + f", widths {model.widths[0]},{model.widths[1]} at 1/2, 1/4",
         "parameters": count_parameters(model), "steps": res.steps, "batch": cfg.batch,
         "lr": cfg.lr, "seed": args.seed, "crop": args.crop,
-        "init": str(init) if init else None, "train_seconds": round(res.seconds, 1),
+        "init": str(init) if init else None,
+        "teacher": str(teacher_path) if teacher is not None else None,
+        "distil_weight": cfg.distil_weight if teacher is not None else None,
+        "train_seconds": round(res.seconds, 1),
         "threads": torch.get_num_threads(),
         "command": "inscope train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"]
         else None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from inscope.detector.train.loss import centernet_loss
+from inscope.detector.train.loss import centernet_loss, distil_loss
 
 
 @dataclass
@@ -29,6 +29,9 @@ class TrainConfig:
     # ONNX export (BN folded into the convolutions, BN set to identity), batch statistics
     # would change what the network computes at step 0 and throw away what it learned.
     freeze_bn: bool = False
+    #: weight of :func:`~inscope.detector.train.loss.distil_loss` when ``train`` is given a
+    #: teacher network (added to the loss on the boxes)
+    distil_weight: float = 1.0
 
 
 @dataclass
@@ -61,11 +64,16 @@ def _lr(peak: float, frac: float, warmup: float = 0.05) -> float:
 
 
 def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
-          progress: bool = True, log_file=None) -> TrainResult:
+          progress: bool = True, log_file=None,
+          teacher: torch.nn.Module | None = None) -> TrainResult:
     """Train *model* in place for ``cfg.steps`` optimiser steps on *dataset*.
 
     The dataset draws random samples itself, so the loader is re-created whenever it runs
     out; workers are not used (crops are cheap next to the step on 2 CPU cores).
+
+    With a *teacher* (a trained network, kept frozen in eval mode), the loss adds
+    ``cfg.distil_weight`` times :func:`~inscope.detector.train.loss.distil_loss` of the
+    student's outputs against the teacher's on the same batch.
     """
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -78,6 +86,10 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     hist: list[dict[str, float]] = []
     t0 = time.monotonic()
     step = 0
@@ -90,6 +102,15 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
             out = model(batch["image"])
             loss, parts = centernet_loss(
                 out, batch, offset_range=getattr(model, "offset_range", (0.0, 1.0)))
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(batch["image"])
+                kd, kd_parts = distil_loss(
+                    out, t_out, batch["heatmap"].eq(1).sum(),
+                    getattr(model, "offset_range", (0.0, 1.0)),
+                    getattr(teacher, "offset_range", (0.0, 1.0)))
+                loss = loss + cfg.distil_weight * kd
+                parts = {**parts, **kd_parts}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
