@@ -225,7 +225,10 @@ def _imagej_sizes(tf) -> tuple[float | None, float | None]:
     pixels per ``unit`` and ``spacing``, when the unit is a micrometre (None otherwise:
     ImageJ writes 1 pixel per pixel when it was never calibrated)."""
     meta = tf.imagej_metadata or {}
-    unit = str(meta.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
+    # ImageJ descriptions are ASCII: Fiji writes the micro sign (and some writers the
+    # Greek mu) as an escape
+    unit = (str(meta.get("unit", "")).strip().lower()
+            .replace("\\u00b5", "µ").replace("\\u03bc", "μ"))
     if unit not in ("micron", "microns", "um", "µm", "μm"):
         return None, None
     px = None
