@@ -129,6 +129,15 @@ RECORDS: dict[str, str] = {
     "decode_variants_second_stage.json": "python -m benchmarks.decode_variants --model "
                                          "STAGE2.onnx --real STACK: a second training stage "
                                          "tried and not kept (model card)",
+    "decode_variants_distilled_16x16.json": "python -m benchmarks.decode_variants --model "
+                                            "STUDENT.onnx --real STACK: the 16,16 network "
+                                            "distilled from the shipped one (inscope train "
+                                            "--widths 16,16 --teacher ...), tried and not "
+                                            "kept (model card)",
+    "detector_distilled_16x16.json": "python -m benchmarks.bench_detector --repeats 30 "
+                                     "--threads 2 --no-yolo --no-reference --side-by-side "
+                                     "distilled-16x16=STUDENT.onnx: its session.run beside "
+                                     "the shipped model's (model card)",
     "focus_tour_before.json": "python -m benchmarks.bench_focus_tour --label before, run "
                               "with the FocusLock of 9254d82 (before the shoulder rule)",
     "live_loop.json": "python -m benchmarks.collect_live_loop --before-commit 0f913ac ...: "
