@@ -163,6 +163,8 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
             series = tf.series[0]
             axes = series.axes.upper()
             data = series.asarray()
+            if len(tf.series) > 1:
+                data, axes = _more_series(tf, path, data, axes)
             ome = tf.ome_metadata if tf.is_ome else None
             ij_px, ij_dz = _imagej_sizes(tf) if tf.is_imagej else (None, None)
     except Exception as e:  # noqa: BLE001 - tifffile raises several types
@@ -220,6 +222,23 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
     return _SlideFile(_as_zyx(data, path, "image"), None, None, px, dz)
 
 
+def _more_series(tf, path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """A TIFF of several series: planes written one ``imwrite`` / ``write`` call at a
+    time (tifffile's default metadata makes each its own series) are the planes of one
+    stack, as a page sequence is; anything else (a thumbnail, a label image, another
+    size) is left out, and the log says so, rather than dropped silently."""
+    others = tf.series[1:]
+    if axes == "YX" and all(tuple(x.shape) == data.shape and x.dtype == data.dtype
+                            for x in others):
+        log.info("%s: %d single-plane series of one shape, read as %d planes",
+                 path.name, len(tf.series), len(tf.series))
+        return np.stack([data, *(x.asarray() for x in others)]), "IYX"
+    log.warning("%s holds %d image series; the slide is the first (shape %s, axes %s), "
+                "the others (%s) are left out", path.name, len(tf.series), data.shape,
+                axes, ", ".join(f"{tuple(x.shape)} {x.axes}" for x in others))
+    return data, axes
+
+
 def _imagej_sizes(tf) -> tuple[float | None, float | None]:
     """Pixel size and z step (µm) of an ImageJ (Fiji) TIFF: the X resolution tag in
     pixels per ``unit`` and ``spacing``, when the unit is a micrometre (None otherwise:
@@ -252,6 +271,10 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
                     "pip install ndstorage") from e
     found = ndtiff_folder(path)
     if found is None:
+        subs = sorted(p.name for p in path.iterdir() if (p / "NDTiff.index").is_file())
+        if subs:  # pycro-manager writes NAME_1, NAME_2, ... for repeated acquisitions
+            raise _fail(path, f"holds {len(subs)} NDTiff datasets ({', '.join(subs)})",
+                        f"give one of them, e.g. -o path={path / subs[0]}")
         raise _fail(path, "is a folder without NDTiff.index",
                     "give the NDTiff dataset folder (the one holding NDTiff.index)")
     path = found

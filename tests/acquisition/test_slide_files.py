@@ -159,6 +159,33 @@ def test_tiff_pages_without_axis_names_are_planes_and_a_time_series_its_first_po
     assert sf.image.shape == (1, 40, 50) and sf.image[0, 0, 0] == 7
 
 
+def test_planes_written_one_call_at_a_time_with_default_metadata_are_one_stack(
+        tmp_path: Path) -> None:
+    """A loop of ``tw.write(plane)`` with tifffile's default metadata stores each plane
+    as its own series; the slide reads them all as planes, not only the first."""
+    p = tmp_path / "loop.tif"
+    with tifffile.TiffWriter(p) as tw:
+        for k in range(3):
+            tw.write(np.full((40, 50), k, np.uint16))
+    with tifffile.TiffFile(p) as tf:
+        assert len(tf.series) == 3  # what makes this case
+    sf = load_slide(p)
+    assert sf.image.shape == (3, 40, 50) and sf.image[:, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_other_image_series_are_left_out_and_the_log_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = tmp_path / "thumb.tif"
+    with tifffile.TiffWriter(p) as tw:
+        tw.write(np.full((40, 50), 5, np.uint16))
+        tw.write(np.zeros((10, 12), np.uint8))  # e.g. a thumbnail
+    with caplog.at_level("WARNING", logger="inscope.acquisition.slide"):
+        sf = load_slide(p)
+    assert sf.image.shape == (1, 40, 50) and sf.image[0, 0, 0] == 5
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "2 image series" in msg and "(10, 12)" in msg and "left out" in msg
+
+
 def test_bad_tiffs_get_one_line_naming_the_file_the_problem_and_the_fix(tmp_path):
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"not a tiff at all")
@@ -383,6 +410,22 @@ def ndtiff(tmp_path_factory) -> dict[str, Path]:
     subprocess.run([sys.executable, "-c", _NDTIFF_WRITER, json.dumps(jobs)], check=True,
                    capture_output=True, timeout=120)
     return {name: root / name for name in _DATASETS}
+
+
+def test_a_folder_of_several_ndtiff_datasets_names_them(ndtiff, tmp_path: Path) -> None:
+    """Repeated pycro-manager acquisitions leave NAME_1, NAME_2, ... in one folder: the
+    error lists them and gives the option that opens one."""
+    import shutil
+
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("two", "zigzag"):
+        sub = next(p for p in ndtiff[name].iterdir() if (p / "NDTiff.index").is_file())
+        shutil.copytree(sub, both / sub.name)
+    msg = _error(load_slide, both)
+    assert "holds 2 NDTiff datasets" in msg and "two_1" in msg and "zigzag_1" in msg
+    assert f"-o path={both / 'two_1'}" in msg
+    assert load_slide(both / "two_1").z_step_um == pytest.approx(0.6)
 
 
 def test_ndtiff_z_step_of_a_two_plane_stack_from_its_images(ndtiff):
