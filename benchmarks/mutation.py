@@ -111,7 +111,7 @@ TARGETS: tuple[Target, ...] = (
            # (test_user_files' pycro-manager NDTiff test starts MMCore: too slow to run
            # per mutant; the NDTiff reader is checked on ndstorage-written folders here)
            ("tests/acquisition/test_slide.py", "tests/acquisition/test_slide_truth.py",
-            "tests/acquisition/test_slide_files.py"),
+            "tests/acquisition/test_slide_files.py", "tests/acquisition/test_slide_runtime.py"),
            0.80),
     # the tracker the steerer follows a cell with (gating, velocity, misses) and the
     # focus surface find-and-image predicts each cell's focus from
