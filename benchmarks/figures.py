@@ -134,6 +134,11 @@ RECORDS: dict[str, str] = {
                                             "distilled from the shipped one (inscope train "
                                             "--widths 16,16 --teacher ...), tried and not "
                                             "kept (model card)",
+    "decode_variants_self_distilled.json": "python -m benchmarks.decode_variants --model "
+                                           "STUDENT.onnx --real STACK: the shipped network "
+                                           "retrained from random weights with the shipped "
+                                           "model as its teacher, tried and not kept "
+                                           "(model card)",
     "detector_distilled_16x16.json": "python -m benchmarks.bench_detector --repeats 30 "
                                      "--threads 2 --no-yolo --no-reference --side-by-side "
                                      "distilled-16x16=STUDENT.onnx: its session.run beside "
