@@ -472,6 +472,11 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b(ready|stale|en|d|mn|wait|step|disagreement|resp|len\(\w+\)|a|val) (<=|>=) ",
      "boundary at exact equality of measured floats: equivalent in practice (a test "
      "would need two computed floats exactly equal)"),
+    (r"\.reshape\(-2\b", "equivalent: numpy reads any negative size as 'the rest', "
+     "like -1"),
+    (r"allow_pickle=None|np\.load\(path, \)",
+     "equivalent: allow_pickle None or left out is False (numpy's default): object "
+     "arrays are still refused"),
     (r"^\+\s*self\._\w+(: [^=]+)? = (None|\"\"|1|0)$",
      "a test to add, or equivalent: an internal reset value that is overwritten before "
      "it is read in every tested path"),
