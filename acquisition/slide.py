@@ -303,6 +303,8 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
         # pycro-manager writes no z step in the summary, only each image's z
         dz, flip = _ndtiff_z_step(ds, axes, channel)
     px = summary.get("PixelSize_um")
+    if "z" in names:
+        _warn_missing_planes(ds, axes, channel, path)
     with contextlib.suppress(Exception):
         ds.close()
     planes = arr.reshape(-1, *arr.shape[-2:])
@@ -310,6 +312,22 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
         planes = planes[::-1]
     return _SlideFile(_as_zyx(planes, path, "image"), None, None,
                       float(px) if px else None, float(dz) if dz else None)
+
+
+def _warn_missing_planes(ds, axes: dict[str, list], channel: int, path: Path) -> None:
+    """Say which z planes of the chosen channel the dataset lacks (an acquisition that
+    was stopped, or a channel imaged on some planes only): ndstorage fills them with
+    zeros, which the slide would otherwise show as black planes without a word."""
+    base = {n: (v[channel] if n == "channel" and channel < len(v) else v[0])
+            for n, v in axes.items() if n != "z"}
+    try:
+        missing = [z for z in axes["z"] if not ds.has_image(**base, z=z)]
+    except Exception:  # noqa: BLE001 - a dataset that cannot say: nothing to report
+        return
+    if missing:
+        log.warning("%s: no image at z index %s (%s); those planes are black in the slide",
+                    path.name, missing, ", ".join(f"{n}={v}" for n, v in base.items())
+                    or "the only channel")
 
 
 def _ndtiff_z_step(ds, axes: dict[str, list], channel: int) -> tuple[float | None, bool]:

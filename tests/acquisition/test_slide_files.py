@@ -386,6 +386,11 @@ _DATASETS: dict[str, tuple[dict, list[dict], list[np.ndarray], list[dict] | None
              [{"time": t, "z": z} for t in range(2) for z in range(3)],
              [np.full((40, 50), 10 * t + z, np.uint16) for t in range(2) for z in range(3)],
              None),
+    # a second channel imaged on planes 0 and 2 only
+    "gap": ({"PixelSize_um": 0.25, "z-step_um": 0.3},
+            [{"channel": "DAPI", "z": z} for z in range(3)]
+            + [{"channel": "FITC", "z": z} for z in (0, 2)],
+            [np.full((40, 50), 7, np.uint16) for _ in range(5)], None),
     # no pixel size in the summary
     "nopx": ({"z-step_um": 0.3}, [{"z": z} for z in range(2)], _plain(2), None),
     # one-row images
@@ -410,6 +415,20 @@ def ndtiff(tmp_path_factory) -> dict[str, Path]:
     subprocess.run([sys.executable, "-c", _NDTIFF_WRITER, json.dumps(jobs)], check=True,
                    capture_output=True, timeout=120)
     return {name: root / name for name in _DATASETS}
+
+
+def test_ndtiff_planes_missing_from_the_chosen_channel_are_named(
+        ndtiff, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="inscope.acquisition.slide"):
+        full = load_slide(ndtiff["gap"], channel=0)
+    assert full.image.shape == (3, 40, 50)
+    assert not [r for r in caplog.records if "no image at z" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="inscope.acquisition.slide"):
+        gap = load_slide(ndtiff["gap"], channel=1)
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "no image at z index [1]" in msg and "channel=FITC" in msg
+    # the plane is there, black (ndstorage's fill), and the others are the images
+    assert gap.image[:, 0, 0].tolist() == [7, 0, 7]
 
 
 def test_a_folder_of_several_ndtiff_datasets_names_them(ndtiff, tmp_path: Path) -> None:
