@@ -79,14 +79,25 @@ class _Stack:
         return len(self.frames)
 
 
-def ndtiff_folder(path: Path) -> Path | None:
-    """The NDTiff dataset folder: *path* itself when it holds ``NDTiff.index``, else its
-    one subfolder that does (pycro-manager writes ``NAME_1/`` inside the folder a user
-    gives); None when there is no such folder or more than one."""
+def ndtiff_datasets(path: Path) -> list[Path]:
+    """The NDTiff dataset folders a user's *path* names: *path* itself when it holds
+    ``NDTiff.index``, else its subfolders that do, sorted (pycro-manager writes
+    ``NAME_1/``, ``NAME_2/``, ... inside the folder a user gives). One is a dataset;
+    none or several need a clearer path (:func:`ndtiff_folder_problem`)."""
     if (path / "NDTiff.index").is_file():
-        return path
-    subs = [p for p in path.iterdir() if (p / "NDTiff.index").is_file()]
-    return subs[0] if len(subs) == 1 else None
+        return [path]
+    return sorted(p for p in path.iterdir() if (p / "NDTiff.index").is_file())
+
+
+def ndtiff_folder_problem(path: Path, found: list[Path], option: str) -> tuple[str, str]:
+    """``(problem, fix)`` for a folder that is not one NDTiff dataset (*found* from
+    :func:`ndtiff_datasets`, not of length 1), the fix naming the backend's *option*
+    (e.g. ``"-o path="``): the replay and slide backends word it alike."""
+    if found:
+        return (f"holds {len(found)} NDTiff datasets ({', '.join(p.name for p in found)})",
+                f"give one of them, e.g. {option}{found[0]}")
+    return ("is a folder without NDTiff.index",
+            "give the NDTiff dataset folder (the one holding NDTiff.index)")
 
 
 def ndtiff_array(ds: Any) -> np.ndarray:
@@ -223,13 +234,11 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
             "Replaying NDTiff needs the 'ndstorage' package (installed with pycromanager): "
             "`pip install ndstorage`."
         ) from e
-    found = ndtiff_folder(path)
-    if found is None:
-        raise MicroscopeUnavailable(
-            f"{str(path)!r} is not an NDTiff dataset (no NDTiff.index); give the "
-            "dataset folder that holds NDTiff.index."
-        )
-    path = found
+    found = ndtiff_datasets(path)
+    if len(found) != 1:
+        problem, fix = ndtiff_folder_problem(path, found, "--file ")
+        raise MicroscopeUnavailable(f"{str(path)!r} {problem}: {fix}.")
+    path = found[0]
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # ndstorage prints progress
             ds = Dataset(str(path))

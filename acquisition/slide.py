@@ -38,7 +38,12 @@ import numpy as np
 from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
-from inscope.acquisition.replay import ndtiff_array, ndtiff_folder, planes_as_samples
+from inscope.acquisition.replay import (
+    ndtiff_array,
+    ndtiff_datasets,
+    ndtiff_folder_problem,
+    planes_as_samples,
+)
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.acquisition.stream import FrameStream, pace
 
@@ -269,15 +274,10 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
     except ImportError as e:
         raise _fail(path, "is an NDTiff folder but 'ndstorage' is not installed",
                     "pip install ndstorage") from e
-    found = ndtiff_folder(path)
-    if found is None:
-        subs = sorted(p.name for p in path.iterdir() if (p / "NDTiff.index").is_file())
-        if subs:  # pycro-manager writes NAME_1, NAME_2, ... for repeated acquisitions
-            raise _fail(path, f"holds {len(subs)} NDTiff datasets ({', '.join(subs)})",
-                        f"give one of them, e.g. -o path={path / subs[0]}")
-        raise _fail(path, "is a folder without NDTiff.index",
-                    "give the NDTiff dataset folder (the one holding NDTiff.index)")
-    path = found
+    found = ndtiff_datasets(path)
+    if len(found) != 1:
+        raise _fail(path, *ndtiff_folder_problem(path, found, "-o path="))
+    path = found[0]
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             ds = Dataset(str(path))
@@ -314,12 +314,19 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
                       float(px) if px else None, float(dz) if dz else None)
 
 
+def _plane_coords(axes: dict[str, list], channel: int) -> dict:
+    """The NDTiff coordinates, except z, of the slide's planes: the chosen channel (the
+    caller has checked its index; the first one otherwise) and the first value of every
+    other axis (time, position, ...)."""
+    return {n: (v[channel] if n == "channel" and channel < len(v) else v[0])
+            for n, v in axes.items() if n != "z"}
+
+
 def _warn_missing_planes(ds, axes: dict[str, list], channel: int, path: Path) -> None:
     """Say which z planes of the chosen channel the dataset lacks (an acquisition that
     was stopped, or a channel imaged on some planes only): ndstorage fills them with
     zeros, which the slide would otherwise show as black planes without a word."""
-    base = {n: (v[channel] if n == "channel" and channel < len(v) else v[0])
-            for n, v in axes.items() if n != "z"}
+    base = _plane_coords(axes, channel)
     try:
         missing = [z for z in axes["z"] if not ds.has_image(**base, z=z)]
     except Exception:  # noqa: BLE001 - a dataset that cannot say: nothing to report
@@ -340,8 +347,7 @@ def _ndtiff_z_step(ds, axes: dict[str, list], channel: int) -> tuple[float | Non
     zs = axes.get("z", [])
     if len(zs) < 2:
         return None, False
-    # (the caller has checked the channel index)
-    base = {n: (v[channel] if n == "channel" else v[0]) for n, v in axes.items() if n != "z"}
+    base = _plane_coords(axes, channel)
     got = []
     for z in zs:
         try:

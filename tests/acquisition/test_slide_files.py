@@ -445,6 +445,11 @@ def test_a_folder_of_several_ndtiff_datasets_names_them(ndtiff, tmp_path: Path) 
     assert "holds 2 NDTiff datasets" in msg and "two_1" in msg and "zigzag_1" in msg
     assert f"-o path={both / 'two_1'}" in msg
     assert load_slide(both / "two_1").z_step_um == pytest.approx(0.6)
+    # the replay backend reads the same folders and says the same, with its own option
+    from inscope.acquisition.replay import ReplayMicroscope
+
+    msg = _error(ReplayMicroscope, both)
+    assert "holds 2 NDTiff datasets" in msg and f"--file {both / 'two_1'}" in msg
 
 
 def test_ndtiff_z_step_of_a_two_plane_stack_from_its_images(ndtiff):
