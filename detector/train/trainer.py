@@ -90,6 +90,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    off_range = getattr(model, "offset_range", (0.0, 1.0))
+    t_off_range = getattr(teacher, "offset_range", (0.0, 1.0))
     hist: list[dict[str, float]] = []
     t0 = time.monotonic()
     step = 0
@@ -100,15 +102,12 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig,
     while frac < 1.0:
         for batch in loader:
             out = model(batch["image"])
-            loss, parts = centernet_loss(
-                out, batch, offset_range=getattr(model, "offset_range", (0.0, 1.0)))
+            loss, parts = centernet_loss(out, batch, offset_range=off_range)
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(batch["image"])
-                kd, kd_parts = distil_loss(
-                    out, t_out, batch["heatmap"].eq(1).sum(),
-                    getattr(model, "offset_range", (0.0, 1.0)),
-                    getattr(teacher, "offset_range", (0.0, 1.0)))
+                kd, kd_parts = distil_loss(out, t_out, batch["heatmap"].eq(1).sum(),
+                                           off_range, t_off_range)
                 loss = loss + cfg.distil_weight * kd
                 parts = {**parts, **kd_parts}
             opt.zero_grad(set_to_none=True)
