@@ -139,6 +139,11 @@ RECORDS: dict[str, str] = {
                                            "retrained from random weights with the shipped "
                                            "model as its teacher, tried and not kept "
                                            "(model card)",
+    "compare_models_born_again.json": "python -m benchmarks.compare_models "
+                                      "shipped=detector/models/inscope-nuclei.onnx "
+                                      "born-again=STUDENT.onnx --real STACK: the born-again "
+                                      "network against the shipped one on 64 fresh "
+                                      "simulated frames, not kept (model card)",
     "detector_distilled_16x16.json": "python -m benchmarks.bench_detector --repeats 30 "
                                      "--threads 2 --no-yolo --no-reference --side-by-side "
                                      "distilled-16x16=STUDENT.onnx: its session.run beside "

@@ -57,3 +57,27 @@ def test_shipped_model_box_centres_follow_a_shifted_image():
     assert r["centre_rms_px"] < 0.6, r
     assert r["centre_rms_subpixel_shifts_px"] < 0.6, r
     assert r["lost_fraction"] < 0.03, r
+
+
+def test_compare_models_scores_each_model_on_the_same_fresh_frames(tmp_path, capsys):
+    """The same model under two names scores the same; a bad argument names the form."""
+    import pytest
+
+    from benchmarks import compare_models
+    from inscope.detector.onnx_detector import DEFAULT_MODEL
+
+    out = tmp_path / "cmp.json"
+    rc = compare_models.main([f"a={DEFAULT_MODEL}", f"b={DEFAULT_MODEL}", "--frames", "2",
+                              "--jitter-frames", "1", "--out", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    a, b = r["models"]["a"], r["models"]["b"]
+    assert a == b and 0.5 < a["sim"]["ap50"] <= 1.0
+    assert a["sim_jitter"]["centre_rms_px"] < 1.0
+    assert "seed 930000" in r["accuracy_frames"] and "seed 940000" in r["jitter_frames"]
+    capsys.readouterr()
+    for bad, says in (("no-equals.onnx", "give NAME=MODEL.onnx"),
+                      ("x=/no/such/model.onnx", "no such model file")):
+        with pytest.raises(SystemExit):
+            compare_models.main([bad])
+        assert says in capsys.readouterr().err

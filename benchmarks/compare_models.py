@@ -1,0 +1,98 @@
+"""Two or more detector models side by side on frames none of them was chosen on.
+
+Every network retrained so far scored below the shipped one on the 16 tuning frames
+(seed 950000) while the held-out frames ranked them differently: those 16 frames are the
+ones the shipped network was itself chosen on, so its lead there is partly the luck of
+being chosen (winner's curse), and 16 frames move by more than the margins a keep/reject
+rule uses. This script scores each model, with its own card decoding, threshold and
+calibration, on a larger set of simulated frames drawn from seeds that no training,
+tuning, choice or earlier comparison used, in one run:
+
+* accuracy: *--frames* simulated 512² frames (default 64, seed 930000): AP50, mAP50-95,
+  P / R at each model's threshold;
+* box-centre jitter (:func:`benchmarks.bench_detector.measure_jitter`) on *--jitter-frames*
+  simulated 560² frames (default 12, seed 940000);
+* with ``--real STACK.npz``: the same on real frames, for the record only.
+
+    python -m benchmarks.compare_models shipped=detector/models/inscope-nuclei.onnx
+        other=PATH.onnx [--real STACK.npz] [--out benchmarks/results/compare_models.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+#: seeds of the comparison frames; keep them out of every other script's seeds
+ACCURACY_SEED = 930000
+JITTER_SEED = 940000
+
+
+def _named(arg: str) -> tuple[str, Path]:
+    name, sep, path = arg.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{arg!r}: give NAME=MODEL.onnx")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no such model file")
+    return name, Path(path)
+
+
+def compare(models: list[tuple[str, Path]], *, frames: int = 64, jitter_frames: int = 12,
+            real: Path | None = None) -> dict:
+    """Score every model on the same frames; returns the report (see the module doc)."""
+    from benchmarks.bench_detector import measure_jitter
+    from benchmarks.decode_variants import cached_detector, score
+    from inscope.detector.datasets import load_dataset, simulated_samples
+
+    acc = simulated_samples(frames, seed=ACCURACY_SEED)
+    jit = [s.image for s in simulated_samples(jitter_frames, seed=JITTER_SEED,
+                                              shape=(560, 560))]
+    real_s = load_dataset([real]) if real is not None else None
+    out: dict = {"load_average_start": [round(v, 1) for v in os.getloadavg()],
+                 "accuracy_frames": f"{frames} simulated 512x512 frames, seed {ACCURACY_SEED}",
+                 "jitter_frames": f"{jitter_frames} simulated 560x560 frames, "
+                                  f"seed {JITTER_SEED}",
+                 "real": real.name if real is not None else None, "models": {}}
+    t0 = time.monotonic()
+    for name, path in models:
+        det = cached_detector(path)
+        op = float(det.card.decoding.get("score_threshold", 0.3))
+        r: dict = {"file": path.name, "threshold": op, "sim": score(det, acc, op, False)}
+        det.score_threshold = op
+        r["sim_jitter"] = measure_jitter(det, jit)
+        if real_s is not None:
+            r["real"] = score(det, real_s, op, True)
+            det.score_threshold = op
+            r["real_jitter"] = measure_jitter(det, [s.image for s in real_s[10:]])
+        det.close()
+        out["models"][name] = r
+        print(f"{name}: sim AP50 {r['sim']['ap50']:.4f} mAP {r['sim']['map50_95']:.4f}, "
+              f"jitter {r['sim_jitter']['centre_rms_px']}"
+              + (f"; real AP50 {r['real']['ap50']:.4f} mAP {r['real']['map50_95']:.4f}, "
+                 f"jitter {r['real_jitter']['centre_rms_px']}" if real_s is not None else "")
+              + f"  ({time.monotonic() - t0:.0f} s)", flush=True)
+    out["load_average_end"] = [round(v, 1) for v in os.getloadavg()]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", type=_named, metavar="NAME=MODEL.onnx")
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--jitter-frames", type=int, default=12)
+    ap.add_argument("--real", type=Path, default=None, help="annotated npz stack")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compare_models.json"))
+    args = ap.parse_args(argv)
+    out = compare(args.models, frames=args.frames, jitter_frames=args.jitter_frames,
+                  real=args.real)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
