@@ -118,6 +118,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_ref(path: Path) -> dict[str, str]:
+    """A network the card names by file name and content, not by where it lay.
+
+    A path would tie the card to one machine's folders (and a copy elsewhere, or a later
+    file at the same path, would not be the network that was used); the hash identifies
+    it anywhere.
+    """
+    from inscope.detector.card import sha256_file
+
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
 def run_training(args: argparse.Namespace) -> dict:
     """Everything ``inscope train`` does; returns the card as a dict."""
     import torch
@@ -244,8 +256,8 @@ def run_training(args: argparse.Namespace) -> dict:
         + f", widths {model.widths[0]},{model.widths[1]} at 1/2, 1/4",
         "parameters": count_parameters(model), "steps": res.steps, "batch": cfg.batch,
         "lr": cfg.lr, "seed": args.seed, "crop": args.crop,
-        "init": str(init) if init else None,
-        "teacher": str(teacher_path) if teacher is not None else None,
+        "init": _model_ref(Path(init)) if init else None,
+        "teacher": _model_ref(teacher_path) if teacher_path is not None else None,
         "distil_weight": cfg.distil_weight if teacher is not None else None,
         "train_seconds": round(res.seconds, 1),
         "threads": torch.get_num_threads(),

@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")  # the [train] extra, installed by CI (make test)
 
+from inscope.detector.card import sha256_file  # noqa: E402
 from inscope.detector.onnx_detector import default_model_path  # noqa: E402
 from inscope.detector.train.loss import distil_loss  # noqa: E402
 
@@ -159,6 +160,6 @@ def test_train_command_distils_and_records_the_teacher(tmp_path: Path) -> None:
                "--out", str(out), "--no-latency", "--threads", "2"])
     assert rc == 0
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["training"]["teacher"] == str(teacher)
+    assert card["training"]["teacher"] == {"file": teacher.name, "sha256": sha256_file(teacher)}
     assert card["training"]["distil_weight"] == 0.5
     assert "widths 16,16" in card["training"]["architecture"]

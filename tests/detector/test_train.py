@@ -151,7 +151,7 @@ def test_finetune_from_shipped_model_and_roundtrip(tmp_path: Path) -> None:
                "--crop", "128", "--out", str(out), "--no-latency", "--threads", "2"])
     assert rc == 0
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["training"]["init"] == str(shipped)
+    assert card["training"]["init"] == {"file": shipped.name, "sha256": sha256_file(shipped)}
     assert card["sha256"] == sha256_file(out)
     det = OnnxDetector(out, provider="cpu", score_threshold=0.1)
     rng = np.random.default_rng(7)
