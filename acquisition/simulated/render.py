@@ -58,7 +58,8 @@ class GroundTruth:
     Attributes
     ----------
     boxes
-        (N, 4) float32 x0, y0, x1, y1 in the frame's pixels, clipped to the frame.
+        (N, 4) float32 x0, y0, x1, y1 in the frame's pixels (pixel centres at integers),
+        clipped to the frame's extent [-0.5, w - 0.5] x [-0.5, h - 0.5].
     ids
         (N,) int64 object ids (stable across frames; the two daughters of a dividing cell
         are two boxes under the cell's one id).
@@ -340,8 +341,9 @@ class Renderer:
             ehx, ehy = c.part_half_extent_um()
             for o_px, o_um in zip(offs, c.part_offsets_um(), strict=True):
                 q = p + o_px
-                cl = (max(q[0] - hx, 0.0), max(q[1] - hy, 0.0),
-                      min(q[0] + hx, w), min(q[1] + hy, h))
+                # pixel centres at integers: the frame spans [-0.5, w - 0.5]
+                cl = (max(q[0] - hx, -0.5), max(q[1] - hy, -0.5),
+                      min(q[0] + hx, w - 0.5), min(q[1] + hy, h - 0.5))
                 if cl[2] <= cl[0] or cl[3] <= cl[1]:
                     continue
                 rows.append((cl, c.id, (cl[2] - cl[0]) * (cl[3] - cl[1]) / (4 * hx * hy),

@@ -122,8 +122,12 @@ def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, crop: 
             ) -> tuple[np.ndarray, np.ndarray]:
     """Random rescale, crop (zero-padded if small), flips/rot90 and intensity changes.
 
-    Works on float32 raw counts; boxes are x0, y0, x1, y1 in pixels. Boxes cut by the
-    crop are kept (clipped) when at least 40 % of them stays in view.
+    Works on float32 raw counts; boxes are x0, y0, x1, y1 in pixels with pixel centres at
+    integer coordinates (pixel ``k`` spans ``[k - 0.5, k + 0.5]``, as in the simulator's
+    truth and :class:`inscope.detector.datasets.Sample`), so every geometric step maps
+    them as it maps pixel centres: a flip sends ``x`` to ``crop - 1 - x``, a resize by
+    ``f`` sends it to ``(x + 0.5) f - 0.5`` (OpenCV's pixel-centre alignment). Boxes cut
+    by the crop are kept (clipped) when at least 40 % of them stays in view.
     """
     img = img.astype(np.float32, copy=False)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
@@ -133,7 +137,7 @@ def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, crop: 
         if abs(f - 1) > 0.02:
             img = cv2.resize(img, None, fx=f, fy=f,
                              interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-            boxes *= f
+            boxes = (boxes + 0.5) * f - 0.5
     H, W = img.shape
     y0 = int(rng.integers(0, max(1, H - crop + 1)))
     x0 = int(rng.integers(0, max(1, W - crop + 1)))
@@ -146,18 +150,20 @@ def augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, crop: 
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         boxes -= np.array([x0, y0, x0, y0], np.float32)
         ch, cw = min(crop, H - y0), min(crop, W - x0)
-        np.clip(boxes[:, 0::2], 0, cw, out=boxes[:, 0::2])
-        np.clip(boxes[:, 1::2], 0, ch, out=boxes[:, 1::2])
+        np.clip(boxes[:, 0::2], -0.5, cw - 0.5, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], -0.5, ch - 0.5, out=boxes[:, 1::2])
         vis = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / np.maximum(area, 1e-6)
         boxes = boxes[vis >= 0.4]
     out = np.ascontiguousarray(out)
     # geometry: flips and 90-degree rotations (8 dihedral variants)
+    # (until 2026-12 a flip sent x to crop - x: every flipped crop taught centres one
+    # pixel off, and the network learned the mean, half a pixel right and down)
     if rng.random() < 0.5:
         out = out[:, ::-1]
-        boxes[:, [0, 2]] = crop - boxes[:, [2, 0]]
+        boxes[:, [0, 2]] = (crop - 1) - boxes[:, [2, 0]]
     if rng.random() < 0.5:
         out = out[::-1, :]
-        boxes[:, [1, 3]] = crop - boxes[:, [3, 1]]
+        boxes[:, [1, 3]] = (crop - 1) - boxes[:, [3, 1]]
     if rng.random() < 0.5:
         out = out.T  # transpose = rot90 + flip
         boxes = boxes[:, [1, 0, 3, 2]]

@@ -58,7 +58,8 @@ class PoolSpec:
         return hashlib.sha1(d.encode()).hexdigest()[:12]
 
 
-POOL_VERSION = 3  # 2: daughters apart, domed nuclei, small debris; 3: up to tissue density
+POOL_VERSION = 4  # 2: daughters apart, domed nuclei, small debris; 3: up to tissue density;
+#                   4: truth clipped to the frame's pixel-centre extent [-0.5, w - 0.5]
 
 
 def default_cache_dir() -> Path:
