@@ -58,8 +58,8 @@ def synthetic_scene(size: int, seed: int, diameter: float = 24.0) -> tuple[np.nd
                     360, float(rng.uniform(0.3, 1.0)), -1, cv2.LINE_AA, 4)
         pts = cv2.ellipse2Poly((int(cx), int(cy)), (int(a), int(b)), int(ang), 0, 360, 10)
         x0, y0 = pts.min(0)
-        x1, y1 = pts.max(0) + 1
-        boxes.append([x0, y0, x1, y1])
+        x1, y1 = pts.max(0)
+        boxes.append([x0 - 0.5, y0 - 0.5, x1 + 0.5, y1 + 0.5])  # pixel centres at integers
     img = cv2.GaussianBlur(img, (0, 0), 1.5)
     img = 300 + 3000 * img + rng.normal(0, 30, img.shape)
     return np.clip(img, 0, 65535).astype(np.uint16), np.asarray(boxes, np.float32)

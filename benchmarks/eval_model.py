@@ -139,8 +139,9 @@ def robustness_figures(model: Path, real, op: float) -> dict:
     from inscope.detector.datasets import Sample
 
     for k in (3, 4):  # nuclei ~29 px -> ~87 / ~116 px: the automatic scale at work
-        up = [Sample(upscale(k)(np.asarray(s.image, np.float32), 0), s.boxes * k, None,
-                     s.name) for s in real]
+        # pixel centres at integers: OpenCV's resize maps x to (x + 0.5) k - 0.5
+        up = [Sample(upscale(k)(np.asarray(s.image, np.float32), 0),
+                     (s.boxes + 0.5) * k - 0.5, None, s.name) for s in real]
         out[f"upscaled {k}x, auto scale"] = evaluate_model(
             model, up, ignore_border_fp=True, operating_threshold=op)["ap50"]
         out[f"upscaled {k}x, no auto scale"] = evaluate_model(
@@ -183,14 +184,14 @@ def large_frame_figures(model: Path, real, op: float, runs: int = 20) -> dict:
     s = real[0]
     img = cv2.resize(np.asarray(s.image, np.float32), None, fx=0.5, fy=0.5,
                      interpolation=cv2.INTER_AREA)
-    b = np.asarray(s.boxes, np.float32) * 0.5
+    b = (np.asarray(s.boxes, np.float32) + 0.5) * 0.5 - 0.5  # pixel centres at integers
     y0, x0 = (img.shape[0] - 256) // 2, (img.shape[1] - 512) // 2
     win = img[y0:y0 + 256, x0:x0 + 512]
     win = np.concatenate([win, win[::-1]], 0)  # 512 x 512 (mirrored: seamless)
     cx, cy = (b[:, 0] + b[:, 2]) / 2 - x0, (b[:, 1] + b[:, 3]) / 2 - y0
     inb = b[(cx >= 0) & (cx < 512) & (cy >= 0) & (cy < 256)] - [x0, y0, x0, y0]
-    inb = np.clip(inb, 0, [512, 256, 512, 256])
-    mir = inb[:, [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 512, 0, 512]
+    inb = np.clip(inb, -0.5, [511.5, 255.5, 511.5, 255.5])
+    mir = inb[:, [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 511, 0, 511]  # row y -> 511 - y
     wb = np.concatenate([inb, mir])
     big = np.tile(win, (4, 4))
     bb = np.concatenate([wb + [512 * i, 512 * j, 512 * i, 512 * j]

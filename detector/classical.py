@@ -116,7 +116,10 @@ class ClassicalDetector:
         keep = scores >= self.score_threshold
         boxes, scores = boxes[keep], scores[keep]
         order = np.argsort(-scores, kind="stable")
-        boxes, scores = boxes[order], scores[order]
+        # boundingRect counts whole pixels [x, x + w); the frame's pixel centres are at
+        # integers, so the box's outer edges lie half a pixel before and after them
+        boxes = boxes[order] - np.float32(0.5)
+        scores = scores[order]
         det = call.finish(boxes, scores, np.zeros(len(boxes), np.int32), self.class_names)
         t2 = det.stamps[STAMP_DETECT_END]
         self.last_timing = {"pre_ms": (t1 - call.t0_ns) / 1e6, "run_ms": (t2 - t1) / 1e6,

@@ -21,6 +21,13 @@ Formats
     ``categories``); images relative to the JSON file's folder; ``iscrowd`` boxes are kept
     as *difficult* (ignored when scoring, as COCO does).
 
+Box coordinates: every one of these formats counts a pixel ``k`` as the span
+``[k, k + 1)`` (COCO's and YOLO's continuous coordinates, VOC's after its 1-based shift,
+an npz box ``[min, max + 1)`` drawn round a mask), while frames, detections and the
+simulator's truth put pixel centres at integer coordinates (pixel ``k`` spans
+``[k - 0.5, k + 0.5]``, as in napari and scikit-image). The readers convert, so a
+:class:`Sample`'s boxes sit on the pixels they enclose: 0.5 px less than in the file.
+
 *Difficult* boxes (VOC's flag) are objects an evaluation should neither demand nor punish:
 they do not count as ground truth to find, and a prediction on one is not a false positive.
 
@@ -52,7 +59,8 @@ class Sample:
     image
         (H, W) array, dtype as stored (uint8/uint16/float32).
     boxes
-        (N, 4) float32 x0, y0, x1, y1 in pixels (x1, y1 exclusive).
+        (N, 4) float32 x0, y0, x1, y1 in pixels, pixel centres at integer coordinates:
+        a box round pixels 10-19 is ``[9.5, 19.5]`` (see the module notes).
     class_ids
         (N,) int32. ``None`` -> all 0.
     name
@@ -115,6 +123,12 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
+def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) boxes in a file's ``[k, k + 1)`` pixel coordinates -> the frame's (pixel
+    centres at integers): half a pixel less on every coordinate."""
+    return np.asarray(boxes, np.float32).reshape(-1, 4) - np.float32(0.5)
+
+
 # -- npz -------------------------------------------------------------------------------
 def read_npz(path: str | Path) -> list[Sample]:
     """Single image (``image`` + ``boxes``) or stack (``images`` + ``boxes`` + ``frame``)."""
@@ -124,9 +138,11 @@ def read_npz(path: str | Path) -> list[Sample]:
         cls = d["class_ids"] if "class_ids" in keys else None
         hard = d["difficult"] if "difficult" in keys else None
         if "image" in keys and "boxes" in keys:
-            return [Sample(d["image"], d["boxes"], cls, path.name, difficult=hard)]
+            return [Sample(d["image"], from_file_boxes(d["boxes"]), cls, path.name,
+                           difficult=hard)]
         if "images" in keys and "boxes" in keys and "frame" in keys:
-            images, boxes, frame = d["images"], d["boxes"], d["frame"].astype(np.int64)
+            images, frame = d["images"], d["frame"].astype(np.int64)
+            boxes = from_file_boxes(d["boxes"])
             if images.ndim != 3:
                 raise ValueError(f"{path}: 'images' must be (T, H, W); got {images.shape}.")
             if len(frame) != len(boxes):
@@ -189,7 +205,8 @@ def _yolo_samples(pairs: list[tuple[Path, Path | None]], names: tuple[str, ...]
                                  f"{rows.shape[1]}.")
         cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
-        out.append(Sample(img, boxes, rows[:, 0].astype(np.int32), img_path.name, names))
+        out.append(Sample(img, from_file_boxes(boxes), rows[:, 0].astype(np.int32),
+                          img_path.name, names))
     return out
 
 
@@ -301,7 +318,7 @@ def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = No
             boxes.append([x0 - 1, y0 - 1, x1, y1])
             cls.append(names.index(name))
             hard.append((obj.findtext("difficult") or "0").strip() in ("1", "true"))
-        out.append(Sample(read_image(img_path), np.asarray(boxes, np.float32),
+        out.append(Sample(read_image(img_path), from_file_boxes(np.asarray(boxes)),
                           np.asarray(cls, np.int32), img_path.name, (),
                           difficult=np.asarray(hard, bool)))
     for s in out:
@@ -335,8 +352,8 @@ def read_coco(path: str | Path) -> list[Sample]:
         img_path = path.parent / im["file_name"]
         if not img_path.exists() and (path.parent / "images" / im["file_name"]).exists():
             img_path = path.parent / "images" / im["file_name"]
-        out.append(Sample(read_image(img_path), boxes, np.asarray(cls, np.int32),
-                          im["file_name"], names,
+        out.append(Sample(read_image(img_path), from_file_boxes(boxes),
+                          np.asarray(cls, np.int32), im["file_name"], names,
                           difficult=np.asarray([bool(a.get("iscrowd", 0)) for a in anns],
                                                bool)))
     return out

@@ -17,7 +17,7 @@ CENTERNET_DEFAULTS: dict[str, Any] = {
     "stride": 4, "heatmap": "heatmap", "size": "size", "offset": None,
     "score_threshold": 0.3, "peak_kernel": 3, "max_detections": 500, "activation": None,
     "centre_vote": False, "vote_agree": 0.75, "vote_sigma": None, "merge_iou": None,
-    "calibration": None,
+    "calibration": None, "centre_shift_px": None,
 }
 
 
@@ -129,10 +129,13 @@ def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] 
 
     Notes
     -----
-    The object centre in input pixels (continuous coordinates, pixel i spans [i, i+1)) is
-    ``(ix + ox) * stride`` where ``(ox, oy)`` is the offset output when the model has one
-    (standard CenterNet: ``c / stride - floor(c / stride)``, in [0, 1)) and 0.5 (the cell
-    centre) when it has none. Boxes are ``centre -/+ size / 2``.
+    The object centre in input pixels (pixel centres at integer coordinates, the
+    convention of the training boxes) is ``(ix + ox) * stride`` where ``(ox, oy)`` is the
+    offset output when the model has one (standard CenterNet: ``c / stride -
+    floor(c / stride)``, in [0, 1)), and the centre of the cell's pixels,
+    ``(ix + 0.5) * stride - 0.5``, when it has none. A card's ``centre_shift_px`` (dx, dy),
+    the network's median centre error measured by :mod:`inscope.detector.calibration`, is
+    subtracted. Boxes are ``centre -/+ size / 2``.
     """
     spec = {**CENTERNET_DEFAULTS, **(spec or {})}
     thr = float(spec["score_threshold"] if score_threshold is None else score_threshold)
@@ -167,14 +170,16 @@ def decode_centernet(outputs: Mapping[str, np.ndarray], spec: Mapping[str, Any] 
     else:
         if off is not None:
             ox, oy = off[0, y, x], off[1, y, x]
-        else:
-            ox = oy = np.float32(0.5)
-        cx = (x + ox) * stride
-        cy = (y + oy) * stride
+            cx, cy = (x + ox) * stride, (y + oy) * stride
+        else:  # the centre of the cell's stride x stride pixels
+            cx, cy = (x + 0.5) * stride - 0.5, (y + 0.5) * stride - 0.5
         w = np.maximum(size[0, y, x], 0.0)
         h = np.maximum(size[1, y, x], 0.0)
     if spec.get("calibration"):
         s = calibrate_scores(s, spec["calibration"])
+    if spec.get("centre_shift_px"):
+        sx, sy = spec["centre_shift_px"]
+        cx, cy = cx - np.float32(sx), cy - np.float32(sy)
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     boxes, s, c = boxes.astype(np.float32), s.astype(np.float32), c.astype(np.int32)
     if spec.get("merge_iou"):

@@ -362,8 +362,7 @@ class OnnxDetector:
             # the card's max_detections holds for the frame, not for each tile
             order = np.argsort(-scores, kind="stable")[: int(dec.get("max_detections", 500))]
             boxes, scores, cls = boxes[order], scores[order], cls[order]
-        if factor != 1.0 and len(boxes):
-            boxes /= np.float32(factor)
+        pp.unscale_boxes(boxes, factor, img.shape)
         return boxes, scores, cls, {"pre_ms": pre_ns / 1e6, "run_ms": run_ns / 1e6,
                                     "post_ms": post_ns / 1e6}
 
@@ -425,9 +424,11 @@ class OnnxDetector:
         boxes, scores, cls = decode_ultralytics(next(iter(out.values())), self.card.decoding,
                                                 self.score_threshold)
         if len(boxes):
-            boxes[:, 0::2] -= left
-            boxes[:, 1::2] -= top
-            boxes /= np.float32(r)
+            # YOLO boxes are continuous coordinates of the letterboxed input (its pixel k
+            # spans [k, k + 1)); the frame's pixel centres are at integers, hence the
+            # half pixel. OpenCV's resize scales such coordinates by nw / W, nh / H.
+            boxes[:, 0::2] = (boxes[:, 0::2] - left) * np.float32(W / nw) - 0.5
+            boxes[:, 1::2] = (boxes[:, 1::2] - top) * np.float32(H / nh) - 0.5
         t3 = time.perf_counter_ns()
         return boxes, scores, cls, {"pre_ms": (t1 - t0) / 1e6, "run_ms": (t2 - t1) / 1e6,
                                     "post_ms": (t3 - t2) / 1e6}

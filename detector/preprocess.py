@@ -194,6 +194,23 @@ def resize(img: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(img, size, interpolation=interp)
 
 
+def unscale_boxes(boxes: np.ndarray, factor: float, shape: tuple[int, ...]) -> None:
+    """Map *boxes* found on ``resize(img, factor)`` back to *img* (of *shape*), in place.
+
+    Boxes have pixel centres at integer coordinates, and OpenCV aligns pixel centres when
+    it resizes: a point at ``x`` in the source lies at ``(x + 0.5) s - 0.5`` in the result,
+    ``s`` the true per-axis ratio of the rounded sizes. Dividing by *factor* alone
+    (the edge convention) puts boxes ``(1 / f - 1) / 2`` px off: half a pixel at 2x.
+    """
+    if abs(factor - 1.0) < 1e-3 or not len(boxes):
+        return
+    h, w = shape[:2]
+    sx = max(1, round(w * factor)) / w
+    sy = max(1, round(h * factor)) / h
+    boxes[:, 0::2] = (boxes[:, 0::2] + 0.5) / sx - 0.5
+    boxes[:, 1::2] = (boxes[:, 1::2] + 0.5) / sy - 0.5
+
+
 def pad_to_multiple(img: np.ndarray, multiple: int, value: float = 0.0) -> np.ndarray:
     """Pad *img* at the bottom/right so both sides are multiples of *multiple*.
 

@@ -366,8 +366,7 @@ class TritonDetector:
         t2 = time.perf_counter_ns()
         assert self.card is not None
         boxes, scores, cls = decode_centernet(outs, self.card.decoding, self.score_threshold)
-        if factor != 1.0 and len(boxes):
-            boxes /= np.float32(factor)
+        pp.unscale_boxes(boxes, factor, call.image.shape)
         self.last_source = "triton"
         det = call.finish(boxes, scores, cls, self.class_names)
         t3 = time.perf_counter_ns()

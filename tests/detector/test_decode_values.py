@@ -149,20 +149,25 @@ def test_centernet_geometry_defaults_and_clipped_sizes():
     size[:, 3, 5] = (12, 6)
     size[:, 6, 1] = (-3, 4)  # a negative width from the network is a point, not a flip
     b, s, c = decode_centernet({"heatmap": h, "size": size})  # stride 4, threshold 0.3
-    np.testing.assert_allclose(b, [[16, 11, 28, 17], [6, 24, 6, 28]])
+    # no offset output: the centre of the cell's 4 x 4 pixels, (4 x + 1.5, 4 y + 1.5)
+    np.testing.assert_allclose(b, [[15.5, 10.5, 27.5, 16.5], [5.5, 23.5, 5.5, 27.5]])
     np.testing.assert_allclose(s, [0.9, 0.4])
     assert (b.dtype, s.dtype, c.dtype) == (np.float32, np.float32, np.int32)
     b, s, _ = decode_centernet({"heatmap": h, "size": size}, {"score_threshold": 0.5})
     assert len(b) == 1
     b, _, _ = decode_centernet({"heatmap": h, "size": size}, {"stride": 2.0})
-    np.testing.assert_allclose(b[0], [5, 4, 17, 10])  # centre (11, 7)
+    np.testing.assert_allclose(b[0], [4.5, 3.5, 16.5, 9.5])  # centre (10.5, 6.5)
     b, _, _ = decode_centernet({"heatmap": h, "size": size}, {"max_detections": 1})
     assert len(b) == 1
     b, _, _ = decode_centernet({"heatmap": h, "size": size}, {"activation": "none"})
     assert len(b) == 2
     # an offset named in the card but missing from the outputs: cell centres
     b, _, _ = decode_centernet({"heatmap": h, "size": size}, {"offset": "off"})
-    np.testing.assert_allclose(b[0], [16, 11, 28, 17])
+    np.testing.assert_allclose(b[0], [15.5, 10.5, 27.5, 16.5])
+    # a card's measured centre shift is taken off every box, sizes unchanged
+    b, _, _ = decode_centernet({"heatmap": h, "size": size},
+                               {"centre_shift_px": [0.5, -0.25]})
+    np.testing.assert_allclose(b, [[15.0, 10.75, 27.0, 16.75], [5.0, 23.75, 5.0, 27.75]])
 
 
 def test_centernet_logits_threshold_in_logit_space():

@@ -62,3 +62,14 @@ def test_bad_options_and_input():
         ClassicalDetector(threshold="magic")
     with pytest.raises(ValueError, match="2-D"):
         ClassicalDetector().detect(np.zeros((4, 64, 64), np.uint16))
+
+
+def test_box_is_centred_on_the_objects_pixels():
+    """A bright block on rows 20-35, columns 10-29: its box centre is the block's pixel
+    centroid (19.5, 27.5), the convention of frames and truth (boundingRect's whole-pixel
+    ``[x, x + w)`` would put it half a pixel right and down)."""
+    img = np.full((64, 48), 100, np.uint16)
+    img[20:36, 10:30] = 3000
+    d = ClassicalDetector(threshold="otsu").detect(Frame(img, index=0))
+    assert len(d) == 1
+    np.testing.assert_allclose(d.centers[0], [19.5, 27.5], atol=1e-4)

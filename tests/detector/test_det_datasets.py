@@ -12,6 +12,9 @@ import tifffile
 from inscope.detector.datasets import detect_format, load_dataset, read_image
 
 BOXES = np.array([[10, 20, 30, 36], [40, 8, 60, 30]], np.float32)  # x0 y0 x1 y1
+#: the same boxes as a Sample holds them: the files count pixel k as [k, k + 1), frames put
+#: pixel centres at integers (a box round pixels 10-29 is [9.5, 29.5])
+IN_FRAME = BOXES - 0.5
 H, W = 48, 80
 
 
@@ -23,7 +26,7 @@ def test_npz_single_and_stack(tmp_path):
     np.savez(tmp_path / "one.npz", image=image(), boxes=BOXES)
     s = load_dataset(tmp_path / "one.npz")
     assert len(s) == 1 and s[0].image.shape == (H, W)
-    assert np.array_equal(s[0].boxes, BOXES) and s[0].class_ids.tolist() == [0, 0]
+    assert np.array_equal(s[0].boxes, IN_FRAME) and s[0].class_ids.tolist() == [0, 0]
     imgs = np.stack([image(1), image(2), image(3)])
     frame = np.array([0, 2, 2])
     boxes = np.array([BOXES[0], BOXES[0], BOXES[1]], np.int32)
@@ -56,7 +59,7 @@ def test_yolo(tmp_path):
     assert detect_format(tmp_path) == "yolo"
     s = load_dataset(tmp_path)
     assert [x.name for x in s] == ["a.png", "b.png"]
-    assert np.allclose(s[0].boxes, BOXES, atol=1e-3)
+    assert np.allclose(s[0].boxes, IN_FRAME, atol=1e-3)
     assert s[0].class_ids.tolist() == [0, 1] and len(s[1].boxes) == 0
     assert s[0].class_names == ("nucleus", "mitosis")
 
@@ -88,7 +91,7 @@ def test_voc_colour_image(tmp_path):
     s = load_dataset(tmp_path)
     assert len(s) == 1 and s[0].image.shape == (H, W) and s[0].image.dtype == np.uint8
     assert s[0].image.max() == 30  # gray = channel mean of (0, 90, 0)
-    assert np.array_equal(s[0].boxes, BOXES) and s[0].class_names == ("cell",)
+    assert np.array_equal(s[0].boxes, IN_FRAME) and s[0].class_names == ("cell",)
     assert s[0].difficult.tolist() == [k == 1 for k in range(len(BOXES))]
 
 
@@ -111,7 +114,7 @@ def test_coco(tmp_path):
     # the crowd box is kept, flagged difficult (ignored when scoring, as in COCO)
     assert s[0].difficult.tolist() == [False, True, False]
     keep = ~s[0].difficult
-    assert np.allclose(s[0].boxes[keep], BOXES) and s[0].class_ids[keep].tolist() == [0, 1]
+    assert np.allclose(s[0].boxes[keep], IN_FRAME) and s[0].class_ids[keep].tolist() == [0, 1]
     assert s[0].class_names == ("nucleus", "mitosis")
 
 
@@ -141,8 +144,8 @@ def test_simulated_held_out_samples():
     for s in a:
         h, w = s.image.shape
         assert len(s.boxes) > 0 and s.pixel_size_um and s.pixel_size_um > 0
-        assert s.boxes[:, 0].min() >= 0 and s.boxes[:, 2].max() <= w
-        assert s.boxes[:, 1].min() >= 0 and s.boxes[:, 3].max() <= h
+        assert s.boxes[:, 0].min() >= -0.5 and s.boxes[:, 2].max() <= w - 0.5
+        assert s.boxes[:, 1].min() >= -0.5 and s.boxes[:, 3].max() <= h - 0.5
     # slivers at the frame edge are flagged difficult, whole nuclei never are
     both = simulated_samples(6, 900002)
     hard = np.concatenate([s.difficult for s in both])
@@ -151,3 +154,16 @@ def test_simulated_held_out_samples():
     inside = ((boxes[:, 0] > 1) & (boxes[:, 1] > 1) & (boxes[:, 2] < w - 1)
               & (boxes[:, 3] < h - 1))
     assert not hard[inside].any()
+
+
+def test_a_file_box_drawn_round_a_mask_is_centred_on_the_masks_pixels(tmp_path):
+    """An npz box [min, max + 1) round a mask (as the HeLa stack's) comes back centred on
+    the mask's pixel centroid, the frame's convention detections and truth share."""
+    mask = np.zeros((H, W), bool)
+    mask[20:36, 10:30] = True  # rows 20-35, columns 10-29
+    ys, xs = np.nonzero(mask)
+    np.savez(tmp_path / "m.npz", image=image(), boxes=np.array([[xs.min(), ys.min(),
+                                                                 xs.max() + 1, ys.max() + 1]]))
+    b = load_dataset(tmp_path / "m.npz")[0].boxes[0]
+    assert ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) == (xs.mean(), ys.mean())
+    assert (b[2] - b[0], b[3] - b[1]) == (20, 16)  # the size is the pixel count

@@ -107,8 +107,8 @@ def test_decode_centernet_geometry():
     size = np.zeros((2, 8, 8), np.float32)
     size[:, 3, 5] = (12, 6)
     b, s, c = decode_centernet({"heatmap": h, "size": size}, {"stride": 4})
-    # centre ((5 + 0.5) * 4, (3 + 0.5) * 4) = (22, 14)
-    assert np.allclose(b, [[16, 11, 28, 17]]) and s[0] == pytest.approx(0.9)
+    # the centre of the cell's pixels 20-23, 12-15: ((5 + 0.5) * 4 - 0.5, ...) = (21.5, 13.5)
+    assert np.allclose(b, [[15.5, 10.5, 27.5, 16.5]]) and s[0] == pytest.approx(0.9)
     off = np.zeros((2, 8, 8), np.float32)
     off[:, 3, 5] = (0.25, 0.75)
     b, _, _ = decode_centernet({"hm": h, "wh": size, "off": off},
@@ -172,3 +172,24 @@ def test_logit_heatmaps_decode_like_sigmoided_ones():
     assert len(b1) > 0 and np.array_equal(b1, b2) and np.allclose(s1, s2, atol=1e-6)
     with pytest.raises(ValueError, match="activation"):
         decode_centernet({"heatmap": prob, "size": size}, {"activation": "relu"})
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.6, 1.6, 2.0, 3.0])
+def test_unscale_boxes_puts_a_box_back_on_its_spot(factor):
+    """A box centred on a spot in the resized frame maps back onto the spot (pixel
+    centres at integers; dividing by the factor alone misses by (1/f - 1)/2 px)."""
+    yy, xx = np.indices((60, 70), dtype=np.float64)
+    x, y = 31.0, 24.0
+    img = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 4.0 ** 2)).astype(np.float32)
+    small = pp.resize(img, factor)
+    wy, wx = np.indices(small.shape)
+    cx, cy = (small * wx).sum() / small.sum(), (small * wy).sum() / small.sum()
+    boxes = np.array([[cx - 5, cy - 5, cx + 5, cy + 5]], np.float32)
+    pp.unscale_boxes(boxes, factor, img.shape)
+    np.testing.assert_allclose([(boxes[0, 0] + boxes[0, 2]) / 2,
+                                (boxes[0, 1] + boxes[0, 3]) / 2], [x, y], atol=0.03)
+    np.testing.assert_allclose(boxes[0, 2] - boxes[0, 0], 10 / (round(70 * factor) / 70),
+                               rtol=1e-5)
+    same = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
+    pp.unscale_boxes(same, 1.0, img.shape)
+    assert same.tolist() == [[1.0, 2.0, 3.0, 4.0]]

@@ -12,7 +12,8 @@ from inscope.detector.onnx_detector import OnnxDetector
 
 H, W = 320, 480  # frame; letterboxed into 640x640: r = 4/3, 427 rows, top pad 106
 R = min(640 / H, 640 / W)
-TOP = (640 - round(H * R)) // 2
+NH, NW = round(H * R), round(W * R)
+TOP = (640 - NH) // 2
 
 # frame boxes, class, score
 ROWS = [
@@ -28,7 +29,10 @@ def yolo_tensor(n_anchors: int = 12) -> np.ndarray:
     pred = np.zeros((4 + 2, n_anchors), np.float32)
     pred[2:4] = 5.0
     for j, (b, c, s) in enumerate(ROWS):
-        x0, y0, x1, y1 = (np.asarray(b, float) * R + [0, TOP, 0, TOP])
+        # frame boxes put pixel centres at integers; YOLO's continuous coordinates count
+        # pixel k as [k, k + 1), and the resize scales them by NW / W and NH / H
+        x0, y0, x1, y1 = ((np.asarray(b, float) + 0.5) * [NW / W, NH / H, NW / W, NH / H]
+                          + [0, TOP, 0, TOP])
         pred[:4, j] = [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
         pred[4 + c, j] = s
     return pred
@@ -53,7 +57,7 @@ def test_letterbox_mapping_and_classwise_nms(yolo, dtype):
     d = yolo.detect(img)
     want = np.array([ROWS[0][0], ROWS[2][0], ROWS[3][0]], np.float32)
     assert len(d) == 3
-    assert np.allclose(d.boxes, want, atol=0.5)
+    np.testing.assert_allclose(d.boxes, want, atol=1e-3)
     assert np.allclose(d.scores, [0.9, 0.7, 0.6])
     assert d.names() == ["nucleus", "mitosis", "mitosis"]
 
