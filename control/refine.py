@@ -385,16 +385,12 @@ def _split_by_boxes(comp: np.ndarray, box: tuple[float, float, float, float],
 
 
 def _fits(m: np.ndarray, box: tuple[float, float, float, float]) -> bool:
-    """Whether blob *m* lies within *box* (crop pixels) grown by 12 % (at least 2 px).
-
-    Pixel centres are at integers, so the blob's outer edges are its extreme pixels
-    -/+ half a pixel.
-    """
+    """Whether blob *m* lies within *box* (crop pixels) grown by 12 % (at least 2 px)."""
     x0, y0, x1, y1 = box
     gx, gy = max(2.0, 0.12 * (x1 - x0)), max(2.0, 0.12 * (y1 - y0))
     ys, xs = np.nonzero(m)
-    return bool(len(xs) and xs.min() - 0.5 >= x0 - gx and xs.max() + 0.5 <= x1 + gx
-                and ys.min() - 0.5 >= y0 - gy and ys.max() + 0.5 <= y1 + gy)
+    return bool(len(xs) and xs.min() >= x0 - gx and xs.max() + 1 <= x1 + gx
+                and ys.min() >= y0 - gy and ys.max() + 1 <= y1 + gy)
 
 
 def _split_touching(comp: np.ndarray, box: tuple[float, float, float, float]

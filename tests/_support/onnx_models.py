@@ -40,7 +40,8 @@ def build_centernet(path: Path, *, offset: bool = False, box: float = BOX,
     inits = [numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "zero2"),
              numpy_helper.from_array(np.array([box, box], np.float32).reshape(1, 2, 1, 1),
                                      "boxwh"),
-             numpy_helper.from_array(np.full((1, 2, 1, 1), 0.5, np.float32), "half2"),
+             # offset of the middle of a cell's pixels 4k..4k+3 (4k + 1.5), in cells
+             numpy_helper.from_array(np.full((1, 2, 1, 1), 0.375, np.float32), "mid2"),
              numpy_helper.from_array(
                  (np.outer([1, 2, 1], [1, 2, 1]) / 16).astype(np.float32).reshape(1, 1, 3, 3),
                  "smooth"),
@@ -56,7 +57,7 @@ def build_centernet(path: Path, *, offset: bool = False, box: float = BOX,
     if offset:
         outs.append(helper.make_tensor_value_info("offset", TensorProto.FLOAT,
                                                     ["N", 2, "h", "w"]))
-        nodes.append(helper.make_node("Add", ["z2", "half2"], ["offset"]))
+        nodes.append(helper.make_node("Add", ["z2", "mid2"], ["offset"]))
     graph = helper.make_graph(nodes, "centernet_standin", [x], outs, inits)
     _save(graph, path)
     if card:
@@ -96,7 +97,8 @@ def build_ultralytics(path: Path, pred: np.ndarray, names: dict[int, str] | None
 def blob_scene(shape: tuple[int, int], centres: np.ndarray, *, sigma: float = 3.0,
                amplitude: float = 2000.0, background: float = 200.0, noise: float = 10.0,
                seed: int = 0, dtype=np.uint16) -> np.ndarray:
-    """Gaussian 'nuclei' at *centres* (x, y) on a noisy background."""
+    """Gaussian 'nuclei' at *centres* (x, y) on a noisy background (pixel centres at
+    integer coordinates, the frame's convention)."""
     h, w = shape
     rng = np.random.default_rng(seed)
     img = np.full(shape, background, np.float64)
@@ -106,7 +108,7 @@ def blob_scene(shape: tuple[int, int], centres: np.ndarray, *, sigma: float = 3.
         y0, y1 = max(0, int(cy) - r), min(h, int(cy) + r + 1)
         x0, x1 = max(0, int(cx) - r), min(w, int(cx) + r + 1)
         img[y0:y1, x0:x1] += amplitude * np.exp(
-            -((xx[y0:y1, x0:x1] + 0.5 - cx) ** 2 + (yy[y0:y1, x0:x1] + 0.5 - cy) ** 2)
+            -((xx[y0:y1, x0:x1] - cx) ** 2 + (yy[y0:y1, x0:x1] - cy) ** 2)
             / (2 * sigma ** 2))
     img += rng.normal(0, noise, shape)
     if np.dtype(dtype).kind == "u":
@@ -116,14 +118,15 @@ def blob_scene(shape: tuple[int, int], centres: np.ndarray, *, sigma: float = 3.
 
 def grid_centres(shape: tuple[int, int], spacing: int = 40, margin: int = 24,
                  jitter: int = 0, seed: int = 0) -> np.ndarray:
-    """Blob centres on a grid, on 4-px cell centres (4k + 2) so decoding is exact."""
+    """Blob centres on a grid, on 4-px cell centres (4k + 1.5: the middle of pixels
+    4k..4k+3) so decoding is exact."""
     rng = np.random.default_rng(seed)
     h, w = shape
     ys, xs = np.mgrid[margin:h - margin:spacing, margin:w - margin:spacing]
     c = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
     if jitter:
         c += rng.integers(-jitter, jitter + 1, c.shape)
-    return (c // 4) * 4 + 2
+    return (c // 4) * 4 + 1.5
 
 
 # -- tests of the stand-ins themselves (so a broken builder fails loudly here) ---------

@@ -20,7 +20,7 @@ def _write_split(root, split, samples):
     for i, s in enumerate(samples):
         h, w = s.image.shape
         cv2.imwrite(str(root / "images" / split / f"f{i}.png"), s.image)
-        b = s.boxes
+        b = s.boxes + 0.5  # YOLO's continuous coordinates count pixel k as [k, k + 1)
         rows = [f"0 {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} "
                 f"{(y1 - y0) / h:.6f}" for x0, y0, x1, y1 in b]
         (root / "labels" / split / f"f{i}.txt").write_text("\n".join(rows) + "\n")

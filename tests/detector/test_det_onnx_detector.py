@@ -155,7 +155,7 @@ def test_tiles_find_a_cell_on_the_seam_once(model):
     seams = sorted({t.own_x1 for t in tiles if np.isfinite(t.own_x1)}
                    | {float(t.x0) for t in tiles if t.x0 > 0})
     centres = np.array([[s, y] for s in seams for y in (40.0, 130.0, 210.0)])
-    centres = (centres // 4) * 4 + 2
+    centres = (centres // 4) * 4 + 1.5
     img = blob_scene(shape, centres)
     got = det.detect(img)
     whole = OnnxDetector(model, provider="cpu", tile=False).detect(img)
