@@ -144,6 +144,13 @@ RECORDS: dict[str, str] = {
                                       "born-again=STUDENT.onnx --real STACK: the born-again "
                                       "network against the shipped one on 64 fresh "
                                       "simulated frames, not kept (model card)",
+    "compare_models_flip_fixed.json": "python -m benchmarks.compare_models "
+                                      "shipped-with-shift=OLD_CALIBRATED.onnx "
+                                      "shipped-as-is=OLD.onnx flip-fixed=NEW.onnx --real "
+                                      "STACK: the network trained after the flip fix "
+                                      "against the one shipped before it (with and without "
+                                      "its measured centre shift), by the rule in the "
+                                      "model card: kept",
     "detector_distilled_16x16.json": "python -m benchmarks.bench_detector --repeats 30 "
                                      "--threads 2 --no-yolo --no-reference --side-by-side "
                                      "distilled-16x16=STUDENT.onnx: its session.run beside "
