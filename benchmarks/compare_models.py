@@ -21,10 +21,11 @@ tuning, choice or earlier comparison used, in one run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+
+from benchmarks._common import write_json
 
 #: seeds of the comparison frames; keep them out of every other script's seeds
 ACCURACY_SEED = 930000
@@ -43,8 +44,7 @@ def _named(arg: str) -> tuple[str, Path]:
 def compare(models: list[tuple[str, Path]], *, frames: int = 64, jitter_frames: int = 12,
             real: Path | None = None) -> dict:
     """Score every model on the same frames; returns the report (see the module doc)."""
-    from benchmarks.bench_detector import measure_jitter
-    from benchmarks.decode_variants import cached_detector, score
+    from benchmarks.decode_variants import accuracy_and_jitter, cached_detector, summary_line
     from inscope.detector.datasets import load_dataset, simulated_samples
 
     acc = simulated_samples(frames, seed=ACCURACY_SEED)
@@ -60,20 +60,11 @@ def compare(models: list[tuple[str, Path]], *, frames: int = 64, jitter_frames: 
     for name, path in models:
         det = cached_detector(path)
         op = float(det.card.decoding.get("score_threshold", 0.3))
-        r: dict = {"file": path.name, "threshold": op, "sim": score(det, acc, op, False)}
-        det.score_threshold = op
-        r["sim_jitter"] = measure_jitter(det, jit)
-        if real_s is not None:
-            r["real"] = score(det, real_s, op, True)
-            det.score_threshold = op
-            r["real_jitter"] = measure_jitter(det, [s.image for s in real_s[10:]])
+        r: dict = {"file": path.name, "threshold": op,
+                   **accuracy_and_jitter(det, acc, jit, real_s, op)}
         det.close()
         out["models"][name] = r
-        print(f"{name}: sim AP50 {r['sim']['ap50']:.4f} mAP {r['sim']['map50_95']:.4f}, "
-              f"jitter {r['sim_jitter']['centre_rms_px']}"
-              + (f"; real AP50 {r['real']['ap50']:.4f} mAP {r['real']['map50_95']:.4f}, "
-                 f"jitter {r['real_jitter']['centre_rms_px']}" if real_s is not None else "")
-              + f"  ({time.monotonic() - t0:.0f} s)", flush=True)
+        print(summary_line(name, r, t0), flush=True)
     out["load_average_end"] = [round(v, 1) for v in os.getloadavg()]
     return out
 
@@ -88,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = compare(args.models, frames=args.frames, jitter_frames=args.jitter_frames,
                   real=args.real)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json(args.out, out, indent=1)}")
     return 0
 
 

@@ -82,6 +82,32 @@ def score(det, samples, op: float, ignore_border_fp: bool) -> dict:
             "precision": round(r.precision, 4), "recall": round(r.recall, 4)}
 
 
+def accuracy_and_jitter(det, sim: list, sim_jitter: list[np.ndarray], real: list | None,
+                        op: float) -> dict:
+    """AP on simulated frames (every object counted but the difficult), centre jitter on
+    simulated frames, and with *real* the same on real frames (border FP ignored, jitter
+    on frames 10-19), all at the threshold *op*."""
+    from benchmarks.bench_detector import measure_jitter
+
+    r: dict = {"sim": score(det, sim, op, False)}
+    det.score_threshold = op
+    r["sim_jitter"] = measure_jitter(det, sim_jitter)
+    if real is not None:
+        r["real"] = score(det, real, op, True)
+        det.score_threshold = op
+        r["real_jitter"] = measure_jitter(det, [s.image for s in real[10:]])
+    return r
+
+
+def summary_line(name: str, r: dict, t0: float) -> str:
+    """One progress line for a result of :func:`accuracy_and_jitter`."""
+    real = (f"; real AP50 {r['real']['ap50']:.4f} mAP {r['real']['map50_95']:.4f}, "
+            f"jitter {r['real_jitter']['centre_rms_px']}" if "real" in r else "")
+    return (f"{name}: sim AP50 {r['sim']['ap50']:.4f} mAP {r['sim']['map50_95']:.4f}, "
+            f"sim jitter {r['sim_jitter']['centre_rms_px']}{real}"
+            f"  ({time.monotonic() - t0:.0f} s)")
+
+
 def decode_ms(det, frames: list[np.ndarray], spec: dict, repeats: int = 30) -> list[float]:
     """p50 (ms) of decoding alone, per frame, at the card's threshold."""
     from inscope.detector.decode import decode_centernet
@@ -101,7 +127,6 @@ def decode_ms(det, frames: list[np.ndarray], spec: dict, repeats: int = 30) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench_detector import measure_jitter
     from inscope.detector.datasets import load_dataset, simulated_samples
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,22 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     for name, over in VARIANTS.items():
         det.card.decoding = {**base, **over}
-        r: dict = {"decoding": over, "sim": score(det, tune, op, False)}
-        det.score_threshold = op
-        r["sim_jitter"] = measure_jitter(det, sim_jit)
+        r: dict = {"decoding": over, **accuracy_and_jitter(det, tune, sim_jit, real, op)}
         r["decode_ms_p50"] = dict(zip(("512x512", "2048x2048"),
                                       decode_ms(det, timing, det.card.decoding),
                                       strict=True))
-        if real is not None:
-            r["real"] = score(det, real, op, True)
-            det.score_threshold = op
-            r["real_jitter"] = measure_jitter(det, [s.image for s in real[10:]])
         out["variants"][name] = r
-        print(f"{name}: sim AP50 {r['sim']['ap50']:.4f}, sim jitter "
-              f"{r['sim_jitter']['centre_rms_px']}"
-              + (f"; real AP50 {r['real']['ap50']:.4f} mAP {r['real']['map50_95']:.4f}, "
-                 f"jitter {r['real_jitter']['centre_rms_px']}" if real is not None else "")
-              + f"  ({time.monotonic() - t0:.0f} s)", flush=True)
+        print(summary_line(name, r, t0), flush=True)
     det.card.decoding = base
     det.close()
     v = out["variants"]
