@@ -12,10 +12,16 @@ tuning, choice or earlier comparison used, in one run:
   P / R at each model's threshold;
 * box-centre jitter (:func:`benchmarks.bench_detector.measure_jitter`) on *--jitter-frames*
   simulated 560² frames (default 12, seed 940000);
-* with ``--real STACK.npz``: the same on real frames, for the record only.
+* with ``--real STACK.npz``: the same on real frames, for the record only;
+* with ``--control``: find-and-image on the simulator with each model
+  (:func:`benchmarks.bench_control.bench_workflow`, a 400 µm region, seed 930 - not
+  bench_control's reported seed 1): interior cells imaged exactly once, and where. A
+  detector is for steering a microscope; a rule that judges detections alone can keep a
+  network that loses cells there (the model card's 2026-12-05 paragraph).
 
     python -m benchmarks.compare_models shipped=detector/models/inscope-nuclei.onnx
-        other=PATH.onnx [--real STACK.npz] [--out benchmarks/results/compare_models.json]
+        other=PATH.onnx [--real STACK.npz] [--control]
+        [--out benchmarks/results/compare_models.json]
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from benchmarks._common import write_json
 #: seeds of the comparison frames; keep them out of every other script's seeds
 ACCURACY_SEED = 930000
 JITTER_SEED = 940000
+#: the simulator's seed for --control (bench_control reports seed 1)
+CONTROL_SEED = 930
 
 
 def _named(arg: str) -> tuple[str, Path]:
@@ -41,8 +49,19 @@ def _named(arg: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def control_on_simulator(model: Path, region_um: float = 400.0) -> dict:
+    """Find-and-image on the simulator with *model*: the figures a rule can use."""
+    from benchmarks.bench_control import _detector, bench_workflow, sim_maker
+
+    r = bench_workflow(sim_maker(0.5), _detector(str(model)), CONTROL_SEED, 1.0, region_um)
+    keep = ("interior_true_cells", "recall_interior", "interior_imaged_exactly_once",
+            "true_cells_imaged_twice", "skip_reasons", "position_error_um")
+    return {k: r[k] for k in keep}
+
+
 def compare(models: list[tuple[str, Path]], *, frames: int = 64, jitter_frames: int = 12,
-            real: Path | None = None) -> dict:
+            real: Path | None = None, control: bool = False,
+            control_region_um: float = 400.0) -> dict:
     """Score every model on the same frames; returns the report (see the module doc)."""
     from benchmarks.decode_variants import accuracy_and_jitter, cached_detector, summary_line
     from inscope.detector.datasets import load_dataset, simulated_samples
@@ -63,8 +82,12 @@ def compare(models: list[tuple[str, Path]], *, frames: int = 64, jitter_frames: 
         r: dict = {"file": path.name, "threshold": op,
                    **accuracy_and_jitter(det, acc, jit, real_s, op)}
         det.close()
+        if control:
+            r["control_sim"] = control_on_simulator(path, control_region_um)
         out["models"][name] = r
-        print(summary_line(name, r, t0), flush=True)
+        once = r["control_sim"]["interior_imaged_exactly_once"] if control else None
+        print(summary_line(name, r, t0)
+              + (f"; find-and-image once {once}" if control else ""), flush=True)
     out["load_average_end"] = [round(v, 1) for v in os.getloadavg()]
     return out
 
@@ -75,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--jitter-frames", type=int, default=12)
     ap.add_argument("--real", type=Path, default=None, help="annotated npz stack")
+    ap.add_argument("--control", action="store_true",
+                    help="also find-and-image on the simulator with each model (~90 s each)")
+    ap.add_argument("--control-region", type=float, default=400.0, help="its region (µm)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compare_models.json"))
     args = ap.parse_args(argv)
     out = compare(args.models, frames=args.frames, jitter_frames=args.jitter_frames,
-                  real=args.real)
+                  real=args.real, control=args.control,
+                  control_region_um=args.control_region)
     print(f"wrote {write_json(args.out, out, indent=1)}")
     return 0
 

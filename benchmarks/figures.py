@@ -151,6 +151,10 @@ RECORDS: dict[str, str] = {
                                       "against the one shipped before it (with and without "
                                       "its measured centre shift), by the rule in the "
                                       "model card: kept",
+    "compare_models_control.json": "python -m benchmarks.compare_models previous=OLD.onnx "
+                                   "shipped=detector/models/inscope-nuclei.onnx --control: "
+                                   "find-and-image on the simulator (seed 930) with the "
+                                   "network before and after the flip fix (model card)",
     "detector_distilled_16x16.json": "python -m benchmarks.bench_detector --repeats 30 "
                                      "--threads 2 --no-yolo --no-reference --side-by-side "
                                      "distilled-16x16=STUDENT.onnx: its session.run beside "

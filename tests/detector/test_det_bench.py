@@ -68,13 +68,17 @@ def test_compare_models_scores_each_model_on_the_same_fresh_frames(tmp_path, cap
 
     out = tmp_path / "cmp.json"
     rc = compare_models.main([f"a={DEFAULT_MODEL}", f"b={DEFAULT_MODEL}", "--frames", "2",
-                              "--jitter-frames", "1", "--out", str(out)])
+                              "--jitter-frames", "1", "--control", "--control-region", "150",
+                              "--out", str(out)])
     assert rc == 0
     r = json.loads(out.read_text())
     a, b = r["models"]["a"], r["models"]["b"]
     assert a == b and 0.5 < a["sim"]["ap50"] <= 1.0
     assert a["sim_jitter"]["centre_rms_px"] < 1.0
     assert "seed 930000" in r["accuracy_frames"] and "seed 940000" in r["jitter_frames"]
+    ctl = a["control_sim"]  # find-and-image on the simulator, a 150 µm region here
+    assert ctl["interior_true_cells"] > 0 and 0.5 < ctl["interior_imaged_exactly_once"] <= 1
+    assert ctl["true_cells_imaged_twice"] == 0
     capsys.readouterr()
     for bad, says in (("no-equals.onnx", "give NAME=MODEL.onnx"),
                       ("x=/no/such/model.onnx", "no such model file")):
