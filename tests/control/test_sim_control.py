@@ -221,3 +221,4 @@ def test_moving_cell_keeps_its_id_while_the_stage_follows_it():
     true_xy = np.asarray(scope.specimen.position_of(1, scope.sim_time_s))
     assert np.hypot(p.x - true_xy[0], p.y - true_xy[1]) < 8.0  # still following it
     assert np.median(errs) < 5.0
+

@@ -546,3 +546,47 @@ def test_the_users_position_tolerance_is_used_not_two_pixels(tol, off, want):
     g = frame_at(f, StagePosition(12.0 + off, 9.0, f.position.z), index=1,
                  ready_ns=time.monotonic_ns())
     assert steer.step(g, boxes_at(g, [(12.0, 9.0)])).status == want
+
+
+def test_a_fast_cell_is_registered_where_its_track_says_not_where_it_was():
+    """The refiner searches for the target around the track's position in this frame,
+    not around its last fix: a cell that moves 30 px between frames (three times the
+    search window) stays registered, and registered where it truly is. Searching
+    around the last fix, it is lost to registration every frame and steering falls back
+    to the bare detection."""
+    import inscope.acquisition.simulated as sim
+    from inscope.acquisition.simulated.specimen import Cell, Specimen
+    from inscope.control.targets import TrackId
+    from inscope.control.tracking import Tracker
+    from inscope.detector import load_detector
+
+    guard = MoveGuard(limits=SoftLimits(x=(-1e4, 1e4), y=(-1e4, 1e4), z=(-100, 100)),
+                      dry_run=True)  # the stage stays put: the cell crosses the field
+    cfg = sim.SimConfig(seed=8, realtime=False, debris_per_mm2=0.0)
+    cells = [Cell(1, -90.0, 10.0, 7.0, 6.0, 0.3, 1.0, vx_um_s=200.0),
+             Cell(2, 40.0, 80.0, 6.0, 6.0, 0.0, 1.0),
+             Cell(3, -45.0, -70.0, 7.0, 5.0, 1.0, 1.1)]
+    scope = sim.SimulatedMicroscope(cfg, specimen=Specimen.from_cells(cells, cfg),
+                                    guard=guard)
+    det = load_detector(None, provider="cpu")  # the shipped model, on the simulator
+    # a tracker gate wide enough for the motion: the tracker, not the refiner, must know
+    # where the cell went
+    steer = Steerer(scope, tracker=Tracker(gate_um=30.0), lead_frames=0.0)
+    seen, errs = [], []
+    for i in range(8):
+        f = scope.snap()
+        d = det.detect(f)
+        tracks = steer.tracker.update(f, d)
+        if i == 0:
+            steer.select(TrackId(min(tracks, key=lambda t: t.center_um[0]).id))
+        act = steer.step(f, d, tracks)
+        seen.append(act.seen)
+        # where the cell was mid-exposure (it moves 2 µm while the frame is exposed)
+        t_mid = f.metadata["sim_time_s"] + f.metadata["exposure_ms"] / 2000
+        true_xy = np.asarray(scope.specimen.position_of(1, t_mid))
+        if act.target_um is not None:
+            errs.append(float(np.hypot(*(np.asarray(act.target_um) - true_xy))))
+        scope.advance(0.1)  # 20 µm (31 px) of motion between frames
+    assert seen[0] == "registered"  # acquired on the first frame
+    assert seen[1:] == ["registered"] * 7, seen
+    assert max(errs) < 1.5, errs
