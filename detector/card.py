@@ -48,9 +48,10 @@ class ModelCard:
         Format-specific: for centernet ``{"stride": 4, "heatmap": "heatmap", "size":
         "size", "offset": "offset" | None, "score_threshold": 0.3, "peak_kernel": 3,
         "max_detections": 500}``; for ultralytics ``{"score_threshold", "iou_threshold"}``.
-        CenterNet centres (input pixels, pixel i spanning [i, i+1)) are
-        ``(cell + offset) * stride`` with the standard offset in [0, 1), or the cell
-        centre ``(cell + 0.5) * stride`` without an offset head; "size" is the box
+        CenterNet centres (input pixels, pixel centres at integers, the convention of
+        the training boxes) are ``(cell + offset) * stride`` with the standard offset in
+        [0, 1), or the centre of the cell's pixels ``(cell + 0.5) * stride - 0.5``
+        without an offset head; "size" is the box
         width, height in input pixels (see :mod:`inscope.detector.decode`). Optional
         ``"activation": "sigmoid"`` when the heatmap output is logits;
         ``"offset_range": [lo, hi]`` the offset head's range (models trained on the 3 x 3
@@ -62,7 +63,10 @@ class ModelCard:
         ``"merge_iou"``: NMS at that IoU after decoding (a second peak on one nucleus);
         ``"calibration": {"method": "platt", "a", "b"}`` maps raw peak values
         to calibrated scores (the threshold is then in calibrated units; see
-        :mod:`inscope.detector.calibration`). ``"max_detections"`` caps the boxes per
+        :mod:`inscope.detector.calibration`); ``"centre_shift_px": [dx, dy]``, the
+        network's median centre error measured there, is taken off every box (a model
+        trained on boxes half a pixel off its images: another tool's pixel convention).
+        ``"max_detections"`` caps the boxes per
         frame (inscope models: 100,000, i.e. no practical cap).
     training, metrics, latency
         Free-form records of how the model was made and what it measured.
