@@ -101,7 +101,13 @@ class Frame:
 
     @property
     def center(self) -> tuple[float, float]:
-        """Pixel coordinate of the optical centre (the image centre), x then y."""
+        """Pixel coordinate of the optical centre, x then y: pixel ``(w / 2, h / 2)``.
+
+        Pixel centres are at integer coordinates, so this is the centre of the pixel just
+        right of and below the image's geometric middle (``((w - 1) / 2, (h - 1) / 2)``
+        for even sizes); the simulator and the slide backend put the stage position
+        there, and steering centres targets on it.
+        """
         h, w = self.pixels.shape
         return (w / 2.0, h / 2.0)
 
