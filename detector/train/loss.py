@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from inscope.detector.train.model import SIZE_SCALE
+from inscope.detector.train.model import SIZE_SCALE, offset_from_logit
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,
@@ -50,8 +50,7 @@ def centernet_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         n = wgt.sum().clamp(min=1.0)
         s_true = torch.log(batch["reg_size"].clamp(min=1.0) / SIZE_SCALE)
         l_size = (F.l1_loss(log_size, s_true, reduction="none") * wgt).sum() / (2 * n)
-        lo, hi = offset_range
-        o_pred = torch.sigmoid(off_logit) * (hi - lo) + lo
+        o_pred = offset_from_logit(off_logit, offset_range)
         l_off = (F.l1_loss(o_pred, batch["reg_offset"], reduction="none") * wgt).sum() / (2 * n)
         total = l_hm + size_weight * l_size + offset_weight * l_off
         return total, {"hm": float(l_hm.detach()), "size": float(l_size.detach()),
@@ -102,12 +101,8 @@ def distil_loss(student: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     wn = w.sum().clamp(min=1e-6)
     l_size = (F.l1_loss(s_size, t_size, reduction="none") * w).sum() / (2 * wn)
 
-    def _offset(logit: torch.Tensor, rng: tuple[float, float]) -> torch.Tensor:
-        lo, hi = rng
-        return torch.sigmoid(logit) * (hi - lo) + lo
-
-    l_off = (F.l1_loss(_offset(s_off, student_offset_range),
-                       _offset(t_off, teacher_offset_range), reduction="none")
+    l_off = (F.l1_loss(offset_from_logit(s_off, student_offset_range),
+                       offset_from_logit(t_off, teacher_offset_range), reduction="none")
              * w).sum() / (2 * wn)
     total = l_hm + l_size + l_off
     return total, {"kd_hm": float(l_hm.detach()), "kd_size": float(l_size.detach()),

@@ -33,6 +33,15 @@ SIZE_SCALE = 16.0  # size head predicts log(size / SIZE_SCALE)
 OFFSET_RANGE = (-1.25, 2.25)
 
 
+def offset_from_logit(off_logit: torch.Tensor,
+                      offset_range: tuple[float, float] = OFFSET_RANGE) -> torch.Tensor:
+    """Offset in output cells from an offset head's logits: a sigmoid spread over
+    *offset_range* (a (0, 1) range adds no nodes, so older models export as they did)."""
+    lo, hi = offset_range
+    o = torch.sigmoid(off_logit)
+    return o if (lo, hi) == (0.0, 1.0) else o * (hi - lo) + lo
+
+
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1,
             act: bool = True, padding: int | None = None) -> nn.Sequential:
     pad = k // 2 if padding is None else padding
@@ -143,9 +152,7 @@ class TinyCenterNet(nn.Module):
 
     def offset_from_logit(self, off_logit: torch.Tensor) -> torch.Tensor:
         """Offset in output cells from the offset head's logits (see OFFSET_RANGE)."""
-        lo, hi = self.offset_range
-        o = torch.sigmoid(off_logit)
-        return o if (lo, hi) == (0.0, 1.0) else o * (hi - lo) + lo
+        return offset_from_logit(off_logit, self.offset_range)
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
         if self.antialias:
