@@ -8,6 +8,7 @@ same across scripts, so two result files can be read side by side.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -86,3 +87,14 @@ def write_json(path: str | Path, report: Any, *, indent: int = 2,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=indent, default=default) + "\n")
     return path
+
+
+def named_model(arg: str) -> tuple[str, Path]:
+    """``NAME=MODEL.onnx`` on a command line -> ``(name, path)``, for argparse's
+    ``type=``: a missing ``=``, name or file is refused at parsing, naming the form."""
+    name, sep, path = arg.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{arg!r}: give NAME=MODEL.onnx")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no such model file (give NAME=MODEL.onnx)")
+    return name, Path(path)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import percentiles, write_json
+from benchmarks._common import named_model, percentiles, write_json
 
 
 def _pct(values) -> dict[str, float]:
@@ -424,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-yolo", dest="yolo", action="store_false",
                    help="leave out the session.run comparison with YOLO11n (random "
                    "weights; needs the optional 'yolo' extra, skipped without it)")
-    p.add_argument("--side-by-side", nargs="+", default=[], metavar="NAME=MODEL",
+    p.add_argument("--side-by-side", nargs="+", default=[], type=named_model,
+                   metavar="NAME=MODEL.onnx",
                    help="more ONNX models timed in the session.run blocks beside the "
                    "model (e.g. previous=old.onnx: a before/after in one run)")
     p.add_argument("--spinning", choices=("on", "off"), default="off",
@@ -490,12 +491,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # session.run alone, the shipped model against YOLO11n, alternating blocks
     side: dict = {}
-    others: dict[str, Path] = {}
-    for spec in args.side_by_side:
-        name, sep, path = spec.partition("=")
-        if not sep or not Path(path).is_file():
-            p.error(f"--side-by-side wants NAME=MODEL.onnx with an existing file; got {spec}")
-        others[name] = Path(path)
+    others: dict[str, Path] = dict(args.side_by_side)
     if args.yolo and model_keys:
         try:
             others["yolo11n"] = build_yolo11n(Path(tmp.name))

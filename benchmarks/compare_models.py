@@ -31,22 +31,13 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks._common import write_json
+from benchmarks._common import named_model, write_json
 
 #: seeds of the comparison frames; keep them out of every other script's seeds
 ACCURACY_SEED = 930000
 JITTER_SEED = 940000
 #: the simulator's seed for --control (bench_control reports seed 1)
 CONTROL_SEED = 930
-
-
-def _named(arg: str) -> tuple[str, Path]:
-    name, sep, path = arg.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"{arg!r}: give NAME=MODEL.onnx")
-    if not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"{path}: no such model file")
-    return name, Path(path)
 
 
 def control_on_simulator(model: Path, region_um: float = 400.0) -> dict:
@@ -94,7 +85,7 @@ def compare(models: list[tuple[str, Path]], *, frames: int = 64, jitter_frames: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", type=_named, metavar="NAME=MODEL.onnx")
+    ap.add_argument("models", nargs="+", type=named_model, metavar="NAME=MODEL.onnx")
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--jitter-frames", type=int, default=12)
     ap.add_argument("--real", type=Path, default=None, help="annotated npz stack")
