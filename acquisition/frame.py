@@ -21,6 +21,18 @@ from inscope.enums import Stamp
 STAMP_READY: str = Stamp.READY.value  # the frame's pixels are in host memory
 
 
+
+def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) boxes in a file's ``[k, k + 1)`` pixel coordinates -> the frame's (pixel
+    centres at integers): half a pixel less on every coordinate.
+
+    Files count pixel k as the interval [k, k + 1): npz, YOLO, VOC and COCO boxes, and a
+    label mask's slice (``start``, ``stop``) round an object. Frames, detections and the
+    control code put pixel k's centre at k. One conversion, used wherever boxes are read.
+    """
+    return np.asarray(boxes, np.float32).reshape(-1, 4) - np.float32(0.5)
+
+
 @dataclass(frozen=True, slots=True)
 class StagePosition:
     """Stage position in micrometres, with Micro-Manager's signs."""

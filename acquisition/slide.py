@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.errors import MicroscopeUnavailable
-from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
+from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition, from_file_boxes
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import (
     ndtiff_array,
@@ -449,6 +449,12 @@ class SlideTruth:
         return int(np.argmin(d))
 
 
+def _slice_box(rows: slice, cols: slice) -> list[float]:
+    """The box (frame pixels) of a label's slices, which count pixel k as [k, k + 1)."""
+    return [float(v) for v in from_file_boxes(
+        np.array([cols.start, rows.start, cols.stop, rows.stop]))[0]]
+
+
 class _Labels:
     """Per-plane boxes and centroids of instance labels, computed once."""
 
@@ -465,7 +471,7 @@ class _Labels:
         if labels is None:
             assert boxes is not None
             ids = np.arange(1, len(boxes) + 1)
-            b = boxes.astype(float) - np.array([0.5, 0.5, 0.5, 0.5])  # to half-pixel edges
+            b = from_file_boxes(boxes).astype(float)
             c = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)
             zc = np.full(len(ids), (nz_image - 1) / 2 * dz)
             self.planes = [(ids, b)]
@@ -480,8 +486,7 @@ class _Labels:
         bxs, zr = [], []
         for i in ids:
             sl = objs[i - 1]
-            bxs.append([sl[2].start - 0.5, sl[1].start - 0.5, sl[2].stop - 0.5,
-                        sl[1].stop - 0.5])
+            bxs.append(_slice_box(sl[1], sl[2]))
             zr.append([sl[0].start * dz, (sl[0].stop - 1) * dz] if self.is3d
                       else [np.nan, np.nan])
         zc = com[:, 0] * dz if self.is3d else np.full(len(ids), (nz_image - 1) / 2 * dz)
@@ -497,8 +502,7 @@ class _Labels:
                 if sl is None:
                     continue
                 pid.append(lab_id)
-                pb.append([sl[1].start - 0.5, sl[0].start - 0.5, sl[1].stop - 0.5,
-                           sl[0].stop - 0.5])
+                pb.append(_slice_box(sl[0], sl[1]))
             self.planes.append((np.asarray(pid, int), np.asarray(pb, float).reshape(-1, 4)))
 
     def at(self, plane: int) -> tuple[np.ndarray, np.ndarray]:

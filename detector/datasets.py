@@ -46,6 +46,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inscope.acquisition.frame import from_file_boxes
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 FORMATS = ("npz", "yolo", "voc", "coco")
 
@@ -121,12 +123,6 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"Image {path} has shape {img.shape}; expected one 2-D image "
                          "(a stack? save one file per frame or use an npz stack).")
     return img
-
-
-def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) boxes in a file's ``[k, k + 1)`` pixel coordinates -> the frame's (pixel
-    centres at integers): half a pixel less on every coordinate."""
-    return np.asarray(boxes, np.float32).reshape(-1, 4) - np.float32(0.5)
 
 
 # -- npz -------------------------------------------------------------------------------
