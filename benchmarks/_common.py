@@ -89,12 +89,20 @@ def write_json(path: str | Path, report: Any, *, indent: int = 2,
     return path
 
 
-def named_model(arg: str) -> tuple[str, Path]:
-    """``NAME=MODEL.onnx`` on a command line -> ``(name, path)``, for argparse's
-    ``type=``: a missing ``=``, name or file is refused at parsing, naming the form."""
-    name, sep, path = arg.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"{arg!r}: give NAME=MODEL.onnx")
-    if not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"{path}: no such model file (give NAME=MODEL.onnx)")
-    return name, Path(path)
+def named_file(form: str) -> Callable[[str], tuple[str, Path]]:
+    """An argparse ``type=`` for ``NAME=FILE`` arguments (*form*, e.g.
+    ``NAME=MODEL.onnx``): ``(name, path)``; a missing ``=``, name or file is refused at
+    parsing, naming the form."""
+    def parse(arg: str) -> tuple[str, Path]:
+        name, sep, path = arg.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"{arg!r}: give {form}")
+        if not Path(path).is_file():
+            raise argparse.ArgumentTypeError(f"{path}: no such file (give {form})")
+        return name, Path(path)
+
+    return parse
+
+
+#: ``NAME=MODEL.onnx`` (compare_models, bench_detector --side-by-side).
+named_model = named_file("NAME=MODEL.onnx")

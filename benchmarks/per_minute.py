@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import percentiles
+from benchmarks._common import named_file, percentiles
 
 
 def _stamps(path: str | Path) -> tuple[list[int], list[float]]:
@@ -63,15 +63,14 @@ def _minutes(ready: list[int], lat: list[float]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", metavar="NAME=DETECTIONS.jsonl",
+                    type=named_file("NAME=DETECTIONS.jsonl, e.g. "
+                                    "before=runs/demo/detections.jsonl"),
                     help="a label and the run's detections.jsonl")
     ap.add_argument("--out", help="JSON report path")
     ap.add_argument("--what", default="", help="what the runs were (saved in the report)")
     a = ap.parse_args(argv)
     rep: dict = {"what": a.what} if a.what else {}
-    for item in a.runs:
-        name, sep, path = item.partition("=")
-        if not sep:
-            ap.error(f"give NAME=PATH, e.g. before=runs/demo/detections.jsonl; got {item!r}")
+    for name, path in a.runs:
         ready, lat = _stamps(path)  # read once: a 10-minute run holds ~60,000 lines
         minutes = _minutes(ready, lat)
         whole = percentiles(lat, digits=2, count=True)

@@ -134,3 +134,12 @@ def test_per_minute_splits_a_run_by_the_minute_it_was_taken(tmp_path):
     got = per_minute(path)
     assert [m["frames_processed"] for m in got] == [60, 60, 30]
     assert [m["ready_to_published_ms"]["p50"] for m in got] == [5.0, 6.0, 20.0]
+    # the command line: NAME=DETECTIONS.jsonl, a report per name; a bad one is refused
+    from benchmarks.per_minute import main
+
+    assert main([f"long={path}", "--out", str(tmp_path / "r.json")]) == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["long"]["whole_run_ready_to_published_ms"]["n"] == 150
+    for bad in (str(path), f"x={tmp_path / 'missing.jsonl'}"):
+        with pytest.raises(SystemExit):
+            main([bad])

@@ -81,7 +81,7 @@ def test_compare_models_scores_each_model_on_the_same_fresh_frames(tmp_path, cap
     assert ctl["true_cells_imaged_twice"] == 0
     capsys.readouterr()
     for bad, says in (("no-equals.onnx", "give NAME=MODEL.onnx"),
-                      ("x=/no/such/model.onnx", "no such model file")):
+                      ("x=/no/such/model.onnx", "no such file (give NAME=MODEL.onnx)")):
         with pytest.raises(SystemExit):
             compare_models.main([bad])
         assert says in capsys.readouterr().err
