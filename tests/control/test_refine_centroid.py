@@ -550,9 +550,10 @@ def test_a_packed_nucleus_centroid_does_not_flip_with_the_camera_noise(tmp_path)
     """bench_control's confocal-like stack (seed 1), nucleus 91, from where its 1.64 µm
     centring trial started: its soft mask takes in its touching neighbour's near half on
     some camera-noise draws and not on others (6-7 px apart), and the refiner kept
-    whichever the first frame gave. The steady centroid (median over a few smoothing
-    scales) stays on the nucleus on every draw; for the other nuclei in view the two
-    agree to a tenth of a pixel in the median."""
+    whichever the first frame gave. The steady centroid (the median over a few
+    smoothing scales where the plain one strays from it) stays on the nucleus on every
+    draw; for the other nuclei in view the two agree to a tenth of a pixel in the
+    median."""
     from benchmarks.confocal_stack import write_confocal_slide
     from inscope.acquisition.factory import open_microscope
     from inscope.control.refine import TargetRefiner, steady_centroid
