@@ -69,6 +69,9 @@ METRICS = {"normvar": _normvar, "laplacian": _laplacian, "brenner": _brenner,
 #: one pass over the frame instead of a crop per nucleus); with fewer, crop by crop is
 #: cheaper.
 BRENNER_INTEGRAL_BOXES = 12
+#: A sweep whose sharpest image is at most this many times as sharp as its least sharp
+#: one is flat: no peak in it (autofocus widens it, or reports it flat).
+FLAT_SWEEP = 1.05
 _BUFFERS = threading.local()
 
 
@@ -366,7 +369,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
                            metric, used, ok, msg, tuple(dict.fromkeys(issues)))
 
     s = scores(boxes) if imgs else np.zeros(0)
-    if widen_flat > 0 and len(s) >= 3 and float(s.max()) <= 1.05 * float(s.min()):
+    if widen_flat > 0 and len(s) >= 3 and float(s.max()) <= FLAT_SWEEP * float(s.min()):
         top = float(s.max())
         for z in (z0 - widen_flat * search_um, z0 + widen_flat * search_um):
             if len(imgs) < max_images and _within(zlim, z):
@@ -464,7 +467,7 @@ def autofocus(scope: Microscope, detector: Detector | None = None, search_um: fl
         msg = (msg + "; " if msg else "") + (
             f"no peak inside the sweep ({min(zs):.2f}-{max(zs):.2f} µm): the sharpest "
             "image is at its end, so the focus may lie beyond it")
-    if float(np.max(s)) <= 1.05 * float(np.min(s)):
+    if float(np.max(s)) <= FLAT_SWEEP * float(np.min(s)):
         ok = False
         issues.append(AutofocusIssue.FLAT)
         msg = (msg + "; " if msg else "") + ("no sharpness peak (featureless field?): "

@@ -30,6 +30,7 @@ from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import Frame
 from inscope.acquisition.microscope import Microscope
 from inscope.control.focus import (
+    FLAT_SWEEP,
     FocusResult,
     _safe_move_z,
     _sim_time,
@@ -836,6 +837,21 @@ class FindAndImage:
         unseen = 0
         moves = 0
         last_seen: _Centred | None = None
+
+        def to_scan_plane() -> bool:
+            """Once, move to the plane the scan saw the cell in, when the focus is
+            elsewhere; whether it moved. The last cell's focus may lie microns away, and
+            in an optical section (confocal, a slide of a z-stack) a nucleus out of the
+            plane is not there to detect (the confocal benchmark gave such a cell up as
+            lost), or, at the edge of its z extent, flickers in and out after it was
+            seen (a cell of the HeLa 3-D slide whose bottom lay at the last focus)."""
+            nonlocal back_to_z
+            if (back_to_z is None or abs(self.scope.position().z - back_to_z) <= 1e-6
+                    or not _safe_move_z(self.scope, back_to_z)):
+                return False
+            back_to_z = None
+            return True
+
         # (frames for the moves, for the cell to be lost, and for one more look in the
         # scan's plane)
         for _ in range(self.centre_iters + 2 * (self.lost_after + 1) + 1):
@@ -850,14 +866,8 @@ class FindAndImage:
                            default=None)
                 if best is None or np.hypot(*(best.center_um - expect)) > gate:
                     unseen += 1
-                    if (unseen > self.lost_after and back_to_z is not None
-                            and abs(self.scope.position().z - back_to_z) > 1e-6
-                            and _safe_move_z(self.scope, back_to_z)):
-                        # The last cell's focus may lie microns away, and in an optical
-                        # section (confocal, a slide of a z-stack) a nucleus out of the
-                        # plane is not there to detect (the confocal benchmark gave such
-                        # a cell up as lost): look again where the scan saw it.
-                        back_to_z, unseen = None, 0
+                    if unseen > self.lost_after and to_scan_plane():
+                        unseen = 0
                         continue
                     if unseen > self.lost_after:
                         return (f"not detected within {gate:.1f} µm of where the scan saw "
@@ -877,14 +887,8 @@ class FindAndImage:
             if act.status in (NOT_SEEN, NO_TARGET) or (
                     act.status == MOVED and act.seen == "predicted"):
                 unseen += 1
-                if (unseen > self.lost_after and back_to_z is not None
-                        and abs(self.scope.position().z - back_to_z) > 1e-6
-                        and _safe_move_z(self.scope, back_to_z)):
-                    # Seen, then lost, in a plane at the edge of its z extent (the last
-                    # cell's focus: on the HeLa 3-D slide a cell whose bottom lay there
-                    # flickered in and out and was given up): look again in the plane
-                    # the scan saw it in.
-                    back_to_z, unseen = None, 0
+                if unseen > self.lost_after and to_scan_plane():
+                    unseen = 0
                     continue
                 if unseen > self.lost_after:
                     return (f"lost while centring: neither detected (also at half the "
@@ -952,7 +956,8 @@ class FindAndImage:
         # prediction; the wide planes' end, read as a plateau below, took a thin HeLa
         # cell 5 µm off its focus (2-D slide, fov 512) and the surface with it
         coarse = vals[:3]
-        flat_near = (len(vals) > 3 and float(coarse.max()) <= 1.05 * float(coarse.min()))
+        flat_near = (len(vals) > 3
+                     and float(coarse.max()) <= FLAT_SWEEP * float(coarse.min()))
         if judged and edge_or_flat.intersection(got.issues) and (
                 flat_near or float(vals.max()) < WEAK_PEAK * float(vals.min())):
             # No focus signal of its own (a dim or smooth nucleus: its sharpness varies by
