@@ -72,6 +72,9 @@ BRENNER_INTEGRAL_BOXES = 12
 #: A sweep whose sharpest image is at most this many times as sharp as its least sharp
 #: one is flat: no peak in it (autofocus widens it, or reports it flat).
 FLAT_SWEEP = 1.05
+#: A FocusLock on a widened dither converges only where this many of its cycles' centres
+#: lie within half the dither of the plane it ends on (see ``FocusLock._balance``).
+WIDE_CENTRES = 2
 _BUFFERS = threading.local()
 
 
@@ -737,6 +740,7 @@ class FocusLock:
         self._d_cap = self.max_dither_um
         self._crops: np.ndarray | None = None  # boxes every frame of a cycle is scored on
         self._seen: list[tuple[float, float, float]] = []  # (z_c, imbalance, dither)
+        self._balanced = 0  # centres near the last wide-dither step's plane
         self._shoulders = 0
         # the cold start's sweep: planes still to image, and (z, log-sharpness) taken
         self._plan: list[float] = []
@@ -930,16 +934,33 @@ class FocusLock:
         A parabola through a flat top with steep flanks overshoots, so the vertex would
         bounce from flank to flank. Once two centres have seen opposite imbalances
         ``g = s(z + d) - s(z - d)`` the step interpolates between them (false position),
-        which stays inside that bracket and closes it.
+        which stays inside that bracket and closes it; with three or more centres near
+        that root, to the root of the least-squares line through them, still inside the
+        bracket (a dip between cells at two heights folds the imbalance back beyond it).
+        Each imbalance is the difference of two noisy measurements, and on a wide flat
+        top its slope is small: on a 7 µm plateau of the HeLa 3-D slide one noisy cycle
+        moved the plane a lock ended on by +-0.16 µm, so that plane depended on where the
+        lock started. :attr:`_balanced` counts the centres at this dither within ``d / 2``
+        of the plane stepped to: the lock converges on a wide dither only where two or
+        more cycles agree (:data:`WIDE_CENTRES`).
         """
         prev = [(z, gg) for z, gg, dd in self._seen if dd == self._d]
         self._seen.append((zc, g, self._d))
+        pts = [*prev, (zc, g)]
         other = [(z, gg) for z, gg in prev if gg * g < 0]
-        if not other:
-            return offset
-        z2, g2 = min(other, key=lambda t: abs(t[0] - zc))
-        root = zc - g * (z2 - zc) / (g2 - g)
-        return float(np.clip(root, min(zc, z2), max(zc, z2)) - zc)
+        if other:
+            z2, g2 = min(other, key=lambda t: abs(t[0] - zc))
+            root = zc - g * (z2 - zc) / (g2 - g)
+            near = [(z, gg) for z, gg in pts if abs(z - root) <= self._d / 2]
+            zs = np.array([z for z, _ in near])
+            if len(near) >= 3 and float(np.ptp(zs)) > 0:
+                slope, icpt = np.polyfit(zs, np.array([gg for _, gg in near]), 1)
+                if slope < 0:  # (g = s(z + d) - s(z - d) falls through a top's middle)
+                    root = -icpt / slope
+            offset = float(np.clip(root, min(zc, z2), max(zc, z2)) - zc)
+        new = zc + offset
+        self._balanced = sum(abs(z - new) <= self._d / 2 for z, _ in pts)
+        return offset
 
     def _zc(self) -> float:
         return math.nan if self.z_center is None else self.z_center
@@ -1017,7 +1038,8 @@ class FocusLock:
                 bracketed = any(g * (sp - sm) < 0 for _, g, dd in self._seen if dd == d)
                 offset = self._balance(zc, sp - sm, 0.0)
                 if bracketed:  # between two centres whose flanks tipped either way
-                    converged = abs(offset) <= self.dither_um / 2
+                    converged = (abs(offset) <= self.dither_um / 2
+                                 and self._balanced >= WIDE_CENTRES)
                     self._fails = 0
                 elif self._swept_middle is not None \
                         and abs(zc - self._swept_middle) <= self.dither_um / 2:
@@ -1034,10 +1056,12 @@ class FocusLock:
                 offset = d * (sp - sm) / (2 * -denom)  # vertex of the parabola
                 if abs(offset) > 2 * d:  # beyond the samples: a step of 2 d, not a fit
                     offset = math.copysign(min(2 * d, self.max_step_um), offset)
-                if d > self.dither_um:
+                wide = d > self.dither_um
+                if wide:
                     offset = self._balance(zc, sp - sm, offset)
                 # converged: the vertex is within half the base dither (a wide dither's
-                # vertex is not trusted to d / 2 of several µm)
+                # vertex is not trusted to d / 2 of several µm, nor one cycle's balance
+                # point: see _balance)
                 converged = abs(offset) <= self.dither_um / 2
                 near, far = sorted((abs(sp - s0), abs(sm - s0)))
                 if converged and near < self.flat_drop / 2 and far >= self.flat_drop \
@@ -1053,12 +1077,15 @@ class FocusLock:
                         self._d = min(2.0 * d, self._d_cap)
                 else:
                     self._shoulders = 0
+                    if converged and wide and self._balanced < WIDE_CENTRES:
+                        converged = False  # one more cycle there first, see _balance
                 self._fails = 0
             elif sp != sm:  # flat or convex: far from focus, go towards the sharper side
                 offset = math.copysign(self.max_step_um, sp - sm)
                 if d > self.dither_um:  # (a dip between cells at two heights: balance)
                     offset = self._balance(zc, sp - sm, offset)
-                    converged = abs(offset) <= self.dither_um / 2
+                    converged = (abs(offset) <= self.dither_um / 2
+                                 and self._balanced >= WIDE_CENTRES)
                 self._fails = 0
             else:
                 self._fails += 1

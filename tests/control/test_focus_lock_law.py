@@ -235,6 +235,30 @@ def test_a_dip_between_two_heights_is_balanced_not_stepped_over(start):
     assert lock.locked and lock.z_center == pytest.approx(1.0, abs=0.3), lock.z_center
 
 
+def test_a_wide_dithers_balance_point_is_fitted_through_the_centres_near_it():
+    # three cycles on a widened dither saw the imbalance g = s(z + d) - s(z - d) at
+    # -0.5, +0.3 and 0 µm. Each g is the difference of two noisy measurements: the
+    # plane is the root of the least-squares line through all three, not the two
+    # nearest opposite ones' interpolation (0.043 µm), and stays inside their bracket
+    lock = _lock(_scope())
+    lock._d = 2.0
+    assert lock._balance(-0.5, 0.10, 0.7) == 0.7  # no bracket yet: the step given
+    assert lock._balanced == 1
+    assert lock._balance(0.3, -0.06, 0.0) == pytest.approx(-0.3)  # false position
+    slope, icpt = np.polyfit([-0.5, 0.3, 0.0], [0.10, -0.06, 0.01], 1)
+    assert lock._balance(0.0, 0.01, 0.0) == pytest.approx(-icpt / slope, abs=1e-9)
+    assert -icpt / slope == pytest.approx(0.0177, abs=1e-3) and lock._balanced == 3
+    # a line whose root lies outside the bracket (a centre low on the far side, as a
+    # dip between two layers makes it): the step ends at the bracket's end, 0.2 µm
+    lock = _lock(_scope())
+    lock._d = 2.0
+    lock._balance(-0.5, 0.02, 0.0)
+    lock._balance(0.2, -0.01, 0.0)
+    slope, icpt = np.polyfit([-0.5, 0.2, 0.0], [0.02, -0.01, 0.05], 1)
+    assert slope < 0 and -icpt / slope > 0.7
+    assert lock._balance(0.0, 0.05, 0.0) == pytest.approx(0.2)
+
+
 def test_a_flat_top_wider_than_the_widest_dither_locks_between_its_tipped_sides():
     # flat over 1 +/- 5 µm, the widest dither 4 µm: near the middle both dithered planes
     # are on the top (flat even at 4 µm). Having seen the top tip one way from one side
@@ -462,11 +486,12 @@ def test_acquiring_is_not_cut_short_by_max_cycles():
     scope = _scope()
     lens = Lens(scope, parabola(5.0, k=0.2))
     lock = _lock(scope, max_cycles=3)
-    acts = _steps(lock, lens, 21)
+    acts = _steps(lock, lens, 24)
     ends = [a.status for a in acts[2::3]]
     # four steps of 2 d, the vertex, then a dither twice as wide (at 5 µm a curvature of
-    # 0.2 / µm² drops 0.05 over d: a flat top) whose vertex converges
-    assert ends == ["acquiring"] * 6 + ["locked"]
+    # 0.2 / µm² drops 0.05 over d: a flat top) whose vertex converges once a second
+    # cycle at it agrees (a wide dither's vertex alone is not trusted)
+    assert ends == ["acquiring"] * 7 + ["locked"]
     assert lock.z_center == pytest.approx(5.0, abs=1e-4)
 
 
