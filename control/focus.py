@@ -72,8 +72,9 @@ BRENNER_INTEGRAL_BOXES = 12
 #: A sweep whose sharpest image is at most this many times as sharp as its least sharp
 #: one is flat: no peak in it (autofocus widens it, or reports it flat).
 FLAT_SWEEP = 1.05
-#: A FocusLock on a widened dither converges only where this many of its cycles' centres
-#: lie within half the dither of the plane it ends on (see ``FocusLock._balance``).
+#: A FocusLock whose widened dither finds a peak converges only where this many of its
+#: cycles' centres lie within half the dither of the plane it ends on (see
+#: ``FocusLock._balance``; a balance between tipped sides rests on two already).
 WIDE_CENTRES = 2
 _BUFFERS = threading.local()
 
@@ -941,8 +942,8 @@ class FocusLock:
         top its slope is small: on a 7 µm plateau of the HeLa 3-D slide one noisy cycle
         moved the plane a lock ended on by +-0.16 µm, so that plane depended on where the
         lock started. :attr:`_balanced` counts the centres at this dither within ``d / 2``
-        of the plane stepped to: the lock converges on a wide dither only where two or
-        more cycles agree (:data:`WIDE_CENTRES`).
+        of the plane stepped to: a peak's vertex on a wide dither converges only where two
+        or more cycles agree (:data:`WIDE_CENTRES`); a bracket holds two already.
         """
         prev = [(z, gg) for z, gg, dd in self._seen if dd == self._d]
         self._seen.append((zc, g, self._d))
@@ -1038,8 +1039,7 @@ class FocusLock:
                 bracketed = any(g * (sp - sm) < 0 for _, g, dd in self._seen if dd == d)
                 offset = self._balance(zc, sp - sm, 0.0)
                 if bracketed:  # between two centres whose flanks tipped either way
-                    converged = (abs(offset) <= self.dither_um / 2
-                                 and self._balanced >= WIDE_CENTRES)
+                    converged = abs(offset) <= self.dither_um / 2
                     self._fails = 0
                 elif self._swept_middle is not None \
                         and abs(zc - self._swept_middle) <= self.dither_um / 2:
@@ -1084,8 +1084,7 @@ class FocusLock:
                 offset = math.copysign(self.max_step_um, sp - sm)
                 if d > self.dither_um:  # (a dip between cells at two heights: balance)
                     offset = self._balance(zc, sp - sm, offset)
-                    converged = (abs(offset) <= self.dither_um / 2
-                                 and self._balanced >= WIDE_CENTRES)
+                    converged = abs(offset) <= self.dither_um / 2
                 self._fails = 0
             else:
                 self._fails += 1

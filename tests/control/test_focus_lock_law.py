@@ -231,8 +231,10 @@ def test_a_dip_between_two_heights_is_balanced_not_stepped_over(start):
     scope.move_z(start)
     lens = Lens(scope, lambda z: _flat_top(z, dip=0.3, half=4.0))
     lock = _lock(scope)
-    _steps(lock, lens, 120)
+    acts = _steps(lock, lens, 120)
     assert lock.locked and lock.z_center == pytest.approx(1.0, abs=0.3), lock.z_center
+    # on the sixth cycle, three centres on the widest dither within half of it
+    assert [a.status for a in acts].index("locked") == 23 and lock._balanced == 3
 
 
 def test_a_wide_dithers_balance_point_is_fitted_through_the_centres_near_it():
@@ -259,6 +261,44 @@ def test_a_wide_dithers_balance_point_is_fitted_through_the_centres_near_it():
     assert lock._balance(0.0, 0.05, 0.0) == pytest.approx(0.2)
 
 
+def test_a_wide_dithers_step_bracket_and_agreement_count():
+    # d = 2 µm: centres within 1 µm of the plane stepped to agree with it
+    lock = _lock(_scope())
+    lock._d = 2.0
+    assert lock._balance(-0.75, 0.08, 0.0) == 0.0 and lock._balanced == 1
+    # still no opposite imbalance: the step given (to 0.75), which -0.25 agrees with
+    # (1.0 µm away: at the limit) and -0.75 does not
+    assert lock._balance(-0.25, 0.05, 1.0) == 1.0 and lock._balanced == 1
+    # opposite at 1.5: false position with the nearer opposite centre (-0.25, not
+    # -0.75): root 1/3; the others are more than 1 µm from it, so no line is fitted
+    assert lock._balance(1.5, -0.10, 0.0) == pytest.approx(1 / 3 - 1.5)
+    assert lock._balanced == 1
+    # a fitted root below the bracket [-0.2, 0] is held at its lower end
+    lock = _lock(_scope())
+    lock._d = 2.0
+    lock._balance(0.5, -0.02, 0.0)
+    lock._balance(-0.2, 0.01, 0.0)
+    slope, icpt = np.polyfit([0.5, -0.2, 0.0], [-0.02, 0.01, -0.05], 1)
+    assert slope < 0 and -icpt / slope < -0.7
+    assert lock._balance(0.0, -0.05, 0.0) == pytest.approx(-0.2)
+    assert lock._balanced == 3
+    # three centres within 1 µm of the false position (4/3 µm): the fitted root
+    lock = _lock(_scope())
+    lock._d = 2.0
+    lock._balance(1.0, 0.05, 0.0)
+    lock._balance(2.0, -0.05, 0.0)
+    slope, icpt = np.polyfit([1.0, 2.0, 1.2], [0.05, -0.05, 0.01], 1)
+    assert lock._balance(1.2, 0.01, 0.0) == pytest.approx(-icpt / slope - 1.2)
+    assert -icpt / slope == pytest.approx(1.436, abs=1e-3) and lock._balanced == 3
+    # a line that rises (a centre folded low on one side, as between two layers) is not
+    # a balance: the false position, 0.2 µm
+    lock = _lock(_scope())
+    lock._d = 2.0
+    lock._balance(-0.3, -0.2, 0.0)
+    lock._balance(0.3, -0.01, 0.0)
+    assert lock._balance(0.1, 0.01, 0.0) == pytest.approx(0.1)
+
+
 def test_a_flat_top_wider_than_the_widest_dither_locks_between_its_tipped_sides():
     # flat over 1 +/- 5 µm, the widest dither 4 µm: near the middle both dithered planes
     # are on the top (flat even at 4 µm). Having seen the top tip one way from one side
@@ -270,6 +310,9 @@ def test_a_flat_top_wider_than_the_widest_dither_locks_between_its_tipped_sides(
     acts = _steps(lock, lens, 120)
     assert lock.locked and "lost" not in [a.status for a in acts]
     assert abs(lock.z_center - 1.0) <= 1.5, lock.z_center
+    # locked on the third cycle, the second on the widest dither: both centres lie
+    # within half that dither of the plane, so they agree (WIDE_CENTRES)
+    assert [a.status for a in acts].index("locked") == 17 and lock._balanced == 2
 
 
 def test_samples_frames_are_averaged_per_point():
