@@ -171,6 +171,21 @@ _EQ_REF = ("equivalent: a lock that has just converged has no reference yet, and
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     # control/focus.py
     "xǁFocusLockǁ_hold__mutmut_23": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
+    "xǁFocusLockǁ_balance__mutmut_27": (
+        "abs(z - root) < self._d / 2", "boundary at exact equality of measured floats: "
+        "equivalent in practice (a centre exactly half a dither from a computed root)"),
+    "xǁFocusLockǁ_balance__mutmut_48": (
+        "if slope <= 0:", "boundary at exact equality of measured floats: equivalent in "
+        "practice (a fitted slope of exactly 0)"),
+    "xǁFocusLockǁreset__mutmut_32": (
+        "self._balanced = None", "equivalent: _balanced is read only after _balance has "
+        "set it in the same cycle"),
+    "xǁFocusLockǁreset__mutmut_33": (
+        "self._balanced = 1", "equivalent: _balanced is read only after _balance has set "
+        "it in the same cycle"),
+    "xǁFocusLockǁ_cycle__mutmut_228": (
+        "converged = None  # one more cycle", "equivalent: converged is only tested for "
+        "truth, and None is as false as False"),
     "xǁFocusLockǁ_cycle__mutmut_17": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
     "xǁFocusLockǁ_hold__mutmut_34": (
         "self._acc = None", "equivalent: while locked with a reference the list is not "
