@@ -209,6 +209,8 @@ class CellRecord:
     focus_images: int = 0
     #: the plane the scan saw the cell in (not a column of cells.csv)
     scan_z_um: float = math.nan
+    #: the stage (x, y) of the scan's frame that showed the cell (not a column either)
+    scan_view_um: tuple[float, float] | None = None
 
     def row(self) -> dict[str, Any]:
         def num(v: float) -> str:
@@ -399,6 +401,7 @@ class _Candidate:
     field_index: int
     box: np.ndarray
     z_um: float = math.nan  # the plane the scan saw it in
+    view_xy: tuple[float, float] | None = None  # the stage (x, y) of the scan's frame
 
 
 @dataclass
@@ -678,7 +681,9 @@ class FindAndImage:
             det = self._detect(frame)
             if not len(det):
                 continue
-            scan_z = frame.position.z if frame.position is not None else math.nan
+            pos = frame.position
+            scan_z = pos.z if pos is not None else math.nan
+            view = (pos.x, pos.y) if pos is not None else None
             h, w = frame.shape
             scale = frame.scale_um
             centers = frame.pixel_to_stage(det.centers)
@@ -689,7 +694,7 @@ class FindAndImage:
                                or b[3] >= h - edge)
                 size = np.array([b[2] - b[0], b[3] - b[1]], float) * scale
                 cands.append(_Candidate(centers[k], size, float(det.scores[k]), partial, i,
-                                        b.astype(float), scan_z))
+                                        b.astype(float), scan_z, view))
         self.summary.scan_wall_s = time.perf_counter() - t0
         sim = _sim_time(self.scope)
         self.summary.scan_sim_s = None if math.isnan(sim) else sim - sim0
@@ -737,7 +742,7 @@ class FindAndImage:
                                   box=_box4(c.box),
                                   size_um=(float(c.size_um[0]), float(c.size_um[1])),
                                   score=c.score, partial=c.partial, field_index=c.field_index,
-                                  scan_z_um=c.z_um))
+                                  scan_z_um=c.z_um, scan_view_um=c.view_xy))
         return out
 
     def _visit_all(self, cells: list[CellRecord]) -> None:
@@ -826,8 +831,12 @@ class FindAndImage:
         """Move to the cell and centre it. A :class:`_Centred` (the last frame, the
         cell's box there, its measured position), or the reason it was not."""
         self.scope.move_xy(rec.x_um, rec.y_um)
-        # the plane the scan saw it in, to go back to if it is not seen in this one
+        # the plane the scan saw it in, to go back to if it is not seen in this one,
+        # and then the scan's view of it: not of a box the field's edge cut, whose whole
+        # object the centre has shown (a speck of debris of the simulator, boxed at 0.93
+        # as a sliver at the edge, not at the centre)
         back_to_z = None if math.isnan(rec.scan_z_um) else rec.scan_z_um
+        view = None if rec.partial else rec.scan_view_um
         gate = max(rec.size_um) if rec.partial else 0.5 * max(rec.size_um)
         gate = max(gate, 1.0)
         tracker = Tracker(gate_um=gate, max_missed=self.lost_after + 1, velocity=False)
@@ -852,9 +861,37 @@ class FindAndImage:
             back_to_z = None
             return True
 
+        def to_scan_view() -> bool:
+            """Once, when the plane did not help (or was this one), show the detector
+            the cell where it found it: the stage at the scan's frame, in the scan's
+            plane; whether it moved. What a detector finds depends on where in the
+            field a cell lies: of two touching daughter nuclei of the simulator (seed
+            1), the one the scan boxed at 0.99 was found at some places in the field
+            and not at its centre, at any threshold (given up as lost). Centring then
+            steers it to the centre, where it is followed by registration."""
+            nonlocal view, chosen
+            if view is None:
+                return False
+            p, (vx, vy) = self.scope.position(), view
+            view = None
+            if math.hypot(p.x - vx, p.y - vy) <= gate:  # the cell was near the centre
+                return False
+            try:
+                self.scope.move_xy(vx, vy)
+            except MoveRefused:
+                return False
+            if not math.isnan(rec.scan_z_um):
+                _safe_move_z(self.scope, rec.scan_z_um)
+            steer.reset()  # (a move the steerer did not make) and choose the cell anew
+            chosen = False
+            return True
+
+        def look_again() -> bool:
+            return to_scan_plane() or to_scan_view()
+
         # (frames for the moves, for the cell to be lost, and for one more look in the
-        # scan's plane)
-        for _ in range(self.centre_iters + 2 * (self.lost_after + 1) + 1):
+        # scan's plane and one in its view)
+        for _ in range(self.centre_iters + 3 * (self.lost_after + 1) + 1):
             frame = self._snap()
             det, lowered = self._detect_near(frame, expect, gate)
             self.reacquired += lowered
@@ -866,7 +903,7 @@ class FindAndImage:
                            default=None)
                 if best is None or np.hypot(*(best.center_um - expect)) > gate:
                     unseen += 1
-                    if unseen > self.lost_after and to_scan_plane():
+                    if unseen > self.lost_after and look_again():
                         unseen = 0
                         continue
                     if unseen > self.lost_after:
@@ -887,7 +924,7 @@ class FindAndImage:
             if act.status in (NOT_SEEN, NO_TARGET) or (
                     act.status == MOVED and act.seen == "predicted"):
                 unseen += 1
-                if unseen > self.lost_after and to_scan_plane():
+                if unseen > self.lost_after and look_again():
                     unseen = 0
                     continue
                 if unseen > self.lost_after:
