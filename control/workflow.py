@@ -209,7 +209,8 @@ class CellRecord:
     focus_images: int = 0
     #: the plane the scan saw the cell in (not a column of cells.csv)
     scan_z_um: float = math.nan
-    #: the stage (x, y) of the scan's frame that showed the cell (not a column either)
+    #: the stage (x, y) of the scan's frame that showed the cell, None when its box
+    #: there was near the field's edge (not a column either)
     scan_view_um: tuple[float, float] | None = None
 
     def row(self) -> dict[str, Any]:
@@ -401,7 +402,8 @@ class _Candidate:
     field_index: int
     box: np.ndarray
     z_um: float = math.nan  # the plane the scan saw it in
-    view_xy: tuple[float, float] | None = None  # the stage (x, y) of the scan's frame
+    # the stage (x, y) of the scan's frame, for a box clear of its edge (else None)
+    view_xy: tuple[float, float] | None = None
 
 
 @dataclass
@@ -693,8 +695,15 @@ class FindAndImage:
                 partial = bool(b[0] <= edge or b[1] <= edge or b[2] >= w - edge
                                or b[3] >= h - edge)
                 size = np.array([b[2] - b[0], b[3] - b[1]], float) * scale
+                # the view is kept to show the detector again (see _centre) only where
+                # the box lies clear of the field's edge by half its size: a box at the
+                # edge may hold part of an object, or a sliver of blur the detector
+                # boxes there and not whole (a speck of debris of the simulator, 0.93)
+                half = 0.5 * float(max(b[2] - b[0], b[3] - b[1]))
+                clear = bool(b[0] > half and b[1] > half and b[2] < w - 1 - half
+                             and b[3] < h - 1 - half)
                 cands.append(_Candidate(centers[k], size, float(det.scores[k]), partial, i,
-                                        b.astype(float), scan_z, view))
+                                        b.astype(float), scan_z, view if clear else None))
         self.summary.scan_wall_s = time.perf_counter() - t0
         sim = _sim_time(self.scope)
         self.summary.scan_sim_s = None if math.isnan(sim) else sim - sim0
@@ -832,11 +841,10 @@ class FindAndImage:
         cell's box there, its measured position), or the reason it was not."""
         self.scope.move_xy(rec.x_um, rec.y_um)
         # the plane the scan saw it in, to go back to if it is not seen in this one,
-        # and then the scan's view of it: not of a box the field's edge cut, whose whole
-        # object the centre has shown (a speck of debris of the simulator, boxed at 0.93
-        # as a sliver at the edge, not at the centre)
+        # and then the scan's view of it (kept by the scan only for a box clear of the
+        # field's edge)
         back_to_z = None if math.isnan(rec.scan_z_um) else rec.scan_z_um
-        view = None if rec.partial else rec.scan_view_um
+        view = rec.scan_view_um
         gate = max(rec.size_um) if rec.partial else 0.5 * max(rec.size_um)
         gate = max(gate, 1.0)
         tracker = Tracker(gate_um=gate, max_missed=self.lost_after + 1, velocity=False)
