@@ -52,6 +52,18 @@ def _slide(path, **kw):
     return open_microscope("slide", path=str(path), **opts)
 
 
+def _layer(tmp_path, planes: int = 1, fov: int = 128):
+    """A slide of one layer of 8 well-separated nuclei (the same image in every plane:
+    0.65 µm pixels, 0.5 µm planes), its camera *fov* pixels."""
+    from conftest import make_nuclei
+
+    img, _ = make_nuclei(shape=(200, 200), n=8, seed=5, touching=0)
+    path = tmp_path / "layer.npz"
+    np.savez(path, image=np.stack([img] * planes).astype(np.uint16), pixel_size_um=0.65,
+             z_step_um=0.5)
+    return _slide(path, fov=fov)
+
+
 def _interior(s, margin=60.0):
     t = s.true_cells()
     _, h, w = s.shape_zyx
@@ -357,13 +369,7 @@ def test_a_cell_seen_then_lost_off_its_plane_is_looked_for_in_the_scans_plane(tm
     explicit."""
     import dataclasses
 
-    from conftest import make_nuclei
-
-    img, _ = make_nuclei(shape=(200, 200), n=8, seed=5, touching=0)
-    path = tmp_path / "layer.npz"
-    np.savez(path, image=np.stack([img] * 21).astype(np.uint16), pixel_size_um=0.65,
-             z_step_um=0.5)
-    s = _slide(path, fov=128)
+    s = _layer(tmp_path, planes=21)
     det = _detector()
     s.move_z(2.0)
     f = s.snap()
@@ -436,13 +442,7 @@ def test_a_cell_missed_at_the_centre_is_looked_for_in_the_scans_view(tmp_path, w
     Here the detector is the shipped one on real frames, made blind to the cell in
     every frame not taken at the scan's view (the dependence on position made explicit:
     no seed makes it repeatable on a small slide)."""
-    from conftest import make_nuclei
-
-    img, _ = make_nuclei(shape=(200, 200), n=8, seed=5, touching=0)
-    path = tmp_path / "layer.npz"
-    np.savez(path, image=np.stack([img] * 5).astype(np.uint16), pixel_size_um=0.65,
-             z_step_um=0.5)
-    s = _slide(path, fov=128)
+    s = _layer(tmp_path, planes=5)
     det = _detector()
     s.move_z(1.0)
     f = s.snap()
@@ -477,12 +477,7 @@ def test_the_scan_keeps_its_view_only_of_boxes_clear_of_the_fields_edge(tmp_path
     detector boxes there and not whole (on the simulator a speck of debris, boxed at
     0.93 at the edge): showing the detector that view again would image it. The scan
     keeps its view for the boxes clear of the edge by half their size, and only them."""
-    from conftest import make_nuclei
-
-    img, _ = make_nuclei(shape=(200, 200), n=8, seed=5, touching=0)
-    path = tmp_path / "layer.npz"
-    np.savez(path, image=img, pixel_size_um=0.65)
-    s = _slide(path, fov=128)
+    s = _layer(tmp_path)
     det = _detector()
     f = s.snap()
     c = f.pixel_to_stage(det.detect(f).centers)
