@@ -498,9 +498,23 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _reason(name: str, diff: str) -> str:
+def _noted(name: str, diff: str) -> str | None:
+    """The SURVIVOR_NOTES note for mutant *name*, if its fragment is in *diff*. mutmut
+    numbers a function's mutants in order, so a change to the function renumbers them:
+    a note whose number now names another mutant is then found by its fragment among
+    the notes of the same function, when exactly one of them matches."""
     fragment, note = SURVIVOR_NOTES.get(name, ("\0", ""))
     if fragment in diff:
+        return note
+    func = name.rpartition("__mutmut_")[0]
+    hits = {n for k, (f, n) in SURVIVOR_NOTES.items()
+            if k.rpartition("__mutmut_")[0] == func and f in diff}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def _reason(name: str, diff: str) -> str:
+    note = _noted(name, diff)
+    if note is not None:
         return note
     if _wording_only(diff):
         return ("wording only: changes the text of a message; the tests check each "
@@ -532,6 +546,10 @@ def _stage(work: Path, t: Target) -> None:
     for top, dest in PACKAGE_DIRS.items():
         shutil.copytree(ROOT / top, src / dest, ignore=_ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_ignore)
+    # (tests that build their data with a benchmark's generator import it, e.g. the
+    # confocal-like stack of test_refine_centroid)
+    shutil.copytree(ROOT / "benchmarks", work / "benchmarks",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "results"))
     _stage_config(work, t)
 
 
@@ -544,6 +562,7 @@ def _stage_config(work: Path, t: Target) -> None:
     (work / "pyproject.toml").write_text(
         "[tool.pytest.ini_options]\n"
         'testpaths = ["tests"]\n'
+        'pythonpath = ["."]\n'
         'addopts = "-q -p no:cacheprovider"\n'
         "markers = [\n"
         '  "mm_gui: needs the Micro-Manager GUI",\n'
@@ -551,6 +570,7 @@ def _stage_config(work: Path, t: Target) -> None:
         "]\n"
         "[tool.mutmut]\n"
         'source_paths = ["src"]\n'
+        'also_copy = ["benchmarks"]\n'
         f"only_mutate = [{q('src/' + _installed_path(t.path))}]\n"
         f"pytest_add_cli_args_test_selection = {q(tests)}\n"
         "use_git_change_detection = false\n"
