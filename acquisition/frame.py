@@ -21,7 +21,6 @@ from inscope.enums import Stamp
 STAMP_READY: str = Stamp.READY.value  # the frame's pixels are in host memory
 
 
-
 def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) boxes in a file's ``[k, k + 1)`` pixel coordinates -> the frame's (pixel
     centres at integers): half a pixel less on every coordinate.

@@ -871,9 +871,11 @@ class FindAndImage:
 
         def to_scan_view() -> bool:
             """Once, when the plane did not help (or was this one), show the detector
-            the cell where it found it: the stage at the scan's frame, in the scan's
-            plane; whether it moved. What a detector finds depends on where in the
-            field a cell lies: of two touching daughter nuclei of the simulator (seed
+            the cell where it found it: the stage at the scan's frame (the focus is in
+            the scan's plane already, or cannot go there: :func:`to_scan_plane` runs
+            first and nothing else here moves it); whether it moved. What a detector
+            finds depends on where in the field a cell lies: of two touching daughter
+            nuclei of the simulator (seed
             1), the one the scan boxed at 0.99 was found at some places in the field
             and not at its centre, at any threshold (given up as lost). Centring then
             steers it to the centre, where it is followed by registration."""
@@ -888,8 +890,6 @@ class FindAndImage:
                 self.scope.move_xy(vx, vy)
             except MoveRefused:
                 return False
-            if not math.isnan(rec.scan_z_um):
-                _safe_move_z(self.scope, rec.scan_z_um)
             steer.reset()  # (a move the steerer did not make) and choose the cell anew
             chosen = False
             return True
@@ -1013,8 +1013,9 @@ class FindAndImage:
             return dataclasses.replace(
                 got, z_final=self.scope.position().z, z_best_estimate=pred, ok=True,
                 issues=(), message=(
-                    f"flat (< 5 %) around the prediction, no top within "
-                    f"{min(zs):.2f}-{max(zs):.2f} µm: focus from the surface" if flat_near
+                    f"flat (< {100 * (FLAT_SWEEP - 1):.0f} %) around the prediction, no top "
+                    f"within {min(zs):.2f}-{max(zs):.2f} µm: focus from the surface"
+                    if flat_near
                     else f"no sharpness peak of its own (< {WEAK_PEAK - 1:.0%} over "
                     f"{min(zs):.2f}-{max(zs):.2f} µm): focus from the surface"))
         if judged and AutofocusIssue.EDGE in got.issues:

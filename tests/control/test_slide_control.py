@@ -485,10 +485,9 @@ def test_the_scan_keeps_its_view_only_of_boxes_clear_of_the_fields_edge(tmp_path
     view = (float(c[k, 0]) + 20.0, float(c[k, 1]))  # (as in the test above)
     wf = FindAndImage(s, det, positions=[view], out_dir=tmp_path / "o")
     cands = wf._scan()
-    clear = [bool(np.all(q.box[:2] > 0.5 * np.ptp(q.box.reshape(2, 2), axis=0).max())
-                  and np.all(q.box[2:] < 127 - 0.5 * np.ptp(q.box.reshape(2, 2),
-                                                              axis=0).max()))
-             for q in cands]
+    half = [0.5 * float(np.ptp(q.box.reshape(2, 2), axis=0).max()) for q in cands]
+    clear = [bool(np.all(q.box[:2] > h) and np.all(q.box[2:] < 127 - h))
+             for q, h in zip(cands, half, strict=True)]
     assert any(clear) and not all(clear)
     for q, ok in zip(cands, clear, strict=True):
         assert (q.view_xy is not None) == ok, q.box
