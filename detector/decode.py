@@ -209,35 +209,59 @@ def _centre_vote(hm: np.ndarray, size: np.ndarray, off: np.ndarray, c: np.ndarra
     the centre further (sub-cell shifts move the peak cell's own estimate most), while
     cells pointing at a neighbour nucleus fade out smoothly instead of at a hard edge.
     """
-    H, W = size.shape[1:]
-    d = np.arange(-radius, radius + 1)
+    # Written for thousands of peaks (a 2048 x 2048 frame of confluent nuclei: ~3,000
+    # peaks x 25 cells): the cells are gathered with flat indices, and the arithmetic is
+    # float32 on positions relative to each peak cell (|value| < 4 cells, so float32
+    # keeps ~1e-6 cell; absolute positions up to 512 cells would keep only ~1e-4).
+    # The vote of 3,124 peaks: 6.2 -> 1.8 ms; the whole decoding of that frame 7.8 ->
+    # 4.7 ms p50, the same boxes (benchmarks/bench_decode.py, results/decode_speed.json).
+    C, H, W = hm.shape
+    d = np.arange(-radius, radius + 1, dtype=np.int32)
     k = len(d) ** 2
-    ny = (y[:, None, None] + d[None, :, None] + 0 * d[None, None, :]).reshape(len(y), k)
-    nx = (x[:, None, None] + 0 * d[None, :, None] + d[None, None, :]).reshape(len(y), k)
+    dy, dx = np.repeat(d, len(d)), np.tile(d, len(d))  # raster order: the peak is k // 2
+    y32, x32 = y.astype(np.int32), x.astype(np.int32)
+    ny, nx = y32[:, None] + dy, x32[:, None] + dx
     jy, jx = np.clip(ny, 0, H - 1), np.clip(nx, 0, W - 1)
-    wgt = hm[c[:, None], jy, jx].astype(np.float64)
+    flat = jy * W + jx
+    # one class: a plain take (4x faster than 2-D fancy indexing)
+    heat = hm.reshape(-1).take(flat if C == 1 else c.astype(np.int64)[:, None] * (H * W)
+                               + flat).astype(np.float32, copy=False)
     if logits:
-        wgt = 1.0 / (1.0 + np.exp(-wgt))
-    ccx = jx + off[0, jy, jx]
-    ccy = jy + off[1, jy, jx]
-    own_x, own_y = ccx[:, k // 2:k // 2 + 1], ccy[:, k // 2:k // 2 + 1]  # the peak cell
-    agree = (np.abs(ccx - own_x) <= agree_cells) & (np.abs(ccy - own_y) <= agree_cells)
-    # cells clipped at the border repeat a real one: count each cell once
-    inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-    heat = wgt * inside
-    wgt = heat * agree
-    tot = wgt.sum(1)
+        heat = 1.0 / (1.0 + np.exp(-heat))
+    near = (y32 < radius) | (y32 >= H - radius) | (x32 < radius) | (x32 >= W - radius)
+    if near.any():
+        # cells clipped at the border repeat a real one: count each cell once
+        b = near.nonzero()[0]
+        heat[b] *= (ny[b] >= 0) & (ny[b] < H) & (nx[b] >= 0) & (nx[b] < W)
+    o = off.reshape(off.shape[0], -1)
+    # each cell's centre estimate, in cells from the peak cell
+    rx = o[0].take(flat) + (jx - x32[:, None]).astype(np.float32)
+    ry = o[1].take(flat) + (jy - y32[:, None]).astype(np.float32)
+    own_x, own_y = rx[:, k // 2:k // 2 + 1], ry[:, k // 2:k // 2 + 1]  # the peak cell
+    wgt = heat * ((np.abs(rx - own_x) <= agree_cells) & (np.abs(ry - own_y) <= agree_cells))
+
+    def mean(wg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = np.einsum("ij->i", wg)  # (~4x faster than wg.sum(1) on (n, 25))
+        return np.einsum("ij,ij->i", wg, rx) / t, np.einsum("ij,ij->i", wg, ry) / t, t
+
+    mx, my, tot = mean(wgt)
     if sigma > 0:
-        mx, my = (wgt * ccx).sum(1) / tot, (wgt * ccy).sum(1) / tot
+        g = np.float32(-0.5 / sigma ** 2)
         for _ in range(iterations):
-            d2 = (ccx - mx[:, None]) ** 2 + (ccy - my[:, None]) ** 2
-            wgt = heat * np.exp(-0.5 * d2 / sigma ** 2)
-            tot = wgt.sum(1)
-            mx, my = (wgt * ccx).sum(1) / tot, (wgt * ccy).sum(1) / tot
-    cx = (wgt * ccx).sum(1) / tot * stride
-    cy = (wgt * ccy).sum(1) / tot * stride
-    w = (wgt * np.maximum(size[0, jy, jx], 0.0)).sum(1) / tot
-    h = (wgt * np.maximum(size[1, jy, jx], 0.0)).sum(1) / tot
+            e = rx - mx[:, None]
+            e *= e
+            f = ry - my[:, None]
+            f *= f
+            e += f
+            e *= g
+            wgt = np.exp(e, out=e)
+            wgt *= heat
+            mx, my, tot = mean(wgt)
+    cx = (x + mx.astype(np.float64)) * stride
+    cy = (y + my.astype(np.float64)) * stride
+    sz = size.reshape(size.shape[0], -1)
+    w = np.einsum("ij,ij->i", wgt, np.maximum(sz[0].take(flat), 0.0)) / tot
+    h = np.einsum("ij,ij->i", wgt, np.maximum(sz[1].take(flat), 0.0)) / tot
     return cx, cy, w, h
 
 

@@ -61,6 +61,57 @@ def test_centre_vote_keeps_exact_centres_and_sizes() -> None:
     assert s[0] == pytest.approx(0.9)
 
 
+def test_centre_vote_is_exact_far_from_the_origin_of_a_large_frame() -> None:
+    # a 2048 x 2048 frame: 512 x 512 cells; the vote's arithmetic is float32, and a
+    # nucleus in the last cells must come out as exactly as one at the origin
+    out = _outputs([(508.3, 509.6), (3.3, 4.6)], size=18.0, hw=(512, 512), noise_peak=0.0)
+    for spec in ({"centre_vote": True}, {"centre_vote": 2, "vote_sigma": 0.75}):
+        b, _, _ = decode_centernet(out, {"stride": 4, "offset": "offset",
+                                         "score_threshold": 0.5, **spec})
+        got = np.sort((b[:, 0] + b[:, 2]) / 2), np.sort((b[:, 1] + b[:, 3]) / 2)
+        np.testing.assert_allclose(got[0], [3.3 * 4, 508.3 * 4], atol=2e-4)
+        np.testing.assert_allclose(got[1], [4.6 * 4, 509.6 * 4], atol=2e-4)
+        np.testing.assert_allclose(b[:, 2] - b[:, 0], 18.0, atol=1e-4)
+
+
+def test_centre_vote_weights_each_peak_by_its_own_class_heatmap() -> None:
+    # two classes, one nucleus each, in different places: each peak's neighbours are
+    # weighted by its own class's channel (the other channel is zero there)
+    one = _outputs([(6.5, 7.5)], size=10.0)
+    two = _outputs([(20.25, 22.75)], size=14.0)
+    size = one["size"].copy()
+    size[:, 19:27, 17:25] = 14.0  # the second nucleus' cells (and a margin) say 14 px
+    out = {"heatmap": np.concatenate([one["heatmap"], two["heatmap"]]), "size": size,
+           "offset": one["offset"] + two["offset"]}
+    b, _, c = decode_centernet(out, {"stride": 4, "offset": "offset", "score_threshold": 0.5,
+                                     "centre_vote": 2, "vote_sigma": 0.75})
+    assert sorted(c.tolist()) == [0, 1]
+    for cls, (cx, cy), w in ((0, (6.5, 7.5), 10.0), (1, (20.25, 22.75), 14.0)):
+        (bx,) = b[c == cls]
+        np.testing.assert_allclose(bx, [4 * cx - w / 2, 4 * cy - w / 2,
+                                        4 * cx + w / 2, 4 * cy + w / 2], atol=1e-4)
+
+
+def test_centre_vote_counts_each_cell_once_at_the_frame_border() -> None:
+    # a nucleus in the corner cell: the 5 x 5 window reaches 2 cells past the border,
+    # where the clipped indices repeat row / column 0; each real cell counts once
+    h = w = 8
+    hm = np.zeros((1, h, w), np.float32)
+    off = np.zeros((2, h, w), np.float32)
+    hm[0, 0, 0], hm[0, 0, 1], hm[0, 1, 0], hm[0, 1, 1] = 0.9, 0.6, 0.6, 0.6
+    # every cell's centre estimate (x, y), in cells: the corner says (0.2, 0.2), its
+    # right-hand neighbour (0.4, 0.2), the others (0.2, 0.2)
+    est = {(0, 0): (0.2, 0.2), (0, 1): (0.4, 0.2), (1, 0): (0.2, 0.2), (1, 1): (0.2, 0.2)}
+    for (y, x), (ex, ey) in est.items():
+        off[0, y, x], off[1, y, x] = ex - x, ey - y
+    out = {"heatmap": hm, "size": np.full((2, h, w), 6.0, np.float32), "offset": off}
+    b, _, _ = decode_centernet(out, {"stride": 4, "offset": "offset", "score_threshold": 0.5,
+                                     "centre_vote": 2, "vote_agree": 0.75})
+    want_x = (0.9 * 0.2 + 0.6 * 0.4 + 0.6 * 0.2 + 0.6 * 0.2) / 2.7 * 4
+    assert (b[0, 0] + b[0, 2]) / 2 == pytest.approx(want_x, abs=1e-5)
+    assert (b[0, 1] + b[0, 3]) / 2 == pytest.approx(0.2 * 4, abs=1e-5)
+
+
 def test_calibration_maps_scores_and_threshold_consistently() -> None:
     cal = {"method": "platt", "a": 2.0, "b": -1.0}
     s = np.array([0.1, 0.5, 0.9], np.float32)
