@@ -1,0 +1,471 @@
+"""What the AR overlay and the eyepiece image show, pixel by pixel and word by word.
+
+The overlay is what a microscopist looks at: a box drawn a pixel off, the target in the
+wrong colour, a status that says "centred" when the stage is moving, or an eyepiece box
+on the wrong side of a mirrored light path are all wrong answers. Real OpenCV drawing on
+known frames; the words are the functions the renderer draws. The video file is written
+by OpenCV's real writer; no window is opened (no display here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from _support.sockets import drain, sub_socket, wait_connected
+
+from inscope.acquisition.frame import Frame, StagePosition
+from inscope.control.tracking import Track
+from inscope.detector.base import Detections
+from inscope.eyepiece import (
+    EyepieceCalibration,
+    EyepieceRenderer,
+    describe,
+    fit_camera_to_display,
+    invert_affine,
+)
+from inscope.outputs import STAMP_PUBLISHED, Result
+from inscope.overlay import (
+    CYAN,
+    GREEN,
+    MAGENTA,
+    YELLOW,
+    OverlayOutput,
+    OverlayRenderer,
+    OverlayStyle,
+    header_line,
+    status_line,
+    to_display,
+)
+from inscope.zmq_api import PubOutput
+
+MS = 1_000_000
+BOXES = np.array([[20, 40, 50, 70], [100, 30, 140, 60], [60, 100, 90, 130]], np.float32)
+
+
+def _track(tid: int, box) -> Track:
+    return Track(tid, np.asarray(box, float), np.zeros(2), np.ones(2))
+
+
+def _result(boxes=BOXES, target: int | None = 7, control=None, focus=None, moving=False,
+            index=3, truth=None, ready_ns: int | None = None) -> Result:
+    yy, xx = np.mgrid[0:160, 0:200]
+    pixels = (1000 + 10 * (xx + yy)).astype(np.uint16)  # a ramp: grey, not black
+    f = Frame(pixels, index, position=StagePosition(0, 0, 0), pixel_size_um=0.5,
+              moving=moving, truth=truth)
+    if ready_ns is not None:
+        f.stamps["ready"] = ready_ns
+    n = len(boxes)
+    d = Detections(np.asarray(boxes, np.float32).reshape(-1, 4),
+                   np.linspace(0.9, 0.5, n), np.zeros(n, int), ("cell",), index)
+    # track 7 owns the second box, track 9 the first; the third has none
+    tracks = [_track(9, boxes[0]), _track(7, boxes[1])] if n >= 2 else []
+    return Result(f, d, tracks=tracks, target_id=target, control=control, focus=focus)
+
+
+def _is(img: np.ndarray, y: int, x: int, bgr, tol: int = 40) -> bool:
+    return int(np.abs(img[y, x].astype(int) - np.array(bgr)).sum()) < tol
+
+
+# -- the frame image -------------------------------------------------------------------
+def test_boxes_are_drawn_on_their_pixels_the_target_thicker_and_in_its_colour():
+    img = OverlayRenderer(OverlayStyle(labels=False, crosshair=False, status_bar=False)
+                          ).render(_result())
+    assert img.shape == (160, 200, 3) and img.dtype == np.uint8
+    # box 0 (track 9): green, one pixel wide, on its own rows and columns
+    assert _is(img, 40, 35, GREEN) and _is(img, 70, 35, GREEN)
+    assert _is(img, 55, 20, GREEN) and _is(img, 55, 50, GREEN)
+    assert not _is(img, 41, 35, GREEN) and not _is(img, 55, 21, GREEN)
+    assert not _is(img, 39, 35, GREEN) and not _is(img, 55, 19, GREEN)
+    # box 1 is the target (track 7): yellow, two pixels wide
+    assert _is(img, 30, 120, YELLOW) and _is(img, 60, 120, YELLOW)
+    assert _is(img, 45, 100, YELLOW) and _is(img, 45, 140, YELLOW)
+    assert sum(_is(img, y, 120, YELLOW) for y in range(27, 34)) >= 2
+    assert not _is(img, 30, 120, GREEN)
+    # box 2 (no track): green
+    assert _is(img, 100, 75, GREEN) and _is(img, 115, 60, GREEN)
+    # inside every box the frame shows through (grey: all three channels equal)
+    for x0, y0, x1, y1 in BOXES.astype(int):
+        px = img[(y0 + y1) // 2, (x0 + x1) // 2]
+        assert px[0] == px[1] == px[2]
+
+
+def test_without_a_target_every_box_is_green():
+    img = OverlayRenderer(OverlayStyle(labels=False, crosshair=False, status_bar=False)
+                          ).render(_result(target=None))
+    assert _is(img, 30, 120, GREEN) and not (img == np.array(YELLOW, np.uint8)).all(-1).any()
+    # a target id no detection carries highlights nothing either
+    img = OverlayRenderer(OverlayStyle(labels=False, crosshair=False, status_bar=False)
+                          ).render(_result(target=42))
+    assert _is(img, 30, 120, GREEN)
+
+
+def test_the_crosshair_marks_the_field_centre_and_a_line_leads_to_the_target():
+    img = OverlayRenderer(OverlayStyle(labels=False, status_bar=False)).render(_result())
+    cy, cx = 80, 100
+    assert img[cy, cx, 2] == 255  # magenta and the target line (yellow) both have red
+    for d in (4, 6):
+        assert _is(img, cy, cx + d, MAGENTA) and _is(img, cy, cx - d, MAGENTA)
+        assert _is(img, cy + d, cx, MAGENTA) and _is(img, cy - d, cx, MAGENTA)
+    # the line from the centre to the target box's centre (120, 45), all along it
+    for f in (0.35, 0.5, 0.65, 0.8, 0.95):
+        x, y = cx + f * (120 - cx), cy + f * (45 - cy)
+        near = img[round(y) - 1:round(y) + 2, round(x) - 1:round(x) + 2].reshape(-1, 3)
+        assert (np.abs(near.astype(int) - np.array(YELLOW)).sum(1) < 120).any(), f
+    mx, my = (cx + 120) // 2, (cy + 45) // 2
+    off = OverlayRenderer(OverlayStyle(labels=False, status_bar=False, crosshair=False)
+                          ).render(_result())
+    assert not _is(off, cy, cx + 6, MAGENTA) and not _is(off, my, mx, YELLOW, tol=120)
+
+
+def _label_pixels(img: np.ndarray, box, color) -> int:
+    """Pixels of *color*'s hue in the band above *box* (the frame itself is grey)."""
+    x0, y0 = int(box[0]), int(box[1])
+    band = img[max(y0 - 14, 0):y0 - 1, x0:x0 + 60].reshape(-1, 3).astype(int)
+    hue = np.array(color) - min(color)
+    coloured = band - band.min(1, keepdims=True)
+    return int(((coloured * hue).sum(1) > 0.3 * (hue * hue).sum()).sum())
+
+
+def test_labels_sit_above_their_box_and_only_the_target_keeps_one_in_a_crowd():
+    base = OverlayStyle(crosshair=False, status_bar=False)
+    img = OverlayRenderer(base).render(_result())
+    assert _label_pixels(img, BOXES[0], GREEN) > 10
+    assert _label_pixels(img, BOXES[1], YELLOW) > 10
+    # above the box, not inside it: the rows under the top edge show the frame
+    for x0, y0, x1, _ in (BOXES[0], BOXES[2]):
+        inside = img[int(y0) + 2:int(y0) + 8, int(x0) + 2:int(x1) - 1].reshape(-1, 3)
+        assert (inside.max(1) - inside.min(1)).max() < 30, "a label drawn inside its box"
+    # a box at the top of the frame keeps its label in view (baseline at row 10)
+    top = OverlayRenderer(base).render(_result(boxes=np.array([[20, 2, 60, 40],
+                                                               [100, 50, 130, 80]])))
+    band = top[0:11, 20:80].reshape(-1, 3).astype(int)
+    assert ((band.max(1) - band.min(1)) > 60).sum() > 10
+    crowd = OverlayStyle(crosshair=False, status_bar=False, max_labels=2)
+    img = OverlayRenderer(crowd).render(_result())
+    assert _label_pixels(img, BOXES[0], GREEN) == 0
+    assert _label_pixels(img, BOXES[1], YELLOW) > 10
+    none = OverlayStyle(crosshair=False, status_bar=False, labels=False)
+    img = OverlayRenderer(none).render(_result())
+    assert _label_pixels(img, BOXES[0], GREEN) == 0 and _label_pixels(img, BOXES[1], YELLOW) == 0
+
+
+def test_ground_truth_is_drawn_only_when_asked_for():
+    truth = np.array([[150, 110, 190, 150]], np.float32)
+    red = (0, 0, 255)
+    plain = OverlayStyle(labels=False, crosshair=False, status_bar=False)
+    img = OverlayRenderer(plain).render(_result(truth=truth))
+    np.testing.assert_array_equal(img, OverlayRenderer(plain).render(_result()))
+    img = OverlayRenderer(OverlayStyle(labels=False, crosshair=False, status_bar=False,
+                                       truth_color=red)).render(_result(truth=truth))
+    assert _is(img, 110, 170, red) and _is(img, 150, 170, red) and _is(img, 130, 150, red)
+
+
+def test_the_bars_are_black_with_text_and_the_status_bar_only_when_there_is_a_status():
+    ren = OverlayRenderer(OverlayStyle(labels=False, crosshair=False))
+    quiet = ren.render(_result())
+    top = quiet[:16]
+    assert (top.max(-1) == 0).mean() > 0.6 and top.max() == 255  # black, white text
+    assert (quiet[-16:].max(-1) == 0).mean() < 0.1, "no status: the frame shows at the bottom"
+    busy = ren.render(_result(control={"status": "moved", "target_id": 7,
+                                       "error_norm_um": 2.0}))
+    bottom = busy[-16:].reshape(-1, 3).astype(int)
+    assert (bottom.max(1) == 0).mean() > 0.6
+    assert (np.abs(bottom - np.array(CYAN)).sum(1) < 60).sum() > 10  # cyan words
+    # the top bar is rows 0-16, the status bar the last 16 rows, both the full width
+    black_rows = (busy.max(-1) == 0).mean(1)
+    assert black_rows[16] > 0.6 and black_rows[17] < 0.1
+    assert black_rows[-16] > 0.6 and black_rows[-17] < 0.1
+    assert busy[0:17, 0].max() == 0 and busy[-16:, 0].max() == 0
+    assert (busy[0].max(-1) == 0).all()
+    bare = OverlayRenderer(OverlayStyle(labels=False, crosshair=False, status_bar=False)
+                           ).render(_result(control={"status": "moved"}))
+    assert (bare[:16].max(-1) == 0).mean() < 0.1 and (bare[-16:].max(-1) == 0).mean() < 0.1
+
+
+def test_rate_latency_and_mode_are_written_into_the_top_bar():
+    ren = OverlayRenderer(OverlayStyle(labels=False, crosshair=False))
+    r = _result()
+    plain = ren.render(r)
+    for kw in ({"fps": 29.9}, {"latency_ms": 4.2}, {"mode": "track"}):
+        img = ren.render(r, **kw)
+        assert not np.array_equal(img[:17], plain[:17]), kw
+        np.testing.assert_array_equal(img[17:], plain[17:])
+
+
+# -- the words -------------------------------------------------------------------------
+def test_the_header_says_frame_detections_rate_latency_mode_target_and_focus():
+    r = _result(focus={"state": "locked"})
+    assert header_line(r) == "#3  3 det  target #7  focus locked"
+    assert header_line(r, 29.96, 4.24, "track") == \
+        "#3  3 det  30.0 fps  4.2 ms  track  target #7  focus locked"
+    bare = _result(target=None, boxes=BOXES[:1])
+    assert header_line(bare, None, None, "") == "#3  1 det"
+    assert header_line(_result(target=None, focus={"z_center": 1.0})) == "#3  3 det  focus ?"
+
+
+@pytest.mark.parametrize(("control", "want"), [
+    ({"status": "moved", "target_id": 7, "error_norm_um": 2.345}, "stage moving to #7 (2.3 um)"),
+    ({"status": "centred", "target_id": 7, "error_norm_um": 0.31}, "centred on #7 (0.3 um)"),
+    ({"status": "dry-run", "target_id": 4, "error_norm_um": 5.0}, "dry-run move to #4"),
+    ({"status": "moving", "target_id": 7, "error_norm_um": 2.0}, "stage moving"),
+    ({"status": "settling", "target_id": 7}, "stage settling"),
+    ({"status": "no-target"}, "looking for a target"),
+    ({"status": "refused", "target_id": 7, "error_norm_um": 9.0}, "move refused"),
+    ({"status": "waiting-focus"}, "stage waits for the focus check"),
+    ({"status": "centred"}, "centred on"),
+    ({"status": "something-new"}, "something-new"),
+    ({"tour": {"line": "tour: cell 2 of 5"}, "status": "moved", "target_id": 1},
+     "tour: cell 2 of 5 | stage moving to #1"),
+    ({"tour": {"phase": "scanning"}}, "scanning"),
+    ({}, ""),
+])
+def test_the_status_line_says_what_the_stage_is_doing(control, want):
+    assert status_line(_result(control=control)) == want
+
+
+@pytest.mark.parametrize(("focus", "want"), [
+    ({"state": "locked", "z_center": 1.234}, "focus locked z=+1.23 um"),
+    ({"state": "acquiring", "z_center": -0.5}, "finding focus z=-0.50 um"),
+    ({"state": "correcting"}, "focus drifted: correcting"),
+    ({"state": "checking", "z_center": None}, "checking focus"),
+    ({"state": "moving"}, "focus: frame skipped (moving)"),
+    ({"state": "settling"}, "focus settling"),
+    ({"state": "lost"}, "focus lost"),
+    ({"state": "paused"}, "focus paused"),
+    ({"z_center": 3.0}, ""),
+])
+def test_the_status_line_says_what_the_focus_is_doing(focus, want):
+    assert status_line(_result(focus=focus)) == want
+
+
+def test_a_frame_taken_while_moving_is_flagged_after_the_rest():
+    r = _result(control={"status": "moving"}, focus={"state": "settling"}, moving=True)
+    assert status_line(r) == "stage moving | focus settling | [frame taken while moving]"
+    assert status_line(_result(moving=True)) == "[frame taken while moving]"
+
+
+# -- the stretch -----------------------------------------------------------------------
+def test_to_display_maps_the_percentiles_to_black_and_white():
+    ramp = np.tile(np.arange(1000, dtype=np.float32), (40, 1))  # 0..999 in every row
+    out = to_display(ramp, low=10.0, high=90.0, subsample=1)
+    lo, hi = np.percentile(ramp, (10.0, 90.0))
+    assert out[0, int(lo) - 5] == 0 and out[0, int(hi) + 5] == 255
+    mid = int((lo + hi) / 2)
+    assert abs(int(out[0, mid]) - 128) <= 2
+    assert np.all(np.diff(out[0].astype(int)) >= 0)  # monotonic
+
+
+def test_to_display_survives_nan_and_passes_8_bit_through_when_asked():
+    img = np.full((32, 32), np.nan, np.float32)
+    img[8:24, 8:24] = 5.0
+    img[0, 0] = 1.0
+    out = to_display(img)
+    assert out.dtype == np.uint8 and out[16, 16] == 255
+    u8 = (np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)
+    assert to_display(u8, subsample=0) is u8
+
+
+# -- the overlay output: display rate, video time, latency -----------------------------
+def test_results_faster_than_the_display_rate_are_skipped_not_queued():
+    ov = OverlayOutput(display_fps=10.0)  # a tick every 100 ms
+    readies = [0, 30, 60, 99, 100, 150, 230, 260, 500]
+    for t in readies:
+        ov.submit(_result(ready_ns=t * MS))
+    # accepted: 0, 100 (its tick), 230 (tick 200 had passed; the next is 300, on the
+    # grid), 500 (ticks missed: the next is half a period on, 550)
+    assert ov.skipped == len(readies) - 4
+    assert ov.stats()["skipped"] == ov.skipped
+
+
+def test_a_late_result_never_makes_the_display_run_behind():
+    ov = OverlayOutput(display_fps=10.0)
+    ov.submit(_result(ready_ns=0))
+    ov.submit(_result(ready_ns=1000 * MS))  # a second later: accepted
+    ov.submit(_result(ready_ns=1010 * MS))  # 10 ms after it: too soon, skipped
+    ov.submit(_result(ready_ns=1049 * MS))
+    ov.submit(_result(ready_ns=1051 * MS))  # half a period after the late one: accepted
+    assert ov.skipped == 2
+
+
+class _Recording(OverlayRenderer):
+    """The real renderer, remembering what it was asked to draw (rate, latency)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[float | None, float | None, str | None]] = []
+
+    def render(self, r, *, fps=None, latency_ms=None, mode=None):
+        self.calls.append((fps, latency_ms, mode))
+        return super().render(r, fps=fps, latency_ms=latency_ms, mode=mode)
+
+
+def test_the_rate_is_smoothed_and_the_latency_is_ready_to_published(tmp_path):
+    ov = OverlayOutput(mode="track")
+    ov.renderer = rec = _Recording()
+    t0 = 5_000_000 * MS  # ready stamps are monotonic_ns: large, never 0
+    for t, pub in ((0, 3.0), (100, 4.5), (150, None)):
+        r = _result(ready_ns=t0 + t * MS)
+        if pub is not None:
+            r.frame.stamps[STAMP_PUBLISHED] = t0 + int((t + pub) * MS)
+        ov.handle(r)
+    (f0, l0, m0), (f1, l1, _), (f2, l2, _) = rec.calls
+    assert f0 is None and l0 == pytest.approx(3.0) and m0 == "track"
+    assert f1 == pytest.approx(10.0) and l1 == pytest.approx(4.5)
+    assert f2 == pytest.approx(0.9 * 10.0 + 0.1 * 20.0) and l2 is None
+    assert ov.last_image is not None and ov.last_image.shape == (160, 200, 3)
+
+
+def test_the_video_holds_one_frame_per_tick_of_run_time(tmp_path):
+    ov = OverlayOutput(video=tmp_path / "run.avi", video_fps=10.0)
+    t0 = 5_000_000 * MS
+    for t in (0, 100, 101, 450):  # ticks 0, 1, 1, 4: the last fills ticks 2 and 3 too
+        ov.handle(_result(ready_ns=t0 + t * MS))
+    assert ov.stats()["video_frames"] == 5
+    ov.handle(_result(ready_ns=t0 + 60_000 * MS))  # a minute's stall: at most 2 s repeated
+    assert ov.stats()["video_frames"] == 5 + 20
+    ov.close()
+    cap = cv2.VideoCapture(str(ov.video.path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 25
+    st = ov.stats()
+    assert st["video_fps"] == 10.0 and st["video"].endswith("run.avi") and st["window"] is False
+
+
+def test_the_display_rate_must_be_positive():
+    for bad in (0.0, -5.0, math.nan):
+        with pytest.raises(ValueError, match="display_fps"):
+            OverlayOutput(display_fps=bad)
+    assert OverlayOutput().stats()["video"] is None
+
+
+# -- the eyepiece ----------------------------------------------------------------------
+def test_an_uncalibrated_eyepiece_fits_the_camera_frame_centred_on_the_display():
+    m = fit_camera_to_display((100, 200), (400, 300))  # camera h 100 w 200
+    np.testing.assert_allclose(m, [[2.0, 0, 0.0], [0, 2.0, 50.0]])
+    m = fit_camera_to_display((300, 100), (400, 300))  # tall camera: height limits
+    np.testing.assert_allclose(m, [[1.0, 0, 150.0], [0, 1.0, 0.0]])
+    ren = EyepieceRenderer((400, 300))
+    quad = ren.map_boxes(np.array([[0, 0, 200, 100]]), (100, 200))[0]
+    np.testing.assert_allclose(quad, [[0, 50], [400, 50], [400, 250], [0, 250]])
+
+
+def test_eyepiece_boxes_follow_a_mirrored_rotated_light_path():
+    # display = R(90°) * mirror(x) * camera * 1.5 + (400, 20)
+    a = 1.5 * np.array([[0.0, -1.0], [1.0, 0.0]]) @ np.diag([-1.0, 1.0])
+    cam_to_disp = np.hstack([a, [[400.0], [20.0]]])
+    cal = EyepieceCalibration(invert_affine(cam_to_disp), (640, 480))
+    assert cal.mirrored
+    ren = EyepieceRenderer((640, 480), cal)
+    quad = ren.map_boxes(np.array([[10, 20, 30, 60]]), (200, 200))[0]
+    for (cx, cy), (dx, dy) in zip([(10, 20), (30, 20), (30, 60), (10, 60)], quad, strict=True):
+        want = cam_to_disp @ [cx, cy, 1.0]
+        assert (dx, dy) == pytest.approx(tuple(want), abs=1e-6)
+
+
+def test_the_eyepiece_image_is_black_but_for_the_boxes_the_target_thicker():
+    ren = EyepieceRenderer((200, 160), EyepieceCalibration(np.eye(3)[:2], (200, 160)),
+                           color=(0, 255, 0), target_color=(0, 0, 255), thickness=1)
+    img = ren.render(BOXES, (160, 200), target=1)
+    assert img.shape == (160, 200, 3)
+    assert img[40, 35, 1] > 150 and img[40, 35, 2] == 0  # box 0: green
+    assert img[30, 120, 2] > 150 and img[30, 120, 1] == 0  # box 1 (target): red
+    assert (img[26:35, 120, 2] > 128).sum() == 3, "the target a pixel wider"
+    assert (img[36:45, 35, 1] > 128).sum() == 1, "the others one pixel wide"
+    mask = img.max(-1) > 0
+    assert mask.mean() < 0.05 and not mask[0:20].any()  # black everywhere else
+    r = _result()
+    np.testing.assert_array_equal(ren.render_result(r), img)  # track 7 is box 1
+    np.testing.assert_array_equal(ren.render_result(_result(target=None)),
+                                  ren.render(BOXES, (160, 200), None))
+
+
+def test_describe_reads_mirror_rotation_scale_offset_and_error_back():
+    a = 2.0 * np.array([[math.cos(math.radians(30)), -math.sin(math.radians(30))],
+                        [math.sin(math.radians(30)), math.cos(math.radians(30))]])
+    plain = EyepieceCalibration(np.hstack([a, [[12.5], [-3.25]]]), (640, 480), None, 0.21, 48,
+                                0.34, 0.5)
+    assert describe(plain) == ("not mirrored, rotated 30.0°, 2.000 camera px per display "
+                               "px, offset (12.5, -3.2) px; 48 corners, residual 0.21 px "
+                               "RMS; expected overlay error 0.34 camera px = 0.17 µm")
+    mir = EyepieceCalibration(np.hstack([a @ np.diag([-1.0, 1.0]), [[0.0], [0.0]]]),
+                              (640, 480), None, 0.1, 10, 0.2)
+    text = describe(mir)
+    assert text.startswith("mirrored, rotated 30.0°, 2.000 camera px per display px")
+    assert text.endswith("expected overlay error 0.20 camera px")
+
+
+def test_a_saved_calibration_loads_back_whole(tmp_path):
+    cal = EyepieceCalibration(np.array([[0.5, 0.1, 3.0], [-0.1, 0.5, 7.0]]), (800, 600),
+                              (512, 640), 0.12, 41, 0.33, None,
+                              {"display_lag_ms": 41.5, "pattern": {"squares": [8, 6]}})
+    cal.save(tmp_path / "c.json")
+    d = json.loads((tmp_path / "c.json").read_text())
+    assert d["expected_error_um"] is None and d["display_lag_ms"] == 41.5
+    back = EyepieceCalibration.load(tmp_path / "c.json")
+    np.testing.assert_array_equal(back.display_to_camera, cal.display_to_camera)
+    assert back.display_size == (800, 600) and back.camera_shape == (512, 640)
+    assert (back.rms_px, back.points, back.expected_error_px) == (0.12, 41, 0.33)
+    assert back.pixel_size_um is None and back.expected_error_um is None
+    assert back.display_lag_ms == 41.5
+    assert back.extra == {"display_lag_ms": 41.5, "pattern": {"squares": [8, 6]}}
+    assert not back.mirrored
+    # a 3x3 homogeneous matrix and a file without the optional fields load too
+    (tmp_path / "h.json").write_text(json.dumps({
+        "display_to_camera": [[1, 0, 2], [0, 1, 3], [0, 0, 1]], "display_size": [64, 48]}))
+    h = EyepieceCalibration.load(tmp_path / "h.json")
+    np.testing.assert_array_equal(h.display_to_camera, [[1, 0, 2], [0, 1, 3]])
+    assert h.camera_shape is None and h.points == 0 and math.isnan(h.rms_px)
+    assert h.display_lag_ms is None and h.extra == {}
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ({"display_size": [64, 48]}, "display_to_camera"),
+    ({"display_to_camera": [[1, 0, 0]], "display_size": [64, 48]}, "2x3"),
+    ({"display_to_camera": [[1, 0, 0], [0, 1, 0]]}, "display_size"),
+    ({"display_to_camera": [[1, 0, 0], [0, 1, 0]], "display_size": [64, 48],
+      "points": "many"}, "not valid"),
+])
+def test_a_broken_calibration_file_gets_one_clear_error(tmp_path, content, match):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=match) as e:
+        EyepieceCalibration.load(p)
+    assert str(p) in str(e.value) and "display_to_camera (2x3) and display_size" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="run the calibration"):
+        EyepieceCalibration.load(tmp_path / "missing.json")
+
+
+def test_the_overlay_and_the_eyepiece_image_stream_to_a_subscriber():
+    """[b"overlay", header, pixels] for the rendered frame and for the eyepiece image,
+    over a real ZMQ PUB socket on 127.0.0.1."""
+    pub = PubOutput(port=0)
+    pub.open()
+    eye = EyepieceRenderer((200, 160), EyepieceCalibration(np.eye(3)[:2], (200, 160)))
+    ov = OverlayOutput(publisher=pub, eyepiece=eye, window=False)
+    sub = sub_socket(pub.address, rcvhwm=100)
+    try:
+        wait_connected(pub._sock, sub)
+        pub.start()
+        r = _result(index=12, ready_ns=5_000_000 * MS)
+        ov.handle(r)
+        pub.stop()
+        msgs = drain(sub, 1000)
+    finally:
+        sub.close()
+    assert [m[0] for m in msgs] == [b"overlay", b"overlay"]
+    heads = [json.loads(m[1]) for m in msgs]
+    assert [h["kind"] for h in heads] == ["overlay", "eyepiece"]
+    assert all(h["frame_index"] == 12 and h["stamps_ns"]["ready"] == 5_000_000 * MS
+               for h in heads)
+    got = [np.frombuffer(m[2], np.uint8).reshape(h["shape"]) for m, h in zip(msgs, heads,
+                                                                             strict=True)]
+    np.testing.assert_array_equal(got[0], ov.last_image)
+    np.testing.assert_array_equal(got[1], eye.render_result(r))
+    assert got[1].shape == (160, 200, 3) and got[1][40, 35].max() > 0
