@@ -231,6 +231,9 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         raise CalibrationError("the camera image is uniform (no pattern in it): is the "
                                "pattern on the eyepiece display, the light path to the "
                                "camera open and the exposure long enough?")
+    # below the low percentile is black: convertScaleAbs takes the absolute value, and a
+    # dead pixel in a black square would otherwise come out as a white speck
+    np.maximum(f, lo, out=f)
     return cv2.convertScaleAbs(f, alpha=255.0 / (hi - lo), beta=-lo * 255.0 / (hi - lo))
 
 

@@ -259,6 +259,20 @@ def test_to_display_maps_the_percentiles_to_black_and_white():
     assert np.all(np.diff(out[0].astype(int)) >= 0)  # monotonic
 
 
+def test_dead_pixels_stay_black_in_the_overlay_and_the_calibration_image():
+    from inscope.eyepiece_fit import to_uint8
+
+    rng = np.random.default_rng(2)
+    img = rng.normal(1000, 20, (64, 64)).clip(0).astype(np.uint16)
+    img[20:40, 20:40] += 3000
+    dead = (5, 7), (50, 3), (33, 60)
+    for y, x in dead:
+        img[y, x] = 0
+    for out in (to_display(img), to_uint8(img)):
+        assert all(out[y, x] == 0 for y, x in dead)
+        assert out[30, 30] >= 200
+
+
 def test_to_display_survives_nan_and_passes_8_bit_through_when_asked():
     img = np.full((32, 32), np.nan, np.float32)
     img[8:24, 8:24] = 5.0
