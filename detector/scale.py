@@ -29,6 +29,14 @@ from inscope.detector.preprocess import normalise
 MAX_SIDE = 320
 #: only sizes above this fraction of the card's largest trained size trigger a resize
 UPPER_MARGIN = 0.85
+#: at most this downsampling: the blur and threshold make even a point several pixels
+#: wide in the copy, so at a factor f nothing measures under ~3.5-5 f px. Uncapped, a
+#: 3,072 px wide frame of 5 px nuclei (factor 10) measured 49 px, and from about 4,000
+#: px wide a frame of small nuclei would measure above the shrink threshold (61 px) and
+#: be shrunk, losing them: a frame that large is measured on a copy 1/8 its size instead
+#: (10-16 ms at 6,000 x 6,000 on this 2-core VM against ~1.5 ms at 2,048 x 3,072; a
+#: stream measures it once every AUTO_SCALE_EVERY frames)
+MAX_FACTOR = 8
 
 
 def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float | None:
@@ -45,7 +53,7 @@ def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float 
     if img.ndim != 2:
         raise ValueError(f"estimate_object_size_px needs a 2-D image; got {img.shape}.")
     h, w = img.shape
-    f = max(1, math.ceil(max(h, w) / max_side))
+    f = min(max(1, math.ceil(max(h, w) / max_side)), MAX_FACTOR)
     # INTER_LINEAR point-samples at large factors: ~0.1 ms even for 4k frames, where
     # INTER_AREA costs ~30 ms; the blur below removes what aliasing leaves.
     small = (cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_LINEAR)

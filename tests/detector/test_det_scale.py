@@ -31,6 +31,39 @@ def test_estimate_matches_drawn_discs(d):
     assert est is not None and abs(est - d) / d < 0.2
 
 
+def _tiled(diameter: float, shape: tuple[int, int]) -> np.ndarray:
+    """A frame of any size tiled from one drawn field (drawing 500,000 discs is slow)."""
+    if max(shape) <= 2048:
+        return _discs(diameter, shape=shape)
+    base = _discs(diameter, shape=(1024, 1024) if diameter < 50 else (2048, 2048))
+    reps = (-(-shape[0] // base.shape[0]), -(-shape[1] // base.shape[1]))
+    return np.ascontiguousarray(np.tile(base, reps)[:shape[0], :shape[1]])
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (2048, 2048), (2048, 3072), (1024, 6144)])
+@pytest.mark.parametrize("d", [30.0, 70.0, 100.0])
+def test_large_nuclei_are_measured_within_a_tenth_at_any_frame_size(shape, d):
+    est = estimate_object_size_px(_tiled(d, shape))
+    assert est is not None and abs(est - d) / d < 0.1, est
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (512, 512), (2048, 2048), (2048, 3072),
+                                   (1024, 6144)])
+@pytest.mark.parametrize("d", [5.0, 8.0, 12.0, 20.0])
+def test_small_nuclei_never_get_a_frame_shrunk_however_large_the_frame(shape, d):
+    """A large frame is measured on a small copy, where small nuclei are unresolved: the
+    estimate may be several times their size, never a size that shrinks the frame."""
+    rng = (7.0, 72.0)
+    img = _tiled(d, shape)
+    assert auto_scale_factor(estimate_object_size_px(img), rng) == 1.0
+    # nor with hot pixels (0.5 % of the frame at the top of the range)
+    hot = img.copy()
+    r = np.random.default_rng(1)
+    n = hot.size // 200
+    hot[r.integers(0, shape[0], n), r.integers(0, shape[1], n)] = 65000
+    assert auto_scale_factor(estimate_object_size_px(hot), rng) == 1.0
+
+
 def test_estimate_needs_objects():
     assert estimate_object_size_px(np.full((256, 256), 100, np.uint16)) is None
     with pytest.raises(ValueError, match="2-D"):
