@@ -124,17 +124,36 @@ def test_the_fit_forgets_positions_older_than_its_window():
 
 
 def test_a_result_seen_twice_or_late_does_not_bend_the_velocity():
-    p = BoxPredictor(25.0)
-    rs = [_result(i, [_moving(i, 2.0, 0.0)], [7]) for i in range(6)]
-    clock = [0]
+    # a cell jittering about a +2 px/frame line: a point counted twice would pull the fit
+    jitter = [0.0, 0.6, -0.4, 0.5, -0.7, 0.3]
+    rs = [_result(i, [_moving(i, 2.0, 0.0, x0=50 + jitter[i])], [7]) for i in range(6)]
+    once, twice = BoxPredictor(25.0), BoxPredictor(25.0)
+    for p, repeat in ((once, False), (twice, True)):
+        clock = [0]
+        p.clock = lambda c=clock: c[0]
+        for i, r in enumerate(rs):
+            clock[0] = r.frame.stamps["ready"] + 40 * MS
+            p.predict(r)
+            if repeat and i == 4:
+                p.predict(rs[1])  # late: an old result offered again
+                p.predict(r)      # and this one twice
+    assert twice.velocity_um_s(7) == pytest.approx(once.velocity_um_s(7), abs=1e-12)
+    assert once.velocity_um_s(7)[0] == pytest.approx(50.0, abs=8.0)  # ~100 px/s x 0.5 µm/px
+
+
+def test_a_frame_offered_again_with_a_new_track_still_records_the_new_one():
+    # frame 1 first shows one tracked cell; offered again (same exposure) the tracker has
+    # picked up a second: its position is recorded although the first one's is not again
+    p = BoxPredictor(25.0, min_points=2)
+    clock = [T0]
     p.clock = lambda: clock[0]
-    for i, r in enumerate(rs):
-        clock[0] = r.frame.stamps["ready"] + 40 * MS
-        p.predict(r)
-        if i == 4:
-            p.predict(rs[1])  # late: an old result offered again
-            p.predict(r)      # and this one twice
-    assert p.velocity_um_s(7) == pytest.approx([50.0, 0.0])  # 100 px/s x 0.5 µm/px
+    a = [_moving(1, 2.0, 0.0, x0=60)]
+    p.predict(_result(1, a, [7]))
+    p.predict(_result(1, a + [_moving(1, 0.0, 2.0, x0=200, y0=40)], [7, 9]))
+    clock[0] = T0 + 100 * MS
+    pred = p.predict(_result(2, [_moving(2, 2.0, 0.0, x0=60), _moving(2, 0.0, 2.0, x0=200,
+                                                                       y0=40)], [7, 9]))
+    assert pred.shift_px[1, 1] > 0 and pred.shift_px[0, 0] > 0
 
 
 def test_nothing_is_predicted_without_tracks_a_position_or_boxes():
@@ -148,6 +167,12 @@ def test_nothing_is_predicted_without_tracks_a_position_or_boxes():
     assert nopos.boxes.shape == (1, 4) and not nopos.shift_px.any()
     empty = p.predict(_result(0, np.zeros((0, 4)), []))
     assert empty.boxes.shape == (0, 4) and empty.shift_px.shape == (0, 2)
+    # prediction off: the boxes as detected, with the horizon still reported
+    off = BoxPredictor(25.0, enabled=False, clock=lambda: T0 + 50 * MS)
+    r = _result(0, [_moving(0, 2.0, 0.0)], [7])
+    got = off.predict(r)
+    np.testing.assert_array_equal(got.boxes, np.asarray(r.detections.boxes, float))
+    assert not got.shift_px.any() and got.horizon_s == pytest.approx(0.070)
 
 
 def test_the_horizon_runs_from_the_exposure_middle_to_the_given_draw_time():
