@@ -483,3 +483,49 @@ def test_the_overlay_and_the_eyepiece_image_stream_to_a_subscriber():
     np.testing.assert_array_equal(got[0], ov.last_image)
     np.testing.assert_array_equal(got[1], eye.render_result(r))
     assert got[1].shape == (160, 200, 3) and got[1][40, 35].max() > 0
+
+
+def test_a_calibration_records_the_camera_shape_and_the_fit_it_came_from():
+    from inscope.eyepiece import calibrate, calibration_from_image
+    from inscope.eyepiece_fit import (
+        CalibrationError,
+        CharucoPattern,
+        display_to_camera_map,
+        render_camera_view,
+    )
+
+    display, camera = (1280, 720), (480, 640)  # a camera wider than tall: (h, w)
+    pattern = CharucoPattern.for_display(display)
+    truth = display_to_camera_map(display, camera, 0.45, 300.0, False, (4.0, -6.0))
+    cam = render_camera_view(pattern.image(), truth, camera, blur_px=0.7, noise=60)
+    cal = calibration_from_image(cam, pattern, pixel_size_um=0.65)
+    assert cal.camera_shape == (480, 640) and cal.display_size == display
+    assert cal.pixel_size_um == 0.65 and not cal.mirrored
+    x = cal.extra
+    assert x["mirrored"] is False and x["rotation_deg"] == pytest.approx(300.0, abs=0.2)
+    assert x["scale"] == pytest.approx(0.45, rel=0.01)
+    assert x["corners_found"] >= cal.points > 0
+    assert 0 <= x["fit_error_px"] and x["max_residual_px"] >= cal.rms_px
+    assert x["pattern"] == pattern.to_dict()
+    # the rotation reads back in [0, 360): 300°, not -60°
+    assert "rotated 300.0°" in describe(cal)
+    # a refusal names the error in µm as well when the pixel size is known
+    with pytest.raises(CalibrationError, match=r"camera px \(\d+\.\d\d µm\) exceeds"):
+        calibration_from_image(cam, pattern, pixel_size_um=0.65,
+                               max_error_px=cal.expected_error_px * 0.5)
+    # the live path passes the pixel size and the limit on
+    live = calibrate(lambda img: None, lambda: cam, display, pattern, pixel_size_um=0.3)
+    assert live.pixel_size_um == 0.3
+    with pytest.raises(CalibrationError, match="exceeds"):
+        calibrate(lambda img: None, lambda: cam, display, pattern,
+                  max_error_px=cal.expected_error_px * 0.5)
+
+
+def test_eyepiece_quadrilaterals_are_closed_and_the_image_is_8_bit():
+    ren = EyepieceRenderer((200, 160), EyepieceCalibration(np.eye(3)[:2], (200, 160)),
+                           color=(0, 255, 0), thickness=1)
+    img = ren.render(BOXES[:1], (160, 200))
+    assert img.dtype == np.uint8
+    # all four sides of box (20, 40, 50, 70): the left one closes the polygon
+    for y, x in ((40, 35), (55, 50), (70, 35), (55, 20)):
+        assert img[y, x, 1] > 150, (y, x)
