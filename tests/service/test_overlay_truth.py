@@ -529,3 +529,50 @@ def test_eyepiece_quadrilaterals_are_closed_and_the_image_is_8_bit():
     # all four sides of box (20, 40, 50, 70): the left one closes the polygon
     for y, x in ((40, 35), (55, 50), (70, 35), (55, 20)):
         assert img[y, x, 1] > 150, (y, x)
+
+
+def test_without_a_display_no_window_is_opened_and_one_line_says_why(monkeypatch, caplog):
+    import logging
+
+    from inscope.overlay import display_available
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert display_available() is False
+    with caplog.at_level(logging.INFO, logger="inscope.overlay"):
+        maybe = OverlayOutput()  # window=None: only if there is a display
+        maybe.open()
+        asked = OverlayOutput(window=True)
+        asked.open()
+        never = OverlayOutput(window=False)
+        never.open()
+    assert maybe.window is False and asked.window is False and never.window is False
+    recs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "inscope.overlay"]
+    assert [lvl for lvl, _ in recs] == [logging.INFO, logging.WARNING]
+    assert "not showing the overlay window" in recs[0][1]
+    assert "an overlay window was asked for" in recs[1][1] and "DISPLAY unset" in recs[1][1]
+    assert maybe.stats()["window"] is False
+
+
+@pytest.mark.parametrize("fps", [0.0, 0.05, 241.0, math.inf, math.nan])
+def test_a_video_rate_outside_what_a_player_takes_is_refused(tmp_path, fps):
+    from inscope.overlay import VideoSink
+
+    with pytest.raises(ValueError, match=r"\[0.1, 240\]"):
+        VideoSink(tmp_path / "v.avi", fps)
+
+
+def test_a_video_goes_into_new_folders_and_upper_case_suffixes_are_fine(tmp_path):
+    from inscope.overlay import VideoSink
+
+    for fps in (0.1, 240.0):
+        sink = VideoSink(tmp_path / "runs" / "day 1" / f"ov{fps}.AVI", fps)
+        frame = np.full((24, 32, 3), 128, np.uint8)
+        sink.write(frame)
+        sink.write(frame)
+        sink.close()
+        sink.close()  # twice is fine
+        assert sink.frames == 2 and sink.path.exists() and sink.path.stat().st_size > 0
+        cap = cv2.VideoCapture(str(sink.path))
+        assert cap.isOpened() and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(fps, rel=0.01)
+        cap.release()
