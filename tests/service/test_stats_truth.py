@@ -114,3 +114,35 @@ def test_stamp_stats_per_stage_combos_values_and_fps():
     same.add({"ready": 5})
     same.add({"ready": 5})
     assert same.fps == 0.0
+
+
+def test_rounding_and_options_reach_every_figure():
+    p = percentiles([1.23456789, 2.0])
+    assert p["max"] == 2.0 and p["p50"] == 1.6173  # 4 digits by default
+    assert percentiles([1.23456789])["max"] == 1.2346
+    assert ns_to_ms([1_234_567, 2_000_000], ndigits=1, quantiles=(50,)) == {
+        "n": 2, "p50": 1.6, "max": 2.0, "mean": 1.6}
+
+
+def test_small_positive_values_are_not_counted_as_zero_and_the_totals_are_exact():
+    s = QuantileSketch()
+    assert len(s) == 1  # the zero bucket
+    for v in (0.5, 0.25, 1.0, 3.0):
+        s.add(v)
+    assert s.quantile(0.0) == pytest.approx(0.25, rel=0.01)
+    assert s.quantile(0.4) == pytest.approx(0.5, rel=0.01)
+    assert s.total == 4.75 and len(s) == 5
+    assert QuantileSketch().summary() == {"n": 0, "p50": None, "p90": None, "p99": None,
+                                          "max": None, "mean": None}
+
+
+def test_one_incomplete_combo_does_not_hide_the_next_and_known_keys_keep_counting():
+    ss = StampStats([], combos={"a": ((1, "ready", "missing"),),
+                                "b": ((1, "ready", "published"),)})
+    ss.add({"ready": 0, "published": 2 * MS})
+    lat = ss.latencies_ms()
+    assert lat["a"]["n"] == 0 and lat["b"]["n"] == 1
+    for k in range(64):
+        ss.add_values({f"k{k}": 1.0})
+    ss.add_values({"new": 1.0, "k0": 2.0})  # full: "new" is dropped, k0 still counted
+    assert ss.values("k0").n == 2 and ss.values("new") is None
