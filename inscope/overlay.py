@@ -63,11 +63,17 @@ def to_display(pixels: np.ndarray, low: float = 0.5, high: float = 99.8,
     if pixels.dtype == np.uint8 and subsample <= 0:
         return pixels
     sample = pixels[::max(1, subsample), ::max(1, subsample)]
-    lo, hi = np.percentile(sample, (low, high))
-    if not np.isfinite(lo) or not np.isfinite(hi):
-        sample = np.nan_to_num(sample)
-        lo, hi = float(sample.min()), float(sample.max())
-        pixels = np.nan_to_num(pixels)
+    if sample.dtype.kind == "f" and not np.isfinite(sample).all():
+        # NaN or inf pixels (a broken column, a division by zero in a flat field): the
+        # percentiles of the finite ones; NaN and -inf shown black, +inf white (before,
+        # inf became the largest float and the rest of the frame black)
+        finite = sample[np.isfinite(sample)]
+        if finite.size == 0:
+            return np.zeros(pixels.shape, np.uint8)
+        lo, hi = np.percentile(finite, (low, high))
+        pixels = np.nan_to_num(pixels, nan=lo, posinf=hi, neginf=lo)
+    else:
+        lo, hi = np.percentile(sample, (low, high))
     scale = 255.0 / max(float(hi) - float(lo), 1e-6)
     out = cv2.convertScaleAbs(pixels, alpha=scale, beta=-float(lo) * scale)
     # convertScaleAbs takes the absolute value: a pixel below the low percentile (a dead

@@ -576,3 +576,76 @@ def test_a_video_goes_into_new_folders_and_upper_case_suffixes_are_fine(tmp_path
         cap = cv2.VideoCapture(str(sink.path))
         assert cap.isOpened() and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(fps, rel=0.01)
         cap.release()
+
+
+def test_a_result_exactly_on_a_display_tick_is_drawn_and_a_skip_is_not_a_drop():
+    ov = OverlayOutput(display_fps=10.0)
+    assert ov.submit(_result(ready_ns=0)) is True
+    assert ov.submit(_result(ready_ns=100 * MS)) is True   # on the tick: drawn
+    assert ov.submit(_result(ready_ns=199 * MS)) is True   # skipped: still True (not lost)
+    # on the next tick: drawn; nothing drains the queue here, so the oldest of the two
+    # waiting goes (False: "dropped"), as a display that fell behind drops old frames
+    assert ov.submit(_result(ready_ns=200 * MS)) is False
+    assert ov.skipped == 1
+
+
+def test_the_video_starts_at_the_first_frame_offered_not_the_first_drawn(tmp_path):
+    t0 = 5_000_000 * MS
+    ov = OverlayOutput(video=tmp_path / "v.avi", video_fps=10.0, display_fps=10.0)
+    ov.submit(_result(ready_ns=t0))  # offered (then dropped before drawing, say)
+    ov.handle(_result(ready_ns=t0 + 250 * MS))  # the first drawn: tick 2
+    assert ov.stats()["video_frames"] == 3  # ticks 0, 1 and 2 hold it
+    ov.close()
+
+
+def test_the_same_ready_stamp_twice_leaves_the_rate_alone():
+    ov = OverlayOutput()
+    ov.renderer = rec = _Recording()
+    t0 = 5_000_000 * MS
+    for t in (t0, t0 + 100 * MS, t0 + 100 * MS):
+        ov.handle(_result(ready_ns=t))
+    assert rec.calls[1][0] == pytest.approx(10.0) and rec.calls[2][0] == pytest.approx(10.0)
+
+
+def test_the_output_passes_its_style_video_rate_and_display_rate_on(tmp_path):
+    ov = OverlayOutput(video=tmp_path / "v.avi", video_fps=12.5, display_fps=0.5,
+                       style=OverlayStyle(crosshair=False))
+    assert ov.renderer.style.crosshair is False and ov.video.fps == 12.5
+    st = ov.stats()
+    assert st["display_fps"] == 0.5 and st["video_fps"] == 12.5 and st["video_frames"] == 0
+    plain = OverlayOutput(display_fps=24.0).stats()
+    assert plain["video_fps"] is None and plain["video_frames"] == 0
+    assert OverlayOutput(display_fps=24.0, video=tmp_path / "w.avi").video_fps == 24.0
+
+
+def test_a_video_stops_with_a_clear_error_before_the_disk_is_full(tmp_path):
+    import errno
+
+    from inscope.overlay import VideoSink
+
+    sink = VideoSink(tmp_path / "v.avi", 10.0)
+    frame = np.zeros((24, 32, 3), np.uint8)
+    sink.write(frame)
+    sink.MIN_FREE_BYTES = 1 << 62  # more than any disk: as if it were full
+    with pytest.raises(OSError) as e:
+        sink.write(frame)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(sink.path)
+    assert "bytes free, the video stops here and is finalised" in str(e.value)
+    assert sink.frames == 1
+    sink.close()
+
+
+def test_to_display_stretches_8_bit_frames_too_and_survives_infinities():
+    u8 = (100 + np.arange(64 * 64) % 11).astype(np.uint8).reshape(64, 64)
+    for sub in (4, 1):
+        out = to_display(u8, subsample=sub)
+        assert out.min() == 0 and out.max() == 255, sub
+    img = np.full((64, 64), 10.0, np.float32)
+    img[16:48, 16:48] = 50.0
+    img[:, :2] = np.inf  # a broken column: 3 % of the frame
+    out = to_display(img)
+    assert out.dtype == np.uint8 and out[32, 32] == 255 and out[5, 20] == 0
+    assert (out[:, :2] == 255).all()  # +inf white
+    img[:, :2] = -np.inf
+    assert (to_display(img)[:, :2] == 0).all()
+    assert not to_display(np.full((8, 8), np.nan, np.float32)).any()
