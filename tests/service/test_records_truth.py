@@ -149,7 +149,60 @@ def test_the_frames_become_an_ome_tiff_with_positions_times_and_provenance(tmp_p
     ann = {m.get("K"): m.text for m in root.iter(f"{{{ns['o']}}}M")}
     assert ann["model_sha256"] == "abc123" and ann["provider"] == "cpu"
     assert ann["microscope"] == "sim" and ann["inscope_version"] == "9.9"
+    assert ann["model"] == "inscope-nuclei" and ann["start_utc"] == PROV["start_utc"]
+    assert ann["pixel_size_um"] == "0.5" and ann["channel"] == "DAPI"
     assert "mm_config" not in ann  # not known: left out, not written as None
+    assert xml.startswith("<?xml") and tf_is_big(out.frames_path)
+
+
+def tf_is_big(path) -> bool:
+    with tifffile.TiffFile(path) as tf:
+        return tf.is_bigtiff and tf.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+
+
+def test_every_provenance_field_reaches_the_ome_annotations(tmp_path):
+    prov = {**PROV, "start_monotonic_ns": 123456789, "calibration": "affine 0.5",
+            "microscope": {"name": "mm", "mm_config": "MMConfig_demo.cfg",
+                           "channel_group": "Channel", "camera": "Camera-1",
+                           "pixel_size_um": 0.65},
+            "where": tmp_path / "µm data"}  # not JSON by itself: written as text
+    out = RecordsOutput(tmp_path / "a" / "b" / "run", frames=True)
+    out.provenance = prov
+    _run(out, [_result(0)])
+    saved = json.loads((tmp_path / "a" / "b" / "run" / "provenance.json").read_text("utf-8"))
+    assert saved["where"] == str(tmp_path / "µm data")
+    with tifffile.TiffFile(out.frames_path) as tf:
+        root = ET.fromstring(tf.ome_metadata)
+    ns = root.tag.split("}")[0].strip("{")
+    ann = {m.get("K"): m.text for m in root.iter(f"{{{ns}}}M")}
+    assert ann["start_monotonic_ns"] == "123456789" and ann["calibration"] == "affine 0.5"
+    assert ann["mm_config"] == "MMConfig_demo.cfg" and ann["channel_group"] == "Channel"
+    assert ann["microscope"] == "mm" and ann["pixel_size_um"] == "0.65"
+    # no channel named: the camera names the OME channel
+    assert root.find(f".//{{{ns}}}Channel").get("Name") == "Camera-1"
+    assert out.stats()["frames"] == str(out.frames_path)
+    # a second run into the same folder is fine
+    _run(RecordsOutput(tmp_path / "a" / "b" / "run"), [_result(1)])
+
+
+def test_a_flush_leaves_nothing_behind_and_counts_the_next_batch_afresh(tmp_path):
+    out = RecordsOutput(tmp_path / "run", batch=3, flush_s=3600.0)
+    out.open()
+    for i in range(5):
+        out.handle(_result(i))
+    assert out.flushes == 1  # frames 3 and 4 wait for a third
+    out.close()
+    assert [m["frame_index"] for m in read_jsonl(out.detections_path)] == [0, 1, 2, 3, 4]
+    csv_out = RecordsOutput(tmp_path / "csv", "csv", batch=2, flush_s=3600.0)
+    csv_out.open()
+    r = _result(0)
+    r.detections.class_names = ("noyau µ", "mitotic")
+    for _ in range(3):
+        csv_out.handle(r)
+    csv_out.close()
+    with open(csv_out.detections_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 1 + 6 and rows[1][CSV_COLUMNS.index("class")] == "noyau µ"
 
 
 def test_frames_without_a_position_record_zeros_and_a_size_change_is_refused(tmp_path):
