@@ -113,3 +113,16 @@ def test_shipped_model_finds_nuclei_far_above_its_range(monkeypatch):
     det.detect(frames[0].pixels)
     det.detect(frames[1].pixels)
     assert len(calls) == 3
+
+
+def test_three_nuclei_are_enough_and_a_small_frame_is_measured_at_full_resolution():
+    img = np.full((200, 200), 300, np.uint16)
+    for x in (40, 100, 160):
+        cv2.circle(img, (x, 100), 15, 3000, -1)
+    est = estimate_object_size_px(img)
+    assert est is not None and abs(est - 31) / 31 < 0.1, est
+    img[:, 130:] = 300  # two left
+    assert estimate_object_size_px(img) is None
+    # 8 px nuclei in a 256 px frame: measured on the frame itself, within a tenth
+    est = estimate_object_size_px(_discs(8.0, shape=(256, 256)))
+    assert est is not None and abs(est - 8) / 8 < 0.1, est
