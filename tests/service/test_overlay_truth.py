@@ -539,19 +539,22 @@ def test_without_a_display_no_window_is_opened_and_one_line_says_why(monkeypatch
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert display_available() is False
-    with caplog.at_level(logging.INFO, logger="inscope.overlay"):
-        maybe = OverlayOutput()  # window=None: only if there is a display
-        maybe.open()
-        asked = OverlayOutput(window=True)
-        asked.open()
-        never = OverlayOutput(window=False)
-        never.open()
-    assert maybe.window is False and asked.window is False and never.window is False
-    recs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "inscope.overlay"]
-    assert [lvl for lvl, _ in recs] == [logging.INFO, logging.WARNING]
-    assert "not showing the overlay window" in recs[0][1]
-    assert "an overlay window was asked for" in recs[1][1] and "DISPLAY unset" in recs[1][1]
-    assert maybe.stats()["window"] is False
+    said = {}
+    for window in (None, True, False):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="inscope.overlay"):
+            ov = OverlayOutput(window=window)
+            ov.open()
+        assert ov.window is False and ov.stats()["window"] is False
+        said[window] = [(r.levelno, r.getMessage()) for r in caplog.records
+                        if r.name == "inscope.overlay"]
+    # only if there is one: an info line; asked for: a warning; not wanted: nothing
+    assert [lvl for lvl, _ in said[None]] == [logging.INFO]
+    assert "not showing the overlay window" in said[None][0][1]
+    assert [lvl for lvl, _ in said[True]] == [logging.WARNING]
+    assert "an overlay window was asked for" in said[True][0][1]
+    assert "DISPLAY unset" in said[True][0][1]
+    assert said[False] == []
 
 
 @pytest.mark.parametrize("fps", [0.0, 0.05, 241.0, math.inf, math.nan])
@@ -648,4 +651,17 @@ def test_to_display_stretches_8_bit_frames_too_and_survives_infinities():
     assert (out[:, :2] == 255).all()  # +inf white
     img[:, :2] = -np.inf
     assert (to_display(img)[:, :2] == 0).all()
-    assert not to_display(np.full((8, 8), np.nan, np.float32)).any()
+    blank = to_display(np.full((8, 8), np.nan, np.float32))
+    assert blank.dtype == np.uint8 and blank.shape == (8, 8) and not blank.any()
+
+
+def test_the_output_thread_draws_what_is_submitted(tmp_path):
+    ov = OverlayOutput(video=tmp_path / "v.avi", video_fps=10.0, display_fps=10.0,
+                       window=False)
+    ov.start()
+    try:
+        assert ov.submit(_result(ready_ns=5_000_000 * MS)) is True
+    finally:
+        ov.stop()
+    assert ov.last_image is not None and ov.last_image.shape == (160, 200, 3)
+    assert ov.stats()["video_frames"] == 1
