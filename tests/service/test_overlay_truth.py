@@ -665,3 +665,18 @@ def test_the_output_thread_draws_what_is_submitted(tmp_path):
         ov.stop()
     assert ov.last_image is not None and ov.last_image.shape == (160, 200, 3)
     assert ov.stats()["video_frames"] == 1
+
+
+def test_the_overlay_draws_30_frames_a_second_unless_told_and_names_its_quit_signal():
+    ov = OverlayOutput()
+    assert ov.display_fps == 30.0 and ov.stats()["display_fps"] == 30.0  # module docstring
+    ov.submit(_result(ready_ns=0))
+    ov.submit(_result(ready_ns=33 * MS))  # inside the 33.3 ms period: skipped
+    ov.submit(_result(ready_ns=34 * MS))
+    assert ov.skipped == 1
+    # a failing listener's log line names the signal
+    assert ov.quit_requested.name == "quit_requested"
+    got = []
+    ov.quit_requested.connect(got.append)
+    ov.quit_requested.emit("window closed (q)")
+    assert got == ["window closed (q)"]
