@@ -535,6 +535,28 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
         "two or more points never have ptp(t) == 0"),
     "xǁBoxPredictorǁ__init____mutmut_2": ("window_s: float = 1.3", _DEFAULT_TUNING),
     "xǁBoxPredictorǁ__init____mutmut_3": ("min_points: int = 5", _DEFAULT_TUNING),
+    # detector/decode.py: the centre vote (rewritten 2026-12-06; checked against a vote
+    # written plainly in tests/detector/test_det_vote_calibration.py)
+    **{f"x__centre_vote__mutmut_{n}": ("", why) for why, ns in (
+        ("equivalent: decode_centernet always passes stride, agreement, radius and sigma",
+         (1, 2, 3, 4)),
+        ("equivalent: the window is symmetric, so adding or subtracting the offsets visits "
+         "the same cells with the peak in the middle", (33, 34)),
+        ("equivalent: cells clipped only above, or read through a reshape numpy accepts, "
+         "are the cells of the border branch, whose weights it zeroes", (37, 46, 63, 112,
+                                                                         220)),
+        ("equivalent: a weighted mean does not change when every weight is doubled",
+         (77,)),
+        ("equivalent: peaks one cell further in take the border branch, which changes "
+         "nothing where every cell is inside; heat[None] masks every peak the same way",
+         (86, 89, 92)),
+        ("equivalent: the same dtype, copy or output array either way (einsum subscripts "
+         "in upper case, astype, exp's out)", (13, 58, 59, 61, 74, 153, 162, 171, 198,
+                                              200, 230, 247)),
+        ("equivalent: one class is the multi-class index with c = 0", (66,)),
+        ("boundary at exact equality of two centre estimates' distance with the agreement "
+         "radius (floats)", (143, 146)))
+       for n in ns},
     # detector/scale.py
     **{f"x_estimate_object_size_px__mutmut_{n}": (frag, why) for n, frag, why in (
         (84, "threshold(u8, None", _EQ_OTSU), (91, "threshold(u8, 1,", _EQ_OTSU),
