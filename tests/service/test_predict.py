@@ -207,3 +207,59 @@ def test_service_uses_the_measured_lag_unless_configured(tmp_path):
             assert ov.eyepiece.predictor.display_lag_ms == want
         finally:
             svc.close()
+
+
+def test_display_lag_reads_zero_as_zero_and_switches_as_often_as_asked():
+    from inscope.eyepiece import measure_display_lag_ms
+
+    rig = _DisplayAndCamera(0.0)
+    shows = []
+    show = rig.show
+
+    def counting(img):
+        shows.append(img.max())
+        show(img)
+
+    got = measure_display_lag_ms(counting, rig.snap, np.full((8, 8), 255, np.uint8),
+                                 repeats=1, clock=lambda: rig.now)
+    assert got == pytest.approx(0.0, abs=0.3)
+    # the two levels (pattern, black), then per switch black and the pattern
+    assert shows == [255, 0, 0, 255]
+    shows.clear()
+    measure_display_lag_ms(counting, rig.snap, np.full((8, 8), 255, np.uint8), repeats=3,
+                           clock=lambda: rig.now)
+    assert len(shows) == 2 + 2 * 3
+
+
+def test_display_lag_gives_up_when_the_display_stops_lighting():
+    from inscope.eyepiece import measure_display_lag_ms
+
+    rig = _DisplayAndCamera(5.0)
+    calls = []
+
+    def fails_after_the_levels(img):
+        calls.append(img.max())
+        if len(calls) <= 2:  # the pattern and black levels are measured, then it freezes
+            rig.show(img)
+
+    with pytest.raises(RuntimeError, match="did not light up in the camera within 0.5 s"):
+        measure_display_lag_ms(fails_after_the_levels, rig.snap,
+                               np.full((8, 8), 255, np.uint8), timeout_s=0.5,
+                               clock=lambda: rig.now)
+
+
+def test_display_lag_without_an_exposure_time_counts_from_the_frame():
+    """A camera that reports no exposure: the lag is read to the frame, not within it."""
+    from inscope.eyepiece import measure_display_lag_ms
+
+    rig = _DisplayAndCamera(23.0)
+    snap = rig.snap
+
+    def bare():
+        f = snap()
+        f.metadata = {}
+        return f
+
+    got = measure_display_lag_ms(rig.show, bare, np.full((8, 8), 255, np.uint8),
+                                 clock=lambda: rig.now)
+    assert 23.0 <= got <= 23.0 + 10.0 + 1e-6  # within one 10 ms exposure, never before
