@@ -128,12 +128,18 @@ class DetectCall:
 
     def finish(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
                class_names: tuple[str, ...]) -> Detections:
-        """Clip boxes to the image, drop empty ones, stamp ``detect_end``."""
+        """Clip boxes to the image, drop empty ones, stamp ``detect_end``.
+
+        The image spans ``[-0.5, w - 0.5] x [-0.5, h - 0.5]``: pixel centres are at
+        integer coordinates (frames, training boxes, the simulator's truth and the
+        control code all count so), so a nucleus cut by the left edge keeps the half
+        pixel its border pixel covers.
+        """
         h, w = self.image.shape
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if len(boxes):
-            np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
-            np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+            np.clip(boxes[:, 0::2], -0.5, w - 0.5, out=boxes[:, 0::2])
+            np.clip(boxes[:, 1::2], -0.5, h - 0.5, out=boxes[:, 1::2])
             ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, scores, class_ids = boxes[ok], scores[ok], class_ids[ok]
         self.stamps[STAMP_DETECT_END] = time.monotonic_ns()
