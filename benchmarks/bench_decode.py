@@ -1,8 +1,9 @@
 """Decoding time of a frame with thousands of nuclei: this tree against a git revision.
 
-At 2048 x 2048 the network's outputs hold thousands of peaks (HeLa frame 0 at half size,
-tiled 4 x 4: ~3,100), and decoding them (peaks, centre vote, duplicate suppression)
-runs on the CPU whatever provider runs the network: on the H200 it was a third of the
+At 2048 x 2048 the network's outputs hold thousands of peaks (the model card's frame:
+HeLa frame 0 at half size, a 512 x 512 window tiled 4 x 4, ~3,000), and decoding them
+(peaks, centre vote, duplicate suppression) runs on the CPU whatever provider runs the
+network: on the H200 it was a third of the
 whole ``detect()`` (post 6.4 of 18.9 ms p50, ``benchmarks/results/gpu.json``). This
 bench decodes the same network outputs with ``detector/decode.py`` of the working tree
 and of ``--rev`` (imported from ``git show``), alternating blocks of 10 runs so both see
@@ -50,15 +51,11 @@ def decode_at(rev: str, folder: Path) -> ModuleType:
 
 
 def hela_2048(stack: Path) -> np.ndarray:
-    """HeLa frame 0 at half size (nuclei ~15 px), a 512 x 512 window tiled 4 x 4: the
-    model card's 2048 x 2048 frame."""
-    import cv2
+    """The model card's 2048 x 2048 frame (:func:`benchmarks.eval_model.card_large_frame`)
+    from the stack's first frame."""
+    from benchmarks.eval_model import card_large_frame
 
-    img = np.load(stack)["images"][0]
-    half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    win = half[:512, :512]
-    win = np.pad(win, ((0, 512 - win.shape[0]), (0, 512 - win.shape[1])), mode="reflect")
-    return np.ascontiguousarray(np.tile(win, (4, 4)))
+    return card_large_frame(np.load(stack)["images"][0])[1]
 
 
 def sim_2048(seed: int) -> np.ndarray:
@@ -117,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     same_n = len(b0) == len(b1)
     report = {
         "benchmark": "bench_decode",
-        "frame": ("HeLa frame 0 at half size, 512 x 512 tiled 4 x 4" if args.data
+        "frame": ("HeLa frame 0 at half size, a 512 x 512 window (256 rows + their "
+                  "mirror) tiled 4 x 4: the model card's" if args.data
                   else f"simulator seed {args.seed}, 2048 x 2048"),
         "shape": list(frame.shape),
         "boxes": {k: len(v[0]) for k, v in got.items()},

@@ -165,6 +165,21 @@ def sim_large_nuclei(model: Path, frames: int, op: float) -> dict:
                                             auto_scale=False)["ap50"]}
 
 
+def card_large_frame(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The model card's 2048 x 2048 frame of small nuclei from one real frame: at half
+    size (nuclei ~15 px), a 512 x 512 window (its middle 256 rows and their mirror, so
+    the tiles meet seamlessly) tiled 4 x 4. ``(window, frame, y0, x0)``: *y0*, *x0* place
+    the window's 256 rows in the half-size image."""
+    import cv2
+
+    img = cv2.resize(np.asarray(image, np.float32), None, fx=0.5, fy=0.5,
+                     interpolation=cv2.INTER_AREA)
+    y0, x0 = (img.shape[0] - 256) // 2, (img.shape[1] - 512) // 2
+    win = img[y0:y0 + 256, x0:x0 + 512]
+    win = np.concatenate([win, win[::-1]], 0)  # 512 x 512 (mirrored: seamless)
+    return win, np.tile(win, (4, 4)), y0, x0
+
+
 def large_frame_figures(model: Path, real, op: float, runs: int = 20) -> dict:
     """A 2048 x 2048 frame of small nuclei: the real frames at half size (nuclei ~15 px,
     a 512 x 512 window tiled 4 x 4, ~1,500+ nuclei) against that one window.
@@ -175,25 +190,18 @@ def large_frame_figures(model: Path, real, op: float, runs: int = 20) -> dict:
     """
     import time
 
-    import cv2
-
     from inscope.detector.datasets import Sample
     from inscope.detector.onnx_detector import OnnxDetector
     from inscope.detector.train.cli import evaluate_model
 
     s = real[0]
-    img = cv2.resize(np.asarray(s.image, np.float32), None, fx=0.5, fy=0.5,
-                     interpolation=cv2.INTER_AREA)
+    win, big, y0, x0 = card_large_frame(s.image)
     b = (np.asarray(s.boxes, np.float32) + 0.5) * 0.5 - 0.5  # pixel centres at integers
-    y0, x0 = (img.shape[0] - 256) // 2, (img.shape[1] - 512) // 2
-    win = img[y0:y0 + 256, x0:x0 + 512]
-    win = np.concatenate([win, win[::-1]], 0)  # 512 x 512 (mirrored: seamless)
     cx, cy = (b[:, 0] + b[:, 2]) / 2 - x0, (b[:, 1] + b[:, 3]) / 2 - y0
     inb = b[(cx >= 0) & (cx < 512) & (cy >= 0) & (cy < 256)] - [x0, y0, x0, y0]
     inb = np.clip(inb, -0.5, [511.5, 255.5, 511.5, 255.5])
     mir = inb[:, [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 511, 0, 511]  # row y -> 511 - y
     wb = np.concatenate([inb, mir])
-    big = np.tile(win, (4, 4))
     bb = np.concatenate([wb + [512 * i, 512 * j, 512 * i, 512 * j]
                          for j in range(4) for i in range(4)])
     one = evaluate_model(model, [Sample(win, wb, None, "window")], ignore_border_fp=True,

@@ -125,7 +125,7 @@ RECORDS: dict[str, str] = {
     "model_eval_errors_before.json": "python -m benchmarks.eval_model --quick --real STACK, "
                                      "the same previous model",
     "decode_speed.json": "python -m benchmarks.bench_decode --rev d7a8680 --data STACK: "
-                         "the decoding of a 2048 x 2048 frame (~3,100 nuclei) before and "
+                         "the decoding of a 2048 x 2048 frame (~3,000 nuclei) before and "
                          "after the float32 centre vote, side by side in one run",
     "decode_variants_before.json": "python -m benchmarks.decode_variants --real STACK, run "
                                    "with the same previous model",

@@ -213,8 +213,8 @@ def _centre_vote(hm: np.ndarray, size: np.ndarray, off: np.ndarray, c: np.ndarra
     # peaks x 25 cells): the cells are gathered with flat indices, and the arithmetic is
     # float32 on positions relative to each peak cell (|value| < 4 cells, so float32
     # keeps ~1e-6 cell; absolute positions up to 512 cells would keep only ~1e-4).
-    # The vote of 3,124 peaks: 6.2 -> 1.8 ms; the whole decoding of that frame 7.8 ->
-    # 4.7 ms p50, the same boxes (benchmarks/bench_decode.py, results/decode_speed.json).
+    # The whole decoding of the model card's 2048 x 2048 frame (2,964 peaks): 9.8 -> 5.9
+    # ms p50, the same boxes (benchmarks/bench_decode.py, results/decode_speed.json).
     C, H, W = hm.shape
     d = np.arange(-radius, radius + 1, dtype=np.int32)
     k = len(d) ** 2
