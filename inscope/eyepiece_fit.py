@@ -32,6 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inscope.overlay import stretch_to_uint8
+
 #: 95 % radius of an isotropic 2-D Gaussian, in units of its per-axis sigma.
 _R95 = math.sqrt(-2.0 * math.log(0.05))
 #: Fewest corners a fit is made from (12 unknowns would be fitted exactly by 6).
@@ -231,10 +233,8 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         raise CalibrationError("the camera image is uniform (no pattern in it): is the "
                                "pattern on the eyepiece display, the light path to the "
                                "camera open and the exposure long enough?")
-    # below the low percentile is black: convertScaleAbs takes the absolute value, and a
-    # dead pixel in a black square would otherwise come out as a white speck
-    np.maximum(f, lo, out=f)
-    return cv2.convertScaleAbs(f, alpha=255.0 / (hi - lo), beta=-lo * 255.0 / (hi - lo))
+    # (below the low percentile black: a dead pixel in a black square is no white speck)
+    return stretch_to_uint8(f, float(lo), float(hi))
 
 
 @dataclass

@@ -74,11 +74,19 @@ def to_display(pixels: np.ndarray, low: float = 0.5, high: float = 99.8,
         pixels = np.nan_to_num(pixels, nan=lo, posinf=hi, neginf=lo)
     else:
         lo, hi = np.percentile(sample, (low, high))
-    scale = 255.0 / max(float(hi) - float(lo), 1e-6)
-    out = cv2.convertScaleAbs(pixels, alpha=scale, beta=-float(lo) * scale)
-    # convertScaleAbs takes the absolute value: a pixel below the low percentile (a dead
-    # pixel, the darkest 0.5 %) came out grey, as bright as one as far above it; it is
-    # black (one compare and a masked write, ~0.1 ms at 512 x 512)
+    return stretch_to_uint8(pixels, float(lo), float(hi))
+
+
+def stretch_to_uint8(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """*pixels* mapped linearly to uint8, *lo* and below to 0, *hi* and above to 255.
+
+    ``cv2.convertScaleAbs`` scales and saturates in one pass but takes the absolute
+    value: a pixel below *lo* (a dead pixel, the darkest 0.5 %) came out grey or white,
+    as bright as one as far above it; it is set black (one compare and a masked write,
+    ~0.1 ms at 512 x 512). Used by the overlay and by the eyepiece calibration's image.
+    """
+    scale = 255.0 / max(hi - lo, 1e-6)
+    out = cv2.convertScaleAbs(pixels, alpha=scale, beta=-lo * scale)
     out[pixels < lo] = 0
     return out
 
