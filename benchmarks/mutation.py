@@ -538,26 +538,36 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     "xǁBoxPredictorǁ__init____mutmut_3": ("min_points: int = 5", _DEFAULT_TUNING),
     # detector/decode.py: the centre vote (rewritten 2026-12-06; checked against a vote
     # written plainly in tests/detector/test_det_vote_calibration.py)
-    **{f"x__centre_vote__mutmut_{n}": ("", why) for why, ns in (
+    **{f"x__centre_vote__mutmut_{n}": (frag, why) for why, pairs in (
         ("equivalent: decode_centernet always passes stride, agreement, radius and sigma",
-         (1, 2, 3, 4)),
+         ((1, "stride: float = 5.0"), (2, "agree_cells: float = 1.75"),
+          (3, "radius: int = 2"), (4, "sigma: float = 1.0"))),
         ("equivalent: the window is symmetric, so adding or subtracting the offsets visits "
-         "the same cells with the peak in the middle", (33, 34)),
+         "the same cells with the peak in the middle",
+         ((33, "y32[:, None] - dy"), (34, "x32[:, None] - dx"))),
         ("equivalent: cells clipped only above, or read through a reshape numpy accepts, "
-         "are the cells of the border branch, whose weights it zeroes", (37, 46, 63, 112,
-                                                                         220)),
+         "are the cells of the border branch, whose weights it zeroes",
+         ((37, "np.clip(ny, None"), (46, "np.clip(nx, None"), (63, "reshape(None)"),
+          (112, "off.shape[0], -2"), (220, "size.shape[0], -2"))),
         ("equivalent: a weighted mean does not change when every weight is doubled",
-         (77,)),
+         ((77, "2.0 / (1.0 + np.exp"),)),
         ("equivalent: peaks one cell further in take the border branch, which changes "
          "nothing where every cell is inside; heat[None] masks every peak the same way",
-         (86, 89, 92)),
+         ((86, "y32 <= radius"), (89, "x32 <= radius"), (92, "b = None"))),
         ("equivalent: the same dtype, copy or output array either way (einsum subscripts "
-         "in upper case, astype, exp's out)", (13, 58, 59, 61, 74, 153, 162, 171, 198,
-                                              200, 230, 247)),
-        ("equivalent: one class is the multi-class index with c = 0", (66,)),
+         "in upper case, astype, exp's out)",
+         ((13, "radius + 1, )"), (58, "astype(None, copy=False)"), (59, "copy=None"),
+          (61, "astype(np.float32, )"), (74, "copy=True"), (153, 'einsum("IJ->I"'),
+          (162, 'einsum("IJ,IJ->I", wg, rx)'), (171, 'einsum("IJ,IJ->I", wg, ry)'),
+          (198, "out=None"), (200, "np.exp(e, )"),
+          (230, '"IJ,IJ->I", wgt, np.maximum(sz[0]'),
+          (247, '"IJ,IJ->I", wgt, np.maximum(sz[1]'))),
+        ("equivalent: one class is the multi-class index with c = 0",
+         ((66, "(C == 1) and False"),)),
         ("boundary at exact equality of two centre estimates' distance with the agreement "
-         "radius (floats)", (143, 146)))
-       for n in ns},
+         "radius (floats)",
+         ((143, "own_x) < agree_cells"), (146, "own_y) < agree_cells"))))
+       for n, frag in pairs},
     # detector/scale.py
     **{f"x_estimate_object_size_px__mutmut_{n}": (frag, why) for n, frag, why in (
         (84, "threshold(u8, None", _EQ_OTSU), (91, "threshold(u8, 1,", _EQ_OTSU),

@@ -875,10 +875,10 @@ class FindAndImage:
             the scan's plane already, or cannot go there: :func:`to_scan_plane` runs
             first and nothing else here moves it); whether it moved. What a detector
             finds depends on where in the field a cell lies: of two touching daughter
-            nuclei of the simulator (seed
-            1), the one the scan boxed at 0.99 was found at some places in the field
-            and not at its centre, at any threshold (given up as lost). Centring then
-            steers it to the centre, where it is followed by registration."""
+            nuclei of the simulator (seed 1), the one the scan boxed at 0.99 was found at
+            some places in the field and not at its centre, at any threshold (given up
+            as lost). Centring then steers it to the centre, where it is followed by
+            registration."""
             nonlocal view, chosen
             if view is None:
                 return False
