@@ -951,16 +951,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     chosen = [t for t in TARGETS if not a.module or t.name in a.module]
-    old = {}
-    if a.out.exists() and a.module:
-        old = {m["module"]: m for m in json.loads(a.out.read_text()).get("modules", [])}
+    old: dict[str, dict] = {}
     rows = []
     for t in chosen:
         print(f"mutating {t.path} (tests: {', '.join(t.tests)}) ...", flush=True)
         res = run_target(t, a.max_children, a.keep, a.work, a.survivors, not a.report,
                          tuple(a.mutants))
-        old[t.path] = res
         rows.append(res)
+        old = _merged_results(a.out, rows) if a.module else {r["module"]: r for r in rows}
         left = "" if res["complete"] else f" ({res['mutants'] - res['checked']} not checked)"
         print(f"  {res['killed']}/{res['checked']} killed = {100 * res['score']:.1f}% "
               f"(target {100 * t.target:.0f}%), {len(res['survivors'])} survivors{left}, "
@@ -975,6 +973,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['killed']:7d} {100 * m['score']:6.1f}% {100 * m['target']:6.0f}%")
     print(f"wrote {a.out.relative_to(ROOT) if a.out.is_relative_to(ROOT) else a.out}")
     return 0 if all(m["meets_target"] for m in rows) else 1
+
+
+def _merged_results(path: Path, rows: list[dict]) -> dict[str, dict]:
+    """The entries of *path* as it is now, with this run's *rows* replacing theirs.
+
+    Read again before every write, not once at start: a module's run takes up to ~40
+    minutes, and another ``--module`` run that finished meanwhile must keep its entry
+    (reading once, the run that ended last dropped the other's).
+    """
+    merged: dict[str, dict] = {}
+    if path.exists():
+        merged = {m["module"]: m for m in json.loads(path.read_text()).get("modules", [])}
+    merged.update({r["module"]: r for r in rows})
+    return merged
 
 
 def _report(modules: dict[str, dict]) -> dict:

@@ -1,9 +1,12 @@
-"""The mutation report's survivor notes (benchmarks/mutation.py): a note written for one
-mutant must not be lost, nor land on another function's mutant, when mutmut renumbers."""
+"""The mutation report (benchmarks/mutation.py): a survivor note written for one mutant
+must not be lost, nor land on another function's mutant, when mutmut renumbers; a
+module's entry must not be lost to another run writing the same file."""
 
 from __future__ import annotations
 
-from benchmarks.mutation import SURVIVOR_NOTES, _reason
+import json
+
+from benchmarks.mutation import SURVIVOR_NOTES, _merged_results, _reason
 
 NOTE = "equivalent: the value is overwritten before it is read"
 
@@ -23,3 +26,18 @@ def test_two_notes_of_the_function_that_match_are_not_guessed_between(monkeypatc
     diff = "-    y = 0\n+    y = None"
     assert _reason("xǁFooǁbar__mutmut_3", diff) == NOTE  # its own number still counts
     assert _reason("xǁFooǁbar__mutmut_7", diff) == "a test to add (not analysed one by one)"
+
+
+def test_an_entry_written_by_another_run_meanwhile_is_kept(tmp_path):
+    out = tmp_path / "mutation.json"
+    out.write_text(json.dumps({"modules": [{"module": "a.py", "score": 0.5},
+                                           {"module": "b.py", "score": 0.6}]}))
+    mine = {"module": "b.py", "score": 0.9}
+    # another run (started after this one read the file) has since written c.py
+    out.write_text(json.dumps({"modules": [{"module": "a.py", "score": 0.5},
+                                           {"module": "b.py", "score": 0.6},
+                                           {"module": "c.py", "score": 0.7}]}))
+    merged = _merged_results(out, [mine])
+    assert merged == {"a.py": {"module": "a.py", "score": 0.5}, "b.py": mine,
+                      "c.py": {"module": "c.py", "score": 0.7}}
+    assert _merged_results(tmp_path / "none.json", [mine]) == {"b.py": mine}
