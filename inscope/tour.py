@@ -225,6 +225,11 @@ class Tour:
                     self._enter("holding", t)
                     self._hold_start = {k: np.asarray(v.center_um, float).copy()
                                         for k, v in by_id.items() if not v.missed}
+            else:
+                # frames *in a row*: a correcting move, a frame the target was not seen
+                # in or one still settling starts the count over (it kept counting, so
+                # three centred frames with moves between them passed for a settled cell)
+                self._centered = 0
         elif self.phase == "holding":
             if t - self._phase_t >= cfg.hold_s and focus_locked:
                 tr = by_id.get(self.target)

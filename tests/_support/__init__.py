@@ -61,3 +61,37 @@ def frame_at(frame: Frame, position: StagePosition | None, index: int | None = N
         stamps["ready"] = ready_ns
     return Frame(frame.pixels, frame.index if index is None else index, stamps, position,
                  frame.pixel_size_um, frame.affine.copy())
+
+
+def disc_track(tid: int, cx: float, cy: float, r: float = 12.0, *, hits: int = 5,
+               score: float = 0.9, missed: int = 0, um=None):
+    """A :class:`~inscope.control.tracking.Track` of a disc of radius *r* px at pixel
+    (*cx*, *cy*) of a 0.5 µm/px frame (stage µm = pixel / 2 unless *um* is given)."""
+    from inscope.control.tracking import Track
+
+    box = np.array([cx - r, cy - r, cx + r, cy + r])
+    center_um = np.array(um if um is not None else [cx * 0.5, cy * 0.5], float)
+    return Track(tid, box, center_um, np.array([2 * r * 0.5] * 2), score=score, hits=hits,
+                 missed=missed)
+
+
+def disc_frame(tracks, brightness=None, *, index: int = 0, t_s: float | None = None,
+               position: StagePosition | None = None, moving: bool = False,
+               metadata=None, truth=None) -> Frame:
+    """A 400 x 400, 0.5 µm/px frame drawing each track's disc (grey level 1000, or
+    *brightness*[id]) on a background of 100; *t_s* is its simulator clock
+    (``sim_time_s``)."""
+    import cv2
+
+    img = np.full((400, 400), 100, np.uint16)
+    for t in tracks:
+        cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
+        r = (t.box[2] - t.box[0]) / 2
+        v = (brightness or {}).get(t.id, 1000)
+        cv2.circle(img, (int(cx), int(cy)), int(r) - 1, int(v), -1)
+    meta = dict(metadata or {})
+    if t_s is not None:
+        meta["sim_time_s"] = t_s
+    pos = position if position is not None else StagePosition(100.0, 100.0, 0.0)
+    return Frame(img, index, position=pos, pixel_size_um=0.5, metadata=meta,
+                 truth=truth, moving=moving)

@@ -7,31 +7,12 @@ centre (the tour's hop is 80-200 px), bright discs on a dark background.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+from _support import disc_frame as _frame
+from _support import disc_track as _track
 
-from inscope.acquisition.frame import Frame, StagePosition
 from inscope.acquisition.safety import SoftLimits
-from inscope.control.tracking import Track
 from inscope.tour import Tour, TourConfig
-
-
-def _track(tid: int, cx: float, cy: float, r: float = 12.0, *, hits=5, score=0.9, missed=0,
-           um=None) -> Track:
-    box = np.array([cx - r, cy - r, cx + r, cy + r])
-    center_um = np.array(um if um is not None else [cx * 0.5, cy * 0.5])
-    return Track(tid, box, center_um, np.array([2 * r * 0.5] * 2), score=score, hits=hits,
-                 missed=missed)
-
-
-def _frame(tracks, brightness=None) -> Frame:
-    img = np.full((400, 400), 100, np.uint16)
-    for t in tracks:
-        cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
-        r = (t.box[2] - t.box[0]) / 2
-        v = (brightness or {}).get(t.id, 1000)
-        cv2.circle(img, (int(cx), int(cy)), int(r) - 1, int(v), -1)
-    return Frame(img, 0, position=StagePosition(100.0, 100.0, 0.0), pixel_size_um=0.5)
 
 
 def _choose(tracks, brightness=None, limits=None, tour=None):
