@@ -181,7 +181,8 @@ TARGETS: tuple[Target, ...] = (
             "tests/service/test_service_frame_recording.py",
             "tests/service/test_service_provenance.py"), 0.80),
     Target("tour", "inscope/tour.py",
-           ("tests/service/test_tour.py", "tests/service/test_tour_choice.py"), 0.80),
+           ("tests/service/test_tour.py", "tests/service/test_tour_choice.py",
+            "tests/service/test_tour_steps.py"), 0.80),
     # the latency figures every benchmark and run summary reports
     Target("stats", "inscope/stats.py",
            ("tests/service/test_stats_truth.py", "tests/service/test_service_memory.py"), 0.80),
