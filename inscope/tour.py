@@ -79,7 +79,6 @@ class Tour:
         self._centered = 0
         self._hold_start: dict[int, np.ndarray] = {}
         self._moved: dict[int, float] = {}
-        self._last_line = ""
         self._last_tl = -math.inf
         self._idle_since: float | None = None  # choosing, with nothing to choose, since
         self.travels = 0  # fields travelled to when nothing was left to choose
@@ -117,7 +116,8 @@ class Tour:
     def _travel(self, stage, frame, limits) -> bool:
         """Move the stage ``travel_fields`` camera fields on, away from the cells visited
         (the first direction, turning by 45 degrees, whose target the soft *limits*
-        allow with half a field to spare); whether a move was commanded."""
+        allow with half a field to spare, and the guard lets through); whether the stage
+        moved (not in a dry run)."""
         from inscope.acquisition.errors import DeviceError, MoveRefused
 
         p = frame.position
@@ -136,9 +136,11 @@ class Tour:
             if limits is not None and not limits.allows_xy(x, y, margin=0.5 * field_um):
                 continue
             try:
-                stage.scope.move_xy(float(x), float(y))
+                made = stage.scope.move_xy(float(x), float(y))
             except (MoveRefused, DeviceError):
                 continue
+            if not made:  # a dry run: nothing moves in any direction, nothing travelled
+                return False
             self.travels += 1
             return True
         return False

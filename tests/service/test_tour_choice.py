@@ -72,3 +72,63 @@ def test_a_visited_cell_and_one_outside_the_soft_limits_are_skipped():
     # the cell's radius (6 µm here) must fit inside too: 994 + 6 reaches 1000, 995 past it
     assert _choose([_track(3, 320, 200, um=[994.0, 100.0])], limits=limits) == 3
     assert _choose([_track(3, 320, 200, um=[995.0, 100.0])], limits=limits) is None
+
+
+def test_brightness_above_the_background_is_weighed_by_size():
+    # a third, dim cell of A's size keeps the median area at A's, so both A and B count
+    a, big, dim = _track(1, 320, 200), _track(2, 80, 200, r=20), _track(3, 200, 320)
+    # (1000 - 100) x 24 px < (900 - 100) x 40 px: the bigger one wins
+    assert _choose([a, big, dim], {1: 1000, 2: 900, 3: 110}) == 2
+    # a small bright cell against a big dim one, over a background of 100: the bright
+    # one (200 x 24 = 4,800 against 80 x 48 = 3,840); above zero instead of the
+    # background, the big one would win
+    big = _track(2, 80, 200, r=24)
+    assert _choose([_track(1, 320, 200), big, dim], {1: 300, 2: 180, 3: 110}) == 1
+
+
+def test_a_cell_within_edge_px_of_any_side_is_skipped_one_pixel_further_in_it_is_not():
+    for cx, cy, ok in ((35, 200, False), (36, 200, True),     # left: x0 23 / 24
+                       (365, 200, False), (364, 200, True),   # right: x1 377 / 376
+                       (200, 35, False), (200, 36, True),     # top
+                       (200, 365, False), (200, 364, True)):  # bottom
+        got = _choose([_track(1, cx, cy)])
+        assert (got == 1) is ok, (cx, cy)
+
+
+def test_the_hop_range_includes_its_ends():
+    assert _choose([_track(1, 280, 200)]) == 1  # exactly min_hop_px 80 from the centre
+    assert _choose([_track(1, 320, 200)], tour=Tour(TourConfig(max_hop_px=120.0))) == 1
+
+
+def test_a_cell_is_visited_only_within_12_um_of_a_visit():
+    for d, chosen in ((11.9, None), (12.0, 1), (12.5, 1)):
+        tour = Tour()
+        tour._visited_xy = np.array([[160.0 + d, 100.0]])
+        assert _choose([_track(1, 320, 200)], tour=tour) == chosen, d
+
+
+def _box_track(tid, box, um):
+    from inscope.control.tracking import Track
+
+    b = np.asarray(box, float)
+    return Track(tid, b, np.asarray(um, float), np.array([b[2] - b[0], b[3] - b[1]]) * 0.5,
+                 score=0.9, hits=5)
+
+
+def test_crowding_is_judged_against_the_boxs_longer_side_wide_or_tall():
+    # a 30 x 10 box and a neighbour 25 px away: within its longer side, crowded
+    wide = _box_track(1, (305, 195, 335, 205), [160.0, 100.0])
+    for nb in ((330, 195, 360, 205), (305, 220, 335, 230)):  # beside, below: 25 px
+        assert _choose([wide, _box_track(2, nb, [0.0, 0.0])]) is None, nb
+    tall = _box_track(1, (315, 185, 325, 215), [160.0, 100.0])
+    assert _choose([tall, _box_track(2, (315, 210, 325, 240), [0.0, 0.0])]) is None
+    # exactly its longer side away is not crowded
+    far = _box_track(2, (335, 195, 365, 205), [0.0, 0.0])
+    assert _choose([wide, far], {2: 200}) == 1
+
+
+def test_a_cell_outside_the_soft_limits_does_not_end_the_search():
+    inside, outside = _track(1, 320, 200, um=[500.0, 100.0]), _track(2, 80, 200,
+                                                                     um=[-300.0, 100.0])
+    limits = SoftLimits(x=(-200.0, 1000.0), y=(-1000.0, 1000.0))
+    assert _choose([outside, inside], {1: 1000, 2: 5000}, limits=limits) == 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _support import disc_frame, disc_track, sim_scope
+from _support import disc_frame, disc_track, made_moves, sim_scope
 
 from inscope.acquisition.frame import StagePosition
 from inscope.acquisition.safety import MoveGuard, SoftLimits
@@ -417,3 +417,141 @@ def test_the_summary_says_what_was_visited_followed_and_travelled():
     assert s["fields_travelled"] == 2
     assert s["visited"] == tour.visited and s["followed"] == tour.followed
     assert s["timeline"] == []
+
+
+# -- the clock ---------------------------------------------------------------------------
+def test_the_clock_counts_from_the_first_frame_whatever_the_simulators_time():
+    tour, stage = _setup()
+    stage.focus.locked = False
+    assert _step(tour, stage, 100.0, _cells()) == "focusing"  # 0 s into the tour
+    assert _step(tour, stage, 130.0 - TICK, _cells()) == "focusing"
+    assert _step(tour, stage, 130.0 + TICK, _cells()) == "centring"
+
+
+def test_without_a_simulator_clock_the_ready_stamps_are_the_clock():
+    tour, stage = _setup()
+    stage.focus.locked = False
+    for ready_s, phase in ((5.0, "focusing"), (34.9, "focusing"), (35.1, "centring")):
+        f = disc_frame(_cells(), {2: 500})
+        f.stamps["ready"] = int(ready_s * 1e9)
+        tour.step(stage, f, _cells())
+        assert tour.phase == phase, ready_s
+
+
+# -- travelling: which way ---------------------------------------------------------------
+def _travel_to(tour, stage, limits="scope", travels=0):
+    tour.travels = travels
+    lim = stage.scope.limits if limits == "scope" else limits
+    moved = tour._travel(stage, disc_frame([], t_s=0.0), lim)
+    made = made_moves(stage.scope)  # the commanded target (the stage rounds to its step)
+    return moved, tuple(round(v, 2) for v in made[-1][1]) if made else None
+
+
+def test_with_the_visits_centred_here_travel_takes_a_direction_of_its_own():
+    tour, stage = _setup()
+    tour._visited_xy = np.array([[90.0, 100.0], [110.0, 100.0]])  # their mean is here
+    got = _travel_to(tour, stage, travels=1)
+    want = (round(100 + 150 * np.cos(2.4), 2), round(100 + 150 * np.sin(2.4), 2))
+    assert got == (True, want)
+    tour, stage = _setup()
+    tour._visited_xy = np.array([[99.5, 100.0]])  # half a µm away still says which way
+    assert _travel_to(tour, stage, travels=1) == (True, (250.0, 100.0))
+
+
+def test_travel_turns_45_degrees_at_a_time_alternating_sides():
+    # away is +y (the visits are below); +y leaves the limits with half a field to spare
+    s = 150 / np.sqrt(2)
+    limits = SoftLimits(x=(-1000.0, 1000.0), y=(-1000.0, 320.0))
+    tour, stage = _setup()
+    tour._visited_xy = np.array([[100.0, 0.0]])
+    assert _travel_to(tour, stage, limits) == (True, (round(100 - s, 2), round(100 + s, 2)))
+    # with x kept above 100 as well, the first turn (to 135 degrees) is out too: 45
+    limits = SoftLimits(x=(0.0, 1000.0), y=(-1000.0, 320.0))
+    tour, stage = _setup()
+    tour._visited_xy = np.array([[100.0, 0.0]])
+    assert _travel_to(tour, stage, limits) == (True, (round(100 + s, 2), round(100 + s, 2)))
+
+
+def test_a_direction_the_guard_refuses_is_skipped_for_the_next():
+    # the tour is given no limits; the stage's own guard refuses x > 200 (+x, 45 and
+    # -45 degrees): the fourth direction, +90 degrees, is taken
+    tour, stage = _setup(limits=SoftLimits(x=(-1000.0, 200.0), y=(-1000.0, 1000.0)))
+    assert _travel_to(tour, stage, None) == (True, (100.0, 250.0))
+    assert tour.travels == 1
+
+
+def test_a_dry_run_travels_nowhere():
+    scope = sim_scope(guard=MoveGuard(SoftLimits(x=(-1e3, 1e3), y=(-1e3, 1e3)),
+                                      dry_run=True))
+    tour = Tour(_cfg())
+    stage = ControlStage(scope, ControlConfig(mode="steer"), director=tour)
+    assert tour._travel(stage, disc_frame([], t_s=0.0), scope.limits) is False
+    assert tour.travels == 0
+
+
+# -- what the records say, to the digit -----------------------------------------------------
+def test_a_visit_and_a_follow_are_recorded_with_their_precision_and_the_truth():
+    tour, stage = _setup(cfg=_cfg(cells=1))
+    cells = [disc_track(CELL, 320, 200, um=[160.1234, 99.9876]),
+             disc_track(2, 80, 200, um=[40.0, 100.0])]
+    t0 = _step(tour, stage, 0.0, cells) and 0.0
+    for k in range(3):
+        _steer(stage, SteerStatus.CENTERED)
+        _step(tour, stage, t0 + TICK * (k + 1), cells)
+    t1 = 3 * TICK + 0.5
+    moved = [cells[0], disc_track(2, 80, 200, um=[42.3456, 100.0])]
+    assert _step(tour, stage, t1, moved) == "following"
+    assert tour.visited[-1]["stage_um"] == [160.12, 99.99]
+    assert tour.followed[-1]["moved_um_during_hold"] == 2.35
+    # the real cell (truth) 3.877 px left of the followed box's centre (80, 200)
+    truth = np.array([[76.123 - 12, 188.0, 76.123 + 12, 212.0]])
+    assert _step(tour, stage, t1 + 0.1234, [cells[0]], truth=truth) == "choosing"
+    assert tour.followed[-1]["followed_s"] == 0.123
+    assert "truth_centring_error_um" not in tour.followed[-1]  # its track was lost
+    tour, stage = _setup(cfg=_cfg(cells=1))
+    t1 = _centred(tour, stage) + 0.5
+    _step(tour, stage, t1, _cells(moved_um=3.0))
+    _step(tour, stage, t1 + 0.75, _cells(moved_um=3.0), truth=truth)
+    # 123.877 px from the image centre at 0.5 µm/px: 61.9385 µm, kept to the nm
+    assert tour.followed[-1]["truth_centring_error_um"] in (61.938, 61.939)
+
+
+def test_a_timeline_point_without_the_targets_track_has_no_centring_error():
+    tour, stage = _setup()
+    tour.target = 99  # not a track the tracker holds
+    _record(tour, stage, 0.12345)
+    p = tour.timeline[-1]
+    assert p["target"] == 99 and "centring_error_um" not in p
+    assert p["t_s"] == 0.0  # the first point is the clock's start
+    _record(tour, stage, 0.12345 + 0.12345)
+    assert tour.timeline[-1]["t_s"] == 0.123
+
+
+def test_a_missed_targets_timeline_point_has_no_centring_error():
+    tour, stage = _setup()
+    frame = disc_frame([], t_s=0.0)
+    from _support import boxes_at
+
+    stage.tracker.min_hits = 1
+    stage.tracker.update(frame, boxes_at(frame, [[160.0, 100.0]], size_px=24.0))
+    tour.target = stage.tracker.tracks[0].id
+    stage.tracker.update(frame, boxes_at(frame, []))  # missed in the next frame
+    truth = np.array([[308.0, 188.0, 332.0, 212.0]])
+    _record(tour, stage, 0.0, truth=truth)
+    assert "centring_error_um" not in tour.timeline[-1]
+
+
+def test_summary_percentiles_are_rounded_to_the_nm():
+    tour, _ = _setup()
+    tour.timeline = [_point(0.0, dz=1.23456)]
+    assert tour.summary()["focus_error_um_all"] == {"p50": 1.235, "p90": 1.235, "max": 1.235}
+
+
+def test_a_frame_with_neither_clock_is_time_zero():
+    tour, stage = _setup()
+    stage.focus.locked = False
+    f = disc_frame(_cells(), {2: 500})
+    f.stamps.pop("ready", None)
+    tour.step(stage, f, _cells())
+    tour.step(stage, f, _cells())
+    assert tour.phase == "focusing" and tour._now(f) == 0.0
