@@ -619,6 +619,60 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                             "always passes align"),
     "x_tile_grid__mutmut_4": ("if tile < 0 or", "equivalent: a tile of 0 is refused by "
                               "overlap >= tile anyway (overlap is >= 0 there)"),
+    # inscope/tour.py
+    **{f"xǁTourǁstep__mutmut_{n}": ('"choosing", None', "equivalent: the time a phase began "
+                                    "is read only in focusing, centring, holding and "
+                                    "following, each entered with its time; choosing "
+                                    "never reads it")
+       for n in (36, 84, 185, 227)},
+    **{f"xǁTourǁstep__mutmut_{n}": ('"locked", ', "equivalent: a ControlStage's focus is "
+                                    "always a FocusLock, which has locked")
+       for n in (10, 13, 16)},
+    "xǁTourǁstep__mutmut_24": ('"limits", )', "equivalent: every microscope has limits "
+                               "(None when unset)"),
+    "xǁTourǁstep__mutmut_33": ("t + self._phase_t", "equivalent: focusing is only the "
+                               "first phase, begun at time 0"),
+    **{f"xǁTourǁstep__mutmut_{n}": ("_timeout_s", "boundary at exact equality of two "
+                                    "clock readings in float seconds: 30 s and 3 s are not "
+                                    "reachable exactly from nanoseconds x 1e-9")
+       for n in (34, 82)},
+    **{f"xǁTourǁ_choose__mutmut_{n}": (frag, "insensitive: the background (20th "
+                                      "percentile of a 1/64 sample) and a nucleus' upper "
+                                      "intensity (90th percentile of its box) move by "
+                                      "less than the brightness differences that decide")
+       for n, frag in ((12, "[::9, ::8]"), (13, "[::8, ::9]"), (14, "], 21)"),
+                       (132, "(crop, 91)"))},
+    **{f"xǁTourǁ_choose__mutmut_{n}": ("crop.size", "a test to add: only a box a few "
+                                       "pixels wide, no smaller than the median cell, "
+                                       "reaches the crop-size guard")
+       for n in (122, 123)},
+    "xǁTourǁ_choose__mutmut_124": ("break", "a test to add: only a box a few pixels wide, "
+                                   "no smaller than the median cell, reaches the crop-size "
+                                   "guard"),
+    "xǁTourǁ_choose__mutmut_140": ("t.area_px, 2.0", "equivalent for cells of 2 px² or "
+                                   "more (a box of at least 4 x 4 px passes the crop guard)"),
+    **{f"xǁTourǁ_choose__mutmut_{n}": (frag, "equivalent unless two cells score exactly "
+                                       "the same: the tuples then compare by their score")
+       for n, frag in ((143, "key=None"), (145, "max(cand, )"))},
+    "xǁTourǁ_choose__mutmut_26": ("else 1.0", "equivalent: with no cell seen there is no "
+                                  "candidate for the area to rule out"),
+    "xǁTourǁ_now__mutmut_12": ("1000000001.0", "insensitive: a clock 1e-9 fast changes "
+                               "no phase boundary by more than a nanosecond a second"),
+    "xǁTourǁ_now__mutmut_20": ('"ready", 1)', "equivalent: a frame with neither clock "
+                               "counts 1 - 1 = 0 instead of 0 - 0"),
+    **{f"xǁTourǁ{fn}__mutmut_{n}": ("or True", "equivalent: a Frame's metadata is always a "
+                                    "dict (empty: .get gives None)")
+       for fn, n in (("_now", 3), ("record", 60))},
+    **{f"xǁTourǁsummary__mutmut_{n}": ("strict=", "equivalent: three names zipped with "
+                                       "two percentiles and the maximum, equal lengths "
+                                       "by construction")
+       for n in (84, 87, 100)},
+    "xǁTourǁ_travel__mutmut_23": ("<= 1e-6", "boundary at exact equality of a measured "
+                                  "distance: equivalent in practice"),
+    "xǁTourǁ_travel__mutmut_41": ("range(9)", "equivalent: a ninth try turns by 4 x 45 "
+                                  "degrees the other way, the direction of the eighth"),
+    "xǁTourǁ_travel__mutmut_46": ("// 2 / (1", "equivalent: dividing by 1 or -1 is "
+                                  "multiplying by it"),
 }
 
 
