@@ -180,6 +180,12 @@ TARGETS: tuple[Target, ...] = (
            ("tests/service/test_service_records.py", "tests/service/test_records_truth.py",
             "tests/service/test_service_frame_recording.py",
             "tests/service/test_service_provenance.py"), 0.80),
+    # find-and-image: the scan, one record per cell, centring, focus and the z extent
+    Target("workflow", "control/workflow.py",
+           ("tests/control/test_workflow_truth.py", "tests/control/test_sim_workflow.py",
+            "tests/control/test_duplicates.py", "tests/control/test_scan_hardening.py",
+            "tests/control/test_focus_flat_sweeps.py", "tests/control/test_slide_control.py"),
+           0.80),
     Target("tour", "inscope/tour.py",
            ("tests/service/test_tour.py", "tests/service/test_tour_choice.py",
             "tests/service/test_tour_steps.py"), 0.80),
