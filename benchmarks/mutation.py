@@ -186,6 +186,23 @@ TARGETS: tuple[Target, ...] = (
             "tests/control/test_duplicates.py", "tests/control/test_scan_hardening.py",
             "tests/control/test_focus_flat_sweeps.py", "tests/control/test_slide_control.py"),
            0.80),
+    # the ONNX detector around the network: card checks, scale, tiling, timing
+    Target("onnx_detector", "detector/onnx_detector.py",
+           ("tests/detector/test_det_onnx_detector.py", "tests/detector/test_detect_call_truth.py",
+            "tests/detector/test_det_scale.py", "tests/detector/test_det_vote_calibration.py",
+            "tests/detector/test_det_ultralytics.py"), 0.80),
+    # score calibration (Platt / temperature) and its error measure
+    Target("score_calibration", "detector/calibration.py",
+           ("tests/detector/test_det_vote_calibration.py", "tests/detector/test_metrics_truth.py"),
+           0.80),
+    # recordings read back as frames (TIFF, OME-TIFF, NDTiff, video)
+    Target("replay", "acquisition/replay.py",
+           ("tests/acquisition/test_replay.py", "tests/acquisition/test_user_files.py",
+            "tests/acquisition/test_slide_files.py"), 0.80),
+    # the AR eyepiece's calibration fit from a photo of the projected pattern
+    Target("eyepiece_fit", "inscope/eyepiece_fit.py",
+           ("tests/service/test_eyepiece_calibration.py", "tests/service/test_overlay_truth.py"),
+           0.80),
     Target("tour", "inscope/tour.py",
            ("tests/service/test_tour.py", "tests/service/test_tour_choice.py",
             "tests/service/test_tour_steps.py"), 0.80),
