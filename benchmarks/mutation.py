@@ -665,13 +665,6 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                                       "less than the brightness differences that decide")
        for n, frag in ((12, "[::9, ::8]"), (13, "[::8, ::9]"), (14, "], 21)"),
                        (132, "(crop, 91)"))},
-    **{f"xǁTourǁ_choose__mutmut_{n}": ("crop.size", "a test to add: only a box a few "
-                                       "pixels wide, no smaller than the median cell, "
-                                       "reaches the crop-size guard")
-       for n in (122, 123)},
-    "xǁTourǁ_choose__mutmut_124": ("break", "a test to add: only a box a few pixels wide, "
-                                   "no smaller than the median cell, reaches the crop-size "
-                                   "guard"),
     "xǁTourǁ_choose__mutmut_140": ("t.area_px, 2.0", "equivalent for cells of 2 px² or "
                                    "more (a box of at least 4 x 4 px passes the crop guard)"),
     **{f"xǁTourǁ_choose__mutmut_{n}": (frag, "equivalent unless two cells score exactly "

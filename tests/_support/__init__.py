@@ -88,7 +88,7 @@ def disc_frame(tracks, brightness=None, *, index: int = 0, t_s: float | None = N
         cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
         r = (t.box[2] - t.box[0]) / 2
         v = (brightness or {}).get(t.id, 1000)
-        cv2.circle(img, (int(cx), int(cy)), int(r) - 1, int(v), -1)
+        cv2.circle(img, (int(cx), int(cy)), max(int(r) - 1, 0), int(v), -1)
     meta = dict(metadata or {})
     if t_s is not None:
         meta["sim_time_s"] = t_s

@@ -132,3 +132,14 @@ def test_a_cell_outside_the_soft_limits_does_not_end_the_search():
                                                                      um=[-300.0, 100.0])
     limits = SoftLimits(x=(-200.0, 1000.0), y=(-1000.0, 1000.0))
     assert _choose([outside, inside], {1: 1000, 2: 5000}, limits=limits) == 1
+
+
+def test_a_box_of_fewer_than_16_whole_pixels_is_skipped_for_the_next():
+    # three cells of a few pixels (a tiny third keeps the median area at the first two):
+    # the first, 3.5 px wide, spans 3 whole pixel columns (9 px); the second, as wide
+    # but placed across 4 columns and 4 rows, 16 px: the smallest crop the tour measures
+    a = _box_track(1, (318.0, 198.0, 321.5, 201.5), [160.0, 100.0])
+    b = _box_track(2, (80.6, 198.6, 84.1, 202.1), [40.0, 100.0])
+    c = _box_track(3, (200.0, 80.0, 201.0, 81.0), [100.0, 40.0])
+    assert _choose([a, b, c]) == 2
+    assert _choose([a, c]) is None
