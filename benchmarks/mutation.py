@@ -180,6 +180,12 @@ TARGETS: tuple[Target, ...] = (
            ("tests/service/test_service_records.py", "tests/service/test_records_truth.py",
             "tests/service/test_service_frame_recording.py",
             "tests/service/test_service_provenance.py"), 0.80),
+    # find-and-image's arithmetic (z-stack spec, cells.csv, field grid, signal choice,
+    # scan plane, z extent, one record per cell, duplicates) on its fast tests: run with
+    # --mutants for those functions (the whole module on its slow scan tests below takes
+    # hours on two cores)
+    Target("workflow_core", "control/workflow.py",
+           ("tests/control/test_workflow_truth.py", "tests/control/test_duplicates.py"), 0.80),
     # find-and-image: the scan, one record per cell, centring, focus and the z extent
     Target("workflow", "control/workflow.py",
            ("tests/control/test_workflow_truth.py", "tests/control/test_sim_workflow.py",
@@ -957,7 +963,10 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
             _stage(work, t)
             if work_root is not None:
                 stamp.write_text(digest)
-            how = "full run"
+            # --mutants on a first run: only those (the rest stay unchecked: partial)
+            names = list(patterns)
+            how = (f"first run of the mutants matching {', '.join(patterns)} only"
+                   if patterns else "full run")
         else:
             _restage(work, t)
             _stage_config(work, t)
@@ -1010,7 +1019,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --work: only score the kept runs (no mutmut run)")
     ap.add_argument("--mutants", action="append", default=[], metavar="GLOB",
                     help="with --work: only the mutants whose name matches, e.g. "
-                         "'*FocusLock*' (repeatable)")
+                         "'*FocusLock*' (repeatable); on a first run the others stay "
+                         "unchecked (a partial score)")
     ap.add_argument("--survivors", action="store_true",
                     help="with --work: re-test only the mutants that survived the kept "
                          "run, against the current tests (after adding tests for them)")
