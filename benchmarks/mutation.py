@@ -648,6 +648,32 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                             "always passes align"),
     "x_tile_grid__mutmut_4": ("if tile < 0 or", "equivalent: a tile of 0 is refused by "
                               "overlap >= tile anyway (overlap is >= 0 there)"),
+    # control/workflow.py (workflow_core)
+    **{f"x__extent__mutmut_{n}": (frag, "equivalent: a neighbour plane exactly at the "
+                                  "threshold, inside or outside, puts the interpolated "
+                                  "crossing on that plane either way")
+       for n, frag in ((26, "v[lo - 1] > thr"), (45, "v[hi + 1] > thr"))},
+    "x__extent__mutmut_61": ("float(None)", "equivalent: unreachable, a plane inside the "
+                             "extent and the one outside it never hold equal signal"),
+    **{f"x__field_um__mutmut_{n}": (frag, "equivalent for a rotation times a scaling of "
+                                    "each axis (what a calibration measures): the angle "
+                                    "of R D is that of R for any positive diagonal D")
+       for n, frag in ((15, "[-2.0, 1.0]"), (16, "[-1.0, 2.0]"))},
+    "x__field_um__mutmut_18": ("det(a) <= 0", "equivalent: a singular affine (det 0) maps "
+                               "no field"),
+    **{f"x_plan_fields__mutmut_{n}": (frag, "equivalent: a grown region is never narrower "
+                                      "than a field minus a step (the overlap), so the "
+                                      "formula gives 1 there as well")
+       for n, frag in ((56, "and False"), (59, "span < field_um"))},
+    **{f"x_plan_fields__mutmut_{n}": (frag, "wording only: the end of the message")
+       for n, frag in ((79, "XXseveral).XX"), (80, "SEVERAL)."))},
+    "x_signal_for__mutmut_5": ('"optical_sectioning", None', "equivalent: None and False "
+                               "are both false"),
+    **{f"xǁCellRecordǁrow__mutmut_{n}": ("strict=", "equivalent: a box is four numbers by "
+                                        "construction (_box4)")
+       for n in (19, 22, 31)},
+    "xǁFindAndImageǁ_merge__mutmut_9": ("dup = None", "equivalent: None and False are "
+                                        "both false"),
     # inscope/tour.py
     **{f"xǁTourǁstep__mutmut_{n}": ('"choosing", None', "equivalent: the time a phase began "
                                     "is read only in focusing, centring, holding and "

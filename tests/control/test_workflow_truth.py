@@ -350,3 +350,97 @@ def test_cells_are_visited_nearest_first_from_where_the_stage_is(finder):
     r = recs[0]
     assert r.box == (0.0, 0.0, 20.0, 20.0) and r.size_um == (10.0, 10.0)
     assert r.field_index == 0 and r.status == "pending"
+
+
+# -- the z extent at its edges ---------------------------------------------------------------
+def _prof(v):
+    return [(float(i), float(x)) for i, x in enumerate(v)]
+
+
+def test_the_extent_runs_to_a_stacks_first_or_last_plane_when_still_above_it():
+    # the peak at a stack's first plane, the last plane bright again: the extent does not
+    # wrap around to it
+    assert _extent(_prof([10, 9, 1, 0, 8]), 0.5) == (0.0, pytest.approx(1 + 4.0 / 8.0))
+    # the peak on the second plane with the first still above the fraction
+    assert _extent(_prof([8, 10, 1, 0]), 0.5) == (0.0, pytest.approx(1 + 5.0 / 9.0))
+    # ... and on the last but one with the last above it
+    assert _extent(_prof([0, 1, 10, 8]), 0.5) == (pytest.approx(2 - 5.0 / 9.0), 3.0)
+
+
+def test_a_dip_next_to_the_stacks_end_is_bridged_to_it():
+    assert _extent(_prof([8, 2, 10, 1, 0]), 0.5)[0] == 0.0
+    assert _extent(_prof([0, 1, 10, 2, 8]), 0.5)[1] == 4.0
+
+
+def test_a_dip_far_from_the_ends_is_bridged_by_two_planes():
+    # the peak at 6, a dip at 5, back above at 4 and 3, out at 2
+    lo, _ = _extent(_prof([0, 0, 1, 9, 9, 2, 10, 0, 0]), 0.5)
+    assert lo == pytest.approx(3 - 4.0 / 8.0)
+
+
+def test_a_plane_exactly_at_the_fraction_counts_as_inside_across_a_dip():
+    # thr 5: plane 1 is exactly at it, beyond the dip at 2
+    lo, hi = _extent(_prof([0, 5, 2, 10, 2, 5, 0]), 0.5)
+    assert (lo, hi) == (pytest.approx(1.0), pytest.approx(5.0))
+
+
+def test_a_weak_but_positive_profile_has_an_extent():
+    lo, hi = _extent(_prof([0.0, 0.2, 0.5, 0.2, 0.0]), 0.5)
+    assert (lo, hi) == (pytest.approx(2 - 0.5 / 0.6), pytest.approx(2 + 0.5 / 0.6))
+
+
+def test_a_sweep_of_values_under_one_rises_as_much():
+    zs = [0.0, 1.0, 2.0]
+    assert _rise_over(zs, np.array([0.2, 0.4, 0.8]), 0.0) == pytest.approx(4.0)
+
+
+def test_the_scan_plane_does_not_depend_on_the_sharpness_scale():
+    zs = [-4.0, -2.0, 0.0, 2.0, 4.0, 6.0]
+    v = np.array([1.0, 1.0, 9.5, 9.0, 10.0, 1.0])
+    assert scan_plane(_sweep(zs, v * 1e-3)) == pytest.approx(scan_plane(_sweep(zs, v)))
+
+
+# -- the region, its refusal and its cells ---------------------------------------------------
+def test_a_region_of_zero_height_is_refused():
+    with pytest.raises(ValueError, match="y1 > y0"):
+        plan_fields((0, 10, 10, 10), 50.0, 5.0)
+
+
+def test_the_field_count_is_refused_only_past_the_most_a_scan_plans(monkeypatch):
+    import inscope.control.workflow as wf
+
+    monkeypatch.setattr(wf, "MAX_FIELDS", 10)
+    # fields of 10 µm overlapping by 2 (step 8, the region grown by 1 each side); x: one
+    # column (0.5-8.5 grown to 10 µm); y grown to 81.2 µm: ceil(71.2 / 8) + 1 = 10 rows
+    assert len(plan_fields((0.5, 3.0, 8.5, 82.2), 10.0, 2.0)) == 10
+    # grown to 82.8 µm: ceil(72.8 / 8) + 1 = 11 rows: refused
+    with pytest.raises(ValueError, match="needs 11 fields"):
+        plan_fields((0.5, 3.0, 8.5, 83.8), 10.0, 2.0)
+
+
+def test_the_region_holds_its_edges_on_every_side_and_cut_cells_by_their_reach(finder):
+    for xy, grow, inside in (((-50.0, 0.0), 0.0, True), ((50.0, 0.0), 0.0, True),
+                             ((0.0, -50.0), 0.0, True), ((0.0, 50.0), 0.0, True),
+                             ((-50.1, 0.0), 0.0, False), ((50.1, 0.0), 0.0, False),
+                             ((0.0, -50.1), 0.0, False), ((0.0, 50.1), 0.0, False),
+                             ((-54.0, 0.0), 4.0, True), ((0.0, -54.0), 4.0, True),
+                             ((0.0, 54.0), 4.0, True), ((0.0, 54.1), 4.0, False),
+                             ((0.0, -54.1), 4.0, False)):
+        assert bool(finder._in_region(np.array(xy), grow)) is inside, (xy, grow)
+    assert finder._in_region(np.array([50.0, 50.0]))  # default: not grown
+    assert not finder._in_region(np.array([50.5, 0.0]))
+
+
+def test_without_a_region_every_cell_counts(tmp_path):
+    scope = sim_scope()
+    f = FindAndImage(scope, ClassicalDetector(), positions=[(0.0, 0.0)], out_dir=tmp_path)
+    assert f._in_region(np.array([1e6, -1e6]))
+    scope.close()
+
+
+def test_a_record_keeps_its_scans_size_plane_and_view(finder):
+    c = _cand(0.0, 0.0)
+    c.size_um = np.array([12.0, 7.0])
+    c.z_um, c.view_xy = 3.25, (1.0, 2.0)
+    (r,) = finder._merge([c])
+    assert r.size_um == (12.0, 7.0) and r.scan_z_um == 3.25 and r.scan_view_um == (1.0, 2.0)
