@@ -194,13 +194,14 @@ TARGETS: tuple[Target, ...] = (
            0.80),
     # the ONNX detector around the network: card checks, scale, tiling, timing
     Target("onnx_detector", "detector/onnx_detector.py",
-           ("tests/detector/test_det_onnx_detector.py", "tests/detector/test_detect_call_truth.py",
+           ("tests/detector/test_onnx_detector_truth.py",
+            "tests/detector/test_det_onnx_detector.py", "tests/detector/test_detect_call_truth.py",
             "tests/detector/test_det_scale.py", "tests/detector/test_det_vote_calibration.py",
             "tests/detector/test_det_ultralytics.py"), 0.80),
     # score calibration (Platt / temperature) and its error measure
     Target("score_calibration", "detector/calibration.py",
-           ("tests/detector/test_calibration_truth.py", "tests/detector/test_det_vote_calibration.py",
-            "tests/detector/test_metrics_truth.py"),
+           ("tests/detector/test_calibration_truth.py",
+            "tests/detector/test_det_vote_calibration.py", "tests/detector/test_metrics_truth.py"),
            0.80),
     # recordings read back as frames (TIFF, OME-TIFF, NDTiff, video)
     Target("replay", "acquisition/replay.py",

@@ -1,0 +1,180 @@
+"""The ONNX detector around its network (``inscope.detector.onnx_detector``) on known
+values: which frames it tiles and with what overlap, the threshold and the box cap on
+both paths, how often it re-measures the object size of a stream, how an "auto" card
+normalises 8-bit and deeper frames, and the timing it reports per call.
+
+Real parts: the shipped model in ONNX Runtime (CPU), real Frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+import inscope.detector.onnx_detector as od
+from inscope.acquisition.frame import Frame, StagePosition
+from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START
+from inscope.detector.onnx_detector import AUTO_SCALE_EVERY, DEFAULT_MODEL, OnnxDetector
+from inscope.detector.tiling import tile_grid
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    d = OnnxDetector(DEFAULT_MODEL, provider="cpu")
+    yield d
+    d.close()
+
+
+@pytest.fixture()
+def det(shipped):
+    """The shipped detector with its settings and card restored after each test."""
+    keep = (shipped.tile, shipped.overlap, shipped.score_threshold,
+            copy.deepcopy(shipped.card.scale), copy.deepcopy(shipped.card.decoding),
+            copy.deepcopy(shipped.card.normalisation), shipped.auto_scale)
+    yield shipped
+    (shipped.tile, shipped.overlap, shipped.score_threshold, shipped.card.scale,
+     shipped.card.decoding, shipped.card.normalisation, shipped.auto_scale) = keep
+
+
+def _nuclei(h=600, w=600, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), 100, np.float32)
+    for _ in range(n):
+        cx, cy = rng.uniform(20, w - 20), rng.uniform(20, h - 20)
+        cv2.circle(img, (int(cx), int(cy)), int(rng.uniform(6, 11)),
+                   float(rng.uniform(300, 1500)), -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    return img + rng.normal(0, 10, img.shape).astype(np.float32)
+
+
+# -- tiling ------------------------------------------------------------------------------------
+def _grid(h, w, size, overlap):
+    return [(t.y0, t.y1, t.x0, t.x1) for t in tile_grid(h, w, size, overlap, align=32)]
+
+
+def _tiles(det, h, w):
+    t = det._tiles(h, w)
+    return None if t is None else [(g.y0, g.y1, g.x0, g.x1) for g in t]
+
+
+def test_frames_up_to_tile_above_run_whole_larger_ones_in_tiles(det):
+    # the card: nuclei up to 72 px, stride 4: tiles of 512 overlap by 72 + 2 x 4 = 80
+    assert _tiles(det, 2560, 100) is None
+    assert _tiles(det, 100, 2560) is None
+    assert _tiles(det, 2561, 100) == _grid(2561, 100, 512, 80)
+    assert _tiles(det, 100, 2561) == _grid(100, 2561, 512, 80)
+    det.card.scale = {**det.card.scale, "tile_above": 1000, "tile": 256}
+    assert _tiles(det, 1000, 1000) is None
+    assert _tiles(det, 1001, 300) == _grid(1001, 300, 256, 80)
+
+
+def test_tiling_can_be_forced_or_refused_and_sized(det):
+    det.tile = True
+    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 80)
+    det.tile = False
+    assert _tiles(det, 5000, 5000) is None
+    det.tile = 300  # tile size in model pixels, down to a multiple of 32
+    assert _tiles(det, 600, 600) == _grid(600, 600, 288, 80)
+
+
+def test_the_overlap_comes_from_the_settings_the_card_or_the_object_size(det):
+    det.tile = True
+    det.overlap = 40
+    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 40)
+    det.overlap = 2000  # never the whole tile
+    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 511)
+    det.overlap = None
+    det.card.scale = {**det.card.scale, "overlap": 24}
+    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 24)
+    det.card.scale = {"object_size_px": [5.0, 30.2]}
+    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 31 + 8)
+    det.card.decoding = {**det.card.decoding, "stride": 8}
+    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 31 + 16)
+    det.card.scale = {}  # no object size: 64 px
+    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 64 + 16)
+
+
+# -- threshold and cap on both paths -------------------------------------------------------------
+@pytest.mark.parametrize("tile", [None, True])
+def test_the_threshold_and_the_box_cap_hold_whole_or_tiled(det, tile):
+    det.tile = tile
+    img = _nuclei()
+    det.score_threshold = 0.05
+    every = det.detect(img)
+    assert len(every) > 10 and every.scores.min() < 0.9
+    det.score_threshold = 0.9
+    high = det.detect(img)
+    assert len(high) and high.scores.min() >= 0.9
+    assert len(high) == int((every.scores >= 0.9).sum())
+    det.score_threshold = 0.05
+    det.card.decoding = {**det.card.decoding, "max_detections": 5}
+    top = det.detect(img)
+    assert len(top) == 5
+    np.testing.assert_allclose(np.sort(top.scores)[::-1], np.sort(every.scores)[::-1][:5],
+                               atol=1e-6)
+
+
+# -- the object size of a stream ----------------------------------------------------------------
+def test_a_streams_object_size_is_measured_once_every_auto_scale_every_frames(det,
+                                                                               monkeypatch):
+    calls = []
+    real = od.estimate_object_size_px
+
+    def counting(img):
+        calls.append(img.shape)
+        return real(img)
+
+    monkeypatch.setattr(od, "estimate_object_size_px", counting)
+    det._scale_cache = None
+    img = _nuclei(256, 256, n=8)
+    frame = Frame(img, 0, position=StagePosition(0, 0, 0), pixel_size_um=0.65)
+    for _ in range(AUTO_SCALE_EVERY + 1):
+        det.detect(frame)
+    assert len(calls) == 2  # the first frame and the one after AUTO_SCALE_EVERY
+    calls.clear()
+    det.detect(Frame(img, 1, position=StagePosition(0, 0, 0), pixel_size_um=0.5))
+    det.detect(Frame(img[:128], 2, position=StagePosition(0, 0, 0), pixel_size_um=0.5))
+    assert len(calls) == 2  # another pixel size, another shape: measured again
+    calls.clear()
+    for _ in range(3):  # bare arrays carry no stream: every call
+        det.detect(img)
+    assert len(calls) == 3
+
+
+def test_without_automatic_scale_the_frame_is_not_rescaled(det):
+    det.auto_scale = False
+    det.detect(_nuclei(256, 256, n=8))
+    assert det.last_scale == 1.0
+
+
+# -- an "auto" card's normalisation --------------------------------------------------------------
+@pytest.mark.parametrize("norm", [{"method": "auto"}, None, {}])
+def test_auto_normalisation_divides_8_bit_and_stretches_deeper_frames(det, norm):
+    det.card.normalisation = norm
+    img8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_allclose(det._normalise(img8), img8 / 255.0, atol=1e-7)
+    img16 = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 200 + 1000)
+    out = det._normalise(img16)
+    assert out.min() == 0.0 and out.max() == 1.0  # percentiles to [0, 1], clipped
+    assert out[8, 8] == pytest.approx((img16[8, 8] - np.percentile(img16[::4, ::4], 1))
+                                      / np.ptp(np.percentile(img16[::4, ::4], [1, 99.8])),
+                                      abs=0.02)
+
+
+# -- timing ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tile", [None, True])
+def test_the_reported_timing_adds_up_to_the_call_in_ms(det, tile):
+    det.tile = tile
+    f = Frame(_nuclei(), 0, position=StagePosition(0, 0, 0), pixel_size_um=0.65)
+    d = det.detect(f)
+    tm = det.last_timing
+    total = (d.stamps[STAMP_DETECT_END] - d.stamps[STAMP_DETECT_START]) / 1e6
+    assert tm["total_ms"] == pytest.approx(total)
+    parts = [tm["pre_ms"], tm["run_ms"], tm["post_ms"]]
+    assert all(math.isfinite(p) and 0 < p <= total for p in parts), tm
+    assert sum(parts) <= total + 1e-3
+    assert 0.001 < total < 60_000  # milliseconds, not ns or s
