@@ -178,3 +178,45 @@ def test_the_reported_timing_adds_up_to_the_call_in_ms(det, tile):
     assert all(math.isfinite(p) and 0 < p <= total for p in parts), tm
     assert sum(parts) <= total + 1e-3
     assert 0.001 < total < 60_000  # milliseconds, not ns or s
+
+
+# -- load_detector: which detector, with which settings ------------------------------------------
+def test_load_detector_builds_the_shipped_model_with_the_settings_given():
+    d = od.load_detector(None, provider="cpu", threads=1, score_threshold=0.7, tile=False,
+                         auto_scale=False)
+    try:
+        assert isinstance(d, OnnxDetector) and d.model_path == DEFAULT_MODEL
+        assert d.provider == "cpu" and d.threads == 1
+        assert d.score_threshold == 0.7 and d.tile is False and d.auto_scale is False
+    finally:
+        d.close()
+
+
+def test_load_detector_classical_takes_the_settings_it_uses_and_ignores_the_rest():
+    from inscope.detector.classical import ClassicalDetector
+
+    for name in ("classical", "Classical"):
+        d = od.load_detector(name, score_threshold=0.3, object_size_px=12.0,
+                             object_size_um=None, tile=True, overlap=5)
+        assert isinstance(d, ClassicalDetector)
+        assert d.score_threshold == 0.3 and d.object_size_px == 12.0
+    d = od.load_detector("classical", object_size_um=6.5)
+    assert d.object_size_um == 6.5
+
+
+def test_load_detector_triton_passes_its_settings_and_the_local_fallback():
+    # nothing listens on port 9: the shipped model answers locally, built with the
+    # provider, threads and settings given
+    d = od.load_detector("TRITON://127.0.0.1:9/nuclei?fallback=local&connect_timeout=0.2",
+                         provider="cpu", threads=1, score_threshold=0.6, object_size_px=20.0,
+                         object_size_um=None, auto_scale=False, spinning=False, tile=True)
+    try:
+        from inscope.detector.triton_detector import TritonDetector
+
+        assert isinstance(d, TritonDetector)
+        assert d.score_threshold == 0.6 and d.object_size_px == 20.0 and d.auto_scale is False
+        fb = d.fallback
+        assert isinstance(fb, OnnxDetector) and fb.provider == "cpu" and fb.threads == 1
+        assert fb.score_threshold == 0.6 and fb.object_size_px == 20.0
+    finally:
+        d.close()
