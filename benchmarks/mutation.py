@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -850,11 +851,34 @@ def _stage_config(work: Path, t: Target) -> None:
         "timeout_constant = 5.0\n")
 
 
+def _meta_path(work: Path, t: Target) -> Path:
+    return work / "mutants" / "src" / (_installed_path(t.path) + ".meta")
+
+
 def _meta(work: Path, t: Target) -> dict[str, int | None]:
-    meta = work / "mutants" / "src" / (_installed_path(t.path) + ".meta")
+    meta = _meta_path(work, t)
     if not meta.exists():
         return {}
     return json.loads(meta.read_text()).get("exit_code_by_key", {})
+
+
+def merge_verdicts(kept: dict[str, int | None], rerun: dict[str, int | None],
+                   patterns: Sequence[str]) -> dict[str, int | None]:
+    """The verdicts after a partial re-run: *rerun*'s for the mutants matching
+    *patterns*, *kept*'s for every other one that had one.
+
+    ``mutmut run NAME...`` after the tests changed resets every verdict of the module and
+    re-tests only the mutants named, so a ``--survivors`` re-run (after adding tests)
+    came back with the kept run's killed mutants unchecked (a tour re-run, and the score
+    calibration's: 293 of 534). Kept verdicts stand on the assumption the survivors
+    workflow makes: tests were added, and a mutant a test killed stays killed. After
+    removing or weakening tests, start afresh.
+    """
+    merged = dict(rerun)
+    for key, code in kept.items():
+        if code is not None and not any(fnmatch.fnmatch(key, p) for p in patterns):
+            merged[key] = code
+    return dict(sorted(merged.items()))
 
 
 KILLED_CODES = {1, 3, 36, 24, -24, 152, 255}  # test failure, pytest error, timeouts
@@ -1013,9 +1037,16 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
         if not fresh and survivors and not names:
             r = subprocess.CompletedProcess([], 0, "", "")
         else:
+            kept = {} if fresh else _meta(work, t)
             cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
                    *names]
             r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+            if kept and names and r.returncode == 0 and _meta_path(work, t).exists():
+                path = _meta_path(work, t)
+                data = json.loads(path.read_text())
+                data["exit_code_by_key"] = merge_verdicts(
+                    kept, data.get("exit_code_by_key", {}), names)
+                path.write_text(json.dumps(data, indent=4))
         if r.returncode != 0 or not _meta(work, t):
             tail = (r.stdout + r.stderr)[-4000:]
             raise SystemExit(f"mutation: mutmut failed on {t.name} (exit {r.returncode}); "

@@ -41,3 +41,19 @@ def test_an_entry_written_by_another_run_meanwhile_is_kept(tmp_path):
     assert merged == {"a.py": {"module": "a.py", "score": 0.5}, "b.py": mine,
                       "c.py": {"module": "c.py", "score": 0.7}}
     assert _merged_results(tmp_path / "none.json", [mine]) == {"b.py": mine}
+
+
+def test_a_partial_rerun_keeps_the_verdicts_of_the_mutants_it_did_not_rerun():
+    from benchmarks.mutation import merge_verdicts
+
+    kept = {"m.x_f__mutmut_1": 1, "m.x_f__mutmut_2": 0, "m.x_g__mutmut_1": 1,
+            "m.x_g__mutmut_2": None}
+    # mutmut after new tests: everything reset, the named survivor re-run and killed
+    rerun = {"m.x_f__mutmut_1": None, "m.x_f__mutmut_2": 1, "m.x_g__mutmut_1": None,
+             "m.x_g__mutmut_2": None}
+    assert merge_verdicts(kept, rerun, ["m.x_f__mutmut_2"]) == {
+        "m.x_f__mutmut_1": 1, "m.x_f__mutmut_2": 1, "m.x_g__mutmut_1": 1,
+        "m.x_g__mutmut_2": None}
+    # a glob re-runs what it matches: its verdicts, even unchecked, are the new ones
+    assert merge_verdicts(kept, rerun, ["*x_g*"])["m.x_g__mutmut_1"] is None
+    assert merge_verdicts(kept, rerun, ["*x_g*"])["m.x_f__mutmut_1"] == 1
