@@ -651,6 +651,38 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                             "always passes align"),
     "x_tile_grid__mutmut_4": ("if tile < 0 or", "equivalent: a tile of 0 is refused by "
                               "overlap >= tile anyway (overlap is >= 0 there)"),
+    # detector/calibration.py (score_calibration)
+    **{f"x_collect__mutmut_{n}": ("s.difficult is None", "equivalent: a Sample always "
+                                  "carries a difficult array (zeros when none are given)")
+       for n in (36, 38, 39, 40, 41)},
+    "x_collect__mutmut_9": ('"calibration", )', "a test to add, or equivalent: a raw collect "
+                            "on a card without calibration is tested, but pop's default is "
+                            "only reached there"),
+    **{f"x_best_f1_threshold__mutmut_{n}": (frag, "equivalent: F1 is >= 0 on every grid "
+                                            "value, so the first one replaces the start "
+                                            "value; thresholds above every score give 0")
+       for n, frag in ((15, "1.951"), (20, "(1.5, -1.0)"), (22, "(0.5, -2.0)"))},
+    "x_best_f1_threshold__mutmut_17": ("0.05), 3)", "equivalent: the grid's multiples of "
+                                       "0.05 round alike to 2 or 3 decimals"),
+    **{f"x_calibrate_model__mutmut_{n}": (frag, "equivalent here: the tests calibrate a copy "
+                                          "of the shipped model on a CPU-only machine, what "
+                                          "the default model and the automatic provider "
+                                          "also give")
+       for n, frag in ((11, "OnnxDetector(None"), (12, "provider=None"),
+                       (13, "OnnxDetector(provider"), (14, "(model, )"), (16, '"CPU"'))},
+    "x_calibrate_model__mutmut_1": ("frames: int = 17", "a default: a test of 16 frames "
+                                    "would take most of a minute"),
+    **{f"x_calibrate_model__mutmut_{n}": ("centre_shift_px", "a test to add: a card that "
+                                          "holds a centre shift the new fit drops")
+       for n in (138, 141, 142)},
+    "x_expected_calibration_error__mutmut_15": ('"NAN"', "equivalent: float('NAN') is NaN"),
+    **{f"x_fit_platt__mutmut_{n}": (frag, "equivalent: Newton's method converges to the "
+                                    "same maximum from either start, and a ridge of 1e-6 "
+                                    "(either sign) or a damped Hessian moves it by less "
+                                    "than the fit's 1e-4 agreement with an independent fit")
+       for n, frag in ((1, "iters: int = 101"), (32, "[2.0, 0.0]"), (33, "[1.0, 1.0]"),
+                       (43, "- 1e-6 * w"), (48, "- 1e-6 * np.eye"),
+                       (54, "1.000001 * np.eye"))},
     # control/workflow.py (workflow_core)
     **{f"x__extent__mutmut_{n}": (frag, "equivalent: a neighbour plane exactly at the "
                                   "threshold, inside or outside, puts the interpolated "

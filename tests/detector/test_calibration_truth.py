@@ -232,6 +232,15 @@ def test_calibrate_model_writes_its_fit_into_the_card(tmp_path):
     assert (cal["a"], cal["b"]) == (round(a, 4), round(b, 4))
     assert fit["detections"] == len(raw.scores)
     assert fit["ece_raw"] == round(expected_calibration_error(raw.scores, raw.correct), 4)
+    # the threshold, F1 and ECE are those of the calibrated scores
+    from inscope.detector.decode import calibrate_scores
+
+    fitted = ScoredDetections(calibrate_scores(raw.scores, cal).astype(np.float64),
+                              raw.correct, raw.n_gt, raw.centre_error)
+    thr, f1 = best_f1_threshold(fitted)
+    assert rec["score_threshold"] == thr and fit["best_f1"] == round(f1, 4)
+    assert fit["ece_calibrated"] == round(
+        expected_calibration_error(fitted.scores, fitted.correct), 4)
 
 
 def test_calibrate_model_without_write_leaves_the_card(tmp_path):
@@ -241,3 +250,77 @@ def test_calibrate_model_without_write_leaves_the_card(tmp_path):
     before = ModelCard.path_for(model).read_bytes()
     calibrate_model(model, frames=2, seed=950000, write=False)
     assert ModelCard.path_for(model).read_bytes() == before
+
+
+def test_a_score_of_exactly_one_is_in_the_top_bin():
+    # 0.95 right and 1.0 wrong share bin 9: accuracy 0.5 against a mean score of 0.975
+    s, c = np.array([0.05, 0.15, 0.95, 1.0]), np.array([0, 0, 1, 0])
+    assert expected_calibration_error(s, c) == pytest.approx(
+        0.25 * 0.05 + 0.25 * 0.15 + 0.5 * 0.475)
+
+
+def test_the_centre_shift_counts_a_detection_exactly_at_the_threshold():
+    sd = ScoredDetections(np.array([0.7, 0.9]), np.array([True, True]), n_gt=2,
+                          centre_error=np.array([[1.0, 1.0], [3.0, 3.0]]))
+    assert centre_shift(sd, 0.7) == pytest.approx((2.0, 2.0))
+
+
+def test_collect_with_difficult_objects_and_border_detections_left_out_together(detector):
+    sd = collect(detector, [_sample(GT)], ignore_border_fp=True)
+    both = collect(detector, [_sample(GT, difficult=[True, False])], ignore_border_fp=True)
+    assert len(both.scores) == len(sd.scores) - 1 and both.n_gt == 1
+
+
+def test_a_matched_border_detection_is_kept_right(detector):
+    # annotate the nucleus cut by the left edge (x 0-12 in view): its detection is right
+    gt = [*GT, [-0.5, 189.5, 12.5, 210.5]]
+    sd = collect(detector, [_sample(gt)], ignore_border_fp=True)
+    assert sd.n_gt == 3 and int(sd.correct.sum()) == 3
+
+
+def test_collect_matches_at_the_iou_it_is_given(detector):
+    # the first annotation 4 px off its disc: IoU ~0.6, right at 0.5, wrong at 0.7
+    gt = [[69.5 + 4, 69.5, 90.5 + 4, 90.5], GT[1]]
+    assert int(collect(detector, [_sample(gt)]).correct.sum()) == 2
+    assert int(collect(detector, [_sample(gt)], iou=0.7).correct.sum()) == 1
+
+
+def test_collect_raw_on_a_card_without_calibration(detector):
+    keep = detector.card.decoding
+    detector.card.decoding = {k: v for k, v in keep.items() if k != "calibration"}
+    try:
+        sd = collect(detector, [_sample(GT)], raw=True)
+        assert int(sd.correct.sum()) == 2
+    finally:
+        detector.card.decoding = keep
+
+
+def test_the_calibration_command_fits_writes_and_says_so(tmp_path, capsys):
+    from inscope.detector.calibration import main
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(DEFAULT_MODEL, model)
+    shutil.copy(ModelCard.path_for(DEFAULT_MODEL), ModelCard.path_for(model))
+    assert main([str(model), "--frames", "2", "--seed", "950001"]) == 0
+    out = capsys.readouterr().out
+    card = ModelCard.load(ModelCard.path_for(model))
+    cal, fit = card.decoding["calibration"], card.metrics["calibration_fit"]
+    assert out.startswith(f"m.onnx: calibration {cal}, threshold "
+                          f"{card.decoding['score_threshold']} (best F1 {fit['best_f1']}), ECE "
+                          f"{fit['ece_raw']} -> {fit['ece_calibrated']} on the fitting frames; "
+                          f"median centre error {fit['centre_error_px']} px, centre shift ")
+    assert fit["frames"] == "2 simulated 512x512 frames, seed 950001"
+    shift = card.decoding.get("centre_shift_px")
+    assert out.rstrip().endswith(str(shift) if shift else "none (under 0.1 px)")
+
+
+def test_f1_when_precision_and_recall_are_both_low():
+    sd = ScoredDetections(np.array([0.9, 0.8, 0.7, 0.6]),
+                          np.array([True, False, False, False]), n_gt=4)
+    assert best_f1_threshold(sd, grid=[0.55]) == (0.55, pytest.approx(0.25))
+
+
+def test_ece_has_ten_bins_by_default():
+    # 0.905 and 0.95 share the top tenth; in elevenths they would not
+    assert expected_calibration_error(np.array([0.905, 0.95]), np.array([1, 0])) == (
+        pytest.approx(abs(0.5 - 0.9275)))
