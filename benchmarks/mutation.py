@@ -201,7 +201,7 @@ TARGETS: tuple[Target, ...] = (
             "tests/detector/test_det_ultralytics.py"), 0.80),
     # score calibration (Platt / temperature) and its error measure
     Target("score_calibration", "detector/calibration.py",
-           ("tests/detector/test_calibration_truth.py",
+           ("tests/detector/test_score_calibration_truth.py",
             "tests/detector/test_det_vote_calibration.py", "tests/detector/test_metrics_truth.py"),
            0.80),
     # recordings read back as frames (TIFF, OME-TIFF, NDTiff, video)
