@@ -220,3 +220,49 @@ def test_load_detector_triton_passes_its_settings_and_the_local_fallback():
         assert fb.score_threshold == 0.6 and fb.object_size_px == 20.0
     finally:
         d.close()
+
+
+# -- a card read from an Ultralytics export's signature -----------------------------------------
+def _yolo(path, rows, cols, names=None, size=320, description=None):
+    from _support.onnx_models import build_ultralytics
+
+    p = build_ultralytics(path, np.zeros((rows, cols), np.float32), names, size=size)
+    if description is not None:
+        import onnx
+
+        m = onnx.load(str(p))
+        d = m.metadata_props.add()
+        d.key, d.value = "description", description
+        onnx.save(m, str(p))
+    return p
+
+
+def _card(p):
+    d = OnnxDetector(p, provider="cpu", warmup=False)
+    try:
+        return d.card
+    finally:
+        d.close()
+
+
+def test_a_card_from_an_exports_signature_names_input_classes_and_normalisation(tmp_path):
+    card = _card(_yolo(tmp_path / "yolo11n.onnx", 6, 50, {0: "cell", 1: "debris"}))
+    assert card.format == "ultralytics" and card.classes == ["cell", "debris"]
+    assert card.input == {"name": "images", "channels": 3, "size": [320, 320],
+                          "multiple": 32, "layout": "NCHW"}
+    assert card.normalisation == {"method": "auto"} and card.decoding == {}
+    assert card.name == "yolo11n"
+    card = _card(_yolo(tmp_path / "m.onnx", 6, 50, description="Ultralytics YOLO11n model"))
+    assert card.name == "Ultralytics" and card.classes == ["class0", "class1"]
+
+
+def test_the_class_count_comes_from_whichever_output_axis_holds_it(tmp_path):
+    # (1, 4 + nc, N) as exported; (1, N, 4 + nc) transposed; boxes only (4 rows) is not it
+    assert _card(_yolo(tmp_path / "a.onnx", 7, 50)).classes == ["class0", "class1", "class2"]
+    assert _card(_yolo(tmp_path / "b.onnx", 1200, 5)).classes == ["class0"]
+    assert _card(_yolo(tmp_path / "c.onnx", 5, 1000)).classes == ["class0"]
+    assert _card(_yolo(tmp_path / "f.onnx", 1000, 5)).classes == ["class0"]  # 1000: N
+    # names that fit neither axis still give the classes
+    assert _card(_yolo(tmp_path / "d.onnx", 9, 50, {0: "a", 1: "b"})).classes == ["a", "b"]
+    with pytest.raises(ValueError, match="signature is not a known format"):
+        _card(_yolo(tmp_path / "e.onnx", 4, 1200))
