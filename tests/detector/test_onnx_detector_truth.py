@@ -266,3 +266,45 @@ def test_the_class_count_comes_from_whichever_output_axis_holds_it(tmp_path):
     assert _card(_yolo(tmp_path / "d.onnx", 9, 50, {0: "a", 1: "b"})).classes == ["a", "b"]
     with pytest.raises(ValueError, match="signature is not a known format"):
         _card(_yolo(tmp_path / "e.onnx", 4, 1200))
+
+
+# -- what a new detector holds and says ---------------------------------------------------------
+def test_a_new_detector_starts_unscaled_untimed_with_its_settings():
+    d = OnnxDetector(DEFAULT_MODEL, provider="cpu", overlap=17, warmup=False)
+    try:
+        assert d.last_scale == 1.0 and d.last_timing == {} and d.overlap == 17
+        assert d.auto_scale is True and d.name == "inscope-nuclei"
+        assert d.class_names == tuple(d.card.classes)
+    finally:
+        d.close()
+
+
+def test_a_card_without_a_name_or_classes_falls_back_to_the_file_and_object(tmp_path):
+    from _support.onnx_models import build_centernet
+
+    p = build_centernet(tmp_path / "blobs.onnx", card_overrides={"name": "", "classes": []})
+    d = OnnxDetector(p, provider="cpu", warmup=False)
+    try:
+        assert d.name == "blobs" and d.class_names == ("object",)
+    finally:
+        d.close()
+
+
+def test_the_detector_says_what_it_runs_on(caplog):
+    import logging
+
+    from inscope.detector.providers import LAST_CHOICE
+
+    with caplog.at_level(logging.INFO, logger=od.__name__):
+        d = OnnxDetector(DEFAULT_MODEL, provider="cpu", threads=2, warmup=False)
+    try:
+        line = next(r.getMessage() for r in caplog.records if r.name == od.__name__
+                    and r.getMessage().startswith("detector "))
+        assert line.startswith("detector inscope-nuclei (inscope-centernet) runs on ONNX "
+                               "Runtime CPU provider, 2 threads")
+        note = LAST_CHOICE.get("note", "")
+        why = note.partition(" (")[2].rstrip(")")
+        assert d.provider_note == note
+        assert line.endswith(f" ({why})" if why else "2 threads")
+    finally:
+        d.close()
