@@ -308,3 +308,64 @@ def test_the_detector_says_what_it_runs_on(caplog):
         assert line.endswith(f" ({why})" if why else "2 threads")
     finally:
         d.close()
+
+
+# -- a card checked against its model ------------------------------------------------------------
+def _centernet(tmp_path, name="m.onnx", drop=(), offset=False, **overrides):
+    """A stand-in CenterNet with its card, the card's *drop* keys ("input.name",
+    "decoding.heatmap", ...) removed so that their defaults apply."""
+    import json
+
+    from _support.onnx_models import build_centernet
+
+    from inscope.detector.card import ModelCard
+
+    p = build_centernet(tmp_path / name, offset=offset, card_overrides=overrides)
+    cp = ModelCard.path_for(p)
+    card = json.loads(cp.read_text())
+    for key in drop:
+        part, _, field = key.partition(".")
+        card[part].pop(field, None)
+    cp.write_text(json.dumps(card))
+    return p
+
+
+def _loads(p):
+    OnnxDetector(p, provider="cpu", warmup=False).close()
+
+
+def test_a_card_that_leaves_out_the_usual_names_takes_the_defaults(tmp_path):
+    _loads(_centernet(tmp_path, drop=("input.name", "decoding.heatmap", "decoding.size",
+                                      "decoding.offset")))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"input": {"name": "img"}},                  # no such input
+    {"decoding": {"heatmap": "hm"}},             # no such output
+    {"decoding": {"size": "wh"}},
+    {"decoding": {"offset": "offset"}},          # the model has no offset output
+])
+def test_a_card_that_names_what_the_model_lacks_is_refused(tmp_path, overrides):
+    with pytest.raises(ValueError, match="does not match its card"):
+        _loads(_centernet(tmp_path, **overrides))
+
+
+def test_an_offset_output_the_card_names_is_accepted(tmp_path):
+    _loads(_centernet(tmp_path, offset=True, decoding={"offset": "offset"}))
+
+
+def test_an_ultralytics_card_needs_one_input_and_one_three_axis_output(tmp_path):
+    import json
+
+    from inscope.detector.card import ModelCard
+
+    y = _yolo(tmp_path / "y.onnx", 6, 50)
+    card = {"name": "y", "format": "ultralytics", "classes": ["a", "b"],
+            "input": {"name": "images", "channels": 3, "size": [320, 320], "multiple": 32,
+                      "layout": "NCHW"}, "normalisation": {"method": "auto"}, "decoding": {}}
+    ModelCard.path_for(y).write_text(json.dumps(card))
+    _loads(y)
+    c = _centernet(tmp_path, name="c.onnx")  # two 4-axis outputs
+    ModelCard.path_for(c).write_text(json.dumps({**card, "name": "c"}))
+    with pytest.raises(ValueError, match="format 'ultralytics'"):
+        _loads(c)
