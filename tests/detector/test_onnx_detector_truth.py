@@ -369,3 +369,35 @@ def test_an_ultralytics_card_needs_one_input_and_one_three_axis_output(tmp_path)
     ModelCard.path_for(c).write_text(json.dumps({**card, "name": "c"}))
     with pytest.raises(ValueError, match="format 'ultralytics'"):
         _loads(c)
+
+
+# -- an Ultralytics export: the letterbox back to the frame ----------------------------------
+@pytest.mark.parametrize("shape, want", [
+    ((100, 200), [89.5, 39.5, 109.5, 59.5]),   # wide: bands above and below (top 80)
+    ((200, 100), [39.5, 89.5, 59.5, 109.5]),   # tall: bands left and right (left 80)
+    ((640, 640), [287.5, 287.5, 351.5, 351.5]),  # larger than the input: shrunk by 2
+])
+def test_an_ultralytics_box_maps_from_the_letterbox_to_the_frame(tmp_path, shape, want):
+    # the stand-in always answers one box centred at (160, 160), 32 x 32, of the 320 x 320
+    # letterboxed input; pixel centres at integers in the frame
+    pred = np.zeros((5, 50), np.float32)
+    pred[:, 0] = [160, 160, 32, 32, 0.9]
+    d = OnnxDetector(_yolo_pred(tmp_path / "y.onnx", pred), provider="cpu",
+                     score_threshold=0.5, warmup=False)
+    try:
+        got = d.detect(np.zeros(shape, np.float32))
+        assert len(got) == 1
+        np.testing.assert_allclose(got.boxes[0], want, atol=1e-3)
+        tm = d.last_timing
+        total = (got.stamps[STAMP_DETECT_END] - got.stamps[STAMP_DETECT_START]) / 1e6
+        assert tm["total_ms"] == pytest.approx(total)
+        parts = [tm["pre_ms"], tm["run_ms"], tm["post_ms"]]
+        assert all(0 < p <= total for p in parts) and sum(parts) <= total + 1e-3
+    finally:
+        d.close()
+
+
+def _yolo_pred(path, pred):
+    from _support.onnx_models import build_ultralytics
+
+    return build_ultralytics(path, pred, {0: "cell"}, size=320)
