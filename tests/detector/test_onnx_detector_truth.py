@@ -19,7 +19,6 @@ import inscope.detector.onnx_detector as od
 from inscope.acquisition.frame import Frame, StagePosition
 from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START
 from inscope.detector.onnx_detector import AUTO_SCALE_EVERY, DEFAULT_MODEL, OnnxDetector
-from inscope.detector.tiling import tile_grid
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +33,12 @@ def det(shipped):
     """The shipped detector with its settings and card restored after each test."""
     keep = (shipped.tile, shipped.overlap, shipped.score_threshold,
             copy.deepcopy(shipped.card.scale), copy.deepcopy(shipped.card.decoding),
-            copy.deepcopy(shipped.card.normalisation), shipped.auto_scale)
+            copy.deepcopy(shipped.card.normalisation), copy.deepcopy(shipped.card.input),
+            shipped.auto_scale)
     yield shipped
     (shipped.tile, shipped.overlap, shipped.score_threshold, shipped.card.scale,
-     shipped.card.decoding, shipped.card.normalisation, shipped.auto_scale) = keep
+     shipped.card.decoding, shipped.card.normalisation, shipped.card.input,
+     shipped.auto_scale) = keep
 
 
 def _nuclei(h=600, w=600, n=40, seed=0):
@@ -52,50 +53,69 @@ def _nuclei(h=600, w=600, n=40, seed=0):
 
 
 # -- tiling ------------------------------------------------------------------------------------
-def _grid(h, w, size, overlap):
-    return [(t.y0, t.y1, t.x0, t.x1) for t in tile_grid(h, w, size, overlap, align=32)]
-
-
 def _tiles(det, h, w):
-    t = det._tiles(h, w)
-    return None if t is None else [(g.y0, g.y1, g.x0, g.x1) for g in t]
+    """The (h, w, tile, overlap, align) the detector asks the tiling for (None: whole).
+
+    Read from the call itself: the grid of a frame changes with the overlap only where the
+    tile count does, so comparing grids would not see most overlaps.
+    """
+    seen = []
+    real = od.tile_grid
+
+    def spy(h_, w_, size, overlap, align=1):
+        seen.append((h_, w_, size, overlap, align))
+        return real(h_, w_, size, overlap, align=align)
+
+    od.tile_grid = spy
+    try:
+        t = det._tiles(h, w)
+    finally:
+        od.tile_grid = real
+    return None if t is None else seen[-1]
 
 
 def test_frames_up_to_tile_above_run_whole_larger_ones_in_tiles(det):
     # the card: nuclei up to 72 px, stride 4: tiles of 512 overlap by 72 + 2 x 4 = 80
     assert _tiles(det, 2560, 100) is None
     assert _tiles(det, 100, 2560) is None
-    assert _tiles(det, 2561, 100) == _grid(2561, 100, 512, 80)
-    assert _tiles(det, 100, 2561) == _grid(100, 2561, 512, 80)
+    assert _tiles(det, 2561, 100) == (2561, 100, 512, 80, 32)
+    assert _tiles(det, 100, 2561) == (100, 2561, 512, 80, 32)
     det.card.scale = {**det.card.scale, "tile_above": 1000, "tile": 256}
     assert _tiles(det, 1000, 1000) is None
-    assert _tiles(det, 1001, 300) == _grid(1001, 300, 256, 80)
+    assert _tiles(det, 1001, 300) == (1001, 300, 256, 80, 32)
 
 
 def test_tiling_can_be_forced_or_refused_and_sized(det):
     det.tile = True
-    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 80)
+    assert _tiles(det, 600, 600) == (600, 600, 512, 80, 32)
     det.tile = False
     assert _tiles(det, 5000, 5000) is None
     det.tile = 300  # tile size in model pixels, down to a multiple of 32
-    assert _tiles(det, 600, 600) == _grid(600, 600, 288, 80)
+    assert _tiles(det, 600, 600) == (600, 600, 288, 80, 32)
+    det.card.input = {**det.card.input, "multiple": 16}
+    assert _tiles(det, 600, 600) == (600, 600, 288, 80, 16)
+    det.card.input = {k: v for k, v in det.card.input.items() if k != "multiple"}
+    assert _tiles(det, 600, 600) == (600, 600, 288, 80, 32)  # the default multiple
 
 
 def test_the_overlap_comes_from_the_settings_the_card_or_the_object_size(det):
     det.tile = True
     det.overlap = 40
-    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 40)
+    assert _tiles(det, 600, 600)[3] == 40
     det.overlap = 2000  # never the whole tile
-    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 511)
+    assert _tiles(det, 600, 600)[3] == 511
     det.overlap = None
     det.card.scale = {**det.card.scale, "overlap": 24}
-    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 24)
+    assert _tiles(det, 600, 600)[3] == 24
     det.card.scale = {"object_size_px": [5.0, 30.2]}
-    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 31 + 8)
+    assert _tiles(det, 600, 600)[3] == 31 + 8
     det.card.decoding = {**det.card.decoding, "stride": 8}
-    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 31 + 16)
+    assert _tiles(det, 600, 600)[3] == 31 + 16
+    det.card.decoding = {k: v for k, v in det.card.decoding.items() if k != "stride"}
+    assert _tiles(det, 600, 600)[3] == 31 + 8  # the default stride, 4
     det.card.scale = {}  # no object size: 64 px
-    assert _tiles(det, 600, 600) == _grid(600, 600, 512, 64 + 16)
+    assert _tiles(det, 600, 600)[3] == 64 + 8
+    assert _tiles(det, 600, 600)[2] == 512  # the default tile
 
 
 # -- threshold and cap on both paths -------------------------------------------------------------
