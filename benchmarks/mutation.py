@@ -183,16 +183,11 @@ TARGETS: tuple[Target, ...] = (
             "tests/service/test_service_provenance.py"), 0.80),
     # find-and-image's arithmetic (z-stack spec, cells.csv, field grid, signal choice,
     # scan plane, z extent, one record per cell, duplicates) on its fast tests: run with
-    # --mutants for those functions (the whole module on its slow scan tests below takes
-    # hours on two cores)
+    # --mutants for those functions. One target per module (results are kept by module):
+    # the whole module on its scan tests (test_sim_workflow, test_scan_hardening,
+    # test_focus_flat_sweeps, test_slide_control) ran ~12 mutants a minute here, ~3.5 h
     Target("workflow_core", "control/workflow.py",
            ("tests/control/test_workflow_truth.py", "tests/control/test_duplicates.py"), 0.80),
-    # find-and-image: the scan, one record per cell, centring, focus and the z extent
-    Target("workflow", "control/workflow.py",
-           ("tests/control/test_workflow_truth.py", "tests/control/test_sim_workflow.py",
-            "tests/control/test_duplicates.py", "tests/control/test_scan_hardening.py",
-            "tests/control/test_focus_flat_sweeps.py", "tests/control/test_slide_control.py"),
-           0.80),
     # the ONNX detector around the network: card checks, scale, tiling, timing
     Target("onnx_detector", "detector/onnx_detector.py",
            ("tests/detector/test_onnx_detector_truth.py",

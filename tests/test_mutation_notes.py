@@ -57,3 +57,12 @@ def test_a_partial_rerun_keeps_the_verdicts_of_the_mutants_it_did_not_rerun():
     # a glob re-runs what it matches: its verdicts, even unchecked, are the new ones
     assert merge_verdicts(kept, rerun, ["*x_g*"])["m.x_g__mutmut_1"] is None
     assert merge_verdicts(kept, rerun, ["*x_g*"])["m.x_f__mutmut_1"] == 1
+
+
+def test_each_module_has_one_target():
+    # results are kept by module path: a second target of one module would overwrite the
+    # first one's entry
+    from benchmarks.mutation import TARGETS
+
+    paths = [t.path for t in TARGETS]
+    assert len(paths) == len(set(paths))
