@@ -39,6 +39,19 @@ UPPER_MARGIN = 0.85
 MAX_FACTOR = 8
 
 
+#: the eight neighbours of a pixel (its 3 x 3 window without the centre)
+_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+
+
+def _without_hot_pixels(img: np.ndarray) -> np.ndarray:
+    """*img* with every pixel brighter than all eight neighbours lowered to the brightest
+    of them: an isolated hot pixel or cosmic-ray hit takes its background's value, every
+    other pixel is unchanged (a 3 x 3 median would also erode the edge of 5 px nuclei to
+    4; ~30 us on the copy)."""
+    x = np.ascontiguousarray(img)
+    return cv2.min(x, cv2.dilate(x, _RING, borderType=cv2.BORDER_REPLICATE))
+
+
 def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float | None:
     """Median equivalent diameter (px) of the bright objects in *img*; None if too few.
 
@@ -52,12 +65,23 @@ def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float 
     img = np.asarray(img)
     if img.ndim != 2:
         raise ValueError(f"estimate_object_size_px needs a 2-D image; got {img.shape}.")
+    if img.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
+        # OpenCV's resize and dilate refuse int32, bool, float16 (a user's own arrays;
+        # the detector passes camera types, kept as they are: the stretch reads uint16
+        # faster than float)
+        img = img.astype(np.float32)
     h, w = img.shape
     f = min(max(1, math.ceil(max(h, w) / max_side)), MAX_FACTOR)
     # INTER_LINEAR point-samples at large factors: ~0.1 ms even for 4k frames, where
     # INTER_AREA costs ~30 ms; the blur below removes what aliasing leaves.
     small = (cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_LINEAR)
              if f > 1 else img)
+    # Hot pixels (and cosmic-ray hits) are single bright pixels: after the blur below
+    # each is a speck of several pixels, and on an sCMOS frame with 0.1 % of them they
+    # outnumber large nuclei in the copy, so the median measured the specks (70 px
+    # nuclei read as 10 px, and the frame was never shrunk): they are lowered to their
+    # neighbours' level first.
+    small = _without_hot_pixels(small)
     x = normalise(small, {"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 1,
                           "clip": True})
     u8 = cv2.convertScaleAbs(cv2.GaussianBlur(x, (0, 0), 1.0), alpha=255.0)

@@ -126,3 +126,53 @@ def test_three_nuclei_are_enough_and_a_small_frame_is_measured_at_full_resolutio
     # 8 px nuclei in a 256 px frame: measured on the frame itself, within a tenth
     est = estimate_object_size_px(_discs(8.0, shape=(256, 256)))
     assert est is not None and abs(est - 8) / 8 < 0.1, est
+
+
+def test_nuclei_of_five_pixels_are_measured_on_the_frame_itself():
+    """A frame no larger than the copy is not downsampled: halving it would merge the
+    blur of 5 px nuclei into ~6.4 px blobs."""
+    est = estimate_object_size_px(_discs(5.0, shape=(256, 256)))
+    assert est is not None and abs(est - 5) / 5 < 0.1, est
+
+
+def test_dead_pixel_blocks_do_not_count_as_objects():
+    """Dim nuclei on a camera offset, and blocks of dead pixels (read 0): far below the
+    stretch's low percentile. They must stay dark, not read as bright specks (an
+    absolute value of the stretch would make them the most common 'object')."""
+    img = np.full((512, 512), 2000.0, np.float32)
+    for x in (60, 160, 260, 360, 460):
+        cv2.circle(img, (x, 256), 10, 2600.0, -1)
+    img += np.random.default_rng(0).normal(0, 30, img.shape)
+    img = img.astype(np.uint16)
+    clean = estimate_object_size_px(img)
+    assert clean is not None and abs(clean - 21) / 21 < 0.1, clean
+    for k in range(10):
+        y, x = 40 + 45 * k, 30 + 47 * k
+        img[y:y + 5, x:x + 5] = 0
+    assert estimate_object_size_px(img) == pytest.approx(clean)
+
+
+@pytest.mark.parametrize(("shape", "d"), [((320, 320), 30.0), ((1024, 1024), 30.0),
+                                          ((1024, 1024), 70.0), ((2048, 3072), 70.0)])
+def test_hot_pixels_do_not_hide_large_nuclei(shape, d):
+    """0.1 % hot pixels (an uncorrected sCMOS frame; cosmic-ray hits look the same):
+    after the blur each is a speck, and specks outnumbering the nuclei once made 70 px
+    nuclei measure 10 px, so a frame that needed shrinking never was."""
+    img = _tiled(d, shape)
+    r = np.random.default_rng(1)
+    n = img.size // 1000
+    img[r.integers(0, shape[0], n), r.integers(0, shape[1], n)] = 65000
+    est = estimate_object_size_px(img)
+    assert est is not None and abs(est - d) / d < 0.1, est
+
+
+def test_any_pixel_type_measures_the_same():
+    """Camera types are measured as they come, a user's int32 or boolean array (which
+    OpenCV's resize refuses) as float32: the same objects, the same size."""
+    img = _discs(20.0, shape=(512, 512))
+    est = estimate_object_size_px(img)
+    assert est is not None and abs(est - 20) / 20 < 0.1
+    for dtype in (np.int32, np.float64, np.float32, np.int16):
+        assert estimate_object_size_px(img.astype(dtype)) == pytest.approx(est, rel=0.02)
+    mask = estimate_object_size_px(img > 1000)  # a boolean mask of the discs
+    assert mask is not None and abs(mask - 20) / 20 < 0.1
