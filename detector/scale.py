@@ -49,7 +49,9 @@ def _without_hot_pixels(img: np.ndarray) -> np.ndarray:
     other pixel is unchanged (a 3 x 3 median would also erode the edge of 5 px nuclei to
     4; ~30 us on the copy)."""
     x = np.ascontiguousarray(img)
-    return cv2.min(x, cv2.dilate(x, _RING, borderType=cv2.BORDER_REPLICATE))
+    # (dilate's default border counts as darker than any pixel, so a hot pixel on the
+    # frame's edge is lowered too; a replicated border made it its own neighbour)
+    return cv2.min(x, cv2.dilate(x, _RING))
 
 
 def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float | None:

@@ -176,3 +176,24 @@ def test_any_pixel_type_measures_the_same():
         assert estimate_object_size_px(img.astype(dtype)) == pytest.approx(est, rel=0.02)
     mask = estimate_object_size_px(img > 1000)  # a boolean mask of the discs
     assert mask is not None and abs(mask - 20) / 20 < 0.1
+
+
+def test_hot_pixels_are_lowered_to_their_neighbours_also_on_the_edge():
+    from inscope.detector.scale import _without_hot_pixels
+
+    img = np.random.default_rng(3).integers(90, 110, (8, 9)).astype(np.uint16)
+    img[2:4, 5:7] = 3000  # a 2 x 2 bright object: kept whole
+    for y, x in ((0, 0), (0, 4), (7, 8), (5, 0), (5, 2)):  # corners, edges, inside
+        img[y, x] = 65000
+    out = _without_hot_pixels(img)
+    for y, x in ((0, 0), (0, 4), (7, 8), (5, 0), (5, 2)):
+        ys, xs = slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2)
+        win = img[ys, xs].astype(int)
+        assert out[y, x] == np.sort(win.ravel())[-2]  # the brightest neighbour
+    # every pixel that is not brighter than all its neighbours is unchanged
+    pad = np.pad(img.astype(int), 1, constant_values=-1)
+    nb = np.max([pad[1 + dy:9 + dy, 1 + dx:10 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if dy or dx], axis=0)
+    assert np.array_equal(out[img <= nb], img[img <= nb])
+    assert np.array_equal(out[img > nb], nb[img > nb])
+    assert (out[2:4, 5:7] == 3000).all()
