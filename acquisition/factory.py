@@ -24,7 +24,7 @@ BACKENDS: dict[Backend, str] = {
     Backend.REPLAY: "frames from a TIFF / OME-TIFF / NDTiff / video file "
               "(options path, fps, loop, channel, pixel_size_um)",
     Backend.SLIDE: "virtual microscope made from a real image, mosaic or z-stack (npz, TIFF, "
-             "OME-TIFF, NDTiff) with its labels as ground truth (options path, "
+             "OME-TIFF, NDTiff, PNG) with its labels as ground truth (options path, "
              "pixel_size_um, z_step_um, fov, noise, labels, ...)",
 }
 

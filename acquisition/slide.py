@@ -1,10 +1,11 @@
 """`SlideMicroscope`: a stage-addressable virtual microscope made from a real image.
 
-A real image, a mosaic or a z-stack (npz, TIFF / OME-TIFF or NDTiff) becomes a slide: the
-camera sees the ``fov x fov`` crop at the stage position, the focus drive picks (and
-interpolates between) planes, and the file's instance labels travel with every frame as
-ground truth. Control code can then be run - and scored - on real cells, real defocus and
-real detector behaviour, which the simulator hides (box jitter, blinking detections, haze).
+A real image, a mosaic or a z-stack (npz, TIFF / OME-TIFF, NDTiff; a PNG / JPEG picture)
+becomes a slide: the camera sees the ``fov x fov`` crop at the stage position, the focus
+drive picks (and interpolates between) planes, and the file's instance labels travel
+with every frame as ground truth. Control code can then be run - and scored - on real
+cells, real defocus and real detector behaviour, which the simulator hides (box jitter,
+blinking detections, haze).
 
 Geometry (the contract the tests check)
 ---------------------------------------
@@ -54,15 +55,16 @@ __all__ = ["SLIDE_OPTIONS", "SlideMicroscope", "SlideTruth", "extrude_to_stack",
 
 #: Options of the ``slide`` backend (``-o KEY=VALUE`` on the command line).
 SLIDE_OPTIONS = {
-    "path": "npz (image (Y, X) or (Z, Y, X), optional labels / boxes), TIFF, OME-TIFF "
-            "or NDTiff folder",
+    "path": "npz (image (Y, X) or (Z, Y, X), optional labels / boxes), TIFF, OME-TIFF, "
+            "PNG / JPEG (one 2-D image) or NDTiff folder",
     "pixel_size_um": "µm per image pixel (default: from the file; required otherwise)",
     "z_step_um": "µm between planes (default: from the file, else 1)",
     "fov": "camera size in pixels (square; default 512)",
     "noise": "fresh camera noise per frame: a number = Gaussian sigma as a fraction of the "
              "image's signal range (default 0.01), 'shot:N' = Poisson noise with N photons "
              "at the bright level, 0 = none",
-    "labels": "a second file with instance labels (npz 'labels' or TIFF), same Y, X",
+    "labels": "a second file with instance labels (npz 'labels', TIFF or grey PNG), "
+              "same Y, X",
     "channel": "channel of a multi-channel file (default 0)",
     "defocus": "2-D images only: blur sigma (µm) per µm of defocus (default 0.35)",
     "tilt": "focal plane tilt (dz/dx, dz/dy) added to the z of every plane (default 0, 0)",
@@ -314,6 +316,28 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
                       float(px) if px else None, float(dz) if dz else None)
 
 
+#: Picture files OpenCV reads (8 / 16-bit grey or colour): a single 2-D image, no
+#: pixel size in the file (give -o pixel_size_um=P)
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _read_picture(path: Path, what: str = "image") -> np.ndarray:
+    """A PNG / JPEG / BMP as (1, Y, X): grey as it is (8 or 16 bit), colour as the mean
+    of its colour samples (as for an RGB TIFF; alpha ignored). Labels must be grey."""
+    import cv2
+
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        raise _fail(path, f"cannot be read as a {path.suffix.lower()[1:].upper()} picture",
+                    "check the file, or save it as TIFF or npz")
+    if a.ndim == 3:
+        if what == "labels":
+            raise _fail(path, f"labels picture has {a.shape[2]} colour samples",
+                        "save instance labels as a grey 8 / 16-bit PNG of integer ids")
+        a = a[..., :3].mean(axis=2)
+    return _as_zyx(a, path, what)
+
+
 def _plane_coords(axes: dict[str, list], channel: int) -> dict:
     """The NDTiff coordinates, except z, of the slide's planes: the chosen channel (the
     caller has checked its index; the first one otherwise) and the first value of every
@@ -382,6 +406,8 @@ def _read_labels(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
         except Exception as e:  # noqa: BLE001 - numpy raises several types
             raise _fail(path, f"labels cannot be read as npz ({type(e).__name__}: {e})",
                         "save them with numpy.savez(path, labels=(Z, Y, X) masks)") from e
+    elif path.suffix.lower() in PICTURE_SUFFIXES:
+        lab = _read_picture(path, "labels")
     else:
         lab = _read_tiff(path, 0).image
     return lab
@@ -392,8 +418,8 @@ def load_slide(path: str | Path, channel: int = 0, labels: str | Path | None = N
     """Read a slide file; raises :class:`MicroscopeUnavailable` with one clear line."""
     p = Path(path)
     if not p.exists():
-        raise _fail(p, "does not exist", "give an npz, TIFF / OME-TIFF or NDTiff folder path "
-                    "with -o path=FILE")
+        raise _fail(p, "does not exist", "give an npz, TIFF / OME-TIFF, PNG or NDTiff folder "
+                    "path with -o path=FILE")
     name = p.name.lower()
     if p.is_dir():
         sf = _read_ndtiff(p, channel)
@@ -401,9 +427,11 @@ def load_slide(path: str | Path, channel: int = 0, labels: str | Path | None = N
         sf = _read_npz(p, channel)
     elif name.endswith((".tif", ".tiff", ".btf")):
         sf = _read_tiff(p, channel)
+    elif name.endswith(PICTURE_SUFFIXES):
+        sf = _SlideFile(_read_picture(p), None, None, None, None)
     else:
         raise _fail(p, f"has an unknown type ({p.suffix or 'no suffix'})",
-                    "use .npz, .tif / .ome.tif or an NDTiff folder")
+                    "use .npz, .tif / .ome.tif, .png / .jpg or an NDTiff folder")
     if labels is not None:
         sf.labels = _read_labels(Path(labels), sf.image.shape)
     img = sf.image

@@ -303,7 +303,7 @@ def test_load_slide_errors_name_the_file_and_the_fix(tmp_path):
     text.write_text("hello")
     msg = _error(load_slide, text)
     assert "notes.txt" in msg and "unknown type (.txt)" in msg
-    assert "use .npz, .tif / .ome.tif or an NDTiff folder" in msg
+    assert "use .npz, .tif / .ome.tif, .png / .jpg or an NDTiff folder" in msg
     img = np.zeros((40, 50), np.float32)
     cases = {
         "text.npz": ({"image": np.full((40, 50), "a")}, "save a numeric image"),
@@ -773,3 +773,48 @@ def test_extrude_without_nuclei_is_the_background_in_every_plane():
     stack, labs = extrude_to_stack(img, np.zeros((30, 40), np.int32), 0.5, planes=5)
     assert stack.shape == labs.shape == (5, 30, 40)
     assert np.all(stack == 100) and not labs.any()
+
+
+def test_png_and_jpeg_pictures_are_slides_with_grey_png_labels(tmp_path):
+    """A picture (how many nuclei datasets ship: 8 / 16-bit PNG, with grey PNG instance
+    masks) is one plane; colour is the mean of its samples, as for an RGB TIFF; it says
+    no pixel size, which the microscope then asks for."""
+    import cv2
+
+    img = _img()
+    cv2.imwrite(str(tmp_path / "grey16.png"), img)
+    sf = load_slide(tmp_path / "grey16.png")
+    assert sf.image.shape == (1, 40, 50) and sf.image.dtype == np.uint16
+    assert np.array_equal(sf.image[0], img) and sf.pixel_size_um is None
+    bgr = np.dstack([img // 2, img, img * 0]).astype(np.uint8)  # B, G, R
+    cv2.imwrite(str(tmp_path / "colour.PNG"), bgr)
+    assert np.allclose(load_slide(tmp_path / "colour.PNG").image[0], bgr.mean(axis=2))
+    cv2.imwrite(str(tmp_path / "pic.jpg"), (img // 2).astype(np.uint8))
+    assert load_slide(tmp_path / "pic.jpg").image.shape == (1, 40, 50)
+    lab = np.zeros((40, 50), np.uint16)
+    lab[5:15, 5:20], lab[20:30, 30:45] = 1, 300
+    cv2.imwrite(str(tmp_path / "labels.png"), lab)
+    sf = load_slide(tmp_path / "grey16.png", labels=tmp_path / "labels.png")
+    assert np.array_equal(sf.labels[0], lab)
+    msg = _error(SlideMicroscope, path=tmp_path / "grey16.png", fov=N)
+    assert "grey16.png" in msg and "-o pixel_size_um=P" in msg
+    scope = SlideMicroscope(path=tmp_path / "grey16.png", pixel_size_um=0.5, fov=N,
+                            labels=tmp_path / "labels.png")
+    try:
+        assert scope.snap().pixels.shape == (N, N)
+    finally:
+        scope.close()
+
+
+def test_bad_pictures_get_one_line_naming_the_file_the_problem_and_the_fix(tmp_path):
+    import cv2
+
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    msg = _error(load_slide, tmp_path / "broken.png")
+    assert "broken.png" in msg and "cannot be read as a PNG picture" in msg
+    assert "save it as TIFF or npz" in msg
+    cv2.imwrite(str(tmp_path / "img.png"), _img())
+    cv2.imwrite(str(tmp_path / "rgb_labels.png"), np.zeros((40, 50, 3), np.uint8))
+    msg = _error(load_slide, tmp_path / "img.png", labels=tmp_path / "rgb_labels.png")
+    assert "rgb_labels.png" in msg and "labels picture has 3 colour samples" in msg
+    assert "grey 8 / 16-bit PNG of integer ids" in msg
