@@ -2,7 +2,7 @@
 
 Backends: :mod:`inscope.acquisition.simulated` (virtual specimen with ground truth),
 :mod:`inscope.acquisition.micromanager` (pycromanager: Micro-Manager GUI or headless MMCore) and
-:mod:`inscope.acquisition.replay` (TIFF / OME-TIFF / video files) and
+:mod:`inscope.acquisition.replay` (TIFF / OME-TIFF / video files, folders of frames) and
 :mod:`inscope.acquisition.slide` (a virtual microscope made from a real image or z-stack).
 """
 

@@ -21,8 +21,8 @@ BACKENDS: dict[Backend, str] = {
     Backend.HEADLESS: "Micro-Manager core in this process (pycromanager Python backend; "
                 "options mm_dir, mm_config, camera_properties, exposure_ms)",
     Backend.MM: "running Micro-Manager GUI via its pycro-manager server (option port)",
-    Backend.REPLAY: "frames from a TIFF / OME-TIFF / NDTiff / video file "
-              "(options path, fps, loop, channel, pixel_size_um)",
+    Backend.REPLAY: "frames from a TIFF / OME-TIFF / NDTiff / video file or a folder of "
+              "image files (options path, fps, loop, channel, pixel_size_um)",
     Backend.SLIDE: "virtual microscope made from a real image, mosaic or z-stack (npz, TIFF, "
              "OME-TIFF, NDTiff, PNG) with its labels as ground truth (options path, "
              "pixel_size_um, z_step_um, fov, noise, labels, ...)",

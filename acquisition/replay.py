@@ -1,4 +1,5 @@
-"""Replay backend: frames from TIFF / OME-TIFF / NDTiff stacks and video files.
+"""Replay backend: frames from TIFF / OME-TIFF / NDTiff stacks, folders of image files
+(TIFF, PNG, JPEG: one frame each, in name order) and video files.
 
 Used to run the whole pipeline offline (a recorded experiment, a test clip) exactly as it
 runs live: ``snap()`` and ``stream()`` hand out the recorded frames with their recorded
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 import warnings
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+#: Single pictures OpenCV reads: one frame each (a file), or a folder of them in name order
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 #: Frame rate used when neither the caller nor the file gives one.
 DEFAULT_FPS = 10.0
@@ -68,9 +72,10 @@ def _pixels_2d(a: np.ndarray) -> np.ndarray:
 
 
 class _Stack:
-    """An in-memory (T, Y, X) stack with optional per-frame positions."""
+    """A (T, Y, X) stack in memory (or a folder's files, read as played) with optional
+    per-frame positions."""
 
-    def __init__(self, frames: np.ndarray, positions: list[StagePosition] | None,
+    def __init__(self, frames: np.ndarray | _Files, positions: list[StagePosition] | None,
                  pixel_size_um: float | None, fps: float | None, meta: dict[str, Any]):
         self.frames, self.positions = frames, positions
         self.pixel_size_um, self.fps, self.meta = pixel_size_um, fps, meta
@@ -291,6 +296,72 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
                   {"format": "ndtiff", "axes": list(axes)})
 
 
+def _natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``img_2`` before ``img_10`` (numbers as numbers)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """One image file as a 2-D frame: a TIFF's first plane, or a PNG / JPEG / BMP (colour
+    as grey, by luminance like a colour TIFF or video); one clear line if it is not."""
+    import cv2
+
+    a: np.ndarray | None
+    if path.name.lower().endswith(TIFF_SUFFIXES):
+        import tifffile
+
+        try:
+            a = tifffile.imread(path, key=0)
+        except Exception as e:  # noqa: BLE001 - tifffile raises several types
+            raise MicroscopeUnavailable(f"Cannot read {str(path)!r} as TIFF ({e}); give a "
+                                        "valid TIFF.") from e
+        if a.ndim == 3 and a.shape[-1] in (3, 4):
+            a = _gray(a)
+    else:
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if a is None:
+            raise MicroscopeUnavailable(f"Cannot read {str(path)!r} as a picture; check "
+                                        "the file or convert it to TIFF.")
+        if a.ndim == 3:  # OpenCV reads colour as BGR(A)
+            a = _gray(np.ascontiguousarray(a[..., 2::-1]))
+    if a.ndim != 2:
+        raise MicroscopeUnavailable(f"{path.name}: a frame has shape {a.shape}, not one 2-D "
+                                    "image; save each frame as one grey or colour image.")
+    return a
+
+
+class _Files:
+    """The frames of a folder of image files, read one at a time when played (a long
+    recording is never all in memory)."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return read_picture(self.files[i])
+
+
+def _read_sequence(path: Path) -> _Stack:
+    """A folder of image files (TIFF, PNG, JPEG, BMP; one frame each), played in natural
+    name order (``t2`` before ``t10``): how many tools export a time-lapse."""
+    files = sorted((f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")
+                    and f.name.lower().endswith(TIFF_SUFFIXES + PICTURE_SUFFIXES)),
+                   key=lambda f: _natural_key(f.name))
+    if not files:
+        raise MicroscopeUnavailable(
+            f"{str(path)!r} is a folder without NDTiff.index and without image files: give "
+            "an NDTiff dataset folder or a folder of TIFF / PNG / JPEG frames.")
+    first = files[0]
+    read_picture(first)  # a first frame that cannot be read is said at once
+    # a TIFF's pixel size (ImageJ / OME / resolution tags), taken as the sequence's
+    px = _read_tiff(first, 0).pixel_size_um if first.name.lower().endswith(
+        TIFF_SUFFIXES) else None
+    return _Stack(_Files(files), None, px, None, {"format": "sequence", "files": len(files)})
+
+
 class ReplayMicroscope(BaseMicroscope):
     """Frames from a file, as if from a camera.
 
@@ -340,19 +411,27 @@ class ReplayMicroscope(BaseMicroscope):
                 "TIFF/OME-TIFF stack, NDTiff folder or video."
             )
         name = self.path.name.lower()
-        if self.path.is_dir():
+        if self.path.is_dir() and not ndtiff_datasets(self.path):
+            self._stack = _read_sequence(self.path)
+            kind = "sequence"
+        elif self.path.is_dir():
             self._stack = _read_ndtiff(self.path, channel)
             kind = "ndtiff"
         elif name.endswith(TIFF_SUFFIXES):
             self._stack = _read_tiff(self.path, channel)
             kind = "tiff"
+        elif name.endswith(PICTURE_SUFFIXES):
+            self._stack = _Stack(read_picture(self.path)[None], None, None, None,
+                                 {"format": "picture"})
+            kind = "picture"
         elif name.endswith(VIDEO_SUFFIXES):
             self._open_video()
             kind = "video"
         else:
             raise MicroscopeUnavailable(
                 f"Unsupported replay file {self.path.name!r}: use a TIFF/OME-TIFF "
-                f"({', '.join(TIFF_SUFFIXES)}), an NDTiff folder, or a video "
+                f"({', '.join(TIFF_SUFFIXES)}), an NDTiff folder, a folder of image files, "
+                f"a picture ({', '.join(PICTURE_SUFFIXES)}) or a video "
                 f"({', '.join(VIDEO_SUFFIXES)})."
             )
         if self._stack is not None and len(self._stack) == 0:

@@ -112,7 +112,8 @@ def _register_run(sub) -> None:
     p.add_argument("--config", default=None, help="TOML config file (see docs/service.md)")
     p.add_argument("--backend", default=None, choices=list(Backend),
                    help="microscope backend (default sim)")
-    p.add_argument("--file", default=None, help="replay: the TIFF / OME-TIFF / video file")
+    p.add_argument("--file", default=None,
+                   help="replay: the TIFF / OME-TIFF / video file or folder of frames")
     add_micromanager_arguments(p, old_config_flag=False)  # run's --config is the TOML
     add_exposure_argument(p, old_flag=False)
     add_option_argument(p, "-o exposure_ms=10 -o seed=3")

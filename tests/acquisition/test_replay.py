@@ -232,3 +232,59 @@ def test_factory_sim_options_limits_dry_run():
         open_microscope("sim", no_such_field=1)
     own = open_microscope("sim", dry_run=True)  # no limits given: the simulator's own
     assert own.limits is not None and own.limits.x is not None and own.guard.dry_run
+
+
+def test_a_folder_of_image_files_plays_in_name_order(tmp_path, stack):
+    """A time-lapse exported as one file per frame (t2 before t10, numbers as numbers):
+    PNG 16-bit, colour PNG as grey, JPEG; read as played; every frame once with fps=0."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in (1, 2, 10):
+        cv2.imwrite(str(folder / f"t{t}.png"), stack[t % 6, 0])
+    (folder / "notes.txt").write_text("not a frame")
+    with pytest.warns(UserWarning, match="no pixel size"):
+        scope = ReplayMicroscope(folder, fps=0)
+    assert len(scope) == 3 and scope.kind == "sequence"
+    with scope.stream() as frames:
+        got = list(frames)
+    assert [f.metadata["source_index"] for f in got] == [0, 1, 2]
+    for f, t in zip(got, (1, 2, 10), strict=True):
+        np.testing.assert_array_equal(f.pixels, stack[t % 6, 0])
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[4:8, 4:8] = (255, 0, 0)  # red, written by OpenCV as B, G, R
+    cv2.imwrite(str(tmp_path / "red.png"), np.ascontiguousarray(rgb[..., ::-1]))
+    scope = ReplayMicroscope(tmp_path / "red.png", pixel_size_um=0.5)
+    f = scope.snap()
+    assert f.pixels.shape == (16, 16) and len(scope) == 1 and scope.pixel_size_um == 0.5
+    # luminance, as for a colour TIFF: red weighs 0.299
+    assert f.pixels[5, 5] == round(0.299 * 255) and f.pixels[0, 0] == 0
+
+
+def test_a_folder_of_tiffs_takes_the_pixel_size_of_its_first(tmp_path, stack):
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for t in range(3):
+        tifffile.imwrite(folder / f"img_{t:03d}.tif", stack[t, 1], imagej=True,
+                         resolution=(1 / 0.25, 1 / 0.25), metadata={"unit": "um"})
+    scope = ReplayMicroscope(folder, fps=0)
+    assert scope.pixel_size_um == pytest.approx(0.25) and len(scope) == 3
+    np.testing.assert_array_equal(scope.snap().pixels, stack[0, 1])
+
+
+def test_bad_image_folders_and_frames_are_one_clear_line(tmp_path, stack):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no frames here")
+    with pytest.raises(MicroscopeUnavailable, match="without image files.*TIFF / PNG"):
+        ReplayMicroscope(empty)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "f0.png"), stack[0, 0])
+    (folder / "f1.png").write_bytes(b"truncated")
+    scope = ReplayMicroscope(folder, fps=0, pixel_size_um=1.0)
+    assert scope.snap().metadata["source_index"] == 0
+    with pytest.raises(MicroscopeUnavailable, match="f1.png.*as a picture"):
+        scope.snap()
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(MicroscopeUnavailable, match="bad.png"):
+        ReplayMicroscope(tmp_path / "bad.png")
