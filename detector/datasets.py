@@ -6,7 +6,14 @@ Formats
     ``image`` (H, W) + ``boxes`` (N, 4) x0, y0, x1, y1 pixels (+ optional ``class_ids``
     and ``difficult`` (N,) bool),
     or a stack ``images`` (T, H, W) + ``boxes`` (N, 4) + ``frame`` (N,) saying which image
-    each box belongs to (e.g. the Cell Tracking Challenge HeLa stack).
+    each box belongs to (e.g. the Cell Tracking Challenge HeLa stack);
+    or, without boxes, ``image`` / ``images`` + ``labels`` instance masks of the same shape
+    (one integer id per object, 0 background: the slide microscope's npz), each object's
+    box drawn round its mask.
+``masks``
+    Images with instance masks as files: a folder with ``images/`` and ``masks/`` holding
+    files of the same name (StarDist's layout), or ``NAME.png`` beside ``NAME_masks.png``
+    (Cellpose's; ``NAME_img.png`` too); TIFF or PNG, one box per mask id.
 ``yolo``
     A folder with ``images/`` and ``labels/`` (``labels/<stem>.txt`` with one
     ``class cx cy w h`` line per box, normalised to [0, 1]), a folder where images and
@@ -49,7 +56,7 @@ import numpy as np
 from inscope.acquisition.frame import from_file_boxes
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-FORMATS = ("npz", "yolo", "voc", "coco")
+FORMATS = ("npz", "masks", "yolo", "voc", "coco")
 
 
 @dataclass
@@ -125,14 +132,53 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
+def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
+    """The (N, 4) x0, y0, x1, y1 box round each object of a 2-D instance mask, in the
+    files' convention (pixel k spans [k, k + 1)), in the order of the ids; 0 is
+    background. SciPy's ``find_objects`` reads the mask once, whatever the id count."""
+    from scipy import ndimage
+
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ValueError(f"instance labels must be one 2-D mask per image; got shape "
+                         f"{lab.shape}.")
+    if not np.issubdtype(lab.dtype, np.integer):
+        if lab.dtype.kind not in "fb" or np.any(lab != np.round(lab)):
+            raise ValueError("instance labels must be integers (one id per object, 0 "
+                             f"background); got {lab.dtype} values that are not.")
+        lab = lab.astype(np.int64)
+    if lab.size and lab.min() < 0:
+        raise ValueError("instance labels must be >= 0 (0 background); got negative ids.")
+    rows = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+            for sl in ndimage.find_objects(lab) if sl is not None]
+    return np.asarray(rows, np.float64).reshape(-1, 4)
+
+
+def _label_samples(images: np.ndarray, labels: np.ndarray, name: str) -> list[Sample]:
+    """Samples of an image (H, W) or stack (T, H, W) and its instance masks."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.shape != labels.shape or images.ndim not in (2, 3):
+        raise ValueError(f"{name}: 'labels' must have the image's shape, (H, W) or (T, H, "
+                         f"W); got image {images.shape}, labels {labels.shape}.")
+    if images.ndim == 2:
+        return [Sample(images, from_file_boxes(boxes_from_labels(labels)), None, name)]
+    return [Sample(images[t], from_file_boxes(boxes_from_labels(labels[t])), None,
+                   f"{name}[{t}]") for t in range(len(images))]
+
+
 # -- npz -------------------------------------------------------------------------------
 def read_npz(path: str | Path) -> list[Sample]:
-    """Single image (``image`` + ``boxes``) or stack (``images`` + ``boxes`` + ``frame``)."""
+    """Single image (``image`` + ``boxes``), stack (``images`` + ``boxes`` + ``frame``),
+    or either with ``labels`` (instance masks) instead of boxes."""
     path = Path(path)
     with np.load(path, allow_pickle=False) as d:
         keys = set(d.files)
         cls = d["class_ids"] if "class_ids" in keys else None
         hard = d["difficult"] if "difficult" in keys else None
+        if "boxes" not in keys and "labels" in keys:
+            for key in ("image", "images"):
+                if key in keys:
+                    return _label_samples(d[key], d["labels"], path.name)
         if "image" in keys and "boxes" in keys:
             return [Sample(d["image"], from_file_boxes(d["boxes"]), cls, path.name,
                            difficult=hard)]
@@ -152,8 +198,63 @@ def read_npz(path: str | Path) -> list[Sample]:
                                   difficult=None if hard is None else hard[m]))
             return out
     raise ValueError(
-        f"{path}: an npz dataset needs 'image' + 'boxes', or 'images' + 'boxes' + 'frame'; "
-        f"found keys {sorted(keys)}.")
+        f"{path}: an npz dataset needs 'image' + 'boxes', 'images' + 'boxes' + 'frame', or "
+        f"'image' / 'images' + 'labels' (instance masks); found keys {sorted(keys)}.")
+
+
+# -- image + instance-mask files -------------------------------------------------------
+#: suffixes that mark a mask file beside its image (Cellpose: NAME_masks.png beside
+#: NAME.png or NAME_img.png)
+_MASK_TAGS = ("_masks", "_mask")
+
+
+def _mask_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) files of a masks dataset (see the module notes)."""
+    def files(d: Path) -> list[Path]:
+        return sorted(p for p in d.iterdir() if p.is_file()
+                      and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        masks = {p.stem: p for p in files(root / "masks")}
+        return [(p, masks[p.stem]) for p in files(root / "images") if p.stem in masks]
+    out = []
+    all_files = files(root)
+    by_stem = {p.stem: p for p in all_files}
+    for m in all_files:
+        for tag in _MASK_TAGS:
+            if m.stem.endswith(tag):
+                base = m.stem[: -len(tag)]
+                img = by_stem.get(base) or by_stem.get(base + "_img")
+                if img is not None:
+                    out.append((img, m))
+                break
+    return out
+
+
+def read_masks(root: str | Path) -> list[Sample]:
+    """Images with instance-mask files (StarDist's images/ + masks/, Cellpose's
+    NAME_masks beside NAME): one box per mask id."""
+    root = Path(root)
+    pairs = _mask_pairs(root)
+    if not pairs:
+        raise ValueError(f"{root}: no image with a mask found; expected images/ and masks/ "
+                         "folders holding files of the same name, or NAME_masks.png beside "
+                         "NAME.png.")
+    import tifffile
+
+    out = []
+    for img_path, mask_path in pairs:
+        img = read_image(img_path)
+        mask = (np.squeeze(tifffile.imread(mask_path))
+                if mask_path.suffix.lower() in (".tif", ".tiff")
+                else cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED))
+        if mask is None or mask.shape != img.shape:
+            raise ValueError(f"{mask_path}: the mask must be one grey image of the image's "
+                             f"shape {img.shape}; got "
+                             f"{'nothing readable' if mask is None else mask.shape}.")
+        out.append(Sample(img, from_file_boxes(boxes_from_labels(mask)), None,
+                          img_path.name))
+    return out
 
 
 # -- YOLO ------------------------------------------------------------------------------
@@ -374,6 +475,10 @@ def detect_format(path: str | Path) -> str:
     else:
         if any(p.glob("*.npz")) and not any(p.glob("*.xml")):
             return "npz"
+        if ((p / "images").is_dir() and (p / "masks").is_dir()) or any(
+                q.stem.endswith(_MASK_TAGS) and q.suffix.lower() in IMAGE_SUFFIXES
+                for q in p.glob("*")):
+            return "masks"
         if any(p.glob("*.json")) and not any(p.rglob("*.txt")):
             return "coco"
         if any(p.rglob("*.xml")):
@@ -384,7 +489,8 @@ def detect_format(path: str | Path) -> str:
             return "yolo"  # images with no labels at all: read, and reported as unlabelled
     raise ValueError(
         f"Cannot tell the dataset format of {p}. Use an .npz file, a COCO .json, Pascal VOC "
-        ".xml files (or a folder of them), or a YOLO folder (images/ + labels/); or name "
+        ".xml files (or a folder of them), a YOLO folder (images/ + labels/) or images with "
+        "instance masks (images/ + masks/, or NAME_masks.png beside NAME.png); or name "
         f"the format explicitly (fmt= one of {list(FORMATS)}).")
 
 
@@ -397,8 +503,8 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto",
     paths
         File(s) or folder(s). A folder of npz / VOC / COCO files reads them all.
     fmt
-        ``"auto"`` (per path, see :func:`detect_format`) or one of ``npz``, ``yolo``,
-        ``voc``, ``coco``.
+        ``"auto"`` (per path, see :func:`detect_format`) or one of ``npz``, ``masks``,
+        ``yolo``, ``voc``, ``coco``.
     split
         For an Ultralytics ``data.yaml``: which entry to read (``train``, ``val``,
         ``test``; default ``val``, else ``test``, else ``train``).
@@ -415,6 +521,8 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto",
             files = [path] if path.is_file() else sorted(path.glob("*.npz"))
             for x in files:
                 out.extend(read_npz(x))
+        elif f == "masks":
+            out.extend(read_masks(path))
         elif f == "yolo" and path.suffix.lower() in (".yaml", ".yml"):
             out.extend(read_yolo_yaml(path, split))
         elif f == "yolo":

@@ -30,15 +30,17 @@ MIN_SCORE = 0.05
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from inscope.cli import deprecated_alias
+    from inscope.detector.datasets import FORMATS
 
     p = subparsers.add_parser(
         "eval", help="score a detector (AP50, mAP50-95, P/R/F1) on annotated data",
-        description="Score a detector on annotated images (npz, YOLO, Pascal VOC, COCO) or on "
-        "simulated held-out frames; print the figures, optionally write JSON and plots.")
+        description="Score a detector on annotated images (npz, instance masks, YOLO, Pascal "
+        "VOC, COCO) or on simulated held-out frames; print the figures, optionally write JSON "
+        "and plots.")
     p.add_argument("data", nargs="*", help="dataset file(s) or folder(s)")
     p.add_argument("--model", default=None,
                    help="ONNX model path, or 'classical' (default: the shipped model)")
-    p.add_argument("--format", default="auto", choices=["auto", "npz", "yolo", "voc", "coco"],
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="dataset format (default: auto-detect)")
     p.add_argument("--sim", type=int, default=0, metavar="N",
                    help="evaluate on N simulated held-out frames instead of files")

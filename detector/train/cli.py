@@ -36,15 +36,16 @@ MISSING_TORCH = ("'inscope train' needs PyTorch, which is an optional extra: "
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from inscope.detector.datasets import FORMATS
     p = subparsers.add_parser(
         "train", help="train / fine-tune a detector (synthetic and/or annotated data) "
         "and export ONNX + model card",
         description="Train the CenterNet-style nucleus detector on simulated crops, on "
-        "annotated images (npz, YOLO, Pascal VOC, COCO) or both, or fine-tune an existing "
-        "model; export ONNX (dynamic size) + model card (with sha256), a loss plot and a "
-        "log. Needs the [train] extra (PyTorch).")
+        "annotated images (npz, instance masks, YOLO, Pascal VOC, COCO) or both, or fine-tune "
+        "an existing model; export ONNX (dynamic size) + model card (with sha256), a loss plot "
+        "and a log. Needs the [train] extra (PyTorch).")
     p.add_argument("data", nargs="*", help="annotated dataset file(s) or folder(s)")
-    p.add_argument("--format", default="auto", choices=["auto", "npz", "yolo", "voc", "coco"],
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="dataset format (default: auto-detect)")
     p.add_argument("--synthetic", type=int, default=None, metavar="N",
                    help="use N pre-rendered simulated crops (default: the preset's when no "

@@ -167,3 +167,63 @@ def test_a_file_box_drawn_round_a_mask_is_centred_on_the_masks_pixels(tmp_path):
     b = load_dataset(tmp_path / "m.npz")[0].boxes[0]
     assert ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) == (xs.mean(), ys.mean())
     assert (b[2] - b[0], b[3] - b[1]) == (20, 16)  # the size is the pixel count
+
+
+def _labels() -> np.ndarray:
+    """Instance masks of the two BOXES' pixels (ids 7 and 3: any ids, any order)."""
+    lab = np.zeros((H, W), np.uint16)
+    for (x0, y0, x1, y1), i in zip(BOXES.astype(int), (7, 3), strict=True):
+        lab[y0:y1, x0:x1] = i
+    return lab
+
+
+def _sorted(b: np.ndarray) -> np.ndarray:
+    return b[np.lexsort(b.T[::-1])]
+
+
+def test_npz_with_instance_labels_instead_of_boxes(tmp_path):
+    """The slide microscope's npz (image + labels) scores as it is: one box round each
+    mask, on the mask's pixels (the frame's convention)."""
+    np.savez(tmp_path / "one.npz", image=image(), labels=_labels())
+    s = load_dataset(tmp_path / "one.npz")
+    assert len(s) == 1 and np.array_equal(_sorted(s[0].boxes), _sorted(IN_FRAME))
+    np.savez(tmp_path / "stack.npz", images=np.stack([image(1), image(2)]),
+             labels=np.stack([_labels(), np.zeros((H, W), np.int32)]))
+    s = load_dataset(tmp_path / "stack.npz")
+    assert [len(x.boxes) for x in s] == [2, 0] and s[1].name == "stack.npz[1]"
+    np.savez(tmp_path / "bad.npz", image=image(), labels=_labels()[:10])
+    with pytest.raises(ValueError, match="'labels' must have the image's shape"):
+        load_dataset(tmp_path / "bad.npz")
+    np.savez(tmp_path / "frac.npz", image=image(), labels=_labels() * 0.5)
+    with pytest.raises(ValueError, match="must be integers"):
+        load_dataset(tmp_path / "frac.npz")
+
+
+def test_images_with_mask_files_stardist_and_cellpose_layouts(tmp_path):
+    sd = tmp_path / "stardist"
+    (sd / "images").mkdir(parents=True)
+    (sd / "masks").mkdir()
+    tifffile.imwrite(sd / "images" / "a.tif", image(1))
+    tifffile.imwrite(sd / "masks" / "a.tif", _labels())
+    tifffile.imwrite(sd / "images" / "b.tif", image(2))  # no mask: not an annotated image
+    assert detect_format(sd) == "masks"
+    s = load_dataset(sd)
+    assert [x.name for x in s] == ["a.tif"]
+    assert np.array_equal(_sorted(s[0].boxes), _sorted(IN_FRAME))
+    cp = tmp_path / "cellpose"
+    cp.mkdir()
+    cv2.imwrite(str(cp / "x_img.png"), image(3, np.uint8))
+    cv2.imwrite(str(cp / "x_masks.png"), _labels())
+    cv2.imwrite(str(cp / "y.png"), image(4, np.uint8))
+    cv2.imwrite(str(cp / "y_masks.png"), np.zeros((H, W), np.uint16))
+    s = load_dataset(cp)
+    assert sorted((x.name, len(x.boxes)) for x in s) == [("x_img.png", 2), ("y.png", 0)]
+    cv2.imwrite(str(cp / "z.png"), image(5, np.uint8))
+    cv2.imwrite(str(cp / "z_masks.png"), _labels()[:20])
+    with pytest.raises(ValueError, match="z_masks.png: the mask must be one grey image"):
+        load_dataset(cp)
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    with pytest.raises(ValueError, match="no image with a mask found"):
+        load_dataset(empty)
