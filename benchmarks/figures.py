@@ -68,6 +68,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # decodings of the same network outputs compared on simulated frames (model card)
     "decode_variants": (["benchmarks.decode_variants", "--real", "{data}"],
                         "decode_variants.json"),
+    # empty and sparse fields: the box check's value (min_signal_sigma, model card)
+    "sparse_fields": (["benchmarks.sparse_fields"], "sparse_fields.json"),
     "loop": (["benchmarks.loop"], "loop.json"),
     "triton": (["benchmarks.bench_triton"], "triton.json"),
     # parameters and multiply-adds counted from the ONNX graphs (model card, scale-out)

@@ -67,7 +67,10 @@ class ModelCard:
         network's median centre error measured there, is taken off every box (a model
         trained on boxes half a pixel off its images: another tool's pixel convention).
         ``"max_detections"`` caps the boxes per
-        frame (inscope models: 100,000, i.e. no practical cap).
+        frame (inscope models: 100,000, i.e. no practical cap). ``"min_signal_sigma":
+        k`` keeps a box only when more than half of its pixels are at least k camera
+        noise sigma above the frame's background (:mod:`inscope.detector.signal`: no
+        nuclei found in an empty field's noise and debris; any format).
     training, metrics, latency
         Free-form records of how the model was made and what it measured.
     sha256

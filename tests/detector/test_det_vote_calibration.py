@@ -309,10 +309,10 @@ def test_shipped_card_decodes_as_a_rebuilt_model_would() -> None:
 
     # torch (the train extra) is part of the test setup: never a skip
     from inscope.detector.onnx_detector import default_model_path
-    from inscope.detector.train.export import DEFAULT_VOTE, default_card
+    from inscope.detector.train.export import DEFAULT_VOTE, MIN_SIGNAL_SIGMA, default_card
 
     shipped = json.loads(default_model_path().with_suffix(".json").read_text())["decoding"]
-    for k, v in DEFAULT_VOTE.items():
+    for k, v in {**DEFAULT_VOTE, "min_signal_sigma": MIN_SIGNAL_SIGMA}.items():
         assert shipped[k] == v == default_card().decoding[k], k
 
 
