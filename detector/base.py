@@ -127,16 +127,24 @@ class DetectCall:
     t0_ns: int
 
     def finish(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
-               class_names: tuple[str, ...]) -> Detections:
+               class_names: tuple[str, ...], min_signal_sigma: float | None = None
+               ) -> Detections:
         """Clip boxes to the image, drop empty ones, stamp ``detect_end``.
 
         The image spans ``[-0.5, w - 0.5] x [-0.5, h - 0.5]``: pixel centres are at
         integer coordinates (frames, training boxes, the simulator's truth and the
         control code all count so), so a nucleus cut by the left edge keeps the half
-        pixel its border pixel covers.
+        pixel its border pixel covers. With *min_signal_sigma* (a model card's decoding
+        key) a box is kept only when it holds an object
+        (:func:`inscope.detector.signal.has_signal`).
         """
         h, w = self.image.shape
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if min_signal_sigma is not None and len(boxes):
+            from inscope.detector.signal import has_signal
+
+            keep = has_signal(self.image, boxes, float(min_signal_sigma))
+            boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
         if len(boxes):
             np.clip(boxes[:, 0::2], -0.5, w - 0.5, out=boxes[:, 0::2])
             np.clip(boxes[:, 1::2], -0.5, h - 0.5, out=boxes[:, 1::2])

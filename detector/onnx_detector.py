@@ -45,7 +45,6 @@ from inscope.detector.card import ModelCard, sha256_file
 from inscope.detector.decode import decode_centernet, decode_ultralytics
 from inscope.detector.providers import LAST_CHOICE, create_session
 from inscope.detector.scale import auto_scale_factor, estimate_object_size_px
-from inscope.detector.signal import has_signal
 from inscope.detector.tiling import keep_owned, tile_grid
 
 log = logging.getLogger(__name__)
@@ -291,13 +290,10 @@ class OnnxDetector:
             boxes, scores, cls, tm = self._detect_centernet(call.image, factor)
             tm["pre_ms"] += t_scale / 1e6  # the object-size estimate is pre-processing
         t_post = time.monotonic_ns()
-        k = self.card.decoding.get("min_signal_sigma")
-        if k is not None and len(boxes):
-            # a box must hold an object: an empty field's noise and debris, stretched to
-            # a cell's contrast, are not one (inscope.detector.signal)
-            keep = has_signal(call.image, boxes, float(k))
-            boxes, scores, cls = boxes[keep], scores[keep], cls[keep]
-        det = call.finish(boxes, scores, cls, self.class_names)
+        # (a box must hold an object: an empty field's noise and debris, stretched to a
+        # cell's contrast, are not one; inscope.detector.signal)
+        det = call.finish(boxes, scores, cls, self.class_names,
+                          self.card.decoding.get("min_signal_sigma"))
         t1 = det.stamps[STAMP_DETECT_END]
         tm["post_ms"] += (t1 - t_post) / 1e6
         tm["total_ms"] = (t1 - call.t0_ns) / 1e6

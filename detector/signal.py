@@ -88,11 +88,8 @@ def has_signal(img: np.ndarray, boxes: np.ndarray, k: float) -> np.ndarray:
     step = 1 if img.size <= 1 << 20 else 2
     sampled = img[::step, ::step]
     h, w = sampled.shape
-    x = np.ascontiguousarray(sampled)
-    if x.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
-        x = x.astype(np.float32)
-    bright = cv2.compare(x, float(level), cv2.CMP_GT)  # 255 above the level, else 0
-    ii = cv2.integral(bright)  # (h + 1, w + 1): 255 x the bright pixels above-left
+    bright = np.greater(sampled, level).view(np.uint8)  # 1 above the level, else 0
+    ii = cv2.integral(bright)  # (h + 1, w + 1): the bright pixels above-left
     # the (sampled) pixel centres a box holds: columns ceil(x0) .. floor(x1), rows alike
     bs = b / step
     c0 = np.clip(np.ceil(bs[:, 0]), 0, w).astype(np.intp)
@@ -100,5 +97,5 @@ def has_signal(img: np.ndarray, boxes: np.ndarray, k: float) -> np.ndarray:
     r0 = np.clip(np.ceil(bs[:, 1]), 0, h).astype(np.intp)
     r1 = np.clip(np.floor(bs[:, 3]) + 1, 0, h).astype(np.intp)
     area = np.maximum(c1 - c0, 0) * np.maximum(r1 - r0, 0)
-    count = (ii[r1, c1] - ii[r0, c1] - ii[r1, c0] + ii[r0, c0]) // 255
+    count = ii[r1, c1] - ii[r0, c1] - ii[r1, c0] + ii[r0, c0]
     return (area == 0) | (2 * count > area)

@@ -368,7 +368,8 @@ class TritonDetector:
         boxes, scores, cls = decode_centernet(outs, self.card.decoding, self.score_threshold)
         pp.unscale_boxes(boxes, factor, call.image.shape)
         self.last_source = "triton"
-        det = call.finish(boxes, scores, cls, self.class_names)
+        det = call.finish(boxes, scores, cls, self.class_names,
+                          self.card.decoding.get("min_signal_sigma"))
         t3 = time.perf_counter_ns()
         self.last_timing = {"pre_ms": (t1 - t0) / 1e6, "run_ms": (t2 - t1) / 1e6,
                             "post_ms": (t3 - t2) / 1e6,
