@@ -174,9 +174,13 @@ TARGETS: tuple[Target, ...] = (
            0.80),
     # the live loop (frames in, detections published, control beside it), the records
     # of a run, and the demo's tour of cells
+    # (the command API - status, pause, modes, target, threshold, snapshot, stop - over
+    # real ZMQ sockets, and the run report)
     Target("pipeline", "inscope/pipeline.py",
            ("tests/service/test_service_pipeline.py", "tests/service/test_live_loop.py",
-            "tests/service/test_events.py"), 0.80),
+            "tests/service/test_events.py", "tests/service/test_pipeline_summary_truth.py",
+            "tests/service/test_service_zmq.py", "tests/service/test_service_security.py"),
+           0.80),
     Target("records", "inscope/records.py",
            ("tests/service/test_service_records.py", "tests/service/test_records_truth.py",
             "tests/service/test_service_frame_recording.py",

@@ -1,0 +1,231 @@
+"""The run report (Pipeline.summary) and the live status against what the run did, to
+the digit: a recording played losslessly (every frame once), the simulator steering
+with its guard, a frame the detector cannot read, and a pipeline never started.
+
+Real parts only: the replay and simulated microscopes, the classical (OpenCV) detector,
+a real output. Written against mutation survivors (benchmarks/results/mutation.json,
+inscope/pipeline.py): summary() was read by people and scripts but no test held its
+numbers."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+
+from inscope.acquisition.factory import open_microscope
+from inscope.config import ControlConfig
+from inscope.outputs import Output
+from inscope.pipeline import COMBOS, Pipeline
+
+N = 12
+
+
+class Counting(Output):
+    """Counts what it is handed (a real Output: its own queue and thread)."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[int] = []
+
+    def handle(self, item) -> None:
+        self.frames.append(item.frame.index)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """N frames 64 x 96 with 2 or 3 bright squares (the third from frame 4 on); frame 7
+    is all NaN (a float recording with a dead frame: the detector refuses it)."""
+    rng = np.random.default_rng(0)
+    frames = rng.normal(500, 20, (N, 64, 96)).astype(np.float32)
+    for i in range(N):
+        for x, y in ((20, 20), (60, 30)) + (((40, 48),) if i >= 4 else ()):
+            frames[i, y - 5:y + 5, x - 5:x + 5] = 8000
+    frames[7] = np.nan
+    path = tmp_path_factory.mktemp("rec") / "rec.tif"
+    tifffile.imwrite(path, frames)
+    return path
+
+
+def _replay(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no pixel size in the file: 1 µm/px is fine here
+        return open_microscope("replay", path=str(path), fps=0)  # lossless
+
+
+def test_the_report_of_a_recording_played_frame_by_frame(recording, detector):
+    out = Counting()
+    got = []
+    p = Pipeline(_replay(recording), detector, outputs=[out], on_result=got.append,
+                 keep_stamps=5)
+    assert p.mode == "off" and p.status()["mode"] == "off"
+    s = p.run()
+    # every frame but the dead one was detected and published, in order
+    assert [r.frame.index for r in got] == [i for i in range(N) if i != 7]
+    assert s["frames"] == N - 1 == p.processed and out.frames == [r.frame.index for r in got]
+    assert s["acquired"] == N and s["dropped"] == s["dropped_camera_slot"] == 0
+    assert s["detect_errors"] == 1 == p.detect_errors and "NaN" in p.last_detect_error
+    assert s["control_errors"] == 0 and s["paused_frames"] == 0
+    assert s["control_steps"] == 0 and s["control_skipped"] == 0  # control off
+    assert s["stop_reason"] == "stream ended"
+    n_boxes = sum(len(r.detections) for r in got)
+    assert n_boxes == 2 * 4 + 3 * 7  # 2 squares on frames 0-3, 3 on the 7 others
+    assert s["detections_per_frame"] == round(n_boxes / (N - 1), 2)
+    dur = (p.t_end_ns - p.t_start_ns) * 1e-9
+    assert s["duration_s"] == round(dur, 3) and 0 < dur < 60
+    assert s["camera_fps"] == round(N / dur, 2)
+    assert s["fps"] == round(p.stamp_stats.fps, 2) > 0
+    assert s["detector"] == {"name": detector.name, "provider": detector.provider,
+                             "threads": getattr(detector, "threads", None)}
+    assert s["microscope"] == "replay:rec.tif"
+    assert s["outputs"] == {"counting": out.stats()} and out.stats()["handled"] == N - 1
+    assert s["control"]["mode"] == "off" and s["control"]["final_centring_error_um"] is None
+    assert "error" not in s and "stage_held" not in s
+    # every published frame is in the latency figures, and nothing else is
+    lat = s["latency_ms"]
+    assert lat["ready_to_published"]["n"] == N - 1 and lat["detect"]["n"] == N - 1
+    assert set(COMBOS) <= set(lat)  # the loop's overhead beyond the detector, too
+    # the per-frame stamps kept are a ring of the newest keep_stamps
+    assert len(p.records) == 5 and p.records[-1] is got[-1].frame.stamps
+    assert "control" not in lat or lat["control"] is None or lat["control"].get("n", 0) == 0
+    st = p.status()
+    assert st["state"] == "stopped" and st["processed"] == N - 1 and st["acquired"] == N
+    assert st["last_frame_index"] == got[-1].frame.index
+    assert st["last_detections"] == len(got[-1].detections) == 3
+    assert st["outputs"] == {"counting": {"handled": N - 1, "dropped": 0}}
+    assert st["microscope"] == "replay:rec.tif" and st["stage_held"] is None
+
+
+def test_a_pipeline_never_started_reports_nothing_happened(recording, detector):
+    p = Pipeline(_replay(recording), detector)
+    s = p.summary()
+    assert (s["frames"], s["acquired"], s["dropped"], s["duration_s"], s["camera_fps"],
+            s["detections_per_frame"], s["stop_reason"]) == (0, 0, 0, 0.0, 0.0, 0.0, None)
+    st = p.status()
+    assert st["state"] == "stopped" and st["acquired"] == 0 and st["target_policy"] is None
+    assert st["last_frame_index"] is None and st["last_detections"] == 0
+    p.scope.close()
+
+
+def test_the_report_of_a_steering_run_counts_the_guards_moves(detector):
+    """The simulator steering on a 64 px square target: the guard's moves made and not
+    made (dry run off: all made), control steps, the final target and its true error."""
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+
+    scope = SimulatedMicroscope(SimConfig(seed=3, realtime=False, camera_process=False,
+                                          shape=(256, 256)))
+    p = Pipeline(scope, detector, control=ControlConfig(mode="steer"), frames=40)
+    s = p.run()
+    scope.close()
+    guard = scope.guard
+    made = sum(1 for m in guard.history if m.made)
+    assert s["control"]["guard"] == {"moves_made": made,
+                                     "moves_not_made": len(guard.history) - made}
+    assert made >= 1
+    assert s["control_steps"] == p.control_steps >= 1
+    assert s["control_steps"] + s["control_skipped"] <= s["frames"] == 40
+    assert s["stop_reason"] == "frames"
+    last = p.control.last_steer
+    assert s["control"]["final_target"] == {"track_id": last.get("target_id"),
+                                            "status": last.get("status")}
+    err = s["control"]["final_centring_error_um"]
+    assert err is None or (isinstance(err, float) and err == round(err, 3) and err >= 0)
+
+
+def test_a_held_stage_is_in_the_report_and_refuses_moving_modes(recording, detector):
+    p = Pipeline(_replay(recording), detector, control=ControlConfig(mode="steer"))
+    p.start()
+    try:
+        p.hold_stage("command channel lost")
+        assert p.mode == "track" and p.stage_held == "command channel lost"
+        p.hold_stage("a second reason")  # the first reason stays
+        assert p.stage_held == "command channel lost"
+        with pytest.raises(RuntimeError, match="moves are stopped for this run"):
+            p.set_mode("steer")
+        p.set_mode("off")  # a mode that makes no move is still allowed
+        assert p.status()["stage_held"] == "command channel lost"
+    finally:
+        p.stop()
+    assert p.summary()["stage_held"] == "command channel lost"
+
+
+def test_a_run_of_so_many_seconds_ends_then_and_says_so(recording, detector):
+    """seconds=0.8 on a looping recording: wait() returns True at about 0.8 s, whatever
+    timeout it was given beyond that; the report says "seconds"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scope = open_microscope("replay", path=str(recording), fps=50, loop=True)
+    p = Pipeline(scope, detector, seconds=0.8)
+    p.start()
+    try:
+        assert p.wait(timeout=30.0) is True
+        assert p.stop_reason == "seconds"
+        ran = (p.t_end_ns - p.t_start_ns) * 1e-9
+        assert 0.8 <= ran < 3.0, ran  # not 0.8 s too early, nor the timeout's 30 s
+    finally:
+        p.stop()
+    s = p.summary()
+    assert s["stop_reason"] == "seconds" and s["frames"] >= 5
+
+
+def test_wait_with_a_timeout_returns_false_while_the_run_goes_on(recording, detector):
+    import time
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scope = open_microscope("replay", path=str(recording), fps=50, loop=True)
+    p = Pipeline(scope, detector)
+    p.start()
+    try:
+        t0 = time.monotonic()
+        assert p.wait(timeout=0.3) is False
+        waited = time.monotonic() - t0
+        assert 0.3 <= waited < 1.0, waited  # its own timeout, not the 0.5 s poll's multiple
+        assert p.running and p.stop_reason is None
+        p.request_stop("enough")
+        assert p.wait(timeout=5.0) is True and p.stop_reason == "enough"
+        assert not p.running
+    finally:
+        p.stop()
+
+
+def test_start_and_stop_leave_nothing_behind(detector):
+    """While running: two named daemon threads (a crashed caller does not hang the
+    interpreter), the guard's listener, Python's switch interval at 0.5 ms; after stop:
+    the listener gone, the interval restored, a second stop a no-op."""
+    import sys
+    import threading
+
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+
+    scope = SimulatedMicroscope(SimConfig(seed=1, realtime=False, camera_process=False,
+                                          shape=(128, 128)))
+    before = sys.getswitchinterval()
+    listeners = len(scope.guard.moved)
+    p = Pipeline(scope, detector, control=ControlConfig(mode="steer"))
+    p.start()
+    try:
+        names = {t.name: t.daemon for t in threading.enumerate()}
+        assert names.get("inscope-detect") is True and names.get("inscope-control") is True
+        assert p._on_move in scope.guard.moved
+        assert len(scope.guard.moved) > listeners  # (the control stage listens too)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert p.start() is p  # started once
+    finally:
+        p.stop()
+    assert len(scope.guard.moved) == listeners and p._on_move not in scope.guard.moved
+    assert sys.getswitchinterval() == pytest.approx(before)
+    assert not any(t.name in ("inscope-detect", "inscope-control") and t.is_alive()
+                   for t in threading.enumerate())
+    end = p.t_end_ns
+    assert end > p.t_start_ns and p.stop_reason == "stopped"
+    p.stop()  # idempotent: nothing changes
+    assert p.t_end_ns == end and sys.getswitchinterval() == pytest.approx(before)
+    p2 = Pipeline(scope, detector, switch_interval=None)
+    p2.request_stop()
+    assert p2.stop_reason == "stop requested"
+    scope.close()
