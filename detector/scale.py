@@ -81,8 +81,9 @@ def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float 
     # Hot pixels (and cosmic-ray hits) are single bright pixels: after the blur below
     # each is a speck of several pixels, and on an sCMOS frame with 0.1 % of them they
     # outnumber large nuclei in the copy, so the median measured the specks (70 px
-    # nuclei read as 10 px, and the frame was never shrunk): they are lowered to their
-    # neighbours' level first.
+    # nuclei read as a fraction of that, and the frame was never shrunk: the test
+    # test_hot_pixels_do_not_hide_large_nuclei): they are lowered to their neighbours'
+    # level first.
     small = _without_hot_pixels(small)
     x = normalise(small, {"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 1,
                           "clip": True})

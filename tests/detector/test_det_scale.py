@@ -157,7 +157,7 @@ def test_dead_pixel_blocks_do_not_count_as_objects():
 def test_hot_pixels_do_not_hide_large_nuclei(shape, d):
     """0.1 % hot pixels (an uncorrected sCMOS frame; cosmic-ray hits look the same):
     after the blur each is a speck, and specks outnumbering the nuclei once made 70 px
-    nuclei measure 10 px, so a frame that needed shrinking never was."""
+    nuclei measure about the specks' size, so a frame that needed shrinking never was."""
     img = _tiled(d, shape)
     r = np.random.default_rng(1)
     n = img.size // 1000
