@@ -105,6 +105,9 @@ def test_a_pipeline_never_started_reports_nothing_happened(recording, detector):
     s = p.summary()
     assert (s["frames"], s["acquired"], s["dropped"], s["duration_s"], s["camera_fps"],
             s["detections_per_frame"], s["stop_reason"]) == (0, 0, 0, 0.0, 0.0, 0.0, None)
+    assert s["control"] == {"mode": "off", "final_centring_error_um": None,
+                            "guard": {"moves_made": 0, "moves_not_made": 0}}
+    assert s["detector"]["name"] == detector.name and s["microscope"] == "replay:rec.tif"
     st = p.status()
     assert st["state"] == "stopped" and st["acquired"] == 0 and st["target_policy"] is None
     assert st["last_frame_index"] is None and st["last_detections"] == 0
@@ -136,11 +139,21 @@ def test_the_report_of_a_steering_run_counts_the_guards_moves(detector):
     assert err is None or (isinstance(err, float) and err == round(err, 3) and err >= 0)
 
 
-def test_a_held_stage_is_in_the_report_and_refuses_moving_modes(recording, detector):
-    p = Pipeline(_replay(recording), detector, control=ControlConfig(mode="steer"))
+def test_a_held_stage_is_in_the_report_and_refuses_moving_modes(recording, detector,
+                                                                tmp_path, caplog):
+    p = Pipeline(_replay(recording), detector, control=ControlConfig(mode="steer"),
+                 snapshot_dir=tmp_path)
+    assert p.command({"cmd": "snapshot"}) == {
+        "ok": False, "error": "snapshot: no frame processed yet; wait for the first frame "
+                              "(or resume if paused) and try again."}
     p.start()
     try:
-        p.hold_stage("command channel lost")
+        with caplog.at_level("ERROR", logger="inscope.pipeline"):
+            p.hold_stage("command channel lost")
+        # one line for the operator: why, what stops, what goes on, how to end the run
+        assert [r.getMessage() for r in caplog.records if r.name == "inscope.pipeline"] == [
+            "command channel lost: no more stage or focus moves in this run (control mode "
+            "'track'; detection and outputs go on; Ctrl-C or SIGTERM stops the run)."]
         assert p.mode == "track" and p.stage_held == "command channel lost"
         p.hold_stage("a second reason")  # the first reason stays
         assert p.stage_held == "command channel lost"
@@ -229,3 +242,95 @@ def test_start_and_stop_leave_nothing_behind(detector):
     p2.request_stop()
     assert p2.stop_reason == "stop requested"
     scope.close()
+
+
+def test_the_live_status_is_the_whole_state_to_the_digit(recording, detector):
+    got = []
+    p = Pipeline(_replay(recording), detector, outputs=[Counting()], score_threshold=0.3,
+                 on_result=got.append)
+    p.run()
+    st = p.status()
+    assert p.fps > 0
+    assert st == {
+        "state": "stopped", "processed": N - 1, "acquired": N, "dropped": 0,
+        "paused_frames": 0, "fps": round(p.fps, 2), "mode": "off",
+        "target_policy": p.control.target_policy, "target_id": got[-1].target_id,
+        "score_threshold": 0.3, "last_frame_index": got[-1].frame.index,
+        "last_detections": 3,
+        "detector": {"name": detector.name, "provider": detector.provider},
+        "microscope": "replay:rec.tif",
+        "outputs": {"counting": {"handled": N - 1, "dropped": 0}}, "stage_held": None}
+    assert st["target_policy"] == "nearest"
+
+
+def test_every_command_answers_with_its_result_or_one_clear_error(recording, detector):
+    """The command API the ZMQ REP server calls (tests/service/test_service_zmq.py goes
+    through the sockets): each reply whole, the documented aliases (``id`` for
+    ``target``, ``value`` for ``score``, ``class`` beside ``target: class``)."""
+    from inscope import schema
+    from inscope.enums import Mode
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scope = open_microscope("replay", path=str(recording), fps=20, loop=True)
+    p = Pipeline(scope, detector)
+    p.start()
+    try:
+        assert p.command({"cmd": "pause"}) == {"ok": True, "paused": True} and p.paused
+        assert p.command({"cmd": "resume"}) == {"ok": True, "paused": False}
+        assert not p.paused
+        assert p.command({"cmd": "set_mode", "mode": "track"}) == {"ok": True,
+                                                                    "mode": "track"}
+        for bad in (3, None, "warp"):
+            r = p.command({"cmd": "set_mode", "mode": bad})
+            assert r == {"ok": False, "error": "set_mode needs \"mode\": one of "
+                         f"{', '.join(Mode)}; got {bad!r}."}
+        assert p.mode == "track"
+        assert p.command({"cmd": "set_target", "id": 4}) == {"ok": True, "target": 4}
+        assert p.command({"cmd": "set_target", "target": "class", "class": "nucleus"}) == {
+            "ok": True, "target": "class:nucleus"}
+        assert p.command({"cmd": "set_target", "target": "largest"}) == {
+            "ok": True, "target": "largest"}
+        for bad in (None, True, 2.5, [1], {"a": 1}):
+            r = p.command({"cmd": "set_target", "target": bad})
+            assert r["ok"] is False and r["error"].startswith(
+                "set_target needs \"target\": a policy (nearest, largest, score, "
+                "class:<name>, or class with \"class\": <name>) or an integer track id; "
+                f"got {bad!r}.")
+        r = p.command({"cmd": "set_target", "target": "tallest"})
+        assert r["ok"] is False and r["error"].startswith("set_target: ")
+        assert p.command({"cmd": "set_threshold", "value": 0.25}) == {
+            "ok": True, "score_threshold": 0.25}
+        assert p.score_threshold == 0.25
+        for bad in (True, "0.5", None):
+            assert p.command({"cmd": "set_threshold", "score": bad}) == {
+                "ok": False, "error": "set_threshold needs \"score\": a number in [0, 1]; "
+                                      f"got {bad!r}."}
+        r = p.command({"cmd": "set_threshold", "score": 1.5})
+        assert r == {"ok": False, "error": "set_threshold: score threshold must be in "
+                                           "[0, 1]; got 1.5."}
+        assert p.command({"cmd": "warp"}) == {
+            "ok": False, "error": f"unknown command 'warp'; use one of "
+                                  f"{', '.join(schema.COMMANDS)}."}
+        assert p.command({"cmd": "status"})["state"] == "running"
+        assert p.command({"cmd": "stop"}) == {"ok": True, "stopping": True}
+        assert p.wait(timeout=5.0) and p.stop_reason == "stop command"
+    finally:
+        p.stop()
+
+
+def test_the_onnx_detectors_own_split_is_in_the_latencies(recording):
+    """pre-processing, session.run and decoding of every frame, beside the loop's stages
+    (its total is the loop's detect stage, not repeated); the detector's threads."""
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    det = OnnxDetector(provider="cpu", threads=2, warmup=False)
+    p = Pipeline(_replay(recording), det)
+    s = p.run()
+    lat = s["latency_ms"]
+    for part in ("pre", "run", "post"):
+        assert lat[f"detector_{part}"]["n"] == N - 1, part
+    assert "detector_total" not in lat
+    assert sum(lat[f"detector_{k}"]["p50"] for k in ("pre", "run", "post")) <= (
+        lat["detect"]["max"] * 1.5)
+    assert s["detector"] == {"name": det.name, "provider": "cpu", "threads": 2}
