@@ -356,9 +356,18 @@ def _read_sequence(path: Path) -> _Stack:
             "an NDTiff dataset folder or a folder of TIFF / PNG / JPEG frames.")
     first = files[0]
     read_picture(first)  # a first frame that cannot be read is said at once
-    # a TIFF's pixel size (ImageJ / OME / resolution tags), taken as the sequence's
-    px = _read_tiff(first, 0).pixel_size_um if first.name.lower().endswith(
-        TIFF_SUFFIXES) else None
+    px = None
+    if first.name.lower().endswith(TIFF_SUFFIXES):
+        import tifffile
+
+        with tifffile.TiffFile(first) as tf:
+            pages = len(tf.pages)
+        if pages > 1:
+            log.warning("%s holds %d images; a folder of frames plays the first of each "
+                        "file (give one multi-page TIFF to play all of its planes)",
+                        first.name, pages)
+        else:  # its pixel size (ImageJ / OME / resolution tags), taken as the sequence's
+            px = _read_tiff(first, 0).pixel_size_um
     return _Stack(_Files(files), None, px, None, {"format": "sequence", "files": len(files)})
 
 

@@ -271,6 +271,20 @@ def test_a_folder_of_tiffs_takes_the_pixel_size_of_its_first(tmp_path, stack):
     np.testing.assert_array_equal(scope.snap().pixels, stack[0, 1])
 
 
+def test_a_folder_of_multi_page_tiffs_plays_their_first_planes_and_says_so(tmp_path, stack,
+                                                                            caplog):
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    for t in range(2):
+        tifffile.imwrite(folder / f"t{t}.tif", stack[t])  # 2 planes (channels) each
+    with caplog.at_level("WARNING", logger="inscope.acquisition.replay"), \
+            pytest.warns(UserWarning, match="no pixel size"):
+        scope = ReplayMicroscope(folder, fps=0)
+    assert "t0.tif holds 2 images; a folder of frames plays the first of each" in caplog.text
+    assert len(scope) == 2
+    np.testing.assert_array_equal(scope.snap().pixels, stack[0, 0])
+
+
 def test_bad_image_folders_and_frames_are_one_clear_line(tmp_path, stack):
     empty = tmp_path / "empty"
     empty.mkdir()
