@@ -334,3 +334,142 @@ def test_the_onnx_detectors_own_split_is_in_the_latencies(recording):
     assert sum(lat[f"detector_{k}"]["p50"] for k in ("pre", "run", "post")) <= (
         lat["detect"]["max"] * 1.5)
     assert s["detector"] == {"name": det.name, "provider": "cpu", "threads": 2}
+
+
+def test_every_frame_is_accounted_for_paused_failed_or_published(tmp_path, detector):
+    """A lossless recording with two dead frames: each frame is published, counted as a
+    detector error (the first one logged, the last one kept) or counted as paused."""
+    frames = np.random.default_rng(5).normal(500, 20, (8, 48, 64)).astype(np.float32)
+    frames[:, 10:20, 10:20] = 6000
+    frames[2] = frames[5] = np.nan
+    path = tmp_path / "two_dead.tif"
+    tifffile.imwrite(path, frames)
+    p = Pipeline(_replay(path), detector)
+    s = p.run()
+    assert s["detect_errors"] == 2 and s["frames"] == 6 == p.detected
+    assert p.last_detect_error == ("ValueError: The image has no finite pixel (all "
+                                   "NaN/inf); check the camera or the file it came from.")
+    # paused from the start: every frame is dropped as paused, none detected
+    q = Pipeline(_replay(path), detector)
+    q.pause()
+    s = q.run()
+    assert s["paused_frames"] == 8 and s["frames"] == 0 and s["detect_errors"] == 0
+    assert q.paused and q.status()["paused_frames"] == 8
+
+
+def test_a_box_scoring_exactly_the_threshold_is_kept(recording, detector):
+    got = []
+    Pipeline(_replay(recording), detector, on_result=got.append).run()
+    scores = np.concatenate([r.detections.scores for r in got])
+    thr = float(np.sort(np.unique(scores))[1])  # the second-lowest score seen
+    kept = []
+    Pipeline(_replay(recording), detector, score_threshold=thr, on_result=kept.append).run()
+    n = sum(len(r.detections) for r in kept)
+    assert n == int((scores >= thr).sum()) and 0 < n < len(scores)
+    assert all((r.detections.scores >= thr).all() for r in kept)
+
+
+def test_a_camera_that_fails_mid_run_ends_it_and_says_why(tmp_path, detector, caplog):
+    """A folder recording whose third frame is unreadable: the stream's error reaches
+    the loop, which stops with it as the reason, in the report and the log."""
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.full((32, 48), 100 + i, np.uint16))
+    (folder / "f2.png").write_bytes(b"truncated")
+    p = Pipeline(_replay(folder), detector)
+    with caplog.at_level("ERROR", logger="inscope.pipeline"):
+        s = p.run()
+    why = f"Cannot read {str(folder / 'f2.png')!r} as a picture; check the file or " \
+          "convert it to TIFF."
+    assert s["stop_reason"] == f"error: MicroscopeUnavailable: {why}"
+    assert s["error"] == f"MicroscopeUnavailable: {why}"
+    assert s["frames"] == 2
+    assert f"acquisition/detection stopped: {why}" in caplog.text
+
+
+class FailingMission:
+    """A user's mission (the Director protocol) with a bug: it raises on its third call.
+    The loop must carry on detecting and publishing, count it and say why."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def step(self, stage, frame, tracks) -> None:
+        self.calls += 1
+        if self.calls >= 3:
+            raise KeyError("cell 7")
+
+    def status(self) -> dict:
+        return {"calls": self.calls}
+
+    def summary(self) -> dict:
+        return {"calls": self.calls}
+
+
+def test_a_failing_control_step_is_counted_published_and_logged_once(detector, caplog):
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+
+    scope = SimulatedMicroscope(SimConfig(seed=2, realtime=False, camera_process=False,
+                                          shape=(128, 128)))
+    got = []
+    mission = FailingMission()
+    p = Pipeline(scope, detector, control=ControlConfig(mode="steer"), seconds=30.0,
+                 director=mission)
+
+    def collect(r) -> None:  # (the mission runs on usable frames only: wait for 6 calls)
+        got.append(r)
+        if mission.calls >= 6 and len(got) >= 30:
+            p.request_stop("enough")
+
+    p.on_result = collect
+    with caplog.at_level("WARNING", logger="inscope.pipeline"):
+        s = p.run()
+    scope.close()
+    fails = mission.calls - 2
+    assert fails >= 4 and s["control_errors"] == p.control_errors == fails
+    assert s["frames"] >= 30 and s["stop_reason"] == "enough"  # the loop went on
+    warned = [r.getMessage() for r in caplog.records if "control failed" in r.getMessage()]
+    assert len(warned) == 1  # the first failure only; the rest are counted
+    head, _, tail = warned[0].partition(": ")
+    assert head.startswith("control failed on frame ") and tail == ("'cell 7' (the loop "
+                                                                     "goes on)")
+    # control runs beside publication: its state reaches the results after that frame
+    first = next(r for r in got if r.control and r.control.get("status") == "error")
+    assert 0 < int(head.rsplit(" ", 1)[1]) < first.frame.index
+    errors = [r.control for r in got if r.control and r.control.get("status") == "error"]
+    assert errors and all(e == {"status": "error", "reason": "KeyError: 'cell 7'"}
+                          for e in errors)
+    assert s["control_steps"] == p.control_steps >= mission.calls
+
+
+def test_results_carry_the_control_state_and_the_live_frame_rate(detector):
+    """Published results carry the newest control step (target, steering, focus); the
+    live frame rate is the running average (0.9 / 0.1) of the camera's rate between
+    published frames, from their ready stamps."""
+    from inscope.acquisition.frame import STAMP_READY
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+
+    scope = SimulatedMicroscope(SimConfig(seed=3, realtime=False, camera_process=False,
+                                          shape=(256, 256)))
+    got = []
+    p = Pipeline(scope, detector, control=ControlConfig(mode="steer+focus"), frames=40,
+                 on_result=got.append)
+    p.run()
+    scope.close()
+    steered = [r for r in got if r.control is not None]
+    assert steered, "no published result carried a steering action"
+    assert all(r.target_id == r.control.get("target_id") for r in steered)
+    assert any(r.target_id is not None for r in steered)
+    assert any(r.focus is not None for r in got)
+    fps = 0.0
+    last = 0
+    for r in got:
+        ready = r.frame.stamps[STAMP_READY]
+        if last and ready > last:
+            inst = 1e9 / (ready - last)
+            fps = inst if not fps else 0.9 * fps + 0.1 * inst
+        last = ready
+    assert p.fps == pytest.approx(fps) and fps > 0
