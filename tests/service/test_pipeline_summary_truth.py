@@ -473,3 +473,79 @@ def test_results_carry_the_control_state_and_the_live_frame_rate(detector):
             fps = inst if not fps else 0.9 * fps + 0.1 * inst
         last = ready
     assert p.fps == pytest.approx(fps) and fps > 0
+
+
+def test_thresholds_and_modes_set_live(recording):
+    """The detector's own threshold is lowered with the pipeline's (so lower scores get
+    through), never raised; 0 and 1 are thresholds, -0.1 is not; a mode change reaches
+    the control stage and the pipeline's own copy of the config, not the caller's;
+    set_target needs a started pipeline."""
+    from inscope.detector import load_detector
+
+    det = load_detector("classical")
+    det.score_threshold = 0.5
+    config = ControlConfig(mode="track")
+    p = Pipeline(_replay(recording), det, control=config, score_threshold=0.6)
+    with pytest.raises(RuntimeError, match="the pipeline is not started; start it before "
+                                           "set_target."):
+        p.set_target("largest")
+    p.start()
+    try:
+        assert det.score_threshold == 0.5  # 0.6 is above it: the detector keeps its own
+        p.set_threshold(0.3)
+        assert det.score_threshold == 0.3 and p.score_threshold == 0.3
+        p.set_threshold(0.45)
+        assert det.score_threshold == 0.3 and p.score_threshold == 0.45
+        for edge in (0.0, 1.0):
+            assert p.command({"cmd": "set_threshold", "score": edge}) == {
+                "ok": True, "score_threshold": edge}
+        assert det.score_threshold == 0.0
+        assert p.command({"cmd": "set_threshold", "score": -0.1})["ok"] is False
+        p.set_mode("steer")
+        assert p.mode == "steer" and p.control_config.mode == "steer"
+        assert p.control.mode == "steer" and config.mode == "track"
+        assert p.set_target("class", "nucleus") == "class:nucleus"
+    finally:
+        p.stop()
+    fresh = load_detector("classical")
+    fresh.score_threshold = None
+    Pipeline(_replay(recording), fresh, score_threshold=0.2).start().stop()
+    assert fresh.score_threshold == 0.2  # no threshold of its own: it takes the loop's
+
+
+def test_switching_control_off_publishes_no_stale_control_state(detector):
+    from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
+
+    scope = SimulatedMicroscope(SimConfig(seed=3, realtime=False, camera_process=False,
+                                          shape=(256, 256)))
+    after: list = []
+    p = Pipeline(scope, detector, control=ControlConfig(mode="steer"), seconds=30.0)
+
+    def collect(r) -> None:
+        if p.mode == "off":
+            after.append(r)
+            if len(after) >= 10:
+                p.request_stop("enough")
+        elif r.control is not None and r.seq >= 10:
+            p.set_mode("off")  # from the detect thread, as a command would
+
+    p.on_result = collect
+    p.run()
+    scope.close()
+    assert len(after) >= 10 and all(r.control is None and r.target_id is None
+                                    for r in after[1:])
+
+
+def test_ctrl_c_stops_the_run_cleanly_and_says_so(recording, detector):
+    import os
+    import signal
+    import threading
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scope = open_microscope("replay", path=str(recording), fps=20, loop=True)
+    p = Pipeline(scope, detector)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    s = p.run()  # KeyboardInterrupt in wait(): a clean stop, the report returned
+    assert s["stop_reason"] == "interrupted (Ctrl-C)" and s["frames"] >= 1
+    assert not p.running

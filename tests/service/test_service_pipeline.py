@@ -139,7 +139,7 @@ class _Recording:
 
 @pytest.mark.parametrize("provider, backend, warmed", [
     ("cuda", "sim", True), ("tensorrt", "sim", True), ("cpu", "sim", False),
-    ("cuda", "replay", False)])
+    ("triton:grpc://gpu-box:8001", "sim", True), ("cuda", "replay", False)])
 def test_a_gpu_detector_is_warmed_on_a_frame_of_the_streams_size(stack, provider, backend,
                                                                   warmed):
     """GPU sessions prepare kernels per input shape on their first run: the pipeline
