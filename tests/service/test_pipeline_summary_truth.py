@@ -51,10 +51,11 @@ def recording(tmp_path_factory):
     return path
 
 
-def _replay(path):
+def _replay(path, fps: float = 0, loop: bool = False):
+    """The recording as a microscope: lossless (fps 0: every frame once) by default."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no pixel size in the file: 1 µm/px is fine here
-        return open_microscope("replay", path=str(path), fps=0)  # lossless
+        return open_microscope("replay", path=str(path), fps=fps, loop=loop)
 
 
 def test_the_report_of_a_recording_played_frame_by_frame(recording, detector):
@@ -169,9 +170,7 @@ def test_a_held_stage_is_in_the_report_and_refuses_moving_modes(recording, detec
 def test_a_run_of_so_many_seconds_ends_then_and_says_so(recording, detector):
     """seconds=0.8 on a looping recording: wait() returns True at about 0.8 s, whatever
     timeout it was given beyond that; the report says "seconds"."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scope = open_microscope("replay", path=str(recording), fps=50, loop=True)
+    scope = _replay(recording, fps=50, loop=True)
     p = Pipeline(scope, detector, seconds=0.8)
     p.start()
     try:
@@ -188,9 +187,7 @@ def test_a_run_of_so_many_seconds_ends_then_and_says_so(recording, detector):
 def test_wait_with_a_timeout_returns_false_while_the_run_goes_on(recording, detector):
     import time
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scope = open_microscope("replay", path=str(recording), fps=50, loop=True)
+    scope = _replay(recording, fps=50, loop=True)
     p = Pipeline(scope, detector)
     p.start()
     try:
@@ -270,9 +267,7 @@ def test_every_command_answers_with_its_result_or_one_clear_error(recording, det
     from inscope import schema
     from inscope.enums import Mode
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scope = open_microscope("replay", path=str(recording), fps=20, loop=True)
+    scope = _replay(recording, fps=20, loop=True)
     p = Pipeline(scope, detector)
     p.start()
     try:
@@ -541,9 +536,7 @@ def test_ctrl_c_stops_the_run_cleanly_and_says_so(recording, detector):
     import signal
     import threading
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scope = open_microscope("replay", path=str(recording), fps=20, loop=True)
+    scope = _replay(recording, fps=20, loop=True)
     p = Pipeline(scope, detector)
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
     s = p.run()  # KeyboardInterrupt in wait(): a clean stop, the report returned
