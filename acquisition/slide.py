@@ -40,6 +40,7 @@ from inscope.acquisition.errors import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition, from_file_boxes
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import (
+    PICTURE_SUFFIXES,
     ndtiff_array,
     ndtiff_datasets,
     ndtiff_folder_problem,
@@ -316,14 +317,10 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
                       float(px) if px else None, float(dz) if dz else None)
 
 
-#: Picture files OpenCV reads (8 / 16-bit grey or colour): a single 2-D image, no
-#: pixel size in the file (give -o pixel_size_um=P)
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
 def _read_picture(path: Path, what: str = "image") -> np.ndarray:
-    """A PNG / JPEG / BMP as (1, Y, X): grey as it is (8 or 16 bit), colour as the mean
-    of its colour samples (as for an RGB TIFF; alpha ignored). Labels must be grey."""
+    """A PNG / JPEG / BMP (:data:`~inscope.acquisition.replay.PICTURE_SUFFIXES`: no pixel
+    size in the file) as (1, Y, X): grey as it is (8 or 16 bit), colour as the mean of
+    its colour samples (as for an RGB TIFF; alpha ignored). Labels must be grey."""
     import cv2
 
     a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
