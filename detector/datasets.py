@@ -50,11 +50,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from inscope.acquisition.frame import from_file_boxes
 
+# (OpenCV is imported where images are read: the command line imports FORMATS from here
+# to build its parser, and every command would otherwise start by loading OpenCV)
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 FORMATS = ("npz", "masks", "yolo", "voc", "coco")
 
@@ -110,6 +111,8 @@ class Sample:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read one image file as a 2-D array (colour -> gray by channel mean)."""
+    import cv2
+
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
@@ -240,6 +243,7 @@ def read_masks(root: str | Path) -> list[Sample]:
         raise ValueError(f"{root}: no image with a mask found; expected images/ and masks/ "
                          "folders holding files of the same name, or NAME_masks.png beside "
                          "NAME.png.")
+    import cv2
     import tifffile
 
     out = []

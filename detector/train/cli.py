@@ -37,6 +37,7 @@ MISSING_TORCH = ("'inscope train' needs PyTorch, which is an optional extra: "
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from inscope.detector.datasets import FORMATS
+
     p = subparsers.add_parser(
         "train", help="train / fine-tune a detector (synthetic and/or annotated data) "
         "and export ONNX + model card",
