@@ -32,6 +32,21 @@ def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
     return np.asarray(boxes, np.float32).reshape(-1, 4) - np.float32(0.5)
 
 
+def label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and boxes of the objects of a 2-D instance mask (integer ids, 0
+    background): ids ascending, boxes (N, 4) x0, y0, x1, y1 in the files' ``[k, k + 1)``
+    convention (a slice's start and stop; :func:`from_file_boxes` takes them to the
+    frame's). SciPy's ``find_objects`` reads the mask once, whatever the id count."""
+    from scipy import ndimage
+
+    ids, rows = [], []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None:
+            ids.append(i)
+            rows.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
+    return np.asarray(ids, int), np.asarray(rows, np.float64).reshape(-1, 4)
+
+
 @dataclass(frozen=True, slots=True)
 class StagePosition:
     """Stage position in micrometres, with Micro-Manager's signs."""

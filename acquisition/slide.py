@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.errors import MicroscopeUnavailable
-from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition, from_file_boxes
+from inscope.acquisition.frame import (
+    STAMP_READY,
+    Frame,
+    StagePosition,
+    from_file_boxes,
+    label_boxes,
+)
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import (
     PICTURE_SUFFIXES,
@@ -520,15 +526,8 @@ class _Labels:
                                 np.asarray(zr, float).reshape(-1, 2),
                                 np.asarray(bxs, float).reshape(-1, 4))
         for k in range(labels.shape[0]):
-            lk = labels[k]
-            ob = ndimage.find_objects(lk)
-            pid, pb = [], []
-            for lab_id, sl in enumerate(ob, start=1):
-                if sl is None:
-                    continue
-                pid.append(lab_id)
-                pb.append(_slice_box(sl[0], sl[1]))
-            self.planes.append((np.asarray(pid, int), np.asarray(pb, float).reshape(-1, 4)))
+            pid, pb = label_boxes(labels[k])
+            self.planes.append((pid, from_file_boxes(pb).astype(float)))
 
     def at(self, plane: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.planes:

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inscope.acquisition.frame import from_file_boxes
+from inscope.acquisition.frame import from_file_boxes, label_boxes
 
 # (OpenCV is imported where images are read: the command line imports FORMATS from here
 # to build its parser, and every command would otherwise start by loading OpenCV)
@@ -138,9 +138,8 @@ def read_image(path: str | Path) -> np.ndarray:
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     """The (N, 4) x0, y0, x1, y1 box round each object of a 2-D instance mask, in the
     files' convention (pixel k spans [k, k + 1)), in the order of the ids; 0 is
-    background. SciPy's ``find_objects`` reads the mask once, whatever the id count."""
-    from scipy import ndimage
-
+    background (:func:`inscope.acquisition.frame.label_boxes`, checked first: one 2-D
+    mask of non-negative integers)."""
     lab = np.asarray(labels)
     if lab.ndim != 2:
         raise ValueError(f"instance labels must be one 2-D mask per image; got shape "
@@ -152,9 +151,7 @@ def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
         lab = lab.astype(np.int64)
     if lab.size and lab.min() < 0:
         raise ValueError("instance labels must be >= 0 (0 background); got negative ids.")
-    rows = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-            for sl in ndimage.find_objects(lab) if sl is not None]
-    return np.asarray(rows, np.float64).reshape(-1, 4)
+    return label_boxes(lab)[1]
 
 
 def _label_samples(images: np.ndarray, labels: np.ndarray, name: str) -> list[Sample]:
