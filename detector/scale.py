@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from inscope.detector.preprocess import normalise
+from inscope.detector.signal import without_hot_pixels
 
 #: the estimate works on a copy at most this many pixels on its longer side (objects of
 #: 40 px stay >= 6 px there, enough to measure the large sizes that matter)
@@ -37,21 +38,6 @@ UPPER_MARGIN = 0.85
 #: (10-16 ms at 6,000 x 6,000 on this 2-core VM against ~1.5 ms at 2,048 x 3,072; a
 #: stream measures it once every AUTO_SCALE_EVERY frames)
 MAX_FACTOR = 8
-
-
-#: the eight neighbours of a pixel (its 3 x 3 window without the centre)
-_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
-
-
-def _without_hot_pixels(img: np.ndarray) -> np.ndarray:
-    """*img* with every pixel brighter than all eight neighbours lowered to the brightest
-    of them: an isolated hot pixel or cosmic-ray hit takes its background's value, every
-    other pixel is unchanged (a 3 x 3 median would also erode the edges of the smallest
-    nuclei; one dilation and one minimum cost next to nothing on the copy)."""
-    x = np.ascontiguousarray(img)
-    # (dilate's default border counts as darker than any pixel, so a hot pixel on the
-    # frame's edge is lowered too; a replicated border made it its own neighbour)
-    return cv2.min(x, cv2.dilate(x, _RING))
 
 
 def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float | None:
@@ -84,7 +70,7 @@ def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float 
     # nuclei read as a fraction of that, and the frame was never shrunk: the test
     # test_hot_pixels_do_not_hide_large_nuclei): they are lowered to their neighbours'
     # level first.
-    small = _without_hot_pixels(small)
+    small = without_hot_pixels(small)
     x = normalise(small, {"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 1,
                           "clip": True})
     u8 = cv2.convertScaleAbs(cv2.GaussianBlur(x, (0, 0), 1.0), alpha=255.0)

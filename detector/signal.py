@@ -31,7 +31,7 @@ import numpy as np
 
 from inscope.detector.preprocess import percentile_range
 
-__all__ = ["background_level", "has_signal", "noise_sigma"]
+__all__ = ["background_level", "has_signal", "noise_sigma", "without_hot_pixels"]
 
 #: rows and differences read for the noise estimate (a quartile of 32k values: ~1 %)
 _NOISE_ROWS = 64
@@ -101,3 +101,41 @@ def has_signal(img: np.ndarray, boxes: np.ndarray, k: float) -> np.ndarray:
     area = np.maximum(c1 - c0, 0) * np.maximum(r1 - r0, 0)
     count = ii[r1, c1] - ii[r0, c1] - ii[r1, c0] + ii[r0, c0]
     return (area == 0) | (2 * count > area)
+
+
+#: the eight neighbours of a pixel (its 3 x 3 window without the centre)
+_RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+
+
+def without_hot_pixels(img: np.ndarray, margin: float = 0.0,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """*img* with no pixel more than *margin* above the brightest of its eight neighbours.
+
+    An isolated hot pixel of an uncorrected sCMOS frame, or a one-pixel cosmic-ray hit,
+    is lowered to its surroundings; every pixel within *margin* of a neighbour is
+    unchanged (a 3 x 3 median would also erode the edges of the smallest nuclei, and
+    blunt the texture that focus measures read). One dilation and one minimum: ~0.2 ms
+    on a 512 x 512 frame. A hit of two or more adjacent pixels is left as it is.
+
+    Parameters
+    ----------
+    img
+        2-D image of a type OpenCV's dilate takes (uint8, uint16, int16, float32,
+        float64).
+    margin
+        How far above its brightest neighbour a pixel may stay, in *img*'s units. 0
+        flattens every strict local maximum - right where only objects' extents
+        matter (the object-size estimate); a measure of fine detail should leave the
+        camera noise's own maxima alone with several noise sigma (:func:`noise_sigma`).
+    out
+        Where to write the result (same shape and type; may be *img* itself): a caller
+        that measures every frame of a stream keeps one buffer instead of a fresh
+        frame-sized array each call.
+    """
+    x = np.ascontiguousarray(img)
+    # (dilate's default border counts as darker than any pixel, so a hot pixel on the
+    # frame's edge is lowered too; a replicated border made it its own neighbour)
+    ring = cv2.dilate(x, _RING)
+    if margin > 0:
+        cv2.add(ring, margin, dst=ring)  # saturates for integer types
+    return cv2.min(x, ring, dst=out)

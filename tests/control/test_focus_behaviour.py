@@ -57,7 +57,12 @@ def test_metric_values_by_hand():
     assert sharpness(np.zeros((8, 8), np.float32), metric="normvar") == 0.0
 
 
-def test_boxes_measure_only_their_crops_weighted_by_area():
+def test_boxes_measure_only_their_crops_weighted_by_area(monkeypatch):
+    from inscope.control import focus
+
+    # the crops' geometry only: a sub-image would measure its own noise, and so its own
+    # hot-pixel margin (tested on its own below)
+    monkeypatch.setattr(focus, "HOT_PIXEL_SIGMA", math.inf)
     sharp, blurred = _texture(1), cv2.GaussianBlur(_texture(1), (0, 0), 3.0)
     img = np.concatenate([sharp, blurred], axis=1)  # sharp left half, blurred right
     on_sharp = np.array([[20, 20, 60, 60]], float)
@@ -93,6 +98,79 @@ def test_sharpness_bad_input_names_the_fix():
         sharpness(np.zeros((8, 8)), metric="sobel")
     with pytest.raises(ValueError, match=r"needs a 2-D image; got shape \(2, 8, 8\)"):
         sharpness(np.zeros((2, 8, 8)))
+
+
+class _CosmicRays:
+    """A simulated microscope whose camera frames each carry *hits* one-pixel cosmic-ray
+    hits (60,000 counts) at random places: the real simulator's frames with a defect
+    every uncorrected camera shows, added after the camera model."""
+
+    def __init__(self, scope, hits: int, seed: int) -> None:
+        self.scope, self.hits, self.rng = scope, hits, np.random.default_rng(seed)
+
+    def __getattr__(self, name):
+        return getattr(self.scope, name)
+
+    def snap(self):
+        f = self.scope.snap()
+        px = np.array(f.pixels, copy=True)
+        h, w = px.shape
+        px[self.rng.integers(0, h, self.hits), self.rng.integers(0, w, self.hits)] = 60000
+        f.pixels = px
+        return f
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_autofocus_is_not_drawn_to_cosmic_ray_hits(seed):
+    """Three hits per frame outweighed the whole field's sharpness: autofocus ended on
+    whichever image had the hits in sharp pairs (3 of 6 fields ended where they started,
+    3 um out, one 2.2 um the other way)."""
+    scope = _CosmicRays(sim_scope(seed=seed, shape=(256, 256)), hits=3, seed=seed)
+    zf = _truth(scope)
+    scope.move_z(zf + 3.0)
+    r = autofocus(scope, search_um=10.0)
+    assert r.ok, r.message
+    assert abs(scope.position().z - zf) < 0.3, r.samples
+
+
+@pytest.mark.parametrize("n_boxes", [3, 30])  # crop by crop, and the integral image
+def test_a_hot_pixel_in_a_cell_crop_leaves_its_sharpness(n_boxes, monkeypatch):
+    from inscope.control import focus
+
+    rng = np.random.default_rng(n_boxes)
+    img = (_texture(5, (160, 200)) + rng.normal(0, 8, (160, 200))).astype(np.float32)
+    x0, y0 = rng.uniform(0, 170, n_boxes), rng.uniform(0, 130, n_boxes)
+    boxes = np.stack([x0, y0, x0 + 24, y0 + 24], 1)
+    clean = sharpness(img, boxes)
+    hot = img.copy()
+    for x, y in ((x0[0] + 12, y0[0] + 12), (x0[0] - 3, y0[0] + 5), (199, 0)):  # in, on rim
+        hot[int(y), int(x)] = 60000.0
+    # (each is lowered to 8 noise sigma above its brightest neighbour: a trace is left)
+    assert sharpness(hot, boxes) == pytest.approx(clean, rel=0.03)
+    assert sharpness(hot) == pytest.approx(sharpness(img), rel=0.03)
+    with monkeypatch.context() as m:  # what they would have done
+        m.setattr(focus, "HOT_PIXEL_SIGMA", math.inf)
+        assert sharpness(hot, boxes) > 5 * clean
+    # two adjacent hot pixels are not one pixel's defect: they count (documented)
+    hot[int(y0[0] + 12), int(x0[0] + 13)] = 60000.0
+    assert sharpness(hot, boxes) > 2 * clean
+
+
+def test_camera_noise_is_not_taken_for_hot_pixels(monkeypatch):
+    """The margin leaves noise's own maxima alone: on pure camera noise, and on a bright
+    nucleus' photon noise, the measure is the one without the hot-pixel step."""
+    from inscope.control import focus
+
+    rng = np.random.default_rng(7)
+    noise = rng.normal(500, 6, (128, 128)).astype(np.float32)
+    bright = noise.copy()
+    bright[32:96, 32:96] += rng.normal(20000, 140, (64, 64)).astype(np.float32)  # sqrt(N)
+    box = np.array([[30, 30, 98, 98]], float)
+    got = [sharpness(noise), sharpness(bright, box), sharpness(bright, box, "tenengrad")]
+    monkeypatch.setattr(focus, "HOT_PIXEL_SIGMA", math.inf)
+    want = [sharpness(noise), sharpness(bright, box), sharpness(bright, box, "tenengrad")]
+    assert got[0] == want[0]
+    assert got[1:] == pytest.approx(want[1:], rel=0.01)
 
 
 # -- autofocus -------------------------------------------------------------------------

@@ -179,13 +179,13 @@ def test_any_pixel_type_measures_the_same():
 
 
 def test_hot_pixels_are_lowered_to_their_neighbours_also_on_the_edge():
-    from inscope.detector.scale import _without_hot_pixels
+    from inscope.detector.signal import without_hot_pixels
 
     img = np.random.default_rng(3).integers(90, 110, (8, 9)).astype(np.uint16)
     img[2:4, 5:7] = 3000  # a 2 x 2 bright object: kept whole
     for y, x in ((0, 0), (0, 4), (7, 8), (5, 0), (5, 2)):  # corners, edges, inside
         img[y, x] = 65000
-    out = _without_hot_pixels(img)
+    out = without_hot_pixels(img)
     for y, x in ((0, 0), (0, 4), (7, 8), (5, 0), (5, 2)):
         ys, xs = slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2)
         win = img[ys, xs].astype(int)

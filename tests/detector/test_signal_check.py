@@ -137,3 +137,20 @@ def test_the_shipped_model_finds_no_nuclei_in_an_empty_field_of_noise_and_debris
         matched[name] = int((iou_matrix(np.asarray(f.truth), b).max(1) >= 0.5).sum())
     det.card.decoding = on
     assert matched["on"] == matched["off"] > 20
+
+
+def test_hot_pixel_margin_keeps_what_lies_within_it():
+    from inscope.detector.signal import without_hot_pixels
+
+    img = np.full((6, 7), 100, np.uint16)
+    img[1, 1], img[3, 4], img[5, 6] = 130, 65000, 60000  # a noise peak, two hot pixels
+    out = without_hot_pixels(img, margin=50)
+    assert out[1, 1] == 130  # within the margin: unchanged
+    assert out[3, 4] == 150 and out[5, 6] == 150  # lowered to neighbour + margin
+    assert np.array_equal(np.delete(out.ravel(), [3 * 7 + 4, 5 * 7 + 6]),
+                          np.delete(img.ravel(), [3 * 7 + 4, 5 * 7 + 6]))
+    assert without_hot_pixels(img)[1, 1] == 100  # no margin: every strict maximum
+    # the caller's buffer, in place; integer types saturate instead of wrapping
+    f = img.astype(np.float32)
+    assert without_hot_pixels(f, 50.0, out=f) is f and f[3, 4] == 150.0
+    assert without_hot_pixels(img, margin=1e9)[3, 4] == 65000
