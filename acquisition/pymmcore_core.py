@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.errors import DeviceError
+from inscope.acquisition.frame import colour_to_grey
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +211,7 @@ def to_gray(pix: Any, height: int, width: int, fmt: PixelFormat | None) -> np.nd
             raise DeviceError(
                 f"Colour camera image has {flat.size} channel values, expected "
                 f"4x{height}x{width}; check the camera's ROI/binning in Micro-Manager.")
-        import cv2
-
-        bgra = flat.reshape(height, width, 4)
-        return cv2.cvtColor(np.ascontiguousarray(bgra[..., :3]), cv2.COLOR_BGR2GRAY)
+        return colour_to_grey(flat.reshape(height, width, 4))
     if a.ndim == 1 or a.shape != (height, width):
         if n != height * width:
             raise DeviceError(

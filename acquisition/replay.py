@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inscope.acquisition.errors import MicroscopeUnavailable
-from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition
+from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition, colour_to_grey
 from inscope.acquisition.microscope import BaseMicroscope
 from inscope.acquisition.mm_tags import position_from_tags
 from inscope.acquisition.safety import MoveGuard, SoftLimits
@@ -49,17 +49,6 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 #: Frame rate used when neither the caller nor the file gives one.
 DEFAULT_FPS = 10.0
-
-
-def _gray(a: np.ndarray) -> np.ndarray:
-    """RGB(A) (…, 3|4) as grayscale, preserving dtype where OpenCV allows."""
-    import cv2
-
-    if a.shape[-1] == 4:
-        a = a[..., :3]
-    if a.dtype not in (np.uint8, np.uint16, np.float32):
-        a = a.astype(np.float32)
-    return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
 
 
 def _pixels_2d(a: np.ndarray) -> np.ndarray:
@@ -160,8 +149,7 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
     if "S" in axes and data.shape[axes.index("S")] in (3, 4):  # RGB(A), planar or not
         data = np.moveaxis(data, axes.index("S"), -1)
         axes = axes.replace("S", "") + "S"
-        flat = data.reshape(-1, *data.shape[-3:])
-        data = np.stack([_gray(f) for f in flat]).reshape(data.shape[:-1])
+        data = colour_to_grey(data)
         axes = axes[:-1]
     n_channels = 1
     if "C" in axes:
@@ -303,7 +291,7 @@ def _natural_key(name: str) -> list[Any]:
 
 def read_picture(path: Path) -> np.ndarray:
     """One image file as a 2-D frame: a TIFF's first plane, or a PNG / JPEG / BMP (colour
-    as grey, by luminance like a colour TIFF or video); one clear line if it is not."""
+    as grey, :func:`~inscope.acquisition.frame.colour_to_grey`); one clear line if not."""
     import cv2
 
     a: np.ndarray | None
@@ -316,14 +304,14 @@ def read_picture(path: Path) -> np.ndarray:
             raise MicroscopeUnavailable(f"Cannot read {str(path)!r} as TIFF ({e}); give a "
                                         "valid TIFF.") from e
         if a.ndim == 3 and a.shape[-1] in (3, 4):
-            a = _gray(a)
+            a = colour_to_grey(a)
     else:
         a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if a is None:
             raise MicroscopeUnavailable(f"Cannot read {str(path)!r} as a picture; check "
                                         "the file or convert it to TIFF.")
-        if a.ndim == 3:  # OpenCV reads colour as BGR(A)
-            a = _gray(np.ascontiguousarray(a[..., 2::-1]))
+        if a.ndim == 3:  # BGR(A) as OpenCV reads it: the same grey as RGB
+            a = colour_to_grey(a)
     if a.ndim != 2:
         raise MicroscopeUnavailable(f"{path.name}: a frame has shape {a.shape}, not one 2-D "
                                     "image; save each frame as one grey or colour image.")
@@ -493,7 +481,7 @@ class ReplayMicroscope(BaseMicroscope):
         i = self._cursor
         self._cursor += 1
         if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            img = colour_to_grey(img)
         return img, i
 
     # -- frames ------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from inscope.acquisition.frame import (
     STAMP_READY,
     Frame,
     StagePosition,
+    colour_to_grey,
     from_file_boxes,
     label_boxes,
 )
@@ -200,7 +201,7 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
                         f"pass -o channel=0..{data.shape[ci] - 1}")
         data = np.take(data, channel, axis=ci)
         axes = axes.replace("C", "")
-    if "S" in axes:  # RGB: mean of the samples
+    if "S" in axes:  # RGB(A): colour_to_grey (alpha ignored); other samples: their mean
         si = axes.index("S")
         if planes_as_samples(axes, data):  # averaging would flatten a z-stack
             raise _fail(path, f"holds {data.shape[si]} {data.dtype} planes stored as the "
@@ -209,7 +210,8 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
                         "save a z-stack with its axes (tifffile.imwrite(path, a, "
                         "metadata={'axes': 'ZYX'}) or as OME-TIFF), a colour picture "
                         "as 8-bit RGB")
-        data = data.mean(axis=si)
+        data = (colour_to_grey(np.moveaxis(data, si, -1)) if data.shape[si] in (3, 4)
+                else data.mean(axis=si))
         axes = axes.replace("S", "")
     if not axes.endswith("YX"):
         raise _fail(path, f"axes {series.axes!r} have no Y, X at the end",
@@ -325,8 +327,8 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
 
 def _read_picture(path: Path, what: str = "image") -> np.ndarray:
     """A PNG / JPEG / BMP (:data:`~inscope.acquisition.replay.PICTURE_SUFFIXES`: no pixel
-    size in the file) as (1, Y, X): grey as it is (8 or 16 bit), colour as the mean of
-    its colour samples (as for an RGB TIFF; alpha ignored). Labels must be grey."""
+    size in the file) as (1, Y, X): grey as it is (8 or 16 bit), colour as
+    :func:`~inscope.acquisition.frame.colour_to_grey` makes it. Labels must be grey."""
     import cv2
 
     a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -337,7 +339,7 @@ def _read_picture(path: Path, what: str = "image") -> np.ndarray:
         if what == "labels":
             raise _fail(path, f"labels picture has {a.shape[2]} colour samples",
                         "save instance labels as a grey 8 / 16-bit PNG of integer ids")
-        a = a[..., :3].mean(axis=2)
+        a = colour_to_grey(a)
     return _as_zyx(a, path, what)
 
 

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inscope.acquisition.frame import from_file_boxes, label_boxes
+from inscope.acquisition.frame import colour_to_grey, from_file_boxes, label_boxes
 
 # (OpenCV is imported where images are read: the command line imports FORMATS from here
 # to build its parser, and every command would otherwise start by loading OpenCV)
@@ -110,7 +110,8 @@ class Sample:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read one image file as a 2-D array (colour -> gray by channel mean)."""
+    """Read one image file as a 2-D array (colour as
+    :func:`~inscope.acquisition.frame.colour_to_grey` makes it)."""
     import cv2
 
     path = Path(path)
@@ -127,8 +128,7 @@ def read_image(path: str | Path) -> np.ndarray:
         img = read
     img = np.squeeze(img)
     if img.ndim == 3 and img.shape[-1] in (3, 4):
-        img = img[..., :3].mean(axis=2).astype(np.float32) if img.dtype != np.uint8 else \
-            img[..., :3].mean(axis=2).round().astype(np.uint8)
+        img = colour_to_grey(img)
     if img.ndim != 2:
         raise ValueError(f"Image {path} has shape {img.shape}; expected one 2-D image "
                          "(a stack? save one file per frame or use an npz stack).")

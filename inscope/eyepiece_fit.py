@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inscope.acquisition.frame import colour_to_grey
 from inscope.overlay import stretch_to_uint8
 
 #: 95 % radius of an isotropic 2-D Gaussian, in units of its per-axis sigma.
@@ -223,7 +224,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     stretched between the 0.5th and 99.8th percentile (hot pixels do not squash it)."""
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] in (3, 4):
-        img = img[..., :3].mean(axis=2)
+        img = colour_to_grey(img)
     if img.ndim != 2:
         raise CalibrationError(f"the camera image has shape {img.shape}; give one 2-D "
                                "(gray) or colour image, not a stack.")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from inscope.acquisition.frame import Frame, StagePosition
+from inscope.acquisition.frame import Frame, StagePosition, colour_to_grey
 from inscope.acquisition.mm_tags import position_from_tags
 from inscope.schema import detections_message
 
@@ -47,10 +47,8 @@ class Detected:
 
 def _gray(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
-    if a.ndim == 3:  # an RGB(A) camera in pycro-manager / pymmcore-plus: use the luma
-        import cv2
-
-        a = cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2GRAY)
+    if a.ndim == 3:  # an RGB(A) camera in pycro-manager / pymmcore-plus
+        a = colour_to_grey(a)
     if a.dtype not in (np.uint8, np.uint16, np.float32):
         a = a.astype(np.float32)
     return a

@@ -63,3 +63,31 @@ def test_file_boxes_move_half_a_pixel_back_whatever_their_number():
                                         [0.5, 1.5, 2.5, 3.5]])
     assert got.dtype == np.float32
     assert from_file_boxes(np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_colour_to_grey_is_the_mean_of_the_colours_whatever_their_order():
+    """One rule for every colour input: a blue (DAPI) or red dye keeps a third of its
+    range - luminance would keep a ninth of a blue one's - alpha is ignored, the type
+    is kept (integers rounded), and RGB and BGR give the same grey."""
+    from inscope.acquisition.frame import colour_to_grey
+
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0, 0] = (0, 0, 255)  # blue
+    rgb[0, 1] = (255, 0, 0)  # red
+    rgb[0, 2] = (1, 2, 2)  # 5 / 3 = 1.67
+    rgb[1] = (255, 255, 255)
+    g = colour_to_grey(rgb)
+    assert g.dtype == np.uint8 and g.shape == (2, 3)
+    np.testing.assert_array_equal(g, [[85, 85, 2], [255, 255, 255]])
+    np.testing.assert_array_equal(colour_to_grey(rgb[..., ::-1]), g)
+    rgba = np.dstack([rgb, np.full((2, 3), 255, np.uint8)]).astype(np.uint16) * 200
+    np.testing.assert_array_equal(colour_to_grey(rgba), np.round(rgb.mean(2) * 200))
+    assert colour_to_grey(rgba).dtype == np.uint16
+    f = colour_to_grey(rgb.astype(np.float32))
+    assert f.dtype == np.float32 and f[0, 2] == pytest.approx(5 / 3)
+    stack = np.stack([rgb, rgb // 3])  # (T, Y, X, 3): every plane alike
+    np.testing.assert_array_equal(colour_to_grey(stack), np.stack([g, colour_to_grey(rgb // 3)]))
+    assert colour_to_grey(rgb.astype(np.int32)).dtype == np.float32
+    with pytest.raises(ValueError, match=r"needs \(\.\.\., 3\) or \(\.\.\., 4\) colour samples; "
+                                         r"got shape \(2, 3\)"):
+        colour_to_grey(g)

@@ -297,7 +297,11 @@ def test_tiff_layouts_rgb_time_series_channels_and_unnamed_axes(tmp_path):
     rgb = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     s = SlideMicroscope(tmp_path / "rgb.tif", pixel_size_um=1.0, fov=N, realtime=False)
-    np.testing.assert_allclose(s._stack[0], rgb.mean(axis=2), atol=1e-4)
+    np.testing.assert_allclose(s._stack[0], rgb.mean(axis=2), atol=0.5)  # rounded
+    rgba = np.dstack([rgb, np.full((40, 50), 255, np.uint8)])  # alpha is not a colour
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=[2])
+    s = SlideMicroscope(tmp_path / "rgba.tif", pixel_size_um=1.0, fov=N, realtime=False)
+    np.testing.assert_allclose(s._stack[0], rgb.mean(axis=2), atol=0.5)
     tzyx = rng.integers(0, 100, (3, 4, 40, 50)).astype(np.uint16)
     tzyx += (1000 * np.arange(3, dtype=np.uint16))[:, None, None, None]
     tifffile.imwrite(tmp_path / "t.ome.tif", tzyx, ome=True, metadata={"axes": "TZYX"})
