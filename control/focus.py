@@ -97,6 +97,28 @@ def _crop_bounds(bx: np.ndarray, pad: float, h: int, w: int) -> np.ndarray:
     return np.stack([a, b, c, d], 1)
 
 
+def hot_pixel_margin(pixels: np.ndarray) -> float:
+    """How far above all its neighbours a pixel of *pixels* may lie before a focus
+    measure calls it hot: :data:`HOT_PIXEL_SIGMA` times the frame's camera noise (0 for
+    a frame without noise: nothing is called hot there)."""
+    return HOT_PIXEL_SIGMA * noise_sigma(pixels)
+
+
+def clean_crop(pixels: np.ndarray, rows: slice, cols: slice, margin: float) -> np.ndarray:
+    """``pixels[rows, cols]`` as float32 with its hot pixels lowered
+    (:func:`inscope.detector.signal.without_hot_pixels`, *margin* from
+    :func:`hot_pixel_margin`), each judged against its neighbours in the frame, also on
+    the crop's border (the crop is cleaned with a 1-pixel rim, then trimmed)."""
+    h, w = pixels.shape
+    r0, r1, _ = rows.indices(h)
+    c0, c1, _ = cols.indices(w)
+    a, c = max(c0 - 1, 0), max(r0 - 1, 0)
+    rim = np.asarray(pixels[c:min(r1 + 1, h), a:min(c1 + 1, w)], np.float32)
+    if margin > 0:
+        rim = without_hot_pixels(rim, margin)
+    return rim[r0 - c:r1 - c, c0 - a:c1 - a]
+
+
 def _brenner_boxes(img: np.ndarray, bx: np.ndarray, pad: float, hot: float) -> float:
     """:func:`sharpness` with the Brenner measure over many boxes: the same crops and
     area weights, each crop's mean squared 2-pixel difference read from one integral
@@ -177,14 +199,9 @@ def sharpness(pixels: np.ndarray, boxes: np.ndarray | None = None,
     if img.ndim != 2:
         raise ValueError(f"sharpness needs a 2-D image; got shape {img.shape}.")
     h, w = img.shape
-    # (an image without noise - synthetic - has no scale to call a pixel hot against)
-    hot = HOT_PIXEL_SIGMA * noise_sigma(img)
-
-    def clean(x: np.ndarray) -> np.ndarray:
-        return without_hot_pixels(x, hot) if hot > 0 else x
-
+    hot = hot_pixel_margin(img)
     if boxes is None or len(boxes) == 0:
-        return fn(clean(img.astype(np.float32, copy=False)))
+        return fn(clean_crop(img, slice(0, h), slice(0, w), hot))
     bx = np.asarray(boxes, float).reshape(-1, 4)
     if metric == "brenner" and len(bx) > BRENNER_INTEGRAL_BOXES:
         return _brenner_boxes(img, bx, pad, hot)
@@ -193,16 +210,12 @@ def sharpness(pixels: np.ndarray, boxes: np.ndarray | None = None,
     for a, b, c, d in _crop_bounds(bx, pad, h, w).tolist():
         if b - a < 3 or d - c < 3:
             continue
-        # hot pixels judged against the frame's pixels around them, the crop's rim too
-        # (as the integral path above, which filters the whole frame, does)
-        c0, a0 = max(c - 1, 0), max(a - 1, 0)
-        rim = clean(img[c0:d + 1, a0:b + 1].astype(np.float32))
-        crop = rim[c - c0:d - c0, a - a0:b - a0]
+        crop = clean_crop(img, slice(c, d), slice(a, b), hot)
         wgt = float((b - a) * (d - c))
         total += wgt * fn(crop)
         weight += wgt
     if weight == 0:
-        return fn(clean(img.astype(np.float32, copy=False)))
+        return fn(clean_crop(img, slice(0, h), slice(0, w), hot))
     return total / weight
 
 

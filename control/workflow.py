@@ -37,6 +37,8 @@ from inscope.control.focus import (
     _top_middle,
     autofocus,
     brenner_noise_floor,
+    clean_crop,
+    hot_pixel_margin,
     sharpness,
 )
 from inscope.control.focus_surface import FocusSurface
@@ -1205,14 +1207,15 @@ class FindAndImage:
                     floor: float | None = None) -> float:
         """The cell's own signal in one plane: its sharpness (Brenner: mean squared
         2-pixel difference) above the frame's noise floor (*floor*, measured here when
-        not given), over the cell's pixels (*region*) or else its box."""
+        not given), over the cell's pixels (*region*) or else its box; hot pixels and
+        cosmic-ray hits lowered first, as :func:`~inscope.control.focus.sharpness` does."""
         if floor is None:
             floor = brenner_noise_floor(pixels)
         if region is None:
             return max(sharpness(pixels, np.asarray(box, float)[None, :], "brenner",
                                  pad=0.1) - floor, 0.0)
         (rs, cs), mask = region
-        crop = np.asarray(pixels[rs, cs], np.float32)
+        crop = clean_crop(pixels, rs, cs, hot_pixel_margin(pixels))
         d = crop[:, 2:] - crop[:, :-2]
         m = mask[:, 1:-1]
         if not m.any():

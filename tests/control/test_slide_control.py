@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -561,6 +562,27 @@ def test_cell_intensity_is_the_cells_own_light_above_the_background(nuclei_stack
     # half the light, twice the relative noise: the rim (and so the mean) moves a little
     assert got[(100.0, 200.0)] == pytest.approx(0.5 * got[(100.0, 400.0)], rel=0.1)
     assert 150 < got[(100.0, 400.0)] <= 400  # (the footprint has a 2 px rim)
+
+
+def test_cell_sharpness_is_not_a_cosmic_ray_hit(nuclei_stack, tmp_path):
+    """A z extent reads each plane's sharpness over the cell's pixels: one cosmic-ray
+    hit on the cell in one plane made that plane the sharpest by far (its profile's
+    peak, the extent's fraction taken of it). Hot pixels are lowered as in sharpness()."""
+    wf = FindAndImage(_slide(nuclei_stack), _detector(), region=(0.0, 0.0, 10.0, 10.0),
+                      out_dir=tmp_path, z_stack=ZStackSpec(adaptive=True))
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:128, :128]
+    disc = ((yy - 60) ** 2 + (xx - 70) ** 2 <= 12 ** 2).astype(np.float32)
+    texture = cv2.GaussianBlur(rng.normal(0, 60, disc.shape).astype(np.float32), (0, 0), 1.5)
+    img = (100 + (400 + texture) * disc + rng.normal(0, 5, disc.shape)).astype(np.float32)
+    box = np.array([58.0, 48.0, 82.0, 72.0])
+    region = wf.cell_region(img, box)
+    assert region is not None
+    clean = wf.cell_signal(img, box, region)
+    hit = img.copy()
+    hit[60, 70], hit[49, 59] = 60000.0, 60000.0  # in the cell, and on the region's rim
+    assert wf.cell_signal(hit, box, region) == pytest.approx(clean, rel=0.05)
+    assert clean > 0
 
 
 def test_z_extent_ignores_one_noisy_plane_and_needs_signal():
