@@ -71,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-seed", type=int, default=None,
                    help="synthetic pool seed (default: --seed + 1); lets a continued run "
                    "draw new samples from the same cached pool")
+    p.add_argument("--sparse-fraction", type=float, default=0.0, metavar="F",
+                   help="make this fraction of the simulated microscopes sparse: 0-2 "
+                   "nuclei per crop among a dense field's debris, many crops empty "
+                   "(default 0, the shipped recipe; see the model card)")
     p.add_argument("--widths", default="12,24", metavar="C1,C2",
                    help="channels of the network at 1/2 and 1/4 resolution (default 12,24; "
                    "--init MODEL.onnx keeps the model's own, a .pt state_dict needs the "
@@ -149,7 +153,7 @@ def run_training(args: argparse.Namespace) -> dict:
         count_parameters,
         widen_offset_head,
     )
-    from inscope.detector.train.synth import PoolSpec, load_or_render_pool
+    from inscope.detector.train.synth import POOL_VERSION, PoolSpec, load_or_render_pool
     from inscope.detector.train.trainer import TrainConfig, train
 
     t_start = time.monotonic()
@@ -192,12 +196,16 @@ def run_training(args: argparse.Namespace) -> dict:
     if n_syn:
         pool_seed = args.pool_seed if getattr(args, "pool_seed", None) is not None \
             else int(args.seed) + 1
-        pool_spec = PoolSpec(n=int(n_syn), seed=int(pool_seed))
+        pool_spec = PoolSpec(n=int(n_syn), seed=int(pool_seed),
+                             sparse_fraction=float(args.sparse_fraction))
         imgs, bxs = load_or_render_pool(pool_spec, args.cache, workers=args.workers)
         images.extend(list(imgs))
         boxes.extend(bxs)
         sources.append(f"{n_syn} simulated {pool_spec.size}px crops (pool seed "
-                       f"{pool_spec.seed}, object size {list(pool_spec.object_size_px)} px)")
+                       f"{pool_spec.seed}, object size {list(pool_spec.object_size_px)} px, "
+                       f"pool version {POOL_VERSION}"
+                       + (f", {pool_spec.sparse_fraction:g} of the groups sparse"
+                          if pool_spec.sparse_fraction else "") + ")")
     if n_real:
         # few real images next to thousands of crops: repeat them so about a third of
         # the samples are real (or all of them without synthetic data)

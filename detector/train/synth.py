@@ -10,6 +10,14 @@ object size (via the pixel size), density, brightness spread, dim / dividing / t
 fractions, unlabelled debris, texture, photon counts, camera offset / gain / read noise,
 in-focus blur, defocus and the nuclear intensity profile (flat disc to domed ellipsoid) all
 drawn at random over wide ranges.
+
+On request (:attr:`PoolSpec.sparse_fraction`, ``inscope train --sparse-fraction F``) a
+fraction of the groups is *sparse*: the same random microscope, but with 0-2 nuclei
+expected per crop and the debris of a dense field, so many of its crops hold no nucleus
+at all, only noise and specks. The shipped network never saw an empty field and finds
+"nuclei" in one (``benchmarks/sparse_fields.py``); a network trained with 1/8 sparse
+groups found far fewer there but missed lone nuclei (the model card, *Empty and sparse
+fields*), so the default recipe has none.
 """
 
 from __future__ import annotations
@@ -44,6 +52,11 @@ class PoolSpec:
         log-uniformly in it (individual nuclei then vary ~2x around it).
     per_scope
         Crops snapped per simulated microscope (one random config per microscope).
+    sparse_fraction
+        Fraction of the microscopes made sparse, 0.03-2 nuclei expected per crop
+        (log-uniform; :func:`random_config`'s *sparse_nuclei*), drawn from a random
+        stream of their own, so the other groups are exactly the crops a pool without
+        sparse ones holds (0, the default: the pool of :data:`POOL_VERSION` 4).
     """
 
     n: int = 3000
@@ -51,15 +64,24 @@ class PoolSpec:
     seed: int = 1
     object_size_px: tuple[float, float] = (7.0, 72.0)
     per_scope: int = 6
+    sparse_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sparse_fraction <= 1.0:
+            raise ValueError(f"PoolSpec.sparse_fraction must be in [0, 1], got "
+                             f"{self.sparse_fraction}.")
 
     def key(self) -> str:
+        # (a pool without sparse groups keeps the cache name it had before they existed)
         d = json.dumps([self.n, self.size, self.seed, list(self.object_size_px),
-                        self.per_scope, POOL_VERSION])
+                        self.per_scope, POOL_VERSION]
+                       + ([self.sparse_fraction] if self.sparse_fraction else []))
         return hashlib.sha1(d.encode()).hexdigest()[:12]
 
 
 POOL_VERSION = 4  # 2: daughters apart, domed nuclei, small debris; 3: up to tissue density;
 #                   4: truth clipped to the frame's pixel-centre extent [-0.5, w - 0.5]
+#                   (sparse groups, when asked for, are in the key instead)
 
 
 def default_cache_dir() -> Path:
@@ -69,8 +91,14 @@ def default_cache_dir() -> Path:
 
 
 def random_config(rng: np.random.Generator, size: int, object_size_px: tuple[float, float],
-                  seed: int):
-    """One domain-randomised :class:`SimConfig` for *size* x *size* crops."""
+                  seed: int, sparse_nuclei: float | None = None):
+    """One domain-randomised :class:`SimConfig` for *size* x *size* crops.
+
+    With *sparse_nuclei*, the field holds that many nuclei per crop on average instead
+    of its drawn density, while its debris stays that of the dense field the draws
+    describe; *rng* is drawn from exactly as without it, so a sparse group differs from
+    its dense twin in the number of nuclei alone.
+    """
     from inscope.acquisition.simulated import SimConfig
 
     lo, hi = object_size_px
@@ -103,7 +131,8 @@ def random_config(rng: np.random.Generator, size: int, object_size_px: tuple[flo
         cluster_fraction=float(rng.uniform(0.0, 0.8)),
         debris_per_mm2=float(rng.uniform(0, 1.0) * density * rng.uniform(0, 1.2)),
         texture=float(rng.uniform(0.0, 0.8)),
-        density_per_mm2=density,
+        density_per_mm2=(density if sparse_nuclei is None
+                         else sparse_nuclei / max(field_mm2, 1e-6)),
         signal_photons_per_ms=signal,
         background_photons_per_ms=float(signal * np.exp(rng.uniform(np.log(0.005),
                                                                      np.log(0.5)))),
@@ -128,7 +157,11 @@ def render_pool(spec: PoolSpec, worker: int = 0, workers: int = 1,
         if seed >= MAX_TRAIN_SEED:
             raise ValueError("PoolSpec.seed too large: training seeds must stay < 100000.")
         rng = np.random.default_rng([spec.seed, g])
-        cfg = random_config(rng, spec.size, spec.object_size_px, seed)
+        # sparse or not, and how sparse, from a stream of its own (see PoolSpec)
+        srng = np.random.default_rng([spec.seed, g, 5])
+        sparse = (float(np.exp(srng.uniform(np.log(0.03), np.log(2.0))))
+                  if srng.random() < spec.sparse_fraction else None)
+        cfg = random_config(rng, spec.size, spec.object_size_px, seed, sparse_nuclei=sparse)
         scope = SimulatedMicroscope(cfg)
         try:
             half = 1200.0

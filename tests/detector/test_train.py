@@ -284,3 +284,25 @@ def test_widths_option_is_checked() -> None:
     for bad in ("16", "a,b", "0,16", "16,16,16"):
         with pytest.raises(ValueError, match="--widths"):
             _widths(argparse.Namespace(widths=bad))
+
+
+def test_sparse_groups_are_nearly_empty_and_leave_the_others_as_they_were() -> None:
+    """``--sparse-fraction``: sparse microscopes give crops of 0-2 nuclei (many empty);
+    the other groups are the very crops of a pool without sparse ones, and a pool
+    without them keeps its cache name (the shipped recipe's pool is unchanged)."""
+    from inscope.detector.train.synth import POOL_VERSION, PoolSpec, render_pool
+
+    dense_spec = PoolSpec(n=36, seed=1)
+    assert POOL_VERSION == 4 and dense_spec.key() == "a49e9594f45a"  # as before sparse groups
+    imgs, boxes = render_pool(dense_spec)
+    s_imgs, s_boxes = render_pool(PoolSpec(n=36, seed=1, sparse_fraction=0.5))
+    sparse = [len(a) <= 3 and len(b) > 10 for a, b in zip(s_boxes, boxes, strict=True)]
+    same = [np.array_equal(a, b) for a, b in zip(s_imgs, imgs, strict=True)]
+    assert any(sparse) and any(same)
+    assert all(s != m for s, m in zip(sparse, same, strict=True))  # one or the other
+    assert sum(len(b) == 0 for b in s_boxes) >= 3  # empty crops among the sparse ones
+    all_sparse = render_pool(PoolSpec(n=24, seed=1, sparse_fraction=1.0))[1]
+    assert max(len(b) for b in all_sparse) <= 4
+    assert PoolSpec(n=36, seed=1, sparse_fraction=0.5).key() != dense_spec.key()
+    with pytest.raises(ValueError, match=r"sparse_fraction must be in \[0, 1\], got 1.5"):
+        PoolSpec(sparse_fraction=1.5)
