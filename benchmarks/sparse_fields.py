@@ -27,6 +27,7 @@ training (< 100000) and from every other evaluation.
 Run::
 
     python -m benchmarks.sparse_fields            # ~1 min on 2 cores
+    python -m benchmarks.sparse_fields --model OTHER.onnx --out OTHER.json
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=24, help="frames per condition")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="an ONNX model with its card (default: the shipped one)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    det = OnnxDetector(provider="cpu", warmup=False, score_threshold=0.05)
+    det = OnnxDetector(args.model, provider="cpu", warmup=False, score_threshold=0.05)
     card = det.card
     shipped = card.decoding.get("min_signal_sigma")
     thr = float(card.decoding.get("score_threshold", 0.3))
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     best = min(ok, key=lambda k: (rows["empty"][k]["false_per_frame"], float(k)), default=None)
     report = {
         "note": __doc__.split("\n\n")[1].replace("\n", " "),
+        "model": det.card.name, "model_sha256": det.card.sha256,
         "frames_per_condition": args.frames, "seed": SEED, "score_threshold": thr,
         "shipped_min_signal_sigma": shipped,
         "conditions": rows,
