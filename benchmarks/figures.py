@@ -70,6 +70,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
                         "decode_variants.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)
     "sparse_fields": (["benchmarks.sparse_fields"], "sparse_fields.json"),
+    # autofocus with hot pixels and cosmic-ray hits, the hot-pixel step off and on
+    "focus_hot_pixels": (["benchmarks.focus_hot_pixels"], "focus_hot_pixels.json"),
     "loop": (["benchmarks.loop"], "loop.json"),
     "triton": (["benchmarks.bench_triton"], "triton.json"),
     # parameters and multiply-adds counted from the ONNX graphs (model card, scale-out)
@@ -156,6 +158,14 @@ RECORDS: dict[str, str] = {
                                       "against the one shipped before it (with and without "
                                       "its measured centre shift), by the rule in the "
                                       "model card: kept",
+    "compare_models_sparse.json": "python -m benchmarks.compare_models "
+                                  "shipped=detector/models/inscope-nuclei.onnx "
+                                  "sparse=SPARSE.onnx --real STACK --control: the network "
+                                  "trained with --sparse-fraction 0.125 against the shipped "
+                                  "one, by the rule in the model card: not kept",
+    "sparse_fields_sparse_trial.json": "python -m benchmarks.sparse_fields --model "
+                                       "SPARSE.onnx: the same network on empty and sparse "
+                                       "fields (model card, Empty and sparse fields)",
     "compare_models_control.json": "python -m benchmarks.compare_models previous=OLD.onnx "
                                    "shipped=detector/models/inscope-nuclei.onnx --control: "
                                    "find-and-image on the simulator (seed 930) with the "
