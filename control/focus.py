@@ -81,8 +81,8 @@ WIDE_CENTRES = 2
 #: neighbours is a hot pixel or a cosmic-ray hit, lowered to that many before a focus
 #: measure reads it (:func:`sharpness`). Noise alone never gets that far above all of
 #: them (a 6-sigma excess is ~1e-9 per pixel); a nucleus' photon noise, several times
-#: the background's, sometimes does, and loses only the excess.
-HOT_PIXEL_SIGMA = 8.0
+#: the background's, sometimes does, and loses only the excess. None: no such step.
+HOT_PIXEL_SIGMA: float | None = 8.0
 _BUFFERS = threading.local()
 
 
@@ -100,7 +100,9 @@ def _crop_bounds(bx: np.ndarray, pad: float, h: int, w: int) -> np.ndarray:
 def hot_pixel_margin(pixels: np.ndarray) -> float:
     """How far above all its neighbours a pixel of *pixels* may lie before a focus
     measure calls it hot: :data:`HOT_PIXEL_SIGMA` times the frame's camera noise (0 for
-    a frame without noise: nothing is called hot there)."""
+    a frame without noise: nothing is called hot there; 0 when the step is off)."""
+    if not HOT_PIXEL_SIGMA:
+        return 0.0
     return HOT_PIXEL_SIGMA * noise_sigma(pixels)
 
 

@@ -62,7 +62,7 @@ def test_boxes_measure_only_their_crops_weighted_by_area(monkeypatch):
 
     # the crops' geometry only: a sub-image would measure its own noise, and so its own
     # hot-pixel margin (tested on its own below)
-    monkeypatch.setattr(focus, "HOT_PIXEL_SIGMA", math.inf)
+    monkeypatch.setattr(focus, "HOT_PIXEL_SIGMA", None)
     sharp, blurred = _texture(1), cv2.GaussianBlur(_texture(1), (0, 0), 3.0)
     img = np.concatenate([sharp, blurred], axis=1)  # sharp left half, blurred right
     on_sharp = np.array([[20, 20, 60, 60]], float)
@@ -149,7 +149,7 @@ def test_a_hot_pixel_in_a_cell_crop_leaves_its_sharpness(n_boxes, monkeypatch):
     assert sharpness(hot, boxes) == pytest.approx(clean, rel=0.03)
     assert sharpness(hot) == pytest.approx(sharpness(img), rel=0.03)
     with monkeypatch.context() as m:  # what they would have done
-        m.setattr(focus, "HOT_PIXEL_SIGMA", math.inf)
+        m.setattr(focus, "HOT_PIXEL_SIGMA", None)
         assert sharpness(hot, boxes) > 5 * clean
     # two adjacent hot pixels are not one pixel's defect: they count (documented)
     hot[int(y0[0] + 12), int(x0[0] + 13)] = 60000.0
@@ -167,7 +167,7 @@ def test_camera_noise_is_not_taken_for_hot_pixels(monkeypatch):
     bright[32:96, 32:96] += rng.normal(20000, 140, (64, 64)).astype(np.float32)  # sqrt(N)
     box = np.array([[30, 30, 98, 98]], float)
     got = [sharpness(noise), sharpness(bright, box), sharpness(bright, box, "tenengrad")]
-    monkeypatch.setattr(focus, "HOT_PIXEL_SIGMA", math.inf)
+    monkeypatch.setattr(focus, "HOT_PIXEL_SIGMA", None)
     want = [sharpness(noise), sharpness(bright, box), sharpness(bright, box, "tenengrad")]
     assert got[0] == want[0]
     assert got[1:] == pytest.approx(want[1:], rel=0.01)
