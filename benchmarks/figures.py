@@ -70,6 +70,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
                         "decode_variants.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)
     "sparse_fields": (["benchmarks.sparse_fields"], "sparse_fields.json"),
+    # the detector on frames with hot pixels, the normalisation's step off and on
+    "hot_pixels": (["benchmarks.hot_pixels", "--real", "{data}"], "hot_pixels.json"),
     # autofocus with hot pixels and cosmic-ray hits, the hot-pixel step off and on
     "focus_hot_pixels": (["benchmarks.focus_hot_pixels"], "focus_hot_pixels.json"),
     "loop": (["benchmarks.loop"], "loop.json"),

@@ -8,6 +8,7 @@ and resizing / padding go through OpenCV.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 DEFAULT_NORMALISATION: dict[str, Any] = {
     "method": "percentile", "low": 1.0, "high": 99.8, "subsample": 4, "clip": False,
+    "hot_pixel_sigma": 8.0,
 }
 
 
@@ -124,7 +126,10 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
         maps the low percentile to 0 and the high one to 1 (robust to uint8/uint16/float
         and to the camera's offset and gain); ``{"method": "scale", "divisor": 255}``
         divides; ``{"method": "none"}`` only casts. ``clip`` (default False) clips to
-        [0, 1]. Training uses this same function, so train and test match by construction.
+        [0, 1]. ``hot_pixel_sigma`` (default 8; 0 or None: off) first lowers every pixel
+        more than that many camera-noise sigma above all eight neighbours to that much
+        (:func:`without_hot_pixels`). Training uses this same function, so train and test
+        match by construction.
     out
         Optional float32 array of the same shape to write into (e.g. the top-left corner
         of an already padded network input, which saves one full-frame copy).
@@ -140,6 +145,8 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
     elif out.shape != img.shape or out.dtype != np.float32:
         raise ValueError(f"normalise: out must be float32 {img.shape}; got {out.dtype} "
                          f"{out.shape}.")
+    if spec.get("hot_pixel_sigma") and method != "none":
+        img = without_hot_pixels(img, float(spec["hot_pixel_sigma"]))
     if method == "percentile":
         lo, hi = percentile_range(img, spec["low"], spec["high"], spec["subsample"])
         scale = 1.0 / (hi - lo) if hi > lo else 1.0
@@ -155,6 +162,42 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
     if spec.get("clip"):
         np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def without_hot_pixels(img: np.ndarray, sigma: float) -> np.ndarray:
+    """*img* with every pixel more than *sigma* camera-noise sigma above all eight of its
+    neighbours lowered to that much; *img* itself when none is (or the frame has no
+    noise to measure).
+
+    Why before the network: an uncorrected sCMOS frame's hot pixels or a long exposure's
+    cosmic-ray hits are single bright pixels that the percentile stretch and the network
+    both take for signal. On simulated 512 x 512 frames the shipped network went from 1.6
+    to 6.9 false boxes per frame with 0.01 % hot pixels, and at 0.3 % the stretch's top
+    percentile lay on them and recall fell to 0.16 (``benchmarks/hot_pixels.py``).
+    Noise never lies that far above all its neighbours, so a clean frame passes
+    unchanged (a nucleus' brighter photon noise loses at most its excess over the
+    margin). Measured on the frame: :func:`inscope.detector.signal.noise_sigma`.
+    """
+    from inscope.detector import signal  # (signal reads this module's percentiles)
+
+    if img.dtype not in _HOT_TYPES:  # (a mask, int32: nothing a camera calls a pixel)
+        return img
+    margin = sigma * signal.noise_sigma(img)
+    if not margin > 0:
+        return img
+    # one pair of buffers per thread, shape and type: the result is read at once by
+    # normalise(), before this thread's next frame can overwrite it
+    key = (img.shape, img.dtype.str)
+    bufs = getattr(_HOT_BUFFERS, "bufs", None)
+    if bufs is None or bufs[0] != key:
+        bufs = _HOT_BUFFERS.bufs = (key, np.empty(img.shape, img.dtype),
+                                    np.empty(img.shape, img.dtype))
+    return signal.without_hot_pixels(img, margin, out=bufs[1], work=bufs[2])
+
+
+_HOT_BUFFERS = threading.local()
+#: pixel types OpenCV's dilation takes
+_HOT_TYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
 
 
 #: Pixel types OpenCV's arithmetic reads; anything else takes the numpy path.

@@ -108,7 +108,8 @@ _RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
 
 
 def without_hot_pixels(img: np.ndarray, margin: float = 0.0,
-                       out: np.ndarray | None = None) -> np.ndarray:
+                       out: np.ndarray | None = None,
+                       work: np.ndarray | None = None) -> np.ndarray:
     """*img* with no pixel more than *margin* above the brightest of its eight neighbours.
 
     An isolated hot pixel of an uncorrected sCMOS frame, or a one-pixel cosmic-ray hit,
@@ -130,12 +131,15 @@ def without_hot_pixels(img: np.ndarray, margin: float = 0.0,
     out
         Where to write the result (same shape and type; may be *img* itself): a caller
         that measures every frame of a stream keeps one buffer instead of a fresh
-        frame-sized array each call.
+        frame-sized array each call (at 2048 x 2048 the fresh arrays' page faults cost
+        more than the arithmetic).
+    work
+        A buffer like *out* for the neighbours' maximum (not *img* or *out*).
     """
     x = np.ascontiguousarray(img)
     # (dilate's default border counts as darker than any pixel, so a hot pixel on the
     # frame's edge is lowered too; a replicated border made it its own neighbour)
-    ring = cv2.dilate(x, _RING)
+    ring = cv2.dilate(x, _RING, dst=work)
     if margin > 0:
         cv2.add(ring, margin, dst=ring)  # saturates for integer types
     return cv2.min(x, ring, dst=out)

@@ -346,6 +346,13 @@ class TritonDetector:
         t0 = time.perf_counter_ns()
         factor = self._factor(frame, call.image)
         img = call.image if factor == 1.0 else pp.resize(call.image, factor)
+        # the server's graph normalises, but has no hot-pixel step: done here, as the
+        # ONNX detector's normalisation does it (pp.without_hot_pixels)
+        assert self.card is not None
+        hot = {**pp.DEFAULT_NORMALISATION, **(self.card.normalisation or {})}.get(
+            "hot_pixel_sigma")
+        if hot:
+            img = pp.without_hot_pixels(img, float(hot))
         x = self._as_input(img)
         t1 = time.perf_counter_ns()
         try:

@@ -50,7 +50,7 @@ def default_card(name: str = "inscope-nuclei", object_size_px=(7.0, 72.0),
         input={"name": "image", "channels": 1, "size": None, "multiple": 32,
                "layout": "NCHW"},
         normalisation={k: DEFAULT_NORMALISATION[k] for k in
-                       ("method", "low", "high", "subsample", "clip")},
+                       ("method", "low", "high", "subsample", "clip", "hot_pixel_sigma")},
         scale={"object_size_px": [float(object_size_px[0]), float(object_size_px[1])]},
         decoding={"stride": 4, "heatmap": "heatmap", "size": "size", "offset": "offset",
                   "score_threshold": float(score_threshold), "peak_kernel": 3,

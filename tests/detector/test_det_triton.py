@@ -69,10 +69,13 @@ def wrapped(repo) -> ort.InferenceSession:
 
 
 def _local_network_outputs(det: OnnxDetector, img: np.ndarray) -> list[np.ndarray]:
-    """What the local detector feeds its session: normalised, zero-padded to 32."""
+    """What the local detector feeds its session: normalised, zero-padded to 32; without
+    the hot-pixel step, which the client takes before it sends a frame (the server's
+    graph only stretches; tested against a real server below)."""
     h, w = img.shape
     buf = np.zeros((1, 1, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
-    pp.normalise(img, det.card.normalisation, out=buf[0, 0, :h, :w])
+    spec = {**det.card.normalisation, "hot_pixel_sigma": None}
+    pp.normalise(img, spec, out=buf[0, 0, :h, :w])
     return det.session.run(["heatmap", "size", "offset"], {"image": buf})
 
 
@@ -315,6 +318,22 @@ def test_remote_detections_equal_the_local_detector(server, local):
             assert frame.stamps["ready"] <= got.stamps[STAMP_DETECT_START] < got.stamps[
                 STAMP_DETECT_END]
             assert det.last_timing["run_ms"] > 0
+    finally:
+        det.close()
+
+
+def test_the_client_lowers_hot_pixels_as_the_local_detector_does(server, local):
+    """The server's graph stretches the frame but has no hot-pixel step: the client
+    takes it before sending, so a frame with stuck pixels gives the local boxes."""
+    det = load_detector(server.address)
+    try:
+        frame = _frames(1, seed=5)[0]
+        hot = frame.pixels.copy()
+        hot[np.random.default_rng(2).random(hot.shape) < 0.002] = 65535
+        ref = local.detect(hot.copy())
+        got = det.detect(hot)
+        assert det.last_source == "triton" and len(got) == len(ref) > 20
+        np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-3)
     finally:
         det.close()
 

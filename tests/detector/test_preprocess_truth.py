@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -598,3 +599,49 @@ def test_normalise_writes_into_any_out_layout(make_out):
     got = pp.normalise(img, {"method": "scale", "divisor": 2}, out=out)
     assert got is out
     np.testing.assert_array_equal(out, img.astype(np.float32) / 2)
+
+
+def _nuclei_frame(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(500, 10, (128, 160))
+    yy, xx = np.mgrid[:128, :160]
+    for cy, cx in rng.uniform(12, 116, (12, 2)):
+        img += 2000 * (((yy - cy) ** 2 + (xx - cx) ** 2) <= 36)
+    return img.clip(0, 65535).astype(np.uint16)
+
+
+def test_hot_pixels_are_lowered_before_the_stretch():
+    """0.3 % of the pixels stuck at 65,535 (an uncorrected sCMOS frame): without the step
+    the stretch's 99.8th percentile lies on them and every nucleus comes out near 0.03;
+    with it the frame is stretched as the clean one, and each hot pixel is at most 8
+    noise sigma above its brightest neighbour."""
+    from inscope.detector.signal import noise_sigma
+
+    clean = _nuclei_frame()
+    hot = clean.copy()
+    where = np.random.default_rng(1).random(clean.shape) < 0.003
+    hot[where] = 65535
+    want = pp.normalise(clean)
+    got = pp.normalise(hot)
+    np.testing.assert_allclose(got[~where], want[~where], atol=2e-3)
+    sigma = noise_sigma(hot)
+    assert 8 <= sigma <= 12  # the camera noise, not the hot pixels
+    lo, hi = pp.percentile_range(clean, 1.0, 99.8, 4)  # the stretch is the clean one's
+    ring = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.uint8)
+    paired = where & (cv2.dilate(where.astype(np.uint8), ring) > 0)  # a hot neighbour
+    assert 0 < paired.sum() < 0.1 * where.sum()  # two adjacent hot pixels stay (documented)
+    assert got[where & ~paired].max() <= (clean.max() + 8 * sigma + 1 - lo) / (hi - lo)
+    off = pp.normalise(hot, {"hot_pixel_sigma": None})
+    assert np.median(off[clean > 1500]) < 0.1  # what it was before
+    assert np.median(got[clean > 1500]) > 5 * np.median(off[clean > 1500])
+
+
+def test_camera_noise_and_nuclei_pass_the_hot_pixel_step_unchanged():
+    clean = _nuclei_frame(2)
+    np.testing.assert_array_equal(pp.normalise(clean),
+                                  pp.normalise(clean, {"hot_pixel_sigma": 0}))
+    assert pp.without_hot_pixels(clean, 8.0) is not clean  # a cleaned copy ...
+    np.testing.assert_array_equal(pp.without_hot_pixels(clean, 8.0), clean)  # ... alike
+    flat = np.full((16, 16), 7, np.uint16)  # no noise to measure: left as it is
+    flat[3, 3] = 9000
+    assert pp.without_hot_pixels(flat, 8.0) is flat
