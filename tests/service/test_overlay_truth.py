@@ -273,6 +273,22 @@ def test_dead_pixels_stay_black_in_the_overlay_and_the_calibration_image():
         assert out[30, 30] >= 200
 
 
+def test_hot_pixels_do_not_darken_the_display():
+    """0.5 % of the pixels stuck at full scale: the stretch's top percentile lay on them
+    and the cells were shown at a tenth of white; now as in the clean frame, and the
+    hot pixels themselves still white."""
+    rng = np.random.default_rng(4)
+    img = rng.normal(1000, 20, (128, 128)).clip(0).astype(np.uint16)
+    img[40:90, 30:100] += 3000
+    clean = to_display(img)
+    hot = img.copy()
+    where = rng.random(img.shape) < 0.005
+    hot[where] = 65535
+    out = to_display(hot)
+    assert out[60, 60] >= 200 and abs(int(out[60, 60]) - int(clean[60, 60])) <= 3
+    assert (out[where] == 255).all()
+
+
 def test_to_display_survives_nan_and_passes_8_bit_through_when_asked():
     img = np.full((32, 32), np.nan, np.float32)
     img[8:24, 8:24] = 5.0
