@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 
 from inscope.acquisition.frame import colour_to_grey
-from inscope.overlay import stretch_to_uint8
+from inscope.detector.preprocess import without_hot_pixels
+from inscope.overlay import HOT_PIXEL_SIGMA, stretch_to_uint8
 
 #: 95 % radius of an isotropic 2-D Gaussian, in units of its per-axis sigma.
 _R95 = math.sqrt(-2.0 * math.log(0.05))
@@ -221,7 +222,9 @@ class PatternFit:
 # -- detection -------------------------------------------------------------------------
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """Any camera image (uint8/uint16/float, gray or BGR) to 8-bit gray for the detector,
-    stretched between the 0.5th and 99.8th percentile (hot pixels do not squash it)."""
+    stretched between the 0.5th and 99.8th percentile of its pixels with hot pixels
+    lowered (:func:`inscope.detector.preprocess.without_hot_pixels`: from 0.2 % of the
+    frame they were the top percentile and squashed the pattern to grey)."""
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] in (3, 4):
         img = colour_to_grey(img)
@@ -229,7 +232,8 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         raise CalibrationError(f"the camera image has shape {img.shape}; give one 2-D "
                                "(gray) or colour image, not a stack.")
     f = np.nan_to_num(img.astype(np.float32))
-    lo, hi = np.percentile(f[::2, ::2], (0.5, 99.8))
+    sample = without_hot_pixels(np.ascontiguousarray(f[::2, ::2]), HOT_PIXEL_SIGMA)
+    lo, hi = np.percentile(sample, (0.5, 99.8))
     if hi - lo <= 1e-6 * max(abs(hi), 1.0):
         raise CalibrationError("the camera image is uniform (no pattern in it): is the "
                                "pattern on the eyepiece display, the light path to the "

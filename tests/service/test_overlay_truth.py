@@ -287,6 +287,9 @@ def test_hot_pixels_do_not_darken_the_display():
     out = to_display(hot)
     assert out[60, 60] >= 200 and abs(int(out[60, 60]) - int(clean[60, 60])) <= 3
     assert (out[where] == 255).all()
+    from inscope.eyepiece_fit import to_uint8  # the eyepiece calibration's image
+
+    assert to_uint8(hot)[60, 60] >= 200 and to_uint8(img)[60, 60] >= 200
 
 
 def test_to_display_survives_nan_and_passes_8_bit_through_when_asked():
