@@ -4,7 +4,7 @@ A network trained on fields of nuclei has never seen a field without any: pointe
 empty part of the coverslip it still finds "nuclei", because the percentile stretch of
 its input (:func:`inscope.detector.preprocess.normalise`) blows the camera noise and a few
 specks of debris up to the contrast of cells. On simulated empty fields with debris the
-shipped model returned ~26 boxes per 512 x 512 frame at its threshold, boxes of empty
+shipped model returned ~21 boxes per 512 x 512 frame at its threshold, boxes of empty
 noise or of a speck a few pixels wide (``benchmarks/sparse_fields.py``).
 
 A nucleus fills most of its box, and each of those pixels is brighter than the
