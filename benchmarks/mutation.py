@@ -130,6 +130,11 @@ TARGETS: tuple[Target, ...] = (
     Target("preprocess", "detector/preprocess.py",
            ("tests/detector/test_det_preprocess_decode.py",
             "tests/detector/test_preprocess_truth.py"), 0.80),
+    # the camera's noise and background, the box check, hot pixels: what every frame's
+    # boxes and every focus measure pass through
+    Target("signal", "detector/signal.py",
+           ("tests/detector/test_signal_check.py", "tests/detector/test_preprocess_truth.py",
+            "tests/detector/test_det_scale.py"), 0.80),
     # the command server (every request gets one reply, stop always answered) and the
     # detections publisher, over real sockets on 127.0.0.1
     Target("zmq_api", "inscope/zmq_api.py",

@@ -154,3 +154,29 @@ def test_hot_pixel_margin_keeps_what_lies_within_it():
     f = img.astype(np.float32)
     assert without_hot_pixels(f, 50.0, out=f) is f and f[3, 4] == 150.0
     assert without_hot_pixels(img, margin=1e9)[3, 4] == 65000
+
+
+def test_boxes_cut_by_the_frame_count_only_the_pixels_inside_it():
+    """A box that runs off the top-left corner holds the frame's pixel centres from row /
+    column 0 only; one wholly off the frame holds none and is kept (nothing to judge)."""
+    rng = np.random.default_rng(5)
+    img = rng.normal(100, 5, (40, 50)).astype(np.float32)
+    img[10:21, 0:2] = 1000  # bright in columns 0 and 1
+    img[0:2, 20:31] = 1000  # bright in rows 0 and 1
+    boxes = np.array([
+        [-2.5, 9.5, 2.5, 20.5],  # columns 0..2: two of three bright -> kept
+        [19.5, -2.5, 30.5, 2.5],  # rows 0..2: two of three bright -> kept
+        [1.5, 9.5, 4.5, 20.5],  # columns 2..4: none bright
+        [10.0, 45.0, 20.0, 50.0],  # below the frame: no pixel centre -> kept
+        [-9.0, 10.0, -2.0, 20.0],  # left of it
+    ])
+    assert has_signal(img, boxes, 1.0).tolist() == [True, True, False, True, True]
+
+
+def test_a_margin_below_one_on_a_float_frame_still_counts():
+    from inscope.detector.signal import without_hot_pixels
+
+    img = np.full((5, 5), 0.1, np.float32)
+    img[2, 2] = 0.9
+    assert without_hot_pixels(img, 0.5)[2, 2] == pytest.approx(0.6)
+    assert without_hot_pixels(img, 0.0)[2, 2] == pytest.approx(0.1)
