@@ -25,6 +25,11 @@ class SimConfig:
     read_noise_e: float = 1.6
     background_photons_per_ms: float = 2.0
     signal_photons_per_ms: float = 60.0  # peak photon rate of a typical nucleus at focus
+    # Camera defects, each pixel at full scale: hot pixels (a fraction of the sensor, the
+    # same pixels in every frame: an sCMOS without its hot-pixel correction) and cosmic-ray
+    # hits (single pixels at random places, a Poisson number with this mean per frame)
+    hot_pixel_fraction: float = 0.0
+    cosmic_rays_per_frame: float = 0.0
     camera_rotation_deg: float = 0.0  # camera vs stage axes: what calibration must find
     camera_flip_x: bool = False
     realtime: bool = True  # sleep to pace frames and moves; False: as fast as possible

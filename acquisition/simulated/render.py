@@ -99,6 +99,8 @@ class Renderer:
         self._still: tuple[tuple, np.ndarray] | None = None  # see render()
         self._bank: np.ndarray | None = None
         self._noise_rng = np.random.default_rng([config.seed & 0xFFFFFFFF, 99])
+        self._ray_rng = np.random.default_rng([config.seed & 0xFFFFFFFF, 98])
+        self._hot: tuple[int, np.ndarray] | None = None  # (frame size, hot flat indices)
 
     # -- geometry ----------------------------------------------------------------------
     def field_rect_um(self, stage_xy: tuple[float, float]) -> tuple[float, float, float, float]:
@@ -418,7 +420,22 @@ class Renderer:
         adu += np.float32(cfg.offset)
         hi = float(2 ** cfg.bit_depth - 1)
         np.clip(adu, 0, hi, out=adu)
+        self._defects(adu, hi)
         return adu.astype(np.uint8 if cfg.bit_depth == 8 else np.uint16)
+
+    def _defects(self, adu: np.ndarray, full: float) -> None:
+        """Hot pixels and cosmic-ray hits (``SimConfig``), at full scale, in place."""
+        cfg = self.cfg
+        flat = adu.reshape(-1)
+        if cfg.hot_pixel_fraction > 0:
+            if self._hot is None or self._hot[0] != flat.size:  # (binning changes it)
+                rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 97, flat.size])
+                self._hot = (flat.size, np.flatnonzero(rng.random(flat.size)
+                                                       < cfg.hot_pixel_fraction))
+            flat[self._hot[1]] = full
+        if cfg.cosmic_rays_per_frame > 0:
+            n = int(self._ray_rng.poisson(cfg.cosmic_rays_per_frame))
+            flat[self._ray_rng.integers(0, flat.size, n)] = full
 
     def _noise(self, size: int) -> np.ndarray:
         bank = self._bank

@@ -196,6 +196,24 @@ def test_binning_and_bit_depth():
     assert f12.pixels.dtype == np.uint16 and f12.pixels.max() == 4095
 
 
+def test_camera_defects_hot_pixels_stay_cosmic_rays_come_and_go():
+    """Hot pixels: the same pixels at full scale in every frame, about the fraction asked
+    for, on the binned sensor too; cosmic-ray hits: a Poisson number of single pixels
+    per frame at new places each time; none unless asked for."""
+    clean = _scope().snap().pixels
+    assert clean.max() < 65535
+    s = _scope(hot_pixel_fraction=0.002, cosmic_rays_per_frame=20.0)
+    a, b = s.snap().pixels, s.snap().pixels
+    hot = (a == 65535) & (b == 65535)
+    assert 0.0015 < hot.mean() < 0.0025  # 0.2 % of 512 x 512: ~524
+    rays_a, rays_b = (a == 65535) & ~hot, (b == 65535) & ~hot
+    assert 5 <= rays_a.sum() <= 40 and 5 <= rays_b.sum() <= 40
+    assert not (rays_a & rays_b).any()
+    assert _scope(hot_pixel_fraction=0.002).snap().pixels[hot].min() == 65535  # same seed
+    binned = _scope(hot_pixel_fraction=0.002, binning=2, bit_depth=12, gain=0.1).snap().pixels
+    assert 100 < (binned == 4095).sum() < 160  # 0.2 % of 256 x 256, full scale at 12 bit
+
+
 def test_stream_indices_stamps_and_drops():
     # the newest-frame slot, with the camera in a thread (the camera process: see
     # test_sim_camera_process.py)
