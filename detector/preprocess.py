@@ -127,7 +127,8 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
         and to the camera's offset and gain); ``{"method": "scale", "divisor": 255}``
         divides; ``{"method": "none"}`` only casts. ``clip`` (default False) clips to
         [0, 1]. ``hot_pixel_sigma`` (default 8; 0 or None: off) first lowers every pixel
-        more than that many camera-noise sigma above all eight neighbours to that much
+        more than that many camera-noise sigma above all its eight neighbours but one to
+        that much (a hot pixel, or two side by side)
         (:func:`without_hot_pixels`). Training uses this same function, so train and test
         match by construction.
     out
@@ -165,9 +166,9 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
 
 
 def without_hot_pixels(img: np.ndarray, sigma: float) -> np.ndarray:
-    """*img* with every pixel more than *sigma* camera-noise sigma above all eight of its
-    neighbours lowered to that much; *img* itself when none is (or the frame has no
-    noise to measure).
+    """*img* with every pixel more than *sigma* camera-noise sigma above all its eight
+    neighbours but one lowered to that much (a hot pixel, or two side by side); *img*
+    itself when none is (or the frame has no noise to measure).
 
     Why before the network: an uncorrected sCMOS frame's hot pixels or a long exposure's
     cosmic-ray hits are single bright pixels that the percentile stretch and the network
@@ -185,14 +186,14 @@ def without_hot_pixels(img: np.ndarray, sigma: float) -> np.ndarray:
     margin = sigma * signal.noise_sigma(img)
     if not margin > 0:
         return img
-    # one pair of buffers per thread, shape and type: the result is read at once by
-    # normalise(), before this thread's next frame can overwrite it
+    # a work buffer per thread, shape and type (frame-sized arrays, fresh each call, cost
+    # more in page faults than the arithmetic at 2048 x 2048); the result is *img*
+    # itself unless a pixel is lowered (then a copy)
     key = (img.shape, img.dtype.str)
     bufs = getattr(_HOT_BUFFERS, "bufs", None)
     if bufs is None or bufs[0] != key:
-        bufs = _HOT_BUFFERS.bufs = (key, np.empty(img.shape, img.dtype),
-                                    np.empty(img.shape, img.dtype))
-    return signal.without_hot_pixels(img, margin, out=bufs[1], work=bufs[2])
+        bufs = _HOT_BUFFERS.bufs = (key, np.empty(img.shape, img.dtype))
+    return signal.without_hot_pixels(img, margin, work=bufs[1], pairs=True)
 
 
 _HOT_BUFFERS = threading.local()

@@ -180,3 +180,31 @@ def test_a_margin_below_one_on_a_float_frame_still_counts():
     img[2, 2] = 0.9
     assert without_hot_pixels(img, 0.5)[2, 2] == pytest.approx(0.6)
     assert without_hot_pixels(img, 0.0)[2, 2] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_pairs_judge_each_pixel_against_its_second_brightest_neighbour(dtype):
+    """Two hot pixels side by side (each the other's brightest neighbour) are lowered; a
+    run of three keeps its middle (two bright neighbours), its ends are lowered; on the
+    frame's edge too; *out* is written in place; without *out* the frame itself comes
+    back when nothing is lowered."""
+    from inscope.detector.signal import without_hot_pixels
+
+    rng = np.random.default_rng(6)
+    img = rng.normal(100, 5, (40, 50)).astype(dtype)
+    clean = img.copy()
+    img[10, 10] = img[11, 11] = 60000  # a diagonal pair
+    img[20, 20] = 60000  # alone
+    img[0, 0] = img[0, 1] = 60000  # a pair in the corner
+    img[30, 5:8] = 60000  # a run of three
+    out = without_hot_pixels(img, 40.0, pairs=True)
+    for y, x in ((10, 10), (11, 11), (20, 20), (0, 0), (0, 1), (30, 5), (30, 7)):
+        assert out[y, x] <= clean.max() + 40, (y, x)
+    assert out[30, 6] == 60000
+    changed = out != img
+    assert changed.sum() == 7
+    assert without_hot_pixels(img, 40.0, pairs=False)[10, 10] == 60000  # alone only
+    assert without_hot_pixels(clean, 40.0, pairs=True) is clean
+    buf = img.copy()
+    assert without_hot_pixels(buf, 40.0, out=buf, pairs=True) is buf
+    np.testing.assert_array_equal(buf, out)
