@@ -116,12 +116,10 @@ def clean_crop(pixels: np.ndarray, rows: slice, cols: slice, margin: float) -> n
     r0, r1, _ = rows.indices(h)
     c0, c1, _ = cols.indices(w)
     a, c = max(c0 - 1, 0), max(r0 - 1, 0)
-    rim = pixels[c:min(r1 + 1, h), a:min(c1 + 1, w)]
+    rim = np.asarray(pixels[c:min(r1 + 1, h), a:min(c1 + 1, w)], np.float32)
     if margin > 0:
-        if rim.dtype not in (np.uint8, np.uint16, np.float32):  # (what dilate takes fast)
-            rim = rim.astype(np.float32)
         rim = without_hot_pixels(rim, margin, pairs=True)
-    return np.asarray(rim[r0 - c:r1 - c, c0 - a:c1 - a], np.float32)
+    return rim[r0 - c:r1 - c, c0 - a:c1 - a]
 
 
 def _brenner_boxes(img: np.ndarray, bx: np.ndarray, pad: float, hot: float) -> float:
@@ -139,15 +137,9 @@ def _brenner_boxes(img: np.ndarray, bx: np.ndarray, pad: float, hot: float) -> f
                                    np.empty((h, w - 2), np.float32),
                                    np.empty((h + 1, w - 1), np.float64))
     f, dd, ii = bufs
+    np.copyto(f, img, casting="unsafe")
     if hot > 0:  # as sharpness() does crop by crop, rims included
-        if img.dtype in (np.uint8, np.uint16, np.float32):  # (dilated as it is: faster)
-            img = without_hot_pixels(img, hot, pairs=True)
-            np.copyto(f, img, casting="unsafe")
-        else:
-            np.copyto(f, img, casting="unsafe")
-            without_hot_pixels(f, hot, out=f, pairs=True)
-    else:
-        np.copyto(f, img, casting="unsafe")
+        without_hot_pixels(f, hot, out=f, pairs=True)
     np.subtract(f[:, 2:], f[:, :-2], out=dd)
     np.multiply(dd, dd, out=dd)
     cv2.integral(dd, sum=ii, sdepth=cv2.CV_64F)  # ii[y, x]: the sum above and left
