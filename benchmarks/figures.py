@@ -168,6 +168,12 @@ RECORDS: dict[str, str] = {
     "sparse_fields_sparse_trial.json": "python -m benchmarks.sparse_fields --model "
                                        "SPARSE.onnx: the same network on empty and sparse "
                                        "fields (model card, Empty and sparse fields)",
+    "hot_pixels_pairs.json": "python -m benchmarks.hot_pixels --real STACK, run at 5cc5b9e, "
+                             "where the normalisation's step also lowered two hot pixels "
+                             "side by side by default (now the card's hot_pixel_pairs)",
+    "focus_hot_pixels_pairs.json": "python -m benchmarks.focus_hot_pixels, run at 5cc5b9e, "
+                                   "where the focus measures also lowered pairs (now "
+                                   "focus.HOT_PIXEL_PAIRS) on the camera's own pixel type",
     "compare_models_control.json": "python -m benchmarks.compare_models previous=OLD.onnx "
                                    "shipped=detector/models/inscope-nuclei.onnx --control: "
                                    "find-and-image on the simulator (seed 930) with the "

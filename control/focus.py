@@ -77,13 +77,18 @@ FLAT_SWEEP = 1.05
 #: cycles' centres lie within half the dither of the plane it ends on (see
 #: ``FocusLock._balance``; a balance between tipped sides rests on two already).
 WIDE_CENTRES = 2
-#: A pixel more than this many camera-noise sigma above all its eight neighbours but
-#: one is a hot pixel or a cosmic-ray hit (alone or two side by side), lowered to that
-#: many above its second-brightest neighbour before a focus
+#: A pixel more than this many camera-noise sigma above the brightest of its eight
+#: neighbours is a hot pixel or a cosmic-ray hit, lowered to that many before a focus
 #: measure reads it (:func:`sharpness`). Noise alone never gets that far above all of
 #: them (a 6-sigma excess is ~1e-9 per pixel); a nucleus' photon noise, several times
 #: the background's, sometimes does, and loses only the excess. None: no such step.
 HOT_PIXEL_SIGMA: float | None = 8.0
+#: Also lower two hot pixels side by side (each judged against its second-brightest
+#: neighbour). Off: a fixed pair keeps its sharpness and can flatten an autofocus sweep
+#: (benchmarks/focus_hot_pixels.py), but judged so, some of a nucleus' brightest
+#: photon-noise maxima are lowered too (it moved the simulator's z extents in a
+#: bench_control run), and it costs about twice as much (docs/service.md, *Hot pixels*).
+HOT_PIXEL_PAIRS = False
 _BUFFERS = threading.local()
 
 
@@ -118,7 +123,7 @@ def clean_crop(pixels: np.ndarray, rows: slice, cols: slice, margin: float) -> n
     a, c = max(c0 - 1, 0), max(r0 - 1, 0)
     rim = np.asarray(pixels[c:min(r1 + 1, h), a:min(c1 + 1, w)], np.float32)
     if margin > 0:
-        rim = without_hot_pixels(rim, margin, pairs=True)
+        rim = without_hot_pixels(rim, margin, pairs=HOT_PIXEL_PAIRS)
     return rim[r0 - c:r1 - c, c0 - a:c1 - a]
 
 
@@ -139,7 +144,7 @@ def _brenner_boxes(img: np.ndarray, bx: np.ndarray, pad: float, hot: float) -> f
     f, dd, ii = bufs
     np.copyto(f, img, casting="unsafe")
     if hot > 0:  # as sharpness() does crop by crop, rims included
-        without_hot_pixels(f, hot, out=f, pairs=True)
+        without_hot_pixels(f, hot, out=f, pairs=HOT_PIXEL_PAIRS)
     np.subtract(f[:, 2:], f[:, :-2], out=dd)
     np.multiply(dd, dd, out=dd)
     cv2.integral(dd, sum=ii, sdepth=cv2.CV_64F)  # ii[y, x]: the sum above and left
@@ -188,8 +193,8 @@ def sharpness(pixels: np.ndarray, boxes: np.ndarray | None = None,
     pixel or cosmic-ray hit inside a crop (tens of thousands of counts over a
     background of hundreds) outweighs the cell's own sharpness many times over: an
     autofocus sweep would pick the image that has it. A pixel more than
-    :data:`HOT_PIXEL_SIGMA` camera-noise sigma above all its eight neighbours in the
-    frame but one is lowered to that many first (two hot pixels side by side too)
+    :data:`HOT_PIXEL_SIGMA` camera-noise sigma above all eight of its neighbours in the
+    frame is lowered to that many first
     (:func:`inscope.detector.signal.without_hot_pixels`); the noise is measured on
     *pixels* (:func:`inscope.detector.signal.noise_sigma`).
     """

@@ -127,9 +127,11 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
         and to the camera's offset and gain); ``{"method": "scale", "divisor": 255}``
         divides; ``{"method": "none"}`` only casts. ``clip`` (default False) clips to
         [0, 1]. ``hot_pixel_sigma`` (default 8; 0 or None: off) first lowers every pixel
-        more than that many camera-noise sigma above all its eight neighbours but one to
-        that much (a hot pixel, or two side by side)
-        (:func:`without_hot_pixels`). Training uses this same function, so train and test
+        more than that many camera-noise sigma above all eight neighbours to that much
+        (:func:`without_hot_pixels`); ``hot_pixel_pairs`` (default False) also lowers two
+        side by side (each against its second-brightest neighbour; costs about as much
+        again, and the model card gives both). Training uses this same function, so train
+        and test
         match by construction.
     out
         Optional float32 array of the same shape to write into (e.g. the top-left corner
@@ -147,7 +149,8 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
         raise ValueError(f"normalise: out must be float32 {img.shape}; got {out.dtype} "
                          f"{out.shape}.")
     if spec.get("hot_pixel_sigma") and method != "none":
-        img = without_hot_pixels(img, float(spec["hot_pixel_sigma"]))
+        img = without_hot_pixels(img, float(spec["hot_pixel_sigma"]),
+                                 bool(spec.get("hot_pixel_pairs")))
     if method == "percentile":
         lo, hi = percentile_range(img, spec["low"], spec["high"], spec["subsample"])
         scale = 1.0 / (hi - lo) if hi > lo else 1.0
@@ -165,10 +168,10 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
     return out
 
 
-def without_hot_pixels(img: np.ndarray, sigma: float) -> np.ndarray:
-    """*img* with every pixel more than *sigma* camera-noise sigma above all its eight
-    neighbours but one lowered to that much (a hot pixel, or two side by side); *img*
-    itself when none is (or the frame has no noise to measure).
+def without_hot_pixels(img: np.ndarray, sigma: float, pairs: bool = False) -> np.ndarray:
+    """*img* with every pixel more than *sigma* camera-noise sigma above all eight of its
+    neighbours lowered to that much; *img* itself when none is (or the frame has no
+    noise to measure).
 
     Why before the network: an uncorrected sCMOS frame's hot pixels or a long exposure's
     cosmic-ray hits are single bright pixels that the percentile stretch and the network
@@ -186,14 +189,16 @@ def without_hot_pixels(img: np.ndarray, sigma: float) -> np.ndarray:
     margin = sigma * signal.noise_sigma(img)
     if not margin > 0:
         return img
-    # a work buffer per thread, shape and type (frame-sized arrays, fresh each call, cost
-    # more in page faults than the arithmetic at 2048 x 2048); the result is *img*
-    # itself unless a pixel is lowered (then a copy)
+    # one pair of buffers per thread, shape and type: the result is read at once by
+    # normalise(), before this thread's next frame can overwrite it
     key = (img.shape, img.dtype.str)
     bufs = getattr(_HOT_BUFFERS, "bufs", None)
     if bufs is None or bufs[0] != key:
-        bufs = _HOT_BUFFERS.bufs = (key, np.empty(img.shape, img.dtype))
-    return signal.without_hot_pixels(img, margin, work=bufs[1], pairs=True)
+        bufs = _HOT_BUFFERS.bufs = (key, np.empty(img.shape, img.dtype),
+                                    np.empty(img.shape, img.dtype))
+    if pairs:  # (the result: *img* itself unless a pixel is lowered, then a copy)
+        return signal.without_hot_pixels(img, margin, work=bufs[2], pairs=True)
+    return signal.without_hot_pixels(img, margin, out=bufs[1], work=bufs[2])
 
 
 _HOT_BUFFERS = threading.local()

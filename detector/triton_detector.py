@@ -349,10 +349,10 @@ class TritonDetector:
         # the server's graph normalises, but has no hot-pixel step: done here, as the
         # ONNX detector's normalisation does it (pp.without_hot_pixels)
         assert self.card is not None
-        hot = {**pp.DEFAULT_NORMALISATION, **(self.card.normalisation or {})}.get(
-            "hot_pixel_sigma")
-        if hot:
-            img = pp.without_hot_pixels(img, float(hot))
+        spec = {**pp.DEFAULT_NORMALISATION, **(self.card.normalisation or {})}
+        if spec.get("hot_pixel_sigma"):
+            img = pp.without_hot_pixels(img, float(spec["hot_pixel_sigma"]),
+                                        bool(spec.get("hot_pixel_pairs")))
         x = self._as_input(img)
         t1 = time.perf_counter_ns()
         try:
