@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,28 @@ def percentiles(values: Iterable[float], *, digits: int | None = None, count: bo
     if mean:
         out["mean"] = r(v.mean())
     return out
+
+
+def alternating_blocks(calls: Mapping[str, Callable[[], object]], blocks: int = 10,
+                       per_block: int = 10,
+                       before: Callable[[str], object] | None = None) -> dict[str, dict]:
+    """Time each of *calls* side by side: the arms take turns in blocks of *per_block*
+    calls, *blocks* times each, so the shared machine's load falls on all of them alike.
+
+    *before* (untimed) is called with an arm's name before each of its blocks, e.g. to
+    switch a module setting the arm is about. Returns each arm's :func:`percentiles` of
+    its calls in ms (3 decimals).
+    """
+    ms: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(blocks):
+        for name, call in calls.items():
+            if before is not None:
+                before(name)
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                call()
+                ms[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: percentiles(v, digits=3) for name, v in ms.items()}
 
 
 def load_average(digits: int = 2) -> list[float] | None:

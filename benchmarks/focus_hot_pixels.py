@@ -26,12 +26,11 @@ Run::
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, write_json
+from benchmarks._common import alternating_blocks, load_average, percentiles, write_json
 
 OUT = Path("benchmarks/results/focus_hot_pixels.json")
 SEED = 970000
@@ -68,7 +67,7 @@ def autofocus_errors(condition: str, n: int, fields: int) -> dict:
     return out
 
 
-def timing(blocks: int = 10, per_block: int = 10) -> dict:
+def timing() -> dict:
     from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
     from inscope.control import focus
 
@@ -83,19 +82,13 @@ def timing(blocks: int = 10, per_block: int = 10) -> dict:
         b = np.concatenate([t + [i * 512, j * 512, i * 512, j * 512]
                             for i in range(reps) for j in range(reps)])
         for nb in sorted({3, len(b)}):
-            ms: dict[str, list[float]] = {"step off": [], "step on": []}
+            sigma = {"step off": None, "step on": saved}
             try:
-                for _ in range(blocks):  # alternating blocks: the machine's load hits both
-                    for label, sigma in (("step off", None), ("step on", saved)):
-                        focus.HOT_PIXEL_SIGMA = sigma
-                        for _ in range(per_block):
-                            t0 = time.perf_counter()
-                            focus.sharpness(x, b[:nb])
-                            ms[label].append((time.perf_counter() - t0) * 1e3)
+                out[f"{x.shape[0]}x{x.shape[1]}, {nb} boxes"] = alternating_blocks(
+                    dict.fromkeys(sigma, lambda x=x, boxes=b[:nb]: focus.sharpness(x, boxes)),
+                    before=lambda arm, s=sigma: setattr(focus, "HOT_PIXEL_SIGMA", s[arm]))
             finally:
                 focus.HOT_PIXEL_SIGMA = saved
-            out[f"{x.shape[0]}x{x.shape[1]}, {nb} boxes"] = {
-                k: percentiles(v, digits=3) for k, v in ms.items()}
     return out
 
 

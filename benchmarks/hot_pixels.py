@@ -25,12 +25,11 @@ Run::
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, write_json
+from benchmarks._common import alternating_blocks, load_average, write_json
 
 OUT = Path("benchmarks/results/hot_pixels.json")
 SEED = 980000
@@ -63,22 +62,16 @@ def score(det, samples, frac: float, thr: float, border: bool) -> dict:
             "recall": round(r.recall, 4), "false_per_frame": round(r.fp / len(samples), 2)}
 
 
-def cost(blocks: int = 10, per_block: int = 10) -> dict:
+def cost() -> dict:
     from inscope.detector.preprocess import normalise
 
     s = sim_frames(1)[0].image
     out = {}
     for reps in (1, 4):
         img = np.tile(s, (reps, reps))
-        ms: dict[str, list[float]] = {"step off": [], "step on": []}
-        for _ in range(blocks):
-            for label, sigma in (("step off", None), ("step on", 8.0)):
-                for _ in range(per_block):
-                    t0 = time.perf_counter()
-                    normalise(img, {"hot_pixel_sigma": sigma})
-                    ms[label].append((time.perf_counter() - t0) * 1e3)
-        out[f"{img.shape[0]}x{img.shape[1]}"] = {k: percentiles(v, digits=3)
-                                                 for k, v in ms.items()}
+        out[f"{img.shape[0]}x{img.shape[1]}"] = alternating_blocks({
+            "step off": lambda img=img: normalise(img, {"hot_pixel_sigma": None}),
+            "step on": lambda img=img: normalise(img, {"hot_pixel_sigma": 8.0})})
     return out
 
 
