@@ -130,9 +130,8 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
         more than that many camera-noise sigma above all eight neighbours to that much
         (:func:`without_hot_pixels`); ``hot_pixel_pairs`` (default False) also lowers two
         side by side (each against its second-brightest neighbour; costs about as much
-        again, and the model card gives both). Training uses this same function, so train
-        and test
-        match by construction.
+        again, and the model card gives both; :func:`hot_pixel_step`). Training uses this
+        same function, so train and test match by construction.
     out
         Optional float32 array of the same shape to write into (e.g. the top-left corner
         of an already padded network input, which saves one full-frame copy).
@@ -148,9 +147,8 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
     elif out.shape != img.shape or out.dtype != np.float32:
         raise ValueError(f"normalise: out must be float32 {img.shape}; got {out.dtype} "
                          f"{out.shape}.")
-    if spec.get("hot_pixel_sigma") and method != "none":
-        img = without_hot_pixels(img, float(spec["hot_pixel_sigma"]),
-                                 bool(spec.get("hot_pixel_pairs")))
+    if method != "none":
+        img = hot_pixel_step(img, spec)
     if method == "percentile":
         lo, hi = percentile_range(img, spec["low"], spec["high"], spec["subsample"])
         scale = 1.0 / (hi - lo) if hi > lo else 1.0
@@ -166,6 +164,18 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
     if spec.get("clip"):
         np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def hot_pixel_step(img: np.ndarray, spec: Mapping[str, Any] | None) -> np.ndarray:
+    """*img* through the hot-pixel step a card's ``normalisation`` *spec* asks for
+    (``hot_pixel_sigma``, ``hot_pixel_pairs``; missing keys take
+    :data:`DEFAULT_NORMALISATION`'s): :func:`normalise` takes it, and so does a client
+    whose server normalises without it (the Triton detector)."""
+    spec = {**DEFAULT_NORMALISATION, **(spec or {})}
+    if not spec.get("hot_pixel_sigma"):
+        return img
+    return without_hot_pixels(img, float(spec["hot_pixel_sigma"]),
+                              bool(spec.get("hot_pixel_pairs")))
 
 
 def without_hot_pixels(img: np.ndarray, sigma: float, pairs: bool = False) -> np.ndarray:

@@ -346,13 +346,10 @@ class TritonDetector:
         t0 = time.perf_counter_ns()
         factor = self._factor(frame, call.image)
         img = call.image if factor == 1.0 else pp.resize(call.image, factor)
-        # the server's graph normalises, but has no hot-pixel step: done here, as the
-        # ONNX detector's normalisation does it (pp.without_hot_pixels)
+        # the server's graph normalises, but has no hot-pixel step: taken here, as the
+        # ONNX detector's normalisation takes it
         assert self.card is not None
-        spec = {**pp.DEFAULT_NORMALISATION, **(self.card.normalisation or {})}
-        if spec.get("hot_pixel_sigma"):
-            img = pp.without_hot_pixels(img, float(spec["hot_pixel_sigma"]),
-                                        bool(spec.get("hot_pixel_pairs")))
+        img = pp.hot_pixel_step(img, self.card.normalisation)
         x = self._as_input(img)
         t1 = time.perf_counter_ns()
         try:
