@@ -43,11 +43,9 @@ def colour_to_grey(a: np.ndarray) -> np.ndarray:
     if c.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
         c = c.astype(np.float32)
     m = np.array([[1.0, 1.0, 1.0, 0.0][: c.shape[-1]]], np.float64) / 3.0
-    lead = c.shape[:-1]
-    flat = np.ascontiguousarray(c).reshape(-1, 1, c.shape[-1]) if c.ndim != 3 else \
-        np.ascontiguousarray(c)
-    # (cv2.transform takes at most 4 channels and one 2-D plane of them at a time)
-    return cv2.transform(flat, m).reshape(lead)
+    # (cv2.transform takes one 2-D plane of at most 4 channels: every pixel in one column)
+    flat = np.ascontiguousarray(c).reshape(-1, 1, c.shape[-1])
+    return cv2.transform(flat, m).reshape(c.shape[:-1])
 
 
 def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
