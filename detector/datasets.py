@@ -28,6 +28,10 @@ Formats
     ``categories``); images relative to the JSON file's folder; ``iscrowd`` boxes are kept
     as *difficult* (ignored when scoring, as COCO does).
 
+A single image file is read with its annotation from where its format keeps it: its
+instance mask beside it (``NAME_masks.tif``) or in ``../masks/``, a YOLO ``NAME.txt``
+beside it or in ``../labels/``, a VOC ``NAME.xml`` beside it or in ``../Annotations/``.
+
 Box coordinates: every one of these formats counts a pixel ``k`` as the span
 ``[k, k + 1)`` (COCO's and YOLO's continuous coordinates, VOC's after its 1-based shift,
 an npz box ``[min, max + 1)`` drawn round a mask), while frames, detections and the
@@ -240,6 +244,11 @@ def read_masks(root: str | Path) -> list[Sample]:
         raise ValueError(f"{root}: no image with a mask found; expected images/ and masks/ "
                          "folders holding files of the same name, or NAME_masks.png beside "
                          "NAME.png.")
+    return _mask_samples(pairs)
+
+
+def _mask_samples(pairs: list[tuple[Path, Path]]) -> list[Sample]:
+    """One :class:`Sample` per (image, instance-mask file) pair."""
     import cv2
     import tifffile
 
@@ -457,6 +466,52 @@ def read_coco(path: str | Path) -> list[Sample]:
     return out
 
 
+# -- one image file --------------------------------------------------------------------
+def _annotation_of(img: Path) -> tuple[str, Path]:
+    """``(format, file)``: the annotation of the single image file *img*, where each
+    format keeps it - an instance mask ``NAME_masks.*`` / ``NAME_mask.*`` beside it or
+    ``../masks/NAME.*`` (Cellpose's and StarDist's layouts), YOLO ``NAME.txt`` beside it
+    or in ``../labels/``, Pascal VOC ``NAME.xml`` beside it or in ``../Annotations/``;
+    raise naming every place looked when there is none."""
+    stem, here, up = img.stem, img.parent, img.parent.parent
+    looked: list[Path] = []
+
+    def first(fmt: str, cands: list[Path]) -> tuple[str, Path] | None:
+        looked.extend(cands)
+        hit = next((c for c in cands if c.is_file() and c != img), None)
+        return (fmt, hit) if hit is not None else None
+
+    masks = [here / f"{stem}{tag}{suf}" for tag in _MASK_TAGS for suf in IMAGE_SUFFIXES]
+    if img.parent.name == "images":
+        masks += [up / "masks" / f"{stem}{suf}" for suf in IMAGE_SUFFIXES]
+    got = (first("masks", masks)
+           or first("yolo", [here / f"{stem}.txt", up / "labels" / f"{stem}.txt"])
+           or first("voc", [here / f"{stem}.xml", up / "Annotations" / f"{stem}.xml"]))
+    if got is None:
+        names = ", ".join(str(c.relative_to(up) if c.is_relative_to(up) else c)
+                          for c in looked if c.suffix in (".tif", ".png", ".txt", ".xml"))
+        raise ValueError(
+            f"{img}: no annotation found for this image (looked for {names}). Put its "
+            f"instance mask beside it as {stem}_masks.tif (or .png), or pass the dataset's "
+            "folder or annotation file instead.")
+    return got
+
+
+def read_image_file(path: str | Path) -> list[Sample]:
+    """One image file and its annotation, found where its format keeps it
+    (:func:`_annotation_of`): ``inscope eval cell.tif`` with ``cell_masks.tif`` beside."""
+    img = Path(path)
+    fmt, ann = _annotation_of(img)
+    if fmt == "masks":
+        return _mask_samples([(img, ann)])
+    if fmt == "yolo":
+        names_file = ann.parent / "classes.txt"
+        names = (tuple(s.strip() for s in names_file.read_text().splitlines() if s.strip())
+                 if names_file.exists() else ())
+        return _yolo_samples([(img, ann)], names)
+    return read_voc([ann])
+
+
 # -- auto ------------------------------------------------------------------------------
 def detect_format(path: str | Path) -> str:
     """Guess the format of *path* (a file or folder); raise naming the choices."""
@@ -473,6 +528,8 @@ def detect_format(path: str | Path) -> str:
             return "coco"
         if suf in (".yaml", ".yml"):
             return "yolo"  # an Ultralytics data.yaml
+        if suf in IMAGE_SUFFIXES:
+            return _annotation_of(p)[0]  # one image, its annotation beside it
     else:
         if any(p.glob("*.npz")) and not any(p.glob("*.xml")):
             return "npz"
@@ -522,6 +579,8 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto",
             files = [path] if path.is_file() else sorted(path.glob("*.npz"))
             for x in files:
                 out.extend(read_npz(x))
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            out.extend(read_image_file(path))
         elif f == "masks":
             out.extend(read_masks(path))
         elif f == "yolo" and path.suffix.lower() in (".yaml", ".yml"):

@@ -227,3 +227,31 @@ def test_images_with_mask_files_stardist_and_cellpose_layouts(tmp_path):
     (empty / "masks").mkdir()
     with pytest.raises(ValueError, match="no image with a mask found"):
         load_dataset(empty)
+
+
+def test_one_image_file_with_its_annotation_beside_it(tmp_path):
+    """``inscope eval cell.tif`` scores one image: its annotation is found where its
+    format keeps it (a mask beside it or in ../masks/, YOLO .txt, VOC .xml); an image
+    with none gets one line naming where it looked and what to do."""
+    cv2.imwrite(str(tmp_path / "a.png"), image(1, np.uint8))
+    cv2.imwrite(str(tmp_path / "a_masks.png"), _labels())
+    assert detect_format(tmp_path / "a.png") == "masks"
+    s = load_dataset(tmp_path / "a.png")
+    assert [x.name for x in s] == ["a.png"]
+    assert np.array_equal(_sorted(s[0].boxes), _sorted(IN_FRAME))
+    sd = tmp_path / "sd"
+    (sd / "images").mkdir(parents=True)
+    (sd / "masks").mkdir()
+    tifffile.imwrite(sd / "images" / "c.tif", image(2))
+    tifffile.imwrite(sd / "masks" / "c.tif", _labels())
+    s = load_dataset(sd / "images" / "c.tif")
+    assert np.array_equal(_sorted(s[0].boxes), _sorted(IN_FRAME))
+    cv2.imwrite(str(tmp_path / "y.png"), image(3, np.uint8))
+    cx, cy = (BOXES[:, 0] + BOXES[:, 2]) / 2 / W, (BOXES[:, 1] + BOXES[:, 3]) / 2 / H
+    bw, bh = (BOXES[:, 2] - BOXES[:, 0]) / W, (BOXES[:, 3] - BOXES[:, 1]) / H
+    np.savetxt(tmp_path / "y.txt", np.c_[np.zeros(2), cx, cy, bw, bh])
+    assert detect_format(tmp_path / "y.png") == "yolo"
+    assert np.allclose(_sorted(load_dataset(tmp_path / "y.png")[0].boxes), _sorted(IN_FRAME))
+    cv2.imwrite(str(tmp_path / "lone.png"), image(4, np.uint8))
+    with pytest.raises(ValueError, match=r"lone.png: no annotation found .*lone_masks"):
+        load_dataset(tmp_path / "lone.png")
