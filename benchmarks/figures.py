@@ -68,6 +68,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # decodings of the same network outputs compared on simulated frames (model card)
     "decode_variants": (["benchmarks.decode_variants", "--real", "{data}"],
                         "decode_variants.json"),
+    # trial: merging two boxes on one nucleus after decoding (model card, not shipped)
+    "merge_split": (["benchmarks.merge_split", "--real", "{data}"], "merge_split.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)
     "sparse_fields": (["benchmarks.sparse_fields"], "sparse_fields.json"),
     # the detector on frames with hot pixels, the normalisation's step off and on
