@@ -42,7 +42,8 @@ class SimConfig:
     nucleus_diameter_um: tuple[float, float] = (10.0, 20.0)
     elongation: tuple[float, float] = (1.0, 1.6)  # long / short axis
     brightness_cv: float = 0.35  # lognormal spread of nucleus brightness
-    dim_fraction: float = 0.1  # nuclei at 15-35 % of typical brightness (still labelled)
+    dim_fraction: float = 0.1  # dim nuclei (still labelled), at dim_brightness ...
+    dim_brightness: tuple[float, float] = (0.15, 0.35)  # ... of a typical one's, uniform
     dividing_fraction: float = 0.06  # condensed mitotic chromatin; a pair = two daughter boxes
     cluster_fraction: float = 0.25  # nuclei placed touching a neighbour
     debris_per_mm2: float = 300.0  # small bright specks, never labelled
@@ -99,6 +100,11 @@ class SimConfig:
             raise ValueError(f"SimConfig.thickness_ratio must be in [0, 2] (half-thickness "
                              f"/ short semi-axis; 0 = thin nuclei); got "
                              f"{self.thickness_ratio}.")
+        dlo, dhi = self.dim_brightness
+        if not 0 < dlo <= dhi:
+            raise ValueError(f"SimConfig.dim_brightness must be (min, max) fractions of a "
+                             f"typical nucleus' brightness with 0 < min <= max; got "
+                             f"{self.dim_brightness}.")
         lo, hi = self.nucleus_diameter_um
         if not 0 < lo <= hi:
             raise ValueError(

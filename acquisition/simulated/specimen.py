@@ -269,7 +269,7 @@ class Specimen:
             kind, sep = KIND_NORMAL, 0.0
             u = rng.random()
             if u < cfg.dim_fraction:
-                kind, bright = KIND_DIM, bright * rng.uniform(0.15, 0.35)
+                kind, bright = KIND_DIM, bright * rng.uniform(*cfg.dim_brightness)
             elif u < cfg.dim_fraction + cfg.dividing_fraction:
                 # condensed chromatin: smaller, brighter; half of them already two daughters.
                 # Never shrunk to debris size: a metaphase plate is still ~half a nucleus.

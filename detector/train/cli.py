@@ -75,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="make this fraction of the simulated microscopes sparse: 0-2 "
                    "nuclei per crop among a dense field's debris, many crops empty "
                    "(default 0, the shipped recipe; see the model card)")
+    p.add_argument("--dim-low", type=float, default=None, metavar="L",
+                   help="the faintest dim nuclei of the simulated pool, as a fraction of a "
+                   "typical nucleus' brightness: each simulated microscope draws its floor "
+                   "between L and 0.15 (default: 0.15 for all, the shipped recipe)")
     p.add_argument("--widths", default="12,24", metavar="C1,C2",
                    help="channels of the network at 1/2 and 1/4 resolution (default 12,24; "
                    "--init MODEL.onnx keeps the model's own, a .pt state_dict needs the "
@@ -197,7 +201,8 @@ def run_training(args: argparse.Namespace) -> dict:
         pool_seed = args.pool_seed if getattr(args, "pool_seed", None) is not None \
             else int(args.seed) + 1
         pool_spec = PoolSpec(n=int(n_syn), seed=int(pool_seed),
-                             sparse_fraction=float(args.sparse_fraction))
+                             sparse_fraction=float(args.sparse_fraction),
+                             dim_low=getattr(args, "dim_low", None))
         imgs, bxs = load_or_render_pool(pool_spec, args.cache, workers=args.workers)
         images.extend(list(imgs))
         boxes.extend(bxs)
@@ -205,7 +210,9 @@ def run_training(args: argparse.Namespace) -> dict:
                        f"{pool_spec.seed}, object size {list(pool_spec.object_size_px)} px, "
                        f"pool version {POOL_VERSION}"
                        + (f", {pool_spec.sparse_fraction:g} of the groups sparse"
-                          if pool_spec.sparse_fraction else "") + ")")
+                          if pool_spec.sparse_fraction else "")
+                       + (f", dim nuclei down to {pool_spec.dim_low:g} of a typical one"
+                          if pool_spec.dim_low is not None else "") + ")")
     if n_real:
         # few real images next to thousands of crops: repeat them so about a third of
         # the samples are real (or all of them without synthetic data)

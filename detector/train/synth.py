@@ -22,6 +22,7 @@ fields*), so the default recipe has none.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,6 +58,12 @@ class PoolSpec:
         (log-uniform; :func:`random_config`'s *sparse_nuclei*), drawn from a random
         stream of their own, so the other groups are exactly the crops a pool without
         sparse ones holds (0, the default: the pool of :data:`POOL_VERSION` 4).
+    dim_low
+        The faintest dim nuclei, as a fraction of a typical nucleus' brightness: each
+        microscope's dim nuclei then range from a floor drawn log-uniformly between this
+        and :data:`DIM_LOW` up to 0.35 (from a random stream of their own; every other
+        draw as without it). None, the default: :data:`DIM_LOW` for every microscope, the
+        pool of :data:`POOL_VERSION` 4.
     """
 
     n: int = 3000
@@ -65,20 +72,29 @@ class PoolSpec:
     object_size_px: tuple[float, float] = (7.0, 72.0)
     per_scope: int = 6
     sparse_fraction: float = 0.0
+    dim_low: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparse_fraction <= 1.0:
             raise ValueError(f"PoolSpec.sparse_fraction must be in [0, 1], got "
                              f"{self.sparse_fraction}.")
+        if self.dim_low is not None and not 0.0 < self.dim_low <= DIM_LOW:
+            raise ValueError(f"PoolSpec.dim_low must be in (0, {DIM_LOW}] (the faintest "
+                             f"dim nuclei as a fraction of a typical one), got "
+                             f"{self.dim_low}.")
 
     def key(self) -> str:
         # (a pool without sparse groups keeps the cache name it had before they existed)
         d = json.dumps([self.n, self.size, self.seed, list(self.object_size_px),
                         self.per_scope, POOL_VERSION]
-                       + ([self.sparse_fraction] if self.sparse_fraction else []))
+                       + ([self.sparse_fraction] if self.sparse_fraction else [])
+                       + ([{"dim_low": self.dim_low}] if self.dim_low is not None else []))
         return hashlib.sha1(d.encode()).hexdigest()[:12]
 
 
+#: The simulator's faintest dim nuclei (SimConfig.dim_brightness), as a fraction of a
+#: typical nucleus' brightness.
+DIM_LOW = 0.15
 POOL_VERSION = 4  # 2: daughters apart, domed nuclei, small debris; 3: up to tissue density;
 #                   4: truth clipped to the frame's pixel-centre extent [-0.5, w - 0.5]
 #                   (sparse groups, when asked for, are in the key instead)
@@ -162,6 +178,10 @@ def render_pool(spec: PoolSpec, worker: int = 0, workers: int = 1,
         sparse = (float(np.exp(srng.uniform(np.log(0.03), np.log(2.0))))
                   if srng.random() < spec.sparse_fraction else None)
         cfg = random_config(rng, spec.size, spec.object_size_px, seed, sparse_nuclei=sparse)
+        if spec.dim_low is not None:  # fainter dim nuclei, from a stream of their own
+            drng = np.random.default_rng([spec.seed, g, 6])
+            low = float(np.exp(drng.uniform(np.log(spec.dim_low), np.log(DIM_LOW))))
+            cfg = dataclasses.replace(cfg, dim_brightness=(low, 0.35))
         scope = SimulatedMicroscope(cfg)
         try:
             half = 1200.0

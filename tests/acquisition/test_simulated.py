@@ -397,3 +397,28 @@ def test_cells_near_finds_every_object_that_reaches_the_field_however_late(speed
             assert got == sorted(want)
             found += len(got)
     assert found > 0
+
+
+def test_dim_brightness_sets_the_dim_nuclei_alone():
+    """``dim_brightness``: the dim nuclei take a fraction in that range of a typical
+    nucleus' brightness; every other object, and every other draw, is as before (the
+    default is the range the simulator always had, so seeds keep their slides)."""
+    from inscope.acquisition.simulated.specimen import KIND_DIM
+
+    def cells(**kw) -> list[Cell]:
+        cfg = SimConfig(seed=5, realtime=False, dim_fraction=0.3, **kw)
+        return Specimen(cfg).cells_near(-300, -300, 300, 300)
+
+    base, same, faint = cells(), cells(dim_brightness=(0.15, 0.35)), cells(
+        dim_brightness=(0.02, 0.02))
+    assert [c.brightness for c in base] == [c.brightness for c in same]
+    assert [(c.id, c.x_um, c.kind) for c in faint] == [(c.id, c.x_um, c.kind) for c in base]
+    dim = [(f.brightness / b.brightness) for f, b in zip(faint, base, strict=True)
+           if b.kind == KIND_DIM]
+    assert len(dim) >= 10
+    # faint = base * 0.02 / u with the same draw u in [0.15, 0.35]
+    assert all(0.02 / 0.35 - 1e-9 <= r <= 0.02 / 0.15 + 1e-9 for r in dim)
+    assert all(f.brightness == b.brightness for f, b in zip(faint, base, strict=True)
+               if b.kind != KIND_DIM)
+    with pytest.raises(ValueError, match="dim_brightness must be"):
+        SimConfig(dim_brightness=(0.3, 0.1))
