@@ -162,6 +162,22 @@ RECORDS: dict[str, str] = {
                                       "against the one shipped before it (with and without "
                                       "its measured centre shift), by the rule in the "
                                       "model card: kept",
+    "compare_models_dim.json": "python -m benchmarks.compare_models "
+                               "shipped=detector/models/inscope-nuclei.onnx dim=DIM.onnx "
+                               "--real STACK --control: the network trained with --dim-low "
+                               "0.02 against the shipped one; passed the rule written for "
+                               "it, not kept (model card)",
+    "model_eval_dim_trial.json": "python -m benchmarks.eval_model --real STACK --finetune, "
+                                 "run with DIM.onnx and its card in the shipped model's "
+                                 "place (model card)",
+    "model_eval_errors_dim_trial.json": "python -m benchmarks.eval_model --quick --real "
+                                        "STACK, the same way: its HeLa errors by kind",
+    "sparse_fields_dim_trial.json": "python -m benchmarks.sparse_fields, the same way: that "
+                                    "network on empty and sparse fields",
+    "oversized_boxes_dim_trial.json": "python -m benchmarks.oversized_boxes --real STACK "
+                                      "shipped=detector/models/inscope-nuclei.onnx "
+                                      "dim=DIM.onnx: faint HeLa nuclei missed under a box "
+                                      "too large, the shipped and the dim-trained network",
     "compare_models_sparse.json": "python -m benchmarks.compare_models "
                                   "shipped=detector/models/inscope-nuclei.onnx "
                                   "sparse=SPARSE.onnx --real STACK --control: the network "
