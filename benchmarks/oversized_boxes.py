@@ -6,7 +6,12 @@ kinds: a nucleus split into two boxes, and a faint nucleus under one box far lar
 it. This counts the second kind for each model given (one box over the nucleus with IoU
 0.1-0.5 and at least *--area* times its area, at the model's own threshold) and how bright
 those nuclei are: the median of their annotated box above the frame's background (5th
-percentile) as a fraction of the same for the nuclei the model matched.
+percentile) as a fraction of the same for the nuclei the model matched. And how large they
+are in the image: the blob at half their brightness (90th percentile of the annotated
+box above the background, the frame smoothed over 1.5 px) that holds the annotation's
+centre, beside the annotated and the predicted box (median width and height, px) - the
+annotations are the challenge's automatic segmentation, which may cut a faint nucleus
+short.
 
 Run::
 
@@ -31,6 +36,26 @@ def _brightness(img: np.ndarray, box: np.ndarray, bg: float) -> float:
     return float(np.median(crop)) - bg if crop.size else 0.0
 
 
+def _half_max_blob(img: np.ndarray, gt: np.ndarray, around: np.ndarray, bg: float
+                   ) -> tuple[int, int] | None:
+    """Width and height (px) of the blob of *img* (smoothed) above half the annotated
+    nucleus' brightness that holds its box's centre, searched in *around* padded by 6 px."""
+    import cv2
+
+    x0, y0, x1, y1 = (int(round(v)) for v in around)
+    a, c = max(x0 - 6, 0), max(y0 - 6, 0)
+    crop = img[c:y1 + 7, a:x1 + 7]
+    gx0, gy0, gx1, gy1 = (int(round(v)) for v in gt)
+    peak = float(np.percentile(img[max(gy0, 0):gy1 + 1, max(gx0, 0):gx1 + 1], 90)) - bg
+    if peak <= 0 or not crop.size:
+        return None
+    n, lab, st, _ = cv2.connectedComponentsWithStats((crop - bg > 0.5 * peak).astype(np.uint8))
+    cy = min(max((gy0 + gy1) // 2 - c, 0), lab.shape[0] - 1)
+    cx = min(max((gx0 + gx1) // 2 - a, 0), lab.shape[1] - 1)
+    k = int(lab[cy, cx])
+    return (int(st[k, 2]), int(st[k, 3])) if k else None
+
+
 def count(model: Path | None, samples, area: float) -> dict:
     """Oversized-box misses of *model* on *samples* (see the module notes)."""
     from inscope.detector.metrics import iou_matrix, match
@@ -38,7 +63,7 @@ def count(model: Path | None, samples, area: float) -> dict:
 
     det = OnnxDetector(model, provider="cpu", warmup=False)
     thr = float(det.card.decoding.get("score_threshold", 0.3))
-    n, faint, matched_b = 0, [], []
+    n, faint, matched_b, sizes, matched_sizes = 0, [], [], [], []
     for s in samples:
         d = det.detect(s.image)
         b, gt = d.boxes, np.asarray(s.boxes, np.float32).reshape(-1, 4)
@@ -46,20 +71,42 @@ def count(model: Path | None, samples, area: float) -> dict:
         hit = np.zeros(len(gt), bool)
         hit[m[m >= 0]] = True
         iou = iou_matrix(b, gt)
+        import cv2
+
         img = np.asarray(s.image, np.float32)
         bg = float(np.percentile(img[::4, ::4], 5))
+        smooth = cv2.GaussianBlur(img, (0, 0), 1.5)
         g_area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
         b_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        for j in np.flatnonzero(hit):
+        for i, j in enumerate(m):
+            if j < 0:
+                continue
             matched_b.append(_brightness(img, gt[j], bg))
+            blob = _half_max_blob(smooth, gt[j], b[i], bg)
+            if blob is not None:
+                matched_sizes.append((gt[j, 2] - gt[j, 0], gt[j, 3] - gt[j, 1],
+                                      b[i, 2] - b[i, 0], b[i, 3] - b[i, 1], *blob))
         for j in np.flatnonzero(~hit):
             near = np.flatnonzero((iou[:, j] > 0.1) & (iou[:, j] < 0.5))
             if len(near) == 1 and b_area[near[0]] >= area * g_area[j]:
                 n += 1
                 faint.append(_brightness(img, gt[j], bg))
+                blob = _half_max_blob(smooth, gt[j], b[near[0]], bg)
+                if blob is not None:
+                    bx = b[near[0]]
+                    sizes.append((gt[j, 2] - gt[j, 0], gt[j, 3] - gt[j, 1],
+                                  bx[2] - bx[0], bx[3] - bx[1], *blob))
     det.close()
     ref = float(np.median(matched_b)) if matched_b else float("nan")
+    def medians(rows: list) -> dict:
+        z = np.asarray(rows, float).reshape(-1, 6)
+        med = np.median(z, axis=0).round(1).tolist() if len(z) else [None] * 6
+        return {"annotated": med[0:2], "predicted": med[2:4], "half_max_blob": med[4:6],
+                "measured": len(z)}
+
     return {"threshold": thr, "oversized_box_misses": n,
+            "median_width_height_px": medians(sizes),
+            "matched_nuclei_median_width_height_px": medians(matched_sizes),
             "their_brightness_vs_matched_median": (
                 [round(float(q) / ref, 3) for q in np.percentile(faint, [10, 50, 90])]
                 if faint and ref > 0 else None)}
