@@ -68,6 +68,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # decodings of the same network outputs compared on simulated frames (model card)
     "decode_variants": (["benchmarks.decode_variants", "--real", "{data}"],
                         "decode_variants.json"),
+    # per-plane measures for a widefield nucleus' z extent (docs/service.md, Z extent)
+    "zextent_measures": (["benchmarks.zextent_measures"], "zextent_measures.json"),
     # trial: merging two boxes on one nucleus after decoding (model card, not shipped)
     "merge_split": (["benchmarks.merge_split", "--real", "{data}"], "merge_split.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)
