@@ -13,7 +13,9 @@ Formats
 ``masks``
     Images with instance masks as files: a folder with ``images/`` and ``masks/`` holding
     files of the same name (StarDist's layout), or ``NAME.png`` beside ``NAME_masks.png``
-    (Cellpose's; ``NAME_img.png`` too); TIFF or PNG, one box per mask id.
+    (Cellpose's; ``NAME_img.png`` too); TIFF or PNG, one box per mask id. Or the Data
+    Science Bowl 2018's sample folders, ``ID/images/ID.png`` beside ``ID/masks/*.png``
+    with one binary mask file per nucleus (a folder of them, or one).
 ``yolo``
     A folder with ``images/`` and ``labels/`` (``labels/<stem>.txt`` with one
     ``class cx cy w h`` line per box, normalised to [0, 1]), a folder where images and
@@ -235,29 +237,78 @@ def _mask_pairs(root: Path) -> list[tuple[Path, Path]]:
     return out
 
 
+def _dsb_samples(root: Path) -> list[Path]:
+    """The sample folders of a Data Science Bowl 2018 layout under *root* (*root* itself
+    when it is one): ``ID/images/ID.png`` beside ``ID/masks/*.png``, one binary mask
+    file per nucleus, whose names are not the image's."""
+    def is_sample(d: Path) -> bool:
+        imgs = [q for q in (d / "images").glob("*") if q.suffix.lower() in IMAGE_SUFFIXES]
+        masks = [q for q in (d / "masks").glob("*") if q.suffix.lower() in IMAGE_SUFFIXES]
+        return (len(imgs) == 1 and bool(masks)
+                and all(m.stem != imgs[0].stem for m in masks))
+
+    if (root / "images").is_dir():
+        return [root] if (root / "masks").is_dir() and is_sample(root) else []
+    return sorted(d for d in root.iterdir() if d.is_dir() and (d / "images").is_dir()
+                  and (d / "masks").is_dir() and is_sample(d))
+
+
+def _read_mask_file(path: Path) -> np.ndarray | None:
+    import cv2
+    import tifffile
+
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return np.squeeze(tifffile.imread(path))
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def read_dsb_sample(folder: Path) -> Sample:
+    """One Data Science Bowl 2018 sample folder: its image and one box round the
+    non-zero pixels of each file in ``masks/`` (one nucleus each)."""
+    img_path = next(q for q in sorted((folder / "images").glob("*"))
+                    if q.suffix.lower() in IMAGE_SUFFIXES)
+    img = read_image(img_path)
+    rows = []
+    for m in sorted((folder / "masks").glob("*")):
+        if m.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        mask = _read_mask_file(m)
+        if mask is not None and mask.ndim == 3:
+            mask = mask.max(axis=-1)  # a binary mask saved as colour
+        if mask is None or mask.shape != img.shape:
+            raise ValueError(f"{m}: each mask must be one image of the image's shape "
+                             f"{img.shape}; got "
+                             f"{'nothing readable' if mask is None else mask.shape}.")
+        ys, xs = np.nonzero(mask)
+        if len(xs):
+            rows.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    boxes = np.asarray(rows, np.float64).reshape(-1, 4)
+    return Sample(img, from_file_boxes(boxes), None, f"{folder.name}/{img_path.name}")
+
+
 def read_masks(root: str | Path) -> list[Sample]:
     """Images with instance-mask files (StarDist's images/ + masks/, Cellpose's
-    NAME_masks beside NAME): one box per mask id."""
+    NAME_masks beside NAME): one box per mask id; or the Data Science Bowl 2018's
+    sample folders (one binary mask file per nucleus, :func:`read_dsb_sample`)."""
     root = Path(root)
     pairs = _mask_pairs(root)
     if not pairs:
+        dsb = _dsb_samples(root)
+        if dsb:
+            return [read_dsb_sample(d) for d in dsb]
         raise ValueError(f"{root}: no image with a mask found; expected images/ and masks/ "
-                         "folders holding files of the same name, or NAME_masks.png beside "
-                         "NAME.png.")
+                         "folders holding files of the same name, NAME_masks.png beside "
+                         "NAME.png, or Data Science Bowl sample folders (ID/images/ID.png "
+                         "and ID/masks/*.png, one file per nucleus).")
     return _mask_samples(pairs)
 
 
 def _mask_samples(pairs: list[tuple[Path, Path]]) -> list[Sample]:
     """One :class:`Sample` per (image, instance-mask file) pair."""
-    import cv2
-    import tifffile
-
     out = []
     for img_path, mask_path in pairs:
         img = read_image(img_path)
-        mask = (np.squeeze(tifffile.imread(mask_path))
-                if mask_path.suffix.lower() in (".tif", ".tiff")
-                else cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED))
+        mask = _read_mask_file(mask_path)
         if mask is None or mask.shape != img.shape:
             raise ValueError(f"{mask_path}: the mask must be one grey image of the image's "
                              f"shape {img.shape}; got "
@@ -535,7 +586,7 @@ def detect_format(path: str | Path) -> str:
             return "npz"
         if ((p / "images").is_dir() and (p / "masks").is_dir()) or any(
                 q.stem.endswith(_MASK_TAGS) and q.suffix.lower() in IMAGE_SUFFIXES
-                for q in p.glob("*")):
+                for q in p.glob("*")) or _dsb_samples(p):
             return "masks"
         if any(p.glob("*.json")) and not any(p.rglob("*.txt")):
             return "coco"

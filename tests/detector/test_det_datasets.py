@@ -255,3 +255,30 @@ def test_one_image_file_with_its_annotation_beside_it(tmp_path):
     cv2.imwrite(str(tmp_path / "lone.png"), image(4, np.uint8))
     with pytest.raises(ValueError, match=r"lone.png: no annotation found .*lone_masks"):
         load_dataset(tmp_path / "lone.png")
+
+
+def test_data_science_bowl_folders_one_mask_file_per_nucleus(tmp_path):
+    """The Data Science Bowl 2018 layout (ID/images/ID.png beside ID/masks/*.png, one
+    binary mask per nucleus, colour images): a folder of samples, or one sample, gives
+    one box round each mask file's pixels; a mask of another shape is one clear line."""
+    lab = _labels()
+    for sid, ids in (("s1", (7, 3)), ("s2", (7,))):
+        (tmp_path / "dsb" / sid / "images").mkdir(parents=True)
+        (tmp_path / "dsb" / sid / "masks").mkdir()
+        cv2.imwrite(str(tmp_path / "dsb" / sid / "images" / f"{sid}.png"),
+                    np.dstack([image(1, np.uint8)] * 3))
+        for i in ids:
+            cv2.imwrite(str(tmp_path / "dsb" / sid / "masks" / f"m{i}.png"),
+                        ((lab == i) * 255).astype(np.uint8))
+    assert detect_format(tmp_path / "dsb") == "masks"
+    s = load_dataset(tmp_path / "dsb")
+    assert [x.name for x in s] == ["s1/s1.png", "s2/s2.png"]
+    assert s[0].image.shape == (H, W)  # colour read as grey
+    assert np.array_equal(_sorted(s[0].boxes), _sorted(IN_FRAME))
+    assert np.array_equal(s[1].boxes, IN_FRAME[:1])
+    one = load_dataset(tmp_path / "dsb" / "s2")
+    assert np.array_equal(one[0].boxes, IN_FRAME[:1])
+    cv2.imwrite(str(tmp_path / "dsb" / "s2" / "masks" / "bad.png"),
+                np.zeros((H, W + 1), np.uint8))
+    with pytest.raises(ValueError, match=r"bad.png: each mask must be one image of the "):
+        load_dataset(tmp_path / "dsb" / "s2")
