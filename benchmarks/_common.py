@@ -129,3 +129,17 @@ def named_file(form: str) -> Callable[[str], tuple[str, Path]]:
 
 #: ``NAME=MODEL.onnx`` (compare_models, bench_detector --side-by-side).
 named_model = named_file("NAME=MODEL.onnx")
+
+
+def scoring_sets(frames: int, seed: int, real: Path | None
+                 ) -> list[tuple[str, list, bool]]:
+    """What a detector benchmark scores on: *frames* simulated held-out frames from
+    *seed* (objects less than a quarter in view difficult) and, with *real*, every frame
+    of that annotated file; ``(name, samples, ignore_border_fp)`` each (unmatched boxes at
+    a real frame's border are left out: its border nuclei are unlabelled)."""
+    from inscope.detector.datasets import load_dataset, simulated_samples
+
+    sets = [("simulated", list(simulated_samples(frames, seed=seed)), False)]
+    if real is not None:
+        sets.append((real.name, list(load_dataset(real)), True))
+    return sets

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import alternating_blocks, load_average, write_json
+from benchmarks._common import alternating_blocks, load_average, scoring_sets, write_json
 
 OUT = Path("benchmarks/results/hot_pixels.json")
 SEED = 980000
@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     det = OnnxDetector(provider="cpu", warmup=False, score_threshold=0.05)
     thr = float(det.card.decoding.get("score_threshold", 0.3))
     base = dict(det.card.normalisation)
-    sets = [("simulated", sim_frames(args.frames), False)]
-    if args.real is not None:
-        from inscope.detector.datasets import load_dataset
-
-        sets.append((args.real.name, list(load_dataset(args.real)), True))
+    sets = scoring_sets(args.frames, SEED, args.real)
     rows: dict[str, dict] = {}
     try:
         for name, frames, border in sets:

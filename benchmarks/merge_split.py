@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, write_json
+from benchmarks._common import load_average, percentiles, scoring_sets, write_json
 
 OUT = Path(__file__).parent / "results" / "merge_split.json"
 SEED = 990000
@@ -93,7 +93,6 @@ def merge(pixels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, thr: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inscope.detector.datasets import load_dataset, simulated_samples
     from inscope.detector.metrics import evaluate
     from inscope.detector.onnx_detector import OnnxDetector
 
@@ -104,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     det = OnnxDetector(provider="cpu", warmup=False, score_threshold=0.05)
     thr = float(det.card.decoding.get("score_threshold", 0.3))
-    sets = [("simulated", list(simulated_samples(args.frames, seed=SEED)), False)]
-    if args.real is not None:
-        sets.append((args.real.name, list(load_dataset(args.real)), True))
+    sets = scoring_sets(args.frames, SEED, args.real)
     results: dict[str, dict] = {}
     for name, samples, border in sets:
         preds = []
