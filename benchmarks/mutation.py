@@ -157,6 +157,16 @@ TARGETS: tuple[Target, ...] = (
            ("tests/detector/test_det_preprocess_decode.py", "tests/detector/test_tiling_truth.py"),
            0.80),
     Target("scale", "detector/scale.py", ("tests/detector/test_det_scale.py",), 0.80),
+    # the readers of users' annotations (npz, masks, YOLO, VOC, COCO, one image file):
+    # a wrong pixel convention here moves every box of every evaluation and training
+    # (test_det_data_yaml's training test writes progress to a stream mutmut closes:
+    # its reading tests only)
+    Target("datasets", "detector/datasets.py",
+           ("tests/detector/test_det_datasets.py",
+            "tests/detector/test_det_data_yaml.py::test_data_yaml_reads_the_asked_split",
+            "tests/detector/test_det_data_yaml.py::"
+            "test_data_yaml_with_a_list_file_and_missing_split"),
+           0.80),
     # the AR eyepiece: the camera -> display map, its fit from a ChArUco image, the
     # rendered overlay, and the box prediction that hides the display's lag
     Target("eyepiece", "inscope/eyepiece.py",
@@ -863,7 +873,8 @@ def _stage(work: Path, t: Target) -> None:
 
 def _stage_config(work: Path, t: Target) -> None:
     """mutmut's and pytest's settings for *t* (the module to mutate, its test files)."""
-    tests = [p for p in t.tests if (ROOT / p).exists()]
+    # (a test file, or one test of it as pytest names it: FILE::TEST)
+    tests = [p for p in t.tests if (ROOT / p.split("::")[0]).exists()]
     if not tests:
         raise SystemExit(f"mutation: no test file of {t.name} exists: {t.tests}")
     q = json.dumps

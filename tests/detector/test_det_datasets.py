@@ -278,7 +278,115 @@ def test_data_science_bowl_folders_one_mask_file_per_nucleus(tmp_path):
     assert np.array_equal(s[1].boxes, IN_FRAME[:1])
     one = load_dataset(tmp_path / "dsb" / "s2")
     assert np.array_equal(one[0].boxes, IN_FRAME[:1])
+    # a mask saved as colour, and a file that is no mask at all (skipped, not an end)
+    (tmp_path / "dsb" / "s1" / "masks" / "a_notes.txt").write_text("checked by hand")
+    cv2.imwrite(str(tmp_path / "dsb" / "s1" / "masks" / "m7.png"),
+                np.dstack([((lab == 7) * 255).astype(np.uint8)] * 3))
+    again = load_dataset(tmp_path / "dsb" / "s1")[0]
+    assert np.array_equal(_sorted(again.boxes), _sorted(IN_FRAME))
     cv2.imwrite(str(tmp_path / "dsb" / "s2" / "masks" / "bad.png"),
                 np.zeros((H, W + 1), np.uint8))
     with pytest.raises(ValueError, match=r"bad.png: each mask must be one image of the "):
         load_dataset(tmp_path / "dsb" / "s2")
+
+
+def test_readers_keep_what_each_format_carries(tmp_path):
+    """What the readers must not drop: npz class ids and boxes beside labels (the boxes
+    win), a channel-first colour TIFF read as grey, a VOC file without <filename> (the
+    image beside it by name) and its class ids, COCO images in an ``images/`` folder,
+    a .yml data file, a folder of npz files, and a DSB mask saved as colour."""
+    np.savez(tmp_path / "c.npz", image=image(), boxes=BOXES, class_ids=np.array([2, 1]),
+             labels=np.zeros((H, W), np.int32))
+    s = load_dataset(tmp_path / "c.npz")
+    assert s[0].class_ids.tolist() == [2, 1] and np.array_equal(s[0].boxes, IN_FRAME)
+    (tmp_path / "many").mkdir()
+    for k in range(2):
+        np.savez(tmp_path / "many" / f"{k}.npz", image=image(k), boxes=BOXES[:k + 1])
+    assert detect_format(tmp_path / "many") == "npz"
+    assert [len(x.boxes) for x in load_dataset(tmp_path / "many")] == [1, 2]
+
+    cf = np.stack([np.full((H, W), v, np.uint16) for v in (30, 60, 90)])  # (3, H, W)
+    tifffile.imwrite(tmp_path / "cf.tif", cf, photometric="minisblack")
+    grey = read_image(tmp_path / "cf.tif")
+    assert grey.shape == (H, W) and int(grey.max()) == 60
+
+    cv2.imwrite(str(tmp_path / "v.png"), image(2, np.uint8))
+    box = "".join(f"<{k}>{v:g}</{k}>" for k, v in zip(
+        ("xmin", "ymin", "xmax", "ymax"), (BOXES[0, 0] + 1, BOXES[0, 1] + 1, BOXES[0, 2],
+                                           BOXES[0, 3]), strict=True))
+    (tmp_path / "v.xml").write_text(
+        "<annotation><object><name>a</name><bndbox>" + box + "</bndbox></object>"
+        "<object><name>b</name><bndbox>" + box + "</bndbox></object></annotation>")
+    assert detect_format(tmp_path / "v.xml") == "voc"
+    v = load_dataset(tmp_path / "v.xml")[0]
+    assert v.name == "v.png" and v.class_ids.tolist() == [0, 1]
+    assert v.class_ids.dtype == np.int32 and v.difficult.dtype == bool
+    assert np.array_equal(v.boxes[0], IN_FRAME[0])
+    (tmp_path / "bad.xml").write_text("<annotation><object>")
+    with pytest.raises(ValueError, match="bad.xml: not valid XML"):
+        load_dataset(tmp_path / "bad.xml")
+
+    (tmp_path / "coco" / "images").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "coco" / "images" / "x.tif", image())
+    b = BOXES[0]
+    (tmp_path / "coco" / "ann.json").write_text(json.dumps(
+        {"images": [{"id": 1, "file_name": "x.tif"}], "categories": [],
+         "annotations": [{"image_id": 1, "bbox": [float(b[0]), float(b[1]),
+                                                  float(b[2] - b[0]), float(b[3] - b[1])]}]}))
+    c = load_dataset(tmp_path / "coco")[0]
+    assert np.allclose(c.boxes, IN_FRAME[:1]) and c.image.dtype == np.uint16
+    (tmp_path / "coco" / "only.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="needs 'images' and 'annotations'"):
+        load_dataset(tmp_path / "coco" / "only.json")
+
+    (tmp_path / "d.yml").write_text("a: 1\n")
+    assert detect_format(tmp_path / "d.yml") == "yolo"
+
+
+def test_labels_must_be_one_mask_of_non_negative_integer_ids(tmp_path):
+    from inscope.detector.datasets import boxes_from_labels
+
+    lab = _labels().astype(np.float32)  # whole numbers stored as float: accepted
+    assert np.array_equal(_sorted(boxes_from_labels(lab)),
+                          _sorted(boxes_from_labels(_labels())))
+    with pytest.raises(ValueError, match="must be integers"):
+        boxes_from_labels(lab + 0.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        boxes_from_labels(-_labels().astype(np.int32))
+    with pytest.raises(ValueError, match="one 2-D mask per image"):
+        boxes_from_labels(np.stack([_labels()] * 2))
+
+
+def test_one_image_file_in_an_images_folder_and_its_other_annotation_places(tmp_path):
+    """An image inside ``images/`` still finds a mask beside it; YOLO labels in
+    ``../labels/`` and VOC files in ``../Annotations/`` are found too; the error names
+    the places it looked, relative to the folder above the image's."""
+    d = tmp_path / "a" / "images"
+    d.mkdir(parents=True)
+    cv2.imwrite(str(d / "p.png"), image(1, np.uint8))
+    cv2.imwrite(str(d / "p_masks.png"), _labels())
+    assert np.array_equal(_sorted(load_dataset(d / "p.png")[0].boxes), _sorted(IN_FRAME))
+    cv2.imwrite(str(d / "q.png"), image(2, np.uint8))
+    (tmp_path / "a" / "labels").mkdir()
+    cx, cy = (BOXES[0, 0] + BOXES[0, 2]) / 2 / W, (BOXES[0, 1] + BOXES[0, 3]) / 2 / H
+    bw, bh = (BOXES[0, 2] - BOXES[0, 0]) / W, (BOXES[0, 3] - BOXES[0, 1]) / H
+    (tmp_path / "a" / "labels" / "q.txt").write_text(f"0 {cx} {cy} {bw} {bh}\n")
+    assert detect_format(d / "q.png") == "yolo"
+    assert np.allclose(load_dataset(d / "q.png")[0].boxes, IN_FRAME[:1])
+    cv2.imwrite(str(d / "r.png"), image(3, np.uint8))
+    (tmp_path / "a" / "Annotations").mkdir()
+    x0, y0, x1, y1 = BOXES[1]
+    (tmp_path / "a" / "Annotations" / "r.xml").write_text(
+        f"<annotation><filename>r.png</filename><object><name>n</name><bndbox>"
+        f"<xmin>{x0 + 1:g}</xmin><ymin>{y0 + 1:g}</ymin><xmax>{x1:g}</xmax>"
+        f"<ymax>{y1:g}</ymax></bndbox></object></annotation>")
+    (tmp_path / "a" / "JPEGImages").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "JPEGImages" / "r.png"), image(3, np.uint8))
+    assert detect_format(d / "r.png") == "voc"
+    assert np.array_equal(load_dataset(d / "r.png")[0].boxes, IN_FRAME[1:])
+    cv2.imwrite(str(d / "s.png"), image(4, np.uint8))
+    with pytest.raises(ValueError) as e:
+        load_dataset(d / "s.png")
+    msg = str(e.value)
+    for where in ("images/s_masks.png", "masks/s.tif", "labels/s.txt", "Annotations/s.xml"):
+        assert where in msg
