@@ -70,6 +70,9 @@ STEPS: dict[str, tuple[list[str], str]] = {
                         "decode_variants.json"),
     # per-plane measures for a widefield nucleus' z extent (docs/service.md, Z extent)
     "zextent_measures": (["benchmarks.zextent_measures"], "zextent_measures.json"),
+    # faint HeLa nuclei missed under a box too large, and their sizes (model card)
+    "oversized_boxes": (["benchmarks.oversized_boxes", "--real", "{data}"],
+                        "oversized_boxes.json"),
     # trial: merging two boxes on one nucleus after decoding (model card, not shipped)
     "merge_split": (["benchmarks.merge_split", "--real", "{data}"], "merge_split.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)
