@@ -338,11 +338,18 @@ def read_yolo(root: str | Path) -> list[Sample]:
     if not pairs:
         raise ValueError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found for a "
                          "YOLO dataset; expected images/ and labels/ folders.")
+    return _yolo_samples(pairs, _class_names(root / "classes.txt",
+                                             root / "labels" / "classes.txt"))
+
+
+def _class_names(*files: Path) -> tuple[str, ...]:
+    """YOLO class names, one per line, from the last of *files* that exists (``()`` when
+    none does)."""
     names: tuple[str, ...] = ()
-    for cand in (root / "classes.txt", root / "labels" / "classes.txt"):
-        if cand.exists():
-            names = tuple(s.strip() for s in cand.read_text().splitlines() if s.strip())
-    return _yolo_samples(pairs, names)
+    for f in files:
+        if f.exists():
+            names = tuple(s.strip() for s in f.read_text().splitlines() if s.strip())
+    return names
 
 
 def _yolo_samples(pairs: list[tuple[Path, Path | None]], names: tuple[str, ...]
@@ -556,10 +563,7 @@ def read_image_file(path: str | Path) -> list[Sample]:
     if fmt == "masks":
         return _mask_samples([(img, ann)])
     if fmt == "yolo":
-        names_file = ann.parent / "classes.txt"
-        names = (tuple(s.strip() for s in names_file.read_text().splitlines() if s.strip())
-                 if names_file.exists() else ())
-        return _yolo_samples([(img, ann)], names)
+        return _yolo_samples([(img, ann)], _class_names(ann.parent / "classes.txt"))
     return read_voc([ann])
 
 
@@ -625,13 +629,15 @@ def load_dataset(paths: str | Path | Sequence[str | Path], fmt: str = "auto",
                          f"{list(FORMATS)}.")
     out: list[Sample] = []
     for path in map(Path, paths):
+        if fmt != "npz" and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            # one image: its annotation is looked up once, here (not by detect_format too)
+            out.extend(read_image_file(path))
+            continue
         f = detect_format(path) if fmt == "auto" else fmt
         if f == "npz":
             files = [path] if path.is_file() else sorted(path.glob("*.npz"))
             for x in files:
                 out.extend(read_npz(x))
-        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            out.extend(read_image_file(path))
         elif f == "masks":
             out.extend(read_masks(path))
         elif f == "yolo" and path.suffix.lower() in (".yaml", ".yml"):
