@@ -71,8 +71,10 @@ def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float 
     # test_hot_pixels_do_not_hide_large_nuclei): they are lowered to their neighbours'
     # level first.
     small = without_hot_pixels(small)
+    # (no pixel is above all its neighbours now, so normalise's own hot-pixel step, and
+    # the noise estimate it starts with, would change nothing: off)
     x = normalise(small, {"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 1,
-                          "clip": True})
+                          "clip": True, "hot_pixel_sigma": None})
     u8 = cv2.convertScaleAbs(cv2.GaussianBlur(x, (0, 0), 1.0), alpha=255.0)
     _, mask = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
