@@ -61,9 +61,9 @@ class PoolSpec:
     dim_low
         The faintest dim nuclei, as a fraction of a typical nucleus' brightness: each
         microscope's dim nuclei then range from a floor drawn log-uniformly between this
-        and :data:`DIM_LOW` up to 0.35 (from a random stream of their own; every other
-        draw as without it). None, the default: :data:`DIM_LOW` for every microscope, the
-        pool of :data:`POOL_VERSION` 4.
+        and :data:`DIM_LOW` up to the simulator's own top (0.35; from a random stream of
+        their own; every other draw as without it). None, the default: :data:`DIM_LOW`
+        for every microscope, the pool of :data:`POOL_VERSION` 4.
     """
 
     n: int = 3000
@@ -181,7 +181,7 @@ def render_pool(spec: PoolSpec, worker: int = 0, workers: int = 1,
         if spec.dim_low is not None:  # fainter dim nuclei, from a stream of their own
             drng = np.random.default_rng([spec.seed, g, 6])
             low = float(np.exp(drng.uniform(np.log(spec.dim_low), np.log(DIM_LOW))))
-            cfg = dataclasses.replace(cfg, dim_brightness=(low, 0.35))
+            cfg = dataclasses.replace(cfg, dim_brightness=(low, cfg.dim_brightness[1]))
         scope = SimulatedMicroscope(cfg)
         try:
             half = 1200.0
