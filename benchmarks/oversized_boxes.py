@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from benchmarks._common import named_model, write_json
@@ -40,8 +41,6 @@ def _half_max_blob(img: np.ndarray, gt: np.ndarray, around: np.ndarray, bg: floa
                    ) -> tuple[int, int] | None:
     """Width and height (px) of the blob of *img* (smoothed) above half the annotated
     nucleus' brightness that holds its box's centre, searched in *around* padded by 6 px."""
-    import cv2
-
     x0, y0, x1, y1 = (int(round(v)) for v in around)
     a, c = max(x0 - 6, 0), max(y0 - 6, 0)
     crop = img[c:y1 + 7, a:x1 + 7]
@@ -71,8 +70,6 @@ def count(model: Path | None, samples, area: float) -> dict:
         hit = np.zeros(len(gt), bool)
         hit[m[m >= 0]] = True
         iou = iou_matrix(b, gt)
-        import cv2
-
         img = np.asarray(s.image, np.float32)
         bg = float(np.percentile(img[::4, ::4], 5))
         smooth = cv2.GaussianBlur(img, (0, 0), 1.5)
