@@ -41,7 +41,10 @@ class ModelCard:
     scale
         ``{"object_size_px": [lo, hi]}``: the object sizes the model was trained for; the
         detector rescales frames so objects fall in this range (from the pixel size, or a
-        user-given ``object_size_px``). ``{"tile": int, "overlap": int}`` for tiling;
+        user-given ``object_size_px``); ``"enlarge_below_px"``: the measured object size
+        under which the model starts losing objects, so frames of smaller ones are
+        enlarged up to it (absent: never enlarged on a measured size).
+        ``{"tile": int, "overlap": int}`` for tiling;
         ``"tile_above": int`` (default 2560): longest side above which a fully
         convolutional model is run in tiles rather than on the whole frame.
     decoding

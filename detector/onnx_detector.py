@@ -44,7 +44,7 @@ from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, ob
 from inscope.detector.card import ModelCard, sha256_file
 from inscope.detector.decode import decode_centernet, decode_ultralytics
 from inscope.detector.providers import LAST_CHOICE, create_session
-from inscope.detector.scale import auto_scale_factor, estimate_object_size_px
+from inscope.detector.scale import auto_scale_factor, measure_objects
 from inscope.detector.tiling import keep_owned, tile_grid
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,9 @@ class OnnxDetector:
     object_size_px
         Typical object diameter in this frame's pixels; frames are rescaled so it matches
         the card's ``scale.object_size_px``. Default: measured (:mod:`inscope.detector.scale`),
-        and the frame shrunk only when the objects are clearly above the trained range.
+        and the frame shrunk only when the objects are clearly above the trained range,
+        enlarged only when they measure under the card's ``scale.enlarge_below_px`` (the
+        shipped model: 14 px; ``last_scale`` says what was done).
     object_size_um
         Typical object diameter in µm; with a Frame's ``pixel_size_um`` it gives
         ``object_size_px`` per frame (ignored for bare arrays).
@@ -266,7 +268,8 @@ class OnnxDetector:
                 f = c[2]
                 self._scale_cache = (key, c[1] + 1, f)
             else:
-                f = auto_scale_factor(estimate_object_size_px(img), card_range)
+                f = auto_scale_factor(measure_objects(img), card_range,
+                                      self.card.scale.get("enlarge_below_px"), img.shape)
                 self._scale_cache = (key, 1, f) if key is not None else None
         else:
             f = 1.0

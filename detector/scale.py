@@ -7,8 +7,9 @@ user gives no size, the detector measures it here, cheaply, without the network:
 percentile-normalised, blurred and Otsu-thresholded copy of the image downsampled to a
 few hundred pixels, whose connected components' median equivalent diameter is the
 typical object size (touching nuclei merge, but the median is robust while most are
-apart). Only a size clearly above the trained range triggers a resize (a shrink), so
-estimation errors of even 2x inside the range change nothing.
+apart). A size clearly above the trained range triggers a shrink; a size below the size
+the card says the model starts losing objects at (``scale.enlarge_below_px``) an
+enlargement, so estimation errors inside the range change nothing.
 
 OpenCV's Otsu and connected components are used rather than a learned estimate: they are
 ~1 ms on the downsampled copy whatever the frame size, and need nothing trained.
@@ -17,6 +18,7 @@ OpenCV's Otsu and connected components are used rather than a learned estimate: 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -38,10 +40,84 @@ UPPER_MARGIN = 0.85
 #: (10-16 ms at 6,000 x 6,000 on this 2-core VM against ~1.5 ms at 2,048 x 3,072; a
 #: stream measures it once every AUTO_SCALE_EVERY frames)
 MAX_FACTOR = 8
+#: objects measuring under this many pixels in the downsampled copy are not resolved
+#: there: they are measured again on a full-resolution crop. HeLa frames resized and
+#: tiled to 2,100 x 3,300 (a 1/8 copy) read 31-34 px for nuclei of 7-28 px (4 px in the
+#: copy) and 51, 62, 75 px for nuclei of 57, 71, 86 px (6.4-9.4 px in the copy), where
+#: the crop, holding few of them whole, read less well (a first value of 10 px let the
+#: crop measure 86 px nuclei and their frames were shrunk too little)
+RESOLVED_PX = 6.0
+#: side of that full-resolution crop (the frame's middle): a 2048 x 2048 frame of small
+#: nuclei is measured in ~5 ms on this 2-core VM (benchmarks/small_nuclei.py; a stream
+#: measures once every AUTO_SCALE_EVERY frames), and the objects it measures (under
+#: RESOLVED_PX x MAX_FACTOR = 48 px) fit dozens of times
+CROP_SIDE = 512
+#: the crop's estimate replaces the whole frame's only when it measured this many objects
+CROP_MIN_OBJECTS = 10
+#: estimates under this are noise and specks (the area floor of 4 px is ~2.3 px), never a
+#: reason to enlarge a frame
+MIN_TRUSTED_PX = 4.0
+#: at most this enlargement on an estimate (the shipped model, simulated nuclei of 5.5 px:
+#: AP50 0.31 at 1x, 0.95 at 3x; benchmarks/small_nuclei.py) ...
+MAX_ENLARGE = 3.0
+#: ... and at least this much, or not at all: a frame of ~15 px nuclei measures ~13 px,
+#: and 1.07x would cost 14 % more time for nothing (real HeLa nuclei of ~15 px scored
+#: the same at 1x, 1.12x and 1.6x)
+MIN_ENLARGE = 1.2
+#: ... and never to more pixels than a 4096 x 4096 frame (a 1024 x 6144 frame of 5 px
+#: nuclei would become 49 Mpx: ~200 MB of input and seconds per frame on a CPU)
+MAX_ENLARGED_PIXELS = 4096 * 4096
+#: a field of cells, not specks (SizeEstimate.field_of_objects): on simulated frames
+#: (benchmarks/small_nuclei.py, seed 1030000) the debris of empty fields and of fields
+#: of 10-100 nuclei per mm^2 covered at most 1.8 % of the frame (thresholded noise more,
+#: but at 0.9 sigma), fields of cells at 700 per mm^2 (any nucleus size) from 7.7 %...
+MIN_COVER = 0.03
+#: ... and an empty field's debris stood at most 26 noise sigmas above the background,
+#: nuclei 70 and more
+MIN_CONTRAST = 30.0
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What :func:`measure_objects` saw: the objects' typical size and how much to trust
+    a small one.
+
+    Attributes
+    ----------
+    size_px
+        Median equivalent diameter of the objects, in the frame's pixels.
+    count
+        Objects measured.
+    cover
+        Fraction of the measured area the objects cover.
+    contrast
+        The objects' median above the background's, in background noise sigmas (MAD).
+    """
+
+    size_px: float
+    count: int
+    cover: float
+    contrast: float
+
+    @property
+    def field_of_objects(self) -> bool:
+        """Whether the objects are a field of cells rather than specks in an empty or
+        sparse one: covering at least ``MIN_COVER`` and ``MIN_CONTRAST`` sigmas above the
+        background. Only such an estimate may enlarge a frame: an empty field's debris
+        and noise also measure a few pixels, and enlarging them bred false boxes."""
+        return self.cover >= MIN_COVER and self.contrast >= MIN_CONTRAST
 
 
 def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float | None:
-    """Median equivalent diameter (px) of the bright objects in *img*; None if too few.
+    """Median equivalent diameter (px) of the bright objects in *img*; None if too few
+    (:func:`measure_objects`' ``size_px``)."""
+    m = measure_objects(img, max_side)
+    return None if m is None else m.size_px
+
+
+def measure_objects(img: np.ndarray, max_side: int = MAX_SIDE) -> SizeEstimate | None:
+    """The bright objects in *img*: their median size and how they stand out; None if
+    fewer than three.
 
     Parameters
     ----------
@@ -53,13 +129,33 @@ def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float 
     img = np.asarray(img)
     if img.ndim != 2:
         raise ValueError(f"estimate_object_size_px needs a 2-D image; got {img.shape}.")
+    h, w = img.shape
+    f = min(max(1, math.ceil(max(h, w) / max_side)), MAX_FACTOR)
+    est = _measure(img, f)
+    if f > 1 and est is not None and (est.size_px < RESOLVED_PX * f
+                                      or est.contrast < MIN_CONTRAST):
+        # unresolved in the copy (or averaged away: a regular field of 8 px nuclei in a
+        # 1/7 copy is a flat grey, thresholded noise measuring 53 px at 0.3 sigma):
+        # measure the frame's middle at full resolution (a sparse middle keeps the
+        # whole-frame estimate)
+        ch, cw = min(h, CROP_SIDE), min(w, CROP_SIDE)
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        fine = _measure(img[y0:y0 + ch, x0:x0 + cw], 1, whole_only=True)
+        if fine is not None and fine.count >= CROP_MIN_OBJECTS:
+            est = fine
+    return est
+
+
+def _measure(img: np.ndarray, f: int, whole_only: bool = False) -> SizeEstimate | None:
+    """The estimate of :func:`estimate_object_size_px` on *img* downsampled *f* times;
+    *whole_only* leaves out objects cut by its edge (a crop's cut objects would read
+    small)."""
     if img.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
         # OpenCV's resize and dilate refuse int32, bool, float16 (a user's own arrays;
         # the detector passes camera types, kept as they are: the stretch reads uint16
         # faster than float)
         img = img.astype(np.float32)
     h, w = img.shape
-    f = min(max(1, math.ceil(max(h, w) / max_side)), MAX_FACTOR)
     # INTER_LINEAR point-samples at large factors: ~0.1 ms even for 4k frames, where
     # INTER_AREA costs ~30 ms; the blur below removes what aliasing leaves.
     small = (cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_LINEAR)
@@ -78,26 +174,61 @@ def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float 
     u8 = cv2.convertScaleAbs(cv2.GaussianBlur(x, (0, 0), 1.0), alpha=255.0)
     _, mask = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    stats = stats[1:]
+    if whole_only:
+        x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+        x1 = x0 + stats[:, cv2.CC_STAT_WIDTH]
+        y1 = y0 + stats[:, cv2.CC_STAT_HEIGHT]
+        stats = stats[(x0 > 0) & (y0 > 0) & (x1 < mask.shape[1]) & (y1 < mask.shape[0])]
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     area = area[area >= 4]  # single-pixel specks are noise, not objects
     if len(area) < 3:
         return None
-    return float(np.median(2.0 * np.sqrt(area / np.pi))) * f
+    # contrast on every 4th pixel each way (medians of the whole copy cost ~5 ms)
+    sub, fg = small[::4, ::4], mask[::4, ::4] > 0
+    bg = sub[~fg]
+    if bg.size == 0 or not fg.any():
+        contrast = 0.0
+    else:
+        mid = float(np.median(bg))
+        mad = 1.4826 * float(np.median(np.abs(bg - mid)))
+        # (a noiseless background - drawn or clipped - makes any object stand out)
+        contrast = (float(np.median(sub[fg])) - mid) / mad if mad > 0 else math.inf
+    return SizeEstimate(size_px=float(np.median(2.0 * np.sqrt(area / np.pi))) * f,
+                        count=int(len(area)), cover=float(area.sum() / mask.size),
+                        contrast=float(contrast))
 
 
-def auto_scale_factor(estimate_px: float | None, card_range: Any) -> float:
-    """Resize factor for an *estimated* object size: 1 unless the objects are too large.
+def auto_scale_factor(estimate: float | SizeEstimate | None, card_range: Any,
+                      enlarge_below_px: float | None = None,
+                      shape: tuple[int, int] | None = None) -> float:
+    """Resize factor for an *estimated* object size: 1 unless the objects are too large
+    or, for a model whose card says where it starts losing small objects, too small.
 
     Above ``UPPER_MARGIN`` x the largest trained size the image is shrunk so the estimate
-    lands on the range's geometric centre, where the model is most reliable. Small
-    objects are never enlarged on an estimate: the threshold measures the bright core of
-    a blurred object, smaller than its box, and debris can dominate a sparse field, so a
-    small estimate is not trusted (give ``object_size_px`` for tiny objects).
+    lands on the range's geometric centre, where the model is most reliable. Below
+    *enlarge_below_px* (the card's ``scale.enlarge_below_px``) it is enlarged just enough
+    to bring the estimate up to it - not to the centre: every enlargement costs its
+    square in latency, so only what the model needs - by at most ``MAX_ENLARGE`` and to
+    at most ``MAX_ENLARGED_PIXELS`` for a frame of *shape*, and not at all when that is
+    under ``MIN_ENLARGE``. Only a trusted estimate enlarges: a :class:`SizeEstimate` of
+    a field of objects (:attr:`SizeEstimate.field_of_objects`), or a bare size, of at
+    least ``MIN_TRUSTED_PX`` (smaller ones are specks and noise).
     """
-    if estimate_px is None or card_range in (None, [], ()):
+    if estimate is None or card_range in (None, [], ()):
         return 1.0
+    if isinstance(estimate, SizeEstimate):
+        estimate_px, trusted = estimate.size_px, estimate.field_of_objects
+    else:
+        estimate_px, trusted = float(estimate), True
     r = np.atleast_1d(np.asarray(card_range, dtype=float))
     lo, hi = float(r.min()), float(r.max())
-    if estimate_px <= UPPER_MARGIN * hi:
+    if estimate_px > UPPER_MARGIN * hi:
+        return math.sqrt(lo * hi) / estimate_px
+    if (enlarge_below_px is None or not trusted
+            or not MIN_TRUSTED_PX <= estimate_px < enlarge_below_px):
         return 1.0
-    return math.sqrt(lo * hi) / estimate_px
+    f = min(float(enlarge_below_px) / estimate_px, MAX_ENLARGE)
+    if shape is not None:
+        f = min(f, math.sqrt(MAX_ENLARGED_PIXELS / (shape[0] * shape[1])))
+    return f if f >= MIN_ENLARGE else 1.0

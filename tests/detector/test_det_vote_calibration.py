@@ -311,9 +311,13 @@ def test_shipped_card_decodes_as_a_rebuilt_model_would() -> None:
     from inscope.detector.onnx_detector import default_model_path
     from inscope.detector.train.export import DEFAULT_VOTE, MIN_SIGNAL_SIGMA, default_card
 
-    shipped = json.loads(default_model_path().with_suffix(".json").read_text())["decoding"]
+    card = json.loads(default_model_path().with_suffix(".json").read_text())
+    shipped = card["decoding"]
     for k, v in {**DEFAULT_VOTE, "min_signal_sigma": MIN_SIGNAL_SIGMA}.items():
         assert shipped[k] == v == default_card().decoding[k], k
+    # ... and its scale, the small-nucleus enlargement included (14 px for 7-72 px)
+    assert card["scale"] == default_card().scale
+    assert card["scale"]["enlarge_below_px"] == 14.0
 
 
 def test_centre_shift_is_the_median_error_of_correct_detections_above_threshold() -> None:

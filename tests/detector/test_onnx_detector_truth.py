@@ -142,13 +142,13 @@ def test_the_threshold_and_the_box_cap_hold_whole_or_tiled(det, tile):
 def test_a_streams_object_size_is_measured_once_every_auto_scale_every_frames(det,
                                                                                monkeypatch):
     calls = []
-    real = od.estimate_object_size_px
+    real = od.measure_objects
 
     def counting(img):
         calls.append(img.shape)
         return real(img)
 
-    monkeypatch.setattr(od, "estimate_object_size_px", counting)
+    monkeypatch.setattr(od, "measure_objects", counting)
     det._scale_cache = None
     img = _nuclei(256, 256, n=8)
     frame = Frame(img, 0, position=StagePosition(0, 0, 0), pixel_size_um=0.65)
