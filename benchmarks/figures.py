@@ -73,6 +73,7 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # faint HeLa nuclei missed under a box too large, and their sizes (model card)
     "oversized_boxes": (["benchmarks.oversized_boxes", "--real", "{data}"],
                         "oversized_boxes.json"),
+    "small_nuclei": (["benchmarks.small_nuclei", "--real", "{data}"], "small_nuclei.json"),
     # trial: merging two boxes on one nucleus after decoding (model card, not shipped)
     "merge_split": (["benchmarks.merge_split", "--real", "{data}"], "merge_split.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)

@@ -1,0 +1,222 @@
+"""Small nuclei: where the shipped network starts losing them, and enlarging their frames.
+
+Issue 18 asks for nuclei of 8-15 px found in a full frame. The network was trained on
+7-72 px; this measures what it does below ~15 px and scores the automatic enlargement of
+:mod:`inscope.detector.scale` (the card's ``scale.enlarge_below_px``) against the same
+detector with enlargement off, side by side.
+
+* ``tuning`` (what set the card's value and the trust rule; simulated frames only):
+  - ``forced``: AP50 on simulated 512 x 512 frames (seed 1010000) whose pixels are 1/k
+    the default size (nuclei k times as large), each resized by a fixed factor: the
+    network's AP50 against the nuclei's size in its input;
+  - ``fields``: :class:`inscope.detector.scale.SizeEstimate` on empty, sparse and full
+    fields (seed 1030000, the default pixels) and on fields of small nuclei: what cover
+    and contrast tell a field of cells from an empty field's debris.
+* ``check`` (the rule's verdict; frames no choice used): AP50, mAP50-95, P / R at the
+  card's threshold, the measured size, the factor applied and ``detect()`` ms, with the
+  card's enlargement and without, on simulated frames (seed 1020000) at each k and,
+  with ``--real``, on the annotated real frames resized by k (their unmatched border
+  boxes left out);
+* ``large_frames``: the estimate on 2048 x 2048 frames tiled from the real frames at
+  half and quarter size (nuclei ~15 and ~7 px) and the factor it gives.
+
+Run::
+
+    python -m benchmarks.small_nuclei --real STACK.npz     # ~12 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks._common import load_average, percentiles, write_json
+
+OUT = Path(__file__).parent / "results" / "small_nuclei.json"
+TUNE_SEED, FIELD_SEED, CHECK_SEED = 1010000, 1030000, 1020000
+#: nuclei k times their default size (simulated: pixels 0.65 / k um)
+SIM_SCALES = (1.0, 0.7, 0.5, 0.35, 0.25)
+REAL_SCALES = (1.0, 0.5, 0.35, 0.25)
+FORCED = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+#: (label, nuclei per mm^2) of the fields of the trust rule
+FIELDS = (("empty", 0.0), ("10 per mm2", 10.0), ("30 per mm2", 30.0),
+          ("100 per mm2", 100.0), ("700 per mm2", 700.0))
+
+
+def _detector(model: Path | None, enlarge: bool, **kw):
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    det = OnnxDetector(model, provider="cpu", threads=2, score_threshold=0.05,
+                       warmup=False, **kw)
+    if not enlarge:
+        scale = {k: v for k, v in det.card.scale.items() if k != "enlarge_below_px"}
+        det.card = dataclasses.replace(det.card, scale=scale)
+    return det
+
+
+def _score(det, samples, op: float, border: bool) -> dict:
+    from inscope.detector.metrics import evaluate
+
+    preds, ms, factors = [], [], []
+    for s in samples:
+        t = time.perf_counter()
+        d = det.detect(s.image)
+        ms.append((time.perf_counter() - t) * 1e3)
+        factors.append(det.last_scale)
+        preds.append((d.boxes, d.scores))
+    r = evaluate(preds, [s.boxes for s in samples], score_threshold=op,
+                 difficult=[s.difficult for s in samples], ignore_border_fp=border,
+                 shapes=[s.image.shape for s in samples])
+    return {"ap50": round(r.ap50, 4), "map50_95": round(r.map50_95, 4),
+            "precision": round(r.precision, 4), "recall": round(r.recall, 4),
+            "factor_p50": round(float(np.median(factors)), 3),
+            "detect_ms": percentiles(ms, digits=2)}
+
+
+def _sizes(samples) -> dict:
+    from inscope.detector.scale import measure_objects
+
+    est = [measure_objects(np.asarray(s.image)) for s in samples]
+    b = np.concatenate([s.boxes for s in samples])
+    true = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    got = [e.size_px for e in est if e is not None]
+    return {"box_size_p50_px": round(float(np.median(true)), 1),
+            "estimate_p50_px": round(float(np.median(got)), 1) if got else None}
+
+
+def _sim(k: float, n: int, seed: int, **kw) -> list:
+    from inscope.detector.datasets import simulated_samples
+
+    return list(simulated_samples(n, seed=seed, pixel_size_um=0.65 / k, **kw))
+
+
+def _resized(samples, k: float) -> list:
+    from inscope.detector.datasets import Sample
+
+    if k == 1.0:
+        return list(samples)
+    # pixel centres at integers: OpenCV's resize maps x to (x + 0.5) k - 0.5
+    return [Sample(cv2.resize(np.asarray(s.image, np.float32), None, fx=k, fy=k,
+                              interpolation=cv2.INTER_AREA),
+                   (np.asarray(s.boxes, np.float32) + 0.5) * k - 0.5, s.difficult, s.name)
+            for s in samples]
+
+
+def tuning(model: Path | None, frames: int, op: float) -> dict:
+    from inscope.detector.scale import measure_objects
+
+    det = _detector(model, enlarge=False)
+    centre = float(np.sqrt(np.prod(det.card.scale["object_size_px"])))
+    det.close()
+    forced = {}
+    for k in SIM_SCALES:
+        ss = _sim(k, frames, TUNE_SEED)
+        row = {**_sizes(ss), "ap50_at_factor": {}}
+        for f in FORCED:
+            d = _detector(model, enlarge=False, object_size_px=centre / f)
+            row["ap50_at_factor"][f"{f:g}"] = _score(d, ss, op, False)["ap50"]
+            d.close()
+        forced[f"{k:g}"] = row
+        print(f"tuning k {k:g}: {row}", flush=True)
+    fields = {}
+    sets = [(lab, _sim(1.0, 6, FIELD_SEED, density_per_mm2=dens)) for lab, dens in FIELDS]
+    sets += [(f"nuclei {k:g}x (700 per mm2)", _sim(k, 6, FIELD_SEED)) for k in (0.5, 0.35, 0.25)]
+    for lab, ss in sets:
+        est = [measure_objects(np.asarray(s.image)) for s in ss]
+        got = [e for e in est if e is not None]
+        fields[lab] = {
+            "measured": len(got), "of": len(ss),
+            "size_px": [round(e.size_px, 1) for e in got],
+            "cover": [round(e.cover, 4) for e in got],
+            "contrast": [round(min(e.contrast, 1e6), 1) for e in got],
+            "field_of_objects": [e.field_of_objects for e in got]}
+        print(f"fields {lab}: {fields[lab]}", flush=True)
+    return {"forced": forced, "fields": fields,
+            "forced_frames": f"{frames} simulated 512x512 frames per k, seed {TUNE_SEED}; "
+                             "factor f: object_size_px = card centre / f",
+            "fields_frames": f"6 simulated 512x512 frames per field, seed {FIELD_SEED}"}
+
+
+def check(model: Path | None, frames: int, real: Path | None, op: float) -> dict:
+    from inscope.detector.datasets import load_dataset
+
+    sets = [(f"simulated {k:g}x", _sim(k, frames, CHECK_SEED), False) for k in SIM_SCALES]
+    if real is not None:
+        base = list(load_dataset(real))
+        sets += [(f"{real.name} {k:g}x", _resized(base, k), True) for k in REAL_SCALES]
+    out = {}
+    for name, ss, border in sets:
+        row = _sizes(ss)
+        for label, enlarge in (("enlarge", True), ("off", False)):
+            d = _detector(model, enlarge)
+            d.detect(ss[0].image)  # warm-up at this size
+            row[label] = _score(d, ss, op, border)
+            d.close()
+        out[name] = row
+        print(f"check {name}: {row}", flush=True)
+    return out
+
+
+def large_frames(real: Path) -> dict:
+    from inscope.detector.datasets import load_dataset
+    from inscope.detector.onnx_detector import OnnxDetector
+    from inscope.detector.scale import auto_scale_factor, measure_objects
+
+    card = OnnxDetector(None, provider="cpu", warmup=False).card
+    img = np.asarray(load_dataset(real)[0].image, np.float32)
+    out = {}
+    for k in (0.5, 0.25):
+        small = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        reps = (-(-2048 // small.shape[0]), -(-2048 // small.shape[1]))
+        big = np.ascontiguousarray(np.tile(small, reps)[:2048, :2048])
+        t = time.perf_counter()
+        m = measure_objects(big)
+        ms = (time.perf_counter() - t) * 1e3
+        one = measure_objects(small)
+        f = auto_scale_factor(m, card.scale["object_size_px"],
+                              card.scale.get("enlarge_below_px"), big.shape)
+        out[f"{k:g}x"] = {"one_frame_estimate_px": round(one.size_px, 1) if one else None,
+                          "tiled_2048_estimate_px": round(m.size_px, 1) if m else None,
+                          "factor": round(f, 3), "measure_ms": round(ms, 2)}
+        print(f"large frame {k:g}x: {out[f'{k:g}x']}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    ap.add_argument("--real", type=Path, default=None, help="annotated real frames (npz)")
+    ap.add_argument("--frames", type=int, default=8, help="simulated frames per scale")
+    ap.add_argument("--skip-tuning", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    det = OnnxDetector(a.model, provider="cpu", warmup=False)
+    op = float(det.card.decoding["score_threshold"])
+    report: dict = {
+        "note": ("AP50 over boxes >= 0.05, P / R at the card's threshold; 'enlarge': the "
+                 "card's automatic scale, 'off': the same without scale.enlarge_below_px. "
+                 "Real frames resized with INTER_AREA, their unmatched border boxes left "
+                 "out; simulated objects less than a quarter in view difficult."),
+        "model": str(a.model or "shipped"), "card_scale": det.card.scale,
+        "score_threshold": op, "loadavg_start": load_average()}
+    det.close()
+    if not a.skip_tuning:
+        report["tuning"] = tuning(a.model, a.frames, op)
+    report["check"] = check(a.model, a.frames, a.real, op)
+    if a.real is not None:
+        report["large_frames"] = large_frames(a.real)
+    report["loadavg_end"] = load_average()
+    write_json(a.out, report)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
