@@ -49,6 +49,24 @@ from inscope.detector.tiling import keep_owned, tile_grid
 
 log = logging.getLogger(__name__)
 
+
+def _say_scale(det: Any, est: Any, f: float) -> None:
+    """Log a measured rescale when it changes (by more than 5 %): an enlarged frame costs
+    the factor's square in time, and the user should know why and how to fix it."""
+    last = getattr(det, "_said_scale", 1.0)
+    if abs(f - last) <= 0.05 * last:
+        return
+    det._said_scale = f
+    if f == 1.0:
+        log.info("auto scale: frames back at their own scale")
+        return
+    size = f"{est.size_px:.1f} px" if est is not None else "?"
+    log.info("auto scale: objects measure %s, outside what %s does well at: frames are "
+             "%s %.2fx for the detector (%.1fx the time). Set object_size_px= (or "
+             "object_size_um=) to fix the scale, or auto_scale=False.", size,
+             getattr(det, "name", "the model"), "enlarged" if f > 1 else "shrunk", f,
+             f * f)
+
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "inscope-nuclei.onnx"
 FORMATS = ("inscope-centernet", "ultralytics")
@@ -268,9 +286,11 @@ class OnnxDetector:
                 f = c[2]
                 self._scale_cache = (key, c[1] + 1, f)
             else:
-                f = auto_scale_factor(measure_objects(img), card_range,
+                est = measure_objects(img)
+                f = auto_scale_factor(est, card_range,
                                       self.card.scale.get("enlarge_below_px"), img.shape)
                 self._scale_cache = (key, 1, f) if key is not None else None
+                _say_scale(self, est, f)
         else:
             f = 1.0
         self.last_scale = f

@@ -135,6 +135,13 @@ def test_nuclei_of_five_pixels_are_measured_on_the_frame_itself():
     assert est is not None and abs(est - 5) / 5 < 0.1, est
 
 
+def test_nuclei_of_five_pixels_in_a_camera_sized_frame_are_measured_at_full_resolution():
+    """A 512 x 512 frame is measured on its half-size copy, where 5 px nuclei blur into
+    ~6.4 px blobs: unresolved there, they are measured again at full resolution."""
+    est = estimate_object_size_px(_discs(5.0, shape=(512, 512)))
+    assert est is not None and abs(est - 5) / 5 < 0.1, est
+
+
 def test_dead_pixel_blocks_do_not_count_as_objects():
     """Dim nuclei on a camera offset, and blocks of dead pixels (read 0): far below the
     stretch's low percentile. They must stay dark, not read as bright specks (an
@@ -201,13 +208,42 @@ def test_hot_pixels_are_lowered_to_their_neighbours_also_on_the_edge():
 
 # -- small nuclei: measured at full resolution, enlarged only in a field of cells ---------
 @pytest.mark.parametrize("shape", [(2048, 2048), (1024, 6144)])
-@pytest.mark.parametrize("d", [8.0, 12.0])
+@pytest.mark.parametrize("d", [5.0, 8.0, 12.0, 20.0, 40.0])
 def test_small_nuclei_are_measured_on_a_full_resolution_crop_of_a_large_frame(shape, d):
-    """On the 1/7-1/8 copy of a large frame 8-12 px nuclei are a pixel or two and
-    measured several times their size (a 2048 x 2048 frame of 15 px HeLa nuclei read
-    36 px); the frame's middle at full resolution measures them."""
+    """On the 1/7-1/8 copy of a large frame 5-20 px nuclei are a pixel or two and
+    measured up to several times their size (a 2048 x 2048 frame of 15 px HeLa nuclei
+    read 36 px); the frame's middle at full resolution measures them, leaving out the
+    nuclei its edge cuts (40 px ones would read small)."""
     est = estimate_object_size_px(_tiled(d, shape))
-    assert est is not None and abs(est - d) / d < 0.15, est
+    assert est is not None and abs(est - d) / d < 0.1, est
+
+
+def _with_middle(outer: np.ndarray, middle: np.ndarray) -> np.ndarray:
+    img = outer.copy()
+    h, w = img.shape
+    y0, x0 = (h - 512) // 2, (w - 512) // 2
+    img[y0:y0 + 512, x0:x0 + 512] = middle[:512, :512]
+    return img
+
+
+def test_the_crop_is_the_frames_middle_and_only_for_unresolved_objects():
+    # unresolved 8 px nuclei around a middle of 12 px ones: the middle decides
+    img = _with_middle(_tiled(8.0, (2048, 2048)), _discs(12.0, shape=(512, 512)))
+    est = estimate_object_size_px(img)
+    assert est is not None and abs(est - 12) / 12 < 0.1, est
+    # 60 px nuclei are resolved in the copy: a middle of small ones does not decide
+    img = _with_middle(_tiled(60.0, (2048, 2048)), _discs(10.0, shape=(512, 512)))
+    est = estimate_object_size_px(img)
+    assert est is not None and est > 40, est
+    # a middle with fewer than CROP_MIN_OBJECTS whole objects keeps the frame's estimate
+    from inscope.detector.scale import CROP_MIN_OBJECTS, measure_objects
+
+    few = np.full((512, 512), 300, np.uint16)
+    for x in (100, 250, 400):
+        cv2.circle(few, (x, 256), 15, 3000, -1)
+    img = _with_middle(_tiled(8.0, (2048, 2048)), few)
+    m = measure_objects(img)
+    assert m is not None and CROP_MIN_OBJECTS > 3 and m.size_px > 30, m
 
 
 def _estimate(size: float, cover: float = 0.1, contrast: float = 100.0):
@@ -262,6 +298,42 @@ def test_only_a_field_of_cells_is_enlarged():
     assert auto_scale_factor(_estimate(7.0, contrast=MIN_CONTRAST * 0.9), rng, below) == 1.0
 
 
+def test_a_crop_measures_only_the_objects_its_edge_does_not_cut():
+    from inscope.detector.scale import _measure
+
+    img = np.full((300, 300), 300, np.uint16)
+    for x, y in ((100, 100), (200, 100), (100, 200)):
+        cv2.circle(img, (x, y), 15, 3000, -1)
+    for x, y in ((0, 50), (0, 250), (299, 150), (150, 0), (150, 299), (50, 299)):
+        cv2.circle(img, (x, y), 15, 3000, -1)  # halves, cut by the edge
+    whole = _measure(img, 1, whole_only=True)
+    assert whole is not None and whole.count == 3 and abs(whole.size_px - 31) < 3, whole
+    every = _measure(img, 1)
+    assert every is not None and every.count == 9 and every.size_px < 25, every
+
+
+def test_contrast_is_the_objects_height_in_noise_sigmas_whatever_the_units():
+    from inscope.detector.scale import measure_objects
+
+    r = np.random.default_rng(5)
+    img = np.full((256, 256), 1000.0)
+    for y in range(20, 256, 40):
+        for x in range(20, 256, 40):
+            cv2.circle(img, (x, y), 8, 1600.0, -1)  # 600 above the background
+    img += r.normal(0, 10, img.shape)  # noise sigma 10: contrast ~60
+    m = measure_objects(img.astype(np.float32))
+    assert m is not None and 50 < m.contrast < 65, m
+    unit = measure_objects(((img - 900) / 1000).astype(np.float32))  # [0, 1]-ish floats
+    assert unit is not None and unit.contrast == pytest.approx(m.contrast, rel=0.01)
+
+
+def test_the_smallest_enlargement_is_made():
+    from inscope.detector.scale import MIN_ENLARGE
+
+    assert MIN_ENLARGE == 1.2
+    assert auto_scale_factor(_estimate(10.0), (7.0, 72.0), 12.0) == MIN_ENLARGE
+
+
 def test_cover_and_contrast_are_measured():
     from inscope.detector.scale import measure_objects
 
@@ -304,10 +376,11 @@ def _small_nuclei_frames(k: float, n: int = 3):
     return frames
 
 
-def test_shipped_model_finds_more_small_nuclei_in_an_enlarged_frame():
+def test_shipped_model_finds_more_small_nuclei_in_an_enlarged_frame(caplog):
     """Simulated nuclei of ~5.5 px (pixels 4x the default): the shipped network finds
     few at their own scale and most in the frame enlarged by its card's rule; an empty
     field is left at its scale (real ONNX Runtime session)."""
+    caplog.set_level("INFO", logger="inscope.detector.onnx_detector")
     frames = _small_nuclei_frames(0.25)
     results, scales = {}, {}
     for auto in (False, True):
@@ -322,6 +395,9 @@ def test_shipped_model_finds_more_small_nuclei_in_an_enlarged_frame():
         det.close()
     assert scales[False] == 1.0 and scales[True] > 1.5, scales
     assert results[True] > results[False] + 0.2, results
+    # the user is told once, with the way out
+    said = [r.getMessage() for r in caplog.records if "auto scale" in r.getMessage()]
+    assert len(said) == 1 and "enlarged" in said[0] and "object_size_px" in said[0], said
     import inscope.acquisition.simulated as sim
 
     scope = sim.SimulatedMicroscope(sim.SimConfig(seed=12, density_per_mm2=0.0,
