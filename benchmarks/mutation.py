@@ -263,10 +263,16 @@ _INSENSITIVE_STRETCH = ("insensitive: the stretch before Otsu (its percentiles, 
                         "enough to change the median size; the tests hold the estimate "
                         "within a tenth on discs of 8-100 px")
 _EQ_OTSU = "equivalent: with THRESH_OTSU OpenCV ignores the threshold given"
+_TINY_SIDE = ("equivalent except for a frame under 2 x the copy factor on one side (a few "
+              "pixels), which cannot hold three objects")
+_EMPTY_SAMPLE = ("not reached: the guard for a contrast sample with no background or no "
+                 "object pixel, which a frame with three objects of >= 4 px (blurred to "
+                 "several pixels) and a background does not give; it keeps np.median off "
+                 "an empty array")
+_EDGE_BOUNDARY = ("boundary: an object starting one pixel inside the crop's edge (not "
+                  "cut) is left out too")
 _EQ_CV_DEFAULT = "equivalent: the value given is OpenCV's default (8-connectivity, bilinear)"
 _EQ_SAME_SIZE = "equivalent: resizing to the frame's own size returns the frame"
-_BOUNDARY_SPECK = ("boundary: a component of exactly 4 px after the blur is a speck either "
-                   "way; the median of the objects does not move")
 _EQ_STRICT_IDS = ("equivalent: one track id per box centre by construction (both come from "
                   "the same boxes)")
 _BOUNDARY_TIME = ("boundary at exact equality of exposure times in seconds (floats) with "
@@ -616,16 +622,47 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
          ((143, "own_x) < agree_cells"), (146, "own_y) < agree_cells"))))
        for n, frag in pairs},
     # detector/scale.py
-    **{f"x_estimate_object_size_px__mutmut_{n}": (frag, why) for n, frag, why in (
-        (84, "threshold(u8, None", _EQ_OTSU), (91, "threshold(u8, 1,", _EQ_OTSU),
-        (92, "0, 256,", "equivalent: the mask is only read as zero / non-zero"),
-        (96, "connectivity=", _EQ_CV_DEFAULT), (98, "connectivity=", _EQ_CV_DEFAULT),
-        (28, "interpolation=", _EQ_CV_DEFAULT), (31, "interpolation=", _EQ_CV_DEFAULT),
-        (25, "or True", _EQ_SAME_SIZE), (44, "f >= 1", _EQ_SAME_SIZE),
-        (104, "area > 4", _BOUNDARY_SPECK), (105, "area >= 5", _BOUNDARY_SPECK),
-        *((n, "normalise(small", _INSENSITIVE_STRETCH) for n in (48, 50, *range(51, 67))),
-        (73, "GaussianBlur(x, None", _INSENSITIVE_STRETCH), (81, "alpha=256.0",
-                                                            _INSENSITIVE_STRETCH))},
+    **{f"x__measure__mutmut_{n}": (frag, why) for n, frag, why in (
+        (71, "threshold(u8, None", _EQ_OTSU), (78, "threshold(u8, 1,", _EQ_OTSU),
+        (79, "0, 256,", "equivalent: the mask is only read as zero / non-zero"),
+        (119, "mask[::4, ::4] > 1", "equivalent: the mask is 0 or 255"),
+        (83, "connectivity=", _EQ_CV_DEFAULT), (85, "connectivity=", _EQ_CV_DEFAULT),
+        (11, "interpolation=", _EQ_CV_DEFAULT), (14, "interpolation=", _EQ_CV_DEFAULT),
+        (8, "or True", _EQ_SAME_SIZE), (27, "f >= 1", _EQ_SAME_SIZE),
+        (4, "img.astype(None)", "equivalent: float64 instead of float32, which OpenCV "
+                                "takes alike"),
+        (107, "astype(None)", "equivalent: integer areas give the same median diameter"),
+        (19, "max(2,", _TINY_SIDE), (25, "max(2,", _TINY_SIDE),
+        *((n, "normalise(small", _INSENSITIVE_STRETCH)
+          for n in (36, 37, 40, 41, 42, 43, 44, 46, 47, 48, 52, 53)),
+        (60, "GaussianBlur(x, None", _INSENSITIVE_STRETCH),
+        (68, "alpha=256.0", _INSENSITIVE_STRETCH),
+        *((n, frag, _EMPTY_SAMPLE) for n, frag in (
+            (122, "bg.size == 0 and"), (124, "bg.size == 1"), (126, "contrast = None"),
+            (127, "contrast = 1.0"))),
+        (99, "x0 > 1", _EDGE_BOUNDARY), (101, "y0 > 1", _EDGE_BOUNDARY),
+        (105, "y1 < mask.shape[1]", "equivalent on a square crop (the crop is "
+                                    "CROP_SIDE square unless the frame is smaller)"))},
+    **{f"x_measure_objects__mutmut_{n}": (frag, why) for n, frag, why in (
+        (30, "f >= 1", "equivalent: a frame measured whole at full resolution is measured "
+                       "again at full resolution on its middle (or all of it), less the "
+                       "objects its edge cuts"),
+        (34, "<= RESOLVED_PX", "boundary at float equality"),
+        (36, "<= MIN_CONTRAST", "boundary at float equality"),
+        (66, "fine.count > CROP_MIN_OBJECTS", "boundary: a middle with exactly 10 whole "
+                                              "objects"),
+        *((n, "whole_only", "insensitive through measure_objects: the crop's cut objects "
+                            "are a minority and the median holds (drawn discs of 20-45 px: "
+                            "the same size within 1 px); _measure's own test pins the rule")
+          for n in (56, 59, 63)))},
+    "x_estimate_object_size_px__mutmut_5": ("measure_objects(img, )", "equivalent unless a "
+                                            "caller passes max_side; none does"),
+    **{f"x_auto_scale_factor__mutmut_{n}": (frag, why) for n, frag, why in (
+        (12, "dtype=None", "equivalent: an integer range gives the same centre"),
+        (14, "np.asarray(card_range, )", "equivalent: an integer range gives the same "
+                                         "centre"),
+        (29, "<= enlarge_below_px", "equivalent: at equality the factor is 1, under "
+                                    "MIN_ENLARGE, so no enlargement either way"))},
     # inscope/stats.py
     "xǁStampStatsǁadd__mutmut_19": ("tot = 1", "1 ns more in a combo: below the 0.1 µs "
                                     "the latency figures are rounded to"),
