@@ -335,7 +335,7 @@ def test_the_smallest_enlargement_is_made():
 
 
 def test_cover_and_contrast_are_measured():
-    from inscope.detector.scale import measure_objects
+    from inscope.detector.scale import MIN_CONTRAST, measure_objects
 
     img = _discs(8.0, shape=(256, 256))  # spaced 2.2 diameters: ~13 % cover
     m = measure_objects(img)
@@ -346,21 +346,38 @@ def test_cover_and_contrast_are_measured():
     faint = np.full((256, 256), 300.0) + np.random.default_rng(0).normal(0, 30, (256, 256))
     faint += (img.astype(float) - 300.0).clip(0, None) / 3000 * 60
     m = measure_objects(faint.astype(np.float32))
-    assert m is not None and m.contrast < 30 and not m.field_of_objects, m
+    assert m is not None and m.contrast < MIN_CONTRAST and not m.field_of_objects, m
     # specks of debris in an empty field: bright, but too little cover
     r = np.random.default_rng(1)
     sparse = np.full((512, 512), 300.0) + r.normal(0, 30, (512, 512))
     for x, y in r.integers(10, 502, (60, 2)):
         cv2.circle(sparse, (int(x), int(y)), 3, 3000.0, -1)
     m = measure_objects(sparse.astype(np.float32))
-    assert m is not None and m.contrast > 30 and m.cover < 0.02, m
+    assert m is not None and m.contrast > MIN_CONTRAST and m.cover < 0.02, m
     assert not m.field_of_objects
     # three specks: the stretch is the noise's, and noise stands out from nothing
     few = np.full((512, 512), 300.0) + r.normal(0, 30, (512, 512))
     for x in (100, 250, 400):
         cv2.circle(few, (x, 256), 3, 3000.0, -1)
     m = measure_objects(few.astype(np.float32))
-    assert m is not None and m.contrast < 30 and not m.field_of_objects, m
+    assert m is not None and m.contrast < MIN_CONTRAST and not m.field_of_objects, m
+
+
+def test_a_packed_field_of_small_nuclei_is_a_field_of_objects():
+    """Nuclei packed wall to wall, of uneven brightness: the gaps and the dim ones are
+    the 'background', so the bright ones stand only ~10 sigmas out of it; still a field
+    of cells (the enlargement helps packed small nuclei most)."""
+    from inscope.detector.scale import MIN_CONTRAST, MIN_COVER, measure_objects
+
+    r = np.random.default_rng(2)
+    img = np.full((512, 512), 300.0)
+    for y in range(5, 512, 9):
+        for x in range(5 + (y // 9 % 2) * 4, 512, 9):
+            cv2.circle(img, (x, y), 4, float(r.uniform(600, 3000)), -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0) + r.normal(0, 30, img.shape)
+    m = measure_objects(img.astype(np.float32))
+    assert m is not None and m.cover > MIN_COVER and m.contrast > MIN_CONTRAST, m
+    assert m.field_of_objects and m.size_px < 11.7, m
 
 
 def _small_nuclei_frames(k: float, n: int = 3):
