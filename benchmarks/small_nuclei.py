@@ -9,12 +9,13 @@ detector with enlargement off, side by side.
   - ``forced``: AP50 on simulated 512 x 512 frames (seed 1010000) whose pixels are 1/k
     the default size (nuclei k times as large), each resized by a fixed factor: the
     network's AP50 against the nuclei's size in its input;
-  - ``fields``: :class:`inscope.detector.scale.SizeEstimate` on empty, sparse and full
-    fields (seed 1030000, the default pixels) and on fields of small nuclei: what cover
+  - ``fields``: :class:`inscope.detector.scale.SizeEstimate` on empty, sparse, full and
+    packed fields (seed 1030000) of nuclei of the default size and smaller: what cover
     and contrast tell a field of cells from an empty field's debris.
 * ``check`` (the rule's verdict; frames no choice used): AP50, mAP50-95, P / R at the
   card's threshold, the measured size, the factor applied and ``detect()`` ms, with the
-  card's enlargement and without, on simulated frames (seed 1020000) at each k and,
+  card's enlargement and without, on simulated frames (seed 1020000) at each k, packed
+  ones (4,000 nuclei per mm^2) at 1, 0.5 and 0.35 and,
   with ``--real``, on the annotated real frames resized by k (their unmatched border
   boxes left out);
 * ``large_frames``: the estimate on 2048 x 2048 frames tiled from the real frames at
@@ -43,9 +44,15 @@ TUNE_SEED, FIELD_SEED, CHECK_SEED = 1010000, 1030000, 1020000
 SIM_SCALES = (1.0, 0.7, 0.5, 0.35, 0.25)
 REAL_SCALES = (1.0, 0.5, 0.35, 0.25)
 FORCED = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
-#: (label, nuclei per mm^2) of the fields of the trust rule
-FIELDS = (("empty", 0.0), ("10 per mm2", 10.0), ("30 per mm2", 30.0),
-          ("100 per mm2", 100.0), ("700 per mm2", 700.0))
+#: (label, nuclei per mm^2, nucleus size k) of the fields of the trust rule
+FIELDS = (("empty", 0.0, 1.0), ("10 per mm2", 10.0, 1.0), ("30 per mm2", 30.0, 1.0),
+          ("100 per mm2", 100.0, 1.0), ("700 per mm2", 700.0, 1.0),
+          ("nuclei 0.5x (700 per mm2)", 700.0, 0.5), ("nuclei 0.35x (700 per mm2)", 700.0, 0.35),
+          ("nuclei 0.25x (700 per mm2)", 700.0, 0.25), ("4000 per mm2, packed", 4000.0, 1.0),
+          ("nuclei 0.5x, 4000 per mm2 packed", 4000.0, 0.5),
+          ("nuclei 0.35x, 4000 per mm2 packed", 4000.0, 0.35))
+#: packed wall to wall (as benchmarks/sparse_fields.py's packed condition)
+PACKED = {"density_per_mm2": 4000.0, "cluster_fraction": 0.6}
 
 
 def _detector(model: Path | None, enlarge: bool, **kw):
@@ -124,8 +131,9 @@ def tuning(model: Path | None, frames: int, op: float) -> dict:
         forced[f"{k:g}"] = row
         print(f"tuning k {k:g}: {row}", flush=True)
     fields = {}
-    sets = [(lab, _sim(1.0, 6, FIELD_SEED, density_per_mm2=dens)) for lab, dens in FIELDS]
-    sets += [(f"nuclei {k:g}x (700 per mm2)", _sim(k, 6, FIELD_SEED)) for k in (0.5, 0.35, 0.25)]
+    sets = [(lab, _sim(k, 6, FIELD_SEED, density_per_mm2=dens,
+                       **({"cluster_fraction": 0.6} if dens > 1000 else {})))
+            for lab, dens, k in FIELDS]
     for lab, ss in sets:
         est = [measure_objects(np.asarray(s.image)) for s in ss]
         got = [e for e in est if e is not None]
@@ -146,6 +154,8 @@ def check(model: Path | None, frames: int, real: Path | None, op: float) -> dict
     from inscope.detector.datasets import load_dataset
 
     sets = [(f"simulated {k:g}x", _sim(k, frames, CHECK_SEED), False) for k in SIM_SCALES]
+    sets += [(f"simulated {k:g}x, packed", _sim(k, frames, CHECK_SEED, **PACKED), False)
+             for k in (1.0, 0.5, 0.35)]
     if real is not None:
         base = list(load_dataset(real))
         sets += [(f"{real.name} {k:g}x", _resized(base, k), True) for k in REAL_SCALES]
