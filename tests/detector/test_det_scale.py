@@ -327,6 +327,28 @@ def test_contrast_is_the_objects_height_in_noise_sigmas_whatever_the_units():
     assert unit is not None and unit.contrast == pytest.approx(m.contrast, rel=0.01)
 
 
+def test_a_packed_field_is_enlarged_up_to_the_ranges_centre():
+    """Touching nuclei are separated best near the size the model was trained around:
+    a packed field (cover >= PACKED_COVER) aims at the range's centre, not at 14 px."""
+    from inscope.detector.scale import PACKED_COVER
+
+    rng, below, centre = (7.0, 72.0), 14.0, math.sqrt(7 * 72)
+    packed = _estimate(18.0, cover=PACKED_COVER)
+    assert packed.packed and not _estimate(18.0, cover=PACKED_COVER * 0.9).packed
+    assert auto_scale_factor(packed, rng, below) == pytest.approx(centre / 18)
+    assert auto_scale_factor(_estimate(18.0, cover=PACKED_COVER * 0.9), rng, below) == 1.0
+    assert auto_scale_factor(_estimate(10.0, cover=0.3), rng, below) == pytest.approx(
+        centre / 10)
+    assert auto_scale_factor(18.0, rng, below) == 1.0  # a bare size says nothing of cover
+    # a packed field of faint specks is no field of cells, and packing changes no shrink
+    assert not _estimate(10.0, cover=0.3, contrast=1.0).packed
+    assert auto_scale_factor(_estimate(10.0, cover=0.3, contrast=1.0), rng, below) == 1.0
+    assert auto_scale_factor(_estimate(150.0, cover=0.3), rng, below) == pytest.approx(
+        centre / 150)
+    # without the card's key nothing is enlarged, packed or not
+    assert auto_scale_factor(packed, rng) == 1.0
+
+
 def test_the_smallest_enlargement_is_made():
     from inscope.detector.scale import MIN_ENLARGE
 
@@ -377,7 +399,7 @@ def test_a_packed_field_of_small_nuclei_is_a_field_of_objects():
     img = cv2.GaussianBlur(img, (0, 0), 1.0) + r.normal(0, 30, img.shape)
     m = measure_objects(img.astype(np.float32))
     assert m is not None and m.cover > MIN_COVER and m.contrast > MIN_CONTRAST, m
-    assert m.field_of_objects and m.size_px < 11.7, m
+    assert m.field_of_objects and m.packed and m.size_px < 11.7, m
 
 
 def _small_nuclei_frames(k: float, n: int = 3):
