@@ -8,7 +8,7 @@ detector with enlargement off, side by side.
 * ``tuning`` (what set the card's value and the trust rule; simulated frames only):
   - ``forced``: AP50 on simulated 512 x 512 frames (seed 1010000) whose pixels are 1/k
     the default size (nuclei k times as large), each resized by a fixed factor: the
-    network's AP50 against the nuclei's size in its input;
+    network's AP50 against the nuclei's size in its input; also packed (4,000 per mm^2);
   - ``fields``: :class:`inscope.detector.scale.SizeEstimate` on empty, sparse, full and
     packed fields (seed 1030000) of nuclei of the default size and smaller: what cover
     and contrast tell a field of cells from an empty field's debris.
@@ -53,6 +53,7 @@ FIELDS = (("empty", 0.0, 1.0), ("10 per mm2", 10.0, 1.0), ("30 per mm2", 30.0, 1
           ("nuclei 0.35x, 4000 per mm2 packed", 4000.0, 0.35))
 #: packed wall to wall (as benchmarks/sparse_fields.py's packed condition)
 PACKED = {"density_per_mm2": 4000.0, "cluster_fraction": 0.6}
+PACKED_SCALES = (1.0, 0.7, 0.5, 0.35)
 
 
 def _detector(model: Path | None, enlarge: bool, **kw):
@@ -88,12 +89,15 @@ def _score(det, samples, op: float, border: bool) -> dict:
 def _sizes(samples) -> dict:
     from inscope.detector.scale import measure_objects
 
-    est = [measure_objects(np.asarray(s.image)) for s in samples]
+    est = [m for m in (measure_objects(np.asarray(s.image)) for s in samples) if m]
     b = np.concatenate([s.boxes for s in samples])
     true = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
-    got = [e.size_px for e in est if e is not None]
+    got = [e.size_px for e in est]
+    cover = [e.cover for e in est]
     return {"box_size_p50_px": round(float(np.median(true)), 1),
-            "estimate_p50_px": round(float(np.median(got)), 1) if got else None}
+            "estimate_p50_px": round(float(np.median(got)), 1) if got else None,
+            "cover_p50": round(float(np.median(cover)), 4) if cover else None,
+            "cover_max": round(float(np.max(cover)), 4) if cover else None}
 
 
 def _sim(k: float, n: int, seed: int, **kw) -> list:
@@ -120,16 +124,17 @@ def tuning(model: Path | None, frames: int, op: float) -> dict:
     det = _detector(model, enlarge=False)
     centre = float(np.sqrt(np.prod(det.card.scale["object_size_px"])))
     det.close()
-    forced = {}
-    for k in SIM_SCALES:
-        ss = _sim(k, frames, TUNE_SEED)
+    forced: dict = {}
+    for k, packed in [(k, False) for k in SIM_SCALES] + [(k, True) for k in PACKED_SCALES]:
+        ss = _sim(k, frames, TUNE_SEED, **(PACKED if packed else {}))
         row = {**_sizes(ss), "ap50_at_factor": {}}
         for f in FORCED:
             d = _detector(model, enlarge=False, object_size_px=centre / f)
             row["ap50_at_factor"][f"{f:g}"] = _score(d, ss, op, False)["ap50"]
             d.close()
-        forced[f"{k:g}"] = row
-        print(f"tuning k {k:g}: {row}", flush=True)
+        name = f"{k:g}, packed" if packed else f"{k:g}"
+        forced[name] = row
+        print(f"tuning k {name}: {row}", flush=True)
     fields = {}
     sets = [(lab, _sim(k, 6, FIELD_SEED, density_per_mm2=dens,
                        **({"cluster_fraction": 0.6} if dens > 1000 else {})))
@@ -155,7 +160,7 @@ def check(model: Path | None, frames: int, real: Path | None, op: float) -> dict
 
     sets = [(f"simulated {k:g}x", _sim(k, frames, CHECK_SEED), False) for k in SIM_SCALES]
     sets += [(f"simulated {k:g}x, packed", _sim(k, frames, CHECK_SEED, **PACKED), False)
-             for k in (1.0, 0.5, 0.35)]
+             for k in (1.0, 0.5, 0.35)]  # (0.7 is in the tuning only)
     if real is not None:
         base = list(load_dataset(real))
         sets += [(f"{real.name} {k:g}x", _resized(base, k), True) for k in REAL_SCALES]
