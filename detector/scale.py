@@ -81,6 +81,15 @@ MIN_COVER = 0.03
 #: is told by its cover (a first value of 30 never enlarged packed fields, where the
 #: enlargement matters most: simulated 11 px nuclei at 4,000 per mm^2, AP50 0.64 -> 0.85)
 MIN_CONTRAST = 3.0
+#: the objects are whole nuclei, not the bright texture inside larger ones, when their
+#: outlines (a threshold 30 % of the way from the background to Otsu's) are at most this
+#: many times their size: textured 37-39 px confocal-like nuclei measured 8-16 px at
+#: Otsu's threshold and 38-42 px at the outline (2.4-4.5x), and were enlarged 2.7x and
+#: split until this test (bench_control --confocal); small and packed simulated nuclei
+#: and HeLa nuclei at any size measured 1.1-1.45x (benchmarks/small_nuclei.py)
+MAX_OUTLINE_RATIO = 1.75
+#: where the outline threshold lies between the background and Otsu's
+OUTLINE_LEVEL = 0.3
 #: a field of cells covering this much of the frame is packed: touching nuclei, which the
 #: network (its 5 x 5-cell centre vote, NMS) separates best at the size it was trained
 #: around, so such a field is enlarged up to the card range's centre, not only to
@@ -105,12 +114,18 @@ class SizeEstimate:
         Fraction of the measured area the objects cover.
     contrast
         The objects' median above the background's, in background noise sigmas (MAD).
+    outline_px
+        Median equivalent diameter of the objects' outlines: the components at a
+        threshold ``OUTLINE_LEVEL`` of the way from the background to Otsu's (NaN: not
+        measured). Much larger than *size_px* when the objects are the bright texture
+        of larger nuclei.
     """
 
     size_px: float
     count: int
     cover: float
     contrast: float
+    outline_px: float = math.nan
 
     @property
     def packed(self) -> bool:
@@ -119,11 +134,15 @@ class SizeEstimate:
 
     @property
     def field_of_objects(self) -> bool:
-        """Whether the objects are a field of cells rather than specks in an empty or
-        sparse one: covering at least ``MIN_COVER`` and ``MIN_CONTRAST`` sigmas above the
-        background. Only such an estimate may enlarge a frame: an empty field's debris
-        and noise also measure a few pixels, and enlarging them bred false boxes."""
-        return self.cover >= MIN_COVER and self.contrast >= MIN_CONTRAST
+        """Whether the objects are a field of whole cells rather than specks in an empty
+        or sparse one, or the texture of larger nuclei: covering at least ``MIN_COVER``,
+        ``MIN_CONTRAST`` sigmas above the background, and with outlines at most
+        ``MAX_OUTLINE_RATIO`` times their size. Only such an estimate may enlarge a
+        frame: an empty field's debris and noise, and the bright patches of textured
+        nuclei, also measure a few pixels; enlarging the first bred false boxes, the
+        second split nuclei."""
+        return (self.cover >= MIN_COVER and self.contrast >= MIN_CONTRAST
+                and self.outline_px <= MAX_OUTLINE_RATIO * self.size_px)
 
 
 def estimate_object_size_px(img: np.ndarray, max_side: int = MAX_SIDE) -> float | None:
@@ -190,14 +209,11 @@ def _measure(img: np.ndarray, f: int, whole_only: bool = False) -> SizeEstimate 
     x = normalise(small, {"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 1,
                           "clip": True, "hot_pixel_sigma": None})
     u8 = cv2.convertScaleAbs(cv2.GaussianBlur(x, (0, 0), 1.0), alpha=255.0)
-    _, mask = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    otsu, mask = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     stats = stats[1:]
     if whole_only:
-        x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-        x1 = x0 + stats[:, cv2.CC_STAT_WIDTH]
-        y1 = y0 + stats[:, cv2.CC_STAT_HEIGHT]
-        stats = stats[(x0 > 0) & (y0 > 0) & (x1 < mask.shape[1]) & (y1 < mask.shape[0])]
+        stats = stats[_inside(stats, mask.shape)]
     area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     area = area[area >= 4]  # single-pixel specks are noise, not objects
     if len(area) < 3:
@@ -214,7 +230,32 @@ def _measure(img: np.ndarray, f: int, whole_only: bool = False) -> SizeEstimate 
         contrast = (float(np.median(sub[fg])) - mid) / mad if mad > 0 else math.inf
     return SizeEstimate(size_px=float(np.median(2.0 * np.sqrt(area / np.pi))) * f,
                         count=int(len(area)), cover=float(area.sum() / mask.size),
-                        contrast=float(contrast))
+                        contrast=float(contrast),
+                        outline_px=_outline_px(u8, float(otsu), whole_only) * f)
+
+
+def _outline_px(u8: np.ndarray, otsu: float, whole_only: bool) -> float:
+    """Median equivalent diameter of the components of *u8* above a threshold
+    ``OUTLINE_LEVEL`` of the way from its background (the median below *otsu*) to
+    *otsu*: the outlines of the objects Otsu's threshold found (NaN if fewer than 3)."""
+    below = u8[u8 <= otsu]
+    bg = float(np.median(below)) if below.size else 0.0
+    low = (u8 > bg + OUTLINE_LEVEL * (otsu - bg)).astype(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
+    stats = stats[1:]
+    if whole_only:
+        stats = stats[_inside(stats, low.shape)]
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    area = area[area >= 4]
+    return float(np.median(2.0 * np.sqrt(area / np.pi))) if len(area) >= 3 else math.nan
+
+
+def _inside(stats: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Components (rows of OpenCV's stats) that do not touch the image's edge."""
+    x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    x1 = x0 + stats[:, cv2.CC_STAT_WIDTH]
+    y1 = y0 + stats[:, cv2.CC_STAT_HEIGHT]
+    return (x0 > 0) & (y0 > 0) & (x1 < shape[1]) & (y1 < shape[0])
 
 
 def auto_scale_factor(estimate: float | SizeEstimate | None, card_range: Any,

@@ -246,10 +246,12 @@ def test_the_crop_is_the_frames_middle_and_only_for_unresolved_objects():
     assert m is not None and CROP_MIN_OBJECTS > 3 and m.size_px > 30, m
 
 
-def _estimate(size: float, cover: float = 0.1, contrast: float = 100.0):
+def _estimate(size: float, cover: float = 0.1, contrast: float = 100.0,
+              outline: float | None = None):
     from inscope.detector.scale import SizeEstimate
 
-    return SizeEstimate(size_px=size, count=50, cover=cover, contrast=contrast)
+    return SizeEstimate(size_px=size, count=50, cover=cover, contrast=contrast,
+                        outline_px=size * 1.2 if outline is None else outline)
 
 
 def test_enlargement_brings_small_objects_up_to_the_cards_size():
@@ -354,6 +356,34 @@ def test_the_smallest_enlargement_is_made():
 
     assert MIN_ENLARGE == 1.2
     assert auto_scale_factor(_estimate(10.0), (7.0, 72.0), 12.0) == MIN_ENLARGE
+
+
+def test_the_texture_of_large_nuclei_is_not_a_field_of_small_ones():
+    """Large textured nuclei (confocal-like sections: bright patches on a dimmer body),
+    packed: Otsu's threshold finds the patches, a few pixels each, and a field of them
+    measured like small packed nuclei - enlarged 2.7x, the real nuclei split
+    (bench_control --confocal). Their outlines give them away."""
+    from inscope.detector.scale import MAX_OUTLINE_RATIO, measure_objects
+
+    r = np.random.default_rng(3)
+    img = np.full((512, 512), 300.0)
+    for y in range(24, 512, 44):
+        for x in range(24, 512, 44):
+            cv2.circle(img, (x, y), 20, 650.0, -1)
+            for _ in range(5):
+                dx, dy = r.uniform(-13, 13, 2)
+                cv2.circle(img, (int(x + dx), int(y + dy)), 3, float(r.uniform(2500, 3500)),
+                           -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0) + r.normal(0, 30, img.shape)
+    m = measure_objects(img.astype(np.float32))
+    assert m is not None and m.size_px < 14, m  # the patches
+    assert 20 < m.outline_px < 48, m  # the nuclei (41 px) and the rims around patches
+    assert m.outline_px > MAX_OUTLINE_RATIO * m.size_px and not m.field_of_objects
+    assert auto_scale_factor(m, (7.0, 72.0), 14.0) == 1.0
+    # an estimate whose outlines could not be measured is not trusted either
+    assert not _estimate(7.0, outline=math.nan).field_of_objects
+    assert not _estimate(7.0, outline=7.0 * MAX_OUTLINE_RATIO * 1.01).field_of_objects
+    assert _estimate(7.0, outline=7.0 * MAX_OUTLINE_RATIO).field_of_objects
 
 
 def test_cover_and_contrast_are_measured():
