@@ -42,10 +42,10 @@ from inscope.control.workflow import (
 )
 
 
-def _detector(**kw):
+def _detector():
     from inscope.detector import load_detector
 
-    return load_detector(**kw)
+    return load_detector()
 
 
 def _slide(path, **kw):
@@ -516,13 +516,8 @@ def test_z_extent_of_thick_nuclei_in_confocal_like_sections(tmp_path):
         spec = ZStackSpec((-0.29, 0.29), 0.29, adaptive=True, max_extent_um=10.0,
                           signal_frac=frac, signal=signal)
         out = tmp_path / name
-        # the frames at their own scale: these packed ~9 px nuclei are enlarged by the
-        # detector's automatic scale (model card, *Small nuclei*), which finds twice as
-        # many of them (16 against 8); this test compares how their z extent is read
-        # on the cells it was written for, whose margins (0.2 um between two runs of one
-        # measure) a larger set of cells does not keep
-        FindAndImage(s, _detector(auto_scale=False), region=(14.0, 14.0, 52.0, 52.0),
-                     out_dir=out, z_stack=spec).run()
+        FindAndImage(s, _detector(), region=(14.0, 14.0, 52.0, 52.0), out_dir=out,
+                     z_stack=spec).run()
         errs[name] = []
         for r in (r for r in _rows(out) if r["status"] == "imaged" and r["z_lo_um"]):
             k = t.nearest([float(r["x_um"]), float(r["y_um"])])
