@@ -10,12 +10,15 @@ detector with enlargement off, side by side.
     the default size (nuclei k times as large), each resized by a fixed factor: the
     network's AP50 against the nuclei's size in its input; also packed (4,000 per mm^2);
   - ``fields``: :class:`inscope.detector.scale.SizeEstimate` on empty, sparse, full and
-    packed fields (seed 1030000) of nuclei of the default size and smaller: what cover
-    and contrast tell a field of cells from an empty field's debris.
+    packed fields (seed 1030000) of nuclei of the default size and smaller, and on
+    confocal-like stacks of large textured nuclei (benchmarks/confocal_stack.py seeds
+    4-7): what cover, contrast and outlines tell a field of cells from an empty field's
+    debris and from the texture of larger nuclei.
 * ``check`` (the rule's verdict; frames no choice used): AP50, mAP50-95, P / R at the
   card's threshold, the measured size, the factor applied and ``detect()`` ms, with the
   card's enlargement and without, on simulated frames (seed 1020000) at each k, packed
-  ones (4,000 nuclei per mm^2) at 1, 0.5 and 0.35 and,
+  ones (4,000 nuclei per mm^2) at 1, 0.5 and 0.35, confocal-like textured nuclei
+  (seeds 8-9) and,
   with ``--real``, on the annotated real frames resized by k (their unmatched border
   boxes left out);
 * ``large_frames``: the estimate on 2048 x 2048 frames tiled from the real frames at
@@ -54,6 +57,8 @@ FIELDS = (("empty", 0.0, 1.0), ("10 per mm2", 10.0, 1.0), ("30 per mm2", 30.0, 1
 #: packed wall to wall (as benchmarks/sparse_fields.py's packed condition)
 PACKED = {"density_per_mm2": 4000.0, "cluster_fraction": 0.6}
 PACKED_SCALES = (1.0, 0.7, 0.5, 0.35)
+#: confocal-like stacks (benchmarks/confocal_stack.py seeds) of the tuning and the check
+CONFOCAL_TUNE, CONFOCAL_CHECK = (4, 5, 6, 7), (8, 9)
 
 
 def _detector(model: Path | None, enlarge: bool, **kw):
@@ -94,10 +99,38 @@ def _sizes(samples) -> dict:
     true = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
     got = [e.size_px for e in est]
     cover = [e.cover for e in est]
+    ratio = [e.outline_px / e.size_px for e in est]
     return {"box_size_p50_px": round(float(np.median(true)), 1),
             "estimate_p50_px": round(float(np.median(got)), 1) if got else None,
             "cover_p50": round(float(np.median(cover)), 4) if cover else None,
-            "cover_max": round(float(np.max(cover)), 4) if cover else None}
+            "cover_max": round(float(np.max(cover)), 4) if cover else None,
+            "outline_ratio_p50": round(float(np.nanmedian(ratio)), 2) if ratio else None,
+            "outline_ratio_max": round(float(np.nanmax(ratio)), 2) if ratio else None}
+
+
+def _confocal(seeds: tuple[int, ...], planes_um=(4.0, 6.0, 7.1, 8.0, 10.0)) -> list:
+    """Frames of confocal-like stacks of packed, textured 37 px nuclei
+    (benchmarks/confocal_stack.py) at several planes, with their boxes."""
+    import tempfile
+
+    from benchmarks.confocal_stack import write_confocal_slide
+    from inscope.acquisition.factory import open_microscope
+    from inscope.detector.datasets import Sample
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            p = write_confocal_slide(Path(tmp) / f"c{seed}.npz", seed=seed, shape=(50, 256, 256))
+            scope = open_microscope("slide", path=str(p), fov=256, noise=0.02, realtime=False)
+            try:
+                for z in planes_um:
+                    scope.move_z(z)
+                    f = scope.snap()
+                    out.append(Sample(f.pixels, np.asarray(f.truth, np.float32), None,
+                                      f"confocal {seed} z {z:g}"))
+            finally:
+                scope.close()
+    return out
 
 
 def _sim(k: float, n: int, seed: int, **kw) -> list:
@@ -139,12 +172,15 @@ def tuning(model: Path | None, frames: int, op: float) -> dict:
     sets = [(lab, _sim(k, 6, FIELD_SEED, density_per_mm2=dens,
                        **({"cluster_fraction": 0.6} if dens > 1000 else {})))
             for lab, dens, k in FIELDS]
+    sets.append(("confocal-like, packed textured 37 px nuclei (seeds 4-7, 5 planes)",
+                 _confocal(CONFOCAL_TUNE)))
     for lab, ss in sets:
         est = [measure_objects(np.asarray(s.image)) for s in ss]
         got = [e for e in est if e is not None]
         fields[lab] = {
             "measured": len(got), "of": len(ss),
             "size_px": [round(e.size_px, 1) for e in got],
+            "outline_px": [round(e.outline_px, 1) for e in got],
             "cover": [round(e.cover, 4) for e in got],
             "contrast": [round(min(e.contrast, 1e6), 1) for e in got],
             "field_of_objects": [e.field_of_objects for e in got]}
@@ -161,6 +197,8 @@ def check(model: Path | None, frames: int, real: Path | None, op: float) -> dict
     sets = [(f"simulated {k:g}x", _sim(k, frames, CHECK_SEED), False) for k in SIM_SCALES]
     sets += [(f"simulated {k:g}x, packed", _sim(k, frames, CHECK_SEED, **PACKED), False)
              for k in (1.0, 0.5, 0.35)]  # (0.7 is in the tuning only)
+    sets.append(("confocal-like, packed textured 37 px nuclei (seeds 8-9, 5 planes)",
+                 _confocal(CONFOCAL_CHECK), False))
     if real is not None:
         base = list(load_dataset(real))
         sets += [(f"{real.name} {k:g}x", _resized(base, k), True) for k in REAL_SCALES]

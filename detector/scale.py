@@ -83,10 +83,10 @@ MIN_COVER = 0.03
 MIN_CONTRAST = 3.0
 #: the objects are whole nuclei, not the bright texture inside larger ones, when their
 #: outlines (a threshold 30 % of the way from the background to Otsu's) are at most this
-#: many times their size: textured 37-39 px confocal-like nuclei measured 8-16 px at
-#: Otsu's threshold and 38-42 px at the outline (2.4-4.5x), and were enlarged 2.7x and
-#: split until this test (bench_control --confocal); small and packed simulated nuclei
-#: and HeLa nuclei at any size measured 1.1-1.45x (benchmarks/small_nuclei.py)
+#: many times their size: textured 37 px confocal-like nuclei measured 7-16 px at Otsu's
+#: threshold and 1.9-5.3x that at the outline, and were enlarged 2.7x and split until
+#: this test (bench_control --confocal); small, packed and HeLa nuclei measured
+#: 1.05-1.54x (benchmarks/small_nuclei.py)
 MAX_OUTLINE_RATIO = 1.75
 #: where the outline threshold lies between the background and Otsu's
 OUTLINE_LEVEL = 0.3
