@@ -269,6 +269,14 @@ _EMPTY_SAMPLE = ("not reached: the guard for a contrast sample with no backgroun
                  "object pixel, which a frame with three objects of >= 4 px (blurred to "
                  "several pixels) and a background does not give; it keeps np.median off "
                  "an empty array")
+_EQ_NO_HOT = ("equivalent: without the key normalise lowers hot pixels itself, and the copy "
+              "has none left to lower (without_hot_pixels ran first)")
+_CUT_MINORITY = ("insensitive: objects cut by the crop's edge are a minority of its outlines "
+                 "and the median holds (the outline only has to tell 1.5x from 2-5x)")
+_INSENSITIVE_OUTLINE = ("insensitive: the outline test tells whole objects (1.05-1.54x their "
+                        "Otsu size) from texture (1.9-5.3x); a level a few grey values off, "
+                        "one component more or less, or a speck's boundary does not move the "
+                        "median across that gap (the tests pin both sides of it)")
 _EDGE_BOUNDARY = ("boundary: an object starting one pixel inside the crop's edge (not "
                   "cut) is left out too")
 _EQ_CV_DEFAULT = "equivalent: the value given is OpenCV's default (8-connectivity, bilinear)"
@@ -640,9 +648,19 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
         *((n, frag, _EMPTY_SAMPLE) for n, frag in (
             (122, "bg.size == 0 and"), (124, "bg.size == 1"), (126, "contrast = None"),
             (127, "contrast = 1.0"))),
-        (99, "x0 > 1", _EDGE_BOUNDARY), (101, "y0 > 1", _EDGE_BOUNDARY),
-        (105, "y1 < mask.shape[1]", "equivalent on a square crop (the crop is "
-                                    "CROP_SIDE square unless the frame is smaller)"))},
+        (52, "hot_pixel_sigma", _EQ_NO_HOT), (53, "HOT_PIXEL_SIGMA", _EQ_NO_HOT),
+        (159, "_outline_px(u8, float(otsu), None)", _CUT_MINORITY))},
+    **{f"x__inside__mutmut_{n}": (frag, why) for n, frag, why in (
+        (10, "x0 > 1", _EDGE_BOUNDARY), (12, "y0 > 1", _EDGE_BOUNDARY),
+        (16, "y1 < shape[1]", "equivalent on a square crop (the crop is CROP_SIDE square "
+                              "unless the frame is smaller)"))},
+    **{f"x__outline_px__mutmut_{n}": (frag, why) for n, frag, why in (
+        (2, "u8 < otsu", _INSENSITIVE_OUTLINE), (4, "and False", _INSENSITIVE_OUTLINE),
+        (5, "or True", _INSENSITIVE_OUTLINE), (8, "else 1.0", _INSENSITIVE_OUTLINE),
+        (11, "u8 >= bg", _INSENSITIVE_OUTLINE), (22, "stats[2:]", _INSENSITIVE_OUTLINE),
+        (17, "connectivity=", _EQ_CV_DEFAULT), (19, "connectivity=", _EQ_CV_DEFAULT),
+        (31, "area > 4", _INSENSITIVE_OUTLINE), (32, "area >= 5", _INSENSITIVE_OUTLINE),
+        (41, "len(area) > 3", "boundary: exactly three outlines"))},
     **{f"x_measure_objects__mutmut_{n}": (frag, why) for n, frag, why in (
         (30, "f >= 1", "equivalent: a frame measured whole at full resolution is measured "
                        "again at full resolution on its middle (or all of it), less the "
@@ -661,8 +679,8 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
         (12, "dtype=None", "equivalent: an integer range gives the same centre"),
         (14, "np.asarray(card_range, )", "equivalent: an integer range gives the same "
                                          "centre"),
-        (29, "<= enlarge_below_px", "equivalent: at equality the factor is 1, under "
-                                    "MIN_ENLARGE, so no enlargement either way"))},
+        (41, "<= target", "equivalent: at equality the factor is 1, under MIN_ENLARGE, "
+                          "so no enlargement either way"))},
     # inscope/stats.py
     "xǁStampStatsǁadd__mutmut_19": ("tot = 1", "1 ns more in a combo: below the 0.1 µs "
                                     "the latency figures are rounded to"),
