@@ -77,8 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def evaluate_detector(detector: Any, samples: list, *, iou: float = 0.5,
                       score_threshold: float = 0.0, ignore_border_fp: bool = False,
-                      count_difficult: bool = False):
-    """Run *detector* on every sample and score it.
+                      count_difficult: bool = False, scales: list[float] | None = None):
+    """Run *detector* on every sample and score it; *scales*, when given, gets the
+    factor each image was resized by for the detector (its ``last_scale``; 1 if none).
 
     Returns
     -------
@@ -95,6 +96,8 @@ def evaluate_detector(detector: Any, samples: list, *, iou: float = 0.5,
         d = detector.detect(x)
         times.append((time.perf_counter() - t) * 1e3)
         preds.append((d.boxes, d.scores))
+        if scales is not None:
+            scales.append(float(getattr(detector, "last_scale", 1.0)))
     res = evaluate(preds, [s.boxes for s in samples], iou_threshold=iou,
                    score_threshold=score_threshold, ignore_border_fp=ignore_border_fp,
                    shapes=[s.image.shape for s in samples], names=[s.name for s in samples],
@@ -153,9 +156,11 @@ def run_eval(args: argparse.Namespace) -> int:
     op = args.score_threshold
     if op is None:
         op = float(card.decoding.get("score_threshold", 0.3)) if card is not None else 0.0
+    scales: list[float] = []
     res, preds, times = evaluate_detector(det, samples, iou=args.iou, score_threshold=op,
                                           ignore_border_fp=args.ignore_border_fp,
-                                          count_difficult=args.count_difficult)
+                                          count_difficult=args.count_difficult,
+                                          scales=scales)
     name = getattr(det, "name", "detector")
     print(f"{name} on {len(samples)} image(s) [{getattr(det, 'provider', '?')}]")
     print(f"{'image':<32} {'gt':>5} {'pred':>5} {'TP':>5} {'FP':>5} {'FN':>5} "
@@ -172,6 +177,12 @@ def run_eval(args: argparse.Namespace) -> int:
     t = np.asarray(times)
     print(f"detect time per image: p50 {np.percentile(t, 50):.1f} ms, "
           f"max {t.max():.1f} ms (session warmed up before the first)")
+    resized = [f for f in scales if abs(f - 1.0) > 1e-3]
+    if resized:
+        how = "enlarged" if np.median(resized) > 1 else "shrunk"
+        print(f"auto scale: {len(resized)} of {len(scales)} image(s) {how} for the model "
+              f"(factor p50 {np.median(resized):.2f}): their objects measured outside the "
+              "sizes it detects well; --object-size-px sets the scale instead")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {"model": str(getattr(det, "model_path", name)), "detector": name,
@@ -181,6 +192,7 @@ def run_eval(args: argparse.Namespace) -> int:
                "detect_ms": {"p50": float(np.percentile(t, 50)),
                              "p90": float(np.percentile(t, 90)),
                              "max": float(t.max())},
+               "scale_factors": scales,
                **res.to_dict(curves=True)}
         args.json.write_text(json.dumps(_finite(out), indent=1, default=float) + "\n")
         print(f"wrote {args.json}")

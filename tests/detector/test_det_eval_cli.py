@@ -92,3 +92,28 @@ def test_json_is_strict_when_an_image_has_no_objects():
     d = _finite({"ap50": float("nan"), "per_image": [{"ap50": float("inf")}, 0.5], "n": 3})
     assert d == {"ap50": None, "per_image": [{"ap50": None}, 0.5], "n": 3}
     json.dumps(d, allow_nan=False)
+
+
+def test_eval_says_when_its_images_were_enlarged(tmp_path, capsys):
+    """Simulated nuclei of ~5.5 px (pixels 4x the default): the shipped model's card
+    enlarges such frames, which costs time, so the report says it and how to choose
+    the scale instead; the JSON keeps each image's factor. Frames of nuclei the model
+    detects at their own size say nothing."""
+    from inscope.detector.datasets import simulated_samples
+
+    for name, px, enlarged in (("small", 2.6, True), ("default", 0.65, False)):
+        ss = simulated_samples(2, seed=900321, pixel_size_um=px)
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, images=np.stack([s.image for s in ss]),
+                 boxes=np.concatenate([s.boxes for s in ss]),
+                 frame=np.concatenate([np.full(len(s.boxes), i) for i, s in enumerate(ss)]))
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", str(path), "--json", str(out), "--provider", "cpu"]) == 0
+        text = capsys.readouterr().out
+        factors = json.loads(out.read_text())["scale_factors"]
+        assert len(factors) == 2
+        if enlarged:
+            assert "auto scale: 2 of 2 image(s) enlarged" in text, text
+            assert "--object-size-px" in text and min(factors) > 1.5, factors
+        else:
+            assert "auto scale" not in text and factors == [1.0, 1.0], (text, factors)
