@@ -43,7 +43,8 @@ class ModelCard:
         detector rescales frames so objects fall in this range (from the pixel size, or a
         user-given ``object_size_px``); ``"enlarge_below_px"``: the measured object size
         under which the model starts losing objects, so frames of smaller ones are
-        enlarged up to it (absent: never enlarged on a measured size).
+        enlarged up to it, packed fields up to the range's centre (absent: never enlarged
+        on a measured size; :mod:`inscope.detector.scale`).
         ``{"tile": int, "overlap": int}`` for tiling;
         ``"tile_above": int`` (default 2560): longest side above which a fully
         convolutional model is run in tiles rather than on the whole frame.

@@ -50,6 +50,21 @@ from inscope.detector.tiling import keep_owned, tile_grid
 log = logging.getLogger(__name__)
 
 
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "inscope-nuclei.onnx"
+FORMATS = ("inscope-centernet", "ultralytics")
+LETTERBOX_GRAY = 114
+
+
+def default_model_path() -> Path:
+    """Path of the shipped default model (it may not exist in a source checkout)."""
+    return DEFAULT_MODEL
+
+
+#: a stream of Frames re-measures its object size (auto scale) every this many frames
+AUTO_SCALE_EVERY = 50
+
+
 def _say_scale(det: Any, est: Any, f: float) -> None:
     """Log a measured rescale when it changes (by more than 5 %): an enlarged frame costs
     the factor's square in time, and the user should know why and how to fix it."""
@@ -66,20 +81,6 @@ def _say_scale(det: Any, est: Any, f: float) -> None:
              "object_size_um=) to fix the scale, or auto_scale=False.", size,
              getattr(det, "name", "the model"), "enlarged" if f > 1 else "shrunk", f,
              f * f)
-
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "inscope-nuclei.onnx"
-FORMATS = ("inscope-centernet", "ultralytics")
-LETTERBOX_GRAY = 114
-
-
-def default_model_path() -> Path:
-    """Path of the shipped default model (it may not exist in a source checkout)."""
-    return DEFAULT_MODEL
-
-
-#: a stream of Frames re-measures its object size (auto scale) every this many frames
-AUTO_SCALE_EVERY = 50
 
 
 class OnnxDetector:
