@@ -5,7 +5,7 @@ Issue 18 asks for nuclei of 8-15 px found in a full frame. The network was train
 :mod:`inscope.detector.scale` (the card's ``scale.enlarge_below_px``) against the same
 detector with enlargement off, side by side.
 
-* ``tuning`` (what set the card's value and the trust rule; simulated frames only):
+* ``tuning`` (what set the card's value and the trust rule; generated frames only):
   - ``forced``: AP50 on simulated 512 x 512 frames (seed 1010000) whose pixels are 1/k
     the default size (nuclei k times as large), each resized by a fixed factor: the
     network's AP50 against the nuclei's size in its input; also packed (4,000 per mm^2);
@@ -18,16 +18,15 @@ detector with enlargement off, side by side.
   card's threshold, the measured size, the factor applied and ``detect()`` ms, with the
   card's enlargement and without, on simulated frames (seed 1020000) at each k, packed
   ones (4,000 nuclei per mm^2) at 1, 0.5 and 0.35, confocal-like textured nuclei
-  (seeds 8-9) and,
-  with ``--real``, on the annotated real frames resized by k (their unmatched border
-  boxes left out);
+  (seeds 8-9) and, with ``--real``, the annotated real frames resized by k (their
+  unmatched border boxes left out);
 * ``large_frames``: 2048 x 2048 frames tiled from a real frame at half and quarter size
   (nuclei ~15 and ~7 px): the estimate, the factor it gives, and AP50, recall and
   ``detect()`` time with the enlargement and without.
 
 Run::
 
-    python -m benchmarks.small_nuclei --real STACK.npz     # ~12 min on 2 cores
+    python -m benchmarks.small_nuclei --real STACK.npz     # ~8 min on 2 cores
 """
 
 from __future__ import annotations
@@ -170,8 +169,8 @@ def tuning(model: Path | None, frames: int, op: float) -> dict:
         forced[name] = row
         print(f"tuning k {name}: {row}", flush=True)
     fields = {}
-    sets = [(lab, _sim(k, 6, FIELD_SEED, density_per_mm2=dens,
-                       **({"cluster_fraction": 0.6} if dens > 1000 else {})))
+    sets = [(lab, _sim(k, 6, FIELD_SEED, **(PACKED if dens == PACKED["density_per_mm2"]
+                                             else {"density_per_mm2": dens})))
             for lab, dens, k in FIELDS]
     sets.append(("confocal-like, packed textured 37 px nuclei (seeds 4-7, 5 planes)",
                  _confocal(CONFOCAL_TUNE)))
