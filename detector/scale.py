@@ -44,14 +44,15 @@ UPPER_MARGIN = 0.85
 #: stream measures it once every AUTO_SCALE_EVERY frames)
 MAX_FACTOR = 8
 #: objects measuring under this many pixels in the downsampled copy are not resolved
-#: there: they are measured again on a full-resolution crop. HeLa frames resized and
-#: tiled to 2,100 x 3,300 (a 1/8 copy) read 31-34 px for nuclei of 7-28 px (4 px in the
-#: copy) and 51, 62, 75 px for nuclei of 57, 71, 86 px (6.4-9.4 px in the copy), where
-#: the crop, holding few of them whole, read less well (a first value of 10 px let the
-#: crop measure 86 px nuclei and their frames were shrunk too little)
+#: there: they are measured again on a full-resolution crop. In a probe (not committed),
+#: HeLa frames resized and tiled to 2,100 x 3,300 (a 1/8 copy) read 31-34 px for nuclei
+#: of 7-28 px (4 px in the copy) and 51, 62, 75 px for nuclei of 57, 71, 86 px (6.4-9.4
+#: px in the copy), where the crop, holding few of them whole, read less well (a first
+#: value of 10 px let the crop measure 86 px nuclei and their frames were shrunk too
+#: little: the 3x-upscaled robustness row of benchmarks/eval_model.py fell)
 RESOLVED_PX = 6.0
 #: side of that full-resolution crop (the frame's middle): a 2048 x 2048 frame of small
-#: nuclei is measured in ~5 ms on this 2-core VM (benchmarks/small_nuclei.py; a stream
+#: nuclei is measured in ~8 ms on this 2-core VM (benchmarks/small_nuclei.py; a stream
 #: measures once every AUTO_SCALE_EVERY frames), and the objects it measures (under
 #: RESOLVED_PX x MAX_FACTOR = 48 px) fit dozens of times
 CROP_SIDE = 512
@@ -64,8 +65,8 @@ MIN_TRUSTED_PX = 4.0
 #: AP50 0.31 at 1x, 0.95 at 3x; benchmarks/small_nuclei.py) ...
 MAX_ENLARGE = 3.0
 #: ... and at least this much, or not at all: a frame of ~15 px nuclei measures ~13 px,
-#: and 1.07x would cost 14 % more time for nothing (real HeLa nuclei of ~15 px scored
-#: the same at 1x, 1.12x and 1.6x)
+#: and 1.07x would cost 14 % more time for nothing (in a probe, not committed, real HeLa
+#: nuclei of ~15 px scored about the same at 1x, 1.12x and 1.6x)
 MIN_ENLARGE = 1.2
 #: ... and never to more pixels than a 4096 x 4096 frame (a 1024 x 6144 frame of 5 px
 #: nuclei would become 49 Mpx: ~200 MB of input and seconds per frame on a CPU)
@@ -79,7 +80,7 @@ MIN_COVER = 0.03
 #: stood 0.9 noise sigmas above the rest, fields of nuclei 6-15 when packed wall to wall
 #: (their "background" is the gaps and dim nuclei), 70-200 otherwise; debris, up to 26,
 #: is told by its cover (a first value of 30 never enlarged packed fields, where the
-#: enlargement matters most: simulated 11 px nuclei at 4,000 per mm^2, AP50 0.64 -> 0.85)
+#: enlargement matters most: simulated 11 px nuclei at 4,000 per mm^2, AP50 0.64 -> 0.95)
 MIN_CONTRAST = 3.0
 #: the objects are whole nuclei, not the bright texture inside larger ones, when their
 #: outlines (a threshold 30 % of the way from the background to Otsu's) are at most this
