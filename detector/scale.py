@@ -65,7 +65,7 @@ MIN_TRUSTED_PX = 4.0
 #: AP50 0.31 at 1x, 0.95 at 3x; benchmarks/small_nuclei.py) ...
 MAX_ENLARGE = 3.0
 #: ... and at least this much, or not at all: a frame of ~15 px nuclei measures ~13 px,
-#: and 1.07x would cost 14 % more time for nothing (in a probe, not committed, real HeLa
+#: and 1.07x would cost 14 % more time for a small gain (in a probe, not committed, real HeLa
 #: nuclei of ~15 px scored about the same at 1x, 1.12x and 1.6x)
 MIN_ENLARGE = 1.2
 #: ... and never to more pixels than a 4096 x 4096 frame (a 1024 x 6144 frame of 5 px
