@@ -351,4 +351,5 @@ def _length(cfg) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     from inscope.bench import main as bench_main
 
+    _logging(args)  # one-line notices, e.g. frames resized for the detector
     return bench_main(args)

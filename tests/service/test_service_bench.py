@@ -65,3 +65,27 @@ def test_bench_demo_configuration_reports_cpu_per_thread_and_process(tmp_path):
         assert cpu["processes"]["simulated camera process"]["cpu_s"] > 0
         assert cpu["threads"]["inscope-detect"]["cpu_s"] > 0
         assert "inscope-control" in cpu["threads"]
+
+
+def test_bench_says_when_the_detector_ran_on_resized_frames(tmp_path, capsys):
+    """A slide of ~5.5 px nuclei (simulated at 4x the default pixel size): the shipped
+    model's card enlarges its frames, which changes the detect time by the factor's
+    square, so the report keeps the factor and the table says it."""
+    import numpy as np
+
+    from inscope.detector.datasets import simulated_samples
+
+    (s,) = simulated_samples(1, seed=900456, pixel_size_um=2.6, shape=(768, 768))
+    np.savez(tmp_path / "small.npz", image=np.asarray(s.image))
+    args = build_parser().parse_args(
+        ["bench", "--frames", "8", "--backend", "slide", "-o",
+         f"path={tmp_path / 'small.npz'}", "-o", "pixel_size_um=2.6", "-o", "fov=256",
+         "--model", "default", "--model", "classical", "--provider", "cpu", "--no-plots",
+         "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())["results"]
+    scales = {r["detector"]["name"]: r["detector"]["scale"] for r in res}
+    assert scales["inscope-nuclei"] > 1.5 and scales["classical"] == 1.0, scales
+    out = capsys.readouterr().out
+    assert "note: inscope-nuclei on slide ran on frames enlarged" in out, out
+    assert "note: classical" not in out
