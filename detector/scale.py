@@ -211,12 +211,7 @@ def _measure(img: np.ndarray, f: int, whole_only: bool = False) -> SizeEstimate 
                           "clip": True, "hot_pixel_sigma": None})
     u8 = cv2.convertScaleAbs(cv2.GaussianBlur(x, (0, 0), 1.0), alpha=255.0)
     otsu, mask = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    stats = stats[1:]
-    if whole_only:
-        stats = stats[_inside(stats, mask.shape)]
-    area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    area = area[area >= 4]  # single-pixel specks are noise, not objects
+    area = _object_areas(mask, whole_only)
     if len(area) < 3:
         return None
     # contrast on every 4th pixel each way (medians of the whole copy cost ~5 ms)
@@ -229,7 +224,7 @@ def _measure(img: np.ndarray, f: int, whole_only: bool = False) -> SizeEstimate 
         mad = 1.4826 * float(np.median(np.abs(bg - mid)))
         # (a noiseless background - drawn or clipped - makes any object stand out)
         contrast = (float(np.median(sub[fg])) - mid) / mad if mad > 0 else math.inf
-    return SizeEstimate(size_px=float(np.median(2.0 * np.sqrt(area / np.pi))) * f,
+    return SizeEstimate(size_px=_median_diameter(area) * f,
                         count=int(len(area)), cover=float(area.sum() / mask.size),
                         contrast=float(contrast),
                         outline_px=_outline_px(u8, float(otsu), whole_only) * f)
@@ -242,13 +237,25 @@ def _outline_px(u8: np.ndarray, otsu: float, whole_only: bool) -> float:
     below = u8[u8 <= otsu]
     bg = float(np.median(below)) if below.size else 0.0
     low = (u8 > bg + OUTLINE_LEVEL * (otsu - bg)).astype(np.uint8)
-    _, _, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
-    stats = stats[1:]
+    area = _object_areas(low, whole_only)
+    return _median_diameter(area) if len(area) >= 3 else math.nan
+
+
+def _object_areas(mask: np.ndarray, whole_only: bool) -> np.ndarray:
+    """Areas (px) of the 8-connected components of *mask*'s non-zero pixels, those of
+    fewer than 4 px left out (single-pixel specks are noise, not objects); with
+    *whole_only*, also those cut by its edge."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    stats = stats[1:]  # row 0 is the background
     if whole_only:
-        stats = stats[_inside(stats, low.shape)]
+        stats = stats[_inside(stats, mask.shape)]
     area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    area = area[area >= 4]
-    return float(np.median(2.0 * np.sqrt(area / np.pi))) if len(area) >= 3 else math.nan
+    return area[area >= 4]
+
+
+def _median_diameter(area: np.ndarray) -> float:
+    """Median equivalent-circle diameter (px) of components of these areas."""
+    return float(np.median(2.0 * np.sqrt(area / np.pi)))
 
 
 def _inside(stats: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
