@@ -143,3 +143,20 @@ def scoring_sets(frames: int, seed: int, real: Path | None
     if real is not None:
         sets.append((real.name, list(load_dataset(real)), True))
     return sets
+
+
+def scoring_setup(argv: list[str] | None, doc: str, out: Path, seed: int):
+    """What a benchmark scoring the shipped detector on :func:`scoring_sets` starts with:
+    its arguments (``--frames`` simulated frames, ``--real`` annotated stack, ``--out``
+    report, default *out*), the detector collecting every box down to 0.05 (for AP), the
+    card's operating threshold and the sets. ``(args, detector, threshold, sets)``."""
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=8, help="simulated frames")
+    ap.add_argument("--real", type=Path, default=None, help="annotated npz stack")
+    ap.add_argument("--out", type=Path, default=out)
+    args = ap.parse_args(argv)
+    det = OnnxDetector(provider="cpu", warmup=False, score_threshold=0.05)
+    thr = float(det.card.decoding.get("score_threshold", 0.3))
+    return args, det, thr, scoring_sets(args.frames, seed, args.real)

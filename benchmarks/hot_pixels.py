@@ -24,12 +24,11 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import alternating_blocks, load_average, scoring_sets, write_json
+from benchmarks._common import alternating_blocks, load_average, scoring_setup, write_json
 
 OUT = Path("benchmarks/results/hot_pixels.json")
 SEED = 980000
@@ -76,17 +75,8 @@ def cost() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inscope.detector.onnx_detector import OnnxDetector
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=8, help="simulated frames")
-    ap.add_argument("--real", type=Path, default=None, help="annotated npz stack")
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args(argv)
-    det = OnnxDetector(provider="cpu", warmup=False, score_threshold=0.05)
-    thr = float(det.card.decoding.get("score_threshold", 0.3))
+    args, det, thr, sets = scoring_setup(argv, __doc__, OUT, SEED)
     base = dict(det.card.normalisation)
-    sets = scoring_sets(args.frames, SEED, args.real)
     rows: dict[str, dict] = {}
     try:
         for name, frames, border in sets:

@@ -23,14 +23,13 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, scoring_sets, write_json
+from benchmarks._common import load_average, percentiles, scoring_setup, write_json
 
 OUT = Path(__file__).parent / "results" / "merge_split.json"
 SEED = 990000
@@ -94,16 +93,7 @@ def merge(pixels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, thr: float,
 
 def main(argv: list[str] | None = None) -> int:
     from inscope.detector.metrics import evaluate
-    from inscope.detector.onnx_detector import OnnxDetector
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=8, help="simulated frames")
-    ap.add_argument("--real", type=Path, default=None, help="annotated npz stack")
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args(argv)
-    det = OnnxDetector(provider="cpu", warmup=False, score_threshold=0.05)
-    thr = float(det.card.decoding.get("score_threshold", 0.3))
-    sets = scoring_sets(args.frames, SEED, args.real)
+    args, det, thr, sets = scoring_setup(argv, __doc__, OUT, SEED)
     results: dict[str, dict] = {}
     for name, samples, border in sets:
         preds = []
