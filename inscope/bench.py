@@ -206,7 +206,6 @@ def run_demo(frames: int, models: list[str], say,
                 p.max_frames = frames
                 spinning = _spinning(svc.detector)
                 s, cpu = _measure(p, svc.scope)
-                scale = getattr(svc.detector, "last_scale", 1.0)
             finally:
                 svc.close()
             recs = [dict(r) for r in p.records]
@@ -217,7 +216,7 @@ def run_demo(frames: int, models: list[str], say,
             res["model"] = m
             if spinning is not None:
                 res["detector"]["spinning"] = spinning
-            res["detector"]["scale"] = round(float(scale), 3)
+            _add_scale(res, svc.detector)  # (closing keeps last_scale)
             res["microscope"] = "demo: " + res["microscope"]
             out.append((res, recs))
     return out
