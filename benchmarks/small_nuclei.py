@@ -225,6 +225,9 @@ def large_frames(real: Path, model: Path | None = None, runs: int = 3) -> dict:
 
     first = load_dataset(real)[0]
     img = np.asarray(first.image, np.float32)
+    d = _detector(model, True)
+    card = d.card
+    d.close()
     out = {}
     for k in (0.5, 0.25):
         small = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
@@ -240,7 +243,6 @@ def large_frames(real: Path, model: Path | None = None, runs: int = 3) -> dict:
         m = measure_objects(big)
         ms = (time.perf_counter() - t) * 1e3
         one = measure_objects(small)
-        card = _detector(model, True).card
         f = auto_scale_factor(m, card.scale["object_size_px"],
                               card.scale.get("enlarge_below_px"), big.shape)
         row: dict = {"one_frame_estimate_px": round(one.size_px, 1) if one else None,
