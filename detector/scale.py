@@ -58,6 +58,11 @@ RESOLVED_PX = 6.0
 CROP_SIDE = 512
 #: the crop's estimate replaces the whole frame's only when it measured this many objects
 CROP_MIN_OBJECTS = 10
+#: a copy whose objects stand fewer noise sigmas out than this has averaged them away
+#: (a regular field of 8 px nuclei in a 1/7 copy is a flat grey: thresholded noise at
+#: 0.3 sigma) and is re-measured on the crop too. Its own constant: it is not the trust
+#: test's MIN_CONTRAST, though it has the same value
+FLAT_COPY_CONTRAST = 3.0
 #: estimates under this are noise and specks (the area floor of 4 px is ~2.3 px), never a
 #: reason to enlarge a frame
 MIN_TRUSTED_PX = 4.0
@@ -171,7 +176,7 @@ def measure_objects(img: np.ndarray, max_side: int = MAX_SIDE) -> SizeEstimate |
     f = min(max(1, math.ceil(max(h, w) / max_side)), MAX_FACTOR)
     est = _measure(img, f)
     if f > 1 and est is not None and (est.size_px < RESOLVED_PX * f
-                                      or est.contrast < MIN_CONTRAST):
+                                      or est.contrast < FLAT_COPY_CONTRAST):
         # unresolved in the copy (or averaged away: a regular field of 8 px nuclei in a
         # 1/7 copy is a flat grey, thresholded noise measuring 53 px at 0.3 sigma):
         # measure the frame's middle at full resolution (a sparse middle keeps the
