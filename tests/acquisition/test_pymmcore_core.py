@@ -224,3 +224,32 @@ def test_attach_on_pycromanagers_headless_core(mm_scope):
         assert b.index > a.index and c.is_sequence_running()
     finally:
         c.stop_sequence_acquisition()
+
+
+def test_from_core_takes_the_callers_limits_and_dry_run(core):
+    """Limits and dry-run given with a user's core are the ones its moves obey."""
+    scope = MicroManagerMicroscope.from_core(core, limits={"x": [-10, 10], "y": [-10, 10]})
+    assert scope.limits.x == (-10.0, 10.0)
+    with pytest.raises(MoveRefused):
+        scope.move_xy(20.0, 0.0)
+    assert core.getXPosition() == pytest.approx(0.0, abs=0.01)
+    dry = MicroManagerMicroscope.from_core(core, dry_run=True)
+    assert dry.guard.dry_run
+    dry.move_xy(8.0, 4.0)
+    assert (core.getXPosition(), core.getYPosition()) == pytest.approx((0.0, 0.0), abs=0.01)
+    assert not MicroManagerMicroscope.from_core(core).attach_running
+
+
+def test_a_new_democamera_gets_its_beads_and_the_exposure_asked_for(core):
+    """Wrapping a core directly (not from_core) applies the DemoCamera defaults - beads
+    that move with the stage, not noise - and the exposure given."""
+    cam = core.getCameraDevice()
+    core.setProperty(cam, "Mode", "Noise")
+    scope = MicroManagerMicroscope(core, exposure_ms=12.0)
+    assert core.getProperty(cam, "Mode") == "Fluorescent Beads"
+    assert core.getExposure() == pytest.approx(12.0)
+    assert scope.snap().metadata["backend"] == "headless"  # the constructor's default
+    core.setExposure(5.0)
+    kept = MicroManagerMicroscope(core, camera_properties={"Mode": "Noise"})
+    assert core.getProperty(cam, "Mode") == "Noise" and kept.exposure_ms == pytest.approx(5.0)
+    core.setProperty(cam, "Mode", "Fluorescent Beads")
