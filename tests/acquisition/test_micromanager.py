@@ -141,13 +141,31 @@ def test_dry_run_moves_nothing(mm_core, mm_scope):
 
 
 def test_device_error_is_wrapped(mm_scope):
-    with pytest.raises(DeviceError, match="Mode.*Device Property Browser"):
+    """One line that names the device, its adapter library, what failed and where to
+    look, whatever MMCore raised."""
+    with pytest.raises(DeviceError, match="Mode.*Device Property Browser") as e:
         mm_scope.set_camera_properties({"Mode": "no such mode"})
+    msg = str(e.value)
+    assert msg.startswith("Micro-Manager device 'Camera' (DemoCamera) failed to set "
+                          "property 'Mode' to 'no such mode': ")
+    assert "CoreLog" in msg and "\n" not in msg
+    # a call that names no device is the core's own
+    with pytest.raises(DeviceError, match="^Micro-Manager device 'core' failed to load"):
+        mm_scope._call("", "load", mm_scope.core.get_property, "NoSuchDevice", "Mode")
+    # a device the core does not know has no library to name
+    with pytest.raises(DeviceError, match="^Micro-Manager device 'Nope' failed to report"):
+        mm_scope._call("Nope", "report", mm_scope.core.get_property, "Nope", "Mode")
 
 
 def test_headless_reuses_the_one_core(mm_scope):
     again = MicroManagerMicroscope.headless(None, DEFAULT_CONFIG)
     assert again.core is mm_scope.core
+    assert again.backend == "headless" and not again.attach_running
+    assert again.name == f"micromanager-headless:{again.camera}"
+    # the options reach the microscope: attach to live mode, limits, dry run
+    opts = MicroManagerMicroscope.headless(None, DEFAULT_CONFIG, attach_running=True,
+                                           limits={"x": [-1, 1]}, dry_run=True)
+    assert opts.attach_running and opts.guard.dry_run and opts.limits.x == (-1.0, 1.0)
 
 
 def test_bad_config_path_is_clear():
@@ -194,8 +212,23 @@ def test_broken_config_is_clear(mm_core, tmp_path):
 def test_unreachable_gui_fails_fast():
     from _support.sockets import free_port
 
-    with pytest.raises(MicroscopeUnavailable, match="Run pycro-manager server"):
-        MicroManagerMicroscope.connect(port=free_port())
+    port = free_port()
+    with pytest.raises(MicroscopeUnavailable, match="Run pycro-manager server") as e:
+        MicroManagerMicroscope.connect(port=port)
+    assert str(e.value).startswith(f"No Micro-Manager pycro-manager server on 127.0.0.1:{port}")
+
+
+def test_close_stops_any_acquisition_and_frees_the_camera(mm_scope):
+    """``close`` leaves no sequence running (e.g. one left by the GUI's live mode), and
+    the camera can snap again."""
+    mm_scope.core.start_continuous_sequence_acquisition(0.0)
+    s = mm_scope.stream()
+    assert s.get(timeout=5.0) is not None
+    s.close()
+    mm_scope.core.start_continuous_sequence_acquisition(0.0)
+    mm_scope.close()
+    assert not mm_scope.core.is_sequence_running()
+    assert mm_scope.snap().pixels.size > 0
 
 
 def test_affine_conversion():
@@ -203,6 +236,33 @@ def test_affine_conversion():
     np.testing.assert_allclose(affine_from_mm([], 0.25), np.eye(2) * 0.25)
     m = affine_from_mm([0, -0.3, 5.0, 0.3, 0, 7.0], 0.3)
     np.testing.assert_allclose(m, [[0, -0.3], [0.3, 0]])
+    # no affine, a singular one or one with NaN: the pixel size, never a broken map
+    np.testing.assert_allclose(affine_from_mm(None, 0.5), np.eye(2) * 0.5)
+    np.testing.assert_allclose(affine_from_mm([1, 1, 0, 1, 1, 0], 0.5), np.eye(2) * 0.5)
+    np.testing.assert_allclose(affine_from_mm([float("nan"), 0, 0, 0, 0.3, 0], 0.3),
+                               np.eye(2) * 0.3)
+
+
+def test_affine_read_through_the_java_bridge():
+    """The Java bridge returns Micro-Manager's DoubleVector as an object with ``size()``
+    and ``get(i)``, not a sequence. The bridge needs the Java GUI, which cannot run here,
+    so this stand-in has exactly that interface and nothing else."""
+    from inscope.acquisition.micromanager import _as_list
+
+    class JavaDoubleVector:
+        def __init__(self, values):
+            self._v = list(values)
+
+        def size(self):
+            return len(self._v)
+
+        def get(self, i):
+            return self._v[i]
+
+    vec = JavaDoubleVector([0, -0.3, 5.0, 0.3, 0, 7.0])
+    assert _as_list(vec) == [0.0, -0.3, 5.0, 0.3, 0.0, 7.0]
+    assert _as_list((1, 2)) == [1.0, 2.0]  # pymmcore: a tuple
+    np.testing.assert_allclose(affine_from_mm(_as_list(vec), 0.3), [[0, -0.3], [0.3, 0]])
 
 
 def test_device_interfaces_match_and_mismatch_names_the_fix(monkeypatch):
