@@ -187,8 +187,22 @@ def test_gui_port_open_but_not_micro_manager_is_one_clear_error():
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(4)
+    srv.settimeout(0.2)
     port = srv.getsockname()[1]
     result: dict[str, BaseException] = {}
+    accepted: list[socket.socket] = []
+    listening = threading.Event()
+    listening.set()
+
+    def accept() -> None:  # who knocked: the port check, then the core's own socket
+        while listening.is_set():
+            try:
+                accepted.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
 
     def attempt() -> None:
         try:
@@ -199,8 +213,14 @@ def test_gui_port_open_but_not_micro_manager_is_one_clear_error():
     t = threading.Thread(target=attempt, daemon=True)
     t.start()
     t.join(30.0)
+    listening.clear()
+    acceptor.join(5.0)
+    for conn in accepted:
+        conn.close()
     srv.close()
     assert not t.is_alive(), "connect() hung on a port where nothing answers"
+    # the core was asked for on this port, not on the default one
+    assert len(accepted) >= 2, len(accepted)
     e = result.get("error")
     assert isinstance(e, MicroscopeUnavailable), repr(e)
     assert f"Port {port} is open but no Micro-Manager core answered" in str(e)
@@ -327,3 +347,66 @@ def test_colour_and_binned_cameras_stream_grey_frames_of_their_own_size(mm_scope
     assert f.pixels.max() > f.pixels.min()
     assert f.metadata["binning"] == "2"
     assert f.metadata["backend"] == "headless" and f.metadata["pixel_size_configured"] is True
+
+
+def _stream_one(scope, attached: bool):
+    """One frame of inscope's own sequence, or of a running one it attaches to."""
+    c = scope.core
+    if attached:
+        c.start_continuous_sequence_acquisition(0.0)
+        scope.attach_running = True
+    try:
+        with scope.stream() as s:
+            return s.get(timeout=5.0)
+    finally:
+        scope.attach_running = False
+        if attached:
+            c.stop_sequence_acquisition()
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
+def test_streamed_frames_carry_the_objectives_pixel_size_and_affine(mm_scope, attached):
+    """Every streamed frame maps pixels to the stage with the objective in use (20X: 0.5
+    µm/pixel in the demo config) and Micro-Manager's calibrated affine (a rotation)."""
+    c = mm_scope.core
+    c.set_config("Objective", "20X")
+    c.wait_for_config("Objective", "20X")
+    cfg = c.get_current_pixel_size_config()
+    try:
+        f = _stream_one(mm_scope, attached)
+        assert f.pixel_size_um == pytest.approx(0.5)
+        np.testing.assert_allclose(f.affine, np.eye(2) * 0.5)
+        c.set_pixel_size_affine(cfg, [0.0, -0.5, 0.0, 0.5, 0.0, 0.0])
+        g = _stream_one(mm_scope, attached)
+        np.testing.assert_allclose(g.affine, [[0.0, -0.5], [0.5, 0.0]])
+    finally:
+        c.set_pixel_size_affine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
+def test_a_32bit_grey_camera_streams_floats_not_packed_colour(mm_scope, attached):
+    """DemoCamera's 32-bit grey pixels are IEEE floats in 4 bytes, like packed BGRA: the
+    stream reads the camera's own format (1 component) as a snap does."""
+    mm_scope.set_camera_properties({"PixelType": "32bit"})
+    f = _stream_one(mm_scope, attached)
+    assert f.pixels.dtype == np.float32 and f.pixels.ndim == 2
+    assert np.all(np.isfinite(f.pixels)) and 0.0 <= f.pixels.min() and f.pixels.max() <= 1.0
+    assert f.pixels.std() > 0
+
+
+def test_a_snap_is_stamped_when_its_image_was_read(mm_scope):
+    t0 = time.monotonic_ns()
+    f = mm_scope.snap()
+    t1 = time.monotonic_ns()
+    assert t0 < f.stamps["ready"] < t1
+    assert f.index == 0 and mm_scope.snap().index == 1
+
+
+def test_reset_stops_a_running_sequence_and_recentres(mm_scope):
+    c = mm_scope.core
+    assert mm_scope.move_xy(30.0, 20.0) and mm_scope.move_z(2.0)
+    c.start_continuous_sequence_acquisition(0.0)
+    mm_scope.reset()
+    assert not c.is_sequence_running()
+    p = mm_scope.position()
+    assert (p.x, p.y, p.z) == pytest.approx((0.0, 0.0, 0.0), abs=0.01)
