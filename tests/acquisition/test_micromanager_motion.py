@@ -9,6 +9,7 @@ arrives, so a slow velocity gives a move that lasts many frames.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -75,6 +76,22 @@ def _raised(stream, timeout_s: float = 5.0) -> BaseException | None:
     return None
 
 
+@contextlib.contextmanager
+def _live_mode(scope, attached: bool = True):
+    """With *attached*: a sequence running on the camera as the GUI's live mode would,
+    and the microscope set to read it instead of starting its own; both undone after."""
+    c = scope.core
+    if attached:
+        c.start_continuous_sequence_acquisition(0.0)
+        scope.attach_running = True
+    try:
+        yield
+    finally:
+        scope.attach_running = False
+        if attached and c.is_sequence_running():
+            c.stop_sequence_acquisition()
+
+
 def test_frames_exposed_during_an_unwaited_move_are_flagged_with_live_positions(slow_xy):
     scope = slow_xy
     with scope.stream() as s:
@@ -87,16 +104,10 @@ def test_attached_stream_flags_moving_frames_too(slow_xy):
     """The same guarantee when inscope reads the GUI's live mode instead of its own
     sequence (``attach_running``)."""
     scope = slow_xy
-    c = scope.core
-    c.start_continuous_sequence_acquisition(0.0)
-    try:
-        scope.attach_running = True
+    with _live_mode(scope):
         with scope.stream() as s:
             during, after = _frames_through_a_move(scope, s)
-        assert c.is_sequence_running()  # left running for its owner
-    finally:
-        scope.attach_running = False
-        c.stop_sequence_acquisition()
+        assert scope.core.is_sequence_running()  # left running for its owner
     _check_move(during, after)
     assert all(f.metadata.get("attached") for f in during + after)
 
@@ -104,19 +115,12 @@ def test_attached_stream_flags_moving_frames_too(slow_xy):
 def test_attached_frames_carry_the_same_context_as_owned_ones(mm_scope):
     """Pixels, pixel size, affine and stage position of an attached frame are those of the
     core, exactly as for a frame of inscope's own sequence."""
-    c = mm_scope.core
     assert mm_scope.move_xy(25.0, -10.0)
     assert mm_scope.move_z(3.0)
     with mm_scope.stream() as s:
         own = s.get(timeout=5.0)
-    c.start_continuous_sequence_acquisition(0.0)
-    try:
-        mm_scope.attach_running = True
-        with mm_scope.stream() as s:
-            got = [s.get(timeout=5.0) for _ in range(2)]
-    finally:
-        mm_scope.attach_running = False
-        c.stop_sequence_acquisition()
+    with _live_mode(mm_scope), mm_scope.stream() as s:
+        got = [s.get(timeout=5.0) for _ in range(2)]
     for f in got:
         assert f.pixels.shape == own.pixels.shape and f.pixels.dtype == own.pixels.dtype
         assert f.pixels.std() > 0
@@ -153,27 +157,15 @@ def test_attached_stream_ends_with_one_clear_error_when_live_mode_stops(mm_scope
             c.stop_sequence_acquisition()
 
 
-def test_a_second_stream_on_the_camera_is_refused_attached_or_not(mm_scope):
-    c = mm_scope.core
-    with mm_scope.stream() as s:
+@pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
+def test_a_second_stream_on_the_camera_is_refused(mm_scope, attached):
+    with _live_mode(mm_scope, attached), mm_scope.stream() as s:
         assert s.get(timeout=5.0) is not None
         second = mm_scope.stream()
         err = _raised(second)
         assert isinstance(err, DeviceError) and "already running" in str(err), repr(err)
         second.close()
         assert s.get(timeout=5.0) is not None  # the first one is unharmed
-    c.start_continuous_sequence_acquisition(0.0)
-    mm_scope.attach_running = True
-    try:
-        with mm_scope.stream() as s:
-            assert s.get(timeout=5.0) is not None
-            second = mm_scope.stream()
-            err = _raised(second)
-            assert isinstance(err, DeviceError) and "already running" in str(err), repr(err)
-            second.close()
-    finally:
-        mm_scope.attach_running = False
-        c.stop_sequence_acquisition()
 
 
 # pyjavaz's socket thread, ended by the timeout, tries to join itself ("cannot join current
@@ -332,17 +324,7 @@ def test_colour_and_binned_cameras_stream_grey_frames_of_their_own_size(mm_scope
     # (DemoCamera segfaults rendering "Fluorescent Beads" in RGB: use another mode)
     mm_scope.set_camera_properties({"Mode": "Artificial Waves", "PixelType": "32bitRGB",
                                     "Binning": "2"})
-    c = mm_scope.core
-    if attached:
-        c.start_continuous_sequence_acquisition(0.0)
-        mm_scope.attach_running = True
-    try:
-        with mm_scope.stream() as s:
-            f = s.get(timeout=5.0)
-    finally:
-        mm_scope.attach_running = False
-        if attached:
-            c.stop_sequence_acquisition()
+    f = _stream_one(mm_scope, attached)
     assert f.shape == (h // 2, w // 2) and f.pixels.dtype == np.uint8
     assert f.pixels.max() > f.pixels.min()
     assert f.metadata["binning"] == "2"
@@ -351,17 +333,8 @@ def test_colour_and_binned_cameras_stream_grey_frames_of_their_own_size(mm_scope
 
 def _stream_one(scope, attached: bool):
     """One frame of inscope's own sequence, or of a running one it attaches to."""
-    c = scope.core
-    if attached:
-        c.start_continuous_sequence_acquisition(0.0)
-        scope.attach_running = True
-    try:
-        with scope.stream() as s:
-            return s.get(timeout=5.0)
-    finally:
-        scope.attach_running = False
-        if attached:
-            c.stop_sequence_acquisition()
+    with _live_mode(scope, attached), scope.stream() as s:
+        return s.get(timeout=5.0)
 
 
 @pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
