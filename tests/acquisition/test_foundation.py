@@ -130,7 +130,42 @@ def test_lossless_stream_close_unblocks_producer():
 
     frames = FrameStream(producer, lossless=True).start()
     assert frames.get(timeout=5).index == 0
+    t0 = time.monotonic()
     frames.close(timeout=5)
+    # the waiting producer sees the stop within its 0.1 s poll: close() does not sit out
+    # its whole join timeout (a stop command must not wait on a stuck hand-off)
+    assert time.monotonic() - t0 < 2.5
+    assert not frames.running
+
+
+def test_lossless_stream_counts_what_it_handed_over_and_drops_nothing():
+    said: list[object] = []
+
+    def producer(emit, stop):
+        for i in range(7):
+            said.append(emit(_frame(i)))
+
+    with FrameStream(producer, lossless=True) as frames:
+        got = [f.index for f in frames]
+    assert got == list(range(7))
+    assert frames.produced == 7 and frames.dropped == 0
+    assert said == [False] * 7  # emit answers "was a frame dropped?": never, lossless
+
+
+def test_get_gives_up_after_its_timeout_when_no_frame_comes():
+    """A camera that stops delivering must not hang the consumer: get(timeout) returns
+    None, and the stream closes promptly."""
+    def producer(emit, stop):
+        stop.wait()  # a camera that never delivers
+
+    frames = FrameStream(producer).start()
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(frames.get(timeout=0.2)), daemon=True)
+    t.start()
+    t.join(10.0)
+    assert not t.is_alive(), "get(timeout=0.2) is still waiting"
+    assert result == [None]
+    frames.close()
     assert not frames.running
 
 
@@ -290,3 +325,19 @@ def test_base_microscope_relative_moves_and_affine_override():
     np.testing.assert_allclose(toy.affine, [[0, 1], [1, 0]])
     toy.affine = None
     np.testing.assert_allclose(toy.affine, np.eye(2) * 2.0)
+
+
+def test_close_returns_after_its_timeout_even_if_the_producer_is_stuck():
+    """A producer stuck in a device call ignores the stop: close() still returns after
+    its timeout (the service's stop must always answer), leaving the thread to end."""
+    release = threading.Event()
+
+    def producer(emit, stop):
+        release.wait(10.0)  # a driver call that does not come back
+
+    frames = FrameStream(producer).start()
+    t0 = time.monotonic()
+    frames.close(timeout=0.2)
+    assert time.monotonic() - t0 < 5.0
+    assert frames.running  # still stuck: close did not pretend otherwise
+    release.set()
