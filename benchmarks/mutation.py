@@ -362,6 +362,9 @@ _MM_ONE_CORE = ("equivalent in the tests: the one headless core of the process i
 _MM_GUI = ("needs the Micro-Manager GUI (Java) with its pycro-manager server, which "
            "cannot run here: these lines run only once a GUI's core has answered "
            "(test_gui_snap_and_position runs them with --run-mm-gui)")
+_EQ_ITER_STOP = ("equivalent in what is returned: close() closes the slot right after "
+                 "it stops the producer, and a closed slot answers at once; only how long "
+                 "an iteration waits during close()'s join differs")
 _EQ_POP_NONE = "equivalent: bool(None) is False, the default it replaces"
 
 
@@ -915,8 +918,11 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
         "or True", "equivalent: dict(None) raises the TypeError the next line catches, "
         "which gives the same empty tags"),
     "xǁMicroManagerMicroscopeǁ_produce__mutmut_86": ("tags = None", _MM_BRIDGE_TAGS),
-    **{f"xǁMicroManagerMicroscopeǁconnect__mutmut_{n}": ("", _MM_GUI)
-       for n in (1, *range(12, 41))},
+    **{f"xǁMicroManagerMicroscopeǁconnect__mutmut_{n}": (frag, _MM_GUI)
+       for frag, ns in (("dry_run: bool = True", (1,)), ("poll_s", range(12, 19)),
+                        ("attach_running", range(19, 28)), ("scope = ", range(28, 40)),
+                        ("scope.attach_running", (40,)))
+       for n in ns},
     "xǁMicroManagerMicroscopeǁconnect__mutmut_2": ("2001", "equivalent: a millisecond "
                                                    "more to wait for the GUI's answer"),
     "xǁMicroManagerMicroscopeǁ_produce__mutmut_70": (
@@ -968,6 +974,28 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
        for n in (3, 4, 6)},
     **{f"xǁMicroManagerMicroscopeǁ{fn}__mutmut_{n}": ('"attach_running", None', _EQ_POP_NONE)
        for fn, n in (("headless", 10), ("from_core", 19))},
+    # acquisition/stream.py
+    "x_pace__mutmut_5": ("wait < 0", "boundary at exact equality of two clock readings: "
+                         "equivalent in practice"),
+    **{f"xǁFrameStreamǁ__init____mutmut_{n}": (frag, "wording only: the producer "
+                                               "thread's name, as a debugger or py-spy "
+                                               "shows it")
+       for frag, ns in (('"frames"', (1, 2)), ("inscope-{name}", (11, 14))) for n in ns},
+    **{f"xǁFrameStreamǁ__init____mutmut_{n}": ("daemon", "a test to add: whether the "
+                                               "producer thread is a daemon matters only at "
+                                               "interpreter exit while a producer is stuck "
+                                               "in a device call (needs a subprocess)")
+       for n in (12, 15, 16)},
+    **{f"xǁFrameStreamǁ__iter____mutmut_{n}": ("timeout=None", _EQ_ITER_STOP)
+       for n in (3, 5, 7)},
+    "xǁFrameStreamǁ_emit_lossless__mutmut_6": (
+        "timeout=1.1", "a tuning constant: how long a stopped lossless producer may wait "
+        "in the hand-off; the close test bounds it at 2.5 s"),
+    **{f"xǁFrameStreamǁ{fn}__mutmut_1": ("6.0", "a default time-out (s), not behaviour")
+       for fn in ("close", "get")},
+    "xǁFrameStreamǁ_emit_lossless__mutmut_8": (
+        "return True", "equivalent: the answer of a hand-off abandoned because the stream "
+        "is stopping; no producer reads it then (it stops)"),
 }
 
 

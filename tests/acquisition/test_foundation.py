@@ -130,6 +130,11 @@ def test_lossless_stream_close_unblocks_producer():
 
     frames = FrameStream(producer, lossless=True).start()
     assert frames.get(timeout=5).index == 0
+    deadline = time.monotonic() + 5.0
+    while frames.produced < 2:  # frame 1 waits in the slot, frame 2 in the producer
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    time.sleep(0.05)
     t0 = time.monotonic()
     frames.close(timeout=5)
     # the waiting producer sees the stop within its 0.1 s poll: close() does not sit out
