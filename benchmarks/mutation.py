@@ -19,6 +19,7 @@ not hours, on two shared cores.
 Run::
 
     python -m benchmarks.mutation                       # every module, ~15-25 min on 2 cores
+                                                        # (+ ~12 min: micromanager)
     python -m benchmarks.mutation --module safety       # one module
     python -m benchmarks.mutation --max-children 1      # gentler on a shared machine
     python -m benchmarks.mutation --module focus --work /tmp/mut   # keep mutants + verdicts
@@ -66,6 +67,13 @@ _FORKED_RELOAD = ("loading another config into the headless core unloads devices
                   "whatever the mutant; they test headless_core's errors, not mutated here")
 
 
+#: the tests of test_micromanager.py that reload the config, for every target running it
+_MM_RELOAD_TESTS = tuple(
+    (f"tests/acquisition/test_micromanager.py::{name}", _FORKED_RELOAD)
+    for name in ("test_config_without_camera_is_clear", "test_broken_config_is_clear",
+                 "test_config_without_xy_stage_refuses_xy_with_device_error"))
+
+
 @dataclass(frozen=True)
 class Target:
     """One module under mutation and the tests that guard it."""
@@ -81,6 +89,9 @@ class Target:
     # reason: mutmut runs every mutant in a process forked from the one that collected
     # the stats, and some real-hardware tests cannot run in a forked copy
     deselect: tuple[tuple[str, str], ...] = ()
+    # mutmut mutant-name globs a run checks when --mutants names none (empty: all): for a
+    # module whose other mutants cannot be run here in reasonable time (said at the target)
+    mutants: tuple[str, ...] = ()
 
 
 TARGETS: tuple[Target, ...] = (
@@ -247,13 +258,10 @@ TARGETS: tuple[Target, ...] = (
             "tests/service/test_overlay_truth.py"), 0.80),
     # the Micro-Manager path through the real MMCore and DemoCamera adapters: stage
     # moves (waited for or not), the pixel-size affine, frames and their stage stamps
-    # (the GUI-only test needs Java and is skipped here, as in every run). Run with
-    #   --mutants '*affine_from_mm*' '*x__as_2d*' '*x__as_list*' '*x__sequence_running*'
-    #   '*x__stop_sequence*' '*x__port_open*' '*x_device_interface_check*'
-    #   '*MicroManagerMicroscopeǁ*'
-    # the process's one headless core start (headless_core, default_mm_dir,
-    # resolve_config, headless_config, _explain: 119 mutants) is left unchecked: its
-    # mutants break the start every later test needs and each waits out MMCore's
+    # (the GUI-only test needs Java and is skipped here, as in every run). Its mutants
+    # below exclude the process's one headless core start (headless_core,
+    # default_mm_dir, resolve_config, headless_config, _explain: 119 mutants, left
+    # unchecked): they break the start every later test needs and each waits out MMCore's
     # time-outs (a first full run managed ~2 a minute), and its error tests reload the
     # config, which a forked copy cannot (see _FORKED_RELOAD)
     Target("micromanager", "acquisition/micromanager.py",
@@ -262,18 +270,18 @@ TARGETS: tuple[Target, ...] = (
             "tests/acquisition/test_mm_version_mismatch.py",
             "tests/acquisition/test_safety_limits.py",
             "tests/control/test_calibration_in_loop.py"), 0.80,
-           deselect=tuple((f"tests/acquisition/test_micromanager.py::{name}", _FORKED_RELOAD)
-                          for name in ("test_config_without_camera_is_clear",
-                                       "test_broken_config_is_clear",
-                                       "test_config_without_xy_stage_refuses_xy_with_device_error"))),
+           deselect=_MM_RELOAD_TESTS,
+           mutants=("*affine_from_mm*", "*x__as_2d*", "*x__as_list*", "*x__sequence_running*",
+                    "*x__stop_sequence*", "*x__port_open*", "*x_device_interface_check*",
+                    "*MicroManagerMicroscopeǁ*")),
     Target("pymmcore_core", "acquisition/pymmcore_core.py",
            ("tests/acquisition/test_pymmcore_core.py", "tests/acquisition/test_micromanager.py"),
-           0.80),
+           0.80, deselect=_MM_RELOAD_TESTS),
     # what every backend shares: guarded moves, frame streams and their pacing
     Target("microscope", "acquisition/microscope.py",
            ("tests/acquisition/test_foundation.py", "tests/acquisition/test_safety_limits.py",
             "tests/acquisition/test_guard_behaviour.py", "tests/acquisition/test_micromanager.py"),
-           0.80),
+           0.80, deselect=_MM_RELOAD_TESTS),
     Target("stream", "acquisition/stream.py",
            ("tests/acquisition/test_stream_pacing.py", "tests/acquisition/test_foundation.py",
             "tests/acquisition/test_replay.py"), 0.80),
@@ -365,6 +373,7 @@ _MM_GUI = ("needs the Micro-Manager GUI (Java) with its pycro-manager server, wh
 _EQ_ITER_STOP = ("equivalent in what is returned: close() closes the slot right after "
                  "it stops the producer, and a closed slot answers at once; only how long "
                  "an iteration waits during close()'s join differs")
+_EQ_CLOCK_TIE = "boundary at exact equality of two clock readings: equivalent in practice"
 _EQ_POP_NONE = "equivalent: bool(None) is False, the default it replaces"
 
 
@@ -947,9 +956,8 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
        for n in ns},
     **{f"xǁMicroManagerMicroscopeǁ__init____mutmut_{n}": ("self._pos_t", _MM_POS_T)
        for n in (97, 98)},
-    **{f"xǁMicroManagerMicroscopeǁ_cached_position__mutmut_{n}": (
-        "self.position_refresh_s", "boundary at exact equality of two clock readings: "
-        "equivalent in practice") for n in (5,)},
+    "xǁMicroManagerMicroscopeǁ_cached_position__mutmut_5": ("self.position_refresh_s",
+                                                           _EQ_CLOCK_TIE),
     "xǁMicroManagerMicroscopeǁ__init____mutmut_2": (
         "position_refresh_s: float = 1.25", "a tuning constant (how soon a joystick move "
         "reaches the frames); the test sets its own refresh and checks the behaviour"),
@@ -975,8 +983,7 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     **{f"xǁMicroManagerMicroscopeǁ{fn}__mutmut_{n}": ('"attach_running", None', _EQ_POP_NONE)
        for fn, n in (("headless", 10), ("from_core", 19))},
     # acquisition/stream.py
-    "x_pace__mutmut_5": ("wait < 0", "boundary at exact equality of two clock readings: "
-                         "equivalent in practice"),
+    "x_pace__mutmut_5": ("wait < 0", _EQ_CLOCK_TIE),
     **{f"xǁFrameStreamǁ__init____mutmut_{n}": (frag, "wording only: the producer "
                                                "thread's name, as a debugger or py-spy "
                                                "shows it")
@@ -1375,7 +1382,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in chosen:
         print(f"mutating {t.path} (tests: {', '.join(t.tests)}) ...", flush=True)
         res = run_target(t, a.max_children, a.keep, a.work, a.survivors, not a.report,
-                         tuple(a.mutants))
+                         tuple(a.mutants) or (() if a.survivors else t.mutants))
         rows.append(res)
         old = _merged_results(a.out, rows) if a.module else {r["module"]: r for r in rows}
         left = "" if res["complete"] else f" ({res['mutants'] - res['checked']} not checked)"
