@@ -92,24 +92,20 @@ def _live_mode(scope, attached: bool = True):
             c.stop_sequence_acquisition()
 
 
-def test_frames_exposed_during_an_unwaited_move_are_flagged_with_live_positions(slow_xy):
+@pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
+def test_frames_exposed_during_an_unwaited_move_are_flagged_with_live_positions(slow_xy,
+                                                                               attached):
+    """In inscope's own sequence and when it reads the GUI's live mode instead
+    (``attach_running``) alike."""
     scope = slow_xy
-    with scope.stream() as s:
-        during, after = _frames_through_a_move(scope, s)
-    _check_move(during, after)
-    assert not scope.moving()
-
-
-def test_attached_stream_flags_moving_frames_too(slow_xy):
-    """The same guarantee when inscope reads the GUI's live mode instead of its own
-    sequence (``attach_running``)."""
-    scope = slow_xy
-    with _live_mode(scope):
+    with _live_mode(scope, attached):
         with scope.stream() as s:
             during, after = _frames_through_a_move(scope, s)
-        assert scope.core.is_sequence_running()  # left running for its owner
+        if attached:
+            assert scope.core.is_sequence_running()  # left running for its owner
     _check_move(during, after)
-    assert all(f.metadata.get("attached") for f in during + after)
+    assert all(bool(f.metadata.get("attached")) == attached for f in during + after)
+    assert not scope.moving()
 
 
 def test_attached_frames_carry_the_same_context_as_owned_ones(mm_scope):
@@ -136,13 +132,10 @@ def test_attached_frames_carry_the_same_context_as_owned_ones(mm_scope):
 
 
 def test_attached_stream_ends_with_one_clear_error_when_live_mode_stops(mm_scope):
-    c = mm_scope.core
-    c.start_continuous_sequence_acquisition(0.0)
-    mm_scope.attach_running = True
-    try:
+    with _live_mode(mm_scope):
         s = mm_scope.stream()
         assert s.get(timeout=5.0) is not None
-        c.stop_sequence_acquisition()  # the user stops live mode in the GUI
+        mm_scope.core.stop_sequence_acquisition()  # the user stops live mode in the GUI
         err = _raised(s)
         assert isinstance(err, DeviceError), repr(err)
         assert "attached to has stopped" in str(err)
@@ -151,10 +144,6 @@ def test_attached_stream_ends_with_one_clear_error_when_live_mode_stops(mm_scope
         mm_scope.attach_running = False
         with mm_scope.stream() as own:
             assert own.get(timeout=5.0) is not None
-    finally:
-        mm_scope.attach_running = False
-        if c.is_sequence_running():
-            c.stop_sequence_acquisition()
 
 
 @pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
