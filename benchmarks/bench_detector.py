@@ -26,11 +26,13 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks._common import named_model, percentiles, write_json
+from inscope.enums import Spinning
 
 
 def _pct(values) -> dict[str, float]:
@@ -265,8 +267,8 @@ def build_yolo11n(folder: Path, imgsz: int = 512) -> Path:
 
 
 def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: int = 2,
-                             blocks: int = 30, block: int = 10, spinning: bool = False
-                             ) -> dict:
+                             blocks: int = 30, block: int = 10,
+                             spinning: str | Sequence[str] = "off") -> dict:
     """``session.run`` latency (ms) of several ONNX models, measured in alternating blocks.
 
     Running *block* calls of one model, then *block* of the next, ... lets each thread
@@ -274,27 +276,33 @@ def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: in
     *spinning* (ORT's default) the idle pool of one session still spins for a while
     after its block and competes with the next session's threads on a 2-core machine,
     so by default the comparison runs with spinning off in every session, as issue 18
-    measured it (``--spinning on`` shows the difference). Inputs: random (1, C, hw, hw)
-    float32 with each model's own channel count.
+    measured it (``--spinning on`` shows the difference). ``"run"`` spins only inside a
+    run and stops when it returns, so it does not compete with the next block. Several
+    modes (a sequence) time every model in each, keyed ``name@mode``, with the ratio of
+    each mode to the first (``name@run_over_name@off_p50``). Sessions are made with the
+    service's own options (:func:`inscope.detector.providers.session_options`). Inputs:
+    random (1, C, hw, hw) float32 with each model's own channel count.
     """
     import onnxruntime as ort
 
+    from inscope.detector.providers import session_options, spinning_mode
+
+    modes = [spinning_mode(m) for m in ([spinning] if isinstance(spinning, str)
+                                        else spinning)]
     sess, feeds = {}, {}
-    for name, path in models.items():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning",
-                                    "1" if spinning else "0")
-        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        inp = s.get_inputs()[0]
-        ch = inp.shape[1] if isinstance(inp.shape[1], int) else 1
-        feeds[name] = {inp.name: np.random.default_rng(0).random((1, ch, hw, hw),
-                                                                 dtype=np.float32)}
-        sess[name] = s
-        for _ in range(block):
-            s.run(None, feeds[name])
-    ts: dict[str, list[float]] = {n: [] for n in models}
+    for mode in modes:
+        for model, path in models.items():
+            name = model if len(modes) == 1 else f"{model}@{mode}"
+            s = ort.InferenceSession(str(path), session_options(threads, mode),
+                                     providers=["CPUExecutionProvider"])
+            inp = s.get_inputs()[0]
+            ch = inp.shape[1] if isinstance(inp.shape[1], int) else 1
+            feeds[name] = {inp.name: np.random.default_rng(0).random((1, ch, hw, hw),
+                                                                     dtype=np.float32)}
+            sess[name] = s
+            for _ in range(block):
+                s.run(None, feeds[name])
+    ts: dict[str, list[float]] = {n: [] for n in sess}
     for _ in range(blocks):
         for name, s in sess.items():
             s.run(None, feeds[name])  # first call after the other pool ran: not timed
@@ -303,8 +311,13 @@ def session_run_side_by_side(models: dict[str, Path], hw: int = 512, threads: in
                 s.run(None, feeds[name])
                 ts[name].append((time.perf_counter() - t) * 1e3)
     out = {n: percentiles(t, digits=3) or {} for n, t in ts.items()}
+    for model in models if len(modes) > 1 else ():
+        first = f"{model}@{modes[0]}"
+        for mode in modes[1:]:
+            out[f"{model}@{mode}_over_{first}_p50"] = round(
+                out[f"{model}@{mode}"]["p50"] / out[first]["p50"], 3)
     out["_how"] = (f"{blocks} alternating blocks of {block} runs each, {hw}x{hw}, "
-                   f"{threads} intra-op threads, spinning {'on' if spinning else 'off'}")
+                   f"{threads} intra-op threads, spinning {' / '.join(modes)}")
     return out
 
 
@@ -417,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=os.environ.get("INSCOPE_EVAL_DATA"),
                    help="annotated file for accuracy (env INSCOPE_EVAL_DATA); optional")
     p.add_argument("--sim-frames", type=int, default=8,
-                   help="simulated held-out frames for accuracy (seed 900000)")
+                   help="simulated held-out frames for accuracy (seed 900000; 0: none, "
+                   "latency only)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/detector.json"))
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="leave out the random-weight reference CNN (latency only)")
@@ -428,9 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="NAME=MODEL.onnx",
                    help="more ONNX models timed in the session.run blocks beside the "
                    "model (e.g. previous=old.onnx: a before/after in one run)")
-    p.add_argument("--spinning", choices=("on", "off"), default="off",
-                   help="intra-op thread spinning in the session.run side-by-side blocks "
-                   "(default off: an idle spinning pool slows the other session)")
+    p.add_argument("--spinning", action="append", choices=list(Spinning), default=None,
+                   help="intra-op threads in the session.run side-by-side blocks: sleep "
+                   "(off, the default: an idle spinning pool slows the other session), "
+                   "spin while a run is in progress (run) or also after it (on); "
+                   "repeatable: every model in each mode, side by side")
     p.add_argument("--jitter-frames", default="10:20", metavar="A:B",
                    help="frames of --data (an npz stack) for the box-centre jitter")
     args = p.parse_args(argv)
@@ -461,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     scored = {k: d for k, d in dets.items() if k != ref_key}
     if sim:
         acc["simulated_held_out"] = bench_accuracy(scored, sim, ignore_border_fp=False)
-    else:
+    elif args.sim_frames:  # 0: latency only (an AP of no frames is not a number)
         syn = []
         from inscope.detector.datasets import Sample
 
@@ -497,17 +513,18 @@ def main(argv: list[str] | None = None) -> int:
             others["yolo11n"] = build_yolo11n(Path(tmp.name))
         except ImportError as e:
             notes.append(f"YOLO11n comparison skipped ({e}; pip install 'inscope[yolo]')")
-    if others and model_keys:
+    modes = args.spinning or ["off"]
+    if (others or len(modes) > 1) and model_keys:
         side = session_run_side_by_side(
             {"model": dets[model_keys[0]].model_path, **others}, threads=args.threads or 2,
-            spinning=args.spinning == "on")
-        for name in others:
+            spinning=modes)
+        for name in others if len(modes) == 1 else ():
             side[f"{name}_over_model_p50"] = round(side[name]["p50"] / side["model"]["p50"],
                                                    2)
-        if "yolo11n" in others:  # the name earlier results used
+        if "yolo11n" in others and len(modes) == 1:  # the name earlier results used
             side["speedup_p50"] = side["yolo11n_over_model_p50"]
         print("session.run 512x512: " + "; ".join(
-            f"{n} {side[n]}" for n in ("model", *others)))
+            f"{n} {v}" for n, v in side.items() if isinstance(v, dict)))
 
     # -- table -------------------------------------------------------------------------
     print(f"\n{'detector':<28} {'size':>5} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7} "

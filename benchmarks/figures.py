@@ -106,10 +106,19 @@ STEPS: dict[str, tuple[list[str], str]] = {
                       "--frames", "300", "--provider", "cuda", "--provider", "cpu",
                       "--no-plots"], "gpu_headless.json"),
     "mutation": (["benchmarks.mutation"], "mutation.json"),
-    # ONNX Runtime's spinning threads on and off, alternating (docs/service.md)
+    # ONNX Runtime's threads spinning (on), spinning only inside a run (run) and sleeping
+    # (off), alternating twice (docs/service.md)
     "spinning": (["inscope", "bench", "--backend", "demo", "--model", "default", "--frames",
-                  "300", "--spinning", "on", "--spinning", "off", "--spinning", "on",
-                  "--spinning", "off", "--no-plots"], "bench_spinning_demo.json"),
+                  "300", *[a for _ in range(2) for m in ("on", "off", "run")
+                           for a in ("--spinning", m)], "--no-plots"],
+                 "bench_spinning_demo.json"),
+    # the shipped model's session.run alone in the three spinning modes, alternating
+    # blocks of 10 (detector/models/MODEL_CARD.md, Speed)
+    "spinning_session_run": (["benchmarks.bench_detector", "--sizes", "512", "--repeats",
+                              "30", "--threads", "2", "--sim-frames", "0", "--no-reference",
+                              "--no-yolo", "--spinning", "off", "--spinning", "run",
+                              "--spinning", "on"],
+                             "spinning_session_run.json"),
     # the same on 16 cores (the GPU machine, CPU provider): Micro-Manager's DemoCamera
     "spinning_16": (["inscope", "bench", "--backend", "headless", "--model", "default",
                      "--frames", "300", "--provider", "cpu", "--spinning", "on", "--spinning",

@@ -96,9 +96,11 @@ class OnnxDetector:
     threads
         ONNX Runtime intra-op threads (None: one per core).
     spinning
-        Idle intra-op threads spin (lowest median latency alone) or sleep (kinder to the
-        camera and control threads: lower p99 in the live loop, on 2 cores and on 16);
-        None sleeps, see :func:`inscope.detector.providers.default_spinning`.
+        What idle intra-op threads do: ``"off"`` sleep (kinder to the camera and control
+        threads: lower p99 in the live loop, on 2 cores and on 16), ``"run"`` spin only
+        while a frame runs, ``"on"`` spin between frames too (lowest median alone);
+        ``True`` / ``False`` = ``"on"`` / ``"off"``. None:
+        :func:`inscope.detector.providers.default_spinning`.
     score_threshold
         Overrides the card's ``decoding.score_threshold``.
     object_size_px
@@ -129,7 +131,8 @@ class OnnxDetector:
                  threads: int | None = None, score_threshold: float | None = None,
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  tile: bool | int | None = None, overlap: int | None = None,
-                 auto_scale: bool = True, spinning: bool | None = None, warmup: bool = True
+                 auto_scale: bool = True, spinning: bool | str | None = None,
+                 warmup: bool = True
                  ) -> None:
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if not path.exists():

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from inscope.enums import Spinning
+
 log = logging.getLogger(__name__)
 
 PROVIDER_NAMES = {
@@ -187,51 +189,86 @@ def failure_reason(text: str, limit: int = 220) -> str:
     return "; ".join(dict.fromkeys(found))[:limit]
 
 
-def default_spinning() -> bool:
-    """Whether idle intra-op threads spin when the caller does not say: no.
+def default_spinning() -> Spinning:
+    """What idle intra-op threads do when the caller does not say (:class:`~inscope.enums.
+    Spinning`): ``"off"``, they sleep.
 
-    Spinning buys the lowest median latency of a detector running alone, but a live loop
-    keeps a camera, a control and output threads busy beside it, and the spinning
-    threads take their CPU: the loop's p99 gets worse on few cores and on many. On 2
-    cores (``inscope bench --backend demo --spinning on --spinning off``) p99 with a busy
-    camera thread went 14.9 -> 10.8 ms with spinning off. On 16 cores (Micro-Manager's
-    DemoCamera, CPU provider, on and off alternated twice:
+    Spinning between runs buys the lowest median latency of a detector running alone, but
+    a live loop keeps a camera, a control and output threads busy beside it, and the
+    spinning threads take their CPU: the loop's p99 gets worse on few cores and on many.
+    On 2 cores (``inscope bench --backend demo --spinning on --spinning off``) p99 with a
+    busy camera thread went 14.9 -> 10.8 ms with spinning off. On 16 cores
+    (Micro-Manager's DemoCamera, CPU provider, on and off alternated twice:
     ``benchmarks/results/spinning_16cores_headless.json``) ready -> published p99 was
     23.9 and 9.9 ms spinning against 8.0 and 8.8 ms sleeping, the pipeline overhead p99
     9.2 and 3.3 against 0.7 and 0.8 ms, and the process used 1571 % of a core against
     215 %: spinning held 14 cores that Micro-Manager and the rest of the PC need.
-    ``spinning=True`` (``[detector] spinning = true``) still spins.
+    ``spinning="on"`` (``[detector] spinning = "on"`` or ``true``) still spins, and
+    ``"run"`` spins only inside a run.
     """
-    return False
+    return Spinning.OFF
+
+
+def spinning_mode(spinning: bool | str | None) -> Spinning:
+    """A :class:`~inscope.enums.Spinning` mode from what a caller or a config file gives.
+
+    ``None``: :func:`default_spinning`; ``True`` / ``False``: ``"on"`` / ``"off"`` (the
+    older boolean form); a string: one of the modes (any case).
+    """
+    if spinning is None:
+        return default_spinning()
+    if isinstance(spinning, bool):
+        return Spinning.ON if spinning else Spinning.OFF
+    mode = str(spinning).strip().lower()
+    if mode not in tuple(Spinning):
+        raise ValueError(f"spinning {spinning!r} is not a mode; {SPINNING_HELP}.")
+    return Spinning(mode)
+
+
+#: the modes in one clause, for the errors of every place that takes one
+SPINNING_HELP = ("use 'off' (idle ONNX Runtime threads sleep), 'run' (they spin only while "
+                 "a frame runs) or 'on' (they also spin between frames); true/false mean "
+                 "'on'/'off'")
 
 
 #: ONNX Runtime's session config key for idle intra-op threads spinning ("1") or not ("0").
 SPINNING_KEY = "session.intra_op.allow_spinning"
+#: ... and for stopping the spinning when a run returns ("1"), restarted by the next run.
+SPINNING_STOP_KEY = "session.force_spinning_stop"
 
 
-def session_spins(session: Any) -> bool:
-    """Whether *session*'s idle intra-op threads really spin (unset: ORT's default, yes)."""
-    return session.get_session_options().get_session_config_entry(SPINNING_KEY) != "0"
+def session_spinning(session: Any) -> Spinning:
+    """What *session*'s idle intra-op threads really do (a key left unset is ORT's
+    default: spin, and keep spinning after a run)."""
+    so = session.get_session_options()
+    if so.get_session_config_entry(SPINNING_KEY) == "0":
+        return Spinning.OFF
+    if so.get_session_config_entry(SPINNING_STOP_KEY) == "1":
+        return Spinning.RUN
+    return Spinning.ON
 
 
-def _session_options(threads: int | None, spinning: bool | None = None):
+def session_options(threads: int | None, spinning: bool | str | None = None):
+    """The ``onnxruntime.SessionOptions`` every inscope session is made with: all graph
+    optimisations, *threads* intra-op threads (and one inter-op), the *spinning* mode
+    (:func:`spinning_mode`), warnings only. Benchmarks use it too, so they time the
+    service's own sessions."""
     import onnxruntime as ort
 
-    if spinning is None:
-        spinning = default_spinning()
-
+    mode = spinning_mode(spinning)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
-    so.add_session_config_entry(SPINNING_KEY, "1" if spinning else "0")
+    so.add_session_config_entry(SPINNING_KEY, "0" if mode is Spinning.OFF else "1")
+    so.add_session_config_entry(SPINNING_STOP_KEY, "1" if mode is Spinning.RUN else "0")
     return so
 
 
 def create_session(model_path: str | Path, provider: str = "auto",
-                   threads: int | None = None, spinning: bool | None = None):
+                   threads: int | None = None, spinning: bool | str | None = None):
     """Create an ``onnxruntime.InferenceSession`` on the best provider that really runs.
 
     Parameters
@@ -244,16 +281,20 @@ def create_session(model_path: str | Path, provider: str = "auto",
     threads
         ``intra_op_num_threads`` (None: ORT's default, one per core).
     spinning
-        Let idle intra-op threads spin for the next run (ORT's own default). Lowest median
-        latency on a quiet machine; off, they sleep and leave the cores to the camera and
-        control threads: measured on 2 cores, p50 3.8 -> 5.4 ms but p99 with a busy
-        camera thread 14.9 -> 10.8 ms at 512x512. None: :func:`default_spinning` (no).
+        What idle intra-op threads do (:class:`~inscope.enums.Spinning`): ``"off"`` sleep and leave
+        the cores to the camera and control threads, ``"run"`` spin only while a run is in
+        progress, ``"on"`` spin between runs too (ORT's own default: lowest median alone,
+        but on 2 cores p99 with a busy camera thread 14.9 ms against 10.8 ms off, at
+        512x512). ``True`` / ``False`` = ``"on"`` / ``"off"``. None:
+        :func:`default_spinning`.
 
     Returns
     -------
     (session, provider short name)
     """
     import onnxruntime as ort
+
+    spinning = spinning_mode(spinning)  # a wrong mode fails here, before any session
 
     ort.set_default_logger_severity(3)
     provider = (provider or "auto").lower()
@@ -281,7 +322,7 @@ def create_session(model_path: str | Path, provider: str = "auto",
                      ("CUDAExecutionProvider", cuda_options()), "CPUExecutionProvider"]
         if name == "cpu":
             try:
-                sess = ort.InferenceSession(path, _session_options(threads, spinning),
+                sess = ort.InferenceSession(path, session_options(threads, spinning),
                                             providers=chain)
             except Exception as e:  # noqa: BLE001 - re-raised with the fix below
                 raise ValueError(
@@ -291,7 +332,7 @@ def create_session(model_path: str | Path, provider: str = "auto",
             return sess, "cpu"
         try:
             with _silenced() as out:
-                sess = ort.InferenceSession(path, _session_options(threads, spinning),
+                sess = ort.InferenceSession(path, session_options(threads, spinning),
                                             providers=chain)
         except Exception as e:  # noqa: BLE001 - a GPU provider failing is expected here
             errors[name] = failure_reason(out.getvalue() + "\n" + str(e))

@@ -160,7 +160,7 @@ class TritonDetector:
     def __init__(self, address: str | TritonAddress, *, score_threshold: float | None = None,
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  auto_scale: bool = True, fallback: Any = None, provider: str = "auto",
-                 threads: int | None = None, spinning: bool | None = None) -> None:
+                 threads: int | None = None, spinning: bool | str | None = None) -> None:
         self.address = (address if isinstance(address, TritonAddress)
                         else TritonAddress.parse(address))
         self._grpc, self._error_type = _import_client()
@@ -424,7 +424,8 @@ def _short(e: Exception) -> str:
     return msg[:300]
 
 
-def _build_fallback(spec: str, provider: str, threads: int | None, spinning: bool | None,
+def _build_fallback(spec: str, provider: str, threads: int | None,
+                    spinning: bool | str | None,
                     score_threshold: float | None, object_size_px: float | None,
                     object_size_um: float | None):
     from inscope.detector.onnx_detector import load_detector

@@ -88,7 +88,7 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None,
 
 
 def _detectors(models: list[str], providers: list[str] | None, say,
-               spinning: bool | None = None):
+               spinning: bool | str | None = None):
     """Yield (label, detector) for each model x provider that really runs."""
     from inscope.detector.onnx_detector import load_detector
 
@@ -115,12 +115,13 @@ def _detectors(models: list[str], providers: list[str] | None, say,
             yield m, det
 
 
-def _spinning(det) -> bool | None:
-    """Whether the detector's ONNX Runtime session really lets idle threads spin."""
-    from inscope.detector.providers import session_spins
+def _spinning(det) -> str | None:
+    """What the detector's ONNX Runtime session's idle threads really do ("off", "run",
+    "on"; None: no ONNX Runtime session)."""
+    from inscope.detector.providers import session_spinning
 
     session = getattr(det, "session", None)
-    return None if session is None else session_spins(session)
+    return None if session is None else str(session_spinning(session))
 
 
 def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
@@ -180,8 +181,8 @@ def run_config(scope, detector, frames: int, mode: str = Mode.STEER,
 def run_demo(frames: int, models: list[str], say,
              spinnings: tuple[str, ...] = ()) -> list[tuple[dict, list[dict]]]:
     """The demo's configuration (all outputs, steer+focus, the tour) for each model (and
-    each ONNX Runtime spinning setting in *spinnings*, ``"on"``/``"off"``; empty: the
-    demo's own)."""
+    each ONNX Runtime spinning mode in *spinnings*, ``"off"``/``"run"``/``"on"``; empty:
+    the demo's own)."""
     import tempfile
 
     from inscope.commands import demo_config
@@ -194,7 +195,7 @@ def run_demo(frames: int, models: list[str], say,
             cfg = demo_config(tmp)
             cfg.detector.model = None if m == "default" else m
             if spin is not None:
-                cfg.detector.spinning = spin == "on"
+                cfg.detector.spinning = spin
             cfg.outputs.zmq.pub_port = cfg.outputs.zmq.rep_port = 0
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
@@ -262,7 +263,7 @@ def _result(s: dict, cpu: dict) -> dict:
 
 
 def _table(results: list[dict]) -> str:
-    head = (f"{'microscope':<30} {'detector':<22} {'fps/cam':>11} {'drop':>5} "
+    head = (f"{'microscope':<30} {'detector':<30} {'fps/cam':>11} {'drop':>5} "
             f"{'detect p50/p99':>15} {'e2e p50/p99/max':>20} {'overhead p50/p99':>17} "
             f"{'loop ovh p50/p99':>17} {'hand-offs p50/p99':>17} {'->move p50':>10}")
     rows = [head, "-" * len(head)]
@@ -276,10 +277,12 @@ def _table(results: list[dict]) -> str:
             return "-" if x is None else f"{x:.2f}"
 
         det = f"{r['detector']['name']}/{r['detector']['provider']}"
-        if "spinning" in r["detector"]:
-            det += "/spin" if r["detector"]["spinning"] else "/sleep"
+        spin = r["detector"].get("spinning")
+        if spin is not None:  # records before the "run" mode hold true/false
+            det += {True: "/spin", False: "/sleep", "on": "/spin", "off": "/sleep",
+                    "run": "/spin-in-run"}.get(spin, f"/{spin}")
         rows.append(
-            f"{r['microscope'][:30]:<30} {det[:22]:<22} "
+            f"{r['microscope'][:30]:<30} {det[:30]:<30} "
             f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
             f"{f(d['p50']):>7}/{f(d['p99']):<7} {f(e['p50']):>6}/{f(e['p99'])}/{f(e['max']):<6} "
             f"{f(o['p50']):>8}/{f(o['p99']):<8} {f(lo['p50']):>8}/{f(lo['p99']):<8} "
@@ -378,8 +381,9 @@ def main(args: argparse.Namespace) -> int:
             return 2
     backends = args.backend or [Backend.SIM, Backend.HEADLESS]
     models = args.model or ["default", "classical"]
-    # ONNX Runtime's idle threads spinning (on) or sleeping (off), side by side when both
-    # are given; default (None): what the service does on this machine
+    # ONNX Runtime's idle threads sleeping (off), spinning inside a run (run) or also
+    # between runs (on), side by side when several are given; default (None): what the
+    # service does on this machine
     spinnings: list[str | None] = list(args.spinning or [None])
     out = Path(args.out)
     if out.is_dir() or out.suffix.lower() != ".json":
@@ -414,8 +418,7 @@ def main(args: argparse.Namespace) -> int:
             continue
         try:
             for spin in spinnings:
-                for label, det in _detectors(models, args.provider, say,
-                                             None if spin is None else spin == "on"):
+                for label, det in _detectors(models, args.provider, say, spin):
                     say(f"bench {scope.name} | {det.name} on {det.provider}, spinning "
                         f"{spin or 'default'}: {args.frames} frames ...")
                     spinning = _spinning(det)  # read before close() drops the session

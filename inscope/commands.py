@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from inscope.cli import add_exposure_argument, add_micromanager_arguments, deprecated_alias
-from inscope.enums import Backend, Mode, RecordFormat
+from inscope.enums import Backend, Mode, RecordFormat, Spinning
 
 #: The demo's length when neither --frames nor --seconds is given.
 DEMO_FRAMES = 300
@@ -154,9 +154,10 @@ def _register_bench(sub) -> None:
                    help="control mode during the benchmark (default steer)")
     add_exposure_argument(p, default=10.0, what=" (the frame period)")
     add_micromanager_arguments(p, old_config_flag=False)  # never had --config
-    p.add_argument("--spinning", action="append", choices=["on", "off"], default=None,
-                   help="ONNX Runtime's idle threads spin or sleep (repeatable: both side "
-                        "by side; default: the service's [detector] spinning)")
+    p.add_argument("--spinning", action="append", choices=list(Spinning), default=None,
+                   help="ONNX Runtime's idle threads sleep (off), spin while a frame runs "
+                        "(run) or also between frames (on) (repeatable: side by side; "
+                        "default: the service's [detector] spinning)")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")

@@ -80,10 +80,11 @@ class DetectorConfig:
     provider: str = "auto"
     threads: int | None = None
     score_threshold: float | None = None
-    # ONNX Runtime threads spin between runs (lowest p50 alone) or sleep (leave the cores
-    # to the camera and control threads: lower p99 in the loop, on 2 cores and on 16);
-    # unset: sleep (inscope.detector.providers.default_spinning)
-    spinning: bool | None = None
+    # what ONNX Runtime's idle threads do: "off" sleep (leave the cores to the camera
+    # and control threads: lower p99 in the loop, on 2 cores and on 16), "run" spin only
+    # while a frame runs, "on" spin between frames too (lowest p50 alone); true/false =
+    # "on"/"off"; unset: inscope.detector.providers.default_spinning
+    spinning: bool | str | None = None
 
 
 @dataclass
@@ -363,6 +364,13 @@ def _check_values(cfg: Config, source: str) -> None:
     num("outputs.snapshot_max_per_s", o.snapshot_max_per_s, 0, 100, lo_open=True)
     num("detector.score_threshold", cfg.detector.score_threshold, 0, 1)
     num("detector.threads", cfg.detector.threads, 1, 256)
+    if isinstance(cfg.detector.spinning, str):
+        from inscope.detector.providers import SPINNING_HELP, spinning_mode
+
+        try:
+            cfg.detector.spinning = spinning_mode(cfg.detector.spinning)
+        except ValueError:
+            raise bad("detector.spinning", cfg.detector.spinning, SPINNING_HELP) from None
     num("outputs.zmq.sndhwm", o.zmq.sndhwm, 1, 1_000_000)
     for k, v in m.options.items():
         if isinstance(v, float) and not math.isfinite(v):

@@ -26,6 +26,7 @@ __all__ = [
     "FocusStatus",
     "Mode",
     "RecordFormat",
+    "Spinning",
     "Stamp",
     "SteerStatus",
     "TargetKind",
@@ -155,6 +156,15 @@ class AutofocusIssue(Name):
     REFUSED = "refused"  # a focus move was refused (soft limit, device error)
     EDGE = "edge"  # the sharpest image is at an end of the sweep: no peak inside it
     FLAT = "flat"  # no sharpness peak at all (a featureless field): focus left at start
+
+
+class Spinning(Name):
+    """What ONNX Runtime's idle intra-op threads do (``[detector] spinning``, ``inscope
+    bench --spinning``; :func:`inscope.detector.providers.spinning_mode`)."""
+
+    OFF = "off"  # they sleep; the next parallel section wakes them
+    RUN = "run"  # they spin between a run's operators, and sleep once it returns
+    ON = "on"  # they also spin for a while after a run (ONNX Runtime's own default)
 
 
 class Stamp(Name):

@@ -27,6 +27,24 @@ def test_bench_detector_writes_latency_and_accuracy(tmp_path, capsys):
     assert "p99" in capsys.readouterr().out
 
 
+def test_session_run_side_by_side_times_the_model_in_each_spinning_mode(tmp_path):
+    # --spinning off --spinning run: every model in each mode, keyed name@mode, with the
+    # ratio of each mode to the first; --sim-frames 0 writes no accuracy (no NaN AP)
+    out = tmp_path / "spin.json"
+    rc = bench_detector.main(["--sizes", "64", "--repeats", "2", "--sim-frames", "0",
+                              "--threads", "2", "--no-reference", "--no-yolo",
+                              "--spinning", "off", "--spinning", "run", "--out", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    side = r["session_run_vs_yolo11n"]
+    assert {"model@off", "model@run"} <= set(side) and "model" not in side
+    assert side["model@off"]["p50"] <= side["model@off"]["max"]
+    ratio = side["model@run_over_model@off_p50"]
+    assert ratio == round(side["model@run"]["p50"] / side["model@off"]["p50"], 3)
+    assert "off / run" in side["_how"]
+    assert r["accuracy"] == {}
+
+
 def test_synthetic_scene_boxes_cover_the_nuclei():
     img, boxes = bench_detector.synthetic_scene(256, 3)
     assert img.dtype == np.uint16 and len(boxes) > 5

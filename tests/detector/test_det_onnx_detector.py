@@ -205,12 +205,31 @@ def test_threads_sleep_by_default_on_any_machine(model, monkeypatch, cores):
     d.close()
 
 
-@pytest.mark.parametrize("spinning", [True, False])
-def test_thread_spinning_is_set_on_the_session(model, spinning):
+@pytest.mark.parametrize("spinning, spin, stop", [
+    (True, "1", "0"), (False, "0", "0"), ("on", "1", "0"), ("off", "0", "0"),
+    ("run", "1", "1"), ("RUN", "1", "1"), (None, "0", "0")])
+def test_thread_spinning_is_set_on_the_session(model, spinning, spin, stop):
+    # "run": the threads spin between a run's operators and stop when it returns
+    # (ONNX Runtime's force_spinning_stop); True/False are the older "on"/"off"
+    from inscope.detector.providers import session_spinning
+
     d = OnnxDetector(model, provider="cpu", threads=2, spinning=spinning)
     opts = d.session.get_session_options()
-    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == spin
+    assert opts.get_session_config_entry("session.force_spinning_stop") == stop
+    want = {("1", "0"): "on", ("0", "0"): "off", ("1", "1"): "run"}[spin, stop]
+    assert session_spinning(d.session) == want
     assert len(d.detect(np.zeros((64, 64), np.uint16)).boxes) == 0
+    d.close()
+
+
+@pytest.mark.parametrize("bad", ["fast", "", "1", 2])
+def test_an_unknown_spinning_mode_is_one_line_naming_the_modes(model, bad):
+    with pytest.raises(ValueError) as e:
+        OnnxDetector(model, provider="cpu", threads=2, spinning=bad)
+    msg = str(e.value)
+    assert "\n" not in msg and repr(bad) in msg
+    assert all(f"'{m}'" in msg for m in ("off", "run", "on"))
 
 
 def test_provider_failure_reason_is_one_plain_sentence():

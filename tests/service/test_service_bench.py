@@ -35,17 +35,29 @@ def test_bench_reports_every_stage(mm_scope, tmp_path, capsys):
     assert "classical/opencv" in capsys.readouterr().out
 
 
-def test_bench_spinning_on_and_off_side_by_side(mm_scope, tmp_path):
-    # the shipped model twice on the DemoCamera: ONNX Runtime's idle threads spinning,
-    # then sleeping; each result says which the session really used
+def test_bench_spinning_modes_side_by_side(mm_scope, tmp_path, capsys):
+    # the shipped model three times on the DemoCamera: ONNX Runtime's idle threads
+    # spinning, sleeping, spinning only inside a run; each result says which the session
+    # really used, and so does the table
     args = build_parser().parse_args(
         ["bench", "--frames", "15", "--backend", "headless", "--model", "default",
-         "--provider", "cpu", "--spinning", "on", "--spinning", "off", "--no-plots",
-         "--out", str(tmp_path)])
+         "--provider", "cpu", "--spinning", "on", "--spinning", "off", "--spinning", "run",
+         "--no-plots", "--out", str(tmp_path)])
     assert args.func(args) == 0
     rep = json.loads((tmp_path / "bench.json").read_text())
-    assert [r["detector"]["spinning"] for r in rep["results"]] == [True, False]
+    assert [r["detector"]["spinning"] for r in rep["results"]] == ["on", "off", "run"]
     assert all(r["frames"] == 15 for r in rep["results"])
+    table = capsys.readouterr().out
+    assert all(f"inscope-nuclei/cpu/{w} " in table for w in ("spin", "sleep", "spin-in-run"))
+
+
+def test_bench_demo_runs_the_spinning_mode_asked_for(tmp_path):
+    args = build_parser().parse_args(
+        ["bench", "--frames", "10", "--backend", "demo", "--model", "default",
+         "--spinning", "run", "--out", str(tmp_path / "b.json"), "--no-plots"])
+    assert args.func(args) == 0
+    (r,) = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert r["detector"]["spinning"] == "run" and r["frames"] == 10
 
 
 def test_bench_demo_configuration_reports_cpu_per_thread_and_process(tmp_path):

@@ -93,6 +93,9 @@ frames = 10
     ("[detector]\nscore_threshold = 1.5\n", ["detector.score_threshold", "[0, 1]"]),
     ("[microscope.limits]\nx = [5, 1]\n", ["microscope.limits", "low < high"]),
     ("[outputs.records]\nformat = 'xml'\n", ["outputs.records.format", "jsonl"]),
+    ("[detector]\nspinning = 'fast'\n", ["detector.spinning", "'fast'", "'off'", "'run'",
+                                         "'on'"]),
+    ("[detector]\nspinning = 1\n", ["detector.spinning", "true/false or string"]),
     ("[control\nmode = 1\n", ["not valid TOML"]),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, words):
@@ -101,6 +104,15 @@ def test_bad_config_names_file_and_key(tmp_path, text, words):
         load_config(p)
     for w in words:
         assert w in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("value, mode", [("run", "run"), ("Run", "run"), ("off", "off"),
+                                         ("on", "on")])
+def test_spinning_modes_in_a_config_file(tmp_path, value, mode):
+    from inscope.enums import Spinning
+
+    cfg = load_config(_write(tmp_path, f"[detector]\nspinning = '{value}'\n"))
+    assert cfg.detector.spinning is Spinning(mode)
 
 
 def test_missing_file():
