@@ -280,7 +280,11 @@ TARGETS: tuple[Target, ...] = (
     # what every backend shares: guarded moves, frame streams and their pacing
     Target("microscope", "acquisition/microscope.py",
            ("tests/acquisition/test_foundation.py", "tests/acquisition/test_safety_limits.py",
-            "tests/acquisition/test_guard_behaviour.py", "tests/acquisition/test_micromanager.py"),
+            "tests/acquisition/test_guard_behaviour.py", "tests/acquisition/test_micromanager.py",
+            "tests/acquisition/test_micromanager_motion.py",
+            # the simulated and slide microscopes are BaseMicroscope too: their moves are
+            # the base class's (absolute / relative, waited / not)
+            "tests/acquisition/test_simulated.py", "tests/acquisition/test_slide_runtime.py"),
            0.80, deselect=_MM_RELOAD_TESTS),
     Target("stream", "acquisition/stream.py",
            ("tests/acquisition/test_stream_pacing.py", "tests/acquisition/test_foundation.py",
@@ -377,7 +381,14 @@ _EQ_CLOCK_TIE = "boundary at exact equality of two clock readings: equivalent in
 _EQ_POP_NONE = "equivalent: bool(None) is False, the default it replaces"
 
 
+_EQ_PROTOCOL = ("equivalent: the body of a typing.Protocol method never runs; every "
+                "backend is a BaseMicroscope, whose defaults the tests pin")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # acquisition/microscope.py
+    "xǁMicroscopeǁmove_xy__mutmut_1": ("relative: bool = True", _EQ_PROTOCOL),
+    "xǁMicroscopeǁmove_xy__mutmut_2": ("wait: bool = False", _EQ_PROTOCOL),
+    "xǁMicroscopeǁmove_z__mutmut_1": ("relative: bool = True", _EQ_PROTOCOL),
+    "xǁMicroscopeǁmove_z__mutmut_2": ("wait: bool = False", _EQ_PROTOCOL),
     # control/focus.py
     "xǁFocusLockǁ_hold__mutmut_23": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
     "xǁFocusLockǁ_balance__mutmut_27": (
@@ -1250,8 +1261,9 @@ def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
     survivors = []
     for name in alive:
         short = name.split(".")[-1]
-        reason = (_NO_TESTS if statuses[name] == "no tests"
-                  else _reason(short, diffs.get(name, "")))
+        # a note wins over "no tests": a mutant no test can reach may be equivalent
+        reason = ((_noted(short, diffs.get(name, "")) or _NO_TESTS)
+                  if statuses[name] == "no tests" else _reason(short, diffs.get(name, "")))
         survivors.append({"mutant": short, "status": statuses[name],
                           "diff": diffs.get(name, ""), "reason": reason})
     score = killed / checked if checked else 0.0

@@ -321,7 +321,16 @@ def test_base_microscope_relative_moves_and_affine_override():
     toy = _Toy(_guard())
     assert toy.move_xy(10, 5) and toy.move_xy(-4, 1, relative=True)
     assert toy.move_z(3) and toy.move_z(1.5, relative=True)
-    assert toy.calls == [("xy", 10.0, 5.0), ("xy", 6, 6), ("z", 3.0), ("z", 4.5)]
+    # absolute is the default, also from a position away from the origin
+    assert toy.move_xy(7, 2) and toy.move_z(4)
+    assert toy.calls == [("xy", 10.0, 5.0), ("xy", 6, 6), ("z", 3.0), ("z", 4.5),
+                         ("xy", 7.0, 2.0), ("z", 4.0)]
+    # the guard records each move under its axis, from where to where
+    assert [(r.axis, r.start, r.target) for r in toy.guard.history] == [
+        ("xy", (0.0, 0.0), (10.0, 5.0)), ("xy", (10.0, 5.0), (6.0, 6.0)),
+        ("z", (0.0,), (3.0,)), ("z", (3.0,), (4.5,)),
+        ("xy", (6.0, 6.0), (7.0, 2.0)), ("z", (4.5,), (4.0,))]
+    assert toy.move_xy(6, 6) and toy.move_z(4.5)
     with pytest.raises(MoveRefused, match="max_step_xy_um"):
         toy.move_xy(61, 0, relative=True)
     assert toy.position() == StagePosition(6, 6, 4.5)
@@ -330,6 +339,86 @@ def test_base_microscope_relative_moves_and_affine_override():
     np.testing.assert_allclose(toy.affine, [[0, 1], [1, 0]])
     toy.affine = None
     np.testing.assert_allclose(toy.affine, np.eye(2) * 2.0)
+
+
+class _BusyToy(_Toy):
+    """A stage and focus drive that report busy while the test says so, as a real
+    device does until it arrives (the demo adapters' focus drive never reports busy)."""
+
+    def __init__(self, guard):
+        super().__init__(guard)
+        self.busy = {"xy": False, "z": False}
+        self.settled = 0
+        self.poll_while_waiting = False
+
+    def _busy_xy(self):
+        return self.busy["xy"]
+
+    def _busy_z(self):
+        return self.busy["z"]
+
+    def _on_settled(self):
+        self.settled += 1
+
+    def _wait_xy(self):
+        self._arrive("xy")
+
+    def _wait_z(self):
+        self._arrive("z")
+
+    def _arrive(self, axis):
+        self.busy[axis] = False
+        if self.poll_while_waiting:  # as a camera thread may, while the move is waited
+            assert not self.moving()
+
+
+def test_a_synchronous_stage_is_settled_at_the_first_look_after_an_unwaited_move():
+    # backends whose moves are done when the setter returns (simulator, slide) keep
+    # BaseMicroscope's busy flags: an unwaited move must not read "moving" for ever
+    toy = _Toy(_guard())
+    assert toy.move_xy(5, 5, wait=False) and not toy.moving()
+    assert toy.move_z(2, wait=False) and not toy.moving()
+    t = time.monotonic_ns()
+    assert not toy.motion_during(t)
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["", "polled-meanwhile"])
+@pytest.mark.parametrize("axis", ["xy", "z"])
+def test_a_waited_move_leaves_nothing_pending(axis, poll):
+    # a frame exposed after a waited move returned shows a still stage, also when a
+    # camera thread saw the device arrive (moving() polled) while the move was waited
+    toy = _BusyToy(_guard())
+    toy.busy[axis], toy.poll_while_waiting = True, poll
+    assert toy.move_xy(5, 5) if axis == "xy" else toy.move_z(2)
+    assert toy.settled == int(poll)
+    t = time.monotonic_ns()
+    assert not toy.moving() and not toy.motion_during(t)
+    assert toy.settled == int(poll)  # nothing was left for moving() to find settled
+
+
+@pytest.mark.parametrize("axis", ["xy", "z"])
+def test_an_unwaited_move_is_pending_until_its_device_is_idle(axis):
+    toy = _BusyToy(_guard())
+    other = "z" if axis == "xy" else "xy"
+    toy.busy[other] = True  # the other device's busy flag is not this move's business
+    before = time.monotonic_ns()
+    time.sleep(0.002)
+    toy.busy[axis] = True
+    assert toy.move_xy(5, 5, wait=False) if axis == "xy" else toy.move_z(2, wait=False)
+    assert toy.moving() and toy.moving()  # polled twice: still travelling
+    # an exposure that ended before the move was commanded did not see it; one that
+    # runs now does
+    assert not toy.motion_during(before - 1000, before)
+    assert toy.motion_during(before)
+    toy.busy[axis] = False
+    settled_from = time.monotonic_ns()
+    assert not toy.moving() and toy.settled == 1
+    assert not toy.moving() and toy.settled == 1  # the hook runs once per move
+    # an exposure that overlapped the end of the move is flagged, a later one is not
+    assert toy.motion_during(before)
+    time.sleep(0.002)
+    assert not toy.motion_during(time.monotonic_ns())
+    assert settled_from <= toy._settled_ns
 
 
 def test_close_returns_after_its_timeout_even_if_the_producer_is_stuck():
