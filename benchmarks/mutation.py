@@ -389,6 +389,39 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     "xǁMicroscopeǁmove_xy__mutmut_2": ("wait: bool = False", _EQ_PROTOCOL),
     "xǁMicroscopeǁmove_z__mutmut_1": ("relative: bool = True", _EQ_PROTOCOL),
     "xǁMicroscopeǁmove_z__mutmut_2": ("wait: bool = False", _EQ_PROTOCOL),
+    # acquisition/pymmcore_core.py
+    "x_to_gray__mutmut_27": ("if (a.dtype != np.float32) or True", "equivalent: a "
+                             "float32 array viewed as float32 is itself"),
+    "x_to_gray__mutmut_36": ("else 5", "equivalent: the bytes per pixel only choose "
+                             "16-bit channels when they are 8; 4 and 5 both mean 8-bit"),
+    "x_to_gray__mutmut_44": ("reshape(None)", "equivalent: reshape(None) keeps the shape, "
+                             "and a contiguous (H, W) uint32 array viewed as bytes holds "
+                             "the same 4 x H x W values"),
+    "x_to_gray__mutmut_47": ("reshape(-2)", "equivalent: numpy reads a negative size as "
+                             "the one unknown dimension"),
+    **{f"x_to_gray__mutmut_{n}": (frag, "equivalent: an (H, W) array passes the size "
+                                  "check and its reshape to (H, W) changes nothing")
+       for n, frag in ((62, "if a.ndim != 1 or"), (63, "if a.ndim == 2 or"))},
+    **{f"xǁSnakeCaseCoreǁ__getattr____mutmut_{n}": (frag, "equivalent in behaviour: the "
+                                                    "per-name cache only saves a lookup "
+                                                    "(the class docstring's per-frame "
+                                                    "cost); only timing tells")
+       for n, frag in ((10, "fn = None"), (11, "methods.get(None)"),
+                       (22, "methods[name] = None"))},
+    **{f"xǁPixelFormatǁof__mutmut_{n}": (frag, "log only: the message or arguments of a "
+                                         "debug line (logging formats it only when debug "
+                                         "output is on); the None fallback is tested")
+       for n, frag in ((7, "log.debug(None, e)"), (8, '%s", None)'), (9, "log.debug(e)"),
+                       (10, '%s", )'))},
+    **{name: ("GetSingleTag(None)", "killed in effect: pymmcore aborts the process "
+              "(SIGABRT) on a null tag name, so every test that reads a tag dies; mutmut "
+              "reads a signal as 'suspicious'")
+       for name in ("xǁSnakeCaseCoreǁpop_next_tagged_image__mutmut_14",
+                    "x_last_tagged_image__mutmut_14")},
+    "xǁSnakeCaseCoreǁ__getattr____mutmut_9": (
+        "raise AttributeError(None)", "wording only: the message of a name looked up on "
+        "an adapter that was never initialised (e.g. while unpickling); still an "
+        "AttributeError"),
     # control/focus.py
     "xǁFocusLockǁ_hold__mutmut_23": ("len(self._acc) >= 1", _EQ_ONE_SAMPLE),
     "xǁFocusLockǁ_balance__mutmut_27": (

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
 
 from inscope.acquisition.errors import DeviceError, MoveRefused
+from inscope.acquisition.frame import colour_to_grey
 from inscope.acquisition.micromanager import MicroManagerMicroscope
 from inscope.acquisition.pymmcore_core import (
     PixelFormat,
@@ -77,12 +79,85 @@ def test_adapter_forwards_to_the_users_core(core):
     assert isinstance(snake, SnakeCaseCore) and snake.wrapped is core
     assert snake.get_xy_stage_device() == core.getXYStageDevice() == "XY"
     assert snake.get_camera_device() == "Camera"
-    with pytest.raises(AttributeError, match="getNoSuchThing"):
+    with pytest.raises(AttributeError, match=r"^CMMCore has no 'getNoSuchThing' "
+                       r"\(asked as 'get_no_such_thing'\)$"):
         snake.get_no_such_thing()
     # a pycromanager core already speaks snake_case: used unwrapped
     assert as_snake_case_core(snake) is snake
-    with pytest.raises(TypeError, match="not a Micro-Manager core"):
+    with pytest.raises(TypeError, match="^object is not a Micro-Manager core"):
         SnakeCaseCore(object())
+    # Python's own protocol names are never taken for Micro-Manager calls
+    with pytest.raises(AttributeError, match="^__array__$"):
+        snake.__array__  # noqa: B018 - the lookup is the test
+    assert repr(snake) == "SnakeCaseCore(CMMCore)"
+
+
+def test_popped_images_carry_the_cores_metadata_tags(core):
+    # the pymmcore path of pycromanager's pop_next_tagged_image: the frame's camera,
+    # size and number come from the tags
+    snake = as_snake_case_core(core)
+    core.startSequenceAcquisition(2, 0.0, True)
+    try:
+        deadline = time.monotonic() + 5.0
+        while core.getRemainingImageCount() < 1:
+            assert time.monotonic() < deadline, "the camera delivered no image"
+            time.sleep(0.005)
+        img = snake.pop_next_tagged_image()
+    finally:
+        if core.isSequenceRunning():
+            core.stopSequenceAcquisition()
+    assert img.pix.shape == (512, 512)
+    assert img.tags["Camera"] == "Camera"
+    assert (int(img.tags["Width"]), int(img.tags["Height"])) == (512, 512)
+    assert "ImageNumber" in img.tags
+
+
+# -- to_gray: what a core hands over, as a Frame's pixels -----------------------------
+# The Java bridge (pycromanager's Core() talking to the GUI) hands flat native-endian
+# arrays (pyjavaz: byte / short / int / float arrays); in-process cores give (H, W).
+# Shapes are 2 x 3 so that height and width cannot stand in for each other.
+
+
+@pytest.mark.parametrize("pix", [np.arange(6, dtype=np.uint16) * 1000,
+                                 (np.arange(6) * 1000).astype(">u2")])
+def test_a_flat_bridge_image_becomes_height_by_width_in_native_order(pix):
+    out = to_gray(pix, 2, 3, PixelFormat(2, 1))
+    assert out.shape == (2, 3) and out.dtype == np.uint16 and out.dtype.isnative
+    np.testing.assert_array_equal(out, np.arange(6).reshape(2, 3) * 1000)
+
+
+def test_a_2d_image_of_the_wrong_shape_but_the_right_size_is_laid_out_as_reported():
+    out = to_gray(np.arange(6, dtype=np.uint8).reshape(3, 2), 2, 3, PixelFormat(1, 1))
+    np.testing.assert_array_equal(out, [[0, 1, 2], [3, 4, 5]])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int16, np.float64, np.uint32])
+def test_grey_pixels_of_other_types_become_float32_with_their_values(dtype):
+    pix = np.array([[0, 1, 2], [3, 4, 70]], dtype)
+    out = to_gray(pix, 2, 3, None if dtype == np.uint32 else PixelFormat(2, 1))
+    if dtype == np.uint32:  # no description: a uint32 array is packed BGRA
+        np.testing.assert_array_equal(out, colour_to_grey(pix.view(np.uint8)
+                                                          .reshape(2, 3, 4)))
+        return
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, pix.astype(np.float32))
+
+
+def test_packed_colour_without_a_description_is_read_as_bgra():
+    # an old bridge without getBytesPerPixel(): a uint32 array, or bytes four per pixel
+    bgra = np.zeros((2, 3, 4), np.uint8)
+    bgra[..., 0], bgra[..., 1], bgra[..., 2], bgra[..., 3] = 30, 60, 90, 255
+    want = np.full((2, 3), 60, np.uint8)  # the mean of B, G, R; alpha ignored
+    np.testing.assert_array_equal(to_gray(bgra.view(np.uint32).reshape(2, 3), 2, 3, None),
+                                  want)
+    np.testing.assert_array_equal(to_gray(bgra.reshape(-1), 2, 3, None), want)
+
+
+def test_a_colour_image_of_the_wrong_size_names_the_size_and_the_fix():
+    with pytest.raises(DeviceError) as e:
+        to_gray(np.zeros(5, np.uint32), 2, 3, PixelFormat(4, 4))
+    assert "20 channel values, expected 4x2x3" in str(e.value)
+    assert "ROI/binning" in str(e.value)
 
 
 def test_plain_cmmcore_is_a_backend_snap_and_move(core):
