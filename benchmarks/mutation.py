@@ -92,6 +92,11 @@ class Target:
     # mutmut mutant-name globs a run checks when --mutants names none (empty: all): for a
     # module whose other mutants cannot be run here in reasonable time (said at the target)
     mutants: tuple[str, ...] = ()
+    # where each mutant's worker is forked from (mutmut's process_isolation): "fork", the
+    # process that collected the stats (fastest), or "forkserver", a clean process that
+    # only collected the tests: for tests that leave native threads behind (Micro-
+    # Manager's camera and circular buffer), whose locks a fork copies in a held state
+    isolation: str = "fork"
 
 
 TARGETS: tuple[Target, ...] = (
@@ -270,13 +275,13 @@ TARGETS: tuple[Target, ...] = (
             "tests/acquisition/test_mm_version_mismatch.py",
             "tests/acquisition/test_safety_limits.py",
             "tests/control/test_calibration_in_loop.py"), 0.80,
-           deselect=_MM_RELOAD_TESTS,
+           deselect=_MM_RELOAD_TESTS, isolation="forkserver",
            mutants=("*affine_from_mm*", "*x__as_2d*", "*x__as_list*", "*x__sequence_running*",
                     "*x__stop_sequence*", "*x__port_open*", "*x_device_interface_check*",
                     "*MicroManagerMicroscopeǁ*")),
     Target("pymmcore_core", "acquisition/pymmcore_core.py",
            ("tests/acquisition/test_pymmcore_core.py", "tests/acquisition/test_micromanager.py"),
-           0.80, deselect=_MM_RELOAD_TESTS),
+           0.80, deselect=_MM_RELOAD_TESTS, isolation="forkserver"),
     # what every backend shares: guarded moves, frame streams and their pacing
     Target("microscope", "acquisition/microscope.py",
            ("tests/acquisition/test_foundation.py", "tests/acquisition/test_safety_limits.py",
@@ -285,7 +290,7 @@ TARGETS: tuple[Target, ...] = (
             # the simulated and slide microscopes are BaseMicroscope too: their moves are
             # the base class's (absolute / relative, waited / not)
             "tests/acquisition/test_simulated.py", "tests/acquisition/test_slide_runtime.py"),
-           0.80, deselect=_MM_RELOAD_TESTS),
+           0.80, deselect=_MM_RELOAD_TESTS, isolation="forkserver"),
     Target("stream", "acquisition/stream.py",
            ("tests/acquisition/test_stream_pacing.py", "tests/acquisition/test_foundation.py",
             "tests/acquisition/test_replay.py"), 0.80),
@@ -1170,6 +1175,7 @@ def _stage_config(work: Path, t: Target) -> None:
         f"only_mutate = [{q('src/' + _installed_path(t.path))}]\n"
         f"pytest_add_cli_args_test_selection = {q(tests + _deselected(t))}\n"
         "use_git_change_detection = false\n"
+        f"process_isolation = {q(t.isolation)}\n"
         # a mutant that hangs a loop is killed by the timeout, not waited for
         "timeout_multiplier = 5.0\n"
         "timeout_constant = 5.0\n")
