@@ -667,7 +667,14 @@ class MicroManagerMicroscope(BaseMicroscope):
                                       "was attached to has stopped (live mode ended).")
                 try:
                     ti = last_tagged_image(c)
-                except Exception:  # noqa: BLE001 - no image in the buffer yet
+                except (AttributeError, TypeError) as e:  # a core that cannot do it
+                    raise DeviceError(
+                        f"Cannot read the newest image of camera {self.camera!r} from "
+                        f"this core ({type(c).__name__}: {e}); attach to live mode through "
+                        "pycromanager's Core(), a pymmcore CMMCore or pymmcore-plus "
+                        "CMMCorePlus, or let inscope run its own sequence "
+                        "(attach_running=False).") from e
+                except Exception:  # noqa: BLE001 - MMCore's error: no image in the buffer yet
                     time.sleep(self.poll_s)
                     continue
                 ready = time.monotonic_ns()
