@@ -146,6 +146,37 @@ def test_attached_stream_ends_with_one_clear_error_when_live_mode_stops(mm_scope
             assert own.get(timeout=5.0) is not None
 
 
+class _CoreWithoutLastImage:
+    """The real core seen through a wrapper that has no way to read the newest image
+    without popping it (as a user's own core wrapper, or an old bridge, may be): every
+    call it has goes to MMCore."""
+
+    def __init__(self, core) -> None:
+        self._core = core
+
+    def __getattr__(self, name: str):
+        if name == "get_last_tagged_image":
+            raise AttributeError(name)
+        return getattr(self._core, name)
+
+
+def test_attaching_through_a_core_that_cannot_read_the_newest_image_says_so(mm_scope):
+    # it used to wait for ever, taking the missing call for an empty buffer
+    real = mm_scope.core
+    with _live_mode(mm_scope):
+        mm_scope.core = _CoreWithoutLastImage(real)
+        try:
+            s = mm_scope.stream()
+            err = _raised(s)
+            s.close()
+        finally:
+            mm_scope.core = real
+    assert isinstance(err, DeviceError), repr(err)
+    msg = str(err)
+    assert "Cannot read the newest image of camera 'Camera'" in msg
+    assert "_CoreWithoutLastImage" in msg and "attach_running=False" in msg
+
+
 @pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
 def test_a_second_stream_on_the_camera_is_refused(mm_scope, attached):
     with _live_mode(mm_scope, attached), mm_scope.stream() as s:
@@ -270,37 +301,34 @@ def test_a_stream_hands_out_frames_as_the_camera_makes_them(mm_scope):
     assert frames[0].metadata["backend"] == "headless"
 
 
-class _CountingCore:
-    """The real core, counting the stage queries made through it (a spy, not a stand-in:
-    every call goes to MMCore)."""
+def _count_position_queries(monkeypatch, core) -> list[str]:
+    """Count the stage queries made through the real core (a spy on three of its
+    methods, not a stand-in: every call still goes to MMCore, and the core keeps its
+    type, which the attached stream's image read depends on)."""
+    calls: list[str] = []
+    for name in ("get_x_position", "get_y_position", "get_position"):
+        real = getattr(core, name)
 
-    def __init__(self, core) -> None:
-        self._core = core
-        self.position_queries = 0
+        def counted(*args, _real=real, _name=name):
+            calls.append(_name)
+            return _real(*args)
 
-    def __getattr__(self, name: str):
-        attr = getattr(self._core, name)
-        if name in ("get_x_position", "get_y_position", "get_position"):
-            def counted(*args):
-                self.position_queries += 1
-                return attr(*args)
-            return counted
-        return attr
+        monkeypatch.setattr(core, name, counted)
+    return calls
 
 
-def test_a_still_stage_is_not_queried_for_every_frame(mm_scope):
+@pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
+def test_a_still_stage_is_not_queried_for_every_frame(mm_scope, attached, monkeypatch):
     """Stage queries cost milliseconds on a serial line: frames of a still stage reuse
-    the last reading until ``position_refresh_s`` has passed."""
-    spy = _CountingCore(mm_scope.core)
-    mm_scope.core = spy
+    the last reading until ``position_refresh_s`` has passed (in inscope's own sequence
+    and reading one the GUI runs)."""
     mm_scope.position_refresh_s = 60.0
-    try:
+    with _live_mode(mm_scope, attached):
+        queries = _count_position_queries(monkeypatch, mm_scope.core)
         with mm_scope.stream() as s:
             frames = [s.get(timeout=5.0) for _ in range(20)]
-    finally:
-        mm_scope.core = spy._core
     assert all(f.position is not None and not f.moving for f in frames)
-    assert spy.position_queries <= 3  # one reading (x, y, z) for all 20 frames
+    assert len(queries) <= 3, queries  # one reading (x, y, z) for all 20 frames
 
 
 @pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
