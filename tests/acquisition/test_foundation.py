@@ -350,8 +350,12 @@ class _BusyToy(_Toy):
         self.busy = {"xy": False, "z": False}
         self.settled = 0
         self.poll_while_waiting = False
+        self.poll_inside_busy = False
 
     def _busy_xy(self):
+        if self.poll_inside_busy:  # another thread's poll lands between check and pop
+            self.poll_inside_busy = False
+            assert not self.moving()
         return self.busy["xy"]
 
     def _busy_z(self):
@@ -394,6 +398,17 @@ def test_a_waited_move_leaves_nothing_pending(axis, poll):
     t = time.monotonic_ns()
     assert not toy.moving() and not toy.motion_during(t)
     assert toy.settled == int(poll)  # nothing was left for moving() to find settled
+
+
+def test_two_threads_polling_moving_at_once_both_see_the_move_end():
+    # the camera thread (flagging frames) and the control thread both call moving(); the
+    # second to find the move finished must not fail on the entry the first removed
+    toy = _BusyToy(_guard())
+    assert toy.move_xy(5, 5, wait=False) and not toy.moving()
+    toy.busy["xy"] = True
+    assert toy.move_xy(6, 5, wait=False) and toy.moving()
+    toy.busy["xy"], toy.poll_inside_busy = False, True
+    assert not toy.moving()
 
 
 @pytest.mark.parametrize("axis", ["xy", "z"])

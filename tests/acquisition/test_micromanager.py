@@ -218,6 +218,16 @@ def test_unreachable_gui_fails_fast():
     assert str(e.value).startswith(f"No Micro-Manager pycro-manager server on 127.0.0.1:{port}")
 
 
+def test_the_stream_thread_is_named_after_the_camera(mm_scope):
+    # the CPU report of `inscope bench` lists threads by name
+    import threading
+
+    with mm_scope.stream() as s:
+        assert s.get(timeout=5.0) is not None
+        names = {t.name for t in threading.enumerate()}
+    assert "inscope-mm-Camera" in names
+
+
 def test_close_stops_any_acquisition_and_frees_the_camera(mm_scope):
     """``close`` leaves no sequence running (e.g. one left by the GUI's live mode), and
     the camera can snap again."""
@@ -353,6 +363,31 @@ def test_bridge_shapes_and_rgb_camera(mm_scope):
     assert g.shape == (h, w) and g.pixels.dtype == np.uint8 and g.pixels.max() > 0
 
 
+def test_config_without_focus_refuses_z_with_device_error(mm_core, tmp_path):
+    cfg = tmp_path / "noz.cfg"
+    cfg.write_text(
+        "Property,Core,Initialize,0\n"
+        "Device,DHub,DemoCamera,DHub\n"
+        "Device,Camera,DemoCamera,DCam\n"
+        "Device,XY,DemoCamera,DXYStage\n"
+        "Parent,Camera,DHub\nParent,XY,DHub\n"
+        "Property,Core,Initialize,1\n"
+        "Property,Core,Camera,Camera\n"
+        "Property,Core,XYStage,XY\n"
+    )
+    try:
+        scope = MicroManagerMicroscope.headless(None, str(cfg))
+        assert scope.z_device == "" and scope.position().z == 0.0  # an axis without a device
+        with pytest.raises(DeviceError, match="No focus device.*Core-Focus"):
+            scope.move_z(1.0)
+        assert not scope.moving()
+        assert scope.move_xy(3.0, 0.0) and scope.position().x == pytest.approx(3.0)
+        assert scope.position().z == 0.0
+    finally:
+        headless_core(None, DEFAULT_CONFIG)
+    assert mm_core.get_focus_device() == "Z"
+
+
 def test_config_without_xy_stage_refuses_xy_with_device_error(mm_core, tmp_path):
     cfg = tmp_path / "noxy.cfg"
     cfg.write_text(
@@ -367,7 +402,8 @@ def test_config_without_xy_stage_refuses_xy_with_device_error(mm_core, tmp_path)
     )
     try:
         scope = MicroManagerMicroscope.headless(None, str(cfg))
-        assert scope.xy_device == "" and scope.position().x == 0.0
+        p0 = scope.position()
+        assert scope.xy_device == "" and (p0.x, p0.y) == (0.0, 0.0)
         with pytest.raises(DeviceError, match="No XY stage"):
             scope.move_xy(1.0, 0.0)
         assert scope.move_z(2.0) and scope.position().z == pytest.approx(2.0)

@@ -244,8 +244,8 @@ def test_stream_on_a_plain_core_and_live_mode_is_announced(core, caplog):
     with caplog.at_level(logging.WARNING, logger="inscope"):
         with scope.stream() as s:
             frames = [s.get(timeout=5.0) for _ in range(3)]
-    assert any("was acquiring" in r.getMessage() and "live mode" in r.getMessage()
-               for r in caplog.records)
+    assert any("camera 'Camera' was acquiring" in r.getMessage()
+               and "live mode" in r.getMessage() for r in caplog.records)
     idx = [f.index for f in frames]
     assert idx == sorted(idx) and len(set(idx)) == 3
     assert all(f.pixels.shape == (512, 512) for f in frames)
@@ -277,7 +277,8 @@ def test_attach_to_a_running_sequence_instead_of_stopping_it(core, caplog):
             with scope.stream() as s:
                 frames = [s.get(timeout=5.0) for _ in range(3)]
         assert core.isSequenceRunning()  # still running for its owner
-        assert any("attaching" in r.getMessage() for r in caplog.records)
+        assert any("attaching to the sequence already running on camera 'Camera'"
+                   in r.getMessage() for r in caplog.records)
         assert not any("was acquiring" in r.getMessage() for r in caplog.records)
         idx = [f.index for f in frames]
         assert idx == sorted(idx) and len(set(idx)) == 3

@@ -89,6 +89,7 @@ def test_democamera_default_limits_are_logged(mm_core, caplog):
         lines = [r.getMessage() for r in caplog.records if "demo limits" in r.getMessage()]
         assert len(lines) == 1
         assert "[-50000, 50000]" in lines[0] and "10000" in lines[0]
+        assert "the stages (XY, Z) are Micro-Manager demo devices" in lines[0]
         assert scope.limits.x == (-50_000.0, 50_000.0)
     finally:
         scope.close()
