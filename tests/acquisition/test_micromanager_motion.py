@@ -160,6 +160,19 @@ class _CoreWithoutLastImage:
         return getattr(self._core, name)
 
 
+def test_a_sequence_stopped_from_outside_ends_the_stream_with_one_clear_error(mm_scope):
+    # the user stops acquisition in the GUI, or the circular buffer overflowed
+    s = mm_scope.stream()
+    assert s.get(timeout=5.0) is not None
+    mm_scope.core.stop_sequence_acquisition()
+    err = _raised(s)
+    s.close()
+    assert isinstance(err, DeviceError), repr(err)
+    assert "Camera 'Camera' stopped acquiring" in str(err) and "CoreLog" in str(err)
+    with mm_scope.stream() as again:  # the camera is free for the next stream
+        assert again.get(timeout=5.0) is not None
+
+
 def test_attaching_through_a_core_that_cannot_read_the_newest_image_says_so(mm_scope):
     # it used to wait for ever, taking the missing call for an empty buffer
     real = mm_scope.core
@@ -216,11 +229,16 @@ def test_gui_port_open_but_not_micro_manager_is_one_clear_error():
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
 
+    waited: list[float] = []
+
     def attempt() -> None:
+        t0 = time.monotonic()
         try:
-            MicroManagerMicroscope.connect(port=port, timeout_ms=300)
+            # longer than pyjavaz's own 1 s default: the time-out given is the one used
+            MicroManagerMicroscope.connect(port=port, timeout_ms=2500)
         except BaseException as e:  # noqa: BLE001 - handed to the test thread
             result["error"] = e
+        waited.append(time.monotonic() - t0)
 
     t = threading.Thread(target=attempt, daemon=True)
     t.start()
@@ -237,6 +255,7 @@ def test_gui_port_open_but_not_micro_manager_is_one_clear_error():
     assert isinstance(e, MicroscopeUnavailable), repr(e)
     assert f"Port {port} is open but no Micro-Manager core answered" in str(e)
     assert "pycro-manager server" in str(e)
+    assert waited[0] >= 2.4, waited  # it waited as long as asked (a lower bound only)
 
 
 def test_owned_stream_frames_carry_the_cameras_own_clock(mm_scope):
