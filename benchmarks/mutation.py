@@ -19,7 +19,7 @@ not hours, on two shared cores.
 Run::
 
     python -m benchmarks.mutation                       # every module, ~15-25 min on 2 cores
-                                                        # (+ ~12 min: micromanager)
+                                                        # (+ ~33 min: micromanager)
     python -m benchmarks.mutation --module safety       # one module
     python -m benchmarks.mutation --max-children 1      # gentler on a shared machine
     python -m benchmarks.mutation --module focus --work /tmp/mut   # keep mutants + verdicts
