@@ -67,9 +67,13 @@ def test_curve_unauthenticated_clients_get_nothing_authorised_one_works(tmp_path
             time.sleep(0.05)
         # REP: a plain client and a client with an unlisted key get no reply at all
         for sock in (_req(svc.server.address), _req(svc.server.address, keys, "intruder")):
-            with pytest.raises(zmq.Again):  # never connected: send (or recv) times out
+            # never connected: send (or recv) times out (EAGAIN); or the denied handshake
+            # dropped the queued request and the REQ socket has nothing to wait for
+            # (EFSM: seen once in a full suite run). Either way: no reply.
+            with pytest.raises(zmq.ZMQError) as e:
                 sock.send(b'{"cmd": "stop"}')
                 sock.recv()
+            assert e.value.errno in (zmq.EAGAIN, zmq.EFSM), e.value
             sock.close()
         assert p.running, "an unauthenticated stop must not reach the pipeline"
         # ... the authorised client is answered
