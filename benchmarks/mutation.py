@@ -379,11 +379,10 @@ _EQ_PROTOCOL = ("equivalent: the body of a typing.Protocol method never runs; ev
                 "backend is a BaseMicroscope, whose defaults the tests pin")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     # acquisition/microscope.py
-    "xǁMicroscopeǁmove_xy__mutmut_1": ("relative: bool = True", _EQ_PROTOCOL),
-    "xǁMicroscopeǁmove_xy__mutmut_2": ("wait: bool = False", _EQ_PROTOCOL),
-    "xǁMicroscopeǁmove_z__mutmut_1": ("relative: bool = True", _EQ_PROTOCOL),
-    "xǁMicroscopeǁmove_z__mutmut_2": ("wait: bool = False", _EQ_PROTOCOL),
-    # acquisition/microscope.py (BaseMicroscope)
+    **{f"xǁMicroscopeǁ{fn}__mutmut_{n}": (frag, _EQ_PROTOCOL)
+       for fn in ("move_xy", "move_z")
+       for n, frag in ((1, "relative: bool = True"), (2, "wait: bool = False"))},
+    # (BaseMicroscope)
     "xǁBaseMicroscopeǁ__init____mutmut_5": (
         "self._settled_ns = 1", "equivalent: the settle time starts far below any "
         "exposure's monotonic start (0 or 1 ns after boot)"),
