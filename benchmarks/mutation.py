@@ -1030,8 +1030,9 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
         "position_refresh_s: float = 1.25", "a tuning constant (how soon a joystick move "
         "reaches the frames); the test sets its own refresh and checks the behaviour"),
     "xǁMicroManagerMicroscopeǁ__init____mutmut_30": (
-        "bool(stages) or all(", "checked by test_config_without_xy_stage_refuses_xy_..., "
-        "which the forked mutant runs leave out (it reloads the config)"),
+        "bool(stages) or all(", "a camera-only configuration tells it apart "
+        "(test_a_camera_only_config_gets_no_demo_limits, added after the last scoring "
+        "run; checked by hand: it fails with this mutant)"),
     **{f"x__port_open__mutmut_{n}": ("timeout", _MM_LOCAL_PORT) for n in (1, 3, 5)},
     "x__sequence_running__mutmut_8": (
         "return True", "a test to add: needs a core whose is_sequence_running raises (a "

@@ -363,6 +363,26 @@ def test_bridge_shapes_and_rgb_camera(mm_scope):
     assert g.shape == (h, w) and g.pixels.dtype == np.uint8 and g.pixels.max() > 0
 
 
+def test_a_camera_only_config_gets_no_demo_limits(mm_core, tmp_path):
+    # the demo limits are for demo stages only: with no stage at all there are none
+    cfg = tmp_path / "camonly.cfg"
+    cfg.write_text(
+        "Property,Core,Initialize,0\n"
+        "Device,DHub,DemoCamera,DHub\n"
+        "Device,Camera,DemoCamera,DCam\n"
+        "Parent,Camera,DHub\n"
+        "Property,Core,Initialize,1\n"
+        "Property,Core,Camera,Camera\n"
+    )
+    try:
+        scope = MicroManagerMicroscope.headless(None, str(cfg))
+        assert (scope.xy_device, scope.z_device) == ("", "")
+        assert scope.demo_stages is False and scope.limits is None
+    finally:
+        headless_core(None, DEFAULT_CONFIG)
+    assert mm_core.get_xy_stage_device() == "XY"
+
+
 def test_config_without_focus_refuses_z_with_device_error(mm_core, tmp_path):
     cfg = tmp_path / "noz.cfg"
     cfg.write_text(
