@@ -178,17 +178,25 @@ def test_missing_mm_dir_is_clear(tmp_path):
         headless_core(str(tmp_path / "nowhere"), DEFAULT_CONFIG)
 
 
+#: demo devices a test configuration may hold: label -> (DemoCamera device, core role)
+_DEMO_DEVICES = {"Camera": ("DCam", "Camera"), "XY": ("DXYStage", "XYStage"),
+                 "Z": ("DStage", "Focus")}
+
+
+def _demo_config(tmp_path, *labels: str):
+    """A Micro-Manager configuration file with only the demo devices *labels* (of
+    Camera, XY, Z) on the demo hub, each set as the core's device of its kind."""
+    lines = ["Property,Core,Initialize,0", "Device,DHub,DemoCamera,DHub",
+             *(f"Device,{x},DemoCamera,{_DEMO_DEVICES[x][0]}" for x in labels),
+             *(f"Parent,{x},DHub" for x in labels), "Property,Core,Initialize,1",
+             *(f"Property,Core,{_DEMO_DEVICES[x][1]},{x}" for x in labels)]
+    path = tmp_path / f"demo-{'-'.join(labels)}.cfg"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_config_without_camera_is_clear(mm_core, tmp_path):
-    cfg = tmp_path / "nocamera.cfg"
-    cfg.write_text(
-        "Property,Core,Initialize,0\n"
-        "Device,DHub,DemoCamera,DHub\n"
-        "Device,XY,DemoCamera,DXYStage\n"
-        "Device,Z,DemoCamera,DStage\n"
-        "Parent,XY,DHub\nParent,Z,DHub\n"
-        "Property,Core,Initialize,1\n"
-        "Property,Core,Focus,Z\n"
-    )
+    cfg = _demo_config(tmp_path, "XY", "Z")
     try:
         with pytest.raises(MicroscopeUnavailable, match="no camera.*Hardware Configuration"):
             MicroManagerMicroscope.headless(None, str(cfg))
@@ -365,15 +373,7 @@ def test_bridge_shapes_and_rgb_camera(mm_scope):
 
 def test_a_camera_only_config_gets_no_demo_limits(mm_core, tmp_path):
     # the demo limits are for demo stages only: with no stage at all there are none
-    cfg = tmp_path / "camonly.cfg"
-    cfg.write_text(
-        "Property,Core,Initialize,0\n"
-        "Device,DHub,DemoCamera,DHub\n"
-        "Device,Camera,DemoCamera,DCam\n"
-        "Parent,Camera,DHub\n"
-        "Property,Core,Initialize,1\n"
-        "Property,Core,Camera,Camera\n"
-    )
+    cfg = _demo_config(tmp_path, "Camera")
     try:
         scope = MicroManagerMicroscope.headless(None, str(cfg))
         assert (scope.xy_device, scope.z_device) == ("", "")
@@ -384,17 +384,7 @@ def test_a_camera_only_config_gets_no_demo_limits(mm_core, tmp_path):
 
 
 def test_config_without_focus_refuses_z_with_device_error(mm_core, tmp_path):
-    cfg = tmp_path / "noz.cfg"
-    cfg.write_text(
-        "Property,Core,Initialize,0\n"
-        "Device,DHub,DemoCamera,DHub\n"
-        "Device,Camera,DemoCamera,DCam\n"
-        "Device,XY,DemoCamera,DXYStage\n"
-        "Parent,Camera,DHub\nParent,XY,DHub\n"
-        "Property,Core,Initialize,1\n"
-        "Property,Core,Camera,Camera\n"
-        "Property,Core,XYStage,XY\n"
-    )
+    cfg = _demo_config(tmp_path, "Camera", "XY")
     try:
         scope = MicroManagerMicroscope.headless(None, str(cfg))
         assert scope.z_device == "" and scope.position().z == 0.0  # an axis without a device
@@ -409,17 +399,7 @@ def test_config_without_focus_refuses_z_with_device_error(mm_core, tmp_path):
 
 
 def test_config_without_xy_stage_refuses_xy_with_device_error(mm_core, tmp_path):
-    cfg = tmp_path / "noxy.cfg"
-    cfg.write_text(
-        "Property,Core,Initialize,0\n"
-        "Device,DHub,DemoCamera,DHub\n"
-        "Device,Camera,DemoCamera,DCam\n"
-        "Device,Z,DemoCamera,DStage\n"
-        "Parent,Camera,DHub\nParent,Z,DHub\n"
-        "Property,Core,Initialize,1\n"
-        "Property,Core,Camera,Camera\n"
-        "Property,Core,Focus,Z\n"
-    )
+    cfg = _demo_config(tmp_path, "Camera", "Z")
     try:
         scope = MicroManagerMicroscope.headless(None, str(cfg))
         p0 = scope.position()
