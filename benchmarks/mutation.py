@@ -280,6 +280,15 @@ TARGETS: tuple[Target, ...] = (
             # the base class's (absolute / relative, waited / not)
             "tests/acquisition/test_simulated.py", "tests/acquisition/test_slide_runtime.py"),
            0.80, isolation="forkserver"),
+    # the threaded outputs every result leaves through (publisher, recorders, overlay):
+    # bounded queues that drop the oldest instead of stalling the loop, and a failing
+    # output that is reported and stopped, never the loop
+    Target("outputs", "inscope/outputs.py",
+           ("tests/service/test_outputs_truth.py", "tests/service/test_service_subscribers.py",
+            "tests/service/test_live_loop.py", "tests/service/test_service_pipeline.py",
+            "tests/service/test_zmq_api_truth.py", "tests/service/test_records_truth.py",
+            "tests/service/test_service_records.py", "tests/service/test_service_disk_full.py"),
+           0.80),
     Target("stream", "acquisition/stream.py",
            ("tests/acquisition/test_stream_pacing.py", "tests/acquisition/test_foundation.py",
             "tests/acquisition/test_replay.py"), 0.80),
@@ -292,6 +301,9 @@ TARGETS: tuple[Target, ...] = (
 _EQ_FALSY = "equivalent: allow_nan=None is falsy, which json treats as False"
 _EQ_NO_NAN = ("equivalent: this is the fallback that has already turned every NaN into "
               "null, so allow_nan no longer matters")
+_EQ_TRACK_IDS = ("equivalent: the message takes each detection's track id from the ids "
+                 "matched once (track_ids) and uses the tracks only to match them; without "
+                 "the ids it matches the same tracks again (slower, the same ids)")
 _EQ_TRACK_BOX = ("equivalent for every box the tracker makes (1-D, 4 floats): the dtype "
                  "and shape given are what they already have")
 _EQ_RESET = ("equivalent: reset before any move; the next move sets it again before it "
@@ -378,6 +390,22 @@ _EQ_POP_NONE = "equivalent: bool(None) is False, the default it replaces"
 _EQ_PROTOCOL = ("equivalent: the body of a typing.Protocol method never runs; every "
                 "backend is a BaseMicroscope, whose defaults the tests pin")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # inscope/outputs.py
+    "xǁBoundedQueueǁ__init____mutmut_8": (
+        "self._closed = None", "equivalent: None is falsy like False, and only its truth is "
+        "read (`self._q or self._closed`)"),
+    "xǁOutputǁ_fail__mutmut_15": (
+        'getattr(e, "filename", )', "equivalent: every OSError has a filename attribute "
+        "(None unless given), so the default is never used"),
+    "xǁOutputǁ_run__mutmut_4": (
+        "+                return", "equivalent: leaving the loop by return still runs the "
+        "finally block that closes the output"),
+    "xǁOutputǁstop__mutmut_1": (
+        "timeout: float = 31.0", "a tuning constant: how long a stop waits for a stuck "
+        "output (the wait itself is tested with a given timeout)"),
+    **{f"xǁResultǁmessage__mutmut_{n}": (frag, _EQ_TRACK_IDS)
+       for n, frag in ((5, "tracks=None"), (13, "self.detections, target_id="),
+                       (10, "track_ids=None"), (18, '{"seq": self.seq}, )'))},
     # acquisition/microscope.py
     **{f"xǁMicroscopeǁ{fn}__mutmut_{n}": (frag, _EQ_PROTOCOL)
        for fn in ("move_xy", "move_z")
