@@ -173,7 +173,7 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
     positions = None
     meta: dict[str, Any] = {"axes": series.axes, "channels": n_channels, "channel": channel}
     if ome:
-        px, fps, positions = _parse_ome(ome, channel)
+        px, fps, positions = _parse_ome(ome, channel, axes[:-2])
         if positions is not None and len(positions) != len(frames):
             positions = None
     if px is None and ij.get("unit") in ("um", "micron", "µm", "\\u00B5m") and res_v:
@@ -185,29 +185,76 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
     return _Stack(frames, positions, px, fps, meta)
 
 
-def _parse_ome(xml: str, channel: int):
-    """PhysicalSizeX (µm), frame rate and per-plane stage positions from OME-XML."""
+#: OME-XML length units (``UnitsLength``) in micrometres. "pixel" and "reference frame"
+#: are not lengths, and a unit not listed is not guessed: the size is then not read.
+OME_UNITS_UM: dict[str, float] = {
+    "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "µm": 1.0, "μm": 1.0, "um": 1.0,
+    "micron": 1.0, "nm": 1e-3, "pm": 1e-6, "Å": 1e-4, "in": 25_400.0,
+}
+
+
+def _ome_pixels(xml: str) -> tuple[ET.Element | None, Any]:
+    """The OME ``Pixels`` element of the first image and a tag-name function for it
+    (OME-XML with or without its namespace)."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
-        return None, None, None
-    ns = {"o": root.tag.split("}")[0].strip("{")} if root.tag.startswith("{") else {}
-    q = (lambda t: f"o:{t}") if ns else (lambda t: t)
-    pixels = root.find(f".//{q('Pixels')}", ns)
+        return None, None
+    uri = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
+
+    def q(tag: str) -> str:
+        return f"{{{uri}}}{tag}" if uri else tag
+
+    return root.find(f".//{q('Pixels')}"), q
+
+
+def ome_length_um(pixels: ET.Element, name: str) -> float | None:
+    """An OME ``Pixels`` length attribute (``PhysicalSizeX``, ``PhysicalSizeZ``) in µm,
+    read in its own unit (``PhysicalSizeXUnit``; OME's default is µm); None when absent,
+    not positive or in a unit that is not a length (said in the log)."""
+    value = pixels.get(name)
+    if not value:
+        return None
+    unit = pixels.get(f"{name}Unit", "µm")
+    scale = OME_UNITS_UM.get(unit)
+    if scale is None:
+        log.warning("OME %s is given in %r, which is not a length unit inscope reads (%s); "
+                    "it is not taken from the file", name, unit, ", ".join(OME_UNITS_UM))
+        return None
+    um = float(value) * scale
+    return um if um > 0 else None
+
+
+def ome_sizes(xml: str) -> tuple[float | None, float | None]:
+    """Pixel size and z step (µm) from OME-XML (None for what it does not give)."""
+    pixels, _ = _ome_pixels(xml)
+    if pixels is None:
+        return None, None
+    return ome_length_um(pixels, "PhysicalSizeX"), ome_length_um(pixels, "PhysicalSizeZ")
+
+
+def _parse_ome(xml: str, channel: int, order: str = "TZ"):
+    """PhysicalSizeX (µm), frame rate and per-plane stage positions from OME-XML.
+
+    *order*: the stack's own axes before Y, X once the channel is taken (as tifffile
+    reads them, e.g. ``"TZ"``, or ``"ZT"`` for an OME DimensionOrder of XYCTZ): the
+    positions come in the frames' order, slowest axis first. Positions of a stack with
+    any other axis are not read (None): which plane is which frame is then not known.
+    """
+    pixels, q = _ome_pixels(xml)
     if pixels is None:
         return None, None, None
-    px_s = pixels.get("PhysicalSizeX")
-    unit = pixels.get("PhysicalSizeXUnit", "µm")
-    scale = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit, 1.0)
-    px = float(px_s) * scale if px_s else None
+    px = ome_length_um(pixels, "PhysicalSizeX")
     ti = pixels.get("TimeIncrement")
     fps = 1.0 / float(ti) if ti and float(ti) > 0 else None
-    planes = pixels.findall(q("Plane"), ns)
-    positions: list[tuple[tuple[int, int], StagePosition]] = []
-    for p in planes:
+    if any(a not in "TZ" for a in order):
+        log.info("OME stack with axes %r: per-plane positions not read", order)
+        return px, fps, None
+    positions: list[tuple[tuple[int, ...], StagePosition]] = []
+    for p in pixels.findall(q("Plane")):
         if int(p.get("TheC", 0)) != channel or p.get("PositionX") is None:
             continue
-        key = (int(p.get("TheT", 0)), int(p.get("TheZ", 0)))
+        key = tuple(int(p.get(f"The{a}", 0)) for a in order)
         positions.append((key, StagePosition(float(p.get("PositionX", 0)),
                                              float(p.get("PositionY", 0)),
                                              float(p.get("PositionZ", 0)))))

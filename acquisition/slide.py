@@ -228,13 +228,9 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
             data = data[:1]  # time series: the first time point is the slide
     px, dz = ij_px, ij_dz
     if ome:
-        from inscope.acquisition.replay import _parse_ome
+        from inscope.acquisition.replay import ome_sizes
 
-        px = _parse_ome(ome, channel)[0]
-        import re
-
-        m = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', ome)
-        dz = float(m.group(1)) if m else None
+        px, dz = ome_sizes(ome)
     return _SlideFile(_as_zyx(data, path, "image"), None, None, px, dz)
 
 
