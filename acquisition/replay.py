@@ -25,6 +25,7 @@ import time
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,14 +61,15 @@ def _pixels_2d(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
+@dataclass
 class _Stack:
     """A (T, Y, X) stack in memory (or a folder's files, read as played) with optional
-    per-frame positions."""
+    per-frame positions, and the pixel size and frame rate the file gives (None if not)."""
 
-    def __init__(self, frames: np.ndarray | _Files, positions: list[StagePosition] | None,
-                 pixel_size_um: float | None, fps: float | None, meta: dict[str, Any]):
-        self.frames, self.positions = frames, positions
-        self.pixel_size_um, self.fps, self.meta = pixel_size_um, fps, meta
+    frames: np.ndarray | _Files
+    positions: list[StagePosition] | None
+    pixel_size_um: float | None
+    fps: float | None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -151,7 +153,6 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         axes = axes.replace("S", "") + "S"
         data = colour_to_grey(data)
         axes = axes[:-1]
-    n_channels = 1
     if "C" in axes:
         ci = axes.index("C")
         n_channels = data.shape[ci]
@@ -171,7 +172,6 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
     frames = data.reshape(-1, data.shape[-2], data.shape[-1])
     px = fps = None
     positions = None
-    meta: dict[str, Any] = {"axes": series.axes, "channels": n_channels, "channel": channel}
     if ome:
         px, fps, positions = _parse_ome(ome, channel, axes[:-2])
         if positions is not None and len(positions) != len(frames):
@@ -182,7 +182,7 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         px = 1e4 * float(res_v[1]) / float(res_v[0])
     if fps is None and ij.get("finterval"):
         fps = 1.0 / float(ij["finterval"])
-    return _Stack(frames, positions, px, fps, meta)
+    return _Stack(frames, positions, px, fps)
 
 
 #: OME-XML length units (``UnitsLength``) in micrometres. "pixel" and "reference frame"
@@ -327,8 +327,7 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
     px = summary.get("PixelSize_um")
     with contextlib.suppress(Exception):
         ds.close()
-    return _Stack(frames, positions or None, float(px) if px else None, None,
-                  {"format": "ndtiff", "axes": list(axes)})
+    return _Stack(frames, positions or None, float(px) if px else None, None)
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -403,7 +402,7 @@ def _read_sequence(path: Path) -> _Stack:
                         first.name, pages)
         else:  # its pixel size (ImageJ / OME / resolution tags), taken as the sequence's
             px = _read_tiff(first, 0).pixel_size_um
-    return _Stack(_Files(files), None, px, None, {"format": "sequence", "files": len(files)})
+    return _Stack(_Files(files), None, px, None)
 
 
 class ReplayMicroscope(BaseMicroscope):
@@ -465,8 +464,7 @@ class ReplayMicroscope(BaseMicroscope):
             self._stack = _read_tiff(self.path, channel)
             kind = "tiff"
         elif name.endswith(PICTURE_SUFFIXES):
-            self._stack = _Stack(read_picture(self.path)[None], None, None, None,
-                                 {"format": "picture"})
+            self._stack = _Stack(read_picture(self.path)[None], None, None, None)
             kind = "picture"
         elif name.endswith(VIDEO_SUFFIXES):
             self._open_video()

@@ -1,0 +1,195 @@
+"""How a recording plays: the frames it gives, in which order, with what attached.
+
+Videos loop and wrap like stacks; ``snap`` wraps, a stream ends unless it loops; rewind
+starts again; each frame carries the file's pixel size and its own place in the file;
+pixels of any integer or float type arrive as a type the detector takes, values kept;
+NDTiff channels and folders of colour TIFFs. Real files (OpenCV, tifffile, ndstorage) in
+tmp_path.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from inscope.acquisition import MicroscopeUnavailable
+from inscope.acquisition.frame import STAMP_READY
+from inscope.acquisition.replay import ReplayMicroscope
+
+
+def _video(path, n: int = 3, w: int = 64, h: int = 48):
+    """An MJPG clip whose frame i shows a white square at x = 10 + 12 i."""
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
+    assert vw.isOpened()
+    for i in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        cv2.rectangle(img, (5 + 12 * i, 10), (15 + 12 * i, 20), (255, 255, 255), -1)
+        vw.write(img)
+    vw.release()
+    return path
+
+
+def _square_x(f) -> float:
+    ys, xs = np.nonzero(f.pixels > 128)
+    return float(xs.mean())
+
+
+def _scope(path, **kw) -> ReplayMicroscope:
+    return ReplayMicroscope(path, pixel_size_um=kw.pop("pixel_size_um", 1.0), **kw)
+
+
+def test_a_video_snap_wraps_and_a_rewind_starts_again(tmp_path):
+    scope = _scope(_video(tmp_path / "clip.avi"), fps=0)
+    assert len(scope) == 3
+    got = [scope.snap() for _ in range(5)]
+    assert [f.metadata["source_index"] for f in got] == [0, 1, 2, 0, 1]
+    assert [f.index for f in got] == [0, 1, 2, 3, 4]  # frames count on across the wrap
+    assert _square_x(got[3]) == pytest.approx(_square_x(got[0]), abs=0.5)
+    assert _square_x(got[1]) == pytest.approx(10 + 12, abs=1.5)
+    scope.rewind()
+    f = scope.snap()
+    assert f.metadata["source_index"] == 0
+    assert _square_x(f) == pytest.approx(10, abs=1.5)
+
+
+def test_a_looping_video_stream_plays_round_and_a_plain_one_ends(tmp_path):
+    path = _video(tmp_path / "clip.avi")
+    with _scope(path, fps=0, loop=True).stream() as frames:
+        got = [frames.get(timeout=5) for _ in range(7)]
+    assert [f.metadata["source_index"] for f in got] == [0, 1, 2, 0, 1, 2, 0]
+    with _scope(path, fps=0).stream() as frames:
+        assert [f.metadata["source_index"] for f in frames] == [0, 1, 2]
+
+
+def test_a_stream_plays_on_from_where_snaps_left_it(tmp_path):
+    path = _video(tmp_path / "clip.avi")
+    scope = _scope(path, fps=0)
+    scope.snap()
+    with scope.stream() as frames:
+        assert [f.metadata["source_index"] for f in frames] == [1, 2]
+
+
+def test_a_stack_stream_loops_and_rewinds(tmp_path):
+    a = np.arange(3, dtype=np.uint16)[:, None, None] * np.ones((1, 8, 8), np.uint16)
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, a, photometric="minisblack", metadata={"axes": "TYX"})
+    scope = _scope(path, fps=0, loop=True)
+    with scope.stream() as frames:
+        got = [int(frames.get(timeout=5).pixels[0, 0]) for _ in range(5)]
+    assert got == [0, 1, 2, 0, 1]
+    scope.rewind()
+    assert scope.snap().metadata["source_index"] == 0
+
+
+def test_each_frame_carries_the_pixel_size_its_place_and_when_it_was_read(tmp_path):
+    a = np.zeros((2, 8, 8), np.uint16)
+    path = tmp_path / "rec.ome.tif"
+    tifffile.imwrite(path, a, metadata={"axes": "TYX", "PhysicalSizeX": 0.65,
+                                        "PhysicalSizeY": 0.65})
+    scope = ReplayMicroscope(path, fps=0)
+    t0 = time.monotonic_ns()
+    f = scope.snap()
+    t1 = time.monotonic_ns()
+    assert f.pixel_size_um == pytest.approx(0.65)
+    np.testing.assert_allclose(f.affine, np.eye(2) * 0.65)
+    assert t0 <= f.stamps[STAMP_READY] <= t1
+    assert f.metadata == {"backend": "replay", "source": "rec.ome.tif", "source_index": 0,
+                          "kind": "tiff", "pixel_size_configured": True}
+    p2 = tmp_path / "plain.tif"
+    tifffile.imwrite(p2, a)
+    with pytest.warns(UserWarning, match="no pixel size"):
+        g = ReplayMicroscope(p2, fps=0).snap()
+    assert g.metadata["pixel_size_configured"] is False and g.pixel_size_um == 1.0
+    h = ReplayMicroscope(p2, fps=0, pixel_size_um=0.25).snap()
+    assert h.metadata["pixel_size_configured"] is True and h.pixel_size_um == 0.25
+    np.testing.assert_allclose(h.affine, np.eye(2) * 0.25)
+
+
+@pytest.mark.parametrize(("dtype", "values", "want"), [
+    (np.int32, [0, 65535], np.uint16),  # every value fits 16 bits: kept exactly
+    (np.uint32, [0, 65535], np.uint16),
+    (np.int16, [-5, 300], np.float32),  # negative values: not folded into uint16
+    (np.uint32, [0, 65536], np.float32),  # beyond 16 bits: not wrapped
+    (np.float64, [0.25, 1e6], np.float32),
+    (np.uint8, [0, 255], np.uint8),
+])
+def test_pixels_of_any_type_arrive_as_a_type_the_detector_takes_with_their_values(
+        tmp_path, dtype, values, want):
+    a = np.zeros((1, 8, 8), dtype)
+    a[0, 0, :2] = values
+    path = tmp_path / "px.tif"
+    tifffile.imwrite(path, a, photometric="minisblack", metadata={"axes": "TYX"})
+    f = _scope(path, fps=0).snap()
+    assert f.pixels.dtype == want
+    assert f.pixels[0, :2].tolist() == pytest.approx(values)
+
+
+def test_a_multi_channel_recording_plays_its_first_channel_unless_told(tmp_path):
+    a = np.zeros((2, 2, 8, 8), np.uint16)  # T, C
+    a[:, 1] = 7
+    path = tmp_path / "c.ome.tif"
+    tifffile.imwrite(path, a, metadata={"axes": "TCYX", "PhysicalSizeX": 0.5})
+    assert int(ReplayMicroscope(path, fps=0).snap().pixels.max()) == 0
+    assert int(ReplayMicroscope(path, fps=0, channel=1).snap().pixels.max()) == 7
+
+
+def test_a_folder_of_colour_tiffs_plays_grey_frames(tmp_path):
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    for t in range(2):
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        rgb[..., t] = 90  # frame 0 red, frame 1 green
+        tifffile.imwrite(folder / f"f{t}.tif", rgb, photometric="rgb")
+    with pytest.warns(UserWarning, match="no pixel size"):
+        scope = ReplayMicroscope(folder, fps=0)
+    f = scope.snap()
+    assert f.pixels.shape == (8, 8) and int(f.pixels[0, 0]) == 30  # the mean of R, G, B
+
+
+def test_a_frame_that_is_not_one_image_is_one_clear_line(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    # a page of 5 samples per pixel: neither grey nor colour
+    tifffile.imwrite(folder / "f0.tif", np.zeros((8, 8, 5), np.uint8), photometric="minisblack",
+                     planarconfig="contig")
+    with pytest.raises(MicroscopeUnavailable, match=r"f0.tif: a frame has shape \(8, 8, 5\)"):
+        ReplayMicroscope(folder, fps=0)
+
+
+def _ndtiff(folder, n_t: int = 2, n_c: int = 2, positions: bool = True,
+            pixel_size: float | None = 0.33):
+    import ndstorage
+
+    ds = ndstorage.NDTiffDataset(str(folder), name="acq", writable=True)
+    ds.initialize({"PixelSize_um": pixel_size} if pixel_size else {})
+    for t in range(n_t):
+        for c in range(n_c):
+            img = np.full((8, 8), 10 * t + c, np.uint16)
+            md = {"XPosition_um": 5.0 * t, "YPosition_um": 1.0, "ZPosition_um": 2.0} \
+                if positions else {}
+            ds.put_image({"time": t, "channel": c}, img, md)
+    ds.finish()
+    ds.close()
+    return folder
+
+
+def test_ndtiff_channels_first_by_default_and_a_missing_one_named(tmp_path):
+    folder = _ndtiff(tmp_path / "nd")
+    scope = ReplayMicroscope(folder, fps=0)
+    assert [int(scope.snap().pixels[0, 0]) for _ in range(2)] == [0, 10]
+    assert int(ReplayMicroscope(folder, fps=0, channel=1).snap().pixels[0, 0]) == 1
+    with pytest.raises(MicroscopeUnavailable, match="has 2 channels; channel=2 does not exist"):
+        ReplayMicroscope(folder, channel=2)
+
+
+def test_ndtiff_without_stage_positions_plays_at_the_virtual_position(tmp_path):
+    folder = _ndtiff(tmp_path / "nd", n_c=1, positions=False, pixel_size=None)
+    with pytest.warns(UserWarning, match="no pixel size"):
+        scope = ReplayMicroscope(folder, fps=0)
+    scope.move_xy(3.0, 4.0, relative=False)
+    f = scope.snap()
+    assert (f.position.x, f.position.y) == (3.0, 4.0)
