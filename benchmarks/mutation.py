@@ -393,6 +393,61 @@ _EQ_POP_NONE = "equivalent: bool(None) is False, the default it replaces"
 _EQ_PROTOCOL = ("equivalent: the body of a typing.Protocol method never runs; every "
                 "backend is a BaseMicroscope, whose defaults the tests pin")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # acquisition/replay.py
+    "x__natural_key__mutmut_4": (
+        "t.upper()", "equivalent for names that differ in letters and numbers: upper and "
+        "lower case order them alike (only [ \\ ] ^ _ ` sort apart)"),
+    "x__ome_pixels__mutmut_15": (
+        "(uri) or True", "equivalent: ElementTree reads '{}Pixels' (an empty namespace) as "
+        "the plain tag"),
+    "x__ome_pixels__mutmut_7": (
+        "rpartition", "equivalent: a tag holds one '}'"),
+    **{f"x__pixels_2d__mutmut_{n}": (frag, "equivalent: `initial` only matters for an "
+                                     "empty frame, and frames have pixels")
+       for n, frag in ((7, "min(initial=None)"), (8, "min(initial=1)"),
+                       (11, "max(initial=None)"), (12, "max(initial=1)"))},
+    **{f"x__parse_ome__mutmut_{n}": (frag, "equivalent: a plane without PositionX is "
+                                     "skipped before its default is read")
+       for n, frag in ((80, '"PositionX", None'), (82, '"PositionX", )'),
+                       (86, '"PositionX", 1'))},
+    "x__parse_ome__mutmut_105": (
+        "sort(key=None)", "equivalent: the planes' index tuples differ, so sorting the "
+        "pairs sorts by them"),
+    **{f"x__parse_ome__mutmut_{n}": (frag, "equivalent: _read_tiff always gives the order "
+                                     "(the default is for other callers)")
+       for n, frag in ((1, 'order: str = "XXTZXX"'), (2, 'order: str = "tz"'))},
+    **{f"x__read_ndtiff__mutmut_{n}": (frag, "equivalent: names and indices come from the "
+                                       "same array's axes (one length)")
+       for n, frag in ((99, "strict=None"), (102, "zip(names, idx, )"),
+                       (103, "strict=False"))},
+    **{f"x__read_ndtiff__mutmut_{n}": ('positions = ""', "equivalent: an empty string is "
+                                       "falsy, and the stack takes `positions or None`")
+       for n in (118, 127, 130)},
+    "x__read_ndtiff__mutmut_122": (
+        "require_xy=None", "equivalent: None is falsy like False"),
+    "x__read_ndtiff__mutmut_24": (
+        "redirect_stdout(None)", "equivalent: print() to a None stdout prints nothing, "
+        "as to the StringIO"),
+    "x__read_ndtiff__mutmut_32": (
+        "(isinstance(ds.summary_metadata, dict)) or True", "equivalent for every dataset "
+        "ndstorage opens: its summary metadata is a dict"),
+    "x__read_ndtiff__mutmut_92": (
+        "len(frames) < 100_000", "boundary: a dataset of exactly 100,000 frames"),
+    **{f"x__read_sequence__mutmut_{n}": (frag, "equivalent for a single-page TIFF (the "
+                                         "only kind whose pixel size is read): it has no "
+                                         "channel axis")
+       for n, frag in ((45, "_read_tiff(first, None)"), (48, "_read_tiff(first, 1)"))},
+    "x__read_tiff__mutmut_12": (
+        "(tf.is_ome) or True", "equivalent: tifffile gives no OME metadata (None) for a "
+        "file that is not OME"),
+    **{f"x_ndtiff_array__mutmut_{n}": (frag, "fork safety only (see ndtiff_array): the "
+                                       "same pixels with dask's threaded scheduler; the "
+                                       "hang it prevents shows only in a process forked "
+                                       "after a read")
+       for n, frag in ((11, "and False"), (12, "or True"), (13, "scheduler=None"),
+                       (15, '"SYNCHRONOUS"'), (16, "compute is None"), (2, "compute = None"),
+                       (3, "getattr(None"), (7, 'getattr(arr, "compute", )'),
+                       (8, "XXcomputeXX"), (9, '"COMPUTE"'))},
     # inscope/outputs.py
     "xǁBoundedQueueǁ__init____mutmut_8": (
         "self._closed = None", "equivalent: None is falsy like False, and only its truth is "

@@ -154,3 +154,26 @@ def test_an_rgba_recording_plays_as_grey(tmp_path):
     f0, f1 = scope.snap(), scope.snap()
     assert f0.pixels.shape == (8, 8) and f1.pixels.shape == (8, 8)
     assert float(f0.pixels.mean()) > float(f1.pixels.mean()) > 0
+
+
+_OME = ('<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" '
+        'SizeX="8" SizeY="8" SizeZ="1" SizeC="1" SizeT="3" PhysicalSizeX="0.5">'
+        '<Channel ID="Channel:0:0" SamplesPerPixel="1"/>{planes}'
+        '<TiffData/></Pixels></Image></OME>')
+
+
+def test_ome_planes_are_matched_by_their_indices_not_their_order_in_the_xml(tmp_path):
+    """OME-XML may list its Plane elements in any order, and may leave out what has its
+    default: TheC / TheZ (0) and PositionY / PositionZ (0 here: not given)."""
+    planes = ('<Plane TheT="2" PositionX="20.0" PositionY="1.5"/>'
+              '<Plane TheT="0" TheZ="0" TheC="0" PositionX="0.0" PositionZ="4.0"/>'
+              '<Plane TheT="1" PositionX="10.0"/>')
+    path = tmp_path / "hand.ome.tif"
+    tifffile.imwrite(path, _planes(3, None), photometric="minisblack", metadata=None,
+                     description=_OME.format(planes=planes))
+    scope = ReplayMicroscope(path, fps=0)
+    assert scope.pixel_size_um == pytest.approx(0.5)
+    assert _positions(scope, 3) == [(0, 0.0, 0.0, 4.0), (1, 10.0, 0.0, 0.0),
+                                    (2, 20.0, 1.5, 0.0)]

@@ -193,3 +193,17 @@ def test_ndtiff_without_stage_positions_plays_at_the_virtual_position(tmp_path):
     scope.move_xy(3.0, 4.0, relative=False)
     f = scope.snap()
     assert (f.position.x, f.position.y) == (3.0, 4.0)
+
+
+def test_a_folder_of_frames_skips_hidden_files(tmp_path):
+    """macOS leaves '._name' files beside each file it copies to a shared disk; they end
+    in .tif like the frames but are not images."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(2):
+        cv2.imwrite(str(folder / f"t{t}.png"), np.full((8, 8), 10 * t, np.uint8))
+    (folder / "._t0.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
+    (folder / ".hidden.tif").write_bytes(b"not a tiff")
+    scope = ReplayMicroscope(folder, fps=0, pixel_size_um=1.0)
+    assert len(scope) == 2
+    assert [int(scope.snap().pixels[0, 0]) for _ in range(2)] == [0, 10]
