@@ -241,7 +241,8 @@ TARGETS: tuple[Target, ...] = (
             "tests/acquisition/test_slide_files.py"), 0.80, isolation="forkserver"),
     # the AR eyepiece's calibration fit from a photo of the projected pattern
     Target("eyepiece_fit", "inscope/eyepiece_fit.py",
-           ("tests/service/test_eyepiece_calibration.py", "tests/service/test_overlay_truth.py"),
+           ("tests/service/test_eyepiece_calibration.py", "tests/service/test_overlay_truth.py",
+            "tests/service/test_eyepiece_field_error.py"),
            0.80),
     Target("tour", "inscope/tour.py",
            ("tests/service/test_tour.py", "tests/service/test_tour_choice.py",
