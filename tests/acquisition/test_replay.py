@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from _support.recordings import write_ndtiff, write_video
 
 from inscope.acquisition import MicroscopeUnavailable, MoveRefused
 from inscope.acquisition.factory import open_microscope
@@ -101,15 +102,8 @@ def test_stream_loops(tmp_path, stack):
 
 
 def test_video_replay_is_grayscale(tmp_path):
-    path = tmp_path / "clip.avi"
     w, h = 64, 48
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
-    assert vw.isOpened()
-    for i in range(5):
-        img = np.zeros((h, w, 3), np.uint8)
-        cv2.rectangle(img, (5 + 8 * i, 10), (15 + 8 * i, 20), (255, 255, 255), -1)
-        vw.write(img)
-    vw.release()
+    path = write_video(tmp_path / "clip.avi", 5, 8, w, h)
     with pytest.warns(UserWarning):
         scope = ReplayMicroscope(path, fps=0)
     assert scope.fps == 0
@@ -158,16 +152,7 @@ def test_rgb_tiff_becomes_grayscale(tmp_path):
 
 
 def test_ndtiff_dataset(tmp_path, stack):
-    import ndstorage  # pycromanager's own dependency: always installed with inscope
-
-    ds = ndstorage.NDTiffDataset(str(tmp_path / "nd"), name="acq", writable=True)
-    ds.initialize({"PixelSize_um": 0.33})
-    for t in range(stack.shape[0]):
-        for c in range(stack.shape[1]):
-            ds.put_image({"time": t, "channel": c}, stack[t, c],
-                         {"XPosition_um": 5.0 * t, "YPosition_um": 1.0, "ZPosition_um": 2.0})
-    ds.finish()
-    ds.close()
+    write_ndtiff(tmp_path / "nd", stack)
     scope = ReplayMicroscope(tmp_path / "nd", channel=1)  # the parent folder is fine too
     assert len(scope) == stack.shape[0] and scope.pixel_size_um == pytest.approx(0.33)
     scope.snap()

@@ -15,22 +15,16 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from _support.recordings import write_ndtiff, write_video
 
 from inscope.acquisition import MicroscopeUnavailable
 from inscope.acquisition.frame import STAMP_READY
 from inscope.acquisition.replay import ReplayMicroscope
 
 
-def _video(path, n: int = 3, w: int = 64, h: int = 48):
-    """An MJPG clip whose frame i shows a white square at x = 10 + 12 i."""
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
-    assert vw.isOpened()
-    for i in range(n):
-        img = np.zeros((h, w, 3), np.uint8)
-        cv2.rectangle(img, (5 + 12 * i, 10), (15 + 12 * i, 20), (255, 255, 255), -1)
-        vw.write(img)
-    vw.release()
-    return path
+def _video(path):
+    """Three frames; frame i shows a white square at x = 10 + 12 i."""
+    return write_video(path, 3, 12)
 
 
 def _square_x(f) -> float:
@@ -160,21 +154,11 @@ def test_a_frame_that_is_not_one_image_is_one_clear_line(tmp_path):
         ReplayMicroscope(folder, fps=0)
 
 
-def _ndtiff(folder, n_t: int = 2, n_c: int = 2, positions: bool = True,
-            pixel_size: float | None = 0.33):
-    import ndstorage
-
-    ds = ndstorage.NDTiffDataset(str(folder), name="acq", writable=True)
-    ds.initialize({"PixelSize_um": pixel_size} if pixel_size else {})
-    for t in range(n_t):
-        for c in range(n_c):
-            img = np.full((8, 8), 10 * t + c, np.uint16)
-            md = {"XPosition_um": 5.0 * t, "YPosition_um": 1.0, "ZPosition_um": 2.0} \
-                if positions else {}
-            ds.put_image({"time": t, "channel": c}, img, md)
-    ds.finish()
-    ds.close()
-    return folder
+def _ndtiff(folder, n_c: int = 2, positions: bool = True, pixel_size: float | None = 0.33):
+    """Two time points of n_c channels; each image is filled with 10 t + c."""
+    t, c = np.meshgrid(np.arange(2), np.arange(n_c), indexing="ij")
+    stack = ((10 * t + c)[..., None, None] * np.ones((8, 8))).astype(np.uint16)
+    return write_ndtiff(folder, stack, positions=positions, pixel_size_um=pixel_size)
 
 
 def test_ndtiff_channels_first_by_default_and_a_missing_one_named(tmp_path):
