@@ -238,8 +238,27 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         raise CalibrationError("the camera image is uniform (no pattern in it): is the "
                                "pattern on the eyepiece display, the light path to the "
                                "camera open and the exposure long enough?")
+    hi = max(hi, _bright_level(sample, float(lo)))
     # (below the low percentile black: a dead pixel in a black square is no white speck)
     return stretch_to_uint8(f, float(lo), float(hi))
+
+
+def _bright_level(sample: np.ndarray, lo: float) -> float:
+    """The 99.8th percentile of the pixels Otsu's threshold puts on the bright side.
+
+    The frame's own 99.8th percentile is the pattern's white only while the white
+    squares cover more than 0.2 % of the frame. A display that shows in a small part of
+    a large camera field (a 2048 x 2048 sCMOS, the display at a scale of ~0.2) lights
+    less: that percentile then falls among the grey edges of the markers, the stretch
+    saturates their black bits and no marker is read. On the bright side of the
+    threshold the white squares are a large share whatever their share of the frame."""
+    top = float(sample.max())
+    if top <= lo:
+        return top
+    grey = np.clip((sample - lo) * (255.0 / (top - lo)), 0, 255).astype(np.uint8)
+    t, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    bright = sample[grey > t]
+    return float(np.percentile(bright, 99.8)) if bright.size else top
 
 
 @dataclass
