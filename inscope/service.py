@@ -314,12 +314,22 @@ def failed_outputs(summary: dict) -> dict[str, str]:
 
 
 def write_summary(summary: dict, path: str | Path) -> Path:
-    """Write the summary JSON atomically: a failed write leaves no empty or half file."""
+    """Write the summary JSON atomically: a failed write leaves no empty or half file.
+
+    A path that exists and is not a regular file (``/dev/stdout``, a named pipe a script
+    reads from) is written to directly: renaming the temporary file over it would
+    replace the device or pipe itself (and, run as root, ``/dev/stdout`` for everyone).
+    """
     path = Path(path)
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    if path.exists() and not path.is_file() and not path.is_dir():
+        with path.open("w", encoding="utf-8") as f:
+            f.write(text)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     except OSError:
         tmp.unlink(missing_ok=True)
