@@ -115,14 +115,15 @@ def _first_centres(out) -> np.ndarray:
 
 
 def _shared(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of the centres of *a* with one of *b* within 1 px."""
+    """Share of the centres of *a* with one of *b* within 3 px."""
     d = np.linalg.norm(a[:, None] - b[None], axis=2)
-    return float((d.min(axis=1) <= 1.0).mean())
+    return float((d.min(axis=1) <= 3.0).mean())
 
 
 def test_demo_seed_chooses_the_specimen(tmp_path):
-    """The same seed shows the same cells (the camera noise and the drifting focus, which
-    runs on the wall clock, move scores a little); another seed other cells."""
+    """The same seed shows the same cells; another seed other cells. (Not all of them:
+    the demo runs on the wall clock, so its drifting focus and its crawling cells (one in
+    twelve, 8 µm/s) have moved by the first frame by however long the start took.)"""
     def demo(name: str, seed: int) -> np.ndarray:
         out = tmp_path / name
         assert main(["demo", "--out", str(out), "--seed", str(seed), "--frames", "2",
@@ -131,8 +132,8 @@ def test_demo_seed_chooses_the_specimen(tmp_path):
 
     a, again, other = demo("a", 5), demo("again", 5), demo("other", 6)
     assert len(a) > 20
-    assert _shared(a, again) > 0.9
-    assert _shared(a, other) < 0.3
+    assert _shared(a, again) > 0.7
+    assert _shared(a, other) < 0.2
 
 
 def test_demo_out_must_be_a_folder(tmp_path, capsys):
@@ -180,10 +181,13 @@ def test_run_says_dry_run_and_names_its_summary(tmp_path, capsys):
     assert scope_line.endswith("(dry-run)"), scope_line
     assert f"summary: {s}" in out.splitlines()
     assert main(_run_args(tmp_path)) == 0
-    out = capsys.readouterr().out
-    (scope_line,) = [ln for ln in out.splitlines() if ln.startswith("microscope ")]
-    assert "dry-run" not in scope_line
-    assert not [ln for ln in out.splitlines() if ln.startswith("summary: ")]
+    cap = capsys.readouterr()
+    lines = cap.out.splitlines()
+    assert lines[0] == "microscope simulated, detector classical on opencv, control off"
+    # the classical detector has no provider note: the summary follows at once
+    assert lines[1].startswith("frames 3 in "), lines[:3]
+    assert not [ln for ln in lines if ln.startswith("summary: ")]
+    assert "\r" not in cap.out + cap.err  # --no-progress: no live progress line
 
 
 dev_full = pytest.mark.skipif(not Path("/dev/full").exists(),
@@ -365,3 +369,17 @@ def test_an_error_is_said_on_one_line_and_never_as_an_empty_one():
     assert _one_line(ValueError("bad value\n   in   file x")) == "bad value in file x"
     assert _one_line(ValueError()) == "ValueError"
     assert _one_line(OSError("")) == "OSError"
+
+
+def test_a_bad_demo_flag_is_one_line_and_exit_code_2(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--score-threshold", "2", *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "score_threshold" in err and err.count("\n") == 1
+
+
+def test_verbose_demo_leaves_the_level_to_the_root_logger(tmp_path):
+    lg = logging.getLogger("inscope")
+    lg.setLevel(logging.NOTSET)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--frames", "1", *QUIET, "--model",
+                 "classical", "--no-zmq", "-v"]) == 0
+    assert lg.level == logging.NOTSET
