@@ -383,3 +383,11 @@ def test_verbose_demo_leaves_the_level_to_the_root_logger(tmp_path):
     assert main(["demo", "--out", str(tmp_path / "d"), "--frames", "1", *QUIET, "--model",
                  "classical", "--no-zmq", "-v"]) == 0
     assert lg.level == logging.NOTSET
+
+
+def test_a_demo_that_does_not_steer_has_no_tour(tmp_path):
+    out = tmp_path / "d"
+    assert main(["demo", "--out", str(out), "--frames", "2", "--mode", "track", *QUIET,
+                 "--model", "classical", "--no-zmq"]) == 0
+    control = json.loads((out / "summary.json").read_text())["control"]
+    assert control["mode"] == "track" and "tour" not in control

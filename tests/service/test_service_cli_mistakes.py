@@ -36,6 +36,7 @@ def test_record_into_a_file(tmp_path, capsys):
     assert main([*RUN, "--record", str(f)]) == 2
     err, _ = _one_line(capsys)
     assert "--record" in err and "is a file" in err and f.read_text() == "keep me"
+    assert err.startswith("error: command line: "), err  # where the value came from
 
 
 def test_summary_into_a_folder_is_refused_before_the_run(tmp_path, capsys):
