@@ -323,6 +323,16 @@ def test_bench_defaults():
     assert a.spinning is None and a.no_plots is False
 
 
+def test_values_are_parsed_to_their_types_and_defaults():
+    a = build_parser().parse_args(["bench", "--frames", "7", "--exposure-ms", "2.5",
+                                   "--calibration", "cal.json"])
+    assert (a.frames, a.exposure_ms, a.calibration) == (7, 2.5, "cal.json")
+    d = build_parser().parse_args(["demo", "--seed", "5"])
+    assert d.seed == 5 and d.out == "runs/demo"
+    r = build_parser().parse_args(["run", "--frames", "9", "--seconds", "1.5"])
+    assert (r.frames, r.seconds) == (9, 1.5)
+
+
 def test_bench_repeatable_flags_collect_every_value():
     a = build_parser().parse_args(
         ["bench", "--model", "default", "--model", "classical", "--backend", "sim",
@@ -337,7 +347,8 @@ def test_bench_repeatable_flags_collect_every_value():
 @pytest.mark.parametrize("argv", [
     ["bench", "--backend", "replay"], ["bench", "--spinning", "sometimes"],
     ["bench", "--mode", "fly"], ["bench", "--config", "my.cfg"],
-    ["run", "--mode", "fly"], ["demo", "--mode", "fly"]])
+    ["run", "--mode", "fly"], ["demo", "--mode", "fly"], ["run", "--backend", "nope"],
+    ["run", "--record-format", "xml"]])
 def test_bench_run_and_demo_refuse_what_they_do_not_take(argv, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(argv)
