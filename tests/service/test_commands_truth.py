@@ -402,3 +402,24 @@ def test_a_demo_that_does_not_steer_has_no_tour(tmp_path):
                  "--model", "classical", "--no-zmq"]) == 0
     control = json.loads((out / "summary.json").read_text())["control"]
     assert control["mode"] == "track" and "tour" not in control
+
+
+def test_a_run_whose_camera_fails_mid_way_exits_1_and_keeps_what_it_did(tmp_path, capsys):
+    """A replayed folder whose fifth frame is a damaged file: four frames are processed
+    and summarised, the stop names the file, and the exit code says the run failed."""
+    import tifffile
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        img = np.random.default_rng(i).integers(0, 1000, (128, 128)).astype(np.uint16)
+        tifffile.imwrite(frames / f"f{i:03d}.tif", img)
+    (frames / "f004.tif").write_bytes(b"II*\x00" + b"damaged" * 10)
+    s = tmp_path / "s.json"
+    rc = main(["run", "--backend", "replay", "--file", str(frames), "-o", "pixel_size_um=1",
+               "--model", "classical", "--no-zmq", *QUIET, "--frames", "10",
+               "--summary", str(s)])
+    assert rc == 1
+    summary = json.loads(s.read_text())
+    assert summary["frames"] == 4 and "f004.tif" in summary["error"]
+    assert "f004.tif" in capsys.readouterr().out
