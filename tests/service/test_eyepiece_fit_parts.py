@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -86,12 +87,23 @@ def test_a_small_bright_patch_keeps_its_grey_levels():
     assert np.median(out[500:, 500:]) <= 5
 
 
+def test_the_black_point_is_the_half_percent_darkest():
+    """1 % of the frame dark (0), the rest 1000-2000: the black point is the dark level
+    (more than 0.5 % of the pixels are there), so the signal's darkest pixels are mid-grey,
+    not black."""
+    img = np.linspace(1000, 2000, 200 * 200, dtype=np.float32).reshape(200, 200)
+    img[np.random.default_rng(5).random(img.shape) < 0.01] = 0.0
+    out = to_uint8(img)
+    assert out[img == 0].max() == 0
+    assert 110 <= out[img > 0].min() <= 140, out[img > 0].min()
+
+
 @pytest.mark.parametrize("level", [500.0, 60_000.0])
 def test_an_image_uniform_to_a_millionth_of_its_level_is_refused(level):
     """A float camera image whose pixels differ only by rounding (a few 1e-7 of the level)
     holds no pattern, however large the level."""
     img = np.full((64, 64), level, np.float32)
-    img[::2] = np.nextafter(np.float32(level), np.float32(np.inf))
+    img[::4] = np.nextafter(np.float32(level), np.float32(np.inf))  # (rows the sample keeps)
     with pytest.raises(CalibrationError, match="uniform"):
         to_uint8(img)
 
@@ -357,3 +369,32 @@ def test_a_display_in_a_small_part_of_a_large_camera_field_calibrates():
     fit = fit_pattern(cam, pattern)
     assert fit.corners_used >= 40
     assert field_error(fit.display_to_camera, truth, display, camera) < 0.1
+
+
+# -- the pattern's description file ------------------------------------------------------
+def test_a_pattern_description_round_trips_with_its_dictionary(tmp_path):
+    p = CharucoPattern.for_display((200, 200), (15, 15))
+    assert p.dictionary == "DICT_4X4_250"  # not the default: it must travel in the file
+    d = p.to_dict()
+    assert set(d) == {"pattern", "display_size", "squares", "square_px", "marker_ratio",
+                      "dictionary"}
+    assert d["pattern"] == "charuco" and d["display_size"] == [200, 200]
+    assert d["squares"] == [15, 15]
+    f = tmp_path / "pattern.json"
+    p.save(f)
+    assert CharucoPattern.load(f) == p
+    assert json.loads(f.read_text()) == d
+
+
+def test_a_description_that_is_no_charuco_pattern_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r'not a ChArUco pattern description \(no '
+                                         r'"pattern": "charuco"\)'):
+        CharucoPattern.from_dict({"pattern": "dots", "display_size": [10, 10]})
+    f = tmp_path / "p.json"
+    f.write_text('{"pattern": "charuco", "display_size": [800, 600]}')
+    with pytest.raises(ValueError, match=rf"pattern description {f} is not valid .*"
+                                         r"write it again with --pattern-out"):
+        CharucoPattern.load(f)
+    with pytest.raises(FileNotFoundError, match=rf"pattern description {tmp_path / 'no.json'}"
+                                                r" not found; it is written beside the PNG"):
+        CharucoPattern.load(tmp_path / "no.json")
