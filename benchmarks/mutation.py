@@ -87,6 +87,11 @@ class Target:
     isolation: str = "fork"
 
 
+#: why tests that read the repository's own source or docs are left out of a run: the
+#: mutation folder holds the package as it installs (src/inscope/...), not the checkout
+_READS_TREE = ("reads the checkout's source tree or docs/ (the repository layout), which "
+               "the mutation folder does not have; it checks messages and docs, not code")
+
 TARGETS: tuple[Target, ...] = (
     Target("safety", "acquisition/safety.py",
            ("tests/acquisition/test_foundation.py", "tests/acquisition/test_guard_behaviour.py",
@@ -127,7 +132,9 @@ TARGETS: tuple[Target, ...] = (
            # per mutant; the NDTiff reader is checked on ndstorage-written folders here)
            ("tests/acquisition/test_slide.py", "tests/acquisition/test_slide_truth.py",
             "tests/acquisition/test_slide_files.py", "tests/acquisition/test_slide_runtime.py"),
-           0.80),
+           # (test_slide_files reads NDTiff folders, whose reader threads hang forked
+           # workers as replay's did: the fork server keeps hangs from reading as kills)
+           0.80, isolation="forkserver"),
     # the tracker the steerer follows a cell with (gating, velocity, misses) and the
     # focus surface find-and-image predicts each cell's focus from
     Target("tracking", "control/tracking.py",
@@ -242,7 +249,8 @@ TARGETS: tuple[Target, ...] = (
     # the AR eyepiece's calibration fit from a photo of the projected pattern
     Target("eyepiece_fit", "inscope/eyepiece_fit.py",
            ("tests/service/test_eyepiece_calibration.py", "tests/service/test_overlay_truth.py",
-            "tests/service/test_eyepiece_field_error.py"),
+            "tests/service/test_eyepiece_field_error.py",
+            "tests/service/test_eyepiece_fit_parts.py"),
            0.80),
     Target("tour", "inscope/tour.py",
            ("tests/service/test_tour.py", "tests/service/test_tour_choice.py",
@@ -293,6 +301,19 @@ TARGETS: tuple[Target, ...] = (
             "tests/service/test_zmq_api_truth.py", "tests/service/test_records_truth.py",
             "tests/service/test_service_records.py", "tests/service/test_service_disk_full.py"),
            0.80),
+    # the command line's glue: every flag of run / demo into the config it stands for,
+    # the demo's set-up, and the exit codes and one-line errors of a run that cannot start
+    Target("commands", "inscope/commands.py",
+           ("tests/service/test_service_cli_flags.py", "tests/service/test_service_config.py",
+            "tests/service/test_target_forms.py", "tests/service/test_service_cli_mistakes.py",
+            "tests/service/test_predict.py", "tests/service/test_commands_truth.py"),
+           0.80,
+           deselect=tuple((f"tests/service/test_service_cli_flags.py::{t}", _READS_TREE)
+                          for t in ("test_hints_are_collected",
+                                    "test_every_flag_a_message_names_exists_where_the_message_is_read",
+                                    "test_docs_toml_example_is_a_valid_config"))
+           + (("tests/service/test_target_forms.py::test_docs_list_the_same_forms",
+               _READS_TREE),)),
     Target("stream", "acquisition/stream.py",
            ("tests/acquisition/test_stream_pacing.py", "tests/acquisition/test_foundation.py",
             "tests/acquisition/test_replay.py"), 0.80),
@@ -393,7 +414,203 @@ _EQ_POP_NONE = "equivalent: bool(None) is False, the default it replaces"
 
 _EQ_PROTOCOL = ("equivalent: the body of a typing.Protocol method never runs; every "
                 "backend is a BaseMicroscope, whose defaults the tests pin")
+_LOG_SETUP = ("untestable in the test process: pytest's log capture has already given the "
+              "root logger a handler, so logging.basicConfig does nothing there; the level "
+              "-v sets shows only in a fresh process (a subprocess, which mutmut cannot "
+              "see)")
+_HELP_EXAMPLE = ("--help text only: the example a flag's help shows (-o KEY=VALUE, "
+                 "--exposure-ms)")
+_BRIGHT = ("insensitive: the 8-bit copy only places Otsu's threshold between the "
+           "background and the pattern's white, and these variants still put it there and "
+           "still give a level at or above the white; the tests check the outcome (a small "
+           "bright patch keeps its greys, a display on 1 % of a 2048 x 2048 camera calibrates)")
+_RANSAC = ("a test to add: readings with misread (outlier) corners; on the rendered "
+           "patterns every corner is an inlier, so RANSAC's settings do not matter")
+_EMPTY_FIELD = ("equivalent unless the display's footprint misses the camera field (zero "
+                "area), and then _drawable_polygon returns the whole field")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # inscope/eyepiece_fit.py
+    **{f"x__read__mutmut_{n}": (frag, "equivalent, or wording only: a reading with no "
+                                "corners is only read for its counts (under 8 corners: no "
+                                "fit), and a count off by one shows only in the refusal's "
+                                "wording")
+       for n, frag in ((26, "np.zeros(0, int), None, 0, 0.0"), (28, "0, None)"),
+                       (34, "np.zeros(0, None), np.zeros((0, 2)), 0, 0.0"),
+                       (36, "np.zeros(0, ), np.zeros((0, 2)), 0, 0.0"),
+                       (37, "np.zeros(1, int), np.zeros((0, 2)), 0, 0.0"),
+                       (39, "np.zeros((1, 2)), 0, 0.0"), (40, "np.zeros((0, 3)), 0, 0.0"),
+                       (42, "np.zeros((0, 2)), 0, 1.0)"), (118, "cc is None and len(ci)"),
+                       (119, "ci is None and cc is None"), (123, "len(ci) == 1"),
+                       (125, "np.zeros(0, int), None, len(mi)"),
+                       (133, "np.zeros(0, None), np.zeros((0, 2)), len(mi)"),
+                       (135, "np.zeros(0, ), np.zeros((0, 2)), len(mi)"),
+                       (136, "np.zeros(1, int), np.zeros((0, 2)), len(mi)"),
+                       (138, "np.zeros((1, 2)), len(mi)"), (139, "np.zeros((0, 3)), len(mi)"))},
+    "x__read__mutmut_43": ("mi is None and not len(mi)", "equivalent: OpenCV gives an empty "
+                           "array, not None, when it finds no marker"),
+    **{f"x__read__mutmut_{n}": (frag, "equivalent: the two sequences have the same length")
+       for n, frag in ((66, "strict=None"), (69, "zip(mc, once, )"), (70, "strict=False"))},
+    "x__read__mutmut_75": ("reshape(-1, )[once]", "equivalent: detectBoard takes the marker "
+                           "ids as a column or a row"),
+    "x__read__mutmut_9": ("cv2.flip(img8, 2)", "equivalent: any positive flip code flips "
+                          "left-right"),
+    "x__read__mutmut_10": ("upsample >= 1", "equivalent: resizing by 1 gives the image"),
+    "x__read__mutmut_1": ("upsample: int = 2", "equivalent: every call gives upsample"),
+    **{f"x__read__mutmut_{n}": (frag, "insensitive: the side of a square marker is the mean "
+                                "of its edges; three of the four, or one counted twice, give "
+                                "the same to the message's resolution")
+       for n, frag in ((107, "axis=1, ), axis=2)"), (109, "quads[:, :2]"))},
+    "x__read__mutmut_96": (".mean()) * upsample", "a test to add: a refusal whose best "
+                           "reading is the upsampled one (the square size it gives is then "
+                           "4 x too large)"),
+    "x__read__mutmut_164": ("pts, None, side)", "a test to add: two readings with the same "
+                            "corner count compared by their markers (None cannot be)"),
+    **{f"xǁCharucoPatternǁcorner_positions__mutmut_{n}": (frag, "equivalent: adding the "
+                                                          "float64 origin makes the corners "
+                                                          "float64 anyway")
+       for n, frag in ((3, "getChessboardCorners(), None)"),
+                       (5, "getChessboardCorners(), )"))},
+    **{f"x__bright_level__mutmut_{n}": (frag, _BRIGHT) for n, frag in (
+        (3, "if top < lo"), (7, "None, 255)"), (8, "0, None)"), (13, "(sample + lo)"),
+        (15, "(256.0 /"), (16, "(top + lo)"), (17, "1, 255).astype"),
+        (18, "0, 256).astype"), (21, "threshold(grey, None,"), (22, "grey, 0, None,"),
+        (28, "threshold(grey, 1,"), (29, "grey, 0, 256,"), (32, "grey >= t"),
+        (33, ") and False else top"))},
+    "x__bright_level__mutmut_34": (") or True else top", "equivalent: the brightest pixel "
+                                   "maps to 255, above any Otsu threshold, so the bright "
+                                   "side is never empty"),
+    "x__as_2x3__mutmut_7": (") or True else m", "equivalent: the first two rows of a 2 x 3 "
+                            "matrix are the matrix"),
+    **{f"x__detectors__mutmut_{n}": (frag, "equivalent: detectBoard is given the markers "
+                                     "the ArucoDetector found, so the CharucoDetector's "
+                                     "own marker parameters are not used")
+       for n, frag in ((15, "CharucoDetector(board, None"), (16, "CharucoParameters(), None"),
+                       (19, "CharucoParameters(), )"))},
+    "x__detectors__mutmut_4": ("cornerRefinementMethod = None", "a test to add: sub-pixel "
+                               "marker corners move the fitted map by hundredths of a pixel "
+                               "on the rendered patterns, under what the tests resolve"),
+    **{f"x__fit_candidate__mutmut_{n}": (frag, _RANSAC) for n, frag in (
+        (6, "method=None"), (7, "ransacReprojThreshold=None"), (8, "maxIters=None"),
+        (9, "confidence=None"), (12, "estimateAffine2D(disp, cam, ransacReprojThreshold"),
+        (13, "method=cv2.RANSAC, maxIters"), (14, "+                                  "
+                                                 "confidence=0.999)"),
+        (15, "maxIters=4000, )"), (16, "ransacReprojThreshold=3.0"), (17, "maxIters=4001"))},
+    "x__fit_candidate__mutmut_122": ('"IJ,JK,IK->I"', "equivalent: einsum subscripts may be "
+                                     "upper case"),
+    "x__fit_candidate__mutmut_158": ("m[:, :2]) <= 0)", "equivalent except for a singular "
+                                     "map (determinant exactly 0), which no reading gives"),
+    **{f"x__fit_candidate__mutmut_{n}": (frag, _EMPTY_FIELD) for n, frag in (
+        (168, "(field_area > 0) or True"), (170, "field_area >= 0"),
+        (171, "field_area > 1"), (172, "else 1.0)"))},
+    **{f"x__fit_candidate__mutmut_{n}": (frag, "insensitive: a degree of freedom more or "
+                                         "less moves the 95 % error by a few per cent, "
+                                         "under what the coverage test resolves")
+       for n, frag in ((72, "2 * n - 7"), (73, "2 * n - 6, 2)"))},
+    "x__fit_candidate__mutmut_22": ("keep.sum() <= MIN_CORNERS", "a test to add: a reading "
+                                    "with exactly 8 inliers"),
+    "x__lstsq_affine__mutmut_9": ("lstsq(x, dst, )", "equivalent: rcond=None is numpy's "
+                                  "default"),
+    "x__drawable_polygon__mutmut_37": ("reshape(-1, 2, 2)", "equivalent: cv2.transform maps "
+                                       "each 2-channel point alike in any array shape"),
+    **{f"x__drawable_polygon__mutmut_{n}": (frag, _EMPTY_FIELD) for n, frag in (
+        (70, "area <= 0 and poly"), (71, "area < 0 or"), (72, "area <= 1 or"))},
+    **{f"x_render_camera_view__mutmut_{n}": (frag, "equivalent: GaussianBlur takes a None "
+                                             "kernel size as (0, 0): from sigma")
+       for n, frag in ((20, "GaussianBlur(src, None"), (43, "GaussianBlur(cam, None"))},
+    **{f"x_render_camera_view__mutmut_{n}": (frag, "equivalent: INTER_LINEAR is "
+                                             "warpAffine's default")
+       for n, frag in ((34, "flags=None"), (38, "(w, h), )"))},
+    "x_render_camera_view__mutmut_53": ("noise >= 0", "equivalent: noise of sigma 0 adds 0"),
+    "x_to_uint8__mutmut_28": ("f[::2, ::3]", "insensitive: a stride-3 sample's percentiles "
+                              "are the stride-2 sample's within what the tests resolve; the "
+                              "stride is a speed choice"),
+    "x_to_uint8__mutmut_37": ("hi - lo < 1e-6", "boundary at exact equality: a uniform image "
+                              "has hi - lo = 0, under the tolerance either way"),
+    "x_to_uint8__mutmut_45": ("max(abs(hi), 2.0)", "differs only for an image whose whole "
+                              "range is under 2e-6 (a float image scaled to [0, 1e-6])"),
+    "x_fit_pattern__mutmut_4": ("img8.shape[:3]", "equivalent: the 8-bit image is 2-D"),
+    **{f"x_fit_pattern__mutmut_{n}": (frag, "insensitive: which readings are tried, or "
+                                      "which of two equal readings is kept, changes the "
+                                      "fit by less than the tests resolve")
+       for n, frag in ((11, "for upsample in (2, 2)"), (37, ">= fits[flipped]"),
+                       (39, "len(rd.ids) > 0.5"), (41, ">= 1.5 *"))},
+    **{f"x_fit_pattern__mutmut_{n}": (frag, "a test to add: a reading whose corners "
+                                      "disagree (under 90 % of them on one map)")
+       for n, frag in ((63, "corners_used <= MIN_INLIER"), (64, "MIN_INLIER_FRACTION /"))},
+    **{f"x_fit_pattern__mutmut_{n}": (frag, "wording only: which corner count the "
+                                      "ambiguous-pattern message gives for each reading")
+       for n, frag in ((54, "fits[True], fits[True]"), (55, "fits[False], fits[False]"))},
+    **{f"x__not_found_message__mutmut_{n}": (frag, "a test to add: the boundary between "
+                                             "the 'more, smaller squares' and the "
+                                             "'fewer, larger squares' advice")
+       for n, frag in ((23, "square_cam * 6"), (24, "square_cam * 5 >="))},
+    **{f"xǁCharucoPatternǁfor_display__mutmut_{n}": (frag, "equivalent: the squares are "
+                                                     "made whole numbers (int) before use")
+       for n, frag in ((34, "usable_w / sq"), (40, "usable_h / sq"))},
+    "xǁCharucoPatternǁfor_display__mutmut_28": ("max(h // 8, 9)", "equivalent: a display "
+                                                "under 72 px high is refused either way "
+                                                "(squares under 12 px)"),
+    "xǁCharucoPatternǁfor_display__mutmut_41": ("usable_h // sq, 4)", "equivalent: squares "
+                                                "of 1/8 of the height fit 7 times in 92 % "
+                                                "of it, never fewer than 4"),
+    **{f"xǁCharucoPatternǁimage__mutmut_{n}": (frag, "equivalent: the board image is made "
+                                               "at its exact size (no margin asked, and "
+                                               "OpenCV's default margin is 0, border 1)")
+       for n, frag in ((8, "marginSize=None"), (9, "borderBits=None"),
+                       (11, "generateImage(size, borderBits"), (12, "marginSize=0, )"))},
+    **{f"xǁCharucoPatternǁsave__mutmut_{n}": (frag, "formatting only: the JSON's "
+                                              "indentation (the file is read back the same)")
+       for n, frag in ((5, "indent=None"), (7, "to_dict(), )"), (8, "indent=3"))},
+    # inscope/commands.py
+    **{f"x__logging__mutmut_{n}": (frag, _LOG_SETUP) for n, frag in (
+        (1, "basicConfig(level=None"), (2, "format=None)"), (3, "basicConfig(format="),
+        (4, "logging.WARNING, )"), (5, ") and False"), (6, ") or True"),
+        (7, 'getattr(None, "verbose"'), (9, 'INFO if getattr(args, "verbose", None)'),
+        (13, 'INFO if getattr(args, "XXverboseXX"'),
+        (14, 'INFO if getattr(args, "VERBOSE"'),
+        (15, 'INFO if getattr(args, "verbose", True)'))},
+    "x__logging__mutmut_21": ('if not getattr(args, "verbose", None)',
+                              "equivalent: None is falsy, as False"),
+    "x__logging__mutmut_27": ('if not getattr(args, "verbose", True)',
+                              "a test to add: only bench's arguments have no verbose flag, "
+                              "and bench runs in-process only with the Micro-Manager demo "
+                              "configuration (minutes per mutant)"),
+    "x_cmd_bench__mutmut_1": ("_logging(None)", "a test to add: an in-process bench (see "
+                              "x__logging__mutmut_27)"),
+    **{f"x__serve__mutmut_{n}": (frag, "a test to add: needs an installation missing one "
+                                 "of inscope's parts (an ImportError from build_service)")
+       for n, frag in ((8, "print(None, file=sys.stderr)"), (9, "file=None)"),
+                       (10, "print(file=sys.stderr)"), (11, "(see README).\", )"))},
+    "x__serve__mutmut_60": ('"provider_note", None)', "equivalent: None is falsy, as ''"),
+    **{f"x__serve__mutmut_{n}": (frag, "equivalent in tests: the progress line is drawn "
+                                 "only on a terminal (sys.stdout.isatty()), and pytest "
+                                 "captures stdout")
+       for n, frag in ((70, "progress=None"), (73, "run_service(svc, summary_path"))},
+    "x_cmd_run__mutmut_17": ("port_fallback=None", "equivalent: None is falsy, as False"),
+    **{f"x_demo_config__mutmut_{n}": (frag, "equivalent while the config's defaults are "
+                                      "the simulator and a gain of 1: with_overrides keeps "
+                                      "the default for a value left out (the demo sets them "
+                                      "so that a changed default cannot change the demo)")
+       for n, frag in ((14, 'backend=None, options=opts'),
+                       (18, 'with_overrides(base, "microscope", options=opts)'),
+                       (29, "gain=None"), (34, "max_step_um=250.0, )"))},
+    "x__register_bench__mutmut_111": ("what=None", _HELP_EXAMPLE),
+    "x__register_bench__mutmut_114": ("add_exposure_argument(p, default=10.0, )",
+                                      _HELP_EXAMPLE),
+    "x__register_bench__mutmut_119": ("old_config_flag=None",
+                                      "equivalent: None is falsy, as False"),
+    "x__register_run__mutmut_50": ("old_config_flag=None",
+                                   "equivalent: None is falsy, as False"),
+    "x__register_run__mutmut_55": ("old_flag=None", "equivalent: None is falsy, as False"),
+    **{f"x__register_run__mutmut_{n}": (frag, "equivalent: run then takes --exposure as a "
+                                        "hidden alias of --exposure-ms, which argparse's "
+                                        "abbreviations accept already")
+       for n, frag in ((57, "add_exposure_argument(p, )"), (58, "old_flag=True"))},
+    **{f"x__register_{cmd}__mutmut_{n}": (frag, _HELP_EXAMPLE)
+       for cmd, n, frag in (("run", 60, "add_option_argument(p, None)"),
+                            ("run", 62, "add_option_argument(p, )"),
+                            ("bench", 77, "add_option_argument(p, None)"),
+                            ("bench", 79, "add_option_argument(p, )"))},
     # acquisition/replay.py
     "x__natural_key__mutmut_4": (
         "t.upper()", "equivalent for names that differ in letters and numbers: upper and "
@@ -1182,6 +1399,49 @@ def _wording_only(diff: str) -> bool:
     return True
 
 
+#: one or more adjacent string literals (implicit concatenation, f-strings too)
+_LITERALS = r"""(?:[rbfRBF]{0,2}(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')\s*)+"""
+#: keyword arguments of argparse calls that only document: what --help prints
+_PARSER_DOC = re.compile(rf"\b(?:help|metavar|description)=(?:None|{_LITERALS}|\((?:{_LITERALS}|"
+                         rf",\s*)+\))\s*,?\s*")
+_GROUP_TITLE = re.compile(rf"add_argument_group\((?:None|{_LITERALS})\)")
+#: on/off flags whose default without ``default=`` is False, not None
+#: (argparse.BooleanOptionalAction's is None)
+_SWITCH = re.compile(r"store_true|store_false")
+
+
+#: reasons of survivors that change only text (see _score)
+_TEXT_ONLY = ("wording only", "--help text only")
+
+
+def _parser_norm(text: str) -> str:
+    text = _PARSER_DOC.sub("", text)
+    text = _GROUP_TITLE.sub("add_argument_group()", text)
+    return re.sub(r"[\s,]+", "", text)
+
+
+def _parser_reason(diff: str) -> str | None:
+    """Why an argparse mutant cannot change what a command does, or None if it can: it
+    only changes --help (help, metavar, description, a group title), or it leaves out
+    ``default=None``, argparse's own default, on a flag that is not an on/off switch
+    (a store_true flag's default is False without it: that one changes behaviour)."""
+    old = " ".join(ln[1:] for ln in diff.splitlines() if ln.startswith("-")
+                   and not ln.startswith("---"))
+    new = " ".join(ln[1:] for ln in diff.splitlines() if ln.startswith("+")
+                   and not ln.startswith("+++"))
+    if not re.search(r"\b(help|metavar|description)=|add_argument", old + new):
+        return None
+    o, n = _parser_norm(old), _parser_norm(new)
+    if o == n:
+        return ("--help text only: a help, metavar, description or group title of a flag; "
+                "the tests check the flags' names, values and defaults, not their help "
+                "wording")
+    if o.replace("default=None", "") == n and not _SWITCH.search(old):
+        return ("equivalent: default=None is argparse's default for a flag that takes a "
+                "value")
+    return None
+
+
 # Survivor patterns recognised from the diff (checked in order): regex on the added
 # line(s), reason. Honest labels: "equivalent" only where the change cannot alter
 # behaviour for the inputs the code receives, else "a test to add".
@@ -1233,6 +1493,9 @@ def _reason(name: str, diff: str) -> str:
     if _wording_only(diff):
         return ("wording only: changes the text of a message; the tests check each "
                 "message's key phrases (value, limit, fix), not every word")
+    parser = _parser_reason(diff)
+    if parser is not None:
+        return parser
     added = "\n".join(ln for ln in diff.splitlines() if ln.startswith("+"))
     for pattern, reason in _PATTERNS:
         if re.search(pattern, added, re.MULTILINE):
@@ -1425,12 +1688,19 @@ def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
         survivors.append({"mutant": short, "status": statuses[name],
                           "diff": diffs.get(name, ""), "reason": reason})
     score = killed / checked if checked else 0.0
+    # survivors that change only words a user reads (a message, --help): counted in the
+    # score like every survivor, and said apart, with the score they would leave
+    text_only = sum(r["reason"].startswith(_TEXT_ONLY) for r in survivors)
     runs = work / "runs.txt"
     how = runs.read_text().strip().splitlines() if runs.exists() else []
     return {"module": t.path, "import": _module_name(t.path), "tests": list(t.tests),
             "deselected": [{"test": test, "why": why} for test, why in t.deselect],
             "mutants": total, "checked": checked, "killed": killed,
-            "killed_by_timeout": timed_out, "score": round(score, 4), "target": t.target,
+            "killed_by_timeout": timed_out, "score": round(score, 4),
+            "survivors_text_only": text_only,
+            "score_without_text_only": round(killed / (checked - text_only), 4)
+            if checked > text_only else 0.0,
+            "target": t.target,
             "meets_target": score >= t.target,
             "complete": unchecked == 0, "runs": how, "wall_s": round(wall_s, 1),
             "source_sha256": _source_digest(t)[:16],

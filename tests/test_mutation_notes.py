@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.mutation import SURVIVOR_NOTES, _merged_results, _reason
 
 NOTE = "equivalent: the value is overwritten before it is read"
@@ -66,3 +68,40 @@ def test_each_module_has_one_target():
 
     paths = [t.path for t in TARGETS]
     assert len(paths) == len(set(paths))
+
+
+# -- argparse registrations: what only changes --help, and what changes behaviour ----------
+HELP_DROPPED = '''-                   help="ONNX model path, 'classical', or a shared Triton "
+-                   "triton://HOST:PORT/NAME (default: the shipped model)")
++                   )'''
+METAVAR = '''-    g.add_argument("--calibration", default=None, metavar="FILE",
++    g.add_argument("--calibration", default=None, metavar="XXFILEXX",'''
+GROUP = '''-    g = p.add_argument_group("outputs")
++    g = p.add_argument_group(None)'''
+DEFAULT_NONE = '''-    g.add_argument("--pub-port", type=int, default=None, help="PUB port")
++    g.add_argument("--pub-port", type=int, help="PUB port")'''
+SWITCH_DEFAULT = '''-    g.add_argument("--dry-run", action="store_true", default=None,
+-                   help="compute and publish moves without making them")
++    g.add_argument("--dry-run", action="store_true", help="compute and publish moves")'''
+DEFAULT_VALUE = '''-    p.add_argument("--frames", type=int, default=200, help="frames each")
++    p.add_argument("--frames", type=int, default=201, help="frames each")'''
+CHOICES = '''-    g.add_argument("--mode", default=None, choices=list(Mode),
++    g.add_argument("--mode", default=None, choices=None,'''
+FLAG_NAME = '''-    p.add_argument("--provider", action="append", default=None,
++    p.add_argument("--PROVIDER", action="append", default=None,'''
+
+
+@pytest.mark.parametrize("diff", [HELP_DROPPED, METAVAR, GROUP])
+def test_a_help_only_change_is_labelled_as_such(diff):
+    assert _reason("x__register_run__mutmut_1", diff).startswith("--help text only")
+
+
+def test_leaving_out_argparse_s_own_default_is_equivalent_but_not_on_a_switch():
+    assert _reason("x_a__mutmut_1", DEFAULT_NONE).startswith("equivalent: default")
+    # a store_true flag without default=None defaults to False and overrides the TOML
+    assert _reason("x_a__mutmut_1", SWITCH_DEFAULT).startswith("a test to add")
+
+
+@pytest.mark.parametrize("diff", [DEFAULT_VALUE, CHOICES, FLAG_NAME])
+def test_a_change_to_values_choices_or_names_is_not_called_help_only(diff):
+    assert _reason("x_a__mutmut_1", diff).startswith("a test to add")
