@@ -6,6 +6,9 @@ process (real simulator, real detector, real ZMQ sockets on 127.0.0.1).
 * ``run`` refuses a taken port (a service someone else subscribes to must not move),
   reads its TOML and lets flags override it, says "(dry-run)" when moves are not made,
   names the summary it wrote, and prints the provider note of the detector it loaded;
+* a run exits 1 when an output stops (a file on /dev/full), when its summary cannot be
+  written, or when its camera fails mid-way, keeping what it did; a summary into a named
+  pipe goes through the pipe;
 * ``-o`` values keep every "=" after the first; bad flags say they came from the command
   line; without -v inscope's own notices still show;
 * ``bench``'s parser: its defaults, its repeatable flags, the choices it accepts.
@@ -55,7 +58,7 @@ def _free_port() -> int:
     return port
 
 
-def _run_args(tmp_path, *extra: str) -> list[str]:
+def _run_args(*extra: str) -> list[str]:
     return ["run", "--backend", "sim", "-o", "shape=[128, 128]", "-o", "seed=1",
             "--model", "classical", "--no-zmq", *QUIET, "--frames", "3", *extra]
 
@@ -175,12 +178,12 @@ def test_run_reads_its_toml_and_flags_override_it(tmp_path, capsys):
 
 def test_run_says_dry_run_and_names_its_summary(tmp_path, capsys):
     s = tmp_path / "s.json"
-    assert main(_run_args(tmp_path, "--dry-run", "--summary", str(s))) == 0
+    assert main(_run_args("--dry-run", "--summary", str(s))) == 0
     out = capsys.readouterr().out
     (scope_line,) = [ln for ln in out.splitlines() if ln.startswith("microscope ")]
     assert scope_line.endswith("(dry-run)"), scope_line
     assert f"summary: {s}" in out.splitlines()
-    assert main(_run_args(tmp_path)) == 0
+    assert main(_run_args()) == 0
     cap = capsys.readouterr()
     lines = cap.out.splitlines()
     assert lines[0] == "microscope simulated, detector classical on opencv, control off"
@@ -202,7 +205,7 @@ def test_an_output_that_stops_makes_the_run_fail(tmp_path, capsys):
     rec.mkdir()
     (rec / "detections.jsonl").symlink_to("/dev/full")
     s = tmp_path / "s.json"
-    assert main(_run_args(tmp_path, "--record", str(rec), "--summary", str(s))) == 1
+    assert main(_run_args("--record", str(rec), "--summary", str(s))) == 1
     err = capsys.readouterr().err
     assert "error: output(s) stopped during the run: records: No space left on device" in err
     assert json.loads(s.read_text())["frames"] == 3  # the rest of the run is kept
@@ -212,7 +215,7 @@ def test_an_output_that_stops_makes_the_run_fail(tmp_path, capsys):
 def test_a_summary_that_cannot_be_written_is_printed_and_fails_the_run(tmp_path, capsys):
     s = tmp_path / "s.json"
     s.symlink_to("/dev/full")
-    assert main(_run_args(tmp_path, "--summary", str(s))) == 1
+    assert main(_run_args("--summary", str(s))) == 1
     out = capsys.readouterr().out  # the summary itself follows, on stdout
     assert f"error: the summary could not be written to {s} (No space left on device)" in out
     assert not [ln for ln in out.splitlines() if ln.startswith("summary: ")]
@@ -227,7 +230,7 @@ def test_a_summary_into_a_pipe_is_written_through_it(tmp_path, capsys):
     os.mkfifo(fifo)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the writer can open
     try:
-        assert main(_run_args(tmp_path, "--summary", str(fifo))) == 0
+        assert main(_run_args("--summary", str(fifo))) == 0
         data = b""
         while chunk := _read_some(fd):
             data += chunk

@@ -1,7 +1,9 @@
 """The parts of the eyepiece calibration fit, each against what it promises.
 
 * ``to_uint8``: what a camera gives (grey, colour, float) becomes 8-bit grey stretched
-  between its 0.5th and 99.8th percentiles; a stack or a uniform image is refused.
+  from its 0.5th percentile up to its 99.8th, or to that of its bright side when a small
+  pattern leaves the frame's own among the markers' greys; a stack or a uniform image
+  is refused.
 * ``render_camera_view``, the forward model every calibration test and benchmark
   trusts: signal and background levels, a 1:1 view that is the display, per-axis
   anti-aliasing when the display is finer than the camera, optics blur, reproducible
@@ -12,8 +14,11 @@
   height in 92 % of it), the limits on explicit squares, the dictionary that holds the
   board's markers (counted by OpenCV).
 * the fit's own figures: the expected error is the residual and the map error combined,
-  the coverage is the share of the drawable field that the corners span, and a refusal
-  names the display and squares the pattern was made for.
+  the coverage is the share of the drawable field that the corners span, what the 95 %
+  map error covers, and a refusal names the display and squares the pattern was made
+  for; markers too small to decode are read upsampled, and a display on under 1 % of a
+  large camera field calibrates.
+* the pattern's description file: round trip, and refusals naming the file and the fix.
 """
 
 from __future__ import annotations
