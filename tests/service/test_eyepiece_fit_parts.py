@@ -342,10 +342,10 @@ def test_the_fit_error_covers_the_true_map_error_as_its_statistics_say():
     """``fit_error_px`` is the least-squares 95 % error of the map at the worst point of
     the drawable field, from the corners' own scatter (2n - 6 degrees of freedom). Over
     600 readings of 10 corners with 0.3 px noise, the true map error at the field's worst
-    vertex stays within it in 86 % of them: under 95 % because ten corners estimate the
-    scatter loosely and the worst of the vertices is taken. An error estimated from the
-    wrong degrees of freedom (2n + 6, 3n - 6) covers about 65 %; one twice too large
-    nearly always."""
+    vertex stays within it in 78-95 % of them: under 95 % because ten corners estimate
+    the scatter loosely and the worst of the vertices is taken. An error estimated from
+    the wrong degrees of freedom (2n + 6, 3n - 6) covers too few; one twice too large
+    nearly all."""
     from inscope.eyepiece_fit import _fit_candidate
 
     display, camera = (640, 480), (512, 512)
