@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _support.sockets import free_port
 
 from inscope.cli import build_parser, main
 from inscope.commands import DEMO_FRAMES, config_from_args
@@ -48,14 +49,6 @@ def _taken_port() -> tuple[socket.socket, int]:
     s.bind(("127.0.0.1", 0))
     s.listen(1)
     return s, s.getsockname()[1]
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _run_args(*extra: str) -> list[str]:
@@ -156,7 +149,7 @@ def test_run_refuses_a_taken_port_instead_of_moving_to_another(tmp_path, capsys)
     try:
         rc = main(["run", "--backend", "sim", "-o", "shape=[128, 128]", "--model",
                    "classical", *QUIET, "--frames", "3", "--rep-port", str(port),
-                   "--pub-port", str(_free_port())])
+                   "--pub-port", str(free_port())])
     finally:
         held.close()
     err = capsys.readouterr().err
