@@ -406,6 +406,36 @@ class _Candidate:
     z_um: float = math.nan  # the plane the scan saw it in
     # the stage (x, y) of the scan's frame, for a box clear of its edge (else None)
     view_xy: tuple[float, float] | None = None
+    # a box cut by the field's edge: column j is the stage vector (µm) of one pixel
+    # along image axis j (x, y) towards the cut edge, zero where that axis is not cut
+    # (or cut on both sides); None for a whole box
+    outward: np.ndarray | None = None
+
+
+def _complete_cut_boxes(cands: list[_Candidate]) -> None:
+    """Move the centre of each box cut by its field's edge to where the cell's centre
+    lies if it is as large as the scan's typical whole box (the median size of the
+    boxes clear of the edges, per image axis), in place.
+
+    A box cut by the edge holds only the part of a cell inside the field, and its centre
+    lies short of the cell's by half the part cut off. For a sliver - the rim or halo of
+    a cell seen whole in the next field - that is most of the cell's radius: on a HeLa
+    slide a 2-3 px sliver at a field's bottom edge sat 9 µm from the centre of a cell
+    already imaged, so it was neither merged with that cell nor found again where the
+    scan put it, and was reported lost. A cut box at least the typical size (a large
+    cell) keeps its centre: how far it reaches is unknown. Nothing moves without whole
+    boxes to take the typical size from.
+    """
+    whole = [c.box for c in cands if not c.partial]
+    if not whole:
+        return
+    wb = np.asarray(whole, float)
+    typical = np.median(np.stack([wb[:, 2] - wb[:, 0], wb[:, 3] - wb[:, 1]], axis=1), axis=0)
+    for c in cands:
+        if not c.partial or c.outward is None:
+            continue
+        seen = np.array([c.box[2] - c.box[0], c.box[3] - c.box[1]], float)
+        c.xy = c.xy + c.outward @ (0.5 * np.maximum(typical - seen, 0.0))
 
 
 @dataclass
@@ -704,15 +734,24 @@ class FindAndImage:
                 half = 0.5 * float(max(b[2] - b[0], b[3] - b[1]))
                 clear = bool(b[0] > half and b[1] > half and b[2] < w - 1 - half
                              and b[3] < h - 1 - half)
+                outward = None
+                if partial:
+                    sign = np.array([float(b[2] >= w - edge) - float(b[0] <= edge),
+                                     float(b[3] >= h - edge) - float(b[1] <= edge)])
+                    outward = frame.affine * sign[None, :]
                 cands.append(_Candidate(centers[k], size, float(det.scores[k]), partial, i,
-                                        b.astype(float), scan_z, view if clear else None))
+                                        b.astype(float), scan_z, view if clear else None,
+                                        outward))
         self.summary.scan_wall_s = time.perf_counter() - t0
         sim = _sim_time(self.scope)
         self.summary.scan_sim_s = None if math.isnan(sim) else sim - sim0
         return cands
 
     def _merge(self, cands: list[_Candidate]) -> list[CellRecord]:
-        """One record per physical cell: whole views first, then cut-off ones."""
+        """One record per physical cell: whole views first, then cut-off ones (their
+        centres first moved to where a cell of the typical size would lie,
+        :func:`_complete_cut_boxes`)."""
+        _complete_cut_boxes(cands)
         order = sorted(cands, key=lambda c: (c.partial, -c.score))
         kept: list[_Candidate] = []
         for c in order:

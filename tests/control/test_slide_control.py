@@ -845,6 +845,46 @@ def test_find_and_image_scans_in_the_middle_of_the_cell_layer(nuclei_stack, tmp_
 
 
 # -- the CLI and the benchmark on a slide ----------------------------------------------------
+@pytest.mark.parametrize("shape, y", [((11, 9), 220), ((6, 14), 224)])
+def test_a_cells_rim_at_a_fields_edge_is_not_visited_as_a_cell_of_its_own(tmp_path, shape, y):
+    # Five nuclei, 1 um pixels, two fields of 128 um one above the other (centres at
+    # y = 148 and 212 um). The first nucleus (centre y) shows only its rim, 3 px, at the
+    # bottom edge of the upper field and is whole in the lower one. The rim's box centre
+    # lies 10-15 um from the nucleus' centre, beyond the whole box's half height: before,
+    # it became a record of its own, was visited and found to be a duplicate (on a HeLa
+    # slide, a narrower rim was given up as lost).
+    yy, xx = np.mgrid[:340, :300]
+    img = np.full((340, 300), 100.0, np.float32)
+    cells = [(145, y, *shape), (120, 125, 11, 9), (165, 170, 11, 9), (125, 250, 11, 9),
+             (170, 235, 11, 9)]
+    for x0, y0, ax, ay in cells:
+        img[(xx - x0) ** 2 / ax ** 2 + (yy - y0) ** 2 / ay ** 2 <= 1] += 1000
+    path = tmp_path / "rim.npz"
+    np.savez(path, image=cv2.GaussianBlur(img, (0, 0), 2.0).astype(np.uint16),
+             pixel_size_um=1.0)
+    region = (100.0, 100.0, 190.0, 260.0)
+    det = _detector()
+
+    s = _slide(path, noise=0.01, seed=0)
+    try:
+        scan = FindAndImage(s, det, region=region, out_dir=tmp_path / "scan",
+                            autofocus=False)._scan()
+    finally:
+        s.close()
+    rims = [c for c in scan if c.partial and c.field_index == 0 and c.box[3] > 125]
+    assert rims and all(c.box[3] - c.box[1] < 4 for c in rims)  # the case is there
+
+    s = _slide(path, noise=0.01, seed=0)
+    try:
+        FindAndImage(s, det, region=region, out_dir=tmp_path / "run", autofocus=False).run()
+    finally:
+        s.close()
+    rows = _rows(tmp_path / "run")
+    assert [r["status"] for r in rows] == ["imaged"] * len(cells)
+    got = sorted((round(float(r["x_um"])), round(float(r["y_um"]))) for r in rows)
+    assert got == sorted((x0, y0) for x0, y0, *_ in cells)
+
+
 def test_scan_cli_on_a_slide(nuclei_slide, tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "inscope", "scan", "--backend", "slide",

@@ -27,6 +27,7 @@ from inscope.control.workflow import (
     FindAndImage,
     ZStackSpec,
     _Candidate,
+    _complete_cut_boxes,
     _extent,
     _field_um,
     _rise_over,
@@ -324,6 +325,61 @@ def test_a_cut_off_view_gives_way_to_a_whole_one_and_matches_within_the_box(find
     assert len(finder._merge([whole, _cand(25.1, 0.0, partial=True)])) == 2
     # with a cut-off one bigger, its half size counts
     assert len(finder._merge([whole, _cand(27.0, 0.0, size=14.0, partial=True)])) == 1
+
+
+def _cut(xy, box, outward, score=0.9):
+    """A box cut by its field's edge, as the scan makes it (*outward*: the stage vector
+    of one pixel towards the cut edge per image axis, as columns)."""
+    b = np.asarray(box, float)
+    return _Candidate(np.asarray(xy, float), np.array([b[2] - b[0], b[3] - b[1]]) * 0.645,
+                      score, True, 1, b, outward=np.asarray(outward, float))
+
+
+def _whole_px(w, h):
+    return _Candidate(np.zeros(2), np.array([w, h]) * 0.645, 0.9, False, 0,
+                      np.array([10.0, 10.0, 10.0 + w, 10.0 + h]))
+
+
+def test_a_cut_box_centre_moves_out_to_a_typical_cells_centre():
+    a = np.array([[0.0, -0.5], [0.5, 0.0]])  # a camera turned 90 degrees, 0.5 um pixels
+    wholes = [_whole_px(30.0, 20.0), _whole_px(32.0, 22.0), _whole_px(28.0, 18.0)]
+    # cut at the bottom (image +y): 4 px of a typical 20 px seen, the centre 8 px further
+    bottom = _cut([10.0, 10.0], [100.0, 124.0, 110.0, 128.0], a * [0.0, 1.0])
+    # cut at the left (image -x): 12 of 30 px seen, 9 px further left
+    left = _cut([0.0, 0.0], [-0.5, 50.0, 11.5, 70.0], a * [-1.0, 0.0])
+    # bigger than typical along the cut axis: how far it reaches is unknown, kept
+    big = _cut([5.0, 5.0], [-0.5, 50.0, 40.0, 60.0], a * [-1.0, 0.0])
+    # cut on both sides of x (wider than the field) and at the top: moves along image y
+    # only (6.5 of 20 px seen)
+    both = _cut([1.0, 1.0], [-0.5, -0.5, 127.5, 6.0], a * [0.0, -1.0])
+    cands = [*wholes, bottom, left, big, both]
+    _complete_cut_boxes(cands)
+    assert bottom.xy == pytest.approx([10.0 - 0.5 * 8.0, 10.0])  # +y px -> -x stage
+    assert left.xy == pytest.approx([0.0, -0.5 * 9.0])  # -x px -> -y stage
+    assert big.xy == pytest.approx([5.0, 5.0])
+    assert both.xy == pytest.approx([1.0 + 0.5 * 6.75, 1.0])  # -y px -> +x stage
+    assert [c.xy.tolist() for c in wholes] == [[0.0, 0.0]] * 3
+
+
+def test_cut_boxes_stay_where_no_whole_box_gives_a_typical_size():
+    c = _cut([3.0, 4.0], [100.0, 124.0, 110.0, 128.0], [[0.0, 0.0], [0.0, 0.645]])
+    _complete_cut_boxes([c])
+    assert c.xy.tolist() == [3.0, 4.0]
+
+
+def test_a_sliver_at_a_fields_edge_merges_with_the_cell_seen_whole(finder):
+    # the scan's boxes of one nucleus on a HeLa slide (bench_control, fov 256, 0.645 um
+    # pixels): whole in one field, and its 2-3 px rim at the bottom edge of two fields
+    # above, 9.4 um from its centre (beyond the whole box's half height): the first
+    # rim became a record of its own, given up as lost after its visit
+    finder.region = (200.0, 300.0, 330.0, 420.0)
+    whole = _Candidate(np.array([266.21, 363.74]), np.array([15.73, 17.72]), 0.99, False,
+                       21, np.array([63.54, 106.2, 87.92, 133.68]))
+    down = [[0.0, 0.0], [0.0, 0.645]]
+    rims = [_cut([267.24, 354.35], [239.65, 252.31, 252.99, 255.11], down, score=0.885),
+            _cut([267.66, 354.27], [69.05, 252.4, 86.89, 254.79], down, score=0.769)]
+    recs = finder._merge([whole, *rims])
+    assert [(r.x_um, r.y_um, r.partial) for r in recs] == [(266.21, 363.74, False)]
 
 
 def test_a_given_dedup_radius_decides_alone(finder):
