@@ -18,6 +18,9 @@
   map error covers, and a refusal names the display and squares the pattern was made
   for; markers too small to decode are read upsampled, and a display on under 1 % of a
   large camera field calibrates.
+* misread corners: far-off ones and ones 2.5 px off (beyond the 2 px tolerance) are left
+  out of the map, 8 corners that agree are enough and 7 are not, and a board partly seen
+  displaced (under 90 % of its corners on one map) is refused with the count.
 * the pattern's description file: round trip, and refusals naming the file and the fix.
 """
 
@@ -374,6 +377,81 @@ def test_a_display_in_a_small_part_of_a_large_camera_field_calibrates():
     fit = fit_pattern(cam, pattern)
     assert fit.corners_used >= 40
     assert field_error(fit.display_to_camera, truth, display, camera) < 0.1
+
+
+def _corner_reading(n=40, seed=1):
+    """*n* corners of the 640 x 480 display's default board as a camera at scale 0.6
+    reads them exactly, and that true map."""
+    display, camera = (640, 480), (512, 512)
+    pattern = CharucoPattern.for_display(display)
+    truth = display_to_camera_map(display, camera, 0.6, 20.0)
+    ids = np.sort(np.random.default_rng(seed).choice(pattern.corner_count, n, replace=False))
+    cam = cv2.transform(pattern.corner_positions()[ids].reshape(-1, 1, 2), truth)
+    return pattern, truth, ids, cam.reshape(-1, 2), display, camera
+
+
+def test_misread_corners_are_left_out_of_the_map():
+    """A reflection or a misdecoded marker puts a few corners far from the rest: the fit
+    keeps the map the others agree on, to a hundredth of a pixel (a least-squares fit
+    through all of them is pulled pixels off)."""
+    from inscope.eyepiece_fit import _fit_candidate
+
+    pattern, truth, ids, cam, display, camera = _corner_reading()
+    bad = cam.copy()
+    bad[[3, 17, 29]] += [[30.0, -12.0], [-25.0, 40.0], [18.0, 22.0]]
+    fit = _fit_candidate(ids, bad, pattern, camera)
+    assert (fit.corners_found, fit.corners_used) == (40, 37)
+    assert field_error(fit.display_to_camera, truth, display, camera) < 0.01
+    assert fit.max_residual_px < 0.01
+
+
+def test_a_corner_2_5_px_off_the_others_map_is_an_outlier():
+    """Corners read 2.5 px off (a marker's corner refined onto the wrong edge) do not
+    enter the map: the fit's tolerance is 2 camera px, about ten times the scatter of
+    corners read well."""
+    from inscope.eyepiece_fit import _fit_candidate
+
+    pattern, truth, ids, cam, display, camera = _corner_reading()
+    off = cam.copy()
+    off[[5, 11, 23, 31]] += [[2.5, 0.0], [0.0, -2.5], [-1.77, 1.77], [1.77, 1.77]]
+    fit = _fit_candidate(ids, off, pattern, camera)
+    assert fit.corners_used == 36
+    assert field_error(fit.display_to_camera, truth, display, camera) < 0.01
+    near = cam.copy()
+    near[[5, 11]] += [[1.5, 0.0], [0.0, -1.5]]  # inside the tolerance: kept
+    assert _fit_candidate(ids, near, pattern, camera).corners_used == 40
+
+
+def test_eight_corners_that_agree_are_enough_and_seven_are_not():
+    from inscope.eyepiece_fit import MIN_CORNERS, _fit_candidate
+
+    pattern, truth, ids, cam, display, camera = _corner_reading()
+    assert MIN_CORNERS == 8
+    off = cam + np.random.default_rng(2).uniform(20, 60, cam.shape) * [1, -1]
+    # 12 corners read, 8 on one map and 4 scattered: RANSAC finds the 8 ...
+    small = _fit_candidate(ids[:12], np.vstack([cam[:8], off[8:12]]), pattern, camera)
+    assert small is not None and (small.corners_found, small.corners_used) == (12, 8)
+    assert field_error(small.display_to_camera, truth, display, camera) < 0.01
+    # ... and 7 that agree are too few to trust
+    assert _fit_candidate(ids[:12], np.vstack([cam[:7], off[7:12]]), pattern, camera) is None
+
+
+def test_a_pattern_partly_misread_as_another_map_is_refused():
+    """Part of the board seen displaced (a second reflection, a cracked relay lens): the
+    corners read, but only those of the larger part agree on one map, under the 90 % a
+    calibration needs; the refusal says how many agree and what to check."""
+    display, camera = (640, 480), (512, 512)
+    pattern = CharucoPattern.for_display(display)
+    truth = display_to_camera_map(display, camera, 0.6, 20.0)
+    cam = render_camera_view(pattern.image(), truth, camera, blur_px=0.7, noise=30.0)
+    # the camera image right of column 300 (about a third of the board) 6 px lower
+    cam[:, 300:] = np.roll(cam[:, 300:], 6, axis=0)
+    with pytest.raises(CalibrationError, match=r"only \d+ of the \d+ corners read agree on "
+                                               "one map") as e:
+        fit_pattern(cam, pattern)
+    used, found = (int(v) for v in re.search(r"only (\d+) of the (\d+)", str(e.value)).groups())
+    assert found >= 40 and 0.5 < used / found < 0.9
+    assert "Remove stray light" in str(e.value)
 
 
 # -- the pattern's description file ------------------------------------------------------
