@@ -9,6 +9,7 @@ process (real simulator, real detector, real ZMQ sockets on 127.0.0.1).
 * a run exits 1 when an output stops (a file on /dev/full), when its summary cannot be
   written, or when its camera fails mid-way, keeping what it did; a summary into a named
   pipe goes through the pipe;
+* an install missing one of inscope's parts exits 1 with one line saying to reinstall;
 * ``-o`` values keep every "=" after the first; bad flags say they came from the command
   line; without -v inscope's own notices still show;
 * ``bench``'s parser: its defaults, its repeatable flags, the choices it accepts.
@@ -155,6 +156,22 @@ def test_run_refuses_a_taken_port_instead_of_moving_to_another(tmp_path, capsys)
     err = capsys.readouterr().err
     assert rc == 1
     assert err.startswith("error: ") and str(port) in err and "\n" not in err.strip()
+
+
+def test_a_part_missing_from_the_install_is_named_with_the_way_to_fix_it(monkeypatch, capsys):
+    """An install that lacks one of inscope's own parts (a module deleted or never built:
+    here the ZMQ interface, made unimportable through ``sys.modules``, the import
+    system's own way of saying a module is absent) ends with exit 1 and one line saying
+    what to reinstall, not a traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "inscope.zmq_api", None)
+    rc = main(_run_args())
+    err = capsys.readouterr().err.strip()
+    assert rc == 1
+    assert err.startswith("error: a part inscope needs is not installed or not built: ")
+    assert "inscope.zmq_api" in err and "Reinstall with 'pip install -e .'" in err
+    assert "\n" not in err
 
 
 def test_run_reads_its_toml_and_flags_override_it(tmp_path, capsys):
