@@ -342,6 +342,9 @@ def format_summary(s: dict) -> str:
     lat = s["latency_ms"]
     c = s.get("control", {})
     all4 = ("p50", "p90", "p99", "max")
+    # where the frames' truth came from: a slide's is its file's labels
+    truth = ("the slide's labels" if s.get("microscope") == "slide"
+             else "simulator's ground truth")
     lines = [
         f"frames {s['frames']} in {s['duration_s']:.1f} s ({s['fps']:.1f} fps processed, "
         f"camera {s['camera_fps']:.1f} fps), dropped {s['dropped']}, stop: {s['stop_reason']}",
@@ -366,7 +369,7 @@ def format_summary(s: dict) -> str:
                  "moving": "being centred (the stage is moving)"}.get(status, status)
         lines.append(f"last frame: target track {ft.get('track_id')} {doing}, "
                      f"{c['final_centring_error_um']} µm from the image center "
-                     "(simulator's ground truth)")
+                     f"({truth})")
     tour = c.get("tour")
     if tour:
         fe, ce = tour.get("focus_error_um_after_lock") or {}, tour.get(
@@ -381,7 +384,7 @@ def format_summary(s: dict) -> str:
             f"focus error after that p50 {fe.get('p50')} / p90 {fe.get('p90')} / max "
             f"{fe.get('max')} µm, on the frames it held locked p50 {fl.get('p50')} / p90 "
             f"{fl.get('p90')} / max {fl.get('max')} µm (the rest are its checks' "
-            "dithered frames; simulator's ground truth)")
+            f"dithered frames; {truth})")
     for name, o in s.get("outputs", {}).items():
         extra = ""
         if o.get("video"):

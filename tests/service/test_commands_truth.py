@@ -6,6 +6,8 @@ process (real simulator, real detector, real ZMQ sockets on 127.0.0.1).
 * ``run`` refuses a taken port (a service someone else subscribes to must not move),
   reads its TOML and lets flags override it, says "(dry-run)" when moves are not made,
   names the summary it wrote, and prints the provider note of the detector it loaded;
+  its last line about the target says whose truth the error was measured against (a
+  slide's labels, the simulator's);
 * a run exits 1 when an output stops (a file on /dev/full), when its summary cannot be
   written, or when its camera fails mid-way, keeping what it did; a summary into a named
   pipe goes through the pipe;
@@ -172,6 +174,28 @@ def test_a_part_missing_from_the_install_is_named_with_the_way_to_fix_it(monkeyp
     assert err.startswith("error: a part inscope needs is not installed or not built: ")
     assert "inscope.zmq_api" in err and "Reinstall with 'pip install -e .'" in err
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("backend", ["sim", "slide"])
+def test_the_final_centring_error_says_where_its_truth_came_from(backend, tmp_path, capsys):
+    """A slide's truth is its file's labels, the simulator's its own specimen: the last
+    line about the target says which one the error was measured against."""
+    from conftest import make_nuclei
+
+    if backend == "slide":
+        img, lab = make_nuclei(shape=(300, 300), n=10, seed=2, touching=0)
+        np.savez(tmp_path / "s.npz", image=img, labels=lab, pixel_size_um=0.65)
+        scope = ["--backend", "slide", "-o", f"path={tmp_path / 's.npz'}", "-o", "fov=128",
+                 "-o", "realtime=false"]
+    else:
+        scope = ["--backend", "sim", "-o", "shape=[128, 128]", "-o", "seed=1"]
+    rc = main(["run", *scope, "--model", "classical", "--no-zmq", *QUIET, "--frames", "15",
+               "--mode", "steer"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("last frame: target track")]
+    said = "(the slide's labels)" if backend == "slide" else "(simulator's ground truth)"
+    assert line.endswith(said), line
 
 
 def test_run_reads_its_toml_and_flags_override_it(tmp_path, capsys):
