@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -412,10 +412,10 @@ class _Candidate:
     outward: np.ndarray | None = None
 
 
-def _complete_cut_boxes(cands: list[_Candidate]) -> None:
-    """Move the centre of each box cut by its field's edge to where the cell's centre
-    lies if it is as large as the scan's typical whole box (the median size of the
-    boxes clear of the edges, per image axis), in place.
+def _complete_cut_boxes(cands: list[_Candidate]) -> list[_Candidate]:
+    """The candidates, each box cut by its field's edge with its centre moved to where
+    the cell's centre lies if it is as large as the scan's typical whole box (the median
+    size of the boxes clear of the edges, per image axis); the others as they are.
 
     A box cut by the edge holds only the part of a cell inside the field, and its centre
     lies short of the cell's by half the part cut off. For a sliver - the rim or halo of
@@ -428,14 +428,16 @@ def _complete_cut_boxes(cands: list[_Candidate]) -> None:
     """
     whole = [c.box for c in cands if not c.partial]
     if not whole:
-        return
+        return list(cands)
     wb = np.asarray(whole, float)
     typical = np.median(np.stack([wb[:, 2] - wb[:, 0], wb[:, 3] - wb[:, 1]], axis=1), axis=0)
+    out = []
     for c in cands:
-        if not c.partial or c.outward is None:
-            continue
-        seen = np.array([c.box[2] - c.box[0], c.box[3] - c.box[1]], float)
-        c.xy = c.xy + c.outward @ (0.5 * np.maximum(typical - seen, 0.0))
+        if c.partial and c.outward is not None:
+            seen = np.array([c.box[2] - c.box[0], c.box[3] - c.box[1]], float)
+            c = replace(c, xy=c.xy + c.outward @ (0.5 * np.maximum(typical - seen, 0.0)))
+        out.append(c)
+    return out
 
 
 @dataclass
@@ -751,8 +753,7 @@ class FindAndImage:
         """One record per physical cell: whole views first, then cut-off ones (their
         centres first moved to where a cell of the typical size would lie,
         :func:`_complete_cut_boxes`)."""
-        _complete_cut_boxes(cands)
-        order = sorted(cands, key=lambda c: (c.partial, -c.score))
+        order = sorted(_complete_cut_boxes(cands), key=lambda c: (c.partial, -c.score))
         kept: list[_Candidate] = []
         for c in order:
             dup = False
