@@ -412,10 +412,26 @@ class _Candidate:
     outward: np.ndarray | None = None
 
 
+def _cut_sides(box: Sequence[float] | np.ndarray, shape: tuple[int, int],
+               edge_px: float) -> np.ndarray:
+    """Which sides of a field cut *box* (x0, y0, x1, y1 px): ``[[left, top], [right,
+    bottom]]``, a side where the box reaches within *edge_px* of the field's first or
+    last pixel centre (the frame spans [-0.5, w - 0.5]; the same distance on every side).
+    The box of a cut cell can end a pixel or two short of the frame's extent: on the
+    simulator and a confocal slide such boxes ended 1.5-1.7 px short of the right and
+    bottom edges, and read as whole they were visited as cells and given up as lost
+    (the test was 1 px tighter there than on the left and top)."""
+    h, w = shape
+    b = box
+    return np.array([[b[0] <= edge_px, b[1] <= edge_px],
+                     [b[2] >= w - 1 - edge_px, b[3] >= h - 1 - edge_px]])
+
+
 def _complete_cut_boxes(cands: list[_Candidate]) -> list[_Candidate]:
     """The candidates, each box cut by its field's edge with its centre moved to where
     the cell's centre lies if it is as large as the scan's typical whole box (the median
-    size of the boxes clear of the edges, per image axis); the others as they are.
+    size of the boxes clear of the edges, per image axis), and its size along the cut
+    axis that size; the others as they are.
 
     A box cut by the edge holds only the part of a cell inside the field, and its centre
     lies short of the cell's by half the part cut off. For a sliver - the rim or halo of
@@ -423,8 +439,11 @@ def _complete_cut_boxes(cands: list[_Candidate]) -> list[_Candidate]:
     slide a 2-3 px sliver at a field's bottom edge sat 9 µm from the centre of a cell
     already imaged, so it was neither merged with that cell nor found again where the
     scan put it, and was reported lost. A cut box at least the typical size (a large
-    cell) keeps its centre: how far it reaches is unknown. Nothing moves without whole
-    boxes to take the typical size from.
+    cell) keeps its centre: how far it reaches is unknown. Its size along the cut axis
+    becomes the typical one as well: the merge asks whether the centres lie within half
+    the larger size, and the copy of a small cell seen whole in the next field, moved
+    out by more than its own half size, must still fall within it. Nothing moves
+    without whole boxes to take the typical size from.
     """
     whole = [c.box for c in cands if not c.partial]
     if not whole:
@@ -435,7 +454,10 @@ def _complete_cut_boxes(cands: list[_Candidate]) -> list[_Candidate]:
     for c in cands:
         if c.partial and c.outward is not None:
             seen = np.array([c.box[2] - c.box[0], c.box[3] - c.box[1]], float)
-            c = replace(c, xy=c.xy + c.outward @ (0.5 * np.maximum(typical - seen, 0.0)))
+            along = np.any(c.outward != 0.0, axis=0)  # the image axes cut on one side
+            full = np.where(along, np.maximum(seen, typical), seen)
+            c = replace(c, xy=c.xy + c.outward @ (0.5 * (full - seen)),
+                        size_um=c.size_um * full / np.maximum(seen, 1e-6))
         out.append(c)
     return out
 
@@ -725,9 +747,8 @@ class FindAndImage:
             centers = frame.pixel_to_stage(det.centers)
             for k in range(len(det)):
                 b = det.boxes[k]
-                edge = self.edge_px
-                partial = bool(b[0] <= edge or b[1] <= edge or b[2] >= w - edge
-                               or b[3] >= h - edge)
+                cut = _cut_sides(b, (h, w), self.edge_px)
+                partial = bool(cut.any())
                 size = np.array([b[2] - b[0], b[3] - b[1]], float) * scale
                 # the view is kept to show the detector again (see _centre) only where
                 # the box lies clear of the field's edge by half its size: a box at the
@@ -738,9 +759,7 @@ class FindAndImage:
                              and b[3] < h - 1 - half)
                 outward = None
                 if partial:
-                    sign = np.array([float(b[2] >= w - edge) - float(b[0] <= edge),
-                                     float(b[3] >= h - edge) - float(b[1] <= edge)])
-                    outward = frame.affine * sign[None, :]
+                    outward = frame.affine * (cut[1].astype(float) - cut[0])[None, :]
                 cands.append(_Candidate(centers[k], size, float(det.scores[k]), partial, i,
                                         b.astype(float), scan_z, view if clear else None,
                                         outward))

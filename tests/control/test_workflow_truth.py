@@ -28,6 +28,7 @@ from inscope.control.workflow import (
     ZStackSpec,
     _Candidate,
     _complete_cut_boxes,
+    _cut_sides,
     _extent,
     _field_um,
     _rise_over,
@@ -358,6 +359,11 @@ def test_a_cut_box_centre_moves_out_to_a_typical_cells_centre():
     assert got[5].xy == pytest.approx([5.0, 5.0])
     assert got[6].xy == pytest.approx([1.0 + 0.5 * 6.75, 1.0])  # -y px -> +x stage
     assert all(g is w for g, w in zip(got[:3], wholes, strict=True))
+    # sizes: the typical size along the cut axis, as seen along the other
+    assert got[3].size_um == pytest.approx(np.array([10.0, 20.0]) * 0.645)
+    assert got[4].size_um == pytest.approx(np.array([30.0, 20.0]) * 0.645)
+    assert got[5].size_um == pytest.approx(np.array([40.5, 10.0]) * 0.645)
+    assert got[6].size_um == pytest.approx(np.array([128.0, 20.0]) * 0.645)
     # the scan's own candidates are left as they were (merging twice gives one answer)
     assert bottom.xy.tolist() == [10.0, 10.0]
 
@@ -365,6 +371,39 @@ def test_a_cut_box_centre_moves_out_to_a_typical_cells_centre():
 def test_cut_boxes_stay_where_no_whole_box_gives_a_typical_size():
     c = _cut([3.0, 4.0], [100.0, 124.0, 110.0, 128.0], [[0.0, 0.0], [0.0, 0.645]])
     assert _complete_cut_boxes([c])[0].xy.tolist() == [3.0, 4.0]
+
+
+def test_a_small_cells_copy_at_the_edge_still_merges_with_it_seen_whole(finder):
+    # a cell of 10 px (typical 30 px) whose box ends at the field's edge in one field and
+    # lies inside the next: its cut copy moves out 10 px, beyond the cell's own half
+    # size, and still merges (the cut copy takes the typical size)
+    cands = [_whole_px(30.0, 30.0), _whole_px(30.0, 30.0), _whole_px(30.0, 30.0)]
+    for k, c in enumerate(cands):
+        c.xy = np.array([-40.0 + 20.0 * k, -40.0])
+    small = _Candidate(np.array([20.0, 20.0]), np.array([10.0, 10.0]) * 0.645, 0.9, False,
+                       1, np.array([50.0, 50.0, 60.0, 60.0]))
+    copy = _cut([20.0, 20.0], [117.5, 40.0, 127.5, 50.0], [[0.645, 0.0], [0.0, 0.0]])
+    recs = finder._merge([*cands, small, copy])
+    assert sorted((r.x_um, r.y_um) for r in recs if r.x_um == 20.0) == [(20.0, 20.0)]
+    assert len(recs) == 4
+
+
+def test_a_box_is_cut_within_the_same_distance_of_each_side_of_the_field():
+    """A 100 x 128 px field (pixel centres 0-99, 0-127): a box is cut where it reaches
+    within 2 px of the first or last pixel centre, the same on every side."""
+    def cut(box):
+        return _cut_sides(np.array(box, float), (128, 100), 2.0).tolist()
+
+    assert cut((2.0, 40.0, 20.0, 60.0)) == [[True, False], [False, False]]
+    assert cut((2.1, 40.0, 20.0, 60.0)) == [[False, False], [False, False]]
+    assert cut((80.0, 40.0, 97.0, 60.0)) == [[False, False], [True, False]]
+    assert cut((80.0, 40.0, 96.9, 60.0)) == [[False, False], [False, False]]
+    assert cut((40.0, 2.0, 60.0, 20.0)) == [[False, True], [False, False]]
+    assert cut((40.0, 100.0, 60.0, 125.0)) == [[False, False], [False, True]]
+    assert cut((40.0, 100.0, 60.0, 124.9)) == [[False, False], [False, False]]
+    # a box ending 1.7 px short of the frame's extent (the confocal slide's case)
+    assert cut((80.0, 40.0, 97.8, 60.0))[1][0]
+    assert cut((-0.5, -0.5, 99.5, 127.5)) == [[True, True], [True, True]]
 
 
 def test_a_sliver_at_a_fields_edge_merges_with_the_cell_seen_whole(finder):
