@@ -98,9 +98,9 @@ SIGNAL_FRAC_SECTIONED = 0.15
 #: top, where sharpness varies more between nuclei (the oblique edge near the poles
 #: looks soft); but haze keeps it up beyond the cell. ``auto`` (the default for optical
 #: sections) uses intensity where the planes beyond the cell turn out dark, else
-#: sharpness. bench_control, z-extent error p90: confocal-like stack, sharpness 1.40,
+#: sharpness. bench_control, z-extent error p90: confocal-like stack, sharpness 1.44,
 #: intensity 0.45 µm; HeLa 3-D slide (haze half the cell's light), sharpness 0.48,
-#: intensity 5.84 µm; auto in docs/service.md.
+#: intensity 5.95 µm; auto in docs/service.md.
 SIGNAL_MEASURES = ("sharpness", "intensity", "auto")
 SIGNAL_FRAC_INTENSITY = 0.2
 #: The scan's plane is the middle of the first field's sharpness top: the planes whose
