@@ -422,16 +422,16 @@ def _cut_sides(box: Sequence[float] | np.ndarray, shape: tuple[int, int],
     bottom edges, and read as whole they were visited as cells and given up as lost
     (the test was 1 px tighter there than on the left and top)."""
     h, w = shape
-    b = box
-    return np.array([[b[0] <= edge_px, b[1] <= edge_px],
-                     [b[2] >= w - 1 - edge_px, b[3] >= h - 1 - edge_px]])
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([[x0 <= edge_px, y0 <= edge_px],
+                     [x1 >= w - 1 - edge_px, y1 >= h - 1 - edge_px]])
 
 
 def _complete_cut_boxes(cands: list[_Candidate]) -> list[_Candidate]:
     """The candidates, each box cut by its field's edge with its centre moved to where
     the cell's centre lies if it is as large as the scan's typical whole box (the median
-    size of the boxes clear of the edges, per image axis), and its size along the cut
-    axis that size; the others as they are.
+    size of the boxes no edge cuts, per image axis), and its size along the cut axis
+    that size; the others as they are.
 
     A box cut by the edge holds only the part of a cell inside the field, and its centre
     lies short of the cell's by half the part cut off. For a sliver - the rim or halo of
