@@ -247,11 +247,6 @@ RECORDS: dict[str, str] = {
                                  "--out benchmarks/results/ab_bench_focus_first.json -- "
                                  "--backend demo --model default --frames 300: the focus "
                                  "step before the tracking (new) against 8730a2d (old)",
-    "mutation_slide_forkserver.json": "python -m benchmarks.mutation --module slide --work "
-                                      "DIR --report --out FILE after a fork-server run "
-                                      "stopped part way (1,409 of 2,400 mutants; stop 47): "
-                                      "a partial audit of the fork run's slide entry in "
-                                      "mutation.json, kept as measured",
 }
 
 # An absolute path to a file of a checkout (this one or the machine's that ran it).
