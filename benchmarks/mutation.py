@@ -582,10 +582,6 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                               "configuration (minutes per mutant)"),
     "x_cmd_bench__mutmut_1": ("_logging(None)", "a test to add: an in-process bench (see "
                               "x__logging__mutmut_27)"),
-    **{f"x__serve__mutmut_{n}": (frag, "a test to add: needs an installation missing one "
-                                 "of inscope's parts (an ImportError from build_service)")
-       for n, frag in ((8, "print(None, file=sys.stderr)"), (9, "file=None)"),
-                       (10, "print(file=sys.stderr)"), (11, "(see README).\", )"))},
     "x__serve__mutmut_60": ('"provider_note", None)', "equivalent: None is falsy, as ''"),
     **{f"x__serve__mutmut_{n}": (frag, "equivalent in tests: the progress line is drawn "
                                  "only on a terminal (sys.stdout.isatty()), and pytest "

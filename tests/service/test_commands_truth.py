@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,8 +166,6 @@ def test_a_part_missing_from_the_install_is_named_with_the_way_to_fix_it(monkeyp
     here the ZMQ interface, made unimportable through ``sys.modules``, the import
     system's own way of saying a module is absent) ends with exit 1 and one line saying
     what to reinstall, not a traceback."""
-    import sys
-
     monkeypatch.setitem(sys.modules, "inscope.zmq_api", None)
     rc = main(_run_args())
     err = capsys.readouterr().err.strip()
