@@ -16,6 +16,10 @@ Paste-able use (the pattern pycro-manager documents for adaptive acquisitions)::
 With ``follow_up`` the processor ends the acquisition itself (it puts pycro-manager's
 ``None`` into the event queue once every submitted and follow-up image has been seen), so
 submit events with :meth:`DetectionProcessor.acquire`, not inside ``with Acquisition``.
+Images of follow-up events never start follow-ups of their own, whatever rule made the
+events, so an adaptive acquisition always ends. An image the detector or the rule fails
+on is passed through and counted (its metadata says what failed), never lost: an
+exception raised in an image processor would stop pycro-manager's whole acquisition.
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ class DetectionProcessor:
         self._armed = False
         self._queue: Any = None
         self._count = 0
+        # the axes of every follow-up event queued and not yet imaged: their images
+        # never start follow-ups (a rule's own axis names need not include "cell")
+        self._follow_up_axes: dict[tuple, int] = {}
 
     def acquire(self, acq: Any, events: dict | Sequence[dict]) -> None:
         """Submit *events* to *acq* and end it once they and their follow-ups are done."""
@@ -135,18 +142,35 @@ class DetectionProcessor:
         with self._lock:
             index = self._count
             self._count += 1
-        det = detect_image(self.detector, image, index=index,
-                           position=self._position(metadata),
-                           pixel_size_um=metadata.get("PixelSize_um", 1.0) or 1.0,
-                           affine=self.affine)
-        metadata[METADATA_KEY] = det.record
         axes = dict(metadata.get("Axes") or {})
-        self.results.append({"axes": axes, METADATA_KEY: det.record})
-        queue = event_queue if event_queue is not None else self._queue
-        new: list[dict] = []
-        if self.follow_up is not None and FOLLOW_UP_AXIS not in axes:
-            new = list(self.follow_up(det, metadata))
         with self._lock:
+            key = _axes_key(axes)
+            follow_up_image = FOLLOW_UP_AXIS in axes or self._follow_up_axes.get(key, 0) > 0
+            if self._follow_up_axes.get(key, 0) > 0:
+                self._follow_up_axes[key] -= 1
+        new: list[dict] = []
+        try:
+            det = detect_image(self.detector, image, index=index,
+                               position=self._position(metadata),
+                               pixel_size_um=metadata.get("PixelSize_um", 1.0) or 1.0,
+                               affine=self.affine)
+            record: dict[str, Any] = det.record
+            if self.follow_up is not None and not follow_up_image:
+                try:
+                    new = [dict(e) for e in self.follow_up(det, metadata)]
+                except Exception as e:  # noqa: BLE001 - the image and the run go on
+                    log.exception("follow-up rule failed on image %d (axes %s)", index, axes)
+                    record = {**record, "follow_up_error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # noqa: BLE001 - the image is passed through, not lost
+            log.exception("detection failed on image %d (axes %s)", index, axes)
+            record = {"n": 0, "detections": [], "error": f"{type(e).__name__}: {e}"}
+        metadata[METADATA_KEY] = record
+        self.results.append({"axes": axes, METADATA_KEY: record})
+        queue = event_queue if event_queue is not None else self._queue
+        with self._lock:
+            for event in new:
+                k = _axes_key(dict(event.get("axes") or {}))
+                self._follow_up_axes[k] = self._follow_up_axes.get(k, 0) + 1
             self._pending += len(new) - 1
             self.follow_up_events += len(new)
             done = self._armed and self._pending <= 0
@@ -155,3 +179,9 @@ class DetectionProcessor:
         if done and queue is not None:
             queue.put(None)  # pycro-manager's "no more events"
         return image, metadata
+
+
+def _axes_key(axes: Mapping[str, Any]) -> tuple:
+    """A hashable form of an event's or image's axes (values compared as strings: the
+    metadata may carry an axis value as another type than the event gave it)."""
+    return tuple(sorted((str(k), str(v)) for k, v in axes.items()))

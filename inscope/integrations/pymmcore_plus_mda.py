@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +45,8 @@ class FrameResult:
 
     event: Any
     detected: Detected
+    #: what the follow-up rule of :func:`run_adaptive` raised on this frame, if it did
+    follow_up_error: str | None = None
 
     @property
     def record(self) -> dict[str, Any]:
@@ -159,48 +160,73 @@ def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
 
 def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
                  follow_up: Callable[[FrameResult], Sequence[Any]], *,
-                 affine: np.ndarray | None = None, timeout_s: float = 600.0
-                 ) -> list[FrameResult]:
+                 affine: np.ndarray | None = None, timeout_s: float = 600.0,
+                 follow_up_camera: int = 0) -> list[FrameResult]:
     """Run an event-driven MDA on *mmc*: *events* first, then whatever *follow_up* adds
     from the detections of each first-round frame; returns every frame's result.
 
-    The sequence ends by itself once every queued event has produced its frame. Follow-up
-    frames are detected too (their boxes are in the results) but never start new
-    follow-ups, so the run always ends.
+    The sequence ends by itself when the runner asks for the next event and none is
+    queued: the frames of the event before have then been detected and their follow-ups
+    queued (pymmcore-plus emits ``frameReady`` in the runner's thread, before it asks for
+    the next event), so an event the engine skips, or one that yields no image, cannot
+    keep the run waiting. Follow-up frames are detected too (their boxes are in the
+    results) but never start new follow-ups: every event the rule returns is marked
+    ``metadata["inscope_follow_up"]``, whichever rule made it, so the run always ends. A
+    rule that raises on a frame is logged and the run goes on (the frame's result says
+    what it raised: :attr:`FrameResult.follow_up_error`).
+
+    With a Micro-Manager "Multi Camera" each event gives one frame per physical camera
+    (``index["cam"]``); every frame is detected, and follow-ups come from the frames of
+    camera *follow_up_camera* only, so each event starts them once.
     """
     q: queue.Queue = queue.Queue()
-    stop = object()
-    lock = threading.Lock()
     first = list(events)
-    pending = [len(first)]
     if not first:
         return []
 
     def on_result(res: FrameResult) -> None:
-        new = []
-        if not (res.event.metadata or {}).get(FOLLOW_UP_KEY):
+        if (res.event.metadata or {}).get(FOLLOW_UP_KEY):
+            return
+        if int(dict(res.event.index or {}).get("cam", 0)) != follow_up_camera:
+            return
+        try:
             new = list(follow_up(res))
-        for e in new:
-            q.put(e)
-        with lock:
-            pending[0] += len(new) - 1
-            done = pending[0] <= 0
-        if done:
-            q.put(stop)
+        except Exception as e:  # noqa: BLE001 - one frame's rule; the run goes on
+            log.exception("follow-up rule failed on the frame of %s", res.event)
+            res.follow_up_error = f"{type(e).__name__}: {e}"
+            return
+        for event in new:
+            q.put(_as_follow_up(event))
+
+    def feed() -> Iterator[Any]:
+        while True:
+            try:
+                yield q.get_nowait()
+            except queue.Empty:
+                return
 
     handler = FrameDetector(detector, affine=affine, on_detections=on_result)
     handler.connect(mmc)
     try:
         for e in first:
             q.put(e)
-        thread = mmc.run_mda(iter(q.get, stop))
+        thread = mmc.run_mda(feed())
         thread.join(timeout_s)
         if thread.is_alive():
             mmc.mda.cancel()
-            q.put(stop)
             thread.join(10.0)
             raise TimeoutError(f"The adaptive MDA did not finish within {timeout_s:.0f} s; "
                                "it was cancelled. Raise timeout_s or queue fewer follow-ups.")
     finally:
         handler.disconnect()
     return handler.results
+
+
+def _as_follow_up(event: Any) -> Any:
+    """*event* as a ``useq.MDAEvent`` marked as a follow-up (a dict is converted)."""
+    import useq
+
+    ev = event if isinstance(event, useq.MDAEvent) else useq.MDAEvent(**dict(event))
+    if (ev.metadata or {}).get(FOLLOW_UP_KEY):
+        return ev
+    return ev.model_copy(update={"metadata": {**(ev.metadata or {}), FOLLOW_UP_KEY: True}})

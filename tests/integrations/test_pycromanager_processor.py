@@ -80,3 +80,72 @@ def test_follow_up_zstack_centres_each_detected_cell(beads, mm_core):
         assert np.min(np.hypot(c[:, 0] - 256, c[:, 1] - 256)) < 5.0
         zs = sorted(r["inscope"]["stage_um"]["z"] for r in stack)
         assert zs == pytest.approx([-1.0, 0.0, 1.0], abs=0.05)
+
+
+class _FailsOn:
+    """The classical detector, raising on the images whose index is in *bad* (a frame
+    the detector cannot read: the acquisition must go on)."""
+
+    def __init__(self, bad):
+        self.inner = load_detector("classical")
+        self.bad = set(bad)
+
+    def detect(self, frame):
+        if frame.index in self.bad:
+            raise ValueError("unreadable frame")
+        return self.inner.detect(frame)
+
+
+def test_an_image_the_detector_fails_on_is_saved_and_the_acquisition_goes_on(beads, mm_core,
+                                                                            caplog):
+    from pycromanager import Acquisition, multi_d_acquisition_events
+
+    proc = DetectionProcessor(_FailsOn({1}), core=mm_core)
+    with caplog.at_level("ERROR", logger="inscope.integrations.pycromanager_processor"), \
+            Acquisition(directory=None, image_process_fn=proc) as acq:
+        acq.acquire(multi_d_acquisition_events(num_time_points=3))
+        ds = acq.get_dataset()
+    assert [r["axes"]["time"] for r in proc.results] == [0, 1, 2]
+    bad = proc.results[1]["inscope"]
+    assert bad["n"] == 0 and bad["error"] == "ValueError: unreadable frame"
+    assert proc.results[2]["inscope"]["n"] > 0
+    # every image was saved, the failed one with what failed in its metadata
+    assert ds.read_metadata(time=1)["inscope"]["error"] == "ValueError: unreadable frame"
+    assert ds.read_image(time=2).shape == (512, 512)
+    assert "detection failed on image 1" in caplog.text
+
+
+def test_a_rule_with_its_own_axis_never_follows_up_its_follow_ups(beads, mm_core):
+    """Follow-up images are known by the events the processor queued, not by the axis
+    name "cell": a rule naming its own axis ends too."""
+    from pycromanager import Acquisition
+
+    inner = zstack_at_cells([0.0], max_cells=2, axis="site")
+    calls = []
+
+    def rule(det, metadata):  # bounded, so that a run that loops ends anyway
+        calls.append(dict(metadata.get("Axes") or {}))
+        return inner(det, metadata) if len(calls) <= 4 else []
+
+    proc = DetectionProcessor(load_detector("classical"), core=mm_core, follow_up=rule)
+    acq = Acquisition(directory=None, image_process_fn=proc)
+    proc.acquire(acq, [{"axes": {"time": 0}}])
+    acq.await_completion()
+    assert calls == [{"time": 0}]
+    assert len(proc.results) == 3 and proc.follow_up_events == 2
+    assert sorted(r["axes"]["site"] for r in proc.results[1:]) == [0, 1]
+
+
+def test_a_failing_rule_is_reported_and_the_acquisition_ends(beads, mm_core):
+    from pycromanager import Acquisition
+
+    def rule(det, metadata):
+        raise KeyError("cells")
+
+    proc = DetectionProcessor(load_detector("classical"), core=mm_core, follow_up=rule)
+    acq = Acquisition(directory=None, image_process_fn=proc)
+    proc.acquire(acq, [{"axes": {"time": 0}}, {"axes": {"time": 1}}])
+    acq.await_completion()  # ended by the processor: no follow-up was queued
+    assert len(proc.results) == 2 and proc.follow_up_events == 0
+    rec = proc.results[0]["inscope"]
+    assert rec["n"] > 0 and rec["follow_up_error"] == "KeyError: 'cells'"

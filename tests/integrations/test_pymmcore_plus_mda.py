@@ -98,3 +98,106 @@ def test_event_driven_mda_adds_zstacks_at_detected_cells(core):
         # DemoCamera's)
         c = np.array([d["center_px"] for d in mid["detections"]])
         assert np.min(np.hypot(c[:, 0] - 256, c[:, 1] - 256)) < 5.0
+
+
+def _bounded(rule, most=4):
+    """*rule*, counting its calls and giving nothing after *most* of them: a run that
+    would follow up its own follow-ups ends anyway (and the test says so)."""
+    calls = []
+
+    def wrapped(res):
+        calls.append(res)
+        return rule(res) if len(calls) <= most else []
+
+    return wrapped, calls
+
+
+def test_a_rule_of_ones_own_never_follows_up_its_follow_ups(core):
+    """A rule written by the user returns plain MDAEvents (or dicts) without inscope's
+    mark: its events are still follow-ups, imaged once and never followed up."""
+    import useq
+
+    def beside(res):
+        p = res.detected.frame.position
+        return [useq.MDAEvent(x_pos=p.x + 5.0, y_pos=p.y, z_pos=p.z),
+                {"x_pos": p.x - 5.0, "y_pos": p.y, "metadata": {"mine": 1}}]
+
+    rule, calls = _bounded(beside)
+    results = run_adaptive(core, load_detector("classical"),
+                           [useq.MDAEvent(index={"t": 0}, x_pos=10.0, y_pos=0.0),
+                            useq.MDAEvent(index={"t": 1}, x_pos=-10.0, y_pos=0.0)],
+                           rule, timeout_s=120)
+    assert len(calls) == 2 and len(results) == 6
+    follow = results[2:]
+    assert all(r.event.metadata[FOLLOW_UP_KEY] for r in follow)
+    assert follow[1].event.metadata["mine"] == 1  # the rule's own metadata is kept
+    xs = [r.record["stage_um"]["x"] for r in follow]
+    assert xs == pytest.approx([15.0, 5.0, -5.0, -15.0], abs=0.05)
+
+
+def test_a_failing_rule_is_reported_on_its_frame_and_the_run_goes_on(core, caplog):
+    import useq
+
+    def rule(res):
+        if res.event.index["t"] == 0:
+            raise ValueError("no cells today")
+        return zstack_at_cells([0.0], max_cells=1)(res)
+
+    with caplog.at_level("ERROR", logger="inscope.integrations.pymmcore_plus_mda"):
+        results = run_adaptive(core, load_detector("classical"),
+                               [useq.MDAEvent(index={"t": 0}), useq.MDAEvent(index={"t": 1})],
+                               rule, timeout_s=120)
+    assert len(results) == 3
+    assert results[0].follow_up_error == "ValueError: no cells today"
+    assert results[1].follow_up_error is None and results[2].event.metadata[FOLLOW_UP_KEY]
+    assert "follow-up rule failed" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def two_cameras():
+    """A core whose camera is Micro-Manager's "Multi Camera" over two DemoCameras (the
+    Utilities adapter of mm-test-adapters): each snap gives two frames."""
+    import mm_test_adapters
+    from pymmcore_plus import CMMCorePlus
+
+    c = CMMCorePlus()
+    c.setDeviceAdapterSearchPaths([str(mm_test_adapters.device_adapter_path())])
+    for label in ("Cam1", "Cam2"):
+        c.loadDevice(label, "DemoCamera", "DCam")
+    c.loadDevice("Multi", "Utilities", "Multi Camera")
+    c.loadDevice("DHub", "DemoCamera", "DHub")
+    c.loadDevice("XY", "DemoCamera", "DXYStage")
+    c.loadDevice("Z", "DemoCamera", "DStage")
+    c.loadDevice("Shutter", "DemoCamera", "DShutter")
+    c.initializeAllDevices()
+    for i, label in enumerate(("Cam1", "Cam2"), 1):
+        c.setProperty(label, "PixelType", "16bit")  # before the mode: beads + RGB segfault
+        c.setProperty(label, "Mode", "Fluorescent Beads")
+        c.setProperty("Multi", f"Physical Camera {i}", label)
+    c.setCameraDevice("Multi")
+    c.setXYStageDevice("XY")
+    c.setFocusDevice("Z")
+    c.setShutterDevice("Shutter")
+    c.setExposure(5.0)
+    yield c
+    c.unloadAllDevices()
+
+
+def test_a_multi_camera_event_starts_its_follow_ups_once(two_cameras):
+    import useq
+
+    assert two_cameras.getNumberOfCameraChannels() == 2
+    results = run_adaptive(two_cameras, load_detector("classical"),
+                           [useq.MDAEvent(index={"t": 0})],
+                           zstack_at_cells([-1.0, 1.0], max_cells=1), timeout_s=120)
+    # one event, two cameras: 2 frames; one cell's 2-plane stack, two cameras: 4 frames
+    assert len(results) == 6
+    assert sorted(r.event.index.get("cam") for r in results) == [0, 0, 0, 1, 1, 1]
+    follow = [r for r in results if r.event.metadata.get(FOLLOW_UP_KEY)]
+    assert len(follow) == 4 and {r.event.index["z"] for r in follow} == {0, 1}
+    # ... and a run whose follow-ups come from the second camera starts them from it
+    results = run_adaptive(two_cameras, load_detector("classical"),
+                           [useq.MDAEvent(index={"t": 0})],
+                           zstack_at_cells([0.0], max_cells=1), timeout_s=120,
+                           follow_up_camera=1)
+    assert len(results) == 4
