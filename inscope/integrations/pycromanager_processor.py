@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.frame import StagePosition
-from inscope.integrations.common import METADATA_KEY, Detected, detect_image, position_from_tags
+from inscope.integrations.common import (
+    METADATA_KEY,
+    Detected,
+    core_affine,
+    detect_image,
+    position_from_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +99,9 @@ class DetectionProcessor:
         The Micro-Manager core (pycromanager ``Core()``) to read the stage from when an
         image's tags carry no position (events that do not move the stage).
     affine
-        2x2 µm-per-pixel map (a calibration's); default: the tags' pixel size x identity.
+        2x2 µm-per-pixel map (a calibration's); default: the pixel-size affine of
+        *core*'s current pixel configuration (a camera mounted rotated, as calibrated
+        in Micro-Manager), else the tags' pixel size x identity.
     """
 
     def __init__(self, detector: Any, *, follow_up: FollowUp | None = None,
@@ -150,10 +158,14 @@ class DetectionProcessor:
                 self._follow_up_axes[key] -= 1
         new: list[dict] = []
         try:
+            px = metadata.get("PixelSize_um", 1.0) or 1.0
+            affine = self.affine
+            if affine is None and self.core is not None:
+                # the core's calibrated pixel -> stage map (a rotated camera)
+                affine = core_affine(self.core.get_pixel_size_affine, px)
             det = detect_image(self.detector, image, index=index,
-                               position=self._position(metadata),
-                               pixel_size_um=metadata.get("PixelSize_um", 1.0) or 1.0,
-                               affine=self.affine)
+                               position=self._position(metadata), pixel_size_um=px,
+                               affine=affine)
             record: dict[str, Any] = det.record
             if self.follow_up is not None and not follow_up_image:
                 try:

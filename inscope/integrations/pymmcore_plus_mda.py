@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.frame import StagePosition
-from inscope.integrations.common import Detected, detect_image
+from inscope.integrations.common import Detected, core_affine, detect_image
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,10 @@ class FrameDetector:
 
     Results are kept in :attr:`results` (newest last, at most *keep*) and handed to
     ``on_detections(result)`` if given. The handler runs in the MDA runner's thread; a
-    shipped-model detection costs a few ms per frame, which the runner waits for.
+    shipped-model detection costs a few ms per frame, which the runner waits for. Boxes
+    are mapped to stage µm by *affine* (2x2 µm per pixel) or, by default, by the
+    connected core's pixel-size affine (a camera mounted rotated, as calibrated in
+    Micro-Manager), else the frame's pixel size.
     """
 
     def __init__(self, detector: Any, *, affine: np.ndarray | None = None,
@@ -101,8 +104,12 @@ class FrameDetector:
             except Exception as e:  # noqa: BLE001 - no XY stage: pixel boxes only
                 log.debug("no stage position from the core: %s", e)
                 pos = None
+        affine = self.affine
+        if affine is None and self._mmc is not None:
+            # the core's calibrated pixel -> stage map (a rotated camera)
+            affine = core_affine(lambda: self._mmc.getPixelSizeAffine(True), px)
         det = detect_image(self.detector, img, index=self._count, position=pos,
-                           pixel_size_um=px, affine=self.affine)
+                           pixel_size_um=px, affine=affine)
         self._count += 1
         res = FrameResult(event, det)
         self.results.append(res)

@@ -149,3 +149,23 @@ def test_a_failing_rule_is_reported_and_the_acquisition_ends(beads, mm_core):
     assert len(proc.results) == 2 and proc.follow_up_events == 0
     rec = proc.results[0]["inscope"]
     assert rec["n"] > 0 and rec["follow_up_error"] == "KeyError: 'cells'"
+
+
+def test_boxes_follow_the_cores_calibrated_pixel_affine(beads, mm_core):
+    """pycro-manager's image tags carry no affine: the processor reads the core's (a
+    camera mounted turned 90 degrees, calibrated in Micro-Manager)."""
+    from pycromanager import Acquisition, multi_d_acquisition_events
+
+    cfg = mm_core.get_current_pixel_size_config()
+    mm_core.set_pixel_size_affine(cfg, [0.0, 1.0, 0.0, -1.0, 0.0, 0.0])
+    try:
+        proc = DetectionProcessor(load_detector("classical"), core=mm_core)
+        with Acquisition(directory=None, image_process_fn=proc) as acq:
+            acq.acquire(multi_d_acquisition_events(num_time_points=1))
+    finally:
+        mm_core.set_pixel_size_affine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    rec = proc.results[0]["inscope"]
+    assert rec["affine_um_per_px"] == [[0.0, 1.0], [-1.0, 0.0]]
+    d = rec["detections"][0]
+    assert d["center_um"][0] == pytest.approx(d["center_px"][1] - 256, abs=0.01)
+    assert d["center_um"][1] == pytest.approx(-(d["center_px"][0] - 256), abs=0.01)

@@ -201,3 +201,33 @@ def test_a_multi_camera_event_starts_its_follow_ups_once(two_cameras):
                            zstack_at_cells([0.0], max_cells=1), timeout_s=120,
                            follow_up_camera=1)
     assert len(results) == 4
+
+
+def test_boxes_follow_the_cores_calibrated_pixel_affine(core):
+    """A camera mounted turned 90 degrees is calibrated in Micro-Manager as a pixel-size
+    affine: the handler maps boxes to the stage with it (and follow-ups go there)."""
+    import useq
+
+    cfg = core.getCurrentPixelSizeConfig()
+    core.setPixelSizeAffine(cfg, [0.0, -1.0, 0.0, 1.0, 0.0, 0.0])
+    try:
+        handler = FrameDetector(load_detector("classical")).connect(core)
+        try:
+            core.run_mda(useq.MDASequence(time_plan={"interval": 0, "loops": 1},
+                                          stage_positions=[(30.0, -20.0, 0.0)])).join()
+        finally:
+            handler.disconnect()
+        rec = handler.results[-1].record
+        assert rec["affine_um_per_px"] == [[0.0, -1.0], [1.0, 0.0]]
+        d = rec["detections"][0]
+        # stage = position + A @ (pixel - image centre), A = [[0, -1], [1, 0]]
+        assert d["center_um"][0] == pytest.approx(30.0 - (d["center_px"][1] - 256), abs=0.06)
+        assert d["center_um"][1] == pytest.approx(-20.0 + (d["center_px"][0] - 256), abs=0.06)
+        # an affine given to the handler wins over the core's
+        mine = FrameDetector(load_detector("classical"), affine=np.eye(2) * 0.5)
+        mine._mmc = core
+        res = mine.frameReady(core.snap(), useq.MDAEvent(x_pos=0.0, y_pos=0.0),
+                              {"pixel_size_um": 1.0})
+        assert res.record["affine_um_per_px"] == [[0.5, 0.0], [0.0, 0.5]]
+    finally:
+        core.setPixelSizeAffine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
