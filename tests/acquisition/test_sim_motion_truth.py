@@ -140,3 +140,125 @@ def test_a_frame_carries_its_exposure_its_truth_and_its_place():
     assert not make_frame(cfg, np.zeros((4, 4), np.uint16), 0, 0, (0, 0, 0), 0.0, 0.0,
                           gt, a, 0).moving
     assert math.isfinite(f.metadata["sim_time_s"])
+
+
+# -- the simulated microscope: its geometry, stage and frames ------------------------------
+from inscope.acquisition.errors import MoveRefused  # noqa: E402
+from inscope.acquisition.simulated.microscope import SimulatedMicroscope  # noqa: E402
+from inscope.acquisition.simulated.specimen import Cell, Specimen  # noqa: E402
+
+_STILL = dict(seed=0, realtime=False, read_noise_e=0.0, background_photons_per_ms=0.0,
+              texture=0.0, subpixel=True, xy_quantum_um=0.0, z_quantum_um=0.0)
+
+
+def _centroid(img):
+    img = img.astype(np.float64)
+    img = img - np.median(img)
+    img[img < 0.05 * img.max()] = 0
+    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    return np.array([(xx * img).sum(), (yy * img).sum()]) / img.sum()
+
+
+@pytest.mark.parametrize("rotation, flip, want", [
+    # the image content moves by -A^-1 (d, 0) for a stage move d along x: against the
+    # stage unrotated; along +y with the camera turned +90 degrees; with it, mirrored
+    (0.0, False, (-1.0, 0.0)),
+    (90.0, False, (0.0, 1.0)),
+    (-90.0, False, (0.0, -1.0)),
+    (0.0, True, (1.0, 0.0)),
+    (90.0, True, (0.0, 1.0)),
+])
+def test_the_camera_turns_and_mirrors_the_stage_moves_as_configured(rotation, flip, want):
+    cfg = SimConfig(**_STILL, camera_rotation_deg=rotation, camera_flip_x=flip)
+    s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(
+        [Cell(1, 0.0, 0.0, 6.0, 5.0, 0.3, 1.0)], cfg))
+    a = _centroid(s.snap().pixels)
+    s.move_xy(6.5, 0.0)  # 10 pixels of 0.65 µm
+    b = _centroid(s.snap().pixels)
+    np.testing.assert_allclose((b - a) / 10.0, want, atol=0.01)
+    p = cfg.pixel_size_um
+    th = np.radians(rotation)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    np.testing.assert_allclose(s.true_affine, p * rot @ np.diag([-1.0 if flip else 1.0, 1.0]),
+                               atol=1e-12)
+
+
+def test_the_slide_and_the_focus_range_bound_every_move():
+    cfg = SimConfig(**_STILL, slide_um=(2000.0, 600.0), z_limits_um=(-40.0, 60.0))
+    s = SimulatedMicroscope(cfg)
+    assert s.move_xy(900.0, 0.0) and s.position().x == pytest.approx(900.0)
+    s.move_xy(0.0, 0.0)
+    for x, y in [(1100.0, 0.0), (-1100.0, 0.0), (0.0, 400.0), (0.0, -400.0)]:
+        with pytest.raises(MoveRefused):
+            s.move_xy(x, y)
+    assert s.move_xy(0.0, 280.0)
+    s.move_xy(0.0, 0.0)
+    assert s.move_z(55.0)
+    for z in (61.0, -41.0):
+        with pytest.raises(MoveRefused):
+            s.move_z(z)
+    lim = s.limits
+    assert lim.x == (-1000.0, 1000.0) and lim.y == (-300.0, 300.0) and lim.z == (-40.0, 60.0)
+
+
+def test_the_stage_starts_where_asked_and_frames_count_from_zero():
+    cfg = SimConfig(**_STILL, start_xy_um=(12.0, -7.0), start_z_um=3.5, focus_z0_um=1.0)
+    s = SimulatedMicroscope(cfg)
+    p = s.position()
+    assert (p.x, p.y, p.z) == (12.0, -7.0, 3.5)
+    f0, f1 = s.snap(), s.snap()
+    assert (f0.index, f1.index) == (0, 1)
+    # defocus is the stage above the focal surface: 3.5 - 1.0
+    assert f0.metadata["defocus_um"] == pytest.approx(2.5)
+    s.move_z(1.0)
+    assert s.snap().metadata["defocus_um"] == pytest.approx(0.0)
+    s.move_z(-0.5)
+    assert s.snap().metadata["defocus_um"] == pytest.approx(-1.5)
+    # without start_z_um the stage starts in focus
+    assert SimulatedMicroscope(SimConfig(**_STILL, focus_z0_um=4.0)).position().z == 4.0
+
+
+@pytest.mark.parametrize("axis", ["xy", "z"])
+def test_a_move_not_waited_for_reads_busy_and_smears_the_frames_exposed_during_it(axis):
+    cfg = SimConfig(**_STILL, xy_settle_ms=25.0, z_settle_ms=25.0, exposure_ms=10.0)
+    s = SimulatedMicroscope(cfg)
+    if axis == "xy":
+        s.move_xy(20.0, 0.0, wait=False)
+    else:
+        s.move_z(2.0, wait=False)
+    assert s.moving()
+    frames = [s.snap() for _ in range(4)]  # exposed at 0, 10, 20, 30 ms of the move
+    assert [f.moving for f in frames] == [True, True, True, False]
+    assert not s.moving()
+    p = s.position()
+    assert (p.x, p.z) == ((20.0, 0.0) if axis == "xy" else (0.0, 2.0))
+    # a move waited for takes its settle time on the simulated clock
+    t0 = s.sim_time_s
+    s.move_z(5.0) if axis == "z" else s.move_xy(0.0, 0.0)
+    assert s.sim_time_s - t0 == pytest.approx(0.025, abs=1e-9)
+    assert not s.snap().moving
+    s.advance(-1.0)  # no time runs backwards
+    assert s.sim_time_s == pytest.approx(t0 + 0.025 + cfg.interval_ms / 1000)
+
+
+def test_commanded_positions_are_quantised_like_the_devices():
+    cfg = SimConfig(**{**_STILL, "xy_quantum_um": 0.05, "z_quantum_um": 0.01})
+    s = SimulatedMicroscope(cfg)
+    s.move_xy(1.2345, -0.0271)
+    s.move_z(0.3333)
+    p = s.position()
+    assert (p.x, p.y, p.z) == pytest.approx((1.25, -0.05, 0.33))
+
+
+def test_true_focus_and_z_range_follow_the_tilted_drifting_surface():
+    cfg = SimConfig(**_STILL, focus_z0_um=2.0, tilt=(0.01, 0.02), drift_um_per_s=0.5,
+                    thickness_ratio=0.5)
+    s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(
+        [Cell(4, 100.0, 50.0, 8.0, 6.0, 0.0, 1.0)], cfg))
+    assert s.true_focus_z(100.0, 50.0, 2.0) == pytest.approx(2.0 + 1.0 + 1.0 + 1.0)
+    s.move_xy(-50.0, 100.0)
+    t = s.sim_time_s
+    assert s.true_focus_z() == pytest.approx(2.0 - 0.5 + 2.0 + 0.5 * t)
+    assert s.true_focus_z(x_um=0.0) == pytest.approx(2.0 + 2.0 + 0.5 * t)
+    lo, hi = s.true_z_range(4, 2.0)
+    assert (lo, hi) == pytest.approx((5.0 - 3.0, 5.0 + 3.0))
