@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -165,6 +166,15 @@ def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
     return rule
 
 
+class AdaptiveTimeout(TimeoutError):
+    """:func:`run_adaptive` ran out of time; :attr:`results` holds every frame taken."""
+
+    def __init__(self, message: str, results: list[FrameResult], unrun: int) -> None:
+        super().__init__(message)
+        self.results = results
+        self.unrun = unrun
+
+
 def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
                  follow_up: Callable[[FrameResult], Sequence[Any]], *,
                  affine: np.ndarray | None = None, timeout_s: float = 600.0,
@@ -172,15 +182,21 @@ def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
     """Run an event-driven MDA on *mmc*: *events* first, then whatever *follow_up* adds
     from the detections of each first-round frame; returns every frame's result.
 
+    The MDA runs in the calling thread (``mmc.mda.run``; this call blocks until it
+    ends), so every frame's handler runs before the runner asks for the next event,
+    whichever signal backend the core uses: with a Qt application running (napari-
+    micromanager, pymmcore-widgets) pymmcore-plus's MDA signals are Qt signals, which
+    deliver a frame emitted in another thread later, on the Qt thread; a runner thread
+    would then have run out of events before any follow-up was queued.
+
     The sequence ends by itself when the runner asks for the next event and none is
-    queued: the frames of the event before have then been detected and their follow-ups
-    queued (pymmcore-plus emits ``frameReady`` in the runner's thread, before it asks for
-    the next event), so an event the engine skips, or one that yields no image, cannot
-    keep the run waiting. Follow-up frames are detected too (their boxes are in the
-    results) but never start new follow-ups: every event the rule returns is marked
+    queued (an event the engine skips, or one that yields no image, cannot keep it
+    waiting). Follow-up frames are detected too (their boxes are in the results) but
+    never start new follow-ups: every event the rule returns is marked
     ``metadata["inscope_follow_up"]``, whichever rule made it, so the run always ends. A
     rule that raises on a frame is logged and the run goes on (the frame's result says
-    what it raised: :attr:`FrameResult.follow_up_error`).
+    what it raised: :attr:`FrameResult.follow_up_error`). Past *timeout_s* no further
+    event is started and :class:`AdaptiveTimeout` is raised, carrying the results.
 
     With a Micro-Manager "Multi Camera" each event gives one frame per physical camera
     (``index["cam"]``); every frame is detected, and follow-ups come from the frames of
@@ -190,6 +206,9 @@ def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
     first = list(events)
     if not first:
         return []
+    if mmc.mda.is_running():
+        raise RuntimeError("Another MDA is running on this core: wait for it to end "
+                           "(or cancel it) before starting an adaptive one.")
 
     def on_result(res: FrameResult) -> None:
         if (res.event.metadata or {}).get(FOLLOW_UP_KEY):
@@ -205,27 +224,30 @@ def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
         for event in new:
             q.put(_as_follow_up(event))
 
+    deadline = time.monotonic() + timeout_s
+    late = [False]
+
     def feed() -> Iterator[Any]:
-        while True:
-            try:
-                yield q.get_nowait()
-            except queue.Empty:
+        while not q.empty():
+            if time.monotonic() > deadline:
+                late[0] = True
                 return
+            yield q.get_nowait()
 
     handler = FrameDetector(detector, affine=affine, on_detections=on_result)
     handler.connect(mmc)
     try:
         for e in first:
             q.put(e)
-        thread = mmc.run_mda(feed())
-        thread.join(timeout_s)
-        if thread.is_alive():
-            mmc.mda.cancel()
-            thread.join(10.0)
-            raise TimeoutError(f"The adaptive MDA did not finish within {timeout_s:.0f} s; "
-                               "it was cancelled. Raise timeout_s or queue fewer follow-ups.")
+        mmc.mda.run(feed())
     finally:
         handler.disconnect()
+    if late[0]:
+        raise AdaptiveTimeout(
+            f"The adaptive MDA ran past timeout_s={timeout_s:g} s and was stopped with "
+            f"{q.qsize()} queued events not run; the frames taken are in this error's "
+            "`results`. Raise timeout_s or queue fewer follow-ups (max_cells).",
+            handler.results, q.qsize())
     return handler.results
 
 

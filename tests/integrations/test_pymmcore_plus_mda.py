@@ -231,3 +231,59 @@ def test_boxes_follow_the_cores_calibrated_pixel_affine(core):
         assert res.record["affine_um_per_px"] == [[0.5, 0.0], [0.0, 0.5]]
     finally:
         core.setPixelSizeAffine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def test_follow_ups_run_when_the_cores_mda_signals_are_qt():
+    """napari-micromanager and pymmcore-widgets create their core with a Qt application
+    running, which gives it Qt MDA signals: a frame emitted in a runner thread would
+    reach the handler later, on the Qt thread. The adaptive run is driven in the
+    caller's thread, so each frame's follow-ups are queued before the next event."""
+    import mm_test_adapters
+    import useq
+    from pymmcore_plus import CMMCorePlus
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    assert app is not None
+    path = str(mm_test_adapters.device_adapter_path())
+    qcore = CMMCorePlus()
+    try:
+        qcore.setDeviceAdapterSearchPaths([path])
+        qcore.loadSystemConfiguration(os.path.join(path, "MMConfig_demo.cfg"))
+        assert type(qcore.mda.events).__name__ == "QMDASignaler"
+        qcore.setProperty("Camera", "PixelType", "16bit")
+        qcore.setProperty("Camera", "Mode", "Fluorescent Beads")
+        qcore.setConfig("Objective", "10X")
+        qcore.setExposure(5.0)
+        results = run_adaptive(qcore, load_detector("classical"),
+                               [useq.MDAEvent(index={"t": 0})],
+                               zstack_at_cells([-1.0, 1.0], max_cells=2), timeout_s=120)
+        assert len(results) == 5
+        assert sum(bool(r.event.metadata.get(FOLLOW_UP_KEY)) for r in results) == 4
+    finally:
+        qcore.unloadAllDevices()
+
+
+def test_a_run_past_its_time_stops_starting_events_and_keeps_its_frames(core):
+    import time as _time
+
+    import useq
+
+    from inscope.integrations.pymmcore_plus_mda import AdaptiveTimeout
+
+    def slow(res):
+        _time.sleep(0.6)  # the first frame's rule alone outlasts the run's time
+        return zstack_at_cells([-1.0, 0.0, 1.0], max_cells=1)(res)
+
+    with pytest.raises(AdaptiveTimeout, match="timeout_s=0.3 s .* 3 queued events not run"
+                       ) as err:
+        run_adaptive(core, load_detector("classical"), [useq.MDAEvent(index={"t": 0})],
+                     slow, timeout_s=0.3)
+    assert err.value.unrun == 3 and len(err.value.results) == 1
+    assert err.value.results[0].n > 0
+    # the core is free again
+    assert not core.mda.is_running()
+    assert len(run_adaptive(core, load_detector("classical"), [useq.MDAEvent()],
+                            zstack_at_cells([0.0], max_cells=1))) == 2
