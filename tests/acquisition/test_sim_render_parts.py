@@ -9,6 +9,8 @@ a sampled Gaussian, and the camera's mean and variance from its photon-transfer 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -272,9 +274,10 @@ def test_nuclei_are_drawn_where_their_truth_boxes_are_as_the_stage_moves(thickne
             assert np.hypot(*(got - want)) < 0.05, (stage, cid, got - want)
 
 
-def test_a_dividing_pair_is_drawn_as_two_daughters_at_their_two_boxes():
+@pytest.mark.parametrize("angle", [0.6, math.pi / 2, 0.0])
+def test_a_dividing_pair_is_drawn_as_two_daughters_at_their_two_boxes(angle):
     r = _renderer()
-    pair = Cell(7, 3.0, -2.0, 4.0, 2.0, 0.6, 1.0, kind=KIND_PAIR, pair_sep_um=9.0)
+    pair = Cell(7, 3.0, -2.0, 4.0, 2.0, angle, 1.0, kind=KIND_PAIR, pair_sep_um=9.0)
     img, truth = r.render([pair], (0.0, 0.0), 0.0, 0.0)
     assert truth.ids.tolist() == [7, 7] and len(truth.boxes) == 2
     cents = _blob_centroids(img, truth.boxes)
@@ -332,17 +335,67 @@ def test_a_nearly_flat_thick_nucleus_is_drawn_as_a_thin_one(defocus):
     assert np.abs(flat - thin).max() < 0.06 * thin.max()
 
 
-def test_a_tilted_focal_surface_puts_each_thick_nucleus_in_focus_at_its_own_height():
+@pytest.mark.parametrize("tilt, at", [((0.05, 0.0), (60.0, 0.0)), ((0.0, 0.05), (0.0, 60.0)),
+                                      ((0.03, -0.025), (50.0, -60.0))])
+def test_a_tilted_focal_surface_puts_each_thick_nucleus_in_focus_at_its_own_height(tilt, at):
     """On a tilted surface (dz/dx = 0.05) a nucleus 60 µm right of the field's centre
-    sits 3 µm higher: it is sharpest 3 µm above the centre's focus."""
-    r = _renderer(thickness_ratio=0.3, tilt=(0.05, 0.0))
-    cells = [Cell(1, 60.0, 0.0, 6.0, 5.0, 0.0, 1.0)]
+    sits 3 µm higher: it is sharpest 3 µm above the centre's focus (each axis, and both:
+    0.03 x 50 + 0.025 x 60 = 3 µm)."""
+    r = _renderer(thickness_ratio=0.3, tilt=tilt)
+    cells = [Cell(1, at[0] + 40.0, at[1] - 30.0, 6.0, 5.0, 0.0, 1.0)]
 
-    def peak(dz):
-        img, _ = r.render(cells, (0.0, 0.0), 0.0, dz)
+    def peak(dz):  # the stage 40 µm left and 30 µm below: the surface is the stage's
+        img, _ = r.render(cells, (40.0, -30.0), 0.0, dz)
         return float(img.max())
 
     zs = np.arange(-1.0, 7.01, 0.5)
     best = zs[int(np.argmax([peak(z) for z in zs]))]
     assert best == pytest.approx(3.0, abs=0.5)
     assert peak(3.0 + 4.0) == pytest.approx(peak(3.0 - 4.0), rel=0.03)  # symmetric about it
+
+
+def test_debris_is_drawn_in_focus_among_thick_nuclei_as_among_thin_ones():
+    """Debris has no thickness: in a thick slide it is one section at its own height."""
+    debris = [Cell(9, 4.2, -3.1, 1.2, 0.9, 0.3, 2.0, kind=4)]
+    for dz in (0.0, 2.0):
+        thin, t1 = _renderer().render(debris, (0.0, 0.0), 0.0, dz)
+        thick, t2 = _renderer(thickness_ratio=0.5).render(debris, (0.0, 0.0), 0.0, dz)
+        assert len(t1.boxes) == len(t2.boxes) == 0  # never labelled
+        assert thick.sum() == pytest.approx(thin.sum(), rel=0.01) and thin.sum() > 0
+        assert np.abs(thick - thin).max() < 0.05 * thin.max()
+
+
+def test_a_cell_moving_along_one_axis_moves_in_the_frames():
+    for vx, vy in ((2.0, 0.0), (0.0, -1.5)):
+        r = _renderer()
+        cells = [Cell(3, 0.0, 0.0, 5.0, 4.0, 0.0, 1.0, vx_um_s=vx, vy_um_s=vy)]
+        a, ta = r.render(cells, (0.0, 0.0), 0.0, 0.0)
+        b, tb = r.render(cells, (0.0, 0.0), 3.25, 0.0)
+        got = _blob_centroids(b, tb.boxes)[0] - _blob_centroids(a, ta.boxes)[0]
+        want = np.array([vx, vy]) * 3.25 / 0.65
+        assert got == pytest.approx(want, abs=0.05)
+
+
+@pytest.mark.parametrize("subpixel", [False, True])
+def test_a_stage_move_along_one_axis_redraws_the_still_cells(subpixel):
+    """The sum of the cells that stand still is kept while the stage stays on one
+    pixel; a move along x alone, or y alone, must still move them."""
+    r = _renderer(subpixel=subpixel)
+    cells = [Cell(1, 0.0, 0.0, 6.0, 5.0, 0.0, 1.0)]
+    ref, _ = r.render(cells, (0.0, 0.0), 0.0, 0.0)
+    c0 = _moments(ref.astype(np.float64))[1:3]
+    for stage in [(6.5, 0.0), (6.5, 3.25), (0.0, 3.25), (0.0, 0.0)]:
+        img, _ = r.render(cells, stage, 0.0, 0.0)
+        c = _moments(img.astype(np.float64))[1:3]
+        assert np.subtract(c, c0) == pytest.approx(-np.array(stage) / 0.65, abs=0.51)
+
+
+@pytest.mark.parametrize("defocus", [0.0, 1.0, -3.0])
+def test_the_blur_is_the_in_focus_psf_widened_by_defocus(defocus):
+    """sigma = hypot(psf_sigma, blur_um_per_um x defocus), in pixels of the true map."""
+    r = _renderer(psf_sigma_um=0.4, blur_um_per_um=0.35)
+    img = np.zeros((101, 101), np.float32)
+    img[50, 50] = 1.0
+    sigma = math.hypot(0.4, 0.35 * defocus) / 0.65
+    np.testing.assert_allclose(r._blur(img, defocus), Renderer._blur_sigma(img, sigma),
+                               atol=1e-7)
