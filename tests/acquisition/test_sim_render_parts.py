@@ -399,3 +399,66 @@ def test_the_blur_is_the_in_focus_psf_widened_by_defocus(defocus):
     sigma = math.hypot(0.4, 0.35 * defocus) / 0.65
     np.testing.assert_allclose(r._blur(img, defocus), Renderer._blur_sigma(img, sigma),
                                atol=1e-7)
+
+
+@pytest.mark.parametrize("where", ["left", "right", "top", "bottom", "corner"])
+def test_truth_boxes_are_cut_at_the_frames_pixel_extent_with_their_visible_share(where):
+    """A nucleus cut by the frame's edge: its box ends at the outer edge of the outer
+    pixel (-0.5 or size - 0.5: pixel centres are integers), and the share of it in view
+    is the cut box's area over the whole box's."""
+    r = _renderer()
+    h, w = r.shape
+    p = 0.65
+    # the nucleus' centre 3 px inside the named edge(s); a 20 x 14 px box (13 x 9.1 µm)
+    px_x = {"left": 3.0, "right": w - 4.0, "corner": 3.0}.get(where, w / 2)
+    px_y = {"top": 3.0, "bottom": h - 4.0, "corner": h - 4.0}.get(where, h / 2)
+    cx, cy = (px_x - w / 2) * p, (px_y - h / 2) * p
+    c = Cell(1, cx, cy, 6.5, 4.55, 0.0, 1.0)
+    gt = r.truth([c], (0.0, 0.0), 0.0)
+    assert len(gt) == 1
+    x0, y0, x1, y1 = gt.boxes[0]
+    want = (max(px_x - 10, -0.5), max(px_y - 7, -0.5), min(px_x + 10, w - 0.5),
+            min(px_y + 7, h - 0.5))
+    assert (x0, y0, x1, y1) == pytest.approx(want, abs=1e-3)
+    assert gt.visible_fraction[0] == pytest.approx((want[2] - want[0]) * (want[3] - want[1])
+                                                   / (20 * 14), abs=1e-4)
+    assert gt.visible_fraction[0] < 0.9
+    # the µm truth is the whole object's, not the cut box's
+    assert gt.centers_um[0] == pytest.approx((cx, cy))
+    assert gt.sizes_um[0] == pytest.approx((13.0, 9.1))
+    assert gt.boxes.dtype == np.float32 and gt.ids.dtype == np.int64
+    assert gt.visible_fraction.dtype == np.float32
+
+
+def test_a_nucleus_just_outside_the_frame_has_no_box_and_one_just_inside_has_one():
+    r = _renderer()
+    h, w = r.shape
+    p = 0.65
+    # box 20 px wide: centre 10.4 px beyond the outer edge's pixel boundary (-0.5)
+    out_left = Cell(1, (-0.5 - 10.4 - w / 2) * p, 0.0, 6.5, 4.55, 0.0, 1.0)
+    out_bottom = Cell(2, 0.0, (h - 0.5 + 7.2 - h / 2) * p, 6.5, 4.55, 0.0, 1.0)
+    in_right = Cell(3, (w - 0.5 + 9.8 - w / 2) * p, 0.0, 6.5, 4.55, 0.0, 1.0)
+    gt = r.truth([out_left, out_bottom, in_right], (0.0, 0.0), 0.0)
+    assert gt.ids.tolist() == [3]
+    assert gt.boxes[0][0] == pytest.approx(w - 0.5 - 0.2, abs=1e-3)
+    assert gt.boxes[0][2] == pytest.approx(w - 0.5)
+    empty = r.truth([out_left], (0.0, 0.0), 0.0)
+    assert empty.boxes.shape == (0, 4) and empty.centers_um.shape == (0, 2)
+    assert empty.sizes_um.shape == (0, 2) and len(empty) == 0
+
+
+def test_a_pairs_truth_gives_each_daughter_its_own_centre_and_size():
+    r = _renderer()
+    c = Cell(5, 10.0, -20.0, 4.0, 2.0, 0.5, 1.0, kind=KIND_PAIR, pair_sep_um=8.0)
+    gt = r.truth([c], (0.0, 0.0), 0.0)
+    assert gt.ids.tolist() == [5, 5]
+    offs = c.part_offsets_um()
+    for k in range(2):
+        assert gt.centers_um[k] == pytest.approx((10.0 + offs[k][0], -20.0 + offs[k][1]))
+        hx, hy = c.part_half_extent_um()
+        assert gt.sizes_um[k] == pytest.approx((2 * hx, 2 * hy))
+        mid = (gt.boxes[k, :2] + gt.boxes[k, 2:]) / 2
+        want = r.Ainv @ np.array(gt.centers_um[k]) + r.center
+        assert mid == pytest.approx(want, abs=1e-3)
+        assert (gt.boxes[k, 2:] - gt.boxes[k, :2]) == pytest.approx(
+            np.array([2 * hx, 2 * hy]) / 0.65, abs=1e-3)
