@@ -36,9 +36,16 @@ def add_option_argument(parser: Any, example: str = "-o path=cells.npz -o fov=25
                         help=f"backend option (repeatable), e.g. {example}")
 
 
+#: Options that name a file or folder: their values are kept as written, never read as
+#: a number or a date (acquisition folders are often named ``2024-01-05`` or ``20240105``).
+PATH_OPTIONS = frozenset({"path", "labels", "mm_dir", "mm_config", "config"})
+
+
 def parse_options(items: list[str] | None) -> dict[str, Any]:
     """``["KEY=VALUE", ...]`` (the CLI's ``-o``) as a dict; values are read as TOML
-    (numbers, booleans, ``[a, b]``), anything else stays a string (paths)."""
+    (numbers, booleans, ``[a, b]``), anything else stays a string; a file or folder
+    (:data:`PATH_OPTIONS`) and anything TOML would read as a date stay as written."""
+    import datetime
     import tomllib
 
     out: dict[str, Any] = {}
@@ -51,10 +58,27 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
                 f"backend option {kv!r} must be KEY=VALUE, e.g. -o pixel_size_um=0.65.")
         v = value.strip()
         try:
-            out[key.strip()] = tomllib.loads(f"v = {v}")["v"]
+            parsed = tomllib.loads(f"v = {v}")["v"]
         except tomllib.TOMLDecodeError:
-            out[key.strip()] = v
+            parsed = v
+        if isinstance(parsed, datetime.date | datetime.time) or (
+                key.strip() in PATH_OPTIONS and not isinstance(parsed, str)):
+            parsed = v  # a folder named 2024-01-05 or 20240105, a file named 1.5
+        out[key.strip()] = parsed
     return out
+
+
+def _path_options_as_text(options: dict[str, Any]) -> dict[str, Any]:
+    """File and folder options given as a number or a date (an unquoted TOML value,
+    ``path = 2024-01-05``) as the text they were written as."""
+    import datetime
+
+    for key in PATH_OPTIONS & set(options):
+        v = options[key]
+        if isinstance(v, int | float | datetime.date | datetime.time) and \
+                not isinstance(v, bool):
+            options[key] = str(v)
+    return options
 
 
 def _limits(limits: SoftLimits | Mapping | None) -> SoftLimits | None:
@@ -101,6 +125,7 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
     """
     name = str(backend).lower().strip()
     lim = _limits(limits)
+    options = _path_options_as_text(dict(options))
     if name == Backend.SIM:
         from inscope.acquisition.simulated import SimConfig, SimulatedMicroscope
 
