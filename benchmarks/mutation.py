@@ -19,7 +19,8 @@ not hours, on two shared cores.
 Run::
 
     python -m benchmarks.mutation                       # every module, ~15-25 min on 2 cores
-                                                        # (+ ~33 min: micromanager)
+                                                        # (+ ~33 min: micromanager,
+                                                        # + ~30 min: the simulator's four)
     python -m benchmarks.mutation --module safety       # one module
     python -m benchmarks.mutation --max-children 1      # gentler on a shared machine
     python -m benchmarks.mutation --module focus --work /tmp/mut   # keep mutants + verdicts
@@ -264,10 +265,11 @@ TARGETS: tuple[Target, ...] = (
     # the Micro-Manager path through the real MMCore and DemoCamera adapters: stage
     # moves (waited for or not), the pixel-size affine, frames and their stage stamps
     # (the GUI-only test needs Java and is skipped here, as in every run). Its mutants
-    # below exclude the process's one headless core start (headless_core,
-    # default_mm_dir, resolve_config, headless_config, _explain: 119 mutants, left
-    # unchecked): they break the start every later test needs and each waits out MMCore's
-    # time-outs (a first full run managed ~2 a minute). Workers come from a fork server
+    # below exclude the process's one headless core start (headless_core: left
+    # unchecked): its mutants break the start every later test needs and each waits out
+    # MMCore's time-outs (a first full run managed ~2 a minute). What the start is made
+    # of (default_mm_dir, resolve_config, headless_config, _explain) is checked by
+    # test_mm_start_parts, which starts no core. Workers come from a fork server
     # (isolation): forked from the process that collected the stats, they inherited its
     # MMCore half held (hangs read as kills; the config-reload tests aborted)
     Target("micromanager", "acquisition/micromanager.py",
@@ -275,11 +277,13 @@ TARGETS: tuple[Target, ...] = (
             "tests/acquisition/test_micromanager_motion.py",
             "tests/acquisition/test_mm_version_mismatch.py",
             "tests/acquisition/test_safety_limits.py",
-            "tests/control/test_calibration_in_loop.py"), 0.80,
+            "tests/control/test_calibration_in_loop.py",
+            "tests/acquisition/test_mm_start_parts.py"), 0.80,
            isolation="forkserver",
            mutants=("*affine_from_mm*", "*x__as_2d*", "*x__as_list*", "*x__sequence_running*",
                     "*x__stop_sequence*", "*x__port_open*", "*x_device_interface_check*",
-                    "*MicroManagerMicroscopeǁ*")),
+                    "*MicroManagerMicroscopeǁ*", "*x_default_mm_dir*", "*x_resolve_config*",
+                    "*x_headless_config*", "*x__explain*")),
     Target("pymmcore_core", "acquisition/pymmcore_core.py",
            ("tests/acquisition/test_pymmcore_core.py", "tests/acquisition/test_micromanager.py"),
            0.80, isolation="forkserver"),
@@ -315,6 +319,24 @@ TARGETS: tuple[Target, ...] = (
                "tests/service/test_service_cli_flags.py::"
                "test_docs_toml_example_is_a_valid_config",
                "tests/service/test_target_forms.py::test_docs_list_the_same_forms"))),
+    # the simulated microscope every test and benchmark scores against: what a frame
+    # shows (stage -> pixels, defocus blur, thick nuclei's sections, camera noise), the
+    # truth it carries, the specimen's cells and the stage's motion
+    Target("sim_render", "acquisition/simulated/render.py",
+           ("tests/acquisition/test_simulated.py", "tests/acquisition/test_sim_camera_process.py",
+            "tests/acquisition/test_sim_render_parts.py"),
+           0.80),
+    Target("sim_specimen", "acquisition/simulated/specimen.py",
+           ("tests/acquisition/test_simulated.py", "tests/acquisition/test_sim_specimen_truth.py",
+            "tests/acquisition/test_sim_render_parts.py"), 0.80),
+    Target("sim_microscope", "acquisition/simulated/microscope.py",
+           ("tests/acquisition/test_simulated.py", "tests/acquisition/test_sim_camera_process.py",
+            "tests/acquisition/test_stream_pacing.py",
+            "tests/acquisition/test_sim_motion_truth.py"), 0.80),
+    Target("sim_motion", "acquisition/simulated/motion.py",
+           ("tests/acquisition/test_simulated.py", "tests/acquisition/test_stream_pacing.py",
+            "tests/acquisition/test_sim_motion_truth.py"),
+           0.80),
     Target("stream", "acquisition/stream.py",
            ("tests/acquisition/test_stream_pacing.py", "tests/acquisition/test_foundation.py",
             "tests/acquisition/test_replay.py"), 0.80),
