@@ -95,3 +95,15 @@ def disc_frame(tracks, brightness=None, *, index: int = 0, t_s: float | None = N
     pos = position if position is not None else StagePosition(100.0, 100.0, 0.0)
     return Frame(img, index, position=pos, pixel_size_um=0.5, metadata=meta,
                  truth=truth, moving=moving)
+
+
+def ids_reaching(cells, x0: float, y0: float, x1: float, y1: float, t: float) -> list[int]:
+    """Ids (sorted) of the simulated *cells* whose box at time *t* reaches the rectangle:
+    the brute-force answer the specimen's indexed lookup (``cells_near``) must give."""
+    out = []
+    for c in cells:
+        x, y = c.position(t)
+        hx, hy = c.half_extent_um()
+        if x + hx >= x0 and x - hx <= x1 and y + hy >= y0 and y - hy <= y1:
+            out.append(c.id)
+    return sorted(out)

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from _support import ids_reaching
 
 from inscope.acquisition.simulated.config import SimConfig
 from inscope.acquisition.simulated.specimen import (
@@ -214,14 +215,8 @@ def test_lookups_find_exactly_the_cells_whose_box_reaches_the_rectangle():
         for _ in range(40):
             x0, y0 = rng.uniform(-520, 400, 2)
             x1, y1 = x0 + rng.uniform(1, 150), y0 + rng.uniform(1, 150)
-            want = []
-            for c in every:
-                x, y = c.position(t)
-                hx, hy = c.half_extent_um()
-                if x + hx >= x0 and x - hx <= x1 and y + hy >= y0 and y - hy <= y1:
-                    want.append(c.id)
             got = [c.id for c in spec.cells_near(x0, y0, x1, y1, t)]
-            assert got == sorted(want)
+            assert got == ids_reaching(every, x0, y0, x1, y1, t)
             n_found += len(got)
             inside = [c.id for c in every if c.labelled
                       and x0 <= c.position(t)[0] <= x1 and y0 <= c.position(t)[1] <= y1]

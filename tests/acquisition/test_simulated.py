@@ -8,6 +8,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from _support import ids_reaching
 
 from inscope.acquisition import MoveRefused
 from inscope.acquisition.simulated import (
@@ -386,15 +387,9 @@ def test_cells_near_finds_every_object_that_reaches_the_field_however_late(speed
             cx, cy = rng.uniform(-800, 800, 2)
             w = rng.uniform(20, 250)
             x0, y0, x1, y1 = cx - w, cy - w, cx + w, cy + w
-            want = []
-            for cells in tiles:
-                for c in cells:
-                    x, y = c.position(t)
-                    hx, hy = c.half_extent_um()
-                    if x + hx >= x0 and x - hx <= x1 and y + hy >= y0 and y - hy <= y1:
-                        want.append(c.id)
             got = [c.id for c in sp.cells_near(x0, y0, x1, y1, t)]
-            assert got == sorted(want)
+            assert got == ids_reaching([c for cells in tiles for c in cells], x0, y0, x1,
+                                       y1, t)
             found += len(got)
     assert found > 0
 
