@@ -289,6 +289,22 @@ def affine_from_mm(vec: list[float] | None, pixel_size_um: float) -> np.ndarray:
     return m
 
 
+def affine_from_core(get_affine: Any, pixel_size_um: float | None) -> np.ndarray:
+    """The pixel -> stage map (2x2 µm per pixel) of a core's current pixel-size
+    configuration, read with *get_affine* (``core.get_pixel_size_affine``, or
+    pymmcore-plus's ``mmc.getPixelSizeAffine``; a pymmcore tuple or a bridged Java
+    vector). A camera mounted rotated or mirrored is calibrated in Micro-Manager as this
+    affine; a core that cannot give one (an old core), or an uncalibrated one, means the
+    pixel size alone (:func:`affine_from_mm`); an unset pixel size (0) reads as 1 µm."""
+    try:
+        vec: list[float] | None = _as_list(get_affine())
+    except Exception as e:  # noqa: BLE001 - old cores without affine support
+        log.debug("no pixel-size affine from the core (%s); from the pixel size", e)
+        vec = None
+    px = pixel_size_um if pixel_size_um and pixel_size_um > 0 else 1.0
+    return affine_from_mm(vec, px)
+
+
 class MicroManagerMicroscope(BaseMicroscope):
     """A Micro-Manager core (GUI bridge or headless) as an inscope :class:`Microscope`.
 
@@ -479,12 +495,7 @@ class MicroManagerMicroscope(BaseMicroscope):
         return float(self.core.get_pixel_size_um()) > 0
 
     def _native_affine(self) -> np.ndarray:
-        try:
-            vec = _as_list(self.core.get_pixel_size_affine())
-        except Exception as e:  # noqa: BLE001 - old cores without affine support
-            log.debug("no pixel-size affine from the core (%s); from the pixel size", e)
-            vec = None
-        return affine_from_mm(vec, self.pixel_size_um)
+        return affine_from_core(self.core.get_pixel_size_affine, self.pixel_size_um)
 
     def _frame_context(self) -> tuple[float, np.ndarray, dict[str, Any]]:
         px = self.pixel_size_um

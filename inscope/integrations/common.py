@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +12,7 @@ from inscope.acquisition.frame import Frame, StagePosition, colour_to_grey
 from inscope.acquisition.mm_tags import position_from_tags
 from inscope.schema import detections_message
 
-log = logging.getLogger(__name__)
-
-__all__ = ["METADATA_KEY", "Detected", "core_affine", "detect_image", "position_from_tags"]
+__all__ = ["METADATA_KEY", "Detected", "detect_image", "position_from_tags"]
 
 #: Metadata key under which the boxes are stored in an image's metadata.
 METADATA_KEY = "inscope"
@@ -46,28 +43,6 @@ class Detected:
         """Stage positions (µm) that centre each box (empty without a stage position)."""
         return [tuple(d["center_um"]) for d in self.record["detections"]
                 if d["center_um"] is not None]
-
-
-def core_affine(get_affine: Callable[[], Any], pixel_size_um: float | None
-                ) -> np.ndarray | None:
-    """The pixel -> stage map (2x2 µm per pixel) of Micro-Manager's current pixel-size
-    configuration, from *get_affine* (e.g. ``mmc.getPixelSizeAffine`` or pycromanager's
-    ``core.get_pixel_size_affine``), or None if the core cannot say.
-
-    A camera mounted rotated or mirrored is calibrated in Micro-Manager as this affine;
-    without it every box's stage position (and every follow-up's stage move) would be
-    rotated about the image centre. An uncalibrated (identity) affine means the pixel
-    size alone, as in :func:`inscope.acquisition.micromanager.affine_from_mm`.
-    """
-    from inscope.acquisition.micromanager import _as_list, affine_from_mm
-
-    try:
-        vec = _as_list(get_affine())
-    except Exception as e:  # noqa: BLE001 - an old core without affines: the pixel size
-        log.debug("no pixel-size affine from the core: %s", e)
-        return None
-    px = pixel_size_um if pixel_size_um and pixel_size_um > 0 else 1.0
-    return affine_from_mm(vec, px)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

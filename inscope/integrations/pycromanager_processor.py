@@ -32,13 +32,8 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.frame import StagePosition
-from inscope.integrations.common import (
-    METADATA_KEY,
-    Detected,
-    core_affine,
-    detect_image,
-    position_from_tags,
-)
+from inscope.acquisition.micromanager import affine_from_core
+from inscope.integrations.common import METADATA_KEY, Detected, detect_image, position_from_tags
 
 log = logging.getLogger(__name__)
 
@@ -147,22 +142,22 @@ class DetectionProcessor:
         return pos
 
     def __call__(self, image: np.ndarray, metadata: dict, event_queue: Any = None):
+        axes = dict(metadata.get("Axes") or {})
+        key = _axes_key(axes)
         with self._lock:
             index = self._count
             self._count += 1
-        axes = dict(metadata.get("Axes") or {})
-        with self._lock:
-            key = _axes_key(axes)
-            follow_up_image = FOLLOW_UP_AXIS in axes or self._follow_up_axes.get(key, 0) > 0
-            if self._follow_up_axes.get(key, 0) > 0:
-                self._follow_up_axes[key] -= 1
+            queued = self._follow_up_axes.get(key, 0)
+            if queued:
+                self._follow_up_axes[key] = queued - 1
+        follow_up_image = FOLLOW_UP_AXIS in axes or queued > 0
         new: list[dict] = []
         try:
             px = metadata.get("PixelSize_um", 1.0) or 1.0
             affine = self.affine
             if affine is None and self.core is not None:
                 # the core's calibrated pixel -> stage map (a rotated camera)
-                affine = core_affine(self.core.get_pixel_size_affine, px)
+                affine = affine_from_core(self.core.get_pixel_size_affine, px)
             det = detect_image(self.detector, image, index=index,
                                position=self._position(metadata), pixel_size_um=px,
                                affine=affine)

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from inscope.acquisition.frame import StagePosition
-from inscope.integrations.common import Detected, core_affine, detect_image
+from inscope.acquisition.micromanager import affine_from_core
+from inscope.integrations.common import Detected, detect_image
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class FrameDetector:
         affine = self.affine
         if affine is None and self._mmc is not None:
             # the core's calibrated pixel -> stage map (a rotated camera)
-            affine = core_affine(lambda: self._mmc.getPixelSizeAffine(True), px)
+            affine = affine_from_core(lambda: self._mmc.getPixelSizeAffine(True), px)
         det = detect_image(self.detector, img, index=self._count, position=pos,
                            pixel_size_um=px, affine=affine)
         self._count += 1
@@ -243,11 +244,12 @@ def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
     finally:
         handler.disconnect()
     if late[0]:
+        unrun = q.qsize()
         raise AdaptiveTimeout(
             f"The adaptive MDA ran past timeout_s={timeout_s:g} s and was stopped with "
-            f"{q.qsize()} queued events not run; the frames taken are in this error's "
+            f"{unrun} queued events not run; the frames taken are in this error's "
             "`results`. Raise timeout_s or queue fewer follow-ups (max_cells).",
-            handler.results, q.qsize())
+            handler.results, unrun)
     return handler.results
 
 
