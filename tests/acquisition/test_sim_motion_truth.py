@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from _support import light_centroid
 
 from inscope.acquisition.frame import STAMP_READY
 from inscope.acquisition.simulated import motion
@@ -151,14 +152,6 @@ _STILL = dict(seed=0, realtime=False, read_noise_e=0.0, background_photons_per_m
               texture=0.0, subpixel=True, xy_quantum_um=0.0, z_quantum_um=0.0)
 
 
-def _centroid(img):
-    img = img.astype(np.float64)
-    img = img - np.median(img)
-    img[img < 0.05 * img.max()] = 0
-    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
-    return np.array([(xx * img).sum(), (yy * img).sum()]) / img.sum()
-
-
 @pytest.mark.parametrize("rotation, flip, want", [
     # the image content moves by -A^-1 (d, 0) for a stage move d along x: against the
     # stage unrotated; along +y with the camera turned +90 degrees; with it, mirrored
@@ -172,9 +165,9 @@ def test_the_camera_turns_and_mirrors_the_stage_moves_as_configured(rotation, fl
     cfg = SimConfig(**_STILL, camera_rotation_deg=rotation, camera_flip_x=flip)
     s = SimulatedMicroscope(cfg, specimen=Specimen.from_cells(
         [Cell(1, 0.0, 0.0, 6.0, 5.0, 0.3, 1.0)], cfg))
-    a = _centroid(s.snap().pixels)
+    a = light_centroid(s.snap().pixels.astype(float) - cfg.offset)
     s.move_xy(6.5, 0.0)  # 10 pixels of 0.65 µm
-    b = _centroid(s.snap().pixels)
+    b = light_centroid(s.snap().pixels.astype(float) - cfg.offset)
     np.testing.assert_allclose((b - a) / 10.0, want, atol=0.01)
     p = cfg.pixel_size_um
     th = np.radians(rotation)

@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from _support import ids_reaching
+from _support import ids_reaching, light_centroid
 
 from inscope.acquisition import MoveRefused
 from inscope.acquisition.simulated import (
@@ -283,12 +283,6 @@ def test_kinds_are_varied():
     assert not math.isnan(float(np.mean(sizes)))
 
 
-def _centroid(img: np.ndarray) -> np.ndarray:
-    w = np.where(img > 0.05 * img.max(), img, 0.0)
-    yy, xx = np.mgrid[0:w.shape[0], 0:w.shape[1]]
-    return np.array([(w * xx).sum(), (w * yy).sum()]) / w.sum()
-
-
 @pytest.mark.parametrize("rotation", [0.0, 30.0])
 def test_nuclei_follow_sub_pixel_stage_moves(rotation):
     """Before: sprites were pasted at the nearest whole pixel, so the image stood still
@@ -302,7 +296,7 @@ def test_nuclei_follow_sub_pixel_stage_moves(rotation):
     for dx, dy in [(0.0, 0.0), (0.1, 0.0), (0.2, -0.13), (0.325, 0.05), (0.5, 0.29)]:
         s.move_xy(dx, dy)
         f = s.snap()
-        c = _centroid(f.pixels.astype(float) - cfg.offset)
+        c = light_centroid(f.pixels.astype(float) - cfg.offset)
         # the true map (a rotated camera's frames carry the nominal one until calibrated)
         truth = np.linalg.inv(s.true_affine) @ (np.array([0.37, -0.21]) - [dx, dy]) + 256
         assert np.hypot(*(c - truth)) < 0.05, (dx, dy, c - truth)
