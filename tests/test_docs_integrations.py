@@ -34,7 +34,8 @@ def test_each_integration_fits_in_15_lines():
 
 @pytest.mark.parametrize("section", ["pymmcore-plus", "pycro-manager"])
 def test_block_runs_as_written(section, tmp_path):
-    code = next(v[0] for k, v in _blocks().items() if k.startswith(section))
+    # a section's later blocks continue its first (the same session)
+    code = "\n".join(next(v for k, v in _blocks().items() if k.startswith(section)))
     # pymmcore-plus's queue-fed MDA with DemoCamera aborts at interpreter exit in ~1 of 3
     # runs ("FATAL: exception not rethrown"), also without inscope (its documented
     # event-driven pattern alone); the block's work is done by then: leave at once.
@@ -43,6 +44,8 @@ def test_block_runs_as_written(section, tmp_path):
                        timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "box_px" in r.stdout and "center_um" in r.stdout
+    if section == "pymmcore-plus":  # run_adaptive's, then start_adaptive's frames
+        assert len(re.findall(r"^\d+ frames", r.stdout, re.M)) == 2
     if section == "pycro-manager":
         n = int(re.search(r"\] (\d+) follow-ups", r.stdout).group(1))
         assert n == 12  # 2 time points x 2 cells x 3 planes

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -188,7 +189,8 @@ def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
     whichever signal backend the core uses: with a Qt application running (napari-
     micromanager, pymmcore-widgets) pymmcore-plus's MDA signals are Qt signals, which
     deliver a frame emitted in another thread later, on the Qt thread; a runner thread
-    would then have run out of events before any follow-up was queued.
+    would then have run out of events before any follow-up was queued. From a GUI's
+    button, where blocking would freeze the window, use :func:`start_adaptive`.
 
     The sequence ends by itself when the runner asks for the next event and none is
     queued (an event the engine skips, or one that yields no image, cannot keep it
@@ -203,61 +205,261 @@ def run_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
     (``index["cam"]``); every frame is detected, and follow-ups come from the frames of
     camera *follow_up_camera* only, so each event starts them once.
     """
-    q: queue.Queue = queue.Queue()
-    first = list(events)
-    if not first:
+    run = AdaptiveRun(mmc, detector, events, follow_up, affine=affine, timeout_s=timeout_s,
+                      follow_up_camera=follow_up_camera, handler_wait_s=0.0)
+    if not run._first:
         return []
-    if mmc.mda.is_running():
-        raise RuntimeError("Another MDA is running on this core: wait for it to end "
-                           "(or cancel it) before starting an adaptive one.")
+    run._prepare()
+    run._drive()
+    return run._outcome()
 
-    def on_result(res: FrameResult) -> None:
-        if (res.event.metadata or {}).get(FOLLOW_UP_KEY):
-            return
-        if int(dict(res.event.index or {}).get("cam", 0)) != follow_up_camera:
-            return
+
+def start_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
+                   follow_up: Callable[[FrameResult], Sequence[Any]], *,
+                   affine: np.ndarray | None = None, timeout_s: float = 600.0,
+                   follow_up_camera: int = 0, handler_wait_s: float = 10.0) -> AdaptiveRun:
+    """:func:`run_adaptive` without blocking: the MDA runs in a thread of its own and
+    this returns at once with an :class:`AdaptiveRun` (``done()``, ``results`` as they
+    come, ``wait()``, ``cancel()``). For a GUI's button (napari-micromanager, pymmcore-
+    widgets), whose window must keep drawing while the stage moves.
+
+    Under a Qt application the frames' handlers (detection and the follow-up rule) run
+    later, on the Qt thread, while the runner goes on; so when the queue is empty the
+    runner waits for the first-round frames it has started to be handled before it
+    decides the run is over: up to *handler_wait_s* after the last handled frame (an
+    event that gives no image costs that long at the end). ``wait()`` called on the Qt
+    thread keeps Qt's events flowing while it waits; a GUI would rather poll ``done()``
+    or listen to ``mmc.mda.events.sequenceFinished``, which arrives after every frame.
+    """
+    run = AdaptiveRun(mmc, detector, events, follow_up, affine=affine, timeout_s=timeout_s,
+                      follow_up_camera=follow_up_camera, handler_wait_s=handler_wait_s)
+    run._start()
+    return run
+
+
+#: ``MDAEvent.metadata`` key numbering the events of a threaded adaptive run (how the
+#: runner knows which of them still wait for their frames' handler)
+_EVENT_KEY = "inscope_event"
+
+
+class AdaptiveRun:
+    """An adaptive MDA under way (:func:`start_adaptive`) or run (:func:`run_adaptive`).
+
+    :attr:`results` grows as frames are handled (one :class:`FrameResult` per frame,
+    follow-ups included).
+    """
+
+    def __init__(self, mmc: Any, detector: Any, events: Iterable[Any],
+                 follow_up: Callable[[FrameResult], Sequence[Any]], *,
+                 affine: np.ndarray | None, timeout_s: float, follow_up_camera: int,
+                 handler_wait_s: float) -> None:
+        self._mmc = mmc
+        self._follow_up = follow_up
+        self._follow_up_camera = int(follow_up_camera)
+        self._timeout_s = float(timeout_s)
+        self._handler_wait_s = float(handler_wait_s)
+        self._first = [_as_event(e) for e in events]
+        self._queue: queue.Queue = queue.Queue()
+        self._cond = threading.Condition()
+        # events started whose frames are not all handled yet: number -> frames to come
+        self._pending: dict[int, int] = {}
+        self._track = self._handler_wait_s > 0  # threaded: handlers may run later
+        self._cameras = 1
+        self._started = 0
+        self._progress = time.monotonic()  # when a frame was last handled
+        self._late = False
+        self._cancelled = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._handler = FrameDetector(detector, affine=affine, on_detections=self._on_result)
+        self._deadline = 0.0
+
+    @property
+    def results(self) -> list[FrameResult]:
+        return self._handler.results
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def done(self) -> bool:
+        """True once the MDA has ended (or never started)."""
+        return self._thread is None or not self._thread.is_alive()
+
+    def cancel(self) -> None:
+        """Start no further event and cancel the one under way (``mmc.mda.cancel``)."""
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+        if not self.done():
+            self._mmc.mda.cancel()
+
+    def wait(self, timeout: float | None = None) -> list[FrameResult]:
+        """Wait for the run to end and return :attr:`results`; raises what the run
+        raised (:class:`AdaptiveTimeout` past its *timeout_s*), or ``TimeoutError`` if
+        it is still running after *timeout* s. On the Qt application's thread, Qt's
+        events are processed meanwhile (they carry the frames to their handlers)."""
+        end = None if timeout is None else time.monotonic() + float(timeout)
+        pump = _qt_event_pump(self._mmc)
+        while not self.done():
+            if end is not None and time.monotonic() >= end:
+                raise TimeoutError(f"the adaptive MDA is still running after {timeout:g} s "
+                                   "(wait longer, or cancel() it)")
+            if pump is not None:
+                pump()
+            assert self._thread is not None
+            self._thread.join(0.01 if pump is not None else 0.1)
+        if pump is not None:
+            pump()  # frames the runner emitted last
+        return self._outcome()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_free(self) -> None:
+        if self._mmc.mda.is_running():
+            raise RuntimeError("Another MDA is running on this core: wait for it to end "
+                               "(or cancel it) before starting an adaptive one.")
+
+    def _prepare(self) -> None:
+        """Queue the first round and connect the handler, in the caller's thread: a Qt
+        signal delivers to a plain function in the thread it was connected from."""
+        self._check_free()
+        try:  # a Multi Camera's event gives a frame per physical camera
+            self._cameras = max(1, int(self._mmc.getNumberOfCameraChannels()))
+        except Exception:  # noqa: BLE001 - a core without the call: one camera
+            self._cameras = 1
+        self._deadline = time.monotonic() + self._timeout_s
+        for e in self._first:
+            self._queue.put(e)
+        self._handler.connect(self._mmc)
+
+    def _drive(self) -> None:
+        """Run the MDA in this thread; the handler is disconnected when it ends."""
         try:
-            new = list(follow_up(res))
-        except Exception as e:  # noqa: BLE001 - one frame's rule; the run goes on
-            log.exception("follow-up rule failed on the frame of %s", res.event)
-            res.follow_up_error = f"{type(e).__name__}: {e}"
+            self._mmc.mda.run(self._feed())
+        finally:
+            self._handler.disconnect()
+
+    def _start(self) -> None:
+        if not self._first:
             return
-        for event in new:
-            q.put(_as_follow_up(event))
+        self._prepare()
 
-    deadline = time.monotonic() + timeout_s
-    late = [False]
+        def body() -> None:
+            try:
+                self._drive()
+            except BaseException as e:  # noqa: BLE001 - handed to wait()
+                log.exception("the adaptive MDA failed")
+                self._error = e
 
-    def feed() -> Iterator[Any]:
-        while not q.empty():
-            if time.monotonic() > deadline:
-                late[0] = True
+        self._thread = threading.Thread(target=body, name="inscope-adaptive-mda",
+                                        daemon=True)
+        self._thread.start()
+
+    def _on_result(self, res: FrameResult) -> None:
+        meta = res.event.metadata or {}
+        try:
+            if meta.get(FOLLOW_UP_KEY):
                 return
-            yield q.get_nowait()
+            if int(dict(res.event.index or {}).get("cam", 0)) != self._follow_up_camera:
+                return
+            try:
+                new = list(self._follow_up(res))
+            except Exception as e:  # noqa: BLE001 - one frame's rule; the run goes on
+                log.exception("follow-up rule failed on the frame of %s", res.event)
+                res.follow_up_error = f"{type(e).__name__}: {e}"
+                return
+            for event in new:
+                self._queue.put(_as_follow_up(event))
+        finally:
+            with self._cond:
+                self._progress = time.monotonic()
+                key = meta.get(_EVENT_KEY)
+                if key in self._pending:
+                    self._pending[key] -= 1
+                    if self._pending[key] <= 0:
+                        del self._pending[key]
+                self._cond.notify_all()
 
-    handler = FrameDetector(detector, affine=affine, on_detections=on_result)
-    handler.connect(mmc)
+    def _feed(self) -> Iterator[Any]:
+        while True:
+            if self._cancelled:
+                return
+            if time.monotonic() > self._deadline:
+                self._late = True
+                return
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                if not self._await_handlers():
+                    return
+                continue
+            if self._track:
+                key = self._started
+                event = event.model_copy(
+                    update={"metadata": {**(event.metadata or {}), _EVENT_KEY: key}})
+                with self._cond:
+                    self._pending[key] = self._cameras
+                    self._progress = time.monotonic()
+            self._started += 1
+            yield event
+
+    def _await_handlers(self) -> bool:
+        """With the queue empty: wait for the frames of the events started to be
+        handled (a first-round frame's rule may queue follow-ups, and a frame handled
+        after the run would miss the core); True if there is something to run again."""
+        with self._cond:
+            while self._pending and self._queue.empty() and not self._cancelled:
+                now = time.monotonic()
+                left = min(self._progress + self._handler_wait_s, self._deadline) - now
+                if left <= 0:
+                    if now <= self._deadline:
+                        log.warning("no frame handled for %g s: the adaptive MDA ends "
+                                    "with %d events' frames not handled (an event that "
+                                    "gave no image, or a Qt event loop that is not "
+                                    "running)", self._handler_wait_s, len(self._pending))
+                    break
+                self._cond.wait(left)
+        return not self._queue.empty()
+
+    def _outcome(self) -> list[FrameResult]:
+        if self._error is not None:
+            raise self._error
+        if self._late:
+            unrun = self._queue.qsize()
+            raise AdaptiveTimeout(
+                f"The adaptive MDA ran past timeout_s={self._timeout_s:g} s and was "
+                f"stopped with {unrun} queued events not run; the frames taken are in "
+                "this error's `results`. Raise timeout_s or queue fewer follow-ups "
+                "(max_cells).", self.results, unrun)
+        return self.results
+
+
+def _qt_event_pump(mmc: Any) -> Callable[[], Any] | None:
+    """``QCoreApplication.processEvents`` when *mmc*'s MDA signals are Qt's and this is
+    the Qt application's thread (where those signals are delivered), else None."""
+    if not type(mmc.mda.events).__name__.startswith("Q"):
+        return None
     try:
-        for e in first:
-            q.put(e)
-        mmc.mda.run(feed())
-    finally:
-        handler.disconnect()
-    if late[0]:
-        unrun = q.qsize()
-        raise AdaptiveTimeout(
-            f"The adaptive MDA ran past timeout_s={timeout_s:g} s and was stopped with "
-            f"{unrun} queued events not run; the frames taken are in this error's "
-            "`results`. Raise timeout_s or queue fewer follow-ups (max_cells).",
-            handler.results, unrun)
-    return handler.results
+        from qtpy.QtCore import QCoreApplication, QThread
+    except ImportError:
+        return None
+    app = QCoreApplication.instance()
+    if app is None or QThread.currentThread() is not app.thread():
+        return None
+    return QCoreApplication.processEvents
+
+
+def _as_event(event: Any) -> Any:
+    """*event* as a ``useq.MDAEvent`` (a dict is converted)."""
+    import useq
+
+    return event if isinstance(event, useq.MDAEvent) else useq.MDAEvent(**dict(event))
 
 
 def _as_follow_up(event: Any) -> Any:
     """*event* as a ``useq.MDAEvent`` marked as a follow-up (a dict is converted)."""
-    import useq
-
-    ev = event if isinstance(event, useq.MDAEvent) else useq.MDAEvent(**dict(event))
+    ev = _as_event(event)
     if (ev.metadata or {}).get(FOLLOW_UP_KEY):
         return ev
     return ev.model_copy(update={"metadata": {**(ev.metadata or {}), FOLLOW_UP_KEY: True}})

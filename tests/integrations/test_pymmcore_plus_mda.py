@@ -4,6 +4,7 @@ the classical detector on DemoCamera's fluorescent beads (1 pixel per µm at 10X
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -14,6 +15,7 @@ from inscope.integrations.pymmcore_plus_mda import (
     FOLLOW_UP_KEY,
     FrameDetector,
     run_adaptive,
+    start_adaptive,
     zstack_at_cells,
 )
 
@@ -233,13 +235,11 @@ def test_boxes_follow_the_cores_calibrated_pixel_affine(core):
         core.setPixelSizeAffine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
-def test_follow_ups_run_when_the_cores_mda_signals_are_qt():
-    """napari-micromanager and pymmcore-widgets create their core with a Qt application
-    running, which gives it Qt MDA signals: a frame emitted in a runner thread would
-    reach the handler later, on the Qt thread. The adaptive run is driven in the
-    caller's thread, so each frame's follow-ups are queued before the next event."""
+@contextlib.contextmanager
+def _qt_core():
+    """A demo core created with a Qt application running, as napari-micromanager and
+    pymmcore-widgets create theirs: its MDA signals are Qt's (offscreen platform)."""
     import mm_test_adapters
-    import useq
     from pymmcore_plus import CMMCorePlus
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -257,13 +257,48 @@ def test_follow_ups_run_when_the_cores_mda_signals_are_qt():
         qcore.setProperty("Camera", "Mode", "Fluorescent Beads")
         qcore.setConfig("Objective", "10X")
         qcore.setExposure(5.0)
+        yield qcore
+    finally:
+        qcore.unloadAllDevices()
+
+
+def test_follow_ups_run_when_the_cores_mda_signals_are_qt():
+    """napari-micromanager and pymmcore-widgets create their core with a Qt application
+    running, which gives it Qt MDA signals: a frame emitted in a runner thread would
+    reach the handler later, on the Qt thread. The adaptive run is driven in the
+    caller's thread, so each frame's follow-ups are queued before the next event."""
+    import useq
+
+    with _qt_core() as qcore:
         results = run_adaptive(qcore, load_detector("classical"),
                                [useq.MDAEvent(index={"t": 0})],
                                zstack_at_cells([-1.0, 1.0], max_cells=2), timeout_s=120)
         assert len(results) == 5
         assert sum(bool(r.event.metadata.get(FOLLOW_UP_KEY)) for r in results) == 4
-    finally:
-        qcore.unloadAllDevices()
+
+
+def test_a_gui_starts_an_adaptive_run_without_blocking_and_gets_every_follow_up():
+    """From a GUI's button: the MDA runs in its own thread while the Qt thread handles
+    the frames (Qt signals deliver there, after the runner has moved on). The runner
+    waits for the handlers before it calls the run over, so the follow-ups of the first
+    frame are still taken and the last frames are still detected with the core's map."""
+    import useq
+
+    with _qt_core() as qcore:
+        run = start_adaptive(qcore, load_detector("classical"),
+                             [useq.MDAEvent(index={"t": 0}), useq.MDAEvent(index={"t": 1})],
+                             zstack_at_cells([-1.0, 1.0], max_cells=2), timeout_s=120)
+        results = run.wait(timeout=120)  # on the Qt thread: Qt's events keep flowing
+        assert run.done() and not run.cancelled
+        assert len(results) == 10
+        follow = [r for r in results if r.event.metadata.get(FOLLOW_UP_KEY)]
+        assert len(follow) == 8
+        # each follow-up frame is centred on a bead the first round found
+        for r in follow:
+            c = np.array([d["center_px"] for d in r.record["detections"]])
+            assert np.min(np.hypot(c[:, 0] - 256, c[:, 1] - 256)) < 5.0
+        assert all(r.record["affine_um_per_px"] is not None for r in results)
+        assert not qcore.mda.is_running()
 
 
 def test_a_run_past_its_time_stops_starting_events_and_keeps_its_frames(core):
@@ -287,3 +322,59 @@ def test_a_run_past_its_time_stops_starting_events_and_keeps_its_frames(core):
     assert not core.mda.is_running()
     assert len(run_adaptive(core, load_detector("classical"), [useq.MDAEvent()],
                             zstack_at_cells([0.0], max_cells=1))) == 2
+
+
+def test_an_adaptive_run_started_in_its_thread_returns_at_once_and_ends_like_the_blocking_one(
+        core):
+    import useq
+
+    events = [useq.MDAEvent(index={"t": 0}, x_pos=0.0, y_pos=0.0, z_pos=0.0)]
+    rule = zstack_at_cells([-1.0, 0.0, 1.0], max_cells=2)
+    blocking = run_adaptive(core, load_detector("classical"), events, rule, timeout_s=120)
+    run = start_adaptive(core, load_detector("classical"), events,
+                         zstack_at_cells([-1.0, 0.0, 1.0], max_cells=2), timeout_s=120)
+    with pytest.raises(RuntimeError, match="Another MDA is running"):
+        start_adaptive(core, load_detector("classical"), events, rule)
+    got = run.wait(timeout=120)
+    assert len(got) == len(blocking) == 7
+    assert [r.event.index for r in got] == [r.event.index for r in blocking]
+    assert [r.record["stage_um"] for r in got] == [r.record["stage_um"] for r in blocking]
+
+
+def test_a_started_adaptive_run_can_be_cancelled_and_keeps_its_frames(core):
+    import time as _time
+
+    import useq
+
+    def slow(res):
+        _time.sleep(0.3)
+        return zstack_at_cells([-2.0, -1.0, 0.0, 1.0, 2.0], max_cells=3)(res)
+
+    run = start_adaptive(core, load_detector("classical"),
+                         [useq.MDAEvent(index={"t": 0})], slow, timeout_s=120)
+    deadline = _time.monotonic() + 60
+    while not run.results and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    run.cancel()
+    got = run.wait(timeout=60)
+    assert run.cancelled and run.done()
+    assert 1 <= len(got) < 16  # 1 + 3 cells x 5 planes had it not been cancelled
+    assert not core.mda.is_running()
+
+
+def test_a_started_run_past_its_time_raises_on_wait_with_its_frames(core):
+    import time as _time
+
+    import useq
+
+    from inscope.integrations.pymmcore_plus_mda import AdaptiveTimeout
+
+    def slow(res):
+        _time.sleep(0.6)
+        return zstack_at_cells([-1.0, 0.0, 1.0], max_cells=1)(res)
+
+    run = start_adaptive(core, load_detector("classical"), [useq.MDAEvent(index={"t": 0})],
+                         slow, timeout_s=0.3)
+    with pytest.raises(AdaptiveTimeout, match="3 queued events not run") as err:
+        run.wait(timeout=60)
+    assert err.value.unrun == 3 and len(err.value.results) == 1
