@@ -86,6 +86,9 @@ class Service:
     notes: list[str] = field(default_factory=list)
     authenticator: Authenticator | None = None  # when CURVE is on
     provenance: dict[str, Any] | None = None  # set when the run starts
+    #: the ZMQ context of a CURVE service's sockets (its own: the authenticator governs
+    #: every socket of a context), ended on close; None: the process's shared context
+    context: Any = None
 
     def close(self) -> None:
         self.pipeline.stop()
@@ -93,6 +96,8 @@ class Service:
             self.server.stop()
         if self.authenticator is not None:
             self.authenticator.stop()
+        _end_context(self.context)
+        self.context = None
         for obj in (self.detector, self.scope):
             try:
                 obj.close()
@@ -178,7 +183,8 @@ def build_service(cfg: Config, *, say: Callable[[str], object] = print,
         server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port, context=ctx,
                                curve=curve)
         server.failed.connect(pipeline.hold_stage)
-    svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth)
+    svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth,
+                  context=ctx)
     # Bind sockets now so a port clash is reported before anything runs.
     try:
         if pub is not None:
@@ -190,10 +196,21 @@ def build_service(cfg: Config, *, say: Callable[[str], object] = print,
             server.stop()
         if auth is not None:
             auth.stop()
+        if pub is not None:
+            pub.close()
+        _end_context(ctx)
         detector.close()
         scope.close()
         raise
     return svc
+
+
+def _end_context(ctx: Any) -> None:
+    """End a service's own ZMQ context: its I/O thread would otherwise outlive the
+    service in a long-lived process (a notebook building services in turn). Its sockets
+    are closed by then; linger 0 so one left open cannot hang the close."""
+    if ctx is not None and not ctx.closed:
+        ctx.destroy(linger=0)
 
 
 def _open_with_fallback(pub: PubOutput, what: str, fallback: bool,
