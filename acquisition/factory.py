@@ -169,7 +169,7 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
         from inscope.acquisition.replay import ReplayMicroscope
 
         _check_options(name, options, {"path", "fps", "loop", "channel", "pixel_size_um"})
-        if "path" not in options or options["path"] is None:
+        if options.get("path") in (None, ""):  # "" would open the working folder
             raise TypeError("The replay backend needs path=<file> (CLI: --file PATH).")
         path = options.pop("path")
         return ReplayMicroscope(path, limits=lim, dry_run=dry_run, **options)

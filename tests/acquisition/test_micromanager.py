@@ -324,6 +324,25 @@ def test_factory_headless_and_options(mm_scope):
         open_microscope("headless", sectioning="phase contrast")
 
 
+def test_factory_headless_config_names(mm_scope, caplog):
+    """``mm_config`` names the Micro-Manager config; ``config`` (its name before) still
+    works with a warning, and where both are given ``mm_config`` wins."""
+    from inscope.acquisition.factory import open_microscope
+    from inscope.acquisition.micromanager import DEFAULT_CONFIG, headless_config
+
+    with caplog.at_level("WARNING", logger="inscope"):
+        scope = open_microscope("headless", mm_config=DEFAULT_CONFIG, exposure_ms=3.0)
+    assert scope.core is mm_scope.core and not caplog.records
+    assert headless_config().endswith(DEFAULT_CONFIG)
+    with caplog.at_level("WARNING", logger="inscope"):
+        open_microscope("headless", config=DEFAULT_CONFIG, exposure_ms=3.0)
+    assert "backend option 'config' is deprecated; use 'mm_config'" in caplog.text
+    assert headless_config().endswith(DEFAULT_CONFIG)
+    with pytest.raises(Exception, match="nope.cfg"):  # mm_config wins over config
+        open_microscope("headless", config=DEFAULT_CONFIG, mm_config="nope.cfg")
+    assert headless_config().endswith(DEFAULT_CONFIG)  # the core keeps its config
+
+
 def test_cli_stream_headless(mm_scope, capsys):
     from inscope.cli import main
 
