@@ -251,8 +251,8 @@ def session_spinning(session: Any) -> Spinning:
 def session_options(threads: int | None, spinning: bool | str | None = None):
     """The ``onnxruntime.SessionOptions`` every inscope session is made with: all graph
     optimisations, *threads* intra-op threads (and one inter-op), the *spinning* mode
-    (:func:`spinning_mode`), warnings only. Benchmarks use it too, so they time the
-    service's own sessions."""
+    (:func:`spinning_mode`), errors only (severity 3: ORT's warnings stay quiet).
+    Benchmarks use it too, so they time the service's own sessions."""
     import onnxruntime as ort
 
     mode = spinning_mode(spinning)
