@@ -63,9 +63,6 @@ def _options(args: argparse.Namespace) -> dict:
         opts = {"port": args.port, "exposure_ms": args.exposure_ms,
                 "camera_properties": props}
     elif args.backend == "replay":
-        if not args.file:
-            raise SystemExit("inscope stream --backend replay needs --file PATH "
-                             "(TIFF/OME-TIFF stack, NDTiff folder or video).")
         opts = {"path": args.file, "fps": args.fps, "loop": args.loop}
     else:
         opts = {}
@@ -73,6 +70,9 @@ def _options(args: argparse.Namespace) -> dict:
 
     opts = {k: v for k, v in opts.items() if v is not None}
     opts.update(parse_options(getattr(args, "option", None)))
+    if args.backend == "replay" and not opts.get("path"):  # --file or -o path= (as `run`)
+        raise SystemExit("inscope stream --backend replay needs --file PATH "
+                         "(TIFF/OME-TIFF stack, NDTiff folder or video).")
     return opts
 
 

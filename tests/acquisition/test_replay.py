@@ -202,6 +202,12 @@ def test_cli_stream_replay(tmp_path, stack, capsys):
     assert "replay:cli.ome.tif" in out and "fps" in out and "p99" in out
     assert main(["stream", "--backend", "replay", "--file", str(tmp_path / "x.tif")]) == 1
     assert "Replay file not found" in capsys.readouterr().err
+    # the file as a backend option, as every other subcommand takes it
+    assert main(["stream", "--backend", "replay", "-o", f"path={path}", "-o", "fps=100",
+                 "--frames", "3"]) == 0
+    assert "replay:cli.ome.tif: 3 frames" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="needs --file PATH"):
+        main(["stream", "--backend", "replay", "-o", "path="])
 
 
 def test_factory_sim_options_limits_dry_run():
