@@ -219,9 +219,10 @@ def start_adaptive(mmc: Any, detector: Any, events: Iterable[Any],
                    affine: np.ndarray | None = None, timeout_s: float = 600.0,
                    follow_up_camera: int = 0, handler_wait_s: float = 10.0) -> AdaptiveRun:
     """:func:`run_adaptive` without blocking: the MDA runs in a thread of its own and
-    this returns at once with an :class:`AdaptiveRun` (``done()``, ``results`` as they
-    come, ``wait()``, ``cancel()``). For a GUI's button (napari-micromanager, pymmcore-
-    widgets), whose window must keep drawing while the stage moves.
+    this returns as soon as the core is acquiring, with an :class:`AdaptiveRun`
+    (``done()``, ``results`` as they come, ``wait()``, ``cancel()``). For a GUI's button
+    (napari-micromanager, pymmcore-widgets), whose window must keep drawing while the
+    stage moves.
 
     Under a Qt application the frames' handlers (detection and the follow-up rule) run
     later, on the Qt thread, while the runner goes on; so when the queue is empty the
@@ -355,6 +356,12 @@ class AdaptiveRun:
         self._thread = threading.Thread(target=body, name="inscope-adaptive-mda",
                                         daemon=True)
         self._thread.start()
+        # return once the core says it is acquiring (or the run is already over), so a
+        # caller's next MDA on this core is refused rather than raced
+        until = time.monotonic() + 5.0
+        while (self._thread.is_alive() and not self._mmc.mda.is_running()
+               and time.monotonic() < until):
+            time.sleep(0.001)
 
     def _on_result(self, res: FrameResult) -> None:
         meta = res.event.metadata or {}
