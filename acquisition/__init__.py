@@ -8,6 +8,7 @@ Backends: :mod:`inscope.acquisition.simulated` (virtual specimen with ground tru
 
 from inscope.acquisition.errors import (
     AcquisitionError,
+    BackendOptionError,
     DeviceError,
     MicroscopeUnavailable,
     MoveRefused,
@@ -20,6 +21,7 @@ from inscope.acquisition.stream import FrameStream, NewestSlot
 __all__ = [
     "STAMP_READY",
     "AcquisitionError",
+    "BackendOptionError",
     "BaseMicroscope",
     "DeviceError",
     "Frame",

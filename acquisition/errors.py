@@ -15,6 +15,14 @@ class MicroscopeUnavailable(AcquisitionError):
     """The microscope (Micro-Manager, a file, a device) cannot be reached or opened."""
 
 
+class BackendOptionError(MicroscopeUnavailable, TypeError):
+    """A backend was given an option it does not take, or lacks one it needs.
+
+    A :class:`MicroscopeUnavailable`, so every command reports it in one line; also a
+    ``TypeError``, as a wrong keyword argument to a function is.
+    """
+
+
 class DeviceError(AcquisitionError):
     """A device (camera, stage, focus drive) reported an error while in use."""
 

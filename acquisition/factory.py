@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from inscope.acquisition.errors import BackendOptionError
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.safety import MoveGuard, SoftLimits
 from inscope.enums import Backend
@@ -92,7 +93,7 @@ def _limits(limits: SoftLimits | Mapping | None) -> SoftLimits | None:
 def _check_options(backend: str, options: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = set(options) - allowed
     if unknown:
-        raise TypeError(
+        raise BackendOptionError(
             f"Unknown option(s) {sorted(unknown)} for backend {backend!r}; allowed: "
             f"{sorted(allowed)}."
         )
@@ -170,20 +171,20 @@ def open_microscope(backend: str = Backend.SIM, *, limits: SoftLimits | Mapping 
 
         _check_options(name, options, {"path", "fps", "loop", "channel", "pixel_size_um"})
         if options.get("path") in (None, ""):  # "" would open the working folder
-            raise TypeError("The replay backend needs path=<file> (CLI: --file PATH).")
+            raise BackendOptionError(
+                "The replay backend needs path=<file> (CLI: --file PATH).")
         path = options.pop("path")
         return ReplayMicroscope(path, limits=lim, dry_run=dry_run, **options)
     if name == Backend.SLIDE:
-        from inscope.acquisition.errors import MicroscopeUnavailable
         from inscope.acquisition.slide import SLIDE_OPTIONS, SlideMicroscope
 
         unknown = sorted(set(options) - set(SLIDE_OPTIONS))
         if unknown:
-            raise MicroscopeUnavailable(
+            raise BackendOptionError(
                 f"Unknown option(s) {unknown} for backend 'slide'; allowed: "
                 f"{', '.join(SLIDE_OPTIONS)} (e.g. -o path=cells.npz -o pixel_size_um=0.65).")
         if options.get("path") in (None, ""):
-            raise MicroscopeUnavailable(
+            raise BackendOptionError(
                 "The slide backend needs a file: -o path=FILE (npz with image=(Y, X) or "
                 "(Z, Y, X), TIFF / OME-TIFF, or an NDTiff folder).")
         path = options.pop("path")

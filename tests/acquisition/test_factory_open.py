@@ -176,3 +176,31 @@ def test_the_headless_backend_checks_its_options_before_starting_a_core():
         "Unknown option(s) ['port', 'timeout_ms'] for backend 'headless'; allowed: "
         "['attach_running', 'camera_properties', 'config', 'exposure_ms', 'mm_config', "
         "'mm_dir', 'poll_s', 'position_refresh_s', 'sectioning'].")
+
+
+@pytest.mark.parametrize("argv", [
+    ["stream", "--backend", "sim", "--frames", "1"],
+    ["run", "--backend", "sim", "--frames", "1", "--no-zmq", "--no-progress"],
+    ["calibrate", "--backend", "sim"],
+    ["scan", "--backend", "sim", "--region", "0", "0", "50", "50"],
+])
+def test_every_command_that_opens_a_microscope_reports_a_mistyped_option_in_one_line(
+        argv, tmp_path, capsys):
+    """A typo in ``-o`` is the user's, not a crash: one line naming the option and what
+    the backend takes (calibrate, scan and stream printed a TypeError traceback)."""
+    from inscope.cli import main
+
+    out = ["--out", str(tmp_path / "out")] if argv[0] in ("calibrate", "scan") else []
+    assert main([*argv, *out, "-o", "zoom=2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Unknown option(s) ['zoom'] for backend 'sim'; allowed: [")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_option_error_is_both_a_type_error_and_an_acquisition_error():
+    from inscope.acquisition import AcquisitionError, BackendOptionError
+
+    with pytest.raises(BackendOptionError) as e:
+        open_microscope("sim", zoom=2)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, AcquisitionError)
