@@ -58,8 +58,9 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None,
           mm: dict | None = None):
     from inscope.acquisition.factory import open_microscope
 
+    options = dict(options or {})  # -o KEY=VALUE: the user's, over the defaults below
     if backend == "slide":
-        slide_opts = {"exposure_ms": exposure_ms, **(options or {})}
+        slide_opts = {"exposure_ms": exposure_ms, **options}
         return open_microscope("slide", **slide_opts)  # a bad file or option: one clear error
     if backend == "sim":
         try:
@@ -73,10 +74,10 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None,
             opts["exposure_ms"] = exposure_ms
         if "seed" in names:
             opts["seed"] = 0
-        return open_microscope("sim", **opts)
+        return open_microscope("sim", **{**opts, **options})
     mm = {k: v for k, v in (mm or {}).items() if v}
-    if mm:  # the user's own Micro-Manager: its camera as configured, errors are errors
-        return open_microscope("headless", exposure_ms=exposure_ms, **mm)
+    if mm or options:  # the user's own Micro-Manager or settings: errors are errors
+        return open_microscope("headless", **{"exposure_ms": exposure_ms, **mm, **options})
     try:
         return open_microscope("headless", exposure_ms=exposure_ms,
                                camera_properties={"Mode": "Fluorescent Beads",
@@ -134,8 +135,11 @@ def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
 
     snaps: list = []
     user_cb = p.on_result
+    shape: list[int] = []
 
     def on_result(r) -> None:
+        if not shape:  # the frame size the latencies are for
+            shape.extend(int(v) for v in r.frame.shape[:2])
         # the last frame's snapshot is taken in the detect thread, while every thread of
         # the loop is still alive (once the run ends they are gone from /proc)
         if p.max_frames is not None and p.processed >= p.max_frames and len(snaps) == 1:
@@ -159,7 +163,9 @@ def _measure(p: Pipeline, scope, warmup_frames: int = 5) -> tuple[dict, dict]:
     if len(snaps) == 1:
         snaps.append(cputime.snapshot(others()))
     a, b = snaps[0], snaps[1]
-    return p.summary(), cputime.usage(a, b)
+    summary = p.summary()
+    summary["frame_shape"] = shape or None  # [height, width] of the frames detected
+    return summary, cputime.usage(a, b)
 
 
 def run_config(scope, detector, frames: int, mode: str = Mode.STEER,
@@ -233,9 +239,9 @@ def _result(s: dict, cpu: dict) -> dict:
     """One configuration's report from its run summary and CPU usage."""
     pub = s["outputs"].get("zmq-pub", {})
     res = {
-        "microscope": s["microscope"], "detector": s["detector"],
-        "mode": s["control"].get("mode"), "frames": s["frames"], "acquired": s["acquired"],
-        "dropped": s["dropped"],
+        "microscope": s["microscope"], "frame_shape": s.get("frame_shape"),
+        "detector": s["detector"], "mode": s["control"].get("mode"), "frames": s["frames"],
+        "acquired": s["acquired"], "dropped": s["dropped"],
         "drop_fraction": round(s["dropped"] / s["acquired"], 4) if s["acquired"] else None,
         "processed_fraction": round(1 - s["dropped"] / s["acquired"], 4)
         if s["acquired"] else None,
@@ -399,6 +405,9 @@ def main(args: argparse.Namespace) -> int:
     except AcquisitionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if options and "demo" in backends:
+        say("note: --backend demo runs the demo's own configuration; the -o options go to "
+            "the other backends only.")
     for b in backends:
         if b == "demo":
             for res, recs in run_demo(args.frames, models, say, tuple(args.spinning or ())):
@@ -408,7 +417,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             mm = {"mm_config": getattr(args, "mm_config", None),
                   "mm_dir": getattr(args, "mm_dir", None)}
-            scope = _open(b, args.exposure_ms, say, options if b == "slide" else None, mm)
+            scope = _open(b, args.exposure_ms, say, options, mm)
         except AcquisitionError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -101,3 +101,23 @@ def test_bench_says_when_the_detector_ran_on_resized_frames(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "note: inscope-nuclei on slide ran on frames enlarged" in out, out
     assert "note: classical" not in out
+
+
+def test_bench_opens_the_simulator_with_the_options_given_and_records_the_frame_size(
+        tmp_path, capsys):
+    """``-o`` reaches every backend the bench opens (it went to the slide only: a
+    simulator asked for 128 x 96 frames was timed at its default 512 x 512), and each
+    result says what frame size its latencies are for."""
+    args = build_parser().parse_args(
+        ["bench", "--frames", "10", "--backend", "sim", "-o", "shape=[128, 96]",
+         "--model", "classical", "--no-plots", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    (r,) = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert r["frame_shape"] == [128, 96]
+    args = build_parser().parse_args(
+        ["bench", "--frames", "10", "--backend", "sim", "-o", "zoom=2",
+         "--model", "classical", "--no-plots", "--out", str(tmp_path / "b")])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Unknown option(s) ['zoom'] for backend 'sim'; allowed: [")
+    assert len(err.splitlines()) == 1

@@ -166,6 +166,7 @@ HINTS_ALL: dict[str, tuple[str, ...]] = {
     "inscope/curve.py": ("run", "demo"),
     "inscope/overlay.py": ("run",),
     "inscope/service.py": ("run", "demo"),
+    "inscope/bench.py": ("bench",),
     "inscope/eyepiece.py": ("calibrate-eyepiece",),
     "inscope/eyepiece_fit.py": ("calibrate-eyepiece",),
     "inscope/eyepiece_cli.py": ("calibrate-eyepiece",),
