@@ -92,10 +92,17 @@ def add_exposure_argument(p, *, default: float | None = None, what: str = "",
         deprecated_alias(p, "--exposure", a)
 
 
+class _Parser(argparse.ArgumentParser):
+    """The ``inscope`` parser; :attr:`commands` keeps each subcommand's parser, whose
+    usage an error about that subcommand's arguments shows."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from inscope import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="inscope",
         description="Microscope-inline real-time cell detection: frames from Micro-Manager "
         "(or a simulated microscope), boxes in milliseconds, stage and focus steered, "
@@ -104,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add = sub.add_parser
+    parser.commands = {}
 
-    def add_parser(*a, **kw):  # every subcommand's --help shows its defaults
+    def add_parser(name, *a, **kw):  # every subcommand's --help shows its defaults
         kw.setdefault("formatter_class", DefaultsHelpFormatter)
-        return add(*a, **kw)
+        parser.commands[name] = p = add(name, *a, **kw)
+        return p
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
     for mod_name in COMMAND_MODULES:
@@ -117,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # shown with the subcommand's usage (argparse shows the top-level one)
+        cmd = getattr(parser, "commands", {}).get(getattr(args, "command", None), parser)
+        cmd.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -98,3 +98,27 @@ def test_demo_seconds_alone_sets_the_length(tmp_path, capsys):
     assert "0.5 s" in header and "frames" not in header, header
     s = json.loads((out / "summary.json").read_text())
     assert s["stop_reason"] == "seconds"
+
+
+@pytest.mark.parametrize("argv,shown", [
+    (["eval", "--data", "cells.npz"], "inscope eval"),  # eval takes its data as is
+    (["run", "--frame", "5", "--nonsense"], "inscope run"),
+    (["keys", "init", "k", "--bogus"], "inscope keys"),
+])
+def test_an_unknown_flag_is_shown_with_its_subcommands_usage(argv, shown, capsys):
+    """argparse reports an unknown flag with the top-level usage (``inscope [-h]
+    [--version] COMMAND ...``), which tells a user nothing about the flags the
+    subcommand does take."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {shown} ")
+    assert f"{shown}: error: unrecognized arguments: " in err
+    assert "--nonsense" in err or "--data" in err or "--bogus" in err
+
+
+def test_an_unknown_flag_before_any_subcommand_shows_the_top_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["--bogus"])
+    assert capsys.readouterr().err.startswith("usage: inscope [-h]")
