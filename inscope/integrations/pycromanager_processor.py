@@ -97,14 +97,21 @@ class DetectionProcessor:
         2x2 µm-per-pixel map (a calibration's); default: the pixel-size affine of
         *core*'s current pixel configuration (a camera mounted rotated, as calibrated
         in Micro-Manager), else the tags' pixel size x identity.
+    follow_up_camera
+        Behind a Micro-Manager "Multi Camera" each event gives one image per physical
+        camera (tag ``CameraChannelIndex``), all with the event's axes: every image is
+        detected, follow-ups come from this camera's image only (so each event starts
+        them once), and an event counts as done when this camera's image is seen.
     """
 
     def __init__(self, detector: Any, *, follow_up: FollowUp | None = None,
-                 core: Any = None, affine: np.ndarray | None = None) -> None:
+                 core: Any = None, affine: np.ndarray | None = None,
+                 follow_up_camera: int = 0) -> None:
         self.detector = detector
         self.follow_up = follow_up
         self.core = core
         self.affine = affine
+        self.follow_up_camera = int(follow_up_camera)
         self.results: list[dict[str, Any]] = []
         self.follow_up_events = 0
         self._lock = threading.Lock()
@@ -112,13 +119,18 @@ class DetectionProcessor:
         self._armed = False
         self._queue: Any = None
         self._count = 0
-        # the axes of every follow-up event queued and not yet imaged: their images
-        # never start follow-ups (a rule's own axis names need not include "cell")
-        self._follow_up_axes: dict[tuple, int] = {}
+        # the axes of every follow-up event queued: their images (one per camera) never
+        # start follow-ups (a rule's own axis names need not include "cell")
+        self._follow_up_axes: set[tuple] = set()
 
     def acquire(self, acq: Any, events: dict | Sequence[dict]) -> None:
         """Submit *events* to *acq* and end it once they and their follow-ups are done."""
         events = [events] if isinstance(events, dict) else list(events)
+        cameras = _cameras(self.core)
+        if cameras is not None and not 0 <= self.follow_up_camera < cameras:
+            raise ValueError(f"follow_up_camera={self.follow_up_camera}, but the core has "
+                             f"{cameras} camera(s): give 0"
+                             + (f" to {cameras - 1}." if cameras > 1 else "."))
         with self._lock:
             self._pending += len(events)
             self._armed = True
@@ -144,13 +156,13 @@ class DetectionProcessor:
     def __call__(self, image: np.ndarray, metadata: dict, event_queue: Any = None):
         axes = dict(metadata.get("Axes") or {})
         key = _axes_key(axes)
+        # the one image of its event that starts follow-ups and counts the event done
+        # (the others are the same event's images from the other cameras)
+        counted = int(metadata.get("CameraChannelIndex") or 0) == self.follow_up_camera
         with self._lock:
             index = self._count
             self._count += 1
-            queued = self._follow_up_axes.get(key, 0)
-            if queued:
-                self._follow_up_axes[key] = queued - 1
-        follow_up_image = FOLLOW_UP_AXIS in axes or queued > 0
+            follow_up_image = FOLLOW_UP_AXIS in axes or key in self._follow_up_axes
         new: list[dict] = []
         try:
             px = metadata.get("PixelSize_um", 1.0) or 1.0
@@ -162,7 +174,7 @@ class DetectionProcessor:
                                position=self._position(metadata), pixel_size_um=px,
                                affine=affine)
             record: dict[str, Any] = det.record
-            if self.follow_up is not None and not follow_up_image:
+            if self.follow_up is not None and counted and not follow_up_image:
                 try:
                     new = [dict(e) for e in self.follow_up(det, metadata)]
                 except Exception as e:  # noqa: BLE001 - the image and the run go on
@@ -176,16 +188,27 @@ class DetectionProcessor:
         queue = event_queue if event_queue is not None else self._queue
         with self._lock:
             for event in new:
-                k = _axes_key(dict(event.get("axes") or {}))
-                self._follow_up_axes[k] = self._follow_up_axes.get(k, 0) + 1
-            self._pending += len(new) - 1
+                self._follow_up_axes.add(_axes_key(dict(event.get("axes") or {})))
+            self._pending += len(new) - (1 if counted else 0)
             self.follow_up_events += len(new)
-            done = self._armed and self._pending <= 0
+            done = self._armed and counted and self._pending <= 0
         if new and queue is not None:
             queue.put(new)
         if done and queue is not None:
             queue.put(None)  # pycro-manager's "no more events"
         return image, metadata
+
+
+def _cameras(core: Any) -> int | None:
+    """How many images each event gives (a Multi Camera's physical cameras), if *core*
+    can say."""
+    if core is None:
+        return None
+    try:
+        return max(1, int(core.get_number_of_camera_channels()))
+    except Exception as e:  # noqa: BLE001 - a core without the call: not checked
+        log.debug("number of camera channels unknown: %s", e)
+        return None
 
 
 def _axes_key(axes: Mapping[str, Any]) -> tuple:

@@ -169,3 +169,91 @@ def test_boxes_follow_the_cores_calibrated_pixel_affine(beads, mm_core):
     d = rec["detections"][0]
     assert d["center_um"][0] == pytest.approx(d["center_px"][1] - 256, abs=0.01)
     assert d["center_um"][1] == pytest.approx(-(d["center_px"][0] - 256), abs=0.01)
+
+
+#: Micro-Manager's "Multi Camera" (Utilities adapter) over two DemoCameras with beads
+MULTI_CAMERA_CFG = """\
+Property,Core,Initialize,0
+Device,Cam1,DemoCamera,DCam
+Device,Cam2,DemoCamera,DCam
+Device,Multi,Utilities,Multi Camera
+Device,DHub,DemoCamera,DHub
+Device,XY,DemoCamera,DXYStage
+Device,Z,DemoCamera,DStage
+Parent,Cam1,DHub
+Parent,Cam2,DHub
+Parent,XY,DHub
+Parent,Z,DHub
+Property,Core,Initialize,1
+ConfigGroup,System,Startup,Multi,Physical Camera 1,Cam1
+ConfigGroup,System,Startup,Multi,Physical Camera 2,Cam2
+ConfigGroup,System,Startup,Cam1,PixelType,16bit
+ConfigGroup,System,Startup,Cam2,PixelType,16bit
+ConfigGroup,System,Startup,Cam1,Mode,Fluorescent Beads
+ConfigGroup,System,Startup,Cam2,Mode,Fluorescent Beads
+Property,Core,Camera,Multi
+Property,Core,Focus,Z
+Property,Core,XYStage,XY
+"""
+
+#: run in a fresh process (pycro-manager's engine starts once per process, and this
+#: session's has the demo configuration): one event, a 2-plane stack at one cell
+MULTI_CAMERA_RUN = """\
+import json, os, sys, mm_test_adapters
+from pycromanager import Acquisition, Core, start_headless
+from inscope.detector import load_detector
+from inscope.integrations.pycromanager_processor import DetectionProcessor, zstack_at_cells
+start_headless(str(mm_test_adapters.device_adapter_path()), sys.argv[1], python_backend=True)
+core = Core()
+core.set_exposure(5.0)
+calls = []
+def bounded(det, md):  # a run that would loop ends anyway (and the count says so)
+    calls.append(md.get("CameraChannelIndex"))
+    return rule(det, md) if len(calls) <= 4 else []
+out = {"cameras": core.get_number_of_camera_channels()}
+for cam in (0, 1):
+    calls.clear()
+    rule = zstack_at_cells([-1.0, 1.0], max_cells=1, axis="site")  # the rule's own axis
+    proc = DetectionProcessor(load_detector("classical"), core=core, follow_up=bounded,
+                              follow_up_camera=cam)
+    acq = Acquisition(directory=None, image_process_fn=proc)
+    proc.acquire(acq, [{"axes": {"time": 0}}])
+    acq.await_completion()
+    out[cam] = {"images": [r["axes"] for r in proc.results], "rule_cameras": list(calls),
+                "found": [r["inscope"]["n"] for r in proc.results]}
+try:
+    DetectionProcessor(load_detector("classical"), core=core, follow_up=rule,
+                       follow_up_camera=2).acquire(None, [{"axes": {"time": 0}}])
+except ValueError as e:
+    out["refused"] = str(e)
+print("RESULT " + json.dumps(out))
+sys.stdout.flush()
+os._exit(0)  # pycro-manager's engine threads: leave at once (see test_docs_integrations)
+"""
+
+
+def test_a_multi_camera_event_starts_its_follow_ups_once(tmp_path):
+    """Behind a Multi Camera each event gives an image per camera, with the same axes:
+    each image started the follow-ups (the cell's stack taken twice), and with a rule's
+    own axis name the second camera's image of a follow-up event was not known as one
+    and started more (an acquisition without end). Follow-ups now come from one camera's
+    image, and a follow-up event's images are all known by its axes."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "multi.cfg"
+    cfg.write_text(MULTI_CAMERA_CFG)
+    r = subprocess.run([sys.executable, "-c", MULTI_CAMERA_RUN, str(cfg)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.split("RESULT ", 1)[1])
+    assert out["cameras"] == 2
+    for cam in ("0", "1"):
+        run = out[cam]
+        assert run["rule_cameras"] == [int(cam)]  # one rule call, on that camera's image
+        # 1 event + 1 cell x 2 planes, each on 2 cameras
+        assert len(run["images"]) == 6 and all(n > 0 for n in run["found"])
+        assert sorted((a.get("site", -1), a.get("z", -1)) for a in run["images"]) == [
+            (-1, -1), (-1, -1), (0, 0), (0, 0), (0, 1), (0, 1)]
+    assert out["refused"] == "follow_up_camera=2, but the core has 2 camera(s): give 0 to 1."
