@@ -156,3 +156,55 @@ def test_only_a_gpu_session_loads_the_cuda_libraries(monkeypatch):
     create_session(DEFAULT_MODEL, "auto")
     assert "result" in providers._PRELOADED
     assert "libcublas" in (providers._PRELOADED["result"] or "")
+
+
+def test_linux_keeps_its_cache_in_the_home_folder_whatever_windows_variables_say(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv("INSCOPE_TRT_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "wine"))  # e.g. under Wine tools
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert trt_cache_dir() == tmp_path / "home" / ".cache" / "inscope" / "tensorrt"
+
+
+@pytest.mark.skipif(not GPU_BUILD, reason="needs onnxruntime-gpu (TensorRT is tried)")
+def test_trying_tensorrt_makes_its_cache_folder_with_its_parents(tmp_path, monkeypatch):
+    cache = tmp_path / "a" / "b" / "engines"
+    monkeypatch.setenv("INSCOPE_TRT_CACHE", str(cache))
+    assert create_session(DEFAULT_MODEL, "auto")[1] == "cpu"
+    assert cache.is_dir()
+
+
+def test_a_file_onnx_runtime_cannot_read_is_one_error_naming_the_file_and_the_fix(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    for provider in ("cpu", "auto"):
+        with pytest.raises((ValueError, RuntimeError)) as e:
+            create_session(bad, provider)
+        msg = str(e.value)
+        if provider == "cpu":
+            assert isinstance(e.value, ValueError)
+            assert msg.startswith(f"ONNX Runtime cannot load {bad}: ")
+            assert msg.endswith("Check that the file is a valid ONNX model (re-export it) "
+                                "and that its opset is supported.")
+        else:
+            assert str(bad) in msg
+
+
+@pytest.mark.skipif(not GPU_BUILD, reason="needs onnxruntime-gpu")
+def test_the_cuda_libraries_are_looked_for_once_per_process(monkeypatch):
+    """Each detector built (a benchmark builds dozens) would otherwise search the disk
+    for the CUDA libraries again (ORT's ``preload_dlls``)."""
+    calls = []
+    real = ort.preload_dlls
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ort, "preload_dlls", counting)
+    monkeypatch.setattr(providers, "_PRELOADED", {})
+    first = providers.preload_gpu_libraries()
+    assert providers.preload_gpu_libraries() == first
+    create_session(DEFAULT_MODEL, "auto")
+    assert len(calls) == 1
