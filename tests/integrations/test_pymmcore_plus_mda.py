@@ -282,13 +282,22 @@ def test_a_gui_starts_an_adaptive_run_without_blocking_and_gets_every_follow_up(
     the frames (Qt signals deliver there, after the runner has moved on). The runner
     waits for the handlers before it calls the run over, so the follow-ups of the first
     frame are still taken and the last frames are still detected with the core's map."""
+    import time as _time
+
     import useq
 
     with _qt_core() as qcore:
         run = start_adaptive(qcore, load_detector("classical"),
                              [useq.MDAEvent(index={"t": 0}), useq.MDAEvent(index={"t": 1})],
-                             zstack_at_cells([-1.0, 1.0], max_cells=2), timeout_s=120)
-        results = run.wait(timeout=120)  # on the Qt thread: Qt's events keep flowing
+                             zstack_at_cells([-1.0, 1.0], max_cells=2), timeout_s=120,
+                             handler_wait_s=60)
+        # the GUI is busy for a moment: the runner has taken both first-round frames and
+        # found its queue empty long before their handlers run
+        _time.sleep(0.5)
+        assert not run.results and not run.done()
+        # on the Qt thread, Qt's events keep flowing; it ends as soon as the last frame
+        # is handled, not after handler_wait_s
+        results = run.wait(timeout=30)
         assert run.done() and not run.cancelled
         assert len(results) == 10
         follow = [r for r in results if r.event.metadata.get(FOLLOW_UP_KEY)]
@@ -378,3 +387,174 @@ def test_a_started_run_past_its_time_raises_on_wait_with_its_frames(core):
     with pytest.raises(AdaptiveTimeout, match="3 queued events not run") as err:
         run.wait(timeout=60)
     assert err.value.unrun == 3 and len(err.value.results) == 1
+
+
+# -- the frameReady handler's parts, called as pymmcore-plus calls it ----------------------
+def test_where_a_frame_was_taken_metadata_first_then_the_event_then_the_core(core):
+    """pymmcore-plus's engine puts the stage position in each frame's metadata; another
+    engine (or a custom one) may not: then the event's commanded position, and with
+    neither the connected core's position."""
+    import useq
+
+    img = core.snap()
+    h = FrameDetector(load_detector("classical"))
+    ev = useq.MDAEvent(x_pos=10.0, y_pos=20.0, z_pos=3.0)
+    rec = h.frameReady(img, ev, {"position": {"x": 1.0, "y": 2.0, "z": 0.5}}).record
+    assert rec["stage_um"] == {"x": 1.0, "y": 2.0, "z": 0.5}
+    assert h.frameReady(img, ev, {}).record["stage_um"] == {"x": 10.0, "y": 20.0, "z": 3.0}
+    assert h.frameReady(img, ev, None).record["stage_um"] == {"x": 10.0, "y": 20.0,
+                                                              "z": 3.0}
+    # a position without z: the event's z; an event without z: 0
+    assert h.frameReady(img, ev, {"position": {"x": 1.0, "y": 2.0}}).record["stage_um"] == \
+        {"x": 1.0, "y": 2.0, "z": 3.0}
+    assert h.frameReady(img, useq.MDAEvent(x_pos=4.0, y_pos=5.0), {}).record["stage_um"] == \
+        {"x": 4.0, "y": 5.0, "z": 0.0}
+    # only x known: no position (pixel boxes only), unless a core says where it is
+    assert h.frameReady(img, useq.MDAEvent(x_pos=4.0), {}).record["stage_um"] is None
+    core.setXYPosition(-12.0, 7.0)
+    core.setPosition(1.5)
+    core.waitForSystem()
+    h.connect(core)
+    try:
+        rec = h.frameReady(img, useq.MDAEvent(), {}).record
+    finally:
+        h.disconnect()
+    assert rec["stage_um"] == pytest.approx({"x": -12.0, "y": 7.0, "z": 1.5}, abs=0.05)
+
+
+def test_the_frames_pixel_size_maps_its_boxes_when_no_core_calibration_is_known(core):
+    import useq
+
+    img = core.snap()
+    h = FrameDetector(load_detector("classical"))  # not connected: no core affine
+    ev = useq.MDAEvent(x_pos=10.0, y_pos=20.0)
+    rec = h.frameReady(img, ev, {"pixel_size_um": 0.5}).record
+    assert rec["pixel_size_um"] == 0.5
+    d = rec["detections"][0]
+    assert d["center_um"][0] == pytest.approx(10.0 + 0.5 * (d["center_px"][0] - 256), abs=0.01)
+    assert d["center_um"][1] == pytest.approx(20.0 + 0.5 * (d["center_px"][1] - 256), abs=0.01)
+    assert h.frameReady(img, ev, {}).record["pixel_size_um"] == 1.0  # none given: 1 µm
+
+
+def test_the_handler_numbers_frames_and_keeps_the_newest(core):
+    import useq
+
+    img = core.snap()
+    seen = []
+    h = FrameDetector(load_detector("classical"), keep=2, on_detections=seen.append)
+    for _ in range(3):
+        h.frameReady(img, useq.MDAEvent(x_pos=0.0, y_pos=0.0), {})
+    assert [r.detected.frame.index for r in seen] == [0, 1, 2]
+    assert [r.detected.frame.index for r in h.results] == [1, 2]  # at most `keep`
+
+
+def test_the_zstack_rule_takes_the_best_cells_at_or_above_its_score(core):
+    import useq
+
+    img = core.snap()
+    res = FrameDetector(load_detector("classical")).frameReady(
+        img, useq.MDAEvent(x_pos=0.0, y_pos=0.0, z_pos=1.0), {})
+    cells = sorted(res.record["detections"], key=lambda d: -d["score"])
+    assert len(cells) > 4
+    events = zstack_at_cells([-1.0, 1.0])(res)  # default: the 3 best cells
+    assert len(events) == 6
+    for k, cell in enumerate(cells[:3]):
+        for e in events[2 * k: 2 * k + 2]:
+            assert (e.x_pos, e.y_pos) == pytest.approx(tuple(cell["center_um"]))
+            assert e.metadata[FOLLOW_UP_KEY] is True
+            assert e.metadata["cell_center_px"] == cell["center_px"]
+            assert e.metadata["cell_box_px"] == cell["box_px"]
+        assert [e.z_pos for e in events[2 * k: 2 * k + 2]] == [0.0, 2.0]
+    # a score floor: cells below it get none, a cell exactly at it does
+    floor = cells[2]["score"]
+    n_at_or_above = sum(d["score"] >= floor for d in cells)
+    events = zstack_at_cells([0.0], max_cells=100, min_score=floor)(res)
+    assert len(events) == n_at_or_above
+    # each call numbers its cells on from the last
+    rule = zstack_at_cells([0.0], max_cells=1)
+    assert [rule(res)[0].index["p"] for _ in range(3)] == [0, 1, 2]
+
+
+def test_a_started_run_is_acquiring_when_start_returns_and_wait_can_time_out(core):
+    import time as _time
+
+    import useq
+
+    def slow(res):
+        _time.sleep(0.4)
+        return zstack_at_cells([0.0], max_cells=1)(res)
+
+    run = start_adaptive(core, load_detector("classical"), [useq.MDAEvent(index={"t": 0})],
+                         slow, timeout_s=120)
+    assert core.mda.is_running() and not run.done()
+    with pytest.raises(TimeoutError) as e:
+        run.wait(timeout=0.05)
+    assert str(e.value) == ("the adaptive MDA is still running after 0.05 s (wait longer, "
+                            "or cancel() it)")
+    assert len(run.wait(timeout=60)) == 2
+
+
+def test_a_gui_that_never_handles_the_frames_does_not_hang_the_run(caplog):
+    """Qt signals with no Qt event loop running (a script without app.exec, a blocked
+    GUI): no frame ever reaches the handler. The runner waits handler_wait_s after its
+    last event, says why in a warning, and ends."""
+    import time as _time
+
+    import useq
+
+    with _qt_core() as qcore, caplog.at_level(
+            "WARNING", logger="inscope.integrations.pymmcore_plus_mda"):
+        t0 = _time.monotonic()
+        run = start_adaptive(qcore, load_detector("classical"),
+                             [useq.MDAEvent(index={"t": 0})],
+                             zstack_at_cells([0.0], max_cells=1), handler_wait_s=0.5)
+        run._thread.join(30)  # (not wait(): that would run Qt's events)
+        took = _time.monotonic() - t0
+        assert run.done() and not run.results
+        assert 0.5 <= took < 20
+        assert "no frame handled for 0.5 s: the adaptive MDA ends with 1 events' frames " \
+               "not handled" in caplog.text
+        assert not qcore.mda.is_running()
+
+
+def test_a_gui_started_multi_camera_run_handles_every_cameras_frame():
+    """Under Qt each of a Multi Camera's frames reaches the handler later; the runner
+    counts the frames of each event (one per camera) before it calls the run over."""
+    import mm_test_adapters
+    import useq
+    from pymmcore_plus import CMMCorePlus
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])  # kept: the core sees it
+    assert app is not None
+    c = CMMCorePlus()
+    try:
+        c.setDeviceAdapterSearchPaths([str(mm_test_adapters.device_adapter_path())])
+        for label in ("Cam1", "Cam2"):
+            c.loadDevice(label, "DemoCamera", "DCam")
+        c.loadDevice("Multi", "Utilities", "Multi Camera")
+        c.loadDevice("DHub", "DemoCamera", "DHub")
+        c.loadDevice("XY", "DemoCamera", "DXYStage")
+        c.loadDevice("Z", "DemoCamera", "DStage")
+        c.loadDevice("Shutter", "DemoCamera", "DShutter")
+        c.initializeAllDevices()
+        for i, label in enumerate(("Cam1", "Cam2"), 1):
+            c.setProperty(label, "PixelType", "16bit")
+            c.setProperty(label, "Mode", "Fluorescent Beads")
+            c.setProperty("Multi", f"Physical Camera {i}", label)
+        c.setCameraDevice("Multi")
+        c.setXYStageDevice("XY")
+        c.setFocusDevice("Z")
+        c.setShutterDevice("Shutter")
+        c.setExposure(5.0)
+        assert type(c.mda.events).__name__ == "QMDASignaler"
+        run = start_adaptive(c, load_detector("classical"), [useq.MDAEvent(index={"t": 0})],
+                             zstack_at_cells([-1.0, 1.0], max_cells=1), handler_wait_s=60)
+        results = run.wait(timeout=30)
+        # one event and one cell's 2-plane stack, each on 2 cameras
+        assert sorted(r.event.index.get("cam") for r in results) == [0, 0, 0, 1, 1, 1]
+        assert sum(bool(r.event.metadata.get(FOLLOW_UP_KEY)) for r in results) == 4
+    finally:
+        c.unloadAllDevices()
