@@ -257,3 +257,120 @@ def test_a_multi_camera_event_starts_its_follow_ups_once(tmp_path):
         assert sorted((a.get("site", -1), a.get("z", -1)) for a in run["images"]) == [
             (-1, -1), (-1, -1), (0, 0), (0, 0), (0, 1), (0, 1)]
     assert out["refused"] == "follow_up_camera=2, but the core has 2 camera(s): give 0 to 1."
+
+
+# -- in this process, on the shared demo core ----------------------------------------------
+def test_every_time_point_gets_its_follow_ups_before_the_acquisition_ends(beads, mm_core):
+    """Two first-round events, each starting a 2-plane stack at its best cell: the
+    processor ends the acquisition only once both stacks are queued and imaged."""
+    from pycromanager import Acquisition
+
+    proc = DetectionProcessor(load_detector("classical"), core=mm_core,
+                              follow_up=zstack_at_cells([-1.0, 1.0], max_cells=1))
+    acq = Acquisition(directory=None, image_process_fn=proc)
+    proc.acquire(acq, [{"axes": {"time": 0}}, {"axes": {"time": 1}}])
+    acq.await_completion()
+    axes = sorted((a.get("time"), a.get("cell", -1), a.get("z", -1))
+                  for a in (r["axes"] for r in proc.results))
+    # each stack carries its parent's time point (and not its z), one cell number each
+    assert axes == [(0, -1, -1), (0, 0, 0), (0, 0, 1), (1, -1, -1), (1, 1, 0), (1, 1, 1)]
+    assert proc.follow_up_events == 4
+
+
+def test_without_a_core_the_tags_pixel_size_maps_the_boxes(beads, mm_core):
+    """No core given (nothing to read a calibration from): the image tags' pixel size
+    (0.5 µm with the demo's 20X) maps pixels to the stage; a given affine wins."""
+    from pycromanager import Acquisition
+
+    mm_core.set_config("Objective", "20X")
+    mm_core.wait_for_config("Objective", "20X")
+    try:
+        plain = DetectionProcessor(load_detector("classical"))
+        given = DetectionProcessor(load_detector("classical"), affine=np.eye(2) * 2.0)
+        for proc in (plain, given):
+            with Acquisition(directory=None, image_process_fn=proc) as acq:
+                acq.acquire({"axes": {"time": 0}, "x": 5.0, "y": -5.0})
+    finally:
+        mm_core.set_config("Objective", "10X")
+        mm_core.wait_for_config("Objective", "10X")
+    for proc, scale in ((plain, 0.5), (given, 2.0)):
+        rec = proc.results[0]["inscope"]
+        assert rec["pixel_size_um"] == 0.5
+        d = rec["detections"][0]
+        x0, y0 = rec["stage_um"]["x"], rec["stage_um"]["y"]
+        assert d["center_um"][0] == pytest.approx(x0 + scale * (d["center_px"][0] - 256),
+                                                  abs=0.01)
+        assert d["center_um"][1] == pytest.approx(y0 + scale * (d["center_px"][1] - 256),
+                                                  abs=0.01)
+
+
+def test_called_directly_on_tags_without_z_the_core_gives_the_focus(beads, mm_core):
+    """An image whose tags say where the stage was in x and y but not z (an event that
+    did not move the focus): z comes from the core; with no core, 0."""
+    img = beads.snap().pixels
+    mm_core.set_position(2.5)
+    mm_core.wait_for_system()
+    tags = {"Axes": {"time": 0}, "XPosition_um_Intended": 3.0,
+            "YPosition_um_Intended": -4.0, "PixelSize_um": 1.0}
+    _, md = DetectionProcessor(load_detector("classical"), core=mm_core)(img, dict(tags))
+    assert md["inscope"]["stage_um"] == pytest.approx({"x": 3.0, "y": -4.0, "z": 2.5},
+                                                       abs=0.05)
+    _, md = DetectionProcessor(load_detector("classical"), core=mm_core)(
+        img, {**tags, "ZPosition_um_Intended": -1.0})
+    assert md["inscope"]["stage_um"]["z"] == pytest.approx(-1.0)
+    mm_core.set_position(0.0)
+    mm_core.wait_for_system()
+
+
+def test_only_the_follow_up_cameras_image_starts_follow_ups(beads, mm_core):
+    """Called as pycro-manager calls it, with the event queue: a Multi Camera's second
+    image of an event (tag CameraChannelIndex 1) starts none."""
+    import queue
+
+    img = beads.snap().pixels
+    calls = []
+
+    def rule(det, md):
+        calls.append(md.get("CameraChannelIndex"))
+        return [{"axes": {"site": len(calls)}, "x": 0.0, "y": 0.0}]
+
+    proc = DetectionProcessor(load_detector("classical"), follow_up=rule)
+    q: queue.Queue = queue.Queue()
+    for cam in (0, 1):
+        proc(img, {"Axes": {"time": 0}, "CameraChannelIndex": cam}, q)
+    assert calls == [0] and q.get_nowait() == [{"axes": {"site": 1}, "x": 0.0, "y": 0.0}]
+    assert q.empty()
+    second = DetectionProcessor(load_detector("classical"), follow_up=rule,
+                                follow_up_camera=1)
+    for cam in (0, 1):
+        second(img, {"Axes": {"time": 0}, "CameraChannelIndex": cam}, q)
+    assert calls == [0, 1]
+
+
+@pytest.mark.parametrize("camera", [1, -1])
+def test_a_follow_up_camera_the_core_does_not_have_is_refused(beads, mm_core, camera):
+    proc = DetectionProcessor(load_detector("classical"), core=mm_core,
+                              follow_up=zstack_at_cells([0.0]), follow_up_camera=camera)
+    with pytest.raises(ValueError) as e:
+        proc.acquire(None, [{"axes": {"time": 0}}])
+    assert str(e.value) == (f"follow_up_camera={camera}, but the core has 1 camera(s): "
+                            "give 0.")
+
+
+def test_the_zstack_rule_offsets_scores_and_defaults(beads, mm_core):
+    from inscope.acquisition.frame import StagePosition
+    from inscope.integrations.common import detect_image
+
+    det = detect_image(load_detector("classical"), beads.snap().pixels,
+                       position=StagePosition(0.0, 0.0, 1.0))
+    cells = sorted(det.record["detections"], key=lambda d: -d["score"])
+    assert len(cells) > 4
+    md = {"Axes": {"time": 2, "z": 7, "position": 1}}
+    events = zstack_at_cells([0.5, 2.0])(det, md)  # default: the 3 best cells
+    assert len(events) == 6
+    assert [e["z"] for e in events[:2]] == [1.5, 3.0]  # focus + offset, as given
+    assert events[0]["axes"] == {"time": 2, "position": 1, "cell": 0, "z": 0}
+    assert (events[0]["x"], events[0]["y"]) == tuple(cells[0]["center_um"])
+    floor = cells[2]["score"]
+    n = sum(d["score"] >= floor for d in cells)
+    assert len(zstack_at_cells([0.0], max_cells=100, min_score=floor)(det, md)) == n
