@@ -189,3 +189,133 @@ def test_opencv_qt_plugin_path_does_not_shadow_napari_qt(monkeypatch):
     monkeypatch.setenv("QT_QPA_PLATFORM_PLUGIN_PATH", "/opt/qt/plugins")  # the user's own
     nv._unshadow_qt_plugins()
     assert os.environ["QT_QPA_PLATFORM_PLUGIN_PATH"] == "/opt/qt/plugins"
+
+
+def test_the_boxes_carry_track_score_and_target_as_features(viewer):
+    view = NapariLiveView(viewer)
+    view.show(Update(None, _msg(target=4)))
+    f = viewer.layers[BOXES_LAYER].features
+    assert f["track_id"].tolist()[0] == 4.0 and np.isnan(f["track_id"].tolist()[1])
+    assert f["score"].tolist() == [0.9, 0.5]
+    assert f["target"].tolist() == [True, False]
+    # no image yet: a blank frame of the camera's size lies under the boxes
+    img = viewer.layers[IMAGE_LAYER].data
+    assert img.shape == (64, 80) and img.dtype == np.uint8 and not img.any()
+
+
+def test_the_image_layer_is_reused_for_a_like_frame_and_replaced_for_another(viewer):
+    view = NapariLiveView(viewer)
+    a = np.full((64, 80), 3, np.uint16)
+    view.show(Update(a, _msg()))
+    layer = viewer.layers[IMAGE_LAYER]
+    b = np.full((64, 80), 9, np.uint16)
+    view.show(Update(b, _msg()))
+    assert viewer.layers[IMAGE_LAYER] is layer  # same size and type: the data swapped
+    np.testing.assert_array_equal(layer.data, b)
+    view.show(Update(None, _msg()))  # no new image: the last one stays
+    np.testing.assert_array_equal(viewer.layers[IMAGE_LAYER].data, b)
+    for new in (np.zeros((32, 40), np.uint16), np.zeros((32, 40), np.uint8),
+                np.zeros((32, 40, 3), np.uint8)):
+        view.show(Update(new, _msg()))
+        now = viewer.layers[IMAGE_LAYER]
+        assert now.data.shape == new.shape and now.data.dtype == new.dtype
+        assert now.rgb == (new.ndim == 3)
+        # replaced, and still under the boxes
+        assert [ly.name for ly in viewer.layers] == [IMAGE_LAYER, BOXES_LAYER]
+    assert view.shown == 6
+
+
+def _send(sock, topic: bytes, *parts: bytes) -> None:
+    sock.send_multipart([topic, *parts])
+
+
+def _detections(frame_index: int) -> bytes:
+    import json
+
+    return json.dumps({**_msg(), "frame_index": frame_index}).encode()
+
+
+def _overlay(frame_index: int, image: np.ndarray) -> list[bytes]:
+    import json
+
+    head = {"frame_index": frame_index, "shape": list(image.shape),
+            "dtype": str(image.dtype)}
+    return [json.dumps(head).encode(), image.tobytes()]
+
+
+def test_a_zmq_source_pairs_each_overlay_with_its_own_frames_detections(qapp):
+    """Overlay frames and detections arrive on one socket in either order: an overlay is
+    shown only under the detections of the same camera frame, and in RGB (OpenCV
+    renders BGR)."""
+    import zmq
+
+    from inscope.napari_view import TOPIC_DETECTIONS, TOPIC_OVERLAY
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    src = ZmqSource(f"tcp://127.0.0.1:{port}")
+
+    def poll_until(pred, sent):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:
+            sent()
+            u = src.poll()
+            if pred(u):
+                return u
+            time.sleep(0.02)
+        raise AssertionError("nothing arrived")
+
+    try:
+        bgr = np.zeros((64, 80, 3), np.uint8)
+        bgr[..., 0] = 255  # blue in OpenCV's order
+        # detections of frame 3 first (the subscription takes a moment: resend)
+        u = poll_until(lambda u: u is not None,
+                       lambda: _send(pub, TOPIC_DETECTIONS, _detections(3)))
+        assert u.image is None and u.message["frame_index"] == 3
+        while src.poll() is not None:  # the resent copies
+            pass
+        assert src.poll() is None  # nothing new: nothing to show
+        # ... then its overlay: shown under the detections already received
+        _send(pub, TOPIC_OVERLAY, *_overlay(3, bgr))
+        u = poll_until(lambda u: u is not None, lambda: None)
+        assert u.message["frame_index"] == 3
+        assert u.image.shape == (64, 80, 3) and u.image[0, 0].tolist() == [0, 0, 255]
+        # an overlay of another frame is not put under frame 4's boxes
+        _send(pub, TOPIC_OVERLAY, *_overlay(2, bgr))
+        _send(pub, TOPIC_DETECTIONS, _detections(4))
+        u = poll_until(lambda u: u is not None, lambda: None)
+        assert u.message["frame_index"] == 4 and u.image is None
+        # the overlay first, then its detections: paired; a gray overlay stays gray
+        gray = np.full((64, 80), 7, np.uint8)
+        _send(pub, TOPIC_OVERLAY, *_overlay(5, gray))
+        _send(pub, TOPIC_DETECTIONS, _detections(5))
+        u = poll_until(lambda u: u is not None, lambda: None)
+        assert u.message["frame_index"] == 5
+        np.testing.assert_array_equal(u.image, gray)
+        # several detections between polls: only the newest is shown
+        for i in (6, 7, 8):
+            _send(pub, TOPIC_DETECTIONS, _detections(i))
+        time.sleep(0.2)
+        assert src.poll().message["frame_index"] == 8
+    finally:
+        src.close()
+        pub.close(0)
+
+
+class _Queued:
+    """A Source (the protocol the view polls) handing out given updates in turn."""
+
+    def __init__(self, *updates):
+        self.updates = list(updates)
+
+    def poll(self):
+        return self.updates.pop(0) if self.updates else None
+
+
+def test_update_from_says_whether_it_showed_something(viewer):
+    view = NapariLiveView(viewer)
+    src = _Queued(None, Update(None, _msg()))
+    assert view.update_from(src) is False and view.shown == 0
+    assert view.update_from(src) is True and view.shown == 1
+    assert view.frame_index == 7
