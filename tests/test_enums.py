@@ -23,22 +23,26 @@ from inscope.config import ConfigError, config_from_dict
 from inscope.enums import Backend, FocusStatus, Mode, RecordFormat, Stamp, SteerStatus
 
 ROOT = Path(__file__).parents[1]
-SERVICE_MD = (ROOT / "docs" / "service.md").read_text(encoding="utf-8")
-ZMQ_MD = (ROOT / "docs" / "zmq.md").read_text(encoding="utf-8")
 ENUMS = [v for v in vars(enums).values()
          if isinstance(v, type) and issubclass(v, StrEnum) and v not in (StrEnum, enums.Name)]
 
 
+def _doc(name: str) -> str:
+    """A file of docs/, read when a test needs it (not at import: the mutation runs
+    collect these tests in a folder without docs/)."""
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")
+
+
 def _toml_comment_list(key: str) -> set[str]:
     """``key = "..."   # a | b (note) | c`` in docs/service.md -> {"a", "b", "c"}."""
-    m = re.search(rf"^{key} = .*?#(.*)$", SERVICE_MD, re.M)
+    m = re.search(rf"^{key} = .*?#(.*)$", _doc("service.md"), re.M)
     assert m, f"docs/service.md lists no values for {key}"
     return {re.sub(r"\(.*?\)", "", v).strip() for v in m.group(1).split("|")}
 
 
 def _row(first_cell: str) -> str:
     """The docs/zmq.md table row whose first cell starts with *first_cell*."""
-    for line in ZMQ_MD.splitlines():
+    for line in _doc("zmq.md").splitlines():
         if line.startswith(f"| {first_cell}"):
             return line
     raise AssertionError(f"docs/zmq.md has no row {first_cell!r}")
@@ -53,7 +57,8 @@ def test_documented_modes_and_backends_are_exactly_the_enums():
     assert _toml_comment_list("backend") == set(Backend)
     set_mode = _row('`{"cmd": "set_mode"')
     assert set(re.findall(r'"([a-z+]+)"', set_mode.split('"mode":')[1])) == set(Mode)
-    assert 'format = "csv"' in SERVICE_MD and "detections.jsonl" in SERVICE_MD
+    service_md = _doc("service.md")
+    assert 'format = "csv"' in service_md and "detections.jsonl" in service_md
     assert {"csv", "jsonl"} == set(RecordFormat)
 
 
