@@ -73,3 +73,95 @@ def test_box_is_centred_on_the_objects_pixels():
     d = ClassicalDetector(threshold="otsu").detect(Frame(img, index=0))
     assert len(d) == 1
     np.testing.assert_allclose(d.centers[0], [19.5, 27.5], atol=1e-4)
+
+
+# -- the parts, against references computed here -----------------------------------------
+def _blocks(shape=(96, 128), blocks=(), bg=100, noise=0.0, seed=0):
+    """A flat background with solid rectangles ``(y0, y1, x0, x1, level)``."""
+    rng = np.random.default_rng(seed)
+    img = np.full(shape, float(bg)) + rng.normal(0.0, noise, shape)
+    for y0, y1, x0, x1, level in blocks:
+        img[y0:y1, x0:x1] = level
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+def test_scores_are_box_means_of_the_blurred_8_bit_image():
+    """Score = mean of the normalised, 8-bit, blurred image inside the box / 255,
+    computed here with numpy over the box's pixels (the detector uses an integral
+    image)."""
+    import cv2
+
+    from inscope.detector import preprocess as pp
+
+    img = _blocks(blocks=[(10, 30, 10, 40, 3000), (50, 80, 60, 75, 1500),
+                          (20, 26, 90, 120, 2200)], noise=20.0)
+    det = ClassicalDetector(blur_sigma=1.0)
+    d = det.detect(img)
+    assert len(d) == 3
+    x = pp.normalise(img, {"method": "percentile", "low": 1.0, "high": 99.8,
+                           "subsample": 4, "clip": True})
+    blur = cv2.GaussianBlur(cv2.convertScaleAbs(x, alpha=255.0), (0, 0), 1.0)
+    for box, score in zip(d.boxes, d.scores, strict=True):
+        x0, y0, x1, y1 = (int(round(v + 0.5)) for v in box)  # back to whole pixels
+        want = blur[y0:y1, x0:x1].astype(np.float64).mean() / 255.0
+        assert score == pytest.approx(want, abs=1e-5)
+    assert list(d.scores) == sorted(d.scores, reverse=True)
+    assert 0.0 <= d.scores.min() and d.scores.max() <= 1.0
+    # a score floor keeps the boxes at or above it, and is kept as given
+    floor = float(d.scores[1])
+    kept = ClassicalDetector(blur_sigma=1.0, score_threshold=floor).detect(img)
+    assert len(kept) == 2 and kept.scores.min() == pytest.approx(floor)
+
+
+def test_component_areas_decide_what_is_kept():
+    """A 3x3 speck (9 pixels, the default smallest) is kept, a 2x2 one is not; a
+    component over a quarter of the frame is background, not a cell; min_area and
+    max_area override."""
+    img = _blocks(blocks=[(10, 13, 10, 13, 3000), (10, 12, 40, 42, 3000),
+                          (40, 60, 40, 60, 3000)])
+    sharp = {"blur_sigma": 0.3}
+    boxes = ClassicalDetector(**sharp).detect(img).boxes
+    sizes = sorted(int(round(b[2] - b[0])) for b in boxes)
+    assert sizes == [3, 20]
+    assert len(ClassicalDetector(min_area=30, **sharp).detect(img)) == 1
+    assert len(ClassicalDetector(max_area=100, **sharp).detect(img)) == 1
+    big = _blocks(shape=(64, 64), blocks=[(0, 40, 0, 40, 3000)])  # 1600 px > 4096 / 4
+    assert len(ClassicalDetector(**sharp).detect(big)) == 0
+    assert len(ClassicalDetector(max_area=2000, **sharp).detect(big)) == 1
+
+
+def test_an_expected_object_size_sets_the_area_window():
+    """With object_size_px (or object_size_um and the frame's pixel size) components
+    from 0.1x to 10x the disc of that diameter are kept."""
+    img = _blocks(blocks=[(10, 15, 10, 15, 3000), (40, 60, 40, 60, 3000)])  # 25 and 400 px
+    sharp = {"blur_sigma": 0.3}
+    # a 20 px nucleus: disc 314 px, kept from 31 to 3142: the 5x5 speck goes
+    assert len(ClassicalDetector(object_size_px=20, **sharp).detect(img)) == 1
+    # a 6 px nucleus: disc 28 px, kept up to 283: the 20x20 block goes
+    assert len(ClassicalDetector(object_size_px=6, **sharp).detect(img)) == 1
+    # the same in µm, through the frame's pixel size
+    det = ClassicalDetector(object_size_um=10.0, **sharp)
+
+    def side(d):
+        (box,) = d.boxes
+        return int(round(box[2] - box[0]))
+
+    assert side(det.detect(Frame(img, index=0, pixel_size_um=0.5))) == 20  # 20 px cells
+    assert side(det.detect(Frame(img, index=0, pixel_size_um=2.0))) == 5  # 5 px cells
+
+
+def test_sigma_threshold_follows_k():
+    img = _blocks(blocks=[(20, 40, 20, 40, 400)], noise=30.0, seed=2)
+    assert len(ClassicalDetector(threshold="sigma").detect(img)) >= 1  # default k = 3
+    assert ClassicalDetector().k == 3.0
+    assert len(ClassicalDetector(threshold="sigma", k=1000.0).detect(img)) == 0
+
+
+def test_timing_parts_add_up_in_milliseconds():
+    det = ClassicalDetector()
+    assert det.provider == "opencv" and det.last_timing == {}
+    det.detect(_blocks(blocks=[(10, 30, 10, 30, 3000)]))
+    t = det.last_timing
+    assert set(t) == {"pre_ms", "run_ms", "post_ms", "total_ms"} and t["post_ms"] == 0.0
+    assert 0.0 <= t["pre_ms"] < 1000 and 0.0 <= t["run_ms"] < 1000
+    assert t["total_ms"] == pytest.approx(t["pre_ms"] + t["run_ms"], abs=1e-6)
