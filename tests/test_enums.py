@@ -165,3 +165,60 @@ def test_cli_errors_quote_plain_values(capsys):
         build_parser().parse_args(["run", "--mode", "warp"])
     assert "(choose from 'off', 'track', 'steer', 'focus', 'steer+focus')" in \
         capsys.readouterr().err
+
+
+# -- the parsers, word by word ------------------------------------------------------------
+HELP = ("use nearest, largest, score, class:<name> (e.g. class:mitotic) or an integer "
+        "track id (e.g. 7)")
+
+
+def test_a_mode_is_one_of_its_words_exactly():
+    for m in Mode:
+        assert Mode.parse(str(m)) is m
+    for bad in ("STEER", "steer ", 1, None):
+        with pytest.raises(ValueError) as e:
+            Mode.parse(bad)
+        assert str(e.value) == (f"unknown control mode {bad!r}; use one of off, track, "
+                                "steer, focus, steer+focus.")
+
+
+def test_focus_states_are_the_statuses_that_are_not_events():
+    events = {FocusStatus.REFUSED, FocusStatus.FAILED, FocusStatus.DRY_RUN,
+              FocusStatus.DISABLED, FocusStatus.NO_POSITION}
+    for s in FocusStatus:
+        assert FocusStatus.is_state(s) is (s not in events)
+
+
+@pytest.mark.parametrize("spec,want", [
+    (0, 0), (7, 7), ("12", 12), (" 3 ", 3), ("id:7", 7), ("track: 4", 4),
+    (" Nearest ", "nearest"), ("CENTRE", "nearest"), ("center", "nearest"),
+    ("size", "largest"), ("area", "largest"), ("highest", "score"),
+    ("confidence", "score"), ("class:mitotic", "class:mitotic"),
+    ("Class: dividing ", "class:dividing"),
+])
+def test_target_forms(spec, want):
+    got = enums.parse_target(spec)
+    assert got == want and type(got) is type(want)
+
+
+def test_class_takes_its_name_from_beside_it():
+    assert enums.parse_target("class", " mitotic ") == "class:mitotic"
+    assert enums.parse_target("class:own", "other") == "class:own"  # the spec's wins
+
+
+@pytest.mark.parametrize("spec,message", [
+    (True, f"target True is not a target; {HELP}."),
+    (2.5, f"target 2.5 is not a target; {HELP}."),
+    (-1, "track id -1 is negative; track ids are >= 0."),
+    ("nearest:3", f"unknown target policy 'nearest:3'; {HELP}."),
+    ("centre:1", f"unknown target policy 'centre:1'; {HELP}."),
+    ("fastest", f"unknown target policy 'fastest'; {HELP}."),
+    ("id:x", "target 'id:x' needs a track id: give the integer (e.g. 7) or 'id:7'."),
+    ("class", "target 'class' needs a class name: 'class:mitotic' (CLI, TOML, set_target), "
+              "or target 'class' with [control] target_class = \"mitotic\" or set_target's "
+              "\"class\": \"mitotic\"."),
+])
+def test_bad_targets_are_one_line_naming_the_forms(spec, message):
+    with pytest.raises(ValueError) as e:
+        enums.parse_target(spec)
+    assert str(e.value) == message
