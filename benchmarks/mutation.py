@@ -341,7 +341,58 @@ TARGETS: tuple[Target, ...] = (
     Target("stream", "acquisition/stream.py",
            ("tests/acquisition/test_stream_pacing.py", "tests/acquisition/test_foundation.py",
             "tests/acquisition/test_replay.py"), 0.80),
+    # who may talk to a service bound beyond loopback (CURVE keys, the allowed-clients
+    # folder, the loopback test that decides whether CURVE is required)
+    Target("curve", "inscope/curve.py",
+           ("tests/service/test_service_security.py", "tests/service/test_curve_keys.py"),
+           0.80),
+    # which ONNX Runtime provider really runs (GPU when it loads, the CPU otherwise), the
+    # session's threads and spinning
+    Target("providers", "detector/providers.py",
+           ("tests/detector/test_det_gpu_providers.py", "tests/detector/test_det_onnx_detector.py",
+            "tests/detector/test_onnx_detector_truth.py", "tests/detector/test_providers_parts.py"),
+           0.80),
+    # inscope inside the lab's own acquisition software: boxes on each MDA frame, the
+    # adaptive MDA (follow-ups queued from detections, blocking or in its own thread),
+    # pycro-manager's image processor, the napari view (real MMCore, Qt offscreen:
+    # forked from a clean process)
+    Target("integration_mda", "inscope/integrations/pymmcore_plus_mda.py",
+           ("tests/integrations/test_pymmcore_plus_mda.py",), 0.80, isolation="forkserver"),
+    Target("integration_pycromanager", "inscope/integrations/pycromanager_processor.py",
+           ("tests/integrations/test_pycromanager_processor.py",), 0.80,
+           isolation="forkserver"),
+    Target("napari_view", "inscope/napari_view.py",
+           ("tests/integrations/test_napari_view.py",), 0.80, isolation="forkserver"),
+    # the no-learning baseline detector (the fallback when no model ships, and the
+    # detector of the Micro-Manager tests), the simulated camera's own process, and the
+    # words every config, flag and command takes (modes, targets, backends, spinning)
+    Target("classical", "detector/classical.py",
+           ("tests/detector/test_det_classical.py",), 0.80),
+    Target("camera_process", "acquisition/simulated/camera_process.py",
+           ("tests/acquisition/test_sim_camera_process.py",
+            "tests/acquisition/test_simulated.py"), 0.80, isolation="forkserver"),
+    Target("enums", "inscope/enums.py",
+           ("tests/test_enums.py", "tests/service/test_target_forms.py"), 0.80,
+           deselect=tuple((test, _READS_TREE) for test in (
+               "tests/test_enums.py::test_documented_modes_and_backends_are_exactly_the_enums",
+               "tests/test_enums.py::test_documented_statuses_and_stamps_are_members",
+               "tests/test_enums.py::test_no_module_spells_an_enum_again",
+               "tests/service/test_target_forms.py::test_docs_list_the_same_forms"))),
+    # every subcommand's way to a microscope: the backend options (-o key=value) and the
+    # backend they open
+    # (the Micro-Manager tests start the real MMCore: forked from a clean process)
+    Target("factory", "acquisition/factory.py",
+           ("tests/acquisition/test_factory_options.py", "tests/acquisition/test_factory_open.py",
+            "tests/acquisition/test_slide.py", "tests/acquisition/test_replay.py",
+            "tests/acquisition/test_micromanager.py::test_factory_headless_and_options",
+            "tests/acquisition/test_micromanager.py::test_factory_headless_config_names"),
+           0.80, isolation="forkserver"),
 )
+
+_GPU_ONLY = ("GPU only: the path of a GPU provider that starts (or raises instead of "
+             "falling back); no GPU or CUDA library is lent to the tests")
+_CPU_BUILD_ONLY = ("CPU-only onnxruntime only: the tests run on onnxruntime-gpu, where every "
+                   "provider is listed")
 
 #: Why a surviving mutant survives: mutant name -> (a fragment of its diff, the reason).
 #: mutmut numbers mutants in source order, so after an edit a number may name another
@@ -451,6 +502,102 @@ _BRIGHT = ("insensitive: the 8-bit copy only places Otsu's threshold between the
 _EMPTY_FIELD = ("equivalent unless the display's footprint misses the camera field (zero "
                 "area), and then _drawable_polygon returns the whole field")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # factory.py
+    **{f"x_open_microscope__mutmut_{n}": (frag, "GUI only: the Micro-Manager GUI backend "
+                                          "connects to a running Micro-Manager (not here); "
+                                          "without its limits a real stage refuses every "
+                                          "move (require_limits)")
+       for n, frag in ((127, "connect(limits=None,"), (128, "dry_run=None, **options)"),
+                       (129, "connect(dry_run=dry_run, **options)"),
+                       (130, "connect(limits=lim, **options)"))},
+    **{f"x_open_microscope__mutmut_{n}": (frag, "equivalent: require_limits only matters "
+                                          "when no limits are given, and this guard has "
+                                          "them")
+       for n, frag in ((26, "require_limits=None"), (29, "MoveGuard(limits=lim, dry_run="),
+                       (31, "require_limits=True"))},
+    **{f"x_open_microscope__mutmut_{n}": (frag, "log only: the deprecation warning on "
+                                          "another logger (it still reaches the root)")
+       for n, frag in ((81, "getLogger(None)"), (82, "XXinscopeXX"), (83, '"INSCOPE"'))},
+    **{f"x_open_microscope__mutmut_{n}": (frag, "a test to add: the old 'config' name's "
+                                          "value lost shows only on a core started with "
+                                          "another config (one core start per process; "
+                                          "the tests' core has the demo's)")
+       for n, frag in ((90, "old = None"), (95, 'setdefault("mm_config", None)'),
+                       (97, 'setdefault("mm_config", )'))},
+    # providers.py: the GPU paths run only where CUDA / TensorRT load (no GPU is lent
+    # to the tests: bench_gpu and the device checks cover them there)
+    **{f"x_create_session__mutmut_{n}": (frag, _GPU_ONLY) for n, frag in (
+        (99, "InferenceSession(path, None,"), (102, "InferenceSession(path, providers=chain)"),
+        (104, "session_options(None, spinning)"), (105, "session_options(threads, None)"),
+        (107, "session_options(threads, )"), (108, "errors[name] = None"),
+        (109, "failure_reason(None)"), (110, '"\\n" - str(e)'), (111, '- "\\n" + str(e)'),
+        (112, '"XX\\nXX"'), (113, "str(None)"), (114, "break"), (115, "active = None"),
+        (119, "_record(None, errors)"), (120, "_record(name, None)"), (121, "_record(errors)"),
+        (122, "_record(name, )"), (52, "XXCPUExecutionProviderXX"),
+        (53, "cpuexecutionprovider"), (54, "CPUEXECUTIONPROVIDER"),
+        (68, "XXCPUExecutionProviderXX"), (69, "cpuexecutionprovider"),
+        (70, "CPUEXECUTIONPROVIDER"))},
+    **{f"x_create_session__mutmut_{n}": (frag, _CPU_BUILD_ONLY)
+       for n, frag in ((39, "errors[name] = None"), (45, "break"))},
+    **{f"x_create_session__mutmut_{n}": (frag, "a test to add: which of two texts naming "
+                                         "the missing libraries (ORT's or the preload's) "
+                                         "a skipped provider shows")
+       for n, frag in ((123, "msg = None"), (125, "(msg) and False"), (126, "(msg) or True"),
+                       (128, 'preload_error and "falls back'))},
+    "x_create_session__mutmut_2": ('provider: str = "AUTO"', "equivalent: the provider "
+                                   "name is lower-cased before use"),
+    "x_create_session__mutmut_11": ('(provider or "AUTO")', "equivalent: the provider "
+                                    "name is lower-cased before use"),
+    "x_create_session__mutmut_6": ("set_default_logger_severity(4)", "log only: ORT's "
+                                   "own console messages (errors or fatal only)"),
+    "x_session_options__mutmut_5": ("log_severity_level = 4", "log only: ORT's own console "
+                                    "messages (errors or fatal only)"),
+    "x_create_session__mutmut_29": ('preload_error = ""', "equivalent: read only as "
+                                    "'preload_error or ...', where '' is None"),
+    **{f"x_create_session__mutmut_{n}": (frag, "equivalent here: a CPU session given the "
+                                         "GPU chain's options, or none, is the same CPU "
+                                         "session (ORT 1.31 ignores provider options it "
+                                         "does not take and defaults to the CPU)")
+       for n, frag in ((47, '(name == "cpu") and False'), (50, 'name == "XXcpuXX" else'),
+                       (51, 'name == "CPU" else'), (77, "providers=None)"),
+                       (80, "+                                            )"))},
+    **{f"x_create_session__mutmut_{n}": (frag, "equivalent in effect: the CPU then goes "
+                                         "through the GPU branch, which starts it the "
+                                         "same way; only an unreadable file's error "
+                                         "differs (tested: it names the file either way)")
+       for n, frag in ((72, 'if name == "XXcpuXX":'), (73, 'if name == "CPU":'))},
+    "x_create_session__mutmut_85": ("None) from None", "a test to add: the message of a "
+                                    "CPU session's load error (the test checks it on "
+                                    "'cpu', which this mutant still passes through the "
+                                    "RuntimeError of 'auto')"),
+    **{f"x_session_options__mutmut_{n}": (frag, "killed in effect: ONNX Runtime aborts the "
+                                          "test process (a C++ exception on a null "
+                                          "string), which mutmut reports as 'suspicious'")
+       for n, frag in ((11, "add_session_config_entry(None,"),
+                       (12, "(SPINNING_KEY, None)"), (20, "add_session_config_entry(None,"),
+                       (21, "(SPINNING_STOP_KEY, None)"))},
+    "x_preload_gpu_libraries__mutmut_35": ("missing[:4]", "equivalent here: three "
+                                           "libraries are missing on this machine"),
+    "x_preload_gpu_libraries__mutmut_38": ("result = None", _GPU_ONLY),
+    "x_preload_gpu_libraries__mutmut_6": ('result: str | None = ""', "equivalent: read "
+                                          "only as 'preload_error or ...'"),
+    "x_preload_gpu_libraries__mutmut_7": ('hasattr(ort, "preload_dlls") or', _CPU_BUILD_ONLY),
+    "x_failure_reason__mutmut_49": ('rindex("Please install")', "equivalent: ORT's lines "
+                                    "say 'Please install' once"),
+    "x__choice_note__mutmut_3": ("(name in AUTO_ORDER) or True", "equivalent: every "
+                                 "provider chosen is in AUTO_ORDER"),
+    **{f"x__choice_note__mutmut_{n}": (frag, "Windows only: a missing .dll")
+       for n, frag in ((17, "XX.dllXX"), (18, ".DLL"))},
+    # curve.py
+    "x_is_loopback__mutmut_3": ('strip("XX[]XX")', "equivalent for bind addresses: an IP "
+                                "address holds no X, and no loopback name begins or ends "
+                                "with one"),
+    **{f"x_register__mutmut_{n}": ("+                       )", "--help layout only: the "
+                                   "subcommand's help keeps argparse's default formatter")
+       for n in (43, 75)},
+    "xǁAuthenticatorǁ__init____mutmut_5": ("configure_curve(location=", "equivalent: "
+                                           "pyzmq's configure_curve defaults to domain "
+                                           "'*', all domains"),
     # inscope/eyepiece_fit.py
     **{f"x__read__mutmut_{n}": (frag, "equivalent, or wording only: a reading with no "
                                 "corners is only read for its counts (under 8 corners: no "
