@@ -155,10 +155,10 @@ def test_a_failing_rule_is_reported_on_its_frame_and_the_run_goes_on(core, caplo
     assert "follow-up rule failed" in caplog.text
 
 
-@pytest.fixture(scope="module")
-def two_cameras():
+def _multi_camera_core():
     """A core whose camera is Micro-Manager's "Multi Camera" over two DemoCameras (the
-    Utilities adapter of mm-test-adapters): each snap gives two frames."""
+    Utilities adapter of mm-test-adapters): each snap gives two frames. Its MDA signals
+    are Qt's if a Qt application exists when it is made."""
     import mm_test_adapters
     from pymmcore_plus import CMMCorePlus
 
@@ -181,6 +181,12 @@ def two_cameras():
     c.setFocusDevice("Z")
     c.setShutterDevice("Shutter")
     c.setExposure(5.0)
+    return c
+
+
+@pytest.fixture(scope="module")
+def two_cameras():
+    c = _multi_camera_core()
     yield c
     c.unloadAllDevices()
 
@@ -520,35 +526,15 @@ def test_a_gui_that_never_handles_the_frames_does_not_hang_the_run(caplog):
 def test_a_gui_started_multi_camera_run_handles_every_cameras_frame():
     """Under Qt each of a Multi Camera's frames reaches the handler later; the runner
     counts the frames of each event (one per camera) before it calls the run over."""
-    import mm_test_adapters
     import useq
-    from pymmcore_plus import CMMCorePlus
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from qtpy.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])  # kept: the core sees it
     assert app is not None
-    c = CMMCorePlus()
+    c = _multi_camera_core()
     try:
-        c.setDeviceAdapterSearchPaths([str(mm_test_adapters.device_adapter_path())])
-        for label in ("Cam1", "Cam2"):
-            c.loadDevice(label, "DemoCamera", "DCam")
-        c.loadDevice("Multi", "Utilities", "Multi Camera")
-        c.loadDevice("DHub", "DemoCamera", "DHub")
-        c.loadDevice("XY", "DemoCamera", "DXYStage")
-        c.loadDevice("Z", "DemoCamera", "DStage")
-        c.loadDevice("Shutter", "DemoCamera", "DShutter")
-        c.initializeAllDevices()
-        for i, label in enumerate(("Cam1", "Cam2"), 1):
-            c.setProperty(label, "PixelType", "16bit")
-            c.setProperty(label, "Mode", "Fluorescent Beads")
-            c.setProperty("Multi", f"Physical Camera {i}", label)
-        c.setCameraDevice("Multi")
-        c.setXYStageDevice("XY")
-        c.setFocusDevice("Z")
-        c.setShutterDevice("Shutter")
-        c.setExposure(5.0)
         assert type(c.mda.events).__name__ == "QMDASignaler"
         run = start_adaptive(c, load_detector("classical"), [useq.MDAEvent(index={"t": 0})],
                              zstack_at_cells([-1.0, 1.0], max_cells=1), handler_wait_s=60)
