@@ -502,6 +502,29 @@ _BRIGHT = ("insensitive: the 8-bit copy only places Otsu's threshold between the
 _EMPTY_FIELD = ("equivalent unless the display's footprint misses the camera field (zero "
                 "area), and then _drawable_polygon returns the whole field")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # integrations/pycromanager_processor.py
+    **{f"xǁDetectionProcessorǁ__call____mutmut_{n}": (frag, "equivalent under "
+                                                       "pycro-manager's FIFO event queue: "
+                                                       "the end (None) is queued after "
+                                                       "every follow-up already queued, "
+                                                       "and first-round events run first")
+       for n, frag in ((117, "self._pending = len(new) -"), (121, "(counted) or True"),
+                       (122, "(2 if counted else 0)"), (123, "(1 if counted else 1)"),
+                       (130, "self._pending <= 1"))},
+    "xǁDetectionProcessorǁacquire__mutmut_22": ("self._pending = len(events)",
+                                                 "equivalent for one acquire() per "
+                                                 "processor, the documented use"),
+    **{f"xǁDetectionProcessorǁ{f}__mutmut_{n}": (frag, "equivalent: pycro-manager passes "
+                                                  "its event queue to a three-argument "
+                                                  "image processor, so the one kept from "
+                                                  "acquire() is not read")
+       for f, n, frag in (("__call__", 108, "(event_queue is not None) or True"),
+                          ("__init__", 16, 'self._queue: Any = ""'),
+                          ("acquire", 26, "self._queue = None"),
+                          ("acquire", 27, "getattr(None,"),
+                          ("acquire", 31, 'getattr(acq, "_event_queue", )'),
+                          ("acquire", 32, "XX_event_queueXX"),
+                          ("acquire", 33, "_EVENT_QUEUE"))},
     # factory.py
     **{f"x_open_microscope__mutmut_{n}": (frag, "GUI only: the Micro-Manager GUI backend "
                                           "connects to a running Micro-Manager (not here); "
