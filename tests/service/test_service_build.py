@@ -24,11 +24,13 @@ def _config(pub_port: int, rep_port: int, **zmq_options) -> Config:
 
 
 def _free_port() -> int:
-    s = zmq.Context.instance().socket(zmq.PUB)
-    s.bind("tcp://127.0.0.1:0")
-    port = int(s.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
-    s.close(0)
-    return port
+    """A port nobody listens on (a plain socket, whose close is immediate: a ZMQ
+    socket's close finishes later, in its I/O thread, and may still hold the port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_a_build_that_fails_on_the_command_port_frees_the_detections_port():
