@@ -273,8 +273,11 @@ def test_a_zmq_source_pairs_each_overlay_with_its_own_frames_detections(qapp):
         u = poll_until(lambda u: u is not None,
                        lambda: _send(pub, TOPIC_DETECTIONS, _detections(3)))
         assert u.image is None and u.message["frame_index"] == 3
-        while src.poll() is not None:  # the resent copies
-            pass
+        quiet = time.monotonic()
+        while time.monotonic() - quiet < 0.3:  # the resent copies, until none for 0.3 s
+            if src.poll() is not None:
+                quiet = time.monotonic()
+            time.sleep(0.01)
         assert src.poll() is None  # nothing new: nothing to show
         # ... then its overlay: shown under the detections already received
         _send(pub, TOPIC_OVERLAY, *_overlay(3, bgr))

@@ -20,13 +20,29 @@ from inscope.integrations.pymmcore_plus_mda import (
 )
 
 
+@contextlib.contextmanager
+def _signals(backend: str):
+    """Cores made here get *backend*'s MDA signals ("psygnal", "qt"): by default a core
+    made while any test of the run keeps a Qt application alive would get Qt's."""
+    old = os.environ.get("PYMM_SIGNALS_BACKEND")
+    os.environ["PYMM_SIGNALS_BACKEND"] = backend
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["PYMM_SIGNALS_BACKEND"]
+        else:
+            os.environ["PYMM_SIGNALS_BACKEND"] = old
+
+
 @pytest.fixture(scope="module")
 def mmc():
     import mm_test_adapters
     from pymmcore_plus import CMMCorePlus
 
     path = str(mm_test_adapters.device_adapter_path())
-    core = CMMCorePlus()
+    with _signals("psygnal"):
+        core = CMMCorePlus()
     core.setDeviceAdapterSearchPaths([path])
     core.loadSystemConfiguration(os.path.join(path, "MMConfig_demo.cfg"))
     yield core
@@ -155,14 +171,15 @@ def test_a_failing_rule_is_reported_on_its_frame_and_the_run_goes_on(core, caplo
     assert "follow-up rule failed" in caplog.text
 
 
-def _multi_camera_core():
+def _multi_camera_core(signals: str = "psygnal"):
     """A core whose camera is Micro-Manager's "Multi Camera" over two DemoCameras (the
-    Utilities adapter of mm-test-adapters): each snap gives two frames. Its MDA signals
-    are Qt's if a Qt application exists when it is made."""
+    Utilities adapter of mm-test-adapters): each snap gives two frames; *signals*: its
+    MDA signals' backend."""
     import mm_test_adapters
     from pymmcore_plus import CMMCorePlus
 
-    c = CMMCorePlus()
+    with _signals(signals):
+        c = CMMCorePlus()
     c.setDeviceAdapterSearchPaths([str(mm_test_adapters.device_adapter_path())])
     for label in ("Cam1", "Cam2"):
         c.loadDevice(label, "DemoCamera", "DCam")
@@ -254,7 +271,8 @@ def _qt_core():
     app = QApplication.instance() or QApplication([])
     assert app is not None
     path = str(mm_test_adapters.device_adapter_path())
-    qcore = CMMCorePlus()
+    with _signals("qt"):
+        qcore = CMMCorePlus()
     try:
         qcore.setDeviceAdapterSearchPaths([path])
         qcore.loadSystemConfiguration(os.path.join(path, "MMConfig_demo.cfg"))
@@ -533,7 +551,7 @@ def test_a_gui_started_multi_camera_run_handles_every_cameras_frame():
 
     app = QApplication.instance() or QApplication([])  # kept: the core sees it
     assert app is not None
-    c = _multi_camera_core()
+    c = _multi_camera_core("qt")
     try:
         assert type(c.mda.events).__name__ == "QMDASignaler"
         run = start_adaptive(c, load_detector("classical"), [useq.MDAEvent(index={"t": 0})],
