@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,9 @@ from inscope.acquisition.frame import Frame, StagePosition, colour_to_grey
 from inscope.acquisition.mm_tags import position_from_tags
 from inscope.schema import detections_message
 
-__all__ = ["METADATA_KEY", "Detected", "detect_image", "position_from_tags"]
+log = logging.getLogger(__name__)
+
+__all__ = ["METADATA_KEY", "Detected", "camera_count", "detect_image", "position_from_tags"]
 
 #: Metadata key under which the boxes are stored in an image's metadata.
 METADATA_KEY = "inscope"
@@ -43,6 +46,18 @@ class Detected:
         """Stage positions (µm) that centre each box (empty without a stage position)."""
         return [tuple(d["center_um"]) for d in self.record["detections"]
                 if d["center_um"] is not None]
+
+
+def camera_count(count: Callable[[], Any]) -> int | None:
+    """How many images each event gives: a Micro-Manager "Multi Camera"'s physical
+    cameras, read with *count* (pymmcore-plus's ``mmc.getNumberOfCameraChannels``,
+    pycro-manager's ``core.get_number_of_camera_channels``); None if the core cannot
+    say."""
+    try:
+        return max(1, int(count()))
+    except Exception as e:  # noqa: BLE001 - a core without the call
+        log.debug("number of camera channels unknown: %s", e)
+        return None
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

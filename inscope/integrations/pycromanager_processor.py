@@ -33,7 +33,13 @@ import numpy as np
 
 from inscope.acquisition.frame import StagePosition
 from inscope.acquisition.micromanager import affine_from_core
-from inscope.integrations.common import METADATA_KEY, Detected, detect_image, position_from_tags
+from inscope.integrations.common import (
+    METADATA_KEY,
+    Detected,
+    camera_count,
+    detect_image,
+    position_from_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +132,9 @@ class DetectionProcessor:
     def acquire(self, acq: Any, events: dict | Sequence[dict]) -> None:
         """Submit *events* to *acq* and end it once they and their follow-ups are done."""
         events = [events] if isinstance(events, dict) else list(events)
-        cameras = _cameras(self.core)
+        core = self.core
+        cameras = None if core is None else camera_count(
+            lambda: core.get_number_of_camera_channels())
         if cameras is not None and not 0 <= self.follow_up_camera < cameras:
             raise ValueError(f"follow_up_camera={self.follow_up_camera}, but the core has "
                              f"{cameras} camera(s): give 0"
@@ -197,18 +205,6 @@ class DetectionProcessor:
         if done and queue is not None:
             queue.put(None)  # pycro-manager's "no more events"
         return image, metadata
-
-
-def _cameras(core: Any) -> int | None:
-    """How many images each event gives (a Multi Camera's physical cameras), if *core*
-    can say."""
-    if core is None:
-        return None
-    try:
-        return max(1, int(core.get_number_of_camera_channels()))
-    except Exception as e:  # noqa: BLE001 - a core without the call: not checked
-        log.debug("number of camera channels unknown: %s", e)
-        return None
 
 
 def _axes_key(axes: Mapping[str, Any]) -> tuple:

@@ -34,7 +34,7 @@ import numpy as np
 
 from inscope.acquisition.frame import StagePosition
 from inscope.acquisition.micromanager import affine_from_core
-from inscope.integrations.common import Detected, detect_image
+from inscope.integrations.common import Detected, camera_count, detect_image
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +325,8 @@ class AdaptiveRun:
         """Queue the first round and connect the handler, in the caller's thread: a Qt
         signal delivers to a plain function in the thread it was connected from."""
         self._check_free()
-        try:  # a Multi Camera's event gives a frame per physical camera
-            self._cameras = max(1, int(self._mmc.getNumberOfCameraChannels()))
-        except Exception:  # noqa: BLE001 - a core without the call: one camera
-            self._cameras = 1
+        # a Multi Camera's event gives a frame per physical camera
+        self._cameras = camera_count(lambda: self._mmc.getNumberOfCameraChannels()) or 1
         self._deadline = time.monotonic() + self._timeout_s
         for e in self._first:
             self._queue.put(e)
