@@ -71,8 +71,8 @@ def _options(args: argparse.Namespace) -> dict:
     opts = {k: v for k, v in opts.items() if v is not None}
     opts.update(parse_options(getattr(args, "option", None)))
     if args.backend == "replay" and not opts.get("path"):  # --file or -o path= (as `run`)
-        raise SystemExit("inscope stream --backend replay needs --file PATH "
-                         "(TIFF/OME-TIFF stack, NDTiff folder or video).")
+        raise SystemExit("inscope stream --backend replay needs --file PATH (or -o "
+                         "path=PATH): a TIFF/OME-TIFF stack, NDTiff folder or video.")
     return opts
 
 
