@@ -109,12 +109,22 @@ def build_service(cfg: Config, *, say: Callable[[str], object] = print,
                   port_fallback: bool = False, director: Director | None = None) -> Service:
     """Open everything *cfg* describes. ``port_fallback``: if a ZMQ port is taken, bind
     an ephemeral one instead (and say so) rather than failing (used by the demo).
-    ``director``: a mission for the control stage (the demo's tour)."""
+    ``director``: a mission for the control stage (the demo's tour).
+
+    The configuration is checked first (:func:`inscope.config.validate`: a wrong value
+    is one :class:`~inscope.config.ConfigError` naming the key, before any hardware is
+    touched). A build that fails later, or is interrupted (Ctrl-C), closes whatever it
+    had opened - the microscope, the detector, sockets, the CURVE authenticator and its
+    context - so the same process can build again (a notebook, a GUI that restarts the
+    service; a real microscope may hold a serial port the next build needs).
+    """
+    from inscope.config import validate
     from inscope.eyepiece import EyepieceCalibration, EyepieceRenderer
     from inscope.overlay import OverlayOutput
     from inscope.records import RecordsOutput
     from inscope.zmq_api import CommandServer, PubOutput
 
+    validate(cfg, "config")
     o = cfg.outputs
     notes: list[str] = []
     eyepiece = None
@@ -131,78 +141,89 @@ def build_service(cfg: Config, *, say: Callable[[str], object] = print,
             (o.eyepiece.display_size[0], o.eyepiece.display_size[1]), cal,
             predictor=BoxPredictor(lag, enabled=o.eyepiece.predict))
     scope = open_scope(cfg)
+    detector: Detector | None = None
+    pub: PubOutput | None = None
+    server: CommandServer | None = None
+    auth: Authenticator | None = None
+    ctx: Any = None
     try:
         detector = load_detector_for(cfg, say=say)
-    except BaseException:
-        scope.close()
-        raise
-    outputs: list[Output] = []
-    pub = server = auth = None
-    curve = ctx = None
-    if o.zmq.enabled and o.zmq.curve_server_key is not None:
-        import zmq
+        outputs: list[Output] = []
+        curve = None
+        if o.zmq.enabled and o.zmq.curve_server_key is not None:
+            import zmq
 
-        from inscope.curve import Authenticator, CurveServerKeys
+            from inscope.curve import Authenticator, CurveServerKeys
 
-        try:
             assert o.zmq.curve_allowed_clients is not None  # a pair (checked by the config)
             curve = CurveServerKeys.load(o.zmq.curve_server_key, o.zmq.curve_allowed_clients)
-        except BaseException:
-            detector.close()
-            scope.close()
-            raise
-        ctx = zmq.Context()  # the authenticator governs this context's sockets only
-        auth = Authenticator(ctx, curve)
-    if o.zmq.enabled:
-        pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm,
-                        nodrop=o.zmq.nodrop, context=ctx, curve=curve)
-        outputs.append(pub)
-    from inscope.overlay import display_available
+            ctx = zmq.Context()  # the authenticator governs this context's sockets only
+            auth = Authenticator(ctx, curve)
+        if o.zmq.enabled:
+            pub = PubOutput(o.zmq.bind, o.zmq.pub_port, sndhwm=o.zmq.sndhwm,
+                            nodrop=o.zmq.nodrop, context=ctx, curve=curve)
+            outputs.append(pub)
+        from inscope.overlay import display_available
 
-    window = o.window if o.window is not None else display_available()
-    if o.window is None and not window:
-        say("note: no display available (DISPLAY unset or OpenCV without GUI): no overlay "
-            "window" + (f"; the overlay goes to {o.video}" if o.video else ""))
-    overlay = None
-    if o.video or window or (pub is not None and o.zmq.overlay) or eyepiece:
-        overlay = OverlayOutput(
-            video=o.video, video_fps=o.video_fps, display_fps=o.display_fps, window=window,
-            publisher=pub if o.zmq.overlay else None, eyepiece=eyepiece,
-            mode=cfg.control.mode)
-        outputs.append(overlay)
-    if o.records.dir:
-        outputs.append(RecordsOutput(o.records.dir, o.records.format, o.records.frames,
-                                     fps=getattr(scope, "fps", None)))
-    pipeline = Pipeline(scope, detector, control=cfg.control, outputs=outputs,
-                        score_threshold=cfg.detector.score_threshold, frames=cfg.run.frames,
-                        seconds=cfg.run.seconds, snapshot_dir=o.snapshot_dir,
-                        snapshot_max_per_s=o.snapshot_max_per_s, director=director)
-    if overlay is not None:
-        overlay.quit_requested.connect(pipeline.request_stop)
-    if o.zmq.enabled:
-        server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port, context=ctx,
-                               curve=curve)
-        server.failed.connect(pipeline.hold_stage)
-    svc = Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth,
-                  context=ctx)
-    # Bind sockets now so a port clash is reported before anything runs.
-    try:
+        window = o.window if o.window is not None else display_available()
+        if o.window is None and not window:
+            say("note: no display available (DISPLAY unset or OpenCV without GUI): no "
+                "overlay window" + (f"; the overlay goes to {o.video}" if o.video else ""))
+        overlay = None
+        if o.video or window or (pub is not None and o.zmq.overlay) or eyepiece:
+            overlay = OverlayOutput(
+                video=o.video, video_fps=o.video_fps, display_fps=o.display_fps,
+                window=window, publisher=pub if o.zmq.overlay else None, eyepiece=eyepiece,
+                mode=cfg.control.mode)
+            outputs.append(overlay)
+        if o.records.dir:
+            outputs.append(RecordsOutput(o.records.dir, o.records.format, o.records.frames,
+                                         fps=getattr(scope, "fps", None)))
+        pipeline = Pipeline(scope, detector, control=cfg.control, outputs=outputs,
+                            score_threshold=cfg.detector.score_threshold,
+                            frames=cfg.run.frames, seconds=cfg.run.seconds,
+                            snapshot_dir=o.snapshot_dir,
+                            snapshot_max_per_s=o.snapshot_max_per_s, director=director)
+        if overlay is not None:
+            overlay.quit_requested.connect(pipeline.request_stop)
+        if o.zmq.enabled:
+            server = CommandServer(pipeline.command, o.zmq.bind, o.zmq.rep_port,
+                                   context=ctx, curve=curve)
+            server.failed.connect(pipeline.hold_stage)
+        # Bind sockets now so a port clash is reported before anything runs.
         if pub is not None:
             _open_with_fallback(pub, "PUB", port_fallback, say)
         if server is not None:
             _start_with_fallback(server, port_fallback, say)
     except BaseException:
-        if server is not None:
-            server.stop()
-        if auth is not None:
-            auth.stop()
-        if pub is not None:
-            pub.close()
-        _end_context(ctx)
-        detector.close()
-        scope.close()
+        _close_parts(server, auth, pub, ctx, detector, scope)
         raise
-    return svc
+    return Service(cfg, scope, detector, pipeline, outputs, pub, server, notes, auth,
+                   context=ctx)
+
+
+def _close_parts(server: CommandServer | None, auth: Authenticator | None,
+                 pub: PubOutput | None, ctx: Any, detector: Detector | None,
+                 scope: Microscope) -> None:
+    """Close what a failed build had opened, in the order :meth:`Service.close` does
+    (the pipeline never started, so there is nothing of it to stop). A part that fails
+    to close is logged: the build's own error is the one the caller must see."""
+    closers: list[Callable[[], object]] = []
+    if server is not None:
+        closers.append(server.stop)
+    if auth is not None:
+        closers.append(auth.stop)
+    if pub is not None:
+        closers.append(pub.close)
+    closers.append(lambda: _end_context(ctx))
+    if detector is not None:
+        closers.append(detector.close)
+    closers.append(scope.close)
+    for close in closers:
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001 - must not mask the build's error
+            log.warning("closing after a failed build: %s", e)
 
 
 def _end_context(ctx: Any) -> None:
