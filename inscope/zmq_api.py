@@ -244,6 +244,10 @@ class CommandServer:
             return schema.error(
                 f"request is {len(raw)} bytes; the limit is {self.max_request_bytes} "
                 "bytes. Send a small JSON object, e.g. {\"cmd\": \"status\"}.")
+        # A C client sends its string with the terminating NUL (``zmq_send(s, buf,
+        # strlen(buf) + 1, 0)``, common in C, LabVIEW and MATLAB bindings): the JSON ends
+        # before it, so a trailing NUL is not part of the request.
+        raw = bytes(raw).rstrip(b"\0")
         try:
             req = schema.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:

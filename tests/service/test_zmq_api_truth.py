@@ -785,3 +785,28 @@ def test_an_error_reply_that_cannot_be_encoded_counts_once():
     assert json.loads(out)["ok"] is False
     assert srv.errors == 1
 
+
+
+def test_a_c_string_request_with_its_terminating_nul_is_served():
+    """A C client sends ``strlen(buf) + 1`` bytes (the string and its NUL): the request
+    is the JSON before the NUL, over a real REQ socket. NUL bytes inside the JSON are
+    still refused."""
+    seen: list[dict] = []
+
+    def handler(req: dict) -> dict:
+        seen.append(req)
+        return {"ok": True, "cmd": req["cmd"]}
+
+    srv = CommandServer(handler, port=0, poll_ms=20).start()
+    try:
+        with req_socket(srv.address) as req:
+            req.send(b'{"cmd": "stop"}\x00')
+            assert json.loads(req.recv()) == {"ok": True, "cmd": "stop"}
+            req.send(b'{"cmd": "status"}\x00\x00')
+            assert json.loads(req.recv()) == {"ok": True, "cmd": "status"}
+            req.send(b'{"cmd": "st\x00op"}')
+            assert "not valid JSON" in json.loads(req.recv())["error"]
+    finally:
+        srv.stop()
+    assert seen == [{"cmd": "stop"}, {"cmd": "status"}]
+    assert srv.errors == 1
