@@ -628,6 +628,8 @@ class SlideMicroscope(BaseMicroscope):
         self._y = (h - 1) / 2 * self._px
         self._z = (nz - 1) / 2 * self.z_step_um
         self._xy0 = (self._x, self._y)
+        # clock time until which each axis is still settling after its last move
+        self._xy_until = self._z_until = -math.inf
         if guard is None:
             half = self.fov / 2 * self._px
             zr = ((0.0, (nz - 1) * self.z_step_um) if nz > 1 else (-50.0, 50.0))
@@ -764,6 +766,8 @@ class SlideMicroscope(BaseMicroscope):
             x, y, z, t = self._x, self._y, self._z, self._t
             index = self._index
             self._index += 1
+            # exposed while a move settles (it starts before the settle time ends)
+            moving = self._clock() < max(self._xy_until, self._z_until)
         pixels = self._expose(self.render(x, y, z))
         boxes, ids, extra = self._truth(x, y, z)
         md = {"camera": "slide", "file": self.path.name, "exposure_ms": self.exposure_ms,
@@ -772,7 +776,7 @@ class SlideMicroscope(BaseMicroscope):
         return Frame(pixels=pixels, index=index, stamps={STAMP_READY: time.monotonic_ns()},
                      position=StagePosition(x, y, z), pixel_size_um=self._px,
                      affine=self.affine, metadata=md,
-                     truth=boxes if self.has_truth else None)
+                     truth=boxes if self.has_truth else None, moving=moving)
 
     def snap(self) -> Frame:
         """Expose one frame (one exposure of simulated time; real time when realtime)."""
@@ -807,15 +811,33 @@ class SlideMicroscope(BaseMicroscope):
     def _read_position(self) -> StagePosition:
         return StagePosition(self._x, self._y, self._z)
 
+    # A move is commanded at once and settles over its settle time, as a motorised stage
+    # does (Micro-Manager's setters return at once): ``wait=False`` returns without
+    # sleeping, the caller's thread (the live loop's control) is not held for the settle
+    # time, ``moving()`` is True until it has passed and the frames exposed meanwhile are
+    # flagged ``moving``. A waited move lets the settle time pass (sleeping when realtime,
+    # on the simulated clock otherwise).
     def _set_xy(self, x: float, y: float) -> None:
         with self._lock:
             self._x, self._y = float(x), float(y)
-        self.advance(self.xy_settle_ms / 1000)
+            self._xy_until = self._clock() + self.xy_settle_ms / 1000
 
     def _set_z(self, z: float) -> None:
         with self._lock:
             self._z = float(z)
-        self.advance(self.z_settle_ms / 1000)
+            self._z_until = self._clock() + self.z_settle_ms / 1000
+
+    def _wait_xy(self) -> None:
+        self.advance(self._xy_until - self._clock())
+
+    def _wait_z(self) -> None:
+        self.advance(self._z_until - self._clock())
+
+    def _busy_xy(self) -> bool:
+        return self._clock() < self._xy_until
+
+    def _busy_z(self) -> bool:
+        return self._clock() < self._z_until
 
 
 def extrude_to_stack(image: np.ndarray, labels: np.ndarray, pixel_size_um: float,

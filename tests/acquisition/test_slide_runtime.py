@@ -165,6 +165,56 @@ def test_moves_and_exposures_advance_the_simulated_clock_by_their_times(
     assert s.sim_time_s - t0 == pytest.approx(0.039, abs=1e-12)
 
 
+def test_a_move_not_waited_for_settles_on_the_clock_and_its_frames_are_flagged_moving(
+        tmp_path: Path) -> None:
+    """As a motorised stage behind Micro-Manager: the move is commanded at once (no time
+    passes), ``moving()`` holds for the settle time, the frames exposed meanwhile are
+    flagged ``moving`` and the first exposed after it is not. Both axes."""
+    s = _scope(_square_slide(tmp_path), xy_settle_ms=25.0, z_settle_ms=15.0,
+               exposure_ms=10.0)
+    assert not s.moving() and not s.snap().moving
+    p = s.position()
+    t0 = s.sim_time_s
+    assert s.move_xy(p.x + 3.0, p.y, wait=False)
+    assert s.sim_time_s == t0  # commanded, not waited for
+    assert s.position().x == p.x + 3.0
+    assert s.moving()
+    flags = [s.snap().moving for _ in range(4)]  # exposures start at +0, 10, 20, 30 ms
+    assert flags == [True, True, True, False]
+    assert not s.moving()
+    t1 = s.sim_time_s
+    assert s.move_z(p.z + 0.5, wait=False)
+    assert s.sim_time_s == t1 and s.moving()
+    assert [s.snap().moving for _ in range(3)] == [True, True, False]
+    assert not s.moving()
+
+
+def test_a_waited_move_passes_its_settle_time_and_leaves_no_frame_moving(
+        tmp_path: Path) -> None:
+    s = _scope(_square_slide(tmp_path), xy_settle_ms=25.0, exposure_ms=10.0)
+    p = s.position()
+    t0 = s.sim_time_s
+    assert s.move_xy(p.x + 3.0, p.y)
+    assert s.sim_time_s - t0 == pytest.approx(0.025, abs=1e-12)
+    assert not s.moving() and not s.snap().moving
+
+
+def test_a_realtime_move_not_waited_for_returns_while_the_stage_settles(
+        tmp_path: Path) -> None:
+    """A live loop's control thread commands the move and goes on: it is still settling
+    when the call returns (a settle time far longer than any call here), and a waited
+    move after it waits out its own settle time."""
+    s = _scope(_square_slide(tmp_path), realtime=True, xy_settle_ms=1000.0)
+    p = s.position()
+    assert s.move_xy(p.x + 3.0, p.y, wait=False)
+    assert s.moving()
+    assert s.snap().moving
+    t0 = time.monotonic()
+    assert s.move_xy(p.x, p.y)
+    assert time.monotonic() - t0 >= 0.95  # a new move: its own full settle time
+    assert not s.moving()
+
+
 def test_advance_adds_any_positive_time_and_ignores_the_rest(tmp_path: Path) -> None:
     s = _scope(_square_slide(tmp_path))
     t0 = s.sim_time_s
