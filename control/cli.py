@@ -155,32 +155,18 @@ def limits_from_args(args: argparse.Namespace) -> dict[str, list[float]] | None:
 
 
 def load_detector_for(model: str | None):
-    """The detector for *model*: a path, 'classical', or None for the shipped default."""
-    if model is not None and model.lower() == "classical":
-        from inscope.detector.classical import ClassicalDetector
+    """The detector for *model*: a path, 'classical', or None for the shipped default
+    (the classical detector, with a note, when this build ships no model)."""
+    from inscope.detector import load_detector
 
-        return ClassicalDetector()
-    try:
-        from inscope.detector import load_detector
-    except ImportError:
-        if model is not None:
-            raise SystemExit(f"Cannot load model {model!r}: this build of inscope has no "
-                             "ONNX detector loader; use --model classical.") from None
-        from inscope.detector.classical import ClassicalDetector
-
-        print("note: no shipped model in this build; using the classical detector",
-              file=sys.stderr)
-        return ClassicalDetector()
     try:
         return load_detector(model)
     except FileNotFoundError:
         if model is not None:
             raise
-        from inscope.detector.classical import ClassicalDetector
-
         print("note: the shipped model is missing from this build; using the classical "
               "detector (pass --model PATH to use another)", file=sys.stderr)
-        return ClassicalDetector()
+        return load_detector("classical")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -80,3 +80,26 @@ def test_calibrate_and_scan_take_soft_limits_from_the_command_line(capsys):
                  "-10", "10"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "'x'" in err and "reversed" in err
+
+
+def test_scan_and_calibrate_fall_back_to_the_classical_detector_only_without_a_model(
+        monkeypatch, tmp_path, capsys):
+    """A build that ships no model file: the default becomes the classical detector,
+    with a note; a model the user named that is missing is an error, never replaced."""
+    import pytest
+
+    import inscope.detector.onnx_detector as onnx_detector
+    from inscope.control.cli import load_detector_for
+    from inscope.detector.classical import ClassicalDetector
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    assert isinstance(load_detector_for(None), OnnxDetector)  # the shipped model
+    assert capsys.readouterr().err == ""
+    assert isinstance(load_detector_for("Classical"), ClassicalDetector)
+    monkeypatch.setattr(onnx_detector, "DEFAULT_MODEL", tmp_path / "not-shipped.onnx")
+    assert isinstance(load_detector_for(None), ClassicalDetector)
+    assert capsys.readouterr().err == (
+        "note: the shipped model is missing from this build; using the classical detector "
+        "(pass --model PATH to use another)\n")
+    with pytest.raises(FileNotFoundError):
+        load_detector_for(str(tmp_path / "mine.onnx"))
