@@ -91,18 +91,44 @@ def write_confocal_slide(path: str | Path, seed: int = 0, **kw) -> Path:
     return path
 
 
+def write_confocal_tiff(path: str | Path, seed: int = 0, **kw) -> tuple[Path, Path]:
+    """Write :func:`confocal_nuclei_stack` as a Fiji (ImageJ) two-channel hyperstack,
+    axes ZCYX, µm sizes in its resolution and ``spacing``, the nuclei in channel 1 (a
+    dim copy of them, standing for a second stain, in channel 0), and the labels as a
+    TIFF beside it (``<stem>_labels.tif``): the layout of a two-channel confocal stack
+    saved from Fiji, opened with ``-o path=OUT.tif -o channel=1 -o labels=...``.
+    Returns both paths."""
+    import tifffile
+
+    stack, labels = confocal_nuclei_stack(seed=seed, **kw)
+    px, dz = kw.get("pixel_size_um", 0.26), kw.get("z_step_um", 0.29)
+    other = (stack.astype(np.float32) * 0.3 + 200).astype(np.uint16)
+    path = Path(path)
+    tifffile.imwrite(path, np.stack([other, stack], axis=1), imagej=True,
+                     resolution=(1 / px, 1 / px),
+                     metadata={"axes": "ZCYX", "spacing": dz, "unit": "um"})
+    lab = path.with_name(path.stem + "_labels.tif")
+    tifffile.imwrite(lab, labels.astype(np.uint16))
+    return path, lab
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", help="npz to write")
+    ap.add_argument("out", help="npz to write (or .tif: a Fiji two-channel hyperstack "
+                                "and <stem>_labels.tif, see write_confocal_tiff)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=512, help="Y and X size (px)")
     ap.add_argument("--planes", type=int, default=60)
     ap.add_argument("--any-depth", action="store_true",
                     help="nuclei at any depth (default: a monolayer, +/-1.5 µm)")
     args = ap.parse_args(argv)
-    p = write_confocal_slide(args.out, args.seed, shape=(args.planes, args.size, args.size),
-                             z_spread_um=None if args.any_depth else 1.5)
-    print(f"wrote {p}")
+    kw = {"shape": (args.planes, args.size, args.size),
+          "z_spread_um": None if args.any_depth else 1.5}
+    if Path(args.out).suffix.lower() in (".tif", ".tiff"):
+        p, lab = write_confocal_tiff(args.out, args.seed, **kw)
+        print(f"wrote {p} (nuclei in channel 1) and {lab}")
+    else:
+        print(f"wrote {write_confocal_slide(args.out, args.seed, **kw)}")
     return 0
 
 

@@ -819,3 +819,32 @@ def test_bad_pictures_get_one_line_naming_the_file_the_problem_and_the_fix(tmp_p
     msg = _error(load_slide, tmp_path / "img.png", labels=tmp_path / "rgb_labels.png")
     assert "rgb_labels.png" in msg and "labels picture has 3 colour samples" in msg
     assert "grey 8 / 16-bit PNG of integer ids" in msg
+
+
+def test_a_fiji_two_channel_confocal_hyperstack_opens_with_its_sizes_channel_and_labels(
+        tmp_path):
+    """The layout of a two-channel confocal stack saved from Fiji (ZCYX, µm sizes in the
+    resolution and ``spacing``, labels in a TIFF beside it), as
+    ``benchmarks.confocal_stack`` writes it: channel 1 is the nuclei, plane for plane."""
+    from benchmarks.confocal_stack import confocal_nuclei_stack, write_confocal_tiff
+
+    kw = {"shape": (11, 48, 64), "z_step_um": 1.0, "seed": 3, "tries": 200}
+    img, lab = write_confocal_tiff(tmp_path / "cells.tif", **kw)
+    stack, labels = confocal_nuclei_stack(**kw)
+    s = SlideMicroscope(img, channel=1, labels=lab, fov=32, noise=0, realtime=False)
+    assert s.pixel_size_um == pytest.approx(0.26, rel=1e-6)
+    assert s.z_step_um == pytest.approx(1.0, rel=1e-6)
+    assert s.optical_sectioning  # a z-stack is read as sectioned by default
+    # the middle plane, at the image centre: the file's channel 1 there, not channel 0
+    f = s.snap()
+    plane = stack[5].astype(np.float32)
+    assert f.metadata["plane"] == 5 and plane.max() > 4 * np.median(plane)  # cells here
+    # frame pixel k shows image coordinate k - 16 + (n - 1) / 2: half-way between pixels
+    # here (an even image), so each frame pixel is the mean of four image pixels
+    y0 = np.arange(32) - 16 + (48 - 2) // 2
+    x0 = np.arange(32) - 16 + (64 - 2) // 2
+    want = 0.25 * (plane[np.ix_(y0, x0)] + plane[np.ix_(y0 + 1, x0)]
+                   + plane[np.ix_(y0, x0 + 1)] + plane[np.ix_(y0 + 1, x0 + 1)])
+    assert np.allclose(np.asarray(f.pixels, np.float32), want, atol=1.0)
+    assert sorted(s.true_cells().ids.tolist()) == sorted(
+        int(k) for k in np.unique(labels) if k)
