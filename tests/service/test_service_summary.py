@@ -242,3 +242,19 @@ def test_a_build_that_failed_early_closes_only_the_microscope():
     calls: list[str] = []
     _close_parts(None, None, None, None, None, _Part("scope", calls))
     assert calls == ["scope.close"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write into any folder")
+def test_a_folder_that_refuses_the_write_gives_its_own_error(tmp_path):
+    """The temporary file could not even be created: the caller gets the permission
+    error that says why (not a missing-file error from the clean-up)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError):
+            write_summary({"frames": 1}, folder / "summary.json")
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
