@@ -105,3 +105,13 @@ def test_leaving_out_argparse_s_own_default_is_equivalent_but_not_on_a_switch():
 @pytest.mark.parametrize("diff", [DEFAULT_VALUE, CHOICES, FLAG_NAME])
 def test_a_change_to_values_choices_or_names_is_not_called_help_only(diff):
     assert _reason("x_a__mutmut_1", diff).startswith("a test to add")
+
+
+def test_a_function_no_test_can_reach_says_why_and_a_note_still_wins(monkeypatch):
+    from benchmarks.mutation import _NO_TESTS, UNREACHABLE, _unreached
+
+    monkeypatch.setitem(UNREACHABLE, "x_child_main", "runs in a child process")
+    assert _unreached("x_child_main__mutmut_12", "-a\n+b") == "runs in a child process"
+    assert _unreached("x_other__mutmut_12", "-a\n+b") == _NO_TESTS
+    monkeypatch.setitem(SURVIVOR_NOTES, "x_child_main__mutmut_12", ("+b", NOTE))
+    assert _unreached("x_child_main__mutmut_12", "-a\n+b") == NOTE

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -142,3 +143,95 @@ def test_the_renderer_runs_below_the_loops_priority():
         child = os.getpriority(os.PRIO_PROCESS, pid)
     s.close()
     assert child == min(mine + NICE, 19)
+
+
+# -- what the parent's side passes on and frees ------------------------------------------
+def test_an_8_bit_camera_streams_8_bit_frames_through_its_process():
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, bit_depth=8, shape=(96, 128))
+    with s.stream() as st:
+        f = st.get(timeout=60)
+    assert f.pixels.dtype == np.uint8 and f.pixels.shape == (96, 128)
+    assert f.pixels.max() > 0
+
+
+def test_the_camera_is_a_named_daemon_process_and_close_frees_everything():
+    """While it streams: one child process named ``inscope-sim-camera``, a daemon (it
+    cannot outlive the loop's process), shared memory for the stage state and the
+    frames. After close: the child has ended, both shared-memory segments are gone, and
+    the stage state is the microscope's own again (moves keep working)."""
+    import multiprocessing as mp
+    from multiprocessing import shared_memory
+
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, shape=(64, 64))
+    got = []
+    with s.stream() as st:
+        for f in st:
+            got.append(f)
+            if len(got) == 4:
+                break
+        cam = s.camera_process
+        (child,) = [p for p in mp.active_children() if p.pid == cam.pid]
+        assert child.name == "inscope-sim-camera" and child.daemon
+        names = (cam._shm_state.name, cam._shm_frames.name)
+        assert cam.frames >= 4
+    assert _gone(cam.pid, 5.0) and cam.process is None and s.camera_process is None
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+    cam.stop()  # idempotent
+    p = s.position()
+    assert s.move_xy(p.x + 5.0, p.y)  # the state is private again, not a freed mapping
+    assert s.position().x == pytest.approx(p.x + 5.0)
+
+
+def test_each_emitted_frame_is_counted_once():
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, shape=(64, 64))
+    with s.stream() as st:
+        got = [st.get(timeout=60) for _ in range(5)]
+        cam = s.camera_process
+    assert cam.frames == st.produced >= len(got)
+
+
+def test_frames_carry_the_time_defocus_and_the_calibrated_affine():
+    """Each frame from the process has its simulated time, its defocus from the focal
+    surface, and the microscope's current affine (a calibration applied before the
+    stream reaches the frames)."""
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, shape=(64, 64), drift_um_per_s=0.0)
+    cal = np.array([[0.0, -0.5], [0.5, 0.0]])
+    s.affine = cal
+    p = s.position()
+    z_focus = s.true_focus_z(p.x, p.y)
+    s.move_z(z_focus + 1.5)
+    with s.stream() as st:
+        frames = [st.get(timeout=60) for _ in range(3)]
+    for f in frames:
+        assert np.allclose(f.affine, cal)
+        assert f.metadata["defocus_um"] == pytest.approx(1.5, abs=0.01)
+    t = [f.metadata["sim_time_s"] for f in frames]
+    assert all(b > a for a, b in zip(t, t[1:], strict=False)) and t[0] > 0
+
+
+def test_a_second_stream_on_the_same_camera_is_refused_with_the_fix():
+    from inscope.acquisition.errors import AcquisitionError
+
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, shape=(64, 64))
+    with s.stream() as st:
+        st.get(timeout=60)
+        with pytest.raises(AcquisitionError, match=r"A stream is already running on this "
+                           r"simulated camera; close it before starting another\."):
+            s.camera_process.produce(lambda f: None, threading.Event())
+
+
+def test_a_camera_process_that_dies_ends_the_stream_with_an_error_naming_it():
+    """The renderer killed (out of memory, a crash): the stream does not wait for ever;
+    it ends with an error that says the camera process ended."""
+    from inscope.acquisition.errors import AcquisitionError
+
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, shape=(64, 64))
+    with s.stream() as st:
+        st.get(timeout=60)
+        os.kill(s.camera_process.pid, signal.SIGKILL)
+        with pytest.raises(AcquisitionError, match="simulated camera process ended"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                st.get(timeout=5)
