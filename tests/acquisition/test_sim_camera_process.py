@@ -235,3 +235,52 @@ def test_a_camera_process_that_dies_ends_the_stream_with_an_error_naming_it():
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 st.get(timeout=5)
+
+
+def test_a_renderer_that_fails_in_the_process_ends_the_stream_with_its_error():
+    """The child reports its exception in one line; the stream ends with it (not with a
+    hang or a bare 'process ended')."""
+    from _support.specimens import FailingSpecimen
+
+    from inscope.acquisition.errors import AcquisitionError
+    from inscope.acquisition.simulated.config import SimConfig
+
+    cfg = SimConfig(seed=0, exposure_ms=10.0, shape=(64, 64))
+    s = SimulatedMicroscope(cfg, specimen=FailingSpecimen(cfg, good=2))
+    got = []
+    with pytest.raises(AcquisitionError) as err:  # noqa: PT012 - frames, then the error
+        with s.stream() as st:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                got.append(st.get(timeout=10))
+    assert str(err.value) == ("simulated camera process failed: RuntimeError: the "
+                              "renderer broke")
+    assert 1 <= len(got) <= 2
+
+
+def test_a_camera_never_started_stops_as_a_no_op():
+    from inscope.acquisition.simulated.camera_process import ProcessCamera
+
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, shape=(64, 64))
+    cam = ProcessCamera(s)
+    assert (cam.pid, cam.process, cam.frames) == (None, None, 0)
+    cam.stop()
+    assert s.camera_process is None
+
+
+def test_the_stop_message_ends_the_child_cleanly_and_closes_the_pipe():
+    """Closing the stream tells the child to stop: it exits by itself (exit code 0, not
+    terminated), the parent's pipe end is closed, and a frame asked for afterwards is
+    refused with the fix."""
+    from inscope.acquisition.errors import AcquisitionError
+
+    s = SimulatedMicroscope(seed=0, exposure_ms=10.0, shape=(64, 64))
+    with s.stream() as st:
+        st.get(timeout=60)
+        cam = s.camera_process
+        proc, conn = cam.process, cam._conn
+    assert proc.exitcode == 0
+    assert conn.closed
+    with pytest.raises(AcquisitionError, match=r"the simulated camera was stopped while "
+                       r"streaming \(its microscope was closed\); open a new stream\."):
+        cam._copy_slot(0)
