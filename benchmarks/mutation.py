@@ -1589,6 +1589,39 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     "xǁFrameStreamǁ_emit_lossless__mutmut_8": (
         "return True", "equivalent: the answer of a hand-off abandoned because the stream "
         "is stopping; no producer reads it then (it stops)"),
+    # acquisition/simulated/camera_process.py (the parent's side; the child's code is in
+    # UNREACHABLE)
+    **{f"xǁProcessCameraǁ__init____mutmut_{n}": (frag, "equivalent: read only after "
+                                                 "start() has set it (or stop() finds no "
+                                                 "process, resp. no state segment, first)")
+       for n, frag in ((3, "self._conn: Connection | None = \"\""),
+                       (5, "self._shm_frames: shared_memory.SharedMemory | None = \"\""))},
+    **{f"xǁProcessCameraǁproduce__mutmut_{n}": (frag, "not reachable here: the check for a "
+                                                "child that died without its pipe closing "
+                                                "(another process holding its end); a "
+                                                "killed child closes it, and the stream "
+                                                "ends on EOF (tested)")
+       for n, frag in ((16, "conn.poll(None)"), (17, "conn.poll(1.25)"), (19, "None)"))},
+    "xǁProcessCameraǁproduce__mutmut_9": ("or proc is not None", "equivalent: start() "
+                                          "sets both or raises"),
+    **{f"xǁProcessCameraǁstart__mutmut_{n}": (frag, "equivalent: a larger shared-memory "
+                                              "segment than needed (the views read their "
+                                              "own size); float64 is numpy's default dtype")
+       for n, frag in ((15, "motion.SIZE * 9"), (25, "np.dtype(None)"),
+                       (28, "np.ndarray(motion.SIZE, None"),
+                       (31, "np.ndarray(motion.SIZE, buffer"))},
+    "xǁProcessCameraǁstart__mutmut_37": ("get_context(None)", "equivalent on Linux, whose "
+                                         "default start method (fork) runs the camera too; "
+                                         "spawn is chosen so it works on Windows and macOS "
+                                         "and no threaded process is forked"),
+    **{f"xǁProcessCameraǁstop__mutmut_{n}": (frag, "equivalent: the child stops on any "
+                                             "message (it polls its pipe), so waiting for "
+                                             "ever (join(None)) or 3 s ends the same way")
+       for n, frag in ((1, "timeout: float = 3.0"), (6, "conn.send(None)"),
+                       (7, 'conn.send("XXstopXX")'), (8, 'conn.send("STOP")'),
+                       (9, "proc.join(None)"), (10, "proc.join(None)"))},
+    "xǁProcessCameraǁstop__mutmut_18": ("break", "equivalent: the two segments are made "
+                                        "and freed together, so neither is None alone"),
     # inscope/service.py
     "x__end_context__mutmut_5": ("linger=1", "equivalent in effect: one millisecond of "
                                  "linger is as good as none (the test's queued message is "

@@ -266,6 +266,10 @@ def test_a_camera_never_started_stops_as_a_no_op():
     assert (cam.pid, cam.process, cam.frames) == (None, None, 0)
     cam.stop()
     assert s.camera_process is None
+    from inscope.acquisition.errors import AcquisitionError
+
+    with pytest.raises(AcquisitionError, match="open a new stream"):
+        cam._copy_slot(0)  # no ring to read from
 
 
 def test_the_stop_message_ends_the_child_cleanly_and_closes_the_pipe():
