@@ -68,6 +68,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # decodings of the same network outputs compared on simulated frames (model card)
     "decode_variants": (["benchmarks.decode_variants", "--real", "{data}"],
                         "decode_variants.json"),
+    # the target refiner's steady centroid: whole-frame blurs against the crop's window
+    "refine_window": (["benchmarks.bench_refine"], "refine_window.json"),
     # per-plane measures for a widefield nucleus' z extent (docs/service.md, Z extent)
     "zextent_measures": (["benchmarks.zextent_measures"], "zextent_measures.json"),
     # faint HeLa nuclei missed under a box too large, and their sizes (model card)

@@ -594,3 +594,63 @@ def test_a_packed_nucleus_centroid_does_not_flip_with_the_camera_noise(tmp_path)
     assert max(steady) < 2.0, steady
     assert max(acquired) < 2.0, acquired
     assert np.median(others_moved) < 0.2, others_moved
+
+
+def _whole_frame_steady(pixels, box, others):
+    """The steady centroid with every scale blurring the whole frame (written out here
+    from its definition: soft centroids at each scale, their median unless the raw one
+    is within FLIP_PX of it)."""
+    import math
+
+    from inscope.control.refine import FLIP_PX, STEADY_SCALES, soft_centroid
+
+    img = np.asarray(pixels, np.float32)
+    each = [soft_centroid(img if s <= 0 else cv2.GaussianBlur(img, (0, 0), s), box, 0.3,
+                          others) for s in STEADY_SCALES]
+    got = [(c[0][0], c[0][1], c[1]) for c in each if c is not None]
+    if 2 * len(got) <= len(STEADY_SCALES):
+        return None
+    m = np.median(np.asarray(got, float), axis=0)
+    if each[0] is not None and math.hypot(*(each[0][0] - m[:2])) <= FLIP_PX:
+        return each[0]
+    return m[:2], float(m[2])
+
+
+def test_the_steady_centroid_blurs_only_its_window_and_finds_what_the_whole_frame_gives():
+    """Boxes in the middle, at every edge and corner, partly and wholly outside, with and
+    without the other boxes: the same centroid (to float rounding) as blurring the whole
+    frame at each scale."""
+    from inscope.acquisition.simulated import SimulatedMicroscope
+    from inscope.control.refine import steady_centroid
+
+    scope = SimulatedMicroscope(seed=3, shape=(200, 260), realtime=False)
+    frame = scope.snap()
+    boxes = np.asarray(frame.truth, float)
+    h, w = frame.pixels.shape
+    extra = np.array([[-12, -9, 10, 14], [w - 15, h - 12, w + 9, h + 6],
+                      [w - 20, 40, w + 2, 66], [30, h - 18, 52, h + 3],
+                      [-60, -60, -30, -30], [w + 5, 10, w + 30, 30]], float)
+    found = 0
+    for b in [*boxes, *extra]:
+        for others in (None, boxes):
+            want = _whole_frame_steady(frame.pixels, b, others)
+            got = steady_centroid(frame.pixels, b, others=others)
+            assert (want is None) == (got is None), b
+            if want is not None:
+                found += 1
+                assert np.allclose(got[0], want[0], atol=1e-3), b
+                assert got[1] == pytest.approx(want[1], rel=1e-4)
+    assert found > 2 * len(boxes) * 0.8
+
+
+def test_the_blur_window_is_the_crop_grown_by_the_kernel_radius_and_clipped():
+    from inscope.control.refine import _blur_window
+
+    # box 20 x 10 at (100, 50); crop grows it by 0.3 of its size + 2 px; a sigma of 2
+    # has a radius of 8 px in OpenCV (4 sigma), plus 2 px to spare
+    assert _blur_window((300, 400), np.array([100.0, 50.0, 120.0, 60.0]), 0.3, 2.0) == (
+        100 - 6 - 2 - 10, 50 - 3 - 2 - 10, 120 + 6 + 2 + 10, 60 + 3 + 2 + 10)
+    # at the frame's edges: clipped to it
+    assert _blur_window((300, 400), np.array([-5.0, -5.0, 10.0, 10.0]), 0.3, 2.0)[:2] == (0, 0)
+    assert _blur_window((300, 400), np.array([390.0, 290.0, 410.0, 310.0]), 0.3, 2.0)[2:] \
+        == (400, 300)
