@@ -17,7 +17,86 @@ from scipy.optimize import linear_sum_assignment
 from inscope.acquisition.frame import Frame
 from inscope.detector.base import Detections
 
-__all__ = ["Track", "Tracker"]
+__all__ = ["Track", "Tracker", "gated_assignment"]
+
+#: the price of a pair beyond its gate in a group's assignment (far above any sum of
+#: real distances in µm, so the most pairs within their gates are matched first)
+_BEYOND_GATE = 1e9
+#: up to this many track x detection pairs one assignment over the whole matrix is
+#: solved (for a hundred cells or so, finding the groups costs more than it saves);
+#: beyond it, one per group of pairs in reach
+_DENSE_PAIRS = 20_000
+
+
+def gated_assignment(a: np.ndarray, b: np.ndarray, gates: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)``: the Hungarian matching of points *a* (N, 2) to *b* (M, 2) that
+    uses only pairs within each *a*'s gate (distance <= ``gates[i]``): the most such
+    pairs, then the least total distance; rows ascending.
+
+    The same matching as one assignment over the whole N x M cost matrix with the pairs
+    beyond their gates priced out, but solved on each connected group of pairs in reach
+    (a KD-tree finds them): matching 1,260 tracks to 1,260 nuclei of a 2048 x 2048
+    frame took the whole matrix ~45 ms (its distances and its assignment) of every
+    control step, where the groups are mostly single pairs. Points that are not finite,
+    and NaN gates, match nothing; an infinite gate reaches every point.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    a = np.asarray(a, float).reshape(-1, 2)
+    b = np.asarray(b, float).reshape(-1, 2)
+    gates = np.asarray(gates, float).reshape(-1)
+    none = (np.zeros(0, np.intp), np.zeros(0, np.intp))
+    ia = np.flatnonzero(np.isfinite(a).all(1) & (gates >= 0))  # (NaN: no gate; inf: any)
+    ib = np.flatnonzero(np.isfinite(b).all(1))
+    if not len(ia) or not len(ib):
+        return none
+    if len(ia) * len(ib) <= _DENSE_PAIRS:  # few cells: the whole matrix is cheaper
+        diff = a[ia][:, None, :] - b[ib][None, :, :]
+        cost = np.sqrt((diff * diff).sum(axis=2))
+        cost = np.where(cost <= gates[ia][:, None], cost, _BEYOND_GATE)
+        r, c = linear_sum_assignment(cost)
+        ok = cost[r, c] < _BEYOND_GATE
+        return ia[r[ok]], ib[c[ok]]
+    near = cKDTree(b[ib]).query_ball_point(a[ia], gates[ia])
+    counts = np.fromiter((len(x) for x in near), np.intp, len(near))
+    if not counts.sum():
+        return none
+    ii = ia[np.repeat(np.arange(len(ia)), counts)]
+    jj = ib[np.concatenate([np.asarray(x, np.intp) for x in near if len(x)])]
+    diff = a[ii] - b[jj]
+    dist = np.sqrt((diff * diff).sum(axis=1))  # (as np.linalg.norm computes it)
+    keep = dist <= gates[ii]  # (the tree's own test may differ in the last bit)
+    ii, jj, dist = ii[keep], jj[keep], dist[keep]
+    if not len(ii):
+        return none
+    na, nb = len(a), len(b)
+    graph = coo_matrix((np.ones(len(ii)), (ii, na + jj)), shape=(na + nb, na + nb))
+    _, label = connected_components(graph, directed=False)
+    group = label[ii]
+    # a group of one pair (the usual case: a cell and its detection) is that pair
+    per_a = np.bincount(label[:na], minlength=label.max() + 1)
+    per_b = np.bincount(label[na:], minlength=label.max() + 1)
+    single = (per_a[group] == 1) & (per_b[group] == 1)
+    rows, cols = [ii[single]], [jj[single]]
+    rest = ~single
+    order = np.argsort(group[rest], kind="stable")
+    gi, gj, gd, gg = ii[rest][order], jj[rest][order], dist[rest][order], group[rest][order]
+    starts = np.flatnonzero(np.r_[True, gg[1:] != gg[:-1]])
+    for s0, s1 in zip(starts, np.r_[starts[1:], len(gg)], strict=True):
+        ua, ra = np.unique(gi[s0:s1], return_inverse=True)
+        ub, rb = np.unique(gj[s0:s1], return_inverse=True)
+        cost = np.full((len(ua), len(ub)), _BEYOND_GATE)
+        cost[ra, rb] = gd[s0:s1]
+        r, c = linear_sum_assignment(cost)
+        ok = cost[r, c] < _BEYOND_GATE
+        rows.append(ua[r[ok]])
+        cols.append(ub[c[ok]])
+    r_all, c_all = np.concatenate(rows), np.concatenate(cols)
+    order = np.argsort(r_all, kind="stable")
+    return r_all[order], c_all[order]
 
 
 @dataclass(eq=False)
@@ -172,13 +251,8 @@ class Tracker:
         matched_t: set[int] = set()
         matched_d: set[int] = set()
         if len(self._tracks) and n:
-            cost = np.linalg.norm(preds[:, None, :] - centers_um[None, :, :], axis=2)
             gates = np.array([self._gate(t, 1 + t.missed) for t in self._tracks])
-            big = 1e9
-            c = np.where(cost <= gates[:, None], cost, big)
-            rows, cols = linear_sum_assignment(c)
-            keep = c[rows, cols] < big
-            rows, cols = rows[keep], cols[keep]
+            rows, cols = gated_assignment(preds, centers_um, gates)
             matched_t.update(rows.tolist())
             matched_d.update(cols.tolist())
             hit = [self._tracks[r] for r in rows]

@@ -335,3 +335,71 @@ def test_tracks_compare_by_identity():
     assert a in tracks
     tracks.remove(a)
     assert tracks == [b]
+
+
+def _dense_gated(a, b, gates):
+    """The reference: one Hungarian assignment over the whole cost matrix, the pairs
+    beyond their gate priced out (what the tracker solved before the groups)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2))
+    c = np.where(cost <= gates[:, None], cost, 1e9)
+    c = np.where(np.isfinite(c), c, 1e9)
+    r, k = linear_sum_assignment(c)
+    ok = c[r, k] < 1e9
+    return r[ok], k[ok]
+
+
+@pytest.mark.parametrize("dense_pairs", [0, 20_000])
+@pytest.mark.parametrize("seed", range(12))
+def test_the_gated_assignment_matches_the_whole_matrix_assignment(seed, dense_pairs,
+                                                                  monkeypatch):
+    """Random scenes, sparse to crowded (gates reaching several neighbours), more tracks
+    than detections and fewer, some points and gates not finite: the same pairs as the
+    whole-matrix assignment, solved by groups (forced here) or as one matrix."""
+    import inscope.control.tracking as tracking
+    from inscope.control.tracking import gated_assignment
+
+    monkeypatch.setattr(tracking, "_DENSE_PAIRS", dense_pairs)
+
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(0, 80)), int(rng.integers(0, 80))
+    side = float(rng.choice([20.0, 60.0, 200.0]))
+    a = rng.uniform(0, side, (n, 2))
+    b = np.concatenate([a[: min(n, m)] + rng.normal(0, 1.5, (min(n, m), 2)),
+                        rng.uniform(0, side, (max(m - n, 0), 2))])[:m]
+    b = b[rng.permutation(len(b))] if len(b) else b.reshape(0, 2)
+    gates = rng.uniform(1.0, 8.0, n)
+    if n > 3:
+        a[1] = np.nan
+        gates[2] = np.inf if seed % 2 else np.nan
+    if m > 3:
+        b[0] = np.nan
+    rows, cols = gated_assignment(a, b, gates)
+    ok_gate = np.where(np.isnan(gates), -1.0, gates)  # NaN: no gate; inf: any distance
+    want_r, want_c = _dense_gated(np.nan_to_num(a, nan=1e12), np.nan_to_num(b, nan=-1e12),
+                                  ok_gate)
+    assert rows.tolist() == want_r.tolist() and cols.tolist() == want_c.tolist()
+    assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
+    if len(rows):  # every pair is within its gate
+        d = np.hypot(*(a[rows] - b[cols]).T)
+        assert np.all(d <= gates[rows])
+
+
+@pytest.mark.parametrize("dense_pairs", [0, 20_000])
+def test_the_gated_assignment_prefers_more_pairs_then_shorter_ones(dense_pairs,
+                                                                   monkeypatch):
+    import inscope.control.tracking as tracking
+    from inscope.control.tracking import gated_assignment
+
+    monkeypatch.setattr(tracking, "_DENSE_PAIRS", dense_pairs)
+
+    # track 0 reaches detections 0 (0.5 away) and 1 (1.0); track 1 reaches only 0 (0.9):
+    # two pairs (0-1, 1-0: 1.9 in all) beat the nearest pair alone (0-0: 0.5)
+    a = np.array([[0.0, 0.0], [1.4, 0.0]])
+    b = np.array([[0.5, 0.0], [-1.0, 0.0]])
+    rows, cols = gated_assignment(a, b, np.array([1.0, 1.0]))
+    assert rows.tolist() == [0, 1] and cols.tolist() == [1, 0]
+    # nothing within reach: no pairs; empty inputs: none
+    assert [x.tolist() for x in gated_assignment(a, b + 10, np.array([1.0, 1.0]))] == [[], []]
+    assert [x.tolist() for x in gated_assignment(a[:0], b, np.zeros(0))] == [[], []]
