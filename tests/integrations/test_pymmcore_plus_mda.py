@@ -258,6 +258,22 @@ def test_boxes_follow_the_cores_calibrated_pixel_affine(core):
         core.setPixelSizeAffine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
+def _unload_qt_core(core) -> None:
+    """Unload a Qt-signalled test core with its C++ callbacks into Python switched off
+    first, and Qt's queued signals delivered: a device thread's late callback, re-emitted
+    as a Qt signal while the devices were unloading, crashed a full run once (a
+    segmentation fault in pymmcore-plus' ``reemit``, in this file's Qt test's teardown).
+    This is teardown only; the tests' runs keep every callback."""
+    from pymmcore_plus import CMMCorePlus
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None:
+        app.processEvents()
+    super(CMMCorePlus, core).registerCallback(None)  # what CMMCorePlus.__del__ does
+    core.unloadAllDevices()
+
+
 @contextlib.contextmanager
 def _qt_core():
     """A demo core created with a Qt application running, as napari-micromanager and
@@ -283,7 +299,7 @@ def _qt_core():
         qcore.setExposure(5.0)
         yield qcore
     finally:
-        qcore.unloadAllDevices()
+        _unload_qt_core(qcore)
 
 
 def test_follow_ups_run_when_the_cores_mda_signals_are_qt():
@@ -561,4 +577,4 @@ def test_a_gui_started_multi_camera_run_handles_every_cameras_frame():
         assert sorted(r.event.index.get("cam") for r in results) == [0, 0, 0, 1, 1, 1]
         assert sum(bool(r.event.metadata.get(FOLLOW_UP_KEY)) for r in results) == 4
     finally:
-        c.unloadAllDevices()
+        _unload_qt_core(c)
