@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks._common import load_average, write_json
+from benchmarks._common import load_average, percentiles, write_json
 
 OUT = Path(__file__).parent / "results" / "refine_window.json"
 
@@ -42,12 +42,6 @@ def whole_frame(pixels: np.ndarray, box: np.ndarray, others: np.ndarray):
     if raw is not None and math.hypot(*(raw[0] - m[:2])) <= FLIP_PX:
         return raw
     return m[:2].copy(), float(m[2])
-
-
-def _pct(v: list[float]) -> dict[str, float]:
-    q = np.percentile(v, [50, 90, 99, 100])
-    return {"n": len(v), **{k: round(float(x), 3) for k, x in
-                            zip(("p50", "p90", "p99", "max"), q, strict=True)}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                     diff = max(diff, float(np.max(np.abs(a[0] - w[0]))))
         scope.close()
         rows[str(size)] = {"objects_in_frame": len(boxes), "boxes_timed": len(pick),
-                           "ms": {k: _pct(v) for k, v in t.items()},
+                           "ms": {k: percentiles(v, digits=3, count=True)
+                                  for k, v in t.items()},
                            "max_centroid_difference_px": diff}
         print(size, rows[str(size)], flush=True)
     write_json(args.out, {"what": __doc__.split("\n\n")[1].replace("\n", " "),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import load_average, write_json
+from benchmarks._common import load_average, percentiles, write_json
 
 OUT = Path(__file__).parent / "results" / "tracking_groups.json"
 
@@ -34,12 +34,6 @@ def whole_matrix(a: np.ndarray, b: np.ndarray, gates: np.ndarray):
     rows, cols = linear_sum_assignment(c)
     keep = c[rows, cols] < 1e9
     return rows[keep], cols[keep]
-
-
-def _pct(v: list[float]) -> dict[str, float]:
-    q = np.percentile(v, [50, 90, 99, 100])
-    return {"n": len(v), **{k: round(float(x), 3) for k, x in
-                            zip(("p50", "p90", "p99", "max"), q, strict=True)}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if ids["whole matrix"] != ids["groups"]:
             raise SystemExit(f"{size}: the two matchings gave different track ids")
         rows[str(size)] = {"nuclei_per_frame": int(np.mean([len(d) for _, d in frames])),
-                           "update_ms": {k: _pct(v) for k, v in t.items()},
+                           "update_ms": {k: percentiles(v, digits=3, count=True)
+                                  for k, v in t.items()},
                            "same_track_ids": True}
         print(size, rows[str(size)], flush=True)
     write_json(args.out, {"what": __doc__.split("\n\n")[1].replace("\n", " "),

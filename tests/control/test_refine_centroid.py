@@ -596,30 +596,12 @@ def test_a_packed_nucleus_centroid_does_not_flip_with_the_camera_noise(tmp_path)
     assert np.median(others_moved) < 0.2, others_moved
 
 
-def _whole_frame_steady(pixels, box, others):
-    """The steady centroid with every scale blurring the whole frame (written out here
-    from its definition: soft centroids at each scale, their median unless the raw one
-    is within FLIP_PX of it)."""
-    import math
-
-    from inscope.control.refine import FLIP_PX, STEADY_SCALES, soft_centroid
-
-    img = np.asarray(pixels, np.float32)
-    each = [soft_centroid(img if s <= 0 else cv2.GaussianBlur(img, (0, 0), s), box, 0.3,
-                          others) for s in STEADY_SCALES]
-    got = [(c[0][0], c[0][1], c[1]) for c in each if c is not None]
-    if 2 * len(got) <= len(STEADY_SCALES):
-        return None
-    m = np.median(np.asarray(got, float), axis=0)
-    if each[0] is not None and math.hypot(*(each[0][0] - m[:2])) <= FLIP_PX:
-        return each[0]
-    return m[:2], float(m[2])
-
-
 def test_the_steady_centroid_blurs_only_its_window_and_finds_what_the_whole_frame_gives():
     """Boxes in the middle, at every edge and corner, partly and wholly outside, with and
     without the other boxes: the same centroid (to float rounding) as blurring the whole
-    frame at each scale."""
+    frame at each scale (the earlier computation, kept in the benchmark that times
+    both)."""
+    from benchmarks.bench_refine import whole_frame
     from inscope.acquisition.simulated import SimulatedMicroscope
     from inscope.control.refine import steady_centroid
 
@@ -633,7 +615,7 @@ def test_the_steady_centroid_blurs_only_its_window_and_finds_what_the_whole_fram
     found = 0
     for b in [*boxes, *extra]:
         for others in (None, boxes):
-            want = _whole_frame_steady(frame.pixels, b, others)
+            want = whole_frame(frame.pixels, b, others)
             got = steady_centroid(frame.pixels, b, others=others)
             assert (want is None) == (got is None), b
             if want is not None:
