@@ -378,6 +378,18 @@ TARGETS: tuple[Target, ...] = (
                "tests/test_enums.py::test_documented_statuses_and_stamps_are_members",
                "tests/test_enums.py::test_no_module_spells_an_enum_again",
                "tests/service/test_target_forms.py::test_docs_list_the_same_forms"))),
+    # calibrate / scan's way in: the scan's argument checks (one line each, before any
+    # hardware), the backend options and soft limits a command opens its microscope
+    # with, and the detector it loads. run_scan / run_calibrate / register (argparse)
+    # are left out of the default run: each mutant runs whole scans on the headless
+    # core and the slide (name them with --mutants to run them)
+    Target("control_cli", "control/cli.py",
+           ("tests/control/test_scan_hardening.py", "tests/control/test_control_cli.py",
+            "tests/control/test_slide_control.py", "tests/acquisition/test_factory_open.py",
+            "tests/service/test_fiji_calibration.py", "tests/control/test_control_cli_parts.py"),
+           0.80, isolation="forkserver",
+           mutants=("*x__scan_arg_error*", "*x_open_from_args*", "*x_limits_from_args*",
+                    "*x_load_detector_for*")),
     # the service's assembly and run: a build that fails closes what it opened, every
     # socket bound before anything runs, Ctrl-C / SIGTERM / a dead command server stop
     # the stage, and the summary is never lost (written atomically, or printed)
@@ -1622,6 +1634,17 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                        (9, "proc.join(None)"), (10, "proc.join(None)"))},
     "xǁProcessCameraǁstop__mutmut_18": ("break", "equivalent: the two segments are made "
                                         "and freed together, so neither is None alone"),
+    # control/cli.py
+    **{f"x_open_from_args__mutmut_{n}": (frag, "the mm backend: it opens a running "
+                                         "Micro-Manager GUI through pycro-manager's Java "
+                                         "bridge (--port), which no test can start here")
+       for n, frag in ((38, "opts = None"), (39, '"XXportXX"'), (40, '"PORT"'),
+                       (41, '"XXexposure_msXX"'), (42, '"EXPOSURE_MS"'))},
+    **{f"x_{f}__mutmut_{n}": (frag, "equivalent for the parsed arguments: calibrate and "
+                              "scan both define the attribute, so getattr without a "
+                              "default never raises")
+       for f, n, frag in (("limits_from_args", 6, 'getattr(args, "limits", )'),
+                          ("open_from_args", 51, 'getattr(args, "option", )'))},
     # inscope/service.py
     "x__end_context__mutmut_5": ("linger=1", "equivalent in effect: one millisecond of "
                                  "linger is as good as none (the test's queued message is "

@@ -120,3 +120,16 @@ def test_limits_are_the_six_numbers_per_axis_or_none():
     args = _scan("--limits", "-1", "1", "-2", "2", "-3", "3")
     assert limits_from_args(args) == {"x": [-1.0, 1.0], "y": [-2.0, 2.0], "z": [-3.0, 3.0]}
     assert limits_from_args(_scan()) is None
+
+
+def test_the_headless_core_loads_the_config_it_is_given_not_the_demo_one(tmp_path):
+    import mm_test_adapters
+
+    from inscope.acquisition.errors import MicroscopeUnavailable
+
+    args = build_parser().parse_args(
+        ["calibrate", "--backend", "headless", "--mm-dir",
+         str(mm_test_adapters.device_adapter_path()),
+         "--mm-config", str(tmp_path / "my-rig.cfg")])
+    with pytest.raises(MicroscopeUnavailable, match="my-rig.cfg"):
+        open_from_args(args)
