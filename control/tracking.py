@@ -28,6 +28,14 @@ _BEYOND_GATE = 1e9
 _DENSE_PAIRS = 20_000
 
 
+def _assign_in_reach(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Hungarian assignment of *cost* (``_BEYOND_GATE`` where a pair is out of
+    reach), less the pairs it had to take out of reach."""
+    r, c = linear_sum_assignment(cost)
+    ok = cost[r, c] < _BEYOND_GATE
+    return r[ok], c[ok]
+
+
 def gated_assignment(a: np.ndarray, b: np.ndarray, gates: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, cols)``: the Hungarian matching of points *a* (N, 2) to *b* (M, 2) that
@@ -56,10 +64,8 @@ def gated_assignment(a: np.ndarray, b: np.ndarray, gates: np.ndarray
     if len(ia) * len(ib) <= _DENSE_PAIRS:  # few cells: the whole matrix is cheaper
         diff = a[ia][:, None, :] - b[ib][None, :, :]
         cost = np.sqrt((diff * diff).sum(axis=2))
-        cost = np.where(cost <= gates[ia][:, None], cost, _BEYOND_GATE)
-        r, c = linear_sum_assignment(cost)
-        ok = cost[r, c] < _BEYOND_GATE
-        return ia[r[ok]], ib[c[ok]]
+        r, c = _assign_in_reach(np.where(cost <= gates[ia][:, None], cost, _BEYOND_GATE))
+        return ia[r], ib[c]
     near = cKDTree(b[ib]).query_ball_point(a[ia], gates[ia])
     counts = np.fromiter((len(x) for x in near), np.intp, len(near))
     if not counts.sum():
@@ -90,10 +96,9 @@ def gated_assignment(a: np.ndarray, b: np.ndarray, gates: np.ndarray
         ub, rb = np.unique(gj[s0:s1], return_inverse=True)
         cost = np.full((len(ua), len(ub)), _BEYOND_GATE)
         cost[ra, rb] = gd[s0:s1]
-        r, c = linear_sum_assignment(cost)
-        ok = cost[r, c] < _BEYOND_GATE
-        rows.append(ua[r[ok]])
-        cols.append(ub[c[ok]])
+        r, c = _assign_in_reach(cost)
+        rows.append(ua[r])
+        cols.append(ub[c])
     r_all, c_all = np.concatenate(rows), np.concatenate(cols)
     order = np.argsort(r_all, kind="stable")
     return r_all[order], c_all[order]
