@@ -180,15 +180,19 @@ def _blur_window(shape: tuple[int, ...], box: np.ndarray, pad: float, sigma: flo
     the frame's blur wherever the crop reads it. The left and top are never cut inside
     the crop, so the box keeps positive coordinates in the window."""
     h, w = shape[:2]
-    x0, y0, x1, y1 = (float(v) for v in box)
-    bw, bh = max(x1 - x0, 0.0), max(y1 - y0, 0.0)
     m = int(math.ceil(4.0 * max(sigma, 0.0))) + 2
-    a = int(math.floor(x0 - pad * bw - 2)) - m
-    c = int(math.floor(y0 - pad * bh - 2)) - m
-    b = int(math.ceil(x1 + pad * bw + 2)) + m
-    d = int(math.ceil(y1 + pad * bh + 2)) + m
-    a, c = min(max(a, 0), w), min(max(c, 0), h)
-    return a, c, max(min(b, w), a), max(min(d, h), c)
+    a, c, b, d = _crop_rect(box, pad)
+    a, c = min(max(a - m, 0), w), min(max(c - m, 0), h)
+    return a, c, max(min(b + m, w), a), max(min(d + m, h), c)
+
+
+def _crop_rect(box: np.ndarray, pad: float) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` (x1, y1 exclusive): the crop :func:`soft_mask` reads for
+    *box*, the box grown by *pad* of its size plus 2 px on every side."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    px, py = pad * (x1 - x0) + 2, pad * (y1 - y0) + 2
+    return (int(math.floor(x0 - px)), int(math.floor(y0 - py)),
+            int(math.ceil(x1 + px)), int(math.ceil(y1 + py)))
 
 
 def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3,
@@ -216,9 +220,7 @@ def soft_mask(pixels: np.ndarray, box: np.ndarray, pad: float = 0.3,
     w, h = x1 - x0, y1 - y0
     if w < 2 or h < 2:
         return None
-    px, py = pad * w + 2, pad * h + 2
-    a, c = int(math.floor(x0 - px)), int(math.floor(y0 - py))
-    b, d = int(math.ceil(x1 + px)), int(math.ceil(y1 + py))
+    a, c, b, d = _crop_rect(box, pad)
     crop = _crop(np.asarray(pixels), a, c, b, d)
     if crop.size < 16:
         return None
