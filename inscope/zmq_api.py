@@ -247,7 +247,7 @@ class CommandServer:
         # A C client sends its string with the terminating NUL (``zmq_send(s, buf,
         # strlen(buf) + 1, 0)``, common in C, LabVIEW and MATLAB bindings): the JSON ends
         # before it, so a trailing NUL is not part of the request.
-        raw = bytes(raw).rstrip(b"\0")
+        raw = raw.rstrip(b"\0")
         try:
             req = schema.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
