@@ -1121,10 +1121,18 @@ class FocusLock:
                     # flat top looks just like a peak half a dither away. First a cycle
                     # at the vertex with the same dither (a peak's flanks then both
                     # fall: locked, no frame dithered wider than needed); a second such
-                    # shoulder in a row is confirmed on a wider dither
+                    # shoulder in a row is confirmed on a wider dither. So is one on a
+                    # wide dither at once (a layer of cells beside a dip looks like a
+                    # peak to it), unless the sweep saw this top from flank to flank
+                    # and its middle is within the dither's reach: then this is not the
+                    # top's edge but its peak's asymmetry, and a wider dither would
+                    # balance that asymmetry instead, ending on another plane by
+                    # whether a shoulder happened to show on the way
                     converged = False
                     self._shoulders += 1
-                    if self._shoulders >= 2 or d > self.dither_um:
+                    mid_top = self._swept_middle is not None \
+                        and abs(zc + offset - self._swept_middle) <= d
+                    if self._shoulders >= 2 or (d > self.dither_um and not mid_top):
                         self._d = min(2.0 * d, self._d_cap)
                 else:
                     self._shoulders = 0

@@ -915,6 +915,55 @@ def test_the_sweep_stays_inside_the_soft_limits_and_is_skipped_in_dry_run():
     assert (a.status, a.made) == ("dry-run", False) and not lock._plan
 
 
+def test_a_lopsided_top_ends_on_one_plane_from_any_start():
+    """Cells a little above and below one another: a broad top that falls slowly on one
+    side and fast on the other (as on a slide of a confocal monolayer). A dither of 1 µm
+    balances it about 0.45 µm on the slow side of the peak; one of 2 µm balances it
+    further out. Before, a cycle that happened to see a shoulder on the way (one
+    dithered plane as sharp as the centre) widened the dither at once, so starts 2.5 µm
+    above and below ended 0.42 µm from starts 2 µm away. The sweep saw this top from
+    flank to flank and its middle is within the dither's reach: a shoulder there is the
+    top's lopsidedness, not its edge, and takes one more cycle at the same dither."""
+    def lopsided(z: float) -> float:
+        return 3.0 - (0.06 if z > 0 else 0.4) * z * z
+
+    ends, dithers = [], []
+    for start in (2.0, -2.0, 2.5, -2.5, 1.7, -1.7):
+        scope = _scope()
+        scope.move_z(start)
+        lock = _lock(scope, sweep_um=4.0, sweep_step_um=1.0)
+        _steps(lock, Lens(scope, lopsided), 90)
+        assert lock.locked, (start, lock.state)
+        ends.append(lock.z_center)
+        dithers.append(lock._d)
+    assert max(ends) - min(ends) <= 0.1, ends
+    assert 0.0 < np.mean(ends) <= 0.6, ends  # on the slow side, by the 1 µm balance
+    assert dithers == [2 * D] * len(ends), dithers
+
+
+@pytest.mark.parametrize(("middle", "widened"), [(None, True), (0.47 + 0.95, False),
+                                                 (0.47 + 1.05, True)])
+def test_a_wide_dithers_shoulder_widens_unless_the_swept_middle_is_in_reach(middle,
+                                                                           widened):
+    # the lopsided top from 1 µm: flat at d = 0.5, so a 1 µm dither; its third cycle
+    # (centre 0.59) is a shoulder whose vertex is 0.47. With no swept middle (no sweep,
+    # or a top the sweep did not bound), or one more than d = 1 µm from that vertex,
+    # it may be a top's edge: the dither widens at once. Within 1 µm: one more cycle
+    def lopsided(z: float) -> float:
+        return 3.0 - (0.06 if z > 0 else 0.4) * z * z
+
+    scope = _scope()
+    scope.move_z(1.0)
+    lens = Lens(scope, lopsided)
+    lock = _lock(scope)
+    lock.step(lens.frame())
+    lock._swept_middle = middle  # as a sweep would have left it
+    _steps(lock, lens, 89)
+    assert [round(z, 2) for z, _, _ in lock._seen][:3] == [1.0, 0.0, 0.59]
+    assert lock.locked and (lock._d == 4 * D) is widened
+    assert lock.z_center == pytest.approx(0.89 if widened else 0.46, abs=0.02)
+
+
 def test_an_xy_move_during_the_sweep_starts_it_again_and_a_flat_sweep_stays_put():
     scope = _scope()
     lens = Lens(scope, lambda z: 3.0)  # featureless
