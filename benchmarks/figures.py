@@ -72,6 +72,9 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "tracking_groups": (["benchmarks.bench_tracking"], "tracking_groups.json"),
     # the target refiner's steady centroid: whole-frame blurs against the crop's window
     "refine_window": (["benchmarks.bench_refine"], "refine_window.json"),
+    # the focus lock on a confocal monolayer's lopsided tops, against the code before
+    "focus_lock_fields": (["benchmarks.focus_lock_fields", "--rev", "431f9ae"],
+                          "focus_lock_fields.json"),
     # per-plane measures for a widefield nucleus' z extent (docs/service.md, Z extent)
     "zextent_measures": (["benchmarks.zextent_measures"], "zextent_measures.json"),
     # faint HeLa nuclei missed under a box too large, and their sizes (model card)

@@ -1,0 +1,131 @@
+"""The focus lock on fields of cells at several heights: this tree against a git revision.
+
+A confocal-like monolayer whose nuclei sit up to 1.5 µm above and below its middle
+(``benchmarks/confocal_stack.py``, written as a Fiji two-channel TIFF and opened as a
+slide through the TIFF path, the nuclei in channel 1, a 128 px camera field) gives
+fields whose sharpness has a broad, lopsided top: every plane within about 1 µm is
+nearly as sharp as the best. On such a top the lock of git 431f9ae ended on either of
+two planes about 0.45 µm apart, by whether a dither cycle on its way happened to see a
+"shoulder" (one dithered plane as sharp as the centre) and widened the dither: a wider
+dither balances the top's lopsidedness at another plane.
+
+This runs ``bench_control``'s focus-lock measure (cells in random order per seed;
+starts 2 and 4 µm above and below the field's focus; 90 frames each) with
+``control/focus.py`` of the working tree and of ``--rev`` (imported from ``git show``),
+on the same slide and seeds, and writes both side by side. Counts and planes only: no
+timing.
+
+Run::
+
+    python -m benchmarks.focus_lock_fields --rev 431f9ae [--seeds 1 2 3 4]
+
+Writes ``benchmarks/results/focus_lock_fields.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import load_average, percentiles, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "focus_lock_fields.json"
+
+
+def focus_at(rev: str, folder: Path) -> ModuleType:
+    """``control/focus.py`` as it was at *rev*, imported as its own module."""
+    src = subprocess.run(["git", "show", f"{rev}:control/focus.py"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    path = folder / "focus_at_rev.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("focus_at_rev", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # (its dataclasses look their module up there)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_with(lock_class: type, opts: dict[str, Any], det, seeds: list[int],
+             trials: int) -> dict[str, Any]:
+    """bench_control's focus-lock measure per seed, with *lock_class* as the FocusLock
+    (the measure imports it from ``inscope.control.focus`` when it runs)."""
+    import inscope.control.focus as focus
+    from benchmarks import bench_control as bc
+
+    here = focus.FocusLock
+    focus.FocusLock = lock_class  # type: ignore[misc]
+    try:
+        per_seed = {s: bc.bench_focus_lock(lambda k: bc._slide(opts, k), det, trials, s)
+                    for s in seeds}
+    finally:
+        focus.FocusLock = here  # type: ignore[misc]
+    diffs = [abs(r["above_minus_below_um"]) for res in per_seed.values()
+             for r in res["rows"] if "above_minus_below_um" in r]
+    errs = [abs(r["end_minus_field_focus_um"]) for res in per_seed.values()
+            for r in res["rows"]]
+    return {
+        "pairs": len(diffs),
+        "pairs_within_0.3um": sum(d <= 0.3 for d in diffs) / len(diffs) if diffs else None,
+        "above_minus_below_abs_um": percentiles(diffs),
+        "abs_error_vs_field_focus_um": percentiles(errs),
+        "locked_at_end": float(np.mean([r["locked_end"] for res in per_seed.values()
+                                        for r in res["rows"]])),
+        "per_seed": {str(s): {"pairs_within_0.3um": res["pairs_within_0.3um"],
+                              "above_minus_below_abs_max_um":
+                                  res["above_minus_below_abs_um"]["max"]}
+                     for s, res in per_seed.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.bench_control import _detector
+    from benchmarks.confocal_stack import write_confocal_tiff
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rev", default="HEAD", help="the revision to compare with")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
+    ap.add_argument("--stack-seed", type=int, default=5, help="the generated stack's seed")
+    ap.add_argument("--trials", type=int, default=6, help="fields per seed")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    det = _detector("default")
+    res: dict[str, Any] = {"loadavg_start": load_average()}
+    with tempfile.TemporaryDirectory(prefix="inscope-fields-") as tmp:
+        tif, labels = write_confocal_tiff(Path(tmp) / "cells.tif", seed=args.stack_seed,
+                                          shape=(60, 256, 256), z_spread_um=1.5)
+        opts = {"path": str(tif), "channel": 1, "labels": str(labels), "fov": 128}
+        old = focus_at(args.rev, Path(tmp))
+        import inscope.control.focus as focus
+
+        for name, cls in (("this tree", focus.FocusLock), (args.rev, old.FocusLock)):
+            r = run_with(cls, opts, det, args.seeds, args.trials)
+            res[name] = r
+            d = r["above_minus_below_abs_um"]
+            print(f"{name}: pairs within 0.3 µm {r['pairs_within_0.3um']:.2f} of "
+                  f"{r['pairs']}, |above - below| p50 {d['p50']:.2f} max {d['max']:.2f} µm",
+                  flush=True)
+    res.update({
+        "command": f"python -m benchmarks.focus_lock_fields --rev {args.rev} --seeds "
+                   + " ".join(map(str, args.seeds)),
+        "slide": f"benchmarks/confocal_stack.py seed {args.stack_seed}: 60 planes x "
+                 "0.29 µm, 256 x 256 x 0.26 µm, nuclei within +/-1.5 µm of the middle, "
+                 "a Fiji TIFF (channel 1), fov 128, the slide's default noise",
+        "loadavg_end": load_average(),
+    })
+    write_json(args.out, res, indent=1, default=float)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
