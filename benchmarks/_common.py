@@ -9,11 +9,15 @@ same across scripts, so two result files can be read side by side.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,25 @@ import numpy as np
 #: import a tree as it installs (``mutation``, ``ab_bench``).
 PACKAGE_DIRS = {"inscope": "inscope", "acquisition": "inscope/acquisition",
                 "detector": "inscope/detector", "control": "inscope/control"}
+
+
+def module_at(rev: str, path: str, folder: Path) -> ModuleType:
+    """The module at *path* (e.g. ``control/focus.py``) as it was at git *rev*, written
+    into *folder* and imported as its own module (``<stem>_at_rev``), for a benchmark
+    that runs this tree's code and a revision's side by side in one process. Its own
+    imports are absolute, so they resolve to this tree's package."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    name = f"{Path(path).stem}_at_rev"
+    file = folder / f"{name}.py"
+    file.write_text(src)
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # (dataclasses look their module up there)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def percentiles(values: Iterable[float], *, digits: int | None = None, count: bool = False,

@@ -20,34 +20,18 @@ Without ``--data`` the frame is the simulator's, 2048 x 2048 at the default dens
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, write_json
+from benchmarks._common import load_average, module_at, percentiles, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "decode_speed.json"
-
-
-def decode_at(rev: str, folder: Path) -> ModuleType:
-    """``detector/decode.py`` as it was at *rev*, imported as its own module."""
-    src = subprocess.run(["git", "show", f"{rev}:detector/decode.py"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
-    path = folder / "decode_at_rev.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("decode_at_rev", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def hela_2048(stack: Path) -> np.ndarray:
@@ -99,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = hela_2048(args.data) if args.data else sim_2048(args.seed)
     out, dec, thr = network_outputs(frame)
     with tempfile.TemporaryDirectory() as tmp:
-        old = decode_at(args.rev, Path(tmp))
+        old = module_at(args.rev, "detector/decode.py", Path(tmp))
         impls = {"this tree": here.decode_centernet, args.rev: old.decode_centernet}
         got = {k: f(out, dec, thr) for k, f in impls.items()}
         times: dict[str, list[float]] = {k: [] for k in impls}

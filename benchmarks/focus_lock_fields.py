@@ -25,34 +25,16 @@ Writes ``benchmarks/results/focus_lock_fields.json``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, write_json
+from benchmarks._common import load_average, module_at, percentiles, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "focus_lock_fields.json"
-
-
-def focus_at(rev: str, folder: Path) -> ModuleType:
-    """``control/focus.py`` as it was at *rev*, imported as its own module."""
-    src = subprocess.run(["git", "show", f"{rev}:control/focus.py"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
-    path = folder / "focus_at_rev.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("focus_at_rev", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # (its dataclasses look their module up there)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def run_with(lock_class: type, opts: dict[str, Any], det, seeds: list[int],
@@ -104,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         tif, labels = write_confocal_tiff(Path(tmp) / "cells.tif", seed=args.stack_seed,
                                           shape=(60, 256, 256), z_spread_um=1.5)
         opts = {"path": str(tif), "channel": 1, "labels": str(labels), "fov": 128}
-        old = focus_at(args.rev, Path(tmp))
+        old = module_at(args.rev, "control/focus.py", Path(tmp))
         import inscope.control.focus as focus
 
         for name, cls in (("this tree", focus.FocusLock), (args.rev, old.FocusLock)):
