@@ -91,18 +91,13 @@ class Service:
     context: Any = None
 
     def close(self) -> None:
-        self.pipeline.stop()
-        if self.server is not None:
-            self.server.stop()
-        if self.authenticator is not None:
-            self.authenticator.stop()
-        _end_context(self.context)
+        """Stop the pipeline, then close the command server, the authenticator, the
+        service's own ZMQ context, the detector and the microscope (last), each even if
+        one before it fails: a part that fails to close is logged by name, so a stuck
+        server cannot leave the microscope open."""
+        _close_parts(self.server, self.authenticator, None, self.context, self.detector,
+                     self.scope, pipeline=self.pipeline, why="")
         self.context = None
-        for obj in (self.detector, self.scope):
-            try:
-                obj.close()
-            except Exception as e:  # noqa: BLE001 - closing must not mask the summary
-                log.warning("closing %s: %s", obj, e)
 
 
 def build_service(cfg: Config, *, say: Callable[[str], object] = print,
@@ -204,26 +199,32 @@ def build_service(cfg: Config, *, say: Callable[[str], object] = print,
 
 def _close_parts(server: CommandServer | None, auth: Authenticator | None,
                  pub: PubOutput | None, ctx: Any, detector: Detector | None,
-                 scope: Microscope) -> None:
-    """Close what a failed build had opened, in the order :meth:`Service.close` does
-    (the pipeline never started, so there is nothing of it to stop). A part that fails
-    to close is logged: the build's own error is the one the caller must see."""
-    closers: list[Callable[[], object]] = []
+                 scope: Microscope, *, pipeline: Pipeline | None = None,
+                 why: str = "after a failed build") -> None:
+    """Close a service's parts in order: the pipeline (which stops its outputs, the
+    publisher among them), or the publisher of a build that failed before it started;
+    the command server, the authenticator, the context, the detector, the microscope
+    last. A part that fails to close is logged by name (*why* says when) and the rest
+    are still closed: neither the caller's own error (a failed build's) nor the run's
+    summary is masked, and the microscope is always closed."""
+    closers: list[tuple[object, Callable[[], object]]] = []
+    if pipeline is not None:
+        closers.append((pipeline, pipeline.stop))
     if server is not None:
-        closers.append(server.stop)
+        closers.append((server, server.stop))
     if auth is not None:
-        closers.append(auth.stop)
+        closers.append((auth, auth.stop))
     if pub is not None:
-        closers.append(pub.close)
-    closers.append(lambda: _end_context(ctx))
+        closers.append((pub, pub.close))
+    closers.append(("the ZMQ context", lambda: _end_context(ctx)))
     if detector is not None:
-        closers.append(detector.close)
-    closers.append(scope.close)
-    for close in closers:
+        closers.append((detector, detector.close))
+    closers.append((scope, scope.close))
+    for part, close in closers:
         try:
             close()
-        except Exception as e:  # noqa: BLE001 - must not mask the build's error
-            log.warning("closing after a failed build: %s", e)
+        except Exception as e:  # noqa: BLE001 - must not mask the caller's error
+            log.warning("closing %s%s: %s", part, f" {why}" if why else "", e)
 
 
 def _end_context(ctx: Any) -> None:

@@ -172,6 +172,36 @@ def test_a_part_that_fails_to_close_is_logged_by_name_and_the_rest_still_close(c
     assert closed == [True]
 
 
+class _StuckServer:
+    def __repr__(self) -> str:
+        return "<stuck server>"
+
+    def stop(self) -> None:
+        raise RuntimeError("socket still in use")
+
+
+def test_a_server_that_fails_to_stop_does_not_leave_the_microscope_open(caplog):
+    """Before, Service.close let the server's error through and never reached the
+    detector or the microscope (a real one holds its serial port until closed)."""
+    from inscope.acquisition.factory import open_microscope
+    from inscope.detector.classical import ClassicalDetector
+    from inscope.pipeline import Pipeline
+
+    scope = open_microscope("sim", shape=[64, 64])
+    closed: list[str] = []
+    real_close = scope.close
+    scope.close = lambda: (closed.append("scope"), real_close())
+    det = ClassicalDetector()
+    det.close = lambda: closed.append("detector")
+    pipeline = Pipeline(scope, det)
+    svc = Service(_sim(), scope, det, pipeline, server=_StuckServer())
+    with caplog.at_level(logging.WARNING, logger="inscope.service"):
+        svc.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "closing <stuck server>: socket still in use"]
+    assert closed == ["detector", "scope"] and pipeline._stopped
+
+
 # -- the printed summary and the progress line -----------------------------------------------
 def test_a_summary_without_control_or_outputs_sections_still_prints():
     lat = {k: {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0, "n": 0} for k in (

@@ -205,6 +205,9 @@ class _Part:
     def __init__(self, name: str, calls: list[str], fails: bool = False) -> None:
         self.name, self.calls, self.fails = name, calls, fails
 
+    def __repr__(self) -> str:
+        return self.name
+
     def _do(self, what: str) -> None:
         self.calls.append(f"{self.name}.{what}")
         if self.fails:
@@ -234,8 +237,8 @@ def test_a_failed_build_closes_every_part_in_order_even_when_one_fails(caplog):
                      "scope.close"]
     assert ctx.closed
     warned = [r.getMessage() for r in caplog.records]
-    assert warned == ["closing after a failed build: server would not stop",
-                      "closing after a failed build: detector would not close"]
+    assert warned == ["closing server after a failed build: server would not stop",
+                      "closing detector after a failed build: detector would not close"]
 
 
 def test_a_build_that_failed_early_closes_only_the_microscope():
