@@ -157,16 +157,9 @@ def limits_from_args(args: argparse.Namespace) -> dict[str, list[float]] | None:
 def load_detector_for(model: str | None):
     """The detector for *model*: a path, 'classical', or None for the shipped default
     (the classical detector, with a note, when this build ships no model)."""
-    from inscope.detector import load_detector
+    from inscope.detector.onnx_detector import load_detector_or_classical
 
-    try:
-        return load_detector(model)
-    except FileNotFoundError:
-        if model is not None:
-            raise
-        print("note: the shipped model is missing from this build; using the classical "
-              "detector (pass --model PATH to use another)", file=sys.stderr)
-        return load_detector("classical")
+    return load_detector_or_classical(model, say=lambda line: print(line, file=sys.stderr))
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +512,22 @@ def load_detector(model: str | Path | None = None, provider: str = "auto",
         allowed = {"score_threshold", "object_size_px", "object_size_um"}
         return ClassicalDetector(**{k: v for k, v in kw.items() if k in allowed})
     return OnnxDetector(model, provider=provider, threads=threads, **kw)
+
+
+def load_detector_or_classical(model: str | Path | None = None, *,
+                               say: Callable[[str], object] = print, fallback: bool = True,
+                               **kw: Any):
+    """:func:`load_detector`; but with no model named (the shipped default) and a build
+    that ships none, the classical detector, with one line through *say* saying so
+    (when *fallback*; else the FileNotFoundError). A model the user named that is
+    missing is always an error, never replaced: a run on another detector than the one
+    asked for would look like that one's results."""
+    try:
+        return load_detector(model, **kw)
+    except FileNotFoundError as e:
+        if model is not None or not fallback:
+            raise
+        say(f"note: the shipped detector model is missing ({e}); using the classical "
+            "OpenCV detector instead (--model PATH for another model; --model classical "
+            "for this one without this note).")
+        return load_detector("classical", **kw)

@@ -38,21 +38,15 @@ def load_detector_for(cfg: Config, *, fallback: bool = True,
                       say: Callable[[str], object] = print) -> Detector:
     """The configured detector; with no model given and no shipped model, the classical
     detector (with one clear line) when *fallback* is True."""
-    from inscope.detector.onnx_detector import load_detector
+    from inscope.detector.onnx_detector import load_detector_or_classical
 
     d = cfg.detector
     kw: dict[str, Any] = {}
     if d.score_threshold is not None:
         kw["score_threshold"] = d.score_threshold
-    try:
-        return load_detector(d.model, provider=d.provider, threads=d.threads,
-                             spinning=d.spinning, **kw)
-    except FileNotFoundError as e:
-        if d.model is not None or not fallback:
-            raise
-        say(f"note: the shipped detector model is missing ({e}); using the classical "
-            "OpenCV detector instead (--model classical).")
-        return load_detector("classical", **kw)
+    return load_detector_or_classical(d.model, say=say, fallback=fallback,
+                                      provider=d.provider, threads=d.threads,
+                                      spinning=d.spinning, **kw)
 
 
 def open_scope(cfg: Config) -> Microscope:

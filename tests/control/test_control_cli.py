@@ -98,8 +98,12 @@ def test_scan_and_calibrate_fall_back_to_the_classical_detector_only_without_a_m
     assert isinstance(load_detector_for("Classical"), ClassicalDetector)
     monkeypatch.setattr(onnx_detector, "DEFAULT_MODEL", tmp_path / "not-shipped.onnx")
     assert isinstance(load_detector_for(None), ClassicalDetector)
+    missing = tmp_path / "not-shipped.onnx"
     assert capsys.readouterr().err == (
-        "note: the shipped model is missing from this build; using the classical detector "
-        "(pass --model PATH to use another)\n")
+        f"note: the shipped detector model is missing (ONNX model {missing} not found. "
+        "Pass the path of an .onnx file, train one with 'inscope train', or use the "
+        "no-learning baseline (model='classical').); using the classical OpenCV detector "
+        "instead (--model PATH for another model; --model classical for this one without "
+        "this note).\n")
     with pytest.raises(FileNotFoundError):
         load_detector_for(str(tmp_path / "mine.onnx"))

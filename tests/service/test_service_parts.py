@@ -68,7 +68,8 @@ def test_a_missing_shipped_model_falls_back_to_the_classical_detector_with_a_not
     assert said == [f"note: the shipped detector model is missing (ONNX model {missing} not "
                     "found. Pass the path of an .onnx file, train one with 'inscope train', "
                     "or use the no-learning baseline (model='classical').); using the "
-                    "classical OpenCV detector instead (--model classical)."]
+                    "classical OpenCV detector instead (--model PATH for another model; "
+                    "--model classical for this one without this note)."]
     with pytest.raises(FileNotFoundError):  # a caller that wants no fallback
         load_detector_for(cfg, fallback=False, say=pytest.fail)
 
