@@ -170,6 +170,8 @@ HINTS_ALL: dict[str, tuple[str, ...]] = {
     "inscope/eyepiece.py": ("calibrate-eyepiece",),
     "inscope/eyepiece_fit.py": ("calibrate-eyepiece",),
     "inscope/eyepiece_cli.py": ("calibrate-eyepiece",),
+    # (load_detector_or_classical's note: the service's and scan's default detector)
+    "detector/onnx_detector.py:--model": ("run", "demo", "bench", "scan"),
     "detector/eval_cli.py": ("eval",),
     "detector/train/cli.py": ("train",),
     "detector/train/export.py": ("train",),
