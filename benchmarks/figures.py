@@ -75,6 +75,11 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # the focus lock on a confocal monolayer's lopsided tops, against the code before
     "focus_lock_fields": (["benchmarks.focus_lock_fields", "--rev", "431f9ae"],
                           "focus_lock_fields.json"),
+    # ... and on stacks of nuclei at any depth (two layers, several tops: a known limit)
+    "focus_lock_fields_any_depth": (
+        ["benchmarks.focus_lock_fields", "--rev", "431f9ae", "--any-depth", "--out",
+         "benchmarks/results/focus_lock_fields_any_depth.json"],
+        "focus_lock_fields_any_depth.json"),
     # per-plane measures for a widefield nucleus' z extent (docs/service.md, Z extent)
     "zextent_measures": (["benchmarks.zextent_measures"], "zextent_measures.json"),
     # faint HeLa nuclei missed under a box too large, and their sizes (model card)

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the generated stacks' seeds (5: where the fault was found; 6 "
                          "and 7: checks that no change was made on)")
     ap.add_argument("--trials", type=int, default=6, help="fields per seed")
+    ap.add_argument("--any-depth", action="store_true",
+                    help="nuclei at any depth of the stack, not a monolayer (several "
+                         "sharpness tops per field)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     det = _detector("default")
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         slides = {}
         for stack in args.stack_seeds:
             tif, labels = write_confocal_tiff(Path(tmp) / f"cells{stack}.tif", seed=stack,
-                                              shape=(60, 256, 256), z_spread_um=1.5)
+                                              shape=(60, 256, 256),
+                                              z_spread_um=None if args.any_depth else 1.5)
             slides[stack] = {"path": str(tif), "channel": 1, "labels": str(labels),
                              "fov": 128}
         old = module_at(args.rev, "control/focus.py", Path(tmp))
@@ -112,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     res.update({
         "command": f"python -m benchmarks.focus_lock_fields --rev {args.rev} --seeds "
                    + " ".join(map(str, args.seeds)) + " --stack-seeds "
-                   + " ".join(map(str, args.stack_seeds)),
+                   + " ".join(map(str, args.stack_seeds))
+                   + (" --any-depth" if args.any_depth else ""),
         "slides": "benchmarks/confocal_stack.py, one per stack seed: 60 planes x 0.29 µm, "
-                  "256 x 256 x 0.26 µm, nuclei within +/-1.5 µm of the middle, a Fiji "
+                  "256 x 256 x 0.26 µm, nuclei "
+                  + ("at any depth" if args.any_depth else "within +/-1.5 µm of the middle")
+                  + ", a Fiji "
                   "TIFF (channel 1), fov 128, the slide's default noise",
         "loadavg_end": load_average(),
     })
