@@ -292,8 +292,11 @@ class OnnxDetector:
                 self._scale_cache = (key, c[1] + 1, f)
             else:
                 est = measure_objects(img)
+                # (the factor in use for this field of view, if any: see HYSTERESIS)
+                prev = c[2] if key is not None and c is not None and c[0] == key else None
                 f = auto_scale_factor(est, card_range,
-                                      self.card.scale.get("enlarge_below_px"), img.shape)
+                                      self.card.scale.get("enlarge_below_px"), img.shape,
+                                      previous=prev)
                 self._scale_cache = (key, 1, f) if key is not None else None
                 _say_scale(self, est, f)
         else:

@@ -73,6 +73,15 @@ MAX_ENLARGE = 3.0
 #: and 1.07x would cost 14 % more time for a small gain (in a probe, not committed, real HeLa
 #: nuclei of ~15 px scored about the same at 1x, 1.12x and 1.6x)
 MIN_ENLARGE = 1.2
+#: A stream re-measures every AUTO_SCALE_EVERY frames; a new measurement changes the
+#: factor in use only when it lies this far (relative) beyond the boundary it crosses
+#: (the enlargement's MIN_ENLARGE, the shrink's UPPER_MARGIN), and a factor within this
+#: much of the one in use keeps it. The estimate of one field moves by ~4 % with camera
+#: noise alone, more between focus planes: on a confocal-like slide of ~12 px nuclei
+#: (the boundary 11.7 px) a focus lock's frames were enlarged 1.21x for 50 frames and
+#: not for the next 50, and every box changed with the factor (which plane the lock
+#: ended on too)
+HYSTERESIS = 0.1
 #: ... and never to more pixels than a 4096 x 4096 frame (a 1024 x 6144 frame of 5 px
 #: nuclei would become 49 Mpx: ~200 MB of input and seconds per frame on a CPU)
 MAX_ENLARGED_PIXELS = 4096 * 4096
@@ -273,7 +282,8 @@ def _inside(stats: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def auto_scale_factor(estimate: float | SizeEstimate | None, card_range: Any,
                       enlarge_below_px: float | None = None,
-                      shape: tuple[int, int] | None = None) -> float:
+                      shape: tuple[int, int] | None = None,
+                      previous: float | None = None) -> float:
     """Resize factor for an *estimated* object size: 1 unless the objects are too large
     or, for a model whose card says where it starts losing small objects, too small.
 
@@ -287,7 +297,33 @@ def auto_scale_factor(estimate: float | SizeEstimate | None, card_range: Any,
     a field of objects (:attr:`SizeEstimate.field_of_objects`), or a bare size, of at
     least ``MIN_TRUSTED_PX`` (smaller ones are specks and noise). A packed field
     (:attr:`SizeEstimate.packed`) is enlarged up to the range's centre instead.
+
+    *previous*: the factor in use (a stream's last measurement of the same field of
+    view), or None. With it, a measurement switches between resizing and not only
+    ``HYSTERESIS`` beyond the boundary, a factor within ``HYSTERESIS`` of *previous*
+    keeps *previous*, and an estimate that cannot be trusted keeps an enlargement: a
+    size near a boundary would otherwise flip the factor, and every box with it, each
+    time the stream measures.
     """
+    was = 1.0 if previous is None else float(previous)
+    band = 0.0 if previous is None else HYSTERESIS
+    f = _scale_for(estimate, card_range, enlarge_below_px, shape,
+                   shrink_at=UPPER_MARGIN * (1 - band if was < 1 else 1 + band),
+                   enlarge_from=MIN_ENLARGE / (1 + band) if was > 1
+                   else MIN_ENLARGE * (1 + band),
+                   keep=was if was > 1 else None)
+    if previous is not None and f != 1.0 and was != 1.0 \
+            and abs(f / was - 1.0) <= HYSTERESIS:
+        return was
+    return f
+
+
+def _scale_for(estimate: float | SizeEstimate | None, card_range: Any,
+               enlarge_below_px: float | None, shape: tuple[int, int] | None,
+               shrink_at: float, enlarge_from: float, keep: float | None) -> float:
+    """:func:`auto_scale_factor`'s rule with its boundaries given: shrink above
+    *shrink_at* x the largest trained size, enlarge when the factor is at least
+    *enlarge_from*; *keep* is returned for an estimate that cannot be trusted."""
     if estimate is None or card_range in (None, [], ()):
         return 1.0
     if isinstance(estimate, SizeEstimate):
@@ -298,14 +334,16 @@ def auto_scale_factor(estimate: float | SizeEstimate | None, card_range: Any,
     r = np.atleast_1d(np.asarray(card_range, dtype=float))
     lo, hi = float(r.min()), float(r.max())
     centre = math.sqrt(lo * hi)
-    if estimate_px > UPPER_MARGIN * hi:
+    if estimate_px > shrink_at * hi:
         return centre / estimate_px
-    if enlarge_below_px is None or not trusted:
+    if enlarge_below_px is None:
         return 1.0
+    if not trusted:
+        return 1.0 if keep is None else keep
     target = max(float(enlarge_below_px), centre) if packed else float(enlarge_below_px)
     if not MIN_TRUSTED_PX <= estimate_px < target:
         return 1.0
     f = min(target / estimate_px, MAX_ENLARGE)
     if shape is not None:
         f = min(f, math.sqrt(MAX_ENLARGED_PIXELS / (shape[0] * shape[1])))
-    return f if f >= MIN_ENLARGE else 1.0
+    return f if f >= enlarge_from else 1.0

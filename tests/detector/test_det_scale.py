@@ -477,3 +477,45 @@ def test_shipped_model_finds_more_small_nuclei_in_an_enlarged_frame(caplog):
     det.detect(empty.pixels)
     assert det.last_scale == 1.0
     det.close()
+
+
+def test_a_streams_factor_switches_only_beyond_a_band_round_each_boundary():
+    """A stream's previous factor: a size that wanders round a boundary (camera noise
+    moves one field's estimate by ~4 %) must not flip the resize, and every box, each
+    time the stream measures."""
+    from inscope.detector.scale import HYSTERESIS, MIN_ENLARGE
+
+    rng, below = (7.0, 72.0), 14.0
+    edge = below / MIN_ENLARGE  # 11.67 px: enlarged (1.2x) below it, not above
+    up = edge * (1 + HYSTERESIS)
+    down = edge / (1 + HYSTERESIS)
+    # no previous factor: the boundary itself (the first measurement)
+    assert auto_scale_factor(_estimate(edge - 0.2), rng, below) > 1.0
+    # not enlarged: enlarging takes an estimate HYSTERESIS below the boundary
+    assert auto_scale_factor(_estimate(edge - 0.2), rng, below, previous=1.0) == 1.0
+    assert auto_scale_factor(_estimate(down + 0.05), rng, below, previous=1.0) == 1.0
+    assert auto_scale_factor(_estimate(down - 0.05), rng, below, previous=1.0) \
+        == pytest.approx(below / (down - 0.05))
+    # enlarged: it stays enlarged up to HYSTERESIS above the boundary, at the new factor
+    # once it differs from the one in use by more than HYSTERESIS, else at the old one
+    assert auto_scale_factor(_estimate(edge + 0.2), rng, below, previous=1.2) == 1.2
+    assert auto_scale_factor(_estimate(up - 0.05), rng, below, previous=1.5) \
+        == pytest.approx(below / (up - 0.05))
+    assert auto_scale_factor(_estimate(up + 0.05), rng, below, previous=1.2) == 1.0
+    assert auto_scale_factor(_estimate(7.0), rng, below, previous=1.9) == 1.9
+    assert auto_scale_factor(_estimate(7.0), rng, below, previous=1.7) == pytest.approx(2.0)
+    # an estimate that cannot be trusted (debris, an empty field) keeps an enlargement
+    debris = _estimate(7.0, cover=0.001)
+    assert auto_scale_factor(debris, rng, below) == 1.0
+    assert auto_scale_factor(debris, rng, below, previous=1.4) == 1.4
+    assert auto_scale_factor(debris, rng, below, previous=1.0) == 1.0
+    # shrinking: past UPPER_MARGIN x 72 px by HYSTERESIS, and back below it by as much
+    big = UPPER_MARGIN * 72.0
+    centre = math.sqrt(7 * 72)
+    assert auto_scale_factor(_estimate(big + 1), rng, below) == pytest.approx(centre
+                                                                             / (big + 1))
+    assert auto_scale_factor(_estimate(big + 1), rng, below, previous=1.0) == 1.0
+    assert auto_scale_factor(_estimate(big * 1.12), rng, below, previous=1.0) \
+        == pytest.approx(centre / (big * 1.12))
+    assert auto_scale_factor(_estimate(big - 1), rng, below, previous=0.4) == 0.4
+    assert auto_scale_factor(_estimate(big * 0.88), rng, below, previous=0.4) == 1.0

@@ -165,6 +165,34 @@ def test_a_streams_object_size_is_measured_once_every_auto_scale_every_frames(de
     assert len(calls) == 3
 
 
+def test_a_size_that_wanders_round_the_enlargement_boundary_keeps_the_streams_factor(
+        det, monkeypatch):
+    """Nuclei of ~12 px measure either side of the 11.7 px boundary from one
+    measurement to the next (camera noise, focus). Before, each of the stream's
+    measurements every AUTO_SCALE_EVERY frames flipped the 1.2x enlargement on or off,
+    and every box with it; a new field of view (another pixel size) starts afresh."""
+    from inscope.detector.scale import MIN_ENLARGE, SizeEstimate
+
+    edge = det.card.scale["enlarge_below_px"] / MIN_ENLARGE
+    sizes = iter([edge - 0.3, edge + 0.3, edge - 0.2, edge + 0.2, edge + 0.3])
+
+    def wandering(img):
+        return SizeEstimate(size_px=next(sizes), count=40, cover=0.1, contrast=50.0,
+                            outline_px=12.0)
+
+    monkeypatch.setattr(od, "measure_objects", wandering)
+    det._scale_cache = None
+    img = _nuclei(256, 256, n=8)
+    scales = []
+    for i in range(3 * AUTO_SCALE_EVERY + 1):
+        det.detect(Frame(img, i, position=StagePosition(0, 0, 0), pixel_size_um=0.65))
+        scales.append(det.last_scale)
+    assert scales[0] == pytest.approx(det.card.scale["enlarge_below_px"] / (edge - 0.3))
+    assert len(set(scales)) == 1, sorted(set(scales))  # four measurements, one factor
+    det.detect(Frame(img, 0, position=StagePosition(0, 0, 0), pixel_size_um=0.5))
+    assert det.last_scale == 1.0  # edge + 0.3, measured afresh: not enlarged
+
+
 def test_without_automatic_scale_the_frame_is_not_rescaled(det):
     det.auto_scale = False
     det.detect(_nuclei(256, 256, n=8))
