@@ -1354,12 +1354,18 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
           for n in (56, 59, 63)))},
     "x_estimate_object_size_px__mutmut_5": ("measure_objects(img, )", "equivalent unless a "
                                             "caller passes max_side; none does"),
-    **{f"x_auto_scale_factor__mutmut_{n}": (frag, why) for n, frag, why in (
-        (12, "dtype=None", "equivalent: an integer range gives the same centre"),
-        (14, "np.asarray(card_range, )", "equivalent: an integer range gives the same "
+    **{f"x__scale_for__mutmut_{n}": (frag, why) for n, frag, why in (
+        (14, "dtype=None", "equivalent: an integer range gives the same centre"),
+        (16, "np.asarray(card_range, )", "equivalent: an integer range gives the same "
                                          "centre"),
-        (41, "<= target", "equivalent: at equality the factor is 1, under MIN_ENLARGE, "
+        (44, "<= target", "equivalent: at equality the factor is 1, under MIN_ENLARGE, "
                           "so no enlargement either way"))},
+    "x_auto_scale_factor__mutmut_48": ("was >= 1", "equivalent: with was == 1 the kept "
+                                       "factor is 1.0, what an untrusted estimate gives "
+                                       "anyway"),
+    "x_auto_scale_factor__mutmut_62": ("< HYSTERESIS", "equivalent but at exactly 10 % "
+                                       "apart, which a quotient of two float factors does "
+                                       "not land on"),
     # inscope/stats.py
     "xǁStampStatsǁadd__mutmut_19": ("tot = 1", "1 ns more in a combo: below the 0.1 µs "
                                     "the latency figures are rounded to"),

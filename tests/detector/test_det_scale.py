@@ -509,6 +509,9 @@ def test_a_streams_factor_switches_only_beyond_a_band_round_each_boundary():
     assert auto_scale_factor(debris, rng, below) == 1.0
     assert auto_scale_factor(debris, rng, below, previous=1.4) == 1.4
     assert auto_scale_factor(debris, rng, below, previous=1.0) == 1.0
+    assert auto_scale_factor(debris, rng, below, previous=0.4) == 1.0  # not a shrink
+    # a new factor within HYSTERESIS of 2.0 (14 / 7.2 = 1.94) keeps 2.0
+    assert auto_scale_factor(_estimate(7.2), rng, below, previous=2.0) == 2.0
     # shrinking: past UPPER_MARGIN x 72 px by HYSTERESIS, and back below it by as much
     big = UPPER_MARGIN * 72.0
     centre = math.sqrt(7 * 72)
