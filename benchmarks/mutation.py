@@ -1360,6 +1360,8 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                                          "centre"),
         (44, "<= target", "equivalent: at equality the factor is 1, under MIN_ENLARGE, "
                           "so no enlargement either way"))},
+    "xǁServiceǁclose__mutmut_7": ("why=None", "equivalent: None and an empty reason "
+                                  "both add nothing to the logged line"),
     "x_auto_scale_factor__mutmut_48": ("was >= 1", "equivalent: with was == 1 the kept "
                                        "factor is 1.0, what an untrusted estimate gives "
                                        "anyway"),

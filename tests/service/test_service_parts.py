@@ -203,6 +203,37 @@ def test_a_server_that_fails_to_stop_does_not_leave_the_microscope_open(caplog):
     assert closed == ["detector", "scope"] and pipeline._stopped
 
 
+class _Recorded:
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self.name, self.calls = name, calls
+
+    def stop(self) -> None:
+        self.calls.append(f"{self.name}.stop")
+
+
+def test_close_stops_the_server_and_the_authenticator_and_ends_its_context_once(caplog):
+    """A CURVE service's authenticator (its own thread) is stopped with the service,
+    after the command server; its ZMQ context is ended, and a second close (a `with`
+    block after an explicit close) finds nothing left to end and warns of nothing."""
+    from inscope.acquisition.factory import open_microscope
+    from inscope.detector.classical import ClassicalDetector
+    from inscope.pipeline import Pipeline
+
+    calls: list[str] = []
+    scope = open_microscope("sim", shape=[64, 64])
+    det = ClassicalDetector()
+    ctx = zmq.Context()
+    svc = Service(_sim(), scope, det, Pipeline(scope, det),
+                  server=_Recorded("server", calls),
+                  authenticator=_Recorded("authenticator", calls), context=ctx)
+    with caplog.at_level(logging.WARNING, logger="inscope.service"):
+        svc.close()
+        assert calls == ["server.stop", "authenticator.stop"]
+        assert ctx.closed and svc.context is None
+        svc.close()
+    assert caplog.records == []
+
+
 # -- the printed summary and the progress line -----------------------------------------------
 def test_a_summary_without_control_or_outputs_sections_still_prints():
     lat = {k: {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0, "n": 0} for k in (
