@@ -107,6 +107,16 @@ def load_average(digits: int = 2) -> list[float] | None:
         return None
 
 
+def write_per_size(path: str | Path, doc: str, rows: Mapping[str, Any]) -> Path:
+    """Write a side-by-side benchmark's *rows* (one per camera frame size) to *path*,
+    with what it measures (the second paragraph of its module *doc*) and the load it ran
+    under; say where. Returns the path."""
+    out = write_json(path, {"what": doc.split("\n\n")[1].replace("\n", " "),
+                            "per_frame_size": dict(rows), "loadavg": load_average()})
+    print(f"wrote {path}")
+    return out
+
+
 def rss_mb() -> float | None:
     """Resident set size of this process in MiB (Linux /proc; psutil elsewhere; None
     when neither is available)."""

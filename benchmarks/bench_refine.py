@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, write_json
+from benchmarks._common import percentiles, write_per_size
 
 OUT = Path(__file__).parent / "results" / "refine_window.json"
 
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                   for k, v in t.items()},
                            "max_centroid_difference_px": diff}
         print(size, rows[str(size)], flush=True)
-    write_json(args.out, {"what": __doc__.split("\n\n")[1].replace("\n", " "),
-                          "per_frame_size": rows, "loadavg": load_average()})
-    print(f"wrote {args.out}")
+    write_per_size(args.out, __doc__, rows)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import load_average, percentiles, write_json
+from benchmarks._common import percentiles, write_per_size
 
 OUT = Path(__file__).parent / "results" / "tracking_groups.json"
 
@@ -82,12 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{size}: the two matchings gave different track ids")
         rows[str(size)] = {"nuclei_per_frame": int(np.mean([len(d) for _, d in frames])),
                            "update_ms": {k: percentiles(v, digits=3, count=True)
-                                  for k, v in t.items()},
+                                         for k, v in t.items()},
                            "same_track_ids": True}
         print(size, rows[str(size)], flush=True)
-    write_json(args.out, {"what": __doc__.split("\n\n")[1].replace("\n", " "),
-                          "per_frame_size": rows, "loadavg": load_average()})
-    print(f"wrote {args.out}")
+    write_per_size(args.out, __doc__, rows)
     return 0
 
 
