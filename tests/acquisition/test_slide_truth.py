@@ -9,6 +9,8 @@ geometry on linear ramps and the file formats)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import tifffile
@@ -578,12 +580,8 @@ def test_stream_gives_frames_in_order_on_the_simulated_clock(tmp_path):
     s = SlideMicroscope(p, pixel_size_um=0.5, z_step_um=0.4, fov=N, noise=0,
                         exposure_ms=5.0, realtime=False)
     f0 = _at_pixel(s, 10, 12, z=0.0)
-    got = []
     with s.stream() as st:
-        for f in st:
-            got.append(f)
-            if len(got) == 4:
-                break
+        got = list(itertools.islice(st, 4))
     # (not realtime: the camera runs ahead and the stream keeps the newest frames)
     idx = np.array([f.index for f in got])
     assert idx[0] > f0.index and np.all(np.diff(idx) > 0)
