@@ -16,6 +16,7 @@ import threading
 import numpy as np
 import pytest
 import zmq
+from _support.parts import Part
 
 from inscope.config import Config, with_overrides
 from inscope.service import (
@@ -148,14 +149,6 @@ def test_ending_a_context_does_not_wait_for_messages_nobody_will_take():
 
 
 # -- closing -------------------------------------------------------------------------------
-class _Stubborn:
-    def __repr__(self) -> str:
-        return "<stubborn detector>"
-
-    def close(self) -> None:
-        raise RuntimeError("still busy")
-
-
 def test_a_part_that_fails_to_close_is_logged_by_name_and_the_rest_still_close(caplog):
     from inscope.acquisition.factory import open_microscope
     from inscope.pipeline import Pipeline
@@ -164,21 +157,13 @@ def test_a_part_that_fails_to_close_is_logged_by_name_and_the_rest_still_close(c
     closed: list[bool] = []
     real_close = scope.close
     scope.close = lambda: (closed.append(True), real_close())
-    det = _Stubborn()
+    det = Part("<stubborn detector>", fails="still busy")
     svc = Service(_sim(), scope, det, Pipeline(scope, det))
     with caplog.at_level(logging.WARNING, logger="inscope.service"):
         svc.close()
     assert [r.getMessage() for r in caplog.records] == [
         "closing <stubborn detector>: still busy"]
     assert closed == [True]
-
-
-class _StuckServer:
-    def __repr__(self) -> str:
-        return "<stuck server>"
-
-    def stop(self) -> None:
-        raise RuntimeError("socket still in use")
 
 
 def test_a_server_that_fails_to_stop_does_not_leave_the_microscope_open(caplog):
@@ -195,20 +180,13 @@ def test_a_server_that_fails_to_stop_does_not_leave_the_microscope_open(caplog):
     det = ClassicalDetector()
     det.close = lambda: closed.append("detector")
     pipeline = Pipeline(scope, det)
-    svc = Service(_sim(), scope, det, pipeline, server=_StuckServer())
+    svc = Service(_sim(), scope, det, pipeline,
+                  server=Part("<stuck server>", fails="socket still in use"))
     with caplog.at_level(logging.WARNING, logger="inscope.service"):
         svc.close()
     assert [r.getMessage() for r in caplog.records] == [
         "closing <stuck server>: socket still in use"]
     assert closed == ["detector", "scope"] and pipeline._stopped
-
-
-class _Recorded:
-    def __init__(self, name: str, calls: list[str]) -> None:
-        self.name, self.calls = name, calls
-
-    def stop(self) -> None:
-        self.calls.append(f"{self.name}.stop")
 
 
 def test_close_stops_the_server_and_the_authenticator_and_ends_its_context_once(caplog):
@@ -224,8 +202,8 @@ def test_close_stops_the_server_and_the_authenticator_and_ends_its_context_once(
     det = ClassicalDetector()
     ctx = zmq.Context()
     svc = Service(_sim(), scope, det, Pipeline(scope, det),
-                  server=_Recorded("server", calls),
-                  authenticator=_Recorded("authenticator", calls), context=ctx)
+                  server=Part("server", calls),
+                  authenticator=Part("authenticator", calls), context=ctx)
     with caplog.at_level(logging.WARNING, logger="inscope.service"):
         svc.close()
         assert calls == ["server.stop", "authenticator.stop"]

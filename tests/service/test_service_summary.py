@@ -15,6 +15,7 @@ import os
 import stat
 
 import pytest
+from _support.parts import Part
 
 from inscope.service import _close_parts, failed_outputs, format_summary, write_summary
 
@@ -201,25 +202,6 @@ def test_a_named_pipe_is_written_to_not_replaced(tmp_path):
 
 
 # -- what a failed build closes ----------------------------------------------------------
-class _Part:
-    def __init__(self, name: str, calls: list[str], fails: bool = False) -> None:
-        self.name, self.calls, self.fails = name, calls, fails
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def _do(self, what: str) -> None:
-        self.calls.append(f"{self.name}.{what}")
-        if self.fails:
-            raise RuntimeError(f"{self.name} would not {what}")
-
-    def stop(self) -> None:
-        self._do("stop")
-
-    def close(self) -> None:
-        self._do("close")
-
-
 def test_a_failed_build_closes_every_part_in_order_even_when_one_fails(caplog):
     """Server, authenticator, publisher, context, detector, microscope: a part that
     fails to close is logged and the rest are still closed (the microscope last)."""
@@ -227,10 +209,10 @@ def test_a_failed_build_closes_every_part_in_order_even_when_one_fails(caplog):
 
     calls: list[str] = []
     ctx = zmq.Context()
-    parts = dict(server=_Part("server", calls, fails=True), auth=_Part("auth", calls),
-                 pub=_Part("pub", calls), ctx=ctx,
-                 detector=_Part("detector", calls, fails=True),
-                 scope=_Part("scope", calls))
+    parts = dict(server=Part("server", calls, fails=True), auth=Part("auth", calls),
+                 pub=Part("pub", calls), ctx=ctx,
+                 detector=Part("detector", calls, fails=True),
+                 scope=Part("scope", calls))
     with caplog.at_level(logging.WARNING, logger="inscope.service"):
         _close_parts(**parts)
     assert calls == ["server.stop", "auth.stop", "pub.close", "detector.close",
@@ -243,7 +225,7 @@ def test_a_failed_build_closes_every_part_in_order_even_when_one_fails(caplog):
 
 def test_a_build_that_failed_early_closes_only_the_microscope():
     calls: list[str] = []
-    _close_parts(None, None, None, None, None, _Part("scope", calls))
+    _close_parts(None, None, None, None, None, Part("scope", calls))
     assert calls == ["scope.close"]
 
 
