@@ -118,8 +118,8 @@ TARGETS: tuple[Target, ...] = (
     # the target refiner (registration, soft mask, touching-neighbour split); its
     # behaviour tests on synthetic nuclei, and the steering tests that steer on it
     Target("refine", "control/refine.py",
-           ("tests/control/test_refine_centroid.py", "tests/control/test_steering_behaviour.py",
-            "tests/control/test_duplicates.py"),
+           ("tests/control/test_refine_centroid.py", "tests/control/test_refine_truth.py",
+            "tests/control/test_steering_behaviour.py", "tests/control/test_duplicates.py"),
            0.70),
     Target("decode", "detector/decode.py",
            ("tests/detector/test_det_preprocess_decode.py",

@@ -82,6 +82,39 @@ def test_one_object_needs_the_ends_joined_without_a_neck():
     assert one_object(img, _centre(a), _centre(b), np.stack([_box(a), _box(b)]))
 
 
+def _arc(span_deg, cx=130.0, cy=100.0, radius=28.0, half_width=9.0):
+    """A bent (kidney / horseshoe) nucleus: a ring sector of *span_deg* opening upwards,
+    and its two ends (the first and last 40 % of the sector) as the detector boxes them."""
+    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]].astype(float)
+    r = np.hypot(xx - cx, yy - cy)
+    along = (np.degrees(np.arctan2(yy - cy, xx - cx)) - (90.0 - span_deg / 2)) % 360
+    arc = (np.abs(r - radius) <= half_width) & (along <= span_deg)
+    return arc, arc & (along <= 0.4 * span_deg), arc & (along >= 0.6 * span_deg)
+
+
+@pytest.mark.parametrize("span", [120, 180, 240])
+def test_the_ends_of_a_bent_nucleus_are_one_object_and_round_nuclei_there_are_two(span):
+    """A kidney- or horseshoe-shaped nucleus boxed at its two ends: one object (its body
+    bends away from the line between the ends, so the blob must be read beyond the two
+    boxes' corners). Two round nuclei at the same two places: two."""
+    arc, end_a, end_b = _arc(span)
+    boxes = np.stack([_box(end_a), _box(end_b)])
+    assert one_object(_image([arc]), _centre(end_a), _centre(end_b), boxes)
+    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]].astype(float)
+    a, b = (np.hypot(xx - c[0], yy - c[1]) <= 10 for c in (_centre(end_a), _centre(end_b)))
+    assert not one_object(_image([a | b]), _centre(a), _centre(b),
+                          np.stack([_box(a), _box(b)]))
+
+
+def test_an_even_field_holds_no_object():
+    """Two points on a field of one level (no blob at all: the crop's top equals its
+    background) are not on one object, whatever the level."""
+    boxes = np.array([[40.0, 40.0, 60.0, 60.0], [70.0, 40.0, 90.0, 60.0]])
+    for level in (0.0, 100.0, -5.0):
+        img = np.full(SHAPE, level, np.float32)
+        assert not one_object(img, np.array([50.0, 50.0]), np.array([80.0, 50.0]), boxes)
+
+
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     """A FindAndImage (on a slide of the image; the rule needs no moves) and a frame of
