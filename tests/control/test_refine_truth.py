@@ -154,3 +154,102 @@ def test_touching_neighbours_boxed_by_the_detector_are_divided_between_their_box
     assert np.percentile(e, 90) < 0.6 and e.max() < 1.5, (np.percentile(e, 90), e.max())
     # (the scenes are hard: without the boxes the same code is well off)
     assert np.percentile(without, 90) > 0.8
+
+
+# -- the refiner's contract -------------------------------------------------------------
+def _nucleus_frame(k, rng, stage=(0.0, 0.0), position=True):
+    """A textured nucleus centred at pixel (60.3, 58.7) minus the stage (1 µm per px)."""
+    from inscope.acquisition.frame import Frame, StagePosition
+
+    yy, xx = np.mgrid[0:120, 0:120].astype(float)
+    cx, cy = 60.3 - stage[0], 58.7 - stage[1]
+    img = 500.0 + _blob(xx, yy, cx, cy, 11.0, 8.0, 20.0, 900.0)
+    img *= 1.0 + 0.1 * np.sin((xx - cx) / 2.0) * np.cos((yy - cy) / 3.0)
+    img += rng.normal(0, 8.0, img.shape)
+    pos = StagePosition(stage[0], stage[1], 0.0) if position else None
+    return Frame(img.astype(np.float32), k, position=pos), np.array([cx, cy])
+
+
+BOX = np.array([48.0, 49.0, 73.0, 69.0])
+
+
+def test_a_reset_refiner_has_no_target_and_finds_nothing():
+    from inscope.control.refine import TargetRefiner
+
+    rng = np.random.default_rng(0)
+    ref = TargetRefiner()
+    frame, _ = _nucleus_frame(0, rng)
+    assert ref.acquire(frame, BOX) is not None and ref.active
+    ref.reset()
+    assert not ref.active and ref.measuring and ref.fixes == []
+    assert ref.locate(frame) is None
+
+
+def test_a_frame_without_a_stage_position_gives_no_fix():
+    """Registration searches around a stage position: a frame that has none (a replayed
+    file without metadata) gives None, not a fix read from nowhere."""
+    from inscope.control.refine import TargetRefiner
+
+    rng = np.random.default_rng(1)
+    ref = TargetRefiner()
+    frame, _ = _nucleus_frame(0, rng)
+    assert ref.acquire(frame, BOX) is not None
+    assert ref.locate(_nucleus_frame(1, rng, position=False)[0]) is None
+
+
+@pytest.mark.parametrize("smooth_px", [0.0, 1.0])
+def test_the_refiner_registers_with_and_without_smoothing(smooth_px):
+    """``smooth_px=0`` turns the smoothing off (it must not reach OpenCV as a zero
+    sigma); either way a shifted frame is registered on the nucleus."""
+    from inscope.control.refine import TargetRefiner
+
+    rng = np.random.default_rng(2)
+    ref = TargetRefiner(smooth_px=smooth_px)
+    frame, _ = _nucleus_frame(0, rng)
+    assert ref.acquire(frame, BOX) is not None
+    moved, centre = _nucleus_frame(1, rng, stage=(3.4, -2.2))
+    fix = ref.locate(moved)
+    assert fix is not None
+    assert np.hypot(*(fix.xy_px - centre)) < 0.3, fix.xy_px - centre
+
+
+def test_jitter_needs_three_fixes_and_reads_their_spread():
+    """None with one or two fixes; from three on, the RMS frame-to-frame spread in px
+    (0 for fixes that do not move, about the noise for a still target)."""
+    from inscope.control.refine import TargetRefiner
+
+    rng = np.random.default_rng(3)
+    ref = TargetRefiner()
+    frame, _ = _nucleus_frame(0, rng)
+    assert ref.acquire(frame, BOX) is not None
+    assert ref.jitter_px(frame) is None
+    assert ref.locate(_nucleus_frame(1, rng)[0]) is not None
+    assert ref.jitter_px(frame) is None
+    assert ref.locate(_nucleus_frame(2, rng)[0]) is not None
+    j = ref.jitter_px(frame)
+    assert j is not None and 0.0 <= j < 0.2
+
+
+def test_the_centroid_correction_with_no_offsets_is_the_one_in_use():
+    from inscope.control.refine import _correction
+
+    assert np.array_equal(_correction(np.zeros((0, 2)), None, 0.5), np.zeros(2))
+    cur = np.array([0.4, -0.2])
+    assert _correction(np.zeros((0, 2)), cur, 0.5) is cur
+
+
+def test_a_correction_far_from_zero_is_held_against_noise_around_it():
+    """The hold compares the new median with the correction in use, wherever that is: a
+    correction of (3, -2) µm and offsets scattered round it by a tenth of a pixel keep it
+    exactly (a median 0.1 px away is noise, not news); offsets agreeing on a point 2 px
+    away replace it."""
+    from inscope.control.refine import _correction
+
+    px = 0.5
+    rng = np.random.default_rng(4)
+    cur = np.array([3.0, -2.0])
+    offs = [cur + rng.normal(0, 0.1 * px, 2) for _ in range(6)]
+    assert np.array_equal(_correction(np.asarray(offs), cur, px), cur)
+    offs = [cur + np.array([2.0 * px, 0.0]) + rng.normal(0, 0.05 * px, 2) for _ in range(6)]
+    got = _correction(np.asarray(offs), cur, px)
+    assert np.hypot(*(got - cur - [2.0 * px, 0.0])) < 0.1 * px, got
