@@ -208,3 +208,75 @@ def test_pairs_judge_each_pixel_against_its_second_brightest_neighbour(dtype):
     buf = img.copy()
     assert without_hot_pixels(buf, 40.0, out=buf, pairs=True) is buf
     np.testing.assert_array_equal(buf, out)
+
+
+def _second_brightest_reference(img, margin):
+    """Every pixel more than *margin* above its second-brightest neighbour (of the
+    eight, those inside the frame; beyond the edge counts as darker than any) lowered
+    to that neighbour plus *margin*: the rule, pixel by pixel, as a plain loop."""
+    h, w = img.shape
+    out = img.astype(np.float64).copy()
+    for y in range(h):
+        for x in range(w):
+            nb = sorted((float(img[y + dy, x + dx]) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                         if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w), reverse=True)
+            second = nb[1] + margin
+            if img[y, x] > second:
+                out[y, x] = second
+    return out
+
+
+@pytest.mark.parametrize(("dtype", "scale", "margin"),
+                         [(np.uint16, 1.0, 40.0), (np.float32, 1.0, 40.0),
+                          (np.float32, 1e-3, 0.04)])
+def test_pairs_are_lowered_to_exactly_their_second_brightest_neighbour_at_every_edge(
+        dtype, scale, margin):
+    """Hot pairs on each of the four edges and in each corner (the first and the last
+    row and column), and in the middle: each pixel of a pair comes down to its
+    second-brightest neighbour inside the frame plus the margin, exactly as the rule
+    says, pixel by pixel - also on a float frame scaled to ~0.1 whose margin is under 1.
+    The caller's *out* gets the result and the frame itself is left as it was."""
+    from inscope.detector.signal import without_hot_pixels
+
+    rng = np.random.default_rng(7)
+    img = (rng.normal(100, 5, (16, 19)) * scale).astype(dtype)
+    h, w = img.shape
+    hot = 60000 * scale
+    for (y0, x0), (y1, x1) in [((0, 5), (0, 6)), ((h - 1, 9), (h - 1, 10)),
+                               ((6, 0), (7, 0)), ((10, w - 1), (11, w - 1)),
+                               ((0, 0), (1, 1)), ((h - 1, w - 1), (h - 2, w - 1)),
+                               ((0, w - 1), (1, w - 2)), ((h - 1, 0), (h - 1, 1)),
+                               ((8, 9), (8, 10))]:
+        img[y0, x0] = img[y1, x1] = hot
+    before = img.copy()
+    want = _second_brightest_reference(img, margin)
+    out = np.zeros_like(img)
+    got = without_hot_pixels(img, margin, out=out, pairs=True)
+    assert got is out
+    np.testing.assert_array_equal(img, before)  # the frame itself is untouched
+    if dtype == np.uint16:
+        np.testing.assert_array_equal(out, np.minimum(want, 65535).astype(np.uint16))
+    else:
+        np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6 * scale)
+    assert (before == hot).sum() == 18 and (out[before == hot] < hot).all()
+
+
+def test_a_box_over_the_frame_edge_counts_the_edge_row_and_column_exactly():
+    """Boxes reaching past the left / top edge hold the pixel centres from column / row
+    0 on - not from 1 - and a box wholly past an edge holds none (kept: nothing to
+    judge). Each region is two bright lines and one dark, so a count that skips the
+    edge line (one of two lines bright) drops a box that has two of three."""
+    from inscope.detector.signal import has_signal
+
+    rng = np.random.default_rng(8)
+    img = rng.normal(100, 5, (40, 50)).astype(np.float32)
+    img[10:21, 0:2], img[10:21, 2] = 1000, 50  # columns 0, 1 bright, 2 dark
+    img[0:2, 20:31], img[2, 20:31] = 1000, 50  # rows 0, 1 bright, 2 dark
+    img[25:36, 0:3] = 50  # dark at the left edge
+    boxes = np.array([
+        [-2.5, 9.5, 2.5, 20.5],  # columns 0..2: two of three bright -> kept
+        [19.5, -2.5, 30.5, 2.5],  # rows 0..2: two of three bright -> kept
+        [-6.0, 25.0, -1.0, 35.0],  # wholly left of the frame, beside dark pixels -> kept
+        [-2.5, 24.5, 2.5, 35.5],  # columns 0..2, all dark -> dropped
+    ])
+    assert has_signal(img, boxes, 1.0).tolist() == [True, True, True, False]
