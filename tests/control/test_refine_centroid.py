@@ -544,6 +544,60 @@ def test_the_same_nucleus_boxed_twice_is_not_split_by_its_second_box():
     np.testing.assert_allclose(got[0], want[0], atol=1e-9)
 
 
+@pytest.mark.parametrize(("target_half", "dup_half", "offset"), [
+    ((12.0, 10.0), (6.0, 5.0), (8.0, 0.0)),  # a fragment box inside the target's
+    ((12.0, 10.0), (6.0, 5.0), (0.0, 7.0)),
+    ((6.0, 5.0), (12.0, 10.0), (8.0, 0.0)),  # the target is the fragment
+    ((6.0, 5.0), (12.0, 10.0), (0.0, 7.0)),
+])
+def test_a_box_holding_the_other_ones_centre_is_the_same_nucleus_either_way(
+        target_half, dup_half, offset):
+    """Either box may be the fragment: a small box whose centre lies inside the
+    target's box, or a whole-nucleus box that holds the (fragment) target's centre
+    (each within SAME_BOX of the *holding* box's half-widths, along x or along y) is the
+    same nucleus and takes nothing, so the centroid is what the neighbours' boxes alone
+    give. The centres lie 0.65-0.7 of the holding box's half-width apart: inside
+    SAME_BOX (0.8), outside the fragment's own."""
+    true, others, img = _pressed_scene()
+    (tw, th), (dw, dh), (dx, dy) = target_half, dup_half, offset
+    box = np.array([true[0] - tw, true[1] - th, true[0] + tw, true[1] + th])
+    cx, cy = true[0] + dx, true[1] + dy
+    dup = np.array([cx - dw, cy - dh, cx + dw, cy + dh])
+    got = soft_centroid(img, box, others=np.vstack([others, dup]))
+    want = soft_centroid(img, box, others=others)
+    assert (got is None) == (want is None)
+    if want is not None:
+        np.testing.assert_allclose(got[0], want[0], atol=1e-9)
+
+
+@pytest.mark.parametrize(("target_half", "dup_half", "offset"), [
+    ((12.0, 10.0), (6.0, 5.0), (8.0, 0.0)),
+    ((12.0, 10.0), (6.0, 5.0), (0.0, 7.0)),
+    ((6.0, 5.0), (12.0, 10.0), (8.0, 0.0)),
+    ((6.0, 5.0), (12.0, 10.0), (0.0, 7.0)),
+])
+def test_dividing_a_blob_between_boxes_leaves_a_second_box_of_the_same_nucleus_out(
+        target_half, dup_half, offset):
+    """The division itself: a blob reaching into a second box whose centre lies within
+    SAME_BOX of the holding box's half-widths (either box holding the other's) comes
+    back whole; the same box moved out to a neighbour's place (its centre beyond both
+    boxes' SAME_BOX, its box still over the blob) takes its share."""
+    from inscope.control.refine import _split_by_boxes
+
+    (tw, th), (dw, dh), (dx, dy) = target_half, dup_half, offset
+    yy, xx = np.mgrid[0:80, 0:90].astype(float)
+    cx, cy = 45.0, 40.0
+    comp = ((((xx - cx) / 16.0) ** 2 + ((yy - cy) / 13.0) ** 2) <= 1.0).astype(np.uint8)
+    box = (cx - tw, cy - th, cx + tw, cy + th)
+    dup = np.array([[cx + dx - dw, cy + dy - dh, cx + dx + dw, cy + dy + dh]])
+    np.testing.assert_array_equal(_split_by_boxes(comp, box, dup), comp)
+    # moved out to 1.2 of the larger half-width: beyond SAME_BOX, still over the blob
+    k = 1.2 * (max(tw, dw) if dx else max(th, dh)) / (abs(dx) + abs(dy))
+    apart = dup + np.array([dx, dy, dx, dy]) * (k - 1.0)
+    part = _split_by_boxes(comp, box, apart)
+    assert part.sum() < comp.sum() and not (part & ~comp.astype(bool)).any()
+
+
 def test_the_centroid_correction_moves_on_news_not_on_noise():
     """Per-frame centroid offsets scattered by 0.5 px (a soft mask's centroid as the
     stage shifts) leave the correction in use where it is, however many arrive: adopting
