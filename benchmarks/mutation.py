@@ -533,6 +533,40 @@ _BRIGHT = ("insensitive: the 8-bit copy only places Otsu's threshold between the
 _EMPTY_FIELD = ("equivalent unless the display's footprint misses the camera field (zero "
                 "area), and then _drawable_polygon returns the whole field")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # detector/signal.py
+    **{f"x_without_hot_pixels__mutmut_{n}": (frag, "equivalent: _OFFSETS holds every "
+                                              "sign, so the same eight neighbours are read "
+                                              "in another order, and the partition does "
+                                              "not care")
+       for n, frag in ((106, "r - dy"), (107, "c - dx"))},
+    **{f"x_without_hot_pixels__mutmut_{n}": (frag, "equivalent in result: the margin on "
+                                              "the cheap pre-filter only narrows the "
+                                              "candidates; each is then judged exactly "
+                                              "against its second-brightest neighbour plus "
+                                              "the margin (the tests pin those values)")
+       for n, frag in ((13, "margin >= 0"), (45, "margin >= 0"), (46, "margin > 1"),
+                       (47, "cv2.add(None, margin"), (49, "dst=None)"),
+                       (52, "cv2.add(lower, margin, )"))},
+    **{f"x_without_hot_pixels__mutmut_{n}": (frag, "equivalent: where the neighbour is "
+                                              "outside the frame np.where takes the low "
+                                              "value, so the clip only keeps the index "
+                                              "legal, which a negative index also is")
+       for n, frag in ((125, "rr.clip(None"), (132, "cc.clip(None"))},
+    **{f"x_background_level__mutmut_{n}": (frag, "equivalent: only the 5th percentile is "
+                                            "read; the high one and a subsample stride of "
+                                            "5 instead of 4 leave it (to the tests' "
+                                            "tolerance) where it is")
+       for n, frag in ((8, "5.0, 4)"), (9, "50.0, )"), (11, "51.0"), (12, "50.0, 5)"))},
+    **{f"x_noise_sigma__mutmut_{n}": (frag, "equivalent: the sample read backwards has "
+                                       "the same lower quartile")
+       for n, frag in ((30, "+(-d.size"), (32, "-(+d.size"))},
+    # control/refine.py
+    **{f"x__subpixel__mutmut_{n}": (frag, "equivalent: the precomputed pseudo-inverse and "
+                                     "lstsq solve the same least-squares fit; the "
+                                     "condition only picks the faster one")
+       for n, frag in ((40, "i1 + i0 =="), (42, "j1 + j0 =="), (43, "!= 2 * k + 1"),
+                       (44, "2 * k - 1:"), (45, "2 / k + 1"), (46, "3 * k + 1"),
+                       (47, "2 * k + 2"))},
     # integrations/pycromanager_processor.py
     **{f"xǁDetectionProcessorǁ__call____mutmut_{n}": (frag, "equivalent under "
                                                        "pycro-manager's FIFO event queue: "
