@@ -32,9 +32,15 @@ def _save(graph: onnx.GraphProto, path: Path, meta: dict[str, str] | None = None
 
 def build_centernet(path: Path, *, offset: bool = False, box: float = BOX,
                     heatmap_name: str = "heatmap", card: bool = True,
-                    card_overrides: dict | None = None) -> Path:
-    """A fully convolutional stride-4 'CenterNet' whose heatmap is the pooled image."""
-    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])
+                    card_overrides: dict | None = None,
+                    input_hw: tuple[int, int] | None = None) -> Path:
+    """A fully convolutional stride-4 'CenterNet' whose heatmap is the pooled image.
+
+    *input_hw* fixes the graph's input to (1, 1, H, W), as some exports do: ONNX Runtime
+    then refuses any other shape, so the detector must tile and pad to exactly that.
+    """
+    dims = ["N", 1, "H", "W"] if input_hw is None else [1, 1, *input_hw]
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)
     outs = [helper.make_tensor_value_info(heatmap_name, TensorProto.FLOAT, ["N", 1, "h", "w"]),
             helper.make_tensor_value_info("size", TensorProto.FLOAT, ["N", 2, "h", "w"])]
     inits = [numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "zero2"),

@@ -323,6 +323,28 @@ def test_shipped_default_model():
         OnnxDetector(DEFAULT_MODEL.with_name("no-such-model.onnx"))
 
 
+@pytest.mark.parametrize("shape", [(96, 100), (128, 160), (200, 300), (130, 90)])
+def test_a_graph_fixed_to_one_input_size_gets_exactly_that_size(tmp_path, shape):
+    """An export whose ONNX input is fixed at 1 x 1 x 128 x 160 (no size in the card:
+    read from the graph): ONNX Runtime refuses any other shape, so every frame - smaller,
+    equal, larger, taller than wide - goes in as 128 x 160, tiled and zero-padded at the
+    bottom and right, and every blob comes back once, where it is."""
+    import onnxruntime as ort
+
+    p = build_centernet(tmp_path / "fixed.onnx", input_hw=(128, 160),
+                        card_overrides={"scale": {"overlap": 32}})
+    with pytest.raises(Exception, match="(?i)dimension"):  # the graph really is fixed
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+            None, {"image": np.zeros((1, 1, 96, 128), np.float32)})
+    det = OnnxDetector(p, provider="cpu")
+    assert det._fixed_hw == (128, 160)
+    centres = grid_centres(shape, spacing=36, margin=20)
+    got = det.detect(blob_scene(shape, centres))
+    assert len(got) == len(centres)
+    d = np.linalg.norm(got.centers[:, None] - centres[None], axis=2)
+    assert np.all(d.min(axis=0) < 1e-3)
+
+
 def test_fixed_input_size_model_is_tiled_and_padded(tmp_path):
     # the card pins the input to 128x128: frames of any size go through 128x128 tiles
     p = build_centernet(tmp_path / "fixed.onnx",
