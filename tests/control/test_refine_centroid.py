@@ -13,6 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from _support.nuclei import soft_ellipse
 
 from inscope.control.refine import soft_centroid
 
@@ -40,13 +41,6 @@ def _box(m, grow=0.0):
                      ys.max() + 0.5 + grow])
 
 
-def _soft_ellipse(xx, yy, cx, cy, rx, ry, amp, edge=0.08):
-    """A soft-edged elliptical blob of height *amp* centred at (cx, cy), semi-axes
-    (rx, ry) px, its edge *edge* of the radius wide (a nucleus, a neighbour, debris)."""
-    r = np.hypot((xx - cx) / rx, (yy - cy) / ry)
-    return amp / (1.0 + np.exp((r - 1.0) / edge))
-
-
 class _Slide:
     """A nucleus fixed on the slide at *world* (stage µm, 1 µm per px) seen by a camera
     of *size* px: ``frame(sx, sy, k)`` with the stage at (sx, sy) (the world point X is
@@ -65,9 +59,9 @@ class _Slide:
         from inscope.acquisition.frame import Frame, StagePosition
 
         cx, cy = self.centre(sx, sy)
-        img = 1000.0 + _soft_ellipse(self.xx, self.yy, cx, cy, *self.semi, self.amp)
+        img = 1000.0 + soft_ellipse(self.xx, self.yy, cx, cy, *self.semi, self.amp)
         for dx, dy, rx, ry, amp, edge in (self.extras if extras else ()):
-            img += _soft_ellipse(self.xx, self.yy, cx + dx, cy + dy, rx, ry, amp, edge)
+            img += soft_ellipse(self.xx, self.yy, cx + dx, cy + dy, rx, ry, amp, edge)
         img += self.rng.normal(0, self.noise, img.shape)
         return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
 
@@ -410,7 +404,7 @@ def test_a_large_nucleus_is_registered_on_a_downsampled_copy_to_sub_pixel():
 
     def frame(sx, sy, k):
         cx, cy = w / 2 + world[0] - sx, h / 2 + world[1] - sy
-        img = 1000.0 + _soft_ellipse(xx, yy, cx, cy, 42.0, 34.0, 500.0, edge=0.04)
+        img = 1000.0 + soft_ellipse(xx, yy, cx, cy, 42.0, 34.0, 500.0, edge=0.04)
         img *= 1.0 + 0.15 * np.sin((xx - cx) / 5.0) * np.cos((yy - cy) / 7.0)  # texture
         img += rng.normal(0, 10.0, (h, w))
         return Frame(img.astype(np.float32), k, position=StagePosition(sx, sy, 0.0))
@@ -434,7 +428,7 @@ def _moving_nucleus_frame(cx, cy, k, rng, shape=(128, 128), stage=(0.0, 0.0)):
 
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    img = 1000.0 + _soft_ellipse(xx, yy, cx, cy, 10.0, 8.0, 400.0)
+    img = 1000.0 + soft_ellipse(xx, yy, cx, cy, 10.0, 8.0, 400.0)
     img *= 1.0 + 0.1 * np.sin((xx - cx) / 2.0) * np.cos((yy - cy) / 3.0)
     img += rng.normal(0, 10.0, shape)
     return Frame(img.astype(np.float32), k, position=StagePosition(*stage, 0.0))

@@ -15,19 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _support.nuclei import soft_ellipse
 
 from inscope.control.refine import soft_centroid, soft_mask
 
 KINDS = ("uint16 with offset", "float 0..1", "float around 0", "float from 0")
-
-
-def _blob(xx, yy, cx, cy, rx, ry, angle_deg, amp, edge=0.08):
-    """A soft-edged ellipse of height *amp* centred at (cx, cy): symmetric, so its
-    intensity and its shape centroid are both (cx, cy)."""
-    t = np.radians(angle_deg)
-    u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
-    v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
-    return amp / (1.0 + np.exp((np.hypot(u / rx, v / ry) - 1.0) / edge))
 
 
 def _ellipse_box(cx, cy, rx, ry, angle_deg):
@@ -56,7 +48,7 @@ def _errors(kind, n=40, seed=0, size=80):
         rx, ry, ang = rng.uniform(5, 16), rng.uniform(5, 16), rng.uniform(0, 180)
         cx, cy = size / 2 + rng.uniform(-3, 3), size / 2 + rng.uniform(-3, 3)
         amp = rng.uniform(200, 2000)
-        img = _blob(xx, yy, cx, cy, rx, ry, ang, amp)
+        img = soft_ellipse(xx, yy, cx, cy, rx, ry, amp, angle_deg=ang)
         box = _ellipse_box(cx, cy, rx, ry, ang) + rng.uniform(-1, 1, 4)
         im = _as_kind(img, rng.normal(0, 0.02 * amp, img.shape), amp, kind)
         got = soft_centroid(im, box)
@@ -89,7 +81,7 @@ def _round_nucleus_error(xx, yy, c, r, rng):
     """How far the soft centroid of a roundish nucleus of radius ~*r* at *c* (on
     background 100, noise 10, boxed with each edge up to half a pixel off) lies from
     *c* (inf: refused)."""
-    img = 100.0 + _blob(xx, yy, *c, r, r * rng.uniform(0.8, 1.2), 0.0, 800.0)
+    img = 100.0 + soft_ellipse(xx, yy, *c, r, r * rng.uniform(0.8, 1.2), 800.0)
     img += rng.normal(0, 10, img.shape)
     box = np.array([c[0] - r, c[1] - r, c[0] + r, c[1] + r]) + rng.uniform(-0.5, 0.5, 4)
     got = soft_centroid(img.astype(np.float32), box)
@@ -143,8 +135,8 @@ def test_touching_neighbours_boxed_by_the_detector_are_divided_between_their_box
         th = rng.uniform(0, 2 * np.pi)
         c2 = c1 + (r1 + r2) * rng.uniform(0.85, 1.0) * np.array([np.cos(th), np.sin(th)])
         a1 = rng.uniform(300, 1000)
-        img = (100.0 + _blob(xx, yy, *c1, r1, r1, 0.0, a1)
-               + _blob(xx, yy, *c2, r2, r2, 0.0, a1 * rng.uniform(0.5, 2.0)))
+        img = (100.0 + soft_ellipse(xx, yy, *c1, r1, r1, a1)
+               + soft_ellipse(xx, yy, *c2, r2, r2, a1 * rng.uniform(0.5, 2.0)))
         img = (img + rng.normal(0, 10, img.shape)).astype(np.float32)
         b1 = np.array([c1[0] - r1, c1[1] - r1, c1[0] + r1, c1[1] + r1]) + rng.uniform(
             -0.7, 0.7, 4)
@@ -166,7 +158,7 @@ def _nucleus_frame(k, rng, stage=(0.0, 0.0), position=True):
 
     yy, xx = np.mgrid[0:120, 0:120].astype(float)
     cx, cy = 60.3 - stage[0], 58.7 - stage[1]
-    img = 500.0 + _blob(xx, yy, cx, cy, 11.0, 8.0, 20.0, 900.0)
+    img = 500.0 + soft_ellipse(xx, yy, cx, cy, 11.0, 8.0, 900.0, angle_deg=20.0)
     img *= 1.0 + 0.1 * np.sin((xx - cx) / 2.0) * np.cos((yy - cy) / 3.0)
     img += rng.normal(0, 8.0, img.shape)
     pos = StagePosition(stage[0], stage[1], 0.0) if position else None
