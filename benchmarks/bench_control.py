@@ -207,10 +207,10 @@ def _slide(options: dict[str, Any], seed: int = 0):
     return open_microscope("slide", **opts)
 
 
-def _detector(name: str):
+def _detector(name: str, mirror_views: int = 1):
     from inscope.control.cli import load_detector_for
 
-    return load_detector_for(None if name == "default" else name)
+    return load_detector_for(None if name == "default" else name, mirror_views)
 
 
 def _new_code() -> bool:
@@ -732,6 +732,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/control.json")
     ap.add_argument("--detector", default="default",
                     help="'default' (shipped model), 'classical' or an ONNX path")
+    ap.add_argument("--mirror-views", type=int, default=1, choices=(1, 2, 4),
+                    help="the detector averaged over each frame and its mirror images "
+                         "(inscope.detector.mirror; scan --mirror-views)")
     ap.add_argument("--backend", default=Backend.SIM, choices=[Backend.SIM, Backend.SLIDE])
     add_option_argument(ap, "-o path=cells.npz -o pixel_size_um=0.65 (slide)")
     ap.add_argument("--hela", default=None,
@@ -767,11 +770,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --only: replace those measures in an existing --out file "
                          "and keep the rest (each replaced one records its code and date)")
     args = ap.parse_args(argv)
-    det = _detector(args.detector)
+    det = _detector(args.detector, args.mirror_views)
     res: dict[str, Any] = {
         "host": {"machine": platform.machine(), "python": platform.python_version(),
                  "cpus": os.cpu_count(), "loadavg_start": load_average()},
-        "detector": args.detector, "note": "shared 2-core CPU: wall times are noisy",
+        "detector": args.detector, "mirror_views": args.mirror_views,
+        "note": "shared 2-core CPU: wall times are noisy",
     }
     suites: list[tuple[str, Any, float, float | None]] = []
     if args.hela:

@@ -68,6 +68,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     # decodings of the same network outputs compared on simulated frames (model card)
     "decode_variants": (["benchmarks.decode_variants", "--real", "{data}"],
                         "decode_variants.json"),
+    # the same network with 1, 2 and 4 mirror views (inscope.detector.mirror; model card)
+    "mirror_views": (["benchmarks.mirror_views", "--real", "{data}"], "mirror_views.json"),
     # the tracker's matching: one whole-matrix assignment against one per group
     "tracking_groups": (["benchmarks.bench_tracking"], "tracking_groups.json"),
     # the target refiner's steady centroid: whole-frame blurs against the crop's window

@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    choices=["auto", "tensorrt", "cuda", "cpu"],
                    help="ONNX Runtime provider")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--mirror-views", type=int, default=1, choices=(1, 2, 4),
+                   help="average the network over each image and its mirror images (1, "
+                        "2, 4): steadier, tighter boxes for 2x / 4x its time")
     p.add_argument("--max-plots", type=int, default=4,
                    help="prediction pictures to draw (default 4)")
     p.set_defaults(func=run_eval)
@@ -141,6 +144,8 @@ def run_eval(args: argparse.Namespace) -> int:
         kw: dict[str, Any] = {"object_size_px": args.object_size_px}
         if not is_classical:
             kw["score_threshold"] = args.ap_score_floor
+        if args.mirror_views != 1:
+            kw["mirror_views"] = args.mirror_views
         det = load_detector(args.model, provider=args.provider, threads=args.threads, **kw)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"inscope eval: {e}", file=sys.stderr)
@@ -162,7 +167,9 @@ def run_eval(args: argparse.Namespace) -> int:
                                           count_difficult=args.count_difficult,
                                           scales=scales)
     name = getattr(det, "name", "detector")
-    print(f"{name} on {len(samples)} image(s) [{getattr(det, 'provider', '?')}]")
+    views = int(getattr(det, "mirror_views", 1))
+    print(f"{name} on {len(samples)} image(s) [{getattr(det, 'provider', '?')}]"
+          + (f", {views} mirror views" if views != 1 else ""))
     print(f"{'image':<32} {'gt':>5} {'pred':>5} {'TP':>5} {'FP':>5} {'FN':>5} "
           f"{'P':>6} {'R':>6} {'AP50':>6}")
     for r in res.per_image:
@@ -186,7 +193,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {"model": str(getattr(det, "model_path", name)), "detector": name,
-               "provider": getattr(det, "provider", None),
+               "provider": getattr(det, "provider", None), "mirror_views": views,
                "data": [str(p) for p in args.data] if not args.sim
                else {"sim": args.sim, "seed": args.seed},
                "detect_ms": {"p50": float(np.percentile(t, 50)),

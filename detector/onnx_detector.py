@@ -44,6 +44,7 @@ from inscope.detector import preprocess as pp
 from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
 from inscope.detector.card import ModelCard, sha256_file
 from inscope.detector.decode import decode_centernet, decode_ultralytics
+from inscope.detector.mirror import average_views, check_views, mirrored_batch
 from inscope.detector.providers import LAST_CHOICE, create_session
 from inscope.detector.scale import auto_scale_factor, measure_objects
 from inscope.detector.tiling import keep_owned, tile_grid
@@ -126,6 +127,11 @@ class OnnxDetector:
         largest trained object size plus two strides).
     warmup
         Run once on a dummy frame now, so the first real frame is not slow.
+    mirror_views
+        1 (default): the frame as it is. 2 or 4: the network's outputs averaged over the
+        frame and its mirror images (left-right; also up-down and both), run as one
+        batch (:mod:`inscope.detector.mirror`): steadier, tighter boxes for 2x / 4x the
+        network's time. CenterNet-format models only.
     """
 
     def __init__(self, model_path: str | Path | None = None, *, provider: str = "auto",
@@ -133,8 +139,9 @@ class OnnxDetector:
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  tile: bool | int | None = None, overlap: int | None = None,
                  auto_scale: bool = True, spinning: bool | str | None = None,
-                 warmup: bool = True
+                 warmup: bool = True, mirror_views: int = 1
                  ) -> None:
+        mirror_views = check_views(mirror_views)
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if not path.exists():
             raise FileNotFoundError(
@@ -148,6 +155,12 @@ class OnnxDetector:
         self.threads = threads
         self.card = self._read_card(path)
         self.format = self.card.format
+        if mirror_views != 1 and self.format != "inscope-centernet":
+            raise ValueError(
+                f"mirror_views={mirror_views} needs a CenterNet-format model (heatmap, "
+                f"size and offset maps to mirror back); {path.name} is {self.format!r}. "
+                "Use mirror_views=1 with it.")
+        self.mirror_views = mirror_views
         self.class_names: tuple[str, ...] = tuple(self.card.classes) or ("object",)
         self.name = self.card.name or path.stem
         self.score_threshold = score_threshold
@@ -332,8 +345,30 @@ class OnnxDetector:
         return det
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.mirror_views != 1:
+            return self._run_mirrored(x)
         outs = self.session.run(self._out_names, {self._in.name: x})
         return {n: o[0] for n, o in zip(self._out_names, outs, strict=True)}
+
+    def _run_mirrored(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs averaged over :attr:`mirror_views` mirror images of *x*: one
+        batch, or one run per view when the graph's batch size is fixed."""
+        views = self.mirror_views
+        dec = self.card.decoding
+        stride = int(dec.get("stride", 4))
+        if x.shape[-2] % stride or x.shape[-1] % stride:
+            raise ValueError(f"mirror views need an input whose sides are multiples of the "
+                             f"stride {stride}; got {x.shape[-2:]} (a fixed-size graph "
+                             "whose size is not: use mirror_views=1).")
+        batch = mirrored_batch(x, views)
+        if isinstance(self._in.shape[0], int):  # a graph fixed to one batch size
+            runs = [self.session.run(self._out_names, {self._in.name: batch[k:k + 1]})
+                    for k in range(views)]
+            outs = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
+        else:
+            outs = self.session.run(self._out_names, {self._in.name: batch})
+        return average_views(dict(zip(self._out_names, outs, strict=True)), views, stride,
+                             dec.get("offset"))
 
     def _detect_centernet(self, img: np.ndarray, factor: float):
         t0 = time.perf_counter_ns()
@@ -502,6 +537,11 @@ def load_detector(model: str | Path | None = None, provider: str = "auto",
     :class:`inscope.detector.triton_detector.TritonDetector` (*provider* and *threads* then
     serve its local fallback).
     """
+    views = kw.get("mirror_views", 1)
+    if views != 1 and isinstance(model, str) and (
+            model.lower().startswith("triton://") or model.lower() == "classical"):
+        raise ValueError(f"mirror_views={views} is for the ONNX models run here; "
+                         f"{model!r} cannot use it. Leave mirror_views at 1 with it.")
     if isinstance(model, str) and model.lower().startswith("triton://"):
         from inscope.detector.triton_detector import TritonDetector
 

@@ -85,6 +85,10 @@ class DetectorConfig:
     # while a frame runs, "on" spin between frames too (lowest p50 alone); true/false =
     # "on"/"off"; unset: inscope.detector.providers.default_spinning
     spinning: bool | str | None = None
+    # network outputs averaged over the frame and its mirror images (1 off, 2 + left-
+    # right, 4 + up-down and both): steadier, tighter boxes for 2x / 4x the network's
+    # time (inscope.detector.mirror; the model card, *Mirror views*)
+    mirror_views: int = 1
 
 
 @dataclass
@@ -364,6 +368,13 @@ def _check_values(cfg: Config, source: str) -> None:
     num("outputs.snapshot_max_per_s", o.snapshot_max_per_s, 0, 100, lo_open=True)
     num("detector.score_threshold", cfg.detector.score_threshold, 0, 1)
     num("detector.threads", cfg.detector.threads, 1, 256)
+    from inscope.detector.mirror import ALLOWED_VIEWS, check_views
+
+    try:
+        check_views(cfg.detector.mirror_views)
+    except ValueError:
+        raise bad("detector.mirror_views", cfg.detector.mirror_views,
+                  f"use one of {', '.join(map(str, ALLOWED_VIEWS))}") from None
     if isinstance(cfg.detector.spinning, str):
         from inscope.detector.providers import SPINNING_HELP, spinning_mode
 

@@ -107,3 +107,6 @@ def test_scan_and_calibrate_fall_back_to_the_classical_detector_only_without_a_m
         "this note).\n")
     with pytest.raises(FileNotFoundError):
         load_detector_for(str(tmp_path / "mine.onnx"))
+    monkeypatch.undo()
+    det = load_detector_for(None, 2)  # scan --mirror-views 2
+    assert isinstance(det, OnnxDetector) and det.mirror_views == 2

@@ -79,6 +79,28 @@ def test_eval_on_simulated_held_out_frames(tmp_path, capsys):
     assert r2["n_difficult"] == 0 and r2["n_gt"] == r["n_gt"] + r["n_difficult"]
 
 
+def test_eval_with_mirror_views_says_so_and_scores_the_same_frames(tmp_path, capsys):
+    """``--mirror-views 4`` reaches the detector (the shipped model): the JSON and the
+    heading say it, and the same frames score at least as well as one view's (4 views:
+    tighter boxes, model card *Mirror views*)."""
+    res = {}
+    for views in ("1", "4"):
+        out = tmp_path / f"v{views}.json"
+        assert main(["eval", "--sim", "2", "--seed", "900123", "--provider", "cpu",
+                     "--mirror-views", views, "--json", str(out)]) == 0
+        head = capsys.readouterr().out.splitlines()[0]
+        assert ("4 mirror views" in head) == (views == "4"), head
+        res[views] = json.loads(out.read_text())
+        assert res[views]["mirror_views"] == int(views)
+    assert res["4"]["n_gt"] == res["1"]["n_gt"]
+    assert res["4"]["map50_95"] > res["1"]["map50_95"]
+    with pytest.raises(SystemExit):
+        main(["eval", "--sim", "1", "--mirror-views", "3"])
+    assert "invalid choice: 3" in capsys.readouterr().err
+    assert main(["eval", "--model", "classical", "--sim", "1", "--mirror-views", "2"]) == 2
+    assert "cannot use it" in capsys.readouterr().err
+
+
 def test_package_exports_are_lazy_but_real():
     assert detector.load_detector is detector.onnx_detector.load_detector
     assert detector.ClassicalDetector.name == "classical"

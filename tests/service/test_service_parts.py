@@ -55,6 +55,27 @@ def test_threads_spinning_and_threshold_reach_the_onnx_runtime_session():
         det.close()
 
 
+def test_mirror_views_reach_the_detector_from_the_config_and_the_command_line():
+    from inscope.cli import build_parser
+    from inscope.commands import config_from_args
+
+    for argv, views in ((["run", "--backend", "sim"], 1),
+                        (["run", "--backend", "sim", "--mirror-views", "4"], 4)):
+        cfg = config_from_args(build_parser().parse_args(argv))
+        assert cfg.detector.mirror_views == views
+        det = load_detector_for(cfg, say=pytest.fail)
+        try:
+            assert det.mirror_views == views
+        finally:
+            det.close()
+    with pytest.raises(SystemExit):  # argparse: "invalid choice: 3"
+        build_parser().parse_args(["run", "--mirror-views", "3"])
+    # a detector that cannot average mirror views says so instead of ignoring them
+    cfg = with_overrides(_sim(), "detector", model="classical", mirror_views=2)
+    with pytest.raises(ValueError, match="'classical' cannot use it"):
+        load_detector_for(cfg, say=pytest.fail)
+
+
 def test_a_missing_shipped_model_falls_back_to_the_classical_detector_with_a_note(
         monkeypatch, tmp_path):
     import inscope.detector.onnx_detector as onnx_detector
