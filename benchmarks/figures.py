@@ -70,6 +70,15 @@ STEPS: dict[str, tuple[list[str], str]] = {
                         "decode_variants.json"),
     # the same network with 1, 2 and 4 mirror views (inscope.detector.mirror; model card)
     "mirror_views": (["benchmarks.mirror_views", "--real", "{data}"], "mirror_views.json"),
+    # the control suites with the detector on 4 mirror views, beside the files above
+    **{f"{name}_mirror4": (
+        ["benchmarks.bench_control", *suite, "--mirror-views", "4"], f"{out}_mirror4.json")
+       for name, suite, out in (("control", [], "control"),
+                                ("control_confocal", ["--confocal"], "control_confocal"),
+                                ("control_hela256", ["--hela", "{data}", "--fov", "256"],
+                                 "control_hela_fov256"),
+                                ("control_hela512", ["--hela", "{data}", "--fov", "512"],
+                                 "control_hela_fov512"))},
     # the tracker's matching: one whole-matrix assignment against one per group
     "tracking_groups": (["benchmarks.bench_tracking"], "tracking_groups.json"),
     # the target refiner's steady centroid: whole-frame blurs against the crop's window

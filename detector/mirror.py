@@ -7,7 +7,8 @@ gets one box from two or four looks that see it with different pixel phases and
 neighbourhoods, so its centre and size steady and its box fits tighter (issue 18's
 jitter and mAP50-95; figures in the model card, *Mirror views*), for 2x or 4x the
 network's time: a choice for work where accuracy matters more than latency (scans,
-evaluation) and for GPUs, where the batch costs little more than one frame.
+evaluation), and for GPUs, where the network is a small part of ``detect()`` (the
+card's *GPU*; mirror views there are not measured yet).
 
 Why the offsets need more than a mirror: an output cell ``i`` of a map ``Wc`` cells
 wide covers the input pixels ``[s i, s i + s)`` (stride ``s``), and the offset is the
