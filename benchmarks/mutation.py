@@ -179,6 +179,8 @@ TARGETS: tuple[Target, ...] = (
            ("tests/detector/test_det_preprocess_decode.py", "tests/detector/test_tiling_truth.py"),
            0.80),
     Target("scale", "detector/scale.py", ("tests/detector/test_det_scale.py",), 0.80),
+    # mirror views: each view's maps read back onto the frame's cells and offsets
+    Target("mirror", "detector/mirror.py", ("tests/detector/test_mirror_views.py",), 0.80),
     # the readers of users' annotations (npz, masks, YOLO, VOC, COCO, one image file):
     # a wrong pixel convention here moves every box of every evaluation and training
     # (test_det_data_yaml's training test writes progress to a stream mutmut closes:
@@ -533,6 +535,11 @@ _BRIGHT = ("insensitive: the 8-bit copy only places Otsu's threshold between the
 _EMPTY_FIELD = ("equivalent unless the display's footprint misses the camera field (zero "
                 "area), and then _drawable_polygon returns the whole field")
 SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
+    # detector/mirror.py
+    "x_average_views__mutmut_13": ("astype(None", "equivalent in result: the maps are "
+                                   "averaged in float64 instead of float32, and the "
+                                   "decoding reads either"),
+    "x_check_views__mutmut_7": ("ok = None", "equivalent: None is as false as False"),
     # detector/signal.py
     **{f"x_without_hot_pixels__mutmut_{n}": (frag, "equivalent: _OFFSETS holds every "
                                               "sign, so the same eight neighbours are read "

@@ -77,6 +77,19 @@ def test_each_views_maps_read_back_onto_the_frames_cells_and_offsets(views):
     np.testing.assert_array_equal(got["heatmap"], want["heatmap"])
 
 
+def test_averaging_leaves_the_networks_outputs_as_they_were():
+    """The averaged maps are new arrays: the batch's maps (the caller's, e.g. a cache of
+    outputs) keep every view's own values."""
+    rng = np.random.default_rng(0)
+    outs = {"heatmap": rng.random((4, 1, 8, 8), dtype=np.float32),
+            "offset": rng.random((4, 2, 8, 8), dtype=np.float32)}
+    kept = {k: v.copy() for k, v in outs.items()}
+    got = average_views(outs, 4, STRIDE, "offset")
+    for k in outs:
+        np.testing.assert_array_equal(outs[k], kept[k])
+        assert got[k].dtype == np.float32 and not np.shares_memory(got[k], outs[k])
+
+
 def test_the_batch_holds_the_frame_then_its_mirrors_in_order():
     x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 2, 3, 4)
     b = mirrored_batch(x, 4)
