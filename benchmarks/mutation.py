@@ -236,7 +236,8 @@ TARGETS: tuple[Target, ...] = (
            ("tests/detector/test_onnx_detector_truth.py",
             "tests/detector/test_det_onnx_detector.py", "tests/detector/test_detect_call_truth.py",
             "tests/detector/test_det_scale.py", "tests/detector/test_det_vote_calibration.py",
-            "tests/detector/test_det_ultralytics.py"), 0.80),
+            "tests/detector/test_det_ultralytics.py", "tests/detector/test_mirror_views.py"),
+           0.80),
     # score calibration (Platt / temperature) and its error measure
     Target("score_calibration", "detector/calibration.py",
            ("tests/detector/test_score_calibration_truth.py",

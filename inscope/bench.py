@@ -89,8 +89,9 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None,
 
 
 def _detectors(models: list[str], providers: list[str] | None, say,
-               spinning: bool | str | None = None):
-    """Yield (label, detector) for each model x provider that really runs."""
+               spinning: bool | str | None = None, mirror_views: int = 1):
+    """Yield (label, detector) for each model x provider that really runs (ONNX models
+    with *mirror_views*; the classical baseline as it is)."""
     from inscope.detector.onnx_detector import load_detector
 
     for m in models:
@@ -102,7 +103,9 @@ def _detectors(models: list[str], providers: list[str] | None, say,
         seen = set()
         for prov in provs:
             try:
-                det = load_detector(path, provider=prov, spinning=spinning)
+                det = load_detector(path, provider=prov, spinning=spinning,
+                                    **({"mirror_views": mirror_views}
+                                       if mirror_views != 1 else {}))
             except FileNotFoundError as e:
                 say(f"skip model {m}: {e}")
                 break
@@ -185,10 +188,11 @@ def run_config(scope, detector, frames: int, mode: str = Mode.STEER,
 
 
 def run_demo(frames: int, models: list[str], say,
-             spinnings: tuple[str, ...] = ()) -> list[tuple[dict, list[dict]]]:
+             spinnings: tuple[str, ...] = (),
+             mirror_views: int = 1) -> list[tuple[dict, list[dict]]]:
     """The demo's configuration (all outputs, steer+focus, the tour) for each model (and
     each ONNX Runtime spinning mode in *spinnings*, ``"off"``/``"run"``/``"on"``; empty:
-    the demo's own)."""
+    the demo's own), ONNX models with *mirror_views*."""
     import tempfile
 
     from inscope.commands import demo_config
@@ -202,6 +206,8 @@ def run_demo(frames: int, models: list[str], say,
             cfg.detector.model = None if m == "default" else m
             if spin is not None:
                 cfg.detector.spinning = spin
+            if m != "classical":
+                cfg.detector.mirror_views = mirror_views
             cfg.outputs.zmq.pub_port = cfg.outputs.zmq.rep_port = 0
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
@@ -231,8 +237,10 @@ def run_demo(frames: int, models: list[str], say,
 
 def _add_scale(res: dict, det) -> None:
     """The factor the detector resized the last frames by (its automatic scale: 1 for
-    most; small nuclei are enlarged, at the factor's square in time)."""
+    most; small nuclei are enlarged, at the factor's square in time), and its mirror
+    views (1: the frame alone)."""
     res["detector"]["scale"] = round(float(getattr(det, "last_scale", 1.0)), 3)
+    res["detector"]["mirror_views"] = int(getattr(det, "mirror_views", 1))
 
 
 def _result(s: dict, cpu: dict) -> dict:
@@ -287,6 +295,8 @@ def _table(results: list[dict]) -> str:
         if spin is not None:  # records before the "run" mode hold true/false
             det += {True: "/spin", False: "/sleep", "on": "/spin", "off": "/sleep",
                     "run": "/spin-in-run"}.get(spin, f"/{spin}")
+        if r["detector"].get("mirror_views", 1) != 1:
+            det += f"/x{r['detector']['mirror_views']}"
         rows.append(
             f"{r['microscope'][:30]:<30} {det[:30]:<30} "
             f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
@@ -410,7 +420,8 @@ def main(args: argparse.Namespace) -> int:
             "the other backends only.")
     for b in backends:
         if b == "demo":
-            for res, recs in run_demo(args.frames, models, say, tuple(args.spinning or ())):
+            for res, recs in run_demo(args.frames, models, say, tuple(args.spinning or ()),
+                                      getattr(args, "mirror_views", 1)):
                 results.append(res)
                 raw.append(recs)
             continue
@@ -427,7 +438,8 @@ def main(args: argparse.Namespace) -> int:
             continue
         try:
             for spin in spinnings:
-                for label, det in _detectors(models, args.provider, say, spin):
+                for label, det in _detectors(models, args.provider, say, spin,
+                                             getattr(args, "mirror_views", 1)):
                     say(f"bench {scope.name} | {det.name} on {det.provider}, spinning "
                         f"{spin or 'default'}: {args.frames} frames ...")
                     spinning = _spinning(det)  # read before close() drops the session

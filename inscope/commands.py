@@ -161,6 +161,9 @@ def _register_bench(sub) -> None:
                    help="ONNX Runtime's idle threads sleep (off), spin while a frame runs "
                         "(run) or also between frames (on) (repeatable: side by side; "
                         "default: the service's [detector] spinning)")
+    p.add_argument("--mirror-views", type=int, default=1, choices=(1, 2, 4),
+                   help="ONNX models averaged over each frame and its mirror images (1, 2, "
+                        "4); the classical baseline runs as it is")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")

@@ -60,6 +60,22 @@ def test_bench_demo_runs_the_spinning_mode_asked_for(tmp_path):
     assert r["detector"]["spinning"] == "run" and r["frames"] == 10
 
 
+def test_bench_runs_onnx_models_on_the_mirror_views_asked_for(tmp_path, capsys):
+    """--mirror-views reaches the shipped model (and its result says so); the classical
+    baseline beside it runs as it is."""
+    args = build_parser().parse_args(
+        ["bench", "--frames", "10", "--backend", "sim", "--model", "default", "--model",
+         "classical", "--provider", "cpu", "--mirror-views", "2", "--no-plots",
+         "--out", str(tmp_path / "b.json")])
+    assert args.func(args) == 0
+    res = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert {r["model"]: r["detector"]["mirror_views"] for r in res} == {"default": 2,
+                                                                       "classical": 1}
+    assert all(r["frames"] == 10 for r in res)
+    table = capsys.readouterr().out
+    assert "inscope-nuclei/cpu" in table and "/x2 " in table  # which run is which
+
+
 def test_bench_demo_configuration_reports_cpu_per_thread_and_process(tmp_path):
     args = build_parser().parse_args(
         ["bench", "--frames", "25", "--backend", "demo", "--model", "default",
