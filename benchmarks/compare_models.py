@@ -50,22 +50,33 @@ def control_on_simulator(model: Path, region_um: float = 400.0) -> dict:
     return {k: r[k] for k in keep}
 
 
+def comparison_frames(frames: int, jitter_frames: int, real: Path | None, *,
+                      accuracy_seed: int = ACCURACY_SEED, jitter_seed: int = JITTER_SEED
+                      ) -> tuple[list, list, list | None, dict]:
+    """The frames a side-by-side scores on: *frames* simulated 512² frames with truth,
+    *jitter_frames* simulated 560² images, the *real* stack's samples (or None), and the
+    report's header saying which (with the load average at the start)."""
+    from inscope.detector.datasets import load_dataset, simulated_samples
+
+    acc = simulated_samples(frames, seed=accuracy_seed)
+    jit = [s.image for s in simulated_samples(jitter_frames, seed=jitter_seed,
+                                              shape=(560, 560))]
+    real_s = load_dataset([real]) if real is not None else None
+    head = {"load_average_start": [round(v, 1) for v in os.getloadavg()],
+            "accuracy_frames": f"{frames} simulated 512x512 frames, seed {accuracy_seed}",
+            "jitter_frames": f"{jitter_frames} simulated 560x560 frames, seed {jitter_seed}",
+            "real": real.name if real is not None else None}
+    return acc, jit, real_s, head
+
+
 def compare(models: list[tuple[str, Path]], *, frames: int = 64, jitter_frames: int = 12,
             real: Path | None = None, control: bool = False,
             control_region_um: float = 400.0) -> dict:
     """Score every model on the same frames; returns the report (see the module doc)."""
     from benchmarks.decode_variants import accuracy_and_jitter, cached_detector, summary_line
-    from inscope.detector.datasets import load_dataset, simulated_samples
 
-    acc = simulated_samples(frames, seed=ACCURACY_SEED)
-    jit = [s.image for s in simulated_samples(jitter_frames, seed=JITTER_SEED,
-                                              shape=(560, 560))]
-    real_s = load_dataset([real]) if real is not None else None
-    out: dict = {"load_average_start": [round(v, 1) for v in os.getloadavg()],
-                 "accuracy_frames": f"{frames} simulated 512x512 frames, seed {ACCURACY_SEED}",
-                 "jitter_frames": f"{jitter_frames} simulated 560x560 frames, "
-                                  f"seed {JITTER_SEED}",
-                 "real": real.name if real is not None else None, "models": {}}
+    acc, jit, real_s, head = comparison_frames(frames, jitter_frames, real)
+    out: dict = {**head, "models": {}}
     t0 = time.monotonic()
     for name, path in models:
         det = cached_detector(path)

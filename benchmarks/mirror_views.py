@@ -100,19 +100,14 @@ def latency(dets: dict[int, object], sizes=(512, 2048), blocks: int = 10,
 
 
 def run(frames: int, jitter_frames: int, real: Path | None) -> dict:
+    from benchmarks.compare_models import comparison_frames
     from benchmarks.decode_variants import accuracy_and_jitter
-    from inscope.detector.datasets import load_dataset, simulated_samples
     from inscope.detector.onnx_detector import OnnxDetector
 
-    acc = simulated_samples(frames, seed=ACCURACY_SEED)
-    jit = [s.image for s in simulated_samples(jitter_frames, seed=JITTER_SEED,
-                                              shape=(560, 560))]
-    real_s = load_dataset([real]) if real is not None else None
-    out: dict = {"load_average_start": [round(v, 1) for v in os.getloadavg()],
-                 "accuracy_frames": f"{frames} simulated 512x512 frames, seed {ACCURACY_SEED}",
-                 "jitter_frames": f"{jitter_frames} simulated 560x560 frames, "
-                                  f"seed {JITTER_SEED}",
-                 "real": real.name if real is not None else None, "views": {}}
+    acc, jit, real_s, head = comparison_frames(frames, jitter_frames, real,
+                                               accuracy_seed=ACCURACY_SEED,
+                                               jitter_seed=JITTER_SEED)
+    out: dict = {**head, "views": {}}
     t0 = time.monotonic()
     dets = {v: OnnxDetector(provider="cpu", threads=2, mirror_views=v) for v in VIEWS}
     for v, det in dets.items():
