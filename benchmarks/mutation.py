@@ -541,6 +541,17 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                                    "averaged in float64 instead of float32, and the "
                                    "decoding reads either"),
     "x_check_views__mutmut_7": ("ok = None", "equivalent: None is as false as False"),
+    # detector/onnx_detector.py, the mirror views' run
+    **{f"xǁOnnxDetectorǁ{f}__mutmut_{n}": ("session.run(None", "equivalent: None asks for "
+                                           "every output in the graph's order, which is "
+                                           "what _out_names lists")
+       for f, n in (("_run", 5), ("_run_mirrored", 30), ("_run_mirrored", 44))},
+    **{f"xǁOnnxDetectorǁ{f}__mutmut_{n}": ("zip(", "equivalent: the names and the outputs "
+                                           "(or every view's outputs) are the same length; "
+                                           "strict only checks it")
+       for f, n in (("_run", 12), ("_run", 15), ("_run", 16), ("_run_mirrored", 39),
+                    ("_run_mirrored", 41), ("_run_mirrored", 42), ("_run_mirrored", 59),
+                    ("_run_mirrored", 62), ("_run_mirrored", 63))},
     # detector/signal.py
     **{f"x_without_hot_pixels__mutmut_{n}": (frag, "equivalent: _OFFSETS holds every "
                                               "sign, so the same eight neighbours are read "

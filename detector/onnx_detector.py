@@ -387,6 +387,8 @@ class OnnxDetector:
             # zero-padded input (bottom/right, so coordinates need no shift); the frame is
             # normalised directly into its top-left corner: no extra full-frame copy
             hp, wp = -(-h // mult) * mult, -(-w // mult) * mult
+            if self._fixed_hw is not None:  # a frame of exactly the graph's fixed size:
+                hp, wp = self._fixed_hw     # that size, whatever multiple it is of
             buf = self._input_buffer(h, w, hp, wp)
             if x is None:
                 self._normalise(img, out=buf[0, 0, :h, :w])

@@ -33,8 +33,9 @@ def _save(graph: onnx.GraphProto, path: Path, meta: dict[str, str] | None = None
 def build_centernet(path: Path, *, offset: bool = False, box: float = BOX,
                     heatmap_name: str = "heatmap", card: bool = True,
                     card_overrides: dict | None = None,
-                    input_hw: tuple[int, int] | None = None) -> Path:
-    """A fully convolutional stride-4 'CenterNet' whose heatmap is the pooled image.
+                    input_hw: tuple[int, int] | None = None, stride: int = 4) -> Path:
+    """A fully convolutional 'CenterNet' whose heatmap is the image pooled over *stride*
+    x *stride* pixels (default 4).
 
     *input_hw* fixes the graph's input to (1, 1, H, W), as some exports do: ONNX Runtime
     then refuses any other shape, so the detector must tile and pad to exactly that.
@@ -46,15 +47,17 @@ def build_centernet(path: Path, *, offset: bool = False, box: float = BOX,
     inits = [numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "zero2"),
              numpy_helper.from_array(np.array([box, box], np.float32).reshape(1, 2, 1, 1),
                                      "boxwh"),
-             # offset of the middle of a cell's pixels 4k..4k+3 (4k + 1.5), in cells
-             numpy_helper.from_array(np.full((1, 2, 1, 1), 0.375, np.float32), "mid2"),
+             # offset of the middle of a cell's pixels sk..sk+s-1 (sk + (s-1)/2), in cells
+             numpy_helper.from_array(np.full((1, 2, 1, 1), (stride - 1) / 2 / stride,
+                                             np.float32), "mid2"),
              numpy_helper.from_array(
                  (np.outer([1, 2, 1], [1, 2, 1]) / 16).astype(np.float32).reshape(1, 1, 3, 3),
                  "smooth"),
              numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
              numpy_helper.from_array(np.array(1.0, np.float32), "hi")]
     nodes = [
-        helper.make_node("AveragePool", ["image"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("AveragePool", ["image"], ["p"], kernel_shape=[stride, stride],
+                         strides=[stride, stride]),
         helper.make_node("Conv", ["p", "smooth"], ["p2"], pads=[1, 1, 1, 1]),
         helper.make_node("Clip", ["p2", "lo", "hi"], [heatmap_name]),
         helper.make_node("Mul", ["p2", "zero2"], ["z2"]),
@@ -74,7 +77,7 @@ def build_centernet(path: Path, *, offset: bool = False, box: float = BOX,
             normalisation={"method": "percentile", "low": 1.0, "high": 99.8,
                            "subsample": 4},
             scale={"object_size_px": [12, 20], "tile": 512, "overlap": 48},
-            decoding={"stride": 4, "heatmap": heatmap_name, "size": "size",
+            decoding={"stride": stride, "heatmap": heatmap_name, "size": "size",
                       "offset": "offset" if offset else None, "score_threshold": 0.15,
                       "peak_kernel": 3, "max_detections": 500},
             sha256=sha256_file(path))

@@ -345,6 +345,21 @@ def test_a_graph_fixed_to_one_input_size_gets_exactly_that_size(tmp_path, shape)
     assert np.all(d.min(axis=0) < 1e-3)
 
 
+@pytest.mark.parametrize("shape", [(132, 156), (100, 120), (200, 300)])
+def test_a_graph_fixed_to_a_size_that_is_no_multiple_of_32_runs(tmp_path, shape):
+    """An export fixed at 1 x 1 x 132 x 156 (multiples of the stride, not of the card's
+    padding multiple 32): a frame of exactly that size goes in as it is (it was padded
+    to 160 x 160, which ONNX Runtime refused), smaller and larger ones tiled up to it."""
+    p = build_centernet(tmp_path / "fixed.onnx", input_hw=(132, 156),
+                        card_overrides={"scale": {"overlap": 32}})
+    det = OnnxDetector(p, provider="cpu")
+    centres = grid_centres(shape, spacing=36, margin=20)
+    got = det.detect(blob_scene(shape, centres))
+    assert len(got) == len(centres)
+    d = np.linalg.norm(got.centers[:, None] - centres[None], axis=2)
+    assert np.all(d.min(axis=0) < 1e-3)
+
+
 def test_fixed_input_size_model_is_tiled_and_padded(tmp_path):
     # the card pins the input to 128x128: frames of any size go through 128x128 tiles
     p = build_centernet(tmp_path / "fixed.onnx",

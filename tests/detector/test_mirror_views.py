@@ -215,6 +215,34 @@ def test_a_graph_fixed_to_batch_1_runs_each_view_on_its_own(tmp_path):
         assert np.all(d.min(axis=0) < 1e-3)
 
 
+def test_the_offsets_read_back_with_the_cards_stride(tmp_path):
+    """A stride-8 network (its card says so): a mirrored view's offsets read back as
+    ``7/8 - o``; with a stride of 4 they would come back 1/8 cell (1 px) off, half of
+    that in the average, and every box would move by 0.5 px."""
+    p = build_centernet(tmp_path / "s8.onnx", offset=True, stride=8,
+                        card_overrides={"scale": {"overlap": 48}})
+    det = OnnxDetector(p, provider="cpu", mirror_views=4)
+    shape = (192, 256)
+    centres = grid_centres(shape, spacing=48, margin=28) // 8 * 8 + 3.5  # cell middles
+    got = det.detect(blob_scene(shape, centres))
+    assert len(got) == len(centres)
+    d = np.linalg.norm(got.centers[:, None] - centres[None], axis=2)
+    assert np.all(d.min(axis=0) < 1e-3)
+
+
+def test_a_fixed_input_that_is_not_whole_cells_is_refused_with_the_fix(tmp_path):
+    """A graph fixed to 130 rows (not a multiple of the stride 4) has no exact mirror
+    of its cells: mirror views say so instead of reading offsets back wrongly."""
+    for hw in ((130, 160), (128, 162)):
+        p = build_centernet(tmp_path / f"odd{hw[0]}.onnx", offset=True, input_hw=hw,
+                            card_overrides={"scale": {"overlap": 32}})
+        OnnxDetector(p, provider="cpu").detect(np.zeros(hw, np.float32))  # one view runs
+        det = OnnxDetector(p, provider="cpu", mirror_views=2, warmup=False)
+        with pytest.raises(ValueError, match=r"multiples of the stride 4; got \(1\d\d, "
+                                             r"1\d\d\).*mirror_views=1"):
+            det.detect(np.zeros(hw, np.float32))
+
+
 def test_a_model_without_maps_to_mirror_is_refused_with_the_fix(tmp_path):
     p = build_ultralytics(tmp_path / "yolo.onnx", np.zeros((5, 10), np.float32),
                           {0: "cell"})
