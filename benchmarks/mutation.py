@@ -546,6 +546,8 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
                                            "every output in the graph's order, which is "
                                            "what _out_names lists")
        for f, n in (("_run", 5), ("_run_mirrored", 30), ("_run_mirrored", 44))},
+    "xǁOnnxDetectorǁ_run_mirrored__mutmut_14": ("x.shape[+2]", "equivalent: the input is "
+                                                "(1, C, H, W), so index 2 is index -2"),
     **{f"xǁOnnxDetectorǁ{f}__mutmut_{n}": ("zip(", "equivalent: the names and the outputs "
                                            "(or every view's outputs) are the same length; "
                                            "strict only checks it")

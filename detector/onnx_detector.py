@@ -43,7 +43,7 @@ from inscope.acquisition.frame import Frame
 from inscope.detector import preprocess as pp
 from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
 from inscope.detector.card import ModelCard, sha256_file
-from inscope.detector.decode import decode_centernet, decode_ultralytics
+from inscope.detector.decode import CENTERNET_DEFAULTS, decode_centernet, decode_ultralytics
 from inscope.detector.mirror import average_views, check_views, mirrored_batch
 from inscope.detector.providers import LAST_CHOICE, create_session
 from inscope.detector.scale import auto_scale_factor, measure_objects
@@ -354,8 +354,8 @@ class OnnxDetector:
         """The outputs averaged over :attr:`mirror_views` mirror images of *x*: one
         batch, or one run per view when the graph's batch size is fixed."""
         views = self.mirror_views
-        dec = self.card.decoding
-        stride = int(dec.get("stride", 4))
+        dec = {**CENTERNET_DEFAULTS, **self.card.decoding}  # the stride decoding uses
+        stride = int(dec["stride"])
         if x.shape[-2] % stride or x.shape[-1] % stride:
             raise ValueError(f"mirror views need an input whose sides are multiples of the "
                              f"stride {stride}; got {x.shape[-2:]} (a fixed-size graph "
