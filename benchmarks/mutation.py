@@ -545,15 +545,15 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     **{f"xǁOnnxDetectorǁ{f}__mutmut_{n}": ("session.run(None", "equivalent: None asks for "
                                            "every output in the graph's order, which is "
                                            "what _out_names lists")
-       for f, n in (("_run", 5), ("_run_mirrored", 30), ("_run_mirrored", 44))},
-    "xǁOnnxDetectorǁ_run_mirrored__mutmut_14": ("x.shape[+2]", "equivalent: the input is "
+       for f, n in (("_run", 5), ("_run_mirrored", 25), ("_run_mirrored", 39))},
+    "xǁOnnxDetectorǁ_run_mirrored__mutmut_9": ("x.shape[+2]", "equivalent: the input is "
                                                 "(1, C, H, W), so index 2 is index -2"),
     **{f"xǁOnnxDetectorǁ{f}__mutmut_{n}": ("zip(", "equivalent: the names and the outputs "
                                            "(or every view's outputs) are the same length; "
                                            "strict only checks it")
-       for f, n in (("_run", 12), ("_run", 15), ("_run", 16), ("_run_mirrored", 39),
-                    ("_run_mirrored", 41), ("_run_mirrored", 42), ("_run_mirrored", 59),
-                    ("_run_mirrored", 62), ("_run_mirrored", 63))},
+       for f, n in (("_run", 12), ("_run", 15), ("_run", 16), ("_run_mirrored", 34),
+                    ("_run_mirrored", 36), ("_run_mirrored", 37), ("_run_mirrored", 54),
+                    ("_run_mirrored", 57), ("_run_mirrored", 58))},
     # detector/signal.py
     **{f"x_without_hot_pixels__mutmut_{n}": (frag, "equivalent: _OFFSETS holds every "
                                               "sign, so the same eight neighbours are read "
