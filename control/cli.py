@@ -159,13 +159,12 @@ def limits_from_args(args: argparse.Namespace) -> dict[str, list[float]] | None:
 
 def load_detector_for(model: str | None, mirror_views: int = 1):
     """The detector for *model*: a path, 'classical', or None for the shipped default
-    (the classical detector, with a note, when this build ships no model); with
-    *mirror_views* (:mod:`inscope.detector.mirror`) when it is not 1."""
+    (the classical detector, with a note, when this build ships no model), with
+    *mirror_views* (:mod:`inscope.detector.mirror`)."""
     from inscope.detector.onnx_detector import load_detector_or_classical
 
-    kw: dict[str, Any] = {"mirror_views": mirror_views} if mirror_views != 1 else {}
     return load_detector_or_classical(model, say=lambda line: print(line, file=sys.stderr),
-                                      **kw)
+                                      mirror_views=mirror_views)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -141,11 +141,10 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         samples = _load_samples(args)
         is_classical = isinstance(args.model, str) and args.model.lower() == "classical"
-        kw: dict[str, Any] = {"object_size_px": args.object_size_px}
+        kw: dict[str, Any] = {"object_size_px": args.object_size_px,
+                              "mirror_views": args.mirror_views}
         if not is_classical:
             kw["score_threshold"] = args.ap_score_floor
-        if args.mirror_views != 1:
-            kw["mirror_views"] = args.mirror_views
         det = load_detector(args.model, provider=args.provider, threads=args.threads, **kw)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"inscope eval: {e}", file=sys.stderr)

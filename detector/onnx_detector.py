@@ -539,6 +539,7 @@ def load_detector(model: str | Path | None = None, provider: str = "auto",
     :class:`inscope.detector.triton_detector.TritonDetector` (*provider* and *threads* then
     serve its local fallback).
     """
+    # (1 is no request: the detectors below that cannot average views drop it)
     views = kw.get("mirror_views", 1)
     if views != 1 and isinstance(model, str) and (
             model.lower().startswith("triton://") or model.lower() == "classical"):

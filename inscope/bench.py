@@ -104,8 +104,7 @@ def _detectors(models: list[str], providers: list[str] | None, say,
         for prov in provs:
             try:
                 det = load_detector(path, provider=prov, spinning=spinning,
-                                    **({"mirror_views": mirror_views}
-                                       if mirror_views != 1 else {}))
+                                    mirror_views=mirror_views)
             except FileNotFoundError as e:
                 say(f"skip model {m}: {e}")
                 break

@@ -44,11 +44,10 @@ def load_detector_for(cfg: Config, *, fallback: bool = True,
     kw: dict[str, Any] = {}
     if d.score_threshold is not None:
         kw["score_threshold"] = d.score_threshold
-    if d.mirror_views != 1:  # (a detector without it says so, rather than ignore it)
-        kw["mirror_views"] = d.mirror_views
     return load_detector_or_classical(d.model, say=say, fallback=fallback,
                                       provider=d.provider, threads=d.threads,
-                                      spinning=d.spinning, **kw)
+                                      spinning=d.spinning, mirror_views=d.mirror_views,
+                                      **kw)
 
 
 def open_scope(cfg: Config) -> Microscope:
