@@ -360,7 +360,7 @@ class OnnxDetector:
             raise ValueError(f"mirror views need an input whose sides are multiples of the "
                              f"stride {stride}; got {x.shape[-2:]} (a fixed-size graph "
                              "whose size is not: use mirror_views=1).")
-        batch = mirrored_batch(x, views)
+        batch = mirrored_batch(x, views, out=self._mirror_buffer((views, *x.shape[1:])))
         if isinstance(self._in.shape[0], int):  # a graph fixed to one batch size
             runs = [self.session.run(self._out_names, {self._in.name: batch[k:k + 1]})
                     for k in range(views)]
@@ -449,6 +449,15 @@ class OnnxDetector:
             kept = self._buffers.input = ((h, w, hp, wp),
                                           np.zeros((1, 1, hp, wp), np.float32))
         return kept[1]
+
+    def _mirror_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The mirror views' batch, kept between frames of one shape (per thread) like
+        :meth:`_input_buffer`: at 2048 x 2048, four views are 64 MB of fresh pages per
+        frame otherwise. Every row is rewritten for each frame, so nothing stale stays."""
+        kept = getattr(self._buffers, "mirrored", None)
+        if kept is None or kept.shape != shape:
+            kept = self._buffers.mirrored = np.empty(shape, np.float32)
+        return kept
 
     def _tiles(self, h: int, w: int):
         fixed = self._fixed_hw
