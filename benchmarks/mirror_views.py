@@ -41,7 +41,6 @@ VIEWS = (1, 2, 4)
 def _ece(det, samples, ignore_border_fp: bool) -> float:
     from inscope.detector.calibration import collect, expected_calibration_error
 
-    det.score_threshold = None
     sd = collect(det, samples, ignore_border_fp=ignore_border_fp)
     return round(expected_calibration_error(sd.scores, sd.correct), 4)
 
@@ -117,7 +116,6 @@ def run(frames: int, jitter_frames: int, real: Path | None) -> dict:
         r["sim_mirror_consistency_px"] = mirror_consistency(det, [s.image for s in acc[:8]])
         if real_s is not None:
             r["real_ece"] = _ece(det, real_s, True)
-        det.score_threshold = None
         out["views"][str(v)] = r
         line = (f"{v} view(s): sim AP50 {r['sim']['ap50']:.4f} mAP {r['sim']['map50_95']:.4f}"
                 f" jitter {r['sim_jitter']['centre_rms_px']} ECE {r['sim_ece']}")
