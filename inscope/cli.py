@@ -92,6 +92,19 @@ def add_exposure_argument(p, *, default: float | None = None, what: str = "",
         deprecated_alias(p, "--exposure", a)
 
 
+def setup_logging(args: argparse.Namespace) -> None:
+    """Show inscope's log on stderr, as ``LEVEL name: message``: its one-line notices at
+    INFO (no display, a fallback, frames resized for the detector, which channel of a
+    file a slide shows), everything at INFO with ``--verbose``, other libraries'
+    warnings otherwise. Every subcommand gets it (:func:`main`), so a notice a part logs
+    is seen whichever command drove that part."""
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("inscope").setLevel(logging.INFO)
+
+
 class _Parser(argparse.ArgumentParser):
     """The ``inscope`` parser; :attr:`commands` keeps each subcommand's parser, whose
     usage an error about that subcommand's arguments shows."""
@@ -133,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    setup_logging(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

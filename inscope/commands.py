@@ -11,7 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from inscope.cli import add_exposure_argument, add_micromanager_arguments, deprecated_alias
+from inscope.cli import (
+    add_exposure_argument,
+    add_micromanager_arguments,
+    deprecated_alias,
+    setup_logging,
+)
 from inscope.enums import Backend, Mode, RecordFormat, Spinning
 
 #: The demo's length when neither --frames nor --seconds is given.
@@ -236,16 +241,6 @@ def config_from_args(args: argparse.Namespace, base=None):
     return cfg
 
 
-def _logging(args) -> None:
-    import logging
-
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False)
-                        else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "verbose", False):
-        # one-line notices (no display, fallbacks) are still worth showing
-        logging.getLogger("inscope").setLevel(logging.INFO)
-
-
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -287,7 +282,7 @@ def _serve(cfg, *, port_fallback: bool, header: str | None = None, director=None
 def cmd_run(args: argparse.Namespace) -> int:
     from inscope.config import ConfigError, load_config
 
-    _logging(args)
+    setup_logging(args)
     try:
         base = load_config(args.config) if args.config else None
         cfg = config_from_args(args, base)
@@ -329,7 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from inscope.config import ConfigError
     from inscope.tour import Tour
 
-    _logging(args)
+    setup_logging(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         print(f"error: --out {args.out} is a file; give a folder for the demo's outputs "
@@ -359,5 +354,5 @@ def _length(cfg) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     from inscope.bench import main as bench_main
 
-    _logging(args)  # one-line notices, e.g. frames resized for the detector
+    setup_logging(args)  # one-line notices, e.g. frames resized for the detector
     return bench_main(args)
