@@ -194,11 +194,13 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
                     "save it as an OME-TIFF or ImageJ hyperstack with axes (e.g. "
                     "tifffile.imwrite(path, a, imagej=True, metadata={'axes': 'ZCYX'})), "
                     "or as one channel (Z, Y, X)")
+    n_channels = 0
     if "C" in axes:
         ci = axes.index("C")
-        if not 0 <= channel < data.shape[ci]:
-            raise _fail(path, f"has {data.shape[ci]} channels, channel={channel} is not one",
-                        f"pass -o channel=0..{data.shape[ci] - 1}")
+        n_channels = data.shape[ci]
+        if not 0 <= channel < n_channels:
+            raise _fail(path, f"has {n_channels} channels, channel={channel} is not one",
+                        f"pass -o channel=0..{n_channels - 1}")
         data = np.take(data, channel, axis=ci)
         axes = axes.replace("C", "")
     if "S" in axes:  # RGB(A): colour_to_grey (alpha ignored); other samples: their mean
@@ -218,6 +220,8 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
                     "save the stack as (Z, Y, X)")
     # Everything before Y, X: Z if there is one, otherwise one plane per leading index.
     lead = axes[:-2]
+    # the axes of which the slide takes index 0 (time points, tiles, ...), and their sizes
+    firsts = {a: n for a, n in zip(lead, data.shape[:len(lead)], strict=True) if a != "Z"}
     if "Z" in lead:
         zi = lead.index("Z")
         data = np.moveaxis(data, zi, 0)
@@ -226,12 +230,40 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
         data = data.reshape(-1, *data.shape[-2:])
         if len(lead) and data.shape[0] > 1 and lead not in ("Q", "I"):
             data = data[:1]  # time series: the first time point is the slide
+        else:
+            firsts = {}  # (planes without axis names are the stack's planes)
+    _say_what_is_shown(path, channel, n_channels,
+                       {_TIFF_AXIS_NAMES.get(a, f"{a} indices"): n for a, n in firsts.items()})
     px, dz = ij_px, ij_dz
     if ome:
         from inscope.acquisition.replay import ome_sizes
 
         px, dz = ome_sizes(ome)
     return _SlideFile(_as_zyx(data, path, "image"), None, None, px, dz)
+
+
+#: What tifffile's axis letters count, for the note of :func:`_say_what_is_shown`.
+_TIFF_AXIS_NAMES = {"T": "time points", "R": "tiles", "A": "angles", "E": "wavelengths",
+                    "H": "lifetime bins", "P": "phases", "V": "positions", "L": "exposures",
+                    "Q": "planes", "I": "planes"}
+
+
+def _say_what_is_shown(path: Path, channel: int, n_channels: int,
+                       firsts: dict[str, int]) -> None:
+    """Log which part of a larger file the slide shows: the channel of several, and the
+    first index of every other axis (time points, positions, ...) of more than one.
+
+    Why: a slide of the wrong channel or time point looks like a valid one - nuclei in a
+    DAPI channel and a membrane stain both give frames - so the choice made for the user
+    is said once, with the option that changes it.
+    """
+    parts = []
+    if n_channels > 1:
+        parts.append(f"channel {channel} of {n_channels} (-o channel=0..{n_channels - 1} "
+                     "picks another)")
+    parts += [f"the first of {n} {name}" for name, n in firsts.items() if n > 1]
+    if parts:
+        log.info("%s: the slide shows %s", path.name, "; ".join(parts))
 
 
 def _more_series(tf, path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
@@ -300,6 +332,9 @@ def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
         raise _fail(path, f"has {n_channels} channels, channel={channel} is not one",
                     f"pass -o channel=0..{n_channels - 1}")
     # Keep z; the chosen channel; index 0 of everything else.
+    _say_what_is_shown(path, channel, n_channels,
+                       {f"{n!r} values": len(v) for n, v in axes.items()
+                        if n not in ("z", "channel")})
     if arr.ndim == len(names) + 2:
         idx: list[Any] = [slice(None) if n == "z" else channel if n == "channel" else 0
                           for n in names]

@@ -417,6 +417,77 @@ def ndtiff(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in _DATASETS}
 
 
+def _shown(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The slide's notes of which part of a file it shows."""
+    return [r.getMessage() for r in caplog.records if "the slide shows" in r.getMessage()]
+
+
+def test_the_channel_and_time_point_a_slide_shows_of_a_larger_file_are_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A two-channel, two-time-point file opens on channel 0 and time point 0 - a choice
+    made for the user, so it is said, with the option that picks another channel; a file
+    with nothing left out says nothing."""
+    tczyx = np.stack([np.stack([_img((3, 40, 50), seed=s), _img((3, 40, 50), seed=s + 1)])
+                      for s in (1, 3)])
+    hyper = tmp_path / "hyper.tif"  # (ImageJ's order is TZCYX)
+    tifffile.imwrite(hyper, tczyx.transpose(0, 2, 1, 3, 4), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    with caplog.at_level("INFO", logger="inscope.acquisition.slide"):
+        sf = load_slide(hyper)
+    np.testing.assert_array_equal(sf.image, tczyx[0, 0])
+    assert _shown(caplog) == ["hyper.tif: the slide shows channel 0 of 2 (-o channel=0..1 "
+                              "picks another); the first of 2 time points"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="inscope.acquisition.slide"):
+        load_slide(hyper, 1)
+    assert _shown(caplog)[0].startswith("hyper.tif: the slide shows channel 1 of 2 ")
+    tyx = tmp_path / "tyx.ome.tif"
+    tifffile.imwrite(tyx, tczyx[:, 0, 0], ome=True, metadata={"axes": "TYX"})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="inscope.acquisition.slide"):
+        load_slide(tyx)
+    assert _shown(caplog) == ["tyx.ome.tif: the slide shows the first of 2 time points"]
+    for name, a, axes in (("zyx.ome.tif", tczyx[0, 0], "ZYX"),
+                          ("czyx.ome.tif", tczyx[0, :1], "CZYX"),  # one channel
+                          ("tzyx.ome.tif", tczyx[:1, 0], "TZYX")):  # one time point
+        tifffile.imwrite(tmp_path / name, a, ome=True, metadata={"axes": axes})
+        caplog.clear()
+        with caplog.at_level("INFO", logger="inscope.acquisition.slide"):
+            load_slide(tmp_path / name)
+        assert _shown(caplog) == [], name
+    # pages without axis names are the stack's planes: nothing is left out
+    tifffile.imwrite(tmp_path / "plain.tif", tczyx[0, 0], photometric="minisblack")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="inscope.acquisition.slide"):
+        assert load_slide(tmp_path / "plain.tif").image.shape == (3, 40, 50)
+    assert _shown(caplog) == []
+
+
+def test_the_ndtiff_channel_and_time_point_shown_are_said(
+        ndtiff, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="inscope.acquisition.slide"):
+        load_slide(ndtiff["chz"], channel=1)
+        load_slide(ndtiff["time"])
+        load_slide(ndtiff["nopx"])
+    assert _shown(caplog) == [
+        "chz_1: the slide shows channel 1 of 2 (-o channel=0..1 picks another)",
+        "time_1: the slide shows the first of 2 'time' values"]
+
+
+def test_the_cli_shows_the_note_of_what_a_slide_shows(tmp_path: Path) -> None:
+    """The note reaches a user of every command that opens a slide (``stream`` set up no
+    log before, so it was lost there)."""
+    p = tmp_path / "two.ome.tif"
+    tifffile.imwrite(p, np.stack([_img(), _img(seed=2)]), ome=True,
+                     metadata={"axes": "CYX", "PhysicalSizeX": 0.5})
+    r = subprocess.run([sys.executable, "-m", "inscope", "stream", "--backend", "slide",
+                        "-o", f"path={p}", "-o", "fov=32", "-o", "realtime=false",
+                        "--frames", "2"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ("INFO inscope.acquisition.slide: two.ome.tif: the slide shows channel 0 of 2 "
+            "(-o channel=0..1 picks another)") in r.stderr.splitlines()
+
+
 def test_ndtiff_planes_missing_from_the_chosen_channel_are_named(
         ndtiff, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="inscope.acquisition.slide"):
