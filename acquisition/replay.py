@@ -119,6 +119,12 @@ def planes_as_samples(axes: str, data: np.ndarray) -> bool:
             and data.shape[axes.index("S")] in (3, 4) and data.dtype != np.uint8)
 
 
+def channel_shown(channel: int, n_channels: int) -> str:
+    """How a note names the channel a file's frames are taken from: a choice made for
+    the user when the file holds several (a wrong one still gives valid frames)."""
+    return f"channel {channel} of {n_channels} (-o channel=0..{n_channels - 1} picks another)"
+
+
 def _read_tiff(path: Path, channel: int) -> _Stack:
     import tifffile
 
@@ -164,6 +170,8 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
             )
         data = np.take(data, channel, axis=ci)
         axes = axes[:ci] + axes[ci + 1:]
+        if n_channels > 1:
+            log.info("%s: replaying %s", path.name, channel_shown(channel, n_channels))
     if not axes.endswith("YX") or data.ndim < 2:
         raise MicroscopeUnavailable(
             f"{path.name}: cannot find image rows/columns in axes {series.axes!r}; save the "
@@ -300,6 +308,9 @@ def _read_ndtiff(path: Path, channel: int) -> _Stack:
         arr = np.take(arr, channel, axis=ci)
         chan_value = axes["channel"][channel]
         names.remove("channel")
+        if len(axes["channel"]) > 1:
+            log.info("%s: replaying %s", path.name,
+                     channel_shown(channel, len(axes["channel"])))
     else:
         chan_value = None
     frames = arr.reshape(-1, arr.shape[-2], arr.shape[-1])

@@ -48,6 +48,7 @@ from inscope.acquisition.frame import (
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import (
     PICTURE_SUFFIXES,
+    channel_shown,
     ndtiff_array,
     ndtiff_datasets,
     ndtiff_folder_problem,
@@ -259,8 +260,7 @@ def _say_what_is_shown(path: Path, channel: int, n_channels: int,
     """
     parts = []
     if n_channels > 1:
-        parts.append(f"channel {channel} of {n_channels} (-o channel=0..{n_channels - 1} "
-                     "picks another)")
+        parts.append(channel_shown(channel, n_channels))
     parts += [f"the first of {n} {name}" for name, n in firsts.items() if n > 1]
     if parts:
         log.info("%s: the slide shows %s", path.name, "; ".join(parts))

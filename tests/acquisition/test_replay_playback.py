@@ -122,13 +122,28 @@ def test_pixels_of_any_type_arrive_as_a_type_the_detector_takes_with_their_value
     assert f.pixels[0, :2].tolist() == pytest.approx(values)
 
 
-def test_a_multi_channel_recording_plays_its_first_channel_unless_told(tmp_path):
+def _replaying(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "replaying" in r.getMessage()]
+
+
+def test_a_multi_channel_recording_plays_its_first_channel_unless_told(tmp_path, caplog):
+    """... and says which channel it plays, with the option for another (a wrong channel
+    still plays as valid frames); a one-channel recording says nothing."""
     a = np.zeros((2, 2, 8, 8), np.uint16)  # T, C
     a[:, 1] = 7
     path = tmp_path / "c.ome.tif"
     tifffile.imwrite(path, a, metadata={"axes": "TCYX", "PhysicalSizeX": 0.5})
-    assert int(ReplayMicroscope(path, fps=0).snap().pixels.max()) == 0
-    assert int(ReplayMicroscope(path, fps=0, channel=1).snap().pixels.max()) == 7
+    with caplog.at_level("INFO", logger="inscope.acquisition.replay"):
+        assert int(ReplayMicroscope(path, fps=0).snap().pixels.max()) == 0
+        assert int(ReplayMicroscope(path, fps=0, channel=1).snap().pixels.max()) == 7
+    assert _replaying(caplog) == [
+        "c.ome.tif: replaying channel 0 of 2 (-o channel=0..1 picks another)",
+        "c.ome.tif: replaying channel 1 of 2 (-o channel=0..1 picks another)"]
+    tifffile.imwrite(path, a[:, :1], metadata={"axes": "TCYX", "PhysicalSizeX": 0.5})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="inscope.acquisition.replay"):
+        ReplayMicroscope(path, fps=0)
+    assert _replaying(caplog) == []
 
 
 def test_a_folder_of_colour_tiffs_plays_grey_frames(tmp_path):
@@ -161,9 +176,12 @@ def _ndtiff(folder, n_c: int = 2, positions: bool = True, pixel_size: float | No
     return write_ndtiff(folder, stack, positions=positions, pixel_size_um=pixel_size)
 
 
-def test_ndtiff_channels_first_by_default_and_a_missing_one_named(tmp_path):
+def test_ndtiff_channels_first_by_default_and_a_missing_one_named(tmp_path, caplog):
     folder = _ndtiff(tmp_path / "nd")
-    scope = ReplayMicroscope(folder, fps=0)
+    with caplog.at_level("INFO", logger="inscope.acquisition.replay"):
+        scope = ReplayMicroscope(folder, fps=0)
+    assert [m.split(": ", 1)[1] for m in _replaying(caplog)] == [
+        "replaying channel 0 of 2 (-o channel=0..1 picks another)"]
     assert [int(scope.snap().pixels[0, 0]) for _ in range(2)] == [0, 10]
     assert int(ReplayMicroscope(folder, fps=0, channel=1).snap().pixels[0, 0]) == 1
     with pytest.raises(MicroscopeUnavailable, match="has 2 channels; channel=2 does not exist"):
