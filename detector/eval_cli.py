@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mirror-views", type=int, default=1, choices=(1, 2, 4),
                    help="average the network over each image and its mirror images (1, "
                         "2, 4): steadier, tighter boxes for 2x / 4x its time")
+    p.add_argument("--enlarge-below-px", type=float, default=None, metavar="PX",
+                   help="enlarge images whose objects measure under PX pixels up to PX "
+                        "(default: the model card's, 14 px): accuracy for time, e.g. 36")
     p.add_argument("--max-plots", type=int, default=4,
                    help="prediction pictures to draw (default 4)")
     p.set_defaults(func=run_eval)
@@ -142,7 +145,8 @@ def run_eval(args: argparse.Namespace) -> int:
         samples = _load_samples(args)
         is_classical = isinstance(args.model, str) and args.model.lower() == "classical"
         kw: dict[str, Any] = {"object_size_px": args.object_size_px,
-                              "mirror_views": args.mirror_views}
+                              "mirror_views": args.mirror_views,
+                              "enlarge_below_px": args.enlarge_below_px}
         if not is_classical:
             kw["score_threshold"] = args.ap_score_floor
         det = load_detector(args.model, provider=args.provider, threads=args.threads, **kw)
@@ -193,6 +197,7 @@ def run_eval(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {"model": str(getattr(det, "model_path", name)), "detector": name,
                "provider": getattr(det, "provider", None), "mirror_views": views,
+               "enlarge_below_px": getattr(det, "enlarge_below_px", None),
                "data": [str(p) for p in args.data] if not args.sim
                else {"sim": args.sim, "seed": args.seed},
                "detect_ms": {"p50": float(np.percentile(t, 50)),

@@ -78,11 +78,13 @@ def _say_scale(det: Any, est: Any, f: float) -> None:
         log.info("auto scale: frames back at their own scale")
         return
     size = f"{est.size_px:.1f} px" if est is not None else "?"
-    log.info("auto scale: objects measure %s, outside what %s does well at: frames are "
-             "%s %.2fx for the detector (%.1fx the time). Set object_size_px= (or "
-             "object_size_um=) to fix the scale, or auto_scale=False.", size,
-             getattr(det, "name", "the model"), "enlarged" if f > 1 else "shrunk", f,
-             f * f)
+    given = getattr(det, "enlarge_below_px", None)
+    why = (f"under the enlargement size given ({given:g} px)" if given is not None and f > 1
+           else f"outside what {getattr(det, 'name', 'the model')} does well at")
+    log.info("auto scale: objects measure %s, %s: frames are %s %.2fx for the detector "
+             "(%.1fx the time). Set object_size_px= (or object_size_um=) to fix the "
+             "scale, or auto_scale=False.", size, why, "enlarged" if f > 1 else "shrunk",
+             f, f * f)
 
 
 class OnnxDetector:
@@ -132,6 +134,13 @@ class OnnxDetector:
         frame and its mirror images (left-right; also up-down and both), run as one
         batch (:mod:`inscope.detector.mirror`): steadier, tighter boxes for 2x / 4x the
         network's time. CenterNet-format models only.
+    enlarge_below_px
+        Enlarge frames whose objects measure under this many pixels up to it (with
+        *auto_scale*). Default: the card's ``scale.enlarge_below_px``, where the network
+        starts losing objects (14 px for the shipped model): only what it needs, since
+        an enlargement by f costs f² in time. A larger value trades time for accuracy -
+        the shipped network's boxes are best on nuclei of ~30-40 px (model card,
+        *Accuracy for time*) - up to the largest trained size.
     """
 
     def __init__(self, model_path: str | Path | None = None, *, provider: str = "auto",
@@ -139,8 +148,8 @@ class OnnxDetector:
                  object_size_px: float | None = None, object_size_um: float | None = None,
                  tile: bool | int | None = None, overlap: int | None = None,
                  auto_scale: bool = True, spinning: bool | str | None = None,
-                 warmup: bool = True, mirror_views: int = 1
-                 ) -> None:
+                 warmup: bool = True, mirror_views: int = 1,
+                 enlarge_below_px: float | None = None) -> None:
         mirror_views = check_views(mirror_views)
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if not path.exists():
@@ -161,6 +170,7 @@ class OnnxDetector:
                 f"size and offset maps to mirror back); {path.name} is {self.format!r}. "
                 "Use mirror_views=1 with it.")
         self.mirror_views = mirror_views
+        self.enlarge_below_px = _check_enlarge(enlarge_below_px, self.card.scale, path.name)
         self.class_names: tuple[str, ...] = tuple(self.card.classes) or ("object",)
         self.name = self.card.name or path.stem
         self.score_threshold = score_threshold
@@ -307,9 +317,9 @@ class OnnxDetector:
                 est = measure_objects(img)
                 # (the factor in use for this field of view, if any: see HYSTERESIS)
                 prev = c[2] if key is not None and c is not None and c[0] == key else None
-                f = auto_scale_factor(est, card_range,
-                                      self.card.scale.get("enlarge_below_px"), img.shape,
-                                      previous=prev)
+                below = (self.card.scale.get("enlarge_below_px")
+                         if self.enlarge_below_px is None else self.enlarge_below_px)
+                f = auto_scale_factor(est, card_range, below, img.shape, previous=prev)
                 self._scale_cache = (key, 1, f) if key is not None else None
                 _say_scale(self, est, f)
         else:
@@ -537,6 +547,29 @@ def _parse_names(raw: str | None) -> list[str]:
     return []
 
 
+def _check_enlarge(px: object, scale: dict[str, Any], model: str) -> float | None:
+    """*px* (``enlarge_below_px``) as a float, None kept; a size that is not a number
+    above 1 px, or beyond the largest object size the card says the model was trained
+    on (an enlargement there makes it worse, not better), is a ValueError naming the
+    model's range."""
+    if px is None:
+        return None
+    r = scale.get("object_size_px")
+    hi = float(np.max(r)) if r not in (None, [], ()) else math.inf
+    try:
+        v = float(px)  # type: ignore[arg-type]
+        ok = not isinstance(px, bool) and 1.0 < v <= hi
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        most = "" if math.isinf(hi) else f" and at most {hi:g} px, the largest size " \
+            f"{model} was trained on"
+        raise ValueError(f"enlarge_below_px={px!r} is not a size the frames can be "
+                         f"enlarged to: give a number of pixels above 1{most}, or leave "
+                         "it unset for the model card's own.")
+    return v
+
+
 def load_detector(model: str | Path | None = None, provider: str = "auto",
                   threads: int | None = None, **kw: Any):
     """Build a detector: an .onnx path, None (the shipped model), ``"classical"``, or a
@@ -550,10 +583,15 @@ def load_detector(model: str | Path | None = None, provider: str = "auto",
     """
     # (1 is no request: the detectors below that cannot average views drop it)
     views = kw.get("mirror_views", 1)
-    if views != 1 and isinstance(model, str) and (
-            model.lower().startswith("triton://") or model.lower() == "classical"):
+    elsewhere = isinstance(model, str) and (model.lower().startswith("triton://")
+                                            or model.lower() == "classical")
+    if views != 1 and elsewhere:
         raise ValueError(f"mirror_views={views} is for the ONNX models run here; "
                          f"{model!r} cannot use it. Leave mirror_views at 1 with it.")
+    if kw.get("enlarge_below_px") is not None and elsewhere:
+        raise ValueError(f"enlarge_below_px={kw['enlarge_below_px']!r} is for the ONNX "
+                         f"models run here; {model!r} cannot use it. Leave it unset "
+                         "with it.")
     if isinstance(model, str) and model.lower().startswith("triton://"):
         from inscope.detector.triton_detector import TritonDetector
 

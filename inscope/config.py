@@ -89,6 +89,10 @@ class DetectorConfig:
     # right, 4 + up-down and both): steadier, tighter boxes for 2x / 4x the network's
     # time (inscope.detector.mirror; the model card, *Mirror views*)
     mirror_views: int = 1
+    # enlarge frames whose objects measure under this many pixels up to it (unset: the
+    # model card's scale.enlarge_below_px, 14 px for the shipped model): accuracy for
+    # time, f² for an enlargement by f (the model card, *Accuracy for time*)
+    enlarge_below_px: float | None = None
 
 
 @dataclass
@@ -368,6 +372,8 @@ def _check_values(cfg: Config, source: str) -> None:
     num("outputs.snapshot_max_per_s", o.snapshot_max_per_s, 0, 100, lo_open=True)
     num("detector.score_threshold", cfg.detector.score_threshold, 0, 1)
     num("detector.threads", cfg.detector.threads, 1, 256)
+    # (the model's own upper bound, its largest trained size, is checked when it loads)
+    num("detector.enlarge_below_px", cfg.detector.enlarge_below_px, 1, 1e4, lo_open=True)
     from inscope.detector.mirror import ALLOWED_VIEWS, check_views
 
     try:

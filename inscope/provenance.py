@@ -84,13 +84,16 @@ def microscope_info(scope: Any) -> dict[str, Any]:
 
 
 def detector_info(detector: Any) -> dict[str, Any]:
-    """Name, provider, mirror views and, for a model file, its path and SHA-256."""
+    """Name, provider, mirror views, a given enlargement size and, for a model file, its
+    path and SHA-256."""
     path = getattr(detector, "model_path", None)
     return {
         "name": getattr(detector, "name", type(detector).__name__),
         "provider": getattr(detector, "provider", None),
         # (the boxes of 2 or 4 mirror views differ from one view's: inscope.detector.mirror)
         "mirror_views": int(getattr(detector, "mirror_views", 1)),
+        # (None: the model card's scale.enlarge_below_px)
+        "enlarge_below_px": getattr(detector, "enlarge_below_px", None),
         "model_path": str(path) if path else None,
         "model_sha256": _safe(lambda: sha256_file(path)) if path else None,
     }

@@ -47,7 +47,7 @@ def load_detector_for(cfg: Config, *, fallback: bool = True,
     return load_detector_or_classical(d.model, say=say, fallback=fallback,
                                       provider=d.provider, threads=d.threads,
                                       spinning=d.spinning, mirror_views=d.mirror_views,
-                                      **kw)
+                                      enlarge_below_px=d.enlarge_below_px, **kw)
 
 
 def open_scope(cfg: Config) -> Microscope:

@@ -110,3 +110,11 @@ def test_scan_and_calibrate_fall_back_to_the_classical_detector_only_without_a_m
     monkeypatch.undo()
     det = load_detector_for(None, 2)  # scan --mirror-views 2
     assert isinstance(det, OnnxDetector) and det.mirror_views == 2
+    det = load_detector_for(None, 1, 36.0)  # scan --enlarge-below-px 36
+    assert isinstance(det, OnnxDetector) and det.enlarge_below_px == 36.0
+    # scan passes its --enlarge-below-px to the detector: past the model's trained sizes,
+    # one line naming the bound, before anything is imaged
+    assert main(["scan", "--backend", "sim", "--region", "0", "0", "50", "50",
+                 "--enlarge-below-px", "100", "--out", str(tmp_path / "scan")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the detector: enlarge_below_px=100.0" in err and "72 px" in err

@@ -101,6 +101,19 @@ def test_eval_with_mirror_views_says_so_and_scores_the_same_frames(tmp_path, cap
     assert "cannot use it" in capsys.readouterr().err
 
 
+def test_eval_with_an_enlargement_size_records_it_and_enlarges(tmp_path, capsys):
+    """``--enlarge-below-px 36`` reaches the detector: simulated nuclei of ~21 px are
+    enlarged (the run says so), the JSON records the size; a classical run refuses it."""
+    out = tmp_path / "e.json"
+    assert main(["eval", "--sim", "2", "--seed", "900123", "--provider", "cpu",
+                 "--enlarge-below-px", "36", "--json", str(out)]) == 0
+    assert "enlarged for the model" in capsys.readouterr().out
+    assert json.loads(out.read_text())["enlarge_below_px"] == 36.0
+    assert main(["eval", "--model", "classical", "--sim", "1",
+                 "--enlarge-below-px", "36"]) == 2
+    assert "cannot use it" in capsys.readouterr().err
+
+
 def test_package_exports_are_lazy_but_real():
     assert detector.load_detector is detector.onnx_detector.load_detector
     assert detector.ClassicalDetector.name == "classical"

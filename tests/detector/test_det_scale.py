@@ -522,3 +522,58 @@ def test_a_streams_factor_switches_only_beyond_a_band_round_each_boundary():
         == pytest.approx(centre / (big * 1.12))
     assert auto_scale_factor(_estimate(big - 1), rng, below, previous=0.4) == 0.4
     assert auto_scale_factor(_estimate(big * 0.88), rng, below, previous=0.4) == 1.0
+
+
+def test_a_given_enlargement_size_replaces_the_cards_and_the_boxes_stay_in_the_frame(
+        caplog):
+    """``enlarge_below_px`` (accuracy for time): discs of ~25 px are left as they are with
+    the card's 14 px, enlarged up to 36 px with 36 (the factor the estimate gives), and
+    their boxes still come back in the frame's own pixels; the card is not changed."""
+    img = _discs(25.0, shape=(512, 512), seed=3)
+    card_det = od.OnnxDetector(provider="cpu", threads=2, warmup=False)
+    big_det = od.OnnxDetector(provider="cpu", threads=2, warmup=False, enlarge_below_px=36)
+    assert big_det.enlarge_below_px == 36.0
+    with caplog.at_level("INFO", logger="inscope.detector.onnx_detector"):
+        a, b = card_det.detect(img), big_det.detect(img)
+    assert card_det.last_scale == 1.0
+    said = [r.getMessage() for r in caplog.records if "auto scale" in r.getMessage()]
+    assert len(said) == 1 and "under the enlargement size given (36 px)" in said[0]
+    assert f"enlarged {big_det.last_scale:.2f}x" in said[0]
+    est = od.measure_objects(img)
+    assert est is not None and est.size_px < 36 / 1.2
+    assert big_det.last_scale == pytest.approx(36.0 / est.size_px)
+    assert big_det.card.scale["enlarge_below_px"] == card_det.card.scale["enlarge_below_px"]
+    # the same discs, boxes in the frame's pixels: centres within a pixel of each other
+    assert len(a.boxes) == len(b.boxes) > 20
+    ca = (a.boxes[:, :2] + a.boxes[:, 2:]) / 2
+    cb = (b.boxes[:, :2] + b.boxes[:, 2:]) / 2
+    nearest = np.min(np.linalg.norm(ca[:, None] - cb[None], axis=2), axis=1)
+    assert np.max(nearest) < 1.0, nearest
+    # a bare size without an estimate (auto_scale off) is not enlarged by it
+    off = od.OnnxDetector(provider="cpu", threads=2, warmup=False, enlarge_below_px=36,
+                          auto_scale=False)
+    off.detect(img)
+    assert off.last_scale == 1.0
+
+
+@pytest.mark.parametrize("px", [0, 1, 1.0, 72.5, 1e9, -36, "36px", True, math.nan, math.inf])
+def test_an_enlargement_size_the_model_cannot_use_is_one_line_with_its_range(px):
+    with pytest.raises(ValueError) as e:
+        od.OnnxDetector(provider="cpu", warmup=False, enlarge_below_px=px)
+    msg = str(e.value)
+    assert "\n" not in msg and f"enlarge_below_px={px!r}" in msg
+    assert "above 1 and at most 72 px, the largest size inscope-nuclei.onnx was trained on" \
+        in msg and "leave it unset" in msg
+
+
+@pytest.mark.parametrize("px", [1.01, 14, 36.0, 72])
+def test_an_enlargement_size_inside_the_trained_sizes_is_taken(px):
+    assert od.OnnxDetector(provider="cpu", warmup=False,
+                           enlarge_below_px=px).enlarge_below_px == float(px)
+
+
+def test_the_classical_and_triton_detectors_refuse_an_enlargement_size_and_drop_none():
+    for model in ("classical", "triton://127.0.0.1:1/m"):
+        with pytest.raises(ValueError, match=f"{model!r} cannot use it"):
+            od.load_detector(model, enlarge_below_px=30)
+    assert od.load_detector("classical", enlarge_below_px=None).name == "classical"

@@ -339,6 +339,7 @@ FLAG_TO_TOML: dict[str, tuple[str, list[str], object]] = {
     "--threads": ("detector.threads", ["3"], 3),
     "--score-threshold": ("detector.score_threshold", ["0.45"], 0.45),
     "--mirror-views": ("detector.mirror_views", ["2"], 2),
+    "--enlarge-below-px": ("detector.enlarge_below_px", ["36"], 36.0),
     "--mode": ("control.mode", ["track"], "track"),
     "--target": ("control.target", ["largest"], "largest"),
     "--video": ("outputs.video", ["{tmp}/o.mp4"], "{tmp}/o.mp4"),

@@ -98,6 +98,8 @@ frames = 10
     ("[detector]\nspinning = 1\n", ["detector.spinning", "true/false or string"]),
     ("[detector]\nmirror_views = 3\n", ["detector.mirror_views", "3", "1, 2, 4"]),
     ("[detector]\nmirror_views = 'two'\n", ["detector.mirror_views", "integer"]),
+    ("[detector]\nenlarge_below_px = 1\n", ["detector.enlarge_below_px", "1"]),
+    ("[detector]\nenlarge_below_px = 'big'\n", ["detector.enlarge_below_px", "'big'"]),
     ("[control\nmode = 1\n", ["not valid TOML"]),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, words):

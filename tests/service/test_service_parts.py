@@ -76,6 +76,28 @@ def test_mirror_views_reach_the_detector_from_the_config_and_the_command_line():
         load_detector_for(cfg, say=pytest.fail)
 
 
+def test_an_enlargement_size_reaches_the_detector_from_the_config_and_the_command_line():
+    from inscope.cli import build_parser
+    from inscope.commands import config_from_args
+
+    for argv, px in ((["run", "--backend", "sim"], None),
+                     (["run", "--backend", "sim", "--enlarge-below-px", "36"], 36.0)):
+        cfg = config_from_args(build_parser().parse_args(argv))
+        assert cfg.detector.enlarge_below_px == px
+        det = load_detector_for(cfg, say=pytest.fail)
+        try:
+            assert det.enlarge_below_px == px
+        finally:
+            det.close()
+    # beyond the largest size the model was trained on: refused when it loads
+    cfg = with_overrides(_sim(), "detector", enlarge_below_px=100.0)
+    with pytest.raises(ValueError, match="at most 72 px, the largest size"):
+        load_detector_for(cfg, say=pytest.fail)
+    cfg = with_overrides(_sim(), "detector", model="classical", enlarge_below_px=30.0)
+    with pytest.raises(ValueError, match="'classical' cannot use it"):
+        load_detector_for(cfg, say=pytest.fail)
+
+
 def test_a_missing_shipped_model_falls_back_to_the_classical_detector_with_a_note(
         monkeypatch, tmp_path):
     import inscope.detector.onnx_detector as onnx_detector

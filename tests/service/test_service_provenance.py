@@ -24,7 +24,8 @@ def test_run_records_carry_provenance(tmp_path, mm_scope):
     t_wall, t_mono = dt.datetime.now(dt.UTC), time.monotonic_ns()
     rc = main(["run", "--backend", "headless", "--frames", "3", "--no-zmq", "--no-window",
                "--record", str(rec), "--record-frames", "--summary", str(summ),
-               "--no-progress", "--provider", "cpu", "--mirror-views", "2"])
+               "--no-progress", "--provider", "cpu", "--mirror-views", "2",
+               "--enlarge-below-px", "30"])
     assert rc == 0
     prov = json.loads(summ.read_text())["provenance"]
     assert prov == json.loads((rec / "provenance.json").read_text())
@@ -36,6 +37,7 @@ def test_run_records_carry_provenance(tmp_path, mm_scope):
     sha = hashlib.sha256(default_model_path().read_bytes()).hexdigest()
     assert prov["detector"]["model_sha256"] == sha
     assert prov["detector"]["mirror_views"] == 2  # the boxes depend on it
+    assert prov["detector"]["enlarge_below_px"] == 30.0  # ... and on this
     m = prov["microscope"]
     assert m["mm_config"].endswith("MMConfig_demo.cfg")
     assert m["pixel_size_um"] == pytest.approx(1.0) and m["pixel_size_configured"]
