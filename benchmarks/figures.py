@@ -97,6 +97,9 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "oversized_boxes": (["benchmarks.oversized_boxes", "--real", "{data}"],
                         "oversized_boxes.json"),
     "small_nuclei": (["benchmarks.small_nuclei", "--real", "{data}"], "small_nuclei.json"),
+    # enlarging frames to the size the network is most accurate at (accuracy for time)
+    "preferred_size": (["benchmarks.preferred_size", "--real", "{data}"],
+                       "preferred_size.json"),
     # trial: merging two boxes on one nucleus after decoding (model card, not shipped)
     "merge_split": (["benchmarks.merge_split", "--real", "{data}"], "merge_split.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)
