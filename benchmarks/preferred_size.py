@@ -26,14 +26,22 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks._common import load_average, percentiles, write_json
-from benchmarks.small_nuclei import CHECK_SEED, PACKED, TUNE_SEED, _detector, _score, _sim
+from benchmarks.small_nuclei import (
+    CHECK_SEED,
+    PACKED,
+    TUNE_SEED,
+    _detector,
+    _score,
+    _sim,
+    card_threshold_and_scale,
+    scale_parser,
+)
 
 OUT = Path(__file__).parent / "results" / "preferred_size.json"
 #: nuclei k times the default simulated size (~21 px)
@@ -95,25 +103,16 @@ def side_by_side(model: Path | None, samples, op: float, border: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", type=Path, default=None, help="default: the shipped model")
-    ap.add_argument("--real", type=Path, default=None, help="annotated real frames (npz)")
-    ap.add_argument("--frames", type=int, default=8, help="simulated frames per condition")
-    ap.add_argument("--out", type=Path, default=OUT)
-    a = ap.parse_args(argv)
-    from inscope.detector.onnx_detector import OnnxDetector
-
-    det = OnnxDetector(a.model, provider="cpu", warmup=False)
-    op = float(det.card.decoding["score_threshold"])
+    a = scale_parser(__doc__, OUT).parse_args(argv)
+    op, card_scale = card_threshold_and_scale(a.model)
     report: dict = {
         "note": ("AP50 over boxes >= 0.05, P / R at the card's threshold; 'card': the "
                  "card's automatic scale (enlarge_below_px from the card), beside "
                  f"enlarge_below_px {SUGGESTED_PX:g}. detect() ms: 2 threads, the two "
                  "detectors alternating frame by frame, 3 passes."),
-        "model": str(a.model or "shipped"), "card_scale": det.card.scale,
+        "model": str(a.model or "shipped"), "card_scale": card_scale,
         "score_threshold": op, "suggested_px": SUGGESTED_PX,
         "loadavg_start": load_average()}
-    det.close()
     report["tuning"] = tuning(a.model, a.frames, op)
     check = {}
     for name, ss in ((f"simulated {k:g}x", _sim(k, a.frames, CHECK_SEED)) for k in (1.0, 1.35)):

@@ -72,6 +72,18 @@ def _detector(model: Path | None, enlarge: bool, **kw):
     return det
 
 
+def card_threshold_and_scale(model: Path | None) -> tuple[float, dict]:
+    """The model card's score threshold and its ``scale`` section (the shipped model for
+    None): what a report states it measured against."""
+    from inscope.detector.onnx_detector import OnnxDetector
+
+    det = OnnxDetector(model, provider="cpu", warmup=False)
+    try:
+        return float(det.card.decoding["score_threshold"]), dict(det.card.scale)
+    finally:
+        det.close()
+
+
 def _score(det, samples, op: float, border: bool) -> dict:
     from inscope.detector.metrics import evaluate
 
@@ -269,26 +281,29 @@ def large_frames(real: Path, model: Path | None = None, runs: int = 3) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def scale_parser(doc: str, out: Path) -> argparse.ArgumentParser:
+    """The options the scale benchmarks share: the model, the real stack, simulated
+    frames per condition and the JSON path."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     ap.add_argument("--real", type=Path, default=None, help="annotated real frames (npz)")
-    ap.add_argument("--frames", type=int, default=8, help="simulated frames per scale")
-    ap.add_argument("--skip-tuning", action="store_true")
-    ap.add_argument("--out", type=Path, default=OUT)
-    a = ap.parse_args(argv)
-    from inscope.detector.onnx_detector import OnnxDetector
+    ap.add_argument("--frames", type=int, default=8, help="simulated frames per condition")
+    ap.add_argument("--out", type=Path, default=out)
+    return ap
 
-    det = OnnxDetector(a.model, provider="cpu", warmup=False)
-    op = float(det.card.decoding["score_threshold"])
+
+def main(argv: list[str] | None = None) -> int:
+    ap = scale_parser(__doc__, OUT)
+    ap.add_argument("--skip-tuning", action="store_true")
+    a = ap.parse_args(argv)
+    op, card_scale = card_threshold_and_scale(a.model)
     report: dict = {
         "note": ("AP50 over boxes >= 0.05, P / R at the card's threshold; 'enlarge': the "
                  "card's automatic scale, 'off': the same without scale.enlarge_below_px. "
                  "Real frames resized with INTER_AREA, their unmatched border boxes left "
                  "out; simulated objects less than a quarter in view difficult."),
-        "model": str(a.model or "shipped"), "card_scale": det.card.scale,
+        "model": str(a.model or "shipped"), "card_scale": card_scale,
         "score_threshold": op, "loadavg_start": load_average()}
-    det.close()
     if not a.skip_tuning:
         report["tuning"] = tuning(a.model, a.frames, op)
     report["check"] = check(a.model, a.frames, a.real, op)

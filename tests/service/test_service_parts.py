@@ -55,47 +55,42 @@ def test_threads_spinning_and_threshold_reach_the_onnx_runtime_session():
         det.close()
 
 
-def test_mirror_views_reach_the_detector_from_the_config_and_the_command_line():
+@pytest.mark.parametrize("flag,given,key,default", [
+    ("--mirror-views", 4, "mirror_views", 1),
+    ("--enlarge-below-px", 36.0, "enlarge_below_px", None)])
+def test_a_detector_option_reaches_the_detector_from_the_command_line(
+        flag, given, key, default):
     from inscope.cli import build_parser
     from inscope.commands import config_from_args
 
-    for argv, views in ((["run", "--backend", "sim"], 1),
-                        (["run", "--backend", "sim", "--mirror-views", "4"], 4)):
+    for argv, want in ((["run", "--backend", "sim"], default),
+                       (["run", "--backend", "sim", flag, str(given)], given)):
         cfg = config_from_args(build_parser().parse_args(argv))
-        assert cfg.detector.mirror_views == views
+        assert getattr(cfg.detector, key) == want
         det = load_detector_for(cfg, say=pytest.fail)
         try:
-            assert det.mirror_views == views
+            assert getattr(det, key) == want
         finally:
             det.close()
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("mirror_views", 2, "'classical' cannot use it"),
+    ("enlarge_below_px", 30.0, "'classical' cannot use it"),
+    # beyond the largest size the model was trained on: refused when it loads
+    ("enlarge_below_px", 100.0, "at most 72 px, the largest size")])
+def test_a_detector_option_the_detector_cannot_use_is_refused(key, value, words):
+    model = "classical" if "classical" in words else None
+    cfg = with_overrides(_sim(), "detector", model=model, **{key: value})
+    with pytest.raises(ValueError, match=words):
+        load_detector_for(cfg, say=pytest.fail)
+
+
+def test_mirror_views_other_than_1_2_4_are_refused_by_the_parser():
+    from inscope.cli import build_parser
+
     with pytest.raises(SystemExit):  # argparse: "invalid choice: 3"
         build_parser().parse_args(["run", "--mirror-views", "3"])
-    # a detector that cannot average mirror views says so instead of ignoring them
-    cfg = with_overrides(_sim(), "detector", model="classical", mirror_views=2)
-    with pytest.raises(ValueError, match="'classical' cannot use it"):
-        load_detector_for(cfg, say=pytest.fail)
-
-
-def test_an_enlargement_size_reaches_the_detector_from_the_config_and_the_command_line():
-    from inscope.cli import build_parser
-    from inscope.commands import config_from_args
-
-    for argv, px in ((["run", "--backend", "sim"], None),
-                     (["run", "--backend", "sim", "--enlarge-below-px", "36"], 36.0)):
-        cfg = config_from_args(build_parser().parse_args(argv))
-        assert cfg.detector.enlarge_below_px == px
-        det = load_detector_for(cfg, say=pytest.fail)
-        try:
-            assert det.enlarge_below_px == px
-        finally:
-            det.close()
-    # beyond the largest size the model was trained on: refused when it loads
-    cfg = with_overrides(_sim(), "detector", enlarge_below_px=100.0)
-    with pytest.raises(ValueError, match="at most 72 px, the largest size"):
-        load_detector_for(cfg, say=pytest.fail)
-    cfg = with_overrides(_sim(), "detector", model="classical", enlarge_below_px=30.0)
-    with pytest.raises(ValueError, match="'classical' cannot use it"):
-        load_detector_for(cfg, say=pytest.fail)
 
 
 def test_a_missing_shipped_model_falls_back_to_the_classical_detector_with_a_note(
