@@ -190,9 +190,13 @@ def run_eval(args: argparse.Namespace) -> int:
     resized = [f for f in scales if abs(f - 1.0) > 1e-3]
     if resized:
         how = "enlarged" if np.median(resized) > 1 else "shrunk"
+        given = getattr(det, "enlarge_below_px", None)
+        why = (f"under the enlargement size given ({given:g} px)"
+               if given is not None and how == "enlarged"
+               else "outside the sizes it detects well")
         print(f"auto scale: {len(resized)} of {len(scales)} image(s) {how} for the model "
-              f"(factor p50 {np.median(resized):.2f}): their objects measured outside the "
-              "sizes it detects well; --object-size-px sets the scale instead")
+              f"(factor p50 {np.median(resized):.2f}): their objects measured {why}; "
+              "--object-size-px sets the scale instead")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {"model": str(getattr(det, "model_path", name)), "detector": name,

@@ -107,7 +107,9 @@ def test_eval_with_an_enlargement_size_records_it_and_enlarges(tmp_path, capsys)
     out = tmp_path / "e.json"
     assert main(["eval", "--sim", "2", "--seed", "900123", "--provider", "cpu",
                  "--enlarge-below-px", "36", "--json", str(out)]) == 0
-    assert "enlarged for the model" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "enlarged for the model" in said
+    assert "measured under the enlargement size given (36 px)" in said
     assert json.loads(out.read_text())["enlarge_below_px"] == 36.0
     assert main(["eval", "--model", "classical", "--sim", "1",
                  "--enlarge-below-px", "36"]) == 2
