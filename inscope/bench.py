@@ -89,9 +89,10 @@ def _open(backend: str, exposure_ms: float, say, options: dict | None = None,
 
 
 def _detectors(models: list[str], providers: list[str] | None, say,
-               spinning: bool | str | None = None, mirror_views: int = 1):
+               spinning: bool | str | None = None, mirror_views: int = 1,
+               enlarge_below_px: float | None = None):
     """Yield (label, detector) for each model x provider that really runs (ONNX models
-    with *mirror_views*; the classical baseline as it is)."""
+    with *mirror_views* and *enlarge_below_px*; the classical baseline as it is)."""
     from inscope.detector.onnx_detector import load_detector
 
     for m in models:
@@ -104,7 +105,8 @@ def _detectors(models: list[str], providers: list[str] | None, say,
         for prov in provs:
             try:
                 det = load_detector(path, provider=prov, spinning=spinning,
-                                    mirror_views=mirror_views)
+                                    mirror_views=mirror_views,
+                                    enlarge_below_px=enlarge_below_px)
             except FileNotFoundError as e:
                 say(f"skip model {m}: {e}")
                 break
@@ -188,10 +190,11 @@ def run_config(scope, detector, frames: int, mode: str = Mode.STEER,
 
 def run_demo(frames: int, models: list[str], say,
              spinnings: tuple[str, ...] = (),
-             mirror_views: int = 1) -> list[tuple[dict, list[dict]]]:
+             mirror_views: int = 1, enlarge_below_px: float | None = None
+             ) -> list[tuple[dict, list[dict]]]:
     """The demo's configuration (all outputs, steer+focus, the tour) for each model (and
     each ONNX Runtime spinning mode in *spinnings*, ``"off"``/``"run"``/``"on"``; empty:
-    the demo's own), ONNX models with *mirror_views*."""
+    the demo's own), ONNX models with *mirror_views* and *enlarge_below_px*."""
     import tempfile
 
     from inscope.commands import demo_config
@@ -207,6 +210,7 @@ def run_demo(frames: int, models: list[str], say,
                 cfg.detector.spinning = spin
             if m != "classical":
                 cfg.detector.mirror_views = mirror_views
+                cfg.detector.enlarge_below_px = enlarge_below_px
             cfg.outputs.zmq.pub_port = cfg.outputs.zmq.rep_port = 0
             cfg.outputs.window = False
             svc = build_service(cfg, say=say, director=Tour())
@@ -236,9 +240,10 @@ def run_demo(frames: int, models: list[str], say,
 
 def _add_scale(res: dict, det) -> None:
     """The factor the detector resized the last frames by (its automatic scale: 1 for
-    most; small nuclei are enlarged, at the factor's square in time), and its mirror
-    views (1: the frame alone)."""
+    most; small nuclei are enlarged, at the factor's square in time), the enlargement
+    size given (None: the card's) and its mirror views (1: the frame alone)."""
     res["detector"]["scale"] = round(float(getattr(det, "last_scale", 1.0)), 3)
+    res["detector"]["enlarge_below_px"] = getattr(det, "enlarge_below_px", None)
     res["detector"]["mirror_views"] = int(getattr(det, "mirror_views", 1))
 
 
@@ -296,6 +301,8 @@ def _table(results: list[dict]) -> str:
                     "run": "/spin-in-run"}.get(spin, f"/{spin}")
         if r["detector"].get("mirror_views", 1) != 1:
             det += f"/x{r['detector']['mirror_views']}"
+        if r["detector"].get("enlarge_below_px") is not None:
+            det += f"/<{r['detector']['enlarge_below_px']:g}px"
         rows.append(
             f"{r['microscope'][:30]:<30} {det[:30]:<30} "
             f"{r['fps']:5.1f}/{r['camera_fps']:5.1f} {r['dropped']:5d} "
@@ -305,10 +312,13 @@ def _table(results: list[dict]) -> str:
             f"{f(m['p50']):>10}")
     for r in results:  # a resize changes the detect time by its square: say so
         k = r["detector"].get("scale", 1.0)
+        given = r["detector"].get("enlarge_below_px")
+        why = (f"under the enlargement size given, {given:g} px" if given is not None
+               and k > 1 else "outside the sizes it detects well")
         if abs(k - 1.0) > 1e-3:
             rows.append(f"note: {r['detector']['name']} on {r['microscope'][:30]} ran on "
                         f"frames {'enlarged' if k > 1 else 'shrunk'} {k:.2f}x (automatic "
-                        "scale: the objects measured outside the sizes it detects well)")
+                        f"scale: the objects measured {why})")
     return "\n".join(rows)
 
 
@@ -420,7 +430,8 @@ def main(args: argparse.Namespace) -> int:
     for b in backends:
         if b == "demo":
             for res, recs in run_demo(args.frames, models, say, tuple(args.spinning or ()),
-                                      getattr(args, "mirror_views", 1)):
+                                      getattr(args, "mirror_views", 1),
+                                      getattr(args, "enlarge_below_px", None)):
                 results.append(res)
                 raw.append(recs)
             continue
@@ -438,7 +449,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             for spin in spinnings:
                 for label, det in _detectors(models, args.provider, say, spin,
-                                             getattr(args, "mirror_views", 1)):
+                                             getattr(args, "mirror_views", 1),
+                                             getattr(args, "enlarge_below_px", None)):
                     say(f"bench {scope.name} | {det.name} on {det.provider}, spinning "
                         f"{spin or 'default'}: {args.frames} frames ...")
                     spinning = _spinning(det)  # read before close() drops the session

@@ -172,6 +172,9 @@ def _register_bench(sub) -> None:
     p.add_argument("--mirror-views", type=int, default=1, choices=(1, 2, 4),
                    help="ONNX models averaged over each frame and its mirror images (1, 2, "
                         "4); the classical baseline runs as it is")
+    p.add_argument("--enlarge-below-px", type=float, default=None, metavar="PX",
+                   help="ONNX models enlarge frames of nuclei measuring under PX pixels up "
+                        "to PX (default: the model card's, 14 px); classical as it is")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
