@@ -13,6 +13,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+# (at import, not in suppress_overlaps: the first frame with two boxes would pay ~0.3-0.6 s
+# for importing scipy.spatial - the detector's warm-up frame is blank and has none - and
+# a live loop would publish its first detections that late)
+from scipy.spatial import cKDTree
+
 CENTERNET_DEFAULTS: dict[str, Any] = {
     "stride": 4, "heatmap": "heatmap", "size": "size", "offset": None,
     "score_threshold": 0.3, "peak_kernel": 3, "max_detections": 500, "activation": None,
@@ -283,8 +288,6 @@ def suppress_overlaps(boxes: np.ndarray, scores: np.ndarray, iou_threshold: floa
     order = np.argsort(-np.asarray(scores), kind="stable")
     if n < 2:
         return order.astype(np.int64)
-    from scipy.spatial import cKDTree
-
     b = np.asarray(boxes, np.float64)
     wh = np.maximum(b[:, 2:] - b[:, :2], 0.0)
     # boxes overlap only if their centres are closer than the widest box on both axes

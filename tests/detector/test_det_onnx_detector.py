@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -373,3 +376,30 @@ def test_fixed_input_size_model_is_tiled_and_padded(tmp_path):
         assert len(got) == len(centres)
         d = np.linalg.norm(got.centers[:, None] - centres[None], axis=2)
         assert np.all(d.min(axis=0) < 1e-3)
+
+
+def test_the_first_frame_after_the_warm_up_imports_nothing():
+    """The live loop's first frame must not wait for an import. The warm-up frame is
+    blank - no boxes - so a module imported only on a path that boxes take was paid by
+    the first real frame: scipy's k-d tree in the overlap suppression, 0.3-0.6 s here,
+    and the first detections published that late. Run in a fresh interpreter, where
+    nothing else has imported it yet."""
+    code = textwrap.dedent("""
+        import sys
+        import cv2
+        import numpy as np
+        from inscope.detector.onnx_detector import OnnxDetector
+        img = np.full((512, 512), 300, np.uint16)
+        for y in range(20, 500, 30):  # touching pairs too: boxes that overlap
+            for x in range(20, 500, 30):
+                cv2.circle(img, (x, y), 10 + (x // 30) % 3 * 2, 3000, -1)
+        det = OnnxDetector(provider="cpu", threads=1)
+        before = set(sys.modules)
+        n = len(det.detect(img).boxes)
+        print(n, sorted(set(sys.modules) - before))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    n, new = r.stdout.strip().split(" ", 1)
+    assert int(n) > 100 and new == "[]", r.stdout
