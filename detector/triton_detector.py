@@ -168,6 +168,7 @@ class TritonDetector:
         self.object_size_px = object_size_px
         self.object_size_um = object_size_um
         self.auto_scale = auto_scale
+        self.enlarge_below_px: float | None = None  # the card's (OnnxDetector's option)
         self.last_scale = 1.0
         self.last_source = "triton"
         self.last_timing: dict[str, float] = {}
@@ -297,8 +298,8 @@ class TritonDetector:
     def _factor(self, frame: Frame | np.ndarray, img: np.ndarray) -> float:
         """The rescale factor, as :class:`OnnxDetector` computes it (same attributes)."""
         # OnnxDetector._factor reads only attributes this class has too (card,
-        # object_size_px/_um, auto_scale, _scale_cache, last_scale); the classes share no
-        # base, so mypy rejects the duck-typed self.
+        # object_size_px/_um, auto_scale, enlarge_below_px, _scale_cache, last_scale); the
+        # classes share no base, so mypy rejects the duck-typed self.
         return OnnxDetector._factor(self, frame, img)  # type: ignore[arg-type]
 
     def _as_input(self, img: np.ndarray) -> np.ndarray:
