@@ -98,6 +98,18 @@ CONTROL_STAGES: tuple[tuple[str, str, str], ...] = (
 STAGES: tuple[tuple[str, str, str], ...] = PUBLISH_STAGES + CONTROL_STAGES
 
 _DETECT = (-1, STAMP_DETECT_START, STAMP_DETECT_END)
+
+#: The loop stops, with an error, once the detector has failed on every frame for this
+#: many seconds and at least :data:`DETECT_FAILURES_MIN` frames in a row. One bad frame,
+#: or a few (a dead frame of a recording), is counted and the loop goes on; but a broken
+#: model, a lost GPU or an unreachable server without a fallback fails every frame, and
+#: the loop would run on, publishing nothing and never reaching its frame count.
+DETECT_FAILURE_STOP_S = 5.0
+DETECT_FAILURES_MIN = 20
+
+
+class DetectorFailing(RuntimeError):
+    """The detector failed on every frame for :attr:`Pipeline.detect_failure_stop_s`."""
 #: Derived series of the summary: signed sums of stage differences.
 COMBOS: dict[str, tuple[tuple[int, str, str], ...]] = {
     # the loop's cost beyond the detector (control is not on this path)
@@ -205,6 +217,8 @@ class Pipeline:
         self.detected = 0
         self.paused_frames = 0
         self.detect_errors = 0
+        #: seconds of failures on every frame that stop the loop (DETECT_FAILURE_STOP_S)
+        self.detect_failure_stop_s = DETECT_FAILURE_STOP_S
         self.control_errors = 0
         self.last_detect_error: str | None = None
         self.last_result: Result | None = None
@@ -352,6 +366,7 @@ class Pipeline:
         stream, slot, detector = self._stream, self._slot, self.detector
         stop, paused = self._stop, self._paused
         assert stream is not None, "started before the detect thread"
+        streak, since = 0, 0  # detector failures in a row, and when the first one was
         try:
             while not stop.is_set() and not self._done.is_set():
                 frame = stream.get(timeout=0.25)
@@ -372,7 +387,18 @@ class Pipeline:
                         log.warning("detector failed on frame %d: %s (the loop goes on; "
                                     "further errors are counted)", frame.index, e)
                     self.last_detect_error = f"{type(e).__name__}: {e}"
+                    now = time.monotonic_ns()
+                    streak, since = streak + 1, since if streak else now
+                    if (streak >= DETECT_FAILURES_MIN
+                            and now - since >= self.detect_failure_stop_s * 1e9):
+                        raise DetectorFailing(
+                            f"the detector failed on every frame for {(now - since) / 1e9:.1f}"
+                            f" s ({streak} frames in a row; the last: "
+                            f"{self.last_detect_error}), so the loop stopped: check the "
+                            "model, its provider or its server (--model classical needs "
+                            "none of them)") from e
                     continue
+                streak = 0
                 st = frame.stamps
                 if STAMP_DETECT_END not in st:
                     for k in (STAMP_DETECT_START, STAMP_DETECT_END):

@@ -331,6 +331,45 @@ def test_the_onnx_detectors_own_split_is_in_the_latencies(recording):
     assert s["detector"] == {"name": det.name, "provider": "cpu", "threads": 2}
 
 
+def test_a_detector_that_fails_on_every_frame_stops_the_loop_with_why(tmp_path, detector):
+    """A dead camera's recording played in a loop: the (real) detector refuses every
+    frame. The loop used to run on, publishing nothing, never reaching its frame count;
+    now it stops with an error once every frame has failed for detect_failure_stop_s
+    (and DETECT_FAILURES_MIN frames), saying so and keeping the counts."""
+    from inscope.pipeline import DETECT_FAILURES_MIN, DetectorFailing
+
+    path = tmp_path / "dead.tif"
+    tifffile.imwrite(path, np.full((4, 48, 64), np.nan, np.float32), metadata={"axes": "TYX"})
+    # (seconds: a loop that no longer stops ends there and fails, rather than hanging)
+    p = Pipeline(_replay(path, loop=True), detector, frames=5, seconds=20)
+    p.detect_failure_stop_s = 0.3
+    s = p.run()
+    assert isinstance(p.error, DetectorFailing)
+    assert s["stop_reason"].startswith("error: DetectorFailing: the detector failed on "
+                                       "every frame for ")
+    assert "frames in a row; the last: ValueError: The image has no finite pixel" in str(
+        p.error)
+    assert s["frames"] == 0 and s["detect_errors"] >= DETECT_FAILURES_MIN
+    dur = (p.t_end_ns - p.t_start_ns) * 1e-9
+    assert 0.3 <= dur < 30
+
+
+def test_failures_between_good_frames_never_add_up_to_a_stop(tmp_path, detector):
+    """Every other frame dead, looped past the failure window many times over: each good
+    frame starts the count again, so the loop ends at its frame count, not with an
+    error."""
+    frames = np.random.default_rng(6).normal(500, 20, (4, 48, 64)).astype(np.float32)
+    frames[:, 10:20, 10:20] = 6000
+    frames[1] = frames[3] = np.nan
+    path = tmp_path / "every_other.tif"
+    tifffile.imwrite(path, frames, metadata={"axes": "TYX"})
+    p = Pipeline(_replay(path, loop=True), detector, frames=300)
+    p.detect_failure_stop_s = 0.0  # (only the count of failures in a row holds it)
+    s = p.run()
+    assert p.error is None and s["stop_reason"] == "frames"
+    assert s["frames"] == 300 and s["detect_errors"] >= 299
+
+
 def test_every_frame_is_accounted_for_paused_failed_or_published(tmp_path, detector):
     """A lossless recording with two dead frames: each frame is published, counted as a
     detector error (the first one logged, the last one kept) or counted as paused."""
