@@ -108,6 +108,13 @@ DETECT_FAILURE_STOP_S = 5.0
 DETECT_FAILURES_MIN = 20
 
 
+#: Seconds without a frame from a running camera after which the loop says so, once per
+#: gap (and again when frames come back). It goes on waiting: a camera on an external
+#: trigger may wait that long on purpose, but a stalled camera or a sequence stopped
+#: elsewhere otherwise looks like a loop that silently does nothing.
+FRAME_GAP_WARN_S = 10.0
+
+
 class DetectorFailing(RuntimeError):
     """The detector failed on every frame for :attr:`Pipeline.detect_failure_stop_s`."""
 #: Derived series of the summary: signed sums of stage differences.
@@ -219,6 +226,8 @@ class Pipeline:
         self.detect_errors = 0
         #: seconds of failures on every frame that stop the loop (DETECT_FAILURE_STOP_S)
         self.detect_failure_stop_s = DETECT_FAILURE_STOP_S
+        #: seconds without a frame after which the loop warns (FRAME_GAP_WARN_S)
+        self.frame_gap_warn_s = FRAME_GAP_WARN_S
         self.control_errors = 0
         self.last_detect_error: str | None = None
         self.last_result: Result | None = None
@@ -367,14 +376,28 @@ class Pipeline:
         stop, paused = self._stop, self._paused
         assert stream is not None, "started before the detect thread"
         streak, since = 0, 0  # detector failures in a row, and when the first one was
+        last_frame, gap_said = time.monotonic_ns(), False  # (the loop's start counts)
         try:
             while not stop.is_set() and not self._done.is_set():
-                frame = stream.get(timeout=0.25)
+                frame = stream.get(timeout=min(0.25, self.frame_gap_warn_s))
+                now = time.monotonic_ns()
                 if frame is None:
                     if not stream.running:
                         self._finish("stream ended")
                         break
+                    if not gap_said and now - last_frame >= self.frame_gap_warn_s * 1e9:
+                        gap_said = True
+                        log.warning("no frame from %s for %.0f s; still waiting: check the "
+                                    "camera (its trigger mode, a sequence stopped elsewhere)",
+                                    getattr(self.scope, "name", "the camera"),
+                                    (now - last_frame) / 1e9)
                     continue
+                if gap_said:
+                    gap_said = False
+                    log.warning("frames again from %s after %.1f s without one",
+                                getattr(self.scope, "name", "the camera"),
+                                (now - last_frame) / 1e9)
+                last_frame = now
                 frame.stamps[STAMP_DEQUEUED] = time.monotonic_ns()
                 if paused.is_set():
                     self.paused_frames += 1

@@ -354,6 +354,30 @@ def test_a_detector_that_fails_on_every_frame_stops_the_loop_with_why(tmp_path, 
     assert 0.3 <= dur < 30
 
 
+def test_a_gap_between_frames_is_said_once_and_its_end_too(recording, detector, caplog):
+    """A camera that delivers a frame every 0.6 s (a slow trigger, a stall) with the
+    warning set at 0.2 s: each gap is said once, naming the camera, and so is the next
+    frame; the loop waits and ends at its frame count as usual. A camera on time says
+    nothing."""
+    p = Pipeline(_replay(recording, fps=1 / 0.6), detector, frames=3)
+    p.frame_gap_warn_s = 0.2
+    with caplog.at_level("WARNING", logger="inscope.pipeline"):
+        s = p.run()
+    assert s["frames"] == 3 and p.error is None
+    said = [r.getMessage() for r in caplog.records if r.name == "inscope.pipeline"]
+    gaps = [m for m in said if m.startswith("no frame from replay:rec.tif for ")]
+    back = [m for m in said if m.startswith("frames again from replay:rec.tif after ")]
+    assert 2 <= len(gaps) <= 4 and len(back) >= 2, said
+    assert all(m.endswith("s; still waiting: check the camera (its trigger mode, a "
+                          "sequence stopped elsewhere)") for m in gaps)
+    caplog.clear()
+    q = Pipeline(_replay(recording, fps=50), detector, frames=3)
+    with caplog.at_level("WARNING", logger="inscope.pipeline"):
+        q.run()
+    assert not [r for r in caplog.records if "frame" in r.getMessage()
+                and r.name == "inscope.pipeline"]
+
+
 def test_failures_between_good_frames_never_add_up_to_a_stop(tmp_path, detector):
     """Every other frame dead, looped past the failure window many times over: each good
     frame starts the count again, so the loop ends at its frame count, not with an
