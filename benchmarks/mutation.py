@@ -554,6 +554,10 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
        for f, n in (("_run", 12), ("_run", 15), ("_run", 16), ("_run_mirrored", 34),
                     ("_run_mirrored", 36), ("_run_mirrored", 37), ("_run_mirrored", 54),
                     ("_run_mirrored", 57), ("_run_mirrored", 58))},
+    "x__check_enlarge__mutmut_20": ("ok = None", "equivalent: None is falsy, as False"),
+    **{f"x__say_scale__mutmut_{n}": (frag, "equivalent: a factor of exactly 1 returned "
+                                     "before this line, so f >= 1 is f > 1 here")
+       for n, frag in ((40, "and f >= 1"), (76, 'if f >= 1 else "shrunk"'))},
     # detector/signal.py
     **{f"x_without_hot_pixels__mutmut_{n}": (frag, "equivalent: _OFFSETS holds every "
                                               "sign, so the same eight neighbours are read "

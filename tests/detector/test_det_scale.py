@@ -538,7 +538,9 @@ def test_a_given_enlargement_size_replaces_the_cards_and_the_boxes_stay_in_the_f
     assert card_det.last_scale == 1.0
     said = [r.getMessage() for r in caplog.records if "auto scale" in r.getMessage()]
     assert len(said) == 1 and "under the enlargement size given (36 px)" in said[0]
-    assert f"enlarged {big_det.last_scale:.2f}x" in said[0]
+    k = big_det.last_scale
+    assert (f"objects measure {od.measure_objects(img).size_px:.1f} px, under" in said[0]
+            and f"enlarged {k:.2f}x for the detector ({k * k:.1f}x the time)" in said[0])
     est = od.measure_objects(img)
     assert est is not None and est.size_px < 36 / 1.2
     assert big_det.last_scale == pytest.approx(36.0 / est.size_px)
@@ -577,3 +579,18 @@ def test_the_classical_and_triton_detectors_refuse_an_enlargement_size_and_drop_
         with pytest.raises(ValueError, match=f"{model!r} cannot use it"):
             od.load_detector(model, enlarge_below_px=30)
     assert od.load_detector("classical", enlarge_below_px=None).name == "classical"
+
+
+def test_an_enlargement_size_for_a_model_whose_card_gives_no_sizes(tmp_path):
+    """A card without ``scale.object_size_px`` bounds the size only below: any size above
+    1 px is taken, and a bad one's line has no upper bound to name."""
+    from _support.onnx_models import build_centernet
+
+    path = build_centernet(tmp_path / "m.onnx", card_overrides={"scale": {"object_size_px": None}})
+    assert od.OnnxDetector(path, provider="cpu", warmup=False,
+                           enlarge_below_px=500).enlarge_below_px == 500.0
+    with pytest.raises(ValueError) as e:
+        od.OnnxDetector(path, provider="cpu", warmup=False, enlarge_below_px=1)
+    assert str(e.value) == ("enlarge_below_px=1 is not a size the frames can be enlarged "
+                            "to: give a number of pixels above 1, or leave it unset for the "
+                            "model card's own.")
