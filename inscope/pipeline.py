@@ -418,8 +418,8 @@ class Pipeline:
                             f"the detector failed on every frame for {(now - since) / 1e9:.1f}"
                             f" s ({streak} frames in a row; the last: "
                             f"{self.last_detect_error}), so the loop stopped: check the "
-                            "model, its provider or its server (--model classical needs "
-                            "none of them)") from e
+                            "model, its provider or its server (the classical detector "
+                            "needs none of them)") from e
                     continue
                 streak = 0
                 st = frame.stamps
