@@ -89,7 +89,8 @@ def register(subparsers) -> None:
                         "2, 4): steadier, tighter boxes for 2x / 4x the network's time")
     s.add_argument("--enlarge-below-px", type=float, default=None, metavar="PX",
                    help="enlarge fields whose nuclei measure under PX pixels up to PX "
-                        "(default: the model card's, 14 px): accuracy for time, e.g. 36")
+                        "(default: the model card's; the shipped model's is 14 px): "
+                        "accuracy for time, e.g. 36")
     s.add_argument("--out", default="runs/scan", help="output folder")
     s.add_argument("--overlap", type=float, default=0.25, help="field overlap (fraction)")
     s.add_argument("--z-range", type=float, nargs=2, default=(-2.0, 2.0),

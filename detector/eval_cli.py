@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "2, 4): steadier, tighter boxes for 2x / 4x its time")
     p.add_argument("--enlarge-below-px", type=float, default=None, metavar="PX",
                    help="enlarge images whose objects measure under PX pixels up to PX "
-                        "(default: the model card's, 14 px): accuracy for time, e.g. 36")
+                        "(default: the model card's; the shipped model's is 14 px): "
+                        "accuracy for time, e.g. 36")
     p.add_argument("--max-plots", type=int, default=4,
                    help="prediction pictures to draw (default 4)")
     p.set_defaults(func=run_eval)

@@ -46,7 +46,8 @@ def _add_service_flags(p: argparse.ArgumentParser, *, demo: bool = False) -> Non
                         "(default), 2, 4; steadier, tighter boxes for 2x / 4x its time")
     g.add_argument("--enlarge-below-px", type=float, default=None, metavar="PX",
                    help="enlarge frames whose nuclei measure under PX pixels up to PX "
-                        "(default: the model card's, 14 px): accuracy for time, e.g. 36")
+                        "(default: the model card's; the shipped model's is 14 px): "
+                        "accuracy for time, e.g. 36")
     g = p.add_argument_group("control")
     g.add_argument("--mode", default=None, choices=list(Mode),
                    help="control mode" + (" (demo default: steer+focus)" if demo else
@@ -174,7 +175,8 @@ def _register_bench(sub) -> None:
                         "4); the classical baseline runs as it is")
     p.add_argument("--enlarge-below-px", type=float, default=None, metavar="PX",
                    help="ONNX models enlarge frames of nuclei measuring under PX pixels up "
-                        "to PX (default: the model card's, 14 px); classical as it is")
+                        "to PX (default: the model card's; the shipped model's is 14 px); "
+                        "classical as it is")
     p.add_argument("--out", default="runs/bench/bench.json",
                    help="JSON report path, or a folder to write bench.json into "
                         "(plots go beside it)")
