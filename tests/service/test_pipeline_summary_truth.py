@@ -600,7 +600,9 @@ def test_ctrl_c_stops_the_run_cleanly_and_says_so(recording, detector):
     import threading
 
     scope = _replay(recording, fps=20, loop=True)
-    p = Pipeline(scope, detector)
+    # (seconds: where SIGINT does not reach the run - a harness with its own handler,
+    # as mutmut's - the looped replay ends there and the test fails rather than hangs)
+    p = Pipeline(scope, detector, seconds=30)
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
     s = p.run()  # KeyboardInterrupt in wait(): a clean stop, the report returned
     assert s["stop_reason"] == "interrupted (Ctrl-C)" and s["frames"] >= 1
