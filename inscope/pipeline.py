@@ -99,24 +99,6 @@ STAGES: tuple[tuple[str, str, str], ...] = PUBLISH_STAGES + CONTROL_STAGES
 
 _DETECT = (-1, STAMP_DETECT_START, STAMP_DETECT_END)
 
-#: The loop stops, with an error, once the detector has failed on every frame for this
-#: many seconds and at least :data:`DETECT_FAILURES_MIN` frames in a row. One bad frame,
-#: or a few (a dead frame of a recording), is counted and the loop goes on; but a broken
-#: model, a lost GPU or an unreachable server without a fallback fails every frame, and
-#: the loop would run on, publishing nothing and never reaching its frame count.
-DETECT_FAILURE_STOP_S = 5.0
-DETECT_FAILURES_MIN = 20
-
-
-#: Seconds without a frame from a running camera after which the loop says so, once per
-#: gap (and again when frames come back). It goes on waiting: a camera on an external
-#: trigger may wait that long on purpose, but a stalled camera or a sequence stopped
-#: elsewhere otherwise looks like a loop that silently does nothing.
-FRAME_GAP_WARN_S = 10.0
-
-
-class DetectorFailing(RuntimeError):
-    """The detector failed on every frame for :attr:`Pipeline.detect_failure_stop_s`."""
 #: Derived series of the summary: signed sums of stage differences.
 COMBOS: dict[str, tuple[tuple[int, str, str], ...]] = {
     # the loop's cost beyond the detector (control is not on this path)
@@ -129,6 +111,24 @@ COMBOS: dict[str, tuple[tuple[int, str, str], ...]] = {
     "handoffs_dequeued_to_published_minus_detect_and_control": (
         (1, STAMP_DEQUEUED, STAMP_PUBLISHED), _DETECT),
 }
+
+#: The loop stops, with an error, once the detector has failed on every frame for this
+#: many seconds and at least :data:`DETECT_FAILURES_MIN` frames in a row. One bad frame,
+#: or a few (a dead frame of a recording), is counted and the loop goes on; but a broken
+#: model, a lost GPU or an unreachable server without a fallback fails every frame, and
+#: the loop would run on, publishing nothing and never reaching its frame count.
+DETECT_FAILURE_STOP_S = 5.0
+DETECT_FAILURES_MIN = 20
+
+#: Seconds without a frame from a running camera after which the loop says so, once per
+#: gap (and again when frames come back). It goes on waiting: a camera on an external
+#: trigger may wait that long on purpose, but a stalled camera or a sequence stopped
+#: elsewhere otherwise looks like a loop that silently does nothing.
+FRAME_GAP_WARN_S = 10.0
+
+
+class DetectorFailing(RuntimeError):
+    """The detector failed on every frame for :attr:`Pipeline.detect_failure_stop_s`."""
 
 
 class Pipeline:
@@ -397,8 +397,7 @@ class Pipeline:
                     log.warning("frames again from %s after %.1f s without one",
                                 getattr(self.scope, "name", "the camera"),
                                 (now - last_frame) / 1e9)
-                last_frame = now
-                frame.stamps[STAMP_DEQUEUED] = time.monotonic_ns()
+                last_frame = frame.stamps[STAMP_DEQUEUED] = now
                 if paused.is_set():
                     self.paused_frames += 1
                     continue
