@@ -219,7 +219,11 @@ TARGETS: tuple[Target, ...] = (
            ("tests/service/test_service_pipeline.py", "tests/service/test_live_loop.py",
             "tests/service/test_events.py", "tests/service/test_pipeline_summary_truth.py",
             "tests/service/test_service_zmq.py", "tests/service/test_service_security.py"),
-           0.80),
+           0.80,
+           deselect=(("tests/service/test_pipeline_summary_truth.py::"
+                      "test_ctrl_c_stops_the_run_cleanly_and_says_so",
+                      "sends the process SIGINT, which mutmut's own handler takes: the run "
+                      "never sees it and ends at its 30 s bound, failing the stats run"),)),
     Target("records", "inscope/records.py",
            ("tests/service/test_service_records.py", "tests/service/test_records_truth.py",
             "tests/service/test_service_frame_recording.py",
