@@ -33,6 +33,22 @@ log = logging.getLogger(__name__)
 __all__ = ["Calibration", "CalibrationError", "calibrate", "measure_shift"]
 
 
+#: How far (relative) the microscope's pixel size may be from the one it reported when a
+#: calibration was measured before :meth:`Calibration.apply` refuses the calibration:
+#: objectives and magnification changers differ by 1.25x or more; one objective's
+#: configured pixel size does not move.
+STALE_PIXEL_SIZE = 0.1
+
+
+def _pixel_size(affine: Any) -> float:
+    """``sqrt(|det A|)`` of a 2x2 map, 0.0 when there is none or it is not a size."""
+    try:
+        px = math.sqrt(abs(float(np.linalg.det(np.asarray(affine, float).reshape(2, 2)))))
+    except (TypeError, ValueError):
+        return 0.0
+    return px if math.isfinite(px) else 0.0
+
+
 class CalibrationError(RuntimeError):
     """Calibration could not produce a trustworthy affine."""
 
@@ -164,8 +180,37 @@ class Calibration:
         cal.microscope = d.get("microscope", "")
         return cal
 
-    def apply(self, scope: Any) -> None:
-        """Make *scope* use this map everywhere (frames, steering, the overlay)."""
+    def apply(self, scope: Any, *, source: str | Path | None = None) -> None:
+        """Make *scope* use this map everywhere (frames, steering, the overlay).
+
+        Refused (``ValueError``, *source* named) when the microscope's own pixel size is
+        no longer what it reported when this map was measured (by more than
+        :data:`STALE_PIXEL_SIZE`; the file's ``reported_affine``): another objective or
+        magnification changer is in the path, and its map scales every steering move by
+        the wrong factor - the stage runs away from the cell instead of centring it. A
+        map measured on purpose against a wrong pixel size in Micro-Manager still
+        applies to that microscope. A file without ``reported_affine`` (written by hand,
+        or by an older inscope) cannot tell a stale map from a correction: a warning
+        then, when its pixel size differs as much. A microscope that reports no pixel
+        size (0: none configured) is not checked.
+        """
+        where = f"Calibration {source}" if source else "This calibration"
+        now = _pixel_size(getattr(scope, "affine", None))
+        if self.reported_affine is not None:
+            then = _pixel_size(self.reported_affine)
+            if now and then and abs(now / then - 1) > STALE_PIXEL_SIZE:
+                raise ValueError(
+                    f"{where} was measured while the microscope reported {then:.4g} "
+                    f"µm/pixel, but it now reports {now:.4g} µm/pixel ({now / then:.2f}x): "
+                    "it belongs to another objective or magnification, and steering with "
+                    "it would move the stage by the wrong distance every step. Run "
+                    "`inscope calibrate` for this objective, or leave the calibration out.")
+        elif now and abs(now / self.pixel_size_um - 1) > STALE_PIXEL_SIZE:
+            log.warning("%s measures %.4g µm/pixel where the microscope reports %.4g "
+                        "(%.2fx) and does not say what it reported when measured: if it "
+                        "is from another objective, steering will move the stage by the "
+                        "wrong distance (run `inscope calibrate` for this one).", where,
+                        self.pixel_size_um, now, self.pixel_size_um / now)
         scope.affine = self.affine
 
     def mm_affine(self) -> list[float]:

@@ -144,7 +144,11 @@ def open_from_args(args: argparse.Namespace, dry_run: bool = False):
     if args.calibration:
         from inscope.control.calibration import Calibration
 
-        Calibration.load(args.calibration).apply(scope)
+        try:
+            Calibration.load(args.calibration).apply(scope, source=args.calibration)
+        except (OSError, ValueError):
+            scope.close()  # a bad or stale calibration must not leave a scope open
+            raise
     return scope
 
 

@@ -443,7 +443,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         if scope is not None and cal is not None:
-            cal.apply(scope)
+            try:
+                cal.apply(scope, source=args.calibration)
+            except ValueError as e:
+                scope.close()
+                print(f"error: {e}", file=sys.stderr)
+                return 2
         if scope is None:
             continue
         try:

@@ -61,7 +61,11 @@ def open_scope(cfg: Config) -> Microscope:
         cal = Calibration.load(m.calibration)
     scope = open_microscope(m.backend, limits=m.limits, dry_run=m.dry_run, **m.options)
     if cal is not None:
-        cal.apply(scope)
+        try:
+            cal.apply(scope, source=m.calibration)
+        except ValueError:
+            scope.close()  # the map belongs to another objective: nothing is left open
+            raise
         log.info("calibration %s: %.4g µm/pixel, rotation %.1f deg, flip %s", m.calibration,
                  cal.pixel_size_um, cal.rotation_deg, cal.flip)
     return scope

@@ -105,3 +105,64 @@ def test_write_back_needs_micromanager():
     with open_microscope("sim") as scope, \
             pytest.raises(ValueError, match="not a Micro-Manager microscope"):
         write_to_micromanager(Calibration.from_affine(AFFINE), scope)
+
+
+def test_a_calibration_from_another_objective_is_refused_before_anything_moves(
+        tmp_path, capsys):
+    from _support import sim_scope
+
+    # measured at 6.5 µm/pixel (a 1x objective) while the microscope reported that
+    ten_x = Calibration.from_affine(np.eye(2) * 6.5, reported=np.eye(2) * 6.5)
+    scope = sim_scope(seed=1)  # reports 0.65 µm/pixel
+    before = np.array(scope.affine)
+    with pytest.raises(ValueError, match=r"reported 6\.5 µm/pixel, but it now reports "
+                                         r"0\.65 µm/pixel \(0\.10x\).*inscope calibrate"):
+        ten_x.apply(scope)
+    np.testing.assert_allclose(scope.affine, before)  # not applied
+    # the command line: one line, exit 1, nothing recorded
+    path = ten_x.save(tmp_path / "cal_1x.json")
+    rc = main(["demo", "--out", str(tmp_path / "d"), "--frames", "3", "--calibration",
+               str(path), "--no-zmq", "--no-window", "--model", "classical", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cal_1x.json was measured while the microscope reported" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d" / "detections.jsonl").exists()
+
+
+def test_a_calibration_that_corrects_a_wrong_pixel_size_still_applies(caplog):
+    from _support import sim_scope
+
+    scope = sim_scope(seed=1)  # reports 0.65 µm/pixel; say the truth is 0.5, rotated
+    true = 0.5 * np.array([[0.0, -1.0], [1.0, 0.0]])
+    Calibration.from_affine(true, reported=np.eye(2) * 0.65).apply(scope)
+    np.testing.assert_allclose(scope.affine, true)
+    # within 10 % of what was reported then: the same objective
+    scope2 = sim_scope(seed=1)
+    Calibration.from_affine(true, reported=np.eye(2) * 0.70).apply(scope2)
+    np.testing.assert_allclose(scope2.affine, true)
+    with pytest.raises(ValueError, match="another objective"):
+        Calibration.from_affine(true, reported=np.eye(2) * 0.73).apply(sim_scope(seed=1))
+    with pytest.raises(ValueError, match="another objective"):
+        Calibration.from_affine(true, reported=np.eye(2) * 0.58).apply(sim_scope(seed=1))
+
+
+def test_a_file_that_does_not_say_what_was_reported_warns_and_applies(caplog):
+    from _support import sim_scope
+
+    scope = sim_scope(seed=1)
+    with caplog.at_level("WARNING", logger="inscope.control.calibration"):
+        Calibration.from_affine(AFFINE).apply(scope, source="old.json")
+    np.testing.assert_allclose(scope.affine, AFFINE)
+    assert any("old.json measures 1.5 µm/pixel where the microscope reports 0.65" in
+               r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="inscope.control.calibration"):
+        Calibration.from_affine(np.eye(2) * 0.66).apply(sim_scope(seed=1))
+    assert not caplog.records  # the same pixel size: nothing to say
+
+    class NoPixelSize:  # a Micro-Manager core with no pixel-size configuration
+        affine = np.zeros((2, 2))
+
+    odd = NoPixelSize()
+    Calibration.from_affine(np.eye(2) * 6.5, reported=np.eye(2) * 6.5).apply(odd)
+    np.testing.assert_allclose(odd.affine, np.eye(2) * 6.5)
