@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -123,6 +124,13 @@ def apply_client(sock, client_secret: str | Path, server_public: str | Path) -> 
     sock.curve_serverkey = server_pub
 
 
+def _private(secret: str | Path) -> None:
+    """Make a secret key file readable by its owner only. pyzmq writes it with the
+    process' umask (0644 under the usual 022): anyone on the microscope PC could read the
+    key and command the stage. (A new keys folder is made 0700 as well.)"""
+    os.chmod(secret, 0o600)
+
+
 def init_keys(folder: str | Path, client: str = "client") -> dict[str, Path]:
     """Make the server pair, the allowed-clients folder and a first client pair.
 
@@ -136,8 +144,8 @@ def init_keys(folder: str | Path, client: str = "client") -> dict[str, Path]:
                               "delete the folder to start over.")
     if d.exists() and not d.is_dir():
         raise NotADirectoryError(f"{d} is a file; give a folder for the keys.")
-    d.mkdir(parents=True, exist_ok=True)
-    zmq.auth.create_certificates(d, "server")
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private(zmq.auth.create_certificates(d, "server")[1])
     (d / ALLOWED).mkdir(exist_ok=True)
     return {"server_public": d / SERVER_PUBLIC, "server_secret": d / SERVER_SECRET,
             "allowed": d / ALLOWED, **add_client(d, client)}
@@ -159,6 +167,7 @@ def add_client(folder: str | Path, name: str) -> dict[str, Path]:
         raise FileExistsError(f"client {name!r} exists ({cd / (name + '.key')}); choose "
                               "another name.")
     pub, sec = zmq.auth.create_certificates(cd, name)
+    _private(sec)
     (d / ALLOWED).mkdir(exist_ok=True)
     shutil.copyfile(pub, d / ALLOWED / f"{name}.key")
     return {"client_public": Path(pub), "client_secret": Path(sec)}

@@ -6,6 +6,8 @@ by the ``inscope keys`` command, a real pipeline on the simulated microscope.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +123,25 @@ def test_loopback_names_and_curve_keys_pass(keys):
     assert cfg.outputs.zmq.bind == "0.0.0.0"
     with pytest.raises(ConfigError, match="both"):
         config_from_dict({"outputs": {"zmq": {"curve_server_key": "k"}}})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_secret_keys_are_readable_by_their_owner_only(keys):
+    import stat
+
+    old = os.umask(0o022)  # the usual umask, under which pyzmq writes 0644
+    try:
+        assert main(["keys", "add-client", str(keys), "later"]) == 0
+    finally:
+        os.umask(old)
+    secrets = sorted(keys.rglob("*.key_secret"))
+    assert {p.name for p in secrets} == {"server.key_secret", "client.key_secret",
+                                         "intruder.key_secret", "later.key_secret"}
+    for p in secrets:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert stat.S_IMODE(keys.stat().st_mode) & 0o077 == 0
+    # the public halves stay shareable
+    assert stat.S_IMODE((keys / "server.key").stat().st_mode) & 0o044
 
 
 def test_keys_init_refuses_to_overwrite_the_server_key(keys, capsys):
