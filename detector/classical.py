@@ -15,6 +15,11 @@ import numpy as np
 from inscope.acquisition.frame import Frame
 from inscope.detector import preprocess as pp
 from inscope.detector.base import STAMP_DETECT_END, Detections, begin_detect, object_size_px
+from inscope.detector.signal import background_level, noise_sigma
+
+#: The default of ``min_signal_sigma``: above the camera noise (its 99.9th percentile is
+#: 3.1 sigma up) and far below the nuclei a blur-and-threshold rule can find at all.
+MIN_SIGNAL_SIGMA = 3.0
 
 
 class ClassicalDetector:
@@ -37,6 +42,13 @@ class ClassicalDetector:
         Minimum score (mean normalised intensity in the box, see Notes) to report.
     object_size_px, object_size_um
         Expected object diameter; sets defaults above (µm needs a Frame's pixel size).
+    min_signal_sigma
+        Otsu's level is raised to at least this many camera-noise sigma above the
+        frame's background (both measured on the frame: :mod:`inscope.detector.signal`);
+        None: Otsu's level as it is. Otsu splits a frame into two classes, so in a field
+        of noise, or of one small nucleus, the classes are the noise's own halves: it
+        gave hundreds of boxes of noise there, and the nucleus joined the noise blobs
+        round it. Fields of cells keep their boxes (Otsu's level lies higher).
 
     Notes
     -----
@@ -51,8 +63,8 @@ class ClassicalDetector:
     def __init__(self, *, threshold: str = "otsu", k: float = 3.0,
                  blur_sigma: float | None = None, min_area: int | None = None,
                  max_area: int | None = None, score_threshold: float | None = None,
-                 object_size_px: float | None = None, object_size_um: float | None = None
-                 ) -> None:
+                 object_size_px: float | None = None, object_size_um: float | None = None,
+                 min_signal_sigma: float | None = MIN_SIGNAL_SIGMA) -> None:
         if threshold not in ("otsu", "sigma"):
             raise ValueError(f"threshold must be 'otsu' or 'sigma'; got {threshold!r}.")
         self.threshold = threshold
@@ -61,6 +73,7 @@ class ClassicalDetector:
         self.min_area = min_area
         self.max_area = max_area
         self.score_threshold = 0.0 if score_threshold is None else float(score_threshold)
+        self.min_signal_sigma = min_signal_sigma
         self.object_size_px = object_size_px
         self.object_size_um = object_size_um
         self.provider = "opencv"
@@ -79,7 +92,12 @@ class ClassicalDetector:
         blur = cv2.GaussianBlur(u8, (0, 0), sigma)
         t1 = time.monotonic_ns()
         if self.threshold == "otsu":
-            _, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            otsu, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            floor = self._noise_floor_u8(img)
+            if floor > otsu:
+                # a field of noise, or of a nucleus or two: Otsu's two classes are then
+                # the noise's own halves, and a nucleus joins the noise blobs round it
+                _, mask = cv2.threshold(blur, floor, 255, cv2.THRESH_BINARY)
         else:
             # statistics in float: on 8 bits the background MAD is often 0
             fb = cv2.GaussianBlur(x, (0, 0), sigma)
@@ -125,6 +143,20 @@ class ClassicalDetector:
         self.last_timing = {"pre_ms": (t1 - call.t0_ns) / 1e6, "run_ms": (t2 - t1) / 1e6,
                             "post_ms": 0.0, "total_ms": (t2 - call.t0_ns) / 1e6}
         return det
+
+    def _noise_floor_u8(self, img: np.ndarray) -> float:
+        """``min_signal_sigma`` camera-noise sigma above the frame's background, on the
+        8-bit scale Otsu thresholds (the 1st-99.8th percentile stretch); 0 without it."""
+        if self.min_signal_sigma is None:
+            return 0.0
+        sigma = noise_sigma(img)
+        lo, hi = pp.percentile_range(img, 1.0, 99.8, 4)
+        if hi <= lo:
+            return 0.0
+        level = background_level(img, sigma) + self.min_signal_sigma * sigma
+        # (at most 254: where the floor lies above the stretch's top, as in a field of
+        # one small nucleus, the nucleus is the clipped 255s)
+        return float(np.clip((level - lo) / (hi - lo) * 255.0, 0.0, 254.0))
 
     def close(self) -> None:
         """Nothing to release (kept for the Detector interface)."""
