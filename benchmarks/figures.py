@@ -108,6 +108,9 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "merge_split": (["benchmarks.merge_split", "--real", "{data}"], "merge_split.json"),
     # empty and sparse fields: the box check's value (min_signal_sigma, model card)
     "sparse_fields": (["benchmarks.sparse_fields"], "sparse_fields.json"),
+    # ... and the stretch's sparse anchor off and on, on frames no choice used
+    "sparse_anchor": (["benchmarks.sparse_anchor", "--real", "{data}"],
+                      "sparse_anchor.json"),
     # the detector on frames with hot pixels, the normalisation's step off and on
     "hot_pixels": (["benchmarks.hot_pixels", "--real", "{data}"], "hot_pixels.json"),
     # autofocus with hot pixels and cosmic-ray hits, the hot-pixel step off and on

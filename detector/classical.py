@@ -85,8 +85,9 @@ class ClassicalDetector:
         img = call.image
         H, W = img.shape
         size = object_size_px(frame, self.object_size_px, self.object_size_um)
+        # (no sparse anchor: Otsu's noise floor below is read on this plain stretch)
         x = pp.normalise(img, {"method": "percentile", "low": 1.0, "high": 99.8,
-                               "subsample": 4, "clip": True})
+                               "subsample": 4, "clip": True, "sparse_sigma": None})
         u8 = cv2.convertScaleAbs(x, alpha=255.0)
         sigma = self.blur_sigma or (max(1.0, size / 8) if size else 1.5)
         blur = cv2.GaussianBlur(u8, (0, 0), sigma)

@@ -220,9 +220,10 @@ def _measure(img: np.ndarray, f: int, whole_only: bool = False) -> SizeEstimate 
     # level first.
     small = without_hot_pixels(small)
     # (no pixel is above all its neighbours now, so normalise's own hot-pixel step, and
-    # the noise estimate it starts with, would change nothing: off)
+    # the noise estimate it starts with, would change nothing: off; and the plain
+    # stretch, without the sparse anchor: cover and contrast are read on it)
     x = normalise(small, {"method": "percentile", "low": 1.0, "high": 99.8, "subsample": 1,
-                          "clip": True, "hot_pixel_sigma": None})
+                          "clip": True, "hot_pixel_sigma": None, "sparse_sigma": None})
     u8 = cv2.convertScaleAbs(cv2.GaussianBlur(x, (0, 0), 1.0), alpha=255.0)
     otsu, mask = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     area = _object_areas(mask, whole_only)

@@ -71,10 +71,11 @@ def wrapped(repo) -> ort.InferenceSession:
 def _local_network_outputs(det: OnnxDetector, img: np.ndarray) -> list[np.ndarray]:
     """What the local detector feeds its session: normalised, zero-padded to 32; without
     the hot-pixel step, which the client takes before it sends a frame (the server's
-    graph only stretches; tested against a real server below)."""
+    graph only stretches; tested against a real server below), and without the sparse
+    anchor, which the server's graph does not have (docs/scale-out.md)."""
     h, w = img.shape
     buf = np.zeros((1, 1, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
-    spec = {**det.card.normalisation, "hot_pixel_sigma": None}
+    spec = {**det.card.normalisation, "hot_pixel_sigma": None, "sparse_sigma": None}
     pp.normalise(img, spec, out=buf[0, 0, :h, :w])
     return det.session.run(["heatmap", "size", "offset"], {"image": buf})
 
