@@ -59,6 +59,109 @@ def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
     return np.asarray(boxes, np.float32).reshape(-1, 4) - np.float32(0.5)
 
 
+def check_file_boxes(boxes: Any, key: str = "boxes") -> np.ndarray:
+    """*boxes* as a file stores them, checked: an (N, 4) float64 array of x0, y0, x1, y1
+    with finite values and x1 > x0, y1 > y0 (a single (4,) box is one row).
+
+    Why: a malformed array reshaped to (N, 4) still scores - a transposed (4, N) array
+    as N garbage boxes, x, y, w, h or swapped corners as boxes no detection can match -
+    and the result is a silent AP of 0. One rule for every reader that takes boxes from
+    a file (the datasets' npz, the slide microscope's npz).
+
+    Raises
+    ------
+    ValueError
+        One line naming *key*, how many boxes are wrong and the fix (the caller adds
+        the file's name).
+    """
+    a = np.asarray(boxes)
+    if a.dtype.kind not in "uif":
+        raise ValueError(f"{key} hold {a.dtype} values; save the boxes as a numeric "
+                         "(N, 4) array of x0, y0, x1, y1 pixels.")
+    if a.size == 0:
+        return np.zeros((0, 4), np.float64)
+    if a.ndim == 1 and a.shape[0] == 4:
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] != 4:
+        hint = (f" (it looks transposed: save {key}.T, {a.shape[1]} boxes as rows)"
+                if a.ndim == 2 and a.shape[0] == 4 else "")
+        raise ValueError(f"{key} have shape {a.shape}; save one box per row, an (N, 4) "
+                         f"array of x0, y0, x1, y1 pixels{hint}.")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{key} must be finite; {int(bad.sum())} of {len(a)} have NaN or "
+                         f"infinite coordinates (the first: row {int(np.argmax(bad))}); "
+                         "remove or fix them.")
+    bad = (a[:, 2] <= a[:, 0]) | (a[:, 3] <= a[:, 1])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{key} must be (N, 4) x0, y0, x1, y1 with x1 > x0 and y1 > y0; {int(bad.sum())}"
+            f" of {len(a)} are not (the first: row {i}, {a[i].tolist()}): fix the boxes "
+            f"array (x, y, w, h boxes convert with {key}[:, 2:] += {key}[:, :2]).")
+    return a
+
+
+def boxes_outside(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(N,) bool: which file boxes (:func:`check_file_boxes`) lie wholly outside an image
+    of *shape* (..., H, W), whose pixels span ``[0, W) x [0, H)`` - a box no detection
+    can match, so a reader warns (boxes in another image's coordinates, or x and y
+    swapped)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = shape[-2:]
+    return (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= w) | (b[:, 1] >= h)
+
+
+def check_instance_labels(labels: Any, key: str = "labels") -> np.ndarray:
+    """*labels* checked as instance masks - one integer id per object, 0 background -
+    and returned as an integer array (whole numbers stored as float converted).
+
+    Why: a boolean (semantic) mask reads as one object covering every cell, and negative
+    ids as no object at all; either scores, or serves as a slide's truth, without a
+    word. One rule for every reader of instance labels (the datasets' masks and npz, the
+    slide microscope).
+
+    Raises
+    ------
+    ValueError
+        One line naming *key* (e.g. ``labels``), the problem and the fix.
+    """
+    lab = np.asarray(labels)
+    if lab.dtype == np.bool_:
+        raise ValueError(
+            f"{key} are a boolean (semantic) mask, not instance labels (one integer id per "
+            "object, 0 background); label its objects first, e.g. "
+            "scipy.ndimage.label(mask)[0] or skimage.measure.label(mask).")
+    if not np.issubdtype(lab.dtype, np.integer):
+        if lab.dtype.kind != "f" or not np.all(np.isfinite(lab)) or np.any(
+                lab != np.round(lab)):
+            raise ValueError(f"{key} are not integers ({lab.dtype} values that are not "
+                             "whole numbers); instance labels must be integers (one id per "
+                             "object, 0 background): save instance masks as integers.")
+        lab = lab.astype(np.int64)
+    if lab.size and lab.min() < 0:
+        n = int(np.count_nonzero(lab < 0))
+        raise ValueError(f"{key} must be >= 0 (0 background, one positive id per object);"
+                         f" {n} pixels have negative ids (min {lab.min()}): save "
+                         "background as 0 and each object as a positive id.")
+    return lab
+
+
+def looks_semantic(labels: np.ndarray) -> bool:
+    """Whether integer *labels* hold one id whose pixels form several separate objects:
+    a binary (0/1, 0/255) semantic mask saved as integers rather than instance labels,
+    which would score as one box round every object. (One object in pieces, e.g. cut
+    by a crop, reads the same: the caller warns, not refuses.)"""
+    from scipy import ndimage
+
+    lab = np.asarray(labels)
+    nz = lab[lab != 0]
+    if nz.size == 0 or np.any(nz != nz.flat[0]):
+        return False
+    return ndimage.label(lab != 0)[1] > 1
+
+
 def label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ids and boxes of the objects of a 2-D instance mask (integer ids, 0
     background): ids ascending, boxes (N, 4) x0, y0, x1, y1 in the files' ``[k, k + 1)``

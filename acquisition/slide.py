@@ -41,9 +41,13 @@ from inscope.acquisition.frame import (
     STAMP_READY,
     Frame,
     StagePosition,
+    boxes_outside,
+    check_file_boxes,
+    check_instance_labels,
     colour_to_grey,
     from_file_boxes,
     label_boxes,
+    looks_semantic,
 )
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import (
@@ -122,6 +126,9 @@ class _SlideFile:
     boxes: np.ndarray | None  # (N, 4) x0, y0, x1, y1 image px (x1, y1 exclusive)
     pixel_size_um: float | None
     z_step_um: float | None
+    # the file's y pixel size when it gives one (OME PhysicalSizeY, ImageJ's Y
+    # resolution): SlideMicroscope refuses pixels that are not square
+    pixel_size_y_um: float | None = None
 
 
 def _as_zyx(a: np.ndarray, path, what: str) -> np.ndarray:
@@ -149,7 +156,11 @@ def _read_npz(path: Path, channel: int) -> _SlideFile:
         # number, gets one line too, not a traceback)
         what = "image"
         try:
-            image = _as_zyx(z[what], path, what)
+            image = np.asarray(z[what])
+            if image.ndim in (3, 4) and image.shape[-1] in (3, 4) and image.shape[-2] > 4:
+                # colour (Y, X, 3) / (Z, Y, X, 3): read as a colour TIFF or PNG is
+                image = colour_to_grey(image)
+            image = _as_zyx(image, path, what)
             labels = None
             if "labels" in keys:
                 what = "labels"
@@ -157,7 +168,7 @@ def _read_npz(path: Path, channel: int) -> _SlideFile:
             boxes = None
             if "boxes" in keys:
                 what = "boxes"
-                boxes = np.asarray(z[what], float).reshape(-1, 4)
+                boxes = np.asarray(z[what])  # checked by load_slide
             scale = []
             for what in ("pixel_size_um", "z_step_um"):
                 scale.append(float(z[what]) if what in keys else None)
@@ -182,7 +193,8 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
             if len(tf.series) > 1:
                 data, axes = _more_series(tf, path, data, axes)
             ome = tf.ome_metadata if tf.is_ome else None
-            ij_px, ij_dz = _imagej_sizes(tf) if tf.is_imagej else (None, None)
+            ij_px, ij_dz, ij_py = (_imagej_sizes(tf) if tf.is_imagej
+                                   else (None, None, None))
     except Exception as e:  # noqa: BLE001 - tifffile raises several types
         raise _fail(path, f"cannot be read as TIFF ({type(e).__name__}: {e})",
                     "give a (Z, Y, X) TIFF / OME-TIFF stack") from e
@@ -235,12 +247,14 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
             firsts = {}  # (planes without axis names are the stack's planes)
     _say_what_is_shown(path, channel, n_channels,
                        {_TIFF_AXIS_NAMES.get(a, f"{a} indices"): n for a, n in firsts.items()})
-    px, dz = ij_px, ij_dz
+    px, dz, py = ij_px, ij_dz, ij_py
     if ome:
-        from inscope.acquisition.replay import ome_sizes
+        from inscope.acquisition.replay import _ome_pixels, ome_length_um, ome_sizes
 
         px, dz = ome_sizes(ome)
-    return _SlideFile(_as_zyx(data, path, "image"), None, None, px, dz)
+        pixels, _ = _ome_pixels(ome)
+        py = ome_length_um(pixels, "PhysicalSizeY") if pixels is not None else None
+    return _SlideFile(_as_zyx(data, path, "image"), None, None, px, dz, py)
 
 
 #: What tifffile's axis letters count, for the note of :func:`_say_what_is_shown`.
@@ -283,25 +297,30 @@ def _more_series(tf, path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarra
     return data, axes
 
 
-def _imagej_sizes(tf) -> tuple[float | None, float | None]:
-    """Pixel size and z step (µm) of an ImageJ (Fiji) TIFF: the X resolution tag in
-    pixels per ``unit`` and ``spacing``, when the unit is a micrometre (None otherwise:
-    ImageJ writes 1 pixel per pixel when it was never calibrated)."""
+def _imagej_sizes(tf) -> tuple[float | None, float | None, float | None]:
+    """Pixel size, z step and y pixel size (µm) of an ImageJ (Fiji) TIFF: the X (and Y)
+    resolution tags in pixels per ``unit`` and ``spacing``, when the unit is a
+    micrometre (None otherwise: ImageJ writes 1 pixel per pixel when it was never
+    calibrated)."""
     meta = tf.imagej_metadata or {}
     # ImageJ descriptions are ASCII: Fiji writes the micro sign (and some writers the
     # Greek mu) as an escape
     unit = (str(meta.get("unit", "")).strip().lower()
             .replace("\\u00b5", "µ").replace("\\u03bc", "μ"))
     if unit not in ("micron", "microns", "um", "µm", "μm"):
-        return None, None
-    px = None
-    tag = tf.pages[0].tags.get("XResolution")
-    if tag is not None:
-        num, den = tag.value
-        if num > 0 and den > 0:
-            px = float(den) / float(num)
+        return None, None, None
+
+    def size(name: str) -> float | None:
+        tag = tf.pages[0].tags.get(name)
+        if tag is not None:
+            num, den = tag.value
+            if num > 0 and den > 0:
+                return float(den) / float(num)
+        return None
+
     dz = meta.get("spacing")
-    return px, (float(dz) if dz is not None and float(dz) > 0 else None)
+    return (size("XResolution"), (float(dz) if dz is not None and float(dz) > 0 else None),
+            size("YResolution"))
 
 
 def _read_ndtiff(path: Path, channel: int) -> _SlideFile:
@@ -480,14 +499,30 @@ def load_slide(path: str | Path, channel: int = 0, labels: str | Path | None = N
         if lab.shape[1:] != img.shape[1:] or lab.shape[0] not in (1, img.shape[0]):
             raise _fail(p, f"labels shape {lab.shape} does not match image {img.shape}",
                         "give labels of shape (Y, X) or the image's (Z, Y, X)")
-        if not np.issubdtype(lab.dtype, np.integer):
-            if np.any(lab != np.round(lab)):
-                raise _fail(p, "labels are not integers", "save instance masks as integers")
-            sf.labels = lab.astype(np.int64)
-    if sf.boxes is not None and (sf.boxes.shape[1] != 4 or np.any(
-            sf.boxes[:, 2] <= sf.boxes[:, 0]) or np.any(sf.boxes[:, 3] <= sf.boxes[:, 1])):
-        raise _fail(p, "boxes must be (N, 4) x0, y0, x1, y1 with x1 > x0 and y1 > y0",
-                    "fix the boxes array")
+        # (the rules the datasets' readers apply too: inscope eval refuses what the
+        # slide refuses)
+        try:
+            sf.labels = check_instance_labels(lab, "labels")
+        except ValueError as e:
+            raise MicroscopeUnavailable(f"slide {str(p)!r}: {e}") from None
+        if looks_semantic(sf.labels):
+            log.warning("slide %s: its labels have one id over several separate objects: "
+                        "a binary (semantic) mask, not instance labels, is one object "
+                        "covering every cell in the truth; label its objects first "
+                        "(scipy.ndimage.label(mask > 0)[0] or skimage.measure.label(mask "
+                        "> 0))", p.name)
+    if sf.boxes is not None:
+        try:
+            sf.boxes = check_file_boxes(sf.boxes, "boxes")
+        except ValueError as e:
+            raise MicroscopeUnavailable(f"slide {str(p)!r}: {e}") from None
+        out = boxes_outside(sf.boxes, img.shape)
+        if out.any():
+            log.warning("slide %s: %d of %d boxes lie wholly outside the %d x %d image "
+                        "(the first: row %d, %s), so they are never in a frame; are they "
+                        "in another image's coordinates, or x and y swapped?", p.name,
+                        int(out.sum()), len(out), img.shape[2], img.shape[1],
+                        int(np.argmax(out)), sf.boxes[np.argmax(out)].tolist())
     return sf
 
 
@@ -568,6 +603,36 @@ class _Labels:
         return self.planes[min(max(plane, 0), len(self.planes) - 1)]
 
 
+#: Relative difference of a file's x and y pixel sizes above which pixels are not square.
+SQUARE_TOLERANCE = 1e-3
+
+
+def _check_square(path: str | Path, sf: _SlideFile, given: Any) -> None:
+    """Refuse a file whose pixels are not square (OME PhysicalSizeY unlike PhysicalSizeX,
+    or ImageJ's Y resolution unlike its X), unless ``pixel_size_um`` was given, which
+    then says the pixels are square at that size (logged).
+
+    Why: the slide is stage-addressable - stage (x, y) µm is image pixel (x / P, y / P),
+    one size for both axes, as on a camera - so a 0.4 x 0.8 µm pixel read as 0.4 µm
+    square puts every y position, move and truth centroid off by 2x. Resampling the
+    image to square pixels keeps the geometry right.
+    """
+    px, py = sf.pixel_size_um, sf.pixel_size_y_um
+    if px is None or py is None or abs(px - py) <= SQUARE_TOLERANCE * max(px, py):
+        return
+    if given is not None:
+        log.warning("slide %s: the file's pixels are %.4g x %.4g µm (x, y), not square; "
+                    "the slide takes pixel_size_um=%s for both axes", Path(path).name, px,
+                    py, given)
+        return
+    raise MicroscopeUnavailable(
+        f"slide {str(path)!r}: its pixels are not square ({px:.4g} µm in x, {py:.4g} µm in "
+        "y) and the slide moves the stage by one pixel size in both axes; resample it to "
+        f"square pixels (e.g. cv2.resize(plane, None, fx=1, fy={py / px:.4g}) for each "
+        "plane, labels with interpolation=cv2.INTER_NEAREST) and give -o "
+        f"pixel_size_um={px:.4g}.")
+
+
 def _opt_bool(name: str, v: Any) -> bool:
     """A yes/no option; a word that is neither (a typo such as ``realtime=flase``) is
     refused rather than read as no."""
@@ -642,6 +707,7 @@ class SlideMicroscope(BaseMicroscope):
                 f"slide {str(path)!r}: the file does not say its pixel size; give it with "
                 "-o pixel_size_um=P (µm per image pixel).")
         self._px = num("pixel_size_um", px, 1e-6, 1e6)
+        _check_square(path, sf, pixel_size_um)
         dz = z_step_um if z_step_um is not None else (sf.z_step_um or 1.0)
         self.z_step_um = num("z_step_um", dz, 1e-6, 1e6)
         self._stack = np.ascontiguousarray(sf.image, dtype=np.float32)

@@ -51,14 +51,26 @@ since the file format, not the microscope, made them colour.
 from __future__ import annotations
 
 import json
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from inscope.acquisition.frame import colour_to_grey, from_file_boxes, label_boxes
+from inscope.acquisition.frame import (
+    boxes_outside,
+    check_file_boxes,
+    check_instance_labels,
+    colour_to_grey,
+    from_file_boxes,
+    label_boxes,
+    looks_semantic,
+)
+
+log = logging.getLogger(__name__)
 
 # (OpenCV is imported where images are read: the command line imports FORMATS from here
 # to build its parser, and every command would otherwise start by loading OpenCV)
@@ -100,6 +112,9 @@ class Sample:
     difficult: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if np.ndim(self.image) != 2:
+            raise ValueError(f"{self.name}: an image must be one 2-D (H, W) array; got "
+                             f"shape {np.shape(self.image)}.")
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
         if self.class_ids is None:
             self.class_ids = np.zeros(len(self.boxes), np.int32)
@@ -141,23 +156,38 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
-def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
+def boxes_from_labels(labels: np.ndarray, key: str = "labels") -> np.ndarray:
     """The (N, 4) x0, y0, x1, y1 box round each object of a 2-D instance mask, in the
     files' convention (pixel k spans [k, k + 1)), in the order of the ids; 0 is
-    background (:func:`inscope.acquisition.frame.label_boxes`, checked first: one 2-D
-    mask of non-negative integers)."""
+    background (:func:`inscope.acquisition.frame.label_boxes`, checked first by
+    :func:`~inscope.acquisition.frame.check_instance_labels`: one 2-D mask of
+    non-negative integers; *key* names it in the error)."""
     lab = np.asarray(labels)
     if lab.ndim != 2:
-        raise ValueError(f"instance labels must be one 2-D mask per image; got shape "
-                         f"{lab.shape}.")
-    if not np.issubdtype(lab.dtype, np.integer):
-        if lab.dtype.kind not in "fb" or np.any(lab != np.round(lab)):
-            raise ValueError("instance labels must be integers (one id per object, 0 "
-                             f"background); got {lab.dtype} values that are not.")
-        lab = lab.astype(np.int64)
-    if lab.size and lab.min() < 0:
-        raise ValueError("instance labels must be >= 0 (0 background); got negative ids.")
-    return label_boxes(lab)[1]
+        raise ValueError(f"{key} must be one 2-D mask per image; got shape {lab.shape}.")
+    return label_boxes(check_instance_labels(lab, key))[1]
+
+
+def _mask_boxes(labels: np.ndarray, where: str, key: str) -> np.ndarray:
+    """:func:`boxes_from_labels` of the mask *key* of *where*, its errors naming both."""
+    try:
+        return boxes_from_labels(labels, key)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _warn_if_semantic(planes: list[tuple[np.ndarray, np.ndarray]], where: str,
+                      key: str) -> None:
+    """One warning for the (mask, boxes) *planes* of *where* whose mask looks like a
+    binary (semantic) mask - one id over several separate objects, which scores as one
+    box round all of them (once per file, not once per plane of a stack)."""
+    n = sum(len(b) == 1 and looks_semantic(m) for m, b in planes)
+    if n:
+        which = f"{n} of its {len(planes)} masks" if len(planes) > 1 else key
+        log.warning("%s: %s have one id over several separate objects: a binary "
+                    "(semantic) mask, not instance labels, scores as one box round all of "
+                    "them; label its objects first (scipy.ndimage.label(mask > 0)[0] or "
+                    "skimage.measure.label(mask > 0))", where, which)
 
 
 def _label_samples(images: np.ndarray, labels: np.ndarray, name: str) -> list[Sample]:
@@ -166,36 +196,115 @@ def _label_samples(images: np.ndarray, labels: np.ndarray, name: str) -> list[Sa
     if images.shape != labels.shape or images.ndim not in (2, 3):
         raise ValueError(f"{name}: 'labels' must have the image's shape, (H, W) or (T, H, "
                          f"W); got image {images.shape}, labels {labels.shape}.")
-    if images.ndim == 2:
-        return [Sample(images, from_file_boxes(boxes_from_labels(labels)), None, name)]
-    return [Sample(images[t], from_file_boxes(boxes_from_labels(labels[t])), None,
-                   f"{name}[{t}]") for t in range(len(images))]
+    one = images.ndim == 2
+    if one:
+        images, labels = images[None], labels[None]
+    names = [name if one else f"{name}[{t}]" for t in range(len(images))]
+    boxes = [_mask_boxes(lab, n, "labels") for lab, n in zip(labels, names, strict=True)]
+    _warn_if_semantic(list(zip(labels, boxes, strict=True)), name, "labels")
+    return [Sample(img, from_file_boxes(b), None, n)
+            for img, b, n in zip(images, boxes, names, strict=True)]
 
 
 # -- npz -------------------------------------------------------------------------------
+def _npz_pixels(a: np.ndarray, key: str, path: Path, stack: bool) -> np.ndarray:
+    """An npz's ``image`` (*stack* False: (H, W), or (T, H, W) beside ``labels``) or
+    ``images`` (*stack* True: (T, H, W)) as grey: colour (..., 3) / (..., 4) as
+    :func:`~inscope.acquisition.frame.colour_to_grey` makes it, as for a colour PNG;
+    any other shape is one line naming the key and the shapes it takes."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "uif":
+        raise ValueError(f"{path}: '{key}' holds {a.dtype} values; save the pixels as a "
+                         "numeric array.")
+    if a.ndim == (4 if stack else 3) and a.shape[-1] in (3, 4):
+        a = colour_to_grey(a)
+    want = "(T, H, W)" if stack else "(H, W)"
+    if a.ndim != (3 if stack else 2):
+        other = ("; one image goes under 'image'" if stack else
+                 "; a stack goes under 'images' (T, H, W), with 'frame' saying which "
+                 "image each box is in")
+        raise ValueError(f"{path}: '{key}' has shape {np.shape(a)}; save it as {want} "
+                         f"(colour as {want[:-1]}, 3)){other}.")
+    return a
+
+
+def _npz_boxes(d: Any, path: Path, images: np.ndarray) -> np.ndarray:
+    """The npz's ``boxes`` checked (:func:`~inscope.acquisition.frame.check_file_boxes`),
+    with a warning for boxes wholly outside the images, which no detection can match."""
+    try:
+        boxes = check_file_boxes(d["boxes"], "boxes")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    out = boxes_outside(boxes, images.shape)
+    if out.any():
+        h, w = images.shape[-2:]
+        log.warning("%s: %d of %d boxes lie wholly outside the %d x %d image (the first: "
+                    "row %d, %s), so no detection can match them; are they in another "
+                    "image's coordinates, or x and y swapped?", path, int(out.sum()),
+                    len(boxes), w, h, int(np.argmax(out)), boxes[np.argmax(out)].tolist())
+    return boxes
+
+
+def _npz_per_box(d: Any, key: str, path: Path, n: int) -> np.ndarray | None:
+    """An optional per-box array (``class_ids``, ``difficult``, ``frame``): (n,)."""
+    if key not in d.files:
+        return None
+    a = np.asarray(d[key])
+    if a.ndim > 1 or a.size != n:
+        raise ValueError(f"{path}: '{key}' needs one entry per box ({n} boxes); got shape "
+                         f"{a.shape}.")
+    return a.reshape(-1)
+
+
+def _npz_frames(d: Any, path: Path, n_boxes: int, n_images: int) -> np.ndarray:
+    """The stack npz's ``frame``: one integer index in [0, T) per box."""
+    frame = _npz_per_box(d, "frame", path, n_boxes)
+    assert frame is not None
+    if frame.dtype.kind not in "uif" or (frame.dtype.kind == "f" and (
+            not np.all(np.isfinite(frame)) or np.any(frame != np.round(frame)))):
+        bad = (np.ones(len(frame), bool) if frame.dtype.kind not in "uif"
+               else ~np.isfinite(frame) | (frame != np.round(frame)))
+        raise ValueError(f"{path}: 'frame' has {int(bad.sum())} of {len(frame)} entries "
+                         "that are not whole numbers (the first: "
+                         f"{frame[np.argmax(bad)].item()!r}); give each box the integer index of "
+                         f"its image in 'images' (0..{n_images - 1}).")
+    frame = frame.astype(np.int64)
+    bad = (frame < 0) | (frame >= n_images)
+    if bad.any():
+        raise ValueError(f"{path}: 'frame' has {int(bad.sum())} of {len(frame)} entries "
+                         f"outside 0..{n_images - 1} (the first: {frame[np.argmax(bad)]}), "
+                         f"but 'images' holds {n_images} images; give each box the index "
+                         "of its image (0-based).")
+    return frame
+
+
 def read_npz(path: str | Path) -> list[Sample]:
     """Single image (``image`` + ``boxes``), stack (``images`` + ``boxes`` + ``frame``),
-    or either with ``labels`` (instance masks) instead of boxes."""
+    or either with ``labels`` (instance masks) instead of boxes; colour images as grey
+    (see the module notes). Malformed boxes, labels or frame indices are one line
+    naming the key and the fix; boxes wholly outside the image are a warning."""
     path = Path(path)
     with np.load(path, allow_pickle=False) as d:
         keys = set(d.files)
-        cls = d["class_ids"] if "class_ids" in keys else None
-        hard = d["difficult"] if "difficult" in keys else None
         if "boxes" not in keys and "labels" in keys:
             for key in ("image", "images"):
                 if key in keys:
-                    return _label_samples(d[key], d["labels"], path.name)
+                    img = _npz_pixels(d[key], key, path, stack=key == "images"
+                                      or np.ndim(d["labels"]) == 3)
+                    return _label_samples(img, d["labels"], path.name)
         if "image" in keys and "boxes" in keys:
-            return [Sample(d["image"], from_file_boxes(d["boxes"]), cls, path.name,
-                           difficult=hard)]
+            img = _npz_pixels(d["image"], "image", path, stack=False)
+            boxes = _npz_boxes(d, path, img)
+            return [Sample(img, from_file_boxes(boxes),
+                           _npz_per_box(d, "class_ids", path, len(boxes)), path.name,
+                           difficult=_npz_per_box(d, "difficult", path, len(boxes)))]
         if "images" in keys and "boxes" in keys and "frame" in keys:
-            images, frame = d["images"], d["frame"].astype(np.int64)
-            boxes = from_file_boxes(d["boxes"])
-            if images.ndim != 3:
-                raise ValueError(f"{path}: 'images' must be (T, H, W); got {images.shape}.")
-            if len(frame) != len(boxes):
-                raise ValueError(f"{path}: 'frame' needs one entry per box ({len(boxes)}); "
-                                 f"got {len(frame)}.")
+            images = _npz_pixels(d["images"], "images", path, stack=True)
+            boxes = _npz_boxes(d, path, images)
+            frame = _npz_frames(d, path, len(boxes), len(images))
+            cls = _npz_per_box(d, "class_ids", path, len(boxes))
+            hard = _npz_per_box(d, "difficult", path, len(boxes))
+            boxes = from_file_boxes(boxes)
             out = []
             for t in range(len(images)):
                 m = frame == t
@@ -203,9 +312,18 @@ def read_npz(path: str | Path) -> list[Sample]:
                                   f"{path.name}[{t}]",
                                   difficult=None if hard is None else hard[m]))
             return out
+    have = [k for k in ("image", "images") if k in keys]
+    if have and "boxes" not in keys:
+        why = (f"has '{have[0]}' but neither 'boxes' (N, 4) nor 'labels' (instance masks) "
+               "to score against")
+    elif have == ["images"]:
+        why = "has 'images' and 'boxes' but no 'frame' (N,) saying which image each box is in"
+    else:
+        why = "has no 'image' or 'images'"
     raise ValueError(
-        f"{path}: an npz dataset needs 'image' + 'boxes', 'images' + 'boxes' + 'frame', or "
-        f"'image' / 'images' + 'labels' (instance masks); found keys {sorted(keys)}.")
+        f"{path}: {why}; an npz dataset needs 'image' + 'boxes', 'images' + 'boxes' + "
+        f"'frame', or 'image' / 'images' + 'labels' (instance masks); found keys "
+        f"{sorted(keys)}.")
 
 
 # -- image + instance-mask files -------------------------------------------------------
@@ -304,17 +422,34 @@ def read_masks(root: str | Path) -> list[Sample]:
 
 
 def _mask_samples(pairs: list[tuple[Path, Path]]) -> list[Sample]:
-    """One :class:`Sample` per (image, instance-mask file) pair."""
-    out = []
+    """Samples of (image, instance-mask file) pairs: one per pair, or one per plane when
+    a TIFF stack (T, H, W) has a mask stack of its shape beside it - the mask's planes
+    say the image's are separate images (tifffile stores a plain 3- or 4-plane array as
+    one RGB(A) image, which :func:`read_image` would average)."""
+    import tifffile
+
+    out: list[Sample] = []
     for img_path, mask_path in pairs:
-        img = read_image(img_path)
         mask = _read_mask_file(mask_path)
+        is_tiff = img_path.suffix.lower() in (".tif", ".tiff")
+        if mask is not None and mask.ndim == 3 and is_tiff:
+            stack = np.squeeze(tifffile.imread(img_path))
+            if stack.shape == mask.shape:
+                out.extend(_label_samples(stack, mask, img_path.name))
+                continue
+        img = read_image(img_path)
         if mask is None or mask.shape != img.shape:
+            stored = (np.squeeze(tifffile.imread(img_path)).shape if is_tiff
+                      else img.shape)
+            how = (f" ({img_path.name} holds {stored}, read as one colour image)"
+                   if stored != img.shape else "")
             raise ValueError(f"{mask_path}: the mask must be one grey image of the image's "
-                             f"shape {img.shape}; got "
+                             f"shape {img.shape}{how}, or a (T, H, W) mask stack beside a "
+                             "(T, H, W) TIFF stack; got "
                              f"{'nothing readable' if mask is None else mask.shape}.")
-        out.append(Sample(img, from_file_boxes(boxes_from_labels(mask)), None,
-                          img_path.name))
+        boxes = _mask_boxes(mask, str(mask_path), "labels")
+        _warn_if_semantic([(mask, boxes)], str(mask_path), "labels")
+        out.append(Sample(img, from_file_boxes(boxes), None, img_path.name))
     return out
 
 
