@@ -247,6 +247,13 @@ def _scan_arg_error(args: argparse.Namespace) -> str | None:
     for a in out.parents:
         if a.exists() and not a.is_dir():
             return f"--out {args.out} cannot be a folder: {a} is a file."
+    from inscope.control.workflow import earlier_scan
+
+    earlier = earlier_scan(out)
+    if earlier:
+        shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        return f"--out {args.out} already holds an earlier scan ({shown}); give a new " \
+               "folder: nothing is overwritten."
     model = args.model
     if model is not None and model.lower() != "classical" and "://" not in model \
             and not Path(model).is_file():
@@ -308,7 +315,7 @@ def run_scan(args: argparse.Namespace) -> int:
         with scope:
             try:
                 summary = wf.run()
-            except ValueError as e:
+            except (ValueError, FileExistsError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             except AcquisitionError as e:

@@ -232,6 +232,29 @@ class CellRecord:
                 "z_hi_um": num(self.z_hi_um), "focus_images": self.focus_images}
 
 
+def earlier_scan(out_dir: str | Path) -> list[str]:
+    """The files of an earlier scan in *out_dir* that a new one would write over or mix
+    with (empty: none, or only an earlier ``--dry-run``'s plan, which holds no image).
+
+    A second scan into the same folder would append its rows to ``cells.csv`` while
+    replacing the ``cell_NNNN.ome.tif`` files and ``summary.json``: the table would then
+    name two cells per file, one of them no longer there.
+    """
+    d = Path(out_dir)
+    if not d.is_dir():
+        return []
+    images = sorted(f.name for f in d.glob("cell_*.ome.tif"))
+    found = [n for n in ("cells.csv", "summary.json") if (d / n).exists()] + images
+    if found and not images:
+        try:
+            plan = json.loads((d / "summary.json").read_text()).get("status") == "dry-run"
+        except (OSError, ValueError, AttributeError):
+            plan = False
+        if plan:
+            return []
+    return found
+
+
 def _field_um(affine: np.ndarray, shape: tuple[int, int]) -> float:
     """Side (µm) of the largest axis-aligned square inside the (possibly rotated) field."""
     a = np.asarray(affine, float)
@@ -470,6 +493,9 @@ class WorkflowSummary:
     stop_reason: str = ""  # why a run ended early (Ctrl-C, SIGTERM, device failures)
     region: list[float] | None = None
     fields: int = 0
+    #: fields of the region that lie outside the stage's soft limits, left out (the
+    #: part of the region inside them is scanned)
+    fields_outside_limits: int = 0
     cells_found: int = 0
     cells_imaged: int = 0
     cells_skipped: int = 0
@@ -499,12 +525,16 @@ class FindAndImage:
     detector
         Any :class:`~inscope.detector.base.Detector`.
     region
-        ``(x0, y0, x1, y1)`` stage µm; cells whose centre lies inside are imaged.
+        ``(x0, y0, x1, y1)`` stage µm; cells whose centre lies inside are imaged. A
+        region wholly outside the stage's xy soft limits raises ``ValueError`` here; of
+        one reaching past them, the part inside them is scanned.
     positions
         Alternatively, explicit field centres ``[(x, y), ...]`` (every detected cell
         counts).
     out_dir
-        Where the OME-TIFFs, ``cells.csv`` and ``summary.json`` go.
+        Where the OME-TIFFs, ``cells.csv`` and ``summary.json`` go: a new folder, or one
+        holding only an earlier dry run's plan (:meth:`run` raises ``FileExistsError``
+        before anything moves when it holds an earlier scan, see :func:`earlier_scan`).
     overlap
         Overlap of neighbouring fields, as a fraction of the field (default 0.25). It
         should exceed a cell diameter so every cell is wholly inside some field.
@@ -570,6 +600,9 @@ class FindAndImage:
         #: written into every cell's OME-TIFF description
         self.provenance = provenance
         self.region = None if region is None else tuple(float(v) for v in region)
+        #: the part of the region the stage may reach (refused now when there is none:
+        #: every field would be refused, one warning each, and the scan end empty)
+        self.reachable = None if self.region is None else self._reachable_part(scope)
         self.positions = None if positions is None else [tuple(map(float, p))
                                                           for p in positions]
         self.out_dir = Path(out_dir)
@@ -618,22 +651,67 @@ class FindAndImage:
         x0, y0, x1, y1 = self.region
         return x0 - grow <= xy[0] <= x1 + grow and y0 - grow <= xy[1] <= y1 + grow
 
+    def _reachable_part(self, scope: Microscope) -> tuple[float, ...]:
+        """The region cut to the stage's xy soft limits (the region itself without any).
+
+        Raises
+        ------
+        ValueError
+            When the region lies wholly outside them, naming both.
+        """
+        assert self.region is not None
+        lim = getattr(scope, "limits", None)
+        ranges: list[tuple[str, tuple[float, float]]] = [
+            (a, r) for a in "xy" if (r := getattr(lim, a, None)) is not None]
+        x0, y0, x1, y1 = self.region
+        if not ranges or not all(math.isfinite(v) for v in self.region):
+            return self.region  # (plan_fields says what is wrong with a bad region)
+        lo, hi = {"x": x0, "y": y0}, {"x": x1, "y": y1}
+        if any(hi[a] <= r[0] or lo[a] >= r[1] for a, r in ranges):
+            limits = ", ".join(f"{a} [{r[0]:g}, {r[1]:g}]" for a, r in ranges)
+            raise ValueError(f"Region {x0:g} {y0:g} {x1:g} {y1:g} (x0 y0 x1 y1, µm) lies "
+                             f"outside the stage's soft limits {limits} µm; give a region "
+                             "inside them (nothing moved).")
+        for a, r in ranges:
+            lo[a], hi[a] = max(lo[a], r[0]), min(hi[a], r[1])
+        return (lo["x"], lo["y"], hi["x"], hi["y"])
+
     def _fields(self, frame: Frame) -> Sequence[tuple[float, ...]]:
         if self.positions is not None:
             return list(self.positions)
         f_um = _field_um(frame.affine, frame.shape)
-        return plan_fields(self.region, f_um, self.overlap * f_um)  # type: ignore[arg-type]
+        fields = plan_fields(self.region, f_um, self.overlap * f_um)  # type: ignore[arg-type]
+        lim = getattr(self.scope, "limits", None)
+        out = 0 if self.reachable == self.region else \
+            sum(not lim.allows_xy(x, y) for x, y in fields)  # type: ignore[union-attr]
+        if not out:
+            return fields
+        # A region reaching past the soft limits: its part inside them is planned on its
+        # own, so its edge there is covered by fields the stage can reach (the fields of
+        # the whole region beyond the limits would each be refused, with a warning).
+        self.summary.fields_outside_limits = out
+        inside = plan_fields(self.reachable, f_um, self.overlap * f_um)  # type: ignore[arg-type]
+        limits = ", ".join(f"{a} [{r[0]:g}, {r[1]:g}]" for a in "xy"
+                           if (r := getattr(lim, a)) is not None)
+        log.warning("the region reaches outside the stage's soft limits %s µm: %d of its %d "
+                    "fields lie outside them and are left out; its part inside them is "
+                    "covered by %d fields", limits, out, len(fields), len(inside))
+        return inside
 
     # -- output ------------------------------------------------------------------------
     def _open_outputs(self) -> None:
+        earlier = earlier_scan(self.out_dir)
+        if earlier:
+            shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+            raise FileExistsError(f"{self.out_dir} already holds an earlier scan ({shown}); "
+                                  "give a new folder: nothing is overwritten.")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / "cells.csv"
-        new = not path.exists() or path.stat().st_size == 0
-        self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - closed in run()
+        # a new table (an earlier dry run's plan, if any, is replaced)
+        self._csv_file = open(self.out_dir / "cells.csv", "w",  # noqa: SIM115 - closed in run()
+                              newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS)
-        if new:
-            self._csv.writeheader()
-            self._csv_file.flush()
+        self._csv.writeheader()
+        self._csv_file.flush()
 
     def _write_cell(self, rec: CellRecord) -> None:
         assert self._csv is not None and self._csv_file is not None

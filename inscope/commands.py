@@ -197,8 +197,11 @@ def _parse_value(v: str):
         return v
 
 
-def config_from_args(args: argparse.Namespace, base=None):
-    """Apply CLI flags on top of *base* (a Config, from --config or defaults)."""
+def config_from_args(args: argparse.Namespace, base=None, *, replace_simulated: bool = False):
+    """Apply CLI flags on top of *base* (a Config, from --config or defaults).
+
+    *replace_simulated*: outputs may replace an earlier simulated run's in their folder
+    (the demo's; see :func:`inscope.config.check_paths`)."""
     from inscope.config import Config, ConfigError, check_paths, validate, with_overrides
 
     cfg = base or Config()
@@ -246,7 +249,7 @@ def config_from_args(args: argparse.Namespace, base=None):
     if g("no_progress"):
         cfg = with_overrides(cfg, "run", progress=False)
     cfg = validate(cfg, "command line")
-    check_paths(cfg, "command line")
+    check_paths(cfg, "command line", replace_simulated=replace_simulated)
     return cfg
 
 
@@ -331,6 +334,7 @@ def demo_config(out, seed: int | None = None, base=None):
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from inscope.config import ConfigError
+    from inscope.records import earlier_records, simulated_records
     from inscope.tour import Tour
 
     setup_logging(args)
@@ -339,10 +343,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"error: --out {args.out} is a file; give a folder for the demo's outputs "
               "(it is created if missing).", file=sys.stderr)
         return 2
+    # `make demo` runs again into runs/demo: it replaces an earlier demo's outputs (the
+    # simulator makes them again), never the records of a run on a real microscope
+    earlier = earlier_records(out)
+    if earlier and not simulated_records(out):
+        print(f"error: --out {args.out} holds an earlier run's records ({', '.join(earlier)}) "
+              "not made on the simulated microscope; give the demo a new folder with --out "
+              "(it replaces only an earlier demo's outputs).", file=sys.stderr)
+        return 2
     if args.frames is None and args.seconds is None:
         args.frames = DEMO_FRAMES  # an explicit --seconds alone sets the length
     try:
-        cfg = config_from_args(args, demo_config(out, args.seed))
+        cfg = config_from_args(args, demo_config(out, args.seed), replace_simulated=True)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 Every setting a CLI flag can change lives here under the same name, so a run can be
 described once in a file (``inscope run --config scope.toml``) and tweaked from the
 command line. Validation is strict and names the file and the key: an unknown key gets a
-did-you-mean, a wrong type or a bad value says what is allowed.
+did-you-mean, a wrong type or a bad value says what is allowed. A relative file or
+folder in a TOML file is relative to that file's folder (:func:`resolve_paths`).
 
 Example::
 
@@ -323,6 +324,15 @@ def _check_values(cfg: Config, source: str) -> None:
         raise bad("microscope.backend", m.backend, f"use one of {', '.join(Backend)}")
     if m.limits is not None:
         from inscope.acquisition.safety import SoftLimits
+
+        for axis in ("x", "y", "z"):
+            v = m.limits.get(axis)
+            if v is not None and not (
+                    isinstance(v, (list, tuple)) and len(v) == 2 and all(
+                        isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)):
+                # (SoftLimits would read a string's letters as the range)
+                raise ConfigError(f"{source}: [microscope.limits] is wrong: {axis} = {v!r} is "
+                                  f"not [low, high] in µm; give e.g. {axis} = [-5000, 5000].")
         try:
             SoftLimits.from_dict(m.limits)
         except (ValueError, TypeError) as e:
@@ -367,6 +377,16 @@ def _check_values(cfg: Config, source: str) -> None:
     num("control.focus_dof_um", c.focus_dof_um, 0, 1000, lo_open=True)
     num("control.focus_dither_um", c.focus_dither_um, 0, 100, lo_open=True)
     num("control.focus_check_s", c.focus_check_s, 0, 86_400, lo_open=True)
+    # checked here, not when the first frame is written (the run went on without it);
+    # a folder is check_paths' to name
+    if o.video and not Path(o.video).is_dir():
+        from inscope.overlay import VideoSink  # the codecs it writes
+
+        v = Path(o.video)
+        if v.suffix.lower() not in VideoSink.CODECS:
+            raise ConfigError(f"{source}: outputs.video (--video) = {o.video!r} must end in "
+                              f"{' or '.join(VideoSink.CODECS)}; give e.g. "
+                              f"{v.parent / (v.stem or 'overlay')}.mp4.")
     num("outputs.video_fps", o.video_fps, 0.1, 240)
     num("outputs.display_fps", o.display_fps, 0.1, 240)
     num("outputs.snapshot_max_per_s", o.snapshot_max_per_s, 0, 100, lo_open=True)
@@ -389,9 +409,14 @@ def _check_values(cfg: Config, source: str) -> None:
         except ValueError:
             raise bad("detector.spinning", cfg.detector.spinning, SPINNING_HELP) from None
     num("outputs.zmq.sndhwm", o.zmq.sndhwm, 1, 1_000_000)
+    from inscope.acquisition.factory import PATH_OPTIONS
+
     for k, v in m.options.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise bad(f"microscope.options.{k}", v, "use a finite number")
+        if k in PATH_OPTIONS and (isinstance(v, (bool, list, tuple, dict)) or v is None):
+            raise bad(f"microscope.options.{k}", v,
+                      "give one file or folder path as a string (in quotes)")
     for key, port in (("outputs.zmq.pub_port", o.zmq.pub_port),
                       ("outputs.zmq.rep_port", o.zmq.rep_port)):
         if not 0 <= port <= 65535:
@@ -427,11 +452,23 @@ def _check_bind(z: ZmqConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'outputs.zmq.bind' = {z.bind!r}: {setup_hint(z.bind)}")
 
 
-def check_paths(cfg: Config, source: str = "config") -> None:
+def check_paths(cfg: Config, source: str = "config", *,
+                replace_simulated: bool = False) -> None:
     """Before a run starts: every output path can be what it must be (a folder or a
-    file), so nothing fails after the run (losing its summary) and nothing is overwritten
-    by mistake. One :class:`ConfigError` line naming the setting and the fix."""
+    file), so nothing fails after the run (losing its summary), and none holds an
+    earlier run's output: a second run into the same folder would otherwise replace its
+    records, video and summary (or leave records of two runs side by side). One
+    :class:`ConfigError` line naming the setting and the fix.
+
+    *replace_simulated* (the demo's): a folder whose records came from the simulated
+    microscope may be written over, since the same seed makes them again.
+    """
+    from inscope.records import earlier_records, simulated_records
+
     o, r = cfg.outputs, cfg.run
+
+    def replaceable(d: Path) -> bool:
+        return replace_simulated and simulated_records(d)
 
     def blocker(p: Path) -> Path | None:
         """The first ancestor of *p* that exists but is not a folder."""
@@ -440,7 +477,7 @@ def check_paths(cfg: Config, source: str = "config") -> None:
                 return a
         return None
 
-    def folder(key: str, value: str | None) -> None:
+    def folder(key: str, value: str | None, *, records: bool = False) -> None:
         if value is None:
             return
         p = Path(value)
@@ -451,6 +488,11 @@ def check_paths(cfg: Config, source: str = "config") -> None:
         if b is not None:
             raise ConfigError(f"{source}: {key} = {value!r} cannot be a folder: {b} is a "
                               "file; give another folder.")
+        earlier = earlier_records(p) if records else []
+        if earlier and not replaceable(p):
+            raise ConfigError(f"{source}: {key} = {value!r} already holds an earlier run's "
+                              f"records ({', '.join(earlier)}); give a new folder (nothing "
+                              "is overwritten).")
 
     def file(key: str, value: str | None, example: str) -> None:
         if value is None:
@@ -463,10 +505,21 @@ def check_paths(cfg: Config, source: str = "config") -> None:
         if b is not None:
             raise ConfigError(f"{source}: {key} = {value!r} cannot be written: {b} is a "
                               "file, not a folder; give another path.")
+        # a pipe, device or link (--summary /dev/stdout) is written through, not replaced
+        if p.is_file() and not p.is_symlink() and not replaceable(p.parent):
+            raise ConfigError(f"{source}: {key} = {value!r} already exists; give a new "
+                              "file name (nothing is overwritten).")
 
-    folder("outputs.records.dir (--record)", o.records.dir)
+    # each named with the file it came from when a TOML file set it (load_config); the
+    # helpers above read *source* when they raise
+    given = source
+    source = _source_of(cfg, "outputs.records.dir", given)
+    folder("outputs.records.dir (--record)", o.records.dir, records=True)
+    source = _source_of(cfg, "outputs.snapshot_dir", given)
     folder("outputs.snapshot_dir", o.snapshot_dir)
+    source = _source_of(cfg, "outputs.video", given)
     file("outputs.video (--video)", o.video, "overlay.mp4")
+    source = _source_of(cfg, "run.summary", given)
     file("run.summary (--summary)", r.summary, "summary.json")
 
 
@@ -477,8 +530,67 @@ def config_from_dict(d: dict, source: str = "config") -> Config:
     return cfg
 
 
+#: The settings that name a file or folder (besides ``[microscope.options]``'s
+#: :data:`inscope.acquisition.factory.PATH_OPTIONS`): a relative one in a TOML file is
+#: relative to the file's folder (:func:`resolve_paths`).
+PATH_KEYS = ("microscope.calibration", "detector.model", "outputs.video",
+             "outputs.snapshot_dir", "outputs.records.dir", "outputs.zmq.curve_server_key",
+             "outputs.zmq.curve_allowed_clients", "outputs.eyepiece.calibration",
+             "run.summary")
+
+
+def resolve_paths(d: dict, base: Path) -> dict:
+    """*d* (a parsed TOML file) with every relative file or folder setting
+    (:data:`PATH_KEYS`, ``[microscope.options]`` path options) made relative to *base*,
+    the file's folder; absolute ones, ``detector.model = "classical"`` / ``triton://``
+    and values of the wrong type (left for validation to name) are kept as written.
+
+    Why: a config names files that sit beside it (the calibration, the slide, the
+    model); read against the working folder, the same file would open other files, or
+    none, depending on where ``inscope run`` was started. Flags stay relative to the
+    working folder, as typed.
+    """
+    import datetime
+
+    from inscope.acquisition.factory import PATH_OPTIONS
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, int | float | datetime.date | datetime.time) and \
+                not isinstance(v, bool):
+            v = str(v)  # a folder named 2024-01-05 (the factory reads it as text too)
+        if not isinstance(v, str) or not v or Path(v).expanduser().is_absolute():
+            return v
+        return str(base / v)
+
+    def table(*keys: str) -> dict | None:
+        t: Any = d
+        for k in keys:
+            t = t.get(k) if isinstance(t, dict) else None
+        return t if isinstance(t, dict) else None
+
+    for dotted in PATH_KEYS:
+        *sect, key = dotted.split(".")
+        t = table(*sect)
+        if t is None or key not in t:
+            continue
+        v = t[key]
+        if dotted == "detector.model" and isinstance(v, str) and (
+                v.lower() == "classical" or "://" in v):
+            continue
+        t[key] = fix(v)
+    opts = table("microscope", "options")
+    for key in PATH_OPTIONS & set(opts or {}):
+        assert opts is not None
+        opts[key] = fix(opts[key])
+    return d
+
+
 def load_config(path: str | Path) -> Config:
-    """Load and validate a TOML config file.
+    """Load and validate a TOML config file; relative file and folder settings are
+    relative to the file's folder (:func:`resolve_paths`), and output paths are checked
+    (:func:`check_paths` then names the file for the ones it set).
+
+    A UTF-8 byte-order mark at the start (Windows editors write one) is skipped.
 
     Raises
     ------
@@ -487,8 +599,8 @@ def load_config(path: str | Path) -> Config:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
+        raw = path.read_bytes()
+        d = tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; check the path given to "
                           "--config.") from None
@@ -502,7 +614,29 @@ def load_config(path: str | Path) -> Config:
                           "TOML.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}.") from None
-    return config_from_dict(d, str(path))
+    cfg = config_from_dict(resolve_paths(d, path.parent), str(path))
+    # which output paths the file set, so check_paths names the file, not the flags
+    _set_sources(cfg, {k: str(path) for k in PATH_KEYS if _has(d, k)})
+    return cfg
+
+
+def _has(d: dict, dotted: str) -> bool:
+    """Whether the nested mapping *d* has the key ``a.b.c``."""
+    *sect, key = dotted.split(".")
+    for k in sect:
+        d = d.get(k) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return isinstance(d, dict) and key in d
+
+
+def _set_sources(cfg: Config, sources: dict[str, str]) -> None:
+    """Remember where settings came from (dotted key -> file), for :func:`check_paths`
+    (an attribute, not a field: it is no setting)."""
+    cfg.__dict__["_sources"] = sources
+
+
+def _source_of(cfg: Config, dotted: str, default: str) -> str:
+    """The file a setting came from (:func:`load_config`), else *default*."""
+    return cfg.__dict__.get("_sources", {}).get(dotted, default)
 
 
 def validate(cfg: Config, source: str = "config") -> Config:
@@ -528,7 +662,11 @@ def with_overrides(cfg: Config, section: str, **kw: Any) -> Config:
             return replace(obj, **kw)
         return replace(obj, **{parts[0]: rec(getattr(obj, parts[0]), parts[1:])})
 
-    return rec(cfg, parts)
+    new = rec(cfg, parts)
+    # (settings a flag replaced no longer come from the file)
+    _set_sources(new, {k: v for k, v in cfg.__dict__.get("_sources", {}).items()
+                       if k not in {f"{section}.{n}" for n in kw}})
+    return new
 
 
 if __name__ == "__main__":  # pragma: no cover - quick check: python -m inscope.config F

@@ -264,6 +264,38 @@ class RecordsOutput(Output):
                 "frames_written": self._tif.count if self._tif else 0}
 
 
+#: The files a records folder gets (any format): an earlier run's are never written over.
+RECORD_FILES = ("detections.jsonl", "detections.csv", "frames.ome.tif", "provenance.json")
+
+
+def earlier_records(directory: str | Path) -> list[str]:
+    """The files of an earlier run's records in *directory* (empty: none, or no folder).
+
+    A new run into the same folder would replace its detections and frames, and a run of
+    the other format would leave them beside its own under a new provenance.json, so
+    the service refuses such a folder before it starts. A link (e.g. to a device) is
+    written through, not replaced, and is not counted.
+    """
+    d = Path(directory)
+    return [n for n in RECORD_FILES if (d / n).is_file() and not (d / n).is_symlink()]
+
+
+def simulated_records(directory: str | Path) -> bool:
+    """Whether *directory*'s records come from the simulated microscope (by their
+    provenance.json, else the run's summary.json, as an older demo left it): the demo
+    makes those again from its seed, so it may replace them."""
+    d = Path(directory)
+    for name, read in (("provenance.json", lambda j: (j.get("microscope") or {}).get("name")),
+                       ("summary.json", lambda j: j.get("microscope"))):
+        try:
+            return read(json.loads((d / name).read_text(encoding="utf-8"))) == "simulated"
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, AttributeError):
+            return False
+    return False
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """All messages of a ``detections.jsonl`` record (a truncated last line is skipped)."""
     out = []

@@ -205,6 +205,7 @@ def test_run_reads_its_toml_and_flags_override_it(tmp_path, capsys):
     s = tmp_path / "s.json"
     assert main(["run", "--config", str(toml), "--summary", str(s)]) == 0
     assert json.loads(s.read_text())["frames"] == 4
+    s = tmp_path / "s2.json"  # a new one: an existing summary is never replaced
     assert main(["run", "--config", str(toml), "--summary", str(s), "--frames", "6"]) == 0
     assert json.loads(s.read_text())["frames"] == 6
 

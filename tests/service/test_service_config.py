@@ -71,11 +71,13 @@ frames = 10
     # the steering defaults kept (the controller's own, as from Python)
     assert (cfg.control.gain, cfg.control.max_step_um) == (SteerSettings.gain,
                                                            SteerSettings.max_step_um)
-    assert cfg.outputs.video == "runs/x/overlay.avi" and cfg.outputs.window is False
+    # (relative paths are relative to the TOML file's folder)
+    assert cfg.outputs.video == str(tmp_path / "runs/x/overlay.avi")
+    assert cfg.outputs.window is False
     assert (cfg.outputs.zmq.pub_port, cfg.outputs.zmq.rep_port) == (6000, 6001)
     assert cfg.outputs.zmq.bind == "127.0.0.1" and cfg.outputs.zmq.enabled is True
     assert (cfg.outputs.records.dir, cfg.outputs.records.format,
-            cfg.outputs.records.frames) == ("runs/x", "csv", True)
+            cfg.outputs.records.frames) == (str(tmp_path / "runs/x"), "csv", True)
     assert cfg.outputs.eyepiece.enabled is True
     assert cfg.outputs.eyepiece.display_size == [800, 600]
     assert cfg.run.frames == 10 and cfg.run.seconds is None
