@@ -26,6 +26,7 @@ accept stage commands from the network by accident. Any other address needs CURV
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -165,15 +166,25 @@ def _short(v: object, n: int = 80) -> str:
 
 _ENCODE_FAILED = b'{"ok":false,"error":"the reply could not be encoded as JSON"}'
 
+#: Commands whose work can take long - a snapshot of a 4096 x 4096 frame took ~1.5 s,
+#: most of it the overlay's PNG - handled off the server thread, one at a time, so that
+#: a ``stop`` sent meanwhile (by any client) is answered at once: it waited 1.9 s behind
+#: such a snapshot (exploratory testing).
+SLOW_COMMANDS = frozenset({"snapshot"})
+
 
 class CommandServer:
-    """REP socket that turns JSON requests into calls of *handler* (a dict -> dict).
+    """The command socket: turns JSON requests into calls of *handler* (a dict -> dict).
 
     Any request gets exactly one reply, so a REQ client never hangs: non-JSON, non-object,
     multipart, too deep, too large requests and handler exceptions all become ``{"ok":
     false, "error": ...}``, and the server goes on serving. If the thread dies anyway (a
     bug), :attr:`failed` is emitted with the reason: the service then stops moving the
     stage, since ``stop`` could no longer reach it.
+
+    The socket is a ROUTER, which REQ clients talk to exactly as to a REP socket. Unlike
+    REP it may answer out of order, so :data:`SLOW_COMMANDS` run on a worker thread while
+    the server thread goes on answering: a ``stop`` never waits behind a snapshot.
 
     Parameters
     ----------
@@ -214,6 +225,12 @@ class CommandServer:
         self.requests = 0
         self.errors = 0
         self.failure: str | None = None
+        # slow commands: one worker thread; its replies go back through this queue and
+        # are sent by the server thread (a ZMQ socket belongs to one thread)
+        self._slow: queue.SimpleQueue[tuple[bytes, ...] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[list[bytes], bytes]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._pending = 0
 
     @property
     def address(self) -> str:
@@ -225,7 +242,7 @@ class CommandServer:
         return self._thread is not None and self._thread.is_alive() and self.failure is None
 
     def _socket(self) -> zmq.Socket:
-        s = self._ctx.socket(zmq.REP)
+        s = self._ctx.socket(zmq.ROUTER)
         s.setsockopt(zmq.LINGER, 200)
         if self.curve is not None:
             self.curve.apply(s)
@@ -234,9 +251,33 @@ class CommandServer:
 
     def start(self) -> CommandServer:
         self._sock = self._socket()
+        self._worker = threading.Thread(target=self._work, name="inscope-rep-slow",
+                                        daemon=True)
+        self._worker.start()
         self._thread = threading.Thread(target=self._run, name="inscope-rep", daemon=True)
         self._thread.start()
         return self
+
+    def _work(self) -> None:
+        """The worker thread: slow commands, one at a time, in the order they came."""
+        while True:
+            job = self._slow.get()
+            if job is None:
+                return
+            envelope, body = list(job[:-1]), job[-1]
+            self._done.put((envelope, self._reply_bytes([body])))
+
+    @staticmethod
+    def _is_slow(frames: list[bytes]) -> bool:
+        """Whether a one-frame request names a :data:`SLOW_COMMANDS` command (a cheap
+        look; the worker parses and checks it fully)."""
+        if len(frames) != 1 or len(frames[0]) > 4096:
+            return False
+        try:
+            req = schema.loads(frames[0].rstrip(b"\0"))
+        except Exception:  # noqa: BLE001 - anything unparsable is answered at once
+            return False
+        return isinstance(req, dict) and req.get("cmd") in SLOW_COMMANDS
 
     def reply_for(self, raw: bytes) -> dict:
         """The reply to one raw request (public so it can be tested without sockets)."""
@@ -313,7 +354,13 @@ class CommandServer:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         while not self._stop.is_set():
-            if not dict(poller.poll(self.poll_ms)):
+            # (while a slow command runs, look for its reply often)
+            ready = dict(poller.poll(5 if self._pending else self.poll_ms))
+            while not self._done.empty():
+                envelope, data = self._done.get()
+                self._pending -= 1
+                poller = self._send(poller, envelope, data)
+            if not ready:
                 continue
             sock = self._sock
             assert sock is not None
@@ -321,19 +368,33 @@ class CommandServer:
                 frames = sock.recv_multipart()
             except zmq.Again:
                 continue
+            # a REQ client's message arrives as [identity, b"", frames...]: the envelope
+            # (everything up to the empty delimiter) goes back with the reply
+            cut = frames.index(b"") + 1 if b"" in frames else 1
+            envelope, body = frames[:cut], frames[cut:]
             self.requests += 1
-            data = self._reply_bytes(frames)
-            try:
-                sock.send(data)
-            except zmq.ZMQError as e:
-                # REP out of step (should not happen after recv_multipart): start afresh
-                # on the same port rather than leave the service unreachable.
-                log.warning("command server socket reset after a failed reply: %s", e)
-                poller.unregister(sock)
-                sock.close(0)
-                self._sock = None
-                self._sock = self._rebind()
-                poller.register(self._sock, zmq.POLLIN)
+            if self._is_slow(body):
+                self._pending += 1
+                self._slow.put((*envelope, body[0]))
+                continue
+            poller = self._send(poller, envelope, self._reply_bytes(body))
+
+    def _send(self, poller: zmq.Poller, envelope: list[bytes], data: bytes) -> zmq.Poller:
+        """Send one reply; on a socket error start afresh on the same port rather than
+        leave the service unreachable (returns the poller to go on with)."""
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.send_multipart([*envelope, data])
+        except zmq.ZMQError as e:
+            log.warning("command server socket reset after a failed reply: %s", e)
+            poller.unregister(sock)
+            sock.close(0)
+            self._sock = None
+            self._sock = self._rebind()
+            poller = zmq.Poller()
+            poller.register(self._sock, zmq.POLLIN)
+        return poller
 
     def _rebind(self) -> zmq.Socket:
         """A fresh REP socket on the same port after a reset. ZMQ releases a closed
@@ -351,6 +412,7 @@ class CommandServer:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._slow.put(None)  # the worker ends after the command it may be running
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

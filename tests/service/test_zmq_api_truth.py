@@ -31,6 +31,8 @@ from inscope.outputs import STAMP_SENT, Result
 from inscope.zmq_api import MAX_REQUEST_BYTES, CommandServer, PubOutput, _short, request
 
 LOGGER = "inscope.zmq_api"
+#: the command server's socket type (a ROUTER: it may answer a slow command out of order)
+SERVER = zmq.ROUTER
 EXAMPLE = '{"cmd": "status"}'
 COMMAND_LIST = ", ".join(schema.COMMANDS)
 
@@ -75,7 +77,7 @@ def _spy_context(**faults):
             return super().close(linger)
 
         def bind(self, addr):
-            if self.type == zmq.REP:
+            if self.type == SERVER:
                 state["rep_binds"] += 1
                 if state["rebind_fails"] and state["rep_binds"] > 1:
                     raise zmq.ZMQError(zmq.EADDRINUSE)
@@ -87,16 +89,22 @@ def _spy_context(**faults):
             return super().bind(addr)
 
         def recv_multipart(self, *a, **kw):
-            if self.type == zmq.REP and state["recv_again"] > 0:
+            if self.type == SERVER and state["recv_again"] > 0:
                 state["recv_again"] -= 1
                 raise zmq.Again()
             return super().recv_multipart(*a, **kw)
 
         def send(self, data, *a, **kw):
-            if self.type == zmq.REP and state["send_error"] > 0:
+            if self.type == SERVER and state["send_error"] > 0:
                 state["send_error"] -= 1
                 raise zmq.ZMQError(zmq.EFSM)
             return super().send(data, *a, **kw)
+
+        def send_multipart(self, frames, *a, **kw):
+            if self.type == SERVER and state["send_error"] > 0:
+                state["send_error"] -= 1
+                raise zmq.ZMQError(zmq.EFSM)
+            return super().send_multipart(frames, *a, **kw)
 
     class SpyContext(zmq.Context):
         _socket_class = SpySocket
@@ -454,8 +462,8 @@ def test_dead_server_thread_reports_through_failed_and_frees_its_socket(caplog):
     assert len(errors) == 1
     assert "command server stopped" in errors[0] and errors[0].endswith(srv.failure)
     assert srv._sock is None
-    assert (zmq.REP, "set", zmq.LINGER, 200) in ctx.spy_record
-    assert [e for e in ctx.spy_record if e[:2] == (zmq.REP, "close")] == [(zmq.REP, "close", 0)]
+    assert (SERVER, "set", zmq.LINGER, 200) in ctx.spy_record
+    assert [e for e in ctx.spy_record if e[:2] == (SERVER, "close")] == [(SERVER, "close", 0)]
     srv.stop()
     ctx.destroy(linger=0)
 
@@ -507,9 +515,9 @@ def test_a_failed_reply_send_resets_the_socket_on_the_same_port(caplog):
         assert len(warns) == 1
         assert "socket reset" in warns[0]
         assert warns[0].endswith(str(zmq.ZMQError(zmq.EFSM)))
-        closes = [e for e in ctx.spy_record if e[:2] == (zmq.REP, "close")]
+        closes = [e for e in ctx.spy_record if e[:2] == (SERVER, "close")]
         # the broken one at once, then each socket whose bind found the port busy
-        assert closes == [(zmq.REP, "close", 0)] * 4
+        assert closes == [(SERVER, "close", 0)] * 4
         assert ctx.spy_state["rep_binds"] >= 5  # the first, 3 busy, then bound
         # and it keeps serving on the new socket
         assert request(srv.address, {"cmd": "resume"}, timeout_ms=2000)["ok"]
@@ -559,7 +567,7 @@ def test_rep_port_clash_names_the_address_and_the_fix():
     assert "--rep-port" in msg and "[outputs.zmq] rep_port" in msg and "0 for any" in msg
     assert e.value.__cause__ is None and e.value.__suppress_context__
     # the socket that could not bind is closed at once
-    assert [r for r in ctx.spy_record if r[1] == "close"] == [(zmq.REP, "close", 0)]
+    assert [r for r in ctx.spy_record if r[1] == "close"] == [(SERVER, "close", 0)]
     ctx.destroy(linger=0)
 
 
@@ -810,3 +818,47 @@ def test_a_c_string_request_with_its_terminating_nul_is_served():
         srv.stop()
     assert seen == [{"cmd": "stop"}, {"cmd": "status"}]
     assert srv.errors == 1
+
+
+def test_stop_is_answered_at_once_while_a_snapshot_is_being_written():
+    """A snapshot of a 4096 x 4096 frame took ~1.5 s (the overlay's PNG), and a ``stop``
+    from another client waited behind it. Slow commands now run off the server thread:
+    ``stop`` and ``status`` are answered meanwhile, and the snapshot's own client gets its
+    reply when it is done; two snapshots run one after the other, each answered once."""
+    started = threading.Event()
+    order: list[str] = []
+
+    def handler(req: dict) -> dict:
+        if req["cmd"] == "snapshot":
+            started.set()
+            time.sleep(1.0)
+            order.append(f"snapshot {req.get('dir')}")
+        else:
+            order.append(req["cmd"])
+        return {"ok": True, "cmd": req["cmd"], "dir": req.get("dir")}
+
+    srv = CommandServer(handler, port=0, poll_ms=20).start()
+    a = req_socket(srv.address, timeout_ms=5000)
+    b = req_socket(srv.address, timeout_ms=5000)
+    try:
+        a.send(b'{"cmd": "snapshot", "dir": "one"}')
+        b.send(b'{"cmd": "snapshot", "dir": "two"}')
+        assert started.wait(2.0)
+        t0 = time.monotonic()
+        assert request(srv.address, {"cmd": "stop"}, timeout_ms=2000) == {
+            "ok": True, "cmd": "stop", "dir": None}
+        assert request(srv.address, {"cmd": "status"}, timeout_ms=2000)["ok"]
+        assert time.monotonic() - t0 < 0.5  # not after the snapshots
+        assert json.loads(a.recv()) == {"ok": True, "cmd": "snapshot", "dir": "one"}
+        assert json.loads(b.recv()) == {"ok": True, "cmd": "snapshot", "dir": "two"}
+        # (the two clients' snapshots in whichever order their connections delivered)
+        assert order[:2] == ["stop", "status"]
+        assert sorted(order[2:]) == ["snapshot one", "snapshot two"]
+        assert srv.requests == 4 and srv.errors == 0
+        # a bad slow request is answered, as any bad request is
+        a.send(b'{"cmd": "snapshot", "dir": ' + b"[" * 5000 + b"}")
+        assert json.loads(a.recv())["ok"] is False
+    finally:
+        a.close()
+        b.close()
+        srv.stop()
