@@ -123,6 +123,11 @@ CSV_FIELDS = ["id", "x_um", "y_um", "z_um", "box_x0_px", "box_y0_px", "box_x1_px
               "reason", "stage_x_um", "stage_y_um", "z_lo_um", "z_hi_um", "focus_images"]
 
 
+#: The most planes one cell's stack may plan (:class:`ZStackSpec`): far above any real
+#: stack (a 10 µm nucleus at 0.1 µm steps is 101), far below a typo's (1e-4 µm steps).
+MAX_PLANES = 1000
+
+
 @dataclass
 class ZStackSpec:
     """Which planes to image around a cell's focus.
@@ -176,6 +181,15 @@ class ZStackSpec:
             raise ValueError(
                 f"ZStackSpec needs step_um > 0 and range_um = (below <= 0, above >= 0) "
                 f"relative to focus; got range_um={self.range_um}, step_um={self.step_um}.")
+        span = 2 * self.max_extent_um if self.adaptive else hi - lo
+        planes = int(span / self.step_um + 1e-9) + 1
+        if planes > MAX_PLANES:
+            # (a step of 1e-4 µm planned 40,001 planes per cell: exploratory testing)
+            other = "a smaller max_extent_um" if self.adaptive else "a smaller range_um"
+            raise ValueError(
+                f"ZStackSpec plans up to {planes:,} planes per cell ({span:g} µm every "
+                f"{self.step_um:g} µm); at most {MAX_PLANES:,}: give a larger step_um "
+                f"(the objective's Nyquist step is ~0.1-0.3 µm) or {other}.")
         self.range_um = (lo, hi)
 
     def fixed_offsets(self) -> list[float]:
