@@ -192,7 +192,10 @@ def dumps(msg: Any) -> bytes:
 
 
 def loads(data: bytes | str) -> Any:
-    return json.loads(data)
+    """JSON from *data*; bytes must be UTF-8 (as JSON over a socket is: RFC 8259).
+    (``json.loads`` guesses UTF-16 or -32 from the first bytes, so a request that was
+    not UTF-8 got an error naming the 'utf-16-le' codec.)"""
+    return json.loads(data.decode("utf-8") if isinstance(data, bytes | bytearray) else data)
 
 
 def ok(**fields) -> dict:

@@ -49,11 +49,21 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1 << 20
 
 
+def _host(bind: str) -> str:
+    """*bind* as the host part of a ZMQ tcp endpoint: an IPv6 address in brackets
+    (``::1`` -> ``[::1]``), anything else as it is."""
+    b = bind.strip()
+    return f"[{b}]" if ":" in b and not b.startswith("[") else b
+
+
 def _bind(sock: zmq.Socket, bind: str, port: int, what: str) -> int:
+    host = _host(bind)
+    if host.startswith("["):
+        sock.setsockopt(zmq.IPV6, 1)  # (off by default: an IPv6 bind failed "No such device")
     try:
         if port == 0:
-            return sock.bind_to_random_port(f"tcp://{bind}")
-        sock.bind(f"tcp://{bind}:{port}")
+            return sock.bind_to_random_port(f"tcp://{host}")
+        sock.bind(f"tcp://{host}:{port}")
         return port
     except zmq.ZMQError as e:
         sock.close(0)
@@ -101,7 +111,7 @@ class PubOutput(Output):
 
     @property
     def address(self) -> str:
-        return f"tcp://{self.bind}:{self.port}"
+        return f"tcp://{_host(self.bind)}:{self.port}"
 
     def open(self) -> None:
         """Bind (idempotent: a service binds early to report a port clash at once)."""
@@ -234,7 +244,7 @@ class CommandServer:
 
     @property
     def address(self) -> str:
-        return f"tcp://{self.bind}:{self.port}"
+        return f"tcp://{_host(self.bind)}:{self.port}"
 
     @property
     def alive(self) -> bool:
@@ -428,6 +438,8 @@ def request(address: str, cmd: dict, timeout_ms: int = 3000,
     ctx = context or zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
+    if address.startswith("tcp://["):
+        s.setsockopt(zmq.IPV6, 1)
     s.setsockopt(zmq.RCVTIMEO, timeout_ms)
     s.setsockopt(zmq.SNDTIMEO, timeout_ms)  # no connection (e.g. refused by CURVE)
     try:

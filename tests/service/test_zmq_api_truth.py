@@ -862,3 +862,37 @@ def test_stop_is_answered_at_once_while_a_snapshot_is_being_written():
         a.close()
         b.close()
         srv.stop()
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_bind_address_serves():
+    """``--bind ::1`` failed with "No such device" and advice about a port another
+    program holds: ZMQ sockets need IPv6 switched on, and the endpoint in brackets."""
+    srv = CommandServer(_echo, bind="::1", port=0, poll_ms=20).start()
+    pub = PubOutput(bind="::1", port=0)
+    try:
+        assert srv.address.startswith("tcp://[::1]:")
+        assert request(srv.address, {"cmd": "status"}, timeout_ms=2000) == {
+            "ok": True, "cmd": "status"}
+        pub.open()
+        assert pub.address.startswith("tcp://[::1]:") and pub.port > 0
+    finally:
+        srv.stop()
+        pub.close()
+
+
+def test_a_request_that_is_not_utf8_is_named_so():
+    srv = CommandServer(_echo, port=0, poll_ms=20)
+    rep = srv.reply_for(b'\xff\xfe{\x00"\x00c\x00')  # UTF-16 with its byte-order mark
+    assert rep["ok"] is False and "utf-8" in rep["error"] and "utf-16" not in rep["error"]
