@@ -353,11 +353,19 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
 
     Raises
     ------
+    ValueError
+        For steps that are not positive or repeats under 1 (before anything moves).
     CalibrationError
         When fewer than two independent moves could be measured (featureless field,
         moves refused by the soft limits), or when the measured shifts do not fit one
         map (``max_misfit``).
     """
+    if steps_um is not None and not (
+            len(steps_um) and all(math.isfinite(v) and v > 0 for v in steps_um)):
+        raise ValueError(f"steps_um must be positive stage steps in µm (e.g. 10% and 20% of "
+                         f"the field of view, the default); got {list(steps_um)}.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (repeats of every move) must be a whole number >= 1; got {n!r}.")
     t0 = time.perf_counter()
     reported = np.array(scope.affine, float)
     start = scope.position()

@@ -195,6 +195,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         try:
             cal = calibrate(scope, steps_um=args.steps_um, n=args.repeats,
                             tolerance=args.tolerance)
+        except ValueError as e:  # (the steps or repeats given)
+            opt = "--repeats" if "repeats" in str(e) else "--steps-um"
+            print(f"error: {opt}: {e}", file=sys.stderr)
+            return 2
         except (CalibrationError, AcquisitionError) as e:
             print(f"error: {e}{_LIMITS_HINT if 'no soft limits' in str(e) else ''}",
                   file=sys.stderr)

@@ -326,3 +326,27 @@ def test_consensus_of_shifts_along_one_line_keeps_every_move():
     S = -D / 0.5
     got = _consensus(D, S)
     assert got.dtype == bool and got.tolist() == [True] * 4
+
+
+@pytest.mark.parametrize("kw, what", [({"steps_um": [0.0]}, "steps_um"),
+                                      ({"steps_um": [10.0, -5.0]}, "steps_um"),
+                                      ({"steps_um": []}, "steps_um"),
+                                      ({"n": 0}, "repeats")])
+def test_steps_and_repeats_that_measure_nothing_are_refused_before_any_move(kw, what):
+    # (a zero step was reported as "the field may be featureless"; 0 repeats ran)
+    scope = sim_scope(seed=1)
+    start = scope.position()
+    asked: list = []
+    scope.guard.moved.connect(asked.append)  # every move decision, made or refused
+    with pytest.raises(ValueError, match=what):
+        calibrate(scope, **kw)
+    assert scope.position() == start and asked == []
+
+
+def test_the_calibrate_command_names_the_option(capsys):
+    from inscope.cli import main
+
+    assert main(["calibrate", "--backend", "sim", "--steps-um", "0"]) == 2
+    assert "--steps-um" in capsys.readouterr().err
+    assert main(["calibrate", "--backend", "sim", "--repeats", "0"]) == 2
+    assert "--repeats" in capsys.readouterr().err
