@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,24 @@ def from_file_boxes(boxes: np.ndarray) -> np.ndarray:
     control code put pixel k's centre at k. One conversion, used wherever boxes are read.
     """
     return np.asarray(boxes, np.float32).reshape(-1, 4) - np.float32(0.5)
+
+
+def open_npz(path: str | Path) -> Any:
+    """``numpy.load(path, allow_pickle=False)`` of an ``.npz`` archive, refusing first a
+    file that is not one: numpy reads anything without the zip or ``.npy`` header as a
+    pickle, and a text file named ``.npz`` got "contains pickled (object) data".
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, what it starts with and how to write one.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(b"PK"):
+        raise ValueError(f"{path} is not an npz archive (a zip of arrays; it starts with "
+                         f"{head!r}); write one with numpy.savez(path, image=...).")
+    return np.load(path, allow_pickle=False)
 
 
 def check_file_boxes(boxes: Any, key: str = "boxes") -> np.ndarray:

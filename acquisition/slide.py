@@ -48,6 +48,7 @@ from inscope.acquisition.frame import (
     from_file_boxes,
     label_boxes,
     looks_semantic,
+    open_npz,
 )
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import (
@@ -142,7 +143,7 @@ def _as_zyx(a: np.ndarray, path, what: str) -> np.ndarray:
 
 def _read_npz(path: Path, channel: int) -> _SlideFile:
     try:
-        z = np.load(path, allow_pickle=False)
+        z = open_npz(path)
     except Exception as e:  # noqa: BLE001 - numpy raises several types
         raise _fail(path, f"cannot be read as npz ({type(e).__name__}: {e})",
                     "write it with numpy.savez(path, image=..., labels=...)") from e
@@ -451,7 +452,7 @@ def _read_labels(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
         raise _fail(path, "labels file does not exist", "check -o labels=FILE")
     if path.suffix.lower() == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open_npz(path) as z:
                 key = "labels" if "labels" in z else next(iter(z.keys()), None)
                 if key is None:
                     raise _fail(path, "labels npz is empty", "save labels=(Z, Y, X) masks")

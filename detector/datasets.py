@@ -68,6 +68,7 @@ from inscope.acquisition.frame import (
     from_file_boxes,
     label_boxes,
     looks_semantic,
+    open_npz,
 )
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def read_npz(path: str | Path) -> list[Sample]:
     (see the module notes). Malformed boxes, labels or frame indices are one line
     naming the key and the fix; boxes wholly outside the image are a warning."""
     path = Path(path)
-    with np.load(path, allow_pickle=False) as d:
+    with open_npz(path) as d:
         keys = set(d.files)
         if "boxes" not in keys and "labels" in keys:
             for key in ("image", "images"):

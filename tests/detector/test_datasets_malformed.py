@@ -206,3 +206,20 @@ def test_a_stack_of_binary_masks_is_one_warning_not_one_per_plane(tmp_path, capl
     assert [len(x.boxes) for x in s] == [1, 1, 1, 1, 2]
     (rec,) = caplog.records
     assert "4 of its 5 masks" in rec.getMessage() and "s.npz" in rec.getMessage()
+
+
+def test_a_file_that_is_not_an_npz_archive_says_so(tmp_path, capsys):
+    # numpy reads a file without a zip or .npy header as a pickle: a text file named .npz
+    # was "pickled (object) data"
+    from inscope.acquisition.factory import open_microscope
+    from inscope.acquisition.errors import MicroscopeUnavailable
+
+    path = tmp_path / "notes.npz"
+    path.write_text("x y w h\n1 2 3 4\n")
+    with pytest.raises(ValueError, match=r"notes.npz is not an npz archive.*numpy.savez"):
+        load_dataset(path)
+    assert main(["eval", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "not an npz archive" in err and "pickled" not in err
+    with pytest.raises(MicroscopeUnavailable, match="not an npz archive"):
+        open_microscope("slide", path=str(path))
