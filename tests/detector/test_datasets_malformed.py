@@ -211,8 +211,8 @@ def test_a_stack_of_binary_masks_is_one_warning_not_one_per_plane(tmp_path, capl
 def test_a_file_that_is_not_an_npz_archive_says_so(tmp_path, capsys):
     # numpy reads a file without a zip or .npy header as a pickle: a text file named .npz
     # was "pickled (object) data"
-    from inscope.acquisition.factory import open_microscope
     from inscope.acquisition.errors import MicroscopeUnavailable
+    from inscope.acquisition.factory import open_microscope
 
     path = tmp_path / "notes.npz"
     path.write_text("x y w h\n1 2 3 4\n")
