@@ -376,6 +376,7 @@ class Pipeline:
         stop, paused = self._stop, self._paused
         assert stream is not None, "started before the detect thread"
         streak, since = 0, 0  # detector failures in a row, and when the first one was
+        frames_at_fault = True  # ... each a frame the detector refused (a ValueError)
         last_frame, gap_said = time.monotonic_ns(), False  # (the loop's start counts)
         try:
             while not stop.is_set() and not self._done.is_set():
@@ -410,15 +411,22 @@ class Pipeline:
                                     "further errors are counted)", frame.index, e)
                     self.last_detect_error = f"{type(e).__name__}: {e}"
                     now = time.monotonic_ns()
+                    frames_at_fault = (frames_at_fault or not streak) and isinstance(
+                        e, ValueError)
                     streak, since = streak + 1, since if streak else now
                     if (streak >= DETECT_FAILURES_MIN
                             and now - since >= self.detect_failure_stop_s * 1e9):
+                        # (the detectors refuse a frame they cannot read - all NaN,
+                        # wrong shape - with a ValueError: if every failure of the run
+                        # of them was that, the frames are at fault)
+                        fix = ("check the camera or the file the frames come from"
+                               if frames_at_fault else
+                               "check the model, its provider or its server (the "
+                               "classical detector needs none of them)")
                         raise DetectorFailing(
                             f"the detector failed on every frame for {(now - since) / 1e9:.1f}"
                             f" s ({streak} frames in a row; the last: "
-                            f"{self.last_detect_error}), so the loop stopped: check the "
-                            "model, its provider or its server (the classical detector "
-                            "needs none of them)") from e
+                            f"{self.last_detect_error}), so the loop stopped: {fix}") from e
                     continue
                 streak = 0
                 st = frame.stamps

@@ -349,6 +349,9 @@ def test_a_detector_that_fails_on_every_frame_stops_the_loop_with_why(tmp_path, 
                                        "every frame for ")
     assert "frames in a row; the last: ValueError: The image has no finite pixel" in str(
         p.error)
+    # the frames are at fault here, not the model (the advice named the model)
+    assert str(p.error).endswith("so the loop stopped: check the camera or the file the "
+                                 "frames come from")
     assert s["frames"] == 0 and s["detect_errors"] >= DETECT_FAILURES_MIN
     dur = (p.t_end_ns - p.t_start_ns) * 1e-9
     assert 0.3 <= dur < 30
@@ -607,3 +610,25 @@ def test_ctrl_c_stops_the_run_cleanly_and_says_so(recording, detector):
     s = p.run()  # KeyboardInterrupt in wait(): a clean stop, the report returned
     assert s["stop_reason"] == "interrupted (Ctrl-C)" and s["frames"] >= 1
     assert not p.running
+
+
+def test_a_detector_whose_session_fails_is_named_as_the_fault(recording):
+    """The other half of the advice: frames that are fine and a detector that fails on
+    each (a lost GPU session, a Triton server gone: neither can be made to fail here, so
+    the real ONNX detector's session is replaced by one that raises as ONNX Runtime
+    does)."""
+    from inscope.detector.onnx_detector import OnnxDetector
+    from inscope.pipeline import DetectorFailing
+
+    class LostSession:
+        def run(self, *a, **kw):
+            raise RuntimeError("CUDA failure 999: unknown error")
+
+    det = OnnxDetector(provider="cpu", warmup=False)
+    det.session = LostSession()
+    p = Pipeline(_replay(recording, loop=True), det, frames=5, seconds=20)
+    p.detect_failure_stop_s = 0.3
+    p.run()
+    assert isinstance(p.error, DetectorFailing)
+    assert str(p.error).endswith("so the loop stopped: check the model, its provider or "
+                                 "its server (the classical detector needs none of them)")
