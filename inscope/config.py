@@ -384,7 +384,8 @@ def _check_values(cfg: Config, source: str) -> None:
 
         v = Path(o.video)
         if v.suffix.lower() not in VideoSink.CODECS:
-            raise ConfigError(f"{source}: outputs.video (--video) = {o.video!r} must end in "
+            where = _source_of(cfg, "outputs.video", source)  # the TOML file that set it
+            raise ConfigError(f"{where}: outputs.video (--video) = {o.video!r} must end in "
                               f"{' or '.join(VideoSink.CODECS)}; give e.g. "
                               f"{v.parent / (v.stem or 'overlay')}.mp4.")
     num("outputs.video_fps", o.video_fps, 0.1, 240)

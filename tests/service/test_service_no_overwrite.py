@@ -77,7 +77,7 @@ def test_an_unsupported_video_is_refused_before_the_run(tmp_path, capsys, video)
     assert "frames" not in out, "the run must not start"
 
 
-def test_the_video_key_of_the_toml_gets_the_same_check(tmp_path):
+def test_the_video_key_of_the_toml_gets_the_same_check(tmp_path, capsys):
     toml = tmp_path / "scope.toml"
     toml.write_text('[outputs]\nvideo = "runs/x.gif"\n')
     with pytest.raises(ConfigError, match=r"scope.toml: outputs.video .*x.gif' must end in "
@@ -85,3 +85,9 @@ def test_the_video_key_of_the_toml_gets_the_same_check(tmp_path):
         load_config(toml)
     toml.write_text('[outputs]\nvideo = "runs/x.AVI"\n')
     assert load_config(toml).outputs.video.endswith("x.AVI")
+    # and a run from it names the file, not the command line
+    toml.write_text('[outputs]\nvideo = "x.gif"\n')
+    assert main(["run", "--config", str(toml), "--frames", "2", "--no-window",
+                 "--no-zmq"]) == 2
+    err, _ = _error(capsys)
+    assert "scope.toml: outputs.video" in err and "command line" not in err
