@@ -115,3 +115,13 @@ def light_centroid(img: np.ndarray) -> np.ndarray:
     w = np.where(img > 0.05 * img.max(), img, 0.0)
     yy, xx = np.mgrid[0:w.shape[0], 0:w.shape[1]]
     return np.array([(w * xx).sum(), (w * yy).sum()]) / w.sum()
+
+
+def one_error_line(capsys) -> tuple[str, str]:
+    """A command's stderr as one ``error:`` line (no traceback anywhere), and its stdout:
+    what every refused command must print."""
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert "Traceback" not in cap.err + cap.out
+    return err, cap.out

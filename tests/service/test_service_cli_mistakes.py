@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _support import one_error_line
 
 from inscope.cli import main
 
@@ -14,19 +15,11 @@ RUN = ["run", "--backend", "sim", "--model", "classical", "--no-zmq", "--no-wind
        "--no-progress", "--frames", "5"]
 
 
-def _one_line(capsys) -> tuple[str, str]:
-    cap = capsys.readouterr()
-    err = cap.err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
-    assert "Traceback" not in cap.err + cap.out
-    return err, cap.out
-
-
 def test_demo_out_is_a_file(tmp_path, capsys):
     f = tmp_path / "notes.txt"
     f.write_text("keep me")
     assert main(["demo", "--out", str(f), "--no-window", "--frames", "5"]) == 2
-    err, _ = _one_line(capsys)
+    err, _ = one_error_line(capsys)
     assert "is a file" in err and f.read_text() == "keep me"
 
 
@@ -34,14 +27,14 @@ def test_record_into_a_file(tmp_path, capsys):
     f = tmp_path / "rec"
     f.write_text("keep me")
     assert main([*RUN, "--record", str(f)]) == 2
-    err, _ = _one_line(capsys)
+    err, _ = one_error_line(capsys)
     assert "--record" in err and "is a file" in err and f.read_text() == "keep me"
     assert err.startswith("error: command line: "), err  # where the value came from
 
 
 def test_summary_into_a_folder_is_refused_before_the_run(tmp_path, capsys):
     assert main([*RUN, "--summary", str(tmp_path)]) == 2
-    err, out = _one_line(capsys)
+    err, out = one_error_line(capsys)
     assert "--summary" in err and "is a folder" in err
     assert "frames" not in out, "the run must not start"
 
@@ -50,13 +43,13 @@ def test_video_under_a_file(tmp_path, capsys):
     f = tmp_path / "afile"
     f.write_text("x")
     assert main([*RUN, "--video", str(f / "overlay.mp4")]) == 2
-    err, _ = _one_line(capsys)
+    err, _ = one_error_line(capsys)
     assert "is a file" in err
 
 
 def test_config_is_a_folder(tmp_path, capsys):
     assert main(["run", "--config", str(tmp_path)]) == 2
-    err, _ = _one_line(capsys)
+    err, _ = one_error_line(capsys)
     assert "is a folder" in err
 
 
@@ -64,7 +57,7 @@ def test_config_not_utf8(tmp_path, capsys):
     p = tmp_path / "scope.toml"
     p.write_bytes(b'[detector]\nmodel = "caf\xe9"\n')
     assert main(["run", "--config", str(p)]) == 2
-    err, _ = _one_line(capsys)
+    err, _ = one_error_line(capsys)
     assert "UTF-8" in err
 
 
@@ -84,7 +77,7 @@ def test_provider_cuda_without_cuda(tmp_path, capsys, cmd):
             if cmd == "run" else ["demo", "--out", str(tmp_path / "d"), "--no-window",
                                   "--no-progress", "--frames", "5"])
     assert main([*argv, "--provider", "cuda"]) == 1
-    err, _ = _one_line(capsys)
+    err, _ = one_error_line(capsys)
     assert "cuda" in err.lower() and "provider" in err.lower()
 
 

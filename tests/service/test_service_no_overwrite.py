@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _support import one_error_line
 
 from inscope.cli import main
 from inscope.config import ConfigError, load_config
@@ -16,14 +17,6 @@ RUN = ["run", "--backend", "sim", "--model", "classical", "--no-zmq", "--no-wind
        "--no-progress", "--frames", "3"]
 DEMO = ["demo", "--model", "classical", "--no-zmq", "--no-window", "--no-progress",
         "--frames", "3"]
-
-
-def _error(capsys) -> tuple[str, str]:
-    cap = capsys.readouterr()
-    err = cap.err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
-    assert "Traceback" not in cap.err + cap.out
-    return err, cap.out
 
 
 def test_a_second_run_into_the_same_records_folder_is_refused(tmp_path, capsys):
@@ -35,7 +28,7 @@ def test_a_second_run_into_the_same_records_folder_is_refused(tmp_path, capsys):
     # the other format too: it would leave two runs' records under one provenance.json
     for fmt in ("jsonl", "csv"):
         assert main([*RUN, "--record", str(rec), "--record-format", fmt]) == 2
-        err, out = _error(capsys)
+        err, out = one_error_line(capsys)
         assert "--record" in err and str(rec) in err and "detections.jsonl" in err, err
         assert "new folder" in err and "frames" not in out, "refused before the run"
     assert {p.name: p.read_bytes() for p in rec.iterdir()} == before
@@ -47,7 +40,7 @@ def test_an_existing_video_or_summary_is_not_replaced(tmp_path, capsys, flag, na
     f = tmp_path / name
     f.write_bytes(b"an earlier run's")
     assert main([*RUN, flag, str(f)]) == 2
-    err, out = _error(capsys)
+    err, out = one_error_line(capsys)
     assert flag in err and "already exists" in err and "new file name" in err, err
     assert "frames" not in out and f.read_bytes() == b"an earlier run's"
 
@@ -63,7 +56,7 @@ def test_the_demo_runs_twice_into_its_folder_but_never_over_a_real_run(tmp_path,
     (real / "detections.jsonl").write_text("{}\n")
     (real / "provenance.json").write_text(json.dumps({"microscope": {"name": "mm"}}))
     assert main([*DEMO, "--out", str(real)]) == 2
-    err, out_text = _error(capsys)
+    err, out_text = one_error_line(capsys)
     assert f"--out {real}" in err and "new folder" in err, err
     assert (real / "detections.jsonl").read_text() == "{}\n"
     assert not (real / "summary.json").exists()
@@ -72,7 +65,7 @@ def test_the_demo_runs_twice_into_its_folder_but_never_over_a_real_run(tmp_path,
 @pytest.mark.parametrize("video", ["x.gif", "x.mkv"])
 def test_an_unsupported_video_is_refused_before_the_run(tmp_path, capsys, video):
     assert main([*RUN, "--video", str(tmp_path / video)]) == 2
-    err, out = _error(capsys)
+    err, out = one_error_line(capsys)
     assert "--video" in err and ".mp4 or .avi" in err and video in err, err
     assert "frames" not in out, "the run must not start"
 
@@ -89,5 +82,5 @@ def test_the_video_key_of_the_toml_gets_the_same_check(tmp_path, capsys):
     toml.write_text('[outputs]\nvideo = "x.gif"\n')
     assert main(["run", "--config", str(toml), "--frames", "2", "--no-window",
                  "--no-zmq"]) == 2
-    err, _ = _error(capsys)
+    err, _ = one_error_line(capsys)
     assert "scope.toml: outputs.video" in err and "command line" not in err
