@@ -191,8 +191,8 @@ def sparse_high(img: np.ndarray, hi: float, step: int, k: float,
     a few nuclei - a lone cell, a low-density culture on a full 2048 x 2048 sCMOS frame
     - that percentile lies in the camera noise, the noise is stretched to the contrast
     of cells and the nuclei to 10-20x it, values training never showed: the shipped
-    network found 7 of 40 bright nuclei in such a frame, and scored them lower the
-    fewer there were. Anchoring on the objects' own median restores their range. A
+    network found at most half of 20 bright nuclei on such a frame
+    (tests/detector/test_sparse_anchor.py). Anchoring on the objects' own median restores their range. A
     pixel is on an object when it lies more than *k* camera-noise sigma above the
     frame's background (both measured on the frame, :mod:`inscope.detector.signal`;
     *noise*: the noise sigma when already measured).

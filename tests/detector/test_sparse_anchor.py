@@ -1,8 +1,8 @@
 """The stretch's sparse anchor (``preprocess.sparse_high``): in a frame of a few nuclei the
 99.8th percentile lies in the camera noise, and the shipped network, shown noise at the
-contrast of cells and nuclei 10-20x brighter than any training crop, found 7 of 40 bright
-nuclei on a 2048 x 2048 frame (exploratory testing). Frames of cells (training's, HeLa's,
-the simulator's default) must be stretched exactly as before."""
+contrast of cells and nuclei 10-20x brighter than any training crop, missed most of the
+bright nuclei of a sparse 2048 x 2048 frame (exploratory testing). Frames of cells
+(training's, HeLa's, the simulator's default) must be stretched exactly as before."""
 
 from __future__ import annotations
 
