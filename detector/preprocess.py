@@ -192,10 +192,10 @@ def sparse_high(img: np.ndarray, hi: float, step: int, k: float,
     - that percentile lies in the camera noise, the noise is stretched to the contrast
     of cells and the nuclei to 10-20x it, values training never showed: the shipped
     network found at most half of 20 bright nuclei on such a frame
-    (tests/detector/test_sparse_anchor.py). Anchoring on the objects' own median restores their range. A
-    pixel is on an object when it lies more than *k* camera-noise sigma above the
-    frame's background (both measured on the frame, :mod:`inscope.detector.signal`;
-    *noise*: the noise sigma when already measured).
+    (tests/detector/test_sparse_anchor.py). Anchoring on the objects' own median
+    restores their range. A pixel is on an object when it lies more than *k*
+    camera-noise sigma above the frame's background (both measured on the frame,
+    :mod:`inscope.detector.signal`; *noise*: the noise sigma when already measured).
     The median, not a high percentile, because in a sparse field the simulator's
     specks of debris are as many as the nuclei' pixels and brighter: the 98th
     percentile of the object pixels lay on them and lost lone nuclei (the model card,
