@@ -285,9 +285,11 @@ class CommandServer:
             return False
         try:
             req = schema.loads(frames[0].rstrip(b"\0"))
-        except Exception:  # noqa: BLE001 - anything unparsable is answered at once
+            cmd = req.get("cmd") if isinstance(req, dict) else None
+            # (a str only: `{"cmd": {}} in a set` raised, and killed the server thread)
+            return isinstance(cmd, str) and cmd in SLOW_COMMANDS
+        except Exception:  # noqa: BLE001 - anything odd is answered at once, inline
             return False
-        return isinstance(req, dict) and req.get("cmd") in SLOW_COMMANDS
 
     def reply_for(self, raw: bytes) -> dict:
         """The reply to one raw request (public so it can be tested without sockets)."""

@@ -896,3 +896,20 @@ def test_a_request_that_is_not_utf8_is_named_so():
     srv = CommandServer(_echo, port=0, poll_ms=20)
     rep = srv.reply_for(b'\xff\xfe{\x00"\x00c\x00')  # UTF-16 with its byte-order mark
     assert rep["ok"] is False and "utf-8" in rep["error"] and "utf-16" not in rep["error"]
+
+
+@pytest.mark.parametrize("cmd", [b'{"cmd": {}}', b'{"cmd": []}', b'{"cmd": ["snapshot"]}',
+                                 b'{"cmd": null}', b'[{"cmd": "snapshot"}]'])
+def test_a_command_of_any_type_is_answered_and_the_server_lives(cmd):
+    # (the look for a slow command once tested `{} in a set`: TypeError, the server
+    # thread died, found by test_service_fuzz)
+    srv = CommandServer(_echo, port=0, poll_ms=20).start()
+    s = req_socket(srv.address, timeout_ms=2000)
+    try:
+        s.send(cmd)
+        assert json.loads(s.recv())["ok"] is False
+        assert request(srv.address, {"cmd": "stop"}, timeout_ms=2000)["ok"]
+        assert srv.alive and srv.failure is None
+    finally:
+        s.close()
+        srv.stop()
