@@ -253,6 +253,14 @@ def _parse_ome(xml: str, channel: int, order: str = "TZ"):
     if pixels is None:
         return None, None, None
     px = ome_length_um(pixels, "PhysicalSizeX")
+    py = ome_length_um(pixels, "PhysicalSizeY")
+    if px and py and abs(px - py) > 1e-3 * max(px, py):
+        # (the slide refuses such a file, since it moves a stage by it; a recording only
+        # converts boxes to µm, so it is said, once, and played)
+        log.warning("the recording's pixels are not square (%.4g µm in x, %.4g in y): "
+                    "positions in µm use %.4g for both axes, so y distances are off by "
+                    "%.3gx; resample it to square pixels for µm-true boxes", px, py, px,
+                    py / px)
     ti = pixels.get("TimeIncrement")
     fps = 1.0 / float(ti) if ti and float(ti) > 0 else None
     if any(a not in "TZ" for a in order):

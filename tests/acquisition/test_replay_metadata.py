@@ -177,3 +177,29 @@ def test_ome_planes_are_matched_by_their_indices_not_their_order_in_the_xml(tmp_
     assert scope.pixel_size_um == pytest.approx(0.5)
     assert _positions(scope, 3) == [(0, 0.0, 0.0, 4.0), (1, 10.0, 0.0, 0.0),
                                     (2, 20.0, 1.5, 0.0)]
+
+
+def test_a_recording_of_pixels_that_are_not_square_is_played_with_a_warning(tmp_path,
+                                                                          caplog):
+    # the slide refuses such a file (it moves a stage by it); a recording's µm are only
+    # the boxes', so it is said and played
+    from inscope.acquisition.factory import open_microscope
+
+    path = tmp_path / "aniso.ome.tif"
+    tifffile.imwrite(path, np.zeros((3, 32, 32), np.uint16), ome=True,
+                     metadata={"axes": "TYX", "PhysicalSizeX": 0.4, "PhysicalSizeY": 0.8})
+    with caplog.at_level("WARNING", logger="inscope.acquisition.replay"):
+        scope = open_microscope("replay", path=str(path))
+    try:
+        assert scope.pixel_size_um == pytest.approx(0.4)
+        said = [r.getMessage() for r in caplog.records if "not square" in r.getMessage()]
+        assert len(said) == 1 and "0.4 µm in x, 0.8 in y" in said[0] and "2x" in said[0]
+    finally:
+        scope.close()
+    square = tmp_path / "square.ome.tif"
+    tifffile.imwrite(square, np.zeros((3, 32, 32), np.uint16), ome=True,
+                     metadata={"axes": "TYX", "PhysicalSizeX": 0.4, "PhysicalSizeY": 0.4})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="inscope.acquisition.replay"):
+        open_microscope("replay", path=str(square)).close()
+    assert not [r for r in caplog.records if "not square" in r.getMessage()]
