@@ -2052,8 +2052,21 @@ def _unreached(short: str, diff: str) -> str:
             or _NO_TESTS)
 
 
+def env_for_score() -> dict[str, str]:
+    """The environment mutmut runs in (and :func:`_score` its helpers): no PYTHONPATH, so
+    the staged package is the one imported."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
-    """The module's entry of the results from the verdicts in *work*."""
+    """The module's entry of the results from the verdicts in *work*, with the digest of
+    the source its mutants were made of (the kept stamp: the file may have changed
+    while a long run went on, or before a ``--report``) and whether it has changed."""
+    stamp = work / "source.sha256"
+    now = _source_digest(t)
+    ran_on = stamp.read_text() if stamp.exists() else now
     codes = _meta(work, t)
     statuses = {k: _status(v) for k, v in sorted(codes.items())}
     killed = sum(s == "killed" for s in statuses.values())
@@ -2089,7 +2102,7 @@ def _score(work: Path, t: Target, env: dict[str, str], wall_s: float) -> dict:
             "target": t.target,
             "meets_target": score >= t.target,
             "complete": unchecked == 0, "runs": how, "wall_s": round(wall_s, 1),
-            "source_sha256": _source_digest(t)[:16],
+            "source_sha256": ran_on[:16], "source_changed_since": ran_on != now,
             "survivors": survivors}
 
 
@@ -2110,19 +2123,19 @@ def run_target(t: Target, max_children: int, keep: bool, work_root: Path | None 
         work = work_root.resolve() / t.name
         stamp = work / "source.sha256"
         digest = _source_digest(t)
+        if not run:  # --report: score what is kept, whatever source its mutants are of
+            if not _meta(work, t):
+                raise SystemExit(f"mutation: no kept run of {t.name} in {work_root}")
+            return _score(work, t, env_for_score(), 0.0)
         fresh = not (stamp.exists() and stamp.read_text() == digest and _meta(work, t))
         if fresh:
             shutil.rmtree(work, ignore_errors=True)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
+    env = env_for_score()
     t0 = time.monotonic()
     try:
         names: list[str] = []
-        if not run:
-            if fresh:
-                raise SystemExit(f"mutation: no kept run of {t.name} in {work_root} for "
-                                 "the current source")
-            return _score(work, t, env, time.monotonic() - t0)
+        if not run:  # (without --work there is nothing kept to score)
+            raise SystemExit("mutation: --report needs --work")
         if fresh:
             work.mkdir(parents=True, exist_ok=True)
             _stage(work, t)
