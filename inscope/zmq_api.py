@@ -237,7 +237,7 @@ class CommandServer:
         self.failure: str | None = None
         # slow commands: one worker thread; its replies go back through this queue and
         # are sent by the server thread (a ZMQ socket belongs to one thread)
-        self._slow: queue.SimpleQueue[tuple[bytes, ...] | None] = queue.SimpleQueue()
+        self._slow: queue.SimpleQueue[tuple[list[bytes], bytes] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[tuple[list[bytes], bytes]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._pending = 0
@@ -274,7 +274,7 @@ class CommandServer:
             job = self._slow.get()
             if job is None:
                 return
-            envelope, body = list(job[:-1]), job[-1]
+            envelope, body = job
             self._done.put((envelope, self._reply_bytes([body])))
 
     @staticmethod
@@ -371,7 +371,7 @@ class CommandServer:
             while not self._done.empty():
                 envelope, data = self._done.get()
                 self._pending -= 1
-                poller = self._send(poller, envelope, data)
+                self._send(poller, envelope, data)
             if not ready:
                 continue
             sock = self._sock
@@ -387,13 +387,13 @@ class CommandServer:
             self.requests += 1
             if self._is_slow(body):
                 self._pending += 1
-                self._slow.put((*envelope, body[0]))
+                self._slow.put((envelope, body[0]))
                 continue
-            poller = self._send(poller, envelope, self._reply_bytes(body))
+            self._send(poller, envelope, self._reply_bytes(body))
 
-    def _send(self, poller: zmq.Poller, envelope: list[bytes], data: bytes) -> zmq.Poller:
-        """Send one reply; on a socket error start afresh on the same port rather than
-        leave the service unreachable (returns the poller to go on with)."""
+    def _send(self, poller: zmq.Poller, envelope: list[bytes], data: bytes) -> None:
+        """Send one reply; on a socket error start afresh on the same port (registered
+        with *poller* in the old one's place) rather than leave the service unreachable."""
         sock = self._sock
         assert sock is not None
         try:
@@ -404,9 +404,7 @@ class CommandServer:
             sock.close(0)
             self._sock = None
             self._sock = self._rebind()
-            poller = zmq.Poller()
             poller.register(self._sock, zmq.POLLIN)
-        return poller
 
     def _rebind(self) -> zmq.Socket:
         """A fresh REP socket on the same port after a reset. ZMQ releases a closed
