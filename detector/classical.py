@@ -86,15 +86,17 @@ class ClassicalDetector:
         H, W = img.shape
         size = object_size_px(frame, self.object_size_px, self.object_size_um)
         # (no sparse anchor: Otsu's noise floor below is read on this plain stretch)
+        stretch: dict[str, float] = {}  # its percentiles and noise serve the floor too
         x = pp.normalise(img, {"method": "percentile", "low": 1.0, "high": 99.8,
-                               "subsample": 4, "clip": True, "sparse_sigma": None})
+                               "subsample": 4, "clip": True, "sparse_sigma": None},
+                         stats=stretch)
         u8 = cv2.convertScaleAbs(x, alpha=255.0)
         sigma = self.blur_sigma or (max(1.0, size / 8) if size else 1.5)
         blur = cv2.GaussianBlur(u8, (0, 0), sigma)
         t1 = time.monotonic_ns()
         if self.threshold == "otsu":
             otsu, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-            floor = self._noise_floor_u8(img)
+            floor = self._noise_floor_u8(img, stretch)
             if floor > otsu:
                 # a field of noise, or of a nucleus or two: Otsu's two classes are then
                 # the noise's own halves, and a nucleus joins the noise blobs round it
@@ -145,13 +147,15 @@ class ClassicalDetector:
                             "post_ms": 0.0, "total_ms": (t2 - call.t0_ns) / 1e6}
         return det
 
-    def _noise_floor_u8(self, img: np.ndarray) -> float:
+    def _noise_floor_u8(self, img: np.ndarray, stretch: dict[str, float]) -> float:
         """``min_signal_sigma`` camera-noise sigma above the frame's background, on the
-        8-bit scale Otsu thresholds (the 1st-99.8th percentile stretch); 0 without it."""
+        8-bit scale Otsu thresholds (*stretch*: the 1st-99.8th percentile stretch's
+        ``lo``, ``hi`` and, when measured, ``noise``, from :func:`normalise`); 0
+        without it."""
         if self.min_signal_sigma is None:
             return 0.0
-        sigma = noise_sigma(img)
-        lo, hi = pp.percentile_range(img, 1.0, 99.8, 4)
+        sigma = stretch["noise"] if "noise" in stretch else noise_sigma(img)
+        lo, hi = stretch["lo"], stretch["hi"]
         if hi <= lo:
             return 0.0
         level = background_level(img, sigma) + self.min_signal_sigma * sigma

@@ -117,7 +117,8 @@ def percentile_range(img: np.ndarray, low: float = 1.0, high: float = 99.8,
 
 
 def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
-              out: np.ndarray | None = None) -> np.ndarray:
+              out: np.ndarray | None = None,
+              stats: dict[str, float] | None = None) -> np.ndarray:
     """Map *img* to float32, ~[0, 1], as the model card's ``normalisation`` says.
 
     Parameters
@@ -142,6 +143,11 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
     out
         Optional float32 array of the same shape to write into (e.g. the top-left corner
         of an already padded network input, which saves one full-frame copy).
+    stats
+        Optional dict that receives what the stretch measured, for a caller that needs
+        the same figures (the classical detector's noise floor): ``lo`` and ``hi`` (the
+        values mapped to 0 and 1; ``hi`` after the sparse anchor) and ``noise`` (the
+        camera-noise sigma, when a step measured it).
 
     Returns
     -------
@@ -168,6 +174,8 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
                              noise=noise)
         scale = 1.0 / (hi - lo) if hi > lo else 1.0
         _affine(img, scale, -lo * scale, out)
+        if stats is not None:
+            stats.update(lo=lo, hi=hi)
     elif method == "scale":
         _affine(img, 1.0 / float(spec.get("divisor", 255.0)), 0.0, out)
     elif method == "none":
@@ -176,6 +184,8 @@ def normalise(img: np.ndarray, spec: Mapping[str, Any] | None = None,
         raise ValueError(
             f"Unknown normalisation method {method!r} in the model card; use "
             "'percentile', 'scale' or 'none'.")
+    if stats is not None and noise is not None:
+        stats["noise"] = noise
     if spec.get("clip"):
         np.clip(out, 0.0, 1.0, out=out)
     return out

@@ -16,6 +16,7 @@ import pytest
 
 from inscope.acquisition.frame import Frame
 from inscope.detector import preprocess as pp
+from inscope.detector.signal import noise_sigma
 
 # ---------------------------------------------------------------------------------------
 # as_image
@@ -284,6 +285,22 @@ def test_default_normalisation_is_percentile_1_998_unclipped():
     np.testing.assert_allclose(out, (img - lo) / (hi - lo), rtol=0, atol=1e-6)
     assert out.min() < 0 and out.max() > 1  # not clipped by default
     np.testing.assert_array_equal(pp.normalise(img, {}), out)
+
+
+def test_stats_receive_the_stretch_and_the_noise_it_measured():
+    """``stats`` gets the values mapped to 0 and 1 (the ramp's 0.32 / 87.936 of the test
+    above) and, when the hot-pixel step measured it, the noise sigma: the classical
+    detector's noise floor reads them instead of measuring the frame again."""
+    img = np.arange(100, dtype=np.uint16).reshape(10, 10)
+    stats: dict[str, float] = {}
+    pp.normalise(img, {"hot_pixel_sigma": None, "sparse_sigma": None}, stats=stats)
+    assert stats == pytest.approx({"lo": 0.32, "hi": 87.936})  # no step: no noise
+    rng = np.random.default_rng(3)
+    noisy = rng.normal(100.0, 4.0, (64, 64)).astype(np.float32)
+    stats = {}
+    pp.normalise(noisy, {"sparse_sigma": None}, stats=stats)
+    assert stats["noise"] == noise_sigma(noisy) and 3.0 < stats["noise"] < 5.0
+    assert stats["lo"] < 95.0 < 105.0 < stats["hi"]
 
 
 def test_clip_limits_to_0_1_and_keeps_the_inside():
