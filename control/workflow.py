@@ -357,6 +357,17 @@ def scan_plane(r: FocusResult, drop: float = SCAN_TOP_DROP) -> float | None:
     return mid if bounded else None
 
 
+def _xy_ranges(scope: Any) -> list[tuple[str, tuple[float, float]]]:
+    """The stage's x and y soft-limit ranges that are set, as ``(axis, (lo, hi))``."""
+    lim = getattr(scope, "limits", None)
+    return [(a, r) for a in "xy" if (r := getattr(lim, a, None)) is not None]
+
+
+def _shown(ranges: list[tuple[str, tuple[float, float]]]) -> str:
+    """*ranges* as a message shows them: ``x [lo, hi], y [lo, hi]``."""
+    return ", ".join(f"{a} [{r[0]:g}, {r[1]:g}]" for a, r in ranges)
+
+
 def _box4(b: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
     """A detection box (x0, y0, x1, y1) as four floats."""
     x0, y0, x1, y1 = (float(v) for v in b)
@@ -674,18 +685,15 @@ class FindAndImage:
             When the region lies wholly outside them, naming both.
         """
         assert self.region is not None
-        lim = getattr(scope, "limits", None)
-        ranges: list[tuple[str, tuple[float, float]]] = [
-            (a, r) for a in "xy" if (r := getattr(lim, a, None)) is not None]
+        ranges = _xy_ranges(scope)
         x0, y0, x1, y1 = self.region
         if not ranges or not all(math.isfinite(v) for v in self.region):
             return self.region  # (plan_fields says what is wrong with a bad region)
         lo, hi = {"x": x0, "y": y0}, {"x": x1, "y": y1}
         if any(hi[a] <= r[0] or lo[a] >= r[1] for a, r in ranges):
-            limits = ", ".join(f"{a} [{r[0]:g}, {r[1]:g}]" for a, r in ranges)
             raise ValueError(f"Region {x0:g} {y0:g} {x1:g} {y1:g} (x0 y0 x1 y1, µm) lies "
-                             f"outside the stage's soft limits {limits} µm; give a region "
-                             "inside them (nothing moved).")
+                             f"outside the stage's soft limits {_shown(ranges)} µm; give a "
+                             "region inside them (nothing moved).")
         for a, r in ranges:
             lo[a], hi[a] = max(lo[a], r[0]), min(hi[a], r[1])
         return (lo["x"], lo["y"], hi["x"], hi["y"])
@@ -705,11 +713,10 @@ class FindAndImage:
         # the whole region beyond the limits would each be refused, with a warning).
         self.summary.fields_outside_limits = out
         inside = plan_fields(self.reachable, f_um, self.overlap * f_um)  # type: ignore[arg-type]
-        limits = ", ".join(f"{a} [{r[0]:g}, {r[1]:g}]" for a in "xy"
-                           if (r := getattr(lim, a)) is not None)
         log.warning("the region reaches outside the stage's soft limits %s µm: %d of its %d "
                     "fields lie outside them and are left out; its part inside them is "
-                    "covered by %d fields", limits, out, len(fields), len(inside))
+                    "covered by %d fields", _shown(_xy_ranges(self.scope)), out,
+                    len(fields), len(inside))
         return inside
 
     # -- output ------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def test_a_region_partly_outside_scans_its_part_inside_and_says_so_once(
         assert main(_scan(nuclei_slide, out, 300, 200, 700, 500)) == 0
     said = [r.getMessage() for r in caplog.records if "soft limit" in r.getMessage()]
     assert len(said) == 1 and "left out" in said[0], said
+    assert "x [" in said[0] and "y [" in said[0], "the limits are named"
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "done" and s["fields_outside_limits"] > 0
     assert s["cells_imaged"] >= 5, s  # the part on the slide is scanned
