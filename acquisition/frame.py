@@ -22,6 +22,20 @@ from inscope.enums import Stamp
 STAMP_READY: str = Stamp.READY.value  # the frame's pixels are in host memory
 
 
+def without_trailing_ones(a: np.ndarray, axes: str = "") -> tuple[np.ndarray, str]:
+    """*a* without its trailing length-1 axes past two, and its axis letters *axes* (when
+    known: a TIFF's) without theirs: a (Y, X, 1) image as (Y, X), (Z, Y, X, 1) as
+    (Z, Y, X). An axis named Y or X is kept whatever its length.
+
+    Why: a grey image kept with a channel axis of one (as Keras-style datasets, imageio
+    and some exporters write it) is one image; the slide, the replay and eval's npz
+    reader refused it as a shape they do not take.
+    """
+    while a.ndim > 2 and a.shape[-1] == 1 and not (axes and axes[-1] in "YX"):
+        a, axes = a[..., 0], axes[:-1]
+    return a, axes
+
+
 def colour_to_grey(a: np.ndarray) -> np.ndarray:
     """A colour image, (..., 3) RGB / BGR or (..., 4) with alpha, as one grey plane: the
     mean of its three colour samples, alpha ignored; the type kept (integers rounded).
@@ -185,15 +199,41 @@ def label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ids and boxes of the objects of a 2-D instance mask (integer ids, 0
     background): ids ascending, boxes (N, 4) x0, y0, x1, y1 in the files' ``[k, k + 1)``
     convention (a slice's start and stop; :func:`from_file_boxes` takes them to the
-    frame's). SciPy's ``find_objects`` reads the mask once, whatever the id count."""
+    frame's). SciPy's ``find_objects`` reads the mask once, whatever the id count (ids
+    far apart, e.g. numbered per tile, through :func:`compact_labels`)."""
     from scipy import ndimage
 
+    lab, names = compact_labels(labels)
     ids, rows = [], []
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is not None:
-            ids.append(i)
+            ids.append(int(names[i]) if names is not None else i)
             rows.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
     return np.asarray(ids, int), np.asarray(rows, np.float64).reshape(-1, 4)
+
+
+#: Largest id for which instance labels are measured as they are (SciPy's per-label
+#: functions allocate one entry per id up to the largest, used or not).
+COMPACT_ABOVE_ID = 65535
+
+
+def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(labels, names)``: instance *labels* (ids >= 0) renumbered 1..N in the order of
+    their ids when the largest id is above :data:`COMPACT_ABOVE_ID`, with ``names[k]``
+    the file's id of object k (``names[0]`` is 0); ``names`` is None when they are kept.
+
+    Why: ``scipy.ndimage.find_objects`` and ``center_of_mass`` size their work by the
+    largest id, not by the objects present, so a mask of a few nuclei numbered per tile
+    or by track (ids of 10^8) took gigabytes and ended in a MemoryError traceback.
+    """
+    lab = np.asarray(labels)
+    if lab.size == 0 or int(lab.max()) <= COMPACT_ABOVE_ID:
+        return lab, None
+    names, inverse = np.unique(lab, return_inverse=True)
+    inverse = inverse.reshape(lab.shape).astype(np.int64)
+    if names[0] != 0:  # no background pixel: id 0 is still background
+        names, inverse = np.concatenate([[0], names]), inverse + 1
+    return inverse, names
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inscope.acquisition.errors import MicroscopeUnavailable
-from inscope.acquisition.frame import STAMP_READY, Frame, StagePosition, colour_to_grey
+from inscope.acquisition.frame import (
+    STAMP_READY,
+    Frame,
+    StagePosition,
+    colour_to_grey,
+    without_trailing_ones,
+)
 from inscope.acquisition.microscope import BaseMicroscope
 from inscope.acquisition.mm_tags import position_from_tags
 from inscope.acquisition.safety import MoveGuard, SoftLimits
@@ -125,6 +131,20 @@ def channel_shown(channel: int, n_channels: int) -> str:
     return f"channel {channel} of {n_channels} (-o channel=0..{n_channels - 1} picks another)"
 
 
+def imagej_unit_is_um(meta: dict[str, Any]) -> bool:
+    """Whether an ImageJ (Fiji) description's ``unit`` is the micrometre: ``micron``,
+    ``microns``, ``um``, ``µm`` / ``μm`` in any case, or the micro sign / Greek mu as the
+    ``\\u00B5`` / ``\\u03BC`` escapes Fiji writes in its ASCII description.
+
+    Why one rule: the slide and the replay read the same Fiji files, and a spelling
+    only one of them knew gave the replay 1 µm per pixel (with a warning that the file
+    records no pixel size) where the slide read the file's own size.
+    """
+    unit = (str(meta.get("unit", "")).strip().lower()
+            .replace("\\u00b5", "µ").replace("\\u03bc", "μ"))
+    return unit in ("micron", "microns", "um", "µm", "μm")
+
+
 def _read_tiff(path: Path, channel: int) -> _Stack:
     import tifffile
 
@@ -172,6 +192,7 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         axes = axes[:ci] + axes[ci + 1:]
         if n_channels > 1:
             log.info("%s: replaying %s", path.name, channel_shown(channel, n_channels))
+    data, axes = without_trailing_ones(data, axes)
     if not axes.endswith("YX") or data.ndim < 2:
         raise MicroscopeUnavailable(
             f"{path.name}: cannot find image rows/columns in axes {series.axes!r}; save the "
@@ -184,7 +205,7 @@ def _read_tiff(path: Path, channel: int) -> _Stack:
         px, fps, positions = _parse_ome(ome, channel, axes[:-2])
         if positions is not None and len(positions) != len(frames):
             positions = None
-    if px is None and ij.get("unit") in ("um", "micron", "µm", "\\u00B5m") and res_v:
+    if px is None and imagej_unit_is_um(ij) and res_v:
         px = float(res_v[1]) / float(res_v[0]) if res_v[0] else None
     elif px is None and res_v and unit_v == 3 and res_v[0]:  # pixels per cm
         px = 1e4 * float(res_v[1]) / float(res_v[0])

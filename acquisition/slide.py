@@ -45,15 +45,18 @@ from inscope.acquisition.frame import (
     check_file_boxes,
     check_instance_labels,
     colour_to_grey,
+    compact_labels,
     from_file_boxes,
     label_boxes,
     looks_semantic,
     open_npz,
+    without_trailing_ones,
 )
 from inscope.acquisition.microscope import BaseMicroscope, parse_sectioning
 from inscope.acquisition.replay import (
     PICTURE_SUFFIXES,
     channel_shown,
+    imagej_unit_is_um,
     ndtiff_array,
     ndtiff_datasets,
     ndtiff_folder_problem,
@@ -133,7 +136,7 @@ class _SlideFile:
 
 
 def _as_zyx(a: np.ndarray, path, what: str) -> np.ndarray:
-    a = np.asarray(a)
+    a, _ = without_trailing_ones(np.asarray(a))
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3 or min(a.shape[1:]) < 2:
@@ -157,7 +160,7 @@ def _read_npz(path: Path, channel: int) -> _SlideFile:
         # number, gets one line too, not a traceback)
         what = "image"
         try:
-            image = np.asarray(z[what])
+            image, _ = without_trailing_ones(np.asarray(z[what]))
             if image.ndim in (3, 4) and image.shape[-1] in (3, 4) and image.shape[-2] > 4:
                 # colour (Y, X, 3) / (Z, Y, X, 3): read as a colour TIFF or PNG is
                 image = colour_to_grey(image)
@@ -229,6 +232,7 @@ def _read_tiff(path: Path, channel: int) -> _SlideFile:
         data = (colour_to_grey(np.moveaxis(data, si, -1)) if data.shape[si] in (3, 4)
                 else data.mean(axis=si))
         axes = axes.replace("S", "")
+    data, axes = without_trailing_ones(data, axes)
     if not axes.endswith("YX"):
         raise _fail(path, f"axes {series.axes!r} have no Y, X at the end",
                     "save the stack as (Z, Y, X)")
@@ -304,11 +308,7 @@ def _imagej_sizes(tf) -> tuple[float | None, float | None, float | None]:
     micrometre (None otherwise: ImageJ writes 1 pixel per pixel when it was never
     calibrated)."""
     meta = tf.imagej_metadata or {}
-    # ImageJ descriptions are ASCII: Fiji writes the micro sign (and some writers the
-    # Greek mu) as an escape
-    unit = (str(meta.get("unit", "")).strip().lower()
-            .replace("\\u00b5", "µ").replace("\\u03bc", "μ"))
-    if unit not in ("micron", "microns", "um", "µm", "μm"):
+    if not imagej_unit_is_um(meta):
         return None, None, None
 
     def size(name: str) -> float | None:
@@ -578,10 +578,12 @@ class _Labels:
             self.truth = SlideTruth(ids, np.column_stack([c * px, zc]),
                                     np.full((len(ids), 2), np.nan), b)
             return
-        ids = np.unique(labels)
+        # (measured on ids 1..N when the file's are far apart, reported as the file's)
+        lab, names = compact_labels(labels)
+        ids = np.unique(lab)
         ids = ids[ids > 0]
-        objs = ndimage.find_objects(labels)
-        com = np.asarray(ndimage.center_of_mass(np.ones(labels.shape, np.float32), labels,
+        objs = ndimage.find_objects(lab)
+        com = np.asarray(ndimage.center_of_mass(np.ones(lab.shape, np.float32), lab,
                                                 ids), float).reshape(-1, 3)
         bxs, zr = [], []
         for i in ids:
@@ -590,18 +592,47 @@ class _Labels:
             zr.append([sl[0].start * dz, (sl[0].stop - 1) * dz] if self.is3d
                       else [np.nan, np.nan])
         zc = com[:, 0] * dz if self.is3d else np.full(len(ids), (nz_image - 1) / 2 * dz)
+        if names is not None:
+            ids = names[ids]
         self.truth = SlideTruth(ids.astype(int), np.column_stack([com[:, 2] * px,
                                                                   com[:, 1] * px, zc]),
                                 np.asarray(zr, float).reshape(-1, 2),
                                 np.asarray(bxs, float).reshape(-1, 4))
-        for k in range(labels.shape[0]):
-            pid, pb = label_boxes(labels[k])
-            self.planes.append((pid, from_file_boxes(pb).astype(float)))
+        for k in range(lab.shape[0]):
+            pid, pb = label_boxes(lab[k])
+            self.planes.append((pid if names is None else names[pid].astype(int),
+                                from_file_boxes(pb).astype(float)))
 
     def at(self, plane: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.planes:
             return np.zeros(0, int), np.zeros((0, 4))
         return self.planes[min(max(plane, 0), len(self.planes) - 1)]
+
+
+#: Gaussian sigma (pixels of the sampled planes) that averages away an image's own pixel
+#: noise before its background level is read (:func:`background_level`).
+BACKGROUND_SMOOTH_PX = 2.0
+
+
+def background_level(planes: np.ndarray) -> float:
+    """The background level of *planes* (Z, Y, X): the 10th percentile of the planes
+    smoothed by a Gaussian of :data:`BACKGROUND_SMOOTH_PX`.
+
+    Why smoothed: the camera sees this level outside the image, beside the image's own
+    background. The 10th percentile of a noisy background lies 1.3 noise sigmas below
+    its mean, so outside the image was a darker field with a sharp edge along the
+    image's border, and the detector found "nuclei" at the image's corners and edges
+    (a scan over a region that reaches the border reported them as cells). Smoothing
+    first divides the pixel noise by about 7, so the level is the background's mean
+    while a flat field, a ramp or a dark gap between nuclei keeps its 10th percentile.
+    (In float64, rounded to the frames' float32: a flat background stays exactly its
+    value, which shot noise, adding no photons there, must give back.)
+    """
+    import cv2
+
+    smooth = [cv2.GaussianBlur(np.asarray(p, np.float64), (0, 0), BACKGROUND_SMOOTH_PX,
+                               borderType=cv2.BORDER_REFLECT) for p in planes]
+    return float(np.float32(np.percentile(np.stack(smooth), 10)))
 
 
 #: Relative difference of a file's x and y pixel sizes above which pixels are not square.
@@ -718,7 +749,7 @@ class SlideMicroscope(BaseMicroscope):
         self.optical_sectioning = nz > 1 if sectioning is None else parse_sectioning(
             sectioning)
         sample = self._stack[:, ::max(1, h // 256), ::max(1, w // 256)]
-        self.background = float(np.percentile(sample, 10))
+        self.background = background_level(sample)
         self.bright = float(np.percentile(sample, 99.9))
         self._range = max(self.bright - self.background, 1e-6)
         self._labels = _Labels(sf.labels, sf.boxes, self._px, self.z_step_um, nz)
@@ -960,7 +991,9 @@ def extrude_to_stack(image: np.ndarray, labels: np.ndarray, pixel_size_um: float
     from scipy import ndimage
 
     img = np.asarray(image, np.float32)
-    lab = np.asarray(labels).astype(np.int32)
+    # (ids far apart are worked on as 1..N: the arrays below have one entry per id)
+    lab, names = compact_labels(np.asarray(labels))
+    lab = lab.astype(np.int32)
     ids = np.unique(lab)
     ids = ids[ids > 0]
     rng = np.random.default_rng(seed)
@@ -997,4 +1030,4 @@ def extrude_to_stack(image: np.ndarray, labels: np.ndarray, pixel_size_um: float
         plane = sig * inside + cv2.GaussianBlur(sig * h[lab], (0, 0), sigma_px)
         stack[k] = np.clip(plane + bg, 0, hi).astype(out_dtype)
         labs[k] = np.where(inside, lab, 0)
-    return stack, labs
+    return stack, (labs if names is None else names[labs])

@@ -69,6 +69,7 @@ from inscope.acquisition.frame import (
     label_boxes,
     looks_semantic,
     open_npz,
+    without_trailing_ones,
 )
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        img = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tf:
+            axes = tf.series[0].axes.upper()
+            img = tf.series[0].asarray()
+        _refuse_named_planes(path, axes, img.shape)
         if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[-1] not in (3, 4):
             img = np.moveaxis(img, 0, -1)
     else:
@@ -155,6 +159,32 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"Image {path} has shape {img.shape}; expected one 2-D image "
                          "(a stack? save one file per frame or use an npz stack).")
     return img
+
+
+#: What a TIFF's axis letters count, for the error of :func:`_refuse_named_planes`.
+_TIFF_AXES = {"Z": "z planes", "C": "channels", "T": "time points", "R": "tiles",
+              "V": "positions", "A": "angles", "E": "wavelengths", "P": "phases",
+              "L": "exposures", "H": "lifetime bins"}
+
+
+def _refuse_named_planes(path: Path, axes: str, shape: tuple[int, ...]) -> None:
+    """Refuse a TIFF whose own axes (OME, ImageJ, tifffile's) name more than one z plane,
+    channel, time point, ...: one 2-D image is scored against one 2-D mask.
+
+    Why: a 3- or 4-plane z-stack or a 3-channel hyperstack has the shape of a
+    channel-first colour picture, and was read as one, the mean of its planes - a
+    blurred z projection, or the nuclei mixed with other stains - scored against the
+    mask of one plane, without a word. Colour samples (S) and unnamed planes (Q, I)
+    are left to the colour rule.
+    """
+    many = [(a, n) for a, n in zip(axes, shape, strict=False)
+            if a not in "YXSQI" and n > 1]
+    if many:
+        held = ", ".join(f"{n} {_TIFF_AXES.get(a, a + ' indices')}" for a, n in many)
+        raise ValueError(f"Image {path} holds {held} (axes {axes!r}, shape {tuple(shape)}); "
+                         "expected one 2-D image: save the annotated plane or channel alone "
+                         "(a stack: with a (T, H, W) mask stack beside it, or as an npz "
+                         "'images' + 'labels').")
 
 
 def boxes_from_labels(labels: np.ndarray, key: str = "labels") -> np.ndarray:
@@ -213,7 +243,7 @@ def _npz_pixels(a: np.ndarray, key: str, path: Path, stack: bool) -> np.ndarray:
     ``images`` (*stack* True: (T, H, W)) as grey: colour (..., 3) / (..., 4) as
     :func:`~inscope.acquisition.frame.colour_to_grey` makes it, as for a colour PNG;
     any other shape is one line naming the key and the shapes it takes."""
-    a = np.asarray(a)
+    a, _ = without_trailing_ones(np.asarray(a))
     if a.dtype.kind not in "uif":
         raise ValueError(f"{path}: '{key}' holds {a.dtype} values; save the pixels as a "
                          "numeric array.")
@@ -226,6 +256,12 @@ def _npz_pixels(a: np.ndarray, key: str, path: Path, stack: bool) -> np.ndarray:
                  "image each box is in")
         raise ValueError(f"{path}: '{key}' has shape {np.shape(a)}; save it as {want} "
                          f"(colour as {want[:-1]}, 3)){other}.")
+    if a.dtype.kind == "f" and (bad := int(a.size - np.count_nonzero(np.isfinite(a)))):
+        # (the detector reads them as the image's median, as it does a live frame's:
+        # objects there are missed, and their loss is the pixels', not the model's)
+        log.warning("%s: '%s' has %d NaN / infinite pixels of %d; they are read as the "
+                    "image's median, so objects there count as missed", path, key, bad,
+                    a.size)
     return a
 
 
@@ -288,11 +324,20 @@ def read_npz(path: str | Path) -> list[Sample]:
     with open_npz(path) as d:
         keys = set(d.files)
         if "boxes" not in keys and "labels" in keys:
+            labels, _ = without_trailing_ones(np.asarray(d["labels"]))
             for key in ("image", "images"):
                 if key in keys:
-                    img = _npz_pixels(d[key], key, path, stack=key == "images"
-                                      or np.ndim(d["labels"]) == 3)
-                    return _label_samples(img, d["labels"], path.name)
+                    pixels = d[key]
+                    if key == "image" and labels.ndim == 3 and np.ndim(
+                            without_trailing_ones(np.asarray(pixels))[0]) == 2:
+                        raise ValueError(
+                            f"{path}: 'labels' has shape {labels.shape}, a stack, but "
+                            f"'image' has shape {np.shape(pixels)}, one image; save the "
+                            "labels of one image as (H, W), or the stack's images as "
+                            "'images' (T, H, W).")
+                    img = _npz_pixels(pixels, key, path,
+                                      stack=key == "images" or labels.ndim == 3)
+                    return _label_samples(img, labels, path.name)
         if "image" in keys and "boxes" in keys:
             img = _npz_pixels(d["image"], "image", path, stack=False)
             boxes = _npz_boxes(d, path, img)

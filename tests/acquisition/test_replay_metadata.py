@@ -118,7 +118,11 @@ def test_channel_zero_of_a_multi_channel_recording(tmp_path):
     assert got == [(0, 0.0, 0.0, 0.0), (2, 1.0, 0.0, 0.0)]
 
 
-@pytest.mark.parametrize("unit", ["micron", "\\u00B5m", "um"])  # ImageJ writes ASCII
+# ImageJ writes ASCII: the micro sign or Greek mu as an escape (any case); "microns" and
+# "UM" as a user typed them in Image > Properties. The slide reads all of them, so must the
+# replay of the same file (it took 1 µm per pixel for the last four).
+@pytest.mark.parametrize("unit", ["micron", "\\u00B5m", "um", "microns", "\\u00b5m",
+                                  "\\u03BCm", "UM"])
 def test_imagej_pixel_sizes_in_every_spelling_fiji_writes(tmp_path, unit):
     path = tmp_path / "ij.tif"
     tifffile.imwrite(path, _planes(2, None), imagej=True, resolution=(1 / 0.4, 1 / 0.4),

@@ -18,7 +18,8 @@ import pytest
 import tifffile
 
 from inscope.acquisition.errors import MicroscopeUnavailable
-from inscope.acquisition.slide import SlideMicroscope, load_slide
+from inscope.acquisition.replay import ReplayMicroscope
+from inscope.acquisition.slide import SlideMicroscope, extrude_to_stack, load_slide
 from inscope.detector.datasets import load_dataset
 
 H, W = 40, 50
@@ -138,3 +139,63 @@ def test_square_pixels_and_a_given_pixel_size_are_taken(tmp_path, caplog):
     s.close()
     assert any("not square" in r.getMessage() and "pixel_size_um=0.5" in r.getMessage()
                for r in caplog.records)
+
+
+def test_ids_far_apart_are_measured_without_one_entry_per_unused_id(tmp_path):
+    """Ids numbered per tile or by track (here 10^12 apart, int64): SciPy's per-label
+    functions size their work by the largest id, which ended in a MemoryError
+    traceback; the objects are measured as 1..N and keep the file's ids, in the
+    slide's truth and in eval alike (an object covering the whole image included)."""
+    far = np.where(_labels() > 0, _labels().astype(np.int64) * 10**12 + 7, 0)
+    s = _slide(_npz(tmp_path / "far.npz", labels=far), pixel_size_um=1.0)
+    near = _slide(_npz(tmp_path / "near.npz", labels=_labels()), pixel_size_um=1.0)
+    assert s.true_cells().ids.tolist() == [10**12 + 7, 2 * 10**12 + 7]
+    np.testing.assert_allclose(s.true_cells().xyz_um, near.true_cells().xyz_um)
+    np.testing.assert_allclose(s.true_cells().boxes_px, near.true_cells().boxes_px)
+    s.move_xy(10.0, 8.0)
+    near.move_xy(10.0, 8.0)
+    f, g = s.snap(), near.snap()
+    assert f.metadata["truth_ids"] == [10**12 + 7]
+    np.testing.assert_array_equal(f.truth, g.truth)
+    (a,) = load_dataset(tmp_path / "far.npz")
+    (b,) = load_dataset(tmp_path / "near.npz")
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    full = np.full((H, W), 5 * 10**12, np.int64)  # no background pixel at all
+    (c,) = load_dataset(_npz(tmp_path / "full.npz", labels=full))
+    np.testing.assert_array_equal(c.boxes, [[-0.5, -0.5, W - 0.5, H - 0.5]])
+
+
+def test_extruding_ids_far_apart_gives_the_same_stack_with_the_files_ids():
+    """``extrude_to_stack`` keeps one entry per id up to the largest: ids of 10^9 are
+    extruded as 1..N (the same stack as ids 1, 2) and come back as the file's ids."""
+    far = np.where(_labels() > 0, _labels().astype(np.int64) * 10**9 + 3, 0)
+    stack, labs = extrude_to_stack(_img(), far, 1.0, planes=9)
+    near_stack, near_labs = extrude_to_stack(_img(), _labels(), 1.0, planes=9)
+    np.testing.assert_array_equal(stack, near_stack)
+    np.testing.assert_array_equal(labs, np.where(near_labs > 0,
+                                                 near_labs.astype(np.int64) * 10**9 + 3, 0))
+
+
+def test_a_grey_image_with_a_channel_axis_of_one_is_one_image(tmp_path):
+    """(Y, X, 1) - a grey image kept with a channel axis of one, as Keras-style datasets
+    and some exporters write it - is the same image as (Y, X) to the slide (npz and
+    TIFF), the replay and eval: all of them refused it as a shape they do not take."""
+    npz = tmp_path / "yx1.npz"
+    np.savez(npz, image=_img()[..., None], labels=_labels()[..., None])
+    tif = tmp_path / "yx1.tif"
+    tifffile.imwrite(tif, _img()[..., None])  # tifffile: axes 'YXQ'
+    flat = _slide(_npz(tmp_path / "flat.npz", labels=_labels()), pixel_size_um=1.0)
+    for path in (npz, tif):
+        s = _slide(path, pixel_size_um=1.0)
+        assert s._stack.shape == flat._stack.shape == (1, H, W)  # (planes, y, x)
+        s.close()
+    s = _slide(npz, pixel_size_um=1.0)
+    assert s.true_cells().ids.tolist() == [1, 2]
+    np.testing.assert_allclose(s.true_cells().xyz_um, flat.true_cells().xyz_um)
+    r = ReplayMicroscope(tif, pixel_size_um=1.0)
+    np.testing.assert_array_equal(r.snap().pixels, _img())
+    r.close()
+    (a,) = load_dataset(npz)
+    (b,) = load_dataset(tmp_path / "flat.npz")
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.boxes, b.boxes)

@@ -291,6 +291,27 @@ def test_background_is_the_images_10th_percentile_and_noise_follows_the_seed(tmp
                                            rel=0.15)
 
 
+def test_outside_a_noisy_image_is_its_background_mean_not_a_darker_rim(tmp_path):
+    """A widefield image's background is noisy (here 200 +/- 40 ADU): its raw 10th
+    percentile is 1.3 sigmas below the mean, so the field beyond the image was darker
+    than the image's own background, with a sharp edge along the border that the
+    detector took for nuclei at the corners. The level is read with the noise averaged
+    away: beyond the border the camera sees the image's background mean."""
+    rng = np.random.default_rng(3)
+    img = (200.0 + rng.normal(0.0, 40.0, (256, 256))).astype(np.float32)
+    yy, xx = np.mgrid[0:256, 0:256]
+    for cy, cx in ((60, 70), (180, 150), (120, 200)):
+        img += 3000.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 8.0 ** 2))
+    p = tmp_path / "noisy.npz"
+    np.savez(p, image=img)
+    s = SlideMicroscope(p, pixel_size_um=1.0, fov=64, noise=0, realtime=False)
+    assert abs(s.background - 200.0) < 0.3 * 40.0
+    s.move_xy(0.0, 0.0)  # the image's corner at the middle of the field
+    f = s.snap().pixels
+    outside, inside = f[:30, :30], f[34:, 34:]
+    assert abs(float(outside.mean()) - float(inside.mean())) < 0.3 * 40.0
+
+
 def test_tiff_layouts_rgb_time_series_channels_and_unnamed_axes(tmp_path):
     """What lands in a user's folder: an RGB snapshot (the mean of its samples), a time
     series (the first time point is the slide), a channel stack (the channel asked

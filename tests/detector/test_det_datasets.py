@@ -134,6 +134,59 @@ def test_read_image_refuses_stacks(tmp_path):
         read_image(tmp_path / "s.tif")
 
 
+def test_a_tiff_naming_several_planes_or_channels_is_refused_not_averaged(tmp_path):
+    """A 3-plane z-stack saved with its axes (tifffile, Fiji) or a 3-channel ImageJ
+    hyperstack has a channel-first colour picture's shape; beside one 2-D mask it was
+    read as the mean of its planes and scored without a word. Refused, naming what the
+    file holds; with a mask stack beside it each plane is still its own sample."""
+    lab = np.zeros((H, W), np.uint16)
+    lab[20:36, 10:30] = 1
+    planes = np.stack([image(1), image(2), image(3)])
+    for name, kw, held in (("z.tif", {"metadata": {"axes": "ZYX"}}, "3 z planes"),
+                           ("c.tif", {"imagej": True, "metadata": {"axes": "CYX"}},
+                            "3 channels"),
+                           ("t.ome.tif", {"metadata": {"axes": "TYX"}}, "3 time points")):
+        tifffile.imwrite(tmp_path / name, planes, **kw)
+        tifffile.imwrite(tmp_path / f"{name[:-4]}_masks.tif", lab)  # (Cellpose's name)
+        with pytest.raises(ValueError, match=held + ".*one 2-D image"):
+            load_dataset(tmp_path / name)
+    tifffile.imwrite(tmp_path / "z_masks.tif", np.stack([lab, lab, lab]))
+    s = load_dataset(tmp_path / "z.tif")
+    assert [x.name for x in s] == ["z.tif[0]", "z.tif[1]", "z.tif[2]"]
+    np.testing.assert_array_equal(s[2].image, planes[2])
+
+
+def test_one_image_beside_a_stack_of_labels_names_the_mismatch(tmp_path):
+    """An npz of one (H, W) 'image' and (Z, H, W) 'labels' used to be told to save the
+    image as (T, H, W); the labels are as likely the mistake, so both shapes are named."""
+    np.savez(tmp_path / "m.npz", image=image(1),
+             labels=np.zeros((3, *image(1).shape), np.int32))
+    with pytest.raises(ValueError, match=r"'labels' has shape \(3, .*a stack, but 'image' "
+                                         r"has shape .*one image"):
+        load_dataset(tmp_path / "m.npz")
+
+
+def test_nan_pixels_in_an_npz_are_scored_but_said(tmp_path, caplog):
+    """Eval reads NaN pixels as the image's median (as the live loop does) and scores the
+    rest; the objects there count as missed, so it says how many pixels were not finite
+    (the slide refuses such a file outright: it has to show those pixels)."""
+    img = image(1).astype(np.float32)
+    img[:, :5] = np.nan
+    img[0, 7] = np.inf
+    np.savez(tmp_path / "n.npz", image=img, boxes=np.array([[10, 10, 20, 20]], np.float32))
+    with caplog.at_level("WARNING"):
+        (s,) = load_dataset(tmp_path / "n.npz")
+    said = [r.getMessage() for r in caplog.records if "NaN" in r.getMessage()]
+    assert len(said) == 1 and f"{5 * img.shape[0] + 1} NaN / infinite pixels" in said[0]
+    assert s.image.shape == img.shape
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        np.savez(tmp_path / "ok.npz", image=image(1).astype(np.float32),
+                 boxes=np.array([[10, 10, 20, 20]], np.float32))
+        load_dataset(tmp_path / "ok.npz")
+    assert not [r for r in caplog.records if "NaN" in r.getMessage()]
+
+
 def test_simulated_held_out_samples():
     from inscope.detector.datasets import simulated_samples
 
