@@ -11,11 +11,13 @@ import numpy as np
 
 from inscope.acquisition.frame import Frame, StagePosition, colour_to_grey
 from inscope.acquisition.mm_tags import position_from_tags
+from inscope.detector.base import Detections
 from inscope.schema import detections_message
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METADATA_KEY", "Detected", "camera_count", "detect_image", "position_from_tags"]
+__all__ = ["METADATA_KEY", "Detected", "camera_count", "detect_image", "position_from_tags",
+           "undetected"]
 
 #: Metadata key under which the boxes are stored in an image's metadata.
 METADATA_KEY = "inscope"
@@ -34,7 +36,8 @@ class Detected:
     record
         JSON-able dict: ``n`` and one entry per box with ``box_px``, ``center_px``,
         ``box_um``, ``center_um`` (stage µm, ``None`` without a stage position), ``score``
-        and ``class`` (the schema of the ZMQ detections message, without time stamps).
+        and ``class`` (the schema of the ZMQ detections message, without time stamps);
+        ``error`` too when the detector failed on the image (:func:`undetected`).
     """
 
     frame: Frame
@@ -87,13 +90,38 @@ def detect_image(detector: Any, image: np.ndarray, *, index: int = 0,
         The pixel-to-stage map (``affine`` 2x2 µm/pixel; default ``pixel_size_um * I``),
         e.g. a :class:`~inscope.control.calibration.Calibration`'s affine.
     """
+    frame = _frame(image, index, position, pixel_size_um, affine, metadata)
+    return _detected(frame, detector.detect(frame))
+
+
+def undetected(image: np.ndarray, error: str, *, index: int = 0,
+               position: StagePosition | None = None, pixel_size_um: float = 1.0,
+               affine: np.ndarray | None = None,
+               metadata: Mapping[str, Any] | None = None) -> Detected:
+    """What :func:`detect_image` gives for an image the detector failed on: no boxes, and
+    ``record["error"]`` says what failed, so the image is still kept and counted (an
+    exception escaping a frame handler would lose the frame, or stop the acquisition).
+    Same arguments as :func:`detect_image`."""
+    frame = _frame(image, index, position, pixel_size_um, affine, metadata)
+    none = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                      np.zeros(0, np.int32), frame_index=frame.index)
+    det = _detected(frame, none)
+    det.record["error"] = str(error)
+    return det
+
+
+def _frame(image: np.ndarray, index: int, position: StagePosition | None,
+           pixel_size_um: float, affine: np.ndarray | None,
+           metadata: Mapping[str, Any] | None) -> Frame:
     if pixel_size_um is None or not pixel_size_um > 0:  # an unconfigured pixel size
         pixel_size_um = 1.0
-    frame = Frame(_gray(image), index=int(index), position=position,
-                  pixel_size_um=float(pixel_size_um),
-                  affine=np.eye(2) * float(pixel_size_um) if affine is None else affine,
-                  metadata=dict(metadata or {}))
-    dets = detector.detect(frame)
+    return Frame(_gray(image), index=int(index), position=position,
+                 pixel_size_um=float(pixel_size_um),
+                 affine=np.eye(2) * float(pixel_size_um) if affine is None else affine,
+                 metadata=dict(metadata or {}))
+
+
+def _detected(frame: Frame, dets: Any) -> Detected:
     msg = detections_message(frame, dets)
     record = {k: msg[k] for k in ("n", "detections", "stage_um", "pixel_size_um",
                                   "affine_um_per_px", "shape")}

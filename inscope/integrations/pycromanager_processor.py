@@ -123,14 +123,22 @@ class DetectionProcessor:
         self._lock = threading.Lock()
         self._pending = 0
         self._armed = False
+        self._acq: Any = None
         self._queue: Any = None
         self._count = 0
         # the axes of every follow-up event queued: their images (one per camera) never
         # start follow-ups (a rule's own axis names need not include "cell")
         self._follow_up_axes: set[tuple] = set()
+        # the channel settings ("config_group", "exposure") of each submitted event, by
+        # axes: an image's metadata does not carry them, and a follow-up labelled with
+        # its parent's channel must also be imaged in it
+        self._channel_settings: dict[tuple, dict[str, Any]] = {}
 
     def acquire(self, acq: Any, events: dict | Sequence[dict]) -> None:
-        """Submit *events* to *acq* and end it once they and their follow-ups are done."""
+        """Submit *events* to *acq* and end it once they and their follow-ups are done.
+
+        Several calls on one *acq* add to it; the first call on another acquisition
+        starts afresh (what an aborted one never delivered is not waited for)."""
         events = [events] if isinstance(events, dict) else list(events)
         core = self.core
         cameras = None if core is None else camera_count(
@@ -139,7 +147,19 @@ class DetectionProcessor:
             raise ValueError(f"follow_up_camera={self.follow_up_camera}, but the core has "
                              f"{cameras} camera(s): give 0"
                              + (f" to {cameras - 1}." if cameras > 1 else "."))
+        settings = {_axes_key(dict(e.get("axes") or {})):
+                    {k: e[k] for k in _CHANNEL_KEYS if k in e}
+                    for e in events if isinstance(e, dict)}
         with self._lock:
+            if acq is not self._acq:
+                # another acquisition: the last one's follow-up axes would keep images
+                # with the same axes from starting follow-ups, and images it never
+                # delivered (aborted) would keep this one from ever being ended
+                self._acq = acq
+                self._pending = 0
+                self._follow_up_axes.clear()
+                self._channel_settings.clear()
+            self._channel_settings.update({k: v for k, v in settings.items() if v})
             self._pending += len(events)
             self._armed = True
             self._queue = getattr(acq, "_event_queue", None)
@@ -195,6 +215,7 @@ class DetectionProcessor:
         self.results.append({"axes": axes, METADATA_KEY: record})
         queue = event_queue if event_queue is not None else self._queue
         with self._lock:
+            new = [self._in_parent_channel(event, axes, key) for event in new]
             for event in new:
                 self._follow_up_axes.add(_axes_key(dict(event.get("axes") or {})))
             self._pending += len(new) - (1 if counted else 0)
@@ -205,6 +226,23 @@ class DetectionProcessor:
         if done and queue is not None:
             queue.put(None)  # pycro-manager's "no more events"
         return image, metadata
+
+    def _in_parent_channel(self, event: dict, axes: Mapping[str, Any], key: tuple) -> dict:
+        """*event* with its parent image's channel settings, where it carries the parent's
+        channel axis and no settings of its own: pycro-manager leaves the hardware in the
+        last event's channel, so a follow-up of a DAPI image (the axes of
+        :func:`zstack_at_cells` keep ``"channel": "DAPI"``) would be imaged in FITC and
+        saved as DAPI."""
+        parent = self._channel_settings.get(key)
+        ev_axes = dict(event.get("axes") or {})
+        if (not parent or "channel" not in axes
+                or str(ev_axes.get("channel")) != str(axes["channel"])):
+            return event
+        return {**{k: v for k, v in parent.items() if k not in event}, **event}
+
+
+#: Event keys that choose a channel's hardware (pycro-manager's event format).
+_CHANNEL_KEYS = ("config_group", "exposure")
 
 
 def _axes_key(axes: Mapping[str, Any]) -> tuple:

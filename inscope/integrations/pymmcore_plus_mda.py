@@ -34,7 +34,7 @@ import numpy as np
 
 from inscope.acquisition.frame import StagePosition
 from inscope.acquisition.micromanager import affine_from_core
-from inscope.integrations.common import Detected, camera_count, detect_image
+from inscope.integrations.common import Detected, camera_count, detect_image, undetected
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ class FrameResult:
     detected: Detected
     #: what the follow-up rule of :func:`run_adaptive` raised on this frame, if it did
     follow_up_error: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """What the detector raised on this frame, if it did (then it has no boxes)."""
+        return self.detected.record.get("error")
 
     @property
     def record(self) -> dict[str, Any]:
@@ -78,7 +83,10 @@ class FrameDetector:
     shipped-model detection costs a few ms per frame, which the runner waits for. Boxes
     are mapped to stage µm by *affine* (2x2 µm per pixel) or, by default, by the
     connected core's pixel-size affine (a camera mounted rotated, as calibrated in
-    Micro-Manager), else the frame's pixel size.
+    Micro-Manager), else the frame's pixel size. A frame the detector fails on (an odd
+    camera image) is logged and kept with no boxes and :attr:`FrameResult.error`: raised
+    out of the signal it would only be logged by pymmcore-plus, and the frame would be
+    missing from the results.
     """
 
     def __init__(self, detector: Any, *, affine: np.ndarray | None = None,
@@ -111,8 +119,14 @@ class FrameDetector:
         if affine is None and self._mmc is not None:
             # the core's calibrated pixel -> stage map (a rotated camera)
             affine = affine_from_core(lambda: self._mmc.getPixelSizeAffine(True), px)
-        det = detect_image(self.detector, img, index=self._count, position=pos,
-                           pixel_size_um=px, affine=affine)
+        try:
+            det = detect_image(self.detector, img, index=self._count, position=pos,
+                               pixel_size_um=px, affine=affine)
+        except Exception as e:  # noqa: BLE001 - one frame; the MDA and its results go on
+            log.exception("detection failed on MDA frame %d (%s)", self._count,
+                          getattr(event, "index", event))
+            det = undetected(img, f"{type(e).__name__}: {e}", index=self._count,
+                             position=pos, pixel_size_um=px, affine=affine)
         self._count += 1
         res = FrameResult(event, det)
         self.results.append(res)
@@ -139,7 +153,10 @@ def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
                     min_score: float = 0.0) -> Callable[[FrameResult], list]:
     """A follow-up rule: centre each detected cell (best first, at most *max_cells*) and
     take a z-stack at ``z + offsets_um``; the events are ``useq.MDAEvent`` with index
-    ``{"p": cell, "z": i}`` and ``metadata["inscope_follow_up"]`` set."""
+    ``{"p": cell, "z": i}`` and ``metadata["inscope_follow_up"]`` set. They keep the
+    channel and exposure of the frame the cell was found in: without them the engine
+    leaves the core in the sequence's last channel, and a cell found in DAPI would be
+    imaged in FITC."""
     import useq
 
     offsets = [float(o) for o in offsets_um]
@@ -161,6 +178,8 @@ def zstack_at_cells(offsets_um: Sequence[float], *, max_cells: int = 3,
                     index={"p": k, "z": i},  # type: ignore[arg-type]  # useq converts
                     x_pos=float(cx), y_pos=float(cy),
                     z_pos=float(pos.z + dz),
+                    channel=getattr(res.event, "channel", None),
+                    exposure=getattr(res.event, "exposure", None),
                     metadata={FOLLOW_UP_KEY: True, "cell_center_px": d["center_px"],
                               "cell_box_px": d["box_px"]}))
         return out
@@ -364,7 +383,7 @@ class AdaptiveRun:
     def _on_result(self, res: FrameResult) -> None:
         meta = res.event.metadata or {}
         try:
-            if meta.get(FOLLOW_UP_KEY):
+            if meta.get(FOLLOW_UP_KEY) or res.error is not None:
                 return
             if int(dict(res.event.index or {}).get("cam", 0)) != self._follow_up_camera:
                 return

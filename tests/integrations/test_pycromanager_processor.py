@@ -277,6 +277,66 @@ def test_every_time_point_gets_its_follow_ups_before_the_acquisition_ends(beads,
     assert proc.follow_up_events == 4
 
 
+def test_follow_ups_are_imaged_in_the_channel_their_axes_name(beads, mm_core):
+    """zstack_at_cells keeps the parent's "channel" axis, but an image's metadata has no
+    "config_group": the follow-ups were imaged in the last event's channel (FITC, at its
+    exposure) and saved labelled DAPI."""
+    from pycromanager import Acquisition, multi_d_acquisition_events
+
+    taken = []
+
+    def hook(event):
+        taken.append((event["axes"], mm_core.get_current_config("Channel"),
+                      mm_core.get_exposure()))
+        return event
+
+    proc = DetectionProcessor(load_detector("classical"), core=mm_core,
+                              follow_up=zstack_at_cells([0.0, 1.0], max_cells=1))
+    acq = Acquisition(directory=None, image_process_fn=proc, post_hardware_hook_fn=hook)
+    proc.acquire(acq, multi_d_acquisition_events(
+        channel_group="Channel", channels=["DAPI", "FITC"], channel_exposures_ms=[7, 12]))
+    acq.await_completion()
+    follow = [(a["channel"], c, x) for a, c, x in taken if "cell" in a]
+    assert sorted(follow) == [("DAPI", "DAPI", 7.0)] * 2 + [("FITC", "FITC", 12.0)] * 2
+
+
+class _Aborted:
+    """What a processor sees of an acquisition aborted after its first image: events
+    submitted, most of their images never delivered."""
+
+    def __init__(self):
+        import queue
+
+        self._event_queue: queue.Queue = queue.Queue()
+
+    def acquire(self, events):
+        pass
+
+
+def test_the_next_acquisition_ends_after_one_that_did_not_deliver_every_image(beads,
+                                                                              mm_core):
+    """The images an aborted acquisition never delivered stayed pending in the processor,
+    so the next acquisition through it was never ended (await_completion for ever)."""
+    import threading
+
+    from pycromanager import Acquisition
+
+    proc = DetectionProcessor(load_detector("classical"), core=mm_core)
+    aborted = _Aborted()
+    proc.acquire(aborted, [{"axes": {"time": t}} for t in range(3)])
+    proc(beads.snap().pixels, {"Axes": {"time": 0}}, aborted._event_queue)
+    acq = Acquisition(directory=None, image_process_fn=proc)
+    proc.acquire(acq, [{"axes": {"time": 0}}])
+    waiter = threading.Thread(target=acq.await_completion, daemon=True)
+    waiter.start()
+    waiter.join(20)
+    ended = not waiter.is_alive()
+    if not ended:  # end it for the tests that follow on this engine
+        acq.mark_finished()
+        waiter.join(60)
+    assert ended and len(proc.results) == 2
+
+
 def test_without_a_core_the_tags_pixel_size_maps_the_boxes(beads, mm_core):
     """No core given (nothing to read a calibration from): the image tags' pixel size
     (0.5 µm with the demo's 20X) maps pixels to the stage; a given affine wins."""

@@ -171,6 +171,81 @@ def test_a_failing_rule_is_reported_on_its_frame_and_the_run_goes_on(core, caplo
     assert "follow-up rule failed" in caplog.text
 
 
+class _FailsOnFirst:
+    """The classical detector, raising on the first frame it is given (an odd camera
+    image the detector cannot read: a 1-row ROI, an all-NaN float frame)."""
+
+    def __init__(self):
+        self.inner = load_detector("classical")
+        self.calls = 0
+
+    def detect(self, frame):
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("unreadable frame")
+        return self.inner.detect(frame)
+
+
+def test_a_frame_the_detector_fails_on_is_kept_with_what_failed(core, caplog):
+    """Raised out of ``frameReady`` the error was only logged by pymmcore-plus and the
+    frame was missing from the results, unlike the pycro-manager processor's."""
+    import useq
+
+    handler = FrameDetector(_FailsOnFirst()).connect(core)
+    try:
+        with caplog.at_level("ERROR", logger="inscope.integrations.pymmcore_plus_mda"):
+            core.run_mda(useq.MDASequence(time_plan={"interval": 0, "loops": 2})).join()
+    finally:
+        handler.disconnect()
+    assert len(handler.results) == 2
+    bad, good = handler.results
+    assert bad.error == "ValueError: unreadable frame" and bad.n == 0
+    assert bad.record["error"] == bad.error and bad.record["stage_um"] is not None
+    assert good.error is None and good.n > 0
+    assert "detection failed on MDA frame 0" in caplog.text
+
+
+def test_a_started_run_does_not_wait_for_a_frame_the_detector_failed_on(core):
+    """The failed frame's handler never reported, so the run waited its handler_wait_s
+    (10 s) for it at the end and logged that a frame was never handled."""
+    import time as _time
+
+    import useq
+
+    t0 = _time.monotonic()
+    run = start_adaptive(core, _FailsOnFirst(),
+                         [useq.MDAEvent(index={"t": 0}), useq.MDAEvent(index={"t": 1})],
+                         zstack_at_cells([0.0], max_cells=1), timeout_s=120)
+    got = run.wait(timeout=60)
+    assert _time.monotonic() - t0 < 5.0
+    # the failed frame is kept and starts no follow-up; the other one starts its own
+    assert [r.error is not None for r in got] == [True, False, False]
+    assert got[2].event.metadata[FOLLOW_UP_KEY]
+
+
+def test_follow_ups_are_imaged_in_the_channel_their_cell_was_found_in(core):
+    """Without the parent's channel the engine left the core in the sequence's last
+    channel: a cell found in DAPI got its z-stack in FITC, at FITC's exposure."""
+    import useq
+
+    taken = []
+
+    def note(img, event, meta):
+        taken.append((event, core.getCurrentConfig("Channel"), core.getExposure()))
+
+    core.mda.events.frameReady.connect(note)
+    try:
+        seq = useq.MDASequence(channels=[{"config": "DAPI", "exposure": 7.0},
+                                         {"config": "FITC", "exposure": 12.0}])
+        results = run_adaptive(core, load_detector("classical"), seq,
+                               zstack_at_cells([0.0], max_cells=1), timeout_s=120)
+    finally:
+        core.mda.events.frameReady.disconnect(note)
+    assert len(results) == 4
+    follow = [(c, x) for e, c, x in taken if (e.metadata or {}).get(FOLLOW_UP_KEY)]
+    assert follow == [("DAPI", 7.0), ("FITC", 12.0)]
+
+
 def _multi_camera_core(signals: str = "psygnal"):
     """A core whose camera is Micro-Manager's "Multi Camera" over two DemoCameras (the
     Utilities adapter of mm-test-adapters): each snap gives two frames; *signals*: its
