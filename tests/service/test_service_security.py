@@ -227,3 +227,28 @@ def test_default_snapshot_rate_limit_refuses_a_burst(tmp_path):
     assert 1 <= ok <= 5, ok
     assert any("too many snapshots" in r.get("error", "") for r in reps)
     assert len(list((tmp_path / "snaps").glob("*_frame.tif"))) == ok
+
+
+def test_a_refused_snapshot_folder_takes_no_token(tmp_path):
+    """Three snapshots refused for their folder used to spend the burst's three tokens,
+    so the next good request was told to wait (a client probing names locked itself
+    out); a bad folder is now refused before a token is taken."""
+    from inscope.acquisition.factory import open_microscope
+    from inscope.detector.onnx_detector import load_detector
+    from inscope.pipeline import Pipeline
+
+    scope = open_microscope("sim", shape=(64, 64), exposure_ms=10.0, seed=1)
+    p = Pipeline(scope, load_detector("classical"), snapshot_dir=tmp_path / "snaps")
+    p.start()
+    try:
+        deadline = time.monotonic() + 10
+        while p.last_result is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bad = [p.command({"cmd": "snapshot", "dir": f"../{c}"}) for c in "abcde"]
+        good = p.command({"cmd": "snapshot", "dir": "ok"})
+    finally:
+        p.stop()
+        scope.close()
+    assert all(not r["ok"] and "dir" in r["error"] for r in bad), bad
+    assert good["ok"], good
+    assert p.snapshots.refused == 0
