@@ -60,7 +60,7 @@ from inscope.control_stage import (
     truth_centering_error_um,
 )
 from inscope.detector.base import STAMP_DETECT_END, STAMP_DETECT_START, Detections, Detector
-from inscope.enums import Mode
+from inscope.enums import Mode, TargetKind, parse_target
 from inscope.events import Signal
 from inscope.outputs import (
     STAMP_CONTROL_END,
@@ -248,6 +248,10 @@ class Pipeline:
             return self
         self._started = True
         self.control = ControlStage(self.scope, self.control_config, director=self.director)
+        c = self.control_config
+        if (unknown := self._unknown_class(parse_target(c.target, c.target_class))) \
+                is not None:
+            log.warning("%s The target steers to nothing until a set_target.", unknown)
         self._apply_threshold(self.score_threshold)
         guard = getattr(self.scope, "guard", None)
         if guard is not None:
@@ -557,9 +561,24 @@ class Pipeline:
     def set_target(self, target: str | int, target_class: str | None = None) -> str | int:
         if self.control is None:
             raise RuntimeError("the pipeline is not started; start it before set_target.")
-        spec = self.control.set_target(target, target_class)
+        spec = parse_target(target, target_class)
+        if (unknown := self._unknown_class(spec)) is not None:
+            # (accepted, it would steer to nothing, for good, without a word)
+            raise ValueError(unknown)
+        spec = self.control.set_target(spec)
         self.target_changed.emit(spec)
         return spec
+
+    def _unknown_class(self, spec: str | int) -> str | None:
+        """Why *spec* (a canonical target) can never be found, when it names a class the
+        detector does not have (None otherwise, and for a detector naming none)."""
+        names = tuple(getattr(self.detector, "class_names", ()) or ())
+        prefix = f"{TargetKind.CLASS}:"
+        if not (isinstance(spec, str) and spec.startswith(prefix)) or not names \
+                or spec[len(prefix):] in names:
+            return None
+        return (f"the detector has no class {spec[len(prefix):]!r}; its classes: "
+                f"{', '.join(names)}.")
 
     def _apply_threshold(self, thr: float | None) -> None:
         # Lower the detector's own threshold too, so a lower value can let boxes through.

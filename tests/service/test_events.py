@@ -45,13 +45,14 @@ def test_pipeline_announces_mode_target_and_stop(detector):
     p.start()
     try:
         p.set_mode("steer")
-        p.set_target("class:mitotic")
+        p.set_target(f"class:{detector.class_names[0]}")
         p.set_target("7")
         p.request_stop("test over")
         assert p.wait(10)
     finally:
         p.stop()
-    assert events == [("mode", Mode.STEER), ("target", "class:mitotic"), ("target", 7),
+    assert events == [("mode", Mode.STEER), ("target", f"class:{detector.class_names[0]}"),
+                      ("target", 7),
                       ("stopped", "test over")]
     assert p.stop_reason == "test over"
 

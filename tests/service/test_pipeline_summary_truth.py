@@ -282,10 +282,16 @@ def test_every_command_answers_with_its_result_or_one_clear_error(recording, det
                          f"{', '.join(Mode)}; got {bad!r}."}
         assert p.mode == "track"
         assert p.command({"cmd": "set_target", "id": 4}) == {"ok": True, "target": 4}
-        assert p.command({"cmd": "set_target", "target": "class", "class": "nucleus"}) == {
-            "ok": True, "target": "class:nucleus"}
+        name = detector.class_names[0]
+        assert p.command({"cmd": "set_target", "target": "class", "class": name}) == {
+            "ok": True, "target": f"class:{name}"}
         assert p.command({"cmd": "set_target", "target": "largest"}) == {
             "ok": True, "target": "largest"}
+        # a class the detector does not have would steer to nothing, for good
+        r = p.command({"cmd": "set_target", "target": "class:nosuch"})
+        assert r == {"ok": False, "error": "set_target: the detector has no class "
+                     f"'nosuch'; its classes: {', '.join(detector.class_names)}."}
+        assert p.command({"cmd": "status"})["target_policy"] == "largest"
         for bad in (None, True, 2.5, [1], {"a": 1}):
             r = p.command({"cmd": "set_target", "target": bad})
             assert r["ok"] is False and r["error"].startswith(
@@ -565,7 +571,7 @@ def test_thresholds_and_modes_set_live(recording):
         p.set_mode("steer")
         assert p.mode == "steer" and p.control_config.mode == "steer"
         assert p.control.mode == "steer" and config.mode == "track"
-        assert p.set_target("class", "nucleus") == "class:nucleus"
+        assert p.set_target("class", "cell") == "class:cell"  # the classical one's class
     finally:
         p.stop()
     fresh = load_detector("classical")

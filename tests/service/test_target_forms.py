@@ -97,23 +97,35 @@ def test_bad_specs_are_refused_alike_by_cli_and_toml(bad, tmp_path):
         load_config(f)
 
 
-def test_inscope_run_target_class(tmp_path, capsys):
-    """The issue's failing command: ``inscope run --target class:mitotic``."""
+def test_inscope_run_target_class(tmp_path, capsys, caplog):
+    """The issue's failing command: ``inscope run --target class:mitotic``. It runs (a
+    class policy is a target like any); with a detector that has no such class (the
+    classical baseline's one class is ``cell``) it says so once, at the start."""
     summary = tmp_path / "summary.json"
-    rc = main(["run", "--backend", "sim", "-o", "realtime=false", "--model", "classical",
-               "--mode", "steer", "--target", "class:mitotic", "--frames", "3", "--no-zmq",
-               "--no-window", "--no-progress", "--summary", str(summary)])
+    with caplog.at_level("WARNING"):
+        rc = main(["run", "--backend", "sim", "-o", "realtime=false", "--model",
+                   "classical", "--mode", "steer", "--target", "class:mitotic", "--frames",
+                   "3", "--no-zmq", "--no-window", "--no-progress", "--summary",
+                   str(summary)])
     assert rc == 0, capsys.readouterr().err
     assert json.loads(summary.read_text())["control"]["target_policy"] == TargetKind.CLASS
+    said = [r.getMessage() for r in caplog.records if "no class" in r.getMessage()]
+    assert said == ["the detector has no class 'mitotic'; its classes: cell. The target "
+                    "steers to nothing until a set_target."], said
 
 
 def test_zmq_set_target(detector):
     p = Pipeline(sim_scope(seed=1), detector, control=ControlConfig(mode="track")).start()
     srv = CommandServer(p.command, port=0).start()
     try:
-        forms: list = list(FORMS)
-        forms += [(7, 7, TrackId(7)), ({"target": "class", "class": "mitotic"},
-                                       "class:mitotic", ClassName("mitotic"))]
+        # (a class the detector has: another one is refused, test_pipeline_summary_truth)
+        name = detector.class_names[0]
+        forms: list = [(s.replace("mitotic", name), c.replace("mitotic", name),
+                        ClassName(name) if isinstance(pol, ClassName) else pol)
+                       if isinstance(s, str) and "mitotic" in s else (s, c, pol)
+                       for s, c, pol in FORMS]
+        forms += [(7, 7, TrackId(7)), ({"target": "class", "class": name},
+                                       f"class:{name}", ClassName(name))]
         for spec, canonical, policy in forms:
             req = {"cmd": "set_target", **(spec if isinstance(spec, dict) else
                                            {"target": spec})}
@@ -123,7 +135,7 @@ def test_zmq_set_target(detector):
         for bad in BAD:
             rep = request(srv.address, {"cmd": "set_target", "target": bad})
             assert rep["ok"] is False and "target" in rep["error"], (bad, rep)
-            assert p.control.steerer.policy == ClassName("mitotic"), "a bad spec changes nothing"
+            assert p.control.steerer.policy == ClassName(name), "a bad spec changes nothing"
     finally:
         srv.stop()
         p.stop()
