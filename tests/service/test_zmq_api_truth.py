@@ -28,7 +28,7 @@ from inscope import schema
 from inscope.acquisition.frame import Frame
 from inscope.detector.base import Detections
 from inscope.outputs import STAMP_SENT, Result
-from inscope.zmq_api import MAX_REQUEST_BYTES, CommandServer, PubOutput, _short, request
+from inscope.zmq_api import MAX_REQUEST_BYTES, CommandServer, PubOutput, _host, _short, request
 
 LOGGER = "inscope.zmq_api"
 #: the command server's socket type (a ROUTER: it may answer a slow command out of order)
@@ -357,6 +357,9 @@ def test_server_defaults_and_its_thread():
     try:
         assert srv.port != 0 and srv.address == f"tcp://127.0.0.1:{srv.port}"
         assert srv._thread.name == "inscope-rep" and srv._thread.daemon is True
+        # (the slow commands' worker: named for the bench's CPU per thread, and a daemon)
+        assert srv._worker is not None
+        assert srv._worker.name == "inscope-rep-slow" and srv._worker.daemon is True
         assert srv.alive
     finally:
         srv.stop()
@@ -913,3 +916,77 @@ def test_a_command_of_any_type_is_answered_and_the_server_lives(cmd):
     finally:
         s.close()
         srv.stop()
+
+
+def _snapshot_of(n: int) -> bytes:
+    """A snapshot request padded with spaces to *n* bytes."""
+    head = b'{"cmd": "snapshot"'
+    return head + b" " * (n - len(head) - 1) + b"}"
+
+
+@pytest.mark.parametrize(("frames", "slow"), [
+    ([b'{"cmd": "snapshot"}'], True),
+    ([b'{"cmd": "snapshot", "dir": "a"}\0'], True),  # a C client's terminating NUL
+    ([_snapshot_of(4096)], True),  # the largest looked at
+    ([_snapshot_of(4097)], False),  # past it: answered inline
+    ([b'{"cmd": "snapshot"}', b"more"], False),  # several frames: the inline error
+    ([], False),
+    ([b'{"cmd": "status"}'], False),
+    ([b"not json"], False),
+    ([b'{"cmd": {}}'], False),
+    ([b'["snapshot"]'], False),
+])
+def test_only_a_small_one_frame_snapshot_request_goes_to_the_worker(frames, slow):
+    """The server thread's cheap look (it never raises: an odd request is answered at
+    once, inline, with its error)."""
+    assert len(_snapshot_of(4096)) == 4096
+    assert CommandServer._is_slow(frames) is slow
+
+
+def test_a_slow_reply_goes_out_at_once_and_nothing_stays_pending():
+    """While a slow command runs the server looks for its reply every 5 ms, not every
+    ``poll_ms`` (here 3 s): the snapshot's client is not kept waiting by the poll; once
+    every reply is out nothing is pending (the poll is back to ``poll_ms``)."""
+    def handler(req: dict) -> dict:
+        if req["cmd"] == "snapshot":
+            time.sleep(0.1)
+        return {"ok": True, "cmd": req["cmd"]}
+
+    srv = CommandServer(handler, port=0, poll_ms=3000).start()
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            assert request(srv.address, {"cmd": "snapshot"}, timeout_ms=5000)["ok"]
+            assert time.monotonic() - t0 < 1.5  # the poll's 3 s would show
+            assert srv._pending == 0
+    finally:
+        srv.stop()
+
+
+def test_dealer_clients_with_and_without_the_empty_frame_and_their_own_ids():
+    """docs/zmq.md: a DEALER client sends ``[b"", request]`` or just ``request`` and gets
+    the same frames back before the reply; its own id frame comes back too."""
+    srv = CommandServer(_echo, port=0, poll_ms=20).start()
+    d = zmq.Context.instance().socket(zmq.DEALER)
+    d.setsockopt(zmq.RCVTIMEO, 3000)
+    d.setsockopt(zmq.LINGER, 0)
+    d.connect(srv.address)
+    try:
+        d.send_multipart([b"", b'{"cmd": "status"}'])
+        assert d.recv_multipart() == [b"", schema.dumps({"ok": True, "cmd": "status"})]
+        d.send(b'{"cmd": "pause"}')
+        assert d.recv_multipart() == [schema.dumps({"ok": True, "cmd": "pause"})]
+        d.send_multipart([b"id-7", b"", b'{"cmd": "resume"}'])
+        assert d.recv_multipart() == [b"id-7", b"",
+                                      schema.dumps({"ok": True, "cmd": "resume"})]
+        assert srv.alive and srv.errors == 0
+    finally:
+        d.close()
+        srv.stop()
+
+
+@pytest.mark.parametrize(("bind", "host"), [
+    ("127.0.0.1", "127.0.0.1"), ("::1", "[::1]"), ("[::1]", "[::1]"),
+    (" ::1 ", "[::1]"), ("localhost", "localhost"), ("*", "*")])
+def test_ipv6_addresses_are_bracketed_once(bind, host):
+    assert _host(bind) == host
