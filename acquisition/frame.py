@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,14 +93,29 @@ def open_npz(path: str | Path) -> Any:
     return np.load(path, allow_pickle=False)
 
 
-def check_file_boxes(boxes: Any, key: str = "boxes") -> np.ndarray:
+def check_file_boxes(boxes: Any, key: str = "boxes", *, fix: str | None = None,
+                     shown: Any = None, names: Sequence[str] | None = None
+                     ) -> np.ndarray:
     """*boxes* as a file stores them, checked: an (N, 4) float64 array of x0, y0, x1, y1
     with finite values and x1 > x0, y1 > y0 (a single (4,) box is one row).
 
     Why: a malformed array reshaped to (N, 4) still scores - a transposed (4, N) array
     as N garbage boxes, x, y, w, h or swapped corners as boxes no detection can match -
     and the result is a silent AP of 0. One rule for every reader that takes boxes from
-    a file (the datasets' npz, the slide microscope's npz).
+    a file (the datasets' npz, YOLO, VOC and COCO files - converted to x0, y0, x1, y1
+    in the ``[k, k + 1)`` convention first - and the slide microscope's npz).
+
+    Parameters
+    ----------
+    fix
+        How to fix a box without area in the caller's format (default: the npz
+        array's, naming x0, y0, x1, y1).
+    shown
+        The boxes as the file writes them (e.g. COCO's x, y, w, h), (N, ...) rows for
+        the error's example; default *boxes*.
+    names
+        What each box is called in the file (``"line 3"``, ``"annotation id 17"``), for
+        the error's example; default ``"row i"``.
 
     Raises
     ------
@@ -121,14 +137,21 @@ def check_file_boxes(boxes: Any, key: str = "boxes") -> np.ndarray:
         raise ValueError(f"{key} have shape {a.shape}; save one box per row, an (N, 4) "
                          f"array of x0, y0, x1, y1 pixels{hint}.")
     a = a.astype(np.float64)
+    rows = a if shown is None else np.asarray(shown)
+
+    def which(i: int) -> str:
+        return f"{f'row {i}' if names is None else names[i]}, {rows[i].tolist()}"
     bad = ~np.isfinite(a).all(axis=1)
     if bad.any():
         raise ValueError(f"{key} must be finite; {int(bad.sum())} of {len(a)} have NaN or "
-                         f"infinite coordinates (the first: row {int(np.argmax(bad))}); "
-                         "remove or fix them.")
+                         f"infinite coordinates (the first: {which(int(np.argmax(bad)))});"
+                         " remove or fix them.")
     bad = (a[:, 2] <= a[:, 0]) | (a[:, 3] <= a[:, 1])
     if bad.any():
         i = int(np.argmax(bad))
+        if fix is not None:
+            raise ValueError(f"{key} must have a positive width and height; {int(bad.sum())}"
+                             f" of {len(a)} do not (the first: {which(i)}): {fix}.")
         raise ValueError(
             f"{key} must be (N, 4) x0, y0, x1, y1 with x1 > x0 and y1 > y0; {int(bad.sum())}"
             f" of {len(a)} are not (the first: row {i}, {a[i].tolist()}): fix the boxes "

@@ -55,7 +55,7 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -272,14 +272,26 @@ def _npz_boxes(d: Any, path: Path, images: np.ndarray) -> np.ndarray:
         boxes = check_file_boxes(d["boxes"], "boxes")
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    out = boxes_outside(boxes, images.shape)
-    if out.any():
-        h, w = images.shape[-2:]
-        log.warning("%s: %d of %d boxes lie wholly outside the %d x %d image (the first: "
-                    "row %d, %s), so no detection can match them; are they in another "
-                    "image's coordinates, or x and y swapped?", path, int(out.sum()),
-                    len(boxes), w, h, int(np.argmax(out)), boxes[np.argmax(out)].tolist())
+    _warn_outside(boxes, images.shape, path)
     return boxes
+
+
+def _warn_outside(boxes: np.ndarray, shape: tuple[int, ...], where: str | Path,
+                  names: Sequence[str] | None = None, shown: np.ndarray | None = None
+                  ) -> None:
+    """One warning for the file *boxes* (checked, ``[k, k + 1)`` convention) of *where*
+    that lie wholly outside an image of *shape*: no detection can match them, so they
+    count as missed (*names* / *shown*: the first one as the file calls and writes it)."""
+    out = boxes_outside(boxes, shape)
+    if out.any():
+        h, w = shape[-2:]
+        i = int(np.argmax(out))
+        rows = boxes if shown is None else shown
+        log.warning("%s: %d of %d boxes lie wholly outside the %d x %d image (the first: "
+                    "%s, %s), so no detection can match them; are they in another "
+                    "image's coordinates, or x and y swapped?", where, int(out.sum()),
+                    len(boxes), w, h, f"row {i}" if names is None else names[i],
+                    np.asarray(rows[i]).tolist())
 
 
 def _npz_per_box(d: Any, key: str, path: Path, n: int) -> np.ndarray | None:
@@ -374,8 +386,9 @@ def read_npz(path: str | Path) -> list[Sample]:
 
 # -- image + instance-mask files -------------------------------------------------------
 #: suffixes that mark a mask file beside its image (Cellpose: NAME_masks.png beside
-#: NAME.png or NAME_img.png)
-_MASK_TAGS = ("_masks", "_mask")
+#: NAME.png or NAME_img.png, and NAME_cp_masks.png as its GUI and command line save
+#: them; the longer tag first)
+_MASK_TAGS = ("_cp_masks", "_masks", "_mask")
 
 
 def _mask_pairs(root: Path) -> list[tuple[Path, Path]]:
@@ -386,7 +399,11 @@ def _mask_pairs(root: Path) -> list[tuple[Path, Path]]:
 
     if (root / "images").is_dir() and (root / "masks").is_dir():
         masks = {p.stem: p for p in files(root / "masks")}
-        return [(p, masks[p.stem]) for p in files(root / "images") if p.stem in masks]
+        images = files(root / "images")
+        out = [(p, masks[p.stem]) for p in images if p.stem in masks]
+        _warn_unmasked(root, [p for p in images if p.stem not in masks], len(out),
+                       "masks/ holds no file of its name")
+        return out
     out = []
     all_files = files(root)
     by_stem = {p.stem: p for p in all_files}
@@ -398,7 +415,21 @@ def _mask_pairs(root: Path) -> list[tuple[Path, Path]]:
                 if img is not None:
                     out.append((img, m))
                 break
+    if out:
+        used = {p for pair in out for p in pair}
+        # (Cellpose's other outputs beside them are no images to score)
+        _warn_unmasked(root, [p for p in all_files if p not in used and not p.stem.endswith(
+            (*_MASK_TAGS, "_flows", "_outlines"))], len(out), "no NAME_masks file beside it")
     return out
+
+
+def _warn_unmasked(root: Path, images: list[Path], n_scored: int, why: str) -> None:
+    """One warning for the *images* of a masks dataset that have no mask: they are not
+    scored, and the figures said nothing of the images left out."""
+    if images:
+        log.warning("%s: %d image(s) have no mask and are left out, %d scored (the first: "
+                    "%s, %s); add their masks, or move them out of the dataset.", root,
+                    len(images), n_scored, images[0].name, why)
 
 
 def _dsb_samples(root: Path) -> list[Path]:
@@ -533,6 +564,68 @@ def _class_names(*files: Path) -> tuple[str, ...]:
     return names
 
 
+def _yolo_rows(lab: Path) -> tuple[np.ndarray, list[str]]:
+    """``(rows, names)``: the (N, 5) ``class cx cy w h`` lines of the YOLO label file
+    *lab* and their line numbers (``"line 3"``), an Ultralytics segment line (``class
+    x1 y1 x2 y2 ...``, 3 or more points) as the box round its points, as Ultralytics
+    reads it for detection.
+
+    Why: a segment line read as ``class cx cy w h`` took its first point for the centre
+    and the second for the size, a wrong box for every nucleus and a silent AP of 0.
+    """
+    rows: list[list[float]] = []
+    names: list[str] = []
+    for k, line in enumerate(lab.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            v = [float(t) for t in line.split()]
+        except ValueError:
+            raise ValueError(f"{lab}: line {k} is not numbers ({line.strip()[:40]!r}); "
+                             "each line must be 'class cx cy w h' with values normalised "
+                             "to [0, 1].") from None
+        if len(v) >= 7 and len(v) % 2:
+            xs, ys = v[1::2], v[2::2]
+            v = [v[0], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2,
+                 max(xs) - min(xs), max(ys) - min(ys)]
+        elif len(v) != 5:
+            raise ValueError(f"{lab}: line {k} has {len(v)} numbers; each line needs 5, "
+                             "'class cx cy w h' (or an Ultralytics segment 'class x1 y1 x2 "
+                             "y2 ...' of 3 or more points), normalised to [0, 1].")
+        rows.append(v)
+        names.append(f"line {k}")
+    return np.asarray(rows, np.float64).reshape(-1, 5), names
+
+
+def _check_yolo_rows(rows: np.ndarray, names: list[str], lab: Path, w: int, h: int
+                     ) -> None:
+    """Refuse YOLO lines no detection can match, in one line naming the first: NaN,
+    a class that is not a whole number >= 0, a size <= 0
+    (:func:`~inscope.acquisition.frame.check_file_boxes`), coordinates outside [0, 1] -
+    most often pixels written where YOLO wants fractions of the image's size, which
+    scored as boxes far outside the image, a silent AP of 0."""
+    cx, cy, bw, bh = rows[:, 1:].T
+    try:
+        check_file_boxes(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1),
+                         "YOLO boxes", shown=rows, names=names,
+                         fix="each line is 'class cx cy w h', w and h > 0")
+    except ValueError as e:
+        raise ValueError(f"{lab}: {e}") from None
+    bad = (rows[:, 0] < 0) | (rows[:, 0] != np.round(rows[:, 0]))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{lab}: {names[i]} has class {rows[i, 0]:g}; the first number of "
+                         "each line is a class index, a whole number >= 0 (0 for nuclei).")
+    bad = (rows[:, 1:] > 1).any(axis=1) | (rows[:, 1:] < 0).any(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        px = " (they look like pixels)" if (rows[:, 1:] > 1).any() else ""
+        raise ValueError(f"{lab}: {int(bad.sum())} of {len(rows)} lines have coordinates "
+                         f"outside [0, 1]{px} (the first: {names[i]}, {rows[i].tolist()}); "
+                         "YOLO's cx cy w h are fractions of the image's size: divide cx "
+                         f"and w by its width ({w}), cy and h by its height ({h}).")
+
+
 def _yolo_samples(pairs: list[tuple[Path, Path | None]], names: tuple[str, ...]
                   ) -> list[Sample]:
     out = []
@@ -541,14 +634,8 @@ def _yolo_samples(pairs: list[tuple[Path, Path | None]], names: tuple[str, ...]
         h, w = img.shape
         rows = np.zeros((0, 5))
         if lab is not None and lab.stat().st_size:
-            try:
-                rows = np.loadtxt(lab, ndmin=2)
-            except ValueError as e:
-                raise ValueError(f"{lab}: not a YOLO label file ({e}); each line must be "
-                                 "'class cx cy w h' with values normalised to [0, 1].") from None
-            if rows.shape[1] < 5:
-                raise ValueError(f"{lab}: each line needs 5 numbers 'class cx cy w h'; got "
-                                 f"{rows.shape[1]}.")
+            rows, where = _yolo_rows(lab)
+            _check_yolo_rows(rows, where, lab, w, h)
         cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
         out.append(Sample(img, from_file_boxes(boxes), rows[:, 0].astype(np.int32),
@@ -629,7 +716,12 @@ def _voc_coord(bndbox: ET.Element, key: str, xml_path: Path) -> float:
     if text is None:
         raise ValueError(f"{xml_path}: a <bndbox> has no <{key}>; every box needs xmin, "
                          "ymin, xmax and ymax.")
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{xml_path}: a <bndbox>'s <{key}> is {text.strip()[:40]!r}, not "
+                         "a number; write pixel coordinates (1-based, e.g. <xmin>12</xmin>)."
+                         ) from None
 
 
 def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = None
@@ -649,7 +741,7 @@ def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = No
         if img_path is None:
             raise ValueError(f"{xml_path}: image {fname!r} not found next to the XML or in "
                              "../JPEGImages/.")
-        boxes, cls, hard = [], [], []
+        boxes, cls, hard, raw = [], [], [], []
         for obj in root.iter("object"):
             name = (obj.findtext("name") or "object").strip()
             bb = obj.find("bndbox")
@@ -662,9 +754,23 @@ def read_voc(paths: Iterable[str | Path], class_names: Sequence[str] | None = No
             x0, y0, x1, y1 = (_voc_coord(bb, k, xml_path) for k in ("xmin", "ymin", "xmax",
                                                                     "ymax"))
             boxes.append([x0 - 1, y0 - 1, x1, y1])
+            raw.append([x0, y0, x1, y1])
             cls.append(names.index(name))
             hard.append((obj.findtext("difficult") or "0").strip() in ("1", "true"))
-        out.append(Sample(read_image(img_path), from_file_boxes(np.asarray(boxes)),
+        # the npz's checks (xmax < xmin, NaN: a silent AP of 0 before), in the file's
+        # own numbers, objects counted from 1 as in the XML
+        which = [f"object {k}" for k in range(1, len(boxes) + 1)]
+        try:
+            file_boxes = check_file_boxes(
+                np.asarray(boxes, np.float64).reshape(-1, 4), "<bndbox>",
+                shown=np.asarray(raw).reshape(-1, 4), names=which,
+                fix="VOC boxes need xmin <= xmax and ymin <= ymax (1-based, inclusive); "
+                    "swap the corners")
+        except ValueError as e:
+            raise ValueError(f"{xml_path}: {e}") from None
+        img = read_image(img_path)
+        _warn_outside(file_boxes, img.shape, xml_path, which, np.asarray(raw).reshape(-1, 4))
+        out.append(Sample(img, from_file_boxes(file_boxes),
                           np.asarray(cls, np.int32), img_path.name, (),
                           difficult=np.asarray(hard, bool)))
     for s in out:
@@ -689,20 +795,92 @@ def read_coco(path: str | Path) -> list[Sample]:
     by_img: dict[int, list[dict]] = {}
     for a in d["annotations"]:
         by_img.setdefault(a["image_id"], []).append(a)
+    orphans = set(by_img) - {im["id"] for im in d["images"]}
+    if orphans:
+        log.warning("%s: %d annotations name image ids missing from 'images' (the first: "
+                    "%s), so they are not scored; add those images or remove them.", path,
+                    sum(len(by_img[i]) for i in orphans), sorted(orphans, key=str)[0])
     out = []
     for im in d["images"]:
         anns = by_img.get(im["id"], [])
-        b = np.asarray([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
-        boxes = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
+        b = np.asarray([_coco_bbox(a, path) for a in anns], np.float64).reshape(-1, 4)
+        which = [f"annotation id {a.get('id', '?')}" for a in anns]
+        try:
+            boxes = check_file_boxes(
+                np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1), "'bbox'",
+                shown=b, names=which,
+                fix="COCO boxes are [x, y, width, height], width and height > 0")
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         cls = [cat_index.setdefault(a.get("category_id", 0), len(cat_index)) for a in anns]
-        img_path = path.parent / im["file_name"]
-        if not img_path.exists() and (path.parent / "images" / im["file_name"]).exists():
-            img_path = path.parent / "images" / im["file_name"]
-        out.append(Sample(read_image(img_path), from_file_boxes(boxes),
+        img = read_image(_coco_image(im, path))
+        size = (im.get("height"), im.get("width"))
+        if None not in size and tuple(size) != img.shape:
+            log.warning("%s: image %r is %d x %d but the JSON says %s x %s (width x height): "
+                        "boxes drawn on the other size are scored on this one; give the "
+                        "annotated image, or fix 'width' / 'height'.", path, im["file_name"],
+                        img.shape[1], img.shape[0], size[1], size[0])
+        _warn_outside(boxes, img.shape, f"{path} ({im['file_name']})", which, b)
+        out.append(Sample(img, from_file_boxes(boxes),
                           np.asarray(cls, np.int32), im["file_name"], names,
                           difficult=np.asarray([bool(a.get("iscrowd", 0)) for a in anns],
                                                bool)))
     return out
+
+
+def _coco_bbox(ann: dict, path: Path) -> list:
+    """The ``[x, y, w, h]`` of one COCO annotation: its ``bbox``, else the box round its
+    ``segmentation`` (polygons, or uncompressed RLE), as COCO's tools derive it.
+
+    Why: annotations exported from a segmentation tool often carry only the outline,
+    and reading ``bbox`` was a ``KeyError`` traceback.
+    """
+    if ann.get("bbox") is not None:
+        bbox = ann["bbox"]
+        if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+            raise ValueError(f"{path}: annotation id {ann.get('id', '?')} has 'bbox' "
+                             f"{str(bbox)[:60]}; a COCO box is 4 numbers [x, y, width, "
+                             "height].")
+        return [np.nan if v is None else v for v in bbox]
+    seg = ann.get("segmentation")
+    if isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 2
+                                             for p in seg):
+        xy = np.concatenate([np.asarray(p, np.float64).reshape(-1, 2) for p in seg])
+        x0, y0 = xy.min(axis=0)
+        x1, y1 = xy.max(axis=0)
+        return [x0, y0, x1 - x0, y1 - y0]
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), list) and seg.get("size"):
+        # uncompressed RLE: alternating background / object runs down the columns
+        h = int(seg["size"][0])
+        ends = np.cumsum(seg["counts"])
+        starts = np.concatenate([[0], ends[:-1]])
+        on = [(s, e) for s, e in zip(starts[1::2], ends[1::2], strict=True) if e > s]
+        if on:
+            idx = np.concatenate([np.arange(s, e) for s, e in on])
+            ys, xs = idx % h, idx // h
+            return [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+    raise ValueError(f"{path}: annotation id {ann.get('id', '?')} has no 'bbox' [x, y, "
+                     "width, height] and no polygon or uncompressed-RLE 'segmentation' to "
+                     "take one from; add its 'bbox'.")
+
+
+def _coco_image(im: dict, path: Path) -> Path:
+    """The file of the COCO image entry *im*: its ``file_name`` relative to the JSON's
+    folder or its ``images/``, else the same name without its folders there (exports
+    keep the folders of the machine that made them); one line naming every place
+    looked when none exists."""
+    name = str(im.get("file_name", ""))
+    cands = [path.parent / name, path.parent / "images" / name]
+    bare = PureWindowsPath(name).name  # (splits on / and \ alike: exports from Windows)
+    if bare != name:
+        cands += [path.parent / bare, path.parent / "images" / bare]
+    hit = next((c for c in cands if c.is_file()), None)
+    if hit is None:
+        raise ValueError(f"{path}: image {name!r} (id {im.get('id')}) not found (looked "
+                         f"for {', '.join(map(str, dict.fromkeys(cands)))}); 'file_name' is "
+                         "relative to the JSON's folder: move the image there or fix the "
+                         "name.")
+    return hit
 
 
 # -- one image file --------------------------------------------------------------------

@@ -218,6 +218,15 @@ class OnnxDetector:
             self._check_signature(card, str(card_path))
             return card
         sig_card = self._card_from_signature(path)
+        outs = {o.name for o in self.session.get_outputs()}
+        if sig_card is None and {"heatmap", "size"} <= outs:
+            # an inscope model copied without its card: its decoding and scale live
+            # there, so say which file to bring rather than "not a known format"
+            raise ValueError(
+                f"{path.name} looks like an inscope CenterNet model (found "
+                f"{self._signature()}) but its model card {card_path.name} is missing "
+                f"from {card_path.parent}; copy the .json that 'inscope train' wrote beside "
+                "it (it holds the decoding and scale settings).")
         if sig_card is None:
             raise ValueError(
                 f"{path.name} has no model card ({card_path.name}) and its signature is not "

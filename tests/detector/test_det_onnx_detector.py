@@ -266,6 +266,9 @@ def test_model_without_card_or_known_signature_is_refused(tmp_path):
         OnnxDetector(p, provider="cpu")
     msg = str(e.value)
     assert "image" in msg and "heatmap" in msg and "nocard.json" in msg
+    # an inscope model copied without its card is told so, not "not a known format"
+    assert "looks like an inscope CenterNet model" in msg and "is missing" in msg
+    assert "\n" not in msg
 
 
 def test_card_that_does_not_match_the_model_is_refused(tmp_path):
