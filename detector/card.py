@@ -112,6 +112,7 @@ class ModelCard:
         missing = {"name", "format", "classes", "input"} - set(d)
         if missing:
             raise ValueError(f"Model card {path} lacks required field(s) {sorted(missing)}.")
+        _check_numbers(d, path)
         extra = {k: v for k, v in d.items() if k not in known}
         card = cls(**{k: v for k, v in d.items() if k in known})
         if extra:
@@ -124,6 +125,41 @@ class ModelCard:
     @staticmethod
     def path_for(onnx_path: str | Path) -> Path:
         return Path(onnx_path).with_suffix(CARD_SUFFIX)
+
+
+#: The card's settings that must be numbers (or null), by section: read only when the
+#: first frame is decoded, a string there ended in "could not convert string to float"
+#: naming neither the card nor the key.
+NUMBER_KEYS: dict[str, tuple[str, ...]] = {
+    "normalisation": ("low", "high", "subsample", "divisor", "hot_pixel_sigma",
+                      "sparse_sigma"),
+    "scale": ("enlarge_below_px", "tile", "overlap", "tile_above"),
+    "decoding": ("stride", "score_threshold", "iou_threshold", "peak_kernel",
+                 "max_detections", "vote_agree", "vote_sigma", "merge_iou",
+                 "min_signal_sigma"),
+}
+
+
+def _check_numbers(d: dict[str, Any], path: Path) -> None:
+    """Refuse a card whose sections are not objects or whose number settings
+    (:data:`NUMBER_KEYS`, ``scale.object_size_px``) are not numbers, in one line naming
+    the card, the key and the value."""
+    for section, keys in NUMBER_KEYS.items():
+        sec = d.get(section)
+        if sec is None:
+            continue
+        if not isinstance(sec, dict):
+            raise ValueError(f"Model card {path}: {section!r} is {str(sec)[:40]!r}; it must "
+                             "be an object of settings (see detector/card.py).")
+        for k in keys:
+            v = sec.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise ValueError(f"Model card {path}: {section}.{k} is {v!r}; give a number.")
+    size = (d.get("scale") or {}).get("object_size_px")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in size)):
+        raise ValueError(f"Model card {path}: scale.object_size_px is {size!r}; give two "
+                         "numbers [smallest, largest] in pixels.")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -290,6 +290,32 @@ def test_card_of_another_file_is_refused(tmp_path):
         OnnxDetector(p, provider="cpu")
 
 
+@pytest.mark.parametrize(("section", "key", "value", "said"), [
+    ("decoding", "stride", "four", "decoding.stride is 'four'; give a number"),
+    ("decoding", "score_threshold", True, "decoding.score_threshold is True"),
+    ("normalisation", "high", [99.8], "normalisation.high is [99.8]"),
+    ("scale", "object_size_px", [7, "72"], "scale.object_size_px is [7, '72']"),
+    ("scale", "object_size_px", 20, "scale.object_size_px is 20"),
+    ("decoding", None, "stride 4", "'decoding' is 'stride 4'"),
+])
+def test_a_card_setting_of_the_wrong_type_is_one_line_naming_card_and_key(
+        tmp_path, section, key, value, said):
+    """Read only when the first frame was decoded, a string there ended in "could not
+    convert string to float: 'four'", naming neither the card nor the key."""
+    p = build_centernet(tmp_path / "m.onnx")
+    path = ModelCard.path_for(p)
+    card = ModelCard.load(path)
+    if key is None:
+        setattr(card, section, value)
+    else:
+        getattr(card, section)[key] = value
+    card.save(path)
+    with pytest.raises(ValueError) as e:
+        OnnxDetector(p, provider="cpu")
+    msg = str(e.value)
+    assert str(path) in msg and said in msg and "\n" not in msg, msg
+
+
 def test_missing_model_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="classical"):
         OnnxDetector(tmp_path / "nope.onnx")
