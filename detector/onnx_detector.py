@@ -216,6 +216,12 @@ class OnnxDetector:
                 raise ValueError(f"Model card {card_path} has unknown format "
                                  f"{card.format!r}; known formats: {list(FORMATS)}.")
             self._check_signature(card, str(card_path))
+            if card.format == "inscope-centernet" and not card.decoding:
+                # (hand-written or trimmed cards: the offset range, centre vote and score
+                # calibration a trained model needs live there; mAP50-95 fell 0.87 -> 0.68)
+                log.warning("Model card %s has no 'decoding': the plain CenterNet decoding "
+                            "is used (stride 4, no centre vote, uncalibrated scores); copy "
+                            "the 'decoding' section that 'inscope train' wrote.", card_path)
             return card
         sig_card = self._card_from_signature(path)
         outs = {o.name for o in self.session.get_outputs()}

@@ -316,6 +316,24 @@ def test_a_card_setting_of_the_wrong_type_is_one_line_naming_card_and_key(
     assert str(path) in msg and said in msg and "\n" not in msg, msg
 
 
+def test_a_card_without_decoding_loads_with_one_warning(tmp_path, caplog):
+    """A hand-written or trimmed card without 'decoding' runs on the plain defaults,
+    which lose a trained model's offset range, centre vote and calibration: said once."""
+    p = build_centernet(tmp_path / "m.onnx")
+    path = ModelCard.path_for(p)
+    card = ModelCard.load(path)
+    card.decoding = {}
+    card.save(path)
+    with caplog.at_level(logging.WARNING):
+        OnnxDetector(p, provider="cpu")
+    said = [r.getMessage() for r in caplog.records if "no 'decoding'" in r.getMessage()]
+    assert len(said) == 1 and str(path) in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        OnnxDetector(build_centernet(tmp_path / "full.onnx"), provider="cpu")
+    assert not [r for r in caplog.records if "no 'decoding'" in r.getMessage()]
+
+
 def test_missing_model_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="classical"):
         OnnxDetector(tmp_path / "nope.onnx")
