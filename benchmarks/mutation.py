@@ -1215,12 +1215,31 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     "xǁCommandServerǁ_rebind__mutmut_5": (
         "time.monotonic() > deadline", "boundary at exact equality of two clock readings: "
         "equivalent in practice"),
-    **{f"xǁCommandServerǁ_serve__mutmut_{k}": ("poller.register(self._sock, )",
-       "equivalent: the default also polls for writing, and a REP socket is never "
-       "writable while it waits for a request") for k in (8, 38)},
-    "xǁCommandServerǁ_serve__mutmut_37": (
+    "xǁCommandServerǁ_send__mutmut_17": (
         "poller.register(zmq.POLLIN)", "a test to add: after a reset, polling file "
-        "descriptor 1 instead of the socket still serves, by spinning on the CPU"),
+        "descriptor 1 instead of the socket still serves, by spinning on the CPU (a test "
+        "would read the server thread's CPU time)"),
+    "xǁCommandServerǁ_send__mutmut_18": (
+        "poller.register(self._sock, )", "a test to add: after a reset the ROUTER is also "
+        "polled for writing, which it always is: it still serves, by spinning on the CPU"),
+    "xǁCommandServerǁ_serve__mutmut_14": (
+        "(self._pending) or True", "idle CPU only: the server looks every 5 ms instead of "
+        "every poll_ms; every reply is the same and as early"),
+    "xǁCommandServerǁ_serve__mutmut_15": (
+        "6 if self._pending", "equivalent in practice: 6 ms instead of 5 between looks "
+        "for a slow command's reply"),
+    "xǁCommandServerǁ_serve__mutmut_21": (
+        "self._send(None, envelope", "a test to add: shows only when a slow command's "
+        "reply fails to send (the socket reset then has no poller to register with)"),
+    **{f"xǁCommandServerǁ{f}__mutmut_{k}": ('rstrip(b"XX\\0XX")', "equivalent: a JSON "
+       "request never ends in an X, so only its NULs are stripped either way")
+       for f, k in (("_is_slow", 12), ("reply_for", 9))},
+    "xǁCommandServerǁ_is_slow__mutmut_15": (
+        "isinstance(req, dict)) or True", "equivalent: .get on a list, string or number "
+        "raises, and the look then answers False"),
+    "xǁCommandServerǁ__init____mutmut_25": (
+        'threading.Thread | None = ""', "equivalent: start() sets it before anything "
+        "reads it"),
     "xǁCommandServerǁstop__mutmut_1": (
         "timeout: float = 3.0", "a test to add: shows only with a handler stuck for over "
         "2 s, a test of at least 2 s"),

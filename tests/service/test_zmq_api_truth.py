@@ -953,13 +953,24 @@ def test_a_slow_reply_goes_out_at_once_and_nothing_stays_pending():
         return {"ok": True, "cmd": req["cmd"]}
 
     srv = CommandServer(handler, port=0, poll_ms=3000).start()
+    a = req_socket(srv.address, timeout_ms=5000)
+    b = req_socket(srv.address, timeout_ms=5000)
     try:
         for _ in range(3):
             t0 = time.monotonic()
             assert request(srv.address, {"cmd": "snapshot"}, timeout_ms=5000)["ok"]
             assert time.monotonic() - t0 < 1.5  # the poll's 3 s would show
             assert srv._pending == 0
+        # two at once: the second is still pending when the first is answered
+        t0 = time.monotonic()
+        a.send(b'{"cmd": "snapshot"}')
+        b.send(b'{"cmd": "snapshot"}')
+        assert json.loads(a.recv())["ok"] and json.loads(b.recv())["ok"]
+        assert time.monotonic() - t0 < 1.5
+        assert srv._pending == 0
     finally:
+        a.close()
+        b.close()
         srv.stop()
 
 
