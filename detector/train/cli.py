@@ -310,11 +310,12 @@ def run_training(args: argparse.Namespace) -> dict:
     card.training["total_seconds"] = round(time.monotonic() - t_start, 1)
     card.sha256 = sha256_file(out)
     card.save(out.with_suffix(".json"))
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB), card "
-          f"{out.with_suffix('.json')}, loss plot, log; "
-          + "; ".join(f"{k} AP50 {v['ap50']:.3f}" for k, v in metrics.items())
-          + (f"; CPU p50 {card.latency['p50_ms']} ms at 512x512" if card.latency else ""),
-          file=sys.stderr)
+    parts = [f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB), card "
+             f"{out.with_suffix('.json')}, loss plot, log",
+             *(f"{k} AP50 {v['ap50']:.3f}" for k, v in metrics.items())]
+    if card.latency:
+        parts.append(f"CPU p50 {card.latency['p50_ms']} ms at 512x512")
+    print("; ".join(parts), file=sys.stderr)
     return json.loads(out.with_suffix(".json").read_text())
 
 

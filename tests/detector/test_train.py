@@ -132,7 +132,7 @@ def test_train_from_scratch_exports_working_onnx_and_card(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_finetune_from_shipped_model_and_roundtrip(tmp_path: Path) -> None:
+def test_finetune_from_shipped_model_and_roundtrip(tmp_path: Path, capsys) -> None:
     import torch  # the [train] extra, installed by CI (make test)
 
     from inscope.cli import main
@@ -150,6 +150,9 @@ def test_finetune_from_shipped_model_and_roundtrip(tmp_path: Path) -> None:
     rc = main(["train", str(voc_dir), "--finetune", "--steps", "20", "--batch", "4",
                "--crop", "128", "--out", str(out), "--no-latency", "--threads", "2"])
     assert rc == 0
+    # the closing line: no metrics and no latency leave no empty parts ("log; ; ")
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {out}") and last.endswith("loss plot, log"), last
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["init"] == {"file": shipped.name, "sha256": sha256_file(shipped)}
     assert card["sha256"] == sha256_file(out)
