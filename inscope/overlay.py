@@ -122,7 +122,10 @@ class OverlayRenderer:
                               st.truth_color, 1, cv2.LINE_4)
         tids = r.track_ids()
         names = dets.names()
-        boxes = np.rint(dets.boxes).astype(np.int32)
+        # halves round up, all alike: np.rint rounds them to even, so a box on pixel
+        # edges (x.5, the classical detector's) was drawn 2 px wider or narrower with
+        # each pixel its cell moved
+        boxes = np.floor(np.asarray(dets.boxes, np.float64) + 0.5).astype(np.int32)
         target_box = None
         for i, b in enumerate(boxes):
             is_target = r.target_id is not None and tids[i] == r.target_id
@@ -225,7 +228,8 @@ class VideoSink:
 
     ``.mp4`` is written with ``mp4v``, ``.avi`` with ``MJPG``. If the requested writer does
     not open (codec missing in this OpenCV build), the other one is tried and the path's
-    suffix changed accordingly, with one clear log line.
+    suffix changed accordingly, with one clear log line. A frame of odd width or height
+    gets one black column or row at the right or bottom (the encoders take even sizes).
     """
 
     CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -268,6 +272,12 @@ class VideoSink:
     MIN_FREE_BYTES = 1 << 20
 
     def write(self, img: np.ndarray) -> None:
+        # the encoders (mp4v, MJPG) take even sizes only and silently dropped the last
+        # column and row of an odd frame (517 x 333 played as 516 x 332, cutting boxes at
+        # the edge): one black column / row is added instead, every pixel where it was
+        h, w = img.shape[:2]
+        if h % 2 or w % 2:
+            img = cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=0)
         if self._writer is None:
             self._open((img.shape[1], img.shape[0]))
         free = shutil.disk_usage(self.path.parent).free
@@ -343,6 +353,7 @@ class OverlayOutput(Output):
         self._next_ns: int | None = None
         self._t0: int | None = None  # ready stamp of the first video frame
         self._tick = -1  # last video tick written
+        self._held: np.ndarray | None = None  # the image drawn last: the video's until the next
         self.skipped = 0
         self.last_image: np.ndarray | None = None
 
@@ -396,15 +407,25 @@ class OverlayOutput(Output):
                 self.publisher.submit_overlay(r.frame.index, eye, dict(r.stamps), "eyepiece")
 
     def _write_video(self, img: np.ndarray, ready_ns: int) -> None:
-        """Write *img* on the video's tick grid: repeated for ticks the loop skipped (up
-        to 2 s), nothing when its tick was already written, so video time = run time."""
+        """Write *img* at its own tick of the video's grid, nothing when that tick was
+        already written, so video time = run time.
+
+        The ticks the loop skipped before it (up to 2 s) repeat the image drawn before
+        (the one on screen then), not *img*: filled with *img*, every frame of a camera
+        slower than the video showed one camera period early (a 2 frames/s replay's
+        second frame at 0.03 s instead of 0.5 s) and the first flashed for one tick.
+        """
         assert self.video is not None  # called only with a video
         if self._t0 is None:
             self._t0 = ready_ns
         tick = int((ready_ns - self._t0) * self.video_fps // 1_000_000_000)
         n = min(tick - self._tick, int(2 * self.video_fps))
-        for _ in range(max(n, 0)):
+        if n > 0:
+            held = self._held if self._held is not None else img  # none before the first
+            for _ in range(n - 1):
+                self.video.write(held)
             self.video.write(img)
+        self._held = img
         self._tick = max(tick, self._tick)
 
     def close(self) -> None:

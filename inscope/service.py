@@ -2,8 +2,9 @@
 
 Shared by ``inscope run``, ``inscope demo`` and notebooks: open the microscope, load the
 detector, build the outputs, the pipeline and the REP server, run with a live progress
-line, and write the summary. Ctrl-C (SIGINT) and SIGTERM stop cleanly: every output is
-drained and closed, the video finalised, the summary written.
+line, and write the summary. Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed)
+stop cleanly: every output is drained and closed, the video finalised, the summary
+written.
 """
 
 from __future__ import annotations
@@ -274,13 +275,25 @@ def progress_line(p: Pipeline) -> str:
 
 def run_service(svc: Service, *, progress: bool = True, summary_path: str | None = None,
                 say: Callable[[str], object] = print) -> dict:
-    """Run until the configured end, Ctrl-C, SIGTERM or a ``stop`` command; returns the
-    summary (also written to *summary_path* as JSON)."""
+    """Run until the configured end, Ctrl-C, SIGTERM, SIGHUP or a ``stop`` command;
+    returns the summary (also written to *summary_path* as JSON)."""
     p = svc.pipeline
-    old_term = None
+    old_term = old_hup = None
+    hung_up = threading.Event()
+
+    def on_hangup(*_: object) -> None:
+        hung_up.set()  # the terminal is gone: a progress line written to it would fail
+        p.request_stop("hung up (SIGHUP: the terminal closed)")
+
     if threading.current_thread() is threading.main_thread():
         old_term = signal.signal(signal.SIGTERM,
                                  lambda *_: p.request_stop("terminated (SIGTERM)"))
+        hup = getattr(signal, "SIGHUP", None)  # none on Windows
+        if hup is not None and signal.getsignal(hup) is signal.SIG_DFL:
+            # a closed terminal or a dropped SSH session killed the run mid-write: the
+            # video unplayable, no summary, the frames not made an OME-TIFF (nohup's
+            # SIG_IGN is left alone)
+            old_hup = signal.signal(hup, on_hangup)
         if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             # started as a shell's background job (SIGINT ignored): a service that moves
             # a stage must still stop cleanly on `kill -INT`, as it does on Ctrl-C
@@ -306,7 +319,7 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                     # the REP thread is gone without telling us: nobody can send `stop`
                     why = srv.failure or "its thread ended"
                     p.hold_stage(f"the ZMQ command server stopped ({why})")
-                if progress:
+                if progress and not hung_up.is_set():
                     now = time.monotonic()
                     if tty:
                         print("\r" + progress_line(p), end="", flush=True)
@@ -318,7 +331,7 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
             if progress:
                 print()
             say("stopping: flushing outputs ...")
-        if progress and tty:
+        if progress and tty and not hung_up.is_set():
             print("\r" + progress_line(p))
     finally:
         # a second Ctrl-C while flushing must not lose the records: ignore it meanwhile
@@ -332,6 +345,8 @@ def run_service(svc: Service, *, progress: bool = True, summary_path: str | None
                 signal.signal(signal.SIGINT, old_int)
             if old_term is not None:
                 signal.signal(signal.SIGTERM, old_term)
+            if old_hup is not None:
+                signal.signal(signal.SIGHUP, old_hup)
     summary = p.summary()
     summary["provenance"] = svc.provenance
     if summary_path:

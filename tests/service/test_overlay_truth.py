@@ -355,7 +355,7 @@ def test_the_rate_is_smoothed_and_the_latency_is_ready_to_published(tmp_path):
 def test_the_video_holds_one_frame_per_tick_of_run_time(tmp_path):
     ov = OverlayOutput(video=tmp_path / "run.avi", video_fps=10.0)
     t0 = 5_000_000 * MS
-    for t in (0, 100, 101, 450):  # ticks 0, 1, 1, 4: the last fills ticks 2 and 3 too
+    for t in (0, 100, 101, 450):  # ticks 0, 1, 1, 4: 2 and 3 repeat the one before
         ov.handle(_result(ready_ns=t0 + t * MS))
     assert ov.stats()["video_frames"] == 5
     ov.handle(_result(ready_ns=t0 + 60_000 * MS))  # a minute's stall: at most 2 s repeated
@@ -699,3 +699,67 @@ def test_the_overlay_draws_30_frames_a_second_unless_told_and_names_its_quit_sig
     ov.quit_requested.connect(got.append)
     ov.quit_requested.emit("window closed (q)")
     assert got == ["window closed (q)"]
+
+
+class _Solid(OverlayRenderer):
+    """Draws each result as one flat grey, its frame index * 40: which frame a video
+    frame holds reads back from any pixel, through the codec's loss."""
+
+    def render(self, r, *, fps=None, latency_ms=None, mode=None):
+        return np.full((32, 48, 3), 40 * r.frame.index, np.uint8)
+
+
+def test_each_frame_shows_in_the_video_from_its_own_time_not_a_camera_period_early(tmp_path):
+    # a 2 frames/s camera into a 10 frames/s video: frame 1 (ready at 0.5 s) must start at
+    # video frame 5; it filled ticks 1-5, so it showed at 0.1 s and frame 0 for one tick
+    ov = OverlayOutput(video=tmp_path / "slow.avi", video_fps=10.0, display_fps=10.0)
+    ov.renderer = _Solid()
+    t0 = 5_000_000 * MS
+    for i, t in enumerate((0, 500, 1000, 1520)):
+        ov.handle(_result(ready_ns=t0 + t * MS, index=i + 1))
+    ov.close()
+    cap = cv2.VideoCapture(str(ov.video.path))
+    shown = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        shown.append(round(float(img.mean()) / 40))
+    cap.release()
+    assert shown == [1] * 5 + [2] * 5 + [3] * 5 + [4]
+    assert ov.stats()["video_frames"] == 16
+
+
+@pytest.mark.parametrize("name", ["odd.mp4", "odd.avi"])
+def test_a_video_of_an_odd_sized_frame_keeps_its_last_column_and_row(tmp_path, name):
+    # a 517 x 333 camera: the encoders take even sizes and cropped the frame to 516 x 332
+    from inscope.overlay import VideoSink
+
+    img = np.zeros((333, 517, 3), np.uint8)
+    img[:, 516] = 255  # the last column white, the last row grey
+    img[332, :516] = 128
+    sink = VideoSink(tmp_path / name, 10.0)
+    for _ in range(3):
+        sink.write(img)
+    sink.close()
+    cap = cv2.VideoCapture(str(sink.path))
+    ok, got = cap.read()
+    cap.release()
+    assert ok and got.shape[:2] == (334, 518)  # one black column and row added
+    assert got[20:300, 516].mean() > 200 and got[20:300, 510:514].mean() < 40
+    assert abs(float(got[332, 20:480].mean()) - 128) < 30 and got[328:330, 20:480].mean() < 40
+    assert sink.frames == 3
+
+
+def test_a_box_on_pixel_edges_keeps_its_drawn_size_as_its_cell_moves():
+    # boxes at x.5 (round pixels, as the classical detector gives them): rounded half to
+    # even, a 25 px box was drawn 26 and 24 px wide on alternate pixels, pulsing
+    style = OverlayStyle(labels=False, crosshair=False, status_bar=False)
+    drawn = []
+    for x0 in (72.5, 73.5, 74.5, 75.5):
+        box = [[x0, 20.5, x0 + 25, 45.5]]
+        img = OverlayRenderer(style).render(_result(boxes=box, target=None))
+        cols = [x for x in range(200) if _is(img, 33, x, GREEN, tol=60)]
+        drawn.append((min(cols), max(cols)))
+    assert [b - a for a, b in drawn] == [25] * 4
+    assert [a for a, _ in drawn] == [73, 74, 75, 76]
