@@ -83,8 +83,13 @@ PUBLISH_STAGES: tuple[tuple[str, str, str], ...] = (
     ("dequeued_to_detect_start", STAMP_DEQUEUED, STAMP_DETECT_START),
     ("detect", STAMP_DETECT_START, STAMP_DETECT_END),
     ("detect_end_to_published", STAMP_DETECT_END, STAMP_PUBLISHED),
-    ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
     ("ready_to_published", STAMP_READY, STAMP_PUBLISHED),
+)
+#: The stages that end when the ZMQ publisher's thread has sent the message: counted a
+#: frame later (when the next one is published, or in the summary), since at publication
+#: ``sent`` is not stamped yet (counted with the rest, they held 0-2 of hundreds of frames).
+SENT_STAGES: tuple[tuple[str, str, str], ...] = (
+    ("published_to_sent", STAMP_PUBLISHED, STAMP_SENT),
     ("ready_to_sent", STAMP_READY, STAMP_SENT),
 )
 #: Control's stages, beside publication: counted for every frame control used, in the
@@ -95,7 +100,7 @@ CONTROL_STAGES: tuple[tuple[str, str, str], ...] = (
     ("ready_to_move_commanded", STAMP_READY, STAMP_MOVE_COMMANDED),
 )
 #: Every stage reported in summaries and benchmarks.
-STAGES: tuple[tuple[str, str, str], ...] = PUBLISH_STAGES + CONTROL_STAGES
+STAGES: tuple[tuple[str, str, str], ...] = PUBLISH_STAGES + SENT_STAGES + CONTROL_STAGES
 
 _DETECT = (-1, STAMP_DETECT_START, STAMP_DETECT_END)
 
@@ -235,6 +240,11 @@ class Pipeline:
         # every frame's stage latencies and the detector's own split, in bounded memory
         self.stamp_stats = StampStats(PUBLISH_STAGES, COMBOS)  # the detect thread's
         self.control_stats = StampStats(CONTROL_STAGES)  # the control thread's
+        self.sent_stats = StampStats(SENT_STAGES)  # a frame later (see SENT_STAGES)
+        self._unsent: dict[str, int] | None = None  # the newest frame's, not yet counted
+        # camera frame numbers of the first and the newest published frame: the camera's
+        # rate over the span the processed rate is measured on (summary's camera_fps)
+        self._index_span: tuple[int, int] | None = None
         self.detections_total = 0
         self.t_start_ns = 0
         self.t_end_ns = 0
@@ -467,6 +477,11 @@ class Pipeline:
         self.last_result = r
         self.records.append(st)
         self.stamp_stats.add(st)
+        if self._unsent is not None:
+            self.sent_stats.add(self._unsent)  # (its message has gone out by now)
+        self._unsent = st
+        first = frame.index if self._index_span is None else self._index_span[0]
+        self._index_span = (first, frame.index)
         if timing:
             self.stamp_stats.add_values(timing)
         ready = st.get(STAMP_READY, 0)
@@ -707,11 +722,29 @@ class Pipeline:
             "stage_held": self.stage_held,
         }
 
+    def _camera_fps(self, acquired: int, dur: float) -> float:
+        """The camera's frame rate over the span ``fps`` is measured on (the first to the
+        last published frame's ``ready``): the frame numbers the camera gave in it.
+
+        Why not *acquired* over the whole run: that span includes the camera's start-up,
+        and a short run then read as processing faster than its camera delivered (60
+        frames: 50.3 against 38.9 fps, nothing dropped). Frame numbers that do not run
+        forwards (a replay started again) fall back to that."""
+        ss, span = self.stamp_stats, self._index_span
+        if span is not None and span[1] > span[0] and ss.first_ready is not None \
+                and ss.last_ready is not None and ss.last_ready > ss.first_ready:
+            return round((span[1] - span[0]) / ((ss.last_ready - ss.first_ready) * 1e-9), 2)
+        return round(acquired / dur, 2) if dur else 0.0
+
     def latencies(self) -> dict[str, dict]:
         """Per-stage latency percentiles (ms) over every processed frame: the
         publication path (every published frame) and control's stages (every frame
         control used)."""
+        last, self._unsent = self._unsent, None
+        if last is not None:
+            self.sent_stats.add(last)
         out = self.stamp_stats.latencies_ms()
+        out.update(self.sent_stats.latencies_ms())
         out.update(self.control_stats.latencies_ms())
         ss = self.stamp_stats
         for key in ss.value_keys():
@@ -740,7 +773,7 @@ class Pipeline:
             "control_errors": self.control_errors,
             "duration_s": round(dur, 3),
             "fps": round(fps, 2),
-            "camera_fps": round(acquired / dur, 2) if dur else 0.0,
+            "camera_fps": self._camera_fps(acquired, dur),
             "detections_per_frame": round(self.detections_total / self.processed, 2)
             if self.processed else 0.0,
             "stop_reason": self.stop_reason,
