@@ -215,7 +215,9 @@ def headless_config() -> str | None:
 
 
 def _explain(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
+    """MMCore's error text as one line (it breaks "Line 7: Device,..." and the reason onto
+    two), with the fix for a device-interface mismatch."""
+    text = " ".join(str(e).split()) or type(e).__name__
     if "interface version" in text.lower():
         try:
             import pymmcore
@@ -330,6 +332,8 @@ class MicroManagerMicroscope(BaseMicroscope):
         made here and re-read from the stage at most this often (to see joystick or GUI
         moves). Position queries go through the device (serial lines on real stages take
         several ms), so asking once per frame would cap the frame rate. 0 = every frame.
+        The exposure, pixel size and affine that frames carry are re-read as often (the
+        objective or the exposure changed while the stream runs).
     poll_s
         Sleep between polls of the camera buffer while streaming (adds up to this much
         latency, spares a CPU core).
@@ -384,6 +388,57 @@ class MicroManagerMicroscope(BaseMicroscope):
         self._pos_cache: StagePosition | None = None
         self._pos_t = 0.0
         self._streaming = False
+        self._say_why_moves_will_not_be_made()
+
+    def _say_why_moves_will_not_be_made(self) -> None:
+        """Say at start, one line each, what will stop moves: no XY stage or focus device,
+        a real stage without soft limits (on every axis or on one), a stage parked outside
+        its limits.
+
+        Steering and the focus lock count a refused or failed move and go on, so a run
+        that can never move only shows ``refused 58`` in its summary; the microscopist
+        needs the reason and the fix before the run, not a count after it.
+        """
+        for dev, what, fix in (
+                (self.xy_device, "XY stage (Core-XYStage is empty): XY moves (steer, "
+                 "calibrate, scan) fail", "add one in the Hardware Configuration Wizard "
+                 "(demo: DemoCamera/DXYStage)"),
+                (self.z_device, "focus device (Core-Focus is empty): focus moves fail",
+                 "set Core-Focus (demo: DemoCamera/DStage)")):
+            if not dev:
+                log.info("This Micro-Manager configuration has no %s; %s.", what, fix)
+        g = self.guard
+        axes = [a for a, dev in (("x", self.xy_device), ("y", self.xy_device),
+                                 ("z", self.z_device)) if dev]
+        if g.dry_run or not axes:
+            return
+        # (no flag named: the message is read by every command that opens a microscope)
+        fix = ("give them in µm: [microscope.limits] x, y, z in the run's TOML, or the "
+               "command's limits option (see its --help); or make it a dry run")
+        if g.limits is None:
+            if g.require_limits:
+                log.warning("No soft limits for the stage(s) %s of this real microscope: "
+                            "inscope refuses every move; %s.",
+                            ", ".join(d for d in (self.xy_device, self.z_device) if d), fix)
+            return
+        missing = [a for a in axes if getattr(g.limits, a) is None]
+        if g.require_limits and missing:
+            log.warning("No soft limit for %s on this real stage: inscope refuses every %s "
+                        "move; %s.", " and ".join(missing),
+                        "focus" if missing == ["z"] else "stage", fix)
+        try:
+            p = self._read_position()
+        except DeviceError as e:  # it will fail again, with its own message, when used
+            log.debug("no position to check against the soft limits: %s", e)
+            return
+        out = [f"{a}={round(getattr(p, a), 2) + 0.0:.2f} µm outside [{rng[0]:g}, {rng[1]:g}]"
+               for a in axes if (rng := getattr(g.limits, a)) is not None
+               and not rng[0] <= getattr(p, a) <= rng[1]]
+        if out:
+            log.warning("The stage is outside its soft limits (%s): every move that ends "
+                        "outside them is refused; move it inside first (Micro-Manager's "
+                        "stage control), or widen the limits if it may go there.",
+                        ", ".join(out))
 
     # -- constructors ------------------------------------------------------------------
     @classmethod
@@ -473,6 +528,26 @@ class MicroManagerMicroscope(BaseMicroscope):
             self._call(self.camera, f"set property {k!r} to {v!r}", self.core.set_property,
                        self.camera, str(k), str(v))
 
+    def _refuse_demo_beads_in_colour(self) -> None:
+        """One line instead of a dead process: DemoCamera crashes (segfault, or free():
+        invalid pointer) in a sequence acquisition of "Fluorescent Beads" in a colour
+        PixelType (32bitRGB, 64bitRGB), e.g. ``-p PixelType=32bitRGB -p "Mode=Fluorescent
+        Beads"``."""
+        c, cam = self.core, self.camera
+        try:
+            if self._library(cam) != "DemoCamera" or not c.has_property(cam, "Mode"):
+                return
+            mode, ptype = str(c.get_property(cam, "Mode")), str(
+                c.get_property(cam, "PixelType"))
+        except Exception as e:  # noqa: BLE001 - a camera that cannot say: let it stream
+            log.debug("could not read DemoCamera's Mode / PixelType: %s", e)
+            return
+        if mode == "Fluorescent Beads" and "RGB" in ptype:
+            raise DeviceError(
+                f"DemoCamera {cam!r} crashes streaming Mode 'Fluorescent Beads' in PixelType "
+                f"{ptype!r}: choose PixelType 8bit, 16bit or 32bit (-p PixelType=16bit), or "
+                "another Mode for colour (-p 'Mode=Artificial Waves').")
+
     @property
     def exposure_ms(self) -> float:
         return float(self.core.get_exposure())
@@ -508,6 +583,18 @@ class MicroManagerMicroscope(BaseMicroscope):
             "pixel_size_configured": self.pixel_size_configured,
         }
         return px, self.affine, md
+
+    def _stream_context(self) -> tuple[float, np.ndarray, dict[str, Any], int, float]:
+        """:meth:`_frame_context` for a stream, with the exposure in ns (the window in
+        which a move blurs a frame) and when it was read (``time.monotonic()``).
+
+        A stream re-reads it every ``position_refresh_s``, as it does the stage
+        position: the exposure, the objective (pixel size, affine) can be changed while
+        a sequence runs (Micro-Manager's GUI, a pymmcore-plus script), and frames
+        carrying the start's would steer by the old objective's pixel size and judge
+        motion blur by the old exposure."""
+        px, aff, md = self._frame_context()
+        return px, aff, md, int(float(md["exposure_ms"]) * 1e6), time.monotonic()
 
     # -- position ----------------------------------------------------------------------
     def _read_position(self) -> StagePosition:
@@ -609,10 +696,10 @@ class MicroManagerMicroscope(BaseMicroscope):
                             "restart live mode in Micro-Manager after inscope is done.",
                             self.camera)
             _stop_sequence(c)  # e.g. left running by the GUI's live mode
+            self._refuse_demo_beads_in_colour()
             h, w = int(c.get_image_height()), int(c.get_image_width())
             fmt = PixelFormat.of(c)
-            px, aff, md = self._frame_context()
-            exposure_ns = int(float(md["exposure_ms"]) * 1e6)
+            px, aff, md, exposure_ns, ctx_t = self._stream_context()
             self._call(self.camera, "start continuous acquisition",
                        c.start_continuous_sequence_acquisition, 0.0)
             self._streaming = True
@@ -631,6 +718,8 @@ class MicroManagerMicroscope(BaseMicroscope):
                     c.pop_next_image()
                 ti = self._call(self.camera, "return its image", c.pop_next_tagged_image)
                 ready = time.monotonic_ns()
+                if time.monotonic() - ctx_t >= self.position_refresh_s:
+                    px, aff, md, exposure_ns, ctx_t = self._stream_context()
                 try:
                     tags = dict(ti.tags) if ti.tags is not None else {}
                 except (TypeError, ValueError):  # a bridged Java object, not a dict
@@ -667,8 +756,7 @@ class MicroManagerMicroscope(BaseMicroscope):
                      "reading its newest images; it keeps running after inscope", self.camera)
             h, w = int(c.get_image_height()), int(c.get_image_width())
             fmt = PixelFormat.of(c)
-            px, aff, md = self._frame_context()
-            exposure_ns = int(float(md["exposure_ms"]) * 1e6)
+            px, aff, md, exposure_ns, ctx_t = self._stream_context()
             self._streaming = True
         last = None
         try:
@@ -697,6 +785,8 @@ class MicroManagerMicroscope(BaseMicroscope):
                     time.sleep(self.poll_s)
                     continue
                 last = index
+                if time.monotonic() - ctx_t >= self.position_refresh_s:
+                    px, aff, md, exposure_ns, ctx_t = self._stream_context()
                 moving = self.motion_during(ready - 2 * exposure_ns, ready)
                 emit(Frame(_as_2d(ti.pix, h, w, fmt), index=index, stamps={STAMP_READY: ready},
                            position=self._read_position() if moving

@@ -308,6 +308,16 @@ def _consensus(D: np.ndarray, S: np.ndarray, tol_px: float = 1.0,
     return best
 
 
+def _um(v: float) -> str:
+    """*v* µm to 0.01 µm, without the ``-0.00`` of a stage reading a hair below zero."""
+    return f"{round(float(v), 2) + 0.0:.2f}"
+
+
+def _range(rng: tuple[float, float] | None) -> str:
+    """A soft-limit range as the guard writes it (``[-200, 200]``; None: ``any``)."""
+    return "any" if rng is None else f"[{rng[0]:g}, {rng[1]:g}]"
+
+
 def _default_steps(scope: Microscope, shape: tuple[int, int]) -> list[float]:
     # 10% and 20% of the field: large enough to measure the scale precisely, small enough
     # that most of the field stays in common (phase correlation needs overlap).
@@ -356,9 +366,11 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
     ValueError
         For steps that are not positive or repeats under 1 (before anything moves).
     CalibrationError
-        When fewer than two independent moves could be measured (featureless field,
-        moves refused by the soft limits), or when the measured shifts do not fit one
-        map (``max_misfit``).
+        When the stage starts outside the soft limits (before anything moves), when every
+        move was refused (the guard's reason, e.g. no soft limits on a real stage), when
+        fewer than two independent moves could be measured (featureless field, moves
+        refused by the soft limits), or when the measured shifts do not fit one map
+        (``max_misfit``).
     """
     if steps_um is not None and not (
             len(steps_um) and all(math.isfinite(v) and v > 0 for v in steps_um)):
@@ -369,6 +381,15 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
     t0 = time.perf_counter()
     reported = np.array(scope.affine, float)
     start = scope.position()
+    lim = getattr(scope, "limits", None)
+    if lim is not None and not lim.allows_xy(start.x, start.y):
+        # The moves go out from the start and back to it: from outside the limits the
+        # stage would be moved into them and left there, with too few moves to measure.
+        raise CalibrationError(
+            f"The stage is at ({_um(start.x)}, {_um(start.y)}) µm, outside the soft limits "
+            f"x {_range(lim.x)}, y {_range(lim.y)}: "
+            "calibration moves out from there and back; move the stage inside them first "
+            "(e.g. Micro-Manager's stage control), or widen the limits. Nothing moved.")
     ref = scope.snap()
     n_images = 1
     if steps_um is None:
@@ -379,6 +400,7 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
     s_rows: list[np.ndarray] = []
     used: list[dict[str, Any]] = []  # the move record of each row
     moves: list[dict[str, Any]] = []
+    moved = False  # a stage that never left the start is not sent back (a refused move)
     try:
         for step in steps_um:
             for _ in range(max(1, int(n))):
@@ -389,6 +411,7 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
                     except MoveRefused as e:
                         moves.append({"target": [tx, ty], "refused": str(e)})
                         continue
+                    moved = True
                     frame = scope.snap()
                     n_images += 1
                     pos = frame.position or scope.position()
@@ -403,9 +426,17 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
                         used.append(moves[-1])
     finally:
         try:
-            scope.move_xy(start.x, start.y)
+            if moved:
+                scope.move_xy(start.x, start.y)
         except MoveRefused as e:  # pragma: no cover - start was allowed a moment ago
             log.warning("could not return the stage to the start position: %s", e)
+    if moves and not moved:
+        # One cause for all of them (a real stage without soft limits, steps above the
+        # max step): the guard's own reason names it and the fix, where guessing at a
+        # featureless field would send the microscopist looking for beads.
+        raise CalibrationError(
+            f"All {len(moves)} calibration moves were refused by the soft limits, nothing "
+            f"was measured: {moves[0]['refused']}")
     if len(d_rows) < 2:
         raise CalibrationError(
             f"Only {len(d_rows)} usable calibration move(s) of {len(moves)}: the field may be "

@@ -210,8 +210,12 @@ def test_broken_config_is_clear(mm_core, tmp_path):
     cfg = tmp_path / "broken.cfg"
     cfg.write_text("Device,Camera,NoSuchLibrary,DCam\n")
     try:
-        with pytest.raises(MicroscopeUnavailable, match="could not load config"):
+        with pytest.raises(MicroscopeUnavailable, match="could not load config") as e:
             headless_core(None, str(cfg))
+        # one line: MMCore puts its reason on a line of its own after the config line
+        assert "\n" not in str(e.value)
+        assert "Line 1: Device,Camera,NoSuchLibrary,DCam Failed to load device adapter " \
+               '"NoSuchLibrary"' in str(e.value)
     finally:
         headless_core(None, DEFAULT_CONFIG)
     assert mm_core.get_camera_device() == "Camera"
@@ -433,3 +437,57 @@ def test_config_without_xy_stage_refuses_xy_with_device_error(mm_core, tmp_path)
     finally:
         headless_core(None, DEFAULT_CONFIG)
     assert mm_core.get_xy_stage_device() == "XY"
+
+
+def _notices(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "inscope.acquisition.micromanager" and r.levelname == "WARNING"]
+
+
+def test_a_real_stage_that_will_refuse_every_move_says_why_at_start(mm_core, mm_scope, caplog):
+    """Steering and the focus lock count refused moves and go on: a run on a real stage
+    without soft limits only showed ``refused 58`` in its summary. The reason and the fix
+    are said once, when the microscope is opened; dry-run (nothing moves) says nothing."""
+    caplog.set_level("INFO", logger="inscope.acquisition.micromanager")
+    MicroManagerMicroscope(mm_core, guard=MoveGuard(limits=None, require_limits=True))
+    (line,) = _notices(caplog)
+    assert "No soft limits for the stage(s) XY, Z" in line and "refuses every move" in line
+    assert "[microscope.limits]" in line and "limits option" in line and "dry run" in line
+    caplog.clear()
+    MicroManagerMicroscope(mm_core, guard=MoveGuard(
+        SoftLimits(x=(-100, 100), y=(-100, 100)), require_limits=True))
+    (line,) = _notices(caplog)
+    assert "No soft limit for z" in line and "every focus move" in line
+    caplog.clear()
+    MicroManagerMicroscope(mm_core, guard=MoveGuard(limits=None, require_limits=True,
+                                                    dry_run=True))
+    assert _notices(caplog) == []
+
+
+def test_a_stage_parked_outside_its_soft_limits_is_named_at_start(mm_core, mm_scope, caplog):
+    """A focus drive left 50 µm up with z limits of [-20, 20]: every focus move is
+    refused, and the run must say so before it starts, not count refusals."""
+    mm_scope.core.set_position(50.0)
+    mm_scope.core.wait_for_device(mm_scope.z_device)
+    caplog.set_level("INFO", logger="inscope.acquisition.micromanager")
+    lim = SoftLimits(x=(-200, 200), y=(-200, 200), z=(-20, 20))
+    MicroManagerMicroscope(mm_core, limits=lim)
+    (line,) = _notices(caplog)
+    assert "outside its soft limits (z=50.00 µm outside [-20, 20])" in line
+    assert "move it inside first" in line
+    caplog.clear()
+    MicroManagerMicroscope(mm_core, limits=SoftLimits(x=(-200, 200), y=(-200, 200),
+                                                      z=(0, 100)))
+    assert _notices(caplog) == []
+
+
+def test_a_config_without_stages_says_what_cannot_move(mm_core, tmp_path, caplog):
+    cfg = _demo_config(tmp_path, "Camera")
+    caplog.set_level("INFO", logger="inscope.acquisition.micromanager")
+    try:
+        MicroManagerMicroscope.headless(None, str(cfg))
+    finally:
+        headless_core(None, DEFAULT_CONFIG)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "no XY stage (Core-XYStage is empty)" in said
+    assert "no focus device (Core-Focus is empty)" in said

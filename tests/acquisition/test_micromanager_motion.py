@@ -367,6 +367,19 @@ def test_colour_and_binned_cameras_stream_grey_frames_of_their_own_size(mm_scope
     assert f.metadata["backend"] == "headless" and f.metadata["pixel_size_configured"] is True
 
 
+def test_demo_beads_in_colour_are_refused_in_one_line_not_a_crash(mm_scope):
+    """DemoCamera kills the process (segfault / free(): invalid pointer) streaming
+    "Fluorescent Beads" in 32bitRGB: the stream refuses it, naming the working pixel
+    types, and the camera is left idle for the next stream."""
+    mm_scope.set_camera_properties({"PixelType": "32bitRGB", "Mode": "Fluorescent Beads"})
+    with mm_scope.stream() as s:
+        err = _raised(s)
+    assert isinstance(err, DeviceError), err
+    assert "crashes streaming Mode 'Fluorescent Beads' in PixelType '32bitRGB'" in str(err)
+    assert "-p PixelType=16bit" in str(err)
+    assert not mm_scope.core.is_sequence_running()
+
+
 def _stream_one(scope, attached: bool):
     """One frame of inscope's own sequence, or of a running one it attaches to."""
     # (a generous wait: the first image of a binned colour sequence took 0.5 s here, and
@@ -394,6 +407,31 @@ def test_streamed_frames_carry_the_objectives_pixel_size_and_affine(mm_scope, at
         np.testing.assert_allclose(g.affine, [[0.0, -0.5], [0.5, 0.0]])
     finally:
         c.set_pixel_size_affine(cfg, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])
+def test_an_objective_or_exposure_changed_mid_stream_reaches_the_frames(mm_scope, attached):
+    """The microscopist turns the nosepiece to 20X or lengthens the exposure in
+    Micro-Manager while inscope streams: within ``position_refresh_s`` the frames carry
+    the new pixel size and affine (steering by the old ones moves the stage 2x too far)
+    and the new exposure (the window a move blurs a frame in)."""
+    mm_scope.position_refresh_s = 0.05
+    c = mm_scope.core
+    with _live_mode(mm_scope, attached), mm_scope.stream() as s:
+        first = s.get(timeout=5.0)
+        assert first.pixel_size_um == pytest.approx(1.0)
+        c.set_config("Objective", "20X")
+        c.wait_for_config("Objective", "20X")
+        c.set_exposure(12.0)
+        changed = time.monotonic()
+        while True:
+            f = s.get(timeout=5.0)
+            assert f is not None
+            if f.pixel_size_um == pytest.approx(0.5):
+                break
+            assert time.monotonic() - changed < 2.0, "the frames kept the 10X pixel size"
+    np.testing.assert_allclose(f.affine, np.eye(2) * 0.5)
+    assert f.metadata["exposure_ms"] == pytest.approx(12.0)
 
 
 @pytest.mark.parametrize("attached", [False, True], ids=["own-sequence", "attached"])

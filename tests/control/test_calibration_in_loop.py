@@ -166,3 +166,39 @@ def test_a_file_that_does_not_say_what_was_reported_warns_and_applies(caplog):
     odd = NoPixelSize()
     Calibration.from_affine(np.eye(2) * 6.5, reported=np.eye(2) * 6.5).apply(odd)
     np.testing.assert_allclose(odd.affine, np.eye(2) * 6.5)
+
+
+def test_calibrating_a_real_stage_without_limits_names_the_missing_limits(mm_scope, caplog):
+    """Every move refused for one reason (no soft limits on a real stage): the error is
+    that reason, not a guess at a featureless field, and the stage, never moved, is not
+    sent back to the start (which would be refused too)."""
+    from inscope.acquisition import MoveGuard
+    from inscope.control.calibration import CalibrationError, calibrate
+
+    mm_scope.guard = MoveGuard(limits=None, require_limits=True)
+    with pytest.raises(CalibrationError) as e:
+        calibrate(mm_scope, steps_um=[20.0])
+    msg = str(e.value)
+    assert msg.startswith("All 6 calibration moves were refused by the soft limits, "
+                          "nothing was measured: ")
+    assert "no soft limits are configured" in msg and "featureless" not in msg
+    assert not [r for r in caplog.records if "could not return" in r.getMessage()]
+    assert all(not r.made for r in mm_scope.guard.history)
+    assert len(mm_scope.guard.history) == 6
+
+
+def test_calibrate_refuses_a_stage_outside_its_limits_before_anything_moves(
+        mm_scope, tmp_path, capsys):
+    """The demo stage at (0, 0) with --limits 100 200 100 200: the moves out and back
+    cannot start there (one diagonal move used to carry the stage into the limits and
+    leave it there); one line, nothing moved, no file."""
+    out = tmp_path / "cal.json"
+    rc = main(["calibrate", "--backend", "headless", "--limits", "100", "200", "100",
+               "200", "-10", "10", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and not out.exists()
+    assert err[-1] == ("error: The stage is at (0.00, 0.00) µm, outside the soft limits "
+                       "x [100, 200], y [100, 200]: calibration moves out from there and "
+                       "back; move the stage inside them first (e.g. Micro-Manager's stage "
+                       "control), or widen the limits. Nothing moved.")
+    assert float(mm_scope.core.get_x_position()) == pytest.approx(0.0, abs=0.01)
