@@ -151,7 +151,10 @@ TARGETS: tuple[Target, ...] = (
            0.80),
     Target("preprocess", "detector/preprocess.py",
            ("tests/detector/test_det_preprocess_decode.py",
-            "tests/detector/test_preprocess_truth.py"), 0.80),
+            "tests/detector/test_preprocess_truth.py",
+            # the sparse anchor's and the hot-pixel step's own tests
+            "tests/detector/test_sparse_anchor.py", "tests/detector/test_signal_check.py"),
+           0.80),
     # the camera's noise and background, the box check, hot pixels: what every frame's
     # boxes and every focus measure pass through
     Target("signal", "detector/signal.py",
@@ -1204,6 +1207,24 @@ SURVIVOR_NOTES: dict[str, tuple[str, str]] = {
     **{f"x_pad_to_multiple__mutmut_{k}": (frag, "equivalent: OpenCV reads None as 0 "
        "(BORDER_CONSTANT is 0)") for k, frag in (
            (22, "img, None, ph"), (24, "ph, None, pw"), (26, "pw, None, value"))},
+    # the noise sigma handed on by normalise (measured once) or measured again: the same
+    # value from the same frame, only its cost differs
+    **{f"x_{f}__mutmut_{k}": (frag, "equivalent in result: the camera-noise sigma is "
+       "measured again instead of handed on (the same value; only its cost)")
+       for f, k, frag in (("normalise", 30, "spec.get(None)"),
+                          ("normalise", 31, 'spec.get("XXsparse_sigmaXX")'),
+                          ("normalise", 32, 'spec.get("SPARSE_SIGMA")'),
+                          ("normalise", 38, "noise=None)"),
+                          ("normalise", 41, "img, spec, )"),
+                          ("normalise", 68, "noise=None)"), ("normalise", 73, ")"),
+                          ("hot_pixel_step", 10, "noise=None)"),
+                          ("hot_pixel_step", 14, "pairs\")), )"),
+                          ("sparse_high", 3, "(noise is None) or True"),
+                          ("without_hot_pixels", 6, "(noise is None) or True"))},
+    **{f"x_unscale_boxes__mutmut_{k}": (frag, "equivalent: at a factor within 1e-3 of 1 "
+       "the sizes round to the image's own, the ratio is exactly 1 and the boxes stay")
+       for k, frag in ((1, "1e-3 and not"), (3, "factor + 1.0"), (5, "<= 1e-3"))},
+    "x_unscale_boxes__mutmut_9": ("shape[:3]", "equivalent: the shape given is (h, w)"),
     "x_resize__mutmut_26": (
         "factor <= 1", "equivalent: a factor of 1 has returned before (no-op)"),
     "x_resize__mutmut_4": (

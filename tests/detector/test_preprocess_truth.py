@@ -676,3 +676,24 @@ def test_hot_pixel_pairs_are_lowered_only_when_the_card_asks():
     a = pp.normalise(hot, {"hot_pixel_pairs": True})
     b = pp.normalise(hot)
     assert a[5, 5] < 0.5 < b[5, 5]
+
+
+def test_method_none_leaves_every_pixel_even_a_hot_one():
+    """``{"method": "none"}`` only casts: no hot-pixel step (which needs a noise measure
+    and would lower the lone bright pixel) runs before it."""
+    img = np.random.default_rng(5).normal(100, 3, (16, 16)).astype(np.uint16)  # noise > 0
+    img[8, 8] = 60000
+    assert pp.hot_pixel_step(img, {})[8, 8] < 1000  # the step would lower it
+    out = pp.normalise(img, {"method": "none"})
+    np.testing.assert_array_equal(out, img.astype(np.float32))
+
+
+def test_unscale_boxes_on_an_image_shrunk_to_one_pixel():
+    """A 10 x 10 image at factor 0.1 becomes 1 x 1 (OpenCV's smallest): the true ratio is
+    1 / 10 on each axis, so the one pixel's centre (0) maps back to 4.5."""
+    boxes = np.array([[0.0, 0.0, 0.0, 0.0]])
+    pp.unscale_boxes(boxes, 0.1, (10, 10))
+    np.testing.assert_allclose(boxes, [[4.5, 4.5, 4.5, 4.5]])
+    boxes = np.array([[0.0, 0.0, 0.0, 0.0]])
+    pp.unscale_boxes(boxes, 0.04, (10, 50))  # 50 x 10 -> 2 x 1 (x: round(2.0), y: 1)
+    np.testing.assert_allclose(boxes, [[12.0, 4.5, 12.0, 4.5]])
