@@ -125,3 +125,15 @@ def one_error_line(capsys) -> tuple[str, str]:
     assert len(err.splitlines()) == 1 and err.startswith("error:"), err
     assert "Traceback" not in cap.err + cap.out
     return err, cap.out
+
+
+def refused_in_one_line(call, *args, exc: type[BaseException] = ValueError, **kw) -> str:
+    """The message of the *exc* that ``call(*args, **kw)`` raises, checked to be one line
+    (bad input gets one line naming the problem and the fix)."""
+    import pytest
+
+    with pytest.raises(exc) as e:
+        call(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg

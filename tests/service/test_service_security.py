@@ -6,6 +6,7 @@ by the ``inscope keys`` command, a real pipeline on the simulated microscope.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -207,7 +208,9 @@ def test_snapshots_are_rate_limited(tmp_path):
     assert pol.refused == 2
 
 
-def test_default_snapshot_rate_limit_refuses_a_burst(tmp_path):
+@contextlib.contextmanager
+def _default_snapshots(tmp_path):
+    """A running pipeline with the default snapshot rate limit, past its first frame."""
     from inscope.acquisition.factory import open_microscope
     from inscope.detector.onnx_detector import load_detector
     from inscope.pipeline import Pipeline
@@ -219,10 +222,15 @@ def test_default_snapshot_rate_limit_refuses_a_burst(tmp_path):
         deadline = time.monotonic() + 10
         while p.last_result is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        reps = [p.command({"cmd": "snapshot"}) for _ in range(50)]
+        yield p
     finally:
         p.stop()
         scope.close()
+
+
+def test_default_snapshot_rate_limit_refuses_a_burst(tmp_path):
+    with _default_snapshots(tmp_path) as p:
+        reps = [p.command({"cmd": "snapshot"}) for _ in range(50)]
     ok = sum(r["ok"] for r in reps)
     assert 1 <= ok <= 5, ok
     assert any("too many snapshots" in r.get("error", "") for r in reps)
@@ -233,22 +241,9 @@ def test_a_refused_snapshot_folder_takes_no_token(tmp_path):
     """Three snapshots refused for their folder used to spend the burst's three tokens,
     so the next good request was told to wait (a client probing names locked itself
     out); a bad folder is now refused before a token is taken."""
-    from inscope.acquisition.factory import open_microscope
-    from inscope.detector.onnx_detector import load_detector
-    from inscope.pipeline import Pipeline
-
-    scope = open_microscope("sim", shape=(64, 64), exposure_ms=10.0, seed=1)
-    p = Pipeline(scope, load_detector("classical"), snapshot_dir=tmp_path / "snaps")
-    p.start()
-    try:
-        deadline = time.monotonic() + 10
-        while p.last_result is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with _default_snapshots(tmp_path) as p:
         bad = [p.command({"cmd": "snapshot", "dir": f"../{c}"}) for c in "abcde"]
         good = p.command({"cmd": "snapshot", "dir": "ok"})
-    finally:
-        p.stop()
-        scope.close()
     assert all(not r["ok"] and "dir" in r["error"] for r in bad), bad
     assert good["ok"], good
     assert p.snapshots.refused == 0
