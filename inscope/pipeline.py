@@ -634,7 +634,12 @@ class Pipeline:
         stem = self.snapshots.stems(directory, r.frame.index)
         paths = {"frame": f"{stem}_frame.tif", "overlay": f"{stem}_overlay.png",
                  "detections": f"{stem}_detections.json"}
-        tifffile.imwrite(paths["frame"], r.frame.pixels)
+        # with its pixel size (ImageJ's resolution and unit), as Fiji reads it: a plain
+        # TIFF opened in pixels, unlike the run's frames.ome.tif
+        px = float(r.frame.scale_um)
+        tifffile.imwrite(paths["frame"], r.frame.pixels, imagej=True,
+                         resolution=(1.0 / px, 1.0 / px) if px > 0 else None,
+                         metadata={"unit": "um"} if px > 0 else {})
         cv2.imwrite(paths["overlay"], OverlayRenderer().render(r, mode=self.mode))
         Path(paths["detections"]).write_bytes(r.message()[1])
         return {k: str(Path(v).resolve()) for k, v in paths.items()}

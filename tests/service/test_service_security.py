@@ -247,3 +247,11 @@ def test_a_refused_snapshot_folder_takes_no_token(tmp_path):
     assert all(not r["ok"] and "dir" in r["error"] for r in bad), bad
     assert good["ok"], good
     assert p.snapshots.refused == 0
+    # the frame keeps its pixel size, as Fiji reads it (ImageJ resolution, unit µm)
+    import tifffile
+
+    with tifffile.TiffFile(good["paths"]["frame"]) as tf:
+        assert tf.imagej_metadata["unit"] == "um"
+        x_res = tf.pages[0].tags["XResolution"].value
+        assert x_res[1] / x_res[0] == pytest.approx(p.last_result.frame.scale_um, rel=1e-6)
+        assert tf.asarray().shape == p.last_result.frame.shape
