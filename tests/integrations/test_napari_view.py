@@ -13,6 +13,7 @@ stream) — the same PubOutput ``inscope run`` uses.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -172,7 +173,8 @@ def test_zmq_stream_of_another_process(viewer):
     assert img.shape == (*last.frame.pixels.shape, 3)  # the rendered overlay, as RGB
     assert viewer.layers[IMAGE_LAYER].rgb
     # the overlay draws the boxes: the pixel under a box edge is coloured, not gray
-    x0, y0 = (int(round(v)) for v in last.detections.boxes[0][:2])
+    # (halves round up, as the overlay draws them: the classical boxes' corners are x.5)
+    x0, y0 = (int(math.floor(v + 0.5)) for v in last.detections.boxes[0][:2])
     r, g, b = (int(v) for v in img[y0, x0])
     assert max(r, g, b) - min(r, g, b) > 50
 
