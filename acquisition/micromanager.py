@@ -55,7 +55,7 @@ from inscope.acquisition.pymmcore_core import (
     last_tagged_image,
     to_gray,
 )
-from inscope.acquisition.safety import MoveGuard, SoftLimits
+from inscope.acquisition.safety import MoveGuard, SoftLimits, shown_range, shown_um
 from inscope.acquisition.stream import FrameStream
 
 log = logging.getLogger(__name__)
@@ -431,7 +431,7 @@ class MicroManagerMicroscope(BaseMicroscope):
         except DeviceError as e:  # it will fail again, with its own message, when used
             log.debug("no position to check against the soft limits: %s", e)
             return
-        out = [f"{a}={round(getattr(p, a), 2) + 0.0:.2f} µm outside [{rng[0]:g}, {rng[1]:g}]"
+        out = [f"{a}={shown_um(getattr(p, a))} µm outside {shown_range(rng)}"
                for a in axes if (rng := getattr(g.limits, a)) is not None
                and not rng[0] <= getattr(p, a) <= rng[1]]
         if out:

@@ -171,7 +171,7 @@ class MoveGuard:
             if rng is not None and not (rng[0] <= v <= rng[1]):
                 self._refuse("xy", start, target,
                              f"Refused XY move to {_fmt(target)} µm: {name}={v:.2f} is outside "
-                             f"the soft limit [{rng[0]:g}, {rng[1]:g}]. Nothing moved; widen "
+                             f"the soft limit {shown_range(rng)}. Nothing moved; widen "
                              "[limits] in the config if the slide really extends there.")
         step = math.hypot(target[0] - start[0], target[1] - start[1])
         if step > lim.max_step_xy_um:
@@ -186,7 +186,7 @@ class MoveGuard:
         if lim.z is not None and not (lim.z[0] <= target <= lim.z[1]):
             self._refuse("z", (start,), (target,),
                          f"Refused Z move to {target:.2f} µm: outside the soft limit "
-                         f"[{lim.z[0]:g}, {lim.z[1]:g}]. Nothing moved; this limit protects "
+                         f"{shown_range(lim.z)}. Nothing moved; this limit protects "
                          "the objective and the sample.")
         if abs(target - start) > lim.max_step_z_um:
             self._refuse("z", (start,), (target,),
@@ -221,6 +221,17 @@ class MoveGuard:
                          tuple(map(float, target)), made, reason)
         self.history.append(rec)
         self.moved.emit(rec)
+
+
+def shown_range(rng: Sequence[float] | None) -> str:
+    """A soft-limit range as every message shows it: ``[lo, hi]`` (None: ``any``)."""
+    return "any" if rng is None else f"[{rng[0]:g}, {rng[1]:g}]"
+
+
+def shown_um(v: float) -> str:
+    """A stage coordinate (µm) to 0.01 µm, without the ``-0.00`` of a reading a hair below
+    zero."""
+    return f"{round(float(v), 2) + 0.0:.2f}"
 
 
 def _fmt(v: Sequence[float]) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 
 from inscope.acquisition.errors import MoveRefused
 from inscope.acquisition.microscope import Microscope
+from inscope.acquisition.safety import shown_range, shown_um
 
 log = logging.getLogger(__name__)
 
@@ -308,16 +309,6 @@ def _consensus(D: np.ndarray, S: np.ndarray, tol_px: float = 1.0,
     return best
 
 
-def _um(v: float) -> str:
-    """*v* µm to 0.01 µm, without the ``-0.00`` of a stage reading a hair below zero."""
-    return f"{round(float(v), 2) + 0.0:.2f}"
-
-
-def _range(rng: tuple[float, float] | None) -> str:
-    """A soft-limit range as the guard writes it (``[-200, 200]``; None: ``any``)."""
-    return "any" if rng is None else f"[{rng[0]:g}, {rng[1]:g}]"
-
-
 def _default_steps(scope: Microscope, shape: tuple[int, int]) -> list[float]:
     # 10% and 20% of the field: large enough to measure the scale precisely, small enough
     # that most of the field stays in common (phase correlation needs overlap).
@@ -386,8 +377,8 @@ def calibrate(scope: Microscope, steps_um: list[float] | tuple[float, ...] | Non
         # The moves go out from the start and back to it: from outside the limits the
         # stage would be moved into them and left there, with too few moves to measure.
         raise CalibrationError(
-            f"The stage is at ({_um(start.x)}, {_um(start.y)}) µm, outside the soft limits "
-            f"x {_range(lim.x)}, y {_range(lim.y)}: "
+            f"The stage is at ({shown_um(start.x)}, {shown_um(start.y)}) µm, outside the soft "
+            f"limits x {shown_range(lim.x)}, y {shown_range(lim.y)}: "
             "calibration moves out from there and back; move the stage inside them first "
             "(e.g. Micro-Manager's stage control), or widen the limits. Nothing moved.")
     ref = scope.snap()

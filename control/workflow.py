@@ -29,6 +29,7 @@ import numpy as np
 from inscope.acquisition.errors import DeviceError, MoveRefused
 from inscope.acquisition.frame import Frame
 from inscope.acquisition.microscope import Microscope
+from inscope.acquisition.safety import shown_range
 from inscope.control.focus import (
     FLAT_SWEEP,
     FocusResult,
@@ -365,7 +366,7 @@ def _xy_ranges(scope: Any) -> list[tuple[str, tuple[float, float]]]:
 
 def _shown(ranges: list[tuple[str, tuple[float, float]]]) -> str:
     """*ranges* as a message shows them: ``x [lo, hi], y [lo, hi]``."""
-    return ", ".join(f"{a} [{r[0]:g}, {r[1]:g}]" for a, r in ranges)
+    return ", ".join(f"{a} {shown_range(r)}" for a, r in ranges)
 
 
 def _box4(b: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:

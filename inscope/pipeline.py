@@ -622,16 +622,12 @@ class Pipeline:
         import tifffile
 
         from inscope.overlay import OverlayRenderer
-        from inscope.snapshots import safe_subdir
 
         r = self.last_result
         if r is None:
             raise RuntimeError("no frame processed yet; wait for the first frame (or resume "
                                "if paused) and try again.")
-        # a refused folder takes no token: three bad requests would hold up a good one
-        safe_subdir(self.snapshots.root, directory)
-        self.snapshots.acquire()
-        stem = self.snapshots.stems(directory, r.frame.index)
+        stem = self.snapshots.take(directory, r.frame.index)
         paths = {"frame": f"{stem}_frame.tif", "overlay": f"{stem}_overlay.png",
                  "detections": f"{stem}_detections.json"}
         # with its pixel size (ImageJ's resolution and unit), as Fiji reads it: a plain

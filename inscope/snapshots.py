@@ -80,9 +80,19 @@ class SnapshotPolicy:
                                       f"second; try again in {wait:.2f} s.")
             self._tokens -= 1.0
 
+    def take(self, sub: object, frame_index: int) -> Path:
+        """One snapshot's stem: the folder checked, then a token taken, then a new name
+        (:meth:`stems`), in that order, so a folder refused for its name takes no token
+        (three bad requests held up the next good one)."""
+        d = safe_subdir(self.root, sub)
+        self.acquire()
+        return self._stem_in(d, frame_index)
+
     def stems(self, sub: object, frame_index: int) -> Path:
         """A new, unused path stem inside the allowed folder (the folder is created)."""
-        d = safe_subdir(self.root, sub)
+        return self._stem_in(safe_subdir(self.root, sub), frame_index)
+
+    def _stem_in(self, d: Path, frame_index: int) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         with self._lock:
             while True:

@@ -103,9 +103,7 @@ def undetected(image: np.ndarray, error: str, *, index: int = 0,
     exception escaping a frame handler would lose the frame, or stop the acquisition).
     Same arguments as :func:`detect_image`."""
     frame = _frame(image, index, position, pixel_size_um, affine, metadata)
-    none = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                      np.zeros(0, np.int32), frame_index=frame.index)
-    det = _detected(frame, none)
+    det = _detected(frame, Detections.empty(frame_index=frame.index))
     det.record["error"] = str(error)
     return det
 
